@@ -1,0 +1,30 @@
+using QwenSharp.Formats;
+
+namespace QwenSharp.Backend;
+
+/// <summary>
+/// A weight made ready by <see cref="IBackend.Upload"/>: the CPU keeps a view of the mapped file, a GPU
+/// copies it to the device. A matrix is <c>[Rows, Cols]</c> = <c>[out, in]</c>; a vector has one row.
+/// </summary>
+public abstract class DeviceWeight : IDisposable
+{
+    protected DeviceWeight(string name, DType storedType, int rows, int cols)
+    {
+        Name = name;
+        StoredType = storedType;
+        Rows = rows;
+        Cols = cols;
+    }
+
+    /// <summary>The checkpoint name, for error messages.</summary>
+    public string Name { get; }
+
+    /// <summary>The type the weight was stored in, which kernels convert from on the fly.</summary>
+    public DType StoredType { get; }
+
+    public int Rows { get; }
+
+    public int Cols { get; }
+
+    public abstract void Dispose();
+}

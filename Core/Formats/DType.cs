@@ -1,0 +1,68 @@
+namespace QwenSharp.Formats;
+
+/// <summary>The element types QwenSharp computes with; weights stay in their stored type.</summary>
+public enum DType
+{
+    F32,
+    F16,
+    BF16,
+}
+
+/// <summary>safetensors dtype names and element sizes.</summary>
+public static class DTypes
+{
+    /// <summary>Bytes per element of a supported type.</summary>
+    public static int SizeOf(DType type) => type switch
+    {
+        DType.F32 => 4,
+        DType.F16 => 2,
+        DType.BF16 => 2,
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
+    };
+
+    /// <summary>The name safetensors and Hugging Face use ("BF16"), also accepted in lower case on the command line.</summary>
+    public static string Name(DType type) => type switch
+    {
+        DType.F32 => "F32",
+        DType.F16 => "F16",
+        DType.BF16 => "BF16",
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
+    };
+
+    /// <summary>Parses a supported dtype name ("BF16", "bf16", "bfloat16", "float32", ...).</summary>
+    public static bool TryParse(string name, out DType type)
+    {
+        switch (name.ToUpperInvariant())
+        {
+            case "F32" or "FLOAT32" or "FP32": type = DType.F32; return true;
+            case "F16" or "FLOAT16" or "FP16": type = DType.F16; return true;
+            case "BF16" or "BFLOAT16": type = DType.BF16; return true;
+            default: type = default; return false;
+        }
+    }
+
+    /// <summary>The exact dtype names a safetensors header uses for the types we compute with.</summary>
+    public static bool TryParseSafeTensorsName(string name, out DType type)
+    {
+        switch (name)
+        {
+            case "F32": type = DType.F32; return true;
+            case "F16": type = DType.F16; return true;
+            case "BF16": type = DType.BF16; return true;
+            default: type = default; return false;
+        }
+    }
+
+    /// <summary>
+    /// Element size of every dtype the safetensors format defines, so that tensors we do not compute with
+    /// are still validated at load; null for a name the format does not define.
+    /// </summary>
+    internal static int? SafeTensorsElementSize(string name) => name switch
+    {
+        "BOOL" or "U8" or "I8" or "F8_E5M2" or "F8_E4M3" or "F8_E8M0" => 1,
+        "I16" or "U16" or "F16" or "BF16" => 2,
+        "I32" or "U32" or "F32" => 4,
+        "I64" or "U64" or "F64" => 8,
+        _ => null,
+    };
+}

@@ -1,0 +1,48 @@
+namespace QwenSharp.Generation;
+
+/// <summary>Why a sequence ended.</summary>
+public enum StopReason
+{
+    /// <summary>It produced an end-of-sequence id (the id is the last of its tokens).</summary>
+    Eos,
+
+    /// <summary>It reached the token limit or the end of the context.</summary>
+    Length,
+}
+
+/// <summary>What to generate and when to stop.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Upper bound on new tokens per sequence.</summary>
+    public int MaxNewTokens { get; init; } = 256;
+
+    /// <summary>Ids that end a sequence; null takes them from generation_config.json, else config.json.</summary>
+    public IReadOnlyList<int>? EosTokenIds { get; init; }
+
+    /// <summary>Run to the token limit even past an EOS id (benchmarks).</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Context per sequence (prompt plus new tokens); null: max_position_embeddings.</summary>
+    public int? Context { get; init; }
+
+    /// <summary>Most tokens per forward step during prefill; longer prompts are fed in chunks.</summary>
+    public int PrefillChunk { get; init; } = 512;
+}
+
+/// <summary>The new tokens of one sequence, ending with the EOS id when an EOS stopped it.</summary>
+public sealed record GeneratedSequence(IReadOnlyList<int> Ids, StopReason StopReason);
+
+/// <summary>All sequences of a call, in prompt order, with the time spent reading prompts and producing tokens.</summary>
+public sealed record GenerationResult(
+    IReadOnlyList<GeneratedSequence> Sequences,
+    int PromptTokens,
+    TimeSpan PrefillTime,
+    int DecodeTokens,
+    TimeSpan DecodeTime)
+{
+    /// <summary>Prompt tokens read per second (the forward passes that produce each sequence's first token).</summary>
+    public double PrefillTokensPerSecond => PromptTokens / Math.Max(PrefillTime.TotalSeconds, 1e-9);
+
+    /// <summary>Tokens fed back per second during decode; 0 when no decode step ran.</summary>
+    public double DecodeTokensPerSecond => DecodeTokens == 0 ? 0 : DecodeTokens / Math.Max(DecodeTime.TotalSeconds, 1e-9);
+}

@@ -1,0 +1,86 @@
+namespace QwenSharp.Generation;
+
+/// <summary>A token id with its log-probability.</summary>
+public readonly record struct TokenLogprob(int Id, double Logprob);
+
+/// <summary>
+/// log_softmax of a row of logits, in double: RL users compare these numbers across engines, so the
+/// normalizer is computed as max + log Σ exp(x - max) with a double accumulator over the whole vocabulary.
+/// </summary>
+public static class LogProbs
+{
+    /// <summary>log Σ exp(logits), stable for any magnitude.</summary>
+    public static double LogSumExp(ReadOnlySpan<float> logits)
+    {
+        if (logits.IsEmpty)
+        {
+            throw new ArgumentException("no logits", nameof(logits));
+        }
+
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
+        double sum = 0;
+        foreach (float logit in logits)
+        {
+            sum += Math.Exp((double)logit - max);
+        }
+
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>The index of the largest logit; the first one on ties, as <c>torch.argmax</c>.</summary>
+    public static int ArgMax(ReadOnlySpan<float> logits)
+    {
+        int best = 0;
+        for (int i = 1; i < logits.Length; i++)
+        {
+            if (logits[i] > logits[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>The <paramref name="k"/> most likely ids with their log-probs, most likely first (lower id first on ties).</summary>
+    public static TokenLogprob[] Top(ReadOnlySpan<float> logits, int k, double logSumExp)
+    {
+        k = Math.Min(k, logits.Length);
+        if (k <= 0)
+        {
+            return [];
+        }
+
+        // A sorted window of the k best so far: each logit costs one compare unless it enters the window.
+        var ids = new int[k];
+        var values = new float[k];
+        int count = 0;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            float value = logits[i];
+            if (count == k && !(value > values[k - 1]))
+            {
+                continue;
+            }
+
+            int at = count < k ? count++ : k - 1;
+            while (at > 0 && value > values[at - 1])
+            {
+                values[at] = values[at - 1];
+                ids[at] = ids[at - 1];
+                at--;
+            }
+
+            values[at] = value;
+            ids[at] = i;
+        }
+
+        var top = new TokenLogprob[k];
+        for (int i = 0; i < k; i++)
+        {
+            top[i] = new TokenLogprob(ids[i], values[i] - logSumExp);
+        }
+
+        return top;
+    }
+}

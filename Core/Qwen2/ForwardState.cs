@@ -1,0 +1,73 @@
+using QwenSharp.Backend;
+
+namespace QwenSharp.Qwen2;
+
+/// <summary>
+/// Every activation buffer of a forward pass, allocated once for up to <see cref="MaxRows"/> tokens per step
+/// and <see cref="MaxLogitRows"/> rows of logits (llama2.c's RunState): a step allocates nothing.
+/// </summary>
+public sealed class ForwardState : IDisposable
+{
+    private readonly DeviceBuffer[] _owned;
+
+    internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxRows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxLogitRows);
+        MaxRows = maxRows;
+        MaxLogitRows = maxLogitRows;
+        VocabSize = config.VocabSize;
+        X = backend.Allocate(maxRows, config.HiddenSize);
+        Xb = backend.Allocate(maxRows, config.HiddenSize);
+        Q = backend.Allocate(maxRows, config.QDim);
+        K = backend.Allocate(maxRows, config.KvDim);
+        V = backend.Allocate(maxRows, config.KvDim);
+        AttentionOut = backend.Allocate(maxRows, config.QDim);
+        Gate = backend.Allocate(maxRows, config.IntermediateSize);
+        Up = backend.Allocate(maxRows, config.IntermediateSize);
+        LastHidden = backend.Allocate(maxLogitRows, config.HiddenSize);
+        Logits = backend.Allocate(maxLogitRows, config.VocabSize);
+        HostLogits = GC.AllocateUninitializedArray<float>(checked(maxLogitRows * config.VocabSize));
+        _owned = [X, Xb, Q, K, V, AttentionOut, Gate, Up, LastHidden, Logits];
+    }
+
+    public int MaxRows { get; }
+
+    public int MaxLogitRows { get; }
+
+    public int VocabSize { get; }
+
+    internal DeviceBuffer X { get; }             // [rows, hidden]: the residual stream
+
+    internal DeviceBuffer Xb { get; }            // [rows, hidden]: normed input of a block, then its output
+
+    internal DeviceBuffer Q { get; }             // [rows, heads * head_dim]
+
+    internal DeviceBuffer K { get; }             // [rows, kv_heads * head_dim]
+
+    internal DeviceBuffer V { get; }             // [rows, kv_heads * head_dim]
+
+    internal DeviceBuffer AttentionOut { get; }  // [rows, heads * head_dim]
+
+    internal DeviceBuffer Gate { get; }          // [rows, intermediate]
+
+    internal DeviceBuffer Up { get; }            // [rows, intermediate]
+
+    internal DeviceBuffer LastHidden { get; }    // [logit rows, hidden]
+
+    internal DeviceBuffer Logits { get; }        // [logit rows, vocab]
+
+    /// <summary>Host copy of the last step's logits, [logit rows, vocab].</summary>
+    internal float[] HostLogits { get; }
+
+    /// <summary>The logits of the last step's i-th logit row (see <see cref="TokenBatch.LogitRows"/>).</summary>
+    public ReadOnlySpan<float> LogitsOf(int i) => HostLogits.AsSpan(i * VocabSize, VocabSize);
+
+    public void Dispose()
+    {
+        foreach (DeviceBuffer buffer in _owned)
+        {
+            buffer.Dispose();
+        }
+    }
+}

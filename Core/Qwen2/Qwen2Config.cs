@@ -1,0 +1,225 @@
+using System.Text.Json;
+using QwenSharp.Errors;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Qwen2;
+
+/// <summary>
+/// The architecture of a Qwen2 (or Llama) model, from config.json, with config.json's own names.
+/// Fields that change results but that QwenSharp does not implement (rope_scaling, a sliding window,
+/// another activation) are rejected here instead of being ignored.
+/// </summary>
+public sealed record Qwen2Config
+{
+    public const string FileName = "config.json";
+
+    /// <summary>"qwen2" or "llama": the two differ only in which projections carry a bias.</summary>
+    public required string ModelType { get; init; }
+
+    public required int HiddenSize { get; init; }
+
+    public required int IntermediateSize { get; init; }
+
+    public required int NumHiddenLayers { get; init; }
+
+    public required int NumAttentionHeads { get; init; }
+
+    public required int NumKeyValueHeads { get; init; }
+
+    public required int HeadDim { get; init; }
+
+    public required int VocabSize { get; init; }
+
+    public required int MaxPositionEmbeddings { get; init; }
+
+    public required double RmsNormEps { get; init; }
+
+    public required double RopeTheta { get; init; }
+
+    public required bool TieWordEmbeddings { get; init; }
+
+    /// <summary>q_proj, k_proj and v_proj carry a bias: always in Qwen2, with <c>attention_bias</c> in Llama.</summary>
+    public required bool QkvBias { get; init; }
+
+    /// <summary>o_proj carries a bias: Llama with <c>attention_bias</c> only.</summary>
+    public required bool OProjBias { get; init; }
+
+    public int? BosTokenId { get; init; }
+
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+
+    public string? Architecture { get; init; }
+
+    /// <summary>torch_dtype as written (informational: the stored tensors' dtypes are what count).</summary>
+    public string? TorchDtype { get; init; }
+
+    /// <summary>Width of all query heads together: num_attention_heads * head_dim.</summary>
+    public int QDim => NumAttentionHeads * HeadDim;
+
+    /// <summary>Width of all key (or value) heads together: num_key_value_heads * head_dim.</summary>
+    public int KvDim => NumKeyValueHeads * HeadDim;
+
+    /// <summary>Query heads per key/value head (grouped-query attention).</summary>
+    public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
+
+    public static Qwen2Config Load(string path) => FromJson(JsonFile.Read(path, ConfigJsonContext.Default.ConfigJson), Path.GetFileName(path));
+
+    public static Qwen2Config Parse(string json, string fileName = FileName) =>
+        FromJson(JsonFile.Parse(System.Text.Encoding.UTF8.GetBytes(json), fileName, ConfigJsonContext.Default.ConfigJson), fileName);
+
+    private static Qwen2Config FromJson(ConfigJson json, string file)
+    {
+        string modelType = json.ModelType ?? Fail<string>($"{file}: missing field 'model_type' (expected \"qwen2\" or \"llama\")");
+        bool isQwen2 = modelType == "qwen2";
+        if (!isQwen2 && modelType != "llama")
+        {
+            QwenThrow.NotSupported($"{file}: model_type '{modelType}' is not supported (QwenSharp runs \"qwen2\" and \"llama\" models)");
+        }
+
+        int hidden = Positive(json.HiddenSize, "hidden_size", file);
+        int heads = Positive(json.NumAttentionHeads, "num_attention_heads", file);
+        int kvHeads = json.NumKeyValueHeads is null ? heads : Positive(json.NumKeyValueHeads, "num_key_value_heads", file);
+        if (heads % kvHeads != 0)
+        {
+            QwenThrow.InvalidData($"{file}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
+        }
+
+        int headDim;
+        if (json.HeadDim is null)
+        {
+            if (hidden % heads != 0)
+            {
+                QwenThrow.InvalidData($"{file}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}, and no head_dim is given");
+            }
+
+            headDim = hidden / heads;
+        }
+        else
+        {
+            headDim = Positive(json.HeadDim, "head_dim", file);
+        }
+
+        if (headDim % 2 != 0)
+        {
+            QwenThrow.InvalidData($"{file}: head_dim {headDim} is odd; rotary embeddings rotate pairs of dimensions");
+        }
+
+        string act = json.HiddenAct ?? "silu";
+        if (act is not ("silu" or "swish"))
+        {
+            QwenThrow.NotSupported($"{file}: hidden_act '{act}' is not supported (the MLP is SwiGLU: silu)");
+        }
+
+        if (json.UseSlidingWindow == true)
+        {
+            QwenThrow.NotSupported($"{file}: use_sliding_window true is not supported (sliding-window attention would change the results)");
+        }
+
+        if (json.MlpBias == true)
+        {
+            QwenThrow.NotSupported($"{file}: mlp_bias true is not supported");
+        }
+
+        if (json.PartialRotaryFactor is double factor && factor != 1.0)
+        {
+            QwenThrow.NotSupported($"{file}: partial_rotary_factor {factor} is not supported (rotary embeddings over the whole head)");
+        }
+
+        double ropeTheta = ReadRope(json, file);
+        double eps = json.RmsNormEps ?? 1e-6;
+        if (!(eps > 0))
+        {
+            QwenThrow.InvalidData($"{file}: rms_norm_eps {eps} must be positive");
+        }
+
+        return new Qwen2Config
+        {
+            ModelType = modelType,
+            HiddenSize = hidden,
+            IntermediateSize = Positive(json.IntermediateSize, "intermediate_size", file),
+            NumHiddenLayers = Positive(json.NumHiddenLayers, "num_hidden_layers", file),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = kvHeads,
+            HeadDim = headDim,
+            VocabSize = Positive(json.VocabSize, "vocab_size", file),
+            // transformers' defaults for a missing field: 32768 in Qwen2Config, 2048 in LlamaConfig.
+            MaxPositionEmbeddings = json.MaxPositionEmbeddings is null
+                ? (isQwen2 ? 32768 : 2048)
+                : Positive(json.MaxPositionEmbeddings, "max_position_embeddings", file),
+            RmsNormEps = eps,
+            RopeTheta = ropeTheta,
+            TieWordEmbeddings = json.TieWordEmbeddings ?? false,
+            QkvBias = isQwen2 || json.AttentionBias == true,
+            OProjBias = !isQwen2 && json.AttentionBias == true,
+            BosTokenId = json.BosTokenId is { Length: > 0 } bos ? bos[0] : null,
+            EosTokenIds = json.EosTokenId ?? [],
+            Architecture = json.Architectures is { Length: > 0 } arch ? arch[0] : null,
+            TorchDtype = json.TorchDtype ?? json.Dtype,
+        };
+    }
+
+    /// <summary>
+    /// rope_theta, from the top level or (transformers v5) from <c>rope_parameters</c>; any RoPE scaling other
+    /// than "default" is refused, since it changes every position's rotation.
+    /// </summary>
+    private static double ReadRope(ConfigJson json, string file)
+    {
+        double theta = json.RopeTheta ?? 10000.0;
+        foreach (var (field, element) in new[] { ("rope_scaling", json.RopeScaling), ("rope_parameters", json.RopeParameters) })
+        {
+            if (element is not JsonElement value || value.ValueKind == JsonValueKind.Null)
+            {
+                continue;
+            }
+
+            if (value.ValueKind != JsonValueKind.Object)
+            {
+                QwenThrow.InvalidData($"{file}: {field} is a JSON {value.ValueKind}, expected an object or null");
+            }
+
+            string? type = null;
+            if (value.TryGetProperty("rope_type", out JsonElement t) || value.TryGetProperty("type", out t))
+            {
+                type = t.ValueKind == JsonValueKind.String ? t.GetString() : t.GetRawText();
+            }
+
+            if (type is not (null or "default"))
+            {
+                QwenThrow.NotSupported($"{file}: {field} with rope_type '{type}' is not supported (only plain RoPE)");
+            }
+
+            if (value.TryGetProperty("rope_theta", out JsonElement inner) && inner.ValueKind == JsonValueKind.Number)
+            {
+                theta = inner.GetDouble();
+            }
+        }
+
+        if (!(theta > 0))
+        {
+            QwenThrow.InvalidData($"{file}: rope_theta {theta} must be positive");
+        }
+
+        return theta;
+    }
+
+    private static int Positive(int? value, string field, string file)
+    {
+        if (value is null)
+        {
+            QwenThrow.InvalidData($"{file}: missing required field '{field}'");
+        }
+
+        if (value <= 0)
+        {
+            QwenThrow.InvalidData($"{file}: {field} is {value}, expected a positive integer");
+        }
+
+        return value.Value;
+    }
+
+    private static T Fail<T>(string message)
+    {
+        QwenThrow.InvalidData(message);
+        return default!;
+    }
+}

@@ -1,0 +1,196 @@
+using QwenSharp.Backend;
+using QwenSharp.Errors;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Qwen2;
+
+/// <summary>Receives named activations during a forward pass ("attn_norm" of layer 3, ...); -1 for no layer.</summary>
+public delegate void ActivationTap(string name, int layer, Activation value);
+
+/// <summary>
+/// The Qwen2 decoder-only transformer (Llama is the same model without q/k/v biases), written once against
+/// <see cref="IBackend"/>. Each step runs any batch of tokens through all layers, reading and extending the
+/// KV cache, and computes logits for the rows asked for.
+/// </summary>
+public sealed class Qwen2Model : IDisposable
+{
+    private readonly Qwen2Weights<DeviceWeight> _w;
+    private readonly DeviceWeight[] _uploaded;
+    private readonly ITensorSource? _ownedSource;
+    private readonly AttentionShape _shape;
+    private readonly float _eps;
+
+    /// <summary>Binds and uploads the weights of <paramref name="source"/>; the model disposes the source when it owns it.</summary>
+    public Qwen2Model(Qwen2Config config, ITensorSource source, IBackend backend,
+        GenerationConfig? generationConfig = null, bool ownsSource = false)
+    {
+        Config = config;
+        Backend = backend;
+        GenerationConfig = generationConfig ?? GenerationConfig.Empty;
+        Qwen2Weights<TensorView> views = Qwen2WeightBinder.Bind(config, source);
+        var uploaded = new Dictionary<TensorView, DeviceWeight>(ReferenceEqualityComparer.Instance);
+        _w = views.Select(view =>
+        {
+            if (!uploaded.TryGetValue(view, out DeviceWeight? weight))
+            {
+                weight = backend.Upload(view);
+                uploaded.Add(view, weight);
+            }
+
+            return weight;
+        });
+        _uploaded = [.. uploaded.Values];
+        Weights = views;
+        _ownedSource = ownsSource ? source : null;
+        _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta);
+        _eps = (float)config.RmsNormEps;
+    }
+
+    public Qwen2Config Config { get; }
+
+    public GenerationConfig GenerationConfig { get; }
+
+    public IBackend Backend { get; }
+
+    /// <summary>The stored tensors behind the model (for <c>info</c>: dtypes and sizes).</summary>
+    public Qwen2Weights<TensorView> Weights { get; }
+
+    /// <summary>Loads a Hugging Face model folder: config.json, generation_config.json (optional) and the safetensors.</summary>
+    public static Qwen2Model Load(string directory, IBackend backend)
+    {
+        if (!Directory.Exists(directory))
+        {
+            QwenThrow.DirectoryNotFound($"model folder '{directory}' not found");
+        }
+
+        string configPath = Path.Combine(directory, Qwen2Config.FileName);
+        if (!File.Exists(configPath))
+        {
+            QwenThrow.FileNotFound($"{configPath}: file not found (a Hugging Face model folder has config.json beside its safetensors)", configPath);
+        }
+
+        Qwen2Config config = Qwen2Config.Load(configPath);
+        GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
+        SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
+        try
+        {
+            return new Qwen2Model(config, checkpoint, backend, generation, ownsSource: true);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
+    public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows);
+
+    /// <summary>A KV cache for <paramref name="slots"/> sequences of up to <paramref name="capacity"/> positions each.</summary>
+    public KvCache CreateKvCache(int slots, int capacity) =>
+        Backend.CreateKvCache(Config.NumHiddenLayers, slots, capacity, Config.KvDim);
+
+    /// <summary>
+    /// Runs one step: every token of <paramref name="batch"/> through every layer, its keys and values into
+    /// <paramref name="cache"/>, and the logits of <see cref="TokenBatch.LogitRows"/> into
+    /// <paramref name="state"/> (read them with <see cref="ForwardState.LogitsOf"/>).
+    /// </summary>
+    public void Forward(TokenBatch batch, KvCache cache, ForwardState state, ActivationTap? tap = null)
+    {
+        Validate(batch, cache, state);
+        IBackend b = Backend;
+        int n = batch.Count;
+        Activation x = state.X.Rows(n), xb = state.Xb.Rows(n);
+        Activation q = state.Q.Rows(n), k = state.K.Rows(n), v = state.V.Rows(n);
+        Activation attn = state.AttentionOut.Rows(n), gate = state.Gate.Rows(n), up = state.Up.Rows(n);
+
+        // Token embeddings start the residual stream.
+        b.Embed(_w.EmbedTokens, batch.Tokens, x);
+        tap?.Invoke("embed", -1, x);
+
+        for (int l = 0; l < _w.Layers.Count; l++)
+        {
+            Qwen2LayerWeights<DeviceWeight> w = _w.Layers[l];
+
+            // Self-attention block: pre-norm, projections (Qwen2: q/k/v carry a bias), RoPE, causal GQA over the cache.
+            b.RmsNorm(x, w.InputLayernorm, _eps, xb);
+            tap?.Invoke("attn_norm", l, xb);
+            b.Linear(xb, w.QProj, w.QBias, q);
+            b.Linear(xb, w.KProj, w.KBias, k);
+            b.Linear(xb, w.VProj, w.VBias, v);
+            b.Rope(q, k, batch.Positions, _shape);
+            b.Attention(q, k, v, cache, l, batch.Slots, batch.Positions, _shape, attn);
+            tap?.Invoke("attn_out", l, attn);
+            b.Linear(attn, w.OProj, w.OBias, xb);
+            b.Add(x, xb);                                               // residual
+
+            // MLP block: pre-norm, SwiGLU down(silu(gate(x)) * up(x)).
+            b.RmsNorm(x, w.PostAttentionLayernorm, _eps, xb);
+            tap?.Invoke("ffn_norm", l, xb);
+            b.SwiGlu(xb, w.GateProj, w.UpProj, w.DownProj, gate, up, xb);
+            tap?.Invoke("ffn_out", l, xb);
+            b.Add(x, xb);                                               // residual
+            tap?.Invoke("layer_out", l, x);
+        }
+
+        // Final norm and LM head, only for the rows whose logits are wanted (norm is per row, so gathering first is exact).
+        int m = batch.LogitCount;
+        if (m == 0)
+        {
+            return;
+        }
+
+        Activation last = state.LastHidden.Rows(m), logits = state.Logits.Rows(m);
+        b.GatherRows(x, batch.LogitRows, last);
+        b.RmsNorm(last, _w.Norm, _eps, last);
+        tap?.Invoke("final_norm", -1, last);
+        b.Linear(last, _w.LmHead, null, logits);
+        b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+    }
+
+    private void Validate(TokenBatch batch, KvCache cache, ForwardState state)
+    {
+        if (batch.Count > state.MaxRows || batch.LogitCount > state.MaxLogitRows)
+        {
+            QwenThrow.Argument(
+                $"the batch has {batch.Count} tokens and {batch.LogitCount} logit rows; the state holds {state.MaxRows} and {state.MaxLogitRows}",
+                nameof(batch));
+        }
+
+        if (cache.Layers != Config.NumHiddenLayers || cache.KvDim != Config.KvDim)
+        {
+            QwenThrow.Argument($"the KV cache was made for another model ({cache.Layers} layers of {cache.KvDim})", nameof(cache));
+        }
+
+        ReadOnlySpan<int> tokens = batch.Tokens, positions = batch.Positions, slots = batch.Slots;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if ((uint)tokens[i] >= (uint)Config.VocabSize)
+            {
+                QwenThrow.ArgumentOutOfRange(nameof(batch), tokens[i],
+                    $"token id {tokens[i]} is outside the vocabulary (vocab_size is {Config.VocabSize}, ids 0..{Config.VocabSize - 1})");
+            }
+
+            if ((uint)slots[i] >= (uint)cache.Slots)
+            {
+                QwenThrow.ArgumentOutOfRange(nameof(batch), slots[i], $"sequence slot {slots[i]} is outside the KV cache's {cache.Slots} slots");
+            }
+
+            if ((uint)positions[i] >= (uint)cache.Capacity)
+            {
+                QwenThrow.ArgumentOutOfRange(nameof(batch), positions[i],
+                    $"position {positions[i]} is beyond the context of {cache.Capacity} tokens");
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (DeviceWeight weight in _uploaded)
+        {
+            weight.Dispose();
+        }
+
+        _ownedSource?.Dispose();
+    }
+}

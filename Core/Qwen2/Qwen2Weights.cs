@@ -1,0 +1,121 @@
+using QwenSharp.Errors;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Qwen2;
+
+/// <summary>
+/// The weights of one decoder layer, under the checkpoint's names. <typeparamref name="T"/> is a stored
+/// <see cref="TensorView"/> after binding, a backend weight after upload. Shapes are [out, in].
+/// </summary>
+public sealed record Qwen2LayerWeights<T>(
+    T InputLayernorm,          // [hidden]
+    T QProj,                   // [heads * head_dim, hidden]
+    T? QBias,                  // [heads * head_dim], Qwen2 only
+    T KProj,                   // [kv_heads * head_dim, hidden]
+    T? KBias,                  // [kv_heads * head_dim]
+    T VProj,                   // [kv_heads * head_dim, hidden]
+    T? VBias,                  // [kv_heads * head_dim]
+    T OProj,                   // [hidden, heads * head_dim]
+    T? OBias,                  // [hidden], Llama with attention_bias only
+    T PostAttentionLayernorm,  // [hidden]
+    T GateProj,                // [intermediate, hidden]
+    T UpProj,                  // [intermediate, hidden]
+    T DownProj)                // [hidden, intermediate]
+    where T : class
+{
+    public Qwen2LayerWeights<TOut> Select<TOut>(Func<T, TOut> map)
+        where TOut : class => new(
+            map(InputLayernorm), map(QProj), QBias is null ? null : map(QBias), map(KProj), KBias is null ? null : map(KBias),
+            map(VProj), VBias is null ? null : map(VBias), map(OProj), OBias is null ? null : map(OBias),
+            map(PostAttentionLayernorm), map(GateProj), map(UpProj), map(DownProj));
+}
+
+/// <summary>All weights of a Qwen2/Llama causal LM, bound by name once and shape-checked against the config.</summary>
+public sealed record Qwen2Weights<T>(
+    T EmbedTokens,                          // [vocab, hidden]
+    IReadOnlyList<Qwen2LayerWeights<T>> Layers,
+    T Norm,                                 // [hidden]
+    T LmHead)                               // [vocab, hidden]; the embedding table itself when tied
+    where T : class
+{
+    public Qwen2Weights<TOut> Select<TOut>(Func<T, TOut> map)
+        where TOut : class
+    {
+        TOut embed = map(EmbedTokens);
+        return new(embed, [.. Layers.Select(layer => layer.Select(map))], map(Norm),
+            ReferenceEquals(LmHead, EmbedTokens) ? embed : map(LmHead));
+    }
+}
+
+/// <summary>Binds checkpoint tensors to the model's weights, with an error naming any missing or misshapen one.</summary>
+public static class Qwen2WeightBinder
+{
+    public static Qwen2Weights<TensorView> Bind(Qwen2Config config, ITensorSource source)
+    {
+        var binder = new Binder(source);
+        int hidden = config.HiddenSize;
+        var (vocab, inter, q, kv) = (config.VocabSize, config.IntermediateSize, config.QDim, config.KvDim);
+        const string H = "hidden_size", V = "vocab_size", I = "intermediate_size";
+        const string Q = "num_attention_heads*head_dim", KV = "num_key_value_heads*head_dim";
+
+        TensorView embed = binder.Matrix("model.embed_tokens.weight", vocab, V, hidden, H);
+        var layers = new Qwen2LayerWeights<TensorView>[config.NumHiddenLayers];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            string p = $"model.layers.{i}.";
+            layers[i] = new Qwen2LayerWeights<TensorView>(
+                InputLayernorm: binder.Vector(p + "input_layernorm.weight", hidden, H),
+                QProj: binder.Matrix(p + "self_attn.q_proj.weight", q, Q, hidden, H),
+                QBias: config.QkvBias ? binder.Vector(p + "self_attn.q_proj.bias", q, Q) : null,
+                KProj: binder.Matrix(p + "self_attn.k_proj.weight", kv, KV, hidden, H),
+                KBias: config.QkvBias ? binder.Vector(p + "self_attn.k_proj.bias", kv, KV) : null,
+                VProj: binder.Matrix(p + "self_attn.v_proj.weight", kv, KV, hidden, H),
+                VBias: config.QkvBias ? binder.Vector(p + "self_attn.v_proj.bias", kv, KV) : null,
+                OProj: binder.Matrix(p + "self_attn.o_proj.weight", hidden, H, q, Q),
+                OBias: config.OProjBias ? binder.Vector(p + "self_attn.o_proj.bias", hidden, H) : null,
+                PostAttentionLayernorm: binder.Vector(p + "post_attention_layernorm.weight", hidden, H),
+                GateProj: binder.Matrix(p + "mlp.gate_proj.weight", inter, I, hidden, H),
+                UpProj: binder.Matrix(p + "mlp.up_proj.weight", inter, I, hidden, H),
+                DownProj: binder.Matrix(p + "mlp.down_proj.weight", hidden, H, inter, I));
+        }
+
+        TensorView norm = binder.Vector("model.norm.weight", hidden, H);
+
+        // transformers ties the head to the embedding whenever tie_word_embeddings is set, ignoring any stored lm_head.
+        TensorView head = config.TieWordEmbeddings
+            ? embed
+            : binder.Matrix("lm_head.weight", vocab, V, hidden, H, "tie_word_embeddings is false, so the model needs its own LM head");
+        return new Qwen2Weights<TensorView>(embed, layers, norm, head);
+    }
+
+    private sealed class Binder(ITensorSource source)
+    {
+        public TensorView Vector(string name, long length, string lengthName) =>
+            Check(Find(name, null), [length], $"({lengthName})");
+
+        public TensorView Matrix(string name, long rows, string rowsName, long cols, string colsName, string? whyNeeded = null) =>
+            Check(Find(name, whyNeeded), [rows, cols], $"({rowsName}, {colsName})");
+
+        private TensorView Find(string name, string? whyNeeded)
+        {
+            if (!source.TryGetView(name, out TensorView? view))
+            {
+                string why = whyNeeded is null ? "" : $" ({whyNeeded})";
+                QwenThrow.InvalidData($"{source.Description}: tensor '{name}' not found{why}");
+            }
+
+            return view;
+        }
+
+        private static TensorView Check(TensorView view, long[] expected, string meaning)
+        {
+            if (!view.Shape.AsSpan().SequenceEqual(expected))
+            {
+                QwenThrow.InvalidData(
+                    $"{view.Source}: tensor '{view.Name}' has shape {view.ShapeText}, expected {QwenThrow.Shape(expected)} {meaning}");
+            }
+
+            return view;
+        }
+    }
+}

@@ -1,0 +1,165 @@
+using System.Numerics.Tensors;
+using QwenSharp.Backend;
+using QwenSharp.Cpu.Jobs;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Cpu.Threading;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Cpu;
+
+/// <summary>
+/// Runs the model on the CPU: f32 activations, weights read in their stored type (BF16, F16, F32) straight
+/// from the memory-mapped checkpoint, SIMD kernels (<see cref="Kernels.KernelPath"/>) and all cores for the
+/// matrix products and attention.
+/// </summary>
+public sealed class CpuBackend : IBackend
+{
+    private readonly WorkerPool _pool;
+    private readonly WorkerScratch _scratch;
+    private readonly LinearJob _linear;
+    private readonly AttentionJob _attention;
+    private readonly RopeJob _rope;
+
+    public CpuBackend(CpuBackendOptions? options = null)
+    {
+        options ??= new CpuBackendOptions();
+        if (options.Threads < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "threads must be at least 1");
+        }
+
+        KernelPath = options.KernelPath;
+        _pool = new WorkerPool(options.Threads);
+        _scratch = new WorkerScratch(options.Threads);
+        _linear = new LinearJob(KernelPath, _scratch);
+        _attention = new AttentionJob(_scratch);
+        _rope = new RopeJob(options.Threads);
+    }
+
+    public KernelPath KernelPath { get; }
+
+    public int Threads => _pool.ThreadCount;
+
+    public string Description => $"cpu, {KernelPath}, {Threads} thread{(Threads == 1 ? "" : "s")}";
+
+    public DeviceWeight Upload(TensorView tensor)
+    {
+        switch (tensor.Shape.Length)
+        {
+            case 1:
+                int length = checked((int)tensor.Shape[0]);
+                var vector = new float[length];
+                WidenRow(tensor.DType, tensor.Bytes, vector);
+                return new CpuWeight(tensor, 1, length, vector);
+            case 2:
+                return new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null);
+            default:
+                throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; weights are vectors or matrices");
+        }
+    }
+
+    public DeviceBuffer Allocate(int rows, int cols) => new CpuBuffer(rows, cols);
+
+    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim) => new CpuKvCache(layers, slots, capacity, kvDim);
+
+    public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
+    {
+        CpuWeight weights = CpuWeight.Of(table);
+        CheckCols(x, weights.Cols, "embedding");
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
+        }
+    }
+
+    public void RmsNorm(Activation x, DeviceWeight weight, float eps, Activation y)
+    {
+        float[] w = VectorOf(weight);
+        CheckCols(x, w.Length, weight.Name);
+        for (int i = 0; i < x.Rows; i++)
+        {
+            RmsNormKernel.Row(x.Row(i), w, eps, y.Row(i));
+        }
+    }
+
+    public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
+    {
+        CpuWeight w = CpuWeight.Of(weight);
+        CheckCols(x, w.Cols, weight.Name);
+        CheckCols(y, w.Rows, weight.Name);
+        int chunks = _linear.Prepare(w, bias is null ? null : VectorOf(bias), CpuBuffer.Of(x).Data, CpuBuffer.Of(y).Data, x.Rows, Threads);
+        _pool.Run(_linear, chunks);
+    }
+
+    public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
+    {
+        int chunks = _rope.Prepare(CpuBuffer.Of(q).Data, CpuBuffer.Of(k).Data, positions[..q.Rows], shape);
+        _pool.Run(_rope, chunks);
+    }
+
+    public void Attention(Activation q, Activation k, Activation v, KvCache cache, int layer,
+        ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, AttentionShape shape, Activation output)
+    {
+        CpuKvCache kv = CpuKvCache.Of(cache);
+
+        // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
+        for (int i = 0; i < k.Rows; i++)
+        {
+            int at = positions[i] * kv.KvDim;
+            k.Row(i).CopyTo(kv.Keys(layer, slots[i])[at..]);
+            v.Row(i).CopyTo(kv.Values(layer, slots[i])[at..]);
+        }
+
+        int chunks = _attention.Prepare(CpuBuffer.Of(q).Data, CpuBuffer.Of(output).Data, kv, layer, slots[..q.Rows], positions[..q.Rows], shape);
+        _pool.Run(_attention, chunks);
+    }
+
+    public void SwiGlu(Activation x, DeviceWeight gate, DeviceWeight up, DeviceWeight down,
+        Activation gateScratch, Activation upScratch, Activation y)
+    {
+        Linear(x, gate, null, gateScratch);
+        Linear(x, up, null, upScratch);
+
+        // silu(g) * u, with silu(g) = g * sigmoid(g) (Swish with beta 1): u ← g·u, then g ← sigmoid(g)·u.
+        Span<float> g = gateScratch.Span(), u = upScratch.Span();
+        TensorPrimitives.Multiply(g, u, u);
+        TensorPrimitives.Sigmoid(g, g);
+        TensorPrimitives.Multiply(g, u, g);
+        Linear(gateScratch, down, null, y);
+    }
+
+    public void Add(Activation x, Activation y) => TensorPrimitives.Add(x.Span(), y.Span(), x.Span());
+
+    public void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination)
+    {
+        for (int i = 0; i < rows.Length; i++)
+        {
+            source.Row(rows[i]).CopyTo(destination.Row(i));
+        }
+    }
+
+    public void Download(Activation source, Span<float> destination) => source.Span().CopyTo(destination);
+
+    public void Dispose() => _pool.Dispose();
+
+    private void WidenRow(DType type, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        switch (type)
+        {
+            case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
+            case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
+            default: Widen<F32Load>.Run(KernelPath, source, destination); break;
+        }
+    }
+
+    private static float[] VectorOf(DeviceWeight weight) =>
+        CpuWeight.Of(weight).Vector ?? throw new ArgumentException($"weight '{weight.Name}' is a matrix where a vector was expected");
+
+    private static void CheckCols(Activation a, int expected, string what)
+    {
+        if (a.Cols != expected)
+        {
+            throw new ArgumentException($"{what}: activations have {a.Cols} columns, expected {expected}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using QwenSharp.Backend;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Cpu.Threading;
+
+namespace QwenSharp.Cpu.Jobs;
+
+/// <summary>Attention for every (token, query head) pair of a step, one pair per chunk.</summary>
+internal sealed class AttentionJob(WorkerScratch scratch) : ParallelJob
+{
+    private float[] _q = [];
+    private float[] _output = [];
+    private CpuKvCache _cache = null!;
+    private int _layer;
+    private int[] _slots = [];
+    private int[] _positions = [];
+    private AttentionShape _shape;
+    private float _scale;
+
+    /// <summary>Sets up one step and returns its number of chunks (tokens × heads).</summary>
+    public int Prepare(float[] q, float[] output, CpuKvCache cache, int layer, ReadOnlySpan<int> slots,
+        ReadOnlySpan<int> positions, AttentionShape shape)
+    {
+        _q = q;
+        _output = output;
+        _cache = cache;
+        _layer = layer;
+        _shape = shape;
+        _scale = 1f / MathF.Sqrt(shape.HeadDim);
+        if (_slots.Length < slots.Length)
+        {
+            _slots = new int[slots.Length];
+            _positions = new int[slots.Length];
+        }
+
+        slots.CopyTo(_slots);
+        positions.CopyTo(_positions);
+        scratch.EnsureScores(cache.Capacity);
+        return slots.Length * shape.NumHeads;
+    }
+
+    public override void Execute(int chunk, int worker)
+    {
+        int row = chunk / _shape.NumHeads, head = chunk % _shape.NumHeads;
+        int d = _shape.HeadDim, qDim = _shape.NumHeads * d;
+        int kvHead = head / _shape.GroupSize;
+        int slot = _slots[row];
+        AttentionKernel.Head(
+            _q.AsSpan((row * qDim) + (head * d), d),
+            _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
+            _positions[row] + 1, _scale, scratch.Scores(worker),
+            _output.AsSpan((row * qDim) + (head * d), d));
+    }
+}

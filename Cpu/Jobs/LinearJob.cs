@@ -1,0 +1,56 @@
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Cpu.Threading;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Cpu.Jobs;
+
+/// <summary>y = x · Wᵀ + bias, split over threads by blocks of output rows (each thread reads its own weights once).</summary>
+internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : ParallelJob
+{
+    private CpuWeight _weight = null!;
+    private float[]? _bias;
+    private float[] _x = [];
+    private float[] _y = [];
+    private int _tokens;
+    private int _rowsPerChunk;
+
+    /// <summary>Sets up one product and returns its number of chunks.</summary>
+    public int Prepare(CpuWeight weight, float[]? bias, float[] x, float[] y, int tokens, int threads)
+    {
+        _weight = weight;
+        _bias = bias;
+        _x = x;
+        _y = y;
+        _tokens = tokens;
+
+        // About four chunks per thread evens out uneven progress; a chunk is a whole number of panels and at
+        // least 32 rows, so that claiming it costs little next to computing it.
+        int rows = weight.Rows;
+        int target = Math.Max(1, rows / (threads * 4));
+        _rowsPerChunk = Math.Max(32, (target + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
+        if (tokens > 1)
+        {
+            scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
+        }
+
+        return (rows + _rowsPerChunk - 1) / _rowsPerChunk;
+    }
+
+    public override void Execute(int chunk, int worker)
+    {
+        int start = chunk * _rowsPerChunk;
+        int end = Math.Min(start + _rowsPerChunk, _weight.Rows);
+        int k = _weight.Cols, n = _weight.Rows;
+        ReadOnlySpan<byte> rows = _weight.RowBytesOf(start, end - start);
+        ReadOnlySpan<float> x = _x.AsSpan(0, _tokens * k);
+        Span<float> y = _y.AsSpan(0, _tokens * n);
+        ReadOnlySpan<float> bias = _bias;
+        Span<float> panel = scratch.Panel(worker);
+        switch (_weight.StoredType)
+        {
+            case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+        }
+    }
+}

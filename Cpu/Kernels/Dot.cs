@@ -1,0 +1,103 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using V256 = System.Runtime.Intrinsics.Vector256;
+using V512 = System.Runtime.Intrinsics.Vector512;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Dot product of a stored weight row with f32 activations, the heart of a matrix-vector product (decode).
+/// Four independent accumulators hide the FMA latency (ggml vec.cpp); weights are converted to f32 in
+/// registers; the tail that fills no whole vector goes through the scalar code.
+/// </summary>
+internal static class Dot<TW>
+    where TW : struct, IWeightLoad
+{
+    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => path switch
+    {
+        KernelPath.Vector512 => Vector512(weights, x),
+        KernelPath.Vector256 => Vector256(weights, x),
+        _ => Reference(weights, x),
+    };
+
+    /// <summary>The plain loop every SIMD path is checked against.</summary>
+    public static float Reference(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    {
+        CheckLengths(weights, x);
+        return ScalarTail(ref MemoryMarshal.GetReference(weights), ref MemoryMarshal.GetReference(x), 0, x.Length, 0f);
+    }
+
+    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    {
+        CheckLengths(weights, x);
+        ref byte w = ref MemoryMarshal.GetReference(weights);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        nint n = x.Length, i = 0;
+        int lanes = Vector512<float>.Count;
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (; i <= n - (4 * lanes); i += 4 * lanes)
+        {
+            acc0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), V512.LoadUnsafe(ref xr, (nuint)i), acc0);
+            acc1 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + lanes), V512.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
+            acc2 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (2 * lanes)), V512.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);
+            acc3 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (3 * lanes)), V512.LoadUnsafe(ref xr, (nuint)(i + (3 * lanes))), acc3);
+        }
+
+        for (; i <= n - lanes; i += lanes)
+        {
+            acc0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), V512.LoadUnsafe(ref xr, (nuint)i), acc0);
+        }
+
+        float sum = V512.Sum((acc0 + acc1) + (acc2 + acc3));
+        return ScalarTail(ref w, ref xr, i, n, sum);
+    }
+
+    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    {
+        CheckLengths(weights, x);
+        ref byte w = ref MemoryMarshal.GetReference(weights);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        nint n = x.Length, i = 0;
+        int lanes = Vector256<float>.Count;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (; i <= n - (4 * lanes); i += 4 * lanes)
+        {
+            acc0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), V256.LoadUnsafe(ref xr, (nuint)i), acc0);
+            acc1 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + lanes), V256.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
+            acc2 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (2 * lanes)), V256.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);
+            acc3 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (3 * lanes)), V256.LoadUnsafe(ref xr, (nuint)(i + (3 * lanes))), acc3);
+        }
+
+        for (; i <= n - lanes; i += lanes)
+        {
+            acc0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), V256.LoadUnsafe(ref xr, (nuint)i), acc0);
+        }
+
+        float sum = V256.Sum((acc0 + acc1) + (acc2 + acc3));
+        return ScalarTail(ref w, ref xr, i, n, sum);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float ScalarTail(ref byte w, ref float x, nint from, nint to, float sum)
+    {
+        for (nint i = from; i < to; i++)
+        {
+            sum += TW.LoadScalar(ref w, i) * Unsafe.Add(ref x, i);
+        }
+
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckLengths(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    {
+        if (weights.Length < (long)x.Length * TW.ElementSize)
+        {
+            ThrowLengthMismatch(weights.Length, x.Length);
+        }
+    }
+
+    private static void ThrowLengthMismatch(int weightBytes, int length) =>
+        throw new ArgumentException($"a weight row of {weightBytes} bytes is shorter than {length} elements of {TW.ElementSize} bytes");
+}

@@ -1,0 +1,98 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// y = x · Wᵀ + bias over a range of output rows: the work of one thread in a linear layer.
+/// One token (decode) streams each weight row once through <see cref="Dot{TW}"/>; it is memory-bound, so
+/// the weights are read in their stored type. Several tokens (prefill, batches) convert a panel of
+/// <see cref="PanelRows"/> weight rows to f32 once and reuse it for every token through
+/// <see cref="GemmTile"/>; the conversion is then paid once per panel, not once per token.
+/// </summary>
+internal static class MatMul
+{
+    /// <summary>
+    /// Weight rows converted together: 16 rows of 4864 f32 are 311 KB, which stays in a 1 MB L2 while all
+    /// tokens pass over it; and 16 is a whole number of tiles.
+    /// </summary>
+    public const int PanelRows = 16;
+
+    /// <summary>
+    /// y[t, n] = Σ_k x[t, k] · w[n, k] + bias[n] for n in [rowStart, rowEnd) and every token t.
+    /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB);
+    /// <paramref name="panel"/> is scratch of at least <see cref="PanelRows"/> × inFeatures floats.
+    /// </summary>
+    public static void Rows<TW>(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
+        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        where TW : struct, IWeightLoad
+    {
+        int rowBytes = inFeatures * TW.ElementSize;
+        if (tokens == 1)
+        {
+            for (int n = rowStart; n < rowEnd; n++)
+            {
+                float sum = Dot<TW>.Run(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x[..inFeatures]);
+                y[n] = bias.IsEmpty ? sum : sum + bias[n];
+            }
+
+            return;
+        }
+
+        for (int p = rowStart; p < rowEnd; p += PanelRows)
+        {
+            int rows = Math.Min(PanelRows, rowEnd - p);
+            ReadOnlySpan<float> panelF32;
+            if (typeof(TW) == typeof(F32Load))
+            {
+                panelF32 = MemoryMarshal.Cast<byte, float>(weights.Slice((p - rowStart) * rowBytes, rows * rowBytes));
+            }
+            else
+            {
+                Span<float> converted = panel[..(rows * inFeatures)];
+                Widen<TW>.Run(path, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), converted);
+                panelF32 = converted;
+            }
+
+            Panel(path, panelF32, rows, inFeatures, outFeatures, x, tokens, y, p);
+            if (!bias.IsEmpty)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
+                        y.Slice((t * outFeatures) + p, rows));
+                }
+            }
+        }
+    }
+
+    /// <summary>All tokens against one f32 panel of weight rows: whole 4 × 4 tiles, then the edges one dot at a time.</summary>
+    private static void Panel(KernelPath path, ReadOnlySpan<float> panel, int rows, int k, int outFeatures,
+        ReadOnlySpan<float> x, int tokens, Span<float> y, int firstRow)
+    {
+        ref float w = ref MemoryMarshal.GetReference(panel);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        int wholeTokens = tokens - (tokens % GemmTile.Tokens);
+        int wholeRows = rows - (rows % GemmTile.Rows);
+        for (int t = 0; t < wholeTokens; t += GemmTile.Tokens)
+        {
+            for (int n = 0; n < wholeRows; n += GemmTile.Rows)
+            {
+                GemmTile.Run(path, ref Unsafe.Add(ref xr, t * k), k, ref Unsafe.Add(ref w, n * k), k, k,
+                    ref Unsafe.Add(ref yr, (t * outFeatures) + firstRow + n), outFeatures);
+            }
+        }
+
+        // Edges: tokens past the last whole tile (all rows), and rows past the last whole tile (whole-tile tokens).
+        for (int t = 0; t < tokens; t++)
+        {
+            int fromRow = t < wholeTokens ? wholeRows : 0;
+            ReadOnlySpan<float> xt = x.Slice(t * k, k);
+            for (int n = fromRow; n < rows; n++)
+            {
+                y[(t * outFeatures) + firstRow + n] = Dot<F32Load>.Run(path, MemoryMarshal.AsBytes(panel.Slice(n * k, k)), xt);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Reads weights of one stored type as f32: one element, 8 (a Vector256) or 16 (a Vector512) at a time.
+/// Kernels are generic over it, so one dot product serves BF16, F16 and F32 weights and the JIT
+/// specializes each (a struct type argument) with the conversion inlined into the loop.
+/// </summary>
+internal interface IWeightLoad
+{
+    /// <summary>Bytes per stored element.</summary>
+    static abstract int ElementSize { get; }
+
+    static abstract float LoadScalar(ref byte weights, nint index);
+
+    static abstract Vector256<float> Load256(ref byte weights, nint index);
+
+    static abstract Vector512<float> Load512(ref byte weights, nint index);
+}
+
+/// <summary>f32 weights: a plain load.</summary>
+internal readonly struct F32Load : IWeightLoad
+{
+    public static int ElementSize => 4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadScalar(ref byte weights, nint index) =>
+        Unsafe.Add(ref Unsafe.As<byte, float>(ref weights), index);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ref byte weights, nint index) =>
+        Vector256.LoadUnsafe(ref Unsafe.As<byte, float>(ref weights), (nuint)index);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ref byte weights, nint index) =>
+        Vector512.LoadUnsafe(ref Unsafe.As<byte, float>(ref weights), (nuint)index);
+}
+
+/// <summary>
+/// bf16 weights: widen each 16-bit lane to 32 and shift it into the top half, which is the f32 with the same
+/// value (see <see cref="BFloat16Bits"/>); exact, two instructions per vector.
+/// </summary>
+internal readonly struct Bf16Load : IWeightLoad
+{
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadScalar(ref byte weights, nint index) =>
+        BFloat16Bits.ToSingle(Unsafe.Add(ref Unsafe.As<byte, ushort>(ref weights), index));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ref byte weights, nint index)
+    {
+        Vector128<ushort> bits = Vector128.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+        return (Vector256.WidenLower(bits.ToVector256Unsafe()) << 16).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ref byte weights, nint index)
+    {
+        Vector256<ushort> bits = Vector256.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+        return (Vector512.WidenLower(bits.ToVector512Unsafe()) << 16).AsSingle();
+    }
+}
+
+/// <summary>
+/// f16 weights, converted with integer operations (no F16C intrinsics in .NET): move sign, exponent and
+/// mantissa into f32 position and multiply by 2^112 to rebias the exponent (15 → 127), which also turns
+/// f16 subnormals into the right f32 normals; infinities and NaNs get the f32 all-ones exponent.
+/// Exact for all 65536 inputs (tested).
+/// </summary>
+internal readonly struct F16Load : IWeightLoad
+{
+    private const uint TwoPow112Bits = (127 + 112) << 23;
+
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadScalar(ref byte weights, nint index) =>
+        HalfBits.ToSingle(Unsafe.Add(ref Unsafe.As<byte, ushort>(ref weights), index));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ref byte weights, nint index)
+    {
+        Vector128<ushort> bits = Vector128.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+        Vector256<uint> h = Vector256.WidenLower(bits.ToVector256Unsafe());
+        Vector256<uint> magnitude = h & Vector256.Create(0x7FFFu);
+        Vector256<uint> shifted = magnitude << 13;
+        Vector256<float> finite = shifted.AsSingle() * Vector256.Create(TwoPow112Bits).AsSingle();
+        Vector256<uint> special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u));
+        Vector256<uint> value = Vector256.ConditionalSelect(
+            special, shifted | Vector256.Create(0x7F800000u), finite.AsUInt32());
+        return (value | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ref byte weights, nint index)
+    {
+        Vector256<ushort> bits = Vector256.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+        Vector512<uint> h = Vector512.WidenLower(bits.ToVector512Unsafe());
+        Vector512<uint> magnitude = h & Vector512.Create(0x7FFFu);
+        Vector512<uint> shifted = magnitude << 13;
+        Vector512<float> finite = shifted.AsSingle() * Vector512.Create(TwoPow112Bits).AsSingle();
+        Vector512<uint> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00u));
+        Vector512<uint> value = Vector512.ConditionalSelect(
+            special, shifted | Vector512.Create(0x7F800000u), finite.AsUInt32());
+        return (value | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+}

@@ -1,0 +1,168 @@
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Model;
+
+/// <summary>
+/// The forward pass against the fixtures' independent float64 reference: every position's top-10
+/// log-probs, full logits at the listed positions, next-token log-probs, mean NLL, and the greedy
+/// continuation through the KV cache. Each model runs on every kernel path.
+/// </summary>
+public sealed class ReferenceModelTests
+{
+    public static TheoryData<string, KernelPath> ModelsAndPaths()
+    {
+        var data = new TheoryData<string, KernelPath>();
+        foreach (string model in Models)
+        {
+            foreach (KernelPath path in KernelPaths.All)
+            {
+                data.Add(model, path);
+            }
+        }
+
+        return data;
+    }
+
+    public static TheoryData<string> ModelNames() => [.. Models];
+
+    private static readonly string[] Models = ["stories260K", "stories260K-qwen2-bf16", "tiny-qwen2", "tiny-qwen2-f16-sharded"];
+
+    [Theory]
+    [MemberData(nameof(ModelsAndPaths))]
+    public void Score_EveryPosition_TopTenLogprobsMatchReference(string fixture, KernelPath path)
+    {
+        Reference reference = Reference.Load(fixture);
+        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+
+        ScoreResult score = Scorer.Score(model, reference.PromptIds, top: 20);
+
+        for (int p = 0; p < reference.Positions.Length; p++)
+        {
+            ReferencePosition expected = reference.Positions[p];
+            PositionScore actual = score.Positions[p];
+            Dictionary<int, double> ours = actual.Top.ToDictionary(t => t.Id, t => t.Logprob);
+            for (int i = 0; i < expected.TopIds.Length; i++)
+            {
+                double expectedLogprob = expected.TopLogits[i] - expected.LogSumExp;
+                Assert.True(ours.TryGetValue(expected.TopIds[i], out double logprob),
+                    $"position {p}: reference top id {expected.TopIds[i]} is not among our top 20");
+                Assert.True(Math.Abs(logprob - expectedLogprob) < 1e-3,
+                    $"position {p}, id {expected.TopIds[i]}: logprob {logprob}, reference {expectedLogprob}");
+            }
+
+            // Our own top ten, in order, must be the reference's, except where two neighbours are closer than the tolerance.
+            double tenth = expected.TopLogits[^1] - expected.LogSumExp;
+            for (int i = 0; i < expected.TopIds.Length; i++)
+            {
+                TokenLogprob mine = actual.Top[i];
+                if (mine.Id != expected.TopIds[i])
+                {
+                    double referenceAtRank = expected.TopLogits[i] - expected.LogSumExp;
+                    Assert.True(Math.Abs(mine.Logprob - referenceAtRank) < 1e-3 || mine.Logprob < tenth + 1e-3,
+                        $"position {p}, rank {i}: we rank id {mine.Id} ({mine.Logprob}), the reference id {expected.TopIds[i]} ({referenceAtRank})");
+                }
+            }
+
+            Assert.Equal(expected.LogSumExp, actual.LogSumExp, 1e-3);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelsAndPaths))]
+    public void Forward_ListedPositions_FullLogitsMatchReference(string fixture, KernelPath path)
+    {
+        Reference reference = Reference.Load(fixture);
+        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+        float[][] logits = AllPositionLogits(model, reference.PromptIds);
+        int vocab = model.Config.VocabSize;
+
+        for (int r = 0; r < reference.FullLogitsPositions.Length; r++)
+        {
+            int position = reference.FullLogitsPositions[r];
+            ReadOnlySpan<float> expected = reference.FullLogits.AsSpan(r * vocab, vocab);
+            double maxError = 0, scale = 0;
+            for (int i = 0; i < vocab; i++)
+            {
+                maxError = Math.Max(maxError, Math.Abs(logits[position][i] - expected[i]));
+                scale = Math.Max(scale, Math.Abs(expected[i]));
+            }
+
+            // An f32 engine is ~1e-4 relative to the float64 reference; over 1e-2 would be a bug.
+            Assert.True(maxError <= 2e-4 * Math.Max(1, scale), $"position {position}: max |logit error| {maxError:E3} for logits up to {scale:F3}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelNames))]
+    public void Score_NextIdLogprobsAndMeanNll_MatchReference(string fixture)
+    {
+        Reference reference = Reference.Load(fixture);
+        using var backend = new CpuBackend();
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+
+        ScoreResult score = Scorer.Score(model, reference.PromptIds, top: 1);
+
+        for (int p = 0; p < reference.Positions.Length; p++)
+        {
+            double? expected = reference.Positions[p].NextIdLogprob;
+            Assert.Equal(expected is null, score.Positions[p].NextLogprob is null);
+            if (expected is double e)
+            {
+                Assert.Equal(reference.PromptIds[p + 1], score.Positions[p].NextId);
+                Assert.True(Math.Abs(score.Positions[p].NextLogprob!.Value - e) < 1e-3, $"position {p}: {score.Positions[p].NextLogprob} vs {e}");
+            }
+        }
+
+        Assert.True(Math.Abs(score.MeanNll!.Value - reference.PromptMeanNll) < 1e-4, $"mean NLL {score.MeanNll} vs {reference.PromptMeanNll}");
+        Assert.True(Math.Abs(score.Perplexity!.Value / reference.PromptPerplexity - 1) < 1e-3, $"perplexity {score.Perplexity} vs {reference.PromptPerplexity}");
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelsAndPaths))]
+    public void GreedyGenerate_WithKvCache_ReproducesReferenceIds(string fixture, KernelPath path)
+    {
+        Reference reference = Reference.Load(fixture);
+        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+
+        GenerationResult result = Generator.Greedy(model, [reference.PromptIds],
+            new GenerationOptions { MaxNewTokens = reference.GreedyNewIds.Length, IgnoreEos = true });
+
+        Assert.Equal(reference.GreedyNewIds, result.Sequences[0].Ids);
+    }
+
+    [Fact]
+    public void GreedyGenerate_Stories260KFromBos_ReproducesLlama2cOutput()
+    {
+        using var json = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
+        int[] expected = [.. json.RootElement.EnumerateArray().Select(e => e.GetInt32())];
+        using var backend = new CpuBackend();
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+
+        // llama2.c prints BOS first and then 200 greedy steps; the prompt is BOS alone.
+        GenerationResult result = Generator.Greedy(model, [[expected[0]]], new GenerationOptions { MaxNewTokens = expected.Length - 1, IgnoreEos = true });
+
+        Assert.Equal(expected[1..], result.Sequences[0].Ids);
+    }
+
+    /// <summary>Every position's logits in one prefill pass, with the whole prompt in one step.</summary>
+    internal static float[][] AllPositionLogits(Qwen2Model model, int[] prompt)
+    {
+        using var cache = model.CreateKvCache(1, prompt.Length);
+        using ForwardState state = model.CreateState(prompt.Length, prompt.Length);
+        var batch = new TokenBatch(prompt.Length);
+        for (int p = 0; p < prompt.Length; p++)
+        {
+            batch.Add(prompt[p], p, 0, wantLogits: true);
+        }
+
+        model.Forward(batch, cache, state);
+        return [.. Enumerable.Range(0, prompt.Length).Select(p => state.LogitsOf(p).ToArray())];
+    }
+}
