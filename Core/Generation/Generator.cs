@@ -37,6 +37,7 @@ public static class Generator
                 QwenThrow.Argument($"prompt {(prompts.Count > 1 ? $"{s + 1} " : "")}has {length} tokens, more than the context of {context}", nameof(prompts));
             }
 
+            model.ValidateTokens(prompts[s], prompts.Count > 1 ? $"prompt {s + 1}" : "prompt");
             longest = Math.Max(longest, length);
             promptTokens += length;
         }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace QwenSharp.Generation;
 
 /// <summary>A token id with its log-probability.</summary>
@@ -10,6 +11,7 @@ public readonly record struct TokenLogprob(int Id, double Logprob);
 public static class LogProbs
 {
     /// <summary>log Σ exp(logits), stable for any magnitude.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double LogSumExp(ReadOnlySpan<float> logits)
     {
         if (logits.IsEmpty)
@@ -28,6 +30,7 @@ public static class LogProbs
     }
 
     /// <summary>The index of the largest logit; the first one on ties, as <c>torch.argmax</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int ArgMax(ReadOnlySpan<float> logits)
     {
         int best = 0;
@@ -43,6 +46,7 @@ public static class LogProbs
     }
 
     /// <summary>The <paramref name="k"/> most likely ids with their log-probs, most likely first (lower id first on ties).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static TokenLogprob[] Top(ReadOnlySpan<float> logits, int k, double logSumExp)
     {
         k = Math.Min(k, logits.Length);

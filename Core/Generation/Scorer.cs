@@ -33,6 +33,7 @@ public static class Scorer
                 nameof(tokens));
         }
 
+        model.ValidateTokens(tokens, "sequence");
         int chunk = Math.Min(chunkTokens, tokens.Count);
         using KvCache cache = model.CreateKvCache(slots: 1, capacity: tokens.Count);
         using ForwardState state = model.CreateState(chunk, chunk);

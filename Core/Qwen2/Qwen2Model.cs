@@ -148,6 +148,20 @@ public sealed class Qwen2Model : IDisposable
         b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
     }
 
+    /// <summary>Checks that every id is in the vocabulary, naming the first that is not and where it is.</summary>
+    public void ValidateTokens(IReadOnlyList<int> tokens, string what)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if ((uint)tokens[i] >= (uint)Config.VocabSize)
+            {
+                QwenThrow.Argument(
+                    $"{what}: token id {tokens[i]} at index {i} is outside the vocabulary (vocab_size is {Config.VocabSize}, ids 0..{Config.VocabSize - 1})",
+                    nameof(tokens));
+            }
+        }
+    }
+
     private void Validate(TokenBatch batch, KvCache cache, ForwardState state)
     {
         if (batch.Count > state.MaxRows || batch.LogitCount > state.MaxLogitRows)

@@ -47,56 +47,19 @@ public sealed record Qwen2Weights<T>(
     }
 }
 
+/// <summary>
+/// Finds the tensor a weight needs: <paramref name="name"/> as in the checkpoint, <paramref name="shape"/>
+/// the shape the config implies, <paramref name="meaning"/> that shape in config.json's terms
+/// ("(num_attention_heads*head_dim, hidden_size)"), <paramref name="whyNeeded"/> a note for a missing-tensor error.
+/// </summary>
+public delegate TensorView TensorResolver(string name, long[] shape, string meaning, string? whyNeeded);
+
 /// <summary>Binds checkpoint tensors to the model's weights, with an error naming any missing or misshapen one.</summary>
 public static class Qwen2WeightBinder
 {
-    public static Qwen2Weights<TensorView> Bind(Qwen2Config config, ITensorSource source)
-    {
-        var binder = new Binder(source);
-        int hidden = config.HiddenSize;
-        var (vocab, inter, q, kv) = (config.VocabSize, config.IntermediateSize, config.QDim, config.KvDim);
-        const string H = "hidden_size", V = "vocab_size", I = "intermediate_size";
-        const string Q = "num_attention_heads*head_dim", KV = "num_key_value_heads*head_dim";
-
-        TensorView embed = binder.Matrix("model.embed_tokens.weight", vocab, V, hidden, H);
-        var layers = new Qwen2LayerWeights<TensorView>[config.NumHiddenLayers];
-        for (int i = 0; i < layers.Length; i++)
-        {
-            string p = $"model.layers.{i}.";
-            layers[i] = new Qwen2LayerWeights<TensorView>(
-                InputLayernorm: binder.Vector(p + "input_layernorm.weight", hidden, H),
-                QProj: binder.Matrix(p + "self_attn.q_proj.weight", q, Q, hidden, H),
-                QBias: config.QkvBias ? binder.Vector(p + "self_attn.q_proj.bias", q, Q) : null,
-                KProj: binder.Matrix(p + "self_attn.k_proj.weight", kv, KV, hidden, H),
-                KBias: config.QkvBias ? binder.Vector(p + "self_attn.k_proj.bias", kv, KV) : null,
-                VProj: binder.Matrix(p + "self_attn.v_proj.weight", kv, KV, hidden, H),
-                VBias: config.QkvBias ? binder.Vector(p + "self_attn.v_proj.bias", kv, KV) : null,
-                OProj: binder.Matrix(p + "self_attn.o_proj.weight", hidden, H, q, Q),
-                OBias: config.OProjBias ? binder.Vector(p + "self_attn.o_proj.bias", hidden, H) : null,
-                PostAttentionLayernorm: binder.Vector(p + "post_attention_layernorm.weight", hidden, H),
-                GateProj: binder.Matrix(p + "mlp.gate_proj.weight", inter, I, hidden, H),
-                UpProj: binder.Matrix(p + "mlp.up_proj.weight", inter, I, hidden, H),
-                DownProj: binder.Matrix(p + "mlp.down_proj.weight", hidden, H, inter, I));
-        }
-
-        TensorView norm = binder.Vector("model.norm.weight", hidden, H);
-
-        // transformers ties the head to the embedding whenever tie_word_embeddings is set, ignoring any stored lm_head.
-        TensorView head = config.TieWordEmbeddings
-            ? embed
-            : binder.Matrix("lm_head.weight", vocab, V, hidden, H, "tie_word_embeddings is false, so the model needs its own LM head");
-        return new Qwen2Weights<TensorView>(embed, layers, norm, head);
-    }
-
-    private sealed class Binder(ITensorSource source)
-    {
-        public TensorView Vector(string name, long length, string lengthName) =>
-            Check(Find(name, null), [length], $"({lengthName})");
-
-        public TensorView Matrix(string name, long rows, string rowsName, long cols, string colsName, string? whyNeeded = null) =>
-            Check(Find(name, whyNeeded), [rows, cols], $"({rowsName}, {colsName})");
-
-        private TensorView Find(string name, string? whyNeeded)
+    /// <summary>Binds the tensors of <paramref name="source"/>, checking each one's shape against the config.</summary>
+    public static Qwen2Weights<TensorView> Bind(Qwen2Config config, ITensorSource source) =>
+        Bind(config, (name, shape, meaning, whyNeeded) =>
         {
             if (!source.TryGetView(name, out TensorView? view))
             {
@@ -104,18 +67,53 @@ public static class Qwen2WeightBinder
                 QwenThrow.InvalidData($"{source.Description}: tensor '{name}' not found{why}");
             }
 
-            return view;
-        }
-
-        private static TensorView Check(TensorView view, long[] expected, string meaning)
-        {
-            if (!view.Shape.AsSpan().SequenceEqual(expected))
+            if (!view.Shape.AsSpan().SequenceEqual(shape))
             {
                 QwenThrow.InvalidData(
-                    $"{view.Source}: tensor '{view.Name}' has shape {view.ShapeText}, expected {QwenThrow.Shape(expected)} {meaning}");
+                    $"{view.Source}: tensor '{view.Name}' has shape {view.ShapeText}, expected {QwenThrow.Shape(shape)} {meaning}");
             }
 
             return view;
+        });
+
+    /// <summary>Asks <paramref name="resolve"/> for every tensor the config implies, in checkpoint order.</summary>
+    public static Qwen2Weights<TensorView> Bind(Qwen2Config config, TensorResolver resolve)
+    {
+        int hidden = config.HiddenSize;
+        var (vocab, inter, q, kv) = (config.VocabSize, config.IntermediateSize, config.QDim, config.KvDim);
+        const string H = "hidden_size", V = "vocab_size", I = "intermediate_size";
+        const string Q = "num_attention_heads*head_dim", KV = "num_key_value_heads*head_dim";
+        TensorView Vector(string name, long length, string lengthName) => resolve(name, [length], $"({lengthName})", null);
+        TensorView Matrix(string name, long rows, string rowsName, long cols, string colsName, string? why = null) =>
+            resolve(name, [rows, cols], $"({rowsName}, {colsName})", why);
+
+        TensorView embed = Matrix("model.embed_tokens.weight", vocab, V, hidden, H);
+        var layers = new Qwen2LayerWeights<TensorView>[config.NumHiddenLayers];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            string p = $"model.layers.{i}.";
+            layers[i] = new Qwen2LayerWeights<TensorView>(
+                InputLayernorm: Vector(p + "input_layernorm.weight", hidden, H),
+                QProj: Matrix(p + "self_attn.q_proj.weight", q, Q, hidden, H),
+                QBias: config.QkvBias ? Vector(p + "self_attn.q_proj.bias", q, Q) : null,
+                KProj: Matrix(p + "self_attn.k_proj.weight", kv, KV, hidden, H),
+                KBias: config.QkvBias ? Vector(p + "self_attn.k_proj.bias", kv, KV) : null,
+                VProj: Matrix(p + "self_attn.v_proj.weight", kv, KV, hidden, H),
+                VBias: config.QkvBias ? Vector(p + "self_attn.v_proj.bias", kv, KV) : null,
+                OProj: Matrix(p + "self_attn.o_proj.weight", hidden, H, q, Q),
+                OBias: config.OProjBias ? Vector(p + "self_attn.o_proj.bias", hidden, H) : null,
+                PostAttentionLayernorm: Vector(p + "post_attention_layernorm.weight", hidden, H),
+                GateProj: Matrix(p + "mlp.gate_proj.weight", inter, I, hidden, H),
+                UpProj: Matrix(p + "mlp.up_proj.weight", inter, I, hidden, H),
+                DownProj: Matrix(p + "mlp.down_proj.weight", hidden, H, inter, I));
         }
+
+        TensorView norm = Vector("model.norm.weight", hidden, H);
+
+        // transformers ties the head to the embedding whenever tie_word_embeddings is set, ignoring any stored lm_head.
+        TensorView head = config.TieWordEmbeddings
+            ? embed
+            : Matrix("lm_head.weight", vocab, V, hidden, H, "tie_word_embeddings is false, so the model needs its own LM head");
+        return new Qwen2Weights<TensorView>(embed, layers, norm, head);
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
@@ -38,6 +39,7 @@ internal sealed class AttentionJob(WorkerScratch scratch) : ParallelJob
         return slots.Length * shape.NumHeads;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
         int row = chunk / _shape.NumHeads, head = chunk % _shape.NumHeads;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
@@ -36,6 +37,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         return (rows + _rowsPerChunk - 1) / _rowsPerChunk;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
         int start = chunk * _rowsPerChunk;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
@@ -45,6 +46,7 @@ internal sealed class RopeJob(int threads) : ParallelJob
         return (_tokens + TokensPerChunk - 1) / TokensPerChunk;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
         int qDim = _shape.NumHeads * _shape.HeadDim, kvDim = _shape.NumKvHeads * _shape.HeadDim;

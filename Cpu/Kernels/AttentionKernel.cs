@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -12,6 +13,7 @@ internal static class AttentionKernel
     /// <param name="keys">The cache rows of one slot, [positions, kvDim]; the head's keys start at <paramref name="headOffset"/>.</param>
     /// <param name="values">Same layout as keys.</param>
     /// <param name="scores">Scratch of at least <paramref name="length"/> floats.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Head(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int kvDim, int headOffset,
         int length, float scale, Span<float> scores, Span<float> output)
     {

@@ -14,6 +14,7 @@ namespace QwenSharp.Cpu.Kernels;
 internal static class Dot<TW>
     where TW : struct, IWeightLoad
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => path switch
     {
         KernelPath.Vector512 => Vector512(weights, x),
@@ -22,12 +23,14 @@ internal static class Dot<TW>
     };
 
     /// <summary>The plain loop every SIMD path is checked against.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Reference(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
         CheckLengths(weights, x);
         return ScalarTail(ref MemoryMarshal.GetReference(weights), ref MemoryMarshal.GetReference(x), 0, x.Length, 0f);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
         CheckLengths(weights, x);
@@ -53,6 +56,7 @@ internal static class Dot<TW>
         return ScalarTail(ref w, ref xr, i, n, sum);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
         CheckLengths(weights, x);

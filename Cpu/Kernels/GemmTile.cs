@@ -18,6 +18,7 @@ internal static class GemmTile
     public const int Rows = 4;
 
     /// <summary>y[t * yStride + n] = Σ_k x[t * xStride + k] * w[n * wStride + k], for t, n &lt; 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(KernelPath path, ref float x, nint xStride, ref float w, nint wStride, int k, ref float y, nint yStride)
     {
         switch (path)
@@ -36,6 +37,7 @@ internal static class GemmTile
     }
 
     /// <summary>Any tile up to 4 × 4 with plain loops; the reference for the SIMD tiles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Reference(ref float x, nint xStride, ref float w, nint wStride, int k, ref float y, nint yStride, int tokens, int rows)
     {
         for (int t = 0; t < tokens; t++)
@@ -53,6 +55,7 @@ internal static class GemmTile
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Vector512(ref float x, nint xStride, ref float w, nint wStride, int k, ref float y, nint yStride)
     {
         ref float x0 = ref x, x1 = ref Unsafe.Add(ref x, xStride), x2 = ref Unsafe.Add(ref x, 2 * xStride), x3 = ref Unsafe.Add(ref x, 3 * xStride);
@@ -92,6 +95,7 @@ internal static class GemmTile
     }
 
     /// <summary>Half of a 4 × 4 tile with 256-bit vectors: 4 tokens × 2 rows, 8 accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Vector256Half(ref float x, nint xStride, ref float w, nint wStride, int k, ref float y, nint yStride)
     {
         ref float x0 = ref x, x1 = ref Unsafe.Add(ref x, xStride), x2 = ref Unsafe.Add(ref x, 2 * xStride), x3 = ref Unsafe.Add(ref x, 3 * xStride);

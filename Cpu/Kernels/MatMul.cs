@@ -23,6 +23,7 @@ internal static class MatMul
     /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB);
     /// <paramref name="panel"/> is scratch of at least <see cref="PanelRows"/> × inFeatures floats.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TW>(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
         where TW : struct, IWeightLoad
@@ -67,6 +68,7 @@ internal static class MatMul
     }
 
     /// <summary>All tokens against one f32 panel of weight rows: whole 4 × 4 tiles, then the edges one dot at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panel(KernelPath path, ReadOnlySpan<float> panel, int rows, int k, int outFeatures,
         ReadOnlySpan<float> x, int tokens, Span<float> y, int firstRow)
     {

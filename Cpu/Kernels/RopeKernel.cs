@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
@@ -25,6 +26,7 @@ internal static class RopeKernel
     }
 
     /// <summary>cos and sin of position × θᵢ, one per rotated pair.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Angles(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
     {
         for (int i = 0; i < inverseFrequencies.Length; i++)
@@ -36,6 +38,7 @@ internal static class RopeKernel
     }
 
     /// <summary>Rotates each of the heads packed in <paramref name="row"/> by the same angles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RotateHeads(Span<float> row, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         int half = headDim / 2;

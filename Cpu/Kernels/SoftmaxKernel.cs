@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -8,6 +9,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal static class SoftmaxKernel
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void InPlace(Span<float> x)
     {
         float max = TensorPrimitives.Max(x);

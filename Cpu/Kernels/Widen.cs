@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -7,6 +8,7 @@ namespace QwenSharp.Cpu.Kernels;
 internal static class Widen<TW>
     where TW : struct, IWeightLoad
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(KernelPath path, ReadOnlySpan<byte> source, Span<float> destination)
     {
         switch (path)
@@ -17,6 +19,7 @@ internal static class Widen<TW>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Reference(ReadOnlySpan<byte> source, Span<float> destination)
     {
         CheckLengths(source, destination);
@@ -27,6 +30,7 @@ internal static class Widen<TW>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Vector512(ReadOnlySpan<byte> source, Span<float> destination)
     {
         CheckLengths(source, destination);
@@ -44,6 +48,7 @@ internal static class Widen<TW>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Vector256(ReadOnlySpan<byte> source, Span<float> destination)
     {
         CheckLengths(source, destination);

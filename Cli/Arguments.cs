@@ -1,0 +1,125 @@
+using System.Globalization;
+
+namespace QwenSharp.Cli;
+
+/// <summary>One option a command accepts.</summary>
+/// <param name="Name">Without the dashes: "max-new-tokens".</param>
+/// <param name="ValueName">What the value is ("N", "DIR"); null for a flag.</param>
+/// <param name="Help">One line for --help.</param>
+/// <param name="Repeatable">May be given more than once.</param>
+internal sealed record OptionSpec(string Name, string? ValueName, string Help, bool Repeatable = false)
+{
+    public bool TakesValue => ValueName is not null;
+}
+
+/// <summary>
+/// The options given to one command, checked against what it accepts: an unknown option, a missing value or
+/// a value of the wrong form is a <see cref="UsageException"/> naming the option.
+/// </summary>
+internal sealed class Arguments
+{
+    private readonly Dictionary<string, List<string>> _values = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
+
+    private Arguments(string command) => Command = command;
+
+    public string Command { get; }
+
+    public List<string> Positionals { get; } = [];
+
+    public static Arguments Parse(string command, IReadOnlyList<string> args, IReadOnlyList<OptionSpec> specs)
+    {
+        var parsed = new Arguments(command);
+        for (int i = 0; i < args.Count; i++)
+        {
+            string arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal) || arg == "--")
+            {
+                parsed.Positionals.Add(arg);
+                continue;
+            }
+
+            string name = arg[2..];
+            string? inlineValue = null;
+            int equals = name.IndexOf('=', StringComparison.Ordinal);
+            if (equals >= 0)
+            {
+                inlineValue = name[(equals + 1)..];
+                name = name[..equals];
+            }
+
+            OptionSpec spec = specs.FirstOrDefault(s => s.Name == name)
+                ?? throw new UsageException($"unknown option '--{name}' for '{command}' (see qwensharp {command} --help)");
+            if (!spec.TakesValue)
+            {
+                if (inlineValue is not null)
+                {
+                    throw new UsageException($"--{name} takes no value");
+                }
+
+                parsed._flags.Add(name);
+                continue;
+            }
+
+            string value = inlineValue ?? (i + 1 < args.Count ? args[++i] : throw new UsageException($"--{name} needs a value ({spec.ValueName})"));
+            if (!parsed._values.TryGetValue(name, out List<string>? list))
+            {
+                parsed._values[name] = list = [];
+            }
+            else if (!spec.Repeatable)
+            {
+                throw new UsageException($"--{name} is given more than once");
+            }
+
+            list.Add(value);
+        }
+
+        return parsed;
+    }
+
+    public bool Has(string name) => _flags.Contains(name) || _values.ContainsKey(name);
+
+    public bool Flag(string name) => _flags.Contains(name);
+
+    public string? Value(string name) => _values.TryGetValue(name, out List<string>? list) ? list[^1] : null;
+
+    public IReadOnlyList<string> Values(string name) => _values.TryGetValue(name, out List<string>? list) ? list : [];
+
+    public int? Int(string name, int min, int max = int.MaxValue)
+    {
+        string? text = Value(name);
+        if (text is null)
+        {
+            return null;
+        }
+
+        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int value) || value < min || value > max)
+        {
+            string range = max == int.MaxValue ? $"an integer >= {min}" : $"an integer from {min} to {max}";
+            throw new UsageException($"--{name} '{text}' is not {range}");
+        }
+
+        return value;
+    }
+
+    /// <summary>A list of token ids, "1,2,3" (spaces allowed).</summary>
+    public static int[] ParseIds(string option, string text)
+    {
+        string[] parts = text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0)
+        {
+            throw new UsageException($"--{option} '{text}' holds no token ids (expected e.g. 1,2,3)");
+        }
+
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i]))
+            {
+                throw new UsageException($"--{option}: '{parts[i]}' (item {i + 1}) is not a token id (a non-negative integer)");
+            }
+        }
+
+        return ids;
+    }
+}

@@ -1,0 +1,143 @@
+using System.Globalization;
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary>
+/// <c>qwensharp bench</c>: prefill and decode tokens/s, warm-up excluded, on a real model or on random
+/// weights of any config's shape.
+/// </summary>
+internal sealed class BenchCommand : ICommand
+{
+    public string Name => "bench";
+
+    public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
+
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32]) [--prompt-tokens N] [--new-tokens N] [--threads N] [--json]";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        ModelLoading.Model,
+        new("config", "FILE", "a config.json to build a same-shaped model from (with --random-weights)"),
+        new("random-weights", null, "use random weights instead of a checkpoint (needs --config)"),
+        new("dtype", "bf16|f16|f32", "weight type of the random weights (default bf16)"),
+        new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
+        new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
+        new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
+        ModelLoading.Threads,
+        ModelLoading.Device,
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp bench --config Qwen2.5-0.5B-Instruct/config.json --random-weights --dtype bf16",
+        "qwensharp bench --model ~/models/Qwen2.5-0.5B-Instruct --threads 2 --json",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        int promptTokens = args.Int("prompt-tokens", 1) ?? 512;
+        int newTokens = args.Int("new-tokens", 1) ?? 64;
+        (IBackend backend, Qwen2Model model) = Load(args, stderr);
+        using (backend)
+        using (model)
+        {
+            int context = promptTokens + newTokens;
+            if (context > model.Config.MaxPositionEmbeddings)
+            {
+                throw new UsageException(
+                    $"--prompt-tokens {promptTokens} + --new-tokens {newTokens} exceed the model's context of {model.Config.MaxPositionEmbeddings}");
+            }
+
+            var random = new Random(1234);
+            int[] prompt = [.. Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize))];
+
+            // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
+            Generator.Greedy(model, [prompt[..Math.Min(32, promptTokens)]], new GenerationOptions { MaxNewTokens = 16, IgnoreEos = true });
+
+            // The first new token comes from the prefill pass; the next newTokens come from decode steps.
+            GenerationResult result = Generator.Greedy(model, [prompt],
+                new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 });
+            ModelSummary summary = ModelSummary.Of(model);
+            double gbPerSecond = summary.DecodeBytesPerToken * result.DecodeTokensPerSecond / 1e9;
+            string dtype = summary.TensorsByDType[0].DType;
+            if (args.Flag("json"))
+            {
+                JsonOutput.Write(stdout, w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
+                    w.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
+                    w.WriteNumber("prompt_tokens", promptTokens);
+                    w.WriteNumber("new_tokens", result.DecodeTokens);
+                    w.WriteString("dtype", dtype);
+                    w.WriteNumber("parameters", summary.Parameters);
+                    w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
+                    w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
+                    w.WriteString("backend", backend.Description);
+                    w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                var c = CultureInfo.InvariantCulture;
+                stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
+                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorBits(backend)}-bit vectors)");
+                stdout.WriteLine(string.Create(c, $"prefill  {promptTokens} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
+                stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s"));
+                stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per token: {gbPerSecond:F2} GB/s"));
+            }
+        }
+
+        return 0;
+    }
+
+    private static (IBackend, Qwen2Model) Load(Arguments args, TextWriter stderr)
+    {
+        string? configPath = args.Value("config");
+        bool random = args.Flag("random-weights");
+        if (configPath is null)
+        {
+            if (random || args.Has("dtype"))
+            {
+                throw new UsageException("--random-weights and --dtype need --config config.json");
+            }
+
+            return ModelLoading.Load(args, stderr);
+        }
+
+        if (!random)
+        {
+            throw new UsageException("--config needs --random-weights (to benchmark a checkpoint, use --model DIR)");
+        }
+
+        if (args.Has("model"))
+        {
+            throw new UsageException("give either --model or --config, not both");
+        }
+
+        string dtypeText = args.Value("dtype") ?? "bf16";
+        if (!DTypes.TryParse(dtypeText, out DType dtype))
+        {
+            throw new UsageException($"--dtype '{dtypeText}' is not one of bf16, f16, f32");
+        }
+
+        Qwen2Config config = Qwen2Config.Load(configPath);
+        IBackend backend = ModelLoading.CreateBackend(args);
+        var source = new RandomTensorSource(config, dtype);
+        try
+        {
+            return (backend, new Qwen2Model(config, source, backend, ownsSource: true));
+        }
+        catch
+        {
+            source.Dispose();
+            backend.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+using System.Globalization;
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary><c>qwensharp info</c>: what a model folder holds and what running it costs.</summary>
+internal sealed class InfoCommand : ICommand
+{
+    public string Name => "info";
+
+    public string Summary => "architecture, parameter count, dtypes, memory and context of a model";
+
+    public string Usage => "qwensharp info [--model DIR] [--json]";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        ModelLoading.Model,
+        new("json", null, "print JSON"),
+        ModelLoading.Threads,
+        ModelLoading.Device,
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp info",
+        "qwensharp info --model ~/models/Qwen2.5-0.5B-Instruct",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(args, TextWriter.Null);
+        using (backend)
+        using (model)
+        {
+            ModelSummary summary = ModelSummary.Of(model);
+            Qwen2Config c = model.Config;
+            if (args.Flag("json"))
+            {
+                JsonOutput.Write(stdout, w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("path", Path.GetFullPath(directory));
+                    w.WriteString("architecture", c.Architecture);
+                    w.WriteString("model_type", c.ModelType);
+                    w.WriteNumber("parameters", summary.Parameters);
+                    w.WriteStartObject("dtypes");
+                    foreach (var (dtype, count) in summary.TensorsByDType)
+                    {
+                        w.WriteNumber(dtype, count);
+                    }
+
+                    w.WriteEndObject();
+                    w.WriteNumber("weight_bytes", summary.WeightBytes);
+                    w.WriteNumber("kv_cache_bytes_per_token", summary.KvBytesPerToken);
+                    w.WriteNumber("context_length", c.MaxPositionEmbeddings);
+                    w.WriteNumber("hidden_size", c.HiddenSize);
+                    w.WriteNumber("intermediate_size", c.IntermediateSize);
+                    w.WriteNumber("num_hidden_layers", c.NumHiddenLayers);
+                    w.WriteNumber("num_attention_heads", c.NumAttentionHeads);
+                    w.WriteNumber("num_key_value_heads", c.NumKeyValueHeads);
+                    w.WriteNumber("head_dim", c.HeadDim);
+                    w.WriteNumber("vocab_size", c.VocabSize);
+                    w.WriteNumber("rope_theta", c.RopeTheta);
+                    w.WriteBoolean("tie_word_embeddings", c.TieWordEmbeddings);
+                    w.WriteString("backend", backend.Description);
+                    w.WriteNumber("vector_bits", VectorBits(backend));
+                    w.WriteEndObject();
+                });
+                return 0;
+            }
+
+            var culture = CultureInfo.InvariantCulture;
+            stdout.WriteLine($"model         {Path.GetFullPath(directory)}");
+            stdout.WriteLine($"architecture  {c.Architecture ?? "?"} (model_type {c.ModelType})");
+            stdout.WriteLine(string.Create(culture, $"parameters    {summary.Parameters:N0} ({FormatCount(summary.Parameters)})"));
+            stdout.WriteLine($"dtypes        {string.Join(", ", summary.TensorsByDType.Select(p => $"{p.DType} ({p.Count} tensors)"))}");
+            stdout.WriteLine($"weights       {FormatBytes(summary.WeightBytes)}");
+            stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token (f32), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
+            stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens (max_position_embeddings)"));
+            stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
+            stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));
+            stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}, RMSNorm eps {c.RmsNormEps:G}"));
+            stdout.WriteLine($"backend       {backend.Description} ({VectorBits(backend)}-bit vectors)");
+        }
+
+        return 0;
+    }
+
+    internal static int VectorBits(IBackend backend) =>
+        backend is CpuBackend cpu ? KernelPaths.Lanes(cpu.KernelPath) * 32 : 0;
+
+    internal static string FormatBytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F2} GiB"),
+        >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F1} MiB"),
+        >= 1L << 10 => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1024.0:F1} KiB"),
+        _ => $"{bytes} B",
+    };
+
+    private static string FormatCount(long count) => count switch
+    {
+        >= 1_000_000_000 => string.Create(CultureInfo.InvariantCulture, $"{count / 1e9:F2} B"),
+        >= 1_000_000 => string.Create(CultureInfo.InvariantCulture, $"{count / 1e6:F1} M"),
+        >= 1_000 => string.Create(CultureInfo.InvariantCulture, $"{count / 1e3:F1} K"),
+        _ => count.ToString(CultureInfo.InvariantCulture),
+    };
+}
+
+/// <summary>Sizes that follow from a model's weights: parameters, bytes, bytes read per decoded token.</summary>
+internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
+    IReadOnlyList<(string DType, int Count)> TensorsByDType)
+{
+    public static ModelSummary Of(Qwen2Model model)
+    {
+        Qwen2Weights<TensorView> w = model.Weights;
+        var all = new HashSet<TensorView>(ReferenceEqualityComparer.Instance) { w.EmbedTokens, w.Norm, w.LmHead };
+        long matrixBytes = w.LmHead.ByteLength; // the head is read whole for every token; the embedding only one row
+        foreach (Qwen2LayerWeights<TensorView> layer in w.Layers)
+        {
+            TensorView?[] tensors = [layer.InputLayernorm, layer.QProj, layer.QBias, layer.KProj, layer.KBias, layer.VProj, layer.VBias,
+                layer.OProj, layer.OBias, layer.PostAttentionLayernorm, layer.GateProj, layer.UpProj, layer.DownProj];
+            foreach (TensorView? t in tensors)
+            {
+                if (t is not null)
+                {
+                    all.Add(t);
+                    matrixBytes += t.Shape.Length == 2 ? t.ByteLength : 0;
+                }
+            }
+        }
+
+        Qwen2Config c = model.Config;
+        return new ModelSummary(
+            all.Sum(t => t.ElementCount),
+            all.Sum(t => t.ByteLength),
+            matrixBytes,
+            2L * c.NumHiddenLayers * c.KvDim * sizeof(float),
+            [.. all.GroupBy(t => DTypes.Name(t.DType)).OrderByDescending(g => g.Count()).Select(g => (g.Key, g.Count()))]);
+    }
+}

@@ -1,0 +1,111 @@
+using System.Globalization;
+using System.Text.Json;
+using QwenSharp.Backend;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary><c>qwensharp score</c>: the log-prob of every token of a sequence under the model, and its perplexity.</summary>
+internal sealed class ScoreCommand : ICommand
+{
+    public string Name => "score";
+
+    public string Summary => "log-probs of every token of a sequence, mean NLL and perplexity";
+
+    public string Usage => "qwensharp score [--model DIR] --prompt-ids 1,2,3 [--top K] [--json]";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        ModelLoading.Model,
+        new("prompt-ids", "IDS", "the token ids to score, comma-separated"),
+        new("file", "F", "a text file to score (needs the tokenizer)"),
+        new("top", "K", "also list the K most likely tokens at each position (default 5)"),
+        new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
+        ModelLoading.Threads,
+        ModelLoading.Device,
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp score --prompt-ids 1,403,407,261 --json",
+        "qwensharp score --model ~/models/Qwen2.5-0.5B-Instruct --prompt-ids 151644,872,198 --top 10",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        if (args.Has("file"))
+        {
+            throw new UsageException("--file: reading text needs the tokenizer, which this build does not have yet; pass --prompt-ids");
+        }
+
+        int[] ids = Arguments.ParseIds("prompt-ids", args.Value("prompt-ids") ?? throw new UsageException("score needs --prompt-ids 1,2,3"));
+        int top = args.Int("top", 0, 1000) ?? 5;
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(args, stderr);
+        using (backend)
+        using (model)
+        {
+            ScoreResult result = Scorer.Score(model, ids, top);
+            if (args.Flag("json"))
+            {
+                JsonOutput.Write(stdout, writer => WriteJson(writer, result));
+            }
+            else
+            {
+                WriteText(stdout, ids, result);
+            }
+        }
+
+        return 0;
+    }
+
+    private static void WriteJson(Utf8JsonWriter writer, ScoreResult result)
+    {
+        writer.WriteStartObject();
+        writer.WriteStartArray("positions");
+        foreach (PositionScore position in result.Positions)
+        {
+            writer.WriteStartObject();
+            if (position.NextId is int id)
+            {
+                writer.WriteNumber("id", id);
+                writer.WriteNumber("logprob", position.NextLogprob!.Value);
+            }
+
+            writer.WriteStartArray("top");
+            foreach (TokenLogprob alternative in position.Top)
+            {
+                writer.WriteStartObject();
+                writer.WriteNumber("id", alternative.Id);
+                writer.WriteNumber("logprob", alternative.Logprob);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        writer.WriteEndArray();
+        writer.WriteNumberOrNull("mean_nll", result.MeanNll);
+        writer.WriteNumberOrNull("perplexity", result.Perplexity);
+        writer.WriteEndObject();
+    }
+
+    private static void WriteText(TextWriter output, int[] ids, ScoreResult result)
+    {
+        output.WriteLine("pos  token  next   logprob  top");
+        for (int i = 0; i < result.Positions.Count; i++)
+        {
+            PositionScore p = result.Positions[i];
+            string next = p.NextId?.ToString(CultureInfo.InvariantCulture) ?? "-";
+            string logprob = p.NextLogprob?.ToString("F4", CultureInfo.InvariantCulture) ?? "-";
+            string top = string.Join(" ", p.Top.Select(t => string.Create(CultureInfo.InvariantCulture, $"{t.Id}:{t.Logprob:F3}")));
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{i,3}  {ids[i],5}  {next,5}  {logprob,8}  {top}"));
+        }
+
+        if (result.MeanNll is double nll)
+        {
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mean NLL {nll:F6}, perplexity {result.Perplexity:F4} over {ids.Length - 1} tokens"));
+        }
+    }
+}

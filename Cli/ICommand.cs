@@ -1,0 +1,20 @@
+namespace QwenSharp.Cli;
+
+/// <summary>One subcommand of the qwensharp binary.</summary>
+internal interface ICommand
+{
+    string Name { get; }
+
+    /// <summary>One line for the command list.</summary>
+    string Summary { get; }
+
+    /// <summary>The synopsis, e.g. "qwensharp score [--model DIR] --prompt-ids 1,2,3 [--top K] [--json]".</summary>
+    string Usage { get; }
+
+    IReadOnlyList<OptionSpec> Options { get; }
+
+    /// <summary>Example command lines for --help.</summary>
+    IReadOnlyList<string> Examples { get; }
+
+    int Run(Arguments args, TextWriter stdout, TextWriter stderr);
+}

@@ -1,0 +1,61 @@
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Cli;
+
+/// <summary>The options every model command shares (--model, --threads, --device), and loading the model they name.</summary>
+internal static class ModelLoading
+{
+    public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
+    public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
+    public static readonly OptionSpec Device = new("device", "cpu|gpu", "where to run (default: cpu)");
+
+    /// <summary>The bundled demo model (llama2.c's stories260K), copied beside the binary.</summary>
+    public static string DemoModelDirectory => Path.Combine(AppContext.BaseDirectory, "models", "stories260K");
+
+    public static string ResolveDirectory(Arguments args, TextWriter stderr)
+    {
+        string? directory = args.Value("model");
+        if (directory is not null)
+        {
+            return directory;
+        }
+
+        stderr.WriteLine("note: using the bundled demo model (stories260K); pass --model DIR to run a Hugging Face Qwen2 folder");
+        return DemoModelDirectory;
+    }
+
+    public static IBackend CreateBackend(Arguments args)
+    {
+        string device = args.Value("device") ?? "cpu";
+        if (device == "gpu")
+        {
+            throw new UsageException("--device gpu: this build has no GPU backend yet; use --device cpu");
+        }
+
+        if (device != "cpu")
+        {
+            throw new UsageException($"--device '{device}' is not one of cpu, gpu");
+        }
+
+        int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
+        return new CpuBackend(new CpuBackendOptions { Threads = threads });
+    }
+
+    /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
+    public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr)
+    {
+        string directory = ResolveDirectory(args, stderr);
+        IBackend backend = CreateBackend(args);
+        try
+        {
+            return (backend, Qwen2Model.Load(directory, backend));
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+namespace QwenSharp.Cli;
+
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = false };
+        try
+        {
+            return CliApp.Run(args, stdout, Console.Error);
+        }
+        finally
+        {
+            stdout.Flush();
+        }
+    }
+}

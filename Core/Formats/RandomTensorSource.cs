@@ -1,0 +1,104 @@
+using System.Runtime.InteropServices;
+using QwenSharp.Numerics;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Formats;
+
+/// <summary>
+/// A same-shaped model with random weights, built in memory from a config alone, so a real architecture
+/// (Qwen2.5-0.5B's config.json) can be benchmarked without downloading its weights. Matrices are uniform
+/// with the standard deviation of the usual N(0, 0.02) initialization, norms are 1, biases small.
+/// </summary>
+public sealed unsafe class RandomTensorSource : ITensorSource
+{
+    private readonly Dictionary<string, TensorView> _tensors = new(StringComparer.Ordinal);
+    private readonly List<nint> _allocations = [];
+
+    public RandomTensorSource(Qwen2Config config, DType dtype, ulong seed = 1)
+    {
+        Description = $"random {DTypes.Name(dtype)} weights";
+        var shapes = new List<(string Name, long[] Shape)>();
+        Qwen2WeightBinder.Bind(config, (name, shape, _, _) =>
+        {
+            shapes.Add((name, shape));
+            return new TensorView(name, Description, dtype, shape, 0);
+        });
+
+        var tensors = new TensorView[shapes.Count];
+        try
+        {
+            for (int i = 0; i < shapes.Count; i++)
+            {
+                var (name, shape) = shapes[i];
+                long bytes = ElementCount(shape) * DTypes.SizeOf(dtype);
+                nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+                _allocations.Add(data);
+                tensors[i] = new TensorView(name, Description, dtype, shape, data);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+
+        Parallel.For(0, tensors.Length, i => Fill(tensors[i], seed + (ulong)i));
+        foreach (TensorView tensor in tensors)
+        {
+            _tensors[tensor.Name] = tensor;
+        }
+    }
+
+    public string Description { get; }
+
+    public IEnumerable<string> TensorNames => _tensors.Keys;
+
+    public bool TryGetView(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorView? view) =>
+        _tensors.TryGetValue(name, out view);
+
+    private static long ElementCount(long[] shape)
+    {
+        long count = 1;
+        foreach (long dim in shape)
+        {
+            count *= dim;
+        }
+
+        return count;
+    }
+
+    private static void Fill(TensorView tensor, ulong seed)
+    {
+        // Uniform on [-a, a] has standard deviation a / sqrt(3).
+        bool isNorm = tensor.Name.EndsWith("norm.weight", StringComparison.Ordinal);
+        float amplitude = tensor.Shape.Length == 2 ? 0.02f * MathF.Sqrt(3) : 0.002f;
+        ulong state = (seed * 0x9E3779B97F4A7C15UL) | 1;
+        long count = tensor.ElementCount;
+        for (long i = 0; i < count; i++)
+        {
+            // xorshift64*: fast, and plenty random for benchmark weights.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            float unit = ((state * 0x2545F4914F6CDD1DUL) >> 40) * (1f / (1 << 24)); // [0, 1)
+            float value = isNorm ? 1f : ((2 * unit) - 1) * amplitude;
+            switch (tensor.DType)
+            {
+                case DType.BF16: ((ushort*)tensor.Data)[i] = BFloat16Bits.FromSingle(value); break;
+                case DType.F16: ((ushort*)tensor.Data)[i] = HalfBits.FromSingle(value); break;
+                default: ((float*)tensor.Data)[i] = value; break;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (nint allocation in _allocations)
+        {
+            NativeMemory.AlignedFree((void*)allocation);
+        }
+
+        _allocations.Clear();
+        _tensors.Clear();
+    }
+}

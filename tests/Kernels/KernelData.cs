@@ -1,0 +1,59 @@
+using System.Runtime.InteropServices;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>Seeded random kernel inputs, and weights stored as each dtype with their exact f32 values.</summary>
+internal static class KernelData
+{
+    /// <summary>Every length 0..257 (so every tail path runs) and the real Qwen2.5-0.5B sizes.</summary>
+    public static IEnumerable<int> Lengths => Enumerable.Range(0, 258).Concat([896, 4864, 151936]);
+
+    public static float[] Floats(int length, int seed, float scale = 1f)
+    {
+        var random = new Random(seed);
+        var values = new float[length];
+        for (int i = 0; i < length; i++)
+        {
+            values[i] = (float)((random.NextDouble() * 2) - 1) * scale;
+        }
+
+        return values;
+    }
+
+    /// <summary>Stores <paramref name="values"/> as <paramref name="type"/>; returns the bytes and the exact values they hold.</summary>
+    public static (byte[] Bytes, float[] Exact) Store(float[] values, DType type)
+    {
+        switch (type)
+        {
+            case DType.BF16:
+            {
+                ushort[] bits = [.. values.Select(BFloat16Bits.FromSingle)];
+                return (MemoryMarshal.AsBytes(bits.AsSpan()).ToArray(), [.. bits.Select(b => BitConverter.Int32BitsToSingle(b << 16))]);
+            }
+
+            case DType.F16:
+            {
+                Half[] halves = [.. values.Select(v => (Half)v)];
+                return (MemoryMarshal.AsBytes(halves.AsSpan()).ToArray(), [.. halves.Select(h => (float)h)]);
+            }
+
+            default:
+                return (MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), [.. values]);
+        }
+    }
+
+    public static double DotExact(ReadOnlySpan<float> a, ReadOnlySpan<float> b, out double magnitude)
+    {
+        double sum = 0;
+        magnitude = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            sum += (double)a[i] * b[i];
+            magnitude += Math.Abs((double)a[i] * b[i]);
+        }
+
+        return sum;
+    }
+}

@@ -1,0 +1,92 @@
+using QwenSharp.Cpu.Kernels;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>Softmax, RMSNorm, RoPE and one attention head, each against a direct double-precision formula.</summary>
+public sealed class SmallKernelTests
+{
+    [Fact]
+    public void Softmax_LargeLogits_DoesNotOverflow()
+    {
+        float[] x = [1234f, 0f];
+        SoftmaxKernel.InPlace(x);
+        Assert.Equal([1f, 0f], x);
+
+        float[] ties = [1000f, 1000f, -1000f];
+        SoftmaxKernel.InPlace(ties);
+        Assert.Equal([0.5f, 0.5f, 0f], ties);
+    }
+
+    [Fact]
+    public void Softmax_RandomScores_MatchDoubleFormula()
+    {
+        float[] x = KernelData.Floats(300, 5, 20f);
+        double max = x.Max();
+        double sum = x.Sum(v => Math.Exp(v - max));
+        double[] expected = [.. x.Select(v => Math.Exp(v - max) / sum)];
+        SoftmaxKernel.InPlace(x);
+        for (int i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(expected[i], x[i], 1e-6);
+        }
+    }
+
+    [Fact]
+    public void RmsNorm_MatchesDoubleFormula()
+    {
+        float[] x = KernelData.Floats(896, 1, 3f), weight = KernelData.Floats(896, 2);
+        var y = new float[896];
+        RmsNormKernel.Row(x, weight, 1e-6f, y);
+
+        double rms = Math.Sqrt((x.Sum(v => (double)v * v) / x.Length) + 1e-6);
+        for (int i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(x[i] / rms * weight[i], y[i], 1e-5);
+        }
+    }
+
+    [Fact]
+    public void Rope_RotatesElementIWithElementIPlusHalf()
+    {
+        const int headDim = 64, position = 12345;
+        const double theta = 1_000_000;
+        float[] row = KernelData.Floats(3 * headDim, 3);
+        float[] original = [.. row];
+        double[] inverse = RopeKernel.InverseFrequencies(headDim, theta);
+        var cos = new float[headDim / 2];
+        var sin = new float[headDim / 2];
+        RopeKernel.Angles(position, inverse, cos, sin);
+        RopeKernel.RotateHeads(row, headDim, cos, sin);
+
+        for (int h = 0; h < 3; h++)
+        {
+            for (int i = 0; i < headDim / 2; i++)
+            {
+                // HF apply_rotary_pos_emb: q*cos + rotate_half(q)*sin, rotate_half(q) = cat(-q2, q1).
+                double angle = position * Math.Pow(theta, -2.0 * i / headDim);
+                double a = original[(h * headDim) + i], b = original[(h * headDim) + i + (headDim / 2)];
+                Assert.Equal((a * Math.Cos(angle)) - (b * Math.Sin(angle)), row[(h * headDim) + i], 1e-5);
+                Assert.Equal((b * Math.Cos(angle)) + (a * Math.Sin(angle)), row[(h * headDim) + i + (headDim / 2)], 1e-5);
+            }
+        }
+    }
+
+    [Fact]
+    public void AttentionHead_MatchesDoubleFormula()
+    {
+        const int d = 64, kvDim = 128, length = 37, offset = 64;
+        float[] q = KernelData.Floats(d, 1), keys = KernelData.Floats(length * kvDim, 2), values = KernelData.Floats(length * kvDim, 3);
+        var output = new float[d];
+        var scores = new float[length];
+        float scale = 1f / MathF.Sqrt(d);
+        AttentionKernel.Head(q, keys, values, kvDim, offset, length, scale, scores, output);
+
+        double[] s = [.. Enumerable.Range(0, length).Select(j => Enumerable.Range(0, d).Sum(i => (double)q[i] * keys[(j * kvDim) + offset + i]) * scale)];
+        double max = s.Max(), sum = s.Sum(v => Math.Exp(v - max));
+        for (int i = 0; i < d; i++)
+        {
+            double expected = Enumerable.Range(0, length).Sum(j => Math.Exp(s[j] - max) / sum * values[(j * kvDim) + offset + i]);
+            Assert.Equal(expected, output[i], 1e-5);
+        }
+    }
+}
