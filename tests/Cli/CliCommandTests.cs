@@ -1,0 +1,100 @@
+using System.Text.Json;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary>The CLI contract of ARCHITECTURE.md: option names, JSON shapes and exit codes that scripts depend on.</summary>
+public sealed class CliCommandTests
+{
+    [Fact]
+    public void Generate_DemoModelGreedyJson_ReproducesLlama2c()
+    {
+        using var expected = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
+        int[] llama2c = [.. expected.RootElement.EnumerateArray().Select(e => e.GetInt32())];
+
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--max-new-tokens", "20", "--greedy", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        JsonElement sequence = Assert.Single(result.Json.GetProperty("sequences").EnumerateArray());
+        Assert.Equal(llama2c[1..21], sequence.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal("length", sequence.GetProperty("stop_reason").GetString());
+        Assert.True(result.Json.GetProperty("prefill_tokens_per_s").GetDouble() > 0);
+        Assert.True(result.Json.GetProperty("decode_tokens_per_s").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void Generate_RepeatedPromptIds_OneSequencePerPromptInOrder()
+    {
+        Reference reference = Reference.Load("tiny-qwen2");
+        string prompt = string.Join(",", reference.PromptIds);
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2"), "--prompt-ids", "151644,872",
+            "--prompt-ids", prompt, "--greedy", "--ignore-eos", "--max-new-tokens", "5", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        JsonElement[] sequences = [.. result.Json.GetProperty("sequences").EnumerateArray()];
+        Assert.Equal(2, sequences.Length);
+        Assert.Equal(reference.GreedyNewIds[..5], sequences[1].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+    }
+
+    [Fact]
+    public void Score_Json_MatchesReferenceNextTokenLogprobsAndNll()
+    {
+        Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
+
+        CliRunner.Result result = CliRunner.Run("score", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"),
+            "--prompt-ids", string.Join(",", reference.PromptIds), "--top", "3", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        JsonElement[] positions = [.. result.Json.GetProperty("positions").EnumerateArray()];
+        Assert.Equal(reference.PromptIds.Length, positions.Length);
+        for (int i = 0; i < positions.Length - 1; i++)
+        {
+            Assert.Equal(reference.PromptIds[i + 1], positions[i].GetProperty("id").GetInt32());
+            Assert.Equal(reference.Positions[i].NextIdLogprob!.Value, positions[i].GetProperty("logprob").GetDouble(), 1e-3);
+            JsonElement best = positions[i].GetProperty("top")[0];
+            Assert.Equal(reference.Positions[i].TopIds[0], best.GetProperty("id").GetInt32());
+            Assert.Equal(3, positions[i].GetProperty("top").GetArrayLength());
+        }
+
+        Assert.False(positions[^1].TryGetProperty("id", out _));
+        Assert.Equal(reference.PromptMeanNll, result.Json.GetProperty("mean_nll").GetDouble(), 1e-4);
+        Assert.Equal(1, result.Json.GetProperty("perplexity").GetDouble() / reference.PromptPerplexity, 1e-3);
+    }
+
+    [Fact]
+    public void Info_DemoModel_DescribesArchitectureAndContext()
+    {
+        CliRunner.Result result = CliRunner.Run("info", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal("LlamaForCausalLM", result.Json.GetProperty("architecture").GetString());
+        Assert.Equal(512, result.Json.GetProperty("context_length").GetInt32());
+        Assert.Equal(5 * 9 + 2, result.Json.GetProperty("dtypes").GetProperty("F32").GetInt32()); // 9 per layer, embedding, final norm; the head is tied
+        Assert.True(result.Json.GetProperty("vector_bits").GetInt32() is 0 or 256 or 512);
+    }
+
+    [Fact]
+    public void Bench_RandomWeightsOfAConfig_ReportsBothSpeeds()
+    {
+        CliRunner.Result result = CliRunner.Run("bench", "--config", Fixtures.File("tiny-qwen2", "config.json"), "--random-weights",
+            "--dtype", "f16", "--prompt-tokens", "8", "--new-tokens", "3", "--threads", "1", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.True(result.Json.GetProperty("prefill_tokens_per_s").GetDouble() > 0);
+        Assert.True(result.Json.GetProperty("decode_tokens_per_s").GetDouble() > 0);
+        Assert.Equal(3, result.Json.GetProperty("new_tokens").GetInt32());
+        Assert.Equal("F16", result.Json.GetProperty("dtype").GetString());
+    }
+
+    [Theory]
+    [InlineData("--help")]
+    [InlineData("generate", "--help")]
+    [InlineData("bench", "--help")]
+    public void Help_PrintsUsageAndExitsZero(params string[] args)
+    {
+        CliRunner.Result result = CliRunner.Run(args);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("usage: qwensharp", result.Stdout);
+    }
+}

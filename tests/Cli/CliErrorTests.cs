@@ -1,0 +1,128 @@
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary>Every kind of bad input: exit code 2 and one clear line on stderr naming what is wrong, never a stack trace.</summary>
+public sealed class CliErrorTests
+{
+    private static void AssertBadInput(CliRunner.Result result, string expected)
+    {
+        Assert.Equal(2, result.ExitCode);
+        string line = Assert.Single(result.ErrorLines);
+        Assert.True(line.Contains(expected, StringComparison.Ordinal), $"expected \"{expected}\" in: {line}");
+        Assert.DoesNotContain("Exception", line);
+        Assert.DoesNotContain(".cs:line", line);
+    }
+
+    private static string ModelWithConfig(string config)
+    {
+        string dir = TinyCheckpoint.Write();
+        File.WriteAllText(Path.Combine(dir, "config.json"), config);
+        return dir;
+    }
+
+    [Fact]
+    public void MissingModelFolder() =>
+        AssertBadInput(CliRunner.Run("generate", "--model", "/no/such/model", "--prompt-ids", "1", "--greedy"), "model folder '/no/such/model' not found");
+
+    [Fact]
+    public void MissingConfigFile()
+    {
+        string dir = Fixtures.TempDirectory();
+        AssertBadInput(CliRunner.Run("score", "--model", dir, "--prompt-ids", "1,2"), "config.json: file not found");
+    }
+
+    [Fact]
+    public void MissingSafetensors()
+    {
+        string dir = Fixtures.TempDirectory();
+        File.WriteAllText(Path.Combine(dir, "config.json"), TinyCheckpoint.Config);
+        AssertBadInput(CliRunner.Run("info", "--model", dir), "no model.safetensors or model.safetensors.index.json");
+    }
+
+    [Fact]
+    public void UnsupportedModelType() =>
+        AssertBadInput(CliRunner.Run("info", "--model", ModelWithConfig(TinyCheckpoint.Config.Replace("\"qwen2\"", "\"mamba\"", StringComparison.Ordinal))),
+            "config.json: model_type 'mamba' is not supported");
+
+    [Fact]
+    public void CorruptConfigJson() =>
+        AssertBadInput(CliRunner.Run("info", "--model", ModelWithConfig("{\"model_type\": \"qwen2\", ")), "config.json: invalid JSON");
+
+    [Fact]
+    public void TruncatedSafetensors()
+    {
+        string dir = TinyCheckpoint.Write();
+        string file = Path.Combine(dir, "model.safetensors");
+        byte[] bytes = File.ReadAllBytes(file);
+        File.WriteAllBytes(file, bytes[..^100]);
+        AssertBadInput(CliRunner.Run("generate", "--model", dir, "--prompt-ids", "1", "--greedy"), "model.safetensors: tensor 'model.layers.0.mlp.down_proj.weight': data_offsets [2176, 2560] lie outside the data area of 2492 bytes");
+    }
+
+    [Fact]
+    public void GarbageSafetensors()
+    {
+        string dir = TinyCheckpoint.Write();
+        File.WriteAllText(Path.Combine(dir, "model.safetensors"), "this is not a safetensors file at all");
+        AssertBadInput(CliRunner.Run("info", "--model", dir), "model.safetensors: header length");
+    }
+
+    [Fact]
+    public void MissingTensor() =>
+        AssertBadInput(CliRunner.Run("info", "--model", TinyCheckpoint.Write(skip: "model.layers.0.mlp.up_proj.weight")),
+            "model.safetensors: tensor 'model.layers.0.mlp.up_proj.weight' not found");
+
+    [Fact]
+    public void WrongShape() =>
+        AssertBadInput(CliRunner.Run("info", "--model", TinyCheckpoint.Write(reshape: ("model.embed_tokens.weight", [15, 8]))),
+            "tensor 'model.embed_tokens.weight' has shape [15, 8], expected [16, 8] (vocab_size, hidden_size)");
+
+    [Fact]
+    public void TokenIdOutsideVocabulary() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,512", "--greedy"),
+            "token id 512 at index 1 is outside the vocabulary (vocab_size is 512, ids 0..511)");
+
+    [Fact]
+    public void ScoredTokenOutsideVocabulary() =>
+        AssertBadInput(CliRunner.Run("score", "--prompt-ids", "1,9999", "--json"), "token id 9999 at index 1 is outside the vocabulary");
+
+    [Fact]
+    public void PromptLongerThanContext() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,2,3,4", "--context", "3", "--greedy"), "prompt has 4 tokens, more than the context of 3");
+
+    [Fact]
+    public void ScoredSequenceLongerThanModelContext() =>
+        AssertBadInput(CliRunner.Run("score", "--prompt-ids", string.Join(",", Enumerable.Repeat(1, 513))),
+            "the sequence has 513 tokens, more than the model's context of 512 (max_position_embeddings)");
+
+    [Fact]
+    public void UnknownOption() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--frobnicate"), "unknown option '--frobnicate' for 'generate'");
+
+    [Fact]
+    public void BadNumber() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--greedy", "--max-new-tokens", "lots"), "--max-new-tokens 'lots' is not an integer >= 0");
+
+    [Fact]
+    public void BadTokenId() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,two", "--greedy"), "--prompt-ids: 'two' (item 2) is not a token id");
+
+    [Fact]
+    public void MissingValue() =>
+        AssertBadInput(CliRunner.Run("score", "--prompt-ids"), "--prompt-ids needs a value");
+
+    [Fact]
+    public void UnknownCommand() =>
+        AssertBadInput(CliRunner.Run("frobnicate"), "unknown command 'frobnicate'");
+
+    [Fact]
+    public void BenchConfigWithoutRandomWeights() =>
+        AssertBadInput(CliRunner.Run("bench", "--config", Fixtures.File("tiny-qwen2", "config.json")), "--config needs --random-weights");
+
+    [Fact]
+    public void RealProcess_BadInput_ExitsWithCode2AndOneLine()
+    {
+        CliRunner.Result result = CliRunner.RunProcess("generate", "--prompt-ids", "1,700", "--greedy");
+        AssertBadInput(result, "token id 700 at index 1 is outside the vocabulary");
+    }
+}
