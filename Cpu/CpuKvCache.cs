@@ -42,11 +42,8 @@ internal sealed unsafe class CpuKvCache : KvCache
     public static CpuKvCache Of(KvCache cache) =>
         cache as CpuKvCache ?? throw new ArgumentException("the KV cache belongs to another backend");
 
-    public override void CopySlot(int source, int destination, int length)
+    protected override void CopyPositions(int source, int destination, int length)
     {
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)source, (uint)Slots, nameof(source));
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)destination, (uint)Slots, nameof(destination));
-        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)length, (uint)Capacity, nameof(length));
         int count = length * KvDim;
         for (int l = 0; l < Layers; l++)
         {

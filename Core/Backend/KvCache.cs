@@ -18,7 +18,21 @@ public abstract class KvCache : IDisposable
         Slots = slots;
         Capacity = capacity;
         KvDim = kvDim;
+        Lengths = new int[slots];
     }
+
+    /// <summary>
+    /// How many leading positions of each slot hold keys and values. A step may write a slot's next position
+    /// or rewrite an earlier one (which drops everything after it), never skip ahead: attention would read
+    /// positions nobody wrote.
+    /// </summary>
+    internal int[] Lengths { get; }
+
+    /// <summary>The number of positions of <paramref name="slot"/> filled so far.</summary>
+    public int LengthOf(int slot) => Lengths[slot];
+
+    /// <summary>Forgets a slot's contents, so it can start a new sequence.</summary>
+    public void Reset(int slot) => Lengths[slot] = 0;
 
     public int Layers { get; }
 
@@ -33,7 +47,17 @@ public abstract class KvCache : IDisposable
     public long ByteSize => 2L * Layers * Slots * Capacity * KvDim * sizeof(float);
 
     /// <summary>Copies positions [0, length) of every layer from one slot to another (a shared prompt, a beam).</summary>
-    public abstract void CopySlot(int source, int destination, int length);
+    public void CopySlot(int source, int destination, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)source, (uint)Slots, nameof(source));
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)destination, (uint)Slots, nameof(destination));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)length, (uint)Lengths[source], nameof(length));
+        CopyPositions(source, destination, length);
+        Lengths[destination] = length;
+    }
+
+    /// <summary>The backend's copy of positions [0, length) of every layer.</summary>
+    protected abstract void CopyPositions(int source, int destination, int length);
 
     public abstract void Dispose();
 }

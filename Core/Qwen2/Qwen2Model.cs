@@ -196,6 +196,32 @@ public sealed class Qwen2Model : IDisposable
                     $"position {positions[i]} is beyond the context of {cache.Capacity} tokens");
             }
         }
+
+        // Positions of a slot are filled in order: each row writes its slot's next position or rewrites an earlier
+        // one (which drops what followed); a gap would make attention read positions nobody wrote.
+        // Checked on a copy, so a rejected step leaves the cache as it was.
+        int[] lengths = System.Buffers.ArrayPool<int>.Shared.Rent(cache.Slots);
+        try
+        {
+            cache.Lengths.CopyTo(lengths, 0);
+            for (int i = 0; i < tokens.Length; i++)
+            {
+                if (positions[i] > lengths[slots[i]])
+                {
+                    QwenThrow.Argument(
+                        $"position {positions[i]} of sequence slot {slots[i]} skips positions {lengths[slots[i]]}..{positions[i] - 1}, which hold nothing yet",
+                        nameof(batch));
+                }
+
+                lengths[slots[i]] = positions[i] + 1;
+            }
+
+            lengths.AsSpan(0, cache.Slots).CopyTo(cache.Lengths);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<int>.Shared.Return(lengths);
+        }
     }
 
     public void Dispose()

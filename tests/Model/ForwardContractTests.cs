@@ -1,0 +1,129 @@
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Qwen2;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Model;
+
+/// <summary>What callers of <see cref="Qwen2Model.Forward"/> can rely on beyond the logits themselves.</summary>
+public sealed class ForwardContractTests
+{
+    [Fact]
+    public void Forward_DecodeStep_AllocatesNothing()
+    {
+        // One thread, so all the work happens on the thread whose allocations are counted (other tests run in parallel).
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
+        using KvCache cache = model.CreateKvCache(2, 64);
+        using ForwardState state = model.CreateState(8, 2);
+        var batch = new TokenBatch(8);
+        for (int p = 0; p < 8; p++)
+        {
+            batch.Add(100 + p, p, 0, wantLogits: p == 7);
+        }
+
+        model.Forward(batch, cache, state);
+        void Decode(int position)
+        {
+            batch.Clear();
+            batch.Add(5, position, 0, wantLogits: true);
+            batch.Add(6, position - 8, 1, wantLogits: true);
+            model.Forward(batch, cache, state);
+        }
+
+        for (int p = 8; p < 16; p++)
+        {
+            Decode(p); // warm-up: per-thread scratch grows to size here, once
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int p = 16; p < 40; p++)
+        {
+            Decode(p);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void Forward_AnyThreadCount_GivesBitwiseEqualLogits()
+    {
+        int[] prompt = Reference.Load("tiny-qwen2").PromptIds;
+        float[][] Run(int threads)
+        {
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
+            using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
+            return ReferenceModelTests.AllPositionLogits(model, prompt);
+        }
+
+        float[][] one = Run(1), three = Run(3);
+        for (int p = 0; p < prompt.Length; p++)
+        {
+            Assert.Equal(one[p], three[p]);
+        }
+    }
+
+    [Fact]
+    public void Forward_PositionThatSkipsAhead_ThrowsAndLeavesTheCacheUsable()
+    {
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+        using KvCache cache = model.CreateKvCache(1, 16);
+        using ForwardState state = model.CreateState(4, 4);
+        var batch = new TokenBatch(4);
+        batch.Add(1, 0, 0, wantLogits: false);
+        batch.Add(403, 1, 0, wantLogits: false);
+        model.Forward(batch, cache, state);
+
+        batch.Clear();
+        batch.Add(407, 3, 0, wantLogits: true);
+        var e = Assert.Throws<ArgumentException>(() => model.Forward(batch, cache, state));
+        Assert.Contains("position 3 of sequence slot 0 skips positions 2..2", e.Message);
+        Assert.Equal(2, cache.LengthOf(0));
+    }
+
+    [Fact]
+    public void Forward_Tap_SeesTheEmbeddingRowsOfTheTokens()
+    {
+        // The bundled model's embedding table, read straight from model.safetensors (F32, [512, 64]).
+        string file = Path.Combine(Fixtures.DemoModel, "model.safetensors");
+        byte[] raw = File.ReadAllBytes(file);
+        long headerLength = BitConverter.ToInt64(raw, 0);
+        using var header = System.Text.Json.JsonDocument.Parse(raw.AsMemory(8, (int)headerLength));
+        long begin = header.RootElement.GetProperty("model.embed_tokens.weight").GetProperty("data_offsets")[0].GetInt64();
+        float EmbeddingAt(int token, int i) => BitConverter.ToSingle(raw, (int)(8 + headerLength + begin + (((token * 64) + i) * 4)));
+
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+        using KvCache cache = model.CreateKvCache(1, 8);
+        using ForwardState state = model.CreateState(4, 1);
+        var batch = new TokenBatch(4);
+        int[] tokens = [1, 403, 407];
+        for (int p = 0; p < tokens.Length; p++)
+        {
+            batch.Add(tokens[p], p, 0, wantLogits: p == 2);
+        }
+
+        var seen = new List<string>();
+        float[]? embedded = null;
+        model.Forward(batch, cache, state, (name, layer, value) =>
+        {
+            seen.Add(layer < 0 ? name : $"layer{layer}.{name}");
+            if (name == "embed")
+            {
+                embedded = new float[value.Rows * value.Cols];
+                backend.Download(value, embedded);
+            }
+        });
+
+        Assert.Contains("layer4.ffn_out", seen);
+        Assert.Equal("final_norm", seen[^1]);
+        for (int r = 0; r < tokens.Length; r++)
+        {
+            for (int i = 0; i < 64; i++)
+            {
+                Assert.Equal(EmbeddingAt(tokens[r], i), embedded![(r * 64) + i]);
+            }
+        }
+    }
+}
