@@ -32,7 +32,7 @@ public sealed class CpuBackend : IBackend
         _pool = new WorkerPool(options.Threads);
         _scratch = new WorkerScratch(options.Threads);
         _linear = new LinearJob(KernelPath, _scratch);
-        _attention = new AttentionJob(_scratch);
+        _attention = new AttentionJob(KernelPath, _scratch);
         _rope = new RopeJob(options.Threads);
     }
 

@@ -6,7 +6,7 @@ using QwenSharp.Cpu.Threading;
 namespace QwenSharp.Cpu.Jobs;
 
 /// <summary>Attention for every (token, query head) pair of a step, one pair per chunk.</summary>
-internal sealed class AttentionJob(WorkerScratch scratch) : ParallelJob
+internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch) : ParallelJob
 {
     private float[] _q = [];
     private float[] _output = [];
@@ -16,6 +16,7 @@ internal sealed class AttentionJob(WorkerScratch scratch) : ParallelJob
     private int[] _positions = [];
     private AttentionShape _shape;
     private float _scale;
+    private int _pairsPerChunk = 1;
 
     /// <summary>Sets up one step and returns its number of chunks (tokens × heads).</summary>
     public int Prepare(float[] q, float[] output, CpuKvCache cache, int layer, ReadOnlySpan<int> slots,
@@ -36,17 +37,34 @@ internal sealed class AttentionJob(WorkerScratch scratch) : ParallelJob
         slots.CopyTo(_slots);
         positions.CopyTo(_positions);
         scratch.EnsureScores(cache.Capacity);
-        return slots.Length * shape.NumHeads;
+
+        // Short contexts of small models are cheaper on one thread than handed out (see LinearJob).
+        long work = 0;
+        foreach (int position in positions)
+        {
+            work += (long)(position + 1) * shape.HeadDim * 2 * shape.NumHeads;
+        }
+
+        _pairsPerChunk = work < LinearJob.MinMultiplyAddsPerChunk ? slots.Length * shape.NumHeads : 1;
+        return (slots.Length * shape.NumHeads) / _pairsPerChunk;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
-        int row = chunk / _shape.NumHeads, head = chunk % _shape.NumHeads;
+        for (int pair = chunk * _pairsPerChunk; pair < (chunk + 1) * _pairsPerChunk; pair++)
+        {
+            Pair(pair, worker);
+        }
+    }
+
+    private void Pair(int pair, int worker)
+    {
+        int row = pair / _shape.NumHeads, head = pair % _shape.NumHeads;
         int d = _shape.HeadDim, qDim = _shape.NumHeads * d;
         int kvHead = head / _shape.GroupSize;
         int slot = _slots[row];
-        AttentionKernel.Head(
+        AttentionKernel.Head(path,
             _q.AsSpan((row * qDim) + (head * d), d),
             _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
             _positions[row] + 1, _scale, scratch.Scores(worker),

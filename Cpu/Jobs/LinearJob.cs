@@ -8,6 +8,9 @@ namespace QwenSharp.Cpu.Jobs;
 /// <summary>y = x · Wᵀ + bias, split over threads by blocks of output rows (each thread reads its own weights once).</summary>
 internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : ParallelJob
 {
+    /// <summary>Work below which a chunk is not worth a thread hand-off: about 2 µs of SIMD multiply-adds.</summary>
+    public const long MinMultiplyAddsPerChunk = 1 << 16;
+
     private CpuWeight _weight = null!;
     private float[]? _bias;
     private float[] _x = [];
@@ -24,10 +27,14 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _y = y;
         _tokens = tokens;
 
-        // About four chunks per thread evens out uneven progress; a chunk is a whole number of panels and at
-        // least 32 rows, so that claiming it costs little next to computing it.
+        // About four chunks per thread evens out uneven progress; a chunk is a whole number of panels, at least
+        // 32 rows and at least MinMultiplyAddsPerChunk of work, so that handing it to another thread (a
+        // microsecond or so) costs little next to computing it. Small products (a 260K-parameter model's) run
+        // on the calling thread alone.
         int rows = weight.Rows;
         int target = Math.Max(1, rows / (threads * 4));
+        long minRows = (MinMultiplyAddsPerChunk / Math.Max(1L, (long)tokens * weight.Cols)) + 1;
+        target = (int)Math.Max(target, Math.Min(minRows, rows));
         _rowsPerChunk = Math.Max(32, (target + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
         if (tokens > 1)
         {

@@ -71,15 +71,30 @@ public sealed class SmallKernelTests
         }
     }
 
-    [Fact]
-    public void AttentionHead_MatchesDoubleFormula()
+    public static TheoryData<KernelPath, int> PathsAndHeadSizes()
     {
-        const int d = 64, kvDim = 128, length = 37, offset = 64;
+        var data = new TheoryData<KernelPath, int>();
+        foreach (KernelPath path in KernelPaths.All)
+        {
+            foreach (int d in new[] { 8, 64, 4, 24, 40, 128 })
+            {
+                data.Add(path, d);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndHeadSizes))]
+    public void AttentionHead_MatchesDoubleFormula(KernelPath path, int d)
+    {
+        int kvDim = 2 * d, length = 37, offset = d;
         float[] q = KernelData.Floats(d, 1), keys = KernelData.Floats(length * kvDim, 2), values = KernelData.Floats(length * kvDim, 3);
         var output = new float[d];
         var scores = new float[length];
         float scale = 1f / MathF.Sqrt(d);
-        AttentionKernel.Head(q, keys, values, kvDim, offset, length, scale, scores, output);
+        AttentionKernel.Head(path, q, keys, values, kvDim, offset, length, scale, scores, output);
 
         double[] s = [.. Enumerable.Range(0, length).Select(j => Enumerable.Range(0, d).Sum(i => (double)q[i] * keys[(j * kvDim) + offset + i]) * scale)];
         double max = s.Max(), sum = s.Sum(v => Math.Exp(v - max));
