@@ -40,8 +40,8 @@ public sealed record GenerationResult(
     int DecodeTokens,
     TimeSpan DecodeTime)
 {
-    /// <summary>Prompt tokens read per second (the forward passes that produce each sequence's first token).</summary>
-    public double PrefillTokensPerSecond => PromptTokens / Math.Max(PrefillTime.TotalSeconds, 1e-9);
+    /// <summary>Prompt tokens read per second (the forward passes that produce each sequence's first token); 0 when none was read.</summary>
+    public double PrefillTokensPerSecond => PromptTokens == 0 ? 0 : PromptTokens / Math.Max(PrefillTime.TotalSeconds, 1e-9);
 
     /// <summary>Tokens fed back per second during decode; 0 when no decode step ran.</summary>
     public double DecodeTokensPerSecond => DecodeTokens == 0 ? 0 : DecodeTokens / Math.Max(DecodeTime.TotalSeconds, 1e-9);

@@ -129,7 +129,8 @@ public static class Generator
             sequences[s] = new GeneratedSequence(generated[s], stopped[s] ?? StopReason.Length);
         }
 
-        return new GenerationResult(sequences, promptTokens, prefillTime, decodeTokens, decodeTime);
+        // With no new tokens asked for, no prompt was read either.
+        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime);
     }
 
     /// <summary>generation_config.json's eos_token_id (all of them), else config.json's.</summary>

@@ -94,6 +94,20 @@ public sealed class PrefillEquivalenceTests
     }
 
     [Fact]
+    public void Generate_ZeroNewTokens_ReadsNothingAndStopsForLength()
+    {
+        using var backend = new CpuBackend();
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+
+        GenerationResult result = Generator.Greedy(model, [[1, 403]], new GenerationOptions { MaxNewTokens = 0 });
+
+        Assert.Empty(result.Sequences[0].Ids);
+        Assert.Equal(StopReason.Length, result.Sequences[0].StopReason);
+        Assert.Equal(0, result.PrefillTokensPerSecond);
+        Assert.Equal(0, result.DecodeTokensPerSecond);
+    }
+
+    [Fact]
     public void Generate_PromptLongerThanContext_ThrowsSayingBothLengths()
     {
         using var backend = new CpuBackend();
