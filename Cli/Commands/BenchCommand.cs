@@ -86,7 +86,7 @@ internal sealed class BenchCommand : ICommand
             {
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
-                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorBits(backend)}-bit vectors)");
+                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)})");
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
                 stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s"));
                 stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per token: {gbPerSecond:F2} GB/s"));

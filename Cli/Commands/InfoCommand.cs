@@ -85,14 +85,18 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
             stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));
             stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}, RMSNorm eps {c.RmsNormEps:G}"));
-            stdout.WriteLine($"backend       {backend.Description} ({VectorBits(backend)}-bit vectors)");
+            stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
         }
 
         return 0;
     }
 
+    /// <summary>Width of the SIMD vectors the kernels use; 0 for the scalar path.</summary>
     internal static int VectorBits(IBackend backend) =>
-        backend is CpuBackend cpu ? KernelPaths.Lanes(cpu.KernelPath) * 32 : 0;
+        backend is CpuBackend { KernelPath: not KernelPath.Scalar } cpu ? KernelPaths.Lanes(cpu.KernelPath) * 32 : 0;
+
+    /// <summary>"512-bit vectors", or "no SIMD".</summary>
+    internal static string VectorText(IBackend backend) => VectorBits(backend) is int bits and > 0 ? $"{bits}-bit vectors" : "no SIMD";
 
     internal static string FormatBytes(long bytes) => bytes switch
     {
