@@ -44,9 +44,12 @@ internal static class ModelLoading
     }
 
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
-    public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr)
+    public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr) =>
+        Load(ResolveDirectory(args, stderr), args);
+
+    /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose.</summary>
+    public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
     {
-        string directory = ResolveDirectory(args, stderr);
         IBackend backend = CreateBackend(args);
         try
         {

@@ -2,7 +2,6 @@ using System.Globalization;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Formats;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli.Commands;
@@ -33,7 +32,7 @@ internal sealed class InfoCommand : ICommand
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(args, TextWriter.Null);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {
@@ -113,37 +112,4 @@ internal sealed class InfoCommand : ICommand
         >= 1_000 => string.Create(CultureInfo.InvariantCulture, $"{count / 1e3:F1} K"),
         _ => count.ToString(CultureInfo.InvariantCulture),
     };
-}
-
-/// <summary>Sizes that follow from a model's weights: parameters, bytes, bytes read per decoded token.</summary>
-internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
-    IReadOnlyList<(string DType, int Count)> TensorsByDType)
-{
-    public static ModelSummary Of(Qwen2Model model)
-    {
-        Qwen2Weights<TensorView> w = model.Weights;
-        var all = new HashSet<TensorView>(ReferenceEqualityComparer.Instance) { w.EmbedTokens, w.Norm, w.LmHead };
-        long matrixBytes = w.LmHead.ByteLength; // the head is read whole for every token; the embedding only one row
-        foreach (Qwen2LayerWeights<TensorView> layer in w.Layers)
-        {
-            TensorView?[] tensors = [layer.InputLayernorm, layer.QProj, layer.QBias, layer.KProj, layer.KBias, layer.VProj, layer.VBias,
-                layer.OProj, layer.OBias, layer.PostAttentionLayernorm, layer.GateProj, layer.UpProj, layer.DownProj];
-            foreach (TensorView? t in tensors)
-            {
-                if (t is not null)
-                {
-                    all.Add(t);
-                    matrixBytes += t.Shape.Length == 2 ? t.ByteLength : 0;
-                }
-            }
-        }
-
-        Qwen2Config c = model.Config;
-        return new ModelSummary(
-            all.Sum(t => t.ElementCount),
-            all.Sum(t => t.ByteLength),
-            matrixBytes,
-            2L * c.NumHiddenLayers * c.KvDim * sizeof(float),
-            [.. all.GroupBy(t => DTypes.Name(t.DType)).OrderByDescending(g => g.Count()).Select(g => (g.Key, g.Count()))]);
-    }
 }

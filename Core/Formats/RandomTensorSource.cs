@@ -17,11 +17,13 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     public RandomTensorSource(Qwen2Config config, DType dtype, ulong seed = 1)
     {
         Description = $"random {DTypes.Name(dtype)} weights";
-        var shapes = new List<(string Name, long[] Shape)>();
+        var shapes = new List<TensorView>();
+        string source = Description;
         Qwen2WeightBinder.Bind(config, (name, shape, _, _) =>
         {
-            shapes.Add((name, shape));
-            return new TensorView(name, Description, dtype, shape, 0);
+            var view = new TensorView(name, source, dtype, shape, 0);
+            shapes.Add(view);
+            return view;
         });
 
         var tensors = new TensorView[shapes.Count];
@@ -29,11 +31,9 @@ public sealed unsafe class RandomTensorSource : ITensorSource
         {
             for (int i = 0; i < shapes.Count; i++)
             {
-                var (name, shape) = shapes[i];
-                long bytes = ElementCount(shape) * DTypes.SizeOf(dtype);
-                nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+                nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(shapes[i].ByteLength, 1), 64);
                 _allocations.Add(data);
-                tensors[i] = new TensorView(name, Description, dtype, shape, data);
+                tensors[i] = shapes[i] with { Data = data };
             }
         }
         catch
@@ -55,17 +55,6 @@ public sealed unsafe class RandomTensorSource : ITensorSource
 
     public bool TryGetView(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorView? view) =>
         _tensors.TryGetValue(name, out view);
-
-    private static long ElementCount(long[] shape)
-    {
-        long count = 1;
-        foreach (long dim in shape)
-        {
-            count *= dim;
-        }
-
-        return count;
-    }
 
     private static void Fill(TensorView tensor, ulong seed)
     {

@@ -23,6 +23,11 @@ public sealed record Qwen2LayerWeights<T>(
     T DownProj)                // [hidden, intermediate]
     where T : class
 {
+    /// <summary>Every weight of the layer that exists (absent biases left out).</summary>
+    public IEnumerable<T> Tensors =>
+        new[] { InputLayernorm, QProj, QBias, KProj, KBias, VProj, VBias, OProj, OBias, PostAttentionLayernorm, GateProj, UpProj, DownProj }
+            .OfType<T>();
+
     public Qwen2LayerWeights<TOut> Select<TOut>(Func<T, TOut> map)
         where TOut : class => new(
             map(InputLayernorm), map(QProj), QBias is null ? null : map(QBias), map(KProj), KBias is null ? null : map(KBias),

@@ -1,0 +1,29 @@
+using QwenSharp.Formats;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Cli;
+
+/// <summary>Sizes that follow from a model's weights: parameters, bytes, bytes read per decoded token.</summary>
+internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
+    IReadOnlyList<(string DType, int Count)> TensorsByDType)
+{
+    public static ModelSummary Of(Qwen2Model model)
+    {
+        Qwen2Weights<TensorView> w = model.Weights;
+        var all = new HashSet<TensorView>(ReferenceEqualityComparer.Instance) { w.EmbedTokens, w.Norm, w.LmHead };
+        long matrixBytes = w.LmHead.ByteLength; // the head is read whole for every token; the embedding only one row
+        foreach (TensorView t in w.Layers.SelectMany(layer => layer.Tensors))
+        {
+            all.Add(t);
+            matrixBytes += t.Shape.Length == 2 ? t.ByteLength : 0;
+        }
+
+        Qwen2Config c = model.Config;
+        return new ModelSummary(
+            all.Sum(t => t.ElementCount),
+            all.Sum(t => t.ByteLength),
+            matrixBytes,
+            2L * c.NumHiddenLayers * c.KvDim * sizeof(float),
+            [.. all.GroupBy(t => DTypes.Name(t.DType)).OrderByDescending(g => g.Count()).Select(g => (g.Key, g.Count()))]);
+    }
+}
