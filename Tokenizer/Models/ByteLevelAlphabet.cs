@@ -1,0 +1,41 @@
+namespace QwenSharp.Tokenization.Models;
+
+/// <summary>
+/// GPT-2's byte-to-unicode table: every byte gets a printable character, so byte-level BPE vocabularies
+/// are written as text. Printable Latin-1 bytes map to themselves; the other 68 map to U+0100 upwards.
+/// </summary>
+internal static class ByteLevelAlphabet
+{
+    private static readonly char[] s_byteToChar = BuildByteToChar();
+    private static readonly short[] s_charToByte = BuildCharToByte();
+
+    public static char CharOf(byte b) => s_byteToChar[b];
+
+    /// <summary>The byte <paramref name="c"/> stands for, or -1 when it is not in the alphabet.</summary>
+    public static int ByteOf(char c) => c < s_charToByte.Length ? s_charToByte[c] : -1;
+
+    private static char[] BuildByteToChar()
+    {
+        var table = new char[256];
+        int next = 256;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
+            table[b] = printable ? (char)b : (char)next++;
+        }
+
+        return table;
+    }
+
+    private static short[] BuildCharToByte()
+    {
+        var table = new short[324];
+        Array.Fill(table, (short)-1);
+        for (int b = 0; b < 256; b++)
+        {
+            table[s_byteToChar[b]] = (short)b;
+        }
+
+        return table;
+    }
+}

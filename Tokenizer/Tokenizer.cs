@@ -1,0 +1,222 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using QwenSharp.Tokenization.Decoding;
+using QwenSharp.Tokenization.Loading;
+using QwenSharp.Tokenization.Models;
+using QwenSharp.Tokenization.Normalizers;
+using QwenSharp.Tokenization.PreTokenizers;
+
+namespace QwenSharp.Tokenization;
+
+/// <summary>
+/// A Hugging Face tokenizer read from a model folder's tokenizer.json and tokenizer_config.json:
+/// byte-level BPE (Qwen2, GPT-2 family) or sentencepiece-style BPE with byte fallback (Llama 2), with
+/// added and special tokens. Encoding gives the ids Hugging Face <c>tokenizers</c> gives; decoding,
+/// full or streaming, gives its text. Safe to use from several threads at once.
+/// </summary>
+public sealed class Tokenizer
+{
+    private readonly BpeModel _model;
+    private readonly INormalizer? _normalizer;
+    private readonly PreTokenizer _preTokenizer;
+    private readonly DecodePlan _decodePlan;
+    private readonly AddedTokenMatcher _rawAddedTokens;
+    private readonly AddedTokenMatcher _normalizedAddedTokens;
+    private readonly Dictionary<int, AddedToken> _addedById = [];
+    private readonly int[] _prefixIds;
+    private readonly int[] _suffixIds;
+
+    private Tokenizer(TokenizerParts parts, TokenizerConfig config, string source)
+    {
+        Source = source;
+        _model = parts.Model;
+        _normalizer = parts.Normalizer;
+        _preTokenizer = parts.PreTokenizer;
+        _decodePlan = parts.Decoder;
+        AddedTokens = parts.AddedTokens;
+        foreach (AddedToken token in parts.AddedTokens)
+        {
+            _addedById[token.Id] = token;
+        }
+
+        _rawAddedTokens = new AddedTokenMatcher(parts.AddedTokens.Where(t => !t.Normalized || _normalizer is null));
+        _normalizedAddedTokens = new AddedTokenMatcher(parts.AddedTokens.Where(t => t.Normalized && _normalizer is not null)
+            .Select(t => t with { Content = _normalizer!.Normalize(t.Content) ?? t.Content }));
+        VocabularySize = Math.Max(_model.Vocabulary.Size, parts.AddedTokens.Count == 0 ? 0 : parts.AddedTokens.Max(t => t.Id) + 1);
+
+        BosToken = config.BosToken;
+        EosToken = config.EosToken;
+        PadToken = config.PadToken;
+        BosTokenId = IdOfConfigToken(config.BosToken);
+        EosTokenId = IdOfConfigToken(config.EosToken);
+        PadTokenId = IdOfConfigToken(config.PadToken);
+        ChatTemplateText = config.ChatTemplate;
+        ChatTemplateSource = config.ChatTemplateSource;
+
+        // transformers' Llama-style tokenizers rebuild the post-processor from add_bos_token/add_eos_token.
+        bool explicitSpecials = config.AddBosToken is not null || config.AddEosToken is not null;
+        _prefixIds = explicitSpecials ? (config.AddBosToken == true && BosTokenId is int bos ? [bos] : []) : [.. parts.PrefixIds];
+        _suffixIds = explicitSpecials ? (config.AddEosToken == true && EosTokenId is int eos ? [eos] : []) : [.. parts.SuffixIds];
+    }
+
+    /// <summary>Loads tokenizer.json (required) and tokenizer_config.json (optional) from a model folder.</summary>
+    public static Tokenizer FromDirectory(string directory)
+    {
+        string path = Path.Combine(directory, "tokenizer.json");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException(
+                Directory.Exists(directory) ? $"{path}: file not found; the model folder needs the tokenizer.json that Hugging Face ships with it"
+                    : $"{directory}: model folder not found", path);
+        }
+
+        return new Tokenizer(TokenizerJson.Load(path), TokenizerConfig.Load(directory), path);
+    }
+
+    /// <summary>The tokenizer.json this was read from.</summary>
+    public string Source { get; }
+
+    /// <summary>One more than the largest id (model vocabulary and added tokens).</summary>
+    public int VocabularySize { get; }
+
+    public IReadOnlyList<AddedToken> AddedTokens { get; }
+
+    public string? BosToken { get; }
+
+    public string? EosToken { get; }
+
+    public string? PadToken { get; }
+
+    public int? BosTokenId { get; }
+
+    public int? EosTokenId { get; }
+
+    public int? PadTokenId { get; }
+
+    /// <summary>The model's Jinja chat template (tokenizer_config.json or chat_template.jinja), or null.</summary>
+    public string? ChatTemplateText { get; }
+
+    internal string? ChatTemplateSource { get; }
+
+    /// <summary>Encodes text; special-token text such as <c>&lt;|im_start|&gt;</c> becomes its id unless <paramref name="parseSpecialTokens"/> is false.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="addSpecialTokens">Add what the post-processor adds around a sequence (Llama's BOS).</param>
+    /// <param name="parseSpecialTokens">Match special tokens in the text; when false they are encoded as ordinary text.</param>
+    public int[] Encode(string text, bool addSpecialTokens = false, bool parseSpecialTokens = true)
+    {
+        var ids = new List<int>(text.Length / 3 + 4);
+        Encode(text, ids, addSpecialTokens, parseSpecialTokens);
+        return [.. ids];
+    }
+
+    /// <summary>Encodes text, appending the ids to <paramref name="ids"/>.</summary>
+    public void Encode(ReadOnlySpan<char> text, List<int> ids, bool addSpecialTokens = false, bool parseSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (addSpecialTokens)
+        {
+            ids.AddRange(_prefixIds);
+        }
+
+        EncodeScratch scratch = EncodeScratch.Current;
+        var segments = new List<Segment>();
+        _rawAddedTokens.Split(text, parseSpecialTokens, segments);
+        foreach (Segment segment in segments)
+        {
+            if (segment.TokenId >= 0)
+            {
+                ids.Add(segment.TokenId);
+                continue;
+            }
+
+            ReadOnlySpan<char> piece = text.Slice(segment.Start, segment.Length);
+            string? normalized = _normalizer?.Normalize(piece);
+            EncodeNormalized(normalized ?? piece, segment.Start == 0, ids, parseSpecialTokens, scratch);
+        }
+
+        if (addSpecialTokens)
+        {
+            ids.AddRange(_suffixIds);
+        }
+    }
+
+    private void EncodeNormalized(ReadOnlySpan<char> text, bool startsText, List<int> ids, bool parseSpecialTokens, EncodeScratch scratch)
+    {
+        if (_normalizedAddedTokens.IsEmpty)
+        {
+            EncodeText(text, startsText, ids, scratch);
+            return;
+        }
+
+        var segments = new List<Segment>();
+        _normalizedAddedTokens.Split(text, parseSpecialTokens, segments);
+        foreach (Segment segment in segments)
+        {
+            if (segment.TokenId >= 0)
+            {
+                ids.Add(segment.TokenId);
+            }
+            else
+            {
+                EncodeText(text.Slice(segment.Start, segment.Length), startsText && segment.Start == 0, ids, scratch);
+            }
+        }
+    }
+
+    /// <summary>Pre-tokenizes normalized text and runs BPE on each piece.</summary>
+    private void EncodeText(ReadOnlySpan<char> text, bool startsText, List<int> ids, EncodeScratch scratch)
+    {
+        if (text.IsEmpty)
+        {
+            return;
+        }
+
+        ReadOnlySpan<char> pieceText = _preTokenizer.Run(text, startsText, ref scratch.RewriteBuffer, scratch.Pieces, scratch.SparePieces);
+        PieceList pieces = scratch.Pieces;
+        for (int i = 0; i < pieces.Count; i++)
+        {
+            _model.Encode(pieceText.Slice(pieces.StartOf(i), pieces.LengthOf(i)), _preTokenizer.ByteLevel, ids, scratch);
+        }
+    }
+
+    /// <summary>Decodes ids to text; an id outside the vocabulary is an <see cref="ArgumentOutOfRangeException"/>.</summary>
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
+    {
+        var text = new StringBuilder(ids.Length * 4);
+        new StreamingDecoder(this, _decodePlan, skipSpecialTokens).DecodeAll(ids, text);
+        return text.ToString();
+    }
+
+    /// <inheritdoc cref="Decode(ReadOnlySpan{int}, bool)"/>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false) =>
+        Decode(CollectionsMarshal.AsSpan(ids as List<int> ?? [.. ids]), skipSpecialTokens);
+
+    /// <summary>A decoder for ids that arrive one at a time (generation); it prints only whole characters.</summary>
+    public StreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new(this, _decodePlan, skipSpecialTokens);
+
+    /// <summary>The token string of <paramref name="id"/> (as stored in tokenizer.json), or null.</summary>
+    public string? IdToToken(int id) => _addedById.TryGetValue(id, out AddedToken? added) ? added.Content : _model.Vocabulary.TokenOf(id);
+
+    /// <summary>The id of a token string (added tokens first, then the BPE vocabulary), or null.</summary>
+    public int? TokenToId(string token)
+    {
+        foreach (AddedToken added in AddedTokens)
+        {
+            if (added.Content == token)
+            {
+                return added.Id;
+            }
+        }
+
+        return _model.Vocabulary.TryGetId(token, out int id) ? id : null;
+    }
+
+    /// <summary>Whether <paramref name="id"/> is a special added token (skipped by <c>skip_special_tokens</c>).</summary>
+    public bool IsSpecial(int id) => _addedById.TryGetValue(id, out AddedToken? added) && added.Special;
+
+    internal string TokenStringOf(int id) => IdToToken(id)
+        ?? throw new ArgumentOutOfRangeException(nameof(id), id,
+            $"token id {id} is not in the vocabulary of {Source} (ids 0..{VocabularySize - 1})");
+
+    private int? IdOfConfigToken(string? token) => token is null ? null : TokenToId(token);
+}
