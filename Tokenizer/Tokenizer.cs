@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using System.Text.Json;
+using QwenSharp.Tokenization.Chat;
 using QwenSharp.Tokenization.Decoding;
 using QwenSharp.Tokenization.Loading;
 using QwenSharp.Tokenization.Models;
@@ -25,6 +27,7 @@ public sealed class Tokenizer
     private readonly Dictionary<int, AddedToken> _addedById = [];
     private readonly int[] _prefixIds;
     private readonly int[] _suffixIds;
+    private readonly Lazy<ChatTemplate?> _chatTemplate;
 
     private Tokenizer(TokenizerParts parts, TokenizerConfig config, string source)
     {
@@ -52,6 +55,7 @@ public sealed class Tokenizer
         PadTokenId = IdOfConfigToken(config.PadToken);
         ChatTemplateText = config.ChatTemplate;
         ChatTemplateSource = config.ChatTemplateSource;
+        _chatTemplate = new Lazy<ChatTemplate?>(ParseChatTemplate);
 
         // transformers' Llama-style tokenizers rebuild the post-processor from add_bos_token/add_eos_token.
         bool explicitSpecials = config.AddBosToken is not null || config.AddEosToken is not null;
@@ -217,6 +221,55 @@ public sealed class Tokenizer
     internal string TokenStringOf(int id) => IdToToken(id)
         ?? throw new ArgumentOutOfRangeException(nameof(id), id,
             $"token id {id} is not in the vocabulary of {Source} (ids 0..{VocabularySize - 1})");
+
+    /// <summary>The parsed chat template; a <see cref="TemplateException"/> when the model has none or it cannot be parsed.</summary>
+    public ChatTemplate ChatTemplate => _chatTemplate.Value
+        ?? throw new TemplateException($"{Path.GetDirectoryName(Source)}: the model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)");
+
+    /// <summary>
+    /// Renders a conversation with the model's chat template, as transformers' <c>apply_chat_template</c>
+    /// does, with the special tokens (<c>bos_token</c>, <c>eos_token</c>, ...) as template variables.
+    /// </summary>
+    /// <param name="messages">A JSON list of messages (role, content, tool_calls, ...).</param>
+    /// <param name="tools">A JSON list of tool definitions, or null.</param>
+    /// <param name="addGenerationPrompt">End with the opening of an assistant turn.</param>
+    public string ApplyChatTemplate(JsonElement messages, JsonElement? tools = null, bool addGenerationPrompt = true) =>
+        ChatTemplate.Render(messages, tools, addGenerationPrompt, TemplateVariables());
+
+    /// <summary>Renders plain role/content messages with the model's chat template.</summary>
+    public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true) =>
+        ChatTemplate.Render(messages, addGenerationPrompt, TemplateVariables());
+
+    private Dictionary<string, string> TemplateVariables()
+    {
+        var variables = new Dictionary<string, string>();
+        foreach ((string name, string? value) in (ReadOnlySpan<(string, string?)>)[("bos_token", BosToken), ("eos_token", EosToken), ("pad_token", PadToken)])
+        {
+            if (value is not null)
+            {
+                variables[name] = value;
+            }
+        }
+
+        return variables;
+    }
+
+    private ChatTemplate? ParseChatTemplate()
+    {
+        if (ChatTemplateText is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return ChatTemplate.Parse(ChatTemplateText);
+        }
+        catch (TemplateException e)
+        {
+            throw new TemplateException($"{ChatTemplateSource}: {e.Message}", e);
+        }
+    }
 
     private int? IdOfConfigToken(string? token) => token is null ? null : TokenToId(token);
 }

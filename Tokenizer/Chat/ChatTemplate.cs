@@ -1,0 +1,94 @@
+using System.Text.Json;
+
+namespace QwenSharp.Tokenization.Chat;
+
+/// <summary>
+/// A model's Jinja chat template, parsed once and rendered for a conversation the way transformers'
+/// <c>apply_chat_template</c> renders it (<c>trim_blocks</c>, <c>lstrip_blocks</c>, its <c>tojson</c>,
+/// <c>raise_exception</c>). Unsupported constructs fail at parse time with their line.
+/// </summary>
+public sealed class ChatTemplate
+{
+    private readonly IReadOnlyList<Node> _nodes;
+
+    private ChatTemplate(string source, IReadOnlyList<Node> nodes)
+    {
+        Source = source;
+        _nodes = nodes;
+    }
+
+    public string Source { get; }
+
+    /// <summary>Parses a template; a construct outside the supported subset is a <see cref="TemplateException"/> naming its line.</summary>
+    public static ChatTemplate Parse(string source) => new(source, TemplateParser.Parse(source));
+
+    /// <summary>
+    /// Renders the template for <paramref name="messages"/> (a JSON list of <c>{"role", "content", ...}</c>
+    /// objects, tool calls included) and optional <paramref name="tools"/> (a JSON list of tool definitions).
+    /// </summary>
+    /// <param name="messages">The conversation.</param>
+    /// <param name="tools">Tool definitions, or null for none (the template sees <c>tools = None</c>).</param>
+    /// <param name="addGenerationPrompt">End with the header of an assistant turn, so the model answers.</param>
+    /// <param name="variables">More variables, such as the special tokens (<c>bos_token</c>, <c>eos_token</c>).</param>
+    public string Render(JsonElement messages, JsonElement? tools, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null)
+    {
+        if (messages.ValueKind != JsonValueKind.Array)
+        {
+            throw new ArgumentException($"messages must be a JSON list of message objects, found {messages.ValueKind}", nameof(messages));
+        }
+
+        if (tools is JsonElement t && t.ValueKind is not (JsonValueKind.Array or JsonValueKind.Null))
+        {
+            throw new ArgumentException($"tools must be a JSON list of tool definitions, found {t.ValueKind}", nameof(tools));
+        }
+
+        var globals = new Scope(null);
+        foreach ((string name, string value) in variables ?? new Dictionary<string, string>())
+        {
+            globals.Set(name, value);
+        }
+
+        globals.Set("messages", FromJson(messages));
+        globals.Set("tools", tools is JsonElement toolList && toolList.ValueKind == JsonValueKind.Array ? FromJson(toolList) : null);
+        globals.Set("documents", null);
+        globals.Set("add_generation_prompt", addGenerationPrompt);
+        return TemplateInterpreter.Render(_nodes, globals);
+    }
+
+    /// <summary>Renders a conversation of plain role/content messages.</summary>
+    public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null)
+    {
+        using JsonDocument document = JsonDocument.Parse(JsonSerializer.Serialize(
+            messages.Select(m => new Dictionary<string, string> { ["role"] = m.Role, ["content"] = m.Content }).ToList(),
+            ChatJsonContext.Default.ListDictionaryStringString));
+        return Render(document.RootElement, null, addGenerationPrompt, variables);
+    }
+
+    /// <summary>JSON as the Python values <c>json.loads</c> gives: dicts keep their order; integers stay integers.</summary>
+    internal static object? FromJson(JsonElement element) => element.ValueKind switch
+    {
+        JsonValueKind.Object => ToDict(element),
+        JsonValueKind.Array => element.EnumerateArray().Select(FromJson).ToList(),
+        JsonValueKind.String => element.GetString(),
+        JsonValueKind.Number => IsInteger(element) && element.TryGetInt64(out long l) ? (object)l : element.GetDouble(),
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        _ => null,
+    };
+
+    private static bool IsInteger(JsonElement number) => number.GetRawText().AsSpan().IndexOfAny(".eE") < 0;
+
+    private static OrderedDictionary<string, object?> ToDict(JsonElement element)
+    {
+        var dict = new OrderedDictionary<string, object?>();
+        foreach (JsonProperty property in element.EnumerateObject())
+        {
+            dict[property.Name] = FromJson(property.Value);
+        }
+
+        return dict;
+    }
+}
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(List<Dictionary<string, string>>))]
+internal sealed partial class ChatJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
