@@ -27,13 +27,24 @@ internal sealed class Arguments
 
     public List<string> Positionals { get; } = [];
 
+    /// <summary>Every option with a value, in command-line order (a batch of --prompt and --prompt-ids keeps its order).</summary>
+    public List<(string Name, string Value)> InOrder { get; } = [];
+
     public static Arguments Parse(string command, IReadOnlyList<string> args, IReadOnlyList<OptionSpec> specs)
     {
         var parsed = new Arguments(command);
+        bool optionsEnded = false;
         for (int i = 0; i < args.Count; i++)
         {
             string arg = args[i];
-            if (!arg.StartsWith("--", StringComparison.Ordinal) || arg == "--")
+            if (arg == "--" && !optionsEnded)
+            {
+                // After "--" everything is text, even what starts with "--".
+                optionsEnded = true;
+                continue;
+            }
+
+            if (optionsEnded || !arg.StartsWith("--", StringComparison.Ordinal))
             {
                 parsed.Positionals.Add(arg);
                 continue;
@@ -72,6 +83,7 @@ internal sealed class Arguments
             }
 
             list.Add(value);
+            parsed.InOrder.Add((name, value));
         }
 
         return parsed;

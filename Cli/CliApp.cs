@@ -1,5 +1,6 @@
 using System.Reflection;
 using QwenSharp.Cli.Commands;
+using QwenSharp.Tokenization.Chat;
 
 namespace QwenSharp.Cli;
 
@@ -14,7 +15,7 @@ internal static class CliApp
     public const int ExitBadInput = 2;
 
     public static IReadOnlyList<ICommand> Commands { get; } =
-        [new GenerateCommand(), new ScoreCommand(), new InfoCommand(), new BenchCommand()];
+        [new GenerateCommand(), new ScoreCommand(), new TokenizeCommand(), new InfoCommand(), new BenchCommand()];
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -46,7 +47,13 @@ internal static class CliApp
 
         try
         {
-            return command.Run(Arguments.Parse(command.Name, rest, command.Options), stdout, stderr);
+            Arguments arguments = Arguments.Parse(command.Name, rest, command.Options);
+            if (arguments.Positionals.Count > command.MaxPositionals)
+            {
+                throw new UsageException($"unexpected argument '{arguments.Positionals[command.MaxPositionals]}' (options start with --; see qwensharp {command.Name} --help)");
+            }
+
+            return command.Run(arguments, stdout, stderr);
         }
         catch (Exception e) when (IsBadInput(e))
         {
@@ -62,7 +69,7 @@ internal static class CliApp
 
     /// <summary>Failures that come from what the user gave, not from a bug.</summary>
     private static bool IsBadInput(Exception e) =>
-        e is UsageException or InvalidDataException or NotSupportedException or FileNotFoundException
+        e is UsageException or TemplateException or InvalidDataException or NotSupportedException or FileNotFoundException
             or DirectoryNotFoundException or ArgumentException or UnauthorizedAccessException or IOException or OutOfMemoryException;
 
     /// <summary>The message without .NET's "(Parameter 'x')" and "Actual value was" additions.</summary>

@@ -16,5 +16,8 @@ internal interface ICommand
     /// <summary>Example command lines for --help.</summary>
     IReadOnlyList<string> Examples { get; }
 
+    /// <summary>How many arguments that are not options the command takes (TEXT for tokenize); more is a usage error.</summary>
+    int MaxPositionals => 0;
+
     int Run(Arguments args, TextWriter stdout, TextWriter stderr);
 }

@@ -3,6 +3,8 @@ using System.Text.Json;
 using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
+using QwenSharp.Tokenization;
+using QwenSharp.Tokenization.Decoding;
 
 namespace QwenSharp.Cli.Commands;
 
@@ -15,53 +17,52 @@ internal sealed class GenerateCommand : ICommand
 
     public string Summary => "continue one or more prompts";
 
-    public string Usage => "qwensharp generate [--model DIR] --prompt-ids 1,2,3 [--prompt-ids ...] [--max-new-tokens N] [--greedy] [--json]";
+    public string Usage => "qwensharp generate [--model DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3)... [--max-new-tokens N] [--greedy] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
         new("prompt-ids", "IDS", "a prompt as token ids, comma-separated; repeat for a batch", Repeatable: true),
-        new("prompt", "TEXT", "a prompt as text (needs the tokenizer)", Repeatable: true),
-        new("chat", "TEXT", "a user message through the chat template (needs the tokenizer)", Repeatable: true),
+        new("prompt", "TEXT", "a prompt as text, encoded as is (with the tokenizer's BOS where it adds one); repeat for a batch", Repeatable: true),
+        new("chat", "TEXT", "a user message through the model's chat template, assistant turn opened; repeat for a batch", Repeatable: true),
         new("max-new-tokens", "N", "most new tokens per sequence (default: generation_config.json, else 256)"),
         new("greedy", null, "take the most likely token at every step (argmax of the logits)"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
-        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"stop_reason\"}],\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
+        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\"}],\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
         ModelLoading.Threads,
         ModelLoading.Device,
     ];
 
     public IReadOnlyList<string> Examples { get; } =
     [
-        "qwensharp generate --prompt-ids 1 --max-new-tokens 64 --greedy",
-        "qwensharp generate --prompt-ids 1,403 --prompt-ids 1,300 --greedy --json",
-        "qwensharp generate --model ~/models/Qwen2.5-0.5B-Instruct --prompt-ids 151644,872,198 --greedy --max-new-tokens 32",
+        "qwensharp generate --prompt \"Once upon a time\" --max-new-tokens 64 --greedy",
+        "qwensharp generate --prompt \"Lily\" --prompt \"Tom\" --greedy --json",
+        "qwensharp generate --model ~/models/Qwen2.5-0.5B-Instruct --chat \"Name three primes.\" --greedy --max-new-tokens 64",
+        "qwensharp generate --prompt-ids 1,403,407 --greedy --json",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        if (args.Has("prompt") || args.Has("chat"))
-        {
-            throw new UsageException("--prompt and --chat need the tokenizer, which this build does not have yet; pass --prompt-ids");
-        }
-
         if (!args.Flag("greedy"))
         {
             throw new UsageException("sampling is not in this build yet; pass --greedy for the argmax of the model's logits");
         }
 
-        IReadOnlyList<string> promptTexts = args.Values("prompt-ids");
-        if (promptTexts.Count == 0)
+        List<(string Kind, string Value)> promptArgs = [.. args.InOrder.Where(a => a.Name is "prompt-ids" or "prompt" or "chat")];
+        if (promptArgs.Count == 0)
         {
-            throw new UsageException("generate needs a prompt: --prompt-ids 1,2,3");
+            throw new UsageException("generate needs a prompt: --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3");
         }
 
-        int[][] prompts = [.. promptTexts.Select(text => Arguments.ParseIds("prompt-ids", text))];
         int? maxNewTokens = args.Int("max-new-tokens", 0);
         int? context = args.Int("context", 1);
         bool json = args.Flag("json");
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(args, stderr);
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids");
+        Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
+        int[][] prompts = [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))];
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {
@@ -72,21 +73,77 @@ internal sealed class GenerateCommand : ICommand
                 Context = context,
             };
 
-            // One prompt in text mode streams its ids as they come; a batch prints each sequence when done.
+            for (int p = 0; p < prompts.Length; p++)
+            {
+                model.ValidateTokens(prompts[p], prompts.Length == 1 ? "prompt" : $"prompt {p + 1}");
+            }
+
+            // One prompt in text mode streams as it is generated; a batch prints each sequence when done.
             bool stream = !json && prompts.Length == 1;
-            GenerationResult result = Generator.Greedy(model, prompts, options,
-                stream ? (_, token) => { stdout.Write(token.ToString(CultureInfo.InvariantCulture)); stdout.Write(' '); stdout.Flush(); } : null);
+            Action<int, int>? onToken = null;
+            StreamingDecoder? decoder = null;
+            if (stream && tokenizer is null)
+            {
+                onToken = (_, token) => { stdout.Write(token.ToString(CultureInfo.InvariantCulture)); stdout.Write(' '); stdout.Flush(); };
+            }
+            else if (stream)
+            {
+                decoder = tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
+                onToken = StreamText(tokenizer, decoder, promptArgs[0].Kind == "chat" ? [] : prompts[0], stdout);
+            }
+
+            GenerationResult result = Generator.Greedy(model, prompts, options, onToken);
+            if (decoder is not null)
+            {
+                // What was held back for a character the last tokens did not complete.
+                stdout.Write(decoder.Finish());
+            }
+
             if (json)
             {
-                JsonOutput.Write(stdout, writer => WriteJson(writer, result));
+                JsonOutput.Write(stdout, writer => WriteJson(writer, result, tokenizer));
             }
             else
             {
-                WriteText(stdout, stderr, result, stream);
+                WriteText(stdout, stderr, result, stream, tokenizer);
             }
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Token ids for one prompt: ids as given; text with the tokenizer's special tokens (Llama's BOS); a chat
+    /// message through the model's chat template, with the assistant turn opened.
+    /// </summary>
+    private static int[] Encode(string kind, string value, Tokenizer? tokenizer) => kind switch
+    {
+        "prompt-ids" => Arguments.ParseIds("prompt-ids", value),
+        "prompt" => tokenizer!.Encode(value, addSpecialTokens: true),
+        _ => tokenizer!.Encode(tokenizer.ApplyChatTemplate([("user", value)], addGenerationPrompt: true)),
+    };
+
+    /// <summary>
+    /// Prints the prompt, then each piece of text as soon as it forms whole characters. The decoder first
+    /// reads the prompt, so the continuation is spaced as in the whole text (sentencepiece's leading ▁).
+    /// </summary>
+    private static Action<int, int> StreamText(Tokenizer tokenizer, StreamingDecoder decoder, int[] echoedPrompt, TextWriter stdout)
+    {
+        foreach (int id in echoedPrompt)
+        {
+            stdout.Write(decoder.Append(id));
+        }
+
+        stdout.Flush();
+        return (_, token) =>
+        {
+            // The model's vocabulary may be padded beyond the tokenizer's; such ids have no text.
+            if (tokenizer.IdToToken(token) is not null)
+            {
+                stdout.Write(decoder.Append(token));
+                stdout.Flush();
+            }
+        };
     }
 
     /// <summary>generation_config.json's max_new_tokens, else what its max_length leaves after the longest prompt, else 256.</summary>
@@ -107,7 +164,11 @@ internal sealed class GenerateCommand : ICommand
         _ => "length",
     };
 
-    private static void WriteJson(Utf8JsonWriter writer, GenerationResult result)
+    /// <summary>The text of generated ids, special tokens skipped (ids past the tokenizer's vocabulary, padding of the model's, have none).</summary>
+    private static string TextOf(IReadOnlyList<int> ids, Tokenizer tokenizer) =>
+        tokenizer.Decode(ids.Where(id => tokenizer.IdToToken(id) is not null), skipSpecialTokens: true);
+
+    private static void WriteJson(Utf8JsonWriter writer, GenerationResult result, Tokenizer? tokenizer)
     {
         writer.WriteStartObject();
         writer.WriteStartArray("sequences");
@@ -121,6 +182,11 @@ internal sealed class GenerateCommand : ICommand
             }
 
             writer.WriteEndArray();
+            if (tokenizer is not null)
+            {
+                writer.WriteString("text", TextOf(sequence.Ids, tokenizer));
+            }
+
             writer.WriteString("stop_reason", StopReasonName(sequence.StopReason));
             writer.WriteEndObject();
         }
@@ -131,7 +197,7 @@ internal sealed class GenerateCommand : ICommand
         writer.WriteEndObject();
     }
 
-    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed)
+    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed, Tokenizer? tokenizer)
     {
         if (streamed)
         {
@@ -141,7 +207,8 @@ internal sealed class GenerateCommand : ICommand
         {
             for (int s = 0; s < result.Sequences.Count; s++)
             {
-                stdout.WriteLine($"[{s + 1}] {string.Join(' ', result.Sequences[s].Ids)}");
+                IReadOnlyList<int> ids = result.Sequences[s].Ids;
+                stdout.WriteLine($"[{s + 1}] {(tokenizer is null ? string.Join(' ', ids) : TextOf(ids, tokenizer))}");
             }
         }
 

@@ -13,13 +13,13 @@ internal sealed class ScoreCommand : ICommand
 
     public string Summary => "log-probs of every token of a sequence, mean NLL and perplexity";
 
-    public string Usage => "qwensharp score [--model DIR] --prompt-ids 1,2,3 [--top K] [--json]";
+    public string Usage => "qwensharp score [--model DIR] (--prompt-ids 1,2,3 | --file F) [--top K] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
         new("prompt-ids", "IDS", "the token ids to score, comma-separated"),
-        new("file", "F", "a text file to score (needs the tokenizer)"),
+        new("file", "F", "a UTF-8 text file to score (through the model's tokenizer)"),
         new("top", "K", "also list the K most likely tokens at each position (default 5)"),
         new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
         ModelLoading.Threads,
@@ -34,14 +34,23 @@ internal sealed class ScoreCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        if (args.Has("file"))
+        if (args.Has("file") == args.Has("prompt-ids"))
         {
-            throw new UsageException("--file: reading text needs the tokenizer, which this build does not have yet; pass --prompt-ids");
+            throw new UsageException("score needs one of --prompt-ids 1,2,3 and --file F");
         }
 
-        int[] ids = Arguments.ParseIds("prompt-ids", args.Value("prompt-ids") ?? throw new UsageException("score needs --prompt-ids 1,2,3"));
         int top = args.Int("top", 0, 1000) ?? 5;
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(args, stderr);
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        // A file is scored as the model reads text: its tokens with the tokenizer's BOS where it adds one.
+        int[] ids = args.Value("file") is string file
+            ? TextInput.LoadTokenizer(directory).Encode(TextInput.ReadUtf8File(file), addSpecialTokens: true)
+            : Arguments.ParseIds("prompt-ids", args.Value("prompt-ids")!);
+        if (ids.Length == 0)
+        {
+            throw new UsageException($"--file {args.Value("file")}: the file holds no text to score");
+        }
+
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {

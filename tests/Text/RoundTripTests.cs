@@ -29,9 +29,9 @@ public class RoundTripTests
         for (int i = 0; i < 60; i++)
         {
             string text = RandomText(random);
-            int[] ids = Tokenizers.Qwen.Encode(text);
-            Assert.Equal(Nfc.Normalize(text), Tokenizers.Qwen.Decode(ids));
-            AssertStreamsLikeFullDecode(Tokenizers.Qwen, ids);
+            int[] ids = TestTokenizers.Qwen.Encode(text);
+            Assert.Equal(Nfc.Normalize(text), TestTokenizers.Qwen.Decode(ids));
+            AssertStreamsLikeFullDecode(TestTokenizers.Qwen, ids);
         }
     }
 
@@ -44,9 +44,9 @@ public class RoundTripTests
         {
             // Without special-token look-alikes: the Llama 2 tokenizer prepends ▁ after each special token, as HF does.
             string text = RandomText(random).Replace("<s>", "", StringComparison.Ordinal).Replace("</s>", "", StringComparison.Ordinal);
-            int[] ids = Tokenizers.Stories.Encode(text);
-            Assert.Equal(text, Tokenizers.Stories.Decode(ids));
-            AssertStreamsLikeFullDecode(Tokenizers.Stories, ids);
+            int[] ids = TestTokenizers.Stories.Encode(text);
+            Assert.Equal(text, TestTokenizers.Stories.Decode(ids));
+            AssertStreamsLikeFullDecode(TestTokenizers.Stories, ids);
         }
     }
 
@@ -54,9 +54,9 @@ public class RoundTripTests
     public void StreamingHoldsBackSplitCharacters()
     {
         // " 🤗" is three byte-level tokens (11162, 97, 245, from the Hugging Face cases): the first two are partial bytes.
-        int[] ids = Tokenizers.Qwen.Encode("emoji 🤗 ok");
+        int[] ids = TestTokenizers.Qwen.Encode("emoji 🤗 ok");
         Assert.Equal([37523, 11162, 97, 245], ids[..4]);
-        var stream = Tokenizers.Qwen.CreateStreamingDecoder();
+        var stream = TestTokenizers.Qwen.CreateStreamingDecoder();
         var pieces = ids.Select(stream.Append).ToList();
         pieces.Add(stream.Finish());
         Assert.Equal(["emoji", " ", "", "🤗"], pieces[..4]);
@@ -69,7 +69,7 @@ public class RoundTripTests
     {
         // Random ids split characters anywhere, including invalid UTF-8; both decoders must agree exactly.
         var random = new Random(7);
-        foreach (Tokenizer tokenizer in (Tokenizer[])[Tokenizers.Qwen, Tokenizers.Stories])
+        foreach (Tokenizer tokenizer in (Tokenizer[])[TestTokenizers.Qwen, TestTokenizers.Stories])
         {
             for (int i = 0; i < 200; i++)
             {
@@ -83,28 +83,28 @@ public class RoundTripTests
     public void SpecialTokensCanBeTreatedAsText()
     {
         const string text = "<|im_start|>user";
-        Assert.Equal([151644, 872], Tokenizers.Qwen.Encode(text));
-        int[] asText = Tokenizers.Qwen.Encode(text, parseSpecialTokens: false);
+        Assert.Equal([151644, 872], TestTokenizers.Qwen.Encode(text));
+        int[] asText = TestTokenizers.Qwen.Encode(text, parseSpecialTokens: false);
         Assert.DoesNotContain(151644, asText);
-        Assert.Equal(text, Tokenizers.Qwen.Decode(asText));
+        Assert.Equal(text, TestTokenizers.Qwen.Decode(asText));
     }
 
     [Fact]
     public void SkipSpecialTokensDropsThemFromText()
     {
-        int[] ids = Tokenizers.Qwen.Encode("<|im_start|>assistant\nHi<|im_end|>");
-        Assert.Equal("assistant\nHi", Tokenizers.Qwen.Decode(ids, skipSpecialTokens: true));
-        var stream = Tokenizers.Qwen.CreateStreamingDecoder(skipSpecialTokens: true);
+        int[] ids = TestTokenizers.Qwen.Encode("<|im_start|>assistant\nHi<|im_end|>");
+        Assert.Equal("assistant\nHi", TestTokenizers.Qwen.Decode(ids, skipSpecialTokens: true));
+        var stream = TestTokenizers.Qwen.CreateStreamingDecoder(skipSpecialTokens: true);
         Assert.Equal("assistant\nHi", string.Concat(ids.Select(stream.Append)) + stream.Finish());
     }
 
     [Fact]
     public void AnIdOutsideTheVocabularyIsAClearError()
     {
-        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Tokenizers.Qwen.Decode([9707, 151936]));
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => TestTokenizers.Qwen.Decode([9707, 151936]));
         Assert.Contains("151936", error.Message, StringComparison.Ordinal);
         Assert.Contains("tokenizer.json", error.Message, StringComparison.Ordinal);
-        Assert.Throws<ArgumentOutOfRangeException>(() => Tokenizers.Stories.Decode([-1]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => TestTokenizers.Stories.Decode([-1]));
     }
 
     private static void AssertStreamsLikeFullDecode(Tokenizer tokenizer, int[] ids)

@@ -4,7 +4,7 @@ using QwenSharp.Tokenization;
 namespace QwenSharp.Tests.Support;
 
 /// <summary>The tokenizers the fixtures use, loaded once per test run.</summary>
-internal static class Tokenizers
+internal static class TestTokenizers
 {
     private static readonly Lazy<Tokenizer> s_qwen = new(() => Tokenizer.FromDirectory(QwenDirectory));
     private static readonly Lazy<Tokenizer> s_stories = new(() => Tokenizer.FromDirectory(Fixtures.DemoModel));

@@ -1,0 +1,55 @@
+using System.Text;
+using System.Text.Json;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Cli;
+
+/// <summary>Text the user gives the CLI: the model's tokenizer, files read as exact UTF-8, and JSON files.</summary>
+internal static class TextInput
+{
+    private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The tokenizer of a model folder; a folder without tokenizer.json is a clear error.</summary>
+    public static Tokenizer LoadTokenizer(string modelDirectory) => Tokenizer.FromDirectory(modelDirectory);
+
+    /// <summary>The tokenizer when the folder has a tokenizer.json, else null (ids in, ids out).</summary>
+    public static Tokenizer? TryLoadTokenizer(string modelDirectory) =>
+        File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
+
+    /// <summary>The file's exact bytes as UTF-8 text (a byte-order mark stays a character); invalid UTF-8 is an error naming the offset.</summary>
+    public static string ReadUtf8File(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        try
+        {
+            return s_strictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{path}: not valid UTF-8 at byte {e.Index}");
+        }
+    }
+
+    /// <summary>A JSON list from a file (messages or tools), with the file named in any error.</summary>
+    public static JsonDocument ReadJsonList(string path, string what)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(File.ReadAllBytes(path));
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e);
+        }
+
+        JsonValueKind kind = document.RootElement.ValueKind;
+        if (kind != JsonValueKind.Array)
+        {
+            document.Dispose();
+            throw new InvalidDataException($"{path}: expected a JSON list of {what}, found {(kind == JsonValueKind.Object ? "an object" : kind.ToString().ToLowerInvariant())}");
+        }
+
+        return document;
+    }
+}
