@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace QwenSharp.Tokenization.Models;
@@ -18,19 +19,20 @@ internal sealed class BpeModel
     private const int MaxCachedLength = 256;
     private const int CacheCapacity = 1 << 17;
 
-    private readonly Dictionary<long, int> _mergeRanks;
+    private readonly MergeTable _mergeRanks;
     private readonly int[] _mergeResults;
     private readonly int[] _byteSymbols;
     private readonly int[] _byteFallbackIds;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
+    private int _cachedCount;
 
     public BpeModel(Vocabulary vocabulary, IReadOnlyList<(string Left, string Right)> merges, BpeOptions options, string source)
     {
         Vocabulary = vocabulary;
         Options = options;
         _cacheBySpan = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
-        _mergeRanks = new Dictionary<long, int>(merges.Count);
+        _mergeRanks = new MergeTable(merges.Count);
         _mergeResults = new int[merges.Count];
         for (int rank = 0; rank < merges.Count; rank++)
         {
@@ -43,7 +45,7 @@ internal sealed class BpeModel
             }
 
             // The first (lowest-rank) occurrence of a pair wins, as in Hugging Face.
-            _mergeRanks.TryAdd(((long)leftId << 32) | (uint)rightId, rank);
+            _mergeRanks.TryAdd(leftId, rightId, rank);
             _mergeResults[rank] = merged;
         }
 
@@ -83,9 +85,11 @@ internal sealed class BpeModel
 
         int first = output.Count;
         EncodeUncached(piece, byteLevel, output, scratch);
-        if (piece.Length <= MaxCachedLength && _cache.Count < CacheCapacity)
+        // ConcurrentDictionary.Count takes every lock, so the size is counted here instead.
+        if (piece.Length <= MaxCachedLength && _cachedCount < CacheCapacity
+            && _cacheBySpan.TryAdd(piece, CollectionsMarshal.AsSpan(output)[first..].ToArray()))
         {
-            _cacheBySpan.TryAdd(piece, output[first..].ToArray());
+            Interlocked.Increment(ref _cachedCount);
         }
     }
 
@@ -208,8 +212,7 @@ internal sealed class BpeModel
         return count + 1;
     }
 
-    private bool TryRank(int left, int right, out int rank) =>
-        _mergeRanks.TryGetValue(((long)left << 32) | (uint)right, out rank);
+    private bool TryRank(int left, int right, out int rank) => _mergeRanks.TryGetRank(left, right, out rank);
 
     /// <summary>Applies merges lowest rank first (leftmost first among equal ranks) until none applies.</summary>
     private void MergeAll(int count, EncodeScratch scratch)

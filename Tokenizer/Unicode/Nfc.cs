@@ -107,25 +107,78 @@ public static class Nfc
         return row < 0 ? 0 : NfcData.CombiningClass[row * 3 + 2];
     }
 
+    /// <summary>
+    /// Normalizes only the regions around flagged code points: each region starts at the starter before
+    /// the first flagged code point (it may compose with what follows) and ends before the next code point
+    /// that is not flagged (a starter nothing can combine into). The text between regions is copied.
+    /// </summary>
     private static string NormalizeSlow(ReadOnlySpan<char> text)
     {
         Tables tables = s_tables.Value;
-        var codePoints = new List<int>(text.Length + 8);
-        foreach (Rune rune in text.EnumerateRunes())
+        var builder = new StringBuilder(text.Length + 16);
+        var codePoints = new List<int>(32);
+        Span<char> utf16 = stackalloc char[2];
+        int copied = 0;
+        int i = 0;
+        while (i < text.Length)
         {
-            Decompose(rune.Value, tables, codePoints);
+            int cp = CodePointAt(text, i, out int width);
+            if (!IsFlagged(cp))
+            {
+                i += width;
+                continue;
+            }
+
+            // The code point before may compose with what follows (a lone surrogate cannot, and stays as it is).
+            int start = i;
+            if (i > copied && char.IsLowSurrogate(text[i - 1]) && i - 2 >= copied && char.IsHighSurrogate(text[i - 2]))
+            {
+                start = i - 2;
+            }
+            else if (i > copied && !char.IsSurrogate(text[i - 1]))
+            {
+                start = i - 1;
+            }
+
+            int end = i + width;
+            while (end < text.Length && IsFlagged(CodePointAt(text, end, out int w)))
+            {
+                end += w;
+            }
+
+            builder.Append(text[copied..start]);
+            codePoints.Clear();
+            foreach (Rune rune in text[start..end].EnumerateRunes())
+            {
+                Decompose(rune.Value, tables, codePoints);
+            }
+
+            ReorderCanonically(codePoints);
+            Compose(codePoints, tables);
+            foreach (int codePoint in codePoints)
+            {
+                Rune rune = new(codePoint);
+                builder.Append(utf16[..rune.EncodeToUtf16(utf16)]);
+            }
+
+            copied = i = end;
         }
 
-        ReorderCanonically(codePoints);
-        Compose(codePoints, tables);
-
-        var builder = new StringBuilder(codePoints.Count + 8);
-        foreach (int codePoint in codePoints)
-        {
-            builder.Append(new Rune(codePoint).ToString());
-        }
-
+        builder.Append(text[copied..]);
         return builder.ToString();
+    }
+
+    private static int CodePointAt(ReadOnlySpan<char> text, int index, out int width)
+    {
+        char c = text[index];
+        if (char.IsHighSurrogate(c) && index + 1 < text.Length && char.IsLowSurrogate(text[index + 1]))
+        {
+            width = 2;
+            return char.ConvertToUtf32(c, text[index + 1]);
+        }
+
+        width = 1;
+        return c;
     }
 
     private static void Decompose(int codePoint, Tables tables, List<int> output)
