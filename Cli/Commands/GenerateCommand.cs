@@ -4,7 +4,6 @@ using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 using QwenSharp.Tokenization;
-using QwenSharp.Tokenization.Decoding;
 
 namespace QwenSharp.Cli.Commands;
 

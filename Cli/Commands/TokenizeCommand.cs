@@ -1,6 +1,5 @@
 using System.Text.Json;
 using QwenSharp.Tokenization;
-using QwenSharp.Tokenization.Decoding;
 
 namespace QwenSharp.Cli.Commands;
 

@@ -1,7 +1,8 @@
 using System.Text;
 using System.Text.Unicode;
+using QwenSharp.Tokenization.Decoding;
 
-namespace QwenSharp.Tokenization.Decoding;
+namespace QwenSharp.Tokenization;
 
 /// <summary>
 /// Turns token ids into text one id at a time, for printing while generating. It emits text only once
