@@ -36,16 +36,17 @@ public sealed class Tokenizer
         _normalizer = parts.Normalizer;
         _preTokenizer = parts.PreTokenizer;
         _decodePlan = parts.Decoder;
-        AddedTokens = parts.AddedTokens;
-        foreach (AddedToken token in parts.AddedTokens)
+        // As in Hugging Face, an added token whose text is already in the BPE vocabulary takes that id.
+        AddedTokens = [.. parts.AddedTokens.Select(t => _model.Vocabulary.TryGetId(t.Content, out int id) && id != t.Id ? t with { Id = id } : t)];
+        foreach (AddedToken token in AddedTokens)
         {
             _addedById[token.Id] = token;
         }
 
-        _rawAddedTokens = new AddedTokenMatcher(parts.AddedTokens.Where(t => !t.Normalized || _normalizer is null));
-        _normalizedAddedTokens = new AddedTokenMatcher(parts.AddedTokens.Where(t => t.Normalized && _normalizer is not null)
+        _rawAddedTokens = new AddedTokenMatcher(AddedTokens.Where(t => !t.Normalized || _normalizer is null));
+        _normalizedAddedTokens = new AddedTokenMatcher(AddedTokens.Where(t => t.Normalized && _normalizer is not null)
             .Select(t => t with { Content = _normalizer!.Normalize(t.Content) ?? t.Content }));
-        VocabularySize = Math.Max(_model.Vocabulary.Size, parts.AddedTokens.Count == 0 ? 0 : parts.AddedTokens.Max(t => t.Id) + 1);
+        VocabularySize = Math.Max(_model.Vocabulary.Size, AddedTokens.Count == 0 ? 0 : AddedTokens.Max(t => t.Id) + 1);
 
         BosToken = config.BosToken;
         EosToken = config.EosToken;
