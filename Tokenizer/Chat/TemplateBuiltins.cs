@@ -222,7 +222,7 @@ internal static class TemplateBuiltins
     public static object? Filter(string name, object? value, List<object?> args, Dictionary<string, object?> kwargs, int line)
     {
         object? Arg(int index, string keyword, object? fallback) =>
-            kwargs.TryGetValue(keyword, out object? named) ? named : index >= 0 && index < args.Count ? args[index] : fallback;
+            kwargs.TryGetValue(keyword, out object? named) ? named : index < args.Count ? args[index] : fallback;
 
         switch (name)
         {
@@ -306,7 +306,7 @@ internal static class TemplateBuiltins
 
                 return unique;
             case "map":
-                if (Arg(-1, "attribute", null) is string mapAttribute)
+                if (kwargs.TryGetValue("attribute", out object? attributeArgument) && attributeArgument is string mapAttribute)
                 {
                     return TemplateInterpreter.Iterate(value, line).Select(item => GetItem(item, mapAttribute, line)).ToList();
                 }

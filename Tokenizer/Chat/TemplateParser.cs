@@ -372,7 +372,7 @@ internal sealed class TemplateParser
             if (Peek.Is("|"))
             {
                 int line = Next().Line;
-                string name = ExpectDottedName();
+                string name = ExpectName();
                 IReadOnlyList<Argument> arguments = Peek.Is("(") ? ParseArguments() : [];
                 value = ParsePostfix(new FilterExpr(value, name, arguments, line));
             }
@@ -386,7 +386,8 @@ internal sealed class TemplateParser
                     negated = true;
                 }
 
-                string name = ExpectTestName();
+                // Test names include none, true and false, which the lexer gives as names too.
+                string name = ExpectName();
                 IReadOnlyList<Argument> arguments = [];
                 if (Peek.Is("("))
                 {
@@ -627,11 +628,6 @@ internal sealed class TemplateParser
         Token token = Next();
         return token.Kind == TokenKind.Name ? token.Text : throw Error($"expected a name, found {token}");
     }
-
-    private string ExpectDottedName() => ExpectName();
-
-    /// <summary>Test names include the keywords <c>none</c>, <c>true</c>, <c>false</c> and <c>in</c>.</summary>
-    private string ExpectTestName() => ExpectName();
 
     private TemplateException Error(string message) => new($"chat template line {Peek.Line}: {message}");
 }

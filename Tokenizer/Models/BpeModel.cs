@@ -34,12 +34,17 @@ internal sealed class BpeModel
         _cacheBySpan = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
         _mergeRanks = new MergeTable(merges.Count);
         _mergeResults = new int[merges.Count];
+        Span<char> concatBuffer = stackalloc char[256];
         for (int rank = 0; rank < merges.Count; rank++)
         {
             (string left, string right) = merges[rank];
             int leftId = IdOfMergePart(left, rank, source);
             int rightId = IdOfMergePart(right, rank, source);
-            if (!vocabulary.TryGetId(string.Concat(left, right), out int merged))
+            int length = left.Length + right.Length;
+            Span<char> joined = length <= concatBuffer.Length ? concatBuffer[..length] : new char[length];
+            left.CopyTo(joined);
+            right.CopyTo(joined[left.Length..]);
+            if (!vocabulary.TryGetId(joined, out int merged))
             {
                 throw new InvalidDataException($"{source}: model.merges[{rank}] \"{left} {right}\": the merged token \"{left}{right}\" is not in model.vocab");
             }
