@@ -211,6 +211,8 @@ internal sealed class GenerateCommand : ICommand
             }
         }
 
+        // The summary goes to stderr after the text, so the text must be out first.
+        stdout.Flush();
         string reasons = string.Join(", ", result.Sequences.Select(s => $"{StopReasonName(s.StopReason)} after {s.Ids.Count} tokens"));
         stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"[{reasons}; prefill {result.PrefillTokensPerSecond:F1} tokens/s, decode {result.DecodeTokensPerSecond:F1} tokens/s]"));
