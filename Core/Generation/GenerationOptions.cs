@@ -8,6 +8,17 @@ public enum StopReason
 
     /// <summary>It reached the token limit or the end of the context.</summary>
     Length,
+
+    /// <summary>A stop condition (a stop string) ended it.</summary>
+    Stop,
+}
+
+/// <summary>Decides, after each new token, whether a sequence is done (stop strings; the caller holds the text).</summary>
+public interface IStopCondition
+{
+    /// <param name="sequence">Index of the sequence in the result.</param>
+    /// <param name="generated">Its new tokens so far, the newest last.</param>
+    bool ShouldStop(int sequence, IReadOnlyList<int> generated);
 }
 
 /// <summary>What to generate and when to stop.</summary>
@@ -27,10 +38,29 @@ public sealed record GenerationOptions
 
     /// <summary>Most tokens per forward step during prefill; longer prompts are fed in chunks.</summary>
     public int PrefillChunk { get; init; } = 512;
+
+    /// <summary>How each token is chosen; the default is the argmax of the logits.</summary>
+    public Sampling.SamplingOptions Sampling { get; init; } = QwenSharp.Sampling.SamplingOptions.Greedy;
+
+    /// <summary>Sequences per prompt: independent samples sharing one prefill (their KV cache is copied).</summary>
+    public int NumReturnSequences { get; init; } = 1;
+
+    /// <summary>With a value K: each new token's log-prob under the model (log_softmax of the raw logits) and the K most likely tokens.</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>Checked after every token (stop strings); null: none.</summary>
+    public IStopCondition? StopCondition { get; init; }
 }
 
+/// <summary>A generated token's log-prob under the model, and the most likely alternatives at its position.</summary>
+public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<TokenLogprob> Top);
+
 /// <summary>The new tokens of one sequence, ending with the EOS id when an EOS stopped it.</summary>
-public sealed record GeneratedSequence(IReadOnlyList<int> Ids, StopReason StopReason);
+/// <param name="Ids">The new tokens.</param>
+/// <param name="StopReason">Why it ended.</param>
+/// <param name="Logprobs">One entry per new token when log-probs were asked for, else null.</param>
+/// <param name="Seed">The seed of its random stream (null for greedy).</param>
+public sealed record GeneratedSequence(IReadOnlyList<int> Ids, StopReason StopReason, IReadOnlyList<TokenLogprobs>? Logprobs = null, ulong? Seed = null);
 
 /// <summary>All sequences of a call, in prompt order, with the time spent reading prompts and producing tokens.</summary>
 public sealed record GenerationResult(

@@ -2,13 +2,16 @@ using System.Diagnostics;
 using QwenSharp.Backend;
 using QwenSharp.Errors;
 using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
 
 namespace QwenSharp.Generation;
 
 /// <summary>
 /// The generation loop: one batched prefill of all prompts (each prompt in its own KV-cache slot, so prompts
 /// of different lengths need no padding), then one decode step per new token for every sequence still
-/// running; each sequence stops on its own.
+/// running; each sequence stops on its own. Several samples of one prompt share its prefill: the prompt's
+/// slot is copied to theirs. Each sequence draws from its own seeded stream, so its tokens do not depend on
+/// what else is in the batch.
 /// </summary>
 public static class Generator
 {
@@ -17,13 +20,126 @@ public static class Generator
     public static GenerationResult Greedy(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
         Action<int, int>? onToken = null)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        return Generate(model, prompts, options with { Sampling = SamplingOptions.Greedy }, onToken);
+    }
+
+    /// <summary>
+    /// Generates <see cref="GenerationOptions.NumReturnSequences"/> sequences per prompt, in prompt order
+    /// (sequence <c>p * n + j</c> is sample j of prompt p).
+    /// </summary>
+    /// <param name="onToken">Called with (sequence index, token id) as each token is chosen.</param>
+    public static GenerationResult Generate(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
+        Action<int, int>? onToken = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(prompts);
+        ArgumentNullException.ThrowIfNull(options);
+        int context = options.Context ?? model.Config.MaxPositionEmbeddings;
+        (int longest, int promptTokens) = ValidatePrompts(model, prompts, context);
+        if (options.MaxNewTokens < 0)
+        {
+            QwenThrow.ArgumentOutOfRange(nameof(options), options.MaxNewTokens, "max new tokens must not be negative");
+        }
+
+        if (options.NumReturnSequences < 1)
+        {
+            QwenThrow.ArgumentOutOfRange(nameof(options), options.NumReturnSequences, "num_return_sequences must be at least 1");
+        }
+
+        options.Sampling.Validate();
+        var run = new Run(model, prompts, options);
+
+        // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.
+        int capacity = Math.Clamp(longest + options.MaxNewTokens - 1, longest, context);
+        int maxRows = Math.Max(run.Count, Math.Min(options.PrefillChunk, promptTokens));
+        using KvCache cache = model.CreateKvCache(run.Count, capacity);
+        using ForwardState state = model.CreateState(maxRows, run.Count);
+        var batch = new TokenBatch(maxRows);
+        var rowOwner = new int[run.Count];
+
+        // Prefill: all prompt tokens, chunked, each prompt in the slot of its first sample; the last token of
+        // each prompt yields the first new token of all its samples.
+        var clock = Stopwatch.StartNew();
+        if (options.MaxNewTokens > 0)
+        {
+            for (int p = 0; p < prompts.Count; p++)
+            {
+                IReadOnlyList<int> prompt = prompts[p];
+                for (int i = 0; i < prompt.Count; i++)
+                {
+                    bool last = i == prompt.Count - 1;
+                    if (last)
+                    {
+                        rowOwner[batch.LogitCount] = p * run.PerPrompt;
+                    }
+
+                    batch.Add(prompt[i], i, p * run.PerPrompt, wantLogits: last);
+                    if (batch.Count == batch.Capacity)
+                    {
+                        Step(batch, cache, state, rowOwner, run, onToken, prefill: true);
+                    }
+                }
+            }
+
+            if (batch.Count > 0)
+            {
+                Step(batch, cache, state, rowOwner, run, onToken, prefill: true);
+            }
+        }
+
+        TimeSpan prefillTime = clock.Elapsed;
+
+        // Decode: feed each running sequence its newest token until all have stopped.
+        clock.Restart();
+        int decodeTokens = 0;
+        while (true)
+        {
+            for (int s = 0; s < run.Count; s++)
+            {
+                if (run.Stopped[s] is null)
+                {
+                    rowOwner[batch.LogitCount] = s;
+                    batch.Add(run.Generated[s][^1], run.PromptOf(s).Count + run.Generated[s].Count - 1, s, wantLogits: true);
+                }
+            }
+
+            if (batch.Count == 0)
+            {
+                break;
+            }
+
+            decodeTokens += batch.Count;
+            Step(batch, cache, state, rowOwner, run, onToken, prefill: false);
+        }
+
+        TimeSpan decodeTime = clock.Elapsed;
+        var sequences = new GeneratedSequence[run.Count];
+        for (int s = 0; s < run.Count; s++)
+        {
+            sequences[s] = new GeneratedSequence(run.Generated[s], run.Stopped[s] ?? StopReason.Length, run.Logprobs?[s],
+                options.Sampling.IsGreedy ? null : run.Samplers[s].Seed);
+        }
+
+        // With no new tokens asked for, no prompt was read either.
+        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime);
+    }
+
+    /// <summary>generation_config.json's eos_token_id (all of them), else config.json's.</summary>
+    public static IReadOnlyList<int> DefaultEosTokenIds(Qwen2Model model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model.GenerationConfig.EosTokenIds.Count > 0 ? model.GenerationConfig.EosTokenIds : model.Config.EosTokenIds;
+    }
+
+    private static (int Longest, int Tokens) ValidatePrompts(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, int context)
+    {
         if (prompts.Count == 0)
         {
             QwenThrow.Argument("no prompt given", nameof(prompts));
         }
 
-        int context = options.Context ?? model.Config.MaxPositionEmbeddings;
-        int longest = 0, promptTokens = 0;
+        int longest = 0, tokens = 0;
         for (int s = 0; s < prompts.Count; s++)
         {
             int length = prompts[s].Count;
@@ -39,138 +155,127 @@ public static class Generator
 
             model.ValidateTokens(prompts[s], prompts.Count > 1 ? $"prompt {s + 1}" : "prompt");
             longest = Math.Max(longest, length);
-            promptTokens += length;
+            tokens += length;
         }
 
-        if (options.MaxNewTokens < 0)
-        {
-            QwenThrow.ArgumentOutOfRange(nameof(options), options.MaxNewTokens, "max new tokens must not be negative");
-        }
-
-        // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.
-        int capacity = Math.Clamp(longest + options.MaxNewTokens - 1, longest, context);
-        IReadOnlyList<int> eos = options.IgnoreEos ? [] : options.EosTokenIds ?? DefaultEosTokenIds(model);
-
-        int n = prompts.Count;
-        int maxRows = Math.Max(n, Math.Min(options.PrefillChunk, promptTokens));
-        using KvCache cache = model.CreateKvCache(n, capacity);
-        using ForwardState state = model.CreateState(maxRows, n);
-        var batch = new TokenBatch(maxRows);
-        var generated = new List<int>[n];
-        var stopped = new StopReason?[n];
-        var logitOwner = new int[n];
-        for (int s = 0; s < n; s++)
-        {
-            generated[s] = new List<int>(Math.Min(options.MaxNewTokens, 4096));
-            if (options.MaxNewTokens == 0)
-            {
-                stopped[s] = StopReason.Length;
-            }
-        }
-
-        // Prefill: all prompt tokens, chunked; the last token of each prompt yields its first new token.
-        var clock = Stopwatch.StartNew();
-        if (options.MaxNewTokens > 0)
-        {
-            for (int s = 0; s < n; s++)
-            {
-                IReadOnlyList<int> prompt = prompts[s];
-                for (int p = 0; p < prompt.Count; p++)
-                {
-                    bool last = p == prompt.Count - 1;
-                    if (last)
-                    {
-                        logitOwner[batch.LogitCount] = s;
-                    }
-
-                    batch.Add(prompt[p], p, s, wantLogits: last);
-                    if (batch.Count == batch.Capacity)
-                    {
-                        Step(model, batch, cache, state, logitOwner, generated, stopped, eos, options, prompts, onToken);
-                    }
-                }
-            }
-
-            if (batch.Count > 0)
-            {
-                Step(model, batch, cache, state, logitOwner, generated, stopped, eos, options, prompts, onToken);
-            }
-        }
-
-        TimeSpan prefillTime = clock.Elapsed;
-
-        // Decode: feed each running sequence its newest token until all have stopped.
-        clock.Restart();
-        int decodeTokens = 0;
-        while (true)
-        {
-            for (int s = 0; s < n; s++)
-            {
-                if (stopped[s] is null)
-                {
-                    logitOwner[batch.LogitCount] = s;
-                    batch.Add(generated[s][^1], prompts[s].Count + generated[s].Count - 1, s, wantLogits: true);
-                }
-            }
-
-            if (batch.Count == 0)
-            {
-                break;
-            }
-
-            decodeTokens += batch.Count;
-            Step(model, batch, cache, state, logitOwner, generated, stopped, eos, options, prompts, onToken);
-        }
-
-        TimeSpan decodeTime = clock.Elapsed;
-        var sequences = new GeneratedSequence[n];
-        for (int s = 0; s < n; s++)
-        {
-            sequences[s] = new GeneratedSequence(generated[s], stopped[s] ?? StopReason.Length);
-        }
-
-        // With no new tokens asked for, no prompt was read either.
-        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime);
+        return (longest, tokens);
     }
 
-    /// <summary>generation_config.json's eos_token_id (all of them), else config.json's.</summary>
-    public static IReadOnlyList<int> DefaultEosTokenIds(Qwen2Model model) =>
-        model.GenerationConfig.EosTokenIds.Count > 0 ? model.GenerationConfig.EosTokenIds : model.Config.EosTokenIds;
-
-    private static void Step(Qwen2Model model, TokenBatch batch, KvCache cache, ForwardState state, int[] logitOwner,
-        List<int>[] generated, StopReason?[] stopped, IReadOnlyList<int> eos, GenerationOptions options,
-        IReadOnlyList<IReadOnlyList<int>> prompts, Action<int, int>? onToken)
+    /// <summary>
+    /// One forward step, then a token for every logit row: a decode row belongs to one sequence, a prompt's
+    /// last row to all its samples (whose slots get a copy of the prompt first).
+    /// </summary>
+    private static void Step(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, Action<int, int>? onToken, bool prefill)
     {
-        model.Forward(batch, cache, state);
+        run.Model.Forward(batch, cache, state);
         for (int r = 0; r < batch.LogitCount; r++)
         {
-            int s = logitOwner[r];
-            int token = LogProbs.ArgMax(state.LogitsOf(r));
-            generated[s].Add(token);
-            onToken?.Invoke(s, token);
-            if (Contains(eos, token))
+            int first = rowOwner[r];
+            int samples = prefill ? run.PerPrompt : 1;
+            for (int s = first; s < first + samples; s++)
             {
-                stopped[s] = StopReason.Eos;
-            }
-            else if (generated[s].Count >= options.MaxNewTokens || prompts[s].Count + generated[s].Count - 1 >= cache.Capacity)
-            {
-                stopped[s] = StopReason.Length;
+                if (s != first)
+                {
+                    cache.CopySlot(first, s, run.PromptOf(first).Count);
+                }
+
+                run.Choose(s, state.LogitsOf(r), cache.Capacity, onToken);
             }
         }
 
         batch.Clear();
     }
 
-    private static bool Contains(IReadOnlyList<int> ids, int id)
+    /// <summary>The per-sequence state of one call: prompts, samplers, tokens so far, why each stopped.</summary>
+    private sealed class Run
     {
-        for (int i = 0; i < ids.Count; i++)
+        private readonly IReadOnlyList<IReadOnlyList<int>> _prompts;
+        private readonly GenerationOptions _options;
+        private readonly IReadOnlyList<int> _eos;
+
+        public Run(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options)
         {
-            if (ids[i] == id)
+            Model = model;
+            _prompts = prompts;
+            _options = options;
+            _eos = options.IgnoreEos ? [] : options.EosTokenIds ?? DefaultEosTokenIds(model);
+            PerPrompt = options.NumReturnSequences;
+            Count = prompts.Count * PerPrompt;
+            Generated = new List<int>[Count];
+            Stopped = new StopReason?[Count];
+            Samplers = new TokenSampler[Count];
+            Logprobs = options.Logprobs is null ? null : new List<TokenLogprobs>[Count];
+            ulong seed = options.Sampling.Seed ?? (options.Sampling.IsGreedy ? 0 : SeededRandom.NewSeed());
+            for (int s = 0; s < Count; s++)
             {
-                return true;
+                Generated[s] = new List<int>(Math.Min(options.MaxNewTokens, 4096));
+                // Sample j of every prompt uses stream j, so a prompt gives the same tokens alone or in a batch.
+                Samplers[s] = new TokenSampler(options.Sampling, model.Config.VocabSize, SeededRandom.Derive(seed, s % PerPrompt));
+                if (Logprobs is not null)
+                {
+                    Logprobs[s] = [];
+                }
+
+                if (options.MaxNewTokens == 0)
+                {
+                    Stopped[s] = StopReason.Length;
+                }
             }
         }
 
-        return false;
+        public Qwen2Model Model { get; }
+
+        public int PerPrompt { get; }
+
+        public int Count { get; }
+
+        public List<int>[] Generated { get; }
+
+        public StopReason?[] Stopped { get; }
+
+        public TokenSampler[] Samplers { get; }
+
+        public List<TokenLogprobs>[]? Logprobs { get; }
+
+        public IReadOnlyList<int> PromptOf(int sequence) => _prompts[sequence / PerPrompt];
+
+        public void Choose(int s, ReadOnlySpan<float> logits, int capacity, Action<int, int>? onToken)
+        {
+            IReadOnlyList<int> prompt = PromptOf(s);
+            int token = Samplers[s].Next(logits, prompt, Generated[s]);
+            if (Logprobs is not null)
+            {
+                double logSumExp = LogProbs.LogSumExp(logits);
+                Logprobs[s].Add(new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, _options.Logprobs!.Value, logSumExp)));
+            }
+
+            Generated[s].Add(token);
+            onToken?.Invoke(s, token);
+            if (Contains(_eos, token))
+            {
+                Stopped[s] = StopReason.Eos;
+            }
+            else if (_options.StopCondition?.ShouldStop(s, Generated[s]) == true)
+            {
+                Stopped[s] = StopReason.Stop;
+            }
+            else if (Generated[s].Count >= _options.MaxNewTokens || prompt.Count + Generated[s].Count - 1 >= capacity)
+            {
+                Stopped[s] = StopReason.Length;
+            }
+        }
+
+        private static bool Contains(IReadOnlyList<int> ids, int id)
+        {
+            for (int i = 0; i < ids.Count; i++)
+            {
+                if (ids[i] == id)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
     }
 }

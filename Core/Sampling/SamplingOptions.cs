@@ -1,0 +1,80 @@
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Sampling;
+
+/// <summary>
+/// How the next token is chosen. The steps run in transformers' order: repetition penalty (and the
+/// OpenAI-style presence and frequency penalties), then temperature, top-k, top-p, min-p, then one draw
+/// from the renormalised distribution. Without <see cref="DoSample"/> (or at temperature 0) the token is
+/// the argmax of the penalised logits.
+/// </summary>
+public sealed record SamplingOptions
+{
+    /// <summary>The plain argmax of the model's logits, nothing applied.</summary>
+    public static SamplingOptions Greedy { get; } = new() { DoSample = false };
+
+    /// <summary>Draw from the distribution; false picks the most likely token.</summary>
+    public bool DoSample { get; init; }
+
+    /// <summary>Divides the logits; below 1 sharpens, above 1 flattens. 0 means greedy.</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Keep the K most likely tokens (ties with the K-th kept); 0 switches the step off.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Keep the most likely tokens until their probability reaches P; 1 switches the step off.</summary>
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>Drop tokens less likely than MinP times the most likely one (after temperature); 0 switches it off.</summary>
+    public double MinP { get; init; }
+
+    /// <summary>transformers' multiplicative penalty over prompt and generated tokens (positive logits divided, negative multiplied); 1 is off.</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>OpenAI's additive penalty for every token already generated (once per token).</summary>
+    public double PresencePenalty { get; init; }
+
+    /// <summary>OpenAI's additive penalty per occurrence of a token in the generated text.</summary>
+    public double FrequencyPenalty { get; init; }
+
+    /// <summary>Seed of the random draws; null picks one at random (reported back so the run can be repeated).</summary>
+    public ulong? Seed { get; init; }
+
+    /// <summary>Whether the token is the argmax (no draw).</summary>
+    public bool IsGreedy => !DoSample || Temperature == 0;
+
+    /// <summary>The defaults a model ships in generation_config.json (transformers' own defaults where a field is missing).</summary>
+    public static SamplingOptions FromGenerationConfig(GenerationConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return new SamplingOptions
+        {
+            DoSample = config.DoSample ?? false,
+            Temperature = config.Temperature ?? 1.0,
+            TopK = config.TopK ?? 50,
+            TopP = config.TopP ?? 1.0,
+            MinP = config.MinP ?? 0,
+            RepetitionPenalty = config.RepetitionPenalty ?? 1.0,
+        };
+    }
+
+    /// <summary>Checks the values, naming the one that is out of range.</summary>
+    public void Validate()
+    {
+        Check(Temperature >= 0 && double.IsFinite(Temperature), "temperature", Temperature, "a number >= 0");
+        Check(TopK >= 0, "top_k", TopK, "an integer >= 0 (0 switches it off)");
+        Check(TopP > 0 && TopP <= 1, "top_p", TopP, "a number in (0, 1]");
+        Check(MinP >= 0 && MinP <= 1, "min_p", MinP, "a number in [0, 1]");
+        Check(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), "repetition_penalty", RepetitionPenalty, "a number > 0");
+        Check(double.IsFinite(PresencePenalty), "presence_penalty", PresencePenalty, "a finite number");
+        Check(double.IsFinite(FrequencyPenalty), "frequency_penalty", FrequencyPenalty, "a finite number");
+    }
+
+    private static void Check(bool ok, string name, double value, string expected)
+    {
+        if (!ok)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} {value.ToString(System.Globalization.CultureInfo.InvariantCulture)} is not {expected}");
+        }
+    }
+}
