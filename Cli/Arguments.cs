@@ -114,6 +114,25 @@ internal sealed class Arguments
         return value;
     }
 
+    /// <summary>A number within [min, max], or null when the option is absent.</summary>
+    public double? Double(string name, double min, double max)
+    {
+        string? text = Value(name);
+        if (text is null)
+        {
+            return null;
+        }
+
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value) || value < min || value > max)
+        {
+            string range = double.IsPositiveInfinity(max) ? $"a number >= {min.ToString(CultureInfo.InvariantCulture)}"
+                : $"a number from {min.ToString(CultureInfo.InvariantCulture)} to {max.ToString(CultureInfo.InvariantCulture)}";
+            throw new UsageException($"--{name} '{text}' is not {range}");
+        }
+
+        return value;
+    }
+
     /// <summary>A list of token ids, "1,2,3" (spaces allowed).</summary>
     public static int[] ParseIds(string option, string text)
     {

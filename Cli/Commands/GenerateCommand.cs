@@ -3,32 +3,47 @@ using System.Text.Json;
 using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
 using QwenSharp.Tokenization;
 
 namespace QwenSharp.Cli.Commands;
 
-/// <summary><c>qwensharp generate</c>: continues one or more prompts.</summary>
+/// <summary><c>qwensharp generate</c>: continues one or more prompts, greedily or by sampling.</summary>
 internal sealed class GenerateCommand : ICommand
 {
     private const int DefaultMaxNewTokens = 256;
 
+    private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
+
     public string Name => "generate";
 
-    public string Summary => "continue one or more prompts";
+    public string Summary => "continue one or more prompts (greedy or sampled, streamed as text)";
 
-    public string Usage => "qwensharp generate [--model DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3)... [--max-new-tokens N] [--greedy] [--json]";
+    public string Usage => "qwensharp generate [--model DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3)... [--max-new-tokens N] [--greedy | sampling options] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
-        new("prompt-ids", "IDS", "a prompt as token ids, comma-separated; repeat for a batch", Repeatable: true),
         new("prompt", "TEXT", "a prompt as text, encoded as is (with the tokenizer's BOS where it adds one); repeat for a batch", Repeatable: true),
         new("chat", "TEXT", "a user message through the model's chat template, assistant turn opened; repeat for a batch", Repeatable: true),
+        new("prompt-ids", "IDS", "a prompt as token ids, comma-separated; repeat for a batch", Repeatable: true),
         new("max-new-tokens", "N", "most new tokens per sequence (default: generation_config.json, else 256)"),
-        new("greedy", null, "take the most likely token at every step (argmax of the logits)"),
+        new("greedy", null, "the argmax of the model's logits at every step (ignores generation_config.json's sampling defaults)"),
+        new("temperature", "T", "sampling temperature (default: generation_config.json); 0 is greedy"),
+        new("top-k", "K", "keep the K most likely tokens (default: generation_config.json, else 50); 0 switches it off"),
+        new("top-p", "P", "keep the most likely tokens up to probability P (default: generation_config.json); 1 switches it off"),
+        new("min-p", "M", "drop tokens less likely than M times the most likely one"),
+        new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
+        new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
+        new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
+        new("seed", "S", "seed of the random draws (default: a random one, reported with --json)"),
+        new("num-return-sequences", "N", "N samples of each prompt, sharing one prefill"),
+        new("num-beams", "B", "beam search (not in this build yet)"),
+        new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
+        new("stop", "STR", "stop when the text contains STR (cut before it); repeatable", Repeatable: true),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
-        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\"}],\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
+        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
         ModelLoading.Threads,
         ModelLoading.Device,
     ];
@@ -36,79 +51,153 @@ internal sealed class GenerateCommand : ICommand
     public IReadOnlyList<string> Examples { get; } =
     [
         "qwensharp generate --prompt \"Once upon a time\" --max-new-tokens 64 --greedy",
-        "qwensharp generate --prompt \"Lily\" --prompt \"Tom\" --greedy --json",
-        "qwensharp generate --model ~/models/Qwen2.5-0.5B-Instruct --chat \"Name three primes.\" --greedy --max-new-tokens 64",
-        "qwensharp generate --prompt-ids 1,403,407 --greedy --json",
+        "qwensharp generate --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.9 --seed 42",
+        "qwensharp generate --prompt \"Lily\" --prompt \"Tom\" --num-return-sequences 3 --seed 7 --json",
+        "qwensharp generate --model ~/models/Qwen2.5-0.5B-Instruct --chat \"Name three primes.\" --stop \"\\n\\n\"",
+        "qwensharp generate --prompt-ids 1,403,407 --greedy --logprobs 5 --json",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        if (!args.Flag("greedy"))
-        {
-            throw new UsageException("sampling is not in this build yet; pass --greedy for the argmax of the model's logits");
-        }
-
         List<(string Kind, string Value)> promptArgs = [.. args.InOrder.Where(a => a.Name is "prompt-ids" or "prompt" or "chat")];
         if (promptArgs.Count == 0)
         {
             throw new UsageException("generate needs a prompt: --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3");
         }
 
-        int? maxNewTokens = args.Int("max-new-tokens", 0);
-        int? context = args.Int("context", 1);
+        if (args.Int("num-beams", 1) is > 1 || args.Has("length-penalty") || args.Has("early-stopping"))
+        {
+            throw new UsageException("--num-beams: beam search is not in this build yet");
+        }
+
         bool json = args.Flag("json");
+        int? logprobs = args.Int("logprobs", 0, 1000);
+        if (logprobs is not null && !json)
+        {
+            throw new UsageException("--logprobs goes with --json");
+        }
+
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids");
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop");
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
         int[][] prompts = [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))];
         (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {
-            var options = new GenerationOptions
-            {
-                MaxNewTokens = maxNewTokens ?? DefaultMaxNewTokensFor(model.GenerationConfig, prompts),
-                IgnoreEos = args.Flag("ignore-eos"),
-                Context = context,
-            };
-
             for (int p = 0; p < prompts.Length; p++)
             {
                 model.ValidateTokens(prompts[p], prompts.Length == 1 ? "prompt" : $"prompt {p + 1}");
             }
 
-            // One prompt in text mode streams as it is generated; a batch prints each sequence when done.
-            bool stream = !json && prompts.Length == 1;
+            SamplingOptions sampling = SamplingFrom(args, model.GenerationConfig);
+            int perPrompt = args.Int("num-return-sequences", 1, 1024) ?? 1;
+            if (perPrompt > 1 && sampling.IsGreedy)
+            {
+                throw new UsageException("--num-return-sequences above 1 needs sampling: greedy gives the same sequence every time");
+            }
+
+            int sequences = prompts.Length * perPrompt;
+            StopStrings? text = tokenizer is null ? null : new StopStrings(tokenizer, args.Values("stop"), sequences);
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = args.Int("max-new-tokens", 0) ?? DefaultMaxNewTokensFor(model.GenerationConfig, prompts),
+                IgnoreEos = args.Flag("ignore-eos"),
+                EosTokenIds = EosTokenIds(model, tokenizer),
+                Context = args.Int("context", 1),
+                Sampling = sampling,
+                NumReturnSequences = perPrompt,
+                Logprobs = logprobs,
+                StopCondition = text,
+            };
+
+            // One sequence in text mode streams as it is generated; several print each when done.
+            bool stream = !json && sequences == 1;
             Action<int, int>? onToken = null;
-            StreamingDecoder? decoder = null;
-            if (stream && tokenizer is null)
+            if (stream && text is null)
             {
                 onToken = (_, token) => { stdout.Write(token.ToString(CultureInfo.InvariantCulture)); stdout.Write(' '); stdout.Flush(); };
             }
             else if (stream)
             {
-                decoder = tokenizer!.CreateStreamingDecoder(skipSpecialTokens: true);
-                onToken = StreamText(tokenizer, decoder, promptArgs[0].Kind == "chat" ? [] : prompts[0], stdout);
+                // The decoder reads the prompt first (and echoes it, unless it is a chat template), so the
+                // continuation is spaced as in the whole text.
+                string echo = text!.Prime(0, prompts[0]);
+                stdout.Write(promptArgs[0].Kind == "chat" ? "" : echo);
+                stdout.Flush();
+                onToken = (_, _) => { stdout.Write(text.Release(0, finished: false)); stdout.Flush(); };
             }
 
-            GenerationResult result = Generator.Greedy(model, prompts, options, onToken);
-            if (decoder is not null)
+            GenerationResult result = Generator.Generate(model, prompts, options, onToken);
+            if (stream && text is not null)
             {
-                // What was held back for a character the last tokens did not complete.
-                stdout.Write(decoder.Finish());
+                stdout.Write(text.Release(0, finished: true));
             }
 
             if (json)
             {
-                JsonOutput.Write(stdout, writer => WriteJson(writer, result, tokenizer));
+                JsonOutput.Write(stdout, writer => WriteJson(writer, result, text));
             }
             else
             {
-                WriteText(stdout, stderr, result, stream, tokenizer);
+                WriteText(stdout, stderr, result, stream, text);
             }
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// --greedy: the argmax, with only the penalties given on the command line. Otherwise generation_config.json's
+    /// sampling defaults with each given option overriding its field; a sampling option turns sampling on.
+    /// </summary>
+    private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config)
+    {
+        double? repetition = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity);
+        double presence = args.Double("presence-penalty", -100, 100) ?? 0;
+        double frequency = args.Double("frequency-penalty", -100, 100) ?? 0;
+        string? given = s_samplingOptions.FirstOrDefault(args.Has);
+        if (args.Flag("greedy"))
+        {
+            return given is null
+                ? SamplingOptions.Greedy with { RepetitionPenalty = repetition ?? 1, PresencePenalty = presence, FrequencyPenalty = frequency }
+                : throw new UsageException($"--greedy takes the argmax of the logits; --{given} does not apply to it");
+        }
+
+        SamplingOptions defaults = SamplingOptions.FromGenerationConfig(config);
+        return defaults with
+        {
+            DoSample = defaults.DoSample || given is not null,
+            Temperature = args.Double("temperature", 0, 100) ?? defaults.Temperature,
+            TopK = args.Int("top-k", 0) ?? defaults.TopK,
+            TopP = args.Double("top-p", double.Epsilon, 1) ?? defaults.TopP,
+            MinP = args.Double("min-p", 0, 1) ?? defaults.MinP,
+            RepetitionPenalty = repetition ?? defaults.RepetitionPenalty,
+            PresencePenalty = presence,
+            FrequencyPenalty = frequency,
+            Seed = ParseSeed(args.Value("seed")),
+        };
+    }
+
+    private static ulong? ParseSeed(string? text) => text is null ? null
+        : ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed) ? seed
+        : throw new UsageException($"--seed '{text}' is not a non-negative integer");
+
+    /// <summary>generation_config.json's eos ids; without any, config.json's and the tokenizer's eos_token (models disagree on which is right).</summary>
+    private static IReadOnlyList<int> EosTokenIds(Qwen2Model model, Tokenizer? tokenizer)
+    {
+        if (model.GenerationConfig.EosTokenIds.Count > 0)
+        {
+            return model.GenerationConfig.EosTokenIds;
+        }
+
+        List<int> ids = [.. model.Config.EosTokenIds];
+        if (tokenizer?.EosTokenId is int eos && !ids.Contains(eos))
+        {
+            ids.Add(eos);
+        }
+
+        return ids;
     }
 
     /// <summary>
@@ -121,29 +210,6 @@ internal sealed class GenerateCommand : ICommand
         "prompt" => tokenizer!.Encode(value, addSpecialTokens: true),
         _ => tokenizer!.Encode(tokenizer.ApplyChatTemplate([("user", value)], addGenerationPrompt: true)),
     };
-
-    /// <summary>
-    /// Prints the prompt, then each piece of text as soon as it forms whole characters. The decoder first
-    /// reads the prompt, so the continuation is spaced as in the whole text (sentencepiece's leading ▁).
-    /// </summary>
-    private static Action<int, int> StreamText(Tokenizer tokenizer, StreamingDecoder decoder, int[] echoedPrompt, TextWriter stdout)
-    {
-        foreach (int id in echoedPrompt)
-        {
-            stdout.Write(decoder.Append(id));
-        }
-
-        stdout.Flush();
-        return (_, token) =>
-        {
-            // The model's vocabulary may be padded beyond the tokenizer's; such ids have no text.
-            if (tokenizer.IdToToken(token) is not null)
-            {
-                stdout.Write(decoder.Append(token));
-                stdout.Flush();
-            }
-        };
-    }
 
     /// <summary>generation_config.json's max_new_tokens, else what its max_length leaves after the longest prompt, else 256.</summary>
     private static int DefaultMaxNewTokensFor(GenerationConfig config, int[][] prompts)
@@ -160,19 +226,17 @@ internal sealed class GenerateCommand : ICommand
     private static string StopReasonName(StopReason reason) => reason switch
     {
         StopReason.Eos => "eos",
+        StopReason.Stop => "stop",
         _ => "length",
     };
 
-    /// <summary>The text of generated ids, special tokens skipped (ids past the tokenizer's vocabulary, padding of the model's, have none).</summary>
-    private static string TextOf(IReadOnlyList<int> ids, Tokenizer tokenizer) =>
-        tokenizer.Decode(ids.Where(id => tokenizer.IdToToken(id) is not null), skipSpecialTokens: true);
-
-    private static void WriteJson(Utf8JsonWriter writer, GenerationResult result, Tokenizer? tokenizer)
+    private static void WriteJson(Utf8JsonWriter writer, GenerationResult result, StopStrings? text)
     {
         writer.WriteStartObject();
         writer.WriteStartArray("sequences");
-        foreach (GeneratedSequence sequence in result.Sequences)
+        for (int s = 0; s < result.Sequences.Count; s++)
         {
+            GeneratedSequence sequence = result.Sequences[s];
             writer.WriteStartObject();
             writer.WriteStartArray("ids");
             foreach (int id in sequence.Ids)
@@ -181,22 +245,60 @@ internal sealed class GenerateCommand : ICommand
             }
 
             writer.WriteEndArray();
-            if (tokenizer is not null)
+            if (text is not null)
             {
-                writer.WriteString("text", TextOf(sequence.Ids, tokenizer));
+                writer.WriteString("text", text.FinalText(s));
             }
 
             writer.WriteString("stop_reason", StopReasonName(sequence.StopReason));
+            if (sequence.Logprobs is not null)
+            {
+                WriteLogprobs(writer, sequence.Logprobs);
+            }
+
             writer.WriteEndObject();
         }
 
         writer.WriteEndArray();
+        if (result.Seed is ulong seed)
+        {
+            writer.WriteNumber("seed", seed);
+        }
+        else
+        {
+            writer.WriteNull("seed");
+        }
+
         writer.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
         writer.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
         writer.WriteEndObject();
     }
 
-    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed, Tokenizer? tokenizer)
+    private static void WriteLogprobs(Utf8JsonWriter writer, IReadOnlyList<TokenLogprobs> logprobs)
+    {
+        writer.WriteStartArray("logprobs");
+        foreach (TokenLogprobs token in logprobs)
+        {
+            writer.WriteStartObject();
+            writer.WriteNumber("id", token.Id);
+            writer.WriteNumberOrNull("logprob", token.Logprob);
+            writer.WriteStartArray("top");
+            foreach (TokenLogprob alternative in token.Top)
+            {
+                writer.WriteStartObject();
+                writer.WriteNumber("id", alternative.Id);
+                writer.WriteNumberOrNull("logprob", alternative.Logprob);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        writer.WriteEndArray();
+    }
+
+    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed, StopStrings? text)
     {
         if (streamed)
         {
@@ -207,14 +309,15 @@ internal sealed class GenerateCommand : ICommand
             for (int s = 0; s < result.Sequences.Count; s++)
             {
                 IReadOnlyList<int> ids = result.Sequences[s].Ids;
-                stdout.WriteLine($"[{s + 1}] {(tokenizer is null ? string.Join(' ', ids) : TextOf(ids, tokenizer))}");
+                stdout.WriteLine($"[{s + 1}] {(text is null ? string.Join(' ', ids) : text.FinalText(s))}");
             }
         }
 
         // The summary goes to stderr after the text, so the text must be out first.
         stdout.Flush();
         string reasons = string.Join(", ", result.Sequences.Select(s => $"{StopReasonName(s.StopReason)} after {s.Ids.Count} tokens"));
+        string seed = result.Seed is ulong value ? $"; seed {value}" : "";
         stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"[{reasons}; prefill {result.PrefillTokensPerSecond:F1} tokens/s, decode {result.DecodeTokensPerSecond:F1} tokens/s]"));
+            $"[{reasons}{seed}; prefill {result.PrefillTokensPerSecond:F1} tokens/s, decode {result.DecodeTokensPerSecond:F1} tokens/s]"));
     }
 }

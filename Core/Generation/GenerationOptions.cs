@@ -73,6 +73,9 @@ public sealed record GenerationResult(
     /// <summary>Prompt tokens read per second (the forward passes that produce each sequence's first token); 0 when none was read.</summary>
     public double PrefillTokensPerSecond => PromptTokens == 0 ? 0 : PromptTokens / Math.Max(PrefillTime.TotalSeconds, 1e-9);
 
+    /// <summary>The seed the sequences' random streams come from (sample j of each prompt uses stream j); null when greedy.</summary>
+    public ulong? Seed { get; init; }
+
     /// <summary>Tokens fed back per second during decode; 0 when no decode step ran.</summary>
     public double DecodeTokensPerSecond => DecodeTokens == 0 ? 0 : DecodeTokens / Math.Max(DecodeTime.TotalSeconds, 1e-9);
 }

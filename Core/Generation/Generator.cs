@@ -122,7 +122,10 @@ public static class Generator
         }
 
         // With no new tokens asked for, no prompt was read either.
-        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime);
+        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime)
+        {
+            Seed = options.Sampling.IsGreedy ? null : run.Seed,
+        };
     }
 
     /// <summary>generation_config.json's eos_token_id (all of them), else config.json's.</summary>
@@ -205,7 +208,7 @@ public static class Generator
             Stopped = new StopReason?[Count];
             Samplers = new TokenSampler[Count];
             Logprobs = options.Logprobs is null ? null : new List<TokenLogprobs>[Count];
-            ulong seed = options.Sampling.Seed ?? (options.Sampling.IsGreedy ? 0 : SeededRandom.NewSeed());
+            ulong seed = Seed = options.Sampling.Seed ?? (options.Sampling.IsGreedy ? 0 : SeededRandom.NewSeed());
             for (int s = 0; s < Count; s++)
             {
                 Generated[s] = new List<int>(Math.Min(options.MaxNewTokens, 4096));
@@ -224,6 +227,8 @@ public static class Generator
         }
 
         public Qwen2Model Model { get; }
+
+        public ulong Seed { get; }
 
         public int PerPrompt { get; }
 

@@ -1,0 +1,109 @@
+using System.Text;
+using QwenSharp.Generation;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Cli;
+
+/// <summary>
+/// The text of each generated sequence as it grows, and the stop strings in it: a sequence stops once its
+/// text contains one, even when the string spans several tokens, and its text is cut before it. While
+/// streaming, text that could be the start of a stop string is held back until it is known not to be.
+/// </summary>
+internal sealed class StopStrings : IStopCondition
+{
+    private readonly Tokenizer _tokenizer;
+    private readonly IReadOnlyList<string> _stops;
+    private readonly int _longest;
+    private readonly StreamingDecoder[] _decoders;
+    private readonly StringBuilder[] _texts;
+    private readonly int[] _cut;
+    private readonly int[] _released;
+
+    public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences)
+    {
+        _tokenizer = tokenizer;
+        _stops = stops;
+        _longest = stops.Count == 0 ? 0 : stops.Max(s => s.Length);
+        _decoders = [.. Enumerable.Range(0, sequences).Select(_ => tokenizer.CreateStreamingDecoder(skipSpecialTokens: true))];
+        _texts = [.. Enumerable.Range(0, sequences).Select(_ => new StringBuilder())];
+        _cut = [.. Enumerable.Repeat(-1, sequences)];
+        _released = new int[sequences];
+    }
+
+    /// <summary>
+    /// Feeds a sequence's prompt to its decoder without making it part of the text, so the continuation is
+    /// spaced as in the whole text (sentencepiece drops the leading space of a text's first word); returns
+    /// the prompt's own text, for echoing.
+    /// </summary>
+    public string Prime(int sequence, IReadOnlyList<int> prompt)
+    {
+        var echo = new StringBuilder();
+        foreach (int id in prompt)
+        {
+            echo.Append(_decoders[sequence].Append(id));
+        }
+
+        return echo.ToString();
+    }
+
+    /// <summary>Reads the sequence's newest token; true when its text now holds a stop string.</summary>
+    public bool ShouldStop(int sequence, IReadOnlyList<int> generated)
+    {
+        int token = generated[^1];
+        StringBuilder text = _texts[sequence];
+        int before = text.Length;
+        if (_tokenizer.IdToToken(token) is not null)
+        {
+            text.Append(_decoders[sequence].Append(token));
+        }
+
+        if (_stops.Count == 0 || text.Length == before)
+        {
+            return false;
+        }
+
+        // Only a match that ends in the new text is new: search from where one could start.
+        int from = Math.Max(0, before - _longest + 1);
+        string window = text.ToString(from, text.Length - from);
+        int earliest = -1;
+        foreach (string stop in _stops)
+        {
+            int at = window.IndexOf(stop, StringComparison.Ordinal);
+            if (at >= 0 && (earliest < 0 || at < earliest))
+            {
+                earliest = at;
+            }
+        }
+
+        if (earliest < 0)
+        {
+            return false;
+        }
+
+        _cut[sequence] = from + earliest;
+        return true;
+    }
+
+    /// <summary>Text of the sequence that can be printed now: complete, and not possibly the start of a stop string.</summary>
+    public string Release(int sequence, bool finished)
+    {
+        StringBuilder text = _texts[sequence];
+        if (finished && _cut[sequence] < 0)
+        {
+            text.Append(_decoders[sequence].Finish());
+        }
+
+        int end = _cut[sequence] >= 0 ? _cut[sequence] : finished ? text.Length : Math.Max(_released[sequence], text.Length - Math.Max(0, _longest - 1));
+        string released = text.ToString(_released[sequence], Math.Max(0, end - _released[sequence]));
+        _released[sequence] = Math.Max(_released[sequence], end);
+        return released;
+    }
+
+    /// <summary>The whole text of a finished sequence, cut before its stop string.</summary>
+    public string FinalText(int sequence)
+    {
+        Release(sequence, finished: true);
+        StringBuilder text = _texts[sequence];
+        return text.ToString(0, _cut[sequence] >= 0 ? _cut[sequence] : text.Length);
+    }
+}
