@@ -21,6 +21,7 @@ internal sealed class StopStrings : IStopCondition
 
     public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences)
     {
+        Tokenizer = tokenizer;
         _tokenizer = tokenizer;
         _stops = stops;
         _longest = stops.Count == 0 ? 0 : stops.Max(s => s.Length);
@@ -29,6 +30,8 @@ internal sealed class StopStrings : IStopCondition
         _cut = [.. Enumerable.Repeat(-1, sequences)];
         _released = new int[sequences];
     }
+
+    public Tokenizer Tokenizer { get; }
 
     /// <summary>
     /// Feeds a sequence's prompt to its decoder without making it part of the text, so the continuation is
@@ -47,9 +50,19 @@ internal sealed class StopStrings : IStopCondition
     }
 
     /// <summary>Reads the sequence's newest token; true when its text now holds a stop string.</summary>
-    public bool ShouldStop(int sequence, IReadOnlyList<int> generated)
+    public bool ShouldStop(int sequence, IReadOnlyList<int> generated) => Read(sequence, generated[^1]);
+
+    /// <summary>Appends the text of a whole finished sequence (beam search chooses its sequences at the end).</summary>
+    public void ReadAll(int sequence, IReadOnlyList<int> ids)
     {
-        int token = generated[^1];
+        foreach (int id in ids)
+        {
+            Read(sequence, id);
+        }
+    }
+
+    private bool Read(int sequence, int token)
+    {
         StringBuilder text = _texts[sequence];
         int before = text.Length;
         if (_tokenizer.IdToToken(token) is not null)

@@ -38,7 +38,9 @@ internal sealed class GenerateCommand : ICommand
         new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
         new("seed", "S", "seed of the random draws (default: a random one, reported with --json)"),
         new("num-return-sequences", "N", "N samples of each prompt, sharing one prefill"),
-        new("num-beams", "B", "beam search (not in this build yet)"),
+        new("num-beams", "B", "beam search with B beams (deterministic; the best sequence first)"),
+        new("length-penalty", "L", "with beams: finished sequences score sum_logprob / length^L (default 1; above 0 favours longer)"),
+        new("early-stopping", null, "with beams: stop as soon as B sequences have finished"),
         new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
         new("stop", "STR", "stop when the text contains STR (cut before it); repeatable", Repeatable: true),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
@@ -65,9 +67,20 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException("generate needs a prompt: --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3");
         }
 
-        if (args.Int("num-beams", 1) is > 1 || args.Has("length-penalty") || args.Has("early-stopping"))
+        int beams = args.Int("num-beams", 1, 64) ?? 1;
+        if (beams == 1 && (args.Has("length-penalty") || args.Flag("early-stopping")))
         {
-            throw new UsageException("--num-beams: beam search is not in this build yet");
+            throw new UsageException("--length-penalty and --early-stopping go with --num-beams B (B >= 2)");
+        }
+
+        if (beams > 1 && args.Has("stop"))
+        {
+            throw new UsageException("--stop does not apply to beam search here");
+        }
+
+        if (beams > 1 && s_samplingOptions.FirstOrDefault(args.Has) is string samplingOption)
+        {
+            throw new UsageException($"--num-beams: beam search is deterministic here; --{samplingOption} does not apply to it");
         }
 
         bool json = args.Flag("json");
@@ -90,11 +103,16 @@ internal sealed class GenerateCommand : ICommand
                 model.ValidateTokens(prompts[p], prompts.Length == 1 ? "prompt" : $"prompt {p + 1}");
             }
 
-            SamplingOptions sampling = SamplingFrom(args, model.GenerationConfig);
+            SamplingOptions sampling = beams > 1 ? PenaltiesOnly(args) : SamplingFrom(args, model.GenerationConfig);
             int perPrompt = args.Int("num-return-sequences", 1, 1024) ?? 1;
-            if (perPrompt > 1 && sampling.IsGreedy)
+            if (perPrompt > 1 && sampling.IsGreedy && beams == 1)
             {
-                throw new UsageException("--num-return-sequences above 1 needs sampling: greedy gives the same sequence every time");
+                throw new UsageException("--num-return-sequences above 1 needs sampling or beams: greedy gives the same sequence every time");
+            }
+
+            if (perPrompt > beams && beams > 1)
+            {
+                throw new UsageException($"--num-return-sequences {perPrompt} is more than --num-beams {beams}");
             }
 
             int sequences = prompts.Length * perPrompt;
@@ -111,8 +129,8 @@ internal sealed class GenerateCommand : ICommand
                 StopCondition = text,
             };
 
-            // One sequence in text mode streams as it is generated; several print each when done.
-            bool stream = !json && sequences == 1;
+            // One sequence in text mode streams as it is generated; several (and beams) print each when done.
+            bool stream = !json && sequences == 1 && beams == 1;
             Action<int, int>? onToken = null;
             if (stream && text is null)
             {
@@ -128,7 +146,24 @@ internal sealed class GenerateCommand : ICommand
                 onToken = (_, _) => { stdout.Write(text.Release(0, finished: false)); stdout.Flush(); };
             }
 
-            GenerationResult result = Generator.Generate(model, prompts, options, onToken);
+            GenerationResult result = beams > 1
+                ? BeamSearch.Generate(model, prompts, options, new BeamOptions
+                {
+                    NumBeams = beams,
+                    LengthPenalty = args.Double("length-penalty", -10, 10) ?? 1.0,
+                    EarlyStopping = args.Flag("early-stopping") ? EarlyStopping.AsSoonAsFull : EarlyStopping.Heuristic,
+                })
+                : Generator.Generate(model, prompts, options, onToken);
+            if (beams > 1 && text is not null)
+            {
+                // Beam search picks its sequences at the end: their text is decoded then.
+                text = new StopStrings(text.Tokenizer, [], result.Sequences.Count);
+                for (int s = 0; s < result.Sequences.Count; s++)
+                {
+                    text.ReadAll(s, result.Sequences[s].Ids);
+                }
+            }
+
             if (stream && text is not null)
             {
                 stdout.Write(text.Release(0, finished: true));
@@ -178,6 +213,14 @@ internal sealed class GenerateCommand : ICommand
             Seed = ParseSeed(args.Value("seed")),
         };
     }
+
+    /// <summary>Beam search's scoring: the log-softmax with only the penalties given on the command line.</summary>
+    private static SamplingOptions PenaltiesOnly(Arguments args) => SamplingOptions.Greedy with
+    {
+        RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity) ?? 1,
+        PresencePenalty = args.Double("presence-penalty", -100, 100) ?? 0,
+        FrequencyPenalty = args.Double("frequency-penalty", -100, 100) ?? 0,
+    };
 
     private static ulong? ParseSeed(string? text) => text is null ? null
         : ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed) ? seed
@@ -248,6 +291,11 @@ internal sealed class GenerateCommand : ICommand
             if (text is not null)
             {
                 writer.WriteString("text", text.FinalText(s));
+            }
+
+            if (sequence.Score is double score)
+            {
+                writer.WriteNumber("score", score);
             }
 
             writer.WriteString("stop_reason", StopReasonName(sequence.StopReason));

@@ -60,7 +60,11 @@ public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<TokenLo
 /// <param name="StopReason">Why it ended.</param>
 /// <param name="Logprobs">One entry per new token when log-probs were asked for, else null.</param>
 /// <param name="Seed">The seed of its random stream (null for greedy).</param>
-public sealed record GeneratedSequence(IReadOnlyList<int> Ids, StopReason StopReason, IReadOnlyList<TokenLogprobs>? Logprobs = null, ulong? Seed = null);
+public sealed record GeneratedSequence(IReadOnlyList<int> Ids, StopReason StopReason, IReadOnlyList<TokenLogprobs>? Logprobs = null, ulong? Seed = null)
+{
+    /// <summary>Beam search's score of the hypothesis: summed log-prob / length^length_penalty; null otherwise.</summary>
+    public double? Score { get; init; }
+}
 
 /// <summary>All sequences of a call, in prompt order, with the time spent reading prompts and producing tokens.</summary>
 public sealed record GenerationResult(

@@ -136,7 +136,9 @@ public sealed class CliGenerateTests
     [InlineData("--temperature -1", "--temperature '-1' is not a number from 0")]
     [InlineData("--seed -4", "--seed '-4' is not a non-negative integer")]
     [InlineData("--greedy --num-return-sequences 2", "--num-return-sequences above 1 needs sampling")]
-    [InlineData("--num-beams 4", "beam search is not in this build yet")]
+    [InlineData("--num-beams 2 --temperature 0.7", "beam search is deterministic here; --temperature does not apply")]
+    [InlineData("--num-beams 2 --num-return-sequences 3", "--num-return-sequences 3 is more than --num-beams 2")]
+    [InlineData("--length-penalty 0.5", "--length-penalty and --early-stopping go with --num-beams")]
     [InlineData("--logprobs 3", "--logprobs goes with --json")]
     public void BadGenerationOptions_OneLineAndExitCode2(string options, string message)
     {
@@ -144,5 +146,17 @@ public sealed class CliGenerateTests
 
         Assert.Equal(2, result.ExitCode);
         Assert.Contains(message, Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Beams_BestFirstWithScores()
+    {
+        JsonElement[] sequences = Sequences(CliRunner.Run("generate", "--prompt", "Once upon a time", "--num-beams", "3", "--num-return-sequences", "3",
+            "--length-penalty", "0.8", "--max-new-tokens", "10", "--json"));
+
+        Assert.Equal(3, sequences.Length);
+        double[] scores = [.. sequences.Select(s => s.GetProperty("score").GetDouble())];
+        Assert.Equal(scores.OrderByDescending(s => s), scores);
+        Assert.All(sequences, s => Assert.False(string.IsNullOrEmpty(s.GetProperty("text").GetString())));
     }
 }
