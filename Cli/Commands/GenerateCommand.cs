@@ -121,7 +121,7 @@ internal sealed class GenerateCommand : ICommand
             {
                 MaxNewTokens = args.Int("max-new-tokens", 0) ?? DefaultMaxNewTokensFor(model.GenerationConfig, prompts),
                 IgnoreEos = args.Flag("ignore-eos"),
-                EosTokenIds = EosTokenIds(model, tokenizer),
+                EosTokenIds = QwenModel.DefaultEosTokenIds(model, tokenizer),
                 Context = args.Int("context", 1),
                 Sampling = sampling,
                 NumReturnSequences = perPrompt,
@@ -131,10 +131,10 @@ internal sealed class GenerateCommand : ICommand
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
             bool stream = !json && sequences == 1 && beams == 1;
-            Action<int, int>? onToken = null;
+            TokenCallback? onToken = null;
             if (stream && text is null)
             {
-                onToken = (_, token) => { stdout.Write(token.ToString(CultureInfo.InvariantCulture)); stdout.Write(' '); stdout.Flush(); };
+                onToken = (_, token, _) => { stdout.Write(token.ToString(CultureInfo.InvariantCulture)); stdout.Write(' '); stdout.Flush(); };
             }
             else if (stream)
             {
@@ -143,7 +143,7 @@ internal sealed class GenerateCommand : ICommand
                 string echo = text!.Prime(0, prompts[0]);
                 stdout.Write(promptArgs[0].Kind == "chat" ? "" : echo);
                 stdout.Flush();
-                onToken = (_, _) => { stdout.Write(text.Release(0, finished: false)); stdout.Flush(); };
+                onToken = (_, _, _) => { stdout.Write(text.Release(0, finished: false)); stdout.Flush(); };
             }
 
             GenerationResult result = beams > 1
@@ -188,30 +188,24 @@ internal sealed class GenerateCommand : ICommand
     /// </summary>
     private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config)
     {
-        double? repetition = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity);
-        double presence = args.Double("presence-penalty", -100, 100) ?? 0;
-        double frequency = args.Double("frequency-penalty", -100, 100) ?? 0;
-        string? given = s_samplingOptions.FirstOrDefault(args.Has);
-        if (args.Flag("greedy"))
+        var overrides = new SamplingOverrides
         {
-            return given is null
-                ? SamplingOptions.Greedy with { RepetitionPenalty = repetition ?? 1, PresencePenalty = presence, FrequencyPenalty = frequency }
-                : throw new UsageException($"--greedy takes the argmax of the logits; --{given} does not apply to it");
-        }
-
-        SamplingOptions defaults = SamplingOptions.FromGenerationConfig(config);
-        return defaults with
-        {
-            DoSample = defaults.DoSample || given is not null,
-            Temperature = args.Double("temperature", 0, 100) ?? defaults.Temperature,
-            TopK = args.Int("top-k", 0) ?? defaults.TopK,
-            TopP = args.Double("top-p", double.Epsilon, 1) ?? defaults.TopP,
-            MinP = args.Double("min-p", 0, 1) ?? defaults.MinP,
-            RepetitionPenalty = repetition ?? defaults.RepetitionPenalty,
-            PresencePenalty = presence,
-            FrequencyPenalty = frequency,
+            Greedy = args.Flag("greedy"),
+            Temperature = args.Double("temperature", 0, 100),
+            TopK = args.Int("top-k", 0),
+            TopP = args.Double("top-p", double.Epsilon, 1),
+            MinP = args.Double("min-p", 0, 1),
+            RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity),
+            PresencePenalty = args.Double("presence-penalty", -100, 100),
+            FrequencyPenalty = args.Double("frequency-penalty", -100, 100),
             Seed = ParseSeed(args.Value("seed")),
         };
+        if (overrides.Greedy && s_samplingOptions.FirstOrDefault(args.Has) is string given)
+        {
+            throw new UsageException($"--greedy takes the argmax of the logits; --{given} does not apply to it");
+        }
+
+        return overrides.Resolve(config);
     }
 
     /// <summary>Beam search's scoring: the log-softmax with only the penalties given on the command line.</summary>
@@ -225,23 +219,6 @@ internal sealed class GenerateCommand : ICommand
     private static ulong? ParseSeed(string? text) => text is null ? null
         : ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed) ? seed
         : throw new UsageException($"--seed '{text}' is not a non-negative integer");
-
-    /// <summary>generation_config.json's eos ids; without any, config.json's and the tokenizer's eos_token (models disagree on which is right).</summary>
-    private static IReadOnlyList<int> EosTokenIds(Qwen2Model model, Tokenizer? tokenizer)
-    {
-        if (model.GenerationConfig.EosTokenIds.Count > 0)
-        {
-            return model.GenerationConfig.EosTokenIds;
-        }
-
-        List<int> ids = [.. model.Config.EosTokenIds];
-        if (tokenizer?.EosTokenId is int eos && !ids.Contains(eos))
-        {
-            ids.Add(eos);
-        }
-
-        return ids;
-    }
 
     /// <summary>
     /// Token ids for one prompt: ids as given; text with the tokenizer's special tokens (Llama's BOS); a chat

@@ -34,6 +34,13 @@ public abstract class KvCache : IDisposable
     /// <summary>Forgets a slot's contents, so it can start a new sequence.</summary>
     public void Reset(int slot) => Lengths[slot] = 0;
 
+    /// <summary>Forgets every position of the slot from <paramref name="length"/> on (a conversation that diverges there).</summary>
+    public void Truncate(int slot, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)length, (uint)Lengths[slot], nameof(length));
+        Lengths[slot] = length;
+    }
+
     public int Layers { get; }
 
     public int Slots { get; }

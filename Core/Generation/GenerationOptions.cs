@@ -50,7 +50,13 @@ public sealed record GenerationOptions
 
     /// <summary>Checked after every token (stop strings); null: none.</summary>
     public IStopCondition? StopCondition { get; init; }
+
+    /// <summary>Checked before every forward step: a cancelled generation stops within one token.</summary>
+    public CancellationToken CancellationToken { get; init; }
 }
+
+/// <summary>Called as each token is chosen: the sequence's index, the token, and its log-probs when they were asked for.</summary>
+public delegate void TokenCallback(int sequence, int token, TokenLogprobs? logprobs);
 
 /// <summary>A generated token's log-prob under the model, and the most likely alternatives at its position.</summary>
 public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<TokenLogprob> Top);

@@ -21,16 +21,17 @@ public static class Generator
         Action<int, int>? onToken = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return Generate(model, prompts, options with { Sampling = SamplingOptions.Greedy }, onToken);
+        return Generate(model, prompts, options with { Sampling = SamplingOptions.Greedy }, onToken is null ? null : (s, token, _) => onToken(s, token));
     }
 
     /// <summary>
     /// Generates <see cref="GenerationOptions.NumReturnSequences"/> sequences per prompt, in prompt order
     /// (sequence <c>p * n + j</c> is sample j of prompt p).
     /// </summary>
-    /// <param name="onToken">Called with (sequence index, token id) as each token is chosen.</param>
+    /// <param name="onToken">Called with (sequence index, token id, log-probs) as each token is chosen.</param>
+    /// <param name="conversation">For one prompt and one sequence: a cache kept from the previous turn, whose common prefix with the prompt is not read again.</param>
     public static GenerationResult Generate(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
-        Action<int, int>? onToken = null)
+        TokenCallback? onToken = null, ConversationCache? conversation = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
@@ -53,7 +54,14 @@ public static class Generator
         // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.
         int capacity = Math.Clamp(longest + options.MaxNewTokens - 1, longest, context);
         int maxRows = Math.Max(run.Count, Math.Min(options.PrefillChunk, promptTokens));
-        using KvCache cache = model.CreateKvCache(run.Count, capacity);
+        if (conversation is not null && (prompts.Count != 1 || run.Count != 1))
+        {
+            QwenThrow.Argument("a conversation cache holds one sequence: give one prompt and one return sequence", nameof(conversation));
+        }
+
+        int reused = conversation?.Prepare(model, prompts[0], capacity) ?? 0;
+        KvCache cache = conversation?.Cache ?? model.CreateKvCache(run.Count, capacity);
+        using KvCache? owned = conversation is null ? cache : null;
         using ForwardState state = model.CreateState(maxRows, run.Count);
         var batch = new TokenBatch(maxRows);
         var rowOwner = new int[run.Count];
@@ -66,7 +74,7 @@ public static class Generator
             for (int p = 0; p < prompts.Count; p++)
             {
                 IReadOnlyList<int> prompt = prompts[p];
-                for (int i = 0; i < prompt.Count; i++)
+                for (int i = p == 0 ? reused : 0; i < prompt.Count; i++)
                 {
                     bool last = i == prompt.Count - 1;
                     if (last)
@@ -114,6 +122,8 @@ public static class Generator
         }
 
         TimeSpan decodeTime = clock.Elapsed;
+        // Without new tokens the prompt was not read: the cache holds only what it reused.
+        conversation?.Commit(options.MaxNewTokens > 0 ? prompts[0] : [.. prompts[0].Take(reused)], run.Generated[0]);
         var sequences = new GeneratedSequence[run.Count];
         for (int s = 0; s < run.Count; s++)
         {
@@ -122,7 +132,7 @@ public static class Generator
         }
 
         // With no new tokens asked for, no prompt was read either.
-        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens : 0, prefillTime, decodeTokens, decodeTime)
+        return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens - reused : 0, prefillTime, decodeTokens, decodeTime)
         {
             Seed = options.Sampling.IsGreedy ? null : run.Seed,
         };
@@ -168,8 +178,9 @@ public static class Generator
     /// One forward step, then a token for every logit row: a decode row belongs to one sequence, a prompt's
     /// last row to all its samples (whose slots get a copy of the prompt first).
     /// </summary>
-    private static void Step(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, Action<int, int>? onToken, bool prefill)
+    private static void Step(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, TokenCallback? onToken, bool prefill)
     {
+        run.CancellationToken.ThrowIfCancellationRequested();
         run.Model.Forward(batch, cache, state);
         for (int r = 0; r < batch.LogitCount; r++)
         {
@@ -228,6 +239,8 @@ public static class Generator
 
         public Qwen2Model Model { get; }
 
+        public CancellationToken CancellationToken => _options.CancellationToken;
+
         public ulong Seed { get; }
 
         public int PerPrompt { get; }
@@ -244,18 +257,20 @@ public static class Generator
 
         public IReadOnlyList<int> PromptOf(int sequence) => _prompts[sequence / PerPrompt];
 
-        public void Choose(int s, ReadOnlySpan<float> logits, int capacity, Action<int, int>? onToken)
+        public void Choose(int s, ReadOnlySpan<float> logits, int capacity, TokenCallback? onToken)
         {
             IReadOnlyList<int> prompt = PromptOf(s);
             int token = Samplers[s].Next(logits, prompt, Generated[s]);
+            TokenLogprobs? logprobs = null;
             if (Logprobs is not null)
             {
                 double logSumExp = LogProbs.LogSumExp(logits);
-                Logprobs[s].Add(new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, _options.Logprobs!.Value, logSumExp)));
+                logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, _options.Logprobs!.Value, logSumExp));
+                Logprobs[s].Add(logprobs);
             }
 
             Generated[s].Add(token);
-            onToken?.Invoke(s, token);
+            onToken?.Invoke(s, token, logprobs);
             if (Contains(_eos, token))
             {
                 Stopped[s] = StopReason.Eos;

@@ -7,23 +7,6 @@ namespace QwenSharp.Tests.Cli;
 /// <summary>Text in and out of the CLI: tokenize, generate --prompt/--chat, score --file, against the independent references.</summary>
 public sealed class CliTextTests
 {
-    private static readonly Lazy<string> s_tinyQwenWithTokenizer = new(() =>
-    {
-        // tiny-qwen2's weights with the one copy of the real Qwen2.5 tokenizer, as a Hugging Face folder would hold them.
-        string directory = Fixtures.TempDirectory();
-        foreach (string file in System.IO.Directory.GetFiles(Fixtures.Directory("tiny-qwen2")))
-        {
-            File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
-        }
-
-        foreach (string file in (string[])["tokenizer.json", "tokenizer_config.json"])
-        {
-            File.CreateSymbolicLink(Path.Combine(directory, file), Path.Combine(TestTokenizers.QwenDirectory, file));
-        }
-
-        return directory;
-    });
-
     private static string Llama2cText => File.ReadAllText(Fixtures.File("stories260K", "llama2c_expected_greedy.txt"));
 
     private static int[] Ids(JsonElement array) => [.. array.EnumerateArray().Select(e => e.GetInt32())];
@@ -62,9 +45,9 @@ public sealed class CliTextTests
         string message = userOnly.GetProperty("messages")[0].GetProperty("content").GetString()!;
         string templateIds = string.Join(",", Ids(userOnly.GetProperty("ids")));
 
-        CliRunner.Result chat = CliRunner.Run("generate", "--model", s_tinyQwenWithTokenizer.Value, "--chat", message,
+        CliRunner.Result chat = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", message,
             "--greedy", "--ignore-eos", "--max-new-tokens", "6", "--json");
-        CliRunner.Result ids = CliRunner.Run("generate", "--model", s_tinyQwenWithTokenizer.Value, "--prompt-ids", templateIds,
+        CliRunner.Result ids = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt-ids", templateIds,
             "--greedy", "--ignore-eos", "--max-new-tokens", "6", "--json");
 
         Assert.Equal(0, chat.ExitCode);

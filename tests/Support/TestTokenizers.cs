@@ -15,4 +15,24 @@ internal static class TestTokenizers
     public static Tokenizer Qwen => s_qwen.Value;
 
     public static Tokenizer Stories => s_stories.Value;
+
+    private static readonly Lazy<string> s_tinyQwenWithTokenizer = new(() =>
+    {
+        // tiny-qwen2's weights with the one copy of the real Qwen2.5 tokenizer, as a Hugging Face folder would hold them.
+        string directory = Fixtures.TempDirectory();
+        foreach (string file in System.IO.Directory.GetFiles(Fixtures.Directory("tiny-qwen2")))
+        {
+            File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
+        }
+
+        foreach (string file in (string[])["tokenizer.json", "tokenizer_config.json"])
+        {
+            File.CreateSymbolicLink(Path.Combine(directory, file), Path.Combine(QwenDirectory, file));
+        }
+
+        return directory;
+    });
+
+    /// <summary>A model folder with tiny-qwen2's weights and the real Qwen2.5 tokenizer and chat template.</summary>
+    public static string TinyQwenWithTokenizer => s_tinyQwenWithTokenizer.Value;
 }

@@ -2,7 +2,7 @@ using System.Text;
 using QwenSharp.Generation;
 using QwenSharp.Tokenization;
 
-namespace QwenSharp.Cli;
+namespace QwenSharp;
 
 /// <summary>
 /// The text of each generated sequence as it grows, and the stop strings in it: a sequence stops once its

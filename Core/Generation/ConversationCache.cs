@@ -1,0 +1,74 @@
+using QwenSharp.Backend;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Generation;
+
+/// <summary>
+/// A KV cache kept between generations of one conversation: the tokens it holds, so the next turn only
+/// reads what is new. A prompt that starts with those tokens reuses them; where it diverges, the cache
+/// is cut back to the common prefix. Not thread-safe: one generation at a time.
+/// </summary>
+public sealed class ConversationCache : IDisposable
+{
+    private const int InitialCapacity = 4096;
+    private readonly List<int> _tokens = [];
+
+    public KvCache? Cache { get; private set; }
+
+    /// <summary>The tokens whose keys and values the cache holds, in order.</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    /// <summary>Tokens the last generation did not have to read again.</summary>
+    public int LastReusedTokens { get; private set; }
+
+    /// <summary>
+    /// Makes the cache ready for <paramref name="prompt"/> with room for <paramref name="capacity"/> positions;
+    /// returns how many of its first tokens are already there (never all: the last must be read for its logits).
+    /// </summary>
+    public int Prepare(Qwen2Model model, IReadOnlyList<int> prompt, int capacity)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(prompt);
+        if (Cache is null || Cache.Capacity < capacity)
+        {
+            // Room for a growing conversation: 4096 positions (or the model's context) at first, then doubling.
+            // A cache that has to grow starts empty, so that turn reads its whole prompt once.
+            int size = Math.Min(model.Config.MaxPositionEmbeddings, Math.Max(capacity, Cache is null ? InitialCapacity : 2 * Cache.Capacity));
+            Cache?.Dispose();
+            Cache = model.CreateKvCache(1, Math.Max(size, capacity));
+            _tokens.Clear();
+        }
+
+        int common = 0;
+        int limit = Math.Min(_tokens.Count, prompt.Count - 1);
+        while (common < limit && _tokens[common] == prompt[common])
+        {
+            common++;
+        }
+
+        Cache.Truncate(0, common);
+        _tokens.RemoveRange(common, _tokens.Count - common);
+        LastReusedTokens = common;
+        return common;
+    }
+
+    /// <summary>Records what the cache holds after a generation: the prompt and every new token but the last (never fed back).</summary>
+    public void Commit(IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(generated);
+        _tokens.Clear();
+        _tokens.AddRange(prompt);
+        for (int i = 0; i < generated.Count - 1; i++)
+        {
+            _tokens.Add(generated[i]);
+        }
+    }
+
+    public void Dispose()
+    {
+        Cache?.Dispose();
+        Cache = null;
+        _tokens.Clear();
+    }
+}

@@ -1,0 +1,274 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.AI;
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp;
+
+/// <summary>
+/// A Hugging Face model folder, loaded: the Qwen2 model on its backend and its tokenizer, ready to
+/// generate text (streamed, in batches, with log-probs), score, and serve as an <see cref="IChatClient"/>.
+/// One generation runs at a time; concurrent calls wait their turn.
+/// </summary>
+public sealed class QwenModel : IDisposable
+{
+    private const int DefaultMaxNewTokens = 256;
+    private readonly IBackend _backend;
+    private readonly SemaphoreSlim _turn = new(1, 1);
+
+    private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer)
+    {
+        Directory = directory;
+        _backend = backend;
+        Model = model;
+        Tokenizer = tokenizer;
+    }
+
+    /// <summary>The model folder.</summary>
+    public string Directory { get; }
+
+    public Qwen2Model Model { get; }
+
+    public Tokenizer Tokenizer { get; }
+
+    /// <summary>Ids that end a sequence: generation_config.json's; without any, config.json's and the tokenizer's eos_token.</summary>
+    public IReadOnlyList<int> EosTokenIds => DefaultEosTokenIds(Model, Tokenizer);
+
+    /// <summary>Loads a model folder (config.json, *.safetensors, tokenizer.json, ...) on a background thread.</summary>
+    public static Task<QwenModel> LoadAsync(string directory, QwenModelOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        options ??= new QwenModelOptions();
+        return Task.Run(() => Load(directory, options), cancellationToken);
+    }
+
+    /// <summary>Loads a model folder on the calling thread.</summary>
+    public static QwenModel Load(string directory, QwenModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        options ??= new QwenModelOptions();
+        if (options.Device != "cpu")
+        {
+            throw new NotSupportedException($"device '{options.Device}': this build runs on the CPU only");
+        }
+
+        var backend = new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount });
+        try
+        {
+            Qwen2Model model = Qwen2Model.Load(directory, backend);
+            try
+            {
+                return new QwenModel(directory, backend, model, Tokenizer.FromDirectory(directory));
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>generation_config.json's eos ids; without any, config.json's and the tokenizer's eos_token (models disagree on which is right).</summary>
+    public static IReadOnlyList<int> DefaultEosTokenIds(Qwen2Model model, Tokenizer? tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (model.GenerationConfig.EosTokenIds.Count > 0)
+        {
+            return model.GenerationConfig.EosTokenIds;
+        }
+
+        List<int> ids = [.. model.Config.EosTokenIds];
+        if (tokenizer?.EosTokenId is int eos && !ids.Contains(eos))
+        {
+            ids.Add(eos);
+        }
+
+        return ids;
+    }
+
+    /// <summary>Continues a text prompt (encoded as is, with the tokenizer's BOS where it adds one), streaming the new text.</summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(string prompt, TextGenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        return StreamAsync(Tokenizer.Encode(prompt, addSpecialTokens: true), options ?? new TextGenerationOptions(), null, echoPrompt: true, cancellationToken);
+    }
+
+    /// <summary>Continues a prompt of token ids, streaming the new tokens and text.</summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(IReadOnlyList<int> promptIds, TextGenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        return StreamAsync([.. promptIds], options ?? new TextGenerationOptions(), null, echoPrompt: false, cancellationToken);
+    }
+
+    /// <summary>Answers a conversation rendered with the model's chat template, streaming the answer.</summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(IEnumerable<(string Role, string Content)> messages, TextGenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        return StreamAsync(Tokenizer.Encode(Tokenizer.ApplyChatTemplate(messages, addGenerationPrompt: true)), options ?? new TextGenerationOptions(), null,
+            echoPrompt: false, cancellationToken);
+    }
+
+    /// <summary>Several text prompts in one batch, each stopping on its own; every result equals what its prompt gives alone.</summary>
+    public async Task<IReadOnlyList<GeneratedText>> GenerateBatchAsync(IReadOnlyList<string> prompts, TextGenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        options ??= new TextGenerationOptions();
+        int[][] ids = [.. prompts.Select(p => Tokenizer.Encode(p, addSpecialTokens: true))];
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                var text = new StopStrings(Tokenizer, options.StopSequences, ids.Length);
+                GenerationResult result = Generator.Generate(Model, ids, GenerationOptionsFor(options, ids, text, cancellationToken));
+                return (IReadOnlyList<GeneratedText>)[.. result.Sequences.Select((s, i) => new GeneratedText(s.Ids, text.FinalText(i), s.StopReason, s.Logprobs))];
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>Log-probs of every token of <paramref name="ids"/> under the model, with the mean NLL and perplexity.</summary>
+    public ScoreResult Score(IReadOnlyList<int> ids, int top = 5)
+    {
+        _turn.Wait();
+        try
+        {
+            return Scorer.Score(Model, ids, top);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>
+    /// This model as a Microsoft.Extensions.AI chat client, through its chat template. The client keeps the
+    /// KV cache of its conversation, so a growing conversation only reads its new messages.
+    /// </summary>
+    public IChatClient AsChatClient() => new QwenChatClient(this);
+
+    public void Dispose()
+    {
+        Model.Dispose();
+        _backend.Dispose();
+        _turn.Dispose();
+    }
+
+    /// <summary>
+    /// Runs one generation on a worker thread and hands its tokens over as they come; cancelling stops it
+    /// before the next forward step.
+    /// </summary>
+    internal async IAsyncEnumerable<GenerationUpdate> StreamAsync(int[] prompt, TextGenerationOptions options, ConversationCache? conversation,
+        bool echoPrompt, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        // Room for one update: the worker waits for the reader, so a cancelled reader stops it within one token.
+        var channel = Channel.CreateBounded<GenerationUpdate>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        Task producer;
+        try
+        {
+            producer = Task.Run(() => Produce(prompt, options, conversation, echoPrompt, channel.Writer, cancellationToken), CancellationToken.None);
+        }
+        catch
+        {
+            _turn.Release();
+            throw;
+        }
+
+        try
+        {
+            await foreach (GenerationUpdate update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                yield return update;
+            }
+        }
+        finally
+        {
+            // Leaving early (cancellation, break) must not leave the worker running on the model.
+            await producer.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    private void Produce(int[] prompt, TextGenerationOptions options, ConversationCache? conversation, bool echoPrompt,
+        ChannelWriter<GenerationUpdate> writer, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var text = new StopStrings(Tokenizer, options.StopSequences, 1);
+            if (echoPrompt)
+            {
+                // The decoder reads the prompt first so the continuation is spaced as in the whole text.
+                text.Prime(0, prompt);
+            }
+
+            GenerationOptions generation = GenerationOptionsFor(options, [prompt], text, cancellationToken);
+            GenerationResult result = Generator.Generate(Model, [prompt], generation,
+                (_, token, logprobs) => Write(writer, new GenerationUpdate { TokenId = token, Text = text.Release(0, finished: false), Logprobs = logprobs }, cancellationToken),
+                conversation);
+            GeneratedSequence sequence = result.Sequences[0];
+            Write(writer, new GenerationUpdate
+            {
+                IsFinal = true,
+                Text = text.Release(0, finished: true),
+                StopReason = sequence.StopReason,
+                PromptTokens = prompt.Length,
+                PromptTokensRead = result.PromptTokens,
+                GeneratedTokens = sequence.Ids.Count,
+                Seed = result.Seed,
+            }, cancellationToken);
+            writer.TryComplete();
+        }
+        catch (Exception e)
+        {
+            writer.TryComplete(e);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>Waits (on the worker thread) until the reader has taken the previous update.</summary>
+    private static void Write(ChannelWriter<GenerationUpdate> writer, GenerationUpdate update, CancellationToken cancellationToken)
+    {
+        while (!writer.TryWrite(update))
+        {
+            if (!writer.WaitToWriteAsync(cancellationToken).AsTask().GetAwaiter().GetResult())
+            {
+                return;
+            }
+        }
+    }
+
+    private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken)
+    {
+        int longest = prompts.Max(p => p.Length);
+        GenerationConfig config = Model.GenerationConfig;
+        int maxNew = options.MaxNewTokens ?? config.MaxNewTokens
+            ?? (config.MaxLength is int maxLength && maxLength > longest ? maxLength - longest : DefaultMaxNewTokens);
+        return new GenerationOptions
+        {
+            MaxNewTokens = Math.Min(maxNew, Model.Config.MaxPositionEmbeddings - longest + 1),
+            IgnoreEos = options.IgnoreEos,
+            EosTokenIds = EosTokenIds,
+            Sampling = options.Sampling.Resolve(config),
+            Logprobs = options.Logprobs,
+            StopCondition = text,
+            CancellationToken = cancellationToken,
+        };
+    }
+}

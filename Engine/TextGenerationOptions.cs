@@ -1,0 +1,25 @@
+using QwenSharp.Sampling;
+
+namespace QwenSharp;
+
+/// <summary>
+/// What to generate. Values left null take the model's generation_config.json defaults; giving a sampling
+/// value (temperature, top-k, top-p, min-p, seed) turns sampling on; <c>Sampling.Greedy</c> takes the argmax.
+/// </summary>
+public sealed record TextGenerationOptions
+{
+    /// <summary>Most new tokens; null: generation_config.json's max_new_tokens, else 256.</summary>
+    public int? MaxNewTokens { get; init; }
+
+    /// <summary>Greedy or sampling, and the values that override generation_config.json's.</summary>
+    public SamplingOverrides Sampling { get; init; } = new();
+
+    /// <summary>Stop when the text contains one of these (cut before it), even across tokens.</summary>
+    public IReadOnlyList<string> StopSequences { get; init; } = [];
+
+    /// <summary>With a value K: each token's log-prob and the K most likely alternatives.</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
+    public bool IgnoreEos { get; init; }
+}

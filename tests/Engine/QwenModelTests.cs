@@ -1,0 +1,159 @@
+using Microsoft.Extensions.AI;
+using QwenSharp.Generation;
+using QwenSharp.Tests.Support;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Tests.Engine;
+
+/// <summary>The library API an embedding app sees: streaming, batches, cancellation, and the IChatClient.</summary>
+public sealed class QwenModelTests
+{
+    private static string Llama2cText => File.ReadAllText(Fixtures.File("stories260K", "llama2c_expected_greedy.txt"));
+
+    [Fact]
+    public async Task GenerateAsync_StreamsTheTextLlama2cPrints()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        var pieces = new List<string>();
+        GenerationUpdate? final = null;
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 60 }))
+        {
+            pieces.Add(update.Text);
+            final = update;
+        }
+
+        Assert.True(final!.IsFinal);
+        Assert.Equal(StopReason.Length, final.StopReason);
+        Assert.Equal(60, final.GeneratedTokens);
+        Assert.Equal(5, final.PromptTokens);
+        Assert.Equal(61, pieces.Count);
+        Assert.StartsWith("Once upon a time" + string.Concat(pieces), Llama2cText, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Cancellation_StopsWithinOneToken()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        using var cancel = new CancellationTokenSource();
+        int tokens = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 400, IgnoreEos = true }, cancel.Token))
+            {
+                if (++tokens == 5)
+                {
+                    await cancel.CancelAsync();
+                }
+            }
+        });
+
+        // The worker checks before every forward step: at most one more token was already on its way.
+        Assert.InRange(tokens, 5, 6);
+
+        // The model is free again afterwards.
+        int after = 0;
+        await foreach (GenerationUpdate update in model.GenerateAsync([1], new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 3 }))
+        {
+            after++;
+        }
+
+        Assert.Equal(4, after);
+    }
+
+    [Fact]
+    public async Task GenerateBatchAsync_EachEqualsItsPromptAlone()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        var options = new TextGenerationOptions { Sampling = new() { Temperature = 1.1, Seed = 21 }, MaxNewTokens = 25, Logprobs = 2 };
+        IReadOnlyList<GeneratedText> batch = await model.GenerateBatchAsync(["Lily", "Tom and Sue"], options);
+        IReadOnlyList<GeneratedText> lily = await model.GenerateBatchAsync(["Lily"], options);
+        IReadOnlyList<GeneratedText> tom = await model.GenerateBatchAsync(["Tom and Sue"], options);
+
+        Assert.Equal(lily[0].Ids, batch[0].Ids);
+        Assert.Equal(tom[0].Ids, batch[1].Ids);
+        Assert.Equal(tom[0].Text, batch[1].Text);
+        Assert.Equal(batch[0].Ids.Count, batch[0].Logprobs!.Count);
+    }
+
+    [Fact]
+    public async Task ChatClient_RendersTheTemplateAndReportsUsage()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        // The chat case "user only, default system" holds transformers' ids for this conversation.
+        using System.Text.Json.JsonDocument cases = Fixtures.Json("tokenizer", "qwen2.5-chat-cases.json");
+        System.Text.Json.JsonElement userOnly = cases.RootElement.EnumerateArray().First(c => c.GetProperty("name").GetString() == "user only, default system");
+        string question = userOnly.GetProperty("messages")[0].GetProperty("content").GetString()!;
+        ChatResponse response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, question)],
+            new ChatOptions { Temperature = 0, MaxOutputTokens = 8 });
+
+        Assert.Equal(userOnly.GetProperty("ids").GetArrayLength(), response.Usage!.InputTokenCount);
+        Assert.Equal(8, response.Usage.OutputTokenCount);
+        Assert.Equal(ChatFinishReason.Length, response.FinishReason);
+        Assert.Equal(ChatRole.Assistant, response.Messages[^1].Role);
+        Assert.Same(model, client.GetService<QwenModel>());
+        Assert.Same(model.Tokenizer, client.GetService<Tokenizer>());
+        Assert.NotNull(client.GetService<ChatClientMetadata>());
+    }
+
+    [Fact]
+    public async Task ChatClient_StreamingEqualsWholeResponseAndAFreshClient()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        var options = new ChatOptions { Temperature = 0.9f, TopP = 0.95f, Seed = 4, MaxOutputTokens = 10, FrequencyPenalty = 0.3f };
+        ChatMessage[] messages = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "Hello")];
+        using IChatClient first = model.AsChatClient();
+        using IChatClient second = model.AsChatClient();
+
+        string streamed = string.Concat(await first.GetStreamingResponseAsync(messages, options).Select(u => u.Text).ToListAsync());
+        ChatResponse whole = await second.GetResponseAsync(messages, options);
+
+        Assert.Equal(whole.Text, streamed);
+    }
+
+    [Fact]
+    public async Task ChatClient_SecondTurnReusesTheFirstTurnsCache()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 6 };
+        using IChatClient chat = model.AsChatClient();
+        List<ChatMessage> conversation = [new(ChatRole.User, "Hi")];
+        ChatResponse turn1 = await chat.GetResponseAsync(conversation, options);
+        conversation.AddRange(turn1.Messages);
+        conversation.Add(new ChatMessage(ChatRole.User, "And then?"));
+
+        ChatResponse turn2 = await chat.GetResponseAsync(conversation, options);
+        using IChatClient fresh = model.AsChatClient();
+        ChatResponse alone = await fresh.GetResponseAsync(conversation, options);
+
+        // Turn 1's prompt (and its answer, as far as re-encoding its text gives the same tokens) is not read again.
+        Assert.True(turn2.Usage!.CachedInputTokenCount >= turn1.Usage!.InputTokenCount - 3, $"cached {turn2.Usage.CachedInputTokenCount} of turn 1's {turn1.Usage.InputTokenCount}");
+        Assert.Equal(0, alone.Usage!.CachedInputTokenCount);
+        Assert.Equal(alone.Text, turn2.Text);
+    }
+
+    [Fact]
+    public async Task ChatClient_StopSequenceCutsTheAnswer()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient chat = model.AsChatClient();
+        ChatMessage[] messages = [new(ChatRole.User, "Count to ten.")];
+        ChatResponse free = await chat.GetResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = 12 });
+        Assert.True(free.Text.Length > 8, free.Text);
+        string stop = free.Text.Substring(4, 4);
+
+        ChatResponse stopped = await chat.GetResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = 12, StopSequences = [stop] });
+
+        Assert.Equal(free.Text[..free.Text.IndexOf(stop, StringComparison.Ordinal)], stopped.Text);
+        Assert.Equal(ChatFinishReason.Stop, stopped.FinishReason);
+    }
+
+    [Fact]
+    public async Task ChatClient_ModelWithoutATemplateSaysSo()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        using IChatClient chat = model.AsChatClient();
+        var error = await Assert.ThrowsAsync<QwenSharp.Tokenization.Chat.TemplateException>(() => chat.GetResponseAsync([new ChatMessage(ChatRole.User, "hi")]));
+        Assert.Contains("no chat template", error.Message, StringComparison.Ordinal);
+    }
+}
