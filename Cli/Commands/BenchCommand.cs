@@ -26,6 +26,7 @@ internal sealed class BenchCommand : ICommand
         new("dtype", "bf16|f16|f32", "weight type of the random weights (default bf16)"),
         new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
+        new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
         ModelLoading.Device,
@@ -41,6 +42,7 @@ internal sealed class BenchCommand : ICommand
     {
         int promptTokens = args.Int("prompt-tokens", 1) ?? 512;
         int newTokens = args.Int("new-tokens", 1) ?? 64;
+        int batch = args.Int("batch", 1, 256) ?? 1;
         (IBackend backend, Qwen2Model model) = Load(args, stderr);
         using (backend)
         using (model)
@@ -53,13 +55,13 @@ internal sealed class BenchCommand : ICommand
             }
 
             var random = new Random(1234);
-            int[] prompt = [.. Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize))];
+            int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
-            Generator.Greedy(model, [prompt[..Math.Min(32, promptTokens)]], new GenerationOptions { MaxNewTokens = 16, IgnoreEos = true });
+            Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])], new GenerationOptions { MaxNewTokens = 16, IgnoreEos = true });
 
             // The first new token comes from the prefill pass; the next newTokens come from decode steps.
-            GenerationResult result = Generator.Greedy(model, [prompt],
+            GenerationResult result = Generator.Greedy(model, prompts,
                 new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 });
             ModelSummary summary = ModelSummary.Of(model);
             double gbPerSecond = summary.DecodeBytesPerToken * result.DecodeTokensPerSecond / 1e9;
@@ -72,6 +74,7 @@ internal sealed class BenchCommand : ICommand
                     w.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
                     w.WriteNumber("prompt_tokens", promptTokens);
+                    w.WriteNumber("batch", batch);
                     w.WriteNumber("new_tokens", result.DecodeTokens);
                     w.WriteString("dtype", dtype);
                     w.WriteNumber("parameters", summary.Parameters);
@@ -87,8 +90,8 @@ internal sealed class BenchCommand : ICommand
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
                 stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)})");
-                stdout.WriteLine(string.Create(c, $"prefill  {promptTokens} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
-                stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s"));
+                stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
+                stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens{(batch > 1 ? $" ({batch} sequences)" : "")} in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s"));
                 stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per token: {gbPerSecond:F2} GB/s"));
             }
         }
