@@ -159,4 +159,27 @@ public sealed class CliGenerateTests
         Assert.Equal(scores.OrderByDescending(s => s), scores);
         Assert.All(sequences, s => Assert.False(string.IsNullOrEmpty(s.GetProperty("text").GetString())));
     }
+
+    [Theory]
+    [InlineData("config.json", "eos_token_id", "383")]
+    [InlineData("tokenizer_config.json", "eos_token", "\"\u2581there\"")]
+    public void WithoutGenerationConfig_ConfigAndTokenizerEosBothStop(string file, string field, string value)
+    {
+        // No generation_config.json: config.json's eos_token_id and tokenizer_config.json's eos_token both end a
+        // sequence. 383 ("▁there") is the 6th token of llama2c's greedy continuation of BOS.
+        string directory = Fixtures.TempDirectory();
+        foreach (string path in System.IO.Directory.GetFiles(Fixtures.DemoModel).Where(p => !p.EndsWith("generation_config.json", StringComparison.Ordinal)))
+        {
+            File.Copy(path, Path.Combine(directory, Path.GetFileName(path)));
+        }
+
+        JsonNode json = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, file)))!;
+        json[field] = JsonNode.Parse(value);
+        File.WriteAllText(Path.Combine(directory, file), json.ToJsonString());
+
+        JsonElement sequence = Sequences(CliRunner.Run("generate", "--model", directory, "--prompt-ids", "1", "--greedy", "--max-new-tokens", "50", "--json"))[0];
+
+        Assert.Equal([403, 407, 261, 378, 432, 383], Ids(sequence.GetProperty("ids")));
+        Assert.Equal("eos", sequence.GetProperty("stop_reason").GetString());
+    }
 }

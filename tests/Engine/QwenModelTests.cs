@@ -149,6 +149,33 @@ public sealed class QwenModelTests
     }
 
     [Fact]
+    public async Task ChatClient_CancelledStreamStopsAndTheNextTurnIsRight()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 40 };
+        ChatMessage[] messages = [new(ChatRole.User, "Tell me a story.")];
+        using IChatClient chat = model.AsChatClient();
+        using var cancel = new CancellationTokenSource();
+        int updates = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (ChatResponseUpdate update in chat.GetStreamingResponseAsync(messages, options, cancel.Token))
+            {
+                if (++updates == 3)
+                {
+                    await cancel.CancelAsync();
+                }
+            }
+        });
+
+        Assert.InRange(updates, 3, 4);
+        // The same client answers the next request as a fresh one does, whatever the cancelled turn left in its cache.
+        ChatResponse after = await chat.GetResponseAsync(messages, options);
+        using IChatClient fresh = model.AsChatClient();
+        Assert.Equal((await fresh.GetResponseAsync(messages, options)).Text, after.Text);
+    }
+
+    [Fact]
     public async Task ChatClient_ModelWithoutATemplateSaysSo()
     {
         using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
