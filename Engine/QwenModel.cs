@@ -178,10 +178,12 @@ public sealed class QwenModel : IDisposable
         // Room for one update: the worker waits for the reader, so a cancelled reader stops it within one token.
         var channel = Channel.CreateBounded<GenerationUpdate>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // Cancelled by the caller, or by this method when the reader stops early (a break in await foreach).
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task producer;
         try
         {
-            producer = Task.Run(() => Produce(prompt, options, conversation, echoPrompt, channel.Writer, cancellationToken), CancellationToken.None);
+            producer = Task.Run(() => Produce(prompt, options, conversation, echoPrompt, channel.Writer, stop.Token), CancellationToken.None);
         }
         catch
         {
@@ -198,7 +200,8 @@ public sealed class QwenModel : IDisposable
         }
         finally
         {
-            // Leaving early (cancellation, break) must not leave the worker running on the model.
+            // Leaving early must not leave the worker running on the model, or waiting for a reader that is gone.
+            await stop.CancelAsync().ConfigureAwait(false);
             await producer.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }

@@ -8,17 +8,17 @@ namespace QwenSharp.Sampling;
 public sealed class TokenSampler
 {
     private readonly SamplingOptions _options;
-    private readonly float[] _work;
-    private readonly TokenMarks _marks;
+    private readonly int _vocabularySize;
     private readonly SeededRandom _random;
+    private float[]? _work;
+    private TokenMarks? _marks;
 
     public TokenSampler(SamplingOptions options, int vocabularySize, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
-        _work = new float[vocabularySize];
-        _marks = new TokenMarks(vocabularySize);
+        _vocabularySize = vocabularySize;
         _random = new SeededRandom(seed);
         Seed = seed;
     }
@@ -35,6 +35,8 @@ public sealed class TokenSampler
             return Generation.LogProbs.ArgMax(logits);
         }
 
+        // Plain greedy never gets here, so its sequences allocate no vocabulary-sized buffers.
+        _work ??= new float[_vocabularySize];
         Span<float> work = _work.AsSpan(0, logits.Length);
         logits.CopyTo(work);
         Process(work, prompt, generated);
@@ -44,6 +46,7 @@ public sealed class TokenSampler
     /// <summary>The logits the draw is made from (penalised, and when sampling warped and filtered), in place.</summary>
     public void Process(Span<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
+        _marks ??= new TokenMarks(_vocabularySize);
         RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
         OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);
         if (_options.IsGreedy)

@@ -60,6 +60,25 @@ public sealed class QwenModelTests
         Assert.Equal(4, after);
     }
 
+    [Fact(Timeout = 30_000)]
+    public async Task LeavingTheStreamEarly_FreesTheModel()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        var options = new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 300, IgnoreEos = true };
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once", options))
+        {
+            break;
+        }
+
+        int count = 0;
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once", options with { MaxNewTokens = 2 }))
+        {
+            count++;
+        }
+
+        Assert.Equal(3, count);
+    }
+
     [Fact]
     public async Task GenerateBatchAsync_EachEqualsItsPromptAlone()
     {
