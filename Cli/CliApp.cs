@@ -15,9 +15,11 @@ internal static class CliApp
     public const int ExitBadInput = 2;
 
     public static IReadOnlyList<ICommand> Commands { get; } =
-        [new GenerateCommand(), new ScoreCommand(), new TokenizeCommand(), new InfoCommand(), new BenchCommand()];
+        [new GenerateCommand(), new ChatCommand(), new ScoreCommand(), new PerplexityCommand(), new TokenizeCommand(), new InfoCommand(), new BenchCommand()];
 
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, TextReader.Null, stdout, stderr);
+
+    public static int Run(string[] args, TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
         if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
         {
@@ -53,7 +55,7 @@ internal static class CliApp
                 throw new UsageException($"unexpected argument '{arguments.Positionals[command.MaxPositionals]}' (options start with --; see qwensharp {command.Name} --help)");
             }
 
-            return command.Run(arguments, stdout, stderr);
+            return command.Run(arguments, stdin, stdout, stderr);
         }
         catch (Exception e) when (IsBadInput(e))
         {

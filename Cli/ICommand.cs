@@ -20,4 +20,7 @@ internal interface ICommand
     int MaxPositionals => 0;
 
     int Run(Arguments args, TextWriter stdout, TextWriter stderr);
+
+    /// <summary>Runs a command that reads standard input (chat); the others ignore it.</summary>
+    int Run(Arguments args, TextReader stdin, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr);
 }

@@ -7,7 +7,7 @@ internal static class Program
         var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = false };
         try
         {
-            return CliApp.Run(args, stdout, Console.Error);
+            return CliApp.Run(args, Console.In, stdout, Console.Error);
         }
         finally
         {

@@ -15,6 +15,20 @@ internal sealed class GenerateCommand : ICommand
 
     private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
 
+    /// <summary>The options that choose tokens, shared with chat.</summary>
+    internal static readonly OptionSpec[] SamplingSpecs =
+    [
+        new("greedy", null, "the argmax of the model's logits at every step (ignores generation_config.json's sampling defaults)"),
+        new("temperature", "T", "sampling temperature (default: generation_config.json); 0 is greedy"),
+        new("top-k", "K", "keep the K most likely tokens (default: generation_config.json, else 50); 0 switches it off"),
+        new("top-p", "P", "keep the most likely tokens up to probability P (default: generation_config.json); 1 switches it off"),
+        new("min-p", "M", "drop tokens less likely than M times the most likely one"),
+        new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
+        new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
+        new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
+        new("seed", "S", "seed of the random draws (default: a random one, reported with --json)"),
+    ];
+
     public string Name => "generate";
 
     public string Summary => "continue one or more prompts (greedy or sampled, streamed as text)";
@@ -28,15 +42,7 @@ internal sealed class GenerateCommand : ICommand
         new("chat", "TEXT", "a user message through the model's chat template, assistant turn opened; repeat for a batch", Repeatable: true),
         new("prompt-ids", "IDS", "a prompt as token ids, comma-separated; repeat for a batch", Repeatable: true),
         new("max-new-tokens", "N", "most new tokens per sequence (default: generation_config.json, else 256)"),
-        new("greedy", null, "the argmax of the model's logits at every step (ignores generation_config.json's sampling defaults)"),
-        new("temperature", "T", "sampling temperature (default: generation_config.json); 0 is greedy"),
-        new("top-k", "K", "keep the K most likely tokens (default: generation_config.json, else 50); 0 switches it off"),
-        new("top-p", "P", "keep the most likely tokens up to probability P (default: generation_config.json); 1 switches it off"),
-        new("min-p", "M", "drop tokens less likely than M times the most likely one"),
-        new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
-        new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
-        new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
-        new("seed", "S", "seed of the random draws (default: a random one, reported with --json)"),
+        .. SamplingSpecs,
         new("num-return-sequences", "N", "N samples of each prompt, sharing one prefill"),
         new("num-beams", "B", "beam search with B beams (deterministic; the best sequence first)"),
         new("length-penalty", "L", "with beams: finished sequences score sum_logprob / length^L (default 1; above 0 favours longer)"),
@@ -186,7 +192,10 @@ internal sealed class GenerateCommand : ICommand
     /// --greedy: the argmax, with only the penalties given on the command line. Otherwise generation_config.json's
     /// sampling defaults with each given option overriding its field; a sampling option turns sampling on.
     /// </summary>
-    private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config)
+    private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config) => OverridesFrom(args).Resolve(config);
+
+    /// <summary>The sampling options given on the command line, over generation_config.json's defaults.</summary>
+    internal static SamplingOverrides OverridesFrom(Arguments args)
     {
         var overrides = new SamplingOverrides
         {
@@ -205,7 +214,7 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException($"--greedy takes the argmax of the logits; --{given} does not apply to it");
         }
 
-        return overrides.Resolve(config);
+        return overrides;
     }
 
     /// <summary>Beam search's scoring: the log-softmax with only the penalties given on the command line.</summary>

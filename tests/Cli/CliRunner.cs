@@ -23,6 +23,15 @@ internal static class CliRunner
         return new Result(code, stdout.ToString(), stderr.ToString());
     }
 
+    /// <summary>Runs in-process with <paramref name="stdin"/> as standard input (chat).</summary>
+    public static Result RunWithInput(string stdin, params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliApp.Run(args, new StringReader(stdin), stdout, stderr);
+        return new Result(code, stdout.ToString(), stderr.ToString());
+    }
+
     public static Result RunProcess(params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };

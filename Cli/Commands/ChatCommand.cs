@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using QwenSharp.Generation;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary>
+/// <c>qwensharp chat</c>: a multi-turn conversation through the model's chat template, answers streamed
+/// as they are generated, the KV cache kept across turns (each turn reads only its new messages). Reads
+/// one message per line, from a terminal or a pipe; <c>/reset</c> starts over, <c>/exit</c> (or the end of
+/// input) quits, and Ctrl+C stops the answer being written, not the program.
+/// </summary>
+internal sealed class ChatCommand : ICommand
+{
+    public string Name => "chat";
+
+    public string Summary => "interactive chat through the model's chat template (reads stdin, one message per line)";
+
+    public string Usage => "qwensharp chat [--model DIR] [--system TEXT] [--max-new-tokens N] [sampling options]";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        ModelLoading.Model,
+        new("system", "TEXT", "a system message at the start of the conversation"),
+        new("max-new-tokens", "N", "most tokens per answer (default: generation_config.json, else 256)"),
+        .. GenerateCommand.SamplingSpecs,
+        ModelLoading.Threads,
+        ModelLoading.Device,
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct",
+        "qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct --system \"Answer in French.\" --temperature 0.7",
+        "printf 'Hi\\nName a prime.\\n' | qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct --greedy",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
+
+    public int Run(Arguments args, TextReader stdin, TextWriter stdout, TextWriter stderr)
+    {
+        var options = new TextGenerationOptions
+        {
+            MaxNewTokens = args.Int("max-new-tokens", 1),
+            Sampling = GenerateCommand.OverridesFrom(args),
+        };
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        ModelLoading.CreateBackend(args).Dispose();
+        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024) });
+        // A model without a chat template cannot chat: say so before waiting for input.
+        _ = model.Tokenizer.ChatTemplate;
+
+        bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;
+        string? system = args.Value("system");
+        var history = new List<(string Role, string Content)>();
+        var conversation = new ConversationCache();
+        CancellationTokenSource? answering = null;
+        ConsoleCancelEventHandler stopAnswer = (_, e) =>
+        {
+            if (answering is { } current)
+            {
+                e.Cancel = true;
+                current.Cancel();
+            }
+        };
+
+        if (interactive)
+        {
+            Console.CancelKeyPress += stopAnswer;
+            stderr.WriteLine(Terminal.Dim("[chat: /reset starts over, /exit quits, Ctrl+C stops an answer]"));
+        }
+
+        try
+        {
+            Reset(history, system);
+            while (true)
+            {
+                if (interactive)
+                {
+                    stdout.Write(Terminal.Bold("> "));
+                    stdout.Flush();
+                }
+
+                string? line = stdin.ReadLine();
+                if (line is null || line.Trim() == "/exit")
+                {
+                    break;
+                }
+
+                if (line.Trim().Length == 0)
+                {
+                    continue;
+                }
+
+                if (line.Trim() == "/reset")
+                {
+                    Reset(history, system);
+                    conversation.Dispose();
+                    conversation = new ConversationCache();
+                    if (interactive)
+                    {
+                        stderr.WriteLine(Terminal.Dim("[conversation reset]"));
+                    }
+
+                    continue;
+                }
+
+                history.Add(("user", line));
+                int[] prompt = model.Tokenizer.Encode(model.Tokenizer.ApplyChatTemplate(history, addGenerationPrompt: true));
+                answering = new CancellationTokenSource();
+                string answer = Answer(model, prompt, options, conversation, answering.Token, stdout, stderr, interactive);
+                answering.Dispose();
+                answering = null;
+                history.Add(("assistant", answer));
+            }
+        }
+        finally
+        {
+            if (interactive)
+            {
+                Console.CancelKeyPress -= stopAnswer;
+            }
+
+            conversation.Dispose();
+        }
+
+        return 0;
+    }
+
+    private static void Reset(List<(string Role, string Content)> history, string? system)
+    {
+        history.Clear();
+        if (system is not null)
+        {
+            history.Add(("system", system));
+        }
+    }
+
+    /// <summary>Streams one answer to stdout; returns its text (what was written before a Ctrl+C, if one came).</summary>
+    private static string Answer(QwenModel model, int[] prompt, TextGenerationOptions options, ConversationCache conversation,
+        CancellationToken cancel, TextWriter stdout, TextWriter stderr, bool interactive)
+    {
+        var answer = new StringBuilder();
+        var clock = Stopwatch.StartNew();
+        GenerationUpdate? final = null;
+        IAsyncEnumerator<GenerationUpdate> updates = model.StreamAsync(prompt, options, conversation, echoPrompt: false, cancel).GetAsyncEnumerator(cancel);
+        try
+        {
+            while (updates.MoveNextAsync().AsTask().GetAwaiter().GetResult())
+            {
+                GenerationUpdate update = updates.Current;
+                answer.Append(update.Text);
+                stdout.Write(update.Text);
+                stdout.Flush();
+                final = update.IsFinal ? update : final;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            stdout.Write(interactive ? Terminal.Dim(" [stopped]") : "");
+        }
+        finally
+        {
+            updates.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
+        stdout.WriteLine();
+        stdout.Flush();
+        if (interactive && final is not null)
+        {
+            stderr.WriteLine(Terminal.Dim(string.Create(CultureInfo.InvariantCulture,
+                $"[{final.GeneratedTokens} tokens, {final.GeneratedTokens / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):F1} tokens/s, {final.PromptTokensRead} of {final.PromptTokens} prompt tokens read]")));
+        }
+
+        return answer.ToString();
+    }
+}
