@@ -26,7 +26,8 @@ internal static class ModelLoading
         return DemoModelDirectory;
     }
 
-    public static IBackend CreateBackend(Arguments args)
+    /// <summary>Checks --device: this build runs on the CPU.</summary>
+    public static void CheckDevice(Arguments args)
     {
         string device = args.Value("device") ?? "cpu";
         if (device == "gpu")
@@ -38,7 +39,11 @@ internal static class ModelLoading
         {
             throw new UsageException($"--device '{device}' is not one of cpu, gpu");
         }
+    }
 
+    public static IBackend CreateBackend(Arguments args)
+    {
+        CheckDevice(args);
         int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
         return new CpuBackend(new CpuBackendOptions { Threads = threads });
     }

@@ -107,6 +107,12 @@ internal sealed class StopStrings : IStopCondition
         }
 
         int end = _cut[sequence] >= 0 ? _cut[sequence] : finished ? text.Length : Math.Max(_released[sequence], text.Length - Math.Max(0, _longest - 1));
+        if (end > _released[sequence] && end < text.Length && char.IsHighSurrogate(text[end - 1]))
+        {
+            // Never hand out half of a surrogate pair.
+            end--;
+        }
+
         string released = text.ToString(_released[sequence], Math.Max(0, end - _released[sequence]));
         _released[sequence] = Math.Max(_released[sequence], end);
         return released;

@@ -46,7 +46,7 @@ internal sealed class ChatCommand : ICommand
             Sampling = GenerateCommand.OverridesFrom(args),
         };
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        ModelLoading.CreateBackend(args).Dispose();
+        ModelLoading.CheckDevice(args);
         using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024) });
         // A model without a chat template cannot chat: say so before waiting for input.
         _ = model.Tokenizer.ChatTemplate;
