@@ -95,7 +95,7 @@ internal static class CliApp
         output.WriteLine();
         foreach (ICommand command in Commands)
         {
-            output.WriteLine($"  {command.Name,-10} {command.Summary}");
+            output.WriteLine($"  {command.Name,-11} {command.Summary}");
         }
 
         output.WriteLine();

@@ -39,16 +39,73 @@ public sealed class TokenSampler
         _work ??= new float[_vocabularySize];
         Span<float> work = _work.AsSpan(0, logits.Length);
         logits.CopyTo(work);
-        Process(work, prompt, generated);
-        return _options.IsGreedy ? Generation.LogProbs.ArgMax(work) : CategoricalDraw.Draw(work, _random.NextDouble());
+        if (_options.IsGreedy)
+        {
+            Process(work, prompt, generated);
+            return Generation.LogProbs.ArgMax(work);
+        }
+
+        Penalize(work, prompt, generated);
+        Temperature.Apply(work, (float)_options.Temperature);
+        TopKFilter.Apply(work, _options.TopK);
+        if (_options.TopK <= 0 || _options.TopK >= work.Length)
+        {
+            TopPFilter.Apply(work, _options.TopP);
+            MinPFilter.Apply(work, _options.MinP);
+            return CategoricalDraw.Draw(work, _random.NextDouble());
+        }
+
+        // What is left after top-k (often 20 of 150 000) is gathered in index order, so top-p, min-p and the draw
+        // see the same values in the same order as on the whole vocabulary, without scanning it three more times.
+        int count = Gather(work);
+        Span<float> candidates = _candidateValues.AsSpan(0, count);
+        TopPFilter.Apply(candidates, _options.TopP);
+        MinPFilter.Apply(candidates, _options.MinP);
+        return _candidateIds[CategoricalDraw.Draw(candidates, _random.NextDouble())];
+    }
+
+    private int[] _candidateIds = [];
+    private float[] _candidateValues = [];
+
+    /// <summary>Copies the finite logits and their ids, in id order, into the candidate buffers.</summary>
+    private int Gather(ReadOnlySpan<float> logits)
+    {
+        int count = 0;
+        foreach (float logit in logits)
+        {
+            count += logit != float.NegativeInfinity ? 1 : 0;
+        }
+
+        if (_candidateIds.Length < count)
+        {
+            _candidateIds = new int[Math.Max(count, 64)];
+            _candidateValues = new float[Math.Max(count, 64)];
+        }
+
+        int n = 0;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            if (logits[i] != float.NegativeInfinity)
+            {
+                _candidateIds[n] = i;
+                _candidateValues[n++] = logits[i];
+            }
+        }
+
+        return n;
+    }
+
+    private void Penalize(Span<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
+    {
+        _marks ??= new TokenMarks(_vocabularySize);
+        RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
+        OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);
     }
 
     /// <summary>The logits the draw is made from (penalised, and when sampling warped and filtered), in place.</summary>
     public void Process(Span<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
-        _marks ??= new TokenMarks(_vocabularySize);
-        RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
-        OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);
+        Penalize(logits, prompt, generated);
         if (_options.IsGreedy)
         {
             return;
