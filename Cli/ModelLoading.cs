@@ -58,7 +58,9 @@ internal static class ModelLoading
         IBackend backend = CreateBackend(args);
         try
         {
-            return (backend, Qwen2Model.Load(directory, backend));
+            Qwen2Model model = Qwen2Model.Load(directory, backend);
+            WeightPrefetch.Run(model, Console.Error);
+            return (backend, model);
         }
         catch
         {

@@ -7,16 +7,21 @@ namespace QwenSharp.Cli;
 internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
     IReadOnlyList<(string DType, int Count)> TensorsByDType)
 {
-    public static ModelSummary Of(Qwen2Model model)
+    /// <summary>Every weight tensor once (a tied head is the embedding).</summary>
+    public static IReadOnlyCollection<TensorView> TensorsOf(Qwen2Model model)
     {
         Qwen2Weights<TensorView> w = model.Weights;
         var all = new HashSet<TensorView>(ReferenceEqualityComparer.Instance) { w.EmbedTokens, w.Norm, w.LmHead };
-        long matrixBytes = w.LmHead.ByteLength; // the head is read whole for every token; the embedding only one row
-        foreach (TensorView t in w.Layers.SelectMany(layer => layer.Tensors))
-        {
-            all.Add(t);
-            matrixBytes += t.Shape.Length == 2 ? t.ByteLength : 0;
-        }
+        all.UnionWith(w.Layers.SelectMany(layer => layer.Tensors));
+        return all;
+    }
+
+    public static ModelSummary Of(Qwen2Model model)
+    {
+        Qwen2Weights<TensorView> w = model.Weights;
+        IReadOnlyCollection<TensorView> all = TensorsOf(model);
+        // The head is read whole for every token; the embedding only one row.
+        long matrixBytes = w.LmHead.ByteLength + w.Layers.SelectMany(layer => layer.Tensors).Where(t => t.Shape.Length == 2).Sum(t => t.ByteLength);
 
         Qwen2Config c = model.Config;
         return new ModelSummary(

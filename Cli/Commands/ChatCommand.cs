@@ -48,6 +48,7 @@ internal sealed class ChatCommand : ICommand
         string directory = ModelLoading.ResolveDirectory(args, stderr);
         ModelLoading.CheckDevice(args);
         using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024) });
+        WeightPrefetch.Run(model.Model, Console.Error);
         // A model without a chat template cannot chat: say so before waiting for input.
         _ = model.Tokenizer.ChatTemplate;
 
