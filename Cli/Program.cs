@@ -4,6 +4,7 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
+        AvxDispatch.HandOverIfBetter(args);
         var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = false };
         try
         {
