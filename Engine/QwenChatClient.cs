@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.AI;
 using QwenSharp.Generation;
 using QwenSharp.Sampling;
@@ -25,8 +27,10 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         ArgumentNullException.ThrowIfNull(messages);
         int[] prompt = model.Tokenizer.Encode(Render(messages, options));
         string responseId = Guid.NewGuid().ToString("N");
+        var answer = new StringBuilder();
         await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options), _conversation, echoPrompt: false, cancellationToken).ConfigureAwait(false))
         {
+            answer.Append(update.Text);
             var chatUpdate = new ChatResponseUpdate(ChatRole.Assistant, update.Text)
             {
                 ResponseId = responseId,
@@ -36,6 +40,18 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             if (update.IsFinal)
             {
                 chatUpdate.FinishReason = update.StopReason == StopReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+                if (options?.Tools is { Count: > 0 })
+                {
+                    // The answer's <tool_call> blocks, as function calls for the caller (or FunctionInvokingChatClient) to run.
+                    List<FunctionCallContent> calls = ChatJson.ParseToolCalls(answer.ToString(), responseId);
+                    foreach (FunctionCallContent call in calls)
+                    {
+                        chatUpdate.Contents.Add(call);
+                    }
+
+                    chatUpdate.FinishReason = calls.Count > 0 ? ChatFinishReason.ToolCalls : chatUpdate.FinishReason;
+                }
+
                 chatUpdate.Contents.Add(new UsageContent(new UsageDetails
                 {
                     InputTokenCount = update.PromptTokens,
@@ -67,16 +83,15 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
 
     public void Dispose() => _conversation.Dispose();
 
-    /// <summary>The conversation through the chat template, with ChatOptions.Instructions as a system message when there is none.</summary>
-    private string Render(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    /// <summary>
+    /// The conversation through the chat template: function calls and results in transformers' shapes,
+    /// ChatOptions.Tools as the template's tools, ChatOptions.Instructions as a system message when there is none.
+    /// </summary>
+    internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
-        List<(string Role, string Content)> turns = [.. messages.Select(m => (m.Role.Value, m.Text))];
-        if (options?.Instructions is string instructions && !turns.Any(t => t.Role == "system"))
-        {
-            turns.Insert(0, ("system", instructions));
-        }
-
-        return model.Tokenizer.ApplyChatTemplate(turns, addGenerationPrompt: true);
+        using JsonDocument json = ChatJson.Messages(messages, options?.Instructions);
+        using JsonDocument? tools = ChatJson.Tools(options?.Tools);
+        return model.Tokenizer.ApplyChatTemplate(json.RootElement, tools?.RootElement, addGenerationPrompt: true);
     }
 
     /// <summary>ChatOptions as generation options; what they leave out comes from generation_config.json.</summary>

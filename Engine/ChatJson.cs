@@ -1,0 +1,168 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+
+namespace QwenSharp;
+
+/// <summary>
+/// Microsoft.Extensions.AI messages and tools as the JSON chat templates take (transformers' / OpenAI's
+/// shapes): assistant function calls as <c>tool_calls</c> with a <c>function</c> wrapper and object
+/// arguments, function results as <c>tool</c> messages, tools as <c>{"type": "function", "function": {...}}</c>.
+/// And back: Qwen's <c>&lt;tool_call&gt;{...}&lt;/tool_call&gt;</c> blocks in generated text as function calls.
+/// </summary>
+internal static class ChatJson
+{
+    public static JsonDocument Messages(IEnumerable<ChatMessage> messages, string? instructions)
+    {
+        List<ChatMessage> list = [.. messages];
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+        {
+            writer.WriteStartArray();
+            if (instructions is not null && !list.Any(m => m.Role == ChatRole.System))
+            {
+                WriteText(writer, "system", instructions);
+            }
+
+            foreach (ChatMessage message in list)
+            {
+                WriteMessage(writer, message);
+            }
+
+            writer.WriteEndArray();
+        }
+
+        return JsonDocument.Parse(stream.ToArray());
+    }
+
+    public static JsonDocument? Tools(IList<AITool>? tools)
+    {
+        AIFunctionDeclaration[] functions = tools is null ? [] : [.. tools.OfType<AIFunctionDeclaration>()];
+        if (tools is not null && functions.Length != tools.Count)
+        {
+            throw new NotSupportedException($"only function tools can go through a chat template; got {tools.First(t => t is not AIFunctionDeclaration).GetType().Name}");
+        }
+
+        if (functions.Length == 0)
+        {
+            return null;
+        }
+
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+        {
+            writer.WriteStartArray();
+            foreach (AIFunctionDeclaration function in functions)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("type", "function");
+                writer.WriteStartObject("function");
+                writer.WriteString("name", function.Name);
+                writer.WriteString("description", function.Description);
+                writer.WritePropertyName("parameters");
+                function.JsonSchema.WriteTo(writer);
+                writer.WriteEndObject();
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }
+
+        return JsonDocument.Parse(stream.ToArray());
+    }
+
+    private static void WriteText(Utf8JsonWriter writer, string role, string content)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("role", role);
+        writer.WriteString("content", content);
+        writer.WriteEndObject();
+    }
+
+    private static void WriteMessage(Utf8JsonWriter writer, ChatMessage message)
+    {
+        FunctionResultContent[] results = [.. message.Contents.OfType<FunctionResultContent>()];
+        foreach (FunctionResultContent result in results)
+        {
+            // Each function result is a tool message of its own, as transformers' templates expect.
+            WriteText(writer, "tool", result.Result switch
+            {
+                null => "",
+                string text => text,
+                JsonElement element => element.ValueKind == JsonValueKind.String ? element.GetString()! : element.GetRawText(),
+                object value => JsonSerializer.Serialize(value, AIJsonUtilities.DefaultOptions.GetTypeInfo(value.GetType())),
+            });
+        }
+
+        FunctionCallContent[] calls = [.. message.Contents.OfType<FunctionCallContent>()];
+        if (results.Length > 0 && calls.Length == 0 && message.Text.Length == 0)
+        {
+            return;
+        }
+
+        writer.WriteStartObject();
+        writer.WriteString("role", message.Role.Value);
+        writer.WriteString("content", message.Text);
+        if (calls.Length > 0)
+        {
+            writer.WriteStartArray("tool_calls");
+            foreach (FunctionCallContent call in calls)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("type", "function");
+                writer.WriteStartObject("function");
+                writer.WriteString("name", call.Name);
+                writer.WritePropertyName("arguments");
+                JsonSerializer.Serialize(writer, call.Arguments ?? new Dictionary<string, object?>(),
+                    AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>)));
+                writer.WriteEndObject();
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }
+
+        writer.WriteEndObject();
+    }
+
+    /// <summary>
+    /// The <c>&lt;tool_call&gt;{"name": ..., "arguments": {...}}&lt;/tool_call&gt;</c> blocks of a generated
+    /// answer (the format Qwen2.5's template asks for); a block that is not valid JSON is left as text.
+    /// </summary>
+    public static List<FunctionCallContent> ParseToolCalls(string text, string responseId)
+    {
+        const string open = "<tool_call>", close = "</tool_call>";
+        var calls = new List<FunctionCallContent>();
+        for (int start = text.IndexOf(open, StringComparison.Ordinal); start >= 0; start = text.IndexOf(open, start + open.Length, StringComparison.Ordinal))
+        {
+            int end = text.IndexOf(close, start, StringComparison.Ordinal);
+            string body = (end < 0 ? text[(start + open.Length)..] : text[(start + open.Length)..end]).Trim();
+            try
+            {
+                using JsonDocument call = JsonDocument.Parse(body);
+                if (call.RootElement.ValueKind != JsonValueKind.Object || !call.RootElement.TryGetProperty("name", out JsonElement name)
+                    || name.ValueKind != JsonValueKind.String)
+                {
+                    continue;
+                }
+
+                var arguments = new Dictionary<string, object?>();
+                if (call.RootElement.TryGetProperty("arguments", out JsonElement args) && args.ValueKind == JsonValueKind.Object)
+                {
+                    foreach (JsonProperty argument in args.EnumerateObject())
+                    {
+                        arguments[argument.Name] = argument.Value.Clone();
+                    }
+                }
+
+                calls.Add(new FunctionCallContent($"{responseId}-{calls.Count}", name.GetString()!, arguments));
+            }
+            catch (JsonException)
+            {
+                // Not a call after all: the text stays as it is.
+            }
+        }
+
+        return calls;
+    }
+}
