@@ -79,9 +79,9 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException("--length-penalty and --early-stopping go with --num-beams B (B >= 2)");
         }
 
-        if (beams > 1 && args.Has("stop"))
+        if (beams > 1 && (args.Has("stop") || args.Has("logprobs")))
         {
-            throw new UsageException("--stop does not apply to beam search here");
+            throw new UsageException($"--{(args.Has("stop") ? "stop" : "logprobs")} does not apply to beam search here");
         }
 
         if (beams > 1 && s_samplingOptions.FirstOrDefault(args.Has) is string samplingOption)

@@ -139,6 +139,7 @@ public sealed class CliGenerateTests
     [InlineData("--num-beams 2 --temperature 0.7", "beam search is deterministic here; --temperature does not apply")]
     [InlineData("--num-beams 2 --num-return-sequences 3", "--num-return-sequences 3 is more than --num-beams 2")]
     [InlineData("--length-penalty 0.5", "--length-penalty and --early-stopping go with --num-beams")]
+    [InlineData("--num-beams 2 --logprobs 2 --json", "--logprobs does not apply to beam search here")]
     [InlineData("--logprobs 3", "--logprobs goes with --json")]
     public void BadGenerationOptions_OneLineAndExitCode2(string options, string message)
     {
