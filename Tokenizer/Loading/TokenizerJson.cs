@@ -85,46 +85,14 @@ internal static class TokenizerJson
             ids[entry.Name] = id;
         }
 
-        var merges = new List<(string, string)>();
-        if (Optional(model, "merges") is JsonElement mergesJson)
-        {
-            int index = 0;
-            foreach (JsonElement merge in mergesJson.EnumerateArray())
-            {
-                merges.Add(ReadMerge(merge, $"{where}.merges[{index++}]"));
-            }
-        }
-
+        var vocabulary = new Vocabulary(ids);
+        MergeRule[] merges = Optional(model, "merges") is JsonElement mergesJson ? MergeReader.Read(mergesJson, vocabulary, where) : [];
         var options = new BpeOptions(
             OptionalString(model, "unk_token", where),
             OptionalBool(model, "fuse_unk", false, where),
             OptionalBool(model, "byte_fallback", false, where),
             OptionalBool(model, "ignore_merges", false, where));
-        return new BpeModel(new Vocabulary(ids), merges, options, path);
-    }
-
-    /// <summary>A merge as <c>"a b"</c> (the older format) or <c>["a", "b"]</c> (which allows spaces in tokens).</summary>
-    private static (string, string) ReadMerge(JsonElement merge, string where)
-    {
-        if (merge.ValueKind == JsonValueKind.String)
-        {
-            string text = merge.GetString()!;
-            int space = text.IndexOf(' ', StringComparison.Ordinal);
-            if (space <= 0 || space == text.Length - 1 || text.IndexOf(' ', space + 1) >= 0)
-            {
-                throw new InvalidDataException($"{where}: \"{text}\" is not two tokens separated by one space");
-            }
-
-            return (text[..space], text[(space + 1)..]);
-        }
-
-        if (merge.ValueKind == JsonValueKind.Array && merge.GetArrayLength() == 2
-            && merge[0].ValueKind == JsonValueKind.String && merge[1].ValueKind == JsonValueKind.String)
-        {
-            return (merge[0].GetString()!, merge[1].GetString()!);
-        }
-
-        throw new InvalidDataException($"{where}: expected \"a b\" or [\"a\", \"b\"], found {Describe(merge)}");
+        return new BpeModel(vocabulary, merges, options, path);
     }
 
     private static List<AddedToken> ReadAddedTokens(JsonElement? array, string path)

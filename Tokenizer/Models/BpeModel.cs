@@ -27,31 +27,18 @@ internal sealed class BpeModel
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheBySpan;
     private int _cachedCount;
 
-    public BpeModel(Vocabulary vocabulary, IReadOnlyList<(string Left, string Right)> merges, BpeOptions options, string source)
+    public BpeModel(Vocabulary vocabulary, IReadOnlyList<Loading.MergeRule> merges, BpeOptions options, string source)
     {
         Vocabulary = vocabulary;
         Options = options;
         _cacheBySpan = _cache.GetAlternateLookup<ReadOnlySpan<char>>();
         _mergeRanks = new MergeTable(merges.Count);
         _mergeResults = new int[merges.Count];
-        Span<char> concatBuffer = stackalloc char[256];
         for (int rank = 0; rank < merges.Count; rank++)
         {
-            (string left, string right) = merges[rank];
-            int leftId = IdOfMergePart(left, rank, source);
-            int rightId = IdOfMergePart(right, rank, source);
-            int length = left.Length + right.Length;
-            Span<char> joined = length <= concatBuffer.Length ? concatBuffer[..length] : new char[length];
-            left.CopyTo(joined);
-            right.CopyTo(joined[left.Length..]);
-            if (!vocabulary.TryGetId(joined, out int merged))
-            {
-                throw new InvalidDataException($"{source}: model.merges[{rank}] \"{left} {right}\": the merged token \"{left}{right}\" is not in model.vocab");
-            }
-
             // The first (lowest-rank) occurrence of a pair wins, as in Hugging Face.
-            _mergeRanks.TryAdd(leftId, rightId, rank);
-            _mergeResults[rank] = merged;
+            _mergeRanks.TryAdd(merges[rank].Left, merges[rank].Right, rank);
+            _mergeResults[rank] = merges[rank].Merged;
         }
 
         _byteSymbols = new int[256];
@@ -66,8 +53,6 @@ internal sealed class BpeModel
             : vocabulary.TryGetId(options.UnknownToken, out int unk) ? unk
             : throw new InvalidDataException($"{source}: model.unk_token \"{options.UnknownToken}\" is not in model.vocab");
 
-        int IdOfMergePart(string part, int rank, string file) => vocabulary.TryGetId(part, out int id) ? id
-            : throw new InvalidDataException($"{file}: model.merges[{rank}] names \"{part}\", which is not in model.vocab");
     }
 
     public Vocabulary Vocabulary { get; }
