@@ -51,7 +51,7 @@ public sealed class StreamingDecoder
             FlushFallbackBytes();
             if (_plan.ByteLevel)
             {
-                int count = _utf8.GetChars([], CharBuffer(4), flush: true);
+                int count = _utf8.GetChars([], Buffers.Grow(ref _chars, 4), flush: true);
                 Emit(_chars.AsSpan(0, count));
             }
 
@@ -107,7 +107,7 @@ public sealed class StreamingDecoder
     private void DecodeByteLevel(string token)
     {
         int count = 0;
-        Span<byte> bytes = ByteBuffer(Encoding.UTF8.GetMaxByteCount(token.Length));
+        Span<byte> bytes = Buffers.Grow(ref _bytes, Encoding.UTF8.GetMaxByteCount(token.Length));
         foreach (char c in token)
         {
             int b = Models.ByteLevelAlphabet.ByteOf(c);
@@ -120,7 +120,7 @@ public sealed class StreamingDecoder
             bytes[count++] = (byte)b;
         }
 
-        int chars = _utf8.GetChars(bytes[..count], CharBuffer(count + 4), flush: false);
+        int chars = _utf8.GetChars(bytes[..count], Buffers.Grow(ref _chars, count + 4), flush: false);
         Emit(_chars.AsSpan(0, chars));
     }
 
@@ -167,25 +167,5 @@ public sealed class StreamingDecoder
         value = 0;
         return token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
             && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out value);
-    }
-
-    private Span<byte> ByteBuffer(int length)
-    {
-        if (_bytes.Length < length)
-        {
-            _bytes = new byte[Math.Max(length, _bytes.Length * 2)];
-        }
-
-        return _bytes;
-    }
-
-    private Span<char> CharBuffer(int length)
-    {
-        if (_chars.Length < length)
-        {
-            _chars = new char[Math.Max(length, _chars.Length * 2)];
-        }
-
-        return _chars;
     }
 }

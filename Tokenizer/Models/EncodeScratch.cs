@@ -13,7 +13,10 @@ internal sealed class EncodeScratch
 
     public static EncodeScratch Current => t_current ??= new EncodeScratch();
 
-    public byte[] Bytes { get; private set; } = new byte[1024];
+    private byte[] _bytes = new byte[1024];
+
+    /// <summary>The UTF-8 of the last <see cref="Utf8"/> call.</summary>
+    public byte[] Bytes => _bytes;
 
     public int[] SymbolIds { get; private set; } = new int[1024];
 
@@ -33,24 +36,10 @@ internal sealed class EncodeScratch
     /// <summary>Encodes <paramref name="text"/> as UTF-8 into <see cref="Bytes"/>; returns the byte count.</summary>
     public int Utf8(ReadOnlySpan<char> text)
     {
-        int most = Encoding.UTF8.GetMaxByteCount(text.Length);
-        if (Bytes.Length < most)
-        {
-            Bytes = new byte[Math.Max(most, Bytes.Length * 2)];
-        }
-
-        return Encoding.UTF8.GetBytes(text, Bytes);
+        return Encoding.UTF8.GetBytes(text, Buffers.Grow(ref _bytes, Encoding.UTF8.GetMaxByteCount(text.Length)));
     }
 
-    public Span<char> Chars(int length)
-    {
-        if (_chars.Length < length)
-        {
-            _chars = new char[Math.Max(length, _chars.Length * 2)];
-        }
-
-        return _chars;
-    }
+    public Span<char> Chars(int length) => Buffers.Grow(ref _chars, length);
 
     public void EnsureSymbols(int count)
     {

@@ -58,7 +58,7 @@ internal sealed class PreTokenizer
         {
             bool prepend = MetaspacePrepend == PrependScheme.Always || (MetaspacePrepend == PrependScheme.First && startsText);
             prepend &= !segment.IsEmpty && segment[0] != ' ' && segment[0] != replacement;
-            Span<char> output = Grow(ref buffer, segment.Length + 1);
+            Span<char> output = Buffers.Grow(ref buffer, segment.Length + 1);
             int length = 0;
             if (prepend)
             {
@@ -75,22 +75,12 @@ internal sealed class PreTokenizer
 
         if (AddPrefixSpace && !segment.IsEmpty && segment[0] != ' ')
         {
-            Span<char> output = Grow(ref buffer, segment.Length + 1);
+            Span<char> output = Buffers.Grow(ref buffer, segment.Length + 1);
             output[0] = ' ';
             segment.CopyTo(output[1..]);
             return output[..(segment.Length + 1)];
         }
 
         return segment;
-    }
-
-    private static Span<char> Grow(ref char[] buffer, int length)
-    {
-        if (buffer.Length < length)
-        {
-            buffer = new char[Math.Max(length, buffer.Length * 2)];
-        }
-
-        return buffer;
     }
 }

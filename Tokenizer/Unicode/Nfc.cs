@@ -122,7 +122,7 @@ public static class Nfc
         int i = 0;
         while (i < text.Length)
         {
-            int cp = CodePointAt(text, i, out int width);
+            int cp = CharClass.CodePointAt(text, i, out int width);
             if (!IsFlagged(cp))
             {
                 i += width;
@@ -141,7 +141,7 @@ public static class Nfc
             }
 
             int end = i + width;
-            while (end < text.Length && IsFlagged(CodePointAt(text, end, out int w)))
+            while (end < text.Length && IsFlagged(CharClass.CodePointAt(text, end, out int w)))
             {
                 end += w;
             }
@@ -166,19 +166,6 @@ public static class Nfc
 
         builder.Append(text[copied..]);
         return builder.ToString();
-    }
-
-    private static int CodePointAt(ReadOnlySpan<char> text, int index, out int width)
-    {
-        char c = text[index];
-        if (char.IsHighSurrogate(c) && index + 1 < text.Length && char.IsLowSurrogate(text[index + 1]))
-        {
-            width = 2;
-            return char.ConvertToUtf32(c, text[index + 1]);
-        }
-
-        width = 1;
-        return c;
     }
 
     private static void Decompose(int codePoint, Tables tables, List<int> output)
