@@ -17,6 +17,21 @@ internal static class JsonOutput
         output.WriteLine(Encoding.UTF8.GetString(stream.GetBuffer(), 0, (int)stream.Length));
     }
 
+    /// <summary>The <c>"top"</c> alternatives of a position, as score and generate --logprobs print them.</summary>
+    public static void WriteTop(this Utf8JsonWriter writer, IReadOnlyList<QwenSharp.Generation.TokenLogprob> top)
+    {
+        writer.WriteStartArray("top");
+        foreach (QwenSharp.Generation.TokenLogprob alternative in top)
+        {
+            writer.WriteStartObject();
+            writer.WriteNumber("id", alternative.Id);
+            writer.WriteNumberOrNull("logprob", alternative.Logprob);
+            writer.WriteEndObject();
+        }
+
+        writer.WriteEndArray();
+    }
+
     /// <summary>A number, or null when it is not finite (JSON has no NaN or infinity).</summary>
     public static void WriteNumberOrNull(this Utf8JsonWriter writer, string name, double? value)
     {

@@ -16,7 +16,6 @@ namespace QwenSharp;
 /// </summary>
 public sealed class QwenModel : IDisposable
 {
-    private const int DefaultMaxNewTokens = 256;
     private readonly IBackend _backend;
     private readonly SemaphoreSlim _turn = new(1, 1);
 
@@ -80,19 +79,9 @@ public sealed class QwenModel : IDisposable
     /// <summary>generation_config.json's eos ids; without any, config.json's and the tokenizer's eos_token (models disagree on which is right).</summary>
     public static IReadOnlyList<int> DefaultEosTokenIds(Qwen2Model model, Tokenizer? tokenizer)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        if (model.GenerationConfig.EosTokenIds.Count > 0)
-        {
-            return model.GenerationConfig.EosTokenIds;
-        }
-
-        List<int> ids = [.. model.Config.EosTokenIds];
-        if (tokenizer?.EosTokenId is int eos && !ids.Contains(eos))
-        {
-            ids.Add(eos);
-        }
-
-        return ids;
+        IReadOnlyList<int> ids = Generator.DefaultEosTokenIds(model);
+        bool fromGenerationConfig = model.GenerationConfig.EosTokenIds.Count > 0;
+        return !fromGenerationConfig && tokenizer?.EosTokenId is int eos && !ids.Contains(eos) ? [.. ids, eos] : ids;
     }
 
     /// <summary>Continues a text prompt (encoded as is, with the tokenizer's BOS where it adds one), streaming the new text.</summary>
@@ -261,8 +250,7 @@ public sealed class QwenModel : IDisposable
     {
         int longest = prompts.Max(p => p.Length);
         GenerationConfig config = Model.GenerationConfig;
-        int maxNew = options.MaxNewTokens ?? config.MaxNewTokens
-            ?? (config.MaxLength is int maxLength && maxLength > longest ? maxLength - longest : DefaultMaxNewTokens);
+        int maxNew = options.MaxNewTokens ?? config.DefaultMaxNewTokens(longest);
         return new GenerationOptions
         {
             MaxNewTokens = Math.Min(maxNew, Model.Config.MaxPositionEmbeddings - longest + 1),

@@ -21,7 +21,6 @@ internal sealed class StopStrings : IStopCondition
 
     public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences)
     {
-        Tokenizer = tokenizer;
         _tokenizer = tokenizer;
         _stops = stops;
         _longest = stops.Count == 0 ? 0 : stops.Max(s => s.Length);
@@ -30,8 +29,6 @@ internal sealed class StopStrings : IStopCondition
         _cut = [.. Enumerable.Repeat(-1, sequences)];
         _released = new int[sequences];
     }
-
-    public Tokenizer Tokenizer { get; }
 
     /// <summary>
     /// Feeds a sequence's prompt to its decoder without making it part of the text, so the continuation is

@@ -11,8 +11,6 @@ namespace QwenSharp.Cli.Commands;
 /// <summary><c>qwensharp generate</c>: continues one or more prompts, greedily or by sampling.</summary>
 internal sealed class GenerateCommand : ICommand
 {
-    private const int DefaultMaxNewTokens = 256;
-
     private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
 
     /// <summary>The options that choose tokens, shared with chat.</summary>
@@ -125,7 +123,7 @@ internal sealed class GenerateCommand : ICommand
             StopStrings? text = tokenizer is null ? null : new StopStrings(tokenizer, args.Values("stop"), sequences);
             var options = new GenerationOptions
             {
-                MaxNewTokens = args.Int("max-new-tokens", 0) ?? DefaultMaxNewTokensFor(model.GenerationConfig, prompts),
+                MaxNewTokens = args.Int("max-new-tokens", 0) ?? model.GenerationConfig.DefaultMaxNewTokens(prompts.Max(p => p.Length)),
                 IgnoreEos = args.Flag("ignore-eos"),
                 EosTokenIds = QwenModel.DefaultEosTokenIds(model, tokenizer),
                 Context = args.Int("context", 1),
@@ -162,8 +160,7 @@ internal sealed class GenerateCommand : ICommand
                 : Generator.Generate(model, prompts, options, onToken);
             if (beams > 1 && text is not null)
             {
-                // Beam search picks its sequences at the end: their text is decoded then.
-                text = new StopStrings(text.Tokenizer, [], result.Sequences.Count);
+                // Beam search picks its sequences at the end (it reads no stop condition): their text is decoded then.
                 for (int s = 0; s < result.Sequences.Count; s++)
                 {
                     text.ReadAll(s, result.Sequences[s].Ids);
@@ -240,18 +237,6 @@ internal sealed class GenerateCommand : ICommand
         _ => tokenizer!.Encode(tokenizer.ApplyChatTemplate([("user", value)], addGenerationPrompt: true)),
     };
 
-    /// <summary>generation_config.json's max_new_tokens, else what its max_length leaves after the longest prompt, else 256.</summary>
-    private static int DefaultMaxNewTokensFor(GenerationConfig config, int[][] prompts)
-    {
-        if (config.MaxNewTokens is int maxNew)
-        {
-            return maxNew;
-        }
-
-        int longest = prompts.Max(p => p.Length);
-        return config.MaxLength is int maxLength && maxLength > longest ? maxLength - longest : DefaultMaxNewTokens;
-    }
-
     private static string StopReasonName(StopReason reason) => reason switch
     {
         StopReason.Eos => "eos",
@@ -316,16 +301,7 @@ internal sealed class GenerateCommand : ICommand
             writer.WriteStartObject();
             writer.WriteNumber("id", token.Id);
             writer.WriteNumberOrNull("logprob", token.Logprob);
-            writer.WriteStartArray("top");
-            foreach (TokenLogprob alternative in token.Top)
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("id", alternative.Id);
-                writer.WriteNumberOrNull("logprob", alternative.Logprob);
-                writer.WriteEndObject();
-            }
-
-            writer.WriteEndArray();
+            writer.WriteTop(token.Top);
             writer.WriteEndObject();
         }
 

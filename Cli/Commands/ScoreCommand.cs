@@ -81,16 +81,7 @@ internal sealed class ScoreCommand : ICommand
                 writer.WriteNumber("logprob", position.NextLogprob!.Value);
             }
 
-            writer.WriteStartArray("top");
-            foreach (TokenLogprob alternative in position.Top)
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("id", alternative.Id);
-                writer.WriteNumber("logprob", alternative.Logprob);
-                writer.WriteEndObject();
-            }
-
-            writer.WriteEndArray();
+            writer.WriteTop(position.Top);
             writer.WriteEndObject();
         }
 

@@ -61,6 +61,7 @@ public static class BeamSearch
             QwenThrow.Argument("beam search here is deterministic: sampling options do not apply (beam sampling is not supported)", nameof(options));
         }
 
+        Generator.ValidatePrompts(model, prompts, options.Context ?? model.Config.MaxPositionEmbeddings);
         var results = new List<GeneratedSequence>();
         var clock = new Clock();
         int promptTokens = 0, decodeTokens = 0;
@@ -90,12 +91,6 @@ public static class BeamSearch
     {
         int b = beamOptions.NumBeams;
         int context = options.Context ?? model.Config.MaxPositionEmbeddings;
-        if (prompt.Count == 0 || prompt.Count > context)
-        {
-            QwenThrow.Argument($"prompt has {prompt.Count} tokens; it needs 1 to {context} (the context)", nameof(prompt));
-        }
-
-        model.ValidateTokens(prompt, "prompt");
         IReadOnlyList<int> eos = options.IgnoreEos ? [] : options.EosTokenIds ?? Generator.DefaultEosTokenIds(model);
         int maxNew = Math.Min(options.MaxNewTokens, context - prompt.Count + 1);
         int vocab = model.Config.VocabSize;
@@ -160,7 +155,7 @@ public static class BeamSearch
             {
                 (double score, int beam, int token) = candidates[rank];
                 List<int> tokens = [.. running[beam].Tokens, token];
-                if (Contains(eos, token))
+                if (Generator.Contains(eos, token))
                 {
                     if (rank < b)
                     {
@@ -210,7 +205,7 @@ public static class BeamSearch
         }
 
         var best = finished.OrderByDescending(h => h.Score).Take(options.NumReturnSequences)
-            .Select(h => new GeneratedSequence(h.Tokens, h.Tokens.Count > 0 && Contains(eos, h.Tokens[^1]) ? StopReason.Eos : StopReason.Length)
+            .Select(h => new GeneratedSequence(h.Tokens, h.Tokens.Count > 0 && Generator.Contains(eos, h.Tokens[^1]) ? StopReason.Eos : StopReason.Length)
             {
                 Score = h.Score,
             }).ToList();
@@ -244,18 +239,5 @@ public static class BeamSearch
             EarlyStopping.Heuristic => worst >= bestRunningSum / Math.Pow(generated, options.LengthPenalty),
             _ => worst >= bestRunningSum / Math.Pow(options.LengthPenalty > 0 ? maxNew : generated, options.LengthPenalty),
         };
-    }
-
-    private static bool Contains(IReadOnlyList<int> ids, int id)
-    {
-        for (int i = 0; i < ids.Count; i++)
-        {
-            if (ids[i] == id)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 }

@@ -145,7 +145,22 @@ public static class Generator
         return model.GenerationConfig.EosTokenIds.Count > 0 ? model.GenerationConfig.EosTokenIds : model.Config.EosTokenIds;
     }
 
-    private static (int Longest, int Tokens) ValidatePrompts(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, int context)
+    /// <summary>Whether <paramref name="id"/> is one of <paramref name="ids"/> (an EOS check per token: no LINQ, no allocation).</summary>
+    internal static bool Contains(IReadOnlyList<int> ids, int id)
+    {
+        for (int i = 0; i < ids.Count; i++)
+        {
+            if (ids[i] == id)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Checks every prompt (not empty, within the context, ids in the vocabulary); returns the longest length and the total.</summary>
+    internal static (int Longest, int Tokens) ValidatePrompts(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, int context)
     {
         if (prompts.Count == 0)
         {
@@ -283,19 +298,6 @@ public static class Generator
             {
                 Stopped[s] = StopReason.Length;
             }
-        }
-
-        private static bool Contains(IReadOnlyList<int> ids, int id)
-        {
-            for (int i = 0; i < ids.Count; i++)
-            {
-                if (ids[i] == id)
-                {
-                    return true;
-                }
-            }
-
-            return false;
         }
     }
 }

@@ -36,6 +36,10 @@ public sealed record GenerationConfig
     /// <summary>Prompt plus new tokens, the older way of bounding generation.</summary>
     public int? MaxLength { get; init; }
 
+    /// <summary>The new-token budget a model asks for: max_new_tokens, else what max_length leaves after the longest prompt, else 256.</summary>
+    public int DefaultMaxNewTokens(int longestPrompt) =>
+        MaxNewTokens ?? (MaxLength is int maxLength && maxLength > longestPrompt ? maxLength - longestPrompt : 256);
+
     public static GenerationConfig Load(string path) => From(JsonFile.Read(path, ConfigJsonContext.Default.GenerationConfigJson));
 
     /// <summary>Reads <c>generation_config.json</c> from a model folder, or <see cref="Empty"/> where there is none.</summary>

@@ -8,7 +8,7 @@ public static class CategoricalDraw
 {
     public static int Draw(ReadOnlySpan<float> logits, double uniform)
     {
-        float max = TopPFilter.Max(logits);
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
         double total = 0;
         foreach (float logit in logits)
         {

@@ -13,7 +13,7 @@ public static class MinPFilter
             return;
         }
 
-        float max = TopPFilter.Max(logits);
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
         for (int i = 0; i < logits.Length; i++)
         {
             if (Math.Exp(logits[i] - max) < minP)

@@ -14,7 +14,7 @@ public static class TopPFilter
             return;
         }
 
-        float max = Max(logits);
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
         double total = 0;
         int finite = 0;
         foreach (float logit in logits)
@@ -92,8 +92,6 @@ public static class TopPFilter
 
         return head;
     }
-
-    internal static float Max(ReadOnlySpan<float> logits) => System.Numerics.Tensors.TensorPrimitives.Max(logits);
 
     /// <summary>The heap's minimum is the worst kept: the smallest logit, and among equal logits the largest index.</summary>
     private sealed class HeadOrder : IComparer<(float Logit, int Index)>
