@@ -76,7 +76,7 @@ public static class BeamSearch
         return new GenerationResult(results, promptTokens, clock.Prefill, decodeTokens, clock.Decode);
     }
 
-    private sealed record Hypothesis(List<int> Tokens, double SumLogprob, double Score);
+    private sealed record Hypothesis(List<int> Tokens, double Score);
 
     /// <summary>Time spent reading prompts and time spent on beam steps, over all prompts.</summary>
     private sealed class Clock
@@ -159,7 +159,7 @@ public static class BeamSearch
                 {
                     if (rank < b)
                     {
-                        AddHypothesis(finished, new Hypothesis(tokens, score, Normalize(score, tokens.Count, beamOptions.LengthPenalty)), b);
+                        AddHypothesis(finished, new Hypothesis(tokens, Normalize(score, tokens.Count, beamOptions.LengthPenalty)), b);
                     }
 
                     continue;
@@ -201,7 +201,7 @@ public static class BeamSearch
         // Beams still running at the token limit join the finished ones (transformers' finalize).
         foreach ((List<int> tokens, double score, _) in running)
         {
-            AddHypothesis(finished, new Hypothesis(tokens, score, Normalize(score, tokens.Count, beamOptions.LengthPenalty)), b);
+            AddHypothesis(finished, new Hypothesis(tokens, Normalize(score, tokens.Count, beamOptions.LengthPenalty)), b);
         }
 
         var best = finished.OrderByDescending(h => h.Score).Take(options.NumReturnSequences)

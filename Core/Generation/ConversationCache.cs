@@ -18,9 +18,6 @@ public sealed class ConversationCache : IDisposable
     /// <summary>The tokens whose keys and values the cache holds, in order.</summary>
     public IReadOnlyList<int> Tokens => _tokens;
 
-    /// <summary>Tokens the last generation did not have to read again.</summary>
-    public int LastReusedTokens { get; private set; }
-
     /// <summary>
     /// Makes the cache ready for <paramref name="prompt"/> with room for <paramref name="capacity"/> positions;
     /// returns how many of its first tokens are already there (never all: the last must be read for its logits).
@@ -48,7 +45,6 @@ public sealed class ConversationCache : IDisposable
 
         Cache.Truncate(0, common);
         _tokens.RemoveRange(common, _tokens.Count - common);
-        LastReusedTokens = common;
         return common;
     }
 

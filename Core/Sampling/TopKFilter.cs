@@ -25,7 +25,8 @@ public static class TopKFilter
 
     private static float KthLargest(ReadOnlySpan<float> values, int k)
     {
-        float[] heap = new float[k];
+        // The usual K (20, 40, 50) fits the stack: no allocation per token.
+        Span<float> heap = k <= 1024 ? stackalloc float[k] : new float[k];
         int count = 0;
         foreach (float value in values)
         {
@@ -44,7 +45,7 @@ public static class TopKFilter
         return heap[0];
     }
 
-    private static void SiftUp(float[] heap, int i)
+    private static void SiftUp(Span<float> heap, int i)
     {
         while (i > 0 && heap[(i - 1) / 2] > heap[i])
         {
@@ -53,7 +54,7 @@ public static class TopKFilter
         }
     }
 
-    private static void SiftDown(float[] heap, int count)
+    private static void SiftDown(Span<float> heap, int count)
     {
         int i = 0;
         while (true)

@@ -62,8 +62,6 @@ internal sealed class BpeModel
     /// <summary>Id of <c>unk_token</c>, or -1.</summary>
     public int UnknownId { get; }
 
-    public int MergeCount => _mergeResults.Length;
-
     /// <summary>Appends the ids of one pre-tokenized piece to <paramref name="output"/>.</summary>
     public void Encode(ReadOnlySpan<char> piece, bool byteLevel, List<int> output, EncodeScratch scratch)
     {

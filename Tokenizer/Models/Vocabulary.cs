@@ -22,8 +22,6 @@ internal sealed class Vocabulary
     /// <summary>One more than the largest id.</summary>
     public int Size => _tokens.Length;
 
-    public int Count => _ids.Count;
-
     public bool TryGetId(ReadOnlySpan<char> token, out int id) => _idsBySpan.TryGetValue(token, out id);
 
     public string? TokenOf(int id) => (uint)id < (uint)_tokens.Length ? _tokens[id] : null;
