@@ -71,7 +71,7 @@ internal static class CliApp
 
     /// <summary>Failures that come from what the user gave, not from a bug.</summary>
     private static bool IsBadInput(Exception e) =>
-        e is UsageException or TemplateException or InvalidDataException or NotSupportedException or FileNotFoundException
+        e is UsageException or Gpu.GpuException or TemplateException or InvalidDataException or NotSupportedException or FileNotFoundException
             or DirectoryNotFoundException or ArgumentException or UnauthorizedAccessException or IOException or OutOfMemoryException;
 
     /// <summary>The message without .NET's "(Parameter 'x')" and "Actual value was" additions.</summary>

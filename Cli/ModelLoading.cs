@@ -1,5 +1,6 @@
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
+using QwenSharp.Gpu;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli;
@@ -9,7 +10,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Device = new("device", "cpu|gpu", "where to run (default: cpu)");
+    public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
     /// <summary>The bundled demo model (llama2.c's stories260K), copied beside the binary.</summary>
     public static string DemoModelDirectory => Path.Combine(AppContext.BaseDirectory, "models", "stories260K");
@@ -26,26 +27,25 @@ internal static class ModelLoading
         return DemoModelDirectory;
     }
 
-    /// <summary>Checks --device: this build runs on the CPU.</summary>
-    public static void CheckDevice(Arguments args)
+    /// <summary>Checks --device: cpu, gpu or gpu:N.</summary>
+    public static string CheckDevice(Arguments args)
     {
         string device = args.Value("device") ?? "cpu";
-        if (device == "gpu")
+        if (device != "cpu" && !GpuDevices.IsGpuSelector(device))
         {
-            throw new UsageException("--device gpu: this build has no GPU backend yet; use --device cpu");
+            throw new UsageException($"--device '{device}' is not one of cpu, gpu, gpu:N");
         }
 
-        if (device != "cpu")
-        {
-            throw new UsageException($"--device '{device}' is not one of cpu, gpu");
-        }
+        return device;
     }
 
     public static IBackend CreateBackend(Arguments args)
     {
-        CheckDevice(args);
+        string device = CheckDevice(args);
         int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
-        return new CpuBackend(new CpuBackendOptions { Threads = threads });
+        return device == "cpu"
+            ? new CpuBackend(new CpuBackendOptions { Threads = threads })
+            : new VulkanBackend(new VulkanBackendOptions { Device = device });
     }
 
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>

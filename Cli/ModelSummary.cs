@@ -8,13 +8,7 @@ internal sealed record ModelSummary(long Parameters, long WeightBytes, long Deco
     IReadOnlyList<(string DType, int Count)> TensorsByDType)
 {
     /// <summary>Every weight tensor once (a tied head is the embedding).</summary>
-    public static IReadOnlyCollection<TensorView> TensorsOf(Qwen2Model model)
-    {
-        Qwen2Weights<TensorView> w = model.Weights;
-        var all = new HashSet<TensorView>(ReferenceEqualityComparer.Instance) { w.EmbedTokens, w.Norm, w.LmHead };
-        all.UnionWith(w.Layers.SelectMany(layer => layer.Tensors));
-        return all;
-    }
+    public static IReadOnlyCollection<TensorView> TensorsOf(Qwen2Model model) => model.Weights.DistinctTensors();
 
     public static ModelSummary Of(Qwen2Model model)
     {

@@ -138,6 +138,8 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public void Write(ReadOnlySpan<float> source, Activation destination) => source.CopyTo(destination.Span());
+
     public void Download(Activation source, Span<float> destination) => source.Span().CopyTo(destination);
 
     public void Dispose() => _pool.Dispose();

@@ -14,6 +14,14 @@ public interface IBackend : IDisposable
     /// <summary>For people: "cpu, Vector512, 2 threads".</summary>
     string Description { get; }
 
+    /// <summary>
+    /// Refuses, before any weight is uploaded, a model whose <paramref name="bytes"/> of weights do not fit the
+    /// memory the backend has, with needed against available; <paramref name="what"/> names the model.
+    /// </summary>
+    void CheckWeightMemory(long bytes, string what)
+    {
+    }
+
     /// <summary>Makes a stored weight ready: wrap, repack or upload. Matrices are [out, in]; vectors one row.</summary>
     DeviceWeight Upload(TensorView tensor);
 
@@ -52,6 +60,9 @@ public interface IBackend : IDisposable
 
     /// <summary>destination[i] = source[rows[i]].</summary>
     void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination);
+
+    /// <summary>Copies host values into activations (test inputs, features computed elsewhere).</summary>
+    void Write(ReadOnlySpan<float> source, Activation destination);
 
     /// <summary>Copies activations to host memory; the only way results leave the backend.</summary>
     void Download(Activation source, Span<float> destination);

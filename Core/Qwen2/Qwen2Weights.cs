@@ -43,6 +43,14 @@ public sealed record Qwen2Weights<T>(
     T LmHead)                               // [vocab, hidden]; the embedding table itself when tied
     where T : class
 {
+    /// <summary>Every weight once (a tied head is the embedding table itself).</summary>
+    public IReadOnlyCollection<T> DistinctTensors()
+    {
+        var all = new HashSet<T>(ReferenceEqualityComparer.Instance) { EmbedTokens, Norm, LmHead };
+        all.UnionWith(Layers.SelectMany(layer => layer.Tensors));
+        return all;
+    }
+
     public Qwen2Weights<TOut> Select<TOut>(Func<T, TOut> map)
         where TOut : class
     {

@@ -8,35 +8,10 @@ namespace QwenSharp.Cpu.Kernels;
 ///   out[i]        = x[i] * cos(p θᵢ) - x[i + d/2] * sin(p θᵢ)
 ///   out[i + d/2]  = x[i + d/2] * cos(p θᵢ) + x[i] * sin(p θᵢ),    θᵢ = rope_theta^(-2i/d)
 /// </code>
-/// Angles are computed in double: with rope_theta 1e6 and positions in the tens of thousands an f32 angle
-/// is off by whole hundredths of a radian.
+/// The angles come from <see cref="QwenSharp.Backend.RopeAngles"/> (in double), shared with the GPU backend.
 /// </summary>
 internal static class RopeKernel
 {
-    /// <summary>θᵢ = theta^(-2i/d) for i &lt; d/2, as HF's <c>inv_freq</c>.</summary>
-    public static double[] InverseFrequencies(int headDim, double theta)
-    {
-        var inverse = new double[headDim / 2];
-        for (int i = 0; i < inverse.Length; i++)
-        {
-            inverse[i] = 1.0 / Math.Pow(theta, 2.0 * i / headDim);
-        }
-
-        return inverse;
-    }
-
-    /// <summary>cos and sin of position × θᵢ, one per rotated pair.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Angles(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
-    {
-        for (int i = 0; i < inverseFrequencies.Length; i++)
-        {
-            (double s, double c) = Math.SinCos(position * inverseFrequencies[i]);
-            cos[i] = (float)c;
-            sin[i] = (float)s;
-        }
-    }
-
     /// <summary>Rotates each of the heads packed in <paramref name="row"/> by the same angles.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RotateHeads(Span<float> row, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)

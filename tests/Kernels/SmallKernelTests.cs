@@ -52,10 +52,10 @@ public sealed class SmallKernelTests
         const double theta = 1_000_000;
         float[] row = KernelData.Floats(3 * headDim, 3);
         float[] original = [.. row];
-        double[] inverse = RopeKernel.InverseFrequencies(headDim, theta);
+        double[] inverse = QwenSharp.Backend.RopeAngles.InverseFrequencies(headDim, theta);
         var cos = new float[headDim / 2];
         var sin = new float[headDim / 2];
-        RopeKernel.Angles(position, inverse, cos, sin);
+        QwenSharp.Backend.RopeAngles.Compute(position, inverse, cos, sin);
         RopeKernel.RotateHeads(row, headDim, cos, sin);
 
         for (int h = 0; h < 3; h++)

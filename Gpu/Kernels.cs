@@ -1,0 +1,84 @@
+using System.Runtime.InteropServices;
+
+namespace QwenSharp.Gpu;
+
+// The push-constant blocks of Shaders/*.comp, field for field in std430 order (64-bit addresses first).
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct EmbedPush
+{
+    public ulong Table, Tokens, X;
+    public uint Rows, Cols;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct RmsNormPush
+{
+    public ulong X, Weight, Y;
+    public uint Rows, Cols;
+    public float Eps;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct LinearPush
+{
+    public ulong X, W, Bias, Y;
+    public uint Rows, Cols, Wide;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct GemmPush
+{
+    public ulong X, W, Bias, Y;
+    public uint M, N, K, TilesN;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct RopePush
+{
+    public ulong Q, K, Angles;
+    public uint Rows, Heads, KvHeads, HeadDim;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct KvStorePush
+{
+    public ulong K, V, Keys, Values, SlotsPositions;
+    public uint Rows, KvDim, Capacity;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct AttentionPush
+{
+    public ulong Q, Keys, Values, SlotsPositions, Out;
+    public uint Rows, Heads, GroupSize, HeadDim, Capacity, Splits, SplitLength;
+    public float Scale;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct AttentionCombinePush
+{
+    public ulong Partial, Out;
+    public uint Rows, Heads, HeadDim, Splits;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct SwiGluPush
+{
+    public ulong Gate, Up;
+    public uint Count;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct AddPush
+{
+    public ulong X, Y;
+    public uint Count;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct GatherRowsPush
+{
+    public ulong Source, Rows, Destination;
+    public uint Count, Cols;
+}

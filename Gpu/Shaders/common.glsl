@@ -1,0 +1,33 @@
+// Shared by every QwenSharp shader: buffers arrive as 64-bit device addresses in the push constants
+// (GL_EXT_buffer_reference), so no shader declares descriptor bindings and no buffer is capped by
+// maxStorageBufferRange; reductions go through subgroups, then shared memory across subgroups, so they are
+// correct for any subgroup size (8 on lavapipe, 32 on NVIDIA, 64 on AMD).
+#extension GL_EXT_buffer_reference : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Floats { float f[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer Float4s { vec4 v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Uints { uint u[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Uint4s { uvec4 v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Ints { int i[]; };
+
+// Workgroups beyond maxComputeWorkGroupCount[0] (65535 on many devices) spill into y: the host splits a
+// 1-D grid into x * y and every shader reads its linear group index here.
+uint linearGroup() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
+
+// Weights stay in their stored type: bf16 is the top half of an f32, f16 is IEEE half, f32 is itself.
+#if defined(WEIGHT_BF16)
+float weightAt(uint64_t w, uint i) {
+    uint word = Uints(w).u[i >> 1];
+    return uintBitsToFloat((i & 1u) == 0u ? word << 16 : word & 0xFFFF0000u);
+}
+#elif defined(WEIGHT_F16)
+float weightAt(uint64_t w, uint i) {
+    vec2 pair = unpackHalf2x16(Uints(w).u[i >> 1]);
+    return (i & 1u) == 0u ? pair.x : pair.y;
+}
+#elif defined(WEIGHT_F32)
+float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
+#endif

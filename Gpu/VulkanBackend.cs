@@ -1,0 +1,447 @@
+using System.Runtime.InteropServices;
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Gpu;
+
+/// <summary>
+/// Runs the model on a Vulkan device: weights uploaded once in their stored type, activations and the KV cache
+/// in device memory, every operation a compute shader (Shaders/*.comp). Operations only record work; reading
+/// logits (<see cref="Download"/>) submits the whole step as one command buffer, replayed when the next step
+/// is the same (see <see cref="CommandStream"/>). Only ids, positions and slots go in; only logits come out.
+/// </summary>
+public sealed unsafe class VulkanBackend : IBackend
+{
+    /// <summary>Rows up to which Linear runs as a matrix-vector product (one weight pass for all rows).</summary>
+    internal const int MaxMatVecRows = 8;
+
+    /// <summary>Positions per workgroup of a split attention (decode over long contexts).</summary>
+    private const int AttentionSplitLength = 256;
+
+    private const uint MatVecGroup = 64;
+    private const uint MatVecRowsPerGroup = 2;
+    private const uint AttentionGroup = 64;
+
+    private readonly VulkanDevice _device;
+    private readonly ShaderLibrary _shaders;
+    private readonly CommandStream _stream;
+    private readonly StepInputs _inputs;
+    private GpuBuffer? _readback;
+    private GpuBuffer? _attentionPartial;
+    private readonly GpuBuffer _staging;
+    private int[] _anglePositions = [];
+    private int _angleCount = -1;
+    private ulong _angleAddress;
+    private AttentionShape _angleShape;
+    private double[] _inverseFrequencies = [];
+
+    public VulkanBackend(VulkanBackendOptions? options = null)
+    {
+        options ??= new VulkanBackendOptions();
+        _device = VulkanDevice.Open(options.Device);
+        try
+        {
+            _shaders = new ShaderLibrary(_device);
+            _stream = new CommandStream(_device, _shaders);
+            _device.BeforeBufferFreed = BeforeBufferFreed;
+            _inputs = new StepInputs(_device, 1 << 20);
+            _staging = GpuBuffer.HostVisible(_device, 16L << 20, "upload staging");
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The device in use.</summary>
+    public GpuDeviceInfo Device => _device.Info;
+
+    public string Description => $"gpu, {_device.Info.Name} (Vulkan {_device.Info.ApiVersion}, subgroup {_device.Info.SubgroupSize})";
+
+    /// <summary>Device-local bytes held now: weights, activations, KV caches.</summary>
+    public long AllocatedBytes => _device.AllocatedBytes;
+
+    /// <summary>Steps submitted, and how many of them replayed a kept command buffer.</summary>
+    public (long Submits, long Replays) Submissions => (_stream.Submits, _stream.Replays);
+
+    public void CheckWeightMemory(long bytes, string what)
+    {
+        long available = _device.AvailableBytes();
+        if (bytes > available)
+        {
+            throw new GpuException(
+                $"{_device.Info.Name}: not enough device memory for {what}: {GpuBuffer.Megabytes(bytes)} needed, {GpuBuffer.Megabytes(available)} available");
+        }
+    }
+
+    public DeviceWeight Upload(TensorView tensor)
+    {
+        switch (tensor.Shape.Length)
+        {
+            case 1:
+                // Norm weights and biases: widened to f32 once, as every use reads them whole.
+                int length = checked((int)tensor.Shape[0]);
+                var values = new float[length];
+                Widen(tensor, values);
+                GpuBuffer vector = GpuBuffer.DeviceLocal(_device, length * sizeof(float), $"tensor '{tensor.Name}'");
+                fixed (float* p = values)
+                {
+                    UploadBytes((byte*)p, (long)length * sizeof(float), vector);
+                }
+
+                return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
+            case 2:
+                GpuBuffer matrix = GpuBuffer.DeviceLocal(_device, tensor.ByteLength, $"tensor '{tensor.Name}'");
+                UploadBytes((byte*)tensor.Data, tensor.ByteLength, matrix);
+                return new GpuWeight(tensor.Name, tensor.DType, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), matrix);
+            default:
+                throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; weights are vectors or matrices");
+        }
+    }
+
+    public DeviceBuffer Allocate(int rows, int cols) => new GpuActivations(_device, rows, cols);
+
+    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim)
+    {
+        long bytes = 2L * layers * slots * capacity * kvDim * sizeof(float);
+        long available = _device.AvailableBytes();
+        if (bytes > available)
+        {
+            throw new GpuException(
+                $"{_device.Info.Name}: not enough device memory for a KV cache of {slots} x {capacity} positions: {GpuBuffer.Megabytes(bytes)} needed, {GpuBuffer.Megabytes(available)} available (a smaller --context needs less)");
+        }
+
+        return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim);
+    }
+
+    public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
+    {
+        GpuWeight w = GpuWeight.Of(table);
+        CheckCols(x, w.Cols, "embedding");
+        GpuActivations xa = GpuActivations.Of(x);
+        var push = new EmbedPush { Table = w.Address, Tokens = _inputs.Write(tokens), X = xa.Address, Rows = (uint)tokens.Length, Cols = (uint)w.Cols };
+        _stream.Dispatch(_shaders.Get("embed_" + TypeSuffix(w.StoredType)), push, Groups((long)tokens.Length * w.Cols, 256), [w.Buffer], [xa.Buffer]);
+    }
+
+    public void RmsNorm(Activation x, DeviceWeight weight, float eps, Activation y)
+    {
+        GpuWeight w = VectorOf(weight);
+        CheckCols(x, w.Cols, weight.Name);
+        GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        var push = new RmsNormPush { X = xa.Address, Weight = w.Address, Y = ya.Address, Rows = (uint)x.Rows, Cols = (uint)x.Cols, Eps = eps };
+        _stream.Dispatch(_shaders.Get("rms_norm"), push, x.Rows, [xa.Buffer, w.Buffer], [ya.Buffer]);
+    }
+
+    public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
+    {
+        GpuWeight w = GpuWeight.Of(weight);
+        CheckCols(x, w.Cols, weight.Name);
+        CheckCols(y, w.Rows, weight.Name);
+        GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        GpuWeight? b = bias is null ? null : VectorOf(bias);
+        ReadOnlySpan<GpuBuffer> reads = b is null ? [xa.Buffer, w.Buffer] : [xa.Buffer, w.Buffer, b.Buffer];
+        if (x.Rows == 0)
+        {
+            return;
+        }
+
+        string type = TypeSuffix(w.StoredType);
+        if (x.Rows <= MaxMatVecRows)
+        {
+            var push = new LinearPush
+            {
+                X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
+                Rows = (uint)w.Rows, Cols = (uint)w.Cols, Wide = w.WideRows ? 1u : 0u,
+            };
+            ulong pipeline = _shaders.Get("matvec_" + type, MatVecGroup, MatVecRowsPerGroup, (uint)x.Rows, constants: 3);
+            _stream.Dispatch(pipeline, push, Groups(w.Rows, MatVecRowsPerGroup), reads, [ya.Buffer]);
+        }
+        else
+        {
+            uint tilesN = (uint)Groups(w.Rows, 64);
+            var push = new GemmPush
+            {
+                X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
+                M = (uint)x.Rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
+            };
+            _stream.Dispatch(_shaders.Get("gemm_" + type), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
+        }
+    }
+
+    public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
+    {
+        GpuActivations qa = GpuActivations.Of(q), ka = GpuActivations.Of(k);
+        int rows = q.Rows, half = shape.HeadDim / 2;
+        var push = new RopePush
+        {
+            Q = qa.Address, K = ka.Address, Angles = AnglesFor(positions[..rows], shape),
+            Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
+        };
+        _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
+            [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+    }
+
+    public void Attention(Activation q, Activation k, Activation v, KvCache cache, int layer,
+        ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, AttentionShape shape, Activation output)
+    {
+        GpuKvCache kv = GpuKvCache.Of(cache);
+        GpuActivations qa = GpuActivations.Of(q), ka = GpuActivations.Of(k), va = GpuActivations.Of(v), oa = GpuActivations.Of(output);
+        int rows = q.Rows;
+        if (rows == 0)
+        {
+            return;
+        }
+
+        if (shape.HeadDim > 256)
+        {
+            throw new NotSupportedException($"head_dim {shape.HeadDim}: the GPU attention shader handles heads up to 256 wide");
+        }
+
+        // Slots then positions, as kv_store.comp and attention.comp read them.
+        long offset = _inputs.Reserve(2L * rows * sizeof(int), out byte* host);
+        var slotsPositions = new Span<int>(host, 2 * rows);
+        slots[..rows].CopyTo(slotsPositions);
+        positions[..rows].CopyTo(slotsPositions[rows..]);
+        ulong slotsPositionsAddress = _inputs.Buffer.Address + (ulong)offset;
+        int maxLength = 0;
+        foreach (int p in positions[..rows])
+        {
+            maxLength = Math.Max(maxLength, p + 1);
+        }
+
+        // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
+        GpuBuffer keys = kv.Keys(layer), values = kv.Values(layer);
+        var store = new KvStorePush
+        {
+            K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
+            Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity,
+        };
+        _stream.Dispatch(_shaders.Get("kv_store"), store, Groups((long)rows * kv.KvDim, 256), [ka.Buffer, va.Buffer], [keys, values]);
+
+        // Decode over a long context: few (row, head) pairs for the device, so positions split across workgroups too.
+        int splits = rows <= MaxMatVecRows && maxLength > 2 * AttentionSplitLength ? (maxLength + AttentionSplitLength - 1) / AttentionSplitLength : 1;
+        GpuBuffer target = splits == 1 ? oa.Buffer : PartialBuffer((long)splits * rows * shape.NumHeads * (shape.HeadDim + 2));
+        var attention = new AttentionPush
+        {
+            Q = qa.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress, Out = target.Address,
+            Rows = (uint)rows, Heads = (uint)shape.NumHeads, GroupSize = (uint)shape.GroupSize, HeadDim = (uint)shape.HeadDim,
+            Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)maxLength : AttentionSplitLength,
+            Scale = 1f / MathF.Sqrt(shape.HeadDim),
+        };
+        _stream.Dispatch(_shaders.Get("attention", AttentionGroup, constants: 1), attention, (long)rows * shape.NumHeads * splits,
+            [qa.Buffer, keys, values], [target]);
+        if (splits > 1)
+        {
+            var combine = new AttentionCombinePush
+            {
+                Partial = target.Address, Out = oa.Address, Rows = (uint)rows, Heads = (uint)shape.NumHeads, HeadDim = (uint)shape.HeadDim, Splits = (uint)splits,
+            };
+            _stream.Dispatch(_shaders.Get("attention_combine"), combine, Groups((long)rows * shape.NumHeads * shape.HeadDim, 256), [target], [oa.Buffer]);
+        }
+    }
+
+    public void SwiGlu(Activation x, DeviceWeight gate, DeviceWeight up, DeviceWeight down,
+        Activation gateScratch, Activation upScratch, Activation y)
+    {
+        Linear(x, gate, null, gateScratch);
+        Linear(x, up, null, upScratch);
+        GpuActivations g = GpuActivations.Of(gateScratch), u = GpuActivations.Of(upScratch);
+        long count = (long)gateScratch.Rows * gateScratch.Cols;
+        var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
+        _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
+        Linear(gateScratch, down, null, y);
+    }
+
+    public void Add(Activation x, Activation y)
+    {
+        GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        long count = (long)x.Rows * x.Cols;
+        var push = new AddPush { X = xa.Address, Y = ya.Address, Count = (uint)count };
+        _stream.Dispatch(_shaders.Get("add"), push, Groups(count, 256), [xa.Buffer, ya.Buffer], [xa.Buffer]);
+    }
+
+    public void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination)
+    {
+        GpuActivations s = GpuActivations.Of(source), d = GpuActivations.Of(destination);
+        var push = new GatherRowsPush { Source = s.Address, Rows = _inputs.Write(rows), Destination = d.Address, Count = (uint)rows.Length, Cols = (uint)source.Cols };
+        _stream.Dispatch(_shaders.Get("gather_rows"), push, Groups((long)rows.Length * source.Cols, 256), [s.Buffer], [d.Buffer]);
+    }
+
+    public void Write(ReadOnlySpan<float> source, Activation destination)
+    {
+        GpuActivations d = GpuActivations.Of(destination);
+        long bytes = (long)source.Length * sizeof(float);
+        long offset = _inputs.Reserve(bytes, out byte* host);
+        source.CopyTo(new Span<float>(host, source.Length));
+        _stream.Copy(_inputs.Buffer, offset, d.Buffer, 0, bytes);
+    }
+
+    public void Download(Activation source, Span<float> destination)
+    {
+        GpuActivations s = GpuActivations.Of(source);
+        long bytes = (long)source.Rows * source.Cols * sizeof(float);
+        if (_readback is null || _readback.Size < bytes)
+        {
+            _readback?.Dispose();
+            _readback = null;
+            _readback = GpuBuffer.HostVisible(_device, Math.Max(bytes, 1 << 20), "logits read-back");
+        }
+
+        _stream.Copy(s.Buffer, 0, _readback, 0, bytes);
+        Submit();
+        new ReadOnlySpan<float>(_readback.Mapped, (int)(bytes / sizeof(float))).CopyTo(destination);
+    }
+
+    /// <summary>Submits the work collected so far and waits for it (Download does this; tests and bench may too).</summary>
+    public void Synchronize() => Submit();
+
+    private void Submit()
+    {
+        _stream.Flush();
+        _inputs.Reset();
+        _angleCount = -1;
+    }
+
+    /// <summary>Buffers are freed only with no collected work naming them, and no kept recording that does.</summary>
+    private void BeforeBufferFreed()
+    {
+        if (_stream.HasPending)
+        {
+            Submit();
+        }
+
+        _stream.DropRecordings();
+    }
+
+    /// <summary>
+    /// cos and sin of each row's position for RoPE, [rows, d/2] cos then [rows, d/2] sin, computed in double on
+    /// the host (<see cref="RopeAngles"/>); written once per step, as every layer rotates by the same positions.
+    /// </summary>
+    private ulong AnglesFor(ReadOnlySpan<int> positions, AttentionShape shape)
+    {
+        if (_angleCount == positions.Length && _angleShape == shape && positions.SequenceEqual(_anglePositions.AsSpan(0, _angleCount)))
+        {
+            return _angleAddress;
+        }
+
+        if (_angleShape != shape || _inverseFrequencies.Length == 0)
+        {
+            _inverseFrequencies = RopeAngles.InverseFrequencies(shape.HeadDim, shape.RopeTheta);
+            _angleShape = shape;
+        }
+
+        int half = shape.HeadDim / 2, rows = positions.Length;
+        long offset = _inputs.Reserve(2L * rows * half * sizeof(float), out byte* host);
+        var table = new Span<float>(host, 2 * rows * half);
+        for (int r = 0; r < rows; r++)
+        {
+            RopeAngles.Compute(positions[r], _inverseFrequencies, table.Slice(r * half, half), table.Slice((rows + r) * half, half));
+        }
+
+        if (_anglePositions.Length < rows)
+        {
+            _anglePositions = new int[rows];
+        }
+
+        positions.CopyTo(_anglePositions);
+        _angleCount = rows;
+        _angleAddress = _inputs.Buffer.Address + (ulong)offset;
+        return _angleAddress;
+    }
+
+    private GpuBuffer PartialBuffer(long floats)
+    {
+        long bytes = floats * sizeof(float);
+        if (_attentionPartial is null || _attentionPartial.Size < bytes)
+        {
+            _attentionPartial?.Dispose();
+            _attentionPartial = null;
+            _attentionPartial = GpuBuffer.DeviceLocal(_device, bytes * 2, "attention partial results");
+        }
+
+        return _attentionPartial;
+    }
+
+    /// <summary>Copies bytes into a device buffer through the staging buffer, a chunk per submit.</summary>
+    private void UploadBytes(byte* source, long length, GpuBuffer destination)
+    {
+        for (long done = 0; done < length;)
+        {
+            long chunk = Math.Min(length - done, _staging.Size);
+            new ReadOnlySpan<byte>(source + done, (int)chunk).CopyTo(new Span<byte>(_staging.Mapped, (int)chunk));
+            _stream.Copy(_staging, 0, destination, done, chunk);
+            Submit();
+            done += chunk;
+        }
+    }
+
+    private static void Widen(TensorView tensor, Span<float> destination)
+    {
+        ReadOnlySpan<byte> bytes = tensor.Bytes;
+        switch (tensor.DType)
+        {
+            case DType.BF16:
+                ReadOnlySpan<ushort> bf16 = MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < destination.Length; i++)
+                {
+                    destination[i] = BFloat16Bits.ToSingle(bf16[i]);
+                }
+
+                break;
+            case DType.F16:
+                ReadOnlySpan<ushort> f16 = MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < destination.Length; i++)
+                {
+                    destination[i] = HalfBits.ToSingle(f16[i]);
+                }
+
+                break;
+            default:
+                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+                break;
+        }
+    }
+
+    private static string TypeSuffix(DType type) => type switch
+    {
+        DType.BF16 => "bf16",
+        DType.F16 => "f16",
+        DType.F32 => "f32",
+        _ => throw new NotSupportedException($"the GPU backend has no kernels for {DTypes.Name(type)} weights"),
+    };
+
+    private static long Groups(long items, long perGroup) => (items + perGroup - 1) / perGroup;
+
+    private static GpuWeight VectorOf(DeviceWeight weight)
+    {
+        GpuWeight w = GpuWeight.Of(weight);
+        return w.Rows == 1 ? w : throw new ArgumentException($"weight '{weight.Name}' is a matrix where a vector was expected");
+    }
+
+    private static void CheckCols(Activation a, int expected, string what)
+    {
+        if (a.Cols != expected)
+        {
+            throw new ArgumentException($"{what}: activations have {a.Cols} columns, expected {expected}");
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_device is null)
+        {
+            return;
+        }
+
+        _device.BeforeBufferFreed = null;
+        _readback?.Dispose();
+        _attentionPartial?.Dispose();
+        _staging?.Dispose();
+        _inputs?.Dispose();
+        _stream?.Dispose();
+        _shaders?.Dispose();
+        _device.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Compiles Gpu/Shaders/*.comp to SPIR-V with glslc (Debian: apt-get install glslc). The .spv files are
+# committed, so a clone builds without glslc; CI runs this with --check and fails when a committed .spv
+# differs from its source's compile. Shaders that read weights are compiled once per stored type.
+set -euo pipefail
+cd "$(dirname "$0")/../Gpu/Shaders"
+check=0
+[[ "${1:-}" == "--check" ]] && check=1
+command -v glslc > /dev/null || { echo "compile-shaders: glslc not found (apt-get install glslc)" >&2; exit 2; }
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+compile() {  # name source [defines...]
+  local name="$1" source="$2"
+  shift 2
+  glslc --target-env=vulkan1.2 -O -Werror "$@" -o "$out/$name.spv" "$source"
+}
+
+for type in bf16 f16 f32; do
+  define="-DWEIGHT_${type^^}"
+  compile "embed_$type" embed.comp "$define"
+  compile "matvec_$type" matvec.comp "$define"
+  compile "gemm_$type" gemm.comp "$define"
+done
+for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows; do
+  compile "$shader" "$shader.comp"
+done
+
+status=0
+for spv in "$out"/*.spv; do
+  name="$(basename "$spv")"
+  if [[ "$check" == 1 ]]; then
+    if ! cmp -s "$spv" "$name"; then
+      echo "compile-shaders: Gpu/Shaders/$name differs from the compile of its source (run tools/compile-shaders.sh and commit)" >&2
+      status=1
+    fi
+  else
+    cp "$spv" "$name"
+  fi
+done
+if [[ "$check" == 1 ]]; then
+  for spv in *.spv; do
+    [[ -e "$out/$spv" ]] || { echo "compile-shaders: Gpu/Shaders/$spv has no source" >&2; status=1; }
+  done
+fi
+exit $status
