@@ -12,13 +12,15 @@ namespace QwenSharp.Tests.Model;
 /// </summary>
 public sealed class PrefillEquivalenceTests
 {
-    [Theory]
-    [InlineData("tiny-qwen2")]
-    [InlineData("stories260K")]
-    public void Forward_OnePassTokenByTokenOrChunks_GiveTheSameLogits(string fixture)
+    [SkippableTheory]
+    [InlineData("tiny-qwen2", "cpu")]
+    [InlineData("stories260K", "cpu")]
+    [InlineData("tiny-qwen2", TestBackends.Gpu)]
+    [InlineData("stories260K", TestBackends.Gpu)]
+    public void Forward_OnePassTokenByTokenOrChunks_GiveTheSameLogits(string fixture, string backendName)
     {
         int[] prompt = Reference.Load(fixture).PromptIds;
-        using var backend = new CpuBackend();
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
 
         float[][] onePass = Logits(model, prompt, chunk: prompt.Length);
@@ -34,12 +36,14 @@ public sealed class PrefillEquivalenceTests
         }
     }
 
-    [Fact]
-    public void Generate_BatchOfPromptsOfDifferentLengths_EqualsEachAlone()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    public void Generate_BatchOfPromptsOfDifferentLengths_EqualsEachAlone(string backendName)
     {
-        using var backend = new CpuBackend();
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
-        int[][] prompts = [[1, 403, 407], [1], [1, 300, 22, 401, 12, 88, 260]];
+        // Eleven sequences: a decode step of more rows than one matrix-vector pass takes (the GPU's GEMM path).
+        int[][] prompts = [[1, 403, 407], [1], [1, 300, 22, 401, 12, 88, 260], [1, 5], [1, 6], [1, 7], [1, 8], [1, 9], [1, 10], [1, 11, 12], [1, 13]];
         var options = new GenerationOptions { MaxNewTokens = 40, IgnoreEos = true };
 
         GenerationResult batch = Generator.Greedy(model, prompts, options);

@@ -1,5 +1,4 @@
-using QwenSharp.Cpu;
-using QwenSharp.Cpu.Kernels;
+using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 using QwenSharp.Tests.Support;
@@ -9,34 +8,46 @@ namespace QwenSharp.Tests.Model;
 /// <summary>
 /// The forward pass against the fixtures' independent float64 reference: every position's top-10
 /// log-probs, full logits at the listed positions, next-token log-probs, mean NLL, and the greedy
-/// continuation through the KV cache. Each model runs on every kernel path.
+/// continuation through the KV cache. Each model runs on every CPU kernel path and on the GPU.
 /// </summary>
 public sealed class ReferenceModelTests
 {
-    public static TheoryData<string, KernelPath> ModelsAndPaths()
+    public static TheoryData<string, string> ModelsAndBackends()
     {
-        var data = new TheoryData<string, KernelPath>();
+        var data = new TheoryData<string, string>();
         foreach (string model in Models)
         {
-            foreach (KernelPath path in KernelPaths.All)
+            foreach (string backend in TestBackends.All)
             {
-                data.Add(model, path);
+                data.Add(model, backend);
             }
         }
 
         return data;
     }
 
-    public static TheoryData<string> ModelNames() => [.. Models];
+    public static TheoryData<string, string> ModelsOnCpuAndGpu()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (string model in Models)
+        {
+            foreach (string backend in TestBackends.CpuAndGpu)
+            {
+                data.Add(model, backend);
+            }
+        }
+
+        return data;
+    }
 
     private static readonly string[] Models = ["stories260K", "stories260K-qwen2-bf16", "tiny-qwen2", "tiny-qwen2-f16-sharded"];
 
-    [Theory]
-    [MemberData(nameof(ModelsAndPaths))]
-    public void Score_EveryPosition_TopTenLogprobsMatchReference(string fixture, KernelPath path)
+    [SkippableTheory]
+    [MemberData(nameof(ModelsAndBackends))]
+    public void Score_EveryPosition_TopTenLogprobsMatchReference(string fixture, string backendName)
     {
         Reference reference = Reference.Load(fixture);
-        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
 
         ScoreResult score = Scorer.Score(model, reference.PromptIds, top: 20);
@@ -72,12 +83,12 @@ public sealed class ReferenceModelTests
         }
     }
 
-    [Theory]
-    [MemberData(nameof(ModelsAndPaths))]
-    public void Forward_ListedPositions_FullLogitsMatchReference(string fixture, KernelPath path)
+    [SkippableTheory]
+    [MemberData(nameof(ModelsAndBackends))]
+    public void Forward_ListedPositions_FullLogitsMatchReference(string fixture, string backendName)
     {
         Reference reference = Reference.Load(fixture);
-        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
         float[][] logits = AllPositionLogits(model, reference.PromptIds);
         int vocab = model.Config.VocabSize;
@@ -98,12 +109,12 @@ public sealed class ReferenceModelTests
         }
     }
 
-    [Theory]
-    [MemberData(nameof(ModelNames))]
-    public void Score_NextIdLogprobsAndMeanNll_MatchReference(string fixture)
+    [SkippableTheory]
+    [MemberData(nameof(ModelsOnCpuAndGpu))]
+    public void Score_NextIdLogprobsAndMeanNll_MatchReference(string fixture, string backendName)
     {
         Reference reference = Reference.Load(fixture);
-        using var backend = new CpuBackend();
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
 
         ScoreResult score = Scorer.Score(model, reference.PromptIds, top: 1);
@@ -123,12 +134,12 @@ public sealed class ReferenceModelTests
         Assert.True(Math.Abs(score.Perplexity!.Value / reference.PromptPerplexity - 1) < 1e-3, $"perplexity {score.Perplexity} vs {reference.PromptPerplexity}");
     }
 
-    [Theory]
-    [MemberData(nameof(ModelsAndPaths))]
-    public void GreedyGenerate_WithKvCache_ReproducesReferenceIds(string fixture, KernelPath path)
+    [SkippableTheory]
+    [MemberData(nameof(ModelsAndBackends))]
+    public void GreedyGenerate_WithKvCache_ReproducesReferenceIds(string fixture, string backendName)
     {
         Reference reference = Reference.Load(fixture);
-        using var backend = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
 
         GenerationResult result = Generator.Greedy(model, [reference.PromptIds],
@@ -137,12 +148,13 @@ public sealed class ReferenceModelTests
         Assert.Equal(reference.GreedyNewIds, result.Sequences[0].Ids);
     }
 
-    [Fact]
-    public void GreedyGenerate_Stories260KFromBos_ReproducesLlama2cOutput()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    public void GreedyGenerate_Stories260KFromBos_ReproducesLlama2cOutput(string backendName)
     {
         using var json = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
         int[] expected = [.. json.RootElement.EnumerateArray().Select(e => e.GetInt32())];
-        using var backend = new CpuBackend();
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
 
         // llama2.c prints BOS first and then 200 greedy steps; the prompt is BOS alone.

@@ -1,0 +1,403 @@
+using System.Runtime.InteropServices;
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Tests.Kernels;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Backend;
+
+/// <summary>
+/// Every operation of <see cref="IBackend"/> on every backend (each CPU kernel path and the GPU), on seeded
+/// random data, against a float64 reference written here from the operation's definition (llama.cpp's
+/// test-backend-ops idea). Outputs are filled with NaN before each operation, so an element it fails to
+/// write fails the test.
+/// </summary>
+public sealed class BackendConformanceTests
+{
+    public static TheoryData<string> Backends() => TestBackends.AllData();
+
+    public static TheoryData<string, DType> BackendsAndTypes()
+    {
+        var data = new TheoryData<string, DType>();
+        foreach (string backend in TestBackends.All)
+        {
+            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32 })
+            {
+                data.Add(backend, type);
+            }
+        }
+
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndTypes))]
+    public void Linear_EveryRowCountAndShape_MatchesReference(string backendName, DType type)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        // Row counts on both sides of the GPU's matrix-vector limit (8) and of its 64-row GEMM tiles; widths
+        // that are and are not whole 16-byte chunks; with and without bias.
+        foreach ((int outputs, int inputs) in new[] { (5, 16), (37, 24), (64, 10), (3, 1), (130, 136) })
+        {
+            foreach (int rows in new[] { 1, 2, 3, 8, 9, 70 })
+            {
+                foreach (bool withBias in new[] { false, true })
+                {
+                    int seed = (outputs * 31) + (inputs * 7) + rows;
+                    using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, seed), type, [outputs, inputs]);
+                    using var b = new StoredTensor("b", KernelData.Floats(outputs, seed + 1), DType.F32, [outputs]);
+                    using DeviceWeight weight = backend.Upload(w.View);
+                    using DeviceWeight bias = backend.Upload(b.View);
+                    float[] x = KernelData.Floats(rows * inputs, seed + 2);
+
+                    float[] y = Run(backend, rows, outputs, [(x, inputs)], (a, o) => backend.Linear(a[0], weight, withBias ? bias : null, o));
+
+                    for (int r = 0; r < rows; r++)
+                    {
+                        for (int o = 0; o < outputs; o++)
+                        {
+                            double expected = KernelData.DotExact(x.AsSpan(r * inputs, inputs), w.Exact.AsSpan(o * inputs, inputs), out double magnitude)
+                                + (withBias ? b.Exact[o] : 0);
+                            AssertClose(expected, y[(r * outputs) + o], magnitude + 1, $"{type} [{outputs}x{inputs}] rows {rows} bias {withBias}: y[{r},{o}]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Linear_MoreOutputRowsThanOneGridDimension_WritesEveryRow(string backendName)
+    {
+        // 140,000 outputs: past 65,535 workgroups in x, so the GPU spills its grid into y (as a vocabulary-sized head does).
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Outputs = 140_000, Inputs = 8;
+        using var w = new StoredTensor("head", KernelData.Floats(Outputs * Inputs, 5), DType.BF16, [Outputs, Inputs]);
+        using DeviceWeight weight = backend.Upload(w.View);
+        float[] x = KernelData.Floats(2 * Inputs, 6);
+
+        float[] y = Run(backend, 2, Outputs, [(x, Inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
+
+        for (int r = 0; r < 2; r++)
+        {
+            for (int o = 0; o < Outputs; o += 997)
+            {
+                double expected = KernelData.DotExact(x.AsSpan(r * Inputs, Inputs), w.Exact.AsSpan(o * Inputs, Inputs), out double magnitude);
+                AssertClose(expected, y[(r * Outputs) + o], magnitude + 1, $"y[{r},{o}]");
+            }
+
+            Assert.DoesNotContain(y.AsSpan(r * Outputs, Outputs).ToArray(), float.IsNaN);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndTypes))]
+    public void Embed_Tokens_CopiesTheirRowsWidened(string backendName, DType type)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Vocab = 50, Cols = 12;
+        using var table = new StoredTensor("embed", KernelData.Floats(Vocab * Cols, 9), type, [Vocab, Cols]);
+        using DeviceWeight weight = backend.Upload(table.View);
+        int[] tokens = [3, 49, 0, 3, 17];
+
+        float[] x = Run(backend, tokens.Length, Cols, [], (_, o) => backend.Embed(weight, tokens, o));
+
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            Assert.Equal(table.Exact.AsSpan(tokens[i] * Cols, Cols).ToArray(), x.AsSpan(i * Cols, Cols).ToArray());
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void RmsNorm_Rows_MatchReference(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        foreach (int cols in new[] { 1, 7, 64, 896, 1000 })
+        {
+            const int Rows = 3;
+            using var w = new StoredTensor("norm", KernelData.Floats(cols, cols), DType.BF16, [cols]);
+            using DeviceWeight weight = backend.Upload(w.View);
+            float[] x = KernelData.Floats(Rows * cols, cols + 1, scale: 3);
+
+            float[] y = Run(backend, Rows, cols, [(x, cols)], (a, o) => backend.RmsNorm(a[0], weight, 1e-6f, o));
+
+            for (int r = 0; r < Rows; r++)
+            {
+                double meanSquare = x.AsSpan(r * cols, cols).ToArray().Sum(v => (double)v * v) / cols;
+                for (int c = 0; c < cols; c++)
+                {
+                    double expected = x[(r * cols) + c] / Math.Sqrt(meanSquare + 1e-6) * w.Exact[c];
+                    AssertClose(expected, y[(r * cols) + c], Math.Abs(expected) + 1, $"cols {cols}: y[{r},{c}]");
+                }
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Rope_LargePositions_MatchReference(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        foreach (int headDim in new[] { 8, 64 })
+        {
+            var shape = new AttentionShape(4, 2, headDim, 1e6);
+            int[] positions = [0, 1, 17, 30_000, 131_071];
+            int rows = positions.Length, qDim = 4 * headDim, kDim = 2 * headDim;
+            float[] q = KernelData.Floats(rows * qDim, headDim), k = KernelData.Floats(rows * kDim, headDim + 1);
+            using DeviceBuffer qBuffer = backend.Allocate(rows, qDim), kBuffer = backend.Allocate(rows, kDim);
+            Activation qa = qBuffer.Rows(rows), ka = kBuffer.Rows(rows);
+            backend.Write(q, qa);
+            backend.Write(k, ka);
+
+            backend.Rope(qa, ka, positions, shape);
+
+            float[] qOut = new float[rows * qDim], kOut = new float[rows * kDim];
+            backend.Download(qa, qOut);
+            backend.Download(ka, kOut);
+            for (int r = 0; r < rows; r++)
+            {
+                CheckRotated(q.AsSpan(r * qDim, qDim), qOut.AsSpan(r * qDim, qDim), positions[r], shape, $"q row {r}, head_dim {headDim}");
+                CheckRotated(k.AsSpan(r * kDim, kDim), kOut.AsSpan(r * kDim, kDim), positions[r], shape, $"k row {r}, head_dim {headDim}");
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Attention_PrefillThenDecode_MatchesCausalReference(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        // Three slots: a prompt in slot 2 in one pass (prefill), then one decode row each in slots 2 and 0;
+        // 1,100 positions, so a decode row attends over more than the GPU's split threshold (512).
+        foreach ((int length, int headDim) in new[] { (9, 8), (1100, 64) })
+        {
+            var shape = new AttentionShape(4, 2, headDim, 1e4);
+            int qDim = 4 * headDim, kvDim = 2 * headDim;
+            using KvCache cache = backend.CreateKvCache(1, 3, length + 1, kvDim);
+            var allKeys = new float[3][];
+            var allValues = new float[3][];
+            for (int s = 0; s < 3; s++)
+            {
+                allKeys[s] = KernelData.Floats((length + 1) * kvDim, (s * 10) + 1);
+                allValues[s] = KernelData.Floats((length + 1) * kvDim, (s * 10) + 2);
+            }
+
+            // Prefill slot 2 with positions 0..length-1, then slot 0 with position 0 only.
+            float[] q = KernelData.Floats(length * qDim, 3);
+            int[] slots = [.. Enumerable.Repeat(2, length)], positions = [.. Enumerable.Range(0, length)];
+            float[] output = RunAttention(backend, cache, q, allKeys[2].AsSpan(0, length * kvDim), allValues[2].AsSpan(0, length * kvDim), slots, positions, shape);
+            for (int r = 0; r < length; r += Math.Max(1, length / 40))
+            {
+                CheckAttention(q.AsSpan(r * qDim, qDim), allKeys[2], allValues[2], r + 1, output.AsSpan(r * qDim, qDim), shape, $"prefill row {r} of {length}");
+            }
+
+            float[] q0 = KernelData.Floats(qDim, 4);
+            RunAttention(backend, cache, q0, allKeys[0].AsSpan(0, kvDim), allValues[0].AsSpan(0, kvDim), [0], [0], shape);
+
+            // Decode: slot 2 at position `length` and slot 0 at position 1, in one step.
+            float[] qd = KernelData.Floats(2 * qDim, 5);
+            float[] kd = [.. allKeys[2].AsSpan(length * kvDim, kvDim), .. allKeys[0].AsSpan(kvDim, kvDim)];
+            float[] vd = [.. allValues[2].AsSpan(length * kvDim, kvDim), .. allValues[0].AsSpan(kvDim, kvDim)];
+            float[] decoded = RunAttention(backend, cache, qd, kd, vd, [2, 0], [length, 1], shape);
+            CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, decoded.AsSpan(0, qDim), shape, $"decode slot 2 at {length}");
+            CheckAttention(qd.AsSpan(qDim, qDim), allKeys[0], allValues[0], 2, decoded.AsSpan(qDim, qDim), shape, "decode slot 0 at 1");
+
+            // A copied slot attends exactly as its source.
+            cache.CopySlot(2, 1, length + 1);
+            float[] copied = RunAttentionOverCache(backend, cache, qd.AsSpan(0, qDim), 1, length, allKeys[2], allValues[2], shape);
+            CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, copied, shape, $"slot copied from 2, at {length}");
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void SwiGluAddGather_MatchReference(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Rows = 3, Hidden = 16, Intermediate = 40;
+        using var gate = new StoredTensor("gate", KernelData.Floats(Intermediate * Hidden, 11), DType.BF16, [Intermediate, Hidden]);
+        using var up = new StoredTensor("up", KernelData.Floats(Intermediate * Hidden, 12), DType.BF16, [Intermediate, Hidden]);
+        using var down = new StoredTensor("down", KernelData.Floats(Hidden * Intermediate, 13), DType.BF16, [Hidden, Intermediate]);
+        using DeviceWeight g = backend.Upload(gate.View), u = backend.Upload(up.View), d = backend.Upload(down.View);
+        float[] x = KernelData.Floats(Rows * Hidden, 14, scale: 4);
+        using DeviceBuffer gateScratch = backend.Allocate(Rows, Intermediate), upScratch = backend.Allocate(Rows, Intermediate);
+
+        float[] y = Run(backend, Rows, Hidden, [(x, Hidden)], (a, o) => backend.SwiGlu(a[0], g, u, d, gateScratch.Rows(Rows), upScratch.Rows(Rows), o));
+
+        for (int r = 0; r < Rows; r++)
+        {
+            var hidden = new double[Intermediate];
+            for (int i = 0; i < Intermediate; i++)
+            {
+                double gv = KernelData.DotExact(x.AsSpan(r * Hidden, Hidden), gate.Exact.AsSpan(i * Hidden, Hidden), out _);
+                double uv = KernelData.DotExact(x.AsSpan(r * Hidden, Hidden), up.Exact.AsSpan(i * Hidden, Hidden), out _);
+                hidden[i] = gv / (1 + Math.Exp(-gv)) * uv;
+            }
+
+            for (int o = 0; o < Hidden; o++)
+            {
+                double expected = 0, magnitude = 0;
+                for (int i = 0; i < Intermediate; i++)
+                {
+                    expected += hidden[i] * down.Exact[(o * Intermediate) + i];
+                    magnitude += Math.Abs(hidden[i] * down.Exact[(o * Intermediate) + i]);
+                }
+
+                AssertClose(expected, y[(r * Hidden) + o], magnitude + 1, $"swiglu y[{r},{o}]");
+            }
+        }
+
+        float[] a = KernelData.Floats(Rows * Hidden, 15), b = KernelData.Floats(Rows * Hidden, 16);
+        float[] sum = Run(backend, Rows, Hidden, [(a, Hidden), (b, Hidden)], (inputs, o) =>
+        {
+            backend.GatherRows(inputs[0], [0, 1, 2], o);
+            backend.Add(o, inputs[1]);
+        });
+        for (int i = 0; i < a.Length; i++)
+        {
+            Assert.Equal(a[i] + b[i], sum[i]);
+        }
+
+        float[] gathered = Run(backend, 4, Hidden, [(a, Hidden)], (inputs, o) => backend.GatherRows(inputs[0], [2, 0, 2, 1], o));
+        int[] order = [2, 0, 2, 1];
+        for (int i = 0; i < order.Length; i++)
+        {
+            Assert.Equal(a.AsSpan(order[i] * Hidden, Hidden).ToArray(), gathered.AsSpan(i * Hidden, Hidden).ToArray());
+        }
+    }
+
+    /// <summary>Writes the inputs, fills the output with NaN, runs <paramref name="op"/> and reads the output back.</summary>
+    private static float[] Run(IBackend backend, int rows, int cols, (float[] Values, int Cols)[] inputs, Action<Activation[], Activation> op)
+    {
+        var buffers = new List<DeviceBuffer>();
+        try
+        {
+            var activations = new Activation[inputs.Length];
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                DeviceBuffer buffer = backend.Allocate(inputs[i].Values.Length / inputs[i].Cols, inputs[i].Cols);
+                buffers.Add(buffer);
+                activations[i] = buffer.Rows(buffer.CapacityRows);
+                backend.Write(inputs[i].Values, activations[i]);
+            }
+
+            DeviceBuffer output = backend.Allocate(rows, cols);
+            buffers.Add(output);
+            Activation outputRows = output.Rows(rows);
+            backend.Write(Enumerable.Repeat(float.NaN, rows * cols).ToArray(), outputRows);
+            op(activations, outputRows);
+            var result = new float[rows * cols];
+            backend.Download(outputRows, result);
+            return result;
+        }
+        finally
+        {
+            foreach (DeviceBuffer buffer in buffers)
+            {
+                buffer.Dispose();
+            }
+        }
+    }
+
+    private static float[] RunAttention(IBackend backend, KvCache cache, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        int[] slots, int[] positions, AttentionShape shape)
+    {
+        int rows = slots.Length, qDim = shape.NumHeads * shape.HeadDim, kvDim = shape.NumKvHeads * shape.HeadDim;
+        using DeviceBuffer qb = backend.Allocate(rows, qDim), kb = backend.Allocate(rows, kvDim), vb = backend.Allocate(rows, kvDim), ob = backend.Allocate(rows, qDim);
+        backend.Write(q, qb.Rows(rows));
+        backend.Write(k, kb.Rows(rows));
+        backend.Write(v, vb.Rows(rows));
+        backend.Write(Enumerable.Repeat(float.NaN, rows * qDim).ToArray(), ob.Rows(rows));
+        backend.Attention(qb.Rows(rows), kb.Rows(rows), vb.Rows(rows), cache, 0, slots, positions, shape, ob.Rows(rows));
+        for (int i = 0; i < rows; i++)
+        {
+            cache.Lengths[slots[i]] = Math.Max(cache.Lengths[slots[i]], positions[i] + 1);   // as Qwen2Model.Forward keeps them
+        }
+
+        var output = new float[rows * qDim];
+        backend.Download(ob.Rows(rows), output);
+        return output;
+    }
+
+    /// <summary>Attention of one query at <paramref name="position"/> of a slot whose earlier positions are already cached (the row's own k/v rewritten).</summary>
+    private static float[] RunAttentionOverCache(IBackend backend, KvCache cache, ReadOnlySpan<float> q, int slot, int position,
+        float[] keys, float[] values, AttentionShape shape)
+    {
+        int kvDim = shape.NumKvHeads * shape.HeadDim;
+        return RunAttention(backend, cache, q, keys.AsSpan(position * kvDim, kvDim), values.AsSpan(position * kvDim, kvDim), [slot], [position], shape);
+    }
+
+    private static void CheckAttention(ReadOnlySpan<float> q, float[] keys, float[] values, int length, ReadOnlySpan<float> actual, AttentionShape shape, string what)
+    {
+        int d = shape.HeadDim, kvDim = shape.NumKvHeads * d;
+        double scale = 1 / Math.Sqrt(d);
+        for (int h = 0; h < shape.NumHeads; h++)
+        {
+            int kvHead = h / shape.GroupSize;
+            var scores = new double[length];
+            for (int j = 0; j < length; j++)
+            {
+                double s = 0;
+                for (int i = 0; i < d; i++)
+                {
+                    s += (double)q[(h * d) + i] * keys[(j * kvDim) + (kvHead * d) + i];
+                }
+
+                scores[j] = s * scale;
+            }
+
+            double max = scores.Max(), sum = scores.Sum(s => Math.Exp(s - max));
+            for (int i = 0; i < d; i++)
+            {
+                double expected = 0;
+                for (int j = 0; j < length; j++)
+                {
+                    expected += Math.Exp(scores[j] - max) / sum * values[(j * kvDim) + (kvHead * d) + i];
+                }
+
+                AssertClose(expected, actual[(h * d) + i], 1, $"{what}, head {h}, element {i}");
+            }
+        }
+    }
+
+    private static void CheckRotated(ReadOnlySpan<float> x, ReadOnlySpan<float> actual, int position, AttentionShape shape, string what)
+    {
+        int d = shape.HeadDim, half = d / 2;
+        for (int h = 0; h < x.Length / d; h++)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                double angle = position / Math.Pow(shape.RopeTheta, 2.0 * i / d);
+                double a = x[(h * d) + i], b = x[(h * d) + half + i];
+                AssertClose((a * Math.Cos(angle)) - (b * Math.Sin(angle)), actual[(h * d) + i], 2, $"{what}, head {h}, pair {i}");
+                AssertClose((b * Math.Cos(angle)) + (a * Math.Sin(angle)), actual[(h * d) + half + i], 2, $"{what}, head {h}, pair {i}");
+            }
+        }
+    }
+
+    /// <summary>Within f32 rounding of a sum whose terms add up to <paramref name="magnitude"/> in absolute value.</summary>
+    private static void AssertClose(double expected, float actual, double magnitude, string what) =>
+        Assert.True(Math.Abs(actual - expected) <= 2e-6 * magnitude, $"{what}: {actual}, expected {expected}");
+
+    /// <summary>A weight stored in memory as a dtype, with the exact values it holds, and a view of it.</summary>
+    private sealed class StoredTensor : IDisposable
+    {
+        private GCHandle _pin;
+
+        public StoredTensor(string name, float[] values, DType type, long[] shape)
+        {
+            (byte[] bytes, float[] exact) = KernelData.Store(values, type);
+            Exact = exact;
+            _pin = GCHandle.Alloc(bytes, GCHandleType.Pinned);
+            View = new TensorView(name, "test", type, shape, _pin.AddrOfPinnedObject());
+        }
+
+        public float[] Exact { get; }
+
+        public TensorView View { get; }
+
+        public void Dispose() => _pin.Free();
+    }
+}

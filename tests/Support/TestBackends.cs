@@ -1,0 +1,70 @@
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Gpu;
+
+namespace QwenSharp.Tests.Support;
+
+/// <summary>
+/// The backends a model test runs on, by name: "cpu:scalar", "cpu:vector256", "cpu:vector512" (each CPU kernel
+/// path) and "gpu" (the Vulkan backend on the first usable device: Mesa's lavapipe here and in CI). Without a
+/// Vulkan device the GPU cases skip and say why, except under CI=true, where they fail.
+/// </summary>
+internal static class TestBackends
+{
+    public const string Gpu = "gpu";
+
+    private static readonly Lazy<(bool Found, string Reason)> s_gpu = new(() =>
+    {
+        bool found = GpuDevices.TryFindUsable(out string reason);
+        return (found, reason);
+    });
+
+    /// <summary>Every CPU kernel path, then the GPU.</summary>
+    public static IReadOnlyList<string> All { get; } = [.. KernelPaths.All.Select(p => $"cpu:{p.ToString().ToLowerInvariant()}"), Gpu];
+
+    /// <summary>The CPU at its default path, and the GPU.</summary>
+    public static IReadOnlyList<string> CpuAndGpu { get; } = ["cpu", Gpu];
+
+    public static TheoryData<string> AllData() => [.. All];
+
+    public static TheoryData<string> CpuAndGpuData() => [.. CpuAndGpu];
+
+    /// <summary>Skips the test (or fails it under CI=true) when no Vulkan device can run the shaders.</summary>
+    public static void RequireGpu()
+    {
+        (bool found, string reason) = s_gpu.Value;
+        if (found)
+        {
+            return;
+        }
+
+        if (string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase))
+        {
+            Assert.Fail($"CI=true needs a Vulkan device for the GPU tests (apt-get install mesa-vulkan-drivers libvulkan1): {reason}");
+        }
+
+        Skip.If(true, $"no Vulkan device, GPU test skipped: {reason}");
+    }
+
+    public static IBackend Create(string name, int threads = 2)
+    {
+        if (name == Gpu)
+        {
+            RequireGpu();
+            return new VulkanBackend();
+        }
+
+        if (name == "cpu")
+        {
+            return new CpuBackend(new CpuBackendOptions { Threads = threads });
+        }
+
+        if (!name.StartsWith("cpu:", StringComparison.Ordinal) || !KernelPaths.TryParse(name[4..], out KernelPath path))
+        {
+            throw new ArgumentException($"unknown test backend '{name}'");
+        }
+
+        return new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = threads });
+    }
+}
