@@ -122,7 +122,7 @@ public sealed unsafe class VulkanBackend : IBackend
         CheckCols(x, w.Cols, "embedding");
         GpuActivations xa = GpuActivations.Of(x);
         var push = new EmbedPush { Table = w.Address, Tokens = _inputs.Write(tokens), X = xa.Address, Rows = (uint)tokens.Length, Cols = (uint)w.Cols };
-        _stream.Dispatch(_shaders.Get("embed_" + TypeSuffix(w.StoredType)), push, Groups((long)tokens.Length * w.Cols, 256), [w.Buffer], [xa.Buffer]);
+        _stream.Dispatch(_shaders.Get(Shader(Kernel.Embed, w.StoredType)), push, Groups((long)tokens.Length * w.Cols, 256), [w.Buffer], [xa.Buffer]);
     }
 
     public void RmsNorm(Activation x, DeviceWeight weight, float eps, Activation y)
@@ -147,7 +147,6 @@ public sealed unsafe class VulkanBackend : IBackend
             return;
         }
 
-        string type = TypeSuffix(w.StoredType);
         if (x.Rows <= MaxMatVecRows)
         {
             var push = new LinearPush
@@ -155,7 +154,7 @@ public sealed unsafe class VulkanBackend : IBackend
                 X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
                 Rows = (uint)w.Rows, Cols = (uint)w.Cols, Wide = w.WideRows ? 1u : 0u,
             };
-            ulong pipeline = _shaders.Get("matvec_" + type, MatVecGroup, MatVecRowsPerGroup, (uint)x.Rows, constants: 3);
+            ulong pipeline = _shaders.Get(Shader(Kernel.MatVec, w.StoredType), MatVecGroup, MatVecRowsPerGroup, (uint)x.Rows, constants: 3);
             _stream.Dispatch(pipeline, push, Groups(w.Rows, MatVecRowsPerGroup), reads, [ya.Buffer]);
         }
         else
@@ -166,7 +165,7 @@ public sealed unsafe class VulkanBackend : IBackend
                 X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
                 M = (uint)x.Rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
             };
-            _stream.Dispatch(_shaders.Get("gemm_" + type), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
+            _stream.Dispatch(_shaders.Get(Shader(Kernel.Gemm, w.StoredType)), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
         }
     }
 
@@ -227,7 +226,7 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             Q = qa.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress, Out = target.Address,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, GroupSize = (uint)shape.GroupSize, HeadDim = (uint)shape.HeadDim,
-            Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)maxLength : AttentionSplitLength,
+            Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)kv.Capacity : AttentionSplitLength,
             Scale = 1f / MathF.Sqrt(shape.HeadDim),
         };
         _stream.Dispatch(_shaders.Get("attention", AttentionGroup, constants: 1), attention, (long)rows * shape.NumHeads * splits,
@@ -404,13 +403,27 @@ public sealed unsafe class VulkanBackend : IBackend
         }
     }
 
-    private static string TypeSuffix(DType type) => type switch
+    /// <summary>The shader compiled for a weight type (literals, so a step allocates no names).</summary>
+    private static string Shader(Kernel kernel, DType type) => (kernel, type) switch
     {
-        DType.BF16 => "bf16",
-        DType.F16 => "f16",
-        DType.F32 => "f32",
+        (Kernel.Embed, DType.BF16) => "embed_bf16",
+        (Kernel.Embed, DType.F16) => "embed_f16",
+        (Kernel.Embed, DType.F32) => "embed_f32",
+        (Kernel.MatVec, DType.BF16) => "matvec_bf16",
+        (Kernel.MatVec, DType.F16) => "matvec_f16",
+        (Kernel.MatVec, DType.F32) => "matvec_f32",
+        (Kernel.Gemm, DType.BF16) => "gemm_bf16",
+        (Kernel.Gemm, DType.F16) => "gemm_f16",
+        (Kernel.Gemm, DType.F32) => "gemm_f32",
         _ => throw new NotSupportedException($"the GPU backend has no kernels for {DTypes.Name(type)} weights"),
     };
+
+    private enum Kernel
+    {
+        Embed,
+        MatVec,
+        Gemm,
+    }
 
     private static long Groups(long items, long perGroup) => (items + perGroup - 1) / perGroup;
 

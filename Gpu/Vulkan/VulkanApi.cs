@@ -44,9 +44,14 @@ internal static unsafe class VulkanApi
         }
     }
 
+    /// <summary>Names a loader to use instead of the system's (a path or file name).</summary>
+    public const string LoaderVariable = "QWENSHARP_VULKAN_LOADER";
+
     private static nint LoadLibrary()
     {
-        string[] candidates = OperatingSystem.IsWindows() ? ["vulkan-1.dll"]
+        string? forced = Environment.GetEnvironmentVariable(LoaderVariable);
+        string[] candidates = !string.IsNullOrEmpty(forced) ? [forced]
+            : OperatingSystem.IsWindows() ? ["vulkan-1.dll"]
             : OperatingSystem.IsMacOS() ? ["libvulkan.1.dylib", "libMoltenVK.dylib"]
             : ["libvulkan.so.1", "libvulkan.so"];
         foreach (string name in candidates)
@@ -60,6 +65,7 @@ internal static unsafe class VulkanApi
         string install = OperatingSystem.IsWindows()
             ? "install your GPU's driver, which brings vulkan-1.dll"
             : "install your GPU's Vulkan driver, or Mesa's CPU implementation lavapipe (Debian/Ubuntu: apt-get install libvulkan1 mesa-vulkan-drivers)";
-        throw new GpuException($"--device gpu: the Vulkan loader {LibraryName} was not found: {install}");
+        string which = string.IsNullOrEmpty(forced) ? LibraryName : $"{forced} (from {LoaderVariable})";
+        throw new GpuException($"--device gpu: the Vulkan loader {which} was not found: {install}");
     }
 }

@@ -1,0 +1,141 @@
+using System.Runtime.CompilerServices;
+using QwenSharp.Backend;
+using QwenSharp.Gpu;
+using QwenSharp.Gpu.Vulkan;
+using QwenSharp.Qwen2;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Gpu;
+
+/// <summary>What is particular to the Vulkan backend: struct layouts, device choice, one submit per step, memory checks.</summary>
+public sealed class VulkanBackendTests
+{
+    [Fact]
+    public void VulkanStructs_SizesAndOffsets_MatchTheCCompilersLayoutOfVulkanCoreH()
+    {
+        // tests/fixtures/vulkan/struct-layout.txt was printed by tools/vulkan/layout.g.c, compiled against vulkan_core.h.
+        Dictionary<string, int> expected = File.ReadAllLines(Fixtures.File("vulkan", "struct-layout.txt"))
+            .Select(line => line.Split(' '))
+            .ToDictionary(parts => parts[0], parts => int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
+        Dictionary<string, int> actual = StructLayouts.Measure();
+
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach ((string name, int value) in expected)
+        {
+            Assert.True(actual[name] == value, $"{name}: C# has {actual[name]}, vulkan_core.h {value}");
+        }
+    }
+
+    [Fact]
+    public void Choose_Gpu_PrefersDiscreteThenIntegratedAndSkipsUnusableDevices()
+    {
+        GpuDeviceInfo cpu = Device(0, "cpu"), integrated = Device(1, "integrated"), discrete = Device(2, "discrete", unusable: "no bufferDeviceAddress"),
+            discrete2 = Device(3, "discrete");
+
+        Assert.Equal(3, VulkanDevice.Choose("gpu", [cpu, integrated, discrete, discrete2]).Index);
+        Assert.Equal(1, VulkanDevice.Choose("gpu", [cpu, integrated, discrete]).Index);
+        Assert.Equal(0, VulkanDevice.Choose("gpu", [cpu]).Index);
+        Assert.Equal(0, VulkanDevice.Choose("gpu:0", [cpu, integrated]).Index);
+    }
+
+    [Fact]
+    public void Choose_BadIndexOrUnusableOrNone_ThrowsSayingWhat()
+    {
+        GpuDeviceInfo cpu = Device(0, "cpu"), broken = Device(1, "discrete", unusable: "Vulkan 1.0.0, 1.2 needed");
+
+        Assert.Contains("there are 2 Vulkan devices, gpu:0 to gpu:1", Assert.Throws<GpuException>(() => VulkanDevice.Choose("gpu:7", [cpu, broken])).Message);
+        Assert.Contains("Vulkan 1.0.0, 1.2 needed", Assert.Throws<GpuException>(() => VulkanDevice.Choose("gpu:1", [cpu, broken])).Message);
+        Assert.Contains("no device", Assert.Throws<GpuException>(() => VulkanDevice.Choose("gpu", [])).Message);
+        Assert.Contains("no Vulkan device can run", Assert.Throws<GpuException>(() => VulkanDevice.Choose("gpu", [broken])).Message);
+    }
+
+    [Theory]
+    [InlineData("gpu", true)]
+    [InlineData("gpu:0", true)]
+    [InlineData("gpu:12", true)]
+    [InlineData("gpu:", false)]
+    [InlineData("gpu:x", false)]
+    [InlineData("cuda", false)]
+    public void IsGpuSelector_AcceptsGpuAndGpuN(string text, bool expected) => Assert.Equal(expected, GpuDevices.IsGpuSelector(text));
+
+    [Fact]
+    public void Shaders_EveryOneTheBackendNames_IsEmbedded()
+    {
+        foreach (string name in new[] { "embed_bf16", "matvec_f16", "gemm_f32", "rms_norm", "rope", "kv_store", "attention", "attention_combine", "swiglu", "add", "gather_rows" })
+        {
+            uint[] code = ShaderLibrary.LoadSpirV(name);
+            Assert.Equal(0x07230203u, code[0]);   // the SPIR-V magic number
+        }
+    }
+
+    [SkippableFact]
+    public void Forward_DecodeSteps_OneSubmitEachReplayedAndNoAllocation()
+    {
+        TestBackends.RequireGpu();
+        using var backend = new VulkanBackend();
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
+        using KvCache cache = model.CreateKvCache(2, 64);
+        using ForwardState state = model.CreateState(8, 2);
+        var batch = new TokenBatch(8);
+        for (int p = 0; p < 8; p++)
+        {
+            batch.Add(100 + p, p, 0, wantLogits: p == 7);
+        }
+
+        model.Forward(batch, cache, state);
+        void Decode(int position)
+        {
+            batch.Clear();
+            batch.Add(5, position, 0, wantLogits: true);
+            batch.Add(6, position - 8, 1, wantLogits: true);
+            model.Forward(batch, cache, state);
+        }
+
+        Decode(8);
+        Decode(9);
+        (long submits, long replays) = backend.Submissions;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int p = 10; p < 30; p++)
+        {
+            Decode(p);
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        (long submitsAfter, long replaysAfter) = backend.Submissions;
+        Assert.Equal(20, submitsAfter - submits);
+        Assert.Equal(20, replaysAfter - replays);
+        Assert.Equal(0, allocated);
+    }
+
+    [SkippableFact]
+    public void CheckWeightMemory_MoreThanTheDevice_ThrowsNeededAndAvailable()
+    {
+        TestBackends.RequireGpu();
+        using var backend = new VulkanBackend();
+        IBackend b = backend;
+
+        var e = Assert.Throws<GpuException>(() => b.CheckWeightMemory(1L << 50, "the weights of model.safetensors"));
+        Assert.Matches(@"not enough device memory for the weights of model\.safetensors: [0-9.]+ MiB needed, [0-9.]+ MiB available", e.Message);
+        var kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(1000, 64, 1 << 20, 4096));
+        Assert.Contains("not enough device memory for a KV cache", kv.Message);
+        Assert.Equal(0, backend.AllocatedBytes);
+    }
+
+    [SkippableFact]
+    public void Dispose_ModelAndBackend_FreeAllDeviceMemory()
+    {
+        TestBackends.RequireGpu();
+        using var backend = new VulkanBackend();
+        using (Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend))
+        {
+            using KvCache cache = model.CreateKvCache(2, 32);
+            using ForwardState state = model.CreateState(4, 4);
+            Assert.True(backend.AllocatedBytes > 0);
+        }
+
+        Assert.Equal(0, backend.AllocatedBytes);
+    }
+
+    private static GpuDeviceInfo Device(int index, string type, string? unusable = null) =>
+        new(index, $"device {index}", type, "1.3.0", 1 << 30, 32, false, unusable);
+}
