@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
+using QwenSharp.Gpu;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 using QwenSharp.Tokenization;
@@ -50,12 +51,12 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
-        if (options.Device != "cpu")
+        IBackend backend = options.Device switch
         {
-            throw new NotSupportedException($"device '{options.Device}': this build runs on the CPU only");
-        }
-
-        var backend = new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount });
+            "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),
+            string gpu when GpuDevices.IsGpuSelector(gpu) => new VulkanBackend(new VulkanBackendOptions { Device = gpu }),
+            _ => throw new ArgumentException($"device '{options.Device}' is not one of cpu, gpu, gpu:N", nameof(options)),
+        };
         try
         {
             Qwen2Model model = Qwen2Model.Load(directory, backend);

@@ -3,9 +3,9 @@ namespace QwenSharp;
 /// <summary>How to load a model folder.</summary>
 public sealed record QwenModelOptions
 {
-    /// <summary>"cpu" (the only device in this build).</summary>
+    /// <summary>"cpu", "gpu" (the first discrete GPU, else integrated, else any Vulkan device) or "gpu:N" (see <c>qwensharp devices</c>).</summary>
     public string Device { get; init; } = "cpu";
 
-    /// <summary>Threads for the kernels; null uses every core.</summary>
+    /// <summary>Threads for the CPU kernels; null uses every core.</summary>
     public int? Threads { get; init; }
 }

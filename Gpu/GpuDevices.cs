@@ -17,6 +17,9 @@ public static class GpuDevices
         return [.. instance.PhysicalDevices().Select((d, i) => instance.Describe(i, d))];
     }
 
+    /// <summary>The device <c>--device gpu</c> takes among <paramref name="devices"/>; throws <see cref="GpuException"/> when none can run.</summary>
+    public static GpuDeviceInfo Choose(string selector, IReadOnlyList<GpuDeviceInfo> devices) => VulkanDevice.Choose(selector, devices);
+
     /// <summary>True when a usable Vulkan device is present (the GPU tests run only then, unless CI requires them).</summary>
     public static bool TryFindUsable(out string reason)
     {

@@ -16,7 +16,7 @@ internal sealed class BenchCommand : ICommand
 
     public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
 
-    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32]) [--prompt-tokens N] [--new-tokens N] [--threads N] [--json]";
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32]) [--prompt-tokens N] [--new-tokens N] [--batch N] [--threads N] [--device D] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -36,6 +36,7 @@ internal sealed class BenchCommand : ICommand
     [
         "qwensharp bench --config Qwen2.5-0.5B-Instruct/config.json --random-weights --dtype bf16",
         "qwensharp bench --model ~/models/Qwen2.5-0.5B-Instruct --threads 2 --json",
+        "qwensharp bench --config Qwen2.5-7B-Instruct/config.json --random-weights --device gpu",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
@@ -82,6 +83,11 @@ internal sealed class BenchCommand : ICommand
                     w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
+                    if (backend is Gpu.VulkanBackend gpu)
+                    {
+                        w.WriteNumber("device_memory_bytes", gpu.AllocatedBytes);
+                    }
+
                     w.WriteEndObject();
                 });
             }

@@ -95,7 +95,9 @@ internal sealed class InfoCommand : ICommand
         backend is CpuBackend { KernelPath: not KernelPath.Scalar } cpu ? KernelPaths.Lanes(cpu.KernelPath) * 32 : 0;
 
     /// <summary>"512-bit vectors", or "no SIMD".</summary>
-    internal static string VectorText(IBackend backend) => VectorBits(backend) is int bits and > 0 ? $"{bits}-bit vectors" : "no SIMD";
+    internal static string VectorText(IBackend backend) =>
+        backend is Gpu.VulkanBackend gpu ? $"{FormatBytes(gpu.AllocatedBytes)} of device memory in use"
+        : VectorBits(backend) is int bits and > 0 ? $"{bits}-bit vectors" : "no SIMD";
 
     internal static string FormatBytes(long bytes) => bytes switch
     {

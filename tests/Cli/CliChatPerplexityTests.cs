@@ -3,22 +3,24 @@ using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Cli;
 
-/// <summary>chat over piped stdin and perplexity over a file, checked against generate, tokenize and score.</summary>
+/// <summary>chat over piped stdin and perplexity over a file, checked against generate, tokenize and score, on the CPU and the GPU.</summary>
 public sealed class CliChatPerplexityTests
 {
     private static int[] Ids(JsonElement array) => [.. array.EnumerateArray().Select(e => e.GetInt32())];
 
-    private static string GenerateText(params string[] args)
+    private static string GenerateText(string device, params string[] args)
     {
-        CliRunner.Result result = CliRunner.Run(["generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--greedy", "--max-new-tokens", "8", "--json", .. args]);
+        CliRunner.Result result = CliRunner.Run(["generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--greedy", "--max-new-tokens", "8", "--json", "--device", device, .. args]);
         Assert.True(result.ExitCode == 0, result.Stderr);
         return result.Json.GetProperty("sequences")[0].GetProperty("text").GetString()!;
     }
 
-    [Fact]
-    public void Chat_PipedStdin_AnswersEachLineInContextAndResets()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Chat_PipedStdin_AnswersEachLineInContextAndResets(string device)
     {
-        string first = GenerateText("--chat", "Hi");
+        TestBackends.RequireDevice(device);
+        string first = GenerateText(device, "--chat", "Hi");
         string directory = Fixtures.TempDirectory();
         string messages = Path.Combine(directory, "messages.json");
         File.WriteAllText(messages, JsonSerializer.Serialize(new[]
@@ -28,10 +30,10 @@ public sealed class CliChatPerplexityTests
             new Dictionary<string, string> { ["role"] = "user", ["content"] = "Name a prime." },
         }));
         CliRunner.Result rendered = CliRunner.Run("tokenize", "--model", TestTokenizers.TinyQwenWithTokenizer, "--messages", messages, "--json");
-        string second = GenerateText("--prompt-ids", string.Join(",", Ids(rendered.Json.GetProperty("ids"))));
+        string second = GenerateText(device, "--prompt-ids", string.Join(",", Ids(rendered.Json.GetProperty("ids"))));
 
         CliRunner.Result chat = CliRunner.RunWithInput("Hi\n\nName a prime.\n/reset\nHi\n/exit\nnever read\n",
-            "chat", "--model", TestTokenizers.TinyQwenWithTokenizer, "--greedy", "--max-new-tokens", "8");
+            "chat", "--model", TestTokenizers.TinyQwenWithTokenizer, "--greedy", "--max-new-tokens", "8", "--device", device);
 
         Assert.Equal(0, chat.ExitCode);
         Assert.Equal($"{first}\n{second}\n{first}\n", chat.Stdout);
@@ -46,14 +48,16 @@ public sealed class CliChatPerplexityTests
         Assert.Contains("has no chat template", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Perplexity_OneWindow_IsExpOfScoresMeanNll()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Perplexity_OneWindow_IsExpOfScoresMeanNll(string device)
     {
+        TestBackends.RequireDevice(device);
         string file = Path.Combine(Fixtures.TempDirectory(), "story.txt");
         File.WriteAllText(file, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.");
 
-        CliRunner.Result perplexity = CliRunner.Run("perplexity", "--file", file, "--json");
-        CliRunner.Result score = CliRunner.Run("score", "--file", file, "--json");
+        CliRunner.Result perplexity = CliRunner.Run("perplexity", "--file", file, "--json", "--device", device);
+        CliRunner.Result score = CliRunner.Run("score", "--file", file, "--json", "--device", device);
 
         Assert.Equal(0, perplexity.ExitCode);
         Assert.Equal(1, perplexity.Json.GetProperty("windows").GetInt32());
@@ -61,9 +65,11 @@ public sealed class CliChatPerplexityTests
         Assert.Equal(score.Json.GetProperty("mean_nll").GetDouble(), perplexity.Json.GetProperty("mean_nll").GetDouble(), 1e-9);
     }
 
-    [Fact]
-    public void Perplexity_SlidingWindows_ScoreEachTokenOnceWithItsWindowAsContext()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Perplexity_SlidingWindows_ScoreEachTokenOnceWithItsWindowAsContext(string device)
     {
+        TestBackends.RequireDevice(device);
         string file = Path.Combine(Fixtures.TempDirectory(), "story.txt");
         File.WriteAllText(file, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.");
         int[] ids = [1, .. Ids(CliRunner.Run("tokenize", "--file", file, "--json").Json.GetProperty("ids"))];
@@ -75,7 +81,7 @@ public sealed class CliChatPerplexityTests
         for (int begin = 0; previousEnd < ids.Length; begin += stride)
         {
             int end = Math.Min(begin + context, ids.Length);
-            JsonElement[] positions = [.. CliRunner.Run("score", "--prompt-ids", string.Join(",", ids[begin..end]), "--json").Json.GetProperty("positions").EnumerateArray()];
+            JsonElement[] positions = [.. CliRunner.Run("score", "--prompt-ids", string.Join(",", ids[begin..end]), "--json", "--device", device).Json.GetProperty("positions").EnumerateArray()];
             for (int target = Math.Max(previousEnd, begin + 1); target < end; target++)
             {
                 nll -= positions[target - 1 - begin].GetProperty("logprob").GetDouble();
@@ -86,7 +92,7 @@ public sealed class CliChatPerplexityTests
         }
 
         CliRunner.Result result = CliRunner.Run("perplexity", "--file", file, "--context", context.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--stride", stride.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json");
+            "--stride", stride.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json", "--device", device);
 
         Assert.Equal(ids.Length - 1, scored);
         Assert.Equal(scored, result.Json.GetProperty("scored_tokens").GetInt32());

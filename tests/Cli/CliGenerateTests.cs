@@ -32,10 +32,12 @@ public sealed class CliGenerateTests
         Assert.Equal(Ids(Sequences(unseeded)[0].GetProperty("ids")), Ids(Sequences(replay)[0].GetProperty("ids")));
     }
 
-    [Fact]
-    public void BatchOfSampledPromptsEqualsEachAlone()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void BatchOfSampledPromptsEqualsEachAlone(string device)
     {
-        string[] sampling = ["--temperature", "1.2", "--top-p", "0.95", "--seed", "5", "--max-new-tokens", "30", "--json"];
+        TestBackends.RequireDevice(device);
+        string[] sampling = ["--temperature", "1.2", "--top-p", "0.95", "--seed", "5", "--max-new-tokens", "30", "--json", "--device", device];
         JsonElement[] batch = Sequences(CliRunner.Run(["generate", "--prompt", "Lily", "--prompt", "Tom went", "--prompt-ids", "1", .. sampling]));
         JsonElement[] lily = Sequences(CliRunner.Run(["generate", "--prompt", "Lily", .. sampling]));
         JsonElement[] tom = Sequences(CliRunner.Run(["generate", "--prompt", "Tom went", .. sampling]));
@@ -46,10 +48,12 @@ public sealed class CliGenerateTests
         Assert.Equal(Ids(bos[0].GetProperty("ids")), Ids(batch[2].GetProperty("ids")));
     }
 
-    [Fact]
-    public void NumReturnSequences_IndependentSamplesOfOnePrompt()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void NumReturnSequences_IndependentSamplesOfOnePrompt(string device)
     {
-        string[] sampling = ["--temperature", "1.5", "--seed", "3", "--max-new-tokens", "25", "--json"];
+        TestBackends.RequireDevice(device);
+        string[] sampling = ["--temperature", "1.5", "--seed", "3", "--max-new-tokens", "25", "--json", "--device", device];
         JsonElement[] samples = Sequences(CliRunner.Run(["generate", "--prompt", "Lily", "--prompt", "Tom", "--num-return-sequences", "3", .. sampling]));
         JsonElement[] alone = Sequences(CliRunner.Run(["generate", "--prompt", "Tom", .. sampling]));
 
@@ -94,14 +98,16 @@ public sealed class CliGenerateTests
         Assert.Equal("Once upon a time, there was a little girl named \n", streamed.Stdout);
     }
 
-    [Fact]
-    public void Logprobs_EqualScoringTheSameIds()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Logprobs_EqualScoringTheSameIds(string device)
     {
+        TestBackends.RequireDevice(device);
         JsonElement sequence = Sequences(CliRunner.Run("generate", "--prompt-ids", "1,403,407", "--temperature", "1", "--seed", "9",
-            "--max-new-tokens", "12", "--logprobs", "3", "--json"))[0];
+            "--max-new-tokens", "12", "--logprobs", "3", "--json", "--device", device))[0];
         int[] generated = Ids(sequence.GetProperty("ids"));
         JsonElement[] logprobs = [.. sequence.GetProperty("logprobs").EnumerateArray()];
-        CliRunner.Result score = CliRunner.Run(["score", "--prompt-ids", string.Join(",", new[] { 1, 403, 407 }.Concat(generated)), "--top", "3", "--json"]);
+        CliRunner.Result score = CliRunner.Run(["score", "--prompt-ids", string.Join(",", new[] { 1, 403, 407 }.Concat(generated)), "--top", "3", "--json", "--device", device]);
         JsonElement[] positions = [.. score.Json.GetProperty("positions").EnumerateArray()];
 
         Assert.Equal(generated.Length, logprobs.Length);

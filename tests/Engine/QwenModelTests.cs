@@ -10,10 +10,12 @@ public sealed class QwenModelTests
 {
     private static string Llama2cText => File.ReadAllText(Fixtures.File("stories260K", "llama2c_expected_greedy.txt"));
 
-    [Fact]
-    public async Task GenerateAsync_StreamsTheTextLlama2cPrints()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public async Task GenerateAsync_StreamsTheTextLlama2cPrints(string device)
     {
-        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel);
+        TestBackends.RequireDevice(device);
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = device });
         var pieces = new List<string>();
         GenerationUpdate? final = null;
         await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 60 }))
@@ -130,10 +132,12 @@ public sealed class QwenModelTests
         Assert.Equal(whole.Text, streamed);
     }
 
-    [Fact]
-    public async Task ChatClient_SecondTurnReusesTheFirstTurnsCache()
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public async Task ChatClient_SecondTurnReusesTheFirstTurnsCache(string device)
     {
-        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        TestBackends.RequireDevice(device);
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer, new QwenModelOptions { Device = device });
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 6 };
         using IChatClient chat = model.AsChatClient();
         List<ChatMessage> conversation = [new(ChatRole.User, "Hi")];
@@ -192,6 +196,13 @@ public sealed class QwenModelTests
         ChatResponse after = await chat.GetResponseAsync(messages, options);
         using IChatClient fresh = model.AsChatClient();
         Assert.Equal((await fresh.GetResponseAsync(messages, options)).Text, after.Text);
+    }
+
+    [Fact]
+    public async Task Load_UnknownDevice_ThrowsNamingIt()
+    {
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "tpu" }));
+        Assert.Contains("device 'tpu' is not one of cpu, gpu, gpu:N", e.Message);
     }
 
     [Fact]

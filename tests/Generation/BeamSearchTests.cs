@@ -1,3 +1,4 @@
+using QwenSharp.Backend;
 using QwenSharp.Cpu;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
@@ -11,19 +12,20 @@ namespace QwenSharp.Tests.Generation;
 /// </summary>
 public class BeamSearchTests
 {
-    public static TheoryData<int, double, EarlyStopping, int[]> Settings() => new()
+    public static TheoryData<int, double, EarlyStopping, int[], string> Settings() => new()
     {
-        { 3, 1.0, EarlyStopping.Heuristic, [426] },
-        { 4, 0.5, EarlyStopping.AsSoonAsFull, [426, 432] },
-        { 2, -1.0, EarlyStopping.Never, [426] },
-        { 3, 2.0, EarlyStopping.Heuristic, [] },
+        { 3, 1.0, EarlyStopping.Heuristic, [426], "cpu" },
+        { 4, 0.5, EarlyStopping.AsSoonAsFull, [426, 432], "cpu" },
+        { 2, -1.0, EarlyStopping.Never, [426], "cpu" },
+        { 3, 2.0, EarlyStopping.Heuristic, [], "cpu" },
+        { 4, 0.5, EarlyStopping.AsSoonAsFull, [426, 432], TestBackends.Gpu },
     };
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Settings))]
-    public void EqualsBruteForceBeamSearch(int beams, double lengthPenalty, EarlyStopping earlyStopping, int[] eos)
+    public void EqualsBruteForceBeamSearch(int beams, double lengthPenalty, EarlyStopping earlyStopping, int[] eos, string backendName)
     {
-        using var backend = new CpuBackend();
+        using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
         int[] prompt = [1, 403, 407, 261, 378];
         const int maxNew = 7;

@@ -30,6 +30,18 @@ internal static class TestBackends
 
     public static TheoryData<string> CpuAndGpuData() => [.. CpuAndGpu];
 
+    /// <summary>The --device values of the CLI and the Engine: "cpu" and "gpu".</summary>
+    public static TheoryData<string> DevicesData() => ["cpu", Gpu];
+
+    /// <summary>For a test given a --device value: <see cref="RequireGpu"/> when it is the GPU.</summary>
+    public static void RequireDevice(string device)
+    {
+        if (device != "cpu")
+        {
+            RequireGpu();
+        }
+    }
+
     /// <summary>Skips the test (or fails it under CI=true) when no Vulkan device can run the shaders.</summary>
     public static void RequireGpu()
     {

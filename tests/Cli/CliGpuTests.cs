@@ -1,0 +1,92 @@
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary>--device gpu through the command line: the fixtures' references, devices, and the errors of a missing or wrong device.</summary>
+public sealed class CliGpuTests
+{
+    [SkippableFact]
+    public void Generate_DeviceGpu_ReproducesReferenceGreedyIds()
+    {
+        TestBackends.RequireGpu();
+        Reference reference = Reference.Load("tiny-qwen2");
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2"), "--prompt-ids", string.Join(",", reference.PromptIds),
+            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--json", "--device", "gpu");
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+    }
+
+    [SkippableFact]
+    public void Score_DeviceGpu_MeanNllMatchesReference()
+    {
+        TestBackends.RequireGpu();
+        Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
+
+        CliRunner.Result result = CliRunner.Run("score", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--prompt-ids", string.Join(",", reference.PromptIds),
+            "--json", "--device", "gpu:0");
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(reference.PromptMeanNll, result.Json.GetProperty("mean_nll").GetDouble(), 1e-4);
+    }
+
+    [SkippableFact]
+    public void Devices_Json_ListsTheDefaultDeviceWithItsSubgroupSize()
+    {
+        TestBackends.RequireGpu();
+
+        CliRunner.Result result = CliRunner.Run("devices", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        System.Text.Json.JsonElement[] devices = [.. result.Json.GetProperty("devices").EnumerateArray()];
+        System.Text.Json.JsonElement chosen = Assert.Single(devices, d => d.GetProperty("default").GetBoolean());
+        Assert.True(chosen.GetProperty("subgroup_size").GetInt32() > 0);
+        Assert.True(chosen.GetProperty("memory_bytes").GetInt64() > 0);
+    }
+
+    [Theory]
+    [InlineData("tpu", "--device 'tpu' is not one of cpu, gpu, gpu:N")]
+    [InlineData("gpu:x", "--device 'gpu:x' is not one of cpu, gpu, gpu:N")]
+    public void Generate_UnknownDevice_OneLineAndExitCode2(string device, string message)
+    {
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--device", device);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal($"qwensharp generate: error: {message}", Assert.Single(result.ErrorLines));
+    }
+
+    [SkippableFact]
+    public void Generate_DeviceIndexBeyondTheList_OneLineAndExitCode2()
+    {
+        TestBackends.RequireGpu();
+
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--device", "gpu:99");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Matches(@"--device gpu:99: there are \d+ Vulkan devices, gpu:0 to gpu:\d+ \(see qwensharp devices\)", Assert.Single(result.ErrorLines));
+    }
+
+    [Fact]
+    public void Generate_NoVulkanLoader_NamesTheLoaderAndHowToInstallOne()
+    {
+        // A real process, so the loader is looked up afresh under the environment variable.
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"));
+        foreach (string arg in new[] { "generate", "--prompt-ids", "1", "--device", "gpu" })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        start.Environment["QWENSHARP_VULKAN_LOADER"] = "/nonexistent/libvulkan.so.1";
+        using var process = System.Diagnostics.Process.Start(start)!;
+        string stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+
+        Assert.Equal(2, process.ExitCode);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => !l.StartsWith("note:", StringComparison.Ordinal));
+        Assert.Contains("the Vulkan loader /nonexistent/libvulkan.so.1 (from QWENSHARP_VULKAN_LOADER) was not found", line);
+        Assert.Contains("mesa-vulkan-drivers", line);
+    }
+}
