@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One call on a lent NVIDIA machine (see README.md here): correctness against the fixtures' references, then
+# QwenSharp --device gpu and the PyTorch peer, interleaved, three rounds; everything lands in $OUT (7 files, under
+# the tool's limit of 8).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+if [[ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+q=out/qwensharp
+export QWENSHARP_NO_AVX512=${QWENSHARP_NO_AVX512:-}
+{ nvidia-smi; $q devices; } 2>&1 | tee "$OUT/devices.txt"
+
+# Correctness on the GPU: greedy ids of every fixture against its float64 reference.
+python3 - "$q" > "$OUT/check.txt" 2>&1 <<'PY'
+import json, subprocess, sys
+q = sys.argv[1]
+ok = True
+for fixture in ["tiny-qwen2", "tiny-qwen2-f16-sharded", "stories260K-qwen2-bf16"]:
+    ref = json.load(open(f"tests/fixtures/{fixture}/reference.json"))
+    args = [q, "generate", "--model", f"tests/fixtures/{fixture}", "--prompt-ids", ",".join(map(str, ref["prompt_ids"])),
+            "--greedy", "--ignore-eos", "--max-new-tokens", str(len(ref["greedy_new_ids"])), "--json", "--device", "gpu"]
+    run = subprocess.run(args, capture_output=True, text=True)
+    ids = json.loads(run.stdout)["sequences"][0]["ids"] if run.returncode == 0 else None
+    same = ids == ref["greedy_new_ids"]
+    ok &= same
+    print(fixture, "ok" if same else f"DIFFERENT: {ids} vs {ref['greedy_new_ids']} {run.stderr.strip()}")
+print("all ok" if ok else "FAILED")
+PY
+cat "$OUT/check.txt"
+
+# Speed: interleaved rounds of ours and the peer; the medians are taken when the table is written.
+for round in 1 2 3; do
+  for shape in 0.5b 7b; do
+    config=tests/fixtures/qwen2.5-0.5b-instruct/config.json
+    [[ "$shape" == 7b ]] && config=bench/configs/qwen2.5-7b/config.json
+    timeout 120 $q bench --config "$config" --random-weights --dtype bf16 --device gpu --prompt-tokens 512 --new-tokens 128 --json \
+      2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"$shape\",\"round\":$round,/" | tee -a "$OUT/qwensharp.jsonl"
+  done
+  if [[ "$round" != 2 ]]; then
+    compile=""
+    [[ "$round" == 1 ]] && compile="0.5b,7b"
+    timeout 200 python3 bench/gpu/gpu_anchor_torch.py --shapes 0.5b,7b --compile "$compile" --out "$OUT/torch-$round.json" > /dev/null 2>> "$OUT/torch.err"
+    tail -c 2000 "$OUT/torch-$round.json"
+  fi
+done
