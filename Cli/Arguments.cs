@@ -125,7 +125,10 @@ internal sealed class Arguments
 
         if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !double.IsFinite(value) || value < min || value > max)
         {
-            string range = double.IsPositiveInfinity(max) ? $"a number >= {min.ToString(CultureInfo.InvariantCulture)}"
+            // double.Epsilon as the minimum means "above zero" (a bound people read, unlike 5E-324).
+            string lower = min == double.Epsilon ? "greater than 0" : $">= {min.ToString(CultureInfo.InvariantCulture)}";
+            string range = double.IsPositiveInfinity(max) ? $"a number {lower}"
+                : min == double.Epsilon ? $"a number greater than 0 and at most {max.ToString(CultureInfo.InvariantCulture)}"
                 : $"a number from {min.ToString(CultureInfo.InvariantCulture)} to {max.ToString(CultureInfo.InvariantCulture)}";
             throw new UsageException($"--{name} '{text}' is not {range}");
         }
@@ -133,13 +136,19 @@ internal sealed class Arguments
         return value;
     }
 
-    /// <summary>A list of token ids, "1,2,3" (spaces allowed).</summary>
+    /// <summary>A list of token ids, "1,2,3" (spaces after the commas allowed; an empty item is an error).</summary>
     public static int[] ParseIds(string option, string text)
     {
-        string[] parts = text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (parts.Length == 0)
+        string[] parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.All(p => p.Length == 0))
         {
             throw new UsageException($"--{option} '{text}' holds no token ids (expected e.g. 1,2,3)");
+        }
+
+        int empty = Array.FindIndex(parts, p => p.Length == 0);
+        if (empty >= 0)
+        {
+            throw new UsageException($"--{option} '{text}': item {empty + 1} is empty (expected ids separated by single commas, e.g. 1,2,3)");
         }
 
         var ids = new int[parts.Length];

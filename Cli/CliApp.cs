@@ -57,6 +57,11 @@ internal static class CliApp
 
             return command.Run(arguments, stdin, stdout, stderr);
         }
+        catch (OutputClosedException)
+        {
+            // The reader closed the pipe (| head): stop generating and exit quietly, as Unix tools do.
+            return 0;
+        }
         catch (Exception e) when (IsBadInput(e))
         {
             stderr.WriteLine($"qwensharp {command.Name}: error: {OneLine(e)}");

@@ -20,11 +20,48 @@ internal static class ModelLoading
         string? directory = args.Value("model");
         if (directory is not null)
         {
+            if (File.Exists(directory))
+            {
+                throw new UsageException($"--model {directory} is a file: pass the model folder (the one with config.json and the *.safetensors)");
+            }
+
             return directory;
         }
 
         stderr.WriteLine("note: using the bundled demo model (stories260K); pass --model DIR to run a Hugging Face Qwen2 folder");
         return DemoModelDirectory;
+    }
+
+    /// <summary>
+    /// Refuses a model without a chat template before anything is read or generated, saying what to use instead
+    /// (the bundled demo model is a story model: it continues text and has no chat turns).
+    /// </summary>
+    public static void RequireChatTemplate(Tokenization.Tokenizer tokenizer, string directory, string what)
+    {
+        if (tokenizer.HasChatTemplate)
+        {
+            return;
+        }
+
+        string model = Path.GetFullPath(directory) == Path.GetFullPath(DemoModelDirectory)
+            ? "the bundled demo model (stories260K) is a story model with no chat template; pass --model with an instruct model such as Qwen2.5-0.5B-Instruct (README: A real model), or use generate --prompt TEXT"
+            : $"{directory} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); {what} needs an instruct model such as Qwen2.5-0.5B-Instruct";
+        throw new UsageException($"{what}: {model}");
+    }
+
+    /// <summary>
+    /// --context, or null when not given. One rule for every command: at least <paramref name="min"/>, and never more
+    /// than the positions the model was trained for (max_position_embeddings).
+    /// </summary>
+    public static int? Context(Arguments args, Qwen2Config config, int min = 1)
+    {
+        int? context = args.Int("context", min);
+        if (context > config.MaxPositionEmbeddings)
+        {
+            throw new UsageException($"--context {context} is more than the model's max_position_embeddings ({config.MaxPositionEmbeddings})");
+        }
+
+        return context;
     }
 
     /// <summary>Checks --device: cpu, gpu or gpu:N.</summary>

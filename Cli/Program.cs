@@ -5,14 +5,17 @@ internal static class Program
     private static int Main(string[] args)
     {
         AvxDispatch.HandOverIfBetter(args);
-        var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false)) { AutoFlush = false };
+        using var stdout = new StandardOutput();
+        int code = CliApp.Run(args, Console.In, stdout, Console.Error);
         try
-        {
-            return CliApp.Run(args, Console.In, stdout, Console.Error);
-        }
-        finally
         {
             stdout.Flush();
         }
+        catch (OutputClosedException)
+        {
+            // The reader is gone; what was left to write has nowhere to go.
+        }
+
+        return code;
     }
 }

@@ -16,10 +16,13 @@ internal static class TextInput
     public static Tokenizer? TryLoadTokenizer(string modelDirectory) =>
         File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
 
-    /// <summary>The file's exact bytes as UTF-8 text (a byte-order mark stays a character); invalid UTF-8 is an error naming the offset.</summary>
+    /// <summary>
+    /// The file's exact bytes as UTF-8 text (a byte-order mark stays a character); invalid UTF-8 is an error naming
+    /// the offset. "-" reads standard input, as Unix tools do.
+    /// </summary>
     public static string ReadUtf8File(string path)
     {
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = ReadAllBytes(path);
         try
         {
             return s_strictUtf8.GetString(bytes);
@@ -30,13 +33,61 @@ internal static class TextInput
         }
     }
 
+    /// <summary>
+    /// A stop string as typed: <c>\n</c>, <c>\t</c> and <c>\\</c> become newline, tab and backslash, since a shell
+    /// passes "\n\n" as backslash-n twice; any other backslash stays.
+    /// </summary>
+    public static string Unescape(string text)
+    {
+        if (!text.Contains('\\', StringComparison.Ordinal))
+        {
+            return text;
+        }
+
+        var result = new StringBuilder(text.Length);
+        for (int i = 0; i < text.Length; i++)
+        {
+            char next = i + 1 < text.Length ? text[i + 1] : '\0';
+            if (text[i] == '\\' && next is 'n' or 't' or '\\')
+            {
+                result.Append(next switch { 'n' => '\n', 't' => '\t', _ => '\\' });
+                i++;
+            }
+            else
+            {
+                result.Append(text[i]);
+            }
+        }
+
+        return result.ToString();
+    }
+
+    /// <summary>A file's bytes, or standard input's for "-"; a folder is an error saying so.</summary>
+    public static byte[] ReadAllBytes(string path)
+    {
+        if (path == "-")
+        {
+            using Stream input = Console.OpenStandardInput();
+            using var buffer = new MemoryStream();
+            input.CopyTo(buffer);
+            return buffer.ToArray();
+        }
+
+        if (Directory.Exists(path))
+        {
+            throw new UsageException($"{path} is a folder; a file is needed here (or - for standard input)");
+        }
+
+        return File.ReadAllBytes(path);
+    }
+
     /// <summary>A JSON list from a file (messages or tools), with the file named in any error.</summary>
     public static JsonDocument ReadJsonList(string path, string what)
     {
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
+            document = JsonDocument.Parse(ReadAllBytes(path));
         }
         catch (JsonException e)
         {

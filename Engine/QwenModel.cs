@@ -254,7 +254,8 @@ public sealed class QwenModel : IDisposable
         int maxNew = options.MaxNewTokens ?? config.DefaultMaxNewTokens(longest);
         return new GenerationOptions
         {
-            MaxNewTokens = Math.Min(maxNew, Model.Config.MaxPositionEmbeddings - longest + 1),
+            MaxNewTokens = Math.Min(maxNew, Math.Max(0, (options.Context ?? Model.Config.MaxPositionEmbeddings) - longest + 1)),
+            Context = options.Context,
             IgnoreEos = options.IgnoreEos,
             EosTokenIds = EosTokenIds,
             Sampling = options.Sampling.Resolve(config),

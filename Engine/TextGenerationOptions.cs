@@ -22,4 +22,7 @@ public sealed record TextGenerationOptions
 
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
+
+    /// <summary>Tokens a sequence may reach, prompt included; null is the model's max_position_embeddings.</summary>
+    public int? Context { get; init; }
 }

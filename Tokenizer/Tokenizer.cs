@@ -224,6 +224,9 @@ public sealed class Tokenizer
             $"token id {id} is not in the vocabulary of {Source} (ids 0..{VocabularySize - 1})");
 
     /// <summary>The parsed chat template; a <see cref="TemplateException"/> when the model has none or it cannot be parsed.</summary>
+    /// <summary>Whether the model ships a chat template (tokenizer_config.json's chat_template or chat_template.jinja).</summary>
+    public bool HasChatTemplate => _chatTemplate.Value is not null;
+
     public ChatTemplate ChatTemplate => _chatTemplate.Value
         ?? throw new TemplateException($"{Path.GetDirectoryName(Source)}: the model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)");
 

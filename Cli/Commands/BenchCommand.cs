@@ -41,32 +41,31 @@ internal sealed class BenchCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        int promptTokens = args.Int("prompt-tokens", 1) ?? 512;
-        int newTokens = args.Int("new-tokens", 1) ?? 64;
+        int? givenPrompt = args.Int("prompt-tokens", 1), givenNew = args.Int("new-tokens", 1);
         int batch = args.Int("batch", 1, 256) ?? 1;
-        (IBackend backend, Qwen2Model model) = Load(args, stderr);
+        (IBackend backend, Qwen2Model model) = Load(args, stderr, (givenPrompt ?? 512) + (givenNew ?? 64) + 2, batch);
         using (backend)
         using (model)
         {
+            (int promptTokens, int newTokens) = FitToContext(model.Config.MaxPositionEmbeddings, givenPrompt, givenNew, stderr);
             int context = promptTokens + newTokens;
-            if (context > model.Config.MaxPositionEmbeddings)
-            {
-                throw new UsageException(
-                    $"--prompt-tokens {promptTokens} + --new-tokens {newTokens} exceed the model's context of {model.Config.MaxPositionEmbeddings}");
-            }
-
             var random = new Random(1234);
             int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
-            Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])], new GenerationOptions { MaxNewTokens = 16, IgnoreEos = true });
+            Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
+                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true });
 
             // The first new token comes from the prefill pass; the next newTokens come from decode steps.
             GenerationResult result = Generator.Greedy(model, prompts,
                 new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 });
             ModelSummary summary = ModelSummary.Of(model);
-            double gbPerSecond = summary.DecodeBytesPerToken * result.DecodeTokensPerSecond / 1e9;
+
+            // A decode step reads the weights once for the whole batch: weight traffic follows steps, not tokens.
+            double stepsPerSecond = result.DecodeTokensPerSecond / batch;
+            double gbPerSecond = summary.DecodeBytesPerToken * stepsPerSecond / 1e9;
             string dtype = summary.TensorsByDType[0].DType;
+            bool decoded = result.DecodeTokens > 0;
             if (args.Flag("json"))
             {
                 JsonOutput.Write(stdout, w =>
@@ -74,9 +73,11 @@ internal sealed class BenchCommand : ICommand
                     w.WriteStartObject();
                     w.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
+                    w.WriteNumber("decode_tokens_per_s_per_sequence", Math.Round(stepsPerSecond, 3));
                     w.WriteNumber("prompt_tokens", promptTokens);
                     w.WriteNumber("batch", batch);
-                    w.WriteNumber("new_tokens", result.DecodeTokens);
+                    w.WriteNumber("new_tokens", result.DecodeTokens / batch);
+                    w.WriteNumber("new_tokens_total", result.DecodeTokens);
                     w.WriteString("dtype", dtype);
                     w.WriteNumber("parameters", summary.Parameters);
                     w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
@@ -97,15 +98,42 @@ internal sealed class BenchCommand : ICommand
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
                 stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)})");
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
-                stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens{(batch > 1 ? $" ({batch} sequences)" : "")} in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s"));
-                stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per token: {gbPerSecond:F2} GB/s"));
+                if (decoded)
+                {
+                    string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({stepsPerSecond:F2} tokens/s each)") : "";
+                    stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
+                    stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s"));
+                }
             }
         }
 
         return 0;
     }
 
-    private static (IBackend, Qwen2Model) Load(Arguments args, TextWriter stderr)
+    /// <summary>
+    /// The prompt and decode lengths: as given, which must fit the model's context; left out, 512 and 64, shrunk
+    /// (with a note) to fit a model of a shorter context, such as the bundled demo model's 512.
+    /// </summary>
+    private static (int Prompt, int New) FitToContext(int maxPositions, int? givenPrompt, int? givenNew, TextWriter stderr)
+    {
+        int newTokens = givenNew ?? Math.Min(64, Math.Max(1, maxPositions / 4));
+        int promptTokens = givenPrompt ?? Math.Min(512, maxPositions - newTokens - 1);
+        if (promptTokens < 1 || promptTokens + newTokens + 1 > maxPositions)
+        {
+            throw new UsageException(
+                $"--prompt-tokens {promptTokens} + --new-tokens {newTokens} exceed the model's context of {maxPositions}");
+        }
+
+        if ((givenPrompt is null && promptTokens != 512) || (givenNew is null && newTokens != 64))
+        {
+            stderr.WriteLine($"note: measuring a {promptTokens}-token prompt and {newTokens} new tokens (the defaults, 512 and 64, do not fit the model's context of {maxPositions})");
+        }
+
+        return (promptTokens, newTokens);
+    }
+
+    /// <param name="positions">Positions per sequence the run will use at most, for the memory check.</param>
+    private static (IBackend, Qwen2Model) Load(Arguments args, TextWriter stderr, int positions, int batch)
     {
         string? configPath = args.Value("config");
         bool random = args.Flag("random-weights");
@@ -136,6 +164,7 @@ internal sealed class BenchCommand : ICommand
         }
 
         Qwen2Config config = Qwen2Config.Load(configPath);
+        CheckHostMemory(configPath, config, dtype, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
         IBackend backend = ModelLoading.CreateBackend(args);
         var source = new RandomTensorSource(config, dtype);
         try
@@ -147,6 +176,19 @@ internal sealed class BenchCommand : ICommand
             source.Dispose();
             backend.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Refuses random weights and a KV cache that would not fit the memory free now, before allocating any.</summary>
+    private static void CheckHostMemory(string configPath, Qwen2Config config, DType dtype, int positions, int batch)
+    {
+        long weights = RandomTensorSource.ByteSize(config, dtype);
+        long kvCache = 2L * config.NumHiddenLayers * config.KvDim * sizeof(float) * positions * batch;
+        long available = HostMemory.Available();
+        if (weights + kvCache > available)
+        {
+            throw new UsageException(
+                $"--config {configPath}: random {DTypes.Name(dtype)} weights ({InfoCommand.FormatBytes(weights)}) and a KV cache of {batch} x {positions} positions ({InfoCommand.FormatBytes(kvCache)}) need {InfoCommand.FormatBytes(weights + kvCache)}; {InfoCommand.FormatBytes(available)} of memory is available");
         }
     }
 }

@@ -17,13 +17,14 @@ internal sealed class ChatCommand : ICommand
 
     public string Summary => "interactive chat through the model's chat template (reads stdin, one message per line)";
 
-    public string Usage => "qwensharp chat [--model DIR] [--system TEXT] [--max-new-tokens N] [sampling options]";
+    public string Usage => "qwensharp chat [--model DIR] [--system TEXT] [--max-new-tokens N] [--context N] [sampling options] [--device D]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
         new("system", "TEXT", "a system message at the start of the conversation"),
         new("max-new-tokens", "N", "most tokens per answer (default: generation_config.json, else 256)"),
+        new("context", "N", "tokens the conversation may hold (default: max_position_embeddings); older turns are dropped to fit"),
         .. GenerateCommand.SamplingSpecs,
         ModelLoading.Threads,
         ModelLoading.Device,
@@ -40,17 +41,20 @@ internal sealed class ChatCommand : ICommand
 
     public int Run(Arguments args, TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        string device = ModelLoading.CheckDevice(args);
+
+        // A model without a chat template cannot chat: say so before loading the weights or waiting for input.
+        ModelLoading.RequireChatTemplate(TextInput.LoadTokenizer(directory), directory, "chat");
+        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device });
+        WeightPrefetch.Run(model.Model, Console.Error);
+        int context = ModelLoading.Context(args, model.Model.Config, min: 2) ?? model.Model.Config.MaxPositionEmbeddings;
         var options = new TextGenerationOptions
         {
             MaxNewTokens = args.Int("max-new-tokens", 1),
             Sampling = GenerateCommand.OverridesFrom(args),
+            Context = context,
         };
-        string directory = ModelLoading.ResolveDirectory(args, stderr);
-        ModelLoading.CheckDevice(args);
-        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024) });
-        WeightPrefetch.Run(model.Model, Console.Error);
-        // A model without a chat template cannot chat: say so before waiting for input.
-        _ = model.Tokenizer.ChatTemplate;
 
         bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;
         string? system = args.Value("system");
@@ -108,7 +112,12 @@ internal sealed class ChatCommand : ICommand
                 }
 
                 history.Add(("user", line));
-                int[] prompt = model.Tokenizer.Encode(model.Tokenizer.ApplyChatTemplate(history, addGenerationPrompt: true));
+                int[] prompt = FitToContext(model, history, context, options.MaxNewTokens, stderr);
+                if (prompt.Length == 0)
+                {
+                    continue;
+                }
+
                 answering = new CancellationTokenSource();
                 string answer = Answer(model, prompt, options, conversation, answering.Token, stdout, stderr, interactive);
                 answering.Dispose();
@@ -127,6 +136,46 @@ internal sealed class ChatCommand : ICommand
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The conversation's prompt, with its oldest turns (a user message and its answer) dropped, the system
+    /// message kept, until it leaves room for an answer (up to a quarter of the context). A message that does not
+    /// fit even alone is refused for this turn only (and taken out of the history): an empty prompt is returned.
+    /// </summary>
+    private static int[] FitToContext(QwenModel model, List<(string Role, string Content)> history, int context, int? maxNewTokens, TextWriter stderr)
+    {
+        int[] Render() => model.Tokenizer.Encode(model.Tokenizer.ApplyChatTemplate(history, addGenerationPrompt: true));
+        int room = Math.Max(1, Math.Min(maxNewTokens ?? model.Model.GenerationConfig.DefaultMaxNewTokens(0), context / 4));
+        int first = history.Count > 0 && history[0].Role == "system" ? 1 : 0;
+        int[] prompt = Render();
+        int dropped = 0;
+        while (prompt.Length + room > context && history.Count - first > 1)
+        {
+            // The oldest user message, and the answer to it.
+            history.RemoveAt(first);
+            if (history.Count - first > 1 && history[first].Role == "assistant")
+            {
+                history.RemoveAt(first);
+            }
+
+            dropped++;
+            prompt = Render();
+        }
+
+        if (prompt.Length >= context)
+        {
+            history.RemoveAt(history.Count - 1);
+            stderr.WriteLine(Terminal.Dim($"[that message makes a prompt of {prompt.Length} tokens, more than the context of {context}: not sent]"));
+            return [];
+        }
+
+        if (dropped > 0)
+        {
+            stderr.WriteLine(Terminal.Dim($"[the {dropped} oldest turn{(dropped == 1 ? "" : "s")} dropped to fit the context of {context} tokens]"));
+        }
+
+        return prompt;
     }
 
     private static void Reset(List<(string Role, string Content)> history, string? system)

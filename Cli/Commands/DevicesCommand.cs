@@ -8,7 +8,7 @@ internal sealed class DevicesCommand : ICommand
 {
     public string Name => "devices";
 
-    public string Summary => "the GPUs (Vulkan devices) --device gpu[:N] can run on: name, type, memory, subgroup size, matrix units";
+    public string Summary => "the GPUs (Vulkan devices) a model can run on with device gpu:N: name, type, memory, subgroup size, matrix units";
 
     public string Usage => "qwensharp devices [--json]";
 

@@ -24,7 +24,7 @@ internal sealed class GenerateCommand : ICommand
         new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
         new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
         new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
-        new("seed", "S", "seed of the random draws (default: a random one, reported with --json)"),
+        new("seed", "S", "seed of the random draws (default: a random one; generate prints it)"),
     ];
 
     public string Name => "generate";
@@ -46,7 +46,7 @@ internal sealed class GenerateCommand : ICommand
         new("length-penalty", "L", "with beams: finished sequences score sum_logprob / length^L (default 1; above 0 favours longer)"),
         new("early-stopping", null, "with beams: stop as soon as B sequences have finished"),
         new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
-        new("stop", "STR", "stop when the text contains STR (cut before it); repeatable", Repeatable: true),
+        new("stop", "STR", "stop when the text contains STR (cut before it); \\n, \\t and \\\\ mean newline, tab, backslash; repeatable", Repeatable: true),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
@@ -97,15 +97,19 @@ internal sealed class GenerateCommand : ICommand
         string directory = ModelLoading.ResolveDirectory(args, stderr);
         bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop");
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
+        if (promptArgs.Any(p => p.Kind == "chat"))
+        {
+            ModelLoading.RequireChatTemplate(tokenizer!, directory, "generate --chat");
+        }
+
         int[][] prompts = [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))];
         (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {
-            for (int p = 0; p < prompts.Length; p++)
-            {
-                model.ValidateTokens(prompts[p], prompts.Length == 1 ? "prompt" : $"prompt {p + 1}");
-            }
+            // Every prompt is checked (ids, length against the context) before any text is streamed.
+            int? context = ModelLoading.Context(args, model.Config);
+            Generator.ValidatePrompts(model, prompts, context ?? model.Config.MaxPositionEmbeddings);
 
             SamplingOptions sampling = beams > 1 ? PenaltiesOnly(args) : SamplingFrom(args, model.GenerationConfig);
             int perPrompt = args.Int("num-return-sequences", 1, 1024) ?? 1;
@@ -120,13 +124,13 @@ internal sealed class GenerateCommand : ICommand
             }
 
             int sequences = prompts.Length * perPrompt;
-            StopStrings? text = tokenizer is null ? null : new StopStrings(tokenizer, args.Values("stop"), sequences);
+            StopStrings? text = tokenizer is null ? null : new StopStrings(tokenizer, [.. args.Values("stop").Select(TextInput.Unescape)], sequences);
             var options = new GenerationOptions
             {
                 MaxNewTokens = args.Int("max-new-tokens", 0) ?? model.GenerationConfig.DefaultMaxNewTokens(prompts.Max(p => p.Length)),
                 IgnoreEos = args.Flag("ignore-eos"),
                 EosTokenIds = QwenModel.DefaultEosTokenIds(model, tokenizer),
-                Context = args.Int("context", 1),
+                Context = context,
                 Sampling = sampling,
                 NumReturnSequences = perPrompt,
                 Logprobs = logprobs,
@@ -178,7 +182,7 @@ internal sealed class GenerateCommand : ICommand
             }
             else
             {
-                WriteText(stdout, stderr, result, stream, text);
+                WriteText(stdout, stderr, result, stream, text, perPrompt);
             }
         }
 
@@ -308,7 +312,7 @@ internal sealed class GenerateCommand : ICommand
         writer.WriteEndArray();
     }
 
-    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed, StopStrings? text)
+    private static void WriteText(TextWriter stdout, TextWriter stderr, GenerationResult result, bool streamed, StopStrings? text, int perPrompt)
     {
         if (streamed)
         {
@@ -319,7 +323,9 @@ internal sealed class GenerateCommand : ICommand
             for (int s = 0; s < result.Sequences.Count; s++)
             {
                 IReadOnlyList<int> ids = result.Sequences[s].Ids;
-                stdout.WriteLine($"[{s + 1}] {(text is null ? string.Join(' ', ids) : text.FinalText(s))}");
+                // Which prompt (in command-line order) each sequence continues, and which of its samples or beams it is.
+                string label = perPrompt == 1 ? $"prompt {s + 1}" : $"prompt {(s / perPrompt) + 1}, #{(s % perPrompt) + 1}";
+                stdout.WriteLine($"[{label}] {(text is null ? string.Join(' ', ids) : text.FinalText(s))}");
             }
         }
 
@@ -327,7 +333,22 @@ internal sealed class GenerateCommand : ICommand
         stdout.Flush();
         string reasons = string.Join(", ", result.Sequences.Select(s => $"{StopReasonName(s.StopReason)} after {s.Ids.Count} tokens"));
         string seed = result.Seed is ulong value ? $"; seed {value}" : "";
-        stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"[{reasons}{seed}; prefill {result.PrefillTokensPerSecond:F1} tokens/s, decode {result.DecodeTokensPerSecond:F1} tokens/s]"));
+        stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{reasons}{seed}; {SpeedText(result)}]"));
+    }
+
+    /// <summary>
+    /// "prefill 170.2 tokens/s, decode 30.1 tokens/s"; no decode figure when no decode step ran; a JIT build says its
+    /// first figures include compiling the code (the AOT binary has nothing to compile).
+    /// </summary>
+    internal static string SpeedText(GenerationResult result)
+    {
+        var c = CultureInfo.InvariantCulture;
+        string speed = string.Create(c, $"prefill {result.PrefillTokensPerSecond:F1} tokens/s");
+        if (result.DecodeTokens > 0)
+        {
+            speed += string.Create(c, $", decode {result.DecodeTokensPerSecond:F1} tokens/s");
+        }
+
+        return System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeCompiled ? speed + " (JIT build: includes compiling the code)" : speed;
     }
 }

@@ -50,7 +50,7 @@ internal sealed class PerplexityCommand : ICommand
         using (backend)
         using (model)
         {
-            int context = args.Int("context", 2, model.Config.MaxPositionEmbeddings) ?? Math.Min(model.Config.MaxPositionEmbeddings, 2048);
+            int context = ModelLoading.Context(args, model.Config, min: 2) ?? Math.Min(model.Config.MaxPositionEmbeddings, 2048);
             int stride = args.Int("stride", 1, context) ?? context;
             var clock = Stopwatch.StartNew();
             var progress = ProgressBar.For(stderr, "perplexity", ids.Length);

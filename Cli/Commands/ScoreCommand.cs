@@ -3,6 +3,7 @@ using System.Text.Json;
 using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
+using QwenSharp.Tokenization;
 
 namespace QwenSharp.Cli.Commands;
 
@@ -61,7 +62,7 @@ internal sealed class ScoreCommand : ICommand
             }
             else
             {
-                WriteText(stdout, ids, result);
+                WriteText(stdout, ids, result, TextInput.TryLoadTokenizer(directory));
             }
         }
 
@@ -91,16 +92,19 @@ internal sealed class ScoreCommand : ICommand
         writer.WriteEndObject();
     }
 
-    private static void WriteText(TextWriter output, int[] ids, ScoreResult result)
+    /// <summary>One line per position: the token, the next one and its log-prob, the most likely tokens; each id with its text when the folder has a tokenizer.</summary>
+    private static void WriteText(TextWriter output, int[] ids, ScoreResult result, Tokenizer? tokenizer)
     {
-        output.WriteLine("pos  token  next   logprob  top");
+        string Token(int id) => tokenizer is null ? id.ToString(CultureInfo.InvariantCulture)
+            : $"{id.ToString(CultureInfo.InvariantCulture)} {TokenizeCommand.Visible(tokenizer.Decode([id], skipSpecialTokens: false))}";
+        output.WriteLine("pos  token -> next  logprob  | top");
         for (int i = 0; i < result.Positions.Count; i++)
         {
             PositionScore p = result.Positions[i];
-            string next = p.NextId?.ToString(CultureInfo.InvariantCulture) ?? "-";
+            string next = p.NextId is int id ? Token(id) : "-";
             string logprob = p.NextLogprob?.ToString("F4", CultureInfo.InvariantCulture) ?? "-";
-            string top = string.Join(" ", p.Top.Select(t => string.Create(CultureInfo.InvariantCulture, $"{t.Id}:{t.Logprob:F3}")));
-            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{i,3}  {ids[i],5}  {next,5}  {logprob,8}  {top}"));
+            string top = string.Join("  ", p.Top.Select(t => string.Create(CultureInfo.InvariantCulture, $"{Token(t.Id)}:{t.Logprob:F3}")));
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{i,3}  {Token(ids[i])} -> {next}  {logprob}  | {top}"));
         }
 
         if (result.MeanNll is double nll)

@@ -46,11 +46,13 @@ internal sealed class TokenizeCommand : ICommand
             throw new UsageException("--tools and --no-generation-prompt go with --messages");
         }
 
-        Tokenizer tokenizer = TextInput.LoadTokenizer(ModelLoading.ResolveDirectory(args, stderr));
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        Tokenizer tokenizer = TextInput.LoadTokenizer(directory);
         string? rendered = null;
         string text;
         if (args.Value("messages") is string messagesPath)
         {
+            ModelLoading.RequireChatTemplate(tokenizer, directory, "tokenize --messages");
             using JsonDocument messages = TextInput.ReadJsonList(messagesPath, "messages");
             using JsonDocument? tools = args.Value("tools") is string toolsPath ? TextInput.ReadJsonList(toolsPath, "tool definitions") : null;
             rendered = text = tokenizer.ApplyChatTemplate(messages.RootElement, tools?.RootElement, !args.Flag("no-generation-prompt"));
@@ -106,7 +108,7 @@ internal sealed class TokenizeCommand : ICommand
     }
 
     /// <summary>The piece in quotes, with line breaks, tabs and other control characters escaped.</summary>
-    private static string Visible(string piece)
+    internal static string Visible(string piece)
     {
         var builder = new System.Text.StringBuilder("\"");
         foreach (char c in piece)

@@ -17,14 +17,7 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     public RandomTensorSource(Qwen2Config config, DType dtype, ulong seed = 1)
     {
         Description = $"random {DTypes.Name(dtype)} weights";
-        var shapes = new List<TensorView>();
-        string source = Description;
-        Qwen2WeightBinder.Bind(config, (name, shape, _, _) =>
-        {
-            var view = new TensorView(name, source, dtype, shape, 0);
-            shapes.Add(view);
-            return view;
-        });
+        List<TensorView> shapes = Shapes(config, dtype, Description);
 
         var tensors = new TensorView[shapes.Count];
         try
@@ -50,6 +43,21 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     }
 
     public string Description { get; }
+
+    /// <summary>The bytes the weights of <paramref name="config"/> take in <paramref name="dtype"/>, before any is allocated.</summary>
+    public static long ByteSize(Qwen2Config config, DType dtype) => Shapes(config, dtype, "").Sum(t => t.ByteLength);
+
+    private static List<TensorView> Shapes(Qwen2Config config, DType dtype, string source)
+    {
+        var shapes = new List<TensorView>();
+        Qwen2WeightBinder.Bind(config, (name, shape, _, _) =>
+        {
+            var view = new TensorView(name, source, dtype, shape, 0);
+            shapes.Add(view);
+            return view;
+        });
+        return shapes;
+    }
 
     public IEnumerable<string> TensorNames => _tensors.Keys;
 

@@ -147,6 +147,24 @@ public sealed class Qwen2Model : IDisposable
         tap?.Invoke("final_norm", -1, last);
         b.Linear(last, _w.LmHead, null, logits);
         b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+        CheckFinite(batch, state);
+    }
+
+    /// <summary>
+    /// Stops on logits that are NaN or infinite (NaN weights, an overflow): sampling would silently pick token 0.
+    /// A sum is finite exactly when every term is and no partial sum overflows, which logits never come near.
+    /// </summary>
+    private void CheckFinite(TokenBatch batch, ForwardState state)
+    {
+        for (int r = 0; r < batch.LogitCount; r++)
+        {
+            if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(state.LogitsOf(r))))
+            {
+                int row = batch.LogitRows[r];
+                QwenThrow.InvalidData(
+                    $"the model's logits at position {batch.Positions[row]} (token {batch.Tokens[row]}, sequence slot {batch.Slots[row]}) are not finite (NaN or infinity): the weights may be corrupt");
+            }
+        }
     }
 
     /// <summary>Checks that every id is in the vocabulary, naming the first that is not and where it is.</summary>

@@ -45,7 +45,7 @@ public sealed class CliChatPerplexityTests
         CliRunner.Result result = CliRunner.RunWithInput("hi\n", "chat");
 
         Assert.Equal(2, result.ExitCode);
-        Assert.Contains("has no chat template", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+        Assert.Contains("the bundled demo model (stories260K) is a story model with no chat template; pass --model with an instruct model", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
     }
 
     [SkippableTheory]
@@ -111,8 +111,9 @@ public sealed class CliChatPerplexityTests
         {
             (["perplexity"], "perplexity needs --file F"),
             (["perplexity", "--file", empty], "perplexity needs at least 2"),
-            (["perplexity", "--file", story, "--context", "1"], "--context '1' is not an integer from 2 to 512"),
+            (["perplexity", "--file", story, "--context", "1"], "--context '1' is not an integer >= 2"),
             (["perplexity", "--file", story, "--stride", "600"], "--stride '600' is not an integer from 1 to 512"),
+            (["perplexity", "--file", story, "--context", "1000"], "--context 1000 is more than the model's max_position_embeddings (512)"),
         })
         {
             CliRunner.Result result = CliRunner.Run(args);

@@ -138,7 +138,8 @@ public sealed class CliGenerateTests
 
     [Theory]
     [InlineData("--greedy --temperature 0.5", "--greedy takes the argmax of the logits; --temperature does not apply")]
-    [InlineData("--top-p 1.5", "--top-p '1.5' is not a number from")]
+    [InlineData("--top-p 1.5", "--top-p '1.5' is not a number greater than 0 and at most 1")]
+    [InlineData("--top-p 0", "--top-p '0' is not a number greater than 0 and at most 1")]
     [InlineData("--temperature -1", "--temperature '-1' is not a number from 0")]
     [InlineData("--seed -4", "--seed '-4' is not a non-negative integer")]
     [InlineData("--greedy --num-return-sequences 2", "--num-return-sequences above 1 needs sampling")]

@@ -152,7 +152,7 @@ public sealed class CliTextTests
         File.WriteAllText(notAList, """{"role": "user", "content": "hi"}""");
 
         AssertBadInput(CliRunner.Run("generate", "--model", noTokenizer, "--prompt", "hi", "--greedy"), "tokenizer.json: file not found");
-        AssertBadInput(CliRunner.Run("generate", "--chat", "hi", "--greedy"), "the model has no chat template");
+        AssertBadInput(CliRunner.Run("generate", "--chat", "hi", "--greedy"), "generate --chat: the bundled demo model (stories260K) is a story model with no chat template");
         AssertBadInput(CliRunner.Run("tokenize", "--file", badUtf8), "bad.txt: not valid UTF-8 at byte 2");
         AssertBadInput(CliRunner.Run("tokenize", "--model", TestTokenizers.QwenDirectory, "--messages", notAList), "messages.json: expected a JSON list of messages");
         AssertBadInput(CliRunner.Run("tokenize"), "tokenize needs TEXT, --file F or --messages M.json");

@@ -37,7 +37,7 @@ public sealed class Qwen2ConfigTests
     [InlineData("\"hidden_size\": 8,", "", "config.json: missing required field 'hidden_size'")]
     [InlineData("\"num_hidden_layers\": 1,", "\"num_hidden_layers\": 0,", "num_hidden_layers is 0, expected a positive integer")]
     [InlineData("\"num_key_value_heads\": 1,", "\"num_key_value_heads\": 3,", "num_attention_heads 2 is not a multiple of num_key_value_heads 3")]
-    [InlineData("\"hidden_size\": 8,", "\"hidden_size\": \"eight\",", "config.json: invalid JSON at $.hidden_size")]
+    [InlineData("\"hidden_size\": 8,", "\"hidden_size\": \"eight\",", "config.json (line 1): 'hidden_size' is \"eight\", expected an integer")]
     public void Parse_BadField_ThrowsInvalidDataNamingIt(string find, string replace, string expected)
     {
         string json = TinyCheckpoint.Config.Replace(find, replace, StringComparison.Ordinal);

@@ -33,8 +33,12 @@ internal static class TinyCheckpoint
         ("model.norm.weight", [8]),
     ];
 
-    /// <summary>Writes config.json and model.safetensors, leaving out <paramref name="skip"/> and giving <paramref name="reshape"/> another shape.</summary>
-    public static string Write(string? skip = null, (string Name, long[] Shape)? reshape = null, string config = Config)
+    /// <summary>
+    /// Writes config.json and model.safetensors, leaving out <paramref name="skip"/>, giving <paramref name="reshape"/>
+    /// another shape and filling <paramref name="fill"/> with one value (the rest is zero).
+    /// </summary>
+    public static string Write(string? skip = null, (string Name, long[] Shape)? reshape = null, string config = Config,
+        (string Name, float Value)? fill = null)
     {
         string dir = Fixtures.TempDirectory();
         File.WriteAllText(Path.Combine(dir, "config.json"), config);
@@ -47,7 +51,9 @@ internal static class TinyCheckpoint
             }
 
             long[] shape = reshape is { } r && r.Name == name ? r.Shape : original;
-            entries.Add(new Entry(name, "F32", shape, new byte[shape.Aggregate(4L, (a, b) => a * b)]));
+            long count = shape.Aggregate(1L, (a, b) => a * b);
+            byte[] data = fill is { } f && f.Name == name ? SafeTensorsWriter.F32([.. Enumerable.Repeat(f.Value, (int)count)]) : new byte[count * 4];
+            entries.Add(new Entry(name, "F32", shape, data));
         }
 
         SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), [.. entries]);
