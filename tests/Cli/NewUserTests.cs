@@ -267,6 +267,16 @@ public sealed partial class NewUserTests
         Assert.Contains("403 \"Once\" -> 407 \"upon\"", result.Stdout);
     }
 
+    [Fact]
+    public void Readme_LibraryExample_IsTheSampleProgramVerbatim()
+    {
+        // samples/QuickStart is built with the solution (and against the packed packages in CI), so README's copy runs as written.
+        string readme = File.ReadAllText(Path.Combine(Fixtures.RepositoryRoot, "README.md"));
+        string sample = File.ReadAllText(Path.Combine(Fixtures.RepositoryRoot, "samples", "QuickStart", "Program.cs"));
+
+        Assert.Contains("```csharp\n" + sample + "```", readme, StringComparison.Ordinal);
+    }
+
     [GeneratedRegex(@"(?<![\w-])--([a-z][a-z0-9-]*)")]
     private static partial Regex OptionPattern();
 
