@@ -198,17 +198,23 @@ public sealed unsafe class VulkanBackend : IBackend
             throw new NotSupportedException($"head_dim {shape.HeadDim}: the GPU attention shader handles heads up to 256 wide");
         }
 
+        int maxLength = 0;
+        foreach (int p in positions[..rows])
+        {
+            maxLength = Math.Max(maxLength, p + 1);
+        }
+
+        // Decode over a long context: few (row, head) pairs for the device, so positions split across workgroups too.
+        // The partial-result buffer is sized before this call writes any input: growing it submits the work so far.
+        int splits = rows <= MaxMatVecRows && maxLength > 2 * AttentionSplitLength ? (maxLength + AttentionSplitLength - 1) / AttentionSplitLength : 1;
+        GpuBuffer target = splits == 1 ? oa.Buffer : PartialBuffer((long)splits * rows * shape.NumHeads * (shape.HeadDim + 2));
+
         // Slots then positions, as kv_store.comp and attention.comp read them.
         long offset = _inputs.Reserve(2L * rows * sizeof(int), out byte* host);
         var slotsPositions = new Span<int>(host, 2 * rows);
         slots[..rows].CopyTo(slotsPositions);
         positions[..rows].CopyTo(slotsPositions[rows..]);
         ulong slotsPositionsAddress = _inputs.Buffer.Address + (ulong)offset;
-        int maxLength = 0;
-        foreach (int p in positions[..rows])
-        {
-            maxLength = Math.Max(maxLength, p + 1);
-        }
 
         // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
         GpuBuffer keys = kv.Keys(layer), values = kv.Values(layer);
@@ -219,9 +225,6 @@ public sealed unsafe class VulkanBackend : IBackend
         };
         _stream.Dispatch(_shaders.Get("kv_store"), store, Groups((long)rows * kv.KvDim, 256), [ka.Buffer, va.Buffer], [keys, values]);
 
-        // Decode over a long context: few (row, head) pairs for the device, so positions split across workgroups too.
-        int splits = rows <= MaxMatVecRows && maxLength > 2 * AttentionSplitLength ? (maxLength + AttentionSplitLength - 1) / AttentionSplitLength : 1;
-        GpuBuffer target = splits == 1 ? oa.Buffer : PartialBuffer((long)splits * rows * shape.NumHeads * (shape.HeadDim + 2));
         var attention = new AttentionPush
         {
             Q = qa.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress, Out = target.Address,

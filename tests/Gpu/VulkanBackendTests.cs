@@ -74,30 +74,14 @@ public sealed class VulkanBackendTests
         TestBackends.RequireGpu();
         using var backend = new VulkanBackend();
         using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
-        using KvCache cache = model.CreateKvCache(2, 64);
-        using ForwardState state = model.CreateState(8, 2);
-        var batch = new TokenBatch(8);
-        for (int p = 0; p < 8; p++)
-        {
-            batch.Add(100 + p, p, 0, wantLogits: p == 7);
-        }
-
-        model.Forward(batch, cache, state);
-        void Decode(int position)
-        {
-            batch.Clear();
-            batch.Add(5, position, 0, wantLogits: true);
-            batch.Add(6, position - 8, 1, wantLogits: true);
-            model.Forward(batch, cache, state);
-        }
-
-        Decode(8);
-        Decode(9);
+        using var decode = new TwoSequenceDecode(model);
+        decode.Step(TwoSequenceDecode.FirstPosition);       // recorded
+        decode.Step(TwoSequenceDecode.FirstPosition + 1);   // the first replay
         (long submits, long replays) = backend.Submissions;
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int p = 10; p < 30; p++)
         {
-            Decode(p);
+            decode.Step(p);
         }
 
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;

@@ -14,32 +14,16 @@ public sealed class ForwardContractTests
         // One thread, so all the work happens on the thread whose allocations are counted (other tests run in parallel).
         using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
         using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
-        using KvCache cache = model.CreateKvCache(2, 64);
-        using ForwardState state = model.CreateState(8, 2);
-        var batch = new TokenBatch(8);
-        for (int p = 0; p < 8; p++)
+        using var decode = new TwoSequenceDecode(model);
+        for (int p = TwoSequenceDecode.FirstPosition; p < 16; p++)
         {
-            batch.Add(100 + p, p, 0, wantLogits: p == 7);
-        }
-
-        model.Forward(batch, cache, state);
-        void Decode(int position)
-        {
-            batch.Clear();
-            batch.Add(5, position, 0, wantLogits: true);
-            batch.Add(6, position - 8, 1, wantLogits: true);
-            model.Forward(batch, cache, state);
-        }
-
-        for (int p = 8; p < 16; p++)
-        {
-            Decode(p); // warm-up: per-thread scratch grows to size here, once
+            decode.Step(p); // warm-up: per-thread scratch grows to size here, once
         }
 
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int p = 16; p < 40; p++)
         {
-            Decode(p);
+            decode.Step(p);
         }
 
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);

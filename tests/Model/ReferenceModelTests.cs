@@ -12,26 +12,16 @@ namespace QwenSharp.Tests.Model;
 /// </summary>
 public sealed class ReferenceModelTests
 {
-    public static TheoryData<string, string> ModelsAndBackends()
+    public static TheoryData<string, string> ModelsAndBackends() => Every(TestBackends.All);
+
+    public static TheoryData<string, string> ModelsOnCpuAndGpu() => Every(TestBackends.CpuAndGpu);
+
+    private static TheoryData<string, string> Every(IReadOnlyList<string> backends)
     {
         var data = new TheoryData<string, string>();
         foreach (string model in Models)
         {
-            foreach (string backend in TestBackends.All)
-            {
-                data.Add(model, backend);
-            }
-        }
-
-        return data;
-    }
-
-    public static TheoryData<string, string> ModelsOnCpuAndGpu()
-    {
-        var data = new TheoryData<string, string>();
-        foreach (string model in Models)
-        {
-            foreach (string backend in TestBackends.CpuAndGpu)
+            foreach (string backend in backends)
             {
                 data.Add(model, backend);
             }
