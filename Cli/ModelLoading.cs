@@ -20,9 +20,9 @@ internal static class ModelLoading
         string? directory = args.Value("model");
         if (directory is not null)
         {
-            if (File.Exists(directory))
+            if (File.Exists(directory) && !Formats.Gguf.GgufFile.HasMagic(directory))
             {
-                throw new UsageException($"--model {directory} is a file: pass the model folder (the one with config.json and the *.safetensors)");
+                throw new UsageException($"--model {directory} is a file but not a GGUF file: pass the model folder (the one with config.json and the *.safetensors) or a .gguf file");
             }
 
             return directory;

@@ -10,11 +10,13 @@ internal static class TextInput
     private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>The tokenizer of a model folder; a folder without tokenizer.json is a clear error.</summary>
-    public static Tokenizer LoadTokenizer(string modelDirectory) => Tokenizer.FromDirectory(modelDirectory);
+    public static Tokenizer LoadTokenizer(string modelDirectory) => File.Exists(modelDirectory)
+        ? throw new NotSupportedException($"{modelDirectory}: text needs the model's tokenizer, which this build does not read from a GGUF file yet; give token ids (--prompt-ids), or use the model's Hugging Face folder")
+        : Tokenizer.FromDirectory(modelDirectory);
 
     /// <summary>The tokenizer when the folder has a tokenizer.json, else null (ids in, ids out).</summary>
     public static Tokenizer? TryLoadTokenizer(string modelDirectory) =>
-        File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
+        Directory.Exists(modelDirectory) && File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
 
     /// <summary>
     /// The file's exact bytes as UTF-8 text (a byte-order mark stays a character); invalid UTF-8 is an error naming

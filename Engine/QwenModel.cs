@@ -51,6 +51,11 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
+        if (File.Exists(directory))
+        {
+            throw new NotSupportedException($"{directory}: the engine needs the model's tokenizer, which this build does not read from a GGUF file yet; load the model's Hugging Face folder");
+        }
+
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),

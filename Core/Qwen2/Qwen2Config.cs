@@ -67,7 +67,7 @@ public sealed record Qwen2Config
     public static Qwen2Config Parse(string json, string fileName = FileName) =>
         FromJson(JsonFile.Parse(System.Text.Encoding.UTF8.GetBytes(json), fileName, ConfigJsonContext.Default.ConfigJson), fileName);
 
-    private static Qwen2Config FromJson(ConfigJson json, string file)
+    internal static Qwen2Config FromJson(ConfigJson json, string file)
     {
         string modelType = json.ModelType ?? Fail<string>($"{file}: missing field 'model_type' (expected \"qwen2\" or \"llama\")");
         bool isQwen2 = modelType == "qwen2";

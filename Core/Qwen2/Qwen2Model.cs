@@ -56,9 +56,31 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>The stored tensors behind the model (for <c>info</c>: dtypes and sizes).</summary>
     public Qwen2Weights<TensorView> Weights { get; }
 
-    /// <summary>Loads a Hugging Face model folder: config.json, generation_config.json (optional) and the safetensors.</summary>
+    /// <summary>
+    /// Loads a Hugging Face model folder (config.json, generation_config.json if present, the safetensors) or a GGUF
+    /// file (config, end ids and tensors all from the one file).
+    /// </summary>
     public static Qwen2Model Load(string directory, IBackend backend)
     {
+        if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
+        {
+            Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
+            try
+            {
+                return new Qwen2Model(gguf.Config, gguf, backend, gguf.GenerationConfig, ownsSource: true);
+            }
+            catch
+            {
+                gguf.Dispose();
+                throw;
+            }
+        }
+
+        if (File.Exists(directory))
+        {
+            QwenThrow.InvalidData($"{directory} is a file but not a GGUF file: pass a model folder (config.json and the *.safetensors) or a .gguf file");
+        }
+
         if (!Directory.Exists(directory))
         {
             QwenThrow.DirectoryNotFound($"model folder '{directory}' not found");

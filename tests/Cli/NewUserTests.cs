@@ -182,7 +182,7 @@ public sealed partial class NewUserTests
     {
         AssertBadInput(CliRunner.Run("score", "--file", Fixtures.TempDirectory()), "is a folder; a file is needed here (or - for standard input)");
         AssertBadInput(CliRunner.Run("generate", "--model", Fixtures.File("tiny-qwen2", "config.json"), "--prompt-ids", "1"),
-            "config.json is a file: pass the model folder (the one with config.json and the *.safetensors)");
+            "config.json is a file but not a GGUF file: pass the model folder (the one with config.json and the *.safetensors) or a .gguf file");
 
         var start = new ProcessStartInfo("dotnet") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string arg in new[] { Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "tokenize", "--file", "-", "--json" })

@@ -1,0 +1,74 @@
+namespace QwenSharp.Formats.Gguf;
+
+/// <summary>The tensor types of GGUF (ggml's <c>ggml_type</c>), by their numbers in the file.</summary>
+public enum GgmlType
+{
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
+    Q8_0 = 8,
+    Q8_1 = 9,
+    Q2_K = 10,
+    Q3_K = 11,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    Q8_K = 15,
+    BF16 = 30,
+}
+
+/// <summary>Block sizes of the GGUF tensor types: a row of n values takes n / BlockValues blocks of BlockBytes.</summary>
+public static class GgmlTypes
+{
+    /// <summary>(values per block, bytes per block), as ggml's type traits; false for a number this reader does not know.</summary>
+    public static bool TryGetBlock(int type, out int blockValues, out int blockBytes)
+    {
+        (blockValues, blockBytes) = (GgmlType)type switch
+        {
+            GgmlType.F32 => (1, 4),
+            GgmlType.F16 => (1, 2),
+            GgmlType.BF16 => (1, 2),
+            GgmlType.Q4_0 => (32, 2 + 16),
+            GgmlType.Q4_1 => (32, 2 + 2 + 16),
+            GgmlType.Q5_0 => (32, 2 + 4 + 16),
+            GgmlType.Q5_1 => (32, 2 + 2 + 4 + 16),
+            GgmlType.Q8_0 => (32, 2 + 32),
+            GgmlType.Q8_1 => (32, 4 + 4 + 32),
+            GgmlType.Q2_K => (256, 16 + 64 + 2 + 2),
+            GgmlType.Q3_K => (256, 32 + 64 + 12 + 2),
+            GgmlType.Q4_K => (256, 2 + 2 + 12 + 128),
+            GgmlType.Q5_K => (256, 2 + 2 + 12 + 32 + 128),
+            GgmlType.Q6_K => (256, 128 + 64 + 16 + 2),
+            GgmlType.Q8_K => (256, 4 + 256 + 32),
+            _ => (0, 0),
+        };
+        return blockValues > 0;
+    }
+
+    /// <summary>"Q4_K", or "type 99" for a number this reader does not know.</summary>
+    public static string Name(int type) => Enum.IsDefined((GgmlType)type) ? ((GgmlType)type).ToString() : $"type {type}";
+
+    /// <summary>The element type QwenSharp computes with for a GGUF type, when it has one.</summary>
+    public static bool TryGetDType(int type, out DType dtype)
+    {
+        switch ((GgmlType)type)
+        {
+            case GgmlType.F32: dtype = DType.F32; return true;
+            case GgmlType.F16: dtype = DType.F16; return true;
+            case GgmlType.BF16: dtype = DType.BF16; return true;
+            default: dtype = default; return false;
+        }
+    }
+
+    /// <summary>The GGUF type of a QwenSharp element type.</summary>
+    public static GgmlType Of(DType dtype) => dtype switch
+    {
+        DType.F32 => GgmlType.F32,
+        DType.F16 => GgmlType.F16,
+        DType.BF16 => GgmlType.BF16,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
+    };
+}

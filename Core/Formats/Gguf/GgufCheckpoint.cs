@@ -1,0 +1,209 @@
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+using QwenSharp.Errors;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Formats.Gguf;
+
+/// <summary>
+/// A model in one GGUF file, as llama.cpp writes it: the config from the <c>qwen2.*</c> / <c>llama.*</c> keys, the
+/// end-of-generation ids from <c>tokenizer.ggml.*</c>, and the tensors under the Hugging Face names the model binds
+/// (<c>model.layers.0.self_attn.q_proj.weight</c> is GGUF's <c>blk.0.attn_q.weight</c>), zero-copy from the mapping.
+/// </summary>
+public sealed unsafe partial class GgufCheckpoint : ITensorSource
+{
+    private readonly GgufFile _file;
+    private readonly List<nint> _owned = [];
+    private readonly bool _interleavedRope;
+
+    private GgufCheckpoint(GgufFile file, Qwen2Config config, GenerationConfig generation, bool interleavedRope)
+    {
+        _file = file;
+        Config = config;
+        GenerationConfig = generation;
+        _interleavedRope = interleavedRope;
+    }
+
+    public Qwen2Config Config { get; }
+
+    public GenerationConfig GenerationConfig { get; }
+
+    public GgufFile File => _file;
+
+    public string Description => _file.FileName;
+
+    public IEnumerable<string> TensorNames => _file.Tensors.Keys;
+
+    public static GgufCheckpoint Open(string path)
+    {
+        GgufFile file = GgufFile.Open(path);
+        try
+        {
+            string name = file.FileName;
+            string arch = GgufMetadata.Text(file.Metadata, "general.architecture", name)
+                ?? throw new InvalidDataException($"{name}: no general.architecture (expected \"qwen2\" or \"llama\")");
+            if (arch is not ("qwen2" or "llama"))
+            {
+                QwenThrow.NotSupported($"{name}: general.architecture '{arch}' is not supported (QwenSharp runs \"qwen2\" and \"llama\" models)");
+            }
+
+            Qwen2Config config = ReadConfig(file, arch);
+            var generation = new GenerationConfig
+            {
+                EosTokenIds = [.. new[] { "eos", "eot", "eom" }
+                    .Select(kind => GgufMetadata.Integer(file.Metadata, $"tokenizer.ggml.{kind}_token_id", name))
+                    .OfType<long>().Select(id => (int)id).Distinct()],
+                BosTokenId = GgufMetadata.Integer(file.Metadata, "tokenizer.ggml.bos_token_id", name) is long bos ? (int)bos : null,
+            };
+
+            // llama.cpp's converter reorders the rows of a llama model's q and k projections for its interleaved RoPE;
+            // QwenSharp rotates halves (NeoX, as Hugging Face), so those rows are put back at load. Qwen2 is stored as is.
+            return new GgufCheckpoint(file, config, generation, interleavedRope: arch == "llama");
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    public bool TryGetView(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorView? view)
+    {
+        string ggufName = GgufName(name);
+        if (!_file.Tensors.TryGetValue(ggufName, out GgufTensorInfo? info))
+        {
+            view = null;
+            return false;
+        }
+
+        if (!GgmlTypes.TryGetDType(info.Type, out DType dtype))
+        {
+            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; this build computes with F32, F16 and BF16 weights");
+        }
+
+        view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
+        if (_interleavedRope && RopeProjection().Match(ggufName) is { Success: true } match)
+        {
+            int heads = match.Groups[1].Value == "q" ? Config.NumAttentionHeads : Config.NumKeyValueHeads;
+            view = UndoRopePermutation(view, heads);
+        }
+
+        return true;
+    }
+
+    /// <summary>The GGUF name of a Hugging Face tensor name (names it does not know pass through).</summary>
+    public static string GgufName(string name)
+    {
+        switch (name)
+        {
+            case "model.embed_tokens.weight": return "token_embd.weight";
+            case "model.norm.weight": return "output_norm.weight";
+            case "lm_head.weight": return "output.weight";
+        }
+
+        Match layer = LayerTensor().Match(name);
+        if (!layer.Success)
+        {
+            return name;
+        }
+
+        string part = layer.Groups[2].Value switch
+        {
+            "input_layernorm" => "attn_norm",
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "post_attention_layernorm" => "ffn_norm",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            string other => other,
+        };
+        return $"blk.{layer.Groups[1].Value}.{part}.{layer.Groups[3].Value}";
+    }
+
+    private static Qwen2Config ReadConfig(GgufFile file, string arch)
+    {
+        string name = file.FileName;
+        IReadOnlyDictionary<string, object> m = file.Metadata;
+        int? Int(string key) => GgufMetadata.Integer(m, $"{arch}.{key}", name) is long v ? checked((int)v) : null;
+        if (GgufMetadata.Text(m, $"{arch}.rope.scaling.type", name) is string scaling && scaling != "none")
+        {
+            QwenThrow.NotSupported($"{name}: {arch}.rope.scaling.type '{scaling}' is not supported (only plain RoPE)");
+        }
+
+        if (!file.Tensors.TryGetValue("token_embd.weight", out GgufTensorInfo? embedding) || embedding.Dimensions.Length != 2)
+        {
+            QwenThrow.InvalidData($"{name}: no 2-D tensor 'token_embd.weight' (the token embeddings)");
+        }
+
+        var json = new ConfigJson
+        {
+            ModelType = arch,
+            Architectures = [arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+            HiddenSize = Int("embedding_length") ?? Missing($"{arch}.embedding_length"),
+            IntermediateSize = Int("feed_forward_length") ?? Missing($"{arch}.feed_forward_length"),
+            NumHiddenLayers = Int("block_count") ?? Missing($"{arch}.block_count"),
+            NumAttentionHeads = Int("attention.head_count") ?? Missing($"{arch}.attention.head_count"),
+            NumKeyValueHeads = Int("attention.head_count_kv"),
+            HeadDim = Int("attention.key_length"),
+            VocabSize = checked((int)embedding!.Dimensions[1]),
+            MaxPositionEmbeddings = Int("context_length") ?? Missing($"{arch}.context_length"),
+            RmsNormEps = GgufMetadata.Number(m, $"{arch}.attention.layer_norm_rms_epsilon", name) ?? Missing($"{arch}.attention.layer_norm_rms_epsilon"),
+            RopeTheta = GgufMetadata.Number(m, $"{arch}.rope.freq_base", name),
+            TieWordEmbeddings = !file.Tensors.ContainsKey("output.weight"),
+            AttentionBias = arch == "llama" && file.Tensors.ContainsKey("blk.0.attn_q.bias"),
+        };
+        return Qwen2Config.FromJson(json, name);
+
+        int Missing(string key)
+        {
+            QwenThrow.InvalidData($"{name}: missing metadata key '{key}'");
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// Puts back the rows llama.cpp's converter reordered (its <c>permute</c>): within each head, GGUF row 2j + t holds
+    /// Hugging Face row t * d/2 + j. A row gather, so it is the same for every weight type.
+    /// </summary>
+    private TensorView UndoRopePermutation(TensorView view, int heads)
+    {
+        long rows = view.Shape[0], rowBytes = view.ByteLength / rows;
+        long headDim = rows / heads, half = headDim / 2;
+        byte* copy = (byte*)NativeMemory.AlignedAlloc((nuint)view.ByteLength, 64);
+        _owned.Add((nint)copy);
+        byte* source = (byte*)view.Data;
+        for (long h = 0; h < heads; h++)
+        {
+            for (long j = 0; j < half; j++)
+            {
+                for (long t = 0; t < 2; t++)
+                {
+                    long from = (h * headDim) + (2 * j) + t, to = (h * headDim) + (t * half) + j;
+                    Buffer.MemoryCopy(source + (from * rowBytes), copy + (to * rowBytes), rowBytes, rowBytes);
+                }
+            }
+        }
+
+        return view with { Data = (nint)copy };
+    }
+
+    public void Dispose()
+    {
+        foreach (nint pointer in _owned)
+        {
+            NativeMemory.AlignedFree((void*)pointer);
+        }
+
+        _owned.Clear();
+        _file.Dispose();
+    }
+
+    [GeneratedRegex(@"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")]
+    private static partial Regex LayerTensor();
+
+    [GeneratedRegex(@"^blk\.\d+\.attn_(q|k)\.(weight|bias)$")]
+    private static partial Regex RopeProjection();
+}

@@ -1,0 +1,242 @@
+using System.IO.MemoryMappedFiles;
+using QwenSharp.Errors;
+
+namespace QwenSharp.Formats.Gguf;
+
+/// <summary>
+/// A memory-mapped GGUF file (versions 2 and 3): its metadata and tensors, validated as strictly as safetensors —
+/// magic, version, counts and lengths against the file's size, value types, alignment, every tensor's byte size
+/// against its shape and type, offsets inside the file and not overlapping. Tensors are zero-copy views into the
+/// mapping, valid until Dispose.
+/// </summary>
+public sealed unsafe class GgufFile : IDisposable
+{
+    public const uint Magic = 0x46554747; // "GGUF" read as a little-endian uint32
+    public const int DefaultAlignment = 32;
+
+    private readonly MemoryMappedFile _map;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly byte* _data;
+    private bool _disposed;
+
+    private GgufFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, byte* data, int version,
+        Dictionary<string, object> metadata, Dictionary<string, GgufTensorInfo> tensors)
+    {
+        Path = path;
+        _map = map;
+        _view = view;
+        _data = data;
+        Version = version;
+        Metadata = metadata;
+        Tensors = tensors;
+    }
+
+    public string Path { get; }
+
+    public string FileName => System.IO.Path.GetFileName(Path);
+
+    public int Version { get; }
+
+    /// <summary>Keys to values: long (integers), double (floats), bool, string, or an array of one of those.</summary>
+    public IReadOnlyDictionary<string, object> Metadata { get; }
+
+    public IReadOnlyDictionary<string, GgufTensorInfo> Tensors { get; }
+
+    /// <summary>True for a file that starts with GGUF's magic (what --model looks at to tell a GGUF file from a folder).</summary>
+    public static bool HasMagic(string path)
+    {
+        try
+        {
+            using FileStream stream = File.OpenRead(path);
+            Span<byte> head = stackalloc byte[4];
+            return stream.ReadAtLeast(head, 4, throwOnEndOfStream: false) == 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head) == Magic;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Maps the file and validates its header; throws <see cref="InvalidDataException"/> naming the file on any fault.</summary>
+    public static GgufFile Open(string path)
+    {
+        if (!File.Exists(path))
+        {
+            QwenThrow.FileNotFound($"{path}: file not found", path);
+        }
+
+        string fileName = System.IO.Path.GetFileName(path);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        long fileLength = stream.Length;
+        if (fileLength < 24)
+        {
+            stream.Dispose();
+            QwenThrow.InvalidData($"{fileName}: {fileLength} bytes is too short for a GGUF file (truncated?)");
+        }
+
+        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+        MemoryMappedViewAccessor view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        byte* basePointer = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
+        try
+        {
+            basePointer += view.PointerOffset;
+            var reader = new GgufReader(new ReadOnlySpan<byte>(basePointer, (int)Math.Min(fileLength, int.MaxValue)), fileName);
+            uint magic = reader.UInt32("the magic");
+            if (magic != Magic)
+            {
+                QwenThrow.InvalidData($"{fileName}: not a GGUF file (it starts with 0x{magic:x8}, a GGUF file with \"GGUF\")");
+            }
+
+            int version = (int)reader.UInt32("the version");
+            if (version is not (2 or 3))
+            {
+                QwenThrow.InvalidData($"{fileName}: GGUF version {version}; QwenSharp reads versions 2 and 3");
+            }
+
+            // A tensor info is at least a name length, a dimension count, one dimension, a type and an offset.
+            long tensorCount = reader.Count("the tensor count", 8 + 4 + 8 + 4 + 8);
+            long keyCount = reader.Count("the metadata key count", 8 + 4 + 1);
+            Dictionary<string, object> metadata = GgufMetadata.Read(ref reader, keyCount, fileName);
+            int alignment = Alignment(metadata, fileName);
+            var infos = new List<GgufTensorInfo>((int)Math.Min(tensorCount, 100_000));
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            for (long i = 0; i < tensorCount; i++)
+            {
+                GgufTensorInfo info = ReadTensorInfo(ref reader, i, fileName);
+                if (!names.Add(info.Name))
+                {
+                    QwenThrow.InvalidData($"{fileName}: tensor '{info.Name}' is listed twice");
+                }
+
+                infos.Add(info);
+            }
+
+            long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
+            long dataLength = fileLength - dataStart;
+            CheckPlacement(infos, alignment, dataLength, fileName);
+            return new GgufFile(path, map, view, basePointer + dataStart, version, metadata, infos.ToDictionary(t => t.Name, StringComparer.Ordinal));
+        }
+        catch
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+            view.Dispose();
+            map.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The address of a tensor's first byte in the mapping.</summary>
+    public nint DataOf(GgufTensorInfo tensor)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return (nint)(_data + tensor.Offset);
+    }
+
+    private static int Alignment(Dictionary<string, object> metadata, string fileName)
+    {
+        if (!metadata.TryGetValue("general.alignment", out object? value))
+        {
+            return DefaultAlignment;
+        }
+
+        if (value is not long alignment || alignment <= 0 || alignment > 1 << 20 || (alignment & (alignment - 1)) != 0)
+        {
+            QwenThrow.InvalidData($"{fileName}: general.alignment is {GgufMetadata.Describe(value)}, expected a power of two");
+            return 0;
+        }
+
+        return (int)alignment;
+    }
+
+    private static GgufTensorInfo ReadTensorInfo(ref GgufReader reader, long index, string fileName)
+    {
+        string name = reader.String($"the name of tensor {index}");
+        uint dimensions = reader.UInt32($"the dimension count of tensor '{name}'");
+        if (dimensions is 0 or > 4)
+        {
+            QwenThrow.InvalidData($"{fileName}: tensor '{name}' has {dimensions} dimensions; GGUF tensors have 1 to 4");
+        }
+
+        var shape = new long[dimensions];
+        for (int d = 0; d < dimensions; d++)
+        {
+            ulong size = reader.UInt64($"dimension {d} of tensor '{name}'");
+            if (size is 0 or > int.MaxValue)
+            {
+                QwenThrow.InvalidData($"{fileName}: tensor '{name}' has dimension {d} of {size}");
+            }
+
+            shape[d] = (long)size;
+        }
+
+        int type = (int)reader.UInt32($"the type of tensor '{name}'");
+        ulong offset = reader.UInt64($"the offset of tensor '{name}'");
+        if (!GgmlTypes.TryGetBlock(type, out int blockValues, out int blockBytes))
+        {
+            QwenThrow.NotSupported($"{fileName}: tensor '{name}' has GGUF {GgmlTypes.Name(type)}, which QwenSharp does not read");
+        }
+
+        if (shape[0] % blockValues != 0)
+        {
+            QwenThrow.InvalidData($"{fileName}: tensor '{name}' has rows of {shape[0]} values, not whole {GgmlTypes.Name(type)} blocks of {blockValues}");
+        }
+
+        long bytes;
+        try
+        {
+            bytes = checked(shape[0] / blockValues * blockBytes * shape.Skip(1).Aggregate(1L, (a, b) => checked(a * b)));
+        }
+        catch (OverflowException)
+        {
+            QwenThrow.InvalidData($"{fileName}: tensor '{name}' of shape [{string.Join(", ", shape)}] is too large");
+            return null!;
+        }
+
+        if (offset > long.MaxValue)
+        {
+            QwenThrow.InvalidData($"{fileName}: tensor '{name}' has offset {offset}");
+        }
+
+        return new GgufTensorInfo(name, shape, type, (long)offset, bytes);
+    }
+
+    /// <summary>Every tensor aligned, inside the data section, and apart from the others.</summary>
+    private static void CheckPlacement(List<GgufTensorInfo> infos, int alignment, long dataLength, string fileName)
+    {
+        GgufTensorInfo? previous = null;
+        foreach (GgufTensorInfo info in infos.OrderBy(t => t.Offset))
+        {
+            if (info.Offset % alignment != 0)
+            {
+                QwenThrow.InvalidData($"{fileName}: tensor '{info.Name}' starts at data offset {info.Offset}, not a multiple of the alignment {alignment}");
+            }
+
+            if (info.Offset + info.ByteLength > dataLength)
+            {
+                QwenThrow.InvalidData(
+                    $"{fileName}: tensor '{info.Name}' ({info.ByteLength} bytes at data offset {info.Offset}) ends past the file's {dataLength} bytes of data (truncated?)");
+            }
+
+            if (previous is not null && info.Offset < previous.Offset + previous.ByteLength)
+            {
+                QwenThrow.InvalidData($"{fileName}: tensors '{previous.Name}' and '{info.Name}' overlap");
+            }
+
+            previous = info;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _map.Dispose();
+    }
+}
