@@ -10,13 +10,13 @@ internal static class TextInput
     private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>The tokenizer of a model folder; a folder without tokenizer.json is a clear error.</summary>
-    public static Tokenizer LoadTokenizer(string modelDirectory) => File.Exists(modelDirectory)
-        ? throw new NotSupportedException($"{modelDirectory}: text needs the model's tokenizer, which this build does not read from a GGUF file yet; give token ids (--prompt-ids), or use the model's Hugging Face folder")
-        : Tokenizer.FromDirectory(modelDirectory);
+    public static Tokenizer LoadTokenizer(string modelDirectory) =>
+        File.Exists(modelDirectory) ? GgufTokenizer.Load(modelDirectory) : Tokenizer.FromDirectory(modelDirectory);
 
-    /// <summary>The tokenizer when the folder has a tokenizer.json, else null (ids in, ids out).</summary>
+    /// <summary>The tokenizer when the folder has a tokenizer.json (or the GGUF file one), else null (ids in, ids out).</summary>
     public static Tokenizer? TryLoadTokenizer(string modelDirectory) =>
-        Directory.Exists(modelDirectory) && File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
+        File.Exists(modelDirectory) ? (HasGgufTokenizer(modelDirectory) ? GgufTokenizer.Load(modelDirectory) : null)
+        : File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) ? Tokenizer.FromDirectory(modelDirectory) : null;
 
     /// <summary>
     /// The file's exact bytes as UTF-8 text (a byte-order mark stays a character); invalid UTF-8 is an error naming
@@ -33,6 +33,12 @@ internal static class TextInput
         {
             throw new InvalidDataException($"{path}: not valid UTF-8 at byte {e.Index}");
         }
+    }
+
+    private static bool HasGgufTokenizer(string path)
+    {
+        using Formats.Gguf.GgufFile file = Formats.Gguf.GgufFile.Open(path);
+        return file.Metadata.ContainsKey("tokenizer.ggml.model");
     }
 
     /// <summary>

@@ -51,11 +51,6 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
-        if (File.Exists(directory))
-        {
-            throw new NotSupportedException($"{directory}: the engine needs the model's tokenizer, which this build does not read from a GGUF file yet; load the model's Hugging Face folder");
-        }
-
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),
@@ -67,7 +62,7 @@ public sealed class QwenModel : IDisposable
             Qwen2Model model = Qwen2Model.Load(directory, backend);
             try
             {
-                return new QwenModel(directory, backend, model, Tokenizer.FromDirectory(directory));
+                return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory));
             }
             catch
             {

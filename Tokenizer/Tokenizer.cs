@@ -78,7 +78,24 @@ public sealed class Tokenizer
         return new Tokenizer(TokenizerJson.Load(path), TokenizerConfig.Load(directory), path);
     }
 
-    /// <summary>The tokenizer.json this was read from.</summary>
+    /// <summary>
+    /// The tokenizer a GGUF file describes (llama.cpp's tokenizer.ggml.* keys), built as the tokenizer.json it came
+    /// from: BOS/EOS/padding from their ids, BOS added when add_bos_token says so, the chat template from the file.
+    /// </summary>
+    public static Tokenizer FromGguf(GgufVocabulary vocabulary)
+    {
+        ArgumentNullException.ThrowIfNull(vocabulary);
+        using System.Text.Json.JsonDocument json = GgufTokenizerJson.Build(vocabulary);
+        string? Text(int? id, string what) => id is null ? null
+            : (uint)id.Value < (uint)vocabulary.Tokens.Count ? vocabulary.Tokens[id.Value]
+            : throw new InvalidDataException($"{vocabulary.Source}: tokenizer.ggml.{what}_token_id {id} is outside the {vocabulary.Tokens.Count} tokens");
+        var config = new TokenizerConfig(Text(vocabulary.BosTokenId, "bos"), Text(vocabulary.EosTokenId, "eos"), Text(vocabulary.PadTokenId, "padding"),
+            null, vocabulary.AddBosToken, vocabulary.AddEosToken, vocabulary.ChatTemplate,
+            vocabulary.ChatTemplate is null ? null : $"{vocabulary.Source}: tokenizer.chat_template");
+        return new Tokenizer(TokenizerJson.Load(json, $"{vocabulary.Source} (tokenizer.ggml)"), config, vocabulary.Source);
+    }
+
+    /// <summary>The tokenizer.json (or GGUF file) this was read from.</summary>
     public string Source { get; }
 
     /// <summary>One more than the largest id (model vocabulary and added tokens).</summary>

@@ -27,6 +27,12 @@ internal static class TokenizerJson
     public static TokenizerParts Load(string path)
     {
         using JsonDocument document = Parse(path);
+        return Load(document, path);
+    }
+
+    /// <summary>Builds the parts from a parsed tokenizer.json; <paramref name="path"/> names it in errors.</summary>
+    public static TokenizerParts Load(JsonDocument document, string path)
+    {
         JsonElement root = document.RootElement;
         if (root.ValueKind != JsonValueKind.Object)
         {

@@ -63,7 +63,7 @@ public sealed class GgufTests
     }
 
     [Fact]
-    public void Generate_GgufFileAsModel_RunsFromTokenIdsAndRefusesText()
+    public void Generate_GgufFileAsModel_RunsFromTokenIds()
     {
         Reference reference = Reference.Load("tiny-qwen2");
         string gguf = GgufFixture.Write(Fixtures.Directory("tiny-qwen2"));
@@ -75,7 +75,40 @@ public sealed class GgufTests
         Assert.True(ids.ExitCode == 0, ids.Stderr);
         Assert.Equal(reference.GreedyNewIds, ids.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
         Assert.Equal(2, text.ExitCode);
-        Assert.Contains("does not read from a GGUF file yet; give token ids (--prompt-ids)", Assert.Single(text.ErrorLines));
+        Assert.Contains("no tokenizer.ggml.model (the file carries no tokenizer)", Assert.Single(text.ErrorLines));
+    }
+
+    [Fact]
+    public void Tokenizer_FromGgufMetadata_GivesHuggingFacesIdsOnTheQwenCases()
+    {
+        string gguf = GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer);
+        QwenSharp.Tokenization.Tokenizer tokenizer = GgufTokenizer.Load(gguf);
+
+        using var cases = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Fixtures.File("tokenizer", "qwen2.5-cases.json")));
+        int checkedCases = 0;
+        foreach (System.Text.Json.JsonElement item in cases.RootElement.EnumerateArray())
+        {
+            int[] expected = [.. item.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32())];
+            Assert.Equal(expected, tokenizer.Encode(item.GetProperty("text").GetString()!));
+            checkedCases++;
+        }
+
+        Assert.Equal(115, checkedCases);
+        Assert.Equal(TestTokenizers.Qwen.EosTokenId, tokenizer.EosTokenId);
+        Assert.True(tokenizer.HasChatTemplate);
+    }
+
+    [Fact]
+    public void Chat_GgufFileWithTokenizer_AnswersAsTheFolderDoes()
+    {
+        string gguf = GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer);
+        string[] args = ["generate", "--chat", "Name a prime.", "--greedy", "--max-new-tokens", "8", "--json"];
+
+        CliRunner.Result fromFile = CliRunner.Run([.. args, "--model", gguf]);
+        CliRunner.Result fromFolder = CliRunner.Run([.. args, "--model", TestTokenizers.TinyQwenWithTokenizer]);
+
+        Assert.True(fromFile.ExitCode == 0, fromFile.Stderr);
+        Assert.Equal(fromFolder.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText(), fromFile.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText());
     }
 
     public static TheoryData<string, string> Corruptions() => new()

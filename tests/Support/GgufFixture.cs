@@ -1,3 +1,4 @@
+using System.Text.Json;
 using QwenSharp.Formats;
 using QwenSharp.Formats.Gguf;
 using QwenSharp.Qwen2;
@@ -25,7 +26,11 @@ internal static class GgufFixture
             .Add($"{arch}.attention.head_count_kv", (uint)config.NumKeyValueHeads)
             .Add($"{arch}.attention.layer_norm_rms_epsilon", (float)config.RmsNormEps)
             .Add($"{arch}.rope.freq_base", (float)config.RopeTheta);
-        if (config.EosTokenIds.Count > 0)
+        if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))
+        {
+            AddTokenizer(writer, modelDirectory, arch);
+        }
+        else if (config.EosTokenIds.Count > 0)
         {
             writer.Add("tokenizer.ggml.eos_token_id", (uint)config.EosTokenIds[0]);
         }
@@ -53,6 +58,72 @@ internal static class GgufFixture
         string path = Path.Combine(Fixtures.TempDirectory(), Path.GetFileName(modelDirectory) + ".gguf");
         writer.Write(path);
         return path;
+    }
+
+    /// <summary>
+    /// The tokenizer keys llama.cpp's converter writes from a tokenizer.json: every token by id with its type
+    /// (control for special added tokens, user-defined for the others, byte for &lt;0x..&gt;), merges "left right",
+    /// the end and begin ids, add_bos_token and the chat template. A byte-level BPE (Qwen2) is "gpt2" with pre
+    /// "qwen2"; a sentencepiece-style one is "llama", scored by merge order (earlier merges score higher).
+    /// </summary>
+    private static void AddTokenizer(GgufWriter writer, string directory, string arch)
+    {
+        using JsonDocument json = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(directory, "tokenizer.json")));
+        JsonElement model = json.RootElement.GetProperty("model");
+        var byId = new SortedDictionary<int, (string Token, int Type)>();
+        foreach (JsonProperty entry in model.GetProperty("vocab").EnumerateObject())
+        {
+            bool isByte = entry.Name.StartsWith("<0x", StringComparison.Ordinal) && entry.Name.EndsWith('>') && entry.Name.Length == 6;
+            byId[entry.Value.GetInt32()] = (entry.Name, isByte ? 6 : 1);
+        }
+
+        foreach (JsonElement added in json.RootElement.GetProperty("added_tokens").EnumerateArray())
+        {
+            byId[added.GetProperty("id").GetInt32()] = (added.GetProperty("content").GetString()!, added.GetProperty("special").GetBoolean() ? 3 : 4);
+        }
+
+        Assert.Equal(byId.Count, byId.Keys.Max() + 1);
+        string[] merges = [.. model.GetProperty("merges").EnumerateArray()
+            .Select(m => m.ValueKind == JsonValueKind.String ? m.GetString()! : $"{m[0].GetString()} {m[1].GetString()}")];
+        bool byteLevel = arch == "qwen2";
+        writer.Add("tokenizer.ggml.model", byteLevel ? "gpt2" : "llama");
+        if (byteLevel)
+        {
+            writer.Add("tokenizer.ggml.pre", "qwen2");
+        }
+
+        writer.Add("tokenizer.ggml.tokens", [.. byId.Values.Select(t => t.Token)]);
+        writer.Add("tokenizer.ggml.token_type", [.. byId.Values.Select(t => t.Type)]);
+        if (byteLevel)
+        {
+            writer.Add("tokenizer.ggml.merges", merges);
+        }
+        else
+        {
+            var rank = merges.Select((m, i) => (Token: m.Replace(" ", "", StringComparison.Ordinal), Rank: i)).GroupBy(m => m.Token).ToDictionary(g => g.Key, g => g.Min(m => m.Rank));
+            writer.Add("tokenizer.ggml.scores", [.. byId.Values.Select(t => rank.TryGetValue(t.Token, out int r) ? -(float)r : 0f)]);
+        }
+
+        using JsonDocument tokenizerConfig = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(directory, "tokenizer_config.json")));
+        int IdOf(string text) => byId.First(t => t.Value.Token == text).Key;
+        JsonElement root = tokenizerConfig.RootElement;
+        foreach ((string field, string key) in new[] { ("eos_token", "eos"), ("bos_token", "bos"), ("pad_token", "padding") })
+        {
+            if (root.TryGetProperty(field, out JsonElement token) && token.ValueKind == JsonValueKind.String)
+            {
+                writer.Add($"tokenizer.ggml.{key}_token_id", (uint)IdOf(token.GetString()!));
+            }
+        }
+
+        if (root.TryGetProperty("add_bos_token", out JsonElement addBos) && addBos.ValueKind is JsonValueKind.True or JsonValueKind.False)
+        {
+            writer.Add("tokenizer.ggml.add_bos_token", addBos.GetBoolean());
+        }
+
+        if (root.TryGetProperty("chat_template", out JsonElement template) && template.ValueKind == JsonValueKind.String)
+        {
+            writer.Add("tokenizer.chat_template", template.GetString()!);
+        }
     }
 
     /// <summary>llama.cpp's converter's <c>permute</c>: Hugging Face row t * d/2 + j of each head goes to row 2j + t.</summary>

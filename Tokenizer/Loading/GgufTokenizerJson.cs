@@ -1,0 +1,132 @@
+using System.Text;
+using System.Text.Json;
+
+namespace QwenSharp.Tokenization.Loading;
+
+/// <summary>
+/// Writes the tokenizer.json that Hugging Face would hold for a GGUF vocabulary, so a GGUF file's tokenizer runs
+/// through the same parts (and the same checks) as a model folder's. Normal tokens form the BPE vocabulary;
+/// control tokens become special added tokens and user-defined ones plain added tokens, as llama.cpp's converter
+/// made them from Hugging Face's; the pre-tokenizer is the one llama.cpp names in tokenizer.ggml.pre.
+/// </summary>
+internal static class GgufTokenizerJson
+{
+    /// <summary>Qwen2's split (tokenizer.ggml.pre "qwen2"), as in its tokenizer.json.</summary>
+    private const string Qwen2Split = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    /// <summary>Llama 3's split ("llama-bpe"): digits in runs of up to three.</summary>
+    private const string Llama3Split = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    public static JsonDocument Build(GgufVocabulary vocabulary)
+    {
+        string where = $"{vocabulary.Source}: tokenizer.ggml";
+        if (vocabulary.Model != "gpt2")
+        {
+            throw new NotSupportedException($"{where}.model '{vocabulary.Model}' is not supported yet (byte-level BPE, \"gpt2\", is)");
+        }
+
+        if (vocabulary.TokenTypes is not null && vocabulary.TokenTypes.Count != vocabulary.Tokens.Count)
+        {
+            throw new InvalidDataException($"{where}.token_type has {vocabulary.TokenTypes.Count} entries for {vocabulary.Tokens.Count} tokens");
+        }
+
+        string? split = vocabulary.Pre switch
+        {
+            "qwen2" => Qwen2Split,
+            "llama-bpe" or "llama3" => Llama3Split,
+            null or "default" or "gpt2" => null,
+            string other => throw new NotSupportedException($"{where}.pre '{other}' is not supported (qwen2, llama-bpe, default are)"),
+        };
+
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("model");
+            w.WriteString("type", "BPE");
+            w.WriteStartObject("vocab");
+            var added = new List<int>();
+            for (int id = 0; id < vocabulary.Tokens.Count; id++)
+            {
+                long type = vocabulary.TokenTypes?[id] ?? GgufVocabulary.Normal;
+                if (type is GgufVocabulary.Control or GgufVocabulary.UserDefined)
+                {
+                    added.Add(id);
+                }
+                else
+                {
+                    w.WriteNumber(vocabulary.Tokens[id], id);
+                }
+            }
+
+            w.WriteEndObject();
+            w.WriteStartArray("merges");
+            foreach (string merge in vocabulary.Merges ?? [])
+            {
+                w.WriteStringValue(merge);
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+
+            w.WriteStartArray("added_tokens");
+            foreach (int id in added)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("id", id);
+                w.WriteString("content", vocabulary.Tokens[id]);
+                w.WriteBoolean("special", vocabulary.TokenTypes![id] == GgufVocabulary.Control);
+                w.WriteBoolean("normalized", false);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            if (vocabulary.Pre == "qwen2")
+            {
+                // Qwen2's tokenizer.json normalizes to NFC before splitting.
+                w.WriteStartObject("normalizer");
+                w.WriteString("type", "NFC");
+                w.WriteEndObject();
+            }
+
+            w.WriteStartObject("pre_tokenizer");
+            if (split is null)
+            {
+                WriteByteLevel(w, useRegex: true);
+            }
+            else
+            {
+                w.WriteString("type", "Sequence");
+                w.WriteStartArray("pretokenizers");
+                w.WriteStartObject();
+                w.WriteString("type", "Split");
+                w.WriteStartObject("pattern");
+                w.WriteString("Regex", split);
+                w.WriteEndObject();
+                w.WriteString("behavior", "Isolated");
+                w.WriteBoolean("invert", false);
+                w.WriteEndObject();
+                w.WriteStartObject();
+                WriteByteLevel(w, useRegex: false);
+                w.WriteEndObject();
+                w.WriteEndArray();
+            }
+
+            w.WriteEndObject();
+            w.WriteStartObject("decoder");
+            WriteByteLevel(w, useRegex: false);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+
+        return JsonDocument.Parse(buffer.ToArray());
+    }
+
+    private static void WriteByteLevel(Utf8JsonWriter w, bool useRegex)
+    {
+        w.WriteString("type", "ByteLevel");
+        w.WriteBoolean("add_prefix_space", false);
+        w.WriteBoolean("trim_offsets", false);
+        w.WriteBoolean("use_regex", useRegex);
+    }
+}
