@@ -27,4 +27,5 @@ public sealed record GgufVocabulary(
     public const int Normal = 1;
     public const int Control = 3;
     public const int UserDefined = 4;
+    public const int Unused = 5;
 }

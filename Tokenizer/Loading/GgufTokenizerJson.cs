@@ -7,7 +7,7 @@ namespace QwenSharp.Tokenization.Loading;
 /// Writes the tokenizer.json that Hugging Face would hold for a GGUF vocabulary, so a GGUF file's tokenizer runs
 /// through the same parts (and the same checks) as a model folder's. Normal tokens form the BPE vocabulary;
 /// control tokens become special added tokens and user-defined ones plain added tokens, as llama.cpp's converter
-/// made them from Hugging Face's; the pre-tokenizer is the one llama.cpp names in tokenizer.ggml.pre.
+/// made them from Hugging Face's, and unused ones (padding) left out; the pre-tokenizer is the one llama.cpp names in tokenizer.ggml.pre.
 /// </summary>
 internal static class GgufTokenizerJson
 {
@@ -52,6 +52,11 @@ internal static class GgufTokenizerJson
                 if (type is GgufVocabulary.Control or GgufVocabulary.UserDefined)
                 {
                     added.Add(id);
+                }
+                else if (type == GgufVocabulary.Unused)
+                {
+                    // Padding up to the embedding's rows ("[PAD151665]"): no text maps to it, as in Hugging Face.
+                    continue;
                 }
                 else
                 {

@@ -28,7 +28,7 @@ internal static class GgufFixture
             .Add($"{arch}.rope.freq_base", (float)config.RopeTheta);
         if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))
         {
-            AddTokenizer(writer, modelDirectory, arch);
+            AddTokenizer(writer, modelDirectory);
         }
         else if (config.EosTokenIds.Count > 0)
         {
@@ -52,6 +52,14 @@ internal static class GgufFixture
                 data = PermuteForInterleavedRope(data, view.Shape[0], heads);
             }
 
+            if (view.Shape.Length == 1 && view.DType != DType.F32)
+            {
+                // llama.cpp's converter stores vectors (norms, biases) as F32, and its CPU kernels add only F32 biases.
+                float[] widened = [.. KernelsWiden(view)];
+                writer.AddTensor(ggufName, GgmlType.F32, view.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(widened.AsSpan()).ToArray());
+                continue;
+            }
+
             writer.AddTensor(ggufName, GgmlTypes.Of(view.DType), view.Shape, data);
         }
 
@@ -66,7 +74,7 @@ internal static class GgufFixture
     /// the end and begin ids, add_bos_token and the chat template. A byte-level BPE (Qwen2) is "gpt2" with pre
     /// "qwen2"; a sentencepiece-style one is "llama", scored by merge order (earlier merges score higher).
     /// </summary>
-    private static void AddTokenizer(GgufWriter writer, string directory, string arch)
+    private static void AddTokenizer(GgufWriter writer, string directory)
     {
         using JsonDocument json = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(directory, "tokenizer.json")));
         JsonElement model = json.RootElement.GetProperty("model");
@@ -83,9 +91,17 @@ internal static class GgufFixture
         }
 
         Assert.Equal(byId.Count, byId.Keys.Max() + 1);
+
+        // As llama.cpp's converter: ids past the tokenizer's up to the embedding's rows are unused "[PAD{id}]" tokens.
+        int vocabSize = Qwen2Config.Load(Path.Combine(directory, "config.json")).VocabSize;
+        for (int id = byId.Count; id < vocabSize; id++)
+        {
+            byId[id] = ($"[PAD{id}]", 5);
+        }
+
         string[] merges = [.. model.GetProperty("merges").EnumerateArray()
             .Select(m => m.ValueKind == JsonValueKind.String ? m.GetString()! : $"{m[0].GetString()} {m[1].GetString()}")];
-        bool byteLevel = arch == "qwen2";
+        bool byteLevel = json.RootElement.GetProperty("decoder").GetProperty("type").GetString() == "ByteLevel";
         writer.Add("tokenizer.ggml.model", byteLevel ? "gpt2" : "llama");
         if (byteLevel)
         {
@@ -124,6 +140,12 @@ internal static class GgufFixture
         {
             writer.Add("tokenizer.chat_template", template.GetString()!);
         }
+    }
+
+    private static IEnumerable<float> KernelsWiden(TensorView view)
+    {
+        ushort[] bits = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(view.Bytes).ToArray();
+        return view.DType == DType.BF16 ? bits.Select(Numerics.BFloat16Bits.ToSingle) : bits.Select(Numerics.HalfBits.ToSingle);
     }
 
     /// <summary>llama.cpp's converter's <c>permute</c>: Hugging Face row t * d/2 + j of each head goes to row 2j + t.</summary>

@@ -16,23 +16,32 @@ internal static class TestTokenizers
 
     public static Tokenizer Stories => s_stories.Value;
 
-    private static readonly Lazy<string> s_tinyQwenWithTokenizer = new(() =>
-    {
-        // tiny-qwen2's weights with the one copy of the real Qwen2.5 tokenizer, as a Hugging Face folder would hold them.
-        string directory = Fixtures.TempDirectory();
-        foreach (string file in System.IO.Directory.GetFiles(Fixtures.Directory("tiny-qwen2")))
-        {
-            File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
-        }
-
-        foreach (string file in (string[])["tokenizer.json", "tokenizer_config.json"])
-        {
-            File.CreateSymbolicLink(Path.Combine(directory, file), Path.Combine(QwenDirectory, file));
-        }
-
-        return directory;
-    });
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> s_withTokenizer = new();
 
     /// <summary>A model folder with tiny-qwen2's weights and the real Qwen2.5 tokenizer and chat template.</summary>
-    public static string TinyQwenWithTokenizer => s_tinyQwenWithTokenizer.Value;
+    public static string TinyQwenWithTokenizer => WithTokenizer(Fixtures.Directory("tiny-qwen2"), QwenDirectory);
+
+    /// <summary>
+    /// A fixture's weights beside another folder's tokenizer.json and tokenizer_config.json, as a Hugging Face folder
+    /// would hold them (links, made once per run).
+    /// </summary>
+    public static string WithTokenizer(string modelDirectory, string tokenizerDirectory) =>
+        s_withTokenizer.GetOrAdd($"{modelDirectory}|{tokenizerDirectory}", _ => new Lazy<string>(() =>
+        {
+            string directory = Fixtures.TempDirectory();
+            foreach (string file in System.IO.Directory.GetFiles(modelDirectory))
+            {
+                File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
+            }
+
+            foreach (string file in (string[])["tokenizer.json", "tokenizer_config.json"])
+            {
+                if (!File.Exists(Path.Combine(directory, file)))
+                {
+                    File.CreateSymbolicLink(Path.Combine(directory, file), Path.Combine(tokenizerDirectory, file));
+                }
+            }
+
+            return directory;
+        })).Value;
 }

@@ -1,0 +1,52 @@
+using LLama;
+using LLama.Common;
+using LLama.Native;
+
+namespace QwenSharp.Tests.Support;
+
+/// <summary>
+/// llama.cpp itself, in-process through LLamaSharp (its CPU builds): the independent implementation our GGUF files
+/// and results are checked against. Files given to it must be ones llama.cpp supports: an unsupported one aborts
+/// the process rather than throwing.
+/// </summary>
+internal static class LlamaCpp
+{
+    private static readonly object s_lock = new();
+
+    static LlamaCpp() => NativeLogConfig.llama_log_set((_, _) => { });
+
+    /// <summary>The logits after each token of <paramref name="ids"/>, read in one batch.</summary>
+    public static float[][] Logits(string gguf, IReadOnlyList<int> ids)
+    {
+        lock (s_lock)
+        {
+            var parameters = new ModelParams(gguf) { ContextSize = (uint)Math.Max(64, ids.Count), BatchSize = (uint)Math.Max(64, ids.Count), UBatchSize = (uint)Math.Max(64, ids.Count), GpuLayerCount = 0, Threads = 2,
+                // An f32 KV cache, as ours: llama.cpp's default f16 cache alone moves logits by ~1e-3.
+                TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32,
+                FlashAttention = false,
+            };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            using LLamaContext context = weights.CreateContext(parameters);
+            var batch = new LLamaBatch();
+            for (int i = 0; i < ids.Count; i++)
+            {
+                batch.Add(ids[i], i, LLamaSeqId.Zero, true);
+            }
+
+            DecodeResult result = context.NativeHandle.Decode(batch);
+            Assert.Equal(DecodeResult.Ok, result);
+            return [.. Enumerable.Range(0, ids.Count).Select(i => context.NativeHandle.GetLogitsIth(i).ToArray())];
+        }
+    }
+
+    /// <summary>llama.cpp's tokens for each text (special-token text parsed, no BOS added), from the vocabulary alone.</summary>
+    public static int[][] Tokenize(string gguf, IEnumerable<string> texts)
+    {
+        lock (s_lock)
+        {
+            var parameters = new ModelParams(gguf) { ContextSize = 64, GpuLayerCount = 0, VocabOnly = true };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            return [.. texts.Select(text => weights.NativeHandle.Tokenize(text, false, true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray())];
+        }
+    }
+}
