@@ -46,6 +46,8 @@ public sealed class CpuBackend : IBackend
     {
         switch (tensor.Shape.Length)
         {
+            case 1 when DTypes.IsQuantized(tensor.DType):
+                throw new NotSupportedException($"tensor '{tensor.Name}' is a {DTypes.Name(tensor.DType)} vector; norms and biases are F32, F16 or BF16");
             case 1:
                 int length = checked((int)tensor.Shape[0]);
                 var vector = new float[length];
@@ -150,6 +152,7 @@ public sealed class CpuBackend : IBackend
         {
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
+            case DType.Q8_0: Q8_0Kernel.Dequantize(KernelPath, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
     }

@@ -13,7 +13,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         : base(view.Name, view.DType, rows, cols)
     {
         Data = (byte*)view.Data;
-        RowBytes = (long)cols * DTypes.SizeOf(view.DType);
+        RowBytes = DTypes.ByteLength(view.DType, cols);
         Vector = vector;
     }
 

@@ -21,7 +21,8 @@ internal sealed unsafe class GpuBuffer : IDisposable
         var info = new VkBufferCreateInfo
         {
             SType = Vk.STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-            Size = (ulong)Math.Max(size, 16),
+            // Whole 16-byte units: shaders read bytes of odd-sized tensors (Q8_0) through the word that holds them.
+            Size = (ulong)Math.Max((size + 15) & ~15L, 16),
             Usage = Vk.BUFFER_USAGE_STORAGE_BUFFER_BIT | Vk.BUFFER_USAGE_TRANSFER_SRC_BIT | Vk.BUFFER_USAGE_TRANSFER_DST_BIT
                 | Vk.BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
         };

@@ -15,7 +15,7 @@ internal sealed class GpuWeight(string name, DType storedType, int rows, int col
     public ulong Address => Buffer.Address;
 
     /// <summary>Whether each row starts on 16 bytes and is whole 16-byte chunks, so matvec.comp can use wide loads.</summary>
-    public bool WideRows => (long)Cols * DTypes.SizeOf(StoredType) % 16 == 0;
+    public bool WideRows => !DTypes.IsQuantized(StoredType) && (long)Cols * DTypes.SizeOf(StoredType) % 16 == 0;
 
     public static GpuWeight Of(DeviceWeight weight) =>
         weight as GpuWeight ?? throw new ArgumentException($"weight '{weight.Name}' belongs to another backend");

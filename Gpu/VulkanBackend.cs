@@ -80,6 +80,8 @@ public sealed unsafe class VulkanBackend : IBackend
     {
         switch (tensor.Shape.Length)
         {
+            case 1 when DTypes.IsQuantized(tensor.DType):
+                throw new NotSupportedException($"tensor '{tensor.Name}' is a {DTypes.Name(tensor.DType)} vector; norms and biases are F32, F16 or BF16");
             case 1:
                 // Norm weights and biases: widened to f32 once, as every use reads them whole.
                 int length = checked((int)tensor.Shape[0]);
@@ -418,6 +420,9 @@ public sealed unsafe class VulkanBackend : IBackend
         (Kernel.Gemm, DType.BF16) => "gemm_bf16",
         (Kernel.Gemm, DType.F16) => "gemm_f16",
         (Kernel.Gemm, DType.F32) => "gemm_f32",
+        (Kernel.Embed, DType.Q8_0) => "embed_q8_0",
+        (Kernel.MatVec, DType.Q8_0) => "matvec_q8_0",
+        (Kernel.Gemm, DType.Q8_0) => "gemm_q8_0",
         _ => throw new NotSupportedException($"the GPU backend has no kernels for {DTypes.Name(type)} weights"),
     };
 

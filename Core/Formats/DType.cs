@@ -6,19 +6,34 @@ public enum DType
     F32,
     F16,
     BF16,
+
+    /// <summary>GGUF's Q8_0: blocks of 32 values, an f16 scale and 32 int8 (34 bytes); value = scale × q.</summary>
+    Q8_0,
 }
 
 /// <summary>safetensors dtype names and element sizes.</summary>
 public static class DTypes
 {
-    /// <summary>Bytes per element of a supported type.</summary>
+    /// <summary>Bytes per element of a float type (F32, F16, BF16); block types have <see cref="BlockBytes"/> instead.</summary>
     public static int SizeOf(DType type) => type switch
     {
         DType.F32 => 4,
         DType.F16 => 2,
         DType.BF16 => 2,
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "a block-quantized type has no size per element"),
     };
+
+    /// <summary>Values per block: 1 for the float types, 32 for Q8_0.</summary>
+    public static int BlockValues(DType type) => type == DType.Q8_0 ? 32 : 1;
+
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0.</summary>
+    public static int BlockBytes(DType type) => type == DType.Q8_0 ? 34 : SizeOf(type);
+
+    /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
+    public static bool IsQuantized(DType type) => type == DType.Q8_0;
+
+    /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
+    public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
 
     /// <summary>The name safetensors and Hugging Face use ("BF16"), also accepted in lower case on the command line.</summary>
     public static string Name(DType type) => type switch
@@ -26,6 +41,7 @@ public static class DTypes
         DType.F32 => "F32",
         DType.F16 => "F16",
         DType.BF16 => "BF16",
+        DType.Q8_0 => "Q8_0",
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
     };
 

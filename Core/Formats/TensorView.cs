@@ -25,7 +25,7 @@ public sealed record TensorView(string Name, string Source, DType DType, long[] 
         }
     }
 
-    public long ByteLength => ElementCount * DTypes.SizeOf(DType);
+    public long ByteLength => DTypes.ByteLength(DType, ElementCount);
 
     /// <summary>The raw bytes (tensors over 2 GiB must be read through <see cref="Data"/> instead).</summary>
     public unsafe ReadOnlySpan<byte> Bytes => new((void*)Data, checked((int)ByteLength));

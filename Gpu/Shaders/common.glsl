@@ -30,4 +30,14 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
+#elif defined(WEIGHT_Q8_0)
+// Q8_0: blocks of 32 values in 34 bytes (an f16 scale d, then 32 int8 q; value = d * q). Blocks are only 2-byte
+// aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
+uint byteAt(uint64_t w, uint offset) { return (Uints(w).u[offset >> 2] >> ((offset & 3u) * 8u)) & 0xFFu; }
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 5) * 34u;
+    float d = unpackHalf2x16(byteAt(w, base) | (byteAt(w, base + 1u) << 8)).x;
+    int q = int(byteAt(w, base + 2u + (i & 31u)) << 24) >> 24;
+    return d * float(q);
+}
 #endif

@@ -23,7 +23,7 @@ layout(push_constant) uniform Push {
 
 shared float partials[ROWS * MAX_M][64];
 
-#if defined(WEIGHT_F32)
+#if defined(WEIGHT_F32) || defined(WEIGHT_Q8_0)
 const uint PER_CHUNK = 4;
 #else
 const uint PER_CHUNK = 8;
@@ -36,6 +36,7 @@ void main() {
     float acc[ROWS][MAX_M];
     for (uint r = 0; r < ROWS; r++) { for (uint j = 0; j < MAX_M; j++) { acc[r][j] = 0.0; } }
 
+#if !defined(WEIGHT_Q8_0)
     if (p.wide != 0u) {
         uint chunks = p.cols / PER_CHUNK;
         for (uint c = t; c < chunks; c += GROUP) {
@@ -65,8 +66,10 @@ void main() {
 #endif
             }
         }
-    } else {
-        // Rows that do not start on 16 bytes (cols not a multiple of 8, or 4 for f32): one value at a time.
+    } else
+#endif
+    {
+        // Rows that do not start on 16 bytes (and block-quantized rows) (cols not a multiple of 8, or 4 for f32): one value at a time.
         for (uint c = t; c < p.cols; c += GROUP) {
             for (uint r = 0; r < ROWS; r++) {
                 uint row = firstRow + r;

@@ -21,7 +21,7 @@ public sealed class BackendConformanceTests
         var data = new TheoryData<string, DType>();
         foreach (string backend in TestBackends.All)
         {
-            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32 })
+            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32, DType.Q8_0 })
             {
                 data.Add(backend, type);
             }
@@ -37,7 +37,8 @@ public sealed class BackendConformanceTests
         using IBackend backend = TestBackends.Create(backendName);
         // Row counts on both sides of the GPU's matrix-vector limit (8) and of its 64-row GEMM tiles; widths
         // that are and are not whole 16-byte chunks; with and without bias.
-        foreach ((int outputs, int inputs) in new[] { (5, 16), (37, 24), (64, 10), (3, 1), (130, 136) })
+        (int, int)[] shapes = DTypes.IsQuantized(type) ? [(5, 32), (37, 64), (3, 96), (130, 160)] : [(5, 16), (37, 24), (64, 10), (3, 1), (130, 136)];
+        foreach ((int outputs, int inputs) in shapes)
         {
             foreach (int rows in new[] { 1, 2, 3, 8, 9, 70 })
             {
@@ -96,16 +97,17 @@ public sealed class BackendConformanceTests
     public void Embed_Tokens_CopiesTheirRowsWidened(string backendName, DType type)
     {
         using IBackend backend = TestBackends.Create(backendName);
-        const int Vocab = 50, Cols = 12;
-        using var table = new StoredTensor("embed", KernelData.Floats(Vocab * Cols, 9), type, [Vocab, Cols]);
+        const int Vocab = 50;
+        int cols = DTypes.IsQuantized(type) ? 64 : 12;
+        using var table = new StoredTensor("embed", KernelData.Floats(Vocab * cols, 9), type, [Vocab, cols]);
         using DeviceWeight weight = backend.Upload(table.View);
         int[] tokens = [3, 49, 0, 3, 17];
 
-        float[] x = Run(backend, tokens.Length, Cols, [], (_, o) => backend.Embed(weight, tokens, o));
+        float[] x = Run(backend, tokens.Length, cols, [], (_, o) => backend.Embed(weight, tokens, o));
 
         for (int i = 0; i < tokens.Length; i++)
         {
-            Assert.Equal(table.Exact.AsSpan(tokens[i] * Cols, Cols).ToArray(), x.AsSpan(i * Cols, Cols).ToArray());
+            Assert.Equal(table.Exact.AsSpan(tokens[i] * cols, cols).ToArray(), x.AsSpan(i * cols, cols).ToArray());
         }
     }
 

@@ -44,6 +44,50 @@ public sealed class LlamaCppOracleTests
         }
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(QuantizedFixtures))]
+    public void QuantizedGguf_LogitsEqualLlamaCppsOnTheSameNumbers(string fixture, string tokenizer, DType type)
+    {
+        Reference reference = Reference.Load(fixture);
+        string model = TestTokenizers.WithTokenizer(QwenSharp.Tests.Support.Fixtures.ModelDirectory(fixture), tokenizer);
+        string quantized = GgufFixture.Write(model, type);
+        float[][] ours = LogitsOf(quantized, "cpu", reference.PromptIds);
+
+        // llama.cpp on the very numbers our file holds, in f32: our blocks must give the products its f32 path does.
+        float[][] exact = LlamaCpp.Logits(GgufFixture.Write(model, type, dequantized: true), reference.PromptIds);
+        AssertClose(ours, exact, 1e-4, "llama.cpp on the dequantized weights");
+
+        // llama.cpp on the quantized file itself also rounds the activations to 8 bits inside each product (its
+        // vec_dot_q8_0_q8_0): about 1% of the logits' range here, which bounds a wrong scale or block order well.
+        AssertClose(ours, LlamaCpp.Logits(quantized, reference.PromptIds), 5e-2, "llama.cpp on the quantized file");
+
+        TestBackends.RequireGpu();
+        AssertClose(ours, LogitsOf(quantized, TestBackends.Gpu, reference.PromptIds), 1e-4, "the GPU");
+    }
+
+    private static float[][] LogitsOf(string gguf, string backendName, int[] ids)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        return Model.ReferenceModelTests.AllPositionLogits(model, ids);
+    }
+
+    private static void AssertClose(float[][] ours, float[][] theirs, double relative, string what)
+    {
+        for (int p = 0; p < ours.Length; p++)
+        {
+            double scale = ours[p].Max(Math.Abs), error = ours[p].Zip(theirs[p], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= relative * Math.Max(1, scale), $"position {p}: {what} differs from ours by {error:E3} (logits up to {scale:F3})");
+        }
+    }
+
+    public static TheoryData<string, string, DType> QuantizedFixtures() => new()
+    {
+        { "tiny-qwen2", TestTokenizers.QwenDirectory, DType.Q8_0 },
+        { "stories260K", QwenSharp.Tests.Support.Fixtures.DemoModel, DType.Q8_0 },
+        { "stories260K-qwen2-bf16", QwenSharp.Tests.Support.Fixtures.DemoModel, DType.Q8_0 },
+    };
+
     [Fact]
     public void GgufTokenizer_LlamaCppReadsTheSameIds()
     {

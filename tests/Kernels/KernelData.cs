@@ -39,6 +39,15 @@ internal static class KernelData
                 return (MemoryMarshal.AsBytes(halves.AsSpan()).ToArray(), [.. halves.Select(h => (float)h)]);
             }
 
+            case DType.Q8_0:
+            {
+                var blocks = new byte[DTypes.ByteLength(DType.Q8_0, values.Length)];
+                Q8_0Blocks.Quantize(values, blocks);
+                var exact = new float[values.Length];
+                Q8_0Blocks.Dequantize(blocks, exact);
+                return (blocks, exact);
+            }
+
             default:
                 return (MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), [.. values]);
         }

@@ -12,7 +12,11 @@ namespace QwenSharp.Tests.Support;
 /// </summary>
 internal static class GgufFixture
 {
-    public static string Write(string modelDirectory)
+    /// <param name="modelDirectory">A Hugging Face folder (its tokenizer.json, if any, goes into the metadata).</param>
+    /// <param name="quantize">Q8_0: matrices whose rows are whole blocks are stored quantized, as llama.cpp's quantize does.</param>
+    /// <param name="dequantized">With <paramref name="quantize"/>: store those matrices as F32 holding the quantized values
+    /// (the same numbers, which llama.cpp then multiplies in f32).</param>
+    public static string Write(string modelDirectory, DType? quantize = null, bool dequantized = false)
     {
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, "config.json"));
         string arch = config.ModelType;
@@ -46,16 +50,44 @@ internal static class GgufFixture
             Assert.True(checkpoint.TryGetView(name, out TensorView? view));
             byte[] data = view.Bytes.ToArray();
             string ggufName = GgufCheckpoint.GgufName(name);
-            if (arch == "llama" && (ggufName.Contains(".attn_q.", StringComparison.Ordinal) || ggufName.Contains(".attn_k.", StringComparison.Ordinal)))
+            if (arch == "llama" && IsRopeProjection(ggufName))
             {
                 int heads = ggufName.Contains(".attn_q.", StringComparison.Ordinal) ? config.NumAttentionHeads : config.NumKeyValueHeads;
                 data = PermuteForInterleavedRope(data, view.Shape[0], heads);
             }
 
-            if (view.Shape.Length == 1 && view.DType != DType.F32)
+            if (quantize is DType quantized && view.Shape.Length == 2 && view.Shape[1] % DTypes.BlockValues(quantized) == 0)
+            {
+                float[] values = [.. Widened(view)];
+                var blocks = new byte[DTypes.ByteLength(quantized, values.Length)];
+                Numerics.Q8_0Blocks.Quantize(values, blocks);
+                GgmlType stored = GgmlTypes.Of(quantized);
+                if (dequantized)
+                {
+                    Numerics.Q8_0Blocks.Dequantize(blocks, values);
+                    blocks = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+                    stored = GgmlType.F32;
+                }
+
+                writer.AddTensor(ggufName, stored, view.Shape, arch == "llama" && IsRopeProjection(ggufName)
+                    ? PermuteForInterleavedRope(blocks, view.Shape[0], ggufName.Contains(".attn_q.", StringComparison.Ordinal) ? config.NumAttentionHeads : config.NumKeyValueHeads)
+                    : blocks);
+                continue;
+            }
+
+            // Dequantized: every tensor in F32, so llama.cpp multiplies exactly the numbers the quantized file holds.
+            if ((view.Shape.Length == 1 || dequantized) && view.DType != DType.F32)
             {
                 // llama.cpp's converter stores vectors (norms, biases) as F32, and its CPU kernels add only F32 biases.
-                float[] widened = [.. KernelsWiden(view)];
+                if (arch == "llama" && IsRopeProjection(ggufName) && view.Shape.Length == 2)
+                {
+                    int heads = ggufName.Contains(".attn_q.", StringComparison.Ordinal) ? config.NumAttentionHeads : config.NumKeyValueHeads;
+                    float[] rows = [.. Widened(view)];
+                    writer.AddTensor(ggufName, GgmlType.F32, view.Shape, PermuteForInterleavedRope(System.Runtime.InteropServices.MemoryMarshal.AsBytes(rows.AsSpan()).ToArray(), view.Shape[0], heads));
+                    continue;
+                }
+
+                float[] widened = [.. Widened(view)];
                 writer.AddTensor(ggufName, GgmlType.F32, view.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(widened.AsSpan()).ToArray());
                 continue;
             }
@@ -63,7 +95,7 @@ internal static class GgufFixture
             writer.AddTensor(ggufName, GgmlTypes.Of(view.DType), view.Shape, data);
         }
 
-        string path = Path.Combine(Fixtures.TempDirectory(), Path.GetFileName(modelDirectory) + ".gguf");
+        string path = Path.Combine(Fixtures.TempDirectory(), Path.GetFileName(modelDirectory) + (quantize is null ? "" : "." + DTypes.Name(quantize.Value)) + (dequantized ? ".f32" : "") + ".gguf");
         writer.Write(path);
         return path;
     }
@@ -142,11 +174,19 @@ internal static class GgufFixture
         }
     }
 
-    private static IEnumerable<float> KernelsWiden(TensorView view)
+    private static IEnumerable<float> Widened(TensorView view)
     {
+        if (view.DType == DType.F32)
+        {
+            return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(view.Bytes).ToArray();
+        }
+
         ushort[] bits = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(view.Bytes).ToArray();
         return view.DType == DType.BF16 ? bits.Select(Numerics.BFloat16Bits.ToSingle) : bits.Select(Numerics.HalfBits.ToSingle);
     }
+
+    private static bool IsRopeProjection(string ggufName) =>
+        ggufName.Contains(".attn_q.", StringComparison.Ordinal) || ggufName.Contains(".attn_k.", StringComparison.Ordinal);
 
     /// <summary>llama.cpp's converter's <c>permute</c>: Hugging Face row t * d/2 + j of each head goes to row 2j + t.</summary>
     private static byte[] PermuteForInterleavedRope(byte[] data, long rows, int heads)

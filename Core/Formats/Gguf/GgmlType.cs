@@ -59,6 +59,7 @@ public static class GgmlTypes
             case GgmlType.F32: dtype = DType.F32; return true;
             case GgmlType.F16: dtype = DType.F16; return true;
             case GgmlType.BF16: dtype = DType.BF16; return true;
+            case GgmlType.Q8_0: dtype = DType.Q8_0; return true;
             default: dtype = default; return false;
         }
     }
@@ -69,6 +70,7 @@ public static class GgmlTypes
         DType.F32 => GgmlType.F32,
         DType.F16 => GgmlType.F16,
         DType.BF16 => GgmlType.BF16,
+        DType.Q8_0 => GgmlType.Q8_0,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }

@@ -78,7 +78,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
         if (!GgmlTypes.TryGetDType(info.Type, out DType dtype))
         {
-            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; this build computes with F32, F16 and BF16 weights");
+            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; this build computes with F32, F16, BF16 and Q8_0 weights");
         }
 
         view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
