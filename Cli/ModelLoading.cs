@@ -10,6 +10,8 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
+    public static readonly OptionSpec Quantize = new("quantize", "q8_0", "quantize the matrices at load (rows of whole 32-value blocks; as qwensharp quantize writes them)");
+
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
     /// <summary>The bundled demo model (llama2.c's stories260K), copied beside the binary.</summary>
@@ -89,13 +91,22 @@ internal static class ModelLoading
     public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr) =>
         Load(ResolveDirectory(args, stderr), args);
 
+    /// <summary>--quantize: the quantized type to convert the matrices to at load, or null.</summary>
+    public static Formats.DType? QuantizeType(Arguments args) => args.Value("quantize") switch
+    {
+        null => null,
+        string text when Formats.DTypes.TryParse(text, out Formats.DType type) && Formats.DTypes.IsQuantized(type) => type,
+        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0"),
+    };
+
     /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
     {
+        Formats.DType? quantize = QuantizeType(args);
         IBackend backend = CreateBackend(args);
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend);
+            Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
             WeightPrefetch.Run(model, Console.Error);
             return (backend, model);
         }

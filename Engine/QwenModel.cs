@@ -59,7 +59,7 @@ public sealed class QwenModel : IDisposable
         };
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend);
+            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
             try
             {
                 return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory));

@@ -29,6 +29,7 @@ internal sealed class BenchCommand : ICommand
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 
@@ -165,8 +166,14 @@ internal sealed class BenchCommand : ICommand
 
         Qwen2Config config = Qwen2Config.Load(configPath);
         CheckHostMemory(configPath, config, dtype, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
+        DType? quantize = ModelLoading.QuantizeType(args);
         IBackend backend = ModelLoading.CreateBackend(args);
-        var source = new RandomTensorSource(config, dtype);
+        ITensorSource source = new RandomTensorSource(config, dtype);
+        if (quantize is DType quantized)
+        {
+            source = new QuantizingTensorSource(source, quantized);
+        }
+
         try
         {
             return (backend, new Qwen2Model(config, source, backend, ownsSource: true));

@@ -27,6 +27,7 @@ internal sealed class ChatCommand : ICommand
         new("context", "N", "tokens the conversation may hold (default: max_position_embeddings); older turns are dropped to fit"),
         .. GenerateCommand.SamplingSpecs,
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 
@@ -46,7 +47,7 @@ internal sealed class ChatCommand : ICommand
 
         // A model without a chat template cannot chat: say so before loading the weights or waiting for input.
         ModelLoading.RequireChatTemplate(TextInput.LoadTokenizer(directory), directory, "chat");
-        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device });
+        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = ModelLoading.QuantizeType(args) });
         WeightPrefetch.Run(model.Model, Console.Error);
         int context = ModelLoading.Context(args, model.Model.Config, min: 2) ?? model.Model.Config.MaxPositionEmbeddings;
         var options = new TextGenerationOptions

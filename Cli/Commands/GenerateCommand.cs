@@ -51,6 +51,7 @@ internal sealed class GenerateCommand : ICommand
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 

@@ -20,6 +20,7 @@ internal sealed class InfoCommand : ICommand
         ModelLoading.Model,
         new("json", null, "print JSON"),
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 

@@ -27,6 +27,7 @@ internal sealed class PerplexityCommand : ICommand
         new("stride", "S", "tokens between window starts (default: the context, i.e. no overlap)"),
         new("json", null, "print JSON: {\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\",\"tokens_per_s\"}"),
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 

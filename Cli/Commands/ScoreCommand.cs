@@ -24,6 +24,7 @@ internal sealed class ScoreCommand : ICommand
         new("top", "K", "also list the K most likely tokens at each position (default 5)"),
         new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
         ModelLoading.Threads,
+        ModelLoading.Quantize,
         ModelLoading.Device,
     ];
 

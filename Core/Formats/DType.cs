@@ -53,6 +53,7 @@ public static class DTypes
             case "F32" or "FLOAT32" or "FP32": type = DType.F32; return true;
             case "F16" or "FLOAT16" or "FP16": type = DType.F16; return true;
             case "BF16" or "BFLOAT16": type = DType.BF16; return true;
+            case "Q8_0": type = DType.Q8_0; return true;
             default: type = default; return false;
         }
     }

@@ -60,20 +60,15 @@ public sealed class Qwen2Model : IDisposable
     /// Loads a Hugging Face model folder (config.json, generation_config.json if present, the safetensors) or a GGUF
     /// file (config, end ids and tensors all from the one file).
     /// </summary>
-    public static Qwen2Model Load(string directory, IBackend backend)
+    /// <param name="directory">The folder or .gguf file.</param>
+    /// <param name="backend">Where to run it.</param>
+    /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            try
-            {
-                return new Qwen2Model(gguf.Config, gguf, backend, gguf.GenerationConfig, ownsSource: true);
-            }
-            catch
-            {
-                gguf.Dispose();
-                throw;
-            }
+            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize);
         }
 
         if (File.Exists(directory))
@@ -94,14 +89,24 @@ public sealed class Qwen2Model : IDisposable
 
         Qwen2Config config = Qwen2Config.Load(configPath);
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
-        SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
+        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize);
+    }
+
+    /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
+    private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize)
+    {
         try
         {
-            return new Qwen2Model(config, checkpoint, backend, generation, ownsSource: true);
+            if (quantize is DType type)
+            {
+                source = new QuantizingTensorSource(source, type);
+            }
+
+            return new Qwen2Model(config, source, backend, generation, ownsSource: true);
         }
         catch
         {
-            checkpoint.Dispose();
+            source.Dispose();
             throw;
         }
     }

@@ -11,12 +11,6 @@ namespace QwenSharp.Tokenization.Loading;
 /// </summary>
 internal static class GgufTokenizerJson
 {
-    /// <summary>Qwen2's split (tokenizer.ggml.pre "qwen2"), as in its tokenizer.json.</summary>
-    private const string Qwen2Split = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-    /// <summary>Llama 3's split ("llama-bpe"): digits in runs of up to three.</summary>
-    private const string Llama3Split = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
     public static JsonDocument Build(GgufVocabulary vocabulary)
     {
         string where = $"{vocabulary.Source}: tokenizer.ggml";
@@ -30,13 +24,7 @@ internal static class GgufTokenizerJson
             throw new InvalidDataException($"{where}.token_type has {vocabulary.TokenTypes.Count} entries for {vocabulary.Tokens.Count} tokens");
         }
 
-        string? split = vocabulary.Pre switch
-        {
-            "qwen2" => Qwen2Split,
-            "llama-bpe" or "llama3" => Llama3Split,
-            null or "default" or "gpt2" => null,
-            string other => throw new NotSupportedException($"{where}.pre '{other}' is not supported (qwen2, llama-bpe, default are)"),
-        };
+        string? split = GgufPreTokenizers.RegexOf(vocabulary.Pre, where);
 
         using var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer))

@@ -1,0 +1,58 @@
+using System.Globalization;
+using QwenSharp.Formats;
+using QwenSharp.Formats.Gguf;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary><c>qwensharp quantize</c>: a Hugging Face folder as one GGUF file that llama.cpp (and QwenSharp) load.</summary>
+internal sealed class QuantizeCommand : ICommand
+{
+    public string Name => "quantize";
+
+    public string Summary => "write a model folder as one GGUF file (Q8_0, F16, BF16 or F32 matrices) that llama.cpp loads";
+
+    public string Usage => "qwensharp quantize --model DIR --type q8_0|f16|bf16|f32 --out FILE.gguf";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
+        new("type", "T", "the matrices' type: q8_0 (rows of whole 32-value blocks; others keep their type), f16, bf16 or f32"),
+        new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp quantize --model ~/models/Qwen2.5-0.5B-Instruct --type q8_0 --out qwen2.5-0.5b-instruct-q8_0.gguf",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder)");
+        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|f16|bf16|f32");
+        string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
+        if (!DTypes.TryParse(typeText, out DType type))
+        {
+            throw new UsageException($"--type '{typeText}' is not one of q8_0, f16, bf16, f32");
+        }
+
+        if (!Directory.Exists(directory))
+        {
+            throw new UsageException(File.Exists(directory)
+                ? $"--model {directory} is a file: quantize reads a Hugging Face model folder"
+                : $"--model {directory}: model folder not found");
+        }
+
+        if (File.Exists(output) || Directory.Exists(output))
+        {
+            throw new UsageException($"--out {output} already exists; quantize does not overwrite anything (remove it or choose another name)");
+        }
+
+        GgufExport.Write(directory, output, type);
+        using GgufFile written = GgufFile.Open(output);
+        IEnumerable<string> types = written.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}");
+        long bytes = new FileInfo(output).Length;
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {output}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(bytes)}"));
+        return 0;
+    }
+}

@@ -1,0 +1,69 @@
+using System.Runtime.InteropServices;
+
+namespace QwenSharp.Formats;
+
+/// <summary>
+/// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>): each matrix whose rows are
+/// whole blocks is converted once, into memory this source owns, with the same quantizer the GGUF export uses;
+/// vectors and other matrices pass through as stored.
+/// </summary>
+public sealed unsafe class QuantizingTensorSource : ITensorSource
+{
+    private readonly ITensorSource _inner;
+    private readonly DType _type;
+    private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
+    private readonly List<nint> _owned = [];
+
+    public QuantizingTensorSource(ITensorSource inner, DType type)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        if (!DTypes.IsQuantized(type))
+        {
+            throw new ArgumentException($"{DTypes.Name(type)} is not a quantized type", nameof(type));
+        }
+
+        _inner = inner;
+        _type = type;
+    }
+
+    public string Description => $"{_inner.Description} (quantized to {DTypes.Name(_type)} at load)";
+
+    public IEnumerable<string> TensorNames => _inner.TensorNames;
+
+    public bool TryGetView(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorView? view)
+    {
+        if (_converted.TryGetValue(name, out view))
+        {
+            return true;
+        }
+
+        if (!_inner.TryGetView(name, out view))
+        {
+            return false;
+        }
+
+        if (view.Shape.Length != 2 || view.DType == _type || view.Shape[1] % DTypes.BlockValues(_type) != 0)
+        {
+            return true;
+        }
+
+        byte[] blocks = TensorValues.FromSingle(TensorValues.ToSingle(view), _type);
+        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)blocks.Length, 64);
+        _owned.Add((nint)data);
+        blocks.CopyTo(new Span<byte>(data, blocks.Length));
+        view = view with { DType = _type, Data = (nint)data };
+        _converted[name] = view;
+        return true;
+    }
+
+    public void Dispose()
+    {
+        foreach (nint pointer in _owned)
+        {
+            NativeMemory.AlignedFree((void*)pointer);
+        }
+
+        _owned.Clear();
+        _inner.Dispose();
+    }
+}

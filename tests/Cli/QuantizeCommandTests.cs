@@ -1,0 +1,78 @@
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Qwen2;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary>qwensharp quantize writes GGUF files llama.cpp loads; --quantize at load gives the same model as loading that file.</summary>
+public sealed class QuantizeCommandTests
+{
+    [Fact]
+    public void Quantize_Q8_0_LlamaCppLoadsTheFileAndAgrees()
+    {
+        Reference reference = Reference.Load("tiny-qwen2");
+        string output = Path.Combine(Fixtures.TempDirectory(), "tiny-q8_0.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", TestTokenizers.TinyQwenWithTokenizer, "--type", "q8_0", "--out", output);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Matches(@"^wrote .*tiny-q8_0\.gguf: \d+ tensors \(\d+ Q8_0, \d+ F32\), ", result.Stdout);
+        float[][] theirs = LlamaCpp.Logits(output, reference.PromptIds);
+        using IBackend backend = TestBackends.Create("cpu");
+        using Qwen2Model model = Qwen2Model.Load(output, backend);
+        float[][] ours = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        for (int p = 0; p < ours.Length; p++)
+        {
+            // llama.cpp's Q8_0 products round the activations to 8 bits too (see LlamaCppOracleTests).
+            double scale = ours[p].Max(Math.Abs), error = ours[p].Zip(theirs[p], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"position {p}: {error:E3}");
+        }
+    }
+
+    [Fact]
+    public void QuantizeAtLoad_EqualsLoadingTheQuantizedFile()
+    {
+        Reference reference = Reference.Load("stories260K-qwen2-bf16");
+        string output = Path.Combine(Fixtures.TempDirectory(), "s.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", Fixtures.Directory("stories260K-qwen2-bf16"), "--type", "q8_0", "--out", output).ExitCode);
+
+        float[][] fromFile, atLoad;
+        using (IBackend backend = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(output, backend))
+        {
+            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        }
+
+        using (IBackend backend = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("stories260K-qwen2-bf16"), backend, DType.Q8_0))
+        {
+            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        }
+
+        Assert.Equal(fromFile, atLoad);
+    }
+
+    [Fact]
+    public void Quantize_BadInput_OneLineAndNothingOverwritten()
+    {
+        string existing = Path.Combine(Fixtures.TempDirectory(), "keep.gguf");
+        File.WriteAllText(existing, "mine");
+
+        foreach ((string[] args, string message) in new (string[], string)[]
+        {
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, f16, bf16, f32"),
+            (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is a file: quantize reads a Hugging Face model folder"),
+            (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0"),
+        })
+        {
+            CliRunner.Result result = CliRunner.Run(args);
+            Assert.Equal(2, result.ExitCode);
+            Assert.Contains(message, Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+        }
+
+        Assert.Equal("mine", File.ReadAllText(existing));
+    }
+}
