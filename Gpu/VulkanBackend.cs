@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using QwenSharp.Backend;
 using QwenSharp.Formats;
-using QwenSharp.Numerics;
 
 namespace QwenSharp.Gpu;
 
@@ -85,8 +84,7 @@ public sealed unsafe class VulkanBackend : IBackend
             case 1:
                 // Norm weights and biases: widened to f32 once, as every use reads them whole.
                 int length = checked((int)tensor.Shape[0]);
-                var values = new float[length];
-                Widen(tensor, values);
+                float[] values = TensorValues.ToSingle(tensor);
                 GpuBuffer vector = GpuBuffer.DeviceLocal(_device, length * sizeof(float), $"tensor '{tensor.Name}'");
                 fixed (float* p = values)
                 {
@@ -378,33 +376,6 @@ public sealed unsafe class VulkanBackend : IBackend
             _stream.Copy(_staging, 0, destination, done, chunk);
             Submit();
             done += chunk;
-        }
-    }
-
-    private static void Widen(TensorView tensor, Span<float> destination)
-    {
-        ReadOnlySpan<byte> bytes = tensor.Bytes;
-        switch (tensor.DType)
-        {
-            case DType.BF16:
-                ReadOnlySpan<ushort> bf16 = MemoryMarshal.Cast<byte, ushort>(bytes);
-                for (int i = 0; i < destination.Length; i++)
-                {
-                    destination[i] = BFloat16Bits.ToSingle(bf16[i]);
-                }
-
-                break;
-            case DType.F16:
-                ReadOnlySpan<ushort> f16 = MemoryMarshal.Cast<byte, ushort>(bytes);
-                for (int i = 0; i < destination.Length; i++)
-                {
-                    destination[i] = HalfBits.ToSingle(f16[i]);
-                }
-
-                break;
-            default:
-                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
-                break;
         }
     }
 
