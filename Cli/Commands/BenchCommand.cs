@@ -16,7 +16,7 @@ internal sealed class BenchCommand : ICommand
 
     public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
 
-    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32]) [--prompt-tokens N] [--new-tokens N] [--batch N] [--threads N] [--device D] [--json]";
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--threads N] [--device D] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -27,6 +27,7 @@ internal sealed class BenchCommand : ICommand
         new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
+        new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -42,6 +43,12 @@ internal sealed class BenchCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
+        int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
+        if (args.Flag("memory"))
+        {
+            return RunMemory(args, threads, stdout);
+        }
+
         int? givenPrompt = args.Int("prompt-tokens", 1), givenNew = args.Int("new-tokens", 1);
         int batch = args.Int("batch", 1, 256) ?? 1;
         (IBackend backend, Qwen2Model model) = Load(args, stderr, (givenPrompt ?? 512) + (givenNew ?? 64) + 2, batch);
@@ -67,6 +74,9 @@ internal sealed class BenchCommand : ICommand
             double gbPerSecond = summary.DecodeBytesPerToken * stepsPerSecond / 1e9;
             string dtype = summary.TensorsByDType[0].DType;
             bool decoded = result.DecodeTokens > 0;
+
+            // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads).
+            double? bound = backend is Cpu.CpuBackend && decoded ? MemoryBandwidth.Measure(threads) : null;
             if (args.Flag("json"))
             {
                 JsonOutput.Write(stdout, w =>
@@ -83,6 +93,12 @@ internal sealed class BenchCommand : ICommand
                     w.WriteNumber("parameters", summary.Parameters);
                     w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
                     w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
+                    if (bound is double read)
+                    {
+                        w.WriteNumber("memory_read_gb_per_s", Math.Round(read, 3));
+                        w.WriteNumber("decode_fraction_of_read_bandwidth", Math.Round(gbPerSecond / read, 4));
+                    }
+
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
                     if (backend is Gpu.VulkanBackend gpu)
@@ -103,9 +119,40 @@ internal sealed class BenchCommand : ICommand
                 {
                     string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({stepsPerSecond:F2} tokens/s each)") : "";
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
-                    stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s"));
+                    string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} threads)") : "";
+                    stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
                 }
             }
+        }
+
+        return 0;
+    }
+
+    /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>
+    private static int RunMemory(Arguments args, int threads, TextWriter stdout)
+    {
+        string? other = new[] { "model", "config", "random-weights", "dtype", "prompt-tokens", "new-tokens", "batch", "quantize", "device" }.FirstOrDefault(args.Has);
+        if (other is not null)
+        {
+            throw new UsageException($"--memory measures the machine alone; --{other} does not apply to it");
+        }
+
+        double one = MemoryBandwidth.Measure(1), all = MemoryBandwidth.Measure(threads);
+        if (args.Flag("json"))
+        {
+            JsonOutput.Write(stdout, w =>
+            {
+                w.WriteStartObject();
+                w.WriteNumber("read_gb_per_s_1_thread", Math.Round(one, 3));
+                w.WriteNumber("read_gb_per_s", Math.Round(all, 3));
+                w.WriteNumber("threads", threads);
+                w.WriteEndObject();
+            });
+        }
+        else
+        {
+            var c = CultureInfo.InvariantCulture;
+            stdout.WriteLine(string.Create(c, $"memory   read {one:F1} GB/s on 1 thread, {all:F1} GB/s on {threads} threads ({MemoryBandwidth.DefaultBytes >> 20} MiB, best of 3)"));
         }
 
         return 0;

@@ -43,6 +43,19 @@ public sealed partial class NewUserTests
     }
 
     [Fact]
+    public void Bench_Memory_MeasuresReadBandwidthAndDecodeIsSetAgainstIt()
+    {
+        CliRunner.Result memory = CliRunner.Run("bench", "--memory", "--json", "--threads", "1");
+        CliRunner.Result decode = CliRunner.Run("bench", "--prompt-tokens", "16", "--new-tokens", "8", "--json");
+        CliRunner.Result misuse = CliRunner.Run("bench", "--memory", "--batch", "2");
+
+        Assert.True(memory.Json.GetProperty("read_gb_per_s_1_thread").GetDouble() > 0);
+        double read = decode.Json.GetProperty("memory_read_gb_per_s").GetDouble();
+        Assert.Equal(decode.Json.GetProperty("decode_gb_per_s").GetDouble() / read, decode.Json.GetProperty("decode_fraction_of_read_bandwidth").GetDouble(), 0.001);
+        AssertBadInput(misuse, "--memory measures the machine alone; --batch does not apply to it");
+    }
+
+    [Fact]
     public void Bench_ConfigTooBigForMemory_RefusedBeforeAllocating()
     {
         string config = Path.Combine(Fixtures.TempDirectory(), "config.json");

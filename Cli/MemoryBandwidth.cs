@@ -1,0 +1,75 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.InteropServices;
+
+namespace QwenSharp.Cli;
+
+/// <summary>
+/// The machine's read bandwidth, the bound on decode speed: a SIMD sum over a buffer far larger than the caches,
+/// on one thread and on several, the best of a few passes (the buffer is touched first, so page faults are not
+/// counted). What the weights of one decode step are read at can be set against it.
+/// </summary>
+internal static unsafe class MemoryBandwidth
+{
+    /// <summary>512 MiB: many times any L3 this runs on.</summary>
+    public const long DefaultBytes = 512L << 20;
+
+    /// <summary>Read GB/s (1e9 bytes) with <paramref name="threads"/> threads each summing its own part of the buffer.</summary>
+    public static double Measure(int threads, long bytes = DefaultBytes, int passes = 3)
+    {
+        float* buffer = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        try
+        {
+            long count = bytes / sizeof(float);
+            new Span<byte>(buffer, (int)Math.Min(bytes, int.MaxValue)).Fill(1);
+            for (long offset = int.MaxValue; offset < bytes; offset += int.MaxValue)
+            {
+                new Span<byte>((byte*)buffer + offset, (int)Math.Min(bytes - offset, int.MaxValue)).Fill(1);
+            }
+
+            double best = 0;
+            var sums = new float[threads];
+            for (int pass = 0; pass < passes; pass++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                {
+                    long begin = count * t / threads, end = count * (t + 1) / threads;
+                    sums[t] = Sum(buffer + begin, end - begin);
+                });
+                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                best = Math.Max(best, bytes / seconds / 1e9);
+            }
+
+            GC.KeepAlive(sums);
+            return best;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
+    }
+
+    /// <summary>Four independent vector accumulators, so the adds do not wait on each other and loads are the limit.</summary>
+    private static float Sum(float* data, long count)
+    {
+        int width = Vector<float>.Count;
+        Vector<float> a = default, b = default, c = default, d = default;
+        long i = 0;
+        for (; i + (4 * width) <= count; i += 4 * width)
+        {
+            a += *(Vector<float>*)(data + i);
+            b += *(Vector<float>*)(data + i + width);
+            c += *(Vector<float>*)(data + i + (2 * width));
+            d += *(Vector<float>*)(data + i + (3 * width));
+        }
+
+        float sum = Vector.Sum(a + b + c + d);
+        for (; i < count; i++)
+        {
+            sum += data[i];
+        }
+
+        return sum;
+    }
+}
