@@ -350,6 +350,7 @@ internal sealed class GenerateCommand : ICommand
             speed += string.Create(c, $", decode {result.DecodeTokensPerSecond:F1} tokens/s");
         }
 
-        return System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeCompiled ? speed + " (JIT build: includes compiling the code)" : speed;
+        // A JIT build compiles methods as it goes (Native AOT compiles none at run time, and reports 0 here).
+        return System.Runtime.JitInfo.GetCompiledMethodCount() > 0 ? speed + " (JIT build: includes compiling the code)" : speed;
     }
 }

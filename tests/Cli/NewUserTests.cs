@@ -260,6 +260,7 @@ public sealed partial class NewUserTests
         Assert.Equal(0, result.ExitCode);
         Assert.Contains("prefill", result.Stderr);
         Assert.DoesNotContain("decode", result.Stderr);
+        Assert.Contains("(JIT build: includes compiling the code)", result.Stderr);   // the tests run the JIT build
     }
 
     [Fact]
