@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using QwenSharp.Errors;
 
 namespace QwenSharp.Formats;
@@ -10,17 +9,15 @@ namespace QwenSharp.Formats;
 /// </summary>
 public sealed unsafe class SafeTensorsFile : IDisposable
 {
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _file;
     private readonly byte* _data;
     private bool _disposed;
 
-    private SafeTensorsFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, byte* data,
+    private SafeTensorsFile(string path, MappedFile file, byte* data,
         Dictionary<string, SafeTensorInfo> tensors, Dictionary<string, string> metadata)
     {
         Path = path;
-        _map = map;
-        _view = view;
+        _file = file;
         _data = data;
         Tensors = tensors;
         Metadata = metadata;
@@ -38,27 +35,11 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         string fileName = System.IO.Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            QwenThrow.FileNotFound($"{path}: file not found", path);
-        }
-
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        long fileLength = stream.Length;
-        if (fileLength < 8)
-        {
-            stream.Dispose();
-            QwenThrow.InvalidData($"{fileName}: {fileLength} bytes is too short for a safetensors file (truncated?)");
-        }
-
-        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(
-            stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-        MemoryMappedViewAccessor view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-        byte* basePointer = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
+        MappedFile file = MappedFile.Open(path, 8, "a safetensors file");
         try
         {
-            basePointer += view.PointerOffset;
+            byte* basePointer = file.Pointer;
+            long fileLength = file.Length;
             ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(basePointer, 8));
             if (headerLength > (ulong)(fileLength - 8))
             {
@@ -74,13 +55,11 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             byte[] json = new ReadOnlySpan<byte>(basePointer + 8, (int)headerLength).ToArray();
             long dataStart = 8 + (long)headerLength;
             var (tensors, metadata) = SafeTensorsHeader.Parse(json, fileLength - dataStart, fileName);
-            return new SafeTensorsFile(path, map, view, basePointer + dataStart, tensors, metadata);
+            return new SafeTensorsFile(path, file, basePointer + dataStart, tensors, metadata);
         }
         catch
         {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-            view.Dispose();
-            map.Dispose();
+            file.Dispose();
             throw;
         }
     }
@@ -113,8 +92,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         }
 
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _map.Dispose();
+        _file.Dispose();
     }
 }

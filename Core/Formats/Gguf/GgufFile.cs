@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using QwenSharp.Errors;
 
 namespace QwenSharp.Formats.Gguf;
@@ -14,17 +13,15 @@ public sealed unsafe class GgufFile : IDisposable
     public const uint Magic = 0x46554747; // "GGUF" read as a little-endian uint32
     public const int DefaultAlignment = 32;
 
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _file;
     private readonly byte* _data;
     private bool _disposed;
 
-    private GgufFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, byte* data, int version,
+    private GgufFile(string path, MappedFile file, byte* data, int version,
         Dictionary<string, object> metadata, Dictionary<string, GgufTensorInfo> tensors)
     {
         Path = path;
-        _map = map;
-        _view = view;
+        _file = file;
         _data = data;
         Version = version;
         Metadata = metadata;
@@ -60,27 +57,12 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>Maps the file and validates its header; throws <see cref="InvalidDataException"/> naming the file on any fault.</summary>
     public static GgufFile Open(string path)
     {
-        if (!File.Exists(path))
-        {
-            QwenThrow.FileNotFound($"{path}: file not found", path);
-        }
-
         string fileName = System.IO.Path.GetFileName(path);
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        long fileLength = stream.Length;
-        if (fileLength < 24)
-        {
-            stream.Dispose();
-            QwenThrow.InvalidData($"{fileName}: {fileLength} bytes is too short for a GGUF file (truncated?)");
-        }
-
-        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-        MemoryMappedViewAccessor view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-        byte* basePointer = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
+        MappedFile file = MappedFile.Open(path, 24, "a GGUF file");
         try
         {
-            basePointer += view.PointerOffset;
+            byte* basePointer = file.Pointer;
+            long fileLength = file.Length;
             var reader = new GgufReader(new ReadOnlySpan<byte>(basePointer, (int)Math.Min(fileLength, int.MaxValue)), fileName);
             uint magic = reader.UInt32("the magic");
             if (magic != Magic)
@@ -115,13 +97,11 @@ public sealed unsafe class GgufFile : IDisposable
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             long dataLength = fileLength - dataStart;
             CheckPlacement(infos, alignment, dataLength, fileName);
-            return new GgufFile(path, map, view, basePointer + dataStart, version, metadata, infos.ToDictionary(t => t.Name, StringComparer.Ordinal));
+            return new GgufFile(path, file, basePointer + dataStart, version, metadata, infos.ToDictionary(t => t.Name, StringComparer.Ordinal));
         }
         catch
         {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-            view.Dispose();
-            map.Dispose();
+            file.Dispose();
             throw;
         }
     }
@@ -235,8 +215,6 @@ public sealed unsafe class GgufFile : IDisposable
         }
 
         _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _map.Dispose();
+        _file.Dispose();
     }
 }
