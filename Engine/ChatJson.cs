@@ -131,11 +131,29 @@ internal static class ChatJson
     /// </summary>
     public static List<FunctionCallContent> ParseToolCalls(string text, string responseId)
     {
-        const string open = "<tool_call>", close = "</tool_call>";
         var calls = new List<FunctionCallContent>();
+        foreach (ToolCallBlock block in ToolCallBlocks(text))
+        {
+            using JsonDocument arguments = JsonDocument.Parse(block.ArgumentsJson);
+            calls.Add(new FunctionCallContent($"{responseId}-{calls.Count}", block.Name,
+                arguments.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone())));
+        }
+
+        return calls;
+    }
+
+    /// <summary>
+    /// Where the answer's valid tool-call blocks are, each with its function name and arguments (a JSON
+    /// object's text; "{}" when the block gives none), in order.
+    /// </summary>
+    public static List<ToolCallBlock> ToolCallBlocks(string text)
+    {
+        const string open = "<tool_call>", close = "</tool_call>";
+        var blocks = new List<ToolCallBlock>();
         for (int start = text.IndexOf(open, StringComparison.Ordinal); start >= 0; start = text.IndexOf(open, start + open.Length, StringComparison.Ordinal))
         {
             int end = text.IndexOf(close, start, StringComparison.Ordinal);
+            int stop = end < 0 ? text.Length : end + close.Length;
             string body = (end < 0 ? text[(start + open.Length)..] : text[(start + open.Length)..end]).Trim();
             try
             {
@@ -146,16 +164,9 @@ internal static class ChatJson
                     continue;
                 }
 
-                var arguments = new Dictionary<string, object?>();
-                if (call.RootElement.TryGetProperty("arguments", out JsonElement args) && args.ValueKind == JsonValueKind.Object)
-                {
-                    foreach (JsonProperty argument in args.EnumerateObject())
-                    {
-                        arguments[argument.Name] = argument.Value.Clone();
-                    }
-                }
-
-                calls.Add(new FunctionCallContent($"{responseId}-{calls.Count}", name.GetString()!, arguments));
+                string arguments = call.RootElement.TryGetProperty("arguments", out JsonElement args) && args.ValueKind == JsonValueKind.Object
+                    ? args.GetRawText() : "{}";
+                blocks.Add(new ToolCallBlock(name.GetString()!, arguments, start, stop));
             }
             catch (JsonException)
             {
@@ -163,6 +174,9 @@ internal static class ChatJson
             }
         }
 
-        return calls;
+        return blocks;
     }
 }
+
+/// <summary>One tool call in generated text: the function, its arguments as JSON object text, and where the block is.</summary>
+internal sealed record ToolCallBlock(string Name, string ArgumentsJson, int Start, int End);

@@ -28,6 +28,8 @@ internal sealed class BenchCommand : ICommand
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
+        new("serve", "N,N,...", "load-test the HTTP server: total tokens/s and time to first token at these numbers of concurrent streams (e.g. 1,4,16,64)"),
+        new("rounds", "N", "with --serve: rounds over the stream counts, interleaved; figures are medians (default 3)"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -39,6 +41,7 @@ internal sealed class BenchCommand : ICommand
         "qwensharp bench --config Qwen2.5-0.5B-Instruct/config.json --random-weights --dtype bf16",
         "qwensharp bench --model ~/models/Qwen2.5-0.5B-Instruct --threads 2 --json",
         "qwensharp bench --config Qwen2.5-7B-Instruct/config.json --random-weights --device gpu",
+        "qwensharp bench --config Qwen2.5-0.5B-Instruct/config.json --random-weights --serve 1,4,16,64 --prompt-tokens 64 --new-tokens 64",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
@@ -50,6 +53,11 @@ internal sealed class BenchCommand : ICommand
         }
 
         int? givenPrompt = args.Int("prompt-tokens", 1), givenNew = args.Int("new-tokens", 1);
+        if (args.Value("serve") is string serve)
+        {
+            return RunServe(args, Arguments.ParseIds("serve", serve), givenPrompt ?? 64, givenNew ?? 64, stdout, stderr);
+        }
+
         int batch = args.Int("batch", 1, 256) ?? 1;
         (IBackend backend, Qwen2Model model) = Load(args, stderr, (givenPrompt ?? 512) + (givenNew ?? 64) + 2, batch);
         using (backend)
@@ -126,6 +134,92 @@ internal sealed class BenchCommand : ICommand
         }
 
         return 0;
+    }
+
+    /// <summary>bench --serve: the server under load at each number of concurrent streams (Cli/ServeBench.cs).</summary>
+    private static int RunServe(Arguments args, int[] streamCounts, int promptTokens, int newTokens, TextWriter stdout, TextWriter stderr)
+    {
+        if (streamCounts.Length == 0 || streamCounts.Any(n => n is < 1 or > 1024))
+        {
+            throw new UsageException("--serve takes numbers of concurrent streams from 1 to 1024, such as 1,4,16,64");
+        }
+
+        if (args.Has("batch"))
+        {
+            throw new UsageException("--batch does not apply to --serve (the stream counts are the batches)");
+        }
+
+        int rounds = args.Int("rounds", 1, 100) ?? 3;
+        (IBackend backend, Qwen2Model model) = Load(args, stderr, promptTokens + newTokens + 2, streamCounts.Max());
+        using (backend)
+        using (model)
+        {
+            if (promptTokens + newTokens + 1 > model.Config.MaxPositionEmbeddings)
+            {
+                throw new UsageException($"--prompt-tokens {promptTokens} + --new-tokens {newTokens} exceed the model's context of {model.Config.MaxPositionEmbeddings}");
+            }
+
+            Tokenization.Tokenizer tokenizer = BenchTokenizer(args, stderr);
+            stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({backend.Description})");
+            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, stderr);
+            ServeBench.Level one = levels.FirstOrDefault(l => l.Streams == 1) ?? levels[0];
+            if (args.Flag("json"))
+            {
+                JsonOutput.Write(stdout, w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("backend", backend.Description);
+                    w.WriteNumber("prompt_tokens", promptTokens);
+                    w.WriteNumber("new_tokens", newTokens);
+                    w.WriteNumber("rounds", rounds);
+                    w.WriteStartArray("levels");
+                    foreach (ServeBench.Level level in levels)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("streams", level.Streams);
+                        w.WriteNumber("tokens_per_s", Math.Round(level.TokensPerSecond, 3));
+                        w.WriteNumber("speedup_over_first", Math.Round(level.TokensPerSecond / one.TokensPerSecond, 3));
+                        w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
+                        w.WriteNumber("first_token_p99_s", Math.Round(level.FirstTokenP99, 4));
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                var c = CultureInfo.InvariantCulture;
+                stdout.WriteLine($"backend  {backend.Description}, {promptTokens}-token prompts, {newTokens} new tokens per stream, medians of {rounds} round(s)");
+                stdout.WriteLine("streams   tokens/s   vs first   first token p50   p99");
+                foreach (ServeBench.Level level in levels)
+                {
+                    stdout.WriteLine(string.Create(c,
+                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.FirstTokenP50 * 1000,13:F0} ms  {level.FirstTokenP99 * 1000,5:F0} ms"));
+                }
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>The tokenizer of --model, or the one beside --config's file, else the demo model's (the load test sends token ids; text is only decoded).</summary>
+    private static Tokenization.Tokenizer BenchTokenizer(Arguments args, TextWriter stderr)
+    {
+        if (args.Value("config") is string config)
+        {
+            string folder = Path.GetDirectoryName(Path.GetFullPath(config))!;
+            if (File.Exists(Path.Combine(folder, "tokenizer.json")))
+            {
+                return Tokenization.Tokenizer.FromDirectory(folder);
+            }
+
+            stderr.WriteLine("note: no tokenizer.json beside the config; the demo model's tokenizer decodes the (random) answers");
+            return Tokenization.Tokenizer.FromDirectory(ModelLoading.DemoModelDirectory);
+        }
+
+        return TextInput.LoadTokenizer(ModelLoading.ResolveDirectory(args, TextWriter.Null));
     }
 
     /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>

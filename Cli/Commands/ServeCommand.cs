@@ -1,0 +1,129 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using QwenSharp.Server;
+
+namespace QwenSharp.Cli.Commands;
+
+/// <summary>
+/// <c>qwensharp serve</c>: the OpenAI API (chat and text completions, models, tokenize, health, metrics)
+/// over HTTP, many requests sharing the model through continuous batching. Runs until Ctrl+C or SIGTERM,
+/// which drain: no new requests, running ones finish (up to --drain seconds), exit 0.
+/// </summary>
+internal sealed class ServeCommand : ICommand
+{
+    public string Name => "serve";
+
+    public string Summary => "an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, ...) with continuous batching";
+
+    public string Usage => "qwensharp serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--context N] [--device D]";
+
+    public IReadOnlyList<OptionSpec> Options { get; } =
+    [
+        ModelLoading.Model,
+        new("host", "ADDR", "address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)"),
+        new("port", "N", "TCP port (default: 8080; 0 picks a free one)"),
+        new("api-key", "KEY", "require 'Authorization: Bearer KEY' on every request but /health"),
+        new("api-key-file", "F", "the API key from the first line of a file (keeps it out of the process list)"),
+        new("max-concurrent", "N", "sequences decoding at once, each with its own KV cache slot (default: 8)"),
+        new("context", "N", "tokens per sequence, prompt and answer (default: max_position_embeddings, at most 4096)"),
+        new("max-queue", "N", "requests that may wait for a slot; beyond that the answer is 429 (default: 64)"),
+        new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
+        new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
+        new("name", "NAME", "the model id /v1/models lists (default: the model folder's name)"),
+        ModelLoading.Threads,
+        ModelLoading.Quantize,
+        ModelLoading.Device,
+    ];
+
+    public IReadOnlyList<string> Examples { get; } =
+    [
+        "qwensharp serve --model ~/models/Qwen2.5-0.5B-Instruct",
+        "qwensharp serve --model ~/models/Qwen2.5-0.5B-Instruct --port 9000 --max-concurrent 16 --context 8192",
+        "curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'",
+    ];
+
+    public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        string directory = ModelLoading.ResolveDirectory(args, stderr);
+        string device = ModelLoading.CheckDevice(args);
+        if (args.Has("api-key") && args.Has("api-key-file"))
+        {
+            throw new UsageException("give --api-key or --api-key-file, not both");
+        }
+
+        var options = new ServerOptions
+        {
+            Host = args.Value("host") ?? "127.0.0.1",
+            Port = args.Int("port", 0, 65535) ?? 8080,
+            ApiKey = args.Value("api-key") ?? (args.Value("api-key-file") is string keyFile ? ReadKey(keyFile) : null),
+            MaxConcurrent = args.Int("max-concurrent", 1, 1024) ?? 8,
+            MaxQueue = args.Int("max-queue", 0, 1_000_000) ?? 64,
+            RequestTimeout = TimeSpan.FromSeconds(args.Double("timeout", 0.001, 1e6) ?? 600),
+            DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
+            ModelName = args.Value("name"),
+        };
+        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = ModelLoading.QuantizeType(args) });
+        int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
+        options = options with { Context = context };
+        if (device == "cpu")
+        {
+            CheckKvMemory(model, options.MaxConcurrent, context);
+        }
+
+        using var stop = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            stop.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            stop.Cancel();
+        });
+        try
+        {
+            QwenServer server;
+            try
+            {
+                server = QwenServer.StartAsync(model, options).GetAwaiter().GetResult();
+            }
+            catch (IOException e)
+            {
+                // Kestrel's "address already in use" and friends.
+                throw new UsageException($"cannot listen on {options.Host}:{options.Port}: {e.Message}");
+            }
+
+            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+            stop.Token.WaitHandle.WaitOne();
+            stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
+            server.StopAsync().GetAwaiter().GetResult();
+            stderr.WriteLine("qwensharp serve: stopped");
+            return CliApp.ExitOk;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static string ReadKey(string path)
+    {
+        string key = File.ReadLines(path).FirstOrDefault()?.Trim() ?? "";
+        return key.Length > 0 ? key : throw new UsageException($"--api-key-file {path}: the first line is empty");
+    }
+
+    /// <summary>The KV cache is allocated whole at start: refuse one the machine cannot hold, naming the options that size it.</summary>
+    private static void CheckKvMemory(QwenModel model, int slots, int context)
+    {
+        long bytes = ModelSummary.Of(model.Model).KvBytesPerToken * slots * context;
+        long available = HostMemory.Available();
+        if (bytes > available)
+        {
+            throw new UsageException(string.Create(CultureInfo.InvariantCulture,
+                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context"));
+        }
+    }
+}

@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using QwenSharp.Qwen2;
+using QwenSharp.Server;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Cli;
+
+/// <summary>
+/// <c>qwensharp bench --serve 1,4,16,64</c>: a load generator against the real server on loopback. At each
+/// number of concurrent streams it sends that many streamed /v1/completions requests at once (random
+/// prompts, none sharing a prefix, ignore_eos so every stream runs to max_tokens) and measures the total
+/// tokens/s (all streams' tokens over the wall time) and each request's time to first token. Levels are
+/// interleaved over the rounds and each figure is the median of its rounds.
+/// </summary>
+internal static class ServeBench
+{
+    public sealed record Level(int Streams, double TokensPerSecond, double FirstTokenP50, double FirstTokenP99, int Tokens);
+
+    public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
+        TextWriter progress)
+    {
+        int most = streamCounts.Max();
+        var options = new ServerOptions
+        {
+            Port = 0,
+            MaxConcurrent = most,
+            MaxQueue = most,
+            Context = promptTokens + newTokens + 1,
+            ModelName = "bench",
+        };
+        QwenServer server = QwenServer.StartAsync(model, tokenizer, [], options).GetAwaiter().GetResult();
+        try
+        {
+            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = most * 2 }) { BaseAddress = server.Address, Timeout = TimeSpan.FromHours(1) };
+            var random = new Random(4321);
+            int[] Prompt() => [.. Enumerable.Range(0, promptTokens).Select(_ => random.Next(Math.Min(model.Config.VocabSize, tokenizer.VocabularySize)))];
+
+            // Warm-up, not measured: every kernel and the HTTP path at the largest batch.
+            Measure(http, [.. Enumerable.Range(0, most).Select(_ => Prompt())], Math.Min(newTokens, 8));
+            var results = streamCounts.ToDictionary(n => n, _ => new List<Level>());
+            for (int round = 0; round < rounds; round++)
+            {
+                foreach (int streams in streamCounts)
+                {
+                    Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens);
+                    results[streams].Add(level);
+                    progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  round {round + 1}: {streams,3} streams  {level.TokensPerSecond,8:F1} tokens/s  first token p50 {level.FirstTokenP50 * 1000,7:F0} ms  p99 {level.FirstTokenP99 * 1000,7:F0} ms"));
+                }
+            }
+
+            return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
+                Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens))];
+        }
+        finally
+        {
+            server.StopAsync().GetAwaiter().GetResult();
+        }
+    }
+
+    private static Level Measure(HttpClient http, int[][] prompts, int newTokens)
+    {
+        var clock = Stopwatch.StartNew();
+        (double FirstToken, int Tokens)[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
+        double seconds = clock.Elapsed.TotalSeconds;
+        double[] firstTokens = [.. streams.Select(s => s.FirstToken).Order()];
+        int tokens = streams.Sum(s => s.Tokens);
+        return new Level(prompts.Length, tokens / seconds, Percentile(firstTokens, 0.5), Percentile(firstTokens, 0.99), tokens);
+    }
+
+    /// <summary>One streamed request: seconds to its first token (from the start of the level), and its token count from the usage chunk.</summary>
+    private static async Task<(double FirstToken, int Tokens)> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
+    {
+        string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = content };
+        using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new InvalidOperationException($"the server answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync().ConfigureAwait(false)}");
+        }
+
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync().ConfigureAwait(false));
+        double firstToken = -1;
+        int tokens = 0;
+        while (await reader.ReadLineAsync().ConfigureAwait(false) is string line)
+        {
+            if (!line.StartsWith("data: {", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            if (firstToken < 0)
+            {
+                firstToken = clock.Elapsed.TotalSeconds;
+            }
+
+            using JsonDocument chunk = JsonDocument.Parse(line.AsMemory(6));
+            if (chunk.RootElement.TryGetProperty("usage", out JsonElement usage) && usage.ValueKind == JsonValueKind.Object)
+            {
+                tokens = usage.GetProperty("completion_tokens").GetInt32();
+            }
+        }
+
+        return (firstToken, tokens);
+    }
+
+    private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
+
+    private static double Median(IEnumerable<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}

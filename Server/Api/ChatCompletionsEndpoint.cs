@@ -1,0 +1,402 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Generation;
+using QwenSharp.Sampling;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// <c>POST /v1/chat/completions</c>: OpenAI's chat API over the model's chat template, whole or streamed as
+/// server-sent events, with n choices, stop strings, log-probs, and tools (Qwen's &lt;tool_call&gt; blocks
+/// returned as <c>tool_calls</c>, held back from the streamed content).
+/// </summary>
+internal static class ChatCompletionsEndpoint
+{
+    private const string ToolCallOpen = "<tool_call>";
+
+    private static readonly HashSet<string> s_fields =
+    [
+        "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "logit_bias", "user", "store", "metadata", "service_tier",
+        .. SamplingFields.Names,
+    ];
+
+    private static readonly HashSet<string> s_streamOptionFields = ["include_usage", "continuous_usage_stats"];
+    private static readonly HashSet<string> s_responseFormatFields = ["type"];
+
+    public static async Task HandleAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
+        string model = request.String("model", 256) ?? server.ModelName;
+        bool stream = request.Bool("stream") ?? false;
+        bool includeUsage = false;
+        if (request.Get("stream_options") is JsonElement streamOptions)
+        {
+            includeUsage = RequestFields.Of(streamOptions, "stream_options", s_streamOptionFields).Bool("include_usage") ?? false;
+        }
+
+        int samples = request.Int("n", 1, 128) ?? 1;
+        int? maxTokens = request.Int("max_completion_tokens", 1, int.MaxValue) ?? request.Int("max_tokens", 1, int.MaxValue);
+        IReadOnlyList<string> stops = request.StringOrList("stop", 16, 4096);
+        bool logprobs = request.Bool("logprobs") ?? false;
+        int? topLogprobs = request.Int("top_logprobs", 0, 20);
+        if (topLogprobs is not null && !logprobs)
+        {
+            throw ApiException.BadField("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        }
+
+        CheckUnsupported(request);
+        SamplingOverrides sampling = SamplingFields.Read(request);
+        (string prompt, string answerPrefix, bool hasTools) = ChatPrompt.Render(request, server.Tokenizer);
+        int[] ids = server.Tokenizer.Encode(prompt);
+
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
+            primeText: false, deadline.Token);
+        Jobs.Submit(server, job);
+        var response = new Response(http, server, job, model, answerPrefix, hasTools, stream, includeUsage);
+        await response.RunAsync(deadline).ConfigureAwait(false);
+    }
+
+    private static void CheckUnsupported(RequestFields request)
+    {
+        if (request.Get("response_format") is JsonElement format
+            && RequestFields.Of(format, "response_format", s_responseFormatFields).String("type") is string type && type != "text")
+        {
+            throw ApiException.BadField("response_format.type", $"'response_format.type' '{type}' is not supported (constrained JSON output is not implemented); use 'text'");
+        }
+
+        if (request.Get("logit_bias") is JsonElement bias && (bias.ValueKind != JsonValueKind.Object || bias.EnumerateObject().Any()))
+        {
+            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
+        }
+
+        request.Bool("parallel_tool_calls");
+        request.String("user");
+        request.Bool("store");
+    }
+
+    /// <summary>One request's answer, written whole or as a stream while the job's events arrive.</summary>
+    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, string answerPrefix, bool hasTools, bool stream, bool includeUsage)
+    {
+        private readonly string _id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState { Sent = 0 })];
+
+        public async Task RunAsync(RequestDeadline deadline)
+        {
+            if (stream)
+            {
+                await Jobs.StreamAsync(http, server, job, deadline, StreamEventAsync).ConfigureAwait(false);
+                return;
+            }
+
+            JobFinishedEvent? usage = null;
+            while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+            {
+                usage = Apply(next) ?? usage;
+            }
+
+            await ResponseJson.WriteAsync(http, 200, w => WholeResponse(w, usage!)).ConfigureAwait(false);
+        }
+
+        private JobFinishedEvent? Apply(JobEvent next)
+        {
+            switch (next)
+            {
+                case TokenEvent token:
+                    ChoiceState choice = _choices[token.Choice];
+                    choice.Text.Append(token.Text);
+                    choice.Tokens.Add(token.Token);
+                    if (token.Logprobs is not null)
+                    {
+                        choice.Logprobs.Add(token.Logprobs);
+                    }
+
+                    return null;
+                case ChoiceFinishedEvent finished:
+                    _choices[finished.Choice].Text.Append(finished.Text);
+                    _choices[finished.Choice].Reason = finished.Reason;
+                    return null;
+                case JobFinishedEvent done:
+                    return done;
+                default:
+                    return null;
+            }
+        }
+
+        private void WholeResponse(Utf8JsonWriter w, JobFinishedEvent usage)
+        {
+            w.WriteStartObject();
+            WriteHeader(w, "chat.completion");
+            w.WriteStartArray("choices");
+            for (int i = 0; i < _choices.Length; i++)
+            {
+                ChoiceState choice = _choices[i];
+                string answer = answerPrefix + choice.Text;
+                List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
+                string content = calls.Count > 0 ? Without(answer, calls, 0).Trim() : choice.Text.ToString();
+                w.WriteStartObject();
+                w.WriteNumber("index", i);
+                w.WriteStartObject("message");
+                w.WriteString("role", "assistant");
+                ResponseJson.WriteStringOrNull(w, "content", calls.Count > 0 && content.Length == 0 ? null : content);
+                if (calls.Count > 0)
+                {
+                    WriteToolCalls(w, calls);
+                }
+
+                w.WriteEndObject();
+                WriteLogprobs(w, choice.Logprobs);
+                w.WriteString("finish_reason", calls.Count > 0 ? "tool_calls" : ChoiceState.FinishReason(choice.Reason ?? StopReason.Length));
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            ResponseJson.WriteUsage(w, usage.PromptTokens, usage.CachedPromptTokens, usage.CompletionTokens);
+            w.WriteEndObject();
+        }
+
+        private async Task StreamEventAsync(JobEvent next)
+        {
+            switch (next)
+            {
+                case TokenEvent token:
+                {
+                    ChoiceState choice = _choices[token.Choice];
+                    await OpenAsync(token.Choice).ConfigureAwait(false);
+                    choice.Text.Append(token.Text);
+                    string delta = Releasable(choice);
+                    if (delta.Length > 0 || token.Logprobs is not null)
+                    {
+                        await ChunkAsync(token.Choice, delta, token.Logprobs, null, null).ConfigureAwait(false);
+                    }
+
+                    break;
+                }
+
+                case ChoiceFinishedEvent finished:
+                {
+                    ChoiceState choice = _choices[finished.Choice];
+                    await OpenAsync(finished.Choice).ConfigureAwait(false);
+                    choice.Text.Append(finished.Text);
+                    string answer = answerPrefix + choice.Text;
+                    List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
+                    string rest = calls.Count > 0 ? Without(answer, calls, answerPrefix.Length + choice.Sent) : answer[(answerPrefix.Length + choice.Sent)..];
+                    if (calls.Count > 0 && rest.Trim().Length == 0)
+                    {
+                        rest = "";
+                    }
+
+                    await ChunkAsync(finished.Choice, rest, null, calls.Count > 0 ? calls : null,
+                        calls.Count > 0 ? "tool_calls" : ChoiceState.FinishReason(finished.Reason)).ConfigureAwait(false);
+                    break;
+                }
+
+                case JobFinishedEvent done when includeUsage:
+                    await ResponseJson.WriteEventAsync(http, w =>
+                    {
+                        w.WriteStartObject();
+                        WriteHeader(w, "chat.completion.chunk");
+                        w.WriteStartArray("choices");
+                        w.WriteEndArray();
+                        ResponseJson.WriteUsage(w, done.PromptTokens, done.CachedPromptTokens, done.CompletionTokens);
+                        w.WriteEndObject();
+                    }).ConfigureAwait(false);
+                    break;
+            }
+        }
+
+        /// <summary>The first chunk of a choice: the role, as OpenAI's streams begin.</summary>
+        private async Task OpenAsync(int index)
+        {
+            if (_choices[index].Opened)
+            {
+                return;
+            }
+
+            _choices[index].Opened = true;
+            await ChunkAsync(index, "", null, null, null, opening: true).ConfigureAwait(false);
+        }
+
+        private Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallBlock>? calls, string? finishReason, bool opening = false) =>
+            ResponseJson.WriteEventAsync(http, w =>
+            {
+                w.WriteStartObject();
+                WriteHeader(w, "chat.completion.chunk");
+                w.WriteStartArray("choices");
+                w.WriteStartObject();
+                w.WriteNumber("index", index);
+                w.WriteStartObject("delta");
+                if (opening)
+                {
+                    w.WriteString("role", "assistant");
+                }
+
+                if (content.Length > 0 || calls is null)
+                {
+                    w.WriteString("content", content);
+                }
+
+                if (calls is not null)
+                {
+                    WriteToolCalls(w, calls, withIndex: true);
+                }
+
+                w.WriteEndObject();
+                if (opening)
+                {
+                    w.WriteNull("logprobs");
+                }
+                else
+                {
+                    WriteLogprobs(w, logprobs is null ? [] : [logprobs]);
+                }
+
+                ResponseJson.WriteStringOrNull(w, "finish_reason", finishReason);
+                w.WriteEndObject();
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+
+        /// <summary>
+        /// The text a stream can send now. With tools, text from a &lt;tool_call&gt; on (or what may be its
+        /// start) is held back: it becomes tool_calls at the end, not content.
+        /// </summary>
+        private string Releasable(ChoiceState choice)
+        {
+            string answer = answerPrefix + choice.Text;
+            int from = answerPrefix.Length + choice.Sent;
+            int end = answer.Length;
+            if (hasTools)
+            {
+                int open = answer.IndexOf(ToolCallOpen, StringComparison.Ordinal);
+                if (open >= 0)
+                {
+                    end = open;
+                }
+                else
+                {
+                    for (int k = Math.Min(ToolCallOpen.Length - 1, answer.Length); k > 0; k--)
+                    {
+                        if (answer.AsSpan(answer.Length - k).SequenceEqual(ToolCallOpen.AsSpan(0, k)))
+                        {
+                            end = answer.Length - k;
+                            break;
+                        }
+                    }
+                }
+            }
+
+            if (end <= from)
+            {
+                return "";
+            }
+
+            choice.Sent += end - from;
+            return answer[from..end];
+        }
+
+        private void WriteHeader(Utf8JsonWriter w, string type)
+        {
+            w.WriteString("id", _id);
+            w.WriteString("object", type);
+            w.WriteNumber("created", _created);
+            w.WriteString("model", model);
+            w.WriteString("system_fingerprint", QwenServer.Fingerprint);
+        }
+
+        private void WriteLogprobs(Utf8JsonWriter w, List<TokenLogprobs> logprobs)
+        {
+            if (job.Logprobs is null)
+            {
+                w.WriteNull("logprobs");
+                return;
+            }
+
+            w.WriteStartObject("logprobs");
+            w.WriteStartArray("content");
+            foreach (TokenLogprobs token in logprobs)
+            {
+                w.WriteStartObject();
+                WriteToken(w, token.Id, token.Logprob);
+                w.WriteStartArray("top_logprobs");
+                foreach (TokenLogprob alternative in token.Top)
+                {
+                    w.WriteStartObject();
+                    WriteToken(w, alternative.Id, alternative.Logprob);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        private void WriteToken(Utf8JsonWriter w, int id, double logprob)
+        {
+            string text = server.Tokenizer.Decode([id]);
+            w.WriteString("token", text);
+            w.WriteNumber("logprob", logprob);
+            w.WriteStartArray("bytes");
+            foreach (byte b in Encoding.UTF8.GetBytes(text))
+            {
+                w.WriteNumberValue(b);
+            }
+
+            w.WriteEndArray();
+        }
+
+        private void WriteToolCalls(Utf8JsonWriter w, List<ToolCallBlock> calls, bool withIndex = false)
+        {
+            w.WriteStartArray("tool_calls");
+            for (int c = 0; c < calls.Count; c++)
+            {
+                w.WriteStartObject();
+                if (withIndex)
+                {
+                    w.WriteNumber("index", c);
+                }
+
+                w.WriteString("id", $"call_{_id[9..21]}{c}");
+                w.WriteString("type", "function");
+                w.WriteStartObject("function");
+                w.WriteString("name", calls[c].Name);
+                w.WriteString("arguments", calls[c].ArgumentsJson);
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+        }
+
+        /// <summary>The answer from <paramref name="from"/> on without its tool-call blocks.</summary>
+        private static string Without(string answer, List<ToolCallBlock> calls, int from)
+        {
+            var text = new StringBuilder();
+            int at = from;
+            foreach (ToolCallBlock call in calls)
+            {
+                if (call.Start > at)
+                {
+                    text.Append(answer, at, call.Start - at);
+                }
+
+                at = Math.Max(at, call.End);
+            }
+
+            if (at < answer.Length)
+            {
+                text.Append(answer, at, answer.Length - at);
+            }
+
+            return text.ToString();
+        }
+    }
+}

@@ -1,0 +1,259 @@
+using System.Text.Json;
+using QwenSharp.Tokenization;
+using QwenSharp.Tokenization.Chat;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// OpenAI chat messages and tools rendered with the model's chat template: messages in transformers' shape
+/// (text parts joined, assistant tool calls with object arguments, tool results as <c>tool</c> messages),
+/// tools as given. <c>tool_choice</c> "none" leaves the tools out; "required" or a named function starts
+/// the answer with Qwen's <c>&lt;tool_call&gt;</c> opening, so the model can only call.
+/// </summary>
+internal static class ChatPrompt
+{
+    private static readonly HashSet<string> s_messageFields = ["role", "content", "name", "tool_calls", "tool_call_id", "refusal"];
+    private static readonly HashSet<string> s_partFields = ["type", "text"];
+    private static readonly HashSet<string> s_callFields = ["id", "type", "function", "index"];
+    private static readonly HashSet<string> s_functionCallFields = ["name", "arguments"];
+    private static readonly HashSet<string> s_toolFields = ["type", "function"];
+    private static readonly HashSet<string> s_functionFields = ["name", "description", "parameters", "strict"];
+    private static readonly HashSet<string> s_toolChoiceFields = ["type", "function"];
+    private static readonly HashSet<string> s_toolChoiceFunctionFields = ["name"];
+
+    /// <summary>The rendered prompt, and the text the answer is forced to start with ("" unless tool_choice forces a call).</summary>
+    public static (string Prompt, string AnswerPrefix, bool HasTools) Render(RequestFields request, Tokenizer tokenizer)
+    {
+        if (!tokenizer.HasChatTemplate)
+        {
+            throw new ApiException(400, "this model has no chat template (no chat_template in tokenizer_config.json); use /v1/completions", "messages", "no_chat_template");
+        }
+
+        if (request.Get("messages") is not JsonElement messages || messages.ValueKind != JsonValueKind.Array || messages.GetArrayLength() == 0)
+        {
+            throw ApiException.BadField("messages", "'messages' must be a non-empty list of messages");
+        }
+
+        List<string> toolNames = [];
+        using JsonDocument? tools = request.Get("tools") is JsonElement toolList ? Tools(toolList, toolNames) : null;
+        (bool useTools, string prefix) = ToolChoice(request, toolNames);
+        using JsonDocument rendered = Messages(messages);
+        try
+        {
+            string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt: true);
+            return (prompt + prefix, prefix, useTools && tools is not null);
+        }
+        catch (TemplateException e)
+        {
+            // The template's own checks (raise_exception) say what is wrong with the conversation.
+            throw new ApiException(400, $"the chat template refused the messages: {e.Message}", "messages", "invalid_messages");
+        }
+    }
+
+    private static JsonDocument Messages(JsonElement messages)
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+        {
+            writer.WriteStartArray();
+            int i = 0;
+            foreach (JsonElement message in messages.EnumerateArray())
+            {
+                WriteMessage(writer, RequestFields.Of(message, $"messages[{i}]", s_messageFields), $"messages[{i}]");
+                i++;
+            }
+
+            writer.WriteEndArray();
+        }
+
+        return JsonDocument.Parse(stream.ToArray());
+    }
+
+    private static void WriteMessage(Utf8JsonWriter writer, RequestFields message, string path)
+    {
+        string role = message.String("role") ?? throw ApiException.BadField($"{path}.role", $"'{path}.role' is missing");
+        // OpenAI's newer name for the system role.
+        role = role == "developer" ? "system" : role;
+        if (role is not ("system" or "user" or "assistant" or "tool"))
+        {
+            throw ApiException.BadField($"{path}.role", $"'{path}.role' is '{role}'; expected system, developer, user, assistant or tool");
+        }
+
+        writer.WriteStartObject();
+        writer.WriteString("role", role);
+        writer.WriteString("content", Content(message, path));
+        if (message.Get("tool_calls") is JsonElement calls)
+        {
+            if (role != "assistant" || calls.ValueKind != JsonValueKind.Array)
+            {
+                throw ApiException.BadField($"{path}.tool_calls", $"'{path}.tool_calls' must be a list, on an assistant message");
+            }
+
+            writer.WriteStartArray("tool_calls");
+            int c = 0;
+            foreach (JsonElement call in calls.EnumerateArray())
+            {
+                string callPath = $"{path}.tool_calls[{c++}]";
+                RequestFields fields = RequestFields.Of(call, callPath, s_callFields);
+                if (fields.String("type") is string type && type != "function")
+                {
+                    throw ApiException.BadField($"{callPath}.type", $"'{callPath}.type' is '{type}'; only 'function' calls exist");
+                }
+
+                RequestFields function = RequestFields.Of(fields.Get("function") ?? throw ApiException.BadField($"{callPath}.function", $"'{callPath}.function' is missing"),
+                    $"{callPath}.function", s_functionCallFields);
+                string name = function.String("name") ?? throw ApiException.BadField($"{callPath}.function.name", $"'{callPath}.function.name' is missing");
+                writer.WriteStartObject();
+                writer.WriteString("type", "function");
+                writer.WriteStartObject("function");
+                writer.WriteString("name", name);
+                WriteArguments(writer, function.String("arguments") ?? "{}");
+                writer.WriteEndObject();
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }
+
+        if (message.String("tool_call_id") is string id)
+        {
+            writer.WriteString("tool_call_id", id);
+        }
+
+        if (message.String("name") is string author)
+        {
+            writer.WriteString("name", author);
+        }
+
+        writer.WriteEndObject();
+    }
+
+    /// <summary>A message's text: a string, or a list of text parts joined. Images need a vision model.</summary>
+    private static string Content(RequestFields message, string path)
+    {
+        if (message.Get("content") is not JsonElement content)
+        {
+            return "";
+        }
+
+        if (content.ValueKind == JsonValueKind.String)
+        {
+            return RequestFields.Text(content, $"{path}.content");
+        }
+
+        if (content.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField($"{path}.content", $"'{path}.content' must be a string or a list of parts, not {RequestFields.Kind(content)}");
+        }
+
+        var text = new System.Text.StringBuilder();
+        int i = 0;
+        foreach (JsonElement part in content.EnumerateArray())
+        {
+            string partPath = $"{path}.content[{i++}]";
+            string? type = part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            if (type is "image_url" or "input_image" or "image")
+            {
+                throw new ApiException(400, $"'{partPath}' is an image; this server runs a text-only model", $"{partPath}.type", "unsupported_content");
+            }
+
+            RequestFields fields = RequestFields.Of(part, partPath, s_partFields);
+            if (type != "text")
+            {
+                throw ApiException.BadField($"{partPath}.type", $"'{partPath}.type' is '{type}'; only 'text' parts are supported");
+            }
+
+            text.Append(fields.String("text") ?? throw ApiException.BadField($"{partPath}.text", $"'{partPath}.text' is missing"));
+        }
+
+        return text.ToString();
+    }
+
+    /// <summary>OpenAI sends arguments as JSON text; templates want the object (Qwen's writes it with tojson).</summary>
+    private static void WriteArguments(Utf8JsonWriter writer, string arguments)
+    {
+        try
+        {
+            using JsonDocument parsed = JsonDocument.Parse(arguments);
+            writer.WritePropertyName("arguments");
+            parsed.RootElement.WriteTo(writer);
+        }
+        catch (JsonException)
+        {
+            writer.WriteString("arguments", arguments);
+        }
+    }
+
+    private static JsonDocument Tools(JsonElement tools, List<string> names)
+    {
+        if (tools.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField("tools", $"'tools' must be a list, not {RequestFields.Kind(tools)}");
+        }
+
+        int i = 0;
+        foreach (JsonElement tool in tools.EnumerateArray())
+        {
+            string path = $"tools[{i++}]";
+            RequestFields fields = RequestFields.Of(tool, path, s_toolFields);
+            if (fields.String("type") != "function")
+            {
+                throw ApiException.BadField($"{path}.type", $"'{path}.type' must be 'function'");
+            }
+
+            RequestFields function = RequestFields.Of(fields.Get("function") ?? throw ApiException.BadField($"{path}.function", $"'{path}.function' is missing"),
+                $"{path}.function", s_functionFields);
+            names.Add(function.String("name", 256) ?? throw ApiException.BadField($"{path}.function.name", $"'{path}.function.name' is missing"));
+            function.String("description");
+            if (function.Get("parameters") is JsonElement parameters && parameters.ValueKind != JsonValueKind.Object)
+            {
+                throw ApiException.BadField($"{path}.function.parameters", $"'{path}.function.parameters' must be a JSON schema object");
+            }
+        }
+
+        return JsonDocument.Parse(tools.GetRawText());
+    }
+
+    private static (bool UseTools, string Prefix) ToolChoice(RequestFields request, List<string> toolNames)
+    {
+        if (request.Get("tool_choice") is not JsonElement choice)
+        {
+            return (true, "");
+        }
+
+        if (choice.ValueKind == JsonValueKind.String)
+        {
+            string value = RequestFields.Text(choice, "tool_choice");
+            return value switch
+            {
+                "auto" => (true, ""),
+                "none" => (false, ""),
+                "required" when toolNames.Count > 0 => (true, "<tool_call>\n"),
+                "required" => throw ApiException.BadField("tool_choice", "'tool_choice' is 'required' but no tools are given"),
+                _ => throw ApiException.BadField("tool_choice", $"'tool_choice' is '{value}'; expected auto, none, required or a function"),
+            };
+        }
+
+        RequestFields fields = RequestFields.Of(choice, "tool_choice", s_toolChoiceFields);
+        RequestFields function = RequestFields.Of(fields.Get("function") ?? throw ApiException.BadField("tool_choice.function", "'tool_choice.function' is missing"),
+            "tool_choice.function", s_toolChoiceFunctionFields);
+        string name = function.String("name") ?? throw ApiException.BadField("tool_choice.function.name", "'tool_choice.function.name' is missing");
+        if (!toolNames.Contains(name))
+        {
+            throw ApiException.BadField("tool_choice.function.name", $"'tool_choice' names '{name}', which is not one of the tools");
+        }
+
+        return (true, $"<tool_call>\n{{\"name\": {JsonSerializerString(name)}, \"arguments\": ");
+    }
+
+    private static string JsonSerializerString(string value)
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream))
+        {
+            writer.WriteStringValue(value);
+        }
+
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+}

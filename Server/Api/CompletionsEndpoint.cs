@@ -1,0 +1,320 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Generation;
+using QwenSharp.Sampling;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// <c>POST /v1/completions</c>: OpenAI's text completion API. The prompt is text, token ids, or a list of
+/// either (one batch: choice <c>p * n + j</c> is sample j of prompt p); <c>echo</c> puts the prompt before the
+/// answer; <c>logprobs</c> gives the legacy per-token shape. As at OpenAI, max_tokens defaults to 16.
+/// </summary>
+internal static class CompletionsEndpoint
+{
+    private const int DefaultMaxTokens = 16;
+
+    private static readonly HashSet<string> s_fields =
+    [
+        "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "logit_bias", "user", "ignore_eos",
+        .. SamplingFields.Names,
+    ];
+
+    private static readonly HashSet<string> s_streamOptionFields = ["include_usage", "continuous_usage_stats"];
+
+    public static async Task HandleAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
+        string model = request.String("model", 256) ?? server.ModelName;
+        bool stream = request.Bool("stream") ?? false;
+        bool includeUsage = request.Get("stream_options") is JsonElement streamOptions
+            && (RequestFields.Of(streamOptions, "stream_options", s_streamOptionFields).Bool("include_usage") ?? false);
+        int samples = request.Int("n", 1, 128) ?? 1;
+        int maxTokens = request.Int("max_tokens", 1, int.MaxValue) ?? DefaultMaxTokens;
+        IReadOnlyList<string> stops = request.StringOrList("stop", 16, 4096);
+        int? logprobs = request.Int("logprobs", 0, 20);
+        bool echo = request.Bool("echo") ?? false;
+        if (echo && logprobs is not null)
+        {
+            throw ApiException.BadField("echo", "'echo' with 'logprobs' (log-probs of the prompt) is not supported; `qwensharp score` gives them");
+        }
+
+        if (request.String("suffix") is { Length: > 0 })
+        {
+            throw ApiException.BadField("suffix", "'suffix' (fill in the middle) is not supported");
+        }
+
+        if (request.Int("best_of", 1, 128) is int bestOf && bestOf != samples)
+        {
+            throw ApiException.BadField("best_of", "'best_of' other than n is not supported");
+        }
+
+        if (request.Get("logit_bias") is JsonElement bias && (bias.ValueKind != JsonValueKind.Object || bias.EnumerateObject().Any()))
+        {
+            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
+        }
+
+        request.String("user");
+        // llama-server's and vLLM's extra: run to max_tokens past end-of-sequence ids (load tests).
+        bool ignoreEos = request.Bool("ignore_eos") ?? false;
+        SamplingOverrides sampling = SamplingFields.Read(request);
+        (List<int[]> prompts, List<string> texts) = Prompts(request, server);
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos);
+        Jobs.Submit(server, job);
+        var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
+        await response.RunAsync(deadline).ConfigureAwait(false);
+    }
+
+    /// <summary>The prompts as ids (text encoded with the tokenizer's BOS, as the CLI's generate does), and as text for echo.</summary>
+    private static (List<int[]> Ids, List<string> Texts) Prompts(RequestFields request, ServerState server)
+    {
+        JsonElement prompt = request.Get("prompt") ?? throw ApiException.BadField("prompt", "'prompt' is missing");
+        var ids = new List<int[]>();
+        var texts = new List<string>();
+        void AddText(JsonElement value, string path)
+        {
+            string text = RequestFields.Text(value, path);
+            ids.Add(server.Tokenizer.Encode(text, addSpecialTokens: true));
+            texts.Add(text);
+        }
+
+        void AddIds(JsonElement value, string path)
+        {
+            var list = new int[value.GetArrayLength()];
+            int i = 0;
+            foreach (JsonElement id in value.EnumerateArray())
+            {
+                if (id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out list[i]))
+                {
+                    throw ApiException.BadField($"{path}[{i}]", $"'{path}[{i}]' must be a token id, not {RequestFields.Show(id)}");
+                }
+
+                // Ids past the tokenizer's vocabulary are the model's padding rows: no text, never real input.
+                if (list[i] < 0 || server.Tokenizer.IdToToken(list[i]) is null)
+                {
+                    throw ApiException.BadField($"{path}[{i}]", $"'{path}[{i}]' is {list[i]}, not a token of this model's vocabulary (0..{server.Tokenizer.VocabularySize - 1})");
+                }
+
+                i++;
+            }
+
+            ids.Add(list);
+            texts.Add(server.Tokenizer.Decode(list));
+        }
+
+        switch (prompt.ValueKind)
+        {
+            case JsonValueKind.String:
+                AddText(prompt, "prompt");
+                break;
+            case JsonValueKind.Array when prompt.GetArrayLength() > 0 && prompt[0].ValueKind == JsonValueKind.Number:
+                AddIds(prompt, "prompt");
+                break;
+            case JsonValueKind.Array when prompt.GetArrayLength() > 0:
+                int p = 0;
+                foreach (JsonElement item in prompt.EnumerateArray())
+                {
+                    string path = $"prompt[{p++}]";
+                    if (item.ValueKind == JsonValueKind.String)
+                    {
+                        AddText(item, path);
+                    }
+                    else if (item.ValueKind == JsonValueKind.Array)
+                    {
+                        AddIds(item, path);
+                    }
+                    else
+                    {
+                        throw ApiException.BadField(path, $"'{path}' must be a string or a list of token ids, not {RequestFields.Kind(item)}");
+                    }
+                }
+
+                break;
+            default:
+                throw ApiException.BadField("prompt", "'prompt' must be a string, a list of token ids, or a non-empty list of either");
+        }
+
+        return (ids, texts);
+    }
+
+    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, List<string>? echo, bool stream, bool includeUsage)
+    {
+        private readonly string _id = "cmpl-" + Guid.NewGuid().ToString("N");
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
+
+        public async Task RunAsync(RequestDeadline deadline)
+        {
+            if (!stream)
+            {
+                JobFinishedEvent? usage = null;
+                while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+                {
+                    switch (next)
+                    {
+                        case TokenEvent token:
+                            _choices[token.Choice].Text.Append(token.Text);
+                            AddLogprobs(token);
+                            break;
+                        case ChoiceFinishedEvent finished:
+                            _choices[finished.Choice].Text.Append(finished.Text);
+                            _choices[finished.Choice].Reason = finished.Reason;
+                            break;
+                        case JobFinishedEvent done:
+                            usage = done;
+                            break;
+                    }
+                }
+
+                await ResponseJson.WriteAsync(http, 200, w =>
+                {
+                    w.WriteStartObject();
+                    WriteHeader(w);
+                    w.WriteStartArray("choices");
+                    for (int i = 0; i < _choices.Length; i++)
+                    {
+                        string text = (echo is null ? "" : echo[i / job.SamplesPerPrompt]) + _choices[i].Text;
+                        WriteChoice(w, i, text, _choices[i].Logprobs, _choices[i].Reason ?? StopReason.Length);
+                    }
+
+                    w.WriteEndArray();
+                    ResponseJson.WriteUsage(w, usage!.PromptTokens, usage!.CachedPromptTokens, usage!.CompletionTokens);
+                    w.WriteEndObject();
+                }).ConfigureAwait(false);
+                return;
+            }
+
+            await Jobs.StreamAsync(http, server, job, deadline, StreamEventAsync).ConfigureAwait(false);
+        }
+
+        private void AddLogprobs(TokenEvent token)
+        {
+            if (token.Logprobs is not null)
+            {
+                _choices[token.Choice].Logprobs.Add(token.Logprobs);
+            }
+        }
+
+        private async Task StreamEventAsync(JobEvent next)
+        {
+            switch (next)
+            {
+                case TokenEvent token:
+                {
+                    string text = token.Text;
+                    if (echo is not null && !_choices[token.Choice].Opened)
+                    {
+                        text = echo[token.Choice / job.SamplesPerPrompt] + text;
+                    }
+
+                    _choices[token.Choice].Opened = true;
+                    if (text.Length > 0 || token.Logprobs is not null)
+                    {
+                        await ResponseJson.WriteEventAsync(http, w => Chunk(w, token.Choice, text, token.Logprobs is null ? [] : [token.Logprobs], null)).ConfigureAwait(false);
+                    }
+
+                    break;
+                }
+
+                case ChoiceFinishedEvent finished:
+                    await ResponseJson.WriteEventAsync(http, w => Chunk(w, finished.Choice, finished.Text, [], finished.Reason)).ConfigureAwait(false);
+                    break;
+                case JobFinishedEvent done when includeUsage:
+                    await ResponseJson.WriteEventAsync(http, w =>
+                    {
+                        w.WriteStartObject();
+                        WriteHeader(w);
+                        w.WriteStartArray("choices");
+                        w.WriteEndArray();
+                        ResponseJson.WriteUsage(w, done.PromptTokens, done.CachedPromptTokens, done.CompletionTokens);
+                        w.WriteEndObject();
+                    }).ConfigureAwait(false);
+                    break;
+            }
+        }
+
+        private void Chunk(Utf8JsonWriter w, int index, string text, List<TokenLogprobs> logprobs, StopReason? reason)
+        {
+            w.WriteStartObject();
+            WriteHeader(w);
+            w.WriteStartArray("choices");
+            WriteChoice(w, index, text, logprobs, reason);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        private void WriteChoice(Utf8JsonWriter w, int index, string text, List<TokenLogprobs> logprobs, StopReason? reason)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("index", index);
+            w.WriteString("text", text);
+            if (job.Logprobs is null)
+            {
+                w.WriteNull("logprobs");
+            }
+            else
+            {
+                WriteLegacyLogprobs(w, logprobs);
+            }
+
+            ResponseJson.WriteStringOrNull(w, "finish_reason", reason is StopReason r ? ChoiceState.FinishReason(r) : null);
+            w.WriteEndObject();
+        }
+
+        /// <summary>The completions API's log-probs: parallel lists of tokens, their log-probs, the top alternatives as maps, and text offsets.</summary>
+        private void WriteLegacyLogprobs(Utf8JsonWriter w, List<TokenLogprobs> logprobs)
+        {
+            string[] tokens = [.. logprobs.Select(l => server.Tokenizer.Decode([l.Id]))];
+            w.WriteStartObject("logprobs");
+            w.WriteStartArray("tokens");
+            foreach (string token in tokens)
+            {
+                w.WriteStringValue(token);
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("token_logprobs");
+            foreach (TokenLogprobs token in logprobs)
+            {
+                w.WriteNumberValue(token.Logprob);
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("top_logprobs");
+            foreach (TokenLogprobs token in logprobs)
+            {
+                w.WriteStartObject();
+                foreach (TokenLogprob alternative in token.Top)
+                {
+                    w.WriteNumber(server.Tokenizer.Decode([alternative.Id]), alternative.Logprob);
+                }
+
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("text_offset");
+            int offset = 0;
+            foreach (string token in tokens)
+            {
+                w.WriteNumberValue(offset);
+                offset += token.Length;
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        private void WriteHeader(Utf8JsonWriter w)
+        {
+            w.WriteString("id", _id);
+            w.WriteString("object", "text_completion");
+            w.WriteNumber("created", _created);
+            w.WriteString("model", model);
+            w.WriteString("system_fingerprint", QwenServer.Fingerprint);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// The small endpoints: <c>GET /v1/models</c>, <c>GET /health</c>, <c>GET /metrics</c> (Prometheus text), and
+/// llama-server's <c>POST /tokenize</c> and <c>/detokenize</c>.
+/// </summary>
+internal static class InfoEndpoints
+{
+    private static readonly HashSet<string> s_tokenizeFields = ["content", "add_special", "parse_special", "with_pieces", "model"];
+    private static readonly HashSet<string> s_detokenizeFields = ["tokens", "model"];
+
+    public static Task ModelsAsync(HttpContext http, ServerState server) => ResponseJson.WriteAsync(http, 200, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("object", "list");
+        w.WriteStartArray("data");
+        w.WriteStartObject();
+        w.WriteString("id", server.ModelName);
+        w.WriteString("object", "model");
+        w.WriteNumber("created", server.Started.ToUnixTimeSeconds());
+        w.WriteString("owned_by", "qwensharp");
+        w.WriteNumber("context_length", server.Context);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteEndObject();
+    });
+
+    public static Task HealthAsync(HttpContext http, ServerState server) => ResponseJson.WriteAsync(http, 200, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("status", "ok");
+        w.WriteNumber("slots_idle", server.Scheduler.Options.Slots - server.Scheduler.ActiveSlots);
+        w.WriteNumber("slots_processing", server.Scheduler.ActiveSlots);
+        w.WriteEndObject();
+    });
+
+    public static Task MetricsAsync(HttpContext http, ServerState server)
+    {
+        BatchScheduler scheduler = server.Scheduler;
+        SchedulerMetrics metrics = scheduler.Metrics;
+        (long used, long capacity) = scheduler.KvPositions;
+        (double firstTokenSeconds, long firstTokens) = metrics.TimeToFirstToken;
+        var text = new StringBuilder();
+        void Metric(string name, string type, string help, double value, string labels = "")
+        {
+            if (labels.Length == 0 || !text.ToString().Contains($"# TYPE qwensharp_{name} ", StringComparison.Ordinal))
+            {
+                text.Append(CultureInfo.InvariantCulture, $"# HELP qwensharp_{name} {help}\n# TYPE qwensharp_{name} {type}\n");
+            }
+
+            text.Append(CultureInfo.InvariantCulture, $"qwensharp_{name}{labels} {value}\n");
+        }
+
+        Metric("requests_total", "counter", "HTTP requests received", server.Requests);
+        Metric("requests_in_flight", "gauge", "HTTP requests being answered", server.InFlight);
+        Metric("generation_requests_total", "counter", "Generation requests by outcome", metrics.JobsFinished, "{outcome=\"finished\"}");
+        Metric("generation_requests_total", "counter", "Generation requests by outcome", metrics.JobsCancelled, "{outcome=\"cancelled\"}");
+        Metric("generation_requests_total", "counter", "Generation requests by outcome", metrics.JobsFailed, "{outcome=\"failed\"}");
+        Metric("rejected_requests_total", "counter", "Requests answered 429 (queue full)", server.Rejected);
+        Metric("bad_requests_total", "counter", "Requests answered with a 4xx error", server.BadRequests);
+        Metric("prompt_tokens_total", "counter", "Prompt tokens of started requests", metrics.PromptTokens);
+        Metric("prompt_tokens_cached_total", "counter", "Prompt tokens whose KV cache was reused", metrics.CachedPromptTokens);
+        Metric("generation_tokens_total", "counter", "Tokens generated", metrics.GeneratedTokens);
+        Metric("decode_steps_total", "counter", "Forward steps run", metrics.Steps);
+        Metric("tokens_per_second", "gauge", "Tokens generated per second over the last 10 seconds", metrics.RecentTokensPerSecond);
+        Metric("time_to_first_token_seconds_sum", "counter", "Seconds from queueing to the first token, summed", firstTokenSeconds);
+        Metric("time_to_first_token_seconds_count", "counter", "Requests that got a first token", firstTokens);
+        Metric("queue_depth", "gauge", "Requests waiting for a slot", scheduler.QueueDepth);
+        Metric("slots_active", "gauge", "KV slots held by running sequences", scheduler.ActiveSlots);
+        Metric("slots_total", "gauge", "KV slots", scheduler.Options.Slots);
+        Metric("kv_cache_positions_used", "gauge", "KV cache positions held by running sequences", used);
+        Metric("kv_cache_usage_ratio", "gauge", "KV cache positions held by running sequences, of all", capacity == 0 ? 0 : used / (double)capacity);
+        return ResponseJson.WriteTextAsync(http, "text/plain; version=0.0.4; charset=utf-8", text.ToString());
+    }
+
+    public static async Task TokenizeAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_tokenizeFields);
+        string content = request.String("content") ?? throw ApiException.BadField("content", "'content' is missing");
+        bool addSpecial = request.Bool("add_special") ?? false;
+        bool parseSpecial = request.Bool("parse_special") ?? true;
+        bool withPieces = request.Bool("with_pieces") ?? false;
+        int[] ids = server.Tokenizer.Encode(content, addSpecial, parseSpecial);
+        await ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("tokens");
+            foreach (int id in ids)
+            {
+                if (withPieces)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("id", id);
+                    w.WriteString("piece", server.Tokenizer.Decode([id]));
+                    w.WriteEndObject();
+                }
+                else
+                {
+                    w.WriteNumberValue(id);
+                }
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+
+    public static async Task DetokenizeAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_detokenizeFields);
+        JsonElement tokens = request.Get("tokens") ?? throw ApiException.BadField("tokens", "'tokens' is missing");
+        if (tokens.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField("tokens", $"'tokens' must be a list of token ids, not {RequestFields.Kind(tokens)}");
+        }
+
+        var ids = new List<int>();
+        int vocabulary = server.Model.Config.VocabSize;
+        foreach (JsonElement id in tokens.EnumerateArray())
+        {
+            if (id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int value) || value < 0 || value >= vocabulary)
+            {
+                throw ApiException.BadField($"tokens[{ids.Count}]", $"'tokens[{ids.Count}]' is {RequestFields.Show(id)}; token ids run from 0 to {vocabulary - 1}");
+            }
+
+            ids.Add(value);
+        }
+
+        string content = server.Tokenizer.Decode(ids);
+        await ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("content", content);
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+}

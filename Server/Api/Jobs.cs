@@ -1,0 +1,193 @@
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Sampling;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// What both completion endpoints share: a checked job from the request's prompts and settings, queued
+/// (429 when the queue is full), and its events read back with failures turned into API errors.
+/// </summary>
+internal static class Jobs
+{
+    public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
+        int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false)
+    {
+        for (int p = 0; p < prompts.Count; p++)
+        {
+            string where = prompts.Count > 1 ? $"prompt {p + 1}" : "the prompt";
+            if (prompts[p].Length == 0)
+            {
+                throw ApiException.BadField(promptField, $"{where} is empty");
+            }
+
+            if (prompts[p].Length > server.Context)
+            {
+                throw new ApiException(400, $"{where} has {prompts[p].Length} tokens, more than this server's context of {server.Context} tokens",
+                    promptField, "context_length_exceeded");
+            }
+
+            try
+            {
+                server.Model.ValidateTokens(prompts[p], where);
+            }
+            catch (ArgumentException e)
+            {
+                throw ApiException.BadField(promptField, e.Message);
+            }
+        }
+
+        int sequences = prompts.Count * samples;
+        if (sequences > server.Scheduler.Options.Slots)
+        {
+            throw ApiException.BadField("n", $"the request needs {sequences} sequences at once ({prompts.Count} prompt(s) x n={samples}); "
+                + $"this server runs at most {server.Scheduler.Options.Slots} (--max-concurrent)");
+        }
+
+        SamplingOptions sampling;
+        try
+        {
+            sampling = overrides.Resolve(server.Model.GenerationConfig);
+            sampling.Validate();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw ApiException.BadField(e.ParamName ?? "sampling", e.Message.Split(" (Parameter")[0]);
+        }
+
+        return new GenerationJob
+        {
+            Prompts = prompts,
+            SamplesPerPrompt = samples,
+            Sampling = sampling,
+            Seed = sampling.Seed ?? (sampling.IsGreedy ? 0 : SeededRandom.NewSeed()),
+            MaxTokens = maxTokens ?? server.Context,
+            StopStrings = stops,
+            EosTokenIds = ignoreEos ? [] : server.EosTokenIds,
+            Logprobs = logprobs,
+            PrimeTextWithPrompt = primeText,
+            Cancellation = cancellation,
+        };
+    }
+
+    public static void Submit(ServerState server, GenerationJob job)
+    {
+        bool queued;
+        try
+        {
+            queued = server.Scheduler.TryEnqueue(job);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ApiException(503, "the server is shutting down", null, "shutting_down", "server_error");
+        }
+
+        if (!queued)
+        {
+            throw new ApiException(429, $"the server is busy: {server.Scheduler.Options.MaxQueue} requests are already waiting for a slot; retry later",
+                null, "rate_limit_exceeded", "rate_limit_error");
+        }
+    }
+
+    /// <summary>The job's next event, or null after the last; a failed job throws its error as an API error.</summary>
+    public static async ValueTask<JobEvent?> NextAsync(GenerationJob job, RequestDeadline deadline)
+    {
+        try
+        {
+            while (await job.Events.WaitToReadAsync().ConfigureAwait(false))
+            {
+                if (job.Events.TryRead(out JobEvent? next))
+                {
+                    return next;
+                }
+            }
+
+            return null;
+        }
+        catch (ChannelClosedException e) when (e.InnerException is not null)
+        {
+            throw Translate(e.InnerException, deadline);
+        }
+        catch (Exception e) when (e is not ApiException)
+        {
+            throw Translate(e, deadline);
+        }
+    }
+
+    /// <summary>
+    /// Streams a job as server-sent events: <paramref name="write"/> turns each event into chunks, then
+    /// <c>data: [DONE]</c>. A failure before the first event still gets a status code; after it, the error
+    /// travels as an event, as OpenAI's streams report one. A client that goes away ends it quietly.
+    /// </summary>
+    public static async Task StreamAsync(HttpContext http, ServerState server, GenerationJob job, RequestDeadline deadline, Func<JobEvent, Task> write)
+    {
+        JobEvent? first;
+        try
+        {
+            first = await NextAsync(job, deadline).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        ResponseJson.StartEventStream(http);
+        try
+        {
+            for (JobEvent? next = first; next is not null; next = await NextAsync(job, deadline).ConfigureAwait(false))
+            {
+                await write(next).ConfigureAwait(false);
+            }
+
+            await ResponseJson.WriteDoneAsync(http).ConfigureAwait(false);
+        }
+        catch (ApiException e)
+        {
+            server.CountError(e.Status);
+            await ResponseJson.WriteEventAsync(http, w => ResponseJson.WriteError(w, e)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The client went away: nothing more to say.
+        }
+    }
+
+    private static Exception Translate(Exception e, RequestDeadline deadline) => e switch
+    {
+        OperationCanceledException when deadline.TimedOut => new ApiException(504,
+            $"the request took longer than this server's limit of {deadline.Limit.TotalSeconds:0} s", null, "timeout", "server_error"),
+        OperationCanceledException => e,
+        ArgumentException => new ApiException(400, e.Message),
+        _ => new ApiException(500, $"generation failed: {e.Message}", null, "generation_failed", "server_error"),
+    };
+}
+
+/// <summary>A request's cancellation: the client going away, or the server's time limit passing.</summary>
+internal sealed class RequestDeadline : IDisposable
+{
+    private readonly CancellationTokenSource _timeout;
+    private readonly CancellationTokenSource _either;
+
+    public RequestDeadline(CancellationToken aborted, TimeSpan limit)
+    {
+        Limit = limit;
+        _timeout = new CancellationTokenSource(limit);
+        _either = CancellationTokenSource.CreateLinkedTokenSource(aborted, _timeout.Token);
+        Aborted = aborted;
+    }
+
+    public TimeSpan Limit { get; }
+
+    public CancellationToken Aborted { get; }
+
+    public CancellationToken Token => _either.Token;
+
+    public bool TimedOut => _timeout.IsCancellationRequested && !Aborted.IsCancellationRequested;
+
+    public void Dispose()
+    {
+        _either.Dispose();
+        _timeout.Dispose();
+    }
+}

@@ -1,0 +1,116 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// Responses written straight to the body with a <see cref="Utf8JsonWriter"/>: no reflection (Native AOT),
+/// and a stream chunk goes out as soon as it is written.
+/// </summary>
+internal static class ResponseJson
+{
+    private static readonly byte[] s_dataPrefix = "data: "u8.ToArray();
+    private static readonly byte[] s_eventEnd = "\n\n"u8.ToArray();
+    private static readonly byte[] s_done = "data: [DONE]\n\n"u8.ToArray();
+
+    /// <summary>Text as text: only what JSON requires is escaped (quotes, control characters), not '&lt;' or non-ASCII.</summary>
+    private static readonly JsonWriterOptions s_options = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public static async Task WriteAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        using (var writer = new Utf8JsonWriter(http.Response.BodyWriter, s_options))
+        {
+            write(writer);
+        }
+
+        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    /// <summary>OpenAI's error object.</summary>
+    public static Task WriteErrorAsync(HttpContext http, ApiException error)
+    {
+        if (error.Status == 429)
+        {
+            http.Response.Headers.RetryAfter = "1";
+        }
+
+        return WriteAsync(http, error.Status, w => WriteError(w, error));
+    }
+
+    public static void WriteError(Utf8JsonWriter writer, ApiException error)
+    {
+        writer.WriteStartObject();
+        writer.WriteStartObject("error");
+        writer.WriteString("message", error.Message);
+        writer.WriteString("type", error.Type);
+        WriteStringOrNull(writer, "param", error.Param);
+        WriteStringOrNull(writer, "code", error.Code);
+        writer.WriteEndObject();
+        writer.WriteEndObject();
+    }
+
+    public static void StartEventStream(HttpContext http)
+    {
+        http.Response.StatusCode = 200;
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        // Proxies such as nginx would otherwise hold the chunks back.
+        http.Response.Headers["X-Accel-Buffering"] = "no";
+    }
+
+    /// <summary>One server-sent event, <c>data: {json}</c>, flushed to the client.</summary>
+    public static async Task WriteEventAsync(HttpContext http, Action<Utf8JsonWriter> write)
+    {
+        http.Response.BodyWriter.Write(s_dataPrefix);
+        using (var writer = new Utf8JsonWriter(http.Response.BodyWriter, s_options))
+        {
+            write(writer);
+        }
+
+        http.Response.BodyWriter.Write(s_eventEnd);
+        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static async Task WriteDoneAsync(HttpContext http)
+    {
+        http.Response.BodyWriter.Write(s_done);
+        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static async Task WriteTextAsync(HttpContext http, string contentType, string text)
+    {
+        http.Response.StatusCode = 200;
+        http.Response.ContentType = contentType;
+        http.Response.BodyWriter.Write(Encoding.UTF8.GetBytes(text));
+        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static void WriteUsage(Utf8JsonWriter w, int promptTokens, int cachedPromptTokens, int completionTokens)
+    {
+        w.WriteStartObject("usage");
+        w.WriteNumber("prompt_tokens", promptTokens);
+        w.WriteNumber("completion_tokens", completionTokens);
+        w.WriteNumber("total_tokens", promptTokens + completionTokens);
+        w.WriteStartObject("prompt_tokens_details");
+        w.WriteNumber("cached_tokens", cachedPromptTokens);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+
+    public static void WriteStringOrNull(Utf8JsonWriter writer, string name, string? value)
+    {
+        if (value is null)
+        {
+            writer.WriteNull(name);
+        }
+        else
+        {
+            writer.WriteString(name, value);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using QwenSharp.Qwen2;
+using QwenSharp.Server.Api;
+using QwenSharp.Server.Scheduling;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Server;
+
+/// <summary>
+/// <c>qwensharp serve</c>: the OpenAI API over HTTP on Kestrel, every generation request going through one
+/// continuous-batching scheduler. Built on ASP.NET Core's empty builder: no configuration files or
+/// environment variables are read (nothing in the working folder changes how the server behaves), no
+/// reflection (Native AOT), and Ctrl+C is the caller's to handle (<see cref="StopAsync"/> drains).
+/// </summary>
+public sealed class QwenServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly BatchScheduler _scheduler;
+    private readonly ServerOptions _options;
+    private int _stopped;
+
+    private QwenServer(WebApplication app, BatchScheduler scheduler, ServerOptions options, Uri address)
+    {
+        _app = app;
+        _scheduler = scheduler;
+        _options = options;
+        Address = address;
+    }
+
+    /// <summary>The <c>system_fingerprint</c> of every answer: the engine and its version.</summary>
+    public static string Fingerprint { get; } = "qwensharp-" + (typeof(QwenServer).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()
+        ?.InformationalVersion.Split('+')[0] ?? "0");
+
+    /// <summary>Where the server listens (with the port it got when asked for port 0).</summary>
+    public Uri Address { get; }
+
+    /// <summary>Positions per sequence the server runs with.</summary>
+    public int Context => _scheduler.Options.Context;
+
+    /// <summary>Starts listening; the model stays the caller's (dispose it after the server).</summary>
+    public static Task<QwenServer> StartAsync(QwenModel model, ServerOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        string name = options.ModelName ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory));
+        return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name }, cancellationToken);
+    }
+
+    /// <summary>Starts listening over a model and tokenizer built by the caller (the benchmark's random weights).</summary>
+    internal static async Task<QwenServer> StartAsync(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, ServerOptions options,
+        CancellationToken cancellationToken = default)
+    {
+        int context = Check(model, options);
+        var scheduler = new BatchScheduler(model, tokenizer, new SchedulerOptions
+        {
+            Slots = options.MaxConcurrent,
+            Context = context,
+            MaxQueue = options.MaxQueue,
+            PrefillChunk = options.PrefillChunk,
+        });
+        try
+        {
+            var state = new ServerState(model, tokenizer, eosTokenIds, scheduler, options, options.ModelName ?? "qwen2");
+            WebApplication app = Build(state);
+            try
+            {
+                await app.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await app.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            return new QwenServer(app, scheduler, options, new Uri(address));
+        }
+        catch
+        {
+            scheduler.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Drains: stops accepting connections and requests, lets running and queued requests finish for up to
+    /// <see cref="ServerOptions.DrainTimeout"/>, then cancels what is left.
+    /// </summary>
+    public async Task StopAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) != 0)
+        {
+            return;
+        }
+
+        _scheduler.StopAccepting();
+        using (var drain = new CancellationTokenSource(_options.DrainTimeout))
+        {
+            // Kestrel waits for running requests until the token fires, then aborts their connections.
+            await _app.StopAsync(drain.Token).ConfigureAwait(false);
+        }
+
+        _scheduler.CancelAll();
+        _scheduler.Dispose();
+        await _app.DisposeAsync().ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+
+    private static int Check(Qwen2Model model, ServerOptions options)
+    {
+        int maxPositions = model.Config.MaxPositionEmbeddings;
+        int context = options.Context ?? Math.Min(maxPositions, 4096);
+        if (context < 1 || context > maxPositions)
+        {
+            throw new ArgumentException($"context {context} is outside 1..{maxPositions} (the model's max_position_embeddings)");
+        }
+
+        if (options.MaxConcurrent is < 1 or > 1024)
+        {
+            throw new ArgumentException($"max concurrent {options.MaxConcurrent} is outside 1..1024");
+        }
+
+        if (options.Port is < 0 or > 65535)
+        {
+            throw new ArgumentException($"port {options.Port} is outside 0..65535");
+        }
+
+        if (options.MaxQueue < 0 || options.PrefillChunk < 1 || options.MaxBodyBytes < 1 || options.RequestTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("the queue size must be at least 0, and the prefill chunk, body limit and timeout above 0");
+        }
+
+        return context;
+    }
+
+    private static WebApplication Build(ServerState state)
+    {
+        ServerOptions options = state.Options;
+        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "qwensharp" });
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+        {
+            kestrel.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+            kestrel.AddServerHeader = false;
+        });
+        builder.WebHost.UseUrls($"http://{(options.Host.Contains(':', StringComparison.Ordinal) ? $"[{options.Host}]" : options.Host)}:{options.Port}");
+        builder.Services.AddRoutingCore();
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.DrainTimeout);
+        WebApplication app = builder.Build();
+        app.Use((http, next) => GuardAsync(http, next, state));
+        app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
+        app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
+        app.MapGet("/v1/models", http => InfoEndpoints.ModelsAsync(http, state));
+        app.MapGet("/health", http => InfoEndpoints.HealthAsync(http, state));
+        app.MapGet("/metrics", http => InfoEndpoints.MetricsAsync(http, state));
+        app.MapPost("/tokenize", http => InfoEndpoints.TokenizeAsync(http, state));
+        app.MapPost("/detokenize", http => InfoEndpoints.DetokenizeAsync(http, state));
+        app.MapFallback(http => throw new ApiException(404, $"no endpoint {http.Request.Method} {http.Request.Path}", null, "not_found"));
+        return app;
+    }
+
+    /// <summary>Every request: the API key, then the endpoint; whatever it throws becomes an OpenAI error object, never a dropped connection.</summary>
+    private static async Task GuardAsync(HttpContext http, RequestDelegate next, ServerState state)
+    {
+        state.RequestStarted();
+        try
+        {
+            if (state.Options.ApiKey is string key && http.Request.Path != "/health"
+                && !string.Equals(http.Request.Headers.Authorization.ToString(), $"Bearer {key}", StringComparison.Ordinal))
+            {
+                throw new ApiException(401, "a valid API key is needed: send 'Authorization: Bearer KEY'", null, "invalid_api_key", "authentication_error");
+            }
+
+            await next(http).ConfigureAwait(false);
+        }
+        catch (ApiException e)
+        {
+            await FailAsync(http, state, e).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away; there is nobody to answer.
+        }
+        catch (BadHttpRequestException e)
+        {
+            await FailAsync(http, state, new ApiException(e.StatusCode, $"bad request: {e.Message}")).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            await FailAsync(http, state, new ApiException(500, $"internal error: {e.GetType().Name}: {e.Message} (please report this)", null, "internal_error", "server_error"))
+                .ConfigureAwait(false);
+        }
+        finally
+        {
+            state.RequestEnded();
+        }
+    }
+
+    private static async Task FailAsync(HttpContext http, ServerState state, ApiException error)
+    {
+        state.CountError(error.Status);
+        if (http.Response.HasStarted)
+        {
+            return;
+        }
+
+        await ResponseJson.WriteErrorAsync(http, error).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,531 @@
+using System.Diagnostics;
+using QwenSharp.Backend;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>
+/// Continuous batching: one thread owns the model, a KV cache of <see cref="SchedulerOptions.Slots"/> slots
+/// and one forward state. Each step feeds every decoding sequence its newest token and, in the same batch,
+/// up to <see cref="SchedulerOptions.PrefillChunk"/> prompt tokens of sequences still reading their prompt,
+/// so a long prompt is read in chunks while the other streams keep flowing. Queued jobs join at the next
+/// step once enough slots are free (first come, first served) and leave as soon as they end or their client
+/// goes away. A finished slot keeps its keys and values: the next job whose prompt starts the same way
+/// (a shared system prompt, a conversation's next turn) takes that slot and reads only the rest.
+/// Every sequence draws from its own seeded stream and sits in its own slot, so its tokens are those it
+/// gets alone.
+/// </summary>
+internal sealed class BatchScheduler : IDisposable
+{
+    private readonly Qwen2Model _model;
+    private readonly Tokenizer _tokenizer;
+    private readonly SchedulerOptions _options;
+    private readonly KvCache _cache;
+    private readonly ForwardState _state;
+    private readonly TokenBatch _batch;
+    private readonly ScheduledSequence[] _logitOwners;
+    private readonly ScheduledSequence?[] _slotOwners;
+    private readonly List<int>[] _slotTokens;
+    private readonly LinkedList<GenerationJob> _queue = new();
+    private readonly List<ScheduledSequence> _running = [];
+    private readonly Lock _lock = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Thread _thread;
+    private volatile bool _stopping;
+    private volatile bool _cancelAll;
+
+    public BatchScheduler(Qwen2Model model, Tokenizer tokenizer, SchedulerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options;
+        _cache = model.CreateKvCache(options.Slots, options.Context);
+        try
+        {
+            _state = model.CreateState(options.Slots + options.PrefillChunk, options.Slots);
+        }
+        catch
+        {
+            _cache.Dispose();
+            throw;
+        }
+
+        _batch = new TokenBatch(options.Slots + options.PrefillChunk);
+        _logitOwners = new ScheduledSequence[options.Slots];
+        _slotOwners = new ScheduledSequence?[options.Slots];
+        _slotTokens = [.. Enumerable.Range(0, options.Slots).Select(_ => new List<int>())];
+        _thread = new Thread(Loop) { Name = "qwensharp scheduler", IsBackground = true };
+        _thread.Start();
+    }
+
+    public SchedulerOptions Options => _options;
+
+    public SchedulerMetrics Metrics { get; } = new();
+
+    /// <summary>Jobs waiting for slots.</summary>
+    public int QueueDepth
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _queue.Count;
+            }
+        }
+    }
+
+    /// <summary>Slots held by running sequences.</summary>
+    public int ActiveSlots
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _slotOwners.Count(s => s is not null);
+            }
+        }
+    }
+
+    /// <summary>Positions of keys and values held for running sequences, of all slots' capacity.</summary>
+    public (long Used, long Capacity) KvPositions
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long used = 0;
+                for (int s = 0; s < _slotOwners.Length; s++)
+                {
+                    used += _slotOwners[s] is null ? 0 : _cache.LengthOf(s);
+                }
+
+                return (used, (long)_options.Slots * _options.Context);
+            }
+        }
+    }
+
+    /// <summary>Queues a job; false when the queue is full (the caller answers 429).</summary>
+    public bool TryEnqueue(GenerationJob job)
+    {
+        ArgumentNullException.ThrowIfNull(job);
+        if (job.Choices > _options.Slots)
+        {
+            throw new ArgumentException($"the request needs {job.Choices} sequences at once and the server has {_options.Slots} slots");
+        }
+
+        lock (_lock)
+        {
+            if (_stopping)
+            {
+                throw new InvalidOperationException("the server is shutting down");
+            }
+
+            if (_queue.Count >= _options.MaxQueue)
+            {
+                return false;
+            }
+
+            job.EnqueuedTimestamp = Stopwatch.GetTimestamp();
+            job.ChoicesLeft = job.Choices;
+            _queue.AddLast(job);
+        }
+
+        _wake.Release();
+        return true;
+    }
+
+    /// <summary>Stops taking jobs; what is queued or running still finishes unless <see cref="CancelAll"/> is called.</summary>
+    public void StopAccepting()
+    {
+        lock (_lock)
+        {
+            _stopping = true;
+        }
+
+        _wake.Release();
+    }
+
+    /// <summary>Cancels every queued and running job (the end of a drain that took too long).</summary>
+    public void CancelAll()
+    {
+        _cancelAll = true;
+        _wake.Release();
+    }
+
+    /// <summary>Waits until nothing is queued or running, or the timeout passes; true when drained.</summary>
+    public bool WaitIdle(TimeSpan timeout) => _thread.Join(timeout);
+
+    public void Dispose()
+    {
+        StopAccepting();
+        CancelAll();
+        _thread.Join();
+        _state.Dispose();
+        _cache.Dispose();
+        _wake.Dispose();
+    }
+
+    private void Loop()
+    {
+        while (true)
+        {
+            DropCancelled();
+            Admit();
+            if (_running.Count == 0)
+            {
+                lock (_lock)
+                {
+                    if (_stopping && _queue.Count == 0)
+                    {
+                        return;
+                    }
+                }
+
+                // Queued jobs cancelled while waiting are dropped within this interval.
+                _wake.Wait(100);
+                continue;
+            }
+
+            Step();
+        }
+    }
+
+    /// <summary>Removes jobs whose client went away (or that timed out), freeing their slots at once.</summary>
+    private void DropCancelled()
+    {
+        lock (_lock)
+        {
+            for (LinkedListNode<GenerationJob>? node = _queue.First; node is not null;)
+            {
+                LinkedListNode<GenerationJob>? next = node.Next;
+                if (_cancelAll || node.Value.Cancellation.IsCancellationRequested)
+                {
+                    _queue.Remove(node);
+                    Cancel(node.Value);
+                }
+
+                node = next;
+            }
+        }
+
+        foreach (GenerationJob job in _running.Select(s => s.Job).Distinct().ToList())
+        {
+            if (_cancelAll || job.Cancellation.IsCancellationRequested)
+            {
+                Release(job);
+                Cancel(job);
+            }
+        }
+    }
+
+    private void Cancel(GenerationJob job)
+    {
+        Metrics.JobCancelled();
+        job.Writer.TryComplete(new OperationCanceledException(job.Cancellation.IsCancellationRequested ? job.Cancellation : new CancellationToken(canceled: true)));
+    }
+
+    /// <summary>Starts queued jobs in order while their sequences fit in the free slots.</summary>
+    private void Admit()
+    {
+        while (true)
+        {
+            GenerationJob job;
+            lock (_lock)
+            {
+                if (_queue.First is not { } first || first.Value.Choices > _slotOwners.Count(s => s is null))
+                {
+                    return;
+                }
+
+                job = first.Value;
+                _queue.RemoveFirst();
+            }
+
+            try
+            {
+                Start(job);
+            }
+            catch (Exception e)
+            {
+                Release(job);
+                Metrics.JobFailed();
+                job.Writer.TryComplete(e);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Gives each choice a slot. The first sample of a prompt takes the free slot holding the longest start of
+    /// that prompt and keeps those positions; its other samples take the free slots worth least.
+    /// </summary>
+    private void Start(GenerationJob job)
+    {
+        for (int p = 0; p < job.Prompts.Count; p++)
+        {
+            int[] prompt = job.Prompts[p];
+            (int slot, int common) = BestSlotFor(prompt);
+            // At least the prompt's last token is read again: its logits choose the first new token.
+            int reused = Math.Min(common, prompt.Length - 1);
+            ScheduledSequence first = Occupy(job, p * job.SamplesPerPrompt, slot, prompt);
+            _cache.Truncate(slot, reused);
+            _slotTokens[slot].RemoveRange(reused, _slotTokens[slot].Count - reused);
+            first.Fed = reused;
+            job.CachedPromptTokens += reused;
+            Metrics.PromptRead(prompt.Length - reused, reused);
+            for (int j = 1; j < job.SamplesPerPrompt; j++)
+            {
+                int other = WorstFreeSlot();
+                ScheduledSequence sibling = Occupy(job, (p * job.SamplesPerPrompt) + j, other, prompt);
+                sibling.WaitsForPrompt = true;
+                first.Siblings.Add(sibling);
+            }
+        }
+    }
+
+    private ScheduledSequence Occupy(GenerationJob job, int choice, int slot, int[] prompt)
+    {
+        var text = new StopStrings(_tokenizer, job.StopStrings, 1);
+        if (job.PrimeTextWithPrompt)
+        {
+            text.Prime(0, prompt);
+        }
+
+        var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt));
+        var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text);
+        lock (_lock)
+        {
+            _slotOwners[slot] = sequence;
+        }
+
+        _running.Add(sequence);
+        return sequence;
+    }
+
+    private (int Slot, int Common) BestSlotFor(int[] prompt)
+    {
+        int best = -1, bestCommon = -1;
+        for (int s = 0; s < _slotOwners.Length; s++)
+        {
+            if (_slotOwners[s] is not null)
+            {
+                continue;
+            }
+
+            List<int> held = _slotTokens[s];
+            int common = 0;
+            int limit = Math.Min(held.Count, prompt.Length);
+            while (common < limit && held[common] == prompt[common])
+            {
+                common++;
+            }
+
+            // Among equals, the slot holding least: what the others hold may serve a later prompt.
+            if (common > bestCommon || (common == bestCommon && held.Count < _slotTokens[best].Count))
+            {
+                best = s;
+                bestCommon = common;
+            }
+        }
+
+        return (best, bestCommon);
+    }
+
+    private int WorstFreeSlot()
+    {
+        int worst = -1;
+        for (int s = 0; s < _slotOwners.Length; s++)
+        {
+            if (_slotOwners[s] is null && (worst < 0 || _slotTokens[s].Count < _slotTokens[worst].Count))
+            {
+                worst = s;
+            }
+        }
+
+        return worst;
+    }
+
+    /// <summary>One forward step over the decode rows and a chunk of prompts, then a token for every logit row.</summary>
+    private void Step()
+    {
+        _batch.Clear();
+        foreach (ScheduledSequence sequence in _running)
+        {
+            if (sequence.Decoding)
+            {
+                _logitOwners[_batch.LogitCount] = sequence;
+                Feed(sequence.Slot, sequence.Generated[^1], sequence.NextPosition, wantLogits: true);
+            }
+        }
+
+        int budget = _options.PrefillChunk;
+        foreach (ScheduledSequence sequence in _running)
+        {
+            if (budget == 0)
+            {
+                break;
+            }
+
+            if (sequence.Decoding || sequence.WaitsForPrompt)
+            {
+                continue;
+            }
+
+            int take = Math.Min(budget, sequence.Prompt.Length - sequence.Fed);
+            for (int i = 0; i < take; i++)
+            {
+                int position = sequence.Fed + i;
+                bool last = position == sequence.Prompt.Length - 1;
+                if (last)
+                {
+                    _logitOwners[_batch.LogitCount] = sequence;
+                }
+
+                Feed(sequence.Slot, sequence.Prompt[position], position, wantLogits: last);
+            }
+
+            sequence.Fed += take;
+            budget -= take;
+        }
+
+        try
+        {
+            _model.Forward(_batch, _cache, _state);
+        }
+        catch (Exception e)
+        {
+            // Nothing in this step can be trusted: fail the jobs it held, keep serving the rest.
+            foreach (GenerationJob job in _running.Select(s => s.Job).Distinct().ToList())
+            {
+                foreach (ScheduledSequence sequence in _running.Where(s => s.Job == job))
+                {
+                    _cache.Reset(sequence.Slot);
+                    _slotTokens[sequence.Slot].Clear();
+                }
+
+                Release(job);
+                Metrics.JobFailed();
+                job.Writer.TryComplete(e);
+            }
+
+            return;
+        }
+
+        int newTokens = 0;
+        for (int r = 0; r < _batch.LogitCount; r++)
+        {
+            ScheduledSequence sequence = _logitOwners[r];
+            if (sequence.Finished)
+            {
+                continue;
+            }
+
+            try
+            {
+                ReadOnlySpan<float> logits = _state.LogitsOf(r);
+                if (!sequence.Decoding)
+                {
+                    sequence.Decoding = true;
+                    foreach (ScheduledSequence sibling in sequence.Siblings)
+                    {
+                        _cache.CopySlot(sequence.Slot, sibling.Slot, sequence.Prompt.Length);
+                        _slotTokens[sibling.Slot].Clear();
+                        _slotTokens[sibling.Slot].AddRange(sequence.Prompt);
+                        sibling.WaitsForPrompt = false;
+                        sibling.Decoding = true;
+                        newTokens++;
+                        Choose(sibling, logits);
+                    }
+                }
+
+                newTokens++;
+                Choose(sequence, logits);
+            }
+            catch (Exception e)
+            {
+                // A failure in one job's sampling or text fails that job only.
+                Release(sequence.Job);
+                Metrics.JobFailed();
+                sequence.Job.Writer.TryComplete(e);
+            }
+        }
+
+        Metrics.Step(newTokens);
+        _running.RemoveAll(s => s.Finished);
+    }
+
+    private void Feed(int slot, int token, int position, bool wantLogits)
+    {
+        List<int> held = _slotTokens[slot];
+        held.RemoveRange(position, held.Count - position);
+        held.Add(token);
+        _batch.Add(token, position, slot, wantLogits);
+    }
+
+    private void Choose(ScheduledSequence sequence, ReadOnlySpan<float> logits)
+    {
+        GenerationJob job = sequence.Job;
+        int token = sequence.Sampler.Next(logits, sequence.Prompt, sequence.Generated);
+        TokenLogprobs? logprobs = null;
+        if (job.Logprobs is int top)
+        {
+            double logSumExp = LogProbs.LogSumExp(logits);
+            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, top, logSumExp));
+        }
+
+        sequence.Generated.Add(token);
+        job.CompletionTokens++;
+        if (!job.FirstTokenSeen)
+        {
+            job.FirstTokenSeen = true;
+            Metrics.FirstToken(Stopwatch.GetElapsedTime(job.EnqueuedTimestamp));
+        }
+
+        StopReason? stop = job.EosTokenIds.Contains(token) ? StopReason.Eos
+            : sequence.Text.ShouldStop(0, sequence.Generated) ? StopReason.Stop
+            : sequence.Generated.Count >= job.MaxTokens || sequence.NextPosition >= _options.Context ? StopReason.Length
+            : null;
+        job.Writer.TryWrite(new TokenEvent(sequence.Choice, token, sequence.Text.Release(0, finished: false), logprobs));
+        if (stop is StopReason reason)
+        {
+            sequence.Finished = true;
+            lock (_lock)
+            {
+                _slotOwners[sequence.Slot] = null;
+            }
+
+            job.Writer.TryWrite(new ChoiceFinishedEvent(sequence.Choice, sequence.Text.Release(0, finished: true), reason));
+            if (--job.ChoicesLeft == 0)
+            {
+                Metrics.JobFinished();
+                job.Writer.TryWrite(new JobFinishedEvent(job.Prompts.Sum(p => p.Length), job.CachedPromptTokens, job.CompletionTokens));
+                job.Writer.TryComplete();
+            }
+        }
+    }
+
+    /// <summary>Frees every slot of a job and takes its sequences out of the running set.</summary>
+    private void Release(GenerationJob job)
+    {
+        foreach (ScheduledSequence sequence in _running)
+        {
+            if (sequence.Job == job)
+            {
+                sequence.Finished = true;
+                lock (_lock)
+                {
+                    _slotOwners[sequence.Slot] = null;
+                }
+            }
+        }
+
+        if (!_running.Any(s => s.Job == job && !s.Finished))
+        {
+            _running.RemoveAll(s => s.Job == job);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using System.Threading.Channels;
+using QwenSharp.Generation;
+using QwenSharp.Sampling;
+
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>
+/// What one HTTP request asks of the scheduler: one or more prompts, each sampled
+/// <see cref="SamplesPerPrompt"/> times (choice <c>p * n + j</c> is sample j of prompt p, drawn from random
+/// stream j of <see cref="Seed"/>, as the command line's batches are), and how to stop. The scheduler writes
+/// what happens to <see cref="Events"/>; a failure or a cancellation completes it with the exception.
+/// </summary>
+internal sealed class GenerationJob
+{
+    private readonly Channel<JobEvent> _events = Channel.CreateUnbounded<JobEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+
+    public required IReadOnlyList<int[]> Prompts { get; init; }
+
+    public int SamplesPerPrompt { get; init; } = 1;
+
+    /// <summary>Resolved sampling (generation_config.json's defaults under the request's values).</summary>
+    public required SamplingOptions Sampling { get; init; }
+
+    /// <summary>The seed the choices' random streams come from (0 when greedy).</summary>
+    public ulong Seed { get; init; }
+
+    /// <summary>Most new tokens per choice; the context ends a choice earlier if it must.</summary>
+    public required int MaxTokens { get; init; }
+
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Ids that end a choice (empty: none).</summary>
+    public required IReadOnlyList<int> EosTokenIds { get; init; }
+
+    /// <summary>With a value K: each new token's log-prob and the K most likely tokens.</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>Feed the prompt to each choice's text decoder first (completions: the continuation is spaced as in the whole text).</summary>
+    public bool PrimeTextWithPrompt { get; init; }
+
+    /// <summary>The client went away or the request timed out: the scheduler drops the job before its next step.</summary>
+    public CancellationToken Cancellation { get; init; }
+
+    public int Choices => Prompts.Count * SamplesPerPrompt;
+
+
+    public ChannelReader<JobEvent> Events => _events.Reader;
+
+    internal ChannelWriter<JobEvent> Writer => _events.Writer;
+
+    /// <summary>When the job entered the queue (time to first token counts from here).</summary>
+    internal long EnqueuedTimestamp { get; set; }
+
+    /// <summary>Whether the job's first token has been counted in the time-to-first-token metric.</summary>
+    internal bool FirstTokenSeen { get; set; }
+
+    internal int CompletionTokens { get; set; }
+
+    internal int CachedPromptTokens { get; set; }
+
+    internal int ChoicesLeft { get; set; }
+}
+
+/// <summary>Something that happened to a job, in the order it happened.</summary>
+internal abstract record JobEvent;
+
+/// <summary>A choice's new token and the text it completes (empty while held back: a partial character or a possible stop string).</summary>
+internal sealed record TokenEvent(int Choice, int Token, string Text, TokenLogprobs? Logprobs) : JobEvent;
+
+/// <summary>A choice ended: the text held back until now, and why.</summary>
+internal sealed record ChoiceFinishedEvent(int Choice, string Text, StopReason Reason) : JobEvent;
+
+/// <summary>Every choice ended (the last event): token counts for the usage block.</summary>
+internal sealed record JobFinishedEvent(int PromptTokens, int CachedPromptTokens, int CompletionTokens) : JobEvent;

@@ -1,0 +1,43 @@
+using QwenSharp.Generation;
+using QwenSharp.Sampling;
+
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>
+/// One choice of a job while it holds a KV slot: its prompt (fed in chunks), the tokens chosen so far, its
+/// sampler and its text. Samples of one prompt share the prefill: the first reads the prompt, the others
+/// get a copy of its slot when the prompt's last logits arrive.
+/// </summary>
+internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot, int[] prompt, TokenSampler sampler, StopStrings text)
+{
+    public GenerationJob Job { get; } = job;
+
+    public int Choice { get; } = choice;
+
+    public int Slot { get; } = slot;
+
+    public int[] Prompt { get; } = prompt;
+
+    /// <summary>Prompt positions whose keys and values are in the slot (reused from an earlier request, or read).</summary>
+    public int Fed { get; set; }
+
+    /// <summary>Whether the prompt is read and the sequence is producing tokens.</summary>
+    public bool Decoding { get; set; }
+
+    /// <summary>The samples that wait for this sequence's prompt (empty for them and for single samples).</summary>
+    public List<ScheduledSequence> Siblings { get; } = [];
+
+    /// <summary>A sibling waiting for the first sample to read the shared prompt.</summary>
+    public bool WaitsForPrompt { get; set; }
+
+    public List<int> Generated { get; } = [];
+
+    public TokenSampler Sampler { get; } = sampler;
+
+    public StopStrings Text { get; } = text;
+
+    public bool Finished { get; set; }
+
+    /// <summary>The position of the next token fed during decode.</summary>
+    public int NextPosition => Prompt.Length + Generated.Count - 1;
+}

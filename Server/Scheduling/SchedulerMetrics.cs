@@ -1,0 +1,106 @@
+using System.Diagnostics;
+
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>Counters the scheduler keeps for <c>/metrics</c>; read from any thread.</summary>
+internal sealed class SchedulerMetrics
+{
+    private const int Window = 512;
+    private readonly long[] _stepTimes = new long[Window];
+    private readonly int[] _stepTokens = new int[Window];
+    private readonly Lock _lock = new();
+    private int _next;
+    private long _promptTokens;
+    private long _cachedPromptTokens;
+    private long _generatedTokens;
+    private long _steps;
+    private long _jobsFinished;
+    private long _jobsCancelled;
+    private long _jobsFailed;
+    private long _firstTokenCount;
+    private double _firstTokenSeconds;
+
+    public long PromptTokens => Interlocked.Read(ref _promptTokens);
+
+    public long CachedPromptTokens => Interlocked.Read(ref _cachedPromptTokens);
+
+    public long GeneratedTokens => Interlocked.Read(ref _generatedTokens);
+
+    public long Steps => Interlocked.Read(ref _steps);
+
+    public long JobsFinished => Interlocked.Read(ref _jobsFinished);
+
+    public long JobsCancelled => Interlocked.Read(ref _jobsCancelled);
+
+    public long JobsFailed => Interlocked.Read(ref _jobsFailed);
+
+    /// <summary>Sum and count of the times from entering the queue to the first token.</summary>
+    public (double Seconds, long Count) TimeToFirstToken
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return (_firstTokenSeconds, _firstTokenCount);
+            }
+        }
+    }
+
+    /// <summary>New tokens per second over the last 10 seconds of steps.</summary>
+    public double RecentTokensPerSecond
+    {
+        get
+        {
+            long now = Stopwatch.GetTimestamp();
+            long since = now - (10 * Stopwatch.Frequency);
+            long tokens = 0, oldest = now;
+            lock (_lock)
+            {
+                for (int i = 0; i < Window; i++)
+                {
+                    if (_stepTimes[i] > since)
+                    {
+                        tokens += _stepTokens[i];
+                        oldest = Math.Min(oldest, _stepTimes[i]);
+                    }
+                }
+            }
+
+            double seconds = Math.Max((now - oldest) / (double)Stopwatch.Frequency, 1.0);
+            return tokens / seconds;
+        }
+    }
+
+    internal void PromptRead(int read, int cached)
+    {
+        Interlocked.Add(ref _promptTokens, read + cached);
+        Interlocked.Add(ref _cachedPromptTokens, cached);
+    }
+
+    internal void Step(int newTokens)
+    {
+        Interlocked.Increment(ref _steps);
+        Interlocked.Add(ref _generatedTokens, newTokens);
+        lock (_lock)
+        {
+            _stepTimes[_next] = Stopwatch.GetTimestamp();
+            _stepTokens[_next] = newTokens;
+            _next = (_next + 1) % Window;
+        }
+    }
+
+    internal void FirstToken(TimeSpan elapsed)
+    {
+        lock (_lock)
+        {
+            _firstTokenSeconds += elapsed.TotalSeconds;
+            _firstTokenCount++;
+        }
+    }
+
+    internal void JobFinished() => Interlocked.Increment(ref _jobsFinished);
+
+    internal void JobCancelled() => Interlocked.Increment(ref _jobsCancelled);
+
+    internal void JobFailed() => Interlocked.Increment(ref _jobsFailed);
+}

@@ -1,0 +1,17 @@
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>How much the scheduler holds at once.</summary>
+internal sealed record SchedulerOptions
+{
+    /// <summary>KV slots: sequences decoding at once (a request with n choices takes n).</summary>
+    public int Slots { get; init; } = 8;
+
+    /// <summary>Positions per slot: prompt plus new tokens of one sequence.</summary>
+    public int Context { get; init; } = 4096;
+
+    /// <summary>Requests waiting for slots beyond which new ones are refused (HTTP 429).</summary>
+    public int MaxQueue { get; init; } = 64;
+
+    /// <summary>Prompt tokens read per step beside the decode rows: long prompts go in chunks so running streams keep flowing.</summary>
+    public int PrefillChunk { get; init; } = 256;
+}

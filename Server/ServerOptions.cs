@@ -1,0 +1,38 @@
+namespace QwenSharp.Server;
+
+/// <summary>How <c>qwensharp serve</c> listens and how much it takes on.</summary>
+public sealed record ServerOptions
+{
+    /// <summary>Address to bind; loopback unless told otherwise (the server has no TLS of its own).</summary>
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>TCP port; 0 picks a free one (see <see cref="QwenServer.Address"/>).</summary>
+    public int Port { get; init; } = 8080;
+
+    /// <summary>When set, every request but /health needs <c>Authorization: Bearer KEY</c>.</summary>
+    public string? ApiKey { get; init; }
+
+    /// <summary>Sequences decoding at once (KV slots); a request with n choices takes n.</summary>
+    public int MaxConcurrent { get; init; } = 8;
+
+    /// <summary>Positions per sequence (prompt plus answer); null: the model's max_position_embeddings, at most 4096.</summary>
+    public int? Context { get; init; }
+
+    /// <summary>Requests waiting for a slot beyond which the server answers 429.</summary>
+    public int MaxQueue { get; init; } = 64;
+
+    /// <summary>Longest a request may take, queue included.</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Largest request body accepted.</summary>
+    public long MaxBodyBytes { get; init; } = 16 << 20;
+
+    /// <summary>Prompt tokens read per step beside the decode rows.</summary>
+    public int PrefillChunk { get; init; } = 256;
+
+    /// <summary>How long Ctrl+C waits for running requests before cancelling them.</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The id /v1/models lists; null: the model folder's or file's name.</summary>
+    public string? ModelName { get; init; }
+}

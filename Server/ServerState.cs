@@ -1,0 +1,59 @@
+using QwenSharp.Qwen2;
+using QwenSharp.Server.Scheduling;
+using QwenSharp.Tokenization;
+
+namespace QwenSharp.Server;
+
+/// <summary>What every endpoint shares: the model and its tokenizer, the scheduler, the options, and the HTTP-level counters.</summary>
+internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, BatchScheduler scheduler, ServerOptions options, string modelName)
+{
+    private long _requests;
+    private long _rejected;
+    private long _badRequests;
+    private long _inFlight;
+
+    public Qwen2Model Model { get; } = model;
+
+    public Tokenizer Tokenizer { get; } = tokenizer;
+
+    /// <summary>Ids that end a choice (generation_config.json's, else config.json's and the tokenizer's).</summary>
+    public IReadOnlyList<int> EosTokenIds { get; } = eosTokenIds;
+
+    public BatchScheduler Scheduler { get; } = scheduler;
+
+    public ServerOptions Options { get; } = options;
+
+    public string ModelName { get; } = modelName;
+
+    public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
+
+    public int Context => Scheduler.Options.Context;
+
+    public long Requests => Interlocked.Read(ref _requests);
+
+    public long Rejected => Interlocked.Read(ref _rejected);
+
+    public long BadRequests => Interlocked.Read(ref _badRequests);
+
+    public long InFlight => Interlocked.Read(ref _inFlight);
+
+    public void RequestStarted()
+    {
+        Interlocked.Increment(ref _requests);
+        Interlocked.Increment(ref _inFlight);
+    }
+
+    public void RequestEnded() => Interlocked.Decrement(ref _inFlight);
+
+    public void CountError(int status)
+    {
+        if (status == 429)
+        {
+            Interlocked.Increment(ref _rejected);
+        }
+        else if (status is >= 400 and < 500)
+        {
+            Interlocked.Increment(ref _badRequests);
+        }
+    }
+}
