@@ -12,12 +12,13 @@ namespace QwenSharp.Cli;
 /// <c>qwensharp bench --serve 1,4,16,64</c>: a load generator against the real server on loopback. At each
 /// number of concurrent streams it sends that many streamed /v1/completions requests at once (random
 /// prompts, none sharing a prefix, ignore_eos so every stream runs to max_tokens) and measures the total
-/// tokens/s (all streams' tokens over the wall time) and each request's time to first token. Levels are
-/// interleaved over the rounds and each figure is the median of its rounds.
+/// tokens/s (all streams' tokens over the wall time, prefill included), the decode tokens/s (tokens after
+/// each stream's first, over the time from the first first-token to the last end) and each request's time
+/// to first token. Levels are interleaved over the rounds and each figure is the median of its rounds.
 /// </summary>
 internal static class ServeBench
 {
-    public sealed record Level(int Streams, double TokensPerSecond, double FirstTokenP50, double FirstTokenP99, int Tokens);
+    public sealed record Level(int Streams, double TokensPerSecond, double DecodeTokensPerSecond, double FirstTokenP50, double FirstTokenP99, int Tokens);
 
     public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
         TextWriter progress)
@@ -48,11 +49,12 @@ internal static class ServeBench
                     Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens);
                     results[streams].Add(level);
                     progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"  round {round + 1}: {streams,3} streams  {level.TokensPerSecond,8:F1} tokens/s  first token p50 {level.FirstTokenP50 * 1000,7:F0} ms  p99 {level.FirstTokenP99 * 1000,7:F0} ms"));
+                        $"  round {round + 1}: {streams,3} streams  {level.TokensPerSecond,8:F1} tokens/s  decode {level.DecodeTokensPerSecond,8:F1} tokens/s  first token p50 {level.FirstTokenP50 * 1000,7:F0} ms  p99 {level.FirstTokenP99 * 1000,7:F0} ms"));
                 }
             }
 
-            return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
+            return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.DecodeTokensPerSecond)),
+                Median(results[n].Select(l => l.FirstTokenP50)),
                 Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens))];
         }
         finally
@@ -64,15 +66,17 @@ internal static class ServeBench
     private static Level Measure(HttpClient http, int[][] prompts, int newTokens)
     {
         var clock = Stopwatch.StartNew();
-        (double FirstToken, int Tokens)[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
+        (double FirstToken, double End, int Tokens)[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
         double seconds = clock.Elapsed.TotalSeconds;
         double[] firstTokens = [.. streams.Select(s => s.FirstToken).Order()];
         int tokens = streams.Sum(s => s.Tokens);
-        return new Level(prompts.Length, tokens / seconds, Percentile(firstTokens, 0.5), Percentile(firstTokens, 0.99), tokens);
+        double decodeSeconds = streams.Max(s => s.End) - firstTokens[0];
+        return new Level(prompts.Length, tokens / seconds, (tokens - streams.Length) / Math.Max(decodeSeconds, 1e-9),
+            Percentile(firstTokens, 0.5), Percentile(firstTokens, 0.99), tokens);
     }
 
-    /// <summary>One streamed request: seconds to its first token (from the start of the level), and its token count from the usage chunk.</summary>
-    private static async Task<(double FirstToken, int Tokens)> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
+    /// <summary>One streamed request: seconds (from the start of the level) to its first token and to its end, and its token count from the usage chunk.</summary>
+    private static async Task<(double FirstToken, double End, int Tokens)> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
     {
         string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
         using var content = new StringContent(body, Encoding.UTF8, "application/json");
@@ -105,7 +109,7 @@ internal static class ServeBench
             }
         }
 
-        return (firstToken, tokens);
+        return (firstToken, clock.Elapsed.TotalSeconds, tokens);
     }
 
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];

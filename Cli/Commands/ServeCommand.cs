@@ -95,6 +95,11 @@ internal sealed class ServeCommand : ICommand
                 throw new UsageException($"cannot listen on {options.Host}:{options.Port}: {e.Message}");
             }
 
+            if (options.ApiKey is null && !IsLoopback(options.Host))
+            {
+                stderr.WriteLine($"note: listening on {options.Host} without --api-key: anyone who can reach this port can use the model");
+            }
+
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
@@ -108,6 +113,9 @@ internal sealed class ServeCommand : ICommand
             Console.CancelKeyPress -= onCancel;
         }
     }
+
+    private static bool IsLoopback(string host) =>
+        host == "localhost" || (System.Net.IPAddress.TryParse(host, out System.Net.IPAddress? address) && System.Net.IPAddress.IsLoopback(address));
 
     private static string ReadKey(string path)
     {

@@ -82,8 +82,9 @@ internal static class Dot<TW>
         return ScalarTail(ref w, ref xr, i, n, sum);
     }
 
+    /// <summary>The elements after the last whole vector, one at a time (also <see cref="DotTokens{TW}"/>'s tail, so both round alike).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float ScalarTail(ref byte w, ref float x, nint from, nint to, float sum)
+    internal static float ScalarTail(ref byte w, ref float x, nint from, nint to, float sum)
     {
         for (nint i = from; i < to; i++)
         {

@@ -157,7 +157,9 @@ internal static class Jobs
     {
         OperationCanceledException when deadline.TimedOut => new ApiException(504,
             $"the request took longer than this server's limit of {deadline.Limit.TotalSeconds:0} s", null, "timeout", "server_error"),
-        OperationCanceledException => e,
+        OperationCanceledException when deadline.Aborted.IsCancellationRequested => e,
+        // Neither the client nor the clock: the server cancelled it at the end of a drain.
+        OperationCanceledException => new ApiException(503, "the server is shutting down", null, "shutting_down", "server_error"),
         ArgumentException => new ApiException(400, e.Message),
         _ => new ApiException(500, $"generation failed: {e.Message}", null, "generation_failed", "server_error"),
     };

@@ -56,6 +56,19 @@ public sealed class OpenAiClientTests : IAsyncLifetime
         Assert.Equal(s_reference.PromptIds.Length + 24, completion.Usage.TotalTokenCount);
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public async Task EveryDeviceServesTheReferenceContinuationToConcurrentRequests(string device)
+    {
+        TestBackends.RequireDevice(device);
+        await using TestServer server = await TestServer.StartAsync(TestTokenizers.TinyQwenWithTokenizer, new QwenSharp.Server.ServerOptions { Context = 128 }, device);
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 24 };
+
+        ChatCompletion[] answers = await Task.WhenAll(Enumerable.Range(0, 3).Select(async _ => (await server.Chat().CompleteChatAsync(ReferenceMessages(), options)).Value));
+
+        Assert.All(answers, a => Assert.Equal(ReferenceAnswer(24), a.Content[0].Text));
+    }
+
     [Fact]
     public async Task StreamedChatSendsTheSameAnswerInPiecesThenUsage()
     {
