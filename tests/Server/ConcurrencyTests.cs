@@ -169,6 +169,28 @@ public sealed class ConcurrencyTests
     }
 
     [Fact]
+    public async Task ARequestOverTheTimeLimitIsCutWith504AndFreesItsSlot()
+    {
+        await using TestServer server = await TestServer.StartAsync(new ServerOptions { Context = 8192, RequestTimeout = TimeSpan.FromMilliseconds(300) });
+
+        (HttpStatusCode status, JsonDocument error) = await server.PostAsync("/v1/chat/completions", ChatBody("A very long story", 8000));
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent(ChatBody("Another long story", maxTokens: 8000, stream: true), Encoding.UTF8, "application/json"),
+        };
+        using HttpResponseMessage stream = await server.Http.SendAsync(request);
+        string events = await stream.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, status);
+        Assert.Equal("timeout", error.RootElement.GetProperty("error").GetProperty("code").GetString());
+        error.Dispose();
+        // A stream that already sent tokens ends with the error as its last event.
+        Assert.Equal(HttpStatusCode.OK, stream.StatusCode);
+        Assert.Contains("\"code\":\"timeout\"", events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^1], StringComparison.Ordinal);
+        Assert.Equal(0, await server.MetricAsync("qwensharp_slots_active"));
+    }
+
+    [Fact]
     public async Task StoppingTheServerLetsRunningStreamsFinish()
     {
         TestServer server = await TestServer.StartAsync(new ServerOptions { DrainTimeout = TimeSpan.FromSeconds(60) });
