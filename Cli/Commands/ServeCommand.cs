@@ -51,9 +51,16 @@ internal sealed class ServeCommand : ICommand
             throw new UsageException("give --api-key or --api-key-file, not both");
         }
 
+        string host = args.Value("host") ?? "127.0.0.1";
+        if (host != "localhost" && !System.Net.IPAddress.TryParse(host, out _))
+        {
+            // Kestrel would bind a host name it does not know to every interface: refuse rather than expose the model.
+            throw new UsageException($"--host '{host}' is not an IP address: give one such as 127.0.0.1, ::1, 0.0.0.0 or ::, or localhost");
+        }
+
         var options = new ServerOptions
         {
-            Host = args.Value("host") ?? "127.0.0.1",
+            Host = host,
             Port = args.Int("port", 0, 65535) ?? 8080,
             ApiKey = args.Value("api-key") ?? (args.Value("api-key-file") is string keyFile ? ReadKey(keyFile) : null),
             MaxConcurrent = args.Int("max-concurrent", 1, 1024) ?? 8,

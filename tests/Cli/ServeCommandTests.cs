@@ -1,0 +1,84 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary><c>qwensharp serve</c> as a user runs it: bad options refused in one line, and a real process that serves, then drains on SIGTERM and exits 0.</summary>
+public sealed class ServeCommandTests
+{
+    [Theory]
+    [InlineData("--host", "example.com", "--host 'example.com' is not an IP address")]
+    [InlineData("--port", "70000", "--port")]
+    [InlineData("--max-concurrent", "0", "--max-concurrent")]
+    public void BadOptionsAreOneLine(string option, string value, string expected)
+    {
+        CliRunner.Result result = CliRunner.Run("serve", option, value);
+
+        Assert.Equal(2, result.ExitCode);
+        string line = Assert.Single(result.ErrorLines);
+        Assert.Contains(expected, line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void APortInUseIsOneLine()
+    {
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+
+        CliRunner.Result result = CliRunner.Run("serve", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"cannot listen on 127.0.0.1:{port}", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AProcessServesThenDrainsOnSigtermAndExitsZero()
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0"])
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using Process process = Process.Start(start)!;
+        try
+        {
+            string? address = null;
+            while (await process.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1)) is string line)
+            {
+                if (line.Contains("listening on ", StringComparison.Ordinal))
+                {
+                    address = line.Split("listening on ")[1].Split(' ')[0];
+                    break;
+                }
+            }
+
+            Assert.NotNull(address);
+            using var http = new HttpClient { BaseAddress = new Uri(address) };
+            using var body = new StringContent("{\"prompt\": \"Once upon a time\", \"max_tokens\": 8, \"temperature\": 0}");
+            using HttpResponseMessage response = await http.PostAsync("/v1/completions", body);
+            using JsonDocument answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.Equal(8, answer.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+            using (Process kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            string rest = await process.StandardError.ReadToEndAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal(0, process.ExitCode);
+            Assert.Contains("stopped", rest, StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+        }
+    }
+}
