@@ -39,6 +39,24 @@ internal static class LlamaCpp
         }
     }
 
+    /// <summary>llama.cpp's quantize tool: <paramref name="source"/> as <paramref name="type"/> (ALL_F32 dequantizes a quantized file).</summary>
+    public static string Quantize(string source, LLamaFtype type)
+    {
+        lock (s_lock)
+        {
+            string destination = Path.Combine(Path.GetDirectoryName(source)!, $"{Path.GetFileNameWithoutExtension(source)}.{type}.gguf");
+            NativeApi.llama_empty_call();
+            LLamaModelQuantizeParams parameters = LLamaModelQuantizeParams.Default();
+            parameters.ftype = type;
+            parameters.nthread = 2;
+            parameters.allow_requantize = true;
+            parameters.quantize_output_tensor = true;
+            uint result = NativeApi.llama_model_quantize(source, destination, ref parameters);
+            Assert.True(result == 0, $"llama.cpp could not quantize {source} to {type}: {result}");
+            return destination;
+        }
+    }
+
     /// <summary>llama.cpp's tokens for each text (special-token text parsed, no BOS added), from the vocabulary alone.</summary>
     public static int[][] Tokenize(string gguf, IEnumerable<string> texts)
     {

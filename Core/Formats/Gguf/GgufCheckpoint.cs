@@ -14,6 +14,8 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 {
     private readonly GgufFile _file;
     private readonly List<nint> _owned = [];
+    private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _conversions = new(StringComparer.Ordinal);
     private readonly bool _interleavedRope;
 
     private GgufCheckpoint(GgufFile file, Qwen2Config config, GenerationConfig generation, bool interleavedRope)
@@ -76,12 +78,21 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             return false;
         }
 
-        if (!GgmlTypes.TryGetDType(info.Type, out DType dtype))
+        if (GgmlTypes.TryGetDType(info.Type, out DType dtype))
         {
-            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; this build computes with F32, F16, BF16 and Q8_0 weights");
+            view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
+        }
+        else if (GgmlDequantize.Supports(info.Type))
+        {
+            view = Converted(ggufName, info);
+        }
+        else
+        {
+            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; QwenSharp reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and Q8_K tensors");
+            view = null;
+            return false;
         }
 
-        view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
         if (_interleavedRope && RopeProjection().Match(ggufName) is { Success: true } match)
         {
             int heads = match.Groups[1].Value == "q" ? Config.NumAttentionHeads : Config.NumKeyValueHeads;
@@ -162,6 +173,51 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             QwenThrow.InvalidData($"{name}: missing metadata key '{key}'");
             return 0;
         }
+    }
+
+    /// <summary>Tensors converted so far, by stored type: "Q4_K -> Q8_0" and how many.</summary>
+    public IReadOnlyDictionary<string, int> Conversions => _conversions;
+
+    /// <summary>
+    /// A tensor of a block type QwenSharp has no kernels for (Q4_0 ... Q6_K), dequantized exactly and stored again
+    /// once, row by row, in memory this checkpoint owns: matrices whose rows are whole 32-value blocks as Q8_0 (the
+    /// quantizer of <c>qwensharp quantize</c>; its error is a small fraction of the 4-6-bit code's own), the rest as F32.
+    /// </summary>
+    private TensorView Converted(string ggufName, GgufTensorInfo info)
+    {
+        if (_converted.TryGetValue(ggufName, out TensorView? done))
+        {
+            return done;
+        }
+
+        long[] shape = info.Shape;
+        long columns = shape[^1], rows = shape.Aggregate(1L, (a, b) => a * b) / columns;
+        DType target = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
+        GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
+        long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(target, columns);
+        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * rowOut), 64);
+        _owned.Add((nint)data);
+        byte* source = (byte*)_file.DataOf(info);
+        var values = new float[columns];
+        for (long r = 0; r < rows; r++)
+        {
+            GgmlDequantize.Values(info.Type, new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn)), values);
+            var destination = new Span<byte>(data + (r * rowOut), checked((int)rowOut));
+            if (target == DType.Q8_0)
+            {
+                Numerics.Q8_0Blocks.Quantize(values, destination);
+            }
+            else
+            {
+                MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(destination);
+            }
+        }
+
+        var view = new TensorView(ggufName, Description, target, shape, (nint)data);
+        _converted[ggufName] = view;
+        string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(target)}";
+        _conversions[conversion] = _conversions.GetValueOrDefault(conversion) + 1;
+        return view;
     }
 
     /// <summary>

@@ -1,0 +1,27 @@
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Formats.Gguf;
+
+/// <summary>The GGUF block types QwenSharp reads by dequantizing them (it computes with F32, F16, BF16 and Q8_0).</summary>
+public static class GgmlDequantize
+{
+    public static bool Supports(int type) => (GgmlType)type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
+        or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K;
+
+    /// <summary>The values of whole blocks of <paramref name="type"/>, as ggml's reference dequantizers give them.</summary>
+    public static void Values(int type, ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        switch ((GgmlType)type)
+        {
+            case GgmlType.Q4_0: LegacyQuantBlocks.DequantizeQ4_0(blocks, values); break;
+            case GgmlType.Q4_1: LegacyQuantBlocks.DequantizeQ4_1(blocks, values); break;
+            case GgmlType.Q5_0: LegacyQuantBlocks.DequantizeQ5_0(blocks, values); break;
+            case GgmlType.Q5_1: LegacyQuantBlocks.DequantizeQ5_1(blocks, values); break;
+            case GgmlType.Q4_K: KQuantBlocks.DequantizeQ4_K(blocks, values); break;
+            case GgmlType.Q5_K: KQuantBlocks.DequantizeQ5_K(blocks, values); break;
+            case GgmlType.Q6_K: KQuantBlocks.DequantizeQ6_K(blocks, values); break;
+            case GgmlType.Q8_K: KQuantBlocks.DequantizeQ8_K(blocks, values); break;
+            default: throw new ArgumentOutOfRangeException(nameof(type), GgmlTypes.Name(type), "not a type QwenSharp dequantizes");
+        }
+    }
+}

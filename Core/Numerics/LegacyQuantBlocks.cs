@@ -1,0 +1,87 @@
+using System.Buffers.Binary;
+
+namespace QwenSharp.Numerics;
+
+/// <summary>
+/// GGUF's first block types, 32 values per block (ggml's <c>block_q4_0</c> ... <c>block_q5_1</c>), dequantized as
+/// ggml's reference <c>dequantize_row_*</c> defines them. Byte j of <c>qs</c> holds value j in its low nibble and
+/// value j + 16 in its high one; the Q5 types add a fifth bit per value from the 32-bit <c>qh</c> (bit j for value j,
+/// bit j + 16 for value j + 16).
+/// <code>
+///   Q4_0  d f16, qs[16]           value = (q - 8) × d
+///   Q4_1  d f16, m f16, qs[16]    value = q × d + m
+///   Q5_0  d f16, qh[4], qs[16]    value = (q - 16) × d
+///   Q5_1  d f16, m f16, qh[4], qs[16]   value = q × d + m
+/// </code>
+/// </summary>
+public static class LegacyQuantBlocks
+{
+    public const int BlockValues = 32;
+
+    public static void DequantizeQ4_0(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * 18, 18);
+            float d = Half(block, 0);
+            Span<float> y = values.Slice(b * BlockValues, BlockValues);
+            for (int j = 0; j < 16; j++)
+            {
+                y[j] = ((block[2 + j] & 0x0F) - 8) * d;
+                y[j + 16] = ((block[2 + j] >> 4) - 8) * d;
+            }
+        }
+    }
+
+    public static void DequantizeQ4_1(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * 20, 20);
+            float d = Half(block, 0), m = Half(block, 2);
+            Span<float> y = values.Slice(b * BlockValues, BlockValues);
+            for (int j = 0; j < 16; j++)
+            {
+                y[j] = ((block[4 + j] & 0x0F) * d) + m;
+                y[j + 16] = ((block[4 + j] >> 4) * d) + m;
+            }
+        }
+    }
+
+    public static void DequantizeQ5_0(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * 22, 22);
+            float d = Half(block, 0);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
+            Span<float> y = values.Slice(b * BlockValues, BlockValues);
+            for (int j = 0; j < 16; j++)
+            {
+                y[j] = ((int)((block[6 + j] & 0x0Fu) | FifthBit(qh, j)) - 16) * d;
+                y[j + 16] = ((int)((uint)(block[6 + j] >> 4) | FifthBit(qh, j + 16)) - 16) * d;
+            }
+        }
+    }
+
+    public static void DequantizeQ5_1(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * 24, 24);
+            float d = Half(block, 0), m = Half(block, 2);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
+            Span<float> y = values.Slice(b * BlockValues, BlockValues);
+            for (int j = 0; j < 16; j++)
+            {
+                y[j] = ((int)((block[8 + j] & 0x0Fu) | FifthBit(qh, j)) * d) + m;
+                y[j + 16] = ((int)((uint)(block[8 + j] >> 4) | FifthBit(qh, j + 16)) * d) + m;
+            }
+        }
+    }
+
+    /// <summary>Bit <paramref name="value"/> of qh, as the fifth bit (16) of that value's code.</summary>
+    private static uint FifthBit(uint qh, int value) => ((qh >> value) & 1) << 4;
+
+    private static float Half(ReadOnlySpan<byte> block, int offset) => HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block[offset..]));
+}
