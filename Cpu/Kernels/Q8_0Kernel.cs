@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using QwenSharp.Numerics;
 
 namespace QwenSharp.Cpu.Kernels;
@@ -37,6 +38,16 @@ internal static class Q8_0Kernel
             return sum;
         }
 
+        if (path == KernelPath.Vector512 && Avx512F.IsSupported)
+        {
+            return Dot512(row, x, blocks);
+        }
+
+        if (Avx2.IsSupported)
+        {
+            return Dot256(row, x, blocks);
+        }
+
         ref byte w = ref MemoryMarshal.GetReference(row);
         ref float xr = ref MemoryMarshal.GetReference(x);
         Vector256<float> acc0 = default, acc1 = default;
@@ -53,6 +64,101 @@ internal static class Q8_0Kernel
         }
 
         return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>
+    /// AVX-512: measured on Qwen2.5-0.5B's shape with Q8_0 weights, 2 threads, Zen 4: decode 16-18 tokens/s with the
+    /// generic widening path (a software f16 scale and 4 widen steps per block) → 42-62 with this one (AVX2: 40-51).
+    /// Each block's 32 codes sign-extended straight from memory to two 16-lane f32 vectors (vpmovsxbd),
+    /// summed against x unscaled, then scaled once into one of two accumulators (alternating, so consecutive
+    /// blocks do not wait on each other's FMA); the f16 scales come from a table.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float Dot512(ReadOnlySpan<byte> row, ReadOnlySpan<float> x, int blocks)
+    {
+        fixed (byte* w = row)
+        fixed (float* xp = x)
+        fixed (float* scales = s_halfToSingle)
+        {
+            Vector512<float> acc0 = default, acc1 = default;
+            int b = 0;
+            for (; b + 1 < blocks; b += 2)
+            {
+                acc0 = Avx512F.FusedMultiplyAdd(Block512(w + (b * Q8_0Blocks.BlockBytes), xp + (b * 32)),
+                    Vector512.Create(scales[*(ushort*)(w + (b * Q8_0Blocks.BlockBytes))]), acc0);
+                acc1 = Avx512F.FusedMultiplyAdd(Block512(w + ((b + 1) * Q8_0Blocks.BlockBytes), xp + ((b + 1) * 32)),
+                    Vector512.Create(scales[*(ushort*)(w + ((b + 1) * Q8_0Blocks.BlockBytes))]), acc1);
+            }
+
+            if (b < blocks)
+            {
+                acc0 = Avx512F.FusedMultiplyAdd(Block512(w + (b * Q8_0Blocks.BlockBytes), xp + (b * 32)),
+                    Vector512.Create(scales[*(ushort*)(w + (b * Q8_0Blocks.BlockBytes))]), acc0);
+            }
+
+            return Vector512.Sum(acc0 + acc1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<float> Block512(byte* block, float* x)
+    {
+        Vector512<float> q0 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)(block + 2))));
+        Vector512<float> q1 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)(block + 18))));
+        return Avx512F.FusedMultiplyAdd(q1, Avx512F.LoadVector512(x + 16), Avx512F.Multiply(q0, Avx512F.LoadVector512(x)));
+    }
+
+    /// <summary>AVX2: as <see cref="Dot512"/> with four 8-lane vectors per block (vpmovsxbd ymm from 8 bytes each).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float Dot256(ReadOnlySpan<byte> row, ReadOnlySpan<float> x, int blocks)
+    {
+        fixed (byte* w = row)
+        fixed (float* xp = x)
+        fixed (float* scales = s_halfToSingle)
+        {
+            Vector256<float> acc0 = default, acc1 = default;
+            int b = 0;
+            for (; b + 1 < blocks; b += 2)
+            {
+                acc0 = Fma.MultiplyAdd(Block256(w + (b * Q8_0Blocks.BlockBytes), xp + (b * 32)),
+                    Vector256.Create(scales[*(ushort*)(w + (b * Q8_0Blocks.BlockBytes))]), acc0);
+                acc1 = Fma.MultiplyAdd(Block256(w + ((b + 1) * Q8_0Blocks.BlockBytes), xp + ((b + 1) * 32)),
+                    Vector256.Create(scales[*(ushort*)(w + ((b + 1) * Q8_0Blocks.BlockBytes))]), acc1);
+            }
+
+            if (b < blocks)
+            {
+                acc0 = Fma.MultiplyAdd(Block256(w + (b * Q8_0Blocks.BlockBytes), xp + (b * 32)),
+                    Vector256.Create(scales[*(ushort*)(w + (b * Q8_0Blocks.BlockBytes))]), acc0);
+            }
+
+            return Vector256.Sum(acc0 + acc1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<float> Block256(byte* block, float* x)
+    {
+        sbyte* q = (sbyte*)(block + 2);
+        Vector256<float> s0 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q)), Avx.LoadVector256(x));
+        Vector256<float> s1 = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 8)), Avx.LoadVector256(x + 8));
+        s0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 16)), Avx.LoadVector256(x + 16), s0);
+        s1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 24)), Avx.LoadVector256(x + 24), s1);
+        return Avx.Add(s0, s1);
+    }
+
+    /// <summary>Every f16 bit pattern as f32 (256 KiB, stays in L2): a block's scale in one load, as ggml's table.</summary>
+    private static readonly float[] s_halfToSingle = BuildHalfTable();
+
+    private static float[] BuildHalfTable()
+    {
+        var table = new float[65536];
+        for (int i = 0; i < table.Length; i++)
+        {
+            table[i] = HalfBits.ToSingle((ushort)i);
+        }
+
+        return table;
     }
 
     /// <summary>A row of whole blocks as f32.</summary>
