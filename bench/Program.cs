@@ -1,4 +1,11 @@
 using BenchmarkDotNet.Running;
 
 // dotnet run -c Release --project bench -- --filter '*MatVec*'      (see --help for BenchmarkDotNet's options)
+// dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0   (QwenSharp and llama.cpp side by side)
+if (args.Length > 0 && args[0] == "peer")
+{
+    return QwenSharp.Bench.PeerDecode.Run(args[1..]);
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(QwenSharp.Bench.MatVecBenchmarks).Assembly).Run(args);
+return 0;

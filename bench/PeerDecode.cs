@@ -1,0 +1,195 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Formats;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Bench;
+
+/// <summary>
+/// QwenSharp and llama.cpp (through LLamaSharp's CPU build) decoding the same GGUF file on the same machine, one
+/// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
+/// <code>
+///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0 [--rounds 5] [--new-tokens 64] [--threads N]
+/// </code>
+/// writes a random-weight model of the config's shape as a GGUF file of that type (with the tokenizer.json beside
+/// the config), then measures both on it.
+/// </summary>
+internal static class PeerDecode
+{
+    public static int Run(string[] args)
+    {
+        string config = Option(args, "--config") ?? throw new ArgumentException("peer needs --config CONFIG.json");
+        DType type = DTypes.TryParse(Option(args, "--type") ?? "q8_0", out DType parsed) ? parsed : throw new ArgumentException("--type: q8_0, bf16, f16 or f32");
+        int rounds = int.Parse(Option(args, "--rounds") ?? "5", CultureInfo.InvariantCulture);
+        int newTokens = int.Parse(Option(args, "--new-tokens") ?? "64", CultureInfo.InvariantCulture);
+        int threads = int.Parse(Option(args, "--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+        string gguf = WriteModel(config, type);
+        NativeApi.llama_empty_call();
+        NativeLogConfig.llama_log_set((_, _) => { });
+        var random = new Random(7);
+        int[] prompt = [.. Enumerable.Range(0, 16).Select(_ => random.Next(1000, 20000))];
+
+        var ours = new List<double>();
+        var theirs = new List<double>();
+        Ours(gguf, prompt, 8, threads);
+        Theirs(gguf, prompt, 8, threads);
+        for (int r = 0; r < rounds; r++)
+        {
+            ours.Add(Ours(gguf, prompt, newTokens, threads));
+            theirs.Add(Theirs(gguf, prompt, newTokens, threads));
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {r + 1}: QwenSharp {ours[^1]:F1} tokens/s, llama.cpp {theirs[^1]:F1} tokens/s"));
+        }
+
+        double a = Median(ours), b = Median(theirs);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
+        return 0;
+    }
+
+    private static double Ours(string gguf, int[] prompt, int newTokens, int threads)
+    {
+        using IBackend backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        GenerationResult result = Generator.Greedy(model, [prompt], new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true });
+        return result.DecodeTokensPerSecond;
+    }
+
+    /// <summary>llama.cpp as its users run it (its default f16 KV cache), timing only the one-token decode calls.</summary>
+    private static double Theirs(string gguf, int[] prompt, int newTokens, int threads)
+    {
+        var parameters = new ModelParams(gguf) { ContextSize = 512, GpuLayerCount = 0, Threads = threads, BatchSize = 512 };
+        using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+        using LLamaContext context = weights.CreateContext(parameters);
+        var batch = new LLamaBatch();
+        for (int i = 0; i < prompt.Length; i++)
+        {
+            batch.Add(prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+        }
+
+        Check(context.NativeHandle.Decode(batch));
+        int position = prompt.Length;
+        int token = ArgMax(context.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
+        var clock = Stopwatch.StartNew();
+        for (int n = 0; n < newTokens; n++)
+        {
+            batch.Clear();
+            batch.Add(token, position++, LLamaSeqId.Zero, true);
+            Check(context.NativeHandle.Decode(batch));
+            token = ArgMax(context.NativeHandle.GetLogitsIth(0));
+        }
+
+        return newTokens / clock.Elapsed.TotalSeconds;
+    }
+
+    private static void Check(DecodeResult result)
+    {
+        if (result != DecodeResult.Ok)
+        {
+            throw new InvalidOperationException($"llama.cpp's decode failed: {result}");
+        }
+    }
+
+    private static int ArgMax(Span<float> logits)
+    {
+        int best = 0;
+        for (int i = 1; i < logits.Length; i++)
+        {
+            best = logits[i] > logits[best] ? i : best;
+        }
+
+        return best;
+    }
+
+    /// <summary>Random BF16 weights of the config's shape as a safetensors folder, exported as GGUF of <paramref name="type"/> (kept for the next run).</summary>
+    private static string WriteModel(string configPath, DType type)
+    {
+        string folder = Path.GetDirectoryName(Path.GetFullPath(configPath))!;
+        string cache = Path.Combine(Path.GetTempPath(), "qwensharp-peer", Path.GetFileName(folder));
+        string gguf = Path.Combine(cache, $"random.{DTypes.Name(type).ToLowerInvariant()}.gguf");
+        if (File.Exists(gguf))
+        {
+            return gguf;
+        }
+
+        Directory.CreateDirectory(cache);
+        foreach (string file in (string[])["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"])
+        {
+            if (File.Exists(Path.Combine(folder, file)))
+            {
+                File.Copy(Path.Combine(folder, file), Path.Combine(cache, file), overwrite: true);
+            }
+        }
+
+        Qwen2Config config = Qwen2Config.Load(configPath);
+        using (var source = new RandomTensorSource(config, DType.BF16))
+        {
+            WriteSafeTensors(Path.Combine(cache, "model.safetensors"), source);
+        }
+
+        GgufExport.Write(cache, gguf, type == DType.BF16 ? null : type);
+        File.Delete(Path.Combine(cache, "model.safetensors"));
+        return gguf;
+    }
+
+    private static unsafe void WriteSafeTensors(string path, RandomTensorSource source)
+    {
+        var views = source.TensorNames.Order(StringComparer.Ordinal).Select(n => source.TryGetView(n, out TensorView? v) ? v : null).OfType<TensorView>().ToList();
+        using var header = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(header))
+        {
+            writer.WriteStartObject();
+            long offset = 0;
+            foreach (TensorView view in views)
+            {
+                writer.WriteStartObject(view.Name);
+                writer.WriteString("dtype", DTypes.Name(view.DType));
+                writer.WriteStartArray("shape");
+                foreach (long dim in view.Shape)
+                {
+                    writer.WriteNumberValue(dim);
+                }
+
+                writer.WriteEndArray();
+                writer.WriteStartArray("data_offsets");
+                writer.WriteNumberValue(offset);
+                writer.WriteNumberValue(offset + view.ByteLength);
+                writer.WriteEndArray();
+                writer.WriteEndObject();
+                offset += view.ByteLength;
+            }
+
+            writer.WriteEndObject();
+        }
+
+        using FileStream file = File.Create(path);
+        file.Write(BitConverter.GetBytes((ulong)header.Length));
+        file.Write(header.ToArray());
+        foreach (TensorView view in views)
+        {
+            for (long at = 0; at < view.ByteLength; at += 1 << 30)
+            {
+                int length = (int)Math.Min(1 << 30, view.ByteLength - at);
+                file.Write(new ReadOnlySpan<byte>((byte*)view.Data + at, length));
+            }
+        }
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        int at = Array.IndexOf(args, name);
+        return at >= 0 && at + 1 < args.Length ? args[at + 1] : null;
+    }
+
+    private static double Median(List<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}
