@@ -125,7 +125,8 @@ internal sealed class BatchScheduler : IDisposable
                 throw new InvalidOperationException("the server is shutting down");
             }
 
-            if (_queue.Count >= _options.MaxQueue)
+            // Jobs wait here even while slots are free (the scheduler thread admits them): free slots count as room.
+            if (_queue.Count >= _options.MaxQueue + _slotOwners.Count(s => s is null))
             {
                 return false;
             }

@@ -151,6 +151,16 @@ public sealed class ConcurrencyTests
     }
 
     [Fact]
+    public async Task WithNoQueueAFreeSlotStillTakesARequest()
+    {
+        await using TestServer server = await TestServer.StartAsync(new ServerOptions { MaxConcurrent = 1, MaxQueue = 0 });
+
+        JsonElement answer = await server.PostOkAsync("/v1/chat/completions", ChatBody("Hello", 3));
+
+        Assert.Equal(3, answer.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
     public async Task AClientThatStopsReadingHoldsUpNobody()
     {
         await using TestServer server = await TestServer.StartAsync(new ServerOptions { MaxConcurrent = 4, Context = 4096 });
