@@ -24,6 +24,7 @@ internal static class MatMul
     /// (<see cref="DotTokens{TW}"/>: the row is read once, and each token's sum is bit-identical to its sum
     /// alone); from 8 on the f32 panel and 4 × 4 tiles win. Measured on Qwen2.5-0.5B's shape, BF16, 2 threads,
     /// AVX-512 (decode tokens/s, panel → rows): 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79, 8: 80 → 75, 16: 113 → 62.
+    /// Q8_0 weights the same way (<see cref="Q8_0Kernel.DotTokens"/>): 2 tokens 18 → 59, 4: 50 → 91.
     /// </summary>
     public const int RowDotTokens = 7;
 
@@ -89,12 +90,16 @@ internal static class MatMul
         ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
         int rowBytes = (int)Formats.DTypes.ByteLength(Formats.DType.Q8_0, inFeatures);
-        if (tokens == 1)
+        if (tokens <= RowDotTokens)
         {
+            Span<float> sums = stackalloc float[tokens];
             for (int n = rowStart; n < rowEnd; n++)
             {
-                float sum = Q8_0Kernel.Dot(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x[..inFeatures]);
-                y[n] = bias.IsEmpty ? sum : sum + bias[n];
+                Q8_0Kernel.DotTokens(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, inFeatures, tokens, sums);
+                for (int t = 0; t < tokens; t++)
+                {
+                    y[(t * outFeatures) + n] = bias.IsEmpty ? sums[t] : sums[t] + bias[n];
+                }
             }
 
             return;

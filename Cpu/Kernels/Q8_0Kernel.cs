@@ -147,6 +147,119 @@ internal static class Q8_0Kernel
         return Avx.Add(s0, s1);
     }
 
+    /// <summary>
+    /// One row of blocks against a few tokens (a small batch's decode step): each block's codes are widened once
+    /// for up to 4 tokens (AVX-512) or 2 (AVX2), and every token's sum runs in <see cref="Dot"/>'s exact order (the
+    /// same block expression, the same two alternating accumulators), so each result is bit-identical to that
+    /// token's <see cref="Dot"/>. Other paths, and tokens past the last whole group, go through <see cref="Dot"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void DotTokens(KernelPath path, ReadOnlySpan<byte> row, ReadOnlySpan<float> x, int k, int tokens, Span<float> results)
+    {
+        int blocks = k / Q8_0Blocks.BlockValues;
+        if (row.Length < blocks * Q8_0Blocks.BlockBytes || x.Length < (long)k * tokens || results.Length < tokens)
+        {
+            throw new ArgumentException($"Q8_0 DotTokens: a row of {row.Length} bytes, {x.Length} activations and {results.Length} results do not fit {tokens} tokens of {k}");
+        }
+
+        int group = path == KernelPath.Vector512 && Avx512F.IsSupported ? 4 : path != KernelPath.Scalar && Avx2.IsSupported ? 2 : 1;
+        int t = 0;
+        fixed (byte* w = row)
+        fixed (float* xp = x)
+        fixed (float* scales = s_halfToSingle)
+        {
+            for (; group > 1 && t + group <= tokens; t += group)
+            {
+                if (group == 4)
+                {
+                    Four512(w, xp + (t * k), k, blocks, scales, results.Slice(t, 4));
+                }
+                else
+                {
+                    Two256(w, xp + (t * k), k, blocks, scales, results.Slice(t, 2));
+                }
+            }
+        }
+
+        for (; t < tokens; t++)
+        {
+            results[t] = Dot(path, row, x.Slice(t * k, k));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Four512(byte* w, float* x, int k, int blocks, float* scales, Span<float> results)
+    {
+        Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* block = w + (b * Q8_0Blocks.BlockBytes);
+            Vector512<float> q0 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)(block + 2))));
+            Vector512<float> q1 = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128((sbyte*)(block + 18))));
+            var d = Vector512.Create(scales[*(ushort*)block]);
+            float* xb = x + (b * 32);
+            Vector512<float> s0 = Avx512F.FusedMultiplyAdd(q1, Avx512F.LoadVector512(xb + 16), Avx512F.Multiply(q0, Avx512F.LoadVector512(xb)));
+            Vector512<float> s1 = Avx512F.FusedMultiplyAdd(q1, Avx512F.LoadVector512(xb + k + 16), Avx512F.Multiply(q0, Avx512F.LoadVector512(xb + k)));
+            Vector512<float> s2 = Avx512F.FusedMultiplyAdd(q1, Avx512F.LoadVector512(xb + (2 * k) + 16), Avx512F.Multiply(q0, Avx512F.LoadVector512(xb + (2 * k))));
+            Vector512<float> s3 = Avx512F.FusedMultiplyAdd(q1, Avx512F.LoadVector512(xb + (3 * k) + 16), Avx512F.Multiply(q0, Avx512F.LoadVector512(xb + (3 * k))));
+            if ((b & 1) == 0)
+            {
+                a0 = Avx512F.FusedMultiplyAdd(s0, d, a0);
+                a1 = Avx512F.FusedMultiplyAdd(s1, d, a1);
+                a2 = Avx512F.FusedMultiplyAdd(s2, d, a2);
+                a3 = Avx512F.FusedMultiplyAdd(s3, d, a3);
+            }
+            else
+            {
+                b0 = Avx512F.FusedMultiplyAdd(s0, d, b0);
+                b1 = Avx512F.FusedMultiplyAdd(s1, d, b1);
+                b2 = Avx512F.FusedMultiplyAdd(s2, d, b2);
+                b3 = Avx512F.FusedMultiplyAdd(s3, d, b3);
+            }
+        }
+
+        results[0] = Vector512.Sum(a0 + b0);
+        results[1] = Vector512.Sum(a1 + b1);
+        results[2] = Vector512.Sum(a2 + b2);
+        results[3] = Vector512.Sum(a3 + b3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Two256(byte* w, float* x, int k, int blocks, float* scales, Span<float> results)
+    {
+        Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* block = w + (b * Q8_0Blocks.BlockBytes);
+            sbyte* q = (sbyte*)(block + 2);
+            Vector256<float> q0 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q));
+            Vector256<float> q1 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 8));
+            Vector256<float> q2 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 16));
+            Vector256<float> q3 = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 24));
+            var d = Vector256.Create(scales[*(ushort*)block]);
+            float* x0 = x + (b * 32), x1 = x0 + k;
+            Vector256<float> s0 = Avx.Add(
+                Fma.MultiplyAdd(q2, Avx.LoadVector256(x0 + 16), Avx.Multiply(q0, Avx.LoadVector256(x0))),
+                Fma.MultiplyAdd(q3, Avx.LoadVector256(x0 + 24), Avx.Multiply(q1, Avx.LoadVector256(x0 + 8))));
+            Vector256<float> s1 = Avx.Add(
+                Fma.MultiplyAdd(q2, Avx.LoadVector256(x1 + 16), Avx.Multiply(q0, Avx.LoadVector256(x1))),
+                Fma.MultiplyAdd(q3, Avx.LoadVector256(x1 + 24), Avx.Multiply(q1, Avx.LoadVector256(x1 + 8))));
+            if ((b & 1) == 0)
+            {
+                a0 = Fma.MultiplyAdd(s0, d, a0);
+                a1 = Fma.MultiplyAdd(s1, d, a1);
+            }
+            else
+            {
+                b0 = Fma.MultiplyAdd(s0, d, b0);
+                b1 = Fma.MultiplyAdd(s1, d, b1);
+            }
+        }
+
+        results[0] = Vector256.Sum(a0 + b0);
+        results[1] = Vector256.Sum(a1 + b1);
+    }
+
     /// <summary>Every f16 bit pattern as f32 (256 KiB, stays in L2): a block's scale in one load, as ggml's table.</summary>
     private static readonly float[] s_halfToSingle = BuildHalfTable();
 
