@@ -107,6 +107,11 @@ internal static class ModelLoading
         try
         {
             Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
+            if (model.LoadNote is string note)
+            {
+                Console.Error.WriteLine($"note: {note}");
+            }
+
             WeightPrefetch.Run(model, Console.Error);
             return (backend, model);
         }

@@ -70,6 +70,11 @@ internal sealed class ServeCommand : ICommand
             ModelName = args.Value("name"),
         };
         using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = ModelLoading.QuantizeType(args) });
+        if (model.Model.LoadNote is string loadNote)
+        {
+            stderr.WriteLine($"note: {loadNote}");
+        }
+
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
         options = options with { Context = context };
         if (device == "cpu")

@@ -102,7 +102,14 @@ public sealed class Qwen2Model : IDisposable
                 source = new QuantizingTensorSource(source, type);
             }
 
-            return new Qwen2Model(config, source, backend, generation, ownsSource: true);
+            var model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
+            if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
+            {
+                string types = string.Join(", ", gguf.Conversions.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
+                model.LoadNote = $"{gguf.Description}: tensors of types without kernels yet were dequantized at load ({types}); they run at that type's speed and size";
+            }
+
+            return model;
         }
         catch
         {
@@ -110,6 +117,9 @@ public sealed class Qwen2Model : IDisposable
             throw;
         }
     }
+
+    /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
+    public string? LoadNote { get; private set; }
 
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
     public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows);

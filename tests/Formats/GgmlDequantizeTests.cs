@@ -212,6 +212,17 @@ public sealed class GgmlDequantizeTests
         }
     }
 
+    [Fact]
+    public void TheCommandLineSaysWhichTensorsWereConvertedAtLoad()
+    {
+        string gguf = LlamaCpp.Quantize(GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer), LLamaFtype.MOSTLY_Q4_0);
+
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.RunProcess("generate", "--model", gguf, "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--greedy");
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("Q4_0 -> Q8_0); they run at that type's speed and size", result.Stderr, StringComparison.Ordinal);
+    }
+
     /// <summary>A random Llama model whose rows are multiples of 256 (so llama.cpp uses the k-quants), with the demo model's tokenizer.</summary>
     private static class RandomModel
     {
