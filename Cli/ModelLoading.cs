@@ -99,6 +99,21 @@ internal static class ModelLoading
         string text => throw new UsageException($"--quantize '{text}' is not one of q8_0"),
     };
 
+    /// <summary>
+    /// The Engine's model (weights and tokenizer) for the commands that chat or serve through it, on the device and
+    /// threads the arguments choose, with the load note (GGUF types converted at load) on stderr.
+    /// </summary>
+    public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
+    {
+        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args) });
+        if (model.Model.LoadNote is string note)
+        {
+            stderr.WriteLine($"note: {note}");
+        }
+
+        return model;
+    }
+
     /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
     {

@@ -47,11 +47,7 @@ internal sealed class ChatCommand : ICommand
 
         // A model without a chat template cannot chat: say so before loading the weights or waiting for input.
         ModelLoading.RequireChatTemplate(TextInput.LoadTokenizer(directory), directory, "chat");
-        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = ModelLoading.QuantizeType(args) });
-        if (model.Model.LoadNote is string loadNote)
-        {
-            stderr.WriteLine($"note: {loadNote}");
-        }
+        using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
 
         WeightPrefetch.Run(model.Model, Console.Error);
         int context = ModelLoading.Context(args, model.Model.Config, min: 2) ?? model.Model.Config.MaxPositionEmbeddings;

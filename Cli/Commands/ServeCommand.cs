@@ -69,11 +69,7 @@ internal sealed class ServeCommand : ICommand
             DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
             ModelName = args.Value("name"),
         };
-        using QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = ModelLoading.QuantizeType(args) });
-        if (model.Model.LoadNote is string loadNote)
-        {
-            stderr.WriteLine($"note: {loadNote}");
-        }
+        using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
 
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
         options = options with { Context = context };

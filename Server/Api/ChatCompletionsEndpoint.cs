@@ -19,11 +19,10 @@ internal static class ChatCompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
-        "tools", "tool_choice", "parallel_tool_calls", "response_format", "logit_bias", "user", "store", "metadata", "service_tier",
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "user", "store", "metadata", "service_tier",
         .. SamplingFields.Names,
     ];
 
-    private static readonly HashSet<string> s_streamOptionFields = ["include_usage", "continuous_usage_stats"];
     private static readonly HashSet<string> s_responseFormatFields = ["type"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
@@ -32,11 +31,7 @@ internal static class ChatCompletionsEndpoint
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
         bool stream = request.Bool("stream") ?? false;
-        bool includeUsage = false;
-        if (request.Get("stream_options") is JsonElement streamOptions)
-        {
-            includeUsage = RequestFields.Of(streamOptions, "stream_options", s_streamOptionFields).Bool("include_usage") ?? false;
-        }
+        bool includeUsage = StreamOptions.IncludeUsage(request);
 
         int samples = request.Int("n", 1, 128) ?? 1;
         int? maxTokens = request.Int("max_completion_tokens", 1, int.MaxValue) ?? request.Int("max_tokens", 1, int.MaxValue);
@@ -69,11 +64,6 @@ internal static class ChatCompletionsEndpoint
             throw ApiException.BadField("response_format.type", $"'response_format.type' '{type}' is not supported (constrained JSON output is not implemented); use 'text'");
         }
 
-        if (request.Get("logit_bias") is JsonElement bias && (bias.ValueKind != JsonValueKind.Object || bias.EnumerateObject().Any()))
-        {
-            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
-        }
-
         request.Bool("parallel_tool_calls");
         request.String("user");
         request.Bool("store");
@@ -84,7 +74,7 @@ internal static class ChatCompletionsEndpoint
     {
         private readonly string _id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState { Sent = 0 })];
+        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
 
         public async Task RunAsync(RequestDeadline deadline)
         {
@@ -94,48 +84,18 @@ internal static class ChatCompletionsEndpoint
                 return;
             }
 
-            JobFinishedEvent? usage = null;
-            while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
-            {
-                usage = Apply(next) ?? usage;
-            }
-
-            await ResponseJson.WriteAsync(http, 200, w => WholeResponse(w, usage!)).ConfigureAwait(false);
+            (ChoiceState[] choices, JobFinishedEvent usage) = await Jobs.CollectAsync(job, deadline).ConfigureAwait(false);
+            await ResponseJson.WriteAsync(http, 200, w => WholeResponse(w, choices, usage)).ConfigureAwait(false);
         }
 
-        private JobFinishedEvent? Apply(JobEvent next)
-        {
-            switch (next)
-            {
-                case TokenEvent token:
-                    ChoiceState choice = _choices[token.Choice];
-                    choice.Text.Append(token.Text);
-                    choice.Tokens.Add(token.Token);
-                    if (token.Logprobs is not null)
-                    {
-                        choice.Logprobs.Add(token.Logprobs);
-                    }
-
-                    return null;
-                case ChoiceFinishedEvent finished:
-                    _choices[finished.Choice].Text.Append(finished.Text);
-                    _choices[finished.Choice].Reason = finished.Reason;
-                    return null;
-                case JobFinishedEvent done:
-                    return done;
-                default:
-                    return null;
-            }
-        }
-
-        private void WholeResponse(Utf8JsonWriter w, JobFinishedEvent usage)
+        private void WholeResponse(Utf8JsonWriter w, ChoiceState[] choices, JobFinishedEvent usage)
         {
             w.WriteStartObject();
             WriteHeader(w, "chat.completion");
             w.WriteStartArray("choices");
-            for (int i = 0; i < _choices.Length; i++)
+            for (int i = 0; i < choices.Length; i++)
             {
-                ChoiceState choice = _choices[i];
+                ChoiceState choice = choices[i];
                 string answer = answerPrefix + choice.Text;
                 List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
                 string content = calls.Count > 0 ? Without(answer, calls, 0).Trim() : choice.Text.ToString();
@@ -156,7 +116,7 @@ internal static class ChatCompletionsEndpoint
             }
 
             w.WriteEndArray();
-            ResponseJson.WriteUsage(w, usage.PromptTokens, usage.CachedPromptTokens, usage.CompletionTokens);
+            ResponseJson.WriteUsage(w, usage);
             w.WriteEndObject();
         }
 
@@ -197,15 +157,7 @@ internal static class ChatCompletionsEndpoint
                 }
 
                 case JobFinishedEvent done when includeUsage:
-                    await ResponseJson.WriteEventAsync(http, w =>
-                    {
-                        w.WriteStartObject();
-                        WriteHeader(w, "chat.completion.chunk");
-                        w.WriteStartArray("choices");
-                        w.WriteEndArray();
-                        ResponseJson.WriteUsage(w, done.PromptTokens, done.CachedPromptTokens, done.CompletionTokens);
-                        w.WriteEndObject();
-                    }).ConfigureAwait(false);
+                    await ResponseJson.WriteUsageEventAsync(http, w => WriteHeader(w, "chat.completion.chunk"), done).ConfigureAwait(false);
                     break;
             }
         }

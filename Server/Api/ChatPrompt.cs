@@ -243,17 +243,7 @@ internal static class ChatPrompt
             throw ApiException.BadField("tool_choice.function.name", $"'tool_choice' names '{name}', which is not one of the tools");
         }
 
-        return (true, $"<tool_call>\n{{\"name\": {JsonSerializerString(name)}, \"arguments\": ");
-    }
-
-    private static string JsonSerializerString(string value)
-    {
-        using var stream = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(stream))
-        {
-            writer.WriteStringValue(value);
-        }
-
-        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+        // The name as a JSON string (JsonEncodedText escapes as Utf8JsonWriter does), as the model writes it in a call.
+        return (true, $"<tool_call>\n{{\"name\": \"{JsonEncodedText.Encode(name)}\", \"arguments\": ");
     }
 }

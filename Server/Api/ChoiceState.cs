@@ -8,8 +8,6 @@ internal sealed class ChoiceState
 {
     public StringBuilder Text { get; } = new();
 
-    public List<int> Tokens { get; } = [];
-
     public List<TokenLogprobs> Logprobs { get; } = [];
 
     public StopReason? Reason { get; set; }

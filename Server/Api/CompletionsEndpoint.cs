@@ -17,11 +17,10 @@ internal static class CompletionsEndpoint
 
     private static readonly HashSet<string> s_fields =
     [
-        "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "logit_bias", "user", "ignore_eos",
+        "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "user", "ignore_eos",
         .. SamplingFields.Names,
     ];
 
-    private static readonly HashSet<string> s_streamOptionFields = ["include_usage", "continuous_usage_stats"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -29,8 +28,7 @@ internal static class CompletionsEndpoint
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
         bool stream = request.Bool("stream") ?? false;
-        bool includeUsage = request.Get("stream_options") is JsonElement streamOptions
-            && (RequestFields.Of(streamOptions, "stream_options", s_streamOptionFields).Bool("include_usage") ?? false);
+        bool includeUsage = StreamOptions.IncludeUsage(request);
         int samples = request.Int("n", 1, 128) ?? 1;
         int maxTokens = request.Int("max_tokens", 1, int.MaxValue) ?? DefaultMaxTokens;
         IReadOnlyList<string> stops = request.StringOrList("stop", 16, 4096);
@@ -49,11 +47,6 @@ internal static class CompletionsEndpoint
         if (request.Int("best_of", 1, 128) is int bestOf && bestOf != samples)
         {
             throw ApiException.BadField("best_of", "'best_of' other than n is not supported");
-        }
-
-        if (request.Get("logit_bias") is JsonElement bias && (bias.ValueKind != JsonValueKind.Object || bias.EnumerateObject().Any()))
-        {
-            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
         }
 
         request.String("user");
@@ -150,52 +143,26 @@ internal static class CompletionsEndpoint
         {
             if (!stream)
             {
-                JobFinishedEvent? usage = null;
-                while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
-                {
-                    switch (next)
-                    {
-                        case TokenEvent token:
-                            _choices[token.Choice].Text.Append(token.Text);
-                            AddLogprobs(token);
-                            break;
-                        case ChoiceFinishedEvent finished:
-                            _choices[finished.Choice].Text.Append(finished.Text);
-                            _choices[finished.Choice].Reason = finished.Reason;
-                            break;
-                        case JobFinishedEvent done:
-                            usage = done;
-                            break;
-                    }
-                }
-
+                (ChoiceState[] choices, JobFinishedEvent usage) = await Jobs.CollectAsync(job, deadline).ConfigureAwait(false);
                 await ResponseJson.WriteAsync(http, 200, w =>
                 {
                     w.WriteStartObject();
                     WriteHeader(w);
                     w.WriteStartArray("choices");
-                    for (int i = 0; i < _choices.Length; i++)
+                    for (int i = 0; i < choices.Length; i++)
                     {
-                        string text = (echo is null ? "" : echo[i / job.SamplesPerPrompt]) + _choices[i].Text;
-                        WriteChoice(w, i, text, _choices[i].Logprobs, _choices[i].Reason ?? StopReason.Length);
+                        string text = (echo is null ? "" : echo[i / job.SamplesPerPrompt]) + choices[i].Text;
+                        WriteChoice(w, i, text, choices[i].Logprobs, choices[i].Reason ?? StopReason.Length);
                     }
 
                     w.WriteEndArray();
-                    ResponseJson.WriteUsage(w, usage!.PromptTokens, usage!.CachedPromptTokens, usage!.CompletionTokens);
+                    ResponseJson.WriteUsage(w, usage);
                     w.WriteEndObject();
                 }).ConfigureAwait(false);
                 return;
             }
 
             await Jobs.StreamAsync(http, server, job, deadline, StreamEventAsync).ConfigureAwait(false);
-        }
-
-        private void AddLogprobs(TokenEvent token)
-        {
-            if (token.Logprobs is not null)
-            {
-                _choices[token.Choice].Logprobs.Add(token.Logprobs);
-            }
         }
 
         private async Task StreamEventAsync(JobEvent next)
@@ -223,15 +190,7 @@ internal static class CompletionsEndpoint
                     await ResponseJson.WriteEventAsync(http, w => Chunk(w, finished.Choice, finished.Text, [], finished.Reason)).ConfigureAwait(false);
                     break;
                 case JobFinishedEvent done when includeUsage:
-                    await ResponseJson.WriteEventAsync(http, w =>
-                    {
-                        w.WriteStartObject();
-                        WriteHeader(w);
-                        w.WriteStartArray("choices");
-                        w.WriteEndArray();
-                        ResponseJson.WriteUsage(w, done.PromptTokens, done.CachedPromptTokens, done.CompletionTokens);
-                        w.WriteEndObject();
-                    }).ConfigureAwait(false);
+                    await ResponseJson.WriteUsageEventAsync(http, WriteHeader, done).ConfigureAwait(false);
                     break;
             }
         }

@@ -115,6 +115,36 @@ internal static class Jobs
         }
     }
 
+    /// <summary>Every event of a job folded into its choices (text, log-probs, why each ended), and the usage of its last event.</summary>
+    public static async Task<(ChoiceState[] Choices, JobFinishedEvent Usage)> CollectAsync(GenerationJob job, RequestDeadline deadline)
+    {
+        ChoiceState[] choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
+        JobFinishedEvent? usage = null;
+        while (await NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+        {
+            switch (next)
+            {
+                case TokenEvent token:
+                    choices[token.Choice].Text.Append(token.Text);
+                    if (token.Logprobs is not null)
+                    {
+                        choices[token.Choice].Logprobs.Add(token.Logprobs);
+                    }
+
+                    break;
+                case ChoiceFinishedEvent finished:
+                    choices[finished.Choice].Text.Append(finished.Text);
+                    choices[finished.Choice].Reason = finished.Reason;
+                    break;
+                case JobFinishedEvent done:
+                    usage = done;
+                    break;
+            }
+        }
+
+        return (choices, usage ?? throw new InvalidOperationException("the job ended without its usage"));
+    }
+
     /// <summary>
     /// Streams a job as server-sent events: <paramref name="write"/> turns each event into chunks, then
     /// <c>data: [DONE]</c>. A failure before the first event still gets a status code; after it, the error

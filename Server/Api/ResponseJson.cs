@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using QwenSharp.Server.Scheduling;
 
 namespace QwenSharp.Server.Api;
 
@@ -90,17 +91,28 @@ internal static class ResponseJson
         await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
     }
 
-    public static void WriteUsage(Utf8JsonWriter w, int promptTokens, int cachedPromptTokens, int completionTokens)
+    public static void WriteUsage(Utf8JsonWriter w, JobFinishedEvent usage)
     {
         w.WriteStartObject("usage");
-        w.WriteNumber("prompt_tokens", promptTokens);
-        w.WriteNumber("completion_tokens", completionTokens);
-        w.WriteNumber("total_tokens", promptTokens + completionTokens);
+        w.WriteNumber("prompt_tokens", usage.PromptTokens);
+        w.WriteNumber("completion_tokens", usage.CompletionTokens);
+        w.WriteNumber("total_tokens", usage.PromptTokens + usage.CompletionTokens);
         w.WriteStartObject("prompt_tokens_details");
-        w.WriteNumber("cached_tokens", cachedPromptTokens);
+        w.WriteNumber("cached_tokens", usage.CachedPromptTokens);
         w.WriteEndObject();
         w.WriteEndObject();
     }
+
+    /// <summary><c>stream_options.include_usage</c>'s last chunk: the endpoint's header fields, no choices, the usage.</summary>
+    public static Task WriteUsageEventAsync(HttpContext http, Action<Utf8JsonWriter> header, JobFinishedEvent usage) => WriteEventAsync(http, w =>
+    {
+        w.WriteStartObject();
+        header(w);
+        w.WriteStartArray("choices");
+        w.WriteEndArray();
+        WriteUsage(w, usage);
+        w.WriteEndObject();
+    });
 
     public static void WriteStringOrNull(Utf8JsonWriter writer, string name, string? value)
     {

@@ -9,10 +9,16 @@ namespace QwenSharp.Server.Api;
 /// </summary>
 internal static class SamplingFields
 {
-    public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed"];
+    public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias"];
 
     public static SamplingOverrides Read(RequestFields fields)
     {
+        // Accepted when empty, as clients send it; a bias the sampler would have to apply is refused, not ignored.
+        if (fields.Get("logit_bias") is System.Text.Json.JsonElement bias && (bias.ValueKind != System.Text.Json.JsonValueKind.Object || bias.EnumerateObject().Any()))
+        {
+            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
+        }
+
         double? temperature = fields.Double("temperature", 0, 2);
         int? topK = fields.Int("top_k", -1, int.MaxValue);
         return new SamplingOverrides

@@ -214,14 +214,25 @@ internal sealed class BatchScheduler : IDisposable
             }
         }
 
-        foreach (GenerationJob job in _running.Select(s => s.Job).Distinct().ToList())
+        // Every step checks: no list is built for it (Release takes the job's sequences out of _running).
+        while (CancelledRunningJob() is GenerationJob job)
         {
-            if (_cancelAll || job.Cancellation.IsCancellationRequested)
+            Release(job);
+            Cancel(job);
+        }
+    }
+
+    private GenerationJob? CancelledRunningJob()
+    {
+        foreach (ScheduledSequence sequence in _running)
+        {
+            if (_cancelAll || sequence.Job.Cancellation.IsCancellationRequested)
             {
-                Release(job);
-                Cancel(job);
+                return sequence.Job;
             }
         }
+
+        return null;
     }
 
     private void Cancel(GenerationJob job)
@@ -524,9 +535,6 @@ internal sealed class BatchScheduler : IDisposable
             }
         }
 
-        if (!_running.Any(s => s.Job == job && !s.Finished))
-        {
-            _running.RemoveAll(s => s.Job == job);
-        }
+        _running.RemoveAll(s => s.Job == job);
     }
 }
