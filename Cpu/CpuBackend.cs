@@ -19,6 +19,7 @@ public sealed class CpuBackend : IBackend
     private readonly LinearJob _linear;
     private readonly AttentionJob _attention;
     private readonly RopeJob _rope;
+    private readonly SegmentAttentionJob _segmentAttention;
 
     public CpuBackend(CpuBackendOptions? options = null)
     {
@@ -34,6 +35,7 @@ public sealed class CpuBackend : IBackend
         _linear = new LinearJob(KernelPath, _scratch);
         _attention = new AttentionJob(KernelPath, _scratch);
         _rope = new RopeJob(options.Threads);
+        _segmentAttention = new SegmentAttentionJob(_scratch);
     }
 
     public KernelPath KernelPath { get; }
@@ -141,6 +143,67 @@ public sealed class CpuBackend : IBackend
     }
 
     public void Write(ReadOnlySpan<float> source, Activation destination) => source.CopyTo(destination.Span());
+
+    public void WriteRows(ReadOnlySpan<float> source, Activation destination, int firstRow)
+    {
+        if (source.Length % destination.Cols != 0 || firstRow < 0 || firstRow + (source.Length / destination.Cols) > destination.Rows)
+        {
+            throw new ArgumentException($"{source.Length} values are not whole rows of {destination.Cols} within rows {firstRow}..{destination.Rows - 1}");
+        }
+
+        source.CopyTo(destination.Span()[(firstRow * destination.Cols)..]);
+    }
+
+    public void RopeTable(Activation q, Activation k, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, AttentionShape shape)
+    {
+        int half = shape.HeadDim / 2;
+        if (cos.Length < q.Rows * half || sin.Length < q.Rows * half)
+        {
+            throw new ArgumentException($"the rotary tables hold {cos.Length / half} rows for {q.Rows} rows of queries");
+        }
+
+        for (int i = 0; i < q.Rows; i++)
+        {
+            RopeKernel.RotateHeads(q.Row(i), shape.HeadDim, cos.Slice(i * half, half), sin.Slice(i * half, half));
+            RopeKernel.RotateHeads(k.Row(i), shape.HeadDim, cos.Slice(i * half, half), sin.Slice(i * half, half));
+        }
+    }
+
+    public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y)
+    {
+        float[] w = VectorOf(weight), b = VectorOf(bias);
+        CheckCols(x, w.Length, weight.Name);
+        CheckCols(x, b.Length, bias.Name);
+        for (int i = 0; i < x.Rows; i++)
+        {
+            LayerNormKernel.Row(x.Row(i), w, b, eps, y.Row(i));
+        }
+    }
+
+    public void Activate(Activation x, ActivationFunction function)
+    {
+        float[] scratch = new float[x.Cols];
+        for (int i = 0; i < x.Rows; i++)
+        {
+            GeluKernel.Apply(x.Row(i), scratch, function);
+        }
+    }
+
+    public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output)
+    {
+        if (shape.NumHeads != shape.NumKvHeads)
+        {
+            throw new ArgumentException("segment attention has as many key/value heads as query heads");
+        }
+
+        if (segmentStarts.Length < 2 || segmentStarts[0] != 0 || segmentStarts[^1] != q.Rows)
+        {
+            throw new ArgumentException($"segment starts must run from 0 to the {q.Rows} rows");
+        }
+
+        int chunks = _segmentAttention.Prepare(CpuBuffer.Of(q).Data, CpuBuffer.Of(k).Data, CpuBuffer.Of(v).Data, CpuBuffer.Of(output).Data, segmentStarts, shape);
+        _pool.Run(_segmentAttention, chunks);
+    }
 
     public void Download(Activation source, Span<float> destination) => source.Span().CopyTo(destination);
 

@@ -280,6 +280,53 @@ public sealed unsafe class VulkanBackend : IBackend
         _stream.Copy(_inputs.Buffer, offset, d.Buffer, 0, bytes);
     }
 
+    public void WriteRows(ReadOnlySpan<float> source, Activation destination, int firstRow)
+    {
+        GpuActivations d = GpuActivations.Of(destination);
+        if (source.Length % destination.Cols != 0 || firstRow < 0 || firstRow + (source.Length / destination.Cols) > destination.Rows)
+        {
+            throw new ArgumentException($"{source.Length} values are not whole rows of {destination.Cols} within rows {firstRow}..{destination.Rows - 1}");
+        }
+
+        long bytes = (long)source.Length * sizeof(float);
+        long offset = _inputs.Reserve(bytes, out byte* host);
+        source.CopyTo(new Span<float>(host, source.Length));
+        _stream.Copy(_inputs.Buffer, offset, d.Buffer, (long)firstRow * destination.Cols * sizeof(float), bytes);
+    }
+
+    public void RopeTable(Activation q, Activation k, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, AttentionShape shape)
+    {
+        GpuActivations qa = GpuActivations.Of(q), ka = GpuActivations.Of(k);
+        int rows = q.Rows, half = shape.HeadDim / 2;
+        if (cos.Length < rows * half || sin.Length < rows * half)
+        {
+            throw new ArgumentException($"the rotary tables hold {cos.Length / half} rows for {rows} rows of queries");
+        }
+
+        // The rope shader's table: [rows, d/2] cos, then [rows, d/2] sin. Forget the cached positions' table.
+        long offset = _inputs.Reserve(2L * rows * half * sizeof(float), out byte* host);
+        var table = new Span<float>(host, 2 * rows * half);
+        cos[..(rows * half)].CopyTo(table);
+        sin[..(rows * half)].CopyTo(table[(rows * half)..]);
+        _angleCount = -1;
+        var push = new RopePush
+        {
+            Q = qa.Address, K = ka.Address, Angles = _inputs.Buffer.Address + (ulong)offset,
+            Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
+        };
+        _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
+            [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+    }
+
+    public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y) =>
+        throw new NotSupportedException("the GPU backend has no LayerNorm shader yet; Qwen2-VL's vision tower runs on the CPU");
+
+    public void Activate(Activation x, ActivationFunction function) =>
+        throw new NotSupportedException("the GPU backend has no GELU shader yet; Qwen2-VL's vision tower runs on the CPU");
+
+    public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output) =>
+        throw new NotSupportedException("the GPU backend has no segment attention shader yet; Qwen2-VL's vision tower runs on the CPU");
+
     public void Download(Activation source, Span<float> destination)
     {
         GpuActivations s = GpuActivations.Of(source);

@@ -64,6 +64,28 @@ public interface IBackend : IDisposable
     /// <summary>Copies host values into activations (test inputs, features computed elsewhere).</summary>
     void Write(ReadOnlySpan<float> source, Activation destination);
 
+    /// <summary>Copies host rows (of destination's width) into rows <paramref name="firstRow"/>.. of <paramref name="destination"/>.</summary>
+    void WriteRows(ReadOnlySpan<float> source, Activation destination, int firstRow);
+
+    /// <summary>
+    /// Rotates every head of q and k by angles given per row: <paramref name="cos"/> and <paramref name="sin"/> are
+    /// [rows, head_dim/2], pair i of a head in the rotate_half form (Qwen2-VL's M-RoPE and its vision tower's 2-D RoPE).
+    /// </summary>
+    void RopeTable(Activation q, Activation k, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, AttentionShape shape);
+
+    /// <summary>y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, per row (the vision tower's LayerNorm).</summary>
+    void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y);
+
+    /// <summary>x = f(x) elementwise, in place.</summary>
+    void Activate(Activation x, ActivationFunction function);
+
+    /// <summary>
+    /// Bidirectional attention within segments of rows (the patches of one picture): rows
+    /// <c>segmentStarts[s]..segmentStarts[s+1]-1</c> attend to each other and to no other row; the last entry is the
+    /// row count (transformers' <c>cu_seqlens</c>). Scores scaled by 1/sqrt(head_dim); no cache is involved.
+    /// </summary>
+    void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output);
+
     /// <summary>Copies activations to host memory; the only way results leave the backend.</summary>
     void Download(Activation source, Span<float> destination);
 }

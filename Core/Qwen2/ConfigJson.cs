@@ -31,6 +31,57 @@ internal sealed class ConfigJson
     [JsonPropertyName("eos_token_id")] [JsonConverter(typeof(TokenIdsJsonConverter))] public int[]? EosTokenId { get; set; }
     [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; set; }
     [JsonPropertyName("dtype")] public string? Dtype { get; set; }
+    [JsonPropertyName("vision_config")] public VisionConfigJson? VisionConfig { get; set; }
+    [JsonPropertyName("image_token_id")] public int? ImageTokenId { get; set; }
+    [JsonPropertyName("video_token_id")] public int? VideoTokenId { get; set; }
+    [JsonPropertyName("vision_start_token_id")] public int? VisionStartTokenId { get; set; }
+    [JsonPropertyName("vision_end_token_id")] public int? VisionEndTokenId { get; set; }
+}
+
+/// <summary>The <c>vision_config</c> of a Qwen2-VL config.json; <see cref="Qwen2VL.VisionConfig"/> is the validated form.</summary>
+internal sealed class VisionConfigJson
+{
+    [JsonPropertyName("depth")] public int? Depth { get; set; }
+    [JsonPropertyName("embed_dim")] public int? EmbedDim { get; set; }
+    [JsonPropertyName("mlp_ratio")] public double? MlpRatio { get; set; }
+    [JsonPropertyName("num_heads")] public int? NumHeads { get; set; }
+    [JsonPropertyName("in_chans")] public int? InChans { get; set; }
+    [JsonPropertyName("in_channels")] public int? InChannels { get; set; }
+    [JsonPropertyName("hidden_size")] public int? HiddenSize { get; set; }
+    [JsonPropertyName("hidden_act")] public string? HiddenAct { get; set; }
+    [JsonPropertyName("patch_size")] public int? PatchSize { get; set; }
+    [JsonPropertyName("spatial_patch_size")] public int? SpatialPatchSize { get; set; }
+    [JsonPropertyName("spatial_merge_size")] public int? SpatialMergeSize { get; set; }
+    [JsonPropertyName("temporal_patch_size")] public int? TemporalPatchSize { get; set; }
+}
+
+/// <summary>preprocessor_config.json of a Qwen2-VL folder (Qwen2VLImageProcessor); <see cref="Qwen2VL.ImageProcessorConfig"/> is the validated form.</summary>
+internal sealed class PreprocessorConfigJson
+{
+    [JsonPropertyName("image_processor_type")] public string? ImageProcessorType { get; set; }
+    [JsonPropertyName("min_pixels")] public long? MinPixels { get; set; }
+    [JsonPropertyName("max_pixels")] public long? MaxPixels { get; set; }
+    [JsonPropertyName("size")] public PreprocessorSizeJson? Size { get; set; }
+    [JsonPropertyName("patch_size")] public int? PatchSize { get; set; }
+    [JsonPropertyName("temporal_patch_size")] public int? TemporalPatchSize { get; set; }
+    [JsonPropertyName("merge_size")] public int? MergeSize { get; set; }
+    [JsonPropertyName("image_mean")] public double[]? ImageMean { get; set; }
+    [JsonPropertyName("image_std")] public double[]? ImageStd { get; set; }
+    [JsonPropertyName("do_resize")] public bool? DoResize { get; set; }
+    [JsonPropertyName("resample")] public int? Resample { get; set; }
+    [JsonPropertyName("do_rescale")] public bool? DoRescale { get; set; }
+    [JsonPropertyName("rescale_factor")] public double? RescaleFactor { get; set; }
+    [JsonPropertyName("do_normalize")] public bool? DoNormalize { get; set; }
+    [JsonPropertyName("do_convert_rgb")] public bool? DoConvertRgb { get; set; }
+}
+
+/// <summary>transformers' newer spelling of the pixel bounds: <c>"size": {"shortest_edge": min, "longest_edge": max}</c>.</summary>
+internal sealed class PreprocessorSizeJson
+{
+    [JsonPropertyName("shortest_edge")] public long? ShortestEdge { get; set; }
+    [JsonPropertyName("longest_edge")] public long? LongestEdge { get; set; }
+    [JsonPropertyName("min_pixels")] public long? MinPixels { get; set; }
+    [JsonPropertyName("max_pixels")] public long? MaxPixels { get; set; }
 }
 
 /// <summary>generation_config.json as Hugging Face writes it; <see cref="GenerationConfig"/> is the validated form.</summary>
@@ -54,4 +105,5 @@ internal sealed class GenerationConfigJson
     NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 [JsonSerializable(typeof(ConfigJson))]
 [JsonSerializable(typeof(GenerationConfigJson))]
+[JsonSerializable(typeof(PreprocessorConfigJson))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

@@ -13,7 +13,7 @@ public sealed record Qwen2Config
 {
     public const string FileName = "config.json";
 
-    /// <summary>"qwen2" or "llama": the two differ only in which projections carry a bias.</summary>
+    /// <summary>"qwen2", "qwen2_vl" or "llama": the text models differ only in which projections carry a bias.</summary>
     public required string ModelType { get; init; }
 
     public required int HiddenSize { get; init; }
@@ -53,6 +53,21 @@ public sealed record Qwen2Config
     /// <summary>torch_dtype as written (informational: the stored tensors' dtypes are what count).</summary>
     public string? TorchDtype { get; init; }
 
+    /// <summary>
+    /// Qwen2-VL's M-RoPE: how many of the head's d/2 rotary frequencies follow the temporal, height and width
+    /// position (<c>rope_scaling.mrope_section</c>, e.g. [16, 24, 24]); null for plain RoPE.
+    /// </summary>
+    public IReadOnlyList<int>? MRopeSection { get; init; }
+
+    /// <summary>The vision tower of a Qwen2-VL model; null for text-only models.</summary>
+    public Qwen2VL.VisionConfig? Vision { get; init; }
+
+    /// <summary>The <c>&lt;|image_pad|&gt;</c> id whose embeddings the vision features replace (Qwen2-VL).</summary>
+    public int? ImageTokenId { get; init; }
+
+    /// <summary>The <c>&lt;|vision_start|&gt;</c> id that opens each picture in a prompt (Qwen2-VL).</summary>
+    public int? VisionStartTokenId { get; init; }
+
     /// <summary>Width of all query heads together: num_attention_heads * head_dim.</summary>
     public int QDim => NumAttentionHeads * HeadDim;
 
@@ -69,11 +84,13 @@ public sealed record Qwen2Config
 
     internal static Qwen2Config FromJson(ConfigJson json, string file)
     {
-        string modelType = json.ModelType ?? Fail<string>($"{file}: missing field 'model_type' (expected \"qwen2\" or \"llama\")");
-        bool isQwen2 = modelType == "qwen2";
+        string modelType = json.ModelType ?? Fail<string>($"{file}: missing field 'model_type' (expected \"qwen2\", \"qwen2_vl\" or \"llama\")");
+        bool isVision = modelType == "qwen2_vl";
+        bool isQwen2 = modelType == "qwen2" || isVision;
         if (!isQwen2 && modelType != "llama")
         {
-            QwenThrow.NotSupported($"{file}: model_type '{modelType}' is not supported (QwenSharp runs \"qwen2\" and \"llama\" models)");
+            string hint = modelType == "qwen2_5_vl" ? " (Qwen2.5-VL's vision tower differs from Qwen2-VL's: window attention, RMSNorm, SwiGLU)" : "";
+            QwenThrow.NotSupported($"{file}: model_type '{modelType}' is not supported{hint} (QwenSharp runs \"qwen2\", \"qwen2_vl\" and \"llama\" models)");
         }
 
         int hidden = Positive(json.HiddenSize, "hidden_size", file);
@@ -125,7 +142,25 @@ public sealed record Qwen2Config
             QwenThrow.NotSupported($"{file}: partial_rotary_factor {factor} is not supported (rotary embeddings over the whole head)");
         }
 
-        double ropeTheta = ReadRope(json, file);
+        (double ropeTheta, int[]? mropeSection) = ReadRope(json, file);
+        if (mropeSection is not null)
+        {
+            if (!isVision)
+            {
+                QwenThrow.NotSupported($"{file}: rope_scaling with mrope_section belongs to Qwen2-VL (model_type qwen2_vl), not to model_type '{modelType}'");
+            }
+
+            if (mropeSection.Length != 3 || mropeSection.Any(s => s < 0) || mropeSection.Sum() != headDim / 2)
+            {
+                QwenThrow.InvalidData(
+                    $"{file}: rope_scaling.mrope_section [{string.Join(", ", mropeSection)}] must be three counts (temporal, height, width) adding up to head_dim/2 = {headDim / 2}");
+            }
+        }
+        else if (isVision)
+        {
+            QwenThrow.InvalidData($"{file}: model_type qwen2_vl needs rope_scaling with type \"mrope\" and its mrope_section");
+        }
+
         double eps = json.RmsNormEps ?? 1e-6;
         if (!(eps > 0))
         {
@@ -155,16 +190,21 @@ public sealed record Qwen2Config
             EosTokenIds = json.EosTokenId ?? [],
             Architecture = json.Architectures is { Length: > 0 } arch ? arch[0] : null,
             TorchDtype = json.TorchDtype ?? json.Dtype,
+            MRopeSection = mropeSection,
+            Vision = isVision ? Qwen2VL.VisionConfig.FromJson(json.VisionConfig, hidden, file) : null,
+            ImageTokenId = isVision ? json.ImageTokenId ?? Fail<int>($"{file}: missing field 'image_token_id' (Qwen2-VL)") : null,
+            VisionStartTokenId = isVision ? json.VisionStartTokenId ?? Fail<int>($"{file}: missing field 'vision_start_token_id' (Qwen2-VL)") : null,
         };
     }
 
     /// <summary>
-    /// rope_theta, from the top level or (transformers v5) from <c>rope_parameters</c>; any RoPE scaling other
-    /// than "default" is refused, since it changes every position's rotation.
+    /// rope_theta, from the top level or (transformers v5) from <c>rope_parameters</c>, and Qwen2-VL's
+    /// <c>mrope_section</c>; any other RoPE scaling is refused, since it changes every position's rotation.
     /// </summary>
-    private static double ReadRope(ConfigJson json, string file)
+    private static (double Theta, int[]? MRopeSection) ReadRope(ConfigJson json, string file)
     {
         double theta = json.RopeTheta ?? 10000.0;
+        int[]? section = null;
         foreach (var (field, element) in new[] { ("rope_scaling", json.RopeScaling), ("rope_parameters", json.RopeParameters) })
         {
             if (element is not JsonElement value || value.ValueKind == JsonValueKind.Null)
@@ -183,7 +223,18 @@ public sealed record Qwen2Config
                 type = t.ValueKind == JsonValueKind.String ? t.GetString() : t.GetRawText();
             }
 
-            if (type is not (null or "default"))
+            if (value.TryGetProperty("mrope_section", out JsonElement m) && m.ValueKind == JsonValueKind.Array)
+            {
+                section = [.. m.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int n)
+                    ? n : Fail<int>($"{file}: {field}.mrope_section holds {e.GetRawText()}, expected integers"))];
+            }
+
+            if (type == "mrope" && section is null)
+            {
+                QwenThrow.InvalidData($"{file}: {field} type \"mrope\" needs an mrope_section list");
+            }
+
+            if (type is not (null or "default" or "mrope"))
             {
                 QwenThrow.NotSupported($"{file}: {field} with rope_type '{type}' is not supported (only plain RoPE)");
             }
@@ -199,7 +250,7 @@ public sealed record Qwen2Config
             QwenThrow.InvalidData($"{file}: rope_theta {theta} must be positive");
         }
 
-        return theta;
+        return (theta, section);
     }
 
     private static int Positive(int? value, string field, string file)
