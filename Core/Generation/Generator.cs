@@ -30,8 +30,9 @@ public static class Generator
     /// </summary>
     /// <param name="onToken">Called with (sequence index, token id, log-probs) as each token is chosen.</param>
     /// <param name="conversation">For one prompt and one sequence: a cache kept from the previous turn, whose common prefix with the prompt is not read again.</param>
+    /// <param name="vision">Per prompt, its pictures laid out for a Qwen2-VL model (null for a text prompt); the prompt ids must be the vision prompt's.</param>
     public static GenerationResult Generate(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
-        TokenCallback? onToken = null, ConversationCache? conversation = null)
+        TokenCallback? onToken = null, ConversationCache? conversation = null, IReadOnlyList<Qwen2VL.VisionPrompt?>? vision = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
@@ -59,6 +60,27 @@ public static class Generator
             QwenThrow.Argument("a conversation cache holds one sequence: give one prompt and one return sequence", nameof(conversation));
         }
 
+        if (vision is not null)
+        {
+            if (vision.Count != prompts.Count)
+            {
+                QwenThrow.Argument($"{vision.Count} vision prompts for {prompts.Count} prompts", nameof(vision));
+            }
+
+            for (int p = 0; p < prompts.Count; p++)
+            {
+                if (vision[p] is Qwen2VL.VisionPrompt v && !v.Tokens.SequenceEqual(prompts[p]))
+                {
+                    QwenThrow.Argument($"prompt {p} differs from the token ids of its vision prompt", nameof(vision));
+                }
+            }
+
+            if (conversation is not null && vision.Any(v => v is not null))
+            {
+                QwenThrow.Argument("a conversation cache is matched on token ids, which cannot tell two pictures apart: run prompts with pictures without one", nameof(conversation));
+            }
+        }
+
         int reused = conversation?.Prepare(model, prompts[0], capacity) ?? 0;
         KvCache cache = conversation?.Cache ?? model.CreateKvCache(run.Count, capacity);
         using KvCache? owned = conversation is null ? cache : null;
@@ -82,7 +104,15 @@ public static class Generator
                         rowOwner[batch.LogitCount] = p * run.PerPrompt;
                     }
 
-                    batch.Add(prompt[i], i, p * run.PerPrompt, wantLogits: last);
+                    if (vision?[p] is Qwen2VL.VisionPrompt pictures)
+                    {
+                        pictures.AddToBatch(batch, i, p * run.PerPrompt, wantLogits: last);
+                    }
+                    else
+                    {
+                        batch.Add(prompt[i], i, p * run.PerPrompt, wantLogits: last);
+                    }
+
                     if (batch.Count == batch.Capacity)
                     {
                         Step(batch, cache, state, rowOwner, run, onToken, prefill: true);
@@ -108,7 +138,15 @@ public static class Generator
                 if (run.Stopped[s] is null)
                 {
                     rowOwner[batch.LogitCount] = s;
-                    batch.Add(run.Generated[s][^1], run.PromptOf(s).Count + run.Generated[s].Count - 1, s, wantLogits: true);
+                    int position = run.PromptOf(s).Count + run.Generated[s].Count - 1;
+                    if (vision?[s / run.PerPrompt] is { RopeDelta: not 0 } pictures)
+                    {
+                        Qwen2VL.VisionPrompt.AddGenerated(batch, run.Generated[s][^1], position, s, wantLogits: true, pictures.RopeDelta);
+                    }
+                    else
+                    {
+                        batch.Add(run.Generated[s][^1], position, s, wantLogits: true);
+                    }
                 }
             }
 

@@ -19,8 +19,15 @@ public static class Scorer
     /// <summary>Rows per forward step: all their logits are kept at once, [rows, vocab] in f32.</summary>
     public const int DefaultChunkTokens = 64;
 
-    public static ScoreResult Score(Qwen2Model model, IReadOnlyList<int> tokens, int top, int chunkTokens = DefaultChunkTokens)
+    /// <param name="vision">The prompt's pictures laid out for a Qwen2-VL model, whose token ids are <paramref name="tokens"/>; null for text.</param>
+    public static ScoreResult Score(Qwen2Model model, IReadOnlyList<int> tokens, int top, int chunkTokens = DefaultChunkTokens,
+        Qwen2VL.VisionPrompt? vision = null)
     {
+        if (vision is not null && !vision.Tokens.SequenceEqual(tokens))
+        {
+            QwenThrow.Argument("the tokens differ from their vision prompt's", nameof(vision));
+        }
+
         if (tokens.Count == 0)
         {
             QwenThrow.Argument("there are no tokens to score", nameof(tokens));
@@ -40,13 +47,21 @@ public static class Scorer
         var batch = new TokenBatch(chunk);
         var positions = new PositionScore[tokens.Count];
         double nllSum = 0;
+        int targets = 0;
         for (int start = 0; start < tokens.Count; start += chunk)
         {
             int end = Math.Min(start + chunk, tokens.Count);
             batch.Clear();
             for (int p = start; p < end; p++)
             {
-                batch.Add(tokens[p], p, slot: 0, wantLogits: true);
+                if (vision is null)
+                {
+                    batch.Add(tokens[p], p, slot: 0, wantLogits: true);
+                }
+                else
+                {
+                    vision.AddToBatch(batch, p, slot: 0, wantLogits: true);
+                }
             }
 
             model.Forward(batch, cache, state);
@@ -55,12 +70,16 @@ public static class Scorer
                 ReadOnlySpan<float> logits = state.LogitsOf(p - start);
                 double logSumExp = LogProbs.LogSumExp(logits);
                 int? next = p + 1 < tokens.Count ? tokens[p + 1] : null;
-                double? nextLogprob = next is int id ? logits[id] - logSumExp : null;
+
+                // A picture's pads are not text to predict: no log-prob, and not in the mean (as transformers' labels mask them).
+                bool scored = next is int n && !(vision is not null && n == model.Config.ImageTokenId);
+                double? nextLogprob = scored ? logits[next!.Value] - logSumExp : null;
                 nllSum -= nextLogprob ?? 0;
+                targets += scored ? 1 : 0;
                 positions[p] = new PositionScore(next, nextLogprob, LogProbs.Top(logits, top, logSumExp), logSumExp);
             }
         }
 
-        return new ScoreResult(positions, tokens.Count > 1 ? nllSum / (tokens.Count - 1) : null);
+        return new ScoreResult(positions, targets > 0 ? nllSum / targets : null);
     }
 }

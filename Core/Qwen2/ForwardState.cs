@@ -28,6 +28,8 @@ public sealed class ForwardState : IDisposable
         LastHidden = backend.Allocate(maxLogitRows, config.HiddenSize);
         Logits = backend.Allocate(maxLogitRows, config.VocabSize);
         HostLogits = GC.AllocateUninitializedArray<float>(checked(maxLogitRows * config.VocabSize));
+        RopeCos = config.MRopeSection is null ? [] : new float[maxRows * (config.HeadDim / 2)];
+        RopeSin = config.MRopeSection is null ? [] : new float[maxRows * (config.HeadDim / 2)];
         _owned = [X, Xb, Q, K, V, AttentionOut, Gate, Up, LastHidden, Logits];
     }
 
@@ -56,6 +58,11 @@ public sealed class ForwardState : IDisposable
     internal DeviceBuffer LastHidden { get; }    // [logit rows, hidden]
 
     internal DeviceBuffer Logits { get; }        // [logit rows, vocab]
+
+    /// <summary>M-RoPE's cos and sin of the step's rows, [rows, head_dim/2] (Qwen2-VL models only).</summary>
+    internal float[] RopeCos { get; }
+
+    internal float[] RopeSin { get; }
 
     /// <summary>Host copy of the last step's logits, [logit rows, vocab].</summary>
     internal float[] HostLogits { get; }

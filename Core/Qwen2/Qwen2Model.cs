@@ -63,12 +63,17 @@ public sealed class Qwen2Model : IDisposable
     /// <param name="directory">The folder or .gguf file.</param>
     /// <param name="backend">Where to run it.</param>
     /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
-    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null)
+    /// <param name="visionBackend">
+    /// Where a Qwen2-VL model's vision tower runs when not on <paramref name="backend"/> (a backend without its
+    /// operations); the model disposes it.
+    /// </param>
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, IBackend? visionBackend = null)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
+            visionBackend?.Dispose();
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize);
+            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, null);
         }
 
         if (File.Exists(directory))
@@ -87,13 +92,30 @@ public sealed class Qwen2Model : IDisposable
             QwenThrow.FileNotFound($"{configPath}: file not found (a Hugging Face model folder has config.json beside its safetensors)", configPath);
         }
 
-        Qwen2Config config = Qwen2Config.Load(configPath);
-        GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
-        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize);
+        Qwen2Config config;
+        GenerationConfig generation;
+        Qwen2VL.ImageProcessorConfig? processor = null;
+        try
+        {
+            config = Qwen2Config.Load(configPath);
+            generation = GenerationConfig.LoadOrEmpty(directory);
+            if (config.Vision is not null)
+            {
+                processor = Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
+            }
+        }
+        catch
+        {
+            visionBackend?.Dispose();
+            throw;
+        }
+
+        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, visionBackend);
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
-    private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize)
+    private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
+        Qwen2VL.ImageProcessorConfig? processor, IBackend? visionBackend)
     {
         try
         {
@@ -103,6 +125,22 @@ public sealed class Qwen2Model : IDisposable
             }
 
             var model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
+            if (config.Vision is not null)
+            {
+                try
+                {
+                    model.Vision = new Qwen2VL.VisionTower(config.Vision, source, visionBackend ?? backend);
+                    model._visionBackend = visionBackend;
+                    visionBackend = null;
+                    model.ImageProcessor = processor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
+                }
+                catch
+                {
+                    model.Dispose();
+                    throw;
+                }
+            }
+
             if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
             {
                 string types = string.Join(", ", gguf.Conversions.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
@@ -114,9 +152,18 @@ public sealed class Qwen2Model : IDisposable
         catch
         {
             source.Dispose();
+            visionBackend?.Dispose();
             throw;
         }
     }
+
+    /// <summary>A Qwen2-VL model's vision tower; null for text-only models.</summary>
+    public Qwen2VL.VisionTower? Vision { get; private set; }
+
+    /// <summary>A Qwen2-VL model's image processor settings (preprocessor_config.json); null for text-only models.</summary>
+    public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; private set; }
+
+    private IBackend? _visionBackend;
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
@@ -142,9 +189,21 @@ public sealed class Qwen2Model : IDisposable
         Activation q = state.Q.Rows(n), k = state.K.Rows(n), v = state.V.Rows(n);
         Activation attn = state.AttentionOut.Rows(n), gate = state.Gate.Rows(n), up = state.Up.Rows(n);
 
-        // Token embeddings start the residual stream.
+        // Token embeddings start the residual stream; a picture's pads take its features instead (Qwen2-VL).
         b.Embed(_w.EmbedTokens, batch.Tokens, x);
+        if (batch.HasEmbeddings)
+        {
+            WriteGivenEmbeddings(batch, x);
+        }
+
         tap?.Invoke("embed", -1, x);
+
+        // M-RoPE (Qwen2-VL): angles from each row's 3-D position, computed once for all layers.
+        bool rotaryTable = batch.HasRopePositions;
+        if (rotaryTable)
+        {
+            MRopeTable(batch, state);
+        }
 
         for (int l = 0; l < _w.Layers.Count; l++)
         {
@@ -156,7 +215,15 @@ public sealed class Qwen2Model : IDisposable
             b.Linear(xb, w.QProj, w.QBias, q);
             b.Linear(xb, w.KProj, w.KBias, k);
             b.Linear(xb, w.VProj, w.VBias, v);
-            b.Rope(q, k, batch.Positions, _shape);
+            if (rotaryTable)
+            {
+                b.RopeTable(q, k, state.RopeCos, state.RopeSin, _shape);
+            }
+            else
+            {
+                b.Rope(q, k, batch.Positions, _shape);
+            }
+
             b.Attention(q, k, v, cache, l, batch.Slots, batch.Positions, _shape, attn);
             tap?.Invoke("attn_out", l, attn);
             b.Linear(attn, w.OProj, w.OBias, xb);
@@ -186,6 +253,52 @@ public sealed class Qwen2Model : IDisposable
         b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
         CheckFinite(batch, state);
     }
+
+    /// <summary>Copies the given embedding rows over the looked-up ones, a run of consecutive rows from one array at a time.</summary>
+    private void WriteGivenEmbeddings(TokenBatch batch, Activation x)
+    {
+        int hidden = Config.HiddenSize;
+        for (int row = 0; row < batch.Count;)
+        {
+            (float[]? values, int offset) = batch.EmbeddingOf(row);
+            if (values is null)
+            {
+                row++;
+                continue;
+            }
+
+            int end = row + 1;
+            while (end < batch.Count && batch.EmbeddingOf(end) is (float[] next, int nextOffset)
+                && ReferenceEquals(next, values) && nextOffset == offset + ((end - row) * hidden))
+            {
+                end++;
+            }
+
+            if (offset < 0 || offset + ((end - row) * hidden) > values.Length)
+            {
+                QwenThrow.Argument($"the embedding of batch row {row} lies outside its array of {values.Length} values", nameof(batch));
+            }
+
+            Backend.WriteRows(values.AsSpan(offset, (end - row) * hidden), x, row);
+            row = end;
+        }
+    }
+
+    private void MRopeTable(TokenBatch batch, ForwardState state)
+    {
+        if (Config.MRopeSection is not IReadOnlyList<int> section)
+        {
+            QwenThrow.Argument($"the batch has 3-D rotary positions, which only Qwen2-VL models take ({Config.ModelType} does not)", nameof(batch));
+            return;
+        }
+
+        _mropeInverseFrequencies ??= RopeAngles.InverseFrequencies(Config.HeadDim, Config.RopeTheta);
+        int values = batch.Count * (Config.HeadDim / 2);
+        Qwen2VL.MRopePositions.Angles(batch.RopeT, batch.RopeH, batch.RopeW, section, _mropeInverseFrequencies,
+            state.RopeCos.AsSpan(0, values), state.RopeSin.AsSpan(0, values));
+    }
+
+    private double[]? _mropeInverseFrequencies;
 
     /// <summary>
     /// Stops on logits that are NaN or infinite (NaN weights, an overflow): sampling would silently pick token 0.
@@ -287,6 +400,8 @@ public sealed class Qwen2Model : IDisposable
             weight.Dispose();
         }
 
+        Vision?.Dispose();
+        _visionBackend?.Dispose();
         _ownedSource?.Dispose();
     }
 }

@@ -11,6 +11,9 @@ public sealed class TokenBatch
     private readonly int[] _positions;
     private readonly int[] _slots;
     private readonly int[] _logitRows;
+    private readonly int[] _ropeT, _ropeH, _ropeW;
+    private readonly float[]?[] _embeddingArrays;
+    private readonly int[] _embeddingOffsets;
 
     public TokenBatch(int capacity)
     {
@@ -19,6 +22,11 @@ public sealed class TokenBatch
         _positions = new int[capacity];
         _slots = new int[capacity];
         _logitRows = new int[capacity];
+        _ropeT = new int[capacity];
+        _ropeH = new int[capacity];
+        _ropeW = new int[capacity];
+        _embeddingArrays = new float[]?[capacity];
+        _embeddingOffsets = new int[capacity];
     }
 
     public int Capacity => _tokens.Length;
@@ -36,14 +44,44 @@ public sealed class TokenBatch
     /// <summary>Rows (indexes into this batch) whose logits the step computes, in this order.</summary>
     public ReadOnlySpan<int> LogitRows => _logitRows.AsSpan(0, LogitCount);
 
+    /// <summary>Some row has 3-D rotary positions other than (position, position, position) (Qwen2-VL).</summary>
+    public bool HasRopePositions { get; private set; }
+
+    /// <summary>Some row's embedding is given (a picture's features) instead of looked up from its token.</summary>
+    public bool HasEmbeddings { get; private set; }
+
+    /// <summary>The temporal, height and width rotary positions of each row (M-RoPE); each equals the position for plain rows.</summary>
+    public ReadOnlySpan<int> RopeT => _ropeT.AsSpan(0, Count);
+
+    public ReadOnlySpan<int> RopeH => _ropeH.AsSpan(0, Count);
+
+    public ReadOnlySpan<int> RopeW => _ropeW.AsSpan(0, Count);
+
+    /// <summary>The embedding given for <paramref name="row"/>: an array and the offset of its row of hidden_size values, or null.</summary>
+    public (float[]? Values, int Offset) EmbeddingOf(int row) => (_embeddingArrays[row], _embeddingOffsets[row]);
+
     public void Clear()
     {
         Count = 0;
         LogitCount = 0;
+        HasRopePositions = false;
+        if (HasEmbeddings)
+        {
+            Array.Clear(_embeddingArrays);
+            HasEmbeddings = false;
+        }
     }
 
     /// <summary>Adds the token at <paramref name="position"/> of sequence <paramref name="slot"/>.</summary>
-    public void Add(int token, int position, int slot, bool wantLogits)
+    public void Add(int token, int position, int slot, bool wantLogits) =>
+        Add(token, position, slot, wantLogits, position, position, position, null, 0);
+
+    /// <summary>
+    /// Adds a token with its 3-D rotary position (<paramref name="t"/>, <paramref name="h"/>, <paramref name="w"/>) and,
+    /// for a picture's pad, the <paramref name="embedding"/> row at <paramref name="embeddingOffset"/> that replaces its
+    /// token's embedding (Qwen2-VL).
+    /// </summary>
+    public void Add(int token, int position, int slot, bool wantLogits, int t, int h, int w, float[]? embedding = null, int embeddingOffset = 0)
     {
         if (Count == Capacity)
         {
@@ -53,6 +91,13 @@ public sealed class TokenBatch
         _tokens[Count] = token;
         _positions[Count] = position;
         _slots[Count] = slot;
+        _ropeT[Count] = t;
+        _ropeH[Count] = h;
+        _ropeW[Count] = w;
+        HasRopePositions |= t != position || h != position || w != position;
+        _embeddingArrays[Count] = embedding;
+        _embeddingOffsets[Count] = embeddingOffset;
+        HasEmbeddings |= embedding is not null;
         if (wantLogits)
         {
             _logitRows[LogitCount++] = Count;
