@@ -59,7 +59,10 @@ public sealed class QwenModel : IDisposable
         };
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
+            // On the GPU a Qwen2-VL vision tower runs on the CPU (no LayerNorm/GELU/segment-attention shaders yet).
+            Func<IBackend>? vision = options.Device == "cpu" ? null
+                : () => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount });
+            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize, vision);
             try
             {
                 return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory));

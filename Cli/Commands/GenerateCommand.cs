@@ -31,7 +31,7 @@ internal sealed class GenerateCommand : ICommand
 
     public string Summary => "continue one or more prompts (greedy or sampled, streamed as text)";
 
-    public string Usage => "qwensharp generate [--model DIR] (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3)... [--max-new-tokens N] [--greedy | sampling options] [--json]";
+    public string Usage => "qwensharp generate [--model DIR] ((--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3)... | --messages M.json | --image PATH... --chat TEXT) [--max-new-tokens N] [--greedy | sampling options] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -39,6 +39,8 @@ internal sealed class GenerateCommand : ICommand
         new("prompt", "TEXT", "a prompt as text, encoded as is (with the tokenizer's BOS where it adds one); repeat for a batch", Repeatable: true),
         new("chat", "TEXT", "a user message through the model's chat template, assistant turn opened; repeat for a batch", Repeatable: true),
         new("prompt-ids", "IDS", "a prompt as token ids, comma-separated; repeat for a batch", Repeatable: true),
+        new("messages", "M.json", "a whole conversation through the chat template: a JSON list of messages (or {\"messages\", \"tools\"}); picture items {\"type\": \"image\", \"image\": PATH} relative to the file"),
+        new("image", "PATH", "a picture (PNG or JPEG) for a Qwen2-VL model, before the --chat text in the user turn; repeatable", Repeatable: true),
         new("max-new-tokens", "N", "most new tokens per sequence (default: generation_config.json, else 256)"),
         .. SamplingSpecs,
         new("num-return-sequences", "N", "N samples of each prompt, sharing one prefill"),
@@ -62,14 +64,27 @@ internal sealed class GenerateCommand : ICommand
         "qwensharp generate --prompt \"Lily\" --prompt \"Tom\" --num-return-sequences 3 --seed 7 --json",
         "qwensharp generate --model ~/models/Qwen2.5-0.5B-Instruct --chat \"Name three primes.\" --stop \"\\n\\n\"",
         "qwensharp generate --prompt-ids 1,403,407 --greedy --logprobs 5 --json",
+        "qwensharp generate --model ~/models/Qwen2-VL-2B-Instruct --image photo.jpg --chat \"What is in this picture?\"",
+        "qwensharp generate --model ~/models/Qwen2-VL-2B-Instruct --messages conversation.json --greedy",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         List<(string Kind, string Value)> promptArgs = [.. args.InOrder.Where(a => a.Name is "prompt-ids" or "prompt" or "chat")];
-        if (promptArgs.Count == 0)
+        IReadOnlyList<string> images = args.Values("image");
+        if (args.Has("messages") && promptArgs.Count > 0)
         {
-            throw new UsageException("generate needs a prompt: --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3");
+            throw new UsageException("--messages is the whole prompt; it does not go with --prompt, --chat or --prompt-ids");
+        }
+
+        if (images.Count > 0 && (promptArgs.Count != 1 || promptArgs[0].Kind != "chat"))
+        {
+            throw new UsageException("--image goes with exactly one --chat TEXT (the pictures, then the text, in one user turn)");
+        }
+
+        if (promptArgs.Count == 0 && !args.Has("messages"))
+        {
+            throw new UsageException("generate needs a prompt: --prompt TEXT, --chat TEXT, --prompt-ids 1,2,3 or --messages M.json");
         }
 
         int beams = args.Int("num-beams", 1, 64) ?? 1;
@@ -96,18 +111,34 @@ internal sealed class GenerateCommand : ICommand
         }
 
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop");
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages");
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
-        if (promptArgs.Any(p => p.Kind == "chat"))
+        if (promptArgs.Any(p => p.Kind == "chat") || args.Has("messages"))
         {
-            ModelLoading.RequireChatTemplate(tokenizer!, directory, "generate --chat");
+            ModelLoading.RequireChatTemplate(tokenizer!, directory, args.Has("messages") ? "generate --messages" : "generate --chat");
         }
 
-        int[][] prompts = [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))];
+        // A conversation (a file, or pictures with one --chat): its pictures decoded before any weight is read.
+        using ConversationInput? conversation = args.Value("messages") is string messagesPath ? ConversationInput.FromFile(messagesPath)
+            : images.Count > 0 ? ConversationInput.FromChat(promptArgs[0].Value, images) : null;
+        conversation?.LoadPictures(ConversationInput.ProcessorOf(directory), directory);
+        if (conversation is not null && beams > 1)
+        {
+            throw new UsageException("--num-beams does not take --messages or --image here; sample or decode greedily");
+        }
+
+        int[][] prompts = conversation is null ? [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))] : [];
         (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
         {
+            Qwen2VL.VisionPrompt? vision = null;
+            if (conversation is not null)
+            {
+                (int[] ids, vision) = Images.PicturePrompts.Encode(model, tokenizer!, conversation.Render(tokenizer!, addGenerationPrompt: true), conversation.Pictures);
+                prompts = [ids];
+            }
+
             // Every prompt is checked (ids, length against the context) before any text is streamed.
             int? context = ModelLoading.Context(args, model.Config);
             Generator.ValidatePrompts(model, prompts, context ?? model.Config.MaxPositionEmbeddings);
@@ -150,7 +181,7 @@ internal sealed class GenerateCommand : ICommand
                 // The decoder reads the prompt first (and echoes it, unless it is a chat template), so the
                 // continuation is spaced as in the whole text.
                 string echo = text!.Prime(0, prompts[0]);
-                stdout.Write(promptArgs[0].Kind == "chat" ? "" : echo);
+                stdout.Write(conversation is not null || promptArgs[0].Kind == "chat" ? "" : echo);
                 stdout.Flush();
                 onToken = (_, _, _) => { stdout.Write(text.Release(0, finished: false)); stdout.Flush(); };
             }
@@ -162,7 +193,7 @@ internal sealed class GenerateCommand : ICommand
                     LengthPenalty = args.Double("length-penalty", -10, 10) ?? 1.0,
                     EarlyStopping = args.Flag("early-stopping") ? EarlyStopping.AsSoonAsFull : EarlyStopping.Heuristic,
                 })
-                : Generator.Generate(model, prompts, options, onToken);
+                : Generator.Generate(model, prompts, options, onToken, vision: vision is null ? null : [vision]);
             if (beams > 1 && text is not null)
             {
                 // Beam search picks its sequences at the end (it reads no stop condition): their text is decoded then.

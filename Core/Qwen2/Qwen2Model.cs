@@ -64,14 +64,13 @@ public sealed class Qwen2Model : IDisposable
     /// <param name="backend">Where to run it.</param>
     /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
     /// <param name="visionBackend">
-    /// Where a Qwen2-VL model's vision tower runs when not on <paramref name="backend"/> (a backend without its
-    /// operations); the model disposes it.
+    /// Makes the backend a Qwen2-VL model's vision tower runs on when not on <paramref name="backend"/> (one without
+    /// its operations); called only for such a model, which then disposes it.
     /// </param>
-    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, IBackend? visionBackend = null)
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, Func<IBackend>? visionBackend = null)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
-            visionBackend?.Dispose();
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
             return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, null);
         }
@@ -92,31 +91,18 @@ public sealed class Qwen2Model : IDisposable
             QwenThrow.FileNotFound($"{configPath}: file not found (a Hugging Face model folder has config.json beside its safetensors)", configPath);
         }
 
-        Qwen2Config config;
-        GenerationConfig generation;
-        Qwen2VL.ImageProcessorConfig? processor = null;
-        try
-        {
-            config = Qwen2Config.Load(configPath);
-            generation = GenerationConfig.LoadOrEmpty(directory);
-            if (config.Vision is not null)
-            {
-                processor = Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
-            }
-        }
-        catch
-        {
-            visionBackend?.Dispose();
-            throw;
-        }
-
-        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, visionBackend);
+        Qwen2Config config = Qwen2Config.Load(configPath);
+        GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
+        Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
+        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, config.Vision is null ? null : visionBackend);
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
     private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
-        Qwen2VL.ImageProcessorConfig? processor, IBackend? visionBackend)
+        Qwen2VL.ImageProcessorConfig? processor, Func<IBackend>? makeVisionBackend)
     {
+        IBackend? visionBackend = null;
+        Qwen2Model? model = null;
         try
         {
             if (quantize is DType type)
@@ -124,21 +110,14 @@ public sealed class Qwen2Model : IDisposable
                 source = new QuantizingTensorSource(source, type);
             }
 
-            var model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
+            model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
             if (config.Vision is not null)
             {
-                try
-                {
-                    model.Vision = new Qwen2VL.VisionTower(config.Vision, source, visionBackend ?? backend);
-                    model._visionBackend = visionBackend;
-                    visionBackend = null;
-                    model.ImageProcessor = processor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
-                }
-                catch
-                {
-                    model.Dispose();
-                    throw;
-                }
+                visionBackend = makeVisionBackend?.Invoke();
+                model.Vision = new Qwen2VL.VisionTower(config.Vision, source, visionBackend ?? backend);
+                model._visionBackend = visionBackend;
+                visionBackend = null;
+                model.ImageProcessor = processor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
             }
 
             if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
@@ -151,7 +130,16 @@ public sealed class Qwen2Model : IDisposable
         }
         catch
         {
-            source.Dispose();
+            // The model owns the source (and a vision backend once it holds it); before it exists, free them here.
+            if (model is not null)
+            {
+                model.Dispose();
+            }
+            else
+            {
+                source.Dispose();
+            }
+
             visionBackend?.Dispose();
             throw;
         }

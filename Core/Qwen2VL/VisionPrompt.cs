@@ -37,11 +37,15 @@ public sealed class VisionPrompt
     /// Each <c>&lt;|image_pad|&gt;</c> of <paramref name="ids"/> (one per picture, as the chat template writes it) repeated
     /// once per merged patch of its picture, as Qwen2-VL's processor expands the text before tokenizing.
     /// </summary>
-    public static List<int> ExpandImagePads(IReadOnlyList<int> ids, IReadOnlyList<ImagePatches> images, Qwen2Config config)
+    public static List<int> ExpandImagePads(IReadOnlyList<int> ids, IReadOnlyList<ImagePatches> images, Qwen2Config config) =>
+        ExpandImagePads(ids, [.. images.Select(i => i.Patches / config.Vision!.MergeUnit)], config);
+
+    /// <summary>As <see cref="ExpandImagePads(IReadOnlyList{int}, IReadOnlyList{ImagePatches}, Qwen2Config)"/>, from each picture's token count.</summary>
+    public static List<int> ExpandImagePads(IReadOnlyList<int> ids, IReadOnlyList<int> tokensPerImage, Qwen2Config config)
     {
         int pad = config.ImageTokenId ?? throw new NotSupportedException($"model_type {config.ModelType} takes no pictures");
-        int unit = config.Vision!.MergeUnit;
-        var expanded = new List<int>(ids.Count + images.Sum(i => i.Patches / unit));
+        IReadOnlyList<int> images = tokensPerImage;
+        var expanded = new List<int>(ids.Count + images.Sum());
         int image = 0;
         foreach (int id in ids)
         {
@@ -56,7 +60,7 @@ public sealed class VisionPrompt
                 QwenThrow.Argument($"the prompt has more <|image_pad|> tokens than the {images.Count} pictures given", nameof(images));
             }
 
-            expanded.AddRange(Enumerable.Repeat(pad, images[image++].Patches / unit));
+            expanded.AddRange(Enumerable.Repeat(pad, images[image++]));
         }
 
         if (image != images.Count)

@@ -120,7 +120,7 @@ public sealed class Qwen2VLModelTests
 
     /// <summary>The fixture model on <paramref name="backend"/>; on the GPU its vision tower runs on a CPU backend the model owns.</summary>
     internal static Qwen2Model Load(IBackend backend, string device) =>
-        Qwen2Model.Load(VisionFixture.ModelDirectory, backend, visionBackend: device == "cpu" ? null : TestBackends.Create("cpu"));
+        Qwen2Model.Load(VisionFixture.ModelDirectory, backend, visionBackend: device == "cpu" ? null : () => TestBackends.Create("cpu"));
 
     /// <summary>The vision prompt of a reference case, from its pixel_values; null for the text-only case.</summary>
     internal static VisionPrompt? Prompt(Qwen2Model model, JsonElement root, int[] ids) =>
