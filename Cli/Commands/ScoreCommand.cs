@@ -14,13 +14,15 @@ internal sealed class ScoreCommand : ICommand
 
     public string Summary => "log-probs of every token of a sequence, mean NLL and perplexity";
 
-    public string Usage => "qwensharp score [--model DIR] (--prompt-ids 1,2,3 | --file F) [--top K] [--json]";
+    public string Usage => "qwensharp score [--model DIR] (--prompt-ids 1,2,3 | --file F | --messages M.json) [--top K] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
         new("prompt-ids", "IDS", "the token ids to score, comma-separated"),
         new("file", "F", "a UTF-8 text file to score (through the model's tokenizer)"),
+        new("messages", "M.json", "a conversation to score through the chat template (answers included, no generation prompt); pictures for a Qwen2-VL model, whose pads are not scored"),
+        new("generation-prompt", null, "with --messages: end with the opening of an assistant turn (to score a prompt as generate reads it)"),
         new("top", "K", "also list the K most likely tokens at each position (default 5)"),
         new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
         ModelLoading.Threads,
@@ -36,16 +38,31 @@ internal sealed class ScoreCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        if (args.Has("file") == args.Has("prompt-ids"))
+        if ((args.Has("file") ? 1 : 0) + (args.Has("prompt-ids") ? 1 : 0) + (args.Has("messages") ? 1 : 0) != 1)
         {
-            throw new UsageException("score needs one of --prompt-ids 1,2,3 and --file F");
+            throw new UsageException("score needs one of --prompt-ids 1,2,3, --file F and --messages M.json");
+        }
+
+        if (args.Flag("generation-prompt") && !args.Has("messages"))
+        {
+            throw new UsageException("--generation-prompt goes with --messages");
         }
 
         int top = args.Int("top", 0, 1000) ?? 5;
         string directory = ModelLoading.ResolveDirectory(args, stderr);
+        using ConversationInput? conversation = args.Value("messages") is string messagesPath ? ConversationInput.FromFile(messagesPath) : null;
+        Tokenizer? chatTokenizer = null;
+        if (conversation is not null)
+        {
+            chatTokenizer = TextInput.LoadTokenizer(directory);
+            ModelLoading.RequireChatTemplate(chatTokenizer, directory, "score --messages");
+            conversation.LoadPictures(ConversationInput.ProcessorOf(directory), directory);
+        }
+
         // A file is scored as the model reads text: its tokens with the tokenizer's BOS where it adds one.
         int[] ids = args.Value("file") is string file
             ? TextInput.LoadTokenizer(directory).Encode(TextInput.ReadUtf8File(file), addSpecialTokens: true)
+            : conversation is not null ? [0]
             : Arguments.ParseIds("prompt-ids", args.Value("prompt-ids")!);
         if (ids.Length == 0)
         {
@@ -56,7 +73,13 @@ internal sealed class ScoreCommand : ICommand
         using (backend)
         using (model)
         {
-            ScoreResult result = Scorer.Score(model, ids, top);
+            Qwen2VL.VisionPrompt? vision = null;
+            if (conversation is not null)
+            {
+                (ids, vision) = Images.PicturePrompts.Encode(model, chatTokenizer!, conversation.Render(chatTokenizer!, addGenerationPrompt: args.Flag("generation-prompt")), conversation.Pictures);
+            }
+
+            ScoreResult result = Scorer.Score(model, ids, top, vision: vision);
             if (args.Flag("json"))
             {
                 JsonOutput.Write(stdout, writer => WriteJson(writer, result));
@@ -80,7 +103,7 @@ internal sealed class ScoreCommand : ICommand
             if (position.NextId is int id)
             {
                 writer.WriteNumber("id", id);
-                writer.WriteNumber("logprob", position.NextLogprob!.Value);
+                writer.WriteNumberOrNull("logprob", position.NextLogprob);
             }
 
             writer.WriteTop(position.Top);
@@ -110,7 +133,7 @@ internal sealed class ScoreCommand : ICommand
 
         if (result.MeanNll is double nll)
         {
-            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mean NLL {nll:F6}, perplexity {result.Perplexity:F4} over {ids.Length - 1} tokens"));
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mean NLL {nll:F6}, perplexity {result.Perplexity:F4} over {result.Positions.Count(p => p.NextLogprob is not null)} tokens"));
         }
     }
 }

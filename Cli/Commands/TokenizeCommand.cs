@@ -18,7 +18,7 @@ internal sealed class TokenizeCommand : ICommand
     [
         ModelLoading.Model,
         new("file", "F", "tokenize the exact bytes of a UTF-8 file"),
-        new("messages", "M.json", "render a JSON list of messages with the model's chat template, then tokenize"),
+        new("messages", "M.json", "render a conversation (a JSON list of messages, or {\"messages\", \"tools\"}) with the model's chat template, then tokenize; a Qwen2-VL model's picture items expand to one pad per merged patch"),
         new("tools", "T.json", "a JSON list of tool definitions for the chat template (with --messages)"),
         new("no-generation-prompt", null, "do not end the chat with the opening of an assistant turn"),
         new("no-special", null, "treat special-token text such as <|im_start|> as ordinary text"),
@@ -50,12 +50,23 @@ internal sealed class TokenizeCommand : ICommand
         Tokenizer tokenizer = TextInput.LoadTokenizer(directory);
         string? rendered = null;
         string text;
+        List<int>? pictureTokens = null;
+        Qwen2.Qwen2Config? config = null;
         if (args.Value("messages") is string messagesPath)
         {
             ModelLoading.RequireChatTemplate(tokenizer, directory, "tokenize --messages");
-            using JsonDocument messages = TextInput.ReadJsonList(messagesPath, "messages");
+            using ConversationInput conversation = ConversationInput.FromFile(messagesPath);
             using JsonDocument? tools = args.Value("tools") is string toolsPath ? TextInput.ReadJsonList(toolsPath, "tool definitions") : null;
-            rendered = text = tokenizer.ApplyChatTemplate(messages.RootElement, tools?.RootElement, !args.Flag("no-generation-prompt"));
+            rendered = text = tokenizer.ApplyChatTemplate(conversation.Messages.RootElement, tools?.RootElement ?? conversation.Tools?.RootElement, !args.Flag("no-generation-prompt"));
+
+            // Pictures: decoded for their size only (the processor's resize decides how many pads each becomes).
+            Qwen2VL.ImageProcessorConfig? processor = ConversationInput.ProcessorOf(directory);
+            conversation.LoadPictures(processor, directory);
+            if (conversation.Pictures.Count > 0)
+            {
+                config = Qwen2.Qwen2Config.Load(Path.Combine(directory, Qwen2.Qwen2Config.FileName));
+                pictureTokens = [.. conversation.Pictures.Select(p => Images.PicturePrompts.TokensOf(p, processor!))];
+            }
         }
         else
         {
@@ -63,6 +74,10 @@ internal sealed class TokenizeCommand : ICommand
         }
 
         int[] ids = tokenizer.Encode(text, addSpecialTokens: false, parseSpecialTokens: !args.Flag("no-special"));
+        if (pictureTokens is not null)
+        {
+            ids = [.. Qwen2VL.VisionPrompt.ExpandImagePads(ids, pictureTokens, config!)];
+        }
         if (args.Flag("json"))
         {
             JsonOutput.Write(stdout, writer =>
