@@ -102,7 +102,15 @@ internal static class ChatJson
 
         writer.WriteStartObject();
         writer.WriteString("role", message.Role.Value);
-        writer.WriteString("content", message.Text);
+        if (message.Contents.Any(c => c is DataContent))
+        {
+            WriteParts(writer, message);
+        }
+        else
+        {
+            writer.WriteString("content", message.Text);
+        }
+
         if (calls.Length > 0)
         {
             writer.WriteStartArray("tool_calls");
@@ -123,6 +131,37 @@ internal static class ChatJson
         }
 
         writer.WriteEndObject();
+    }
+
+    /// <summary>
+    /// Content with pictures as Qwen2-VL's template takes it: a list of parts in order, text as
+    /// <c>{"type": "text", "text"}</c>, a PNG or JPEG as <c>{"type": "image", "image": data URL}</c>.
+    /// </summary>
+    private static void WriteParts(Utf8JsonWriter writer, ChatMessage message)
+    {
+        writer.WriteStartArray("content");
+        foreach (AIContent content in message.Contents)
+        {
+            switch (content)
+            {
+                case TextContent text:
+                    writer.WriteStartObject();
+                    writer.WriteString("type", "text");
+                    writer.WriteString("text", text.Text);
+                    writer.WriteEndObject();
+                    break;
+                case DataContent data when data.MediaType is "image/png" or "image/jpeg" or "image/jpg":
+                    writer.WriteStartObject();
+                    writer.WriteString("type", "image");
+                    writer.WriteString("image", data.Uri);
+                    writer.WriteEndObject();
+                    break;
+                case DataContent data:
+                    throw new NotSupportedException($"a {message.Role} message holds {data.MediaType} data; QwenSharp takes pictures as image/png or image/jpeg");
+            }
+        }
+
+        writer.WriteEndArray();
     }
 
     /// <summary>

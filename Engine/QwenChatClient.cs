@@ -25,10 +25,13 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        int[] prompt = model.Tokenizer.Encode(Render(messages, options));
+        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, options?.Tools);
         string responseId = Guid.NewGuid().ToString("N");
         var answer = new StringBuilder();
-        await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options), _conversation, echoPrompt: false, cancellationToken).ConfigureAwait(false))
+
+        // The kept cache is matched on token ids, which cannot tell two pictures apart: a conversation with pictures is read whole.
+        ConversationCache? conversation = vision is null ? _conversation : null;
+        await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options), conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {
             answer.Append(update.Text);
             var chatUpdate = new ChatResponseUpdate(ChatRole.Assistant, update.Text)
@@ -83,16 +86,9 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
 
     public void Dispose() => _conversation.Dispose();
 
-    /// <summary>
-    /// The conversation through the chat template: function calls and results in transformers' shapes,
-    /// ChatOptions.Tools as the template's tools, ChatOptions.Instructions as a system message when there is none.
-    /// </summary>
-    internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options)
-    {
-        using JsonDocument json = ChatJson.Messages(messages, options?.Instructions);
-        using JsonDocument? tools = ChatJson.Tools(options?.Tools);
-        return model.Tokenizer.ApplyChatTemplate(json.RootElement, tools?.RootElement, addGenerationPrompt: true);
-    }
+    /// <summary>The conversation through the chat template (see <see cref="QwenModel.RenderConversation"/>).</summary>
+    internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options) =>
+        model.RenderConversation(messages, options?.Instructions, options?.Tools).Text;
 
     /// <summary>ChatOptions as generation options; what they leave out comes from generation_config.json.</summary>
     private static TextGenerationOptions OptionsFrom(ChatOptions? options) => options is null ? new TextGenerationOptions() : new TextGenerationOptions

@@ -1,11 +1,14 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
 using QwenSharp.Gpu;
 using QwenSharp.Generation;
+using QwenSharp.Images;
 using QwenSharp.Qwen2;
+using QwenSharp.Qwen2VL;
 using QwenSharp.Tokenization;
 
 namespace QwenSharp;
@@ -111,6 +114,65 @@ public sealed class QwenModel : IDisposable
             echoPrompt: false, cancellationToken);
     }
 
+    /// <summary>
+    /// Answers a conversation of Microsoft.Extensions.AI messages through the chat template, streaming the answer;
+    /// a Qwen2-VL model takes pictures in them as <see cref="DataContent"/> (image/png, image/jpeg).
+    /// </summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(IEnumerable<ChatMessage> messages, TextGenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        (int[] ids, VisionPrompt? vision) = EncodeConversation(messages, null, null);
+        return StreamAsync(ids, options ?? new TextGenerationOptions(), null, echoPrompt: false, cancellationToken, vision);
+    }
+
+    /// <summary>
+    /// A conversation through the chat template: function calls and results in transformers' shapes, tools as the
+    /// template's tools, <paramref name="instructions"/> as a system message when there is none, and its pictures decoded.
+    /// </summary>
+    internal (string Text, List<RgbImage> Pictures) RenderConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools)
+    {
+        using JsonDocument json = ChatJson.Messages(messages, instructions);
+        using JsonDocument? toolJson = ChatJson.Tools(tools);
+        string text = Tokenizer.ApplyChatTemplate(json.RootElement, toolJson?.RootElement, addGenerationPrompt: true);
+        List<string> references = PicturePrompts.References(json.RootElement);
+        if (references.Count > 0 && Model.ImageProcessor is null)
+        {
+            throw new NotSupportedException($"the conversation has {references.Count} picture(s), and this model (model_type {Model.Config.ModelType}) takes no pictures");
+        }
+
+        return (text, [.. references.Select(r => PicturePrompts.Load(r, Directory, Model.ImageProcessor!))]);
+    }
+
+    /// <summary>How many tokens a conversation's prompt has, picture pads expanded (without running the vision tower).</summary>
+    internal int PromptLength(IEnumerable<ChatMessage> messages)
+    {
+        (string text, List<RgbImage> pictures) = RenderConversation(messages, null, null);
+        int length = Tokenizer.Encode(text).Length;
+        return pictures.Count == 0 ? length : length + pictures.Sum(p => PicturePrompts.TokensOf(p, Model.ImageProcessor!) - 1);
+    }
+
+    /// <summary>The prompt ids of a conversation (picture pads expanded) and, with pictures, the vision tower's features laid out.</summary>
+    internal (int[] Ids, VisionPrompt? Vision) EncodeConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools)
+    {
+        (string text, List<RgbImage> pictures) = RenderConversation(messages, instructions, tools);
+        if (pictures.Count == 0)
+        {
+            return (Tokenizer.Encode(text), null);
+        }
+
+        // The vision tower runs on the model's turn like any other forward pass.
+        _turn.Wait();
+        try
+        {
+            return PicturePrompts.Encode(Model, Tokenizer, text, pictures);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
     /// <summary>Several text prompts in one batch, each stopping on its own; every result equals what its prompt gives alone.</summary>
     public async Task<IReadOnlyList<GeneratedText>> GenerateBatchAsync(IReadOnlyList<string> prompts, TextGenerationOptions? options = null,
         CancellationToken cancellationToken = default)
@@ -166,7 +228,7 @@ public sealed class QwenModel : IDisposable
     /// before the next forward step.
     /// </summary>
     internal async IAsyncEnumerable<GenerationUpdate> StreamAsync(int[] prompt, TextGenerationOptions options, ConversationCache? conversation,
-        bool echoPrompt, [EnumeratorCancellation] CancellationToken cancellationToken)
+        bool echoPrompt, [EnumeratorCancellation] CancellationToken cancellationToken, VisionPrompt? vision = null)
     {
         // Room for one update: the worker waits for the reader, so a cancelled reader stops it within one token.
         var channel = Channel.CreateBounded<GenerationUpdate>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
@@ -176,7 +238,7 @@ public sealed class QwenModel : IDisposable
         Task producer;
         try
         {
-            producer = Task.Run(() => Produce(prompt, options, conversation, echoPrompt, channel.Writer, stop.Token), CancellationToken.None);
+            producer = Task.Run(() => Produce(prompt, options, conversation, echoPrompt, vision, channel.Writer, stop.Token), CancellationToken.None);
         }
         catch
         {
@@ -199,7 +261,7 @@ public sealed class QwenModel : IDisposable
         }
     }
 
-    private void Produce(int[] prompt, TextGenerationOptions options, ConversationCache? conversation, bool echoPrompt,
+    private void Produce(int[] prompt, TextGenerationOptions options, ConversationCache? conversation, bool echoPrompt, VisionPrompt? vision,
         ChannelWriter<GenerationUpdate> writer, CancellationToken cancellationToken)
     {
         try
@@ -214,7 +276,7 @@ public sealed class QwenModel : IDisposable
             GenerationOptions generation = GenerationOptionsFor(options, [prompt], text, cancellationToken);
             GenerationResult result = Generator.Generate(Model, [prompt], generation,
                 (_, token, logprobs) => Write(writer, new GenerationUpdate { TokenId = token, Text = text.Release(0, finished: false), Logprobs = logprobs }, cancellationToken),
-                conversation);
+                conversation, vision is null ? null : [vision]);
             GeneratedSequence sequence = result.Sequences[0];
             Write(writer, new GenerationUpdate
             {

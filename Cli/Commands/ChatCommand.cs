@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Microsoft.Extensions.AI;
 using QwenSharp.Generation;
 
 namespace QwenSharp.Cli.Commands;
@@ -8,8 +9,9 @@ namespace QwenSharp.Cli.Commands;
 /// <summary>
 /// <c>qwensharp chat</c>: a multi-turn conversation through the model's chat template, answers streamed
 /// as they are generated, the KV cache kept across turns (each turn reads only its new messages). Reads
-/// one message per line, from a terminal or a pipe; <c>/reset</c> starts over, <c>/exit</c> (or the end of
-/// input) quits, and Ctrl+C stops the answer being written, not the program.
+/// one message per line, from a terminal or a pipe; <c>/image PATH</c> attaches a picture to the next message
+/// (Qwen2-VL), <c>/reset</c> starts over, <c>/exit</c> (or the end of input) quits, and Ctrl+C stops the answer
+/// being written, not the program.
 /// </summary>
 internal sealed class ChatCommand : ICommand
 {
@@ -36,6 +38,7 @@ internal sealed class ChatCommand : ICommand
         "qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct",
         "qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct --system \"Answer in French.\" --temperature 0.7",
         "printf 'Hi\\nName a prime.\\n' | qwensharp chat --model ~/models/Qwen2.5-0.5B-Instruct --greedy",
+        "printf '/image photo.jpg\\nWhat is in it?\\n' | qwensharp chat --model ~/models/Qwen2-VL-2B-Instruct --greedy",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
@@ -60,7 +63,8 @@ internal sealed class ChatCommand : ICommand
 
         bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;
         string? system = args.Value("system");
-        var history = new List<(string Role, string Content)>();
+        var history = new List<ChatMessage>();
+        var pictures = new List<AIContent>();
         var conversation = new ConversationCache();
         CancellationTokenSource? answering = null;
         ConsoleCancelEventHandler stopAnswer = (_, e) =>
@@ -75,7 +79,7 @@ internal sealed class ChatCommand : ICommand
         if (interactive)
         {
             Console.CancelKeyPress += stopAnswer;
-            stderr.WriteLine(Terminal.Dim("[chat: /reset starts over, /exit quits, Ctrl+C stops an answer]"));
+            stderr.WriteLine(Terminal.Dim("[chat: /image PATH attaches a picture, /reset starts over, /exit quits, Ctrl+C stops an answer]"));
         }
 
         try
@@ -100,9 +104,16 @@ internal sealed class ChatCommand : ICommand
                     continue;
                 }
 
+                if (line.TrimStart().StartsWith("/image", StringComparison.Ordinal))
+                {
+                    AttachPicture(model, line.TrimStart()["/image".Length..].Trim(), pictures, stderr);
+                    continue;
+                }
+
                 if (line.Trim() == "/reset")
                 {
                     Reset(history, system);
+                    pictures.Clear();
                     conversation.Dispose();
                     conversation = new ConversationCache();
                     if (interactive)
@@ -113,18 +124,18 @@ internal sealed class ChatCommand : ICommand
                     continue;
                 }
 
-                history.Add(("user", line));
-                int[] prompt = FitToContext(model, history, context, options.MaxNewTokens, stderr);
-                if (prompt.Length == 0)
+                history.Add(new ChatMessage(ChatRole.User, [.. pictures, new TextContent(line)]));
+                pictures.Clear();
+                if (FitToContext(model, history, context, options.MaxNewTokens, stderr) == 0)
                 {
                     continue;
                 }
 
                 answering = new CancellationTokenSource();
-                string answer = Answer(model, prompt, options, conversation, answering.Token, stdout, stderr, interactive);
+                string answer = Answer(model, history, options, conversation, answering.Token, stdout, stderr, interactive);
                 answering.Dispose();
                 answering = null;
-                history.Add(("assistant", answer));
+                history.Add(new ChatMessage(ChatRole.Assistant, answer));
             }
         }
         finally
@@ -145,31 +156,30 @@ internal sealed class ChatCommand : ICommand
     /// message kept, until it leaves room for an answer (up to a quarter of the context). A message that does not
     /// fit even alone is refused for this turn only (and taken out of the history): an empty prompt is returned.
     /// </summary>
-    private static int[] FitToContext(QwenModel model, List<(string Role, string Content)> history, int context, int? maxNewTokens, TextWriter stderr)
+    private static int FitToContext(QwenModel model, List<ChatMessage> history, int context, int? maxNewTokens, TextWriter stderr)
     {
-        int[] Render() => model.Tokenizer.Encode(model.Tokenizer.ApplyChatTemplate(history, addGenerationPrompt: true));
         int room = Math.Max(1, Math.Min(maxNewTokens ?? model.Model.GenerationConfig.DefaultMaxNewTokens(0), context / 4));
-        int first = history.Count > 0 && history[0].Role == "system" ? 1 : 0;
-        int[] prompt = Render();
+        int first = history.Count > 0 && history[0].Role == ChatRole.System ? 1 : 0;
+        int length = model.PromptLength(history);
         int dropped = 0;
-        while (prompt.Length + room > context && history.Count - first > 1)
+        while (length + room > context && history.Count - first > 1)
         {
             // The oldest user message, and the answer to it.
             history.RemoveAt(first);
-            if (history.Count - first > 1 && history[first].Role == "assistant")
+            if (history.Count - first > 1 && history[first].Role == ChatRole.Assistant)
             {
                 history.RemoveAt(first);
             }
 
             dropped++;
-            prompt = Render();
+            length = model.PromptLength(history);
         }
 
-        if (prompt.Length >= context)
+        if (length >= context)
         {
             history.RemoveAt(history.Count - 1);
-            stderr.WriteLine(Terminal.Dim($"[that message makes a prompt of {prompt.Length} tokens, more than the context of {context}: not sent]"));
-            return [];
+            stderr.WriteLine(Terminal.Dim($"[that message makes a prompt of {length} tokens, more than the context of {context}: not sent]"));
+            return 0;
         }
 
         if (dropped > 0)
@@ -177,26 +187,56 @@ internal sealed class ChatCommand : ICommand
             stderr.WriteLine(Terminal.Dim($"[the {dropped} oldest turn{(dropped == 1 ? "" : "s")} dropped to fit the context of {context} tokens]"));
         }
 
-        return prompt;
+        return length;
     }
 
-    private static void Reset(List<(string Role, string Content)> history, string? system)
+    private static void Reset(List<ChatMessage> history, string? system)
     {
         history.Clear();
         if (system is not null)
         {
-            history.Add(("system", system));
+            history.Add(new ChatMessage(ChatRole.System, system));
+        }
+    }
+
+    /// <summary>/image PATH: checks the picture now (a bad one is one line, and the chat goes on) and keeps it for the next message.</summary>
+    private static void AttachPicture(QwenModel model, string path, List<AIContent> pictures, TextWriter stderr)
+    {
+        try
+        {
+            if (model.Model.ImageProcessor is null)
+            {
+                throw new NotSupportedException("this model takes no pictures (it is not a Qwen2-VL model)");
+            }
+
+            if (path.Length == 0)
+            {
+                throw new ArgumentException("/image needs a path: /image PATH");
+            }
+
+            Images.PicturePrompts.Load(path, Directory.GetCurrentDirectory(), model.Model.ImageProcessor);
+            byte[] bytes = File.ReadAllBytes(path);
+            pictures.Add(new DataContent(bytes, bytes is [0xFF, 0xD8, ..] ? "image/jpeg" : "image/png"));
+            stderr.WriteLine(Terminal.Dim($"[picture {path} attached to the next message]"));
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ArgumentException or UnauthorizedAccessException)
+        {
+            stderr.WriteLine($"error: {e.Message}");
         }
     }
 
     /// <summary>Streams one answer to stdout; returns its text (what was written before a Ctrl+C, if one came).</summary>
-    private static string Answer(QwenModel model, int[] prompt, TextGenerationOptions options, ConversationCache conversation,
+    private static string Answer(QwenModel model, List<ChatMessage> history, TextGenerationOptions options, ConversationCache conversation,
         CancellationToken cancel, TextWriter stdout, TextWriter stderr, bool interactive)
     {
         var answer = new StringBuilder();
         var clock = Stopwatch.StartNew();
         GenerationUpdate? final = null;
-        IAsyncEnumerator<GenerationUpdate> updates = model.StreamAsync(prompt, options, conversation, echoPrompt: false, cancel).GetAsyncEnumerator(cancel);
+
+        // With pictures the whole conversation is read again (the kept cache is matched on ids, which cannot tell pictures apart).
+        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(history, null, null);
+        IAsyncEnumerator<GenerationUpdate> updates = model.StreamAsync(prompt, options, vision is null ? conversation : null, echoPrompt: false, cancel, vision)
+            .GetAsyncEnumerator(cancel);
         try
         {
             while (updates.MoveNextAsync().AsTask().GetAwaiter().GetResult())
