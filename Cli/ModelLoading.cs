@@ -87,14 +87,6 @@ internal static class ModelLoading
             : new VulkanBackend(new VulkanBackendOptions { Device = device });
     }
 
-    /// <summary>
-    /// On the GPU, a Qwen2-VL model's vision tower runs on the CPU (the GPU backend has no LayerNorm, GELU or
-    /// segment attention shaders yet); its features are small and cross once per picture.
-    /// </summary>
-    public static Func<IBackend>? VisionBackend(Arguments args) => CheckDevice(args) == "cpu"
-        ? null
-        : () => new CpuBackend(new CpuBackendOptions { Threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount });
-
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr) =>
         Load(ResolveDirectory(args, stderr), args);
@@ -129,7 +121,7 @@ internal static class ModelLoading
         IBackend backend = CreateBackend(args);
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend, quantize, VisionBackend(args));
+            Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
             if (model.LoadNote is string note)
             {
                 Console.Error.WriteLine($"note: {note}");

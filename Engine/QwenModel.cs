@@ -62,10 +62,7 @@ public sealed class QwenModel : IDisposable
         };
         try
         {
-            // On the GPU a Qwen2-VL vision tower runs on the CPU (no LayerNorm/GELU/segment-attention shaders yet).
-            Func<IBackend>? vision = options.Device == "cpu" ? null
-                : () => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount });
-            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize, vision);
+            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
             try
             {
                 return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory));
@@ -134,12 +131,13 @@ public sealed class QwenModel : IDisposable
     {
         using JsonDocument json = ChatJson.Messages(messages, instructions);
         using JsonDocument? toolJson = ChatJson.Tools(tools);
-        string text = Tokenizer.ApplyChatTemplate(json.RootElement, toolJson?.RootElement, addGenerationPrompt: true);
         List<string> references = PicturePrompts.References(json.RootElement);
         if (references.Count > 0 && Model.ImageProcessor is null)
         {
             throw new NotSupportedException($"the conversation has {references.Count} picture(s), and this model (model_type {Model.Config.ModelType}) takes no pictures");
         }
+
+        string text = Tokenizer.ApplyChatTemplate(json.RootElement, toolJson?.RootElement, addGenerationPrompt: true);
 
         return (text, [.. references.Select(r => PicturePrompts.Load(r, Directory, Model.ImageProcessor!))]);
     }

@@ -82,3 +82,26 @@ internal struct GatherRowsPush
     public ulong Source, Rows, Destination;
     public uint Count, Cols;
 }
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct LayerNormPush
+{
+    public ulong X, Weight, Bias, Y;
+    public uint Rows, Cols;
+    public float Eps;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct GeluPush
+{
+    public ulong X;
+    public uint Count, Kind;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct SegmentAttentionPush
+{
+    public ulong Q, K, V, Bounds, Out;
+    public uint Rows, Heads, HeadDim;
+    public float Scale;
+}

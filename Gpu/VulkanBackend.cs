@@ -318,14 +318,56 @@ public sealed unsafe class VulkanBackend : IBackend
             [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
     }
 
-    public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y) =>
-        throw new NotSupportedException("the GPU backend has no LayerNorm shader yet; Qwen2-VL's vision tower runs on the CPU");
+    public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y)
+    {
+        GpuWeight w = VectorOf(weight), b = VectorOf(bias);
+        CheckCols(x, w.Cols, weight.Name);
+        CheckCols(x, b.Cols, bias.Name);
+        GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        var push = new LayerNormPush { X = xa.Address, Weight = w.Address, Bias = b.Address, Y = ya.Address, Rows = (uint)x.Rows, Cols = (uint)x.Cols, Eps = eps };
+        _stream.Dispatch(_shaders.Get("layer_norm"), push, x.Rows, [xa.Buffer, w.Buffer, b.Buffer], [ya.Buffer]);
+    }
 
-    public void Activate(Activation x, ActivationFunction function) =>
-        throw new NotSupportedException("the GPU backend has no GELU shader yet; Qwen2-VL's vision tower runs on the CPU");
+    public void Activate(Activation x, ActivationFunction function)
+    {
+        GpuActivations xa = GpuActivations.Of(x);
+        long count = (long)x.Rows * x.Cols;
+        var push = new GeluPush { X = xa.Address, Count = checked((uint)count), Kind = function == ActivationFunction.QuickGelu ? 0u : 1u };
+        _stream.Dispatch(_shaders.Get("gelu"), push, Groups(count, 256), [xa.Buffer], [xa.Buffer]);
+    }
 
-    public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output) =>
-        throw new NotSupportedException("the GPU backend has no segment attention shader yet; Qwen2-VL's vision tower runs on the CPU");
+    public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output)
+    {
+        if (shape.NumHeads != shape.NumKvHeads || shape.HeadDim > 256)
+        {
+            throw new ArgumentException($"segment attention takes as many key/value heads as query heads and heads up to 256 wide ({shape.NumHeads}/{shape.NumKvHeads} of {shape.HeadDim})");
+        }
+
+        int rows = q.Rows;
+        if (segmentStarts.Length < 2 || segmentStarts[0] != 0 || segmentStarts[^1] != rows)
+        {
+            throw new ArgumentException($"segment starts must run from 0 to the {rows} rows");
+        }
+
+        // Each row's segment as (first, end), so the shader needs no search.
+        var bounds = new uint[2 * rows];
+        for (int s = 0; s + 1 < segmentStarts.Length; s++)
+        {
+            for (int r = segmentStarts[s]; r < segmentStarts[s + 1]; r++)
+            {
+                bounds[2 * r] = (uint)segmentStarts[s];
+                bounds[(2 * r) + 1] = (uint)segmentStarts[s + 1];
+            }
+        }
+
+        GpuActivations qa = GpuActivations.Of(q), ka = GpuActivations.Of(k), va = GpuActivations.Of(v), oa = GpuActivations.Of(output);
+        var push = new SegmentAttentionPush
+        {
+            Q = qa.Address, K = ka.Address, V = va.Address, Bounds = _inputs.Write<uint>(bounds), Out = oa.Address,
+            Rows = (uint)rows, Heads = (uint)shape.NumHeads, HeadDim = (uint)shape.HeadDim, Scale = 1f / MathF.Sqrt(shape.HeadDim),
+        };
+        _stream.Dispatch(_shaders.Get("segment_attention"), push, (long)rows * shape.NumHeads, [qa.Buffer, ka.Buffer, va.Buffer], [oa.Buffer]);
+    }
 
     public void Download(Activation source, Span<float> destination)
     {

@@ -22,7 +22,7 @@ for type in bf16 f16 f32 q8_0; do
   compile "matvec_$type" matvec.comp "$define"
   compile "gemm_$type" gemm.comp "$define"
 done
-for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows; do
+for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows layer_norm gelu segment_attention; do
   compile "$shader" "$shader.comp"
 done
 

@@ -63,16 +63,12 @@ public sealed class Qwen2Model : IDisposable
     /// <param name="directory">The folder or .gguf file.</param>
     /// <param name="backend">Where to run it.</param>
     /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
-    /// <param name="visionBackend">
-    /// Makes the backend a Qwen2-VL model's vision tower runs on when not on <paramref name="backend"/> (one without
-    /// its operations); called only for such a model, which then disposes it.
-    /// </param>
-    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, Func<IBackend>? visionBackend = null)
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, null);
+            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null);
         }
 
         if (File.Exists(directory))
@@ -94,14 +90,13 @@ public sealed class Qwen2Model : IDisposable
         Qwen2Config config = Qwen2Config.Load(configPath);
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
         Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
-        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, config.Vision is null ? null : visionBackend);
+        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor);
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
     private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
-        Qwen2VL.ImageProcessorConfig? processor, Func<IBackend>? makeVisionBackend)
+        Qwen2VL.ImageProcessorConfig? processor)
     {
-        IBackend? visionBackend = null;
         Qwen2Model? model = null;
         try
         {
@@ -113,10 +108,7 @@ public sealed class Qwen2Model : IDisposable
             model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
             if (config.Vision is not null)
             {
-                visionBackend = makeVisionBackend?.Invoke();
-                model.Vision = new Qwen2VL.VisionTower(config.Vision, source, visionBackend ?? backend);
-                model._visionBackend = visionBackend;
-                visionBackend = null;
+                model.Vision = new Qwen2VL.VisionTower(config.Vision, source, backend);
                 model.ImageProcessor = processor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
             }
 
@@ -130,7 +122,7 @@ public sealed class Qwen2Model : IDisposable
         }
         catch
         {
-            // The model owns the source (and a vision backend once it holds it); before it exists, free them here.
+            // The model owns the source; before it exists, free the source here.
             if (model is not null)
             {
                 model.Dispose();
@@ -140,7 +132,6 @@ public sealed class Qwen2Model : IDisposable
                 source.Dispose();
             }
 
-            visionBackend?.Dispose();
             throw;
         }
     }
@@ -150,8 +141,6 @@ public sealed class Qwen2Model : IDisposable
 
     /// <summary>A Qwen2-VL model's image processor settings (preprocessor_config.json); null for text-only models.</summary>
     public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; private set; }
-
-    private IBackend? _visionBackend;
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
@@ -389,7 +378,6 @@ public sealed class Qwen2Model : IDisposable
         }
 
         Vision?.Dispose();
-        _visionBackend?.Dispose();
         _ownedSource?.Dispose();
     }
 }

@@ -271,7 +271,7 @@ public sealed class BackendConformanceTests
     }
 
     /// <summary>Writes the inputs, fills the output with NaN, runs <paramref name="op"/> and reads the output back.</summary>
-    private static float[] Run(IBackend backend, int rows, int cols, (float[] Values, int Cols)[] inputs, Action<Activation[], Activation> op)
+    internal static float[] Run(IBackend backend, int rows, int cols, (float[] Values, int Cols)[] inputs, Action<Activation[], Activation> op)
     {
         var buffers = new List<DeviceBuffer>();
         try
@@ -384,7 +384,7 @@ public sealed class BackendConformanceTests
         Assert.True(Math.Abs(actual - expected) <= 2e-6 * magnitude, $"{what}: {actual}, expected {expected}");
 
     /// <summary>A weight stored in memory as a dtype, with the exact values it holds, and a view of it.</summary>
-    private sealed class StoredTensor : IDisposable
+    internal sealed class StoredTensor : IDisposable
     {
         private GCHandle _pin;
 

@@ -46,7 +46,7 @@ public sealed class Qwen2VLModelTests
     public void Log_probs_nll_and_greedy_ids_match_the_reference(string name, string device)
     {
         using IBackend backend = TestBackends.Create(device);
-        using Qwen2Model model = Load(backend, device);
+        using Qwen2Model model = Load(backend);
         using JsonDocument json = VisionFixture.Case(name);
         JsonElement root = json.RootElement;
         int[] ids = VisionFixture.Ints(root.GetProperty("prompt_ids"));
@@ -56,7 +56,7 @@ public sealed class Qwen2VLModelTests
         ScoreResult score = Scorer.Score(model, ids, top: 10, vision: vision);
         float[] last = VisionFixture.Floats(Path.Combine("ref", root.GetProperty("last_logprobs_file").GetString()!));
         PositionScore final = score.Positions[^1];
-        using (Qwen2Model again = Load(backend, device))
+        using (Qwen2Model again = Load(backend))
         {
             // The full last row comes from a one-row forward pass (the scorer keeps only the top entries).
             float[] logprobs = LastLogprobs(again, ids, vision is null ? null : Prompt(again, root, ids));
@@ -80,7 +80,7 @@ public sealed class Qwen2VLModelTests
     public void A_batch_of_picture_and_text_prompts_equals_each_run_alone()
     {
         using IBackend backend = TestBackends.Create("cpu");
-        using Qwen2Model model = Load(backend, "cpu");
+        using Qwen2Model model = Load(backend);
         var prompts = new List<IReadOnlyList<int>>();
         var vision = new List<VisionPrompt?>();
         foreach (string name in new[] { "3_images_c_d", "4_text_only", "1_image_a", "2_image_b" })
@@ -118,9 +118,8 @@ public sealed class Qwen2VLModelTests
         }
     }
 
-    /// <summary>The fixture model on <paramref name="backend"/>; on the GPU its vision tower runs on a CPU backend the model owns.</summary>
-    internal static Qwen2Model Load(IBackend backend, string device) =>
-        Qwen2Model.Load(VisionFixture.ModelDirectory, backend, visionBackend: device == "cpu" ? null : () => TestBackends.Create("cpu"));
+    /// <summary>The fixture model on <paramref name="backend"/>, vision tower included.</summary>
+    internal static Qwen2Model Load(IBackend backend) => Qwen2Model.Load(VisionFixture.ModelDirectory, backend);
 
     /// <summary>The vision prompt of a reference case, from its pixel_values; null for the text-only case.</summary>
     internal static VisionPrompt? Prompt(Qwen2Model model, JsonElement root, int[] ids) =>
