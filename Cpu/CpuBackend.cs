@@ -35,7 +35,7 @@ public sealed class CpuBackend : IBackend
         _linear = new LinearJob(KernelPath, _scratch);
         _attention = new AttentionJob(KernelPath, _scratch);
         _rope = new RopeJob(options.Threads);
-        _segmentAttention = new SegmentAttentionJob(_scratch);
+        _segmentAttention = new SegmentAttentionJob(KernelPath, _scratch);
     }
 
     public KernelPath KernelPath { get; }

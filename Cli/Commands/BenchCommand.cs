@@ -85,6 +85,10 @@ internal sealed class BenchCommand : ICommand
 
             // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads).
             double? bound = backend is Cpu.CpuBackend && decoded ? MemoryBandwidth.Measure(threads) : null;
+
+            // A Qwen2-VL model: a picture through the processor and the vision tower, against the text prefill's GFLOP/s.
+            double prefillGflops = VisionBench.TextPrefillFlops(model.Config, promptTokens, batch) / result.PrefillTime.TotalSeconds / 1e9;
+            VisionBenchResult? vision = model.Vision is null ? null : VisionBench.Measure(model, prefillGflops, newTokens);
             if (args.Flag("json"))
             {
                 JsonOutput.Write(stdout, w =>
@@ -105,6 +109,26 @@ internal sealed class BenchCommand : ICommand
                     {
                         w.WriteNumber("memory_read_gb_per_s", Math.Round(read, 3));
                         w.WriteNumber("decode_fraction_of_read_bandwidth", Math.Round(gbPerSecond / read, 4));
+                    }
+
+                    w.WriteNumber("prefill_gflop_per_s", Math.Round(prefillGflops, 3));
+                    if (vision is not null)
+                    {
+                        w.WriteStartObject("vision");
+                        w.WriteNumber("width", vision.Width);
+                        w.WriteNumber("height", vision.Height);
+                        w.WriteNumber("patches", vision.Patches);
+                        w.WriteNumber("image_tokens", vision.ImageTokens);
+                        w.WriteNumber("preprocess_s", Math.Round(vision.PreprocessSeconds, 6));
+                        w.WriteNumber("encoder_s", Math.Round(vision.EncoderSeconds, 6));
+                        w.WriteNumber("encoder_gflop", Math.Round(vision.EncoderGflops, 3));
+                        w.WriteNumber("matmul_gflop_per_s", Math.Round(vision.MatmulGflopPerSecond, 3));
+                        w.WriteNumber("matmul_fraction_of_prefill", Math.Round(vision.MatmulFractionOfPrefill, 4));
+                        w.WriteNumber("preprocess_fraction_of_encoder", Math.Round(vision.PreprocessFraction, 4));
+                        w.WriteNumber("prompt_tokens", vision.PromptTokens);
+                        w.WriteNumber("prompt_prefill_tokens_per_s", Math.Round(vision.PromptPrefillTokensPerSecond, 3));
+                        w.WriteNumber("decode_tokens_per_s", Math.Round(vision.DecodeTokensPerSecond, 3));
+                        w.WriteEndObject();
                     }
 
                     w.WriteString("backend", backend.Description);
@@ -129,6 +153,14 @@ internal sealed class BenchCommand : ICommand
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
                     string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} threads)") : "";
                     stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
+                }
+
+                stdout.WriteLine(string.Create(c, $"         prefill runs its matmuls and attention at {prefillGflops:F1} GFLOP/s"));
+                if (vision is not null)
+                {
+                    stdout.WriteLine(string.Create(c, $"vision   {vision.Width}x{vision.Height} picture, {vision.Patches} patches -> {vision.ImageTokens} tokens: preprocessing {vision.PreprocessSeconds * 1e3:F1} ms ({100 * vision.PreprocessFraction:F1}% of the encoder), encoder {vision.EncoderSeconds:F3} s"));
+                    stdout.WriteLine(string.Create(c, $"         {vision.EncoderGflops:F1} GFLOP; its matmuls at {vision.MatmulGflopPerSecond:F1} GFLOP/s, {100 * vision.MatmulFractionOfPrefill:F0}% of the text prefill's"));
+                    stdout.WriteLine(string.Create(c, $"         a prompt of {vision.PromptTokens} tokens around it: prefill {vision.PromptPrefillTokensPerSecond:F2} tokens/s, decode {vision.DecodeTokensPerSecond:F2} tokens/s"));
                 }
             }
         }

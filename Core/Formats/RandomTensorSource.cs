@@ -50,12 +50,19 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     private static List<TensorView> Shapes(Qwen2Config config, DType dtype, string source)
     {
         var shapes = new List<TensorView>();
-        Qwen2WeightBinder.Bind(config, (name, shape, _, _) =>
+        TensorView Add(string name, long[] shape, string meaning, string? why)
         {
             var view = new TensorView(name, source, dtype, shape, 0);
             shapes.Add(view);
             return view;
-        });
+        }
+
+        Qwen2WeightBinder.Bind(config, Add);
+        if (config.Vision is not null)
+        {
+            Qwen2VL.VisionWeightBinder.Bind(config.Vision, Add);
+        }
+
         return shapes;
     }
 
@@ -67,8 +74,10 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     private static void Fill(TensorView tensor, ulong seed)
     {
         // Uniform on [-a, a] has standard deviation a / sqrt(3).
-        bool isNorm = tensor.Name.EndsWith("norm.weight", StringComparison.Ordinal);
-        float amplitude = tensor.Shape.Length == 2 ? 0.02f * MathF.Sqrt(3) : 0.002f;
+        // Norm scales are 1 (RMSNorm's "norm.weight", the vision tower's LayerNorms "norm1/norm2/ln_q.weight").
+        bool isNorm = tensor.Shape.Length == 1 && tensor.Name.EndsWith(".weight", StringComparison.Ordinal)
+            && (tensor.Name.Contains("norm", StringComparison.Ordinal) || tensor.Name.Contains("ln_q", StringComparison.Ordinal));
+        float amplitude = tensor.Shape.Length >= 2 ? 0.02f * MathF.Sqrt(3) : 0.002f;
         ulong state = (seed * 0x9E3779B97F4A7C15UL) | 1;
         long count = tensor.ElementCount;
         for (long i = 0; i < count; i++)

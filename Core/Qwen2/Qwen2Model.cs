@@ -21,8 +21,9 @@ public sealed class Qwen2Model : IDisposable
     private readonly float _eps;
 
     /// <summary>Binds and uploads the weights of <paramref name="source"/>; the model disposes the source when it owns it.</summary>
+    /// <param name="imageProcessor">A Qwen2-VL model's preprocessor_config.json (transformers' defaults when null).</param>
     public Qwen2Model(Qwen2Config config, ITensorSource source, IBackend backend,
-        GenerationConfig? generationConfig = null, bool ownsSource = false)
+        GenerationConfig? generationConfig = null, bool ownsSource = false, Qwen2VL.ImageProcessorConfig? imageProcessor = null)
     {
         Config = config;
         Backend = backend;
@@ -45,6 +46,23 @@ public sealed class Qwen2Model : IDisposable
         _ownedSource = ownsSource ? source : null;
         _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta);
         _eps = (float)config.RmsNormEps;
+        if (config.Vision is not null)
+        {
+            try
+            {
+                Vision = new Qwen2VL.VisionTower(config.Vision, source, backend);
+                ImageProcessor = imageProcessor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
+            }
+            catch
+            {
+                foreach (DeviceWeight weight in _uploaded)
+                {
+                    weight.Dispose();
+                }
+
+                throw;
+            }
+        }
     }
 
     public Qwen2Config Config { get; }
@@ -105,12 +123,7 @@ public sealed class Qwen2Model : IDisposable
                 source = new QuantizingTensorSource(source, type);
             }
 
-            model = new Qwen2Model(config, source, backend, generation, ownsSource: true);
-            if (config.Vision is not null)
-            {
-                model.Vision = new Qwen2VL.VisionTower(config.Vision, source, backend);
-                model.ImageProcessor = processor ?? Qwen2VL.ImageProcessorConfig.Default(config.Vision);
-            }
+            model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor);
 
             if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
             {
@@ -137,10 +150,10 @@ public sealed class Qwen2Model : IDisposable
     }
 
     /// <summary>A Qwen2-VL model's vision tower; null for text-only models.</summary>
-    public Qwen2VL.VisionTower? Vision { get; private set; }
+    public Qwen2VL.VisionTower? Vision { get; }
 
     /// <summary>A Qwen2-VL model's image processor settings (preprocessor_config.json); null for text-only models.</summary>
-    public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; private set; }
+    public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; }
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }

@@ -45,10 +45,8 @@ public sealed record VisionWeights<T>(
 /// <summary>Binds <c>visual.*</c> tensors; the fused qkv projection is split into three row ranges of the stored tensor (no copy).</summary>
 public static class VisionWeightBinder
 {
-    public static VisionWeights<TensorView> Bind(VisionConfig config, ITensorSource source)
-    {
-        int e = config.EmbedDim, merged = e * config.MergeUnit;
-        TensorView Get(string name, long[] shape, string meaning)
+    public static VisionWeights<TensorView> Bind(VisionConfig config, ITensorSource source) =>
+        Bind(config, (name, shape, meaning, _) =>
         {
             if (!source.TryGetView(name, out TensorView? view))
             {
@@ -61,7 +59,13 @@ public static class VisionWeightBinder
             }
 
             return view;
-        }
+        });
+
+    /// <summary>Asks <paramref name="resolve"/> for every stored tensor the vision config implies (as the checkpoint stores them).</summary>
+    public static VisionWeights<TensorView> Bind(VisionConfig config, TensorResolver resolve)
+    {
+        int e = config.EmbedDim, merged = e * config.MergeUnit;
+        TensorView Get(string name, long[] shape, string meaning) => resolve(name, shape, meaning, null);
 
         TensorView patch = Get("visual.patch_embed.proj.weight",
             [e, config.InChannels, config.TemporalPatchSize, config.PatchSize, config.PatchSize],

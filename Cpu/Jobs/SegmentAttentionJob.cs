@@ -1,5 +1,5 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
@@ -7,59 +7,112 @@ using QwenSharp.Cpu.Threading;
 namespace QwenSharp.Cpu.Jobs;
 
 /// <summary>
-/// Bidirectional attention within segments (the vision tower: each picture's patches attend to each other),
-/// one chunk per (query row, head): scores against every key of the row's segment, a stable softmax, and the
-/// weighted sum of the segment's values.
+/// Bidirectional attention within segments (the vision tower: each picture's patches attend to each other), as
+/// two small matrix products per chunk of 4 query rows of one head: scores = Q·Kᵀ over the segment's keys, a stable
+/// softmax per row, then output = P·V with V transposed once per call so both products run on
+/// <see cref="GemmTile"/> (each key or value vector loaded serves 4 queries); the scalar path runs its reference loops.
 /// </summary>
-internal sealed class SegmentAttentionJob(WorkerScratch scratch) : ParallelJob
+internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch) : ParallelJob
 {
-    private float[] _q = [], _k = [], _v = [], _output = [];
-    private int[] _segmentOfRow = [];
+    private const int Block = GemmTile.Tokens;
+
+    private float[] _q = [], _k = [], _output = [];
+    private float[] _valuesTransposed = [];   // [heads, head_dim, rows]
+    private int[] _chunks = [];               // (segment, head, first row) per chunk
     private int[] _starts = [];
+    private int _rows, _stride;
     private AttentionShape _shape;
     private float _scale;
 
     public int Prepare(float[] q, float[] k, float[] v, float[] output, ReadOnlySpan<int> segmentStarts, AttentionShape shape)
     {
-        int rows = segmentStarts[^1];
-        (_q, _k, _v, _output, _shape) = (q, k, v, output, shape);
+        (_q, _k, _output, _shape) = (q, k, output, shape);
         _scale = 1f / MathF.Sqrt(shape.HeadDim);
         _starts = segmentStarts.ToArray();
-        if (_segmentOfRow.Length < rows)
+        _rows = segmentStarts[^1];
+        int heads = shape.NumHeads, d = shape.HeadDim, width = heads * d;
+
+        // V transposed per head, so P·V reads each head dimension's values contiguously along the keys.
+        if (_valuesTransposed.Length < _rows * width)
         {
-            _segmentOfRow = new int[rows];
+            _valuesTransposed = GC.AllocateUninitializedArray<float>(_rows * width);
         }
 
+        for (int r = 0; r < _rows; r++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                for (int i = 0; i < d; i++)
+                {
+                    _valuesTransposed[(((h * d) + i) * _rows) + r] = v[(r * width) + (h * d) + i];
+                }
+            }
+        }
+
+        var chunks = new List<int>();
         int longest = 0;
         for (int s = 0; s + 1 < _starts.Length; s++)
         {
-            _segmentOfRow.AsSpan(_starts[s], _starts[s + 1] - _starts[s]).Fill(s);
             longest = Math.Max(longest, _starts[s + 1] - _starts[s]);
+            for (int h = 0; h < heads; h++)
+            {
+                for (int r = _starts[s]; r < _starts[s + 1]; r += Block)
+                {
+                    chunks.AddRange([s, h, r]);
+                }
+            }
         }
 
-        scratch.EnsureScores(longest);
-        return rows * shape.NumHeads;
+        _chunks = [.. chunks];
+        _stride = (longest + Block - 1) / Block * Block;
+        scratch.EnsureScores(Block * _stride);
+        return _chunks.Length / 3;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
-        int heads = _shape.NumHeads, d = _shape.HeadDim, width = heads * d;
-        int row = chunk / heads, head = chunk % heads;
-        int segment = _segmentOfRow[row], start = _starts[segment], length = _starts[segment + 1] - start;
-        ReadOnlySpan<float> q = _q.AsSpan((row * width) + (head * d), d);
-        Span<float> scores = scratch.Scores(worker)[..length];
-        for (int j = 0; j < length; j++)
+        int segment = _chunks[3 * chunk], head = _chunks[(3 * chunk) + 1], first = _chunks[(3 * chunk) + 2];
+        int d = _shape.HeadDim, width = _shape.NumHeads * d;
+        int start = _starts[segment], length = _starts[segment + 1] - start, queries = Math.Min(Block, _starts[segment + 1] - first);
+        Span<float> scores = scratch.Scores(worker)[..(Block * _stride)];
+        ref float s0 = ref MemoryMarshal.GetReference(scores);
+
+        // scores[t, j] = q_t · k_j over the segment, 4 queries by 4 keys at a time.
+        ref float q = ref _q[(first * width) + (head * d)];
+        for (int j = 0; j < length; j += Block)
         {
-            scores[j] = TensorPrimitives.Dot(q, _k.AsSpan(((start + j) * width) + (head * d), d)) * _scale;
+            int keys = Math.Min(Block, length - j);
+            Tile(ref q, width, ref _k[((start + j) * width) + (head * d)], width, d, ref Unsafe.Add(ref s0, j), _stride, queries, keys);
         }
 
-        SoftmaxKernel.InPlace(scores);
-        Span<float> output = _output.AsSpan((row * width) + (head * d), d);
-        output.Clear();
-        for (int j = 0; j < length; j++)
+        for (int t = 0; t < queries; t++)
         {
-            TensorPrimitives.MultiplyAdd(_v.AsSpan(((start + j) * width) + (head * d), d), scores[j], output, output);
+            Span<float> row = scores.Slice(t * _stride, length);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(row, _scale, row);
+            SoftmaxKernel.InPlace(row);
+        }
+
+        // output[t, i] = Σ_j p[t, j] v_j[i]: the rows of Vᵀ for this head, 4 dimensions at a time.
+        ref float vt = ref _valuesTransposed[(head * d * _rows) + start];
+        ref float y = ref _output[(first * width) + (head * d)];
+        for (int i = 0; i < d; i += Block)
+        {
+            int dims = Math.Min(Block, d - i);
+            Tile(ref s0, _stride, ref Unsafe.Add(ref vt, i * _rows), _rows, length, ref Unsafe.Add(ref y, i), width, queries, dims);
+        }
+    }
+
+    /// <summary>A full 4 × 4 tile on the SIMD path, a partial one on the reference loops.</summary>
+    private void Tile(ref float x, nint xStride, ref float w, nint wStride, int k, ref float y, nint yStride, int tokens, int rows)
+    {
+        if (tokens == Block && rows == GemmTile.Rows)
+        {
+            GemmTile.Run(path, ref x, xStride, ref w, wStride, k, ref y, yStride);
+        }
+        else
+        {
+            GemmTile.Reference(ref x, xStride, ref w, wStride, k, ref y, yStride, tokens, rows);
         }
     }
 }
