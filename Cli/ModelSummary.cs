@@ -7,8 +7,9 @@ namespace QwenSharp.Cli;
 internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
     IReadOnlyList<(string DType, int Count)> TensorsByDType)
 {
-    /// <summary>Every weight tensor once (a tied head is the embedding).</summary>
-    public static IReadOnlyCollection<TensorView> TensorsOf(Qwen2Model model) => model.Weights.DistinctTensors();
+    /// <summary>Every weight tensor once (a tied head is the embedding), a Qwen2-VL vision tower's included.</summary>
+    public static IReadOnlyCollection<TensorView> TensorsOf(Qwen2Model model) =>
+        model.Vision is null ? model.Weights.DistinctTensors() : [.. model.Weights.DistinctTensors(), .. model.Vision.Weights.Tensors];
 
     public static ModelSummary Of(Qwen2Model model)
     {

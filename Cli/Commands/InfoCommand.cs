@@ -84,7 +84,12 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens (max_position_embeddings)"));
             stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
             stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));
-            stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}, RMSNorm eps {c.RmsNormEps:G}"));
+            stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}{(c.MRopeSection is { } section ? $" (M-RoPE, sections {string.Join("/", section)})" : "")}, RMSNorm eps {c.RmsNormEps:G}"));
+            if (c.Vision is { } v && model.ImageProcessor is { } processor)
+            {
+                stdout.WriteLine(string.Create(culture,
+                    $"vision        {v.Depth} × (width {v.EmbedDim}, MLP {v.MlpDim}, {v.NumHeads} heads of {v.HeadDim}), {v.PatchSize}px patches merged {v.SpatialMergeSize}x{v.SpatialMergeSize}; pictures {processor.MinPixels:N0} to {processor.MaxPixels:N0} pixels"));
+            }
             stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
         }
 

@@ -45,12 +45,19 @@ internal static class ChatCompletionsEndpoint
 
         CheckUnsupported(request);
         SamplingOverrides sampling = SamplingFields.Read(request);
-        (string prompt, string answerPrefix, bool hasTools) = ChatPrompt.Render(request, server.Tokenizer);
+        (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         int[] ids = server.Tokenizer.Encode(prompt);
+
+        // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
+        Qwen2VL.ImagePatches[] patches = [.. pictures.Select(p => Qwen2VL.ImageProcessor.Process(p, server.Model.ImageProcessor!))];
+        if (patches.Length > 0)
+        {
+            ids = [.. Qwen2VL.VisionPrompt.ExpandImagePads(ids, patches, server.Model.Config)];
+        }
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
-            primeText: false, deadline.Token);
+            primeText: false, deadline.Token, pictures: patches);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, answerPrefix, hasTools, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QwenSharp.Qwen2VL;
 using QwenSharp.Tokenization;
 using QwenSharp.Tokenization.Chat;
 
@@ -14,6 +15,8 @@ internal static class ChatPrompt
 {
     private static readonly HashSet<string> s_messageFields = ["role", "content", "name", "tool_calls", "tool_call_id", "refusal"];
     private static readonly HashSet<string> s_partFields = ["type", "text"];
+    private static readonly HashSet<string> s_imagePartFields = ["type", "image_url"];
+    private static readonly HashSet<string> s_imageUrlFields = ["url", "detail"];
     private static readonly HashSet<string> s_callFields = ["id", "type", "function", "index"];
     private static readonly HashSet<string> s_functionCallFields = ["name", "arguments"];
     private static readonly HashSet<string> s_toolFields = ["type", "function"];
@@ -21,8 +24,12 @@ internal static class ChatPrompt
     private static readonly HashSet<string> s_toolChoiceFields = ["type", "function"];
     private static readonly HashSet<string> s_toolChoiceFunctionFields = ["name"];
 
-    /// <summary>The rendered prompt, and the text the answer is forced to start with ("" unless tool_choice forces a call).</summary>
-    public static (string Prompt, string AnswerPrefix, bool HasTools) Render(RequestFields request, Tokenizer tokenizer)
+    /// <summary>
+    /// The rendered prompt, the text the answer is forced to start with ("" unless tool_choice forces a call), and
+    /// the pictures of a Qwen2-VL model's request in prompt order (<paramref name="processor"/> null: a text model, which refuses them).
+    /// </summary>
+    public static (string Prompt, string AnswerPrefix, bool HasTools, List<RgbImage> Pictures) Render(RequestFields request, Tokenizer tokenizer,
+        ImageProcessorConfig? processor = null)
     {
         if (!tokenizer.HasChatTemplate)
         {
@@ -37,11 +44,12 @@ internal static class ChatPrompt
         List<string> toolNames = [];
         using JsonDocument? tools = request.Get("tools") is JsonElement toolList ? Tools(toolList, toolNames) : null;
         (bool useTools, string prefix) = ToolChoice(request, toolNames);
-        using JsonDocument rendered = Messages(messages);
+        var pictures = new List<RgbImage>();
+        using JsonDocument rendered = Messages(messages, processor, pictures);
         try
         {
             string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt: true);
-            return (prompt + prefix, prefix, useTools && tools is not null);
+            return (prompt + prefix, prefix, useTools && tools is not null, pictures);
         }
         catch (TemplateException e)
         {
@@ -50,7 +58,7 @@ internal static class ChatPrompt
         }
     }
 
-    private static JsonDocument Messages(JsonElement messages)
+    private static JsonDocument Messages(JsonElement messages, ImageProcessorConfig? processor, List<RgbImage> pictures)
     {
         using var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream))
@@ -59,7 +67,7 @@ internal static class ChatPrompt
             int i = 0;
             foreach (JsonElement message in messages.EnumerateArray())
             {
-                WriteMessage(writer, RequestFields.Of(message, $"messages[{i}]", s_messageFields), $"messages[{i}]");
+                WriteMessage(writer, RequestFields.Of(message, $"messages[{i}]", s_messageFields), $"messages[{i}]", processor, pictures);
                 i++;
             }
 
@@ -69,7 +77,7 @@ internal static class ChatPrompt
         return JsonDocument.Parse(stream.ToArray());
     }
 
-    private static void WriteMessage(Utf8JsonWriter writer, RequestFields message, string path)
+    private static void WriteMessage(Utf8JsonWriter writer, RequestFields message, string path, ImageProcessorConfig? processor, List<RgbImage> pictures)
     {
         string role = message.String("role") ?? throw ApiException.BadField($"{path}.role", $"'{path}.role' is missing");
         // OpenAI's newer name for the system role.
@@ -81,7 +89,7 @@ internal static class ChatPrompt
 
         writer.WriteStartObject();
         writer.WriteString("role", role);
-        writer.WriteString("content", Content(message, path));
+        WriteContent(writer, message, path, processor, pictures);
         if (message.Get("tool_calls") is JsonElement calls)
         {
             if (role != "assistant" || calls.ValueKind != JsonValueKind.Array)
@@ -128,6 +136,78 @@ internal static class ChatPrompt
         writer.WriteEndObject();
     }
 
+    /// <summary>
+    /// A message's content: its text (a string, or text parts joined), or for a message with pictures the parts in
+    /// order as Qwen2-VL's template takes them (<c>{"type": "text", "text"}</c> and <c>{"type": "image"}</c>).
+    /// </summary>
+    private static void WriteContent(Utf8JsonWriter writer, RequestFields message, string path, ImageProcessorConfig? processor, List<RgbImage> pictures)
+    {
+        if (processor is null || message.Get("content") is not JsonElement { ValueKind: JsonValueKind.Array } parts
+            || !parts.EnumerateArray().Any(IsImagePart))
+        {
+            writer.WriteString("content", Content(message, path));
+            return;
+        }
+
+        writer.WriteStartArray("content");
+        int i = 0;
+        foreach (JsonElement part in parts.EnumerateArray())
+        {
+            string partPath = $"{path}.content[{i++}]";
+            writer.WriteStartObject();
+            if (IsImagePart(part))
+            {
+                pictures.Add(Picture(part, partPath, processor));
+                writer.WriteString("type", "image");
+            }
+            else
+            {
+                writer.WriteString("type", "text");
+                writer.WriteString("text", TextPart(part, partPath));
+            }
+
+            writer.WriteEndObject();
+        }
+
+        writer.WriteEndArray();
+    }
+
+    private static bool IsImagePart(JsonElement part) =>
+        part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String
+        && t.GetString() is "image_url" or "input_image" or "image";
+
+    /// <summary>An <c>image_url</c> part's picture, decoded: a <c>data:image/png|jpeg;base64,</c> URL (the server downloads nothing).</summary>
+    private static RgbImage Picture(JsonElement part, string path, ImageProcessorConfig processor)
+    {
+        RequestFields fields = RequestFields.Of(part, path, s_imagePartFields);
+        if (fields.String("type") != "image_url")
+        {
+            throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{fields.String("type")}'; pictures come as 'image_url' parts");
+        }
+
+        JsonElement image = fields.Get("image_url") ?? throw ApiException.BadField($"{path}.image_url", $"'{path}.image_url' is missing");
+        string? url = image.ValueKind == JsonValueKind.String ? image.GetString()
+            : RequestFields.Of(image, $"{path}.image_url", s_imageUrlFields).String("url", int.MaxValue);
+        if (url is null)
+        {
+            throw ApiException.BadField($"{path}.image_url.url", $"'{path}.image_url.url' is missing");
+        }
+
+        if (!url.StartsWith("data:", StringComparison.Ordinal))
+        {
+            throw ApiException.BadField($"{path}.image_url.url", $"'{path}.image_url.url' must be a data: URL (data:image/png;base64,...); this server downloads nothing");
+        }
+
+        try
+        {
+            return Images.PicturePrompts.Load(url, "", processor);
+        }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException)
+        {
+            throw ApiException.BadField($"{path}.image_url.url", $"'{path}.image_url.url': {e.Message}");
+        }
+    }
+
     /// <summary>A message's text: a string, or a list of text parts joined. Images need a vision model.</summary>
     private static string Content(RequestFields message, string path)
     {
@@ -157,16 +237,22 @@ internal static class ChatPrompt
                 throw new ApiException(400, $"'{partPath}' is an image; this server runs a text-only model", $"{partPath}.type", "unsupported_content");
             }
 
-            RequestFields fields = RequestFields.Of(part, partPath, s_partFields);
-            if (type != "text")
-            {
-                throw ApiException.BadField($"{partPath}.type", $"'{partPath}.type' is '{type}'; only 'text' parts are supported");
-            }
-
-            text.Append(fields.String("text") ?? throw ApiException.BadField($"{partPath}.text", $"'{partPath}.text' is missing"));
+            text.Append(TextPart(part, partPath));
         }
 
         return text.ToString();
+    }
+
+    private static string TextPart(JsonElement part, string path)
+    {
+        RequestFields fields = RequestFields.Of(part, path, s_partFields);
+        string? type = fields.String("type");
+        if (type != "text")
+        {
+            throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}'; only 'text' and (for a vision model) 'image_url' parts are supported");
+        }
+
+        return fields.String("text") ?? throw ApiException.BadField($"{path}.text", $"'{path}.text' is missing");
     }
 
     /// <summary>OpenAI sends arguments as JSON text; templates want the object (Qwen's writes it with tojson).</summary>

@@ -12,7 +12,8 @@ namespace QwenSharp.Server.Api;
 internal static class Jobs
 {
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
-        int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false)
+        int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
+        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -68,6 +69,7 @@ internal static class Jobs
             Logprobs = logprobs,
             PrimeTextWithPrompt = primeText,
             Cancellation = cancellation,
+            Pictures = pictures ?? [],
         };
     }
 

@@ -277,13 +277,16 @@ internal sealed class BatchScheduler : IDisposable
     /// </summary>
     private void Start(GenerationJob job)
     {
+        // A prompt's pictures go through the vision tower here, on the thread that owns the model.
+        Qwen2VL.VisionPrompt? vision = job.Pictures.Count > 0 ? Qwen2VL.VisionPrompt.Create(_model, job.Prompts[0], job.Pictures) : null;
         for (int p = 0; p < job.Prompts.Count; p++)
         {
             int[] prompt = job.Prompts[p];
+            Qwen2VL.VisionPrompt? pictures = p == 0 ? vision : null;
             (int slot, int common) = BestSlotFor(prompt);
             // At least the prompt's last token is read again: its logits choose the first new token.
             int reused = Math.Min(common, prompt.Length - 1);
-            ScheduledSequence first = Occupy(job, p * job.SamplesPerPrompt, slot, prompt);
+            ScheduledSequence first = Occupy(job, p * job.SamplesPerPrompt, slot, prompt, pictures);
             _cache.Truncate(slot, reused);
             _slotTokens[slot].RemoveRange(reused, _slotTokens[slot].Count - reused);
             first.Fed = reused;
@@ -292,14 +295,14 @@ internal sealed class BatchScheduler : IDisposable
             for (int j = 1; j < job.SamplesPerPrompt; j++)
             {
                 int other = WorstFreeSlot();
-                ScheduledSequence sibling = Occupy(job, (p * job.SamplesPerPrompt) + j, other, prompt);
+                ScheduledSequence sibling = Occupy(job, (p * job.SamplesPerPrompt) + j, other, prompt, pictures);
                 sibling.WaitsForPrompt = true;
                 first.Siblings.Add(sibling);
             }
         }
     }
 
-    private ScheduledSequence Occupy(GenerationJob job, int choice, int slot, int[] prompt)
+    private ScheduledSequence Occupy(GenerationJob job, int choice, int slot, int[] prompt, Qwen2VL.VisionPrompt? vision)
     {
         var text = new StopStrings(_tokenizer, job.StopStrings, 1);
         if (job.PrimeTextWithPrompt)
@@ -308,7 +311,7 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt));
-        var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text);
+        var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision);
         lock (_lock)
         {
             _slotOwners[slot] = sequence;
@@ -370,7 +373,7 @@ internal sealed class BatchScheduler : IDisposable
             if (sequence.Decoding)
             {
                 _logitOwners[_batch.LogitCount] = sequence;
-                Feed(sequence.Slot, sequence.Generated[^1], sequence.NextPosition, wantLogits: true);
+                Feed(sequence, sequence.Generated[^1], sequence.NextPosition, wantLogits: true);
             }
         }
 
@@ -397,7 +400,7 @@ internal sealed class BatchScheduler : IDisposable
                     _logitOwners[_batch.LogitCount] = sequence;
                 }
 
-                Feed(sequence.Slot, sequence.Prompt[position], position, wantLogits: last);
+                Feed(sequence, sequence.Prompt[position], position, wantLogits: last);
             }
 
             sequence.Fed += take;
@@ -446,7 +449,7 @@ internal sealed class BatchScheduler : IDisposable
                     {
                         _cache.CopySlot(sequence.Slot, sibling.Slot, sequence.Prompt.Length);
                         _slotTokens[sibling.Slot].Clear();
-                        _slotTokens[sibling.Slot].AddRange(sequence.Prompt);
+                        _slotTokens[sibling.Slot].AddRange(sequence.Prompt.Select(t => Held(sequence, t)));
                         sibling.WaitsForPrompt = false;
                         sibling.Decoding = true;
                         newTokens++;
@@ -470,13 +473,35 @@ internal sealed class BatchScheduler : IDisposable
         _running.RemoveAll(s => s.Finished);
     }
 
-    private void Feed(int slot, int token, int position, bool wantLogits)
+    /// <summary>
+    /// Adds a sequence's token at <paramref name="position"/> to the step: a prompt token with its picture features
+    /// and 3-D rotary position when the prompt has pictures, a generated one at its rotary offset.
+    /// </summary>
+    private void Feed(ScheduledSequence sequence, int token, int position, bool wantLogits)
     {
-        List<int> held = _slotTokens[slot];
+        List<int> held = _slotTokens[sequence.Slot];
         held.RemoveRange(position, held.Count - position);
-        held.Add(token);
-        _batch.Add(token, position, slot, wantLogits);
+        held.Add(Held(sequence, token));
+        if (sequence.Vision is not Qwen2VL.VisionPrompt vision)
+        {
+            _batch.Add(token, position, sequence.Slot, wantLogits);
+        }
+        else if (position < sequence.Prompt.Length)
+        {
+            vision.AddToBatch(_batch, position, sequence.Slot, wantLogits);
+        }
+        else
+        {
+            Qwen2VL.VisionPrompt.AddGenerated(_batch, token, position, sequence.Slot, wantLogits, vision.RopeDelta);
+        }
     }
+
+    /// <summary>
+    /// What a slot records as holding, for later prompts to reuse: a picture's pads as -1, which no prompt token
+    /// equals, since two pictures' pads are the same id (and what follows a picture sits at shifted rotary positions).
+    /// </summary>
+    private int Held(ScheduledSequence sequence, int token) =>
+        sequence.Vision is not null && token == _model.Config.ImageTokenId ? -1 : token;
 
     private void Choose(ScheduledSequence sequence, ReadOnlySpan<float> logits)
     {

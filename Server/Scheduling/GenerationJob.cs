@@ -38,6 +38,9 @@ internal sealed class GenerationJob
     /// <summary>Feed the prompt to each choice's text decoder first (completions: the continuation is spaced as in the whole text).</summary>
     public bool PrimeTextWithPrompt { get; init; }
 
+    /// <summary>The pictures of the (single) prompt for a Qwen2-VL model, processed; its pads are already expanded.</summary>
+    public IReadOnlyList<Qwen2VL.ImagePatches> Pictures { get; init; } = [];
+
     /// <summary>The client went away or the request timed out: the scheduler drops the job before its next step.</summary>
     public CancellationToken Cancellation { get; init; }
 

@@ -8,7 +8,8 @@ namespace QwenSharp.Server.Scheduling;
 /// sampler and its text. Samples of one prompt share the prefill: the first reads the prompt, the others
 /// get a copy of its slot when the prompt's last logits arrive.
 /// </summary>
-internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot, int[] prompt, TokenSampler sampler, StopStrings text)
+internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot, int[] prompt, TokenSampler sampler, StopStrings text,
+    Qwen2VL.VisionPrompt? vision)
 {
     public GenerationJob Job { get; } = job;
 
@@ -17,6 +18,9 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
     public int Slot { get; } = slot;
 
     public int[] Prompt { get; } = prompt;
+
+    /// <summary>The prompt's pictures laid out (Qwen2-VL), shared by the samples of the prompt; null for text.</summary>
+    public Qwen2VL.VisionPrompt? Vision { get; } = vision;
 
     /// <summary>Prompt positions whose keys and values are in the slot (reused from an earlier request, or read).</summary>
     public int Fed { get; set; }
