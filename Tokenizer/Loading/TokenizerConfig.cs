@@ -16,11 +16,26 @@ internal sealed record TokenizerConfig(
 {
     public static readonly TokenizerConfig Empty = new(null, null, null, null, null, null, null, null);
 
-    /// <summary>Reads tokenizer_config.json in <paramref name="directory"/> (if present) and a chat_template.jinja beside it.</summary>
+    /// <summary>
+    /// Reads tokenizer_config.json in <paramref name="directory"/> (if present) and a chat_template.jinja or a
+    /// processor's chat_template.json (Qwen2-VL) beside it.
+    /// </summary>
     public static TokenizerConfig Load(string directory)
     {
         string path = Path.Combine(directory, "tokenizer_config.json");
         TokenizerConfig config = File.Exists(path) ? Read(path) : Empty;
+        string processorPath = Path.Combine(directory, "chat_template.json");
+        if (File.Exists(processorPath))
+        {
+            // A processor's template (transformers' ProcessorMixin saves it here): what apply_chat_template uses for it.
+            using JsonDocument document = Parse(processorPath);
+            (string? template, string? source) = ReadChatTemplate(Optional(document.RootElement, "chat_template"), processorPath);
+            if (template is not null)
+            {
+                config = config with { ChatTemplate = template, ChatTemplateSource = source };
+            }
+        }
+
         string jinjaPath = Path.Combine(directory, "chat_template.jinja");
         if (File.Exists(jinjaPath))
         {

@@ -2,6 +2,9 @@ using System.Text.Json;
 using QwenSharp.Images;
 using QwenSharp.Qwen2;
 using QwenSharp.Qwen2VL;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Metadata.Profiles.Exif;
+using SixLabors.ImageSharp.PixelFormats;
 
 namespace QwenSharp.Tests.Qwen2VL;
 
@@ -114,5 +117,68 @@ public sealed class ImagePreprocessingTests
         // (0 * a + 255 * (255 - a)) / 255 rounded, for a = 128: 127.0 -> Pillow gives 127.
         Assert.Equal(127, AlphaComposite.OnWhite(0, 128));
         Assert.Equal(255, AlphaComposite.OnWhite(255, 1));
+    }
+
+    [Fact]
+    public void A_transparent_png_is_composited_on_white_as_pillow_does()
+    {
+        using var image = new Image<Rgba32>(3, 1);
+        image[0, 0] = new Rgba32(200, 100, 50, 255);
+        image[1, 0] = new Rgba32(200, 100, 50, 128);
+        image[2, 0] = new Rgba32(10, 20, 30, 0);
+        using var stream = new MemoryStream();
+        image.SaveAsPng(stream);
+
+        RgbImage rgb = ImageDecoder.Decode(stream.ToArray(), "rgba.png", long.MaxValue);
+
+        // Pillow's alpha_composite over white, worked by hand for alpha 128: coef1 = 16384, coef2 = 16256, then
+        // SHIFTFORDIV255 and >> 7: 227, 177, 152 (the float formula gives 227.4, 177.2, 152.1).
+        Assert.Equal(new byte[] { 200, 100, 50, 227, 177, 152, 255, 255, 255 }, rgb.Rgb);
+    }
+
+    [Fact]
+    public void Exif_orientation_is_applied()
+    {
+        // Left half red, right half blue, stored 16x8 with orientation 6 ("rotate 90 clockwise to display").
+        using var image = new Image<Rgba32>(16, 8);
+        for (int y = 0; y < 8; y++)
+        {
+            for (int x = 0; x < 16; x++)
+            {
+                image[x, y] = x < 8 ? new Rgba32(255, 0, 0) : new Rgba32(0, 0, 255);
+            }
+        }
+
+        image.Metadata.ExifProfile = new ExifProfile();
+        image.Metadata.ExifProfile.SetValue(ExifTag.Orientation, (ushort)6);
+        using var stream = new MemoryStream();
+        image.SaveAsJpeg(stream, new SixLabors.ImageSharp.Formats.Jpeg.JpegEncoder { Quality = 100 });
+
+        RgbImage rgb = ImageDecoder.Decode(stream.ToArray(), "rotated.jpg", long.MaxValue);
+
+        // Displayed 8 wide and 16 high: the red half on top, the blue half below.
+        Assert.Equal((8, 16), (rgb.Width, rgb.Height));
+        byte[] top = rgb.Rgb[(3 * ((2 * 8) + 4))..((3 * ((2 * 8) + 4)) + 3)];
+        byte[] bottom = rgb.Rgb[(3 * ((13 * 8) + 4))..((3 * ((13 * 8) + 4)) + 3)];
+        Assert.True(top[0] > 200 && top[2] < 60, $"top pixel {string.Join(",", top)} is not red");
+        Assert.True(bottom[2] > 200 && bottom[0] < 60, $"bottom pixel {string.Join(",", bottom)} is not blue");
+    }
+
+    [Fact]
+    public void A_processor_template_in_chat_template_json_is_used()
+    {
+        // A folder whose tokenizer_config.json has no template: the processor's chat_template.json renders the prompt.
+        string dir = Support.Fixtures.TempDirectory();
+        File.Copy(Path.Combine(VisionFixture.ModelDirectory, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+        File.Copy(Path.Combine(VisionFixture.ModelDirectory, "chat_template.json"), Path.Combine(dir, "chat_template.json"));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(VisionFixture.ModelDirectory, "tokenizer_config.json")))!.AsObject();
+        config.Remove("chat_template");
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString());
+
+        var tokenizer = Tokenization.Tokenizer.FromDirectory(dir);
+        using JsonDocument messages = JsonDocument.Parse(File.ReadAllBytes(VisionFixture.Messages("2_image_b")));
+        using JsonDocument reference = VisionFixture.Case("2_image_b");
+        string expected = reference.RootElement.GetProperty("prompt_text").GetString()!;
+        Assert.Equal(expected, tokenizer.ApplyChatTemplate(messages.RootElement.GetProperty("messages"), null, addGenerationPrompt: true));
     }
 }
