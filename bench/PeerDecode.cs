@@ -16,22 +16,28 @@ namespace QwenSharp.Bench;
 /// QwenSharp and llama.cpp (through LLamaSharp's CPU build) decoding the same GGUF file on the same machine, one
 /// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
 /// <code>
-///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0 [--rounds 5] [--new-tokens 64] [--threads N]
+///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0|bf16|q4_k_m|q6_k [--rounds 5] [--new-tokens 64] [--threads N]
 /// </code>
 /// writes a random-weight model of the config's shape as a GGUF file of that type (with the tokenizer.json beside
-/// the config), then measures both on it.
+/// the config; q4_k_m and q6_k quantized by llama.cpp itself from the BF16 file), then measures both on it.
 /// </summary>
 internal static class PeerDecode
 {
     public static int Run(string[] args)
     {
         string config = Option(args, "--config") ?? throw new ArgumentException("peer needs --config CONFIG.json");
-        DType type = DTypes.TryParse(Option(args, "--type") ?? "q8_0", out DType parsed) ? parsed : throw new ArgumentException("--type: q8_0, bf16, f16 or f32");
+        string typeName = Option(args, "--type") ?? "q8_0";
         int rounds = int.Parse(Option(args, "--rounds") ?? "5", CultureInfo.InvariantCulture);
         int newTokens = int.Parse(Option(args, "--new-tokens") ?? "64", CultureInfo.InvariantCulture);
         int threads = int.Parse(Option(args, "--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
-        string gguf = WriteModel(config, type);
         NativeApi.llama_empty_call();
+        string gguf = typeName.ToLowerInvariant() switch
+        {
+            "q4_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q4_K_M),
+            "q6_k" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
+            _ when DTypes.TryParse(typeName, out DType type) => WriteModel(config, type),
+            _ => throw new ArgumentException("--type: q8_0, bf16, f16, f32, q4_k_m or q6_k"),
+        };
         NativeLogConfig.llama_log_set((_, _) => { });
         var random = new Random(7);
         int[] prompt = [.. Enumerable.Range(0, 16).Select(_ => random.Next(1000, 20000))];
@@ -105,6 +111,25 @@ internal static class PeerDecode
         }
 
         return best;
+    }
+
+    /// <summary>The GGUF file quantized by llama.cpp's own quantizer (kept for the next run).</summary>
+    private static string LlamaQuantized(string source, LLamaFtype type)
+    {
+        string destination = Path.Combine(Path.GetDirectoryName(source)!, $"random.{type.ToString().Replace("MOSTLY_", "", StringComparison.Ordinal).ToLowerInvariant()}.gguf");
+        if (!File.Exists(destination))
+        {
+            LLamaModelQuantizeParams parameters = LLamaModelQuantizeParams.Default();
+            parameters.ftype = type;
+            parameters.nthread = Environment.ProcessorCount;
+            uint result = NativeApi.llama_model_quantize(source, destination, ref parameters);
+            if (result != 0)
+            {
+                throw new InvalidOperationException($"llama.cpp could not quantize {source} to {type}: {result}");
+            }
+        }
+
+        return destination;
     }
 
     /// <summary>Random BF16 weights of the config's shape as a safetensors folder, exported as GGUF of <paramref name="type"/> (kept for the next run).</summary>

@@ -35,6 +35,12 @@ public static class TensorValues
             case DType.Q8_0:
                 Q8_0Blocks.Dequantize(bytes, values);
                 break;
+            case DType.Q4_K:
+                KQuantBlocks.DequantizeQ4_K(bytes, values);
+                break;
+            case DType.Q6_K:
+                KQuantBlocks.DequantizeQ6_K(bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{tensor.Name}': no conversion from {DTypes.Name(tensor.DType)}");
         }

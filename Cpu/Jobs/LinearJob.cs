@@ -60,6 +60,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0: MatMul.Q8_0Rows(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, _weight.StoredType, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }
     }

@@ -126,6 +126,51 @@ internal static class MatMul
         }
     }
 
+    /// <summary>
+    /// <see cref="Rows{TW}"/> for Q4_K and Q6_K weights: a few tokens dot each row of super-blocks directly (the row
+    /// stays in cache between them); more dequantize a panel of rows to f32 once and reuse it for every token.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
+        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+    {
+        int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
+        if (tokens <= RowDotTokens)
+        {
+            for (int n = rowStart; n < rowEnd; n++)
+            {
+                ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
+                for (int t = 0; t < tokens; t++)
+                {
+                    float sum = KQuantKernel.Dot(path, type, row, x.Slice(t * inFeatures, inFeatures));
+                    y[(t * outFeatures) + n] = bias.IsEmpty ? sum : sum + bias[n];
+                }
+            }
+
+            return;
+        }
+
+        for (int p = rowStart; p < rowEnd; p += PanelRows)
+        {
+            int rows = Math.Min(PanelRows, rowEnd - p);
+            Span<float> converted = panel[..(rows * inFeatures)];
+            for (int r = 0; r < rows; r++)
+            {
+                KQuantKernel.Dequantize(type, weights.Slice((p - rowStart + r) * rowBytes, rowBytes), converted.Slice(r * inFeatures, inFeatures));
+            }
+
+            Panel(path, converted, rows, inFeatures, outFeatures, x, tokens, y, p);
+            if (!bias.IsEmpty)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
+                        y.Slice((t * outFeatures) + p, rows));
+                }
+            }
+        }
+    }
+
     /// <summary>All tokens against one f32 panel of weight rows: whole 4 × 4 tiles, then the edges one dot at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panel(KernelPath path, ReadOnlySpan<float> panel, int rows, int k, int outFeatures,

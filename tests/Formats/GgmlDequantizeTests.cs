@@ -195,20 +195,21 @@ public sealed class GgmlDequantizeTests
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
         for (int p = 0; p < ids.Length; p++)
         {
-            // llama.cpp multiplies with its activations rounded to 8 bits, we with the weights stored again as Q8_0.
+            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q4_K and Q6_K as stored and the others
+            // stored again as Q8_0.
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
 
-        // The GPU runs the same converted weights.
+        // The GPU (which stores Q4_K and Q6_K again as Q8_0 while it has no k-quant shaders) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);
         using Qwen2Model onGpu = Qwen2Model.Load(quantized, gpu);
         float[][] gpuLogits = Model.ReferenceModelTests.AllPositionLogits(onGpu, ids);
         for (int p = 0; p < ids.Length; p++)
         {
-            double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(gpuLogits[p], (a, b) => (double)Math.Abs(a - b)).Max();
-            Assert.True(error <= 1e-4 * Math.Max(1, scale), $"{type} position {p}: the GPU's logits differ from the CPU's by {error:E3}");
+            double scale = gpuLogits[p].Max(Math.Abs), error = gpuLogits[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from the GPU's by {error:E3}");
         }
     }
 
