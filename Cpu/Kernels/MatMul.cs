@@ -127,22 +127,24 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q4_K and Q6_K weights: a few tokens dot each row of super-blocks directly (the row
-    /// stays in cache between them); more dequantize a panel of rows to f32 once and reuse it for every token.
+    /// <see cref="Rows{TW}"/> for Q4_K and Q6_K weights: a few tokens (given as <paramref name="quantized"/> Q8_K rows) dot
+    /// each row of super-blocks in integers; more dequantize a panel of rows to f32 once and reuse it for every token.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> x, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
         int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
-        if (tokens <= RowDotTokens)
+        if (quantized is not null)
         {
+            // A few tokens (decode): integer dot products with the activations quantized once per step.
             for (int n = rowStart; n < rowEnd; n++)
             {
                 ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
                 for (int t = 0; t < tokens; t++)
                 {
-                    float sum = KQuantKernel.Dot(path, type, row, x.Slice(t * inFeatures, inFeatures));
+                    (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = quantized.Row(t);
+                    float sum = KQuantIntegerKernel.Dot(path, type, row, codes.Span, scales.Span, sums.Span);
                     y[(t * outFeatures) + n] = bias.IsEmpty ? sum : sum + bias[n];
                 }
             }

@@ -78,7 +78,7 @@ internal static class Q8_0Kernel
     {
         fixed (byte* w = row)
         fixed (float* xp = x)
-        fixed (float* scales = s_halfToSingle)
+        fixed (float* scales = HalfToSingle)
         {
             Vector512<float> acc0 = default, acc1 = default;
             int b = 0;
@@ -114,7 +114,7 @@ internal static class Q8_0Kernel
     {
         fixed (byte* w = row)
         fixed (float* xp = x)
-        fixed (float* scales = s_halfToSingle)
+        fixed (float* scales = HalfToSingle)
         {
             Vector256<float> acc0 = default, acc1 = default;
             int b = 0;
@@ -166,7 +166,7 @@ internal static class Q8_0Kernel
         int t = 0;
         fixed (byte* w = row)
         fixed (float* xp = x)
-        fixed (float* scales = s_halfToSingle)
+        fixed (float* scales = HalfToSingle)
         {
             for (; group > 1 && t + group <= tokens; t += group)
             {
@@ -261,7 +261,7 @@ internal static class Q8_0Kernel
     }
 
     /// <summary>Every f16 bit pattern as f32 (256 KiB, stays in L2): a block's scale in one load, as ggml's table.</summary>
-    private static readonly float[] s_halfToSingle = BuildHalfTable();
+    internal static readonly float[] HalfToSingle = BuildHalfTable();
 
     private static float[] BuildHalfTable()
     {

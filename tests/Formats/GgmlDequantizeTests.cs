@@ -201,6 +201,14 @@ public sealed class GgmlDequantizeTests
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
 
+        // Decoding one token per step takes the integer path (activations quantized to Q8_K, as llama.cpp's): within the same bound.
+        float[][] stepwise = OneTokenPerStep(model, ids);
+        for (int p = 0; p < ids.Length; p++)
+        {
+            double scale = stepwise[p].Max(Math.Abs), error = stepwise[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step: llama.cpp's logits differ from ours by {error:E3}");
+        }
+
         // The GPU (which stores Q4_K and Q6_K again as Q8_0 while it has no k-quant shaders) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);
@@ -211,6 +219,24 @@ public sealed class GgmlDequantizeTests
             double scale = gpuLogits[p].Max(Math.Abs), error = gpuLogits[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from the GPU's by {error:E3}");
         }
+    }
+
+    /// <summary>The logits of each position with the tokens fed one per forward step (the decode path).</summary>
+    private static float[][] OneTokenPerStep(Qwen2Model model, int[] ids)
+    {
+        using var cache = model.CreateKvCache(1, ids.Length);
+        using ForwardState state = model.CreateState(1, 1);
+        var batch = new TokenBatch(1);
+        var logits = new float[ids.Length][];
+        for (int p = 0; p < ids.Length; p++)
+        {
+            batch.Clear();
+            batch.Add(ids[p], p, 0, wantLogits: true);
+            model.Forward(batch, cache, state);
+            logits[p] = state.LogitsOf(0).ToArray();
+        }
+
+        return logits;
     }
 
     [Fact]

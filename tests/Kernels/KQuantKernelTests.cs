@@ -66,4 +66,64 @@ public sealed class KQuantKernelTests
             Assert.True(Math.Abs(actual - expected) <= 1e-5 * magnitude, $"{type} {path}, {blocks} blocks: {actual}, expected {expected} (magnitude {magnitude})");
         }
     }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Integer_dot_with_q8_k_activations_is_bit_identical_on_every_path_and_equals_its_definition(KernelPath path, DType type)
+    {
+        foreach (int blocks in new[] { 1, 3 })
+        {
+            byte[] row = RandomRow(type, blocks, (blocks * 17) + (int)type);
+            float[] x = KernelData.Floats(blocks * 256, blocks + 100, scale: 3f);
+            x[5] = 0;
+            var q8 = new Q8KActivations();
+            q8.Quantize(x, 1, x.Length);
+            (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = q8.Row(0);
+
+            float actual = KQuantIntegerKernel.Dot(path, type, row, codes.Span, scales.Span, sums.Span);
+            float scalar = KQuantIntegerKernel.Dot(KernelPath.Scalar, type, row, codes.Span, scales.Span, sums.Span);
+            Assert.Equal(BitConverter.SingleToInt32Bits(scalar), BitConverter.SingleToInt32Bits(actual));
+
+            // The definition: the weights dequantized, the activations as d × code, dotted in double.
+            var w = new float[x.Length];
+            KQuantKernel.Dequantize(type, row, w);
+            double expected = 0, magnitude = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                double a = (double)scales.Span[i / 256] * codes.Span[i];
+                expected += w[i] * a;
+                magnitude += Math.Abs(w[i] * a);
+            }
+
+            Assert.True(Math.Abs(actual - expected) <= 1e-5 * magnitude, $"{type} {path}, {blocks} blocks: {actual}, expected {expected}");
+
+            // And close to the f32 product: the activations' 8-bit rounding is the only difference.
+            double exact = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                exact += (double)w[i] * x[i];
+            }
+
+            Assert.True(Math.Abs(actual - exact) <= 2e-2 * magnitude, $"{type} {path}: {actual} against the f32 activations' {exact}");
+        }
+    }
+
+    [Fact]
+    public void Q8_k_quantization_follows_ggml()
+    {
+        // The largest magnitude maps to -127 (ggml divides by the signed maximum), ties round to even, and the sums of 16 add the codes.
+        var x = new float[256];
+        x[0] = 2.54f;     // the maximum: code -127, d = 2.54 / -127 = -0.02
+        x[1] = -1.27f;    // -1.27 / -0.02 = 63.5 -> 64 (ties to even)
+        x[2] = 0.01f;     // 0.01 / -0.02 = -0.5 -> -0 (ties to even)
+        x[17] = -0.03f;   // 1.5 -> 2
+        var q8 = new Q8KActivations();
+        q8.Quantize(x, 1, 256);
+        (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = q8.Row(0);
+        Assert.Equal(-0.02f, scales.Span[0], 1e-7f);
+        Assert.Equal(new sbyte[] { -127, 64, 0 }, codes.Span[..3].ToArray());
+        Assert.Equal(2, codes.Span[17]);
+        Assert.Equal(-127 + 64, sums.Span[0]);
+        Assert.Equal(2, sums.Span[1]);
+    }
 }
