@@ -280,7 +280,6 @@ internal static class KQuantIntegerKernel
         ref int bsums = ref MemoryMarshal.GetReference(sums);
         ref float xd = ref MemoryMarshal.GetReference(scales);
         int blocks = codes.Length / Values;
-        Span<byte> unpacked = stackalloc byte[16];
 
         // Vector paths keep float vectors across super-blocks (a block's integer sums converted and scaled in place,
         // one horizontal sum per row); the scalar path adds each block's total in order.
@@ -293,18 +292,18 @@ internal static class KQuantIntegerKernel
                 ref byte block = ref Unsafe.Add(ref w, b * 144);
                 ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
                 ref int blockSums = ref Unsafe.Add(ref bsums, b * 16);
-                UnpackScalesAndMins(ref Unsafe.Add(ref block, 4), unpacked);
+                (ulong subScales, ulong subMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
                 float dx = Unsafe.Add(ref xd, b);
                 float d = dx * half[Unsafe.ReadUnaligned<ushort>(ref block)], dmin = dx * half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref block, 2))];
                 if (avx2)
                 {
-                    Vector256<int> sumi = wide ? Q4K512(ref block, ref q8, unpacked) : Q4K256(ref block, ref q8, unpacked);
+                    Vector256<int> sumi = wide ? Q4K512(ref block, ref q8, subScales) : Q4K256(ref block, ref q8, subScales);
                     acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(sumi), Vector256.Create(d), acc);
-                    mins = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinsTimesSums(ref MemoryMarshal.GetReference(unpacked), ref blockSums)), Vector256.Create(dmin), mins);
+                    mins = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinsTimesSums(subMins, ref blockSums)), Vector256.Create(dmin), mins);
                 }
                 else
                 {
-                    total += (d * Q4KScalar(ref block, ref q8, unpacked)) - (dmin * MinsTimesSumsScalar(ref MemoryMarshal.GetReference(unpacked), ref blockSums));
+                    total += (d * Q4KScalar(ref block, ref q8, subScales)) - (dmin * MinsTimesSumsScalar(subMins, ref blockSums));
                 }
             }
         }
@@ -334,19 +333,19 @@ internal static class KQuantIntegerKernel
     }
 
     /// <summary>min_j × (activation codes summed over sub-block j's 32 values), per sub-block: the Q4_K mins' share.</summary>
-    private static Vector256<int> MinsTimesSums(ref byte unpacked, ref int sums)
+    private static Vector256<int> MinsTimesSums(ulong subMins, ref int sums)
     {
         // Sums of 16 added in pairs (vphaddd pairs within 128-bit lanes, then the lanes put back in order).
         Vector256<int> pairs = Avx2.Permute4x64(Avx2.HorizontalAdd(Vector256.LoadUnsafe(ref sums), Vector256.LoadUnsafe(ref sums, 8)).AsInt64(), 0b11_01_10_00).AsInt32();
-        return Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref unpacked, 8))), pairs);
+        return Avx2.MultiplyLow(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(subMins).AsByte()), pairs);
     }
 
-    private static int MinsTimesSumsScalar(ref byte unpacked, ref int sums)
+    private static int MinsTimesSumsScalar(ulong subMins, ref int sums)
     {
         int total = 0;
         for (int j = 0; j < 8; j++)
         {
-            total += Unsafe.Add(ref unpacked, 8 + j) * (Unsafe.Add(ref sums, 2 * j) + Unsafe.Add(ref sums, (2 * j) + 1));
+            total += (int)((subMins >> (8 * j)) & 0xFF) * (Unsafe.Add(ref sums, 2 * j) + Unsafe.Add(ref sums, (2 * j) + 1));
         }
 
         return total;
@@ -373,23 +372,24 @@ internal static class KQuantIntegerKernel
     }
 
     /// <summary>
-    /// The 8 six-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K super-block from its 12 packed bytes, with
+    /// The 8 six-bit scales and the 8 mins (a byte each, sub-block j in byte j) of a Q4_K super-block from its 12 packed bytes, with
     /// ggml's 32-bit masks (as its vec_dot_q4_K): sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7
     /// (mins); 4-7 from the nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
     /// </summary>
-    private static void UnpackScalesAndMins(ref byte packed, Span<byte> unpacked)
+    private static (ulong Scales, ulong Mins) UnpackScalesAndMins(ref byte packed)
     {
         const uint Six = 0x3f3f3f3f, Four = 0x0f0f0f0f, Two = 0x03030303;
         uint a = Unsafe.ReadUnaligned<uint>(ref packed), b = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 4)), c = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 8));
-        ref byte o = ref MemoryMarshal.GetReference(unpacked);
-        Unsafe.WriteUnaligned(ref o, a & Six);                                                    // scales 0-3
-        Unsafe.WriteUnaligned(ref Unsafe.Add(ref o, 4), (c & Four) | (((a >> 6) & Two) << 4));     // scales 4-7
-        Unsafe.WriteUnaligned(ref Unsafe.Add(ref o, 8), b & Six);                                  // mins 0-3
-        Unsafe.WriteUnaligned(ref Unsafe.Add(ref o, 12), ((c >> 4) & Four) | (((b >> 6) & Two) << 4)); // mins 4-7
+        ulong scales = (a & Six) | ((ulong)((c & Four) | (((a >> 6) & Two) << 4)) << 32);
+        ulong mins = (b & Six) | ((ulong)(((c >> 4) & Four) | (((b >> 6) & Two) << 4)) << 32);
+        return (scales, mins);
     }
 
+    /// <summary>Byte <paramref name="j"/> of unpacked scales or mins.</summary>
+    private static short Byte(ulong packed, int j) => (short)((packed >> (8 * j)) & 0xFF);
+
     /// <summary>Σ_j scale_j Σ code × activation over a Q4_K super-block (codes 0..15).</summary>
-    private static int Q4KScalar(ref byte block, ref sbyte q8, ReadOnlySpan<byte> unpacked)
+    private static int Q4KScalar(ref byte block, ref sbyte q8, ulong subScales)
     {
         int sumi = 0;
         for (int c = 0; c < 4; c++)
@@ -402,14 +402,14 @@ internal static class KQuantIntegerKernel
                 high += (packed >> 4) * Unsafe.Add(ref q8, (64 * c) + 32 + l);
             }
 
-            sumi += (unpacked[2 * c] * low) + (unpacked[(2 * c) + 1] * high);
+            sumi += (Byte(subScales, 2 * c) * low) + (Byte(subScales, (2 * c) + 1) * high);
         }
 
         return sumi;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Vector256<int> Q4K512(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
+    private static Vector256<int> Q4K512(ref byte block, ref sbyte x, ulong subScales)
     {
         ref byte qs = ref Unsafe.Add(ref block, 16);
         var mask = Vector256.Create((byte)0x0F);
@@ -421,7 +421,7 @@ internal static class KQuantIntegerKernel
             Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
             Vector512<byte> codes = Vector512.Create(packed & mask, Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask);
             Vector512<short> pairs = Avx512BW.MultiplyAddAdjacent(codes, Vector512.LoadUnsafe(ref x, (nuint)(64 * c)));
-            var weights = Vector512.Create(Vector256.Create((short)unpacked[2 * c]), Vector256.Create((short)unpacked[(2 * c) + 1]));
+            var weights = Vector512.Create(Vector256.Create(Byte(subScales, 2 * c)), Vector256.Create(Byte(subScales, (2 * c) + 1)));
             acc += Avx512BW.MultiplyAddAdjacent(pairs, weights);
         }
 
@@ -429,7 +429,7 @@ internal static class KQuantIntegerKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Vector256<int> Q4K256(ref byte block, ref sbyte x, ReadOnlySpan<byte> unpacked)
+    private static Vector256<int> Q4K256(ref byte block, ref sbyte x, ulong subScales)
     {
         ref byte qs = ref Unsafe.Add(ref block, 16);
         var mask = Vector256.Create((byte)0x0F);
@@ -439,8 +439,8 @@ internal static class KQuantIntegerKernel
             Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
             Vector256<short> low = Avx2.MultiplyAddAdjacent(packed & mask, Vector256.LoadUnsafe(ref x, (nuint)(64 * c)));
             Vector256<short> high = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, Vector256.LoadUnsafe(ref x, (nuint)((64 * c) + 32)));
-            acc += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)unpacked[2 * c]));
-            acc += Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)unpacked[(2 * c) + 1]));
+            acc += Avx2.MultiplyAddAdjacent(low, Vector256.Create(Byte(subScales, 2 * c)));
+            acc += Avx2.MultiplyAddAdjacent(high, Vector256.Create(Byte(subScales, (2 * c) + 1)));
         }
 
         return acc;

@@ -137,14 +137,17 @@ internal static class MatMul
         int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
         if (quantized is not null)
         {
-            // A few tokens (decode): integer dot products with the activations quantized once per step.
-            for (int n = rowStart; n < rowEnd; n++)
+            // A few tokens (decode): integer dot products with the activations quantized once per step. A chunk's rows
+            // stay in cache from one token to the next.
+            for (int t = 0; t < tokens; t++)
             {
-                ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
-                for (int t = 0; t < tokens; t++)
+                (ReadOnlyMemory<sbyte> codeRow, ReadOnlyMemory<float> scaleRow, ReadOnlyMemory<int> sumRow) = quantized.Row(t);
+                ReadOnlySpan<sbyte> codes = codeRow.Span;
+                ReadOnlySpan<float> scales = scaleRow.Span;
+                ReadOnlySpan<int> sums = sumRow.Span;
+                for (int n = rowStart; n < rowEnd; n++)
                 {
-                    (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = quantized.Row(t);
-                    float sum = KQuantIntegerKernel.Dot(path, type, row, codes.Span, scales.Span, sums.Span);
+                    float sum = KQuantIntegerKernel.Dot(path, type, weights.Slice((n - rowStart) * rowBytes, rowBytes), codes, scales, sums);
                     y[(t * outFeatures) + n] = bias.IsEmpty ? sum : sum + bias[n];
                 }
             }
