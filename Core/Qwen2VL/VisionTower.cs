@@ -105,6 +105,7 @@ public sealed class VisionTower : IDisposable
         float[]? patchEmbeddings = keepIntermediates ? Download(hx) : null;
 
         (float[] cos, float[] sin) = RotaryTables(images, n);
+        int[] segments = [.. starts];
         foreach (VisionBlockWeights<DeviceWeight> w in _w.Blocks)
         {
             // Attention: pre-norm, q/k/v with biases, 2-D RoPE, bidirectional within each picture, projection, residual.
@@ -113,7 +114,7 @@ public sealed class VisionTower : IDisposable
             b.Linear(hb, w.K, w.KBias, hk);
             b.Linear(hb, w.V, w.VBias, hv);
             b.RopeTable(hq, hk, cos, sin, _shape);
-            b.SegmentAttention(hq, hk, hv, starts.ToArray(), _shape, ha);
+            b.SegmentAttention(hq, hk, hv, segments, _shape, ha);
             b.Linear(ha, w.Proj, w.ProjBias, hb);
             b.Add(hx, hb);
 
