@@ -111,10 +111,10 @@ internal sealed class ConversationInput : IDisposable
     }
 
     /// <summary>
-    /// The image processor of the model folder, read without its weights: null for a model without a vision tower
-    /// (a GGUF file, a text model).
+    /// The config and image processor of a vision model's folder, read without its weights: null for a model without
+    /// a vision tower (a GGUF file, a text model).
     /// </summary>
-    public static ImageProcessorConfig? ProcessorOf(string modelDirectory)
+    public static (Qwen2Config Config, ImageProcessorConfig Processor)? VisionOf(string modelDirectory)
     {
         string configPath = Path.Combine(modelDirectory, Qwen2Config.FileName);
         if (!Directory.Exists(modelDirectory) || !File.Exists(configPath))
@@ -123,7 +123,7 @@ internal sealed class ConversationInput : IDisposable
         }
 
         Qwen2Config config = Qwen2Config.Load(configPath);
-        return config.Vision is null ? null : ImageProcessorConfig.LoadOrDefault(modelDirectory, config.Vision);
+        return config.Vision is null ? null : (config, ImageProcessorConfig.LoadOrDefault(modelDirectory, config.Vision));
     }
 
     /// <summary>Decodes every picture (before any weight is read, so a bad file fails fast); a model without a vision tower refuses them.</summary>

@@ -94,7 +94,8 @@ public sealed unsafe class VulkanBackend : IBackend
                 return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
             case 2 when tensor.DType is DType.Q4_K or DType.Q6_K:
                 // No k-quant shaders yet: stored again as Q8_0 (the GGUF load's conversion before the CPU had k-quant kernels).
-                byte[] q8 = KQuantAsQ8_0(tensor);
+                byte[] q8 = GC.AllocateUninitializedArray<byte>(checked((int)DTypes.ByteLength(DType.Q8_0, tensor.ElementCount)));
+                TensorValues.RowsAs(tensor, DType.Q8_0, q8);
                 fixed (byte* p = q8)
                 {
                     return Upload(tensor with { DType = DType.Q8_0, Data = (nint)p });
@@ -107,31 +108,6 @@ public sealed unsafe class VulkanBackend : IBackend
             default:
                 throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; weights are vectors or matrices");
         }
-    }
-
-    /// <summary>A Q4_K/Q6_K matrix dequantized and quantized to Q8_0 row by row (no f32 copy of the whole matrix).</summary>
-    private static byte[] KQuantAsQ8_0(TensorView tensor)
-    {
-        int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-        long rowIn = DTypes.ByteLength(tensor.DType, cols), rowOut = DTypes.ByteLength(DType.Q8_0, cols);
-        byte[] q8 = GC.AllocateUninitializedArray<byte>(checked((int)(rows * rowOut)));
-        var values = new float[cols];
-        for (int r = 0; r < rows; r++)
-        {
-            var row = new ReadOnlySpan<byte>((byte*)tensor.Data + (r * rowIn), checked((int)rowIn));
-            if (tensor.DType == DType.Q4_K)
-            {
-                Numerics.KQuantBlocks.DequantizeQ4_K(row, values);
-            }
-            else
-            {
-                Numerics.KQuantBlocks.DequantizeQ6_K(row, values);
-            }
-
-            Numerics.Q8_0Blocks.Quantize(values, q8.AsSpan(checked((int)(r * rowOut)), checked((int)rowOut)));
-        }
-
-        return q8;
     }
 
     public DeviceBuffer Allocate(int rows, int cols) => new GpuActivations(_device, rows, cols);

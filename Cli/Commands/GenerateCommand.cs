@@ -121,7 +121,7 @@ internal sealed class GenerateCommand : ICommand
         // A conversation (a file, or pictures with one --chat): its pictures decoded before any weight is read.
         using ConversationInput? conversation = args.Value("messages") is string messagesPath ? ConversationInput.FromFile(messagesPath)
             : images.Count > 0 ? ConversationInput.FromChat(promptArgs[0].Value, images) : null;
-        conversation?.LoadPictures(ConversationInput.ProcessorOf(directory), directory);
+        conversation?.LoadPictures(ConversationInput.VisionOf(directory)?.Processor, directory);
         if (conversation is not null && beams > 1)
         {
             throw new UsageException("--num-beams does not take --messages or --image here; sample or decode greedily");

@@ -56,7 +56,7 @@ internal sealed class ScoreCommand : ICommand
         {
             chatTokenizer = TextInput.LoadTokenizer(directory);
             ModelLoading.RequireChatTemplate(chatTokenizer, directory, "score --messages");
-            conversation.LoadPictures(ConversationInput.ProcessorOf(directory), directory);
+            conversation.LoadPictures(ConversationInput.VisionOf(directory)?.Processor, directory);
         }
 
         // A file is scored as the model reads text: its tokens with the tokenizer's BOS where it adds one.

@@ -60,12 +60,12 @@ internal sealed class TokenizeCommand : ICommand
             rendered = text = tokenizer.ApplyChatTemplate(conversation.Messages.RootElement, tools?.RootElement ?? conversation.Tools?.RootElement, !args.Flag("no-generation-prompt"));
 
             // Pictures: decoded for their size only (the processor's resize decides how many pads each becomes).
-            Qwen2VL.ImageProcessorConfig? processor = ConversationInput.ProcessorOf(directory);
-            conversation.LoadPictures(processor, directory);
+            (Qwen2.Qwen2Config Config, Qwen2VL.ImageProcessorConfig Processor)? vision = ConversationInput.VisionOf(directory);
+            conversation.LoadPictures(vision?.Processor, directory);
             if (conversation.Pictures.Count > 0)
             {
-                config = Qwen2.Qwen2Config.Load(Path.Combine(directory, Qwen2.Qwen2Config.FileName));
-                pictureTokens = [.. conversation.Pictures.Select(p => Images.PicturePrompts.TokensOf(p, processor!))];
+                config = vision!.Value.Config;
+                pictureTokens = [.. conversation.Pictures.Select(p => Images.PicturePrompts.TokensOf(p, vision.Value.Processor))];
             }
         }
         else

@@ -47,10 +47,10 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return true;
         }
 
-        byte[] blocks = TensorValues.FromSingle(TensorValues.ToSingle(view), _type);
-        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)blocks.Length, 64);
+        long bytes = DTypes.ByteLength(_type, view.ElementCount);
+        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
         _owned.Add((nint)data);
-        blocks.CopyTo(new Span<byte>(data, blocks.Length));
+        TensorValues.RowsAs(view, _type, new Span<byte>(data, checked((int)bytes)));
         view = view with { DType = _type, Data = (nint)data };
         _converted[name] = view;
         return true;

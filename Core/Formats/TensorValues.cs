@@ -10,8 +10,32 @@ public static class TensorValues
     {
         ArgumentNullException.ThrowIfNull(tensor);
         var values = new float[tensor.ElementCount];
-        ReadOnlySpan<byte> bytes = tensor.Bytes;
-        switch (tensor.DType)
+        ToSingle(tensor.DType, tensor.Bytes, values, tensor.Name);
+        return values;
+    }
+
+    /// <summary>
+    /// A matrix stored again as <paramref name="type"/>, one row at a time (no f32 copy of the whole matrix): rows of
+    /// whole blocks convert on their own, so the bytes equal those of converting the matrix at once.
+    /// </summary>
+    public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination)
+    {
+        ArgumentNullException.ThrowIfNull(matrix);
+        long rows = matrix.Shape[0];
+        int cols = checked((int)matrix.Shape[1]);
+        int rowIn = checked((int)DTypes.ByteLength(matrix.DType, cols)), rowOut = checked((int)DTypes.ByteLength(type, cols));
+        var values = new float[cols];
+        for (long r = 0; r < rows; r++)
+        {
+            // Each row from the pointer: the whole matrix may be larger than a span can cover.
+            ToSingle(matrix.DType, new ReadOnlySpan<byte>((byte*)matrix.Data + (r * rowIn), rowIn), values, matrix.Name);
+            FromSingle(values, type, destination.Slice(checked((int)(r * rowOut)), rowOut));
+        }
+    }
+
+    private static void ToSingle(DType type, ReadOnlySpan<byte> bytes, Span<float> values, string name)
+    {
+        switch (type)
         {
             case DType.F32:
                 MemoryMarshal.Cast<byte, float>(bytes).CopyTo(values);
@@ -42,23 +66,27 @@ public static class TensorValues
                 KQuantBlocks.DequantizeQ6_K(bytes, values);
                 break;
             default:
-                throw new NotSupportedException($"tensor '{tensor.Name}': no conversion from {DTypes.Name(tensor.DType)}");
+                throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
-
-        return values;
     }
 
     /// <summary>Stores f32 values as <paramref name="type"/> (rounded to nearest even for F16/BF16, llama.cpp's quantizer for Q8_0).</summary>
     public static byte[] FromSingle(ReadOnlySpan<float> values, DType type)
     {
         var bytes = new byte[DTypes.ByteLength(type, values.Length)];
+        FromSingle(values, type, bytes);
+        return bytes;
+    }
+
+    private static void FromSingle(ReadOnlySpan<float> values, DType type, Span<byte> bytes)
+    {
         switch (type)
         {
             case DType.F32:
                 MemoryMarshal.AsBytes(values).CopyTo(bytes);
                 break;
             case DType.F16:
-                Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(bytes);
                 for (int i = 0; i < values.Length; i++)
                 {
                     halves[i] = HalfBits.FromSingle(values[i]);
@@ -66,7 +94,7 @@ public static class TensorValues
 
                 break;
             case DType.BF16:
-                Span<ushort> bf16 = MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan());
+                Span<ushort> bf16 = MemoryMarshal.Cast<byte, ushort>(bytes);
                 for (int i = 0; i < values.Length; i++)
                 {
                     bf16[i] = BFloat16Bits.FromSingle(values[i]);
@@ -79,7 +107,5 @@ public static class TensorValues
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");
         }
-
-        return bytes;
     }
 }

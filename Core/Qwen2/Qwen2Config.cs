@@ -253,7 +253,8 @@ public sealed record Qwen2Config
         return (theta, section);
     }
 
-    private static int Positive(int? value, string field, string file)
+    /// <summary>A required positive integer field of <paramref name="file"/> (also vision_config's).</summary>
+    internal static int Positive(int? value, string field, string file)
     {
         if (value is null)
         {

@@ -50,8 +50,8 @@ public sealed record VisionConfig
             QwenThrow.InvalidData($"{file}: model_type qwen2_vl needs a 'vision_config' object");
         }
 
-        int embed = Positive(json.EmbedDim, "vision_config.embed_dim", file);
-        int heads = Positive(json.NumHeads, "vision_config.num_heads", file);
+        int embed = Qwen2Config.Positive(json.EmbedDim, "vision_config.embed_dim", file);
+        int heads = Qwen2Config.Positive(json.NumHeads, "vision_config.num_heads", file);
         if (embed % heads != 0 || (embed / heads) % 4 != 0)
         {
             QwenThrow.InvalidData(
@@ -70,13 +70,13 @@ public sealed record VisionConfig
             QwenThrow.NotSupported($"{file}: vision_config.hidden_act '{act}' is not supported (Qwen2-VL's vision MLP uses quick_gelu)");
         }
 
-        int hidden = Positive(json.HiddenSize, "vision_config.hidden_size", file);
+        int hidden = Qwen2Config.Positive(json.HiddenSize, "vision_config.hidden_size", file);
         if (hidden != textHidden)
         {
             QwenThrow.InvalidData($"{file}: vision_config.hidden_size {hidden} differs from the text model's hidden_size {textHidden}; the merger's output replaces token embeddings");
         }
 
-        int patch = Positive(json.PatchSize ?? json.SpatialPatchSize, "vision_config.patch_size", file);
+        int patch = Qwen2Config.Positive(json.PatchSize ?? json.SpatialPatchSize, "vision_config.patch_size", file);
         if (json.SpatialPatchSize is int spatial && spatial != patch)
         {
             QwenThrow.InvalidData($"{file}: vision_config.spatial_patch_size {spatial} differs from patch_size {patch}");
@@ -84,30 +84,15 @@ public sealed record VisionConfig
 
         return new VisionConfig
         {
-            Depth = Positive(json.Depth, "vision_config.depth", file),
+            Depth = Qwen2Config.Positive(json.Depth, "vision_config.depth", file),
             EmbedDim = embed,
             NumHeads = heads,
             MlpDim = (int)Math.Round(embed * ratio),
-            InChannels = Positive(json.InChans ?? json.InChannels ?? 3, "vision_config.in_chans", file),
+            InChannels = Qwen2Config.Positive(json.InChans ?? json.InChannels ?? 3, "vision_config.in_chans", file),
             HiddenSize = hidden,
             PatchSize = patch,
-            SpatialMergeSize = Positive(json.SpatialMergeSize ?? 2, "vision_config.spatial_merge_size", file),
-            TemporalPatchSize = Positive(json.TemporalPatchSize ?? 2, "vision_config.temporal_patch_size", file),
+            SpatialMergeSize = Qwen2Config.Positive(json.SpatialMergeSize ?? 2, "vision_config.spatial_merge_size", file),
+            TemporalPatchSize = Qwen2Config.Positive(json.TemporalPatchSize ?? 2, "vision_config.temporal_patch_size", file),
         };
-    }
-
-    private static int Positive(int? value, string field, string file)
-    {
-        if (value is null)
-        {
-            QwenThrow.InvalidData($"{file}: missing required field '{field}'");
-        }
-
-        if (value <= 0)
-        {
-            QwenThrow.InvalidData($"{file}: {field} is {value}, expected a positive integer");
-        }
-
-        return value.Value;
     }
 }

@@ -69,15 +69,7 @@ internal static class MatMul
                 panelF32 = converted;
             }
 
-            Panel(path, panelF32, rows, inFeatures, outFeatures, x, tokens, y, p);
-            if (!bias.IsEmpty)
-            {
-                for (int t = 0; t < tokens; t++)
-                {
-                    System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
-                        y.Slice((t * outFeatures) + p, rows));
-                }
-            }
+            PanelWithBias(path, panelF32, rows, inFeatures, outFeatures, x, tokens, bias, y, p);
         }
     }
 
@@ -105,25 +97,7 @@ internal static class MatMul
             return;
         }
 
-        for (int p = rowStart; p < rowEnd; p += PanelRows)
-        {
-            int rows = Math.Min(PanelRows, rowEnd - p);
-            Span<float> converted = panel[..(rows * inFeatures)];
-            for (int r = 0; r < rows; r++)
-            {
-                Q8_0Kernel.Dequantize(path, weights.Slice((p - rowStart + r) * rowBytes, rowBytes), converted.Slice(r * inFeatures, inFeatures));
-            }
-
-            Panel(path, converted, rows, inFeatures, outFeatures, x, tokens, y, p);
-            if (!bias.IsEmpty)
-            {
-                for (int t = 0; t < tokens; t++)
-                {
-                    System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
-                        y.Slice((t * outFeatures) + p, rows));
-                }
-            }
-        }
+        DequantizedPanels(path, Formats.DType.Q8_0, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
     }
 
     /// <summary>
@@ -155,23 +129,50 @@ internal static class MatMul
             return;
         }
 
+        DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+    }
+
+    /// <summary>
+    /// Block-quantized rows (Q8_0, Q4_K, Q6_K) for many tokens: each panel of <see cref="PanelRows"/> rows dequantized
+    /// to f32 once, then used by every token.
+    /// </summary>
+    private static void DequantizedPanels(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
+        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+    {
+        int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
         for (int p = rowStart; p < rowEnd; p += PanelRows)
         {
             int rows = Math.Min(PanelRows, rowEnd - p);
             Span<float> converted = panel[..(rows * inFeatures)];
             for (int r = 0; r < rows; r++)
             {
-                KQuantKernel.Dequantize(type, weights.Slice((p - rowStart + r) * rowBytes, rowBytes), converted.Slice(r * inFeatures, inFeatures));
+                ReadOnlySpan<byte> row = weights.Slice((p - rowStart + r) * rowBytes, rowBytes);
+                Span<float> values = converted.Slice(r * inFeatures, inFeatures);
+                if (type == Formats.DType.Q8_0)
+                {
+                    Q8_0Kernel.Dequantize(path, row, values);
+                }
+                else
+                {
+                    KQuantKernel.Dequantize(type, row, values);
+                }
             }
 
-            Panel(path, converted, rows, inFeatures, outFeatures, x, tokens, y, p);
-            if (!bias.IsEmpty)
+            PanelWithBias(path, converted, rows, inFeatures, outFeatures, x, tokens, bias, y, p);
+        }
+    }
+
+    /// <summary><see cref="Panel"/>, then the bias added to the rows it wrote.</summary>
+    private static void PanelWithBias(KernelPath path, ReadOnlySpan<float> panel, int rows, int inFeatures, int outFeatures,
+        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int p)
+    {
+        Panel(path, panel, rows, inFeatures, outFeatures, x, tokens, y, p);
+        if (!bias.IsEmpty)
+        {
+            for (int t = 0; t < tokens; t++)
             {
-                for (int t = 0; t < tokens; t++)
-                {
-                    System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
-                        y.Slice((t * outFeatures) + p, rows));
-                }
+                System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
+                    y.Slice((t * outFeatures) + p, rows));
             }
         }
     }
