@@ -10,8 +10,10 @@ namespace QwenSharp.Tests.Server;
 /// <summary>
 /// Many requests at once on loopback, bounded in count and time: results equal those of each request
 /// alone, cancelled streams leave nothing behind, a full queue answers 429, a client that stops reading
-/// holds up nobody, and stopping the server lets running streams finish.
+/// holds up nobody, and stopping the server lets running streams finish. Run alone: one test measures the
+/// process's managed memory.
 /// </summary>
+[Collection(AloneCollection.Name)]
 public sealed class ConcurrencyTests
 {
     private static string ChatBody(string user, int maxTokens, bool stream = false, double temperature = 0) => JsonSerializer.Serialize(new Dictionary<string, object>
