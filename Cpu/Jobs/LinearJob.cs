@@ -47,7 +47,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _quantized = null;
         if (weight.StoredType is DType.Q4_K or DType.Q6_K && tokens <= MatMul.RowDotTokens)
         {
-            _q8k.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols);
+            _q8k.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
             _quantized = _q8k;
         }
 

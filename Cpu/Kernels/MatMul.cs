@@ -115,14 +115,11 @@ internal static class MatMul
             // stay in cache from one token to the next.
             for (int t = 0; t < tokens; t++)
             {
-                (ReadOnlyMemory<sbyte> codeRow, ReadOnlyMemory<float> scaleRow, ReadOnlyMemory<int> sumRow) = quantized.Row(t);
-                ReadOnlySpan<sbyte> codes = codeRow.Span;
-                ReadOnlySpan<float> scales = scaleRow.Span;
-                ReadOnlySpan<int> sums = sumRow.Span;
-                for (int n = rowStart; n < rowEnd; n++)
+                Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
+                KQuantIntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results);
+                if (!bias.IsEmpty)
                 {
-                    float sum = KQuantIntegerKernel.Dot(path, type, weights.Slice((n - rowStart) * rowBytes, rowBytes), codes, scales, sums);
-                    y[(t * outFeatures) + n] = bias.IsEmpty ? sum : sum + bias[n];
+                    System.Numerics.Tensors.TensorPrimitives.Add(results, bias[rowStart..rowEnd], results);
                 }
             }
 

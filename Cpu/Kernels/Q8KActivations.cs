@@ -1,10 +1,13 @@
+using System.Runtime.Intrinsics;
+
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
 /// Activation rows quantized to 8 bits per 256 values, as ggml's <c>block_q8_K</c> (<c>quantize_row_q8_K_ref</c>):
 /// per block a scale d with the largest |x| at ±127, codes round(x / d) (ties to even), and the sum of every 16
-/// codes (for the k-quants' mins and offsets). The k-quant dot products then multiply integers, as llama.cpp does.
-/// Buffers grow to the largest step and are reused.
+/// codes (for the k-quants' mins and offsets; ggml's <c>bsums</c>), and here also of every 32 (Q4_K's sub-blocks). The
+/// k-quant dot products then multiply integers, as llama.cpp does. The sums are 16-bit (at most 32 × 127 in size) so
+/// the kernels weight them with one vpmaddwd. Buffers grow to the largest step and are reused.
 /// </summary>
 internal sealed class Q8KActivations
 {
@@ -12,70 +15,158 @@ internal sealed class Q8KActivations
 
     private sbyte[] _codes = [];
     private float[] _scales = [];
-    private int[] _sums = [];
+    private short[] _groupSums = [];
+    private short[] _subBlockSums = [];
 
     public int Cols { get; private set; }
 
     public int Tokens { get; private set; }
 
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 256).</summary>
-    public void Quantize(ReadOnlySpan<float> x, int tokens, int cols)
+    public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path = KernelPath.Vector256)
     {
         int blocks = cols / BlockValues;
         if (_codes.Length < tokens * cols)
         {
             _codes = new sbyte[tokens * cols];
             _scales = new float[tokens * blocks];
-            _sums = new int[tokens * cols / 16];
+            _groupSums = new short[tokens * cols / 16];
+            _subBlockSums = new short[tokens * cols / 32];
         }
 
         (Cols, Tokens) = (cols, tokens);
+        bool vector = path != KernelPath.Scalar && Vector256.IsHardwareAccelerated;
         for (int b = 0; b < tokens * blocks; b++)
         {
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
-            float max = 0, amax = 0;
-            foreach (float v in values)
-            {
-                float a = MathF.Abs(v);
-                if (a > amax)
-                {
-                    amax = a;
-                    max = v;
-                }
-            }
-
-            if (amax == 0)
+            Span<short> groupSums = _groupSums.AsSpan(b * 16, 16);
+            float max = LargestMagnitude(values, vector);
+            if (max == 0)
             {
                 codes.Clear();
                 _scales[b] = 0;
-                _sums.AsSpan(b * 16, 16).Clear();
+                groupSums.Clear();
+                _subBlockSums.AsSpan(b * 8, 8).Clear();
                 continue;
             }
 
             // ggml's choice: the value of largest magnitude becomes -127 (its sign flipped by the negative scale).
             float inverse = -127f / max;
-            for (int j = 0; j < BlockValues; j++)
+            if (vector)
             {
-                codes[j] = (sbyte)Math.Min(127, (int)MathF.Round(inverse * values[j]));
+                QuantizeBlock256(values, inverse, codes, groupSums);
+            }
+            else
+            {
+                QuantizeBlockScalar(values, inverse, codes, groupSums);
             }
 
-            for (int g = 0; g < 16; g++)
+            for (int j = 0; j < 8; j++)
             {
-                int sum = 0;
-                for (int j = 0; j < 16; j++)
-                {
-                    sum += codes[(g * 16) + j];
-                }
-
-                _sums[(b * 16) + g] = sum;
+                _subBlockSums[(b * 8) + j] = (short)(groupSums[2 * j] + groupSums[(2 * j) + 1]);
             }
 
             _scales[b] = 1 / inverse;
         }
     }
 
-    /// <summary>Row <paramref name="token"/>: its codes, block scales and sums of 16.</summary>
-    public (ReadOnlyMemory<sbyte> Codes, ReadOnlyMemory<float> Scales, ReadOnlyMemory<int> Sums) Row(int token) =>
-        (_codes.AsMemory(token * Cols, Cols), _scales.AsMemory(token * Cols / BlockValues, Cols / BlockValues), _sums.AsMemory(token * Cols / 16, Cols / 16));
+    /// <summary>The first value of the largest magnitude, sign kept (ggml's <c>max</c>; 0 for an all-zero block).</summary>
+    private static float LargestMagnitude(ReadOnlySpan<float> values, bool vector)
+    {
+        float amax = 0;
+        if (vector)
+        {
+            Vector256<float> m = Vector256<float>.Zero;
+            for (int i = 0; i < BlockValues; i += 8)
+            {
+                m = Vector256.Max(m, Vector256.Abs(Vector256.Create(values.Slice(i, 8))));
+            }
+
+            amax = MaxAcross(m);
+        }
+
+        float max = 0, best = 0;
+        foreach (float v in values)
+        {
+            float a = MathF.Abs(v);
+            if (a > best)
+            {
+                best = a;
+                max = v;
+                if (vector && a == amax)
+                {
+                    break;     // the first value that reaches the largest magnitude: the one the scalar scan keeps
+                }
+            }
+        }
+
+        return max;
+    }
+
+    private static float MaxAcross(Vector256<float> v)
+    {
+        Vector128<float> m = Vector128.Max(v.GetLower(), v.GetUpper());
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(m[0], m[1]);
+    }
+
+    /// <summary>The reference: codes round(inverse × x) (ties to even), at most 127; sums of every 16 codes.</summary>
+    private static void QuantizeBlockScalar(ReadOnlySpan<float> values, float inverse, Span<sbyte> codes, Span<short> groupSums)
+    {
+        for (int j = 0; j < BlockValues; j++)
+        {
+            codes[j] = (sbyte)Math.Min(127, (int)MathF.Round(inverse * values[j]));
+        }
+
+        for (int g = 0; g < 16; g++)
+        {
+            int sum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                sum += codes[(g * 16) + j];
+            }
+
+            groupSums[g] = (short)sum;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="QuantizeBlockScalar"/> eight values at a time: vroundps rounds ties to even as MathF.Round does, and the
+    /// codes lie in -127..127 after the minimum, so narrowing to bytes loses nothing.
+    /// </summary>
+    private static void QuantizeBlock256(ReadOnlySpan<float> values, float inverse, Span<sbyte> codes, Span<short> groupSums)
+    {
+        var scale = Vector256.Create(inverse);
+        var top = Vector256.Create(127);
+        for (int g = 0; g < 16; g++)
+        {
+            Vector256<int> a = Vector256.Min(top, Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(values.Slice(g * 16, 8)) * scale)));
+            Vector256<int> b = Vector256.Min(top, Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(values.Slice((g * 16) + 8, 8)) * scale)));
+            Vector256<short> pair = Vector256.Narrow(a, b);
+            Vector128.Narrow(pair.GetLower(), pair.GetUpper()).CopyTo(codes.Slice(g * 16, 16));
+            groupSums[g] = (short)Vector256.Sum(a + b);
+        }
+    }
+
+    /// <summary>Row <paramref name="token"/>: its codes, block scales and sums.</summary>
+    public Q8KRow Row(int token) => new(
+        _codes.AsSpan(token * Cols, Cols),
+        _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),
+        _groupSums.AsSpan(token * Cols / 16, Cols / 16),
+        _subBlockSums.AsSpan(token * Cols / 32, Cols / 32));
+}
+
+/// <summary>One token's Q8_K activations: codes, a scale per 256, sums of the codes per 16 and per 32.</summary>
+internal readonly ref struct Q8KRow(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<short> groupSums, ReadOnlySpan<short> subBlockSums)
+{
+    public ReadOnlySpan<sbyte> Codes { get; } = codes;
+
+    public ReadOnlySpan<float> Scales { get; } = scales;
+
+    /// <summary>Σ codes over each 16 values (Q6_K's scale groups).</summary>
+    public ReadOnlySpan<short> GroupSums { get; } = groupSums;
+
+    /// <summary>Σ codes over each 32 values (Q4_K's sub-blocks).</summary>
+    public ReadOnlySpan<short> SubBlockSums { get; } = subBlockSums;
 }

@@ -56,9 +56,11 @@ public sealed class KQuantKernelTests
             x[5] = 0;
             var q8 = new Q8KActivations();
             q8.Quantize(x, 1, x.Length);
-            (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = q8.Row(0);
+            Q8KRow activations = q8.Row(0);
+            ReadOnlySpan<sbyte> codes = activations.Codes;
+            ReadOnlySpan<float> scales = activations.Scales;
 
-            float actual = KQuantIntegerKernel.Dot(path, type, row, codes.Span, scales.Span, sums.Span);
+            float actual = KQuantIntegerKernel.Dot(path, type, row, activations);
 
             // The definition: the weights dequantized, the activations as d × code, dotted in double.
             var w = new float[x.Length];
@@ -66,7 +68,7 @@ public sealed class KQuantKernelTests
             double expected = 0, magnitude = 0;
             for (int i = 0; i < x.Length; i++)
             {
-                double a = (double)scales.Span[i / 256] * codes.Span[i];
+                double a = (double)scales[i / 256] * codes[i];
                 expected += w[i] * a;
                 magnitude += Math.Abs(w[i] * a);
             }
@@ -84,22 +86,113 @@ public sealed class KQuantKernelTests
         }
     }
 
-    [Fact]
-    public void Q8_k_quantization_follows_ggml()
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Rows_four_at_a_time_equal_one_at_a_time(KernelPath path, DType type)
+    {
+        // Seven rows: one group of four (their sums shared in vhaddps) and three alone.
+        const int rows = 7, blocks = 2;
+        byte[] matrix = RandomRow(type, rows * blocks, 31);
+        float[] x = KernelData.Floats(blocks * 256, 9, scale: 2f);
+        var q8 = new Q8KActivations();
+        q8.Quantize(x, 1, x.Length);
+        var results = new float[rows];
+        KQuantIntegerKernel.DotRows(path, type, matrix, rows, q8.Row(0), results);
+        int rowBytes = blocks * DTypes.BlockBytes(type);
+        for (int r = 0; r < rows; r++)
+        {
+            float alone = KQuantIntegerKernel.Dot(path, type, matrix.AsSpan(r * rowBytes, rowBytes), q8.Row(0));
+            Assert.True(Math.Abs(results[r] - alone) <= 1e-5f * Math.Max(1f, Math.Abs(alone)), $"{type} {path} row {r}: {results[r]}, alone {alone}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(KernelPath path, DType type)
+    {
+        // Every code, scale and min at its largest (0xFF bytes), activations all at ±127: the 16-bit pair sums
+        // (15 or 63 × 127 × 2) and the 32-bit weighted sums must hold them exactly.
+        byte[] row = new byte[DTypes.BlockBytes(type)];
+        row.AsSpan().Fill(0xFF);
+        ushort one = HalfBits.FromSingle(1f);
+        if (type == DType.Q4_K)
+        {
+            BitConverter.TryWriteBytes(row, one);
+            BitConverter.TryWriteBytes(row.AsSpan(2), one);
+        }
+        else
+        {
+            row.AsSpan(192, 16).Fill(0x7F);    // the largest signed scale
+            BitConverter.TryWriteBytes(row.AsSpan(208), one);
+        }
+
+        foreach (float sign in new[] { 1f, -1f })
+        {
+            float[] x = Enumerable.Repeat(sign, 256).ToArray();
+            var q8 = new Q8KActivations();
+            q8.Quantize(x, 1, 256);
+            var w = new float[256];
+            KQuantKernel.Dequantize(type, row, w);
+            double expected = 0;
+            for (int i = 0; i < 256; i++)
+            {
+                expected += (double)w[i] * q8.Row(0).Scales[0] * q8.Row(0).Codes[i];
+            }
+
+            float actual = KQuantIntegerKernel.Dot(path, type, row, q8.Row(0));
+            Assert.True(Math.Abs(actual - expected) <= 1e-6 * Math.Abs(expected), $"{type} {path} sign {sign}: {actual}, expected {expected}");
+        }
+    }
+
+    [Theory]
+    [InlineData(KernelPath.Scalar)]
+    [InlineData(KernelPath.Vector256)]
+    public void Q8_k_quantization_follows_ggml(KernelPath path)
     {
         // The largest magnitude maps to -127 (ggml divides by the signed maximum), ties round to even, and the sums of 16 add the codes.
-        var x = new float[256];
+        var x = new float[512];
         x[0] = 2.54f;     // the maximum: code -127, d = 2.54 / -127 = -0.02
         x[1] = -1.27f;    // -1.27 / -0.02 = 63.5 -> 64 (ties to even)
         x[2] = 0.01f;     // 0.01 / -0.02 = -0.5 -> -0 (ties to even)
         x[17] = -0.03f;   // 1.5 -> 2
+        x[9] = -2.54f;    // as large as x[0] but later: ggml keeps the first, so d stays negative
+
+        // The second block: the first largest magnitude is negative, so the scale is positive; an all-zero third block would
+        // be all zero codes with scale 0 (tested by the first theory's zero value).
+        x[256 + 3] = -4f;
+        x[256 + 200] = 4f;
+        x[256 + 4] = 1f;
         var q8 = new Q8KActivations();
-        q8.Quantize(x, 1, 256);
-        (ReadOnlyMemory<sbyte> codes, ReadOnlyMemory<float> scales, ReadOnlyMemory<int> sums) = q8.Row(0);
-        Assert.Equal(-0.02f, scales.Span[0], 1e-7f);
-        Assert.Equal(new sbyte[] { -127, 64, 0 }, codes.Span[..3].ToArray());
-        Assert.Equal(2, codes.Span[17]);
-        Assert.Equal(-127 + 64, sums.Span[0]);
-        Assert.Equal(2, sums.Span[1]);
+        q8.Quantize(x, 1, 512, path);
+        Q8KRow row = q8.Row(0);
+        Assert.Equal(-0.02f, row.Scales[0], 1e-7f);
+        Assert.Equal(new sbyte[] { -127, 64, 0 }, row.Codes[..3].ToArray());
+        Assert.Equal(127, row.Codes[9]);
+        Assert.Equal(2, row.Codes[17]);
+        Assert.Equal(-127 + 64 + 127, row.GroupSums[0]);
+        Assert.Equal(2, row.GroupSums[1]);
+        Assert.Equal(-127 + 64 + 127 + 2, row.SubBlockSums[0]);
+        Assert.Equal(4f / 127, row.Scales[1], 1e-7f);
+        Assert.Equal(new sbyte[] { -127, 32 }, row.Codes.Slice(256 + 3, 2).ToArray());   // 1 / (4 / 127) = 31.75 -> 32
+        Assert.Equal(127, row.Codes[256 + 200]);
+    }
+
+    [Fact]
+    public void Q8_k_vector_quantization_equals_the_scalar_reference()
+    {
+        float[] x = KernelData.Floats(8 * 256, 5, scale: 4f);
+        x[300] = 0;
+        x.AsSpan(512, 256).Clear();    // an all-zero block
+        var scalar = new Q8KActivations();
+        var vector = new Q8KActivations();
+        scalar.Quantize(x, 2, x.Length / 2, KernelPath.Scalar);
+        vector.Quantize(x, 2, x.Length / 2, KernelPath.Vector256);
+        for (int t = 0; t < 2; t++)
+        {
+            Assert.Equal(scalar.Row(t).Codes.ToArray(), vector.Row(t).Codes.ToArray());
+            Assert.Equal(scalar.Row(t).Scales.ToArray(), vector.Row(t).Scales.ToArray());
+            Assert.Equal(scalar.Row(t).GroupSums.ToArray(), vector.Row(t).GroupSums.ToArray());
+            Assert.Equal(scalar.Row(t).SubBlockSums.ToArray(), vector.Row(t).SubBlockSums.ToArray());
+        }
     }
 }

@@ -1,0 +1,440 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Q4_K and Q6_K weights against activations quantized as Q8_K (<see cref="Q8KActivations"/>): integer products per
+/// super-block (unsigned 4- or 6-bit codes times signed 8-bit codes, pairs summed to 16 bits with vpmaddubsw, then
+/// weighted by the sub-block scales and summed to 32 bits with vpmaddwd), the mins and Q6_K's offset of 32 from the
+/// activations' sums (one vpmaddwd per super-block), and one float multiply-add per super-block into float vectors
+/// summed once per row, as ggml's vec_dot_q4_K_q8_K. The integers are exact on every path; only the float additions'
+/// order differs from the scalar reference.
+/// </summary>
+/// <remarks>
+/// Each path is one method with the super-block loop inside and every helper inlined, so the accumulators stay in
+/// registers: the first version called a helper per super-block and spilled them, and ran at a third of this speed.
+/// The scales reach the vpmaddwd through in-register byte shuffles with constant indexes (as ggml's
+/// get_scale_shuffle), not a broadcast per sub-block.
+/// </remarks>
+internal static class KQuantIntegerKernel
+{
+    private const int Values = KQuantBlocks.BlockValues;
+    private const int Q4KBytes = 144;
+    private const int Q6KBytes = 210;
+
+    /// <summary>One row's dot product with one token's activations (the tests' entry; the model calls <see cref="DotRows"/>).</summary>
+    public static float Dot(KernelPath path, DType type, ReadOnlySpan<byte> row, Q8KRow x)
+    {
+        Span<float> result = stackalloc float[1];
+        DotRows(path, type, row, 1, x, result);
+        return result[0];
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> consecutive rows dotted with one token's activations into <paramref name="results"/>. Rows
+    /// go four at a time so that their horizontal sums share two vhaddps: a 1536-wide row is only 6 super-blocks, and
+    /// a sum per row cost a fifth of its time.
+    /// </summary>
+    public static void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
+    {
+        int blocks = x.Codes.Length / Values;
+        int rowBytes = blocks * (type == DType.Q4_K ? Q4KBytes : Q6KBytes);
+        if (rows.Length < (long)count * rowBytes || results.Length < count)
+        {
+            throw new ArgumentException($"{count} {type} rows of {blocks} super-blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
+        }
+
+        var operands = new Operands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
+            ref MemoryMarshal.GetReference(type == DType.Q4_K ? x.SubBlockSums : x.GroupSums), blocks);
+        ref byte w = ref MemoryMarshal.GetReference(rows);
+        ref float y = ref MemoryMarshal.GetReference(results);
+        bool wide = path == KernelPath.Vector512 && Avx512BW.IsSupported;
+        bool avx2 = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
+        if (!avx2 && !wide)
+        {
+            for (int r = 0; r < count; r++)
+            {
+                Unsafe.Add(ref y, r) = type == DType.Q4_K ? Q4KScalar(ref Unsafe.Add(ref w, r * rowBytes), operands)
+                    : Q6KScalar(ref Unsafe.Add(ref w, r * rowBytes), operands);
+            }
+        }
+        else if (type == DType.Q4_K)
+        {
+            // Q4_K has no 512-bit kernel: one (the nibbles of a chunk side by side, 64-byte products) ran at 24-29
+            // cycles per super-block on Zen 4 against this one's 17, and with four rows inlined the JIT spilled its
+            // accumulators.
+            Rows<Q4K256Row>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (wide)
+        {
+            Rows<Q6K512Row>(ref w, rowBytes, count, operands, ref y);
+        }
+        else
+        {
+            Rows<Q6K256Row>(ref w, rowBytes, count, operands, ref y);
+        }
+    }
+
+    /// <summary>One token's Q8_K activations as references (the ref struct a kernel's inner loop reads), and the f16 table.</summary>
+    private readonly ref struct Operands
+    {
+        public readonly ref sbyte Codes;
+        public readonly ref float Scales;
+
+        /// <summary>Sums of 32 (Q4_K) or of 16 (Q6_K).</summary>
+        public readonly ref short Sums;
+        public readonly int Blocks;
+
+        /// <summary>
+        /// The f16 → f32 table (<see cref="Half"/>), read once per call: a static read inside a kernel's loop costs a
+        /// class-initialization check, whose helper call spills every vector register.
+        /// </summary>
+        public readonly ref float HalfTable;
+
+        public Operands(ref sbyte codes, ref float scales, ref short sums, int blocks)
+        {
+            Codes = ref codes;
+            Scales = ref scales;
+            Sums = ref sums;
+            Blocks = blocks;
+            HalfTable = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        }
+    }
+
+    /// <summary>A vector kernel's dot product of one row, left as four partial sums.</summary>
+    private interface IRowKernel
+    {
+        static abstract Vector128<float> Partial(ref byte row, scoped in Operands x);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows<TKernel>(ref byte w, int rowBytes, int count, scoped in Operands x, ref float y)
+        where TKernel : IRowKernel
+    {
+        int r = 0;
+        for (; r + 4 <= count; r += 4)
+        {
+            Vector128<float> v0 = TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x);
+            Vector128<float> v1 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 1) * rowBytes), x);
+            Vector128<float> v2 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 2) * rowBytes), x);
+            Vector128<float> v3 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 3) * rowBytes), x);
+            Sse3.HorizontalAdd(Sse3.HorizontalAdd(v0, v1), Sse3.HorizontalAdd(v2, v3)).StoreUnsafe(ref y, (nuint)r);
+        }
+
+        if (r < count)
+        {
+            Remaining<TKernel>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, count - r, x, ref Unsafe.Add(ref y, r));
+        }
+    }
+
+    /// <summary>The last rows, one at a time: a method of its own, so that the kernel inlined here does not push the
+    /// four inlined above past the JIT's inlining budget (which then leaves a helper as a call and spills).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Remaining<TKernel>(ref byte w, int rowBytes, int count, scoped in Operands x, ref float y)
+        where TKernel : IRowKernel
+    {
+        for (int r = 0; r < count; r++)
+        {
+            Unsafe.Add(ref y, r) = Vector128.Sum(TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x));
+        }
+    }
+
+    /// <summary>
+    /// Asks for the three cache lines <see cref="PrefetchDistance"/> bytes ahead of a super-block (144 or 210 bytes).
+    /// The hardware prefetchers stop at 4 KiB pages, and with a kernel this heavy the out-of-order window reaches only a
+    /// few super-blocks ahead, so every new page began with a stall on memory: measured on Zen 4, 2 threads, decode's
+    /// Q6_K LM head (151936 × 1536) took 10.6 ms without and 4.6-5.0 ms with, the 8960 × 1536 Q4_K products
+    /// 0.35 → 0.22-0.26 ms. A prefetch past the weights' end is harmless (prefetches never fault).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchAhead(ref byte block)
+    {
+        byte* ahead = (byte*)Unsafe.AsPointer(ref block) + PrefetchDistance;
+        Sse.Prefetch0(ahead);
+        Sse.Prefetch0(ahead + 64);
+        Sse.Prefetch0(ahead + 128);
+    }
+
+    /// <summary>Four pages: 8 to 32 KiB measured alike (within the noise); less fell off.</summary>
+    private const int PrefetchDistance = 16 * 1024;
+
+    /// <summary>An f16 scale as f32, from the 64K-entry table (the index is a ushort, always inside it).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Half(ref float table, ref byte at) => Unsafe.Add(ref table, Unsafe.ReadUnaligned<ushort>(ref at));
+
+    /// <summary>
+    /// The 8 six-bit scales and the 8 mins (a byte each, sub-block j in byte j) of a Q4_K super-block from its 12 packed bytes, with
+    /// ggml's 32-bit masks (as its vec_dot_q4_K): sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7
+    /// (mins); 4-7 from the nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (ulong Scales, ulong Mins) UnpackScalesAndMins(ref byte packed)
+    {
+        const uint Six = 0x3f3f3f3f, Four = 0x0f0f0f0f, Two = 0x03030303;
+        uint a = Unsafe.ReadUnaligned<uint>(ref packed), b = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 4)), c = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 8));
+        ulong scales = (a & Six) | ((ulong)((c & Four) | (((a >> 6) & Two) << 4)) << 32);
+        ulong mins = (b & Six) | ((ulong)(((c >> 4) & Four) | (((b >> 6) & Two) << 4)) << 32);
+        return (scales, mins);
+    }
+
+    // ---- Q4_K ----
+
+    /// <summary>The reference: Σ_b dx_b (d_b Σ_j scale_j Σ code × x − dmin_b Σ_j min_j Σ x), block by block in order.</summary>
+    private static float Q4KScalar(ref byte w, scoped in Operands operands)
+    {
+        ref float half = ref operands.HalfTable;
+        ref sbyte x = ref operands.Codes;
+        ref float xd = ref operands.Scales;
+        ref short sums = ref operands.Sums;
+        int blocks = operands.Blocks;
+        float total = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            ref byte block = ref Unsafe.Add(ref w, b * Q4KBytes);
+            ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
+            (ulong scales, ulong mins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
+            int sumi = 0, summ = 0;
+            for (int c = 0; c < 4; c++)
+            {
+                int low = 0, high = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    byte packed = Unsafe.Add(ref block, 16 + (32 * c) + l);
+                    low += (packed & 0xF) * Unsafe.Add(ref q8, (64 * c) + l);
+                    high += (packed >> 4) * Unsafe.Add(ref q8, (64 * c) + 32 + l);
+                }
+
+                sumi += (Byte(scales, 2 * c) * low) + (Byte(scales, (2 * c) + 1) * high);
+            }
+
+            for (int j = 0; j < 8; j++)
+            {
+                summ += Byte(mins, j) * Unsafe.Add(ref sums, (b * 8) + j);
+            }
+
+            float dx = Unsafe.Add(ref xd, b);
+            total += (dx * Half(ref half, ref block) * sumi) - (dx * Half(ref half, ref Unsafe.Add(ref block, 2)) * summ);
+        }
+
+        return total;
+    }
+
+    /// <summary>Byte <paramref name="j"/> of unpacked scales or mins.</summary>
+    private static int Byte(ulong packed, int j) => (int)((packed >> (8 * j)) & 0xFF);
+
+    /// <summary>Byte indexes that spread 16-bit lane <paramref name="j"/> over a whole 128-bit lane (for vpshufb).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> Spread16(int j) => Vector128.Create((ushort)((2 * j) | (((2 * j) + 1) << 8))).AsByte();
+
+    private readonly struct Q4K256Row : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in Operands operands)
+        {
+            ref float half = ref operands.HalfTable;
+            ref sbyte x = ref operands.Codes;
+            ref float xd = ref operands.Scales;
+            ref short sums = ref operands.Sums;
+            int blocks = operands.Blocks;
+            Vector256<float> acc = default;
+            Vector128<float> mins = default;
+            for (int b = 0; b < blocks; b++)
+            {
+                ref byte block = ref Unsafe.Add(ref w, b * Q4KBytes);
+                PrefetchAhead(ref block);
+                ref byte qs = ref Unsafe.Add(ref block, 16);
+                ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
+                (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
+                Vector128<short> scales128 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedScales).AsByte());
+                Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
+
+                Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 0) + Q4KChunk256(ref qs, ref q8, scales, 1)
+                    + Q4KChunk256(ref qs, ref q8, scales, 2) + Q4KChunk256(ref qs, ref q8, scales, 3);
+
+                // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
+                Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()),
+                    Vector128.LoadUnsafe(ref sums, (nuint)(b * 8)));
+                float dx = Unsafe.Add(ref xd, b);
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * Half(ref half, ref block)), acc);
+                mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
+            }
+
+            return acc.GetLower() + acc.GetUpper() - mins;
+        }
+    }
+
+    /// <summary>
+    /// Σ scale × Σ code × x over sub-blocks 2c and 2c + 1 (32 bytes: low nibbles are sub-block 2c's values, high nibbles
+    /// 2c + 1's), in eight 32-bit lanes. <paramref name="c"/> is a constant at every call, so the shuffles' indexes are too.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c)
+    {
+        var mask = Vector256.Create((byte)0x0F);
+        Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
+        Vector256<short> low = Avx2.MultiplyAddAdjacent(packed & mask, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)));
+        Vector256<short> high = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask,
+            Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
+        Vector128<byte> lowIndex = Spread16(2 * c), highIndex = Spread16((2 * c) + 1);
+        return Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16())
+            + Avx2.MultiplyAddAdjacent(high, Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16());
+    }
+
+    // ---- Q6_K ----
+
+    /// <summary>The reference: Σ_b dx_b d_b Σ_g scale_g (Σ code × x − 32 Σ x), codes as stored (0..63), block by block.</summary>
+    private static float Q6KScalar(ref byte w, scoped in Operands operands)
+    {
+        ref float half = ref operands.HalfTable;
+        ref sbyte x = ref operands.Codes;
+        ref float xd = ref operands.Scales;
+        ref short sums = ref operands.Sums;
+        int blocks = operands.Blocks;
+        float total = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            ReadOnlySpan<byte> block = MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref w, b * Q6KBytes), Q6KBytes);
+            ReadOnlySpan<sbyte> q8 = MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref x, b * Values), Values);
+            int sumi = 0;
+            for (int n = 0; n < Values; n += 128)
+            {
+                ReadOnlySpan<byte> ql = block.Slice(n / 2, 64), qh = block.Slice(128 + (n / 4), 32);
+                for (int quarter = 0; quarter < 4; quarter++)
+                {
+                    for (int sixteen = 0; sixteen < 2; sixteen++)
+                    {
+                        int group = 0;
+                        for (int l = 16 * sixteen; l < (16 * sixteen) + 16; l++)
+                        {
+                            byte low = ql[l + (32 * (quarter & 1))];
+                            int code = (quarter < 2 ? low & 0xF : low >> 4) | (((qh[l] >> (2 * quarter)) & 3) << 4);
+                            group += code * q8[n + (32 * quarter) + l];
+                        }
+
+                        sumi += (sbyte)block[192 + ((n + (32 * quarter) + (16 * sixteen)) / 16)] * group;
+                    }
+                }
+            }
+
+            // The codes are stored + 32: 32 × scale × Σ x per 16 values comes back out.
+            for (int g = 0; g < 16; g++)
+            {
+                sumi -= 32 * (sbyte)block[192 + g] * Unsafe.Add(ref sums, (b * 16) + g);
+            }
+
+            total += Unsafe.Add(ref xd, b) * Half(ref half, ref Unsafe.Add(ref w, (b * Q6KBytes) + 208)) * sumi;
+        }
+
+        return total;
+    }
+
+    /// <summary>The four quarters' codes (0..63) of one 128-value half: values n..n+31, n+32.., n+64.., n+96...</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<byte>, Vector256<byte>, Vector256<byte>, Vector256<byte>) Q6Quarters(ref byte block, int n)
+    {
+        ref byte ql = ref Unsafe.Add(ref block, n / 2);
+        Vector256<byte> a = Vector256.LoadUnsafe(ref ql), b = Vector256.LoadUnsafe(ref ql, 32);
+        Vector256<byte> h = Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 128 + (n / 4)));
+        var low4 = Vector256.Create((byte)0x0F);
+        var high2 = Vector256.Create((byte)0x30);
+        return ((a & low4) | (Vector256.ShiftLeft(h.AsUInt16(), 4).AsByte() & high2),
+                (b & low4) | (Vector256.ShiftLeft(h.AsUInt16(), 2).AsByte() & high2),
+                (Vector256.ShiftRightLogical(a.AsUInt16(), 4).AsByte() & low4) | (h & high2),
+                (Vector256.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h.AsUInt16(), 2).AsByte() & high2));
+    }
+
+    /// <summary>Byte indexes: <paramref name="g"/> eight times, then <paramref name="g"/> + 1 eight times.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> GroupPair(int g) => Vector128.Create(0x0101010101010101UL * (ulong)g, 0x0101010101010101UL * (ulong)(g + 1)).AsByte();
+
+    /// <summary>32 × Σ_g scale_g Σ x over group g, summed in eight 32-bit lanes: Q6_K's offset of 32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Offsets(Vector128<sbyte> scales, ref short sums) =>
+        Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(scales), Vector256.LoadUnsafe(ref sums)), 5);
+
+    /// <summary>
+    /// Σ scale × Σ code × x over one 128-value half of a Q6_K super-block, in eight 32-bit lanes. Each 32 values span
+    /// two groups of 16, whose scales the shuffle spreads over the two 128-bit lanes; <paramref name="n"/> is a constant
+    /// at every call, so the shuffles' indexes are too.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6KHalf256(ref byte block, ref sbyte q8, Vector128<sbyte> scales, int n)
+    {
+        (Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3, Vector256<byte> q4) = Q6Quarters(ref block, n);
+        int g = n / 16;
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref q8, (nuint)n)),
+                Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, GroupPair(g).AsSByte())))
+            + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.LoadUnsafe(ref q8, (nuint)(n + 32))),
+                Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, GroupPair(g + 2).AsSByte())))
+            + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.LoadUnsafe(ref q8, (nuint)(n + 64))),
+                Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, GroupPair(g + 4).AsSByte())))
+            + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.LoadUnsafe(ref q8, (nuint)(n + 96))),
+                Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, GroupPair(g + 6).AsSByte())));
+    }
+
+    /// <summary><see cref="Q6KHalf256"/> as two 64-byte products: 64 values span four groups, one per 128-bit lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q6KHalf512(ref byte block, ref sbyte q8, Vector256<sbyte> scales, int n)
+    {
+        (Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3, Vector256<byte> q4) = Q6Quarters(ref block, n);
+        int g = n / 16;
+        Vector256<sbyte> first = Avx2.Shuffle(scales, Vector256.Create(GroupPair(g), GroupPair(g + 2)).AsSByte());
+        Vector256<sbyte> second = Avx2.Shuffle(scales, Vector256.Create(GroupPair(g + 4), GroupPair(g + 6)).AsSByte());
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(q1, q2), Vector512.LoadUnsafe(ref q8, (nuint)n)),
+                Avx512BW.ConvertToVector512Int16(first))
+            + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(q3, q4), Vector512.LoadUnsafe(ref q8, (nuint)(n + 64))),
+                Avx512BW.ConvertToVector512Int16(second));
+    }
+
+    private readonly struct Q6K256Row : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in Operands operands) => Q6KPartial(ref w, operands, wide: false);
+    }
+
+    private readonly struct Q6K512Row : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in Operands operands) => Q6KPartial(ref w, operands, wide: true);
+    }
+
+    /// <summary>One Q6_K row: <paramref name="wide"/> (a constant at each call) picks 64- or 32-byte products.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Q6KPartial(ref byte w, scoped in Operands operands, bool wide)
+    {
+        ref float half = ref operands.HalfTable;
+        ref sbyte x = ref operands.Codes;
+        ref float xd = ref operands.Scales;
+        ref short sums = ref operands.Sums;
+        Vector256<float> acc = default;
+        for (int b = 0; b < operands.Blocks; b++)
+        {
+            ref byte block = ref Unsafe.Add(ref w, b * Q6KBytes);
+            PrefetchAhead(ref block);
+            ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
+            Vector128<sbyte> scales = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 192)).AsSByte();
+            Vector256<int> sumi;
+            if (wide)
+            {
+                Vector256<sbyte> scales256 = Vector256.Create(scales, scales);
+                Vector512<int> products = Q6KHalf512(ref block, ref q8, scales256, 0) + Q6KHalf512(ref block, ref q8, scales256, 128);
+                sumi = products.GetLower() + products.GetUpper();
+            }
+            else
+            {
+                sumi = Q6KHalf256(ref block, ref q8, scales, 0) + Q6KHalf256(ref block, ref q8, scales, 128);
+            }
+
+            sumi -= Offsets(scales, ref Unsafe.Add(ref sums, b * 16));
+            float d = Unsafe.Add(ref xd, b) * Half(ref half, ref Unsafe.Add(ref block, 208));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
+        }
+
+        return acc.GetLower() + acc.GetUpper();
+    }
+}
