@@ -41,6 +41,7 @@ internal static class Dot<TW>
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             acc0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), V512.LoadUnsafe(ref xr, (nuint)i), acc0);
             acc1 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + lanes), V512.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
             acc2 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (2 * lanes)), V512.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);
@@ -67,6 +68,7 @@ internal static class Dot<TW>
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             acc0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), V256.LoadUnsafe(ref xr, (nuint)i), acc0);
             acc1 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + lanes), V256.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
             acc2 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (2 * lanes)), V256.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);

@@ -144,25 +144,6 @@ internal static class KQuantIntegerKernel
         }
     }
 
-    /// <summary>
-    /// Asks for the three cache lines <see cref="PrefetchDistance"/> bytes ahead of a super-block (144 or 210 bytes).
-    /// The hardware prefetchers stop at 4 KiB pages, and with a kernel this heavy the out-of-order window reaches only a
-    /// few super-blocks ahead, so every new page began with a stall on memory: measured on Zen 4, 2 threads, decode's
-    /// Q6_K LM head (151936 × 1536) took 10.6 ms without and 4.6-5.0 ms with, the 8960 × 1536 Q4_K products
-    /// 0.35 → 0.22-0.26 ms. A prefetch past the weights' end is harmless (prefetches never fault).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchAhead(ref byte block)
-    {
-        byte* ahead = (byte*)Unsafe.AsPointer(ref block) + PrefetchDistance;
-        Sse.Prefetch0(ahead);
-        Sse.Prefetch0(ahead + 64);
-        Sse.Prefetch0(ahead + 128);
-    }
-
-    /// <summary>Four pages: 8 to 32 KiB measured alike (within the noise); less fell off.</summary>
-    private const int PrefetchDistance = 16 * 1024;
-
     /// <summary>An f16 scale as f32, from the 64K-entry table (the index is a ushort, always inside it).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Half(ref float table, ref byte at) => Unsafe.Add(ref table, Unsafe.ReadUnaligned<ushort>(ref at));
@@ -246,7 +227,7 @@ internal static class KQuantIntegerKernel
             for (int b = 0; b < blocks; b++)
             {
                 ref byte block = ref Unsafe.Add(ref w, b * Q4KBytes);
-                PrefetchAhead(ref block);
+                Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 210 bytes
                 ref byte qs = ref Unsafe.Add(ref block, 16);
                 ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
                 (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
@@ -415,7 +396,7 @@ internal static class KQuantIntegerKernel
         for (int b = 0; b < operands.Blocks; b++)
         {
             ref byte block = ref Unsafe.Add(ref w, b * Q6KBytes);
-            PrefetchAhead(ref block);
+            Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 210 bytes
             ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
             Vector128<sbyte> scales = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 192)).AsSByte();
             Vector256<int> sumi;

@@ -1,0 +1,42 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Software prefetch of weights a few pages ahead of a decode kernel. The hardware prefetchers stop at 4 KiB pages, and
+/// with a kernel that does real work per byte the out-of-order window reaches only a few hundred bytes ahead, so
+/// every new page began with a stall on memory. Measured on Zen 4, 2 threads: the Q6_K LM head (151936 × 1536) took
+/// 10.6 ms without and 4.6-5.0 ms with, the 8960 × 1536 Q4_K products 0.35 → 0.22-0.26 ms; BF16's 151936 × 896
+/// LM head 5.6 → 4.4-5.2 ms. The Q8_0 kernel that widens codes to f32 measured no better with it (5.2 against 4.65 ms),
+/// so it has none. A prefetch past the weights' end is harmless: prefetches never fault.
+/// </summary>
+internal static class Prefetch
+{
+    /// <summary>Four pages: 8 to 32 KiB measured alike (within the noise); less fell off.</summary>
+    public const int Distance = 16 * 1024;
+
+    /// <summary>Asks for the cache line <see cref="Distance"/> bytes past <paramref name="at"/> (no-op without SSE).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Ahead(ref byte at)
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.Prefetch0((byte*)Unsafe.AsPointer(ref at) + Distance);
+        }
+    }
+
+    /// <summary>The <paramref name="lines"/> cache lines from <see cref="Distance"/> bytes past <paramref name="at"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Ahead(ref byte at, int lines)
+    {
+        if (Sse.IsSupported)
+        {
+            byte* ahead = (byte*)Unsafe.AsPointer(ref at) + Distance;
+            for (int i = 0; i < lines; i++)
+            {
+                Sse.Prefetch0(ahead + (64 * i));
+            }
+        }
+    }
+}
