@@ -215,8 +215,7 @@ public sealed class CpuBackend : IBackend
         {
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
-            case DType.Q8_0: Q8_0Kernel.Dequantize(KernelPath, source, destination); break;
-            case DType.Q4_K or DType.Q6_K: KQuantKernel.Dequantize(type, source, destination); break;
+            case DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q6_K: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
     }

@@ -59,6 +59,9 @@ public static class TensorValues
             case DType.Q8_0:
                 Q8_0Blocks.Dequantize(bytes, values);
                 break;
+            case DType.Q4_0:
+                LegacyQuantBlocks.DequantizeQ4_0(bytes, values);
+                break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;
@@ -70,7 +73,7 @@ public static class TensorValues
         }
     }
 
-    /// <summary>Stores f32 values as <paramref name="type"/> (rounded to nearest even for F16/BF16, llama.cpp's quantizer for Q8_0).</summary>
+    /// <summary>Stores f32 values as <paramref name="type"/> (rounded to nearest even for F16/BF16, llama.cpp's quantizers for Q8_0 and Q4_0).</summary>
     public static byte[] FromSingle(ReadOnlySpan<float> values, DType type)
     {
         var bytes = new byte[DTypes.ByteLength(type, values.Length)];
@@ -103,6 +106,9 @@ public static class TensorValues
                 break;
             case DType.Q8_0:
                 Q8_0Blocks.Quantize(values, bytes);
+                break;
+            case DType.Q4_0:
+                LegacyQuantBlocks.QuantizeQ4_0(values, bytes);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

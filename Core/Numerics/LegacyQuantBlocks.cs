@@ -33,6 +33,38 @@ public static class LegacyQuantBlocks
         }
     }
 
+    /// <summary>
+    /// As llama.cpp's <c>quantize_row_q4_0_ref</c>: the value of largest magnitude (the first, sign kept) maps to
+    /// code 0, d = max / -8 stored as f16, codes (x / d + 8.5) truncated and at most 15; a block of zeros has d = 0
+    /// and every code 8.
+    /// </summary>
+    public static void QuantizeQ4_0(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * BlockValues, BlockValues);
+            Span<byte> block = blocks.Slice(b * 18, 18);
+            float amax = 0, max = 0;
+            foreach (float v in x)
+            {
+                if (amax < MathF.Abs(v))
+                {
+                    amax = MathF.Abs(v);
+                    max = v;
+                }
+            }
+
+            float d = max / -8, id = d != 0 ? 1 / d : 0;
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            for (int j = 0; j < 16; j++)
+            {
+                int low = Math.Min(15, (int)(sbyte)((x[j] * id) + 8.5f));
+                int high = Math.Min(15, (int)(sbyte)((x[j + 16] * id) + 8.5f));
+                block[2 + j] = (byte)(low | (high << 4));
+            }
+        }
+    }
+
     public static void DequantizeQ4_1(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         for (int b = 0; b < values.Length / BlockValues; b++)

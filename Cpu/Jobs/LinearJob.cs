@@ -18,7 +18,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _tokens;
     private int _rowsPerChunk;
     private readonly Q8KActivations _q8k = new();
-    private Q8KActivations? _quantized;
+    private readonly Q8Activations _q8 = new();
+    private Q8KActivations? _quantizedK;
+    private Q8Activations? _quantized;
 
     /// <summary>Sets up one product and returns its number of chunks.</summary>
     public int Prepare(CpuWeight weight, float[]? bias, float[] x, float[] y, int tokens, int threads)
@@ -43,12 +45,21 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
         }
 
-        // K-quant weights at decode: the activations quantized to Q8_K once here, for every thread's integer dots.
-        _quantized = null;
-        if (weight.StoredType is DType.Q4_K or DType.Q6_K && tokens <= MatMul.RowDotTokens)
+        // Block-quantized weights at decode: the activations quantized once here (Q8_K for the k-quants, Q8_0 for Q8_0
+        // and Q4_0), for every thread's integer dots.
+        (_quantizedK, _quantized) = (null, null);
+        if (tokens <= MatMul.RowDotTokens)
         {
-            _q8k.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
-            _quantized = _q8k;
+            if (weight.StoredType is DType.Q4_K or DType.Q6_K)
+            {
+                _q8k.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
+                _quantizedK = _q8k;
+            }
+            else if (weight.StoredType is DType.Q8_0 or DType.Q4_0)
+            {
+                _q8.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
+                _quantized = _q8;
+            }
         }
 
         return (rows + _rowsPerChunk - 1) / _rowsPerChunk;
@@ -69,8 +80,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q8_0: MatMul.Q8_0Rows(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, _weight.StoredType, rows, k, n, x, _quantized, _tokens, bias, y, start, end, panel); break;
+            case DType.Q8_0 or DType.Q4_0: MatMul.Q8Rows(path, _weight.StoredType, rows, k, n, x, _quantized, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, _weight.StoredType, rows, k, n, x, _quantizedK, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }
     }

@@ -49,7 +49,7 @@ internal static class KQuantIntegerKernel
             throw new ArgumentException($"{count} {type} rows of {blocks} super-blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
         }
 
-        var operands = new Operands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
+        var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
             ref MemoryMarshal.GetReference(type == DType.Q4_K ? x.SubBlockSums : x.GroupSums), blocks);
         ref byte w = ref MemoryMarshal.GetReference(rows);
         ref float y = ref MemoryMarshal.GetReference(results);
@@ -68,85 +68,18 @@ internal static class KQuantIntegerKernel
             // Q4_K has no 512-bit kernel: one (the nibbles of a chunk side by side, 64-byte products) ran at 24-29
             // cycles per super-block on Zen 4 against this one's 17, and with four rows inlined the JIT spilled its
             // accumulators.
-            Rows<Q4K256Row>(ref w, rowBytes, count, operands, ref y);
+            RowGroups.Run<Q4K256Row>(ref w, rowBytes, count, operands, ref y);
         }
         else if (wide)
         {
-            Rows<Q6K512Row>(ref w, rowBytes, count, operands, ref y);
+            RowGroups.Run<Q6K512Row>(ref w, rowBytes, count, operands, ref y);
         }
         else
         {
-            Rows<Q6K256Row>(ref w, rowBytes, count, operands, ref y);
+            RowGroups.Run<Q6K256Row>(ref w, rowBytes, count, operands, ref y);
         }
     }
 
-    /// <summary>One token's Q8_K activations as references (the ref struct a kernel's inner loop reads), and the f16 table.</summary>
-    private readonly ref struct Operands
-    {
-        public readonly ref sbyte Codes;
-        public readonly ref float Scales;
-
-        /// <summary>Sums of 32 (Q4_K) or of 16 (Q6_K).</summary>
-        public readonly ref short Sums;
-        public readonly int Blocks;
-
-        /// <summary>
-        /// The f16 → f32 table (<see cref="Half"/>), read once per call: a static read inside a kernel's loop costs a
-        /// class-initialization check, whose helper call spills every vector register.
-        /// </summary>
-        public readonly ref float HalfTable;
-
-        public Operands(ref sbyte codes, ref float scales, ref short sums, int blocks)
-        {
-            Codes = ref codes;
-            Scales = ref scales;
-            Sums = ref sums;
-            Blocks = blocks;
-            HalfTable = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
-        }
-    }
-
-    /// <summary>A vector kernel's dot product of one row, left as four partial sums.</summary>
-    private interface IRowKernel
-    {
-        static abstract Vector128<float> Partial(ref byte row, scoped in Operands x);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows<TKernel>(ref byte w, int rowBytes, int count, scoped in Operands x, ref float y)
-        where TKernel : IRowKernel
-    {
-        int r = 0;
-        for (; r + 4 <= count; r += 4)
-        {
-            Vector128<float> v0 = TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x);
-            Vector128<float> v1 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 1) * rowBytes), x);
-            Vector128<float> v2 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 2) * rowBytes), x);
-            Vector128<float> v3 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 3) * rowBytes), x);
-            Sse3.HorizontalAdd(Sse3.HorizontalAdd(v0, v1), Sse3.HorizontalAdd(v2, v3)).StoreUnsafe(ref y, (nuint)r);
-        }
-
-        if (r < count)
-        {
-            Remaining<TKernel>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, count - r, x, ref Unsafe.Add(ref y, r));
-        }
-    }
-
-    /// <summary>The last rows, one at a time: a method of its own, so that the kernel inlined here does not push the
-    /// four inlined above past the JIT's inlining budget (which then leaves a helper as a call and spills).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void Remaining<TKernel>(ref byte w, int rowBytes, int count, scoped in Operands x, ref float y)
-        where TKernel : IRowKernel
-    {
-        for (int r = 0; r < count; r++)
-        {
-            Unsafe.Add(ref y, r) = Vector128.Sum(TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x));
-        }
-    }
-
-    /// <summary>An f16 scale as f32, from the 64K-entry table (the index is a ushort, always inside it).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Half(ref float table, ref byte at) => Unsafe.Add(ref table, Unsafe.ReadUnaligned<ushort>(ref at));
 
     /// <summary>
     /// The 8 six-bit scales and the 8 mins (a byte each, sub-block j in byte j) of a Q4_K super-block from its 12 packed bytes, with
@@ -166,7 +99,7 @@ internal static class KQuantIntegerKernel
     // ---- Q4_K ----
 
     /// <summary>The reference: Σ_b dx_b (d_b Σ_j scale_j Σ code × x − dmin_b Σ_j min_j Σ x), block by block in order.</summary>
-    private static float Q4KScalar(ref byte w, scoped in Operands operands)
+    private static float Q4KScalar(ref byte w, scoped in RowOperands operands)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte x = ref operands.Codes;
@@ -199,7 +132,7 @@ internal static class KQuantIntegerKernel
             }
 
             float dx = Unsafe.Add(ref xd, b);
-            total += (dx * Half(ref half, ref block) * sumi) - (dx * Half(ref half, ref Unsafe.Add(ref block, 2)) * summ);
+            total += (dx * RowOperands.Half(ref half, ref block) * sumi) - (dx * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2)) * summ);
         }
 
         return total;
@@ -215,7 +148,7 @@ internal static class KQuantIntegerKernel
     private readonly struct Q4K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in Operands operands)
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands)
         {
             ref float half = ref operands.HalfTable;
             ref sbyte x = ref operands.Codes;
@@ -241,8 +174,8 @@ internal static class KQuantIntegerKernel
                 Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()),
                     Vector128.LoadUnsafe(ref sums, (nuint)(b * 8)));
                 float dx = Unsafe.Add(ref xd, b);
-                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * Half(ref half, ref block)), acc);
-                mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * RowOperands.Half(ref half, ref block)), acc);
+                mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
             }
 
             return acc.GetLower() + acc.GetUpper() - mins;
@@ -269,7 +202,7 @@ internal static class KQuantIntegerKernel
     // ---- Q6_K ----
 
     /// <summary>The reference: Σ_b dx_b d_b Σ_g scale_g (Σ code × x − 32 Σ x), codes as stored (0..63), block by block.</summary>
-    private static float Q6KScalar(ref byte w, scoped in Operands operands)
+    private static float Q6KScalar(ref byte w, scoped in RowOperands operands)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte x = ref operands.Codes;
@@ -308,7 +241,7 @@ internal static class KQuantIntegerKernel
                 sumi -= 32 * (sbyte)block[192 + g] * Unsafe.Add(ref sums, (b * 16) + g);
             }
 
-            total += Unsafe.Add(ref xd, b) * Half(ref half, ref Unsafe.Add(ref w, (b * Q6KBytes) + 208)) * sumi;
+            total += Unsafe.Add(ref xd, b) * RowOperands.Half(ref half, ref Unsafe.Add(ref w, (b * Q6KBytes) + 208)) * sumi;
         }
 
         return total;
@@ -375,18 +308,18 @@ internal static class KQuantIntegerKernel
     private readonly struct Q6K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in Operands operands) => Q6KPartial(ref w, operands, wide: false);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands, wide: false);
     }
 
     private readonly struct Q6K512Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in Operands operands) => Q6KPartial(ref w, operands, wide: true);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands, wide: true);
     }
 
     /// <summary>One Q6_K row: <paramref name="wide"/> (a constant at each call) picks 64- or 32-byte products.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Q6KPartial(ref byte w, scoped in Operands operands, bool wide)
+    private static Vector128<float> Q6KPartial(ref byte w, scoped in RowOperands operands, bool wide)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte x = ref operands.Codes;
@@ -412,7 +345,7 @@ internal static class KQuantIntegerKernel
             }
 
             sumi -= Offsets(scales, ref Unsafe.Add(ref sums, b * 16));
-            float d = Unsafe.Add(ref xd, b) * Half(ref half, ref Unsafe.Add(ref block, 208));
+            float d = Unsafe.Add(ref xd, b) * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 208));
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
         }
 

@@ -24,7 +24,8 @@ internal static class MatMul
     /// (<see cref="DotTokens{TW}"/>: the row is read once, and each token's sum is bit-identical to its sum
     /// alone); from 8 on the f32 panel and 4 × 4 tiles win. Measured on Qwen2.5-0.5B's shape, BF16, 2 threads,
     /// AVX-512 (decode tokens/s, panel → rows): 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79, 8: 80 → 75, 16: 113 → 62.
-    /// Q8_0 weights the same way (<see cref="Q8_0Kernel.DotTokens"/>): 2 tokens 18 → 59, 4: 50 → 91.
+    /// Q8_0 weights the same way (then with f32 activations): 2 tokens 18 → 59, 4: 50 → 91. Block-quantized weights
+    /// dot integers with the activations quantized once per step (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>).
     /// </summary>
     public const int RowDotTokens = 7;
 
@@ -74,30 +75,34 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q8_0 weights: one token dots each row of blocks directly; several dequantize a
-    /// panel of rows to f32 once and reuse it for every token.
+    /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights: a few tokens (given as <paramref name="quantized"/> Q8_0 rows) dot
+    /// each row of blocks in integers; more dequantize a panel of rows to f32 once and reuse it for every token.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q8_0Rows(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+    public static void Q8Rows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
+        ReadOnlySpan<float> x, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
-        int rowBytes = (int)Formats.DTypes.ByteLength(Formats.DType.Q8_0, inFeatures);
-        if (tokens <= RowDotTokens)
+        if (quantized is not null)
         {
-            Span<float> sums = stackalloc float[tokens];
-            for (int n = rowStart; n < rowEnd; n++)
+            for (int t = 0; t < tokens; t++)
             {
-                Q8_0Kernel.DotTokens(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, inFeatures, tokens, sums);
-                for (int t = 0; t < tokens; t++)
-                {
-                    y[(t * outFeatures) + n] = bias.IsEmpty ? sums[t] : sums[t] + bias[n];
-                }
+                Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
+                Q8IntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results);
+                AddBias(results, bias, rowStart);
             }
 
             return;
         }
 
-        DequantizedPanels(path, Formats.DType.Q8_0, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+        DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+    }
+
+    private static void AddBias(Span<float> results, ReadOnlySpan<float> bias, int rowStart)
+    {
+        if (!bias.IsEmpty)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Add(results, bias.Slice(rowStart, results.Length), results);
+        }
     }
 
     /// <summary>
@@ -108,7 +113,6 @@ internal static class MatMul
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> x, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
-        int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
         if (quantized is not null)
         {
             // A few tokens (decode): integer dot products with the activations quantized once per step. A chunk's rows
@@ -117,10 +121,7 @@ internal static class MatMul
             {
                 Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
                 KQuantIntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results);
-                if (!bias.IsEmpty)
-                {
-                    System.Numerics.Tensors.TensorPrimitives.Add(results, bias[rowStart..rowEnd], results);
-                }
+                AddBias(results, bias, rowStart);
             }
 
             return;
@@ -130,7 +131,7 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// Block-quantized rows (Q8_0, Q4_K, Q6_K) for many tokens: each panel of <see cref="PanelRows"/> rows dequantized
+    /// Block-quantized rows (Q8_0, Q4_0, Q4_K, Q6_K) for many tokens: each panel of <see cref="PanelRows"/> rows dequantized
     /// to f32 once, then used by every token.
     /// </summary>
     private static void DequantizedPanels(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
@@ -145,14 +146,7 @@ internal static class MatMul
             {
                 ReadOnlySpan<byte> row = weights.Slice((p - rowStart + r) * rowBytes, rowBytes);
                 Span<float> values = converted.Slice(r * inFeatures, inFeatures);
-                if (type == Formats.DType.Q8_0)
-                {
-                    Q8_0Kernel.Dequantize(path, row, values);
-                }
-                else
-                {
-                    KQuantKernel.Dequantize(type, row, values);
-                }
+                QuantizedRows.Dequantize(path, type, row, values);
             }
 
             PanelWithBias(path, converted, rows, inFeatures, outFeatures, x, tokens, bias, y, p);

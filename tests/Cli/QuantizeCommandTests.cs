@@ -8,16 +8,18 @@ namespace QwenSharp.Tests.Cli;
 /// <summary>qwensharp quantize writes GGUF files llama.cpp loads; --quantize at load gives the same model as loading that file.</summary>
 public sealed class QuantizeCommandTests
 {
-    [Fact]
-    public void Quantize_Q8_0_LlamaCppLoadsTheFileAndAgrees()
+    [Theory]
+    [InlineData("q8_0", "Q8_0")]
+    [InlineData("q4_0", "Q4_0")]
+    public void Quantize_LlamaCppLoadsTheFileAndAgrees(string type, string stored)
     {
         Reference reference = Reference.Load("tiny-qwen2");
-        string output = Path.Combine(Fixtures.TempDirectory(), "tiny-q8_0.gguf");
+        string output = Path.Combine(Fixtures.TempDirectory(), $"tiny-{type}.gguf");
 
-        CliRunner.Result result = CliRunner.Run("quantize", "--model", TestTokenizers.TinyQwenWithTokenizer, "--type", "q8_0", "--out", output);
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", TestTokenizers.TinyQwenWithTokenizer, "--type", type, "--out", output);
 
         Assert.True(result.ExitCode == 0, result.Stderr);
-        Assert.Matches(@"^wrote .*tiny-q8_0\.gguf: \d+ tensors \(\d+ Q8_0, \d+ F32\), ", result.Stdout);
+        Assert.Matches($@"^wrote .*tiny-{type}\.gguf: \d+ tensors \(\d+ {stored}, \d+ F32\), ", result.Stdout);
         float[][] theirs = LlamaCpp.Logits(output, reference.PromptIds);
         using IBackend backend = TestBackends.Create("cpu");
         using Qwen2Model model = Qwen2Model.Load(output, backend);
@@ -62,10 +64,11 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is a file: quantize reads a Hugging Face model folder"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k", "--out", existing + "5"], "--type 'q4_k' is not one of q8_0, q4_0, f16, bf16, f32"),
         })
         {
             CliRunner.Result result = CliRunner.Run(args);

@@ -242,12 +242,45 @@ public sealed class GgmlDequantizeTests
     [Fact]
     public void TheCommandLineSaysWhichTensorsWereConvertedAtLoad()
     {
-        string gguf = LlamaCpp.Quantize(GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer), LLamaFtype.MOSTLY_Q4_0);
+        string gguf = LlamaCpp.Quantize(GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer), LLamaFtype.MOSTLY_Q4_1);
 
         QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.RunProcess("generate", "--model", gguf, "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--greedy");
 
         Assert.Equal(0, result.ExitCode);
-        Assert.Contains("Q4_0 -> Q8_0); they run at that type's speed and size", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("Q4_1 -> Q8_0); they run at that type's speed and size", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [SkippableTheory]
+    [InlineData(LLamaFtype.MOSTLY_Q8_0, GgmlType.Q8_0)]
+    [InlineData(LLamaFtype.MOSTLY_Q4_0, GgmlType.Q4_0)]
+    public void OurQuantizers_WriteTheBytesLlamaCppsQuantizerWrites(LLamaFtype ftype, GgmlType type)
+    {
+        // llama.cpp quantizes the F32 model; every tensor it stored as the type must be byte for byte what our quantizer
+        // (the one --quantize and qwensharp quantize use) makes of the same F32 values.
+        string source = RandomModel.Gguf.Value;
+        string quantized = LlamaCpp.Quantize(source, ftype);
+        using GgufFile original = GgufFile.Open(source);
+        using GgufFile theirs = GgufFile.Open(quantized);
+        QwenSharp.Formats.DType dtype = type == GgmlType.Q8_0 ? QwenSharp.Formats.DType.Q8_0 : QwenSharp.Formats.DType.Q4_0;
+        int compared = 0;
+        foreach (GgufTensorInfo tensor in theirs.Tensors.Values.Where(t => t.Type == (int)type))
+        {
+            GgufTensorInfo input = original.Tensors[tensor.Name];
+            Assert.Equal((int)GgmlType.F32, input.Type);
+            long count = tensor.Shape.Aggregate(1L, (a, b) => a * b);
+            unsafe
+            {
+                var values = new ReadOnlySpan<float>((void*)original.DataOf(input), checked((int)count));
+                byte[] ours = QwenSharp.Formats.TensorValues.FromSingle(values, dtype);
+                var expected = new ReadOnlySpan<byte>((void*)theirs.DataOf(tensor), ours.Length);
+                int differ = ours.AsSpan().CommonPrefixLength(expected);
+                Assert.True(differ == ours.Length, $"{tensor.Name} ({type}): byte {differ} of {ours.Length} differs from llama.cpp's");
+            }
+
+            compared++;
+        }
+
+        Assert.True(compared > 0, $"llama.cpp stored no tensor as {type}");
     }
 
     /// <summary>A random Llama model whose rows are multiples of 256 (so llama.cpp uses the k-quants), with the demo model's tokenizer.</summary>

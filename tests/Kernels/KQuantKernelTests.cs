@@ -64,7 +64,7 @@ public sealed class KQuantKernelTests
 
             // The definition: the weights dequantized, the activations as d × code, dotted in double.
             var w = new float[x.Length];
-            KQuantKernel.Dequantize(type, row, w);
+            QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
             double expected = 0, magnitude = 0;
             for (int i = 0; i < x.Length; i++)
             {
@@ -132,7 +132,7 @@ public sealed class KQuantKernelTests
             var q8 = new Q8KActivations();
             q8.Quantize(x, 1, 256);
             var w = new float[256];
-            KQuantKernel.Dequantize(type, row, w);
+            QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
             double expected = 0;
             for (int i = 0; i < 256; i++)
             {

@@ -75,49 +75,14 @@ public sealed class Q8_0Tests
 
     [Theory]
     [MemberData(nameof(KernelPathData))]
-    public void Kernels_EveryPath_MatchTheReference(KernelPath path)
+    public void Dequantize_EveryPath_MatchesTheReference(KernelPath path)
     {
-        foreach (int blocks in new[] { 1, 2, 7, 28, 152 })
-        {
-            float[] values = KernelData.Floats(blocks * 32, blocks, scale: 3);
-            (byte[] stored, float[] exact) = KernelData.Store(values, QwenSharp.Formats.DType.Q8_0);
-            float[] x = KernelData.Floats(blocks * 32, blocks + 1);
-            var dequantized = new float[blocks * 32];
-
-            Q8_0Kernel.Dequantize(path, stored, dequantized);
-            float dot = Q8_0Kernel.Dot(path, stored, x);
-
-            Assert.Equal(exact, dequantized);
-            double expected = KernelData.DotExact(exact, x, out double magnitude);
-            Assert.True(Math.Abs(dot - expected) <= 1e-6 * (magnitude + 1), $"{blocks} blocks on {path}: {dot} vs {expected}");
-        }
-    }
-
-    [Theory]
-    [MemberData(nameof(KernelPathData))]
-    public void DotTokens_EveryPath_IsEachTokensDotBitForBit(KernelPath path)
-    {
-        foreach (int blocks in new[] { 1, 2, 3, 28, 153 })
+        foreach (int blocks in new[] { 1, 2, 7, 28 })
         {
             (byte[] stored, float[] exact) = KernelData.Store(KernelData.Floats(blocks * 32, blocks, scale: 3), QwenSharp.Formats.DType.Q8_0);
-            for (int tokens = 1; tokens <= 9; tokens++)
-            {
-                float[] x = KernelData.Floats(blocks * 32 * tokens, (blocks * 10) + tokens);
-                float[] together = [.. Enumerable.Repeat(float.NaN, tokens + 1)];
-                Q8_0Kernel.DotTokens(path, stored, x, blocks * 32, tokens, together);
-
-                for (int t = 0; t < tokens; t++)
-                {
-                    float[] xt = x[(t * blocks * 32)..((t + 1) * blocks * 32)];
-                    float alone = Q8_0Kernel.Dot(path, stored, xt);
-                    double expected = KernelData.DotExact(exact, xt, out double magnitude);
-                    Assert.True(Math.Abs(together[t] - expected) <= 1e-6 * (magnitude + 1), $"{blocks} blocks, token {t} of {tokens} on {path}: {together[t]} vs {expected}");
-                    Assert.True(BitConverter.SingleToInt32Bits(alone) == BitConverter.SingleToInt32Bits(together[t]),
-                        $"{blocks} blocks, token {t} of {tokens} on {path}: {together[t]} in the batch, {alone} alone");
-                }
-
-                Assert.True(float.IsNaN(together[tokens]), "wrote past the tokens' results");
-            }
+            var dequantized = new float[blocks * 32];
+            Q8_0Kernel.Dequantize(path, stored, dequantized);
+            Assert.Equal(exact, dequantized);
         }
     }
 

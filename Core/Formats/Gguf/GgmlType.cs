@@ -60,6 +60,7 @@ public static class GgmlTypes
             case GgmlType.F16: dtype = DType.F16; return true;
             case GgmlType.BF16: dtype = DType.BF16; return true;
             case GgmlType.Q8_0: dtype = DType.Q8_0; return true;
+            case GgmlType.Q4_0: dtype = DType.Q4_0; return true;
             case GgmlType.Q4_K: dtype = DType.Q4_K; return true;
             case GgmlType.Q6_K: dtype = DType.Q6_K; return true;
             default: dtype = default; return false;
@@ -73,6 +74,7 @@ public static class GgmlTypes
         DType.F16 => GgmlType.F16,
         DType.BF16 => GgmlType.BF16,
         DType.Q8_0 => GgmlType.Q8_0,
+        DType.Q4_0 => GgmlType.Q4_0,
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q6_K => GgmlType.Q6_K,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),

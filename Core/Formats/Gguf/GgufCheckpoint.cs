@@ -79,7 +79,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         }
 
         // Matrices of a type with kernels stay as stored (mapped, no copy); k-quant vectors (not seen in practice) are converted.
-        if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || dtype is not (DType.Q4_K or DType.Q6_K)))
+        if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || dtype is not (DType.Q4_0 or DType.Q4_K or DType.Q6_K)))
         {
             view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
         }

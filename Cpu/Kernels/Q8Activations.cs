@@ -1,0 +1,88 @@
+using System.Runtime.Intrinsics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Activation rows quantized to 8 bits per 32 values, as ggml's <c>block_q8_0</c> for the activations of Q8_0 and Q4_0
+/// products (<c>quantize_row_q8_0</c>): per block d = max|x| / 127 and codes round(x / d), at most 127 in size; a block
+/// of zeros has d = 0. Ties round to even on every path, as ggml's x86 code does (its scalar reference rounds them
+/// away from zero, a difference only at exact halves). The scale stays f32 (ggml stores it as f16). Buffers grow to
+/// the largest step and are reused.
+/// </summary>
+internal sealed class Q8Activations
+{
+    public const int BlockValues = 32;
+
+    private sbyte[] _codes = [];
+    private float[] _scales = [];
+
+    public int Cols { get; private set; }
+
+    /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 32).</summary>
+    public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path)
+    {
+        int blocks = tokens * cols / BlockValues;
+        if (_codes.Length < tokens * cols)
+        {
+            _codes = new sbyte[tokens * cols];
+            _scales = new float[blocks];
+        }
+
+        Cols = cols;
+        bool vector = path != KernelPath.Scalar && Vector256.IsHardwareAccelerated;
+        for (int b = 0; b < blocks; b++)
+        {
+            ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
+            Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
+            _scales[b] = vector ? QuantizeBlock256(values, codes) : QuantizeBlockScalar(values, codes);
+        }
+    }
+
+    /// <summary>The reference: one block's codes, and its scale returned.</summary>
+    private static float QuantizeBlockScalar(ReadOnlySpan<float> values, Span<sbyte> codes)
+    {
+        float amax = 0;
+        foreach (float v in values)
+        {
+            amax = MathF.Max(amax, MathF.Abs(v));
+        }
+
+        float d = amax / 127, inverse = d == 0 ? 0 : 1 / d;
+        for (int j = 0; j < BlockValues; j++)
+        {
+            codes[j] = (sbyte)Math.Clamp((int)MathF.Round(values[j] * inverse), -127, 127);
+        }
+
+        return d;
+    }
+
+    /// <summary><see cref="QuantizeBlockScalar"/> eight values at a time (vroundps rounds ties to even, as MathF.Round).</summary>
+    private static float QuantizeBlock256(ReadOnlySpan<float> values, Span<sbyte> codes)
+    {
+        Vector256<float> v0 = Vector256.Create(values), v1 = Vector256.Create(values[8..]),
+            v2 = Vector256.Create(values[16..]), v3 = Vector256.Create(values[24..]);
+        Vector256<float> m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
+        Vector128<float> half = Vector128.Max(m.GetLower(), m.GetUpper());
+        half = Vector128.Max(half, Vector128.Shuffle(half, Vector128.Create(2, 3, 0, 1)));
+        float amax = MathF.Max(half[0], half[1]);
+        float d = amax / 127, inverse = d == 0 ? 0 : 1 / d;
+        var scale = Vector256.Create(inverse);
+        var top = Vector256.Create(127);
+        var bottom = Vector256.Create(-127);
+        Vector256<int> Codes(Vector256<float> v) => Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v * scale)), bottom, top);
+        Vector256<short> low = Vector256.Narrow(Codes(v0), Codes(v1)), high = Vector256.Narrow(Codes(v2), Codes(v3));
+        Vector256.Narrow(low, high).CopyTo(codes);
+        return d;
+    }
+
+    /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>
+    public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues));
+}
+
+/// <summary>One token's Q8_0 activations: codes, and a scale per 32.</summary>
+internal readonly ref struct Q8Row(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales)
+{
+    public ReadOnlySpan<sbyte> Codes { get; } = codes;
+
+    public ReadOnlySpan<float> Scales { get; } = scales;
+}

@@ -1,0 +1,84 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// One token's quantized activations as references (the ref struct a kernel's inner loop reads), and the f16 table.
+/// </summary>
+internal readonly ref struct RowOperands
+{
+    public readonly ref sbyte Codes;
+    public readonly ref float Scales;
+
+    /// <summary>Sums of codes the weight type needs (Q4_K: per 32, Q6_K: per 16); unused for Q8_0 and Q4_0.</summary>
+    public readonly ref short Sums;
+    public readonly int Blocks;
+
+    /// <summary>
+    /// The f16 → f32 table (<see cref="Half"/>), read once per call: a static read inside a kernel's loop costs a
+    /// class-initialization check, whose helper call spills every vector register.
+    /// </summary>
+    public readonly ref float HalfTable;
+
+    /// <summary>An f16 scale as f32, from the 64K-entry table (the index is a ushort, always inside it).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Half(ref float table, ref byte at) => Unsafe.Add(ref table, Unsafe.ReadUnaligned<ushort>(ref at));
+
+    public RowOperands(ref sbyte codes, ref float scales, ref short sums, int blocks)
+    {
+        Codes = ref codes;
+        Scales = ref scales;
+        Sums = ref sums;
+        Blocks = blocks;
+        HalfTable = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+    }
+}
+
+/// <summary>A vector kernel's dot product of one row, left as four partial sums.</summary>
+internal interface IRowKernel
+{
+    static abstract Vector128<float> Partial(ref byte row, scoped in RowOperands x);
+}
+
+/// <summary>
+/// Rows of an integer-dot kernel (<see cref="KQuantIntegerKernel"/>, <see cref="Q8IntegerKernel"/>) four at a time, so
+/// that their horizontal sums share two vhaddps: a 1536-wide row is only 6 Q4_K super-blocks, and a sum per row cost a
+/// fifth of its time. The kernel is a type parameter, so each instantiation inlines its own.
+/// </summary>
+internal static class RowGroups
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run<TKernel>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
+        where TKernel : IRowKernel
+    {
+        int r = 0;
+        for (; r + 4 <= count; r += 4)
+        {
+            Vector128<float> v0 = TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x);
+            Vector128<float> v1 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 1) * rowBytes), x);
+            Vector128<float> v2 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 2) * rowBytes), x);
+            Vector128<float> v3 = TKernel.Partial(ref Unsafe.Add(ref w, (r + 3) * rowBytes), x);
+            Sse3.HorizontalAdd(Sse3.HorizontalAdd(v0, v1), Sse3.HorizontalAdd(v2, v3)).StoreUnsafe(ref y, (nuint)r);
+        }
+
+        if (r < count)
+        {
+            Remaining<TKernel>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, count - r, x, ref Unsafe.Add(ref y, r));
+        }
+    }
+
+    /// <summary>The last rows, one at a time: a method of its own, so that the kernel inlined here does not push the
+    /// four inlined above past the JIT's inlining budget (which then leaves a helper as a call and spills).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Remaining<TKernel>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
+        where TKernel : IRowKernel
+    {
+        for (int r = 0; r < count; r++)
+        {
+            Unsafe.Add(ref y, r) = Vector128.Sum(TKernel.Partial(ref Unsafe.Add(ref w, r * rowBytes), x));
+        }
+    }
+}

@@ -1,0 +1,176 @@
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>
+/// The Q8_0 and Q4_0 integer dot products on every kernel path against the formats' dequantization (Q8_0Blocks,
+/// LegacyQuantBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_0 activations, dotted in
+/// double; and the activations' quantization against ggml's definition.
+/// </summary>
+public sealed class Q8IntegerKernelTests
+{
+    public static TheoryData<KernelPath, DType> PathsAndTypes()
+    {
+        var data = new TheoryData<KernelPath, DType>();
+        foreach (KernelPath path in KernelPaths.All)
+        {
+            data.Add(path, DType.Q8_0);
+            data.Add(path, DType.Q4_0);
+        }
+
+        return data;
+    }
+
+    /// <summary>Random blocks: every code byte random (Q8_0's -128 included), the f16 scales small and of both signs.</summary>
+    private static byte[] RandomRows(DType type, int blocks, int seed)
+    {
+        var random = new Random(seed);
+        int size = DTypes.BlockBytes(type);
+        var rows = new byte[blocks * size];
+        random.NextBytes(rows);
+        for (int b = 0; b < blocks; b++)
+        {
+            BitConverter.TryWriteBytes(rows.AsSpan(b * size), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01)));
+        }
+
+        return rows;
+    }
+
+    private static double Expected(DType type, byte[] row, Q8Row x, out double magnitude)
+    {
+        var w = new float[x.Codes.Length];
+        QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
+        double expected = 0;
+        magnitude = 0;
+        for (int i = 0; i < w.Length; i++)
+        {
+            double a = (double)x.Scales[i / 32] * x.Codes[i];
+            expected += w[i] * a;
+            magnitude += Math.Abs(w[i] * a);
+        }
+
+        return expected;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Integer_dot_with_q8_0_activations_equals_its_definition_on_every_path(KernelPath path, DType type)
+    {
+        foreach (int blocks in new[] { 1, 2, 3, 28 })
+        {
+            byte[] row = RandomRows(type, blocks, (blocks * 13) + (int)type);
+            float[] x = KernelData.Floats(blocks * 32, blocks + 50, scale: 3f);
+            x.AsSpan(0, 32).Clear();    // a block of zero activations: scale 0
+            var q8 = new Q8Activations();
+            q8.Quantize(x, 1, x.Length, path);
+
+            float actual = Q8IntegerKernel.Dot(path, type, row, q8.Row(0));
+
+            double expected = Expected(type, row, q8.Row(0), out double magnitude);
+            Assert.True(Math.Abs(actual - expected) <= 1e-5 * (magnitude + 1e-9), $"{type} {path}, {blocks} blocks: {actual}, expected {expected}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Rows_four_at_a_time_equal_one_at_a_time(KernelPath path, DType type)
+    {
+        const int rows = 9, blocks = 3;
+        byte[] matrix = RandomRows(type, rows * blocks, 77);
+        float[] x = KernelData.Floats(blocks * 32, 8, scale: 2f);
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 1, x.Length, path);
+        var results = new float[rows + 1];
+        results[rows] = float.NaN;
+        Q8IntegerKernel.DotRows(path, type, matrix, rows, q8.Row(0), results);
+        int rowBytes = blocks * DTypes.BlockBytes(type);
+        for (int r = 0; r < rows; r++)
+        {
+            float alone = Q8IntegerKernel.Dot(path, type, matrix.AsSpan(r * rowBytes, rowBytes), q8.Row(0));
+            Assert.True(Math.Abs(results[r] - alone) <= 1e-5f * Math.Max(1f, Math.Abs(alone)), $"{type} {path} row {r}: {results[r]}, alone {alone}");
+        }
+
+        Assert.True(float.IsNaN(results[rows]), "wrote past the rows' results");
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTypes))]
+    public void Integer_dot_at_the_extreme_codes_does_not_saturate(KernelPath path, DType type)
+    {
+        // Q8_0 codes of -128 (|w| = 128 as an unsigned byte) and Q4_0's nibble 0 (code -8), against activations at ±127:
+        // the pair sums 128 × 127 × 2 still fit 16 bits.
+        byte[] row = new byte[DTypes.BlockBytes(type)];
+        BitConverter.TryWriteBytes(row, HalfBits.FromSingle(1f));
+        row.AsSpan(2).Fill(type == DType.Q8_0 ? (byte)0x80 : (byte)0x00);
+        foreach (float sign in new[] { 1f, -1f })
+        {
+            var q8 = new Q8Activations();
+            q8.Quantize(Enumerable.Repeat(sign, 32).ToArray(), 1, 32, path);
+            double expected = Expected(type, row, q8.Row(0), out _);
+            float actual = Q8IntegerKernel.Dot(path, type, row, q8.Row(0));
+            Assert.True(Math.Abs(actual - expected) <= 1e-6 * Math.Abs(expected), $"{type} {path} sign {sign}: {actual}, expected {expected}");
+        }
+    }
+
+    [Theory]
+    [InlineData(KernelPath.Scalar)]
+    [InlineData(KernelPath.Vector256)]
+    public void Activations_quantize_as_ggml_quantize_row_q8_0(KernelPath path)
+    {
+        // d = max|x| / 127; codes x / d rounded, ties to even (ggml's x86 code); a block of zeros is d = 0, codes 0.
+        var x = new float[64];
+        x[0] = -2.54f;   // the largest magnitude: d = 0.02, code -127
+        x[1] = 1.27f;    // 63.5 -> 64 (ties to even)
+        x[2] = 0.05f;    // 2.5 -> 2 (ties to even)
+        x[3] = -0.03f;   // -1.5 -> -2
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 2, 32, path);
+        Q8Row first = q8.Row(0), second = q8.Row(1);
+        Assert.Equal(0.02f, first.Scales[0], 1e-7f);
+        Assert.Equal(new sbyte[] { -127, 64, 2, -2, 0 }, first.Codes[..5].ToArray());
+        Assert.Equal(0f, second.Scales[0]);
+        Assert.All(second.Codes.ToArray(), c => Assert.Equal(0, c));
+    }
+
+    [Fact]
+    public void Vector_activations_equal_the_scalar_reference()
+    {
+        float[] x = KernelData.Floats(40 * 32, 3, scale: 5f);
+        var scalar = new Q8Activations();
+        var vector = new Q8Activations();
+        scalar.Quantize(x, 4, x.Length / 4, KernelPath.Scalar);
+        vector.Quantize(x, 4, x.Length / 4, KernelPath.Vector256);
+        for (int t = 0; t < 4; t++)
+        {
+            Assert.Equal(scalar.Row(t).Codes.ToArray(), vector.Row(t).Codes.ToArray());
+            Assert.Equal(scalar.Row(t).Scales.ToArray(), vector.Row(t).Scales.ToArray());
+        }
+    }
+
+    [Fact]
+    public void Q4_0_quantizes_as_llama_cpp_quantize_row_q4_0_ref()
+    {
+        // The largest magnitude (the first, sign kept) is -4: d = -4 / -8 = 0.5, so codes are x / 0.5 + 8.5 truncated,
+        // at most 15 (a block of zeros: d = -0, codes 8): -4 -> 0, 3.9 -> 16.3 -> 15 (the top is clipped), 0.26 -> 9.02 -> 9, -0.74 -> 7.02 -> 7, 0 -> 8.
+        var x = new float[32];
+        x[0] = -4f;
+        x[1] = 3.9f;
+        x[16] = 0.26f;
+        x[17] = -0.74f;
+        x[20] = 4f;       // as large as x[0] but later: x[0] stays the maximum
+        var block = new byte[18];
+        LegacyQuantBlocks.QuantizeQ4_0(x, block);
+        Assert.Equal(HalfBits.FromSingle(0.5f), BitConverter.ToUInt16(block));
+        Assert.Equal(0 | (9 << 4), block[2]);       // values 0 and 16
+        Assert.Equal(15 | (7 << 4), block[3]);      // values 1 and 17
+        Assert.Equal(8 | (15 << 4), block[6]);      // values 4 and 20: 4 / 0.5 + 8.5 = 16.5 -> 15
+        Assert.Equal(8 | (8 << 4), block[10]);      // zeros
+
+        var zeros = new byte[18];
+        LegacyQuantBlocks.QuantizeQ4_0(new float[32], zeros);
+        Assert.Equal(0x8000, BitConverter.ToUInt16(zeros));    // 0 / -8 is -0, as in C
+        Assert.All(zeros[2..], b => Assert.Equal(0x88, b));
+    }
+}
