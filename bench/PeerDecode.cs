@@ -16,10 +16,13 @@ namespace QwenSharp.Bench;
 /// QwenSharp and llama.cpp (through LLamaSharp's CPU build) decoding the same GGUF file on the same machine, one
 /// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
 /// <code>
-///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0|bf16|q4_k_m|q6_k [--rounds 5] [--new-tokens 64] [--threads N]
+///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k [--rounds 5]
+///       [--new-tokens 64] [--prefill 512] [--threads N]
 /// </code>
 /// writes a random-weight model of the config's shape as a GGUF file of that type (with the tokenizer.json beside
-/// the config; q4_k_m and q6_k quantized by llama.cpp itself from the BF16 file), then measures both on it.
+/// the config; q4_k_m and q6_k quantized by llama.cpp itself from the BF16 file), then measures both on it: decode
+/// (tokens/s over --new-tokens one-token steps after a 16-token prompt, llama.cpp's tg) and prefill (a --prefill-token
+/// prompt read in one call, llama.cpp's pp; 0 skips it).
 /// </summary>
 internal static class PeerDecode
 {
@@ -29,6 +32,7 @@ internal static class PeerDecode
         string typeName = Option(args, "--type") ?? "q8_0";
         int rounds = int.Parse(Option(args, "--rounds") ?? "5", CultureInfo.InvariantCulture);
         int newTokens = int.Parse(Option(args, "--new-tokens") ?? "64", CultureInfo.InvariantCulture);
+        int prefill = int.Parse(Option(args, "--prefill") ?? "512", CultureInfo.InvariantCulture);
         int threads = int.Parse(Option(args, "--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
         NativeApi.llama_empty_call();
         string gguf = typeName.ToLowerInvariant() switch
@@ -36,27 +40,71 @@ internal static class PeerDecode
             "q4_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q4_K_M),
             "q6_k" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
             _ when DTypes.TryParse(typeName, out DType type) => WriteModel(config, type),
-            _ => throw new ArgumentException("--type: q8_0, bf16, f16, f32, q4_k_m or q6_k"),
+            _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q4_k_m or q6_k"),
         };
         NativeLogConfig.llama_log_set((_, _) => { });
         var random = new Random(7);
         int[] prompt = [.. Enumerable.Range(0, 16).Select(_ => random.Next(1000, 20000))];
 
+        int[] longPrompt = [.. Enumerable.Range(0, prefill).Select(_ => random.Next(1000, 20000))];
         var ours = new List<double>();
         var theirs = new List<double>();
+        var oursPrefill = new List<double>();
+        var theirsPrefill = new List<double>();
         Ours(gguf, prompt, 8, threads);
         Theirs(gguf, prompt, 8, threads);
         for (int r = 0; r < rounds; r++)
         {
             ours.Add(Ours(gguf, prompt, newTokens, threads));
             theirs.Add(Theirs(gguf, prompt, newTokens, threads));
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {r + 1}: QwenSharp {ours[^1]:F1} tokens/s, llama.cpp {theirs[^1]:F1} tokens/s"));
+            string line = $"round {r + 1}: decode QwenSharp {ours[^1]:F1} tokens/s, llama.cpp {theirs[^1]:F1} tokens/s";
+            if (prefill > 0)
+            {
+                oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
+                theirsPrefill.Add(TheirsPrefill(gguf, longPrompt, threads));
+                line += $"; prefill QwenSharp {oursPrefill[^1]:F1} tokens/s, llama.cpp {theirsPrefill[^1]:F1} tokens/s";
+            }
+
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{line}"));
         }
 
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
+        if (prefill > 0)
+        {
+            double c = Median(oursPrefill), d = Median(theirsPrefill);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{Path.GetFileName(gguf)}, {threads} threads, prefill of {prefill} tokens, median of {rounds} rounds: QwenSharp {c:F1} tokens/s, llama.cpp {d:F1} tokens/s ({c / d:F2}x)"));
+        }
+
         return 0;
+    }
+
+    /// <summary>Prompt tokens per second reading <paramref name="prompt"/> in one call (the first token's forward passes).</summary>
+    private static double OursPrefill(string gguf, int[] prompt, int threads)
+    {
+        using IBackend backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        GenerationResult result = Generator.Greedy(model, [prompt], new GenerationOptions { MaxNewTokens = 1, IgnoreEos = true });
+        return result.PrefillTokensPerSecond;
+    }
+
+    /// <summary>llama.cpp reading the same prompt in one batch (its pp figure), only the decode call timed.</summary>
+    private static double TheirsPrefill(string gguf, int[] prompt, int threads)
+    {
+        var parameters = new ModelParams(gguf) { ContextSize = (uint)prompt.Length + 16, GpuLayerCount = 0, Threads = threads, BatchSize = (uint)prompt.Length, UBatchSize = (uint)prompt.Length };
+        using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+        using LLamaContext context = weights.CreateContext(parameters);
+        var batch = new LLamaBatch();
+        for (int i = 0; i < prompt.Length; i++)
+        {
+            batch.Add(prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+        }
+
+        var clock = Stopwatch.StartNew();
+        Check(context.NativeHandle.Decode(batch));
+        return prompt.Length / clock.Elapsed.TotalSeconds;
     }
 
     private static double Ours(string gguf, int[] prompt, int newTokens, int threads)

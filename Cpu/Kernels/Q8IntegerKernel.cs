@@ -11,7 +11,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// vec_dot_q8_0_q8_0 and vec_dot_q4_0_q8_0: per block of 32 the signed weight codes (Q4_0's nibbles less 8) times the
 /// activation codes, summed exactly in integers (the sign moved onto the activations so vpmaddubsw can multiply
 /// |w| by them, then vpmaddwd sums pairs to 32 bits), then one float multiply-add by the two scales into float vectors
-/// summed once per row. Against the kernel that widened Q8_0 codes to f32, this does half the work per block.
+/// summed once per row. Against the kernel that widened Q8_0 codes to f32, this does half the work per block, and is
+/// then light enough that the hardware prefetchers alone left it waiting on memory: one thread streamed a 151936 × 896
+/// Q8_0 matrix at 10.5 GB/s without <see cref="Prefetch"/> and 21.5 with it (Zen 4).
 /// </summary>
 /// <remarks>
 /// The 512-bit path runs the 256-bit kernel: a block is 32 codes, so a 64-byte product would need two blocks'
@@ -120,6 +122,7 @@ internal static class Q8IntegerKernel
         {
             ref byte first = ref Unsafe.Add(ref w, b * TBlock.Bytes);
             ref byte second = ref Unsafe.Add(ref first, TBlock.Bytes);
+            Prefetch.Ahead(ref first);    // two blocks are 36 or 68 bytes: a line ahead per pair keeps up
             acc0 = Fma.MultiplyAdd(BlockProduct(TBlock.Codes(ref first), ref codes, b),
                 Vector256.Create(RowOperands.Half(ref half, ref first) * Unsafe.Add(ref scales, b)), acc0);
             acc1 = Fma.MultiplyAdd(BlockProduct(TBlock.Codes(ref second), ref codes, b + 1),
