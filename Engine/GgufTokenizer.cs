@@ -34,6 +34,9 @@ public static class GgufTokenizer
             Id("tokenizer.ggml.padding_token_id"),
             GgufMetadata.Flag(m, "tokenizer.ggml.add_bos_token", name),
             GgufMetadata.Flag(m, "tokenizer.ggml.add_eos_token", name),
-            GgufMetadata.Text(m, "tokenizer.chat_template", name));
+            GgufMetadata.Text(m, "tokenizer.chat_template", name),
+            GgufMetadata.ArrayOf<double>(m, "tokenizer.ggml.scores", name, "an array of numbers") is double[] scores ? [.. scores.Select(v => (float)v)] : null,
+            GgufMetadata.Flag(m, "tokenizer.ggml.add_space_prefix", name),
+            Id("tokenizer.ggml.unknown_token_id"));
     }
 }

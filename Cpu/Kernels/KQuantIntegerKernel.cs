@@ -50,7 +50,7 @@ internal static class KQuantIntegerKernel
         }
 
         var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
-            ref MemoryMarshal.GetReference(type == DType.Q4_K ? x.SubBlockSums : x.GroupSums), blocks);
+            ref MemoryMarshal.GetReference(type == DType.Q4_K ? x.SubBlockSums : x.GroupSums), ref Unsafe.NullRef<int>(), blocks);
         ref byte w = ref MemoryMarshal.GetReference(rows);
         ref float y = ref MemoryMarshal.GetReference(results);
         bool wide = path == KernelPath.Vector512 && Avx512BW.IsSupported;

@@ -6,8 +6,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// Activation rows quantized to 8 bits per 32 values, as ggml's <c>block_q8_0</c> for the activations of Q8_0 and Q4_0
 /// products (<c>quantize_row_q8_0</c>): per block d = max|x| / 127 and codes round(x / d), at most 127 in size; a block
 /// of zeros has d = 0. Ties round to even on every path, as ggml's x86 code does (its scalar reference rounds them
-/// away from zero, a difference only at exact halves). The scale stays f32 (ggml stores it as f16). Buffers grow to
-/// the largest step and are reused.
+/// away from zero, a difference only at exact halves). The scale stays f32 (ggml stores it as f16). For Q4_0 (codes
+/// stored + 8) each block also keeps -8 × the sum of every 4 codes, the eight 32-bit lanes a 32-byte integer product
+/// sums them into, to start that product from. Buffers grow to the largest step and are reused.
 /// </summary>
 internal sealed class Q8Activations
 {
@@ -15,6 +16,7 @@ internal sealed class Q8Activations
 
     private sbyte[] _codes = [];
     private float[] _scales = [];
+    private int[] _offsets = [];
 
     public int Cols { get; private set; }
 
@@ -26,6 +28,7 @@ internal sealed class Q8Activations
         {
             _codes = new sbyte[tokens * cols];
             _scales = new float[blocks];
+            _offsets = new int[blocks * 8];
         }
 
         Cols = cols;
@@ -35,6 +38,10 @@ internal sealed class Q8Activations
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
             _scales[b] = vector ? QuantizeBlock256(values, codes) : QuantizeBlockScalar(values, codes);
+            for (int lane = 0; lane < 8; lane++)
+            {
+                _offsets[(b * 8) + lane] = -8 * (codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3]);
+            }
         }
     }
 
@@ -76,13 +83,17 @@ internal sealed class Q8Activations
     }
 
     /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>
-    public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues));
+    public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),
+        _offsets.AsSpan(token * Cols / BlockValues * 8, Cols / BlockValues * 8));
 }
 
-/// <summary>One token's Q8_0 activations: codes, and a scale per 32.</summary>
-internal readonly ref struct Q8Row(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales)
+/// <summary>One token's Q8_0 activations: codes, a scale per 32, and Q4_0's offsets (eight per 32).</summary>
+internal readonly ref struct Q8Row(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<int> offsets)
 {
     public ReadOnlySpan<sbyte> Codes { get; } = codes;
 
     public ReadOnlySpan<float> Scales { get; } = scales;
+
+    /// <summary>-8 × Σ of every 4 codes, eight per block.</summary>
+    public ReadOnlySpan<int> Offsets { get; } = offsets;
 }

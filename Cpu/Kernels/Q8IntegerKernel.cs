@@ -16,8 +16,11 @@ namespace QwenSharp.Cpu.Kernels;
 /// Q8_0 matrix at 10.5 GB/s without <see cref="Prefetch"/> and 21.5 with it (Zen 4).
 /// </summary>
 /// <remarks>
-/// The 512-bit path runs the 256-bit kernel: a block is 32 codes, so a 64-byte product would need two blocks'
-/// codes joined and their two scales spread, and Zen 4 runs 512-bit integer work as two 256-bit halves anyway.
+/// Q4_0's codes go in unsigned (0..15) and its offset of 8 comes from the activations (<see cref="Q8Row.Offsets"/>, the
+/// product's starting lanes), which saves the subtraction and the sign moves. The 512-bit path runs the 256-bit kernel,
+/// with AVX-VNNI's vpdpbusd (one instruction for vpmaddubsw, vpmaddwd and the add) where the CPU has it: a block is 32
+/// codes, so a 64-byte product would need two blocks' codes joined and their scales spread, and Zen 4 runs 512-bit
+/// integer work as two 256-bit halves anyway. The 256-bit path keeps vpmaddubsw/vpmaddwd, so one machine tests both.
 /// </remarks>
 internal static class Q8IntegerKernel
 {
@@ -44,7 +47,9 @@ internal static class Q8IntegerKernel
         }
 
         short none = 0;
-        var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales), ref none, blocks);
+        var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales), ref none,
+            ref MemoryMarshal.GetReference(x.Offsets), blocks);
+        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
         ref byte w = ref MemoryMarshal.GetReference(rows);
         ref float y = ref MemoryMarshal.GetReference(results);
         if (path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported)
@@ -56,11 +61,22 @@ internal static class Q8IntegerKernel
         }
         else if (type == DType.Q8_0)
         {
-            RowGroups.Run<Q8_0Row>(ref w, rowBytes, count, operands, ref y);
+            if (vnni)
+            {
+                RowGroups.Run<Row<Q8_0Block<Vnni>>>(ref w, rowBytes, count, operands, ref y);
+            }
+            else
+            {
+                RowGroups.Run<Row<Q8_0Block<PairSums>>>(ref w, rowBytes, count, operands, ref y);
+            }
+        }
+        else if (vnni)
+        {
+            RowGroups.Run<Row<Q4_0Block<Vnni>>>(ref w, rowBytes, count, operands, ref y);
         }
         else
         {
-            RowGroups.Run<Q4_0Row>(ref w, rowBytes, count, operands, ref y);
+            RowGroups.Run<Row<Q4_0Block<PairSums>>>(ref w, rowBytes, count, operands, ref y);
         }
     }
 
@@ -96,89 +112,112 @@ internal static class Q8IntegerKernel
         return total;
     }
 
-    /// <summary>Σ w × x over one block, in eight 32-bit lanes: |w| times x with w's sign, pairs to 16 bits, then to 32.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockProduct(Vector256<sbyte> w, ref sbyte x, int b)
-    {
-        Vector256<sbyte> activations = Vector256.LoadUnsafe(ref x, (nuint)(b * Values));
-        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(activations, w));
-        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1)));
-    }
-
     /// <summary>
     /// A row's blocks with two accumulators taking turns, so consecutive blocks' multiply-adds do not wait on each
-    /// other (a block is only a few instructions). <paramref name="codes"/> gives a block's 32 signed codes.
+    /// other (a block is only a few instructions). The references walk forward instead of being recomputed from the
+    /// block number: the JIT's index arithmetic and reloads of the operands were a third of the loop.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Partial<TBlock>(ref byte w, scoped in RowOperands x)
-        where TBlock : IBlockCodes
+        where TBlock : IBlockProduct
     {
         ref float half = ref x.HalfTable;
+        ref float scale = ref x.Scales;
         ref sbyte codes = ref x.Codes;
-        ref float scales = ref x.Scales;
+        ref int offsets = ref x.Offsets;
+        ref byte block = ref w;
         Vector256<float> acc0 = default, acc1 = default;
         int b = 0;
         for (; b + 1 < x.Blocks; b += 2)
         {
-            ref byte first = ref Unsafe.Add(ref w, b * TBlock.Bytes);
-            ref byte second = ref Unsafe.Add(ref first, TBlock.Bytes);
-            Prefetch.Ahead(ref first);    // two blocks are 36 or 68 bytes: a line ahead per pair keeps up
-            acc0 = Fma.MultiplyAdd(BlockProduct(TBlock.Codes(ref first), ref codes, b),
-                Vector256.Create(RowOperands.Half(ref half, ref first) * Unsafe.Add(ref scales, b)), acc0);
-            acc1 = Fma.MultiplyAdd(BlockProduct(TBlock.Codes(ref second), ref codes, b + 1),
-                Vector256.Create(RowOperands.Half(ref half, ref second) * Unsafe.Add(ref scales, b + 1)), acc1);
+            ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
+            Prefetch.Ahead(ref block);    // two blocks are 36 or 68 bytes: a line ahead per pair keeps up
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, ref codes, ref offsets)),
+                Vector256.Create(RowOperands.Half(ref half, ref block) * scale), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, ref Unsafe.Add(ref codes, Values), ref Unsafe.Add(ref offsets, 8))),
+                Vector256.Create(RowOperands.Half(ref half, ref second) * Unsafe.Add(ref scale, 1)), acc1);
+            block = ref Unsafe.Add(ref block, 2 * TBlock.Bytes);
+            codes = ref Unsafe.Add(ref codes, 2 * Values);
+            offsets = ref Unsafe.Add(ref offsets, 16);
+            scale = ref Unsafe.Add(ref scale, 2);
         }
 
         if (b < x.Blocks)
         {
-            ref byte last = ref Unsafe.Add(ref w, b * TBlock.Bytes);
-            acc0 = Fma.MultiplyAdd(BlockProduct(TBlock.Codes(ref last), ref codes, b),
-                Vector256.Create(RowOperands.Half(ref half, ref last) * Unsafe.Add(ref scales, b)), acc0);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, ref codes, ref offsets)),
+                Vector256.Create(RowOperands.Half(ref half, ref block) * scale), acc0);
         }
 
         Vector256<float> acc = acc0 + acc1;
         return acc.GetLower() + acc.GetUpper();
     }
 
-    /// <summary>How a weight type's block gives its 32 signed codes.</summary>
-    private interface IBlockCodes
+    /// <summary>Unsigned bytes times signed bytes, every 4 summed into eight 32-bit lanes added to <c>addend</c>.</summary>
+    private interface IDot
+    {
+        static abstract Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed);
+    }
+
+    /// <summary>vpmaddubsw to 16-bit pairs, vpmaddwd by ones to 32 bits (AVX2).</summary>
+    private readonly struct PairSums : IDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
+            addend + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsigned, signed), Vector256.Create((short)1));
+    }
+
+    /// <summary>AVX-VNNI's vpdpbusd: the same in one instruction.</summary>
+    private readonly struct Vnni : IDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
+            AvxVnni.MultiplyWideningAndAdd(addend, unsigned, signed);
+    }
+
+    /// <summary>One weight type's block: its size, and Σ w × x over it in eight 32-bit lanes.</summary>
+    private interface IBlockProduct
     {
         static abstract int Bytes { get; }
 
-        static abstract Vector256<sbyte> Codes(ref byte block);
+        /// <summary>The block at <paramref name="block"/> against the activations' block at <paramref name="codes"/> (and its offsets).</summary>
+        static abstract Vector256<int> Product(ref byte block, ref sbyte codes, ref int offsets);
     }
 
-    private readonly struct Q8_0Codes : IBlockCodes
+    /// <summary>Q8_0: |w| times x with w's sign (vpsignb), so the unsigned-by-signed product gives w × x.</summary>
+    private readonly struct Q8_0Block<TDot> : IBlockProduct
+        where TDot : IDot
     {
         public static int Bytes => Q8_0Bytes;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<sbyte> Codes(ref byte block) => Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
-    }
-
-    private readonly struct Q4_0Codes : IBlockCodes
-    {
-        public static int Bytes => Q4_0Bytes;
-
-        /// <summary>The 16 bytes' low nibbles then their high nibbles (values 0-15, then 16-31), less 8.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<sbyte> Codes(ref byte block)
+        public static Vector256<int> Product(ref byte block, ref sbyte codes, ref int offsets)
         {
-            Vector128<byte> packed = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 2));
-            Vector256<byte> nibbles = Vector256.Create(packed, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
-            return (nibbles - Vector256.Create((byte)8)).AsSByte();
+            Vector256<sbyte> w = Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
+            Vector256<sbyte> activations = Vector256.LoadUnsafe(ref codes);
+            return TDot.Dot(Vector256<int>.Zero, Avx2.Abs(w), Avx2.Sign(activations, w));
         }
     }
 
-    private readonly struct Q8_0Row : IRowKernel
+    /// <summary>Q4_0: the 16 bytes' low nibbles then their high nibbles (values 0-15, then 16-31) as stored (0..15),
+    /// the product started from the activations' -8 × Σ lanes.</summary>
+    private readonly struct Q4_0Block<TDot> : IBlockProduct
+        where TDot : IDot
     {
+        public static int Bytes => Q4_0Bytes;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte row, scoped in RowOperands x) => Partial<Q8_0Codes>(ref row, x);
+        public static Vector256<int> Product(ref byte block, ref sbyte codes, ref int offsets)
+        {
+            Vector128<byte> packed = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 2));
+            Vector256<byte> nibbles = Vector256.Create(packed, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+            return TDot.Dot(Vector256.LoadUnsafe(ref offsets), nibbles, Vector256.LoadUnsafe(ref codes));
+        }
     }
 
-    private readonly struct Q4_0Row : IRowKernel
+    private readonly struct Row<TBlock> : IRowKernel
+        where TBlock : IBlockProduct
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte row, scoped in RowOperands x) => Partial<Q4_0Codes>(ref row, x);
+        public static Vector128<float> Partial(ref byte row, scoped in RowOperands x) => Partial<TBlock>(ref row, x);
     }
 }

@@ -15,6 +15,9 @@ internal readonly ref struct RowOperands
 
     /// <summary>Sums of codes the weight type needs (Q4_K: per 32, Q6_K: per 16); unused for Q8_0 and Q4_0.</summary>
     public readonly ref short Sums;
+
+    /// <summary>Q4_0's offset of 8 as eight 32-bit lanes per block (<see cref="Q8Activations"/>); a null reference otherwise.</summary>
+    public readonly ref int Offsets;
     public readonly int Blocks;
 
     /// <summary>
@@ -27,11 +30,12 @@ internal readonly ref struct RowOperands
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Half(ref float table, ref byte at) => Unsafe.Add(ref table, Unsafe.ReadUnaligned<ushort>(ref at));
 
-    public RowOperands(ref sbyte codes, ref float scales, ref short sums, int blocks)
+    public RowOperands(ref sbyte codes, ref float scales, ref short sums, ref int offsets, int blocks)
     {
         Codes = ref codes;
         Scales = ref scales;
         Sums = ref sums;
+        Offsets = ref offsets;
         Blocks = blocks;
         HalfTable = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
     }

@@ -14,14 +14,19 @@ internal static class GgufTokenizerJson
     public static JsonDocument Build(GgufVocabulary vocabulary)
     {
         string where = $"{vocabulary.Source}: tokenizer.ggml";
-        if (vocabulary.Model != "gpt2")
+        if (vocabulary.Model is not ("gpt2" or "llama"))
         {
-            throw new NotSupportedException($"{where}.model '{vocabulary.Model}' is not supported yet (byte-level BPE, \"gpt2\", is)");
+            throw new NotSupportedException($"{where}.model '{vocabulary.Model}' is not supported (byte-level BPE, \"gpt2\", and sentencepiece, \"llama\", are)");
         }
 
         if (vocabulary.TokenTypes is not null && vocabulary.TokenTypes.Count != vocabulary.Tokens.Count)
         {
             throw new InvalidDataException($"{where}.token_type has {vocabulary.TokenTypes.Count} entries for {vocabulary.Tokens.Count} tokens");
+        }
+
+        if (vocabulary.Model == "llama")
+        {
+            return SentencepieceJson.Build(vocabulary, where);
         }
 
         string? split = GgufPreTokenizers.RegexOf(vocabulary.Pre, where);

@@ -109,6 +109,34 @@ public sealed class LlamaCppOracleTests
     }
 
     [Fact]
+    public void GgufSentencepieceTokenizer_ReadsTheIdsLlamaCppAndTheFolderRead()
+    {
+        // The demo model's tokenizer is sentencepiece-style BPE (byte fallback): its GGUF carries tokens, scores and byte
+        // tokens as tokenizer.ggml.model "llama", which we rebuild as merges ranked by score. The reference ids
+        // (stories260K-cases.json, from Hugging Face tokenizers) and llama.cpp's own tokenizer on the same file must agree.
+        string gguf = GgufFixture.Write(QwenSharp.Tests.Support.Fixtures.DemoModel);
+        QwenSharp.Tokenization.Tokenizer ours = QwenSharp.GgufTokenizer.Load(gguf);
+
+        using var cases = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(QwenSharp.Tests.Support.Fixtures.File("tokenizer", "stories260K-cases.json")));
+        var texts = cases.RootElement.EnumerateArray().Select(c => c.GetProperty("text").GetString()!).ToList();
+        texts.AddRange(["", " ", "  two  spaces", "héllo wörld ✓ 😀", "new\nline\ttab", "Lily's 3 cats!", "<s>hello</s>"]);
+        int[][] theirs = LlamaCpp.Tokenize(gguf, texts);
+        foreach ((System.Text.Json.JsonElement c, int i) in cases.RootElement.EnumerateArray().Select((c, i) => (c, i)))
+        {
+            Assert.Equal(c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()), ours.Encode(texts[i]));
+        }
+
+        for (int i = 0; i < texts.Count; i++)
+        {
+            Assert.True(theirs[i].SequenceEqual(ours.Encode(texts[i])), $"'{texts[i]}': llama.cpp {string.Join(",", theirs[i])}, ours {string.Join(",", ours.Encode(texts[i]))}");
+            if (!texts[i].Contains("<s>", StringComparison.Ordinal))
+            {
+                Assert.Equal(texts[i], ours.Decode(ours.Encode(texts[i])));
+            }
+        }
+    }
+
+    [Fact]
     public void GgufWeWrite_Metadata_LlamaCppReadsTheConfig()
     {
         // Loading at all means llama.cpp accepted every key, name and shape; the vocabulary size must agree too.

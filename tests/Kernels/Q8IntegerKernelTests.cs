@@ -130,6 +130,8 @@ public sealed class Q8IntegerKernelTests
         Q8Row first = q8.Row(0), second = q8.Row(1);
         Assert.Equal(0.02f, first.Scales[0], 1e-7f);
         Assert.Equal(new sbyte[] { -127, 64, 2, -2, 0 }, first.Codes[..5].ToArray());
+        Assert.Equal(-8 * (-127 + 64 + 2 - 2), first.Offsets[0]);    // Q4_0's offset: -8 × the sum of codes 0-3
+        Assert.Equal(0, first.Offsets[1]);
         Assert.Equal(0f, second.Scales[0]);
         Assert.All(second.Codes.ToArray(), c => Assert.Equal(0, c));
     }
@@ -146,6 +148,7 @@ public sealed class Q8IntegerKernelTests
         {
             Assert.Equal(scalar.Row(t).Codes.ToArray(), vector.Row(t).Codes.ToArray());
             Assert.Equal(scalar.Row(t).Scales.ToArray(), vector.Row(t).Scales.ToArray());
+            Assert.Equal(scalar.Row(t).Offsets.ToArray(), vector.Row(t).Offsets.ToArray());
         }
     }
 
