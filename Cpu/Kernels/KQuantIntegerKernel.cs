@@ -87,7 +87,7 @@ internal static class KQuantIntegerKernel
     /// (mins); 4-7 from the nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (ulong Scales, ulong Mins) UnpackScalesAndMins(ref byte packed)
+    internal static (ulong Scales, ulong Mins) UnpackScalesAndMins(ref byte packed)
     {
         const uint Six = 0x3f3f3f3f, Four = 0x0f0f0f0f, Two = 0x03030303;
         uint a = Unsafe.ReadUnaligned<uint>(ref packed), b = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 4)), c = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref packed, 8));
@@ -249,7 +249,7 @@ internal static class KQuantIntegerKernel
 
     /// <summary>The four quarters' codes (0..63) of one 128-value half: values n..n+31, n+32.., n+64.., n+96...</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<byte>, Vector256<byte>, Vector256<byte>, Vector256<byte>) Q6Quarters(ref byte block, int n)
+    internal static (Vector256<byte>, Vector256<byte>, Vector256<byte>, Vector256<byte>) Q6Quarters(ref byte block, int n)
     {
         ref byte ql = ref Unsafe.Add(ref block, n / 2);
         Vector256<byte> a = Vector256.LoadUnsafe(ref ql), b = Vector256.LoadUnsafe(ref ql, 32);
