@@ -10,7 +10,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0", "quantize the matrices at load (rows of whole 32-value blocks; as qwensharp quantize writes them)");
+    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
@@ -95,8 +95,8 @@ internal static class ModelLoading
     public static Formats.DType? QuantizeType(Arguments args) => args.Value("quantize") switch
     {
         null => null,
-        string text when Formats.DTypes.TryParse(text, out Formats.DType type) && type is Formats.DType.Q8_0 or Formats.DType.Q4_0 => type,
-        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0"),
+        string text when Formats.DTypes.TryParse(text, out Formats.DType type) && Formats.DTypes.IsQuantized(type) => type,
+        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q4_k, q6_k"),
     };
 
     /// <summary>

@@ -335,9 +335,9 @@ internal sealed class BenchCommand : ICommand
         }
 
         string dtypeText = args.Value("dtype") ?? "bf16";
-        if (!DTypes.TryParse(dtypeText, out DType dtype))
+        if (!DTypes.TryParse(dtypeText, out DType dtype) || DTypes.IsQuantized(dtype))
         {
-            throw new UsageException($"--dtype '{dtypeText}' is not one of bf16, f16, f32");
+            throw new UsageException($"--dtype '{dtypeText}' is not one of bf16, f16, f32 (block types come from --quantize)");
         }
 
         Qwen2Config config = Qwen2Config.Load(configPath);

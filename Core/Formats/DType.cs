@@ -79,6 +79,8 @@ public static class DTypes
             case "BF16" or "BFLOAT16": type = DType.BF16; return true;
             case "Q8_0": type = DType.Q8_0; return true;
             case "Q4_0": type = DType.Q4_0; return true;
+            case "Q4_K": type = DType.Q4_K; return true;
+            case "Q6_K": type = DType.Q6_K; return true;
             default: type = default; return false;
         }
     }

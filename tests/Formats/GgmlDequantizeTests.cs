@@ -253,6 +253,8 @@ public sealed class GgmlDequantizeTests
     [SkippableTheory]
     [InlineData(LLamaFtype.MOSTLY_Q8_0, GgmlType.Q8_0)]
     [InlineData(LLamaFtype.MOSTLY_Q4_0, GgmlType.Q4_0)]
+    [InlineData(LLamaFtype.MOSTLY_Q6_K, GgmlType.Q6_K)]
+    [InlineData(LLamaFtype.MOSTLY_Q4_K_S, GgmlType.Q4_K)]
     public void OurQuantizers_WriteTheBytesLlamaCppsQuantizerWrites(LLamaFtype ftype, GgmlType type)
     {
         // llama.cpp quantizes the F32 model; every tensor it stored as the type must be byte for byte what our quantizer
@@ -261,7 +263,13 @@ public sealed class GgmlDequantizeTests
         string quantized = LlamaCpp.Quantize(source, ftype);
         using GgufFile original = GgufFile.Open(source);
         using GgufFile theirs = GgufFile.Open(quantized);
-        QwenSharp.Formats.DType dtype = type == GgmlType.Q8_0 ? QwenSharp.Formats.DType.Q8_0 : QwenSharp.Formats.DType.Q4_0;
+        QwenSharp.Formats.DType dtype = type switch
+        {
+            GgmlType.Q8_0 => QwenSharp.Formats.DType.Q8_0,
+            GgmlType.Q4_0 => QwenSharp.Formats.DType.Q4_0,
+            GgmlType.Q4_K => QwenSharp.Formats.DType.Q4_K,
+            _ => QwenSharp.Formats.DType.Q6_K,
+        };
         int compared = 0;
         foreach (GgufTensorInfo tensor in theirs.Tensors.Values.Where(t => t.Type == (int)type))
         {

@@ -1,0 +1,333 @@
+namespace QwenSharp.Numerics;
+
+/// <summary>
+/// llama.cpp's reference quantizers to the k-quants, the same operations in the same order, so the bytes equal
+/// llama.cpp's for the same input (tested against its quantizer). Q6_K (<c>quantize_row_q6_K_ref</c> with
+/// <c>make_qx_quants</c>, rmse_type 1): per group of 16 a scale chosen among 19 candidates by weighted least squares
+/// (weights x²), the 16 scales quantized to int8 under one f16 d, every value requantized against its group's stored
+/// scale. Q4_K (<c>quantize_row_q4_K_ref</c> with <c>make_qkx2_quants</c>): per sub-block of 32 a scale and a min
+/// fitted by weighted least squares over 21 candidate steps (weights rms + |x|), both quantized to 6 bits under the
+/// f16 d and dmin, every value requantized against the stored pair.
+/// </summary>
+public static class KQuantQuantizer
+{
+    private const float GroupMaxEps = 1e-15f;
+
+    /// <summary>ggml's nearest_int: round half to even (its float trick, for |x| up to 2^22).</summary>
+    private static int NearestInt(float value) => (int)MathF.Round(value);
+
+    public static void QuantizeQ6_K(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        Span<sbyte> codes = stackalloc sbyte[256];
+        Span<float> scales = stackalloc float[16];
+        for (int b = 0; b < values.Length / 256; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * 256, 256);
+            Span<byte> block = blocks.Slice(b * 210, 210);
+            float maxScale = 0, maxAbsScale = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                float scale = SymmetricScale(x.Slice(16 * g, 16), codes.Slice(16 * g, 16), 32);
+                scales[g] = scale;
+                if (MathF.Abs(scale) > maxAbsScale)
+                {
+                    maxAbsScale = MathF.Abs(scale);
+                    maxScale = scale;
+                }
+            }
+
+            block.Clear();
+            if (maxAbsScale < GroupMaxEps)
+            {
+                continue;
+            }
+
+            float iscale = -128f / maxScale;
+            ushort d = HalfBits.FromSingle(1 / iscale);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block[208..], d);
+            for (int g = 0; g < 16; g++)
+            {
+                block[192 + g] = (byte)(sbyte)Math.Min(127, NearestInt(iscale * scales[g]));
+            }
+
+            for (int g = 0; g < 16; g++)
+            {
+                float dg = HalfBits.ToSingle(d) * (sbyte)block[192 + g];
+                if (dg == 0)
+                {
+                    continue;    // the group keeps the codes its own scale gave it
+                }
+
+                for (int i = 0; i < 16; i++)
+                {
+                    int l = Math.Clamp(NearestInt(x[(16 * g) + i] / dg), -32, 31);
+                    codes[(16 * g) + i] = (sbyte)(l + 32);
+                }
+            }
+
+            for (int n = 0; n < 256; n += 128)
+            {
+                Span<byte> ql = block.Slice(n / 2, 64), qh = block.Slice(128 + (n / 4), 32);
+                for (int l = 0; l < 32; l++)
+                {
+                    int q1 = codes[n + l], q2 = codes[n + l + 32], q3 = codes[n + l + 64], q4 = codes[n + l + 96];
+                    ql[l] = (byte)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                    ql[l + 32] = (byte)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                    qh[l] = (byte)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// make_qx_quants with rmse_type 1: codes nmax + round(iscale × x) in 0..2·nmax-1, for iscale = -nmax / max and 18
+    /// nudged candidates, keeping the one whose least-squares scale (weights x²) explains most; returns that scale.
+    /// </summary>
+    private static float SymmetricScale(ReadOnlySpan<float> x, Span<sbyte> codes, int nmax)
+    {
+        float max = 0, amax = 0;
+        foreach (float v in x)
+        {
+            if (MathF.Abs(v) > amax)
+            {
+                amax = MathF.Abs(v);
+                max = v;
+            }
+        }
+
+        if (amax < GroupMaxEps)
+        {
+            codes.Clear();
+            return 0;
+        }
+
+        float iscale = -nmax / max;
+        (float sumlx, float suml2) = Sums(x, iscale, nmax);
+        for (int i = 0; i < x.Length; i++)
+        {
+            codes[i] = (sbyte)(nmax + Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
+        }
+
+        float scale = suml2 != 0 ? sumlx / suml2 : 0f;
+        float best = scale * sumlx;
+        for (int step = -9; step <= 9; step++)
+        {
+            if (step == 0)
+            {
+                continue;
+            }
+
+            iscale = -(nmax + (0.1f * step)) / max;
+            (sumlx, suml2) = Sums(x, iscale, nmax);
+            if (suml2 > 0 && sumlx * sumlx > best * suml2)
+            {
+                for (int i = 0; i < x.Length; i++)
+                {
+                    codes[i] = (sbyte)(nmax + Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
+                }
+
+                scale = sumlx / suml2;
+                best = scale * sumlx;
+            }
+        }
+
+        return scale;
+    }
+
+    /// <summary>Σ w·x·l and Σ w·l² over the group, w = x², l = round(iscale × x) clamped.</summary>
+    private static (float SumLX, float SumL2) Sums(ReadOnlySpan<float> x, float iscale, int nmax)
+    {
+        float sumlx = 0, suml2 = 0;
+        foreach (float v in x)
+        {
+            int l = Math.Clamp(NearestInt(iscale * v), -nmax, nmax - 1);
+            float w = v * v;
+            sumlx += w * v * l;
+            suml2 += w * l * l;
+        }
+
+        return (sumlx, suml2);
+    }
+
+    public static void QuantizeQ4_K(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        Span<byte> codes = stackalloc byte[256];
+        Span<byte> trial = stackalloc byte[32];
+        Span<float> weights = stackalloc float[32];
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        for (int b = 0; b < values.Length / 256; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * 256, 256);
+            Span<byte> block = blocks.Slice(b * 144, 144);
+            block.Clear();
+            float maxScale = 0, maxMin = 0;
+            for (int j = 0; j < 8; j++)
+            {
+                ReadOnlySpan<float> sub = x.Slice(32 * j, 32);
+                float sumX2 = 0;
+                foreach (float v in sub)
+                {
+                    sumX2 += v * v;
+                }
+
+                float averageX = MathF.Sqrt(sumX2 / 32);
+                for (int l = 0; l < 32; l++)
+                {
+                    weights[l] = averageX + MathF.Abs(sub[l]);
+                }
+
+                scales[j] = AffineScale(sub, weights, codes.Slice(32 * j, 32), out mins[j], trial, 15, -1f, 0.1f, 20);
+                maxScale = scales[j] > maxScale ? scales[j] : maxScale;
+                maxMin = mins[j] > maxMin ? mins[j] : maxMin;
+            }
+
+            float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
+            float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
+            Span<byte> packed = block.Slice(4, 12);
+            for (int j = 0; j < 8; j++)
+            {
+                byte ls = Math.Min((byte)63, unchecked((byte)NearestInt(inverseScale * scales[j])));
+                byte lm = Math.Min((byte)63, unchecked((byte)NearestInt(inverseMin * mins[j])));
+                if (j < 4)
+                {
+                    packed[j] = ls;
+                    packed[j + 4] = lm;
+                }
+                else
+                {
+                    packed[j + 4] = (byte)((ls & 0xF) | ((lm & 0xF) << 4));
+                    packed[j - 4] |= (byte)((ls >> 4) << 6);
+                    packed[j] |= (byte)((lm >> 4) << 6);
+                }
+            }
+
+            ushort d = HalfBits.FromSingle(maxScale / 63f), dmin = HalfBits.FromSingle(maxMin / 63f);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block, d);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block[2..], dmin);
+            for (int j = 0; j < 8; j++)
+            {
+                (int sc, int m) = ScaleAndMin(packed, j);
+                float dj = HalfBits.ToSingle(d) * sc;
+                if (dj == 0)
+                {
+                    continue;
+                }
+
+                float dm = HalfBits.ToSingle(dmin) * m;
+                for (int i = 0; i < 32; i++)
+                {
+                    codes[(32 * j) + i] = (byte)Math.Clamp(NearestInt((x[(32 * j) + i] + dm) / dj), 0, 15);
+                }
+            }
+
+            Span<byte> qs = block.Slice(16, 128);
+            for (int j = 0; j < 256; j += 64)
+            {
+                for (int l = 0; l < 32; l++)
+                {
+                    qs[(j / 2) + l] = (byte)(codes[j + l] | (codes[j + l + 32] << 4));
+                }
+            }
+        }
+    }
+
+    /// <summary>ggml's get_scale_min_k4: sub-block j's 6-bit scale and min from the 12 packed bytes.</summary>
+    private static (int Scale, int Min) ScaleAndMin(ReadOnlySpan<byte> packed, int j) => j < 4
+        ? (packed[j] & 63, packed[j + 4] & 63)
+        : ((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
+
+    /// <summary>
+    /// make_qkx2_quants (use_mad false): codes round(iscale × (x - min)) in 0..nmax, the scale and min refitted by
+    /// weighted least squares for iscale = (rmin + rdelta·step + nmax) / (max - min), step 0..nsteps, keeping the fit
+    /// of least weighted squared error; <paramref name="negatedMin"/> is -min (min ≤ 0).
+    /// </summary>
+    private static float AffineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes, out float negatedMin,
+        Span<byte> trial, int nmax, float rmin, float rdelta, int nsteps)
+    {
+        float min = x[0], max = x[0], sumW = weights[0], sumX = sumW * x[0];
+        for (int i = 1; i < x.Length; i++)
+        {
+            if (x[i] < min)
+            {
+                min = x[i];
+            }
+
+            if (x[i] > max)
+            {
+                max = x[i];
+            }
+
+            float w = weights[i];
+            sumW += w;
+            sumX += w * x[i];
+        }
+
+        if (min > 0)
+        {
+            min = 0;
+        }
+
+        if (max == min)
+        {
+            codes.Clear();
+            negatedMin = -min;
+            return 0f;
+        }
+
+        float iscale = nmax / (max - min);
+        float scale = 1 / iscale;
+        float bestError = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            codes[i] = (byte)Math.Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
+            float diff = (scale * codes[i]) + min - x[i];
+            bestError += weights[i] * (diff * diff);
+        }
+
+        for (int step = 0; step <= nsteps; step++)
+        {
+            iscale = (rmin + (rdelta * step) + nmax) / (max - min);
+            float sumL = 0, sumL2 = 0, sumXL = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                int l = Math.Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
+                trial[i] = (byte)l;
+                float w = weights[i];
+                sumL += w * l;
+                sumL2 += w * l * l;
+                sumXL += w * l * x[i];
+            }
+
+            float determinant = (sumW * sumL2) - (sumL * sumL);
+            if (determinant > 0)
+            {
+                float thisScale = ((sumW * sumXL) - (sumX * sumL)) / determinant;
+                float thisMin = ((sumL2 * sumX) - (sumL * sumXL)) / determinant;
+                if (thisMin > 0)
+                {
+                    thisMin = 0;
+                    thisScale = sumXL / sumL2;
+                }
+
+                float error = 0;
+                for (int i = 0; i < x.Length; i++)
+                {
+                    float diff = (thisScale * trial[i]) + thisMin - x[i];
+                    error += weights[i] * (diff * diff);
+                }
+
+                if (error < bestError)
+                {
+                    trial[..x.Length].CopyTo(codes);
+                    bestError = error;
+                    scale = thisScale;
+                    min = thisMin;
+                }
+            }
+        }
+
+        negatedMin = -min;
+        return scale;
+    }
+}
