@@ -291,10 +291,38 @@ public sealed class GgmlDequantizeTests
         Assert.True(compared > 0, $"llama.cpp stored no tensor as {type}");
     }
 
+    [SkippableTheory]
+    [InlineData("q4_k", GgmlType.Q4_K)]
+    [InlineData("q6_k", GgmlType.Q6_K)]
+    public void QuantizeToKQuants_LlamaCppLoadsTheFileAndAgrees(string typeName, GgmlType type)
+    {
+        // qwensharp quantize --type q4_k|q6_k on a model whose rows are whole super-blocks: every matrix in that type,
+        // read by llama.cpp with our logits.
+        string output = Path.Combine(Fixtures.TempDirectory(), $"random-{typeName}.gguf");
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomModel.Folder.Value, "--type", typeName, "--out", output);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using (GgufFile file = GgufFile.Open(output))
+        {
+            Assert.All(file.Tensors.Values.Where(t => t.Shape.Length == 2), t => Assert.Equal((int)type, t.Type));
+        }
+
+        int[] ids = [1, 17, 300, 42, 7, 255, 128, 3];
+        float[][] llama = LlamaCpp.Logits(output, ids);
+        using IBackend backend = TestBackends.Create("cpu");
+        using Qwen2Model model = Qwen2Model.Load(output, backend);
+        float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        for (int p = 0; p < ids.Length; p++)
+        {
+            double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{typeName} position {p}: llama.cpp's logits differ from ours by {error:E3}");
+        }
+    }
+
     /// <summary>A random Llama model whose rows are multiples of 256 (so llama.cpp uses the k-quants), with the demo model's tokenizer.</summary>
     private static class RandomModel
     {
-        public static readonly Lazy<string> Gguf = new(() =>
+        /// <summary>The model as a Hugging Face folder (F32 safetensors and the demo model's tokenizer).</summary>
+        public static readonly Lazy<string> Folder = new(() =>
         {
             const int hidden = 256, intermediate = 512, vocabulary = 512;
             string dir = Fixtures.TempDirectory();
@@ -324,7 +352,9 @@ public sealed class GgmlDequantizeTests
             }
 
             SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), [.. entries]);
-            return GgufFixture.Write(TestTokenizers.WithTokenizer(dir, Fixtures.DemoModel));
+            return TestTokenizers.WithTokenizer(dir, Fixtures.DemoModel);
         });
+
+        public static readonly Lazy<string> Gguf = new(() => GgufFixture.Write(Folder.Value));
     }
 }
