@@ -107,20 +107,14 @@ public static class KQuantBlocks
     /// ggml's <c>get_scale_min_k4</c>: sub-blocks 0-3 keep their 6-bit scale and min in the low bits of bytes j and
     /// j + 4; sub-blocks 4-7 take 4 bits from byte j + 4 and the top 2 bits of bytes j - 4 (scale) and j (min).
     /// </summary>
+    internal static (int Scale, int Min) ScaleAndMinCodes(ReadOnlySpan<byte> scales, int j) => j < 4
+        ? (scales[j] & 63, scales[j + 4] & 63)
+        : ((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4), (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+
+    /// <summary>Sub-block j's scale and min as the dequantizers use them: d × scale, dmin × min.</summary>
     private static (float Scale, float Min) ScaleAndMin(ReadOnlySpan<byte> scales, int j, float d, float min)
     {
-        int sc, m;
-        if (j < 4)
-        {
-            sc = scales[j] & 63;
-            m = scales[j + 4] & 63;
-        }
-        else
-        {
-            sc = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
-            m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-        }
-
+        (int sc, int m) = ScaleAndMinCodes(scales, j);
         return (d * sc, min * m);
     }
 

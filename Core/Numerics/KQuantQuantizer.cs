@@ -207,7 +207,7 @@ public static class KQuantQuantizer
             System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block[2..], dmin);
             for (int j = 0; j < 8; j++)
             {
-                (int sc, int m) = ScaleAndMin(packed, j);
+                (int sc, int m) = KQuantBlocks.ScaleAndMinCodes(packed, j);
                 float dj = HalfBits.ToSingle(d) * sc;
                 if (dj == 0)
                 {
@@ -231,11 +231,6 @@ public static class KQuantQuantizer
             }
         }
     }
-
-    /// <summary>ggml's get_scale_min_k4: sub-block j's 6-bit scale and min from the 12 packed bytes.</summary>
-    private static (int Scale, int Min) ScaleAndMin(ReadOnlySpan<byte> packed, int j) => j < 4
-        ? (packed[j] & 63, packed[j + 4] & 63)
-        : ((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
 
     /// <summary>
     /// make_qkx2_quants (use_mad false): codes round(iscale × (x - min)) in 0..nmax, the scale and min refitted by

@@ -139,7 +139,7 @@ internal static class KQuantIntegerKernel
     }
 
     /// <summary>Byte <paramref name="j"/> of unpacked scales or mins.</summary>
-    private static int Byte(ulong packed, int j) => (int)((packed >> (8 * j)) & 0xFF);
+    internal static int Byte(ulong packed, int j) => (int)((packed >> (8 * j)) & 0xFF);
 
     /// <summary>Byte indexes that spread 16-bit lane <paramref name="j"/> over a whole 128-bit lane (for vpshufb).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

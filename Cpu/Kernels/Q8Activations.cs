@@ -69,9 +69,7 @@ internal sealed class Q8Activations
         Vector256<float> v0 = Vector256.Create(values), v1 = Vector256.Create(values[8..]),
             v2 = Vector256.Create(values[16..]), v3 = Vector256.Create(values[24..]);
         Vector256<float> m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
-        Vector128<float> half = Vector128.Max(m.GetLower(), m.GetUpper());
-        half = Vector128.Max(half, Vector128.Shuffle(half, Vector128.Create(2, 3, 0, 1)));
-        float amax = MathF.Max(half[0], half[1]);
+        float amax = Q8KActivations.MaxAcross(m);
         float d = amax / 127, inverse = d == 0 ? 0 : 1 / d;
         var scale = Vector256.Create(inverse);
         var top = Vector256.Create(127);

@@ -104,7 +104,8 @@ internal sealed class Q8KActivations
         return max;
     }
 
-    private static float MaxAcross(Vector256<float> v)
+    /// <summary>The largest of the eight lanes.</summary>
+    internal static float MaxAcross(Vector256<float> v)
     {
         Vector128<float> m = Vector128.Max(v.GetLower(), v.GetUpper());
         m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));

@@ -83,13 +83,11 @@ internal static class QuantizedRows
             {
                 Vector256<byte> packed = Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16 + (32 * c)));
                 ref float at = ref Unsafe.Add(ref y, (b * 256) + (64 * c));
-                StoreAffine(packed & mask, d * Byte(scales, 2 * c), min * Byte(mins, 2 * c), ref at);
-                StoreAffine(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, d * Byte(scales, (2 * c) + 1), min * Byte(mins, (2 * c) + 1), ref Unsafe.Add(ref at, 32));
+                StoreAffine(packed & mask, d * KQuantIntegerKernel.Byte(scales, 2 * c), min * KQuantIntegerKernel.Byte(mins, 2 * c), ref at);
+                StoreAffine(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, d * KQuantIntegerKernel.Byte(scales, (2 * c) + 1), min * KQuantIntegerKernel.Byte(mins, (2 * c) + 1), ref Unsafe.Add(ref at, 32));
             }
         }
     }
-
-    private static int Byte(ulong packed, int j) => (int)((packed >> (8 * j)) & 0xFF);
 
     /// <summary>32 unsigned codes as scale × q - offset, stored (a multiply, then a subtraction: as the reference).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

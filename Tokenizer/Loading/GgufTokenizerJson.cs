@@ -70,12 +70,7 @@ internal static class GgufTokenizerJson
             w.WriteStartArray("added_tokens");
             foreach (int id in added)
             {
-                w.WriteStartObject();
-                w.WriteNumber("id", id);
-                w.WriteString("content", vocabulary.Tokens[id]);
-                w.WriteBoolean("special", vocabulary.TokenTypes![id] == GgufVocabulary.Control);
-                w.WriteBoolean("normalized", false);
-                w.WriteEndObject();
+                WriteAddedToken(w, id, vocabulary.Tokens[id], special: vocabulary.TokenTypes![id] == GgufVocabulary.Control);
             }
 
             w.WriteEndArray();
@@ -118,6 +113,17 @@ internal static class GgufTokenizerJson
         }
 
         return JsonDocument.Parse(buffer.ToArray());
+    }
+
+    /// <summary>One entry of added_tokens: matched in the text as is (not normalized), special or not.</summary>
+    internal static void WriteAddedToken(Utf8JsonWriter w, int id, string content, bool special)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("id", id);
+        w.WriteString("content", content);
+        w.WriteBoolean("special", special);
+        w.WriteBoolean("normalized", false);
+        w.WriteEndObject();
     }
 
     private static void WriteByteLevel(Utf8JsonWriter w, bool useRegex)

@@ -51,12 +51,7 @@ internal static class SentencepieceJson
                 long type = TypeOf(id);
                 if (type is GgufVocabulary.Control or GgufVocabulary.UserDefined or GgufVocabulary.Unknown)
                 {
-                    w.WriteStartObject();
-                    w.WriteNumber("id", id);
-                    w.WriteString("content", tokens[id]);
-                    w.WriteBoolean("special", type != GgufVocabulary.UserDefined);
-                    w.WriteBoolean("normalized", false);
-                    w.WriteEndObject();
+                    GgufTokenizerJson.WriteAddedToken(w, id, tokens[id], special: type != GgufVocabulary.UserDefined);
                 }
             }
 

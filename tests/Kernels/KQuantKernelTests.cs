@@ -205,7 +205,12 @@ public sealed class KQuantKernelTests
         // Random blocks (every code and packed scale byte random, small f16 scales of both signs, one scale 0), each path
         // against the format's reference (tested against llama.cpp's dequantizer in GgmlDequantizeTests).
         int blocks = type == DType.Q4_0 ? 56 : 7;
-        byte[] row = type == DType.Q4_0 ? Q4_0Row(blocks) : RandomRow(type, blocks, 5);
+        byte[] row = type == DType.Q4_0 ? Q8IntegerKernelTests.RandomRows(type, blocks, 9) : RandomRow(type, blocks, 5);
+        if (type == DType.Q4_0)
+        {
+            row[3 * 18] = row[(3 * 18) + 1] = 0;    // a block with scale 0
+        }
+
         var reference = new float[blocks * DTypes.BlockValues(type)];
         QuantizedRows.Dequantize(KernelPath.Scalar, type, row, reference);
         foreach (KernelPath path in new[] { KernelPath.Vector256, KernelPath.Vector512 })
@@ -217,18 +222,5 @@ public sealed class KQuantKernelTests
                 Assert.True(BitConverter.SingleToInt32Bits(values[i]) == BitConverter.SingleToInt32Bits(reference[i]), $"{type} {path} value {i}: {values[i]}, reference {reference[i]}");
             }
         }
-    }
-
-    private static byte[] Q4_0Row(int blocks)
-    {
-        var random = new Random(9);
-        var row = new byte[blocks * 18];
-        random.NextBytes(row);
-        for (int b = 0; b < blocks; b++)
-        {
-            BitConverter.TryWriteBytes(row.AsSpan(b * 18), b == 3 ? (ushort)0 : HalfBits.FromSingle((float)((random.NextDouble() - 0.5) * 0.02)));
-        }
-
-        return row;
     }
 }

@@ -24,7 +24,7 @@ public sealed class Q8IntegerKernelTests
     }
 
     /// <summary>Random blocks: every code byte random (Q8_0's -128 included), the f16 scales small and of both signs.</summary>
-    private static byte[] RandomRows(DType type, int blocks, int seed)
+    internal static byte[] RandomRows(DType type, int blocks, int seed)
     {
         var random = new Random(seed);
         int size = DTypes.BlockBytes(type);
