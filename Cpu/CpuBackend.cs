@@ -88,11 +88,18 @@ public sealed class CpuBackend : IBackend
 
     public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
     {
-        CpuWeight w = CpuWeight.Of(weight);
-        CheckCols(x, w.Cols, weight.Name);
-        CheckCols(y, w.Rows, weight.Name);
-        int chunks = _linear.Prepare(w, bias is null ? null : VectorOf(bias), CpuBuffer.Of(x).Data, CpuBuffer.Of(y).Data, x.Rows, Threads);
-        _pool.Run(_linear, chunks);
+        _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
+        _pool.Run(_linear, AddProduct(x, weight, bias, y));
+    }
+
+    /// <summary>The three projections as one job: x quantized once, one hand-out to the threads.</summary>
+    public void QkvProjection(Activation x, DeviceWeight wq, DeviceWeight? bq, Activation q, DeviceWeight wk, DeviceWeight? bk, Activation k,
+        DeviceWeight wv, DeviceWeight? bv, Activation v)
+    {
+        _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
+        AddProduct(x, wq, bq, q);
+        AddProduct(x, wk, bk, k);
+        _pool.Run(_linear, AddProduct(x, wv, bv, v));
     }
 
     public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
@@ -121,8 +128,10 @@ public sealed class CpuBackend : IBackend
     public void SwiGlu(Activation x, DeviceWeight gate, DeviceWeight up, DeviceWeight down,
         Activation gateScratch, Activation upScratch, Activation y)
     {
-        Linear(x, gate, null, gateScratch);
-        Linear(x, up, null, upScratch);
+        // gate and up read the same x: one job.
+        _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
+        AddProduct(x, gate, null, gateScratch);
+        _pool.Run(_linear, AddProduct(x, up, null, upScratch));
 
         // silu(g) * u, with silu(g) = g * sigmoid(g) (Swish with beta 1): u ← g·u, then g ← sigmoid(g)·u.
         Span<float> g = gateScratch.Span(), u = upScratch.Span();
@@ -218,6 +227,20 @@ public sealed class CpuBackend : IBackend
             case DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q6_K: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
+    }
+
+    /// <summary>Checks one product's shapes and adds it to the linear job begun on <paramref name="x"/>; returns the job's chunks.</summary>
+    private int AddProduct(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
+    {
+        CpuWeight w = CpuWeight.Of(weight);
+        CheckCols(x, w.Cols, weight.Name);
+        CheckCols(y, w.Rows, weight.Name);
+        if (y.Rows < x.Rows)
+        {
+            throw new ArgumentException($"{weight.Name}: {x.Rows} input rows but room for {y.Rows} output rows");
+        }
+
+        return _linear.Add(w, bias is null ? null : VectorOf(bias), CpuBuffer.Of(y).Data);
     }
 
     private static float[] VectorOf(DeviceWeight weight) =>

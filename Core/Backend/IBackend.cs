@@ -38,6 +38,18 @@ public interface IBackend : IDisposable
     /// <summary>y = x · Wᵀ + bias, W of [out, in] in its stored type; <paramref name="bias"/> may be null.</summary>
     void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y);
 
+    /// <summary>
+    /// The attention's three projections of one input: q = x · Wqᵀ + bq, k = x · Wkᵀ + bk, v = x · Wvᵀ + bv (biases may
+    /// be null). A backend may run them as one pass; by default they are three <see cref="Linear"/>s.
+    /// </summary>
+    void QkvProjection(Activation x, DeviceWeight wq, DeviceWeight? bq, Activation q, DeviceWeight wk, DeviceWeight? bk, Activation k,
+        DeviceWeight wv, DeviceWeight? bv, Activation v)
+    {
+        Linear(x, wq, bq, q);
+        Linear(x, wk, bk, k);
+        Linear(x, wv, bv, v);
+    }
+
     /// <summary>Rotates every head of q and k by its row's position (NeoX rotate_half form).</summary>
     void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape);
 

@@ -17,6 +17,7 @@ public static class TensorValues
     /// <summary>
     /// A matrix stored again as <paramref name="type"/>, row by row (no f32 copy of the whole matrix; rows in parallel
     /// chunks): rows of whole blocks convert on their own, so the bytes equal those of converting the matrix at once.
+    /// Q4_0 to Q8_0 is exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>).
     /// </summary>
     public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination)
     {
@@ -58,6 +59,12 @@ public static class TensorValues
         void Row(byte* from, byte* to, long r, float[] values)
         {
             // Each row from the pointer: the whole matrix may be larger than a span can cover.
+            if (matrix.DType == DType.Q4_0 && type == DType.Q8_0)
+            {
+                LegacyQuantBlocks.WidenQ4_0ToQ8_0(new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut));
+                return;
+            }
+
             ToSingle(matrix.DType, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), values, matrix.Name);
             FromSingle(values, type, new Span<byte>(to + (r * rowOut), rowOut));
         }

@@ -34,6 +34,27 @@ public static class LegacyQuantBlocks
     }
 
     /// <summary>
+    /// Q4_0 blocks stored again as Q8_0 without loss: the same f16 scale, codes q - 8 (for a backend with Q8_0 kernels
+    /// and none for Q4_0). Requantizing the values instead rounds them again: d becomes max|x| / 127, not a divisor of
+    /// Q4_0's steps.
+    /// </summary>
+    public static void WidenQ4_0ToQ8_0(ReadOnlySpan<byte> blocks, Span<byte> q8Blocks)
+    {
+        for (int b = 0; b < blocks.Length / 18; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * 18, 18);
+            Span<byte> wide = q8Blocks.Slice(b * 34, 34);
+            wide[0] = block[0];
+            wide[1] = block[1];
+            for (int j = 0; j < 16; j++)
+            {
+                wide[2 + j] = (byte)(sbyte)((block[2 + j] & 0x0F) - 8);
+                wide[2 + j + 16] = (byte)(sbyte)((block[2 + j] >> 4) - 8);
+            }
+        }
+    }
+
+    /// <summary>
     /// As llama.cpp's <c>quantize_row_q4_0_ref</c>: the value of largest magnitude (the first, sign kept) maps to
     /// code 0, d = max / -8 stored as f16, codes (x / d + 8.5) truncated and at most 15; a block of zeros has d = 0
     /// and every code 8.

@@ -202,9 +202,7 @@ public sealed class Qwen2Model : IDisposable
             // Self-attention block: pre-norm, projections (Qwen2: q/k/v carry a bias), RoPE, causal GQA over the cache.
             b.RmsNorm(x, w.InputLayernorm, _eps, xb);
             tap?.Invoke("attn_norm", l, xb);
-            b.Linear(xb, w.QProj, w.QBias, q);
-            b.Linear(xb, w.KProj, w.KBias, k);
-            b.Linear(xb, w.VProj, w.VBias, v);
+            b.QkvProjection(xb, w.QProj, w.QBias, q, w.KProj, w.KBias, k, w.VProj, w.VBias, v);
             if (rotaryTable)
             {
                 b.RopeTable(q, k, state.RopeCos, state.RopeSin, _shape);

@@ -110,9 +110,7 @@ public sealed class VisionTower : IDisposable
         {
             // Attention: pre-norm, q/k/v with biases, 2-D RoPE, bidirectional within each picture, projection, residual.
             b.LayerNorm(hx, w.Norm1, w.Norm1Bias, (float)VisionConfig.LayerNormEps, hb);
-            b.Linear(hb, w.Q, w.QBias, hq);
-            b.Linear(hb, w.K, w.KBias, hk);
-            b.Linear(hb, w.V, w.VBias, hv);
+            b.QkvProjection(hb, w.Q, w.QBias, hq, w.K, w.KBias, hk, w.V, w.VBias, hv);
             b.RopeTable(hq, hk, cos, sin, _shape);
             b.SegmentAttention(hq, hk, hv, segments, _shape, ha);
             b.Linear(ha, w.Proj, w.ProjBias, hb);

@@ -5,83 +5,118 @@ using QwenSharp.Formats;
 
 namespace QwenSharp.Cpu.Jobs;
 
-/// <summary>y = x · Wᵀ + bias, split over threads by blocks of output rows (each thread reads its own weights once).</summary>
+/// <summary>
+/// y = x · Wᵀ + bias for up to three weights of the same input x (q, k and v; gate and up), split over threads by
+/// blocks of output rows (each thread reads its own weights once). The products of one input run as one job: x is
+/// quantized once for all of them, and the threads are handed work once, not once per product. At decode the 128-row
+/// k and v products of Qwen2.5-0.5B were each mostly hand-off (7 µs for 0.12 MB).
+/// </summary>
 internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : ParallelJob
 {
     /// <summary>Work below which a chunk is not worth a thread hand-off: about 2 µs of SIMD multiply-adds.</summary>
     public const long MinMultiplyAddsPerChunk = 1 << 16;
 
-    private CpuWeight _weight = null!;
-    private float[]? _bias;
+    /// <summary>Products of one input a job holds.</summary>
+    public const int MaxProducts = 3;
+
+    private readonly Product[] _products = new Product[MaxProducts];
+    private readonly int[] _firstChunk = new int[MaxProducts + 1];
+    private int _count;
     private float[] _x = [];
-    private float[] _y = [];
     private int _tokens;
-    private int _rowsPerChunk;
+    private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private Q8KActivations? _quantizedK;
-    private Q8Activations? _quantized;
+    private bool _q8kReady, _q8Ready;
 
-    /// <summary>Sets up one product and returns its number of chunks.</summary>
-    public int Prepare(CpuWeight weight, float[]? bias, float[] x, float[] y, int tokens, int threads)
+    /// <summary>One weight's share of the job: its output and how its rows are cut into chunks.</summary>
+    private struct Product
     {
-        _weight = weight;
-        _bias = bias;
+        public CpuWeight Weight;
+        public float[]? Bias;
+        public float[] Y;
+        public int RowsPerChunk;
+    }
+
+    /// <summary>Starts a job over <paramref name="tokens"/> rows of <paramref name="x"/>; <see cref="Add"/> its products.</summary>
+    public void Begin(float[] x, int tokens, int threads)
+    {
         _x = x;
-        _y = y;
         _tokens = tokens;
+        _threads = threads;
+        _count = 0;
+        _q8kReady = _q8Ready = false;
+    }
+
+    /// <summary>Adds the product with <paramref name="weight"/> (whose columns are x's) and returns the job's chunk count so far.</summary>
+    public int Add(CpuWeight weight, float[]? bias, float[] y)
+    {
+        if (_count == MaxProducts)
+        {
+            throw new InvalidOperationException($"a linear job holds at most {MaxProducts} products");
+        }
 
         // About four chunks per thread evens out uneven progress; a chunk is a whole number of panels, at least
         // 32 rows and at least MinMultiplyAddsPerChunk of work, so that handing it to another thread (a
         // microsecond or so) costs little next to computing it. Small products (a 260K-parameter model's) run
         // on the calling thread alone.
         int rows = weight.Rows;
-        int target = Math.Max(1, rows / (threads * 4));
-        long minRows = (MinMultiplyAddsPerChunk / Math.Max(1L, (long)tokens * weight.Cols)) + 1;
+        int target = Math.Max(1, rows / (_threads * 4));
+        long minRows = (MinMultiplyAddsPerChunk / Math.Max(1L, (long)_tokens * weight.Cols)) + 1;
         target = (int)Math.Max(target, Math.Min(minRows, rows));
-        _rowsPerChunk = Math.Max(32, (target + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
-        if (tokens > 1)
+        int rowsPerChunk = Math.Max(32, (target + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
+        if (_tokens > 1)
         {
             scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
         }
 
-        // Block-quantized weights at decode: the activations quantized once here (Q8_K for the k-quants, Q8_0 for Q8_0
-        // and Q4_0), for every thread's integer dots.
-        (_quantizedK, _quantized) = (null, null);
-        if (tokens <= MatMul.RowDotTokens)
+        // Block-quantized weights at decode: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for
+        // Q8_0 and Q4_0), for every thread's integer dots.
+        if (_tokens <= MatMul.RowDotTokens)
         {
-            if (weight.StoredType is DType.Q4_K or DType.Q6_K)
+            if (weight.StoredType is DType.Q4_K or DType.Q6_K && !_q8kReady)
             {
-                _q8k.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
-                _quantizedK = _q8k;
+                _q8k.Quantize(_x.AsSpan(0, _tokens * weight.Cols), _tokens, weight.Cols, path);
+                _q8kReady = true;
             }
-            else if (weight.StoredType is DType.Q8_0 or DType.Q4_0)
+            else if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
             {
-                _q8.Quantize(x.AsSpan(0, tokens * weight.Cols), tokens, weight.Cols, path);
-                _quantized = _q8;
+                _q8.Quantize(_x.AsSpan(0, _tokens * weight.Cols), _tokens, weight.Cols, path);
+                _q8Ready = true;
             }
         }
 
-        return (rows + _rowsPerChunk - 1) / _rowsPerChunk;
+        _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk };
+        _firstChunk[_count + 1] = _firstChunk[_count] + ((rows + rowsPerChunk - 1) / rowsPerChunk);
+        _count++;
+        return _firstChunk[_count];
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
     {
-        int start = chunk * _rowsPerChunk;
-        int end = Math.Min(start + _rowsPerChunk, _weight.Rows);
-        int k = _weight.Cols, n = _weight.Rows;
-        ReadOnlySpan<byte> rows = _weight.RowBytesOf(start, end - start);
+        int p = 0;
+        while (chunk >= _firstChunk[p + 1])
+        {
+            p++;
+        }
+
+        ref readonly Product product = ref _products[p];
+        CpuWeight weight = product.Weight;
+        int start = (chunk - _firstChunk[p]) * product.RowsPerChunk;
+        int end = Math.Min(start + product.RowsPerChunk, weight.Rows);
+        int k = weight.Cols, n = weight.Rows;
+        ReadOnlySpan<byte> rows = weight.RowBytesOf(start, end - start);
         ReadOnlySpan<float> x = _x.AsSpan(0, _tokens * k);
-        Span<float> y = _y.AsSpan(0, _tokens * n);
-        ReadOnlySpan<float> bias = _bias;
+        Span<float> y = product.Y.AsSpan(0, _tokens * n);
+        ReadOnlySpan<float> bias = product.Bias;
         Span<float> panel = scratch.Panel(worker);
-        switch (_weight.StoredType)
+        switch (weight.StoredType)
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q8_0 or DType.Q4_0: MatMul.Q8Rows(path, _weight.StoredType, rows, k, n, x, _quantized, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, _weight.StoredType, rows, k, n, x, _quantizedK, _tokens, bias, y, start, end, panel); break;
+            case DType.Q8_0 or DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8Ready ? _q8 : null, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }
     }

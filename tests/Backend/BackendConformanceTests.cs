@@ -21,7 +21,7 @@ public sealed class BackendConformanceTests
         var data = new TheoryData<string, DType>();
         foreach (string backend in TestBackends.All)
         {
-            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32, DType.Q8_0 })
+            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32, DType.Q8_0, DType.Q4_0 })
             {
                 data.Add(backend, type);
             }
@@ -64,6 +64,75 @@ public sealed class BackendConformanceTests
                         }
                     }
                 }
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void QkvProjection_MixedTypes_EachOutputMatchesReferenceAndItsOwnLinear(string backendName)
+    {
+        // Three weights of one input in different types (a Q4_K_M file mixes them), one without bias, at decode and
+        // prefill row counts: each output must equal the reference and, bit for bit, the same product run alone.
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Inputs = 256;
+        (string Name, DType Type, int Outputs, bool Bias)[] products = [("q", DType.Q8_0, 96, true), ("k", DType.BF16, 32, false), ("v", DType.Q4_0, 32, true)];
+        var stored = products.Select((p, i) => new StoredTensor(p.Name, KernelData.Floats(p.Outputs * Inputs, 40 + i), p.Type, [p.Outputs, Inputs])).ToArray();
+        var biases = products.Select((p, i) => new StoredTensor(p.Name + ".bias", KernelData.Floats(p.Outputs, 50 + i), DType.F32, [p.Outputs])).ToArray();
+        var weights = stored.Select(t => backend.Upload(t.View)).ToArray();
+        var biasWeights = biases.Select(t => backend.Upload(t.View)).ToArray();
+        try
+        {
+            foreach (int rows in new[] { 1, 3, 9 })
+            {
+                float[] x = KernelData.Floats(rows * Inputs, 60 + rows);
+                using DeviceBuffer xb = backend.Allocate(rows, Inputs);
+                backend.Write(x, xb.Rows(rows));
+                var outputs = products.Select(p => backend.Allocate(rows, p.Outputs)).ToArray();
+                try
+                {
+                    for (int i = 0; i < 3; i++)
+                    {
+                        backend.Write(Enumerable.Repeat(float.NaN, rows * products[i].Outputs).ToArray(), outputs[i].Rows(rows));
+                    }
+
+                    DeviceWeight? Bias(int i) => products[i].Bias ? biasWeights[i] : null;
+                    backend.QkvProjection(xb.Rows(rows), weights[0], Bias(0), outputs[0].Rows(rows), weights[1], Bias(1), outputs[1].Rows(rows),
+                        weights[2], Bias(2), outputs[2].Rows(rows));
+
+                    for (int i = 0; i < 3; i++)
+                    {
+                        var (name, type, n, withBias) = products[i];
+                        var y = new float[rows * n];
+                        backend.Download(outputs[i].Rows(rows), y);
+                        float[] alone = Run(backend, rows, n, [(x, Inputs)], (a, o) => backend.Linear(a[0], weights[i], Bias(i), o));
+                        Assert.Equal(alone, y);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            for (int o = 0; o < n; o++)
+                            {
+                                double expected = KernelData.DotExact(x.AsSpan(r * Inputs, Inputs), stored[i].Exact.AsSpan(o * Inputs, Inputs), out double magnitude)
+                                    + (withBias ? biases[i].Exact[o] : 0);
+                                double quantized = DTypes.IsQuantized(type) ? ActivationRounding(x.AsSpan(r * Inputs, Inputs), stored[i].Exact.AsSpan(o * Inputs, Inputs)) : 0;
+                                AssertClose(expected, y[(r * n) + o], magnitude + 1, quantized, $"{name} ({type}) rows {rows}: y[{r},{o}]");
+                            }
+                        }
+                    }
+                }
+                finally
+                {
+                    foreach (DeviceBuffer output in outputs)
+                    {
+                        output.Dispose();
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (IDisposable d in weights.Concat(biasWeights).Concat<IDisposable>(stored).Concat(biases))
+            {
+                d.Dispose();
             }
         }
     }

@@ -48,8 +48,20 @@ internal static class KernelData
                 return (blocks, exact);
             }
 
-            default:
+            case DType.Q4_0:
+            {
+                var blocks = new byte[DTypes.ByteLength(DType.Q4_0, values.Length)];
+                LegacyQuantBlocks.QuantizeQ4_0(values, blocks);
+                var exact = new float[values.Length];
+                LegacyQuantBlocks.DequantizeQ4_0(blocks, exact);
+                return (blocks, exact);
+            }
+
+            case DType.F32:
                 return (MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), [.. values]);
+
+            default:
+                throw new ArgumentException($"no test storage for {type}");
         }
     }
 
