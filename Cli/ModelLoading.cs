@@ -10,7 +10,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
+    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
@@ -96,7 +96,7 @@ internal static class ModelLoading
     {
         null => null,
         string text when Formats.DTypes.TryParse(text, out Formats.DType type) && Formats.DTypes.IsQuantized(type) => type,
-        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q4_k, q6_k"),
+        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q4_k, q5_k, q6_k"),
     };
 
     /// <summary>

@@ -92,7 +92,7 @@ public sealed unsafe class VulkanBackend : IBackend
                 }
 
                 return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
-            case 2 when tensor.DType is DType.Q4_0 or DType.Q4_K or DType.Q6_K:
+            case 2 when tensor.DType is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K:
                 // No Q4_0 or k-quant shaders yet: stored again as Q8_0 (Q4_0's codes and scales exactly; the GGUF load's
                 // conversion before the CPU had kernels for these).
                 byte[] q8 = GC.AllocateUninitializedArray<byte>(checked((int)DTypes.ByteLength(DType.Q8_0, tensor.ElementCount)));

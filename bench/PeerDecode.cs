@@ -38,9 +38,10 @@ internal static class PeerDecode
         string gguf = typeName.ToLowerInvariant() switch
         {
             "q4_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q4_K_M),
+            "q5_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q5_K_M),
             "q6_k" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
             _ when DTypes.TryParse(typeName, out DType type) => WriteModel(config, type),
-            _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q4_k_m or q6_k"),
+            _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q4_k_m, q5_k_m or q6_k"),
         };
         NativeLogConfig.llama_log_set((_, _) => { });
         var random = new Random(7);

@@ -11,7 +11,7 @@ internal sealed class QuantizeCommand : ICommand
 
     public string Summary => "write a model folder as one GGUF file (Q8_0, F16, BF16 or F32 matrices) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q4_k|q6_k|f16|bf16|f32 --out FILE.gguf";
+    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -28,11 +28,11 @@ internal sealed class QuantizeCommand : ICommand
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder)");
-        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|q4_0|q4_k|q6_k|f16|bf16|f32");
+        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
         if (!DTypes.TryParse(typeText, out DType type))
         {
-            throw new UsageException($"--type '{typeText}' is not one of q8_0, q4_0, q4_k, q6_k, f16, bf16, f32");
+            throw new UsageException($"--type '{typeText}' is not one of q8_0, q4_0, q4_k, q5_k, q6_k, f16, bf16, f32");
         }
 
         if (!Directory.Exists(directory))

@@ -16,6 +16,9 @@ public enum DType
     /// <summary>GGUF's Q4_K: super-blocks of 256 values in 144 bytes, 4-bit codes under 6-bit scales and mins (see <see cref="Numerics.KQuantBlocks"/>).</summary>
     Q4_K,
 
+    /// <summary>GGUF's Q5_K: super-blocks of 256 values in 176 bytes, Q4_K with a fifth bit per code.</summary>
+    Q5_K,
+
     /// <summary>GGUF's Q6_K: super-blocks of 256 values in 210 bytes, 6-bit codes under int8 scales of 16 values.</summary>
     Q6_K,
 }
@@ -36,22 +39,23 @@ public static class DTypes
     public static int BlockValues(DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 => 32,
-        DType.Q4_K or DType.Q6_K => 256,
+        DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 144 for Q4_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
         DType.Q4_K => 144,
+        DType.Q5_K => 176,
         DType.Q6_K => 210,
         _ => SizeOf(type),
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -65,6 +69,7 @@ public static class DTypes
         DType.Q8_0 => "Q8_0",
         DType.Q4_0 => "Q4_0",
         DType.Q4_K => "Q4_K",
+        DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
     };
@@ -80,6 +85,7 @@ public static class DTypes
             case "Q8_0": type = DType.Q8_0; return true;
             case "Q4_0": type = DType.Q4_0; return true;
             case "Q4_K": type = DType.Q4_K; return true;
+            case "Q5_K": type = DType.Q5_K; return true;
             case "Q6_K": type = DType.Q6_K; return true;
             default: type = default; return false;
         }

@@ -102,6 +102,9 @@ public static class TensorValues
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;
+            case DType.Q5_K:
+                KQuantBlocks.DequantizeQ5_K(bytes, values);
+                break;
             case DType.Q6_K:
                 KQuantBlocks.DequantizeQ6_K(bytes, values);
                 break;
@@ -149,6 +152,9 @@ public static class TensorValues
                 break;
             case DType.Q4_K:
                 KQuantQuantizer.QuantizeQ4_K(values, bytes);
+                break;
+            case DType.Q5_K:
+                KQuantQuantizer.QuantizeQ5_K(values, bytes);
                 break;
             case DType.Q6_K:
                 KQuantQuantizer.QuantizeQ6_K(values, bytes);

@@ -149,8 +149,18 @@ public static class KQuantQuantizer
         return (sumlx, suml2);
     }
 
-    public static void QuantizeQ4_K(ReadOnlySpan<float> values, Span<byte> blocks)
+    public static void QuantizeQ4_K(ReadOnlySpan<float> values, Span<byte> blocks) => QuantizeAffine(values, blocks, fifthBit: false);
+
+    /// <summary>
+    /// llama.cpp's quantize_row_q5_K_ref: Q4_K's search with 5-bit codes (make_qkx2_quants with nmax 31, rmin -0.5 and
+    /// 15 steps), the codes' fifth bits in qh (bit 2c or 2c + 1 of qh[l] for value l of chunk c's low or high nibbles).
+    /// </summary>
+    public static void QuantizeQ5_K(ReadOnlySpan<float> values, Span<byte> blocks) => QuantizeAffine(values, blocks, fifthBit: true);
+
+    /// <summary>Q4_K, or with <paramref name="fifthBit"/> Q5_K: the two differ only in the code range and where codes go.</summary>
+    private static void QuantizeAffine(ReadOnlySpan<float> values, Span<byte> blocks, bool fifthBit)
     {
+        int blockBytes = fifthBit ? 176 : 144, top = fifthBit ? 31 : 15;
         Span<byte> codes = stackalloc byte[256];
         Span<byte> trial = stackalloc byte[32];
         Span<float> weights = stackalloc float[32];
@@ -159,7 +169,7 @@ public static class KQuantQuantizer
         for (int b = 0; b < values.Length / 256; b++)
         {
             ReadOnlySpan<float> x = values.Slice(b * 256, 256);
-            Span<byte> block = blocks.Slice(b * 144, 144);
+            Span<byte> block = blocks.Slice(b * blockBytes, blockBytes);
             block.Clear();
             float maxScale = 0, maxMin = 0;
             for (int j = 0; j < 8; j++)
@@ -177,7 +187,8 @@ public static class KQuantQuantizer
                     weights[l] = averageX + MathF.Abs(sub[l]);
                 }
 
-                scales[j] = AffineScale(sub, weights, codes.Slice(32 * j, 32), out mins[j], trial, 15, -1f, 0.1f, 20);
+                scales[j] = fifthBit ? AffineScale(sub, weights, codes.Slice(32 * j, 32), out mins[j], trial, 31, -0.5f, 0.1f, 15)
+                    : AffineScale(sub, weights, codes.Slice(32 * j, 32), out mins[j], trial, 15, -1f, 0.1f, 20);
                 maxScale = scales[j] > maxScale ? scales[j] : maxScale;
                 maxMin = mins[j] > maxMin ? mins[j] : maxMin;
             }
@@ -217,16 +228,22 @@ public static class KQuantQuantizer
                 float dm = HalfBits.ToSingle(dmin) * m;
                 for (int i = 0; i < 32; i++)
                 {
-                    codes[(32 * j) + i] = (byte)Math.Clamp(NearestInt((x[(32 * j) + i] + dm) / dj), 0, 15);
+                    codes[(32 * j) + i] = (byte)Math.Clamp(NearestInt((x[(32 * j) + i] + dm) / dj), 0, top);
                 }
             }
 
-            Span<byte> qs = block.Slice(16, 128);
-            for (int j = 0; j < 256; j += 64)
+            Span<byte> qh = block.Slice(16, 32), qs = block.Slice(fifthBit ? 48 : 16, 128);
+            for (int j = 0, c = 0; j < 256; j += 64, c++)
             {
                 for (int l = 0; l < 32; l++)
                 {
-                    qs[(j / 2) + l] = (byte)(codes[j + l] | (codes[j + l + 32] << 4));
+                    int low = codes[j + l], high = codes[j + l + 32];
+                    if (fifthBit)
+                    {
+                        qh[l] |= (byte)(((low >> 4) << (2 * c)) | ((high >> 4) << ((2 * c) + 1)));
+                    }
+
+                    qs[(j / 2) + l] = (byte)((low & 0xF) | ((high & 0xF) << 4));
                 }
             }
         }

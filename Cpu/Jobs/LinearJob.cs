@@ -74,7 +74,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         // Q8_0 and Q4_0), for every thread's integer dots.
         if (_tokens <= MatMul.RowDotTokens)
         {
-            if (weight.StoredType is DType.Q4_K or DType.Q6_K && !_q8kReady)
+            if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
             {
                 _q8k.Quantize(_x.AsSpan(0, _tokens * weight.Cols), _tokens, weight.Cols, path);
                 _q8kReady = true;
@@ -116,7 +116,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0 or DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8Ready ? _q8 : null, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }
     }

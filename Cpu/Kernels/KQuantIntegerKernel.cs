@@ -8,8 +8,8 @@ using QwenSharp.Numerics;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// Q4_K and Q6_K weights against activations quantized as Q8_K (<see cref="Q8KActivations"/>): integer products per
-/// super-block (unsigned 4- or 6-bit codes times signed 8-bit codes, pairs summed to 16 bits with vpmaddubsw, then
+/// Q4_K, Q5_K and Q6_K weights against activations quantized as Q8_K (<see cref="Q8KActivations"/>): integer products per
+/// super-block (unsigned 4-, 5- or 6-bit codes times signed 8-bit codes, pairs summed to 16 bits with vpmaddubsw, then
 /// weighted by the sub-block scales and summed to 32 bits with vpmaddwd), the mins and Q6_K's offset of 32 from the
 /// activations' sums (one vpmaddwd per super-block), and one float multiply-add per super-block into float vectors
 /// summed once per row, as ggml's vec_dot_q4_K_q8_K. The integers are exact on every path; only the float additions'
@@ -25,6 +25,7 @@ internal static class KQuantIntegerKernel
 {
     private const int Values = KQuantBlocks.BlockValues;
     private const int Q4KBytes = 144;
+    private const int Q5KBytes = 176;
     private const int Q6KBytes = 210;
 
     /// <summary>One row's dot product with one token's activations (the tests' entry; the model calls <see cref="DotRows"/>).</summary>
@@ -43,14 +44,19 @@ internal static class KQuantIntegerKernel
     public static void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
     {
         int blocks = x.Codes.Length / Values;
-        int rowBytes = blocks * (type == DType.Q4_K ? Q4KBytes : Q6KBytes);
+        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        {
+            throw new ArgumentException($"{type} is not a k-quant type", nameof(type));
+        }
+
+        int rowBytes = blocks * DTypes.BlockBytes(type);
         if (rows.Length < (long)count * rowBytes || results.Length < count)
         {
             throw new ArgumentException($"{count} {type} rows of {blocks} super-blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
         }
 
         var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
-            ref MemoryMarshal.GetReference(type == DType.Q4_K ? x.SubBlockSums : x.GroupSums), ref Unsafe.NullRef<int>(), blocks);
+            ref MemoryMarshal.GetReference(type == DType.Q6_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
         ref byte w = ref MemoryMarshal.GetReference(rows);
         ref float y = ref MemoryMarshal.GetReference(results);
         bool wide = path == KernelPath.Vector512 && Avx512BW.IsSupported;
@@ -59,16 +65,20 @@ internal static class KQuantIntegerKernel
         {
             for (int r = 0; r < count; r++)
             {
-                Unsafe.Add(ref y, r) = type == DType.Q4_K ? Q4KScalar(ref Unsafe.Add(ref w, r * rowBytes), operands)
-                    : Q6KScalar(ref Unsafe.Add(ref w, r * rowBytes), operands);
+                ref byte row = ref Unsafe.Add(ref w, r * rowBytes);
+                Unsafe.Add(ref y, r) = type == DType.Q6_K ? Q6KScalar(ref row, operands) : Q4KScalar(ref row, operands, fifth: type == DType.Q5_K);
             }
         }
         else if (type == DType.Q4_K)
         {
-            // Q4_K has no 512-bit kernel: one (the nibbles of a chunk side by side, 64-byte products) ran at 24-29
+            // Q4_K (and Q5_K) have no 512-bit kernel: one (the nibbles of a chunk side by side, 64-byte products) ran at 24-29
             // cycles per super-block on Zen 4 against this one's 17, and with four rows inlined the JIT spilled its
             // accumulators.
             RowGroups.Run<Q4K256Row>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.Q5_K)
+        {
+            RowGroups.Run<Q5K256Row>(ref w, rowBytes, count, operands, ref y);
         }
         else if (wide)
         {
@@ -98,8 +108,12 @@ internal static class KQuantIntegerKernel
 
     // ---- Q4_K ----
 
-    /// <summary>The reference: Σ_b dx_b (d_b Σ_j scale_j Σ code × x − dmin_b Σ_j min_j Σ x), block by block in order.</summary>
-    private static float Q4KScalar(ref byte w, scoped in RowOperands operands)
+    /// <summary>
+    /// The reference: Σ_b dx_b (d_b Σ_j scale_j Σ code × x − dmin_b Σ_j min_j Σ x), block by block in order. With
+    /// <paramref name="fifth"/>, Q5_K: the same with a fifth bit per code from qh (bit 2c or 2c + 1 of qh[l] for value l
+    /// of the low or high nibbles of chunk c) and the nibbles 32 bytes further on.
+    /// </summary>
+    private static float Q4KScalar(ref byte w, scoped in RowOperands operands, bool fifth)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte x = ref operands.Codes;
@@ -107,9 +121,10 @@ internal static class KQuantIntegerKernel
         ref short sums = ref operands.Sums;
         int blocks = operands.Blocks;
         float total = 0;
+        int blockBytes = fifth ? Q5KBytes : Q4KBytes, codesAt = fifth ? 48 : 16;
         for (int b = 0; b < blocks; b++)
         {
-            ref byte block = ref Unsafe.Add(ref w, b * Q4KBytes);
+            ref byte block = ref Unsafe.Add(ref w, b * blockBytes);
             ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
             (ulong scales, ulong mins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
             int sumi = 0, summ = 0;
@@ -118,9 +133,10 @@ internal static class KQuantIntegerKernel
                 int low = 0, high = 0;
                 for (int l = 0; l < 32; l++)
                 {
-                    byte packed = Unsafe.Add(ref block, 16 + (32 * c) + l);
-                    low += (packed & 0xF) * Unsafe.Add(ref q8, (64 * c) + l);
-                    high += (packed >> 4) * Unsafe.Add(ref q8, (64 * c) + 32 + l);
+                    byte packed = Unsafe.Add(ref block, codesAt + (32 * c) + l);
+                    byte qh = fifth ? Unsafe.Add(ref block, 16 + l) : (byte)0;
+                    low += ((packed & 0xF) | (((qh >> (2 * c)) & 1) << 4)) * Unsafe.Add(ref q8, (64 * c) + l);
+                    high += ((packed >> 4) | (((qh >> ((2 * c) + 1)) & 1) << 4)) * Unsafe.Add(ref q8, (64 * c) + 32 + l);
                 }
 
                 sumi += (Byte(scales, 2 * c) * low) + (Byte(scales, (2 * c) + 1) * high);
@@ -148,52 +164,83 @@ internal static class KQuantIntegerKernel
     private readonly struct Q4K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands)
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false);
+    }
+
+    private readonly struct Q5K256Row : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true);
+    }
+
+    /// <summary>One Q4_K row, or with <paramref name="fifth"/> (a constant at each call) one Q5_K row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth)
+    {
+        ref float half = ref operands.HalfTable;
+        ref sbyte x = ref operands.Codes;
+        ref float xd = ref operands.Scales;
+        ref short sums = ref operands.Sums;
+        int blocks = operands.Blocks;
+        int blockBytes = fifth ? Q5KBytes : Q4KBytes;
+        Vector256<float> acc = default;
+        Vector128<float> mins = default;
+        for (int b = 0; b < blocks; b++)
         {
-            ref float half = ref operands.HalfTable;
-            ref sbyte x = ref operands.Codes;
-            ref float xd = ref operands.Scales;
-            ref short sums = ref operands.Sums;
-            int blocks = operands.Blocks;
-            Vector256<float> acc = default;
-            Vector128<float> mins = default;
-            for (int b = 0; b < blocks; b++)
-            {
-                ref byte block = ref Unsafe.Add(ref w, b * Q4KBytes);
-                Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 210 bytes
-                ref byte qs = ref Unsafe.Add(ref block, 16);
-                ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
-                (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
-                Vector128<short> scales128 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedScales).AsByte());
-                Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
+            ref byte block = ref Unsafe.Add(ref w, b * blockBytes);
+            Prefetch.Ahead(ref block, 3);    // a super-block is 144, 176 or 210 bytes
+            ref byte qs = ref Unsafe.Add(ref block, fifth ? 48 : 16);
+            ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
+            (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
+            Vector128<short> scales128 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedScales).AsByte());
+            Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
+            Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
 
-                Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 0) + Q4KChunk256(ref qs, ref q8, scales, 1)
-                    + Q4KChunk256(ref qs, ref q8, scales, 2) + Q4KChunk256(ref qs, ref q8, scales, 3);
+            Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth)
+                + Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth);
 
-                // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
-                Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()),
-                    Vector128.LoadUnsafe(ref sums, (nuint)(b * 8)));
-                float dx = Unsafe.Add(ref xd, b);
-                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * RowOperands.Half(ref half, ref block)), acc);
-                mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
-            }
-
-            return acc.GetLower() + acc.GetUpper() - mins;
+            // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
+            Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()),
+                Vector128.LoadUnsafe(ref sums, (nuint)(b * 8)));
+            float dx = Unsafe.Add(ref xd, b);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * RowOperands.Half(ref half, ref block)), acc);
+            mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
         }
+
+        return acc.GetLower() + acc.GetUpper() - mins;
+    }
+
+    /// <summary>
+    /// Bit <paramref name="k"/> of each byte of Q5_K's qh moved to bit 4 (16 or 0: the code's fifth bit). Shifting 16-bit
+    /// lanes is exact here: the mask keeps bit 4 of each byte, which comes from bit k of that same byte.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> FifthBit(Vector256<byte> qh, int k)
+    {
+        Vector256<ushort> lanes = qh.AsUInt16();
+        Vector256<ushort> moved = k <= 4 ? Vector256.ShiftLeft(lanes, 4 - k) : Vector256.ShiftRightLogical(lanes, k - 4);
+        return moved.AsByte() & Vector256.Create((byte)0x10);
     }
 
     /// <summary>
     /// Σ scale × Σ code × x over sub-blocks 2c and 2c + 1 (32 bytes: low nibbles are sub-block 2c's values, high nibbles
-    /// 2c + 1's), in eight 32-bit lanes. <paramref name="c"/> is a constant at every call, so the shuffles' indexes are too.
+    /// 2c + 1's), in eight 32-bit lanes; with <paramref name="fifth"/>, Q5_K's codes get their fifth bit from
+    /// <paramref name="qh"/>. <paramref name="c"/> is a constant at every call, so the shuffles' indexes are too.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c)
+    private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth)
     {
         var mask = Vector256.Create((byte)0x0F);
         Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
-        Vector256<short> low = Avx2.MultiplyAddAdjacent(packed & mask, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)));
-        Vector256<short> high = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask,
-            Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
+        Vector256<byte> lowCodes = packed & mask, highCodes = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
+        if (fifth)
+        {
+            lowCodes |= FifthBit(qh, 2 * c);
+            highCodes |= FifthBit(qh, (2 * c) + 1);
+        }
+
+        Vector256<short> low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)));
+        Vector256<short> high = Avx2.MultiplyAddAdjacent(highCodes, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
         Vector128<byte> lowIndex = Spread16(2 * c), highIndex = Spread16((2 * c) + 1);
         return Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16())
             + Avx2.MultiplyAddAdjacent(high, Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16());

@@ -106,7 +106,7 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q4_K and Q6_K weights: a few tokens (given as <paramref name="quantized"/> Q8_K rows) dot
+    /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights: a few tokens (given as <paramref name="quantized"/> Q8_K rows) dot
     /// each row of super-blocks in integers; more dequantize a panel of rows to f32 once and reuse it for every token.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -131,7 +131,7 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// Block-quantized rows (Q8_0, Q4_0, Q4_K, Q6_K) for many tokens: each panel of <see cref="PanelRows"/> rows dequantized
+    /// Block-quantized rows (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) for many tokens: each panel of <see cref="PanelRows"/> rows dequantized
     /// to f32 once, then used by every token.
     /// </summary>
     private static void DequantizedPanels(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,

@@ -30,8 +30,10 @@ internal static class QuantizedRows
             case DType.Q8_0: Q8_0Kernel.Dequantize(path, row, values); break;
             case DType.Q4_0 when vector: Q4_0(row, values, blocks); break;
             case DType.Q4_0: LegacyQuantBlocks.DequantizeQ4_0(row, values); break;
-            case DType.Q4_K when vector: Q4_K(row, values, blocks); break;
+            case DType.Q4_K when vector: Q4_K(row, values, blocks, fifth: false); break;
             case DType.Q4_K: KQuantBlocks.DequantizeQ4_K(row, values); break;
+            case DType.Q5_K when vector: Q4_K(row, values, blocks, fifth: true); break;
+            case DType.Q5_K: KQuantBlocks.DequantizeQ5_K(row, values); break;
             case DType.Q6_K when vector: Q6_K(row, values, blocks); break;
             case DType.Q6_K: KQuantBlocks.DequantizeQ6_K(row, values); break;
             default: throw new ArgumentOutOfRangeException(nameof(type), type, "not a block-quantized type");
@@ -67,24 +69,36 @@ internal static class QuantizedRows
         (Vector256.ConvertToSingle(Vector256.WidenLower(upper.ToVector256Unsafe())) * scale).StoreUnsafe(ref at, 8);
     }
 
-    /// <summary>d × scale × q - dmin × min per sub-block of 32 (the reference's d1 × q - m1).</summary>
-    private static void Q4_K(ReadOnlySpan<byte> row, Span<float> values, int blocks)
+    /// <summary>
+    /// d × scale × q - dmin × min per sub-block of 32 (the reference's d1 × q - m1). With <paramref name="fifth"/>, Q5_K:
+    /// the codes' fifth bit from qh (bit 2c or 2c + 1 of qh[l] for value l of chunk c), the nibbles 32 bytes further on.
+    /// </summary>
+    private static void Q4_K(ReadOnlySpan<byte> row, Span<float> values, int blocks, bool fifth)
     {
         ref byte w = ref MemoryMarshal.GetReference(row);
         ref float y = ref MemoryMarshal.GetReference(values);
         ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
         var mask = Vector256.Create((byte)0x0F);
+        int blockBytes = fifth ? 176 : 144, codesAt = fifth ? 48 : 16;
         for (int b = 0; b < blocks; b++)
         {
-            ref byte block = ref Unsafe.Add(ref w, b * 144);
+            ref byte block = ref Unsafe.Add(ref w, b * blockBytes);
             float d = RowOperands.Half(ref half, ref block), min = RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2));
             (ulong scales, ulong mins) = KQuantIntegerKernel.UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
+            Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
             for (int c = 0; c < 4; c++)
             {
-                Vector256<byte> packed = Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16 + (32 * c)));
+                Vector256<byte> packed = Vector256.LoadUnsafe(ref Unsafe.Add(ref block, codesAt + (32 * c)));
+                Vector256<byte> low = packed & mask, high = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
+                if (fifth)
+                {
+                    low |= KQuantIntegerKernel.FifthBit(qh, 2 * c);
+                    high |= KQuantIntegerKernel.FifthBit(qh, (2 * c) + 1);
+                }
+
                 ref float at = ref Unsafe.Add(ref y, (b * 256) + (64 * c));
-                StoreAffine(packed & mask, d * KQuantIntegerKernel.Byte(scales, 2 * c), min * KQuantIntegerKernel.Byte(mins, 2 * c), ref at);
-                StoreAffine(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, d * KQuantIntegerKernel.Byte(scales, (2 * c) + 1), min * KQuantIntegerKernel.Byte(mins, (2 * c) + 1), ref Unsafe.Add(ref at, 32));
+                StoreAffine(low, d * KQuantIntegerKernel.Byte(scales, 2 * c), min * KQuantIntegerKernel.Byte(mins, 2 * c), ref at);
+                StoreAffine(high, d * KQuantIntegerKernel.Byte(scales, (2 * c) + 1), min * KQuantIntegerKernel.Byte(mins, (2 * c) + 1), ref Unsafe.Add(ref at, 32));
             }
         }
     }

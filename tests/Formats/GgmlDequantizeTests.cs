@@ -188,6 +188,11 @@ public sealed class GgmlDequantizeTests
         }
 
         Assert.NotEmpty(seen);
+        if (type is LLamaFtype.MOSTLY_Q4_K_M or LLamaFtype.MOSTLY_Q5_K_M)
+        {
+            Assert.Contains(type == LLamaFtype.MOSTLY_Q4_K_M ? "Q4_K" : "Q5_K", seen);    // the rows are whole super-blocks
+        }
+
         int[] ids = [1, 17, 300, 42, 7, 255, 128, 3];
         float[][] llama = LlamaCpp.Logits(quantized, ids);
         using IBackend backend = TestBackends.Create("cpu");
@@ -195,8 +200,8 @@ public sealed class GgmlDequantizeTests
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
         for (int p = 0; p < ids.Length; p++)
         {
-            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q4_K and Q6_K as stored and the others
-            // stored again as Q8_0.
+            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q8_0, Q4_0, Q4_K, Q5_K and Q6_K as stored
+            // and the others stored again as Q8_0.
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
@@ -209,7 +214,7 @@ public sealed class GgmlDequantizeTests
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step: llama.cpp's logits differ from ours by {error:E3}");
         }
 
-        // The GPU (which stores Q4_K and Q6_K again as Q8_0 while it has no k-quant shaders) within the same bound of llama.cpp.
+        // The GPU (which stores Q4_0 and the k-quants again as Q8_0 while it has no shaders for them) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);
         using Qwen2Model onGpu = Qwen2Model.Load(quantized, gpu);
@@ -255,6 +260,7 @@ public sealed class GgmlDequantizeTests
     [InlineData(LLamaFtype.MOSTLY_Q4_0, GgmlType.Q4_0)]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, GgmlType.Q6_K)]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_S, GgmlType.Q4_K)]
+    [InlineData(LLamaFtype.MOSTLY_Q5_K_S, GgmlType.Q5_K)]
     public void OurQuantizers_WriteTheBytesLlamaCppsQuantizerWrites(LLamaFtype ftype, GgmlType type)
     {
         // llama.cpp quantizes the F32 model; every tensor it stored as the type must be byte for byte what our quantizer
@@ -268,6 +274,7 @@ public sealed class GgmlDequantizeTests
             GgmlType.Q8_0 => QwenSharp.Formats.DType.Q8_0,
             GgmlType.Q4_0 => QwenSharp.Formats.DType.Q4_0,
             GgmlType.Q4_K => QwenSharp.Formats.DType.Q4_K,
+            GgmlType.Q5_K => QwenSharp.Formats.DType.Q5_K,
             _ => QwenSharp.Formats.DType.Q6_K,
         };
         int compared = 0;
@@ -293,10 +300,11 @@ public sealed class GgmlDequantizeTests
 
     [SkippableTheory]
     [InlineData("q4_k", GgmlType.Q4_K)]
+    [InlineData("q5_k", GgmlType.Q5_K)]
     [InlineData("q6_k", GgmlType.Q6_K)]
     public void QuantizeToKQuants_LlamaCppLoadsTheFileAndAgrees(string typeName, GgmlType type)
     {
-        // qwensharp quantize --type q4_k|q6_k on a model whose rows are whole super-blocks: every matrix in that type,
+        // qwensharp quantize --type q4_k|q5_k|q6_k on a model whose rows are whole super-blocks: every matrix in that type,
         // read by llama.cpp with our logits.
         string output = Path.Combine(Fixtures.TempDirectory(), $"random-{typeName}.gguf");
         QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomModel.Folder.Value, "--type", typeName, "--out", output);

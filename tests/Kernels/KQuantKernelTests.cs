@@ -4,7 +4,7 @@ using QwenSharp.Numerics;
 
 namespace QwenSharp.Tests.Kernels;
 
-/// <summary>The Q4_K and Q6_K integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
+/// <summary>The Q4_K, Q5_K and Q6_K integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
 /// tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_K activations, dotted in double.</summary>
 public sealed class KQuantKernelTests
 {
@@ -14,6 +14,7 @@ public sealed class KQuantKernelTests
         foreach (KernelPath path in KernelPaths.All)
         {
             data.Add(path, DType.Q4_K);
+            data.Add(path, DType.Q5_K);
             data.Add(path, DType.Q6_K);
         }
 
@@ -31,7 +32,7 @@ public sealed class KQuantKernelTests
         {
             Span<byte> block = row.AsSpan(b * size, size);
             ushort Scale() => HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01));
-            if (type == DType.Q4_K)
+            if (type is DType.Q4_K or DType.Q5_K)
             {
                 BitConverter.TryWriteBytes(block, Scale());
                 BitConverter.TryWriteBytes(block[2..], Scale());
@@ -115,7 +116,7 @@ public sealed class KQuantKernelTests
         byte[] row = new byte[DTypes.BlockBytes(type)];
         row.AsSpan().Fill(0xFF);
         ushort one = HalfBits.FromSingle(1f);
-        if (type == DType.Q4_K)
+        if (type is DType.Q4_K or DType.Q5_K)
         {
             BitConverter.TryWriteBytes(row, one);
             BitConverter.TryWriteBytes(row.AsSpan(2), one);
@@ -199,6 +200,7 @@ public sealed class KQuantKernelTests
     [Theory]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
     [InlineData(DType.Q6_K)]
     public void Vector_dequantization_equals_the_reference_bit_for_bit(DType type)
     {

@@ -79,7 +79,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         }
 
         // Matrices of a type with kernels stay as stored (mapped, no copy); k-quant vectors (not seen in practice) are converted.
-        if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || dtype is not (DType.Q4_0 or DType.Q4_K or DType.Q6_K)))
+        if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || !DTypes.IsQuantized(dtype) || dtype == DType.Q8_0))
         {
             view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
         }
@@ -180,7 +180,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
     /// <summary>
-    /// A tensor of a block type QwenSharp has no kernels for (Q4_0 ... Q6_K), dequantized exactly and stored again
+    /// A tensor of a block type QwenSharp has no kernels for (Q4_1, Q5_0, Q5_1, Q8_K; k-quant vectors), dequantized exactly and stored again
     /// once, row by row, in memory this checkpoint owns: matrices whose rows are whole 32-value blocks as Q8_0 (the
     /// quantizer of <c>qwensharp quantize</c>; its error is a small fraction of the 4-6-bit code's own), the rest as F32.
     /// </summary>
@@ -193,30 +193,37 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
         long[] shape = info.Shape;
         long columns = shape[^1], rows = shape.Aggregate(1L, (a, b) => a * b) / columns;
-        DType target = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
+        DType targetType = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
         GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
-        long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(target, columns);
+        long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
         byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * rowOut), 64);
         _owned.Add((nint)data);
-        byte* source = (byte*)_file.DataOf(info);
-        var values = new float[columns];
-        for (long r = 0; r < rows; r++)
-        {
-            GgmlDequantize.Values(info.Type, new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn)), values);
-            var destination = new Span<byte>(data + (r * rowOut), checked((int)rowOut));
-            if (target == DType.Q8_0)
-            {
-                Numerics.Q8_0Blocks.Quantize(values, destination);
-            }
-            else
-            {
-                MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(destination);
-            }
-        }
 
-        var view = new TensorView(ggufName, Description, target, shape, (nint)data);
+        // Rows in parallel chunks: a Qwen2.5-0.5B Q5_K_M file has its 896-wide matrices in Q5_0 and Q8_0.
+        nint source = _file.DataOf(info), target = (nint)data;
+        const int ChunkRows = 64;
+        Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, () => new float[columns], (chunk, _, values) =>
+        {
+            for (long r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
+            {
+                GgmlDequantize.Values(info.Type, new ReadOnlySpan<byte>((byte*)source + (r * rowIn), checked((int)rowIn)), values);
+                var destination = new Span<byte>((byte*)target + (r * rowOut), checked((int)rowOut));
+                if (targetType == DType.Q8_0)
+                {
+                    Numerics.Q8_0Blocks.Quantize(values, destination);
+                }
+                else
+                {
+                    MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(destination);
+                }
+            }
+
+            return values;
+        }, _ => { });
+
+        var view = new TensorView(ggufName, Description, targetType, shape, (nint)data);
         _converted[ggufName] = view;
-        string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(target)}";
+        string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
         _conversions[conversion] = _conversions.GetValueOrDefault(conversion) + 1;
         return view;
     }
