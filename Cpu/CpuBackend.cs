@@ -20,6 +20,7 @@ public sealed class CpuBackend : IBackend
     private readonly AttentionJob _attention;
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
+    private readonly SiluMultiplyJob _siluMultiply = new();
 
     public CpuBackend(CpuBackendOptions? options = null)
     {
@@ -89,7 +90,7 @@ public sealed class CpuBackend : IBackend
     public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
     {
         _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
-        _pool.Run(_linear, AddProduct(x, weight, bias, y));
+        RunLinear(AddProduct(x, weight, bias, y));
     }
 
     /// <summary>The three projections as one job: x quantized once, one hand-out to the threads.</summary>
@@ -99,7 +100,7 @@ public sealed class CpuBackend : IBackend
         _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
         AddProduct(x, wq, bq, q);
         AddProduct(x, wk, bk, k);
-        _pool.Run(_linear, AddProduct(x, wv, bv, v));
+        RunLinear(AddProduct(x, wv, bv, v));
     }
 
     public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
@@ -131,13 +132,9 @@ public sealed class CpuBackend : IBackend
         // gate and up read the same x: one job.
         _linear.Begin(CpuBuffer.Of(x).Data, x.Rows, Threads);
         AddProduct(x, gate, null, gateScratch);
-        _pool.Run(_linear, AddProduct(x, up, null, upScratch));
+        RunLinear(AddProduct(x, up, null, upScratch));
 
-        // silu(g) * u, with silu(g) = g * sigmoid(g) (Swish with beta 1): u ← g·u, then g ← sigmoid(g)·u.
-        Span<float> g = gateScratch.Span(), u = upScratch.Span();
-        TensorPrimitives.Multiply(g, u, u);
-        TensorPrimitives.Sigmoid(g, g);
-        TensorPrimitives.Multiply(g, u, g);
+        _pool.Run(_siluMultiply, _siluMultiply.Prepare(CpuBuffer.Of(gateScratch).Data, CpuBuffer.Of(upScratch).Data, gateScratch.Rows * gateScratch.Cols));
         Linear(gateScratch, down, null, y);
     }
 
@@ -227,6 +224,17 @@ public sealed class CpuBackend : IBackend
             case DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
+    }
+
+    /// <summary>Runs the linear job begun and filled, after quantizing its activations on all threads where it asks to.</summary>
+    private void RunLinear(int chunks)
+    {
+        if (_linear.QuantizeFirst(out int quantizeChunks) is { } quantize)
+        {
+            _pool.Run(quantize, quantizeChunks);
+        }
+
+        _pool.Run(_linear, chunks);
     }
 
     /// <summary>Checks one product's shapes and adds it to the linear job begun on <paramref name="x"/>; returns the job's chunks.</summary>

@@ -27,7 +27,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready;
+    private bool _q8kReady, _q8Ready, _quantizeFirst;
+    private QuantizeJob? _quantize;
 
     /// <summary>One weight's share of the job: its output and how its rows are cut into chunks.</summary>
     private struct Product
@@ -45,7 +46,30 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = false;
+        _q8kReady = _q8Ready = _quantizeFirst = false;
+    }
+
+    /// <summary>
+    /// The job to run before this one when the activations of many tokens are to be quantized (a Q4_0 prefill): their
+    /// rows split over the threads. Null when there is none.
+    /// </summary>
+    public ParallelJob? QuantizeFirst(out int chunks)
+    {
+        chunks = Math.Min(_tokens, _threads * 4);
+        return _quantizeFirst ? _quantize ??= new QuantizeJob(this) : null;
+    }
+
+    private KernelPath Path => path;
+
+    /// <summary>Quantizes a share of the tokens' rows (see <see cref="QuantizeFirst"/>).</summary>
+    private sealed class QuantizeJob(LinearJob job) : ParallelJob
+    {
+        public override void Execute(int chunk, int worker)
+        {
+            int chunks = Math.Min(job._tokens, job._threads * 4);
+            int first = (int)((long)job._tokens * chunk / chunks), end = (int)((long)job._tokens * (chunk + 1) / chunks);
+            job._q8.QuantizeRows(job._x, first, end - first, job.Path);
+        }
     }
 
     /// <summary>Adds the product with <paramref name="weight"/> (whose columns are x's) and returns the job's chunk count so far.</summary>
@@ -70,9 +94,10 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
         }
 
-        // Block-quantized weights at decode: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for
-        // Q8_0 and Q4_0), for every thread's integer dots.
-        if (_tokens <= MatMul.RowDotTokens)
+        // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
+        // for every thread's integer dots: at decode for every type, at any number of tokens for Q4_0 (its products
+        // stay integer at prefill; the others widen panels of rows to f32).
+        if (_tokens <= MatMul.RowDotTokens || weight.StoredType == DType.Q4_0)
         {
             if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
             {
@@ -81,7 +106,14 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             }
             else if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
             {
-                _q8.Quantize(_x.AsSpan(0, _tokens * weight.Cols), _tokens, weight.Cols, path);
+                // A long prompt's rows are quantized by all threads (QuantizeFirst) before the products; a few here.
+                _q8.Prepare(_tokens, weight.Cols);
+                _quantizeFirst = _tokens > MatMul.RowDotTokens;
+                if (!_quantizeFirst)
+                {
+                    _q8.QuantizeRows(_x, 0, _tokens, path);
+                }
+
                 _q8Ready = true;
             }
         }
@@ -115,7 +147,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q8_0 or DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8Ready ? _q8 : null, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;
+            case DType.Q8_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _tokens <= MatMul.RowDotTokens ? _q8 : null, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }

@@ -76,12 +76,25 @@ internal static class MatMul
 
     /// <summary>
     /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights: a few tokens (given as <paramref name="quantized"/> Q8_0 rows) dot
-    /// each row of blocks in integers; more dequantize a panel of rows to f32 once and reuse it for every token.
+    /// each row of blocks in integers, and so do any number of tokens for Q4_0; more tokens of Q8_0 dequantize a panel of
+    /// rows to f32 once and reuse it for every token.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Q8Rows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> x, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
+        if (quantized is not null && type == Formats.DType.Q4_0)
+        {
+            // Q4_0 at any number of tokens: integer products, two tokens at a time (see Q8IntegerKernel.GemmRows).
+            Q8IntegerKernel.GemmRows(path, weights, rowEnd - rowStart, quantized, tokens, y[rowStart..], outFeatures);
+            for (int t = 0; t < tokens; t++)
+            {
+                AddBias(y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart), bias, rowStart);
+            }
+
+            return;
+        }
+
         if (quantized is not null)
         {
             for (int t = 0; t < tokens; t++)

@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -23,6 +24,13 @@ internal sealed class Q8Activations
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 32).</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path)
     {
+        Prepare(tokens, cols);
+        QuantizeRows(x, 0, tokens, path);
+    }
+
+    /// <summary>Makes room for <paramref name="tokens"/> rows of <paramref name="cols"/>, to be filled by <see cref="QuantizeRows"/>.</summary>
+    public void Prepare(int tokens, int cols)
+    {
         int blocks = tokens * cols / BlockValues;
         if (_codes.Length < tokens * cols)
         {
@@ -32,15 +40,32 @@ internal sealed class Q8Activations
         }
 
         Cols = cols;
-        bool vector = path != KernelPath.Scalar && Vector256.IsHardwareAccelerated;
-        for (int b = 0; b < blocks; b++)
+    }
+
+    /// <summary>
+    /// Rows <paramref name="first"/>..first + count - 1 of <paramref name="x"/> (whole rows of <see cref="Cols"/>); threads may fill
+    /// disjoint rows at once (a long prompt's activations are quantized in parallel).
+    /// </summary>
+    public void QuantizeRows(ReadOnlySpan<float> x, int first, int count, KernelPath path)
+    {
+        bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
+        int perRow = Cols / BlockValues;
+        for (int b = first * perRow; b < (first + count) * perRow; b++)
         {
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
-            _scales[b] = vector ? QuantizeBlock256(values, codes) : QuantizeBlockScalar(values, codes);
-            for (int lane = 0; lane < 8; lane++)
+            Span<int> offsets = _offsets.AsSpan(b * 8, 8);
+            if (vector)
             {
-                _offsets[(b * 8) + lane] = -8 * (codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3]);
+                _scales[b] = QuantizeBlock256(values, codes, offsets);
+            }
+            else
+            {
+                _scales[b] = QuantizeBlockScalar(values, codes);
+                for (int lane = 0; lane < 8; lane++)
+                {
+                    offsets[lane] = -8 * (codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3]);
+                }
             }
         }
     }
@@ -63,8 +88,11 @@ internal sealed class Q8Activations
         return d;
     }
 
-    /// <summary><see cref="QuantizeBlockScalar"/> eight values at a time (vroundps rounds ties to even, as MathF.Round).</summary>
-    private static float QuantizeBlock256(ReadOnlySpan<float> values, Span<sbyte> codes)
+    /// <summary>
+    /// <see cref="QuantizeBlockScalar"/> eight values at a time (vroundps rounds ties to even, as MathF.Round), and the
+    /// offsets from the 32-bit lanes of the codes: every 4 codes' sum (as 4 × 8 sums of pairs, then pairs of those), × -8.
+    /// </summary>
+    private static float QuantizeBlock256(ReadOnlySpan<float> values, Span<sbyte> codes, Span<int> offsets)
     {
         Vector256<float> v0 = Vector256.Create(values), v1 = Vector256.Create(values[8..]),
             v2 = Vector256.Create(values[16..]), v3 = Vector256.Create(values[24..]);
@@ -75,8 +103,16 @@ internal sealed class Q8Activations
         var top = Vector256.Create(127);
         var bottom = Vector256.Create(-127);
         Vector256<int> Codes(Vector256<float> v) => Vector256.Clamp(Vector256.ConvertToInt32(Vector256.Round(v * scale)), bottom, top);
-        Vector256<short> low = Vector256.Narrow(Codes(v0), Codes(v1)), high = Vector256.Narrow(Codes(v2), Codes(v3));
-        Vector256.Narrow(low, high).CopyTo(codes);
+        Vector256<int> c0 = Codes(v0), c1 = Codes(v1), c2 = Codes(v2), c3 = Codes(v3);
+        Vector256<short> low = Vector256.Narrow(c0, c1), high = Vector256.Narrow(c2, c3);
+        Vector256<sbyte> packed = Vector256.Narrow(low, high);
+        packed.CopyTo(codes);
+
+        // The narrowing keeps the codes in order (it packs across 128-bit lanes and fixes the order up), so lane l of
+        // the 32-bit sums must be codes 4l..4l+3: sum them from the packed bytes.
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Vector256.Create((byte)1), packed);
+        Vector256<int> fours = Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
+        (fours * -8).CopyTo(offsets);
         return d;
     }
 

@@ -122,6 +122,135 @@ internal static class Q8IntegerKernel
     }
 
     /// <summary>
+    /// Q4_0 rows against the Q8_0 activations of many tokens (prefill, a big batch's decode step): y[t × yStride + r] for
+    /// every token t and row r. Four rows and two tokens at a time (<see cref="FourRowsTwoTokens"/>): each block's nibbles
+    /// are split once for two tokens, and each token's sums are bit for bit <see cref="DotRows"/>'s, so a token's result
+    /// does not depend on how many others share the step. Against widening the rows to f32 panels and multiplying floats,
+    /// this multiplies 32 codes per instruction and needs no panel.
+    /// </summary>
+    public static unsafe void GemmRows(KernelPath path, ReadOnlySpan<byte> rows, int count, Q8Activations x, int tokens, Span<float> y, int yStride)
+    {
+        int blocks = x.Cols / Values;
+        int rowBytes = blocks * Q4_0Bytes;
+        if (rows.Length < (long)count * rowBytes || y.Length < ((long)(tokens - 1) * yStride) + count)
+        {
+            throw new ArgumentException($"{count} Q4_0 rows of {blocks} blocks need {(long)count * rowBytes} bytes; got {rows.Length}, and {y.Length} results for {tokens} tokens");
+        }
+
+        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        int t = 0;
+        if (path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported)
+        {
+            fixed (byte* pinned = rows)
+            {
+                for (; t + 2 <= tokens; t += 2)
+                {
+                    RowOperands a = Operands(x.Row(t), blocks), b = Operands(x.Row(t + 1), blocks);
+                    ref float ya = ref y[t * yStride], yb = ref y[(t + 1) * yStride];
+                    if (vnni)
+                    {
+                        TwoTokens<Vnni>(ref *pinned, rowBytes, count, a, b, ref ya, ref yb);
+                    }
+                    else
+                    {
+                        TwoTokens<PairSums>(ref *pinned, rowBytes, count, a, b, ref ya, ref yb);
+                    }
+                }
+            }
+        }
+
+        for (; t < tokens; t++)
+        {
+            DotRows(path, DType.Q4_0, rows, count, x.Row(t), y.Slice(t * yStride, count));
+        }
+    }
+
+    private static RowOperands Operands(Q8Row x, int blocks)
+    {
+        ref short none = ref Unsafe.NullRef<short>();
+        return new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales), ref none,
+            ref MemoryMarshal.GetReference(x.Offsets), blocks);
+    }
+
+    /// <summary>Every row against two tokens; the last rows (fewer than four) through <see cref="FourRows{TBlock}"/>, as DotRows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TwoTokens<TDot>(ref byte w, int rowBytes, int count, scoped in RowOperands a, scoped in RowOperands b, ref float ya, ref float yb)
+        where TDot : IDot
+    {
+        int r = 0;
+        for (; r + 4 <= count; r += 4)
+        {
+            (Vector128<float> first, Vector128<float> second) = FourRowsTwoTokens<TDot>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, a, b);
+            first.StoreUnsafe(ref ya, (nuint)r);
+            second.StoreUnsafe(ref yb, (nuint)r);
+        }
+
+        for (; r < count; r++)
+        {
+            Unsafe.Add(ref ya, r) = FourRows<Q4_0Block<TDot>>(ref Unsafe.Add(ref w, r * rowBytes), 0, a).ToScalar();
+            Unsafe.Add(ref yb, r) = FourRows<Q4_0Block<TDot>>(ref Unsafe.Add(ref w, r * rowBytes), 0, b).ToScalar();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="FourRows{TBlock}"/> for two tokens at once, each token's arithmetic in FourRows' order. The rows come from
+    /// cache here (a thread's chunk of rows is read again for every pair of tokens), so there is no prefetch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, int rowBytes, scoped in RowOperands a, scoped in RowOperands b)
+        where TDot : IDot
+    {
+        ref float half = ref a.HalfTable;
+        ref float scaleA = ref a.Scales, scaleB = ref b.Scales;
+        ref sbyte codesA = ref a.Codes, codesB = ref b.Codes;
+        ref int offsetsA = ref a.Offsets, offsetsB = ref b.Offsets;
+        ref byte row = ref w;
+        nint stride = rowBytes, stride3 = 3 * (nint)rowBytes;
+        NibbleSplit split = NibbleSplit.Create();
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int k = 0; k < a.Blocks; k++)
+        {
+            Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codesA), xb = Vector256.LoadUnsafe(ref codesB);
+            Vector256<int> oa = Vector256.LoadUnsafe(ref offsetsA), ob = Vector256.LoadUnsafe(ref offsetsB);
+            Vector256<float> sa = Vector256.Create(scaleA), sb = Vector256.Create(scaleB);
+            ref byte r1 = ref Unsafe.Add(ref row, stride);
+            ref byte r2 = ref Unsafe.Add(ref row, 2 * stride);
+            ref byte r3 = ref Unsafe.Add(ref row, stride3);
+            Vector256<byte> n0 = Q4_0Block<TDot>.Nibbles(ref row, split), n1 = Q4_0Block<TDot>.Nibbles(ref r1, split);
+            Vector256<byte> n2 = Q4_0Block<TDot>.Nibbles(ref r2, split), n3 = Q4_0Block<TDot>.Nibbles(ref r3, split);
+            Vector256<float> h0 = Vector256.Create(RowOperands.Half(ref half, ref row)), h1 = Vector256.Create(RowOperands.Half(ref half, ref r1));
+            Vector256<float> h2 = Vector256.Create(RowOperands.Half(ref half, ref r2)), h3 = Vector256.Create(RowOperands.Half(ref half, ref r3));
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(oa, n0, xa)) * h0, sa, a0);
+            b0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(ob, n0, xb)) * h0, sb, b0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(oa, n1, xa)) * h1, sa, a1);
+            b1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(ob, n1, xb)) * h1, sb, b1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(oa, n2, xa)) * h2, sa, a2);
+            b2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(ob, n2, xb)) * h2, sb, b2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(oa, n3, xa)) * h3, sa, a3);
+            b3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(ob, n3, xb)) * h3, sb, b3);
+            row = ref Unsafe.Add(ref row, Q4_0Bytes);
+            codesA = ref Unsafe.Add(ref codesA, Values);
+            codesB = ref Unsafe.Add(ref codesB, Values);
+            offsetsA = ref Unsafe.Add(ref offsetsA, 8);
+            offsetsB = ref Unsafe.Add(ref offsetsB, 8);
+            scaleA = ref Unsafe.Add(ref scaleA, 1);
+            scaleB = ref Unsafe.Add(ref scaleB, 1);
+        }
+
+        return (Sum4(a0, a1, a2, a3), Sum4(b0, b1, b2, b3));
+    }
+
+    /// <summary>Four rows' accumulators to their four sums, in <see cref="FourRows{TBlock}"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Sum4(Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
+    {
+        Vector128<float> s0 = acc0.GetLower() + acc0.GetUpper(), s1 = acc1.GetLower() + acc1.GetUpper();
+        Vector128<float> s2 = acc2.GetLower() + acc2.GetUpper(), s3 = acc3.GetLower() + acc3.GetUpper();
+        return Sse3.HorizontalAdd(Sse3.HorizontalAdd(s0, s1), Sse3.HorizontalAdd(s2, s3));
+    }
+
+    /// <summary>
     /// Q4_0's rows four at a time, block by block: the four rows share each block's activation codes, offsets and scale,
     /// loaded once, and their four multiply-add chains are independent. Row by row, a block loaded its activations
     /// again for every row, and with the f16 scale's product, the nibble split and the pointer updates a block took
@@ -192,9 +321,7 @@ internal static class Q8IntegerKernel
             scale = ref Unsafe.Add(ref scale, 1);
         }
 
-        Vector128<float> s0 = acc0.GetLower() + acc0.GetUpper(), s1 = acc1.GetLower() + acc1.GetUpper();
-        Vector128<float> s2 = acc2.GetLower() + acc2.GetUpper(), s3 = acc3.GetLower() + acc3.GetUpper();
-        return Sse3.HorizontalAdd(Sse3.HorizontalAdd(s0, s1), Sse3.HorizontalAdd(s2, s3));
+        return Sum4(acc0, acc1, acc2, acc3);
     }
 
     /// <summary>
@@ -298,15 +425,18 @@ internal static class Q8IntegerKernel
         public static bool UsesOffsets => true;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static unsafe Vector256<int> Product(ref byte block, Vector256<sbyte> codes, Vector256<int> start, NibbleSplit split)
+        public static Vector256<int> Product(ref byte block, Vector256<sbyte> codes, Vector256<int> start, NibbleSplit split) =>
+            TDot.Dot(start, Nibbles(ref block, split), codes);
+
+        /// <summary>The block's 32 codes as unsigned bytes (0..15), values 0-31 in order.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static unsafe Vector256<byte> Nibbles(ref byte block, NibbleSplit split)
         {
             // The 16 bytes in both halves (one broadcast load), the upper half's 32-bit lanes shifted right by 4 (a byte's
             // high nibble to its low bits; what the shift brings in from the next byte lands in the high bits), low
-            // nibbles kept.
-            // (The rows are pinned: see DotRows.)
+            // nibbles kept. (The rows are pinned: see DotRows and GemmRows.)
             Vector256<uint> packed = Avx2.BroadcastVector128ToVector256((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref block, 2))).AsUInt32();
-            Vector256<byte> nibbles = Avx2.ShiftRightLogicalVariable(packed, split.Shifts).AsByte() & split.Low;
-            return TDot.Dot(start, nibbles, codes);
+            return Avx2.ShiftRightLogicalVariable(packed, split.Shifts).AsByte() & split.Low;
         }
     }
 

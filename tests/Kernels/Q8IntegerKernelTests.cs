@@ -95,6 +95,40 @@ public sealed class Q8IntegerKernelTests
         Assert.True(float.IsNaN(results[rows]), "wrote past the rows' results");
     }
 
+    public static TheoryData<KernelPath> Paths() => [.. KernelPaths.All];
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath path)
+    {
+        // Nine rows (two groups of four and one alone) of three blocks, against 1, 2, 5 and 8 tokens (pairs and one
+        // left over), written into a strided result with NaN between: each token's sums are DotRows' for that token.
+        const int rows = 9, blocks = 3, stride = rows + 2;
+        byte[] matrix = RandomRows(DType.Q4_0, rows * blocks, 123);
+        foreach (int tokens in new[] { 1, 2, 5, 8 })
+        {
+            float[] x = KernelData.Floats(tokens * blocks * 32, 40 + tokens, scale: 2f);
+            var q8 = new Q8Activations();
+            q8.Quantize(x, tokens, blocks * 32, path);
+            float[] y = Enumerable.Repeat(float.NaN, tokens * stride).ToArray();
+
+            Q8IntegerKernel.GemmRows(path, matrix, rows, q8, tokens, y, stride);
+
+            var alone = new float[rows];
+            for (int t = 0; t < tokens; t++)
+            {
+                Q8IntegerKernel.DotRows(path, DType.Q4_0, matrix, rows, q8.Row(t), alone);
+                for (int r = 0; r < rows; r++)
+                {
+                    Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(y[(t * stride) + r]),
+                        $"{path}, {tokens} tokens: token {t} row {r} is {y[(t * stride) + r]}, alone {alone[r]}");
+                }
+
+                Assert.True(float.IsNaN(y[(t * stride) + rows]) && float.IsNaN(y[(t * stride) + rows + 1]), $"{path}: wrote past token {t}'s rows");
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(PathsAndTypes))]
     public void Integer_dot_at_the_extreme_codes_does_not_saturate(KernelPath path, DType type)
