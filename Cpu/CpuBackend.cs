@@ -57,7 +57,10 @@ public sealed class CpuBackend : IBackend
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
             case 2:
-                return new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null);
+                return new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null)
+                {
+                    FiniteF16 = tensor.DType == DType.F16 && AllFinite(tensor),
+                };
             default:
                 throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; weights are vectors or matrices");
         }
@@ -249,6 +252,24 @@ public sealed class CpuBackend : IBackend
         }
 
         return _linear.Add(w, bias is null ? null : VectorOf(bias), CpuBuffer.Of(y).Data);
+    }
+
+    /// <summary>Whether an F16 tensor holds no infinity or NaN: read once at load, in parallel slices.</summary>
+    private static unsafe bool AllFinite(TensorView tensor)
+    {
+        const long SliceBytes = 1 << 24;
+        long bytes = tensor.ByteLength, slices = (bytes + SliceBytes - 1) / SliceBytes;
+        int found = 0;
+        Parallel.For(0L, slices, (slice, state) =>
+        {
+            long start = slice * SliceBytes;
+            if (!F16Values.AllFinite(new ReadOnlySpan<byte>((byte*)tensor.Data + start, (int)Math.Min(SliceBytes, bytes - start))))
+            {
+                Volatile.Write(ref found, 1);
+                state.Stop();
+            }
+        });
+        return found == 0;
     }
 
     private static float[] VectorOf(DeviceWeight weight) =>

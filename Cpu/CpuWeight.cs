@@ -24,6 +24,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>The f32 values of a one-row weight; null for matrices.</summary>
     public float[]? Vector { get; }
 
+    /// <summary>An F16 matrix with no infinity or NaN, read by the faster <see cref="Kernels.F16FiniteLoad"/>.</summary>
+    public bool FiniteF16 { get; init; }
+
     /// <summary>The stored bytes of rows [first, first + count).</summary>
     public ReadOnlySpan<byte> RowBytesOf(int first, int count) => new(Data + (first * RowBytes), checked((int)(count * RowBytes)));
 

@@ -146,6 +146,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         switch (weight.StoredType)
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _tokens <= MatMul.RowDotTokens ? _q8 : null, _tokens, bias, y, start, end, panel); break;

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using QwenSharp.Numerics;
 
@@ -110,3 +111,72 @@ internal readonly struct F16Load : IWeightLoad
         return (value | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 }
+
+/// <summary>
+/// f16 weights known to hold no infinity or NaN (checked once at load, <see cref="F16Values.AllFinite"/>): the sign moved
+/// with the rest by one arithmetic shift, then the multiply by 2^112 that rebiases the exponent and turns subnormals into
+/// normals. Five instructions for 16 values against <see cref="F16Load"/>'s ten, which decode pays for every weight:
+/// F16 decode on one Zen 4 core ran at half llama.cpp's speed (its vcvtph2ps is not in .NET 10).
+/// Exact for every finite input (tested).
+/// </summary>
+internal readonly struct F16FiniteLoad : IWeightLoad
+{
+    private const uint TwoPow112Bits = (127 + 112) << 23;
+
+    /// <summary>The f32 sign bit, and the f16 exponent and mantissa once shifted into place.</summary>
+    private const uint SignExponentMantissa = 0x8FFFE000;
+
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadScalar(ref byte weights, nint index) => F16Load.LoadScalar(ref weights, index);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ref byte weights, nint index)
+    {
+        Vector128<ushort> bits = Vector128.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+
+        // h << 16 puts the sign at bit 31; an arithmetic shift by 3 puts exponent and mantissa where f32 has them (the
+        // sign is copied into bits 28-30, which the mask clears).
+        Vector256<int> placed = Vector256.ShiftRightArithmetic((Vector256.WidenLower(bits.ToVector256Unsafe()) << 16).AsInt32(), 3);
+        return (placed.AsUInt32() & Vector256.Create(SignExponentMantissa)).AsSingle() * Vector256.Create(TwoPow112Bits).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ref byte weights, nint index)
+    {
+        Vector256<ushort> bits = Vector256.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
+        Vector512<int> placed = Vector512.ShiftRightArithmetic((Vector512.WidenLower(bits.ToVector512Unsafe()) << 16).AsInt32(), 3);
+        return (placed.AsUInt32() & Vector512.Create(SignExponentMantissa)).AsSingle() * Vector512.Create(TwoPow112Bits).AsSingle();
+    }
+}
+
+/// <summary>A check over stored f16 values.</summary>
+internal static class F16Values
+{
+    /// <summary>Whether no value is an infinity or NaN (exponent bits all ones), so <see cref="F16FiniteLoad"/> may read them.</summary>
+    public static bool AllFinite(ReadOnlySpan<byte> bytes)
+    {
+        ReadOnlySpan<ushort> halves = MemoryMarshal.Cast<byte, ushort>(bytes);
+        var exponent = Vector256.Create((ushort)0x7C00);
+        int i = 0;
+        for (; i <= halves.Length - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+        {
+            if (Vector256.EqualsAny(Vector256.Create(halves.Slice(i, Vector256<ushort>.Count)) & exponent, exponent))
+            {
+                return false;
+            }
+        }
+
+        for (; i < halves.Length; i++)
+        {
+            if ((halves[i] & 0x7C00) == 0x7C00)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}
+

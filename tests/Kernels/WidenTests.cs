@@ -28,6 +28,71 @@ public sealed class WidenTests
 
     [Theory]
     [MemberData(nameof(Paths))]
+    public void WidenF16Finite_EveryFiniteBitPattern_EqualsSystemHalf(KernelPath path)
+    {
+        // The loader for F16 matrices checked at load to hold no infinity or NaN: every other pattern (zeros of both
+        // signs, subnormals, the largest normals) exact.
+        ushort[] bits = [.. AllBitPatterns.Where(b => (b & 0x7C00) != 0x7C00)];
+        var actual = new float[bits.Length];
+        Widen<F16FiniteLoad>.Run(path, MemoryMarshal.AsBytes(bits.AsSpan()), actual);
+
+        for (int i = 0; i < bits.Length; i++)
+        {
+            float expected = (float)BitConverter.UInt16BitsToHalf(bits[i]);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual[i]), $"{path}: f16 0x{bits[i]:X4} gave {actual[i]}, expected {expected}");
+        }
+
+        Assert.True(F16Values.AllFinite(MemoryMarshal.AsBytes(bits.AsSpan())));
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0x7C01 })
+        {
+            ushort[] withOne = [.. bits.Take(100), special, .. bits.Take(7)];
+            Assert.False(F16Values.AllFinite(MemoryMarshal.AsBytes(withOne.AsSpan())), $"0x{special:X4} is not finite");
+        }
+    }
+
+    [Fact]
+    public void F16MatrixWithAnInfinity_TakesTheExactLoader()
+    {
+        // One +inf weight: its row's product is +inf (the exact loader), the others the finite products.
+        const int Rows = 4, Cols = 64;
+        var halves = new ushort[Rows * Cols];
+        for (int i = 0; i < halves.Length; i++)
+        {
+            halves[i] = BitConverter.HalfToUInt16Bits((Half)(((i % 7) - 3) * 0.25f));
+        }
+
+        halves[(1 * Cols) + 5] = 0x7C00;
+        var x = Enumerable.Repeat(1f, Cols).ToArray();
+        using var backend = new QwenSharp.Cpu.CpuBackend(new QwenSharp.Cpu.CpuBackendOptions { Threads = 1 });
+        GCHandle pin = GCHandle.Alloc(halves, GCHandleType.Pinned);
+        try
+        {
+            using QwenSharp.Backend.DeviceWeight weight = backend.Upload(new QwenSharp.Formats.TensorView("w", "test", QwenSharp.Formats.DType.F16, [Rows, Cols], pin.AddrOfPinnedObject()));
+            using QwenSharp.Backend.DeviceBuffer xb = backend.Allocate(1, Cols), yb = backend.Allocate(1, Rows);
+            backend.Write(x, xb.Rows(1));
+            backend.Linear(xb.Rows(1), weight, null, yb.Rows(1));
+            var y = new float[Rows];
+            backend.Download(yb.Rows(1), y);
+            Assert.Equal(float.PositiveInfinity, y[1]);
+            foreach (int r in new[] { 0, 2, 3 })
+            {
+                double expected = 0;
+                for (int c = 0; c < Cols; c++)
+                {
+                    expected += (float)BitConverter.UInt16BitsToHalf(halves[(r * Cols) + c]);
+                }
+
+                Assert.Equal(expected, y[r], 1e-4);
+            }
+        }
+        finally
+        {
+            pin.Free();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
     public void WidenBf16_AllBitPatterns_AreTheTopHalfOfTheF32(KernelPath path)
     {
         ushort[] bits = AllBitPatterns;
