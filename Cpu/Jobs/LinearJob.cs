@@ -55,18 +55,21 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     /// </summary>
     public ParallelJob? QuantizeFirst(out int chunks)
     {
-        chunks = Math.Min(_tokens, _threads * 4);
+        chunks = QuantizeChunks;
         return _quantizeFirst ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
+
+    /// <summary>Shares of the tokens' rows the quantization is cut into: about four per thread.</summary>
+    private int QuantizeChunks => Math.Min(_tokens, _threads * 4);
 
     /// <summary>Quantizes a share of the tokens' rows (see <see cref="QuantizeFirst"/>).</summary>
     private sealed class QuantizeJob(LinearJob job) : ParallelJob
     {
         public override void Execute(int chunk, int worker)
         {
-            int chunks = Math.Min(job._tokens, job._threads * 4);
+            int chunks = job.QuantizeChunks;
             int first = (int)((long)job._tokens * chunk / chunks), end = (int)((long)job._tokens * (chunk + 1) / chunks);
             job._q8.QuantizeRows(job._x, first, end - first, job.Path);
         }

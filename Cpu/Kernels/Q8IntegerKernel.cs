@@ -49,9 +49,7 @@ internal static class Q8IntegerKernel
             throw new ArgumentException($"{count} {type} rows of {blocks} blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
         }
 
-        short none = 0;
-        var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales), ref none,
-            ref MemoryMarshal.GetReference(x.Offsets), blocks);
+        RowOperands operands = Operands(x, blocks);
         bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
 
         // Pinned, so that Q4_0's block load can be a pointer's broadcast (BroadcastVector128ToVector256); the weights are
@@ -177,6 +175,7 @@ internal static class Q8IntegerKernel
         }
     }
 
+    /// <summary>One token's Q8_0 activations as the kernels read them (no code sums: Q8_0 and Q4_0 use none).</summary>
     private static RowOperands Operands(Q8Row x, int blocks)
     {
         ref short none = ref Unsafe.NullRef<short>();
