@@ -27,7 +27,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready, _quantizeFirst;
+    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst;
     private QuantizeJob? _quantize;
 
     /// <summary>One weight's share of the job: its output and how its rows are cut into chunks.</summary>
@@ -46,17 +46,17 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeFirst = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = false;
     }
 
     /// <summary>
-    /// The job to run before this one when the activations of many tokens are to be quantized (a Q4_0 prefill): their
+    /// The job to run before this one when the activations of many tokens are to be quantized (a Q4_0 or k-quant prefill): their
     /// rows split over the threads. Null when there is none.
     /// </summary>
     public ParallelJob? QuantizeFirst(out int chunks)
     {
         chunks = QuantizeChunks;
-        return _quantizeFirst ? _quantize ??= new QuantizeJob(this) : null;
+        return _quantizeQ8First || _quantizeQ8KFirst ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
@@ -71,7 +71,15 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             int chunks = job.QuantizeChunks;
             int first = (int)((long)job._tokens * chunk / chunks), end = (int)((long)job._tokens * (chunk + 1) / chunks);
-            job._q8.QuantizeRows(job._x, first, end - first, job.Path);
+            if (job._quantizeQ8First)
+            {
+                job._q8.QuantizeRows(job._x, first, end - first, job.Path);
+            }
+
+            if (job._quantizeQ8KFirst)
+            {
+                job._q8k.QuantizeRows(job._x, first, end - first, job.Path);
+            }
         }
     }
 
@@ -98,21 +106,29 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         }
 
         // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
-        // for every thread's integer dots: at decode for every type, at any number of tokens for Q4_0 (its products
-        // stay integer at prefill; the others widen panels of rows to f32).
+        // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0 and the k-quants
+        // (their products stay integer at prefill; Q8_0 widens panels of rows to f32).
+        if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
+        {
+            // Q8_K for the k-quants at any number of tokens (KQuantPanel at prefill); a long prompt's rows on all threads.
+            _q8k.Prepare(_tokens, weight.Cols);
+            _quantizeQ8KFirst = _tokens > MatMul.RowDotTokens;
+            if (!_quantizeQ8KFirst)
+            {
+                _q8k.QuantizeRows(_x, 0, _tokens, path);
+            }
+
+            _q8kReady = true;
+        }
+
         if (_tokens <= MatMul.RowDotTokens || weight.StoredType == DType.Q4_0)
         {
-            if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
-            {
-                _q8k.Quantize(_x.AsSpan(0, _tokens * weight.Cols), _tokens, weight.Cols, path);
-                _q8kReady = true;
-            }
-            else if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
+            if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
             {
                 // A long prompt's rows are quantized by all threads (QuantizeFirst) before the products; a few here.
                 _q8.Prepare(_tokens, weight.Cols);
-                _quantizeFirst = _tokens > MatMul.RowDotTokens;
-                if (!_quantizeFirst)
+                _quantizeQ8First = _tokens > MatMul.RowDotTokens;
+                if (!_quantizeQ8First)
                 {
                     _q8.QuantizeRows(_x, 0, _tokens, path);
                 }

@@ -119,13 +119,33 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights: a few tokens (given as <paramref name="quantized"/> Q8_K rows) dot
-    /// each row of super-blocks in integers; more dequantize a panel of rows to f32 once and reuse it for every token.
+    /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights against the <paramref name="quantized"/> Q8_K activations: a few
+    /// tokens dot each row of super-blocks in integers; more unpack a panel of rows once into interleaved integer codes and
+    /// multiply every token against it (<see cref="KQuantPanel"/>). Without activations, f32 panels.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> x, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
+        if (quantized is not null && tokens > RowDotTokens)
+        {
+            // Many tokens (prefill, a big batch): each panel of rows unpacked once into interleaved integer codes, then every
+            // token multiplied against it in integers (KQuantPanel).
+            int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
+            for (int p = rowStart; p < rowEnd; p += KQuantPanel.Rows)
+            {
+                int rows = Math.Min(KQuantPanel.Rows, rowEnd - p);
+                KQuantPanel.Pack(path, type, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, panel);
+                KQuantPanel.Multiply(path, type, panel, rows, inFeatures, quantized, y[p..], outFeatures);
+                for (int t = 0; t < tokens; t++)
+                {
+                    AddBias(y.Slice((t * outFeatures) + p, rows), bias, p);
+                }
+            }
+
+            return;
+        }
+
         if (quantized is not null)
         {
             // A few tokens (decode): integer dot products with the activations quantized once per step. A chunk's rows

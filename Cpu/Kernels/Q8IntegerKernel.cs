@@ -186,7 +186,7 @@ internal static class Q8IntegerKernel
     /// <summary>Every row against two tokens; the last rows (fewer than four) through <see cref="FourRows{TBlock}"/>, as DotRows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TwoTokens<TDot>(ref byte w, int rowBytes, int count, scoped in RowOperands a, scoped in RowOperands b, ref float ya, ref float yb)
-        where TDot : IDot
+        where TDot : IByteDot
     {
         int r = 0;
         for (; r + 4 <= count; r += 4)
@@ -209,7 +209,7 @@ internal static class Q8IntegerKernel
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, int rowBytes, scoped in RowOperands a, scoped in RowOperands b)
-        where TDot : IDot
+        where TDot : IByteDot
     {
         ref float half = ref a.HalfTable;
         ref float scaleA = ref a.Scales, scaleB = ref b.Scales;
@@ -376,28 +376,6 @@ internal static class Q8IntegerKernel
         return acc.GetLower() + acc.GetUpper();
     }
 
-    /// <summary>Unsigned bytes times signed bytes, every 4 summed into eight 32-bit lanes added to <c>addend</c>.</summary>
-    private interface IDot
-    {
-        static abstract Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed);
-    }
-
-    /// <summary>vpmaddubsw to 16-bit pairs, vpmaddwd by ones to 32 bits (AVX2).</summary>
-    private readonly struct PairSums : IDot
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
-            addend + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsigned, signed), Vector256.Create((short)1));
-    }
-
-    /// <summary>AVX-VNNI's vpdpbusd: the same in one instruction.</summary>
-    private readonly struct Vnni : IDot
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
-            AvxVnni.MultiplyWideningAndAdd(addend, unsigned, signed);
-    }
-
     /// <summary>One weight type's block: its size, and Σ w × x over it in eight 32-bit lanes.</summary>
     private interface IBlockProduct
     {
@@ -412,7 +390,7 @@ internal static class Q8IntegerKernel
 
     /// <summary>Q8_0: |w| times x with w's sign (vpsignb), so the unsigned-by-signed product gives w × x.</summary>
     private readonly struct Q8_0Block<TDot> : IBlockProduct
-        where TDot : IDot
+        where TDot : IByteDot
     {
         public static int Bytes => Q8_0Bytes;
 
@@ -429,7 +407,7 @@ internal static class Q8IntegerKernel
     /// <summary>Q4_0: the 16 bytes' low nibbles then their high nibbles (values 0-15, then 16-31) as stored (0..15),
     /// the product started from the activations' -8 × Σ lanes.</summary>
     private readonly struct Q4_0Block<TDot> : IBlockProduct
-        where TDot : IDot
+        where TDot : IByteDot
     {
         public static int Bytes => Q4_0Bytes;
 

@@ -17,6 +17,8 @@ internal sealed class Q8KActivations
     private float[] _scales = [];
     private short[] _groupSums = [];
     private short[] _subBlockSums = [];
+    private float[] _scaledGroupSums = [];
+    private float[] _scaledSubBlockSums = [];
 
     public int Cols { get; private set; }
 
@@ -25,18 +27,36 @@ internal sealed class Q8KActivations
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 256).</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path = KernelPath.Vector256)
     {
-        int blocks = cols / BlockValues;
+        Prepare(tokens, cols);
+        QuantizeRows(x, 0, tokens, path);
+    }
+
+    /// <summary>Makes room for <paramref name="tokens"/> rows of <paramref name="cols"/>, to be filled by <see cref="QuantizeRows"/>.</summary>
+    public void Prepare(int tokens, int cols)
+    {
+        int blocks = tokens * cols / BlockValues;
         if (_codes.Length < tokens * cols)
         {
             _codes = new sbyte[tokens * cols];
-            _scales = new float[tokens * blocks];
+            _scales = new float[blocks];
             _groupSums = new short[tokens * cols / 16];
             _subBlockSums = new short[tokens * cols / 32];
+            _scaledGroupSums = new float[tokens * cols / 16];
+            _scaledSubBlockSums = new float[tokens * cols / 32];
         }
 
         (Cols, Tokens) = (cols, tokens);
+    }
+
+    /// <summary>
+    /// Rows <paramref name="first"/>..first + count - 1 of <paramref name="x"/> (whole rows of <see cref="Cols"/>); threads may fill
+    /// disjoint rows at once (a long prompt's activations are quantized in parallel).
+    /// </summary>
+    public void QuantizeRows(ReadOnlySpan<float> x, int first, int count, KernelPath path)
+    {
+        int perRow = Cols / BlockValues;
         bool vector = path != KernelPath.Scalar && Vector256.IsHardwareAccelerated;
-        for (int b = 0; b < tokens * blocks; b++)
+        for (int b = first * perRow; b < (first + count) * perRow; b++)
         {
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
@@ -48,6 +68,8 @@ internal sealed class Q8KActivations
                 _scales[b] = 0;
                 groupSums.Clear();
                 _subBlockSums.AsSpan(b * 8, 8).Clear();
+                _scaledGroupSums.AsSpan(b * 16, 16).Clear();
+                _scaledSubBlockSums.AsSpan(b * 8, 8).Clear();
                 continue;
             }
 
@@ -62,12 +84,18 @@ internal sealed class Q8KActivations
                 QuantizeBlockScalar(values, inverse, codes, groupSums);
             }
 
+            float d = 1 / inverse;
+            _scales[b] = d;
             for (int j = 0; j < 8; j++)
             {
                 _subBlockSums[(b * 8) + j] = (short)(groupSums[2 * j] + groupSums[(2 * j) + 1]);
+                _scaledSubBlockSums[(b * 8) + j] = d * _subBlockSums[(b * 8) + j];
             }
 
-            _scales[b] = 1 / inverse;
+            for (int g = 0; g < 16; g++)
+            {
+                _scaledGroupSums[(b * 16) + g] = d * groupSums[g];
+            }
         }
     }
 
@@ -149,6 +177,20 @@ internal sealed class Q8KActivations
             groupSums[g] = (short)Vector256.Sum(a + b);
         }
     }
+
+    /// <summary>
+    /// The block scale × the sums of every 16 codes (<paramref name="perSubBlock"/> false) or 32 (true), token after token: the
+    /// mins' and offsets' terms of the prefill's packed panels (<see cref="KQuantPanel"/>).
+    /// </summary>
+    public ReadOnlySpan<float> ScaledSums(bool perSubBlock) => perSubBlock
+        ? _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32)
+        : _scaledGroupSums.AsSpan(0, Tokens * Cols / 16);
+
+    /// <summary>Every token's codes, row after row.</summary>
+    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
+
+    /// <summary>Every token's block scales, row after row.</summary>
+    public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
 
     /// <summary>Row <paramref name="token"/>: its codes, block scales and sums.</summary>
     public Q8KRow Row(int token) => new(

@@ -38,6 +38,16 @@ public sealed class BackendConformanceTests
         // Row counts on both sides of the GPU's matrix-vector limit (8) and of its 64-row GEMM tiles; widths
         // that are and are not whole 16-byte chunks; with and without bias.
         (int, int)[] shapes = DTypes.IsQuantized(type) ? [(5, 32), (37, 64), (3, 96), (130, 160)] : [(5, 16), (37, 24), (64, 10), (3, 1), (130, 136)];
+        CheckLinear(backend, type, shapes, activationBlock: 32);
+    }
+
+    /// <summary>
+    /// Linear at each shape (outputs, inputs), at 1, 2, 3, 8, 9 and 70 rows, with and without bias, against the product of the
+    /// exact stored weights in double, give or take the activations' 8-bit rounding per <paramref name="activationBlock"/>
+    /// for block-quantized weights.
+    /// </summary>
+    private static void CheckLinear(IBackend backend, DType type, (int, int)[] shapes, int activationBlock)
+    {
         foreach ((int outputs, int inputs) in shapes)
         {
             foreach (int rows in new[] { 1, 2, 3, 8, 9, 70 })
@@ -59,13 +69,40 @@ public sealed class BackendConformanceTests
                         {
                             double expected = KernelData.DotExact(x.AsSpan(r * inputs, inputs), w.Exact.AsSpan(o * inputs, inputs), out double magnitude)
                                 + (withBias ? b.Exact[o] : 0);
-                            double quantized = DTypes.IsQuantized(type) ? ActivationRounding(x.AsSpan(r * inputs, inputs), w.Exact.AsSpan(o * inputs, inputs)) : 0;
+                            double quantized = DTypes.IsQuantized(type) ? ActivationRounding(x.AsSpan(r * inputs, inputs), w.Exact.AsSpan(o * inputs, inputs), activationBlock) : 0;
                             AssertClose(expected, y[(r * outputs) + o], magnitude + 1, quantized, $"{type} [{outputs}x{inputs}] rows {rows} bias {withBias}: y[{r},{o}]");
                         }
                     }
                 }
             }
         }
+    }
+
+    public static TheoryData<string, DType> CpuPathsAndKQuantTypes()
+    {
+        var data = new TheoryData<string, DType>();
+        foreach (string backend in TestBackends.All.Where(b => b != TestBackends.Gpu))
+        {
+            foreach (DType type in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K })
+            {
+                data.Add(backend, type);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// The k-quants as the CPU runs them (the GPU widens them to Q8_0 at upload, a second rounding this bound does not allow):
+    /// integer dot products per row at decode row counts, integer panels from 8 rows on (KQuantPanel), a partial panel of
+    /// rows and tokens past whole tiles of four, with and without bias.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(CpuPathsAndKQuantTypes))]
+    public void Linear_KQuantTypes_DecodeAndPrefillRowCounts_MatchReference(string backendName, DType type)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        CheckLinear(backend, type, [(5, 256), (37, 512)], activationBlock: 256);
     }
 
     [SkippableTheory]
@@ -113,7 +150,7 @@ public sealed class BackendConformanceTests
                             {
                                 double expected = KernelData.DotExact(x.AsSpan(r * Inputs, Inputs), stored[i].Exact.AsSpan(o * Inputs, Inputs), out double magnitude)
                                     + (withBias ? biases[i].Exact[o] : 0);
-                                double quantized = DTypes.IsQuantized(type) ? ActivationRounding(x.AsSpan(r * Inputs, Inputs), stored[i].Exact.AsSpan(o * Inputs, Inputs)) : 0;
+                                double quantized = DTypes.IsQuantized(type) ? ActivationRounding(x.AsSpan(r * Inputs, Inputs), stored[i].Exact.AsSpan(o * Inputs, Inputs), block: 32) : 0;
                                 AssertClose(expected, y[(r * n) + o], magnitude + 1, quantized, $"{name} ({type}) rows {rows}: y[{r},{o}]");
                             }
                         }
@@ -458,22 +495,22 @@ public sealed class BackendConformanceTests
         Assert.True(Math.Abs(actual - expected) <= (2e-6 * magnitude) + allowance, $"{what}: {actual}, expected {expected}");
 
     /// <summary>
-    /// The most that rounding the activations to 8 bits per 32 (as llama.cpp's Q8_0 dot products do, and the CPU's
-    /// decode for block-quantized weights) can move a dot product: each value moves by at most half its block's step
+    /// The most that rounding the activations to 8 bits per <paramref name="block"/> (32 as llama.cpp's Q8_0 dot products do,
+    /// and the CPU's decode for block-quantized weights; 256 as its Q8_K for the k-quants) can move a dot product: each value moves by at most half its block's step
     /// max|x| / 127, times its weight.
     /// </summary>
-    private static double ActivationRounding(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
+    private static double ActivationRounding(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int block)
     {
         double bound = 0;
-        for (int b = 0; b < x.Length; b += 32)
+        for (int b = 0; b < x.Length; b += block)
         {
             double step = 0;
-            for (int j = b; j < b + 32; j++)
+            for (int j = b; j < b + block; j++)
             {
                 step = Math.Max(step, Math.Abs(x[j]) / 127);
             }
 
-            for (int j = b; j < b + 32; j++)
+            for (int j = b; j < b + block; j++)
             {
                 bound += Math.Abs(w[j]) * step / 2;
             }

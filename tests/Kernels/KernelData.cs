@@ -57,6 +57,29 @@ internal static class KernelData
                 return (blocks, exact);
             }
 
+            case DType.Q4_K or DType.Q5_K or DType.Q6_K:
+            {
+                var blocks = new byte[DTypes.ByteLength(type, values.Length)];
+                var exact = new float[values.Length];
+                if (type == DType.Q4_K)
+                {
+                    KQuantQuantizer.QuantizeQ4_K(values, blocks);
+                    KQuantBlocks.DequantizeQ4_K(blocks, exact);
+                }
+                else if (type == DType.Q5_K)
+                {
+                    KQuantQuantizer.QuantizeQ5_K(values, blocks);
+                    KQuantBlocks.DequantizeQ5_K(blocks, exact);
+                }
+                else
+                {
+                    KQuantQuantizer.QuantizeQ6_K(values, blocks);
+                    KQuantBlocks.DequantizeQ6_K(blocks, exact);
+                }
+
+                return (blocks, exact);
+            }
+
             case DType.F32:
                 return (MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), [.. values]);
 

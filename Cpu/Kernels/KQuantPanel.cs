@@ -1,0 +1,482 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// The k-quants' prefill (and a big batch's decode step) in integers. A panel of <see cref="Rows"/> weight rows is unpacked
+/// once into unsigned codes laid out four columns by sixteen rows (<c>codes[k / 4][row][k % 4]</c>), with each sub-block's
+/// scale and min as f32 per row; then every token's Q8_K activations multiply it with vpdpbusd: one instruction takes four
+/// columns of eight rows against the same four activation codes (a 32-bit broadcast), so the eight 32-bit lanes are eight
+/// rows' sums and a sub-block's scale and min apply to all of them with one multiply-add each. Per sub-block of 32 (Q6_K: 16)
+/// and row r, with the token's block scale dx and its codes' sum over the sub-block Σa:
+/// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> (Q6_K's min is 32 × d × scale: its codes are
+/// stored + 32). Four tokens share each load of the panel.
+/// </summary>
+/// <remarks>
+/// ggml multiplies repacked k-quant rows the same way (its <c>q4_K_8x8_q8_K</c> gemm). Unpacking into f32 panels instead
+/// (<see cref="MatMul"/>'s other types) costs 4 bytes a weight of cache and 8 multiply-adds per instruction against 32 here;
+/// and a plain two-token integer tile that unpacked each row's super-blocks for every pair of tokens cost as much in unpacking
+/// as it saved. The integer sums are exact; the scalar reference makes the same f32 operations in the same order per row,
+/// so every path gives the same bits.
+/// </remarks>
+internal static class KQuantPanel
+{
+    /// <summary>Weight rows in one panel: two vectors of eight 32-bit lanes.</summary>
+    public const int Rows = 16;
+
+    private const int BlockValues = 256;
+
+    /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
+    public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
+
+    /// <summary>Values per sub-block with its own scale: 16 for Q6_K, 32 for Q4_K and Q5_K.</summary>
+    public static int GroupValues(DType type) => type == DType.Q6_K ? 16 : 32;
+
+    /// <summary>
+    /// Unpacks <paramref name="count"/> (at most <see cref="Rows"/>) consecutive rows of <paramref name="cols"/> values into
+    /// <paramref name="panel"/>; the rows past <paramref name="count"/> are zero. The vector paths unpack a super-block of eight
+    /// rows at a time and transpose its 32-bit column quads (eight by eight) into place; the scalar reference moves them one by one.
+    /// </summary>
+    public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
+    {
+        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        {
+            throw new ArgumentException($"{type} is not a k-quant type", nameof(type));
+        }
+
+        int blocks = cols / BlockValues, blockBytes = DTypes.BlockBytes(type), rowBytes = blocks * blockBytes;
+        int groupsPerBlock = BlockValues / GroupValues(type), groups = blocks * groupsPerBlock;
+        if (count is < 1 or > Rows || cols % BlockValues != 0 || rows.Length < (long)count * rowBytes || panel.Length < PanelFloats(cols))
+        {
+            throw new ArgumentException($"a panel of {count} {type} rows of {cols} values needs {count * rowBytes} bytes and {PanelFloats(cols)} floats; got {rows.Length} and {panel.Length}");
+        }
+
+        Span<int> quads = MemoryMarshal.Cast<float, int>(panel[..(cols * Rows / 4)]);
+        Span<float> scales = panel.Slice(cols * Rows / 4, groups * Rows);
+        Span<float> mins = panel.Slice((cols * Rows / 4) + (groups * Rows), groups * Rows);
+        if (count < Rows)
+        {
+            quads.Clear();
+            scales.Clear();
+            mins.Clear();
+        }
+
+        Span<byte> codes = stackalloc byte[8 * BlockValues];
+        Span<float> blockScales = stackalloc float[16], blockMins = stackalloc float[16];
+        bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
+        for (int b = 0; b < blocks; b++)
+        {
+            for (int r0 = 0; r0 < count; r0 += 8)
+            {
+                int inGroup = Math.Min(8, count - r0);
+                for (int i = 0; i < inGroup; i++)
+                {
+                    int r = r0 + i;
+                    ReadOnlySpan<byte> block = rows.Slice((r * rowBytes) + (b * blockBytes), blockBytes);
+                    Span<byte> rowCodes = codes.Slice(i * BlockValues, BlockValues);
+                    if (type == DType.Q6_K)
+                    {
+                        UnpackQ6K(block, rowCodes, blockScales, blockMins, vector);
+                    }
+                    else
+                    {
+                        UnpackQ4K(block, type == DType.Q5_K, rowCodes, blockScales, blockMins, vector);
+                    }
+
+                    for (int j = 0; j < groupsPerBlock; j++)
+                    {
+                        scales[(((b * groupsPerBlock) + j) * Rows) + r] = blockScales[j];
+                        mins[(((b * groupsPerBlock) + j) * Rows) + r] = blockMins[j];
+                    }
+                }
+
+                Span<int> destination = quads.Slice(b * BlockValues / 4 * Rows);
+                if (vector)
+                {
+                    codes.Slice(inGroup * BlockValues).Clear();
+                    TransposeQuads(codes, destination, r0);
+                }
+                else
+                {
+                    ReadOnlySpan<int> codeQuads = MemoryMarshal.Cast<byte, int>(codes);
+                    for (int i = 0; i < inGroup; i++)
+                    {
+                        for (int q = 0; q < BlockValues / 4; q++)
+                        {
+                            destination[(q * Rows) + r0 + i] = codeQuads[(i * BlockValues / 4) + q];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Eight rows' 64 column quads (<paramref name="codes"/>, a row after another) to <c>destination[q × 16 + r0 + i]</c>: eight
+    /// quads of the eight rows at a time, transposed in registers (vpunpckldq/qdq and vperm2i128).
+    /// </summary>
+    private static void TransposeQuads(ReadOnlySpan<byte> codes, Span<int> destination, int r0)
+    {
+        ref int source = ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(codes));
+        ref int target = ref Unsafe.Add(ref MemoryMarshal.GetReference(destination), r0);
+        const int RowQuads = BlockValues / 4;
+        for (int q = 0; q < RowQuads; q += 8)
+        {
+            Vector256<int> t0 = Vector256.LoadUnsafe(ref source, (nuint)q), t1 = Vector256.LoadUnsafe(ref source, (nuint)(RowQuads + q));
+            Vector256<int> t2 = Vector256.LoadUnsafe(ref source, (nuint)((2 * RowQuads) + q)), t3 = Vector256.LoadUnsafe(ref source, (nuint)((3 * RowQuads) + q));
+            Vector256<int> t4 = Vector256.LoadUnsafe(ref source, (nuint)((4 * RowQuads) + q)), t5 = Vector256.LoadUnsafe(ref source, (nuint)((5 * RowQuads) + q));
+            Vector256<int> t6 = Vector256.LoadUnsafe(ref source, (nuint)((6 * RowQuads) + q)), t7 = Vector256.LoadUnsafe(ref source, (nuint)((7 * RowQuads) + q));
+
+            // Pairs of rows interleaved, then pairs of pairs: u0 holds quads q and q + 4 of rows 0-3, u4 of rows 4-7.
+            Vector256<long> p0 = Avx2.UnpackLow(t0, t1).AsInt64(), p1 = Avx2.UnpackHigh(t0, t1).AsInt64();
+            Vector256<long> p2 = Avx2.UnpackLow(t2, t3).AsInt64(), p3 = Avx2.UnpackHigh(t2, t3).AsInt64();
+            Vector256<long> p4 = Avx2.UnpackLow(t4, t5).AsInt64(), p5 = Avx2.UnpackHigh(t4, t5).AsInt64();
+            Vector256<long> p6 = Avx2.UnpackLow(t6, t7).AsInt64(), p7 = Avx2.UnpackHigh(t6, t7).AsInt64();
+            Vector256<int> u0 = Avx2.UnpackLow(p0, p2).AsInt32(), u1 = Avx2.UnpackHigh(p0, p2).AsInt32();
+            Vector256<int> u2 = Avx2.UnpackLow(p1, p3).AsInt32(), u3 = Avx2.UnpackHigh(p1, p3).AsInt32();
+            Vector256<int> u4 = Avx2.UnpackLow(p4, p6).AsInt32(), u5 = Avx2.UnpackHigh(p4, p6).AsInt32();
+            Vector256<int> u6 = Avx2.UnpackLow(p5, p7).AsInt32(), u7 = Avx2.UnpackHigh(p5, p7).AsInt32();
+            Avx2.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref target, (nuint)(q * Rows));
+            Avx2.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref target, (nuint)((q + 1) * Rows));
+            Avx2.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref target, (nuint)((q + 2) * Rows));
+            Avx2.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref target, (nuint)((q + 3) * Rows));
+            Avx2.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref target, (nuint)((q + 4) * Rows));
+            Avx2.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref target, (nuint)((q + 5) * Rows));
+            Avx2.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref target, (nuint)((q + 6) * Rows));
+            Avx2.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref target, (nuint)((q + 7) * Rows));
+        }
+    }
+
+    /// <summary>
+    /// A Q4_K super-block's 256 codes in value order (chunk c's low nibbles are values 64c..64c + 31, its high nibbles the
+    /// next 32), with Q5_K's fifth bit from qh; its eight sub-blocks' d × scale and dmin × min.
+    /// </summary>
+    private static void UnpackQ4K(ReadOnlySpan<byte> block, bool fifth, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    {
+        float d = HalfBits.ToSingle(BitConverter.ToUInt16(block)), dmin = HalfBits.ToSingle(BitConverter.ToUInt16(block[2..]));
+        (ulong packedScales, ulong packedMins) = KQuantIntegerKernel.UnpackScalesAndMins(ref MemoryMarshal.GetReference(block[4..]));
+        for (int j = 0; j < 8; j++)
+        {
+            scales[j] = d * (byte)(packedScales >> (8 * j));
+            mins[j] = dmin * (byte)(packedMins >> (8 * j));
+        }
+
+        int codesAt = fifth ? 48 : 16;
+        if (vector)
+        {
+            var low = Vector256.Create((byte)0x0F);
+            Vector256<ushort> high = fifth ? Vector256.Create(block.Slice(16, 32)).AsUInt16() : default;
+            for (int c = 0; c < 4; c++)
+            {
+                Vector256<byte> packed = Vector256.Create(block.Slice(codesAt + (32 * c), 32));
+                Vector256<byte> first = packed & low, second = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low;
+                if (fifth)
+                {
+                    // Bit 2c (2c + 1) of each qh byte to bit 4: 16-bit shifts, then only that bit kept in each byte.
+                    var bit = Vector256.Create((byte)0x10);
+                    first |= FifthBit(high, 2 * c) & bit;
+                    second |= FifthBit(high, (2 * c) + 1) & bit;
+                }
+
+                first.CopyTo(codes.Slice(64 * c, 32));
+                second.CopyTo(codes.Slice((64 * c) + 32, 32));
+            }
+
+            return;
+        }
+
+        for (int c = 0; c < 4; c++)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                byte packed = block[codesAt + (32 * c) + l];
+                int high = fifth ? block[16 + l] : 0;
+                codes[(64 * c) + l] = (byte)((packed & 0xF) | (((high >> (2 * c)) & 1) << 4));
+                codes[(64 * c) + 32 + l] = (byte)((packed >> 4) | (((high >> ((2 * c) + 1)) & 1) << 4));
+            }
+        }
+    }
+
+    /// <summary>Bit <paramref name="bit"/> of every byte moved to bit 4 (the other bits are garbage, masked by the caller).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> FifthBit(Vector256<ushort> qh, int bit) => bit <= 4
+        ? Vector256.ShiftLeft(qh, 4 - bit).AsByte()
+        : Vector256.ShiftRightLogical(qh, bit - 4).AsByte();
+
+    /// <summary>
+    /// A Q6_K super-block's 256 codes (0..63, the value + 32) in value order: per half of 128, the low nibbles of ql[0..31] and
+    /// ql[32..63], then their high nibbles, each with two bits of qh; its sixteen groups' d × scale, and 32 × that as the min.
+    /// </summary>
+    private static void UnpackQ6K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    {
+        float d = HalfBits.ToSingle(BitConverter.ToUInt16(block[208..]));
+        for (int g = 0; g < 16; g++)
+        {
+            scales[g] = d * (sbyte)block[192 + g];
+            mins[g] = 32 * scales[g];
+        }
+
+        for (int half = 0; half < 2; half++)
+        {
+            ReadOnlySpan<byte> ql = block.Slice(64 * half, 64), qh = block.Slice(128 + (32 * half), 32);
+            Span<byte> values = codes.Slice(128 * half, 128);
+            if (vector)
+            {
+                var low = Vector256.Create((byte)0x0F);
+                var two = Vector256.Create((byte)0x30);
+                Vector256<byte> ql0 = Vector256.Create(ql[..32]), ql1 = Vector256.Create(ql[32..]);
+                Vector256<ushort> high = Vector256.Create(qh).AsUInt16();
+
+                // qh's bit pairs 0-1, 2-3, 4-5, 6-7 of each byte to bits 4-5 (16-bit shifts; the bits they carry across bytes masked off).
+                ((ql0 & low) | (Vector256.ShiftLeft(high, 4).AsByte() & two)).CopyTo(values);
+                ((ql1 & low) | (Vector256.ShiftLeft(high, 2).AsByte() & two)).CopyTo(values[32..]);
+                ((Vector256.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low) | (high.AsByte() & two)).CopyTo(values[64..]);
+                ((Vector256.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(high, 2).AsByte() & two)).CopyTo(values[96..]);
+                continue;
+            }
+
+            for (int l = 0; l < 32; l++)
+            {
+                values[l] = (byte)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+                values[32 + l] = (byte)((ql[32 + l] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                values[64 + l] = (byte)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                values[96 + l] = (byte)((ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4));
+            }
+        }
+    }
+
+    /// <summary>
+    /// y[t × <paramref name="yStride"/> + r] = the panel's row r dotted with token t's activations, for every token of
+    /// <paramref name="x"/> and r below <paramref name="count"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8KActivations x, Span<float> y, int yStride)
+    {
+        int tokens = x.Tokens, blocks = cols / BlockValues;
+        int groupValues = GroupValues(type), groups = cols / groupValues;
+        if (x.Cols != cols || panel.Length < PanelFloats(cols) || count > Rows || y.Length < ((long)(tokens - 1) * yStride) + count)
+        {
+            throw new ArgumentException($"a panel of {count} rows of {cols} values against {tokens} tokens of {x.Cols}: {panel.Length} floats, {y.Length} results");
+        }
+
+        ref byte codes = ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel));
+        ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
+        ref float mins = ref Unsafe.Add(ref scales, groups * Rows);
+        var operands = new Operands(ref codes, ref scales, ref mins, groups, groupValues / 4, BlockValues / groupValues,
+            ref MemoryMarshal.GetReference(x.AllCodes), cols, ref MemoryMarshal.GetReference(x.AllScales), blocks,
+            ref MemoryMarshal.GetReference(x.ScaledSums(perSubBlock: groupValues == 32)));
+        Span<float> tile = stackalloc float[4 * Rows];
+        bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
+        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        int t = 0;
+        if (vector)
+        {
+            for (; t + 4 <= tokens; t += 4)
+            {
+                if (vnni)
+                {
+                    FourTokens<Vnni>(operands, t, tile);
+                }
+                else
+                {
+                    FourTokens<PairSums>(operands, t, tile);
+                }
+
+                for (int i = 0; i < 4; i++)
+                {
+                    tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
+                }
+            }
+        }
+
+        for (; t < tokens; t++)
+        {
+            if (vector && vnni)
+            {
+                OneToken<Vnni>(operands, t, tile);
+            }
+            else if (vector)
+            {
+                OneToken<PairSums>(operands, t, tile);
+            }
+            else
+            {
+                Scalar(operands, t, tile);
+            }
+
+            tile[..count].CopyTo(y.Slice(t * yStride, count));
+        }
+    }
+
+    /// <summary>The panel and the activations as the kernels walk them.</summary>
+    private readonly ref struct Operands
+    {
+        public readonly ref byte Codes;
+        public readonly ref float Scales;
+        public readonly ref float Mins;
+        public readonly int Groups;
+        public readonly int QuadsPerGroup;
+        public readonly int GroupsPerBlock;
+
+        /// <summary>Token 0's activation codes; token t's are <see cref="Cols"/> × t further on.</summary>
+        public readonly ref sbyte Activations;
+        public readonly int Cols;
+
+        /// <summary>Token 0's block scales (<see cref="Blocks"/> a token).</summary>
+        public readonly ref float BlockScales;
+        public readonly int Blocks;
+
+        /// <summary>Token 0's block scale × Σ codes per sub-block (<see cref="Groups"/> a token).</summary>
+        public readonly ref float ScaledSums;
+
+        public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock,
+            ref sbyte activations, int cols, ref float blockScales, int blocks, ref float scaledSums)
+        {
+            Codes = ref codes;
+            Scales = ref scales;
+            Mins = ref mins;
+            (Groups, QuadsPerGroup, GroupsPerBlock, Cols, Blocks) = (groups, quadsPerGroup, groupsPerBlock, cols, blocks);
+            Activations = ref activations;
+            BlockScales = ref blockScales;
+            ScaledSums = ref scaledSums;
+        }
+    }
+
+    /// <summary>
+    /// The reference: row by row, each sub-block's integer sum, then <c>fma(sum, scale × dx, y)</c> and <c>fma(-min, dx × Σa, y)</c>,
+    /// as every lane of the vector paths does.
+    /// </summary>
+    private static void Scalar(scoped in Operands p, int t, Span<float> tile)
+    {
+        ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        for (int r = 0; r < Rows; r++)
+        {
+            float sum = 0;
+            for (int g = 0; g < p.Groups; g++)
+            {
+                int dot = 0;
+                for (int q = g * p.QuadsPerGroup; q < (g + 1) * p.QuadsPerGroup; q++)
+                {
+                    for (int i = 0; i < 4; i++)
+                    {
+                        dot += Unsafe.Add(ref p.Codes, (((q * Rows) + r) * 4) + i) * Unsafe.Add(ref a, (4 * q) + i);
+                    }
+                }
+
+                float dx = Unsafe.Add(ref p.BlockScales, (t * p.Blocks) + (g / p.GroupsPerBlock));
+                sum = MathF.FusedMultiplyAdd(dot, Unsafe.Add(ref p.Scales, (g * Rows) + r) * dx, sum);
+                sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (t * p.Groups) + g), sum);
+            }
+
+            tile[r] = sum;
+        }
+    }
+
+    /// <summary>
+    /// Tokens t..t + 3 against the 16 rows into <paramref name="tile"/> (token after token, 16 results each): per column quad two
+    /// panel loads, four activation broadcasts and eight vpdpbusd into eight accumulators, which hold a sub-block's sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FourTokens<TDot>(scoped in Operands p, int t, Span<float> tile)
+        where TDot : IByteDot
+    {
+        ref byte w = ref p.Codes;
+        ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        nint cols = p.Cols, cols2 = 2 * cols, cols3 = 3 * cols, at = 0;
+        ref float dx = ref Unsafe.Add(ref p.BlockScales, t * p.Blocks);
+        ref float sums = ref Unsafe.Add(ref p.ScaledSums, t * p.Groups);
+        nint blocks = p.Blocks, groups = p.Groups;
+        Vector256<float> y00 = default, y01 = default, y10 = default, y11 = default, y20 = default, y21 = default, y30 = default, y31 = default;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            Vector256<int> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+            for (int q = 0; q < p.QuadsPerGroup; q++)
+            {
+                Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
+                Vector256<sbyte> x0 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at)))).AsSByte();
+                a00 = TDot.Dot(a00, w0, x0);
+                a01 = TDot.Dot(a01, w1, x0);
+                Vector256<sbyte> x1 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols)))).AsSByte();
+                a10 = TDot.Dot(a10, w0, x1);
+                a11 = TDot.Dot(a11, w1, x1);
+                Vector256<sbyte> x2 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols2)))).AsSByte();
+                a20 = TDot.Dot(a20, w0, x2);
+                a21 = TDot.Dot(a21, w1, x2);
+                Vector256<sbyte> x3 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols3)))).AsSByte();
+                a30 = TDot.Dot(a30, w0, x3);
+                a31 = TDot.Dot(a31, w1, x3);
+                w = ref Unsafe.Add(ref w, 4 * Rows);
+                at += 4;
+            }
+
+            nint block = g / p.GroupsPerBlock;
+            Vector256<float> s0 = Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)), s1 = Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8));
+            Vector256<float> m0 = Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), m1 = Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8));
+            Vector256<float> d = Vector256.Create(Unsafe.Add(ref dx, block)), s = Vector256.Create(Unsafe.Add(ref sums, g));
+            y00 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a00), s0 * d, y00));
+            y01 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a01), s1 * d, y01));
+            d = Vector256.Create(Unsafe.Add(ref dx, blocks + block));
+            s = Vector256.Create(Unsafe.Add(ref sums, groups + g));
+            y10 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a10), s0 * d, y10));
+            y11 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a11), s1 * d, y11));
+            d = Vector256.Create(Unsafe.Add(ref dx, (2 * blocks) + block));
+            s = Vector256.Create(Unsafe.Add(ref sums, (2 * groups) + g));
+            y20 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a20), s0 * d, y20));
+            y21 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a21), s1 * d, y21));
+            d = Vector256.Create(Unsafe.Add(ref dx, (3 * blocks) + block));
+            s = Vector256.Create(Unsafe.Add(ref sums, (3 * groups) + g));
+            y30 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a30), s0 * d, y30));
+            y31 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a31), s1 * d, y31));
+        }
+
+        ref float o = ref MemoryMarshal.GetReference(tile);
+        y00.StoreUnsafe(ref o, 0);
+        y01.StoreUnsafe(ref o, 8);
+        y10.StoreUnsafe(ref o, 16);
+        y11.StoreUnsafe(ref o, 24);
+        y20.StoreUnsafe(ref o, 32);
+        y21.StoreUnsafe(ref o, 40);
+        y30.StoreUnsafe(ref o, 48);
+        y31.StoreUnsafe(ref o, 56);
+    }
+
+    /// <summary><see cref="FourTokens{TDot}"/> for one token (the tokens past the last four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void OneToken<TDot>(scoped in Operands p, int t, Span<float> tile)
+        where TDot : IByteDot
+    {
+        ref byte w = ref p.Codes;
+        ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        ref float dx = ref Unsafe.Add(ref p.BlockScales, t * p.Blocks);
+        ref float sums = ref Unsafe.Add(ref p.ScaledSums, t * p.Groups);
+        nint at = 0;
+        Vector256<float> y0 = default, y1 = default;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            Vector256<int> a0 = default, a1 = default;
+            for (int q = 0; q < p.QuadsPerGroup; q++)
+            {
+                Vector256<sbyte> x = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at)))).AsSByte();
+                a0 = TDot.Dot(a0, Vector256.LoadUnsafe(ref w), x);
+                a1 = TDot.Dot(a1, Vector256.LoadUnsafe(ref w, 32), x);
+                w = ref Unsafe.Add(ref w, 4 * Rows);
+                at += 4;
+            }
+
+            Vector256<float> d = Vector256.Create(Unsafe.Add(ref dx, g / p.GroupsPerBlock)), s = Vector256.Create(Unsafe.Add(ref sums, g));
+            y0 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), s,
+                Fma.MultiplyAdd(Avx.ConvertToVector256Single(a0), Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)) * d, y0));
+            y1 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8)), s,
+                Fma.MultiplyAdd(Avx.ConvertToVector256Single(a1), Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8)) * d, y1));
+        }
+
+        ref float o = ref MemoryMarshal.GetReference(tile);
+        y0.StoreUnsafe(ref o, 0);
+        y1.StoreUnsafe(ref o, 8);
+    }
+}
