@@ -110,7 +110,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         // (their products stay integer at prefill; Q8_0 widens panels of rows to f32).
         if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
         {
-            // Q8_K for the k-quants at any number of tokens (KQuantPanel at prefill); a long prompt's rows on all threads.
+            // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
             _q8k.Prepare(_tokens, weight.Cols);
             _quantizeQ8KFirst = _tokens > MatMul.RowDotTokens;
             if (!_quantizeQ8KFirst)

@@ -9,7 +9,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// the weights are read in their stored type; a few tokens (a small batch's decode step) share each row the
 /// same way through <see cref="DotTokens{TW}"/>. More tokens (prefill, big batches) convert a panel of
 /// <see cref="PanelRows"/> weight rows to f32 once and reuse it for every token through
-/// <see cref="GemmTile"/>; the conversion is then paid once per panel, not once per token.
+/// <see cref="GemmTile"/>; the conversion is then paid once per panel, not once per token. Q4_0 and the k-quants
+/// unpack their panels to integer codes instead and multiply integers (<see cref="QuantPanel"/>).
 /// </summary>
 internal static class MatMul
 {
@@ -76,16 +77,24 @@ internal static class MatMul
 
     /// <summary>
     /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights: a few tokens (given as <paramref name="quantized"/> Q8_0 rows) dot
-    /// each row of blocks in integers, and so do any number of tokens for Q4_0; more tokens of Q8_0 dequantize a panel of
-    /// rows to f32 once and reuse it for every token.
+    /// each row of blocks in integers; more tokens of Q4_0 multiply integer panels (<see cref="QuantPanel"/>), and more of
+    /// Q8_0 dequantize a panel of rows to f32 once and reuse it for every token.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Q8Rows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> x, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
+        if (quantized is not null && type == Formats.DType.Q4_0 && tokens > RowDotTokens)
+        {
+            // Q4_0 prefill: panels of interleaved integer codes, as the k-quants'.
+            QuantizedPanels(path, type, weights, inFeatures, outFeatures, quantized, null, tokens, bias, y, rowStart, rowEnd, panel);
+            return;
+        }
+
         if (quantized is not null && type == Formats.DType.Q4_0)
         {
-            // Q4_0 at any number of tokens: integer products, two tokens at a time (see Q8IntegerKernel.GemmRows).
+            // A few tokens of Q4_0 (a small batch's decode step): integer products, two tokens at a time, each token's
+            // result bit for bit its result alone (see Q8IntegerKernel.GemmRows).
             Q8IntegerKernel.GemmRows(path, weights, rowEnd - rowStart, quantized, tokens, y[rowStart..], outFeatures);
             for (int t = 0; t < tokens; t++)
             {
@@ -121,7 +130,7 @@ internal static class MatMul
     /// <summary>
     /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights against the <paramref name="quantized"/> Q8_K activations: a few
     /// tokens dot each row of super-blocks in integers; more unpack a panel of rows once into interleaved integer codes and
-    /// multiply every token against it (<see cref="KQuantPanel"/>). Without activations, f32 panels.
+    /// multiply every token against it (<see cref="QuantPanel"/>). Without activations, f32 panels.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
@@ -129,20 +138,8 @@ internal static class MatMul
     {
         if (quantized is not null && tokens > RowDotTokens)
         {
-            // Many tokens (prefill, a big batch): each panel of rows unpacked once into interleaved integer codes, then every
-            // token multiplied against it in integers (KQuantPanel).
-            int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
-            for (int p = rowStart; p < rowEnd; p += KQuantPanel.Rows)
-            {
-                int rows = Math.Min(KQuantPanel.Rows, rowEnd - p);
-                KQuantPanel.Pack(path, type, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, panel);
-                KQuantPanel.Multiply(path, type, panel, rows, inFeatures, quantized, y[p..], outFeatures);
-                for (int t = 0; t < tokens; t++)
-                {
-                    AddBias(y.Slice((t * outFeatures) + p, rows), bias, p);
-                }
-            }
-
+            // Many tokens (prefill, a big batch): panels of interleaved integer codes.
+            QuantizedPanels(path, type, weights, inFeatures, outFeatures, null, quantized, tokens, bias, y, rowStart, rowEnd, panel);
             return;
         }
 
@@ -161,6 +158,35 @@ internal static class MatMul
         }
 
         DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+    }
+
+    /// <summary>
+    /// Q4_0 or k-quant rows for many tokens: each panel of <see cref="QuantPanel.Rows"/> rows unpacked once into interleaved
+    /// integer codes, then every token's quantized activations (<paramref name="q8"/> for Q4_0, <paramref name="q8k"/> for the
+    /// k-quants) multiplied against it in integers.
+    /// </summary>
+    private static void QuantizedPanels(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
+        Q8Activations? q8, Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+    {
+        int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
+        for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
+        {
+            int rows = Math.Min(QuantPanel.Rows, rowEnd - p);
+            QuantPanel.Pack(path, type, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, panel);
+            if (q8 is not null)
+            {
+                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8, y[p..], outFeatures);
+            }
+            else
+            {
+                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8k!, y[p..], outFeatures);
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                AddBias(y.Slice((t * outFeatures) + p, rows), bias, p);
+            }
+        }
     }
 
     /// <summary>

@@ -18,8 +18,11 @@ internal sealed class Q8Activations
     private sbyte[] _codes = [];
     private float[] _scales = [];
     private int[] _offsets = [];
+    private float[] _scaledSums = [];
 
     public int Cols { get; private set; }
+
+    public int Tokens { get; private set; }
 
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 32).</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path)
@@ -37,9 +40,10 @@ internal sealed class Q8Activations
             _codes = new sbyte[tokens * cols];
             _scales = new float[blocks];
             _offsets = new int[blocks * 8];
+            _scaledSums = new float[blocks];
         }
 
-        Cols = cols;
+        (Cols, Tokens) = (cols, tokens);
     }
 
     /// <summary>
@@ -55,9 +59,16 @@ internal sealed class Q8Activations
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
             Span<int> offsets = _offsets.AsSpan(b * 8, 8);
+            int sum = 0;
             if (vector)
             {
                 _scales[b] = QuantizeBlock256(values, codes, offsets);
+                for (int lane = 0; lane < 8; lane++)
+                {
+                    sum += offsets[lane];
+                }
+
+                sum /= -8;
             }
             else
             {
@@ -65,8 +76,11 @@ internal sealed class Q8Activations
                 for (int lane = 0; lane < 8; lane++)
                 {
                     offsets[lane] = -8 * (codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3]);
+                    sum += codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3];
                 }
             }
+
+            _scaledSums[b] = _scales[b] * sum;
         }
     }
 
@@ -115,6 +129,15 @@ internal sealed class Q8Activations
         (fours * -8).CopyTo(offsets);
         return d;
     }
+
+    /// <summary>Every token's codes, row after row.</summary>
+    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
+
+    /// <summary>Every token's block scales, row after row.</summary>
+    public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
+
+    /// <summary>Each block's scale × the sum of its codes, token after token (Q4_0's offset term in <see cref="QuantPanel"/>).</summary>
+    public ReadOnlySpan<float> ScaledSums => _scaledSums.AsSpan(0, Tokens * Cols / BlockValues);
 
     /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>
     public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),

@@ -180,7 +180,7 @@ internal sealed class Q8KActivations
 
     /// <summary>
     /// The block scale × the sums of every 16 codes (<paramref name="perSubBlock"/> false) or 32 (true), token after token: the
-    /// mins' and offsets' terms of the prefill's packed panels (<see cref="KQuantPanel"/>).
+    /// mins' and offsets' terms of the prefill's packed panels (<see cref="QuantPanel"/>).
     /// </summary>
     public ReadOnlySpan<float> ScaledSums(bool perSubBlock) => perSubBlock
         ? _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32)

@@ -94,7 +94,7 @@ public sealed class BackendConformanceTests
 
     /// <summary>
     /// The k-quants as the CPU runs them (the GPU widens them to Q8_0 at upload, a second rounding this bound does not allow):
-    /// integer dot products per row at decode row counts, integer panels from 8 rows on (KQuantPanel), a partial panel of
+    /// integer dot products per row at decode row counts, integer panels from 8 rows on (QuantPanel), a partial panel of
     /// rows and tokens past whole tiles of four, with and without bias.
     /// </summary>
     [Theory]

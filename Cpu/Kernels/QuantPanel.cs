@@ -8,14 +8,14 @@ using QwenSharp.Numerics;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// The k-quants' prefill (and a big batch's decode step) in integers. A panel of <see cref="Rows"/> weight rows is unpacked
+/// Q4_0's and the k-quants' prefill (and a big batch's decode step) in integers. A panel of <see cref="Rows"/> weight rows is unpacked
 /// once into unsigned codes laid out four columns by sixteen rows (<c>codes[k / 4][row][k % 4]</c>), with each sub-block's
-/// scale and min as f32 per row; then every token's Q8_K activations multiply it with vpdpbusd: one instruction takes four
+/// scale and min as f32 per row; then every token's Q8_K (Q4_0: Q8_0) activations multiply it with vpdpbusd: one instruction takes four
 /// columns of eight rows against the same four activation codes (a 32-bit broadcast), so the eight 32-bit lanes are eight
 /// rows' sums and a sub-block's scale and min apply to all of them with one multiply-add each. Per sub-block of 32 (Q6_K: 16)
 /// and row r, with the token's block scale dx and its codes' sum over the sub-block Σa:
 /// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> (Q6_K's min is 32 × d × scale: its codes are
-/// stored + 32). Four tokens share each load of the panel.
+/// stored + 32; Q4_0's is 8 × d, its scale d and its activations' block 32 values). Four tokens share each load of the panel.
 /// </summary>
 /// <remarks>
 /// ggml multiplies repacked k-quant rows the same way (its <c>q4_K_8x8_q8_K</c> gemm). Unpacking into f32 panels instead
@@ -24,17 +24,18 @@ namespace QwenSharp.Cpu.Kernels;
 /// as it saved. The integer sums are exact; the scalar reference makes the same f32 operations in the same order per row,
 /// so every path gives the same bits.
 /// </remarks>
-internal static class KQuantPanel
+internal static class QuantPanel
 {
     /// <summary>Weight rows in one panel: two vectors of eight 32-bit lanes.</summary>
     public const int Rows = 16;
 
-    private const int BlockValues = 256;
+    /// <summary>Values a weight block holds: 32 for Q4_0, 256 for the k-quants' super-blocks.</summary>
+    private static int UnitValues(DType type) => type == DType.Q4_0 ? 32 : 256;
 
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
 
-    /// <summary>Values per sub-block with its own scale: 16 for Q6_K, 32 for Q4_K and Q5_K.</summary>
+    /// <summary>Values per sub-block with its own scale: 16 for Q6_K, 32 for Q4_0, Q4_K and Q5_K.</summary>
     public static int GroupValues(DType type) => type == DType.Q6_K ? 16 : 32;
 
     /// <summary>
@@ -44,14 +45,14 @@ internal static class KQuantPanel
     /// </summary>
     public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
     {
-        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        if (type is not (DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K))
         {
-            throw new ArgumentException($"{type} is not a k-quant type", nameof(type));
+            throw new ArgumentException($"{type} has no integer panels", nameof(type));
         }
 
-        int blocks = cols / BlockValues, blockBytes = DTypes.BlockBytes(type), rowBytes = blocks * blockBytes;
-        int groupsPerBlock = BlockValues / GroupValues(type), groups = blocks * groupsPerBlock;
-        if (count is < 1 or > Rows || cols % BlockValues != 0 || rows.Length < (long)count * rowBytes || panel.Length < PanelFloats(cols))
+        int unit = UnitValues(type), blocks = cols / unit, blockBytes = DTypes.BlockBytes(type), rowBytes = blocks * blockBytes;
+        int groupsPerBlock = unit / GroupValues(type), groups = blocks * groupsPerBlock;
+        if (count is < 1 or > Rows || cols % unit != 0 || rows.Length < (long)count * rowBytes || panel.Length < PanelFloats(cols))
         {
             throw new ArgumentException($"a panel of {count} {type} rows of {cols} values needs {count * rowBytes} bytes and {PanelFloats(cols)} floats; got {rows.Length} and {panel.Length}");
         }
@@ -66,7 +67,7 @@ internal static class KQuantPanel
             mins.Clear();
         }
 
-        Span<byte> codes = stackalloc byte[8 * BlockValues];
+        Span<byte> codes = stackalloc byte[8 * 256];
         Span<float> blockScales = stackalloc float[16], blockMins = stackalloc float[16];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
         for (int b = 0; b < blocks; b++)
@@ -78,8 +79,12 @@ internal static class KQuantPanel
                 {
                     int r = r0 + i;
                     ReadOnlySpan<byte> block = rows.Slice((r * rowBytes) + (b * blockBytes), blockBytes);
-                    Span<byte> rowCodes = codes.Slice(i * BlockValues, BlockValues);
-                    if (type == DType.Q6_K)
+                    Span<byte> rowCodes = codes.Slice(i * unit, unit);
+                    if (type == DType.Q4_0)
+                    {
+                        UnpackQ4_0(block, rowCodes, blockScales, blockMins, vector);
+                    }
+                    else if (type == DType.Q6_K)
                     {
                         UnpackQ6K(block, rowCodes, blockScales, blockMins, vector);
                     }
@@ -95,20 +100,20 @@ internal static class KQuantPanel
                     }
                 }
 
-                Span<int> destination = quads.Slice(b * BlockValues / 4 * Rows);
+                Span<int> destination = quads.Slice(b * unit / 4 * Rows);
                 if (vector)
                 {
-                    codes.Slice(inGroup * BlockValues).Clear();
-                    TransposeQuads(codes, destination, r0);
+                    codes.Slice(inGroup * unit, (8 - inGroup) * unit).Clear();
+                    TransposeQuads(codes, unit / 4, destination, r0);
                 }
                 else
                 {
                     ReadOnlySpan<int> codeQuads = MemoryMarshal.Cast<byte, int>(codes);
                     for (int i = 0; i < inGroup; i++)
                     {
-                        for (int q = 0; q < BlockValues / 4; q++)
+                        for (int q = 0; q < unit / 4; q++)
                         {
-                            destination[(q * Rows) + r0 + i] = codeQuads[(i * BlockValues / 4) + q];
+                            destination[(q * Rows) + r0 + i] = codeQuads[(i * unit / 4) + q];
                         }
                     }
                 }
@@ -117,15 +122,16 @@ internal static class KQuantPanel
     }
 
     /// <summary>
-    /// Eight rows' 64 column quads (<paramref name="codes"/>, a row after another) to <c>destination[q × 16 + r0 + i]</c>: eight
-    /// quads of the eight rows at a time, transposed in registers (vpunpckldq/qdq and vperm2i128).
+    /// Eight rows' <paramref name="rowQuads"/> column quads each (<paramref name="codes"/>, a row after another) to
+    /// <c>destination[q × 16 + r0 + i]</c>: eight quads of the eight rows at a time, transposed in registers (vpunpckldq/qdq
+    /// and vperm2i128).
     /// </summary>
-    private static void TransposeQuads(ReadOnlySpan<byte> codes, Span<int> destination, int r0)
+    private static void TransposeQuads(ReadOnlySpan<byte> codes, int rowQuads, Span<int> destination, int r0)
     {
         ref int source = ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(codes));
         ref int target = ref Unsafe.Add(ref MemoryMarshal.GetReference(destination), r0);
-        const int RowQuads = BlockValues / 4;
-        for (int q = 0; q < RowQuads; q += 8)
+        nint RowQuads = rowQuads;
+        for (int q = 0; q < rowQuads; q += 8)
         {
             Vector256<int> t0 = Vector256.LoadUnsafe(ref source, (nuint)q), t1 = Vector256.LoadUnsafe(ref source, (nuint)(RowQuads + q));
             Vector256<int> t2 = Vector256.LoadUnsafe(ref source, (nuint)((2 * RowQuads) + q)), t3 = Vector256.LoadUnsafe(ref source, (nuint)((3 * RowQuads) + q));
@@ -149,6 +155,28 @@ internal static class KQuantPanel
             Avx2.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref target, (nuint)((q + 5) * Rows));
             Avx2.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref target, (nuint)((q + 6) * Rows));
             Avx2.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref target, (nuint)((q + 7) * Rows));
+        }
+    }
+
+    /// <summary>A Q4_0 block's 32 codes (low nibbles are values 0-15, high nibbles 16-31), its scale d and 8 × d as the min.</summary>
+    private static void UnpackQ4_0(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    {
+        float d = HalfBits.ToSingle(BitConverter.ToUInt16(block));
+        scales[0] = d;
+        mins[0] = 8 * d;
+        if (vector)
+        {
+            var low = Vector128.Create((byte)0x0F);
+            Vector128<byte> packed = Vector128.Create(block.Slice(2, 16));
+            (packed & low).CopyTo(codes);
+            (Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low).CopyTo(codes[16..]);
+            return;
+        }
+
+        for (int l = 0; l < 16; l++)
+        {
+            codes[l] = (byte)(block[2 + l] & 0xF);
+            codes[16 + l] = (byte)(block[2 + l] >> 4);
         }
     }
 
@@ -252,24 +280,57 @@ internal static class KQuantPanel
 
     /// <summary>
     /// y[t × <paramref name="yStride"/> + r] = the panel's row r dotted with token t's activations, for every token of
-    /// <paramref name="x"/> and r below <paramref name="count"/>.
+    /// <paramref name="x"/> and r below <paramref name="count"/> (a k-quant panel).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8KActivations x, Span<float> y, int yStride)
     {
-        int tokens = x.Tokens, blocks = cols / BlockValues;
-        int groupValues = GroupValues(type), groups = cols / groupValues;
-        if (x.Cols != cols || panel.Length < PanelFloats(cols) || count > Rows || y.Length < ((long)(tokens - 1) * yStride) + count)
-        {
-            throw new ArgumentException($"a panel of {count} rows of {cols} values against {tokens} tokens of {x.Cols}: {panel.Length} floats, {y.Length} results");
-        }
+        int groupValues = GroupValues(type);
+        Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
+        Multiply(path, Panel(panel, cols, groupValues, Q8KActivations.BlockValues), count, x.Tokens, ref MemoryMarshal.GetReference(x.AllCodes), cols,
+            ref MemoryMarshal.GetReference(x.AllScales), cols / Q8KActivations.BlockValues, ref MemoryMarshal.GetReference(x.ScaledSums(perSubBlock: groupValues == 32)), y, yStride);
+    }
 
-        ref byte codes = ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel));
+    /// <summary><see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8KActivations, Span{float}, int)"/> for a Q4_0 panel and Q8_0 activations.</summary>
+    public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8Activations x, Span<float> y, int yStride)
+    {
+        Check(type == DType.Q4_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
+        Multiply(path, Panel(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues), count, x.Tokens, ref MemoryMarshal.GetReference(x.AllCodes), cols,
+            ref MemoryMarshal.GetReference(x.AllScales), cols / Q8Activations.BlockValues, ref MemoryMarshal.GetReference(x.ScaledSums), y, yStride);
+    }
+
+    private static void Check(bool activationsFit, DType type, ReadOnlySpan<float> panel, int count, int cols, int xCols, int tokens, Span<float> y, int yStride)
+    {
+        if (!activationsFit || xCols != cols || panel.Length < PanelFloats(cols) || count is < 1 or > Rows || y.Length < ((long)(tokens - 1) * yStride) + count)
+        {
+            throw new ArgumentException($"a {type} panel of {count} rows of {cols} values against {tokens} tokens of {xCols}: {panel.Length} floats, {y.Length} results");
+        }
+    }
+
+    /// <summary>The packed panel's parts: codes, then per sub-block of <paramref name="groupValues"/> the rows' scales, then their mins.</summary>
+    private readonly ref struct PanelParts(ref byte codes, ref float scales, ref float mins, int groups, int groupValues, int activationBlock)
+    {
+        public readonly ref byte Codes = ref codes;
+        public readonly ref float Scales = ref scales;
+        public readonly ref float Mins = ref mins;
+        public readonly int Groups = groups;
+        public readonly int GroupValues = groupValues;
+        public readonly int ActivationBlock = activationBlock;
+    }
+
+    private static PanelParts Panel(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock)
+    {
+        int groups = cols / groupValues;
         ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
-        ref float mins = ref Unsafe.Add(ref scales, groups * Rows);
-        var operands = new Operands(ref codes, ref scales, ref mins, groups, groupValues / 4, BlockValues / groupValues,
-            ref MemoryMarshal.GetReference(x.AllCodes), cols, ref MemoryMarshal.GetReference(x.AllScales), blocks,
-            ref MemoryMarshal.GetReference(x.ScaledSums(perSubBlock: groupValues == 32)));
+        return new PanelParts(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
+            groups, groupValues, activationBlock);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Multiply(KernelPath path, scoped in PanelParts panel, int count, int tokens, ref sbyte codes, int cols, ref float blockScales, int blocks,
+        ref float scaledSums, Span<float> y, int yStride)
+    {
+        var operands = new Operands(ref panel.Codes, ref panel.Scales, ref panel.Mins, panel.Groups, panel.GroupValues / 4, panel.ActivationBlock / panel.GroupValues,
+            ref codes, cols, ref blockScales, blocks, ref scaledSums);
         Span<float> tile = stackalloc float[4 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
