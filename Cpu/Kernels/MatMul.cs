@@ -172,6 +172,14 @@ internal static class MatMul
         for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
         {
             int rows = Math.Min(QuantPanel.Rows, rowEnd - p);
+            if (p + rows < rowEnd)
+            {
+                // The next panel's rows asked for now, to arrive while this one is multiplied: packing reads sixteen rows at
+                // once, which the hardware prefetchers do not follow, and waited on memory at every line (a 16-token step of
+                // Q4_0's 4864 × 896 took 1.15 ms on one core, 0.46 of it multiplying).
+                Prefetch.Lines(weights.Slice((p + rows - rowStart) * rowBytes, Math.Min(QuantPanel.Rows, rowEnd - p - rows) * rowBytes));
+            }
+
             QuantPanel.Pack(path, type, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, panel);
             if (q8 is not null)
             {

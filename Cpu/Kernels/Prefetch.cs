@@ -26,6 +26,21 @@ internal static class Prefetch
         }
     }
 
+    /// <summary>Every cache line of <paramref name="bytes"/> (no-op without SSE).</summary>
+    public static unsafe void Lines(ReadOnlySpan<byte> bytes)
+    {
+        if (Sse.IsSupported)
+        {
+            fixed (byte* start = bytes)
+            {
+                for (int offset = 0; offset < bytes.Length; offset += 64)
+                {
+                    Sse.Prefetch0(start + offset);
+                }
+            }
+        }
+    }
+
     /// <summary>The <paramref name="lines"/> cache lines from <see cref="Distance"/> bytes past <paramref name="at"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Ahead(ref byte at, int lines)

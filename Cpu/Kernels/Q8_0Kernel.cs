@@ -17,7 +17,8 @@ internal static class Q8_0Kernel
 
     private static float[] BuildHalfTable()
     {
-        var table = new float[65536];
+        // Pinned: QuantPanel reads it through a pointer.
+        float[] table = GC.AllocateUninitializedArray<float>(65536, pinned: true);
         for (int i = 0; i < table.Length; i++)
         {
             table[i] = HalfBits.ToSingle((ushort)i);

@@ -67,9 +67,21 @@ internal static class QuantPanel
             mins.Clear();
         }
 
+        bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
+        if (vector && type == DType.Q4_0)
+        {
+            PackQ4_0(rows, count, blocks, quads, scales, mins);
+            return;
+        }
+
+        if (vector)
+        {
+            PackKQuant(type, rows, count, blocks, quads, scales, mins);
+            return;
+        }
+
         Span<byte> codes = stackalloc byte[8 * 256];
         Span<float> blockScales = stackalloc float[16], blockMins = stackalloc float[16];
-        bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
         for (int b = 0; b < blocks; b++)
         {
             for (int r0 = 0; r0 < count; r0 += 8)
@@ -130,31 +142,239 @@ internal static class QuantPanel
     {
         ref int source = ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(codes));
         ref int target = ref Unsafe.Add(ref MemoryMarshal.GetReference(destination), r0);
-        nint RowQuads = rowQuads;
+        nint stride = rowQuads;
         for (int q = 0; q < rowQuads; q += 8)
         {
-            Vector256<int> t0 = Vector256.LoadUnsafe(ref source, (nuint)q), t1 = Vector256.LoadUnsafe(ref source, (nuint)(RowQuads + q));
-            Vector256<int> t2 = Vector256.LoadUnsafe(ref source, (nuint)((2 * RowQuads) + q)), t3 = Vector256.LoadUnsafe(ref source, (nuint)((3 * RowQuads) + q));
-            Vector256<int> t4 = Vector256.LoadUnsafe(ref source, (nuint)((4 * RowQuads) + q)), t5 = Vector256.LoadUnsafe(ref source, (nuint)((5 * RowQuads) + q));
-            Vector256<int> t6 = Vector256.LoadUnsafe(ref source, (nuint)((6 * RowQuads) + q)), t7 = Vector256.LoadUnsafe(ref source, (nuint)((7 * RowQuads) + q));
+            ref int at = ref Unsafe.Add(ref source, q);
+            Transpose(Vector256.LoadUnsafe(ref at), Vector256.LoadUnsafe(ref at, (nuint)stride), Vector256.LoadUnsafe(ref at, (nuint)(2 * stride)),
+                Vector256.LoadUnsafe(ref at, (nuint)(3 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(4 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(5 * stride)),
+                Vector256.LoadUnsafe(ref at, (nuint)(6 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(7 * stride)), ref Unsafe.Add(ref target, q * Rows));
+        }
+    }
 
-            // Pairs of rows interleaved, then pairs of pairs: u0 holds quads q and q + 4 of rows 0-3, u4 of rows 4-7.
-            Vector256<long> p0 = Avx2.UnpackLow(t0, t1).AsInt64(), p1 = Avx2.UnpackHigh(t0, t1).AsInt64();
-            Vector256<long> p2 = Avx2.UnpackLow(t2, t3).AsInt64(), p3 = Avx2.UnpackHigh(t2, t3).AsInt64();
-            Vector256<long> p4 = Avx2.UnpackLow(t4, t5).AsInt64(), p5 = Avx2.UnpackHigh(t4, t5).AsInt64();
-            Vector256<long> p6 = Avx2.UnpackLow(t6, t7).AsInt64(), p7 = Avx2.UnpackHigh(t6, t7).AsInt64();
-            Vector256<int> u0 = Avx2.UnpackLow(p0, p2).AsInt32(), u1 = Avx2.UnpackHigh(p0, p2).AsInt32();
-            Vector256<int> u2 = Avx2.UnpackLow(p1, p3).AsInt32(), u3 = Avx2.UnpackHigh(p1, p3).AsInt32();
-            Vector256<int> u4 = Avx2.UnpackLow(p4, p6).AsInt32(), u5 = Avx2.UnpackHigh(p4, p6).AsInt32();
-            Vector256<int> u6 = Avx2.UnpackLow(p5, p7).AsInt32(), u7 = Avx2.UnpackHigh(p5, p7).AsInt32();
-            Avx2.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref target, (nuint)(q * Rows));
-            Avx2.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref target, (nuint)((q + 1) * Rows));
-            Avx2.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref target, (nuint)((q + 2) * Rows));
-            Avx2.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref target, (nuint)((q + 3) * Rows));
-            Avx2.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref target, (nuint)((q + 4) * Rows));
-            Avx2.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref target, (nuint)((q + 5) * Rows));
-            Avx2.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref target, (nuint)((q + 6) * Rows));
-            Avx2.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref target, (nuint)((q + 7) * Rows));
+    /// <summary>
+    /// Eight rows' eight column quads (<paramref name="t0"/> is row 0's) stored as eight quads of the eight rows, quad i at
+    /// <paramref name="target"/> + i × <see cref="Rows"/>: pairs of rows interleaved, then pairs of pairs, then the 128-bit halves.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose(Vector256<int> t0, Vector256<int> t1, Vector256<int> t2, Vector256<int> t3,
+        Vector256<int> t4, Vector256<int> t5, Vector256<int> t6, Vector256<int> t7, ref int target)
+    {
+        Vector256<long> p0 = Avx2.UnpackLow(t0, t1).AsInt64(), p1 = Avx2.UnpackHigh(t0, t1).AsInt64();
+        Vector256<long> p2 = Avx2.UnpackLow(t2, t3).AsInt64(), p3 = Avx2.UnpackHigh(t2, t3).AsInt64();
+        Vector256<long> p4 = Avx2.UnpackLow(t4, t5).AsInt64(), p5 = Avx2.UnpackHigh(t4, t5).AsInt64();
+        Vector256<long> p6 = Avx2.UnpackLow(t6, t7).AsInt64(), p7 = Avx2.UnpackHigh(t6, t7).AsInt64();
+        Vector256<int> u0 = Avx2.UnpackLow(p0, p2).AsInt32(), u1 = Avx2.UnpackHigh(p0, p2).AsInt32();
+        Vector256<int> u2 = Avx2.UnpackLow(p1, p3).AsInt32(), u3 = Avx2.UnpackHigh(p1, p3).AsInt32();
+        Vector256<int> u4 = Avx2.UnpackLow(p4, p6).AsInt32(), u5 = Avx2.UnpackHigh(p4, p6).AsInt32();
+        Vector256<int> u6 = Avx2.UnpackLow(p5, p7).AsInt32(), u7 = Avx2.UnpackHigh(p5, p7).AsInt32();
+        Avx2.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref target);
+        Avx2.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref target, Rows);
+        Avx2.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref target, 2 * Rows);
+        Avx2.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref target, 3 * Rows);
+        Avx2.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref target, 4 * Rows);
+        Avx2.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref target, 5 * Rows);
+        Avx2.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref target, 6 * Rows);
+        Avx2.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref target, 7 * Rows);
+    }
+
+    /// <summary>
+    /// <see cref="Pack"/> for Q4_0 on the vector paths, straight from the rows: a block's 16 bytes loaded into both halves of
+    /// a vector and the upper half shifted by 4 (as <see cref="Q8IntegerKernel"/>'s decode) give its 8 column quads in order,
+    /// and eight rows' quads are transposed into place with no buffer between.
+    /// </summary>
+    /// <summary>
+    /// <see cref="Pack"/> for the k-quants on the vector paths, straight from the rows: per super-block and eight rows, each
+    /// 32 values' codes (a nibble split, plus Q5_K's fifth bits or Q6_K's two high bits) transposed into place, and the scales
+    /// and mins of the eight rows converted to f32 together and transposed the same way.
+    /// </summary>
+    private static unsafe void PackKQuant(DType type, ReadOnlySpan<byte> rows, int count, int blocks, Span<int> quads, Span<float> scales, Span<float> mins)
+    {
+        int blockBytes = DTypes.BlockBytes(type), rowBytes = blocks * blockBytes;
+        int groupsPerBlock = 256 / GroupValues(type);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        ref int codeTarget = ref MemoryMarshal.GetReference(quads);
+        ref int scaleTarget = ref Unsafe.As<float, int>(ref MemoryMarshal.GetReference(scales));
+        ref int minTarget = ref Unsafe.As<float, int>(ref MemoryMarshal.GetReference(mins));
+        fixed (byte* w = rows)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                for (int r0 = 0; r0 < count; r0 += 8)
+                {
+                    var group = new RowGroup(w + ((nint)r0 * rowBytes) + ((nint)b * blockBytes), rowBytes, Math.Min(8, count - r0));
+                    ref int codes = ref Unsafe.Add(ref codeTarget, (b * 64 * Rows) + r0);
+                    ref int groupScales = ref Unsafe.Add(ref scaleTarget, (b * groupsPerBlock * Rows) + r0);
+                    ref int groupMins = ref Unsafe.Add(ref minTarget, (b * groupsPerBlock * Rows) + r0);
+                    if (type == DType.Q6_K)
+                    {
+                        Q6KGroup(group, ref codes, ref half, ref groupScales, ref groupMins);
+                    }
+                    else
+                    {
+                        Q4KGroup(group, type == DType.Q5_K, ref codes, ref half, ref groupScales, ref groupMins);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Up to eight rows' blocks at the same column: row i's at <see cref="First"/> + i × <see cref="Stride"/>, for i below <see cref="Count"/>.</summary>
+    private readonly unsafe struct RowGroup(byte* first, int stride, int count)
+    {
+        public readonly byte* First = first;
+        public readonly int Stride = stride;
+        public readonly int Count = count;
+
+        public byte* Row(int i) => First + ((nint)i * Stride);
+    }
+
+    /// <summary>Eight rows' vectors, <paramref name="of"/>(row i's block) for the rows there are and zero past them, transposed to <paramref name="target"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void TransposeRows<TPart>(RowGroup rows, TPart of, ref int target)
+        where TPart : struct, IRowPart
+    {
+        Vector256<int> Part(int i) => i < rows.Count ? of.Of(rows.Row(i)) : default;
+        Transpose(Part(0), Part(1), Part(2), Part(3), Part(4), Part(5), Part(6), Part(7), ref target);
+    }
+
+    /// <summary>Eight 32-bit lanes taken from one row's block: column quads or f32 scales.</summary>
+    private unsafe interface IRowPart
+    {
+        Vector256<int> Of(byte* block);
+    }
+
+    /// <summary>Q4_K's or Q5_K's 32 codes of chunk <see cref="Chunk"/>'s low (or high) nibbles, with Q5_K's fifth bit.</summary>
+    private readonly unsafe struct Q4KCodes(int chunk, bool high, bool fifth) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            var low = Vector256.Create((byte)0x0F);
+            Vector256<byte> packed = Avx.LoadVector256(block + (fifth ? 48 : 16) + (32 * chunk));
+            Vector256<byte> codes = high ? Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low : packed & low;
+            if (fifth)
+            {
+                codes |= KQuantIntegerKernel.FifthBit(Avx.LoadVector256(block + 16), (2 * chunk) + (high ? 1 : 0));
+            }
+
+            return codes.AsInt32();
+        }
+    }
+
+    /// <summary>A Q4_K or Q5_K super-block's eight d × scale (or dmin × min) as f32, in the order of <see cref="UnpackQ4K"/>.</summary>
+    private readonly unsafe struct Q4KScales(float* half, bool mins) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            (ulong scales, ulong minimums) = KQuantIntegerKernel.UnpackScalesAndMins(ref block[4]);
+            float d = half[*(ushort*)(block + (mins ? 2 : 0))];
+            Vector256<int> bytes = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(mins ? minimums : scales).AsByte());
+            return (Avx.ConvertToVector256Single(bytes) * d).AsInt32();
+        }
+    }
+
+    /// <summary>Q6_K's codes of values 128 × half + 32 × quarter.. + 31, as <see cref="UnpackQ6K"/>.</summary>
+    private readonly unsafe struct Q6KCodes(int half, int quarter) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            var low = Vector256.Create((byte)0x0F);
+            var two = Vector256.Create((byte)0x30);
+            Vector256<byte> ql = Avx.LoadVector256(block + (64 * half) + (32 * (quarter & 1)));
+            Vector256<ushort> qh = Avx.LoadVector256(block + 128 + (32 * half)).AsUInt16();
+            Vector256<byte> nibbles = quarter < 2 ? ql & low : Vector256.ShiftRightLogical(ql.AsUInt16(), 4).AsByte() & low;
+            Vector256<byte> top = quarter switch
+            {
+                0 => Vector256.ShiftLeft(qh, 4).AsByte(),
+                1 => Vector256.ShiftLeft(qh, 2).AsByte(),
+                2 => qh.AsByte(),
+                _ => Vector256.ShiftRightLogical(qh, 2).AsByte(),
+            };
+            return (nibbles | (top & two)).AsInt32();
+        }
+    }
+
+    /// <summary>Q6_K's d × scale of groups 8 × <see cref="Eighth"/>.. + 7 (× 32 for the mins).</summary>
+    private readonly unsafe struct Q6KScales(float* half, int eighth, bool mins) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            float d = half[*(ushort*)(block + 208)];
+            Vector256<int> scales = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(*(ulong*)(block + 192 + (8 * eighth))).AsSByte());
+            Vector256<float> values = Avx.ConvertToVector256Single(scales) * d;
+            return (mins ? values * 32 : values).AsInt32();
+        }
+    }
+
+    private static unsafe void Q4KGroup(RowGroup rows, bool fifth, ref int codes, ref float half, ref int scales, ref int mins)
+    {
+        for (int c = 0; c < 4; c++)
+        {
+            TransposeRows(rows, new Q4KCodes(c, high: false, fifth), ref Unsafe.Add(ref codes, 16 * c * Rows));
+            TransposeRows(rows, new Q4KCodes(c, high: true, fifth), ref Unsafe.Add(ref codes, ((16 * c) + 8) * Rows));
+        }
+
+        float* table = (float*)Unsafe.AsPointer(ref half);
+        TransposeRows(rows, new Q4KScales(table, mins: false), ref scales);
+        TransposeRows(rows, new Q4KScales(table, mins: true), ref mins);
+    }
+
+    private static unsafe void Q6KGroup(RowGroup rows, ref int codes, ref float half, ref int scales, ref int mins)
+    {
+        for (int h = 0; h < 2; h++)
+        {
+            for (int quarter = 0; quarter < 4; quarter++)
+            {
+                TransposeRows(rows, new Q6KCodes(h, quarter), ref Unsafe.Add(ref codes, ((32 * h) + (8 * quarter)) * Rows));
+            }
+        }
+
+        float* table = (float*)Unsafe.AsPointer(ref half);
+        for (int e = 0; e < 2; e++)
+        {
+            TransposeRows(rows, new Q6KScales(table, e, mins: false), ref Unsafe.Add(ref scales, 8 * e * Rows));
+            TransposeRows(rows, new Q6KScales(table, e, mins: true), ref Unsafe.Add(ref mins, 8 * e * Rows));
+        }
+    }
+
+    /// <summary>A Q4_0 block's codes at <paramref name="nibbles"/> as eight column quads; zero for the rows past the panel's (i ≥ n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<int> Quads(byte* nibbles, int i, int n, Vector256<uint> shifts, Vector256<int> low) => i < n
+        ? Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(nibbles).AsUInt32(), shifts).AsInt32() & low
+        : default;
+
+    private static unsafe void PackQ4_0(ReadOnlySpan<byte> rows, int count, int blocks, Span<int> quads, Span<float> scales, Span<float> mins)
+    {
+        const int BlockBytes = 18;
+        int rowBytes = blocks * BlockBytes;
+        ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        ref int target = ref MemoryMarshal.GetReference(quads);
+        Vector256<uint> shifts = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
+        Vector256<int> low = Vector256.Create(0x0F0F0F0F);
+        fixed (byte* w = rows)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                for (int r0 = 0; r0 < count; r0 += 8)
+                {
+                    byte* at = w + ((nint)r0 * rowBytes) + (b * BlockBytes) + 2;
+                    int n = count - r0;
+                    Transpose(Quads(at, 0, n, shifts, low), Quads(at + rowBytes, 1, n, shifts, low), Quads(at + (2 * rowBytes), 2, n, shifts, low),
+                        Quads(at + (3 * rowBytes), 3, n, shifts, low), Quads(at + (4 * rowBytes), 4, n, shifts, low), Quads(at + (5 * rowBytes), 5, n, shifts, low),
+                        Quads(at + (6 * rowBytes), 6, n, shifts, low), Quads(at + (7 * rowBytes), 7, n, shifts, low), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
+                }
+
+                for (int r = 0; r < count; r++)
+                {
+                    float d = RowOperands.Half(ref half, ref w[((nint)r * rowBytes) + (b * BlockBytes)]);
+                    scales[(b * Rows) + r] = d;
+                    mins[(b * Rows) + r] = 8 * d;
+                }
+            }
         }
     }
 
