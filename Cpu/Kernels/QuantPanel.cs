@@ -40,8 +40,9 @@ internal static class QuantPanel
 
     /// <summary>
     /// Unpacks <paramref name="count"/> (at most <see cref="Rows"/>) consecutive rows of <paramref name="cols"/> values into
-    /// <paramref name="panel"/>; the rows past <paramref name="count"/> are zero. The vector paths unpack a super-block of eight
-    /// rows at a time and transpose its 32-bit column quads (eight by eight) into place; the scalar reference moves them one by one.
+    /// <paramref name="panel"/>; the rows past <paramref name="count"/> are zero. The vector paths unpack a block of eight rows
+    /// at a time and transpose its 32-bit column quads (eight by eight) into place; the scalar reference, from the formats'
+    /// definitions, moves them one by one.
     /// </summary>
     public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
     {
@@ -94,15 +95,15 @@ internal static class QuantPanel
                     Span<byte> rowCodes = codes.Slice(i * unit, unit);
                     if (type == DType.Q4_0)
                     {
-                        UnpackQ4_0(block, rowCodes, blockScales, blockMins, vector);
+                        UnpackQ4_0(block, rowCodes, blockScales, blockMins);
                     }
                     else if (type == DType.Q6_K)
                     {
-                        UnpackQ6K(block, rowCodes, blockScales, blockMins, vector);
+                        UnpackQ6K(block, rowCodes, blockScales, blockMins);
                     }
                     else
                     {
-                        UnpackQ4K(block, type == DType.Q5_K, rowCodes, blockScales, blockMins, vector);
+                        UnpackQ4K(block, type == DType.Q5_K, rowCodes, blockScales, blockMins);
                     }
 
                     for (int j = 0; j < groupsPerBlock; j++)
@@ -113,42 +114,15 @@ internal static class QuantPanel
                 }
 
                 Span<int> destination = quads.Slice(b * unit / 4 * Rows);
-                if (vector)
+                ReadOnlySpan<int> codeQuads = MemoryMarshal.Cast<byte, int>(codes);
+                for (int i = 0; i < inGroup; i++)
                 {
-                    codes.Slice(inGroup * unit, (8 - inGroup) * unit).Clear();
-                    TransposeQuads(codes, unit / 4, destination, r0);
-                }
-                else
-                {
-                    ReadOnlySpan<int> codeQuads = MemoryMarshal.Cast<byte, int>(codes);
-                    for (int i = 0; i < inGroup; i++)
+                    for (int q = 0; q < unit / 4; q++)
                     {
-                        for (int q = 0; q < unit / 4; q++)
-                        {
-                            destination[(q * Rows) + r0 + i] = codeQuads[(i * unit / 4) + q];
-                        }
+                        destination[(q * Rows) + r0 + i] = codeQuads[(i * unit / 4) + q];
                     }
                 }
             }
-        }
-    }
-
-    /// <summary>
-    /// Eight rows' <paramref name="rowQuads"/> column quads each (<paramref name="codes"/>, a row after another) to
-    /// <c>destination[q × 16 + r0 + i]</c>: eight quads of the eight rows at a time, transposed in registers (vpunpckldq/qdq
-    /// and vperm2i128).
-    /// </summary>
-    private static void TransposeQuads(ReadOnlySpan<byte> codes, int rowQuads, Span<int> destination, int r0)
-    {
-        ref int source = ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(codes));
-        ref int target = ref Unsafe.Add(ref MemoryMarshal.GetReference(destination), r0);
-        nint stride = rowQuads;
-        for (int q = 0; q < rowQuads; q += 8)
-        {
-            ref int at = ref Unsafe.Add(ref source, q);
-            Transpose(Vector256.LoadUnsafe(ref at), Vector256.LoadUnsafe(ref at, (nuint)stride), Vector256.LoadUnsafe(ref at, (nuint)(2 * stride)),
-                Vector256.LoadUnsafe(ref at, (nuint)(3 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(4 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(5 * stride)),
-                Vector256.LoadUnsafe(ref at, (nuint)(6 * stride)), Vector256.LoadUnsafe(ref at, (nuint)(7 * stride)), ref Unsafe.Add(ref target, q * Rows));
         }
     }
 
@@ -178,11 +152,6 @@ internal static class QuantPanel
         Avx2.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref target, 7 * Rows);
     }
 
-    /// <summary>
-    /// <see cref="Pack"/> for Q4_0 on the vector paths, straight from the rows: a block's 16 bytes loaded into both halves of
-    /// a vector and the upper half shifted by 4 (as <see cref="Q8IntegerKernel"/>'s decode) give its 8 column quads in order,
-    /// and eight rows' quads are transposed into place with no buffer between.
-    /// </summary>
     /// <summary>
     /// <see cref="Pack"/> for the k-quants on the vector paths, straight from the rows: per super-block and eight rows, each
     /// 32 values' codes (a nibble split, plus Q5_K's fifth bits or Q6_K's two high bits) transposed into place, and the scales
@@ -341,31 +310,24 @@ internal static class QuantPanel
         }
     }
 
-    /// <summary>A Q4_0 block's codes at <paramref name="nibbles"/> as eight column quads; zero for the rows past the panel's (i ≥ n).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector256<int> Quads(byte* nibbles, int i, int n, Vector256<uint> shifts, Vector256<int> low) => i < n
-        ? Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(nibbles).AsUInt32(), shifts).AsInt32() & low
-        : default;
-
+    /// <summary>
+    /// <see cref="Pack"/> for Q4_0 on the vector paths, straight from the rows: eight rows' column quads of a block transposed
+    /// into place (<see cref="Q4_0Codes"/>), then their scales.
+    /// </summary>
     private static unsafe void PackQ4_0(ReadOnlySpan<byte> rows, int count, int blocks, Span<int> quads, Span<float> scales, Span<float> mins)
     {
         const int BlockBytes = 18;
         int rowBytes = blocks * BlockBytes;
         ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
         ref int target = ref MemoryMarshal.GetReference(quads);
-        Vector256<uint> shifts = Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4);
-        Vector256<int> low = Vector256.Create(0x0F0F0F0F);
         fixed (byte* w = rows)
         {
             for (int b = 0; b < blocks; b++)
             {
                 for (int r0 = 0; r0 < count; r0 += 8)
                 {
-                    byte* at = w + ((nint)r0 * rowBytes) + (b * BlockBytes) + 2;
-                    int n = count - r0;
-                    Transpose(Quads(at, 0, n, shifts, low), Quads(at + rowBytes, 1, n, shifts, low), Quads(at + (2 * rowBytes), 2, n, shifts, low),
-                        Quads(at + (3 * rowBytes), 3, n, shifts, low), Quads(at + (4 * rowBytes), 4, n, shifts, low), Quads(at + (5 * rowBytes), 5, n, shifts, low),
-                        Quads(at + (6 * rowBytes), 6, n, shifts, low), Quads(at + (7 * rowBytes), 7, n, shifts, low), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
+                    var group = new RowGroup(w + ((nint)r0 * rowBytes) + (b * BlockBytes), rowBytes, Math.Min(8, count - r0));
+                    TransposeRows(group, default(Q4_0Codes), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
                 }
 
                 for (int r = 0; r < count; r++)
@@ -378,21 +340,24 @@ internal static class QuantPanel
         }
     }
 
+    /// <summary>
+    /// A Q4_0 block's 32 codes as eight column quads in order: its 16 bytes loaded into both halves of a vector and the upper
+    /// half's 32-bit lanes shifted by 4 (as <see cref="Q8IntegerKernel"/>'s decode), low nibbles kept.
+    /// </summary>
+    private readonly unsafe struct Q4_0Codes : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block) =>
+            Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsInt32()
+            & Vector256.Create(0x0F0F0F0F);
+    }
+
     /// <summary>A Q4_0 block's 32 codes (low nibbles are values 0-15, high nibbles 16-31), its scale d and 8 × d as the min.</summary>
-    private static void UnpackQ4_0(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    private static void UnpackQ4_0(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins)
     {
         float d = HalfBits.ToSingle(BitConverter.ToUInt16(block));
         scales[0] = d;
         mins[0] = 8 * d;
-        if (vector)
-        {
-            var low = Vector128.Create((byte)0x0F);
-            Vector128<byte> packed = Vector128.Create(block.Slice(2, 16));
-            (packed & low).CopyTo(codes);
-            (Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low).CopyTo(codes[16..]);
-            return;
-        }
-
         for (int l = 0; l < 16; l++)
         {
             codes[l] = (byte)(block[2 + l] & 0xF);
@@ -404,7 +369,7 @@ internal static class QuantPanel
     /// A Q4_K super-block's 256 codes in value order (chunk c's low nibbles are values 64c..64c + 31, its high nibbles the
     /// next 32), with Q5_K's fifth bit from qh; its eight sub-blocks' d × scale and dmin × min.
     /// </summary>
-    private static void UnpackQ4K(ReadOnlySpan<byte> block, bool fifth, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    private static void UnpackQ4K(ReadOnlySpan<byte> block, bool fifth, Span<byte> codes, Span<float> scales, Span<float> mins)
     {
         float d = HalfBits.ToSingle(BitConverter.ToUInt16(block)), dmin = HalfBits.ToSingle(BitConverter.ToUInt16(block[2..]));
         (ulong packedScales, ulong packedMins) = KQuantIntegerKernel.UnpackScalesAndMins(ref MemoryMarshal.GetReference(block[4..]));
@@ -415,29 +380,6 @@ internal static class QuantPanel
         }
 
         int codesAt = fifth ? 48 : 16;
-        if (vector)
-        {
-            var low = Vector256.Create((byte)0x0F);
-            Vector256<ushort> high = fifth ? Vector256.Create(block.Slice(16, 32)).AsUInt16() : default;
-            for (int c = 0; c < 4; c++)
-            {
-                Vector256<byte> packed = Vector256.Create(block.Slice(codesAt + (32 * c), 32));
-                Vector256<byte> first = packed & low, second = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low;
-                if (fifth)
-                {
-                    // Bit 2c (2c + 1) of each qh byte to bit 4: 16-bit shifts, then only that bit kept in each byte.
-                    var bit = Vector256.Create((byte)0x10);
-                    first |= FifthBit(high, 2 * c) & bit;
-                    second |= FifthBit(high, (2 * c) + 1) & bit;
-                }
-
-                first.CopyTo(codes.Slice(64 * c, 32));
-                second.CopyTo(codes.Slice((64 * c) + 32, 32));
-            }
-
-            return;
-        }
-
         for (int c = 0; c < 4; c++)
         {
             for (int l = 0; l < 32; l++)
@@ -450,17 +392,11 @@ internal static class QuantPanel
         }
     }
 
-    /// <summary>Bit <paramref name="bit"/> of every byte moved to bit 4 (the other bits are garbage, masked by the caller).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> FifthBit(Vector256<ushort> qh, int bit) => bit <= 4
-        ? Vector256.ShiftLeft(qh, 4 - bit).AsByte()
-        : Vector256.ShiftRightLogical(qh, bit - 4).AsByte();
-
     /// <summary>
     /// A Q6_K super-block's 256 codes (0..63, the value + 32) in value order: per half of 128, the low nibbles of ql[0..31] and
     /// ql[32..63], then their high nibbles, each with two bits of qh; its sixteen groups' d × scale, and 32 × that as the min.
     /// </summary>
-    private static void UnpackQ6K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins, bool vector)
+    private static void UnpackQ6K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins)
     {
         float d = HalfBits.ToSingle(BitConverter.ToUInt16(block[208..]));
         for (int g = 0; g < 16; g++)
@@ -473,21 +409,6 @@ internal static class QuantPanel
         {
             ReadOnlySpan<byte> ql = block.Slice(64 * half, 64), qh = block.Slice(128 + (32 * half), 32);
             Span<byte> values = codes.Slice(128 * half, 128);
-            if (vector)
-            {
-                var low = Vector256.Create((byte)0x0F);
-                var two = Vector256.Create((byte)0x30);
-                Vector256<byte> ql0 = Vector256.Create(ql[..32]), ql1 = Vector256.Create(ql[32..]);
-                Vector256<ushort> high = Vector256.Create(qh).AsUInt16();
-
-                // qh's bit pairs 0-1, 2-3, 4-5, 6-7 of each byte to bits 4-5 (16-bit shifts; the bits they carry across bytes masked off).
-                ((ql0 & low) | (Vector256.ShiftLeft(high, 4).AsByte() & two)).CopyTo(values);
-                ((ql1 & low) | (Vector256.ShiftLeft(high, 2).AsByte() & two)).CopyTo(values[32..]);
-                ((Vector256.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & low) | (high.AsByte() & two)).CopyTo(values[64..]);
-                ((Vector256.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(high, 2).AsByte() & two)).CopyTo(values[96..]);
-                continue;
-            }
-
             for (int l = 0; l < 32; l++)
             {
                 values[l] = (byte)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
