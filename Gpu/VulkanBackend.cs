@@ -92,9 +92,9 @@ public sealed unsafe class VulkanBackend : IBackend
                 }
 
                 return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
-            case 2 when tensor.DType is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K:
-                // No Q4_0 or k-quant shaders yet: stored again as Q8_0 (Q4_0's codes and scales exactly; the GGUF load's
-                // conversion before the CPU had kernels for these).
+            case 2 when tensor.DType is DType.Q4_K or DType.Q5_K or DType.Q6_K:
+                // No k-quant shaders yet: stored again as Q8_0 (the GGUF load's conversion before the CPU had kernels
+                // for these). Q4_0 is read as stored.
                 byte[] q8 = GC.AllocateUninitializedArray<byte>(checked((int)DTypes.ByteLength(DType.Q8_0, tensor.ElementCount)));
                 TensorValues.RowsAs(tensor, DType.Q8_0, q8);
                 fixed (byte* p = q8)
@@ -493,6 +493,9 @@ public sealed unsafe class VulkanBackend : IBackend
         (Kernel.Embed, DType.Q8_0) => "embed_q8_0",
         (Kernel.MatVec, DType.Q8_0) => "matvec_q8_0",
         (Kernel.Gemm, DType.Q8_0) => "gemm_q8_0",
+        (Kernel.Embed, DType.Q4_0) => "embed_q4_0",
+        (Kernel.MatVec, DType.Q4_0) => "matvec_q4_0",
+        (Kernel.Gemm, DType.Q4_0) => "gemm_q4_0",
         _ => throw new NotSupportedException($"the GPU backend has no kernels for {DTypes.Name(type)} weights"),
     };
 

@@ -30,14 +30,26 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
-#elif defined(WEIGHT_Q8_0)
-// Q8_0: blocks of 32 values in 34 bytes (an f16 scale d, then 32 int8 q; value = d * q). Blocks are only 2-byte
-// aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
+#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0)
+// Block-quantized weights: blocks of 32 values, an f16 scale d first. Blocks are only 2-byte aligned, so bytes are
+// read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
 uint byteAt(uint64_t w, uint offset) { return (Uints(w).u[offset >> 2] >> ((offset & 3u) * 8u)) & 0xFFu; }
+#if defined(WEIGHT_Q8_0)
+// Q8_0: 34 bytes, d then 32 int8 q; value = d * q.
 float weightAt(uint64_t w, uint i) {
     uint base = (i >> 5) * 34u;
     float d = unpackHalf2x16(byteAt(w, base) | (byteAt(w, base + 1u) << 8)).x;
     int q = int(byteAt(w, base + 2u + (i & 31u)) << 24) >> 24;
     return d * float(q);
 }
+#else
+// Q4_0: 18 bytes, d then 16 bytes of nibbles: value j < 16 is byte j's low nibble, value j >= 16 byte j - 16's high
+// nibble; value = d * (q - 8), as ggml's dequantize_row_q4_0.
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 5) * 18u, j = i & 31u;
+    float d = unpackHalf2x16(byteAt(w, base) | (byteAt(w, base + 1u) << 8)).x;
+    uint q = (byteAt(w, base + 2u + (j & 15u)) >> ((j >> 4) * 4u)) & 0xFu;
+    return d * float(int(q) - 8);
+}
+#endif
 #endif
