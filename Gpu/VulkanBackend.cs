@@ -92,16 +92,6 @@ public sealed unsafe class VulkanBackend : IBackend
                 }
 
                 return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
-            case 2 when tensor.DType is DType.Q4_K or DType.Q5_K or DType.Q6_K:
-                // No k-quant shaders yet: stored again as Q8_0 (the GGUF load's conversion before the CPU had kernels
-                // for these). Q4_0 is read as stored.
-                byte[] q8 = GC.AllocateUninitializedArray<byte>(checked((int)DTypes.ByteLength(DType.Q8_0, tensor.ElementCount)));
-                TensorValues.RowsAs(tensor, DType.Q8_0, q8);
-                fixed (byte* p = q8)
-                {
-                    return Upload(tensor with { DType = DType.Q8_0, Data = (nint)p });
-                }
-
             case 2:
                 GpuBuffer matrix = GpuBuffer.DeviceLocal(_device, tensor.ByteLength, $"tensor '{tensor.Name}'");
                 UploadBytes((byte*)tensor.Data, tensor.ByteLength, matrix);
@@ -496,6 +486,15 @@ public sealed unsafe class VulkanBackend : IBackend
         (Kernel.Embed, DType.Q4_0) => "embed_q4_0",
         (Kernel.MatVec, DType.Q4_0) => "matvec_q4_0",
         (Kernel.Gemm, DType.Q4_0) => "gemm_q4_0",
+        (Kernel.Embed, DType.Q4_K) => "embed_q4_k",
+        (Kernel.MatVec, DType.Q4_K) => "matvec_q4_k",
+        (Kernel.Gemm, DType.Q4_K) => "gemm_q4_k",
+        (Kernel.Embed, DType.Q5_K) => "embed_q5_k",
+        (Kernel.MatVec, DType.Q5_K) => "matvec_q5_k",
+        (Kernel.Gemm, DType.Q5_K) => "gemm_q5_k",
+        (Kernel.Embed, DType.Q6_K) => "embed_q6_k",
+        (Kernel.MatVec, DType.Q6_K) => "matvec_q6_k",
+        (Kernel.Gemm, DType.Q6_K) => "gemm_q6_k",
         _ => throw new NotSupportedException($"the GPU backend has no kernels for {DTypes.Name(type)} weights"),
     };
 

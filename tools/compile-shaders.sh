@@ -16,7 +16,7 @@ compile() {  # name source [defines...]
   glslc --target-env=vulkan1.2 -O -Werror "$@" -o "$out/$name.spv" "$source"
 }
 
-for type in bf16 f16 f32 q8_0 q4_0; do
+for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   define="-DWEIGHT_${type^^}"
   compile "embed_$type" embed.comp "$define"
   compile "matvec_$type" matvec.comp "$define"

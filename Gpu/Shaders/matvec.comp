@@ -36,7 +36,7 @@ void main() {
     float acc[ROWS][MAX_M];
     for (uint r = 0; r < ROWS; r++) { for (uint j = 0; j < MAX_M; j++) { acc[r][j] = 0.0; } }
 
-#if !defined(WEIGHT_Q8_0) && !defined(WEIGHT_Q4_0)
+#if !defined(WEIGHT_BLOCKS)
     if (p.wide != 0u) {
         uint chunks = p.cols / PER_CHUNK;
         for (uint c = t; c < chunks; c += GROUP) {

@@ -214,7 +214,7 @@ public sealed class GgmlDequantizeTests
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step: llama.cpp's logits differ from ours by {error:E3}");
         }
 
-        // The GPU (Q4_0 as stored; the k-quants stored again as Q8_0 while it has no shaders for them) within the same bound of llama.cpp.
+        // The GPU (Q4_0 and the k-quants read as stored, each value widened to f32 in its shaders) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);
         using Qwen2Model onGpu = Qwen2Model.Load(quantized, gpu);
