@@ -27,7 +27,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst;
+    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried;
+    private float[] _xScaled = [];
     private QuantizeJob? _quantize;
 
     /// <summary>One weight's share of the job: its output and how its rows are cut into chunks.</summary>
@@ -46,7 +47,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = false;
     }
 
     /// <summary>
@@ -137,6 +138,19 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             }
         }
 
+        if (weight.StoredType == DType.F16 && weight.FiniteF16 && _tokens <= MatMul.RowDotTokens && !_f16ScaleTried)
+        {
+            // Finite F16 at decode: the activations × 2^112 once per job, so each weight needs no multiply (F16ScaledLoad).
+            int length = _tokens * weight.Cols;
+            if (_xScaled.Length < length)
+            {
+                _xScaled = new float[length];
+            }
+
+            _f16Scaled = F16Scaling.TryScale(_x.AsSpan(0, length), _xScaled.AsSpan(0, length));
+            _f16ScaleTried = true;
+        }
+
         _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk };
         _firstChunk[_count + 1] = _firstChunk[_count] + ((rows + rowsPerChunk - 1) / rowsPerChunk);
         _count++;
@@ -165,6 +179,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         switch (weight.StoredType)
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.F16 when weight.FiniteF16 && _f16Scaled:
+                MatMul.Rows<F16ScaledLoad>(path, rows, k, n, _xScaled.AsSpan(0, _tokens * k), _tokens, bias, y, start, end, panel);
+                break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;

@@ -151,6 +151,70 @@ internal readonly struct F16FiniteLoad : IWeightLoad
     }
 }
 
+/// <summary>
+/// <see cref="F16FiniteLoad"/> without its multiply: the f16's bits sign-extended and shifted into f32 position, which
+/// is the value × 2^-112 exactly (f16 subnormals become f32 subnormals). Decode pairs it with activations × 2^112
+/// (<see cref="F16Scaling"/>): each product, and so every sum, is the same number as the finite loader's, with three
+/// instructions per 16 values (as <see cref="Bf16Load"/>) instead of five. Prefill widens with the finite loader.
+/// </summary>
+internal readonly struct F16ScaledLoad : IWeightLoad
+{
+    /// <summary>The f32 sign bit, and the f16 exponent and mantissa once shifted into place.</summary>
+    private const uint SignExponentMantissa = 0x8FFFE000;
+
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float LoadScalar(ref byte weights, nint index) => F16Load.LoadScalar(ref weights, index) * F16Scaling.Down;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ref byte weights, nint index)
+    {
+        // Sign-extended, the sign lands in bit 31 after the shift by 13 and its copies in bits 28-30, which the mask clears.
+        Vector128<short> bits = Vector128.LoadUnsafe(ref Unsafe.As<byte, short>(ref weights), (nuint)index);
+        return ((Vector256.WidenLower(bits.ToVector256Unsafe()) << 13).AsUInt32() & Vector256.Create(SignExponentMantissa)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load512(ref byte weights, nint index)
+    {
+        Vector256<short> bits = Vector256.LoadUnsafe(ref Unsafe.As<byte, short>(ref weights), (nuint)index);
+        return ((Vector512.WidenLower(bits.ToVector512Unsafe()) << 13).AsUInt32() & Vector512.Create(SignExponentMantissa)).AsSingle();
+    }
+}
+
+/// <summary>The power-of-two scales between <see cref="F16ScaledLoad"/>'s weights and the activations they meet.</summary>
+internal static class F16Scaling
+{
+    /// <summary>2^112, by which the activations are multiplied (exactly).</summary>
+    public static float Up => BitConverter.Int32BitsToSingle((127 + 112) << 23);
+
+    /// <summary>2^-112: what <see cref="F16ScaledLoad"/> leaves on each weight.</summary>
+    public static float Down => BitConverter.Int32BitsToSingle((127 - 112) << 23);
+
+    /// <summary>
+    /// Activations below this in size scale without overflow (2^15 × 2^112 is well inside f32); larger ones (or NaN) take
+    /// <see cref="F16FiniteLoad"/> instead.
+    /// </summary>
+    public const float Largest = 32768f;
+
+    /// <summary>
+    /// <paramref name="x"/> × 2^112 into <paramref name="scaled"/>, when every |x| is below <see cref="Largest"/>; false
+    /// (nothing written that matters) when one is not.
+    /// </summary>
+    public static bool TryScale(ReadOnlySpan<float> x, Span<float> scaled)
+    {
+        float largest = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(x);
+        if (!(Math.Abs(largest) < Largest))
+        {
+            return false;
+        }
+
+        System.Numerics.Tensors.TensorPrimitives.Multiply(x, Up, scaled);
+        return true;
+    }
+}
+
 /// <summary>A check over stored f16 values.</summary>
 internal static class F16Values
 {

@@ -50,6 +50,39 @@ public sealed class WidenTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void F16Scaled_DotWithScaledActivations_EqualsTheFiniteLoadersBitForBit(KernelPath path)
+    {
+        // Every finite pattern as weights (subnormals, zeros of both signs, the largest normals) in rows of a length that
+        // leaves a scalar tail, against activations up to ±30000 (just under the scaling's limit): the scaled weights
+        // times the activations × 2^112 are the same products, so the same sums, on every path, alone and in a batch.
+        ushort[] finite = [.. AllBitPatterns.Where(b => (b & 0x7C00) != 0x7C00)];
+        const int Cols = 1003, Tokens = 3;
+        var random = new Random(11);
+        float[] x = [.. Enumerable.Range(0, Tokens * Cols).Select(i => (float)((random.NextDouble() - 0.5) * (i % 97 == 0 ? 60000 : 4)))];
+        var scaled = new float[x.Length];
+        Assert.True(F16Scaling.TryScale(x, scaled));
+        var alone = new float[Tokens];
+        var batch = new float[Tokens];
+        for (int start = 0; start + Cols <= finite.Length; start += 7 * Cols)
+        {
+            ReadOnlySpan<byte> row = MemoryMarshal.AsBytes(finite.AsSpan(start, Cols));
+            DotTokens<F16ScaledLoad>.Run(path, row, scaled, Cols, Tokens, batch);
+            for (int t = 0; t < Tokens; t++)
+            {
+                float expected = Dot<F16FiniteLoad>.Run(path, row, x.AsSpan(t * Cols, Cols));
+                alone[t] = Dot<F16ScaledLoad>.Run(path, row, scaled.AsSpan(t * Cols, Cols));
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(alone[t]), $"{path}: row at {start}, token {t}: {alone[t]}, the finite loader's {expected}");
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(batch[t]), $"{path}: row at {start}, token {t} in a batch: {batch[t]}, the finite loader's {expected}");
+            }
+        }
+
+        // Activations too large to scale, or NaN, are refused (the job then reads the weights with the finite loader).
+        Assert.False(F16Scaling.TryScale([1f, 40000f], new float[2]));
+        Assert.False(F16Scaling.TryScale([1f, float.NaN], new float[2]));
+    }
+
     [Fact]
     public void F16MatrixWithAnInfinity_TakesTheExactLoader()
     {
