@@ -205,8 +205,9 @@ internal static class Q8IntegerKernel
     }
 
     /// <summary>
-    /// <see cref="FourRows{TBlock}"/> for two tokens at once, each token's arithmetic in FourRows' order. The rows come from
-    /// cache here (a thread's chunk of rows is read again for every pair of tokens), so there is no prefetch.
+    /// <see cref="FourRows{TBlock}"/> for two tokens at once, each token's arithmetic in FourRows' order. The first pair of
+    /// tokens reads the rows from memory, so they are prefetched as FourRows prefetches them: without, a decode step of two
+    /// Q4_0 sequences ran at 64 tokens/s in all against one sequence's 80 (0.5B shape, 2 threads).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, int rowBytes, scoped in RowOperands a, scoped in RowOperands b)
@@ -223,6 +224,15 @@ internal static class Q8IntegerKernel
         Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
         for (int k = 0; k < a.Blocks; k++)
         {
+            if ((k & 1) == 0)
+            {
+                // As FourRows: the first pair of tokens reads the rows from memory.
+                Prefetch.Ahead(ref row);
+                Prefetch.Ahead(ref Unsafe.Add(ref row, stride));
+                Prefetch.Ahead(ref Unsafe.Add(ref row, 2 * stride));
+                Prefetch.Ahead(ref Unsafe.Add(ref row, stride3));
+            }
+
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codesA), xb = Vector256.LoadUnsafe(ref codesB);
             Vector256<int> oa = Vector256.LoadUnsafe(ref offsetsA), ob = Vector256.LoadUnsafe(ref offsetsB);
             Vector256<float> sa = Vector256.Create(scaleA), sb = Vector256.Create(scaleB);
