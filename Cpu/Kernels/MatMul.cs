@@ -106,7 +106,17 @@ internal static class MatMul
 
         if (quantized is not null)
         {
-            for (int t = 0; t < tokens; t++)
+            // Q8_0 at decode: two tokens per pass over the rows (each token's sums bit for bit its sums alone).
+            int t = 0;
+            for (; t + 2 <= tokens; t += 2)
+            {
+                Span<float> first = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart), second = y.Slice(((t + 1) * outFeatures) + rowStart, rowEnd - rowStart);
+                Q8IntegerKernel.DotRowsTwoTokens(path, weights, rowEnd - rowStart, quantized.Row(t), quantized.Row(t + 1), first, second);
+                AddBias(first, bias, rowStart);
+                AddBias(second, bias, rowStart);
+            }
+
+            for (; t < tokens; t++)
             {
                 Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
                 Q8IntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results);

@@ -90,6 +90,107 @@ internal static class Q8IntegerKernel
         }
     }
 
+    /// <summary>
+    /// Q8_0 rows against two tokens at once (a decode step of a few sequences): each row is read from memory once for both,
+    /// and each token's sums are bit for bit <see cref="DotRows"/>'s (the same two accumulators per row, the same four-row
+    /// horizontal sums). Dotting the rows once per token re-read them from L2 for every token after the first: one, two
+    /// and four sequences of the 0.5B shape decoded 58, 76 and 86 tokens/s in all (2 threads).
+    /// </summary>
+    public static unsafe void DotRowsTwoTokens(KernelPath path, ReadOnlySpan<byte> rows, int count, Q8Row a, Q8Row b, Span<float> ya, Span<float> yb)
+    {
+        int blocks = a.Codes.Length / Values;
+        int rowBytes = blocks * Q8_0Bytes;
+        if (b.Codes.Length != a.Codes.Length || rows.Length < (long)count * rowBytes || ya.Length < count || yb.Length < count)
+        {
+            throw new ArgumentException($"{count} Q8_0 rows of {blocks} blocks against two tokens need {(long)count * rowBytes} bytes and {count} results each; got {rows.Length}, {ya.Length} and {yb.Length}");
+        }
+
+        if (path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported)
+        {
+            DotRows(path, DType.Q8_0, rows, count, a, ya);
+            DotRows(path, DType.Q8_0, rows, count, b, yb);
+            return;
+        }
+
+        RowOperands first = Operands(a, blocks), second = Operands(b, blocks);
+        fixed (byte* pinned = rows)
+        {
+            if (path == KernelPath.Vector512 && AvxVnni.IsSupported)
+            {
+                RowsTwoTokens<Q8_0Block<Vnni>>(ref *pinned, rowBytes, count, first, second, ref MemoryMarshal.GetReference(ya), ref MemoryMarshal.GetReference(yb));
+            }
+            else
+            {
+                RowsTwoTokens<Q8_0Block<PairSums>>(ref *pinned, rowBytes, count, first, second, ref MemoryMarshal.GetReference(ya), ref MemoryMarshal.GetReference(yb));
+            }
+        }
+    }
+
+    /// <summary><see cref="RowGroups.Run{TKernel}"/> with <see cref="PartialTwoTokens{TBlock}"/>: four rows' sums share their vhaddps, per token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowsTwoTokens<TBlock>(ref byte w, int rowBytes, int count, scoped in RowOperands a, scoped in RowOperands b, ref float ya, ref float yb)
+        where TBlock : IBlockProduct
+    {
+        int r = 0;
+        for (; r + 4 <= count; r += 4)
+        {
+            (Vector128<float> a0, Vector128<float> b0) = PartialTwoTokens<TBlock>(ref Unsafe.Add(ref w, r * rowBytes), a, b);
+            (Vector128<float> a1, Vector128<float> b1) = PartialTwoTokens<TBlock>(ref Unsafe.Add(ref w, (r + 1) * rowBytes), a, b);
+            (Vector128<float> a2, Vector128<float> b2) = PartialTwoTokens<TBlock>(ref Unsafe.Add(ref w, (r + 2) * rowBytes), a, b);
+            (Vector128<float> a3, Vector128<float> b3) = PartialTwoTokens<TBlock>(ref Unsafe.Add(ref w, (r + 3) * rowBytes), a, b);
+            Sse3.HorizontalAdd(Sse3.HorizontalAdd(a0, a1), Sse3.HorizontalAdd(a2, a3)).StoreUnsafe(ref ya, (nuint)r);
+            Sse3.HorizontalAdd(Sse3.HorizontalAdd(b0, b1), Sse3.HorizontalAdd(b2, b3)).StoreUnsafe(ref yb, (nuint)r);
+        }
+
+        for (; r < count; r++)
+        {
+            (Vector128<float> last, Vector128<float> lastB) = PartialTwoTokens<TBlock>(ref Unsafe.Add(ref w, r * rowBytes), a, b);
+            Unsafe.Add(ref ya, r) = Vector128.Sum(last);
+            Unsafe.Add(ref yb, r) = Vector128.Sum(lastB);
+        }
+    }
+
+    /// <summary><see cref="Partial{TBlock}"/> for two tokens, each in its order; the row's blocks are read (and prefetched) once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector128<float> A, Vector128<float> B) PartialTwoTokens<TBlock>(ref byte w, scoped in RowOperands a, scoped in RowOperands b)
+        where TBlock : IBlockProduct
+    {
+        ref float half = ref a.HalfTable;
+        ref float scaleA = ref a.Scales, scaleB = ref b.Scales;
+        ref sbyte codesA = ref a.Codes, codesB = ref b.Codes;
+        ref byte block = ref w;
+        NibbleSplit split = NibbleSplit.Create();
+        Vector256<float> a0 = default, a1 = default, b0 = default, b1 = default;
+        int k = 0;
+        for (; k + 1 < a.Blocks; k += 2)
+        {
+            ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
+            Prefetch.Ahead(ref block);
+            float h0 = RowOperands.Half(ref half, ref block), h1 = RowOperands.Half(ref half, ref second);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesA), default, split)), Vector256.Create(h0 * scaleA), a0);
+            b0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesB), default, split)), Vector256.Create(h0 * scaleB), b0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codesA, Values)), default, split)),
+                Vector256.Create(h1 * Unsafe.Add(ref scaleA, 1)), a1);
+            b1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codesB, Values)), default, split)),
+                Vector256.Create(h1 * Unsafe.Add(ref scaleB, 1)), b1);
+            block = ref Unsafe.Add(ref block, 2 * TBlock.Bytes);
+            codesA = ref Unsafe.Add(ref codesA, 2 * Values);
+            codesB = ref Unsafe.Add(ref codesB, 2 * Values);
+            scaleA = ref Unsafe.Add(ref scaleA, 2);
+            scaleB = ref Unsafe.Add(ref scaleB, 2);
+        }
+
+        if (k < a.Blocks)
+        {
+            float h = RowOperands.Half(ref half, ref block);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesA), default, split)), Vector256.Create(h * scaleA), a0);
+            b0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesB), default, split)), Vector256.Create(h * scaleB), b0);
+        }
+
+        Vector256<float> sumA = a0 + a1, sumB = b0 + b1;
+        return (sumA.GetLower() + sumA.GetUpper(), sumB.GetLower() + sumB.GetUpper());
+    }
+
     /// <summary>Weight code j of a block: Q8_0's int8, or Q4_0's nibble less 8 (low nibbles are values 0-15, high 16-31).</summary>
     private static int Code(DType type, ref byte block, int j)
     {

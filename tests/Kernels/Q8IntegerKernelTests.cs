@@ -130,6 +130,35 @@ public sealed class Q8IntegerKernelTests
     }
 
     [Theory]
+    [MemberData(nameof(Paths))]
+    public void Q8_0_rows_against_two_tokens_equal_each_token_alone_bit_for_bit(KernelPath path)
+    {
+        // Seven rows (a group of four, then three alone) of five blocks (two pairs and one left over), a token with a block
+        // of zeros: each token's sums are DotRows' for that token.
+        const int rows = 7, blocks = 5;
+        byte[] matrix = RandomRows(DType.Q8_0, rows * blocks, 321);
+        float[] x = KernelData.Floats(2 * blocks * 32, 77, scale: 2f);
+        x.AsSpan(32, 32).Clear();
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 2, blocks * 32, path);
+        float[] first = Enumerable.Repeat(float.NaN, rows + 1).ToArray(), second = Enumerable.Repeat(float.NaN, rows + 1).ToArray();
+
+        Q8IntegerKernel.DotRowsTwoTokens(path, matrix, rows, q8.Row(0), q8.Row(1), first, second);
+
+        var alone = new float[rows];
+        foreach ((int t, float[] together) in new[] { (0, first), (1, second) })
+        {
+            Q8IntegerKernel.DotRows(path, DType.Q8_0, matrix, rows, q8.Row(t), alone);
+            for (int r = 0; r < rows; r++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(together[r]), $"{path}: token {t} row {r} is {together[r]}, alone {alone[r]}");
+            }
+
+            Assert.True(float.IsNaN(together[rows]), $"{path}: wrote past token {t}'s rows");
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(PathsAndTypes))]
     public void Integer_dot_at_the_extreme_codes_does_not_saturate(KernelPath path, DType type)
     {
