@@ -327,11 +327,7 @@ internal static class Q8IntegerKernel
         {
             if ((k & 1) == 0)
             {
-                // As FourRows: the first pair of tokens reads the rows from memory.
-                Prefetch.Ahead(ref row);
-                Prefetch.Ahead(ref Unsafe.Add(ref row, stride));
-                Prefetch.Ahead(ref Unsafe.Add(ref row, 2 * stride));
-                Prefetch.Ahead(ref Unsafe.Add(ref row, stride3));
+                PrefetchFourRows(ref row, stride);    // as FourRows: the first pair of tokens reads the rows from memory
             }
 
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codesA), xb = Vector256.LoadUnsafe(ref codesB);
@@ -418,12 +414,7 @@ internal static class Q8IntegerKernel
         {
             if ((b & 1) == 0)
             {
-                // Two blocks of a row are 36 bytes: a line ahead per row every other block keeps up. (A single prefetch
-                // walking the four rows' stretch of memory measured alike here, but falls behind on long rows.)
-                Prefetch.Ahead(ref row);
-                Prefetch.Ahead(ref Unsafe.Add(ref row, stride));
-                Prefetch.Ahead(ref Unsafe.Add(ref row, 2 * stride));
-                Prefetch.Ahead(ref Unsafe.Add(ref row, stride3));
+                PrefetchFourRows(ref row, stride);
             }
 
             // Each row's product is scaled by its own f16 scale (a broadcast from the table) and multiply-added with the
@@ -445,6 +436,20 @@ internal static class Q8IntegerKernel
         }
 
         return Sum4(acc0, acc1, acc2, acc3);
+    }
+
+    /// <summary>
+    /// A line ahead in each of four rows <paramref name="stride"/> bytes apart. Two Q4_0 blocks of a row are 36 bytes, so once
+    /// every other block keeps up. (A single prefetch walking the four rows' stretch of memory measured alike, but falls
+    /// behind on long rows.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchFourRows(ref byte row, nint stride)
+    {
+        Prefetch.Ahead(ref row);
+        Prefetch.Ahead(ref Unsafe.Add(ref row, stride));
+        Prefetch.Ahead(ref Unsafe.Add(ref row, 2 * stride));
+        Prefetch.Ahead(ref Unsafe.Add(ref row, 3 * stride));
     }
 
     /// <summary>

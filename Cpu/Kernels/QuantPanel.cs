@@ -427,16 +427,16 @@ internal static class QuantPanel
     {
         int groupValues = GroupValues(type);
         Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply(path, Panel(panel, cols, groupValues, Q8KActivations.BlockValues), count, x.Tokens, ref MemoryMarshal.GetReference(x.AllCodes), cols,
-            ref MemoryMarshal.GetReference(x.AllScales), cols / Q8KActivations.BlockValues, ref MemoryMarshal.GetReference(x.ScaledSums(perSubBlock: groupValues == 32)), y, yStride);
+        Multiply(path, Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums(perSubBlock: groupValues == 32)),
+            count, x.Tokens, y, yStride);
     }
 
     /// <summary><see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8KActivations, Span{float}, int)"/> for a Q4_0 panel and Q8_0 activations.</summary>
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8Activations x, Span<float> y, int yStride)
     {
         Check(type == DType.Q4_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply(path, Panel(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues), count, x.Tokens, ref MemoryMarshal.GetReference(x.AllCodes), cols,
-            ref MemoryMarshal.GetReference(x.AllScales), cols / Q8Activations.BlockValues, ref MemoryMarshal.GetReference(x.ScaledSums), y, yStride);
+        Multiply(path, Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums),
+            count, x.Tokens, y, yStride);
     }
 
     private static void Check(bool activationsFit, DType type, ReadOnlySpan<float> panel, int count, int cols, int xCols, int tokens, Span<float> y, int yStride)
@@ -447,31 +447,9 @@ internal static class QuantPanel
         }
     }
 
-    /// <summary>The packed panel's parts: codes, then per sub-block of <paramref name="groupValues"/> the rows' scales, then their mins.</summary>
-    private readonly ref struct PanelParts(ref byte codes, ref float scales, ref float mins, int groups, int groupValues, int activationBlock)
-    {
-        public readonly ref byte Codes = ref codes;
-        public readonly ref float Scales = ref scales;
-        public readonly ref float Mins = ref mins;
-        public readonly int Groups = groups;
-        public readonly int GroupValues = groupValues;
-        public readonly int ActivationBlock = activationBlock;
-    }
-
-    private static PanelParts Panel(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock)
-    {
-        int groups = cols / groupValues;
-        ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
-        return new PanelParts(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
-            groups, groupValues, activationBlock);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply(KernelPath path, scoped in PanelParts panel, int count, int tokens, ref sbyte codes, int cols, ref float blockScales, int blocks,
-        ref float scaledSums, Span<float> y, int yStride)
+    private static void Multiply(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
     {
-        var operands = new Operands(ref panel.Codes, ref panel.Scales, ref panel.Mins, panel.Groups, panel.GroupValues / 4, panel.ActivationBlock / panel.GroupValues,
-            ref codes, cols, ref blockScales, blocks, ref scaledSums);
         Span<float> tile = stackalloc float[4 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
@@ -535,6 +513,20 @@ internal static class QuantPanel
 
         /// <summary>Token 0's block scale × Σ codes per sub-block (<see cref="Groups"/> a token).</summary>
         public readonly ref float ScaledSums;
+
+        /// <summary>
+        /// A packed panel of <paramref name="cols"/> columns (codes, then per sub-block of <paramref name="groupValues"/> the rows'
+        /// scales, then their mins) and activations quantized per <paramref name="activationBlock"/> values.
+        /// </summary>
+        public static Operands Of(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock,
+            ReadOnlySpan<sbyte> activations, ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums)
+        {
+            int groups = cols / groupValues;
+            ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
+            return new Operands(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
+                groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations), cols,
+                ref MemoryMarshal.GetReference(blockScales), cols / activationBlock, ref MemoryMarshal.GetReference(scaledSums));
+        }
 
         public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock,
             ref sbyte activations, int cols, ref float blockScales, int blocks, ref float scaledSums)

@@ -40,9 +40,8 @@ float halfAt(uint64_t w, uint offset) { return unpackHalf2x16(byteAt(w, offset) 
 // Q8_0: 34 bytes, d then 32 int8 q; value = d * q.
 float weightAt(uint64_t w, uint i) {
     uint base = (i >> 5) * 34u;
-    float d = unpackHalf2x16(byteAt(w, base) | (byteAt(w, base + 1u) << 8)).x;
     int q = int(byteAt(w, base + 2u + (i & 31u)) << 24) >> 24;
-    return d * float(q);
+    return halfAt(w, base) * float(q);
 }
 #elif defined(WEIGHT_Q4_0)
 // Q4_0: 18 bytes, d then 16 bytes of nibbles: value j < 16 is byte j's low nibble, value j >= 16 byte j - 16's high

@@ -16,12 +16,17 @@ public sealed class BackendConformanceTests
 {
     public static TheoryData<string> Backends() => TestBackends.AllData();
 
-    public static TheoryData<string, DType> BackendsAndTypes()
+    public static TheoryData<string, DType> BackendsAndTypes() => EveryBackendWith(DType.BF16, DType.F16, DType.F32, DType.Q8_0, DType.Q4_0);
+
+    public static TheoryData<string, DType> BackendsAndKQuantTypes() => EveryBackendWith(DType.Q4_K, DType.Q5_K, DType.Q6_K);
+
+    /// <summary>Each backend with each of <paramref name="types"/>.</summary>
+    private static TheoryData<string, DType> EveryBackendWith(params DType[] types)
     {
         var data = new TheoryData<string, DType>();
         foreach (string backend in TestBackends.All)
         {
-            foreach (DType type in new[] { DType.BF16, DType.F16, DType.F32, DType.Q8_0, DType.Q4_0 })
+            foreach (DType type in types)
             {
                 data.Add(backend, type);
             }
@@ -76,20 +81,6 @@ public sealed class BackendConformanceTests
                 }
             }
         }
-    }
-
-    public static TheoryData<string, DType> BackendsAndKQuantTypes()
-    {
-        var data = new TheoryData<string, DType>();
-        foreach (string backend in TestBackends.All)
-        {
-            foreach (DType type in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K })
-            {
-                data.Add(backend, type);
-            }
-        }
-
-        return data;
     }
 
     /// <summary>
