@@ -182,22 +182,20 @@ internal static class MatMul
         for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
         {
             int rows = Math.Min(QuantPanel.Rows, rowEnd - p);
-            if (p + rows < rowEnd)
-            {
-                // The next panel's rows asked for now, to arrive while this one is multiplied: packing reads sixteen rows at
-                // once, which the hardware prefetchers do not follow, and waited on memory at every line (a 16-token step of
-                // Q4_0's 4864 × 896 took 1.15 ms on one core, 0.46 of it multiplying).
-                Prefetch.Lines(weights.Slice((p + rows - rowStart) * rowBytes, Math.Min(QuantPanel.Rows, rowEnd - p - rows) * rowBytes));
-            }
-
+            // The next panel's rows are prefetched while this one is multiplied: packing reads sixteen rows at once, which the
+            // hardware prefetchers do not follow, and waited on memory at every line (a 16-token step of Q4_0's 4864 × 896
+            // took 1.15 ms on one core, 0.46 of it multiplying).
+            ReadOnlySpan<byte> next = p + rows < rowEnd
+                ? weights.Slice((p + rows - rowStart) * rowBytes, Math.Min(QuantPanel.Rows, rowEnd - p - rows) * rowBytes)
+                : default;
             QuantPanel.Pack(path, type, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, panel);
             if (q8 is not null)
             {
-                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8, y[p..], outFeatures);
+                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8, y[p..], outFeatures, next);
             }
             else
             {
-                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8k!, y[p..], outFeatures);
+                QuantPanel.Multiply(path, type, panel, rows, inFeatures, q8k!, y[p..], outFeatures, next);
             }
 
             for (int t = 0; t < tokens; t++)

@@ -54,4 +54,18 @@ internal static class Prefetch
             }
         }
     }
+
+    /// <summary>Cache lines <paramref name="first"/> up to <paramref name="end"/> (exclusive) of the bytes at <paramref name="start"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Lines(ref byte start, int first, int end)
+    {
+        if (Sse.IsSupported)
+        {
+            byte* at = (byte*)Unsafe.AsPointer(ref start);
+            for (int line = first; line < end; line++)
+            {
+                Sse.Prefetch0(at + (64 * line));
+            }
+        }
+    }
 }

@@ -87,7 +87,13 @@ internal readonly struct F16Load : IWeightLoad
     public static Vector256<float> Load256(ref byte weights, nint index)
     {
         Vector128<ushort> bits = Vector128.LoadUnsafe(ref Unsafe.As<byte, ushort>(ref weights), (nuint)index);
-        Vector256<uint> h = Vector256.WidenLower(bits.ToVector256Unsafe());
+        return Widen(Vector256.WidenLower(bits.ToVector256Unsafe()));
+    }
+
+    /// <summary>Eight f16 bit patterns, one in the low 16 bits of each lane (the rest zero), as f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen(Vector256<uint> h)
+    {
         Vector256<uint> magnitude = h & Vector256.Create(0x7FFFu);
         Vector256<uint> shifted = magnitude << 13;
         Vector256<float> finite = shifted.AsSingle() * Vector256.Create(TwoPow112Bits).AsSingle();
