@@ -13,12 +13,15 @@ namespace QwenSharp.Cli;
 /// number of concurrent streams it sends that many streamed /v1/completions requests at once (random
 /// prompts, none sharing a prefix, ignore_eos so every stream runs to max_tokens) and measures the total
 /// tokens/s (all streams' tokens over the wall time, prefill included), the decode tokens/s (tokens after
-/// each stream's first, over the time from the first first-token to the last end) and each request's time
-/// to first token. Levels are interleaved over the rounds and each figure is the median of its rounds.
+/// each stream's first, over the time from the first first-token to the last end), the steady decode tokens/s
+/// (the tokens that arrive while every stream decodes: after the last first token, before the first end, so no
+/// prefill shares those steps) and each request's time to first token. Levels are interleaved over the rounds
+/// and each figure is the median of its rounds.
 /// </summary>
 internal static class ServeBench
 {
-    public sealed record Level(int Streams, double TokensPerSecond, double DecodeTokensPerSecond, double FirstTokenP50, double FirstTokenP99, int Tokens);
+    public sealed record Level(int Streams, double TokensPerSecond, double DecodeTokensPerSecond, double SteadyDecodeTokensPerSecond,
+        double FirstTokenP50, double FirstTokenP99, int Tokens);
 
     public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
         TextWriter progress)
@@ -54,7 +57,7 @@ internal static class ServeBench
             }
 
             return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.DecodeTokensPerSecond)),
-                Median(results[n].Select(l => l.FirstTokenP50)),
+                Median(results[n].Select(l => l.SteadyDecodeTokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
                 Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens))];
         }
         finally
@@ -66,17 +69,28 @@ internal static class ServeBench
     private static Level Measure(HttpClient http, int[][] prompts, int newTokens)
     {
         var clock = Stopwatch.StartNew();
-        (double FirstToken, double End, int Tokens)[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
+        StreamTimes[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
         double seconds = clock.Elapsed.TotalSeconds;
         double[] firstTokens = [.. streams.Select(s => s.FirstToken).Order()];
         int tokens = streams.Sum(s => s.Tokens);
         double decodeSeconds = streams.Max(s => s.End) - firstTokens[0];
-        return new Level(prompts.Length, tokens / seconds, (tokens - streams.Length) / Math.Max(decodeSeconds, 1e-9),
+
+        // The window in which every stream is decoding; the chunks after each first one that land in it are its tokens.
+        double from = firstTokens[^1], to = streams.Min(s => s.End);
+        int steadyTokens = streams.Sum(s => s.Chunks.Count(t => t > from && t <= to));
+        double steady = to > from ? steadyTokens / (to - from) : double.NaN;
+        return new Level(prompts.Length, tokens / seconds, (tokens - streams.Length) / Math.Max(decodeSeconds, 1e-9), steady,
             Percentile(firstTokens, 0.5), Percentile(firstTokens, 0.99), tokens);
     }
 
-    /// <summary>One streamed request: seconds (from the start of the level) to its first token and to its end, and its token count from the usage chunk.</summary>
-    private static async Task<(double FirstToken, double End, int Tokens)> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
+    /// <summary>One stream's times in seconds from the start of its level: first token, every text chunk (one a token), end; and its token count from the usage chunk.</summary>
+    private sealed record StreamTimes(double FirstToken, IReadOnlyList<double> Chunks, double End, int Tokens);
+
+    /// <summary>
+    /// One streamed request. Each token comes as its own chunk but for one that ends inside a character (its text waits
+    /// for the next); the random prompts' continuations have few.
+    /// </summary>
+    private static async Task<StreamTimes> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
     {
         string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
         using var content = new StringContent(body, Encoding.UTF8, "application/json");
@@ -89,6 +103,7 @@ internal static class ServeBench
 
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync().ConfigureAwait(false));
         double firstToken = -1;
+        var chunks = new List<double>();
         int tokens = 0;
         while (await reader.ReadLineAsync().ConfigureAwait(false) is string line)
         {
@@ -107,9 +122,13 @@ internal static class ServeBench
             {
                 tokens = usage.GetProperty("completion_tokens").GetInt32();
             }
+            else
+            {
+                chunks.Add(clock.Elapsed.TotalSeconds);
+            }
         }
 
-        return (firstToken, clock.Elapsed.TotalSeconds, tokens);
+        return new StreamTimes(firstToken, chunks, clock.Elapsed.TotalSeconds, tokens);
     }
 
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];

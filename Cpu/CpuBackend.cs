@@ -34,7 +34,7 @@ public sealed class CpuBackend : IBackend
         _pool = new WorkerPool(options.Threads);
         _scratch = new WorkerScratch(options.Threads);
         _linear = new LinearJob(KernelPath, _scratch);
-        _attention = new AttentionJob(KernelPath, _scratch);
+        _attention = new AttentionJob(KernelPath, _scratch, _pool.ThreadCount);
         _rope = new RopeJob(options.Threads);
         _segmentAttention = new SegmentAttentionJob(KernelPath, _scratch);
     }

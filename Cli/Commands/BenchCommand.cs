@@ -213,6 +213,12 @@ internal sealed class BenchCommand : ICommand
                         w.WriteNumber("speedup_over_first", Math.Round(level.TokensPerSecond / one.TokensPerSecond, 3));
                         w.WriteNumber("decode_tokens_per_s", Math.Round(level.DecodeTokensPerSecond, 3));
                         w.WriteNumber("decode_speedup_over_first", Math.Round(level.DecodeTokensPerSecond / one.DecodeTokensPerSecond, 3));
+                        if (double.IsFinite(level.SteadyDecodeTokensPerSecond))
+                        {
+                            w.WriteNumber("steady_decode_tokens_per_s", Math.Round(level.SteadyDecodeTokensPerSecond, 3));
+                            w.WriteNumber("steady_decode_speedup_over_first", Math.Round(level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond, 3));
+                        }
+
                         w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
                         w.WriteNumber("first_token_p99_s", Math.Round(level.FirstTokenP99, 4));
                         w.WriteEndObject();
@@ -226,12 +232,12 @@ internal sealed class BenchCommand : ICommand
             {
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine($"backend  {backend.Description}, {promptTokens}-token prompts, {newTokens} new tokens per stream, medians of {rounds} round(s)");
-                stdout.WriteLine("streams   tokens/s   vs first   decode tokens/s   vs first   first token p50     p99   (n+1) x first of 1");
+                stdout.WriteLine("streams   tokens/s   vs first   decode tokens/s   vs first   all decoding   vs first   first token p50     p99   (n+1) x first of 1");
                 foreach (ServeBench.Level level in levels)
                 {
                     // A stream's first token waits for the prompts queued before it: n prefills and a step, about (n + 1) x one alone.
                     stdout.WriteLine(string.Create(c,
-                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.DecodeTokensPerSecond,15:F1}  {level.DecodeTokensPerSecond / one.DecodeTokensPerSecond,8:F2}x  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
+                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.DecodeTokensPerSecond,15:F1}  {level.DecodeTokensPerSecond / one.DecodeTokensPerSecond,8:F2}x  {level.SteadyDecodeTokensPerSecond,12:F1}  {level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond,8:F2}x  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
                 }
             }
         }

@@ -5,8 +5,12 @@ using QwenSharp.Cpu.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 
-/// <summary>Attention for every (token, query head) pair of a step, one pair per chunk.</summary>
-internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch) : ParallelJob
+/// <summary>
+/// Attention for every (token, query head) pair of a step: one chunk per token and key-value head (the query heads that
+/// share it, so one core reads those keys and values once, from memory, and the other heads find them in its cache), or
+/// one per pair when there are too few of those to keep every thread busy.
+/// </summary>
+internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int threads) : ParallelJob
 {
     private float[] _q = [];
     private float[] _output = [];
@@ -45,7 +49,13 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch) : Par
             work += (long)(position + 1) * shape.HeadDim * 2 * shape.NumHeads;
         }
 
-        _pairsPerChunk = work < LinearJob.MinMultiplyAddsPerChunk ? slots.Length * shape.NumHeads : 1;
+        // A 16-sequence decode step of Qwen2.5-0.5B's shape at ~100 positions spent 7.7 ms in attention with a chunk per
+        // pair: the two threads took alternate heads of the same key-value head, each reading its keys and values into
+        // its own cache. (Per key-value head: 4.0 ms.)
+        int kvGroups = slots.Length * (shape.NumHeads / shape.GroupSize);
+        _pairsPerChunk = work < LinearJob.MinMultiplyAddsPerChunk ? slots.Length * shape.NumHeads
+            : kvGroups >= 2 * threads ? shape.GroupSize
+            : 1;
         return (slots.Length * shape.NumHeads) / _pairsPerChunk;
     }
 
