@@ -90,4 +90,87 @@ float weightAt(uint64_t w, uint i) {
     return halfAt(w, base + 208u) * float(scale) * float(int(low | (high << 4)) - 32);
 }
 #endif
+
+// The 32-bit little-endian word at any byte offset (blocks are only 2-byte aligned); buffers are padded to 16 bytes, so
+// the word after the last one read is there.
+uint wordAt(uint64_t w, uint offset) {
+    uint at = offset >> 2, shift = (offset & 3u) * 8u;
+    uint low = Uints(w).u[at];
+    return shift == 0u ? low : (low >> shift) | (Uints(w).u[at + 1u] << (32u - shift));
+}
+
+// Four bytes of a word as floats (unsigned) or as signed int8 values.
+vec4 bytesOf(uint word) { return vec4(word & 0xFFu, (word >> 8) & 0xFFu, (word >> 16) & 0xFFu, word >> 24); }
+vec4 signedBytesOf(uint word) {
+    return vec4(int(word << 24) >> 24, int(word << 16) >> 24, int(word << 8) >> 24, int(word) >> 24);
+}
+
+// Block-wise reads for the matrix-vector product: eight weights of one row at a time, widened exactly as weightAt widens
+// them (same formulas), with the columns they belong to. The row's values are cut into units of 32 (a Q8_0/Q4_0 block, a
+// k-quant sub-block), a unit into quarters of 8; quarter q of unit u gives weights lo (columns c0..c0 + 3) and hi (c1..c1 + 3),
+// the columns counted from the row's start. Neighbouring invocations take neighbouring quarters, so their loads of the
+// codes are neighbouring words. `first` is the row's first value (a whole number of blocks).
+void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi, out uint c0, out uint c1) {
+#if defined(WEIGHT_Q8_0)
+    // 32 int8 codes after the f16 scale: the quarter's 8 are consecutive.
+    uint base = ((first >> 5) + u) * 34u;
+    float d = halfAt(w, base);
+    lo = d * signedBytesOf(wordAt(w, base + 2u + 8u * q));
+    hi = d * signedBytesOf(wordAt(w, base + 6u + 8u * q));
+    c0 = 32u * u + 8u * q;
+    c1 = c0 + 4u;
+#elif defined(WEIGHT_Q4_0)
+    // Bytes 4q..4q + 3 of the nibbles: their low nibbles are values 4q.., their high ones 16 + 4q...
+    uint base = ((first >> 5) + u) * 18u;
+    float d = halfAt(w, base);
+    uint codes = wordAt(w, base + 2u + 4u * q);
+    lo = d * (bytesOf(codes & 0x0F0F0F0Fu) - 8.0);
+    hi = d * (bytesOf((codes >> 4) & 0x0F0F0F0Fu) - 8.0);
+    c0 = 32u * u + 4u * q;
+    c1 = c0 + 16u;
+#elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
+#if defined(WEIGHT_Q4_K)
+    const uint BYTES = 144u, CODES = 16u;
+#else
+    const uint BYTES = 176u, CODES = 48u;
+#endif
+    // Sub-block s of a super-block: values l = 8q..8q + 7 are nibble (s % 2) of qs[32 (s / 2) + l] (Q5_K: bit s of qh[l]
+    // on top); super-blocks are 4-byte aligned (144, 176 bytes), so are these words.
+    uint base = ((first >> 8) + (u >> 3)) * BYTES, s = u & 7u;
+    uint sc, m;
+    if (s < 4u) {
+        sc = byteAt(w, base + 4u + s) & 63u;
+        m = byteAt(w, base + 8u + s) & 63u;
+    } else {
+        uint packed = byteAt(w, base + 8u + s);
+        sc = (packed & 0xFu) | ((byteAt(w, base + s) >> 6) << 4);
+        m = (packed >> 4) | ((byteAt(w, base + 4u + s) >> 6) << 4);
+    }
+    float scale = halfAt(w, base) * float(sc), minimum = halfAt(w, base + 2u) * float(m);
+    uint shift = (s & 1u) * 4u, at = base + CODES + 32u * (s >> 1) + 8u * q;
+    uint codes0 = (Uints(w).u[at >> 2] >> shift) & 0x0F0F0F0Fu, codes1 = (Uints(w).u[(at >> 2) + 1u] >> shift) & 0x0F0F0F0Fu;
+#if defined(WEIGHT_Q5_K)
+    uint hat = (base + 16u + 8u * q) >> 2;
+    codes0 |= ((Uints(w).u[hat] >> s) & 0x01010101u) << 4;
+    codes1 |= ((Uints(w).u[hat + 1u] >> s) & 0x01010101u) << 4;
+#endif
+    lo = scale * bytesOf(codes0) - minimum;
+    hi = scale * bytesOf(codes1) - minimum;
+    c0 = 32u * u + 8u * q;
+    c1 = c0 + 4u;
+#elif defined(WEIGHT_Q6_K)
+    // Unit s is half n = s / 4, quarter t = s % 4 of it: values l = 8q..8q + 7 take nibble (t / 2) of
+    // ql[64n + 32 (t % 2) + l] and bits 2t, 2t + 1 of qh[32n + l]; their scale is scales[2s + q / 2].
+    uint base = ((first >> 8) + (u >> 3)) * 210u, s = u & 7u, n = s >> 2, t = s & 3u, l = 8u * q;
+    uint lowAt = base + 64u * n + 32u * (t & 1u) + l, highAt = base + 128u + 32u * n + l, shift = (t >> 1) * 4u;
+    uint low0 = (wordAt(w, lowAt) >> shift) & 0x0F0F0F0Fu, low1 = (wordAt(w, lowAt + 4u) >> shift) & 0x0F0F0F0Fu;
+    uint high0 = (wordAt(w, highAt) >> (2u * t)) & 0x03030303u, high1 = (wordAt(w, highAt + 4u) >> (2u * t)) & 0x03030303u;
+    int sc = int(byteAt(w, base + 192u + 2u * s + (q >> 1)) << 24) >> 24;
+    float scale = halfAt(w, base + 208u) * float(sc);
+    lo = scale * (bytesOf(low0 | (high0 << 4)) - 32.0);
+    hi = scale * (bytesOf(low1 | (high1 << 4)) - 32.0);
+    c0 = 32u * u + l;
+    c1 = c0 + 4u;
+#endif
+}
 #endif

@@ -1,7 +1,8 @@
 #version 460
 // y[m, r] = x[m, :] · W[r, :] + bias[r] for a few activation rows m (decode: one token per sequence).
 // Bandwidth-bound: each workgroup reads ROWS whole weight rows once, with 16-byte loads (8 bf16/f16 or
-// 4 f32 values per load) spread over its invocations, and applies them to all m activation rows at once,
+// 4 f32 values per load; block-quantized rows: eight values' codes, a word or two, and their block's scales)
+// spread over its invocations, and applies them to all m activation rows at once,
 // so a batch of sequences costs one pass over the weights. Partial sums meet in subgroup, then shared memory.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
@@ -36,7 +37,23 @@ void main() {
     float acc[ROWS][MAX_M];
     for (uint r = 0; r < ROWS; r++) { for (uint j = 0; j < MAX_M; j++) { acc[r][j] = 0.0; } }
 
-#if !defined(WEIGHT_BLOCKS)
+#if defined(WEIGHT_BLOCKS)
+    // Block-quantized rows: eight weights an invocation at a time (quarterAt), neighbours reading neighbouring words.
+    uint quarters = p.cols / 8u;
+    for (uint c = t; c < quarters; c += GROUP) {
+        uint unit = c >> 2, quarter = c & 3u;
+        for (uint r = 0; r < ROWS; r++) {
+            uint row = firstRow + r;
+            if (row >= p.rows) { break; }
+            vec4 lo, hi;
+            uint c0, c1;
+            quarterAt(p.w, row * p.cols, unit, quarter, lo, hi, c0, c1);
+            for (uint j = 0; j < M; j++) {
+                acc[r][j] += dot(lo, Float4s(p.x).v[(j * p.cols + c0) / 4]) + dot(hi, Float4s(p.x).v[(j * p.cols + c1) / 4]);
+            }
+        }
+    }
+#else
     if (p.wide != 0u) {
         uint chunks = p.cols / PER_CHUNK;
         for (uint c = t; c < chunks; c += GROUP) {
@@ -66,10 +83,8 @@ void main() {
 #endif
             }
         }
-    } else
-#endif
-    {
-        // Rows that do not start on 16 bytes (and block-quantized rows) (cols not a multiple of 8, or 4 for f32): one value at a time.
+    } else {
+        // Rows that do not start on 16 bytes (cols not a multiple of 8, or 4 for f32): one value at a time.
         for (uint c = t; c < p.cols; c += GROUP) {
             for (uint r = 0; r < ROWS; r++) {
                 uint row = firstRow + r;
@@ -79,6 +94,7 @@ void main() {
             }
         }
     }
+#endif
 
     for (uint r = 0; r < ROWS; r++) {
         for (uint j = 0; j < M; j++) {
