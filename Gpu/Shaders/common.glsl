@@ -56,14 +56,10 @@ float weightAt(uint64_t w, uint i) {
 // qs[128]. Value j is in sub-block s = j / 32 (its scale and min as ggml's get_scale_min_k4); its code is the low (s even)
 // or high (s odd) nibble of qs[32 (s / 2) + j % 32], plus 16 for Q5_K when bit s of qh[j % 32] is set;
 // value = d × scale × q − dmin × min.
-float weightAt(uint64_t w, uint i) {
-#if defined(WEIGHT_Q4_K)
-    const uint BYTES = 144u, CODES = 16u;
-#else
-    const uint BYTES = 176u, CODES = 48u;
-#endif
-    uint base = (i >> 8) * BYTES, j = i & 255u, s = j >> 5, l = j & 31u;
-    uint sc, m;
+// Sub-block s's 6-bit scale and min of the Q4_K/Q5_K super-block at base (ggml's get_scale_min_k4): the 12 bytes after d
+// and dmin hold s < 4's in the low six bits of bytes s and 4 + s, the others' low nibbles in byte 8 + s and their top bits
+// in the top two bits of bytes s - 4 and s.
+void scaleMinK4(uint64_t w, uint base, uint s, out uint sc, out uint m) {
     if (s < 4u) {
         sc = byteAt(w, base + 4u + s) & 63u;
         m = byteAt(w, base + 8u + s) & 63u;
@@ -72,6 +68,17 @@ float weightAt(uint64_t w, uint i) {
         sc = (packed & 0xFu) | ((byteAt(w, base + s) >> 6) << 4);
         m = (packed >> 4) | ((byteAt(w, base + 4u + s) >> 6) << 4);
     }
+}
+
+float weightAt(uint64_t w, uint i) {
+#if defined(WEIGHT_Q4_K)
+    const uint BYTES = 144u, CODES = 16u;
+#else
+    const uint BYTES = 176u, CODES = 48u;
+#endif
+    uint base = (i >> 8) * BYTES, j = i & 255u, s = j >> 5, l = j & 31u;
+    uint sc, m;
+    scaleMinK4(w, base, s, sc, m);
     uint q = (byteAt(w, base + CODES + 32u * (s >> 1) + l) >> ((s & 1u) * 4u)) & 0xFu;
 #if defined(WEIGHT_Q5_K)
     q |= ((byteAt(w, base + 16u + l) >> s) & 1u) << 4;
@@ -138,14 +145,7 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     // on top); super-blocks are 4-byte aligned (144, 176 bytes), so are these words.
     uint base = ((first >> 8) + (u >> 3)) * BYTES, s = u & 7u;
     uint sc, m;
-    if (s < 4u) {
-        sc = byteAt(w, base + 4u + s) & 63u;
-        m = byteAt(w, base + 8u + s) & 63u;
-    } else {
-        uint packed = byteAt(w, base + 8u + s);
-        sc = (packed & 0xFu) | ((byteAt(w, base + s) >> 6) << 4);
-        m = (packed >> 4) | ((byteAt(w, base + 4u + s) >> 6) << 4);
-    }
+    scaleMinK4(w, base, s, sc, m);
     float scale = halfAt(w, base) * float(sc), minimum = halfAt(w, base + 2u) * float(m);
     uint shift = (s & 1u) * 4u, at = base + CODES + 32u * (s >> 1) + 8u * q;
     uint codes0 = (Uints(w).u[at >> 2] >> shift) & 0x0F0F0F0Fu, codes1 = (Uints(w).u[(at >> 2) + 1u] >> shift) & 0x0F0F0F0Fu;
