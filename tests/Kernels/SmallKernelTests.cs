@@ -87,6 +87,34 @@ public sealed class SmallKernelTests
 
     [Theory]
     [MemberData(nameof(PathsAndHeadSizes))]
+    public void AttentionGroup_EachHeadBitForBitAsAlone(KernelPath path, int d)
+    {
+        // Lengths inside one tile, across several with a tail of 1-3 positions past a multiple of four, and one position.
+        foreach (int length in new[] { 1, 37, 300 })
+        {
+            foreach (int heads in new[] { 1, 3, 7 })
+            {
+                int kvDim = 2 * d, offset = d;
+                float[] queries = KernelData.Floats(heads * d, 4), keys = KernelData.Floats(length * kvDim, 5), values = KernelData.Floats(length * kvDim, 6);
+                float scale = 1f / MathF.Sqrt(d);
+                float[] outputs = [.. Enumerable.Repeat(float.NaN, heads * d)];
+                AttentionKernel.Group(path, queries, keys, values, kvDim, offset, length, scale, heads, new float[heads * length], outputs);
+                for (int h = 0; h < heads; h++)
+                {
+                    var alone = new float[d];
+                    AttentionKernel.Head(path, queries.AsSpan(h * d, d), keys, values, kvDim, offset, length, scale, new float[length], alone);
+                    for (int i = 0; i < d; i++)
+                    {
+                        Assert.True(BitConverter.SingleToInt32Bits(alone[i]) == BitConverter.SingleToInt32Bits(outputs[(h * d) + i]),
+                            $"length {length}, head {h} of {heads}, element {i}: group {outputs[(h * d) + i]:R}, alone {alone[i]:R}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndHeadSizes))]
     public void AttentionHead_MatchesDoubleFormula(KernelPath path, int d)
     {
         int kvDim = 2 * d, length = 37, offset = d;
