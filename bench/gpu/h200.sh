@@ -48,3 +48,9 @@ for round in 1 2 3; do
     tail -c 2000 "$OUT/torch-$round.json"
   fi
 done
+
+# Quantized weights as stored on the device (the block-wise matvec and GEMM shaders): the 0.5B shape, quantized at load.
+for type in q4_0 q8_0; do
+  timeout 60 $q bench --config tests/fixtures/qwen2.5-0.5b-instruct/config.json --random-weights --quantize $type --device gpu \
+    --prompt-tokens 512 --new-tokens 128 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"0.5b-$type\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
+done
