@@ -58,15 +58,28 @@ internal static class AttentionKernel
     /// ran at 26 cycles a head and position, bound by L2's bandwidth.
     /// </summary>
     /// <param name="scores">Scratch of at least <paramref name="heads"/> × <paramref name="length"/> floats.</param>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Group(KernelPath path, ReadOnlySpan<float> queries, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
-        int kvDim, int headOffset, int length, float scale, int heads, Span<float> scores, Span<float> outputs)
+        int kvDim, int headOffset, int length, float scale, int heads, Span<float> scores, Span<float> outputs) =>
+        Block(path, queries, queries.Length, 1, keys, values, kvDim, headOffset, length, scale, heads, queries.Length / Math.Max(1, heads), scores, outputs);
+
+    /// <summary>
+    /// <see cref="Group"/> for <paramref name="rows"/> consecutive tokens of one sequence (a prompt): row r's heads start at
+    /// r × <paramref name="rowStride"/> in <paramref name="queries"/> and <paramref name="outputs"/> (heads of <paramref name="d"/> floats), and it sees
+    /// <paramref name="firstLength"/> + r positions. Every row's heads go over each tile while it sits in L1, so a prompt
+    /// reads a tile from L2 (or beyond: a 2048-position head's keys and values are 1 MiB) once per block of rows, not once
+    /// per row. Each row's head still gets <see cref="Head"/>'s bits.
+    /// </summary>
+    /// <param name="scores">Scratch of at least rows × heads × (firstLength + rows − 1) floats.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Block(KernelPath path, ReadOnlySpan<float> queries, int rowStride, int rows, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
+        int kvDim, int headOffset, int firstLength, float scale, int heads, int d, Span<float> scores, Span<float> outputs)
     {
-        int d = queries.Length / Math.Max(1, heads);
-        if (heads < 1 || length <= 0 || queries.Length != heads * d || (long)(length - 1) * kvDim + headOffset + d > Math.Min(keys.Length, values.Length)
-            || scores.Length < (long)heads * length || outputs.Length < heads * d)
+        int length = firstLength + rows - 1;
+        if (heads < 1 || rows < 1 || firstLength <= 0 || d < 1 || rowStride < heads * d || queries.Length < ((rows - 1) * rowStride) + (heads * d)
+            || outputs.Length < ((rows - 1) * rowStride) + (heads * d)
+            || (long)(length - 1) * kvDim + headOffset + d > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
         {
-            throw new ArgumentException($"attention of {heads} heads over {length} positions does not fit the given buffers");
+            throw new ArgumentException($"attention of {rows} rows of {heads} heads over {firstLength}.. positions does not fit the given buffers");
         }
 
         ref float q = ref MemoryMarshal.GetReference(queries);
@@ -77,32 +90,43 @@ internal static class AttentionKernel
         int tileLength = TileOf(d);
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
-            int n = Math.Min(tileLength, length - j0);
             ref float kTile = ref Unsafe.Add(ref k, (nint)j0 * kvDim);
-            for (int h = 0; h < heads; h++)
+            for (int r = 0; r < rows; r++)
             {
-                ref float qh = ref Unsafe.Add(ref q, h * d);
-                Span<float> tile = scores.Slice((h * length) + j0, n);
-                int first = four ? FourScores512(ref qh, ref kTile, kvDim, d, n, scale, tile) : 0;
-                for (int j = first; j < n; j++)
+                // A row's last tile ends at its own length, so its positions go four at a time exactly as in Head.
+                int n = Math.Min(tileLength, firstLength + r - j0);
+                for (int h = 0; h < heads && n > 0; h++)
                 {
-                    tile[j] = Dot(path, ref qh, ref Unsafe.Add(ref kTile, (nint)j * kvDim), d) * scale;
+                    ref float qh = ref Unsafe.Add(ref q, (r * rowStride) + (h * d));
+                    Span<float> tile = scores.Slice((((r * heads) + h) * length) + j0, n);
+                    int first = four ? FourScores512(ref qh, ref kTile, kvDim, d, n, scale, tile) : 0;
+                    for (int j = first; j < n; j++)
+                    {
+                        tile[j] = Dot(path, ref qh, ref Unsafe.Add(ref kTile, (nint)j * kvDim), d) * scale;
+                    }
                 }
             }
         }
 
-        for (int h = 0; h < heads; h++)
+        for (int r = 0; r < rows; r++)
         {
-            SoftmaxKernel.InPlace(scores.Slice(h * length, length));
+            for (int h = 0; h < heads; h++)
+            {
+                SoftmaxKernel.InPlace(scores.Slice(((r * heads) + h) * length, firstLength + r));
+            }
         }
 
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
-            int n = Math.Min(tileLength, length - j0);
             ref float vTile = ref Unsafe.Add(ref v, (nint)j0 * kvDim);
-            for (int h = 0; h < heads; h++)
+            for (int r = 0; r < rows; r++)
             {
-                WeightedValues(path, ref vTile, kvDim, scores.Slice((h * length) + j0, n), ref Unsafe.Add(ref o, h * d), d, first: j0 == 0);
+                int n = Math.Min(tileLength, firstLength + r - j0);
+                for (int h = 0; h < heads && n > 0; h++)
+                {
+                    WeightedValues(path, ref vTile, kvDim, scores.Slice((((r * heads) + h) * length) + j0, n),
+                        ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
+                }
             }
         }
     }

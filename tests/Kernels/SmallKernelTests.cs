@@ -115,6 +115,43 @@ public sealed class SmallKernelTests
 
     [Theory]
     [MemberData(nameof(PathsAndHeadSizes))]
+    public void AttentionBlock_EachRowAndHeadBitForBitAsAlone(KernelPath path, int d)
+    {
+        // Rows of a prompt: row r sees firstLength + r positions, so the rows end in different tiles and at every
+        // remainder of four; the row stride leaves other heads' floats (NaN) between the group's.
+        foreach ((int firstLength, int rows) in new[] { (1, 5), (35, 8), (290, 3) })
+        {
+            const int heads = 3, otherHeads = 2;
+            int kvDim = 2 * d, offset = d, rowStride = (heads + otherHeads) * d, length = firstLength + rows - 1;
+            float[] queries = KernelData.Floats(rows * rowStride, 7), keys = KernelData.Floats(length * kvDim, 8), values = KernelData.Floats(length * kvDim, 9);
+            float scale = 1f / MathF.Sqrt(d);
+            float[] outputs = [.. Enumerable.Repeat(float.NaN, rows * rowStride)];
+            AttentionKernel.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, new float[rows * heads * length], outputs);
+            for (int r = 0; r < rows; r++)
+            {
+                for (int h = 0; h < heads + otherHeads; h++)
+                {
+                    var alone = new float[d];
+                    AttentionKernel.Head(path, queries.AsSpan((r * rowStride) + (h * d), d), keys, values, kvDim, offset, firstLength + r, scale, new float[length], alone);
+                    for (int i = 0; i < d; i++)
+                    {
+                        float got = outputs[(r * rowStride) + (h * d) + i];
+                        if (h >= heads)
+                        {
+                            Assert.True(float.IsNaN(got), $"row {r}: head {h} is not the group's, but element {i} was written");
+                            continue;
+                        }
+
+                        Assert.True(BitConverter.SingleToInt32Bits(alone[i]) == BitConverter.SingleToInt32Bits(got),
+                            $"{firstLength} + {r} positions, head {h}, element {i}: block {got:R}, alone {alone[i]:R}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndHeadSizes))]
     public void AttentionHead_MatchesDoubleFormula(KernelPath path, int d)
     {
         int kvDim = 2 * d, length = 37, offset = d;
