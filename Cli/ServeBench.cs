@@ -57,7 +57,7 @@ internal static class ServeBench
             }
 
             return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.DecodeTokensPerSecond)),
-                Median(results[n].Select(l => l.SteadyDecodeTokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
+                MedianOfFinite(results[n].Select(l => l.SteadyDecodeTokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
                 Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens))];
         }
         finally
@@ -112,9 +112,12 @@ internal static class ServeBench
                 continue;
             }
 
+            // One clock reading per chunk: the first token's chunk then sits exactly at the stream's first token, which the
+            // window of "every stream decoding" starts after.
+            double now = clock.Elapsed.TotalSeconds;
             if (firstToken < 0)
             {
-                firstToken = clock.Elapsed.TotalSeconds;
+                firstToken = now;
             }
 
             using JsonDocument chunk = JsonDocument.Parse(line.AsMemory(6));
@@ -122,9 +125,11 @@ internal static class ServeBench
             {
                 tokens = usage.GetProperty("completion_tokens").GetInt32();
             }
-            else
+            else if (chunk.RootElement.TryGetProperty("choices", out JsonElement choices) && choices.GetArrayLength() > 0
+                && choices[0].TryGetProperty("finish_reason", out JsonElement reason) && reason.ValueKind == JsonValueKind.Null)
             {
-                chunks.Add(clock.Elapsed.TotalSeconds);
+                // A token's chunk (the choice's last chunk, with its finish reason, carries no new token).
+                chunks.Add(now);
             }
         }
 
@@ -132,6 +137,13 @@ internal static class ServeBench
     }
 
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
+
+    /// <summary>The median of the rounds that had a window with every stream decoding (a stream can end before the last one starts), else NaN.</summary>
+    private static double MedianOfFinite(IEnumerable<double> values)
+    {
+        double[] finite = [.. values.Where(double.IsFinite)];
+        return finite.Length == 0 ? double.NaN : Median(finite);
+    }
 
     private static double Median(IEnumerable<double> values)
     {

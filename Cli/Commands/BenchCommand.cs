@@ -216,7 +216,10 @@ internal sealed class BenchCommand : ICommand
                         if (double.IsFinite(level.SteadyDecodeTokensPerSecond))
                         {
                             w.WriteNumber("steady_decode_tokens_per_s", Math.Round(level.SteadyDecodeTokensPerSecond, 3));
-                            w.WriteNumber("steady_decode_speedup_over_first", Math.Round(level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond, 3));
+                            if (double.IsFinite(one.SteadyDecodeTokensPerSecond))
+                            {
+                                w.WriteNumber("steady_decode_speedup_over_first", Math.Round(level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond, 3));
+                            }
                         }
 
                         w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
@@ -237,13 +240,18 @@ internal sealed class BenchCommand : ICommand
                 {
                     // A stream's first token waits for the prompts queued before it: n prefills and a step, about (n + 1) x one alone.
                     stdout.WriteLine(string.Create(c,
-                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.DecodeTokensPerSecond,15:F1}  {level.DecodeTokensPerSecond / one.DecodeTokensPerSecond,8:F2}x  {level.SteadyDecodeTokensPerSecond,12:F1}  {level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond,8:F2}x  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
+                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.DecodeTokensPerSecond,15:F1}  {level.DecodeTokensPerSecond / one.DecodeTokensPerSecond,8:F2}x  {Steady(level.SteadyDecodeTokensPerSecond, one.SteadyDecodeTokensPerSecond)}  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
                 }
             }
         }
 
         return 0;
     }
+
+    /// <summary>The "all decoding" columns: tokens/s and its ratio to one stream's, or "n/a" where no round had every stream decoding at once.</summary>
+    private static string Steady(double tokensPerSecond, double first) => double.IsFinite(tokensPerSecond)
+        ? string.Create(CultureInfo.InvariantCulture, $"{tokensPerSecond,12:F1}  {tokensPerSecond / first,8:F2}x")
+        : $"{"n/a",12}  {"",9}";
 
     /// <summary>The tokenizer of --model, or the one beside --config's file, else the demo model's (the load test sends token ids; text is only decoded).</summary>
     private static Tokenization.Tokenizer BenchTokenizer(Arguments args, TextWriter stderr)
