@@ -213,14 +213,8 @@ internal sealed class BenchCommand : ICommand
                         w.WriteNumber("speedup_over_first", Math.Round(level.TokensPerSecond / one.TokensPerSecond, 3));
                         w.WriteNumber("decode_tokens_per_s", Math.Round(level.DecodeTokensPerSecond, 3));
                         w.WriteNumber("decode_speedup_over_first", Math.Round(level.DecodeTokensPerSecond / one.DecodeTokensPerSecond, 3));
-                        if (double.IsFinite(level.SteadyDecodeTokensPerSecond))
-                        {
-                            w.WriteNumber("steady_decode_tokens_per_s", Math.Round(level.SteadyDecodeTokensPerSecond, 3));
-                            if (double.IsFinite(one.SteadyDecodeTokensPerSecond))
-                            {
-                                w.WriteNumber("steady_decode_speedup_over_first", Math.Round(level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond, 3));
-                            }
-                        }
+                        WriteIfFinite(w, "steady_decode_tokens_per_s", level.SteadyDecodeTokensPerSecond);
+                        WriteIfFinite(w, "steady_decode_speedup_over_first", level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond);
 
                         w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
                         w.WriteNumber("first_token_p99_s", Math.Round(level.FirstTokenP99, 4));
@@ -248,10 +242,26 @@ internal sealed class BenchCommand : ICommand
         return 0;
     }
 
-    /// <summary>The "all decoding" columns: tokens/s and its ratio to one stream's, or "n/a" where no round had every stream decoding at once.</summary>
-    private static string Steady(double tokensPerSecond, double first) => double.IsFinite(tokensPerSecond)
-        ? string.Create(CultureInfo.InvariantCulture, $"{tokensPerSecond,12:F1}  {tokensPerSecond / first,8:F2}x")
-        : $"{"n/a",12}  {"",9}";
+    /// <summary>
+    /// The "all decoding" columns: tokens/s and its ratio to one stream's, each "n/a" where it has no value (no round had
+    /// every stream decoding at once, or one stream's window held no token with text).
+    /// </summary>
+    private static string Steady(double tokensPerSecond, double first)
+    {
+        double ratio = tokensPerSecond / first;
+        string value = double.IsFinite(tokensPerSecond) ? tokensPerSecond.ToString("F1", CultureInfo.InvariantCulture) : "n/a";
+        string times = double.IsFinite(ratio) ? ratio.ToString("F2", CultureInfo.InvariantCulture) + "x" : "n/a";
+        return $"{value,12}  {times,9}";
+    }
+
+    /// <summary>A JSON number rounded to 3 places, left out when it is NaN or infinite (JSON has no such numbers).</summary>
+    private static void WriteIfFinite(System.Text.Json.Utf8JsonWriter w, string name, double value)
+    {
+        if (double.IsFinite(value))
+        {
+            w.WriteNumber(name, Math.Round(value, 3));
+        }
+    }
 
     /// <summary>The tokenizer of --model, or the one beside --config's file, else the demo model's (the load test sends token ids; text is only decoded).</summary>
     private static Tokenization.Tokenizer BenchTokenizer(Arguments args, TextWriter stderr)

@@ -87,6 +87,25 @@ public sealed class CliCommandTests
         Assert.Equal("F16", result.Json.GetProperty("dtype").GetString());
     }
 
+    [Fact]
+    public void BenchServe_Json_HasEveryLevel_AndOneStreamAllDecodingIsAtMostItsDecode()
+    {
+        // The demo model: its own tokenizer gives nearly every token text, so a chunk each.
+        CliRunner.Result result = CliRunner.Run("bench", "--serve", "1,3", "--prompt-tokens", "4", "--new-tokens", "12", "--rounds", "1", "--threads", "1", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        JsonElement[] levels = [.. result.Json.GetProperty("levels").EnumerateArray()];
+        Assert.Equal([1, 3], levels.Select(l => l.GetProperty("streams").GetInt32()));
+        Assert.All(levels, l => Assert.True(l.GetProperty("tokens_per_s").GetDouble() > 0));
+
+        // One stream's window of "every stream decoding" is its own decode: its tokens after the first over the same time,
+        // fewer only when a token's text waits for the next (so never more). (The JSON itself once failed to write: a level
+        // with no window gave an infinite ratio.)
+        double decode = levels[0].GetProperty("decode_tokens_per_s").GetDouble();
+        double steady = levels[0].GetProperty("steady_decode_tokens_per_s").GetDouble();
+        Assert.InRange(steady, 0.5 * decode, decode * (1 + 1e-9));
+    }
+
     [Theory]
     [InlineData("--help")]
     [InlineData("generate", "--help")]
