@@ -209,13 +209,12 @@ internal sealed class BenchCommand : ICommand
                     {
                         w.WriteStartObject();
                         w.WriteNumber("streams", level.Streams);
-                        w.WriteNumber("tokens_per_s", Math.Round(level.TokensPerSecond, 3));
-                        w.WriteNumber("speedup_over_first", Math.Round(level.TokensPerSecond / one.TokensPerSecond, 3));
-                        w.WriteNumber("decode_tokens_per_s", Math.Round(level.DecodeTokensPerSecond, 3));
-                        w.WriteNumber("decode_speedup_over_first", Math.Round(level.DecodeTokensPerSecond / one.DecodeTokensPerSecond, 3));
+                        WriteIfFinite(w, "tokens_per_s", level.TokensPerSecond);
+                        WriteIfFinite(w, "speedup_over_first", level.TokensPerSecond / one.TokensPerSecond);
+                        WriteIfFinite(w, "decode_tokens_per_s", level.DecodeTokensPerSecond);
+                        WriteIfFinite(w, "decode_speedup_over_first", level.DecodeTokensPerSecond / one.DecodeTokensPerSecond);
                         WriteIfFinite(w, "steady_decode_tokens_per_s", level.SteadyDecodeTokensPerSecond);
                         WriteIfFinite(w, "steady_decode_speedup_over_first", level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond);
-
                         w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
                         w.WriteNumber("first_token_p99_s", Math.Round(level.FirstTokenP99, 4));
                         w.WriteEndObject();
@@ -234,7 +233,7 @@ internal sealed class BenchCommand : ICommand
                 {
                     // A stream's first token waits for the prompts queued before it: n prefills and a step, about (n + 1) x one alone.
                     stdout.WriteLine(string.Create(c,
-                        $"{level.Streams,7}  {level.TokensPerSecond,9:F1}  {level.TokensPerSecond / one.TokensPerSecond,8:F2}x  {level.DecodeTokensPerSecond,15:F1}  {level.DecodeTokensPerSecond / one.DecodeTokensPerSecond,8:F2}x  {Steady(level.SteadyDecodeTokensPerSecond, one.SteadyDecodeTokensPerSecond)}  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
+                        $"{level.Streams,7}  {Rate(level.TokensPerSecond, one.TokensPerSecond, 9)}  {Rate(level.DecodeTokensPerSecond, one.DecodeTokensPerSecond, 15)}  {Rate(level.SteadyDecodeTokensPerSecond, one.SteadyDecodeTokensPerSecond, 12)}  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
                 }
             }
         }
@@ -243,15 +242,15 @@ internal sealed class BenchCommand : ICommand
     }
 
     /// <summary>
-    /// The "all decoding" columns: tokens/s and its ratio to one stream's, each "n/a" where it has no value (no round had
-    /// every stream decoding at once, or one stream's window held no token with text).
+    /// A tokens/s column (<paramref name="width"/> wide) and its ratio to one stream's, each "n/a" where it has no value: no
+    /// round had every stream decoding at once, or one stream decoded nothing to time (one new token, or no token with text).
     /// </summary>
-    private static string Steady(double tokensPerSecond, double first)
+    private static string Rate(double tokensPerSecond, double first, int width)
     {
         double ratio = tokensPerSecond / first;
         string value = double.IsFinite(tokensPerSecond) ? tokensPerSecond.ToString("F1", CultureInfo.InvariantCulture) : "n/a";
         string times = double.IsFinite(ratio) ? ratio.ToString("F2", CultureInfo.InvariantCulture) + "x" : "n/a";
-        return $"{value,12}  {times,9}";
+        return value.PadLeft(width) + "  " + times.PadLeft(9);
     }
 
     /// <summary>A JSON number rounded to 3 places, left out when it is NaN or infinite (JSON has no such numbers).</summary>
