@@ -26,45 +26,26 @@ internal static class Prefetch
         }
     }
 
-    /// <summary>Every cache line of <paramref name="bytes"/> (no-op without SSE).</summary>
-    public static unsafe void Lines(ReadOnlySpan<byte> bytes)
-    {
-        if (Sse.IsSupported)
-        {
-            fixed (byte* start = bytes)
-            {
-                for (int offset = 0; offset < bytes.Length; offset += 64)
-                {
-                    Sse.Prefetch0(start + offset);
-                }
-            }
-        }
-    }
-
     /// <summary>The <paramref name="lines"/> cache lines from <see cref="Distance"/> bytes past <paramref name="at"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe void Ahead(ref byte at, int lines)
-    {
-        if (Sse.IsSupported)
-        {
-            byte* ahead = (byte*)Unsafe.AsPointer(ref at) + Distance;
-            for (int i = 0; i < lines; i++)
-            {
-                Sse.Prefetch0(ahead + (64 * i));
-            }
-        }
-    }
+    public static unsafe void Ahead(ref byte at, int lines) => Lines((byte*)Unsafe.AsPointer(ref at) + Distance, 0, lines);
 
     /// <summary>Cache lines <paramref name="first"/> up to <paramref name="end"/> (exclusive) of the bytes at <paramref name="start"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe void Lines(ref byte start, int first, int end)
+    public static unsafe void Lines(ref byte start, int first, int end) => Lines((byte*)Unsafe.AsPointer(ref start), first, end);
+
+    /// <summary>
+    /// The lines themselves (no-op without SSE), from a pointer: a reference moved past the end of a managed array would be
+    /// one the garbage collector cannot place.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Lines(byte* start, int first, int end)
     {
         if (Sse.IsSupported)
         {
-            byte* at = (byte*)Unsafe.AsPointer(ref start);
             for (int line = first; line < end; line++)
             {
-                Sse.Prefetch0(at + (64 * line));
+                Sse.Prefetch0(start + (64 * line));
             }
         }
     }

@@ -59,16 +59,9 @@ internal sealed class Q8Activations
             ReadOnlySpan<float> values = x.Slice(b * BlockValues, BlockValues);
             Span<sbyte> codes = _codes.AsSpan(b * BlockValues, BlockValues);
             Span<int> offsets = _offsets.AsSpan(b * 8, 8);
-            int sum = 0;
             if (vector)
             {
                 _scales[b] = QuantizeBlock256(values, codes, offsets);
-                for (int lane = 0; lane < 8; lane++)
-                {
-                    sum += offsets[lane];
-                }
-
-                sum /= -8;
             }
             else
             {
@@ -76,11 +69,17 @@ internal sealed class Q8Activations
                 for (int lane = 0; lane < 8; lane++)
                 {
                     offsets[lane] = -8 * (codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3]);
-                    sum += codes[4 * lane] + codes[(4 * lane) + 1] + codes[(4 * lane) + 2] + codes[(4 * lane) + 3];
                 }
             }
 
-            _scaledSums[b] = _scales[b] * sum;
+            // The block's code sum, from the offsets (-8 × each lane's four codes) either path made.
+            int offsetSum = 0;
+            for (int lane = 0; lane < 8; lane++)
+            {
+                offsetSum += offsets[lane];
+            }
+
+            _scaledSums[b] = _scales[b] * (offsetSum / -8);
         }
     }
 
