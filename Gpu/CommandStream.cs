@@ -73,6 +73,9 @@ internal sealed unsafe class CommandStream : IDisposable
 
     public long Replays { get; private set; }
 
+    /// <summary>Dispatches and barriers in the last submitted step (kernel launches are what a small model's decode waits on).</summary>
+    public (int Dispatches, int Barriers) LastStep { get; private set; }
+
     /// <summary>
     /// Adds one dispatch of <paramref name="groups"/> workgroups (split into x and y past the device's limit on x)
     /// of <paramref name="pipeline"/>, with <paramref name="push"/> as its push constants.
@@ -133,6 +136,14 @@ internal sealed unsafe class CommandStream : IDisposable
         }
 
         Recording recording = FindOrRecord();
+        int dispatches = 0, barriers = 0;
+        foreach (ref readonly StepCommand command in _commands.AsSpan(0, _count))
+        {
+            dispatches += command.Kind == CommandKind.Dispatch ? 1 : 0;
+            barriers += command.Kind == CommandKind.Barrier ? 1 : 0;
+        }
+
+        LastStep = (dispatches, barriers);
         DeviceApi api = _device.Api;
         nint commandBuffer = recording.CommandBuffer;
         var submit = new VkSubmitInfo { SType = Vk.STRUCTURE_TYPE_SUBMIT_INFO, CommandBufferCount = 1, PCommandBuffers = (nint)(&commandBuffer) };

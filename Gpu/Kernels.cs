@@ -22,8 +22,9 @@ internal struct RmsNormPush
 [StructLayout(LayoutKind.Sequential)]
 internal struct LinearPush
 {
-    public ulong X, W, Bias, Y;
-    public uint Rows, Cols, Wide;
+    // Up to three weights against one x (matvec.comp): 0 addresses and 0 rows past the last.
+    public ulong X, W0, W1, W2, Bias0, Bias1, Bias2, Y0, Y1, Y2;
+    public uint Rows0, Rows1, Rows2, Cols, Wide, Gated;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -65,6 +65,9 @@ public sealed unsafe class VulkanBackend : IBackend
     /// <summary>Steps submitted, and how many of them replayed a kept command buffer.</summary>
     public (long Submits, long Replays) Submissions => (_stream.Submits, _stream.Replays);
 
+    /// <summary>Compute dispatches and barriers in the last submitted step.</summary>
+    public (int Dispatches, int Barriers) LastStep => _stream.LastStep;
+
     public void CheckWeightMemory(long bytes, string what)
     {
         long available = _device.AvailableBytes();
@@ -151,11 +154,10 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             var push = new LinearPush
             {
-                X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
-                Rows = (uint)w.Rows, Cols = (uint)w.Cols, Wide = w.WideRows ? 1u : 0u,
+                X = xa.Address, W0 = w.Address, Bias0 = b?.Address ?? 0, Y0 = ya.Address,
+                Rows0 = (uint)w.Rows, Cols = (uint)w.Cols, Wide = w.WideRows ? 1u : 0u,
             };
-            ulong pipeline = _shaders.Get(Shader(Kernel.MatVec, w.StoredType), MatVecGroup, MatVecRowsPerGroup, (uint)x.Rows, constants: 3);
-            _stream.Dispatch(pipeline, push, Groups(w.Rows, MatVecRowsPerGroup), reads, [ya.Buffer]);
+            _stream.Dispatch(MatVecPipeline(w, x.Rows), push, Groups(w.Rows, MatVecRowsPerGroup), reads, [ya.Buffer]);
         }
         else
         {
@@ -167,6 +169,36 @@ public sealed unsafe class VulkanBackend : IBackend
             };
             _stream.Dispatch(_shaders.Get(Shader(Kernel.Gemm, w.StoredType)), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
         }
+    }
+
+    /// <summary>For a few rows (decode), q, k and v in one matvec dispatch when their weights share type and width.</summary>
+    public void QkvProjection(Activation x, DeviceWeight wq, DeviceWeight? bq, Activation q, DeviceWeight wk, DeviceWeight? bk, Activation k,
+        DeviceWeight wv, DeviceWeight? bv, Activation v)
+    {
+        GpuWeight a = GpuWeight.Of(wq), b = GpuWeight.Of(wk), c = GpuWeight.Of(wv);
+        if (x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(a, b) || !SameLayout(a, c))
+        {
+            Linear(x, wq, bq, q);
+            Linear(x, wk, bk, k);
+            Linear(x, wv, bv, v);
+            return;
+        }
+
+        CheckCols(x, a.Cols, wq.Name);
+        CheckCols(q, a.Rows, wq.Name);
+        CheckCols(k, b.Rows, wk.Name);
+        CheckCols(v, c.Rows, wv.Name);
+        GpuActivations xa = GpuActivations.Of(x), qa = GpuActivations.Of(q), ka = GpuActivations.Of(k), va = GpuActivations.Of(v);
+        GpuWeight? qb = bq is null ? null : VectorOf(bq), kb = bk is null ? null : VectorOf(bk), vb = bv is null ? null : VectorOf(bv);
+        var push = new LinearPush
+        {
+            X = xa.Address, W0 = a.Address, W1 = b.Address, W2 = c.Address,
+            Bias0 = qb?.Address ?? 0, Bias1 = kb?.Address ?? 0, Bias2 = vb?.Address ?? 0, Y0 = qa.Address, Y1 = ka.Address, Y2 = va.Address,
+            Rows0 = (uint)a.Rows, Rows1 = (uint)b.Rows, Rows2 = (uint)c.Rows, Cols = (uint)a.Cols, Wide = a.WideRows ? 1u : 0u,
+        };
+        long groups = Groups(a.Rows, MatVecRowsPerGroup) + Groups(b.Rows, MatVecRowsPerGroup) + Groups(c.Rows, MatVecRowsPerGroup);
+        _stream.Dispatch(MatVecPipeline(a, x.Rows), push, groups,
+            [xa.Buffer, a.Buffer, b.Buffer, c.Buffer, (qb ?? a).Buffer, (kb ?? a).Buffer, (vb ?? a).Buffer], [qa.Buffer, ka.Buffer, va.Buffer]);
     }
 
     public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
@@ -247,13 +279,41 @@ public sealed unsafe class VulkanBackend : IBackend
     public void SwiGlu(Activation x, DeviceWeight gate, DeviceWeight up, DeviceWeight down,
         Activation gateScratch, Activation upScratch, Activation y)
     {
-        Linear(x, gate, null, gateScratch);
-        Linear(x, up, null, upScratch);
-        GpuActivations g = GpuActivations.Of(gateScratch), u = GpuActivations.Of(upScratch);
-        long count = (long)gateScratch.Rows * gateScratch.Cols;
-        var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
-        _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
+        if (!TryGatedMatVec(x, gate, up, gateScratch))
+        {
+            Linear(x, gate, null, gateScratch);
+            Linear(x, up, null, upScratch);
+            GpuActivations g = GpuActivations.Of(gateScratch), u = GpuActivations.Of(upScratch);
+            long count = (long)gateScratch.Rows * gateScratch.Cols;
+            var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
+            _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
+        }
+
         Linear(gateScratch, down, null, y);
+    }
+
+    /// <summary>
+    /// Decode: gate and up projections and silu(gate) * up in one matvec dispatch (each workgroup a row of both),
+    /// when the two weights share type and shape; false leaves the three steps to the caller.
+    /// </summary>
+    private bool TryGatedMatVec(Activation x, DeviceWeight gate, DeviceWeight up, Activation gateScratch)
+    {
+        GpuWeight gw = GpuWeight.Of(gate), uw = GpuWeight.Of(up);
+        if (x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(gw, uw) || gw.Rows != uw.Rows)
+        {
+            return false;
+        }
+
+        CheckCols(x, gw.Cols, gate.Name);
+        CheckCols(gateScratch, gw.Rows, gate.Name);
+        GpuActivations xa = GpuActivations.Of(x), ga = GpuActivations.Of(gateScratch);
+        var push = new LinearPush
+        {
+            X = xa.Address, W0 = gw.Address, W1 = uw.Address, Y0 = ga.Address,
+            Rows0 = (uint)gw.Rows, Rows1 = (uint)uw.Rows, Cols = (uint)gw.Cols, Wide = gw.WideRows ? 1u : 0u, Gated = 1,
+        };
+        _stream.Dispatch(MatVecPipeline(gw, x.Rows), push, Groups(gw.Rows, MatVecRowsPerGroup / 2), [xa.Buffer, gw.Buffer, uw.Buffer], [ga.Buffer]);
+        return true;
     }
 
     public void Add(Activation x, Activation y)
@@ -504,6 +564,12 @@ public sealed unsafe class VulkanBackend : IBackend
         MatVec,
         Gemm,
     }
+
+    private ulong MatVecPipeline(GpuWeight w, int rows) =>
+        _shaders.Get(Shader(Kernel.MatVec, w.StoredType), MatVecGroup, MatVecRowsPerGroup, (uint)rows, constants: 3);
+
+    /// <summary>Weights one matvec dispatch can read side by side: the same stored type, width and row alignment.</summary>
+    private static bool SameLayout(GpuWeight a, GpuWeight b) => a.StoredType == b.StoredType && a.Cols == b.Cols && a.WideRows == b.WideRows;
 
     private static long Groups(long items, long perGroup) => (items + perGroup - 1) / perGroup;
 

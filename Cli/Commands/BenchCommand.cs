@@ -136,6 +136,8 @@ internal sealed class BenchCommand : ICommand
                     if (backend is Gpu.VulkanBackend gpu)
                     {
                         w.WriteNumber("device_memory_bytes", gpu.AllocatedBytes);
+                        w.WriteNumber("last_step_dispatches", gpu.LastStep.Dispatches);
+                        w.WriteNumber("last_step_barriers", gpu.LastStep.Barriers);
                     }
 
                     w.WriteEndObject();
@@ -153,6 +155,10 @@ internal sealed class BenchCommand : ICommand
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
                     string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} threads)") : "";
                     stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
+                    if (backend is Gpu.VulkanBackend vulkan)
+                    {
+                        stdout.WriteLine($"         a decode step is one submit of {vulkan.LastStep.Dispatches} dispatches and {vulkan.LastStep.Barriers} barriers");
+                    }
                 }
 
                 stdout.WriteLine(string.Create(c, $"         prefill runs its matmuls and attention at {prefillGflops:F1} GFLOP/s"));

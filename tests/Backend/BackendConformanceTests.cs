@@ -96,15 +96,31 @@ public sealed class BackendConformanceTests
         CheckLinear(backend, type, [(5, 256), (37, 512)], activationBlock: 256);
     }
 
-    [SkippableTheory]
-    [MemberData(nameof(Backends))]
-    public void QkvProjection_MixedTypes_EachOutputMatchesReferenceAndItsOwnLinear(string backendName)
+    public static TheoryData<string, bool> BackendsMixedOrNot()
     {
-        // Three weights of one input in different types (a Q4_K_M file mixes them), one without bias, at decode and
-        // prefill row counts: each output must equal the reference and, bit for bit, the same product run alone.
+        var data = new TheoryData<string, bool>();
+        foreach (string backend in TestBackends.All)
+        {
+            data.Add(backend, true);
+            data.Add(backend, false);
+        }
+
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(BackendsMixedOrNot))]
+    public void QkvProjection_MixedOrOneType_EachOutputMatchesReferenceAndItsOwnLinear(string backendName, bool mixed)
+    {
+        // Three weights of one input, one without bias, at decode and prefill row counts: each output must equal the
+        // reference and, bit for bit, the same product run alone. Mixed types (a Q4_K_M file mixes them) run as three
+        // products; one type may run as one pass (the GPU's single dispatch), here with odd row counts so the
+        // boundaries between the three weights fall inside a workgroup's rows.
         using IBackend backend = TestBackends.Create(backendName);
         const int Inputs = 256;
-        (string Name, DType Type, int Outputs, bool Bias)[] products = [("q", DType.Q8_0, 96, true), ("k", DType.BF16, 32, false), ("v", DType.Q4_0, 32, true)];
+        (string Name, DType Type, int Outputs, bool Bias)[] products = mixed
+            ? [("q", DType.Q8_0, 96, true), ("k", DType.BF16, 32, false), ("v", DType.Q4_0, 32, true)]
+            : [("q", DType.Q4_0, 95, true), ("k", DType.Q4_0, 33, false), ("v", DType.Q4_0, 31, true)];
         var stored = products.Select((p, i) => new StoredTensor(p.Name, KernelData.Floats(p.Outputs * Inputs, 40 + i), p.Type, [p.Outputs, Inputs])).ToArray();
         var biases = products.Select((p, i) => new StoredTensor(p.Name + ".bias", KernelData.Floats(p.Outputs, 50 + i), DType.F32, [p.Outputs])).ToArray();
         var weights = stored.Select(t => backend.Upload(t.View)).ToArray();
@@ -315,18 +331,32 @@ public sealed class BackendConformanceTests
     [MemberData(nameof(Backends))]
     public void SwiGluAddGather_MatchReference(string backendName)
     {
+        foreach (int rows in new[] { 1, 3, 9 })
+        {
+            SwiGlu_MatchesReference(backendName, rows);
+        }
+
+        AddAndGather_MatchReference(backendName);
+    }
+
+    /// <summary>
+    /// The MLP at a decode row count (the GPU's gate, up and silu(gate) * up in one dispatch) or a prefill one, with an
+    /// odd intermediate size so the last workgroup's rows run past the end.
+    /// </summary>
+    private static void SwiGlu_MatchesReference(string backendName, int rows)
+    {
         using IBackend backend = TestBackends.Create(backendName);
-        const int Rows = 3, Hidden = 16, Intermediate = 40;
+        const int Hidden = 16, Intermediate = 41;
         using var gate = new StoredTensor("gate", KernelData.Floats(Intermediate * Hidden, 11), DType.BF16, [Intermediate, Hidden]);
         using var up = new StoredTensor("up", KernelData.Floats(Intermediate * Hidden, 12), DType.BF16, [Intermediate, Hidden]);
         using var down = new StoredTensor("down", KernelData.Floats(Hidden * Intermediate, 13), DType.BF16, [Hidden, Intermediate]);
         using DeviceWeight g = backend.Upload(gate.View), u = backend.Upload(up.View), d = backend.Upload(down.View);
-        float[] x = KernelData.Floats(Rows * Hidden, 14, scale: 4);
-        using DeviceBuffer gateScratch = backend.Allocate(Rows, Intermediate), upScratch = backend.Allocate(Rows, Intermediate);
+        float[] x = KernelData.Floats(rows * Hidden, 14, scale: 4);
+        using DeviceBuffer gateScratch = backend.Allocate(rows, Intermediate), upScratch = backend.Allocate(rows, Intermediate);
 
-        float[] y = Run(backend, Rows, Hidden, [(x, Hidden)], (a, o) => backend.SwiGlu(a[0], g, u, d, gateScratch.Rows(Rows), upScratch.Rows(Rows), o));
+        float[] y = Run(backend, rows, Hidden, [(x, Hidden)], (a, o) => backend.SwiGlu(a[0], g, u, d, gateScratch.Rows(rows), upScratch.Rows(rows), o));
 
-        for (int r = 0; r < Rows; r++)
+        for (int r = 0; r < rows; r++)
         {
             var hidden = new double[Intermediate];
             for (int i = 0; i < Intermediate; i++)
@@ -349,6 +379,12 @@ public sealed class BackendConformanceTests
             }
         }
 
+    }
+
+    private static void AddAndGather_MatchReference(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Rows = 3, Hidden = 16;
         float[] a = KernelData.Floats(Rows * Hidden, 15), b = KernelData.Floats(Rows * Hidden, 16);
         float[] sum = Run(backend, Rows, Hidden, [(a, Hidden), (b, Hidden)], (inputs, o) =>
         {

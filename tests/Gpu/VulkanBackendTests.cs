@@ -89,6 +89,10 @@ public sealed class VulkanBackendTests
         Assert.Equal(20, submitsAfter - submits);
         Assert.Equal(20, replaysAfter - replays);
         Assert.Equal(0, allocated);
+
+        // The launch budget of a decode step: embedding; per layer norm, one q/k/v dispatch, RoPE, cache store,
+        // attention, o_proj, residual, norm, one gate/up/SiLU dispatch, down_proj, residual; gather, norm, LM head.
+        Assert.Equal(1 + (11 * model.Config.NumHiddenLayers) + 3, backend.LastStep.Dispatches);
     }
 
     [SkippableFact]
