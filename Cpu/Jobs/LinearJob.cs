@@ -16,6 +16,14 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     /// <summary>Work below which a chunk is not worth a thread hand-off: about 2 µs of SIMD multiply-adds.</summary>
     public const long MinMultiplyAddsPerChunk = 1 << 16;
 
+    /// <summary>
+    /// Weight bytes below which a decode chunk (a few tokens) is not worth a thread hand-off. A chunk starts cold: its first
+    /// rows wait on memory before the prefetches run ahead. With the multiply-add rule alone, Q4_0's 896 × 896 product
+    /// (Qwen2.5-0.5B's q and o) ran in 56 KB chunks and streamed no faster on two threads than on one (15 GB/s), and a
+    /// 128 × 896 one (k, v) slower (9 against 20); with this floor 18 and 15-20 GB/s, and the q/k/v job 15-20% faster.
+    /// </summary>
+    public const long MinWeightBytesPerChunk = 128 << 10;
+
     /// <summary>Products of one input a job holds.</summary>
     public const int MaxProducts = 3;
 
@@ -93,14 +101,20 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         }
 
         // About four chunks per thread evens out uneven progress; a chunk is a whole number of panels, at least
-        // 32 rows and at least MinMultiplyAddsPerChunk of work, so that handing it to another thread (a
-        // microsecond or so) costs little next to computing it. Small products (a 260K-parameter model's) run
-        // on the calling thread alone.
+        // 32 rows and at least MinMultiplyAddsPerChunk of work (at decode also MinWeightBytesPerChunk of weights), so
+        // that handing it to another thread costs little next to computing it, and the rows are shared evenly among
+        // that many chunks. Small products (a 260K-parameter model's) run on the calling thread alone.
         int rows = weight.Rows;
         int target = Math.Max(1, rows / (_threads * 4));
         long minRows = (MinMultiplyAddsPerChunk / Math.Max(1L, (long)_tokens * weight.Cols)) + 1;
+        if (_tokens <= MatMul.RowDotTokens)
+        {
+            minRows = Math.Max(minRows, (MinWeightBytesPerChunk / weight.RowBytes) + 1);
+        }
+
         target = (int)Math.Max(target, Math.Min(minRows, rows));
-        int rowsPerChunk = Math.Max(32, (target + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
+        int chunks = (rows + target - 1) / target;
+        int rowsPerChunk = Math.Max(32, ((rows + chunks - 1) / chunks + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
         if (_tokens > 1)
         {
             scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
