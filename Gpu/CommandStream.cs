@@ -28,6 +28,9 @@ internal sealed unsafe class CommandStream : IDisposable
     private readonly Recording[] _recordings = new Recording[CachedRecordings];
     private StepCommand[] _commands = new StepCommand[256];
     private int _count;
+    private int _markCount = -1;
+    private readonly List<GpuBuffer> _markRead = [];
+    private readonly List<GpuBuffer> _markWritten = [];
     private ulong _pool;
     private ulong _fence;
     private long _submits;
@@ -72,6 +75,41 @@ internal sealed unsafe class CommandStream : IDisposable
     public long Submits => _submits;
 
     public long Replays { get; private set; }
+
+    /// <summary>Commands added since the stream was made; never goes back, so it tells whether anything came after a mark.</summary>
+    public long Recorded { get; private set; }
+
+    /// <summary>
+    /// Remembers this point of the step (the commands and the barrier tracking), so that what is added after it can be
+    /// taken back with <see cref="RewindToMark"/> and recorded again as part of a later dispatch.
+    /// </summary>
+    public void Mark()
+    {
+        _markCount = _count;
+        _markRead.Clear();
+        _markRead.AddRange(_read);
+        _markWritten.Clear();
+        _markWritten.AddRange(_written);
+    }
+
+    /// <summary>True when the mark is in the step being recorded (no flush since) and the stream has <paramref name="recorded"/> commands.</summary>
+    public bool CanRewind(long recorded) => _markCount >= 0 && Recorded == recorded;
+
+    /// <summary>Drops the commands added since <see cref="Mark"/>, and the barriers they would have needed.</summary>
+    public void RewindToMark()
+    {
+        if (_markCount < 0 || _markCount > _count)
+        {
+            throw new InvalidOperationException("no mark in the step being recorded to rewind to");
+        }
+
+        _count = _markCount;
+        _markCount = -1;
+        _read.Clear();
+        _read.AddRange(_markRead);
+        _written.Clear();
+        _written.AddRange(_markWritten);
+    }
 
     /// <summary>Dispatches and barriers in the last submitted step (kernel launches are what a small model's decode waits on).</summary>
     public (int Dispatches, int Barriers) LastStep { get; private set; }
@@ -149,6 +187,7 @@ internal sealed unsafe class CommandStream : IDisposable
         var submit = new VkSubmitInfo { SType = Vk.STRUCTURE_TYPE_SUBMIT_INFO, CommandBufferCount = 1, PCommandBuffers = (nint)(&commandBuffer) };
         ulong fence = _fence;
         _count = 0;
+        _markCount = -1;
         _read.Clear();
         _written.Clear();
         VkCheck.Ok(api.ResetFences(_device.Handle, 1, &fence), "vkResetFences");
@@ -193,6 +232,7 @@ internal sealed unsafe class CommandStream : IDisposable
         }
 
         ref StepCommand command = ref _commands[_count++];
+        Recorded++;
         command = default;
         command.Kind = kind;
         return ref command;

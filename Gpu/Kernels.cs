@@ -22,9 +22,12 @@ internal struct RmsNormPush
 [StructLayout(LayoutKind.Sequential)]
 internal struct LinearPush
 {
-    // Up to three weights against one x (matvec.comp): 0 addresses and 0 rows past the last.
-    public ulong X, W0, W1, W2, Bias0, Bias1, Bias2, Y0, Y1, Y2;
-    public uint Rows0, Rows1, Rows2, Cols, Wide, Gated;
+    // Up to three weights against one x (matvec.comp): 0 addresses and 0 rows past the last; Norm, NormOut and
+    // Residual 0 unless an RMSNorm before or an add after is fused.
+    public ulong X, W0, W1, W2, Bias0, Bias1, Bias2, Y0, Y1, Y2, Norm, NormOut, Residual;
+    public uint Rows0, Rows1, Rows2, Cols;
+    public float Eps;
+    public uint Flags;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -37,8 +40,9 @@ internal struct GemmPush
 [StructLayout(LayoutKind.Sequential)]
 internal struct RopePush
 {
-    public ulong Q, K, Angles;
-    public uint Rows, Heads, KvHeads, HeadDim;
+    // V, Keys, Values, SlotsPositions 0 unless the cache store is fused (rope.comp).
+    public ulong Q, K, Angles, V, Keys, Values, SlotsPositions;
+    public uint Rows, Heads, KvHeads, HeadDim, Capacity;
 }
 
 [StructLayout(LayoutKind.Sequential)]

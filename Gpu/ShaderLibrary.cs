@@ -13,7 +13,7 @@ internal sealed unsafe class ShaderLibrary : IDisposable
     public const int PushConstantBytes = 128;
 
     private readonly VulkanDevice _device;
-    private readonly Dictionary<(string Name, ulong Specialization), ulong> _pipelines = [];
+    private readonly Dictionary<(string Name, uint C0, uint C1, uint C2, uint C3), ulong> _pipelines = [];
     private ulong _layout;
 
     public ShaderLibrary(VulkanDevice device)
@@ -33,17 +33,17 @@ internal sealed unsafe class ShaderLibrary : IDisposable
 
     public ulong Layout => _layout;
 
-    /// <summary>The pipeline of shader <paramref name="name"/> with up to three specialization constants (ids 0, 1, 2).</summary>
-    public ulong Get(string name, uint constant0 = 0, uint constant1 = 0, uint constant2 = 0, int constants = 0)
+    /// <summary>The pipeline of shader <paramref name="name"/> with up to four specialization constants (ids 0..3).</summary>
+    public ulong Get(string name, uint constant0 = 0, uint constant1 = 0, uint constant2 = 0, uint constant3 = 0, int constants = 0)
     {
-        ulong key = constant0 | ((ulong)constant1 << 21) | ((ulong)constant2 << 42);
-        if (_pipelines.TryGetValue((name, key), out ulong pipeline))
+        var key = (name, constant0, constant1, constant2, constant3);
+        if (_pipelines.TryGetValue(key, out ulong pipeline))
         {
             return pipeline;
         }
 
-        pipeline = Create(name, [constant0, constant1, constant2], constants);
-        _pipelines.Add((name, key), pipeline);
+        pipeline = Create(name, [constant0, constant1, constant2, constant3], constants);
+        _pipelines.Add(key, pipeline);
         return pipeline;
     }
 
@@ -65,8 +65,8 @@ internal sealed unsafe class ShaderLibrary : IDisposable
 
         try
         {
-            VkSpecializationMapEntry* entries = stackalloc VkSpecializationMapEntry[3];
-            for (uint i = 0; i < 3; i++)
+            VkSpecializationMapEntry* entries = stackalloc VkSpecializationMapEntry[4];
+            for (uint i = 0; i < 4; i++)
             {
                 entries[i] = new VkSpecializationMapEntry { ConstantID = i, Offset = i * sizeof(uint), Size = sizeof(uint) };
             }

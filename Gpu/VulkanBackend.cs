@@ -34,11 +34,16 @@ public sealed unsafe class VulkanBackend : IBackend
     private ulong _angleAddress;
     private AttentionShape _angleShape;
     private double[] _inverseFrequencies = [];
+    private readonly bool _fuse;
+    private readonly LastOperation _last = new();
+    private readonly GpuBuffer[] _matVecReads = new GpuBuffer[12];
+    private readonly GpuBuffer[] _matVecWrites = new GpuBuffer[6];
 
     public VulkanBackend(VulkanBackendOptions? options = null)
     {
         options ??= new VulkanBackendOptions();
         _device = VulkanDevice.Open(options.Device);
+        _fuse = options.FuseDecode ?? _device.Info.Type != "cpu";
         try
         {
             _shaders = new ShaderLibrary(_device);
@@ -134,7 +139,12 @@ public sealed unsafe class VulkanBackend : IBackend
         CheckCols(x, w.Cols, weight.Name);
         GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
         var push = new RmsNormPush { X = xa.Address, Weight = w.Address, Y = ya.Address, Rows = (uint)x.Rows, Cols = (uint)x.Cols, Eps = eps };
+        _stream.Mark();
         _stream.Dispatch(_shaders.Get("rms_norm"), push, x.Rows, [xa.Buffer, w.Buffer], [ya.Buffer]);
+        Remember(Fusable.Norm, x.Rows);
+        _last.Norm = push;
+        _last.NormInput = xa.Buffer;
+        _last.NormWeight = w.Buffer;
     }
 
     public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)
@@ -155,9 +165,9 @@ public sealed unsafe class VulkanBackend : IBackend
             var push = new LinearPush
             {
                 X = xa.Address, W0 = w.Address, Bias0 = b?.Address ?? 0, Y0 = ya.Address,
-                Rows0 = (uint)w.Rows, Cols = (uint)w.Cols, Wide = w.WideRows ? 1u : 0u,
+                Rows0 = (uint)w.Rows, Cols = (uint)w.Cols, Flags = MatVecFlags(w, gated: false),
             };
-            _stream.Dispatch(MatVecPipeline(w, x.Rows), push, Groups(w.Rows, MatVecRowsPerGroup), reads, [ya.Buffer]);
+            MatVec(push, xa, x.Rows, w, Groups(w.Rows, MatVecRowsPerGroup), [w.Buffer, (b ?? w).Buffer], [ya.Buffer], single: true);
         }
         else
         {
@@ -171,12 +181,12 @@ public sealed unsafe class VulkanBackend : IBackend
         }
     }
 
-    /// <summary>For a few rows (decode), q, k and v in one matvec dispatch when their weights share type and width.</summary>
+    /// <summary>For a few rows (decode), q, k and v in one matvec dispatch when their weights share type and width (when fusing).</summary>
     public void QkvProjection(Activation x, DeviceWeight wq, DeviceWeight? bq, Activation q, DeviceWeight wk, DeviceWeight? bk, Activation k,
         DeviceWeight wv, DeviceWeight? bv, Activation v)
     {
         GpuWeight a = GpuWeight.Of(wq), b = GpuWeight.Of(wk), c = GpuWeight.Of(wv);
-        if (x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(a, b) || !SameLayout(a, c))
+        if (!_fuse || x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(a, b) || !SameLayout(a, c))
         {
             Linear(x, wq, bq, q);
             Linear(x, wk, bk, k);
@@ -194,11 +204,11 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             X = xa.Address, W0 = a.Address, W1 = b.Address, W2 = c.Address,
             Bias0 = qb?.Address ?? 0, Bias1 = kb?.Address ?? 0, Bias2 = vb?.Address ?? 0, Y0 = qa.Address, Y1 = ka.Address, Y2 = va.Address,
-            Rows0 = (uint)a.Rows, Rows1 = (uint)b.Rows, Rows2 = (uint)c.Rows, Cols = (uint)a.Cols, Wide = a.WideRows ? 1u : 0u,
+            Rows0 = (uint)a.Rows, Rows1 = (uint)b.Rows, Rows2 = (uint)c.Rows, Cols = (uint)a.Cols, Flags = MatVecFlags(a, gated: false),
         };
         long groups = Groups(a.Rows, MatVecRowsPerGroup) + Groups(b.Rows, MatVecRowsPerGroup) + Groups(c.Rows, MatVecRowsPerGroup);
-        _stream.Dispatch(MatVecPipeline(a, x.Rows), push, groups,
-            [xa.Buffer, a.Buffer, b.Buffer, c.Buffer, (qb ?? a).Buffer, (kb ?? a).Buffer, (vb ?? a).Buffer], [qa.Buffer, ka.Buffer, va.Buffer]);
+        MatVec(push, xa, x.Rows, a, groups, [a.Buffer, b.Buffer, c.Buffer, (qb ?? a).Buffer, (kb ?? a).Buffer, (vb ?? a).Buffer],
+            [qa.Buffer, ka.Buffer, va.Buffer], single: false);
     }
 
     public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
@@ -210,8 +220,11 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, K = ka.Address, Angles = AnglesFor(positions[..rows], shape),
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
+        _stream.Mark();
         _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
             [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+        Remember(Fusable.Rope, rows);
+        _last.Rope = push;
     }
 
     public void Attention(Activation q, Activation k, Activation v, KvCache cache, int layer,
@@ -248,14 +261,31 @@ public sealed unsafe class VulkanBackend : IBackend
         positions[..rows].CopyTo(slotsPositions[rows..]);
         ulong slotsPositionsAddress = _inputs.Buffer.Address + (ulong)offset;
 
-        // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
+        // Append this step's keys and values first, so each token also sees the earlier tokens of its own step. Right after
+        // the RoPE of these q and k, the rotation stores them too (one launch instead of two).
         GpuBuffer keys = kv.Keys(layer), values = kv.Values(layer);
-        var store = new KvStorePush
+        if (_last.Is(Fusable.Rope, _stream, rows) && _last.Rope.Q == qa.Address && _last.Rope.K == ka.Address)
         {
-            K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
-            Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity,
-        };
-        _stream.Dispatch(_shaders.Get("kv_store"), store, Groups((long)rows * kv.KvDim, 256), [ka.Buffer, va.Buffer], [keys, values]);
+            RopePush rope = _last.Rope;
+            rope.V = va.Address;
+            rope.Keys = keys.Address;
+            rope.Values = values.Address;
+            rope.SlotsPositions = slotsPositionsAddress;
+            rope.Capacity = (uint)kv.Capacity;
+            _stream.RewindToMark();
+            _last.Forget();
+            long perRow = ((long)(shape.NumHeads + shape.NumKvHeads) * (shape.HeadDim / 2)) + kv.KvDim;
+            _stream.Dispatch(_shaders.Get("rope"), rope, Groups(rows * perRow, 256), [qa.Buffer, ka.Buffer, va.Buffer], [qa.Buffer, ka.Buffer, keys, values]);
+        }
+        else
+        {
+            var store = new KvStorePush
+            {
+                K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
+                Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity,
+            };
+            _stream.Dispatch(_shaders.Get("kv_store"), store, Groups((long)rows * kv.KvDim, 256), [ka.Buffer, va.Buffer], [keys, values]);
+        }
 
         var attention = new AttentionPush
         {
@@ -299,7 +329,7 @@ public sealed unsafe class VulkanBackend : IBackend
     private bool TryGatedMatVec(Activation x, DeviceWeight gate, DeviceWeight up, Activation gateScratch)
     {
         GpuWeight gw = GpuWeight.Of(gate), uw = GpuWeight.Of(up);
-        if (x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(gw, uw) || gw.Rows != uw.Rows)
+        if (!_fuse || x.Rows == 0 || x.Rows > MaxMatVecRows || !SameLayout(gw, uw) || gw.Rows != uw.Rows)
         {
             return false;
         }
@@ -310,15 +340,29 @@ public sealed unsafe class VulkanBackend : IBackend
         var push = new LinearPush
         {
             X = xa.Address, W0 = gw.Address, W1 = uw.Address, Y0 = ga.Address,
-            Rows0 = (uint)gw.Rows, Rows1 = (uint)uw.Rows, Cols = (uint)gw.Cols, Wide = gw.WideRows ? 1u : 0u, Gated = 1,
+            Rows0 = (uint)gw.Rows, Rows1 = (uint)uw.Rows, Cols = (uint)gw.Cols, Flags = MatVecFlags(gw, gated: true),
         };
-        _stream.Dispatch(MatVecPipeline(gw, x.Rows), push, Groups(gw.Rows, MatVecRowsPerGroup / 2), [xa.Buffer, gw.Buffer, uw.Buffer], [ga.Buffer]);
+        MatVec(push, xa, x.Rows, gw, Groups(gw.Rows, MatVecRowsPerGroup / 2), [gw.Buffer, uw.Buffer], [ga.Buffer], single: false);
         return true;
     }
 
     public void Add(Activation x, Activation y)
     {
         GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        if (_last.Is(Fusable.MatVec, _stream, x.Rows) && _last.Linear.Y0 == ya.Address && _last.Linear.Rows0 == x.Cols && y.Rows == x.Rows
+            && !_last.Touches(xa.Buffer))
+        {
+            // Right after the product that wrote y (one weight, a few rows): that dispatch adds its results onto x as well.
+            LinearPush fused = _last.Linear;
+            fused.Residual = xa.Address;
+            _stream.RewindToMark();
+            _last.Reads[_last.ReadCount] = xa.Buffer;
+            _last.Writes[_last.WriteCount] = xa.Buffer;
+            _stream.Dispatch(_last.Pipeline, fused, _last.Groups, _last.Reads.AsSpan(0, _last.ReadCount + 1), _last.Writes.AsSpan(0, _last.WriteCount + 1));
+            _last.Forget();
+            return;
+        }
+
         long count = (long)x.Rows * x.Cols;
         var push = new AddPush { X = xa.Address, Y = ya.Address, Count = (uint)count };
         _stream.Dispatch(_shaders.Get("add"), push, Groups(count, 256), [xa.Buffer, ya.Buffer], [xa.Buffer]);
@@ -374,8 +418,11 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, K = ka.Address, Angles = _inputs.Buffer.Address + (ulong)offset,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
+        _stream.Mark();
         _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
             [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+        Remember(Fusable.Rope, rows);
+        _last.Rope = push;
     }
 
     public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y)
@@ -565,8 +612,77 @@ public sealed unsafe class VulkanBackend : IBackend
         Gemm,
     }
 
-    private ulong MatVecPipeline(GpuWeight w, int rows) =>
-        _shaders.Get(Shader(Kernel.MatVec, w.StoredType), MatVecGroup, MatVecRowsPerGroup, (uint)rows, constants: 3);
+    /// <summary>
+    /// Records a matvec.comp dispatch of <paramref name="push"/> over the activations <paramref name="x"/> (of
+    /// <paramref name="rows"/> rows). When the last thing recorded is the RMSNorm that wrote x, from another buffer, the
+    /// norm is taken back and done inside this dispatch. A product of one weight (<paramref name="single"/>) is remembered,
+    /// so that an <see cref="Add"/> of its output can join it too.
+    /// </summary>
+    private void MatVec(LinearPush push, GpuActivations x, int rows, GpuWeight first, long groups, ReadOnlySpan<GpuBuffer> weights,
+        ReadOnlySpan<GpuBuffer> outputs, bool single)
+    {
+        int reads = 0, writes = 0;
+        GpuBuffer[] readList = _matVecReads, writeList = _matVecWrites;
+        if (_last.Is(Fusable.Norm, _stream, rows) && _last.Norm.Y == x.Address && _last.NormInput != x.Buffer)
+        {
+            push.X = _last.Norm.X;
+            push.Norm = _last.Norm.Weight;
+            push.NormOut = x.Address;
+            push.Eps = _last.Norm.Eps;
+            readList[reads++] = _last.NormInput!;
+            readList[reads++] = _last.NormWeight!;
+            writeList[writes++] = x.Buffer;
+            _stream.RewindToMark();
+        }
+        else
+        {
+            readList[reads++] = x.Buffer;
+        }
+
+        _last.Forget();
+        weights.CopyTo(readList.AsSpan(reads));
+        reads += weights.Length;
+        outputs.CopyTo(writeList.AsSpan(writes));
+        writes += outputs.Length;
+        ulong pipeline = MatVecPipeline(first, rows, push.Norm != 0, !single);
+        if (single)
+        {
+            _stream.Mark();
+        }
+
+        _stream.Dispatch(pipeline, push, groups, readList.AsSpan(0, reads), writeList.AsSpan(0, writes));
+        if (single)
+        {
+            Remember(Fusable.MatVec, rows);
+            _last.Linear = push;
+            _last.Pipeline = pipeline;
+            _last.Groups = groups;
+            readList.AsSpan(0, reads).CopyTo(_last.Reads);
+            writeList.AsSpan(0, writes).CopyTo(_last.Writes);
+            _last.ReadCount = reads;
+            _last.WriteCount = writes;
+        }
+    }
+
+    /// <summary>Notes the operation just recorded as one the next may fuse with (when this backend fuses).</summary>
+    private void Remember(Fusable kind, int rows)
+    {
+        if (_fuse)
+        {
+            _last.Remember(kind, _stream, rows);
+        }
+        else
+        {
+            _last.Forget();
+        }
+    }
+
+    private static uint MatVecFlags(GpuWeight w, bool gated) => (w.WideRows ? 1u : 0u) | (gated ? 2u : 0u);
+
+    /// <summary>matvec.comp for a weight type and activation row count, with an RMSNorm fused in or not and one weight or several
+    /// (a pipeline each, so the plain product carries none of the fused ones' work).</summary>
+    private ulong MatVecPipeline(GpuWeight w, int rows, bool norm, bool several) =>
+        _shaders.Get(Shader(Kernel.MatVec, w.StoredType), MatVecGroup, MatVecRowsPerGroup, (uint)rows, (norm ? 1u : 0u) | (several ? 2u : 0u), constants: 4);
 
     /// <summary>Weights one matvec dispatch can read side by side: the same stored type, width and row alignment.</summary>
     private static bool SameLayout(GpuWeight a, GpuWeight b) => a.StoredType == b.StoredType && a.Cols == b.Cols && a.WideRows == b.WideRows;
@@ -602,5 +718,51 @@ public sealed unsafe class VulkanBackend : IBackend
         _stream?.Dispose();
         _shaders?.Dispose();
         _device.Dispose();
+    }
+
+    /// <summary>Operations whose dispatch a following operation may take into its own (fewer launches a decode step).</summary>
+    private enum Fusable
+    {
+        None,
+        Norm,     // RmsNorm, into the matvec that reads its output
+        MatVec,   // a one-weight matvec, with the Add onto its output
+        Rope,     // Rope, with the cache store of the Attention after it
+    }
+
+    /// <summary>
+    /// The last recorded operation when it may be fused with the next: what it was and what it recorded, valid while the
+    /// stream has recorded nothing after it in the same step (<see cref="CommandStream.CanRewind"/>).
+    /// </summary>
+    private sealed class LastOperation
+    {
+        public Fusable Kind;
+        public long RecordedAfter;
+        public int Rows;
+        public RmsNormPush Norm;
+        public GpuBuffer? NormInput;
+        public GpuBuffer? NormWeight;
+        public RopePush Rope;
+        public LinearPush Linear;
+        public ulong Pipeline;
+        public long Groups;
+        public readonly GpuBuffer[] Reads = new GpuBuffer[13];
+        public readonly GpuBuffer[] Writes = new GpuBuffer[7];
+        public int ReadCount;
+        public int WriteCount;
+
+        public void Remember(Fusable kind, CommandStream stream, int rows)
+        {
+            Kind = kind;
+            RecordedAfter = stream.Recorded;
+            Rows = rows;
+        }
+
+        public bool Is(Fusable kind, CommandStream stream, int rows) => Kind == kind && Rows == rows && stream.CanRewind(RecordedAfter);
+
+        /// <summary>Whether the remembered dispatch reads or writes <paramref name="buffer"/>.</summary>
+        public bool Touches(GpuBuffer buffer) =>
+            Array.IndexOf(Reads, buffer, 0, ReadCount) >= 0 || Array.IndexOf(Writes, buffer, 0, WriteCount) >= 0;
+
+        public void Forget() => Kind = Fusable.None;
     }
 }

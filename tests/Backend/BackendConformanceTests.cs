@@ -181,6 +181,80 @@ public sealed class BackendConformanceTests
         }
     }
 
+    public static TheoryData<string, DType> BackendsAndFusedTypes() => EveryBackendWith(DType.BF16, DType.Q4_0, DType.Q4_K);
+
+    /// <summary>
+    /// The decode sequences a GPU runs as fewer dispatches (matvec.comp): RmsNorm then Linear then Add onto a residual, and
+    /// RmsNorm then QkvProjection. Every output of every step must be as the steps alone define it, the norm's output
+    /// included though the fused product reads x itself; at 9 rows (a GEMM on the GPU) nothing is fused.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndFusedTypes))]
+    public void NormLinearAdd_AndNormQkv_EveryOutputMatchesReference(string backendName, DType type)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Inputs = 256, Outputs = 95;
+        const float Eps = 1e-6f;
+        using var norm = new StoredTensor("norm", KernelData.Floats(Inputs, 70), DType.BF16, [Inputs]);
+        using var w = new StoredTensor("w", KernelData.Floats(Outputs * Inputs, 71), type, [Outputs, Inputs]);
+        using var k = new StoredTensor("k", KernelData.Floats(33 * Inputs, 72), type, [33, Inputs]);
+        using var b = new StoredTensor("b", KernelData.Floats(Outputs, 73), DType.F32, [Outputs]);
+        using DeviceWeight normWeight = backend.Upload(norm.View), weight = backend.Upload(w.View), kWeight = backend.Upload(k.View), bias = backend.Upload(b.View);
+        int block = type == DType.Q4_K ? 256 : 32;
+        foreach (int rows in new[] { 1, 3, 9 })
+        {
+            float[] x = KernelData.Floats(rows * Inputs, 74 + rows, scale: 3), residual = KernelData.Floats(rows * Outputs, 80 + rows);
+            using DeviceBuffer xb = backend.Allocate(rows, Inputs), normed = backend.Allocate(rows, Inputs), y = backend.Allocate(rows, Outputs);
+            using DeviceBuffer sum = backend.Allocate(rows, Outputs), normed2 = backend.Allocate(rows, Inputs), q = backend.Allocate(rows, Outputs);
+            using DeviceBuffer kOut = backend.Allocate(rows, 33), vOut = backend.Allocate(rows, 33);
+            backend.Write(x, xb.Rows(rows));
+            backend.Write(residual, sum.Rows(rows));
+            foreach (DeviceBuffer poisoned in new[] { normed, y, normed2, q })
+            {
+                backend.Write(Enumerable.Repeat(float.NaN, rows * poisoned.Cols).ToArray(), poisoned.Rows(rows));
+            }
+
+            backend.RmsNorm(xb.Rows(rows), normWeight, Eps, normed.Rows(rows));
+            backend.Linear(normed.Rows(rows), weight, bias, y.Rows(rows));
+            backend.Add(sum.Rows(rows), y.Rows(rows));
+            backend.RmsNorm(xb.Rows(rows), normWeight, Eps, normed2.Rows(rows));
+            backend.QkvProjection(normed2.Rows(rows), weight, bias, q.Rows(rows), kWeight, null, kOut.Rows(rows), kWeight, null, vOut.Rows(rows));
+
+            float[] Read(DeviceBuffer buffer)
+            {
+                var values = new float[rows * buffer.Cols];
+                backend.Download(buffer.Rows(rows), values);
+                return values;
+            }
+
+            float[] normedOut = Read(normed), yOut = Read(y), sumOut = Read(sum), normed2Out = Read(normed2), qOut = Read(q);
+            for (int r = 0; r < rows; r++)
+            {
+                double meanSquare = x.AsSpan(r * Inputs, Inputs).ToArray().Sum(v => (double)v * v) / Inputs;
+                var expectedNorm = new float[Inputs];
+                for (int c = 0; c < Inputs; c++)
+                {
+                    double expected = x[(r * Inputs) + c] / Math.Sqrt(meanSquare + Eps) * norm.Exact[c];
+                    expectedNorm[c] = (float)expected;
+                    AssertClose(expected, normedOut[(r * Inputs) + c], Math.Abs(expected) + 1, $"{type} rows {rows}: norm before Linear [{r},{c}]");
+                    AssertClose(expected, normed2Out[(r * Inputs) + c], Math.Abs(expected) + 1, $"{type} rows {rows}: norm before q/k/v [{r},{c}]");
+                }
+
+                for (int o = 0; o < Outputs; o++)
+                {
+                    double expected = KernelData.DotExact(expectedNorm, w.Exact.AsSpan(o * Inputs, Inputs), out double magnitude) + b.Exact[o];
+                    double quantized = DTypes.IsQuantized(type) ? ActivationRounding(expectedNorm, w.Exact.AsSpan(o * Inputs, Inputs), block) : 0;
+                    // The norm's output is rounded to f32 before the product when it runs alone, not when fused: 1e-7 relative per value.
+                    double normRounding = 1e-7 * magnitude;
+                    AssertClose(expected, yOut[(r * Outputs) + o], magnitude + 1, quantized + normRounding, $"{type} rows {rows}: Linear y[{r},{o}]");
+                    AssertClose(expected, qOut[(r * Outputs) + o], magnitude + 1, quantized + normRounding, $"{type} rows {rows}: q[{r},{o}]");
+                    AssertClose(residual[(r * Outputs) + o] + expected, sumOut[(r * Outputs) + o], magnitude + Math.Abs(residual[(r * Outputs) + o]) + 1,
+                        quantized + normRounding, $"{type} rows {rows}: residual + y [{r},{o}]");
+                }
+            }
+        }
+    }
+
     [SkippableTheory]
     [MemberData(nameof(Backends))]
     public void Linear_MoreOutputRowsThanOneGridDimension_WritesEveryRow(string backendName)

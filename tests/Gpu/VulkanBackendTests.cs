@@ -68,11 +68,13 @@ public sealed class VulkanBackendTests
         }
     }
 
-    [SkippableFact]
-    public void Forward_DecodeSteps_OneSubmitEachReplayedAndNoAllocation()
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Forward_DecodeSteps_OneSubmitEachReplayedAndNoAllocation(bool fuse)
     {
         TestBackends.RequireGpu();
-        using var backend = new VulkanBackend();
+        using var backend = new VulkanBackend(new VulkanBackendOptions { FuseDecode = fuse });
         using Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("tiny-qwen2"), backend);
         using var decode = new TwoSequenceDecode(model);
         decode.Step(TwoSequenceDecode.FirstPosition);       // recorded
@@ -90,9 +92,11 @@ public sealed class VulkanBackendTests
         Assert.Equal(20, replaysAfter - replays);
         Assert.Equal(0, allocated);
 
-        // The launch budget of a decode step: embedding; per layer norm, one q/k/v dispatch, RoPE, cache store,
-        // attention, o_proj, residual, norm, one gate/up/SiLU dispatch, down_proj, residual; gather, norm, LM head.
-        Assert.Equal(1 + (11 * model.Config.NumHiddenLayers) + 3, backend.LastStep.Dispatches);
+        // The launch budget of a decode step: embedding; per layer, fused: the norm with q/k/v, RoPE with the cache store,
+        // attention, o_proj with the residual, the norm with gate/up/SiLU, down_proj with the residual; unfused: norm, q, k,
+        // v, RoPE, cache store, attention, o_proj, add, norm, gate, up, SiLU, down_proj, add; then gather, norm, LM head.
+        int perLayer = fuse ? 6 : 15;
+        Assert.Equal(1 + (perLayer * model.Config.NumHiddenLayers) + 3, backend.LastStep.Dispatches);
     }
 
     [SkippableFact]
