@@ -614,8 +614,8 @@ public sealed unsafe class VulkanBackend : IBackend
 
     /// <summary>
     /// Records a matvec.comp dispatch of <paramref name="push"/> over the activations <paramref name="x"/> (of
-    /// <paramref name="rows"/> rows). When the last thing recorded is the RMSNorm that wrote x, from another buffer, the
-    /// norm is taken back and done inside this dispatch. A product of one weight (<paramref name="single"/>) is remembered,
+    /// <paramref name="rows"/> rows). When the last thing recorded is the RMSNorm that wrote x, from a buffer that is neither x
+    /// nor an output, the norm is taken back and done inside this dispatch. A product of one weight (<paramref name="single"/>) is remembered,
     /// so that an <see cref="Add"/> of its output can join it too.
     /// </summary>
     private void MatVec(LinearPush push, GpuActivations x, int rows, GpuWeight first, long groups, ReadOnlySpan<GpuBuffer> weights,
@@ -623,7 +623,8 @@ public sealed unsafe class VulkanBackend : IBackend
     {
         int reads = 0, writes = 0;
         GpuBuffer[] readList = _matVecReads, writeList = _matVecWrites;
-        if (_last.Is(Fusable.Norm, _stream, rows) && _last.Norm.Y == x.Address && _last.NormInput != x.Buffer)
+        // Every workgroup reads the norm's input, so none of the outputs may be in its buffer.
+        if (_last.Is(Fusable.Norm, _stream, rows) && _last.Norm.Y == x.Address && _last.NormInput != x.Buffer && !outputs.Contains(_last.NormInput!))
         {
             push.X = _last.Norm.X;
             push.Norm = _last.Norm.Weight;

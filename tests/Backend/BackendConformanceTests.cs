@@ -255,6 +255,42 @@ public sealed class BackendConformanceTests
         }
     }
 
+    /// <summary>
+    /// RmsNorm of x, then a product written back over x: the product must use the x the norm read (a fused dispatch,
+    /// whose every workgroup reads x for the norm, must not run here).
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void NormThenLinearIntoTheNormsInput_UsesTheOriginalInput(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        const int Width = 64;
+        const float Eps = 1e-6f;
+        using var norm = new StoredTensor("norm", KernelData.Floats(Width, 90), DType.BF16, [Width]);
+        using var w = new StoredTensor("w", KernelData.Floats(Width * Width, 91), DType.BF16, [Width, Width]);
+        using DeviceWeight normWeight = backend.Upload(norm.View), weight = backend.Upload(w.View);
+        foreach (int rows in new[] { 1, 3 })
+        {
+            float[] x = KernelData.Floats(rows * Width, 92 + rows, scale: 3);
+            using DeviceBuffer xb = backend.Allocate(rows, Width), normed = backend.Allocate(rows, Width);
+            backend.Write(x, xb.Rows(rows));
+            backend.RmsNorm(xb.Rows(rows), normWeight, Eps, normed.Rows(rows));
+            backend.Linear(normed.Rows(rows), weight, null, xb.Rows(rows));
+            var y = new float[rows * Width];
+            backend.Download(xb.Rows(rows), y);
+            for (int r = 0; r < rows; r++)
+            {
+                double meanSquare = x.AsSpan(r * Width, Width).ToArray().Sum(v => (double)v * v) / Width;
+                float[] expectedNorm = [.. Enumerable.Range(0, Width).Select(c => (float)(x[(r * Width) + c] / Math.Sqrt(meanSquare + Eps) * norm.Exact[c]))];
+                for (int o = 0; o < Width; o++)
+                {
+                    double expected = KernelData.DotExact(expectedNorm, w.Exact.AsSpan(o * Width, Width), out double magnitude);
+                    AssertClose(expected, y[(r * Width) + o], magnitude + 1, 1e-7 * magnitude, $"rows {rows}: y[{r},{o}]");
+                }
+            }
+        }
+    }
+
     [SkippableTheory]
     [MemberData(nameof(Backends))]
     public void Linear_MoreOutputRowsThanOneGridDimension_WritesEveryRow(string backendName)
