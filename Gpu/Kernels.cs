@@ -58,6 +58,7 @@ internal struct AttentionPush
     public ulong Q, Keys, Values, SlotsPositions, Out;
     public uint Rows, Heads, GroupSize, HeadDim, Capacity, Splits, SplitLength;
     public float Scale;
+    public uint Block;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -243,6 +243,8 @@ public sealed unsafe class VulkanBackend : IBackend
             throw new NotSupportedException($"head_dim {shape.HeadDim}: the GPU attention shader handles heads up to 256 wide");
         }
 
+        // The query heads one workgroup takes: all that share a kv head, or the most that divide them up to the shader's 8.
+        int block = AttentionHeadBlock(shape.GroupSize);
         int maxLength = 0;
         foreach (int p in positions[..rows])
         {
@@ -292,9 +294,9 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress, Out = target.Address,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, GroupSize = (uint)shape.GroupSize, HeadDim = (uint)shape.HeadDim,
             Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)kv.Capacity : AttentionSplitLength,
-            Scale = 1f / MathF.Sqrt(shape.HeadDim),
+            Scale = 1f / MathF.Sqrt(shape.HeadDim), Block = (uint)block,
         };
-        _stream.Dispatch(_shaders.Get("attention", AttentionGroup, constants: 1), attention, (long)rows * shape.NumHeads * splits,
+        _stream.Dispatch(_shaders.Get("attention", AttentionGroup, constants: 1), attention, (long)rows * (shape.NumHeads / block) * splits,
             [qa.Buffer, keys, values], [target]);
         if (splits > 1)
         {
@@ -547,6 +549,20 @@ public sealed unsafe class VulkanBackend : IBackend
         _angleCount = rows;
         _angleAddress = _inputs.Buffer.Address + (ulong)offset;
         return _angleAddress;
+    }
+
+    /// <summary>The largest divisor of <paramref name="groupSize"/> up to attention.comp's MAX_BLOCK (8).</summary>
+    internal static int AttentionHeadBlock(int groupSize)
+    {
+        for (int block = Math.Min(groupSize, 8); block > 1; block--)
+        {
+            if (groupSize % block == 0)
+            {
+                return block;
+            }
+        }
+
+        return 1;
     }
 
     private GpuBuffer PartialBuffer(long floats)

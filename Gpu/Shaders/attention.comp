@@ -1,16 +1,20 @@
 #version 460
-// Causal scaled dot-product attention over the cache, one workgroup per (row, query head), with the
-// online ("flash") softmax: positions are read in tiles of GROUP, each tile's scores rescale a running max,
-// sum and output, so no score row is ever stored whole and any context length fits. A row attends to
-// positions 0..position of its own slot (the causal mask is that range); GQA: query head h reads kv head
-// h / groupSize. Long contexts split across `splits` workgroups per (row, head), each over a contiguous
-// range of positions, writing its unnormalized output, max and sum for attention_combine.comp.
+// Causal scaled dot-product attention over the cache with the online ("flash") softmax: positions are read in tiles of
+// GROUP, each tile's scores rescale a running max, sum and output, so no score row is ever stored whole and any context
+// length fits. A row attends to positions 0..position of its own slot (the causal mask is that range).
+// GQA: one workgroup takes a block of query heads that share a kv head (all of them, up to MAX_BLOCK: Qwen2.5's 7), so
+// each key and value it reads serves every head of the block instead of being read once per head. Within a tile,
+// invocation t scores position t for every head of the block; invocation h < heads keeps head h's running max and sum;
+// invocation t owns output dimensions t, t + GROUP, ... of every head.
+// Long contexts split across `splits` workgroups per (row, block), each over a contiguous range of positions, writing
+// its unnormalized outputs, maxima and sums for attention_combine.comp.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint GROUP = 64;
-#include "reduce.glsl"
 const uint MAX_HEAD_DIM = 256;
+const uint MAX_BLOCK = 8;
 const uint PER_INVOCATION = (MAX_HEAD_DIM + GROUP - 1) / GROUP;
+#define NEGATIVE_INFINITY uintBitsToFloat(0xFF800000u)
 
 layout(push_constant) uniform Push {
     uint64_t q;               // [rows, heads * d] f32
@@ -20,78 +24,113 @@ layout(push_constant) uniform Push {
     uint64_t out_;            // [rows, heads * d] f32, or with splits > 1 [splits, rows, heads, d + 2]
     uint rows;
     uint heads;
-    uint groupSize;
+    uint groupSize;           // query heads per kv head
     uint headDim;
     uint capacity;
     uint splits;
     uint splitLength;         // positions per split
     float scale;
+    uint block;               // query heads per workgroup: a divisor of groupSize, at most MAX_BLOCK
 } p;
 
-shared float qs[MAX_HEAD_DIM];
-shared float probs[GROUP];
+shared float qs[MAX_BLOCK * MAX_HEAD_DIM];
+shared float weights[MAX_BLOCK][GROUP];   // the tile's scores, then its probabilities
+shared float runningMax[MAX_BLOCK], runningSum[MAX_BLOCK], rescale[MAX_BLOCK];
 
 void main() {
     uint g = linearGroup();
-    uint split = g % p.splits, rowHead = g / p.splits;
-    uint row = rowHead / p.heads, head = rowHead % p.heads;
+    uint blocks = p.heads / p.block;
+    uint split = g % p.splits, rowBlock = g / p.splits;
+    uint row = rowBlock / blocks, firstHead = (rowBlock % blocks) * p.block;
     if (row >= p.rows) { return; }
-    uint t = gl_LocalInvocationID.x, d = p.headDim;
+    uint t = gl_LocalInvocationID.x, d = p.headDim, n = p.block;
     uint kvDim = (p.heads / p.groupSize) * d;
     uint slot = uint(Ints(p.slotsPositions).i[row]);
     uint length_ = uint(Ints(p.slotsPositions).i[p.rows + row]) + 1u;
     uint begin = split * p.splitLength, end = min(length_, begin + p.splitLength);
-    uint qBase = row * p.heads * d + head * d;
-    uint kvBase = slot * p.capacity * kvDim + (head / p.groupSize) * d;
-    for (uint i = t; i < d; i += GROUP) { qs[i] = Floats(p.q).f[qBase + i]; }
+    uint qBase = row * p.heads * d + firstHead * d;    // the block's heads are consecutive
+    uint kvBase = slot * p.capacity * kvDim + (firstHead / p.groupSize) * d;
+    for (uint i = t; i < n * d; i += GROUP) { qs[i] = Floats(p.q).f[qBase + i]; }
+    if (t < n) {
+        runningMax[t] = NEGATIVE_INFINITY;
+        runningSum[t] = 0.0;
+    }
     barrier();
 
-    float runningMax = uintBitsToFloat(0xFF800000u), runningSum = 0.0;
-    float o[PER_INVOCATION];
-    for (uint i = 0; i < PER_INVOCATION; i++) { o[i] = 0.0; }
+    float o[MAX_BLOCK][PER_INVOCATION];
+    for (uint h = 0; h < MAX_BLOCK; h++) { for (uint i = 0; i < PER_INVOCATION; i++) { o[h][i] = 0.0; } }
     Floats keys = Floats(p.keys), values = Floats(p.values);
     for (uint tile = begin; tile < end; tile += GROUP) {
-        uint j = tile + t;
-        float score = uintBitsToFloat(0xFF800000u);
+        uint j = tile + t, count = min(GROUP, end - tile);
+        float s[MAX_BLOCK];
+        for (uint h = 0; h < MAX_BLOCK; h++) { s[h] = 0.0; }
         if (j < end) {
             uint at = kvBase + j * kvDim;
-            float s = 0.0;
-            for (uint i = 0; i < d; i++) { s += qs[i] * keys.f[at + i]; }
-            score = s * p.scale;
+            for (uint i = 0; i < d; i++) {
+                float k = keys.f[at + i];
+                for (uint h = 0; h < MAX_BLOCK; h++) {
+                    if (h < n) { s[h] += qs[h * d + i] * k; }
+                }
+            }
         }
-        float newMax = max(runningMax, workgroupMax(score));
-        float alpha = exp(runningMax - newMax);    // 0 on the first tile (exp(-inf))
-        float prob = j < end ? exp(score - newMax) : 0.0;
-        probs[t] = prob;
-        runningSum = runningSum * alpha + workgroupSum(prob);   // its barriers also publish probs
-        runningMax = newMax;
-        uint count = min(GROUP, end - tile);
+        for (uint h = 0; h < MAX_BLOCK; h++) {
+            if (h < n) { weights[h][t] = j < end ? s[h] * p.scale : NEGATIVE_INFINITY; }
+        }
+        barrier();
+        if (t < n) {
+            // Head t's new running max; rescale is what its earlier sum and outputs are multiplied by (0 on the first tile).
+            float m = NEGATIVE_INFINITY;
+            for (uint jj = 0; jj < count; jj++) { m = max(m, weights[t][jj]); }
+            float newMax = max(runningMax[t], m);
+            rescale[t] = exp(runningMax[t] - newMax);
+            runningMax[t] = newMax;
+        }
+        barrier();
+        for (uint h = 0; h < MAX_BLOCK; h++) {
+            if (h < n) { weights[h][t] = j < end ? exp(weights[h][t] - runningMax[h]) : 0.0; }
+        }
+        barrier();
+        if (t < n) {
+            float sum = 0.0;
+            for (uint jj = 0; jj < count; jj++) { sum += weights[t][jj]; }
+            runningSum[t] = runningSum[t] * rescale[t] + sum;
+        }
         for (uint i = 0; i < PER_INVOCATION; i++) {
             uint c = t + i * GROUP;
             if (c < d) {
-                float acc = o[i] * alpha;
-                for (uint jj = 0; jj < count; jj++) { acc += probs[jj] * values.f[kvBase + (tile + jj) * kvDim + c]; }
-                o[i] = acc;
+                float acc[MAX_BLOCK];
+                for (uint h = 0; h < MAX_BLOCK; h++) { acc[h] = h < n ? o[h][i] * rescale[h] : 0.0; }
+                for (uint jj = 0; jj < count; jj++) {
+                    float v = values.f[kvBase + (tile + jj) * kvDim + c];
+                    for (uint h = 0; h < MAX_BLOCK; h++) {
+                        if (h < n) { acc[h] += weights[h][jj] * v; }
+                    }
+                }
+                for (uint h = 0; h < MAX_BLOCK; h++) { o[h][i] = acc[h]; }
             }
         }
         barrier();
     }
 
-    if (p.splits == 1u) {
-        for (uint i = 0; i < PER_INVOCATION; i++) {
-            uint c = t + i * GROUP;
-            if (c < d) { Floats(p.out_).f[qBase + c] = o[i] / runningSum; }
-        }
-    } else {
-        // Partial result: d unnormalized outputs, then the max and the sum (an empty split has sum 0).
-        uint base = ((split * p.rows + row) * p.heads + head) * (d + 2u);
-        for (uint i = 0; i < PER_INVOCATION; i++) {
-            uint c = t + i * GROUP;
-            if (c < d) { Floats(p.out_).f[base + c] = o[i]; }
-        }
-        if (t == 0u) {
-            Floats(p.out_).f[base + d] = runningMax;
-            Floats(p.out_).f[base + d + 1u] = runningSum;
+    for (uint h = 0; h < MAX_BLOCK; h++) {
+        if (h >= n) { break; }
+        uint head = firstHead + h;
+        if (p.splits == 1u) {
+            for (uint i = 0; i < PER_INVOCATION; i++) {
+                uint c = t + i * GROUP;
+                if (c < d) { Floats(p.out_).f[qBase + h * d + c] = o[h][i] / runningSum[h]; }
+            }
+        } else {
+            // Partial result: d unnormalized outputs, then the max and the sum (an empty split has sum 0).
+            uint base = ((split * p.rows + row) * p.heads + head) * (d + 2u);
+            for (uint i = 0; i < PER_INVOCATION; i++) {
+                uint c = t + i * GROUP;
+                if (c < d) { Floats(p.out_).f[base + c] = o[h][i]; }
+            }
+            if (t == 0u) {
+                Floats(p.out_).f[base + d] = runningMax[h];
+                Floats(p.out_).f[base + d + 1u] = runningSum[h];
+            }
         }
     }
 }

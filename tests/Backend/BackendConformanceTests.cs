@@ -396,11 +396,12 @@ public sealed class BackendConformanceTests
     {
         using IBackend backend = TestBackends.Create(backendName);
         // Three slots: a prompt in slot 2 in one pass (prefill), then one decode row each in slots 2 and 0;
-        // 1,100 positions, so a decode row attends over more than the GPU's split threshold (512).
-        foreach ((int length, int headDim) in new[] { (9, 8), (1100, 64) })
+        // 600 and 1,100 positions, so a decode row attends over more than the GPU's split threshold (512). Query heads per
+        // kv head: 2, 1 (no GQA), 7 (Qwen2.5: the GPU's workgroup takes all seven) and 9 (three workgroups of three).
+        foreach ((int length, int headDim, int heads, int kvHeads) in new[] { (9, 8, 4, 2), (1100, 64, 4, 2), (9, 8, 4, 4), (40, 64, 14, 2), (600, 32, 18, 2) })
         {
-            var shape = new AttentionShape(4, 2, headDim, 1e4);
-            int qDim = 4 * headDim, kvDim = 2 * headDim;
+            var shape = new AttentionShape(heads, kvHeads, headDim, 1e4);
+            int qDim = heads * headDim, kvDim = kvHeads * headDim;
             using KvCache cache = backend.CreateKvCache(1, 3, length + 1, kvDim);
             var allKeys = new float[3][];
             var allValues = new float[3][];
