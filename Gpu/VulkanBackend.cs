@@ -238,9 +238,9 @@ public sealed unsafe class VulkanBackend : IBackend
             return;
         }
 
-        if (shape.HeadDim > 256)
+        if (shape.HeadDim > 256 || shape.HeadDim % 4 != 0)
         {
-            throw new NotSupportedException($"head_dim {shape.HeadDim}: the GPU attention shader handles heads up to 256 wide");
+            throw new NotSupportedException($"head_dim {shape.HeadDim}: the GPU attention shader handles heads up to 256 wide, in multiples of 4");
         }
 
         // The query heads one workgroup takes: all that share a kv head, or the most that divide them up to the shader's 8.
