@@ -92,7 +92,10 @@ internal sealed unsafe class CommandStream : IDisposable
         _markWritten.AddRange(_written);
     }
 
-    /// <summary>True when the mark is in the step being recorded (no flush since) and the stream has <paramref name="recorded"/> commands.</summary>
+    /// <summary>
+    /// True when the mark is in the step being recorded (no flush since) and nothing was added after the command that made
+    /// <see cref="Recorded"/> equal <paramref name="recorded"/>.
+    /// </summary>
     public bool CanRewind(long recorded) => _markCount >= 0 && Recorded == recorded;
 
     /// <summary>Drops the commands added since <see cref="Mark"/>, and the barriers they would have needed.</summary>
