@@ -139,7 +139,7 @@ public sealed unsafe class VulkanBackend : IBackend
         CheckCols(x, w.Cols, weight.Name);
         GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
         var push = new RmsNormPush { X = xa.Address, Weight = w.Address, Y = ya.Address, Rows = (uint)x.Rows, Cols = (uint)x.Cols, Eps = eps };
-        _stream.Mark();
+        MarkIfFusing();
         _stream.Dispatch(_shaders.Get("rms_norm"), push, x.Rows, [xa.Buffer, w.Buffer], [ya.Buffer]);
         Remember(Fusable.Norm, x.Rows);
         _last.Norm = push;
@@ -214,15 +214,14 @@ public sealed unsafe class VulkanBackend : IBackend
     public void Rope(Activation q, Activation k, ReadOnlySpan<int> positions, AttentionShape shape)
     {
         GpuActivations qa = GpuActivations.Of(q), ka = GpuActivations.Of(k);
-        int rows = q.Rows, half = shape.HeadDim / 2;
+        int rows = q.Rows;
         var push = new RopePush
         {
             Q = qa.Address, K = ka.Address, Angles = AnglesFor(positions[..rows], shape),
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
-        _stream.Mark();
-        _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
-            [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+        MarkIfFusing();
+        DispatchRope(push, [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
         Remember(Fusable.Rope, rows);
         _last.Rope = push;
     }
@@ -276,8 +275,7 @@ public sealed unsafe class VulkanBackend : IBackend
             rope.Capacity = (uint)kv.Capacity;
             _stream.RewindToMark();
             _last.Forget();
-            long perRow = ((long)(shape.NumHeads + shape.NumKvHeads) * (shape.HeadDim / 2)) + kv.KvDim;
-            _stream.Dispatch(_shaders.Get("rope"), rope, Groups(rows * perRow, 256), [qa.Buffer, ka.Buffer, va.Buffer], [qa.Buffer, ka.Buffer, keys, values]);
+            DispatchRope(rope, [qa.Buffer, ka.Buffer, va.Buffer], [qa.Buffer, ka.Buffer, keys, values]);
         }
         else
         {
@@ -420,9 +418,8 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, K = ka.Address, Angles = _inputs.Buffer.Address + (ulong)offset,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
-        _stream.Mark();
-        _stream.Dispatch(_shaders.Get("rope"), push, Groups((long)rows * (shape.NumHeads + shape.NumKvHeads) * half, 256),
-            [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
+        MarkIfFusing();
+        DispatchRope(push, [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
         Remember(Fusable.Rope, rows);
         _last.Rope = push;
     }
@@ -552,7 +549,7 @@ public sealed unsafe class VulkanBackend : IBackend
     }
 
     /// <summary>The largest divisor of <paramref name="groupSize"/> up to attention.comp's MAX_BLOCK (8).</summary>
-    internal static int AttentionHeadBlock(int groupSize)
+    private static int AttentionHeadBlock(int groupSize)
     {
         for (int block = Math.Min(groupSize, 8); block > 1; block--)
         {
@@ -664,7 +661,7 @@ public sealed unsafe class VulkanBackend : IBackend
         ulong pipeline = MatVecPipeline(first, rows, push.Norm != 0, !single);
         if (single)
         {
-            _stream.Mark();
+            MarkIfFusing();
         }
 
         _stream.Dispatch(pipeline, push, groups, readList.AsSpan(0, reads), writeList.AsSpan(0, writes));
@@ -679,6 +676,25 @@ public sealed unsafe class VulkanBackend : IBackend
             _last.ReadCount = reads;
             _last.WriteCount = writes;
         }
+    }
+
+    /// <summary>Marks the stream before a dispatch the next operation may take back into its own (when this backend fuses).</summary>
+    private void MarkIfFusing()
+    {
+        if (_fuse)
+        {
+            _stream.Mark();
+        }
+    }
+
+    /// <summary>
+    /// rope.comp over its push's rows: an invocation per (row, head, pair), and with the cache store (Keys set) a further
+    /// one per row and value of the row's kv heads, as the shader counts them.
+    /// </summary>
+    private void DispatchRope(in RopePush push, ReadOnlySpan<GpuBuffer> reads, ReadOnlySpan<GpuBuffer> writes)
+    {
+        long perRow = ((long)(push.Heads + push.KvHeads) * (push.HeadDim / 2)) + (push.Keys != 0 ? push.KvHeads * push.HeadDim : 0);
+        _stream.Dispatch(_shaders.Get("rope"), push, Groups(push.Rows * perRow, 256), reads, writes);
     }
 
     /// <summary>Notes the operation just recorded as one the next may fuse with (when this backend fuses).</summary>

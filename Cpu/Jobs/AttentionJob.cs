@@ -7,7 +7,7 @@ namespace QwenSharp.Cpu.Jobs;
 
 /// <summary>
 /// Attention for every (token, query head) pair of a step. Mostly a chunk is one token's key-value head: its query heads
-/// together (<see cref="AttentionKernel.Group"/>), so one core reads those keys and values once, from memory, and every
+/// together (<see cref="AttentionKernel.Block"/>), so one core reads those keys and values once, from memory, and every
 /// head finds them in L1. When there are too few of those to keep the threads evenly busy, a chunk is one pair
 /// (<see cref="AttentionKernel.Head"/>); small steps run in one chunk.
 /// </summary>

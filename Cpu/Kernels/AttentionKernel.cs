@@ -44,7 +44,7 @@ internal static class AttentionKernel
     }
 
     /// <summary>
-    /// Positions a <see cref="Group"/> pass takes at a time: 16 KiB of a head's keys (or values), so they stay in L1 while
+    /// Positions a <see cref="Block"/> pass takes at a time: 16 KiB of a head's keys (or values), so they stay in L1 while
     /// every query head goes over them (64 positions of a 64-float head; 32 and 64 measured alike, 16 slower). A multiple
     /// of four, so that the same positions go four at a time as in <see cref="Head"/>.
     /// </summary>
@@ -52,22 +52,13 @@ internal static class AttentionKernel
 
     /// <summary>
     /// <see cref="Head"/> for the <paramref name="heads"/> query heads that share one key-value head (grouped-query
-    /// attention): queries and outputs hold them one after another (<paramref name="heads"/> × d), and each head's result is
-    /// bit for bit <see cref="Head"/>'s. Keys, then values, go a tile of positions at a time through every head while the
-    /// tile sits in L1: head after head over all positions read them from L2 once per head (7 times for Qwen2.5-0.5B) and
-    /// ran at 26 cycles a head and position, bound by L2's bandwidth.
-    /// </summary>
-    /// <param name="scores">Scratch of at least <paramref name="heads"/> × <paramref name="length"/> floats.</param>
-    public static void Group(KernelPath path, ReadOnlySpan<float> queries, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
-        int kvDim, int headOffset, int length, float scale, int heads, Span<float> scores, Span<float> outputs) =>
-        Block(path, queries, queries.Length, 1, keys, values, kvDim, headOffset, length, scale, heads, queries.Length / Math.Max(1, heads), scores, outputs);
-
-    /// <summary>
-    /// <see cref="Group"/> for <paramref name="rows"/> consecutive tokens of one sequence (a prompt): row r's heads start at
-    /// r × <paramref name="rowStride"/> in <paramref name="queries"/> and <paramref name="outputs"/> (heads of <paramref name="d"/> floats), and it sees
-    /// <paramref name="firstLength"/> + r positions. Every row's heads go over each tile while it sits in L1, so a prompt
-    /// reads a tile from L2 (or beyond: a 2048-position head's keys and values are 1 MiB) once per block of rows, not once
-    /// per row. Each row's head still gets <see cref="Head"/>'s bits.
+    /// attention), for <paramref name="rows"/> consecutive tokens of one sequence (one token at decode, a block of a prompt's):
+    /// row r's heads start at r × <paramref name="rowStride"/> in <paramref name="queries"/> and <paramref name="outputs"/>
+    /// (heads of <paramref name="d"/> floats, one after another), and it sees <paramref name="firstLength"/> + r positions.
+    /// Keys, then values, go a tile of positions at a time through every row's heads while the tile sits in L1: head after
+    /// head over all positions read them from L2 once per head (7 times for Qwen2.5-0.5B) and ran at 26 cycles a head and
+    /// position, bound by L2's bandwidth; and a prompt reads a tile from L2 (or beyond: a 2048-position head's keys and
+    /// values are 1 MiB) once per block of rows, not once per row. Each row's head still gets <see cref="Head"/>'s bits.
     /// </summary>
     /// <param name="scores">Scratch of at least rows × heads × (firstLength + rows − 1) floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -70,12 +70,14 @@ void scaleMinK4(uint64_t w, uint base, uint s, out uint sc, out uint m) {
     }
 }
 
-float weightAt(uint64_t w, uint i) {
+// A super-block's bytes, and where its qs (the nibbles) start.
 #if defined(WEIGHT_Q4_K)
-    const uint BYTES = 144u, CODES = 16u;
+const uint BYTES = 144u, CODES = 16u;
 #else
-    const uint BYTES = 176u, CODES = 48u;
+const uint BYTES = 176u, CODES = 48u;
 #endif
+
+float weightAt(uint64_t w, uint i) {
     uint base = (i >> 8) * BYTES, j = i & 255u, s = j >> 5, l = j & 31u;
     uint sc, m;
     scaleMinK4(w, base, s, sc, m);
@@ -136,11 +138,6 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     c0 = 32u * u + 4u * q;
     c1 = c0 + 16u;
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
-#if defined(WEIGHT_Q4_K)
-    const uint BYTES = 144u, CODES = 16u;
-#else
-    const uint BYTES = 176u, CODES = 48u;
-#endif
     // Sub-block s of a super-block: values l = 8q..8q + 7 are nibble (s % 2) of qs[32 (s / 2) + l] (Q5_K: bit s of qh[l]
     // on top); super-blocks are 4-byte aligned (144, 176 bytes), so are these words.
     uint base = ((first >> 8) + (u >> 3)) * BYTES, s = u & 7u;

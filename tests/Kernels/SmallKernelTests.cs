@@ -89,7 +89,8 @@ public sealed class SmallKernelTests
     [MemberData(nameof(PathsAndHeadSizes))]
     public void AttentionGroup_EachHeadBitForBitAsAlone(KernelPath path, int d)
     {
-        // Lengths inside one tile, across several with a tail of 1-3 positions past a multiple of four, and one position.
+        // One token's heads of a key-value head (a decode step's block): lengths inside one tile, across several with a
+        // tail of 1-3 positions past a multiple of four, and one position.
         foreach (int length in new[] { 1, 37, 300 })
         {
             foreach (int heads in new[] { 1, 3, 7 })
@@ -98,7 +99,7 @@ public sealed class SmallKernelTests
                 float[] queries = KernelData.Floats(heads * d, 4), keys = KernelData.Floats(length * kvDim, 5), values = KernelData.Floats(length * kvDim, 6);
                 float scale = 1f / MathF.Sqrt(d);
                 float[] outputs = [.. Enumerable.Repeat(float.NaN, heads * d)];
-                AttentionKernel.Group(path, queries, keys, values, kvDim, offset, length, scale, heads, new float[heads * length], outputs);
+                AttentionKernel.Block(path, queries, heads * d, 1, keys, values, kvDim, offset, length, scale, heads, d, new float[heads * length], outputs);
                 for (int h = 0; h < heads; h++)
                 {
                     var alone = new float[d];
