@@ -244,26 +244,39 @@ internal static class Q8IntegerKernel
         int t = 0;
         if (path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported)
         {
-            // Blocks of rows that stay in L2 while every pair of tokens passes over them (a 7B model's rows are 2 KB).
+            // Rows a quarter of the product apart, as DotRows reads them, in blocks that stay in L2 while every pair of
+            // tokens passes over them (16 rows of each quarter; a 7B model's rows are 2 KB).
             int pairs = tokens / 2;
+            int quarter = count / 4;
             fixed (byte* pinned = rows)
             {
-                for (int r0 = 0; r0 < count; r0 += GemmRowBlock)
+                for (int r0 = 0; r0 < quarter; r0 += GemmRowBlock / 4)
                 {
-                    int n = Math.Min(GemmRowBlock, count - r0);
-                    ref byte block = ref Unsafe.Add(ref *pinned, (nint)r0 * rowBytes);
+                    int n = Math.Min(GemmRowBlock / 4, quarter - r0);
                     for (int p = 0; p < pairs; p++)
                     {
                         RowOperands a = Operands(x.Row(2 * p), blocks), b = Operands(x.Row((2 * p) + 1), blocks);
-                        ref float ya = ref y[(2 * p * yStride) + r0], yb = ref y[(((2 * p) + 1) * yStride) + r0];
+                        ref float ya = ref y[2 * p * yStride], yb = ref y[((2 * p) + 1) * yStride];
                         if (vnni)
                         {
-                            TwoTokens<Vnni>(ref block, rowBytes, n, a, b, ref ya, ref yb);
+                            TwoTokens<Vnni>(ref *pinned, rowBytes, quarter, r0, n, a, b, ref ya, ref yb);
                         }
                         else
                         {
-                            TwoTokens<PairSums>(ref block, rowBytes, n, a, b, ref ya, ref yb);
+                            TwoTokens<PairSums>(ref *pinned, rowBytes, quarter, r0, n, a, b, ref ya, ref yb);
                         }
+                    }
+                }
+
+                for (int p = 0; p < pairs; p++)
+                {
+                    RowOperands a = Operands(x.Row(2 * p), blocks), b = Operands(x.Row((2 * p) + 1), blocks);
+                    ref float ya = ref y[2 * p * yStride], yb = ref y[((2 * p) + 1) * yStride];
+                    for (int r = 4 * quarter; r < count; r++)
+                    {
+                        ref byte row = ref Unsafe.Add(ref *pinned, (nint)r * rowBytes);
+                        Unsafe.Add(ref ya, r) = vnni ? FourRows<Q4_0Block<Vnni>>(ref row, 0, a).ToScalar() : FourRows<Q4_0Block<PairSums>>(ref row, 0, a).ToScalar();
+                        Unsafe.Add(ref yb, r) = vnni ? FourRows<Q4_0Block<Vnni>>(ref row, 0, b).ToScalar() : FourRows<Q4_0Block<PairSums>>(ref row, 0, b).ToScalar();
                     }
                 }
             }
@@ -285,24 +298,27 @@ internal static class Q8IntegerKernel
             ref MemoryMarshal.GetReference(x.Offsets), blocks);
     }
 
-    /// <summary>Every row against two tokens; the last rows (fewer than four) through <see cref="FourRows{TBlock}"/>, as DotRows.</summary>
+    /// <summary>Rows <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> of each quarter against two tokens.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TwoTokens<TDot>(ref byte w, int rowBytes, int count, scoped in RowOperands a, scoped in RowOperands b, ref float ya, ref float yb)
+    private static void TwoTokens<TDot>(ref byte w, int rowBytes, int quarter, int first, int count, scoped in RowOperands a, scoped in RowOperands b, ref float ya, ref float yb)
         where TDot : IByteDot
     {
-        int r = 0;
-        for (; r + 4 <= count; r += 4)
+        for (int r = first; r < first + count; r++)
         {
-            (Vector128<float> first, Vector128<float> second) = FourRowsTwoTokens<TDot>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, a, b);
-            first.StoreUnsafe(ref ya, (nuint)r);
-            second.StoreUnsafe(ref yb, (nuint)r);
+            (Vector128<float> sumsA, Vector128<float> sumsB) = FourRowsTwoTokens<TDot>(ref Unsafe.Add(ref w, (nint)r * rowBytes), (nint)quarter * rowBytes, a, b);
+            StoreQuarters(sumsA, ref ya, r, quarter);
+            StoreQuarters(sumsB, ref yb, r, quarter);
         }
+    }
 
-        for (; r < count; r++)
-        {
-            Unsafe.Add(ref ya, r) = FourRows<Q4_0Block<TDot>>(ref Unsafe.Add(ref w, r * rowBytes), 0, a).ToScalar();
-            Unsafe.Add(ref yb, r) = FourRows<Q4_0Block<TDot>>(ref Unsafe.Add(ref w, r * rowBytes), 0, b).ToScalar();
-        }
+    /// <summary>Four rows' sums (<see cref="FourRows{TBlock}"/> over rows a quarter apart) to rows r, r + q, r + 2q and r + 3q.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreQuarters(Vector128<float> sums, ref float y, int r, int quarter)
+    {
+        Unsafe.Add(ref y, r) = sums.ToScalar();
+        Unsafe.Add(ref y, r + quarter) = sums.GetElement(1);
+        Unsafe.Add(ref y, r + (2 * quarter)) = sums.GetElement(2);
+        Unsafe.Add(ref y, r + (3 * quarter)) = sums.GetElement(3);
     }
 
     /// <summary>
@@ -311,7 +327,7 @@ internal static class Q8IntegerKernel
     /// Q4_0 sequences ran at 64 tokens/s in all against one sequence's 80 (0.5B shape, 2 threads).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, int rowBytes, scoped in RowOperands a, scoped in RowOperands b)
+    private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, nint stride, scoped in RowOperands a, scoped in RowOperands b)
         where TDot : IByteDot
     {
         ref float half = ref a.HalfTable;
@@ -319,7 +335,7 @@ internal static class Q8IntegerKernel
         ref sbyte codesA = ref a.Codes, codesB = ref b.Codes;
         ref int offsetsA = ref a.Offsets, offsetsB = ref b.Offsets;
         ref byte row = ref w;
-        nint stride = rowBytes, stride3 = 3 * (nint)rowBytes;
+        nint stride3 = 3 * stride;
         NibbleSplit split = NibbleSplit.Create();
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
@@ -377,29 +393,34 @@ internal static class Q8IntegerKernel
     /// a Q4_0 Qwen2.5-0.5B went from 87 to 103 tokens/s on 2 threads, 52 to 56 on one. Q8_0 stays row by row
     /// (<see cref="Partial{TBlock}"/>): its blocks are twice the bytes for the same work, so it streams at the memory's
     /// pace either way, and four rows at once streamed slower there (22-31 against 29-31 GB/s on one core).
+    /// The four rows are a quarter of the product apart, so each walks its quarter's bytes in order: four streams the
+    /// hardware prefetchers follow. Four neighbouring rows (504 bytes each in the 0.5B model) made the memory's order
+    /// jump back and forth inside every 2 KB, and one core streamed the 4864 × 896 matrices at 16-17 GB/s against 23-26
+    /// in quarters, the LM head (151936 × 896) at 17-18 against 27-28, and two cores that LM head at 35-39 against 55
+    /// (Zen 4, read bound 32 and 60 GB/s; memory-hot, both orders run alike).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows<TBlock>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
         where TBlock : IBlockProduct
     {
-        int r = 0;
-        for (; r + 4 <= count; r += 4)
+        int quarter = count / 4;
+        for (int r = 0; r < quarter; r++)
         {
-            FourRows<TBlock>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, x).StoreUnsafe(ref y, (nuint)r);
+            StoreQuarters(FourRows<TBlock>(ref Unsafe.Add(ref w, (nint)r * rowBytes), (nint)quarter * rowBytes, x), ref y, r, quarter);
         }
 
-        for (; r < count; r++)
+        for (int r = 4 * quarter; r < count; r++)
         {
             Unsafe.Add(ref y, r) = FourRows<TBlock>(ref Unsafe.Add(ref w, r * rowBytes), 0, x).ToScalar();
         }
     }
 
     /// <summary>
-    /// Rows at <paramref name="w"/> + 0, 1, 2, 3 × <paramref name="rowBytes"/> dotted with the activations, their sums
+    /// Rows at <paramref name="w"/> + 0, 1, 2, 3 × <paramref name="stride"/> bytes dotted with the activations, their sums
     /// in the four lanes (a stride of 0 runs one row four times, for the last rows of a product).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> FourRows<TBlock>(ref byte w, int rowBytes, scoped in RowOperands x)
+    private static Vector128<float> FourRows<TBlock>(ref byte w, nint stride, scoped in RowOperands x)
         where TBlock : IBlockProduct
     {
         ref float half = ref x.HalfTable;
@@ -407,7 +428,7 @@ internal static class Q8IntegerKernel
         ref sbyte codes = ref x.Codes;
         ref int offsets = ref x.Offsets;
         ref byte row = ref w;
-        nint stride = rowBytes, stride3 = 3 * (nint)rowBytes;
+        nint stride3 = 3 * stride;
         NibbleSplit split = NibbleSplit.Create();
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (int b = 0; b < x.Blocks; b++)

@@ -101,7 +101,7 @@ public sealed class Q8IntegerKernelTests
     [MemberData(nameof(Paths))]
     public void Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath path)
     {
-        // 69 rows (a block of 64, then a group of four and one alone) of three blocks, against 1, 2, 5 and 8 tokens (pairs
+        // 69 rows (quarters of 17: a block of 16 rows and one more; then one row left over) of three blocks, against 1, 2, 5 and 8 tokens (pairs
         // and one left over), written into a strided result with NaN between: each token's sums are DotRows' for that token.
         const int rows = 69, blocks = 3, stride = rows + 2;
         byte[] matrix = RandomRows(DType.Q4_0, rows * blocks, 123);
