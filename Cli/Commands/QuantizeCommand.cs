@@ -9,20 +9,21 @@ internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder as one GGUF file (Q8_0, F16, BF16 or F32 matrices) that llama.cpp loads";
+    public string Summary => "write a model folder as one GGUF file (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16, BF16 or F32 matrices) that llama.cpp loads";
 
     public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
-        new("type", "T", "the matrices' type: q8_0 (rows of whole 32-value blocks; others keep their type), f16, bf16 or f32"),
+        new("type", "T", "the matrices' type: q8_0 or q4_0 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks keeps its type, as in llama.cpp"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
     ];
 
     public IReadOnlyList<string> Examples { get; } =
     [
         "qwensharp quantize --model ~/models/Qwen2.5-0.5B-Instruct --type q8_0 --out qwen2.5-0.5b-instruct-q8_0.gguf",
+        "qwensharp quantize --model ~/models/Qwen2.5-1.5B-Instruct --type q4_k --out qwen2.5-1.5b-instruct-q4_k.gguf",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
