@@ -19,7 +19,8 @@ public static class GgufExport
 
     /// <summary>
     /// Writes the folder's model to <paramref name="outPath"/> with matrices in <paramref name="type"/> (null: as stored).
-    /// As llama.cpp's quantize, a matrix whose rows are not whole blocks of a quantized type keeps its stored type.
+    /// A matrix whose rows are not whole blocks of a quantized type keeps its stored type (llama.cpp's quantize falls
+    /// back to another quantized type there, such as q5_0 or q8_0 for q4_k).
     /// </summary>
     public static void Write(string modelDirectory, string outPath, DType? type = null) =>
         Write(modelDirectory, outPath, (_, tensor) => Encode(tensor, type));

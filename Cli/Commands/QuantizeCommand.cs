@@ -16,7 +16,7 @@ internal sealed class QuantizeCommand : ICommand
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
-        new("type", "T", "the matrices' type: q8_0 or q4_0 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks keeps its type, as in llama.cpp"),
+        new("type", "T", "the matrices' type: q8_0 or q4_0 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks keeps its stored type (llama.cpp would fall back to another quantized type)"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
     ];
 
