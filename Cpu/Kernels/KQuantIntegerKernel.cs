@@ -173,24 +173,27 @@ internal static class KQuantIntegerKernel
         public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true);
     }
 
-    /// <summary>One Q4_K row, or with <paramref name="fifth"/> (a constant at each call) one Q5_K row.</summary>
+    /// <summary>
+    /// One Q4_K row, or with <paramref name="fifth"/> (a constant at each call) one Q5_K row. The references walk forward
+    /// instead of being recomputed from the super-block number (an imul and a sign extension each): 26.8-27.1 → 27.5-27.8
+    /// GB/s from L2 on one Zen 4 core. (Unpacking the scales and mins with vector shuffles instead of the scalar masks took
+    /// 30 instructions off the loop, but it is bound by the vector units, and it ran at 24.4.)
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth)
     {
         ref float half = ref operands.HalfTable;
-        ref sbyte x = ref operands.Codes;
+        ref sbyte q8 = ref operands.Codes;
         ref float xd = ref operands.Scales;
         ref short sums = ref operands.Sums;
-        int blocks = operands.Blocks;
+        ref byte block = ref w;
         int blockBytes = fifth ? Q5KBytes : Q4KBytes;
         Vector256<float> acc = default;
         Vector128<float> mins = default;
-        for (int b = 0; b < blocks; b++)
+        for (int b = 0; b < operands.Blocks; b++)
         {
-            ref byte block = ref Unsafe.Add(ref w, b * blockBytes);
             Prefetch.Ahead(ref block, 3);    // a super-block is 144, 176 or 210 bytes
             ref byte qs = ref Unsafe.Add(ref block, fifth ? 48 : 16);
-            ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
             (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
             Vector128<short> scales128 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedScales).AsByte());
             Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
@@ -200,11 +203,14 @@ internal static class KQuantIntegerKernel
                 + Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth);
 
             // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
-            Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()),
-                Vector128.LoadUnsafe(ref sums, (nuint)(b * 8)));
-            float dx = Unsafe.Add(ref xd, b);
+            Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()), Vector128.LoadUnsafe(ref sums));
+            float dx = xd;
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(dx * RowOperands.Half(ref half, ref block)), acc);
             mins = Fma.MultiplyAdd(Sse2.ConvertToVector128Single(summ), Vector128.Create(dx * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 2))), mins);
+            block = ref Unsafe.Add(ref block, blockBytes);
+            q8 = ref Unsafe.Add(ref q8, Values);
+            xd = ref Unsafe.Add(ref xd, 1);
+            sums = ref Unsafe.Add(ref sums, 8);
         }
 
         return acc.GetLower() + acc.GetUpper() - mins;
@@ -364,20 +370,19 @@ internal static class KQuantIntegerKernel
         public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands, wide: true);
     }
 
-    /// <summary>One Q6_K row: <paramref name="wide"/> (a constant at each call) picks 64- or 32-byte products.</summary>
+    /// <summary>One Q6_K row: <paramref name="wide"/> (a constant at each call) picks 64- or 32-byte products. The references walk forward, as Q4KPartial's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Q6KPartial(ref byte w, scoped in RowOperands operands, bool wide)
     {
         ref float half = ref operands.HalfTable;
-        ref sbyte x = ref operands.Codes;
+        ref sbyte q8 = ref operands.Codes;
         ref float xd = ref operands.Scales;
         ref short sums = ref operands.Sums;
+        ref byte block = ref w;
         Vector256<float> acc = default;
         for (int b = 0; b < operands.Blocks; b++)
         {
-            ref byte block = ref Unsafe.Add(ref w, b * Q6KBytes);
             Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 210 bytes
-            ref sbyte q8 = ref Unsafe.Add(ref x, b * Values);
             Vector128<sbyte> scales = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 192)).AsSByte();
             Vector256<int> sumi;
             if (wide)
@@ -391,9 +396,13 @@ internal static class KQuantIntegerKernel
                 sumi = Q6KHalf256(ref block, ref q8, scales, 0) + Q6KHalf256(ref block, ref q8, scales, 128);
             }
 
-            sumi -= Offsets(scales, ref Unsafe.Add(ref sums, b * 16));
-            float d = Unsafe.Add(ref xd, b) * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 208));
+            sumi -= Offsets(scales, ref sums);
+            float d = xd * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 208));
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
+            block = ref Unsafe.Add(ref block, Q6KBytes);
+            q8 = ref Unsafe.Add(ref q8, Values);
+            xd = ref Unsafe.Add(ref xd, 1);
+            sums = ref Unsafe.Add(ref sums, 16);
         }
 
         return acc.GetLower() + acc.GetUpper();
