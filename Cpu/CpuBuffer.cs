@@ -7,6 +7,8 @@ internal sealed class CpuBuffer(int capacityRows, int cols) : DeviceBuffer(capac
 {
     public float[] Data { get; } = GC.AllocateUninitializedArray<float>(checked(capacityRows * cols), pinned: true);
 
+    public override float[] HostArray => Data;
+
     public static CpuBuffer Of(Activation activation) =>
         activation.Buffer as CpuBuffer ?? throw new ArgumentException("the activation belongs to another backend");
 

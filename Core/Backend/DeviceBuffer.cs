@@ -29,6 +29,12 @@ public abstract class DeviceBuffer : IDisposable
         return new Activation(this, rows);
     }
 
+    /// <summary>
+    /// The buffer's values when they already live in host memory as one row-major array (a CPU backend's buffers), so a
+    /// caller can read them where they are instead of downloading a copy; null on a device.
+    /// </summary>
+    public virtual float[]? HostArray => null;
+
     public abstract void Dispose();
 }
 

@@ -238,7 +238,11 @@ public sealed class Qwen2Model : IDisposable
         b.RmsNorm(last, _w.Norm, _eps, last);
         tap?.Invoke("final_norm", -1, last);
         b.Linear(last, _w.LmHead, null, logits);
-        b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+        if (!state.LogitsInHostMemory)
+        {
+            b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+        }
+
         CheckFinite(batch, state);
     }
 
