@@ -14,8 +14,11 @@ internal abstract class ParallelJob
 /// <summary>
 /// Persistent worker threads for the kernels, as ggml's thread pool: a forward pass hands out hundreds of
 /// short jobs per token, so workers spin briefly between jobs instead of sleeping (a wake-up costs tens of
-/// microseconds), then block once idle. Chunks are claimed from a shared counter, so faster threads take
-/// more. Nothing is allocated per job.
+/// microseconds), then block once idle. Each thread owns a contiguous stretch of a job's chunks and claims them
+/// front to back; a thread done with its own steals from the far end of the stretch with the most left, so faster
+/// threads take more. (A shared counter handed the threads alternate chunks: each chunk of a product's rows started
+/// cold, its prefetches not yet ahead; in stretches, decode of Q4_0 0.5B on two threads went from 114.3 to 121.6
+/// tokens/s and Q4_K_M 1.5B from 36.8 to 37.8, medians of 4 alternating runs.) Nothing is allocated per job.
 /// </summary>
 internal sealed class WorkerPool : IDisposable
 {
@@ -24,9 +27,16 @@ internal sealed class WorkerPool : IDisposable
 
     private readonly Thread[] _threads;
     private readonly object _sleepLock = new(); // a plain monitor: Monitor.Wait and PulseAll need one
+    /// <summary>Longs per worker's range: a cache line each, so that one thread's claims do not evict the other's.</summary>
+    private const int RangeStride = 8;
+
     private ParallelJob? _job;
-    private int _chunkCount;
-    private int _nextChunk;
+
+    /// <summary>
+    /// Each worker's chunks still unclaimed, as front | back &lt;&lt; 32 at <c>worker × RangeStride</c>: the worker claims
+    /// from the front, the others steal from the back once their own are done.
+    /// </summary>
+    private readonly long[] _ranges;
     private int _busyWorkers;
     private int _generation;
     private int _sleepers;
@@ -37,6 +47,7 @@ internal sealed class WorkerPool : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threadCount);
         _threads = new Thread[threadCount - 1];
+        _ranges = new long[threadCount * RangeStride];
         for (int i = 0; i < _threads.Length; i++)
         {
             int worker = i + 1;
@@ -62,8 +73,13 @@ internal sealed class WorkerPool : IDisposable
         }
 
         _job = job;
-        _chunkCount = chunkCount;
-        _nextChunk = 0;
+        int threads = ThreadCount;
+        for (int w = 0; w < threads; w++)
+        {
+            long first = (long)chunkCount * w / threads, end = (long)chunkCount * (w + 1) / threads;
+            _ranges[w * RangeStride] = first | (end << 32);
+        }
+
         _busyWorkers = _threads.Length;
         Interlocked.Increment(ref _generation); // a full fence: workers see the fields above once they see the new generation
         if (Volatile.Read(ref _sleepers) > 0)
@@ -92,18 +108,68 @@ internal sealed class WorkerPool : IDisposable
     private void RunChunks(int worker)
     {
         ParallelJob job = _job!;
-        int count = _chunkCount;
         try
         {
-            for (int c = Interlocked.Increment(ref _nextChunk) - 1; c < count; c = Interlocked.Increment(ref _nextChunk) - 1)
+            while (TryClaim(worker, out int chunk))
             {
-                job.Execute(c, worker);
+                job.Execute(chunk, worker);
             }
         }
         catch (Exception e)
         {
             Interlocked.CompareExchange(ref _failure, ExceptionDispatchInfo.Capture(e), null);
-            Volatile.Write(ref _nextChunk, count); // let the other threads stop early
+            for (int w = 0; w < ThreadCount; w++)
+            {
+                Interlocked.Exchange(ref _ranges[w * RangeStride], 0);    // let the other threads stop early
+            }
+        }
+    }
+
+    /// <summary>
+    /// The next chunk for <paramref name="worker"/>: the front of its own range, else the back of the range with the most
+    /// left. Each thread so walks one stretch of chunks in order (a product's rows, which its prefetches run ahead through,
+    /// with no cold start at each chunk), and a slow thread's last chunks go to a fast one.
+    /// </summary>
+    private bool TryClaim(int worker, out int chunk)
+    {
+        ref long own = ref _ranges[worker * RangeStride];
+        for (long range = Volatile.Read(ref own); (int)range < (int)(range >> 32); range = Volatile.Read(ref own))
+        {
+            if (Interlocked.CompareExchange(ref own, range + 1, range) == range)
+            {
+                chunk = (int)range;
+                return true;
+            }
+        }
+
+        while (true)
+        {
+            int victim = -1, most = 0;
+            for (int w = 0; w < ThreadCount; w++)
+            {
+                long range = Volatile.Read(ref _ranges[w * RangeStride]);
+                int left = (int)(range >> 32) - (int)range;
+                if (left > most)
+                {
+                    most = left;
+                    victim = w;
+                }
+            }
+
+            if (victim < 0)
+            {
+                chunk = -1;
+                return false;
+            }
+
+            ref long other = ref _ranges[victim * RangeStride];
+            long seen = Volatile.Read(ref other);
+            int front = (int)seen, back = (int)(seen >> 32);
+            if (front < back && Interlocked.CompareExchange(ref other, (uint)front | ((long)(back - 1) << 32), seen) == seen)
+            {
+                chunk = back - 1;
+                return true;
+            }
         }
     }
 
