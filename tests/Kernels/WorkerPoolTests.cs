@@ -34,9 +34,10 @@ public sealed class WorkerPoolTests
     [Fact]
     public void A_thread_takes_its_own_chunks_in_order_and_a_fast_one_takes_a_slow_ones_last()
     {
-        // Two threads, 16 chunks: the caller (worker 0) owns 0-7, the pool's thread (worker 1) 8-15 and sleeps 20 ms in each.
+        // Two threads, 16 chunks: the caller (worker 0) owns 0-7, the pool's thread (worker 1) 8-15. Worker 1 is held inside
+        // each chunk it takes until the caller has run nine, so the caller must steal (whatever the scheduler does).
         using var pool = new WorkerPool(2);
-        var job = new RecordingJob(16, slowWorker: 1, delayMs: 20);
+        var job = new RecordingJob(16, slowWorker: 1, delayMs: 0, holdUntilCallerRan: 9);
         pool.Run(job, 16);
 
         int[] caller = job.Order(worker: 0);
@@ -60,9 +61,11 @@ public sealed class WorkerPoolTests
         Assert.All(next.Runs, runs => Assert.Equal(1, runs));
     }
 
-    private sealed class RecordingJob(int chunks, int slowWorker, int delayMs, int failAt = -1) : ParallelJob
+    private sealed class RecordingJob(int chunks, int slowWorker, int delayMs, int failAt = -1, int holdUntilCallerRan = 0) : ParallelJob
     {
         private readonly ConcurrentQueue<(int Worker, int Chunk)> _claims = new();
+        private readonly ManualResetEventSlim _release = new(holdUntilCallerRan == 0);
+        private int _callerRan;
 
         public int[] Runs { get; } = new int[chunks];
 
@@ -76,9 +79,15 @@ public sealed class WorkerPoolTests
                 throw new InvalidOperationException($"chunk {chunk} failed on purpose");
             }
 
+            if (worker == 0 && Interlocked.Increment(ref _callerRan) == holdUntilCallerRan)
+            {
+                _release.Set();
+            }
+
             if (worker == slowWorker)
             {
                 Thread.Sleep(delayMs);
+                _release.Wait(TimeSpan.FromSeconds(10));    // a bound, so that a broken pool fails the test instead of hanging it
             }
 
             Interlocked.Increment(ref Runs[chunk]);
