@@ -220,10 +220,7 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, K = ka.Address, Angles = AnglesFor(positions[..rows], shape),
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
-        MarkIfFusing();
-        DispatchRope(push, [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
-        Remember(Fusable.Rope, rows);
-        _last.Rope = push;
+        RotateFusable(push, qa, ka);
     }
 
     public void Attention(Activation q, Activation k, Activation v, KvCache cache, int layer,
@@ -418,10 +415,7 @@ public sealed unsafe class VulkanBackend : IBackend
             Q = qa.Address, K = ka.Address, Angles = _inputs.Buffer.Address + (ulong)offset,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, KvHeads = (uint)shape.NumKvHeads, HeadDim = (uint)shape.HeadDim,
         };
-        MarkIfFusing();
-        DispatchRope(push, [qa.Buffer, ka.Buffer], [qa.Buffer, ka.Buffer]);
-        Remember(Fusable.Rope, rows);
-        _last.Rope = push;
+        RotateFusable(push, qa, ka);
     }
 
     public void LayerNorm(Activation x, DeviceWeight weight, DeviceWeight bias, float eps, Activation y)
@@ -685,6 +679,15 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             _stream.Mark();
         }
+    }
+
+    /// <summary>Rope and RopeTable's dispatch, remembered so that the Attention after it can fold its cache store in.</summary>
+    private void RotateFusable(in RopePush push, GpuActivations q, GpuActivations k)
+    {
+        MarkIfFusing();
+        DispatchRope(push, [q.Buffer, k.Buffer], [q.Buffer, k.Buffer]);
+        Remember(Fusable.Rope, (int)push.Rows);
+        _last.Rope = push;
     }
 
     /// <summary>
