@@ -59,8 +59,9 @@ internal static class KQuantIntegerKernel
             ref MemoryMarshal.GetReference(type == DType.Q6_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
         ref byte w = ref MemoryMarshal.GetReference(rows);
         ref float y = ref MemoryMarshal.GetReference(results);
+        bool wide = path == KernelPath.Vector512 && Avx512BW.IsSupported;
         bool avx2 = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
-        if (!avx2)
+        if (!avx2 && !wide)
         {
             for (int r = 0; r < count; r++)
             {
@@ -79,10 +80,12 @@ internal static class KQuantIntegerKernel
         {
             RowGroups.Run<Q5K256Row>(ref w, rowBytes, count, operands, ref y);
         }
+        else if (wide)
+        {
+            RowGroups.Run<Q6K512Row>(ref w, rowBytes, count, operands, ref y);
+        }
         else
         {
-            // Nor Q6_K: its 64-byte products (two quarters side by side) ran at 11.1-11.4 ns a super-block from L2 on Zen 4
-            // against 9.6 for these 32-byte ones, whether the quarters were combined with inserts or loaded 64 bytes at once.
             RowGroups.Run<Q6K256Row>(ref w, rowBytes, count, operands, ref y);
         }
     }
@@ -341,15 +344,41 @@ internal static class KQuantIntegerKernel
                 Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, GroupPair(g + 6).AsSByte())));
     }
 
+    /// <summary><see cref="Q6KHalf256"/> as two 64-byte products: 64 values span four groups, one per 128-bit lane.</summary>
+    /// <remarks>
+    /// On the 2-core Intel Xeon (AVX512_BF16/FP16) this path ran at 11.1 ns a super-block from L2 against the 32-byte one's
+    /// 9.6 (also with both quarters' nibbles loaded 64 bytes at once), but both are faster than that core's share of memory
+    /// bandwidth (19-22 GB/s against 13-14), so decode does not see it; it stays the 512-bit path because on Zen 4, where
+    /// a core reads ~29 GB/s, it ran at 34-35 GB/s and was not measured against the 32-byte one.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q6KHalf512(ref byte block, ref sbyte q8, Vector256<sbyte> scales, int n)
+    {
+        (Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3, Vector256<byte> q4) = Q6Quarters(ref block, n);
+        int g = n / 16;
+        Vector256<sbyte> first = Avx2.Shuffle(scales, Vector256.Create(GroupPair(g), GroupPair(g + 2)).AsSByte());
+        Vector256<sbyte> second = Avx2.Shuffle(scales, Vector256.Create(GroupPair(g + 4), GroupPair(g + 6)).AsSByte());
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(q1, q2), Vector512.LoadUnsafe(ref q8, (nuint)n)),
+                Avx512BW.ConvertToVector512Int16(first))
+            + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(q3, q4), Vector512.LoadUnsafe(ref q8, (nuint)(n + 64))),
+                Avx512BW.ConvertToVector512Int16(second));
+    }
+
     private readonly struct Q6K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands, wide: false);
     }
 
-    /// <summary>One Q6_K row. The references walk forward, as Q4KPartial's.</summary>
+    private readonly struct Q6K512Row : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartial(ref w, operands, wide: true);
+    }
+
+    /// <summary>One Q6_K row: <paramref name="wide"/> (a constant at each call) picks 64- or 32-byte products. The references walk forward, as Q4KPartial's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Q6KPartial(ref byte w, scoped in RowOperands operands)
+    private static Vector128<float> Q6KPartial(ref byte w, scoped in RowOperands operands, bool wide)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte q8 = ref operands.Codes;
@@ -361,7 +390,18 @@ internal static class KQuantIntegerKernel
         {
             Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 210 bytes
             Vector128<sbyte> scales = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 192)).AsSByte();
-            Vector256<int> sumi = Q6KHalf256(ref block, ref q8, scales, 0) + Q6KHalf256(ref block, ref q8, scales, 128);
+            Vector256<int> sumi;
+            if (wide)
+            {
+                Vector256<sbyte> scales256 = Vector256.Create(scales, scales);
+                Vector512<int> products = Q6KHalf512(ref block, ref q8, scales256, 0) + Q6KHalf512(ref block, ref q8, scales256, 128);
+                sumi = products.GetLower() + products.GetUpper();
+            }
+            else
+            {
+                sumi = Q6KHalf256(ref block, ref q8, scales, 0) + Q6KHalf256(ref block, ref q8, scales, 128);
+            }
+
             sumi -= Offsets(scales, ref sums);
             float d = xd * RowOperands.Half(ref half, ref Unsafe.Add(ref block, 208));
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
