@@ -94,7 +94,7 @@ internal static class PeerDecode
     /// <summary>llama.cpp reading the same prompt in one batch (its pp figure), only the decode call timed.</summary>
     private static double TheirsPrefill(string gguf, int[] prompt, int threads)
     {
-        var parameters = new ModelParams(gguf) { ContextSize = (uint)prompt.Length + 16, GpuLayerCount = 0, Threads = threads, BatchSize = (uint)prompt.Length, UBatchSize = (uint)prompt.Length };
+        var parameters = new ModelParams(gguf) { ContextSize = (uint)prompt.Length + 16, GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = (uint)prompt.Length, UBatchSize = (uint)prompt.Length };
         using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
         using LLamaContext context = weights.CreateContext(parameters);
         var batch = new LLamaBatch();
@@ -119,7 +119,7 @@ internal static class PeerDecode
     /// <summary>llama.cpp as its users run it (its default f16 KV cache), timing only the one-token decode calls.</summary>
     private static double Theirs(string gguf, int[] prompt, int newTokens, int threads)
     {
-        var parameters = new ModelParams(gguf) { ContextSize = 512, GpuLayerCount = 0, Threads = threads, BatchSize = 512 };
+        var parameters = new ModelParams(gguf) { ContextSize = 512, GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = 512 };
         using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
         using LLamaContext context = weights.CreateContext(parameters);
         var batch = new LLamaBatch();
