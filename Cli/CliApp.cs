@@ -94,7 +94,7 @@ internal static class CliApp
 
     private static void WriteOverview(TextWriter output)
     {
-        output.WriteLine("qwensharp: run Qwen2 / Qwen2.5 (and Llama) models from a Hugging Face folder, in pure C#");
+        output.WriteLine("qwensharp: run Qwen2 / Qwen2.5 (and Llama) models from a Hugging Face folder or a GGUF file, in pure C#");
         output.WriteLine();
         output.WriteLine("usage: qwensharp COMMAND [options]        (qwensharp COMMAND --help for its options)");
         output.WriteLine();

@@ -8,7 +8,7 @@ namespace QwenSharp.Cli;
 /// <summary>The options every model command shares (--model, --threads, --device), and loading the model they name.</summary>
 internal static class ModelLoading
 {
-    public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors); default: the bundled demo model");
+    public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors) or a .gguf file; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
     public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
@@ -30,7 +30,7 @@ internal static class ModelLoading
             return directory;
         }
 
-        stderr.WriteLine("note: using the bundled demo model (stories260K); pass --model DIR to run a Hugging Face Qwen2 folder");
+        stderr.WriteLine("note: using the bundled demo model (stories260K); pass --model DIR to run a Hugging Face Qwen2 folder (or --model FILE.gguf)");
         return DemoModelDirectory;
     }
 

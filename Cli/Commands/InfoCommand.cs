@@ -6,7 +6,7 @@ using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli.Commands;
 
-/// <summary><c>qwensharp info</c>: what a model folder holds and what running it costs.</summary>
+/// <summary><c>qwensharp info</c>: what a model folder or GGUF file holds and what running it costs.</summary>
 internal sealed class InfoCommand : ICommand
 {
     public string Name => "info";
