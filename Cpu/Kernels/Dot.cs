@@ -39,6 +39,11 @@ internal static class Dot<TW>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
+        if (typeof(TW) == typeof(F16ScaledLoad))
+        {
+            return F16ScaledDot.Vector512(weights, x);
+        }
+
         CheckLengths(weights, x);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
@@ -66,6 +71,11 @@ internal static class Dot<TW>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
+        if (typeof(TW) == typeof(F16ScaledLoad))
+        {
+            return F16ScaledDot.Vector256(weights, x);
+        }
+
         CheckLengths(weights, x);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
