@@ -121,8 +121,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         }
 
         // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
-        // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0 and the k-quants
-        // (their products stay integer at prefill; Q8_0 widens panels of rows to f32).
+        // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0, the k-quants and,
+        // with AVX-VNNI, Q8_0 (their products stay integer at prefill; Q8_0 without it widens panels of rows to f32).
         if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
         {
             // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
@@ -136,7 +136,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _q8kReady = true;
         }
 
-        if (_tokens <= MatMul.RowDotTokens || weight.StoredType == DType.Q4_0)
+        if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.StoredType))
         {
             if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
             {
@@ -199,7 +199,10 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;
-            case DType.Q8_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _tokens <= MatMul.RowDotTokens ? _q8 : null, _tokens, bias, y, start, end, panel); break;
+            case DType.Q8_0:
+                MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, DType.Q8_0) ? _q8 : null,
+                    _tokens, bias, y, start, end, panel);
+                break;
             case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
         }

@@ -29,8 +29,17 @@ internal static class QuantPanel
     /// <summary>Weight rows in one panel: two vectors of eight 32-bit lanes.</summary>
     public const int Rows = 16;
 
-    /// <summary>Values a weight block holds: 32 for Q4_0, 256 for the k-quants' super-blocks.</summary>
-    private static int UnitValues(DType type) => type == DType.Q4_0 ? 32 : 256;
+    /// <summary>Values a weight block holds: 32 for Q4_0 and Q8_0, 256 for the k-quants' super-blocks.</summary>
+    private static int UnitValues(DType type) => type is DType.Q4_0 or DType.Q8_0 ? 32 : 256;
+
+    /// <summary>
+    /// Whether <paramref name="type"/>'s panels multiply in integers on <paramref name="path"/>. Q8_0's codes are stored + 128
+    /// (0..255), and vpmaddubsw's 16-bit pair sums of those times activation codes saturate (255 × 127 × 2 &gt; 32767), so
+    /// Q8_0 needs vpdpbusd (AVX-VNNI), which sums four products into 32 bits; elsewhere it widens panels to f32.
+    /// </summary>
+    public static bool MultipliesInIntegers(KernelPath path, DType type) =>
+        type is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K
+        || (type == DType.Q8_0 && path == KernelPath.Vector512 && AvxVnni.IsSupported && Fma.IsSupported);
 
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
@@ -46,7 +55,7 @@ internal static class QuantPanel
     /// </summary>
     public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
     {
-        if (type is not (DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        if (type is not (DType.Q4_0 or DType.Q8_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K))
         {
             throw new ArgumentException($"{type} has no integer panels", nameof(type));
         }
@@ -69,9 +78,9 @@ internal static class QuantPanel
         }
 
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported;
-        if (vector && type == DType.Q4_0)
+        if (vector && type is DType.Q4_0 or DType.Q8_0)
         {
-            PackQ4_0(rows, count, blocks, quads, scales, mins);
+            PackLegacy(type, rows, count, blocks, quads, scales, mins);
             return;
         }
 
@@ -96,6 +105,10 @@ internal static class QuantPanel
                     if (type == DType.Q4_0)
                     {
                         UnpackQ4_0(block, rowCodes, blockScales, blockMins);
+                    }
+                    else if (type == DType.Q8_0)
+                    {
+                        UnpackQ8_0(block, rowCodes, blockScales, blockMins);
                     }
                     else if (type == DType.Q6_K)
                     {
@@ -311,13 +324,15 @@ internal static class QuantPanel
     }
 
     /// <summary>
-    /// <see cref="Pack"/> for Q4_0 on the vector paths, straight from the rows: eight rows' column quads of a block transposed
-    /// into place (<see cref="Q4_0Codes"/>), then their scales.
+    /// <see cref="Pack"/> for Q4_0 or Q8_0 on the vector paths, straight from the rows: eight rows' column quads of a block
+    /// transposed into place (<see cref="Q4_0Codes"/>, <see cref="Q8_0Codes"/>), then their scales; the min is the codes'
+    /// offset (8 or 128) times the scale.
     /// </summary>
-    private static unsafe void PackQ4_0(ReadOnlySpan<byte> rows, int count, int blocks, Span<int> quads, Span<float> scales, Span<float> mins)
+    private static unsafe void PackLegacy(DType type, ReadOnlySpan<byte> rows, int count, int blocks, Span<int> quads, Span<float> scales, Span<float> mins)
     {
-        const int BlockBytes = 18;
-        int rowBytes = blocks * BlockBytes;
+        int blockBytes = DTypes.BlockBytes(type);
+        int rowBytes = blocks * blockBytes;
+        float offset = type == DType.Q8_0 ? 128 : 8;
         ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
         ref int target = ref MemoryMarshal.GetReference(quads);
         fixed (byte* w = rows)
@@ -326,8 +341,16 @@ internal static class QuantPanel
             {
                 for (int r0 = 0; r0 < count; r0 += 8)
                 {
-                    var group = new RowGroup(w + ((nint)r0 * rowBytes) + (b * BlockBytes), rowBytes, Math.Min(8, count - r0));
-                    TransposeRows(group, default(Q4_0Codes), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
+                    var group = new RowGroup(w + ((nint)r0 * rowBytes) + (b * blockBytes), rowBytes, Math.Min(8, count - r0));
+                    if (type == DType.Q8_0)
+                    {
+                        TransposeRows(group, default(Q8_0Codes), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
+                    }
+                    else
+                    {
+                        TransposeRows(group, default(Q4_0Codes), ref Unsafe.Add(ref target, (b * 8 * Rows) + r0));
+                    }
+
                     if (group.Count == 8)
                     {
                         // The eight rows' f16 scales widened together: looked up one at a time they took half the packing
@@ -336,15 +359,15 @@ internal static class QuantPanel
                             *(ushort*)group.Row(4), *(ushort*)group.Row(5), *(ushort*)group.Row(6), *(ushort*)group.Row(7));
                         Vector256<float> d = F16Load.Widen(bits);
                         d.StoreUnsafe(ref scales[(b * Rows) + r0]);
-                        (d * 8).StoreUnsafe(ref mins[(b * Rows) + r0]);
+                        (d * offset).StoreUnsafe(ref mins[(b * Rows) + r0]);
                         continue;
                     }
 
                     for (int r = r0; r < r0 + group.Count; r++)
                     {
-                        float d = RowOperands.Half(ref half, ref w[((nint)r * rowBytes) + (b * BlockBytes)]);
+                        float d = RowOperands.Half(ref half, ref w[((nint)r * rowBytes) + (b * blockBytes)]);
                         scales[(b * Rows) + r] = d;
-                        mins[(b * Rows) + r] = 8 * d;
+                        mins[(b * Rows) + r] = offset * d;
                     }
                 }
             }
@@ -361,6 +384,25 @@ internal static class QuantPanel
         public Vector256<int> Of(byte* block) =>
             Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(block + 2).AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsInt32()
             & Vector256.Create(0x0F0F0F0F);
+    }
+
+    /// <summary>A Q8_0 block's 32 signed codes + 128 as eight column quads in order (flipping the top bit adds 128).</summary>
+    private readonly unsafe struct Q8_0Codes : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block) => Avx.LoadVector256(block + 2).AsInt32() ^ Vector256.Create(unchecked((int)0x80808080));
+    }
+
+    /// <summary>A Q8_0 block's 32 codes + 128 (0..255, as vpdpbusd's unsigned operand), its scale d and 128 × d as the min.</summary>
+    private static void UnpackQ8_0(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins)
+    {
+        float d = HalfBits.ToSingle(BitConverter.ToUInt16(block));
+        scales[0] = d;
+        mins[0] = 128 * d;
+        for (int l = 0; l < 32; l++)
+        {
+            codes[l] = (byte)((sbyte)block[2 + l] + 128);
+        }
     }
 
     /// <summary>A Q4_0 block's 32 codes (low nibbles are values 0-15, high nibbles 16-31), its scale d and 8 × d as the min.</summary>
@@ -448,12 +490,16 @@ internal static class QuantPanel
             count, x.Tokens, y, yStride);
     }
 
-    /// <summary><see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8KActivations, Span{float}, int)"/> for a Q4_0 panel and Q8_0 activations.</summary>
+    /// <summary>
+    /// <see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8KActivations, Span{float}, int)"/> for a Q4_0 or Q8_0
+    /// panel and Q8_0 activations (Q8_0 on a path without vpdpbusd takes the scalar reference: see <see cref="MultipliesInIntegers"/>).
+    /// </summary>
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8Activations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default)
     {
-        Check(type == DType.Q4_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply(path, Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums, next),
+        Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
+        Multiply(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
+            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums, next),
             count, x.Tokens, y, yStride);
     }
 

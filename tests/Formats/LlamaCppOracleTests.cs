@@ -51,15 +51,21 @@ public sealed class LlamaCppOracleTests
         Reference reference = Reference.Load(fixture);
         string model = TestTokenizers.WithTokenizer(QwenSharp.Tests.Support.Fixtures.ModelDirectory(fixture), tokenizer);
         string quantized = GgufFixture.Write(model, type);
-        float[][] ours = LogitsOf(quantized, "cpu", reference.PromptIds);
 
-        // llama.cpp on the very numbers our file holds, in f32: our blocks must give the products its f32 path does.
+        // llama.cpp on the very numbers our file holds, in f32: our blocks must give the products its f32 path does. The
+        // 256-bit path's prefill keeps Q8_0's activations in f32 (the 512-bit one with AVX-VNNI rounds them to 8 bits).
+        float[][] ours = LogitsOf(quantized, "cpu:vector256", reference.PromptIds);
         float[][] exact = LlamaCpp.Logits(GgufFixture.Write(model, type, dequantized: true), reference.PromptIds);
         AssertClose(ours, exact, 1e-4, "llama.cpp on the dequantized weights");
 
         // llama.cpp on the quantized file itself also rounds the activations to 8 bits inside each product (its
-        // vec_dot_q8_0_q8_0): about 1% of the logits' range here, which bounds a wrong scale or block order well.
-        AssertClose(ours, LlamaCpp.Logits(quantized, reference.PromptIds), 5e-2, "llama.cpp on the quantized file");
+        // vec_dot_q8_0_q8_0): about 1% of the logits' range here, which bounds a wrong scale or block order well. Every CPU
+        // path, so the integer prefill panels (AVX-VNNI) are held to it too.
+        float[][] theirs = LlamaCpp.Logits(quantized, reference.PromptIds);
+        foreach (string backend in new[] { "cpu:vector256", "cpu:vector512", "cpu" })
+        {
+            AssertClose(LogitsOf(quantized, backend, reference.PromptIds), theirs, 5e-2, $"llama.cpp on the quantized file ({backend})");
+        }
 
         TestBackends.RequireGpu();
         AssertClose(ours, LogitsOf(quantized, TestBackends.Gpu, reference.PromptIds), 1e-4, "the GPU");

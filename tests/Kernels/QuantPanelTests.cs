@@ -5,7 +5,7 @@ using QwenSharp.Formats;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Q4_0's and the k-quants' integer prefill panels: packing against the formats' dequantization (LegacyQuantBlocks and
+/// Q4_0's, Q8_0's and the k-quants' integer prefill panels: packing against the formats' dequantization (LegacyQuantBlocks and
 /// KQuantBlocks, tested bit for bit against llama.cpp), every path's packing and products against the scalar reference, and the
 /// products against the dequantized weights and Q8_0 or Q8_K activations dotted in double.
 /// </summary>
@@ -17,6 +17,7 @@ public sealed class QuantPanelTests
         foreach (KernelPath path in KernelPaths.All)
         {
             data.Add(path, DType.Q4_0);
+            data.Add(path, DType.Q8_0);
         }
 
         return data;
@@ -25,17 +26,18 @@ public sealed class QuantPanelTests
     /// <summary>Random blocks of <paramref name="type"/>, <paramref name="values"/> values in all: codes random, scales small.</summary>
     private static byte[] RandomMatrix(DType type, int values, int seed)
     {
-        if (type != DType.Q4_0)
+        if (type is not (DType.Q4_0 or DType.Q8_0))
         {
             return KQuantKernelTests.RandomRow(type, values / 256, seed);
         }
 
+        // Every byte random (Q8_0's codes -128..127, the extremes included); then each block's f16 scale.
         var random = new Random(seed);
         var matrix = new byte[DTypes.ByteLength(type, values)];
         random.NextBytes(matrix);
         for (int b = 0; b < values / 32; b++)
         {
-            BitConverter.TryWriteBytes(matrix.AsSpan(b * 18), QwenSharp.Numerics.HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01)));
+            BitConverter.TryWriteBytes(matrix.AsSpan(b * DTypes.BlockBytes(type)), QwenSharp.Numerics.HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01)));
         }
 
         return matrix;
@@ -80,8 +82,9 @@ public sealed class QuantPanelTests
                 }
 
                 // Q4_K and Q5_K dequantize as d·scale × q − dmin·min in f32 (not fused); Q6_K as d·scale × (q − 32) and Q4_0 as
-                // d × (q − 8), which the packed d·scale × q − 32·d·scale and d × q − 8·d equal when worked out exactly.
-                float weight = type is DType.Q6_K or DType.Q4_0 ? (float)(((double)scale * code) - min) : (scale * code) - min;
+                // d × (q − 8) and Q8_0 as d × q, which the packed d·scale × q − 32·d·scale, d × q − 8·d and d × (q + 128) − 128·d
+                // equal when worked out exactly.
+                float weight = type is DType.Q6_K or DType.Q4_0 or DType.Q8_0 ? (float)(((double)scale * code) - min) : (scale * code) - min;
                 Assert.True(weight.Equals(expected[k]), $"{type} {path} row {r} value {k}: code {code}, scale {scale}, min {min} give {weight}, expected {expected[k]}");
             }
         }
@@ -100,7 +103,7 @@ public sealed class QuantPanelTests
         q8k.Quantize(x, tokens, cols);
         var q8 = new Q8Activations();
         q8.Quantize(x, tokens, cols, path);
-        (sbyte Code, float Scale) Activation(int t, int k) => type == DType.Q4_0
+        (sbyte Code, float Scale) Activation(int t, int k) => type is DType.Q4_0 or DType.Q8_0
             ? (q8.Row(t).Codes[k], q8.Row(t).Scales[k / 32])
             : (q8k.Row(t).Codes[k], q8k.Row(t).Scales[k / 256]);
 
@@ -109,7 +112,7 @@ public sealed class QuantPanelTests
             var y = new float[tokens * stride];
             y.AsSpan().Fill(float.NaN);
             float[] panel = Packed(p, type, matrix, count, cols);
-            if (type == DType.Q4_0)
+            if (type is DType.Q4_0 or DType.Q8_0)
             {
                 QuantPanel.Multiply(p, type, panel, count, cols, q8, y, stride);
             }
