@@ -8,14 +8,15 @@ using QwenSharp.Numerics;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// Q4_0's and the k-quants' prefill (and a big batch's decode step) in integers. A panel of <see cref="Rows"/> weight rows is unpacked
+/// Q4_0's, the k-quants' and (with AVX-VNNI) Q8_0's prefill (and a big batch's decode step) in integers. A panel of <see cref="Rows"/> weight rows is unpacked
 /// once into unsigned codes laid out four columns by sixteen rows (<c>codes[k / 4][row][k % 4]</c>), with each sub-block's
 /// scale and min as f32 per row; then every token's Q8_K (Q4_0: Q8_0) activations multiply it with vpdpbusd: one instruction takes four
 /// columns of eight rows against the same four activation codes (a 32-bit broadcast), so the eight 32-bit lanes are eight
 /// rows' sums and a sub-block's scale and min apply to all of them with one multiply-add each. Per sub-block of 32 (Q6_K: 16)
 /// and row r, with the token's block scale dx and its codes' sum over the sub-block Σa:
 /// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> (Q6_K's min is 32 × d × scale: its codes are
-/// stored + 32; Q4_0's is 8 × d, its scale d and its activations' block 32 values). Four tokens share each load of the panel.
+/// stored + 32; Q4_0's is 8 × d and Q8_0's 128 × d (its signed codes stored + 128), their scale d and their activations'
+/// block 32 values). Four tokens share each load of the panel.
 /// </summary>
 /// <remarks>
 /// ggml multiplies repacked k-quant rows the same way (its <c>q4_K_8x8_q8_K</c> gemm). Unpacking into f32 panels instead
