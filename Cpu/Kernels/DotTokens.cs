@@ -36,7 +36,19 @@ internal static class DotTokens<TW>
         ref float xr = ref MemoryMarshal.GetReference(x);
         for (; t + group <= tokens && group > 1; t += group)
         {
-            if (group == 4)
+            if (typeof(TW) == typeof(F16ScaledLoad))
+            {
+                // F16 read by placement takes Intel's denormal assists on its subnormals (see F16ScaledDot).
+                if (group == 4)
+                {
+                    F16ScaledDot.FourTokens512(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 4));
+                }
+                else
+                {
+                    F16ScaledDot.TwoTokens256(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 2));
+                }
+            }
+            else if (group == 4)
             {
                 Vector512Four(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 4));
             }

@@ -7,7 +7,7 @@ using V512 = System.Runtime.Intrinsics.Vector512;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// <see cref="Dot{TW}"/> for <see cref="F16ScaledLoad"/> weights (activations × 2^112), with every group of 64 (32 on
+/// <see cref="Dot{TW}"/> and <see cref="DotTokens{TW}"/> for <see cref="F16ScaledLoad"/> weights (activations × 2^112), with every group of 64 (32 on
 /// 256-bit vectors) weights that holds a zero or subnormal f16 read exactly instead of by bit placement. Placed, an f16 subnormal is
 /// an f32 subnormal (the value × 2^-112), and an FMA with a subnormal operand takes a microcode assist on Intel cores:
 /// on the 2-core Xeon (AVX512_FP16) a row of weights in ±0.025, 0.24% of them subnormal as in real F16 checkpoints, ran
@@ -147,4 +147,131 @@ internal static class F16ScaledDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Unscaled256(ref float x, nint index) =>
         V256.LoadUnsafe(ref x, (nuint)index) * V256.Create(F16Scaling.Down);
+
+    /// <summary>
+    /// <see cref="DotTokens{TW}"/>'s four tokens against one row (a small batch's decode step), each group of 64 weights
+    /// tested as in <see cref="Vector512"/>: the four tokens' sums are bit for bit each token's alone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void FourTokens512(ref byte w, ref float x0, nint k, Span<float> results)
+    {
+        ref ushort halves = ref Unsafe.As<byte, ushort>(ref w);
+        ref float x1 = ref Unsafe.Add(ref x0, k), x2 = ref Unsafe.Add(ref x0, 2 * k), x3 = ref Unsafe.Add(ref x0, 3 * k);
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        var exponent = V512.Create((ushort)0x7C00);
+        nint i = 0;
+        for (; i <= k - (4 * Lanes); i += 4 * Lanes)
+        {
+            Vector512<ushort> exponents = V512.Min(V512.LoadUnsafe(ref halves, (nuint)i) & exponent, V512.LoadUnsafe(ref halves, (nuint)(i + (2 * Lanes))) & exponent);
+            if (V512.EqualsAny(exponents, Vector512<ushort>.Zero))
+            {
+                Vector512<float> e0 = Exact(ref halves, i), e1 = Exact(ref halves, i + Lanes);
+                Vector512<float> e2 = Exact(ref halves, i + (2 * Lanes)), e3 = Exact(ref halves, i + (3 * Lanes));
+                a00 = V512.FusedMultiplyAdd(e0, Unscaled(ref x0, i), a00);
+                a01 = V512.FusedMultiplyAdd(e1, Unscaled(ref x0, i + Lanes), a01);
+                a02 = V512.FusedMultiplyAdd(e2, Unscaled(ref x0, i + (2 * Lanes)), a02);
+                a03 = V512.FusedMultiplyAdd(e3, Unscaled(ref x0, i + (3 * Lanes)), a03);
+                a10 = V512.FusedMultiplyAdd(e0, Unscaled(ref x1, i), a10);
+                a11 = V512.FusedMultiplyAdd(e1, Unscaled(ref x1, i + Lanes), a11);
+                a12 = V512.FusedMultiplyAdd(e2, Unscaled(ref x1, i + (2 * Lanes)), a12);
+                a13 = V512.FusedMultiplyAdd(e3, Unscaled(ref x1, i + (3 * Lanes)), a13);
+                a20 = V512.FusedMultiplyAdd(e0, Unscaled(ref x2, i), a20);
+                a21 = V512.FusedMultiplyAdd(e1, Unscaled(ref x2, i + Lanes), a21);
+                a22 = V512.FusedMultiplyAdd(e2, Unscaled(ref x2, i + (2 * Lanes)), a22);
+                a23 = V512.FusedMultiplyAdd(e3, Unscaled(ref x2, i + (3 * Lanes)), a23);
+                a30 = V512.FusedMultiplyAdd(e0, Unscaled(ref x3, i), a30);
+                a31 = V512.FusedMultiplyAdd(e1, Unscaled(ref x3, i + Lanes), a31);
+                a32 = V512.FusedMultiplyAdd(e2, Unscaled(ref x3, i + (2 * Lanes)), a32);
+                a33 = V512.FusedMultiplyAdd(e3, Unscaled(ref x3, i + (3 * Lanes)), a33);
+                continue;
+            }
+
+            Vector512<float> w0 = F16ScaledLoad.Load512(ref w, i), w1 = F16ScaledLoad.Load512(ref w, i + Lanes);
+            Vector512<float> w2 = F16ScaledLoad.Load512(ref w, i + (2 * Lanes)), w3 = F16ScaledLoad.Load512(ref w, i + (3 * Lanes));
+            a00 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x0, (nuint)i), a00);
+            a01 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x0, (nuint)(i + Lanes)), a01);
+            a02 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x0, (nuint)(i + (2 * Lanes))), a02);
+            a03 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x0, (nuint)(i + (3 * Lanes))), a03);
+            a10 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x1, (nuint)i), a10);
+            a11 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x1, (nuint)(i + Lanes)), a11);
+            a12 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x1, (nuint)(i + (2 * Lanes))), a12);
+            a13 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x1, (nuint)(i + (3 * Lanes))), a13);
+            a20 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x2, (nuint)i), a20);
+            a21 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x2, (nuint)(i + Lanes)), a21);
+            a22 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x2, (nuint)(i + (2 * Lanes))), a22);
+            a23 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x2, (nuint)(i + (3 * Lanes))), a23);
+            a30 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x3, (nuint)i), a30);
+            a31 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x3, (nuint)(i + Lanes)), a31);
+            a32 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x3, (nuint)(i + (2 * Lanes))), a32);
+            a33 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x3, (nuint)(i + (3 * Lanes))), a33);
+        }
+
+        for (; i <= k - Lanes; i += Lanes)
+        {
+            Vector512<float> e0 = Exact(ref halves, i);
+            a00 = V512.FusedMultiplyAdd(e0, Unscaled(ref x0, i), a00);
+            a10 = V512.FusedMultiplyAdd(e0, Unscaled(ref x1, i), a10);
+            a20 = V512.FusedMultiplyAdd(e0, Unscaled(ref x2, i), a20);
+            a30 = V512.FusedMultiplyAdd(e0, Unscaled(ref x3, i), a30);
+        }
+
+        results[0] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x0, i, k, V512.Sum((a00 + a01) + (a02 + a03)));
+        results[1] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x1, i, k, V512.Sum((a10 + a11) + (a12 + a13)));
+        results[2] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x2, i, k, V512.Sum((a20 + a21) + (a22 + a23)));
+        results[3] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x3, i, k, V512.Sum((a30 + a31) + (a32 + a33)));
+    }
+
+    /// <summary><see cref="FourTokens512"/> for two tokens on 256-bit vectors (<see cref="DotTokens{TW}"/>'s pairs).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TwoTokens256(ref byte w, ref float x0, nint k, Span<float> results)
+    {
+        ref ushort halves = ref Unsafe.As<byte, ushort>(ref w);
+        ref float x1 = ref Unsafe.Add(ref x0, k);
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        var exponent = V256.Create((ushort)0x7C00);
+        nint i = 0;
+        for (; i <= k - (4 * Lanes256); i += 4 * Lanes256)
+        {
+            Vector256<ushort> exponents = V256.Min(V256.LoadUnsafe(ref halves, (nuint)i) & exponent, V256.LoadUnsafe(ref halves, (nuint)(i + (2 * Lanes256))) & exponent);
+            if (V256.EqualsAny(exponents, Vector256<ushort>.Zero))
+            {
+                Vector256<float> e0 = Exact256(ref halves, i), e1 = Exact256(ref halves, i + Lanes256);
+                Vector256<float> e2 = Exact256(ref halves, i + (2 * Lanes256)), e3 = Exact256(ref halves, i + (3 * Lanes256));
+                a00 = V256.FusedMultiplyAdd(e0, Unscaled256(ref x0, i), a00);
+                a01 = V256.FusedMultiplyAdd(e1, Unscaled256(ref x0, i + Lanes256), a01);
+                a02 = V256.FusedMultiplyAdd(e2, Unscaled256(ref x0, i + (2 * Lanes256)), a02);
+                a03 = V256.FusedMultiplyAdd(e3, Unscaled256(ref x0, i + (3 * Lanes256)), a03);
+                a10 = V256.FusedMultiplyAdd(e0, Unscaled256(ref x1, i), a10);
+                a11 = V256.FusedMultiplyAdd(e1, Unscaled256(ref x1, i + Lanes256), a11);
+                a12 = V256.FusedMultiplyAdd(e2, Unscaled256(ref x1, i + (2 * Lanes256)), a12);
+                a13 = V256.FusedMultiplyAdd(e3, Unscaled256(ref x1, i + (3 * Lanes256)), a13);
+                continue;
+            }
+
+            Vector256<float> w0 = F16ScaledLoad.Load256(ref w, i), w1 = F16ScaledLoad.Load256(ref w, i + Lanes256);
+            Vector256<float> w2 = F16ScaledLoad.Load256(ref w, i + (2 * Lanes256)), w3 = F16ScaledLoad.Load256(ref w, i + (3 * Lanes256));
+            a00 = V256.FusedMultiplyAdd(w0, V256.LoadUnsafe(ref x0, (nuint)i), a00);
+            a01 = V256.FusedMultiplyAdd(w1, V256.LoadUnsafe(ref x0, (nuint)(i + Lanes256)), a01);
+            a02 = V256.FusedMultiplyAdd(w2, V256.LoadUnsafe(ref x0, (nuint)(i + (2 * Lanes256))), a02);
+            a03 = V256.FusedMultiplyAdd(w3, V256.LoadUnsafe(ref x0, (nuint)(i + (3 * Lanes256))), a03);
+            a10 = V256.FusedMultiplyAdd(w0, V256.LoadUnsafe(ref x1, (nuint)i), a10);
+            a11 = V256.FusedMultiplyAdd(w1, V256.LoadUnsafe(ref x1, (nuint)(i + Lanes256)), a11);
+            a12 = V256.FusedMultiplyAdd(w2, V256.LoadUnsafe(ref x1, (nuint)(i + (2 * Lanes256))), a12);
+            a13 = V256.FusedMultiplyAdd(w3, V256.LoadUnsafe(ref x1, (nuint)(i + (3 * Lanes256))), a13);
+        }
+
+        for (; i <= k - Lanes256; i += Lanes256)
+        {
+            Vector256<float> e0 = Exact256(ref halves, i);
+            a00 = V256.FusedMultiplyAdd(e0, Unscaled256(ref x0, i), a00);
+            a10 = V256.FusedMultiplyAdd(e0, Unscaled256(ref x1, i), a10);
+        }
+
+        results[0] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x0, i, k, V256.Sum((a00 + a01) + (a02 + a03)));
+        results[1] = Dot<F16ScaledLoad>.ScalarTail(ref w, ref x1, i, k, V256.Sum((a10 + a11) + (a12 + a13)));
+    }
 }
