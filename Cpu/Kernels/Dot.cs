@@ -39,20 +39,25 @@ internal static class Dot<TW>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
-        if (typeof(TW) == typeof(F16ScaledLoad))
-        {
-            return F16ScaledDot.Vector512(weights, x);
-        }
-
         CheckLengths(weights, x);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
         nint n = x.Length, i = 0;
-        int lanes = Vector512<float>.Count;
+        const int lanes = 16;    // Vector512<float>.Count; a constant, so i + lanes folds into the loads' addresses (a local left an lea per load)
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            {
+                // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
+                acc0 = V512.FusedMultiplyAdd(F16ExactGroups.Load512(ref w, i), F16ExactGroups.Unscaled512(ref xr, i), acc0);
+                acc1 = V512.FusedMultiplyAdd(F16ExactGroups.Load512(ref w, i + lanes), F16ExactGroups.Unscaled512(ref xr, i + lanes), acc1);
+                acc2 = V512.FusedMultiplyAdd(F16ExactGroups.Load512(ref w, i + (2 * lanes)), F16ExactGroups.Unscaled512(ref xr, i + (2 * lanes)), acc2);
+                acc3 = V512.FusedMultiplyAdd(F16ExactGroups.Load512(ref w, i + (3 * lanes)), F16ExactGroups.Unscaled512(ref xr, i + (3 * lanes)), acc3);
+                continue;
+            }
+
             acc0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), V512.LoadUnsafe(ref xr, (nuint)i), acc0);
             acc1 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + lanes), V512.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
             acc2 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (2 * lanes)), V512.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);
@@ -71,20 +76,24 @@ internal static class Dot<TW>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
     {
-        if (typeof(TW) == typeof(F16ScaledLoad))
-        {
-            return F16ScaledDot.Vector256(weights, x);
-        }
-
         CheckLengths(weights, x);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
         nint n = x.Length, i = 0;
-        int lanes = Vector256<float>.Count;
+        const int lanes = 8;    // Vector256<float>.Count, as a constant (see Vector512)
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (typeof(TW) == typeof(F16ScaledLoad) && V256.EqualsAny(F16ExactGroups.Exponents256(ref w, i), Vector256<ushort>.Zero))
+            {
+                acc0 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i), F16ExactGroups.Unscaled256(ref xr, i), acc0);
+                acc1 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i + lanes), F16ExactGroups.Unscaled256(ref xr, i + lanes), acc1);
+                acc2 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i + (2 * lanes)), F16ExactGroups.Unscaled256(ref xr, i + (2 * lanes)), acc2);
+                acc3 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i + (3 * lanes)), F16ExactGroups.Unscaled256(ref xr, i + (3 * lanes)), acc3);
+                continue;
+            }
+
             acc0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), V256.LoadUnsafe(ref xr, (nuint)i), acc0);
             acc1 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + lanes), V256.LoadUnsafe(ref xr, (nuint)(i + lanes)), acc1);
             acc2 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (2 * lanes)), V256.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), acc2);

@@ -36,19 +36,7 @@ internal static class DotTokens<TW>
         ref float xr = ref MemoryMarshal.GetReference(x);
         for (; t + group <= tokens && group > 1; t += group)
         {
-            if (typeof(TW) == typeof(F16ScaledLoad))
-            {
-                // F16 read by placement takes Intel's denormal assists on its subnormals (see F16ScaledDot).
-                if (group == 4)
-                {
-                    F16ScaledDot.FourTokens512(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 4));
-                }
-                else
-                {
-                    F16ScaledDot.TwoTokens256(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 2));
-                }
-            }
-            else if (group == 4)
+            if (group == 4)
             {
                 Vector512Four(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 4));
             }
@@ -68,7 +56,7 @@ internal static class DotTokens<TW>
     private static void Vector512Four(ref byte w, ref float x0, nint k, Span<float> results)
     {
         ref float x1 = ref Unsafe.Add(ref x0, k), x2 = ref Unsafe.Add(ref x0, 2 * k), x3 = ref Unsafe.Add(ref x0, 3 * k);
-        int lanes = Vector512<float>.Count;
+        const int lanes = 16;    // Vector512<float>.Count; a constant, so i + lanes folds into the loads' addresses (a local left an lea per load)
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
@@ -76,6 +64,30 @@ internal static class DotTokens<TW>
         nint i = 0;
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
+            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            {
+                // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
+                Vector512<float> e0 = F16ExactGroups.Load512(ref w, i), e1 = F16ExactGroups.Load512(ref w, i + lanes);
+                Vector512<float> e2 = F16ExactGroups.Load512(ref w, i + (2 * lanes)), e3 = F16ExactGroups.Load512(ref w, i + (3 * lanes));
+                a00 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x0, i), a00);
+                a01 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x0, i + lanes), a01);
+                a02 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x0, i + (2 * lanes)), a02);
+                a03 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x0, i + (3 * lanes)), a03);
+                a10 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x1, i), a10);
+                a11 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x1, i + lanes), a11);
+                a12 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x1, i + (2 * lanes)), a12);
+                a13 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x1, i + (3 * lanes)), a13);
+                a20 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x2, i), a20);
+                a21 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x2, i + lanes), a21);
+                a22 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x2, i + (2 * lanes)), a22);
+                a23 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x2, i + (3 * lanes)), a23);
+                a30 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x3, i), a30);
+                a31 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x3, i + lanes), a31);
+                a32 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x3, i + (2 * lanes)), a32);
+                a33 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x3, i + (3 * lanes)), a33);
+                continue;
+            }
+
             Vector512<float> w0 = TW.Load512(ref w, i), w1 = TW.Load512(ref w, i + lanes);
             Vector512<float> w2 = TW.Load512(ref w, i + (2 * lanes)), w3 = TW.Load512(ref w, i + (3 * lanes));
             a00 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x0, (nuint)i), a00);
@@ -115,12 +127,27 @@ internal static class DotTokens<TW>
     private static void Vector256Two(ref byte w, ref float x0, nint k, Span<float> results)
     {
         ref float x1 = ref Unsafe.Add(ref x0, k);
-        int lanes = Vector256<float>.Count;
+        const int lanes = 8;    // Vector256<float>.Count, as a constant (see Vector512)
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
         nint i = 0;
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
+            if (typeof(TW) == typeof(F16ScaledLoad) && V256.EqualsAny(F16ExactGroups.Exponents256(ref w, i), Vector256<ushort>.Zero))
+            {
+                Vector256<float> e0 = F16ExactGroups.Load256(ref w, i), e1 = F16ExactGroups.Load256(ref w, i + lanes);
+                Vector256<float> e2 = F16ExactGroups.Load256(ref w, i + (2 * lanes)), e3 = F16ExactGroups.Load256(ref w, i + (3 * lanes));
+                a00 = V256.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled256(ref x0, i), a00);
+                a01 = V256.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled256(ref x0, i + lanes), a01);
+                a02 = V256.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled256(ref x0, i + (2 * lanes)), a02);
+                a03 = V256.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled256(ref x0, i + (3 * lanes)), a03);
+                a10 = V256.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled256(ref x1, i), a10);
+                a11 = V256.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled256(ref x1, i + lanes), a11);
+                a12 = V256.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled256(ref x1, i + (2 * lanes)), a12);
+                a13 = V256.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled256(ref x1, i + (3 * lanes)), a13);
+                continue;
+            }
+
             Vector256<float> w0 = TW.Load256(ref w, i), w1 = TW.Load256(ref w, i + lanes);
             Vector256<float> w2 = TW.Load256(ref w, i + (2 * lanes)), w3 = TW.Load256(ref w, i + (3 * lanes));
             a00 = V256.FusedMultiplyAdd(w0, V256.LoadUnsafe(ref x0, (nuint)i), a00);
