@@ -18,7 +18,8 @@ internal sealed class Q8Activations
     private sbyte[] _codes = [];
     private float[] _scales = [];
     private int[] _offsets = [];
-    private float[] _scaledSums = [];
+    private int[] _q4_0Offsets = [];
+    private int[] _q8_0Offsets = [];
 
     public int Cols { get; private set; }
 
@@ -40,7 +41,8 @@ internal sealed class Q8Activations
             _codes = new sbyte[tokens * cols];
             _scales = new float[blocks];
             _offsets = new int[blocks * 8];
-            _scaledSums = new float[blocks];
+            _q4_0Offsets = new int[blocks];
+            _q8_0Offsets = new int[blocks];
         }
 
         (Cols, Tokens) = (cols, tokens);
@@ -79,7 +81,8 @@ internal sealed class Q8Activations
                 offsetSum += offsets[lane];
             }
 
-            _scaledSums[b] = _scales[b] * (offsetSum / -8);
+            _q4_0Offsets[b] = offsetSum;
+            _q8_0Offsets[b] = 16 * offsetSum;
         }
     }
 
@@ -135,8 +138,14 @@ internal sealed class Q8Activations
     /// <summary>Every token's block scales, row after row.</summary>
     public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
 
-    /// <summary>Each block's scale × the sum of its codes, token after token (Q4_0's offset term in <see cref="QuantPanel"/>).</summary>
-    public ReadOnlySpan<float> ScaledSums => _scaledSums.AsSpan(0, Tokens * Cols / BlockValues);
+    /// <summary>
+    /// Every token's -8 × Σ codes per block, row after row: where Q4_0's codes are stored + 8 (0..15), a block's integer product
+    /// starts from it and comes out as the product with the codes themselves (<see cref="QuantPanel"/>).
+    /// </summary>
+    public ReadOnlySpan<int> Q4_0Offsets => _q4_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
+
+    /// <summary>Every token's -128 × Σ codes per block: the same for Q8_0's codes stored + 128.</summary>
+    public ReadOnlySpan<int> Q8_0Offsets => _q8_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
 
     /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>
     public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),

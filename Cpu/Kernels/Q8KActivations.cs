@@ -17,7 +17,7 @@ internal sealed class Q8KActivations
     private float[] _scales = [];
     private short[] _groupSums = [];
     private short[] _subBlockSums = [];
-    private float[] _scaledGroupSums = [];
+    private int[] _q6KOffsets = [];
     private float[] _scaledSubBlockSums = [];
 
     public int Cols { get; private set; }
@@ -41,7 +41,7 @@ internal sealed class Q8KActivations
             _scales = new float[blocks];
             _groupSums = new short[tokens * cols / 16];
             _subBlockSums = new short[tokens * cols / 32];
-            _scaledGroupSums = new float[tokens * cols / 16];
+            _q6KOffsets = new int[tokens * cols / 16];
             _scaledSubBlockSums = new float[tokens * cols / 32];
         }
 
@@ -68,7 +68,7 @@ internal sealed class Q8KActivations
                 _scales[b] = 0;
                 groupSums.Clear();
                 _subBlockSums.AsSpan(b * 8, 8).Clear();
-                _scaledGroupSums.AsSpan(b * 16, 16).Clear();
+                _q6KOffsets.AsSpan(b * 16, 16).Clear();
                 _scaledSubBlockSums.AsSpan(b * 8, 8).Clear();
                 continue;
             }
@@ -94,7 +94,7 @@ internal sealed class Q8KActivations
 
             for (int g = 0; g < 16; g++)
             {
-                _scaledGroupSums[(b * 16) + g] = d * groupSums[g];
+                _q6KOffsets[(b * 16) + g] = -32 * groupSums[g];
             }
         }
     }
@@ -179,12 +179,16 @@ internal sealed class Q8KActivations
     }
 
     /// <summary>
-    /// The block scale × the sums of every 16 codes (<paramref name="perSubBlock"/> false) or 32 (true), token after token: the
-    /// mins' and offsets' terms of the prefill's packed panels (<see cref="QuantPanel"/>).
+    /// The block scale × the sums of every 32 codes, token after token: the mins' term of Q4_K's and Q5_K's packed panels
+    /// (<see cref="QuantPanel"/>).
     /// </summary>
-    public ReadOnlySpan<float> ScaledSums(bool perSubBlock) => perSubBlock
-        ? _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32)
-        : _scaledGroupSums.AsSpan(0, Tokens * Cols / 16);
+    public ReadOnlySpan<float> ScaledSubBlockSums => _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32);
+
+    /// <summary>
+    /// -32 × the sums of every 16 codes, token after token: where Q6_K's panels store its codes + 32 (0..63), a group's integer
+    /// product starts from it and comes out as the product with the signed codes (<see cref="QuantPanel"/>).
+    /// </summary>
+    public ReadOnlySpan<int> Q6KOffsets => _q6KOffsets.AsSpan(0, Tokens * Cols / 16);
 
     /// <summary>Every token's codes, row after row.</summary>
     public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);

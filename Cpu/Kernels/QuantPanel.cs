@@ -14,9 +14,10 @@ namespace QwenSharp.Cpu.Kernels;
 /// columns of eight rows against the same four activation codes (a 32-bit broadcast), so the eight 32-bit lanes are eight
 /// rows' sums and a sub-block's scale and min apply to all of them with one multiply-add each. Per sub-block of 32 (Q6_K: 16)
 /// and row r, with the token's block scale dx and its codes' sum over the sub-block Σa:
-/// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> (Q6_K's min is 32 × d × scale: its codes are
-/// stored + 32; Q4_0's is 8 × d and Q8_0's 128 × d (its signed codes stored + 128), their scale d and their activations'
-/// block 32 values). Four tokens share each load of the panel.
+/// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> for Q4_K and Q5_K. Q4_0's, Q8_0's and Q6_K's codes
+/// are their signed values + 8, + 128 and + 32 (the mins the panel keeps are those offsets × the scale), so there the integer
+/// sum starts from -offset × Σa instead and the min's multiply-add goes: <c>y[r] += (d × scale)[r] × dx × Σ (code − offset) × a</c>.
+/// Eight tokens (on the 512-bit path; else four) share each load of the panel.
 /// </summary>
 /// <remarks>
 /// ggml multiplies repacked k-quant rows the same way (its <c>q4_K_8x8_q8_K</c> gemm). Unpacking into f32 panels instead
@@ -487,8 +488,16 @@ internal static class QuantPanel
     {
         int groupValues = GroupValues(type);
         Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply(path, Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums(perSubBlock: groupValues == 32), next),
-            count, x.Tokens, y, yStride);
+        var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.AllCodes, x.AllScales,
+            type == DType.Q6_K ? default : x.ScaledSubBlockSums, type == DType.Q6_K ? x.Q6KOffsets : default, next);
+        if (type == DType.Q6_K)
+        {
+            Multiply<CodeOffsets>(path, operands, count, x.Tokens, y, yStride);
+        }
+        else
+        {
+            Multiply<ScaledMins>(path, operands, count, x.Tokens, y, yStride);
+        }
     }
 
     /// <summary>
@@ -499,8 +508,9 @@ internal static class QuantPanel
         ReadOnlySpan<byte> next = default)
     {
         Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
-            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales, x.ScaledSums, next),
+        Multiply<CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
+            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales,
+                default, type == DType.Q8_0 ? x.Q8_0Offsets : x.Q4_0Offsets, next),
             count, x.Tokens, y, yStride);
     }
 
@@ -512,31 +522,55 @@ internal static class QuantPanel
         }
     }
 
+    /// <summary>
+    /// Multiplies every token, eight at a time on the 512-bit path, then four, then one. The next panel's cache lines are
+    /// prefetched spread over all the passes: a few at each sub-block, as asked for all at once the 100-700 prefetches
+    /// outnumbered the core's miss buffers and stalled it until most had arrived; and all in the first of two passes over
+    /// a 16-token step still stalled on them for a tenth of the multiplying.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
+    private static void Multiply<TZero>(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
+        where TZero : struct
     {
-        Span<float> tile = stackalloc float[4 * Rows];
+        Span<float> tile = stackalloc float[8 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        int eights = vector && path == KernelPath.Vector512 ? tokens / 8 : 0;
+        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, passes = eights + fours, pass = 0;
         int t = 0;
-        if (vector)
+        for (; t + 8 <= 8 * eights; t += 8, pass++)
         {
-            for (; t + 4 <= tokens; t += 4)
+            var prefetch = new PrefetchShare(operands, pass, passes);
+            if (vnni)
             {
-                bool prefetch = t == 0 && operands.NextLines > 0;
-                if (vnni)
-                {
-                    FourTokens<Vnni>(operands, t, tile, prefetch);
-                }
-                else
-                {
-                    FourTokens<PairSums>(operands, t, tile, prefetch);
-                }
+                EightTokens<Vnni, TZero>(operands, t, tile, prefetch);
+            }
+            else
+            {
+                EightTokens<PairSums, TZero>(operands, t, tile, prefetch);
+            }
 
-                for (int i = 0; i < 4; i++)
-                {
-                    tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
-                }
+            for (int i = 0; i < 8; i++)
+            {
+                tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
+            }
+        }
+
+        for (; t + 4 <= (8 * eights) + (4 * fours); t += 4, pass++)
+        {
+            var prefetch = new PrefetchShare(operands, pass, passes);
+            if (vnni)
+            {
+                FourTokens<Vnni, TZero>(operands, t, tile, prefetch);
+            }
+            else
+            {
+                FourTokens<PairSums, TZero>(operands, t, tile, prefetch);
+            }
+
+            for (int i = 0; i < 4; i++)
+            {
+                tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
             }
         }
 
@@ -544,18 +578,56 @@ internal static class QuantPanel
         {
             if (vector && vnni)
             {
-                OneToken<Vnni>(operands, t, tile);
+                OneToken<Vnni, TZero>(operands, t, tile);
             }
             else if (vector)
             {
-                OneToken<PairSums>(operands, t, tile);
+                OneToken<PairSums, TZero>(operands, t, tile);
             }
             else
             {
-                Scalar(operands, t, tile);
+                Scalar<TZero>(operands, t, tile);
             }
 
             tile[..count].CopyTo(y.Slice(t * yStride, count));
+        }
+    }
+
+    /// <summary>
+    /// Q4_0's, Q8_0's and Q6_K's codes are their signed values + 8, + 128 and + 32: a sub-block's integer product starts from
+    /// -offset × Σa (<see cref="Operands.Offsets"/>) and comes out as the product with the signed values, which one scale then
+    /// multiplies.
+    /// </summary>
+    private readonly struct CodeOffsets;
+
+    /// <summary>Q4_K's and Q5_K's real mins: y −= (dmin × min) × (dx × Σa) in f32 per sub-block.</summary>
+    private readonly struct ScaledMins;
+
+    /// <summary>The next panel's cache lines one pass prefetches, a few at each sub-block.</summary>
+    private readonly struct PrefetchShare
+    {
+        public readonly int First;
+        public readonly int End;
+        public readonly int PerGroup;
+
+        public PrefetchShare(scoped in Operands p, int pass, int passes)
+        {
+            if (pass < passes)
+            {
+                First = (int)((long)p.NextLines * pass / passes);
+                End = (int)((long)p.NextLines * (pass + 1) / passes);
+                PerGroup = (End - First + p.Groups - 1) / p.Groups;
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void AtGroup(scoped in Operands p, int g)
+        {
+            int from = First + (g * PerGroup);
+            if (from < End)
+            {
+                Prefetch.Lines(ref p.Next, from, Math.Min(from + PerGroup, End));
+            }
         }
     }
 
@@ -577,34 +649,36 @@ internal static class QuantPanel
         public readonly ref float BlockScales;
         public readonly int Blocks;
 
-        /// <summary>Token 0's block scale × Σ codes per sub-block (<see cref="Groups"/> a token).</summary>
+        /// <summary>Token 0's block scale × Σ codes per sub-block (<see cref="Groups"/> a token), for <see cref="ScaledMins"/>.</summary>
         public readonly ref float ScaledSums;
 
-        /// <summary>The next panel's rows, <see cref="NextLines"/> cache lines to prefetch, <see cref="LinesPerGroup"/> at a sub-block.</summary>
+        /// <summary>Token 0's -offset × Σ codes per sub-block (<see cref="Groups"/> a token), for <see cref="CodeOffsets"/>.</summary>
+        public readonly ref int Offsets;
+
+        /// <summary>The next panel's rows, <see cref="NextLines"/> cache lines to prefetch.</summary>
         public readonly ref byte Next;
         public readonly int NextLines;
-        public readonly int LinesPerGroup;
 
         /// <summary>
         /// A packed panel of <paramref name="cols"/> columns (codes, then per sub-block of <paramref name="groupValues"/> the rows'
         /// scales, then their mins) and activations quantized per <paramref name="activationBlock"/> values.
         /// </summary>
-        public static Operands Of(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock,
-            ReadOnlySpan<sbyte> activations, ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<byte> next)
+        public static Operands Of(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock, ReadOnlySpan<sbyte> activations,
+            ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<byte> next)
         {
-            int groups = cols / groupValues, nextLines = (next.Length + 63) / 64;
+            int groups = cols / groupValues;
             ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
             return new Operands(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
                 groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations), cols,
                 ref MemoryMarshal.GetReference(blockScales), cols / activationBlock, ref MemoryMarshal.GetReference(scaledSums),
-                ref MemoryMarshal.GetReference(next), nextLines, (nextLines + groups - 1) / groups);
+                ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }
 
-        public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock,
-            ref sbyte activations, int cols, ref float blockScales, int blocks, ref float scaledSums, ref byte next, int nextLines, int linesPerGroup)
+        public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,
+            int cols, ref float blockScales, int blocks, ref float scaledSums, ref int offsets, ref byte next, int nextLines)
         {
             Next = ref next;
-            (NextLines, LinesPerGroup) = (nextLines, linesPerGroup);
+            NextLines = nextLines;
             Codes = ref codes;
             Scales = ref scales;
             Mins = ref mins;
@@ -612,14 +686,17 @@ internal static class QuantPanel
             Activations = ref activations;
             BlockScales = ref blockScales;
             ScaledSums = ref scaledSums;
+            Offsets = ref offsets;
         }
     }
 
     /// <summary>
-    /// The reference: row by row, each sub-block's integer sum, then <c>fma(sum, scale × dx, y)</c> and <c>fma(-min, dx × Σa, y)</c>,
-    /// as every lane of the vector paths does.
+    /// The reference: row by row, each sub-block's integer sum (from the offset, for <see cref="CodeOffsets"/>), then
+    /// <c>fma(sum, scale × dx, y)</c> and for <see cref="ScaledMins"/> <c>fma(-min, dx × Σa, y)</c>, as every lane of the vector
+    /// paths does.
     /// </summary>
-    private static void Scalar(scoped in Operands p, int t, Span<float> tile)
+    private static void Scalar<TZero>(scoped in Operands p, int t, Span<float> tile)
+        where TZero : struct
     {
         ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
         for (int r = 0; r < Rows; r++)
@@ -627,7 +704,7 @@ internal static class QuantPanel
             float sum = 0;
             for (int g = 0; g < p.Groups; g++)
             {
-                int dot = 0;
+                int dot = typeof(TZero) == typeof(CodeOffsets) ? Unsafe.Add(ref p.Offsets, (t * p.Groups) + g) : 0;
                 for (int q = g * p.QuadsPerGroup; q < (g + 1) * p.QuadsPerGroup; q++)
                 {
                     for (int i = 0; i < 4; i++)
@@ -638,118 +715,199 @@ internal static class QuantPanel
 
                 float dx = Unsafe.Add(ref p.BlockScales, (t * p.Blocks) + (g / p.GroupsPerBlock));
                 sum = MathF.FusedMultiplyAdd(dot, Unsafe.Add(ref p.Scales, (g * Rows) + r) * dx, sum);
-                sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (t * p.Groups) + g), sum);
+                if (typeof(TZero) == typeof(ScaledMins))
+                {
+                    sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (t * p.Groups) + g), sum);
+                }
             }
 
             tile[r] = sum;
         }
     }
 
+    /// <summary>A token's starting value of a sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Start<TZero>(scoped in Operands p, int token, int g)
+        where TZero : struct =>
+        typeof(TZero) == typeof(CodeOffsets) ? Vector256.Create(Unsafe.Add(ref p.Offsets, (token * p.Groups) + g)) : default;
+
+    /// <summary>Four activation codes of one token, at <paramref name="offset"/>, in every 32-bit lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Broadcast(ref sbyte x, nint offset) =>
+        Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref x, offset)))).AsSByte();
+
     /// <summary>
-    /// Tokens t..t + 3 against the 16 rows into <paramref name="tile"/> (token after token, 16 results each): per column quad two
-    /// panel loads, four activation broadcasts and eight vpdpbusd into eight accumulators, which hold a sub-block's sums.
+    /// Token <paramref name="token"/>'s sub-block sums (rows 0-7 and 8-15) into its 16 f32 sums at <paramref name="tile"/>:
+    /// y = fma(Σ, scale × dx, y), less min × dx × Σa for <see cref="ScaledMins"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate<TZero>(scoped in Operands p, ref float tile, int token, int t, int g, int block, Vector256<int> sum0, Vector256<int> sum1)
+        where TZero : struct
+    {
+        ref float y = ref Unsafe.Add(ref tile, token * Rows);
+        var d = Vector256.Create(Unsafe.Add(ref p.BlockScales, ((t + token) * p.Blocks) + block));
+        Vector256<float> s0 = Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)), s1 = Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8));
+        Vector256<float> y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum0), s0 * d, Vector256.LoadUnsafe(ref y));
+        Vector256<float> y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum1), s1 * d, Vector256.LoadUnsafe(ref y, 8));
+        if (typeof(TZero) == typeof(ScaledMins))
+        {
+            var s = Vector256.Create(Unsafe.Add(ref p.ScaledSums, ((t + token) * p.Groups) + g));
+            y0 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), s, y0);
+            y1 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8)), s, y1);
+        }
+
+        y0.StoreUnsafe(ref y);
+        y1.StoreUnsafe(ref y, 8);
+    }
+
+    /// <summary>
+    /// Tokens t..t + 7 against the 16 rows into <paramref name="tile"/> (token after token, 16 results each), on the 512-bit path,
+    /// whose 32 vector registers hold the sixteen integer accumulators; the f32 sums stay in <paramref name="tile"/>, updated once
+    /// a sub-block. Per column quad: two panel loads, eight activation broadcasts and sixteen vpdpbusd. Four tokens' eight
+    /// accumulators waited on vpdpbusd's latency (5 cycles) at every quad rather than its throughput (two a cycle): a 16-row
+    /// Q4_0 panel of 896 columns against 16 tokens, from L1 on the Xeon, multiplied at 75 GMAC/s with four, 114 with eight.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FourTokens<TDot>(scoped in Operands p, int t, Span<float> tile, bool prefetch)
+    private static void EightTokens<TDot, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
         where TDot : IByteDot
+        where TZero : struct
     {
         ref byte w = ref p.Codes;
-        ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        nint cols = p.Cols, cols2 = 2 * cols, cols3 = 3 * cols, at = 0;
-        ref float dx = ref Unsafe.Add(ref p.BlockScales, t * p.Blocks);
-        ref float sums = ref Unsafe.Add(ref p.ScaledSums, t * p.Groups);
-        nint blocks = p.Blocks, groups = p.Groups;
-        Vector256<float> y00 = default, y01 = default, y10 = default, y11 = default, y20 = default, y21 = default, y30 = default, y31 = default;
+        ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        nint cols = p.Cols;
+        ref float o = ref MemoryMarshal.GetReference(tile);
+        tile[..(8 * Rows)].Clear();
+        int block = 0, inBlock = 0;
         for (int g = 0; g < p.Groups; g++)
         {
-            if (prefetch)
-            {
-                Prefetch.Lines(ref p.Next, g * p.LinesPerGroup, Math.Min((g + 1) * p.LinesPerGroup, p.NextLines));
-            }
-
-            Vector256<int> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+            prefetch.AtGroup(p, g);
+            Vector256<int> a00 = Start<TZero>(p, t, g), a10 = Start<TZero>(p, t + 1, g), a20 = Start<TZero>(p, t + 2, g), a30 = Start<TZero>(p, t + 3, g);
+            Vector256<int> a40 = Start<TZero>(p, t + 4, g), a50 = Start<TZero>(p, t + 5, g), a60 = Start<TZero>(p, t + 6, g), a70 = Start<TZero>(p, t + 7, g);
+            Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
             for (int q = 0; q < p.QuadsPerGroup; q++)
             {
                 Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
-                Vector256<sbyte> x0 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at)))).AsSByte();
+                Vector256<sbyte> x0 = Broadcast(ref x, 0);
                 a00 = TDot.Dot(a00, w0, x0);
                 a01 = TDot.Dot(a01, w1, x0);
-                Vector256<sbyte> x1 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols)))).AsSByte();
-                a10 = TDot.Dot(a10, w0, x1);
-                a11 = TDot.Dot(a11, w1, x1);
-                Vector256<sbyte> x2 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols2)))).AsSByte();
-                a20 = TDot.Dot(a20, w0, x2);
-                a21 = TDot.Dot(a21, w1, x2);
-                Vector256<sbyte> x3 = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at + cols3)))).AsSByte();
-                a30 = TDot.Dot(a30, w0, x3);
-                a31 = TDot.Dot(a31, w1, x3);
+                x0 = Broadcast(ref x, cols);
+                a10 = TDot.Dot(a10, w0, x0);
+                a11 = TDot.Dot(a11, w1, x0);
+                x0 = Broadcast(ref x, 2 * cols);
+                a20 = TDot.Dot(a20, w0, x0);
+                a21 = TDot.Dot(a21, w1, x0);
+                x0 = Broadcast(ref x, 3 * cols);
+                a30 = TDot.Dot(a30, w0, x0);
+                a31 = TDot.Dot(a31, w1, x0);
+                x0 = Broadcast(ref x, 4 * cols);
+                a40 = TDot.Dot(a40, w0, x0);
+                a41 = TDot.Dot(a41, w1, x0);
+                x0 = Broadcast(ref x, 5 * cols);
+                a50 = TDot.Dot(a50, w0, x0);
+                a51 = TDot.Dot(a51, w1, x0);
+                x0 = Broadcast(ref x, 6 * cols);
+                a60 = TDot.Dot(a60, w0, x0);
+                a61 = TDot.Dot(a61, w1, x0);
+                x0 = Broadcast(ref x, 7 * cols);
+                a70 = TDot.Dot(a70, w0, x0);
+                a71 = TDot.Dot(a71, w1, x0);
                 w = ref Unsafe.Add(ref w, 4 * Rows);
-                at += 4;
+                x = ref Unsafe.Add(ref x, 4);
             }
 
-            nint block = g / p.GroupsPerBlock;
-            Vector256<float> s0 = Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)), s1 = Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8));
-            Vector256<float> m0 = Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), m1 = Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8));
-            Vector256<float> d = Vector256.Create(Unsafe.Add(ref dx, block)), s = Vector256.Create(Unsafe.Add(ref sums, g));
-            y00 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a00), s0 * d, y00));
-            y01 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a01), s1 * d, y01));
-            d = Vector256.Create(Unsafe.Add(ref dx, blocks + block));
-            s = Vector256.Create(Unsafe.Add(ref sums, groups + g));
-            y10 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a10), s0 * d, y10));
-            y11 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a11), s1 * d, y11));
-            d = Vector256.Create(Unsafe.Add(ref dx, (2 * blocks) + block));
-            s = Vector256.Create(Unsafe.Add(ref sums, (2 * groups) + g));
-            y20 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a20), s0 * d, y20));
-            y21 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a21), s1 * d, y21));
-            d = Vector256.Create(Unsafe.Add(ref dx, (3 * blocks) + block));
-            s = Vector256.Create(Unsafe.Add(ref sums, (3 * groups) + g));
-            y30 = Fma.MultiplyAddNegated(m0, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a30), s0 * d, y30));
-            y31 = Fma.MultiplyAddNegated(m1, s, Fma.MultiplyAdd(Avx.ConvertToVector256Single(a31), s1 * d, y31));
+            Accumulate<TZero>(p, ref o, 0, t, g, block, a00, a01);
+            Accumulate<TZero>(p, ref o, 1, t, g, block, a10, a11);
+            Accumulate<TZero>(p, ref o, 2, t, g, block, a20, a21);
+            Accumulate<TZero>(p, ref o, 3, t, g, block, a30, a31);
+            Accumulate<TZero>(p, ref o, 4, t, g, block, a40, a41);
+            Accumulate<TZero>(p, ref o, 5, t, g, block, a50, a51);
+            Accumulate<TZero>(p, ref o, 6, t, g, block, a60, a61);
+            Accumulate<TZero>(p, ref o, 7, t, g, block, a70, a71);
+            if (++inBlock == p.GroupsPerBlock)
+            {
+                (block, inBlock) = (block + 1, 0);
+            }
         }
-
-        ref float o = ref MemoryMarshal.GetReference(tile);
-        y00.StoreUnsafe(ref o, 0);
-        y01.StoreUnsafe(ref o, 8);
-        y10.StoreUnsafe(ref o, 16);
-        y11.StoreUnsafe(ref o, 24);
-        y20.StoreUnsafe(ref o, 32);
-        y21.StoreUnsafe(ref o, 40);
-        y30.StoreUnsafe(ref o, 48);
-        y31.StoreUnsafe(ref o, 56);
     }
 
-    /// <summary><see cref="FourTokens{TDot}"/> for one token (the tokens past the last four).</summary>
+    /// <summary>
+    /// Tokens t..t + 3 against the 16 rows into <paramref name="tile"/>: <see cref="EightTokens{TDot, TZero}"/>' work with eight
+    /// accumulators, which the 256-bit path's sixteen vector registers hold (AVX2 CPUs), and for the last four tokens of eight.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void OneToken<TDot>(scoped in Operands p, int t, Span<float> tile)
+    private static void FourTokens<TDot, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
         where TDot : IByteDot
+        where TZero : struct
     {
         ref byte w = ref p.Codes;
-        ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        ref float dx = ref Unsafe.Add(ref p.BlockScales, t * p.Blocks);
-        ref float sums = ref Unsafe.Add(ref p.ScaledSums, t * p.Groups);
-        nint at = 0;
-        Vector256<float> y0 = default, y1 = default;
+        ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        nint cols = p.Cols;
+        ref float o = ref MemoryMarshal.GetReference(tile);
+        tile[..(4 * Rows)].Clear();
+        int block = 0, inBlock = 0;
         for (int g = 0; g < p.Groups; g++)
         {
-            Vector256<int> a0 = default, a1 = default;
+            prefetch.AtGroup(p, g);
+            Vector256<int> a00 = Start<TZero>(p, t, g), a10 = Start<TZero>(p, t + 1, g), a20 = Start<TZero>(p, t + 2, g), a30 = Start<TZero>(p, t + 3, g);
+            Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
             for (int q = 0; q < p.QuadsPerGroup; q++)
             {
-                Vector256<sbyte> x = Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref a, at)))).AsSByte();
-                a0 = TDot.Dot(a0, Vector256.LoadUnsafe(ref w), x);
-                a1 = TDot.Dot(a1, Vector256.LoadUnsafe(ref w, 32), x);
+                Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
+                Vector256<sbyte> x0 = Broadcast(ref x, 0);
+                a00 = TDot.Dot(a00, w0, x0);
+                a01 = TDot.Dot(a01, w1, x0);
+                x0 = Broadcast(ref x, cols);
+                a10 = TDot.Dot(a10, w0, x0);
+                a11 = TDot.Dot(a11, w1, x0);
+                x0 = Broadcast(ref x, 2 * cols);
+                a20 = TDot.Dot(a20, w0, x0);
+                a21 = TDot.Dot(a21, w1, x0);
+                x0 = Broadcast(ref x, 3 * cols);
+                a30 = TDot.Dot(a30, w0, x0);
+                a31 = TDot.Dot(a31, w1, x0);
                 w = ref Unsafe.Add(ref w, 4 * Rows);
-                at += 4;
+                x = ref Unsafe.Add(ref x, 4);
             }
 
-            Vector256<float> d = Vector256.Create(Unsafe.Add(ref dx, g / p.GroupsPerBlock)), s = Vector256.Create(Unsafe.Add(ref sums, g));
-            y0 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), s,
-                Fma.MultiplyAdd(Avx.ConvertToVector256Single(a0), Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)) * d, y0));
-            y1 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8)), s,
-                Fma.MultiplyAdd(Avx.ConvertToVector256Single(a1), Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8)) * d, y1));
+            Accumulate<TZero>(p, ref o, 0, t, g, block, a00, a01);
+            Accumulate<TZero>(p, ref o, 1, t, g, block, a10, a11);
+            Accumulate<TZero>(p, ref o, 2, t, g, block, a20, a21);
+            Accumulate<TZero>(p, ref o, 3, t, g, block, a30, a31);
+            if (++inBlock == p.GroupsPerBlock)
+            {
+                (block, inBlock) = (block + 1, 0);
+            }
         }
+    }
 
+    /// <summary><see cref="FourTokens{TDot, TZero}"/> for one token (the tokens past the last four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void OneToken<TDot, TZero>(scoped in Operands p, int t, Span<float> tile)
+        where TDot : IByteDot
+        where TZero : struct
+    {
+        ref byte w = ref p.Codes;
+        ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
         ref float o = ref MemoryMarshal.GetReference(tile);
-        y0.StoreUnsafe(ref o, 0);
-        y1.StoreUnsafe(ref o, 8);
+        tile[..Rows].Clear();
+        int block = 0, inBlock = 0;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            Vector256<int> a0 = Start<TZero>(p, t, g), a1 = a0;
+            for (int q = 0; q < p.QuadsPerGroup; q++)
+            {
+                Vector256<sbyte> x0 = Broadcast(ref x, 0);
+                a0 = TDot.Dot(a0, Vector256.LoadUnsafe(ref w), x0);
+                a1 = TDot.Dot(a1, Vector256.LoadUnsafe(ref w, 32), x0);
+                w = ref Unsafe.Add(ref w, 4 * Rows);
+                x = ref Unsafe.Add(ref x, 4);
+            }
+
+            Accumulate<TZero>(p, ref o, 0, t, g, block, a0, a1);
+            if (++inBlock == p.GroupsPerBlock)
+            {
+                (block, inBlock) = (block + 1, 0);
+            }
+        }
     }
 }
