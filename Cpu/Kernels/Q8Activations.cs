@@ -18,6 +18,7 @@ internal sealed class Q8Activations
     private sbyte[] _codes = [];
     private float[] _scales = [];
     private int[] _offsets = [];
+    private float[] _scalesByBlock = [];
     private int[] _q4_0Offsets = [];
     private int[] _q8_0Offsets = [];
 
@@ -41,6 +42,7 @@ internal sealed class Q8Activations
             _codes = new sbyte[tokens * cols];
             _scales = new float[blocks];
             _offsets = new int[blocks * 8];
+            _scalesByBlock = new float[blocks];
             _q4_0Offsets = new int[blocks];
             _q8_0Offsets = new int[blocks];
         }
@@ -81,8 +83,11 @@ internal sealed class Q8Activations
                 offsetSum += offsets[lane];
             }
 
-            _q4_0Offsets[b] = offsetSum;
-            _q8_0Offsets[b] = 16 * offsetSum;
+            // Block-major copies for the integer panels, which take a block of eight tokens at once.
+            int byBlock = ((b % perRow) * Tokens) + (b / perRow);
+            _scalesByBlock[byBlock] = _scales[b];
+            _q4_0Offsets[byBlock] = offsetSum;
+            _q8_0Offsets[byBlock] = 16 * offsetSum;
         }
     }
 
@@ -138,13 +143,16 @@ internal sealed class Q8Activations
     /// <summary>Every token's block scales, row after row.</summary>
     public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
 
+    /// <summary>The block scales block by block: block j of token t at j × <see cref="Tokens"/> + t (for <see cref="QuantPanel"/>).</summary>
+    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, Tokens * Cols / BlockValues);
+
     /// <summary>
-    /// Every token's -8 × Σ codes per block, row after row: where Q4_0's codes are stored + 8 (0..15), a block's integer product
-    /// starts from it and comes out as the product with the codes themselves (<see cref="QuantPanel"/>).
+    /// -8 × Σ codes per block, block by block as <see cref="ScalesByBlock"/>: where Q4_0's codes are stored + 8 (0..15), a block's
+    /// integer product starts from it and comes out as the product with the signed values (<see cref="QuantPanel"/>).
     /// </summary>
     public ReadOnlySpan<int> Q4_0Offsets => _q4_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
 
-    /// <summary>Every token's -128 × Σ codes per block: the same for Q8_0's codes stored + 128.</summary>
+    /// <summary>-128 × Σ codes per block, block by block: the same for Q8_0's codes stored + 128.</summary>
     public ReadOnlySpan<int> Q8_0Offsets => _q8_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
 
     /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>

@@ -18,6 +18,7 @@ internal sealed class Q8KActivations
     private short[] _groupSums = [];
     private short[] _subBlockSums = [];
     private int[] _q6KOffsets = [];
+    private float[] _scalesByBlock = [];
     private float[] _scaledSubBlockSums = [];
 
     public int Cols { get; private set; }
@@ -42,6 +43,7 @@ internal sealed class Q8KActivations
             _groupSums = new short[tokens * cols / 16];
             _subBlockSums = new short[tokens * cols / 32];
             _q6KOffsets = new int[tokens * cols / 16];
+            _scalesByBlock = new float[blocks];
             _scaledSubBlockSums = new float[tokens * cols / 32];
         }
 
@@ -68,8 +70,7 @@ internal sealed class Q8KActivations
                 _scales[b] = 0;
                 groupSums.Clear();
                 _subBlockSums.AsSpan(b * 8, 8).Clear();
-                _q6KOffsets.AsSpan(b * 16, 16).Clear();
-                _scaledSubBlockSums.AsSpan(b * 8, 8).Clear();
+                Transposed(b, 0, groupSums, perRow);
                 continue;
             }
 
@@ -89,13 +90,28 @@ internal sealed class Q8KActivations
             for (int j = 0; j < 8; j++)
             {
                 _subBlockSums[(b * 8) + j] = (short)(groupSums[2 * j] + groupSums[(2 * j) + 1]);
-                _scaledSubBlockSums[(b * 8) + j] = d * _subBlockSums[(b * 8) + j];
             }
 
-            for (int g = 0; g < 16; g++)
-            {
-                _q6KOffsets[(b * 16) + g] = -32 * groupSums[g];
-            }
+            Transposed(b, d, groupSums, perRow);
+        }
+    }
+
+    /// <summary>
+    /// Block <paramref name="b"/>'s scale, its sub-blocks' d × Σ and its groups' -32 × Σ into the block-major tables of
+    /// <see cref="QuantPanel"/>, which takes eight tokens at once: block j of token t at j × <see cref="Tokens"/> + t.
+    /// </summary>
+    private void Transposed(int b, float d, ReadOnlySpan<short> groupSums, int perRow)
+    {
+        int token = b / perRow, block = b % perRow;
+        _scalesByBlock[(block * Tokens) + token] = d;
+        for (int j = 0; j < 8; j++)
+        {
+            _scaledSubBlockSums[(((block * 8) + j) * Tokens) + token] = d * (groupSums[2 * j] + groupSums[(2 * j) + 1]);
+        }
+
+        for (int g = 0; g < 16; g++)
+        {
+            _q6KOffsets[(((block * 16) + g) * Tokens) + token] = -32 * groupSums[g];
         }
     }
 
@@ -178,15 +194,18 @@ internal sealed class Q8KActivations
         }
     }
 
+    /// <summary>The block scales block by block: block j of token t at j × <see cref="Tokens"/> + t (for <see cref="QuantPanel"/>).</summary>
+    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, Tokens * Cols / BlockValues);
+
     /// <summary>
-    /// The block scale × the sums of every 32 codes, token after token: the mins' term of Q4_K's and Q5_K's packed panels
-    /// (<see cref="QuantPanel"/>).
+    /// The block scale × the sums of every 32 codes, sub-block by sub-block as <see cref="ScalesByBlock"/>: the mins' term of Q4_K's
+    /// and Q5_K's packed panels (<see cref="QuantPanel"/>).
     /// </summary>
     public ReadOnlySpan<float> ScaledSubBlockSums => _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32);
 
     /// <summary>
-    /// -32 × the sums of every 16 codes, token after token: where Q6_K's panels store its codes + 32 (0..63), a group's integer
-    /// product starts from it and comes out as the product with the signed codes (<see cref="QuantPanel"/>).
+    /// -32 × the sums of every 16 codes, group by group as <see cref="ScalesByBlock"/>: where Q6_K's panels store its codes + 32
+    /// (0..63), a group's integer product starts from it and comes out as the product with the signed values (<see cref="QuantPanel"/>).
     /// </summary>
     public ReadOnlySpan<int> Q6KOffsets => _q6KOffsets.AsSpan(0, Tokens * Cols / 16);
 

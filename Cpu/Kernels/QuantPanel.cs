@@ -488,7 +488,7 @@ internal static class QuantPanel
     {
         int groupValues = GroupValues(type);
         Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.AllCodes, x.AllScales,
+        var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.Tokens, x.AllCodes, x.ScalesByBlock,
             type == DType.Q6_K ? default : x.ScaledSubBlockSums, type == DType.Q6_K ? x.Q6KOffsets : default, next);
         if (type == DType.Q6_K)
         {
@@ -509,7 +509,7 @@ internal static class QuantPanel
     {
         Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
         Multiply<CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
-            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.AllCodes, x.AllScales,
+            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.Tokens, x.AllCodes, x.ScalesByBlock,
                 default, type == DType.Q8_0 ? x.Q8_0Offsets : x.Q4_0Offsets, next),
             count, x.Tokens, y, yStride);
     }
@@ -645,14 +645,16 @@ internal static class QuantPanel
         public readonly ref sbyte Activations;
         public readonly int Cols;
 
-        /// <summary>Token 0's block scales (<see cref="Blocks"/> a token).</summary>
-        public readonly ref float BlockScales;
-        public readonly int Blocks;
+        /// <summary>The tokens: the stride of the block-major tables below.</summary>
+        public readonly int Tokens;
 
-        /// <summary>Token 0's block scale × Σ codes per sub-block (<see cref="Groups"/> a token), for <see cref="ScaledMins"/>.</summary>
+        /// <summary>The activations' block scales, block by block: block j of token t at j × <see cref="Tokens"/> + t.</summary>
+        public readonly ref float BlockScales;
+
+        /// <summary>The block scale × Σ codes per sub-block, sub-block by sub-block, for <see cref="ScaledMins"/>.</summary>
         public readonly ref float ScaledSums;
 
-        /// <summary>Token 0's -offset × Σ codes per sub-block (<see cref="Groups"/> a token), for <see cref="CodeOffsets"/>.</summary>
+        /// <summary>-offset × Σ codes per sub-block, sub-block by sub-block, for <see cref="CodeOffsets"/>.</summary>
         public readonly ref int Offsets;
 
         /// <summary>The next panel's rows, <see cref="NextLines"/> cache lines to prefetch.</summary>
@@ -661,28 +663,28 @@ internal static class QuantPanel
 
         /// <summary>
         /// A packed panel of <paramref name="cols"/> columns (codes, then per sub-block of <paramref name="groupValues"/> the rows'
-        /// scales, then their mins) and activations quantized per <paramref name="activationBlock"/> values.
+        /// scales, then their mins) and <paramref name="tokens"/> tokens' activations quantized per <paramref name="activationBlock"/> values.
         /// </summary>
-        public static Operands Of(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock, ReadOnlySpan<sbyte> activations,
+        public static Operands Of(ReadOnlySpan<float> panel, int cols, int groupValues, int activationBlock, int tokens, ReadOnlySpan<sbyte> activations,
             ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<byte> next)
         {
             int groups = cols / groupValues;
             ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
             return new Operands(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
-                groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations), cols,
-                ref MemoryMarshal.GetReference(blockScales), cols / activationBlock, ref MemoryMarshal.GetReference(scaledSums),
-                ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+                groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations), cols, tokens,
+                ref MemoryMarshal.GetReference(blockScales), ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets),
+                ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }
 
         public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,
-            int cols, ref float blockScales, int blocks, ref float scaledSums, ref int offsets, ref byte next, int nextLines)
+            int cols, int tokens, ref float blockScales, ref float scaledSums, ref int offsets, ref byte next, int nextLines)
         {
             Next = ref next;
             NextLines = nextLines;
             Codes = ref codes;
             Scales = ref scales;
             Mins = ref mins;
-            (Groups, QuadsPerGroup, GroupsPerBlock, Cols, Blocks) = (groups, quadsPerGroup, groupsPerBlock, cols, blocks);
+            (Groups, QuadsPerGroup, GroupsPerBlock, Cols, Tokens) = (groups, quadsPerGroup, groupsPerBlock, cols, tokens);
             Activations = ref activations;
             BlockScales = ref blockScales;
             ScaledSums = ref scaledSums;
@@ -704,7 +706,7 @@ internal static class QuantPanel
             float sum = 0;
             for (int g = 0; g < p.Groups; g++)
             {
-                int dot = typeof(TZero) == typeof(CodeOffsets) ? Unsafe.Add(ref p.Offsets, (t * p.Groups) + g) : 0;
+                int dot = typeof(TZero) == typeof(CodeOffsets) ? Unsafe.Add(ref p.Offsets, (g * p.Tokens) + t) : 0;
                 for (int q = g * p.QuadsPerGroup; q < (g + 1) * p.QuadsPerGroup; q++)
                 {
                     for (int i = 0; i < 4; i++)
@@ -713,11 +715,11 @@ internal static class QuantPanel
                     }
                 }
 
-                float dx = Unsafe.Add(ref p.BlockScales, (t * p.Blocks) + (g / p.GroupsPerBlock));
+                float dx = Unsafe.Add(ref p.BlockScales, ((g / p.GroupsPerBlock) * p.Tokens) + t);
                 sum = MathF.FusedMultiplyAdd(dot, Unsafe.Add(ref p.Scales, (g * Rows) + r) * dx, sum);
                 if (typeof(TZero) == typeof(ScaledMins))
                 {
-                    sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (t * p.Groups) + g), sum);
+                    sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (g * p.Tokens) + t), sum);
                 }
             }
 
@@ -725,11 +727,47 @@ internal static class QuantPanel
         }
     }
 
-    /// <summary>A token's starting value of a sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
+    /// <summary>
+    /// Where a kernel is in the block-major tables: at a sub-block, its tokens' offsets (or scaled sums) and block scales are
+    /// consecutive, so the kernels take token i's at a constant distance instead of computing t × groups + g for each.
+    /// </summary>
+    private ref struct TokenTables
+    {
+        public ref int Offsets;
+        public ref float ScaledSums;
+        public ref float BlockScales;
+        private readonly nint _stride;
+        private readonly int _groupsPerBlock;
+        private int _inBlock;
+
+        public TokenTables(scoped in Operands p, int t)
+        {
+            Offsets = ref Unsafe.Add(ref p.Offsets, t);
+            ScaledSums = ref Unsafe.Add(ref p.ScaledSums, t);
+            BlockScales = ref Unsafe.Add(ref p.BlockScales, t);
+            _stride = p.Tokens;
+            _groupsPerBlock = p.GroupsPerBlock;
+        }
+
+        /// <summary>On to the next sub-block (and block, after its last sub-block).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Advance()
+        {
+            Offsets = ref Unsafe.Add(ref Offsets, _stride);
+            ScaledSums = ref Unsafe.Add(ref ScaledSums, _stride);
+            if (++_inBlock == _groupsPerBlock)
+            {
+                _inBlock = 0;
+                BlockScales = ref Unsafe.Add(ref BlockScales, _stride);
+            }
+        }
+    }
+
+    /// <summary>Token <paramref name="i"/>'s starting value of a sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Start<TZero>(scoped in Operands p, int token, int g)
+    private static Vector256<int> Start<TZero>(ref int offsets, int i)
         where TZero : struct =>
-        typeof(TZero) == typeof(CodeOffsets) ? Vector256.Create(Unsafe.Add(ref p.Offsets, (token * p.Groups) + g)) : default;
+        typeof(TZero) == typeof(CodeOffsets) ? Vector256.Create(Unsafe.Add(ref offsets, i)) : default;
 
     /// <summary>Four activation codes of one token, at <paramref name="offset"/>, in every 32-bit lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -737,23 +775,23 @@ internal static class QuantPanel
         Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref x, offset)))).AsSByte();
 
     /// <summary>
-    /// Token <paramref name="token"/>'s sub-block sums (rows 0-7 and 8-15) into its 16 f32 sums at <paramref name="tile"/>:
+    /// Token <paramref name="i"/>'s sub-block sums (rows 0-7 and 8-15) into its 16 f32 sums in <paramref name="tile"/>:
     /// y = fma(Σ, scale × dx, y), less min × dx × Σa for <see cref="ScaledMins"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<TZero>(scoped in Operands p, ref float tile, int token, int t, int g, int block, Vector256<int> sum0, Vector256<int> sum1)
+    private static void Accumulate<TZero>(ref float tile, int i, scoped ref TokenTables at, Vector256<int> sum0, Vector256<int> sum1,
+        Vector256<float> s0, Vector256<float> s1, Vector256<float> m0, Vector256<float> m1)
         where TZero : struct
     {
-        ref float y = ref Unsafe.Add(ref tile, token * Rows);
-        var d = Vector256.Create(Unsafe.Add(ref p.BlockScales, ((t + token) * p.Blocks) + block));
-        Vector256<float> s0 = Vector256.LoadUnsafe(ref p.Scales, (nuint)(g * Rows)), s1 = Vector256.LoadUnsafe(ref p.Scales, (nuint)((g * Rows) + 8));
+        ref float y = ref Unsafe.Add(ref tile, i * Rows);
+        var d = Vector256.Create(Unsafe.Add(ref at.BlockScales, i));
         Vector256<float> y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum0), s0 * d, Vector256.LoadUnsafe(ref y));
         Vector256<float> y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum1), s1 * d, Vector256.LoadUnsafe(ref y, 8));
         if (typeof(TZero) == typeof(ScaledMins))
         {
-            var s = Vector256.Create(Unsafe.Add(ref p.ScaledSums, ((t + token) * p.Groups) + g));
-            y0 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)(g * Rows)), s, y0);
-            y1 = Fma.MultiplyAddNegated(Vector256.LoadUnsafe(ref p.Mins, (nuint)((g * Rows) + 8)), s, y1);
+            var s = Vector256.Create(Unsafe.Add(ref at.ScaledSums, i));
+            y0 = Fma.MultiplyAddNegated(m0, s, y0);
+            y1 = Fma.MultiplyAddNegated(m1, s, y1);
         }
 
         y0.StoreUnsafe(ref y);
@@ -764,8 +802,7 @@ internal static class QuantPanel
     /// Tokens t..t + 7 against the 16 rows into <paramref name="tile"/> (token after token, 16 results each), on the 512-bit path,
     /// whose 32 vector registers hold the sixteen integer accumulators; the f32 sums stay in <paramref name="tile"/>, updated once
     /// a sub-block. Per column quad: two panel loads, eight activation broadcasts and sixteen vpdpbusd. Four tokens' eight
-    /// accumulators waited on vpdpbusd's latency (5 cycles) at every quad rather than its throughput (two a cycle): a 16-row
-    /// Q4_0 panel of 896 columns against 16 tokens, from L1 on the Xeon, multiplied at 75 GMAC/s with four, 114 with eight.
+    /// accumulators waited on vpdpbusd's latency (5 cycles) at every quad rather than its throughput (two a cycle).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void EightTokens<TDot, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
@@ -774,17 +811,20 @@ internal static class QuantPanel
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        ref float scales = ref p.Scales, mins = ref p.Mins;
         nint cols = p.Cols;
+        int groups = p.Groups, quads = p.QuadsPerGroup;
+        var at = new TokenTables(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..(8 * Rows)].Clear();
-        int block = 0, inBlock = 0;
-        for (int g = 0; g < p.Groups; g++)
+        for (int g = 0; g < groups; g++)
         {
             prefetch.AtGroup(p, g);
-            Vector256<int> a00 = Start<TZero>(p, t, g), a10 = Start<TZero>(p, t + 1, g), a20 = Start<TZero>(p, t + 2, g), a30 = Start<TZero>(p, t + 3, g);
-            Vector256<int> a40 = Start<TZero>(p, t + 4, g), a50 = Start<TZero>(p, t + 5, g), a60 = Start<TZero>(p, t + 6, g), a70 = Start<TZero>(p, t + 7, g);
+            Vector256<int> a00 = Start<TZero>(ref at.Offsets, 0), a10 = Start<TZero>(ref at.Offsets, 1), a20 = Start<TZero>(ref at.Offsets, 2);
+            Vector256<int> a30 = Start<TZero>(ref at.Offsets, 3), a40 = Start<TZero>(ref at.Offsets, 4), a50 = Start<TZero>(ref at.Offsets, 5);
+            Vector256<int> a60 = Start<TZero>(ref at.Offsets, 6), a70 = Start<TZero>(ref at.Offsets, 7);
             Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
-            for (int q = 0; q < p.QuadsPerGroup; q++)
+            for (int q = 0; q < quads; q++)
             {
                 Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
                 Vector256<sbyte> x0 = Broadcast(ref x, 0);
@@ -815,18 +855,25 @@ internal static class QuantPanel
                 x = ref Unsafe.Add(ref x, 4);
             }
 
-            Accumulate<TZero>(p, ref o, 0, t, g, block, a00, a01);
-            Accumulate<TZero>(p, ref o, 1, t, g, block, a10, a11);
-            Accumulate<TZero>(p, ref o, 2, t, g, block, a20, a21);
-            Accumulate<TZero>(p, ref o, 3, t, g, block, a30, a31);
-            Accumulate<TZero>(p, ref o, 4, t, g, block, a40, a41);
-            Accumulate<TZero>(p, ref o, 5, t, g, block, a50, a51);
-            Accumulate<TZero>(p, ref o, 6, t, g, block, a60, a61);
-            Accumulate<TZero>(p, ref o, 7, t, g, block, a70, a71);
-            if (++inBlock == p.GroupsPerBlock)
+            Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
+            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
+            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
+            Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 4, ref at, a40, a41, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
+            if (g + 1 == groups)
             {
-                (block, inBlock) = (block + 1, 0);
+                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
             }
+
+            scales = ref Unsafe.Add(ref scales, Rows);
+            mins = ref Unsafe.Add(ref mins, Rows);
+            at.Advance();
         }
     }
 
@@ -841,16 +888,19 @@ internal static class QuantPanel
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        ref float scales = ref p.Scales, mins = ref p.Mins;
         nint cols = p.Cols;
+        int groups = p.Groups, quads = p.QuadsPerGroup;
+        var at = new TokenTables(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..(4 * Rows)].Clear();
-        int block = 0, inBlock = 0;
-        for (int g = 0; g < p.Groups; g++)
+        for (int g = 0; g < groups; g++)
         {
             prefetch.AtGroup(p, g);
-            Vector256<int> a00 = Start<TZero>(p, t, g), a10 = Start<TZero>(p, t + 1, g), a20 = Start<TZero>(p, t + 2, g), a30 = Start<TZero>(p, t + 3, g);
+            Vector256<int> a00 = Start<TZero>(ref at.Offsets, 0), a10 = Start<TZero>(ref at.Offsets, 1);
+            Vector256<int> a20 = Start<TZero>(ref at.Offsets, 2), a30 = Start<TZero>(ref at.Offsets, 3);
             Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
-            for (int q = 0; q < p.QuadsPerGroup; q++)
+            for (int q = 0; q < quads; q++)
             {
                 Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
                 Vector256<sbyte> x0 = Broadcast(ref x, 0);
@@ -869,14 +919,21 @@ internal static class QuantPanel
                 x = ref Unsafe.Add(ref x, 4);
             }
 
-            Accumulate<TZero>(p, ref o, 0, t, g, block, a00, a01);
-            Accumulate<TZero>(p, ref o, 1, t, g, block, a10, a11);
-            Accumulate<TZero>(p, ref o, 2, t, g, block, a20, a21);
-            Accumulate<TZero>(p, ref o, 3, t, g, block, a30, a31);
-            if (++inBlock == p.GroupsPerBlock)
+            Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
+            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
+            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
+            Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+            Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
+            if (g + 1 == groups)
             {
-                (block, inBlock) = (block + 1, 0);
+                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
             }
+
+            scales = ref Unsafe.Add(ref scales, Rows);
+            mins = ref Unsafe.Add(ref mins, Rows);
+            at.Advance();
         }
     }
 
@@ -888,26 +945,36 @@ internal static class QuantPanel
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        ref float scales = ref p.Scales, mins = ref p.Mins;
+        int groups = p.Groups, quads = p.QuadsPerGroup;
+        nint at4 = 0;
+        var at = new TokenTables(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..Rows].Clear();
-        int block = 0, inBlock = 0;
-        for (int g = 0; g < p.Groups; g++)
+        for (int g = 0; g < groups; g++)
         {
-            Vector256<int> a0 = Start<TZero>(p, t, g), a1 = a0;
-            for (int q = 0; q < p.QuadsPerGroup; q++)
+            Vector256<int> a0 = Start<TZero>(ref at.Offsets, 0), a1 = a0;
+            for (int q = 0; q < quads; q++)
             {
-                Vector256<sbyte> x0 = Broadcast(ref x, 0);
+                // An offset, not a moving reference: the last token's would end past the codes.
+                Vector256<sbyte> x0 = Broadcast(ref x, at4);
                 a0 = TDot.Dot(a0, Vector256.LoadUnsafe(ref w), x0);
                 a1 = TDot.Dot(a1, Vector256.LoadUnsafe(ref w, 32), x0);
                 w = ref Unsafe.Add(ref w, 4 * Rows);
-                x = ref Unsafe.Add(ref x, 4);
+                at4 += 4;
             }
 
-            Accumulate<TZero>(p, ref o, 0, t, g, block, a0, a1);
-            if (++inBlock == p.GroupsPerBlock)
+            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
+            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
+            Accumulate<TZero>(ref o, 0, ref at, a0, a1, Vector256.LoadUnsafe(ref scales), Vector256.LoadUnsafe(ref scales, 8), m0, m1);
+            if (g + 1 == groups)
             {
-                (block, inBlock) = (block + 1, 0);
+                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
             }
+
+            scales = ref Unsafe.Add(ref scales, Rows);
+            mins = ref Unsafe.Add(ref mins, Rows);
+            at.Advance();
         }
     }
 }
