@@ -23,6 +23,19 @@ public sealed class QuantPanelTests
         return data;
     }
 
+    /// <summary><see cref="PathsAndTypes"/> with a partial panel's rows and a whole panel's.</summary>
+    public static TheoryData<KernelPath, DType, int> PathsTypesAndRows(int partial)
+    {
+        var data = new TheoryData<KernelPath, DType, int>();
+        foreach (object[] row in PathsAndTypes())
+        {
+            data.Add((KernelPath)row[0], (DType)row[1], partial);
+            data.Add((KernelPath)row[0], (DType)row[1], QuantPanel.Rows);
+        }
+
+        return data;
+    }
+
     /// <summary>Random blocks of <paramref name="type"/>, <paramref name="values"/> values in all: codes random, scales small.</summary>
     private static byte[] RandomMatrix(DType type, int values, int seed)
     {
@@ -52,10 +65,10 @@ public sealed class QuantPanelTests
     }
 
     [Theory]
-    [MemberData(nameof(PathsAndTypes))]
-    public void Packed_codes_scales_and_mins_give_the_format_s_weights(KernelPath path, DType type)
+    [MemberData(nameof(PathsTypesAndRows), 11)]
+    public void Packed_codes_scales_and_mins_give_the_format_s_weights(KernelPath path, DType type, int count)
     {
-        const int cols = 512, count = 11;
+        const int cols = 512;
         byte[] matrix = RandomMatrix(type, count * cols, 5 + (int)type);
         float[] panel = Packed(path, type, matrix, count, cols);
         ReadOnlySpan<byte> codes = MemoryMarshal.AsBytes(panel.AsSpan(0, cols * QuantPanel.Rows / 4));
@@ -91,11 +104,11 @@ public sealed class QuantPanelTests
     }
 
     [Theory]
-    [MemberData(nameof(PathsAndTypes))]
-    public void Products_equal_the_reference_bit_for_bit_and_the_definition(KernelPath path, DType type)
+    [MemberData(nameof(PathsTypesAndRows), 13)]
+    public void Products_equal_the_reference_bit_for_bit_and_the_definition(KernelPath path, DType type, int count)
     {
-        // 13 rows (a partial panel), 13 tokens (on the 512-bit path one tile of eight, one of four and one alone), 3 super-blocks.
-        const int cols = 768, count = 13, tokens = 13, stride = 20;
+        // 13 rows (a partial panel) or 16, 13 tokens (on the 512-bit path one tile of eight, one of four and one alone), 3 super-blocks.
+        const int cols = 768, tokens = 13, stride = 20;
         byte[] matrix = RandomMatrix(type, count * cols, 40 + (int)type);
         float[] x = KernelData.Floats(tokens * cols, 77, scale: 2f);
         x.AsSpan(3 * cols, 256).Clear();    // an all-zero block: scale 0
