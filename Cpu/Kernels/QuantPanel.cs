@@ -825,38 +825,19 @@ internal static class QuantPanel
             Vector256<int> a30 = Start<TZero>(ref at.Offsets, 3), a40 = Start<TZero>(ref at.Offsets, 4), a50 = Start<TZero>(ref at.Offsets, 5);
             Vector256<int> a60 = Start<TZero>(ref at.Offsets, 6), a70 = Start<TZero>(ref at.Offsets, 7);
             Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
-            for (int q = 0; q < quads; q++)
+            for (int q = 0; q < quads; q += 2)
             {
-                Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
-                Vector256<sbyte> x0 = Broadcast(ref x, 0);
-                a00 = TDot.Dot(a00, w0, x0);
-                a01 = TDot.Dot(a01, w1, x0);
-                x0 = Broadcast(ref x, cols);
-                a10 = TDot.Dot(a10, w0, x0);
-                a11 = TDot.Dot(a11, w1, x0);
-                x0 = Broadcast(ref x, 2 * cols);
-                a20 = TDot.Dot(a20, w0, x0);
-                a21 = TDot.Dot(a21, w1, x0);
-                x0 = Broadcast(ref x, 3 * cols);
-                a30 = TDot.Dot(a30, w0, x0);
-                a31 = TDot.Dot(a31, w1, x0);
-                x0 = Broadcast(ref x, 4 * cols);
-                a40 = TDot.Dot(a40, w0, x0);
-                a41 = TDot.Dot(a41, w1, x0);
-                x0 = Broadcast(ref x, 5 * cols);
-                a50 = TDot.Dot(a50, w0, x0);
-                a51 = TDot.Dot(a51, w1, x0);
-                x0 = Broadcast(ref x, 6 * cols);
-                a60 = TDot.Dot(a60, w0, x0);
-                a61 = TDot.Dot(a61, w1, x0);
-                x0 = Broadcast(ref x, 7 * cols);
-                a70 = TDot.Dot(a70, w0, x0);
-                a71 = TDot.Dot(a71, w1, x0);
-                w = ref Unsafe.Add(ref w, 4 * Rows);
-                x = ref Unsafe.Add(ref x, 4);
+                // Two column quads a pass (every sub-block has an even number): the loop's own instructions and the token
+                // offsets' address arithmetic once for both.
+                EightTokenQuad<TDot>(ref w, ref x, cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21, ref a30, ref a31,
+                    ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
+                EightTokenQuad<TDot>(ref Unsafe.Add(ref w, 4 * Rows), ref Unsafe.Add(ref x, 4), cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21,
+                    ref a30, ref a31, ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
+                w = ref Unsafe.Add(ref w, 8 * Rows);
+                x = ref Unsafe.Add(ref x, 8);
             }
 
-            Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
+Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
             Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
             Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
             Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
@@ -876,6 +857,39 @@ internal static class QuantPanel
             mins = ref Unsafe.Add(ref mins, Rows);
             at.Advance();
         }
+    }
+
+    /// <summary>One column quad of the 16 rows against eight tokens' four codes each, into their accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EightTokenQuad<TDot>(ref byte w, ref sbyte x, nint cols, ref Vector256<int> a00, ref Vector256<int> a01,
+        ref Vector256<int> a10, ref Vector256<int> a11, ref Vector256<int> a20, ref Vector256<int> a21, ref Vector256<int> a30, ref Vector256<int> a31,
+        ref Vector256<int> a40, ref Vector256<int> a41, ref Vector256<int> a50, ref Vector256<int> a51, ref Vector256<int> a60, ref Vector256<int> a61,
+        ref Vector256<int> a70, ref Vector256<int> a71)
+        where TDot : IByteDot
+    {
+        Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
+        FourTokenQuad<TDot>(w0, w1, ref x, cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21, ref a30, ref a31);
+        FourTokenQuad<TDot>(w0, w1, ref Unsafe.Add(ref x, 4 * cols), cols, ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
+    }
+
+    /// <summary>One column quad of the 16 rows (<paramref name="w0"/>, <paramref name="w1"/>) against four tokens' four codes each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourTokenQuad<TDot>(Vector256<byte> w0, Vector256<byte> w1, ref sbyte x, nint cols, ref Vector256<int> a00, ref Vector256<int> a01,
+        ref Vector256<int> a10, ref Vector256<int> a11, ref Vector256<int> a20, ref Vector256<int> a21, ref Vector256<int> a30, ref Vector256<int> a31)
+        where TDot : IByteDot
+    {
+        Vector256<sbyte> x0 = Broadcast(ref x, 0);
+        a00 = TDot.Dot(a00, w0, x0);
+        a01 = TDot.Dot(a01, w1, x0);
+        x0 = Broadcast(ref x, cols);
+        a10 = TDot.Dot(a10, w0, x0);
+        a11 = TDot.Dot(a11, w1, x0);
+        x0 = Broadcast(ref x, 2 * cols);
+        a20 = TDot.Dot(a20, w0, x0);
+        a21 = TDot.Dot(a21, w1, x0);
+        x0 = Broadcast(ref x, 3 * cols);
+        a30 = TDot.Dot(a30, w0, x0);
+        a31 = TDot.Dot(a31, w1, x0);
     }
 
     /// <summary>
@@ -903,19 +917,8 @@ internal static class QuantPanel
             Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
             for (int q = 0; q < quads; q++)
             {
-                Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
-                Vector256<sbyte> x0 = Broadcast(ref x, 0);
-                a00 = TDot.Dot(a00, w0, x0);
-                a01 = TDot.Dot(a01, w1, x0);
-                x0 = Broadcast(ref x, cols);
-                a10 = TDot.Dot(a10, w0, x0);
-                a11 = TDot.Dot(a11, w1, x0);
-                x0 = Broadcast(ref x, 2 * cols);
-                a20 = TDot.Dot(a20, w0, x0);
-                a21 = TDot.Dot(a21, w1, x0);
-                x0 = Broadcast(ref x, 3 * cols);
-                a30 = TDot.Dot(a30, w0, x0);
-                a31 = TDot.Dot(a31, w1, x0);
+                FourTokenQuad<TDot>(Vector256.LoadUnsafe(ref w), Vector256.LoadUnsafe(ref w, 32), ref x, cols, ref a00, ref a01, ref a10, ref a11,
+                    ref a20, ref a21, ref a30, ref a31);
                 w = ref Unsafe.Add(ref w, 4 * Rows);
                 x = ref Unsafe.Add(ref x, 4);
             }
