@@ -29,3 +29,30 @@ internal readonly struct Vnni : IByteDot
     public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
         AvxVnni.MultiplyWideningAndAdd(addend, unsigned, signed);
 }
+
+/// <summary>
+/// Which <see cref="IByteDot"/> the integer kernels take: vpdpbusd on the 512-bit path where the CPU has AVX-VNNI (Intel since
+/// Sapphire Rapids and Alder Lake), else vpmaddubsw pairs (AMD Zen 4 has AVX-512 without it). Tests turn VNNI off on their
+/// own thread, so one machine runs both kernels of the 512-bit path.
+/// </summary>
+internal static class ByteDots
+{
+    [ThreadStatic]
+    private static bool t_withoutVnni;
+
+    /// <summary>Whether the kernels on <paramref name="path"/> multiply with vpdpbusd.</summary>
+    public static bool Vnni(KernelPath path) => path == KernelPath.Vector512 && AvxVnni.IsSupported && !t_withoutVnni;
+
+    /// <summary>Until disposed, this thread's kernels use <see cref="PairSums"/> on every path (for tests).</summary>
+    public static WithoutVnniScope WithoutVnni()
+    {
+        t_withoutVnni = true;
+        return default;
+    }
+
+    /// <summary>Ends <see cref="WithoutVnni"/>.</summary>
+    public readonly struct WithoutVnniScope : IDisposable
+    {
+        public void Dispose() => t_withoutVnni = false;
+    }
+}

@@ -50,7 +50,7 @@ internal static class Q8IntegerKernel
         }
 
         RowOperands operands = Operands(x, blocks);
-        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        bool vnni = ByteDots.Vnni(path);
 
         // Pinned, so that Q4_0's block load can be a pointer's broadcast (BroadcastVector128ToVector256); the weights are
         // usually the mapped file, which never moves.
@@ -115,7 +115,7 @@ internal static class Q8IntegerKernel
         RowOperands first = Operands(a, blocks), second = Operands(b, blocks);
         fixed (byte* pinned = rows)
         {
-            if (path == KernelPath.Vector512 && AvxVnni.IsSupported)
+            if (ByteDots.Vnni(path))
             {
                 RowsTwoTokens<Q8_0Block<Vnni>>(ref *pinned, rowBytes, count, first, second, ref MemoryMarshal.GetReference(ya), ref MemoryMarshal.GetReference(yb));
             }
@@ -240,7 +240,7 @@ internal static class Q8IntegerKernel
             throw new ArgumentException($"{count} Q4_0 rows of {blocks} blocks need {(long)count * rowBytes} bytes; got {rows.Length}, and {y.Length} results for {tokens} tokens");
         }
 
-        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        bool vnni = ByteDots.Vnni(path);
         int t = 0;
         if (path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported)
         {

@@ -41,7 +41,7 @@ internal static class QuantPanel
     /// </summary>
     public static bool MultipliesInIntegers(KernelPath path, DType type) =>
         type is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K
-        || (type == DType.Q8_0 && path == KernelPath.Vector512 && AvxVnni.IsSupported && Fma.IsSupported);
+        || (type == DType.Q8_0 && ByteDots.Vnni(path) && Fma.IsSupported);
 
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
@@ -535,7 +535,7 @@ internal static class QuantPanel
     {
         Span<float> tile = stackalloc float[8 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
-        bool vnni = path == KernelPath.Vector512 && AvxVnni.IsSupported;
+        bool vnni = ByteDots.Vnni(path);
         int eights = vector && path == KernelPath.Vector512 ? tokens / 8 : 0;
         int fours = vector ? (tokens - (8 * eights)) / 4 : 0, passes = eights + fours, pass = 0;
         int t = 0;

@@ -97,6 +97,28 @@ public sealed class Q8IntegerKernelTests
 
     public static TheoryData<KernelPath> Paths() => [.. KernelPaths.All];
 
+    public static TheoryData<DType> Types() => [DType.Q8_0, DType.Q4_0];
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void The_512_bit_path_without_vnni_passes_the_same_tests(DType type)
+    {
+        // The 512-bit path's vpmaddubsw kernels (AMD Zen 4's: AVX-512 without AVX-VNNI), whichever this CPU has.
+        using (ByteDots.WithoutVnni())
+        {
+            Integer_dot_with_q8_0_activations_equals_its_definition_on_every_path(KernelPath.Vector512, type);
+            Rows_four_at_a_time_equal_one_at_a_time(KernelPath.Vector512, type);
+            if (type == DType.Q4_0)
+            {
+                Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath.Vector512);
+            }
+            else
+            {
+                Q8_0_rows_against_two_tokens_equal_each_token_alone_bit_for_bit(KernelPath.Vector512);
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath path)

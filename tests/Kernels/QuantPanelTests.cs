@@ -138,6 +138,21 @@ public sealed class QuantPanelTests
         }
 
         float[] actual = Multiply(path), reference = Multiply(KernelPath.Scalar);
+        if (path == KernelPath.Vector512)
+        {
+            // The 512-bit path's other integer product (vpmaddubsw pairs, as on AMD Zen 4), whichever this CPU has.
+            float[] pairs;
+            using (ByteDots.WithoutVnni())
+            {
+                pairs = Multiply(path);
+            }
+
+            for (int i = 0; i < pairs.Length; i++)
+            {
+                Assert.True(pairs[i].Equals(actual[i]), $"{type} {path} without VNNI, result {i}: {pairs[i]}, with it {actual[i]}");
+            }
+        }
+
         int rowBytes = (int)DTypes.ByteLength(type, cols);
         var w = new float[cols];
         for (int r = 0; r < count; r++)
