@@ -525,9 +525,10 @@ internal static class QuantPanel
 
     /// <summary>
     /// Multiplies every token, eight at a time on the 512-bit path, then four, then one. The next panel's cache lines are
-    /// prefetched spread over all the passes: a few at each sub-block, as asked for all at once the 100-700 prefetches
-    /// outnumbered the core's miss buffers and stalled it until most had arrived; and all in the first of two passes over
-    /// a 16-token step still stalled on them for a tenth of the multiplying.
+    /// prefetched a few at each sub-block of the first two passes: asked for all at once, the 100-700 prefetches outnumbered
+    /// the core's miss buffers and stalled it until most had arrived; all in the first of a 16-token step's two passes, they
+    /// still stalled it for a tenth of the multiplying; spread over all of a long prompt's passes, the last ones arrived
+    /// late for the next panel's packing (a 512-token prefill 7% slower than over the first two, in one process, alternating).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Multiply<TZero>(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
@@ -537,7 +538,7 @@ internal static class QuantPanel
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = ByteDots.Vnni(path);
         int eights = vector && path == KernelPath.Vector512 ? tokens / 8 : 0;
-        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, passes = eights + fours, pass = 0;
+        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, passes = Math.Min(eights + fours, 2), pass = 0;
         int t = 0;
         for (; t + 8 <= 8 * eights; t += 8, pass++)
         {
