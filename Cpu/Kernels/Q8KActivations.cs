@@ -70,7 +70,7 @@ internal sealed class Q8KActivations
                 _scales[b] = 0;
                 groupSums.Clear();
                 _subBlockSums.AsSpan(b * 8, 8).Clear();
-                Transposed(b, 0, groupSums, perRow);
+                WriteBlockMajor(b, 0, groupSums, perRow);
                 continue;
             }
 
@@ -92,7 +92,7 @@ internal sealed class Q8KActivations
                 _subBlockSums[(b * 8) + j] = (short)(groupSums[2 * j] + groupSums[(2 * j) + 1]);
             }
 
-            Transposed(b, d, groupSums, perRow);
+            WriteBlockMajor(b, d, groupSums, perRow);
         }
     }
 
@@ -100,7 +100,7 @@ internal sealed class Q8KActivations
     /// Block <paramref name="b"/>'s scale, its sub-blocks' d × Σ and its groups' -32 × Σ into the block-major tables of
     /// <see cref="QuantPanel"/>, which takes eight tokens at once: block j of token t at j × <see cref="Tokens"/> + t.
     /// </summary>
-    private void Transposed(int b, float d, ReadOnlySpan<short> groupSums, int perRow)
+    private void WriteBlockMajor(int b, float d, ReadOnlySpan<short> groupSums, int perRow)
     {
         int token = b / perRow, block = b % perRow;
         _scalesByBlock[(block * Tokens) + token] = d;

@@ -480,9 +480,8 @@ internal static class QuantPanel
     /// <paramref name="x"/> and r below <paramref name="count"/> (a k-quant panel).
     /// </summary>
     /// <remarks>
-    /// The cache lines of <paramref name="next"/> (the next panel's rows, when there is one) are prefetched a few at each
-    /// sub-block of the first four tokens, spread through the multiplying: asked for all at once before it, the 100-700
-    /// prefetches outnumbered the core's miss buffers and stalled it until most had arrived.
+    /// The cache lines of <paramref name="next"/> (the next panel's rows, when there is one) are prefetched while multiplying,
+    /// a few at each sub-block of the first two passes over the tokens.
     /// </remarks>
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8KActivations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default)
