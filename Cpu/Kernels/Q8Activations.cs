@@ -140,9 +140,6 @@ internal sealed class Q8Activations
     /// <summary>Every token's codes, row after row.</summary>
     public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
 
-    /// <summary>Every token's block scales, row after row.</summary>
-    public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
-
     /// <summary>The block scales block by block: block j of token t at j × <see cref="Tokens"/> + t (for <see cref="QuantPanel"/>).</summary>
     public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, Tokens * Cols / BlockValues);
 

@@ -212,9 +212,6 @@ internal sealed class Q8KActivations
     /// <summary>Every token's codes, row after row.</summary>
     public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
 
-    /// <summary>Every token's block scales, row after row.</summary>
-    public ReadOnlySpan<float> AllScales => _scales.AsSpan(0, Tokens * Cols / BlockValues);
-
     /// <summary>Row <paramref name="token"/>: its codes, block scales and sums.</summary>
     public Q8KRow Row(int token) => new(
         _codes.AsSpan(token * Cols, Cols),

@@ -729,31 +729,48 @@ internal static class QuantPanel
     }
 
     /// <summary>
-    /// Where a kernel is in the block-major tables: at a sub-block, its tokens' offsets (or scaled sums) and block scales are
-    /// consecutive, so the kernels take token i's at a constant distance instead of computing t × groups + g for each.
+    /// Where a kernel is, sub-block by sub-block: the panel rows' scales and mins of the sub-block, and the block-major tables,
+    /// where its tokens' offsets (or scaled sums) and block scales are consecutive, so the kernels take token i's at a constant
+    /// distance instead of computing t × groups + g for each.
     /// </summary>
-    private ref struct TokenTables
+    private ref struct SubBlockCursor
     {
+        public ref float Scales;
+        public ref float Mins;
         public ref int Offsets;
         public ref float ScaledSums;
         public ref float BlockScales;
         private readonly nint _stride;
         private readonly int _groupsPerBlock;
         private int _inBlock;
+        private int _groupsLeft;
 
-        public TokenTables(scoped in Operands p, int t)
+        public SubBlockCursor(scoped in Operands p, int t)
         {
+            Scales = ref p.Scales;
+            Mins = ref p.Mins;
             Offsets = ref Unsafe.Add(ref p.Offsets, t);
             ScaledSums = ref Unsafe.Add(ref p.ScaledSums, t);
             BlockScales = ref Unsafe.Add(ref p.BlockScales, t);
             _stride = p.Tokens;
             _groupsPerBlock = p.GroupsPerBlock;
+            _groupsLeft = p.Groups;
         }
 
-        /// <summary>On to the next sub-block (and block, after its last sub-block).</summary>
+        /// <summary>
+        /// On to the next sub-block (and block, after its last sub-block). Past the last sub-block nothing moves: a reference past
+        /// a table's end would be one the garbage collector takes for the next object's.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Advance()
         {
+            if (--_groupsLeft == 0)
+            {
+                return;
+            }
+
+            Scales = ref Unsafe.Add(ref Scales, Rows);
+            Mins = ref Unsafe.Add(ref Mins, Rows);
             Offsets = ref Unsafe.Add(ref Offsets, _stride);
             ScaledSums = ref Unsafe.Add(ref ScaledSums, _stride);
             if (++_inBlock == _groupsPerBlock)
@@ -761,6 +778,17 @@ internal static class QuantPanel
                 _inBlock = 0;
                 BlockScales = ref Unsafe.Add(ref BlockScales, _stride);
             }
+        }
+
+        /// <summary>The sub-block's scales (rows 0-7, 8-15) and, for <see cref="ScaledMins"/>, its mins (else zero).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1)
+            where TZero : struct
+        {
+            s0 = Vector256.LoadUnsafe(ref Scales);
+            s1 = Vector256.LoadUnsafe(ref Scales, 8);
+            m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref Mins) : default;
+            m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref Mins, 8) : default;
         }
     }
 
@@ -780,7 +808,7 @@ internal static class QuantPanel
     /// y = fma(Σ, scale × dx, y), less min × dx × Σa for <see cref="ScaledMins"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<TZero>(ref float tile, int i, scoped ref TokenTables at, Vector256<int> sum0, Vector256<int> sum1,
+    private static void Accumulate<TZero>(ref float tile, int i, scoped ref SubBlockCursor at, Vector256<int> sum0, Vector256<int> sum1,
         Vector256<float> s0, Vector256<float> s1, Vector256<float> m0, Vector256<float> m1)
         where TZero : struct
     {
@@ -812,10 +840,9 @@ internal static class QuantPanel
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        ref float scales = ref p.Scales, mins = ref p.Mins;
         nint cols = p.Cols;
         int groups = p.Groups, quads = p.QuadsPerGroup;
-        var at = new TokenTables(p, t);
+        var at = new SubBlockCursor(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..(8 * Rows)].Clear();
         for (int g = 0; g < groups; g++)
@@ -837,9 +864,7 @@ internal static class QuantPanel
                 x = ref Unsafe.Add(ref x, 8);
             }
 
-Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
-            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
-            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
+            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
             Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
@@ -848,13 +873,6 @@ Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsaf
             Accumulate<TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
-            if (g + 1 == groups)
-            {
-                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
-            }
-
-            scales = ref Unsafe.Add(ref scales, Rows);
-            mins = ref Unsafe.Add(ref mins, Rows);
             at.Advance();
         }
     }
@@ -903,10 +921,9 @@ Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsaf
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        ref float scales = ref p.Scales, mins = ref p.Mins;
         nint cols = p.Cols;
         int groups = p.Groups, quads = p.QuadsPerGroup;
-        var at = new TokenTables(p, t);
+        var at = new SubBlockCursor(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..(4 * Rows)].Clear();
         for (int g = 0; g < groups; g++)
@@ -923,20 +940,11 @@ Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsaf
                 x = ref Unsafe.Add(ref x, 4);
             }
 
-            Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsafe(ref scales, 8);
-            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
-            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
+            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
             Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
             Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
-            if (g + 1 == groups)
-            {
-                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
-            }
-
-            scales = ref Unsafe.Add(ref scales, Rows);
-            mins = ref Unsafe.Add(ref mins, Rows);
             at.Advance();
         }
     }
@@ -949,10 +957,9 @@ Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsaf
     {
         ref byte w = ref p.Codes;
         ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        ref float scales = ref p.Scales, mins = ref p.Mins;
         int groups = p.Groups, quads = p.QuadsPerGroup;
         nint at4 = 0;
-        var at = new TokenTables(p, t);
+        var at = new SubBlockCursor(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
         tile[..Rows].Clear();
         for (int g = 0; g < groups; g++)
@@ -968,16 +975,8 @@ Vector256<float> s0 = Vector256.LoadUnsafe(ref scales), s1 = Vector256.LoadUnsaf
                 at4 += 4;
             }
 
-            Vector256<float> m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins) : default;
-            Vector256<float> m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref mins, 8) : default;
-            Accumulate<TZero>(ref o, 0, ref at, a0, a1, Vector256.LoadUnsafe(ref scales), Vector256.LoadUnsafe(ref scales, 8), m0, m1);
-            if (g + 1 == groups)
-            {
-                break;      // no reference past the tables' ends: the garbage collector would take it for the next object's
-            }
-
-            scales = ref Unsafe.Add(ref scales, Rows);
-            mins = ref Unsafe.Add(ref mins, Rows);
+            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
+            Accumulate<TZero>(ref o, 0, ref at, a0, a1, s0, s1, m0, m1);
             at.Advance();
         }
     }
