@@ -21,6 +21,7 @@ public sealed class CpuBackend : IBackend
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
+    private readonly bool _repackQ4_0;
 
     public CpuBackend(CpuBackendOptions? options = null)
     {
@@ -31,6 +32,7 @@ public sealed class CpuBackend : IBackend
         }
 
         KernelPath = options.KernelPath;
+        _repackQ4_0 = options.RepackQ4_0;
         _pool = new WorkerPool(options.Threads);
         _scratch = new WorkerScratch(options.Threads);
         _linear = new LinearJob(KernelPath, _scratch);
@@ -57,10 +59,16 @@ public sealed class CpuBackend : IBackend
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
             case 2:
-                return new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null)
+                var matrix = new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null)
                 {
                     FiniteF16 = tensor.DType == DType.F16 && AllFinite(tensor),
                 };
+                if (_repackQ4_0)
+                {
+                    matrix.RepackQ4_0();
+                }
+
+                return matrix;
             default:
                 throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; weights are vectors or matrices");
         }

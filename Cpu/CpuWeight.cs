@@ -1,11 +1,15 @@
+using System.Runtime.InteropServices;
 using QwenSharp.Backend;
+using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 
 namespace QwenSharp.Cpu;
 
 /// <summary>
 /// A weight as the CPU uses it: matrices stay where they are stored (the memory-mapped file, in their stored
-/// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole.
+/// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 matrix is
+/// also repacked once into the panels the integer kernels read (<see cref="Q4_0Panels"/>), which then serve every product;
+/// its stored rows stay for the embedding lookup.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -27,6 +31,42 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>An F16 matrix with no infinity or NaN, read by the faster <see cref="Kernels.F16FiniteLoad"/>.</summary>
     public bool FiniteF16 { get; init; }
 
+    /// <summary>A Q4_0 matrix's rows repacked (<see cref="Q4_0Panels"/>), owned by this weight; null when not repacked.</summary>
+    public byte* Panels { get; private set; }
+
+    /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
+    public bool Repacked => Panels != null;
+
+    /// <summary>The repacked panels of rows [first, first + count), both whole panels (the linear job's chunks are).</summary>
+    public ReadOnlySpan<byte> PanelBytesOf(int first, int count)
+    {
+        if (Panels == null || first % QuantPanel.Rows != 0 || count % QuantPanel.Rows != 0 || first < 0 || count < 0 || first + count > Rows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(first), $"{Name}: rows {first} + {count} of {Rows} are not whole repacked panels of {QuantPanel.Rows}");
+        }
+
+        return new(Panels + (first / QuantPanel.Rows * (long)Q4_0Panels.PanelBytes(Cols)), checked(count / QuantPanel.Rows * Q4_0Panels.PanelBytes(Cols)));
+    }
+
+    /// <summary>
+    /// Repacks a Q4_0 matrix whose shape fits <see cref="Q4_0Panels"/> and whose scales are all finite (else it stays as stored),
+    /// panels in parallel.
+    /// </summary>
+    public void RepackQ4_0()
+    {
+        if (StoredType != DType.Q4_0 || Panels != null || !Q4_0Panels.Fits(Rows, Cols) || !Q4_0Panels.ScalesFinite(RowBytesOf(0, Rows)))
+        {
+            return;
+        }
+
+        int panelBytes = Q4_0Panels.PanelBytes(Cols);
+        long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
+        byte* panels = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        Parallel.For(0, Rows / QuantPanel.Rows, p =>
+            Q4_0Panels.Repack(RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
+        Panels = panels;
+    }
+
     /// <summary>The stored bytes of rows [first, first + count).</summary>
     public ReadOnlySpan<byte> RowBytesOf(int first, int count) => new(Data + (first * RowBytes), checked((int)(count * RowBytes)));
 
@@ -35,5 +75,10 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
     public override void Dispose()
     {
+        if (Panels != null)
+        {
+            NativeMemory.AlignedFree(Panels);
+            Panels = null;
+        }
     }
 }

@@ -145,6 +145,27 @@ internal static class MatMul
         DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
     }
 
+    /// <summary>
+    /// <see cref="Rows{TW}"/> for Q4_0 weights repacked at load (<see cref="Q4_0Panels"/>; rows a whole number of panels): every
+    /// number of tokens multiplies the panels as they are (<see cref="QuantPanel.MultiplyRepacked"/>), the next one prefetched
+    /// while a batch multiplies this one. One token's sums equal its sums in a batch, bit for bit.
+    /// </summary>
+    public static void Q4_0PanelRows(KernelPath path, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations quantized, int tokens,
+        ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
+    {
+        int panelBytes = Q4_0Panels.PanelBytes(inFeatures);
+        for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
+        {
+            int at = (p - rowStart) / QuantPanel.Rows * panelBytes;
+            ReadOnlySpan<byte> next = p + QuantPanel.Rows < rowEnd ? panels.Slice(at + panelBytes, panelBytes) : default;
+            QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, quantized, y[p..], outFeatures, next);
+            for (int t = 0; t < tokens; t++)
+            {
+                AddBias(y.Slice((t * outFeatures) + p, QuantPanel.Rows), bias, p);
+            }
+        }
+    }
+
     private static void AddBias(Span<float> results, ReadOnlySpan<float> bias, int rowStart)
     {
         if (!bias.IsEmpty)

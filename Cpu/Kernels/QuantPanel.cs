@@ -26,7 +26,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// as it saved. The integer sums are exact; the scalar reference makes the same f32 operations in the same order per row,
 /// so every path gives the same bits.
 /// </remarks>
-internal static class QuantPanel
+internal static partial class QuantPanel
 {
     /// <summary>Weight rows in one panel: two vectors of eight 32-bit lanes.</summary>
     public const int Rows = 16;
@@ -492,11 +492,11 @@ internal static class QuantPanel
             type == DType.Q6_K ? default : x.ScaledSubBlockSums, type == DType.Q6_K ? x.Q6KOffsets : default, next);
         if (type == DType.Q6_K)
         {
-            Multiply<CodeOffsets>(path, operands, count, x.Tokens, y, yStride);
+            Multiply<Packed, CodeOffsets>(path, operands, count, x.Tokens, y, yStride);
         }
         else
         {
-            Multiply<ScaledMins>(path, operands, count, x.Tokens, y, yStride);
+            Multiply<Packed, ScaledMins>(path, operands, count, x.Tokens, y, yStride);
         }
     }
 
@@ -508,10 +508,50 @@ internal static class QuantPanel
         ReadOnlySpan<byte> next = default)
     {
         Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        Multiply<CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
+        Multiply<Packed, CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
             Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.Tokens, x.AllCodes, x.ScalesByBlock,
                 default, type == DType.Q8_0 ? x.Q8_0Offsets : x.Q4_0Offsets, next),
             count, x.Tokens, y, yStride);
+    }
+
+    /// <summary>
+    /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q4_0 <paramref name="panel"/> (<see cref="Q4_0Panels"/>, all
+    /// <see cref="Rows"/> rows) dotted with token t's activations, for every token of <paramref name="x"/>: the same sums, bit for
+    /// bit, as packing the rows and <see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>.
+    /// The cache lines of <paramref name="next"/> are prefetched as there.
+    /// </summary>
+    public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
+        ReadOnlySpan<byte> next = default)
+    {
+        if (x.Cols != cols || !Q4_0Panels.Fits(Rows, cols) || panel.Length != Q4_0Panels.PanelBytes(cols) || y.Length < ((long)(x.Tokens - 1) * yStride) + Rows)
+        {
+            throw new ArgumentException($"a repacked Q4_0 panel of {cols} values ({panel.Length} bytes) against {x.Tokens} tokens of {x.Cols}: {y.Length} results");
+        }
+
+        bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
+        if (!vector)
+        {
+            for (int t = 0; t < x.Tokens; t++)
+            {
+                Q8Row row = x.Row(t);
+                for (int r = 0; r < Rows; r++)
+                {
+                    y[(t * yStride) + r] = Q4_0Panels.DotRow(panel, cols, r, row.Codes, row.Scales);
+                }
+            }
+
+            return;
+        }
+
+        var operands = Operands.OfRepacked(panel, cols, x.Tokens, x.AllCodes, x.ScalesByBlock, x.Q4_0Offsets, x.Q8_0Offsets, next);
+        if (ByteDots.Vnni(path))
+        {
+            Multiply<HighNibblesTimes16, CodeOffsets>(path, operands, Rows, x.Tokens, y, yStride);
+        }
+        else
+        {
+            Multiply<HighNibbles, CodeOffsets>(path, operands, Rows, x.Tokens, y, yStride);
+        }
     }
 
     private static void Check(bool activationsFit, DType type, ReadOnlySpan<float> panel, int count, int cols, int xCols, int tokens, Span<float> y, int yStride)
@@ -530,25 +570,27 @@ internal static class QuantPanel
     /// late for the next panel's packing (a 512-token prefill 7% slower than over the first two, in one process, alternating).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply<TZero>(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
+    private static void Multiply<TCodes, TZero>(KernelPath path, scoped in Operands operands, int count, int tokens, Span<float> y, int yStride)
+        where TCodes : ICodes
         where TZero : struct
     {
         Span<float> tile = stackalloc float[8 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = ByteDots.Vnni(path);
         int eights = vector && path == KernelPath.Vector512 ? tokens / 8 : 0;
-        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, passes = Math.Min(eights + fours, 2), pass = 0;
+        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, ones = vector ? tokens - (8 * eights) - (4 * fours) : 0;
+        int passes = Math.Min(eights + fours + ones, 2), pass = 0;
         int t = 0;
         for (; t + 8 <= 8 * eights; t += 8, pass++)
         {
             var prefetch = new PrefetchShare(operands, pass, passes);
             if (vnni)
             {
-                EightTokens<Vnni, TZero>(operands, t, tile, prefetch);
+                Tokens<EightTokens, Vnni, TCodes, TZero>(operands, t, tile, prefetch);
             }
             else
             {
-                EightTokens<PairSums, TZero>(operands, t, tile, prefetch);
+                Tokens<EightTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
 
             for (int i = 0; i < 8; i++)
@@ -562,11 +604,11 @@ internal static class QuantPanel
             var prefetch = new PrefetchShare(operands, pass, passes);
             if (vnni)
             {
-                FourTokens<Vnni, TZero>(operands, t, tile, prefetch);
+                Tokens<FourTokens, Vnni, TCodes, TZero>(operands, t, tile, prefetch);
             }
             else
             {
-                FourTokens<PairSums, TZero>(operands, t, tile, prefetch);
+                Tokens<FourTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
 
             for (int i = 0; i < 4; i++)
@@ -575,15 +617,16 @@ internal static class QuantPanel
             }
         }
 
-        for (; t < tokens; t++)
+        for (; t < tokens; t++, pass++)
         {
+            var prefetch = new PrefetchShare(operands, pass, passes);
             if (vector && vnni)
             {
-                OneToken<Vnni, TZero>(operands, t, tile);
+                OneToken<Vnni, TCodes, TZero>(operands, t, tile, prefetch);
             }
             else if (vector)
             {
-                OneToken<PairSums, TZero>(operands, t, tile);
+                OneToken<PairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
             else
             {
@@ -636,7 +679,10 @@ internal static class QuantPanel
     private readonly ref struct Operands
     {
         public readonly ref byte Codes;
-        public readonly ref float Scales;
+
+        /// <summary>The rows' scales of the first sub-block; each next sub-block's are <see cref="ScaleStride"/> bytes on.</summary>
+        public readonly ref byte Scales;
+        public readonly int ScaleStride;
         public readonly ref float Mins;
         public readonly int Groups;
         public readonly int QuadsPerGroup;
@@ -658,6 +704,9 @@ internal static class QuantPanel
         /// <summary>-offset × Σ codes per sub-block, sub-block by sub-block, for <see cref="CodeOffsets"/>.</summary>
         public readonly ref int Offsets;
 
+        /// <summary>For <see cref="HighNibblesTimes16"/>: 16 × <see cref="Offsets"/> (codes × 16 are stored + 128).</summary>
+        public readonly ref int HighOffsets;
+
         /// <summary>The next panel's rows, <see cref="NextLines"/> cache lines to prefetch.</summary>
         public readonly ref byte Next;
         public readonly int NextLines;
@@ -671,25 +720,38 @@ internal static class QuantPanel
         {
             int groups = cols / groupValues;
             ref float scales = ref Unsafe.Add(ref MemoryMarshal.GetReference(panel), cols * Rows / 4);
-            return new Operands(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref scales, ref Unsafe.Add(ref scales, groups * Rows),
-                groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations), cols, tokens,
-                ref MemoryMarshal.GetReference(blockScales), ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets),
-                ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+            return new Operands(ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(panel)), ref Unsafe.As<float, byte>(ref scales), 4 * Rows,
+                ref Unsafe.Add(ref scales, groups * Rows), groups, groupValues / 4, activationBlock / groupValues, ref MemoryMarshal.GetReference(activations),
+                cols, tokens, ref MemoryMarshal.GetReference(blockScales), ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets),
+                ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }
 
-        public Operands(ref byte codes, ref float scales, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,
-            int cols, int tokens, ref float blockScales, ref float scaledSums, ref int offsets, ref byte next, int nextLines)
+        /// <summary>A repacked Q4_0 panel (<see cref="Q4_0Panels"/>) and Q8_0 activations with both tables of offsets.</summary>
+        public static Operands OfRepacked(ReadOnlySpan<byte> panel, int cols, int tokens, ReadOnlySpan<sbyte> activations, ReadOnlySpan<float> blockScales,
+            ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets, ReadOnlySpan<byte> next)
+        {
+            ref byte codes = ref MemoryMarshal.GetReference(panel);
+            ref byte scales = ref Unsafe.Add(ref codes, Q4_0Panels.CodeBytes(cols));
+            return new Operands(ref codes, ref scales, 2 * Rows, ref Unsafe.As<byte, float>(ref scales), cols / 32, 8, 1,
+                ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales), ref Unsafe.NullRef<float>(),
+                ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+        }
+
+        public Operands(ref byte codes, ref byte scales, int scaleStride, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,
+            int cols, int tokens, ref float blockScales, ref float scaledSums, ref int offsets, ref int highOffsets, ref byte next, int nextLines)
         {
             Next = ref next;
             NextLines = nextLines;
             Codes = ref codes;
             Scales = ref scales;
+            ScaleStride = scaleStride;
             Mins = ref mins;
             (Groups, QuadsPerGroup, GroupsPerBlock, Cols, Tokens) = (groups, quadsPerGroup, groupsPerBlock, cols, tokens);
             Activations = ref activations;
             BlockScales = ref blockScales;
             ScaledSums = ref scaledSums;
             Offsets = ref offsets;
+            HighOffsets = ref highOffsets;
         }
     }
 
@@ -702,6 +764,7 @@ internal static class QuantPanel
         where TZero : struct
     {
         ref sbyte a = ref Unsafe.Add(ref p.Activations, t * p.Cols);
+        ref float scales = ref Unsafe.As<byte, float>(ref p.Scales);
         for (int r = 0; r < Rows; r++)
         {
             float sum = 0;
@@ -717,7 +780,7 @@ internal static class QuantPanel
                 }
 
                 float dx = Unsafe.Add(ref p.BlockScales, ((g / p.GroupsPerBlock) * p.Tokens) + t);
-                sum = MathF.FusedMultiplyAdd(dot, Unsafe.Add(ref p.Scales, (g * Rows) + r) * dx, sum);
+                sum = MathF.FusedMultiplyAdd(dot, Unsafe.Add(ref scales, (g * Rows) + r) * dx, sum);
                 if (typeof(TZero) == typeof(ScaledMins))
                 {
                     sum = MathF.FusedMultiplyAdd(-Unsafe.Add(ref p.Mins, (g * Rows) + r), Unsafe.Add(ref p.ScaledSums, (g * p.Tokens) + t), sum);
@@ -735,12 +798,14 @@ internal static class QuantPanel
     /// </summary>
     private ref struct SubBlockCursor
     {
-        public ref float Scales;
+        public ref byte Scales;
         public ref float Mins;
         public ref int Offsets;
+        public ref int HighOffsets;
         public ref float ScaledSums;
         public ref float BlockScales;
         private readonly nint _stride;
+        private readonly nint _scaleStride;
         private readonly int _groupsPerBlock;
         private int _inBlock;
         private int _groupsLeft;
@@ -750,9 +815,11 @@ internal static class QuantPanel
             Scales = ref p.Scales;
             Mins = ref p.Mins;
             Offsets = ref Unsafe.Add(ref p.Offsets, t);
+            HighOffsets = ref Unsafe.Add(ref p.HighOffsets, t);
             ScaledSums = ref Unsafe.Add(ref p.ScaledSums, t);
             BlockScales = ref Unsafe.Add(ref p.BlockScales, t);
             _stride = p.Tokens;
+            _scaleStride = p.ScaleStride;
             _groupsPerBlock = p.GroupsPerBlock;
             _groupsLeft = p.Groups;
         }
@@ -769,9 +836,10 @@ internal static class QuantPanel
                 return;
             }
 
-            Scales = ref Unsafe.Add(ref Scales, Rows);
+            Scales = ref Unsafe.Add(ref Scales, _scaleStride);
             Mins = ref Unsafe.Add(ref Mins, Rows);
             Offsets = ref Unsafe.Add(ref Offsets, _stride);
+            HighOffsets = ref Unsafe.Add(ref HighOffsets, _stride);
             ScaledSums = ref Unsafe.Add(ref ScaledSums, _stride);
             if (++_inBlock == _groupsPerBlock)
             {
@@ -782,21 +850,23 @@ internal static class QuantPanel
 
         /// <summary>The sub-block's scales (rows 0-7, 8-15) and, for <see cref="ScaledMins"/>, its mins (else zero).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1)
+        public readonly void RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1)
+            where TCodes : ICodes
             where TZero : struct
         {
-            s0 = Vector256.LoadUnsafe(ref Scales);
-            s1 = Vector256.LoadUnsafe(ref Scales, 8);
+            TCodes.Scales(ref Scales, out s0, out s1);
             m0 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref Mins) : default;
             m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref Mins, 8) : default;
         }
-    }
 
-    /// <summary>Token <paramref name="i"/>'s starting value of a sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Start<TZero>(ref int offsets, int i)
-        where TZero : struct =>
-        typeof(TZero) == typeof(CodeOffsets) ? Vector256.Create(Unsafe.Add(ref offsets, i)) : default;
+        /// <summary>Token <paramref name="i"/>'s starting value of the sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector256<int> Start<TCodes, TZero>(int i)
+            where TCodes : ICodes
+            where TZero : struct =>
+            typeof(TZero) != typeof(CodeOffsets) ? default
+                : Vector256.Create(TCodes.TimesSixteen ? Unsafe.Add(ref HighOffsets, i) : Unsafe.Add(ref Offsets, i));
+    }
 
     /// <summary>Four activation codes of one token, at <paramref name="offset"/>, in every 32-bit lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -828,14 +898,16 @@ internal static class QuantPanel
     }
 
     /// <summary>
-    /// Tokens t..t + 7 against the 16 rows into <paramref name="tile"/> (token after token, 16 results each), on the 512-bit path,
-    /// whose 32 vector registers hold the sixteen integer accumulators; the f32 sums stay in <paramref name="tile"/>, updated once
-    /// a sub-block. Per column quad: two panel loads, eight activation broadcasts and sixteen vpdpbusd. Four tokens' eight
-    /// accumulators waited on vpdpbusd's latency (5 cycles) at every quad rather than its throughput (two a cycle).
+    /// <typeparamref name="TTokens"/>' tokens from t on against the 16 rows into <paramref name="tile"/> (token after token, 16
+    /// results each), sub-block by sub-block; the f32 sums stay in <paramref name="tile"/>, updated once a sub-block. A packed
+    /// panel's sub-blocks follow one another; a repacked Q4_0 panel's pair of blocks shares its bytes, the even block in the
+    /// low nibbles and the odd one in the high nibbles (<typeparamref name="TCodes"/>) against the next 32 activation codes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void EightTokens<TDot, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
+    private static void Tokens<TTokens, TDot, TCodes, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
+        where TTokens : ITokenGroup
         where TDot : IByteDot
+        where TCodes : ICodes
         where TZero : struct
     {
         ref byte w = ref p.Codes;
@@ -844,48 +916,118 @@ internal static class QuantPanel
         int groups = p.Groups, quads = p.QuadsPerGroup;
         var at = new SubBlockCursor(p, t);
         ref float o = ref MemoryMarshal.GetReference(tile);
-        tile[..(8 * Rows)].Clear();
+        tile[..(TTokens.Count * Rows)].Clear();
         for (int g = 0; g < groups; g++)
         {
             prefetch.AtGroup(p, g);
-            Vector256<int> a00 = Start<TZero>(ref at.Offsets, 0), a10 = Start<TZero>(ref at.Offsets, 1), a20 = Start<TZero>(ref at.Offsets, 2);
-            Vector256<int> a30 = Start<TZero>(ref at.Offsets, 3), a40 = Start<TZero>(ref at.Offsets, 4), a50 = Start<TZero>(ref at.Offsets, 5);
-            Vector256<int> a60 = Start<TZero>(ref at.Offsets, 6), a70 = Start<TZero>(ref at.Offsets, 7);
-            Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
-            for (int q = 0; q < quads; q += 2)
+            if (typeof(TCodes) == typeof(Packed))
             {
-                // Two column quads a pass (every sub-block has an even number): the loop's own instructions and the token
-                // offsets' address arithmetic once for both.
-                EightTokenQuad<TDot>(ref w, ref x, cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21, ref a30, ref a31,
-                    ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
-                EightTokenQuad<TDot>(ref Unsafe.Add(ref w, 4 * Rows), ref Unsafe.Add(ref x, 4), cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21,
-                    ref a30, ref a31, ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
-                w = ref Unsafe.Add(ref w, 8 * Rows);
-                x = ref Unsafe.Add(ref x, 8);
+                TTokens.Group<TDot, Packed, TZero>(ref w, ref x, cols, quads, ref at, ref o);
+                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                x = ref Unsafe.Add(ref x, quads * 4);
+            }
+            else if (g % 2 == 0)
+            {
+                TTokens.Group<TDot, LowNibbles, TZero>(ref w, ref x, cols, quads, ref at, ref o);
+            }
+            else
+            {
+                TTokens.Group<TDot, TCodes, TZero>(ref w, ref Unsafe.Add(ref x, 32), cols, quads, ref at, ref o);
+                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                x = ref Unsafe.Add(ref x, 64);
             }
 
-            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-            Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 4, ref at, a40, a41, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
             at.Advance();
         }
     }
 
+    /// <summary>One sub-block's work for a number of tokens: its quads into integer sums, then those into the tile.</summary>
+    private interface ITokenGroup
+    {
+        static abstract int Count { get; }
+
+        static abstract void Group<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint cols, int quads, scoped ref SubBlockCursor at, ref float o)
+            where TDot : IByteDot
+            where TCodes : ICodes
+            where TZero : struct;
+    }
+
+    /// <summary>
+    /// Eight tokens on the 512-bit path, whose 32 vector registers hold the sixteen integer accumulators. Per column quad: two
+    /// panel loads, eight activation broadcasts and sixteen vpdpbusd. Four tokens' eight accumulators waited on vpdpbusd's
+    /// latency (5 cycles) at every quad rather than its throughput (two a cycle).
+    /// </summary>
+    private readonly struct EightTokens : ITokenGroup
+    {
+        public static int Count => 8;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint cols, int quads, scoped ref SubBlockCursor at, ref float o)
+            where TDot : IByteDot
+            where TCodes : ICodes
+            where TZero : struct =>
+            EightTokenGroup<TDot, TCodes, TZero>(ref w, ref x, cols, quads, ref at, ref o);
+    }
+
+    /// <summary>Four tokens, with eight accumulators, which the 256-bit path's sixteen vector registers hold (AVX2 CPUs), and the last four of eight.</summary>
+    private readonly struct FourTokens : ITokenGroup
+    {
+        public static int Count => 4;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint cols, int quads, scoped ref SubBlockCursor at, ref float o)
+            where TDot : IByteDot
+            where TCodes : ICodes
+            where TZero : struct =>
+            FourTokenGroup<TDot, TCodes, TZero>(ref w, ref x, cols, quads, ref at, ref o);
+    }
+
+    /// <summary>One sub-block for <see cref="EightTokens"/>: its quads into sixteen integer sums, then those into the tile.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EightTokenGroup<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint cols, int quads, scoped ref SubBlockCursor at, ref float o)
+        where TDot : IByteDot
+        where TCodes : ICodes
+        where TZero : struct
+    {
+        Vector256<int> a00 = at.Start<TCodes, TZero>(0), a10 = at.Start<TCodes, TZero>(1), a20 = at.Start<TCodes, TZero>(2);
+        Vector256<int> a30 = at.Start<TCodes, TZero>(3), a40 = at.Start<TCodes, TZero>(4), a50 = at.Start<TCodes, TZero>(5);
+        Vector256<int> a60 = at.Start<TCodes, TZero>(6), a70 = at.Start<TCodes, TZero>(7);
+        Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
+        ref byte wq = ref w;
+        ref sbyte xq = ref x;
+        for (int q = 0; q < quads; q += 2)
+        {
+            // Two column quads a pass (every sub-block has an even number): the loop's own instructions and the token
+            // offsets' address arithmetic once for both.
+            EightTokenQuad<TDot, TCodes>(ref wq, ref xq, cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21, ref a30, ref a31,
+                ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
+            EightTokenQuad<TDot, TCodes>(ref Unsafe.Add(ref wq, 4 * Rows), ref Unsafe.Add(ref xq, 4), cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21,
+                ref a30, ref a31, ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
+            wq = ref Unsafe.Add(ref wq, 8 * Rows);
+            xq = ref Unsafe.Add(ref xq, 8);
+        }
+
+        at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
+        Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 4, ref at, a40, a41, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
+    }
+
     /// <summary>One column quad of the 16 rows against eight tokens' four codes each, into their accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void EightTokenQuad<TDot>(ref byte w, ref sbyte x, nint cols, ref Vector256<int> a00, ref Vector256<int> a01,
+    private static void EightTokenQuad<TDot, TCodes>(ref byte w, ref sbyte x, nint cols, ref Vector256<int> a00, ref Vector256<int> a01,
         ref Vector256<int> a10, ref Vector256<int> a11, ref Vector256<int> a20, ref Vector256<int> a21, ref Vector256<int> a30, ref Vector256<int> a31,
         ref Vector256<int> a40, ref Vector256<int> a41, ref Vector256<int> a50, ref Vector256<int> a51, ref Vector256<int> a60, ref Vector256<int> a61,
         ref Vector256<int> a70, ref Vector256<int> a71)
         where TDot : IByteDot
+        where TCodes : ICodes
     {
-        Vector256<byte> w0 = Vector256.LoadUnsafe(ref w), w1 = Vector256.LoadUnsafe(ref w, 32);
+        Vector256<byte> w0 = TCodes.Load(ref w, 0), w1 = TCodes.Load(ref w, 32);
         FourTokenQuad<TDot>(w0, w1, ref x, cols, ref a00, ref a01, ref a10, ref a11, ref a20, ref a21, ref a30, ref a31);
         FourTokenQuad<TDot>(w0, w1, ref Unsafe.Add(ref x, 4 * cols), cols, ref a40, ref a41, ref a50, ref a51, ref a60, ref a61, ref a70, ref a71);
     }
@@ -910,49 +1052,41 @@ internal static class QuantPanel
         a31 = TDot.Dot(a31, w1, x0);
     }
 
-    /// <summary>
-    /// Tokens t..t + 3 against the 16 rows into <paramref name="tile"/>: <see cref="EightTokens{TDot, TZero}"/>' work with eight
-    /// accumulators, which the 256-bit path's sixteen vector registers hold (AVX2 CPUs), and for the last four tokens of eight.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FourTokens<TDot, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
+    /// <summary>One sub-block for <see cref="FourTokens"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourTokenGroup<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint cols, int quads, scoped ref SubBlockCursor at, ref float o)
         where TDot : IByteDot
+        where TCodes : ICodes
         where TZero : struct
     {
-        ref byte w = ref p.Codes;
-        ref sbyte x = ref Unsafe.Add(ref p.Activations, t * p.Cols);
-        nint cols = p.Cols;
-        int groups = p.Groups, quads = p.QuadsPerGroup;
-        var at = new SubBlockCursor(p, t);
-        ref float o = ref MemoryMarshal.GetReference(tile);
-        tile[..(4 * Rows)].Clear();
-        for (int g = 0; g < groups; g++)
+        Vector256<int> a00 = at.Start<TCodes, TZero>(0), a10 = at.Start<TCodes, TZero>(1);
+        Vector256<int> a20 = at.Start<TCodes, TZero>(2), a30 = at.Start<TCodes, TZero>(3);
+        Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
+        ref byte wq = ref w;
+        ref sbyte xq = ref x;
+        for (int q = 0; q < quads; q++)
         {
-            prefetch.AtGroup(p, g);
-            Vector256<int> a00 = Start<TZero>(ref at.Offsets, 0), a10 = Start<TZero>(ref at.Offsets, 1);
-            Vector256<int> a20 = Start<TZero>(ref at.Offsets, 2), a30 = Start<TZero>(ref at.Offsets, 3);
-            Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
-            for (int q = 0; q < quads; q++)
-            {
-                FourTokenQuad<TDot>(Vector256.LoadUnsafe(ref w), Vector256.LoadUnsafe(ref w, 32), ref x, cols, ref a00, ref a01, ref a10, ref a11,
-                    ref a20, ref a21, ref a30, ref a31);
-                w = ref Unsafe.Add(ref w, 4 * Rows);
-                x = ref Unsafe.Add(ref x, 4);
-            }
-
-            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-            Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
-            Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
-            at.Advance();
+            FourTokenQuad<TDot>(TCodes.Load(ref wq, 0), TCodes.Load(ref wq, 32), ref xq, cols, ref a00, ref a01, ref a10, ref a11,
+                ref a20, ref a21, ref a30, ref a31);
+            wq = ref Unsafe.Add(ref wq, 4 * Rows);
+            xq = ref Unsafe.Add(ref xq, 4);
         }
+
+        at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
+        Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+        Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
     }
 
-    /// <summary><see cref="FourTokens{TDot, TZero}"/> for one token (the tokens past the last four).</summary>
+    /// <summary>
+    /// <see cref="FourTokens"/>' work for one token: the tokens past the last four, and a repacked panel's decode
+    /// (one token, the panel read from memory: the next one is prefetched over this one's sub-blocks).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void OneToken<TDot, TZero>(scoped in Operands p, int t, Span<float> tile)
+    private static void OneToken<TDot, TCodes, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
         where TDot : IByteDot
+        where TCodes : ICodes
         where TZero : struct
     {
         ref byte w = ref p.Codes;
@@ -964,20 +1098,55 @@ internal static class QuantPanel
         tile[..Rows].Clear();
         for (int g = 0; g < groups; g++)
         {
-            Vector256<int> a0 = Start<TZero>(ref at.Offsets, 0), a1 = a0;
-            for (int q = 0; q < quads; q++)
+            prefetch.AtGroup(p, g);
+
+            // Offsets, not moving references: the last token's would end past the codes.
+            if (typeof(TCodes) == typeof(Packed))
             {
-                // An offset, not a moving reference: the last token's would end past the codes.
-                Vector256<sbyte> x0 = Broadcast(ref x, at4);
-                a0 = TDot.Dot(a0, Vector256.LoadUnsafe(ref w), x0);
-                a1 = TDot.Dot(a1, Vector256.LoadUnsafe(ref w, 32), x0);
-                w = ref Unsafe.Add(ref w, 4 * Rows);
-                at4 += 4;
+                OneTokenGroup<TDot, Packed, TZero>(ref w, ref x, at4, quads, ref at, ref o);
+                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                at4 += quads * 4;
+            }
+            else if (g % 2 == 0)
+            {
+                OneTokenGroup<TDot, LowNibbles, TZero>(ref w, ref x, at4, quads, ref at, ref o);
+            }
+            else
+            {
+                OneTokenGroup<TDot, TCodes, TZero>(ref w, ref x, at4 + 32, quads, ref at, ref o);
+                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                at4 += 64;
             }
 
-            at.RowTerms<TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-            Accumulate<TZero>(ref o, 0, ref at, a0, a1, s0, s1, m0, m1);
             at.Advance();
         }
+    }
+
+    /// <summary>One sub-block of <see cref="OneToken{TDot, TCodes, TZero}"/>, its activations at <paramref name="at4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OneTokenGroup<TDot, TCodes, TZero>(ref byte w, ref sbyte x, nint at4, int quads, scoped ref SubBlockCursor at, ref float o)
+        where TDot : IByteDot
+        where TCodes : ICodes
+        where TZero : struct
+    {
+        // Two quads a pass into two pairs of sums: one pair waited on vpdpbusd's latency at every quad (a repacked panel's
+        // decode streams from memory through this loop).
+        Vector256<int> a0 = at.Start<TCodes, TZero>(0), a1 = a0, b0 = default, b1 = default;
+        ref byte wq = ref w;
+        for (int q = 0; q < quads; q += 2)
+        {
+            Vector256<sbyte> x0 = Broadcast(ref x, at4), x1 = Broadcast(ref x, at4 + 4);
+            a0 = TDot.Dot(a0, TCodes.Load(ref wq, 0), x0);
+            a1 = TDot.Dot(a1, TCodes.Load(ref wq, 32), x0);
+            b0 = TDot.Dot(b0, TCodes.Load(ref wq, 4 * Rows), x1);
+            b1 = TDot.Dot(b1, TCodes.Load(ref wq, (4 * Rows) + 32), x1);
+            wq = ref Unsafe.Add(ref wq, 8 * Rows);
+            at4 += 8;
+        }
+
+        a0 += b0;
+        a1 += b1;
+        at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
+        Accumulate<TZero>(ref o, 0, ref at, a0, a1, s0, s1, m0, m1);
     }
 }
