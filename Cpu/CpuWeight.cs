@@ -8,8 +8,8 @@ namespace QwenSharp.Cpu;
 /// <summary>
 /// A weight as the CPU uses it: matrices stay where they are stored (the memory-mapped file, in their stored
 /// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 matrix is
-/// also repacked once into the panels the integer kernels read (<see cref="Q4_0Panels"/>), which then serve every product;
-/// its stored rows stay for the embedding lookup.
+/// also repacked once into the panels the integer kernels read (<see cref="Q4_0Panels"/>), which serve the products of
+/// many tokens (prefill, a big batch's decode step); its stored rows stay for decode and the embedding lookup.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {

@@ -198,7 +198,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 when weight.Repacked:
+            case DType.Q4_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens:
                 MatMul.Q4_0PanelRows(path, weight.PanelBytesOf(start, end - start), k, n, _q8, _tokens, bias, y, start, end);
                 break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;

@@ -31,6 +31,15 @@ internal static class MatMul
     public const int RowDotTokens = 7;
 
     /// <summary>
+    /// From this many tokens a repacked Q4_0 matrix (<see cref="Q4_0Panels"/>) multiplies its panels; fewer read its rows as
+    /// stored (<see cref="Q8IntegerKernel"/>). One token streamed a 151936 × 896 matrix's panels from memory at 9-11 GB/s on one
+    /// Xeon core against 13-14 on its rows (prefetching the next panel, 8 or 16 KiB ahead, or not at all; 4864-wide panels
+    /// streamed faster, 16-20 against 14-16). Decode of Qwen2.5-0.5B's shape, 2 threads, tokens/s in all, rows → panels
+    /// (three alternating runs each): 2 sequences 84-117 → 80-95, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314.
+    /// </summary>
+    public const int RepackedPanelTokens = 3;
+
+    /// <summary>
     /// y[t, n] = Σ_k x[t, k] · w[n, k] + bias[n] for n in [rowStart, rowEnd) and every token t.
     /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB);
     /// <paramref name="panel"/> is scratch of at least <see cref="PanelRows"/> × inFeatures floats.
@@ -146,10 +155,13 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q4_0 weights repacked at load (<see cref="Q4_0Panels"/>; rows a whole number of panels): every
-    /// number of tokens multiplies the panels as they are (<see cref="QuantPanel.MultiplyRepacked"/>), the next one prefetched
-    /// while a batch multiplies this one. One token's sums equal its sums in a batch, bit for bit.
+    /// <see cref="Q8Rows"/>' panels for Q4_0 weights repacked at load (<see cref="Q4_0Panels"/>; rows a whole number of panels):
+    /// the tokens multiply the panels as they are (<see cref="QuantPanel.MultiplyRepacked"/>), the next one prefetched while
+    /// this one is multiplied.
     /// </summary>
+    /// <remarks>
+    /// Below <see cref="RepackedPanelTokens"/> tokens the rows are read as stored instead (see there).
+    /// </remarks>
     public static void Q4_0PanelRows(KernelPath path, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations quantized, int tokens,
         ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {

@@ -1080,8 +1080,8 @@ internal static partial class QuantPanel
     }
 
     /// <summary>
-    /// <see cref="FourTokens"/>' work for one token: the tokens past the last four, and a repacked panel's decode
-    /// (one token, the panel read from memory: the next one is prefetched over this one's sub-blocks).
+    /// <see cref="FourTokens"/>' work for one token (the tokens past the last four), prefetching its share of the next panel
+    /// when it is one of the first two passes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void OneToken<TDot, TCodes, TZero>(scoped in Operands p, int t, Span<float> tile, PrefetchShare prefetch)
@@ -1129,8 +1129,7 @@ internal static partial class QuantPanel
         where TCodes : ICodes
         where TZero : struct
     {
-        // Two quads a pass into two pairs of sums: one pair waited on vpdpbusd's latency at every quad (a repacked panel's
-        // decode streams from memory through this loop).
+        // Two quads a pass into two pairs of sums: one pair waited on vpdpbusd's latency at every quad.
         Vector256<int> a0 = at.Start<TCodes, TZero>(0), a1 = a0, b0 = default, b1 = default;
         ref byte wq = ref w;
         for (int q = 0; q < quads; q += 2)
