@@ -49,12 +49,11 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     }
 
     /// <summary>
-    /// Repacks a Q4_0 matrix whose shape fits <see cref="Q4_0Panels"/> and whose scales are all finite (else it stays as stored),
-    /// panels in parallel.
+    /// Repacks a Q4_0 matrix whose shape fits <see cref="Q4_0Panels"/> (else it stays as stored only), panels in parallel.
     /// </summary>
     public void RepackQ4_0()
     {
-        if (StoredType != DType.Q4_0 || Panels != null || !Q4_0Panels.Fits(Rows, Cols) || !Q4_0Panels.ScalesFinite(RowBytesOf(0, Rows)))
+        if (StoredType != DType.Q4_0 || Panels != null || !Q4_0Panels.Fits(Rows, Cols))
         {
             return;
         }

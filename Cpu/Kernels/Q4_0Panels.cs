@@ -6,16 +6,18 @@ namespace QwenSharp.Cpu.Kernels;
 /// <summary>
 /// Q4_0 matrices rearranged once at load into the layout <see cref="QuantPanel"/>'s integer kernels read, so that no step
 /// unpacks panels again: packing took a fifth of a 16-sequence decode step (and as much of a prefill), every step, for
-/// every panel. The same bytes as the Q4_0 rows they hold (18 per 32 values), so one token's decode reads no more.
+/// every panel. 20 bytes per 32 values against the file's 18: the scales widened to f32 once, not at every sub-block.
 /// </summary>
 /// <remarks>
-/// Per panel of <see cref="QuantPanel.Rows"/> rows (<c>16 × rowBytes</c>, where those rows were): first the codes, per
+/// Per panel of <see cref="QuantPanel.Rows"/> rows: first the codes, per
 /// pair of blocks (2j, 2j + 1) eight column quads of the sixteen rows, four bytes each, byte i of quad q of row r holding
 /// block 2j's code of column 4q + i in its low nibble and block 2j + 1's in its high nibble (<c>[pair][q][r][i]</c>, 512
-/// bytes a pair); then each block's sixteen f16 scales, block after block (<c>[block][r]</c>, 32 bytes a block). A 32-bit
-/// lane of rows is then one vpdpbusd operand once its nibbles are masked: the low ones for block 2j; the high ones, left in
-/// place (the codes × 16), for block 2j + 1, whose scale is divided by 16 (exact) to match. ggml repacks its Q4_0 the same
-/// way for its AVX-512 and ARM kernels (<c>block_q4_0x8</c>), with the nibbles of one block split instead.
+/// bytes a pair); then each block's sixteen scales as f32, block after block (<c>[block][r]</c>, 64 bytes a block), an odd
+/// block's divided by 16. A 32-bit lane of rows is then one vpdpbusd operand once its nibbles are masked: the low ones for
+/// block 2j; the high ones, left in place (the codes × 16), for block 2j + 1, whose scale / 16 matches (exact: every f16 / 16
+/// is an f32 normal). ggml repacks its Q4_0 the same way for its AVX-512 and ARM kernels (<c>block_q4_0x8</c>), with the
+/// nibbles of one block split instead and f16 scales, which its F16C instructions widen (.NET 10 has no vcvtph2ps: five
+/// instructions for eight, at every sub-block of every pass, were 3% of the kernel's work on the ports vpdpbusd runs on).
 /// </remarks>
 internal static class Q4_0Panels
 {
@@ -24,28 +26,11 @@ internal static class Q4_0Panels
     /// <summary>Whether a <paramref name="rows"/> × <paramref name="cols"/> Q4_0 matrix has this layout: whole panels of rows and whole pairs of blocks.</summary>
     public static bool Fits(long rows, long cols) => rows > 0 && rows % QuantPanel.Rows == 0 && cols > 0 && cols % 64 == 0;
 
-    /// <summary>Bytes of one repacked panel of rows of <paramref name="cols"/> values: as many as the Q4_0 rows it holds.</summary>
-    public static int PanelBytes(int cols) => QuantPanel.Rows * (cols / 32) * BlockBytes;
+    /// <summary>Bytes of one repacked panel of rows of <paramref name="cols"/> values: 20 a row per 32 values.</summary>
+    public static int PanelBytes(int cols) => QuantPanel.Rows * (cols / 32) * 20;
 
     /// <summary>Bytes from a panel's start to its scales.</summary>
     public static int CodeBytes(int cols) => QuantPanel.Rows * cols / 2;
-
-    /// <summary>
-    /// Whether every block scale of <paramref name="rows"/> is finite: the kernels widen the scales without the special
-    /// cases of infinity and NaN (a file that has them keeps its rows as stored).
-    /// </summary>
-    public static bool ScalesFinite(ReadOnlySpan<byte> rows)
-    {
-        for (int b = 0; b < rows.Length; b += BlockBytes)
-        {
-            if ((BinaryPrimitives.ReadUInt16LittleEndian(rows[b..]) & 0x7C00) == 0x7C00)
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
 
     /// <summary>
     /// One panel: <see cref="QuantPanel.Rows"/> consecutive Q4_0 rows of <paramref name="cols"/> values (<see cref="Fits"/>)
@@ -60,13 +45,14 @@ internal static class Q4_0Panels
         }
 
         Span<byte> codes = panel[..CodeBytes(cols)];
-        Span<byte> scales = panel[CodeBytes(cols)..];
+        Span<float> scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(panel[CodeBytes(cols)..]);
         for (int r = 0; r < QuantPanel.Rows; r++)
         {
             ReadOnlySpan<byte> row = rows.Slice(r * rowBytes, rowBytes);
             for (int b = 0; b < blocks; b++)
             {
-                row.Slice(b * BlockBytes, 2).CopyTo(scales.Slice(((b * QuantPanel.Rows) + r) * 2, 2));
+                float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(row[(b * BlockBytes)..]));
+                scales[(b * QuantPanel.Rows) + r] = b % 2 == 0 ? d : d / 16;
             }
 
             for (int j = 0; j < blocks / 2; j++)
@@ -97,7 +83,8 @@ internal static class Q4_0Panels
     /// </summary>
     public static float DotRow(ReadOnlySpan<byte> panel, int cols, int r, ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales)
     {
-        ReadOnlySpan<byte> packed = panel[..CodeBytes(cols)], halves = panel[CodeBytes(cols)..];
+        ReadOnlySpan<byte> packed = panel[..CodeBytes(cols)];
+        ReadOnlySpan<float> rowScales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(panel[CodeBytes(cols)..]);
         float sum = 0;
         for (int b = 0; b < cols / 32; b++)
         {
@@ -109,7 +96,7 @@ internal static class Q4_0Panels
                 dot += (((b % 2 == 0 ? both : both >> 4) & 0xF) - 8) * codes[(b * 32) + c];
             }
 
-            float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(halves[(((b * QuantPanel.Rows) + r) * 2)..]));
+            float d = rowScales[(b * QuantPanel.Rows) + r] * (b % 2 == 0 ? 1 : 16);
             sum = MathF.FusedMultiplyAdd(dot, d * scales[b], sum);
         }
 

@@ -33,7 +33,7 @@ internal static partial class QuantPanel
         }
     }
 
-    /// <summary>A repacked Q4_0 panel's even block (<see cref="Q4_0Panels"/>): the low nibbles; f16 scales.</summary>
+    /// <summary>A repacked Q4_0 panel's even block (<see cref="Q4_0Panels"/>): the low nibbles; its scales as stored.</summary>
     private readonly struct LowNibbles : ICodes
     {
         public static bool TimesSixteen => false;
@@ -42,7 +42,7 @@ internal static partial class QuantPanel
         public static Vector256<byte> Load(ref byte w, nint offset) => Vector256.LoadUnsafe(ref w, (nuint)offset) & Vector256.Create((byte)0x0F);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Halves(ref scales, 1, out s0, out s1);
+        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Packed.Scales(ref scales, out s0, out s1);
     }
 
     /// <summary>A repacked Q4_0 panel's odd block: the high nibbles shifted down (for <see cref="PairSums"/>, whose operands stay below 128).</summary>
@@ -55,14 +55,20 @@ internal static partial class QuantPanel
             (Vector256.LoadUnsafe(ref w, (nuint)offset).AsUInt16() >> 4).AsByte() & Vector256.Create((byte)0x0F);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Halves(ref scales, 1, out s0, out s1);
+        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1)
+        {
+            // Stored / 16 for HighNibblesTimes16; × 16 is exact.
+            Packed.Scales(ref scales, out s0, out s1);
+            s0 *= 16;
+            s1 *= 16;
+        }
     }
 
     /// <summary>
     /// A repacked Q4_0 panel's odd block for vpdpbusd: the high nibbles left in place, the codes × 16, one instruction instead
     /// of a shift too (which would take the ports vpdpbusd runs on); their sums start from 16 × the offset and meet the scale / 16.
     /// Both are exact (the sums stay below 2^24, and scale / 16 is an f32 normal for every f16), so every product and sum is the
-    /// same number as with the codes shifted down.
+    /// same number as with the codes shifted down. The scales are stored / 16 for it.
     /// </summary>
     private readonly struct HighNibblesTimes16 : ICodes
     {
@@ -72,18 +78,6 @@ internal static partial class QuantPanel
         public static Vector256<byte> Load(ref byte w, nint offset) => Vector256.LoadUnsafe(ref w, (nuint)offset) & Vector256.Create((byte)0xF0);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Halves(ref scales, 1f / 16, out s0, out s1);
-    }
-
-    /// <summary>
-    /// Sixteen finite f16 (checked at repacking) as f32 × <paramref name="factor"/> (a power of two): the bits moved into f32
-    /// position by <see cref="F16FiniteLoad"/>'s shifts, whose value is the f16's × 2^-112, then one multiply by 2^112 × the factor.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Halves(ref byte scales, float factor, out Vector256<float> s0, out Vector256<float> s1)
-    {
-        var rebias = Vector256.Create(F16Scaling.Up * factor);
-        s0 = F16ScaledLoad.Load256(ref scales, 0) * rebias;
-        s1 = F16ScaledLoad.Load256(ref scales, 8) * rebias;
+        public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Packed.Scales(ref scales, out s0, out s1);
     }
 }

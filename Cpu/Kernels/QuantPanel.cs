@@ -732,7 +732,7 @@ internal static partial class QuantPanel
         {
             ref byte codes = ref MemoryMarshal.GetReference(panel);
             ref byte scales = ref Unsafe.Add(ref codes, Q4_0Panels.CodeBytes(cols));
-            return new Operands(ref codes, ref scales, 2 * Rows, ref Unsafe.As<byte, float>(ref scales), cols / 32, 8, 1,
+            return new Operands(ref codes, ref scales, 4 * Rows, ref Unsafe.As<byte, float>(ref scales), cols / 32, 8, 1,
                 ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales), ref Unsafe.NullRef<float>(),
                 ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }

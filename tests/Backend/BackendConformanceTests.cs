@@ -673,9 +673,6 @@ public sealed class BackendConformanceTests
 
         public float[] Exact { get; }
 
-        /// <summary>The stored bytes the view points at.</summary>
-        public byte[] Bytes => (byte[])_pin.Target!;
-
         public TensorView View { get; }
 
         public void Dispose() => _pin.Free();
