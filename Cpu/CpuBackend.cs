@@ -21,7 +21,7 @@ public sealed class CpuBackend : IBackend
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
-    private readonly bool _repackQ4_0;
+    private readonly bool _repack;
 
     public CpuBackend(CpuBackendOptions? options = null)
     {
@@ -32,7 +32,7 @@ public sealed class CpuBackend : IBackend
         }
 
         KernelPath = options.KernelPath;
-        _repackQ4_0 = options.RepackQ4_0;
+        _repack = options.RepackPanels;
         _pool = new WorkerPool(options.Threads);
         _scratch = new WorkerScratch(options.Threads);
         _linear = new LinearJob(KernelPath, _scratch);
@@ -63,9 +63,9 @@ public sealed class CpuBackend : IBackend
                 {
                     FiniteF16 = tensor.DType == DType.F16 && AllFinite(tensor),
                 };
-                if (_repackQ4_0)
+                if (_repack)
                 {
-                    matrix.RepackQ4_0();
+                    matrix.Repack();
                 }
 
                 return matrix;

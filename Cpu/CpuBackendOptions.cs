@@ -12,10 +12,10 @@ public sealed record CpuBackendOptions
     public KernelPath KernelPath { get; init; } = KernelPaths.Default;
 
     /// <summary>
-    /// Whether Q4_0 matrices are repacked at load into the integer kernels' panels (<c>Q4_0Panels</c>): 10% more bytes than
-    /// they take as stored, in memory besides them (the stored rows stay for decoding one or two sequences and the embedding
-    /// lookup), for batches and prompts that then need not unpack every panel at every step. Default: yes, unless
-    /// <c>QWENSHARP_REPACK_Q4_0</c> is <c>0</c>.
+    /// Whether Q4_0 and Q4_K matrices are repacked at load into the integer kernels' panels (<c>NibblePanels</c>): 10% (Q4_K:
+    /// 33%) more bytes than they take as stored, in memory besides them (the stored rows stay for decoding one or two
+    /// sequences and the embedding lookup), for batches and prompts that then need not unpack every panel at every step.
+    /// Default: yes, unless <c>QWENSHARP_REPACK</c> is <c>0</c>.
     /// </summary>
-    public bool RepackQ4_0 { get; init; } = Environment.GetEnvironmentVariable("QWENSHARP_REPACK_Q4_0") != "0";
+    public bool RepackPanels { get; init; } = Environment.GetEnvironmentVariable("QWENSHARP_REPACK") != "0";
 }

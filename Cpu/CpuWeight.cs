@@ -7,9 +7,9 @@ namespace QwenSharp.Cpu;
 
 /// <summary>
 /// A weight as the CPU uses it: matrices stay where they are stored (the memory-mapped file, in their stored
-/// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 matrix is
-/// also repacked once into the panels the integer kernels read (<see cref="Q4_0Panels"/>), which serve the products of
-/// many tokens (prefill, a big batch's decode step); its stored rows stay for decode and the embedding lookup.
+/// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 or Q4_K
+/// matrix is also repacked once into the panels the integer kernels read (<see cref="NibblePanels"/>), which serve the
+/// products of several tokens (prefill, a batch's decode step); its stored rows stay for decode and the embedding lookup.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -31,7 +31,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>An F16 matrix with no infinity or NaN, read by the faster <see cref="Kernels.F16FiniteLoad"/>.</summary>
     public bool FiniteF16 { get; init; }
 
-    /// <summary>A Q4_0 matrix's rows repacked (<see cref="Q4_0Panels"/>), owned by this weight; null when not repacked.</summary>
+    /// <summary>A Q4_0 or Q4_K matrix's rows repacked (<see cref="NibblePanels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
     /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
@@ -45,24 +45,24 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             throw new ArgumentOutOfRangeException(nameof(first), $"{Name}: rows {first} + {count} of {Rows} are not whole repacked panels of {QuantPanel.Rows}");
         }
 
-        return new(Panels + (first / QuantPanel.Rows * (long)Q4_0Panels.PanelBytes(Cols)), checked(count / QuantPanel.Rows * Q4_0Panels.PanelBytes(Cols)));
+        return new(Panels + (first / QuantPanel.Rows * (long)NibblePanels.PanelBytes(StoredType, Cols)), checked(count / QuantPanel.Rows * NibblePanels.PanelBytes(StoredType, Cols)));
     }
 
     /// <summary>
-    /// Repacks a Q4_0 matrix whose shape fits <see cref="Q4_0Panels"/> (else it stays as stored only), panels in parallel.
+    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/> (else it stays as stored only), panels in parallel.
     /// </summary>
-    public void RepackQ4_0()
+    public void Repack()
     {
-        if (StoredType != DType.Q4_0 || Panels != null || !Q4_0Panels.Fits(Rows, Cols))
+        if (Panels != null || !NibblePanels.Fits(StoredType, Rows, Cols))
         {
             return;
         }
 
-        int panelBytes = Q4_0Panels.PanelBytes(Cols);
+        int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
         Parallel.For(0, Rows / QuantPanel.Rows, p =>
-            Q4_0Panels.Repack(RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
+            NibblePanels.Repack(StoredType, RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
         Panels = panels;
     }
 

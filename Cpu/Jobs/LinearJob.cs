@@ -198,8 +198,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens:
-                MatMul.Q4_0PanelRows(path, weight.PanelBytesOf(start, end - start), k, n, _q8, _tokens, bias, y, start, end);
+            case DType.Q4_0 or DType.Q4_K when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens:
+                MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType == DType.Q4_0 ? _q8 : null,
+                    weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:

@@ -31,8 +31,8 @@ internal static class MatMul
     public const int RowDotTokens = 7;
 
     /// <summary>
-    /// From this many tokens a repacked Q4_0 matrix (<see cref="Q4_0Panels"/>) multiplies its panels; fewer read its rows as
-    /// stored (<see cref="Q8IntegerKernel"/>). One token streamed a 151936 × 896 matrix's panels from memory at 9-11 GB/s on one
+    /// From this many tokens a repacked Q4_0 or Q4_K matrix (<see cref="NibblePanels"/>) multiplies its panels; fewer read its rows as
+    /// stored (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>). Q4_0: one token streamed a 151936 × 896 matrix's panels from memory at 9-11 GB/s on one
     /// Xeon core against 13-14 on its rows (prefetching the next panel, 8 or 16 KiB ahead, or not at all; 4864-wide panels
     /// streamed faster, 16-20 against 14-16). Decode of Qwen2.5-0.5B's shape, 2 threads, tokens/s in all, rows → panels
     /// (three alternating runs each): 2 sequences 84-117 → 80-95, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314.
@@ -155,22 +155,31 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Q8Rows"/>' panels for Q4_0 weights repacked at load (<see cref="Q4_0Panels"/>; rows a whole number of panels):
-    /// the tokens multiply the panels as they are (<see cref="QuantPanel.MultiplyRepacked"/>), the next one prefetched while
-    /// this one is multiplied.
+    /// <see cref="Q8Rows"/>' and <see cref="KQuantRows"/>' panels for Q4_0 or Q4_K weights repacked at load (<see cref="NibblePanels"/>;
+    /// rows a whole number of panels): the tokens' activations (<paramref name="q8"/> for Q4_0, <paramref name="q8k"/> for Q4_K)
+    /// multiply the panels as they are (<see cref="QuantPanel.MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>),
+    /// the next one prefetched while this one is multiplied.
     /// </summary>
     /// <remarks>
     /// Below <see cref="RepackedPanelTokens"/> tokens the rows are read as stored instead (see there).
     /// </remarks>
-    public static void Q4_0PanelRows(KernelPath path, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations quantized, int tokens,
-        ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
+    public static void RepackedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations? q8,
+        Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {
-        int panelBytes = Q4_0Panels.PanelBytes(inFeatures);
+        int panelBytes = NibblePanels.PanelBytes(type, inFeatures);
         for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
         {
             int at = (p - rowStart) / QuantPanel.Rows * panelBytes;
             ReadOnlySpan<byte> next = p + QuantPanel.Rows < rowEnd ? panels.Slice(at + panelBytes, panelBytes) : default;
-            QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, quantized, y[p..], outFeatures, next);
+            if (q8k is not null)
+            {
+                QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, q8k, y[p..], outFeatures, next);
+            }
+            else
+            {
+                QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, q8!, y[p..], outFeatures, next);
+            }
+
             for (int t = 0; t < tokens; t++)
             {
                 AddBias(y.Slice((t * outFeatures) + p, QuantPanel.Rows), bias, p);

@@ -33,7 +33,7 @@ internal static partial class QuantPanel
         }
     }
 
-    /// <summary>A repacked Q4_0 panel's even block (<see cref="Q4_0Panels"/>): the low nibbles; its scales as stored.</summary>
+    /// <summary>A repacked panel's even sub-block (<see cref="NibblePanels"/>): the low nibbles; its scales as stored.</summary>
     private readonly struct LowNibbles : ICodes
     {
         public static bool TimesSixteen => false;
@@ -45,7 +45,7 @@ internal static partial class QuantPanel
         public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Packed.Scales(ref scales, out s0, out s1);
     }
 
-    /// <summary>A repacked Q4_0 panel's odd block: the high nibbles shifted down (for <see cref="PairSums"/>, whose operands stay below 128).</summary>
+    /// <summary>A repacked panel's odd sub-block: the high nibbles shifted down (for <see cref="PairSums"/>, whose operands stay below 128).</summary>
     private readonly struct HighNibbles : ICodes
     {
         public static bool TimesSixteen => false;
@@ -65,7 +65,7 @@ internal static partial class QuantPanel
     }
 
     /// <summary>
-    /// A repacked Q4_0 panel's odd block for vpdpbusd: the high nibbles left in place, the codes × 16, one instruction instead
+    /// A repacked panel's odd sub-block for vpdpbusd: the high nibbles left in place, the codes × 16, one instruction instead
     /// of a shift too (which would take the ports vpdpbusd runs on); their sums start from 16 × the offset and meet the scale / 16.
     /// Both are exact (the sums stay below 2^24, and scale / 16 is an f32 normal for every f16), so every product and sum is the
     /// same number as with the codes shifted down. The scales are stored / 16 for it.

@@ -515,7 +515,7 @@ internal static partial class QuantPanel
     }
 
     /// <summary>
-    /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q4_0 <paramref name="panel"/> (<see cref="Q4_0Panels"/>, all
+    /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q4_0 <paramref name="panel"/> (<see cref="NibblePanels"/>, all
     /// <see cref="Rows"/> rows) dotted with token t's activations, for every token of <paramref name="x"/>: the same sums, bit for
     /// bit, as packing the rows and <see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>.
     /// The cache lines of <paramref name="next"/> are prefetched as there.
@@ -523,34 +523,73 @@ internal static partial class QuantPanel
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default)
     {
-        if (x.Cols != cols || !Q4_0Panels.Fits(Rows, cols) || panel.Length != Q4_0Panels.PanelBytes(cols) || y.Length < ((long)(x.Tokens - 1) * yStride) + Rows)
-        {
-            throw new ArgumentException($"a repacked Q4_0 panel of {cols} values ({panel.Length} bytes) against {x.Tokens} tokens of {x.Cols}: {y.Length} results");
-        }
-
-        bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
-        if (!vector)
+        if (!RepackedFits(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, y, yStride))
         {
             for (int t = 0; t < x.Tokens; t++)
             {
                 Q8Row row = x.Row(t);
                 for (int r = 0; r < Rows; r++)
                 {
-                    y[(t * yStride) + r] = Q4_0Panels.DotRow(panel, cols, r, row.Codes, row.Scales);
+                    y[(t * yStride) + r] = NibblePanels.DotRow(DType.Q4_0, panel, cols, r, row.Codes, row.Scales);
                 }
             }
 
             return;
         }
 
-        var operands = Operands.OfRepacked(panel, cols, x.Tokens, x.AllCodes, x.ScalesByBlock, x.Q4_0Offsets, x.Q8_0Offsets, next);
+        var operands = Operands.OfRepacked(panel, cols, 1, x.Tokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets, next);
+        MultiplyRepacked<CodeOffsets>(path, operands, x.Tokens, y, yStride);
+    }
+
+    /// <summary>
+    /// <see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/> for a
+    /// repacked Q4_K panel and Q8_K activations.
+    /// </summary>
+    public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8KActivations x, Span<float> y, int yStride,
+        ReadOnlySpan<byte> next = default)
+    {
+        if (!RepackedFits(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, y, yStride))
+        {
+            for (int t = 0; t < x.Tokens; t++)
+            {
+                Q8KRow row = x.Row(t);
+                for (int r = 0; r < Rows; r++)
+                {
+                    y[(t * yStride) + r] = NibblePanels.DotRow(DType.Q4_K, panel, cols, r, row.Codes, row.Scales);
+                }
+            }
+
+            return;
+        }
+
+        var operands = Operands.OfRepacked(panel, cols, Q8KActivations.BlockValues / 32, x.Tokens, x.AllCodes, x.ScalesByBlock,
+            x.ScaledSubBlockSums, default, default, next);
+        MultiplyRepacked<ScaledMins>(path, operands, x.Tokens, y, yStride);
+    }
+
+    /// <summary>Checks a repacked panel's operands; whether a vector path multiplies them (else the scalar reference does).</summary>
+    private static bool RepackedFits(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, Span<float> y, int yStride)
+    {
+        if (xCols != cols || !NibblePanels.Fits(type, Rows, cols) || panel.Length != NibblePanels.PanelBytes(type, cols)
+            || y.Length < ((long)(tokens - 1) * yStride) + Rows)
+        {
+            throw new ArgumentException($"a repacked {type} panel of {cols} values ({panel.Length} bytes) against {tokens} tokens of {xCols}: {y.Length} results");
+        }
+
+        return path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
+    }
+
+    /// <summary>The vector paths' kernels on a repacked panel: its odd sub-blocks' codes × 16 for vpdpbusd, shifted down for vpmaddubsw.</summary>
+    private static void MultiplyRepacked<TZero>(KernelPath path, scoped in Operands operands, int tokens, Span<float> y, int yStride)
+        where TZero : struct
+    {
         if (ByteDots.Vnni(path))
         {
-            Multiply<HighNibblesTimes16, CodeOffsets>(path, operands, Rows, x.Tokens, y, yStride);
+            Multiply<HighNibblesTimes16, TZero>(path, operands, Rows, tokens, y, yStride);
         }
         else
         {
-            Multiply<HighNibbles, CodeOffsets>(path, operands, Rows, x.Tokens, y, yStride);
+            Multiply<HighNibbles, TZero>(path, operands, Rows, tokens, y, yStride);
         }
     }
 
@@ -726,15 +765,20 @@ internal static partial class QuantPanel
                 ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }
 
-        /// <summary>A repacked Q4_0 panel (<see cref="Q4_0Panels"/>) and Q8_0 activations with both tables of offsets.</summary>
-        public static Operands OfRepacked(ReadOnlySpan<byte> panel, int cols, int tokens, ReadOnlySpan<sbyte> activations, ReadOnlySpan<float> blockScales,
-            ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets, ReadOnlySpan<byte> next)
+        /// <summary>
+        /// A repacked panel (<see cref="NibblePanels"/>) and activations with <paramref name="groupsPerBlock"/> sub-blocks a scale:
+        /// Q4_0's with both tables of offsets, or Q4_K's with the scaled sums its mins take.
+        /// </summary>
+        public static Operands OfRepacked(ReadOnlySpan<byte> panel, int cols, int groupsPerBlock, int tokens, ReadOnlySpan<sbyte> activations,
+            ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets, ReadOnlySpan<byte> next)
         {
+            int groups = cols / 32;
             ref byte codes = ref MemoryMarshal.GetReference(panel);
-            ref byte scales = ref Unsafe.Add(ref codes, Q4_0Panels.CodeBytes(cols));
-            return new Operands(ref codes, ref scales, 4 * Rows, ref Unsafe.As<byte, float>(ref scales), cols / 32, 8, 1,
-                ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales), ref Unsafe.NullRef<float>(),
-                ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+            ref byte scales = ref Unsafe.Add(ref codes, NibblePanels.CodeBytes(cols));
+            return new Operands(ref codes, ref scales, 4 * Rows, ref Unsafe.As<byte, float>(ref Unsafe.Add(ref scales, groups * Rows * 4)), groups, 8,
+                groupsPerBlock, ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales),
+                ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets),
+                ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
         }
 
         public Operands(ref byte codes, ref byte scales, int scaleStride, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,

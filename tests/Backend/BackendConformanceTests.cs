@@ -42,7 +42,7 @@ public sealed class BackendConformanceTests
         using IBackend backend = TestBackends.Create(backendName);
         // Row counts on both sides of the GPU's matrix-vector limit (8) and of its 64-row GEMM tiles; widths
         // that are and are not whole 16-byte chunks; with and without bias. 48 × 128 is whole panels of 16 rows and pairs of
-        // blocks, which the CPU repacks for Q4_0 (Q4_0Panels).
+        // blocks, which the CPU repacks for Q4_0 (NibblePanels).
         (int, int)[] shapes = DTypes.IsQuantized(type) ? [(5, 32), (37, 64), (3, 96), (130, 160), (48, 128)] : [(5, 16), (37, 24), (64, 10), (3, 1), (130, 136)];
         CheckLinear(backend, type, shapes, activationBlock: 32);
     }

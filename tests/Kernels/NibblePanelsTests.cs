@@ -1,0 +1,172 @@
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+using StoredTensor = QwenSharp.Tests.Backend.BackendConformanceTests.StoredTensor;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>
+/// Q4_0 and Q4_K matrices repacked at load (<see cref="NibblePanels"/>): their products on every path against the same rows
+/// packed per step (<see cref="QuantPanel.Pack"/>, tested against the formats' dequantization), bit for bit, against the
+/// reference, and against the dequantized weights and Q8_0 or Q8_K activations dotted in double; and which matrices the CPU
+/// repacks.
+/// </summary>
+public sealed class NibblePanelsTests
+{
+    public static TheoryData<KernelPath, DType, int> PathsTypesAndTokens()
+    {
+        var data = new TheoryData<KernelPath, DType, int>();
+        foreach (KernelPath path in KernelPaths.All)
+        {
+            foreach (DType type in new[] { DType.Q4_0, DType.Q4_K })
+            {
+                // A few tokens, and on the 512-bit path eights, fours and ones together.
+                foreach (int tokens in new[] { 1, 3, 4, 8, 13, 16 })
+                {
+                    data.Add(path, type, tokens);
+                }
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// A panel's rows of random codes with random small scales; for Q4_0 the scales' edge cases among them (zero, the smallest
+    /// and largest f16 subnormals, negative ones, the largest f16), for Q4_K every 6-bit scale and min code.
+    /// </summary>
+    private static byte[] Rows(DType type, int cols, int seed)
+    {
+        if (type == DType.Q4_K)
+        {
+            return KQuantKernelTests.RandomRow(type, QuantPanel.Rows * cols / 256, seed);
+        }
+
+        var random = new Random(seed);
+        var rows = new byte[DTypes.ByteLength(DType.Q4_0, (long)QuantPanel.Rows * cols)];
+        random.NextBytes(rows);
+        ushort[] edges = [0x0000, 0x8000, 0x0001, 0x03FF, 0x8001, 0x7BFF, 0xFBFF];
+        for (int b = 0; b < rows.Length / 18; b++)
+        {
+            ushort scale = b % 5 == 0 ? edges[(b / 5) % edges.Length] : HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01));
+            BitConverter.TryWriteBytes(rows.AsSpan(b * 18), scale);
+        }
+
+        return rows;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsTypesAndTokens))]
+    public void Products_equal_the_packed_panels_bit_for_bit_and_the_definition(KernelPath path, DType type, int tokens)
+    {
+        const int cols = 768, stride = 19;
+        byte[] rows = Rows(type, cols, 3 + tokens);
+        var panel = new byte[NibblePanels.PanelBytes(type, cols)];
+        NibblePanels.Repack(type, rows, cols, panel);
+        float[] x = KernelData.Floats(tokens * cols, 11 + tokens, scale: 2f);
+        x.AsSpan(0, 256).Clear();    // all-zero activation blocks: scale 0
+        var q8 = new Q8Activations();
+        q8.Quantize(x, tokens, cols, path);
+        var q8k = new Q8KActivations();
+        q8k.Quantize(x, tokens, cols);
+        int block = type == DType.Q4_0 ? 32 : 256;
+        sbyte[] Codes(int t) => type == DType.Q4_0 ? q8.Row(t).Codes.ToArray() : q8k.Row(t).Codes.ToArray();
+        float[] Scales(int t) => type == DType.Q4_0 ? q8.Row(t).Scales.ToArray() : q8k.Row(t).Scales.ToArray();
+
+        float[] Multiplied()
+        {
+            var y = new float[tokens * stride];
+            y.AsSpan().Fill(float.NaN);
+            if (type == DType.Q4_0)
+            {
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, stride);
+            }
+            else
+            {
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8k, y, stride);
+            }
+
+            return y;
+        }
+
+        float[] actual = Multiplied();
+        var packed = new float[QuantPanel.PanelFloats(cols)];
+        QuantPanel.Pack(path, type, rows, QuantPanel.Rows, cols, packed);
+        var expected = new float[tokens * stride];
+        if (type == DType.Q4_0)
+        {
+            QuantPanel.Multiply(path, type, packed, QuantPanel.Rows, cols, q8, expected, stride);
+        }
+        else
+        {
+            QuantPanel.Multiply(path, type, packed, QuantPanel.Rows, cols, q8k, expected, stride);
+        }
+
+        float[]? pairs = null;
+        if (path == KernelPath.Vector512)
+        {
+            // The 512-bit path's other integer product (vpmaddubsw pairs, as on AMD Zen 4, with the high nibbles shifted down).
+            using (ByteDots.WithoutVnni())
+            {
+                pairs = Multiplied();
+            }
+        }
+
+        int rowBytes = (int)DTypes.ByteLength(type, cols);
+        var w = new float[cols];
+        for (int r = 0; r < QuantPanel.Rows; r++)
+        {
+            QuantizedRows.Dequantize(KernelPath.Scalar, type, rows.AsSpan(r * rowBytes, rowBytes), w);
+            for (int t = 0; t < tokens; t++)
+            {
+                float y = actual[(t * stride) + r];
+                Assert.True(y.Equals(expected[(t * stride) + r]), $"{type} {path} row {r} token {t}: {y}, packed per step {expected[(t * stride) + r]}");
+                Assert.True(pairs is null || pairs[(t * stride) + r].Equals(y), $"{type} {path} without VNNI, row {r} token {t}: {pairs?[(t * stride) + r]}, with it {y}");
+                sbyte[] codes = Codes(t);
+                float[] scales = Scales(t);
+                Assert.True(NibblePanels.DotRow(type, panel, cols, r, codes, scales).Equals(y), $"{type} {path} row {r} token {t}: the scalar reference differs");
+                double exact = 0, magnitude = 0;
+                for (int k = 0; k < cols; k++)
+                {
+                    double product = w[k] * (double)scales[k / block] * codes[k];
+                    exact += product;
+                    magnitude += Math.Abs(product);
+                }
+
+                Assert.True(Math.Abs(y - exact) <= 1e-5 * magnitude, $"{type} {path} row {r} token {t}: {y}, expected {exact}");
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int i = QuantPanel.Rows; i < stride; i++)
+                {
+                    Assert.True(float.IsNaN(actual[(t * stride) + i]), $"{type} {path}: wrote past the panel's rows at token {t}, column {i}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.Q4_0, 128, 96)]
+    [InlineData(DType.Q4_K, 256, 0)]
+    public void The_cpu_repacks_whole_panels_only(DType type, int cols, int unpairedCols)
+    {
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using var off = new CpuBackend(new CpuBackendOptions { Threads = 1, RepackPanels = false });
+        bool Repacks(CpuBackend b, int outputs, int inputs)
+        {
+            using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, outputs + inputs), type, [outputs, inputs]);
+            using var weight = (CpuWeight)b.Upload(w.View);
+            return weight.Repacked;
+        }
+
+        Assert.True(Repacks(backend, 32, cols));
+        Assert.False(Repacks(off, 32, cols), "repacked with RepackPanels off");
+        Assert.False(Repacks(backend, 40, cols), "40 rows are not whole panels of 16");
+        if (unpairedCols > 0)
+        {
+            Assert.False(Repacks(backend, 32, unpairedCols), $"{unpairedCols} columns are not whole pairs of blocks");
+        }
+    }
+}
