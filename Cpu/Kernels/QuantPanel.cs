@@ -17,7 +17,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> for Q4_K and Q5_K. Q4_0's, Q8_0's and Q6_K's codes
 /// are their signed values + 8, + 128 and + 32 (the mins the panel keeps are those offsets × the scale), so there the integer
 /// sum starts from -offset × Σa instead and the min's multiply-add goes: <c>y[r] += (d × scale)[r] × dx × Σ (code − offset) × a</c>.
-/// Eight tokens (on the 512-bit path; else four) share each load of the panel.
+/// Eight tokens (on the 512-bit path; else four) share each load of the panel. Q4_0 and Q4_K matrices are repacked once at
+/// load into the same arrangement, two sub-blocks' codes in the nibbles of each byte (<see cref="NibblePanels"/>), and the
+/// kernels read those panels as they are (<see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>).
 /// </summary>
 /// <remarks>
 /// ggml multiplies repacked k-quant rows the same way (its <c>q4_K_8x8_q8_K</c> gemm). Unpacking into f32 panels instead
