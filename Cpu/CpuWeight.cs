@@ -45,7 +45,8 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             throw new ArgumentOutOfRangeException(nameof(first), $"{Name}: rows {first} + {count} of {Rows} are not whole repacked panels of {QuantPanel.Rows}");
         }
 
-        return new(Panels + (first / QuantPanel.Rows * (long)NibblePanels.PanelBytes(StoredType, Cols)), checked(count / QuantPanel.Rows * NibblePanels.PanelBytes(StoredType, Cols)));
+        int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
+        return new(Panels + (first / QuantPanel.Rows * (long)panelBytes), checked(count / QuantPanel.Rows * panelBytes));
     }
 
     /// <summary>

@@ -523,54 +523,26 @@ internal static partial class QuantPanel
     /// The cache lines of <paramref name="next"/> are prefetched as there.
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
-        ReadOnlySpan<byte> next = default)
-    {
-        if (!RepackedFits(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, y, yStride))
-        {
-            for (int t = 0; t < x.Tokens; t++)
-            {
-                Q8Row row = x.Row(t);
-                for (int r = 0; r < Rows; r++)
-                {
-                    y[(t * yStride) + r] = NibblePanels.DotRow(DType.Q4_0, panel, cols, r, row.Codes, row.Scales);
-                }
-            }
-
-            return;
-        }
-
-        var operands = Operands.OfRepacked(panel, cols, 1, x.Tokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets, next);
-        MultiplyRepacked<CodeOffsets>(path, operands, x.Tokens, y, yStride);
-    }
+        ReadOnlySpan<byte> next = default) =>
+        MultiplyRepacked(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets,
+            y, yStride, next);
 
     /// <summary>
     /// <see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/> for a
     /// repacked Q4_K panel and Q8_K activations.
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8KActivations x, Span<float> y, int yStride,
-        ReadOnlySpan<byte> next = default)
-    {
-        if (!RepackedFits(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, y, yStride))
-        {
-            for (int t = 0; t < x.Tokens; t++)
-            {
-                Q8KRow row = x.Row(t);
-                for (int r = 0; r < Rows; r++)
-                {
-                    y[(t * yStride) + r] = NibblePanels.DotRow(DType.Q4_K, panel, cols, r, row.Codes, row.Scales);
-                }
-            }
+        ReadOnlySpan<byte> next = default) =>
+        MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
+            y, yStride, next);
 
-            return;
-        }
-
-        var operands = Operands.OfRepacked(panel, cols, Q8KActivations.BlockValues / 32, x.Tokens, x.AllCodes, x.ScalesByBlock,
-            x.ScaledSubBlockSums, default, default, next);
-        MultiplyRepacked<ScaledMins>(path, operands, x.Tokens, y, yStride);
-    }
-
-    /// <summary>Checks a repacked panel's operands; whether a vector path multiplies them (else the scalar reference does).</summary>
-    private static bool RepackedFits(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, Span<float> y, int yStride)
+    /// <summary>
+    /// Both types' entry: the operands checked, then the scalar reference per row (<see cref="NibblePanels.DotRow"/>, each token's
+    /// block scales gathered from the block-major table) or the vector kernels.
+    /// </summary>
+    private static void MultiplyRepacked(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, ReadOnlySpan<sbyte> codes,
+        ReadOnlySpan<float> scalesByBlock, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets,
+        Span<float> y, int yStride, ReadOnlySpan<byte> next)
     {
         if (xCols != cols || !NibblePanels.Fits(type, Rows, cols) || panel.Length != NibblePanels.PanelBytes(type, cols)
             || y.Length < ((long)(tokens - 1) * yStride) + Rows)
@@ -578,7 +550,35 @@ internal static partial class QuantPanel
             throw new ArgumentException($"a repacked {type} panel of {cols} values ({panel.Length} bytes) against {tokens} tokens of {xCols}: {y.Length} results");
         }
 
-        return path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
+        int groupsPerBlock = type == DType.Q4_K ? Q8KActivations.BlockValues / 32 : 1;
+        if (path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported)
+        {
+            Span<float> scales = stackalloc float[cols / 32 / groupsPerBlock];
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int j = 0; j < scales.Length; j++)
+                {
+                    scales[j] = scalesByBlock[(j * tokens) + t];
+                }
+
+                for (int r = 0; r < Rows; r++)
+                {
+                    y[(t * yStride) + r] = NibblePanels.DotRow(type, panel, cols, r, codes.Slice(t * cols, cols), scales);
+                }
+            }
+
+            return;
+        }
+
+        var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, tokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next);
+        if (type == DType.Q4_0)
+        {
+            MultiplyRepacked<CodeOffsets>(path, operands, tokens, y, yStride);
+        }
+        else
+        {
+            MultiplyRepacked<ScaledMins>(path, operands, tokens, y, yStride);
+        }
     }
 
     /// <summary>The vector paths' kernels on a repacked panel: its odd sub-blocks' codes × 16 for vpdpbusd, shifted down for vpmaddubsw.</summary>
