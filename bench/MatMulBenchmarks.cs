@@ -7,7 +7,7 @@ namespace QwenSharp.Bench;
 
 /// <summary>
 /// A prefill matrix product on one thread, Y = X Wᵀ for many tokens with bf16 W: panels of W converted to
-/// f32 once and reused by every token through 4 × 4 tiles. Compute-bound, so "GFLOP/s" is the figure.
+/// f32 once and reused by every block of tokens through outer-product tiles. Compute-bound, so "GFLOP/s" is the figure.
 /// </summary>
 [Config(typeof(BenchConfig))]
 public class MatMulBenchmarks
@@ -16,6 +16,7 @@ public class MatMulBenchmarks
     private float[] _x = [];
     private float[] _y = [];
     private float[] _panel = [];
+    private float[] _blocks = [];
 
     public static IEnumerable<WeightShape> Shapes => WeightShape.Qwen25HalfB.Where(s => s.Name != "lm_head");
 
@@ -36,7 +37,8 @@ public class MatMulBenchmarks
         _weights = System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
         _x = [.. Enumerable.Range(0, Tokens * Shape.Cols).Select(_ => (float)random.NextDouble())];
         _y = new float[Tokens * Shape.Rows];
-        _panel = new float[MatMul.PanelRows * Shape.Cols];
+        _panel = new float[MatMul.PanelScratchFloats(Shape.Cols)];
+        _blocks = new float[KernelPaths.All.Max(path => TokenBlocks.Count(path, Tokens) * TokenBlocks.BlockFloats(path, Shape.Cols))];
     }
 
     [Benchmark(Baseline = true)]
@@ -48,6 +50,11 @@ public class MatMulBenchmarks
     [Benchmark]
     public void Vector512() => Run(KernelPath.Vector512);
 
-    private void Run(KernelPath path) =>
-        MatMul.Rows<Bf16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, Tokens, default, _y, 0, Shape.Rows, _panel);
+    private void Run(KernelPath path)
+    {
+        // The activations as the linear job hands them to the f32 panels: transposed into blocks of tokens once per product.
+        TokenBlocks.ClearPadding(path, Shape.Cols, Tokens, _blocks);
+        TokenBlocks.Write(path, _x, Shape.Cols, 0, Tokens, _blocks);
+        MatMul.Rows<Bf16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, _blocks, Tokens, default, _y, 0, Shape.Rows, _panel);
+    }
 }

@@ -59,9 +59,9 @@ public class MatVecBenchmarks
     {
         switch (DType)
         {
-            case DType.BF16: MatMul.Rows<Bf16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, 1, default, _y, 0, Shape.Rows, default); break;
-            case DType.F16: MatMul.Rows<F16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, 1, default, _y, 0, Shape.Rows, default); break;
-            default: MatMul.Rows<F32Load>(path, _weights, Shape.Cols, Shape.Rows, _x, 1, default, _y, 0, Shape.Rows, default); break;
+            case DType.BF16: MatMul.Rows<Bf16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, default, 1, default, _y, 0, Shape.Rows, default); break;
+            case DType.F16: MatMul.Rows<F16Load>(path, _weights, Shape.Cols, Shape.Rows, _x, default, 1, default, _y, 0, Shape.Rows, default); break;
+            default: MatMul.Rows<F32Load>(path, _weights, Shape.Cols, Shape.Rows, _x, default, 1, default, _y, 0, Shape.Rows, default); break;
         }
     }
 }

@@ -35,7 +35,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried;
+    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst;
+    private float[] _xBlocks = [];
+    private int _cols;
     private float[] _xScaled = [];
     private QuantizeJob? _quantize;
 
@@ -55,17 +57,17 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = false;
     }
 
     /// <summary>
-    /// The job to run before this one when the activations of many tokens are to be quantized (a Q4_0 or k-quant prefill): their
-    /// rows split over the threads. Null when there is none.
+    /// The job to run before this one when the activations of many tokens are to be quantized (a Q4_0 or k-quant prefill) or
+    /// transposed into blocks (f32 panels): their rows split over the threads. Null when there is none.
     /// </summary>
     public ParallelJob? QuantizeFirst(out int chunks)
     {
         chunks = QuantizeChunks;
-        return _quantizeQ8First || _quantizeQ8KFirst ? _quantize ??= new QuantizeJob(this) : null;
+        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
@@ -73,7 +75,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     /// <summary>Shares of the tokens' rows the quantization is cut into: about four per thread.</summary>
     private int QuantizeChunks => Math.Min(_tokens, _threads * 4);
 
-    /// <summary>Quantizes a share of the tokens' rows (see <see cref="QuantizeFirst"/>).</summary>
+    /// <summary>Quantizes or transposes a share of the tokens' rows (see <see cref="QuantizeFirst"/>).</summary>
     private sealed class QuantizeJob(LinearJob job) : ParallelJob
     {
         public override void Execute(int chunk, int worker)
@@ -88,6 +90,11 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             if (job._quantizeQ8KFirst)
             {
                 job._q8k.QuantizeRows(job._x, first, end - first, job.Path);
+            }
+
+            if (job._blocksFirst)
+            {
+                TokenBlocks.Write(job.Path, job._x, job._cols, first, end, job._xBlocks);
             }
         }
     }
@@ -117,7 +124,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         int rowsPerChunk = Math.Max(32, ((rows + chunks - 1) / chunks + MatMul.PanelRows - 1) / MatMul.PanelRows * MatMul.PanelRows);
         if (_tokens > 1)
         {
-            scratch.EnsurePanel(MatMul.PanelRows * weight.Cols);
+            scratch.EnsurePanel(MatMul.PanelScratchFloats(weight.Cols));
         }
 
         // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
@@ -165,11 +172,29 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _f16ScaleTried = true;
         }
 
+        if (_tokens > MatMul.RowDotTokens && !_blocksFirst && MultipliesF32Panels(weight.StoredType))
+        {
+            // Many tokens against f32 panels: the activations transposed into blocks once per job, on all threads (QuantizeFirst).
+            int floats = TokenBlocks.Count(path, _tokens) * TokenBlocks.BlockFloats(path, weight.Cols);
+            if (_xBlocks.Length < floats)
+            {
+                _xBlocks = new float[floats];
+            }
+
+            _cols = weight.Cols;
+            TokenBlocks.ClearPadding(path, weight.Cols, _tokens, _xBlocks);
+            _blocksFirst = true;
+        }
+
         _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk };
         _firstChunk[_count + 1] = _firstChunk[_count] + ((rows + rowsPerChunk - 1) / rowsPerChunk);
         _count++;
         return _firstChunk[_count];
     }
+
+    /// <summary>Whether many tokens multiply <paramref name="type"/>'s weights as f32 panels (<see cref="F32Panel"/>) rather than integer ones.</summary>
+    private bool MultipliesF32Panels(DType type) =>
+        type is not (DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K) && !(type == DType.Q8_0 && QuantPanel.MultipliesInIntegers(path, DType.Q8_0));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
@@ -187,28 +212,29 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         int k = weight.Cols, n = weight.Rows;
         ReadOnlySpan<byte> rows = weight.RowBytesOf(start, end - start);
         ReadOnlySpan<float> x = _x.AsSpan(0, _tokens * k);
+        ReadOnlySpan<float> blocks = _blocksFirst ? _xBlocks : default;
         Span<float> y = product.Y.AsSpan(0, _tokens * n);
         ReadOnlySpan<float> bias = product.Bias;
         Span<float> panel = scratch.Panel(worker);
         switch (weight.StoredType)
         {
-            case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16 when weight.FiniteF16 && _f16Scaled:
-                MatMul.Rows<F16ScaledLoad>(path, rows, k, n, _xScaled.AsSpan(0, _tokens * k), _tokens, bias, y, start, end, panel);
+                MatMul.Rows<F16ScaledLoad>(path, rows, k, n, _xScaled.AsSpan(0, _tokens * k), blocks, _tokens, bias, y, start, end, panel);
                 break;
-            case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
-            case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
+            case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0 or DType.Q4_K when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens:
                 MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType == DType.Q4_0 ? _q8 : null,
                     weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;
-            case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _q8, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:
-                MatMul.Q8Rows(path, weight.StoredType, rows, k, n, x, _tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, DType.Q8_0) ? _q8 : null,
+                MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, DType.Q8_0) ? _q8 : null,
                     _tokens, bias, y, start, end, panel);
                 break;
-            case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, x, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
-            default: MatMul.Rows<F32Load>(path, rows, k, n, x, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
+            default: MatMul.Rows<F32Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
         }
     }
 }

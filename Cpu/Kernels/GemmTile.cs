@@ -6,8 +6,9 @@ using V512 = System.Runtime.Intrinsics.Vector512;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// The inner block of a matrix product when many tokens share the weights (prefill): a tile of 4 tokens by
-/// 4 weight rows, y[t, n] = x[t] · w[n], both operands f32 and contiguous along k. Each weight vector loaded
+/// A tile of 4 tokens by 4 rows of keys, y[t, n] = x[t] · w[n], both operands f32 and contiguous along k: the attention's
+/// scores over a segment (<see cref="Jobs.SegmentAttentionJob"/>). The linear layers' f32 panels had it until the
+/// outer-product tiles (<see cref="OuterProductTile"/>), which keep both operands in L1. Each weight vector loaded
 /// serves 4 tokens and each activation vector 4 rows, so the loop does 16 FMAs per 8 loads and is bound by
 /// FMA throughput, not by memory. 16 accumulators + 4 + 1 operands fit AVX-512's 32 registers; AVX2 has 16,
 /// so its tile is 4 × 2, run twice.

@@ -8,8 +8,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// One token (decode) streams each weight row once through <see cref="Dot{TW}"/>; it is memory-bound, so
 /// the weights are read in their stored type; a few tokens (a small batch's decode step) share each row the
 /// same way through <see cref="DotTokens{TW}"/>. More tokens (prefill, big batches) convert a panel of
-/// <see cref="PanelRows"/> weight rows to f32 once and reuse it for every token through
-/// <see cref="GemmTile"/>; the conversion is then paid once per panel, not once per token. Q4_0 and the k-quants
+/// <see cref="PanelRows"/> weight rows to f32 once (<see cref="F32Panel"/>) and reuse it for every block of tokens
+/// (<see cref="TokenBlocks"/>) through <see cref="OuterProductTile"/>; the conversion is then paid once per panel, not once per token. Q4_0 and the k-quants
 /// unpack their panels to integer codes instead and multiply integers (<see cref="QuantPanel"/>).
 /// </summary>
 internal static class MatMul
@@ -18,13 +18,16 @@ internal static class MatMul
     /// Weight rows converted together: 16 rows of 4864 f32 are 311 KB, which stays in a 1 MB L2 while all
     /// tokens pass over it; and 16 is a whole number of tiles.
     /// </summary>
-    public const int PanelRows = 16;
+    public const int PanelRows = F32Panel.Rows;
 
     /// <summary>
     /// Up to this many tokens (a decode step of a small batch) each weight row is dotted with every token
     /// (<see cref="DotTokens{TW}"/>: the row is read once, and each token's sum is bit-identical to its sum
-    /// alone); from 8 on the f32 panel and 4 × 4 tiles win. Measured on Qwen2.5-0.5B's shape, BF16, 2 threads,
-    /// AVX-512 (decode tokens/s, panel → rows): 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79, 8: 80 → 75, 16: 113 → 62.
+    /// alone); from 8 on the f32 panels win. Measured on Qwen2.5-0.5B's shape, BF16, 2 threads, AVX-512 on Zen 4 with the
+    /// 4 × 4 tiles of dot products panels had then (decode tokens/s, panel → rows): 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79,
+    /// 8: 80 → 75, 16: 113 → 62. With the outer-product tiles on the Intel Xeon (two runs each, rows against panels, which
+    /// pad a block to 16 tokens): 4 tokens 36-41 against 25-28, 6: 45-47 against 35-37, 8: 47-52 against 42-48 (within
+    /// this machine's noise, and a batch of 8 is as often 9 a step later); 16 tokens 93-96 on panels.
     /// Q8_0 weights the same way (then with f32 activations): 2 tokens 18 → 59, 4: 50 → 91. Block-quantized weights
     /// dot integers with the activations quantized once per step (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>).
     /// </summary>
@@ -41,12 +44,13 @@ internal static class MatMul
 
     /// <summary>
     /// y[t, n] = Σ_k x[t, k] · w[n, k] + bias[n] for n in [rowStart, rowEnd) and every token t.
-    /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB);
-    /// <paramref name="panel"/> is scratch of at least <see cref="PanelRows"/> × inFeatures floats.
+    /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB); <paramref name="x"/>
+    /// is the tokens' rows, and from <see cref="RowDotTokens"/> + 1 tokens on <paramref name="xBlocks"/> the same activations as
+    /// <see cref="TokenBlocks"/>; <paramref name="panel"/> is scratch of at least <see cref="PanelScratchFloats"/> floats.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TW>(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> x, ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
         where TW : struct, IWeightLoad
     {
         int rowBytes = inFeatures * TW.ElementSize;
@@ -79,35 +83,28 @@ internal static class MatMul
             return;
         }
 
+        Span<float> converted = panel[..F32Panel.Floats(inFeatures)];
         for (int p = rowStart; p < rowEnd; p += PanelRows)
         {
             int rows = Math.Min(PanelRows, rowEnd - p);
-            ReadOnlySpan<float> panelF32;
-            if (typeof(TW) == typeof(F32Load))
-            {
-                panelF32 = MemoryMarshal.Cast<byte, float>(weights.Slice((p - rowStart) * rowBytes, rows * rowBytes));
-            }
-            else
-            {
-                Span<float> converted = panel[..(rows * inFeatures)];
-                Widen<TW>.Run(path, weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), converted);
-                panelF32 = converted;
-            }
-
-            PanelWithBias(path, panelF32, rows, inFeatures, outFeatures, x, tokens, bias, y, p);
+            F32Panel.Fill<TW>(path, weights[((p - rowStart) * rowBytes)..], rowBytes, rows, inFeatures, converted);
+            Panel(path, converted, rows, inFeatures, outFeatures, xBlocks, tokens, bias, y, p, NextPanel(weights, rowBytes, p + rows - rowStart));
         }
     }
+
+    /// <summary>Floats of per-thread scratch the f32 panels of rows of <paramref name="inFeatures"/> values take: a panel, and rows dequantized into it.</summary>
+    public static int PanelScratchFloats(int inFeatures) => F32Panel.Floats(inFeatures) + (PanelRows * inFeatures);
 
     /// <summary>
     /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights: a few tokens (given as <paramref name="quantized"/> Q8_0 rows) dot
     /// each row of blocks in integers; more tokens multiply integer panels (<see cref="QuantPanel"/>; Q8_0 only with
     /// AVX-VNNI, see <see cref="QuantPanel.MultipliesInIntegers"/>), or without quantized activations dequantize a panel
-    /// of rows to f32 once and reuse it for every token. Q8_0's panels on the Intel Xeon: a 128-token prefill of the 0.5B
+    /// of rows to f32 once and reuse it for every block of tokens (<paramref name="xBlocks"/>). Q8_0's panels on the Intel Xeon: a 128-token prefill of the 0.5B
     /// shape 85.7 → 224.9 tokens/s on one thread (f32 panels against integers).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Q8Rows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> xBlocks, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
         if (quantized is not null && tokens > RowDotTokens)
         {
@@ -151,7 +148,7 @@ internal static class MatMul
             return;
         }
 
-        DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+        DequantizedPanels(path, type, weights, inFeatures, outFeatures, xBlocks, tokens, bias, y, rowStart, rowEnd, panel);
     }
 
     /// <summary>
@@ -198,11 +195,11 @@ internal static class MatMul
     /// <summary>
     /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights against the <paramref name="quantized"/> Q8_K activations: a few
     /// tokens dot each row of super-blocks in integers; more unpack a panel of rows once into interleaved integer codes and
-    /// multiply every token against it (<see cref="QuantPanel"/>). Without activations, f32 panels.
+    /// multiply every token against it (<see cref="QuantPanel"/>). Without activations, f32 panels against <paramref name="xBlocks"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> xBlocks, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
         if (quantized is not null && tokens > RowDotTokens)
         {
@@ -225,7 +222,7 @@ internal static class MatMul
             return;
         }
 
-        DequantizedPanels(path, type, weights, inFeatures, outFeatures, x, tokens, bias, y, rowStart, rowEnd, panel);
+        DequantizedPanels(path, type, weights, inFeatures, outFeatures, xBlocks, tokens, bias, y, rowStart, rowEnd, panel);
     }
 
     /// <summary>
@@ -268,66 +265,50 @@ internal static class MatMul
     /// to f32 once, then used by every token.
     /// </summary>
     private static void DequantizedPanels(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
         int rowBytes = (int)Formats.DTypes.ByteLength(type, inFeatures);
+        Span<float> converted = panel[..F32Panel.Floats(inFeatures)];
+        Span<float> dequantized = panel.Slice(F32Panel.Floats(inFeatures), PanelRows * inFeatures);
         for (int p = rowStart; p < rowEnd; p += PanelRows)
         {
             int rows = Math.Min(PanelRows, rowEnd - p);
-            Span<float> converted = panel[..(rows * inFeatures)];
             for (int r = 0; r < rows; r++)
             {
                 ReadOnlySpan<byte> row = weights.Slice((p - rowStart + r) * rowBytes, rowBytes);
-                Span<float> values = converted.Slice(r * inFeatures, inFeatures);
-                QuantizedRows.Dequantize(path, type, row, values);
+                QuantizedRows.Dequantize(path, type, row, dequantized.Slice(r * inFeatures, inFeatures));
             }
 
-            PanelWithBias(path, converted, rows, inFeatures, outFeatures, x, tokens, bias, y, p);
+            F32Panel.Fill<F32Load>(path, MemoryMarshal.AsBytes(dequantized), inFeatures * sizeof(float), rows, inFeatures, converted);
+            Panel(path, converted, rows, inFeatures, outFeatures, xBlocks, tokens, bias, y, p, NextPanel(weights, rowBytes, p + rows - rowStart));
         }
     }
 
-    /// <summary><see cref="Panel"/>, then the bias added to the rows it wrote.</summary>
-    private static void PanelWithBias(KernelPath path, ReadOnlySpan<float> panel, int rows, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, ReadOnlySpan<float> bias, Span<float> y, int p)
-    {
-        Panel(path, panel, rows, inFeatures, outFeatures, x, tokens, y, p);
-        if (!bias.IsEmpty)
-        {
-            for (int t = 0; t < tokens; t++)
-            {
-                System.Numerics.Tensors.TensorPrimitives.Add(y.Slice((t * outFeatures) + p, rows), bias.Slice(p, rows),
-                    y.Slice((t * outFeatures) + p, rows));
-            }
-        }
-    }
+    /// <summary>The stored rows of the panel from row <paramref name="row"/> of <paramref name="weights"/>, to prefetch; empty past the end.</summary>
+    private static ReadOnlySpan<byte> NextPanel(ReadOnlySpan<byte> weights, int rowBytes, int row) =>
+        weights.Length / rowBytes > row ? weights.Slice(row * rowBytes, Math.Min(PanelRows, (weights.Length / rowBytes) - row) * rowBytes) : default;
 
-    /// <summary>All tokens against one f32 panel of weight rows: whole 4 × 4 tiles, then the edges one dot at a time.</summary>
+    /// <summary>
+    /// All tokens against one <see cref="F32Panel"/> of <paramref name="rows"/> weight rows, a block of tokens at a time
+    /// (<see cref="OuterProductTile"/>), each sum plus its bias written to its place in <paramref name="y"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panel(KernelPath path, ReadOnlySpan<float> panel, int rows, int k, int outFeatures,
-        ReadOnlySpan<float> x, int tokens, Span<float> y, int firstRow)
+        ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int firstRow, ReadOnlySpan<byte> next)
     {
-        ref float w = ref MemoryMarshal.GetReference(panel);
-        ref float xr = ref MemoryMarshal.GetReference(x);
-        ref float yr = ref MemoryMarshal.GetReference(y);
-        int wholeTokens = tokens - (tokens % GemmTile.Tokens);
-        int wholeRows = rows - (rows % GemmTile.Rows);
-        for (int t = 0; t < wholeTokens; t += GemmTile.Tokens)
+        int lanes = TokenBlocks.Lanes(path), quads = F32Panel.ColumnQuads(k), blockFloats = TokenBlocks.BlockFloats(path, k);
+        Span<float> sums = stackalloc float[OuterProductTile.Rows * 16];
+        for (int first = 0; first < tokens; first += lanes)
         {
-            for (int n = 0; n < wholeRows; n += GemmTile.Rows)
+            OuterProductTile.Run(path, panel, xBlocks.Slice(first / lanes * blockFloats, blockFloats), quads, sums, first == 0 ? next : default);
+            int inBlock = Math.Min(lanes, tokens - first);
+            for (int t = 0; t < inBlock; t++)
             {
-                GemmTile.Run(path, ref Unsafe.Add(ref xr, t * k), k, ref Unsafe.Add(ref w, n * k), k, k,
-                    ref Unsafe.Add(ref yr, (t * outFeatures) + firstRow + n), outFeatures);
-            }
-        }
-
-        // Edges: tokens past the last whole tile (all rows), and rows past the last whole tile (whole-tile tokens).
-        for (int t = 0; t < tokens; t++)
-        {
-            int fromRow = t < wholeTokens ? wholeRows : 0;
-            ReadOnlySpan<float> xt = x.Slice(t * k, k);
-            for (int n = fromRow; n < rows; n++)
-            {
-                y[(t * outFeatures) + firstRow + n] = Dot<F32Load>.Run(path, MemoryMarshal.AsBytes(panel.Slice(n * k, k)), xt);
+                Span<float> yt = y.Slice(((first + t) * outFeatures) + firstRow, rows);
+                for (int n = 0; n < rows; n++)
+                {
+                    yt[n] = bias.IsEmpty ? sums[(n * lanes) + t] : sums[(n * lanes) + t] + bias[firstRow + n];
+                }
             }
         }
     }

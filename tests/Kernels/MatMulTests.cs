@@ -5,8 +5,9 @@ using QwenSharp.Formats;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Linear layers through <see cref="MatMul"/> (the matvec path for one token, panels and 4 × 4 tiles for
-/// several) and the tile kernel itself, on every path and dtype, against exact double sums.
+/// Linear layers through <see cref="MatMul"/> (the matvec path for one token, row dots for a few, f32 panels and
+/// outer-product tiles for many) and the tile kernels themselves, on every path and dtype, against exact double sums;
+/// the vector tiles also bit for bit against their scalar reference.
 /// </summary>
 public sealed class MatMulTests
 {
@@ -18,18 +19,26 @@ public sealed class MatMulTests
     [MemberData(nameof(DTypesAndPaths))]
     public void Rows_AnyTokensRowsAndWidth_MatchExactProduct(DType type, KernelPath path)
     {
-        foreach (var (tokens, outFeatures, inFeatures) in new[] { (1, 37, 64), (2, 5, 3), (3, 17, 33), (4, 16, 16), (5, 33, 172), (9, 20, 70), (13, 64, 896) })
+        foreach (var (tokens, outFeatures, inFeatures) in new[] { (1, 37, 64), (2, 5, 3), (3, 17, 33), (4, 16, 16), (5, 33, 172), (9, 20, 70), (13, 64, 896), (8, 3, 5), (17, 35, 258), (40, 16, 33) })
         {
             (byte[] weights, float[] exact) = KernelData.Store(KernelData.Floats(outFeatures * inFeatures, 1, 0.05f), type);
             float[] x = KernelData.Floats(tokens * inFeatures, 2);
             float[] bias = KernelData.Floats(outFeatures, 3);
             var y = new float[tokens * outFeatures];
-            var panel = new float[MatMul.PanelRows * inFeatures];
+            var panel = new float[MatMul.PanelScratchFloats(inFeatures)];
+            panel.AsSpan().Fill(float.NaN);
+
+            // The blocks poisoned first: a padding lane or column left unwritten would turn its sums to NaN.
+            var blocks = new float[TokenBlocks.Count(path, tokens) * TokenBlocks.BlockFloats(path, inFeatures)];
+            blocks.AsSpan().Fill(float.NaN);
+            TokenBlocks.ClearPadding(path, inFeatures, tokens, blocks);
+            TokenBlocks.Write(path, x, inFeatures, 0, tokens / 2, blocks);
+            TokenBlocks.Write(path, x, inFeatures, tokens / 2, tokens, blocks);
 
             // Two chunks, split at a row that is not a multiple of the panel, as threads would split it.
             int split = outFeatures / 3;
-            Run(type, path, weights, inFeatures, outFeatures, x, tokens, bias, y, 0, split, panel);
-            Run(type, path, weights, inFeatures, outFeatures, x, tokens, bias, y, split, outFeatures, panel);
+            Run(type, path, weights, inFeatures, outFeatures, x, blocks, tokens, bias, y, 0, split, panel);
+            Run(type, path, weights, inFeatures, outFeatures, x, blocks, tokens, bias, y, split, outFeatures, panel);
 
             for (int t = 0; t < tokens; t++)
             {
@@ -66,16 +75,81 @@ public sealed class MatMulTests
         }
     }
 
-    private static void Run(DType type, KernelPath path, byte[] weights, int k, int n, float[] x, int tokens, float[] bias, float[] y,
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void OuterProductTile_EveryDepth_MatchesReferenceBitForBitAndExactProduct(KernelPath path)
+    {
+        int lanes = TokenBlocks.Lanes(path), rows = OuterProductTile.Rows;
+        foreach (int k in Enumerable.Range(0, 40).Concat([255, 256, 257, 896, 4864]))
+        {
+            int quads = F32Panel.ColumnQuads(k);
+            float[] w = KernelData.Floats(rows * k, k + 1);
+            float[] x = KernelData.Floats(lanes * k, k + 2);
+            var panel = new float[F32Panel.Floats(k)];
+            F32Panel.Fill<F32Load>(KernelPath.Scalar, MemoryMarshal.AsBytes(w.AsSpan()), k * 4, rows, k, panel);
+            var blocks = new float[TokenBlocks.BlockFloats(path, k)];
+            TokenBlocks.Write(path, x, k, 0, lanes, blocks);
+            var sums = new float[rows * lanes];
+            var reference = new float[rows * lanes];
+            sums.AsSpan().Fill(float.NaN);
+            OuterProductTile.Run(path, panel, blocks, quads, sums);
+            OuterProductTile.Reference(ref MemoryMarshal.GetArrayDataReference(panel), ref MemoryMarshal.GetArrayDataReference(blocks), quads, lanes, ref reference[0]);
+
+            for (int n = 0; n < rows; n++)
+            {
+                for (int t = 0; t < lanes; t++)
+                {
+                    float actual = sums[(n * lanes) + t];
+                    Assert.Equal(BitConverter.SingleToInt32Bits(reference[(n * lanes) + t]), BitConverter.SingleToInt32Bits(actual));
+                    double expected = KernelData.DotExact(w.AsSpan(n * k, k), x.AsSpan(t * k, k), out double magnitude);
+                    Assert.True(Math.Abs(actual - expected) <= (2e-6 * magnitude) + 1e-9, $"{path} k={k} ({t}, {n}): {actual} vs {expected}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(DTypesAndPaths))]
+    public void F32Panel_AnyRowsAndWidth_PlacesEveryValueAndZeroPadding(DType type, KernelPath path)
+    {
+        foreach (var (count, k) in new[] { (16, 64), (1, 3), (5, 17), (16, 33), (9, 896) })
+        {
+            (byte[] weights, float[] exact) = KernelData.Store(KernelData.Floats(count * k, count + k, 0.05f), type);
+            var panel = new float[F32Panel.Floats(k)];
+            panel.AsSpan().Fill(float.NaN);
+            int rowBytes = weights.Length / count;
+            switch (type)
+            {
+                case DType.BF16: F32Panel.Fill<Bf16Load>(path, weights, rowBytes, count, k, panel); break;
+                case DType.F16: F32Panel.Fill<F16Load>(path, weights, rowBytes, count, k, panel); break;
+                default: F32Panel.Fill<F32Load>(path, weights, rowBytes, count, k, panel); break;
+            }
+
+            for (int q = 0; q < F32Panel.ColumnQuads(k); q++)
+            {
+                for (int n = 0; n < F32Panel.Rows; n++)
+                {
+                    for (int j = 0; j < 4; j++)
+                    {
+                        int column = (4 * q) + j;
+                        float expected = n < count && column < k ? exact[(n * k) + column] : 0f;
+                        Assert.Equal(expected, panel[(q * 4 * F32Panel.Rows) + (n * 4) + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    private static void Run(DType type, KernelPath path, byte[] weights, int k, int n, float[] x, float[] blocks, int tokens, float[] bias, float[] y,
         int start, int end, float[] panel)
     {
         int rowBytes = k * (type == DType.F32 ? 4 : 2);
         ReadOnlySpan<byte> rows = weights.AsSpan(start * rowBytes, (end - start) * rowBytes);
         switch (type)
         {
-            case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, tokens, bias, y, start, end, panel); break;
-            case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, tokens, bias, y, start, end, panel); break;
-            default: MatMul.Rows<F32Load>(path, rows, k, n, x, tokens, bias, y, start, end, panel); break;
+            case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, blocks, tokens, bias, y, start, end, panel); break;
+            case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, tokens, bias, y, start, end, panel); break;
+            default: MatMul.Rows<F32Load>(path, rows, k, n, x, blocks, tokens, bias, y, start, end, panel); break;
         }
     }
 }
