@@ -297,17 +297,23 @@ internal static class MatMul
         ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int firstRow, ReadOnlySpan<byte> next)
     {
         int lanes = TokenBlocks.Lanes(path), quads = F32Panel.ColumnQuads(k), blockFloats = TokenBlocks.BlockFloats(path, k);
-        Span<float> sums = stackalloc float[OuterProductTile.Rows * 16];
+        Span<float> sums = stackalloc float[OuterProductTile.Rows * 16], byToken = stackalloc float[16 * OuterProductTile.Rows];
         for (int first = 0; first < tokens; first += lanes)
         {
             OuterProductTile.Run(path, panel, xBlocks.Slice(first / lanes * blockFloats, blockFloats), quads, sums, first == 0 ? next : default);
+            OuterProductTile.ByToken(path, sums, byToken);
             int inBlock = Math.Min(lanes, tokens - first);
             for (int t = 0; t < inBlock; t++)
             {
+                ReadOnlySpan<float> results = byToken.Slice(t * OuterProductTile.Rows, rows);
                 Span<float> yt = y.Slice(((first + t) * outFeatures) + firstRow, rows);
-                for (int n = 0; n < rows; n++)
+                if (bias.IsEmpty)
                 {
-                    yt[n] = bias.IsEmpty ? sums[(n * lanes) + t] : sums[(n * lanes) + t] + bias[firstRow + n];
+                    results.CopyTo(yt);
+                }
+                else
+                {
+                    System.Numerics.Tensors.TensorPrimitives.Add(results, bias.Slice(firstRow, rows), yt);
                 }
             }
         }
