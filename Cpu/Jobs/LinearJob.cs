@@ -75,13 +75,29 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     /// <summary>Shares of the tokens' rows the quantization is cut into: about four per thread.</summary>
     private int QuantizeChunks => Math.Min(_tokens, _threads * 4);
 
+    /// <summary>
+    /// The first token of share <paramref name="chunk"/> of <paramref name="chunks"/>; with blocks to write, at a block's start,
+    /// so each share writes whole blocks (<see cref="TokenBlocks.Write"/>'s fast path) and no two share a cache line.
+    /// </summary>
+    private int ShareStart(int chunk, int chunks)
+    {
+        int start = (int)((long)_tokens * chunk / chunks);
+        if (!_blocksFirst || chunk == chunks)
+        {
+            return start;
+        }
+
+        int lanes = TokenBlocks.Lanes(path);
+        return Math.Min(_tokens, (start + lanes - 1) / lanes * lanes);
+    }
+
     /// <summary>Quantizes or transposes a share of the tokens' rows (see <see cref="QuantizeFirst"/>).</summary>
     private sealed class QuantizeJob(LinearJob job) : ParallelJob
     {
         public override void Execute(int chunk, int worker)
         {
             int chunks = job.QuantizeChunks;
-            int first = (int)((long)job._tokens * chunk / chunks), end = (int)((long)job._tokens * (chunk + 1) / chunks);
+            int first = job.ShareStart(chunk, chunks), end = job.ShareStart(chunk + 1, chunks);
             if (job._quantizeQ8First)
             {
                 job._q8.QuantizeRows(job._x, first, end - first, job.Path);

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -36,6 +37,30 @@ internal static class TokenBlocks
 
         ref float source = ref MemoryMarshal.GetReference(x);
         ref float target = ref MemoryMarshal.GetReference(blocks);
+        if (path == KernelPath.Vector512 && Avx512F.IsSupported)
+        {
+            // Whole blocks of 16 tokens, 16 columns at a time, through a transpose in registers: element by element the
+            // strided stores took 3.7% of a 16-sequence BF16 decode step.
+            for (; first % lanes == 0 && first + lanes <= end; first += lanes)
+            {
+                ref float block = ref Unsafe.Add(ref target, (nint)(first / lanes) * blockFloats);
+                ref float rows = ref Unsafe.Add(ref source, (nint)first * columns);
+                int i = 0;
+                for (; i + 16 <= columns; i += 16)
+                {
+                    Transpose16x16.Run(ref Unsafe.Add(ref rows, i), columns, ref Unsafe.Add(ref block, (nint)i * lanes), lanes);
+                }
+
+                for (; i < padded; i++)
+                {
+                    for (int t = 0; t < lanes; t++)
+                    {
+                        Unsafe.Add(ref block, ((nint)i * lanes) + t) = i < columns ? Unsafe.Add(ref rows, ((nint)t * columns) + i) : 0f;
+                    }
+                }
+            }
+        }
+
         for (int t = first; t < end; t++)
         {
             ref float from = ref Unsafe.Add(ref source, (nint)t * columns);

@@ -140,6 +140,32 @@ public sealed class MatMulTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void TokenBlocks_AnySplit_HoldEveryActivationAndZeroPadding(KernelPath path)
+    {
+        int lanes = TokenBlocks.Lanes(path);
+        foreach (var (tokens, columns, split) in new[] { (16, 16, 16), (32, 896, 16), (37, 33, 32), (37, 64, 5), (8, 3, 8), (48, 4864, 16), (16, 100, 16) })
+        {
+            float[] x = KernelData.Floats(tokens * columns, tokens + columns);
+            var blocks = new float[TokenBlocks.Count(path, tokens) * TokenBlocks.BlockFloats(path, columns)];
+            blocks.AsSpan().Fill(float.NaN);
+            TokenBlocks.ClearPadding(path, columns, tokens, blocks);
+            TokenBlocks.Write(path, x, columns, 0, split, blocks);
+            TokenBlocks.Write(path, x, columns, split, tokens, blocks);
+
+            int padded = F32Panel.ColumnQuads(columns) * 4;
+            for (int t = 0; t < TokenBlocks.Count(path, tokens) * lanes; t++)
+            {
+                for (int i = 0; i < padded; i++)
+                {
+                    float expected = t < tokens && i < columns ? x[(t * columns) + i] : 0f;
+                    Assert.Equal(expected, blocks[(t / lanes * TokenBlocks.BlockFloats(path, columns)) + (i * lanes) + (t % lanes)]);
+                }
+            }
+        }
+    }
+
     private static void Run(DType type, KernelPath path, byte[] weights, int k, int n, float[] x, float[] blocks, int tokens, float[] bias, float[] y,
         int start, int end, float[] panel)
     {
