@@ -175,7 +175,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             }
         }
 
-        if (weight.StoredType == DType.F16 && weight.FiniteF16 && _tokens <= MatMul.RowDotTokens && !_f16ScaleTried)
+        if (weight.StoredType == DType.F16 && weight.FiniteF16 && _tokens <= MatMul.FloatRowDotTokens && !_f16ScaleTried)
         {
             // Finite F16 at decode: the activations × 2^112 once per job, so each weight needs no multiply (F16ScaledLoad).
             int length = _tokens * weight.Cols;
@@ -188,7 +188,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _f16ScaleTried = true;
         }
 
-        if (_tokens > MatMul.RowDotTokens && !_blocksFirst && MultipliesF32Panels(weight.StoredType))
+        int rowDotTokens = weight.StoredType is DType.BF16 or DType.F16 or DType.F32 ? MatMul.FloatRowDotTokens : MatMul.RowDotTokens;
+        if (_tokens > rowDotTokens && !_blocksFirst && MultipliesF32Panels(weight.StoredType))
         {
             // Many tokens against f32 panels: the activations transposed into blocks once per job, on all threads (QuantizeFirst).
             int floats = TokenBlocks.Count(path, _tokens) * TokenBlocks.BlockFloats(path, weight.Cols);

@@ -21,7 +21,8 @@ internal static class DotTokens<TW>
 
     /// <summary>
     /// results[t] = row · x[t * k .. (t + 1) * k] for t &lt; <paramref name="tokens"/>, in groups of
-    /// <see cref="GroupSize"/> (the row stays in L1 between groups), the rest one token at a time.
+    /// <see cref="GroupSize"/> (the row stays in L1 between groups), then on the 512-bit path two left over in one pass, the
+    /// rest one token at a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(KernelPath path, ReadOnlySpan<byte> row, ReadOnlySpan<float> x, int k, int tokens, Span<float> results)
@@ -46,6 +47,13 @@ internal static class DotTokens<TW>
             }
         }
 
+        if (group == 4 && t + 2 <= tokens)
+        {
+            // Two left over (a batch of 2, 6 or 7): one pass for both, not one each.
+            Vector512Two(ref MemoryMarshal.GetReference(row), ref Unsafe.Add(ref xr, t * k), k, results.Slice(t, 2));
+            t += 2;
+        }
+
         for (; t < tokens; t++)
         {
             results[t] = Dot<TW>.Run(path, row, x.Slice(t * k, k));
@@ -64,6 +72,7 @@ internal static class DotTokens<TW>
         nint i = 0;
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
             {
                 // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
@@ -123,6 +132,56 @@ internal static class DotTokens<TW>
         results[3] = Dot<TW>.ScalarTail(ref w, ref x3, i, k, V512.Sum((a30 + a31) + (a32 + a33)));
     }
 
+    /// <summary><see cref="Vector512Four"/> for two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Vector512Two(ref byte w, ref float x0, nint k, Span<float> results)
+    {
+        ref float x1 = ref Unsafe.Add(ref x0, k);
+        const int lanes = 16;    // Vector512<float>.Count, as a constant (see Vector512Four)
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        nint i = 0;
+        for (; i <= k - (4 * lanes); i += 4 * lanes)
+        {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            {
+                Vector512<float> e0 = F16ExactGroups.Load512(ref w, i), e1 = F16ExactGroups.Load512(ref w, i + lanes);
+                Vector512<float> e2 = F16ExactGroups.Load512(ref w, i + (2 * lanes)), e3 = F16ExactGroups.Load512(ref w, i + (3 * lanes));
+                a00 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x0, i), a00);
+                a01 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x0, i + lanes), a01);
+                a02 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x0, i + (2 * lanes)), a02);
+                a03 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x0, i + (3 * lanes)), a03);
+                a10 = V512.FusedMultiplyAdd(e0, F16ExactGroups.Unscaled512(ref x1, i), a10);
+                a11 = V512.FusedMultiplyAdd(e1, F16ExactGroups.Unscaled512(ref x1, i + lanes), a11);
+                a12 = V512.FusedMultiplyAdd(e2, F16ExactGroups.Unscaled512(ref x1, i + (2 * lanes)), a12);
+                a13 = V512.FusedMultiplyAdd(e3, F16ExactGroups.Unscaled512(ref x1, i + (3 * lanes)), a13);
+                continue;
+            }
+
+            Vector512<float> w0 = TW.Load512(ref w, i), w1 = TW.Load512(ref w, i + lanes);
+            Vector512<float> w2 = TW.Load512(ref w, i + (2 * lanes)), w3 = TW.Load512(ref w, i + (3 * lanes));
+            a00 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x0, (nuint)i), a00);
+            a01 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x0, (nuint)(i + lanes)), a01);
+            a02 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x0, (nuint)(i + (2 * lanes))), a02);
+            a03 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x0, (nuint)(i + (3 * lanes))), a03);
+            a10 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x1, (nuint)i), a10);
+            a11 = V512.FusedMultiplyAdd(w1, V512.LoadUnsafe(ref x1, (nuint)(i + lanes)), a11);
+            a12 = V512.FusedMultiplyAdd(w2, V512.LoadUnsafe(ref x1, (nuint)(i + (2 * lanes))), a12);
+            a13 = V512.FusedMultiplyAdd(w3, V512.LoadUnsafe(ref x1, (nuint)(i + (3 * lanes))), a13);
+        }
+
+        for (; i <= k - lanes; i += lanes)
+        {
+            Vector512<float> w0 = TW.Load512(ref w, i);
+            a00 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x0, (nuint)i), a00);
+            a10 = V512.FusedMultiplyAdd(w0, V512.LoadUnsafe(ref x1, (nuint)i), a10);
+        }
+
+        results[0] = Dot<TW>.ScalarTail(ref w, ref x0, i, k, V512.Sum((a00 + a01) + (a02 + a03)));
+        results[1] = Dot<TW>.ScalarTail(ref w, ref x1, i, k, V512.Sum((a10 + a11) + (a12 + a13)));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Vector256Two(ref byte w, ref float x0, nint k, Span<float> results)
     {
@@ -133,6 +192,7 @@ internal static class DotTokens<TW>
         nint i = 0;
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             if (typeof(TW) == typeof(F16ScaledLoad) && V256.EqualsAny(F16ExactGroups.Exponents256(ref w, i), Vector256<ushort>.Zero))
             {
                 Vector256<float> e0 = F16ExactGroups.Load256(ref w, i), e1 = F16ExactGroups.Load256(ref w, i + lanes);

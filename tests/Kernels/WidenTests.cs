@@ -58,7 +58,7 @@ public sealed class WidenTests
         // leaves a scalar tail, against activations up to ±30000 (just under the scaling's limit): the scaled weights
         // times the activations × 2^112 are the same products, so the same sums, on every path, alone and in a batch.
         ushort[] finite = [.. AllBitPatterns.Where(b => (b & 0x7C00) != 0x7C00)];
-        const int Cols = 1003, Tokens = 5;    // a group of four (512-bit), pairs (256-bit) and one alone
+        const int Cols = 1003, Tokens = 7;    // a group of four and a pair (512-bit), pairs (256-bit), and one alone
         var random = new Random(11);
         float[] x = [.. Enumerable.Range(0, Tokens * Cols).Select(i => (float)((random.NextDouble() - 0.5) * (i % 97 == 0 ? 60000 : 4)))];
         var scaled = new float[x.Length];
