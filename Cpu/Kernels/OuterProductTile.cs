@@ -179,7 +179,7 @@ internal static class OuterProductTile
 
     /// <summary>
     /// The sums of <see cref="Run"/> ([row][lane]) as byToken[lane × <see cref="Rows"/> + row], so each token's results are a
-    /// contiguous run to copy to its output row: on the 512-bit path a 16 × 16 transpose in registers (64 shuffles against
+    /// contiguous run to copy to its output row: on the 512-bit path a 16 × 16 transpose in registers (two 8 × 8 on the 256-bit one; 64 shuffles against
     /// the tile's thousands of multiply-adds; one element at a time, the copy took a tenth of a 896-wide prefill's products).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -194,6 +194,16 @@ internal static class OuterProductTile
         if (path == KernelPath.Vector512 && Avx512F.IsSupported)
         {
             Transpose16x16.Run(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sums), 16, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(byToken), Rows);
+            return;
+        }
+
+        if (path == KernelPath.Vector256 && Avx.IsSupported)
+        {
+            // Rows 0-7 and 8-15, each 8 × 8.
+            ref float source = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sums);
+            ref float target = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(byToken);
+            Transpose8x8.Run(ref source, 8, ref target, Rows);
+            Transpose8x8.Run(ref Unsafe.Add(ref source, 8 * 8), 8, ref Unsafe.Add(ref target, 8), Rows);
             return;
         }
 
