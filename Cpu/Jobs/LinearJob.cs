@@ -188,8 +188,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _f16ScaleTried = true;
         }
 
-        int rowDotTokens = weight.StoredType is DType.BF16 or DType.F16 or DType.F32 ? MatMul.FloatRowDotTokens : MatMul.RowDotTokens;
-        if (_tokens > rowDotTokens && !_blocksFirst && MultipliesF32Panels(weight.StoredType))
+        if (!_blocksFirst && MatMul.ReadsTokenBlocks(path, weight.StoredType, _tokens))
         {
             // Many tokens against f32 panels: the activations transposed into blocks once per job, on all threads (QuantizeFirst).
             int floats = TokenBlocks.Count(path, _tokens) * TokenBlocks.BlockFloats(path, weight.Cols);
@@ -208,10 +207,6 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _count++;
         return _firstChunk[_count];
     }
-
-    /// <summary>Whether many tokens multiply <paramref name="type"/>'s weights as f32 panels (<see cref="F32Panel"/>) rather than integer ones.</summary>
-    private bool MultipliesF32Panels(DType type) =>
-        type is not (DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K) && !(type == DType.Q8_0 && QuantPanel.MultipliesInIntegers(path, DType.Q8_0));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
@@ -247,7 +242,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:
-                MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, DType.Q8_0) ? _q8 : null,
+                MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
                     _tokens, bias, y, start, end, panel);
                 break;
             case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;

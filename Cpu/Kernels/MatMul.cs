@@ -23,23 +23,34 @@ internal static class MatMul
     /// <summary>
     /// Up to this many tokens (a decode step of a small batch) each weight row is dotted with every token
     /// (<see cref="DotTokens{TW}"/>: the row is read once, and each token's sum is bit-identical to its sum
-    /// alone); from 8 on the f32 panels win. Measured on Qwen2.5-0.5B's shape, BF16, 2 threads, AVX-512 on Zen 4 with the
-    /// 4 × 4 tiles of dot products panels had then (decode tokens/s, panel → rows): 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79,
-    /// 8: 80 → 75, 16: 113 → 62. With the outer-product tiles on the Intel Xeon (two runs each, rows against panels, which
-    /// pad a block to 16 tokens): 4 tokens 36-41 against 25-28, 6: 45-47 against 35-37, 8: 47-52 against 42-48 (within
-    /// this machine's noise, and a batch of 8 is as often 9 a step later); 16 tokens 93-96 on panels.
-    /// Q8_0 weights the same way (then with f32 activations): 2 tokens 18 → 59, 4: 50 → 91. Block-quantized weights
-    /// dot integers with the activations quantized once per step (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>).
+    /// alone), for block-quantized weights: from 8 on their panels win. Q8_0 weights measured with f32 activations then
+    /// (panel → rows): 2 tokens 18 → 59, 4: 50 → 91. Block-quantized weights dot integers with the activations quantized
+    /// once per step (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>). Float weights: <see cref="FloatRowDotTokens"/>.
     /// </summary>
     public const int RowDotTokens = 7;
 
     /// <summary>
-    /// <see cref="RowDotTokens"/> for float weights (BF16, F16, F32, through <see cref="Rows{TW}"/>): once <see cref="DotTokens{TW}"/>
-    /// prefetched its rows and took a pair of tokens in one pass, 8 tokens read rows faster than panels. Qwen2.5-0.5B's shape,
-    /// BF16, 2 threads, Intel Xeon (tokens/s in all, panels against rows): 8 sequences 48-50 against 58-65, 10: 56-62 against
-    /// 62-63, 12: 75-86 against 47-62.
+    /// <see cref="RowDotTokens"/> for float weights (BF16, F16, F32, through <see cref="Rows{TW}"/>). Measured on Qwen2.5-0.5B's
+    /// shape, BF16, 2 threads (decode tokens/s in all): on Zen 4 with the 4 × 4 dot tiles panels had then (panel → rows),
+    /// 2 tokens 24 → 54, 4: 53 → 76, 6: 54 → 79, 8: 80 → 75, 16: 113 → 62; on the Intel Xeon with the outer-product tiles
+    /// (which pad a block to 16 tokens), rows against panels, 4 tokens 36-41 against 25-28, 6: 45-47 against 35-37. Once
+    /// <see cref="DotTokens{TW}"/> prefetched its rows and took a pair of tokens in one pass, panels against rows: 8 sequences
+    /// 48-50 against 58-65, 10: 56-62 against 62-63, 12: 75-86 against 47-62.
     /// </summary>
     public const int FloatRowDotTokens = 8;
+
+    /// <summary>
+    /// Whether <paramref name="tokens"/> tokens multiply <paramref name="type"/>'s weights as f32 panels, reading their
+    /// activations as <see cref="TokenBlocks"/> (the linear job writes them only then): float weights past
+    /// <see cref="FloatRowDotTokens"/>, Q8_0 past <see cref="RowDotTokens"/> where its panels do not multiply in integers.
+    /// Q4_0 and the k-quants always multiply integers.
+    /// </summary>
+    public static bool ReadsTokenBlocks(KernelPath path, Formats.DType type, int tokens) => type switch
+    {
+        Formats.DType.BF16 or Formats.DType.F16 or Formats.DType.F32 => tokens > FloatRowDotTokens,
+        Formats.DType.Q8_0 => tokens > RowDotTokens && !QuantPanel.MultipliesInIntegers(path, Formats.DType.Q8_0),
+        _ => false,
+    };
 
     /// <summary>
     /// From this many tokens a repacked Q4_0 or Q4_K matrix (<see cref="NibblePanels"/>) multiplies its panels; fewer read its rows as
