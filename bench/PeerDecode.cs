@@ -17,11 +17,12 @@ namespace QwenSharp.Bench;
 /// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
 /// <code>
 ///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k [--rounds 5]
-///       [--new-tokens 64] [--prefill 512] [--threads N]
+///       [--new-tokens 64] [--prefill 512] [--context 16] [--threads N]
 /// </code>
 /// writes a random-weight model of the config's shape as a GGUF file of that type (with the tokenizer.json beside
 /// the config; q4_k_m and q6_k quantized by llama.cpp itself from the BF16 file), then measures both on it: decode
-/// (tokens/s over --new-tokens one-token steps after a 16-token prompt, llama.cpp's tg) and prefill (a --prefill-token
+/// (tokens/s over --new-tokens one-token steps after a --context-token prompt, 16 by default: llama.cpp's tg; a long one
+/// measures how each engine's attention reads its KV cache) and prefill (a --prefill-token
 /// prompt read in one call, llama.cpp's pp; 0 skips it).
 /// </summary>
 internal static class PeerDecode
@@ -33,6 +34,7 @@ internal static class PeerDecode
         int rounds = int.Parse(Option(args, "--rounds") ?? "5", CultureInfo.InvariantCulture);
         int newTokens = int.Parse(Option(args, "--new-tokens") ?? "64", CultureInfo.InvariantCulture);
         int prefill = int.Parse(Option(args, "--prefill") ?? "512", CultureInfo.InvariantCulture);
+        int context = int.Parse(Option(args, "--context") ?? "16", CultureInfo.InvariantCulture);
         int threads = int.Parse(Option(args, "--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
         NativeApi.llama_empty_call();
         string gguf = typeName.ToLowerInvariant() switch
@@ -45,7 +47,7 @@ internal static class PeerDecode
         };
         NativeLogConfig.llama_log_set((_, _) => { });
         var random = new Random(7);
-        int[] prompt = [.. Enumerable.Range(0, 16).Select(_ => random.Next(1000, 20000))];
+        int[] prompt = [.. Enumerable.Range(0, context).Select(_ => random.Next(1000, 20000))];
 
         int[] longPrompt = [.. Enumerable.Range(0, prefill).Select(_ => random.Next(1000, 20000))];
         var ours = new List<double>();
@@ -71,7 +73,7 @@ internal static class PeerDecode
 
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
+            $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
         if (prefill > 0)
         {
             double c = Median(oursPrefill), d = Median(theirsPrefill);
@@ -119,7 +121,8 @@ internal static class PeerDecode
     /// <summary>llama.cpp as its users run it (its default f16 KV cache), timing only the one-token decode calls.</summary>
     private static double Theirs(string gguf, int[] prompt, int newTokens, int threads)
     {
-        var parameters = new ModelParams(gguf) { ContextSize = 512, GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = 512 };
+        uint size = (uint)(prompt.Length + newTokens + 16);
+        var parameters = new ModelParams(gguf) { ContextSize = Math.Max(512, size), GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = Math.Max(512, size), UBatchSize = 512 };
         using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
         using LLamaContext context = weights.CreateContext(parameters);
         var batch = new LLamaBatch();

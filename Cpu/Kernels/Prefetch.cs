@@ -15,9 +15,10 @@ namespace QwenSharp.Cpu.Kernels;
 /// Into L2 (prefetcht1), not L1: a prefetch into L1 holds one of the core's few L1 fill buffers for the whole trip to
 /// memory, the same buffers the kernel's own loads need. On the 2-core Xeon (Emerald Rapids), a BF16 row-by-row dot
 /// over 1 GiB read 11.3 GB/s (median of 21) against 10.5 with prefetcht0 (prefetcht2 11.1, prefetchnta 7.0, none 7.9;
-/// a plain prefetching sum 11.8); model decode, alternating builds, 1 thread: BF16 11.1 against 9.8 tokens/s, F16 9.5
-/// against 9.1, Q4_0 37.7 against 34.5, Q4_K 13.5 against 11.1, Q8_0 alike; BF16 on 2 threads 18.4 against 16.7;
-/// prefill and 16-sequence steps alike. Zen 4 is not measured with it (its prefetcht1 also fills L2).
+/// a plain prefetching sum 11.8); model decode, alternating builds (medians), 1 thread: BF16 11.1 against 9.8 tokens/s,
+/// F16 9.2-9.5 against 8.9-9.1, Q4_0 37.7 against 34.5, Q4_K 13.5 against 11.1, Q8_0 and Q4_K_M alike; 2 threads: BF16
+/// 18.4 against 16.7, Q4_0 and Q8_0 alike (medians of 8); prefill and 16-sequence steps alike. Zen 4 is not measured
+/// with it (its prefetcht1 also fills L2).
 /// </remarks>
 internal static class Prefetch
 {
