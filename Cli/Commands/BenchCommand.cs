@@ -72,6 +72,12 @@ internal sealed class BenchCommand : ICommand
             Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
                 new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true });
 
+            // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads) just
+            // before and just after it: on a shared host the read bandwidth drifts by tens of percent within minutes, and
+            // one measurement taken after a decode of several seconds set it against whichever way the host had moved.
+            bool bounded = backend is Cpu.CpuBackend && newTokens > 0;
+            double before = bounded ? MemoryBandwidth.Measure(threads) : 0;
+
             // The first new token comes from the prefill pass; the next newTokens come from decode steps.
             GenerationResult result = Generator.Greedy(model, prompts,
                 new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 });
@@ -83,8 +89,8 @@ internal sealed class BenchCommand : ICommand
             string dtype = summary.TensorsByDType[0].DType;
             bool decoded = result.DecodeTokens > 0;
 
-            // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads).
-            double? bound = backend is Cpu.CpuBackend && decoded ? MemoryBandwidth.Measure(threads) : null;
+            double after = bounded && decoded ? MemoryBandwidth.Measure(threads) : 0;
+            double? bound = bounded && decoded ? (before + after) / 2 : null;
 
             // A Qwen2-VL model: a picture through the processor and the vision tower, against the text prefill's GFLOP/s.
             double prefillGflops = VisionBench.TextPrefillFlops(model.Config, promptTokens, batch) / result.PrefillTime.TotalSeconds / 1e9;
@@ -108,6 +114,8 @@ internal sealed class BenchCommand : ICommand
                     if (bound is double read)
                     {
                         w.WriteNumber("memory_read_gb_per_s", Math.Round(read, 3));
+                        w.WriteNumber("memory_read_gb_per_s_before", Math.Round(before, 3));
+                        w.WriteNumber("memory_read_gb_per_s_after", Math.Round(after, 3));
                         w.WriteNumber("decode_fraction_of_read_bandwidth", Math.Round(gbPerSecond / read, 4));
                     }
 
@@ -153,7 +161,7 @@ internal sealed class BenchCommand : ICommand
                 {
                     string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({stepsPerSecond:F2} tokens/s each)") : "";
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
-                    string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} threads)") : "";
+                    string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} thread{(threads == 1 ? "" : "s")}; {before:F1} before, {after:F1} after)") : "";
                     stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
                     if (backend is Gpu.VulkanBackend vulkan)
                     {

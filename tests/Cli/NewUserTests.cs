@@ -51,6 +51,9 @@ public sealed partial class NewUserTests
 
         Assert.True(memory.Json.GetProperty("read_gb_per_s_1_thread").GetDouble() > 0);
         double read = decode.Json.GetProperty("memory_read_gb_per_s").GetDouble();
+        double before = decode.Json.GetProperty("memory_read_gb_per_s_before").GetDouble(), after = decode.Json.GetProperty("memory_read_gb_per_s_after").GetDouble();
+        Assert.True(before > 0 && after > 0, $"measured {before} GB/s before the decode and {after} after");
+        Assert.Equal((before + after) / 2, read, 0.002);
         Assert.Equal(decode.Json.GetProperty("decode_gb_per_s").GetDouble() / read, decode.Json.GetProperty("decode_fraction_of_read_bandwidth").GetDouble(), 0.001);
         AssertBadInput(misuse, "--memory measures the machine alone; --batch does not apply to it");
     }
