@@ -31,11 +31,11 @@ internal static class PeerDecode
     {
         string config = Option(args, "--config") ?? throw new ArgumentException("peer needs --config CONFIG.json");
         string typeName = Option(args, "--type") ?? "q8_0";
-        int rounds = int.Parse(Option(args, "--rounds") ?? "5", CultureInfo.InvariantCulture);
-        int newTokens = int.Parse(Option(args, "--new-tokens") ?? "64", CultureInfo.InvariantCulture);
-        int prefill = int.Parse(Option(args, "--prefill") ?? "512", CultureInfo.InvariantCulture);
-        int context = int.Parse(Option(args, "--context") ?? "16", CultureInfo.InvariantCulture);
-        int threads = int.Parse(Option(args, "--threads") ?? Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+        int rounds = Count(args, "--rounds", 5, minimum: 1);
+        int newTokens = Count(args, "--new-tokens", 64, minimum: 1);
+        int prefill = Count(args, "--prefill", 512, minimum: 0);
+        int context = Count(args, "--context", 16, minimum: 1);    // the prompt before the decode
+        int threads = Count(args, "--threads", Environment.ProcessorCount, minimum: 1);
         NativeApi.llama_empty_call();
         string gguf = typeName.ToLowerInvariant() switch
         {
@@ -256,6 +256,20 @@ internal static class PeerDecode
                 file.Write(new ReadOnlySpan<byte>((byte*)view.Data + at, length));
             }
         }
+    }
+
+    /// <summary>A whole-number option of at least <paramref name="minimum"/>, or <paramref name="fallback"/> when it is not given.</summary>
+    private static int Count(string[] args, string name, int fallback, int minimum)
+    {
+        string? text = Option(args, name);
+        if (text is null)
+        {
+            return fallback;
+        }
+
+        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= minimum
+            ? value
+            : throw new ArgumentException($"{name} {text}: expected a whole number of at least {minimum}");
     }
 
     private static string? Option(string[] args, string name)

@@ -4,7 +4,16 @@ using BenchmarkDotNet.Running;
 // dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0   (QwenSharp and llama.cpp side by side)
 if (args.Length > 0 && args[0] == "peer")
 {
-    return QwenSharp.Bench.PeerDecode.Run(args[1..]);
+    try
+    {
+        return QwenSharp.Bench.PeerDecode.Run(args[1..]);
+    }
+    catch (Exception e) when (e is ArgumentException or FormatException or IOException)
+    {
+        // Bad options or files: one line, as the CLI reports them, not a stack trace.
+        Console.Error.WriteLine($"peer: {e.Message}");
+        return 2;
+    }
 }
 
 BenchmarkSwitcher.FromAssembly(typeof(QwenSharp.Bench.MatVecBenchmarks).Assembly).Run(args);
