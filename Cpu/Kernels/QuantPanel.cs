@@ -15,8 +15,11 @@ namespace QwenSharp.Cpu.Kernels;
 /// rows' sums and a sub-block's scale and min apply to all of them with one multiply-add each. Per sub-block of 32 (Q6_K: 16)
 /// and row r, with the token's block scale dx and its codes' sum over the sub-block Σa:
 /// <c>y[r] += (d × scale)[r] × dx × Σ code × a − (dmin × min)[r] × dx × Σa</c> for Q4_K and Q5_K. Q4_0's, Q8_0's and Q6_K's codes
-/// are their signed values + 8, + 128 and + 32 (the mins the panel keeps are those offsets × the scale), so there the integer
-/// sum starts from -offset × Σa instead and the min's multiply-add goes: <c>y[r] += (d × scale)[r] × dx × Σ (code − offset) × a</c>.
+/// are their signed values + 8, + 128 and + 32, so there the integer sum starts from -offset × Σa instead and the min's
+/// multiply-add goes: <c>y[r] += (d × scale)[r] × dx × Σ (code − offset) × a</c>. Q4_0's and Q8_0's panels still keep the
+/// offset × the scale as their mins (one multiply per eight rows); Q6_K's keep none, since that was two of the twelve
+/// transposes of every eight rows' super-block, and packing is most of a Q6_K panel's cost in a batch step (16 × 1536 for
+/// 16 tokens on the Xeon: packed in 3.1 µs, multiplied in 4.3-4.5).
 /// Eight tokens (on the 512-bit path; else four) share each load of the panel. Q4_0 and Q4_K matrices are repacked once at
 /// load into the same arrangement, two sub-blocks' codes in the nibbles of each byte (<see cref="NibblePanels"/>), and the
 /// kernels read those panels as they are (<see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>).
@@ -116,7 +119,7 @@ internal static partial class QuantPanel
                     }
                     else if (type == DType.Q6_K)
                     {
-                        UnpackQ6K(block, rowCodes, blockScales, blockMins);
+                        UnpackQ6K(block, rowCodes, blockScales);
                     }
                     else
                     {
@@ -126,7 +129,10 @@ internal static partial class QuantPanel
                     for (int j = 0; j < groupsPerBlock; j++)
                     {
                         scales[(((b * groupsPerBlock) + j) * Rows) + r] = blockScales[j];
-                        mins[(((b * groupsPerBlock) + j) * Rows) + r] = blockMins[j];
+                        if (type != DType.Q6_K)
+                        {
+                            mins[(((b * groupsPerBlock) + j) * Rows) + r] = blockMins[j];
+                        }
                     }
                 }
 
@@ -194,7 +200,7 @@ internal static partial class QuantPanel
                     ref int groupMins = ref Unsafe.Add(ref minTarget, (b * groupsPerBlock * Rows) + r0);
                     if (type == DType.Q6_K)
                     {
-                        Q6KGroup(group, ref codes, ref half, ref groupScales, ref groupMins);
+                        Q6KGroup(group, ref codes, ref half, ref groupScales);
                     }
                     else
                     {
@@ -283,16 +289,15 @@ internal static partial class QuantPanel
         }
     }
 
-    /// <summary>Q6_K's d × scale of groups 8 × <see cref="Eighth"/>.. + 7 (× 32 for the mins).</summary>
-    private readonly unsafe struct Q6KScales(float* half, int eighth, bool mins) : IRowPart
+    /// <summary>Q6_K's d × scale of groups 8 × <see cref="Eighth"/>.. + 7.</summary>
+    private readonly unsafe struct Q6KScales(float* half, int eighth) : IRowPart
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<int> Of(byte* block)
         {
             float d = half[*(ushort*)(block + 208)];
             Vector256<int> scales = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(*(ulong*)(block + 192 + (8 * eighth))).AsSByte());
-            Vector256<float> values = Avx.ConvertToVector256Single(scales) * d;
-            return (mins ? values * 32 : values).AsInt32();
+            return (Avx.ConvertToVector256Single(scales) * d).AsInt32();
         }
     }
 
@@ -309,7 +314,7 @@ internal static partial class QuantPanel
         TransposeRows(rows, new Q4KScales(table, mins: true), ref mins);
     }
 
-    private static unsafe void Q6KGroup(RowGroup rows, ref int codes, ref float half, ref int scales, ref int mins)
+    private static unsafe void Q6KGroup(RowGroup rows, ref int codes, ref float half, ref int scales)
     {
         for (int h = 0; h < 2; h++)
         {
@@ -322,8 +327,7 @@ internal static partial class QuantPanel
         float* table = (float*)Unsafe.AsPointer(ref half);
         for (int e = 0; e < 2; e++)
         {
-            TransposeRows(rows, new Q6KScales(table, e, mins: false), ref Unsafe.Add(ref scales, 8 * e * Rows));
-            TransposeRows(rows, new Q6KScales(table, e, mins: true), ref Unsafe.Add(ref mins, 8 * e * Rows));
+            TransposeRows(rows, new Q6KScales(table, e), ref Unsafe.Add(ref scales, 8 * e * Rows));
         }
     }
 
@@ -452,15 +456,14 @@ internal static partial class QuantPanel
 
     /// <summary>
     /// A Q6_K super-block's 256 codes (0..63, the value + 32) in value order: per half of 128, the low nibbles of ql[0..31] and
-    /// ql[32..63], then their high nibbles, each with two bits of qh; its sixteen groups' d × scale, and 32 × that as the min.
+    /// ql[32..63], then their high nibbles, each with two bits of qh; its sixteen groups' d × scale (no mins: see the class).
     /// </summary>
-    private static void UnpackQ6K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales, Span<float> mins)
+    private static void UnpackQ6K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales)
     {
         float d = HalfBits.ToSingle(BitConverter.ToUInt16(block[208..]));
         for (int g = 0; g < 16; g++)
         {
             scales[g] = d * (sbyte)block[192 + g];
-            mins[g] = 32 * scales[g];
         }
 
         for (int half = 0; half < 2; half++)
