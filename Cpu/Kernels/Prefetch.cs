@@ -17,8 +17,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// over 1 GiB read 11.3 GB/s (median of 21) against 10.5 with prefetcht0 (prefetcht2 11.1, prefetchnta 7.0, none 7.9;
 /// a plain prefetching sum 11.8); model decode, alternating builds (medians), 1 thread: BF16 11.1 against 9.8 tokens/s,
 /// F16 9.2-9.5 against 8.9-9.1, Q4_0 37.7 against 34.5, Q4_K 13.5 against 11.1, Q8_0 and Q4_K_M alike; 2 threads: BF16
-/// 18.4 against 16.7, Q4_0 and Q8_0 alike (medians of 8); prefill and 16-sequence steps alike. Zen 4 is not measured
-/// with it (its prefetcht1 also fills L2).
+/// 18.4 against 16.7, Q4_0 and Q8_0 alike (medians of 8); the 256-bit path, 1 thread: BF16 10.7 against 9.1, Q4_K_M
+/// alike; prefill and 16-sequence steps alike. Zen 4 is not measured with it (its prefetcht1 also fills L2).
 /// </remarks>
 internal static class Prefetch
 {
