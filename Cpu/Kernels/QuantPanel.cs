@@ -19,7 +19,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// multiply-add goes: <c>y[r] += (d × scale)[r] × dx × Σ (code − offset) × a</c>. Q4_0's and Q8_0's panels still keep the
 /// offset × the scale as their mins (one multiply per eight rows); Q6_K's keep none, since that was two of the twelve
 /// transposes of every eight rows' super-block, and packing is most of a Q6_K panel's cost in a batch step (16 × 1536 for
-/// 16 tokens on the Xeon: packed in 3.1 µs, multiplied in 4.3-4.5).
+/// 16 tokens on the Xeon: packed in 3.1 µs, multiplied in 4.2-4.5).
 /// Eight tokens (on the 512-bit path; else four) share each load of the panel. Q4_0 and Q4_K matrices are repacked once at
 /// load into the same arrangement, two sub-blocks' codes in the nibbles of each byte (<see cref="NibblePanels"/>), and the
 /// kernels read those panels as they are (<see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>).
