@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using V256 = System.Runtime.Intrinsics.Vector256;
@@ -51,10 +52,10 @@ internal static class OuterProductTile
             throw new ArgumentException($"a tile of {columnQuads * 4} columns needs {columnQuads * 4 * Rows} panel floats, {columnQuads * 4 * lanes} token floats and {Rows * lanes} sums; got {panel.Length}, {tokens.Length} and {sums.Length}");
         }
 
-        ref float w = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(panel);
-        ref float x = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(tokens);
-        ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sums);
-        ref byte ahead = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(next);
+        ref float w = ref MemoryMarshal.GetReference(panel);
+        ref float x = ref MemoryMarshal.GetReference(tokens);
+        ref float s = ref MemoryMarshal.GetReference(sums);
+        ref byte ahead = ref MemoryMarshal.GetReference(next);
         int linesPerQuad = columnQuads == 0 ? 0 : (next.Length + (64 * columnQuads) - 1) / (64 * columnQuads);
         switch (path)
         {
@@ -191,17 +192,17 @@ internal static class OuterProductTile
             throw new ArgumentException($"{Rows} rows of {lanes} sums need {Rows * lanes} floats each way; got {sums.Length} and {byToken.Length}");
         }
 
+        ref float source = ref MemoryMarshal.GetReference(sums);
+        ref float target = ref MemoryMarshal.GetReference(byToken);
         if (path == KernelPath.Vector512 && Avx512F.IsSupported)
         {
-            Transpose16x16.Run(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sums), 16, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(byToken), Rows);
+            Transpose16x16.Run(ref source, 16, ref target, Rows);
             return;
         }
 
         if (path == KernelPath.Vector256 && Avx.IsSupported)
         {
             // Rows 0-7 and 8-15, each 8 × 8.
-            ref float source = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sums);
-            ref float target = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(byToken);
             Transpose8x8.Run(ref source, 8, ref target, Rows);
             Transpose8x8.Run(ref Unsafe.Add(ref source, 8 * 8), 8, ref Unsafe.Add(ref target, 8), Rows);
             return;
