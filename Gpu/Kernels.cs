@@ -38,6 +38,20 @@ internal struct GemmPush
 }
 
 [StructLayout(LayoutKind.Sequential)]
+internal struct SplitRowsPush
+{
+    public ulong X, Hi, Lo, Unscale;
+    public uint Rows, Cols;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct CoopGemmPush
+{
+    public ulong Hi, Lo, Unscale, W, Bias, Y;
+    public uint M, N, K, TilesN;
+}
+
+[StructLayout(LayoutKind.Sequential)]
 internal struct RopePush
 {
     // V, Keys, Values, SlotsPositions 0 unless the cache store is fused (rope.comp).

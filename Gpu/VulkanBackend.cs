@@ -38,6 +38,8 @@ public sealed unsafe class VulkanBackend : IBackend
     private readonly LastOperation _last = new();
     private readonly GpuBuffer[] _matVecReads = new GpuBuffer[12];
     private readonly GpuBuffer[] _matVecWrites = new GpuBuffer[6];
+    private readonly bool _matrixUnits;
+    private GpuBuffer? _split;
 
     public VulkanBackend(VulkanBackendOptions? options = null)
     {
@@ -51,6 +53,9 @@ public sealed unsafe class VulkanBackend : IBackend
             _device.BeforeBufferFreed = BeforeBufferFreed;
             _inputs = new StepInputs(_device, 1 << 20);
             _staging = GpuBuffer.HostVisible(_device, 16L << 20, "upload staging");
+            bool wanted = options.MatrixUnits
+                ?? (_device.Info.Type != "cpu" && !string.Equals(Environment.GetEnvironmentVariable("QWENSHARP_MATRIX_UNITS"), "off", StringComparison.OrdinalIgnoreCase));
+            _matrixUnits = wanted && _device.F16MatrixTile > 0 && MatrixUnitsAgree();
         }
         catch
         {
@@ -62,7 +67,14 @@ public sealed unsafe class VulkanBackend : IBackend
     /// <summary>The device in use.</summary>
     public GpuDeviceInfo Device => _device.Info;
 
-    public string Description => $"gpu, {_device.Info.Name} (Vulkan {_device.Info.ApiVersion}, subgroup {_device.Info.SubgroupSize})";
+    public string Description =>
+        $"gpu, {_device.Info.Name} (Vulkan {_device.Info.ApiVersion}, subgroup {_device.Info.SubgroupSize}{(_matrixUnits ? ", f16 matrix units" : "")})";
+
+    /// <summary>Whether prefill products of BF16 and F16 weights run on the matrix units (see <see cref="VulkanBackendOptions.MatrixUnits"/>).</summary>
+    public bool UsesMatrixUnits => _matrixUnits;
+
+    /// <summary>Products recorded on the matrix units so far.</summary>
+    public long MatrixUnitProducts { get; private set; }
 
     /// <summary>Device-local bytes held now: weights, activations, KV caches.</summary>
     public long AllocatedBytes => _device.AllocatedBytes;
@@ -169,6 +181,10 @@ public sealed unsafe class VulkanBackend : IBackend
             };
             MatVec(push, xa, x.Rows, w, Groups(w.Rows, MatVecRowsPerGroup), [w.Buffer, (b ?? w).Buffer], [ya.Buffer], single: true);
         }
+        else if (_matrixUnits && w.StoredType is DType.BF16 or DType.F16 && w.Cols % 2 == 0)
+        {
+            CoopGemm(xa, x.Rows, w, b, ya);
+        }
         else
         {
             uint tilesN = (uint)Groups(w.Rows, 64);
@@ -178,6 +194,102 @@ public sealed unsafe class VulkanBackend : IBackend
                 M = (uint)x.Rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
             };
             _stream.Dispatch(_shaders.Get(Shader(Kernel.Gemm, w.StoredType)), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
+        }
+    }
+
+    /// <summary>
+    /// x · wᵀ (+ bias) on the matrix units: split_rows.comp writes x as hi + lo f16 rows with a power-of-two scale per row into
+    /// scratch, gemm_coop.comp multiplies both against the weights into f32 and takes the scale back out.
+    /// </summary>
+    private void CoopGemm(GpuActivations x, int rows, GpuWeight w, GpuWeight? bias, GpuActivations y)
+    {
+        long halves = (long)rows * w.Cols;
+        GpuBuffer split = SplitBuffer((halves * 2 * sizeof(ushort)) + (rows * sizeof(float)));
+        ulong hi = split.Address, lo = hi + (ulong)(halves * sizeof(ushort)), unscale = lo + (ulong)(halves * sizeof(ushort));
+        var splitPush = new SplitRowsPush { X = x.Address, Hi = hi, Lo = lo, Unscale = unscale, Rows = (uint)rows, Cols = (uint)w.Cols };
+        _stream.Dispatch(_shaders.Get("split_rows"), splitPush, rows, [x.Buffer], [split]);
+        uint tilesN = (uint)Groups(w.Rows, 64);
+        var push = new CoopGemmPush
+        {
+            Hi = hi, Lo = lo, Unscale = unscale, W = w.Address, Bias = bias?.Address ?? 0, Y = y.Address,
+            M = (uint)rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
+        };
+        ulong pipeline = _shaders.Get(CoopShader(w.StoredType, _device.F16MatrixTile), (uint)(4 * _device.Info.SubgroupSize), constants: 1);
+        ReadOnlySpan<GpuBuffer> reads = bias is null ? [split, w.Buffer] : [split, w.Buffer, bias.Buffer];
+        _stream.Dispatch(pipeline, push, Groups(rows, 64) * tilesN, reads, [y.Buffer]);
+        MatrixUnitProducts++;
+    }
+
+    /// <summary>gemm_coop.comp compiled for a weight type and a product shape (literals, so a step allocates no names).</summary>
+    private static string CoopShader(DType type, int tile) => (type, tile) switch
+    {
+        (DType.BF16, 16) => "gemm_coop_bf16_16",
+        (DType.F16, 16) => "gemm_coop_f16_16",
+        (DType.BF16, 8) => "gemm_coop_bf16_8",
+        (DType.F16, 8) => "gemm_coop_f16_8",
+        _ => throw new NotSupportedException($"no matrix-unit product for {DTypes.Name(type)} weights in {tile} x {tile} tiles"),
+    };
+
+    /// <summary>The scratch of split activations, grown (before this call records anything, as growing submits the work so far).</summary>
+    private GpuBuffer SplitBuffer(long bytes)
+    {
+        if (_split is null || _split.Size < bytes)
+        {
+            _split?.Dispose();
+            _split = null;
+            _split = GpuBuffer.DeviceLocal(_device, bytes * 2, "split activations for the matrix units");
+        }
+
+        return _split;
+    }
+
+    /// <summary>
+    /// Whether gemm_coop.comp on this device gives what the f32 GEMM gives, on a product with partial tiles both ways and
+    /// K not a whole number of steps: the check that a driver's matrix units (which no CI device runs at this speed) keep
+    /// to the shader's assumptions, such as four subgroups of the size the device reports. Where not, the f32 GEMM stays.
+    /// </summary>
+    private bool MatrixUnitsAgree()
+    {
+        const int Rows = 70, Outputs = 72, Inputs = 112;
+        var random = new Random(7);
+        var weights = new ushort[Outputs * Inputs];
+        for (int i = 0; i < weights.Length; i++)
+        {
+            weights[i] = (ushort)(BitConverter.SingleToUInt32Bits((float)(random.NextDouble() - 0.5)) >> 16);
+        }
+
+        float[] x = [.. Enumerable.Range(0, Rows * Inputs).Select(_ => (float)(random.NextDouble() - 0.5))];
+        fixed (ushort* data = weights)
+        {
+            IBackend backend = this;
+            using DeviceWeight weight = backend.Upload(new TensorView("matrix-unit check", "VulkanBackend", DType.BF16, [Outputs, Inputs], (nint)data));
+            using DeviceBuffer input = backend.Allocate(Rows, Inputs), coop = backend.Allocate(Rows, Outputs), tiled = backend.Allocate(Rows, Outputs);
+            backend.Write(x, input.Rows(Rows));
+            GpuWeight w = GpuWeight.Of(weight);
+            CoopGemm(GpuActivations.Of(input.Rows(Rows)), Rows, w, null, GpuActivations.Of(coop.Rows(Rows)));
+            var push = new GemmPush
+            {
+                X = GpuActivations.Of(input.Rows(Rows)).Address, W = w.Address, Y = GpuActivations.Of(tiled.Rows(Rows)).Address,
+                M = Rows, N = Outputs, K = Inputs, TilesN = (uint)Groups(Outputs, 64),
+            };
+            _stream.Dispatch(_shaders.Get("gemm_bf16"), push, Groups(Rows, 64) * push.TilesN, [GpuActivations.Of(input.Rows(Rows)).Buffer, w.Buffer],
+                [GpuActivations.Of(tiled.Rows(Rows)).Buffer]);
+            float[] a = new float[Rows * Outputs], b = new float[Rows * Outputs];
+            backend.Download(coop.Rows(Rows), a);
+            backend.Download(tiled.Rows(Rows), b);
+            MatrixUnitProducts = 0;
+            _split?.Dispose();   // a model's first prefill sizes it; until then the backend holds no device memory of its own
+            _split = null;
+            for (int i = 0; i < a.Length; i++)
+            {
+                // Both near f32 accuracy: sums of 112 products of size under 1/4 are off by 1e-6 at most.
+                if (!(Math.Abs(a[i] - b[i]) <= 1e-4f))
+                {
+                    return false;
+                }
+            }
+
+            return true;
         }
     }
 
@@ -749,6 +861,7 @@ public sealed unsafe class VulkanBackend : IBackend
         _device.BeforeBufferFreed = null;
         _readback?.Dispose();
         _attentionPartial?.Dispose();
+        _split?.Dispose();
         _staging?.Dispose();
         _inputs?.Dispose();
         _stream?.Dispose();

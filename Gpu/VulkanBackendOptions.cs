@@ -13,4 +13,13 @@ public sealed record VulkanBackendOptions
     /// product's extra loads of x and the norm's weight cost about a third of its time.
     /// </summary>
     public bool? FuseDecode { get; init; }
+
+    /// <summary>
+    /// Whether prefill products of BF16 and F16 weights run on the device's matrix units (VK_KHR_cooperative_matrix, f16
+    /// into f32; gemm_coop.comp) where it has them and they pass a check against the f32 GEMM when the backend opens.
+    /// Null: on a GPU, unless the environment variable QWENSHARP_MATRIX_UNITS is "off" (for a comparison); off on a CPU
+    /// implementation, which emulates them (lavapipe's take 3.4 times as long as its f32 GEMM). True: wherever the device
+    /// has them (the tests on lavapipe); false: never.
+    /// </summary>
+    public bool? MatrixUnits { get; init; }
 }

@@ -39,10 +39,23 @@ internal sealed unsafe class VulkanDevice : IDisposable
             QueueCount = 1,
             PQueuePriorities = (nint)(&priority),
         };
-        var v12 = new VkPhysicalDeviceVulkan12Features { SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, BufferDeviceAddress = 1 };
+        F16MatrixTile = instance.F16MatrixTile(physicalDevice);
+        var matrix = new VkPhysicalDeviceCooperativeMatrixFeaturesKHR
+        {
+            SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR,
+            CooperativeMatrix = 1,
+        };
+        var v12 = new VkPhysicalDeviceVulkan12Features
+        {
+            SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+            PNext = F16MatrixTile > 0 ? (nint)(&matrix) : 0,
+            BufferDeviceAddress = 1,
+            ShaderFloat16 = F16MatrixTile > 0 ? 1u : 0u,
+            VulkanMemoryModel = F16MatrixTile > 0 ? 1u : 0u,
+        };
         var features = new VkPhysicalDeviceFeatures2 { SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, PNext = (nint)(&v12) };
         features.Features.ShaderInt64 = 1;
-        _handle = CreateDevice(instance, physicalDevice, &queueInfo, &features, _hasBudget);
+        _handle = CreateDevice(instance, physicalDevice, &queueInfo, &features, _hasBudget, F16MatrixTile > 0);
         Api = new DeviceApi(instance.Api, _handle);
         nint queue;
         Api.GetDeviceQueue(_handle, QueueFamily, 0, &queue);
@@ -66,6 +79,12 @@ internal sealed unsafe class VulkanDevice : IDisposable
     public uint MaxGroupsY { get; }
 
     public uint MaxPushConstantsSize { get; }
+
+    /// <summary>
+    /// The side of the square f16-into-f32 products the device's matrix units take (VK_KHR_cooperative_matrix, enabled here):
+    /// 16 or 8, or 0 where it has none (see <see cref="VulkanInstance.F16MatrixTile"/>).
+    /// </summary>
+    public int F16MatrixTile { get; }
 
     /// <summary>Called before any buffer is freed, so work that names it is submitted and recordings naming it dropped.</summary>
     public Action? BeforeBufferFreed { get; set; }
@@ -183,19 +202,31 @@ internal sealed unsafe class VulkanDevice : IDisposable
     }
 
     private static nint CreateDevice(VulkanInstance instance, nint physicalDevice, VkDeviceQueueCreateInfo* queue,
-        VkPhysicalDeviceFeatures2* features, bool memoryBudget)
+        VkPhysicalDeviceFeatures2* features, bool memoryBudget, bool cooperativeMatrix)
     {
         fixed (byte* budgetName = "VK_EXT_memory_budget\0"u8)
+        fixed (byte* matrixName = "VK_KHR_cooperative_matrix\0"u8)
         {
-            nint extensions = (nint)budgetName;
+            nint* extensions = stackalloc nint[2];
+            uint count = 0;
+            if (memoryBudget)
+            {
+                extensions[count++] = (nint)budgetName;
+            }
+
+            if (cooperativeMatrix)
+            {
+                extensions[count++] = (nint)matrixName;
+            }
+
             var info = new VkDeviceCreateInfo
             {
                 SType = Vk.STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                 PNext = (nint)features,
                 QueueCreateInfoCount = 1,
                 PQueueCreateInfos = (nint)queue,
-                EnabledExtensionCount = memoryBudget ? 1u : 0u,
-                PpEnabledExtensionNames = memoryBudget ? (nint)(&extensions) : 0,
+                EnabledExtensionCount = count,
+                PpEnabledExtensionNames = count > 0 ? (nint)extensions : 0,
             };
             nint device;
             VkCheck.Ok(instance.Api.CreateDevice(physicalDevice, &info, 0, &device), "vkCreateDevice");

@@ -100,6 +100,57 @@ internal sealed unsafe class VulkanInstance : IDisposable
             extensions.Contains("VK_KHR_cooperative_matrix"), unusable);
     }
 
+    /// <summary>
+    /// The square shape gemm_coop.comp can use on the device: 16 (16 x 16 x 16 products of f16 matrices into f32 at subgroup
+    /// scope, as NVIDIA and AMD offer), else 8 (8 x 8 x 8, as Mesa's lavapipe offers), else 0. Both need VK_KHR_cooperative_matrix
+    /// with its feature on, f16 arithmetic, and the Vulkan memory model the GLSL extension's SPIR-V declares.
+    /// </summary>
+    public int F16MatrixTile(nint physicalDevice)
+    {
+        if (!Extensions(physicalDevice).Contains("VK_KHR_cooperative_matrix") || Api.GetPhysicalDeviceCooperativeMatrixProperties == null)
+        {
+            return 0;
+        }
+
+        var matrix = new VkPhysicalDeviceCooperativeMatrixFeaturesKHR { SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR };
+        var v12 = new VkPhysicalDeviceVulkan12Features { SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, PNext = (nint)(&matrix) };
+        var features = new VkPhysicalDeviceFeatures2 { SType = Vk.STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, PNext = (nint)(&v12) };
+        Api.GetPhysicalDeviceFeatures2(physicalDevice, &features);
+        if (matrix.CooperativeMatrix == 0 || v12.ShaderFloat16 == 0 || v12.VulkanMemoryModel == 0)
+        {
+            return 0;
+        }
+
+        uint count = 0;
+        if (Api.GetPhysicalDeviceCooperativeMatrixProperties(physicalDevice, &count, null) != Vk.SUCCESS)
+        {
+            return 0;
+        }
+
+        var shapes = new VkCooperativeMatrixPropertiesKHR[count];
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            shapes[i].SType = Vk.STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR;
+        }
+
+        fixed (VkCooperativeMatrixPropertiesKHR* p = shapes)
+        {
+            if (Api.GetPhysicalDeviceCooperativeMatrixProperties(physicalDevice, &count, p) != Vk.SUCCESS)
+            {
+                return 0;
+            }
+        }
+
+        VkCooperativeMatrixPropertiesKHR[] listed = shapes[..(int)count];
+        bool Offers(uint size) => listed.Any(s => s.MSize == size && s.NSize == size && s.KSize == size
+            && s is
+            {
+                AType: Vk.COMPONENT_TYPE_FLOAT16_KHR, BType: Vk.COMPONENT_TYPE_FLOAT16_KHR, CType: Vk.COMPONENT_TYPE_FLOAT32_KHR,
+                ResultType: Vk.COMPONENT_TYPE_FLOAT32_KHR, SaturatingAccumulation: 0, Scope: Vk.SCOPE_SUBGROUP_KHR,
+            });
+        return Offers(16) ? 16 : Offers(8) ? 8 : 0;
+    }
+
     /// <summary>The device extensions a device offers.</summary>
     public HashSet<string> Extensions(nint physicalDevice)
     {

@@ -2,6 +2,8 @@
 # Compiles Gpu/Shaders/*.comp to SPIR-V with glslc (Debian: apt-get install glslc). The .spv files are
 # committed, so a clone builds without glslc; CI runs this with --check and fails when a committed .spv
 # differs from its source's compile. Shaders that read weights are compiled once per stored type.
+# gemm_coop.comp uses GL_KHR_cooperative_matrix, which Debian 12's glslc (shaderc 2023.2) does not know: it is compiled
+# by $GLSLC_COOPERATIVE_MATRIX, a newer glslc (tools/vulkan-sysroot.sh DIR gives one as DIR/bin/glslc), else by glslc.
 set -euo pipefail
 cd "$(dirname "$0")/../Gpu/Shaders"
 check=0
@@ -13,7 +15,7 @@ trap 'rm -rf "$out"' EXIT
 compile() {  # name source [defines...]
   local name="$1" source="$2"
   shift 2
-  glslc --target-env=vulkan1.2 -O -Werror "$@" -o "$out/$name.spv" "$source"
+  "${GLSLC:-glslc}" --target-env=vulkan1.2 -O -Werror "$@" -o "$out/$name.spv" "$source"
 }
 
 for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
@@ -22,8 +24,19 @@ for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   compile "matvec_$type" matvec.comp "$define"
   compile "gemm_$type" gemm.comp "$define"
 done
-for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows layer_norm gelu segment_attention; do
+for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows layer_norm gelu segment_attention split_rows; do
   compile "$shader" "$shader.comp"
+done
+coop="${GLSLC_COOPERATIVE_MATRIX:-glslc}"
+for type in bf16 f16; do
+  for tile in 16 8; do
+    GLSLC="$coop" compile "gemm_coop_${type}_$tile" gemm_coop.comp "-DWEIGHT_${type^^}" "-DTILE=${tile}u" 2> "$out/coop.log" || {
+      cat "$out/coop.log" >&2
+      echo "compile-shaders: gemm_coop.comp needs a glslc that knows GL_KHR_cooperative_matrix (shaderc 2023.8 or later):" \
+        "run tools/vulkan-sysroot.sh DIR and set GLSLC_COOPERATIVE_MATRIX=DIR/bin/glslc" >&2
+      exit 2
+    }
+  done
 done
 
 status=0

@@ -14,6 +14,8 @@ internal sealed unsafe class InstanceApi
         EnumerateDeviceExtensionProperties = (delegate* unmanaged<nint, byte*, uint*, VkExtensionProperties*, int>)Load(instance, "vkEnumerateDeviceExtensionProperties"u8);
         CreateDevice = (delegate* unmanaged<nint, VkDeviceCreateInfo*, nint, nint*, int>)Load(instance, "vkCreateDevice"u8);
         GetDeviceProcAddr = (delegate* unmanaged<nint, byte*, nint>)Load(instance, "vkGetDeviceProcAddr"u8);
+        GetPhysicalDeviceCooperativeMatrixProperties = (delegate* unmanaged<nint, uint*, VkCooperativeMatrixPropertiesKHR*, int>)
+            VulkanApi.Function(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR"u8);
     }
 
     public delegate* unmanaged<nint, nint, void> DestroyInstance { get; }
@@ -33,6 +35,9 @@ internal sealed unsafe class InstanceApi
     public delegate* unmanaged<nint, VkDeviceCreateInfo*, nint, nint*, int> CreateDevice { get; }
 
     public delegate* unmanaged<nint, byte*, nint> GetDeviceProcAddr { get; }
+
+    /// <summary>VK_KHR_cooperative_matrix's list of matrix shapes and types; null where the loader has no such function.</summary>
+    public delegate* unmanaged<nint, uint*, VkCooperativeMatrixPropertiesKHR*, int> GetPhysicalDeviceCooperativeMatrixProperties { get; }
 
     private static nint Load(nint instance, ReadOnlySpan<byte> name)
     {

@@ -632,6 +632,31 @@ internal unsafe struct VkSubmitInfo
     public nint PSignalSemaphores;
 }
 
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct VkPhysicalDeviceCooperativeMatrixFeaturesKHR
+{
+    public int SType;
+    public nint PNext;
+    public uint CooperativeMatrix;
+    public uint CooperativeMatrixRobustBufferAccess;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct VkCooperativeMatrixPropertiesKHR
+{
+    public int SType;
+    public nint PNext;
+    public uint MSize;
+    public uint NSize;
+    public uint KSize;
+    public int AType;
+    public int BType;
+    public int CType;
+    public int ResultType;
+    public uint SaturatingAccumulation;
+    public int Scope;
+}
+
 [InlineArray(32)]
 internal struct VkMemoryTypeArray32
 {
@@ -720,4 +745,9 @@ internal static class Vk
     public const int ERROR_FEATURE_NOT_PRESENT = -8;
     public const int ERROR_INCOMPATIBLE_DRIVER = -9;
     public const int ERROR_TOO_MANY_OBJECTS = -10;
+    public const int STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR = 1000506000;
+    public const int STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR = 1000506001;
+    public const int COMPONENT_TYPE_FLOAT16_KHR = 0;
+    public const int COMPONENT_TYPE_FLOAT32_KHR = 1;
+    public const int SCOPE_SUBGROUP_KHR = 3;
 }

@@ -49,6 +49,14 @@ for round in 1 2 3; do
   fi
 done
 
+# Prefill without the matrix units (QWENSHARP_MATRIX_UNITS=off: the f32 tiled GEMM), to show what gemm_coop.comp gives.
+for shape in 0.5b 7b; do
+  config=tests/fixtures/qwen2.5-0.5b-instruct/config.json
+  [[ "$shape" == 7b ]] && config=bench/configs/qwen2.5-7b/config.json
+  QWENSHARP_MATRIX_UNITS=off timeout 120 $q bench --config "$config" --random-weights --dtype bf16 --device gpu --prompt-tokens 512 --new-tokens 16 --json \
+    2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"$shape-no-matrix-units\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
+done
+
 # Quantized weights as stored on the device (the block-wise matvec and GEMM shaders): the 0.5B shape, quantized at load.
 for type in q4_0 q8_0; do
   timeout 60 $q bench --config tests/fixtures/qwen2.5-0.5b-instruct/config.json --random-weights --quantize $type --device gpu \

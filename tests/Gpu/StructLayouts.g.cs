@@ -594,6 +594,29 @@ internal static unsafe class StructLayouts
             layout["VkSubmitInfo.SignalSemaphoreCount"] = (int)((byte*)&s.SignalSemaphoreCount - (byte*)&s);
             layout["VkSubmitInfo.PSignalSemaphores"] = (int)((byte*)&s.PSignalSemaphores - (byte*)&s);
         }
+        {
+            VkPhysicalDeviceCooperativeMatrixFeaturesKHR s = default;
+            layout["VkPhysicalDeviceCooperativeMatrixFeaturesKHR"] = sizeof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR);
+            layout["VkPhysicalDeviceCooperativeMatrixFeaturesKHR.SType"] = (int)((byte*)&s.SType - (byte*)&s);
+            layout["VkPhysicalDeviceCooperativeMatrixFeaturesKHR.PNext"] = (int)((byte*)&s.PNext - (byte*)&s);
+            layout["VkPhysicalDeviceCooperativeMatrixFeaturesKHR.CooperativeMatrix"] = (int)((byte*)&s.CooperativeMatrix - (byte*)&s);
+            layout["VkPhysicalDeviceCooperativeMatrixFeaturesKHR.CooperativeMatrixRobustBufferAccess"] = (int)((byte*)&s.CooperativeMatrixRobustBufferAccess - (byte*)&s);
+        }
+        {
+            VkCooperativeMatrixPropertiesKHR s = default;
+            layout["VkCooperativeMatrixPropertiesKHR"] = sizeof(VkCooperativeMatrixPropertiesKHR);
+            layout["VkCooperativeMatrixPropertiesKHR.SType"] = (int)((byte*)&s.SType - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.PNext"] = (int)((byte*)&s.PNext - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.MSize"] = (int)((byte*)&s.MSize - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.NSize"] = (int)((byte*)&s.NSize - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.KSize"] = (int)((byte*)&s.KSize - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.AType"] = (int)((byte*)&s.AType - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.BType"] = (int)((byte*)&s.BType - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.CType"] = (int)((byte*)&s.CType - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.ResultType"] = (int)((byte*)&s.ResultType - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.SaturatingAccumulation"] = (int)((byte*)&s.SaturatingAccumulation - (byte*)&s);
+            layout["VkCooperativeMatrixPropertiesKHR.Scope"] = (int)((byte*)&s.Scope - (byte*)&s);
+        }
 
         return layout;
     }

@@ -8,7 +8,7 @@ namespace QwenSharp.Tests.Support;
 /// <summary>
 /// The backends a model test runs on, by name: "cpu:scalar", "cpu:vector256", "cpu:vector512" (each CPU kernel
 /// path) and "gpu" (the Vulkan backend on the first usable device: Mesa's lavapipe here and in CI, with the decode
-/// fusions a GPU runs, which lavapipe leaves off by default; the CLI tests run its default). Without a
+/// fusions and the matrix units a GPU uses, which lavapipe leaves off by default; the CLI tests run its default). Without a
 /// Vulkan device the GPU cases skip and say why, except under CI=true, where they fail.
 /// </summary>
 internal static class TestBackends
@@ -65,7 +65,8 @@ internal static class TestBackends
         if (name == Gpu)
         {
             RequireGpu();
-            return new VulkanBackend(new VulkanBackendOptions { FuseDecode = true });   // lavapipe's default is unfused
+            // lavapipe's defaults are unfused and without its (emulated) matrix units; the tests take both.
+            return new VulkanBackend(new VulkanBackendOptions { FuseDecode = true, MatrixUnits = true });
         }
 
         if (name == "cpu")

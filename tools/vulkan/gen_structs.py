@@ -5,6 +5,9 @@ real layout (sizeof, offsetof) as the C compiler sees it, for the layout test.
     python3 tools/vulkan/gen_structs.py /usr/include/vulkan/vulkan_core.h
     cc -I/usr/include tools/vulkan/layout.g.c -o /tmp/vk-layout && /tmp/vk-layout > tests/fixtures/vulkan/struct-layout.txt
 
+The committed files come from Vulkan-Headers 1.4.309 (Debian 13's libvulkan-dev), which has VK_KHR_cooperative_matrix
+(Debian 12's 1.3.239 does not).
+
 Writes Gpu/Vulkan/VkStructs.g.cs, tools/vulkan/layout.g.c and tests/Gpu/StructLayouts.g.cs (the same sizes
 and offsets as C# lays the structs out). Only what compute needs is listed here.
 """
@@ -29,6 +32,7 @@ STRUCTS = [
     "VkComputePipelineCreateInfo",
     "VkCommandPoolCreateInfo", "VkCommandBufferAllocateInfo", "VkCommandBufferBeginInfo",
     "VkMemoryBarrier", "VkBufferCopy", "VkFenceCreateInfo", "VkSubmitInfo",
+    "VkPhysicalDeviceCooperativeMatrixFeaturesKHR", "VkCooperativeMatrixPropertiesKHR",
 ]
 
 # Enum values the backend uses, emitted as constants under their C names less the VK_ prefix.
@@ -61,6 +65,8 @@ CONSTANTS = [
     "VK_ERROR_OUT_OF_DEVICE_MEMORY", "VK_ERROR_INITIALIZATION_FAILED", "VK_ERROR_DEVICE_LOST",
     "VK_ERROR_MEMORY_MAP_FAILED", "VK_ERROR_LAYER_NOT_PRESENT", "VK_ERROR_EXTENSION_NOT_PRESENT",
     "VK_ERROR_FEATURE_NOT_PRESENT", "VK_ERROR_INCOMPATIBLE_DRIVER", "VK_ERROR_TOO_MANY_OBJECTS",
+    "VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR", "VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR",
+    "VK_COMPONENT_TYPE_FLOAT16_KHR", "VK_COMPONENT_TYPE_FLOAT32_KHR", "VK_SCOPE_SUBGROUP_KHR",
 ]
 
 PRIMITIVES = {
@@ -116,7 +122,7 @@ def main():
         measure += ["        {", f"            {name} s = default;", f'            layout["{name}"] = sizeof({name});']
         for line in bodies[name].splitlines():
             line = line.strip().rstrip(";")
-            if not line:
+            if not line or line.startswith("//"):    # newer headers comment some fields (enabledLayerCount is deprecated)
                 continue
             m = re.match(r"(?:const\s+)?(\w+)((?:\s*\*\s*(?:const\s*)?)*)\s+(\w+)(?:\[(\w+)\])?$", line)
             if not m:

@@ -462,5 +462,22 @@ int main(void) {
     printf("VkSubmitInfo.PCommandBuffers %zu\n", offsetof(VkSubmitInfo, pCommandBuffers));
     printf("VkSubmitInfo.SignalSemaphoreCount %zu\n", offsetof(VkSubmitInfo, signalSemaphoreCount));
     printf("VkSubmitInfo.PSignalSemaphores %zu\n", offsetof(VkSubmitInfo, pSignalSemaphores));
+    printf("VkPhysicalDeviceCooperativeMatrixFeaturesKHR %zu\n", sizeof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR));
+    printf("VkPhysicalDeviceCooperativeMatrixFeaturesKHR.SType %zu\n", offsetof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR, sType));
+    printf("VkPhysicalDeviceCooperativeMatrixFeaturesKHR.PNext %zu\n", offsetof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR, pNext));
+    printf("VkPhysicalDeviceCooperativeMatrixFeaturesKHR.CooperativeMatrix %zu\n", offsetof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR, cooperativeMatrix));
+    printf("VkPhysicalDeviceCooperativeMatrixFeaturesKHR.CooperativeMatrixRobustBufferAccess %zu\n", offsetof(VkPhysicalDeviceCooperativeMatrixFeaturesKHR, cooperativeMatrixRobustBufferAccess));
+    printf("VkCooperativeMatrixPropertiesKHR %zu\n", sizeof(VkCooperativeMatrixPropertiesKHR));
+    printf("VkCooperativeMatrixPropertiesKHR.SType %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, sType));
+    printf("VkCooperativeMatrixPropertiesKHR.PNext %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, pNext));
+    printf("VkCooperativeMatrixPropertiesKHR.MSize %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, MSize));
+    printf("VkCooperativeMatrixPropertiesKHR.NSize %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, NSize));
+    printf("VkCooperativeMatrixPropertiesKHR.KSize %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, KSize));
+    printf("VkCooperativeMatrixPropertiesKHR.AType %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, AType));
+    printf("VkCooperativeMatrixPropertiesKHR.BType %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, BType));
+    printf("VkCooperativeMatrixPropertiesKHR.CType %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, CType));
+    printf("VkCooperativeMatrixPropertiesKHR.ResultType %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, ResultType));
+    printf("VkCooperativeMatrixPropertiesKHR.SaturatingAccumulation %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, saturatingAccumulation));
+    printf("VkCooperativeMatrixPropertiesKHR.Scope %zu\n", offsetof(VkCooperativeMatrixPropertiesKHR, scope));
     return 0;
 }
