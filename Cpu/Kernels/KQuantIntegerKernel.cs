@@ -69,6 +69,14 @@ internal static class KQuantIntegerKernel
                 Unsafe.Add(ref y, r) = type == DType.Q6_K ? Q6KScalar(ref row, operands) : Q4KScalar(ref row, operands, fifth: type == DType.Q5_K);
             }
         }
+        else if (type == DType.Q4_K && ByteDots.Vnni(path))
+        {
+            RowGroups.Run<Q4K256VnniRow>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.Q5_K && ByteDots.Vnni(path))
+        {
+            RowGroups.Run<Q5K256VnniRow>(ref w, rowBytes, count, operands, ref y);
+        }
         else if (type == DType.Q4_K)
         {
             // Q4_K (and Q5_K) have no 512-bit kernel: one (the nibbles of a chunk side by side, 64-byte products) ran at 24-29
@@ -164,13 +172,25 @@ internal static class KQuantIntegerKernel
     private readonly struct Q4K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false, vnni: false);
+    }
+
+    private readonly struct Q4K256VnniRow : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false, vnni: true);
     }
 
     private readonly struct Q5K256Row : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true, vnni: false);
+    }
+
+    private readonly struct Q5K256VnniRow : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true, vnni: true);
     }
 
     /// <summary>
@@ -180,7 +200,7 @@ internal static class KQuantIntegerKernel
     /// 30 instructions off the loop, but it is bound by the vector units, and it ran at 24.4.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth)
+    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte q8 = ref operands.Codes;
@@ -199,8 +219,19 @@ internal static class KQuantIntegerKernel
             Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
             Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
 
-            Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth)
-                + Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth);
+            Vector256<int> sumi;
+            if (vnni)
+            {
+                // Two chains of vpdpwssd (each adds into its accumulator), so a super-block waits on four, not eight.
+                Vector256<int> even = Q4KChunk256Vnni(ref qs, ref q8, scales, 0, qh, fifth, default);
+                Vector256<int> odd = Q4KChunk256Vnni(ref qs, ref q8, scales, 1, qh, fifth, default);
+                sumi = Q4KChunk256Vnni(ref qs, ref q8, scales, 2, qh, fifth, even) + Q4KChunk256Vnni(ref qs, ref q8, scales, 3, qh, fifth, odd);
+            }
+            else
+            {
+                sumi = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth)
+                    + Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth);
+            }
 
             // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
             Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()), Vector128.LoadUnsafe(ref sums));
@@ -236,6 +267,32 @@ internal static class KQuantIntegerKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth)
     {
+        (Vector256<short> low, Vector256<short> lowScale, Vector256<short> high, Vector256<short> highScale) = Q4KPairs(ref qs, ref q8, scales, c, qh, fifth);
+        return Avx2.MultiplyAddAdjacent(low, lowScale) + Avx2.MultiplyAddAdjacent(high, highScale);
+    }
+
+    /// <summary>
+    /// <see cref="Q4KChunk256"/> added to <paramref name="addend"/> with AVX-VNNI's vpdpwssd, which weights the 16-bit pair sums by
+    /// the scales and adds them in one instruction where vpmaddwd and vpaddd take two (the 512-bit path on a CPU with AVX-VNNI,
+    /// as <see cref="ByteDots"/>). On the 2-core Xeon, alternating builds: 5-8% less time per Q4_K super-block from L2 (8.3
+    /// against 8.8 ns and 9.8 against 10.6, medians of two sets of 8-10 runs), a Q4_K_M 1.5B model on two threads 16.4 against
+    /// 16.1 tokens/s and Q5_K_M 13.1 against 12.4; from memory on one thread no different.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4KChunk256Vnni(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, Vector256<int> addend)
+    {
+        (Vector256<short> low, Vector256<short> lowScale, Vector256<short> high, Vector256<short> highScale) = Q4KPairs(ref qs, ref q8, scales, c, qh, fifth);
+        return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(addend, low, lowScale), high, highScale);
+    }
+
+    /// <summary>
+    /// Chunk <paramref name="c"/>'s codes times the activations, pairs summed to 16 bits (vpmaddubsw), for sub-blocks 2c (low
+    /// nibbles) and 2c + 1 (high nibbles), each beside its sub-block's scale spread over the 16-bit lanes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<short> Low, Vector256<short> LowScale, Vector256<short> High, Vector256<short> HighScale) Q4KPairs(
+        ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth)
+    {
         var mask = Vector256.Create((byte)0x0F);
         Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
         Vector256<byte> lowCodes = packed & mask, highCodes = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
@@ -248,8 +305,7 @@ internal static class KQuantIntegerKernel
         Vector256<short> low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)));
         Vector256<short> high = Avx2.MultiplyAddAdjacent(highCodes, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
         Vector128<byte> lowIndex = Spread16(2 * c), highIndex = Spread16((2 * c) + 1);
-        return Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16())
-            + Avx2.MultiplyAddAdjacent(high, Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16());
+        return (low, Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16(), high, Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16());
     }
 
     // ---- Q6_K ----
