@@ -107,6 +107,21 @@ public sealed class KQuantKernelTests
         }
     }
 
+    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K];
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void The_512_bit_path_without_vnni_passes_the_same_tests(DType type)
+    {
+        // The 512-bit path's kernels without vpdpwssd (AMD Zen 4's: AVX-512 and GFNI without AVX-VNNI), whichever this CPU has.
+        using (ByteDots.WithoutVnni())
+        {
+            Integer_dot_with_q8_k_activations_equals_its_definition_on_every_path(KernelPath.Vector512, type);
+            Rows_four_at_a_time_equal_one_at_a_time(KernelPath.Vector512, type);
+            Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(KernelPath.Vector512, type);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(PathsAndTypes))]
     public void Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(KernelPath path, DType type)
