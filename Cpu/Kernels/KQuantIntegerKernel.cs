@@ -231,19 +231,10 @@ internal static class KQuantIntegerKernel
             Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
             Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
 
-            Vector256<int> sumi;
-            if (vnni)
-            {
-                // Two chains of vpdpwssd (each adds into its accumulator), so a super-block waits on four, not eight.
-                Vector256<int> even = Q4KChunk256Vnni(ref qs, ref q8, scales, 0, qh, fifth, gfni, default);
-                Vector256<int> odd = Q4KChunk256Vnni(ref qs, ref q8, scales, 1, qh, fifth, gfni, default);
-                sumi = Q4KChunk256Vnni(ref qs, ref q8, scales, 2, qh, fifth, gfni, even) + Q4KChunk256Vnni(ref qs, ref q8, scales, 3, qh, fifth, gfni, odd);
-            }
-            else
-            {
-                sumi = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth, gfni) + Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth, gfni)
-                    + Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth, gfni) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth, gfni);
-            }
+            // Two chains (each chunk adds into its addend: vpdpwssd with AVX-VNNI), so a super-block waits on two, not four.
+            Vector256<int> even = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth, gfni, vnni, default);
+            Vector256<int> odd = Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth, gfni, vnni, default);
+            Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth, gfni, vnni, even) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth, gfni, vnni, odd);
 
             // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
             Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()), Vector128.LoadUnsafe(ref sums));
@@ -272,40 +263,25 @@ internal static class KQuantIntegerKernel
     }
 
     /// <summary>
-    /// Σ scale × Σ code × x over sub-blocks 2c and 2c + 1 (32 bytes: low nibbles are sub-block 2c's values, high nibbles
-    /// 2c + 1's), in eight 32-bit lanes; with <paramref name="fifth"/>, Q5_K's codes get their fifth bit from
-    /// <paramref name="qh"/>. <paramref name="c"/> is a constant at every call, so the shuffles' indexes are too.
+    /// <paramref name="addend"/> + Σ scale × Σ code × x over sub-blocks 2c and 2c + 1 (32 bytes: low nibbles are sub-block 2c's
+    /// values, high nibbles 2c + 1's), in eight 32-bit lanes; with <paramref name="fifth"/>, Q5_K's codes get their fifth bit
+    /// from <paramref name="qh"/>. <paramref name="c"/> is a constant at every call, so the shuffles' indexes are too. One
+    /// method for every variant: a helper for the shared part was not inlined everywhere in a four-row runner (the JIT's
+    /// inlining budget) and returned its vectors through memory; without it Q4_K took 8.3 ns per super-block from L2 on the
+    /// Xeon against 9.7 (medians of 8 alternating runs).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, bool gfni)
-    {
-        (Vector256<short> low, Vector256<short> lowScale, Vector256<short> high, Vector256<short> highScale) = Q4KPairs(ref qs, ref q8, scales, c, qh, fifth, gfni);
-        return Avx2.MultiplyAddAdjacent(low, lowScale) + Avx2.MultiplyAddAdjacent(high, highScale);
-    }
-
-    /// <summary>
-    /// <see cref="Q4KChunk256"/> added to <paramref name="addend"/> with AVX-VNNI's vpdpwssd, which weights the 16-bit pair sums by
-    /// the scales and adds them in one instruction where vpmaddwd and vpaddd take two (the 512-bit path on a CPU with AVX-VNNI,
-    /// as <see cref="ByteDots"/>). On the 2-core Xeon, alternating builds: 5-8% less time per Q4_K super-block from L2 (8.3
-    /// against 8.8 ns and 9.8 against 10.6, medians of two sets of 8-10 runs), a Q4_K_M 1.5B model on two threads 16.4 against
-    /// 16.1 tokens/s and Q5_K_M 13.1 against 12.4; from memory on one thread no different.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4KChunk256Vnni(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, bool gfni, Vector256<int> addend)
-    {
-        (Vector256<short> low, Vector256<short> lowScale, Vector256<short> high, Vector256<short> highScale) = Q4KPairs(ref qs, ref q8, scales, c, qh, fifth, gfni);
-        return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(addend, low, lowScale), high, highScale);
-    }
-
-    /// <summary>
-    /// Chunk <paramref name="c"/>'s codes times the activations, pairs summed to 16 bits (vpmaddubsw), for sub-blocks 2c (low
-    /// nibbles) and 2c + 1 (high nibbles), each beside its sub-block's scale spread over the 16-bit lanes. With
-    /// <paramref name="gfni"/> (the 512-bit path, where AVX-512VL makes the select one vpternlogd), Q5_K's codes are each
+    /// <remarks>
+    /// <paramref name="gfni"/> (the 512-bit path, where AVX-512VL makes the select one vpternlogd): Q5_K's codes are each
     /// nibble selected beside its fifth bit from GFNI, two instructions where the shifts and masks take four.
-    /// </summary>
+    /// <paramref name="vnni"/> (the 512-bit path on a CPU with AVX-VNNI, as <see cref="ByteDots"/>): vpdpwssd weights the
+    /// 16-bit pair sums by the scales and adds them in one instruction where vpmaddwd and vpaddd take two. On the 2-core
+    /// Xeon, alternating builds: 5-8% less time per Q4_K super-block from L2 (8.3 against 8.8 ns and 9.8 against 10.6,
+    /// medians of two sets of 8-10 runs), a Q4_K_M 1.5B model on two threads 16.4 against 16.1 tokens/s and Q5_K_M 13.1
+    /// against 12.4; from memory on one thread no different.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector256<short> Low, Vector256<short> LowScale, Vector256<short> High, Vector256<short> HighScale) Q4KPairs(
-        ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, bool gfni)
+    private static Vector256<int> Q4KChunk256(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, bool gfni, bool vnni,
+        Vector256<int> addend)
     {
         var mask = Vector256.Create((byte)0x0F);
         Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
@@ -319,18 +295,20 @@ internal static class KQuantIntegerKernel
         {
             lowCodes = packed & mask;
             highCodes = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
-        }
-
-        if (fifth && !gfni)
-        {
-            lowCodes |= FifthBit(qh, 2 * c);
-            highCodes |= FifthBit(qh, (2 * c) + 1);
+            if (fifth)
+            {
+                lowCodes |= FifthBit(qh, 2 * c);
+                highCodes |= FifthBit(qh, (2 * c) + 1);
+            }
         }
 
         Vector256<short> low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)));
         Vector256<short> high = Avx2.MultiplyAddAdjacent(highCodes, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
         Vector128<byte> lowIndex = Spread16(2 * c), highIndex = Spread16((2 * c) + 1);
-        return (low, Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16(), high, Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16());
+        Vector256<short> lowScale = Avx2.Shuffle(scales, Vector256.Create(lowIndex, lowIndex)).AsInt16();
+        Vector256<short> highScale = Avx2.Shuffle(scales, Vector256.Create(highIndex, highIndex)).AsInt16();
+        return vnni ? AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(addend, low, lowScale), high, highScale)
+            : addend + Avx2.MultiplyAddAdjacent(low, lowScale) + Avx2.MultiplyAddAdjacent(high, highScale);
     }
 
     /// <summary>
