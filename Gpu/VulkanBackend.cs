@@ -54,8 +54,10 @@ public sealed unsafe class VulkanBackend : IBackend
             _device.BeforeBufferFreed = BeforeBufferFreed;
             _inputs = new StepInputs(_device, 1 << 20);
             _staging = GpuBuffer.HostVisible(_device, 16L << 20, "upload staging");
+            string? asked = Environment.GetEnvironmentVariable("QWENSHARP_MATRIX_UNITS");
             bool wanted = options.MatrixUnits
-                ?? (_device.Info.Type != "cpu" && !string.Equals(Environment.GetEnvironmentVariable("QWENSHARP_MATRIX_UNITS"), "off", StringComparison.OrdinalIgnoreCase));
+                ?? (string.Equals(asked, "on", StringComparison.OrdinalIgnoreCase)
+                    || (_device.Info.Type != "cpu" && !string.Equals(asked, "off", StringComparison.OrdinalIgnoreCase)));
             _matrixUnits = wanted && _device.F16MatrixTile > 0 && MatrixUnitsAgree();
             _matrixUnitsFailed = wanted && _device.F16MatrixTile > 0 && !_matrixUnits;
         }
