@@ -1,11 +1,12 @@
 #version 460
 // Y[m, n] = X[m, :] · W[n, :] + bias[n] on the device's matrix units (VK_KHR_cooperative_matrix): TILE x TILE x TILE
-// products of f16 matrices into f32 (TILE 16 as NVIDIA and AMD offer, 8 as Mesa's lavapipe does; compiled once for each). X arrives from split_rows.comp as hi + lo f16 rows scaled by a power of two per row,
-// so each product is hi·W + lo·W with 22 of x's significant bits; W (bf16 or f16 as stored) widens to f16 exactly within
-// f16's range (bf16 weights beyond 65504 or below 2^-24 are not, and such weights do not occur in these models).
-// A 64 x 64 output tile per workgroup of four subgroups, each taking a 32 x 32 quadrant as (32 / TILE)² accumulators; K in
-// steps of 32 through shared memory. The host sets the workgroup to four subgroups (specialization constant 0) and checks this
-// shader against the f32 GEMM on the device before trusting it (VulkanBackend.MatrixUnitsAgree).
+// products of f16 matrices into f32 (TILE 16 as NVIDIA and AMD offer, 8 as Mesa's lavapipe does; compiled for each).
+// X arrives from split_rows.comp as hi + lo f16 rows scaled by a power of two per row, so each product is hi·W + lo·W
+// with 22 of x's significant bits. W (bf16 or f16 as stored) widens to f16 exactly from 2^-14 to 65504; below, a bf16
+// weight moves by at most 2^-25, and trained weights do not come near the top.
+// A 64 x 64 output tile per workgroup of four subgroups, each taking a 32 x 32 quadrant as (32 / TILE)² accumulators; K
+// in steps of 32 through shared memory. The host sets the workgroup to four subgroups (specialization constant 0) and
+// checks this shader against the f32 GEMM on the device before trusting it (VulkanBackend.MatrixUnitsAgree).
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
