@@ -77,7 +77,7 @@ public sealed unsafe class VulkanBackend : IBackend
     private string MatrixUnitsText => _matrixUnits ? ", f16 matrix units"
         : _matrixUnitsFailed ? ", matrix units unused: they disagreed with the f32 GEMM" : "";
 
-    /// <summary>Whether prefill products of BF16 and F16 weights run on the matrix units (see <see cref="VulkanBackendOptions.MatrixUnits"/>).</summary>
+    /// <summary>Whether prefill products run on the matrix units (see <see cref="VulkanBackendOptions.MatrixUnits"/>).</summary>
     public bool UsesMatrixUnits => _matrixUnits;
 
     /// <summary>Products recorded on the matrix units so far.</summary>
@@ -188,7 +188,7 @@ public sealed unsafe class VulkanBackend : IBackend
             };
             MatVec(push, xa, x.Rows, w, Groups(w.Rows, MatVecRowsPerGroup), [w.Buffer, (b ?? w).Buffer], [ya.Buffer], single: true);
         }
-        else if (_matrixUnits && w.StoredType is DType.BF16 or DType.F16 && w.Cols % 2 == 0)
+        else if (_matrixUnits && w.Cols % 2 == 0)
         {
             CoopGemm(xa, x.Rows, w, b, ya);
         }
@@ -232,8 +232,20 @@ public sealed unsafe class VulkanBackend : IBackend
     {
         (DType.BF16, 16) => "gemm_coop_bf16_16",
         (DType.F16, 16) => "gemm_coop_f16_16",
+        (DType.F32, 16) => "gemm_coop_f32_16",
+        (DType.Q8_0, 16) => "gemm_coop_q8_0_16",
+        (DType.Q4_0, 16) => "gemm_coop_q4_0_16",
+        (DType.Q4_K, 16) => "gemm_coop_q4_k_16",
+        (DType.Q5_K, 16) => "gemm_coop_q5_k_16",
+        (DType.Q6_K, 16) => "gemm_coop_q6_k_16",
         (DType.BF16, 8) => "gemm_coop_bf16_8",
         (DType.F16, 8) => "gemm_coop_f16_8",
+        (DType.F32, 8) => "gemm_coop_f32_8",
+        (DType.Q8_0, 8) => "gemm_coop_q8_0_8",
+        (DType.Q4_0, 8) => "gemm_coop_q4_0_8",
+        (DType.Q4_K, 8) => "gemm_coop_q4_k_8",
+        (DType.Q5_K, 8) => "gemm_coop_q5_k_8",
+        (DType.Q6_K, 8) => "gemm_coop_q6_k_8",
         _ => throw new NotSupportedException($"no matrix-unit product for {DTypes.Name(type)} weights in {tile} x {tile} tiles"),
     };
 

@@ -15,8 +15,8 @@ public sealed record VulkanBackendOptions
     public bool? FuseDecode { get; init; }
 
     /// <summary>
-    /// Whether prefill products of BF16 and F16 weights run on the device's matrix units (VK_KHR_cooperative_matrix, f16
-    /// into f32; gemm_coop.comp) where it has them and they pass a check against the f32 GEMM when the backend opens.
+    /// Whether prefill products (of weights of every type, rows of even width) run on the device's matrix units
+    /// (VK_KHR_cooperative_matrix, f16 into f32; gemm_coop.comp) where it has them and they pass a check against the f32 GEMM when the backend opens.
     /// Null: on a GPU, off on a CPU implementation, which emulates them (lavapipe's take 3.4 times as long as its f32 GEMM);
     /// the environment variable QWENSHARP_MATRIX_UNITS=off or =on overrides either (for a comparison). True: wherever the
     /// device has them (the tests on lavapipe); false: never.

@@ -28,7 +28,7 @@ for shader in rms_norm rope kv_store attention attention_combine swiglu add gath
   compile "$shader" "$shader.comp"
 done
 coop="${GLSLC_COOPERATIVE_MATRIX:-glslc}"
-for type in bf16 f16; do
+for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   for tile in 16 8; do
     GLSLC="$coop" compile "gemm_coop_${type}_$tile" gemm_coop.comp "-DWEIGHT_${type^^}" "-DTILE=${tile}u" 2> "$out/coop.log" || {
       cat "$out/coop.log" >&2

@@ -32,13 +32,26 @@ public sealed class MatrixUnitTests
     [SkippableTheory]
     [InlineData(DType.BF16)]
     [InlineData(DType.F16)]
+    [InlineData(DType.F32)]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
+    [InlineData(DType.Q6_K)]
     public void Linear_PrefillRows_RunOnMatrixUnitsWithinF32Accuracy(DType type)
     {
         using VulkanBackend backend = OpenWithMatrixUnits();
         IBackend b = backend;
-        // Partial 64-row and 64-output tiles, K not a whole number of 32-wide steps; rows of very different sizes, from
-        // 1e-6 to 1e6 (f16 alone holds neither end: each row is scaled by its own power of two).
-        foreach ((int rows, int outputs, int inputs) in new[] { (9, 5, 16), (70, 130, 136), (130, 72, 250) })
+        // Partial 64-row and 64-output tiles, K not a whole number of 32-wide steps (for the types that allow it); rows of
+        // very different sizes, from 1e-6 to 1e6 (f16 alone holds neither end: each row is scaled by its own power of two).
+        // The weights are the product's exact stored values (dequantized in double), so no type gets an allowance.
+        (int, int, int)[] shapes = type switch
+        {
+            DType.Q4_K or DType.Q5_K or DType.Q6_K => [(9, 5, 256), (70, 130, 512)],
+            DType.Q8_0 or DType.Q4_0 => [(9, 5, 32), (70, 130, 160), (130, 72, 256)],
+            _ => [(9, 5, 16), (70, 130, 136), (130, 72, 250)],
+        };
+        foreach ((int rows, int outputs, int inputs) in shapes)
         {
             using var w = new BackendConformanceTests.StoredTensor("w", KernelData.Floats(outputs * inputs, inputs), type, [outputs, inputs]);
             using var bias = new BackendConformanceTests.StoredTensor("b", KernelData.Floats(outputs, 3), DType.F32, [outputs]);
@@ -71,11 +84,11 @@ public sealed class MatrixUnitTests
     }
 
     [SkippableFact]
-    public void Linear_OddWidthOrF32OrDecodeRows_StayOffTheMatrixUnits()
+    public void Linear_OddWidthOrDecodeRows_StayOffTheMatrixUnits()
     {
         using VulkanBackend backend = OpenWithMatrixUnits();
         IBackend b = backend;
-        foreach ((DType type, int rows, int inputs) in new[] { (DType.BF16, 70, 15), (DType.F32, 70, 16), (DType.BF16, 8, 16) })
+        foreach ((DType type, int rows, int inputs) in new[] { (DType.BF16, 70, 15), (DType.F32, 70, 15), (DType.Q8_0, 8, 32), (DType.BF16, 8, 16) })
         {
             using var w = new BackendConformanceTests.StoredTensor("w", KernelData.Floats(24 * inputs, 5), type, [24, inputs]);
             using DeviceWeight weight = b.Upload(w.View);
