@@ -32,7 +32,7 @@ for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   for tile in 16 8; do
     GLSLC="$coop" compile "gemm_coop_${type}_$tile" gemm_coop.comp "-DWEIGHT_${type^^}" "-DTILE=${tile}u" 2> "$out/coop.log" || {
       cat "$out/coop.log" >&2
-      echo "compile-shaders: gemm_coop.comp needs a glslc that knows GL_KHR_cooperative_matrix (shaderc 2023.8 or later):" \
+      echo "compile-shaders: gemm_coop.comp needs a glslc that knows GL_KHR_cooperative_matrix (newer than Debian 12's shaderc 2023.2; Debian 13's 2025.2 is one):" \
         "run tools/vulkan-sysroot.sh DIR and set GLSLC_COOPERATIVE_MATRIX=DIR/bin/glslc" >&2
       exit 2
     }

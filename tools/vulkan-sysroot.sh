@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A newer Vulkan stack beside the system's, for what Debian 12 (bookworm) lacks: Mesa's lavapipe with matrix units
-# (VK_KHR_cooperative_matrix, Mesa 25.1 and later) and a glslc that compiles GL_KHR_cooperative_matrix (shaderc 2023.8
-# and later). It fetches Debian 13 (trixie, and trixie-backports for Mesa) packages with a private apt state, unpacks
-# them into DIR without installing anything, and writes:
+# (VK_KHR_cooperative_matrix: Mesa 26.1 has them, 25.0 does not) and a glslc that compiles GL_KHR_cooperative_matrix
+# (Debian 12's shaderc 2023.2 does not; Debian 13's 2025.2 does). It fetches Debian 13 (trixie, and trixie-backports for
+# Mesa) packages with a private apt state, unpacks them into DIR without installing anything, and writes:
 #   DIR/lvp_icd.json   the lavapipe driver, for VK_DRIVER_FILES
 #   DIR/bin/glslc      the newer glslc
 #   DIR/bin/dotnet     the dotnet host under the newer C library, for RunConfiguration.DotNetHostPath (lavapipe needs

@@ -9,7 +9,7 @@ namespace QwenSharp.Tests.Gpu;
 
 /// <summary>
 /// Prefill products on the device's matrix units (VK_KHR_cooperative_matrix: split_rows.comp and gemm_coop.comp). They run
-/// where the Vulkan device has f16 matrix units: Mesa's lavapipe from 25.1 on, which .ci/run fetches for a second pass over
+/// where the Vulkan device has f16 matrix units: Mesa 26.1's lavapipe (Debian 13), which .ci/run fetches for a second pass over
 /// the GPU tests with QWENSHARP_REQUIRE_MATRIX_UNITS=1 (then a device without them fails these tests instead of skipping).
 /// </summary>
 public sealed class MatrixUnitTests
