@@ -173,7 +173,6 @@ public sealed unsafe class VulkanBackend : IBackend
         CheckCols(y, w.Rows, weight.Name);
         GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
         GpuWeight? b = bias is null ? null : VectorOf(bias);
-        ReadOnlySpan<GpuBuffer> reads = b is null ? [xa.Buffer, w.Buffer] : [xa.Buffer, w.Buffer, b.Buffer];
         if (x.Rows == 0)
         {
             return;
@@ -194,14 +193,21 @@ public sealed unsafe class VulkanBackend : IBackend
         }
         else
         {
-            uint tilesN = (uint)Groups(w.Rows, 64);
-            var push = new GemmPush
-            {
-                X = xa.Address, W = w.Address, Bias = b?.Address ?? 0, Y = ya.Address,
-                M = (uint)x.Rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
-            };
-            _stream.Dispatch(_shaders.Get(Shader(Kernel.Gemm, w.StoredType)), push, Groups(x.Rows, 64) * tilesN, reads, [ya.Buffer]);
+            TiledGemm(xa, x.Rows, w, b, ya);
         }
+    }
+
+    /// <summary>x · wᵀ (+ bias) as gemm.comp's f32 tiles in shared memory.</summary>
+    private void TiledGemm(GpuActivations x, int rows, GpuWeight w, GpuWeight? bias, GpuActivations y)
+    {
+        uint tilesN = (uint)Groups(w.Rows, 64);
+        var push = new GemmPush
+        {
+            X = x.Address, W = w.Address, Bias = bias?.Address ?? 0, Y = y.Address,
+            M = (uint)rows, N = (uint)w.Rows, K = (uint)w.Cols, TilesN = tilesN,
+        };
+        ReadOnlySpan<GpuBuffer> reads = bias is null ? [x.Buffer, w.Buffer] : [x.Buffer, w.Buffer, bias.Buffer];
+        _stream.Dispatch(_shaders.Get(Shader(Kernel.Gemm, w.StoredType)), push, Groups(rows, 64) * tilesN, reads, [y.Buffer]);
     }
 
     /// <summary>
@@ -285,14 +291,9 @@ public sealed unsafe class VulkanBackend : IBackend
             using DeviceBuffer input = backend.Allocate(Rows, Inputs), coop = backend.Allocate(Rows, Outputs), tiled = backend.Allocate(Rows, Outputs);
             backend.Write(x, input.Rows(Rows));
             GpuWeight w = GpuWeight.Of(weight);
-            CoopGemm(GpuActivations.Of(input.Rows(Rows)), Rows, w, null, GpuActivations.Of(coop.Rows(Rows)));
-            var push = new GemmPush
-            {
-                X = GpuActivations.Of(input.Rows(Rows)).Address, W = w.Address, Y = GpuActivations.Of(tiled.Rows(Rows)).Address,
-                M = Rows, N = Outputs, K = Inputs, TilesN = (uint)Groups(Outputs, 64),
-            };
-            _stream.Dispatch(_shaders.Get("gemm_bf16"), push, Groups(Rows, 64) * push.TilesN, [GpuActivations.Of(input.Rows(Rows)).Buffer, w.Buffer],
-                [GpuActivations.Of(tiled.Rows(Rows)).Buffer]);
+            GpuActivations xa = GpuActivations.Of(input.Rows(Rows));
+            CoopGemm(xa, Rows, w, null, GpuActivations.Of(coop.Rows(Rows)));
+            TiledGemm(xa, Rows, w, null, GpuActivations.Of(tiled.Rows(Rows)));
             float[] a = new float[Rows * Outputs], b = new float[Rows * Outputs];
             backend.Download(coop.Rows(Rows), a);
             backend.Download(tiled.Rows(Rows), b);

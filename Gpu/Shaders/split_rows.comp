@@ -1,9 +1,9 @@
 #version 460
 // Each activation row as the sum of two f16 rows, for gemm_coop.comp's f16 matrix units: the row is scaled by the power
-// of two s that puts its largest |x| in [2^14, 2^15), hi = x s cut to f16's 11 significant bits, lo = f16(x s - hi). hi + lo hold 22 of x's 24
-// significant bits; the scale keeps lo clear of f16's subnormals (for all but the row's smallest values, whose products
-// are below f32's resolution of the sum anyway) and the largest |x| clear of f16's 65504. Writes 1 / s for the GEMM to
-// undo. One workgroup per row; cols is even (the GEMM reads hi and lo in pairs).
+// of two s that puts its largest |x| in [2^14, 2^15), hi = x s cut to f16's 11 significant bits, lo = f16(x s - hi).
+// hi + lo hold 22 of x's 24 significant bits; the scale keeps lo clear of f16's subnormals (for all but the row's
+// smallest values, whose products are below f32's resolution of the sum anyway) and the largest |x| clear of f16's
+// 65504. Writes 1 / s for the GEMM to undo. One workgroup per row; cols is even (the GEMM reads hi and lo in pairs).
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #include "common.glsl"
 layout(local_size_x = 256) in;
