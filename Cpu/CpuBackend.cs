@@ -59,9 +59,10 @@ public sealed class CpuBackend : IBackend
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
             case 2:
-                var matrix = new CpuWeight(tensor, checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]), null)
+                int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
+                var matrix = new CpuWeight(tensor, rows, cols, null)
                 {
-                    FiniteF16 = tensor.DType == DType.F16 && AllFinite(tensor),
+                    ExactGroups = tensor.DType == DType.F16 ? FiniteF16Map(tensor, rows, cols) : null,
                 };
                 if (_repack)
                 {
@@ -262,22 +263,32 @@ public sealed class CpuBackend : IBackend
         return _linear.Add(w, bias is null ? null : VectorOf(bias), CpuBuffer.Of(y).Data);
     }
 
-    /// <summary>Whether an F16 tensor holds no infinity or NaN: read once at load, in parallel slices.</summary>
-    private static unsafe bool AllFinite(TensorView tensor)
+    /// <summary>
+    /// An F16 matrix's map of exact groups (<see cref="F16ExactGroups.MapRow"/>) when it holds no infinity or NaN, else null:
+    /// read once at load, in parallel slices of rows, each row checked and then mapped while it is in cache.
+    /// </summary>
+    private static unsafe ulong[]? FiniteF16Map(TensorView tensor, int rows, int cols)
     {
-        const long SliceBytes = 1 << 24;
-        long bytes = tensor.ByteLength, slices = (bytes + SliceBytes - 1) / SliceBytes;
+        long rowBytes = (long)cols * 2;
+        int rowsPerSlice = (int)Math.Max(1, (1 << 24) / rowBytes), words = F16ExactGroups.MapWords(cols);
+        var map = new ulong[(long)rows * words];
         int found = 0;
-        Parallel.For(0L, slices, (slice, state) =>
+        Parallel.For(0, (rows + rowsPerSlice - 1) / rowsPerSlice, (slice, state) =>
         {
-            long start = slice * SliceBytes;
-            if (!F16Values.AllFinite(new ReadOnlySpan<byte>((byte*)tensor.Data + start, (int)Math.Min(SliceBytes, bytes - start))))
+            for (int r = slice * rowsPerSlice; r < Math.Min(rows, (slice + 1) * rowsPerSlice); r++)
             {
-                Volatile.Write(ref found, 1);
-                state.Stop();
+                var row = new ReadOnlySpan<byte>((byte*)tensor.Data + (r * rowBytes), (int)rowBytes);
+                if (!F16Values.AllFinite(row))
+                {
+                    Volatile.Write(ref found, 1);
+                    state.Stop();
+                    return;
+                }
+
+                F16ExactGroups.MapRow(row, cols, map.AsSpan(r * words, words));
             }
         });
-        return found == 0;
+        return found == 0 ? map : null;
     }
 
     private static float[] VectorOf(DeviceWeight weight) =>

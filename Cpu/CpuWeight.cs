@@ -29,7 +29,20 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     public float[]? Vector { get; }
 
     /// <summary>An F16 matrix with no infinity or NaN, read by the faster <see cref="Kernels.F16FiniteLoad"/>.</summary>
-    public bool FiniteF16 { get; init; }
+    public bool FiniteF16 => ExactGroups != null;
+
+    /// <summary>
+    /// A finite F16 matrix's map of the groups decode reads exactly (<see cref="F16ExactGroups.MapRow"/>, one row after
+    /// another); null for other matrices.
+    /// </summary>
+    public ulong[]? ExactGroups { get; init; }
+
+    /// <summary>The maps of rows [first, first + count) of <see cref="ExactGroups"/>; empty where there is none.</summary>
+    public ReadOnlySpan<ulong> ExactGroupsOf(int first, int count)
+    {
+        int words = F16ExactGroups.MapWords(Cols);
+        return ExactGroups is null ? default : ExactGroups.AsSpan(first * words, count * words);
+    }
 
     /// <summary>A Q4_0 or Q4_K matrix's rows repacked (<see cref="NibblePanels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }

@@ -232,7 +232,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             case DType.BF16: MatMul.Rows<Bf16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16 when weight.FiniteF16 && _f16Scaled:
-                MatMul.Rows<F16ScaledLoad>(path, rows, k, n, _xScaled.AsSpan(0, _tokens * k), blocks, _tokens, bias, y, start, end, panel);
+                MatMul.Rows<F16ScaledLoad>(path, rows, k, n, _xScaled.AsSpan(0, _tokens * k), blocks, _tokens, bias, y, start, end, panel,
+                    weight.ExactGroupsOf(start, end - start));
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;

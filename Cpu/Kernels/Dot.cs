@@ -28,6 +28,19 @@ internal static class Dot<TW>
         _ => Reference(weights, x),
     };
 
+    /// <summary>
+    /// <see cref="Run(KernelPath, ReadOnlySpan{byte}, ReadOnlySpan{float})"/> with the row's map of exact groups
+    /// (<see cref="F16ExactGroups.MapRow"/>), which <see cref="F16ScaledLoad"/> weights read instead of testing each group's
+    /// exponents; other weights ignore it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups) => path switch
+    {
+        KernelPath.Vector512 => Vector512(weights, x, exactGroups),
+        KernelPath.Vector256 => Vector256(weights, x, exactGroups),
+        _ => Reference(weights, x),
+    };
+
     /// <summary>The plain loop every SIMD path is checked against.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Reference(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
@@ -37,9 +50,31 @@ internal static class Dot<TW>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector512<ExponentTest>(weights, x, default);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+    {
+        if (typeof(TW) != typeof(F16ScaledLoad))
+        {
+            return Vector512<ExponentTest>(weights, x, default);
+        }
+
+        if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
+        {
+            ThrowMapTooShort(exactGroups.Length, x.Length);
+        }
+
+        return Vector512<MapTest>(weights, x, exactGroups);
+    }
+
+    /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Vector512<TGroups>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+        where TGroups : struct, IExactGroupTest
     {
         CheckLengths(weights, x);
+        ref ulong map = ref MemoryMarshal.GetReference(exactGroups);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
         nint n = x.Length, i = 0;
@@ -48,7 +83,7 @@ internal static class Dot<TW>
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            if (typeof(TW) == typeof(F16ScaledLoad) && TGroups.Exact64(ref w, ref map, i))
             {
                 // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
                 acc0 = V512.FusedMultiplyAdd(F16ExactGroups.Load512(ref w, i), F16ExactGroups.Unscaled512(ref xr, i), acc0);
@@ -74,9 +109,31 @@ internal static class Dot<TW>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)
+    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector256<ExponentTest>(weights, x, default);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+    {
+        if (typeof(TW) != typeof(F16ScaledLoad))
+        {
+            return Vector256<ExponentTest>(weights, x, default);
+        }
+
+        if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
+        {
+            ThrowMapTooShort(exactGroups.Length, x.Length);
+        }
+
+        return Vector256<MapTest>(weights, x, exactGroups);
+    }
+
+    /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Vector256<TGroups>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+        where TGroups : struct, IExactGroupTest
     {
         CheckLengths(weights, x);
+        ref ulong map = ref MemoryMarshal.GetReference(exactGroups);
         ref byte w = ref MemoryMarshal.GetReference(weights);
         ref float xr = ref MemoryMarshal.GetReference(x);
         nint n = x.Length, i = 0;
@@ -85,7 +142,7 @@ internal static class Dot<TW>
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            if (typeof(TW) == typeof(F16ScaledLoad) && V256.EqualsAny(F16ExactGroups.Exponents256(ref w, i), Vector256<ushort>.Zero))
+            if (typeof(TW) == typeof(F16ScaledLoad) && TGroups.Exact32(ref w, ref map, i))
             {
                 acc0 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i), F16ExactGroups.Unscaled256(ref xr, i), acc0);
                 acc1 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i + lanes), F16ExactGroups.Unscaled256(ref xr, i + lanes), acc1);
@@ -129,6 +186,9 @@ internal static class Dot<TW>
             ThrowLengthMismatch(weights.Length, x.Length);
         }
     }
+
+    private static void ThrowMapTooShort(int words, int length) =>
+        throw new ArgumentException($"a map of {words} words does not cover the {length / F16ExactGroups.MapGroup} groups of a row of {length} f16 values");
 
     private static void ThrowLengthMismatch(int weightBytes, int length) =>
         throw new ArgumentException($"a weight row of {weightBytes} bytes is shorter than {length} elements of {TW.ElementSize} bytes");

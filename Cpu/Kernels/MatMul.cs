@@ -69,18 +69,21 @@ internal static class MatMul
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TW>(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> x, ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> x, ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel,
+        ReadOnlySpan<ulong> exactGroups = default)
         where TW : struct, IWeightLoad
     {
         int rowBytes = inFeatures * TW.ElementSize;
         if (tokens == 1)
         {
             // One token (decode): DotTokens' one-token case without its per-row checks and result span, which were a
-            // tenth of a 896-wide f16 row's time from L2.
+            // tenth of a 896-wide f16 row's time from L2. F16 rows read their maps (exactGroups, rows [rowStart, rowEnd)).
             ReadOnlySpan<float> x0 = x[..inFeatures];
+            int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             for (int n = rowStart; n < rowEnd; n++)
             {
-                float sum = Dot<TW>.Run(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x0);
+                ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
+                float sum = words == 0 ? Dot<TW>.Run(path, row, x0) : Dot<TW>.Run(path, row, x0, exactGroups.Slice((n - rowStart) * words, words));
                 y[n] = bias.IsEmpty ? sum : sum + bias[n];
             }
 

@@ -65,6 +65,7 @@ public sealed class WidenTests
         Assert.True(F16Scaling.TryScale(x, scaled));
         var alone = new float[Tokens];
         var batch = new float[Tokens];
+        var map = new ulong[F16ExactGroups.MapWords(Cols)];
         // The patterns in order (whole groups of zeros and subnormals), then shuffled, so that groups of 64 mix normals
         // with zeros or subnormals (the kernels read such a group exactly instead of by placement).
         ushort[] shuffled = [.. finite];
@@ -73,12 +74,15 @@ public sealed class WidenTests
         {
             ReadOnlySpan<byte> row = MemoryMarshal.AsBytes(patterns.AsSpan(start, Cols));
             DotTokens<F16ScaledLoad>.Run(path, row, scaled, Cols, Tokens, batch);
+            F16ExactGroups.MapRow(row, Cols, map);
             for (int t = 0; t < Tokens; t++)
             {
                 float expected = Dot<F16FiniteLoad>.Run(path, row, x.AsSpan(t * Cols, Cols));
                 alone[t] = Dot<F16ScaledLoad>.Run(path, row, scaled.AsSpan(t * Cols, Cols));
+                float mapped = Dot<F16ScaledLoad>.Run(path, row, scaled.AsSpan(t * Cols, Cols), map);
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(alone[t]), $"{path}: row at {start}, token {t}: {alone[t]}, the finite loader's {expected}");
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(batch[t]), $"{path}: row at {start}, token {t} in a batch: {batch[t]}, the finite loader's {expected}");
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(mapped), $"{path}: row at {start}, token {t} by the row's map: {mapped}, the finite loader's {expected}");
             }
         }
 
