@@ -11,12 +11,17 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal interface IByteDot
 {
+    /// <summary>Whether unsigned bytes up to 255 multiply exactly (vpdpbusd sums in 32 bits), not only those below 128.</summary>
+    static abstract bool TakesWholeBytes { get; }
+
     static abstract Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed);
 }
 
 /// <summary>vpmaddubsw to 16-bit pairs, vpmaddwd by ones to 32 bits (AVX2).</summary>
 internal readonly struct PairSums : IByteDot
 {
+    public static bool TakesWholeBytes => false;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
         addend + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsigned, signed), Vector256.Create((short)1));
@@ -25,6 +30,8 @@ internal readonly struct PairSums : IByteDot
 /// <summary>AVX-VNNI's vpdpbusd: the same in one instruction.</summary>
 internal readonly struct Vnni : IByteDot
 {
+    public static bool TakesWholeBytes => true;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
         AvxVnni.MultiplyWideningAndAdd(addend, unsigned, signed);

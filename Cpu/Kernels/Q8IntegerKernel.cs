@@ -347,7 +347,7 @@ internal static class Q8IntegerKernel
             }
 
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codesA), xb = Vector256.LoadUnsafe(ref codesB);
-            Vector256<int> oa = Vector256.LoadUnsafe(ref offsetsA), ob = Vector256.LoadUnsafe(ref offsetsB);
+            Vector256<int> oa = Q4_0Block<TDot>.Offsets(Vector256.LoadUnsafe(ref offsetsA), split), ob = Q4_0Block<TDot>.Offsets(Vector256.LoadUnsafe(ref offsetsB), split);
             Vector256<float> sa = Vector256.Create(scaleA), sb = Vector256.Create(scaleB);
             ref byte r1 = ref Unsafe.Add(ref row, stride);
             ref byte r2 = ref Unsafe.Add(ref row, 2 * stride);
@@ -373,7 +373,8 @@ internal static class Q8IntegerKernel
             scaleB = ref Unsafe.Add(ref scaleB, 1);
         }
 
-        return (Sum4(a0, a1, a2, a3), Sum4(b0, b1, b2, b3));
+        return (Sum4(Q4_0Block<TDot>.Unscaled(a0, split), Q4_0Block<TDot>.Unscaled(a1, split), Q4_0Block<TDot>.Unscaled(a2, split), Q4_0Block<TDot>.Unscaled(a3, split)),
+            Sum4(Q4_0Block<TDot>.Unscaled(b0, split), Q4_0Block<TDot>.Unscaled(b1, split), Q4_0Block<TDot>.Unscaled(b2, split), Q4_0Block<TDot>.Unscaled(b3, split)));
     }
 
     /// <summary>Four rows' accumulators to their four sums, in <see cref="FourRows{TBlock}"/>'s order.</summary>
@@ -441,7 +442,7 @@ internal static class Q8IntegerKernel
             // Each row's product is scaled by its own f16 scale (a broadcast from the table) and multiply-added with the
             // activations' scale, shared by the four rows: no scalar product per row.
             Vector256<sbyte> activations = Vector256.LoadUnsafe(ref codes);
-            Vector256<int> start = TBlock.UsesOffsets ? Vector256.LoadUnsafe(ref offsets) : default;
+            Vector256<int> start = TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref offsets), split) : default;
             Vector256<float> s = Vector256.Create(scale);
             ref byte r1 = ref Unsafe.Add(ref row, stride);
             ref byte r2 = ref Unsafe.Add(ref row, 2 * stride);
@@ -456,7 +457,7 @@ internal static class Q8IntegerKernel
             scale = ref Unsafe.Add(ref scale, 1);
         }
 
-        return Sum4(acc0, acc1, acc2, acc3);
+        return Sum4(TBlock.Unscaled(acc0, split), TBlock.Unscaled(acc1, split), TBlock.Unscaled(acc2, split), TBlock.Unscaled(acc3, split));
     }
 
     /// <summary>
@@ -494,9 +495,9 @@ internal static class Q8IntegerKernel
         {
             ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
             Prefetch.Ahead(ref block);    // two blocks are 36 or 68 bytes: a line ahead per pair keeps up
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codes), TBlock.UsesOffsets ? Vector256.LoadUnsafe(ref offsets) : default, split)),
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codes), TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref offsets), split) : default, split)),
                 Vector256.Create(RowOperands.Half(ref half, ref block) * scale), acc0);
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codes, Values)), TBlock.UsesOffsets ? Vector256.LoadUnsafe(ref Unsafe.Add(ref offsets, 8)) : default, split)),
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codes, Values)), TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref Unsafe.Add(ref offsets, 8)), split) : default, split)),
                 Vector256.Create(RowOperands.Half(ref half, ref second) * Unsafe.Add(ref scale, 1)), acc1);
             block = ref Unsafe.Add(ref block, 2 * TBlock.Bytes);
             codes = ref Unsafe.Add(ref codes, 2 * Values);
@@ -506,11 +507,11 @@ internal static class Q8IntegerKernel
 
         if (b < x.Blocks)
         {
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codes), TBlock.UsesOffsets ? Vector256.LoadUnsafe(ref offsets) : default, split)),
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codes), TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref offsets), split) : default, split)),
                 Vector256.Create(RowOperands.Half(ref half, ref block) * scale), acc0);
         }
 
-        Vector256<float> acc = acc0 + acc1;
+        Vector256<float> acc = TBlock.Unscaled(acc0 + acc1, split);
         return acc.GetLower() + acc.GetUpper();
     }
 
@@ -524,6 +525,12 @@ internal static class Q8IntegerKernel
 
         /// <summary>The block at <paramref name="block"/> against a block of activation codes, started from <paramref name="start"/>.</summary>
         static abstract Vector256<int> Product(ref byte block, Vector256<sbyte> codes, Vector256<int> start, NibbleSplit split);
+
+        /// <summary>A block's activation offsets (<see cref="Q8Row.Offsets"/>) as <see cref="Product"/> starts from them.</summary>
+        static abstract Vector256<int> Offsets(Vector256<int> offsets, NibbleSplit split);
+
+        /// <summary>A row's accumulated lanes as the true sums (undoing what <see cref="Product"/> scaled).</summary>
+        static abstract Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split);
     }
 
     /// <summary>Q8_0: |w| times x with w's sign (vpsignb), so the unsigned-by-signed product gives w × x.</summary>
@@ -540,10 +547,22 @@ internal static class Q8IntegerKernel
             Vector256<sbyte> w = Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
             return TDot.Dot(start, Avx2.Abs(w), Avx2.Sign(codes, w));
         }
+
+        public static Vector256<int> Offsets(Vector256<int> offsets, NibbleSplit split) => default;
+
+        public static Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split) => sums;
     }
 
-    /// <summary>Q4_0: the 16 bytes' low nibbles then their high nibbles (values 0-15, then 16-31) as stored (0..15),
-    /// the product started from the activations' -8 × Σ lanes.</summary>
+    /// <summary>
+    /// Q4_0: the 16 bytes' low nibbles then their high nibbles (values 0-15, then 16-31) as stored (0..15), the product
+    /// started from the activations' -8 × Σ lanes. With a dot that takes whole bytes (vpdpbusd), the high nibbles are
+    /// multiplied where they are, as 16 × their value, against offsets × 16 in the upper lanes, and the row's sums are
+    /// scaled back once at its end: a mask instead of a shift and a mask per row and block, and the same sums bit for bit
+    /// (the upper lanes' integers, their floats and every rounding of their accumulation are 16 times the true ones, a
+    /// power of two, and integer sums stay below 2^18). On the 2-core Xeon (Emerald Rapids, AVX-VNNI): 256 rows of 896 from
+    /// L2 16.6 against 15.9 GB/s (medians of 8, alternating builds), and the Q4_0 Qwen2.5-0.5B decoded 30.8 against 29.5
+    /// tokens/s on one thread (medians of 6).
+    /// </summary>
     private readonly struct Q4_0Block<TDot> : IBlockProduct
         where TDot : IByteDot
     {
@@ -555,16 +574,28 @@ internal static class Q8IntegerKernel
         public static Vector256<int> Product(ref byte block, Vector256<sbyte> codes, Vector256<int> start, NibbleSplit split) =>
             TDot.Dot(start, Nibbles(ref block, split), codes);
 
-        /// <summary>The block's 32 codes as unsigned bytes (0..15), values 0-31 in order.</summary>
+        /// <summary>
+        /// The block's 32 codes as unsigned bytes, values 0-31 in order: 0..15, or with whole bytes the upper 16 as 16 × (0..15).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static unsafe Vector256<byte> Nibbles(ref byte block, NibbleSplit split)
         {
-            // The 16 bytes in both halves (one broadcast load), the upper half's 32-bit lanes shifted right by 4 (a byte's
-            // high nibble to its low bits; what the shift brings in from the next byte lands in the high bits), low
-            // nibbles kept. (The rows are pinned: see DotRows and GemmRows.)
+            // The 16 bytes in both halves (one broadcast load). Whole bytes: the low nibbles kept in the lower half, the high
+            // nibbles in place in the upper. Else the upper half's 32-bit lanes shifted right by 4 (a byte's high nibble
+            // to its low bits; what the shift brings in from the next byte lands in the high bits), low nibbles kept. (The
+            // rows are pinned: see DotRows and GemmRows.)
             Vector256<uint> packed = Avx2.BroadcastVector128ToVector256((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref block, 2))).AsUInt32();
-            return Avx2.ShiftRightLogicalVariable(packed, split.Shifts).AsByte() & split.Low;
+            return TDot.TakesWholeBytes ? packed.AsByte() & split.InPlace : Avx2.ShiftRightLogicalVariable(packed, split.Shifts).AsByte() & split.Low;
         }
+
+        /// <summary>The offsets, × 16 in the upper lanes where the high nibbles are multiplied in place.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Offsets(Vector256<int> offsets, NibbleSplit split) =>
+            TDot.TakesWholeBytes ? Avx2.ShiftLeftLogicalVariable(offsets, split.Shifts) : offsets;
+
+        /// <summary>The upper lanes / 16 where the high nibbles were multiplied in place (exact: a power of two).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split) => TDot.TakesWholeBytes ? sums * split.Unscale : sums;
     }
 
     private readonly struct Row<TBlock> : IRowKernel
@@ -582,13 +613,22 @@ internal static class Q8IntegerKernel
 
         public readonly Vector256<byte> Low;
 
-        private NibbleSplit(Vector256<uint> shifts, Vector256<byte> low)
+        /// <summary>Low nibbles in the lower 16 bytes, high nibbles in the upper 16 (kept in place).</summary>
+        public readonly Vector256<byte> InPlace;
+
+        /// <summary>1 for the lower four lanes, 1/16 for the upper four.</summary>
+        public readonly Vector256<float> Unscale;
+
+        private NibbleSplit(Vector256<uint> shifts, Vector256<byte> low, Vector256<byte> inPlace, Vector256<float> unscale)
         {
             Shifts = shifts;
             Low = low;
+            InPlace = inPlace;
+            Unscale = unscale;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static NibbleSplit Create() => new(Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4), Vector256.Create((byte)0x0F));
+        public static NibbleSplit Create() => new(Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4), Vector256.Create((byte)0x0F),
+            Vector256.Create(Vector128.Create((byte)0x0F), Vector128.Create((byte)0xF0)), Vector256.Create(1f, 1, 1, 1, 1f / 16, 1f / 16, 1f / 16, 1f / 16));
     }
 }

@@ -119,6 +119,33 @@ public sealed class Q8IntegerKernelTests
         }
     }
 
+    [Fact]
+    public void Q4_0_with_vnni_equals_the_pair_sums_kernel_bit_for_bit()
+    {
+        // With vpdpbusd the high nibbles are multiplied in place (16 × their value) and the upper lanes scaled back at the
+        // row's end, which must leave every sum as the shift-and-mask kernel's. (Where the CPU has no AVX-VNNI both runs
+        // take the same kernel.)
+        const int rows = 13, blocks = 28;
+        byte[] matrix = RandomRows(DType.Q4_0, rows * blocks, 31);
+        float[] x = KernelData.Floats(blocks * 32, 9, scale: 3f);
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 2, x.Length / 2, KernelPath.Vector512);
+        var vnni = new float[3 * rows];
+        var pairs = new float[3 * rows];
+        Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q4_0, matrix, rows, q8.Row(0), vnni);
+        Q8IntegerKernel.GemmRows(KernelPath.Vector512, matrix, rows, q8, 2, vnni.AsSpan(rows), rows);
+        using (ByteDots.WithoutVnni())
+        {
+            Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q4_0, matrix, rows, q8.Row(0), pairs);
+            Q8IntegerKernel.GemmRows(KernelPath.Vector512, matrix, rows, q8, 2, pairs.AsSpan(rows), rows);
+        }
+
+        for (int r = 0; r < 3 * rows; r++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(vnni[r]) == BitConverter.SingleToInt32Bits(pairs[r]), $"result {r}: {vnni[r]} with VNNI, {pairs[r]} with pair sums");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Paths))]
     public void Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath path)
@@ -186,11 +213,17 @@ public sealed class Q8IntegerKernelTests
     {
         // Q8_0 codes of -128 (|w| = 128 as an unsigned byte) and Q4_0's nibble 0 (code -8), against activations at ±127:
         // the pair sums 128 × 127 × 2 still fit 16 bits.
-        byte[] row = new byte[DTypes.BlockBytes(type)];
-        BitConverter.TryWriteBytes(row, HalfBits.FromSingle(1f));
-        row.AsSpan(2).Fill(type == DType.Q8_0 ? (byte)0x80 : (byte)0x00);
-        foreach (float sign in new[] { 1f, -1f })
+        // Q4_0's nibble 15 (code 7) too, which VNNI multiplies as 240 in the high half.
+        foreach ((byte fill, float sign) in new[] { ((byte)0x80, 1f), ((byte)0x80, -1f), ((byte)0x00, 1f), ((byte)0x00, -1f), ((byte)0xFF, 1f), ((byte)0xFF, -1f) })
         {
+            if ((type == DType.Q8_0) != (fill == 0x80))
+            {
+                continue;
+            }
+
+            byte[] row = new byte[DTypes.BlockBytes(type)];
+            BitConverter.TryWriteBytes(row, HalfBits.FromSingle(1f));
+            row.AsSpan(2).Fill(fill);
             var q8 = new Q8Activations();
             q8.Quantize(Enumerable.Repeat(sign, 32).ToArray(), 1, 32, path);
             double expected = Expected(type, row, q8.Row(0), out _);
