@@ -73,7 +73,7 @@ internal static class DotTokens<TW>
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            if (typeof(TW) == typeof(F16ScaledLoad) && F16ExactGroups.HasSmall64(ref w, i))
             {
                 // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
                 Vector512<float> e0 = F16ExactGroups.Load512(ref w, i), e1 = F16ExactGroups.Load512(ref w, i + lanes);
@@ -144,7 +144,7 @@ internal static class DotTokens<TW>
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            if (typeof(TW) == typeof(F16ScaledLoad) && V512.EqualsAny(F16ExactGroups.Exponents512(ref w, i), Vector512<ushort>.Zero))
+            if (typeof(TW) == typeof(F16ScaledLoad) && F16ExactGroups.HasSmall64(ref w, i))
             {
                 Vector512<float> e0 = F16ExactGroups.Load512(ref w, i), e1 = F16ExactGroups.Load512(ref w, i + lanes);
                 Vector512<float> e2 = F16ExactGroups.Load512(ref w, i + (2 * lanes)), e3 = F16ExactGroups.Load512(ref w, i + (3 * lanes));
@@ -193,7 +193,7 @@ internal static class DotTokens<TW>
         for (; i <= k - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            if (typeof(TW) == typeof(F16ScaledLoad) && V256.EqualsAny(F16ExactGroups.Exponents256(ref w, i), Vector256<ushort>.Zero))
+            if (typeof(TW) == typeof(F16ScaledLoad) && F16ExactGroups.HasSmall32(ref w, i))
             {
                 Vector256<float> e0 = F16ExactGroups.Load256(ref w, i), e1 = F16ExactGroups.Load256(ref w, i + lanes);
                 Vector256<float> e2 = F16ExactGroups.Load256(ref w, i + (2 * lanes)), e3 = F16ExactGroups.Load256(ref w, i + (3 * lanes));
