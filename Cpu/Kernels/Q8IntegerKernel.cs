@@ -165,7 +165,7 @@ internal static class Q8IntegerKernel
         for (; k + 1 < a.Blocks; k += 2)
         {
             ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
-            Prefetch.Ahead(ref block);
+            PrefetchPair<TBlock>(ref block);
             float h0 = RowOperands.Half(ref half, ref block), h1 = RowOperands.Half(ref half, ref second);
             a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesA), default, split)), Vector256.Create(h0 * scaleA), a0);
             b0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codesB), default, split)), Vector256.Create(h0 * scaleB), b0);
@@ -461,6 +461,23 @@ internal static class Q8IntegerKernel
     }
 
     /// <summary>
+    /// The lines of two blocks ahead: one for Q4_0's 36 bytes; two for Q8_0's 68, where one a pair skipped every 17th line
+    /// (the next pair's prefetch lands 68 bytes on), which then came from memory when the kernel reached it. A Q8_0 kernel
+    /// over 512 MiB, in ratio to a plain vector sum over as many bytes timed beside it, on one core of the 2-core Xeon:
+    /// 0.87 against 0.83 (medians of 8 alternating runs of 7 trials each).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchPair<TBlock>(ref byte block)
+        where TBlock : IBlockProduct
+    {
+        Prefetch.Ahead(ref block);
+        if (2 * TBlock.Bytes > 64)
+        {
+            Prefetch.Ahead(ref Unsafe.Add(ref block, 64));
+        }
+    }
+
+    /// <summary>
     /// A line ahead in each of four rows <paramref name="stride"/> bytes apart. Two Q4_0 blocks of a row are 36 bytes, so once
     /// every other block keeps up. (A single prefetch walking the four rows' stretch of memory measured alike, but falls
     /// behind on long rows.)
@@ -494,7 +511,7 @@ internal static class Q8IntegerKernel
         for (; b + 1 < x.Blocks; b += 2)
         {
             ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
-            Prefetch.Ahead(ref block);    // two blocks are 36 or 68 bytes: a line ahead per pair keeps up
+            PrefetchPair<TBlock>(ref block);
             acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref block, Vector256.LoadUnsafe(ref codes), TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref offsets), split) : default, split)),
                 Vector256.Create(RowOperands.Half(ref half, ref block) * scale), acc0);
             acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codes, Values)), TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref Unsafe.Add(ref offsets, 8)), split) : default, split)),
