@@ -29,7 +29,7 @@ internal sealed class BenchCommand : ICommand
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
         new("serve", "N,N,...", "load-test the HTTP server: total tokens/s and time to first token at these numbers of concurrent streams (e.g. 1,4,16,64)"),
-        new("rounds", "N", "with --serve: rounds over the stream counts, interleaved; figures are medians (default 3)"),
+        new("rounds", "N", "measurements, each figure the median of its rounds: prefill and decode, each decode between two measurements of the read bandwidth (default 1); with --serve, rounds over the stream counts, interleaved (default 3)"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -59,6 +59,7 @@ internal sealed class BenchCommand : ICommand
         }
 
         int batch = args.Int("batch", 1, 256) ?? 1;
+        int rounds = args.Int("rounds", 1, 100) ?? 1;
         (IBackend backend, Qwen2Model model) = Load(args, stderr, (givenPrompt ?? 512) + (givenNew ?? 64) + 2, batch);
         using (backend)
         using (model)
@@ -73,50 +74,75 @@ internal sealed class BenchCommand : ICommand
                 new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true });
 
             // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads) just
-            // before and just after it: on a shared host the read bandwidth drifts by tens of percent within minutes, and
-            // one measurement taken after a decode of several seconds set it against whichever way the host had moved.
+            // before and just after each round's decode: on a shared host the read bandwidth drifts by tens of percent
+            // within minutes, and one measurement taken after a decode of several seconds set it against whichever way
+            // the host had moved. With rounds, each decode is set against the measurements either side of it and the
+            // share is the median of those ratios, which a drift between rounds does not move.
             bool bounded = backend is Cpu.CpuBackend && newTokens > 0;
-            double before = bounded ? MemoryBandwidth.Measure(threads) : 0;
-
-            // The first new token comes from the prefill pass; the next newTokens come from decode steps.
-            GenerationResult result = Generator.Greedy(model, prompts,
-                new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 });
             ModelSummary summary = ModelSummary.Of(model);
+            var reads = new List<double>();
+            var results = new List<GenerationResult>();
+            if (bounded)
+            {
+                reads.Add(MemoryBandwidth.Measure(threads));
+            }
+
+            for (int round = 0; round < rounds; round++)
+            {
+                // The first new token comes from the prefill pass; the next newTokens come from decode steps.
+                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 }));
+                if (bounded && results[^1].DecodeTokens > 0)
+                {
+                    reads.Add(MemoryBandwidth.Measure(threads));
+                }
+            }
+
+            // The round of median decode speed gives the figures below; its prefill is that of the median prefill round.
+            GenerationResult result = Median(results, r => r.DecodeTokensPerSecond);
+            double prefillTokensPerSecond = Median(results, r => r.PrefillTokensPerSecond).PrefillTokensPerSecond;
 
             // A decode step reads the weights once for the whole batch: weight traffic follows steps, not tokens.
             double stepsPerSecond = result.DecodeTokensPerSecond / batch;
             double gbPerSecond = summary.DecodeBytesPerToken * stepsPerSecond / 1e9;
             string dtype = summary.TensorsByDType[0].DType;
             bool decoded = result.DecodeTokens > 0;
-
-            double after = bounded && decoded ? MemoryBandwidth.Measure(threads) : 0;
-            double? bound = bounded && decoded ? (before + after) / 2 : null;
+            double[] roundGbPerSecond = [.. results.Select(r => summary.DecodeBytesPerToken * r.DecodeTokensPerSecond / batch / 1e9)];
+            double[] shares = bounded && decoded && reads.Count == results.Count + 1
+                ? [.. roundGbPerSecond.Select((gb, i) => gb / ((reads[i] + reads[i + 1]) / 2))]
+                : [];
+            double before = shares.Length > 0 ? reads[0] : 0, after = shares.Length > 0 ? reads[^1] : 0;
+            double? share = shares.Length > 0 ? MedianOf(shares) : null;
+            double? bound = shares.Length == 0 ? null : rounds == 1 ? (before + after) / 2 : MedianOf([.. reads]);
 
             // A Qwen2-VL model: a picture through the processor and the vision tower, against the text prefill's GFLOP/s.
-            double prefillGflops = VisionBench.TextPrefillFlops(model.Config, promptTokens, batch) / result.PrefillTime.TotalSeconds / 1e9;
+            double prefillGflops = VisionBench.TextPrefillFlops(model.Config, promptTokens, batch) * prefillTokensPerSecond / (promptTokens * batch) / 1e9;
             VisionBenchResult? vision = model.Vision is null ? null : VisionBench.Measure(model, prefillGflops, newTokens);
             if (args.Flag("json"))
             {
                 JsonOutput.Write(stdout, w =>
                 {
                     w.WriteStartObject();
-                    w.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
+                    w.WriteNumber("prefill_tokens_per_s", Math.Round(prefillTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s_per_sequence", Math.Round(stepsPerSecond, 3));
                     w.WriteNumber("prompt_tokens", promptTokens);
                     w.WriteNumber("batch", batch);
+                    w.WriteNumber("rounds", rounds);
                     w.WriteNumber("new_tokens", result.DecodeTokens / batch);
                     w.WriteNumber("new_tokens_total", result.DecodeTokens);
                     w.WriteString("dtype", dtype);
                     w.WriteNumber("parameters", summary.Parameters);
                     w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
                     w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
-                    if (bound is double read)
+                    if (bound is double read && share is double fraction)
                     {
                         w.WriteNumber("memory_read_gb_per_s", Math.Round(read, 3));
                         w.WriteNumber("memory_read_gb_per_s_before", Math.Round(before, 3));
                         w.WriteNumber("memory_read_gb_per_s_after", Math.Round(after, 3));
-                        w.WriteNumber("decode_fraction_of_read_bandwidth", Math.Round(gbPerSecond / read, 4));
+                        w.WriteNumber("decode_fraction_of_read_bandwidth", Math.Round(fraction, 4));
+                        WriteArray(w, "memory_read_gb_per_s_measured", reads);
+                        WriteArray(w, "decode_gb_per_s_by_round", roundGbPerSecond);
+                        WriteArray(w, "decode_fraction_of_read_bandwidth_by_round", shares);
                     }
 
                     w.WriteNumber("prefill_gflop_per_s", Math.Round(prefillGflops, 3));
@@ -156,12 +182,16 @@ internal sealed class BenchCommand : ICommand
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
                 stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)})");
-                stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {result.PrefillTime.TotalSeconds:F3} s: {result.PrefillTokensPerSecond:F2} tokens/s"));
+                string ofRounds = rounds > 1 ? $" (medians of {rounds} rounds)" : "";
+                stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {promptTokens * batch / prefillTokensPerSecond:F3} s: {prefillTokensPerSecond:F2} tokens/s{ofRounds}"));
                 if (decoded)
                 {
                     string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({stepsPerSecond:F2} tokens/s each)") : "";
-                    stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}"));
-                    string ofBound = bound is double read ? string.Create(c, $", {100 * gbPerSecond / read:F0}% of the {read:F1} GB/s this machine reads ({threads} thread{(threads == 1 ? "" : "s")}; {before:F1} before, {after:F1} after)") : "";
+                    stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}{ofRounds}"));
+                    string threadsText = $"{threads} thread{(threads == 1 ? "" : "s")}";
+                    string ofBound = bound is not double read || share is not double fraction ? ""
+                        : rounds == 1 ? string.Create(c, $", {100 * fraction:F0}% of the {read:F1} GB/s this machine reads ({threadsText}; {before:F1} before, {after:F1} after)")
+                        : string.Create(c, $", {100 * fraction:F0}% of what this machine reads ({threadsText}; the median of the rounds' shares, each of the reads either side of it: {string.Join(", ", shares.Select(x => (100 * x).ToString("F0", c) + "%"))}; reads {string.Join(", ", reads.Select(x => x.ToString("F1", c)))} GB/s)");
                     stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
                     if (backend is Gpu.VulkanBackend vulkan)
                     {
@@ -295,6 +325,24 @@ internal sealed class BenchCommand : ICommand
     }
 
     /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>
+    /// <summary>The median of <paramref name="values"/> (the lower of the middle two for an even count).</summary>
+    private static double MedianOf(double[] values) => values.Order().ElementAt((values.Length - 1) / 2);
+
+    private static void WriteArray(System.Text.Json.Utf8JsonWriter w, string name, IEnumerable<double> values)
+    {
+        w.WriteStartArray(name);
+        foreach (double value in values)
+        {
+            w.WriteNumberValue(Math.Round(value, 4));
+        }
+
+        w.WriteEndArray();
+    }
+
+    /// <summary>The round whose <paramref name="key"/> is the median (the lower of the middle two for an even count).</summary>
+    private static GenerationResult Median(List<GenerationResult> rounds, Func<GenerationResult, double> key) =>
+        rounds.OrderBy(key).ElementAt((rounds.Count - 1) / 2);
+
     private static int RunMemory(Arguments args, int threads, TextWriter stdout)
     {
         string? other = new[] { "model", "config", "random-weights", "dtype", "prompt-tokens", "new-tokens", "batch", "quantize", "device" }.FirstOrDefault(args.Has);

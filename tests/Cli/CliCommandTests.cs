@@ -88,6 +88,33 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Bench_Rounds_SetEachDecodeAgainstTheReadsEitherSide_AndReportTheMedianShare()
+    {
+        CliRunner.Result result = CliRunner.Run("bench", "--config", Fixtures.File("tiny-qwen2", "config.json"), "--random-weights",
+            "--prompt-tokens", "4", "--new-tokens", "6", "--threads", "1", "--rounds", "3", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal(3, result.Json.GetProperty("rounds").GetInt32());
+        double[] shares = [.. result.Json.GetProperty("decode_fraction_of_read_bandwidth_by_round").EnumerateArray().Select(e => e.GetDouble())];
+        Assert.Equal(3, shares.Length);
+        Assert.All(shares, s => Assert.True(s > 0));
+        Assert.Equal(shares.Order().ElementAt(1), result.Json.GetProperty("decode_fraction_of_read_bandwidth").GetDouble(), 1e-4);
+
+        // Round i's share is its decode GB/s over the mean of read measurements i and i + 1 (one before it, one after).
+        double[] reads = [.. result.Json.GetProperty("memory_read_gb_per_s_measured").EnumerateArray().Select(e => e.GetDouble())];
+        double[] decodes = [.. result.Json.GetProperty("decode_gb_per_s_by_round").EnumerateArray().Select(e => e.GetDouble())];
+        Assert.Equal(4, reads.Length);
+        Assert.Equal(3, decodes.Length);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(decodes[i] / ((reads[i] + reads[i + 1]) / 2), shares[i], 2e-3);
+        }
+
+        Assert.Equal(reads.Order().ElementAt(1), result.Json.GetProperty("memory_read_gb_per_s").GetDouble(), 1e-3);
+        Assert.Equal(decodes.Order().ElementAt(1), result.Json.GetProperty("decode_gb_per_s").GetDouble(), 1e-3);
+    }
+
+    [Fact]
     public void BenchServe_Json_HasEveryLevel_AndOneStreamAllDecodingIsAtMostItsDecode()
     {
         // The demo model: its own tokenizer gives nearly every token text, so a chunk each.
