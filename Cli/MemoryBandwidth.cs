@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using System.Numerics;
 using System.Runtime.InteropServices;
+using QwenSharp.Cpu.Kernels;
 
 namespace QwenSharp.Cli;
 
@@ -35,7 +35,7 @@ internal static unsafe class MemoryBandwidth
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
                 {
                     long begin = count * t / threads, end = count * (t + 1) / threads;
-                    sums[t] = Sum(buffer + begin, end - begin);
+                    sums[t] = StreamSum.Sum(buffer + begin, end - begin);
                 });
                 double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
                 best = Math.Max(best, bytes / seconds / 1e9);
@@ -48,28 +48,5 @@ internal static unsafe class MemoryBandwidth
         {
             NativeMemory.AlignedFree(buffer);
         }
-    }
-
-    /// <summary>Four independent vector accumulators, so the adds do not wait on each other and loads are the limit.</summary>
-    private static float Sum(float* data, long count)
-    {
-        int width = Vector<float>.Count;
-        Vector<float> a = default, b = default, c = default, d = default;
-        long i = 0;
-        for (; i + (4 * width) <= count; i += 4 * width)
-        {
-            a += *(Vector<float>*)(data + i);
-            b += *(Vector<float>*)(data + i + width);
-            c += *(Vector<float>*)(data + i + (2 * width));
-            d += *(Vector<float>*)(data + i + (3 * width));
-        }
-
-        float sum = Vector.Sum(a + b + c + d);
-        for (; i < count; i++)
-        {
-            sum += data[i];
-        }
-
-        return sum;
     }
 }

@@ -259,7 +259,7 @@ internal static class PeerDecode
     }
 
     /// <summary>A whole-number option of at least <paramref name="minimum"/>, or <paramref name="fallback"/> when it is not given.</summary>
-    private static int Count(string[] args, string name, int fallback, int minimum)
+    internal static int Count(string[] args, string name, int fallback, int minimum)
     {
         string? text = Option(args, name);
         if (text is null)
@@ -272,13 +272,13 @@ internal static class PeerDecode
             : throw new ArgumentException($"{name} {text}: expected a whole number of at least {minimum}");
     }
 
-    private static string? Option(string[] args, string name)
+    internal static string? Option(string[] args, string name)
     {
         int at = Array.IndexOf(args, name);
         return at >= 0 && at + 1 < args.Length ? args[at + 1] : null;
     }
 
-    private static double Median(List<double> values)
+    internal static double Median(List<double> values)
     {
         double[] sorted = [.. values.Order()];
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;

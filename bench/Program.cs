@@ -16,5 +16,19 @@ if (args.Length > 0 && args[0] == "peer")
     }
 }
 
+// dotnet run -c Release --project bench -- stream [--type q6_k,f16]   (decode kernels from memory, beside a plain read)
+if (args.Length > 0 && args[0] == "stream")
+{
+    try
+    {
+        return QwenSharp.Bench.KernelStreaming.Run(args[1..]);
+    }
+    catch (ArgumentException e)
+    {
+        Console.Error.WriteLine($"stream: {e.Message}");
+        return 2;
+    }
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(QwenSharp.Bench.MatVecBenchmarks).Assembly).Run(args);
 return 0;

@@ -1,0 +1,155 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Bench;
+
+/// <summary>
+/// Each decode kernel streaming 512 MiB of weights from memory on one thread, timed in turn with a plain vector sum over
+/// as many bytes (<see cref="StreamSum"/>, the read <c>qwensharp bench --memory</c> measures): the figure is the median
+/// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
+/// <code>
+///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12]
+/// </code>
+/// The rows are the kernels' row-by-row path (Q4_0's decode reads repacked panels instead), 896 wide (1536 for the
+/// k-quants), with random codes and sane scales, and BF16/F16 weights uniform in ±0.035 as the random models' (F16 with
+/// its map of exact groups, as at decode).
+/// </summary>
+internal static unsafe class KernelStreaming
+{
+    private const long Bytes = 512L << 20;
+
+    public static int Run(string[] args)
+    {
+        string[] types = (PeerDecode.Option(args, "--type") ?? "q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16").Split(',');
+        int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
+        KernelPath path = KernelPaths.Default;
+        float* sumBuffer = (float*)NativeMemory.AlignedAlloc((nuint)Bytes, 64);
+        try
+        {
+            new Span<float>(sumBuffer, (int)(Bytes / sizeof(float))).Fill(1);
+            Console.WriteLine($"{path}, 1 thread, {Bytes >> 20} MiB each, {trials} trials (the first dropped); medians");
+            foreach (string name in types)
+            {
+                DType type = DTypes.TryParse(name, out DType parsed) && parsed is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.BF16 or DType.F16
+                    ? parsed
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, bf16 or f16");
+                Action kernel = Kernel(type, path);
+                var ratios = new List<double>();
+                var kernelRates = new List<double>();
+                var sumRates = new List<double>();
+                float keep = 0;
+                for (int trial = 0; trial < trials; trial++)
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    keep += StreamSum.Sum(sumBuffer, Bytes / sizeof(float));
+                    double sumRate = Bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+                    start = Stopwatch.GetTimestamp();
+                    kernel();
+                    double kernelRate = Bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+                    if (trial > 0)
+                    {
+                        ratios.Add(kernelRate / sumRate);
+                        kernelRates.Add(kernelRate);
+                        sumRates.Add(sumRate);
+                    }
+                }
+
+                GC.KeepAlive(keep);
+                var c = CultureInfo.InvariantCulture;
+                Console.WriteLine(string.Create(c, $"{DTypes.Name(type),-5} kernel {PeerDecode.Median(kernelRates),5:F2} GB/s, sum {PeerDecode.Median(sumRates),5:F2} GB/s: {100 * PeerDecode.Median(ratios):F1}% (trials {100 * ratios.Min():F0}-{100 * ratios.Max():F0}%)"));
+            }
+
+            return 0;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(sumBuffer);
+        }
+    }
+
+    /// <summary>The rows 1024 at a time (a product's share, as the linear job hands them out): (first row, count).</summary>
+    private static Action InChunks(int rows, Action<int, int> dot) => () =>
+    {
+        for (int r = 0; r < rows; r += 1024)
+        {
+            dot(r, Math.Min(1024, rows - r));
+        }
+    };
+
+    /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its rows, set up here.</summary>
+    private static Action Kernel(DType type, KernelPath path)
+    {
+        var random = new Random(1);
+        bool kQuant = type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        int cols = kQuant ? 1536 : 896;
+        int rowBytes = DTypes.IsQuantized(type) ? cols / DTypes.BlockValues(type) * DTypes.BlockBytes(type) : cols * 2;
+        int rows = (int)(Bytes / rowBytes);
+        byte[] weights = GC.AllocateUninitializedArray<byte>(rows * rowBytes, pinned: true);
+        float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() - 0.5))];
+        float[] y = new float[rows];
+        if (type is DType.BF16 or DType.F16)
+        {
+            Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(weights.AsSpan());
+            for (int i = 0; i < halves.Length; i++)
+            {
+                float value = (float)((random.NextDouble() - 0.5) * 0.04 * Math.Sqrt(3));
+                halves[i] = type == DType.BF16 ? BFloat16Bits.FromSingle(value) : HalfBits.FromSingle(value);
+            }
+        }
+        else
+        {
+            random.NextBytes(weights);
+            int blockBytes = DTypes.BlockBytes(type);
+            ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
+            int scaleAt = type == DType.Q6_K ? 208 : 0;
+            for (int b = 0; b < weights.Length; b += blockBytes)
+            {
+                MemoryMarshal.Write(weights.AsSpan(b + scaleAt), scale);
+                if (type is DType.Q4_K or DType.Q5_K)
+                {
+                    MemoryMarshal.Write(weights.AsSpan(b + 2), scale);    // dmin
+                }
+            }
+        }
+
+        switch (type)
+        {
+            case DType.Q8_0 or DType.Q4_0:
+                var q8 = new Q8Activations();
+                q8.Quantize(x, 1, cols, path);
+                return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, weights.AsSpan(r * rowBytes, count * rowBytes), count, q8.Row(0), y.AsSpan(r, count)));
+            case DType.Q4_K or DType.Q5_K or DType.Q6_K:
+                var q8k = new Q8KActivations();
+                q8k.Quantize(x, 1, cols, path);
+                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, weights.AsSpan(r * rowBytes, count * rowBytes), count, q8k.Row(0), y.AsSpan(r, count)));
+            case DType.BF16:
+                return () =>
+                {
+                    for (int r = 0; r < rows; r++)
+                    {
+                        y[r] = Dot<Bf16Load>.Run(path, weights.AsSpan(r * rowBytes, rowBytes), x);
+                    }
+                };
+            default:
+                int words = F16ExactGroups.MapWords(cols);
+                ulong[] map = new ulong[rows * words];
+                for (int r = 0; r < rows; r++)
+                {
+                    F16ExactGroups.MapRow(weights.AsSpan(r * rowBytes, rowBytes), cols, map.AsSpan(r * words, words));
+                }
+
+                float[] scaled = [.. x.Select(v => v * F16Scaling.Up)];
+                return () =>
+                {
+                    for (int r = 0; r < rows; r++)
+                    {
+                        y[r] = Dot<F16ScaledLoad>.Run(path, weights.AsSpan(r * rowBytes, rowBytes), scaled, map.AsSpan(r * words, words));
+                    }
+                };
+        }
+    }
+}
