@@ -392,7 +392,7 @@ internal static class KQuantIntegerKernel
     /// <summary>
     /// The four quarters' codes (0..63) of one 128-value half: values n..n+31, n+32.., n+64.., n+96... With
     /// <paramref name="gfni"/> (a constant at each call), each 2-bit pair is moved to bits 4-5 and each high nibble down by
-    /// one affine transform (<see cref="TwoBitsUp"/>, <see cref="HighNibbleDown"/>): 8 vector instructions where the shifts
+    /// one affine transform (<see cref="TwoBitsUp"/>, <see cref="HighNibbleDown"/>): 12 vector operations where the shifts
     /// and masks take 17.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -542,7 +542,7 @@ internal static class KQuantIntegerKernel
         Vector256<float> acc = default;
         for (int b = 0; b < operands.Blocks; b++)
         {
-            Prefetch.Ahead(ref block, 4);    // a super-block is 210 bytes: see Q6KPartial
+            Prefetch.Ahead(ref block, 4);    // a super-block is 210 bytes: see the remarks above
             Vector128<sbyte> scales = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 192)).AsSByte();
             Vector256<int> sumi;
             if (vnni)
