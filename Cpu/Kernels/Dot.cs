@@ -34,12 +34,20 @@ internal static class Dot<TW>
     /// exponents; other weights ignore it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups) => path switch
+    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
     {
-        KernelPath.Vector512 => Vector512(weights, x, exactGroups),
-        KernelPath.Vector256 => Vector256(weights, x, exactGroups),
-        _ => Reference(weights, x),
-    };
+        if (typeof(TW) != typeof(F16ScaledLoad) || path is not (KernelPath.Vector512 or KernelPath.Vector256))
+        {
+            return Run(path, weights, x);
+        }
+
+        if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
+        {
+            ThrowMapTooShort(exactGroups.Length, x.Length);
+        }
+
+        return path == KernelPath.Vector512 ? Vector512<MapTest>(weights, x, exactGroups) : Vector256<MapTest>(weights, x, exactGroups);
+    }
 
     /// <summary>The plain loop every SIMD path is checked against.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -51,22 +59,6 @@ internal static class Dot<TW>
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector512<ExponentTest>(weights, x, default);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
-    {
-        if (typeof(TW) != typeof(F16ScaledLoad))
-        {
-            return Vector512<ExponentTest>(weights, x, default);
-        }
-
-        if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
-        {
-            ThrowMapTooShort(exactGroups.Length, x.Length);
-        }
-
-        return Vector512<MapTest>(weights, x, exactGroups);
-    }
 
     /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -110,22 +102,6 @@ internal static class Dot<TW>
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector256<ExponentTest>(weights, x, default);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
-    {
-        if (typeof(TW) != typeof(F16ScaledLoad))
-        {
-            return Vector256<ExponentTest>(weights, x, default);
-        }
-
-        if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
-        {
-            ThrowMapTooShort(exactGroups.Length, x.Length);
-        }
-
-        return Vector256<MapTest>(weights, x, exactGroups);
-    }
 
     /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
