@@ -13,10 +13,8 @@ internal sealed record ModelSummary(long Parameters, long WeightBytes, long Deco
 
     public static ModelSummary Of(Qwen2Model model)
     {
-        Qwen2Weights<TensorView> w = model.Weights;
         IReadOnlyCollection<TensorView> all = TensorsOf(model);
-        // The head is read whole for every token; the embedding only one row.
-        long matrixBytes = w.LmHead.ByteLength + w.Layers.SelectMany(layer => layer.Tensors).Where(t => t.Shape.Length == 2).Sum(t => t.ByteLength);
+        long matrixBytes = Qwen2WeightBytes.PerDecodeStep(model.Weights);
 
         Qwen2Config c = model.Config;
         return new ModelSummary(

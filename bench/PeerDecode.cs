@@ -7,6 +7,7 @@ using LLama.Native;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
 using QwenSharp.Formats;
+using QwenSharp.Formats.Gguf;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 
@@ -16,33 +17,45 @@ namespace QwenSharp.Bench;
 /// QwenSharp and llama.cpp (through LLamaSharp's CPU build) decoding the same GGUF file on the same machine, one
 /// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
 /// <code>
-///   dotnet run -c Release --project bench -- peer --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k [--rounds 5]
-///       [--new-tokens 64] [--prefill 512] [--context 16] [--threads N]
+///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k)
+///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N]
 /// </code>
-/// writes a random-weight model of the config's shape as a GGUF file of that type (with the tokenizer.json beside
-/// the config; q4_k_m and q6_k quantized by llama.cpp itself from the BF16 file), then measures both on it: decode
+/// takes a GGUF file as it is (--model: a downloaded Qwen2.5 or Llama file), or writes a random-weight model of the
+/// config's shape as a GGUF file of that type (with the tokenizer.json beside the config; q4_k_m and q6_k quantized by
+/// llama.cpp itself from the BF16 file), then measures both on it: decode
 /// (tokens/s over --new-tokens one-token steps after a --context-token prompt, 16 by default: llama.cpp's tg; a long one
 /// measures how each engine's attention reads its KV cache) and prefill (a --prefill-token
-/// prompt read in one call, llama.cpp's pp; 0 skips it).
+/// prompt read in one call, llama.cpp's pp; 0 skips it). The read bandwidth (<see cref="MemoryBandwidth"/>, on the same
+/// threads) is measured before the first round and after each, and each engine's decode GB/s (the weights one step reads,
+/// <see cref="Qwen2WeightBytes.PerDecodeStep"/>, times its tokens/s) is set against the reads either side of its round.
 /// </summary>
 internal static class PeerDecode
 {
     public static int Run(string[] args)
     {
-        string config = Option(args, "--config") ?? throw new ArgumentException("peer needs --config CONFIG.json");
-        string typeName = Option(args, "--type") ?? "q8_0";
+        string? modelFile = Option(args, "--model"), config = Option(args, "--config"), typeName = Option(args, "--type");
+        if ((modelFile is null) == (config is null))
+        {
+            throw new ArgumentException("peer needs either --model FILE.gguf (a GGUF file as it is) or --config CONFIG.json [--type T] (random weights of its shape)");
+        }
+
+        if (modelFile is not null && typeName is not null)
+        {
+            throw new ArgumentException($"--type {typeName}: goes with --config only; --model {modelFile} is measured in the types it holds");
+        }
+
         int rounds = Count(args, "--rounds", 5, minimum: 1);
         int newTokens = Count(args, "--new-tokens", 64, minimum: 1);
         int prefill = Count(args, "--prefill", 512, minimum: 0);
         int context = Count(args, "--context", 16, minimum: 1);    // the prompt before the decode
         int threads = Count(args, "--threads", Environment.ProcessorCount, minimum: 1);
         NativeApi.llama_empty_call();
-        string gguf = typeName.ToLowerInvariant() switch
+        string gguf = modelFile is not null ? CheckedGguf(modelFile) : (typeName ?? "q8_0").ToLowerInvariant() switch
         {
-            "q4_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q4_K_M),
-            "q5_k_m" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q5_K_M),
-            "q6_k" => LlamaQuantized(WriteModel(config, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
-            _ when DTypes.TryParse(typeName, out DType type) => WriteModel(config, type),
+            "q4_k_m" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q4_K_M),
+            "q5_k_m" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q5_K_M),
+            "q6_k" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
+            string name when DTypes.TryParse(name, out DType type) => WriteModel(config!, type),
             _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q4_k_m, q5_k_m or q6_k"),
         };
         NativeLogConfig.llama_log_set((_, _) => { });
@@ -54,8 +67,12 @@ internal static class PeerDecode
         var theirs = new List<double>();
         var oursPrefill = new List<double>();
         var theirsPrefill = new List<double>();
+        long stepBytes = StepBytes(gguf);
         Ours(gguf, prompt, 8, threads);
         Theirs(gguf, prompt, 8, threads);
+        var reads = new List<double> { MemoryBandwidth.Measure(threads) };
+        var oursShares = new List<double>();
+        var theirsShares = new List<double>();
         for (int r = 0; r < rounds; r++)
         {
             ours.Add(Ours(gguf, prompt, newTokens, threads));
@@ -68,12 +85,18 @@ internal static class PeerDecode
                 line += $"; prefill QwenSharp {oursPrefill[^1]:F1} tokens/s, llama.cpp {theirsPrefill[^1]:F1} tokens/s";
             }
 
-            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{line}"));
+            reads.Add(MemoryBandwidth.Measure(threads));
+            double bound = (reads[^2] + reads[^1]) / 2;
+            oursShares.Add(GbPerSecond(stepBytes, ours[^1]) / bound);
+            theirsShares.Add(GbPerSecond(stepBytes, theirs[^1]) / bound);
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{line}; reads {reads[^2]:F1} and {reads[^1]:F1} GB/s"));
         }
 
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step: QwenSharp {GbPerSecond(stepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
         if (prefill > 0)
         {
             double c = Median(oursPrefill), d = Median(theirsPrefill);
@@ -83,6 +106,34 @@ internal static class PeerDecode
 
         return 0;
     }
+
+    /// <summary>
+    /// <paramref name="path"/> when it is a GGUF file; otherwise an error that says what it is instead (missing, a folder, not
+    /// GGUF), before either engine opens it.
+    /// </summary>
+    private static string CheckedGguf(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            throw new ArgumentException($"--model {path}: a folder; peer measures one GGUF file, which both engines load");
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new ArgumentException($"--model {path}: no such file");
+        }
+
+        return GgufFile.HasMagic(path) ? path : throw new ArgumentException($"--model {path}: not a GGUF file (it does not start with \"GGUF\"); llama.cpp reads only GGUF");
+    }
+
+    /// <summary>The weights one decode step reads (as <c>qwensharp bench</c> counts them).</summary>
+    private static long StepBytes(string gguf)
+    {
+        using GgufCheckpoint checkpoint = GgufCheckpoint.Open(gguf);
+        return Qwen2WeightBytes.PerDecodeStep(Qwen2WeightBinder.Bind(checkpoint.Config, checkpoint));
+    }
+
+    private static double GbPerSecond(long stepBytes, double stepsPerSecond) => stepBytes * stepsPerSecond / 1e9;
 
     /// <summary>Prompt tokens per second reading <paramref name="prompt"/> in one call (the first token's forward passes).</summary>
     private static double OursPrefill(string gguf, int[] prompt, int threads)

@@ -84,7 +84,7 @@ internal sealed class BenchCommand : ICommand
             var results = new List<GenerationResult>();
             if (bounded)
             {
-                reads.Add(MemoryBandwidth.Measure(threads));
+                reads.Add(Cpu.MemoryBandwidth.Measure(threads));
             }
 
             for (int round = 0; round < rounds; round++)
@@ -93,7 +93,7 @@ internal sealed class BenchCommand : ICommand
                 results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 }));
                 if (bounded && results[^1].DecodeTokens > 0)
                 {
-                    reads.Add(MemoryBandwidth.Measure(threads));
+                    reads.Add(Cpu.MemoryBandwidth.Measure(threads));
                 }
             }
 
@@ -351,7 +351,7 @@ internal sealed class BenchCommand : ICommand
             throw new UsageException($"--memory measures the machine alone; --{other} does not apply to it");
         }
 
-        double one = MemoryBandwidth.Measure(1), all = MemoryBandwidth.Measure(threads);
+        double one = Cpu.MemoryBandwidth.Measure(1), all = Cpu.MemoryBandwidth.Measure(threads);
         if (args.Flag("json"))
         {
             JsonOutput.Write(stdout, w =>
@@ -366,7 +366,7 @@ internal sealed class BenchCommand : ICommand
         else
         {
             var c = CultureInfo.InvariantCulture;
-            stdout.WriteLine(string.Create(c, $"memory   read {one:F1} GB/s on 1 thread, {all:F1} GB/s on {threads} threads ({MemoryBandwidth.DefaultBytes >> 20} MiB, best of 3)"));
+            stdout.WriteLine(string.Create(c, $"memory   read {one:F1} GB/s on 1 thread, {all:F1} GB/s on {threads} threads ({Cpu.MemoryBandwidth.DefaultBytes >> 20} MiB, best of 3)"));
         }
 
         return 0;

@@ -35,6 +35,17 @@ public sealed record Qwen2LayerWeights<T>(
             map(PostAttentionLayernorm), map(GateProj), map(UpProj), map(DownProj));
 }
 
+/// <summary>What the stored weights of a model cost per decode step.</summary>
+public static class Qwen2WeightBytes
+{
+    /// <summary>
+    /// Bytes a one-token decode step reads: every layer matrix and the head, each whole, once (the embedding only one row,
+    /// not counted; the norms and biases are too small to count). Decode GB/s is this times steps per second.
+    /// </summary>
+    public static long PerDecodeStep(Qwen2Weights<TensorView> weights) =>
+        weights.LmHead.ByteLength + weights.Layers.SelectMany(layer => layer.Tensors).Where(t => t.Shape.Length == 2).Sum(t => t.ByteLength);
+}
+
 /// <summary>All weights of a Qwen2/Llama causal LM, bound by name once and shape-checked against the config.</summary>
 public sealed record Qwen2Weights<T>(
     T EmbedTokens,                          // [vocab, hidden]

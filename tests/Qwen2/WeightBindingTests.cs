@@ -1,4 +1,5 @@
 using QwenSharp.Cpu;
+using QwenSharp.Formats;
 using QwenSharp.Qwen2;
 using QwenSharp.Tests.Support;
 
@@ -41,6 +42,28 @@ public sealed class WeightBindingTests
         string config = TinyCheckpoint.Config.Replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false", StringComparison.Ordinal);
         var e = Assert.Throws<InvalidDataException>(() => Qwen2Model.Load(TinyCheckpoint.Write(config: config), backend));
         Assert.Contains("tensor 'lm_head.weight' not found (tie_word_embeddings is false", e.Message);
+    }
+
+    [Theory]
+    [InlineData(true, "bf16", 2.0)]
+    [InlineData(false, "bf16", 2.0)]
+    [InlineData(true, "q8_0", 34.0 / 32)]
+    public void PerDecodeStep_CountsEveryLayerMatrixAndTheHeadOnce(bool tied, string dtype, double bytesPerWeight)
+    {
+        // By hand from the config: q and o are 64 × 64, k and v 32 × 64 (2 KV heads of 16), gate, up and down 96 × 64, in
+        // each of 3 layers; the head is 160 × 64 whether it is the embedding itself (tied) or a matrix of its own, and
+        // the embedding is not read whole.
+        Qwen2Config config = Qwen2Config.Parse($$"""
+            {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 160, "tie_word_embeddings": {{(tied ? "true" : "false")}}}
+            """);
+        long perLayer = (2L * 64 * 64) + (2L * 32 * 64) + (3L * 96 * 64);
+        double expected = ((3 * perLayer) + (160L * 64)) * bytesPerWeight;
+        Assert.True(DTypes.TryParse(dtype, out DType type));
+        using var random = new RandomTensorSource(config, DType.BF16);
+        using ITensorSource stored = type == DType.BF16 ? random : new QuantizingTensorSource(random, type);
+
+        Assert.Equal(expected, Qwen2WeightBytes.PerDecodeStep(Qwen2WeightBinder.Bind(config, stored)));
     }
 
     [Fact]

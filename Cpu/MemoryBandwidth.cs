@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using QwenSharp.Cpu.Kernels;
 
-namespace QwenSharp.Cli;
+namespace QwenSharp.Cpu;
 
 /// <summary>
 /// The machine's read bandwidth, the bound on decode speed: a SIMD sum over a buffer far larger than the caches,
