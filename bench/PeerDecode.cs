@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.Intrinsics.X86;
 using System.Text.Json;
 using LLama;
 using LLama.Common;
@@ -49,6 +50,7 @@ internal static class PeerDecode
         int prefill = Count(args, "--prefill", 512, minimum: 0);
         int context = Count(args, "--context", 16, minimum: 1);    // the prompt before the decode
         int threads = Count(args, "--threads", Environment.ProcessorCount, minimum: 1);
+        string llamaBuild = MatchLlamaBuildToOurs();
         NativeApi.llama_empty_call();
         string gguf = modelFile is not null ? CheckedGguf(modelFile) : (typeName ?? "q8_0").ToLowerInvariant() switch
         {
@@ -92,6 +94,7 @@ internal static class PeerDecode
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{line}; reads {reads[^2]:F1} and {reads[^1]:F1} GB/s"));
         }
 
+        Console.WriteLine($"{Path.GetFileName(gguf)}, {threads} threads: {llamaBuild}");
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
@@ -124,6 +127,25 @@ internal static class PeerDecode
         }
 
         return GgufFile.HasMagic(path) ? path : throw new ArgumentException($"--model {path}: not a GGUF file (it does not start with \"GGUF\"); llama.cpp reads only GGUF");
+    }
+
+    /// <summary>
+    /// Picks LLamaSharp's llama.cpp build for the instructions this process's JIT uses, so that both engines run the same
+    /// instruction set: with AVX-512 hidden from the JIT (<c>DOTNET_EnableAVX512=0</c>, and <c>DOTNET_EnableAVXVNNI=0
+    /// DOTNET_EnableGFNI=0</c> for an AMD Zen 3's set) llama.cpp's avx2 build (AVX2, FMA and F16C, no VNNI), which it would
+    /// not choose on an AVX-512 CPU by itself. Says which.
+    /// </summary>
+    private static string MatchLlamaBuildToOurs()
+    {
+        if (Avx512F.IsSupported)
+        {
+            return "llama.cpp's build as LLamaSharp picks it for this CPU; QwenSharp with AVX-512";
+        }
+
+        AvxLevel level = Avx2.IsSupported ? AvxLevel.Avx2 : Avx.IsSupported ? AvxLevel.Avx : AvxLevel.None;
+        NativeLibraryConfig.All.WithAvx(level);
+        string ours = Avx2.IsSupported ? $"AVX2{(AvxVnni.IsSupported ? " and AVX-VNNI" : "")}{(Gfni.IsSupported ? " and GFNI" : "")}" : "no AVX2";
+        return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 ({ours}; its 256-bit kernels)";
     }
 
     /// <summary>The weights one decode step reads (as <c>qwensharp bench</c> counts them).</summary>
