@@ -8,7 +8,7 @@ if (args.Length > 0 && args[0] == "peer")
     {
         return QwenSharp.Bench.PeerDecode.Run(args[1..]);
     }
-    catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidDataException or NotSupportedException)
+    catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidDataException or NotSupportedException or UnauthorizedAccessException)
     {
         // Bad options or files: one line, as the CLI reports them, not a stack trace.
         Console.Error.WriteLine($"peer: {e.Message}");
