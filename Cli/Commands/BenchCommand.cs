@@ -324,7 +324,6 @@ internal sealed class BenchCommand : ICommand
         return TextInput.LoadTokenizer(ModelLoading.ResolveDirectory(args, TextWriter.Null));
     }
 
-    /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>
     /// <summary>The median of <paramref name="values"/> (the lower of the middle two for an even count).</summary>
     private static double MedianOf(double[] values) => values.Order().ElementAt((values.Length - 1) / 2);
 
@@ -343,6 +342,7 @@ internal sealed class BenchCommand : ICommand
     private static GenerationResult Median(List<GenerationResult> rounds, Func<GenerationResult, double> key) =>
         rounds.OrderBy(key).ElementAt((rounds.Count - 1) / 2);
 
+    /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>
     private static int RunMemory(Arguments args, int threads, TextWriter stdout)
     {
         string? other = new[] { "model", "config", "random-weights", "dtype", "prompt-tokens", "new-tokens", "batch", "quantize", "device" }.FirstOrDefault(args.Has);
