@@ -319,13 +319,14 @@ internal static class MatMul
         ReadOnlySpan<float> xBlocks, int tokens, ReadOnlySpan<float> bias, Span<float> y, int firstRow, ReadOnlySpan<byte> next)
     {
         int lanes = TokenBlocks.Lanes(path), quads = F32Panel.ColumnQuads(k), blockFloats = TokenBlocks.BlockFloats(path, k);
-        Span<float> sums = stackalloc float[OuterProductTile.Rows * 16], byToken = stackalloc float[16 * OuterProductTile.Rows];
-        for (int first = 0; first < tokens; first += lanes)
+        Span<float> sums = stackalloc float[OuterProductTile.Rows * OuterProductTile.Tokens], byToken = stackalloc float[OuterProductTile.Tokens * OuterProductTile.Rows];
+        for (int first = 0; first < tokens; first += OuterProductTile.Tokens)
         {
-            OuterProductTile.Run(path, panel, xBlocks.Slice(first / lanes * blockFloats, blockFloats), quads, sums, first == 0 ? next : default);
+            int blocks = Math.Min(OuterProductTile.Blocks(path), TokenBlocks.Count(path, tokens - first));
+            OuterProductTile.Run(path, panel, xBlocks.Slice(first / lanes * blockFloats, blocks * blockFloats), blocks, quads, sums, first == 0 ? next : default);
             OuterProductTile.ByToken(path, sums, byToken);
-            int inBlock = Math.Min(lanes, tokens - first);
-            for (int t = 0; t < inBlock; t++)
+            int inTile = Math.Min(OuterProductTile.Tokens, tokens - first);
+            for (int t = 0; t < inTile; t++)
             {
                 ReadOnlySpan<float> results = byToken.Slice(t * OuterProductTile.Rows, rows);
                 Span<float> yt = y.Slice(((first + t) * outFeatures) + firstRow, rows);

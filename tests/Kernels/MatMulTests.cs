@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
@@ -77,32 +78,44 @@ public sealed class MatMulTests
 
     [Theory]
     [MemberData(nameof(Paths))]
-    public void OuterProductTile_EveryDepth_MatchesReferenceBitForBitAndExactProduct(KernelPath path)
+    public void OuterProductTile_EveryDepthAndBlockCount_MatchesReferenceBitForBitAndExactProduct(KernelPath path)
     {
-        int lanes = TokenBlocks.Lanes(path), rows = OuterProductTile.Rows;
+        int lanes = TokenBlocks.Lanes(path), rows = OuterProductTile.Rows, stride = OuterProductTile.Tokens;
         foreach (int k in Enumerable.Range(0, 40).Concat([255, 256, 257, 896, 4864]))
         {
-            int quads = F32Panel.ColumnQuads(k);
-            float[] w = KernelData.Floats(rows * k, k + 1);
-            float[] x = KernelData.Floats(lanes * k, k + 2);
-            var panel = new float[F32Panel.Floats(k)];
-            F32Panel.Fill<F32Load>(KernelPath.Scalar, MemoryMarshal.AsBytes(w.AsSpan()), k * 4, rows, k, panel);
-            var blocks = new float[TokenBlocks.BlockFloats(path, k)];
-            TokenBlocks.Write(path, x, k, 0, lanes, blocks);
-            var sums = new float[rows * lanes];
-            var reference = new float[rows * lanes];
-            sums.AsSpan().Fill(float.NaN);
-            OuterProductTile.Run(path, panel, blocks, quads, sums);
-            OuterProductTile.Reference(ref MemoryMarshal.GetArrayDataReference(panel), ref MemoryMarshal.GetArrayDataReference(blocks), quads, lanes, ref reference[0]);
-
-            for (int n = 0; n < rows; n++)
+            for (int blocks = 1; blocks <= OuterProductTile.Blocks(path); blocks++)
             {
-                for (int t = 0; t < lanes; t++)
+                int tokens = blocks * lanes, quads = F32Panel.ColumnQuads(k), blockFloats = TokenBlocks.BlockFloats(path, k);
+                float[] w = KernelData.Floats(rows * k, k + 1);
+                float[] x = KernelData.Floats(tokens * k, k + 2);
+                var panel = new float[F32Panel.Floats(k)];
+                F32Panel.Fill<F32Load>(KernelPath.Scalar, MemoryMarshal.AsBytes(w.AsSpan()), k * 4, rows, k, panel);
+                var tokenBlocks = new float[blocks * blockFloats];
+                TokenBlocks.Write(path, x, k, 0, tokens, tokenBlocks);
+                var sums = new float[rows * stride];
+                var reference = new float[rows * stride];
+                sums.AsSpan().Fill(float.NaN);
+                OuterProductTile.Run(path, panel, tokenBlocks, blocks, quads, sums);
+                for (int b = 0; b < blocks; b++)
                 {
-                    float actual = sums[(n * lanes) + t];
-                    Assert.Equal(BitConverter.SingleToInt32Bits(reference[(n * lanes) + t]), BitConverter.SingleToInt32Bits(actual));
-                    double expected = KernelData.DotExact(w.AsSpan(n * k, k), x.AsSpan(t * k, k), out double magnitude);
-                    Assert.True(Math.Abs(actual - expected) <= (2e-6 * magnitude) + 1e-9, $"{path} k={k} ({t}, {n}): {actual} vs {expected}");
+                    OuterProductTile.Reference(ref MemoryMarshal.GetArrayDataReference(panel), ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(tokenBlocks), b * blockFloats), quads, lanes, ref reference[b * lanes]);
+                }
+
+                for (int n = 0; n < rows; n++)
+                {
+                    for (int t = 0; t < stride; t++)
+                    {
+                        float actual = sums[(n * stride) + t];
+                        if (t >= tokens)
+                        {
+                            Assert.True(float.IsNaN(actual), $"{path} k={k} {blocks} blocks: row {n}'s sum for token {t}, past the tile's tokens, was written");
+                            continue;
+                        }
+
+                        Assert.Equal(BitConverter.SingleToInt32Bits(reference[(n * stride) + t]), BitConverter.SingleToInt32Bits(actual));
+                        double expected = KernelData.DotExact(w.AsSpan(n * k, k), x.AsSpan(t * k, k), out double magnitude);
+                        Assert.True(Math.Abs(actual - expected) <= (2e-6 * magnitude) + 1e-9, $"{path} k={k} {blocks} blocks ({t}, {n}): {actual} vs {expected}");
+                    }
                 }
             }
         }
