@@ -29,12 +29,13 @@ namespace QwenSharp.Cpu.Kernels;
 /// <para>
 /// AVX2 has 16 vector registers, so the 256-bit path cannot hold 16 rows' sums. It first took half a panel against one
 /// block (8 accumulators, each 4 dependent multiply-adds per column quad: barely enough chains to cover the multiply-add's
-/// latency on two ports). It now takes 6 rows (6, 6, then 4: <see cref="Vector256Pair{TRows}"/>) against two blocks, 12 accumulators, and one broadcast serves
-/// two multiply-adds: as BLIS's 6 × 16 AVX2 kernel. Measured on the Xeon with AVX-512 hidden, 16 rows × 64 tokens ×
-/// 896 and 16 × 512 × 4864 from L2, G multiply-adds × 2/s (max, 75th percentile of 30 alternating runs):
-/// 72/66 → 79/75 and 63/59 → 72/68 (a loop over single columns instead of column quads gained half as much: its address
-/// arithmetic took as many instructions as its multiply-adds); Qwen2.5-0.5B's Q8_0 pp512 prefill on one core, median of 8 alternating runs,
-/// 58 → 64 tokens/s, which took it from 0.91-0.97x llama.cpp's avx2 build to 1.07x (1.20x on two cores).
+/// latency on two ports). It now takes 6 rows (6, 6, then 4: <see cref="Vector256Pair{TRows}"/>) against two blocks: 12
+/// accumulators, and one broadcast serves two multiply-adds, as in BLIS's 6 × 16 AVX2 kernel. Measured on the Xeon with
+/// AVX-512 hidden, 16 rows × 64 tokens × 896 and 16 × 512 × 4864 (activations from L2 and L3), G multiply-adds × 2/s
+/// (max and 75th percentile of 30 alternating runs): 72/66 → 79/75 and 63/59 → 72/68. A loop over single columns
+/// instead of column quads gained half as much: its address arithmetic took as many instructions as its multiply-adds.
+/// Qwen2.5-0.5B's Q8_0 pp512 prefill on one core, median of 8 alternating runs: 58 → 64 tokens/s, which took it from
+/// 0.91-0.97x llama.cpp's avx2 build to 1.06-1.07x (1.12-1.20x on two cores).
 /// </para>
 /// </remarks>
 internal static class OuterProductTile
