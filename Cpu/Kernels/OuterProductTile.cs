@@ -377,11 +377,11 @@ internal static class OuterProductTile
     private static void Accumulate(ref float sums, int row, Vector256<float> block) =>
         (V256.LoadUnsafe(ref sums, (nuint)(row * Tokens)) + block).StoreUnsafe(ref sums, (nuint)(row * Tokens));
 
-    /// <summary>Rows <paramref name="row"/>'s sums for both blocks (lanes 0-7 and 8-15) plus <paramref name="first"/> and <paramref name="second"/>.</summary>
+    /// <summary>Row <paramref name="row"/>'s sums for both blocks (tokens 0-7 and 8-15) plus <paramref name="first"/> and <paramref name="second"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Accumulate(ref float sums, int row, Vector256<float> first, Vector256<float> second)
     {
-        (V256.LoadUnsafe(ref sums, (nuint)(row * Tokens)) + first).StoreUnsafe(ref sums, (nuint)(row * Tokens));
-        (V256.LoadUnsafe(ref sums, (nuint)((row * Tokens) + 8)) + second).StoreUnsafe(ref sums, (nuint)((row * Tokens) + 8));
+        Accumulate(ref sums, row, first);
+        Accumulate(ref Unsafe.Add(ref sums, 8), row, second);
     }
 }
