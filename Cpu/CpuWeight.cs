@@ -1,7 +1,7 @@
-using System.Runtime.InteropServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Cpu;
 
@@ -74,7 +74,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
         int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
-        byte* panels = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        byte* panels = (byte*)HugePages.Allocate(bytes);
         Parallel.For(0, Rows / QuantPanel.Rows, p =>
             NibblePanels.Repack(StoredType, RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
         Panels = panels;
@@ -90,7 +90,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     {
         if (Panels != null)
         {
-            NativeMemory.AlignedFree(Panels);
+            HugePages.Free(Panels);
             Panels = null;
         }
     }

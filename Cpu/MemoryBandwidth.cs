@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using QwenSharp.Cpu.Kernels;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Cpu;
 
@@ -17,7 +17,7 @@ internal static unsafe class MemoryBandwidth
     /// <summary>Read GB/s (1e9 bytes) with <paramref name="threads"/> threads each summing its own part of the buffer.</summary>
     public static double Measure(int threads, long bytes = DefaultBytes, int passes = 3)
     {
-        float* buffer = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        float* buffer = (float*)HugePages.Allocate(bytes);
         try
         {
             long count = bytes / sizeof(float);
@@ -46,7 +46,7 @@ internal static unsafe class MemoryBandwidth
         }
         finally
         {
-            NativeMemory.AlignedFree(buffer);
+            HugePages.Free(buffer);
         }
     }
 }

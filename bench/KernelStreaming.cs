@@ -3,13 +3,15 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
+using QwenSharp.Memory;
 using QwenSharp.Numerics;
 
 namespace QwenSharp.Bench;
 
 /// <summary>
 /// Each decode kernel streaming 512 MiB of weights from memory on one thread, timed in turn with a plain vector sum over
-/// as many bytes (<see cref="StreamSum"/>, the read <c>qwensharp bench --memory</c> measures): the figure is the median
+/// as many bytes (<see cref="StreamSum"/>, the read <c>qwensharp bench --memory</c> measures; both on huge pages where
+/// Linux gives them, as <see cref="HugePages"/>): the figure is the median
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12]
@@ -27,7 +29,7 @@ internal static unsafe class KernelStreaming
         string[] types = (PeerDecode.Option(args, "--type") ?? "q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16").Split(',');
         int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
         KernelPath path = KernelPaths.Default;
-        float* sumBuffer = (float*)NativeMemory.AlignedAlloc((nuint)Bytes, 64);
+        float* sumBuffer = (float*)HugePages.Allocate(Bytes);
         try
         {
             new Span<float>(sumBuffer, (int)(Bytes / sizeof(float))).Fill(1);
@@ -67,7 +69,7 @@ internal static unsafe class KernelStreaming
         }
         finally
         {
-            NativeMemory.AlignedFree(sumBuffer);
+            HugePages.Free(sumBuffer);
         }
     }
 
@@ -89,6 +91,12 @@ internal static unsafe class KernelStreaming
         int rowBytes = DTypes.IsQuantized(type) ? cols / DTypes.BlockValues(type) * DTypes.BlockBytes(type) : cols * 2;
         int rows = (int)(Bytes / rowBytes);
         byte[] weights = GC.AllocateUninitializedArray<byte>(rows * rowBytes, pinned: true);
+        fixed (byte* first = weights)
+        {
+            // Before anything touches them, as the model's weights are advised (and the sum's buffer is).
+            _ = HugePages.Advise(first, weights.Length);
+        }
+
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() - 0.5))];
         float[] y = new float[rows];
         if (type is DType.BF16 or DType.F16)

@@ -2,6 +2,7 @@ using System.Globalization;
 using QwenSharp.Backend;
 using QwenSharp.Formats;
 using QwenSharp.Generation;
+using QwenSharp.Memory;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli.Commands;
@@ -114,6 +115,11 @@ internal sealed class BenchCommand : ICommand
             double? share = shares.Length > 0 ? MedianOf(shares) : null;
             double? bound = shares.Length == 0 ? null : rounds == 1 ? (before + after) / 2 : MedianOf([.. reads]);
 
+            // How much of the weights decode streams sits on 2 MiB pages (Linux): a file read into the page cache before
+            // this run keeps the small pages it came in on (Core/Memory/HugePages.cs).
+            (long Resident, long Huge)? pages = backend is Gpu.VulkanBackend ? null
+                : HugePages.Residency([.. ModelSummary.TensorsOf(model).Select(t => (t.Data, t.ByteLength))]);
+
             // A Qwen2-VL model: a picture through the processor and the vision tower, against the text prefill's GFLOP/s.
             double prefillGflops = VisionBench.TextPrefillFlops(model.Config, promptTokens, batch) * prefillTokensPerSecond / (promptTokens * batch) / 1e9;
             VisionBenchResult? vision = model.Vision is null ? null : VisionBench.Measure(model, prefillGflops, newTokens);
@@ -133,6 +139,11 @@ internal sealed class BenchCommand : ICommand
                     w.WriteString("dtype", dtype);
                     w.WriteNumber("parameters", summary.Parameters);
                     w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
+                    if (pages is (long resident, long huge))
+                    {
+                        w.WriteNumber("weights_resident_bytes", resident);
+                        w.WriteNumber("weights_huge_page_bytes", huge);
+                    }
                     w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
                     if (bound is double read && share is double fraction)
                     {
@@ -193,6 +204,10 @@ internal sealed class BenchCommand : ICommand
                         : rounds == 1 ? string.Create(c, $", {100 * fraction:F0}% of the {read:F1} GB/s this machine reads ({threadsText}; {before:F1} before, {after:F1} after)")
                         : string.Create(c, $", {100 * fraction:F0}% of what this machine reads ({threadsText}; the median of the rounds' shares, each of the reads either side of it: {string.Join(", ", shares.Select(x => (100 * x).ToString("F0", c) + "%"))}; reads {string.Join(", ", reads.Select(x => x.ToString("F1", c)))} GB/s)");
                     stdout.WriteLine(string.Create(c, $"         {InfoCommand.FormatBytes(summary.DecodeBytesPerToken)} of weights per decode step: {gbPerSecond:F2} GB/s{ofBound}"));
+                    if (pages is (long resident, long huge) && resident > 0)
+                    {
+                        stdout.WriteLine(string.Create(c, $"         {100.0 * huge / resident:F0}% of the weights' {InfoCommand.FormatBytes(resident)} in memory on 2 MiB pages"));
+                    }
                     if (backend is Gpu.VulkanBackend vulkan)
                     {
                         stdout.WriteLine($"         a decode step is one submit of {vulkan.LastStep.Dispatches} dispatches and {vulkan.LastStep.Barriers} barriers");

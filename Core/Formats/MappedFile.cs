@@ -1,5 +1,6 @@
 using System.IO.MemoryMappedFiles;
 using QwenSharp.Errors;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Formats;
 
@@ -45,7 +46,11 @@ internal sealed unsafe class MappedFile : IDisposable
         MemoryMappedViewAccessor view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* pointer = null;
         view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-        return new MappedFile(map, view, pointer + view.PointerOffset, length);
+        pointer += view.PointerOffset;
+
+        // Weights are streamed from here at every decode step: huge pages where the page cache can give them.
+        _ = HugePages.Advise(pointer, length);
+        return new MappedFile(map, view, pointer, length);
     }
 
     public void Dispose()

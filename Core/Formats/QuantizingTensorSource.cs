@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Formats;
 
@@ -48,7 +48,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
         }
 
         long bytes = DTypes.ByteLength(_type, view.ElementCount);
-        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        byte* data = (byte*)HugePages.Allocate(bytes);
         _owned.Add((nint)data);
         TensorValues.RowsAs(view, _type, new Span<byte>(data, checked((int)bytes)));
         view = view with { DType = _type, Data = (nint)data };
@@ -60,7 +60,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
     {
         foreach (nint pointer in _owned)
         {
-            NativeMemory.AlignedFree((void*)pointer);
+            HugePages.Free((void*)pointer);
         }
 
         _owned.Clear();

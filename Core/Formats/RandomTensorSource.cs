@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using QwenSharp.Memory;
 using QwenSharp.Numerics;
 using QwenSharp.Qwen2;
 
@@ -24,7 +24,7 @@ public sealed unsafe class RandomTensorSource : ITensorSource
         {
             for (int i = 0; i < shapes.Count; i++)
             {
-                nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(shapes[i].ByteLength, 1), 64);
+                nint data = (nint)HugePages.Allocate(shapes[i].ByteLength);
                 _allocations.Add(data);
                 tensors[i] = shapes[i] with { Data = data };
             }
@@ -101,7 +101,7 @@ public sealed unsafe class RandomTensorSource : ITensorSource
     {
         foreach (nint allocation in _allocations)
         {
-            NativeMemory.AlignedFree((void*)allocation);
+            HugePages.Free((void*)allocation);
         }
 
         _allocations.Clear();

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using QwenSharp.Errors;
+using QwenSharp.Memory;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Formats.Gguf;
@@ -196,7 +197,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         DType targetType = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
         GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
         long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
-        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * rowOut), 64);
+        byte* data = (byte*)HugePages.Allocate(rows * rowOut);
         _owned.Add((nint)data);
 
         // Rows in parallel chunks: a Qwen2.5-0.5B Q5_K_M file has its 896-wide matrices in Q5_0 and Q8_0.
@@ -236,7 +237,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     {
         long rows = view.Shape[0], rowBytes = view.ByteLength / rows;
         long headDim = rows / heads, half = headDim / 2;
-        byte* copy = (byte*)NativeMemory.AlignedAlloc((nuint)view.ByteLength, 64);
+        byte* copy = (byte*)HugePages.Allocate(view.ByteLength);
         _owned.Add((nint)copy);
         byte* source = (byte*)view.Data;
         for (long h = 0; h < heads; h++)
@@ -258,7 +259,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     {
         foreach (nint pointer in _owned)
         {
-            NativeMemory.AlignedFree((void*)pointer);
+            HugePages.Free((void*)pointer);
         }
 
         _owned.Clear();

@@ -1,0 +1,144 @@
+using System.Globalization;
+using QwenSharp.Memory;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Memory;
+
+/// <summary>Alone: the real-memory test reads the process's mappings, which other tests' buffers would move under it.</summary>
+[Collection(AloneCollection.Name)]
+public sealed unsafe class HugePagesTests
+{
+    [Fact]
+    public void Allocate_SmallAndLarge_AlignedAsPromisedAndEveryByteKept()
+    {
+        foreach (long bytes in new[] { 1L, HugePages.Threshold - 1, HugePages.Threshold, HugePages.Threshold + 4097 })
+        {
+            byte* memory = (byte*)HugePages.Allocate(bytes);
+            try
+            {
+                long alignment = bytes < HugePages.Threshold ? 64 : HugePages.Size;
+                Assert.Equal(0, (long)memory % alignment);
+                var span = new Span<byte>(memory, checked((int)bytes));
+                for (int i = 0; i < span.Length; i++)
+                {
+                    span[i] = (byte)(i * 7);
+                }
+
+                for (int i = 0; i < span.Length; i++)
+                {
+                    Assert.Equal((byte)(i * 7), span[i]);
+                }
+            }
+            finally
+            {
+                HugePages.Free(memory);
+            }
+        }
+    }
+
+    [Fact]
+    public void Advise_RangeHoldingNoWholeHugePage_AsksNothing()
+    {
+        byte* memory = (byte*)HugePages.Allocate(4 * HugePages.Size);
+        try
+        {
+            // 2 MiB starting one byte into a huge page holds no whole one: the advice must not round it out to a neighbour.
+            Assert.False(HugePages.Advise(memory + 1, HugePages.Size));
+            Assert.False(HugePages.Advise(memory, HugePages.Size - 1));
+        }
+        finally
+        {
+            HugePages.Free(memory);
+        }
+    }
+
+    /// <summary>
+    /// Where Linux has transparent huge pages on ("always" or "madvise"), a large allocation is advised and, once written,
+    /// backed by them: the smaps entry of its mapping counts AnonHugePages (read by <see cref="HugePages.Residency(IReadOnlyList{ValueTuple{nint, long}})"/>).
+    /// </summary>
+    [SkippableFact]
+    public void Allocate_Large_OnLinuxWithHugePages_IsBackedByHugePages()
+    {
+        const string Setting = "/sys/kernel/mm/transparent_hugepage/enabled";
+        Skip.IfNot(OperatingSystem.IsLinux() && File.Exists(Setting), "transparent huge pages are a Linux feature");
+        string enabled = File.ReadAllText(Setting);
+        Skip.If(enabled.Contains("[never]", StringComparison.Ordinal), $"transparent huge pages are off here ({enabled.Trim()})");
+
+        // Without direct compaction for advised memory, a fault takes a small page whenever no free huge one is at hand.
+        string defrag = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/defrag");
+        Skip.If(defrag.Contains("[never]", StringComparison.Ordinal) || defrag.Contains("[defer]", StringComparison.Ordinal),
+            $"huge pages are not compacted for on a fault here (defrag: {defrag.Trim()})");
+
+        long bytes = 4 * HugePages.Size;
+        byte* memory = (byte*)HugePages.Allocate(bytes);
+        try
+        {
+            new Span<byte>(memory, (int)bytes).Fill(1);
+
+            // The mapping that holds it: Linux may have merged it with a neighbour advised alike (another buffer of
+            // this process), whose pages then count too, so its huge pages must be at least the allocation's own.
+            long mappingHuge = MappingAnonHugePages((nint)memory);
+            Assert.True(mappingHuge >= bytes, $"{mappingHuge} bytes on huge pages in the mapping that holds the {bytes}-byte allocation at {(nint)memory:x} ({enabled.Trim()})");
+            (long resident, long huge) = HugePages.Residency([((nint)memory, bytes)]) ?? throw new InvalidOperationException("no /proc/self/smaps");
+            Assert.True(resident > 0 && huge > 0, $"Residency: {resident} bytes resident, {huge} on huge pages");
+            Assert.True(HugePages.Advise(memory, bytes));
+        }
+        finally
+        {
+            HugePages.Free(memory);
+        }
+    }
+
+    [Fact]
+    public void Residency_SmapsLines_SharesEachMappingsCountsByTheRangesPartOfIt()
+    {
+        // Two mappings: 8 MiB of a file, 6 MiB of it resident and 4 MiB of that on PMDs; 4 MiB anonymous, all resident,
+        // 2 MiB of it huge. A third mapping the ranges miss must not count.
+        string[] smaps =
+        [
+            "7f0000000000-7f0000800000 r--s 00000000 fe:00 11658146                   /models/q4_k_m.gguf",
+            "Size:               8192 kB",
+            "Rss:                6144 kB",
+            "AnonHugePages:         0 kB",
+            "FilePmdMapped:      4096 kB",
+            "VmFlags: rd sh mr mw me ms hg",
+            "7f0000800000-7f0000c00000 rw-p 00000000 00:00 0",
+            "Rss:                4096 kB",
+            "AnonHugePages:      2048 kB",
+            "FilePmdMapped:         0 kB",
+            "7f1000000000-7f1000400000 rw-p 00000000 00:00 0",
+            "Rss:                4096 kB",
+            "AnonHugePages:      4096 kB",
+        ];
+        const long MiB = 1 << 20;
+
+        // The whole file mapping and half the anonymous one.
+        (long resident, long huge) = HugePages.Residency(smaps, [(unchecked((nint)0x7f0000000000), 8 * MiB), (unchecked((nint)0x7f0000800000), 2 * MiB)]);
+        Assert.Equal((6 * MiB) + (2 * MiB), resident);
+        Assert.Equal((4 * MiB) + MiB, huge);
+
+        // A quarter of the file mapping alone.
+        Assert.Equal((6 * MiB / 4, MiB), HugePages.Residency(smaps, [(unchecked((nint)0x7f0000200000), 2 * MiB)]));
+    }
+
+    /// <summary>AnonHugePages, in bytes, of the /proc/self/smaps mapping whose range holds <paramref name="address"/>.</summary>
+    private static long MappingAnonHugePages(nint address)
+    {
+        bool inside = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-', StringComparison.Ordinal), space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash && long.TryParse(line.AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out long start)
+                && long.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out long end))
+            {
+                inside = start <= address && address < end;
+            }
+            else if (inside && line.StartsWith("AnonHugePages:", StringComparison.Ordinal))
+            {
+                return 1024 * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+            }
+        }
+
+        return 0;
+    }
+}
