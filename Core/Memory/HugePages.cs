@@ -53,7 +53,7 @@ internal static unsafe partial class HugePages
         nint mapping = Mmap(null, reserved, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
         if (mapping == -1)
         {
-            throw new OutOfMemoryException($"could not map {bytes} bytes (errno {Marshal.GetLastPInvokeError()})");
+            throw new OutOfMemoryException($"not enough memory: could not map {bytes} bytes (mmap errno {Marshal.GetLastPInvokeError()})");
         }
 
         nint aligned = (nint)(((long)mapping + Size - 1) & ~(Size - 1));

@@ -37,6 +37,16 @@ public sealed unsafe class HugePagesTests
     }
 
     [Fact]
+    public void Allocate_MoreThanTheAddressSpace_ThrowsOutOfMemoryNamingTheSize()
+    {
+        var e = Assert.Throws<OutOfMemoryException>(() => HugePages.Allocate(1L << 60));
+        if (OperatingSystem.IsLinux())
+        {
+            Assert.Contains($"could not map {1L << 60} bytes", e.Message);
+        }
+    }
+
+    [Fact]
     public void Advise_RangeHoldingNoWholeHugePage_AsksNothing()
     {
         byte* memory = (byte*)HugePages.Allocate(4 * HugePages.Size);
