@@ -134,28 +134,55 @@ internal static unsafe partial class HugePages
     /// <summary><see cref="Residency(IReadOnlyList{ValueTuple{nint, long}})"/> over the lines of an smaps file.</summary>
     internal static (long Resident, long Huge) Residency(IEnumerable<string> smaps, IReadOnlyList<(nint Start, long Length)> ranges)
     {
-        double resident = 0, huge = 0, covered = 0;
+        double resident = 0, huge = 0;
+        foreach (Mapping mapping in Mappings(smaps))
+        {
+            long overlap = 0;
+            foreach ((nint first, long length) in ranges)
+            {
+                overlap += Math.Max(0, Math.Min(mapping.End, (long)first + length) - Math.Max(mapping.Start, (long)first));
+            }
+
+            double covered = mapping.End > mapping.Start ? (double)overlap / (mapping.End - mapping.Start) : 0;
+            resident += mapping.Resident * covered;
+            huge += mapping.Huge * covered;
+        }
+
+        return ((long)resident, (long)huge);
+    }
+
+    /// <summary>One mapping of an smaps file: its addresses [Start, End), its resident bytes and those on huge pages.</summary>
+    internal readonly record struct Mapping(long Start, long End, long Resident, long Huge);
+
+    /// <summary>The mappings of an smaps file, in its order: Rss as resident, AnonHugePages + FilePmdMapped as huge.</summary>
+    internal static IEnumerable<Mapping> Mappings(IEnumerable<string> smaps)
+    {
+        Mapping? current = null;
         foreach (string line in smaps)
         {
             if (TryParseMappingHeader(line, out long start, out long end))
             {
-                long overlap = 0;
-                foreach ((nint first, long length) in ranges)
+                if (current is Mapping done)
                 {
-                    overlap += Math.Max(0, Math.Min(end, (long)first + length) - Math.Max(start, (long)first));
+                    yield return done;
                 }
 
-                covered = end > start ? (double)overlap / (end - start) : 0;
+                current = new Mapping(start, end, 0, 0);
             }
-            else if (covered > 0)
+            else if (current is Mapping open)
             {
-                long kib = FieldKiB(line, "Rss:");
-                resident += kib * 1024.0 * covered;
-                huge += (FieldKiB(line, "AnonHugePages:") + FieldKiB(line, "FilePmdMapped:")) * 1024.0 * covered;
+                current = open with
+                {
+                    Resident = open.Resident + (FieldKiB(line, "Rss:") * 1024),
+                    Huge = open.Huge + ((FieldKiB(line, "AnonHugePages:") + FieldKiB(line, "FilePmdMapped:")) * 1024),
+                };
             }
         }
 
-        return ((long)resident, (long)huge);
+        if (current is Mapping last)
+        {
+            yield return last;
+        }
     }
 
     /// <summary>An smaps mapping line: "start-end perms offset dev inode [path]", addresses in hex.</summary>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using QwenSharp.Memory;
 using QwenSharp.Tests.Support;
 
@@ -87,7 +86,7 @@ public sealed unsafe class HugePagesTests
 
             // The mapping that holds it: Linux may have merged it with a neighbour advised alike (another buffer of
             // this process), whose pages then count too, so its huge pages must be at least the allocation's own.
-            long mappingHuge = MappingAnonHugePages((nint)memory);
+            long mappingHuge = HugePages.Mappings(File.ReadLines("/proc/self/smaps")).Single(m => m.Start <= (long)memory && (long)memory < m.End).Huge;
             Assert.True(mappingHuge >= bytes, $"{mappingHuge} bytes on huge pages in the mapping that holds the {bytes}-byte allocation at {(nint)memory:x} ({enabled.Trim()})");
             (long resident, long huge) = HugePages.Residency([((nint)memory, bytes)]) ?? throw new InvalidOperationException("no /proc/self/smaps");
             Assert.True(resident > 0 && huge > 0, $"Residency: {resident} bytes resident, {huge} on huge pages");
@@ -129,26 +128,5 @@ public sealed unsafe class HugePagesTests
 
         // A quarter of the file mapping alone.
         Assert.Equal((6 * MiB / 4, MiB), HugePages.Residency(smaps, [(unchecked((nint)0x7f0000200000), 2 * MiB)]));
-    }
-
-    /// <summary>AnonHugePages, in bytes, of the /proc/self/smaps mapping whose range holds <paramref name="address"/>.</summary>
-    private static long MappingAnonHugePages(nint address)
-    {
-        bool inside = false;
-        foreach (string line in File.ReadLines("/proc/self/smaps"))
-        {
-            int dash = line.IndexOf('-', StringComparison.Ordinal), space = line.IndexOf(' ', StringComparison.Ordinal);
-            if (dash > 0 && space > dash && long.TryParse(line.AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out long start)
-                && long.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out long end))
-            {
-                inside = start <= address && address < end;
-            }
-            else if (inside && line.StartsWith("AnonHugePages:", StringComparison.Ordinal))
-            {
-                return 1024 * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-            }
-        }
-
-        return 0;
     }
 }
