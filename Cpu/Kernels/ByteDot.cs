@@ -15,6 +15,12 @@ internal interface IByteDot
     static abstract bool TakesWholeBytes { get; }
 
     static abstract Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed);
+
+    /// <summary>Sums accumulated by <see cref="Dot"/> from zero as eight 32-bit lanes (where the dot keeps them narrower).</summary>
+    static abstract Vector256<int> Widened(Vector256<int> sums);
+
+    /// <summary>Two accumulations added as <see cref="Dot"/> keeps them (before <see cref="Widened"/>).</summary>
+    static abstract Vector256<int> Add(Vector256<int> a, Vector256<int> b);
 }
 
 /// <summary>vpmaddubsw to 16-bit pairs, vpmaddwd by ones to 32 bits (AVX2).</summary>
@@ -25,6 +31,31 @@ internal readonly struct PairSums : IByteDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
         addend + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsigned, signed), Vector256.Create((short)1));
+
+    public static Vector256<int> Widened(Vector256<int> sums) => sums;
+
+    public static Vector256<int> Add(Vector256<int> a, Vector256<int> b) => a + b;
+}
+
+/// <summary>
+/// vpmaddubsw's 16-bit pairs added up in sixteen 16-bit lanes, widened by one vpmaddwd at the end (<see cref="Widened"/>):
+/// where the unsigned codes are nibbles (0..15) and the signed ones at most 127 in size (Q8_0's and Q8_K's activation
+/// codes), a pair is at most 3810 in size, so eight column quads (a 32-value sub-block) sum within 16 bits (30480), and the
+/// eight vpmaddwd of <see cref="PairSums"/> become one. Only for sums started from zero over at most eight such dots.
+/// </summary>
+internal readonly struct NibblePairSums : IByteDot
+{
+    public static bool TakesWholeBytes => false;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
+        (addend.AsInt16() + Avx2.MultiplyAddAdjacent(unsigned, signed)).AsInt32();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Widened(Vector256<int> sums) => Avx2.MultiplyAddAdjacent(sums.AsInt16(), Vector256.Create((short)1));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Add(Vector256<int> a, Vector256<int> b) => (a.AsInt16() + b.AsInt16()).AsInt32();
 }
 
 /// <summary>AVX-VNNI's vpdpbusd: the same in one instruction.</summary>
@@ -35,6 +66,10 @@ internal readonly struct Vnni : IByteDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Dot(Vector256<int> addend, Vector256<byte> unsigned, Vector256<sbyte> signed) =>
         AvxVnni.MultiplyWideningAndAdd(addend, unsigned, signed);
+
+    public static Vector256<int> Widened(Vector256<int> sums) => sums;
+
+    public static Vector256<int> Add(Vector256<int> a, Vector256<int> b) => a + b;
 }
 
 /// <summary>

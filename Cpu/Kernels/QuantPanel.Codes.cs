@@ -11,6 +11,9 @@ internal static partial class QuantPanel
         /// <summary>Whether the codes come out × 16, so that a sub-block's sums start from 16 × the offset (<see cref="Operands.HighOffsets"/>).</summary>
         static abstract bool TimesSixteen { get; }
 
+        /// <summary>Whether the codes are nibbles (0..15) as loaded, so that <see cref="NibblePairSums"/> can sum a sub-block's products.</summary>
+        static abstract bool Nibbles { get; }
+
         static abstract Vector256<byte> Load(ref byte w, nint offset);
 
         /// <summary>The sub-block's scales of rows 0-7 and 8-15 as f32.</summary>
@@ -21,6 +24,8 @@ internal static partial class QuantPanel
     private readonly struct Packed : ICodes
     {
         public static bool TimesSixteen => false;
+
+        public static bool Nibbles => false;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Load(ref byte w, nint offset) => Vector256.LoadUnsafe(ref w, (nuint)offset);
@@ -38,6 +43,8 @@ internal static partial class QuantPanel
     {
         public static bool TimesSixteen => false;
 
+        public static bool Nibbles => true;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Load(ref byte w, nint offset) => Vector256.LoadUnsafe(ref w, (nuint)offset) & Vector256.Create((byte)0x0F);
 
@@ -49,6 +56,8 @@ internal static partial class QuantPanel
     private readonly struct HighNibbles : ICodes
     {
         public static bool TimesSixteen => false;
+
+        public static bool Nibbles => true;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Load(ref byte w, nint offset) =>
@@ -73,6 +82,8 @@ internal static partial class QuantPanel
     private readonly struct HighNibblesTimes16 : ICodes
     {
         public static bool TimesSixteen => true;
+
+        public static bool Nibbles => false;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Load(ref byte w, nint offset) => Vector256.LoadUnsafe(ref w, (nuint)offset) & Vector256.Create((byte)0xF0);

@@ -632,6 +632,10 @@ internal static partial class QuantPanel
             {
                 Tokens<EightTokens, Vnni, TCodes, TZero>(operands, t, tile, prefetch);
             }
+            else if (TCodes.Nibbles)
+            {
+                Tokens<EightTokens, NibblePairSums, TCodes, TZero>(operands, t, tile, prefetch);
+            }
             else
             {
                 Tokens<EightTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
@@ -650,6 +654,10 @@ internal static partial class QuantPanel
             {
                 Tokens<FourTokens, Vnni, TCodes, TZero>(operands, t, tile, prefetch);
             }
+            else if (TCodes.Nibbles)
+            {
+                Tokens<FourTokens, NibblePairSums, TCodes, TZero>(operands, t, tile, prefetch);
+            }
             else
             {
                 Tokens<FourTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
@@ -667,6 +675,10 @@ internal static partial class QuantPanel
             if (vector && vnni)
             {
                 OneToken<Vnni, TCodes, TZero>(operands, t, tile, prefetch);
+            }
+            else if (vector && TCodes.Nibbles)
+            {
+                OneToken<NibblePairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
             else if (vector)
             {
@@ -908,13 +920,17 @@ internal static partial class QuantPanel
             m1 = typeof(TZero) == typeof(ScaledMins) ? Vector256.LoadUnsafe(ref Mins, 8) : default;
         }
 
-        /// <summary>Token <paramref name="i"/>'s starting value of the sub-block's integer sums: its -offset × Σa (<see cref="CodeOffsets"/>), else zero.</summary>
+        /// <summary>
+        /// Token <paramref name="i"/>'s integer sums of the sub-block, accumulated from zero by <typeparamref name="TDot"/>, as
+        /// 32-bit lanes and with the -offset × Σa they start from (<see cref="CodeOffsets"/>; else nothing added).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly Vector256<int> Start<TCodes, TZero>(int i)
+        public readonly Vector256<int> Sums<TDot, TCodes, TZero>(int i, Vector256<int> accumulated)
+            where TDot : IByteDot
             where TCodes : ICodes
             where TZero : struct =>
-            typeof(TZero) != typeof(CodeOffsets) ? default
-                : Vector256.Create(TCodes.TimesSixteen ? Unsafe.Add(ref HighOffsets, i) : Unsafe.Add(ref Offsets, i));
+            typeof(TZero) != typeof(CodeOffsets) ? TDot.Widened(accumulated)
+                : TDot.Widened(accumulated) + Vector256.Create(TCodes.TimesSixteen ? Unsafe.Add(ref HighOffsets, i) : Unsafe.Add(ref Offsets, i));
     }
 
     /// <summary>Four activation codes of one token, at <paramref name="offset"/>, in every 32-bit lane.</summary>
@@ -923,18 +939,20 @@ internal static partial class QuantPanel
         Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref x, offset)))).AsSByte();
 
     /// <summary>
-    /// Token <paramref name="i"/>'s sub-block sums (rows 0-7 and 8-15) into its 16 f32 sums in <paramref name="tile"/>:
-    /// y = fma(Σ, scale × dx, y), less min × dx × Σa for <see cref="ScaledMins"/>.
+    /// Token <paramref name="i"/>'s sub-block sums (rows 0-7 and 8-15, as <typeparamref name="TDot"/> accumulated them from
+    /// zero) into its 16 f32 sums in <paramref name="tile"/>: y = fma(Σ, scale × dx, y), less min × dx × Σa for <see cref="ScaledMins"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<TZero>(ref float tile, int i, scoped ref SubBlockCursor at, Vector256<int> sum0, Vector256<int> sum1,
+    private static void Accumulate<TDot, TCodes, TZero>(ref float tile, int i, scoped ref SubBlockCursor at, Vector256<int> sum0, Vector256<int> sum1,
         Vector256<float> s0, Vector256<float> s1, Vector256<float> m0, Vector256<float> m1)
+        where TDot : IByteDot
+        where TCodes : ICodes
         where TZero : struct
     {
         ref float y = ref Unsafe.Add(ref tile, i * Rows);
         var d = Vector256.Create(Unsafe.Add(ref at.BlockScales, i));
-        Vector256<float> y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum0), s0 * d, Vector256.LoadUnsafe(ref y));
-        Vector256<float> y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum1), s1 * d, Vector256.LoadUnsafe(ref y, 8));
+        Vector256<float> y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(at.Sums<TDot, TCodes, TZero>(i, sum0)), s0 * d, Vector256.LoadUnsafe(ref y));
+        Vector256<float> y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(at.Sums<TDot, TCodes, TZero>(i, sum1)), s1 * d, Vector256.LoadUnsafe(ref y, 8));
         if (typeof(TZero) == typeof(ScaledMins))
         {
             var s = Vector256.Create(Unsafe.Add(ref at.ScaledSums, i));
@@ -1038,10 +1056,8 @@ internal static partial class QuantPanel
         where TCodes : ICodes
         where TZero : struct
     {
-        Vector256<int> a00 = at.Start<TCodes, TZero>(0), a10 = at.Start<TCodes, TZero>(1), a20 = at.Start<TCodes, TZero>(2);
-        Vector256<int> a30 = at.Start<TCodes, TZero>(3), a40 = at.Start<TCodes, TZero>(4), a50 = at.Start<TCodes, TZero>(5);
-        Vector256<int> a60 = at.Start<TCodes, TZero>(6), a70 = at.Start<TCodes, TZero>(7);
-        Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30, a41 = a40, a51 = a50, a61 = a60, a71 = a70;
+        Vector256<int> a00 = default, a10 = default, a20 = default, a30 = default, a40 = default, a50 = default, a60 = default, a70 = default;
+        Vector256<int> a01 = default, a11 = default, a21 = default, a31 = default, a41 = default, a51 = default, a61 = default, a71 = default;
         ref byte wq = ref w;
         ref sbyte xq = ref x;
         for (int q = 0; q < quads; q += 2)
@@ -1057,14 +1073,14 @@ internal static partial class QuantPanel
         }
 
         at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-        Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 4, ref at, a40, a41, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 4, ref at, a40, a41, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 5, ref at, a50, a51, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 6, ref at, a60, a61, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 7, ref at, a70, a71, s0, s1, m0, m1);
     }
 
     /// <summary>One column quad of the 16 rows against eight tokens' four codes each, into their accumulators.</summary>
@@ -1108,9 +1124,8 @@ internal static partial class QuantPanel
         where TCodes : ICodes
         where TZero : struct
     {
-        Vector256<int> a00 = at.Start<TCodes, TZero>(0), a10 = at.Start<TCodes, TZero>(1);
-        Vector256<int> a20 = at.Start<TCodes, TZero>(2), a30 = at.Start<TCodes, TZero>(3);
-        Vector256<int> a01 = a00, a11 = a10, a21 = a20, a31 = a30;
+        Vector256<int> a00 = default, a10 = default, a20 = default, a30 = default;
+        Vector256<int> a01 = default, a11 = default, a21 = default, a31 = default;
         ref byte wq = ref w;
         ref sbyte xq = ref x;
         for (int q = 0; q < quads; q++)
@@ -1122,10 +1137,10 @@ internal static partial class QuantPanel
         }
 
         at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-        Accumulate<TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
-        Accumulate<TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 0, ref at, a00, a01, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 1, ref at, a10, a11, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 2, ref at, a20, a21, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 3, ref at, a30, a31, s0, s1, m0, m1);
     }
 
     /// <summary>
@@ -1179,7 +1194,7 @@ internal static partial class QuantPanel
         where TZero : struct
     {
         // Two quads a pass into two pairs of sums: one pair waited on vpdpbusd's latency at every quad.
-        Vector256<int> a0 = at.Start<TCodes, TZero>(0), a1 = a0, b0 = default, b1 = default;
+        Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
         ref byte wq = ref w;
         for (int q = 0; q < quads; q += 2)
         {
@@ -1192,9 +1207,7 @@ internal static partial class QuantPanel
             at4 += 8;
         }
 
-        a0 += b0;
-        a1 += b1;
         at.RowTerms<TCodes, TZero>(out Vector256<float> s0, out Vector256<float> s1, out Vector256<float> m0, out Vector256<float> m1);
-        Accumulate<TZero>(ref o, 0, ref at, a0, a1, s0, s1, m0, m1);
+        Accumulate<TDot, TCodes, TZero>(ref o, 0, ref at, TDot.Add(a0, b0), TDot.Add(a1, b1), s0, s1, m0, m1);
     }
 }

@@ -147,6 +147,70 @@ public sealed class NibblePanelsTests
         }
     }
 
+    /// <summary>
+    /// Every code 15 against activations all -1 (Q8_0 and Q8_K codes -127): a sub-block's products are then as large as they
+    /// can be (32 × 15 × 127 = 60960 for Q4_K, 32 × 7 × 127 for Q4_0 and its offset), and the 256-bit path's 16-bit pair sums
+    /// (<see cref="NibblePairSums"/>, 8 × 2 × 15 × 127 = 30480) must hold them without wrapping; every path and token count
+    /// equals the scalar reference bit for bit, and the definition.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PathsTypesAndTokens))]
+    public void The_largest_products_stay_exact(KernelPath path, DType type, int tokens)
+    {
+        const int cols = 512;
+        int rowBytes = (int)DTypes.ByteLength(type, cols);
+        var rows = new byte[QuantPanel.Rows * rowBytes];
+        rows.AsSpan().Fill(0xFF);
+        for (int r = 0; r < rows.Length; r += type == DType.Q4_0 ? 18 : 144)
+        {
+            // Scale 1 (and for Q4_K: dmin 0, then 6-bit scales and mins whose packed bytes 0xFF give 63 everywhere).
+            BitConverter.TryWriteBytes(rows.AsSpan(r), HalfBits.FromSingle(1));
+            if (type == DType.Q4_K)
+            {
+                BitConverter.TryWriteBytes(rows.AsSpan(r + 2), (ushort)0);
+            }
+        }
+
+        var panel = new byte[NibblePanels.PanelBytes(type, cols)];
+        NibblePanels.Repack(type, rows, cols, panel);
+        float[] x = new float[tokens * cols];
+        x.AsSpan().Fill(-1);
+        var q8 = new Q8Activations();
+        q8.Quantize(x, tokens, cols, path);
+        var q8k = new Q8KActivations();
+        q8k.Quantize(x, tokens, cols);
+        var y = new float[tokens * QuantPanel.Rows];
+        using (path == KernelPath.Vector512 ? ByteDots.WithoutVnni() : default)
+        {
+            if (type == DType.Q4_0)
+            {
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, QuantPanel.Rows);
+            }
+            else
+            {
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8k, y, QuantPanel.Rows);
+            }
+        }
+
+        ReadOnlySpan<sbyte> codes = type == DType.Q4_0 ? q8.Row(0).Codes : q8k.Row(0).Codes;
+        Assert.Equal(-127, codes[0]);
+        float[] scales = type == DType.Q4_0 ? q8.Row(0).Scales.ToArray() : q8k.Row(0).Scales.ToArray();
+        float reference = NibblePanels.DotRow(type, panel, cols, 0, codes, scales);
+        var w = new float[cols];
+        QuantizedRows.Dequantize(KernelPath.Scalar, type, rows.AsSpan(0, rowBytes), w);
+        double exact = 0;
+        for (int k = 0; k < cols; k++)
+        {
+            exact += w[k] * (double)scales[k / (type == DType.Q4_0 ? 32 : 256)] * codes[k];
+        }
+
+        Assert.True(Math.Abs(reference - exact) <= 1e-5 * Math.Abs(exact), $"{type}: the reference {reference}, the definition {exact}");
+        for (int i = 0; i < y.Length; i++)
+        {
+            Assert.True(y[i].Equals(reference), $"{type} {path} row {i % QuantPanel.Rows} token {i / QuantPanel.Rows}: {y[i]}, the reference {reference}");
+        }
+    }
+
     [Theory]
     [InlineData(DType.Q4_0, 128, 96)]
     [InlineData(DType.Q4_K, 256, 0)]
