@@ -584,7 +584,12 @@ internal static partial class QuantPanel
         }
     }
 
-    /// <summary>The vector paths' kernels on a repacked panel: its odd sub-blocks' codes × 16 for vpdpbusd, shifted down for vpmaddubsw.</summary>
+    /// <summary>
+    /// The vector paths' kernels on a repacked panel: its odd sub-blocks' codes × 16 for vpdpbusd, shifted down for vpmaddubsw,
+    /// whose 16-bit pair sums then add up over a whole sub-block before one vpmaddwd widens them (<see cref="NibblePairSums"/>).
+    /// A 256-token prefill on one core of an AMD Zen 3 (AVX2): Q4_0 Qwen2.5-0.5B 112 → 121 tokens/s, Q4_K_M 1.5B 31 → 34
+    /// (medians of 4 alternating runs; 2 cores 167 → 184 and 53 → 58).
+    /// </summary>
     private static void MultiplyRepacked<TZero>(KernelPath path, scoped in Operands operands, int tokens, Span<float> y, int yStride)
         where TZero : struct
     {
