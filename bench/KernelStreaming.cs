@@ -30,6 +30,10 @@ internal static unsafe class KernelStreaming
         int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
         KernelPath path = KernelPaths.Default;
         float* sumBuffer = (float*)HugePages.Allocate(Bytes);
+
+        // One buffer for every type's rows, from the same allocator as the sum's and the model's repacked weights: a
+        // managed array advised after the fact could be memory the collector had already faulted in on small pages.
+        byte* weightBuffer = (byte*)HugePages.Allocate(Bytes);
         try
         {
             new Span<float>(sumBuffer, (int)(Bytes / sizeof(float))).Fill(1);
@@ -39,7 +43,7 @@ internal static unsafe class KernelStreaming
                 DType type = DTypes.TryParse(name, out DType parsed) && parsed is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.BF16 or DType.F16
                     ? parsed
                     : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, bf16 or f16");
-                Action kernel = Kernel(type, path);
+                Action kernel = Kernel(type, path, weightBuffer);
                 var ratios = new List<double>();
                 var kernelRates = new List<double>();
                 var sumRates = new List<double>();
@@ -70,6 +74,7 @@ internal static unsafe class KernelStreaming
         finally
         {
             HugePages.Free(sumBuffer);
+            HugePages.Free(weightBuffer);
         }
     }
 
@@ -82,26 +87,22 @@ internal static unsafe class KernelStreaming
         }
     };
 
-    /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its rows, set up here.</summary>
-    private static Action Kernel(DType type, KernelPath path)
+    /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its rows, written into <paramref name="buffer"/> here.</summary>
+    private static Action Kernel(DType type, KernelPath path, byte* buffer)
     {
         var random = new Random(1);
         bool kQuant = type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
         int cols = kQuant ? 1536 : 896;
         int rowBytes = DTypes.IsQuantized(type) ? cols / DTypes.BlockValues(type) * DTypes.BlockBytes(type) : cols * 2;
         int rows = (int)(Bytes / rowBytes);
-        byte[] weights = GC.AllocateUninitializedArray<byte>(rows * rowBytes, pinned: true);
-        fixed (byte* first = weights)
-        {
-            // Before anything touches them, as the model's weights are advised (and the sum's buffer is).
-            _ = HugePages.Advise(first, weights.Length);
-        }
+        int length = rows * rowBytes;
+        Span<byte> weights = new(buffer, length);
 
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() - 0.5))];
         float[] y = new float[rows];
         if (type is DType.BF16 or DType.F16)
         {
-            Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(weights.AsSpan());
+            Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(weights);
             for (int i = 0; i < halves.Length; i++)
             {
                 float value = (float)((random.NextDouble() - 0.5) * 0.04 * Math.Sqrt(3));
@@ -114,12 +115,12 @@ internal static unsafe class KernelStreaming
             int blockBytes = DTypes.BlockBytes(type);
             ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
             int scaleAt = type == DType.Q6_K ? 208 : 0;
-            for (int b = 0; b < weights.Length; b += blockBytes)
+            for (int b = 0; b < length; b += blockBytes)
             {
-                MemoryMarshal.Write(weights.AsSpan(b + scaleAt), scale);
+                MemoryMarshal.Write(weights[(b + scaleAt)..], scale);
                 if (type is DType.Q4_K or DType.Q5_K)
                 {
-                    MemoryMarshal.Write(weights.AsSpan(b + 2), scale);    // dmin
+                    MemoryMarshal.Write(weights[(b + 2)..], scale);    // dmin
                 }
             }
         }
@@ -129,17 +130,17 @@ internal static unsafe class KernelStreaming
             case DType.Q8_0 or DType.Q4_0:
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
-                return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, weights.AsSpan(r * rowBytes, count * rowBytes), count, q8.Row(0), y.AsSpan(r, count)));
+                return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), count * rowBytes), count, q8.Row(0), y.AsSpan(r, count)));
             case DType.Q4_K or DType.Q5_K or DType.Q6_K:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);
-                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, weights.AsSpan(r * rowBytes, count * rowBytes), count, q8k.Row(0), y.AsSpan(r, count)));
+                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), count * rowBytes), count, q8k.Row(0), y.AsSpan(r, count)));
             case DType.BF16:
                 return () =>
                 {
                     for (int r = 0; r < rows; r++)
                     {
-                        y[r] = Dot<Bf16Load>.Run(path, weights.AsSpan(r * rowBytes, rowBytes), x);
+                        y[r] = Dot<Bf16Load>.Run(path, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), x);
                     }
                 };
             default:
@@ -147,7 +148,7 @@ internal static unsafe class KernelStreaming
                 ulong[] map = new ulong[rows * words];
                 for (int r = 0; r < rows; r++)
                 {
-                    F16ExactGroups.MapRow(weights.AsSpan(r * rowBytes, rowBytes), cols, map.AsSpan(r * words, words));
+                    F16ExactGroups.MapRow(new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), cols, map.AsSpan(r * words, words));
                 }
 
                 float[] scaled = [.. x.Select(v => v * F16Scaling.Up)];
@@ -155,7 +156,7 @@ internal static unsafe class KernelStreaming
                 {
                     for (int r = 0; r < rows; r++)
                     {
-                        y[r] = Dot<F16ScaledLoad>.Run(path, weights.AsSpan(r * rowBytes, rowBytes), scaled, map.AsSpan(r * words, words));
+                        y[r] = Dot<F16ScaledLoad>.Run(path, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), scaled, map.AsSpan(r * words, words));
                     }
                 };
         }
