@@ -16,7 +16,8 @@ namespace QwenSharp.Bench;
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12]
 /// </code>
-/// The rows are the kernels' row-by-row path (Q4_0's decode reads repacked panels instead), 896 wide (1536 for the
+/// The rows are the kernels' row-by-row path, which one-token decode reads (repacked panels take over from
+/// <c>MatMul.RepackedPanelTokens</c> tokens), 896 wide (1536 for the
 /// k-quants), with random codes and sane scales, and BF16/F16 weights uniform in ±0.035 as the random models' (F16 with
 /// its map of exact groups, as at decode).
 /// </summary>
