@@ -98,6 +98,8 @@ internal static unsafe class KernelStreaming
         int rows = (int)(Bytes / rowBytes);
         int length = rows * rowBytes;
         Span<byte> weights = new(buffer, length);
+        // Rows r up to r + count of the buffer, as the kernels read them.
+        ReadOnlySpan<byte> RowsAt(int r, int count) => new(buffer + ((long)r * rowBytes), count * rowBytes);
 
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() - 0.5))];
         float[] y = new float[rows];
@@ -131,17 +133,17 @@ internal static unsafe class KernelStreaming
             case DType.Q8_0 or DType.Q4_0:
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
-                return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), count * rowBytes), count, q8.Row(0), y.AsSpan(r, count)));
+                return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
             case DType.Q4_K or DType.Q5_K or DType.Q6_K:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);
-                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), count * rowBytes), count, q8k.Row(0), y.AsSpan(r, count)));
+                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8k.Row(0), y.AsSpan(r, count)));
             case DType.BF16:
                 return () =>
                 {
                     for (int r = 0; r < rows; r++)
                     {
-                        y[r] = Dot<Bf16Load>.Run(path, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), x);
+                        y[r] = Dot<Bf16Load>.Run(path, RowsAt(r, 1), x);
                     }
                 };
             default:
@@ -149,7 +151,7 @@ internal static unsafe class KernelStreaming
                 ulong[] map = new ulong[rows * words];
                 for (int r = 0; r < rows; r++)
                 {
-                    F16ExactGroups.MapRow(new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), cols, map.AsSpan(r * words, words));
+                    F16ExactGroups.MapRow(RowsAt(r, 1), cols, map.AsSpan(r * words, words));
                 }
 
                 float[] scaled = [.. x.Select(v => v * F16Scaling.Up)];
@@ -157,7 +159,7 @@ internal static unsafe class KernelStreaming
                 {
                     for (int r = 0; r < rows; r++)
                     {
-                        y[r] = Dot<F16ScaledLoad>.Run(path, new ReadOnlySpan<byte>(buffer + ((long)r * rowBytes), rowBytes), scaled, map.AsSpan(r * words, words));
+                        y[r] = Dot<F16ScaledLoad>.Run(path, RowsAt(r, 1), scaled, map.AsSpan(r * words, words));
                     }
                 };
         }
