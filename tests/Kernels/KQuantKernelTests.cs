@@ -93,10 +93,7 @@ public sealed class KQuantKernelTests
     {
         // Seven rows: one group of four (their sums shared in vhaddps) and three alone.
         const int rows = 7, blocks = 2;
-        byte[] matrix = RandomRow(type, rows * blocks, 31);
-        float[] x = KernelData.Floats(blocks * 256, 9, scale: 2f);
-        var q8 = new Q8KActivations();
-        q8.Quantize(x, 1, x.Length);
+        (byte[] matrix, Q8KActivations q8) = RandomProduct(type, rows, blocks, 31, 9);
         var results = new float[rows];
         KQuantIntegerKernel.DotRows(path, type, matrix, rows, q8.Row(0), results);
         int rowBytes = blocks * DTypes.BlockBytes(type);
@@ -109,12 +106,63 @@ public sealed class KQuantKernelTests
 
     public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K];
 
+    /// <summary><paramref name="rows"/> random rows of <paramref name="blocks"/> super-blocks and one token's Q8_K activations.</summary>
+    private static (byte[] Matrix, Q8KActivations Q8) RandomProduct(DType type, int rows, int blocks, int matrixSeed, int activationSeed)
+    {
+        byte[] matrix = RandomRow(type, rows * blocks, matrixSeed);
+        float[] x = KernelData.Floats(blocks * 256, activationSeed, scale: 2f);
+        var q8 = new Q8KActivations();
+        q8.Quantize(x, 1, x.Length);
+        return (matrix, q8);
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void The_512_bit_path_with_and_without_64_byte_products_passes_the_same_tests(DType type)
+    {
+        // Both of VectorUnits' answers on this machine (the hardware permitting): Zen 5's 64-byte kernels and the others' 32-byte ones.
+        foreach (bool doubleRate in new[] { true, false })
+        {
+            using (VectorUnits.Assume(doubleRate))
+            {
+                Integer_dot_with_q8_k_activations_equals_its_definition_on_every_path(KernelPath.Vector512, type);
+                Rows_four_at_a_time_equal_one_at_a_time(KernelPath.Vector512, type);
+                Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(KernelPath.Vector512, type);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
+    public void The_64_byte_kernels_give_the_32_byte_kernels_sums_bit_for_bit(DType type)
+    {
+        // The 64-byte kernel's 32-bit lanes hold the 32-byte kernel's integers, so the float work is the same.
+        const int rows = 9;
+        (byte[] matrix, Q8KActivations q8) = RandomProduct(type, rows, 3, 41, 5);
+        var wide = new float[rows];
+        var narrow = new float[rows];
+        using (VectorUnits.Assume(true))
+        {
+            KQuantIntegerKernel.DotRows(KernelPath.Vector512, type, matrix, rows, q8.Row(0), wide);
+        }
+
+        using (VectorUnits.Assume(false))
+        {
+            KQuantIntegerKernel.DotRows(KernelPath.Vector512, type, matrix, rows, q8.Row(0), narrow);
+        }
+
+        Assert.Equal(narrow.Select(BitConverter.SingleToInt32Bits), wide.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Theory]
     [MemberData(nameof(Types))]
     public void The_512_bit_path_without_vnni_passes_the_same_tests(DType type)
     {
-        // The 512-bit path's kernels without vpdpwssd (AMD Zen 4's: AVX-512 and GFNI without AVX-VNNI), whichever this CPU has.
+        // The 512-bit path's kernels without vpdpwssd (AMD Zen 4's: AVX-512 and GFNI without AVX-VNNI, 512-bit multiplies at
+        // the 256-bit rate), whichever this CPU has.
         using (ByteDots.WithoutVnni())
+        using (VectorUnits.Assume(false))
         {
             Integer_dot_with_q8_k_activations_equals_its_definition_on_every_path(KernelPath.Vector512, type);
             Rows_four_at_a_time_equal_one_at_a_time(KernelPath.Vector512, type);

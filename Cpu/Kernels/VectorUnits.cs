@@ -1,0 +1,57 @@
+using System.Runtime.Intrinsics.X86;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Whether 512-bit integer multiplies (vpmaddubsw, vpmaddwd) run at twice the rate of 256-bit ones, so that a kernel bound by
+/// them, not by memory, gains from 64-byte products. AMD Zen 5 executes 512-bit instructions on four full-width pipes; Zen 4
+/// splits each into two 256-bit halves; Intel's cores issue 512-bit multiplies on one port where 256-bit ones issue on two
+/// (and the 2-core Xeon measured the 32-byte Q6_K kernel faster than the 64-byte one from L2, though both outran its memory).
+/// So only AMD family 1Ah and later count; tests set either answer on their own thread, so one machine runs both kernels.
+/// </summary>
+internal static class VectorUnits
+{
+    /// <summary>0: the CPU's answer; 1: wide; 2: not (for tests, this thread only).</summary>
+    [ThreadStatic]
+    private static int t_assumed;
+
+    /// <summary>Whether this CPU's 512-bit integer multiplies are twice as fast as its 256-bit ones (see the class).</summary>
+    public static bool DoubleRate512 { get; } = Detect();
+
+    /// <summary>Whether the kernels on <paramref name="path"/> take the 64-byte products (the hardware permitting).</summary>
+    public static bool Wide(KernelPath path) =>
+        path == KernelPath.Vector512 && Avx512BW.IsSupported && Avx512DQ.IsSupported && Gfni.V512.IsSupported
+        && (t_assumed == 0 ? DoubleRate512 : t_assumed == 1);
+
+    /// <summary>Until disposed, this thread's kernels take <paramref name="doubleRate"/> as the CPU's answer (for tests).</summary>
+    public static AssumptionScope Assume(bool doubleRate)
+    {
+        t_assumed = doubleRate ? 1 : 2;
+        return default;
+    }
+
+    private static bool Detect()
+    {
+        if (!X86Base.IsSupported || !Avx512BW.IsSupported)
+        {
+            return false;
+        }
+
+        (_, int ebx, int ecx, int edx) = X86Base.CpuId(0, 0);
+        bool amd = ebx == 0x68747541 && edx == 0x69746E65 && ecx == 0x444D4163;    // "Auth" "enti" "cAMD"
+        int signature = X86Base.CpuId(1, 0).Eax;
+        int family = (signature >> 8) & 0xF;
+        if (family == 0xF)
+        {
+            family += (signature >> 20) & 0xFF;
+        }
+
+        return amd && family >= 0x1A;
+    }
+
+    /// <summary>Ends <see cref="Assume"/>.</summary>
+    public readonly struct AssumptionScope : IDisposable
+    {
+        public void Dispose() => t_assumed = 0;
+    }
+}
