@@ -99,8 +99,9 @@ internal static partial class KQuantIntegerKernel
     }
 
     /// <summary>
-    /// 32 bytes in both halves. Through AVX512DQ's 32-bit form: .NET 10.0's JIT encoded the 64-bit form
-    /// (<c>Avx512F.BroadcastVector256ToVector512(ulong*)</c>) as a 16-byte load here, and the products came out wrong.
+    /// 32 bytes in both halves. Through AVX512DQ's 32-bit form (vbroadcasti32x8): with the 64-bit form
+    /// (<c>Avx512F.BroadcastVector256ToVector512(ulong*)</c>), .NET 10.0.12's JIT listed vbroadcasti64x4 with a 16-byte
+    /// operand, and the products came out wrong (the tests caught it).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe Vector512<byte> Broadcast32(byte* at) => Avx512DQ.BroadcastVector256ToVector512((int*)at).AsByte();
