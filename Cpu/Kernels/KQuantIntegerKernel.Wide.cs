@@ -13,8 +13,11 @@ namespace QwenSharp.Cpu.Kernels;
 /// vpshufb and two vpdpwssd. The 32-bit lanes hold the same integers as that kernel's (lower and upper halves added), so
 /// the results are the same bit for bit. On Zen 5 (AVX-VNNI and GFNI, four 512-bit pipes), one core from L2: Q4_K 4.1-4.3
 /// ns a super-block against 5.4-5.6, Q5_K 4.8-5.1 against 5.6-5.8; over 512 MiB from memory, in ratio to a plain sum timed
-/// beside it (<c>bench stream</c>), Q4_K 85-92% against 70-82%, and Q6_K's 64-byte kernel (which these CPUs now take too)
-/// 89-98% against the 32-byte VNNI one's 74-85% (alternating builds; a host whose read rate swung from 20 to 39 GB/s).
+/// beside it (<c>bench stream</c>), Q4_K 85-92% against 70-82%, and Q6_K's 64-byte kernel 89-98% against the 32-byte
+/// VNNI one's 74-85% (alternating builds; a host whose read rate swung from 20 to 39 GB/s). Q6_K then got the same
+/// treatment (<see cref="Q6KPartialWide"/>): 4.0 ns a super-block from L2 against <see cref="Q6KHalf512"/>'s 5.4, the
+/// same sums; a Q4_K_M 1.5B model on one thread decoded alike (26.5 against 27.2 tokens/s, medians of 4 alternating runs:
+/// its Q6_K matrices already streamed at the memory's pace there).
 /// </summary>
 internal static partial class KQuantIntegerKernel
 {
@@ -82,6 +85,70 @@ internal static partial class KQuantIntegerKernel
 
         return acc.GetLower() + acc.GetUpper() - mins;
     }
+
+    private readonly struct Q6KWideRow : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q6KPartialWide(ref w, operands);
+    }
+
+    /// <summary>
+    /// One Q6_K row as 64-byte products: each 128-value half's 64 bytes of low nibbles are one load, and its 32 bytes of
+    /// high bits are broadcast to both halves, so two quarters' codes come from one mask and one transform (quarters 1 and
+    /// 2) or two transforms (3 and 4), each with a bit matrix per half; the group scales are spread by vpermw from the 16
+    /// widened once a super-block. The integers are <see cref="Q6KHalf512"/>'s.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector128<float> Q6KPartialWide(ref byte w, scoped in RowOperands operands)
+    {
+        ref float half = ref operands.HalfTable;
+        ref sbyte q8 = ref operands.Codes;
+        ref float xd = ref operands.Scales;
+        ref short sums = ref operands.Sums;
+        byte* block = (byte*)Unsafe.AsPointer(ref w);
+        var low4 = Vector512.Create((byte)0x0F);
+        Vector512<byte> highDown = Vector512.Create(HighNibbleDown).AsByte();
+        Vector512<byte> bits01 = Vector512.Create(Vector256.Create(TwoBitsUp(0)), Vector256.Create(TwoBitsUp(2))).AsByte();
+        Vector512<byte> bits45 = Vector512.Create(Vector256.Create(TwoBitsUp(4)), Vector256.Create(TwoBitsUp(6))).AsByte();
+        Vector512<short> groups0 = GroupQuad(0), groups4 = GroupQuad(4), groups8 = GroupQuad(8), groups12 = GroupQuad(12);
+        Vector256<float> acc = default;
+        for (int b = 0; b < operands.Blocks; b++)
+        {
+            Prefetch.Ahead(ref *block, 4);
+            Vector128<sbyte> scales = Vector128.Load((sbyte*)(block + 192));
+            Vector512<short> scales16 = Avx512BW.ConvertToVector512Int16(scales.ToVector256Unsafe()).AsInt16();
+            Vector512<int> products = Q6KHalfWide(block, ref q8, 0, scales16, groups0, groups4, low4, highDown, bits01, bits45)
+                + Q6KHalfWide(block, ref q8, 128, scales16, groups8, groups12, low4, highDown, bits01, bits45);
+            Vector256<int> sumi = products.GetLower() + products.GetUpper();
+            sumi -= Offsets(scales, ref sums);
+            float d = xd * RowOperands.Half(ref half, ref block[208]);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sumi), Vector256.Create(d), acc);
+            block += Q6KBytes;
+            q8 = ref Unsafe.Add(ref q8, Values);
+            xd = ref Unsafe.Add(ref xd, 1);
+            sums = ref Unsafe.Add(ref sums, 16);
+        }
+
+        return acc.GetLower() + acc.GetUpper();
+    }
+
+    /// <summary>Σ scale × Σ code × x over the 128-value half at <paramref name="n"/>, in sixteen 32-bit lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<int> Q6KHalfWide(byte* block, ref sbyte q8, int n, Vector512<short> scales16, Vector512<short> firstGroups,
+        Vector512<short> secondGroups, Vector512<byte> low4, Vector512<byte> highDown, Vector512<byte> bits01, Vector512<byte> bits45)
+    {
+        Vector512<byte> nibbles = Vector512.Load(block + (n / 2));
+        Vector512<byte> high = Broadcast32(block + 128 + (n / 4));
+        Vector512<byte> first = (nibbles & low4) | Gfni.V512.GaloisFieldAffineTransform(high, bits01, 0);
+        Vector512<byte> second = Gfni.V512.GaloisFieldAffineTransform(nibbles, highDown, 0) | Gfni.V512.GaloisFieldAffineTransform(high, bits45, 0);
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(first, Vector512.LoadUnsafe(ref q8, (nuint)n)), Avx512BW.PermuteVar32x16(scales16, firstGroups))
+            + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(second, Vector512.LoadUnsafe(ref q8, (nuint)(n + 64))), Avx512BW.PermuteVar32x16(scales16, secondGroups));
+    }
+
+    /// <summary>vpermw indexes: groups <paramref name="g"/> to <paramref name="g"/> + 3, one per 128-bit lane.</summary>
+    private static Vector512<short> GroupQuad(int g) =>
+        Vector512.Create(Vector256.Create(Vector128.Create((short)g), Vector128.Create((short)(g + 1))),
+            Vector256.Create(Vector128.Create((short)(g + 2)), Vector128.Create((short)(g + 3))));
 
     /// <summary>Σ scale × Σ code × x over sub-blocks 2c (lower half) and 2c + 1 (upper half), in sixteen 32-bit lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

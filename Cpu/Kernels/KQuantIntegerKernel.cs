@@ -82,7 +82,7 @@ internal static partial class KQuantIntegerKernel
             {
                 case DType.Q4_K: RowGroups.Run<Q4KWideRow>(ref w, rowBytes, count, operands, ref y); break;
                 case DType.Q5_K: RowGroups.Run<Q5KWideRow>(ref w, rowBytes, count, operands, ref y); break;
-                default: RowGroups.Run<Q6K512Row>(ref w, rowBytes, count, operands, ref y); break;
+                default: RowGroups.Run<Q6KWideRow>(ref w, rowBytes, count, operands, ref y); break;
             }
         }
         else if (type == DType.Q4_K && wide && Gfni.V256.IsSupported && ByteDots.Vnni(path))
@@ -468,7 +468,8 @@ internal static partial class KQuantIntegerKernel
     /// 9.6 (also with both quarters' nibbles loaded 64 bytes at once), but both are faster than that core's share of memory
     /// bandwidth (19-22 GB/s against 13-14), so decode does not see it; it stays the 512-bit path because on Zen 4, where
     /// a core reads ~29 GB/s, it ran at 34-35 GB/s and was not measured against the 32-byte one. On Zen 5, whose 512-bit
-    /// pipes are full width (<see cref="VectorUnits"/>), it ran at 5.4 ns from L2 against the GFNI/VNNI 32-byte kernel's 6.2.
+    /// pipes are full width (<see cref="VectorUnits"/>), it ran at 5.4 ns from L2 against the GFNI/VNNI 32-byte kernel's
+    /// 6.2, and Zen 5 now takes <see cref="Q6KPartialWide"/> (4.0).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Q6KHalf512(ref byte block, ref sbyte q8, Vector256<sbyte> scales, int n)

@@ -135,6 +135,7 @@ public sealed class KQuantKernelTests
     [Theory]
     [InlineData(DType.Q4_K)]
     [InlineData(DType.Q5_K)]
+    [InlineData(DType.Q6_K)]
     public void The_64_byte_kernels_give_the_32_byte_kernels_sums_bit_for_bit(DType type)
     {
         // The 64-byte kernel's 32-bit lanes hold the 32-byte kernel's integers, so the float work is the same.
