@@ -327,7 +327,7 @@ internal static class Q8IntegerKernel
     /// Q4_0 sequences ran at 64 tokens/s in all against one sequence's 80 (0.5B shape, 2 threads).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, nint stride, scoped in RowOperands a, scoped in RowOperands b)
+    private static unsafe (Vector128<float>, Vector128<float>) FourRowsTwoTokens<TDot>(ref byte w, nint stride, scoped in RowOperands a, scoped in RowOperands b)
         where TDot : IByteDot
     {
         ref float half = ref a.HalfTable;
@@ -343,7 +343,7 @@ internal static class Q8IntegerKernel
         {
             if ((k & 1) == 0)
             {
-                PrefetchFourRows(ref row, stride);    // as FourRows: the first pair of tokens reads the rows from memory
+                PrefetchFourRows((byte*)Unsafe.AsPointer(ref row), stride);    // as FourRows: the first pair of tokens reads the rows from memory
             }
 
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codesA), xb = Vector256.LoadUnsafe(ref codesB);
@@ -473,10 +473,10 @@ internal static class Q8IntegerKernel
         Vector256<int> start = TBlock.UsesOffsets ? TBlock.Offsets(Vector256.LoadUnsafe(ref offsets), split) : default;
         Vector256<float> s = Vector256.Create(scale);
         byte* r1 = row + stride, r2 = row + (2 * stride), r3 = row + (3 * stride);
-        acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *row, activations, start, split)) * Vector256.Create(Unsafe.Add(ref half, *(ushort*)row)), s, acc0);
-        acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r1, activations, start, split)) * Vector256.Create(Unsafe.Add(ref half, *(ushort*)r1)), s, acc1);
-        acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r2, activations, start, split)) * Vector256.Create(Unsafe.Add(ref half, *(ushort*)r2)), s, acc2);
-        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r3, activations, start, split)) * Vector256.Create(Unsafe.Add(ref half, *(ushort*)r3)), s, acc3);
+        acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *row, activations, start, split)) * Vector256.Create(RowOperands.Half(ref half, ref *row)), s, acc0);
+        acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r1, activations, start, split)) * Vector256.Create(RowOperands.Half(ref half, ref *r1)), s, acc1);
+        acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r2, activations, start, split)) * Vector256.Create(RowOperands.Half(ref half, ref *r2)), s, acc2);
+        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TBlock.Product(ref *r3, activations, start, split)) * Vector256.Create(RowOperands.Half(ref half, ref *r3)), s, acc3);
     }
 
     /// <summary>
@@ -504,23 +504,10 @@ internal static class Q8IntegerKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void PrefetchFourRows(byte* row, nint stride)
     {
-        if (Sse.IsSupported)
-        {
-            Sse.Prefetch1(row + Prefetch.Distance);
-            Sse.Prefetch1(row + stride + Prefetch.Distance);
-            Sse.Prefetch1(row + (2 * stride) + Prefetch.Distance);
-            Sse.Prefetch1(row + (3 * stride) + Prefetch.Distance);
-        }
-    }
-
-    /// <summary><see cref="PrefetchFourRows(byte*, nint)"/> from a reference (the two-token kernel's).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchFourRows(ref byte row, nint stride)
-    {
-        Prefetch.Ahead(ref row);
-        Prefetch.Ahead(ref Unsafe.Add(ref row, stride));
-        Prefetch.Ahead(ref Unsafe.Add(ref row, 2 * stride));
-        Prefetch.Ahead(ref Unsafe.Add(ref row, 3 * stride));
+        Prefetch.Ahead(ref *row);
+        Prefetch.Ahead(ref row[stride]);
+        Prefetch.Ahead(ref row[2 * stride]);
+        Prefetch.Ahead(ref row[3 * stride]);
     }
 
     /// <summary>
