@@ -18,8 +18,8 @@ namespace QwenSharp.Bench;
 /// </code>
 /// The rows are the kernels' row-by-row path, which one-token decode reads (repacked panels take over from
 /// <c>MatMul.RepackedPanelTokens</c> tokens), 896 wide (1536 for the
-/// k-quants), with random codes and sane scales, and BF16/F16 weights uniform in ±0.035 as the random models' (F16 with
-/// its map of exact groups, as at decode).
+/// k-quants), with random codes and sane scales, and BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as
+/// decode reads it: by its map of exact groups, or placed throughout where <c>SubnormalOperands</c> allows).
 /// </summary>
 internal static unsafe class KernelStreaming
 {
@@ -155,11 +155,12 @@ internal static unsafe class KernelStreaming
                 }
 
                 float[] scaled = [.. x.Select(v => v * F16Scaling.Up)];
+                bool placed = SubnormalOperands.AtFullSpeed;
                 return () =>
                 {
                     for (int r = 0; r < rows; r++)
                     {
-                        y[r] = Dot<F16ScaledLoad>.Run(path, RowsAt(r, 1), scaled, map.AsSpan(r * words, words));
+                        y[r] = placed ? Dot<F16ScaledLoad>.RunPlaced(path, RowsAt(r, 1), scaled) : Dot<F16ScaledLoad>.Run(path, RowsAt(r, 1), scaled, map.AsSpan(r * words, words));
                     }
                 };
         }

@@ -49,6 +49,19 @@ internal static class Dot<TW>
         return path == KernelPath.Vector512 ? Vector512<MapTest>(weights, x, exactGroups) : Vector256<MapTest>(weights, x, exactGroups);
     }
 
+    /// <summary>
+    /// <see cref="F16ScaledLoad"/> weights read by placement throughout, no group exactly: the same sums as
+    /// <see cref="Run(KernelPath, ReadOnlySpan{byte}, ReadOnlySpan{float}, ReadOnlySpan{ulong})"/>, faster where
+    /// <see cref="SubnormalOperands.AtFullSpeed"/> and far slower where not.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float RunPlaced(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => path switch
+    {
+        KernelPath.Vector512 => Vector512<PlacedOnly>(weights, x, default),
+        KernelPath.Vector256 => Vector256<PlacedOnly>(weights, x, default),
+        _ => Reference(weights, x),
+    };
+
     /// <summary>The plain loop every SIMD path is checked against.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Reference(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x)

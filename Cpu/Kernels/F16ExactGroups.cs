@@ -12,7 +12,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// of by bit placement. Placed, an f16 subnormal is an f32 subnormal (the value × 2^-112), and an FMA with a subnormal
 /// operand takes a microcode assist on Intel cores: on the 2-core Xeon (AVX512_FP16) a row of weights in ±0.025, 0.24% of
 /// them subnormal as in real F16 checkpoints, ran at 11.6 GB/s from L2 instead of 29, and F16 decode read 68% of the
-/// memory bound against BF16's 94%. Zen 4 takes no such assist. The exact group has the same products (the true weight
+/// memory bound against BF16's 94%. Zen 4 takes no such assist (and AMD cores from Zen 4 on read every group placed at
+/// decode, <see cref="SubnormalOperands"/>). The exact group has the same products (the true weight
 /// times the true activation, both normal), in the same accumulators, so the sums are bit for bit those of the placed
 /// loader and of <see cref="F16FiniteLoad"/>. The at most three vectors past a row's last whole group are placed as
 /// before (the same values; rows a multiple of 64 long, as the Qwen2 sizes are, have none).
@@ -163,4 +164,14 @@ internal readonly struct MapTest : IExactGroupTest
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Exact32(ref byte weights, ref ulong map, nint index) => ((Unsafe.Add(ref map, index >> 11) >> (int)(index >> 5)) & 1) != 0;
+}
+
+/// <summary>No group read exactly: every weight by placement (where <see cref="SubnormalOperands.AtFullSpeed"/>).</summary>
+internal readonly struct PlacedOnly : IExactGroupTest
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Exact64(ref byte weights, ref ulong map, nint index) => false;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Exact32(ref byte weights, ref ulong map, nint index) => false;
 }

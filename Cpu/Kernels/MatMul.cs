@@ -77,13 +77,17 @@ internal static class MatMul
         if (tokens == 1)
         {
             // One token (decode): DotTokens' one-token case without its per-row checks and result span, which were a
-            // tenth of a 896-wide f16 row's time from L2. F16 rows read their maps (exactGroups, rows [rowStart, rowEnd)).
+            // tenth of a 896-wide f16 row's time from L2. F16 rows read their maps (exactGroups, rows [rowStart, rowEnd)),
+            // except on CPUs that multiply subnormals at full speed (SubnormalOperands): the same sums either way.
             ReadOnlySpan<float> x0 = x[..inFeatures];
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
+            bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
             for (int n = rowStart; n < rowEnd; n++)
             {
                 ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
-                float sum = words == 0 ? Dot<TW>.Run(path, row, x0) : Dot<TW>.Run(path, row, x0, exactGroups.Slice((n - rowStart) * words, words));
+                float sum = words == 0 ? Dot<TW>.Run(path, row, x0)
+                    : placed ? Dot<TW>.RunPlaced(path, row, x0)
+                    : Dot<TW>.Run(path, row, x0, exactGroups.Slice((n - rowStart) * words, words));
                 y[n] = bias.IsEmpty ? sum : sum + bias[n];
             }
 

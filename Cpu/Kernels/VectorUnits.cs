@@ -30,24 +30,7 @@ internal static class VectorUnits
         return default;
     }
 
-    private static bool Detect()
-    {
-        if (!X86Base.IsSupported || !Avx512BW.IsSupported)
-        {
-            return false;
-        }
-
-        (_, int ebx, int ecx, int edx) = X86Base.CpuId(0, 0);
-        bool amd = ebx == 0x68747541 && edx == 0x69746E65 && ecx == 0x444D4163;    // "Auth" "enti" "cAMD"
-        int signature = X86Base.CpuId(1, 0).Eax;
-        int family = (signature >> 8) & 0xF;
-        if (family == 0xF)
-        {
-            family += (signature >> 20) & 0xFF;
-        }
-
-        return amd && family >= 0x1A;
-    }
+    private static bool Detect() => Avx512BW.IsSupported && CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
     /// <summary>Ends <see cref="Assume"/>.</summary>
     public readonly struct AssumptionScope : IDisposable

@@ -54,6 +54,58 @@ public class F16ExactGroupMapTests
         Assert.Equal(0UL, map[1] >> 6);
     }
 
+    public static TheoryData<KernelPath> Paths() => [.. KernelPaths.All];
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Decode_reads_the_same_sums_by_the_maps_and_placed_throughout(KernelPath path)
+    {
+        // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
+        // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
+        // throughout (where they are not, SubnormalOperands) against the finite loader with unscaled activations.
+        const int Rows = 37, Cols = 896 + 35;
+        var random = new Random(21);
+        var halves = new ushort[Rows * Cols];
+        for (int i = 0; i < halves.Length; i++)
+        {
+            halves[i] = BitConverter.HalfToUInt16Bits((Half)((random.NextDouble() - 0.5) * 0.07));
+        }
+
+        halves.AsSpan(5 * Cols, 64).Fill(0x0001);
+        halves.AsSpan((9 * Cols) + 128, 64).Fill(0x8000);
+        Assert.Contains(halves, h => h != 0 && (h & 0x7C00) == 0);
+        ReadOnlySpan<byte> weights = MemoryMarshal.AsBytes(halves.AsSpan());
+        int words = F16ExactGroups.MapWords(Cols);
+        var maps = new ulong[Rows * words];
+        for (int r = 0; r < Rows; r++)
+        {
+            F16ExactGroups.MapRow(weights.Slice(r * Cols * 2, Cols * 2), Cols, maps.AsSpan(r * words, words));
+        }
+
+        float[] x = [.. Enumerable.Range(0, Cols).Select(_ => (float)((random.NextDouble() - 0.5) * 8))];
+        var scaled = new float[Cols];
+        Assert.True(F16Scaling.TryScale(x, scaled));
+        var panel = new float[MatMul.PanelScratchFloats(Cols)];
+        var byMaps = new float[Rows];
+        var placed = new float[Rows];
+        using (SubnormalOperands.Assume(false))
+        {
+            MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, byMaps, 0, Rows, panel, maps);
+        }
+
+        using (SubnormalOperands.Assume(true))
+        {
+            MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
+        }
+
+        for (int r = 0; r < Rows; r++)
+        {
+            float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * Cols * 2, Cols * 2), x);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, row {r} placed: {placed[r]}, the finite loader's {expected}");
+        }
+    }
+
     [Fact]
     public void A_map_too_short_for_the_row_is_refused()
     {

@@ -56,7 +56,8 @@ public sealed class WidenTests
     {
         // Every finite pattern as weights (subnormals, zeros of both signs, the largest normals) in rows of a length that
         // leaves a scalar tail, against activations up to ±30000 (just under the scaling's limit): the scaled weights
-        // times the activations × 2^112 are the same products, so the same sums, on every path, alone and in a batch.
+        // times the activations × 2^112 are the same products, so the same sums, on every path, alone and in a batch, with
+        // the groups that hold zeros or subnormals read exactly (by exponent test or map) or placed like the rest.
         ushort[] finite = [.. AllBitPatterns.Where(b => (b & 0x7C00) != 0x7C00)];
         const int Cols = 1003, Tokens = 7;    // a group of four and a pair (512-bit), pairs (256-bit), and one alone
         var random = new Random(11);
@@ -80,9 +81,11 @@ public sealed class WidenTests
                 float expected = Dot<F16FiniteLoad>.Run(path, row, x.AsSpan(t * Cols, Cols));
                 alone[t] = Dot<F16ScaledLoad>.Run(path, row, scaled.AsSpan(t * Cols, Cols));
                 float mapped = Dot<F16ScaledLoad>.Run(path, row, scaled.AsSpan(t * Cols, Cols), map);
+                float placed = Dot<F16ScaledLoad>.RunPlaced(path, row, scaled.AsSpan(t * Cols, Cols));
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(alone[t]), $"{path}: row at {start}, token {t}: {alone[t]}, the finite loader's {expected}");
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(batch[t]), $"{path}: row at {start}, token {t} in a batch: {batch[t]}, the finite loader's {expected}");
                 Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(mapped), $"{path}: row at {start}, token {t} by the row's map: {mapped}, the finite loader's {expected}");
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed), $"{path}: row at {start}, token {t} placed throughout: {placed}, the finite loader's {expected}");
             }
         }
 
