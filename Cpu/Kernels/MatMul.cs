@@ -82,6 +82,12 @@ internal static class MatMul
             ReadOnlySpan<float> x0 = x[..inFeatures];
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
+            if (typeof(TW) == typeof(Bf16Load) && RowPairs.Pay(path))
+            {
+                PairedRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
+                return;
+            }
+
             for (int n = rowStart; n < rowEnd; n++)
             {
                 ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
@@ -115,6 +121,27 @@ internal static class MatMul
             int rows = Math.Min(PanelRows, rowEnd - p);
             F32Panel.Fill<TW>(path, weights[((p - rowStart) * rowBytes)..], rowBytes, rows, inFeatures, converted);
             Panel(path, converted, rows, inFeatures, outFeatures, xBlocks, tokens, bias, y, p, NextPanel(weights, rowBytes, p + rows - rowStart));
+        }
+    }
+
+    /// <summary>One token's rows in pairs half the range apart, the odd one last alone (<see cref="RowPairs"/>).</summary>
+    private static void PairedRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
+        int rowStart, int rowEnd)
+        where TW : struct, IWeightLoad
+    {
+        int half = (rowEnd - rowStart) / 2;
+        for (int j = 0; j < half; j++)
+        {
+            int first = rowStart + j, second = rowStart + half + j;
+            (float a, float b) = Dot<TW>.TwoRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((half + j) * rowBytes, rowBytes), x);
+            y[first] = bias.IsEmpty ? a : a + bias[first];
+            y[second] = bias.IsEmpty ? b : b + bias[second];
+        }
+
+        if ((rowEnd - rowStart) % 2 == 1)
+        {
+            float sum = Dot<TW>.Vector512(weights.Slice((rowEnd - 1 - rowStart) * rowBytes, rowBytes), x);
+            y[rowEnd - 1] = bias.IsEmpty ? sum : sum + bias[rowEnd - 1];
         }
     }
 
