@@ -66,7 +66,7 @@ internal static class Dot<TW>
     /// <summary>
     /// Two rows against the same activations, each activation load shared (<see cref="RowPairs"/>): each row keeps
     /// <see cref="Vector512(ReadOnlySpan{byte}, ReadOnlySpan{float})"/>'s accumulators in its order, so each sum is that
-    /// method's bit for bit. Not for F16 weights read by their exact groups.
+    /// method's bit for bit (for F16, that of <see cref="RunPlaced"/>: no group is read exactly).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (float First, float Second) TwoRows512(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<float> x)

@@ -82,7 +82,7 @@ internal static class MatMul
             ReadOnlySpan<float> x0 = x[..inFeatures];
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
-            if (typeof(TW) == typeof(Bf16Load) && RowPairs.Pay(path))
+            if ((typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed)) && RowPairs.Pay(path))
             {
                 PairedRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
                 return;

@@ -1,13 +1,15 @@
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// Whether one-token BF16 decode on the 512-bit path dots its rows in pairs, half the thread's range apart, each activation
-/// load shared by the two (<see cref="Dot{TW}.TwoRows512"/>; each row's sum is the same bit for bit). With f32 activations
-/// a BF16 row reads two bytes of activations per weight byte, and on one Zen 5 core that traffic, not the weights', held
-/// the kernel under the read bound: 512 MiB of 4864-wide rows streamed at 66% of a plain sum, against 80% for f32 weights
-/// against the same activations (one activation byte per weight byte) and 100% for the row sums alone. Paired, decode of
-/// BF16 0.5B went 22.8-23.1 → 24.4-25.0 tokens/s on one thread (4 alternating pairs, the same greedy ids) and 43.6-44.4 →
-/// 43.2-48.2 on two (3 pairs). Two rows next to each other sharing loads streamed worse on Zen 4 (<see cref="Dot{TW}"/>'s
+/// Whether one-token BF16 decode (and F16 decode placed throughout, <see cref="SubnormalOperands"/>) on the 512-bit path
+/// dots its rows in pairs, half the thread's range apart, each activation load shared by the two
+/// (<see cref="Dot{TW}.TwoRows512"/>; each row's sum is the same bit for bit). With f32 activations a BF16 row reads two
+/// bytes of activations per weight byte, and on one Zen 5 core that traffic, not the weights', held the kernel under the
+/// read bound: 512 MiB of 4864-wide rows streamed at 66% of a plain sum, against 80% for f32 weights against the same
+/// activations (one activation byte per weight byte) and 100% for the row sums alone. Paired, decode of BF16 0.5B went
+/// 22.8-23.1 → 24.4-25.0 tokens/s on one thread (4 alternating pairs, the same greedy ids) and 43.6-44.4 → 43.2-48.2 on
+/// two (3 pairs); F16 0.5B placed, 22.5-23.6 → 23.3-24.4 on one thread (3 pairs, the same greedy ids) and 43.2-44.8 →
+/// 50.5-52.2 on two (2 pairs). Two rows next to each other sharing loads streamed worse on Zen 4 (<see cref="Dot{TW}"/>'s
 /// remarks); rows half a range apart keep two sequential streams. Measured on Zen 5 only (AMD family 1Ah), so only it
 /// pairs; tests set either answer on their own thread.
 /// </summary>

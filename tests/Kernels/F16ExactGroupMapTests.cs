@@ -62,7 +62,8 @@ public class F16ExactGroupMapTests
     {
         // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
-        // throughout (where they are not, SubnormalOperands) against the finite loader with unscaled activations.
+        // throughout (where they are not, SubnormalOperands), also in row pairs on the 512-bit path (RowPairs), against the
+        // finite loader with unscaled activations.
         const int Rows = 37, Cols = 896 + 35;
         var random = new Random(21);
         var halves = new ushort[Rows * Cols];
@@ -88,6 +89,7 @@ public class F16ExactGroupMapTests
         var panel = new float[MatMul.PanelScratchFloats(Cols)];
         var byMaps = new float[Rows];
         var placed = new float[Rows];
+        var paired = new float[Rows];
         using (SubnormalOperands.Assume(false))
         {
             MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, byMaps, 0, Rows, panel, maps);
@@ -95,7 +97,15 @@ public class F16ExactGroupMapTests
 
         using (SubnormalOperands.Assume(true))
         {
-            MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
+            using (RowPairs.Assume(false))
+            {
+                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
+            }
+
+            using (RowPairs.Assume(true))
+            {
+                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, paired, 0, Rows, panel, maps);
+            }
         }
 
         for (int r = 0; r < Rows; r++)
@@ -103,6 +113,7 @@ public class F16ExactGroupMapTests
             float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * Cols * 2, Cols * 2), x);
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, row {r} placed: {placed[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(paired[r]), $"{path}, row {r} placed, in row pairs: {paired[r]}, the finite loader's {expected}");
         }
     }
 
