@@ -124,7 +124,10 @@ internal static class MatMul
         }
     }
 
-    /// <summary>One token's rows in pairs half the range apart, the odd one last alone (<see cref="RowPairs"/>).</summary>
+    /// <summary>
+    /// One token's rows in pairs half the range apart, the odd one last alone (<see cref="RowPairs"/>); no F16 group is read
+    /// exactly, alone or paired (the pairs are taken only where <see cref="SubnormalOperands.AtFullSpeed"/>).
+    /// </summary>
     private static void PairedRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
         int rowStart, int rowEnd)
         where TW : struct, IWeightLoad
@@ -140,7 +143,7 @@ internal static class MatMul
 
         if ((rowEnd - rowStart) % 2 == 1)
         {
-            float sum = Dot<TW>.Vector512(weights.Slice((rowEnd - 1 - rowStart) * rowBytes, rowBytes), x);
+            float sum = Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((rowEnd - 1 - rowStart) * rowBytes, rowBytes), x);
             y[rowEnd - 1] = bias.IsEmpty ? sum : sum + bias[rowEnd - 1];
         }
     }
