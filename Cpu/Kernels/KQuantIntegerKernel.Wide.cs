@@ -13,8 +13,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// vpshufb and two vpdpwssd. The 32-bit lanes hold the same integers as that kernel's (lower and upper halves added), so
 /// the results are the same bit for bit. On Zen 5 (AVX-VNNI and GFNI, four 512-bit pipes), one core from L2: Q4_K 4.1-4.3
 /// ns a super-block against 5.4-5.6 (3.8 since its scales are spread by vpshufb, see <see cref="Q4KPartialWide"/>), Q5_K
-/// 4.8-5.1 against 5.6-5.8; over 512 MiB from memory, in ratio to a plain sum timed beside it (<c>bench stream</c>), Q4_K 85-92% against 70-82%, and Q6_K's 64-byte kernel 89-98% against the 32-byte
-/// VNNI one's 74-85% (alternating builds; a host whose read rate swung from 20 to 39 GB/s). Q6_K then got the same
+/// 4.8-5.1 against 5.6-5.8; over 512 MiB from memory, in ratio to a plain sum timed beside it (<c>bench stream</c>), Q4_K
+/// 85-92% against 70-82%, and Q6_K's 64-byte kernel 89-98% against the 32-byte VNNI one's 74-85% (alternating builds; a
+/// host whose read rate swung from 20 to 39 GB/s). Q6_K then got the same
 /// treatment (<see cref="Q6KPartialWide"/>): 4.0 ns a super-block from L2 against <see cref="Q6KHalf512"/>'s 5.4, the
 /// same sums; a Q4_K_M 1.5B model on one thread decoded alike (26.5 against 27.2 tokens/s, medians of 4 alternating runs:
 /// its Q6_K matrices already streamed at the memory's pace there).
