@@ -47,6 +47,13 @@ internal interface IRowKernel
     static abstract Vector128<float> Partial(ref byte row, scoped in RowOperands x);
 }
 
+/// <summary>A kernel that also dots two rows at once, sharing the activations' loads (<see cref="RowPairs"/>).</summary>
+internal interface IRowPairKernel : IRowKernel
+{
+    /// <summary>The partial sums of the rows at <paramref name="row"/> and <paramref name="apart"/> bytes on, each <see cref="IRowKernel.Partial"/>'s bit for bit.</summary>
+    static abstract (Vector128<float> First, Vector128<float> Second) PartialPair(ref byte row, nint apart, scoped in RowOperands x);
+}
+
 /// <summary>
 /// Rows of an integer-dot kernel (<see cref="KQuantIntegerKernel"/>, <see cref="Q8IntegerKernel"/>) four at a time, so
 /// that their horizontal sums share two vhaddps: a 1536-wide row is only 6 Q4_K super-blocks, and a sum per row cost a
@@ -81,6 +88,59 @@ internal static class RowGroups
         if (r < count)
         {
             Remaining<TKernel>(ref Unsafe.Add(ref w, r * rowBytes), rowBytes, count - r, x, ref Unsafe.Add(ref y, r));
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Run{TKernel}"/> with the rows in pairs half the range apart (<see cref="RowPairs"/>), two pairs a pass so
+    /// that their four sums still share the vhaddps: every row's sum is the same bit for bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RunPaired<TKernel>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
+        where TKernel : IRowPairKernel
+    {
+        int half = count / 2;
+        nint apart = (nint)half * rowBytes;
+        int j = 0;
+        for (; j + 2 <= half; j += 2)
+        {
+            // Both pairs through one call site, as in Run.
+            Vector128<float> a0 = default, a1 = default, b0 = default, b1 = default;
+            for (int i = 0; i < 2; i++)
+            {
+                (Vector128<float> a, Vector128<float> b) = TKernel.PartialPair(ref Unsafe.Add(ref w, (nint)(j + i) * rowBytes), apart, x);
+                (a0, a1, b0, b1) = (a1, a, b1, b);
+            }
+
+            Vector128<float> sums = Sse3.HorizontalAdd(Sse3.HorizontalAdd(a0, a1), Sse3.HorizontalAdd(b0, b1));
+            Unsafe.Add(ref y, j) = sums.ToScalar();
+            Unsafe.Add(ref y, j + 1) = sums.GetElement(1);
+            Unsafe.Add(ref y, half + j) = sums.GetElement(2);
+            Unsafe.Add(ref y, half + j + 1) = sums.GetElement(3);
+        }
+
+        if (j < half || count % 2 == 1)
+        {
+            RemainingPaired<TKernel>(ref w, rowBytes, count, j, x, ref y);
+        }
+    }
+
+    /// <summary><see cref="RunPaired{TKernel}"/>'s last pair (of an odd half) and its last row (of an odd count).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void RemainingPaired<TKernel>(ref byte w, int rowBytes, int count, int j, scoped in RowOperands x, ref float y)
+        where TKernel : IRowPairKernel
+    {
+        int half = count / 2;
+        if (j < half)
+        {
+            (Vector128<float> a, Vector128<float> b) = TKernel.PartialPair(ref Unsafe.Add(ref w, (nint)j * rowBytes), (nint)half * rowBytes, x);
+            Unsafe.Add(ref y, j) = Vector128.Sum(a);
+            Unsafe.Add(ref y, half + j) = Vector128.Sum(b);
+        }
+
+        if (count % 2 == 1)
+        {
+            Unsafe.Add(ref y, count - 1) = Vector128.Sum(TKernel.Partial(ref Unsafe.Add(ref w, (nint)(count - 1) * rowBytes), x));
         }
     }
 

@@ -119,6 +119,41 @@ public sealed class Q8IntegerKernelTests
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Q8_0_rows_in_pairs_give_each_row_its_own_sum_bit_for_bit(bool withoutVnni)
+    {
+        // RowPairs' order (rows half the range apart, two pairs a pass) against row by row: counts with whole passes only,
+        // a pair left over, an odd row left over, and both; five blocks (two pairs of blocks and one left over).
+        const int blocks = 5;
+        using IDisposable? pairSums = withoutVnni ? ByteDots.WithoutVnni() : null;
+        foreach (int rows in new[] { 1, 2, 4, 6, 9, 11 })
+        {
+            byte[] matrix = RandomRows(DType.Q8_0, rows * blocks, 600 + rows);
+            float[] x = KernelData.Floats(blocks * 32, rows, scale: 2f);
+            var q8 = new Q8Activations();
+            q8.Quantize(x, 1, x.Length, KernelPath.Vector512);
+            float[] paired = Enumerable.Repeat(float.NaN, rows + 1).ToArray(), alone = new float[rows];
+            using (RowPairs.Assume(true))
+            {
+                Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), paired);
+            }
+
+            using (RowPairs.Assume(false))
+            {
+                Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), alone);
+            }
+
+            for (int r = 0; r < rows; r++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(paired[r]), $"{rows} rows: row {r} paired {paired[r]}, alone {alone[r]}");
+            }
+
+            Assert.True(float.IsNaN(paired[rows]), $"{rows} rows: wrote past the rows' results");
+        }
+    }
+
     [Fact]
     public void Q4_0_with_vnni_equals_the_pair_sums_kernel_bit_for_bit()
     {
