@@ -12,11 +12,11 @@ namespace QwenSharp.Cpu.Kernels;
 /// registers; the tail that fills no whole vector goes through the scalar code.
 /// </summary>
 /// <remarks>
-/// One row at a time on purpose: four BF16 rows at once, sharing each activation load, streamed 21-22 GB/s on one Zen 4
-/// core against 27-29 row by row (43 against 55-58 on two). Reading four places of memory at once defeats the
-/// streaming that keeps this memory-bound loop fed; Q8_0 measured the same. Only the compute-bound Q4_0 kernel gains
-/// from sharing (<see cref="Q8IntegerKernel"/>). Two rows half a range apart are another matter: two streams, each
-/// sequential, and on Zen 5 BF16 decode gains from them (<see cref="TwoRows512"/>, <see cref="RowPairs"/>).
+/// One row at a time elsewhere: four neighbouring BF16 rows at once, sharing each activation load, streamed 21-22 GB/s
+/// on one Zen 4 core against 27-29 row by row (43 against 55-58 on two). Reading four places of memory at once defeats
+/// the streaming that keeps this memory-bound loop fed; Q8_0 measured the same. Only the compute-bound Q4_0 kernel gains
+/// from sharing (<see cref="Q8IntegerKernel"/>). Rows a quarter of the range apart are another matter: four streams,
+/// each sequential, and on Zen 5 BF16 and F16 decode gain from them (<see cref="FourRows512"/>, <see cref="RowsApart"/>).
 /// </remarks>
 internal static class Dot<TW>
     where TW : struct, IWeightLoad
@@ -64,36 +64,51 @@ internal static class Dot<TW>
     };
 
     /// <summary>
-    /// Two rows against the same activations, each activation load shared (<see cref="RowPairs"/>): each row keeps
-    /// <see cref="Vector512(ReadOnlySpan{byte}, ReadOnlySpan{float})"/>'s accumulators in its order, so each sum is that
-    /// method's bit for bit (for F16, that of <see cref="RunPlaced"/>: no group is read exactly).
+    /// Four rows against the same activations, each activation load shared by the four (<see cref="RowsApart"/>): each row
+    /// keeps <see cref="Vector512(ReadOnlySpan{byte}, ReadOnlySpan{float})"/>'s accumulators in its order, so each sum is
+    /// that method's bit for bit (for F16, that of <see cref="RunPlaced"/>: no group is read exactly).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static (float First, float Second) TwoRows512(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<float> x)
+    public static (float, float, float, float) FourRows512(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<byte> third, ReadOnlySpan<byte> fourth,
+        ReadOnlySpan<float> x)
     {
         CheckLengths(first, x);
         CheckLengths(second, x);
-        ref byte w = ref MemoryMarshal.GetReference(first);
-        ref byte v = ref MemoryMarshal.GetReference(second);
+        CheckLengths(third, x);
+        CheckLengths(fourth, x);
+        ref byte w = ref MemoryMarshal.GetReference(first), v = ref MemoryMarshal.GetReference(second);
+        ref byte u = ref MemoryMarshal.GetReference(third), t = ref MemoryMarshal.GetReference(fourth);
         ref float xr = ref MemoryMarshal.GetReference(x);
         nint n = x.Length, i = 0;
         const int lanes = 16;    // as in Vector512
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
             Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             Prefetch.Ahead(ref Unsafe.Add(ref v, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            Prefetch.Ahead(ref Unsafe.Add(ref u, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            Prefetch.Ahead(ref Unsafe.Add(ref t, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
             Vector512<float> x0 = V512.LoadUnsafe(ref xr, (nuint)i), x1 = V512.LoadUnsafe(ref xr, (nuint)(i + lanes));
-            Vector512<float> x2 = V512.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), x3 = V512.LoadUnsafe(ref xr, (nuint)(i + (3 * lanes)));
             a0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), x0, a0);
             b0 = V512.FusedMultiplyAdd(TW.Load512(ref v, i), x0, b0);
+            c0 = V512.FusedMultiplyAdd(TW.Load512(ref u, i), x0, c0);
+            d0 = V512.FusedMultiplyAdd(TW.Load512(ref t, i), x0, d0);
             a1 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + lanes), x1, a1);
             b1 = V512.FusedMultiplyAdd(TW.Load512(ref v, i + lanes), x1, b1);
+            c1 = V512.FusedMultiplyAdd(TW.Load512(ref u, i + lanes), x1, c1);
+            d1 = V512.FusedMultiplyAdd(TW.Load512(ref t, i + lanes), x1, d1);
+            Vector512<float> x2 = V512.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), x3 = V512.LoadUnsafe(ref xr, (nuint)(i + (3 * lanes)));
             a2 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (2 * lanes)), x2, a2);
             b2 = V512.FusedMultiplyAdd(TW.Load512(ref v, i + (2 * lanes)), x2, b2);
+            c2 = V512.FusedMultiplyAdd(TW.Load512(ref u, i + (2 * lanes)), x2, c2);
+            d2 = V512.FusedMultiplyAdd(TW.Load512(ref t, i + (2 * lanes)), x2, d2);
             a3 = V512.FusedMultiplyAdd(TW.Load512(ref w, i + (3 * lanes)), x3, a3);
             b3 = V512.FusedMultiplyAdd(TW.Load512(ref v, i + (3 * lanes)), x3, b3);
+            c3 = V512.FusedMultiplyAdd(TW.Load512(ref u, i + (3 * lanes)), x3, c3);
+            d3 = V512.FusedMultiplyAdd(TW.Load512(ref t, i + (3 * lanes)), x3, d3);
         }
 
         for (; i <= n - lanes; i += lanes)
@@ -101,9 +116,12 @@ internal static class Dot<TW>
             Vector512<float> x0 = V512.LoadUnsafe(ref xr, (nuint)i);
             a0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), x0, a0);
             b0 = V512.FusedMultiplyAdd(TW.Load512(ref v, i), x0, b0);
+            c0 = V512.FusedMultiplyAdd(TW.Load512(ref u, i), x0, c0);
+            d0 = V512.FusedMultiplyAdd(TW.Load512(ref t, i), x0, d0);
         }
 
-        return (ScalarTail(ref w, ref xr, i, n, V512.Sum((a0 + a1) + (a2 + a3))), ScalarTail(ref v, ref xr, i, n, V512.Sum((b0 + b1) + (b2 + b3))));
+        return (ScalarTail(ref w, ref xr, i, n, V512.Sum((a0 + a1) + (a2 + a3))), ScalarTail(ref v, ref xr, i, n, V512.Sum((b0 + b1) + (b2 + b3))),
+            ScalarTail(ref u, ref xr, i, n, V512.Sum((c0 + c1) + (c2 + c3))), ScalarTail(ref t, ref xr, i, n, V512.Sum((d0 + d1) + (d2 + d3))));
     }
 
     /// <summary>The plain loop every SIMD path is checked against.</summary>

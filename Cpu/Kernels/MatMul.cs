@@ -82,9 +82,9 @@ internal static class MatMul
             ReadOnlySpan<float> x0 = x[..inFeatures];
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
-            if ((typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed)) && RowPairs.Pay(path))
+            if ((typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed)) && RowsApart.Pay(path))
             {
-                PairedRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
+                QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
                 return;
             }
 
@@ -125,28 +125,33 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// One token's rows in pairs half the range apart, the odd one last alone (<see cref="RowPairs"/>); no F16 group is read
-    /// exactly, alone or paired (the pairs are taken only where <see cref="SubnormalOperands.AtFullSpeed"/>).
+    /// One token's rows in fours a quarter of the range apart, the last few alone (<see cref="RowsApart"/>); no F16 group is
+    /// read exactly, in fours or alone (this runs only where <see cref="SubnormalOperands.AtFullSpeed"/>).
     /// </summary>
-    private static void PairedRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
+    private static void QuarteredRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
         int rowStart, int rowEnd)
         where TW : struct, IWeightLoad
     {
-        int half = (rowEnd - rowStart) / 2;
-        for (int j = 0; j < half; j++)
+        int quarter = (rowEnd - rowStart) / 4;
+        for (int j = 0; j < quarter; j++)
         {
-            int first = rowStart + j, second = rowStart + half + j;
-            (float a, float b) = Dot<TW>.TwoRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((half + j) * rowBytes, rowBytes), x);
-            y[first] = bias.IsEmpty ? a : a + bias[first];
-            y[second] = bias.IsEmpty ? b : b + bias[second];
+            (float a, float b, float c, float d) = Dot<TW>.FourRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((quarter + j) * rowBytes, rowBytes),
+                weights.Slice(((2 * quarter) + j) * rowBytes, rowBytes), weights.Slice(((3 * quarter) + j) * rowBytes, rowBytes), x);
+            int first = rowStart + j;
+            y[first] = WithBias(a, bias, first);
+            y[first + quarter] = WithBias(b, bias, first + quarter);
+            y[first + (2 * quarter)] = WithBias(c, bias, first + (2 * quarter));
+            y[first + (3 * quarter)] = WithBias(d, bias, first + (3 * quarter));
         }
 
-        if ((rowEnd - rowStart) % 2 == 1)
+        for (int n = rowStart + (4 * quarter); n < rowEnd; n++)
         {
-            float sum = Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((rowEnd - 1 - rowStart) * rowBytes, rowBytes), x);
-            y[rowEnd - 1] = bias.IsEmpty ? sum : sum + bias[rowEnd - 1];
+            y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x), bias, n);
         }
     }
+
+    /// <summary>A row's sum plus its bias, if there is one.</summary>
+    private static float WithBias(float sum, ReadOnlySpan<float> bias, int n) => bias.IsEmpty ? sum : sum + bias[n];
 
     /// <summary>Floats of per-thread scratch the f32 panels of rows of <paramref name="inFeatures"/> values take: a panel, and rows dequantized into it.</summary>
     public static int PanelScratchFloats(int inFeatures) => F32Panel.Floats(inFeatures) + (PanelRows * inFeatures);

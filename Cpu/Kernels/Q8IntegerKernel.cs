@@ -71,7 +71,7 @@ internal static class Q8IntegerKernel
         }
         else if (type == DType.Q8_0)
         {
-            if (RowPairs.Pay(path))
+            if (RowsApart.Pay(path))
             {
                 if (vnni)
                 {
@@ -204,7 +204,7 @@ internal static class Q8IntegerKernel
 
     /// <summary>
     /// <see cref="Partial{TBlock}"/> of the rows at <paramref name="w"/> and <paramref name="apart"/> bytes on
-    /// (<see cref="RowPairs"/>), each block's activation codes, offsets and scale loaded once for both; each row keeps its
+    /// (<see cref="RowsApart"/>), each block's activation codes, offsets and scale loaded once for both; each row keeps its
     /// two accumulators and their order, so its sum is Partial's bit for bit. On Zen 5, Q8_0 rows from L2 took 0.66 ns a
     /// block against 0.77 row by row, and a Q8_0 Qwen2.5-0.5B decoded 58.4-63.1 tokens/s on one thread against 49.5-56.3
     /// (6 alternating pairs, each pair won; two threads alike, 95-102 either way: there the memory is the limit).

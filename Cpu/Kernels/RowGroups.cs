@@ -47,7 +47,7 @@ internal interface IRowKernel
     static abstract Vector128<float> Partial(ref byte row, scoped in RowOperands x);
 }
 
-/// <summary>A kernel that also dots two rows at once, sharing the activations' loads (<see cref="RowPairs"/>).</summary>
+/// <summary>A kernel that also dots two rows at once, sharing the activations' loads (<see cref="RowsApart"/>).</summary>
 internal interface IRowPairKernel : IRowKernel
 {
     /// <summary>The partial sums of the rows at <paramref name="row"/> and <paramref name="apart"/> bytes on, each <see cref="IRowKernel.Partial"/>'s bit for bit.</summary>
@@ -92,7 +92,7 @@ internal static class RowGroups
     }
 
     /// <summary>
-    /// <see cref="Run{TKernel}"/> with the rows in pairs half the range apart (<see cref="RowPairs"/>), two pairs a pass so
+    /// <see cref="Run{TKernel}"/> with the rows in pairs half the range apart (<see cref="RowsApart"/>), two pairs a pass so
     /// that their four sums still share the vhaddps: every row's sum is the same bit for bit.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

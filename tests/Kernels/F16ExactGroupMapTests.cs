@@ -62,7 +62,7 @@ public class F16ExactGroupMapTests
     {
         // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
-        // throughout (where they are not, SubnormalOperands), also in row pairs on the 512-bit path (RowPairs), against the
+        // throughout (where they are not, SubnormalOperands), also four rows apart on the 512-bit path (RowsApart), against the
         // finite loader with unscaled activations.
         const int Rows = 37, Cols = 896 + 35;
         var random = new Random(21);
@@ -89,7 +89,7 @@ public class F16ExactGroupMapTests
         var panel = new float[MatMul.PanelScratchFloats(Cols)];
         var byMaps = new float[Rows];
         var placed = new float[Rows];
-        var paired = new float[Rows];
+        var apart = new float[Rows];
         using (SubnormalOperands.Assume(false))
         {
             MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, byMaps, 0, Rows, panel, maps);
@@ -97,14 +97,14 @@ public class F16ExactGroupMapTests
 
         using (SubnormalOperands.Assume(true))
         {
-            using (RowPairs.Assume(false))
+            using (RowsApart.Assume(false))
             {
                 MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
             }
 
-            using (RowPairs.Assume(true))
+            using (RowsApart.Assume(true))
             {
-                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, paired, 0, Rows, panel, maps);
+                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, apart, 0, Rows, panel, maps);
             }
         }
 
@@ -113,7 +113,7 @@ public class F16ExactGroupMapTests
             float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * Cols * 2, Cols * 2), x);
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
             Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, row {r} placed: {placed[r]}, the finite loader's {expected}");
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(paired[r]), $"{path}, row {r} placed, in row pairs: {paired[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, row {r} placed, rows apart: {apart[r]}, the finite loader's {expected}");
         }
     }
 

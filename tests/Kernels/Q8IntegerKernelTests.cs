@@ -124,7 +124,7 @@ public sealed class Q8IntegerKernelTests
     [InlineData(true)]
     public void Q8_0_rows_in_pairs_give_each_row_its_own_sum_bit_for_bit(bool withoutVnni)
     {
-        // RowPairs' order (rows half the range apart, two pairs a pass) against row by row: counts with whole passes only,
+        // RowsApart' order (rows half the range apart, two pairs a pass) against row by row: counts with whole passes only,
         // a pair left over, an odd row left over, and both; five blocks (two pairs of blocks and one left over).
         const int blocks = 5;
         using IDisposable? pairSums = withoutVnni ? ByteDots.WithoutVnni() : null;
@@ -135,12 +135,12 @@ public sealed class Q8IntegerKernelTests
             var q8 = new Q8Activations();
             q8.Quantize(x, 1, x.Length, KernelPath.Vector512);
             float[] paired = Enumerable.Repeat(float.NaN, rows + 1).ToArray(), alone = new float[rows];
-            using (RowPairs.Assume(true))
+            using (RowsApart.Assume(true))
             {
                 Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), paired);
             }
 
-            using (RowPairs.Assume(false))
+            using (RowsApart.Assume(false))
             {
                 Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), alone);
             }

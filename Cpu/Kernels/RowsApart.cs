@@ -1,0 +1,46 @@
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Whether one-token decode on the 512-bit path dots several rows at once, spread evenly over the thread's range, each
+/// activation load shared by them and each row's sum the same bit for bit: BF16 and F16 placed throughout
+/// (<see cref="SubnormalOperands"/>) four rows a quarter of the range apart (<see cref="Dot{TW}.FourRows512"/>), Q8_0 two
+/// rows half the range apart (<see cref="RowGroups.RunPaired{TKernel}"/>).
+/// </summary>
+/// <remarks>
+/// With f32 activations a BF16 row reads two bytes of activations per weight byte, and on one Zen 5 core that traffic, not
+/// the weights', held the kernel under the read bound: 512 MiB of 4864-wide rows streamed at 66% of a plain sum, against
+/// 80% for f32 weights against the same activations (one activation byte per weight byte) and 100% for the row sums
+/// alone. In pairs, BF16 0.5B decoded 22.8-23.1 → 24.4-25.0 tokens/s on one thread; in fours, against pairs, 29.1-31.6
+/// against 23.7-26.2 on one thread (5 alternating runs, 88-96% of the read bound against 71-76%) and 50.8-57.0 against
+/// 45.0-52.7 on two (3 runs); F16 0.5B 22.9-26.5 against 21.4-23.0 on one (4 runs) and 43.7-47.6 against 42.6-45.1 on
+/// two (3), the same greedy ids. Q8_0's kernel (one activation byte per weight byte, two accumulators a row) gains in
+/// pairs (see its pair kernel) but lost in fours (one accumulator a row, as Q4_0's: 37-43 against 44-48 tokens/s). The
+/// 64-byte Q4_K, Q5_K and Q6_K kernels paired ran 3-6% faster from L2, but Q4_K_M and Q5_K_M 1.5B decoded alike (6
+/// alternating runs each), so they go row by row. Neighbouring rows sharing loads streamed worse on Zen 4
+/// (<see cref="Dot{TW}"/>'s remarks); rows spread over the range keep sequential streams. Measured on Zen 5 only (AMD
+/// family 1Ah), so only it takes them; tests set either answer on their own thread.
+/// </remarks>
+internal static class RowsApart
+{
+    /// <summary>0: the CPU's answer; 1: rows apart; 2: row by row (for tests, this thread only).</summary>
+    [ThreadStatic]
+    private static int t_assumed;
+
+    private static readonly bool s_pays = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
+
+    /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>
+    public static bool Pay(KernelPath path) => path == KernelPath.Vector512 && (t_assumed == 0 ? s_pays : t_assumed == 1);
+
+    /// <summary>Until disposed, this thread takes <paramref name="apart"/> as the CPU's answer (for tests).</summary>
+    public static Scope Assume(bool apart)
+    {
+        t_assumed = apart ? 1 : 2;
+        return default;
+    }
+
+    /// <summary>Ends <see cref="Assume"/>.</summary>
+    public readonly struct Scope : IDisposable
+    {
+        public void Dispose() => t_assumed = 0;
+    }
+}
