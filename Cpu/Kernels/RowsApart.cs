@@ -10,8 +10,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// With f32 activations a BF16 row reads two bytes of activations per weight byte, and on one Zen 5 core that traffic, not
 /// the weights', held the kernel under the read bound: 512 MiB of 4864-wide rows streamed at 66% of a plain sum, against
 /// 80% for f32 weights against the same activations (one activation byte per weight byte) and 100% for the row sums
-/// alone. In pairs, BF16 0.5B decoded 22.8-23.1 → 24.4-25.0 tokens/s on one thread; in fours, against pairs, 29.1-31.6
-/// against 23.7-26.2 on one thread (5 alternating runs, 88-96% of the read bound against 71-76%) and 50.8-57.0 against
+/// alone. In pairs, BF16 0.5B decoded 22.8-23.1 → 24.4-25.0 tokens/s on one thread; in fours, against pairs, 25.8-31.6
+/// against 23.7-26.2 on one thread (5 alternating runs, 82-96% of the read bound against 71-76%) and 50.8-57.0 against
 /// 45.0-52.7 on two (3 runs); F16 0.5B 22.9-26.5 against 21.4-23.0 on one (4 runs) and 43.7-47.6 against 42.6-45.1 on
 /// two (3), the same greedy ids. Q8_0's kernel (one activation byte per weight byte, two accumulators a row) gains in
 /// pairs (see its pair kernel) but lost in fours (one accumulator a row, as Q4_0's: 37-43 against 44-48 tokens/s). The
