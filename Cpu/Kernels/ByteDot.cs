@@ -79,22 +79,14 @@ internal readonly struct Vnni : IByteDot
 /// </summary>
 internal static class ByteDots
 {
-    [ThreadStatic]
-    private static bool t_withoutVnni;
-
     /// <summary>Whether the kernels on <paramref name="path"/> multiply with vpdpbusd.</summary>
-    public static bool Vnni(KernelPath path) => path == KernelPath.Vector512 && AvxVnni.IsSupported && !t_withoutVnni;
+    public static bool Vnni(KernelPath path) => path == KernelPath.Vector512 && AvxVnni.IsSupported && ThreadOverride<Switch>.Or(true);
 
     /// <summary>Until disposed, this thread's kernels use <see cref="PairSums"/> on every path (for tests).</summary>
-    public static WithoutVnniScope WithoutVnni()
-    {
-        t_withoutVnni = true;
-        return default;
-    }
+    public static ThreadOverride<Switch>.Scope WithoutVnni() => ThreadOverride<Switch>.Set(false);
 
-    /// <summary>Ends <see cref="WithoutVnni"/>.</summary>
-    public readonly struct WithoutVnniScope : IDisposable
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
     {
-        public void Dispose() => t_withoutVnni = false;
     }
 }

@@ -22,25 +22,16 @@ namespace QwenSharp.Cpu.Kernels;
 /// </remarks>
 internal static class RowsApart
 {
-    /// <summary>0: the CPU's answer; 1: rows apart; 2: row by row (for tests, this thread only).</summary>
-    [ThreadStatic]
-    private static int t_assumed;
-
     private static readonly bool s_pays = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
     /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>
-    public static bool Pay(KernelPath path) => path == KernelPath.Vector512 && (t_assumed == 0 ? s_pays : t_assumed == 1);
+    public static bool Pay(KernelPath path) => path == KernelPath.Vector512 && ThreadOverride<Switch>.Or(s_pays);
 
     /// <summary>Until disposed, this thread takes <paramref name="apart"/> as the CPU's answer (for tests).</summary>
-    public static Scope Assume(bool apart)
-    {
-        t_assumed = apart ? 1 : 2;
-        return default;
-    }
+    public static ThreadOverride<Switch>.Scope Assume(bool apart) => ThreadOverride<Switch>.Set(apart);
 
-    /// <summary>Ends <see cref="Assume"/>.</summary>
-    public readonly struct Scope : IDisposable
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
     {
-        public void Dispose() => t_assumed = 0;
     }
 }

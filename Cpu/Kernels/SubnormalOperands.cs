@@ -16,25 +16,16 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal static class SubnormalOperands
 {
-    /// <summary>0: the CPU's answer; 1: full speed; 2: not (for tests, this thread only).</summary>
-    [ThreadStatic]
-    private static int t_assumed;
-
     private static readonly bool s_fullSpeed = Avx512F.IsSupported && CpuIdentity.IsAmd && CpuIdentity.Family >= 0x19;
 
     /// <summary>Whether F16 decode reads its weights by placement throughout (see the class).</summary>
-    public static bool AtFullSpeed => t_assumed == 0 ? s_fullSpeed : t_assumed == 1;
+    public static bool AtFullSpeed => ThreadOverride<Switch>.Or(s_fullSpeed);
 
     /// <summary>Until disposed, this thread takes <paramref name="fullSpeed"/> as the CPU's answer (for tests).</summary>
-    public static Scope Assume(bool fullSpeed)
-    {
-        t_assumed = fullSpeed ? 1 : 2;
-        return default;
-    }
+    public static ThreadOverride<Switch>.Scope Assume(bool fullSpeed) => ThreadOverride<Switch>.Set(fullSpeed);
 
-    /// <summary>Ends <see cref="Assume"/>.</summary>
-    public readonly struct Scope : IDisposable
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
     {
-        public void Dispose() => t_assumed = 0;
     }
 }

@@ -11,30 +11,21 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal static class VectorUnits
 {
-    /// <summary>0: the CPU's answer; 1: wide; 2: not (for tests, this thread only).</summary>
-    [ThreadStatic]
-    private static int t_assumed;
-
     /// <summary>Whether this CPU's 512-bit integer multiplies are twice as fast as its 256-bit ones (see the class).</summary>
     public static bool DoubleRate512 { get; } = Detect();
 
     /// <summary>Whether the kernels on <paramref name="path"/> take the 64-byte products (the hardware permitting).</summary>
     public static bool Wide(KernelPath path) =>
         path == KernelPath.Vector512 && Avx512BW.IsSupported && Avx512DQ.IsSupported && Gfni.V512.IsSupported
-        && (t_assumed == 0 ? DoubleRate512 : t_assumed == 1);
+        && ThreadOverride<Switch>.Or(DoubleRate512);
 
     /// <summary>Until disposed, this thread's kernels take <paramref name="doubleRate"/> as the CPU's answer (for tests).</summary>
-    public static AssumptionScope Assume(bool doubleRate)
-    {
-        t_assumed = doubleRate ? 1 : 2;
-        return default;
-    }
+    public static ThreadOverride<Switch>.Scope Assume(bool doubleRate) => ThreadOverride<Switch>.Set(doubleRate);
 
     private static bool Detect() => Avx512BW.IsSupported && CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
-    /// <summary>Ends <see cref="Assume"/>.</summary>
-    public readonly struct AssumptionScope : IDisposable
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
     {
-        public void Dispose() => t_assumed = 0;
     }
 }
