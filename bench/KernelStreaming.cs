@@ -16,10 +16,11 @@ namespace QwenSharp.Bench;
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12]
 /// </code>
-/// The rows are the kernels' row-by-row path, which one-token decode reads (repacked panels take over from
-/// <c>MatMul.RepackedPanelTokens</c> tokens), 896 wide (1536 for the
-/// k-quants), with random codes and sane scales, and BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as
-/// decode reads it: by its map of exact groups, or placed throughout where <c>SubnormalOperands</c> allows).
+/// The rows are read as one-token decode reads them, 1024 at a time (repacked panels take over from
+/// <c>MatMul.RepackedPanelTokens</c> tokens): the quantized kernels' rows and BF16/F16's <c>MatMul.Rows</c>, with
+/// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows are too narrow for it). They are 896 wide (1536 for the k-quants), with random codes and sane scales, and
+/// BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as decode reads it: by its map of exact groups, or
+/// placed throughout where <c>SubnormalOperands</c> allows).
 /// </summary>
 internal static unsafe class KernelStreaming
 {
@@ -139,13 +140,7 @@ internal static unsafe class KernelStreaming
                 q8k.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8k.Row(0), y.AsSpan(r, count)));
             case DType.BF16:
-                return () =>
-                {
-                    for (int r = 0; r < rows; r++)
-                    {
-                        y[r] = Dot<Bf16Load>.Run(path, RowsAt(r, 1), x);
-                    }
-                };
+                return InChunks(rows, (r, count) => MatMul.Rows<Bf16Load>(path, RowsAt(r, count), cols, rows, x, default, 1, default, y, r, r + count, default));
             default:
                 int words = F16ExactGroups.MapWords(cols);
                 ulong[] map = new ulong[rows * words];
@@ -155,14 +150,8 @@ internal static unsafe class KernelStreaming
                 }
 
                 float[] scaled = [.. x.Select(v => v * F16Scaling.Up)];
-                bool placed = SubnormalOperands.AtFullSpeed;
-                return () =>
-                {
-                    for (int r = 0; r < rows; r++)
-                    {
-                        y[r] = placed ? Dot<F16ScaledLoad>.RunPlaced(path, RowsAt(r, 1), scaled) : Dot<F16ScaledLoad>.Run(path, RowsAt(r, 1), scaled, map.AsSpan(r * words, words));
-                    }
-                };
+                return InChunks(rows, (r, count) =>
+                    MatMul.Rows<F16ScaledLoad>(path, RowsAt(r, count), cols, rows, scaled, default, 1, default, y, r, r + count, default, map.AsSpan(r * words, count * words)));
         }
     }
 }

@@ -3,8 +3,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// <summary>
 /// Whether one-token decode on the 512-bit path dots several rows at once, spread evenly over the thread's range, each
 /// activation load shared by them and each row's sum the same bit for bit: BF16 and F16 placed throughout
-/// (<see cref="SubnormalOperands"/>) four rows a quarter of the range apart (<see cref="Dot{TW}.FourRows512"/>), Q8_0 two
-/// rows half the range apart (<see cref="RowGroups.RunPaired{TKernel}"/>).
+/// (<see cref="SubnormalOperands"/>) four rows a quarter of the range apart (<see cref="Dot{TW}.FourRows512"/>) where the
+/// rows are at least <see cref="FloatMinimumWidth"/> wide, Q8_0 two rows half the range apart
+/// (<see cref="RowGroups.RunPaired{TKernel}"/>).
 /// </summary>
 /// <remarks>
 /// With f32 activations a BF16 row reads two bytes of activations per weight byte, and on one Zen 5 core that traffic, not
@@ -13,7 +14,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// alone. In pairs, BF16 0.5B decoded 22.8-23.1 → 24.4-25.0 tokens/s on one thread; in fours, against pairs, 25.8-31.6
 /// against 23.7-26.2 on one thread (5 alternating runs, 82-96% of the read bound against 71-76%) and 50.8-57.0 against
 /// 45.0-52.7 on two (3 runs); F16 0.5B 22.9-26.5 against 21.4-23.0 on one (4 runs) and 43.7-47.6 against 42.6-45.1 on
-/// two (3), the same greedy ids. Q8_0's kernel (one activation byte per weight byte, two accumulators a row) gains in
+/// two (3), the same greedy ids. Narrow rows lose (see <see cref="FloatMinimumWidth"/>). Q8_0's kernel (one activation byte per weight byte, two accumulators a row) gains in
 /// pairs (see its pair kernel) but lost in fours (one accumulator a row, as Q4_0's: 37-43 against 44-48 tokens/s). The
 /// 64-byte Q4_K, Q5_K and Q6_K kernels paired ran 3-6% faster from L2, but Q4_K_M and Q5_K_M 1.5B decoded alike (6
 /// alternating runs each), so they go row by row. Neighbouring rows sharing loads streamed worse on Zen 4
@@ -22,6 +23,16 @@ namespace QwenSharp.Cpu.Kernels;
 /// </remarks>
 internal static class RowsApart
 {
+    /// <summary>
+    /// The narrowest BF16/F16 rows read four at a time. Their f32 activations are 4 bytes a value, and at 896 values (3.5
+    /// KB) sharing their loads gained nothing while four streams cost: one core streamed 512 MiB of such rows at 77-78% of a
+    /// plain sum in fours against 81-82% row by row (BF16; F16 72-74% against 79-82%, 3 alternations). At 4864 values (19 KB,
+    /// the MLP's down projection) they gain. Qwen2.5-0.5B decoded, one thread, 5 alternating runs, medians: BF16 26.1
+    /// tokens/s with only rows of 2048 or more in fours, 25.9 with every row in fours, 24.9 with none; F16 29.4, 27.3 and
+    /// 28.0.
+    /// </summary>
+    public const int FloatMinimumWidth = 2048;
+
     private static readonly bool s_pays = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
     /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>

@@ -64,7 +64,7 @@ public class F16ExactGroupMapTests
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
         // throughout (where they are not, SubnormalOperands), also four rows apart on the 512-bit path (RowsApart), against the
         // finite loader with unscaled activations.
-        const int Rows = 37, Cols = 896 + 35;
+        const int Rows = 37, Cols = RowsApart.FloatMinimumWidth + 35;
         var random = new Random(21);
         var halves = new ushort[Rows * Cols];
         for (int i = 0; i < halves.Length; i++)
