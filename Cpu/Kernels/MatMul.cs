@@ -82,7 +82,8 @@ internal static class MatMul
             ReadOnlySpan<float> x0 = x[..inFeatures];
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
-            if ((typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed)) && inFeatures >= RowsApart.FloatMinimumWidth && RowsApart.Pay(path))
+            bool readsEveryGroupAlike = typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed);
+            if (readsEveryGroupAlike && inFeatures >= RowsApart.FloatMinimumWidth && RowsApart.Pay(path))
             {
                 QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
                 return;
@@ -126,8 +127,8 @@ internal static class MatMul
 
     /// <summary>
     /// One token's rows of at least <see cref="RowsApart.FloatMinimumWidth"/> values in fours a quarter of the range apart,
-    /// the last few alone (<see cref="RowsApart"/>); no F16 group is
-    /// read exactly, in fours or alone (this runs only where <see cref="SubnormalOperands.AtFullSpeed"/>).
+    /// the last few alone (<see cref="RowsApart"/>); no F16 group is read exactly, in fours or alone (this runs only where
+    /// <see cref="SubnormalOperands.AtFullSpeed"/>).
     /// </summary>
     private static void QuarteredRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
         int rowStart, int rowEnd)

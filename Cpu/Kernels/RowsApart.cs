@@ -16,9 +16,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// 45.0-52.7 on two (3 runs); F16 0.5B 22.9-26.5 against 21.4-23.0 on one (4 runs) and 43.7-47.6 against 42.6-45.1 on
 /// two (3), the same greedy ids. Narrow rows lose (see <see cref="FloatMinimumWidth"/>). Q8_0's kernel (one activation
 /// byte per weight byte, two accumulators a row) gains in pairs (see its pair kernel) but lost in fours (one accumulator
-/// a row, as Q4_0's: 37-43 against 44-48 tokens/s). The
-/// 64-byte Q4_K, Q5_K and Q6_K kernels paired ran 3-6% faster from L2, but Q4_K_M and Q5_K_M 1.5B decoded alike (6
-/// alternating runs each), so they go row by row. Neighbouring rows sharing loads streamed worse on Zen 4
+/// a row, as Q4_0's: 37-43 against 44-48 tokens/s). The 64-byte Q4_K, Q5_K and Q6_K kernels paired ran 3-6% faster
+/// from L2, but Q4_K_M and Q5_K_M 1.5B decoded alike (6 alternating runs each), so they go row by row. Neighbouring rows sharing loads streamed worse on Zen 4
 /// (<see cref="Dot{TW}"/>'s remarks); rows spread over the range keep sequential streams. Measured on Zen 5 only (AMD
 /// family 1Ah), so only it takes them; tests set either answer on their own thread.
 /// </remarks>
