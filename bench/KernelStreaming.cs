@@ -14,11 +14,14 @@ namespace QwenSharp.Bench;
 /// Linux gives them, as <see cref="HugePages"/>): the figure is the median
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
-///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12]
+///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12] [--cols N]
+///       [--rows-apart on|off]
 /// </code>
 /// The rows are read as one-token decode reads them, 1024 at a time (repacked panels take over from
 /// <c>MatMul.RepackedPanelTokens</c> tokens): the quantized kernels' rows and BF16/F16's <c>MatMul.Rows</c>, with
-/// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows are too narrow for it). They are 896 wide (1536 for the k-quants), with random codes and sane scales, and
+/// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows of at least <c>RowsApart.FloatMinimumWidth</c>) unless
+/// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants) unless <c>--cols</c> gives a width (a
+/// whole number of the type's blocks), with random codes and sane scales, and
 /// BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as decode reads it: by its map of exact groups, or
 /// placed throughout where <c>SubnormalOperands</c> allows).
 /// </summary>
@@ -26,11 +29,22 @@ internal static unsafe class KernelStreaming
 {
     private const long Bytes = 512L << 20;
 
+    /// <summary>The widest <c>--cols</c>: 1M values, far past any model's, leaves a row well inside the buffer.</summary>
+    private const int MaximumWidth = 1 << 20;
+
     public static int Run(string[] args)
     {
         string[] types = (PeerDecode.Option(args, "--type") ?? "q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16").Split(',');
         int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
         KernelPath path = KernelPaths.Default;
+        int? cols = PeerDecode.Option(args, "--cols") is null ? null : PeerDecode.Count(args, "--cols", 0, minimum: 1);
+        using ThreadOverride<RowsApart.Switch>.Scope? apart = PeerDecode.Option(args, "--rows-apart") switch
+        {
+            null => null,
+            "on" => RowsApart.Assume(true),
+            "off" => RowsApart.Assume(false),
+            string other => throw new ArgumentException($"--rows-apart {other}: expected on or off"),
+        };
         float* sumBuffer = (float*)HugePages.Allocate(Bytes);
 
         // One buffer for every type's rows, from the same allocator as the sum's and the model's repacked weights: a
@@ -45,7 +59,13 @@ internal static unsafe class KernelStreaming
                 DType type = DTypes.TryParse(name, out DType parsed) && parsed is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.BF16 or DType.F16
                     ? parsed
                     : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, bf16 or f16");
-                Action kernel = Kernel(type, path, weightBuffer);
+                int width = cols ?? (type is DType.Q4_K or DType.Q5_K or DType.Q6_K ? 1536 : 896);
+                if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
+                {
+                    throw new ArgumentException($"--cols {width}: a {DTypes.Name(type)} row is whole blocks of {DTypes.BlockValues(type)} values, at most {MaximumWidth}");
+                }
+
+                Action kernel = Kernel(type, path, width, weightBuffer);
                 var ratios = new List<double>();
                 var kernelRates = new List<double>();
                 var sumRates = new List<double>();
@@ -68,7 +88,7 @@ internal static unsafe class KernelStreaming
 
                 GC.KeepAlive(keep);
                 var c = CultureInfo.InvariantCulture;
-                Console.WriteLine(string.Create(c, $"{DTypes.Name(type),-5} kernel {PeerDecode.Median(kernelRates),5:F2} GB/s, sum {PeerDecode.Median(sumRates),5:F2} GB/s: {100 * PeerDecode.Median(ratios):F1}% (trials {100 * ratios.Min():F0}-{100 * ratios.Max():F0}%)"));
+                Console.WriteLine(string.Create(c, $"{DTypes.Name(type),-5} {width,5} wide: kernel {PeerDecode.Median(kernelRates),5:F2} GB/s, sum {PeerDecode.Median(sumRates),5:F2} GB/s: {100 * PeerDecode.Median(ratios):F1}% (trials {100 * ratios.Min():F0}-{100 * ratios.Max():F0}%)"));
             }
 
             return 0;
@@ -89,12 +109,10 @@ internal static unsafe class KernelStreaming
         }
     };
 
-    /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its rows, written into <paramref name="buffer"/> here.</summary>
-    private static Action Kernel(DType type, KernelPath path, byte* buffer)
+    /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its <paramref name="cols"/>-wide rows, written into <paramref name="buffer"/> here.</summary>
+    private static Action Kernel(DType type, KernelPath path, int cols, byte* buffer)
     {
         var random = new Random(1);
-        bool kQuant = type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
-        int cols = kQuant ? 1536 : 896;
         int rowBytes = DTypes.IsQuantized(type) ? cols / DTypes.BlockValues(type) * DTypes.BlockBytes(type) : cols * 2;
         int rows = (int)(Bytes / rowBytes);
         int length = rows * rowBytes;
