@@ -12,7 +12,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
     private readonly ITensorSource _inner;
     private readonly DType _type;
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
-    private readonly List<nint> _owned = [];
+    private readonly WeightArena _owned = new();
 
     public QuantizingTensorSource(ITensorSource inner, DType type)
     {
@@ -48,8 +48,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
         }
 
         long bytes = DTypes.ByteLength(_type, view.ElementCount);
-        byte* data = (byte*)HugePages.Allocate(bytes);
-        _owned.Add((nint)data);
+        byte* data = (byte*)_owned.Allocate(bytes);
         TensorValues.RowsAs(view, _type, new Span<byte>(data, checked((int)bytes)));
         view = view with { DType = _type, Data = (nint)data };
         _converted[name] = view;
@@ -58,12 +57,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
 
     public void Dispose()
     {
-        foreach (nint pointer in _owned)
-        {
-            HugePages.Free((void*)pointer);
-        }
-
-        _owned.Clear();
+        _owned.Dispose();
         _inner.Dispose();
     }
 }

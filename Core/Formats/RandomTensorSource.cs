@@ -12,27 +12,18 @@ namespace QwenSharp.Formats;
 public sealed unsafe class RandomTensorSource : ITensorSource
 {
     private readonly Dictionary<string, TensorView> _tensors = new(StringComparer.Ordinal);
-    private readonly List<nint> _allocations = [];
+    private readonly WeightArena _memory = new();
 
     public RandomTensorSource(Qwen2Config config, DType dtype, ulong seed = 1)
     {
         Description = $"random {DTypes.Name(dtype)} weights";
         List<TensorView> shapes = Shapes(config, dtype, Description);
 
+        // In one arena, as a file's tensors lie in one mapping (see WeightArena).
         var tensors = new TensorView[shapes.Count];
-        try
+        for (int i = 0; i < shapes.Count; i++)
         {
-            for (int i = 0; i < shapes.Count; i++)
-            {
-                nint data = (nint)HugePages.Allocate(shapes[i].ByteLength);
-                _allocations.Add(data);
-                tensors[i] = shapes[i] with { Data = data };
-            }
-        }
-        catch
-        {
-            Dispose();
-            throw;
+            tensors[i] = shapes[i] with { Data = (nint)_memory.Allocate(shapes[i].ByteLength) };
         }
 
         Parallel.For(0, tensors.Length, i => Fill(tensors[i], seed + (ulong)i));
@@ -99,12 +90,7 @@ public sealed unsafe class RandomTensorSource : ITensorSource
 
     public void Dispose()
     {
-        foreach (nint allocation in _allocations)
-        {
-            HugePages.Free((void*)allocation);
-        }
-
-        _allocations.Clear();
+        _memory.Dispose();
         _tensors.Clear();
     }
 }

@@ -68,15 +68,7 @@ public sealed unsafe class HugePagesTests
     [SkippableFact]
     public void Allocate_Large_OnLinuxWithHugePages_IsBackedByHugePages()
     {
-        const string Setting = "/sys/kernel/mm/transparent_hugepage/enabled";
-        Skip.IfNot(OperatingSystem.IsLinux() && File.Exists(Setting), "transparent huge pages are a Linux feature");
-        string enabled = File.ReadAllText(Setting);
-        Skip.If(enabled.Contains("[never]", StringComparison.Ordinal), $"transparent huge pages are off here ({enabled.Trim()})");
-
-        // Without direct compaction for advised memory, a fault takes a small page whenever no free huge one is at hand.
-        string defrag = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/defrag");
-        Skip.If(defrag.Contains("[never]", StringComparison.Ordinal) || defrag.Contains("[defer]", StringComparison.Ordinal),
-            $"huge pages are not compacted for on a fault here (defrag: {defrag.Trim()})");
+        string enabled = HugePagesOnFault.SkipUnlessOn();
 
         long bytes = 4 * HugePages.Size;
         byte* memory = (byte*)HugePages.Allocate(bytes);
@@ -87,7 +79,7 @@ public sealed unsafe class HugePagesTests
             // The mapping that holds it: Linux may have merged it with a neighbour advised alike (another buffer of
             // this process), whose pages then count too, so its huge pages must be at least the allocation's own.
             long mappingHuge = HugePages.Mappings(File.ReadLines("/proc/self/smaps")).Single(m => m.Start <= (long)memory && (long)memory < m.End).Huge;
-            Assert.True(mappingHuge >= bytes, $"{mappingHuge} bytes on huge pages in the mapping that holds the {bytes}-byte allocation at {(nint)memory:x} ({enabled.Trim()})");
+            Assert.True(mappingHuge >= bytes, $"{mappingHuge} bytes on huge pages in the mapping that holds the {bytes}-byte allocation at {(nint)memory:x} ({enabled})");
             (long resident, long huge) = HugePages.Residency([((nint)memory, bytes)]) ?? throw new InvalidOperationException("no /proc/self/smaps");
             Assert.True(resident > 0 && huge > 0, $"Residency: {resident} bytes resident, {huge} on huge pages");
             Assert.True(HugePages.Advise(memory, bytes));

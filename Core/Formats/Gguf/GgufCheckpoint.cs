@@ -14,7 +14,7 @@ namespace QwenSharp.Formats.Gguf;
 public sealed unsafe partial class GgufCheckpoint : ITensorSource
 {
     private readonly GgufFile _file;
-    private readonly List<nint> _owned = [];
+    private readonly WeightArena _owned = new();
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _conversions = new(StringComparer.Ordinal);
     private readonly bool _interleavedRope;
@@ -197,8 +197,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         DType targetType = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
         GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
         long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
-        byte* data = (byte*)HugePages.Allocate(rows * rowOut);
-        _owned.Add((nint)data);
+        byte* data = (byte*)_owned.Allocate(rows * rowOut);
 
         // Rows in parallel chunks: a Qwen2.5-0.5B Q5_K_M file has its 896-wide matrices in Q5_0 and Q8_0.
         nint source = _file.DataOf(info), target = (nint)data;
@@ -237,8 +236,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     {
         long rows = view.Shape[0], rowBytes = view.ByteLength / rows;
         long headDim = rows / heads, half = headDim / 2;
-        byte* copy = (byte*)HugePages.Allocate(view.ByteLength);
-        _owned.Add((nint)copy);
+        byte* copy = (byte*)_owned.Allocate(view.ByteLength);
         byte* source = (byte*)view.Data;
         for (long h = 0; h < heads; h++)
         {
@@ -257,12 +255,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
     public void Dispose()
     {
-        foreach (nint pointer in _owned)
-        {
-            HugePages.Free((void*)pointer);
-        }
-
-        _owned.Clear();
+        _owned.Dispose();
         _file.Dispose();
     }
 
