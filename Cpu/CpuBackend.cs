@@ -4,6 +4,7 @@ using QwenSharp.Cpu.Jobs;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Cpu;
 
@@ -22,6 +23,9 @@ public sealed class CpuBackend : IBackend
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
     private readonly bool _repack;
+
+    /// <summary>The repacked panels of every matrix uploaded here, together on huge pages (see <see cref="WeightArena"/>).</summary>
+    private readonly WeightArena _panels = new();
 
     public CpuBackend(CpuBackendOptions? options = null)
     {
@@ -66,7 +70,7 @@ public sealed class CpuBackend : IBackend
                 };
                 if (_repack)
                 {
-                    matrix.Repack();
+                    matrix.Repack(_panels);
                 }
 
                 return matrix;
@@ -225,7 +229,11 @@ public sealed class CpuBackend : IBackend
 
     public void Download(Activation source, Span<float> destination) => source.Span().CopyTo(destination);
 
-    public void Dispose() => _pool.Dispose();
+    public void Dispose()
+    {
+        _pool.Dispose();
+        _panels.Dispose();
+    }
 
     private void WidenRow(DType type, ReadOnlySpan<byte> source, Span<float> destination)
     {

@@ -13,6 +13,9 @@ namespace QwenSharp.Cpu;
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
+    /// <summary>Where <see cref="Panels"/> came from.</summary>
+    private WeightArena? _panelArena;
+
     public CpuWeight(TensorView view, int rows, int cols, float[]? vector)
         : base(view.Name, view.DType, rows, cols)
     {
@@ -63,9 +66,10 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     }
 
     /// <summary>
-    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/> (else it stays as stored only), panels in parallel.
+    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/> (else it stays as stored only), panels in
+    /// parallel, into memory from <paramref name="arena"/> (given back when this weight is disposed).
     /// </summary>
-    public void Repack()
+    public void Repack(WeightArena arena)
     {
         if (Panels != null || !NibblePanels.Fits(StoredType, Rows, Cols))
         {
@@ -74,7 +78,8 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
         int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
-        byte* panels = (byte*)HugePages.Allocate(bytes);
+        byte* panels = (byte*)arena.Allocate(bytes);
+        _panelArena = arena;
         Parallel.For(0, Rows / QuantPanel.Rows, p =>
             NibblePanels.Repack(StoredType, RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
         Panels = panels;
@@ -90,7 +95,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     {
         if (Panels != null)
         {
-            HugePages.Free(Panels);
+            _panelArena?.Free(Panels);
             Panels = null;
         }
     }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using QwenSharp.Memory;
 using QwenSharp.Tests.Support;
 
@@ -34,6 +35,54 @@ public sealed unsafe class WeightArenaTests
         {
             Assert.True(sorted[i].Start >= sorted[i - 1].Start + Math.Max(sorted[i - 1].Bytes, 1), $"blocks at {sorted[i - 1].Start:x} and {sorted[i].Start:x} overlap");
         }
+    }
+
+    [Fact]
+    public void Free_LastPieceOfAnOldChunk_UnmapsIt_AndTheCurrentChunkIsReusedOnceEmpty()
+    {
+        using var arena = new WeightArena();
+        byte* first = (byte*)arena.Allocate(1000);
+        byte* second = (byte*)arena.Allocate(1000);
+        Assert.Equal((nint)first + 1024, (nint)second);
+
+        // Too big for what is left: a fresh chunk; the first one, half freed, stays mapped until its last piece goes.
+        byte* big = (byte*)arena.Allocate(WeightArena.ChunkBytes);
+        arena.Free(first);
+        Assert.Equal(2, arena.ChunkCount);
+        arena.Free(second);
+        Assert.Equal(1, arena.ChunkCount);
+
+        // The big one's chunk is the current one: emptied, the next piece starts at its beginning again.
+        arena.Free(big);
+        Assert.Equal(1, arena.ChunkCount);
+        Assert.Equal((nint)big, (nint)arena.Allocate(64));
+    }
+
+    [Fact]
+    public void Free_MemoryNotFromThisArena_ThrowsNamingIt()
+    {
+        using var arena = new WeightArena();
+        _ = arena.Allocate(100);
+        nint elsewhere = (nint)NativeMemory.Alloc(64);
+        try
+        {
+            var e = Assert.Throws<ArgumentException>(() => arena.Free((void*)elsewhere));
+            Assert.Contains("was not allocated by this arena", e.Message);
+        }
+        finally
+        {
+            NativeMemory.Free((void*)elsewhere);
+        }
+    }
+
+    [Fact]
+    public void Dispose_ThenFree_DoesNothing_ThenAllocate_Throws()
+    {
+        var arena = new WeightArena();
+        void* memory = arena.Allocate(100);
+        arena.Dispose();
+        arena.Free(memory);    // a weight disposed after its backend: the memory went with the arena
+        Assert.Throws<ObjectDisposedException>(() => arena.Allocate(100));
     }
 
     [Fact]
