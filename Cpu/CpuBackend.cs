@@ -136,6 +136,7 @@ public sealed class CpuBackend : IBackend
             int at = positions[i] * kv.KvDim;
             k.Row(i).CopyTo(kv.Keys(layer, slots[i])[at..]);
             v.Row(i).CopyTo(kv.Values(layer, slots[i])[at..]);
+            kv.Filled(layer, slots[i], positions[i] + 1);
         }
 
         int chunks = _attention.Prepare(CpuBuffer.Of(q).Data, CpuBuffer.Of(output).Data, kv, layer, slots[..q.Rows], positions[..q.Rows], shape);

@@ -1,13 +1,29 @@
-using System.Runtime.InteropServices;
 using QwenSharp.Backend;
+using QwenSharp.Memory;
 
 namespace QwenSharp.Cpu;
 
-/// <summary>Keys and values in native memory, per layer [slots, capacity, kvDim] f32, allocated once.</summary>
+/// <summary>
+/// Keys and values in native memory, per layer [slots, capacity, kvDim] f32, allocated once. Each layer's keys and values
+/// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
+/// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
+/// start, the first position of every slot would hold 2 MiB per layer (16 slots of a 24-layer model: 1.5 GiB for one
+/// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 25-27 tokens/s after
+/// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 35-40 with it on huge ones (3 alternating runs).
+/// </summary>
 internal sealed unsafe class CpuKvCache : KvCache
 {
     private readonly float*[] _keys;
     private readonly float*[] _values;
+
+    /// <summary>
+    /// Per layer and slot, the byte offset (in the layer's mapping) up to which whole 2 MiB pages were collapsed: the
+    /// slot's first page boundary at the start.
+    /// </summary>
+    private readonly long[] _collapsedTo;
+
+    /// <summary>Cleared the first time Linux refuses a collapse (an older kernel, huge pages off), so no step asks again.</summary>
+    private static bool s_collapses = OperatingSystem.IsLinux();
     private bool _disposed;
 
     public CpuKvCache(int layers, int slots, int capacity, int kvDim)
@@ -16,12 +32,18 @@ internal sealed unsafe class CpuKvCache : KvCache
         _keys = new float*[layers];
         _values = new float*[layers];
         nuint bytes = (nuint)slots * (nuint)capacity * (nuint)kvDim * sizeof(float);
+        _collapsedTo = new long[layers * slots];
+        for (int i = 0; i < _collapsedTo.Length; i++)
+        {
+            _collapsedTo[i] = RoundUp((i % slots) * SlotBytes);
+        }
+
         try
         {
             for (int l = 0; l < layers; l++)
             {
-                _keys[l] = (float*)NativeMemory.AlignedAlloc(bytes, 64);
-                _values[l] = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+                _keys[l] = (float*)HugePages.AllocateUnadvised((long)bytes);
+                _values[l] = (float*)HugePages.AllocateUnadvised((long)bytes);
             }
         }
         catch
@@ -32,6 +54,36 @@ internal sealed unsafe class CpuKvCache : KvCache
     }
 
     private long SlotElements => (long)Capacity * KvDim;
+
+    private long SlotBytes => SlotElements * sizeof(float);
+
+    /// <summary>
+    /// Says that positions [0, <paramref name="length"/>) of <paramref name="slot"/> in <paramref name="layer"/> are
+    /// written: the whole 2 MiB pages of keys and values they now fill, not collapsed before, go onto huge pages.
+    /// </summary>
+    public void Filled(int layer, int slot, int length)
+    {
+        if (!s_collapses)
+        {
+            return;
+        }
+
+        ref long collapsedTo = ref _collapsedTo[(layer * Slots) + slot];
+        long filledTo = ((slot * SlotBytes) + ((long)length * KvDim * sizeof(float))) & ~(HugePages.Size - 1);
+        if (filledTo <= collapsedTo)
+        {
+            return;
+        }
+
+        long from = collapsedTo;
+        collapsedTo = filledTo;
+        if (!HugePages.Collapse((byte*)_keys[layer] + from, filledTo - from) | !HugePages.Collapse((byte*)_values[layer] + from, filledTo - from))
+        {
+            s_collapses = false;
+        }
+    }
+
+    private static long RoundUp(long offset) => (offset + HugePages.Size - 1) & ~(HugePages.Size - 1);
 
     /// <summary>Keys of one layer and slot, [capacity, kvDim].</summary>
     public Span<float> Keys(int layer, int slot) => new(_keys[layer] + (slot * SlotElements), checked((int)SlotElements));
@@ -49,6 +101,7 @@ internal sealed unsafe class CpuKvCache : KvCache
         {
             Keys(l, source)[..count].CopyTo(Keys(l, destination));
             Values(l, source)[..count].CopyTo(Values(l, destination));
+            Filled(l, destination, length);
         }
     }
 
@@ -62,8 +115,8 @@ internal sealed unsafe class CpuKvCache : KvCache
         _disposed = true;
         for (int l = 0; l < Layers; l++)
         {
-            NativeMemory.AlignedFree(_keys[l]);
-            NativeMemory.AlignedFree(_values[l]);
+            HugePages.Free(_keys[l]);
+            HugePages.Free(_values[l]);
             _keys[l] = null;
             _values[l] = null;
         }

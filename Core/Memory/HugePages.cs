@@ -28,10 +28,11 @@ internal static unsafe partial class HugePages
     public const long Threshold = 8L << 20;
 
     private const int MadviseHugePage = 14;
+    private const int MadviseCollapse = 25;
     private const int ProtectReadWrite = 0x1 | 0x2;
     private const int MapPrivateAnonymous = 0x02 | 0x20;
 
-    /// <summary>The mappings <see cref="Allocate"/> made, by the address it returned: their length, for munmap.</summary>
+    /// <summary>The mappings <see cref="Allocate"/> and <see cref="AllocateUnadvised"/> made, by the address returned: their length, for munmap.</summary>
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<nint, nuint> Mapped = new();
 
     /// <summary>
@@ -48,6 +49,39 @@ internal static unsafe partial class HugePages
             return NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
         }
 
+        void* memory = MapAligned(bytes);
+        _ = Advise(memory, bytes);
+        return memory;
+    }
+
+    /// <summary>
+    /// <paramref name="bytes"/> of native memory (free with <see cref="Free"/>), on Linux a fresh anonymous mapping 2 MiB
+    /// aligned whatever its size and not advised: its pages are small until <see cref="Collapse"/> turns whole written
+    /// ones huge (the KV cache, which fills a position at a time). Elsewhere from the C heap, 64-byte aligned.
+    /// </summary>
+    public static void* AllocateUnadvised(long bytes) =>
+        OperatingSystem.IsLinux() ? MapAligned(Math.Max(bytes, 1)) : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+
+    /// <summary>
+    /// Asks Linux to put the whole 2 MiB pages inside [<paramref name="start"/>, + <paramref name="length"/>) of an
+    /// anonymous mapping on huge pages now (madvise MADV_COLLAPSE, Linux 6.1 and later; a copy of each page), whatever
+    /// the mapping's advice. Returns whether Linux did; failing (an older kernel, huge pages off, none free) does no
+    /// harm: the memory stays on small pages.
+    /// </summary>
+    public static bool Collapse(void* start, long length)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        long first = ((long)start + Size - 1) & ~(Size - 1), end = ((long)start + length) & ~(Size - 1);
+        return end > first && Madvise((void*)first, (nuint)(end - first), MadviseCollapse) == 0;
+    }
+
+    /// <summary>A fresh anonymous mapping of <paramref name="bytes"/>, 2 MiB aligned (Linux).</summary>
+    private static void* MapAligned(long bytes)
+    {
         // Room to slide to a 2 MiB boundary, then the slack either side unmapped again.
         nuint length = (nuint)((bytes + 4095) & ~4095L), reserved = length + (nuint)Size;
         nint mapping = Mmap(null, reserved, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
@@ -68,7 +102,6 @@ internal static unsafe partial class HugePages
             _ = Munmap((void*)(aligned + (nint)length), tail);
         }
 
-        _ = Advise((void*)aligned, bytes);
         Mapped[aligned] = length;
         return (void*)aligned;
     }
