@@ -7,8 +7,9 @@ namespace QwenSharp.Memory;
 /// Transparent huge pages (2 MiB) for the large buffers decode streams through: the weights, mapped or allocated at
 /// load, and the read-bandwidth measurement they are set against. A decode kernel's software prefetches run a few pages
 /// ahead of it, and on 4 KiB pages every one of them that enters a new page first needs that page's translation; on
-/// 2 MiB pages almost none do. (Not the KV cache: it fills a position at a time, and a huge page would hold 2 MiB of
-/// memory per layer for the first position written into it.)
+/// 2 MiB pages almost none do. The KV cache fills a position at a time, and advised from the start a huge page would
+/// hold 2 MiB of memory per layer for the first position written into it: it is mapped unadvised
+/// (<see cref="AllocateUnadvised"/>) and each page collapsed once written whole (<see cref="Collapse"/>).
 /// </summary>
 /// <remarks>
 /// Measured on the 2-core Intel Xeon (a KVM guest, Linux 6.18, transparent huge pages "madvise"), one thread: the Q4_K
