@@ -8,8 +8,9 @@ namespace QwenSharp.Cpu;
 /// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
 /// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
 /// start, the first position of every slot would hold 2 MiB per layer (16 slots of a 24-layer model: 1.5 GiB for one
-/// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 25-27 tokens/s after
-/// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 35-40 with it on huge ones (3 alternating runs).
+/// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 27-30 tokens/s after
+/// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 40-42 with its pages collapsed (3 alternating
+/// runs; prefill alike).
 /// </summary>
 internal sealed unsafe class CpuKvCache : KvCache
 {
