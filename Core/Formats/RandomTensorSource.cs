@@ -19,11 +19,20 @@ public sealed unsafe class RandomTensorSource : ITensorSource
         Description = $"random {DTypes.Name(dtype)} weights";
         List<TensorView> shapes = Shapes(config, dtype, Description);
 
-        // In one arena, as a file's tensors lie in one mapping (see WeightArena).
+        // In one arena, as a file's tensors lie in one mapping (see WeightArena); what was mapped is unmapped again when
+        // the memory runs out part way.
         var tensors = new TensorView[shapes.Count];
-        for (int i = 0; i < shapes.Count; i++)
+        try
         {
-            tensors[i] = shapes[i] with { Data = (nint)_memory.Allocate(shapes[i].ByteLength) };
+            for (int i = 0; i < shapes.Count; i++)
+            {
+                tensors[i] = shapes[i] with { Data = (nint)_memory.Allocate(shapes[i].ByteLength) };
+            }
+        }
+        catch
+        {
+            _memory.Dispose();
+            throw;
         }
 
         Parallel.For(0, tensors.Length, i => Fill(tensors[i], seed + (ulong)i));

@@ -47,7 +47,7 @@ internal static unsafe partial class HugePages
     {
         if (bytes < Threshold || !OperatingSystem.IsLinux())
         {
-            return NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+            return FromHeap(bytes);
         }
 
         void* memory = MapAligned(bytes);
@@ -60,8 +60,10 @@ internal static unsafe partial class HugePages
     /// aligned whatever its size and not advised: its pages are small until <see cref="Collapse"/> turns whole written
     /// ones huge (the KV cache, which fills a position at a time). Elsewhere from the C heap, 64-byte aligned.
     /// </summary>
-    public static void* AllocateUnadvised(long bytes) =>
-        OperatingSystem.IsLinux() ? MapAligned(Math.Max(bytes, 1)) : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+    public static void* AllocateUnadvised(long bytes) => OperatingSystem.IsLinux() ? MapAligned(Math.Max(bytes, 1)) : FromHeap(bytes);
+
+    /// <summary>From the C heap, 64-byte aligned (at least one byte, so every allocation has an address of its own).</summary>
+    private static void* FromHeap(long bytes) => NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
 
     /// <summary>
     /// Asks Linux to put the whole 2 MiB pages inside [<paramref name="start"/>, + <paramref name="length"/>) of an

@@ -7,7 +7,7 @@ namespace QwenSharp.Memory;
 /// Qwen2.5-1.5B that is every q, k, v and o projection (11% of the weights), and one-token decode of its random BF16
 /// weights read 42-48% of the read bound on one Zen 5 core against 75-93% from here (3 alternating runs), as much as the
 /// model's GGUF file mapped from the page cache on huge pages (71-75%). Q4_0 0.5B's panels read by an 8-sequence decode
-/// step, one thread: 112-173 tokens/s against 155-220 with them on huge pages (3 alternating runs).
+/// step, one thread: 97-177 tokens/s with each on its own against 153-217 from here (3 alternating runs).
 /// </summary>
 /// <remarks>
 /// A chunk is mapped at <see cref="ChunkBytes"/> (or the request, if larger) but only the pages written are ever resident,
