@@ -21,11 +21,15 @@ namespace QwenSharp.Cpu.Kernels;
 internal static class Dot<TW>
     where TW : struct, IWeightLoad
 {
+    /// <summary>
+    /// The row against <paramref name="x"/>; <paramref name="prefetch"/> says whether the loop prefetches the weights ahead
+    /// (decode asks <see cref="Prefetch.InDecode"/>): the sums are the same either way.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => path switch
+    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, bool prefetch = true) => path switch
     {
-        KernelPath.Vector512 => Vector512(weights, x),
-        KernelPath.Vector256 => Vector256(weights, x),
+        KernelPath.Vector512 => Vector512(weights, x, prefetch),
+        KernelPath.Vector256 => Vector256(weights, x, prefetch),
         _ => Reference(weights, x),
     };
 
@@ -35,11 +39,11 @@ internal static class Dot<TW>
     /// exponents; other weights ignore it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+    public static float Run(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups, bool prefetch = true)
     {
         if (typeof(TW) != typeof(F16ScaledLoad) || path is not (KernelPath.Vector512 or KernelPath.Vector256))
         {
-            return Run(path, weights, x);
+            return Run(path, weights, x, prefetch);
         }
 
         if (exactGroups.Length < F16ExactGroups.MapWords(x.Length))
@@ -47,7 +51,13 @@ internal static class Dot<TW>
             ThrowMapTooShort(exactGroups.Length, x.Length);
         }
 
-        return path == KernelPath.Vector512 ? Vector512<MapTest>(weights, x, exactGroups) : Vector256<MapTest>(weights, x, exactGroups);
+        return (path, prefetch) switch
+        {
+            (KernelPath.Vector512, true) => Vector512<MapTest, WithPrefetch>(weights, x, exactGroups),
+            (KernelPath.Vector512, false) => Vector512<MapTest, WithoutPrefetch>(weights, x, exactGroups),
+            (_, true) => Vector256<MapTest, WithPrefetch>(weights, x, exactGroups),
+            (_, false) => Vector256<MapTest, WithoutPrefetch>(weights, x, exactGroups),
+        };
     }
 
     /// <summary>
@@ -56,10 +66,12 @@ internal static class Dot<TW>
     /// <see cref="SubnormalOperands.AtFullSpeed"/> and far slower where not.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float RunPlaced(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => path switch
+    public static float RunPlaced(KernelPath path, ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, bool prefetch = true) => (path, prefetch) switch
     {
-        KernelPath.Vector512 => Vector512<PlacedOnly>(weights, x, default),
-        KernelPath.Vector256 => Vector256<PlacedOnly>(weights, x, default),
+        (KernelPath.Vector512, true) => Vector512<PlacedOnly, WithPrefetch>(weights, x, default),
+        (KernelPath.Vector512, false) => Vector512<PlacedOnly, WithoutPrefetch>(weights, x, default),
+        (KernelPath.Vector256, true) => Vector256<PlacedOnly, WithPrefetch>(weights, x, default),
+        (KernelPath.Vector256, false) => Vector256<PlacedOnly, WithoutPrefetch>(weights, x, default),
         _ => Reference(weights, x),
     };
 
@@ -70,7 +82,15 @@ internal static class Dot<TW>
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (float, float, float, float) FourRows512(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<byte> third, ReadOnlySpan<byte> fourth,
+        ReadOnlySpan<float> x, bool prefetch = true) => prefetch
+        ? FourRows512<WithPrefetch>(first, second, third, fourth, x)
+        : FourRows512<WithoutPrefetch>(first, second, third, fourth, x);
+
+    /// <summary><see cref="FourRows512(ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{float}, bool)"/>, prefetching or not.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (float, float, float, float) FourRows512<TPrefetch>(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<byte> third, ReadOnlySpan<byte> fourth,
         ReadOnlySpan<float> x)
+        where TPrefetch : struct, IPrefetchChoice
     {
         CheckLengths(first, x);
         CheckLengths(second, x);
@@ -87,10 +107,14 @@ internal static class Dot<TW>
         Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
-            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            Prefetch.Ahead(ref Unsafe.Add(ref v, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            Prefetch.Ahead(ref Unsafe.Add(ref u, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
-            Prefetch.Ahead(ref Unsafe.Add(ref t, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (TPrefetch.Ahead)
+            {
+                Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+                Prefetch.Ahead(ref Unsafe.Add(ref v, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+                Prefetch.Ahead(ref Unsafe.Add(ref u, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+                Prefetch.Ahead(ref Unsafe.Add(ref t, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            }
+
             Vector512<float> x0 = V512.LoadUnsafe(ref xr, (nuint)i), x1 = V512.LoadUnsafe(ref xr, (nuint)(i + lanes));
             a0 = V512.FusedMultiplyAdd(TW.Load512(ref w, i), x0, a0);
             b0 = V512.FusedMultiplyAdd(TW.Load512(ref v, i), x0, b0);
@@ -133,12 +157,15 @@ internal static class Dot<TW>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector512<ExponentTest>(weights, x, default);
+    public static float Vector512(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, bool prefetch = true) => prefetch
+        ? Vector512<ExponentTest, WithPrefetch>(weights, x, default)
+        : Vector512<ExponentTest, WithoutPrefetch>(weights, x, default);
 
     /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Vector512<TGroups>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+    private static float Vector512<TGroups, TPrefetch>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
         where TGroups : struct, IExactGroupTest
+        where TPrefetch : struct, IPrefetchChoice
     {
         CheckLengths(weights, x);
         ref ulong map = ref MemoryMarshal.GetReference(exactGroups);
@@ -149,7 +176,11 @@ internal static class Dot<TW>
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
-            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (TPrefetch.Ahead)
+            {
+                Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            }
+
             if (typeof(TW) == typeof(F16ScaledLoad) && TGroups.Exact64(ref w, ref map, i))
             {
                 // A zero or subnormal f16 here: read exactly, against the activations unscaled (see F16ExactGroups).
@@ -176,12 +207,15 @@ internal static class Dot<TW>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x) => Vector256<ExponentTest>(weights, x, default);
+    public static float Vector256(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, bool prefetch = true) => prefetch
+        ? Vector256<ExponentTest, WithPrefetch>(weights, x, default)
+        : Vector256<ExponentTest, WithoutPrefetch>(weights, x, default);
 
     /// <summary>The loop, with <typeparamref name="TGroups"/> finding the groups F16 weights read exactly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Vector256<TGroups>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
+    private static float Vector256<TGroups, TPrefetch>(ReadOnlySpan<byte> weights, ReadOnlySpan<float> x, ReadOnlySpan<ulong> exactGroups)
         where TGroups : struct, IExactGroupTest
+        where TPrefetch : struct, IPrefetchChoice
     {
         CheckLengths(weights, x);
         ref ulong map = ref MemoryMarshal.GetReference(exactGroups);
@@ -192,7 +226,11 @@ internal static class Dot<TW>
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         for (; i <= n - (4 * lanes); i += 4 * lanes)
         {
-            Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            if (TPrefetch.Ahead)
+            {
+                Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            }
+
             if (typeof(TW) == typeof(F16ScaledLoad) && TGroups.Exact32(ref w, ref map, i))
             {
                 acc0 = V256.FusedMultiplyAdd(F16ExactGroups.Load256(ref w, i), F16ExactGroups.Unscaled256(ref xr, i), acc0);

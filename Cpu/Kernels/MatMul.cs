@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using QwenSharp.Formats;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -83,18 +84,19 @@ internal static class MatMul
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
             bool readsEveryGroupAlike = typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed);
+            bool prefetch = Prefetch.InDecode(typeof(TW) == typeof(Bf16Load) ? DType.BF16 : typeof(TW) == typeof(F32Load) ? DType.F32 : DType.F16);
             if (readsEveryGroupAlike && inFeatures >= RowsApart.FloatMinimumWidth && RowsApart.Pay(path))
             {
-                QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
+                QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd, prefetch);
                 return;
             }
 
             for (int n = rowStart; n < rowEnd; n++)
             {
                 ReadOnlySpan<byte> row = weights.Slice((n - rowStart) * rowBytes, rowBytes);
-                float sum = words == 0 ? Dot<TW>.Run(path, row, x0)
-                    : placed ? Dot<TW>.RunPlaced(path, row, x0)
-                    : Dot<TW>.Run(path, row, x0, exactGroups.Slice((n - rowStart) * words, words));
+                float sum = words == 0 ? Dot<TW>.Run(path, row, x0, prefetch)
+                    : placed ? Dot<TW>.RunPlaced(path, row, x0, prefetch)
+                    : Dot<TW>.Run(path, row, x0, exactGroups.Slice((n - rowStart) * words, words), prefetch);
                 y[n] = bias.IsEmpty ? sum : sum + bias[n];
             }
 
@@ -131,14 +133,14 @@ internal static class MatMul
     /// <see cref="SubnormalOperands.AtFullSpeed"/>).
     /// </summary>
     private static void QuarteredRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
-        int rowStart, int rowEnd)
+        int rowStart, int rowEnd, bool prefetch)
         where TW : struct, IWeightLoad
     {
         int quarter = (rowEnd - rowStart) / 4;
         for (int j = 0; j < quarter; j++)
         {
             (float a, float b, float c, float d) = Dot<TW>.FourRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((quarter + j) * rowBytes, rowBytes),
-                weights.Slice(((2 * quarter) + j) * rowBytes, rowBytes), weights.Slice(((3 * quarter) + j) * rowBytes, rowBytes), x);
+                weights.Slice(((2 * quarter) + j) * rowBytes, rowBytes), weights.Slice(((3 * quarter) + j) * rowBytes, rowBytes), x, prefetch);
             int first = rowStart + j;
             y[first] = WithBias(a, bias, first);
             y[first + quarter] = WithBias(b, bias, first + quarter);
@@ -148,7 +150,7 @@ internal static class MatMul
 
         for (int n = rowStart + (4 * quarter); n < rowEnd; n++)
         {
-            y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x), bias, n);
+            y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, prefetch), bias, n);
         }
     }
 

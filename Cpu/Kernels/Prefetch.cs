@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
+using QwenSharp.Formats;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -28,6 +29,38 @@ internal static class Prefetch
     /// Q8_0 alike) and 32 or 64 KiB 3-7% slower than 16.
     /// </summary>
     public const int Distance = 8 * 1024;
+
+    /// <summary>
+    /// Whether one-token decode of <paramref name="type"/>'s rows prefetches. BF16 rows (<see cref="Dot{TW}"/>) and Q4_0's
+    /// (<see cref="Q8IntegerKernel"/>) do not on Zen 5 (AMD family 1Ah), where the weights lie on 2 MiB pages (GGUF files
+    /// as mapped, the rest in <c>WeightArena</c>): there Q4_0's four-row loop is bound by its instructions, not the memory,
+    /// and BF16's streams faster without. Qwen2.5-0.5B GGUF files, 64-token prompts, alternating runs, each pair won
+    /// without: Q4_0 on one thread 56-82 against 49-74 tokens/s (3 pairs), BF16 24.8-25.7 against 22.9-23.9 (3); two
+    /// threads BF16 47-49 against 43-44 (3), Q4_0 107-127 against 105-117 (2 of 3 won). Q8_0 decoded faster with its
+    /// prefetch on two threads (94-105 against 80-89, 3 pairs) and alike on one, and F16 alike on both (2 of 3 either
+    /// way), so they keep it, as do the k-quant kernels (far more work per byte: without, a Q4_K_M 1.5B decoded no
+    /// faster and one core streamed Q4_K at 70-82% of a plain sum against 83-88%, <c>bench stream</c>) and prefill
+    /// (without, BF16 pp64 fell from 165 to 108 tokens/s). Other CPUs keep the measurements above.
+    /// <c>QWENSHARP_DECODE_PREFETCH=1</c> or <c>0</c> overrides the CPU's answer for BF16 and Q4_0, so that any CPU can be
+    /// measured either way without a build; the sums are the same either way.
+    /// </summary>
+    public static bool InDecode(DType type) => type is not (DType.BF16 or DType.Q4_0) || ThreadOverride<Switch>.Or(s_inLeanDecode);
+
+    /// <summary>Until disposed, this thread takes <paramref name="prefetch"/> as <see cref="InDecode"/>'s answer for BF16 and Q4_0 (for tests).</summary>
+    public static ThreadOverride<Switch>.Scope Assume(bool prefetch) => ThreadOverride<Switch>.Set(prefetch);
+
+    /// <summary><see cref="InDecode"/>'s answer for the types whose prefetch is the CPU's choice.</summary>
+    private static readonly bool s_inLeanDecode = Environment.GetEnvironmentVariable("QWENSHARP_DECODE_PREFETCH") switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => !(CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A),
+    };
+
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
+    {
+    }
 
     /// <summary>Asks for the cache line <see cref="Distance"/> bytes past <paramref name="at"/>, into L2 (no-op without SSE).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -95,4 +128,30 @@ internal static class Prefetch
             }
         }
     }
+}
+
+/// <summary>
+/// Whether a kernel's instantiation prefetches (<see cref="Prefetch.InDecode"/>): a type argument, so that the loop
+/// without prefetch has no test left in it. A flag tested in the loop cost more than the prefetch: read there on each
+/// pass, Q4_0 0.5B decoded 38-51 tokens/s on one Zen 5 core prefetching and 36-60 not, against 58-70 for the build
+/// before it (alternating runs).
+/// </summary>
+internal interface IPrefetchChoice
+{
+    /// <summary>Whether to prefetch.</summary>
+    static abstract bool Ahead { get; }
+}
+
+/// <summary>Prefetch (<see cref="IPrefetchChoice"/>).</summary>
+internal readonly struct WithPrefetch : IPrefetchChoice
+{
+    /// <inheritdoc/>
+    public static bool Ahead => true;
+}
+
+/// <summary>No prefetch (<see cref="IPrefetchChoice"/>).</summary>
+internal readonly struct WithoutPrefetch : IPrefetchChoice
+{
+    /// <inheritdoc/>
+    public static bool Ahead => false;
 }

@@ -69,35 +69,49 @@ internal static class Q8IntegerKernel
                 Unsafe.Add(ref y, r) = Scalar(type, ref Unsafe.Add(ref w, r * rowBytes), operands);
             }
         }
-        else if (type == DType.Q8_0)
+        else if (Prefetch.InDecode(type))
+        {
+            RunVector<WithPrefetch>(path, type, ref w, rowBytes, count, operands, vnni, ref y);
+        }
+        else
+        {
+            RunVector<WithoutPrefetch>(path, type, ref w, rowBytes, count, operands, vnni, ref y);
+        }
+    }
+
+    /// <summary><see cref="Run"/>'s vector kernels, prefetching or not.</summary>
+    private static void RunVector<TPrefetch>(KernelPath path, DType type, ref byte w, int rowBytes, int count, scoped in RowOperands operands, bool vnni, ref float y)
+        where TPrefetch : struct, IPrefetchChoice
+    {
+        if (type == DType.Q8_0)
         {
             if (RowsApart.Pay(path))
             {
                 if (vnni)
                 {
-                    RowGroups.RunPaired<Row<Q8_0Block<Vnni>>>(ref w, rowBytes, count, operands, ref y);
+                    RowGroups.RunPaired<Row<Q8_0Block<Vnni>, TPrefetch>>(ref w, rowBytes, count, operands, ref y);
                 }
                 else
                 {
-                    RowGroups.RunPaired<Row<Q8_0Block<PairSums>>>(ref w, rowBytes, count, operands, ref y);
+                    RowGroups.RunPaired<Row<Q8_0Block<PairSums>, TPrefetch>>(ref w, rowBytes, count, operands, ref y);
                 }
             }
             else if (vnni)
             {
-                RowGroups.Run<Row<Q8_0Block<Vnni>>>(ref w, rowBytes, count, operands, ref y);
+                RowGroups.Run<Row<Q8_0Block<Vnni>, TPrefetch>>(ref w, rowBytes, count, operands, ref y);
             }
             else
             {
-                RowGroups.Run<Row<Q8_0Block<PairSums>>>(ref w, rowBytes, count, operands, ref y);
+                RowGroups.Run<Row<Q8_0Block<PairSums>, TPrefetch>>(ref w, rowBytes, count, operands, ref y);
             }
         }
         else if (vnni)
         {
-            Rows<Q4_0Block<Vnni>>(ref w, rowBytes, count, operands, ref y);
+            Rows<Q4_0Block<Vnni>, TPrefetch>(ref w, rowBytes, count, operands, ref y);
         }
         else
         {
-            Rows<Q4_0Block<PairSums>>(ref w, rowBytes, count, operands, ref y);
+            Rows<Q4_0Block<PairSums>, TPrefetch>(ref w, rowBytes, count, operands, ref y);
         }
     }
 
@@ -210,8 +224,9 @@ internal static class Q8IntegerKernel
     /// (6 alternating pairs, each pair won; two threads alike, 95-102 either way: there the memory is the limit).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector128<float> First, Vector128<float> Second) TwoRowsPartial<TBlock>(ref byte w, nint apart, scoped in RowOperands x)
+    private static (Vector128<float> First, Vector128<float> Second) TwoRowsPartial<TBlock, TPrefetch>(ref byte w, nint apart, scoped in RowOperands x)
         where TBlock : IBlockProduct
+        where TPrefetch : struct, IPrefetchChoice
     {
         ref float half = ref x.HalfTable;
         ref float scale = ref x.Scales;
@@ -226,8 +241,12 @@ internal static class Q8IntegerKernel
             ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
             ref byte other = ref Unsafe.Add(ref block, apart);
             ref byte otherSecond = ref Unsafe.Add(ref second, apart);
-            PrefetchPair<TBlock>(ref block);
-            PrefetchPair<TBlock>(ref other);
+            if (TPrefetch.Ahead)
+            {
+                PrefetchPair<TBlock>(ref block);
+                PrefetchPair<TBlock>(ref other);
+            }
+
             Vector256<sbyte> codes0 = Vector256.LoadUnsafe(ref codes), codes1 = Vector256.LoadUnsafe(ref Unsafe.Add(ref codes, Values));
             Vector256<int> start0 = Start<TBlock>(ref offsets, split), start1 = Start<TBlock>(ref Unsafe.Add(ref offsets, 8), split);
             float scale0 = scale, scale1 = Unsafe.Add(ref scale, 1);
@@ -338,8 +357,8 @@ internal static class Q8IntegerKernel
                     for (int r = 4 * quarter; r < count; r++)
                     {
                         ref byte row = ref Unsafe.Add(ref *pinned, (nint)r * rowBytes);
-                        Unsafe.Add(ref ya, r) = vnni ? FourRows<Q4_0Block<Vnni>>(ref row, 0, a).ToScalar() : FourRows<Q4_0Block<PairSums>>(ref row, 0, a).ToScalar();
-                        Unsafe.Add(ref yb, r) = vnni ? FourRows<Q4_0Block<Vnni>>(ref row, 0, b).ToScalar() : FourRows<Q4_0Block<PairSums>>(ref row, 0, b).ToScalar();
+                        Unsafe.Add(ref ya, r) = vnni ? FourRows<Q4_0Block<Vnni>, WithPrefetch>(ref row, 0, a).ToScalar() : FourRows<Q4_0Block<PairSums>, WithPrefetch>(ref row, 0, a).ToScalar();
+                        Unsafe.Add(ref yb, r) = vnni ? FourRows<Q4_0Block<Vnni>, WithPrefetch>(ref row, 0, b).ToScalar() : FourRows<Q4_0Block<PairSums>, WithPrefetch>(ref row, 0, b).ToScalar();
                     }
                 }
             }
@@ -465,18 +484,19 @@ internal static class Q8IntegerKernel
     /// (Zen 4, read bound 32 and 60 GB/s; memory-hot, both orders run alike).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows<TBlock>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
+    private static void Rows<TBlock, TPrefetch>(ref byte w, int rowBytes, int count, scoped in RowOperands x, ref float y)
         where TBlock : IBlockProduct
+        where TPrefetch : struct, IPrefetchChoice
     {
         int quarter = count / 4;
         for (int r = 0; r < quarter; r++)
         {
-            StoreQuarters(FourRows<TBlock>(ref Unsafe.Add(ref w, (nint)r * rowBytes), (nint)quarter * rowBytes, x), ref y, r, quarter);
+            StoreQuarters(FourRows<TBlock, TPrefetch>(ref Unsafe.Add(ref w, (nint)r * rowBytes), (nint)quarter * rowBytes, x), ref y, r, quarter);
         }
 
         for (int r = 4 * quarter; r < count; r++)
         {
-            Unsafe.Add(ref y, r) = FourRows<TBlock>(ref Unsafe.Add(ref w, r * rowBytes), 0, x).ToScalar();
+            Unsafe.Add(ref y, r) = FourRows<TBlock, TPrefetch>(ref Unsafe.Add(ref w, r * rowBytes), 0, x).ToScalar();
         }
     }
 
@@ -492,8 +512,9 @@ internal static class Q8IntegerKernel
     /// GB/s against 28.7, and the Q4_0 Qwen2.5-0.5B decoded 78-83 tokens/s on one thread against 71-74 (alternating builds).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector128<float> FourRows<TBlock>(ref byte w, nint stride, scoped in RowOperands x)
+    private static unsafe Vector128<float> FourRows<TBlock, TPrefetch>(ref byte w, nint stride, scoped in RowOperands x)
         where TBlock : IBlockProduct
+        where TPrefetch : struct, IPrefetchChoice
     {
         ref float half = ref x.HalfTable;
         ref float scale = ref x.Scales;
@@ -505,7 +526,11 @@ internal static class Q8IntegerKernel
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         while (row < pairsEnd)
         {
-            PrefetchFourRows(row, stride);
+            if (TPrefetch.Ahead)
+            {
+                PrefetchFourRows(row, stride);
+            }
+
             FourRowsBlock<TBlock>(row, stride, ref codes, ref offsets, scale, ref half, split, ref acc0, ref acc1, ref acc2, ref acc3);
             FourRowsBlock<TBlock>(row + TBlock.Bytes, stride, ref Unsafe.Add(ref codes, Values), ref Unsafe.Add(ref offsets, 8), Unsafe.Add(ref scale, 1), ref half, split,
                 ref acc0, ref acc1, ref acc2, ref acc3);
@@ -580,8 +605,9 @@ internal static class Q8IntegerKernel
     /// block number: the JIT's index arithmetic and reloads of the operands were a third of the loop.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Partial<TBlock>(ref byte w, scoped in RowOperands x)
+    private static Vector128<float> Partial<TBlock, TPrefetch>(ref byte w, scoped in RowOperands x)
         where TBlock : IBlockProduct
+        where TPrefetch : struct, IPrefetchChoice
     {
         ref float half = ref x.HalfTable;
         ref float scale = ref x.Scales;
@@ -594,7 +620,11 @@ internal static class Q8IntegerKernel
         for (; b + 1 < x.Blocks; b += 2)
         {
             ref byte second = ref Unsafe.Add(ref block, TBlock.Bytes);
-            PrefetchPair<TBlock>(ref block);
+            if (TPrefetch.Ahead)
+            {
+                PrefetchPair<TBlock>(ref block);
+            }
+
             acc0 = Accumulate<TBlock>(ref block, Vector256.LoadUnsafe(ref codes), Start<TBlock>(ref offsets, split), scale, ref half, split, acc0);
             acc1 = Accumulate<TBlock>(ref second, Vector256.LoadUnsafe(ref Unsafe.Add(ref codes, Values)), Start<TBlock>(ref Unsafe.Add(ref offsets, 8), split),
                 Unsafe.Add(ref scale, 1), ref half, split, acc1);
@@ -709,15 +739,16 @@ internal static class Q8IntegerKernel
         public static Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split) => TDot.TakesWholeBytes ? sums * split.Unscale : sums;
     }
 
-    private readonly struct Row<TBlock> : IRowPairKernel
+    private readonly struct Row<TBlock, TPrefetch> : IRowPairKernel
         where TBlock : IBlockProduct
+        where TPrefetch : struct, IPrefetchChoice
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte row, scoped in RowOperands x) => Partial<TBlock>(ref row, x);
+        public static Vector128<float> Partial(ref byte row, scoped in RowOperands x) => Partial<TBlock, TPrefetch>(ref row, x);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static (Vector128<float> First, Vector128<float> Second) PartialPair(ref byte row, nint apart, scoped in RowOperands x) =>
-            TwoRowsPartial<TBlock>(ref row, apart, x);
+            TwoRowsPartial<TBlock, TPrefetch>(ref row, apart, x);
     }
 
     /// <summary>Q4_0's constants for splitting 16 bytes of nibbles, made once before a loop (the JIT reloaded them per block).</summary>
