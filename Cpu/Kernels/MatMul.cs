@@ -85,9 +85,17 @@ internal static class MatMul
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
             bool readsEveryGroupAlike = typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed);
             bool prefetch = Prefetch.InDecode(typeof(TW) == typeof(Bf16Load) ? DType.BF16 : typeof(TW) == typeof(F32Load) ? DType.F32 : DType.F16);
-            if (readsEveryGroupAlike && inFeatures >= RowsApart.FloatMinimumWidth && RowsApart.Pay(path))
+            if (readsEveryGroupAlike && RowsApart.Pay(path))
             {
-                QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd, prefetch);
+                if (inFeatures >= RowsApart.FloatMinimumWidth)
+                {
+                    QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd, prefetch);
+                }
+                else
+                {
+                    HalvedRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
+                }
+
                 return;
             }
 
@@ -151,6 +159,28 @@ internal static class MatMul
         for (int n = rowStart + (4 * quarter); n < rowEnd; n++)
         {
             y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, prefetch), bias, n);
+        }
+    }
+
+    /// <summary>
+    /// One token's rows narrower than <see cref="RowsApart.FloatMinimumWidth"/> in pairs half the range apart, the last one
+    /// alone (<see cref="RowsApart"/>); no F16 group is read exactly, as in <see cref="QuarteredRows{TW}"/>.
+    /// </summary>
+    private static void HalvedRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
+        int rowStart, int rowEnd)
+        where TW : struct, IWeightLoad
+    {
+        int half = (rowEnd - rowStart) / 2;
+        for (int j = 0; j < half; j++)
+        {
+            (float a, float b) = Dot<TW>.TwoRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((half + j) * rowBytes, rowBytes), x);
+            y[rowStart + j] = WithBias(a, bias, rowStart + j);
+            y[rowStart + half + j] = WithBias(b, bias, rowStart + half + j);
+        }
+
+        for (int n = rowStart + (2 * half); n < rowEnd; n++)
+        {
+            y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, prefetch: false), bias, n);
         }
     }
 

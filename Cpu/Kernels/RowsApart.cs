@@ -4,7 +4,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// Whether one-token decode on the 512-bit path dots several rows at once, spread evenly over the thread's range, each
 /// activation load shared by them and each row's sum the same bit for bit: BF16 and F16 placed throughout
 /// (<see cref="SubnormalOperands"/>) four rows a quarter of the range apart (<see cref="Dot{TW}.FourRows512"/>) where the
-/// rows are at least <see cref="FloatMinimumWidth"/> wide, Q8_0 two rows half the range apart
+/// rows are at least <see cref="FloatMinimumWidth"/> wide and two rows half the range apart
+/// (<see cref="Dot{TW}.TwoRows512"/>) where narrower, Q8_0 two rows half the range apart
 /// (<see cref="RowGroups.RunPaired{TKernel}"/>).
 /// </summary>
 /// <remarks>
@@ -32,7 +33,10 @@ internal static class RowsApart
     /// 28.0. At 1536 values (Qwen2.5-1.5B) fours lost too: 512 MiB of such rows streamed at 90-92% of a plain sum row by
     /// row against BF16 85-97% and F16 81-89% in fours (3 alternations), and 1.5B's random weights decoded on one thread
     /// (4 alternating runs, medians) BF16 6.99 tokens/s with this bound against 6.63 with fours from 1536, F16 6.99
-    /// against 6.15.
+    /// against 6.15. Narrower rows go in pairs: once BF16 decode stopped prefetching on Zen 5 (<see cref="Prefetch.InDecode"/>),
+    /// pairs without prefetch decoded the 0.5B's 896-wide rows faster than row by row, the same greedy ids (alternating
+    /// runs): BF16 32.6-33.3 against 29.6-31.4 tokens/s on one thread (4 pairs, each won) and 55.9-60.6 against 53.8-54.6
+    /// on two (2); F16 29.5-32.6 against 27.5-31.2 on one (2 of 3 won; medians 31.0 and 27.8).
     /// </summary>
     public const int FloatMinimumWidth = 2048;
 

@@ -62,58 +62,66 @@ public class F16ExactGroupMapTests
     {
         // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
-        // throughout (where they are not, SubnormalOperands), also four rows apart on the 512-bit path (RowsApart), against the
-        // finite loader with unscaled activations.
-        const int Rows = 37, Cols = RowsApart.FloatMinimumWidth + 35;
+        // throughout (where they are not, SubnormalOperands), also rows apart on the 512-bit path (RowsApart: four for wide
+        // rows, two for narrow), against the finite loader with unscaled activations.
+        foreach (int cols in new[] { RowsApart.FloatMinimumWidth + 35, 931 })
+        {
+            DecodeByMapsAndPlaced(path, cols);
+        }
+    }
+
+    private static void DecodeByMapsAndPlaced(KernelPath path, int cols)
+    {
+        const int Rows = 37;
         var random = new Random(21);
-        var halves = new ushort[Rows * Cols];
+        var halves = new ushort[Rows * cols];
         for (int i = 0; i < halves.Length; i++)
         {
             halves[i] = BitConverter.HalfToUInt16Bits((Half)((random.NextDouble() - 0.5) * 0.07));
         }
 
-        halves.AsSpan(5 * Cols, 64).Fill(0x0001);
-        halves.AsSpan((9 * Cols) + 128, 64).Fill(0x8000);
+        halves.AsSpan(5 * cols, 64).Fill(0x0001);
+        halves.AsSpan((9 * cols) + 128, 64).Fill(0x8000);
         Assert.Contains(halves, h => h != 0 && (h & 0x7C00) == 0);
         ReadOnlySpan<byte> weights = MemoryMarshal.AsBytes(halves.AsSpan());
-        int words = F16ExactGroups.MapWords(Cols);
+        int words = F16ExactGroups.MapWords(cols);
         var maps = new ulong[Rows * words];
         for (int r = 0; r < Rows; r++)
         {
-            F16ExactGroups.MapRow(weights.Slice(r * Cols * 2, Cols * 2), Cols, maps.AsSpan(r * words, words));
+            F16ExactGroups.MapRow(weights.Slice(r * cols * 2, cols * 2), cols, maps.AsSpan(r * words, words));
         }
 
-        float[] x = [.. Enumerable.Range(0, Cols).Select(_ => (float)((random.NextDouble() - 0.5) * 8))];
-        var scaled = new float[Cols];
+        float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)((random.NextDouble() - 0.5) * 8))];
+        var scaled = new float[cols];
         Assert.True(F16Scaling.TryScale(x, scaled));
-        var panel = new float[MatMul.PanelScratchFloats(Cols)];
+        var panel = new float[MatMul.PanelScratchFloats(cols)];
         var byMaps = new float[Rows];
         var placed = new float[Rows];
         var apart = new float[Rows];
         using (SubnormalOperands.Assume(false))
         {
-            MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, byMaps, 0, Rows, panel, maps);
+            MatMul.Rows<F16ScaledLoad>(path, weights, cols, Rows, scaled, default, 1, default, byMaps, 0, Rows, panel, maps);
         }
 
         using (SubnormalOperands.Assume(true))
         {
             using (RowsApart.Assume(false))
             {
-                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
+                MatMul.Rows<F16ScaledLoad>(path, weights, cols, Rows, scaled, default, 1, default, placed, 0, Rows, panel, maps);
             }
 
             using (RowsApart.Assume(true))
             {
-                MatMul.Rows<F16ScaledLoad>(path, weights, Cols, Rows, scaled, default, 1, default, apart, 0, Rows, panel, maps);
+                MatMul.Rows<F16ScaledLoad>(path, weights, cols, Rows, scaled, default, 1, default, apart, 0, Rows, panel, maps);
             }
         }
 
         for (int r = 0; r < Rows; r++)
         {
-            float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * Cols * 2, Cols * 2), x);
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, row {r} placed: {placed[r]}, the finite loader's {expected}");
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, row {r} placed, rows apart: {apart[r]}, the finite loader's {expected}");
+            float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * cols * 2, cols * 2), x);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, {cols} wide, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, {cols} wide, row {r} placed: {placed[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, {cols} wide, row {r} placed, rows apart: {apart[r]}, the finite loader's {expected}");
         }
     }
 

@@ -21,9 +21,11 @@ public sealed class MatMulTests
     {
         // One token's BF16 rows in fours a quarter of the range apart (RowsApart): the same sums as row by row, for row
         // counts with 0 to 3 rows left over, a range that does not start at row 0, widths with a vector tail and a scalar
-        // tail, with and without bias; and rows narrower than RowsApart.FloatMinimumWidth, which go row by row.
+        // tail, with and without bias; and rows narrower than RowsApart.FloatMinimumWidth, which go in pairs half the range
+        // apart (0 or 1 left over).
         int wide = RowsApart.FloatMinimumWidth;
-        foreach (var (rows, cols, start) in new[] { (1, wide, 0), (2, wide + 16, 0), (7, wide + 35, 0), (36, wide + 5, 0), (37, wide + 1003, 3), (64, 4864, 11), (10, wide + 80, 0), (9, 896, 0) })
+        foreach (var (rows, cols, start) in new[] { (1, wide, 0), (2, wide + 16, 0), (7, wide + 35, 0), (36, wide + 5, 0), (37, wide + 1003, 3), (64, 4864, 11), (10, wide + 80, 0),
+            (9, 896, 0), (1, 896, 0), (2, 96, 0), (12, 900, 5), (13, 35, 0) })
         {
             (byte[] weights, _) = KernelData.Store(KernelData.Floats(rows * cols, 4, 0.05f), DType.BF16);
             float[] x = KernelData.Floats(cols, 5);
