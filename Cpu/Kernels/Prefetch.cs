@@ -31,22 +31,25 @@ internal static class Prefetch
     public const int Distance = 8 * 1024;
 
     /// <summary>
-    /// Whether one-token decode of <paramref name="type"/>'s rows prefetches. BF16 rows (<see cref="Dot{TW}"/>) and Q4_0's
-    /// (<see cref="Q8IntegerKernel"/>) do not on Zen 5 (AMD family 1Ah), where the weights lie on 2 MiB pages (GGUF files
-    /// as mapped, the rest in <c>WeightArena</c>): there Q4_0's four-row loop is bound by its instructions, not the memory,
-    /// and BF16's streams faster without. Qwen2.5-0.5B GGUF files, 64-token prompts, alternating runs, each pair won
-    /// without: Q4_0 on one thread 56-82 against 49-74 tokens/s (3 pairs), BF16 24.8-25.7 against 22.9-23.9 (3); two
-    /// threads BF16 47-49 against 43-44 (3), Q4_0 107-127 against 105-117 (2 of 3 won). Q8_0 decoded faster with its
-    /// prefetch on two threads (94-105 against 80-89, 3 pairs) and alike on one, and F16 alike on both (2 of 3 either
-    /// way), so they keep it, as do the k-quant kernels (far more work per byte: without, a Q4_K_M 1.5B decoded no
-    /// faster and one core streamed Q4_K at 70-82% of a plain sum against 83-88%, <c>bench stream</c>) and prefill
-    /// (without, BF16 pp64 fell from 165 to 108 tokens/s). Other CPUs keep the measurements above.
-    /// <c>QWENSHARP_DECODE_PREFETCH=1</c> or <c>0</c> overrides the CPU's answer for BF16 and Q4_0, so that any CPU can be
-    /// measured either way without a build; the sums are the same either way.
+    /// Whether one-token decode of <paramref name="type"/>'s rows prefetches. BF16 and F16 rows (<see cref="Dot{TW}"/>)
+    /// and Q4_0's (<see cref="Q8IntegerKernel"/>) do not on Zen 5 (AMD family 1Ah), where the weights lie on 2 MiB pages
+    /// (GGUF files as mapped, the rest in <c>WeightArena</c>): there Q4_0's four-row loop is bound by its instructions,
+    /// not the memory, and the float rows stream faster without. Qwen2.5-0.5B GGUF files, 64-token prompts, alternating
+    /// runs, each pair won without: Q4_0 on one thread 56-82 against 49-74 tokens/s (3 pairs), BF16 24.8-25.7 against
+    /// 22.9-23.9 (3); two threads BF16 47-49 against 43-44 (3), Q4_0 107-127 against 105-117 (2 of 3 won). F16 was first
+    /// measured alike, row by row; in fours (<see cref="RowsApart"/>, the MLP's 4864-wide down projection) one core
+    /// streamed its rows at 82-106% of a plain sum without against 71-74% with (<c>bench stream</c>, 4 alternations),
+    /// and the 0.5B decoded 23.6-24.6 tokens/s against 22.2-23.2 on one thread (4 pairs, each won), 44.8-50.2 against
+    /// 45.2-48.6 on two (2 of 3 won). Q8_0 decoded faster with its prefetch on two threads (94-105 against 80-89, 3
+    /// pairs) and alike on one, so it keeps it, as do the k-quant kernels (far more work per byte: without, a Q4_K_M
+    /// 1.5B decoded no faster and one core streamed Q4_K at 70-82% of a plain sum against 83-88%, <c>bench stream</c>)
+    /// and prefill (without, BF16 pp64 fell from 165 to 108 tokens/s). Other CPUs keep the measurements above.
+    /// <c>QWENSHARP_DECODE_PREFETCH=1</c> or <c>0</c> overrides the CPU's answer for BF16, F16 and Q4_0, so that any CPU
+    /// can be measured either way without a build; the sums are the same either way.
     /// </summary>
-    public static bool InDecode(DType type) => type is not (DType.BF16 or DType.Q4_0) || ThreadOverride<Switch>.Or(s_inLeanDecode);
+    public static bool InDecode(DType type) => type is not (DType.BF16 or DType.Q4_0 or DType.F16) || ThreadOverride<Switch>.Or(s_inLeanDecode);
 
-    /// <summary>Until disposed, this thread takes <paramref name="prefetch"/> as <see cref="InDecode"/>'s answer for BF16 and Q4_0 (for tests).</summary>
+    /// <summary>Until disposed, this thread takes <paramref name="prefetch"/> as <see cref="InDecode"/>'s answer for BF16, F16 and Q4_0 (for tests).</summary>
     public static ThreadOverride<Switch>.Scope Assume(bool prefetch) => ThreadOverride<Switch>.Set(prefetch);
 
     /// <summary><see cref="InDecode"/>'s answer for the types whose prefetch is the CPU's choice.</summary>

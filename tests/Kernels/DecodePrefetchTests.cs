@@ -5,7 +5,7 @@ namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
 /// One-token decode with and without its weight prefetch (<see cref="Prefetch.InDecode"/>, which Zen 5 answers no for
-/// BF16 and Q4_0, other CPUs yes): on every path the same sums bit for bit, each within rounding of the exact product, so
+/// BF16, F16 and Q4_0, other CPUs yes; F16's are in <see cref="F16ExactGroupMapTests"/>): on every path the same sums bit for bit, each within rounding of the exact product, so
 /// that any machine runs both instantiations of each kernel the switch chooses between.
 /// </summary>
 public sealed class DecodePrefetchTests

@@ -63,14 +63,21 @@ public class F16ExactGroupMapTests
         // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
         // throughout (where they are not, SubnormalOperands), also rows apart on the 512-bit path (RowsApart: four for wide
-        // rows, two for narrow), against the finite loader with unscaled activations.
+        // rows, two for narrow), against the finite loader with unscaled activations; each with and without the weight
+        // prefetch (Prefetch.InDecode), so every CPU runs both instantiations of each read.
         foreach (int cols in new[] { RowsApart.FloatMinimumWidth + 35, 931 })
         {
-            DecodeByMapsAndPlaced(path, cols);
+            foreach (bool prefetch in new[] { true, false })
+            {
+                using (Prefetch.Assume(prefetch))
+                {
+                    DecodeByMapsAndPlaced(path, cols, prefetch);
+                }
+            }
         }
     }
 
-    private static void DecodeByMapsAndPlaced(KernelPath path, int cols)
+    private static void DecodeByMapsAndPlaced(KernelPath path, int cols, bool prefetch)
     {
         const int Rows = 37;
         var random = new Random(21);
@@ -119,9 +126,9 @@ public class F16ExactGroupMapTests
         for (int r = 0; r < Rows; r++)
         {
             float expected = Dot<F16FiniteLoad>.Run(path, weights.Slice(r * cols * 2, cols * 2), x);
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, {cols} wide, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, {cols} wide, row {r} placed: {placed[r]}, the finite loader's {expected}");
-            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, {cols} wide, row {r} placed, rows apart: {apart[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(byMaps[r]), $"{path}, {cols} wide, prefetch {prefetch}, row {r} by its map: {byMaps[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(placed[r]), $"{path}, {cols} wide, prefetch {prefetch}, row {r} placed: {placed[r]}, the finite loader's {expected}");
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, {cols} wide, prefetch {prefetch}, row {r} placed, rows apart: {apart[r]}, the finite loader's {expected}");
         }
     }
 
