@@ -16,7 +16,8 @@ namespace QwenSharp.Bench;
 
 /// <summary>
 /// QwenSharp and llama.cpp (through LLamaSharp's CPU build) decoding the same GGUF file on the same machine, one
-/// after the other in rounds, greedy, from the same random prompt; each figure is the median of its rounds.
+/// after the other in rounds (each first in every other round), greedy, from the same random prompt; each figure is the
+/// median of its rounds, and each ratio comes with the median and range of the rounds' own ratios.
 /// <code>
 ///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k)
 ///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N]
@@ -77,13 +78,33 @@ internal static class PeerDecode
         var theirsShares = new List<double>();
         for (int r = 0; r < rounds; r++)
         {
-            ours.Add(Ours(gguf, prompt, newTokens, threads));
+            // Each engine goes first in every other round, so that neither always meets the host as the other left it.
+            bool oursFirst = r % 2 == 0;
+            if (oursFirst)
+            {
+                ours.Add(Ours(gguf, prompt, newTokens, threads));
+            }
+
             theirs.Add(Theirs(gguf, prompt, newTokens, threads));
+            if (!oursFirst)
+            {
+                ours.Add(Ours(gguf, prompt, newTokens, threads));
+            }
+
             string line = $"round {r + 1}: decode QwenSharp {ours[^1]:F1} tokens/s, llama.cpp {theirs[^1]:F1} tokens/s";
             if (prefill > 0)
             {
-                oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
+                if (oursFirst)
+                {
+                    oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
+                }
+
                 theirsPrefill.Add(TheirsPrefill(gguf, longPrompt, threads));
+                if (!oursFirst)
+                {
+                    oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
+                }
+
                 line += $"; prefill QwenSharp {oursPrefill[^1]:F1} tokens/s, llama.cpp {theirsPrefill[^1]:F1} tokens/s";
             }
 
@@ -97,17 +118,27 @@ internal static class PeerDecode
         Console.WriteLine($"{Path.GetFileName(gguf)}, {threads} threads: {llamaBuild}");
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x)"));
+            $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x; {RoundRatios(ours, theirs)})"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step: QwenSharp {GbPerSecond(stepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
         if (prefill > 0)
         {
             double c = Median(oursPrefill), d = Median(theirsPrefill);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Path.GetFileName(gguf)}, {threads} threads, prefill of {prefill} tokens, median of {rounds} rounds: QwenSharp {c:F1} tokens/s, llama.cpp {d:F1} tokens/s ({c / d:F2}x)"));
+                $"{Path.GetFileName(gguf)}, {threads} threads, prefill of {prefill} tokens, median of {rounds} rounds: QwenSharp {c:F1} tokens/s, llama.cpp {d:F1} tokens/s ({c / d:F2}x; {RoundRatios(oursPrefill, theirsPrefill)})"));
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The rounds' own ratios, ours over theirs: their median and range. Each round's two runs are seconds apart, so its
+    /// ratio holds still while this host's bandwidth drifts by a third within minutes and moves both medians.
+    /// </summary>
+    private static string RoundRatios(List<double> ours, List<double> theirs)
+    {
+        List<double> ratios = [.. ours.Zip(theirs, (a, b) => a / b)];
+        return string.Create(CultureInfo.InvariantCulture, $"rounds' own ratios {ratios.Min():F2}-{ratios.Max():F2}x, median {Median(ratios):F2}x");
     }
 
     /// <summary>
