@@ -84,7 +84,7 @@ internal static class MatMul
             int words = exactGroups.IsEmpty ? 0 : F16ExactGroups.MapWords(inFeatures);
             bool placed = words != 0 && SubnormalOperands.AtFullSpeed;
             bool readsEveryGroupAlike = typeof(TW) == typeof(Bf16Load) || (typeof(TW) == typeof(F16ScaledLoad) && placed);
-            bool prefetch = Prefetch.InDecode(typeof(TW) == typeof(Bf16Load) ? DType.BF16 : typeof(TW) == typeof(F32Load) ? DType.F32 : DType.F16);
+            bool prefetch = Prefetch.InDecode(TW.Type);
             if (readsEveryGroupAlike && RowsApart.Pay(path))
             {
                 if (inFeatures >= RowsApart.FloatMinimumWidth)

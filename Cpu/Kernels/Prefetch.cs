@@ -44,21 +44,30 @@ internal static class Prefetch
     /// pairs) and alike on one, so it keeps it, as do the k-quant kernels (far more work per byte: without, a Q4_K_M
     /// 1.5B decoded no faster and one core streamed Q4_K at 70-82% of a plain sum against 83-88%, <c>bench stream</c>)
     /// and prefill (without, BF16 pp64 fell from 165 to 108 tokens/s). Other CPUs keep the measurements above.
-    /// <c>QWENSHARP_DECODE_PREFETCH=1</c> or <c>0</c> overrides the CPU's answer for BF16, F16 and Q4_0, so that any CPU
-    /// can be measured either way without a build; the sums are the same either way.
+    /// <c>QWENSHARP_DECODE_PREFETCH=1</c> or <c>0</c> overrides the CPU's answer for every kernel that has both
+    /// instantiations (BF16, F16, F32, Q4_0, Q8_0), so that any CPU can be measured either way without a build; the sums
+    /// are the same either way.
     /// </summary>
-    public static bool InDecode(DType type) => type is not (DType.BF16 or DType.Q4_0 or DType.F16) || ThreadOverride<Switch>.Or(s_inLeanDecode);
+    public static bool InDecode(DType type) => type switch
+    {
+        DType.BF16 or DType.F16 or DType.Q4_0 => ThreadOverride<Switch>.Or(s_environment ?? !s_leanDecode),
+        DType.F32 or DType.Q8_0 => ThreadOverride<Switch>.Or(s_environment ?? true),
+        _ => true,
+    };
 
-    /// <summary>Until disposed, this thread takes <paramref name="prefetch"/> as <see cref="InDecode"/>'s answer for BF16, F16 and Q4_0 (for tests).</summary>
+    /// <summary>Until disposed, this thread takes <paramref name="prefetch"/> as <see cref="InDecode"/>'s answer for every type that has the choice (for tests).</summary>
     public static ThreadOverride<Switch>.Scope Assume(bool prefetch) => ThreadOverride<Switch>.Set(prefetch);
 
-    /// <summary><see cref="InDecode"/>'s answer for the types whose prefetch is the CPU's choice.</summary>
-    private static readonly bool s_inLeanDecode = Environment.GetEnvironmentVariable("QWENSHARP_DECODE_PREFETCH") switch
+    /// <summary><c>QWENSHARP_DECODE_PREFETCH</c>'s answer, where it gives one.</summary>
+    private static readonly bool? s_environment = Environment.GetEnvironmentVariable("QWENSHARP_DECODE_PREFETCH") switch
     {
         "1" => true,
         "0" => false,
-        _ => !(CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A),
+        _ => null,
     };
+
+    /// <summary>Whether this CPU decodes BF16, F16 and Q4_0 rows faster without prefetch (Zen 5, see <see cref="InDecode"/>).</summary>
+    private static readonly bool s_leanDecode = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
     /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
     internal readonly struct Switch

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using QwenSharp.Formats;
 using QwenSharp.Numerics;
 
 namespace QwenSharp.Cpu.Kernels;
@@ -12,6 +13,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal interface IWeightLoad
 {
+    /// <summary>The stored type these weights are.</summary>
+    static abstract DType Type { get; }
+
     /// <summary>Bytes per stored element.</summary>
     static abstract int ElementSize { get; }
 
@@ -25,6 +29,8 @@ internal interface IWeightLoad
 /// <summary>f32 weights: a plain load.</summary>
 internal readonly struct F32Load : IWeightLoad
 {
+    public static DType Type => DType.F32;
+
     public static int ElementSize => 4;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -46,6 +52,8 @@ internal readonly struct F32Load : IWeightLoad
 /// </summary>
 internal readonly struct Bf16Load : IWeightLoad
 {
+    public static DType Type => DType.BF16;
+
     public static int ElementSize => 2;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -76,6 +84,8 @@ internal readonly struct Bf16Load : IWeightLoad
 internal readonly struct F16Load : IWeightLoad
 {
     private const uint TwoPow112Bits = (127 + 112) << 23;
+
+    public static DType Type => DType.F16;
 
     public static int ElementSize => 2;
 
@@ -132,6 +142,8 @@ internal readonly struct F16FiniteLoad : IWeightLoad
     /// <summary>The f32 sign bit, and the f16 exponent and mantissa once shifted into place.</summary>
     private const uint SignExponentMantissa = 0x8FFFE000;
 
+    public static DType Type => DType.F16;
+
     public static int ElementSize => 2;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -167,6 +179,8 @@ internal readonly struct F16ScaledLoad : IWeightLoad
 {
     /// <summary>The f32 sign bit, and the f16 exponent and mantissa once shifted into place.</summary>
     private const uint SignExponentMantissa = 0x8FFFE000;
+
+    public static DType Type => DType.F16;
 
     public static int ElementSize => 2;
 
