@@ -38,9 +38,10 @@ internal static class Prefetch
     /// runs, each pair won without: Q4_0 on one thread 56-82 against 49-74 tokens/s (3 pairs), BF16 24.8-25.7 against
     /// 22.9-23.9 (3); two threads BF16 47-49 against 43-44 (3), Q4_0 107-127 against 105-117 (2 of 3 won). F16 was first
     /// measured alike, row by row; in fours (<see cref="RowsApart"/>, the MLP's 4864-wide down projection) one core
-    /// streamed its rows at 82-106% of a plain sum without against 71-74% with (<c>bench stream</c>, 4 alternations),
-    /// and the 0.5B decoded 23.6-24.6 tokens/s against 22.2-23.2 on one thread (4 pairs, each won), 44.8-50.2 against
-    /// 45.2-48.6 on two (2 of 3 won). Q8_0 decoded faster with its prefetch on two threads (94-105 against 80-89, 3
+    /// streamed its rows at 82-106% of a plain sum without against 71-74% with (<c>bench stream</c>, 4 alternations;
+    /// 8960 wide, Qwen2.5-1.5B's, 101-107% against 87-90%, 3), and the 0.5B decoded 23.6-24.6 tokens/s against
+    /// 22.2-23.2 on one thread (4 pairs, each won), 44.8-50.2 against 45.2-48.6 on two (2 of 3 won); the 1.5B alike
+    /// (9.1-9.4 against 9.2-9.7, 3 pairs). Q8_0 decoded faster with its prefetch on two threads (94-105 against 80-89, 3
     /// pairs) and alike on one, so it keeps it, as do the k-quant kernels (far more work per byte: without, a Q4_K_M
     /// 1.5B decoded no faster and one core streamed Q4_K at 70-82% of a plain sum against 83-88%, <c>bench stream</c>)
     /// and prefill (without, BF16 pp64 fell from 165 to 108 tokens/s). Other CPUs keep the measurements above.
