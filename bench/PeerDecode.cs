@@ -80,31 +80,11 @@ internal static class PeerDecode
         {
             // Each engine goes first in every other round, so that neither always meets the host as the other left it.
             bool oursFirst = r % 2 == 0;
-            if (oursFirst)
-            {
-                ours.Add(Ours(gguf, prompt, newTokens, threads));
-            }
-
-            theirs.Add(Theirs(gguf, prompt, newTokens, threads));
-            if (!oursFirst)
-            {
-                ours.Add(Ours(gguf, prompt, newTokens, threads));
-            }
-
+            InTurn(oursFirst, () => ours.Add(Ours(gguf, prompt, newTokens, threads)), () => theirs.Add(Theirs(gguf, prompt, newTokens, threads)));
             string line = $"round {r + 1}: decode QwenSharp {ours[^1]:F1} tokens/s, llama.cpp {theirs[^1]:F1} tokens/s";
             if (prefill > 0)
             {
-                if (oursFirst)
-                {
-                    oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
-                }
-
-                theirsPrefill.Add(TheirsPrefill(gguf, longPrompt, threads));
-                if (!oursFirst)
-                {
-                    oursPrefill.Add(OursPrefill(gguf, longPrompt, threads));
-                }
-
+                InTurn(oursFirst, () => oursPrefill.Add(OursPrefill(gguf, longPrompt, threads)), () => theirsPrefill.Add(TheirsPrefill(gguf, longPrompt, threads)));
                 line += $"; prefill QwenSharp {oursPrefill[^1]:F1} tokens/s, llama.cpp {theirsPrefill[^1]:F1} tokens/s";
             }
 
@@ -129,6 +109,13 @@ internal static class PeerDecode
         }
 
         return 0;
+    }
+
+    /// <summary>Runs <paramref name="ours"/> and <paramref name="theirs"/>, ours first where <paramref name="oursFirst"/>.</summary>
+    private static void InTurn(bool oursFirst, Action ours, Action theirs)
+    {
+        (oursFirst ? ours : theirs)();
+        (oursFirst ? theirs : ours)();
     }
 
     /// <summary>

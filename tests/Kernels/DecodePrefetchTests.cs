@@ -7,8 +7,8 @@ namespace QwenSharp.Tests.Kernels;
 /// <summary>
 /// One-token decode with and without its weight prefetch (<see cref="Prefetch.InDecode"/>, which Zen 5 answers no for
 /// BF16, F16 and Q4_0, other CPUs yes, and <c>QWENSHARP_DECODE_PREFETCH</c> may turn either way for those and F32 and
-/// Q8_0; F16's are in <see cref="F16ExactGroupMapTests"/>): on every path the same sums bit for bit, each within rounding of the exact product, so
-/// that any machine runs both instantiations of each kernel the switch chooses between.
+/// Q8_0; F16's are in <see cref="F16ExactGroupMapTests"/>): on every path the same sums bit for bit, each within rounding
+/// of the exact product, so that any machine runs both instantiations of each kernel the switch chooses between.
 /// </summary>
 public sealed class DecodePrefetchTests
 {
@@ -30,8 +30,9 @@ public sealed class DecodePrefetchTests
             {
                 foreach (DType type in new[] { DType.BF16, DType.F32 })
                 {
-                    float[] with = Decode(type, type == DType.BF16 ? bf16 : f32, cols, rows, x, path, apart, prefetch: true);
-                    float[] without = Decode(type, type == DType.BF16 ? bf16 : f32, cols, rows, x, path, apart, prefetch: false);
+                    byte[] weights = type == DType.BF16 ? bf16 : f32;
+                    float[] with = Decode(type, weights, cols, rows, x, path, apart, prefetch: true);
+                    float[] without = Decode(type, weights, cols, rows, x, path, apart, prefetch: false);
                     for (int r = 0; r < rows; r++)
                     {
                         double expected = KernelData.DotExact(exact.AsSpan(r * cols, cols), x, out double magnitude);
