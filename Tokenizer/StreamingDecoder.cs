@@ -88,7 +88,7 @@ public sealed class StreamingDecoder
             return;
         }
 
-        if (_plan.ByteFallback && TryParseByteToken(token, out byte b))
+        if (_plan.ByteFallback && PieceBytes.TryParseByteToken(token, out byte b))
         {
             _fallbackBytes.Add(b);
             return;
@@ -106,20 +106,8 @@ public sealed class StreamingDecoder
     /// <summary>Byte-alphabet characters become bytes (a token with any other character is taken as its own UTF-8).</summary>
     private void DecodeByteLevel(string token)
     {
-        int count = 0;
         Span<byte> bytes = Buffers.Grow(ref _bytes, Encoding.UTF8.GetMaxByteCount(token.Length));
-        foreach (char c in token)
-        {
-            int b = Models.ByteLevelAlphabet.ByteOf(c);
-            if (b < 0)
-            {
-                count = Encoding.UTF8.GetBytes(token, bytes);
-                break;
-            }
-
-            bytes[count++] = (byte)b;
-        }
-
+        int count = Models.ByteLevelAlphabet.BytesOf(token, bytes);
         int chars = _utf8.GetChars(bytes[..count], Buffers.Grow(ref _chars, count + 4), flush: false);
         Emit(_chars.AsSpan(0, chars));
     }
@@ -160,12 +148,5 @@ public sealed class StreamingDecoder
         }
 
         _output.Append(text);
-    }
-
-    private static bool TryParseByteToken(string token, out byte value)
-    {
-        value = 0;
-        return token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
-            && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out value);
     }
 }

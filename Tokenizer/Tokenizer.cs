@@ -216,6 +216,14 @@ public sealed class Tokenizer
     /// <summary>A decoder for ids that arrive one at a time (generation); it prints only whole characters.</summary>
     public StreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new(this, _decodePlan, skipSpecialTokens);
 
+    /// <summary>
+    /// The UTF-8 bytes token <paramref name="id"/> adds to a decoded text after the text's first token, as llama.cpp's
+    /// <c>token_to_piece</c> gives them and OpenAI's log-probs list them: a sentencepiece word keeps its leading space,
+    /// and a byte-level token that holds part of a character is those bytes (not valid UTF-8 alone, where
+    /// <c>Decode([id])</c> gives U+FFFD). An id outside the vocabulary is an <see cref="ArgumentOutOfRangeException"/>.
+    /// </summary>
+    public byte[] TokenBytes(int id) => PieceBytes.Of(_decodePlan, TokenStringOf(id));
+
     /// <summary>The token string of <paramref name="id"/> (as stored in tokenizer.json), or null.</summary>
     public string? IdToToken(int id) => _addedById.TryGetValue(id, out AddedToken? added) ? added.Content : _model.Vocabulary.TokenOf(id);
 

@@ -25,6 +25,7 @@ internal sealed class GenerateCommand : ICommand
         new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
         new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
         new("seed", "S", "seed of the random draws (default: a random one; generate prints it)"),
+        new("logit-bias", "ID+B", "add B (-100..100) to token ID's logit before the penalties, as llama.cpp's --logit-bias (15043+1, 13-100); repeat for more", Repeatable: true),
     ];
 
     public string Name => "generate";
@@ -241,6 +242,7 @@ internal sealed class GenerateCommand : ICommand
             PresencePenalty = args.Double("presence-penalty", -100, 100),
             FrequencyPenalty = args.Double("frequency-penalty", -100, 100),
             Seed = ParseSeed(args.Value("seed")),
+            LogitBias = ParseLogitBias(args.Values("logit-bias")),
         };
         if (overrides.Greedy && s_samplingOptions.FirstOrDefault(args.Has) is string given)
         {
@@ -256,7 +258,29 @@ internal sealed class GenerateCommand : ICommand
         RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity) ?? 1,
         PresencePenalty = args.Double("presence-penalty", -100, 100) ?? 0,
         FrequencyPenalty = args.Double("frequency-penalty", -100, 100) ?? 0,
+        LogitBias = ParseLogitBias(args.Values("logit-bias")),
     };
+
+    /// <summary>llama.cpp's --logit-bias values: a token id, then its bias with its sign (15043+1, 13-100, 13+-5 is refused).</summary>
+    private static Dictionary<int, float>? ParseLogitBias(IReadOnlyList<string> values)
+    {
+        var biases = new Dictionary<int, float>();
+        foreach (string text in values)
+        {
+            int sign = text.IndexOfAny(['+', '-'], 1);
+            if (sign < 0
+                || !int.TryParse(text.AsSpan(0, sign), NumberStyles.None, CultureInfo.InvariantCulture, out int token)
+                || !float.TryParse(text.AsSpan(sign + 1), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out float size)
+                || size > LogitBias.Limit)
+            {
+                throw new UsageException($"--logit-bias '{text}' is not a token id followed by + or - and a bias up to {LogitBias.Limit} (15043+1, 13-100)");
+            }
+
+            biases[token] = text[sign] == '-' ? -size : size;
+        }
+
+        return biases.Count == 0 ? null : biases;
+    }
 
     private static ulong? ParseSeed(string? text) => text is null ? null
         : ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed) ? seed

@@ -119,8 +119,9 @@ internal sealed class ScoreCommand : ICommand
     /// <summary>One line per position: the token, the next one and its log-prob, the most likely tokens; each id with its text when the folder has a tokenizer.</summary>
     private static void WriteText(TextWriter output, int[] ids, ScoreResult result, Tokenizer? tokenizer)
     {
-        string Token(int id) => tokenizer is null ? id.ToString(CultureInfo.InvariantCulture)
-            : $"{id.ToString(CultureInfo.InvariantCulture)} {TokenizeCommand.Visible(tokenizer.Decode([id], skipSpecialTokens: false))}";
+        // A padding row of the embedding (an id past the tokenizer's vocabulary) has no text: its id alone.
+        string Token(int id) => tokenizer?.IdToToken(id) is null ? id.ToString(CultureInfo.InvariantCulture)
+            : $"{id.ToString(CultureInfo.InvariantCulture)} {TokenizeCommand.Visible(tokenizer.TokenBytes(id))}";
         output.WriteLine("pos  token -> next  logprob  | top");
         for (int i = 0; i < result.Positions.Count; i++)
         {

@@ -107,13 +107,15 @@ internal sealed class TokenizeCommand : ICommand
         }
 
         // Each token's text in context (a streaming decode), so spaces show where they are; the bytes of a
-        // character split across tokens print with its last token.
+        // character split across tokens print with its last token. A token with no text there shows its own bytes:
+        // part of a character (as \xNN), or a space the text's start drops (sentencepiece's leading ▁).
         StreamingDecoder pieces = tokenizer.CreateStreamingDecoder(skipSpecialTokens: false);
         for (int i = 0; i < ids.Length; i++)
         {
             string piece = pieces.Append(ids[i]) + (i == ids.Length - 1 ? pieces.Finish() : "");
+            byte[] own = tokenizer.TokenBytes(ids[i]);
             string shown = piece.Length == 0 && !tokenizer.IsSpecial(ids[i])
-                ? $"{tokenizer.IdToToken(ids[i])}  (part of a character)"
+                ? Visible(own) + (System.Text.Unicode.Utf8.IsValid(own) ? "" : "  (part of a character)")
                 : Visible(piece) + (tokenizer.IsSpecial(ids[i]) ? "  (special)" : "");
             stdout.WriteLine($"{ids[i],8}  {shown}");
         }
@@ -121,6 +123,14 @@ internal sealed class TokenizeCommand : ICommand
         stderr.WriteLine($"[{ids.Length} tokens]");
         return 0;
     }
+
+    /// <summary>
+    /// A token's own bytes (<see cref="Tokenizer.TokenBytes"/>) in quotes: as <see cref="Visible(string)"/> where they are
+    /// valid UTF-8, else each byte as \xNN (part of a character split across tokens).
+    /// </summary>
+    internal static string Visible(byte[] piece) => System.Text.Unicode.Utf8.IsValid(piece)
+        ? Visible(System.Text.Encoding.UTF8.GetString(piece))
+        : "\"" + string.Concat(piece.Select(b => $"\\x{b:X2}")) + "\"";
 
     /// <summary>The piece in quotes, with line breaks, tabs and other control characters escaped.</summary>
     internal static string Visible(string piece)

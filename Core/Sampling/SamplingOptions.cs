@@ -4,7 +4,7 @@ namespace QwenSharp.Sampling;
 
 /// <summary>
 /// How the next token is chosen. The steps run in transformers' order: repetition penalty (and the
-/// OpenAI-style presence and frequency penalties), then temperature, top-k, top-p, min-p, then one draw
+/// OpenAI-style presence and frequency penalties, after any logit bias), then temperature, top-k, top-p, min-p, then one draw
 /// from the renormalised distribution. Without <see cref="DoSample"/> (or at temperature 0) the token is
 /// the argmax of the penalised logits.
 /// </summary>
@@ -37,6 +37,12 @@ public sealed record SamplingOptions
     /// <summary>OpenAI's additive penalty per occurrence of a token in the generated text.</summary>
     public double FrequencyPenalty { get; init; }
 
+    /// <summary>
+    /// A number added to each listed token's logit before the penalties (<see cref="Sampling.LogitBias"/>); null or
+    /// empty is off. Token ids must be inside the model's vocabulary, biases within ±<see cref="Sampling.LogitBias.Limit"/>.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
     /// <summary>Seed of the random draws; null picks one at random (reported back so the run can be repeated).</summary>
     public ulong? Seed { get; init; }
 
@@ -68,6 +74,11 @@ public sealed record SamplingOptions
         Check(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), "repetition_penalty", RepetitionPenalty, "a number > 0");
         Check(double.IsFinite(PresencePenalty), "presence_penalty", PresencePenalty, "a finite number");
         Check(double.IsFinite(FrequencyPenalty), "frequency_penalty", FrequencyPenalty, "a finite number");
+        foreach ((int token, float bias) in LogitBias ?? new Dictionary<int, float>())
+        {
+            Check(token >= 0, "logit_bias", token, "a token id >= 0");
+            Check(Math.Abs(bias) <= Sampling.LogitBias.Limit, $"logit_bias[{token}]", bias, $"a number from -{Sampling.LogitBias.Limit} to {Sampling.LogitBias.Limit}");
+        }
     }
 
     private static void Check(bool ok, string name, double value, string expected)

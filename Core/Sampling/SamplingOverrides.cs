@@ -27,6 +27,9 @@ public sealed record SamplingOverrides
 
     public ulong? Seed { get; init; }
 
+    /// <summary>Added to the listed tokens' logits (<see cref="SamplingOptions.LogitBias"/>); applies to greedy too.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
     /// <summary>The name of the first sampling value given, or null (for "X does not apply to greedy" errors).</summary>
     public string? FirstSamplingValue =>
         Temperature is not null ? "temperature" : TopK is not null ? "top_k" : TopP is not null ? "top_p" : MinP is not null ? "min_p" : Seed is not null ? "seed" : null;
@@ -41,6 +44,7 @@ public sealed record SamplingOverrides
                 RepetitionPenalty = RepetitionPenalty ?? 1,
                 PresencePenalty = PresencePenalty ?? 0,
                 FrequencyPenalty = FrequencyPenalty ?? 0,
+                LogitBias = LogitBias,
             };
         }
 
@@ -55,6 +59,7 @@ public sealed record SamplingOverrides
             RepetitionPenalty = RepetitionPenalty ?? defaults.RepetitionPenalty,
             PresencePenalty = PresencePenalty ?? 0,
             FrequencyPenalty = FrequencyPenalty ?? 0,
+            LogitBias = LogitBias,
             Seed = Seed,
         };
     }

@@ -1,7 +1,7 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// Chooses the next token of one sequence from the model's logits: penalties, then (when sampling)
+/// Chooses the next token of one sequence from the model's logits: logit bias and penalties, then (when sampling)
 /// temperature, top-k, top-p and min-p as transformers orders them, then one draw from its own seeded
 /// random stream, so a sequence gives the same tokens alone or in a batch. Buffers are sized once.
 /// </summary>
@@ -17,6 +17,11 @@ public sealed class TokenSampler
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.LogitBias?.Keys.FirstOrDefault(token => token >= vocabularySize, -1) is int outside and >= 0)
+        {
+            throw new ArgumentOutOfRangeException("logit_bias", outside, $"logit_bias names token {outside}, outside the model's vocabulary of {vocabularySize}");
+        }
+
         _options = options;
         _vocabularySize = vocabularySize;
         _random = new SeededRandom(seed);
@@ -25,12 +30,13 @@ public sealed class TokenSampler
 
     public ulong Seed { get; }
 
-    private bool HasPenalties => _options.RepetitionPenalty != 1 || _options.PresencePenalty != 0 || _options.FrequencyPenalty != 0;
+    /// <summary>Whether anything changes the logits before the draw (or the argmax): a bias or a penalty.</summary>
+    private bool ChangesLogits => _options.LogitBias is { Count: > 0 } || _options.RepetitionPenalty != 1 || _options.PresencePenalty != 0 || _options.FrequencyPenalty != 0;
 
     /// <summary>The next token after <paramref name="prompt"/> and <paramref name="generated"/>, given the model's raw logits.</summary>
     public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
-        if (_options.IsGreedy && !HasPenalties)
+        if (_options.IsGreedy && !ChangesLogits)
         {
             return Generation.LogProbs.ArgMax(logits);
         }
@@ -97,6 +103,7 @@ public sealed class TokenSampler
 
     private void Penalize(Span<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
+        LogitBias.Apply(logits, _options.LogitBias);
         _marks ??= new TokenMarks(_vocabularySize);
         RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
         OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);

@@ -44,7 +44,7 @@ internal static class ChatCompletionsEndpoint
         }
 
         CheckUnsupported(request);
-        SamplingOverrides sampling = SamplingFields.Read(request);
+        SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         int[] ids = server.Tokenizer.Encode(prompt);
 
@@ -298,13 +298,14 @@ internal static class ChatCompletionsEndpoint
             w.WriteEndObject();
         }
 
+        /// <summary>A token as OpenAI lists it: its text (U+FFFD where it holds part of a character) and its own bytes, which join across tokens into the characters.</summary>
         private void WriteToken(Utf8JsonWriter w, int id, double logprob)
         {
-            string text = server.Tokenizer.Decode([id]);
-            w.WriteString("token", text);
+            byte[] bytes = TokenPiece.Bytes(server.Tokenizer, id);
+            w.WriteString("token", Encoding.UTF8.GetString(bytes));
             w.WriteNumber("logprob", logprob);
             w.WriteStartArray("bytes");
-            foreach (byte b in Encoding.UTF8.GetBytes(text))
+            foreach (byte b in bytes)
             {
                 w.WriteNumberValue(b);
             }

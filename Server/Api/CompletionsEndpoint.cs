@@ -52,7 +52,7 @@ internal static class CompletionsEndpoint
         request.String("user");
         // llama-server's and vLLM's extra: run to max_tokens past end-of-sequence ids (load tests).
         bool ignoreEos = request.Bool("ignore_eos") ?? false;
-        SamplingOverrides sampling = SamplingFields.Read(request);
+        SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (List<int[]> prompts, List<string> texts) = Prompts(request, server);
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos);
@@ -138,6 +138,7 @@ internal static class CompletionsEndpoint
         private readonly string _id = "cmpl-" + Guid.NewGuid().ToString("N");
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
+        private readonly TextOffsets _offsets = new(server.Tokenizer, job);
 
         public async Task RunAsync(RequestDeadline deadline)
         {
@@ -216,22 +217,24 @@ internal static class CompletionsEndpoint
             }
             else
             {
-                WriteLegacyLogprobs(w, logprobs);
+                WriteLegacyLogprobs(w, index, logprobs);
             }
 
             ResponseJson.WriteStringOrNull(w, "finish_reason", reason is StopReason r ? ChoiceState.FinishReason(r) : null);
             w.WriteEndObject();
         }
 
-        /// <summary>The completions API's log-probs: parallel lists of tokens, their log-probs, the top alternatives as maps, and text offsets.</summary>
-        private void WriteLegacyLogprobs(Utf8JsonWriter w, List<TokenLogprobs> logprobs)
+        /// <summary>
+        /// The completions API's log-probs: parallel lists of tokens (each its own bytes as text, U+FFFD where it holds part
+        /// of a character), their log-probs, the top alternatives as maps, and where each token's text starts in the choice's.
+        /// </summary>
+        private void WriteLegacyLogprobs(Utf8JsonWriter w, int index, List<TokenLogprobs> logprobs)
         {
-            string[] tokens = [.. logprobs.Select(l => server.Tokenizer.Decode([l.Id]))];
             w.WriteStartObject("logprobs");
             w.WriteStartArray("tokens");
-            foreach (string token in tokens)
+            foreach (TokenLogprobs token in logprobs)
             {
-                w.WriteStringValue(token);
+                w.WriteStringValue(TokenPiece.Text(server.Tokenizer, token.Id));
             }
 
             w.WriteEndArray();
@@ -248,7 +251,7 @@ internal static class CompletionsEndpoint
                 w.WriteStartObject();
                 foreach (TokenLogprob alternative in token.Top)
                 {
-                    w.WriteNumber(server.Tokenizer.Decode([alternative.Id]), alternative.Logprob);
+                    w.WriteNumber(TokenPiece.Text(server.Tokenizer, alternative.Id), alternative.Logprob);
                 }
 
                 w.WriteEndObject();
@@ -256,11 +259,9 @@ internal static class CompletionsEndpoint
 
             w.WriteEndArray();
             w.WriteStartArray("text_offset");
-            int offset = 0;
-            foreach (string token in tokens)
+            foreach (TokenLogprobs token in logprobs)
             {
-                w.WriteNumberValue(offset);
-                offset += token.Length;
+                w.WriteNumberValue(_offsets.Next(index, token.Id));
             }
 
             w.WriteEndArray();

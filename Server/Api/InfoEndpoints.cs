@@ -98,7 +98,7 @@ internal static class InfoEndpoints
                 {
                     w.WriteStartObject();
                     w.WriteNumber("id", id);
-                    w.WriteString("piece", server.Tokenizer.Decode([id]));
+                    WritePiece(w, server.Tokenizer.TokenBytes(id));
                     w.WriteEndObject();
                 }
                 else
@@ -110,6 +110,24 @@ internal static class InfoEndpoints
             w.WriteEndArray();
             w.WriteEndObject();
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>A token's piece as llama-server gives it: its text where its bytes are valid UTF-8 alone, else the bytes (part of a character).</summary>
+    private static void WritePiece(Utf8JsonWriter w, byte[] bytes)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(bytes))
+        {
+            w.WriteString("piece", Encoding.UTF8.GetString(bytes));
+            return;
+        }
+
+        w.WriteStartArray("piece");
+        foreach (byte b in bytes)
+        {
+            w.WriteNumberValue(b);
+        }
+
+        w.WriteEndArray();
     }
 
     public static async Task DetokenizeAsync(HttpContext http, ServerState server)

@@ -8,8 +8,8 @@ using QwenSharp.Server.Scheduling;
 namespace QwenSharp.Server.Api;
 
 /// <summary>
-/// Responses written straight to the body with a <see cref="Utf8JsonWriter"/>: no reflection (Native AOT),
-/// and a stream chunk goes out as soon as it is written.
+/// Responses written with a <see cref="Utf8JsonWriter"/>: no reflection (Native AOT); each answer or stream chunk is
+/// built whole, then goes out at once.
 /// </summary>
 internal static class ResponseJson
 {
@@ -22,14 +22,27 @@ internal static class ResponseJson
 
     public static async Task WriteAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
     {
+        ArrayBufferWriter<byte> body = Build(write);
         http.Response.StatusCode = status;
         http.Response.ContentType = "application/json";
-        using (var writer = new Utf8JsonWriter(http.Response.BodyWriter, s_options))
+        http.Response.BodyWriter.Write(body.WrittenSpan);
+        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The JSON <paramref name="write"/> makes, whole, before any of it goes to the body: a writer that throws part-way
+    /// then leaves the response untouched for the error answer (written to the body as it went, half an object went out
+    /// with the error object after it, and the client could parse neither).
+    /// </summary>
+    private static ArrayBufferWriter<byte> Build(Action<Utf8JsonWriter> write)
+    {
+        var body = new ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(body, s_options))
         {
             write(writer);
         }
 
-        await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+        return body;
     }
 
     /// <summary>OpenAI's error object.</summary>
@@ -67,12 +80,9 @@ internal static class ResponseJson
     /// <summary>One server-sent event, <c>data: {json}</c>, flushed to the client.</summary>
     public static async Task WriteEventAsync(HttpContext http, Action<Utf8JsonWriter> write)
     {
+        ArrayBufferWriter<byte> data = Build(write);
         http.Response.BodyWriter.Write(s_dataPrefix);
-        using (var writer = new Utf8JsonWriter(http.Response.BodyWriter, s_options))
-        {
-            write(writer);
-        }
-
+        http.Response.BodyWriter.Write(data.WrittenSpan);
         http.Response.BodyWriter.Write(s_eventEnd);
         await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
     }

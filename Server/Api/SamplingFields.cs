@@ -1,24 +1,21 @@
+using System.Globalization;
+using System.Text.Json;
 using QwenSharp.Sampling;
 
 namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// The sampling fields both completion endpoints take: OpenAI's (temperature 0 is greedy), and the extra
-/// ones llama-server and vLLM accept (top_k, min_p, repetition_penalty). Fields left out take the model's
+/// ones llama-server and vLLM accept (top_k, min_p, repetition_penalty), and logit_bias. Fields left out take the model's
 /// generation_config.json values, as on the command line.
 /// </summary>
 internal static class SamplingFields
 {
     public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias"];
 
-    public static SamplingOverrides Read(RequestFields fields)
+    /// <summary>The sampling fields of a request to a model whose logits cover <paramref name="vocabularySize"/> tokens.</summary>
+    public static SamplingOverrides Read(RequestFields fields, int vocabularySize)
     {
-        // Accepted when empty, as clients send it; a bias the sampler would have to apply is refused, not ignored.
-        if (fields.Get("logit_bias") is System.Text.Json.JsonElement bias && (bias.ValueKind != System.Text.Json.JsonValueKind.Object || bias.EnumerateObject().Any()))
-        {
-            throw ApiException.BadField("logit_bias", "'logit_bias' is not supported");
-        }
-
         double? temperature = fields.Double("temperature", 0, 2);
         int? topK = fields.Int("top_k", -1, int.MaxValue);
         return new SamplingOverrides
@@ -33,6 +30,40 @@ internal static class SamplingFields
             PresencePenalty = fields.Double("presence_penalty", -2, 2),
             FrequencyPenalty = fields.Double("frequency_penalty", -2, 2),
             Seed = fields.Long("seed") is long seed ? unchecked((ulong)seed) : null,
+            LogitBias = ReadLogitBias(fields, vocabularySize),
         };
+    }
+
+    /// <summary>OpenAI's <c>logit_bias</c>: an object from token ids (as strings) to numbers from -100 to 100; null when absent or empty.</summary>
+    private static Dictionary<int, float>? ReadLogitBias(RequestFields fields, int vocabularySize)
+    {
+        if (fields.Get("logit_bias") is not JsonElement bias)
+        {
+            return null;
+        }
+
+        if (bias.ValueKind != JsonValueKind.Object)
+        {
+            throw ApiException.BadField("logit_bias", $"'logit_bias' must be an object from token ids to biases, such as {{\"1234\": -100}}, not {RequestFields.Kind(bias)}");
+        }
+
+        var biases = new Dictionary<int, float>();
+        foreach (JsonProperty entry in bias.EnumerateObject())
+        {
+            string path = $"logit_bias.{entry.Name}";
+            if (!int.TryParse(entry.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int token) || token >= vocabularySize)
+            {
+                throw ApiException.BadField(path, $"'logit_bias' key '{entry.Name}' is not a token id of this model (0..{vocabularySize - 1})");
+            }
+
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetDouble(out double value) || Math.Abs(value) > LogitBias.Limit)
+            {
+                throw ApiException.BadField(path, $"'{path}' must be a number from -{LogitBias.Limit} to {LogitBias.Limit}, not {RequestFields.Show(entry.Value)}");
+            }
+
+            biases[token] = (float)value;
+        }
+
+        return biases.Count == 0 ? null : biases;
     }
 }

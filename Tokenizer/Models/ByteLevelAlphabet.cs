@@ -14,6 +14,27 @@ internal static class ByteLevelAlphabet
     /// <summary>The byte <paramref name="c"/> stands for, or -1 when it is not in the alphabet.</summary>
     public static int ByteOf(char c) => c < s_charToByte.Length ? s_charToByte[c] : -1;
 
+    /// <summary>
+    /// The bytes a byte-level token stands for, into <paramref name="bytes"/> (at least UTF-8's maximum for the token's
+    /// length); a token with a character outside the alphabet (an added token's text) is its own UTF-8. Returns the count.
+    /// </summary>
+    public static int BytesOf(string token, Span<byte> bytes)
+    {
+        int count = 0;
+        foreach (char c in token)
+        {
+            int b = ByteOf(c);
+            if (b < 0)
+            {
+                return System.Text.Encoding.UTF8.GetBytes(token, bytes);
+            }
+
+            bytes[count++] = (byte)b;
+        }
+
+        return count;
+    }
+
     private static char[] BuildByteToChar()
     {
         var table = new char[256];

@@ -23,6 +23,22 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_LogitBias_BansAndForcesTokensAsLlamaCppSpellsIt()
+    {
+        using var expected = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
+        int[] llama2c = [.. expected.RootElement.EnumerateArray().Select(e => e.GetInt32())];
+        int[] Ids(params string[] bias) => [.. CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "3", "--greedy", "--json", .. bias.SelectMany(b => new[] { "--logit-bias", b })])
+            .Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32())];
+
+        int[] banned = Ids($"{llama2c[1]}-100");
+        int[] forced = Ids("500+100", "7-3");
+
+        Assert.NotEqual(llama2c[1], banned[0]);
+        Assert.Equal([500, 500, 500], forced);
+        Assert.Equal(llama2c[1..4], Ids());
+    }
+
+    [Fact]
     public void Generate_RepeatedPromptIds_OneSequencePerPromptInOrder()
     {
         Reference reference = Reference.Load("tiny-qwen2");

@@ -103,6 +103,14 @@ public sealed class CliErrorTests
     public void BadNumber() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--greedy", "--max-new-tokens", "lots"), "--max-new-tokens 'lots' is not an integer >= 0");
 
+    [Theory]
+    [InlineData("15", "--logit-bias '15' is not a token id followed by + or - and a bias up to 100 (15043+1, 13-100)")]
+    [InlineData("x+1", "--logit-bias 'x+1' is not a token id followed by + or - and a bias up to 100 (15043+1, 13-100)")]
+    [InlineData("5+101", "--logit-bias '5+101' is not a token id followed by + or - and a bias up to 100 (15043+1, 13-100)")]
+    [InlineData("512+1", "logit_bias names token 512, outside the model's vocabulary of 512")]
+    public void BadLogitBias(string bias, string message) =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--greedy", "--logit-bias", bias), message);
+
     [Fact]
     public void BadTokenId() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,two", "--greedy"), "--prompt-ids: 'two' (item 2) is not a token id");

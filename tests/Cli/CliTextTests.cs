@@ -127,6 +127,20 @@ public sealed class CliTextTests
     }
 
     [Fact]
+    public void Tokenize_ForPeople_ShowsTheBytesOfTokensWithNoTextOfTheirOwn()
+    {
+        // Sentencepiece: a leading space is its own token (▁), which the text's start drops.
+        CliRunner.Result spaced = CliRunner.Run("tokenize", " there was");
+        // Byte-level: 🫠's four bytes (F0 9F AB A0) come in three tokens, the first two of them parts of the character.
+        CliRunner.Result emoji = CliRunner.Run("tokenize", "--model", TestTokenizers.QwenDirectory, "🫠");
+
+        static IEnumerable<string> Shown(CliRunner.Result result) =>
+            result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()).Select(l => l[(l.IndexOf(' ', StringComparison.Ordinal) + 2)..]);
+        Assert.Equal(["\" \"", "\" there\"", "\" was\""], Shown(spaced));
+        Assert.Equal(["\"\\xF0\\x9F\"  (part of a character)", "\"\\xAB\"  (part of a character)", "\"🫠\""], Shown(emoji));
+    }
+
+    [Fact]
     public void Score_File_EqualsScoringItsIds()
     {
         string file = Path.Combine(Fixtures.TempDirectory(), "story.txt");

@@ -280,8 +280,9 @@ public sealed partial class NewUserTests
     {
         CliRunner.Result result = CliRunner.Run("score", "--prompt-ids", "1,403,407", "--top", "1");
 
-        Assert.Contains("1 \"<s>\" -> 403 \"Once\"", result.Stdout);
-        Assert.Contains("403 \"Once\" -> 407 \"upon\"", result.Stdout);
+        // Each token's own piece, as llama.cpp prints it: sentencepiece's ▁ is the word's space.
+        Assert.Contains("1 \"<s>\" -> 403 \" Once\"", result.Stdout);
+        Assert.Contains("403 \" Once\" -> 407 \" upon\"", result.Stdout);
     }
 
     [Fact]

@@ -38,24 +38,52 @@ public class SamplingDistributionTests
     [MemberData(nameof(Settings))]
     public void DrawsFollowTheExactDistributionAndRejectTheWrongOne(Setting setting)
     {
+        // The presence/frequency setting penalises generated tokens: let the two likeliest next tokens stand
+        // for them, the likeliest twice, so both penalties matter.
+        (float[] logits, int[] prompt, int[] likeliest) = LastRow();
+        int[] generated = setting.Options.PresencePenalty != 0 ? [likeliest[0], likeliest[1], likeliest[0]] : [];
+        AssertDraws(logits, prompt, generated, setting.Options, setting.Wrong(Doubles(logits), prompt));
+    }
+
+    [Fact]
+    public void LogitBiasComesBeforeThePenaltiesAsInLlamaCppAndVllm()
+    {
+        // Biases on the two likeliest tokens, which were also generated (so the repetition penalty takes them too): the
+        // penalty divides a positive biased logit, where applied first it would have been divided before the bias.
+        (float[] logits, int[] prompt, int[] likeliest) = LastRow();
+        int[] generated = [likeliest[0], likeliest[1]];
+        var bias = new Dictionary<int, float> { [likeliest[0]] = 3f, [likeliest[1]] = -1.5f };
+        var options = new SamplingOptions { DoSample = true, TopK = 0, RepetitionPenalty = 1.8, LogitBias = bias };
+        double[] biasLast = Exact(Doubles(logits), prompt, options with { LogitBias = null }, generated: generated);
+        foreach ((int token, float value) in bias)
+        {
+            biasLast[token] = Math.Log(biasLast[token]) + value;
+        }
+
+        AssertDraws(logits, prompt, generated, options, Softmax(biasLast));
+    }
+
+    /// <summary>The logits after reading stories260K's whole prompt (the last full-logits row), the tokens read so far, and the two likeliest next ones.</summary>
+    private static (float[] Logits, int[] Prompt, int[] Likeliest) LastRow()
+    {
         Reference reference = Reference.Load("stories260K");
         int vocab = reference.FullLogits.Length / reference.FullLogitsPositions.Length;
-        // The logits after reading the whole prompt (the last full-logits row); the tokens read so far are the "prompt".
         int row = reference.FullLogitsPositions.Length - 1;
         int position = reference.FullLogitsPositions[row];
         float[] logits = reference.FullLogits[(row * vocab)..((row + 1) * vocab)];
-        int[] prompt = reference.PromptIds[..(position + 1)];
-        // The presence/frequency setting penalises generated tokens: let the two likeliest next tokens stand
-        // for them, the likeliest twice, so both penalties matter.
-        int[] likeliest = [.. Enumerable.Range(0, vocab).OrderByDescending(t => logits[t]).Take(2)];
-        int[] generated = setting.Options.PresencePenalty != 0 ? [likeliest[0], likeliest[1], likeliest[0]] : [];
-        double[] logitsDouble = [.. logits.Select(l => (double)l)];
+        return (logits, reference.PromptIds[..(position + 1)], [.. Enumerable.Range(0, vocab).OrderByDescending(t => logits[t]).Take(2)]);
+    }
 
-        double[] exact = Exact(logitsDouble, prompt, setting.Options, generated: generated);
-        double[] wrong = setting.Wrong(logitsDouble, prompt);
+    private static double[] Doubles(float[] logits) => [.. logits.Select(l => (double)l)];
+
+    /// <summary>Draws from the sampler fit the exact distribution of <paramref name="options"/> and reject <paramref name="wrong"/>.</summary>
+    private static void AssertDraws(float[] logits, int[] prompt, int[] generated, SamplingOptions options, double[] wrong)
+    {
+        int vocab = logits.Length;
+        double[] exact = Exact(Doubles(logits), prompt, options, generated: generated);
         Assert.True(TotalVariation(exact, wrong) > 0.03, $"the wrong variant is too close to tell apart ({TotalVariation(exact, wrong):F4})");
 
-        var sampler = new TokenSampler(setting.Options with { Seed = 1234 }, vocab, 1234);
+        var sampler = new TokenSampler(options with { Seed = 1234 }, vocab, 1234);
         var counts = new int[vocab];
         for (int i = 0; i < Draws; i++)
         {
@@ -96,10 +124,18 @@ public class SamplingDistributionTests
         Assert.Equal(0xBF6E1F784956452AUL, random.NextUInt64());
     }
 
-    /// <summary>transformers' processors, transcribed: repetition penalty, temperature, top-k, top-p (ascending sort, cumsum &lt;= 1 - p removed), min-p.</summary>
+    /// <summary>
+    /// transformers' processors, transcribed: repetition penalty, temperature, top-k, top-p (ascending sort, cumsum &lt;= 1 - p
+    /// removed), min-p; before them OpenAI's logit bias, added first as llama.cpp's and vLLM's samplers add it.
+    /// </summary>
     private static double[] Exact(double[] logits, int[] prompt, SamplingOptions o, bool temperatureLast = false, int[]? generated = null)
     {
         double[] s = (double[])logits.Clone();
+        foreach ((int token, float bias) in o.LogitBias ?? new Dictionary<int, float>())
+        {
+            s[token] += bias;
+        }
+
         foreach (int id in prompt.Concat(generated ?? []).Distinct())
         {
             s[id] = s[id] < 0 ? s[id] * o.RepetitionPenalty : s[id] / o.RepetitionPenalty;

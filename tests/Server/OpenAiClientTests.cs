@@ -205,6 +205,27 @@ public sealed class OpenAiClientTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task LogitBiasBansAndForcesTokens()
+    {
+        ReferencePosition last = s_reference.Positions[^1];
+        string Body(string bias) => $"{{\"prompt\": [{string.Join(",", s_reference.PromptIds)}], \"max_tokens\": 3, \"temperature\": 0, \"logprobs\": 1, \"logit_bias\": {bias}}}";
+        static string[] Tokens(JsonElement response) =>
+            [.. response.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("tokens").EnumerateArray().Select(t => t.GetString()!)];
+        static string[] Pieces(params int[] ids) => [.. ids.Select(id => Encoding.UTF8.GetString(TestTokenizers.Qwen.TokenBytes(id)))];
+
+        // Banning transformers' greedy first token leaves its second most likely; +100 on a token makes it every token.
+        JsonElement banned = await _server.PostOkAsync("/v1/completions", Body($"{{\"{last.TopIds[0]}\": -100}}"));
+        JsonElement forced = await _server.PostOkAsync("/v1/completions", Body("{\"1234\": 100}"));
+        JsonElement empty = await _server.PostOkAsync("/v1/completions", Body("{}"));
+
+        Assert.Equal(Pieces(last.TopIds[1]), Tokens(banned)[..1]);
+        Assert.Equal(Pieces(1234, 1234, 1234), Tokens(forced));
+        Assert.Equal(Pieces(s_reference.GreedyNewIds[..3]), Tokens(empty));
+        // Log-probs stay the model's own: the bias chooses, it does not rewrite the distribution reported.
+        Assert.Equal(last.TopLogits[1] - last.LogSumExp, banned.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("token_logprobs")[0].GetDouble(), 1e-4);
+    }
+
+    [Fact]
     public async Task CompletionsEchoThePromptAndTakeSeveralPrompts()
     {
         JsonElement response = await _server.PostOkAsync("/v1/completions", "{\"prompt\": [\"Hello there\", \"Goodbye\"], \"max_tokens\": 3, \"temperature\": 0, \"echo\": true}");

@@ -11,7 +11,7 @@ namespace QwenSharp.Tests.Text;
 public class HuggingFaceEqualityTests
 {
     /// <summary>Tokenizers.DotNet's native library exists for linux-x64 only (the runtime package is referenced there alone).</summary>
-    private static void RequireHuggingFaceRuntime() =>
+    internal static void RequireHuggingFaceRuntime() =>
         Skip.IfNot(OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.OSArchitecture == System.Runtime.InteropServices.Architecture.X64,
             "Hugging Face tokenizers (Tokenizers.DotNet.runtime) ships its native library for linux-x64 only");
 
