@@ -9,6 +9,7 @@ using QwenSharp.Generation;
 using QwenSharp.Images;
 using QwenSharp.Qwen2;
 using QwenSharp.Qwen2VL;
+using QwenSharp.Sampling;
 using QwenSharp.Tokenization;
 
 namespace QwenSharp;
@@ -23,12 +24,16 @@ public sealed class QwenModel : IDisposable
     private readonly IBackend _backend;
     private readonly SemaphoreSlim _turn = new(1, 1);
 
+    /// <summary>Which tokens continue a JSON object (<see cref="TextGenerationOptions.JsonObject"/>): built on first use, shared by every generation.</summary>
+    private readonly Lazy<JsonObjectMasks> _jsonMasks;
+
     private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer)
     {
         Directory = directory;
         _backend = backend;
         Model = model;
         Tokenizer = tokenizer;
+        _jsonMasks = new Lazy<JsonObjectMasks>(() => ConstrainedOutput.JsonMasks(tokenizer, model.Config.VocabSize));
     }
 
     /// <summary>The model folder.</summary>
@@ -324,6 +329,7 @@ public sealed class QwenModel : IDisposable
             Sampling = options.Sampling.Resolve(config),
             Logprobs = options.Logprobs,
             StopCondition = text,
+            Constraint = options.JsonObject ? () => new JsonObjectConstraint(_jsonMasks.Value, EosTokenIds) : null,
             CancellationToken = cancellationToken,
         };
     }

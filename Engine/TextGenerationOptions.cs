@@ -20,6 +20,13 @@ public sealed record TextGenerationOptions
     /// <summary>With a value K: each token's log-prob and the K most likely alternatives.</summary>
     public int? Logprobs { get; init; }
 
+    /// <summary>
+    /// The answer is a JSON object, as OpenAI's <c>response_format: json_object</c> (and <c>ChatResponseFormat.Json</c>
+    /// through <see cref="Microsoft.Extensions.AI.IChatClient"/>): every token is checked to continue one, and the answer
+    /// ends when the object closes. Ended by the token limit first, it is the beginning of an object.
+    /// </summary>
+    public bool JsonObject { get; init; }
+
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 

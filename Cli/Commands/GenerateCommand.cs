@@ -50,6 +50,7 @@ internal sealed class GenerateCommand : ICommand
         new("early-stopping", null, "with beams: stop as soon as B sequences have finished"),
         new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
         new("stop", "STR", "stop when the text contains STR (cut before it); \\n, \\t and \\\\ mean newline, tab, backslash; repeatable", Repeatable: true),
+        new("json-object", null, "make each answer a JSON object (OpenAI's response_format json_object): every token is checked to continue one, and the answer ends when it closes"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
@@ -99,6 +100,11 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException($"--{(args.Has("stop") ? "stop" : "logprobs")} does not apply to beam search here");
         }
 
+        if (beams > 1 && args.Flag("json-object"))
+        {
+            throw new UsageException("--json-object does not apply to beam search here; sample or decode greedily");
+        }
+
         if (beams > 1 && s_samplingOptions.FirstOrDefault(args.Has) is string samplingOption)
         {
             throw new UsageException($"--num-beams: beam search is deterministic here; --{samplingOption} does not apply to it");
@@ -112,7 +118,7 @@ internal sealed class GenerateCommand : ICommand
         }
 
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages");
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages") || args.Flag("json-object");
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
         if (promptArgs.Any(p => p.Kind == "chat") || args.Has("messages"))
         {
@@ -168,6 +174,7 @@ internal sealed class GenerateCommand : ICommand
                 NumReturnSequences = perPrompt,
                 Logprobs = logprobs,
                 StopCondition = text,
+                Constraint = JsonObjectRule(args, tokenizer, model),
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
@@ -280,6 +287,19 @@ internal sealed class GenerateCommand : ICommand
         }
 
         return biases.Count == 0 ? null : biases;
+    }
+
+    /// <summary>--json-object: each sequence its own JSON-object rule, over masks the sequences share.</summary>
+    private static Func<ITokenConstraint>? JsonObjectRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model)
+    {
+        if (!args.Flag("json-object"))
+        {
+            return null;
+        }
+
+        JsonObjectMasks masks = ConstrainedOutput.JsonMasks(tokenizer!, model.Config.VocabSize);
+        IReadOnlyList<int> ends = QwenModel.DefaultEosTokenIds(model, tokenizer);
+        return () => new JsonObjectConstraint(masks, ends);
     }
 
     private static ulong? ParseSeed(string? text) => text is null ? null

@@ -61,6 +61,11 @@ public static class BeamSearch
             QwenThrow.Argument("beam search here is deterministic: sampling options do not apply (beam sampling is not supported)", nameof(options));
         }
 
+        if (options.Constraint is not null)
+        {
+            QwenThrow.Argument("beam search does not take a constraint on its tokens (constrained output runs greedy or sampled)", nameof(options));
+        }
+
         Generator.ValidatePrompts(model, prompts, options.Context ?? model.Config.MaxPositionEmbeddings);
         var results = new List<GeneratedSequence>();
         var clock = new Clock();

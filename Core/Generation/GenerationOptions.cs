@@ -48,6 +48,9 @@ public sealed record GenerationOptions
     /// <summary>With a value K: each new token's log-prob under the model (log_softmax of the raw logits) and the K most likely tokens.</summary>
     public int? Logprobs { get; init; }
 
+    /// <summary>Makes each sequence its own rule over the tokens it may take (constrained output, such as a JSON object); null: none.</summary>
+    public Func<Sampling.ITokenConstraint>? Constraint { get; init; }
+
     /// <summary>Checked after every token (stop strings); null: none.</summary>
     public IStopCondition? StopCondition { get; init; }
 

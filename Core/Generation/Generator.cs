@@ -277,7 +277,7 @@ public static class Generator
             {
                 Generated[s] = new List<int>(Math.Min(options.MaxNewTokens, 4096));
                 // Sample j of every prompt uses stream j, so a prompt gives the same tokens alone or in a batch.
-                Samplers[s] = new TokenSampler(options.Sampling, model.Config.VocabSize, SeededRandom.Derive(seed, s % PerPrompt));
+                Samplers[s] = new TokenSampler(options.Sampling, model.Config.VocabSize, SeededRandom.Derive(seed, s % PerPrompt), options.Constraint?.Invoke());
                 if (Logprobs is not null)
                 {
                     Logprobs[s] = [];

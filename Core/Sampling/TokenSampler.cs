@@ -1,7 +1,8 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// Chooses the next token of one sequence from the model's logits: logit bias and penalties, then (when sampling)
+/// Chooses the next token of one sequence from the model's logits: a constraint's mask (<see cref="ITokenConstraint"/>),
+/// logit bias and penalties, then (when sampling)
 /// temperature, top-k, top-p and min-p as transformers orders them, then one draw from its own seeded
 /// random stream, so a sequence gives the same tokens alone or in a batch. Buffers are sized once.
 /// </summary>
@@ -13,8 +14,12 @@ public sealed class TokenSampler
     private float[]? _work;
     private TokenMarks? _marks;
 
-    public TokenSampler(SamplingOptions options, int vocabularySize, ulong seed)
+    private readonly ITokenConstraint? _constraint;
+
+    /// <param name="constraint">A rule over the tokens allowed (constrained output), applied before everything else; null for none.</param>
+    public TokenSampler(SamplingOptions options, int vocabularySize, ulong seed, ITokenConstraint? constraint = null)
     {
+        _constraint = constraint;
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (options.LogitBias?.Keys.FirstOrDefault(token => token >= vocabularySize, -1) is int outside and >= 0)
@@ -36,7 +41,14 @@ public sealed class TokenSampler
     /// <summary>The next token after <paramref name="prompt"/> and <paramref name="generated"/>, given the model's raw logits.</summary>
     public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
-        if (_options.IsGreedy && !ChangesLogits)
+        int token = Choose(logits, prompt, generated);
+        _constraint?.Accept(token);
+        return token;
+    }
+
+    private int Choose(ReadOnlySpan<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
+    {
+        if (_options.IsGreedy && !ChangesLogits && _constraint is null)
         {
             return Generation.LogProbs.ArgMax(logits);
         }
@@ -45,6 +57,7 @@ public sealed class TokenSampler
         _work ??= new float[_vocabularySize];
         Span<float> work = _work.AsSpan(0, logits.Length);
         logits.CopyTo(work);
+        _constraint?.Mask(work);
         if (_options.IsGreedy)
         {
             Process(work, prompt, generated);

@@ -23,7 +23,7 @@ internal static class ChatCompletionsEndpoint
         .. SamplingFields.Names,
     ];
 
-    private static readonly HashSet<string> s_responseFormatFields = ["type"];
+    private static readonly HashSet<string> s_responseFormatFields = ["type", "json_schema"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -44,6 +44,7 @@ internal static class ChatCompletionsEndpoint
         }
 
         CheckUnsupported(request);
+        Func<ITokenConstraint>? constraint = ResponseFormat(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         int[] ids = server.Tokenizer.Encode(prompt);
@@ -57,20 +58,36 @@ internal static class ChatCompletionsEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
-            primeText: false, deadline.Token, pictures: patches);
+            primeText: false, deadline.Token, pictures: patches, constraint: constraint);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, answerPrefix, hasTools, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);
     }
 
-    private static void CheckUnsupported(RequestFields request)
+    /// <summary>
+    /// <c>response_format</c>: <c>text</c> (or none) leaves the answer free; <c>json_object</c> makes it a JSON object
+    /// (<see cref="JsonObjectConstraint"/>, every token checked as it is chosen, the answer ending when the object closes).
+    /// </summary>
+    private static Func<ITokenConstraint>? ResponseFormat(RequestFields request, ServerState server)
     {
-        if (request.Get("response_format") is JsonElement format
-            && RequestFields.Of(format, "response_format", s_responseFormatFields).String("type") is string type && type != "text")
+        if (request.Get("response_format") is not JsonElement format)
         {
-            throw ApiException.BadField("response_format.type", $"'response_format.type' '{type}' is not supported (constrained JSON output is not implemented); use 'text'");
+            return null;
         }
 
+        string? type = RequestFields.Of(format, "response_format", s_responseFormatFields).String("type");
+        return type switch
+        {
+            null or "text" => null,
+            "json_object" => () => new JsonObjectConstraint(server.JsonMasks, server.EosTokenIds),
+            "json_schema" => throw ApiException.BadField("response_format.type",
+                "'response_format.type' 'json_schema' is not supported (a schema's grammar is not implemented); 'json_object' makes the answer a JSON object"),
+            _ => throw ApiException.BadField("response_format.type", $"'response_format.type' must be 'text' or 'json_object', not '{type}'"),
+        };
+    }
+
+    private static void CheckUnsupported(RequestFields request)
+    {
         request.Bool("parallel_tool_calls");
         request.String("user");
         request.Bool("store");

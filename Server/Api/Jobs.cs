@@ -13,7 +13,7 @@ internal static class Jobs
 {
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
-        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null)
+        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -70,6 +70,7 @@ internal static class Jobs
             PrimeTextWithPrompt = primeText,
             Cancellation = cancellation,
             Pictures = pictures ?? [],
+            Constraint = constraint,
         };
     }
 

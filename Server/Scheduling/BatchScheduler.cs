@@ -310,7 +310,7 @@ internal sealed class BatchScheduler : IDisposable
             text.Prime(0, prompt);
         }
 
-        var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt));
+        var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt), job.Constraint?.Invoke());
         var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision);
         lock (_lock)
         {

@@ -41,6 +41,9 @@ internal sealed class GenerationJob
     /// <summary>The pictures of the (single) prompt for a Qwen2-VL model, processed; its pads are already expanded.</summary>
     public IReadOnlyList<Qwen2VL.ImagePatches> Pictures { get; init; } = [];
 
+    /// <summary>Makes each choice its own rule over the tokens it may take (<c>response_format</c>), or null for none.</summary>
+    public Func<ITokenConstraint>? Constraint { get; init; }
+
     /// <summary>The client went away or the request timed out: the scheduler drops the job before its next step.</summary>
     public CancellationToken Cancellation { get; init; }
 

@@ -39,6 +39,27 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_JsonObject_AnswersWithAnObjectThatEndsTheSequence()
+    {
+        string close = $"{TestTokenizers.Qwen.TokenToId("}")}+30";
+        CliRunner.Result closed = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", "JSON please", "--json-object",
+            "--greedy", "--logit-bias", close, "--max-new-tokens", "30", "--json");
+        CliRunner.Result free = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", "JSON please",
+            "--greedy", "--logit-bias", close, "--max-new-tokens", "3", "--json");
+
+        Assert.Equal(0, closed.ExitCode);
+        JsonElement sequence = closed.Json.GetProperty("sequences")[0];
+        using (JsonDocument answer = JsonDocument.Parse(sequence.GetProperty("text").GetString()!))
+        {
+            Assert.Empty(answer.RootElement.EnumerateObject());
+        }
+
+        Assert.Equal("eos", sequence.GetProperty("stop_reason").GetString());
+        // Without the rule the same bias just repeats the brace.
+        Assert.Equal("}}}", free.Json.GetProperty("sequences")[0].GetProperty("text").GetString());
+    }
+
+    [Fact]
     public void Generate_RepeatedPromptIds_OneSequencePerPromptInOrder()
     {
         Reference reference = Reference.Load("tiny-qwen2");

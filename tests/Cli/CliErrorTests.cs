@@ -112,6 +112,10 @@ public sealed class CliErrorTests
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--greedy", "--logit-bias", bias), message);
 
     [Fact]
+    public void JsonObjectWithBeams() =>
+        AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--num-beams", "2", "--json-object"), "--json-object does not apply to beam search here");
+
+    [Fact]
     public void BadTokenId() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,two", "--greedy"), "--prompt-ids: 'two' (item 2) is not a token id");
 

@@ -118,6 +118,30 @@ public sealed class QwenModelTests
     }
 
     [Fact]
+    public async Task ChatClient_JsonResponseFormatAnswersWithAnObject()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        ChatMessage[] question = [new(ChatRole.User, "Answer in JSON.")];
+        // The random model wanders; sampled answers that stop are whole objects, the rest begin one.
+        for (int seed = 0; seed < 6; seed++)
+        {
+            ChatResponse answer = await client.GetResponseAsync(question, new ChatOptions { Temperature = 1.5f, Seed = seed, MaxOutputTokens = 24, ResponseFormat = ChatResponseFormat.Json });
+            Assert.StartsWith("{", answer.Text, StringComparison.Ordinal);
+            if (answer.FinishReason == ChatFinishReason.Stop)
+            {
+                using System.Text.Json.JsonDocument json = System.Text.Json.JsonDocument.Parse(answer.Text);
+                Assert.Equal(System.Text.Json.JsonValueKind.Object, json.RootElement.ValueKind);
+            }
+        }
+
+        ChatResponse free = await client.GetResponseAsync(question, new ChatOptions { Temperature = 0, MaxOutputTokens = 8 });
+        Assert.False(free.Text.StartsWith('{'));
+        await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(question,
+            new ChatOptions { MaxOutputTokens = 4, ResponseFormat = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{}").RootElement) }));
+    }
+
+    [Fact]
     public async Task ChatClient_StreamingEqualsWholeResponseAndAFreshClient()
     {
         using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);

@@ -1,0 +1,36 @@
+namespace QwenSharp.Sampling;
+
+/// <summary>
+/// Every token's bytes as it adds them to a text, in one block (what a constraint checks tokens against): from the
+/// tokenizer's pieces, with no bytes for the tokens no constrained text may hold (special tokens, ids past the
+/// tokenizer's vocabulary). Built once per model and shared by every sequence.
+/// </summary>
+public sealed class TokenBytes
+{
+    private readonly byte[] _bytes;
+    private readonly int[] _starts;
+
+    /// <param name="pieces">Token id to its bytes, or null for a token with none.</param>
+    public TokenBytes(IReadOnlyList<byte[]?> pieces)
+    {
+        ArgumentNullException.ThrowIfNull(pieces);
+        _starts = new int[pieces.Count + 1];
+        long total = 0;
+        for (int t = 0; t < pieces.Count; t++)
+        {
+            _starts[t] = checked((int)total);
+            total += pieces[t]?.Length ?? 0;
+        }
+
+        _starts[^1] = checked((int)total);
+        _bytes = new byte[total];
+        for (int t = 0; t < pieces.Count; t++)
+        {
+            pieces[t]?.CopyTo(_bytes, _starts[t]);
+        }
+    }
+
+    public int Count => _starts.Length - 1;
+
+    public ReadOnlySpan<byte> Of(int token) => _bytes.AsSpan(_starts[token], _starts[token + 1] - _starts[token]);
+}

@@ -1,0 +1,68 @@
+using System.Text.Json;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Server;
+
+/// <summary>
+/// <c>response_format: json_object</c> on a random-weight Qwen2 with the real tokenizer (151 936 tokens, every one
+/// checked at every step): answers that stop are objects System.Text.Json parses, the rest begin one.
+/// </summary>
+public sealed class ResponseFormatTests : IAsyncLifetime
+{
+    private TestServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync();
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    private static string Body(string format, string sampling) =>
+        $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"Answer in JSON.\"}}], \"max_tokens\": 48, {sampling}, \"response_format\": {format}}}";
+
+    [Fact]
+    public async Task JsonObjectAnswersAreObjects()
+    {
+        // A bias towards "}" makes the greedy answer close its object at once: then only an end-of-sequence token is left.
+        JsonElement greedy = await _server.PostOkAsync("/v1/chat/completions",
+            Body("{\"type\": \"json_object\"}", $"\"temperature\": 0, \"logit_bias\": {{\"{TestTokenizers.Qwen.TokenToId("}")}\": 30}}"));
+        JsonElement sampled = await _server.PostOkAsync("/v1/chat/completions", Body("{\"type\": \"json_object\"}", "\"temperature\": 1.2, \"seed\": 3, \"n\": 4"));
+        JsonElement free = await _server.PostOkAsync("/v1/chat/completions", Body("{\"type\": \"text\"}", "\"temperature\": 0"));
+
+        JsonElement[] choices = [.. greedy.GetProperty("choices").EnumerateArray(), .. sampled.GetProperty("choices").EnumerateArray()];
+        int stopped = 0;
+        foreach (JsonElement choice in choices)
+        {
+            string content = choice.GetProperty("message").GetProperty("content").GetString()!;
+            Assert.StartsWith("{", content, StringComparison.Ordinal);
+            if (choice.GetProperty("finish_reason").GetString() == "stop")
+            {
+                using JsonDocument answer = JsonDocument.Parse(content);
+                Assert.Equal(JsonValueKind.Object, answer.RootElement.ValueKind);
+                stopped++;
+            }
+        }
+
+        using (JsonDocument closed = JsonDocument.Parse(greedy.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!))
+        {
+            Assert.Empty(closed.RootElement.EnumerateObject());
+        }
+
+        Assert.Equal("stop", greedy.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.True(stopped >= 1);
+        // The same request without the format is not JSON: the constraint is what made it so.
+        Assert.False(free.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!.StartsWith('{'));
+    }
+
+    [Theory]
+    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {}}}", "json_schema")]
+    [InlineData("{\"type\": \"xml\"}", "'text' or 'json_object'")]
+    public async Task OtherFormatsAreRefusedByName(string format, string message)
+    {
+        (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions", Body(format, "\"temperature\": 0"));
+        using (body)
+        {
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, status);
+            Assert.Equal("response_format.type", body.RootElement.GetProperty("error").GetProperty("param").GetString());
+            Assert.Contains(message, body.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
+    }
+}
