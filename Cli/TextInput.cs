@@ -89,19 +89,23 @@ internal static class TextInput
         return File.ReadAllBytes(path);
     }
 
-    /// <summary>A JSON list from a file (messages or tools), with the file named in any error.</summary>
-    public static JsonDocument ReadJsonList(string path, string what)
+    /// <summary>A JSON document from a file, with the file named in any error.</summary>
+    public static JsonDocument ReadJson(string path)
     {
-        JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(ReadAllBytes(path));
+            return JsonDocument.Parse(ReadAllBytes(path));
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e);
         }
+    }
 
+    /// <summary>A JSON list from a file (messages or tools), with the file named in any error.</summary>
+    public static JsonDocument ReadJsonList(string path, string what)
+    {
+        JsonDocument document = ReadJson(path);
         JsonValueKind kind = document.RootElement.ValueKind;
         if (kind != JsonValueKind.Array)
         {

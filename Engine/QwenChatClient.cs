@@ -104,15 +104,7 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             Seed = options.Seed is long seed ? unchecked((ulong)seed) : null,
         },
         StopSequences = options.StopSequences is { } stops ? [.. stops] : [],
-        JsonObject = JsonObjectFrom(options.ResponseFormat),
-    };
-
-    /// <summary>ChatResponseFormat.Json is a JSON object (<see cref="TextGenerationOptions.JsonObject"/>); a schema is refused, not ignored.</summary>
-    private static bool JsonObjectFrom(ChatResponseFormat? format) => format switch
-    {
-        ChatResponseFormatJson { Schema: not null } => throw new NotSupportedException(
-            "ChatResponseFormat.ForJsonSchema: a JSON schema is not supported (its grammar is not implemented); ChatResponseFormat.Json makes the answer a JSON object"),
-        ChatResponseFormatJson => true,
-        _ => false,
+        JsonObject = options.ResponseFormat is ChatResponseFormatJson { Schema: null },
+        JsonSchema = (options.ResponseFormat as ChatResponseFormatJson)?.Schema,
     };
 }

@@ -24,8 +24,8 @@ public sealed class QwenModel : IDisposable
     private readonly IBackend _backend;
     private readonly SemaphoreSlim _turn = new(1, 1);
 
-    /// <summary>Which tokens continue a JSON object (<see cref="TextGenerationOptions.JsonObject"/>): built on first use, shared by every generation.</summary>
-    private readonly Lazy<JsonObjectMasks> _jsonMasks;
+    /// <summary>What <see cref="TextGenerationOptions.JsonObject"/> and <see cref="TextGenerationOptions.JsonSchema"/> hold answers to.</summary>
+    private readonly ConstrainedOutput _constrained;
 
     private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer)
     {
@@ -33,7 +33,7 @@ public sealed class QwenModel : IDisposable
         _backend = backend;
         Model = model;
         Tokenizer = tokenizer;
-        _jsonMasks = new Lazy<JsonObjectMasks>(() => ConstrainedOutput.JsonMasks(tokenizer, model.Config.VocabSize));
+        _constrained = new ConstrainedOutput(tokenizer, model.Config.VocabSize, EosTokenIds);
     }
 
     /// <summary>The model folder.</summary>
@@ -329,7 +329,7 @@ public sealed class QwenModel : IDisposable
             Sampling = options.Sampling.Resolve(config),
             Logprobs = options.Logprobs,
             StopCondition = text,
-            Constraint = options.JsonObject ? () => new JsonObjectConstraint(_jsonMasks.Value, EosTokenIds) : null,
+            Constraint = options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : null,
             CancellationToken = cancellationToken,
         };
     }

@@ -27,6 +27,14 @@ public sealed record TextGenerationOptions
     /// </summary>
     public bool JsonObject { get; init; }
 
+    /// <summary>
+    /// The answer is what this JSON schema describes, as OpenAI's <c>response_format: json_schema</c> (and
+    /// <c>ChatResponseFormat.ForJsonSchema</c>, which <c>GetResponseAsync&lt;T&gt;</c> uses): every token is checked to
+    /// continue such an answer, properties come in the schema's order, and the answer ends when it is whole. The schema
+    /// must have an object at its root; what <see cref="Sampling.JsonSchema"/> does not take is refused (ArgumentException).
+    /// </summary>
+    public System.Text.Json.JsonElement? JsonSchema { get; init; }
+
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 

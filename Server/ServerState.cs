@@ -27,13 +27,8 @@ internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOn
 
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
 
-    private readonly Lazy<Sampling.JsonObjectMasks> _jsonMasks = new(() => ConstrainedOutput.JsonMasks(tokenizer, model.Config.VocabSize));
-
-    /// <summary>
-    /// Which tokens continue a JSON object, by state, for <c>response_format: json_object</c>; built on first use, shared
-    /// by every request.
-    /// </summary>
-    public Sampling.JsonObjectMasks JsonMasks => _jsonMasks.Value;
+    /// <summary>What <c>response_format</c> holds answers to (JSON object, JSON schema); masks shared by every request.</summary>
+    public ConstrainedOutput Constrained { get; } = new(tokenizer, model.Config.VocabSize, eosTokenIds);
 
     public int Context => Scheduler.Options.Context;
 

@@ -51,6 +51,7 @@ internal sealed class GenerateCommand : ICommand
         new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
         new("stop", "STR", "stop when the text contains STR (cut before it); \\n, \\t and \\\\ mean newline, tab, backslash; repeatable", Repeatable: true),
         new("json-object", null, "make each answer a JSON object (OpenAI's response_format json_object): every token is checked to continue one, and the answer ends when it closes"),
+        new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
@@ -100,9 +101,14 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException($"--{(args.Has("stop") ? "stop" : "logprobs")} does not apply to beam search here");
         }
 
-        if (beams > 1 && args.Flag("json-object"))
+        if (beams > 1 && (args.Flag("json-object") || args.Has("json-schema")))
         {
-            throw new UsageException("--json-object does not apply to beam search here; sample or decode greedily");
+            throw new UsageException($"--{(args.Has("json-schema") ? "json-schema" : "json-object")} does not apply to beam search here; sample or decode greedily");
+        }
+
+        if (args.Flag("json-object") && args.Has("json-schema"))
+        {
+            throw new UsageException("--json-object and --json-schema: give one (a schema's answers are JSON objects already)");
         }
 
         if (beams > 1 && s_samplingOptions.FirstOrDefault(args.Has) is string samplingOption)
@@ -118,7 +124,7 @@ internal sealed class GenerateCommand : ICommand
         }
 
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages") || args.Flag("json-object");
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages") || args.Flag("json-object") || args.Has("json-schema");
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
         if (promptArgs.Any(p => p.Kind == "chat") || args.Has("messages"))
         {
@@ -174,7 +180,7 @@ internal sealed class GenerateCommand : ICommand
                 NumReturnSequences = perPrompt,
                 Logprobs = logprobs,
                 StopCondition = text,
-                Constraint = JsonObjectRule(args, tokenizer, model),
+                Constraint = AnswerRule(args, tokenizer, model),
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
@@ -289,17 +295,29 @@ internal sealed class GenerateCommand : ICommand
         return biases.Count == 0 ? null : biases;
     }
 
-    /// <summary>--json-object: each sequence its own JSON-object rule, over masks the sequences share.</summary>
-    private static Func<ITokenConstraint>? JsonObjectRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model)
+    /// <summary>--json-object or --json-schema FILE: each sequence its own rule, over masks the sequences share.</summary>
+    private static Func<ITokenConstraint>? AnswerRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model)
     {
-        if (!args.Flag("json-object"))
+        if (!args.Flag("json-object") && args.Value("json-schema") is null)
         {
             return null;
         }
 
-        JsonObjectMasks masks = ConstrainedOutput.JsonMasks(tokenizer!, model.Config.VocabSize);
-        IReadOnlyList<int> ends = QwenModel.DefaultEosTokenIds(model, tokenizer);
-        return () => new JsonObjectConstraint(masks, ends);
+        var constrained = new ConstrainedOutput(tokenizer!, model.Config.VocabSize, QwenModel.DefaultEosTokenIds(model, tokenizer));
+        if (args.Value("json-schema") is not string path)
+        {
+            return constrained.JsonObject();
+        }
+
+        using JsonDocument schema = TextInput.ReadJson(path);
+        try
+        {
+            return constrained.JsonSchema(schema.RootElement);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"{path}: {e.Message.Split(" (Parameter")[0]}");
+        }
     }
 
     private static ulong? ParseSeed(string? text) => text is null ? null

@@ -25,6 +25,8 @@ internal static class ChatCompletionsEndpoint
 
     private static readonly HashSet<string> s_responseFormatFields = ["type", "json_schema"];
 
+    private static readonly HashSet<string> s_jsonSchemaFields = ["name", "description", "schema", "strict"];
+
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
@@ -66,7 +68,8 @@ internal static class ChatCompletionsEndpoint
 
     /// <summary>
     /// <c>response_format</c>: <c>text</c> (or none) leaves the answer free; <c>json_object</c> makes it a JSON object
-    /// (<see cref="JsonObjectConstraint"/>, every token checked as it is chosen, the answer ending when the object closes).
+    /// (<see cref="JsonSchema.AnyObject"/>), <c>json_schema</c> what its schema describes (<see cref="JsonSchemaPrefix"/>): every
+    /// token checked as it is chosen, the answer ending when it is whole.
     /// </summary>
     private static Func<ITokenConstraint>? ResponseFormat(RequestFields request, ServerState server)
     {
@@ -75,15 +78,34 @@ internal static class ChatCompletionsEndpoint
             return null;
         }
 
-        string? type = RequestFields.Of(format, "response_format", s_responseFormatFields).String("type");
+        RequestFields fields = RequestFields.Of(format, "response_format", s_responseFormatFields);
+        string? type = fields.String("type");
         return type switch
         {
             null or "text" => null,
-            "json_object" => () => new JsonObjectConstraint(server.JsonMasks, server.EosTokenIds),
-            "json_schema" => throw ApiException.BadField("response_format.type",
-                "'response_format.type' 'json_schema' is not supported (a schema's grammar is not implemented); 'json_object' makes the answer a JSON object"),
-            _ => throw ApiException.BadField("response_format.type", $"'response_format.type' must be 'text' or 'json_object', not '{type}'"),
+            "json_object" => server.Constrained.JsonObject(),
+            "json_schema" => JsonSchemaFormat(fields, server),
+            _ => throw ApiException.BadField("response_format.type", $"'response_format.type' must be 'text', 'json_object' or 'json_schema', not '{type}'"),
         };
+    }
+
+    private static Func<ITokenConstraint> JsonSchemaFormat(RequestFields format, ServerState server)
+    {
+        const string Path = "response_format.json_schema";
+        JsonElement block = format.Get("json_schema") ?? throw ApiException.BadField(Path, $"'{Path}' is missing (with 'type': 'json_schema')");
+        RequestFields fields = RequestFields.Of(block, Path, s_jsonSchemaFields);
+        fields.String("name", 256);
+        fields.String("description");
+        fields.Bool("strict");
+        JsonElement schema = fields.Get("schema") ?? throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema' is missing");
+        try
+        {
+            return server.Constrained.JsonSchema(schema);
+        }
+        catch (ArgumentException e)
+        {
+            throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema': {e.Message.Split(" (Parameter")[0]}");
+        }
     }
 
     private static void CheckUnsupported(RequestFields request)

@@ -60,6 +60,28 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_JsonSchema_AnswersPassAnIndependentValidator()
+    {
+        const string Schema = """
+            {"type": "object", "required": ["ok", "count"], "properties": {"ok": {"type": "boolean"}, "count": {"type": "integer"}}}
+            """;
+        string file = Path.Combine(Fixtures.TempDirectory(), "reading.schema.json");
+        File.WriteAllText(file, Schema);
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", "JSON please", "--json-schema", file,
+            "--temperature", "1", "--seed", "3", "--num-return-sequences", "3", "--max-new-tokens", "80", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        Json.Schema.JsonSchema validator = Json.Schema.JsonSchema.FromText(Schema);
+        foreach (JsonElement sequence in result.Json.GetProperty("sequences").EnumerateArray())
+        {
+            using JsonDocument answer = JsonDocument.Parse(sequence.GetProperty("text").GetString()!);
+            Assert.True(validator.Evaluate(answer.RootElement).IsValid, sequence.GetProperty("text").GetString());
+            Assert.Equal("eos", sequence.GetProperty("stop_reason").GetString());
+        }
+    }
+
+    [Fact]
     public void Generate_RepeatedPromptIds_OneSequencePerPromptInOrder()
     {
         Reference reference = Reference.Load("tiny-qwen2");

@@ -116,6 +116,15 @@ public sealed class CliErrorTests
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--num-beams", "2", "--json-object"), "--json-object does not apply to beam search here");
 
     [Fact]
+    public void UnsupportedJsonSchema()
+    {
+        string file = Path.Combine(Fixtures.TempDirectory(), "s.json");
+        File.WriteAllText(file, """{"type": "object", "properties": {"name": {"type": "string", "pattern": "^A"}}}""");
+        AssertBadInput(CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--json-schema", file),
+            "s.json: schema.properties.name.pattern: 'pattern' is not supported");
+    }
+
+    [Fact]
     public void BadTokenId() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1,two", "--greedy"), "--prompt-ids: 'two' (item 2) is not a token id");
 

@@ -137,8 +137,31 @@ public sealed class QwenModelTests
 
         ChatResponse free = await client.GetResponseAsync(question, new ChatOptions { Temperature = 0, MaxOutputTokens = 8 });
         Assert.False(free.Text.StartsWith('{'));
-        await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(question,
-            new ChatOptions { MaxOutputTokens = 4, ResponseFormat = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{}").RootElement) }));
+    }
+
+    public sealed record Reading(bool Ok, int Count, Level Level);
+
+    public enum Level
+    {
+        Low,
+        High,
+    }
+
+    [Fact]
+    public async Task ChatClient_GetResponseOfT_FillsTheTypeFromItsSchema()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        // Microsoft.Extensions.AI asks for the type's JSON schema (ChatResponseFormat.ForJsonSchema); the answer follows it.
+        for (int seed = 0; seed < 3; seed++)
+        {
+            ChatResponse<Reading> answer = await client.GetResponseAsync<Reading>([new ChatMessage(ChatRole.User, "Read the gauge.")],
+                new ChatOptions { Temperature = 1f, Seed = seed, MaxOutputTokens = 120 });
+
+            Assert.Equal(ChatFinishReason.Stop, answer.FinishReason);
+            Assert.True(answer.TryGetResult(out Reading? reading), answer.Text);
+            Assert.NotNull(reading);
+        }
     }
 
     [Fact]

@@ -4,8 +4,9 @@ using QwenSharp.Tests.Support;
 namespace QwenSharp.Tests.Server;
 
 /// <summary>
-/// <c>response_format: json_object</c> on a random-weight Qwen2 with the real tokenizer (151 936 tokens, every one
-/// checked at every step): answers that stop are objects System.Text.Json parses, the rest begin one.
+/// <c>response_format</c> on a random-weight Qwen2 with the real tokenizer (151 936 tokens, every one checked at every
+/// step): <c>json_object</c> answers that stop are objects System.Text.Json parses, the rest begin one; <c>json_schema</c>
+/// answers pass JsonSchema.Net, an independent validator.
 /// </summary>
 public sealed class ResponseFormatTests : IAsyncLifetime
 {
@@ -52,16 +53,40 @@ public sealed class ResponseFormatTests : IAsyncLifetime
         Assert.False(free.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!.StartsWith('{'));
     }
 
+    private const string Reading = """
+        {"type": "object", "additionalProperties": false, "required": ["ok", "count", "level"], "properties": {
+          "ok": {"type": "boolean"}, "count": {"type": "integer"}, "level": {"enum": ["low", "high"]}, "gauge": {"type": ["number", "null"]}}}
+        """;
+
+    [Fact]
+    public async Task JsonSchemaAnswersPassAnIndependentValidator()
+    {
+        string format = $"{{\"type\": \"json_schema\", \"json_schema\": {{\"name\": \"reading\", \"strict\": true, \"schema\": {Reading}}}}}";
+        JsonElement response = await _server.PostOkAsync("/v1/chat/completions", Body(format, "\"temperature\": 1.0, \"seed\": 7, \"n\": 3").Replace("48", "160", StringComparison.Ordinal));
+
+        Json.Schema.JsonSchema validator = Json.Schema.JsonSchema.FromText(Reading);
+        foreach (JsonElement choice in response.GetProperty("choices").EnumerateArray())
+        {
+            string content = choice.GetProperty("message").GetProperty("content").GetString()!;
+            Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+            using JsonDocument answer = JsonDocument.Parse(content);
+            Assert.True(validator.Evaluate(answer.RootElement).IsValid, content);
+        }
+    }
+
     [Theory]
-    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {}}}", "json_schema")]
-    [InlineData("{\"type\": \"xml\"}", "'text' or 'json_object'")]
-    public async Task OtherFormatsAreRefusedByName(string format, string message)
+    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"minLength\": 2}}}}}",
+        "response_format.json_schema.schema", "schema.properties.a.minLength")]
+    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\"}}", "response_format.json_schema.schema", "is missing")]
+    [InlineData("{\"type\": \"json_schema\"}", "response_format.json_schema", "is missing")]
+    [InlineData("{\"type\": \"xml\"}", "response_format.type", "'text', 'json_object' or 'json_schema'")]
+    public async Task BadFormatsAreRefusedByName(string format, string param, string message)
     {
         (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions", Body(format, "\"temperature\": 0"));
         using (body)
         {
             Assert.Equal(System.Net.HttpStatusCode.BadRequest, status);
-            Assert.Equal("response_format.type", body.RootElement.GetProperty("error").GetProperty("param").GetString());
+            Assert.Equal(param, body.RootElement.GetProperty("error").GetProperty("param").GetString());
             Assert.Contains(message, body.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
         }
     }

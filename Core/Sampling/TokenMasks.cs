@@ -1,39 +1,34 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// Which tokens of a vocabulary continue a JSON object from a given <see cref="JsonPrefix"/> state, worked out once per
-/// state and shared by every sequence that constrains its output with it. Checking all 151 936 tokens of Qwen2's
-/// vocabulary took about 6.5 ms a step; a model writing a string's contents stays in one state for many steps, so most
-/// steps find their mask here.
+/// Which tokens of a vocabulary continue an answer from a given automaton state (<see cref="IByteAutomaton"/>), worked
+/// out once per state and shared by every sequence constrained by the same automaton. Checking all 151 936 tokens of
+/// Qwen2's vocabulary took about 6.5 ms a step; a model writing a string's contents stays in one state for many steps,
+/// so most steps find their mask here (a JSON object answer then cost no more than a free one).
 /// </summary>
-public sealed class JsonObjectMasks(TokenBytes tokens)
+public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
+    where TAutomaton : struct, IByteAutomaton
 {
     /// <summary>States kept (each a bit per token: 19 KB for Qwen2); past this many the cache starts over.</summary>
     private const int Capacity = 256;
 
-    private readonly Dictionary<(ulong, ulong), Mask> _masks = [];
+    private readonly Dictionary<string, TokenMask> _masks = [];
     private readonly Lock _lock = new();
 
     public TokenBytes Tokens { get; } = tokens;
 
-    /// <summary>Token t may come next when bit t is set; <see cref="Mask.Allowed"/> counts them.</summary>
-    public sealed record Mask(ulong[] Bits, int Allowed)
+    public TokenMask For(in TAutomaton state)
     {
-        public bool Has(int token) => (Bits[token >> 6] & (1UL << token)) != 0;
-    }
-
-    public Mask For(in JsonPrefix state)
-    {
-        (ulong, ulong) key = state.Key;
+        string key = state.Key;
         lock (_lock)
         {
-            if (_masks.TryGetValue(key, out Mask? known))
+            if (_masks.TryGetValue(key, out TokenMask? known))
             {
                 return known;
             }
         }
 
-        Mask mask = Compute(state);
+        TokenMask mask = Compute(state);
         lock (_lock)
         {
             if (_masks.Count >= Capacity)
@@ -47,7 +42,7 @@ public sealed class JsonObjectMasks(TokenBytes tokens)
         return mask;
     }
 
-    private Mask Compute(JsonPrefix state)
+    private TokenMask Compute(TAutomaton state)
     {
         var bits = new ulong[(Tokens.Count + 63) / 64];
         int allowed = 0;
@@ -60,11 +55,11 @@ public sealed class JsonObjectMasks(TokenBytes tokens)
             }
         }
 
-        return new Mask(bits, allowed);
+        return new TokenMask(bits, allowed);
     }
 
     /// <summary>Whether the bytes continue the text (an empty piece, a special token's, never does).</summary>
-    private static bool Continues(JsonPrefix state, ReadOnlySpan<byte> piece)
+    private static bool Continues(TAutomaton state, ReadOnlySpan<byte> piece)
     {
         if (piece.IsEmpty)
         {
@@ -81,4 +76,10 @@ public sealed class JsonObjectMasks(TokenBytes tokens)
 
         return true;
     }
+}
+
+/// <summary>Token t may come next when bit t is set; <see cref="Allowed"/> counts them.</summary>
+public sealed record TokenMask(ulong[] Bits, int Allowed)
+{
+    public bool Has(int token) => (Bits[token >> 6] & (1UL << token)) != 0;
 }

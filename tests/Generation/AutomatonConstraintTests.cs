@@ -5,12 +5,14 @@ using QwenSharp.Sampling;
 namespace QwenSharp.Tests.Generation;
 
 /// <summary>
-/// <see cref="JsonObjectConstraint"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
+/// <see cref="AutomatonConstraint{TAutomaton}"/> over <see cref="JsonSchema.AnyObject"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
 /// favour no structure: every text ended by an end token is an object System.Text.Json parses, no end token comes
 /// before the object closes, and then only end tokens come.
 /// </summary>
-public class JsonObjectConstraintTests
+public class AutomatonConstraintTests
 {
+    private static JsonSchemaPrefix AnyObject => JsonSchemaPrefix.Start(JsonSchema.AnyObject);
+
     private static readonly string?[] s_pieces =
     [
         null, "{", "}", "[", "]", "\"", "a", "\":", ",", " ", "\n\n", "1", "0", "-", ".", "e", "true", "nul", "l", "\\", "n", "u00e9",
@@ -40,11 +42,11 @@ public class JsonObjectConstraintTests
         var random = new Random(5);
         int finished = 0;
         // One set of masks for every run, as a server shares it: runs find the states others worked out.
-        var masks = new JsonObjectMasks(vocabulary);
+        var masks = new TokenMasks<JsonSchemaPrefix>(vocabulary);
         for (int run = 0; run < 300; run++)
         {
             var options = greedy ? SamplingOptions.Greedy : new SamplingOptions { DoSample = true, Temperature = 1.5, TopK = 0 };
-            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new JsonObjectConstraint(masks, s_ends));
+            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new AutomatonConstraint<JsonSchemaPrefix>(masks, AnyObject, s_ends));
             var text = new List<byte>();
             var generated = new List<int>();
             for (int step = 0; step < 200; step++)
@@ -83,16 +85,16 @@ public class JsonObjectConstraintTests
     public void AKeptMaskIsTheMaskWorkedOutAfresh()
     {
         TokenBytes vocabulary = Vocabulary();
-        var shared = new JsonObjectMasks(vocabulary);
+        var shared = new TokenMasks<JsonSchemaPrefix>(vocabulary);
         var random = new Random(9);
         int states = 0;
         for (int walk = 0; walk < 200; walk++)
         {
-            var state = default(JsonPrefix);
+            JsonSchemaPrefix state = AnyObject;
             for (int step = 0; step < 40 && !state.Complete; step++)
             {
-                JsonObjectMasks.Mask kept = shared.For(state);
-                JsonObjectMasks.Mask fresh = new JsonObjectMasks(vocabulary).For(state);
+                TokenMask kept = shared.For(state);
+                TokenMask fresh = new TokenMasks<JsonSchemaPrefix>(vocabulary).For(state);
                 Assert.Equal(fresh.Bits, kept.Bits);
                 states++;
                 int[] allowed = [.. Enumerable.Range(0, vocabulary.Count).Where(fresh.Has)];
@@ -115,7 +117,7 @@ public class JsonObjectConstraintTests
     public void OnceTheObjectClosesOnlyEndTokensAreLeft()
     {
         TokenBytes vocabulary = Vocabulary();
-        var constraint = new JsonObjectConstraint(new JsonObjectMasks(vocabulary), s_ends);
+        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, s_ends);
         constraint.Accept(1);   // {
         constraint.Accept(2);   // }
         float[] logits = [.. Enumerable.Range(0, vocabulary.Count).Select(t => (float)t)];
@@ -131,7 +133,7 @@ public class JsonObjectConstraintTests
     {
         // No token here begins with 'u', so after "n" nothing can spell "null".
         var vocabulary = new TokenBytes([.. new[] { "{", "\"a\":", "n", "x" }.Select(Encoding.UTF8.GetBytes), null]);
-        var constraint = new JsonObjectConstraint(new JsonObjectMasks(vocabulary), [4]);
+        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, [4]);
         foreach (int token in (int[])[0, 1, 2])
         {
             constraint.Accept(token);
@@ -149,7 +151,7 @@ public class JsonObjectConstraintTests
         TokenBytes vocabulary = Vocabulary();
         float[] logits = new float[vocabulary.Count];
 
-        new JsonObjectConstraint(new JsonObjectMasks(vocabulary), s_ends).Mask(logits);
+        new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, s_ends).Mask(logits);
 
         Assert.Equal([1, 25], Enumerable.Range(0, logits.Length).Where(t => logits[t] == 0));
     }

@@ -5,17 +5,20 @@ using QwenSharp.Sampling;
 namespace QwenSharp.Tests.Generation;
 
 /// <summary>
-/// <see cref="JsonPrefix"/> against System.Text.Json as the oracle: random objects (escapes, every UTF-8 length, every
-/// number form, nesting, whitespace) are accepted byte by byte and complete at their last byte; after a random one-byte
-/// mutation the automaton completes exactly when System.Text.Json parses the bytes as an object (within the automaton's
-/// stated limits); and named edge cases fail at the byte that breaks them.
+/// <see cref="JsonSchemaPrefix"/> over <see cref="JsonSchema.AnyObject"/> (OpenAI's json_object) against
+/// System.Text.Json as the oracle: random objects (escapes, every UTF-8 length, every number form, nesting, whitespace)
+/// are accepted byte by byte and complete at their last byte; after a random one-byte mutation the automaton completes
+/// exactly when System.Text.Json parses the bytes as an object (within the automaton's stated limits); and named edge
+/// cases fail at the byte that breaks them.
 /// </summary>
-public class JsonPrefixTests
+public class JsonObjectPrefixTests
 {
+    private static JsonSchemaPrefix AnyObject => JsonSchemaPrefix.Start(JsonSchema.AnyObject);
+
     /// <summary>Feeds the bytes; the index of the first refused byte, or -1 when all were taken.</summary>
     private static int Refused(ReadOnlySpan<byte> text, out bool complete)
     {
-        var state = default(JsonPrefix);
+        JsonSchemaPrefix state = AnyObject;
         for (int i = 0; i < text.Length; i++)
         {
             if (state.Feed(text[i]))
@@ -40,7 +43,7 @@ public class JsonPrefixTests
             byte[] text = Encoding.UTF8.GetBytes(RandomObject(random));
             Assert.True(ParsesAsObject(text), Encoding.UTF8.GetString(text));
 
-            var state = default(JsonPrefix);
+            JsonSchemaPrefix state = AnyObject;
             for (int i = 0; i < text.Length; i++)
             {
                 Assert.False(state.Complete, $"complete before byte {i} of {Encoding.UTF8.GetString(text)}");
@@ -129,10 +132,16 @@ public class JsonPrefixTests
     [Fact]
     public void LimitsStopWhitespaceNumbersAndNestingFromRunningOn()
     {
-        Assert.Equal(-1, Refused(Encoding.UTF8.GetBytes("{" + new string(' ', JsonPrefix.MaxWhitespace) + "}"), out _));
-        Assert.Equal(1 + JsonPrefix.MaxWhitespace, Refused(Encoding.UTF8.GetBytes("{" + new string('\n', JsonPrefix.MaxWhitespace + 1) + "}"), out _));
-        Assert.Equal(5 + JsonPrefix.MaxNumberBytes, Refused(Encoding.UTF8.GetBytes("{\"a\":" + new string('1', JsonPrefix.MaxNumberBytes + 1) + "}"), out _));
-        string deep = "{\"a\":" + new string('[', JsonPrefix.MaxDepth - 1);
+        Assert.Equal(-1, Refused(Encoding.UTF8.GetBytes("{\n" + new string(' ', JsonWhitespace.MaxIndent) + "}"), out _));
+        Assert.Equal(2 + JsonWhitespace.MaxIndent, Refused(Encoding.UTF8.GetBytes("{\n" + new string('\t', JsonWhitespace.MaxIndent + 1) + "}"), out _));
+        // One space, or a line break and an indent: no more, and no other whitespace.
+        Assert.Equal(2, Refused("{  }"u8, out _));
+        Assert.Equal(2, Refused("{ \n}"u8, out _));
+        Assert.Equal(2, Refused("{\n\n}"u8, out _));
+        Assert.Equal(1, Refused("{\r\n}"u8, out _));
+        Assert.Equal(1, Refused("{\t}"u8, out _));
+        Assert.Equal(5 + JsonScalar.MaxNumberBytes, Refused(Encoding.UTF8.GetBytes("{\"a\":" + new string('1', JsonScalar.MaxNumberBytes + 1) + "}"), out _));
+        string deep = "{\"a\":" + new string('[', JsonSchemaPrefix.MaxDepth - 1);
         Assert.Equal(-1, Refused(Encoding.UTF8.GetBytes(deep), out _));
         Assert.Equal(deep.Length, Refused(Encoding.UTF8.GetBytes(deep + "["), out _));
     }
@@ -177,7 +186,10 @@ public class JsonPrefixTests
         }
     }
 
-    /// <summary>The automaton's limits on text System.Text.Json would take: no whitespace first or last, none in runs over its maximum.</summary>
+    /// <summary>
+    /// The automaton's limits on text System.Text.Json would take: no whitespace first or last, and every run of it between
+    /// tokens one space or a line break with at most <see cref="JsonWhitespace.MaxIndent"/> spaces or tabs after it.
+    /// </summary>
     private static bool WithinLimits(byte[] text)
     {
         static bool Space(byte b) => b is (byte)' ' or (byte)'\t' or (byte)'\n' or (byte)'\r';
@@ -186,9 +198,9 @@ public class JsonPrefixTests
             return false;
         }
 
-        int run = 0;
+        var run = new List<byte>();
         bool inString = false, escaped = false;
-        foreach (byte b in text)
+        foreach (byte b in text.Append((byte)'x'))
         {
             if (inString)
             {
@@ -196,12 +208,21 @@ public class JsonPrefixTests
                 continue;
             }
 
-            inString = b == '"';
-            run = Space(b) ? run + 1 : 0;
-            if (run > JsonPrefix.MaxWhitespace)
+            if (Space(b))
+            {
+                run.Add(b);
+                continue;
+            }
+
+            bool allowed = run.Count == 0 || (run.Count == 1 && run[0] == ' ')
+                || (run[0] == '\n' && run.Count - 1 <= JsonWhitespace.MaxIndent && run.Skip(1).All(c => c is (byte)' ' or (byte)'\t'));
+            if (!allowed)
             {
                 return false;
             }
+
+            run.Clear();
+            inString = b == '"';
         }
 
         return true;
@@ -214,13 +235,18 @@ public class JsonPrefixTests
     private static string Value(Random random, int depth, bool topLevel = false)
     {
         int kind = topLevel ? 0 : random.Next(depth > 4 ? 2 : 7) + (depth > 4 ? 2 : 0);
-        string Space() => random.Next(4) == 0 ? new string(" \t\n\r"[random.Next(4)], random.Next(1, 4)) : "";
+        string Space() => random.Next(4) switch
+        {
+            0 => " ",
+            1 => "\n" + new string(" \t"[random.Next(2)], random.Next(0, 5)),
+            _ => "",
+        };
         switch (kind)
         {
             case 0:
             {
-                var members = Enumerable.Range(0, random.Next(4)).Select(_ => $"{Space()}{Text(random)}{Space()}:{Space()}{Value(random, depth + 1)}{Space()}");
-                return "{" + string.Join(",", members) + (random.Next(3) == 0 ? Space() : "") + "}";
+                string[] members = [.. Enumerable.Range(0, random.Next(4)).Select(_ => $"{Space()}{Text(random)}{Space()}:{Space()}{Value(random, depth + 1)}{Space()}")];
+                return "{" + string.Join(",", members) + (members.Length == 0 ? Space() : "") + "}";
             }
 
             case 1:

@@ -1,17 +1,21 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// OpenAI's <c>response_format: json_object</c>: the text must be a JSON object (<see cref="JsonPrefix"/>), and it ends
-/// when the object closes. A token is allowed when all its bytes continue the text validly (its bytes as
-/// <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the object is complete, and then only they.
-/// The mask is exact, every token of the vocabulary checked (<see cref="JsonObjectMasks"/>), and comes before
-/// penalties and sampling, as vLLM's guided decoding masks.
+/// An answer an automaton recognises (OpenAI's <c>response_format</c>: a JSON object, or one a JSON schema describes,
+/// <see cref="JsonSchemaPrefix"/>), ending when it is complete. A token is allowed when all
+/// its bytes continue the text (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the
+/// answer is complete, and then only they. The mask is exact, every token of the vocabulary checked
+/// (<see cref="TokenMasks{TAutomaton}"/>), and comes before penalties and sampling, as vLLM's guided decoding masks.
 /// </summary>
-public sealed class JsonObjectConstraint(JsonObjectMasks masks, IReadOnlyList<int> endTokens) : ITokenConstraint
+public sealed class AutomatonConstraint<TAutomaton>(TokenMasks<TAutomaton> masks, TAutomaton start, IReadOnlyList<int> endTokens) : ITokenConstraint
+    where TAutomaton : struct, IByteAutomaton
 {
     private readonly int[] _ends = [.. endTokens.Where(t => t >= 0 && t < masks.Tokens.Count)];
     private float[]? _endLogits;
-    private JsonPrefix _state;
+    // Not readonly: Feed changes the state in place, and on a readonly field it would change a copy.
+#pragma warning disable IDE0044
+    private TAutomaton _state = start;
+#pragma warning restore IDE0044
 
     public void Mask(Span<float> logits)
     {
@@ -24,7 +28,7 @@ public sealed class JsonObjectConstraint(JsonObjectMasks masks, IReadOnlyList<in
         bool onlyEnds = _state.Complete;
         if (!onlyEnds)
         {
-            JsonObjectMasks.Mask mask = masks.For(_state);
+            TokenMask mask = masks.For(_state);
             int count = Math.Min(logits.Length, masks.Tokens.Count);
             for (int t = 0; t < count; t++)
             {
@@ -35,7 +39,7 @@ public sealed class JsonObjectConstraint(JsonObjectMasks masks, IReadOnlyList<in
             }
 
             logits[count..].Fill(float.NegativeInfinity);
-            // No token continuing the object (a vocabulary without single-byte tokens can get here): the sequence ends
+            // No token continuing the answer (a vocabulary without single-byte tokens can get here): the sequence ends
             // rather than the draw failing.
             onlyEnds = mask.Allowed == 0;
         }
@@ -67,7 +71,7 @@ public sealed class JsonObjectConstraint(JsonObjectMasks masks, IReadOnlyList<in
         {
             if (!_state.Feed(b))
             {
-                throw new ArgumentException($"token {token} does not continue the JSON object (it was masked)", nameof(token));
+                throw new ArgumentException($"token {token} does not continue the answer (it was masked)", nameof(token));
             }
         }
     }

@@ -1,0 +1,397 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
+
+namespace QwenSharp.Sampling;
+
+/// <summary>The JSON types a schema node lets a value be.</summary>
+[Flags]
+public enum JsonKinds
+{
+    None = 0,
+    Object = 1,
+    Array = 2,
+    String = 4,
+    Number = 8,
+    Integer = 16,
+    Boolean = 32,
+    Null = 64,
+    Any = Object | Array | String | Number | Boolean | Null,
+}
+
+/// <summary>One property of an object node: its key as it is written (quoted, escaped as JSON escapes it), its value's node, and whether it must appear.</summary>
+public sealed record JsonSchemaProperty(byte[] Key, JsonSchemaNode Value, bool Required);
+
+/// <summary>
+/// A compiled schema node: the kinds a value may be, and for each kind what it holds. A node with <see cref="Enum"/> takes
+/// exactly one of those texts; an object node with <see cref="Properties"/> takes them in their order (required ones
+/// always, optional ones or not) and no others; one without takes any keys, each value <see cref="Values"/>.
+/// </summary>
+public sealed class JsonSchemaNode
+{
+    public int Id { get; internal set; }
+
+    public JsonKinds Kinds { get; internal set; }
+
+    /// <summary>The allowed values, each as the exact bytes written (enum, const), or null.</summary>
+    public byte[][]? Enum { get; internal set; }
+
+    public IReadOnlyList<JsonSchemaProperty>? Properties { get; internal set; }
+
+    /// <summary>The properties' keys as written, in order (what <see cref="JsonSchemaPrefix"/> matches).</summary>
+    internal byte[][]? Keys { get; set; }
+
+    /// <summary>An object without properties: each value's node. An array: each item's node.</summary>
+    public JsonSchemaNode? Values { get; internal set; }
+
+    public JsonSchemaNode? Items { get; internal set; }
+}
+
+/// <summary>
+/// A JSON schema (OpenAI's <c>response_format: json_schema</c>, <c>ChatResponseFormat.ForJsonSchema</c>) compiled to
+/// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
+/// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
+/// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say), and <c>$ref</c> into
+/// <c>$defs</c> or <c>definitions</c>, recursion included. Annotations (<c>title</c>, <c>description</c>,
+/// <c>format</c>, ...) are read past. A keyword that constrains values further (<c>pattern</c>, <c>minLength</c>,
+/// <c>minimum</c>, <c>maxItems</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
+/// </summary>
+public sealed class JsonSchema
+{
+    /// <summary>Past this many properties in one object (or values in one enum) a schema is refused: the automaton keeps its candidates as bits.</summary>
+    public const int MaxAlternatives = 64;
+
+    private static readonly HashSet<string> s_annotations =
+    [
+        "$schema", "$id", "$comment", "title", "description", "default", "examples", "format", "deprecated", "readOnly", "writeOnly",
+        "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+        "nullable",
+    ];
+
+    private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private readonly JsonElement _root;
+    private readonly Dictionary<string, JsonSchemaNode> _references = [];
+    private readonly List<JsonSchemaNode> _nodes = [];
+
+    private JsonSchema(JsonElement root)
+    {
+        _root = root;
+        Root = Compile(root, "schema");
+        if (Root.Kinds != JsonKinds.Object || Root.Enum is not null)
+        {
+            throw new ArgumentException("schema: the root must be an object (\"type\": \"object\"), as OpenAI's structured outputs require", "schema");
+        }
+    }
+
+    public JsonSchemaNode Root { get; }
+
+    /// <summary>Any JSON object (<c>{"type": "object"}</c>): OpenAI's <c>response_format: json_object</c>.</summary>
+    public static JsonSchema AnyObject { get; } = Compile(JsonDocument.Parse("""{"type": "object"}""").RootElement);
+
+    /// <summary>The node whose value is anything JSON (a schema of <c>true</c> or <c>{}</c>).</summary>
+    public JsonSchemaNode Any { get; private set; } = null!;
+
+    /// <summary>Compiles <paramref name="schema"/>; an unsupported or malformed schema is an <see cref="ArgumentException"/> naming the keyword's path (ParamName "schema").</summary>
+    public static JsonSchema Compile(JsonElement schema) => new(schema.Clone());
+
+    private JsonSchemaNode NewNode(JsonKinds kinds)
+    {
+        var node = new JsonSchemaNode { Id = _nodes.Count, Kinds = kinds };
+        _nodes.Add(node);
+        return node;
+    }
+
+    private JsonSchemaNode AnyNode()
+    {
+        if (Any is null)
+        {
+            Any = NewNode(JsonKinds.Any);
+            Any.Values = Any;
+            Any.Items = Any;
+        }
+
+        return Any;
+    }
+
+    private static ArgumentException Refuse(string path, string message) => new($"{path}: {message}", "schema");
+
+    private JsonSchemaNode Compile(JsonElement schema, string path)
+    {
+        if (schema.ValueKind == JsonValueKind.True)
+        {
+            return AnyNode();
+        }
+
+        if (schema.ValueKind != JsonValueKind.Object)
+        {
+            throw Refuse(path, $"a schema must be an object or true, not {schema.ValueKind}");
+        }
+
+        foreach (JsonProperty keyword in schema.EnumerateObject())
+        {
+            if (!s_annotations.Contains(keyword.Name))
+            {
+                throw Refuse($"{path}.{keyword.Name}", $"'{keyword.Name}' is not supported (it would constrain values further than the answer can be held to)");
+            }
+        }
+
+        if (schema.TryGetProperty("$ref", out JsonElement reference))
+        {
+            return Reference(reference, path);
+        }
+
+        if (schema.TryGetProperty("anyOf", out JsonElement anyOf) || schema.TryGetProperty("oneOf", out anyOf))
+        {
+            return Union(anyOf, $"{path}.{(schema.TryGetProperty("anyOf", out _) ? "anyOf" : "oneOf")}");
+        }
+
+        if (schema.TryGetProperty("const", out JsonElement constant))
+        {
+            return EnumNode([constant], path);
+        }
+
+        if (schema.TryGetProperty("enum", out JsonElement values))
+        {
+            if (values.ValueKind != JsonValueKind.Array || values.GetArrayLength() == 0)
+            {
+                throw Refuse($"{path}.enum", "'enum' must be a non-empty list");
+            }
+
+            return EnumNode([.. values.EnumerateArray()], $"{path}.enum");
+        }
+
+        JsonKinds kinds = Kinds(schema, path);
+        if (kinds == JsonKinds.Any && !schema.TryGetProperty("properties", out _) && !schema.TryGetProperty("items", out _))
+        {
+            return AnyNode();
+        }
+
+        JsonSchemaNode node = NewNode(kinds);
+        if (kinds.HasFlag(JsonKinds.Object))
+        {
+            ObjectShape(node, schema, path);
+        }
+
+        if (kinds.HasFlag(JsonKinds.Array))
+        {
+            node.Items = schema.TryGetProperty("items", out JsonElement items) ? Compile(items, $"{path}.items") : AnyNode();
+        }
+
+        return node;
+    }
+
+    /// <summary>The kinds <c>type</c> names (all of them when it is missing), with <c>nullable: true</c> adding null.</summary>
+    private static JsonKinds Kinds(JsonElement schema, string path)
+    {
+        JsonKinds kinds = JsonKinds.None;
+        if (!schema.TryGetProperty("type", out JsonElement type))
+        {
+            kinds = schema.TryGetProperty("properties", out _) ? JsonKinds.Object : schema.TryGetProperty("items", out _) ? JsonKinds.Array : JsonKinds.Any;
+        }
+        else
+        {
+            JsonElement[] names = type.ValueKind == JsonValueKind.Array ? [.. type.EnumerateArray()] : [type];
+            foreach (JsonElement name in names)
+            {
+                kinds |= name.ValueKind != JsonValueKind.String ? throw Refuse($"{path}.type", "'type' must be a type name or a list of them") : name.GetString() switch
+                {
+                    "object" => JsonKinds.Object,
+                    "array" => JsonKinds.Array,
+                    "string" => JsonKinds.String,
+                    "number" => JsonKinds.Number,
+                    "integer" => JsonKinds.Integer,
+                    "boolean" => JsonKinds.Boolean,
+                    "null" => JsonKinds.Null,
+                    string other => throw Refuse($"{path}.type", $"'{other}' is not a JSON schema type"),
+                    null => throw Refuse($"{path}.type", "'type' must be a type name or a list of them"),
+                };
+            }
+        }
+
+        if (schema.TryGetProperty("nullable", out JsonElement nullable) && nullable.ValueKind == JsonValueKind.True)
+        {
+            kinds |= JsonKinds.Null;
+        }
+
+        // Integers are numbers: a value that may be either is any number.
+        return kinds.HasFlag(JsonKinds.Number) ? kinds & ~JsonKinds.Integer : kinds;
+    }
+
+    private void ObjectShape(JsonSchemaNode node, JsonElement schema, string path)
+    {
+        if (!schema.TryGetProperty("properties", out JsonElement properties))
+        {
+            node.Values = schema.TryGetProperty("additionalProperties", out JsonElement additional) && additional.ValueKind != JsonValueKind.False
+                ? Compile(additional, $"{path}.additionalProperties")
+                : schema.TryGetProperty("additionalProperties", out _) ? null : AnyNode();
+            return;
+        }
+
+        if (properties.ValueKind != JsonValueKind.Object)
+        {
+            throw Refuse($"{path}.properties", "'properties' must be an object");
+        }
+
+        HashSet<string> required = schema.TryGetProperty("required", out JsonElement names) && names.ValueKind == JsonValueKind.Array
+            ? [.. names.EnumerateArray().Select(n => n.GetString() ?? throw Refuse($"{path}.required", "'required' must list property names"))]
+            : [];
+        var list = new List<JsonSchemaProperty>();
+        foreach (JsonProperty property in properties.EnumerateObject())
+        {
+            list.Add(new JsonSchemaProperty(Written(writer => writer.WriteStringValue(property.Name)), Compile(property.Value, $"{path}.properties.{property.Name}"),
+                required.Contains(property.Name)));
+        }
+
+        if (required.FirstOrDefault(r => !properties.TryGetProperty(r, out _)) is string missing)
+        {
+            throw Refuse($"{path}.required", $"'{missing}' is required but not among the properties");
+        }
+
+        if (list.Count > MaxAlternatives)
+        {
+            throw Refuse($"{path}.properties", $"{list.Count} properties; at most {MaxAlternatives} in one object");
+        }
+
+        node.Properties = list;
+        node.Keys = [.. list.Select(p => p.Key)];
+    }
+
+    private JsonSchemaNode EnumNode(IReadOnlyList<JsonElement> values, string path)
+    {
+        if (values.Count > MaxAlternatives)
+        {
+            throw Refuse(path, $"{values.Count} values; at most {MaxAlternatives}");
+        }
+
+        JsonSchemaNode node = NewNode(JsonKinds.None);
+        node.Enum = [.. values.Select(v => Written(v.WriteTo)).Distinct(ByteArrayComparer.Instance)];
+        node.Kinds = values.Aggregate(JsonKinds.None, (kinds, v) => kinds | KindOf(v));
+        return node;
+    }
+
+    private static JsonKinds KindOf(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Object => JsonKinds.Object,
+        JsonValueKind.Array => JsonKinds.Array,
+        JsonValueKind.String => JsonKinds.String,
+        JsonValueKind.Number => JsonKinds.Number,
+        JsonValueKind.True or JsonValueKind.False => JsonKinds.Boolean,
+        _ => JsonKinds.Null,
+    };
+
+    /// <summary>
+    /// anyOf/oneOf: the alternatives' kinds must not overlap (their values begin differently, so the first byte picks one),
+    /// except that enums, and null or boolean types, merge into one enum (an optional enum: anyOf [enum, null]).
+    /// </summary>
+    private JsonSchemaNode Union(JsonElement alternatives, string path)
+    {
+        if (alternatives.ValueKind != JsonValueKind.Array || alternatives.GetArrayLength() == 0)
+        {
+            throw Refuse(path, "must be a non-empty list of schemas");
+        }
+
+        JsonSchemaNode[] nodes = [.. alternatives.EnumerateArray().Select((a, i) => Compile(a, $"{path}[{i}]"))];
+        if (nodes.Length == 1)
+        {
+            return nodes[0];
+        }
+
+        if (nodes.Any(n => n.Enum is not null))
+        {
+            if (nodes.Any(n => n.Enum is null && (n.Kinds & ~(JsonKinds.Null | JsonKinds.Boolean)) != 0))
+            {
+                throw Refuse(path, "an enum or const alternative goes only with other enums, null or boolean");
+            }
+
+            JsonSchemaNode merged = NewNode(JsonKinds.None);
+            merged.Enum = [.. nodes.SelectMany(n => n.Enum ?? LiteralsOf(n.Kinds)).Distinct(ByteArrayComparer.Instance)];
+            merged.Kinds = nodes.Aggregate(JsonKinds.None, (kinds, n) => kinds | n.Kinds);
+            return merged.Enum.Length > MaxAlternatives ? throw Refuse(path, $"more than {MaxAlternatives} values") : merged;
+        }
+
+        JsonSchemaNode union = NewNode(JsonKinds.None);
+        foreach (JsonSchemaNode n in nodes)
+        {
+            JsonKinds numeric = JsonKinds.Number | JsonKinds.Integer;
+            bool overlap = (union.Kinds & n.Kinds & ~numeric) != 0 || ((union.Kinds & numeric) != 0 && (n.Kinds & numeric) != 0);
+            if (overlap)
+            {
+                throw Refuse(path, "two alternatives can begin the same way (both objects, say); only alternatives of different types are supported");
+            }
+
+            union.Kinds |= n.Kinds;
+            union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
+            union.Keys ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Keys : null;
+            union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
+            union.Items ??= n.Items;
+        }
+
+        return union;
+    }
+
+    private static byte[][] LiteralsOf(JsonKinds kinds) =>
+        [.. (kinds.HasFlag(JsonKinds.Null) ? new[] { "null"u8.ToArray() } : []).Concat(kinds.HasFlag(JsonKinds.Boolean) ? ["true"u8.ToArray(), "false"u8.ToArray()] : [])];
+
+    /// <summary><c>$ref</c> to <c>#</c>, <c>#/$defs/NAME</c> or <c>#/definitions/NAME</c>; each compiled once, so a recursive schema is a cycle of nodes.</summary>
+    private JsonSchemaNode Reference(JsonElement reference, string path)
+    {
+        string target = reference.GetString() ?? throw Refuse($"{path}.$ref", "'$ref' must be a string");
+        if (_references.TryGetValue(target, out JsonSchemaNode? known))
+        {
+            return known;
+        }
+
+        JsonElement schema;
+        if (target == "#")
+        {
+            schema = _root;
+        }
+        else if ((target.StartsWith("#/$defs/", StringComparison.Ordinal) && _root.TryGetProperty("$defs", out JsonElement defs)
+                || target.StartsWith("#/definitions/", StringComparison.Ordinal) && _root.TryGetProperty("definitions", out defs))
+            && defs.TryGetProperty(target[(target.LastIndexOf('/') + 1)..], out schema))
+        {
+        }
+        else
+        {
+            throw Refuse($"{path}.$ref", $"'{target}' is not '#', '#/$defs/NAME' or '#/definitions/NAME' of this schema");
+        }
+
+        // A placeholder first, so that a reference back to this one finds it; filled from the compiled schema after.
+        JsonSchemaNode placeholder = NewNode(JsonKinds.None);
+        _references[target] = placeholder;
+        JsonSchemaNode compiled = Compile(schema, target);
+        placeholder.Kinds = compiled.Kinds;
+        placeholder.Enum = compiled.Enum;
+        placeholder.Properties = compiled.Properties;
+        placeholder.Keys = compiled.Keys;
+        placeholder.Values = compiled.Values;
+        placeholder.Items = compiled.Items;
+        return placeholder;
+    }
+
+    private static byte[] Written(Action<Utf8JsonWriter> write)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer, s_writer))
+        {
+            write(writer);
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private sealed class ByteArrayComparer : IEqualityComparer<byte[]>
+    {
+        public static readonly ByteArrayComparer Instance = new();
+
+        public bool Equals(byte[]? x, byte[]? y) => x.AsSpan().SequenceEqual(y);
+
+        public int GetHashCode(byte[] bytes)
+        {
+            var hash = default(HashCode);
+            hash.AddBytes(bytes);
+            return hash.ToHashCode();
+        }
+    }
+}
