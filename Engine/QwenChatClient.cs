@@ -25,6 +25,7 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
+        CheckFormatAndTools(options);
         (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, options?.Tools);
         string responseId = Guid.NewGuid().ToString("N");
         var answer = new StringBuilder();
@@ -107,4 +108,13 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         JsonObject = options.ResponseFormat is ChatResponseFormatJson { Schema: null },
         JsonSchema = (options.ResponseFormat as ChatResponseFormatJson)?.Schema,
     };
+
+    /// <summary>A held answer (ChatResponseFormat.Json) cannot hold a tool call: with tools offered, they could never be called.</summary>
+    private static void CheckFormatAndTools(ChatOptions? options)
+    {
+        if (options?.ResponseFormat is ChatResponseFormatJson && options.Tools is { Count: > 0 } && options.ToolMode is not NoneChatToolMode)
+        {
+            throw new NotSupportedException("ChatOptions.ResponseFormat JSON with ChatOptions.Tools: a held answer cannot call a tool here; drop one, or set ToolMode = ChatToolMode.None");
+        }
+    }
 }

@@ -49,6 +49,13 @@ internal static class ChatCompletionsEndpoint
         Func<ITokenConstraint>? constraint = ResponseFormat(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
+        if (constraint is not null && hasTools)
+        {
+            // A held answer cannot hold a <tool_call> block: the tools would be offered and never callable.
+            throw ApiException.BadField("response_format", "'response_format' json_object or json_schema with 'tools': a held answer cannot call a tool here; "
+                + "drop one, or set 'tool_choice': 'none'");
+        }
+
         int[] ids = server.Tokenizer.Encode(prompt);
 
         // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.

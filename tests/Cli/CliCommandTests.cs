@@ -69,7 +69,7 @@ public sealed class CliCommandTests
         File.WriteAllText(file, Schema);
 
         CliRunner.Result result = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", "JSON please", "--json-schema", file,
-            "--temperature", "1", "--seed", "3", "--num-return-sequences", "3", "--max-new-tokens", "80", "--json");
+            "--temperature", "1", "--seed", "3", "--num-return-sequences", "3", "--max-new-tokens", "200", "--json");
 
         Assert.Equal(0, result.ExitCode);
         Json.Schema.JsonSchema validator = Json.Schema.JsonSchema.FromText(Schema);

@@ -62,7 +62,7 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     public async Task JsonSchemaAnswersPassAnIndependentValidator()
     {
         string format = $"{{\"type\": \"json_schema\", \"json_schema\": {{\"name\": \"reading\", \"strict\": true, \"schema\": {Reading}}}}}";
-        JsonElement response = await _server.PostOkAsync("/v1/chat/completions", Body(format, "\"temperature\": 1.0, \"seed\": 7, \"n\": 3").Replace("48", "160", StringComparison.Ordinal));
+        JsonElement response = await _server.PostOkAsync("/v1/chat/completions", Body(format, "\"temperature\": 1.0, \"seed\": 7, \"n\": 3").Replace("48", "300", StringComparison.Ordinal));
 
         Json.Schema.JsonSchema validator = Json.Schema.JsonSchema.FromText(Reading);
         foreach (JsonElement choice in response.GetProperty("choices").EnumerateArray())
@@ -80,6 +80,7 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\"}}", "response_format.json_schema.schema", "is missing")]
     [InlineData("{\"type\": \"json_schema\"}", "response_format.json_schema", "is missing")]
     [InlineData("{\"type\": \"xml\"}", "response_format.type", "'text', 'json_object' or 'json_schema'")]
+    [InlineData("{\"type\": \"json_object\"}, \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]", "response_format", "cannot call a tool")]
     public async Task BadFormatsAreRefusedByName(string format, string param, string message)
     {
         (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions", Body(format, "\"temperature\": 0"));
