@@ -42,31 +42,41 @@ public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
         return mask;
     }
 
+    /// <summary>
+    /// Every token checked, a first byte at a time: a byte the state refuses rules out all tokens that begin with it at
+    /// once (a key or an enum value allows one), and the others go on from the state after it. Checking every token from
+    /// the start took 6.5 ms a state on Qwen2's vocabulary.
+    /// </summary>
     private TokenMask Compute(TAutomaton state)
     {
         var bits = new ulong[(Tokens.Count + 63) / 64];
         int allowed = 0;
-        for (int t = 0; t < Tokens.Count; t++)
+        for (int first = 0; first < 256; first++)
         {
-            if (Continues(state, Tokens.Of(t)))
+            ReadOnlySpan<int> group = Tokens.StartingWith((byte)first);
+            TAutomaton afterFirst = state;
+            if (group.IsEmpty || !afterFirst.Feed((byte)first))
             {
-                bits[t >> 6] |= 1UL << t;
-                allowed++;
+                continue;
+            }
+
+            foreach (int t in group)
+            {
+                if (Continues(afterFirst, Tokens.Of(t)[1..]))
+                {
+                    bits[t >> 6] |= 1UL << t;
+                    allowed++;
+                }
             }
         }
 
         return new TokenMask(bits, allowed);
     }
 
-    /// <summary>Whether the bytes continue the text (an empty piece, a special token's, never does).</summary>
-    private static bool Continues(TAutomaton state, ReadOnlySpan<byte> piece)
+    /// <summary>Whether the rest of a token's bytes continue the text from <paramref name="state"/>.</summary>
+    private static bool Continues(TAutomaton state, ReadOnlySpan<byte> rest)
     {
-        if (piece.IsEmpty)
-        {
-            return false;
-        }
-
-        foreach (byte b in piece)
+        foreach (byte b in rest)
         {
             if (!state.Feed(b))
             {

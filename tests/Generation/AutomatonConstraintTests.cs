@@ -96,6 +96,9 @@ public class AutomatonConstraintTests
                 TokenMask kept = shared.For(state);
                 TokenMask fresh = new TokenMasks<JsonSchemaPrefix>(vocabulary).For(state);
                 Assert.Equal(fresh.Bits, kept.Bits);
+                // And both are every token checked from the start, byte by byte.
+                JsonSchemaPrefix at = state;
+                Assert.Equal(Enumerable.Range(0, vocabulary.Count).Where(t => Takes(at, vocabulary.Of(t).ToArray())), Enumerable.Range(0, vocabulary.Count).Where(fresh.Has));
                 states++;
                 int[] allowed = [.. Enumerable.Range(0, vocabulary.Count).Where(fresh.Has)];
                 if (allowed.Length == 0)
@@ -112,6 +115,8 @@ public class AutomatonConstraintTests
 
         Assert.True(states > 2000, $"{states} states");
     }
+
+    private static bool Takes(JsonSchemaPrefix state, byte[] piece) => piece.Length > 0 && piece.All(state.Feed);
 
     [Fact]
     public void OnceTheObjectClosesOnlyEndTokensAreLeft()
