@@ -2,9 +2,9 @@ namespace QwenSharp.Sampling;
 
 /// <summary>
 /// An answer an automaton recognises (OpenAI's <c>response_format</c>: a JSON object, or one a JSON schema describes,
-/// <see cref="JsonSchemaPrefix"/>), ending when it is complete. A token is allowed when all
-/// its bytes continue the text (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the
-/// answer is complete, and then only they. The mask is exact, every token of the vocabulary checked
+/// <see cref="JsonSchemaPrefix"/>), ending when it is complete. A token is allowed when all its bytes continue the text
+/// (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the answer is complete, and then
+/// only they. The mask is exact, every token of the vocabulary checked
 /// (<see cref="TokenMasks{TAutomaton}"/>), and comes before penalties and sampling, as vLLM's guided decoding masks.
 /// </summary>
 public sealed class AutomatonConstraint<TAutomaton>(TokenMasks<TAutomaton> masks, TAutomaton start, IReadOnlyList<int> endTokens) : ITokenConstraint
