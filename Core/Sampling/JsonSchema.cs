@@ -28,6 +28,8 @@ public sealed record JsonSchemaProperty(byte[] Key, JsonSchemaNode Value, bool R
 /// </summary>
 public sealed class JsonSchemaNode
 {
+    private IReadOnlyList<JsonSchemaProperty>? _properties;
+
     public int Id { get; internal set; }
 
     public JsonKinds Kinds { get; internal set; }
@@ -35,10 +37,18 @@ public sealed class JsonSchemaNode
     /// <summary>The allowed values, each as the exact bytes written (enum, const), or null.</summary>
     public byte[][]? Enum { get; internal set; }
 
-    public IReadOnlyList<JsonSchemaProperty>? Properties { get; internal set; }
+    public IReadOnlyList<JsonSchemaProperty>? Properties
+    {
+        get => _properties;
+        internal set
+        {
+            _properties = value;
+            Keys = value is null ? null : [.. value.Select(p => p.Key)];
+        }
+    }
 
-    /// <summary>The properties' keys as written, in order (what <see cref="JsonSchemaPrefix"/> matches).</summary>
-    internal byte[][]? Keys { get; set; }
+    /// <summary>The properties' keys as written, in order (what <see cref="JsonSchemaPrefix"/> matches): set with them.</summary>
+    internal byte[][]? Keys { get; private set; }
 
     /// <summary>An object without properties: each value's node. An array: each item's node.</summary>
     public JsonSchemaNode? Values { get; internal set; }
@@ -72,7 +82,7 @@ public sealed class JsonSchema
 
     private readonly JsonElement _root;
     private readonly Dictionary<string, JsonSchemaNode> _references = [];
-    private readonly List<JsonSchemaNode> _nodes = [];
+    private int _nodes;
 
     private JsonSchema(JsonElement root)
     {
@@ -97,9 +107,7 @@ public sealed class JsonSchema
 
     private JsonSchemaNode NewNode(JsonKinds kinds)
     {
-        var node = new JsonSchemaNode { Id = _nodes.Count, Kinds = kinds };
-        _nodes.Add(node);
-        return node;
+        return new JsonSchemaNode { Id = _nodes++, Kinds = kinds };
     }
 
     private JsonSchemaNode AnyNode()
@@ -254,7 +262,6 @@ public sealed class JsonSchema
         }
 
         node.Properties = list;
-        node.Keys = [.. list.Select(p => p.Key)];
     }
 
     private JsonSchemaNode EnumNode(IReadOnlyList<JsonElement> values, string path)
@@ -322,7 +329,6 @@ public sealed class JsonSchema
 
             union.Kinds |= n.Kinds;
             union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
-            union.Keys ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Keys : null;
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
             union.Items ??= n.Items;
         }
@@ -364,7 +370,6 @@ public sealed class JsonSchema
         placeholder.Kinds = compiled.Kinds;
         placeholder.Enum = compiled.Enum;
         placeholder.Properties = compiled.Properties;
-        placeholder.Keys = compiled.Keys;
         placeholder.Values = compiled.Values;
         placeholder.Items = compiled.Items;
         return placeholder;
