@@ -6,7 +6,7 @@ namespace QwenSharp;
 
 /// <summary>
 /// The answers a model's generations can be held to (a JSON object, or what a JSON schema describes), each sequence its
-/// own <see cref="AutomatonConstraint{TAutomaton}"/>. One table of the tokens' bytes, built on first use (special tokens,
+/// own <see cref="AutomatonConstraint"/>. One table of the tokens' bytes, built on first use (special tokens,
 /// and the padding rows past the tokenizer's vocabulary, have none, so no constrained answer holds them), and the masks
 /// worked out per automaton state, kept for the JSON object and for the last schemas used, so that requests with the same
 /// schema share them.
@@ -16,21 +16,21 @@ internal sealed class ConstrainedOutput
     private const int SchemasKept = 16;
 
     private readonly Lazy<TokenBytes> _tokens;
-    private readonly Lazy<TokenMasks<JsonSchemaPrefix>> _object;
+    private readonly Lazy<TokenMasks> _object;
     private readonly IReadOnlyList<int> _endTokens;
-    private readonly Dictionary<string, (Sampling.JsonSchema Schema, TokenMasks<JsonSchemaPrefix> Masks)> _schemas = [];
+    private readonly Dictionary<string, (Sampling.JsonSchema Schema, TokenMasks Masks)> _schemas = [];
     private readonly Lock _lock = new();
 
     public ConstrainedOutput(Tokenizer tokenizer, int vocabularySize, IReadOnlyList<int> endTokens)
     {
         _tokens = new Lazy<TokenBytes>(() => new TokenBytes(
             [.. Enumerable.Range(0, vocabularySize).Select(id => tokenizer.IdToToken(id) is null || tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id))]));
-        _object = new Lazy<TokenMasks<JsonSchemaPrefix>>(() => new TokenMasks<JsonSchemaPrefix>(_tokens.Value));
+        _object = new Lazy<TokenMasks>(() => new TokenMasks(_tokens.Value));
         _endTokens = endTokens;
     }
 
     /// <summary>Each answer a JSON object (<see cref="Sampling.JsonSchema.AnyObject"/>).</summary>
-    public Func<ITokenConstraint> JsonObject() => () => new AutomatonConstraint<JsonSchemaPrefix>(_object.Value, JsonSchemaPrefix.Start(Sampling.JsonSchema.AnyObject), _endTokens);
+    public Func<ITokenConstraint> JsonObject() => () => new AutomatonConstraint(_object.Value, JsonSchemaPrefix.Start(Sampling.JsonSchema.AnyObject), _endTokens);
 
     /// <summary>
     /// Each answer what <paramref name="schema"/> describes (<see cref="JsonSchemaPrefix"/>); a schema
@@ -39,7 +39,7 @@ internal sealed class ConstrainedOutput
     public Func<ITokenConstraint> JsonSchema(JsonElement schema)
     {
         string text = schema.GetRawText();
-        (Sampling.JsonSchema Schema, TokenMasks<JsonSchemaPrefix> Masks) kept;
+        (Sampling.JsonSchema Schema, TokenMasks Masks) kept;
         lock (_lock)
         {
             _schemas.TryGetValue(text, out kept);
@@ -47,7 +47,7 @@ internal sealed class ConstrainedOutput
 
         if (kept.Schema is null)
         {
-            kept = (Sampling.JsonSchema.Compile(schema), new TokenMasks<JsonSchemaPrefix>(_tokens.Value));
+            kept = (Sampling.JsonSchema.Compile(schema), new TokenMasks(_tokens.Value));
             lock (_lock)
             {
                 if (_schemas.Count >= SchemasKept)
@@ -59,6 +59,6 @@ internal sealed class ConstrainedOutput
             }
         }
 
-        return () => new AutomatonConstraint<JsonSchemaPrefix>(kept.Masks, JsonSchemaPrefix.Start(kept.Schema), _endTokens);
+        return () => new AutomatonConstraint(kept.Masks, JsonSchemaPrefix.Start(kept.Schema), _endTokens);
     }
 }

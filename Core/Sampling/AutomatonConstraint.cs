@@ -5,17 +5,13 @@ namespace QwenSharp.Sampling;
 /// <see cref="JsonSchemaPrefix"/>), ending when it is complete. A token is allowed when all its bytes continue the text
 /// (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the answer is complete, and then
 /// only they. The mask is exact, every token of the vocabulary checked
-/// (<see cref="TokenMasks{TAutomaton}"/>), and comes before penalties and sampling, as vLLM's guided decoding masks.
+/// (<see cref="TokenMasks"/>), and comes before penalties and sampling, as vLLM's guided decoding masks.
 /// </summary>
-public sealed class AutomatonConstraint<TAutomaton>(TokenMasks<TAutomaton> masks, TAutomaton start, IReadOnlyList<int> endTokens) : ITokenConstraint
-    where TAutomaton : struct, IByteAutomaton
+public sealed class AutomatonConstraint(TokenMasks masks, JsonSchemaPrefix start, IReadOnlyList<int> endTokens) : ITokenConstraint
 {
     private readonly int[] _ends = [.. endTokens.Where(t => t >= 0 && t < masks.Tokens.Count)];
     private float[]? _endLogits;
-    // Not readonly: Feed changes the state in place, and on a readonly field it would change a copy.
-#pragma warning disable IDE0044
-    private TAutomaton _state = start;
-#pragma warning restore IDE0044
+    private JsonSchemaPrefix _state = start;
 
     public void Mask(Span<float> logits)
     {

@@ -45,7 +45,7 @@ internal struct JsonScalar
     // Number grammar states (_step): -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
     private const byte NumberSign = 0, NumberZero = 1, NumberInteger = 2, NumberPoint = 3, NumberFraction = 4, NumberE = 5, NumberExponentSign = 6, NumberExponent = 7;
 
-    /// <summary>The state as text, for <see cref="IByteAutomaton.Key"/>.</summary>
+    /// <summary>The state as text, for <see cref="JsonSchemaPrefix.Key"/>.</summary>
     public readonly string Key => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{(_integer ? 1 : 0)}");
 

@@ -13,7 +13,7 @@ namespace QwenSharp.Sampling;
 /// <see cref="JsonSchema.AnyObject"/> it takes any JSON object (OpenAI's <c>json_object</c>); whatever it calls
 /// <see cref="Complete"/> is an answer System.Text.Json parses and the schema allows.
 /// </summary>
-public struct JsonSchemaPrefix : IByteAutomaton
+public struct JsonSchemaPrefix
 {
     /// <summary>Containers open at once, at most.</summary>
     public const int MaxDepth = 64;
@@ -53,10 +53,10 @@ public struct JsonSchemaPrefix : IByteAutomaton
         return new JsonSchemaPrefix { _node = schema.Root, _mode = Mode.Start };
     }
 
-    /// <inheritdoc/>
+    /// <summary>The text so far is a whole answer, and nothing may follow it.</summary>
     public readonly bool Complete => _mode == Mode.Done;
 
-    /// <inheritdoc/>
+    /// <summary>The whole state as a string: equal keys take the same bytes from here on (<see cref="TokenMasks"/> keeps a mask per key).</summary>
     public readonly string Key
     {
         get
@@ -73,7 +73,7 @@ public struct JsonSchemaPrefix : IByteAutomaton
         }
     }
 
-    /// <inheritdoc/>
+    /// <summary>Takes one byte; false (the state then undefined) when no answer the schema allows begins with the bytes so far.</summary>
     public bool Feed(byte b)
     {
         switch (_mode)

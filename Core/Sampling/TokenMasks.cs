@@ -1,13 +1,12 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// Which tokens of a vocabulary continue an answer from a given automaton state (<see cref="IByteAutomaton"/>), worked
-/// out once per state and shared by every sequence constrained by the same automaton. Checking all 151 936 tokens of
+/// Which tokens of a vocabulary continue an answer from a given automaton state (<see cref="JsonSchemaPrefix"/>), worked
+/// out once per state and shared by every sequence held to the same schema. Checking all 151 936 tokens of
 /// Qwen2's vocabulary took about 6.5 ms a step; a model writing a string's contents stays in one state for many steps,
 /// so most steps find their mask here (a JSON object answer then cost no more than a free one).
 /// </summary>
-public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
-    where TAutomaton : struct, IByteAutomaton
+public sealed class TokenMasks(TokenBytes tokens)
 {
     /// <summary>States kept (each a bit per token: 19 KB for Qwen2); past this many the cache starts over.</summary>
     private const int Capacity = 256;
@@ -17,7 +16,7 @@ public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
 
     public TokenBytes Tokens { get; } = tokens;
 
-    public TokenMask For(in TAutomaton state)
+    public TokenMask For(in JsonSchemaPrefix state)
     {
         string key = state.Key;
         lock (_lock)
@@ -47,14 +46,14 @@ public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
     /// once (a key or an enum value allows one), and the others go on from the state after it. Checking every token from
     /// the start took 6.5 ms a state on Qwen2's vocabulary.
     /// </summary>
-    private TokenMask Compute(TAutomaton state)
+    private TokenMask Compute(JsonSchemaPrefix state)
     {
         var bits = new ulong[(Tokens.Count + 63) / 64];
         int allowed = 0;
         for (int first = 0; first < 256; first++)
         {
             ReadOnlySpan<int> group = Tokens.StartingWith((byte)first);
-            TAutomaton afterFirst = state;
+            JsonSchemaPrefix afterFirst = state;
             if (group.IsEmpty || !afterFirst.Feed((byte)first))
             {
                 continue;
@@ -74,7 +73,7 @@ public sealed class TokenMasks<TAutomaton>(TokenBytes tokens)
     }
 
     /// <summary>Whether the rest of a token's bytes continue the text from <paramref name="state"/>.</summary>
-    private static bool Continues(TAutomaton state, ReadOnlySpan<byte> rest)
+    private static bool Continues(JsonSchemaPrefix state, ReadOnlySpan<byte> rest)
     {
         foreach (byte b in rest)
         {

@@ -5,7 +5,7 @@ using QwenSharp.Sampling;
 namespace QwenSharp.Tests.Generation;
 
 /// <summary>
-/// <see cref="AutomatonConstraint{TAutomaton}"/> over <see cref="JsonSchema.AnyObject"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
+/// <see cref="AutomatonConstraint"/> over <see cref="JsonSchema.AnyObject"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
 /// favour no structure: every text ended by an end token is an object System.Text.Json parses, no end token comes
 /// before the object closes, and then only end tokens come.
 /// </summary>
@@ -42,11 +42,11 @@ public class AutomatonConstraintTests
         var random = new Random(5);
         int finished = 0;
         // One set of masks for every run, as a server shares it: runs find the states others worked out.
-        var masks = new TokenMasks<JsonSchemaPrefix>(vocabulary);
+        var masks = new TokenMasks(vocabulary);
         for (int run = 0; run < 300; run++)
         {
             var options = greedy ? SamplingOptions.Greedy : new SamplingOptions { DoSample = true, Temperature = 1.5, TopK = 0 };
-            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new AutomatonConstraint<JsonSchemaPrefix>(masks, AnyObject, s_ends));
+            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new AutomatonConstraint(masks, AnyObject, s_ends));
             var text = new List<byte>();
             var generated = new List<int>();
             for (int step = 0; step < 200; step++)
@@ -85,7 +85,7 @@ public class AutomatonConstraintTests
     public void AKeptMaskIsTheMaskWorkedOutAfresh()
     {
         TokenBytes vocabulary = Vocabulary();
-        var shared = new TokenMasks<JsonSchemaPrefix>(vocabulary);
+        var shared = new TokenMasks(vocabulary);
         var random = new Random(9);
         int states = 0;
         for (int walk = 0; walk < 200; walk++)
@@ -94,7 +94,7 @@ public class AutomatonConstraintTests
             for (int step = 0; step < 40 && !state.Complete; step++)
             {
                 TokenMask kept = shared.For(state);
-                TokenMask fresh = new TokenMasks<JsonSchemaPrefix>(vocabulary).For(state);
+                TokenMask fresh = new TokenMasks(vocabulary).For(state);
                 Assert.Equal(fresh.Bits, kept.Bits);
                 // And both are every token checked from the start, byte by byte.
                 JsonSchemaPrefix at = state;
@@ -122,7 +122,7 @@ public class AutomatonConstraintTests
     public void OnceTheObjectClosesOnlyEndTokensAreLeft()
     {
         TokenBytes vocabulary = Vocabulary();
-        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, s_ends);
+        var constraint = new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, s_ends);
         constraint.Accept(1);   // {
         constraint.Accept(2);   // }
         float[] logits = [.. Enumerable.Range(0, vocabulary.Count).Select(t => (float)t)];
@@ -138,7 +138,7 @@ public class AutomatonConstraintTests
     {
         // No token here begins with 'u', so after "n" nothing can spell "null".
         var vocabulary = new TokenBytes([.. new[] { "{", "\"a\":", "n", "x" }.Select(Encoding.UTF8.GetBytes), null]);
-        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, [4]);
+        var constraint = new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, [4]);
         foreach (int token in (int[])[0, 1, 2])
         {
             constraint.Accept(token);
@@ -156,7 +156,7 @@ public class AutomatonConstraintTests
         TokenBytes vocabulary = Vocabulary();
         float[] logits = new float[vocabulary.Count];
 
-        new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks<JsonSchemaPrefix>(vocabulary), AnyObject, s_ends).Mask(logits);
+        new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, s_ends).Mask(logits);
 
         Assert.Equal([1, 25], Enumerable.Range(0, logits.Length).Where(t => logits[t] == 0));
     }
