@@ -17,8 +17,10 @@ internal enum ScalarStep : byte
 }
 
 /// <summary>
-/// The byte steps inside one JSON string, number or literal (RFC 8259), for <see cref="JsonSchemaPrefix"/>. Strings take any well-formed UTF-8 but control characters, with JSON's escapes;
-/// numbers follow JSON's grammar (integers only when asked), at most <see cref="MaxNumberBytes"/> bytes long.
+/// The byte steps inside one JSON string, number or literal (RFC 8259), for <see cref="JsonSchemaPrefix"/>. Strings take
+/// any well-formed UTF-8 but control characters, with JSON's escapes (surrogates only in pairs), and a schema's
+/// <c>minLength</c>/<c>maxLength</c> in code points; numbers follow JSON's grammar (integers only when asked), at most
+/// <see cref="MaxNumberBytes"/> bytes long, and a schema's range (<see cref="JsonNumberRange"/>).
 /// </summary>
 internal struct JsonScalar
 {
@@ -30,7 +32,13 @@ internal struct JsonScalar
     private byte _step;         // String: escape state; Number: grammar state; Literal: bytes matched
     private byte _left;         // String: UTF-8 continuation bytes owed; Number: bytes used; Literal: which literal
     private byte _lowest, _highest;   // String: the range of the next continuation byte
+    private byte _unit;         // String: the first hex digit of a \u escape
     private bool _integer;      // Number: no fraction or exponent
+    private JsonSchemaNode? _bounds;  // String: its length limits; Number: its range (null: none)
+    private int _length;        // String held to a length: characters so far
+    private bool _negative;     // Number in a range: began with a minus
+    private int _integerDigits, _fractionDigits;    // Number in a range: digits before the point, and after it (-1: no point)
+    private decimal _magnitude; // Number in a range: the value of the digits so far
 
     private enum Kind : byte
     {
@@ -39,31 +47,60 @@ internal struct JsonScalar
         Literal,
     }
 
-    // String escape states (_step): 2..5 are that many \u hex digits still to come, less one.
-    private const byte Plain = 0, Escaped = 1;
+    // String escape states (_step): 2..5 are that many \u hex digits still to come, less one; 6..9 the \u of a low
+    // surrogate owed by a high one, byte by byte (backslash, u, D, [C-F]), its last two hex digits then 3 and 2.
+    private const byte Plain = 0, Escaped = 1, FirstHex = 5, LastHex = 2, LowBackslash = 6, LowU = 7, LowD = 8, LowSecond = 9;
+
+    // _unit after the second hex digit of a high surrogate: its low half must follow.
+    private const byte HighSurrogate = 0x10;
 
     // Number grammar states (_step): -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
     private const byte NumberSign = 0, NumberZero = 1, NumberInteger = 2, NumberPoint = 3, NumberFraction = 4, NumberE = 5, NumberExponentSign = 6, NumberExponent = 7;
 
-    /// <summary>The state as text, for <see cref="JsonSchemaPrefix.Key"/>.</summary>
-    public readonly string Key => string.Create(System.Globalization.CultureInfo.InvariantCulture,
-        $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{(_integer ? 1 : 0)}");
+    /// <summary>
+    /// The state as text, for <see cref="JsonSchemaPrefix.KeyFor"/> (the bounds are the node's, whose id the prefix's key
+    /// holds). A held string's characters to go until its least and its most length count only up to
+    /// <paramref name="tokenBytes"/>: a token of that many bytes adds no more characters, so farther from either limit the
+    /// same tokens are allowed, and a long bounded string keeps one mask until it nears them.
+    /// </summary>
+    public readonly string KeyFor(int tokenBytes)
+    {
+        (int toLeast, int toMost) = _bounds is { HasLength: true } bounds
+            ? (Math.Clamp(bounds.MinLength - _length, 0, tokenBytes), Math.Min(bounds.MaxLength - _length, tokenBytes))
+            : (0, 0);
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{_unit}.{(_integer ? 1 : 0)}.{toLeast}.{toMost}.{(_negative ? 1 : 0)}.{_integerDigits}.{_fractionDigits}.{_magnitude}");
+    }
 
-    /// <summary>Whether <paramref name="b"/> begins a value of one of <paramref name="kinds"/> that is a string, number or literal; the scalar it begins.</summary>
-    public static bool TryBegin(byte b, JsonKinds kinds, out JsonScalar scalar)
+    /// <summary>
+    /// Whether <paramref name="b"/> begins a value of one of <paramref name="kinds"/> that is a string, number or literal;
+    /// the scalar it begins, held to <paramref name="bounds"/>' length limits or number range where it has them.
+    /// </summary>
+    public static bool TryBegin(byte b, JsonKinds kinds, JsonSchemaNode? bounds, out JsonScalar scalar)
     {
         scalar = default;
         switch (b)
         {
             case (byte)'"' when kinds.HasFlag(JsonKinds.String):
                 scalar._kind = Kind.String;
+                scalar._bounds = bounds is { HasLength: true } ? bounds : null;
                 return true;
             case (byte)'-' or (>= (byte)'0' and <= (byte)'9') when (kinds & (JsonKinds.Number | JsonKinds.Integer)) != 0:
                 scalar._kind = Kind.Number;
                 scalar._integer = !kinds.HasFlag(JsonKinds.Number);
-                scalar._step = b == '-' ? NumberSign : b == '0' ? NumberZero : NumberInteger;
-                scalar._left = 1;
-                return true;
+                scalar._step = NumberSign;
+                scalar._bounds = bounds?.Range is not null ? bounds : null;
+                scalar._fractionDigits = -1;
+                if (b == '-')
+                {
+                    // A ranged number takes a minus only where the range has negative numbers (no "-0" for a range of 0..5);
+                    // its lowest then is one a minus begins (or -1, when that lowest is unbounded).
+                    scalar._negative = true;
+                    scalar._left = 1;
+                    return bounds?.Range is not { } range || range.Lowest < 0m;
+                }
+
+                return scalar.FeedNumber(b) == ScalarStep.Taken;
             case (byte)'t' or (byte)'f' when kinds.HasFlag(JsonKinds.Boolean):
             case (byte)'n' when kinds.HasFlag(JsonKinds.Null):
                 scalar._kind = Kind.Literal;
@@ -93,23 +130,29 @@ internal struct JsonScalar
             return inRange ? ScalarStep.Taken : ScalarStep.Refused;
         }
 
-        if (_step == Escaped)
+        if (_step != Plain)
         {
-            _step = b == 'u' ? (byte)5 : Plain;
-            return b is (byte)'"' or (byte)'\\' or (byte)'/' or (byte)'b' or (byte)'f' or (byte)'n' or (byte)'r' or (byte)'t' or (byte)'u'
-                ? ScalarStep.Taken : ScalarStep.Refused;
+            return FeedEscape(b);
         }
 
-        if (_step > Escaped)
+        if (b == '"')
         {
-            _step = _step == 2 ? Plain : (byte)(_step - 1);
-            return char.IsAsciiHexDigit((char)b) ? ScalarStep.Taken : ScalarStep.Refused;
+            return _bounds is { } shortest && _length < shortest.MinLength ? ScalarStep.Refused : ScalarStep.Finished;
+        }
+
+        // Every other byte here begins a character (one code point, as JSON Schema counts a string's length).
+        if (_bounds is { } bounded)
+        {
+            if (_length == bounded.MaxLength)
+            {
+                return ScalarStep.Refused;
+            }
+
+            _length++;
         }
 
         switch (b)
         {
-            case (byte)'"':
-                return ScalarStep.Finished;
             case (byte)'\\':
                 _step = Escaped;
                 return ScalarStep.Taken;
@@ -136,6 +179,51 @@ internal struct JsonScalar
         }
     }
 
+    /// <summary>
+    /// The bytes of an escape. A <c>\u</c> escape of a UTF-16 surrogate must be a high one followed by its low one (one
+    /// character), as a string with a lone surrogate is not text a parser will read.
+    /// </summary>
+    private ScalarStep FeedEscape(byte b)
+    {
+        bool hex = char.IsAsciiHexDigit((char)b);
+        int nibble = !hex ? -1 : b <= '9' ? b - '0' : (b | 0x20) - 'a' + 10;
+        switch (_step)
+        {
+            case Escaped:
+                _step = b == 'u' ? FirstHex : Plain;
+                return b is (byte)'"' or (byte)'\\' or (byte)'/' or (byte)'b' or (byte)'f' or (byte)'n' or (byte)'r' or (byte)'t' or (byte)'u'
+                    ? ScalarStep.Taken : ScalarStep.Refused;
+            case FirstHex:
+                _unit = (byte)Math.Max(nibble, 0);
+                _step--;
+                return hex ? ScalarStep.Taken : ScalarStep.Refused;
+            case FirstHex - 1 when _unit == 0xD:
+                // D800-DBFF opens a pair; DC00-DFFF would be a lone low surrogate.
+                _step--;
+                _unit = nibble is >= 0x8 and < 0xC ? HighSurrogate : (byte)0;
+                return hex && nibble < 0xC ? ScalarStep.Taken : ScalarStep.Refused;
+            case LastHex:
+                _step = _unit == HighSurrogate ? LowBackslash : Plain;
+                _unit = 0;
+                return hex ? ScalarStep.Taken : ScalarStep.Refused;
+            case LowBackslash:
+                _step = LowU;
+                return b == '\\' ? ScalarStep.Taken : ScalarStep.Refused;
+            case LowU:
+                _step = LowD;
+                return b == 'u' ? ScalarStep.Taken : ScalarStep.Refused;
+            case LowD:
+                _step = LowSecond;
+                return nibble == 0xD ? ScalarStep.Taken : ScalarStep.Refused;
+            case LowSecond:
+                _step = 3;
+                return nibble >= 0xC ? ScalarStep.Taken : ScalarStep.Refused;
+            default:
+                _step--;
+                return hex ? ScalarStep.Taken : ScalarStep.Refused;
+        }
+    }
+
     private ScalarStep FeedNumber(byte b)
     {
         bool digit = b is >= (byte)'0' and <= (byte)'9';
@@ -155,11 +243,48 @@ internal struct JsonScalar
         if (next != byte.MaxValue)
         {
             _step = next;
-            return ++_left <= MaxNumberBytes ? ScalarStep.Taken : ScalarStep.Refused;
+            return ++_left <= MaxNumberBytes && (_bounds?.Range is not { } range || TakeInRange(range, b, next)) ? ScalarStep.Taken : ScalarStep.Refused;
         }
 
         // The byte ends the number when the number can end here; it is then the next thing after a value.
-        return _step is NumberZero or NumberInteger or NumberFraction or NumberExponent ? ScalarStep.Ended : ScalarStep.Refused;
+        bool whole = _step is NumberZero or NumberInteger or NumberFraction or NumberExponent;
+        return whole && (_bounds?.Range is not { } held || held.Holds(_negative ? -_magnitude : _magnitude)) ? ScalarStep.Ended : ScalarStep.Refused;
+    }
+
+    /// <summary>A number held to a range: no exponent, the digit or point added to the value so far, and a way still open to end in the range.</summary>
+    private bool TakeInRange(JsonNumberRange range, byte b, byte next)
+    {
+        if (next is NumberE)
+        {
+            return false;
+        }
+
+        if (b == '.')
+        {
+            _fractionDigits = 0;
+        }
+        else if (_fractionDigits >= 0)
+        {
+            if (_fractionDigits == JsonNumberRange.MaxFractionDigits)
+            {
+                return false;
+            }
+
+            _fractionDigits++;
+            _magnitude += new decimal(b - '0', 0, 0, false, (byte)_fractionDigits);
+        }
+        else
+        {
+            if (_integerDigits == JsonNumberRange.MaxIntegerDigits)
+            {
+                return false;
+            }
+
+            _integerDigits++;
+            _magnitude = (_magnitude * 10m) + (b - '0');
+        }
+
+        return range.Reaches(_negative, _magnitude, _integerDigits, _fractionDigits);
     }
 
     private ScalarStep FeedLiteral(byte b)

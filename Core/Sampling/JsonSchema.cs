@@ -54,6 +54,34 @@ public sealed class JsonSchemaNode
     public JsonSchemaNode? Values { get; internal set; }
 
     public JsonSchemaNode? Items { get; internal set; }
+
+    /// <summary>A string's length limits in code points (<c>minLength</c>, <c>maxLength</c>), as JSON Schema counts characters.</summary>
+    public int MinLength { get; internal set; }
+
+    public int MaxLength { get; internal set; } = int.MaxValue;
+
+    /// <summary>An array's item count limits (<c>minItems</c>, <c>maxItems</c>).</summary>
+    public int MinItems { get; internal set; }
+
+    public int MaxItems { get; internal set; } = int.MaxValue;
+
+    /// <summary>A number's range (<c>minimum</c>, <c>maximum</c> and their exclusive forms), or null.</summary>
+    public JsonNumberRange? Range { get; internal set; }
+
+    internal bool HasLength => MinLength > 0 || MaxLength < int.MaxValue;
+
+    internal bool CountsItems => MinItems > 0 || MaxItems < int.MaxValue;
+
+    /// <summary>Takes everything <paramref name="other"/> holds but its id (a <c>$ref</c> placeholder filled from the schema it names).</summary>
+    internal void TakeShape(JsonSchemaNode other)
+    {
+        Kinds = other.Kinds;
+        Enum = other.Enum;
+        Properties = other.Properties;
+        Values = other.Values;
+        Items = other.Items;
+        (MinLength, MaxLength, MinItems, MaxItems, Range) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range);
+    }
 }
 
 /// <summary>
@@ -61,9 +89,10 @@ public sealed class JsonSchemaNode
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say), and <c>$ref</c> into
-/// <c>$defs</c> or <c>definitions</c>, recursion included. Annotations (<c>title</c>, <c>description</c>,
-/// <c>format</c>, ...) are read past. A keyword that constrains values further (<c>pattern</c>, <c>minLength</c>,
-/// <c>minimum</c>, <c>maxItems</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
+/// and <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>). Annotations
+/// (<c>title</c>, <c>description</c>, <c>format</c>, ...) are read past. A keyword that constrains values further
+/// (<c>pattern</c>, <c>multipleOf</c>, <c>minProperties</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
 /// </summary>
 public sealed class JsonSchema
@@ -71,12 +100,14 @@ public sealed class JsonSchema
     /// <summary>Past this many properties in one object (or values in one enum) a schema is refused: the automaton keeps its candidates as bits.</summary>
     public const int MaxAlternatives = 64;
 
-    private static readonly HashSet<string> s_annotations =
+    private static readonly HashSet<string> s_known =
     [
         "$schema", "$id", "$comment", "title", "description", "default", "examples", "format", "deprecated", "readOnly", "writeOnly",
         "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
-        "nullable",
+        "nullable", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     ];
+
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
 
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
@@ -138,7 +169,7 @@ public sealed class JsonSchema
 
         foreach (JsonProperty keyword in schema.EnumerateObject())
         {
-            if (!s_annotations.Contains(keyword.Name))
+            if (!s_known.Contains(keyword.Name))
             {
                 throw Refuse($"{path}.{keyword.Name}", $"'{keyword.Name}' is not supported (it would constrain values further than the answer can be held to)");
             }
@@ -170,7 +201,8 @@ public sealed class JsonSchema
         }
 
         JsonKinds kinds = Kinds(schema, path);
-        if (kinds == JsonKinds.Any && !schema.TryGetProperty("properties", out _) && !schema.TryGetProperty("items", out _))
+        if (kinds == JsonKinds.Any && !schema.TryGetProperty("properties", out _) && !schema.TryGetProperty("items", out _)
+            && !s_valueLimits.Any(limit => schema.TryGetProperty(limit, out _)))
         {
             return AnyNode();
         }
@@ -184,9 +216,41 @@ public sealed class JsonSchema
         if (kinds.HasFlag(JsonKinds.Array))
         {
             node.Items = schema.TryGetProperty("items", out JsonElement items) ? Compile(items, $"{path}.items") : AnyNode();
+            (node.MinItems, node.MaxItems) = Counts(schema, path, "minItems", "maxItems");
+        }
+
+        if (kinds.HasFlag(JsonKinds.String))
+        {
+            (node.MinLength, node.MaxLength) = Counts(schema, path, "minLength", "maxLength");
+        }
+
+        if ((kinds & (JsonKinds.Number | JsonKinds.Integer)) != 0)
+        {
+            node.Range = JsonNumberRange.Read(schema, path, integer: !kinds.HasFlag(JsonKinds.Number));
         }
 
         return node;
+    }
+
+    /// <summary>A pair of count limits (<c>minItems</c>/<c>maxItems</c>, <c>minLength</c>/<c>maxLength</c>): non-negative whole numbers, the least no more than the most.</summary>
+    private static (int Least, int Most) Counts(JsonElement schema, string path, string leastName, string mostName)
+    {
+        int least = Count(schema, path, leastName) ?? 0;
+        int most = Count(schema, path, mostName) ?? int.MaxValue;
+        return least <= most ? (least, most) : throw Refuse($"{path}.{leastName}", $"'{leastName}' {least} is more than '{mostName}' {most}: no value fits");
+    }
+
+    private static int? Count(JsonElement schema, string path, string name)
+    {
+        if (!schema.TryGetProperty(name, out JsonElement value))
+        {
+            return null;
+        }
+
+        // A limit past int's range is as good as none: no answer is that long.
+        return value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double count) && count >= 0 && count == Math.Floor(count)
+            ? (int)Math.Min(count, int.MaxValue)
+            : throw Refuse($"{path}.{name}", $"'{name}' must be a non-negative whole number");
     }
 
     /// <summary>The kinds <c>type</c> names (all of them when it is missing), with <c>nullable: true</c> adding null.</summary>
@@ -327,10 +391,14 @@ public sealed class JsonSchema
                 throw Refuse(path, "two alternatives can begin the same way (both objects, say); only alternatives of different types are supported");
             }
 
+            // The alternatives' kinds do not overlap, so each kind's shape and limits come from the one that has it.
             union.Kinds |= n.Kinds;
             union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
             union.Items ??= n.Items;
+            (union.MinItems, union.MaxItems) = n.Kinds.HasFlag(JsonKinds.Array) ? (n.MinItems, n.MaxItems) : (union.MinItems, union.MaxItems);
+            (union.MinLength, union.MaxLength) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength) : (union.MinLength, union.MaxLength);
+            union.Range ??= n.Range;
         }
 
         return union;
@@ -366,12 +434,7 @@ public sealed class JsonSchema
         // A placeholder first, so that a reference back to this one finds it; filled from the compiled schema after.
         JsonSchemaNode placeholder = NewNode(JsonKinds.None);
         _references[target] = placeholder;
-        JsonSchemaNode compiled = Compile(schema, target);
-        placeholder.Kinds = compiled.Kinds;
-        placeholder.Enum = compiled.Enum;
-        placeholder.Properties = compiled.Properties;
-        placeholder.Values = compiled.Values;
-        placeholder.Items = compiled.Items;
+        placeholder.TakeShape(Compile(schema, target));
         return placeholder;
     }
 

@@ -9,7 +9,8 @@ namespace QwenSharp.Sampling;
 /// <see cref="JsonScalar"/>'s; property keys and enum values are matched against their written bytes, several at once
 /// while they share a beginning. Limits keep a model from stalling in one place: no whitespace before the answer, and
 /// between tokens only <see cref="JsonWhitespace"/>'s (llama.cpp's rule); numbers of at most
-/// <see cref="JsonScalar.MaxNumberBytes"/> bytes; nesting <see cref="MaxDepth"/> deep. Over
+/// <see cref="JsonScalar.MaxNumberBytes"/> bytes; nesting <see cref="MaxDepth"/> deep. Strings' lengths, arrays' item
+/// counts and numbers' ranges are kept as they are written: a byte that would leave no way to meet them is refused. Over
 /// <see cref="JsonSchema.AnyObject"/> it takes any JSON object (OpenAI's <c>json_object</c>); whatever it calls
 /// <see cref="Complete"/> is an answer System.Text.Json parses and the schema allows.
 /// </summary>
@@ -43,7 +44,10 @@ public struct JsonSchemaPrefix
         Done,
     }
 
-    /// <summary>An open object or array: its node, and for an object with listed properties the first one that may still come.</summary>
+    /// <summary>
+    /// An open object or array: its node; for an object with listed properties the first one that may still come, for an
+    /// array with item limits the items begun (left 0 without limits, so that states differing only in it are one).
+    /// </summary>
     private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next);
 
     /// <summary>The state before the answer's first byte.</summary>
@@ -56,21 +60,21 @@ public struct JsonSchemaPrefix
     /// <summary>The text so far is a whole answer, and nothing may follow it.</summary>
     public readonly bool Complete => _mode == Mode.Done;
 
-    /// <summary>The whole state as a string: equal keys take the same bytes from here on (<see cref="TokenMasks"/> keeps a mask per key).</summary>
-    public readonly string Key
+    /// <summary>
+    /// The state as a string: states with equal keys allow the same next tokens, of at most <paramref name="tokenBytes"/>
+    /// bytes each (<see cref="TokenMasks"/> keeps a mask per key).
+    /// </summary>
+    public readonly string KeyFor(int tokenBytes)
     {
-        get
+        var key = new StringBuilder();
+        key.Append(System.Globalization.CultureInfo.InvariantCulture, $"{(byte)_mode}.{_node?.Id}.{_candidates:x}.{_position}.{_whitespace}.{(_key ? 1 : 0)}.");
+        key.Append(_mode == Mode.Scalar ? _scalar.KeyFor(tokenBytes) : "");
+        for (Frame? frame = _frames; frame is not null; frame = frame.Parent)
         {
-            var key = new StringBuilder();
-            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"{(byte)_mode}.{_node?.Id}.{_candidates:x}.{_position}.{_whitespace}.{(_key ? 1 : 0)}.");
-            key.Append(_mode == Mode.Scalar ? _scalar.Key : "");
-            for (Frame? frame = _frames; frame is not null; frame = frame.Parent)
-            {
-                key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}");
-            }
-
-            return key.ToString();
+            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}");
         }
+
+        return key.ToString();
     }
 
     /// <summary>Takes one byte; false (the state then undefined) when no answer the schema allows begins with the bytes so far.</summary>
@@ -97,7 +101,7 @@ public struct JsonSchemaPrefix
         return _mode switch
         {
             Mode.Start or Mode.Value => BeginValue(b),
-            Mode.ValueOrClose => b == ']' ? Close(isObject: false) : BeginValue(b),
+            Mode.ValueOrClose => b == ']' ? Close(isObject: false) : BeginItem(b),
             Mode.KeyOrClose => b == '}' ? Close(isObject: true) : BeginKey(b),
             Mode.Key => BeginKey(b),
             Mode.Colon => b == ':' && Become(Mode.Value),
@@ -132,7 +136,7 @@ public struct JsonSchemaPrefix
         }
 
         _key = false;
-        return JsonScalar.TryBegin(b, node.Kinds, out _scalar) && Become(Mode.Scalar);
+        return JsonScalar.TryBegin(b, node.Kinds, node, out _scalar) && Become(Mode.Scalar);
     }
 
     private bool Open(JsonSchemaNode node, bool isObject)
@@ -155,7 +159,7 @@ public struct JsonSchemaPrefix
     private bool Close(bool isObject)
     {
         Frame? frame = _frames;
-        if (frame is null || frame.IsObject != isObject || (isObject && !MayClose(frame)))
+        if (frame is null || frame.IsObject != isObject || (isObject ? !MayClose(frame) : frame.Next < frame.Node.MinItems))
         {
             return false;
         }
@@ -168,6 +172,26 @@ public struct JsonSchemaPrefix
         }
 
         return Become(_frames is null ? Mode.Done : Mode.AfterValue);
+    }
+
+    /// <summary>The first item of an array.</summary>
+    private bool BeginItem(byte b) => Counted(_frames!) && BeginValue(b);
+
+    /// <summary>One more item begun in <paramref name="array"/>: refused past its <c>maxItems</c>, counted where it has limits.</summary>
+    private bool Counted(Frame array)
+    {
+        if (!array.Node.CountsItems)
+        {
+            return true;
+        }
+
+        if (array.Next == array.Node.MaxItems)
+        {
+            return false;
+        }
+
+        _frames = array with { Next = array.Next + 1 };
+        return true;
     }
 
     /// <summary>An object may close when no required property is still to come.</summary>
@@ -198,7 +222,7 @@ public struct JsonSchemaPrefix
         {
             // Any key, when the object takes values at all (additionalProperties: false without properties takes none).
             _key = true;
-            return frame.Node.Values is not null && JsonScalar.TryBegin(b, JsonKinds.String, out _scalar) && Become(Mode.Scalar);
+            return frame.Node.Values is not null && JsonScalar.TryBegin(b, JsonKinds.String, null, out _scalar) && Become(Mode.Scalar);
         }
 
         _candidates = Matching(frame.Node.Keys!, KeyCandidates(frame), 0, b);
@@ -294,7 +318,7 @@ public struct JsonSchemaPrefix
                 return (frame.Node.Properties is null ? frame.Node.Values is not null : KeyCandidates(frame) != 0) && Become(Mode.Key);
             case (byte)',':
                 _node = frame.Node.Items!;
-                return Become(Mode.Value);
+                return Counted(frame) && Become(Mode.Value);
             case (byte)'}':
                 return Close(isObject: true);
             case (byte)']':

@@ -25,6 +25,7 @@ public sealed class TokenBytes
         }
 
         _starts[^1] = checked((int)total);
+        Longest = pieces.Select(p => p?.Length ?? 0).DefaultIfEmpty(0).Max();
         _bytes = new byte[total];
         for (int t = 0; t < pieces.Count; t++)
         {
@@ -46,6 +47,9 @@ public sealed class TokenBytes
     }
 
     public int Count => _starts.Length - 1;
+
+    /// <summary>The most bytes any one token has.</summary>
+    public int Longest { get; }
 
     /// <summary>The tokens whose bytes begin with <paramref name="first"/> (tokens without bytes are in no group).</summary>
     public ReadOnlySpan<int> StartingWith(byte first) => _byFirstByte.AsSpan(_firstByteStarts[first], _firstByteStarts[first + 1] - _firstByteStarts[first]);

@@ -18,7 +18,7 @@ public sealed class TokenMasks(TokenBytes tokens)
 
     public TokenMask For(in JsonSchemaPrefix state)
     {
-        string key = state.Key;
+        string key = state.KeyFor(Tokens.Longest);
         lock (_lock)
         {
             if (_masks.TryGetValue(key, out TokenMask? known))

@@ -21,15 +21,28 @@ public class JsonSchemaPrefixTests
           "score": {"type": "number"}, "active": {"type": "boolean"}}}
         """,
         """
-        {"$defs": {"node": {"type": "object", "required": ["value", "children"], "properties": {
-           "value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
-         "type": "object", "required": ["root"], "properties": {"root": {"$ref": "#/$defs/node"},
+        {"$defs": {"small": {"type": "integer", "minimum": 0, "maximum": 3}, "word": {"type": "string", "minLength": 1, "maxLength": 2},
+           "pair": {"type": "array", "minItems": 2, "maxItems": 2},
+           "node": {"type": "object", "required": ["value", "children"], "properties": {
+           "value": {"type": "integer", "minimum": -2, "maximum": 2}, "children": {"type": "array", "maxItems": 2, "items": {"$ref": "#/$defs/node"}}}}},
+         "type": "object", "required": ["root", "count", "word", "pair"], "properties": {"root": {"$ref": "#/$defs/node"},
+           "count": {"$ref": "#/$defs/small"}, "word": {"$ref": "#/$defs/word"}, "pair": {"$ref": "#/$defs/pair"},
            "note": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
         """,
         """
         {"type": "object", "required": ["meta", "anything", "pairs", "const", "nums"], "properties": {
           "meta": {"type": "object"}, "anything": {}, "pairs": {"type": "object", "additionalProperties": {"type": "number"}},
           "const": {"const": 42}, "nums": {"enum": [1, 12, 1.5]}, "maybe": {"anyOf": [{"type": "object", "properties": {"x": {"type": "boolean"}}}, {"type": "null"}]}}}
+        """,
+        """
+        {"type": "object", "required": ["name", "tags", "age", "score", "grid", "code", "big", "small", "near", "either"], "properties": {
+          "name": {"type": "string", "minLength": 2, "maxLength": 5}, "empty": {"type": "string", "maxLength": 0},
+          "tags": {"type": "array", "items": {"type": "string", "maxLength": 1}, "minItems": 1, "maxItems": 3},
+          "age": {"type": "integer", "minimum": 18, "exclusiveMaximum": 130}, "score": {"type": "number", "exclusiveMinimum": -1.5, "maximum": 2.25},
+          "grid": {"type": "array", "maxItems": 2, "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": -3, "maximum": -1}}},
+          "code": {"type": ["integer", "null"], "minimum": 100, "maximum": 100}, "big": {"type": "integer", "minimum": 999999, "maximum": 1e300},
+          "small": {"type": "number", "maximum": -0.001, "minimum": -1e300}, "near": {"type": "number", "minimum": 0.1, "exclusiveMaximum": 0.1000001},
+          "either": {"anyOf": [{"type": "integer", "minimum": 5, "maximum": 7}, {"type": "string", "maxLength": 2}, {"type": "array", "maxItems": 1}, {"type": "null"}]}}}
         """,
     ];
 
@@ -88,9 +101,12 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"name": "Ann", "age": 31, "x": 1}""", 28)]  // no other properties
     [InlineData("""{"name": "Ann", "age": 31, "role": "root"}""", 36)]
     [InlineData("""{"name": 5, "age": 31}""", 9)]
-    public void AnswersAreTakenOrRefusedWhereTheyBreakTheSchema(string answer, int refusedAt)
+    public void AnswersAreTakenOrRefusedWhereTheyBreakTheSchema(string answer, int refusedAt) => AssertTakenOrRefusedAt(Person, answer, refusedAt);
+
+    /// <summary>The schema's automaton refuses <paramref name="answer"/> at byte <paramref name="refusedAt"/>, or (-1) takes it whole, and the validator passes it.</summary>
+    private static void AssertTakenOrRefusedAt(string schemaText, string answer, int refusedAt)
     {
-        using JsonDocument schemaDocument = JsonDocument.Parse(Person);
+        using JsonDocument schemaDocument = JsonDocument.Parse(schemaText);
         JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schemaDocument.RootElement));
         byte[] bytes = Encoding.UTF8.GetBytes(answer);
         int refused = -1;
@@ -104,13 +120,71 @@ public class JsonSchemaPrefixTests
         if (refusedAt < 0)
         {
             using JsonDocument parsed = JsonDocument.Parse(answer);
-            Assert.True(Validator.FromText(Person).Evaluate(parsed.RootElement).IsValid);
+            Assert.True(Validator.FromText(schemaText).Evaluate(parsed.RootElement).IsValid);
         }
+    }
+
+    private const string Bounded = """
+        {"type": "object", "required": ["n", "s", "a"], "properties": {"n": {"type": "integer", "minimum": 18, "maximum": 99},
+          "s": {"type": "string", "minLength": 2, "maxLength": 3}, "a": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "maxItems": 2}}}
+        """;
+
+    // The answer up to the byte refused, then that byte and the rest; a whole answer has no "|".
+    [Theory]
+    [InlineData("""{"n":18,"s":"ab","a":[1]}""")]
+    [InlineData("""{"n": 99, "s": "abc", "a": [0.5, 2.0]}""")]
+    [InlineData("""{"n":18,"s":"\ud83d\ude00\u00e9\n","a":[1]}""")]     // a surrogate pair is one character
+    [InlineData("""{"n":18,"s":"€😀😀","a":[1]}""")]                         // so is a character of 3 or 4 UTF-8 bytes
+    [InlineData("""{"n":1|7""")]                                            // 17 is too small, and 170 too big
+    [InlineData("""{"n":1|00""")]
+    [InlineData("""{"n":5|,""")]
+    [InlineData("""{"n":|-1""")]                                            // no minus where the range has no negative numbers
+    [InlineData("""{"n":18,"s":"a|",""")]
+    [InlineData("""{"n":18,"s":"abc|d""")]
+    [InlineData("""{"n":18,"s":"\ud|e00""")]                              // a lone low surrogate
+    [InlineData("""{"n":18,"s":"\ud83d|x""")]                             // a high one with no low one after it
+    [InlineData("""{"n":18,"s":"ab","a":[|]""")]
+    [InlineData("""{"n":18,"s":"ab","a":[1,2|,""")]
+    [InlineData("""{"n":18,"s":"ab","a":[0|,""")]                           // 0 is not more than 0 (0.5 is)
+    [InlineData("""{"n":18,"s":"ab","a":[1|e5""")]                          // a number in a range is written without an exponent
+    public void BoundsAreKeptByteByByte(string marked)
+    {
+        int mark = marked.IndexOf('|', StringComparison.Ordinal);
+        string answer = marked.Replace("|", "", StringComparison.Ordinal);
+        AssertTakenOrRefusedAt(Bounded, answer, mark < 0 ? -1 : Encoding.UTF8.GetByteCount(answer[..mark]));
+    }
+
+    // Draft 4 wrote an exclusive bound as a flag beside it: 3 < n < 5 holds 4 alone (JsonSchema.Net reads only the later drafts).
+    [Theory]
+    [InlineData("3", false)]
+    [InlineData("4", true)]
+    [InlineData("5", false)]
+    [InlineData("4.0", false)]
+    public void DraftFourExclusiveFlagsMakeTheirBoundsExclusive(string value, bool taken)
+    {
+        using JsonDocument schema = JsonDocument.Parse("""
+            {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "exclusiveMinimum": true, "maximum": 5, "exclusiveMaximum": true}}}
+            """);
+        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schema.RootElement));
+
+        bool fed = true;
+        foreach (byte b in Encoding.UTF8.GetBytes($"{{\"n\":{value}}}"))
+        {
+            fed = fed && state.Feed(b);
+        }
+
+        Assert.Equal(taken, fed && state.Complete);
     }
 
     [Theory]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}""", "schema.properties.a.pattern")]
-    [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}""", "schema.properties.n.minimum")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}""", "schema.properties.n.multipleOf")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 4.5}}}""", "schema.properties.n: no integer is at least 5 and at most 4")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "minimum": 1e20}}}""", "schema.properties.n.minimum: 1e20 is past")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0.25, "maximum": 0.25}}}""", "no number is at least 0.250000000001 and at most 0.25")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "maximum": "5"}}}""", "schema.properties.n.maximum: 'maximum' must be a number")]
+    [InlineData("""{"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}}""", "schema.properties.s.minLength: 'minLength' 3 is more than 'maxLength' 2")]
+    [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
     [InlineData("""{"type": "array", "items": {"type": "string"}}""", "the root must be an object")]
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]}}}""", "schema.properties.a.anyOf")]
     [InlineData("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}""", "'#/$defs/missing'")]
