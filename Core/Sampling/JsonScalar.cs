@@ -39,6 +39,8 @@ internal struct JsonScalar
     private bool _negative;     // Number in a range: began with a minus
     private int _integerDigits, _fractionDigits;    // Number in a range: digits before the point, and after it (-1: no point)
     private decimal _magnitude; // Number in a range: the value of the digits so far
+    private PatternState? _pattern;     // String held to a pattern: where it stands in it
+    private int _codePoint;     // String held to a pattern: the bits of the character being written
 
     private enum Kind : byte
     {
@@ -69,7 +71,7 @@ internal struct JsonScalar
             ? (Math.Clamp(bounds.MinLength - _length, 0, tokenBytes), Math.Min(bounds.MaxLength - _length, tokenBytes))
             : (0, 0);
         return string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{_unit}.{(_integer ? 1 : 0)}.{toLeast}.{toMost}.{(_negative ? 1 : 0)}.{_integerDigits}.{_fractionDigits}.{_magnitude}");
+            $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{_unit}.{(_integer ? 1 : 0)}.{toLeast}.{toMost}.{(_negative ? 1 : 0)}.{_integerDigits}.{_fractionDigits}.{_magnitude}.{_codePoint}.{_pattern?.Key}");
     }
 
     /// <summary>
@@ -83,7 +85,8 @@ internal struct JsonScalar
         {
             case (byte)'"' when kinds.HasFlag(JsonKinds.String):
                 scalar._kind = Kind.String;
-                scalar._bounds = bounds is { HasLength: true } ? bounds : null;
+                scalar._bounds = bounds is { HasLength: true } or { Pattern: not null } ? bounds : null;
+                scalar._pattern = bounds?.Pattern?.Begin;
                 return true;
             case (byte)'-' or (>= (byte)'0' and <= (byte)'9') when (kinds & (JsonKinds.Number | JsonKinds.Integer)) != 0:
                 scalar._kind = Kind.Number;
@@ -127,7 +130,13 @@ internal struct JsonScalar
             _left--;
             bool inRange = b >= _lowest && b <= _highest;
             (_lowest, _highest) = (0x80, 0xBF);
-            return inRange ? ScalarStep.Taken : ScalarStep.Refused;
+            if (!inRange || _pattern is null)
+            {
+                return inRange ? ScalarStep.Taken : ScalarStep.Refused;
+            }
+
+            _codePoint = (_codePoint << 6) | (b & 0x3F);
+            return _left == 0 ? StepPattern(_codePoint) : AllowsPartly();
         }
 
         if (_step != Plain)
@@ -137,7 +146,7 @@ internal struct JsonScalar
 
         if (b == '"')
         {
-            return _bounds is { } shortest && _length < shortest.MinLength ? ScalarStep.Refused : ScalarStep.Finished;
+            return (_bounds is { } shortest && _length < shortest.MinLength) || _pattern is { Matches: false } ? ScalarStep.Refused : ScalarStep.Finished;
         }
 
         // Every other byte here begins a character (one code point, as JSON Schema counts a string's length).
@@ -151,32 +160,71 @@ internal struct JsonScalar
             _length++;
         }
 
+        ScalarStep step;
         switch (b)
         {
             case (byte)'\\':
+                // An escape writes any character of the Basic Multilingual Plane (a held string's escapes: no surrogates).
                 _step = Escaped;
-                return ScalarStep.Taken;
+                return _pattern is not { } at || Pattern.Allows(at, 0, 0xD7FF) || Pattern.Allows(at, 0xE000, 0xFFFF)
+                    ? ScalarStep.Taken : ScalarStep.Refused;
             case < 0x20:
                 return ScalarStep.Refused;
             case < 0x80:
-                return ScalarStep.Taken;
+                return _pattern is null ? ScalarStep.Taken : StepPattern(b);
             case >= 0xC2 and <= 0xDF:
                 _left = 1;
                 (_lowest, _highest) = (0x80, 0xBF);
-                return ScalarStep.Taken;
+                step = ScalarStep.Taken;
+                break;
             case >= 0xE0 and <= 0xEF:
                 // Not overlong (E0 needs A0 or more), and no UTF-16 surrogates (ED stops at 9F).
                 _left = 2;
                 (_lowest, _highest) = b == 0xE0 ? ((byte)0xA0, (byte)0xBF) : b == 0xED ? ((byte)0x80, (byte)0x9F) : ((byte)0x80, (byte)0xBF);
-                return ScalarStep.Taken;
+                step = ScalarStep.Taken;
+                break;
             case >= 0xF0 and <= 0xF4:
                 // Not overlong (F0 needs 90 or more), and not past U+10FFFF (F4 stops at 8F).
                 _left = 3;
                 (_lowest, _highest) = b == 0xF0 ? ((byte)0x90, (byte)0xBF) : b == 0xF4 ? ((byte)0x80, (byte)0x8F) : ((byte)0x80, (byte)0xBF);
-                return ScalarStep.Taken;
+                step = ScalarStep.Taken;
+                break;
             default:
                 return ScalarStep.Refused;
         }
+
+        // A lead byte: its character's bits so far, and whether some character it can begin may come.
+        _codePoint = b & (0x3F >> _left);
+        return _pattern is null ? step : AllowsPartly();
+    }
+
+    private readonly StringPattern Pattern => _bounds!.Pattern!;
+
+    /// <summary>
+    /// A whole character through the pattern, as UTF-16 code units: a pattern is an ECMAScript (and .NET) regular
+    /// expression, which sees a character past U+FFFF as its two surrogates (<c>^.$</c> does not match an emoji).
+    /// </summary>
+    private ScalarStep StepPattern(int codePoint)
+    {
+        _codePoint = 0;
+        if (codePoint > 0xFFFF)
+        {
+            _pattern = Pattern.Step(_pattern!, 0xD800 + ((codePoint - 0x10000) >> 10));
+            codePoint = 0xDC00 + ((codePoint - 0x10000) & 0x3FF);
+        }
+
+        _pattern = _pattern is null ? null : Pattern.Step(_pattern, codePoint);
+        return _pattern is null ? ScalarStep.Refused : ScalarStep.Taken;
+    }
+
+    /// <summary>A character partly written in UTF-8: some character its remaining bytes can make may come next.</summary>
+    private readonly ScalarStep AllowsPartly()
+    {
+        int rest = 6 * (_left - 1);
+        int first = (_codePoint << (6 * _left)) | ((_lowest & 0x3F) << rest);
+        int last = (_codePoint << (6 * _left)) | ((_highest & 0x3F) << rest) | ((1 << rest) - 1);
+        bool allowed = first > 0xFFFF ? Pattern.AllowsPastBmp(_pattern!, first, last) : Pattern.Allows(_pattern!, first, last);
+        return allowed ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
     /// <summary>
@@ -187,6 +235,11 @@ internal struct JsonScalar
     {
         bool hex = char.IsAsciiHexDigit((char)b);
         int nibble = !hex ? -1 : b <= '9' ? b - '0' : (b | 0x20) - 'a' + 10;
+        if (_pattern is not null)
+        {
+            return FeedHeldEscape(b, hex, nibble);
+        }
+
         switch (_step)
         {
             case Escaped:
@@ -222,6 +275,37 @@ internal struct JsonScalar
                 _step--;
                 return hex ? ScalarStep.Taken : ScalarStep.Refused;
         }
+    }
+
+    /// <summary>An escape in a string held to a pattern: the character it writes stepped through the pattern, a <c>\u</c> one's hex digits narrowing it as they come; no surrogates.</summary>
+    private ScalarStep FeedHeldEscape(byte b, bool hex, int nibble)
+    {
+        if (_step == Escaped)
+        {
+            _step = b == 'u' ? FirstHex : Plain;
+            int written = b switch
+            {
+                (byte)'"' or (byte)'\\' or (byte)'/' => b,
+                (byte)'b' => '\b',
+                (byte)'f' => '\f',
+                (byte)'n' => '\n',
+                (byte)'r' => '\r',
+                (byte)'t' => '\t',
+                _ => -1,
+            };
+            return b == 'u' ? ScalarStep.Taken : written < 0 ? ScalarStep.Refused : StepPattern(written);
+        }
+
+        _codePoint = (_codePoint << 4) | Math.Max(nibble, 0);
+        int left = _step - LastHex;
+        _step = left == 0 ? Plain : (byte)(_step - 1);
+        if (!hex || (left == 2 && _codePoint >= 0xD8 && _codePoint <= 0xDF))
+        {
+            return ScalarStep.Refused;
+        }
+
+        return left == 0 ? StepPattern(_codePoint)
+            : Pattern.Allows(_pattern!, _codePoint << (4 * left), (_codePoint << (4 * left)) | ((1 << (4 * left)) - 1)) ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
     private ScalarStep FeedNumber(byte b)

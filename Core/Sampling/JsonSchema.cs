@@ -68,6 +68,9 @@ public sealed class JsonSchemaNode
     /// <summary>A number's range (<c>minimum</c>, <c>maximum</c> and their exclusive forms), or null.</summary>
     public JsonNumberRange? Range { get; internal set; }
 
+    /// <summary>A string's <c>pattern</c>, or the pattern its <c>format</c> keeps, or null.</summary>
+    internal StringPattern? Pattern { get; set; }
+
     internal bool HasLength => MinLength > 0 || MaxLength < int.MaxValue;
 
     internal bool CountsItems => MinItems > 0 || MaxItems < int.MaxValue;
@@ -80,7 +83,7 @@ public sealed class JsonSchemaNode
         Properties = other.Properties;
         Values = other.Values;
         Items = other.Items;
-        (MinLength, MaxLength, MinItems, MaxItems, Range) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range);
+        (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
 }
 
@@ -90,9 +93,10 @@ public sealed class JsonSchemaNode
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say), and <c>$ref</c> into
 /// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
-/// and <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>). Annotations
-/// (<c>title</c>, <c>description</c>, <c>format</c>, ...) are read past. A keyword that constrains values further
-/// (<c>pattern</c>, <c>multipleOf</c>, <c>minProperties</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
+/// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>). Annotations
+/// (<c>title</c>, <c>description</c>, other formats, ...) are read past. A keyword that constrains values further
+/// (<c>multipleOf</c>, <c>minProperties</c>, <c>uniqueItems</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
 /// </summary>
 public sealed class JsonSchema
@@ -104,10 +108,10 @@ public sealed class JsonSchema
     [
         "$schema", "$id", "$comment", "title", "description", "default", "examples", "format", "deprecated", "readOnly", "writeOnly",
         "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
-        "nullable", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+        "nullable", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
     ];
 
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format"];
 
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
@@ -222,6 +226,12 @@ public sealed class JsonSchema
         if (kinds.HasFlag(JsonKinds.String))
         {
             (node.MinLength, node.MaxLength) = Counts(schema, path, "minLength", "maxLength");
+            node.Pattern = Pattern(schema, path);
+            if (node.Pattern is not null && node.HasLength)
+            {
+                throw Refuse($"{path}.{(schema.TryGetProperty("pattern", out _) ? "pattern" : "format")}",
+                    "a pattern or format beside 'minLength'/'maxLength' is not supported: write the length into the pattern ({2,5})");
+            }
         }
 
         if ((kinds & (JsonKinds.Number | JsonKinds.Integer)) != 0)
@@ -230,6 +240,37 @@ public sealed class JsonSchema
         }
 
         return node;
+    }
+
+    /// <summary>The string's <c>pattern</c>, or the one its <c>format</c> keeps (date, time, date-time, uuid; other formats are annotations); not both.</summary>
+    private static StringPattern? Pattern(JsonElement schema, string path)
+    {
+        bool hasPattern = schema.TryGetProperty("pattern", out JsonElement pattern);
+        string? format = schema.TryGetProperty("format", out JsonElement name) && name.ValueKind == JsonValueKind.String ? name.GetString() : null;
+        StringPattern? formatPattern = format is null ? null : StringPattern.ForFormat(format);
+        if (!hasPattern)
+        {
+            return formatPattern;
+        }
+
+        if (pattern.ValueKind != JsonValueKind.String)
+        {
+            throw Refuse($"{path}.pattern", "'pattern' must be a string");
+        }
+
+        if (formatPattern is not null)
+        {
+            throw Refuse($"{path}.pattern", $"a 'pattern' beside the format '{format}' is not supported");
+        }
+
+        try
+        {
+            return StringPattern.Parse(pattern.GetString()!);
+        }
+        catch (ArgumentException e)
+        {
+            throw Refuse($"{path}.pattern", e.Message);
+        }
     }
 
     /// <summary>A pair of count limits (<c>minItems</c>/<c>maxItems</c>, <c>minLength</c>/<c>maxLength</c>): non-negative whole numbers, the least no more than the most.</summary>
@@ -397,7 +438,7 @@ public sealed class JsonSchema
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
             union.Items ??= n.Items;
             (union.MinItems, union.MaxItems) = n.Kinds.HasFlag(JsonKinds.Array) ? (n.MinItems, n.MaxItems) : (union.MinItems, union.MaxItems);
-            (union.MinLength, union.MaxLength) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength) : (union.MinLength, union.MaxLength);
+            (union.MinLength, union.MaxLength, union.Pattern) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength, n.Pattern) : (union.MinLength, union.MaxLength, union.Pattern);
             union.Range ??= n.Range;
         }
 

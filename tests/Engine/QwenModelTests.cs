@@ -155,17 +155,49 @@ public sealed class QwenModelTests
     [Fact]
     public async Task ChatClient_GetResponseOfT_FillsTheTypeFromItsSchema()
     {
+        // Microsoft.Extensions.AI asks for the type's JSON schema (ChatResponseFormat.ForJsonSchema); the answer follows it.
+        foreach (Reading reading in await AnswersAs<Reading>("Read the gauge.", 120))
+        {
+            Assert.NotNull(reading);
+        }
+    }
+
+    /// <summary>Three sampled answers to <paramref name="prompt"/> as <typeparamref name="T"/>, each ended by the model and read whole.</summary>
+    private static async Task<List<T>> AnswersAs<T>(string prompt, int maxTokens)
+    {
         using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
         using IChatClient client = model.AsChatClient();
-        // Microsoft.Extensions.AI asks for the type's JSON schema (ChatResponseFormat.ForJsonSchema); the answer follows it.
+        var results = new List<T>();
         for (int seed = 0; seed < 3; seed++)
         {
-            ChatResponse<Reading> answer = await client.GetResponseAsync<Reading>([new ChatMessage(ChatRole.User, "Read the gauge.")],
-                new ChatOptions { Temperature = 1f, Seed = seed, MaxOutputTokens = 120 });
+            ChatResponse<T> answer = await client.GetResponseAsync<T>([new ChatMessage(ChatRole.User, prompt)],
+                new ChatOptions { Temperature = 1f, Seed = seed, MaxOutputTokens = maxTokens });
 
             Assert.Equal(ChatFinishReason.Stop, answer.FinishReason);
-            Assert.True(answer.TryGetResult(out Reading? reading), answer.Text);
-            Assert.NotNull(reading);
+            Assert.True(answer.TryGetResult(out T? result), answer.Text);
+            results.Add(result!);
+        }
+
+        return results;
+    }
+
+    /// <summary>
+    /// What .NET's schema exporter writes for dates, times, GUIDs and annotated numbers and strings: <c>format</c>,
+    /// <c>minimum</c>/<c>maximum</c> and <c>minLength</c>/<c>maxLength</c>, all bounded, so the random model's answer
+    /// always ends and System.Text.Json always reads it. (Not TimeSpan: the pattern exported for it lets "24:12:88" by,
+    /// which its reader refuses.)
+    /// </summary>
+    public sealed record Appointment(DateTime When, DateTimeOffset At, DateOnly Day, TimeOnly Clock, Guid Id,
+        [property: System.ComponentModel.DataAnnotations.Range(1, 5)] int Priority,
+        [property: System.ComponentModel.DataAnnotations.StringLength(6, MinimumLength = 1)] string Room);
+
+    [Fact]
+    public async Task ChatClient_GetResponseOfT_ReadsDatesTimesGuidsAndBoundedValues()
+    {
+        foreach (Appointment appointment in await AnswersAs<Appointment>("Book it.", 400))
+        {
+            Assert.InRange(appointment.Priority, 1, 5);
+            Assert.InRange(appointment.Room.Length, 1, 6);
         }
     }
 

@@ -1,0 +1,583 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+
+namespace QwenSharp.Sampling;
+
+/// <summary>Where a string stands in its <see cref="StringPattern"/>: the automaton's states it may be in, and whether the text so far matches.</summary>
+internal sealed class PatternState(int[] states, bool matches)
+{
+    public int[] States { get; } = states;
+
+    public bool Matches { get; } = matches;
+
+    public string Key { get; } = (matches ? "m" : "") + string.Join(',', states);
+}
+
+/// <summary>
+/// A JSON schema's <c>pattern</c> (an ECMA-262 regular expression, found anywhere in the string unless anchored with
+/// <c>^</c> and <c>$</c>) or <c>format</c> (<c>date</c>, <c>time</c>, <c>date-time</c>, <c>uuid</c>), as an automaton over
+/// UTF-16 code units, as ECMAScript's and .NET's expressions see a string (Thompson's construction), that
+/// <see cref="JsonScalar"/> steps a character at a time. Every state it
+/// keeps can still reach a match, so a string never enters one it cannot finish. It takes literals, <c>.</c>, classes
+/// (<c>[a-z]</c>, <c>[^...]</c>, <c>\d \w \s</c> and their negations, ASCII as in ECMAScript), groups (<c>(...)</c>,
+/// <c>(?:...)</c>, <c>(?&lt;name&gt;...)</c>), <c>|</c>, and <c>* + ? {n} {n,} {n,m}</c> (lazy or not: the set of strings is
+/// the same); lookarounds, back-references, word boundaries and anchors inside the pattern are refused by name.
+/// </summary>
+internal sealed class StringPattern
+{
+    private const int MaxStates = 4096;
+    private const int MaxStepsKept = 1 << 20;
+
+    private static readonly CharacterSet s_digits = CharacterSet.Of(('0', '9'));
+    private static readonly CharacterSet s_word = CharacterSet.Of(('0', '9'), ('A', 'Z'), ('a', 'z'), ('_', '_'));
+    private static readonly CharacterSet s_space = CharacterSet.Of(('\t', '\r'), (' ', ' '));
+    private static readonly CharacterSet s_any = CharacterSet.Of((0, CharacterSet.MaxUnit));
+
+    // '.' is any character but a line terminator.
+    private static readonly CharacterSet s_dot = CharacterSet.Of((0, '\n' - 1), ('\n' + 1, '\r' - 1), ('\r' + 1, 0x2027), (0x202A, 0xFFFF));
+
+    /// <summary>
+    /// The formats kept, as patterns: every date a calendar has (29 February in leap years only, years 0001-9999), times
+    /// to the 100 ns .NET keeps, no leap second, offsets within the ±14:00 .NET takes. A time has no offset (.NET's TimeOnly and pydantic's time read it so; RFC
+    /// 3339's full-time would want one); a date-time has one, as RFC 3339 asks.
+    /// </summary>
+    private static readonly Dictionary<string, string> s_formats = new(StringComparer.Ordinal)
+    {
+        ["date"] = $"^{Date}$",
+        ["time"] = $"^{Time}$",
+        ["date-time"] = $"^{Date}T{Time}(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$",
+        ["uuid"] = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    };
+
+    /// <summary>Each format's automaton, built once and shared (its kept steps with it).</summary>
+    private static readonly ConcurrentDictionary<string, StringPattern> s_formatPatterns = new(StringComparer.Ordinal);
+
+    private const string Year = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})";
+    private const string LeapYear = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][48]|[13579][26]|[2468]0)00)";
+    private const string Date = "(" + Year + "-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|"
+        + LeapYear + "-02-29)";
+    private const string Time = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,7})?";
+
+    // The automaton: a state with a label steps on a code point in it to its one next state; one without steps on nothing to its next states.
+    private readonly List<CharacterSet?> _labels = [];
+    private readonly List<List<int>> _next = [];
+    private readonly int _accept;
+    private readonly bool[] _live;
+    private readonly ConcurrentDictionary<(PatternState, int), PatternState?> _steps = new();
+    private readonly ConcurrentDictionary<string, PatternState> _states = new(StringComparer.Ordinal);
+    private int _stepsKept;
+
+    private StringPattern(Node pattern)
+    {
+        (int start, int end) = Build(pattern);
+        _accept = end;
+        _live = Live();
+        Begin = Closure([start]) ?? throw new ArgumentException("the pattern matches no string");
+        _states[Begin.Key] = Begin;
+    }
+
+    /// <summary>Before the string's first character.</summary>
+    public PatternState Begin { get; }
+
+    /// <summary>The pattern, or an <see cref="ArgumentException"/> saying what in it is not supported and where.</summary>
+    public static StringPattern Parse(string pattern) => new(new Parser(pattern).Whole());
+
+    /// <summary>The pattern a <c>format</c> keeps, or null for a format that is only an annotation here (email, uri, ...).</summary>
+    public static StringPattern? ForFormat(string format) =>
+        s_formats.TryGetValue(format, out string? pattern) ? s_formatPatterns.GetOrAdd(format, _ => Parse(pattern)) : null;
+
+    /// <summary>
+    /// The state after the UTF-16 code unit <paramref name="codePoint"/>, or null when no match can go on with it. Steps
+    /// are kept (states are one object per key), as a token mask steps every token of the vocabulary from one state:
+    /// 400 ms a mask unkept on Qwen2's vocabulary.
+    /// </summary>
+    public PatternState? Step(PatternState state, int codePoint)
+    {
+        if (_steps.TryGetValue((state, codePoint), out PatternState? known))
+        {
+            return known;
+        }
+
+        PatternState? next = Unkept(state, codePoint);
+        next = next is null ? null : _states.GetOrAdd(next.Key, next);
+        // (ConcurrentDictionary.Count takes every lock: the steps are counted here.)
+        if (Interlocked.Increment(ref _stepsKept) >= MaxStepsKept)
+        {
+            _steps.Clear();
+            _stepsKept = 0;
+        }
+
+        _steps[(state, codePoint)] = next;
+        return next;
+    }
+
+    private PatternState? Unkept(PatternState state, int codePoint)
+    {
+        var next = new List<int>();
+        foreach (int s in state.States)
+        {
+            if (_labels[s]!.Contains(codePoint))
+            {
+                next.AddRange(_next[s]);
+            }
+        }
+
+        return Closure(next);
+    }
+
+    /// <summary>Whether some code unit from <paramref name="first"/> to <paramref name="last"/> can come next (a character partly written).</summary>
+    public bool Allows(PatternState state, int first, int last)
+    {
+        foreach (int s in state.States)
+        {
+            if (_labels[s]!.Meets(first, last))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Whether some character from <paramref name="first"/> to <paramref name="last"/>, all past U+FFFF (a four-byte
+    /// character partly written), can come next: its high surrogate, then its low one. High surrogates that the same
+    /// states take lead to the same state, so each such group is stepped once.
+    /// </summary>
+    public bool AllowsPastBmp(PatternState state, int first, int last)
+    {
+        int highFirst = 0xD800 + ((first - 0x10000) >> 10), highLast = 0xD800 + ((last - 0x10000) >> 10);
+        (int lowFirst, int lowLast) = highFirst == highLast ? (0xDC00 + ((first - 0x10000) & 0x3FF), 0xDC00 + ((last - 0x10000) & 0x3FF)) : (0xDC00, 0xDFFF);
+        var tried = new HashSet<string>();
+        for (int high = highFirst; high <= highLast; high++)
+        {
+            string takers = string.Join(',', state.States.Where(s => _labels[s]!.Contains(high)));
+            if (takers.Length > 0 && tried.Add(takers) && Step(state, high) is { } after && Allows(after, lowFirst, lowLast))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The labelled states reached from <paramref name="states"/> by unlabelled steps, those that can still reach a match; null when none can and none matches.</summary>
+    private PatternState? Closure(List<int> states)
+    {
+        var seen = new HashSet<int>();
+        var stack = new Stack<int>(states);
+        while (stack.Count > 0)
+        {
+            int s = stack.Pop();
+            if (!seen.Add(s) || _labels[s] is not null)
+            {
+                continue;
+            }
+
+            foreach (int n in _next[s])
+            {
+                stack.Push(n);
+            }
+        }
+
+        int[] labelled = [.. seen.Where(s => _labels[s] is not null && _live[s]).Order()];
+        bool matches = seen.Contains(_accept);
+        return labelled.Length == 0 && !matches ? null : new PatternState(labelled, matches);
+    }
+
+    /// <summary>The states from which the accepting one can be reached.</summary>
+    private bool[] Live()
+    {
+        var before = new List<int>[_labels.Count];
+        for (int s = 0; s < _labels.Count; s++)
+        {
+            // A label no character can take leads nowhere.
+            if (_labels[s] is { IsEmpty: true })
+            {
+                continue;
+            }
+
+            foreach (int n in _next[s])
+            {
+                (before[n] ??= []).Add(s);
+            }
+        }
+
+        bool[] live = new bool[_labels.Count];
+        var stack = new Stack<int>([_accept]);
+        while (stack.Count > 0)
+        {
+            int s = stack.Pop();
+            if (live[s])
+            {
+                continue;
+            }
+
+            live[s] = true;
+            foreach (int p in before[s] ?? [])
+            {
+                stack.Push(p);
+            }
+        }
+
+        return live;
+    }
+
+    private int NewState(CharacterSet? label)
+    {
+        if (_labels.Count == MaxStates)
+        {
+            throw new ArgumentException($"the pattern is too large (more than {MaxStates} states once its repeats are written out)");
+        }
+
+        _labels.Add(label);
+        _next.Add([]);
+        return _labels.Count - 1;
+    }
+
+    /// <summary>Thompson's construction: the pattern's start and end states, the end with no next states yet.</summary>
+    private (int Start, int End) Build(Node node)
+    {
+        switch (node)
+        {
+            case Chars chars:
+            {
+                int start = NewState(chars.Set), end = NewState(null);
+                _next[start].Add(end);
+                return (start, end);
+            }
+
+            case Sequence sequence:
+            {
+                int start = NewState(null), end = start;
+                foreach (Node part in sequence.Parts)
+                {
+                    (int s, int e) = Build(part);
+                    _next[end].Add(s);
+                    end = e;
+                }
+
+                return (start, end);
+            }
+
+            case Alternatives alternatives:
+            {
+                int start = NewState(null), end = NewState(null);
+                foreach (Node choice in alternatives.Choices)
+                {
+                    (int s, int e) = Build(choice);
+                    _next[start].Add(s);
+                    _next[e].Add(end);
+                }
+
+                return (start, end);
+            }
+
+            default:
+            {
+                // x{n,m}: n copies, then m - n optional ones (or one repeated, when m is unbounded).
+                var repeat = (Repeat)node;
+                int start = NewState(null), end = start;
+                for (int i = 0; i < repeat.Least; i++)
+                {
+                    (int s, int e) = Build(repeat.Body);
+                    _next[end].Add(s);
+                    end = e;
+                }
+
+                int last = NewState(null);
+                if (repeat.Most < 0)
+                {
+                    (int s, int e) = Build(repeat.Body);
+                    _next[end].Add(s);
+                    _next[end].Add(last);
+                    _next[e].Add(s);
+                    _next[e].Add(last);
+                    return (start, last);
+                }
+
+                for (int i = repeat.Least; i < repeat.Most; i++)
+                {
+                    (int s, int e) = Build(repeat.Body);
+                    _next[end].Add(s);
+                    _next[end].Add(last);
+                    end = e;
+                }
+
+                _next[end].Add(last);
+                return (start, last);
+            }
+        }
+    }
+
+    private abstract record Node;
+
+    private sealed record Chars(CharacterSet Set) : Node;
+
+    private sealed record Sequence(IReadOnlyList<Node> Parts) : Node;
+
+    private sealed record Alternatives(IReadOnlyList<Node> Choices) : Node;
+
+    private sealed record Repeat(Node Body, int Least, int Most) : Node;
+
+    /// <summary>A recursive-descent reader of the pattern's text; errors name the character's position.</summary>
+    private sealed class Parser(string text)
+    {
+        private const int MaxRepeat = 1000;
+        private int _at;
+
+        public Node Whole()
+        {
+            // Anchors only around the whole pattern; without one, the match may begin (or end) anywhere.
+            bool start = text.StartsWith('^');
+            _at = start ? 1 : 0;
+            Node body = Alternation();
+            bool end = _at < text.Length && text[_at] == '$' && _at == text.Length - 1;
+            if (end)
+            {
+                _at++;
+            }
+
+            if (_at < text.Length)
+            {
+                throw Error(text[_at] == ')' ? "a ')' without its '('" : $"'{text[_at]}' is not supported here");
+            }
+
+            if ((start || end) && body is Alternatives)
+            {
+                throw Error("'^' or '$' beside a '|' at the top: put the alternatives in a group, ^(a|b)$", 0);
+            }
+
+            var anything = new Repeat(new Chars(s_any), 0, -1);
+            return new Sequence([.. start ? [] : new[] { anything }, body, .. end ? [] : new[] { anything }]);
+        }
+
+        private ArgumentException Error(string message, int? at = null) =>
+            new($"{message} (at character {(at ?? _at) + 1} of the pattern)");
+
+        private bool Next(char c)
+        {
+            if (_at < text.Length && text[_at] == c)
+            {
+                _at++;
+                return true;
+            }
+
+            return false;
+        }
+
+        private Node Alternation()
+        {
+            var choices = new List<Node> { Concatenation() };
+            while (Next('|'))
+            {
+                choices.Add(Concatenation());
+            }
+
+            return choices.Count == 1 ? choices[0] : new Alternatives(choices);
+        }
+
+        private Node Concatenation()
+        {
+            var parts = new List<Node>();
+            while (_at < text.Length && text[_at] is not ('|' or ')') && !(text[_at] == '$' && _at == text.Length - 1))
+            {
+                parts.Add(Quantified(Atom()));
+            }
+
+            return new Sequence(parts);
+        }
+
+        private Node Quantified(Node atom)
+        {
+            while (_at < text.Length)
+            {
+                int at = _at;
+                (int least, int most) = text[_at] switch
+                {
+                    '*' => (0, -1),
+                    '+' => (1, -1),
+                    '?' => (0, 1),
+                    '{' when Bounds() is { } bounds => bounds,
+                    _ => (-1, -1),
+                };
+                if (least < 0)
+                {
+                    return atom;
+                }
+
+                if (text[at] != '{')
+                {
+                    _at++;
+                }
+
+                Next('?');   // lazy: the same strings
+                if (least > MaxRepeat || most > MaxRepeat)
+                {
+                    throw Error($"a repeat of more than {MaxRepeat}", at);
+                }
+
+                atom = new Repeat(atom, least, most);
+            }
+
+            return atom;
+        }
+
+        /// <summary>{n}, {n,} or {n,m} at the position (then past it), or null where the brace is a plain character.</summary>
+        private (int, int)? Bounds()
+        {
+            int close = text.IndexOf('}', _at);
+            string[] parts = close < 0 ? [] : text[(_at + 1)..close].Split(',');
+            if (parts.Length is < 1 or > 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int least))
+            {
+                return null;
+            }
+
+            int most = least;
+            if (parts.Length == 2 && !(parts[1].Length == 0 ? (most = -1) < 0 : int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out most)))
+            {
+                return null;
+            }
+
+            if (most >= 0 && most < least)
+            {
+                throw Error($"{{{least},{most}}}: the least is more than the most");
+            }
+
+            _at = close + 1;
+            return (least, most);
+        }
+
+        private Node Atom()
+        {
+            int at = _at;
+            char c = text[_at++];
+            switch (c)
+            {
+                case '(':
+                {
+                    if (Next('?'))
+                    {
+                        if (Next('<') && _at < text.Length && text[_at] is not ('=' or '!'))
+                        {
+                            int close = text.IndexOf('>', _at);
+                            _at = close < 0 ? throw Error("a group name without its '>'", at) : close + 1;
+                        }
+                        else if (!Next(':'))
+                        {
+                            throw Error("lookarounds are not supported", at);
+                        }
+                    }
+
+                    Node inner = Alternation();
+                    return Next(')') ? inner : throw Error("a '(' without its ')'", at);
+                }
+
+                case '[':
+                    return new Chars(Class(at));
+                case '.':
+                    return new Chars(s_dot);
+                case '\\':
+                    return new Chars(Escape(inClass: false));
+                case '^' or '$':
+                    throw Error($"'{c}' is supported only at the pattern's start ('^') or end ('$')", at);
+                case '*' or '+' or '?':
+                    throw Error($"'{c}' repeats nothing", at);
+                case ')':
+                    throw Error("a ')' without its '('", at);
+                default:
+                    return new Chars(CharacterSet.Single(c));
+            }
+        }
+
+        private CharacterSet Class(int at)
+        {
+            bool negated = Next('^');
+            CharacterSet set = CharacterSet.Of();
+            bool first = true;
+            while (_at < text.Length && (text[_at] != ']' || first))
+            {
+                first = false;
+                CharacterSet low = Member();
+                if (_at + 1 < text.Length && text[_at] == '-' && text[_at + 1] != ']')
+                {
+                    _at++;
+                    CharacterSet high = Member();
+                    int from = Lone(low, at), to = Lone(high, at);
+                    set = set.Union(from <= to ? CharacterSet.Of((from, to)) : throw Error("a range whose end comes before its start", at));
+                }
+                else
+                {
+                    set = set.Union(low);
+                }
+            }
+
+            if (!Next(']'))
+            {
+                throw Error("a '[' without its ']'", at);
+            }
+
+            return negated ? set.Complement() : set;
+        }
+
+        private CharacterSet Member()
+        {
+            char c = text[_at++];
+            return c == '\\' ? Escape(inClass: true) : CharacterSet.Single(c);
+        }
+
+        private int Lone(CharacterSet set, int at)
+        {
+            for (int c = 0; c <= 0xFFFF; c++)
+            {
+                if (set.Contains(c))
+                {
+                    return set.Meets(c + 1, CharacterSet.MaxUnit) ? throw Error("a class escape (\\d, \\w, ...) as a range's end", at) : c;
+                }
+            }
+
+            throw Error("an empty range end", at);
+        }
+
+        private CharacterSet Escape(bool inClass)
+        {
+            int at = _at - 1;
+            if (_at >= text.Length)
+            {
+                throw Error("a '\\' at the end", at);
+            }
+
+            char c = text[_at++];
+            return c switch
+            {
+                'd' => s_digits,
+                'D' => s_digits.Complement(),
+                'w' => s_word,
+                'W' => s_word.Complement(),
+                's' => s_space,
+                'S' => s_space.Complement(),
+                'n' => CharacterSet.Single('\n'),
+                't' => CharacterSet.Single('\t'),
+                'r' => CharacterSet.Single('\r'),
+                'f' => CharacterSet.Single('\f'),
+                'v' => CharacterSet.Single('\v'),
+                '0' => CharacterSet.Single(0),
+                'b' when inClass => CharacterSet.Single('\b'),
+                'u' or 'x' => CharacterSet.Single(Hex(c == 'u' ? 4 : 2, at)),
+                _ when !char.IsAsciiLetterOrDigit(c) => CharacterSet.Single(c),
+                _ => throw Error($"'\\{c}' is not supported", at),
+            };
+        }
+
+        private int Hex(int digits, int at)
+        {
+            if (_at + digits > text.Length || !int.TryParse(text.AsSpan(_at, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int value))
+            {
+                throw Error($"an escape needs {digits} hex digits", at);
+            }
+
+            _at += digits;
+            return value;
+        }
+    }
+}

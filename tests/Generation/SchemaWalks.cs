@@ -1,0 +1,48 @@
+using System.Text;
+using System.Text.Json;
+using QwenSharp.Sampling;
+
+namespace QwenSharp.Tests.Generation;
+
+/// <summary>
+/// Random walks through a schema's <see cref="JsonSchemaPrefix"/>: each step takes a byte the automaton allows, often a
+/// printable one (an unanchored pattern's letters are found sooner) and, later in a walk, one that closes something
+/// when one may, so walks finish. A state with no byte allowed fails the test where it happens.
+/// </summary>
+internal static class SchemaWalks
+{
+    private static readonly byte[] s_closers = [.. "\"}]0,:nt@"u8];
+
+    /// <summary>The answers of the walks that finished within 3000 bytes.</summary>
+    public static List<string> Finished(string schemaText, int walks, int seed)
+    {
+        using JsonDocument schemaDocument = JsonDocument.Parse(schemaText);
+        var schema = Sampling.JsonSchema.Compile(schemaDocument.RootElement);
+        var random = new Random(seed);
+        var answers = new List<string>();
+        for (int walk = 0; walk < walks; walk++)
+        {
+            JsonSchemaPrefix state = JsonSchemaPrefix.Start(schema);
+            var text = new List<byte>();
+            for (int step = 0; step < 3000 && !state.Complete; step++)
+            {
+                JsonSchemaPrefix current = state;
+                byte[] allowed = [.. Enumerable.Range(0, 256).Select(b => (byte)b).Where(b => { JsonSchemaPrefix next = current; return next.Feed(b); })];
+                Assert.True(allowed.Length > 0, $"no byte can follow {Encoding.UTF8.GetString([.. text])}");
+                byte[] closing = [.. allowed.Where(b => s_closers.Contains(b))];
+                byte[] printable = [.. allowed.Where(b => b is >= 0x20 and < 0x7F)];
+                byte[] pool = printable.Length > 0 && random.Next(2) == 0 ? printable : allowed;
+                byte chosen = closing.Length > 0 && random.Next(200) < step ? closing[random.Next(closing.Length)] : pool[random.Next(pool.Length)];
+                Assert.True(state.Feed(chosen));
+                text.Add(chosen);
+            }
+
+            if (state.Complete)
+            {
+                answers.Add(Encoding.UTF8.GetString([.. text]));
+            }
+        }
+
+        return answers;
+    }
+}

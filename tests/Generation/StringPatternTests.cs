@@ -1,0 +1,167 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using QwenSharp.Sampling;
+using Validator = Json.Schema.JsonSchema;
+
+namespace QwenSharp.Tests.Generation;
+
+/// <summary>
+/// <c>pattern</c> and <c>format</c> in <see cref="JsonSchemaPrefix"/>: random walks over every byte the automaton allows
+/// end in strings that .NET's own regular expressions match (through JsonSchema.Net) and that .NET's parsers read as
+/// dates, times and GUIDs; hand-written strings are refused at the byte that breaks the pattern; what the pattern reader
+/// does not take is refused by name.
+/// </summary>
+public class StringPatternTests
+{
+    [Fact]
+    public void PatternedStringsMatchTheirPatterns()
+    {
+        const string schemaText = """
+            {"type": "object", "required": ["span", "word", "anywhere", "either", "escaped", "count"], "properties": {
+              "span": {"type": "string", "pattern": "^-?(\\d+\\.)?\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,7})?$"},
+              "word": {"type": "string", "pattern": "^[a-z]+$"},
+              "anywhere": {"type": "string", "pattern": "0|é{2}"},
+              "either": {"type": "string", "pattern": "^(?:ab|[^\\x00-\\x7F]\\u00e9|\\n|[\\w.-]{3,}@[A-Z]?)$"},
+              "escaped": {"type": "string", "pattern": "^\\\\\\[[\\]]\\.\\*\\{1\\}$"},
+              "count": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,2})( items?)?$"}}}
+            """;
+        Validator validator = Validator.FromText(schemaText);
+
+        List<string> answers = SchemaWalks.Finished(schemaText, 300, 3);
+
+        Assert.True(answers.Count > 200, $"only {answers.Count} of 300 walks finished");
+        foreach (string answer in answers)
+        {
+            using JsonDocument parsed = JsonDocument.Parse(answer);
+            Assert.True(validator.Evaluate(parsed.RootElement).IsValid, $"the validator refuses {answer}");
+        }
+    }
+
+    [Fact]
+    public void FormattedStringsAreWhatDotNetReads()
+    {
+        const string schemaText = """
+            {"type": "object", "required": ["day", "clock", "when", "id"], "properties": {
+              "day": {"type": "string", "format": "date"}, "clock": {"type": "string", "format": "time"},
+              "when": {"type": "string", "format": "date-time"}, "id": {"type": "string", "format": "uuid"}, "mail": {"type": "string", "format": "email"}}}
+            """;
+
+        List<string> answers = SchemaWalks.Finished(schemaText, 400, 7);
+
+        Assert.True(answers.Count > 300, $"only {answers.Count} of 400 walks finished");
+        foreach (string answer in answers)
+        {
+            using JsonDocument parsed = JsonDocument.Parse(answer);
+            JsonElement root = parsed.RootElement;
+            string day = root.GetProperty("day").GetString()!;
+            Assert.True(DateOnly.TryParseExact(day, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out _), day);
+            Assert.True(TimeOnly.TryParseExact(root.GetProperty("clock").GetString(), ["HH:mm:ss", "HH:mm:ss.FFFFFFF"], CultureInfo.InvariantCulture, DateTimeStyles.None, out _),
+                root.GetProperty("clock").GetString());
+            Assert.True(DateTime.TryParse(root.GetProperty("when").GetString(), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out _), root.GetProperty("when").GetString());
+            Assert.True(Guid.TryParseExact(root.GetProperty("id").GetString(), "D", out _), root.GetProperty("id").GetString());
+        }
+
+    }
+
+    [Theory]
+    [InlineData("2024-02-29", true)]     // a leap year
+    [InlineData("2000-02-29", true)]     // so is a 400th
+    [InlineData("1900-02-29", false)]    // not a 100th
+    [InlineData("2023-02-29", false)]
+    [InlineData("2023-04-31", false)]
+    [InlineData("2023-12-31", true)]
+    [InlineData("0000-01-01", false)]    // years begin at 1
+    [InlineData("2023-1-01", false)]
+    public void DatesAreTheCalendarsDates(string date, bool taken)
+    {
+        using JsonDocument schema = JsonDocument.Parse("""{"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}""");
+        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schema.RootElement));
+        bool fed = true;
+        foreach (byte b in Encoding.UTF8.GetBytes($"{{\"d\":\"{date}\"}}"))
+        {
+            fed = fed && state.Feed(b);
+        }
+
+        Assert.Equal(taken, fed && state.Complete);
+        Assert.Equal(taken, DateOnly.TryParseExact(date, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out _));
+    }
+
+    // The string up to the byte refused, then that byte and the rest; a whole string has no "|".
+    [Theory]
+    [InlineData("^[a-z]+$", "abc")]
+    [InlineData("^[a-z]+$", "ab|C")]
+    [InlineData("^[a-z]+$", "|\"")]                        // + wants one at least
+    [InlineData("^a\\d{2}$", "a1|\"")]
+    [InlineData("^a\\d{2}$", "a12|3")]
+    [InlineData("^[^a]$", "é")]
+    [InlineData("^[^a]$", "\\u00e9")]                      // an escape is the character it writes
+    [InlineData("^[^a]$", "\\u006|1")]                     // \u0061 is 'a': refused at the digit that makes it
+    [InlineData("^é$", "\\|n")]                            // (\u00e9 could follow the backslash)
+    [InlineData("^\\n$", "\\n")]
+    [InlineData("^[a-z]$", "|\u00e9")]                    // a lead byte no character of the class begins
+    [InlineData("^[^\\u0000-\\u007f]$", "\\ud|83d\\ude00")]   // a held string's escapes write no surrogates (write the character)
+    [InlineData("^[^\\u0000-\\u007f]{2}$", "😀")]         // a character past U+FFFF is two code units, as ECMAScript sees it
+    [InlineData("^(b|a[^\\s\\S])$", "|a")]                 // an empty class: nothing after the a could match
+    [InlineData("b", "aab")]                               // found anywhere
+    [InlineData("^b", "|ab")]
+    public void PatternsAreKeptByteByByte(string pattern, string marked)
+    {
+        int mark = marked.IndexOf('|', StringComparison.Ordinal);
+        string inner = marked.Replace("|", "", StringComparison.Ordinal);
+        string schemaText = JsonSerializer.Serialize(new { type = "object", properties = new { s = new { type = "string", pattern } } });
+        using JsonDocument schema = JsonDocument.Parse(schemaText);
+        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schema.RootElement));
+        byte[] bytes = Encoding.UTF8.GetBytes($"{{\"s\":\"{inner}\"}}");
+        int refused = -1;
+        for (int i = 0; i < bytes.Length && refused < 0; i++)
+        {
+            refused = state.Feed(bytes[i]) ? -1 : i;
+        }
+
+        Assert.Equal(mark < 0 ? -1 : 6 + Encoding.UTF8.GetByteCount(inner[..mark]), refused);
+        if (mark < 0)
+        {
+            Assert.True(state.Complete);
+            string text = JsonDocument.Parse(Encoding.UTF8.GetString(bytes)).RootElement.GetProperty("s").GetString()!;
+            Assert.Matches(new Regex(pattern, RegexOptions.ECMAScript), text);
+        }
+    }
+
+    [Theory]
+    [InlineData("(?=a)", "lookarounds are not supported (at character 1")]
+    [InlineData("a\\1", "'\\1' is not supported (at character 2")]
+    [InlineData("\\bword", "'\\b' is not supported")]
+    [InlineData("a^b", "'^' is supported only at the pattern's start")]
+    [InlineData("^a|b$", "put the alternatives in a group")]
+    [InlineData("(ab", "a '(' without its ')'")]
+    [InlineData("[ab", "a '[' without its ']'")]
+    [InlineData("ab)", "a ')' without its '('")]
+    [InlineData("a{3,2}", "the least is more than the most")]
+    [InlineData("a{2000}", "a repeat of more than 1000")]
+    [InlineData("(a{1000}){1000}", "the pattern is too large")]
+    [InlineData("[z-a]", "a range whose end comes before its start")]
+    [InlineData("*a", "'*' repeats nothing")]
+    [InlineData("^[^\\s\\S]", "the pattern matches no string")]
+    public void UnsupportedPatternsAreRefusedByPath(string pattern, string message)
+    {
+        string schemaText = JsonSerializer.Serialize(new { type = "object", properties = new { s = new { type = "string", pattern } } });
+        using JsonDocument schema = JsonDocument.Parse(schemaText);
+
+        ArgumentException error = Assert.Throws<ArgumentException>(() => Sampling.JsonSchema.Compile(schema.RootElement));
+
+        Assert.StartsWith("schema.properties.s.pattern: ", error.Message, StringComparison.Ordinal);
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void APatternBesideALengthIsRefused()
+    {
+        using JsonDocument schema = JsonDocument.Parse("""{"type": "object", "properties": {"s": {"type": "string", "format": "uuid", "maxLength": 36}}}""");
+
+        ArgumentException error = Assert.Throws<ArgumentException>(() => Sampling.JsonSchema.Compile(schema.RootElement));
+
+        Assert.Contains("schema.properties.s.format: a pattern or format beside 'minLength'/'maxLength'", error.Message, StringComparison.Ordinal);
+    }
+}
