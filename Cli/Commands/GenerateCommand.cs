@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using QwenSharp.Backend;
+using QwenSharp.Errors;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 using QwenSharp.Sampling;
@@ -316,7 +317,7 @@ internal sealed class GenerateCommand : ICommand
         }
         catch (ArgumentException e)
         {
-            throw new UsageException($"{path}: {e.Message.Split(" (Parameter")[0]}");
+            throw new UsageException($"{path}: {e.BareMessage()}");
         }
     }
 

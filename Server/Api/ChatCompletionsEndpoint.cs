@@ -1,6 +1,7 @@
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using Microsoft.AspNetCore.Http;
+using QwenSharp.Errors;
 using QwenSharp.Generation;
 using QwenSharp.Sampling;
 using QwenSharp.Server.Scheduling;
@@ -111,7 +112,7 @@ internal static class ChatCompletionsEndpoint
         }
         catch (ArgumentException e)
         {
-            throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema': {e.Message.Split(" (Parameter")[0]}");
+            throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema': {e.BareMessage()}");
         }
     }
 

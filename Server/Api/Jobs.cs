@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Http;
+using QwenSharp.Errors;
 using QwenSharp.Sampling;
 using QwenSharp.Server.Scheduling;
 
@@ -54,7 +55,7 @@ internal static class Jobs
         }
         catch (ArgumentOutOfRangeException e)
         {
-            throw ApiException.BadField(e.ParamName ?? "sampling", e.Message.Split(" (Parameter")[0]);
+            throw ApiException.BadField(e.ParamName ?? "sampling", e.BareMessage());
         }
 
         return new GenerationJob
