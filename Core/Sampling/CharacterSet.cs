@@ -11,6 +11,9 @@ internal sealed class CharacterSet
 
     public bool IsEmpty => _ranges.Length == 0;
 
+    /// <summary>The set's one code unit, or null when it holds none or several.</summary>
+    public int? OnlyMember => _ranges.Length == 2 && _ranges[0] == _ranges[1] ? _ranges[0] : null;
+
     public static CharacterSet Of(params (int First, int Last)[] ranges)
     {
         var merged = new List<int>();

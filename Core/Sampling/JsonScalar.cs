@@ -160,7 +160,6 @@ internal struct JsonScalar
             _length++;
         }
 
-        ScalarStep step;
         switch (b)
         {
             case (byte)'\\':
@@ -175,19 +174,16 @@ internal struct JsonScalar
             case >= 0xC2 and <= 0xDF:
                 _left = 1;
                 (_lowest, _highest) = (0x80, 0xBF);
-                step = ScalarStep.Taken;
                 break;
             case >= 0xE0 and <= 0xEF:
                 // Not overlong (E0 needs A0 or more), and no UTF-16 surrogates (ED stops at 9F).
                 _left = 2;
                 (_lowest, _highest) = b == 0xE0 ? ((byte)0xA0, (byte)0xBF) : b == 0xED ? ((byte)0x80, (byte)0x9F) : ((byte)0x80, (byte)0xBF);
-                step = ScalarStep.Taken;
                 break;
             case >= 0xF0 and <= 0xF4:
                 // Not overlong (F0 needs 90 or more), and not past U+10FFFF (F4 stops at 8F).
                 _left = 3;
                 (_lowest, _highest) = b == 0xF0 ? ((byte)0x90, (byte)0xBF) : b == 0xF4 ? ((byte)0x80, (byte)0x8F) : ((byte)0x80, (byte)0xBF);
-                step = ScalarStep.Taken;
                 break;
             default:
                 return ScalarStep.Refused;
@@ -195,7 +191,7 @@ internal struct JsonScalar
 
         // A lead byte: its character's bits so far, and whether some character it can begin may come.
         _codePoint = b & (0x3F >> _left);
-        return _pattern is null ? step : AllowsPartly();
+        return _pattern is null ? ScalarStep.Taken : AllowsPartly();
     }
 
     private readonly StringPattern Pattern => _bounds!.Pattern!;
@@ -207,13 +203,12 @@ internal struct JsonScalar
     private ScalarStep StepPattern(int codePoint)
     {
         _codePoint = 0;
-        if (codePoint > 0xFFFF)
+        Span<char> units = stackalloc char[2];
+        foreach (char unit in units[..new System.Text.Rune(codePoint).EncodeToUtf16(units)])
         {
-            _pattern = Pattern.Step(_pattern!, 0xD800 + ((codePoint - 0x10000) >> 10));
-            codePoint = 0xDC00 + ((codePoint - 0x10000) & 0x3FF);
+            _pattern = _pattern is null ? null : Pattern.Step(_pattern, unit);
         }
 
-        _pattern = _pattern is null ? null : Pattern.Step(_pattern, codePoint);
         return _pattern is null ? ScalarStep.Refused : ScalarStep.Taken;
     }
 
@@ -244,8 +239,7 @@ internal struct JsonScalar
         {
             case Escaped:
                 _step = b == 'u' ? FirstHex : Plain;
-                return b is (byte)'"' or (byte)'\\' or (byte)'/' or (byte)'b' or (byte)'f' or (byte)'n' or (byte)'r' or (byte)'t' or (byte)'u'
-                    ? ScalarStep.Taken : ScalarStep.Refused;
+                return b == 'u' || EscapeWrites(b) >= 0 ? ScalarStep.Taken : ScalarStep.Refused;
             case FirstHex:
                 _unit = (byte)Math.Max(nibble, 0);
                 _step--;
@@ -277,22 +271,25 @@ internal struct JsonScalar
         }
     }
 
+    /// <summary>The character a one-letter escape <c>\b</c> writes (JSON's <c>\" \\ \/ \b \f \n \r \t</c>), or -1 for any other letter.</summary>
+    private static int EscapeWrites(byte b) => b switch
+    {
+        (byte)'"' or (byte)'\\' or (byte)'/' => b,
+        (byte)'b' => '\b',
+        (byte)'f' => '\f',
+        (byte)'n' => '\n',
+        (byte)'r' => '\r',
+        (byte)'t' => '\t',
+        _ => -1,
+    };
+
     /// <summary>An escape in a string held to a pattern: the character it writes stepped through the pattern, a <c>\u</c> one's hex digits narrowing it as they come; no surrogates.</summary>
     private ScalarStep FeedHeldEscape(byte b, bool hex, int nibble)
     {
         if (_step == Escaped)
         {
             _step = b == 'u' ? FirstHex : Plain;
-            int written = b switch
-            {
-                (byte)'"' or (byte)'\\' or (byte)'/' => b,
-                (byte)'b' => '\b',
-                (byte)'f' => '\f',
-                (byte)'n' => '\n',
-                (byte)'r' => '\r',
-                (byte)'t' => '\t',
-                _ => -1,
-            };
+            int written = EscapeWrites(b);
             return b == 'u' ? ScalarStep.Taken : written < 0 ? ScalarStep.Refused : StepPattern(written);
         }
 

@@ -104,14 +104,15 @@ public sealed class JsonSchema
     /// <summary>Past this many properties in one object (or values in one enum) a schema is refused: the automaton keeps its candidates as bits.</summary>
     public const int MaxAlternatives = 64;
 
+    /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format"];
+
     private static readonly HashSet<string> s_known =
     [
-        "$schema", "$id", "$comment", "title", "description", "default", "examples", "format", "deprecated", "readOnly", "writeOnly",
+        "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
         "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
-        "nullable", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
+        "nullable", .. s_valueLimits,
     ];
-
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format"];
 
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 

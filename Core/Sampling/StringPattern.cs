@@ -146,8 +146,9 @@ internal sealed class StringPattern
     /// </summary>
     public bool AllowsPastBmp(PatternState state, int first, int last)
     {
-        int highFirst = 0xD800 + ((first - 0x10000) >> 10), highLast = 0xD800 + ((last - 0x10000) >> 10);
-        (int lowFirst, int lowLast) = highFirst == highLast ? (0xDC00 + ((first - 0x10000) & 0x3FF), 0xDC00 + ((last - 0x10000) & 0x3FF)) : (0xDC00, 0xDFFF);
+        (char highFirst, char lowOfFirst) = Surrogates(first);
+        (char highLast, char lowOfLast) = Surrogates(last);
+        (int lowFirst, int lowLast) = highFirst == highLast ? (lowOfFirst, lowOfLast) : (0xDC00, 0xDFFF);
         var tried = new HashSet<string>();
         for (int high = highFirst; high <= highLast; high++)
         {
@@ -159,6 +160,13 @@ internal sealed class StringPattern
         }
 
         return false;
+    }
+
+    private static (char High, char Low) Surrogates(int codePoint)
+    {
+        Span<char> units = stackalloc char[2];
+        new System.Text.Rune(codePoint).EncodeToUtf16(units);
+        return (units[0], units[1]);
     }
 
     /// <summary>The labelled states reached from <paramref name="states"/> by unlabelled steps, those that can still reach a match; null when none can and none matches.</summary>
@@ -526,18 +534,8 @@ internal sealed class StringPattern
             return c == '\\' ? Escape(inClass: true) : CharacterSet.Single(c);
         }
 
-        private int Lone(CharacterSet set, int at)
-        {
-            for (int c = 0; c <= 0xFFFF; c++)
-            {
-                if (set.Contains(c))
-                {
-                    return set.Meets(c + 1, CharacterSet.MaxUnit) ? throw Error("a class escape (\\d, \\w, ...) as a range's end", at) : c;
-                }
-            }
-
-            throw Error("an empty range end", at);
-        }
+        private int Lone(CharacterSet set, int at) =>
+            set.OnlyMember ?? throw Error("a class escape (\\d, \\w, ...) as a range's end", at);
 
         private CharacterSet Escape(bool inClass)
         {

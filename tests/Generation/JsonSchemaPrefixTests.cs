@@ -81,17 +81,8 @@ public class JsonSchemaPrefixTests
     /// <summary>The schema's automaton refuses <paramref name="answer"/> at byte <paramref name="refusedAt"/>, or (-1) takes it whole, and the validator passes it.</summary>
     private static void AssertTakenOrRefusedAt(string schemaText, string answer, int refusedAt)
     {
-        using JsonDocument schemaDocument = JsonDocument.Parse(schemaText);
-        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schemaDocument.RootElement));
-        byte[] bytes = Encoding.UTF8.GetBytes(answer);
-        int refused = -1;
-        for (int i = 0; i < bytes.Length && refused < 0; i++)
-        {
-            refused = state.Feed(bytes[i]) ? -1 : i;
-        }
-
-        Assert.Equal(refusedAt, refused);
-        Assert.Equal(refusedAt < 0, state.Complete);
+        Assert.Equal(refusedAt, SchemaWalks.RefusedAt(schemaText, answer, out bool complete));
+        Assert.Equal(refusedAt < 0, complete);
         if (refusedAt < 0)
         {
             using JsonDocument parsed = JsonDocument.Parse(answer);
@@ -137,18 +128,13 @@ public class JsonSchemaPrefixTests
     [InlineData("4.0", false)]
     public void DraftFourExclusiveFlagsMakeTheirBoundsExclusive(string value, bool taken)
     {
-        using JsonDocument schema = JsonDocument.Parse("""
+        const string schema = """
             {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "exclusiveMinimum": true, "maximum": 5, "exclusiveMaximum": true}}}
-            """);
-        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schema.RootElement));
+            """;
 
-        bool fed = true;
-        foreach (byte b in Encoding.UTF8.GetBytes($"{{\"n\":{value}}}"))
-        {
-            fed = fed && state.Feed(b);
-        }
+        int refused = SchemaWalks.RefusedAt(schema, $"{{\"n\":{value}}}", out bool complete);
 
-        Assert.Equal(taken, fed && state.Complete);
+        Assert.Equal(taken, refused < 0 && complete);
     }
 
     [Theory]

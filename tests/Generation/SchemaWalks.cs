@@ -5,12 +5,32 @@ using QwenSharp.Sampling;
 namespace QwenSharp.Tests.Generation;
 
 /// <summary>
-/// Random walks through a schema's <see cref="JsonSchemaPrefix"/>: each step takes a byte the automaton allows, often a
-/// printable one (an unanchored pattern's letters are found sooner) and, later in a walk, one that closes something
-/// when one may, so walks finish. A state with no byte allowed fails the test where it happens.
+/// Texts fed through a schema's <see cref="JsonSchemaPrefix"/>: a given answer byte by byte, or random walks. A walk's
+/// each step takes a byte the automaton allows, often a printable one (an unanchored pattern's letters are found sooner)
+/// and, later in a walk, one that closes something when one may, so walks finish. A state with no byte allowed fails the
+/// test where it happens.
 /// </summary>
 internal static class SchemaWalks
 {
+    /// <summary>The index of the byte of <paramref name="answer"/> the schema's automaton refuses, or -1; whether it then holds a whole answer.</summary>
+    public static int RefusedAt(string schemaText, string answer, out bool complete)
+    {
+        using JsonDocument schemaDocument = JsonDocument.Parse(schemaText);
+        JsonSchemaPrefix state = JsonSchemaPrefix.Start(Sampling.JsonSchema.Compile(schemaDocument.RootElement));
+        byte[] bytes = Encoding.UTF8.GetBytes(answer);
+        for (int i = 0; i < bytes.Length; i++)
+        {
+            if (!state.Feed(bytes[i]))
+            {
+                complete = false;
+                return i;
+            }
+        }
+
+        complete = state.Complete;
+        return -1;
+    }
+
     private static readonly byte[] s_closers = [.. "\"}]0,:nt@"u8];
 
     /// <summary>The answers of the walks that finished within 3000 bytes.</summary>
