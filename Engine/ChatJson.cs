@@ -168,10 +168,13 @@ internal static class ChatJson
     /// The <c>&lt;tool_call&gt;{"name": ..., "arguments": {...}}&lt;/tool_call&gt;</c> blocks of a generated
     /// answer (the format Qwen2.5's template asks for); a block that is not valid JSON is left as text.
     /// </summary>
-    public static List<FunctionCallContent> ParseToolCalls(string text, string responseId)
+    public static List<FunctionCallContent> ParseToolCalls(string text, string responseId) => FunctionCalls(ToolCallBlocks(text), responseId);
+
+    /// <summary>Tool-call blocks (<see cref="ToolCallBlocks"/>) as function calls, their ids the response's with the call's number.</summary>
+    public static List<FunctionCallContent> FunctionCalls(List<ToolCallBlock> blocks, string responseId)
     {
         var calls = new List<FunctionCallContent>();
-        foreach (ToolCallBlock block in ToolCallBlocks(text))
+        foreach (ToolCallBlock block in blocks)
         {
             using JsonDocument arguments = JsonDocument.Parse(block.ArgumentsJson);
             calls.Add(new FunctionCallContent($"{responseId}-{calls.Count}", block.Name,
@@ -179,6 +182,53 @@ internal static class ChatJson
         }
 
         return calls;
+    }
+
+    /// <summary>
+    /// How much of an answer a stream can show while the model may be calling a tool: up to its first &lt;tool_call&gt;, or
+    /// up to what may be one's beginning at its end. The rest becomes function calls at the end, not text.
+    /// </summary>
+    public static int ReleasableLength(string answer)
+    {
+        const string open = "<tool_call>";
+        int at = answer.IndexOf(open, StringComparison.Ordinal);
+        if (at >= 0)
+        {
+            return at;
+        }
+
+        for (int k = Math.Min(open.Length - 1, answer.Length); k > 0; k--)
+        {
+            if (answer.AsSpan(answer.Length - k).SequenceEqual(open.AsSpan(0, k)))
+            {
+                return answer.Length - k;
+            }
+        }
+
+        return answer.Length;
+    }
+
+    /// <summary>The answer from <paramref name="from"/> on, without its tool-call blocks (<see cref="ToolCallBlocks"/>).</summary>
+    public static string WithoutToolCalls(string answer, List<ToolCallBlock> calls, int from)
+    {
+        var text = new StringBuilder();
+        int at = from;
+        foreach (ToolCallBlock call in calls)
+        {
+            if (call.Start > at)
+            {
+                text.Append(answer, at, call.Start - at);
+            }
+
+            at = Math.Max(at, call.End);
+        }
+
+        if (at < answer.Length)
+        {
+            text.Append(answer, at, answer.Length - at);
+        }
+
+        return text.ToString();
     }
 
     /// <summary>

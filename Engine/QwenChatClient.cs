@@ -26,16 +26,27 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
     {
         ArgumentNullException.ThrowIfNull(messages);
         CheckFormatAndTools(options);
-        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, options?.Tools);
+        IList<AITool>? tools = OfferedTools(options);
+        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, tools);
         string responseId = Guid.NewGuid().ToString("N");
         var answer = new StringBuilder();
 
         // The kept cache is matched on token ids, which cannot tell two pictures apart: a conversation with pictures is read whole.
         ConversationCache? conversation = vision is null ? _conversation : null;
-        await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options), conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
+        int shown = 0;
+        await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options) }, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {
             answer.Append(update.Text);
-            var chatUpdate = new ChatResponseUpdate(ChatRole.Assistant, update.Text)
+            string text = answer.ToString();
+            List<ToolCallBlock> blocks = tools is not null && update.IsFinal ? ChatJson.ToolCallBlocks(text) : [];
+
+            // With tools, text from a <tool_call> on is held back: its calls become function calls at the end, not text
+            // (which FunctionInvokingChatClient would send back beside them, so that the next prompt held each call twice).
+            string visible = tools is null ? text[shown..]
+                : update.IsFinal ? ChatJson.WithoutToolCalls(text, blocks, shown)
+                : text[shown..Math.Max(shown, ChatJson.ReleasableLength(text))];
+            shown += visible.Length;
+            var chatUpdate = new ChatResponseUpdate(ChatRole.Assistant, visible)
             {
                 ResponseId = responseId,
                 MessageId = responseId,
@@ -44,10 +55,10 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             if (update.IsFinal)
             {
                 chatUpdate.FinishReason = update.StopReason == StopReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
-                if (options?.Tools is { Count: > 0 })
+                if (tools is not null)
                 {
                     // The answer's <tool_call> blocks, as function calls for the caller (or FunctionInvokingChatClient) to run.
-                    List<FunctionCallContent> calls = ChatJson.ParseToolCalls(answer.ToString(), responseId);
+                    List<FunctionCallContent> calls = ChatJson.FunctionCalls(blocks, responseId);
                     foreach (FunctionCallContent call in calls)
                     {
                         chatUpdate.Contents.Add(call);
@@ -89,7 +100,11 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
 
     /// <summary>The conversation through the chat template (see <see cref="QwenModel.RenderConversation"/>).</summary>
     internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options) =>
-        model.RenderConversation(messages, options?.Instructions, options?.Tools).Text;
+        model.RenderConversation(messages, options?.Instructions, OfferedTools(options)).Text;
+
+    /// <summary>The tools the prompt offers: none with <see cref="ChatToolMode.None"/>, as the server leaves them out for tool_choice none.</summary>
+    private static IList<AITool>? OfferedTools(ChatOptions? options) =>
+        options?.ToolMode is NoneChatToolMode || options?.Tools is not { Count: > 0 } ? null : options.Tools;
 
     /// <summary>ChatOptions as generation options; what they leave out comes from generation_config.json.</summary>
     private static TextGenerationOptions OptionsFrom(ChatOptions? options) => options is null ? new TextGenerationOptions() : new TextGenerationOptions
@@ -108,6 +123,31 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         JsonObject = options.ResponseFormat is ChatResponseFormatJson { Schema: null },
         JsonSchema = (options.ResponseFormat as ChatResponseFormatJson)?.Schema,
     };
+
+    /// <summary>
+    /// The answer's tool calls held to the tools (<see cref="ConstrainedOutput.ToolCalls"/>): calls only for
+    /// <see cref="ChatToolMode.RequireAny"/> (and only to the one <see cref="ChatToolMode.RequireSpecific"/> names), else from
+    /// the moment the model opens one. Several calls in one answer unless <see cref="ChatOptions.AllowMultipleToolCalls"/> is false.
+    /// </summary>
+    private Func<ITokenConstraint>? HeldCalls(IList<AITool>? tools, ChatOptions? options)
+    {
+        if (tools is null || options is null)
+        {
+            return null;
+        }
+
+        List<ToolSignature> signatures = [.. tools.OfType<AIFunctionDeclaration>()
+            .Select((f, i) => new ToolSignature(f.Name, f.JsonSchema, Strict: false, $"ChatOptions.Tools[{i}]"))];
+        string? forced = options.ToolMode is RequiredChatToolMode ? "" : null;
+        if (options.ToolMode is RequiredChatToolMode { RequiredFunctionName: string name })
+        {
+            ToolSignature named = signatures.FirstOrDefault(s => s.Name == name)
+                ?? throw new ArgumentException($"ChatOptions.ToolMode requires the function '{name}', which is not one of ChatOptions.Tools ({string.Join(", ", signatures.Select(s => s.Name))})", nameof(options));
+            signatures = [named];
+        }
+
+        return model.Constrained.ToolCalls(signatures, options.AllowMultipleToolCalls ?? true, forced);
+    }
 
     /// <summary>A held answer (ChatResponseFormat.Json) cannot hold a tool call: with tools offered, they could never be called.</summary>
     private static void CheckFormatAndTools(ChatOptions? options)

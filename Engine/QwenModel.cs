@@ -128,6 +128,9 @@ public sealed class QwenModel : IDisposable
         return StreamAsync(ids, options ?? new TextGenerationOptions(), null, echoPrompt: false, cancellationToken, vision);
     }
 
+    /// <summary>The answers this model's generations can be held to (JSON, tool calls).</summary>
+    internal ConstrainedOutput Constrained => _constrained;
+
     /// <summary>
     /// A conversation through the chat template: function calls and results in transformers' shapes, tools as the
     /// template's tools, <paramref name="instructions"/> as a system message when there is none, and its pictures decoded.
@@ -329,7 +332,7 @@ public sealed class QwenModel : IDisposable
             Sampling = options.Sampling.Resolve(config),
             Logprobs = options.Logprobs,
             StopCondition = text,
-            Constraint = options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : null,
+            Constraint = options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : options.HeldCalls,
             CancellationToken = cancellationToken,
         };
     }

@@ -35,6 +35,9 @@ public sealed record TextGenerationOptions
     /// </summary>
     public System.Text.Json.JsonElement? JsonSchema { get; init; }
 
+    /// <summary>The chat client's tool calls held to its tools (<see cref="QwenChatClient"/>); null: none held.</summary>
+    internal Func<ITokenConstraint>? HeldCalls { get; init; }
+
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 

@@ -2,16 +2,20 @@ namespace QwenSharp.Sampling;
 
 /// <summary>
 /// An answer an automaton recognises (OpenAI's <c>response_format</c>: a JSON object, or one a JSON schema describes,
-/// <see cref="JsonSchemaPrefix"/>), ending when it is complete. A token is allowed when all its bytes continue the text
-/// (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only once the answer is complete, and then
-/// only they. The mask is exact, every token of the vocabulary checked
-/// (<see cref="TokenMasks"/>), and comes before penalties and sampling, as vLLM's guided decoding masks.
+/// <see cref="JsonSchemaPrefix"/>; tool calls, <see cref="ToolCallPrefix"/>). A token is allowed when all its bytes
+/// continue the text (its bytes as <see cref="TokenBytes"/> holds them); end-of-sequence tokens only where the automaton
+/// may end (<see cref="ITextAutomaton.CanEnd"/>), and only they once it is <see cref="ITextAutomaton.Complete"/>. The mask
+/// is exact, every token of the vocabulary checked (<see cref="TokenMasks"/>), and comes before penalties and sampling, as
+/// vLLM's guided decoding masks.
 /// </summary>
-public sealed class AutomatonConstraint(TokenMasks masks, JsonSchemaPrefix start, IReadOnlyList<int> endTokens) : ITokenConstraint
+public sealed class AutomatonConstraint<TState>(TokenMasks masks, TState start, IReadOnlyList<int> endTokens) : ITokenConstraint
+    where TState : struct, ITextAutomaton
 {
     private readonly int[] _ends = [.. endTokens.Where(t => t >= 0 && t < masks.Tokens.Count)];
     private float[]? _endLogits;
-    private JsonSchemaPrefix _state = start;
+#pragma warning disable IDE0044 // Feed changes the state in place: a readonly field would feed a copy.
+    private TState _state = start;
+#pragma warning restore IDE0044
 
     public void Mask(Span<float> logits)
     {
@@ -21,8 +25,8 @@ public sealed class AutomatonConstraint(TokenMasks masks, JsonSchemaPrefix start
             _endLogits[i] = _ends[i] < logits.Length ? logits[_ends[i]] : float.NegativeInfinity;
         }
 
-        bool onlyEnds = _state.Complete;
-        if (!onlyEnds)
+        bool ends = _state.Complete;
+        if (!ends)
         {
             TokenMask mask = masks.For(_state);
             int count = Math.Min(logits.Length, masks.Tokens.Count);
@@ -37,14 +41,14 @@ public sealed class AutomatonConstraint(TokenMasks masks, JsonSchemaPrefix start
             logits[count..].Fill(float.NegativeInfinity);
             // No token continuing the answer (a vocabulary without single-byte tokens can get here): the sequence ends
             // rather than the draw failing.
-            onlyEnds = mask.Allowed == 0;
+            ends = mask.Allowed == 0 || _state.CanEnd;
         }
         else
         {
             logits.Fill(float.NegativeInfinity);
         }
 
-        if (onlyEnds)
+        if (ends)
         {
             for (int i = 0; i < _ends.Length; i++)
             {
@@ -58,7 +62,7 @@ public sealed class AutomatonConstraint(TokenMasks masks, JsonSchemaPrefix start
 
     public void Accept(int token)
     {
-        if (_state.Complete)
+        if (_state.Complete || Array.IndexOf(_ends, token) >= 0)
         {
             return;
         }

@@ -1,7 +1,7 @@
 namespace QwenSharp.Sampling;
 
 /// <summary>
-/// A rule over which tokens a sequence may take next (constrained output, such as <see cref="AutomatonConstraint"/>):
+/// A rule over which tokens a sequence may take next (constrained output, such as <see cref="AutomatonConstraint{TState}"/>):
 /// <see cref="TokenSampler"/> lets it forbid tokens before anything else touches the logits, then tells it the token
 /// chosen. One instance follows one sequence.
 /// </summary>

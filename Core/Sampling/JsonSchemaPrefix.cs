@@ -14,7 +14,7 @@ namespace QwenSharp.Sampling;
 /// <see cref="JsonSchema.AnyObject"/> it takes any JSON object (OpenAI's <c>json_object</c>); whatever it calls
 /// <see cref="Complete"/> is an answer System.Text.Json parses and the schema allows.
 /// </summary>
-public struct JsonSchemaPrefix
+public struct JsonSchemaPrefix : ITextAutomaton
 {
     /// <summary>Containers open at once, at most.</summary>
     public const int MaxDepth = 64;
@@ -59,6 +59,9 @@ public struct JsonSchemaPrefix
 
     /// <summary>The text so far is a whole answer, and nothing may follow it.</summary>
     public readonly bool Complete => _mode == Mode.Done;
+
+    /// <summary>A JSON answer may end only when it is whole (<see cref="Complete"/>).</summary>
+    public readonly bool CanEnd => Complete;
 
     /// <summary>
     /// The state as a string: states with equal keys allow the same next tokens, of at most <paramref name="tokenBytes"/>

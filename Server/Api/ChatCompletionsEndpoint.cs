@@ -1,5 +1,5 @@
-using System.Text.Json;
 using System.Text;
+using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Errors;
 using QwenSharp.Generation;
@@ -15,8 +15,6 @@ namespace QwenSharp.Server.Api;
 /// </summary>
 internal static class ChatCompletionsEndpoint
 {
-    private const string ToolCallOpen = "<tool_call>";
-
     private static readonly HashSet<string> s_fields =
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
@@ -47,9 +45,11 @@ internal static class ChatCompletionsEndpoint
         }
 
         CheckUnsupported(request);
+        bool parallelCalls = request.Bool("parallel_tool_calls") ?? true;
         Func<ITokenConstraint>? constraint = ResponseFormat(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
-        (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
+        RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
+        (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = (chat.Prompt, chat.AnswerPrefix, chat.HasTools, chat.Pictures);
         if (constraint is not null && hasTools)
         {
             // A held answer cannot hold a <tool_call> block: the tools would be offered and never callable.
@@ -57,6 +57,7 @@ internal static class ChatCompletionsEndpoint
                 + "drop one, or set 'tool_choice': 'none'");
         }
 
+        constraint ??= ToolCalls(chat, parallelCalls, server);
         int[] ids = server.Tokenizer.Encode(prompt);
 
         // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
@@ -116,9 +117,29 @@ internal static class ChatCompletionsEndpoint
         }
     }
 
+    /// <summary>
+    /// The answer's tool calls held to the tools offered (<see cref="ToolCallPrefix"/>): from its start when tool_choice
+    /// forces a call, else from the moment the model opens one.
+    /// </summary>
+    private static Func<ITokenConstraint>? ToolCalls(RenderedChat chat, bool parallel, ServerState server)
+    {
+        if (chat.CallableTools is not { } tools)
+        {
+            return null;
+        }
+
+        try
+        {
+            return server.Constrained.ToolCalls(tools, parallel, chat.CallsForced ? chat.AnswerPrefix : null);
+        }
+        catch (ArgumentException e)
+        {
+            throw ApiException.BadField(e.ParamName ?? "tools", $"'{e.ParamName ?? "tools"}': {e.BareMessage()}");
+        }
+    }
+
     private static void CheckUnsupported(RequestFields request)
     {
-        request.Bool("parallel_tool_calls");
         request.String("user");
         request.Bool("store");
     }
@@ -152,7 +173,7 @@ internal static class ChatCompletionsEndpoint
                 ChoiceState choice = choices[i];
                 string answer = answerPrefix + choice.Text;
                 List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
-                string content = calls.Count > 0 ? Without(answer, calls, 0).Trim() : choice.Text.ToString();
+                string content = calls.Count > 0 ? ChatJson.WithoutToolCalls(answer, calls, 0).Trim() : choice.Text.ToString();
                 w.WriteStartObject();
                 w.WriteNumber("index", i);
                 w.WriteStartObject("message");
@@ -199,7 +220,7 @@ internal static class ChatCompletionsEndpoint
                     choice.Text.Append(finished.Text);
                     string answer = answerPrefix + choice.Text;
                     List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
-                    string rest = calls.Count > 0 ? Without(answer, calls, answerPrefix.Length + choice.Sent) : answer[(answerPrefix.Length + choice.Sent)..];
+                    string rest = calls.Count > 0 ? ChatJson.WithoutToolCalls(answer, calls, answerPrefix.Length + choice.Sent) : answer[(answerPrefix.Length + choice.Sent)..];
                     if (calls.Count > 0 && rest.Trim().Length == 0)
                     {
                         rest = "";
@@ -276,27 +297,7 @@ internal static class ChatCompletionsEndpoint
         {
             string answer = answerPrefix + choice.Text;
             int from = answerPrefix.Length + choice.Sent;
-            int end = answer.Length;
-            if (hasTools)
-            {
-                int open = answer.IndexOf(ToolCallOpen, StringComparison.Ordinal);
-                if (open >= 0)
-                {
-                    end = open;
-                }
-                else
-                {
-                    for (int k = Math.Min(ToolCallOpen.Length - 1, answer.Length); k > 0; k--)
-                    {
-                        if (answer.AsSpan(answer.Length - k).SequenceEqual(ToolCallOpen.AsSpan(0, k)))
-                        {
-                            end = answer.Length - k;
-                            break;
-                        }
-                    }
-                }
-            }
-
+            int end = hasTools ? ChatJson.ReleasableLength(answer) : answer.Length;
             if (end <= from)
             {
                 return "";
@@ -383,27 +384,5 @@ internal static class ChatCompletionsEndpoint
             w.WriteEndArray();
         }
 
-        /// <summary>The answer from <paramref name="from"/> on without its tool-call blocks.</summary>
-        private static string Without(string answer, List<ToolCallBlock> calls, int from)
-        {
-            var text = new StringBuilder();
-            int at = from;
-            foreach (ToolCallBlock call in calls)
-            {
-                if (call.Start > at)
-                {
-                    text.Append(answer, at, call.Start - at);
-                }
-
-                at = Math.Max(at, call.End);
-            }
-
-            if (at < answer.Length)
-            {
-                text.Append(answer, at, answer.Length - at);
-            }
-
-            return text.ToString();
-        }
     }
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using QwenSharp.Qwen2VL;
+using QwenSharp.Sampling;
 using QwenSharp.Tokenization;
 using QwenSharp.Tokenization.Chat;
 
@@ -25,11 +26,11 @@ internal static class ChatPrompt
     private static readonly HashSet<string> s_toolChoiceFunctionFields = ["name"];
 
     /// <summary>
-    /// The rendered prompt, the text the answer is forced to start with ("" unless tool_choice forces a call), and
-    /// the pictures of a Qwen2-VL model's request in prompt order (<paramref name="processor"/> null: a text model, which refuses them).
+    /// The rendered prompt, the text the answer is forced to start with ("" unless tool_choice forces a call), the tools
+    /// the answer may call (null when none are offered; only the named one when tool_choice names it), and the pictures of a
+    /// Qwen2-VL model's request in prompt order (<paramref name="processor"/> null: a text model, which refuses them).
     /// </summary>
-    public static (string Prompt, string AnswerPrefix, bool HasTools, List<RgbImage> Pictures) Render(RequestFields request, Tokenizer tokenizer,
-        ImageProcessorConfig? processor = null)
+    public static RenderedChat Render(RequestFields request, Tokenizer tokenizer, ImageProcessorConfig? processor = null)
     {
         if (!tokenizer.HasChatTemplate)
         {
@@ -41,15 +42,17 @@ internal static class ChatPrompt
             throw ApiException.BadField("messages", "'messages' must be a non-empty list of messages");
         }
 
-        List<string> toolNames = [];
-        using JsonDocument? tools = request.Get("tools") is JsonElement toolList ? Tools(toolList, toolNames) : null;
-        (bool useTools, string prefix) = ToolChoice(request, toolNames);
+        List<ToolSignature> signatures = [];
+        using JsonDocument? tools = request.Get("tools") is JsonElement toolList ? Tools(toolList, signatures) : null;
+        (bool useTools, string prefix, string? named) = ToolChoice(request, signatures);
         var pictures = new List<RgbImage>();
         using JsonDocument rendered = Messages(messages, processor, pictures);
         try
         {
             string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt: true);
-            return (prompt + prefix, prefix, useTools && tools is not null, pictures);
+            IReadOnlyList<ToolSignature>? callable = !useTools || tools is null ? null
+                : named is null ? signatures : [signatures.First(t => t.Name == named)];
+            return new RenderedChat(prompt + prefix, prefix, callable, pictures);
         }
         catch (TemplateException e)
         {
@@ -270,7 +273,7 @@ internal static class ChatPrompt
         }
     }
 
-    private static JsonDocument Tools(JsonElement tools, List<string> names)
+    private static JsonDocument Tools(JsonElement tools, List<ToolSignature> signatures)
     {
         if (tools.ValueKind != JsonValueKind.Array)
         {
@@ -289,22 +292,31 @@ internal static class ChatPrompt
 
             RequestFields function = RequestFields.Of(fields.Get("function") ?? throw ApiException.BadField($"{path}.function", $"'{path}.function' is missing"),
                 $"{path}.function", s_functionFields);
-            names.Add(function.String("name", 256) ?? throw ApiException.BadField($"{path}.function.name", $"'{path}.function.name' is missing"));
+            string name = function.String("name", 256) ?? throw ApiException.BadField($"{path}.function.name", $"'{path}.function.name' is missing");
             function.String("description");
-            if (function.Get("parameters") is JsonElement parameters && parameters.ValueKind != JsonValueKind.Object)
+            JsonElement? parameters = function.Get("parameters");
+            if (parameters is JsonElement given && given.ValueKind != JsonValueKind.Object)
             {
                 throw ApiException.BadField($"{path}.function.parameters", $"'{path}.function.parameters' must be a JSON schema object");
             }
+
+            if (signatures.Any(s => s.Name == name))
+            {
+                throw ApiException.BadField($"{path}.function.name", $"'{path}.function.name': two tools are named '{name}'");
+            }
+
+            signatures.Add(new ToolSignature(name, parameters?.Clone(), function.Bool("strict") ?? false, $"{path}.function.parameters"));
         }
 
         return JsonDocument.Parse(tools.GetRawText());
     }
 
-    private static (bool UseTools, string Prefix) ToolChoice(RequestFields request, List<string> toolNames)
+    /// <summary>Whether the tools go in the prompt, the text the answer is forced to begin with, and the function tool_choice names.</summary>
+    private static (bool UseTools, string Prefix, string? Named) ToolChoice(RequestFields request, List<ToolSignature> tools)
     {
         if (request.Get("tool_choice") is not JsonElement choice)
         {
-            return (true, "");
+            return (true, "", null);
         }
 
         if (choice.ValueKind == JsonValueKind.String)
@@ -312,9 +324,9 @@ internal static class ChatPrompt
             string value = RequestFields.Text(choice, "tool_choice");
             return value switch
             {
-                "auto" => (true, ""),
-                "none" => (false, ""),
-                "required" when toolNames.Count > 0 => (true, "<tool_call>\n"),
+                "auto" => (true, "", null),
+                "none" => (false, "", null),
+                "required" when tools.Count > 0 => (true, "<tool_call>\n", null),
                 "required" => throw ApiException.BadField("tool_choice", "'tool_choice' is 'required' but no tools are given"),
                 _ => throw ApiException.BadField("tool_choice", $"'tool_choice' is '{value}'; expected auto, none, required or a function"),
             };
@@ -324,12 +336,24 @@ internal static class ChatPrompt
         RequestFields function = RequestFields.Of(fields.Get("function") ?? throw ApiException.BadField("tool_choice.function", "'tool_choice.function' is missing"),
             "tool_choice.function", s_toolChoiceFunctionFields);
         string name = function.String("name") ?? throw ApiException.BadField("tool_choice.function.name", "'tool_choice.function.name' is missing");
-        if (!toolNames.Contains(name))
+        if (!tools.Any(t => t.Name == name))
         {
             throw ApiException.BadField("tool_choice.function.name", $"'tool_choice' names '{name}', which is not one of the tools");
         }
 
-        // The name as a JSON string (JsonEncodedText escapes as Utf8JsonWriter does), as the model writes it in a call.
-        return (true, $"<tool_call>\n{{\"name\": \"{JsonEncodedText.Encode(name)}\", \"arguments\": ");
+        // The name as the model writes it in a call (and as ToolCallPrefix then holds it).
+        return (true, $"<tool_call>\n{{\"name\": \"{ToolCallGrammar.WrittenName(name)}\", \"arguments\": ", name);
     }
+}
+
+/// <summary>
+/// A chat request rendered (<see cref="ChatPrompt.Render"/>): the prompt, the text the answer is forced to begin with, the
+/// tools the answer may call (null when none are offered), and the pictures in prompt order.
+/// </summary>
+internal sealed record RenderedChat(string Prompt, string AnswerPrefix, IReadOnlyList<ToolSignature>? CallableTools, List<RgbImage> Pictures)
+{
+    public bool HasTools => CallableTools is not null;
+
+    /// <summary>tool_choice required or a named function: the answer is calls only.</summary>
+    public bool CallsForced => AnswerPrefix.Length > 0;
 }

@@ -80,4 +80,76 @@ public sealed class ChatToolsTests
 
         return new ChatMessage(new ChatRole(role), contents);
     }
+
+    private const string Time = """{"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}, "offset": {"type": "integer", "minimum": -12, "maximum": 14}}, "required": ["zone", "offset"], "additionalProperties": false}""";
+    private const string Weather = """{"type": "object", "properties": {"city": {"type": "string", "maxLength": 6}}, "required": ["city"]}""";
+
+    /// <summary>A model that would answer "Hello&lt;tool_call&gt;" and stop: a call with nothing in it, unless held (<see cref="ScriptedModel"/>).</summary>
+    private static readonly Lazy<string> s_opensACall = new(() => ScriptedModel.Write("Hello<tool_call>"));
+
+    private static ChatOptions HeldOptions(ChatToolMode? mode) => new()
+    {
+        Temperature = 0,
+        // The scripted model, held, ties every allowed token, and greedy takes the lowest id: mostly one character each.
+        MaxOutputTokens = 200,
+        AllowMultipleToolCalls = false,
+        ToolMode = mode,
+        Tools =
+        [
+            AIFunctionFactory.CreateDeclaration("get_time", "The time in a zone", JsonDocument.Parse(Time).RootElement.Clone()),
+            AIFunctionFactory.CreateDeclaration("get_weather", "The weather in a city", JsonDocument.Parse(Weather).RootElement.Clone()),
+        ],
+    };
+
+    public static TheoryData<string> HeldModes => ["auto", "any", "get_time", "get_weather"];
+
+    [Theory]
+    [MemberData(nameof(HeldModes))]
+    public async Task CallsAreHeldToTheTools(string mode)
+    {
+        using QwenModel model = await QwenModel.LoadAsync(s_opensACall.Value);
+        ChatToolMode? toolMode = mode switch { "auto" => null, "any" => ChatToolMode.RequireAny, _ => ChatToolMode.RequireSpecific(mode) };
+
+        ChatResponse response = await model.AsChatClient().GetResponseAsync([new ChatMessage(ChatRole.User, "Time?")], HeldOptions(toolMode));
+
+        FunctionCallContent[] calls = [.. response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>()];
+        Assert.True(calls.Length == 1, $"{calls.Length} calls in '{response.Text}'");
+        FunctionCallContent call = calls[0];
+        Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
+        if (mode is "get_time" or "get_weather")
+        {
+            Assert.Equal(mode, call.Name);
+        }
+
+        string arguments = JsonSerializer.Serialize(call.Arguments);
+        string schema = call.Name == "get_time" ? Time : Weather;
+        Assert.True(Json.Schema.JsonSchema.FromText(schema).Evaluate(JsonDocument.Parse(arguments).RootElement).IsValid, $"{call.Name}({arguments})");
+        // The call is not text as well (FunctionInvokingChatClient sends the message back whole).
+        Assert.Equal(mode == "auto" ? "Hello" : "", response.Text);
+    }
+
+    [Fact]
+    public async Task ToolModeNoneLeavesTheToolsOutAndTheAnswerFree()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(s_opensACall.Value);
+        var client = (QwenChatClient)model.AsChatClient();
+        ChatMessage[] messages = [new(ChatRole.User, "Time?")];
+
+        Assert.Contains("<tools>", client.Render(messages, HeldOptions(null)), StringComparison.Ordinal);
+        Assert.DoesNotContain("<tools>", client.Render(messages, HeldOptions(ChatToolMode.None)), StringComparison.Ordinal);
+        ChatResponse free = await client.GetResponseAsync(messages, HeldOptions(ChatToolMode.None));
+        Assert.Equal("Hello<tool_call>", free.Text);
+        Assert.Empty(free.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+    }
+
+    [Fact]
+    public async Task RequiringAFunctionNotOfferedIsRefusedByName()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(s_opensACall.Value);
+
+        ArgumentException e = await Assert.ThrowsAsync<ArgumentException>(() =>
+            model.AsChatClient().GetResponseAsync([new ChatMessage(ChatRole.User, "Time?")], HeldOptions(ChatToolMode.RequireSpecific("get_date"))));
+
+        Assert.Contains("'get_date', which is not one of ChatOptions.Tools (get_time, get_weather)", e.Message, StringComparison.Ordinal);
+    }
 }

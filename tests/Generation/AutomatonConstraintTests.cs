@@ -5,7 +5,7 @@ using QwenSharp.Sampling;
 namespace QwenSharp.Tests.Generation;
 
 /// <summary>
-/// <see cref="AutomatonConstraint"/> over <see cref="JsonSchema.AnyObject"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
+/// <see cref="AutomatonConstraint{TState}"/> over <see cref="JsonSchema.AnyObject"/> through <see cref="TokenSampler"/> on a made-up vocabulary whose random logits
 /// favour no structure: every text ended by an end token is an object System.Text.Json parses, no end token comes
 /// before the object closes, and then only end tokens come.
 /// </summary>
@@ -46,7 +46,7 @@ public class AutomatonConstraintTests
         for (int run = 0; run < 300; run++)
         {
             var options = greedy ? SamplingOptions.Greedy : new SamplingOptions { DoSample = true, Temperature = 1.5, TopK = 0 };
-            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new AutomatonConstraint(masks, AnyObject, s_ends));
+            var sampler = new TokenSampler(options, vocabulary.Count, (ulong)run, new AutomatonConstraint<JsonSchemaPrefix>(masks, AnyObject, s_ends));
             var text = new List<byte>();
             var generated = new List<int>();
             for (int step = 0; step < 200; step++)
@@ -128,7 +128,7 @@ public class AutomatonConstraintTests
     public void OnceTheObjectClosesOnlyEndTokensAreLeft()
     {
         TokenBytes vocabulary = Vocabulary();
-        var constraint = new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, s_ends);
+        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks(vocabulary), AnyObject, s_ends);
         constraint.Accept(1);   // {
         constraint.Accept(2);   // }
         float[] logits = [.. Enumerable.Range(0, vocabulary.Count).Select(t => (float)t)];
@@ -144,7 +144,7 @@ public class AutomatonConstraintTests
     {
         // No token here begins with 'u', so after "n" nothing can spell "null".
         var vocabulary = new TokenBytes([.. new[] { "{", "\"a\":", "n", "x" }.Select(Encoding.UTF8.GetBytes), null]);
-        var constraint = new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, [4]);
+        var constraint = new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks(vocabulary), AnyObject, [4]);
         foreach (int token in (int[])[0, 1, 2])
         {
             constraint.Accept(token);
@@ -162,7 +162,7 @@ public class AutomatonConstraintTests
         TokenBytes vocabulary = Vocabulary();
         float[] logits = new float[vocabulary.Count];
 
-        new AutomatonConstraint(new TokenMasks(vocabulary), AnyObject, s_ends).Mask(logits);
+        new AutomatonConstraint<JsonSchemaPrefix>(new TokenMasks(vocabulary), AnyObject, s_ends).Mask(logits);
 
         Assert.Equal([1, 25], Enumerable.Range(0, logits.Length).Where(t => logits[t] == 0));
     }

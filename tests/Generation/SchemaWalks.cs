@@ -38,16 +38,23 @@ internal static class SchemaWalks
     {
         using JsonDocument schemaDocument = JsonDocument.Parse(schemaText);
         var schema = Sampling.JsonSchema.Compile(schemaDocument.RootElement);
+        return Finished(() => JsonSchemaPrefix.Start(schema), walks, seed);
+    }
+
+    /// <summary>The texts of the walks from <paramref name="start"/> that became complete within 3000 bytes.</summary>
+    public static List<string> Finished<TState>(Func<TState> start, int walks, int seed)
+        where TState : struct, ITextAutomaton
+    {
         var random = new Random(seed);
         var answers = new List<string>();
         for (int walk = 0; walk < walks; walk++)
         {
-            JsonSchemaPrefix state = JsonSchemaPrefix.Start(schema);
+            TState state = start();
             var text = new List<byte>();
             for (int step = 0; step < 3000 && !state.Complete; step++)
             {
-                JsonSchemaPrefix current = state;
-                byte[] allowed = [.. Enumerable.Range(0, 256).Select(b => (byte)b).Where(b => { JsonSchemaPrefix next = current; return next.Feed(b); })];
+                TState current = state;
+                byte[] allowed = [.. Enumerable.Range(0, 256).Select(b => (byte)b).Where(b => { TState next = current; return next.Feed(b); })];
                 Assert.True(allowed.Length > 0, $"no byte can follow {Encoding.UTF8.GetString([.. text])}");
                 byte[] closing = [.. allowed.Where(b => s_closers.Contains(b))];
                 byte[] printable = [.. allowed.Where(b => b is >= 0x20 and < 0x7F)];

@@ -1,0 +1,124 @@
+using System.Text;
+using System.Text.Json;
+using OpenAI.Chat;
+using QwenSharp.Tests.Support;
+using Validator = Json.Schema.JsonSchema;
+
+namespace QwenSharp.Tests.Server;
+
+/// <summary>
+/// Tool calls held to the tools offered (<see cref="Sampling.ToolCallPrefix"/>), through the server, with a model that
+/// would answer "Hello&lt;tool_call&gt;" and stop (<see cref="ScriptedModel"/>): left alone, that is a call with nothing in
+/// it. Held, every call must come back whole, to a tool offered, with arguments its schema allows (checked by
+/// JsonSchema.Net), whether tool_choice forces the call or the model opens it itself.
+/// </summary>
+public sealed class HeldToolCallTests : IAsyncLifetime
+{
+    private const string Answer = "Hello<tool_call>";
+    private const string Weather = """{"type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["unit", "days"], "additionalProperties": false}""";
+    private const string Time = """{"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": false}""";
+    private static readonly Lazy<string> s_model = new(() => ScriptedModel.Write(Answer));
+    private TestServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync(s_model.Value, new QwenSharp.Server.ServerOptions { Context = 1024 });
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    private static string Request(string toolChoice, bool parallel = false, int maxTokens = 80) => $$$"""
+        {"messages": [{"role": "user", "content": "Weather?"}], "temperature": 0, "max_tokens": {{{maxTokens}}}, "parallel_tool_calls": {{{(parallel ? "true" : "false")}}},
+         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {{{Weather}}}}},
+                   {"type": "function", "function": {"name": "get_time", "parameters": {{{Time}}}}},
+                   {"type": "function", "function": {"name": "ping"}}]{{{toolChoice}}}}
+        """;
+
+    /// <summary>The answer's tool calls, each checked against its tool's parameters.</summary>
+    private static List<string> CheckedCalls(JsonElement answer)
+    {
+        JsonElement choice = answer.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        var names = new List<string>();
+        foreach (JsonElement call in choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray())
+        {
+            string name = call.GetProperty("function").GetProperty("name").GetString()!;
+            using JsonDocument arguments = JsonDocument.Parse(call.GetProperty("function").GetProperty("arguments").GetString()!);
+            bool valid = name switch
+            {
+                "get_weather" => Validator.FromText(Weather).Evaluate(arguments.RootElement).IsValid,
+                "get_time" => Validator.FromText(Time).Evaluate(arguments.RootElement).IsValid,
+                "ping" => arguments.RootElement.ValueKind == JsonValueKind.Object && !arguments.RootElement.EnumerateObject().Any(),
+                _ => false,
+            };
+            Assert.True(valid, $"{name}({arguments.RootElement.GetRawText()}) breaks its tool");
+            names.Add(name);
+        }
+
+        return names;
+    }
+
+    [Fact]
+    public async Task LeftAloneTheScriptIsACallWithNothingInIt()
+    {
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Weather?"}], "temperature": 0, "max_tokens": 80}""");
+
+        Assert.Equal(Answer, answer.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task ACallTheModelOpensItselfIsHeldToTheTools()
+    {
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions", Request(""));
+
+        Assert.Single(CheckedCalls(answer));
+        Assert.Equal("Hello", answer.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task RequiredCallsAreHeldFromTheFirstToken()
+    {
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions", Request(""", "tool_choice": "required" """));
+
+        Assert.Single(CheckedCalls(answer));
+    }
+
+    [Theory]
+    [InlineData("get_weather")]
+    [InlineData("get_time")]
+    [InlineData("ping")]
+    public async Task ANamedCallIsToThatFunction(string name)
+    {
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions", Request($$$""", "tool_choice": {"type": "function", "function": {"name": "{{{name}}}"}}"""));
+
+        Assert.Equal([name], CheckedCalls(answer));
+    }
+
+    [Fact]
+    public async Task ParallelCallsAreEachHeld()
+    {
+        // The scripted model, held, keeps choosing to call again: several calls, each whole, until the token limit.
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions", Request(""", "tool_choice": "required" """, parallel: true, maxTokens: 200));
+
+        JsonElement choice = answer.GetProperty("choices")[0];
+        int calls = choice.GetProperty("message").GetProperty("tool_calls").GetArrayLength();
+        Assert.True(calls >= 2, $"{calls} calls");
+    }
+
+    [Fact]
+    public async Task AStreamedHeldCallComesBackAsToolCallDeltas()
+    {
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 80, ToolChoice = ChatToolChoice.CreateRequiredChoice(), AllowParallelToolCalls = false };
+        options.Tools.Add(ChatTool.CreateFunctionTool("get_time", "The time in a zone", BinaryData.FromString(Time)));
+        var arguments = new StringBuilder();
+        string? name = null;
+        await foreach (StreamingChatCompletionUpdate update in _server.Chat().CompleteChatStreamingAsync([new UserChatMessage("Time?")], options))
+        {
+            foreach (StreamingChatToolCallUpdate call in update.ToolCallUpdates)
+            {
+                name ??= call.FunctionName;
+                arguments.Append(call.FunctionArgumentsUpdate?.ToString());
+            }
+        }
+
+        Assert.Equal("get_time", name);
+        Assert.True(Validator.FromText(Time).Evaluate(JsonDocument.Parse(arguments.ToString()).RootElement).IsValid, arguments.ToString());
+    }
+}
