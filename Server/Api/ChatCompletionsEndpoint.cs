@@ -22,10 +22,6 @@ internal static class ChatCompletionsEndpoint
         .. SamplingFields.Names,
     ];
 
-    private static readonly HashSet<string> s_responseFormatFields = ["type", "json_schema"];
-
-    private static readonly HashSet<string> s_jsonSchemaFields = ["name", "description", "schema", "strict"];
-
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
@@ -46,7 +42,7 @@ internal static class ChatCompletionsEndpoint
 
         CheckUnsupported(request);
         bool parallelCalls = request.Bool("parallel_tool_calls") ?? true;
-        Func<ITokenConstraint>? constraint = ResponseFormat(request, server);
+        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = (chat.Prompt, chat.AnswerPrefix, chat.HasTools, chat.Pictures);
@@ -73,48 +69,6 @@ internal static class ChatCompletionsEndpoint
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, answerPrefix, hasTools, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// <c>response_format</c>: <c>text</c> (or none) leaves the answer free; <c>json_object</c> makes it a JSON object
-    /// (<see cref="JsonSchema.AnyObject"/>), <c>json_schema</c> what its schema describes (<see cref="JsonSchemaPrefix"/>): every
-    /// token checked as it is chosen, the answer ending when it is whole.
-    /// </summary>
-    private static Func<ITokenConstraint>? ResponseFormat(RequestFields request, ServerState server)
-    {
-        if (request.Get("response_format") is not JsonElement format)
-        {
-            return null;
-        }
-
-        RequestFields fields = RequestFields.Of(format, "response_format", s_responseFormatFields);
-        string? type = fields.String("type");
-        return type switch
-        {
-            null or "text" => null,
-            "json_object" => server.Constrained.JsonObject(),
-            "json_schema" => JsonSchemaFormat(fields, server),
-            _ => throw ApiException.BadField("response_format.type", $"'response_format.type' must be 'text', 'json_object' or 'json_schema', not '{type}'"),
-        };
-    }
-
-    private static Func<ITokenConstraint> JsonSchemaFormat(RequestFields format, ServerState server)
-    {
-        const string Path = "response_format.json_schema";
-        JsonElement block = format.Get("json_schema") ?? throw ApiException.BadField(Path, $"'{Path}' is missing (with 'type': 'json_schema')");
-        RequestFields fields = RequestFields.Of(block, Path, s_jsonSchemaFields);
-        fields.String("name", 256);
-        fields.String("description");
-        fields.Bool("strict");
-        JsonElement schema = fields.Get("schema") ?? throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema' is missing");
-        try
-        {
-            return server.Constrained.JsonSchema(schema);
-        }
-        catch (ArgumentException e)
-        {
-            throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema': {e.BareMessage()}");
-        }
     }
 
     /// <summary>

@@ -18,9 +18,8 @@ internal static class CompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "user", "ignore_eos",
-        .. SamplingFields.Names,
+        "response_format", .. SamplingFields.Names,
     ];
-
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -52,10 +51,18 @@ internal static class CompletionsEndpoint
         request.String("user");
         // llama-server's and vLLM's extra: run to max_tokens past end-of-sequence ids (load tests).
         bool ignoreEos = request.Bool("ignore_eos") ?? false;
+        // As llama-server and vLLM take it here too: the answer after the prompt is held to the format.
+        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server);
+        if (constraint is not null && ignoreEos)
+        {
+            throw ApiException.BadField("ignore_eos", "'ignore_eos' with 'response_format': a held answer ends when it is whole");
+        }
+
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (List<int[]> prompts, List<string> texts) = Prompts(request, server);
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos);
+        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos,
+            constraint: constraint);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);

@@ -74,6 +74,34 @@ public sealed class ResponseFormatTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task TextCompletionsTakeTheFormatToo()
+    {
+        string format = $"{{\"type\": \"json_schema\", \"json_schema\": {{\"name\": \"reading\", \"schema\": {Reading}}}}}";
+        JsonElement held = await _server.PostOkAsync("/v1/completions",
+            $"{{\"prompt\": \"The reading as JSON:\", \"max_tokens\": 300, \"temperature\": 1.0, \"seed\": 5, \"n\": 3, \"echo\": true, \"response_format\": {format}}}");
+        JsonElement free = await _server.PostOkAsync("/v1/completions", "{\"prompt\": \"The reading as JSON:\", \"max_tokens\": 30, \"temperature\": 0}");
+
+        Json.Schema.JsonSchema validator = Json.Schema.JsonSchema.FromText(Reading);
+        foreach (JsonElement choice in held.GetProperty("choices").EnumerateArray())
+        {
+            string text = choice.GetProperty("text").GetString()!;
+            Assert.StartsWith("The reading as JSON:", text, StringComparison.Ordinal);
+            Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+            using JsonDocument answer = JsonDocument.Parse(text["The reading as JSON:".Length..]);
+            Assert.True(validator.Evaluate(answer.RootElement).IsValid, text);
+        }
+
+        Assert.False(free.GetProperty("choices")[0].GetProperty("text").GetString()!.StartsWith('{'));
+        (System.Net.HttpStatusCode status, JsonDocument error) = await _server.PostAsync("/v1/completions",
+            "{\"prompt\": \"x\", \"ignore_eos\": true, \"response_format\": {\"type\": \"json_object\"}}");
+        using (error)
+        {
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, status);
+            Assert.Equal("ignore_eos", error.RootElement.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
     [Theory]
     [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"multipleOf\": 2}}}}}",
         "response_format.json_schema.schema", "schema.properties.a.multipleOf")]
