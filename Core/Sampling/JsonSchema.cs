@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 
@@ -55,6 +56,12 @@ public sealed class JsonSchemaNode
 
     public JsonSchemaNode? Items { get; internal set; }
 
+    /// <summary>
+    /// A tagged union of objects: <see cref="Properties"/> is the one property that tells them apart, and after its value
+    /// (the i-th of its <see cref="Enum"/>) the object goes on as <c>Variants[i]</c>; otherwise null.
+    /// </summary>
+    public IReadOnlyList<JsonSchemaNode>? Variants { get; internal set; }
+
     /// <summary>A string's length limits in code points (<c>minLength</c>, <c>maxLength</c>), as JSON Schema counts characters.</summary>
     public int MinLength { get; internal set; }
 
@@ -83,6 +90,7 @@ public sealed class JsonSchemaNode
         Properties = other.Properties;
         Values = other.Values;
         Items = other.Items;
+        Variants = other.Variants;
         (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
 }
@@ -91,7 +99,8 @@ public sealed class JsonSchemaNode
 /// A JSON schema (OpenAI's <c>response_format: json_schema</c>, <c>ChatResponseFormat.ForJsonSchema</c>) compiled to
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
-/// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say), and <c>$ref</c> into
+/// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
+/// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, and <c>$ref</c> into
 /// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
 /// <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
 /// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>). Annotations
@@ -107,14 +116,23 @@ public sealed class JsonSchema
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
     private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format"];
 
+    /// <summary>Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint).</summary>
+    private static readonly HashSet<string> s_annotations =
+    [
+        "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "discriminator",
+        "$defs", "definitions",
+    ];
+
     private static readonly HashSet<string> s_known =
     [
-        "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
-        "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref",
         "nullable", .. s_valueLimits,
     ];
 
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>The schema <c>true</c> as an object, for an alternative that takes the keywords beside its list.</summary>
+    private static readonly JsonElement s_emptyObject = JsonDocument.Parse("{}").RootElement.Clone();
 
     private readonly JsonElement _root;
     private readonly Dictionary<string, JsonSchemaNode> _references = [];
@@ -187,7 +205,8 @@ public sealed class JsonSchema
 
         if (schema.TryGetProperty("anyOf", out JsonElement anyOf) || schema.TryGetProperty("oneOf", out anyOf))
         {
-            return Union(anyOf, $"{path}.{(schema.TryGetProperty("anyOf", out _) ? "anyOf" : "oneOf")}");
+            string unionPath = $"{path}.{(schema.TryGetProperty("anyOf", out _) ? "anyOf" : "oneOf")}";
+            return Union(Alternatives(schema, anyOf, unionPath), unionPath, DiscriminatorHint(schema, path));
         }
 
         if (schema.TryGetProperty("const", out JsonElement constant))
@@ -394,17 +413,94 @@ public sealed class JsonSchema
     };
 
     /// <summary>
-    /// anyOf/oneOf: the alternatives' kinds must not overlap (their values begin differently, so the first byte picks one),
-    /// except that enums, and null or boolean types, merge into one enum (an optional enum: anyOf [enum, null]).
+    /// anyOf/oneOf's alternatives, each with the keywords beside the list (<c>{"type": "object", "required": ["$type"],
+    /// "anyOf": [...]}</c>, as .NET's schema exporter writes a polymorphic type): a value must meet both, so each
+    /// alternative takes them, its <c>required</c> joined with theirs. An alternative that is a bare <c>$ref</c> takes
+    /// them into the schema it names; one that gives the same keyword differently is refused.
     /// </summary>
-    private JsonSchemaNode Union(JsonElement alternatives, string path)
+    private List<JsonElement> Alternatives(JsonElement schema, JsonElement alternatives, string path)
     {
         if (alternatives.ValueKind != JsonValueKind.Array || alternatives.GetArrayLength() == 0)
         {
             throw Refuse(path, "must be a non-empty list of schemas");
         }
 
-        JsonSchemaNode[] nodes = [.. alternatives.EnumerateArray().Select((a, i) => Compile(a, $"{path}[{i}]"))];
+        JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name is not ("anyOf" or "oneOf") && !s_annotations.Contains(k.Name))];
+        if (beside.Length == 0)
+        {
+            return [.. alternatives.EnumerateArray()];
+        }
+
+        var merged = new List<JsonElement>();
+        int i = 0;
+        foreach (JsonElement alternative in alternatives.EnumerateArray())
+        {
+            string where = $"{path}[{i++}]";
+            JsonElement own = alternative.ValueKind == JsonValueKind.True ? s_emptyObject
+                : alternative.ValueKind != JsonValueKind.Object ? throw Refuse(where, $"a schema must be an object or true, not {alternative.ValueKind}")
+                : alternative.TryGetProperty("$ref", out JsonElement reference) && alternative.EnumerateObject().Count() == 1 ? Target(reference, where)
+                : alternative;
+            byte[] bytes = Written(writer =>
+            {
+                writer.WriteStartObject();
+                foreach (JsonProperty keyword in own.EnumerateObject())
+                {
+                    JsonProperty? same = beside.Cast<JsonProperty?>().FirstOrDefault(b => b!.Value.Name == keyword.Name);
+                    if (same is JsonProperty given && keyword.Name == "required")
+                    {
+                        writer.WriteStartArray("required");
+                        foreach (string name in keyword.Value.EnumerateArray().Concat(given.Value.EnumerateArray()).Select(n => n.GetString() ?? throw Refuse($"{where}.required", "'required' must list property names")).Distinct())
+                        {
+                            writer.WriteStringValue(name);
+                        }
+
+                        writer.WriteEndArray();
+                    }
+                    else if (same is JsonProperty other && !JsonElement.DeepEquals(other.Value, keyword.Value))
+                    {
+                        throw Refuse($"{where}.{keyword.Name}", $"'{keyword.Name}' is given both beside the alternatives and, differently, in this one; not supported");
+                    }
+                    else
+                    {
+                        keyword.WriteTo(writer);
+                    }
+                }
+
+                foreach (JsonProperty keyword in beside.Where(b => !own.TryGetProperty(b.Name, out _)))
+                {
+                    keyword.WriteTo(writer);
+                }
+
+                writer.WriteEndObject();
+            });
+            using JsonDocument document = JsonDocument.Parse(bytes);
+            merged.Add(document.RootElement.Clone());
+        }
+
+        return merged;
+    }
+
+    /// <summary>OpenAPI's <c>discriminator.propertyName</c> (pydantic writes it beside a tagged union), or null.</summary>
+    private static string? DiscriminatorHint(JsonElement schema, string path) =>
+        !schema.TryGetProperty("discriminator", out JsonElement discriminator) ? null
+        : discriminator.ValueKind == JsonValueKind.Object && discriminator.TryGetProperty("propertyName", out JsonElement name) && name.ValueKind == JsonValueKind.String
+            ? name.GetString()
+            : throw Refuse($"{path}.discriminator", "'discriminator' must be an object with a 'propertyName' string");
+
+    /// <summary>
+    /// anyOf/oneOf: the alternatives' kinds must not overlap (their values begin differently, so the first byte picks one),
+    /// except that enums, and null or boolean types, merge into one enum (an optional enum: anyOf [enum, null]), and that
+    /// objects may be several when a property tells them apart (<see cref="Tagged"/>).
+    /// </summary>
+    private JsonSchemaNode Union(List<JsonElement> alternatives, string path, string? discriminator)
+    {
+        JsonSchemaNode[] nodes = [.. alternatives.Select((a, i) => Compile(a, $"{path}[{i}]")).SelectMany(ObjectApart)];
+        JsonSchemaNode[] objects = [.. nodes.Where(n => n.Kinds == JsonKinds.Object && n.Enum is null)];
+        if (objects.Length > 1)
+        {
+            nodes = [.. nodes.Where(n => !objects.Contains(n)), Tagged(objects, path, discriminator)];
+        }
+
         if (nodes.Length == 1)
         {
             return nodes[0];
@@ -426,8 +522,9 @@ public sealed class JsonSchema
         JsonSchemaNode union = NewNode(JsonKinds.None);
         foreach (JsonSchemaNode n in nodes)
         {
-            JsonKinds numeric = JsonKinds.Number | JsonKinds.Integer;
-            bool overlap = (union.Kinds & n.Kinds & ~numeric) != 0 || ((union.Kinds & numeric) != 0 && (n.Kinds & numeric) != 0);
+            // Null and booleans hold nothing more, so two alternatives may both allow them.
+            JsonKinds numeric = JsonKinds.Number | JsonKinds.Integer, bare = JsonKinds.Null | JsonKinds.Boolean;
+            bool overlap = (union.Kinds & n.Kinds & ~numeric & ~bare) != 0 || ((union.Kinds & numeric) != 0 && (n.Kinds & numeric) != 0);
             if (overlap)
             {
                 throw Refuse(path, "two alternatives can begin the same way (both objects, say); only alternatives of different types are supported");
@@ -437,6 +534,7 @@ public sealed class JsonSchema
             union.Kinds |= n.Kinds;
             union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
+            union.Variants ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Variants : null;
             union.Items ??= n.Items;
             (union.MinItems, union.MaxItems) = n.Kinds.HasFlag(JsonKinds.Array) ? (n.MinItems, n.MaxItems) : (union.MinItems, union.MaxItems);
             (union.MinLength, union.MaxLength, union.Pattern) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength, n.Pattern) : (union.MinLength, union.MaxLength, union.Pattern);
@@ -444,6 +542,77 @@ public sealed class JsonSchema
         }
 
         return union;
+    }
+
+    /// <summary>
+    /// An alternative that may be an object or something else (<c>"type": ["object", "null"]</c>) as two: the object,
+    /// and the rest, so that the object can join other object alternatives (<see cref="Tagged"/>).
+    /// </summary>
+    private IEnumerable<JsonSchemaNode> ObjectApart(JsonSchemaNode node)
+    {
+        if (node.Enum is not null || !node.Kinds.HasFlag(JsonKinds.Object) || node.Kinds == JsonKinds.Object || node.Kinds == JsonKinds.Any)
+        {
+            return [node];
+        }
+
+        JsonSchemaNode alone = NewNode(JsonKinds.Object), rest = NewNode(JsonKinds.None);
+        alone.TakeShape(node);
+        alone.Kinds = JsonKinds.Object;
+        rest.TakeShape(node);
+        rest.Kinds = node.Kinds & ~JsonKinds.Object;
+        return [alone, rest];
+    }
+
+    /// <summary>
+    /// Several object alternatives told apart by a property each lists with const or enum values no two share (a
+    /// discriminator: pydantic's tagged unions, .NET's <c>$type</c>): the answer writes that property first, and its value
+    /// picks the alternative the object goes on as (<see cref="JsonSchemaNode.Variants"/>), less that property. The
+    /// property is <paramref name="discriminator"/> when the schema names one, else the first such property of the first
+    /// alternative, required ones before optional ones.
+    /// </summary>
+    private JsonSchemaNode Tagged(JsonSchemaNode[] objects, string path, string? discriminator)
+    {
+        IEnumerable<byte[]> keys = discriminator is not null ? [Written(writer => writer.WriteStringValue(discriminator))]
+            : (objects[0].Properties ?? []).Where(p => p.Value.Enum is not null).OrderBy(p => p.Required ? 0 : 1).Select(p => p.Key);
+        foreach (byte[] key in keys)
+        {
+            JsonSchemaProperty?[] tags = [.. objects.Select(o => o.Properties?.FirstOrDefault(p => p.Key.AsSpan().SequenceEqual(key) && p.Value.Enum is not null))];
+            if (tags.Any(t => t is null))
+            {
+                continue;
+            }
+
+            byte[][] values = [.. tags.SelectMany(t => t!.Value.Enum!)];
+            if (values.Distinct(ByteArrayComparer.Instance).Count() != values.Length)
+            {
+                continue;
+            }
+
+            if (values.Length > MaxAlternatives)
+            {
+                throw Refuse(path, $"the alternatives' '{Encoding.UTF8.GetString(key)}' values number {values.Length}; at most {MaxAlternatives}");
+            }
+
+            JsonSchemaNode tag = NewNode(tags.Aggregate(JsonKinds.None, (kinds, t) => kinds | t!.Value.Kinds));
+            tag.Enum = values;
+            var variants = new List<JsonSchemaNode>();
+            for (int i = 0; i < objects.Length; i++)
+            {
+                JsonSchemaNode rest = NewNode(JsonKinds.Object);
+                rest.Properties = [.. objects[i].Properties!.Where(p => p != tags[i])];
+                variants.AddRange(Enumerable.Repeat(rest, tags[i]!.Value.Enum!.Length));
+            }
+
+            JsonSchemaNode tagged = NewNode(JsonKinds.Object);
+            tagged.Properties = [new JsonSchemaProperty(key, tag, Required: true)];
+            tagged.Variants = [.. variants];
+            return tagged;
+        }
+
+        throw Refuse(path, discriminator is not null
+            ? $"the discriminator '{discriminator}' must be a property every object alternative lists, with const or enum values no two of them share"
+            : "two object alternatives need a property that tells them apart: one every object alternative lists, with const or enum values no two of them share "
+                + "(a discriminator, as {\"kind\": {\"const\": \"cat\"}})");
     }
 
     private static byte[][] LiteralsOf(JsonKinds kinds) =>
@@ -458,26 +627,32 @@ public sealed class JsonSchema
             return known;
         }
 
-        JsonElement schema;
-        if (target == "#")
-        {
-            schema = _root;
-        }
-        else if ((target.StartsWith("#/$defs/", StringComparison.Ordinal) && _root.TryGetProperty("$defs", out JsonElement defs)
-                || target.StartsWith("#/definitions/", StringComparison.Ordinal) && _root.TryGetProperty("definitions", out defs))
-            && defs.TryGetProperty(target[(target.LastIndexOf('/') + 1)..], out schema))
-        {
-        }
-        else
-        {
-            throw Refuse($"{path}.$ref", $"'{target}' is not '#', '#/$defs/NAME' or '#/definitions/NAME' of this schema");
-        }
+        JsonElement schema = Target(reference, path);
 
         // A placeholder first, so that a reference back to this one finds it; filled from the compiled schema after.
         JsonSchemaNode placeholder = NewNode(JsonKinds.None);
         _references[target] = placeholder;
         placeholder.TakeShape(Compile(schema, target));
         return placeholder;
+    }
+
+    /// <summary>The schema a <c>$ref</c> names: <c>#</c>, <c>#/$defs/NAME</c> or <c>#/definitions/NAME</c> of this schema.</summary>
+    private JsonElement Target(JsonElement reference, string path)
+    {
+        string target = reference.GetString() ?? throw Refuse($"{path}.$ref", "'$ref' must be a string");
+        if (target == "#")
+        {
+            return _root;
+        }
+
+        if ((target.StartsWith("#/$defs/", StringComparison.Ordinal) && _root.TryGetProperty("$defs", out JsonElement defs)
+                || target.StartsWith("#/definitions/", StringComparison.Ordinal) && _root.TryGetProperty("definitions", out defs))
+            && defs.TryGetProperty(target[(target.LastIndexOf('/') + 1)..], out JsonElement schema))
+        {
+            return schema;
+        }
+
+        throw Refuse($"{path}.$ref", $"'{target}' is not '#', '#/$defs/NAME' or '#/definitions/NAME' of this schema");
     }
 
     private static byte[] Written(Action<Utf8JsonWriter> write)

@@ -287,6 +287,12 @@ public struct JsonSchemaPrefix : ITextAutomaton
         {
             if ((_candidates & (1UL << i)) != 0 && values[i].Length == _position)
             {
+                if (_frames is { IsObject: true, Node.Variants: { } variants, Next: 1 } tagged)
+                {
+                    // A tagged union's tag: its value picks the alternative the object goes on as.
+                    _frames = tagged with { Node = variants[i], Next = 0 };
+                }
+
                 return Become(Mode.AfterValue) && Feed(b);
             }
         }

@@ -201,6 +201,40 @@ public sealed class QwenModelTests
         }
     }
 
+    /// <summary>A polymorphic type: .NET's exporter writes its "$type" beside the alternatives, and its reader wants it first.</summary>
+    [System.Text.Json.Serialization.JsonPolymorphic]
+    [System.Text.Json.Serialization.JsonDerivedType(typeof(Cat), "cat")]
+    [System.Text.Json.Serialization.JsonDerivedType(typeof(Dog), "dog")]
+    public abstract class Pet
+    {
+        [System.ComponentModel.DataAnnotations.StringLength(4)]
+        public string Name { get; set; } = "";
+    }
+
+    public sealed class Cat : Pet
+    {
+        [System.ComponentModel.DataAnnotations.Range(0, 9)]
+        public int Lives { get; set; }
+    }
+
+    public sealed class Dog : Pet
+    {
+        public bool Barks { get; set; }
+    }
+
+    public sealed record Household(Pet First, Pet? Second);
+
+    [Fact]
+    public async Task ChatClient_GetResponseOfT_ReadsPolymorphicTypes()
+    {
+        foreach (Household household in await AnswersAs<Household>("Who lives here?", 200))
+        {
+            Assert.True(household.First is Cat or Dog);
+            Assert.True(household.Second is null or Cat or Dog);
+            Assert.True(household.First.Name.Length <= 4);
+        }
+    }
+
     [Fact]
     public async Task ChatClient_StreamingEqualsWholeResponseAndAFreshClient()
     {

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using QwenSharp.Sampling;
 using Validator = Json.Schema.JsonSchema;
 
@@ -44,13 +45,91 @@ public class JsonSchemaPrefixTests
           "small": {"type": "number", "maximum": -0.001, "minimum": -1e300}, "near": {"type": "number", "minimum": 0.1, "exclusiveMaximum": 0.1000001},
           "either": {"anyOf": [{"type": "integer", "minimum": 5, "maximum": 7}, {"type": "string", "maxLength": 2}, {"type": "array", "maxItems": 1}, {"type": "null"}]}}}
         """,
+        Polymorphic,
+        Discriminated,
     ];
+
+    /// <summary>What .NET's schema exporter writes for a [JsonPolymorphic] type: the kind and "$type" beside the list, in no alternative.</summary>
+    private const string Polymorphic = """
+        {"type": "object", "properties": {"pet": {"type": ["object", "null"], "required": ["$type"], "anyOf": [
+           {"properties": {"$type": {"const": "cat"}, "meows": {"type": "integer", "minimum": 0, "maximum": 9}, "name": {"type": "string", "maxLength": 3}}, "required": ["meows", "name"]},
+           {"properties": {"$type": {"const": "dog"}, "barks": {"type": "boolean"}, "name": {"type": "string", "maxLength": 3}}, "required": ["barks", "name"]},
+           {"properties": {"$type": {"const": 3}}}]},
+         "town": {"type": "string", "maxLength": 4}}, "required": ["pet", "town"]}
+        """;
+
+    /// <summary>What pydantic writes for a tagged union: alternatives by $ref, the tag declared after other fields, and a discriminator hint.</summary>
+    private const string Discriminated = """
+        {"$defs": {"Circle": {"type": "object", "properties": {"radius": {"type": "number", "minimum": 0, "maximum": 10}, "kind": {"const": "circle", "type": "string"}},
+                              "required": ["radius", "kind"], "additionalProperties": false},
+                   "Box": {"type": "object", "properties": {"w": {"type": "integer", "minimum": 1, "maximum": 5}, "h": {"type": "integer", "minimum": 1, "maximum": 5},
+                           "kind": {"enum": ["box", "square"], "type": "string"}}, "required": ["kind", "w"], "additionalProperties": false}},
+         "type": "object", "properties": {"shapes": {"type": "array", "maxItems": 3, "items": {"oneOf": [{"$ref": "#/$defs/Circle"}, {"$ref": "#/$defs/Box"}],
+           "discriminator": {"propertyName": "kind", "mapping": {"circle": "#/$defs/Circle", "box": "#/$defs/Box", "square": "#/$defs/Box"}}}}},
+         "required": ["shapes"], "additionalProperties": false}
+        """;
+
+    // The answer up to the byte refused, then that byte and the rest; a whole answer has no "|".
+    [Theory]
+    [InlineData("""{"pet": {"$type": "cat", "meows": 3, "name": "Tom"}, "town": "Oslo"}""")]
+    [InlineData("""{"pet": {"$type": "dog", "barks": true, "name": ""}, "town": ""}""")]
+    [InlineData("""{"pet": {"$type": 3}, "town": ""}""")]
+    [InlineData("""{"pet": null, "town": ""}""")]
+    [InlineData("""{"pet": {"|meows": 3""")]                                 // the tag comes first
+    [InlineData("""{"pet": {|}""")]                                          // and is there
+    [InlineData("""{"pet": {"$type": "c|ow}""")]
+    [InlineData("""{"pet": {"$type": 3|1""")]
+    [InlineData("""{"pet": {"$type": "dog", "|meows": 1}""")]                   // a dog's properties only
+    [InlineData("""{"pet": {"$type": "cat", "|name": "Tom"}""")]               // a cat keeps its own order
+    public void TaggedUnionsAreKeptByteByByte(string marked) => AssertMarked(Polymorphic, marked);
+
+    [Theory]
+    [InlineData("""{"shapes": [{"kind": "circle", "radius": 2.5}, {"kind": "square", "w": 2}, {"kind": "box", "w": 1, "h": 5}]}""")]
+    [InlineData("""{"shapes": [{"kind": "circle", "|w": 1}""")]
+    [InlineData("""{"shapes": [{"kind": "box"|}""")]                         // w is required
+    [InlineData("""{"shapes": [{"|radius": 1""")]
+    public void APydanticUnionWritesItsTagFirst(string marked) => AssertMarked(Discriminated, marked);
+
+    /// <summary>JsonSchema.Net's validator for a schema, without OpenAPI's "discriminator" (an annotation, which its dialect refuses).</summary>
+    private static Validator ValidatorFor(string schemaText)
+    {
+        JsonNode schema = JsonNode.Parse(schemaText)!;
+        void Strip(JsonNode? node)
+        {
+            if (node is JsonObject map)
+            {
+                map.Remove("discriminator");
+                foreach (KeyValuePair<string, JsonNode?> entry in map)
+                {
+                    Strip(entry.Value);
+                }
+            }
+            else if (node is JsonArray list)
+            {
+                foreach (JsonNode? item in list)
+                {
+                    Strip(item);
+                }
+            }
+        }
+
+        Strip(schema);
+        return Validator.FromText(schema.ToJsonString());
+    }
+
+    /// <summary>A marked answer (<see cref="BoundsAreKeptByteByByte"/>'s form) against <paramref name="schemaText"/>.</summary>
+    private static void AssertMarked(string schemaText, string marked)
+    {
+        int mark = marked.IndexOf('|', StringComparison.Ordinal);
+        string answer = marked.Replace("|", "", StringComparison.Ordinal);
+        AssertTakenOrRefusedAt(schemaText, answer, mark < 0 ? -1 : Encoding.UTF8.GetByteCount(answer[..mark]));
+    }
 
     [Theory]
     [MemberData(nameof(Schemas))]
     public void RandomWalksEndInAnswersTheValidatorPasses(string schemaText)
     {
-        Validator validator = Validator.FromText(schemaText);
+        Validator validator = ValidatorFor(schemaText);
 
         List<string> answers = SchemaWalks.Finished(schemaText, 300, schemaText.Length);
 
@@ -86,7 +165,7 @@ public class JsonSchemaPrefixTests
         if (refusedAt < 0)
         {
             using JsonDocument parsed = JsonDocument.Parse(answer);
-            Assert.True(Validator.FromText(schemaText).Evaluate(parsed.RootElement).IsValid);
+            Assert.True(ValidatorFor(schemaText).Evaluate(parsed.RootElement).IsValid);
         }
     }
 
@@ -113,12 +192,7 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"n":18,"s":"ab","a":[1,2|,""")]
     [InlineData("""{"n":18,"s":"ab","a":[0|,""")]                           // 0 is not more than 0 (0.5 is)
     [InlineData("""{"n":18,"s":"ab","a":[1|e5""")]                          // a number in a range is written without an exponent
-    public void BoundsAreKeptByteByByte(string marked)
-    {
-        int mark = marked.IndexOf('|', StringComparison.Ordinal);
-        string answer = marked.Replace("|", "", StringComparison.Ordinal);
-        AssertTakenOrRefusedAt(Bounded, answer, mark < 0 ? -1 : Encoding.UTF8.GetByteCount(answer[..mark]));
-    }
+    public void BoundsAreKeptByteByByte(string marked) => AssertMarked(Bounded, marked);
 
     // Draft 4 wrote an exclusive bound as a flag beside it: 3 < n < 5 holds 4 alone (JsonSchema.Net reads only the later drafts).
     [Theory]
@@ -148,6 +222,11 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
     [InlineData("""{"type": "array", "items": {"type": "string"}}""", "the root must be an object")]
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]}}}""", "schema.properties.a.anyOf")]
+    [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"k": {"enum": [2, 1]}}}]}}}""", "need a property that tells them apart")]
+    [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"j": {"const": 2}}}]}}}""", "need a property that tells them apart")]
+    [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"k": {"const": 2}}}], "discriminator": {"propertyName": "j"}}}}""",
+        "the discriminator 'j' must be a property every object alternative lists")]
+    [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "anyOf": [{"type": "integer"}, {"type": "null"}]}}}""", "schema.properties.a.anyOf[0].type: 'type' is given both")]
     [InlineData("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}""", "'#/$defs/missing'")]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "text"}}}""", "'text' is not a JSON schema type")]
     [InlineData("""{"type": "object", "required": ["b"], "properties": {"a": {}}}""", "'b' is required but not among the properties")]
