@@ -6,18 +6,17 @@ using QwenSharp.Tokenization;
 namespace QwenSharp;
 
 /// <summary>
-/// The answers a model's generations can be held to (a JSON object, or what a JSON schema describes), each sequence its
-/// own <see cref="AutomatonConstraint{TState}"/>. One table of the tokens' bytes, built on first use (special tokens,
-/// and the padding rows past the tokenizer's vocabulary, have none, so no constrained answer holds them), and the masks
-/// worked out per automaton state, kept for the JSON object and for the last schemas used, so that requests with the same
-/// schema share them.
+/// The answers a model's generations can be held to (a JSON object, what a JSON schema describes, calls to the tools
+/// offered, or either of the last two), each sequence its own <see cref="ITokenConstraint"/>. One table of the tokens'
+/// bytes, built on first use (special tokens, and the padding rows past the tokenizer's vocabulary, have none, so no
+/// constrained answer holds them), and the masks worked out per automaton state, kept for the last schemas and tool sets
+/// used, so that requests with the same ones share them.
 /// </summary>
 internal sealed class ConstrainedOutput
 {
     private const int SchemasKept = 16;
 
     private readonly Lazy<TokenBytes> _tokens;
-    private readonly Lazy<TokenMasks> _object;
     private readonly IReadOnlyList<int> _endTokens;
     private readonly Dictionary<string, (Sampling.JsonSchema Schema, TokenMasks Masks)> _schemas = [];
     private readonly Dictionary<string, (ToolCallGrammar Grammar, TokenMasks Masks)> _toolSets = [];
@@ -28,7 +27,6 @@ internal sealed class ConstrainedOutput
     {
         _tokens = new Lazy<TokenBytes>(() => new TokenBytes(
             [.. Enumerable.Range(0, vocabularySize).Select(id => tokenizer.IdToToken(id) is null || tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id))]));
-        _object = new Lazy<TokenMasks>(() => new TokenMasks(_tokens.Value));
         _endTokens = endTokens;
         _openCallToken = tokenizer.TokenToId(OpenCall) is int open && open < vocabularySize && !tokenizer.IsSpecial(open) ? open : null;
     }
@@ -36,11 +34,11 @@ internal sealed class ConstrainedOutput
     /// <summary>The text that opens a tool call in Qwen's template (one token in Qwen2.5's vocabulary).</summary>
     public const string OpenCall = "<tool_call>";
 
-    /// <summary>Whether a model can begin a tool call in one token, so that <see cref="ToolCalls"/> can hold calls lazily.</summary>
-    public bool OpensCallsInOneToken => _openCallToken is not null;
+    /// <summary>OpenAI's <c>json_object</c> as a schema: any JSON object.</summary>
+    public static JsonElement AnyObjectSchema { get; } = JsonDocument.Parse("""{"type": "object"}""").RootElement.Clone();
 
-    /// <summary>Each answer a JSON object (<see cref="Sampling.JsonSchema.AnyObject"/>).</summary>
-    public Func<ITokenConstraint> JsonObject() => () => new AutomatonConstraint<JsonSchemaPrefix>(_object.Value, JsonSchemaPrefix.Start(Sampling.JsonSchema.AnyObject), _endTokens);
+    /// <summary>Each answer a JSON object (<see cref="AnyObjectSchema"/>).</summary>
+    public Func<ITokenConstraint> JsonObject() => JsonSchema(AnyObjectSchema);
 
     /// <summary>
     /// Each answer what <paramref name="schema"/> describes (<see cref="JsonSchemaPrefix"/>); a schema
@@ -48,75 +46,70 @@ internal sealed class ConstrainedOutput
     /// </summary>
     public Func<ITokenConstraint> JsonSchema(JsonElement schema)
     {
-        string text = schema.GetRawText();
-        (Sampling.JsonSchema Schema, TokenMasks Masks) kept;
-        lock (_lock)
-        {
-            _schemas.TryGetValue(text, out kept);
-        }
-
-        if (kept.Schema is null)
-        {
-            kept = (Sampling.JsonSchema.Compile(schema), new TokenMasks(_tokens.Value));
-            lock (_lock)
-            {
-                if (_schemas.Count >= SchemasKept)
-                {
-                    _schemas.Clear();
-                }
-
-                _schemas[text] = kept;
-            }
-        }
-
-        return () => new AutomatonConstraint<JsonSchemaPrefix>(kept.Masks, JsonSchemaPrefix.Start(kept.Schema), _endTokens);
+        (Sampling.JsonSchema compiled, TokenMasks masks) = Kept(_schemas, schema.GetRawText(), () => Sampling.JsonSchema.Compile(schema));
+        return () => new AutomatonConstraint<JsonSchemaPrefix>(masks, JsonSchemaPrefix.Start(compiled), _endTokens);
     }
 
     /// <summary>
     /// Each answer's tool calls held to <paramref name="tools"/> (<see cref="ToolCallPrefix"/>): a name of one of them and
-    /// arguments its parameters' schema allows. With <paramref name="forced"/> null the answer is free until the model opens
-    /// a call (<see cref="ToolCallConstraint"/>; null when the vocabulary has no one token for that, see
-    /// <see cref="OpensCallsInOneToken"/>); otherwise it is calls only, after <paramref name="forced"/>, the text it is forced
-    /// to begin with ("" for none). A function without parameters takes the empty object. Parameters the schema compiler does
-    /// not take leave that function's arguments any JSON object, unless the tool is strict: then an ArgumentException whose
+    /// arguments its parameters' schema allows. With <paramref name="forced"/> given the answer is calls only, after
+    /// <paramref name="forced"/>, the text it is forced to begin with ("" for none). Otherwise, with an
+    /// <paramref name="answer"/> schema, the answer is calls or what that schema describes (<see cref="EitherPrefix{TFirst, TSecond}"/>);
+    /// without one it is free until the model opens a call (<see cref="ToolCallConstraint"/>; null when the vocabulary has no
+    /// one token for that). A function without parameters takes the empty object. Parameters the schema compiler does not
+    /// take leave that function's arguments any JSON object, unless the tool is strict: then an ArgumentException whose
     /// ParamName is the tool's <see cref="ToolSignature.Where"/>.
     /// </summary>
-    public Func<ITokenConstraint>? ToolCalls(IReadOnlyList<ToolSignature> tools, bool parallel, string? forced)
+    public Func<ITokenConstraint>? ToolCalls(IReadOnlyList<ToolSignature> tools, bool parallel, string? forced, JsonElement? answer = null)
     {
-        if (forced is null && _openCallToken is null)
+        if (forced is null && answer is null && _openCallToken is null)
         {
             return null;
         }
 
-        string key = string.Join('\u0001', tools.Select(t => $"{t.Name}\u0002{t.Strict}\u0002{t.Parameters?.GetRawText()}")) + $"\u0001{parallel}";
-        (ToolCallGrammar Grammar, TokenMasks Masks) kept;
-        lock (_lock)
+        string key = string.Join('\u0001', tools.Select(t => $"{t.Name}\u0002{t.Strict}\u0002{t.Parameters?.GetRawText()}"))
+            + $"\u0001{parallel}\u0001{(forced is null ? answer?.GetRawText() : null)}";
+        (ToolCallGrammar grammar, TokenMasks masks) = Kept(_toolSets, key, () => new ToolCallGrammar(tools.Select(t => (t.Name, Arguments(t))), parallel));
+        if (forced is not null)
         {
-            _toolSets.TryGetValue(key, out kept);
+            ToolCallPrefix start = ToolCallPrefix.Start(grammar, System.Text.Encoding.UTF8.GetBytes(forced));
+            return () => new AutomatonConstraint<ToolCallPrefix>(masks, start, _endTokens);
         }
 
-        if (kept.Grammar is null)
+        if (answer is JsonElement schema)
         {
-            kept = (new ToolCallGrammar(tools.Select(t => (t.Name, Arguments(t))), parallel), new TokenMasks(_tokens.Value));
-            lock (_lock)
-            {
-                if (_toolSets.Count >= SchemasKept)
-                {
-                    _toolSets.Clear();
-                }
+            Sampling.JsonSchema compiled = Kept(_schemas, schema.GetRawText(), () => Sampling.JsonSchema.Compile(schema)).Compiled;
+            return () => new AutomatonConstraint<EitherPrefix<ToolCallPrefix, JsonSchemaPrefix>>(masks,
+                new EitherPrefix<ToolCallPrefix, JsonSchemaPrefix>(ToolCallPrefix.Start(grammar), JsonSchemaPrefix.Start(compiled)), _endTokens);
+        }
 
-                _toolSets[key] = kept;
+        int open = _openCallToken!.Value;
+        return () => new ToolCallConstraint(masks, grammar, open, _endTokens);
+    }
+
+    /// <summary>What <paramref name="key"/> names in a cache (made, with fresh masks, when it is not there), the cache started over when full.</summary>
+    private (T Compiled, TokenMasks Masks) Kept<T>(Dictionary<string, (T, TokenMasks)> cache, string key, Func<T> make)
+    {
+        lock (_lock)
+        {
+            if (cache.TryGetValue(key, out (T, TokenMasks) known))
+            {
+                return known;
             }
         }
 
-        if (forced is null)
+        (T, TokenMasks) made = (make(), new TokenMasks(_tokens.Value));
+        lock (_lock)
         {
-            int open = _openCallToken!.Value;
-            return () => new ToolCallConstraint(kept.Masks, kept.Grammar, open, _endTokens);
+            if (cache.Count >= SchemasKept)
+            {
+                cache.Clear();
+            }
+
+            cache[key] = made;
         }
 
-        ToolCallPrefix start = ToolCallPrefix.Start(kept.Grammar, System.Text.Encoding.UTF8.GetBytes(forced));
-        return () => new AutomatonConstraint<ToolCallPrefix>(kept.Masks, start, _endTokens);
+        return made;
     }
 
     private static Sampling.JsonSchema Arguments(ToolSignature tool)

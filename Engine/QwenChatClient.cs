@@ -25,7 +25,6 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        CheckFormatAndTools(options);
         IList<AITool>? tools = OfferedTools(options);
         (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, tools);
         string responseId = Guid.NewGuid().ToString("N");
@@ -127,7 +126,8 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
     /// <summary>
     /// The answer's tool calls held to the tools (<see cref="ConstrainedOutput.ToolCalls"/>): calls only for
     /// <see cref="ChatToolMode.RequireAny"/> (and only to the one <see cref="ChatToolMode.RequireSpecific"/> names), else from
-    /// the moment the model opens one. Several calls in one answer unless <see cref="ChatOptions.AllowMultipleToolCalls"/> is false.
+    /// the moment the model opens one, or with <see cref="ChatOptions.ResponseFormat"/> JSON, calls or an answer in that
+    /// format. Several calls in one answer unless <see cref="ChatOptions.AllowMultipleToolCalls"/> is false.
     /// </summary>
     private Func<ITokenConstraint>? HeldCalls(IList<AITool>? tools, ChatOptions? options)
     {
@@ -146,15 +146,8 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             signatures = [named];
         }
 
-        return model.Constrained.ToolCalls(signatures, options.AllowMultipleToolCalls ?? true, forced);
-    }
-
-    /// <summary>A held answer (ChatResponseFormat.Json) cannot hold a tool call: with tools offered, they could never be called.</summary>
-    private static void CheckFormatAndTools(ChatOptions? options)
-    {
-        if (options?.ResponseFormat is ChatResponseFormatJson && options.Tools is { Count: > 0 } && options.ToolMode is not NoneChatToolMode)
-        {
-            throw new NotSupportedException("ChatOptions.ResponseFormat JSON with ChatOptions.Tools: a held answer cannot call a tool here; drop one, or set ToolMode = ChatToolMode.None");
-        }
+        // With a response format the answer is calls or an answer in that format (GetResponseAsync<T> beside tools).
+        JsonElement? answer = options.ResponseFormat is ChatResponseFormatJson json ? json.Schema ?? ConstrainedOutput.AnyObjectSchema : null;
+        return model.Constrained.ToolCalls(signatures, options.AllowMultipleToolCalls ?? true, forced, answer);
     }
 }

@@ -332,7 +332,8 @@ public sealed class QwenModel : IDisposable
             Sampling = options.Sampling.Resolve(config),
             Logprobs = options.Logprobs,
             StopCondition = text,
-            Constraint = options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : options.HeldCalls,
+            // The chat client's held calls include its response format, when it has one.
+            Constraint = options.HeldCalls ?? (options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : null),
             CancellationToken = cancellationToken,
         };
     }

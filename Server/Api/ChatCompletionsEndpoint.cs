@@ -42,18 +42,13 @@ internal static class ChatCompletionsEndpoint
 
         CheckUnsupported(request);
         bool parallelCalls = request.Bool("parallel_tool_calls") ?? true;
-        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server);
+        (Func<ITokenConstraint> Constraint, JsonElement Schema)? format = ResponseFormat.Read(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = (chat.Prompt, chat.AnswerPrefix, chat.HasTools, chat.Pictures);
-        if (constraint is not null && hasTools)
-        {
-            // A held answer cannot hold a <tool_call> block: the tools would be offered and never callable.
-            throw ApiException.BadField("response_format", "'response_format' json_object or json_schema with 'tools': a held answer cannot call a tool here; "
-                + "drop one, or set 'tool_choice': 'none'");
-        }
 
-        constraint ??= ToolCalls(chat, parallelCalls, server);
+        // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.
+        Func<ITokenConstraint>? constraint = hasTools ? ToolCalls(chat, parallelCalls, format?.Schema, server) : format?.Constraint;
         int[] ids = server.Tokenizer.Encode(prompt);
 
         // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
@@ -73,9 +68,10 @@ internal static class ChatCompletionsEndpoint
 
     /// <summary>
     /// The answer's tool calls held to the tools offered (<see cref="ToolCallPrefix"/>): from its start when tool_choice
-    /// forces a call, else from the moment the model opens one.
+    /// forces a call; else, with a response format, the answer is calls or an answer in that format; else calls are held
+    /// from the moment the model opens one.
     /// </summary>
-    private static Func<ITokenConstraint>? ToolCalls(RenderedChat chat, bool parallel, ServerState server)
+    private static Func<ITokenConstraint>? ToolCalls(RenderedChat chat, bool parallel, JsonElement? format, ServerState server)
     {
         if (chat.CallableTools is not { } tools)
         {
@@ -84,7 +80,7 @@ internal static class ChatCompletionsEndpoint
 
         try
         {
-            return server.Constrained.ToolCalls(tools, parallel, chat.CallsForced ? chat.AnswerPrefix : null);
+            return server.Constrained.ToolCalls(tools, parallel, chat.CallsForced ? chat.AnswerPrefix : null, format);
         }
         catch (ArgumentException e)
         {

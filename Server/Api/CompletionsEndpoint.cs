@@ -52,7 +52,7 @@ internal static class CompletionsEndpoint
         // llama-server's and vLLM's extra: run to max_tokens past end-of-sequence ids (load tests).
         bool ignoreEos = request.Bool("ignore_eos") ?? false;
         // As llama-server and vLLM take it here too: the answer after the prompt is held to the format.
-        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server);
+        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server)?.Constraint;
         if (constraint is not null && ignoreEos)
         {
             throw ApiException.BadField("ignore_eos", "'ignore_eos' with 'response_format': a held answer ends when it is whole");

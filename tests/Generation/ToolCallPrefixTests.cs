@@ -152,4 +152,56 @@ public class ToolCallPrefixTests
 
         Assert.Equal(s_tools.Count, called.Count);
     }
+
+    [Fact]
+    public void EitherACallOrAnAnswerInTheFormatIsTakenAndNeverAMixOfThem()
+    {
+        const string Answer = """{"type": "object", "properties": {"temp": {"type": "integer", "minimum": -50, "maximum": 50}}, "required": ["temp"], "additionalProperties": false}""";
+        ToolCallGrammar grammar = Grammar(parallel: false, "get_time");
+        var format = Sampling.JsonSchema.Compile(JsonDocument.Parse(Answer).RootElement);
+        EitherPrefix<ToolCallPrefix, JsonSchemaPrefix> Start() => new(ToolCallPrefix.Start(grammar), JsonSchemaPrefix.Start(format));
+        int RefusedAt(string text, out EitherPrefix<ToolCallPrefix, JsonSchemaPrefix> state)
+        {
+            state = Start();
+            byte[] bytes = Encoding.UTF8.GetBytes(text);
+            for (int i = 0; i < bytes.Length; i++)
+            {
+                if (!state.Feed(bytes[i]))
+                {
+                    return i;
+                }
+            }
+
+            return -1;
+        }
+
+        Assert.Equal(-1, RefusedAt("""{"temp": -3}""", out EitherPrefix<ToolCallPrefix, JsonSchemaPrefix> answered));
+        Assert.True(answered.Complete);
+        Assert.Equal(-1, RefusedAt(Call("get_time", """{"zone": "UTC", "hours": 1}"""), out EitherPrefix<ToolCallPrefix, JsonSchemaPrefix> called));
+        Assert.True(called.Complete);
+        Assert.Equal(2, RefusedAt("""{"name": "get_time"}""", out _));
+        Assert.Equal(0, RefusedAt("Hello", out _));
+        Assert.Equal(-1, RefusedAt("{", out EitherPrefix<ToolCallPrefix, JsonSchemaPrefix> begun));
+        Assert.False(begun.CanEnd);
+
+        List<string> texts = SchemaWalks.Finished(Start, 300, 5);
+        Assert.True(texts.Count >= 250, $"only {texts.Count} of 300 walks finished");
+        int calls = 0, answers = 0;
+        foreach (string text in texts)
+        {
+            if (text.StartsWith('<'))
+            {
+                ToolCallBlock block = Assert.Single(ChatJson.ToolCallBlocks(text));
+                Assert.True(Validator.FromText(Time).Evaluate(JsonDocument.Parse(block.ArgumentsJson).RootElement).IsValid, text);
+                calls++;
+            }
+            else
+            {
+                Assert.True(Validator.FromText(Answer).Evaluate(JsonDocument.Parse(text).RootElement).IsValid, text);
+                answers++;
+            }
+        }
+
+        Assert.True(calls > 50 && answers > 50, $"{calls} calls, {answers} answers");
+    }
 }

@@ -121,4 +121,31 @@ public sealed class HeldToolCallTests : IAsyncLifetime
         Assert.Equal("get_time", name);
         Assert.True(Validator.FromText(Time).Evaluate(JsonDocument.Parse(arguments.ToString()).RootElement).IsValid, arguments.ToString());
     }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("{")]
+    [InlineData("<tool_call>")]
+    public async Task WithAResponseFormatTheAnswerIsCallsOrThatFormat(string? favoured)
+    {
+        const string Format = """{"type": "object", "properties": {"done": {"type": "boolean"}}, "required": ["done"], "additionalProperties": false}""";
+        string bias = favoured is null ? "" : $$""", "logit_bias": {"{{TestTokenizers.Qwen.TokenToId(favoured)}}": 20}""";
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions",
+            Request($$$""", "response_format": {"type": "json_schema", "json_schema": {"name": "f", "schema": {{{Format}}}}}{{{bias}}}"""));
+
+        JsonElement choice = answer.GetProperty("choices")[0];
+        if (choice.GetProperty("finish_reason").GetString() == "tool_calls")
+        {
+            Assert.NotEqual("{", favoured);
+            Assert.Single(CheckedCalls(answer));
+        }
+        else
+        {
+            Assert.NotEqual("<tool_call>", favoured);
+            Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+            string content = choice.GetProperty("message").GetProperty("content").GetString()!;
+            Assert.True(Validator.FromText(Format).Evaluate(JsonDocument.Parse(content).RootElement).IsValid, content);
+        }
+    }
 }
+

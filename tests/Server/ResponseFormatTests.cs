@@ -108,7 +108,6 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\"}}", "response_format.json_schema.schema", "is missing")]
     [InlineData("{\"type\": \"json_schema\"}", "response_format.json_schema", "is missing")]
     [InlineData("{\"type\": \"xml\"}", "response_format.type", "'text', 'json_object' or 'json_schema'")]
-    [InlineData("{\"type\": \"json_object\"}, \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]", "response_format", "cannot call a tool")]
     public async Task BadFormatsAreRefusedByName(string format, string param, string message)
     {
         (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions", Body(format, "\"temperature\": 0"));
