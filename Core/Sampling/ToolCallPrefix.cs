@@ -145,14 +145,10 @@ public struct ToolCallPrefix : ITextAutomaton
     private bool FeedName(byte b)
     {
         byte[][] names = _grammar.Names;
-        if (b == '"')
+        // A name equal to the bytes matched sorts first among those that begin with them. (A quote inside a written name
+        // follows a backslash, so while a name is whole a quote can only end it.)
+        if (b == '"' && names[_low].Length == _position)
         {
-            // A name equal to the bytes matched sorts first among those that begin with them.
-            if (names[_low].Length != _position)
-            {
-                return false;
-            }
-
             _tool = _low;
             Begin(Literal.BeforeArguments);
             _position = 1;

@@ -21,6 +21,7 @@ public class ToolCallPrefixTests
         ["get_time"] = Time,
         ["get"] = null,
         ["café"] = """{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}""",
+        ["say \"hi\""] = null,
     };
 
     private static ToolCallGrammar Grammar(bool parallel, params string[] names) =>
@@ -51,6 +52,7 @@ public class ToolCallPrefixTests
     [InlineData("get_time", """{"zone": "CET", "hours": -12}""")]
     [InlineData("get", "{}")]
     [InlineData("café", """{"ok": true}""")]
+    [InlineData("say \\\"hi\\\"", "{}")]                     // a quote in a name is escaped, and does not end it
     public void AWholeCallIsTakenAndMayEnd(string name, string arguments)
     {
         ToolCallGrammar grammar = Grammar(parallel: false);
