@@ -100,7 +100,8 @@ public sealed class JsonSchemaNode
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
-/// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, and <c>$ref</c> into
+/// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
+/// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
 /// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
 /// <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
 /// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>). Annotations
@@ -125,17 +126,18 @@ public sealed class JsonSchema
 
     private static readonly HashSet<string> s_known =
     [
-        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "$ref",
+        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
         "nullable", .. s_valueLimits,
     ];
 
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>The schema <c>true</c> as an object, for an alternative that takes the keywords beside its list.</summary>
-    private static readonly JsonElement s_emptyObject = JsonDocument.Parse("{}").RootElement.Clone();
-
     private readonly JsonElement _root;
+    /// <summary>Schemas joined by allOf or by anyOf's alternatives and their siblings, at most, in one schema.</summary>
+    private const int MaxConjunctions = 256;
+
     private readonly Dictionary<string, JsonSchemaNode> _references = [];
+    private int _conjunctions;
     private int _nodes;
 
     private JsonSchema(JsonElement root)
@@ -196,6 +198,11 @@ public sealed class JsonSchema
             {
                 throw Refuse($"{path}.{keyword.Name}", $"'{keyword.Name}' is not supported (it would constrain values further than the answer can be held to)");
             }
+        }
+
+        if (schema.TryGetProperty("allOf", out JsonElement all))
+        {
+            return AllOf(schema, all, path);
         }
 
         if (schema.TryGetProperty("$ref", out JsonElement reference))
@@ -431,53 +438,63 @@ public sealed class JsonSchema
             return [.. alternatives.EnumerateArray()];
         }
 
-        var merged = new List<JsonElement>();
-        int i = 0;
-        foreach (JsonElement alternative in alternatives.EnumerateArray())
+        JsonElement siblings = Object(beside);
+        return [.. alternatives.EnumerateArray().Select((alternative, i) => Conjunction([(siblings, path), (alternative, $"{path}[{i}]")]))];
+    }
+
+    /// <summary>
+    /// <c>allOf</c>: its schemas and the keywords beside it, joined into one (<see cref="SchemaConjunction"/>). One schema
+    /// with nothing but annotations beside it is compiled as it is, so that a reference (pydantic's
+    /// <c>{"allOf": [{"$ref": ...}], "description": ...}</c>) may still lead back into itself.
+    /// </summary>
+    private JsonSchemaNode AllOf(JsonElement schema, JsonElement all, string path)
+    {
+        if (all.ValueKind != JsonValueKind.Array || all.GetArrayLength() == 0)
         {
-            string where = $"{path}[{i++}]";
-            JsonElement own = alternative.ValueKind == JsonValueKind.True ? s_emptyObject
-                : alternative.ValueKind != JsonValueKind.Object ? throw Refuse(where, $"a schema must be an object or true, not {alternative.ValueKind}")
-                : alternative.TryGetProperty("$ref", out JsonElement reference) && alternative.EnumerateObject().Count() == 1 ? Target(reference, where)
-                : alternative;
-            byte[] bytes = Written(writer =>
-            {
-                writer.WriteStartObject();
-                foreach (JsonProperty keyword in own.EnumerateObject())
-                {
-                    JsonProperty? same = beside.Cast<JsonProperty?>().FirstOrDefault(b => b!.Value.Name == keyword.Name);
-                    if (same is JsonProperty given && keyword.Name == "required")
-                    {
-                        writer.WriteStartArray("required");
-                        foreach (string name in keyword.Value.EnumerateArray().Concat(given.Value.EnumerateArray()).Select(n => n.GetString() ?? throw Refuse($"{where}.required", "'required' must list property names")).Distinct())
-                        {
-                            writer.WriteStringValue(name);
-                        }
-
-                        writer.WriteEndArray();
-                    }
-                    else if (same is JsonProperty other && !JsonElement.DeepEquals(other.Value, keyword.Value))
-                    {
-                        throw Refuse($"{where}.{keyword.Name}", $"'{keyword.Name}' is given both beside the alternatives and, differently, in this one; not supported");
-                    }
-                    else
-                    {
-                        keyword.WriteTo(writer);
-                    }
-                }
-
-                foreach (JsonProperty keyword in beside.Where(b => !own.TryGetProperty(b.Name, out _)))
-                {
-                    keyword.WriteTo(writer);
-                }
-
-                writer.WriteEndObject();
-            });
-            using JsonDocument document = JsonDocument.Parse(bytes);
-            merged.Add(document.RootElement.Clone());
+            throw Refuse($"{path}.allOf", "must be a non-empty list of schemas");
         }
 
-        return merged;
+        JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name != "allOf" && !s_annotations.Contains(k.Name))];
+        if (all.GetArrayLength() == 1 && beside.Length == 0)
+        {
+            return Compile(all[0], $"{path}.allOf[0]");
+        }
+
+        return Compile(Conjunction([(Object(beside), path), .. all.EnumerateArray().Select((part, i) => (part, $"{path}.allOf[{i}]"))]), path);
+    }
+
+    /// <summary>Schemas joined (<see cref="SchemaConjunction"/>), each that is a bare <c>$ref</c> first taken as the schema it names.</summary>
+    private JsonElement Conjunction(IEnumerable<(JsonElement Schema, string Where)> parts)
+    {
+        if (++_conjunctions > MaxConjunctions)
+        {
+            throw Refuse(parts.First().Where, $"more than {MaxConjunctions} allOf or anyOf schemas joined (a reference leading back into itself through them?)");
+        }
+
+        return SchemaConjunction.Merge([.. parts.Select(p => (Bare(p.Schema, p.Where), p.Where))], s_annotations);
+    }
+
+    /// <summary>A <c>$ref</c> with nothing but annotations beside it, as the schema it names; any other schema as it is.</summary>
+    private JsonElement Bare(JsonElement schema, string path) =>
+        schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("$ref", out JsonElement reference)
+            && schema.EnumerateObject().All(k => k.Name == "$ref" || s_annotations.Contains(k.Name))
+            ? Target(reference, path)
+            : schema;
+
+    private static JsonElement Object(IEnumerable<JsonProperty> keywords)
+    {
+        byte[] bytes = Written(writer =>
+        {
+            writer.WriteStartObject();
+            foreach (JsonProperty keyword in keywords)
+            {
+                keyword.WriteTo(writer);
+            }
+
+            writer.WriteEndObject();
+        });
+        using JsonDocument document = JsonDocument.Parse(bytes);
+        return document.RootElement.Clone();
     }
 
     /// <summary>OpenAPI's <c>discriminator.propertyName</c> (pydantic writes it beside a tagged union), or null.</summary>

@@ -47,7 +47,29 @@ public class JsonSchemaPrefixTests
         """,
         Polymorphic,
         Discriminated,
+        Joined,
     ];
+
+    /// <summary>allOf as pydantic v1 writes a described reference (recursive here), and as two object schemas joined.</summary>
+    private const string Joined = """
+        {"definitions": {"Node": {"type": "object", "properties": {"v": {"type": "integer", "minimum": 0, "maximum": 3},
+            "next": {"title": "Next", "description": "the next node", "allOf": [{"$ref": "#/definitions/Node"}]}}, "required": ["v"]}},
+         "type": "object", "properties": {"root": {"description": "the first node", "allOf": [{"$ref": "#/definitions/Node"}]},
+           "both": {"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]},
+                              {"properties": {"b": {"enum": [1, 2]}}, "required": ["b"]}]},
+           "closed": {"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "boolean"}}},
+                                {"properties": {"a": {"type": "boolean"}}, "additionalProperties": false}]}},
+         "required": ["root", "both"]}
+        """;
+
+    [Theory]
+    [InlineData("""{"root": {"v": 1, "next": {"v": 3}}, "both": {"a": true, "b": 2}}""")]
+    [InlineData("""{"root": {"v": 1, "next": {"v": |4}}""")]
+    [InlineData("""{"root": {"v": 0}, "both": {"|b": 2}""")]
+    [InlineData("""{"root": {"v": 0}, "both": {"a": false|}""")]
+    [InlineData("""{"root": {"v": 0}, "both": {"a": false, "b": 1}, "closed": {"a": true}}""")]
+    [InlineData("""{"root": {"v": 0}, "both": {"a": false, "b": 1}, "closed": {"|b": true}}""")]  // closed off by the second schema
+    public void AllOfJoinsItsSchemas(string marked) => AssertMarked(Joined, marked);
 
     /// <summary>What .NET's schema exporter writes for a [JsonPolymorphic] type: the kind and "$type" beside the list, in no alternative.</summary>
     private const string Polymorphic = """
@@ -90,10 +112,14 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"shapes": [{"|radius": 1""")]
     public void APydanticUnionWritesItsTagFirst(string marked) => AssertMarked(Discriminated, marked);
 
-    /// <summary>JsonSchema.Net's validator for a schema, without OpenAPI's "discriminator" (an annotation, which its dialect refuses).</summary>
+    /// <summary>
+    /// JsonSchema.Net's validator for a schema, without OpenAPI's "discriminator" (an annotation), and with draft 7's
+    /// "definitions" as 2020-12's "$defs": its dialect refuses both.
+    /// </summary>
     private static Validator ValidatorFor(string schemaText)
     {
-        JsonNode schema = JsonNode.Parse(schemaText)!;
+        JsonNode schema = JsonNode.Parse(schemaText.Replace("\"definitions\"", "\"$defs\"", StringComparison.Ordinal)
+            .Replace("#/definitions/", "#/$defs/", StringComparison.Ordinal))!;
         void Strip(JsonNode? node)
         {
             if (node is JsonObject map)
@@ -226,7 +252,14 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"j": {"const": 2}}}]}}}""", "need a property that tells them apart")]
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"k": {"const": 2}}}], "discriminator": {"propertyName": "j"}}}}""",
         "the discriminator 'j' must be a property every object alternative lists")]
-    [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "anyOf": [{"type": "integer"}, {"type": "null"}]}}}""", "schema.properties.a.anyOf[0].type: 'type' is given both")]
+    [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "anyOf": [{"type": "integer"}, {"type": "null"}]}}}""", "schema.properties.a.anyOf[0].type: 'type' differs between schemas that must all hold here")]
+    [InlineData("""{"type": "object", "properties": {"a": {"allOf": [{"type": "string"}, {"type": "integer"}]}}}""", "schema.properties.a.allOf[1].type: 'type' differs")]
+    [InlineData("""{"type": "object", "properties": {"a": {"allOf": [{"properties": {"k": {"type": "string"}}}, {"properties": {"k": {"type": "integer"}}}]}}}""",
+        "schema.properties.a.allOf[1].properties.k: the property is described differently")]
+    [InlineData("""{"type": "object", "properties": {"a": {"allOf": [{"properties": {"k": {}}, "required": ["k"]}, {"properties": {"j": {}}, "additionalProperties": false}]}}}""",
+        "'k' is required, but a schema joined here with 'additionalProperties': false does not list it")]
+    [InlineData("""{"$defs": {"loop": {"allOf": [{"$ref": "#/$defs/loop"}, {"type": "object"}]}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/loop"}}}""",
+        "allOf or anyOf schemas joined (a reference leading back into itself")]
     [InlineData("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}""", "'#/$defs/missing'")]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "text"}}}""", "'text' is not a JSON schema type")]
     [InlineData("""{"type": "object", "required": ["b"], "properties": {"a": {}}}""", "'b' is required but not among the properties")]
