@@ -207,7 +207,10 @@ public sealed class JsonSchema
 
         if (schema.TryGetProperty("$ref", out JsonElement reference))
         {
-            return Reference(reference, path);
+            // Keywords beside a reference hold too (JSON Schema 2019 on): the schema it names joined with them.
+            JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name != "$ref" && !s_annotations.Contains(k.Name))];
+            return beside.Length == 0 ? Reference(reference, path)
+                : Compile(Conjunction([(Target(reference, path), $"{path}.$ref"), (Object(beside), path)]), path);
         }
 
         if (schema.TryGetProperty("anyOf", out JsonElement anyOf) || schema.TryGetProperty("oneOf", out anyOf))

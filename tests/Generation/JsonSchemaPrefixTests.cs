@@ -58,7 +58,8 @@ public class JsonSchemaPrefixTests
            "both": {"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]},
                               {"properties": {"b": {"enum": [1, 2]}}, "required": ["b"]}]},
            "closed": {"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "boolean"}}},
-                                {"properties": {"a": {"type": "boolean"}}, "additionalProperties": false}]}},
+                                {"properties": {"a": {"type": "boolean"}}, "additionalProperties": false}]},
+           "node": {"$ref": "#/definitions/Node", "properties": {"v": {"type": "integer", "minimum": 0, "maximum": 3}}, "additionalProperties": false}},
          "required": ["root", "both"]}
         """;
 
@@ -69,6 +70,7 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"root": {"v": 0}, "both": {"a": false|}""")]
     [InlineData("""{"root": {"v": 0}, "both": {"a": false, "b": 1}, "closed": {"a": true}}""")]
     [InlineData("""{"root": {"v": 0}, "both": {"a": false, "b": 1}, "closed": {"|b": true}}""")]  // closed off by the second schema
+    [InlineData("""{"root": {"v": 0}, "both": {"a": false, "b": 1}, "node": {"v": 2|, "next"}""")]   // keywords beside a $ref hold too
     public void AllOfJoinsItsSchemas(string marked) => AssertMarked(Joined, marked);
 
     /// <summary>What .NET's schema exporter writes for a [JsonPolymorphic] type: the kind and "$type" beside the list, in no alternative.</summary>
