@@ -19,7 +19,8 @@ internal sealed class PatternState(int[] states, bool matches)
 /// UTF-16 code units, as ECMAScript's and .NET's expressions see a string (Thompson's construction), that
 /// <see cref="JsonScalar"/> steps a character at a time. Every state it
 /// keeps can still reach a match, so a string never enters one it cannot finish. It takes literals, <c>.</c>, classes
-/// (<c>[a-z]</c>, <c>[^...]</c>, <c>\d \w \s</c> and their negations, ASCII as in ECMAScript), groups (<c>(...)</c>,
+/// (<c>[a-z]</c>, <c>[^...]</c>, <c>\d \w \s</c> and their negations, each kept to what both ECMAScript and .NET match,
+/// <see cref="ClassEscapes"/>), groups (<c>(...)</c>,
 /// <c>(?:...)</c>, <c>(?&lt;name&gt;...)</c>), <c>|</c>, and <c>* + ? {n} {n,} {n,m}</c> (lazy or not: the set of strings is
 /// the same); lookarounds, back-references, word boundaries and anchors inside the pattern are refused by name.
 /// </summary>
@@ -28,9 +29,6 @@ internal sealed class StringPattern
     private const int MaxStates = 4096;
     private const int MaxStepsKept = 1 << 20;
 
-    private static readonly CharacterSet s_digits = CharacterSet.Of(('0', '9'));
-    private static readonly CharacterSet s_word = CharacterSet.Of(('0', '9'), ('A', 'Z'), ('a', 'z'), ('_', '_'));
-    private static readonly CharacterSet s_space = CharacterSet.Of(('\t', '\r'), (' ', ' '));
     private static readonly CharacterSet s_any = CharacterSet.Of((0, CharacterSet.MaxUnit));
 
     // '.' is any character but a line terminator.
@@ -486,7 +484,7 @@ internal sealed class StringPattern
                 case '.':
                     return new Chars(s_dot);
                 case '\\':
-                    return new Chars(Escape(inClass: false));
+                    return new Chars(Escape(inClass: false).Narrow);
                 case '^' or '$':
                     throw Error($"'{c}' is supported only at the pattern's start ('^') or end ('$')", at);
                 case '*' or '+' or '?':
@@ -498,21 +496,22 @@ internal sealed class StringPattern
             }
         }
 
+        /// <summary>A class's members: those both engines match, or for <c>[^...]</c> those neither counts among its members.</summary>
         private CharacterSet Class(int at)
         {
             bool negated = Next('^');
-            CharacterSet set = CharacterSet.Of();
+            var set = ClassEscapes.Members.Exactly(CharacterSet.Of());
             bool first = true;
             while (_at < text.Length && (text[_at] != ']' || first))
             {
                 first = false;
-                CharacterSet low = Member();
+                ClassEscapes.Members low = Member();
                 if (_at + 1 < text.Length && text[_at] == '-' && text[_at + 1] != ']')
                 {
                     _at++;
-                    CharacterSet high = Member();
+                    ClassEscapes.Members high = Member();
                     int from = Lone(low, at), to = Lone(high, at);
-                    set = set.Union(from <= to ? CharacterSet.Of((from, to)) : throw Error("a range whose end comes before its start", at));
+                    set = set.Union(ClassEscapes.Members.Exactly(from <= to ? CharacterSet.Of((from, to)) : throw Error("a range whose end comes before its start", at)));
                 }
                 else
                 {
@@ -525,19 +524,19 @@ internal sealed class StringPattern
                 throw Error("a '[' without its ']'", at);
             }
 
-            return negated ? set.Complement() : set;
+            return negated ? set.Complement().Narrow : set.Narrow;
         }
 
-        private CharacterSet Member()
+        private ClassEscapes.Members Member()
         {
             char c = text[_at++];
-            return c == '\\' ? Escape(inClass: true) : CharacterSet.Single(c);
+            return c == '\\' ? Escape(inClass: true) : ClassEscapes.Members.Exactly(CharacterSet.Single(c));
         }
 
-        private int Lone(CharacterSet set, int at) =>
-            set.OnlyMember ?? throw Error("a class escape (\\d, \\w, ...) as a range's end", at);
+        private int Lone(ClassEscapes.Members set, int at) =>
+            set.Narrow.OnlyMember is int member && set.Wide.OnlyMember == member ? member : throw Error("a class escape (\\d, \\w, ...) as a range's end", at);
 
-        private CharacterSet Escape(bool inClass)
+        private ClassEscapes.Members Escape(bool inClass)
         {
             int at = _at - 1;
             if (_at >= text.Length)
@@ -548,24 +547,29 @@ internal sealed class StringPattern
             char c = text[_at++];
             return c switch
             {
-                'd' => s_digits,
-                'D' => s_digits.Complement(),
-                'w' => s_word,
-                'W' => s_word.Complement(),
-                's' => s_space,
-                'S' => s_space.Complement(),
-                'n' => CharacterSet.Single('\n'),
-                't' => CharacterSet.Single('\t'),
-                'r' => CharacterSet.Single('\r'),
-                'f' => CharacterSet.Single('\f'),
-                'v' => CharacterSet.Single('\v'),
-                '0' => CharacterSet.Single(0),
-                'b' when inClass => CharacterSet.Single('\b'),
-                'u' or 'x' => CharacterSet.Single(Hex(c == 'u' ? 4 : 2, at)),
-                _ when !char.IsAsciiLetterOrDigit(c) => CharacterSet.Single(c),
-                _ => throw Error($"'\\{c}' is not supported", at),
+                'd' => ClassEscapes.Digits,
+                'D' => ClassEscapes.Digits.Complement(),
+                'w' => ClassEscapes.Word,
+                'W' => ClassEscapes.Word.Complement(),
+                's' => ClassEscapes.Space,
+                'S' => ClassEscapes.Space.Complement(),
+                _ => ClassEscapes.Members.Exactly(Character(c, inClass, at)),
             };
         }
+
+        private CharacterSet Character(char c, bool inClass, int at) => c switch
+        {
+            'n' => CharacterSet.Single('\n'),
+            't' => CharacterSet.Single('\t'),
+            'r' => CharacterSet.Single('\r'),
+            'f' => CharacterSet.Single('\f'),
+            'v' => CharacterSet.Single('\v'),
+            '0' => CharacterSet.Single(0),
+            'b' when inClass => CharacterSet.Single('\b'),
+            'u' or 'x' => CharacterSet.Single(Hex(c == 'u' ? 4 : 2, at)),
+            _ when !char.IsAsciiLetterOrDigit(c) => CharacterSet.Single(c),
+            _ => throw Error($"'\\{c}' is not supported", at),
+        };
 
         private int Hex(int digits, int at)
         {

@@ -153,4 +153,89 @@ public class StringPatternTests
 
         Assert.Contains("schema.properties.s.format: a pattern or format beside 'minLength'/'maxLength'", error.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// ECMAScript's class escapes, written here from its specification (Unicode's categories from .NET): \d is 0-9, \w is
+    /// [A-Za-z0-9_], \s is WhiteSpace (TAB, VT, FF, U+FEFF and the space separators) and LineTerminator (LF, CR, U+2028,
+    /// U+2029).
+    /// </summary>
+    private static bool EcmaScriptMatches(char escape, char c)
+    {
+        bool digit = char.IsAsciiDigit(c), word = char.IsAsciiLetterOrDigit(c) || c == '_';
+        bool space = c is '\t' or '\v' or '\f' or '\uFEFF' or '\n' or '\r' or '\u2028' or '\u2029'
+            || CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.SpaceSeparator;
+        return escape switch
+        {
+            'd' => digit,
+            'D' => !digit,
+            'w' => word,
+            'W' => !word,
+            's' => space,
+            _ => !space,
+        };
+    }
+
+    [Theory]
+    [InlineData("^\\{0}$")]
+    [InlineData("^[\\{0}]$")]
+    [InlineData("^[^\\{0}]$")]
+    [InlineData("^[x\\{0}]$")]
+    public void ClassEscapesKeepToWhatBothEcmaScriptAndDotNetMatch(string shape)
+    {
+        int kept = 0;
+        foreach (char escape in "dDwWsS")
+        {
+            string pattern = string.Format(CultureInfo.InvariantCulture, shape, escape);
+            bool negated = shape.Contains("[^", StringComparison.Ordinal);
+            StringPattern held = StringPattern.Parse(pattern);
+            var dotNet = new Regex(pattern);
+            for (int c = 0; c <= 0xFFFF; c++)
+            {
+                if (char.IsSurrogate((char)c))
+                {
+                    continue;
+                }
+
+                if (held.Step(held.Begin, c) is { Matches: true })
+                {
+                    // A character the held pattern takes: both engines match it.
+                    string text = ((char)c).ToString();
+                    Assert.True(dotNet.IsMatch(text), $"{pattern} takes U+{c:X4}, which .NET's Regex does not match");
+                    bool ecma = EcmaScriptMatches(escape, (char)c) != negated || (shape.Contains('x', StringComparison.Ordinal) && c == 'x');
+                    Assert.True(ecma, $"{pattern} takes U+{c:X4}, which ECMAScript does not match");
+                    kept++;
+                }
+            }
+        }
+
+        // And not by taking nothing: ASCII letters, digits and spaces each fall in one escape or its negation.
+        Assert.True(kept > 1000, $"{kept} kept");
+    }
+
+    [Theory]
+    [InlineData("^\\D$", "\u0663")]    // ARABIC-INDIC DIGIT THREE: a digit to .NET
+    [InlineData("^\\W$", "é")]          // a word character to .NET
+    [InlineData("^\\S$", "\u0085")]     // NEXT LINE: a space to .NET
+    [InlineData("^\\S$", "\uFEFF")]     // ZERO WIDTH NO-BREAK SPACE: a space to ECMAScript
+    [InlineData("^[^\\s]$", "\u0085")]
+    [InlineData("^\\d$", "\u0663")]     // not a digit to ECMAScript
+    [InlineData("^\\s$", "\u0085")]
+    public void ACharacterTheEnginesDisagreeOnIsRefused(string pattern, string character)
+    {
+        StringPattern held = StringPattern.Parse(pattern);
+
+        Assert.Null(held.Step(held.Begin, character[0]));
+    }
+
+    [Fact]
+    public void SpacesBothEnginesAgreeOnAreTaken()
+    {
+        StringPattern held = StringPattern.Parse("^\\s$");
+
+        foreach (char space in " \t\u00A0\u2028\u3000")
+        {
+            Assert.True(held.Step(held.Begin, space) is { Matches: true }, $"U+{(int)space:X4}");
+        }
+    }
 }
+
