@@ -181,7 +181,7 @@ internal sealed class GenerateCommand : ICommand
                 NumReturnSequences = perPrompt,
                 Logprobs = logprobs,
                 StopCondition = text,
-                Constraint = AnswerRule(args, tokenizer, model),
+                Constraint = AnswerRule(args, tokenizer, model, conversation),
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
@@ -296,29 +296,54 @@ internal sealed class GenerateCommand : ICommand
         return biases.Count == 0 ? null : biases;
     }
 
-    /// <summary>--json-object or --json-schema FILE: each sequence its own rule, over masks the sequences share.</summary>
-    private static Func<ITokenConstraint>? AnswerRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model)
+    /// <summary>
+    /// --json-object or --json-schema FILE, and the tools of a --messages file: each sequence its own rule, over masks the
+    /// sequences share. With tools, calls are held to them (from the moment the model opens one), or, beside a JSON
+    /// format, the answer is calls or an answer in that format, as the server holds them.
+    /// </summary>
+    private static Func<ITokenConstraint>? AnswerRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model, ConversationInput? conversation)
     {
-        if (!args.Flag("json-object") && args.Value("json-schema") is null)
+        JsonElement? tools = conversation?.Tools?.RootElement;
+        if (!args.Flag("json-object") && args.Value("json-schema") is null && tools is null)
         {
             return null;
         }
 
         var constrained = new ConstrainedOutput(tokenizer!, model.Config.VocabSize, QwenModel.DefaultEosTokenIds(model, tokenizer));
-        if (args.Value("json-schema") is not string path)
-        {
-            return constrained.JsonObject();
-        }
-
-        using JsonDocument schema = TextInput.ReadJson(path);
+        using JsonDocument? schema = args.Value("json-schema") is string path ? TextInput.ReadJson(path) : null;
+        JsonElement? format = schema?.RootElement ?? (args.Flag("json-object") ? ConstrainedOutput.AnyObjectSchema : null);
         try
         {
-            return constrained.JsonSchema(schema.RootElement);
+            return tools is JsonElement list ? constrained.ToolCalls(Signatures(list, conversation!.Source), parallel: true, forced: null, format)
+                : constrained.JsonSchema(format!.Value);
         }
         catch (ArgumentException e)
         {
-            throw new UsageException($"{path}: {e.BareMessage()}");
+            throw new UsageException(e.ParamName == "schema" ? $"{args.Value("json-schema") ?? "--json-object"}: {e.BareMessage()}"
+                : $"{conversation!.Source}: {e.ParamName}: {e.BareMessage()}");
         }
+    }
+
+    /// <summary>A --messages file's tools (OpenAI's <c>{"type": "function", "function": {...}}</c>, or the function alone) as the functions a call may name.</summary>
+    private static List<ToolSignature> Signatures(JsonElement tools, string source)
+    {
+        var signatures = new List<ToolSignature>();
+        int i = 0;
+        foreach (JsonElement tool in tools.EnumerateArray())
+        {
+            string where = $"tools[{i++}]";
+            JsonElement function = tool.ValueKind == JsonValueKind.Object && tool.TryGetProperty("function", out JsonElement inner) ? inner : tool;
+            if (function.ValueKind != JsonValueKind.Object || !function.TryGetProperty("name", out JsonElement name) || name.ValueKind != JsonValueKind.String)
+            {
+                throw new UsageException($"{source}: {where} has no function name");
+            }
+
+            JsonElement? parameters = function.TryGetProperty("parameters", out JsonElement given) ? given : null;
+            bool strict = function.TryGetProperty("strict", out JsonElement flag) && flag.ValueKind == JsonValueKind.True;
+            signatures.Add(new ToolSignature(name.GetString()!, parameters, strict, $"{where}.function.parameters"));
+        }
+
+        return signatures;
     }
 
     private static ulong? ParseSeed(string? text) => text is null ? null

@@ -82,6 +82,70 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_MessagesWithTools_CallsOrAnswersAreHeld()
+    {
+        const string Parameters = """{"type": "object", "properties": {"fast": {"type": "boolean"}}, "required": ["fast"], "additionalProperties": false}""";
+        const string Answer = """{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}""";
+        string folder = Fixtures.TempDirectory();
+        string messages = Path.Combine(folder, "chat.json"), schema = Path.Combine(folder, "answer.schema.json");
+        File.WriteAllText(messages, $$$"""
+            {"messages": [{"role": "user", "content": "Check the gauge."}],
+             "tools": [{"type": "function", "function": {"name": "check", "description": "Checks the gauge", "parameters": {{{Parameters}}}}}]}
+            """);
+        File.WriteAllText(schema, Answer);
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--messages", messages, "--json-schema", schema,
+            "--temperature", "1", "--seed", "5", "--num-return-sequences", "8", "--max-new-tokens", "120", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        int calls = 0, answers = 0;
+        foreach (JsonElement sequence in result.Json.GetProperty("sequences").EnumerateArray())
+        {
+            string text = sequence.GetProperty("text").GetString()!;
+            bool ended = sequence.GetProperty("stop_reason").GetString() == "eos";
+            if (text.StartsWith("<tool_call>", StringComparison.Ordinal))
+            {
+                // One call or several (a messages file allows parallel calls), each whole and to the tool; a sequence the
+                // token limit stopped may have begun one more.
+                List<ToolCallBlock> blocks = ChatJson.ToolCallBlocks(text);
+                Assert.NotEmpty(blocks);
+                foreach (ToolCallBlock call in blocks)
+                {
+                    Assert.Equal("check", call.Name);
+                    Assert.True(Json.Schema.JsonSchema.FromText(Parameters).Evaluate(JsonDocument.Parse(call.ArgumentsJson).RootElement).IsValid, text);
+                }
+
+                Assert.True(!ended || blocks[^1].End == text.Length, text);
+                calls++;
+            }
+            else
+            {
+                Assert.True(ended, text);
+                Assert.True(Json.Schema.JsonSchema.FromText(Answer).Evaluate(JsonDocument.Parse(text).RootElement).IsValid, text);
+                answers++;
+            }
+        }
+
+        Assert.True(calls > 0 && answers > 0, $"{calls} calls, {answers} answers");
+    }
+
+    [Fact]
+    public void Generate_MessagesWithAStrictToolItCannotHold_IsRefusedByName()
+    {
+        string messages = Path.Combine(Fixtures.TempDirectory(), "chat.json");
+        File.WriteAllText(messages, """
+            {"messages": [{"role": "user", "content": "Hi"}],
+             "tools": [{"type": "function", "function": {"name": "f", "strict": true, "parameters": {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}}}]}
+            """);
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--messages", messages, "--max-new-tokens", "4");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"{messages}: tools[0].function.parameters: tool 'f' is strict", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("multipleOf", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Generate_RepeatedPromptIds_OneSequencePerPromptInOrder()
     {
         Reference reference = Reference.Load("tiny-qwen2");
