@@ -10,9 +10,6 @@ public sealed class ToolCallConstraint(TokenMasks masks, ToolCallGrammar grammar
 {
     private AutomatonConstraint<ToolCallPrefix>? _call;
 
-    /// <summary>Whether the model has begun a call (and its tokens are held since).</summary>
-    public bool Calling => _call is not null;
-
     public void Mask(Span<float> logits) => _call?.Mask(logits);
 
     public void Accept(int token)
