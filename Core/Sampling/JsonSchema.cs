@@ -133,11 +133,14 @@ public sealed class JsonSchema
     private static readonly JsonWriterOptions s_writer = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private readonly JsonElement _root;
-    /// <summary>Schemas joined by allOf or by anyOf's alternatives and their siblings, at most, in one schema.</summary>
-    private const int MaxConjunctions = 256;
+    /// <summary>
+    /// Schemas compiled inside one another, at most: joined schemas are written out whole (<see cref="SchemaConjunction"/>),
+    /// so a reference that leads back into itself through them would go on for ever; no real schema nests this deep.
+    /// </summary>
+    private const int MaxNesting = 256;
 
     private readonly Dictionary<string, JsonSchemaNode> _references = [];
-    private int _conjunctions;
+    private int _nesting;
     private int _nodes;
 
     private JsonSchema(JsonElement root)
@@ -181,6 +184,24 @@ public sealed class JsonSchema
     private static ArgumentException Refuse(string path, string message) => new($"{path}: {message}", "schema");
 
     private JsonSchemaNode Compile(JsonElement schema, string path)
+    {
+        if (_nesting == MaxNesting)
+        {
+            throw Refuse(path, $"schemas nested more than {MaxNesting} deep (a reference leading back into itself through allOf or anyOf?)");
+        }
+
+        _nesting++;
+        try
+        {
+            return CompileOne(schema, path);
+        }
+        finally
+        {
+            _nesting--;
+        }
+    }
+
+    private JsonSchemaNode CompileOne(JsonElement schema, string path)
     {
         if (schema.ValueKind == JsonValueKind.True)
         {
@@ -469,11 +490,6 @@ public sealed class JsonSchema
     /// <summary>Schemas joined (<see cref="SchemaConjunction"/>), each that is a bare <c>$ref</c> first taken as the schema it names.</summary>
     private JsonElement Conjunction(IEnumerable<(JsonElement Schema, string Where)> parts)
     {
-        if (++_conjunctions > MaxConjunctions)
-        {
-            throw Refuse(parts.First().Where, $"more than {MaxConjunctions} allOf or anyOf schemas joined (a reference leading back into itself through them?)");
-        }
-
         return SchemaConjunction.Merge([.. parts.Select(p => (Bare(p.Schema, p.Where), p.Where))], s_annotations);
     }
 

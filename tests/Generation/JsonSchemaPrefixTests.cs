@@ -261,7 +261,7 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"a": {"allOf": [{"properties": {"k": {}}, "required": ["k"]}, {"properties": {"j": {}}, "additionalProperties": false}]}}}""",
         "'k' is required, but a schema joined here with 'additionalProperties': false does not list it")]
     [InlineData("""{"$defs": {"loop": {"allOf": [{"$ref": "#/$defs/loop"}, {"type": "object"}]}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/loop"}}}""",
-        "allOf or anyOf schemas joined (a reference leading back into itself")]
+        "nested more than 256 deep (a reference leading back into itself")]
     [InlineData("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}""", "'#/$defs/missing'")]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "text"}}}""", "'text' is not a JSON schema type")]
     [InlineData("""{"type": "object", "required": ["b"], "properties": {"a": {}}}""", "'b' is required but not among the properties")]
