@@ -46,7 +46,7 @@ internal sealed class ConstrainedOutput
     /// </summary>
     public Func<ITokenConstraint> JsonSchema(JsonElement schema)
     {
-        (Sampling.JsonSchema compiled, TokenMasks masks) = Kept(_schemas, schema.GetRawText(), () => Sampling.JsonSchema.Compile(schema));
+        (Sampling.JsonSchema compiled, TokenMasks masks) = Compiled(schema);
         return () => new AutomatonConstraint<JsonSchemaPrefix>(masks, JsonSchemaPrefix.Start(compiled), _endTokens);
     }
 
@@ -78,7 +78,7 @@ internal sealed class ConstrainedOutput
 
         if (answer is JsonElement schema)
         {
-            Sampling.JsonSchema compiled = Kept(_schemas, schema.GetRawText(), () => Sampling.JsonSchema.Compile(schema)).Compiled;
+            Sampling.JsonSchema compiled = Compiled(schema).Schema;
             return () => new AutomatonConstraint<EitherPrefix<ToolCallPrefix, JsonSchemaPrefix>>(masks,
                 new EitherPrefix<ToolCallPrefix, JsonSchemaPrefix>(ToolCallPrefix.Start(grammar), JsonSchemaPrefix.Start(compiled)), _endTokens);
         }
@@ -86,6 +86,10 @@ internal sealed class ConstrainedOutput
         int open = _openCallToken!.Value;
         return () => new ToolCallConstraint(masks, grammar, open, _endTokens);
     }
+
+    /// <summary>A schema compiled, with its masks, kept by its text.</summary>
+    private (Sampling.JsonSchema Schema, TokenMasks Masks) Compiled(JsonElement schema) =>
+        Kept(_schemas, schema.GetRawText(), () => Sampling.JsonSchema.Compile(schema));
 
     /// <summary>What <paramref name="key"/> names in a cache (made, with fresh masks, when it is not there), the cache started over when full.</summary>
     private (T Compiled, TokenMasks Masks) Kept<T>(Dictionary<string, (T, TokenMasks)> cache, string key, Func<T> make)

@@ -35,16 +35,20 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         int shown = 0;
         await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options) }, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {
-            answer.Append(update.Text);
-            string text = answer.ToString();
-            List<ToolCallBlock> blocks = tools is not null && update.IsFinal ? ChatJson.ToolCallBlocks(text) : [];
-
             // With tools, text from a <tool_call> on is held back: its calls become function calls at the end, not text
             // (which FunctionInvokingChatClient would send back beside them, so that the next prompt held each call twice).
-            string visible = tools is null ? text[shown..]
-                : update.IsFinal ? ChatJson.WithoutToolCalls(text, blocks, shown)
-                : text[shown..Math.Max(shown, ChatJson.ReleasableLength(text))];
-            shown += visible.Length;
+            // Without tools, each update's text goes out as it comes, and the answer is not read again.
+            List<ToolCallBlock> blocks = [];
+            string visible = update.Text;
+            if (tools is not null)
+            {
+                answer.Append(update.Text);
+                string text = answer.ToString();
+                blocks = update.IsFinal ? ChatJson.ToolCallBlocks(text) : [];
+                visible = update.IsFinal ? ChatJson.WithoutToolCalls(text, blocks, shown) : text[shown..Math.Max(shown, ChatJson.ReleasableLength(text))];
+                shown += visible.Length;
+            }
+
             var chatUpdate = new ChatResponseUpdate(ChatRole.Assistant, visible)
             {
                 ResponseId = responseId,

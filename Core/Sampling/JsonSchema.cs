@@ -229,7 +229,7 @@ public sealed class JsonSchema
         if (schema.TryGetProperty("$ref", out JsonElement reference))
         {
             // Keywords beside a reference hold too (JSON Schema 2019 on): the schema it names joined with them.
-            JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name != "$ref" && !s_annotations.Contains(k.Name))];
+            JsonProperty[] beside = Beside(schema, "$ref");
             return beside.Length == 0 ? Reference(reference, path)
                 : Compile(Conjunction([(Target(reference, path), $"{path}.$ref"), (Object(beside), path)]), path);
         }
@@ -456,7 +456,7 @@ public sealed class JsonSchema
             throw Refuse(path, "must be a non-empty list of schemas");
         }
 
-        JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name is not ("anyOf" or "oneOf") && !s_annotations.Contains(k.Name))];
+        JsonProperty[] beside = Beside(schema, "anyOf", "oneOf");
         if (beside.Length == 0)
         {
             return [.. alternatives.EnumerateArray()];
@@ -478,7 +478,7 @@ public sealed class JsonSchema
             throw Refuse($"{path}.allOf", "must be a non-empty list of schemas");
         }
 
-        JsonProperty[] beside = [.. schema.EnumerateObject().Where(k => k.Name != "allOf" && !s_annotations.Contains(k.Name))];
+        JsonProperty[] beside = Beside(schema, "allOf");
         if (all.GetArrayLength() == 1 && beside.Length == 0)
         {
             return Compile(all[0], $"{path}.allOf[0]");
@@ -496,9 +496,13 @@ public sealed class JsonSchema
     /// <summary>A <c>$ref</c> with nothing but annotations beside it, as the schema it names; any other schema as it is.</summary>
     private JsonElement Bare(JsonElement schema, string path) =>
         schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("$ref", out JsonElement reference)
-            && schema.EnumerateObject().All(k => k.Name == "$ref" || s_annotations.Contains(k.Name))
+            && Beside(schema, "$ref").Length == 0
             ? Target(reference, path)
             : schema;
+
+    /// <summary>The keywords of <paramref name="schema"/> other than <paramref name="keywords"/> that hold a value to something (not annotations).</summary>
+    private static JsonProperty[] Beside(JsonElement schema, params string[] keywords) =>
+        [.. schema.EnumerateObject().Where(k => !keywords.Contains(k.Name) && !s_annotations.Contains(k.Name))];
 
     private static JsonElement Object(IEnumerable<JsonProperty> keywords)
     {
