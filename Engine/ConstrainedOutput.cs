@@ -34,6 +34,9 @@ internal sealed class ConstrainedOutput
     /// <summary>The text that opens a tool call in Qwen's template (one token in Qwen2.5's vocabulary).</summary>
     public const string OpenCall = "<tool_call>";
 
+    /// <summary>The <see cref="OpenCall"/> token whose writing holds a call from there (tool_choice auto); null where the vocabulary has none.</summary>
+    public int? OpenCallToken => _openCallToken;
+
     /// <summary>OpenAI's <c>json_object</c> as a schema: any JSON object.</summary>
     public static JsonElement AnyObjectSchema { get; } = JsonDocument.Parse("""{"type": "object"}""").RootElement.Clone();
 

@@ -62,7 +62,11 @@ internal static class ChatCompletionsEndpoint
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
             primeText: false, deadline.Token, pictures: patches, constraint: constraint);
         Jobs.Submit(server, job);
-        var response = new Response(http, server, job, model, answerPrefix, hasTools, stream, includeUsage);
+        // Held calls stream as they are written: from the first <tool_call> of an answer held throughout, else from the
+        // one its open token begins.
+        int? openToken = chat.CallsForced || format is not null ? null : server.Constrained.OpenCallToken;
+        Func<StreamedToolCalls>? callStream = hasTools && constraint is not null ? () => new StreamedToolCalls(openToken) : null;
+        var response = new Response(http, server, job, model, answerPrefix, hasTools, callStream, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);
     }
 
@@ -95,11 +99,17 @@ internal static class ChatCompletionsEndpoint
     }
 
     /// <summary>One request's answer, written whole or as a stream while the job's events arrive.</summary>
-    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, string answerPrefix, bool hasTools, bool stream, bool includeUsage)
+    /// <remarks>
+    /// A stream keeps each choice's whole answer in its <see cref="ChoiceState.Text"/>, the forced prefix first (never sent
+    /// as content: <see cref="ChoiceState.Sent"/> starts past it).
+    /// </remarks>
+    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, string answerPrefix, bool hasTools,
+        Func<StreamedToolCalls>? callStream, bool stream, bool includeUsage)
     {
         private readonly string _id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
+        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => Answer(answerPrefix))];
+        private readonly StreamedToolCalls?[] _calls = [.. Enumerable.Range(0, job.Choices).Select(_ => callStream?.Invoke())];
 
         public async Task RunAsync(RequestDeadline deadline)
         {
@@ -145,6 +155,13 @@ internal static class ChatCompletionsEndpoint
             w.WriteEndObject();
         }
 
+        private static ChoiceState Answer(string prefix)
+        {
+            var choice = new ChoiceState { Sent = prefix.Length };
+            choice.Text.Append(prefix);
+            return choice;
+        }
+
         private async Task StreamEventAsync(JobEvent next)
         {
             switch (next)
@@ -152,12 +169,16 @@ internal static class ChatCompletionsEndpoint
                 case TokenEvent token:
                 {
                     ChoiceState choice = _choices[token.Choice];
+                    StreamedToolCalls? calls = _calls[token.Choice];
                     await OpenAsync(token.Choice).ConfigureAwait(false);
+                    calls?.Token(token.Token, choice.Text.Length);
                     choice.Text.Append(token.Text);
-                    string delta = Releasable(choice);
-                    if (delta.Length > 0 || token.Logprobs is not null)
+                    string answer = choice.Text.ToString();
+                    string delta = Releasable(choice, answer);
+                    List<ToolCallDelta>? deltas = calls?.Read(answer);
+                    if (delta.Length > 0 || token.Logprobs is not null || deltas is { Count: > 0 })
                     {
-                        await ChunkAsync(token.Choice, delta, token.Logprobs, null, null).ConfigureAwait(false);
+                        await ChunkAsync(token.Choice, delta, token.Logprobs, deltas is { Count: > 0 } ? deltas : null, null).ConfigureAwait(false);
                     }
 
                     break;
@@ -168,16 +189,7 @@ internal static class ChatCompletionsEndpoint
                     ChoiceState choice = _choices[finished.Choice];
                     await OpenAsync(finished.Choice).ConfigureAwait(false);
                     choice.Text.Append(finished.Text);
-                    string answer = answerPrefix + choice.Text;
-                    List<ToolCallBlock> calls = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
-                    string rest = calls.Count > 0 ? ChatJson.WithoutToolCalls(answer, calls, answerPrefix.Length + choice.Sent) : answer[(answerPrefix.Length + choice.Sent)..];
-                    if (calls.Count > 0 && rest.Trim().Length == 0)
-                    {
-                        rest = "";
-                    }
-
-                    await ChunkAsync(finished.Choice, rest, null, calls.Count > 0 ? calls : null,
-                        calls.Count > 0 ? "tool_calls" : ChoiceState.FinishReason(finished.Reason)).ConfigureAwait(false);
+                    await FinishAsync(finished.Choice, choice.Text.ToString(), finished.Reason).ConfigureAwait(false);
                     break;
                 }
 
@@ -185,6 +197,48 @@ internal static class ChatCompletionsEndpoint
                     await ResponseJson.WriteUsageEventAsync(http, w => WriteHeader(w, "chat.completion.chunk"), done).ConfigureAwait(false);
                     break;
             }
+        }
+
+        /// <summary>
+        /// A choice's last chunk: the content not yet sent, the rest of the calls streamed so far, the calls not streamed whole,
+        /// and why it ended. A streamed call the answer ended inside (a token limit, a stop string) stays a call, as it was
+        /// sent, and the choice ends for that reason, not "tool_calls".
+        /// </summary>
+        private Task FinishAsync(int index, string answer, StopReason reason)
+        {
+            ChoiceState choice = _choices[index];
+            StreamedToolCalls? streamed = _calls[index];
+            var deltas = streamed?.Read(answer) ?? [];
+            List<ToolCallBlock> blocks = hasTools ? ChatJson.ToolCallBlocks(answer) : [];
+            IReadOnlyList<StreamedCall> sent = streamed?.Calls ?? [];
+            var spans = new List<ToolCallBlock>(blocks);
+            bool cut = false;
+            foreach (StreamedCall call in sent)
+            {
+                if (!blocks.Exists(b => b.Start == call.Start))
+                {
+                    // Not a call in the whole answer: its block is left out of the content all the same, as a span.
+                    cut = true;
+                    spans.Add(new ToolCallBlock(call.Name, "", call.Start, call.End < 0 ? answer.Length : call.End));
+                }
+            }
+
+            int next = sent.Count;
+            foreach (ToolCallBlock block in blocks.Where(b => !sent.Any(c => c.Start == b.Start)))
+            {
+                deltas.Add(new ToolCallDelta(next++, block.Name, block.ArgumentsJson));
+            }
+
+            spans.Sort((a, b) => a.Start.CompareTo(b.Start));
+            bool anyCalls = sent.Count > 0 || blocks.Count > 0;
+            string rest = anyCalls ? ChatJson.WithoutToolCalls(answer, spans, choice.Sent) : answer[choice.Sent..];
+            if (anyCalls && rest.Trim().Length == 0)
+            {
+                rest = "";
+            }
+
+            string finish = anyCalls && !cut ? "tool_calls" : ChoiceState.FinishReason(reason);
+            return ChunkAsync(index, rest, null, anyCalls ? deltas : null, finish);
         }
 
         /// <summary>The first chunk of a choice: the role, as OpenAI's streams begin.</summary>
@@ -199,7 +253,7 @@ internal static class ChatCompletionsEndpoint
             await ChunkAsync(index, "", null, null, null, opening: true).ConfigureAwait(false);
         }
 
-        private Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallBlock>? calls, string? finishReason, bool opening = false) =>
+        private Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallDelta>? calls, string? finishReason, bool opening = false) =>
             ResponseJson.WriteEventAsync(http, w =>
             {
                 w.WriteStartObject();
@@ -218,9 +272,9 @@ internal static class ChatCompletionsEndpoint
                     w.WriteString("content", content);
                 }
 
-                if (calls is not null)
+                if (calls is { Count: > 0 })
                 {
-                    WriteToolCalls(w, calls, withIndex: true);
+                    WriteToolCallDeltas(w, calls);
                 }
 
                 w.WriteEndObject();
@@ -241,19 +295,18 @@ internal static class ChatCompletionsEndpoint
 
         /// <summary>
         /// The text a stream can send now. With tools, text from a &lt;tool_call&gt; on (or what may be its
-        /// start) is held back: it becomes tool_calls at the end, not content.
+        /// start) is held back: it becomes tool_calls, not content.
         /// </summary>
-        private string Releasable(ChoiceState choice)
+        private string Releasable(ChoiceState choice, string answer)
         {
-            string answer = answerPrefix + choice.Text;
-            int from = answerPrefix.Length + choice.Sent;
+            int from = choice.Sent;
             int end = hasTools ? ChatJson.ReleasableLength(answer) : answer.Length;
             if (end <= from)
             {
                 return "";
             }
 
-            choice.Sent += end - from;
+            choice.Sent = end;
             return answer[from..end];
         }
 
@@ -311,19 +364,13 @@ internal static class ChatCompletionsEndpoint
             w.WriteEndArray();
         }
 
-        private void WriteToolCalls(Utf8JsonWriter w, List<ToolCallBlock> calls, bool withIndex = false)
+        private void WriteToolCalls(Utf8JsonWriter w, List<ToolCallBlock> calls)
         {
             w.WriteStartArray("tool_calls");
             for (int c = 0; c < calls.Count; c++)
             {
                 w.WriteStartObject();
-                if (withIndex)
-                {
-                    w.WriteNumber("index", c);
-                }
-
-                w.WriteString("id", $"call_{_id[9..21]}{c}");
-                w.WriteString("type", "function");
+                WriteCallHead(w, c);
                 w.WriteStartObject("function");
                 w.WriteString("name", calls[c].Name);
                 w.WriteString("arguments", calls[c].ArgumentsJson);
@@ -334,5 +381,37 @@ internal static class ChatCompletionsEndpoint
             w.WriteEndArray();
         }
 
+        /// <summary>A chunk's tool_calls, as OpenAI streams them: a call's first entry with its id, type and name, later ones only their index and the arguments' next text.</summary>
+        private void WriteToolCallDeltas(Utf8JsonWriter w, List<ToolCallDelta> deltas)
+        {
+            w.WriteStartArray("tool_calls");
+            foreach (ToolCallDelta delta in deltas)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("index", delta.Index);
+                if (delta.Name is not null)
+                {
+                    WriteCallHead(w, delta.Index);
+                }
+
+                w.WriteStartObject("function");
+                if (delta.Name is not null)
+                {
+                    w.WriteString("name", delta.Name);
+                }
+
+                w.WriteString("arguments", delta.Arguments);
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+        }
+
+        private void WriteCallHead(Utf8JsonWriter w, int index)
+        {
+            w.WriteString("id", $"call_{_id[9..21]}{index}");
+            w.WriteString("type", "function");
+        }
     }
 }

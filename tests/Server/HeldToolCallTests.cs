@@ -122,6 +122,81 @@ public sealed class HeldToolCallTests : IAsyncLifetime
         Assert.True(Validator.FromText(Time).Evaluate(JsonDocument.Parse(arguments.ToString()).RootElement).IsValid, arguments.ToString());
     }
 
+    /// <summary>A streamed request's chunks' choice objects (the server-sent events' data, in order).</summary>
+    private async Task<List<JsonElement>> StreamedChoicesAsync(string request)
+    {
+        using var content = new StringContent(request.TrimEnd()[..^1] + """, "stream": true}""", Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/v1/chat/completions", content);
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        return [.. body.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+            .Select(l => JsonDocument.Parse(l["data: ".Length..]).RootElement.GetProperty("choices")[0])];
+    }
+
+    [Theory]
+    [InlineData(""", "tool_choice": "required" """, true)]
+    [InlineData(""", "tool_choice": {"type": "function", "function": {"name": "get_weather"}}""", false)]
+    [InlineData("", false)]
+    public async Task StreamedCallsGrowTokenByTokenAndJoinIntoTheWholeAnswersCalls(string toolChoice, bool parallel)
+    {
+        string request = Request(toolChoice, parallel, maxTokens: 200);
+        JsonElement whole = (await _server.PostOkAsync("/v1/chat/completions", request)).GetProperty("choices")[0];
+        List<JsonElement> chunks = await StreamedChoicesAsync(request);
+
+        // OpenAI's stream shape: a call's first entry has its id, type and name; the later ones only the arguments' next text.
+        var calls = new List<(string Id, string Name, StringBuilder Arguments, int Chunks)>();
+        foreach (JsonElement chunk in chunks)
+        {
+            if (!chunk.GetProperty("delta").TryGetProperty("tool_calls", out JsonElement entries))
+            {
+                continue;
+            }
+
+            foreach (JsonElement entry in entries.EnumerateArray())
+            {
+                int index = entry.GetProperty("index").GetInt32();
+                JsonElement function = entry.GetProperty("function");
+                if (index == calls.Count)
+                {
+                    calls.Add((entry.GetProperty("id").GetString()!, function.GetProperty("name").GetString()!, new StringBuilder(), 0));
+                    Assert.Equal("function", entry.GetProperty("type").GetString());
+                }
+                else
+                {
+                    Assert.False(entry.TryGetProperty("id", out _), $"call {index} announced twice");
+                    Assert.False(function.TryGetProperty("name", out _), $"call {index} named twice");
+                }
+
+                calls[index].Arguments.Append(function.GetProperty("arguments").GetString());
+                calls[index] = calls[index] with { Chunks = calls[index].Chunks + 1 };
+            }
+        }
+
+        JsonElement[] expected = [.. whole.GetProperty("message").GetProperty("tool_calls").EnumerateArray()];
+        Assert.Equal(expected.Length, calls.Count);
+        Assert.Equal(calls.Count, calls.Select(c => c.Id).Distinct().Count());
+        for (int c = 0; c < calls.Count; c++)
+        {
+            Assert.StartsWith("call_", calls[c].Id, StringComparison.Ordinal);
+            Assert.Equal(expected[c].GetProperty("function").GetProperty("name").GetString(), calls[c].Name);
+            Assert.Equal(expected[c].GetProperty("function").GetProperty("arguments").GetString(), calls[c].Arguments.ToString());
+            Assert.True(calls[c].Chunks > 1 || calls[c].Arguments.ToString() == "{}", $"call {c}'s arguments came in {calls[c].Chunks} chunk(s)");
+        }
+
+        Assert.Equal("tool_calls", chunks[^1].GetProperty("finish_reason").GetString());
+        Assert.DoesNotContain(chunks, c => c.GetProperty("delta").TryGetProperty("content", out JsonElement text) && text.GetString()!.Contains('<', StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task AStreamedCallCutByTheTokenLimitEndsForThatReason()
+    {
+        List<JsonElement> chunks = await StreamedChoicesAsync(Request(""", "tool_choice": {"type": "function", "function": {"name": "get_weather"}}""", maxTokens: 3));
+
+        Assert.Contains(chunks, c => c.GetProperty("delta").TryGetProperty("tool_calls", out _));
+        Assert.Equal("length", chunks[^1].GetProperty("finish_reason").GetString());
+        Assert.All(chunks, c => Assert.Equal("", c.GetProperty("delta").TryGetProperty("content", out JsonElement text) ? text.GetString() : ""));
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData("{")]
