@@ -67,11 +67,23 @@ internal struct JsonScalar
     /// </summary>
     public readonly string KeyFor(int tokenBytes)
     {
-        (int toLeast, int toMost) = _bounds is { HasLength: true } bounds
-            ? (Math.Clamp(bounds.MinLength - _length, 0, tokenBytes), Math.Min(bounds.MaxLength - _length, tokenBytes))
-            : (0, 0);
+        (int toLeast, int toMost) = _bounds is not { HasLength: true } bounds ? (0, 0)
+            : bounds.Pattern is not { } pattern ? (Math.Clamp(bounds.MinLength - _length, 0, tokenBytes), Math.Min(bounds.MaxLength - _length, tokenBytes))
+            : HeldToLengthKey(bounds, pattern, tokenBytes);
         return string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{(byte)_kind}.{_step}.{_left}.{_lowest}.{_highest}.{_unit}.{(_integer ? 1 : 0)}.{toLeast}.{toMost}.{(_negative ? 1 : 0)}.{_integerDigits}.{_fractionDigits}.{_magnitude}.{_codePoint}.{_pattern?.Key}");
+    }
+
+    /// <summary>
+    /// <see cref="KeyFor"/>'s characters to go for a string held to a pattern and a length. Until its least is reached, the
+    /// mask depends on both counts exactly (whether the pattern can end within them is no simple function of them). After,
+    /// a token of <paramref name="tokenBytes"/> characters leaves every state it passes a way to a match when the most is
+    /// at least that plus the farthest any state's shortest way to a match is, so from there the count stops there.
+    /// </summary>
+    private readonly (int ToLeast, int ToMost) HeldToLengthKey(JsonSchemaNode bounds, StringPattern pattern, int tokenBytes)
+    {
+        int toLeast = Math.Max(bounds.MinLength - _length, 0), toMost = bounds.MaxLength - _length;
+        return toLeast > 0 ? (toLeast, toMost) : (0, (int)Math.Min(toMost, (long)tokenBytes + pattern.LongestShortest));
     }
 
     /// <summary>
@@ -165,8 +177,7 @@ internal struct JsonScalar
             case (byte)'\\':
                 // An escape writes any character of the Basic Multilingual Plane (a held string's escapes: no surrogates).
                 _step = Escaped;
-                return _pattern is not { } at || Pattern.Allows(at, 0, 0xD7FF) || Pattern.Allows(at, 0xE000, 0xFFFF)
-                    ? ScalarStep.Taken : ScalarStep.Refused;
+                return _pattern is null || Reaches(0, 0xFFFF) ? ScalarStep.Taken : ScalarStep.Refused;
             case < 0x20:
                 return ScalarStep.Refused;
             case < 0x80:
@@ -180,8 +191,9 @@ internal struct JsonScalar
                 _left = 2;
                 (_lowest, _highest) = b == 0xE0 ? ((byte)0xA0, (byte)0xBF) : b == 0xED ? ((byte)0x80, (byte)0x9F) : ((byte)0x80, (byte)0xBF);
                 break;
-            case >= 0xF0 and <= 0xF4:
-                // Not overlong (F0 needs 90 or more), and not past U+10FFFF (F4 stops at 8F).
+            case >= 0xF0 and <= 0xF4 when !HeldToBoth:
+                // Not overlong (F0 needs 90 or more), and not past U+10FFFF (F4 stops at 8F). (Not in a string held to a
+                // pattern and a length: there a character is one pattern step, as FinishesWithin counts.)
                 _left = 3;
                 (_lowest, _highest) = b == 0xF0 ? ((byte)0x90, (byte)0xBF) : b == 0xF4 ? ((byte)0x80, (byte)0x8F) : ((byte)0x80, (byte)0xBF);
                 break;
@@ -196,6 +208,24 @@ internal struct JsonScalar
 
     private readonly StringPattern Pattern => _bounds!.Pattern!;
 
+    /// <summary>Whether the string is held to a pattern and a length both (so each character must leave the pattern a way to match within the length).</summary>
+    private readonly bool HeldToBoth => _pattern is not null && _bounds!.HasLength;
+
+    /// <summary>The characters still to come, at least and at most, after those counted so far.</summary>
+    private readonly (int Least, int Most) CharactersLeft => (Math.Max(_bounds!.MinLength - _length, 0), _bounds.MaxLength - _length);
+
+    /// <summary>Whether some character from <paramref name="first"/> to <paramref name="last"/>, not a surrogate, can come next (held to a length as well, with a way to match left after it).</summary>
+    private readonly bool Reaches(int first, int last)
+    {
+        if (HeldToBoth)
+        {
+            (int least, int most) = CharactersLeft;
+            return Pattern.ContinuesWithin(_pattern!, first, last, least, most);
+        }
+
+        return Pattern.Allows(_pattern!, first, Math.Min(last, 0xD7FF)) || (last >= 0xE000 && Pattern.Allows(_pattern!, Math.Max(first, 0xE000), last));
+    }
+
     /// <summary>
     /// A whole character through the pattern, as UTF-16 code units: a pattern is an ECMAScript (and .NET) regular
     /// expression, which sees a character past U+FFFF as its two surrogates (<c>^.$</c> does not match an emoji).
@@ -209,7 +239,13 @@ internal struct JsonScalar
             _pattern = _pattern is null ? null : Pattern.Step(_pattern, unit);
         }
 
-        return _pattern is null ? ScalarStep.Refused : ScalarStep.Taken;
+        if (_pattern is null)
+        {
+            return ScalarStep.Refused;
+        }
+
+        (int least, int most) = HeldToBoth ? CharactersLeft : (0, 0);
+        return !HeldToBoth || Pattern.FinishesWithin(_pattern, least, most) ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
     /// <summary>A character partly written in UTF-8: some character its remaining bytes can make may come next.</summary>
@@ -218,7 +254,7 @@ internal struct JsonScalar
         int rest = 6 * (_left - 1);
         int first = (_codePoint << (6 * _left)) | ((_lowest & 0x3F) << rest);
         int last = (_codePoint << (6 * _left)) | ((_highest & 0x3F) << rest) | ((1 << rest) - 1);
-        bool allowed = first > 0xFFFF ? Pattern.AllowsPastBmp(_pattern!, first, last) : Pattern.Allows(_pattern!, first, last);
+        bool allowed = first > 0xFFFF ? Pattern.AllowsPastBmp(_pattern!, first, last) : Reaches(first, last);
         return allowed ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
@@ -302,7 +338,7 @@ internal struct JsonScalar
         }
 
         return left == 0 ? StepPattern(_codePoint)
-            : Pattern.Allows(_pattern!, _codePoint << (4 * left), (_codePoint << (4 * left)) | ((1 << (4 * left)) - 1)) ? ScalarStep.Taken : ScalarStep.Refused;
+            : Reaches(_codePoint << (4 * left), (_codePoint << (4 * left)) | ((1 << (4 * left)) - 1)) ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
     private ScalarStep FeedNumber(byte b)

@@ -104,7 +104,8 @@ public sealed class JsonSchemaNode
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
 /// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
 /// <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
-/// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>). Annotations
+/// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>), alone or beside a
+/// length (<see cref="StringPattern.FinishesWithin"/>). Annotations
 /// (<c>title</c>, <c>description</c>, other formats, ...) are read past. A keyword that constrains values further
 /// (<c>multipleOf</c>, <c>minProperties</c>, <c>uniqueItems</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
@@ -278,10 +279,12 @@ public sealed class JsonSchema
         {
             (node.MinLength, node.MaxLength) = Counts(schema, path, "minLength", "maxLength");
             node.Pattern = Pattern(schema, path);
-            if (node.Pattern is not null && node.HasLength)
+            if (node.Pattern is { } pattern && node.HasLength && !pattern.FinishesWithin(pattern.Begin, node.MinLength, node.MaxLength))
             {
+                // (Characters past U+FFFF are not written in such a string: a pattern only they could match is refused here too.)
+                string limits = node.MaxLength == int.MaxValue ? $"{node.MinLength} or more" : $"{node.MinLength} to {node.MaxLength}";
                 throw Refuse($"{path}.{(schema.TryGetProperty("pattern", out _) ? "pattern" : "format")}",
-                    "a pattern or format beside 'minLength'/'maxLength' is not supported: write the length into the pattern ({2,5})");
+                    $"no string of {limits} characters matches it");
             }
         }
 

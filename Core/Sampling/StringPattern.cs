@@ -65,6 +65,14 @@ internal sealed class StringPattern
     private readonly ConcurrentDictionary<string, PatternState> _states = new(StringComparer.Ordinal);
     private int _stepsKept;
 
+    // For strings held to a length as well (FinishesWithin): each state's steps on any character and on several, each
+    // labelled state's states after its character, and the fewest characters from a labelled state (its own included) to
+    // a match.
+    private readonly ConcurrentDictionary<PatternState, PatternState?> _anySteps = new();
+    private readonly ConcurrentDictionary<(PatternState, int), PatternState?> _ahead = new();
+    private readonly Lazy<PatternState?[]> _after;
+    private readonly Lazy<int[]> _shortest;
+
     private StringPattern(Node pattern)
     {
         (int start, int end) = Build(pattern);
@@ -72,6 +80,8 @@ internal sealed class StringPattern
         _live = Live();
         Begin = Closure([start]) ?? throw new ArgumentException("the pattern matches no string");
         _states[Begin.Key] = Begin;
+        _after = new Lazy<PatternState?[]>(() => [.. Enumerable.Range(0, _labels.Count).Select(s => _labels[s] is null || !_live[s] ? null : Closure([.. _next[s]]) is { } after ? Interned(after) : null)]);
+        _shortest = new Lazy<int[]>(Shortest);
     }
 
     /// <summary>Before the string's first character.</summary>
@@ -158,6 +168,153 @@ internal sealed class StringPattern
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Whether a string at <paramref name="state"/> can still match in <paramref name="least"/> to <paramref name="most"/>
+    /// more characters of the Basic Multilingual Plane (a string held to a length as well: <see cref="JsonScalar"/> writes
+    /// no others there, so a character counts once for its length and once for the pattern). After exactly
+    /// <paramref name="least"/> characters, any of them, the string stands in some set of states; from there any path to a
+    /// match no longer than what is left will do, so it is the shortest that counts.
+    /// </summary>
+    public bool FinishesWithin(PatternState state, int least, int most) =>
+        least <= most && Ahead(state, least) is { } at && Shortest(at) is int fewest && fewest != int.MaxValue && most - least >= fewest;
+
+    /// <summary>
+    /// The states after <paramref name="steps"/> characters, any of them (null when none gets that far). Kept for every
+    /// state and count on the way: a mask's tokens all start from one state and count, and their walks soon meet.
+    /// </summary>
+    private PatternState? Ahead(PatternState state, int steps)
+    {
+        var path = new List<PatternState>();
+        PatternState? at = state;
+        int left = steps;
+        PatternState? known = null;
+        bool found = false;
+        while (left > 0 && at is not null && !(found = _ahead.TryGetValue((at, left), out known)))
+        {
+            path.Add(at);
+            at = AnyStep(at);
+            left--;
+        }
+
+        PatternState? result = found ? known : at;
+        if (_ahead.Count + path.Count > MaxStepsKept)
+        {
+            _ahead.Clear();
+        }
+
+        for (int i = 0; i < path.Count; i++)
+        {
+            _ahead[(path[i], steps - i)] = result;
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Whether some character of the Basic Multilingual Plane from <paramref name="first"/> to <paramref name="last"/> (a
+    /// character partly written) can come next and leave a string that can match in <paramref name="least"/> to
+    /// <paramref name="most"/> more (<see cref="FinishesWithin"/>). A character's next states are the union of what each
+    /// state that takes it steps to, and a union can finish when one of its parts can, so each state is tried alone.
+    /// </summary>
+    public bool ContinuesWithin(PatternState state, int first, int last, int least, int most)
+    {
+        foreach (int s in state.States)
+        {
+            CharacterSet label = _labels[s]!;
+            bool takes = label.Meets(first, Math.Min(last, 0xD7FF)) || label.Meets(Math.Max(first, 0xE000), last);
+            if (takes && _after.Value[s] is { } after && FinishesWithin(after, least, most))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The most characters <see cref="Shortest(PatternState)"/> can be from a live state (a string held to a length keys its masks by no more).</summary>
+    public int LongestShortest => _shortest.Value.Where(d => d < int.MaxValue).DefaultIfEmpty(0).Max();
+
+    /// <summary>The fewest characters of the Basic Multilingual Plane from <paramref name="state"/> to a match (int.MaxValue: none).</summary>
+    private int Shortest(PatternState state)
+    {
+        int fewest = state.Matches ? 0 : int.MaxValue;
+        foreach (int s in state.States)
+        {
+            fewest = Math.Min(fewest, _shortest.Value[s]);
+        }
+
+        return fewest;
+    }
+
+    /// <summary>The states after any character of the Basic Multilingual Plane, but the surrogates; null when none steps.</summary>
+    private PatternState? AnyStep(PatternState state)
+    {
+        if (_anySteps.TryGetValue(state, out PatternState? known))
+        {
+            return known;
+        }
+
+        var next = new List<int>();
+        foreach (int s in state.States.Where(Writable))
+        {
+            next.AddRange(_next[s]);
+        }
+
+        PatternState? after = Closure(next) is { } found ? Interned(found) : null;
+        _anySteps[state] = after;
+        return after;
+    }
+
+    /// <summary>Whether a labelled state takes some character of the Basic Multilingual Plane that is not a surrogate.</summary>
+    private bool Writable(int s) => _labels[s]!.Meets(0, 0xD7FF) || _labels[s]!.Meets(0xE000, 0xFFFF);
+
+    private PatternState Interned(PatternState state) => _states.GetOrAdd(state.Key, state);
+
+    /// <summary>
+    /// Each labelled state's fewest characters to a match, its own first (breadth first, backwards from the states whose
+    /// character can end the string); int.MaxValue for unlabelled states and those with none.
+    /// </summary>
+    private int[] Shortest()
+    {
+        int[] fewest = new int[_labels.Count];
+        Array.Fill(fewest, int.MaxValue);
+        var before = new List<int>[_labels.Count];
+        var queue = new Queue<int>();
+        for (int s = 0; s < _labels.Count; s++)
+        {
+            if (_labels[s] is null || !Writable(s) || _after.Value[s] is not { } after)
+            {
+                continue;
+            }
+
+            foreach (int t in after.States)
+            {
+                (before[t] ??= []).Add(s);
+            }
+
+            if (after.Matches)
+            {
+                fewest[s] = 1;
+                queue.Enqueue(s);
+            }
+        }
+
+        while (queue.Count > 0)
+        {
+            int t = queue.Dequeue();
+            foreach (int s in before[t] ?? [])
+            {
+                if (fewest[s] == int.MaxValue)
+                {
+                    fewest[s] = fewest[t] + 1;
+                    queue.Enqueue(s);
+                }
+            }
+        }
+
+        return fewest;
     }
 
     private static (char High, char Low) Surrogates(int codePoint)

@@ -180,13 +180,14 @@ public sealed class QwenModelTests
 
     /// <summary>
     /// What .NET's schema exporter writes for dates, times, GUIDs and annotated numbers and strings: <c>format</c>,
-    /// <c>minimum</c>/<c>maximum</c> and <c>minLength</c>/<c>maxLength</c>, all bounded, so the random model's answer
+    /// <c>minimum</c>/<c>maximum</c>, <c>minLength</c>/<c>maxLength</c> and <c>pattern</c> (beside a length too), all bounded, so the random model's answer
     /// always ends and System.Text.Json always reads it. (Not TimeSpan: the pattern exported for it lets "24:12:88" by,
     /// which its reader refuses.)
     /// </summary>
     public sealed record Appointment(DateTime When, DateTimeOffset At, DateOnly Day, TimeOnly Clock, Guid Id,
         [property: System.ComponentModel.DataAnnotations.Range(1, 5)] int Priority,
-        [property: System.ComponentModel.DataAnnotations.StringLength(6, MinimumLength = 1)] string Room);
+        [property: System.ComponentModel.DataAnnotations.StringLength(6, MinimumLength = 1)] string Room,
+        [property: System.ComponentModel.DataAnnotations.RegularExpression("^[A-Z]{2}[0-9]+$"), System.ComponentModel.DataAnnotations.StringLength(5, MinimumLength = 4)] string Code);
 
     [Fact]
     public async Task ChatClient_GetResponseOfT_ReadsDatesTimesGuidsAndBoundedValues()
@@ -195,6 +196,7 @@ public sealed class QwenModelTests
         {
             Assert.InRange(appointment.Priority, 1, 5);
             Assert.InRange(appointment.Room.Length, 1, 6);
+            Assert.Matches("^[A-Z]{2}[0-9]{2,3}$", appointment.Code);
         }
     }
 

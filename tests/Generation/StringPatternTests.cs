@@ -145,13 +145,89 @@ public class StringPatternTests
     }
 
     [Fact]
-    public void APatternBesideALengthIsRefused()
+    public void PatternsAndLengthsHoldTogether()
     {
-        using JsonDocument schema = JsonDocument.Parse("""{"type": "object", "properties": {"s": {"type": "string", "format": "uuid", "maxLength": 36}}}""");
+        // .NET's [RegularExpression] beside [StringLength] writes both. Some of these can lead a string where the length
+        // then cannot follow: "trap" may not start with an a (five at most, eight wanted), "tail" must end after two a's.
+        const string schemaText = """
+            {"type": "object", "required": ["code", "trap", "pairs", "tail", "loose", "day"], "properties": {
+              "code": {"type": "string", "pattern": "^[A-Z]+$", "minLength": 3, "maxLength": 5},
+              "trap": {"type": "string", "pattern": "^(a{0,5}|b+)$", "minLength": 8, "maxLength": 12},
+              "pairs": {"type": "string", "pattern": "^(ab)+$", "maxLength": 5},
+              "tail": {"type": "string", "pattern": "^a+b$", "maxLength": 3},
+              "loose": {"type": "string", "pattern": "x", "minLength": 4, "maxLength": 6},
+              "day": {"type": "string", "format": "date", "maxLength": 10}}}
+            """;
+        Validator validator = Validator.FromText(schemaText);
+
+        List<string> answers = SchemaWalks.Finished(schemaText, 300, 5);
+
+        Assert.True(answers.Count > 200, $"only {answers.Count} of 300 walks finished");
+        foreach (string answer in answers)
+        {
+            using JsonDocument parsed = JsonDocument.Parse(answer);
+            Assert.True(validator.Evaluate(parsed.RootElement).IsValid, $"the validator refuses {answer}");
+        }
+    }
+
+    /// <summary>
+    /// Every string of a, b and x up to one past the most, fed to the automaton: it takes a whole string exactly when .NET's
+    /// regular expression matches it and its length is inside the limits, and each prefix it takes is the start of some
+    /// string it would take whole (a, b and x stand for every character here: x for all the patterns do not name).
+    /// </summary>
+    [Theory]
+    [InlineData("^(a{0,3}|b+)$", 4, 6)]
+    [InlineData("^(ab)+$", 0, 5)]
+    [InlineData("^a+b$", 0, 3)]
+    [InlineData("b", 5, 6)]
+    [InlineData("^[ab]*x$", 2, 4)]
+    [InlineData("^(a|bb)+$", 3, 3)]
+    [InlineData("^(a|bb)+$", 0, 4)]
+    [InlineData("(aa|b)x?$", 1, int.MaxValue)]
+    public void ExactlyTheStringsInsideTheLengthThatMatchAreTaken(string pattern, int least, int most)
+    {
+        using JsonDocument schema = JsonDocument.Parse(JsonSerializer.Serialize(new
+        {
+            type = "object", required = new[] { "s" },
+            properties = new { s = new Dictionary<string, object> { ["type"] = "string", ["pattern"] = pattern, ["minLength"] = least, ["maxLength"] = Math.Min(most, 1000) } },
+        }));
+        var compiled = Sampling.JsonSchema.Compile(schema.RootElement);
+        var regex = new Regex(pattern, RegexOptions.CultureInvariant);
+        int longest = Math.Min(most, 6) + 1;
+        var strings = new List<string> { "" };
+        for (int i = 0; i < strings.Count; i++)
+        {
+            if (strings[i].Length < longest)
+            {
+                strings.AddRange(new[] { "a", "b", "x" }.Select(c => strings[i] + c));
+            }
+        }
+
+        var valid = strings.Where(t => regex.IsMatch(t) && t.Length >= least && t.Length <= most).ToHashSet();
+        foreach (string text in strings)
+        {
+            JsonSchemaPrefix state = JsonSchemaPrefix.Start(compiled);
+            bool taken = "{\"s\":\"".All(c => state.Feed((byte)c)) && text.All(c => state.Feed((byte)c));
+            bool whole = taken && state.Feed((byte)'"') && state.Feed((byte)'}') && state.Complete;
+            Assert.True(whole == valid.Contains(text), $"'{text}' {(whole ? "taken" : "refused")} whole");
+            if (taken && text.Length < longest - 1)
+            {
+                Assert.True(valid.Any(v => v.StartsWith(text, StringComparison.Ordinal)), $"'{text}' taken, but no string it begins is");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("""{"type": "string", "pattern": "^ab?$", "minLength": 3}""", "schema.properties.s.pattern: no string of 3 or more characters matches it")]
+    [InlineData("""{"type": "string", "format": "uuid", "maxLength": 35}""", "schema.properties.s.format: no string of 0 to 35 characters matches it")]
+    [InlineData("""{"type": "string", "pattern": "^\\ud83d\\ude00$", "maxLength": 1}""", "schema.properties.s.pattern: no string of 0 to 1 characters matches it")]
+    public void APatternNoStringInsideTheLengthMatchesIsRefused(string property, string message)
+    {
+        using JsonDocument schema = JsonDocument.Parse($$$"""{"type": "object", "properties": {"s": {{{property}}}}}""");
 
         ArgumentException error = Assert.Throws<ArgumentException>(() => Sampling.JsonSchema.Compile(schema.RootElement));
 
-        Assert.Contains("schema.properties.s.format: a pattern or format beside 'minLength'/'maxLength'", error.Message, StringComparison.Ordinal);
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
     }
 
     /// <summary>
