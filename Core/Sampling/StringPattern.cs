@@ -70,8 +70,10 @@ internal sealed class StringPattern
     // a match.
     private readonly ConcurrentDictionary<PatternState, PatternState?> _anySteps = new();
     private readonly ConcurrentDictionary<(PatternState, int), PatternState?> _ahead = new();
+    private int _aheadKept;
     private readonly Lazy<PatternState?[]> _after;
     private readonly Lazy<int[]> _shortest;
+    private readonly Lazy<int> _longestShortest;
 
     private StringPattern(Node pattern)
     {
@@ -82,6 +84,7 @@ internal sealed class StringPattern
         _states[Begin.Key] = Begin;
         _after = new Lazy<PatternState?[]>(() => [.. Enumerable.Range(0, _labels.Count).Select(s => _labels[s] is null || !_live[s] ? null : Closure([.. _next[s]]) is { } after ? Interned(after) : null)]);
         _shortest = new Lazy<int[]>(Shortest);
+        _longestShortest = new Lazy<int>(() => _shortest.Value.Where(d => d < int.MaxValue).DefaultIfEmpty(0).Max());
     }
 
     /// <summary>Before the string's first character.</summary>
@@ -199,9 +202,10 @@ internal sealed class StringPattern
         }
 
         PatternState? result = found ? known : at;
-        if (_ahead.Count + path.Count > MaxStepsKept)
+        if (Interlocked.Add(ref _aheadKept, path.Count) >= MaxStepsKept)
         {
             _ahead.Clear();
+            _aheadKept = 0;
         }
 
         for (int i = 0; i < path.Count; i++)
@@ -234,7 +238,7 @@ internal sealed class StringPattern
     }
 
     /// <summary>The most characters <see cref="Shortest(PatternState)"/> can be from a live state (a string held to a length keys its masks by no more).</summary>
-    public int LongestShortest => _shortest.Value.Where(d => d < int.MaxValue).DefaultIfEmpty(0).Max();
+    public int LongestShortest => _longestShortest.Value;
 
     /// <summary>The fewest characters of the Basic Multilingual Plane from <paramref name="state"/> to a match (int.MaxValue: none).</summary>
     private int Shortest(PatternState state)
