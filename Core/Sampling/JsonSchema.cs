@@ -57,6 +57,15 @@ public sealed class JsonSchemaNode
     public JsonSchemaNode? Items { get; internal set; }
 
     /// <summary>
+    /// An array's first items' nodes, one each (<c>prefixItems</c>, or draft 7's list of <c>items</c>: pydantic's tuples);
+    /// <see cref="Items"/> then takes the rest. Null for an array whose items are all alike.
+    /// </summary>
+    public IReadOnlyList<JsonSchemaNode>? PrefixItems { get; internal set; }
+
+    /// <summary>The node of item <paramref name="index"/> (from 0) of an array.</summary>
+    internal JsonSchemaNode ItemAt(int index) => PrefixItems is { } prefix && index < prefix.Count ? prefix[index] : Items!;
+
+    /// <summary>
     /// A tagged union of objects: <see cref="Properties"/> is the one property that tells them apart, and after its value
     /// (the i-th of its <see cref="Enum"/>) the object goes on as <c>Variants[i]</c>; otherwise null.
     /// </summary>
@@ -80,7 +89,8 @@ public sealed class JsonSchemaNode
 
     internal bool HasLength => MinLength > 0 || MaxLength < int.MaxValue;
 
-    internal bool CountsItems => MinItems > 0 || MaxItems < int.MaxValue;
+    /// <summary>Whether an array's items are counted as they come: for its limits, or to know which of its <see cref="PrefixItems"/> comes next.</summary>
+    internal bool CountsItems => MinItems > 0 || MaxItems < int.MaxValue || PrefixItems is not null;
 
     /// <summary>Takes everything <paramref name="other"/> holds but its id (a <c>$ref</c> placeholder filled from the schema it names).</summary>
     internal void TakeShape(JsonSchemaNode other)
@@ -90,6 +100,7 @@ public sealed class JsonSchemaNode
         Properties = other.Properties;
         Values = other.Values;
         Items = other.Items;
+        PrefixItems = other.PrefixItems;
         Variants = other.Variants;
         (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
@@ -98,7 +109,8 @@ public sealed class JsonSchemaNode
 /// <summary>
 /// A JSON schema (OpenAI's <c>response_format: json_schema</c>, <c>ChatResponseFormat.ForJsonSchema</c>) compiled to
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
-/// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>enum</c>, <c>const</c>,
+/// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>prefixItems</c> (and draft 7's
+/// list of <c>items</c> with <c>additionalItems</c>), <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
 /// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
@@ -116,7 +128,7 @@ public sealed class JsonSchema
     public const int MaxAlternatives = 64;
 
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems"];
 
     /// <summary>Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint).</summary>
     private static readonly HashSet<string> s_annotations =
@@ -127,7 +139,7 @@ public sealed class JsonSchema
 
     private static readonly HashSet<string> s_known =
     [
-        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
+        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "additionalItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
         "nullable", .. s_valueLimits,
     ];
 
@@ -271,8 +283,8 @@ public sealed class JsonSchema
 
         if (kinds.HasFlag(JsonKinds.Array))
         {
-            node.Items = schema.TryGetProperty("items", out JsonElement items) ? Compile(items, $"{path}.items") : AnyNode();
             (node.MinItems, node.MaxItems) = Counts(schema, path, "minItems", "maxItems");
+            ArrayItems(node, schema, path);
         }
 
         if (kinds.HasFlag(JsonKinds.String))
@@ -325,6 +337,42 @@ public sealed class JsonSchema
         {
             throw Refuse($"{path}.pattern", e.Message);
         }
+    }
+
+    /// <summary>
+    /// An array's items: <c>items</c> for each; or <c>prefixItems</c> for the first ones, each its own (JSON Schema 2020-12,
+    /// as pydantic writes a tuple), and <c>items</c> for the rest; or, as draft 7 wrote them, a list of <c>items</c> for the
+    /// first ones and <c>additionalItems</c> for the rest. The rest may be <c>false</c>: no more items than the first ones.
+    /// </summary>
+    private void ArrayItems(JsonSchemaNode node, JsonElement schema, string path)
+    {
+        bool hasPrefix = schema.TryGetProperty("prefixItems", out JsonElement prefix);
+        bool hasItems = schema.TryGetProperty("items", out JsonElement items);
+        bool listed = !hasPrefix && hasItems && items.ValueKind == JsonValueKind.Array;
+        JsonElement? first = hasPrefix ? prefix : listed ? items : null;
+        string firstName = hasPrefix ? "prefixItems" : "items", restName = listed ? "additionalItems" : "items";
+        JsonElement? rest = !listed ? (hasItems ? items : null) : schema.TryGetProperty("additionalItems", out JsonElement additional) ? additional : null;
+        if (first is { } list)
+        {
+            if (list.ValueKind != JsonValueKind.Array || list.GetArrayLength() == 0)
+            {
+                throw Refuse($"{path}.{firstName}", $"'{firstName}' must be a non-empty list of schemas");
+            }
+
+            node.PrefixItems = [.. list.EnumerateArray().Select((item, i) => Compile(item, $"{path}.{firstName}[{i}]"))];
+        }
+
+        if (rest is { ValueKind: JsonValueKind.False })
+        {
+            // No items past the first ones (none at all without them).
+            node.MaxItems = Math.Min(node.MaxItems, node.PrefixItems?.Count ?? 0);
+            if (node.MinItems > node.MaxItems)
+            {
+                throw Refuse($"{path}.minItems", $"'minItems' {node.MinItems} is more than the {node.MaxItems} items '{restName}': false leaves: no value fits");
+            }
+        }
+
+        node.Items = rest is { } others && others.ValueKind != JsonValueKind.False ? Compile(others, $"{path}.{restName}") : AnyNode();
     }
 
     /// <summary>A pair of count limits (<c>minItems</c>/<c>maxItems</c>, <c>minLength</c>/<c>maxLength</c>): non-negative whole numbers, the least no more than the most.</summary>
@@ -579,6 +627,7 @@ public sealed class JsonSchema
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
             union.Variants ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Variants : null;
             union.Items ??= n.Items;
+            union.PrefixItems ??= n.PrefixItems;
             (union.MinItems, union.MaxItems) = n.Kinds.HasFlag(JsonKinds.Array) ? (n.MinItems, n.MaxItems) : (union.MinItems, union.MaxItems);
             (union.MinLength, union.MaxLength, union.Pattern) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength, n.Pattern) : (union.MinLength, union.MaxLength, union.Pattern);
             union.Range ??= n.Range;

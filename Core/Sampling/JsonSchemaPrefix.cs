@@ -153,7 +153,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         _depth++;
         if (!isObject)
         {
-            _node = node.Items!;
+            _node = node.ItemAt(0);
         }
 
         return Become(isObject ? Mode.KeyOrClose : Mode.ValueOrClose);
@@ -171,7 +171,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
         _depth--;
         if (_frames is { IsObject: false } array)
         {
-            _node = array.Node.Items!;
+            // The item just closed (counted arrays have counted it).
+            _node = array.Node.ItemAt(Math.Max(array.Next - 1, 0));
         }
 
         return Become(_frames is null ? Mode.Done : Mode.AfterValue);
@@ -326,8 +327,13 @@ public struct JsonSchemaPrefix : ITextAutomaton
             case (byte)',' when frame.IsObject:
                 return (frame.Node.Properties is null ? frame.Node.Values is not null : KeyCandidates(frame) != 0) && Become(Mode.Key);
             case (byte)',':
-                _node = frame.Node.Items!;
-                return Counted(frame) && Become(Mode.Value);
+                if (!Counted(frame))
+                {
+                    return false;
+                }
+
+                _node = frame.Node.ItemAt(frame.Next);
+                return Become(Mode.Value);
             case (byte)'}':
                 return Close(isObject: true);
             case (byte)']':

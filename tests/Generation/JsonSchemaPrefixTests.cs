@@ -48,7 +48,41 @@ public class JsonSchemaPrefixTests
         Polymorphic,
         Discriminated,
         Joined,
+        Tuples,
     ];
+
+    /// <summary>prefixItems as pydantic writes a tuple (fixed, and with more items of one type after), and with items: false.</summary>
+    private const string Tuples = """
+        {"type": "object", "required": ["pair", "head", "open", "closed", "nested"], "properties": {
+          "pair": {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "string", "maxLength": 2}], "minItems": 2, "maxItems": 2},
+          "head": {"type": "array", "prefixItems": [{"const": "x"}], "items": {"type": "boolean"}, "maxItems": 3},
+          "open": {"type": "array", "prefixItems": [{"type": "null"}, {"type": "array", "prefixItems": [{"enum": [1, 2]}], "items": false}]},
+          "closed": {"type": "array", "prefixItems": [{"type": "boolean"}, {"enum": [1, 2]}], "items": false},
+          "nested": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "object", "properties": {"a": {"type": "null"}}}, {"type": "boolean"}], "minItems": 2, "maxItems": 2}, "maxItems": 2}}}
+        """;
+
+    [Theory]
+    [InlineData("""{"pair": [3, "ab"], "head": ["x", true, false], "open": [null, [2], {}, "z"], "closed": [false, 1], "nested": [[{}, true]]}""")]
+    [InlineData("""{"pair": [3|"ab"]""")]                         // the first item is an integer of 0 to 9: "3" goes on, a quote cannot
+    [InlineData("""{"pair": [3, "ab"|, 1]""")]                    // two items at most
+    [InlineData("""{"pair": [3, "ab"], "head": [|true]""")]       // the first item is "x"
+    [InlineData("""{"pair": [3, "ab"], "head": ["x", |"x"]""")]   // then booleans
+    [InlineData("""{"pair": [3, "ab"], "head": ["x", true, true|, true]""")]
+    [InlineData("""{"pair": [3, "ab"], "head": ["x"], "open": [null, [1|, 2]]""")]
+    [InlineData("""{"pair": [3, "ab"], "head": ["x"], "open": [null], "closed": [true, 2|, null]""")]
+    [InlineData("""{"pair": [3, "ab"], "head": ["x"], "open": [null], "closed": [true], "nested": []}""")]   // without minItems a tuple may stop early
+    [InlineData("""{"pair": [3, "ab"], "head": ["x"], "open": [], "closed": [], "nested": [[{"a": null}, |{}]]}""")]
+    public void PrefixItemsHoldEachItemToItsOwnSchema(string marked) => AssertMarked(Tuples, marked);
+
+    [Theory]
+    [InlineData("""{"t": [1, "a"]}""")]
+    [InlineData("""{"t": [1, "a"|, 2]""")]
+    [InlineData("""{"t": [|"a"]""")]
+    public void Draft7ItemListsHoldTheFirstItems(string marked) =>
+        AssertMarked("""
+            {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+             "properties": {"t": {"type": "array", "items": [{"type": "integer"}, {"type": "string"}], "additionalItems": false}}}
+            """, marked);
 
     /// <summary>allOf as pydantic v1 writes a described reference (recursive here), and as two object schemas joined.</summary>
     private const string Joined = """
@@ -248,6 +282,10 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "maximum": "5"}}}""", "schema.properties.n.maximum: 'maximum' must be a number")]
     [InlineData("""{"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}}""", "schema.properties.s.minLength: 'minLength' 3 is more than 'maxLength' 2")]
     [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": []}}}""", "schema.properties.t.prefixItems: 'prefixItems' must be a non-empty list of schemas")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "string", "minLength": 5, "maxLength": 1}]}}}""", "schema.properties.t.prefixItems[0].minLength")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": [true], "items": false, "minItems": 2}}}""", "schema.properties.t.minItems: 'minItems' 2 is more than the 1 items 'items': false leaves")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": [true], "additionalItems": {"type": "string", "maxLength": -1}}}}""", "schema.properties.t.additionalItems.maxLength")]
     [InlineData("""{"type": "array", "items": {"type": "string"}}""", "the root must be an object")]
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]}}}""", "schema.properties.a.anyOf")]
     [InlineData("""{"type": "object", "properties": {"a": {"anyOf": [{"properties": {"k": {"const": 1}}}, {"properties": {"k": {"enum": [2, 1]}}}]}}}""", "need a property that tells them apart")]
