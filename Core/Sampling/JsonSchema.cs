@@ -62,6 +62,12 @@ public sealed class JsonSchemaNode
     /// </summary>
     public IReadOnlyList<JsonSchemaNode>? PrefixItems { get; internal set; }
 
+    /// <summary>
+    /// Whether an array's items must differ (<c>uniqueItems</c>): its <see cref="Items"/> are then one of a fixed set of
+    /// values (<see cref="Enum"/>), and each is written at most once.
+    /// </summary>
+    public bool UniqueItems { get; internal set; }
+
     /// <summary>The node of item <paramref name="index"/> (from 0) of an array.</summary>
     internal JsonSchemaNode ItemAt(int index) => PrefixItems is { } prefix && index < prefix.Count ? prefix[index] : Items!;
 
@@ -101,6 +107,7 @@ public sealed class JsonSchemaNode
         Values = other.Values;
         Items = other.Items;
         PrefixItems = other.PrefixItems;
+        UniqueItems = other.UniqueItems;
         Variants = other.Variants;
         (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
@@ -110,7 +117,7 @@ public sealed class JsonSchemaNode
 /// A JSON schema (OpenAI's <c>response_format: json_schema</c>, <c>ChatResponseFormat.ForJsonSchema</c>) compiled to
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>prefixItems</c> (and draft 7's
-/// list of <c>items</c> with <c>additionalItems</c>), <c>enum</c>, <c>const</c>,
+/// list of <c>items</c> with <c>additionalItems</c>), <c>uniqueItems</c> over a fixed set of values, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
 /// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
@@ -119,7 +126,7 @@ public sealed class JsonSchemaNode
 /// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>), alone or beside a
 /// length (<see cref="StringPattern.FinishesWithin"/>). Annotations
 /// (<c>title</c>, <c>description</c>, other formats, ...) are read past. A keyword that constrains values further
-/// (<c>multipleOf</c>, <c>minProperties</c>, <c>uniqueItems</c>, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// (<c>multipleOf</c>, <c>minProperties</c>, <c>uniqueItems</c> over items that are not a fixed set of values, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
 /// </summary>
 public sealed class JsonSchema
@@ -128,7 +135,7 @@ public sealed class JsonSchema
     public const int MaxAlternatives = 64;
 
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems"];
 
     /// <summary>Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint).</summary>
     private static readonly HashSet<string> s_annotations =
@@ -139,7 +146,7 @@ public sealed class JsonSchema
 
     private static readonly HashSet<string> s_known =
     [
-        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "additionalItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
+        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "additionalItems", "uniqueItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
         "nullable", .. s_valueLimits,
     ];
 
@@ -373,6 +380,61 @@ public sealed class JsonSchema
         }
 
         node.Items = rest is { } others && others.ValueKind != JsonValueKind.False ? Compile(others, $"{path}.{restName}") : AnyNode();
+        if (schema.TryGetProperty("uniqueItems", out JsonElement unique))
+        {
+            UniqueItems(node, unique, path);
+        }
+    }
+
+    /// <summary>
+    /// <c>uniqueItems: true</c> (pydantic's sets): held where every item is one of a fixed set of values (an enum or
+    /// const, booleans, null), each then written at most once, so an array has at most as many items as there are values.
+    /// Items that could be any string or number are refused: the answer would have to remember every item written.
+    /// </summary>
+    private void UniqueItems(JsonSchemaNode node, JsonElement unique, string path)
+    {
+        if (unique.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+        {
+            throw Refuse($"{path}.uniqueItems", "'uniqueItems' must be true or false");
+        }
+
+        if (unique.ValueKind == JsonValueKind.False)
+        {
+            return;
+        }
+
+        JsonSchemaNode items = node.Items!;
+        bool literals = items.Enum is null && items.Kinds != JsonKinds.None && (items.Kinds & ~(JsonKinds.Boolean | JsonKinds.Null)) == 0;
+        if (node.PrefixItems is not null || (items.Enum is null && !literals))
+        {
+            throw Refuse($"{path}.uniqueItems", "'uniqueItems' is supported only for items that are one of a fixed set of values (an enum or const, booleans, null)");
+        }
+
+        if (literals)
+        {
+            node.Items = items = NewNode(items.Kinds);
+            items.Enum = LiteralsOf(items.Kinds);
+        }
+
+        // Values JSON counts as equal though written apart (1 and 1.0) would let a repeat by.
+        JsonElement[] values = [.. items.Enum!.Select(v => JsonDocument.Parse(v).RootElement)];
+        for (int i = 0; i < values.Length; i++)
+        {
+            for (int j = i + 1; j < values.Length; j++)
+            {
+                if (JsonElement.DeepEquals(values[i], values[j]))
+                {
+                    throw Refuse($"{path}.uniqueItems", $"the items' values {values[i].GetRawText()} and {values[j].GetRawText()} are equal as JSON: write each once");
+                }
+            }
+        }
+
+        node.UniqueItems = true;
+        node.MaxItems = Math.Min(node.MaxItems, values.Length);
+        if (node.MinItems > node.MaxItems)
+        {
+            throw Refuse($"{path}.minItems", $"'minItems' {node.MinItems} is more than the {values.Length} different values the items can take: no value fits");
+        }
     }
 
     /// <summary>A pair of count limits (<c>minItems</c>/<c>maxItems</c>, <c>minLength</c>/<c>maxLength</c>): non-negative whole numbers, the least no more than the most.</summary>
@@ -628,6 +690,7 @@ public sealed class JsonSchema
             union.Variants ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Variants : null;
             union.Items ??= n.Items;
             union.PrefixItems ??= n.PrefixItems;
+            union.UniqueItems |= n.Kinds.HasFlag(JsonKinds.Array) && n.UniqueItems;
             (union.MinItems, union.MaxItems) = n.Kinds.HasFlag(JsonKinds.Array) ? (n.MinItems, n.MaxItems) : (union.MinItems, union.MaxItems);
             (union.MinLength, union.MaxLength, union.Pattern) = n.Kinds.HasFlag(JsonKinds.String) ? (n.MinLength, n.MaxLength, n.Pattern) : (union.MinLength, union.MaxLength, union.Pattern);
             union.Range ??= n.Range;

@@ -48,7 +48,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
     /// An open object or array: its node; for an object with listed properties the first one that may still come, for an
     /// array with item limits the items begun (left 0 without limits, so that states differing only in it are one).
     /// </summary>
-    private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next);
+    /// <summary>An object or array open: its node, its next property or item (where counted), and for an array whose items must differ the values written (bits of its items' enum).</summary>
+    private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next, ulong Written = 0);
 
     /// <summary>The state before the answer's first byte.</summary>
     public static JsonSchemaPrefix Start(JsonSchema schema)
@@ -74,7 +75,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         key.Append(_mode == Mode.Scalar ? _scalar.KeyFor(tokenBytes) : "");
         for (Frame? frame = _frames; frame is not null; frame = frame.Parent)
         {
-            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}");
+            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}.{frame.Written:x}");
         }
 
         return key.ToString();
@@ -123,7 +124,9 @@ public struct JsonSchemaPrefix : ITextAutomaton
         JsonSchemaNode node = _node;
         if (node.Enum is byte[][] values)
         {
-            _candidates = Matching(values, ulong.MaxValue, 0, b);
+            // An item of an array whose items must differ: not one of the values written already.
+            ulong open = _frames is { IsObject: false, Node.UniqueItems: true } array ? ~array.Written : ulong.MaxValue;
+            _candidates = Matching(values, open, 0, b);
             _position = 1;
             return _candidates != 0 && Become(Mode.Enum);
         }
@@ -292,6 +295,10 @@ public struct JsonSchemaPrefix : ITextAutomaton
                 {
                     // A tagged union's tag: its value picks the alternative the object goes on as.
                     _frames = tagged with { Node = variants[i], Next = 0 };
+                }
+                else if (_frames is { IsObject: false, Node.UniqueItems: true } array)
+                {
+                    _frames = array with { Written = array.Written | (1UL << i) };
                 }
 
                 return Become(Mode.AfterValue) && Feed(b);

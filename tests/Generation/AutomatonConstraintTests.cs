@@ -16,7 +16,7 @@ public class AutomatonConstraintTests
     private static readonly string?[] s_pieces =
     [
         null, "{", "}", "[", "]", "\"", "a", "\":", ",", " ", "\n\n", "1", "0", "-", ".", "e", "true", "nul", "l", "\\", "n", "u00e9",
-        "é", "\u00c3", null, "{\"k\": ", "\"}", "x}", "]}", ":", "😀", "u", null, "bcd\"",
+        "é", "\u00c3", null, "{\"k\": ", "\"}", "x}", "]}", ":", "😀", "u", null, "bcd\"", "false",
     ];
 
     /// <summary>
@@ -84,12 +84,13 @@ public class AutomatonConstraintTests
     // Any object; and one whose string's length limits are farther apart than the longest token (6 bytes), where states
     // that differ in their length share a mask, and whose number's range is checked digit by digit; and a string held to a
     // pattern and a length, where an "a" is taken 14 characters from the least (ten a's at most) but not 15, and one where a
-    // "u" is taken 8 characters from the most (eight u's in a row) but not 7.
+    // "u" is taken 8 characters from the most (eight u's in a row) but not 7; and a set, whose items written are its state.
     [Theory]
     [InlineData("""{"type": "object"}""")]
     [InlineData("""{"type": "object", "properties": {"k": {"type": "string", "minLength": 9, "maxLength": 20}, "a": {"type": "number", "minimum": -1, "maximum": 10.5}}}""")]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "pattern": "^[nu]*a{0,10}$", "minLength": 15, "maxLength": 40}}, "required": ["a"]}""")]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "string", "pattern": "^(n|u{8})*$", "minLength": 1, "maxLength": 9}}, "required": ["a"]}""")]
+    [InlineData("""{"type": "object", "properties": {"a": {"type": "array", "items": {"type": ["boolean", "null"]}, "uniqueItems": true}}, "required": ["a"]}""")]
     public void AKeptMaskIsTheMaskWorkedOutAfresh(string schemaText)
     {
         using JsonDocument schema = JsonDocument.Parse(schemaText);

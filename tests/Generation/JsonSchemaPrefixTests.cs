@@ -49,7 +49,28 @@ public class JsonSchemaPrefixTests
         Discriminated,
         Joined,
         Tuples,
+        Sets,
     ];
+
+    /// <summary>uniqueItems as pydantic writes a set of an enum, of booleans, of literals.</summary>
+    private const string Sets = """
+        {"$defs": {"Color": {"enum": ["red", "green", "blue"]}}, "type": "object", "required": ["colors", "flags", "few"], "properties": {
+          "colors": {"type": "array", "items": {"$ref": "#/$defs/Color"}, "uniqueItems": true},
+          "flags": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 1},
+          "few": {"type": "array", "items": {"enum": [1, 12, "x", null]}, "uniqueItems": true, "maxItems": 2},
+          "maybe": {"type": "array", "items": {"type": ["boolean", "null"]}, "uniqueItems": true}}}
+        """;
+
+    [Theory]
+    [InlineData("""{"colors": ["red", "blue", "green"], "flags": [false, true], "few": [12, 1], "maybe": [null, true]}""")]
+    [InlineData("""{"colors": ["red", "|red"]""")]               // each value once
+    [InlineData("""{"colors": ["red", "green", "blue"|, """)]   // so three at most
+    [InlineData("""{"colors": [], "flags": [true, |true]""")]
+    [InlineData("""{"colors": [], "flags": [|]""")]              // minItems 1
+    [InlineData("""{"colors": [], "flags": [true], "few": [1, 1|]""")]   // "1" again only as the start of 12
+    [InlineData("""{"colors": [], "flags": [true], "few": [null, "x"|, 1]""")]
+    [InlineData("""{"colors": [], "flags": [true], "few": [], "maybe": [null, false, true|, null]""")]
+    public void UniqueItemsAreEachWrittenOnce(string marked) => AssertMarked(Sets, marked);
 
     /// <summary>prefixItems as pydantic writes a tuple (fixed, and with more items of one type after), and with items: false.</summary>
     private const string Tuples = """
@@ -283,6 +304,10 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}}""", "schema.properties.s.minLength: 'minLength' 3 is more than 'maxLength' 2")]
     [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": []}}}""", "schema.properties.t.prefixItems: 'prefixItems' must be a non-empty list of schemas")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}}""", "schema.properties.t.uniqueItems: 'uniqueItems' is supported only for items that are one of a fixed set")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"enum": [1, 1.0]}, "uniqueItems": true}}}""", "schema.properties.t.uniqueItems: the items' values 1 and 1.0 are equal as JSON")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 3}}}""", "schema.properties.t.minItems: 'minItems' 3 is more than the 2 different values")]
+    [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"const": 1}, "uniqueItems": "yes"}}}""", "schema.properties.t.uniqueItems: 'uniqueItems' must be true or false")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "string", "minLength": 5, "maxLength": 1}]}}}""", "schema.properties.t.prefixItems[0].minLength")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": [true], "items": false, "minItems": 2}}}""", "schema.properties.t.minItems: 'minItems' 2 is more than the 1 items 'items': false leaves")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": [true], "additionalItems": {"type": "string", "maxLength": -1}}}}""", "schema.properties.t.additionalItems.maxLength")]
