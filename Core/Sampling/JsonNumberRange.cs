@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Text.Json;
 
 namespace QwenSharp.Sampling;
@@ -9,6 +10,10 @@ namespace QwenSharp.Sampling;
 /// so every value it can reach is exact in <see cref="decimal"/> and lies on a grid of <see cref="Step"/>: the digits
 /// so far then reach a few intervals whose ends are exact, and the range is checked against each.
 /// </summary>
+/// <remarks>
+/// With <c>multipleOf</c> the writable numbers are those multiples of it (OpenAI's structured outputs take it): the grid is
+/// then its multiples that the type can write, and an interval reaches the range where one of them lies inside both.
+/// </remarks>
 public sealed record JsonNumberRange(decimal Lowest, decimal Highest, bool Integer)
 {
     public const int MaxIntegerDigits = 15;
@@ -19,6 +24,14 @@ public sealed record JsonNumberRange(decimal Lowest, decimal Highest, bool Integ
 
     /// <summary>The spacing of the values a ranged number can write.</summary>
     public decimal Step => Integer ? 1m : 1e-12m;
+
+    /// <summary>The schema's <c>multipleOf</c>, or null.</summary>
+    public decimal? MultipleOf { get; private init; }
+
+    /// <summary>With <see cref="MultipleOf"/>: the spacing of the values allowed (its multiples the type can write), in units of 1e-12.</summary>
+    private BigInteger Grid { get; init; }
+
+    private const decimal Units = 1e12m;
 
     /// <summary>
     /// The range a schema's <c>minimum</c>, <c>maximum</c>, <c>exclusiveMinimum</c> and <c>exclusiveMaximum</c> give (a
@@ -67,14 +80,56 @@ public sealed record JsonNumberRange(decimal Lowest, decimal Highest, bool Integ
             (lowest, highest) = low ? (Math.Max(lowest, inward), highest) : (lowest, Math.Min(highest, inward));
         }
 
-        return !any ? null
-            : lowest <= highest ? new JsonNumberRange(lowest, highest, integer)
-            : throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        decimal? multiple = MultipleOfIn(schema, path);
+        if (!any && multiple is null)
+        {
+            return null;
+        }
+
+        if (lowest > highest)
+        {
+            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"{path}: no {(integer ? "integer" : "number")} is at least {lowest:G29} and at most {highest:G29}"), "schema");
+        }
+
+        if (multiple is not decimal m)
+        {
+            return new JsonNumberRange(lowest, highest, integer);
+        }
+
+        // Unbounded sides end where a ranged number's digits do.
+        decimal widest = Beyond - step;
+        var range = new JsonNumberRange(Math.Max(lowest, -widest), Math.Min(highest, widest), integer)
+        {
+            MultipleOf = m,
+            Grid = Lcm(new BigInteger(m * Units), new BigInteger(step * Units)),
+        };
+        return range.HasPoint(range.Lowest, range.Highest) ? range
+            : throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{path}.multipleOf: no {(integer ? "integer" : "number")} from {range.Lowest:G29} to {range.Highest:G29} is a multiple of {m:G29}"), "schema");
     }
 
-    /// <summary>Whether <paramref name="value"/> (a whole number written) is in the range.</summary>
-    public bool Holds(decimal value) => value >= Lowest && value <= Highest;
+    /// <summary>The schema's <c>multipleOf</c>: a positive number of at most <see cref="MaxFractionDigits"/> decimals, below <see cref="Beyond"/>.</summary>
+    private static decimal? MultipleOfIn(JsonElement schema, string path)
+    {
+        if (!schema.TryGetProperty("multipleOf", out JsonElement value))
+        {
+            return null;
+        }
+
+        decimal m = value.ValueKind == JsonValueKind.Number && value.TryGetDecimal(out decimal parsed) ? parsed : 0m;
+        if (m <= 0m || m >= Beyond || decimal.Round(m, MaxFractionDigits) != m)
+        {
+            throw new ArgumentException($"{path}.multipleOf: 'multipleOf' must be a positive number below 1e15 with at most {MaxFractionDigits} decimals", "schema");
+        }
+
+        return m;
+    }
+
+    private static BigInteger Lcm(BigInteger a, BigInteger b) => a / BigInteger.GreatestCommonDivisor(a, b) * b;
+
+    /// <summary>Whether <paramref name="value"/> (a whole number written) is in the range (and a multiple of <see cref="MultipleOf"/>).</summary>
+    public bool Holds(decimal value) => value >= Lowest && value <= Highest && (MultipleOf is null || new BigInteger(value * Units) % Grid == 0);
 
     /// <summary>
     /// Whether a number that began with these digits can end in the range: <paramref name="negative"/> when it began with
@@ -104,9 +159,30 @@ public sealed record JsonNumberRange(decimal Lowest, decimal Highest, bool Integ
         return false;
     }
 
-    private bool Overlaps(bool negative, decimal lowestMagnitude, decimal highestMagnitude) => negative
-        ? -highestMagnitude <= Highest && -lowestMagnitude >= Lowest
-        : lowestMagnitude <= Highest && highestMagnitude >= Lowest;
+    private bool Overlaps(bool negative, decimal lowestMagnitude, decimal highestMagnitude)
+    {
+        (decimal from, decimal to) = negative ? (-highestMagnitude, -lowestMagnitude) : (lowestMagnitude, highestMagnitude);
+        return HasPoint(Math.Max(from, Lowest), Math.Min(to, Highest));
+    }
+
+    /// <summary>Whether a value allowed lies in [<paramref name="from"/>, <paramref name="to"/>] (ends on the type's grid, inside the range): any, or with <see cref="MultipleOf"/> one of its multiples.</summary>
+    private bool HasPoint(decimal from, decimal to)
+    {
+        if (from > to)
+        {
+            return false;
+        }
+
+        if (MultipleOf is null)
+        {
+            return true;
+        }
+
+        BigInteger first = new(from * Units), last = new(to * Units);
+        BigInteger up = BigInteger.Remainder(first, Grid);
+        BigInteger multiple = up == 0 ? first : up > 0 ? first - up + Grid : first - up;
+        return multiple <= last;
+    }
 
     private static decimal Power10(int exponent)
     {

@@ -122,11 +122,11 @@ public sealed class JsonSchemaNode
 /// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
 /// <c>$defs</c> or <c>definitions</c>, recursion included; <c>minLength</c>/<c>maxLength</c>, <c>minItems</c>/<c>maxItems</c>,
-/// <c>minimum</c>/<c>maximum</c> with their exclusive forms (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
+/// <c>minimum</c>/<c>maximum</c> with their exclusive forms and <c>multipleOf</c> (<see cref="JsonNumberRange"/>), and <c>pattern</c> or the
 /// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>), alone or beside a
 /// length (<see cref="StringPattern.FinishesWithin"/>). Annotations
 /// (<c>title</c>, <c>description</c>, other formats, ...) are read past. A keyword that constrains values further
-/// (<c>multipleOf</c>, <c>minProperties</c>, <c>uniqueItems</c> over items that are not a fixed set of values, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// (<c>minProperties</c>, <c>not</c>, <c>uniqueItems</c> over items that are not a fixed set of values, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
 /// </summary>
 public sealed class JsonSchema
@@ -135,7 +135,7 @@ public sealed class JsonSchema
     public const int MaxAlternatives = 64;
 
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf"];
 
     /// <summary>Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint).</summary>
     private static readonly HashSet<string> s_annotations =

@@ -50,7 +50,30 @@ public class JsonSchemaPrefixTests
         Joined,
         Tuples,
         Sets,
+        Multiples,
     ];
+
+    /// <summary>multipleOf (OpenAI's structured outputs take it): integers, decimals, a step past an integer's, beside ranges and alone.</summary>
+    private const string Multiples = """
+        {"type": "object", "required": ["even", "half", "cents", "price", "neg"], "properties": {
+          "even": {"type": "integer", "multipleOf": 2, "minimum": -7, "maximum": 9},
+          "half": {"type": "number", "multipleOf": 0.5, "exclusiveMinimum": 0, "maximum": 3},
+          "cents": {"type": "number", "multipleOf": 0.01},
+          "price": {"type": "integer", "multipleOf": 2.5},
+          "neg": {"type": "number", "multipleOf": 7, "maximum": -1}}}
+        """;
+
+    [Theory]
+    [InlineData("""{"even": -6, "half": 2.50, "cents": 0.12, "price": 75, "neg": -14}""")]
+    [InlineData("""{"even": |3""")]          // nothing from 3 on is even and at most 9
+    [InlineData("""{"even": -|1""")]
+    [InlineData("""{"even": 8, "half": 0.|7""")]
+    [InlineData("""{"even": 8, "half": 3.|5""")]
+    [InlineData("""{"even": 8, "half": 0|,""")]            // 0 may become 0.5, but not stay 0
+    [InlineData("""{"even": 8, "half": 1, "cents": 0.12|3""")]
+    [InlineData("""{"even": 8, "half": 1, "cents": 0, "price": 7|,""")]   // 7 may become 70 or 75, but not stay 7
+    [InlineData("""{"even": 8, "half": 1, "cents": 0, "price": 5, "neg": |0""")]
+    public void MultipleOfHoldsNumbersToItsMultiples(string marked) => AssertMarked(Multiples, marked);
 
     /// <summary>uniqueItems as pydantic writes a set of an enum, of booleans, of literals.</summary>
     private const string Sets = """
@@ -296,7 +319,6 @@ public class JsonSchemaPrefixTests
 
     [Theory]
     [InlineData("""{"type": "object", "properties": {"a": {"type": "object", "minProperties": 1}}}""", "schema.properties.a.minProperties")]
-    [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}""", "schema.properties.n.multipleOf")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 4.5}}}""", "schema.properties.n: no integer is at least 5 and at most 4")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "minimum": 1e20}}}""", "schema.properties.n.minimum: 1e20 is past")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0.25, "maximum": 0.25}}}""", "no number is at least 0.250000000001 and at most 0.25")]
@@ -304,6 +326,10 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}}""", "schema.properties.s.minLength: 'minLength' 3 is more than 'maxLength' 2")]
     [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": []}}}""", "schema.properties.t.prefixItems: 'prefixItems' must be a non-empty list of schemas")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 0}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number below 1e15 with at most 12 decimals")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 1e-13}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": "2"}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]
+    [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 5, "minimum": 1, "maximum": 4}}}""", "schema.properties.n.multipleOf: no integer from 1 to 4 is a multiple of 5")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}}""", "schema.properties.t.uniqueItems: 'uniqueItems' is supported only for items that are one of a fixed set")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"enum": [1, 1.0]}, "uniqueItems": true}}}""", "schema.properties.t.uniqueItems: the items' values 1 and 1.0 are equal as JSON")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 3}}}""", "schema.properties.t.minItems: 'minItems' 3 is more than the 2 different values")]

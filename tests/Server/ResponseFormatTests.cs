@@ -103,8 +103,8 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"multipleOf\": 2}}}}}",
-        "response_format.json_schema.schema", "schema.properties.a.multipleOf")]
+    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"object\", \"minProperties\": 2}}}}}",
+        "response_format.json_schema.schema", "schema.properties.a.minProperties")]
     [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\"}}", "response_format.json_schema.schema", "is missing")]
     [InlineData("{\"type\": \"json_schema\"}", "response_format.json_schema", "is missing")]
     [InlineData("{\"type\": \"xml\"}", "response_format.type", "'text', 'json_object' or 'json_schema'")]
