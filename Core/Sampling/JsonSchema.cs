@@ -298,6 +298,12 @@ public sealed class JsonSchema
         {
             (node.MinLength, node.MaxLength) = Counts(schema, path, "minLength", "maxLength");
             node.Pattern = Pattern(schema, path);
+            if (!schema.TryGetProperty("pattern", out _) && schema.TryGetProperty("format", out JsonElement format) && format.ValueKind == JsonValueKind.String
+                && StringPattern.MaxLengthOf(format.GetString()!) is int formatMost)
+            {
+                node.MaxLength = Math.Min(node.MaxLength, formatMost);
+            }
+
             if (node.Pattern is { } pattern && node.HasLength && !pattern.FinishesWithin(pattern.Begin, node.MinLength, node.MaxLength))
             {
                 // (Characters past U+FFFF are not written in such a string: a pattern only they could match is refused here too.)
@@ -315,7 +321,7 @@ public sealed class JsonSchema
         return node;
     }
 
-    /// <summary>The string's <c>pattern</c>, or the one its <c>format</c> keeps (date, time, date-time, uuid; other formats are annotations); not both.</summary>
+    /// <summary>The string's <c>pattern</c>, or the one its <c>format</c> keeps (date, time, date-time, duration, uuid, ipv4, ipv6, hostname, email; other formats are annotations); not both.</summary>
     private static StringPattern? Pattern(JsonElement schema, string path)
     {
         bool hasPattern = schema.TryGetProperty("pattern", out JsonElement pattern);

@@ -45,7 +45,15 @@ internal sealed class StringPattern
         ["time"] = $"^{Time}$",
         ["date-time"] = $"^{Date}T{Time}(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$",
         ["uuid"] = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        ["ipv4"] = $"^{Ipv4}$",
+        ["ipv6"] = $"^({Ipv6})$",
+        ["hostname"] = $"^{Hostname}$",
+        ["email"] = $"^{Atom}(\\.{Atom})*@({Label}\\.)+[A-Za-z]{{2,63}}$",
+        ["duration"] = $"^P({DurationDate}({DurationTime})?|{DurationTime}|[0-9]+W)$",
     };
+
+    /// <summary>The most characters a format's strings have (RFC 1123's hostname, RFC 5321's address), held beside its pattern.</summary>
+    private static readonly Dictionary<string, int> s_formatLengths = new(StringComparer.Ordinal) { ["hostname"] = 253, ["email"] = 254 };
 
     /// <summary>Each format's automaton, built once and shared (its kept steps with it).</summary>
     private static readonly ConcurrentDictionary<string, StringPattern> s_formatPatterns = new(StringComparer.Ordinal);
@@ -55,6 +63,26 @@ internal sealed class StringPattern
     private const string Date = "(" + Year + "-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|"
         + LeapYear + "-02-29)";
     private const string Time = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,7})?";
+
+    // RFC 2673's dotted quad (no leading zeros), and RFC 3986's IPv6address, its last 32 bits two groups or a quad.
+    private const string Octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])";
+    private const string Ipv4 = Octet + "(\\." + Octet + "){3}";
+    private const string H16 = "[0-9a-fA-F]{1,4}";
+    private const string Ls32 = "(" + H16 + ":" + H16 + "|" + Ipv4 + ")";
+    private const string Ipv6 = "(" + H16 + ":){6}" + Ls32 + "|::(" + H16 + ":){5}" + Ls32 + "|(" + H16 + ")?::(" + H16 + ":){4}" + Ls32
+        + "|((" + H16 + ":){0,1}" + H16 + ")?::(" + H16 + ":){3}" + Ls32 + "|((" + H16 + ":){0,2}" + H16 + ")?::(" + H16 + ":){2}" + Ls32
+        + "|((" + H16 + ":){0,3}" + H16 + ")?::" + H16 + ":" + Ls32 + "|((" + H16 + ":){0,4}" + H16 + ")?::" + Ls32
+        + "|((" + H16 + ":){0,5}" + H16 + ")?::" + H16 + "|((" + H16 + ":){0,6}" + H16 + ")?::";
+
+    // RFC 1123's host names: labels of letters, digits and inner hyphens, 63 at most. An address: a dot-atom (RFC 5322) at a
+    // domain of two labels or more, its last of letters, as address validators (JsonSchema.Net's, pydantic's) want it.
+    private const string Label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    private const string Hostname = Label + "(\\." + Label + ")*";
+    private const string Atom = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+
+    // RFC 3339's duration (appendix A): P, then years, months, days and a time, each unit following the one before, or weeks.
+    private const string DurationDate = "([0-9]+Y([0-9]+M([0-9]+D)?)?|[0-9]+M([0-9]+D)?|[0-9]+D)";
+    private const string DurationTime = "T([0-9]+H([0-9]+M([0-9]+S)?)?|[0-9]+M([0-9]+S)?|[0-9]+S)";
 
     // The automaton: a state with a label steps on a code point in it to its one next state; one without steps on nothing to its next states.
     private readonly List<CharacterSet?> _labels = [];
@@ -93,7 +121,10 @@ internal sealed class StringPattern
     /// <summary>The pattern, or an <see cref="ArgumentException"/> saying what in it is not supported and where.</summary>
     public static StringPattern Parse(string pattern) => new(new Parser(pattern).Whole());
 
-    /// <summary>The pattern a <c>format</c> keeps, or null for a format that is only an annotation here (email, uri, ...).</summary>
+    /// <summary>The most characters a <c>format</c>'s strings have, where its pattern does not say (hostname, email), or null.</summary>
+    public static int? MaxLengthOf(string format) => s_formatLengths.TryGetValue(format, out int most) ? most : null;
+
+    /// <summary>The pattern a <c>format</c> keeps, or null for a format that is only an annotation here (uri, ...).</summary>
     public static StringPattern? ForFormat(string format) =>
         s_formats.TryGetValue(format, out string? pattern) ? s_formatPatterns.GetOrAdd(format, _ => Parse(pattern)) : null;
 

@@ -144,6 +144,86 @@ public class StringPatternTests
         Assert.Contains(message, error.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// The formats OpenAI's structured outputs hold beyond dates, times and uuids: every walk's answer passes JsonSchema.Net
+    /// with its format checks on, and .NET's own readers (IPAddress, Uri.CheckHostName, MailAddress) where they apply. (A
+    /// length beside the names keeps the walks short: a random host name of 253 characters, escapes and all, is long.)
+    /// </summary>
+    [Fact]
+    public void NetworkFormatsAndDurationsAreWhatValidatorsRead()
+    {
+        const string schemaText = """
+            {"type": "object", "required": ["v4", "v6", "host", "mail", "span"], "properties": {
+              "v4": {"type": "string", "format": "ipv4"}, "v6": {"type": "string", "format": "ipv6"}, "host": {"type": "string", "format": "hostname", "maxLength": 30},
+              "mail": {"type": "string", "format": "email", "maxLength": 30}, "span": {"type": "string", "format": "duration"}}}
+            """;
+        Validator validator = Validator.FromText(schemaText);
+        var checkFormats = new Json.Schema.EvaluationOptions { RequireFormatValidation = true };
+
+        List<string> answers = SchemaWalks.Finished(schemaText, 150, 11);
+
+        Assert.True(answers.Count > 90, $"only {answers.Count} of 150 walks finished");
+        foreach (string answer in answers)
+        {
+            using JsonDocument parsed = JsonDocument.Parse(answer);
+            JsonElement root = parsed.RootElement;
+            Assert.True(validator.Evaluate(root, checkFormats).IsValid, $"the validator refuses {answer}");
+            string v4 = root.GetProperty("v4").GetString()!, v6 = root.GetProperty("v6").GetString()!;
+            Assert.True(System.Net.IPAddress.TryParse(v4, out System.Net.IPAddress? address4) && address4.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
+                && address4.ToString() == v4, v4);
+            Assert.True(System.Net.IPAddress.TryParse(v6, out System.Net.IPAddress? address6) && address6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6, v6);
+            string host = root.GetProperty("host").GetString()!;
+            Assert.True(Uri.CheckHostName(host) is UriHostNameType.Dns or UriHostNameType.IPv4 && host.Length <= 253, host);
+            string mail = root.GetProperty("mail").GetString()!;
+            Assert.True(System.Net.Mail.MailAddress.TryCreate(mail, out System.Net.Mail.MailAddress? parsedMail) && parsedMail.Address == mail, mail);
+        }
+    }
+
+    // A string of the format, whole; or refused at the "|".
+    [Theory]
+    [InlineData("ipv4", "192.168.0.1")]
+    [InlineData("ipv4", "192.168.0|1.1")]
+    [InlineData("ipv4", "25|6")]
+    [InlineData("ipv6", "::1")]
+    [InlineData("ipv6", "fe80::1:2:3:4:5")]
+    [InlineData("ipv6", "::ffff:10.0.0.1")]
+    [InlineData("ipv6", "1:2:3:4:5:6:7:8")]
+    [InlineData("ipv6", "1:2:3:4:5:6:7:8|:")]
+    [InlineData("ipv6", "1::2:|:3")]
+    [InlineData("hostname", "a-b.example.com")]
+    [InlineData("hostname", "a-|.b")]
+    [InlineData("email", "jo.o+x@mail.example")]
+    [InlineData("email", "jo.|.o@x")]
+    [InlineData("email", "|@x")]
+    [InlineData("duration", "P1Y2M3DT4H5M6S")]
+    [InlineData("duration", "P3W")]
+    [InlineData("duration", "PT|\"")]
+    [InlineData("duration", "P1D|2Y")]
+    public void NetworkFormatsAndDurationsAreHeldByteByByte(string format, string marked)
+    {
+        string schemaText = $$$"""{"type": "object", "properties": {"s": {"type": "string", "format": "{{{format}}}"}}, "required": ["s"]}""";
+        int mark = marked.IndexOf('|', StringComparison.Ordinal);
+        string answer = "{\"s\": \"" + marked.Replace("|", "", StringComparison.Ordinal) + (mark < 0 ? "\"}" : "");
+
+        int refused = SchemaWalks.RefusedAt(schemaText, answer, out bool complete);
+
+        Assert.Equal(mark < 0 ? -1 : "{\"s\": \"".Length + mark, refused);
+        Assert.Equal(mark < 0, complete);
+    }
+
+    [Fact]
+    public void AHostnameIsHeldToItsLength()
+    {
+        // 253 characters at most: labels of 63 and one of 61, then not one more.
+        string label = new('a', 63);
+        string longest = string.Join('.', label, label, label, new string('a', 61));
+        const string SchemaText = """{"type": "object", "properties": {"s": {"type": "string", "format": "hostname"}}, "required": ["s"]}""";
+
+        Assert.Equal(-1, SchemaWalks.RefusedAt(SchemaText, "{\"s\": \"" + longest + "\"}", out bool complete));
+        Assert.True(complete);
+        Assert.Equal(7 + longest.Length, SchemaWalks.RefusedAt(SchemaText, "{\"s\": \"" + longest + "a", out _));
+    }
+
     [Fact]
     public void PatternsAndLengthsHoldTogether()
     {
