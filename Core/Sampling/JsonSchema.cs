@@ -137,12 +137,19 @@ public sealed class JsonSchema
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
     private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf"];
 
-    /// <summary>Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint).</summary>
+    /// <summary>
+    /// Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint;
+    /// <c>contentMediaType</c> and <c>contentSchema</c> annotations in JSON Schema since 2019, and <c>contentEncoding</c> but
+    /// for base64, <see cref="Pattern"/>); OpenAPI's <c>x-</c> extensions too (<see cref="IsAnnotation"/>).
+    /// </summary>
     private static readonly HashSet<string> s_annotations =
     [
         "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "discriminator",
-        "$defs", "definitions",
+        "$defs", "definitions", "contentEncoding", "contentMediaType", "contentSchema",
     ];
+
+    /// <summary>Whether a keyword holds nothing: one of <see cref="s_annotations"/>, or an OpenAPI extension (<c>x-</c>...), which by definition only annotates.</summary>
+    private static bool IsAnnotation(string keyword) => s_annotations.Contains(keyword) || keyword.StartsWith("x-", StringComparison.Ordinal);
 
     private static readonly HashSet<string> s_known =
     [
@@ -235,7 +242,7 @@ public sealed class JsonSchema
 
         foreach (JsonProperty keyword in schema.EnumerateObject())
         {
-            if (!s_known.Contains(keyword.Name))
+            if (!s_known.Contains(keyword.Name) && !IsAnnotation(keyword.Name))
             {
                 throw Refuse($"{path}.{keyword.Name}", $"'{keyword.Name}' is not supported (it would constrain values further than the answer can be held to)");
             }
@@ -276,7 +283,7 @@ public sealed class JsonSchema
         }
 
         JsonKinds kinds = Kinds(schema, path);
-        if (kinds == JsonKinds.Any && !schema.TryGetProperty("properties", out _) && !schema.TryGetProperty("items", out _)
+        if (kinds == JsonKinds.Any && !schema.TryGetProperty("properties", out _) && !schema.TryGetProperty("items", out _) && !schema.TryGetProperty("contentEncoding", out _)
             && !s_valueLimits.Any(limit => schema.TryGetProperty(limit, out _)))
         {
             return AnyNode();
@@ -321,12 +328,19 @@ public sealed class JsonSchema
         return node;
     }
 
-    /// <summary>The string's <c>pattern</c>, or the one its <c>format</c> keeps (date, time, date-time, duration, uuid, ipv4, ipv6, hostname, email; other formats are annotations); not both.</summary>
+    /// <summary>The string's <c>pattern</c>, or the one its <c>format</c> keeps (date, time, date-time, duration, uuid, ipv4, ipv6, hostname, email; other formats are annotations) or <c>contentEncoding: base64</c>; not two.</summary>
     private static StringPattern? Pattern(JsonElement schema, string path)
     {
         bool hasPattern = schema.TryGetProperty("pattern", out JsonElement pattern);
         string? format = schema.TryGetProperty("format", out JsonElement name) && name.ValueKind == JsonValueKind.String ? name.GetString() : null;
         StringPattern? formatPattern = format is null ? null : StringPattern.ForFormat(format);
+        if (schema.TryGetProperty("contentEncoding", out JsonElement encoding) && encoding.ValueKind == JsonValueKind.String
+            && string.Equals(encoding.GetString(), "base64", StringComparison.OrdinalIgnoreCase))
+        {
+            // .NET's [Base64String]: RFC 4648's alphabet, padded.
+            formatPattern = formatPattern is null ? StringPattern.Base64 : throw Refuse($"{path}.contentEncoding", $"base64 beside the format '{format}' is not supported");
+        }
+
         if (!hasPattern)
         {
             return formatPattern;
@@ -609,7 +623,7 @@ public sealed class JsonSchema
     /// <summary>Schemas joined (<see cref="SchemaConjunction"/>), each that is a bare <c>$ref</c> first taken as the schema it names.</summary>
     private JsonElement Conjunction(IEnumerable<(JsonElement Schema, string Where)> parts)
     {
-        return SchemaConjunction.Merge([.. parts.Select(p => (Bare(p.Schema, p.Where), p.Where))], s_annotations);
+        return SchemaConjunction.Merge([.. parts.Select(p => (Bare(p.Schema, p.Where), p.Where))], IsAnnotation);
     }
 
     /// <summary>A <c>$ref</c> with nothing but annotations beside it, as the schema it names; any other schema as it is.</summary>
@@ -621,7 +635,7 @@ public sealed class JsonSchema
 
     /// <summary>The keywords of <paramref name="schema"/> other than <paramref name="keywords"/> that hold a value to something (not annotations).</summary>
     private static JsonProperty[] Beside(JsonElement schema, params string[] keywords) =>
-        [.. schema.EnumerateObject().Where(k => !keywords.Contains(k.Name) && !s_annotations.Contains(k.Name))];
+        [.. schema.EnumerateObject().Where(k => !keywords.Contains(k.Name) && !IsAnnotation(k.Name))];
 
     private static JsonElement Object(IEnumerable<JsonProperty> keywords)
     {

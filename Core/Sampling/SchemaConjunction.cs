@@ -12,8 +12,8 @@ namespace QwenSharp.Sampling;
 internal static class SchemaConjunction
 {
     /// <param name="parts">Each schema (an object, or true) and where it is, for errors.</param>
-    /// <param name="annotations">Keywords that hold nothing (titles, descriptions): the first given is kept.</param>
-    public static JsonElement Merge(IReadOnlyList<(JsonElement Schema, string Where)> parts, IReadOnlySet<string> annotations)
+    /// <param name="isAnnotation">Whether a keyword holds nothing (titles, descriptions): the first given is kept.</param>
+    public static JsonElement Merge(IReadOnlyList<(JsonElement Schema, string Where)> parts, Func<string, bool> isAnnotation)
     {
         var keywords = new List<string>();
         var given = new Dictionary<string, List<(JsonElement Value, string Where)>>();
@@ -64,7 +64,7 @@ internal static class SchemaConjunction
                 }
                 else
                 {
-                    if (!annotations.Contains(keyword) && values.FirstOrDefault(v => !JsonElement.DeepEquals(v.Value, values[0].Value)) is { Where: string differs })
+                    if (!isAnnotation(keyword) && values.FirstOrDefault(v => !JsonElement.DeepEquals(v.Value, values[0].Value)) is { Where: string differs })
                     {
                         throw new ArgumentException($"{differs}.{keyword}: '{keyword}' differs between schemas that must all hold here; not supported", "schema");
                     }

@@ -121,6 +121,11 @@ internal sealed class StringPattern
     /// <summary>The pattern, or an <see cref="ArgumentException"/> saying what in it is not supported and where.</summary>
     public static StringPattern Parse(string pattern) => new(new Parser(pattern).Whole());
 
+    private static readonly Lazy<StringPattern> s_base64 = new(() => Parse("^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"));
+
+    /// <summary>RFC 4648's base64, padded (<c>contentEncoding: base64</c>, .NET's [Base64String]).</summary>
+    public static StringPattern Base64 => s_base64.Value;
+
     /// <summary>The most characters a <c>format</c>'s strings have, where its pattern does not say (hostname, email), or null.</summary>
     public static int? MaxLengthOf(string format) => s_formatLengths.TryGetValue(format, out int most) ? most : null;
 

@@ -225,6 +225,28 @@ public class StringPatternTests
     }
 
     [Fact]
+    public void Base64StringsAreWhatDotNetDecodes()
+    {
+        // .NET's [Base64String] writes contentEncoding; contentMediaType and OpenAPI's x- extensions only annotate.
+        const string schemaText = """
+            {"type": "object", "required": ["data", "note"], "x-generator": "test", "properties": {
+              "data": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png", "maxLength": 24},
+              "note": {"type": "string", "x-order": 2, "maxLength": 3}}}
+            """;
+
+        List<string> answers = SchemaWalks.Finished(schemaText, 200, 13);
+
+        Assert.True(answers.Count > 150, $"only {answers.Count} of 200 walks finished");
+        foreach (string answer in answers)
+        {
+            string data = JsonDocument.Parse(answer).RootElement.GetProperty("data").GetString()!;
+            Assert.True(data.Length % 4 == 0 && Convert.TryFromBase64String(data, new byte[data.Length], out _), data);
+        }
+
+        Assert.Equal("{\"data\":\"QQ=".Length, SchemaWalks.RefusedAt(schemaText, "{\"data\":\"QQ=A", out _));   // after one '=' only another
+    }
+
+    [Fact]
     public void PatternsAndLengthsHoldTogether()
     {
         // .NET's [RegularExpression] beside [StringLength] writes both. Some of these can lead a string where the length
