@@ -187,7 +187,9 @@ public sealed class QwenModelTests
     public sealed record Appointment(DateTime When, DateTimeOffset At, DateOnly Day, TimeOnly Clock, Guid Id,
         [property: System.ComponentModel.DataAnnotations.Range(1, 5)] int Priority,
         [property: System.ComponentModel.DataAnnotations.StringLength(6, MinimumLength = 1)] string Room,
-        [property: System.ComponentModel.DataAnnotations.RegularExpression("^[A-Z]{2}[0-9]+$"), System.ComponentModel.DataAnnotations.StringLength(5, MinimumLength = 4)] string Code);
+        [property: System.ComponentModel.DataAnnotations.RegularExpression("^[A-Z]{2}[0-9]+$"), System.ComponentModel.DataAnnotations.StringLength(5, MinimumLength = 4)] string Code,
+        [property: System.ComponentModel.DataAnnotations.Base64String, System.ComponentModel.DataAnnotations.StringLength(12)] string Blob,
+        [property: System.ComponentModel.DataAnnotations.EmailAddress, System.ComponentModel.DataAnnotations.StringLength(24)] string Mail);
 
     [Fact]
     public async Task ChatClient_GetResponseOfT_ReadsDatesTimesGuidsAndBoundedValues()
@@ -197,6 +199,8 @@ public sealed class QwenModelTests
             Assert.InRange(appointment.Priority, 1, 5);
             Assert.InRange(appointment.Room.Length, 1, 6);
             Assert.Matches("^[A-Z]{2}[0-9]{2,3}$", appointment.Code);
+            Assert.True(appointment.Blob.Length % 4 == 0 && Convert.TryFromBase64String(appointment.Blob, new byte[appointment.Blob.Length], out _), appointment.Blob);
+            Assert.True(new System.ComponentModel.DataAnnotations.EmailAddressAttribute().IsValid(appointment.Mail) && System.Net.Mail.MailAddress.TryCreate(appointment.Mail, out _), appointment.Mail);
         }
     }
 
