@@ -20,6 +20,7 @@ internal sealed class ConstrainedOutput
     private readonly IReadOnlyList<int> _endTokens;
     private readonly Dictionary<string, (Sampling.JsonSchema Schema, TokenMasks Masks)> _schemas = [];
     private readonly Dictionary<string, (ToolCallGrammar Grammar, TokenMasks Masks)> _toolSets = [];
+    private readonly Dictionary<string, (ChoicePrefix Start, TokenMasks Masks)> _choiceSets = [];
     private readonly Lock _lock = new();
     private readonly int? _openCallToken;
 
@@ -51,6 +52,17 @@ internal sealed class ConstrainedOutput
     {
         (Sampling.JsonSchema compiled, TokenMasks masks) = Compiled(schema);
         return () => new AutomatonConstraint<JsonSchemaPrefix>(masks, JsonSchemaPrefix.Start(compiled), _endTokens);
+    }
+
+    /// <summary>
+    /// Each answer exactly one of <paramref name="choices"/> (<see cref="ChoicePrefix"/>, vLLM's guided_choice); choices
+    /// that are empty, repeated or too many are an <see cref="ArgumentException"/> saying which.
+    /// </summary>
+    public Func<ITokenConstraint> Choice(IReadOnlyList<string> choices)
+    {
+        ChoicePrefix start = ChoicePrefix.Start(choices);
+        (ChoicePrefix _, TokenMasks masks) = Kept(_choiceSets, string.Join('\u0001', choices), () => start);
+        return () => new AutomatonConstraint<ChoicePrefix>(masks, start, _endTokens);
     }
 
     /// <summary>

@@ -18,7 +18,7 @@ internal static class ChatCompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
-        "tools", "tool_choice", "parallel_tool_calls", "response_format", "user", "store", "metadata", "service_tier",
+        "tools", "tool_choice", "parallel_tool_calls", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
         .. SamplingFields.Names,
     ];
 
@@ -42,10 +42,15 @@ internal static class ChatCompletionsEndpoint
 
         CheckUnsupported(request);
         bool parallelCalls = request.Bool("parallel_tool_calls") ?? true;
-        (Func<ITokenConstraint> Constraint, JsonElement Schema)? format = ResponseFormat.Read(request, server);
+        (Func<ITokenConstraint> Constraint, JsonElement? Schema)? format = ResponseFormat.Read(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
         (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = (chat.Prompt, chat.AnswerPrefix, chat.HasTools, chat.Pictures);
+
+        if (hasTools && format is { Schema: null })
+        {
+            throw ApiException.BadField("guided_choice", "'guided_choice' with 'tools': the answer would be calls or a choice; give one");
+        }
 
         // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.
         Func<ITokenConstraint>? constraint = hasTools ? ToolCalls(chat, parallelCalls, format?.Schema, server) : format?.Constraint;

@@ -18,7 +18,7 @@ internal static class CompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "user", "ignore_eos",
-        "response_format", .. SamplingFields.Names,
+        .. ResponseFormat.Fields, .. SamplingFields.Names,
     ];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
@@ -55,7 +55,7 @@ internal static class CompletionsEndpoint
         Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server)?.Constraint;
         if (constraint is not null && ignoreEos)
         {
-            throw ApiException.BadField("ignore_eos", "'ignore_eos' with 'response_format': a held answer ends when it is whole");
+            throw ApiException.BadField("ignore_eos", "'ignore_eos' with a held answer ('response_format', 'guided_json', 'guided_choice' or 'json_schema'): it ends when it is whole");
         }
 
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);

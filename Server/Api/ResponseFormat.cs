@@ -4,9 +4,16 @@ using QwenSharp.Sampling;
 
 namespace QwenSharp.Server.Api;
 
-/// <summary>OpenAI's <c>response_format</c> field, read the same way by /v1/chat/completions and /v1/completions.</summary>
+/// <summary>
+/// What the answer must be, read the same way by /v1/chat/completions and /v1/completions: OpenAI's <c>response_format</c>,
+/// or as other servers' clients send it: vLLM's <c>guided_json</c> (a schema, or its JSON text) and <c>guided_choice</c>
+/// (one of a list of texts), llama-server's <c>json_schema</c>.
+/// </summary>
 internal static class ResponseFormat
 {
+    /// <summary>The fields that say what the answer is; a request gives one at most.</summary>
+    public static readonly string[] Fields = ["response_format", "guided_json", "guided_choice", "json_schema"];
+
     private static readonly HashSet<string> s_responseFormatFields = ["type", "json_schema"];
 
     private static readonly HashSet<string> s_jsonSchemaFields = ["name", "description", "schema", "strict"];
@@ -17,8 +24,30 @@ internal static class ResponseFormat
     /// (<see cref="JsonSchemaPrefix"/>): every token checked as it is chosen, the answer ending when it is whole. The schema
     /// comes back compiled once (a schema the compiler refuses is a 400 naming where), with the constraint that holds to it.
     /// </summary>
-    public static (Func<ITokenConstraint> Constraint, JsonElement Schema)? Read(RequestFields request, ServerState server)
+    /// <remarks>A held choice has no schema (null): it is plain text, not JSON.</remarks>
+    public static (Func<ITokenConstraint> Constraint, JsonElement? Schema)? Read(RequestFields request, ServerState server)
     {
+        string[] given = [.. Fields.Where(f => request.Get(f) is not null)];
+        if (given.Length > 1)
+        {
+            throw ApiException.BadField(given[1], $"'{given[0]}' and '{given[1]}' both say what the answer must be: give one");
+        }
+
+        if (request.Get("guided_json") is JsonElement guided)
+        {
+            return Schema(guided.ValueKind == JsonValueKind.String ? SchemaText(guided.GetString()!, "guided_json") : guided, "guided_json", server);
+        }
+
+        if (request.Get("json_schema") is JsonElement bare)
+        {
+            return Schema(bare, "json_schema", server);
+        }
+
+        if (request.Get("guided_choice") is JsonElement choices)
+        {
+            return (Choice(choices, server), null);
+        }
+
         if (request.Get("response_format") is not JsonElement format)
         {
             return null;
@@ -35,7 +64,7 @@ internal static class ResponseFormat
         };
     }
 
-    private static (Func<ITokenConstraint>, JsonElement) JsonSchemaFormat(RequestFields format, ServerState server)
+    private static (Func<ITokenConstraint>, JsonElement?) JsonSchemaFormat(RequestFields format, ServerState server)
     {
         const string Path = "response_format.json_schema";
         JsonElement block = format.Get("json_schema") ?? throw ApiException.BadField(Path, $"'{Path}' is missing (with 'type': 'json_schema')");
@@ -44,13 +73,52 @@ internal static class ResponseFormat
         fields.String("description");
         fields.Bool("strict");
         JsonElement schema = fields.Get("schema") ?? throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema' is missing");
+        return Schema(schema, $"{Path}.schema", server);
+    }
+
+    /// <summary>A schema compiled and held to (one the compiler refuses is a 400 naming <paramref name="path"/> and where in it).</summary>
+    private static (Func<ITokenConstraint>, JsonElement?) Schema(JsonElement schema, string path, ServerState server)
+    {
         try
         {
             return (server.Constrained.JsonSchema(schema), schema);
         }
         catch (ArgumentException e)
         {
-            throw ApiException.BadField($"{Path}.schema", $"'{Path}.schema': {e.BareMessage()}");
+            throw ApiException.BadField(path, $"'{path}': {e.BareMessage()}");
+        }
+    }
+
+    /// <summary>A schema sent as its JSON text (vLLM takes guided_json either way).</summary>
+    private static JsonElement SchemaText(string text, string path)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(text);
+            return document.RootElement.Clone();
+        }
+        catch (JsonException e)
+        {
+            throw ApiException.BadField(path, $"'{path}' is a string that is not JSON: {e.Message}");
+        }
+    }
+
+    /// <summary>vLLM's guided_choice: a list of texts, the answer exactly one of them.</summary>
+    private static Func<ITokenConstraint> Choice(JsonElement choices, ServerState server)
+    {
+        const string Path = "guided_choice";
+        if (choices.ValueKind != JsonValueKind.Array || choices.EnumerateArray().Any(c => c.ValueKind != JsonValueKind.String))
+        {
+            throw ApiException.BadField(Path, $"'{Path}' must be a list of strings");
+        }
+
+        try
+        {
+            return server.Constrained.Choice([.. choices.EnumerateArray().Select(c => c.GetString()!)]);
+        }
+        catch (ArgumentException e)
+        {
+            throw ApiException.BadField(Path, $"'{Path}': {e.BareMessage()}");
         }
     }
 }

@@ -118,4 +118,67 @@ public sealed class ResponseFormatTests : IAsyncLifetime
             Assert.Contains(message, body.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
         }
     }
+
+    /// <summary>vLLM's guided_json (a schema or its text) and llama-server's json_schema hold the answer as response_format does.</summary>
+    [Theory]
+    [InlineData("guided_json", false)]
+    [InlineData("guided_json", true)]
+    [InlineData("json_schema", false)]
+    public async Task OtherServersSchemaFieldsHoldTheAnswerToo(string field, bool asText)
+    {
+        string schema = asText ? JsonSerializer.Serialize(Reading) : Reading;
+        JsonElement answer = await _server.PostOkAsync("/v1/chat/completions",
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"Answer in JSON.\"}}], \"max_tokens\": 48, \"temperature\": 1, \"seed\": 5, \"n\": 3, \"{field}\": {schema}}}");
+
+        var validator = Json.Schema.JsonSchema.FromText(Reading);
+        foreach (JsonElement choice in answer.GetProperty("choices").EnumerateArray())
+        {
+            string content = choice.GetProperty("message").GetProperty("content").GetString()!;
+            Assert.StartsWith("{", content, StringComparison.Ordinal);
+            if (choice.GetProperty("finish_reason").GetString() == "stop")
+            {
+                Assert.True(validator.Evaluate(JsonDocument.Parse(content).RootElement).IsValid, content);
+            }
+        }
+    }
+
+    /// <summary>vLLM's guided_choice: each answer exactly one of the texts, as plain text, in chat and text completions.</summary>
+    [Fact]
+    public async Task GuidedChoiceAnswersAreOneOfTheTexts()
+    {
+        string[] labels = ["positive", "negative", "neutral", "négatif 😀"];
+        string choices = JsonSerializer.Serialize(labels);
+        JsonElement chat = await _server.PostOkAsync("/v1/chat/completions",
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"Sentiment?\"}}], \"max_tokens\": 16, \"temperature\": 1.5, \"seed\": 2, \"n\": 6, \"guided_choice\": {choices}}}");
+        JsonElement text = await _server.PostOkAsync("/v1/completions",
+            $"{{\"prompt\": \"Sentiment:\", \"max_tokens\": 16, \"temperature\": 1.5, \"seed\": 3, \"n\": 6, \"guided_choice\": {choices}}}");
+
+        string[] answers =
+        [
+            .. chat.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("message").GetProperty("content").GetString()!),
+            .. text.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("text").GetString()!),
+        ];
+        Assert.All(answers, a => Assert.Contains(a, labels));
+        Assert.All(chat.GetProperty("choices").EnumerateArray(), c => Assert.Equal("stop", c.GetProperty("finish_reason").GetString()));
+    }
+
+    [Theory]
+    [InlineData("\"guided_choice\": []", "guided_choice", "0 choices")]
+    [InlineData("\"guided_choice\": [\"a\", \"a\"]", "guided_choice", "given twice")]
+    [InlineData("\"guided_choice\": [\"a\", 1]", "guided_choice", "a list of strings")]
+    [InlineData("\"guided_json\": \"{nope\"", "guided_json", "not JSON")]
+    [InlineData("\"guided_json\": {\"type\": \"object\", \"minProperties\": 1}", "guided_json", "minProperties")]
+    [InlineData("\"guided_json\": {\"type\": \"object\"}, \"response_format\": {\"type\": \"json_object\"}", "guided_json", "give one")]
+    [InlineData("\"guided_choice\": [\"a\"], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "guided_choice", "calls or a choice")]
+    public async Task BadGuidesAreRefusedByName(string fields, string param, string message)
+    {
+        (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions",
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"x\"}}], {fields}}}");
+        using (body)
+        {
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, status);
+            Assert.Equal(param, body.RootElement.GetProperty("error").GetProperty("param").GetString());
+            Assert.Contains(message, body.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
+    }
 }
