@@ -21,6 +21,7 @@ internal sealed class ConstrainedOutput
     private readonly Dictionary<string, (Sampling.JsonSchema Schema, TokenMasks Masks)> _schemas = [];
     private readonly Dictionary<string, (ToolCallGrammar Grammar, TokenMasks Masks)> _toolSets = [];
     private readonly Dictionary<string, (ChoicePrefix Start, TokenMasks Masks)> _choiceSets = [];
+    private readonly Dictionary<string, (TextPatternPrefix Start, TokenMasks Masks)> _patterns = [];
     private readonly Lock _lock = new();
     private readonly int? _openCallToken;
 
@@ -63,6 +64,16 @@ internal sealed class ConstrainedOutput
         ChoicePrefix start = ChoicePrefix.Start(choices);
         (ChoicePrefix _, TokenMasks masks) = Kept(_choiceSets, string.Join('\u0001', choices), () => start);
         return () => new AutomatonConstraint<ChoicePrefix>(masks, start, _endTokens);
+    }
+
+    /// <summary>
+    /// Each answer plain text that <paramref name="regex"/> matches whole (<see cref="TextPatternPrefix"/>, vLLM's
+    /// guided_regex); a pattern it does not take is an <see cref="ArgumentException"/> saying what and where.
+    /// </summary>
+    public Func<ITokenConstraint> Regex(string regex)
+    {
+        (TextPatternPrefix start, TokenMasks masks) = Kept(_patterns, regex, () => TextPatternPrefix.Start(regex));
+        return () => new AutomatonConstraint<TextPatternPrefix>(masks, start, _endTokens);
     }
 
     /// <summary>

@@ -182,27 +182,20 @@ internal struct JsonScalar
                 return ScalarStep.Refused;
             case < 0x80:
                 return _pattern is null ? ScalarStep.Taken : StepPattern(b);
-            case >= 0xC2 and <= 0xDF:
-                _left = 1;
-                (_lowest, _highest) = (0x80, 0xBF);
-                break;
-            case >= 0xE0 and <= 0xEF:
-                // Not overlong (E0 needs A0 or more), and no UTF-16 surrogates (ED stops at 9F).
-                _left = 2;
-                (_lowest, _highest) = b == 0xE0 ? ((byte)0xA0, (byte)0xBF) : b == 0xED ? ((byte)0x80, (byte)0x9F) : ((byte)0x80, (byte)0xBF);
-                break;
-            case >= 0xF0 and <= 0xF4 when !HeldToBoth:
-                // Not overlong (F0 needs 90 or more), and not past U+10FFFF (F4 stops at 8F). (Not in a string held to a
-                // pattern and a length: there a character is one pattern step, as FinishesWithin counts.)
-                _left = 3;
-                (_lowest, _highest) = b == 0xF0 ? ((byte)0x90, (byte)0xBF) : b == 0xF4 ? ((byte)0x80, (byte)0x8F) : ((byte)0x80, (byte)0xBF);
-                break;
-            default:
+            case >= 0xF0 when HeldToBoth:
+                // Not in a string held to a pattern and a length: there a character is one pattern step, as FinishesWithin counts.
                 return ScalarStep.Refused;
+            default:
+                if (!Utf8Lead.TryBegin(b, out int left, out _lowest, out _highest, out _codePoint))
+                {
+                    return ScalarStep.Refused;
+                }
+
+                _left = (byte)left;
+                break;
         }
 
-        // A lead byte: its character's bits so far, and whether some character it can begin may come.
-        _codePoint = b & (0x3F >> _left);
+        // A lead byte: whether some character it can begin may come.
         return _pattern is null ? ScalarStep.Taken : AllowsPartly();
     }
 
@@ -251,9 +244,7 @@ internal struct JsonScalar
     /// <summary>A character partly written in UTF-8: some character its remaining bytes can make may come next.</summary>
     private readonly ScalarStep AllowsPartly()
     {
-        int rest = 6 * (_left - 1);
-        int first = (_codePoint << (6 * _left)) | ((_lowest & 0x3F) << rest);
-        int last = (_codePoint << (6 * _left)) | ((_highest & 0x3F) << rest) | ((1 << rest) - 1);
+        (int first, int last) = Utf8Lead.Reach(_codePoint, _left, _lowest, _highest);
         bool allowed = first > 0xFFFF ? Pattern.AllowsPastBmp(_pattern!, first, last) : Reaches(first, last);
         return allowed ? ScalarStep.Taken : ScalarStep.Refused;
     }

@@ -49,7 +49,8 @@ internal static class ChatCompletionsEndpoint
 
         if (hasTools && format is { Schema: null })
         {
-            throw ApiException.BadField("guided_choice", "'guided_choice' with 'tools': the answer would be calls or a choice; give one");
+            string guide = request.Get("guided_choice") is null ? "guided_regex" : "guided_choice";
+            throw ApiException.BadField(guide, $"'{guide}' with 'tools': the answer would be calls or plain text; give one");
         }
 
         // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.

@@ -162,14 +162,31 @@ public sealed class ResponseFormatTests : IAsyncLifetime
         Assert.All(chat.GetProperty("choices").EnumerateArray(), c => Assert.Equal("stop", c.GetProperty("finish_reason").GetString()));
     }
 
+    /// <summary>vLLM's guided_regex: each answer plain text the expression matches whole (checked by .NET's own).</summary>
+    [Fact]
+    public async Task GuidedRegexAnswersMatchTheExpression()
+    {
+        const string Regex = @"\\d{3}-[A-Z]{2}( \\(ok\\))?";
+        JsonElement chat = await _server.PostOkAsync("/v1/chat/completions",
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"Code?\"}}], \"max_tokens\": 24, \"temperature\": 1.5, \"seed\": 4, \"n\": 6, \"guided_regex\": \"{Regex}\"}}");
+
+        Assert.All(chat.GetProperty("choices").EnumerateArray(), c =>
+        {
+            Assert.Matches(@"^\d{3}-[A-Z]{2}( \(ok\))?\z", c.GetProperty("message").GetProperty("content").GetString()!);
+            Assert.Equal("stop", c.GetProperty("finish_reason").GetString());
+        });
+    }
+
     [Theory]
+    [InlineData("\"guided_regex\": \"a(?=b)\"", "guided_regex", "lookaround")]
+    [InlineData("\"guided_regex\": 5", "guided_regex", "must be a string")]
     [InlineData("\"guided_choice\": []", "guided_choice", "0 choices")]
     [InlineData("\"guided_choice\": [\"a\", \"a\"]", "guided_choice", "given twice")]
     [InlineData("\"guided_choice\": [\"a\", 1]", "guided_choice", "a list of strings")]
     [InlineData("\"guided_json\": \"{nope\"", "guided_json", "not JSON")]
     [InlineData("\"guided_json\": {\"type\": \"object\", \"minProperties\": 1}", "guided_json", "minProperties")]
     [InlineData("\"guided_json\": {\"type\": \"object\"}, \"response_format\": {\"type\": \"json_object\"}", "guided_json", "give one")]
-    [InlineData("\"guided_choice\": [\"a\"], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "guided_choice", "calls or a choice")]
+    [InlineData("\"guided_choice\": [\"a\"], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "guided_choice", "calls or plain text")]
     public async Task BadGuidesAreRefusedByName(string fields, string param, string message)
     {
         (System.Net.HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/v1/chat/completions",

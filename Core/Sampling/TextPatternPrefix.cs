@@ -1,0 +1,99 @@
+namespace QwenSharp.Sampling;
+
+/// <summary>
+/// An answer that is plain text matching a regular expression whole (vLLM's <c>guided_regex</c>): the pattern's automaton
+/// (<see cref="StringPattern"/>) stepped a character at a time as the UTF-8 bytes come, each byte of a character taken only
+/// where some character it can begin or go on may come next. The answer may end where the pattern matches, and must once
+/// nothing more can.
+/// </summary>
+public struct TextPatternPrefix : ITextAutomaton
+{
+#pragma warning disable IDE0044 // Feed changes these: the state is a value copied per token tried.
+    private StringPattern _pattern;
+    private PatternState? _state;
+    private int _left;              // UTF-8 continuation bytes owed
+    private byte _lowest, _highest; // the range of the next continuation byte
+    private int _codePoint;         // the bits of the character being written
+#pragma warning restore IDE0044
+
+    /// <summary>The state before the answer's first byte.</summary>
+    internal static TextPatternPrefix Start(StringPattern pattern) => new() { _pattern = pattern, _state = pattern.Begin };
+
+    /// <summary>
+    /// A regular expression as vLLM takes it (the whole answer must match: a leading <c>^</c> and trailing <c>$</c> are
+    /// implied and may be written) as a pattern; one <see cref="StringPattern"/> does not take is an ArgumentException
+    /// saying what in it and where.
+    /// </summary>
+    public static TextPatternPrefix Start(string regex)
+    {
+        ArgumentNullException.ThrowIfNull(regex);
+        string inner = regex.StartsWith('^') ? regex[1..] : regex;
+        if (inner.EndsWith('$') && !inner.EndsWith("\\$", StringComparison.Ordinal))
+        {
+            inner = inner[..^1];
+        }
+
+        return Start(StringPattern.Parse($"^(?:{inner})$"));
+    }
+
+    public bool Feed(byte b)
+    {
+        if (_state is null)
+        {
+            return false;
+        }
+
+        if (_left > 0)
+        {
+            if (b < _lowest || b > _highest)
+            {
+                return false;
+            }
+
+            (_lowest, _highest) = (0x80, 0xBF);
+            _left--;
+            _codePoint = (_codePoint << 6) | (b & 0x3F);
+            return _left == 0 ? Step(_codePoint) : Partly();
+        }
+
+        if (b < 0x80)
+        {
+            return Step(b);
+        }
+
+        if (!Utf8Lead.TryBegin(b, out _left, out _lowest, out _highest, out _codePoint))
+        {
+            return false;
+        }
+
+        return Partly();
+    }
+
+    public readonly string KeyFor(int tokenBytes) => $"{_state?.Key}.{_left}.{_lowest}.{_highest}.{_codePoint}";
+
+    /// <summary>The text so far matches (and no character is half written).</summary>
+    public readonly bool CanEnd => _left == 0 && _state is { Matches: true };
+
+    /// <summary>The text so far matches and no character can follow.</summary>
+    public readonly bool Complete => CanEnd && _state!.States.Length == 0;
+
+    /// <summary>A whole character through the pattern, as its UTF-16 code units (as ECMAScript's and .NET's expressions see it).</summary>
+    private bool Step(int codePoint)
+    {
+        _codePoint = 0;
+        Span<char> units = stackalloc char[2];
+        foreach (char unit in units[..new System.Text.Rune(codePoint).EncodeToUtf16(units)])
+        {
+            _state = _state is null ? null : _pattern.Step(_state, unit);
+        }
+
+        return _state is not null;
+    }
+
+    /// <summary>A character partly written: some character its remaining bytes can make may come next.</summary>
+    private readonly bool Partly()
+    {
+        (int first, int last) = Utf8Lead.Reach(_codePoint, _left, _lowest, _highest);
+        return first > 0xFFFF ? _pattern.AllowsPastBmp(_state!, first, last) : _pattern.Allows(_state!, first, last);
+    }
+}
