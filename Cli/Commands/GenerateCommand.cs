@@ -12,6 +12,9 @@ namespace QwenSharp.Cli.Commands;
 /// <summary><c>qwensharp generate</c>: continues one or more prompts, greedily or by sampling.</summary>
 internal sealed class GenerateCommand : ICommand
 {
+    /// <summary>The options that say what each answer must be (one at most).</summary>
+    private static readonly string[] s_heldAnswers = ["json-object", "json-schema", "choice", "regex"];
+
     private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
 
     /// <summary>The options that choose tokens, shared with chat.</summary>
@@ -53,6 +56,8 @@ internal sealed class GenerateCommand : ICommand
         new("stop", "STR", "stop when the text contains STR (cut before it); \\n, \\t and \\\\ mean newline, tab, backslash; repeatable", Repeatable: true),
         new("json-object", null, "make each answer a JSON object (OpenAI's response_format json_object): every token is checked to continue one, and the answer ends when it closes"),
         new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
+        new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
+        new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
@@ -102,14 +107,15 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException($"--{(args.Has("stop") ? "stop" : "logprobs")} does not apply to beam search here");
         }
 
-        if (beams > 1 && (args.Flag("json-object") || args.Has("json-schema")))
+        string[] held = [.. s_heldAnswers.Where(args.Has)];
+        if (beams > 1 && held.Length > 0)
         {
-            throw new UsageException($"--{(args.Has("json-schema") ? "json-schema" : "json-object")} does not apply to beam search here; sample or decode greedily");
+            throw new UsageException($"--{held[0]} does not apply to beam search here; sample or decode greedily");
         }
 
-        if (args.Flag("json-object") && args.Has("json-schema"))
+        if (held.Length > 1)
         {
-            throw new UsageException("--json-object and --json-schema: give one (a schema's answers are JSON objects already)");
+            throw new UsageException($"--{held[0]} and --{held[1]}: give one (each says what the answer must be)");
         }
 
         if (beams > 1 && s_samplingOptions.FirstOrDefault(args.Has) is string samplingOption)
@@ -125,7 +131,7 @@ internal sealed class GenerateCommand : ICommand
         }
 
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages") || args.Flag("json-object") || args.Has("json-schema");
+        bool needsText = promptArgs.Any(p => p.Kind != "prompt-ids") || args.Has("stop") || args.Has("messages") || held.Length > 0;
         Tokenizer? tokenizer = needsText ? TextInput.LoadTokenizer(directory) : TextInput.TryLoadTokenizer(directory);
         if (promptArgs.Any(p => p.Kind == "chat") || args.Has("messages"))
         {
@@ -297,19 +303,38 @@ internal sealed class GenerateCommand : ICommand
     }
 
     /// <summary>
-    /// --json-object or --json-schema FILE, and the tools of a --messages file: each sequence its own rule, over masks the
+    /// --json-object, --json-schema FILE, --choice or --regex, and the tools of a --messages file: each sequence its own rule, over masks the
     /// sequences share. With tools, calls are held to them (from the moment the model opens one), or, beside a JSON
     /// format, the answer is calls or an answer in that format, as the server holds them.
     /// </summary>
     private static Func<ITokenConstraint>? AnswerRule(Arguments args, Tokenizer? tokenizer, Qwen2Model model, ConversationInput? conversation)
     {
         JsonElement? tools = conversation?.Tools?.RootElement;
-        if (!args.Flag("json-object") && args.Value("json-schema") is null && tools is null)
+        if (!s_heldAnswers.Any(args.Has) && tools is null)
         {
             return null;
         }
 
         var constrained = new ConstrainedOutput(tokenizer!, model.Config.VocabSize, QwenModel.DefaultEosTokenIds(model, tokenizer));
+        if (args.Has("choice") || args.Value("regex") is not null)
+        {
+            // Plain text, not JSON: no tool calls beside it.
+            string option = args.Has("choice") ? "--choice" : "--regex";
+            if (tools is not null)
+            {
+                throw new UsageException($"{option} with tools in {conversation!.Source}: the answer would be calls or plain text; give one");
+            }
+
+            try
+            {
+                return args.Has("choice") ? constrained.Choice(args.Values("choice")) : constrained.Regex(args.Value("regex")!);
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException($"{option}: {e.BareMessage()}");
+            }
+        }
+
         using JsonDocument? schema = args.Value("json-schema") is string path ? TextInput.ReadJson(path) : null;
         JsonElement? format = schema?.RootElement ?? (args.Flag("json-object") ? ConstrainedOutput.AnyObjectSchema : null);
         try

@@ -82,6 +82,33 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_ChoiceAndRegex_AnswersArePlainTextHeldToThem()
+    {
+        CliRunner.Result choice = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--chat", "Sentiment?", "--choice", "positive",
+            "--choice", "very positive", "--choice", "négatif", "--temperature", "1.5", "--seed", "3", "--num-return-sequences", "4", "--max-new-tokens", "16", "--json");
+        CliRunner.Result regex = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "Code:", "--regex", @"\d{3}-[A-Z]{2}",
+            "--temperature", "1.5", "--seed", "3", "--num-return-sequences", "4", "--max-new-tokens", "16", "--json");
+
+        Assert.Equal(0, choice.ExitCode);
+        Assert.All(choice.Json.GetProperty("sequences").EnumerateArray(), s => Assert.Contains(s.GetProperty("text").GetString(), new[] { "positive", "very positive", "négatif" }));
+        Assert.Equal(0, regex.ExitCode);
+        Assert.All(regex.Json.GetProperty("sequences").EnumerateArray(), s => Assert.Matches(@"^\d{3}-[A-Z]{2}\z", s.GetProperty("text").GetString()!));
+    }
+
+    [Theory]
+    [InlineData("--regex", "a(?=b)", "--regex: lookarounds are not supported")]
+    [InlineData("--choice", "", "--choice: choice 0 is empty")]
+    [InlineData("--json-object", null, "--json-object and --regex: give one")]
+    public void Generate_BadChoiceOrRegex_IsOneLineAndExitCode2(string option, string? value, string message)
+    {
+        string[] rule = value is null ? [option, "--regex", "a"] : [option, value];
+        CliRunner.Result result = CliRunner.Run(["generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", .. rule]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Generate_MessagesWithTools_CallsOrAnswersAreHeld()
     {
         const string Parameters = """{"type": "object", "properties": {"fast": {"type": "boolean"}}, "required": ["fast"], "additionalProperties": false}""";
