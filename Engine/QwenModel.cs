@@ -318,6 +318,26 @@ public sealed class QwenModel : IDisposable
         }
     }
 
+    /// <summary>What <paramref name="options"/> hold each answer to (one of JsonObject, JsonSchema, Choices and Regex at most), or null.</summary>
+    private Func<ITokenConstraint>? AnswerRule(TextGenerationOptions options)
+    {
+        string[] given = [.. new (string Name, bool Set)[]
+        {
+            (nameof(options.JsonObject), options.JsonObject), (nameof(options.JsonSchema), options.JsonSchema is not null),
+            (nameof(options.Choices), options.Choices is not null), (nameof(options.Regex), options.Regex is not null),
+        }.Where(o => o.Set).Select(o => o.Name)];
+        if (given.Length > 1)
+        {
+            throw new ArgumentException($"{given[0]} and {given[1]} both say what the answer must be: give one", nameof(options));
+        }
+
+        return options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema)
+            : options.JsonObject ? _constrained.JsonObject()
+            : options.Choices is { } choices ? _constrained.Choice(choices)
+            : options.Regex is { } regex ? _constrained.Regex(regex)
+            : null;
+    }
+
     private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken)
     {
         int longest = prompts.Max(p => p.Length);
@@ -333,7 +353,7 @@ public sealed class QwenModel : IDisposable
             Logprobs = options.Logprobs,
             StopCondition = text,
             // The chat client's held calls include its response format, when it has one.
-            Constraint = options.HeldCalls ?? (options.JsonSchema is JsonElement schema ? _constrained.JsonSchema(schema) : options.JsonObject ? _constrained.JsonObject() : null),
+            Constraint = options.HeldCalls ?? AnswerRule(options),
             CancellationToken = cancellationToken,
         };
     }

@@ -35,6 +35,18 @@ public sealed record TextGenerationOptions
     /// </summary>
     public System.Text.Json.JsonElement? JsonSchema { get; init; }
 
+    /// <summary>
+    /// The answer is exactly one of these texts, as plain text (vLLM's <c>guided_choice</c>): a label, a yes or no. Empty,
+    /// repeated or more than 64 texts are refused (ArgumentException).
+    /// </summary>
+    public IReadOnlyList<string>? Choices { get; init; }
+
+    /// <summary>
+    /// The answer is plain text this regular expression matches whole (vLLM's <c>guided_regex</c>; the expressions a
+    /// schema's <c>pattern</c> takes: no lookarounds or back-references, refused by name with an ArgumentException).
+    /// </summary>
+    public string? Regex { get; init; }
+
     /// <summary>The chat client's tool calls held to its tools (<see cref="QwenChatClient"/>); null: none held.</summary>
     internal Func<ITokenConstraint>? HeldCalls { get; init; }
 

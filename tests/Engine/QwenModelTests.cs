@@ -140,6 +140,35 @@ public sealed class QwenModelTests
         Assert.False(free.Text.StartsWith('{'));
     }
 
+    [Fact]
+    public async Task GenerateAsync_ChoicesAndRegexHoldThePlainText()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        string[] labels = ["spam", "not spam", "unsure"];
+        for (int seed = 0; seed < 4; seed++)
+        {
+            var sampling = new QwenSharp.Sampling.SamplingOverrides { Temperature = 1.5, Seed = (ulong)seed };
+            string label = await Text(model.GenerateAsync("Is it spam?", new TextGenerationOptions { Sampling = sampling, MaxNewTokens = 16, Choices = labels }));
+            string code = await Text(model.GenerateAsync("Code:", new TextGenerationOptions { Sampling = sampling, MaxNewTokens = 16, Regex = "[A-Z]{2}-[0-9]{2,3}" }));
+            Assert.Contains(label, labels);
+            Assert.Matches("^[A-Z]{2}-[0-9]{2,3}\\z", code);
+        }
+
+        await Assert.ThrowsAsync<ArgumentException>(async () => await Text(model.GenerateAsync("x", new TextGenerationOptions { Regex = "a", JsonObject = true })));
+        await Assert.ThrowsAsync<ArgumentException>(async () => await Text(model.GenerateAsync("x", new TextGenerationOptions { Regex = "a(?=b)" })));
+    }
+
+    private static async Task<string> Text(IAsyncEnumerable<GenerationUpdate> updates)
+    {
+        var text = new System.Text.StringBuilder();
+        await foreach (GenerationUpdate update in updates)
+        {
+            text.Append(update.Text);
+        }
+
+        return text.ToString();
+    }
+
     /// <summary>No number or string: the random model's digits could outgrow an int, and its strings run on; a bool and an enum always end.</summary>
     public sealed record Reading(bool Ok, Level Level, bool? Checked);
 
