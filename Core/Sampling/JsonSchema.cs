@@ -68,6 +68,9 @@ public sealed class JsonSchemaNode
     /// </summary>
     public bool UniqueItems { get; internal set; }
 
+    /// <summary>An object without listed properties: the limits its keys are held to (<c>propertyNames</c>: pattern, format, length), or null.</summary>
+    public JsonSchemaNode? KeyNames { get; internal set; }
+
     /// <summary>The node of item <paramref name="index"/> (from 0) of an array.</summary>
     internal JsonSchemaNode ItemAt(int index) => PrefixItems is { } prefix && index < prefix.Count ? prefix[index] : Items!;
 
@@ -108,6 +111,7 @@ public sealed class JsonSchemaNode
         Items = other.Items;
         PrefixItems = other.PrefixItems;
         UniqueItems = other.UniqueItems;
+        KeyNames = other.KeyNames;
         Variants = other.Variants;
         (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
@@ -117,7 +121,8 @@ public sealed class JsonSchemaNode
 /// A JSON schema (OpenAI's <c>response_format: json_schema</c>, <c>ChatResponseFormat.ForJsonSchema</c>) compiled to
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>prefixItems</c> (and draft 7's
-/// list of <c>items</c> with <c>additionalItems</c>), <c>uniqueItems</c> over a fixed set of values, <c>enum</c>, <c>const</c>,
+/// list of <c>items</c> with <c>additionalItems</c>), <c>uniqueItems</c> over a fixed set of values, a map's
+/// <c>propertyNames</c>, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
 /// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
@@ -135,7 +140,7 @@ public sealed class JsonSchema
     public const int MaxAlternatives = 64;
 
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf", "propertyNames"];
 
     /// <summary>
     /// Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint;
@@ -517,12 +522,23 @@ public sealed class JsonSchema
 
     private void ObjectShape(JsonSchemaNode node, JsonElement schema, string path)
     {
+        bool hasNames = schema.TryGetProperty("propertyNames", out JsonElement keyNames);
         if (!schema.TryGetProperty("properties", out JsonElement properties))
         {
             node.Values = schema.TryGetProperty("additionalProperties", out JsonElement additional) && additional.ValueKind != JsonValueKind.False
                 ? Compile(additional, $"{path}.additionalProperties")
                 : schema.TryGetProperty("additionalProperties", out _) ? null : AnyNode();
+            if (hasNames)
+            {
+                KeyNames(node, keyNames, $"{path}.propertyNames");
+            }
+
             return;
+        }
+
+        if (hasNames)
+        {
+            throw Refuse($"{path}.propertyNames", "'propertyNames' beside 'properties' is not supported");
         }
 
         if (properties.ValueKind != JsonValueKind.Object)
@@ -551,6 +567,39 @@ public sealed class JsonSchema
         }
 
         node.Properties = list;
+    }
+
+    /// <summary>
+    /// A map's <c>propertyNames</c> (pydantic's <c>dict[Literal[...], X]</c> and <c>dict[constr(...), X]</c>): keys from a
+    /// list become that object's properties, each optional, in the list's order, each value the map's; keys held to a
+    /// string's limits (pattern, format, length) are held as they are written (<see cref="JsonSchemaNode.KeyNames"/>).
+    /// </summary>
+    private void KeyNames(JsonSchemaNode node, JsonElement names, string path)
+    {
+        JsonSchemaNode keys = Compile(names, path);
+        if (node.Values is not { } values)
+        {
+            return;     // no keys at all
+        }
+
+        if (keys.Enum is { } listed)
+        {
+            if (listed.Any(k => k.Length == 0 || k[0] != (byte)'"'))
+            {
+                throw Refuse(path, "a list of property names must hold strings only");
+            }
+
+            node.Properties = [.. listed.Select(k => new JsonSchemaProperty(k, values, Required: false))];
+            node.Values = null;
+            return;
+        }
+
+        if (!keys.Kinds.HasFlag(JsonKinds.String))
+        {
+            throw Refuse(path, "'propertyNames' must allow strings (every key is one)");
+        }
+
+        node.KeyNames = keys.HasLength || keys.Pattern is not null ? keys : null;
     }
 
     private JsonSchemaNode EnumNode(IReadOnlyList<JsonElement> values, string path)
@@ -707,6 +756,7 @@ public sealed class JsonSchema
             union.Kinds |= n.Kinds;
             union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
+            union.KeyNames ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.KeyNames : null;
             union.Variants ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Variants : null;
             union.Items ??= n.Items;
             union.PrefixItems ??= n.PrefixItems;

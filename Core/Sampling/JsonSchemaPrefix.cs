@@ -229,7 +229,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         {
             // Any key, when the object takes values at all (additionalProperties: false without properties takes none).
             _key = true;
-            return frame.Node.Values is not null && JsonScalar.TryBegin(b, JsonKinds.String, null, out _scalar) && Become(Mode.Scalar);
+            return frame.Node.Values is not null && JsonScalar.TryBegin(b, JsonKinds.String, frame.Node.KeyNames, out _scalar) && Become(Mode.Scalar);
         }
 
         _candidates = Matching(frame.Node.Keys!, KeyCandidates(frame), 0, b);

@@ -51,7 +51,25 @@ public class JsonSchemaPrefixTests
         Tuples,
         Sets,
         Multiples,
+        Maps,
     ];
+
+    /// <summary>propertyNames as pydantic writes dict[Literal[...], X] and dict[constr(...), X].</summary>
+    private const string Maps = """
+        {"type": "object", "required": ["scores", "codes"], "properties": {
+          "scores": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 9}, "propertyNames": {"enum": ["math", "art"]}},
+          "codes": {"type": "object", "additionalProperties": {"type": "boolean"}, "propertyNames": {"pattern": "^[A-Z]{2}$"}},
+          "short": {"propertyNames": {"maxLength": 2}, "additionalProperties": {"type": "null"}}}}
+        """;
+
+    [Theory]
+    [InlineData("""{"scores": {"math": 3, "art": 9}, "codes": {"AB": true, "CD": false}, "short": {"": null, "é": null}}""")]
+    [InlineData("""{"scores": {"|x": 1}""")]
+    [InlineData("""{"scores": {"art": 1|, "math": 2}""")]          // each listed name once, in the list's order
+    [InlineData("""{"scores": {}, "codes": {"|a": true}""")]
+    [InlineData("""{"scores": {}, "codes": {"AB|C": true}""")]
+    [InlineData("""{"scores": {}, "codes": {}, "short": {"ab|c": null}""")]
+    public void PropertyNamesHoldAMapsKeys(string marked) => AssertMarked(Maps, marked);
 
     /// <summary>multipleOf (OpenAI's structured outputs take it): integers, decimals, a step past an integer's, beside ranges and alone.</summary>
     private const string Multiples = """
@@ -326,6 +344,9 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}}""", "schema.properties.s.minLength: 'minLength' 3 is more than 'maxLength' 2")]
     [InlineData("""{"type": "object", "properties": {"s": {"type": "array", "maxItems": -1}}}""", "schema.properties.s.maxItems: 'maxItems' must be a non-negative whole number")]
     [InlineData("""{"type": "object", "properties": {"t": {"type": "array", "prefixItems": []}}}""", "schema.properties.t.prefixItems: 'prefixItems' must be a non-empty list of schemas")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {}}, "propertyNames": {"maxLength": 1}}}}""", "schema.properties.m.propertyNames: 'propertyNames' beside 'properties' is not supported")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "propertyNames": {"enum": [1, 2]}}}}""", "schema.properties.m.propertyNames: a list of property names must hold strings only")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "propertyNames": {"type": "integer"}}}}""", "schema.properties.m.propertyNames: 'propertyNames' must allow strings")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 0}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number below 1e15 with at most 12 decimals")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 1e-13}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": "2"}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]
