@@ -68,6 +68,14 @@ public sealed class JsonSchemaNode
     /// </summary>
     public bool UniqueItems { get; internal set; }
 
+    /// <summary>An object's key count limits (<c>minProperties</c>, <c>maxProperties</c>).</summary>
+    public int MinProperties { get; internal set; }
+
+    public int MaxProperties { get; internal set; } = int.MaxValue;
+
+    /// <summary>Whether an object's keys are counted as they come (for its limits).</summary>
+    internal bool CountsProperties => MinProperties > 0 || MaxProperties < int.MaxValue;
+
     /// <summary>An object without listed properties: the limits its keys are held to (<c>propertyNames</c>: pattern, format, length), or null.</summary>
     public JsonSchemaNode? KeyNames { get; internal set; }
 
@@ -112,6 +120,7 @@ public sealed class JsonSchemaNode
         PrefixItems = other.PrefixItems;
         UniqueItems = other.UniqueItems;
         KeyNames = other.KeyNames;
+        (MinProperties, MaxProperties) = (other.MinProperties, other.MaxProperties);
         Variants = other.Variants;
         (MinLength, MaxLength, MinItems, MaxItems, Range, Pattern) = (other.MinLength, other.MaxLength, other.MinItems, other.MaxItems, other.Range, other.Pattern);
     }
@@ -122,7 +131,7 @@ public sealed class JsonSchemaNode
 /// the nodes <see cref="JsonSchemaPrefix"/> walks. It takes what structured outputs use: <c>type</c> (one or a list),
 /// <c>properties</c> and <c>required</c>, <c>additionalProperties</c>, <c>items</c>, <c>prefixItems</c> (and draft 7's
 /// list of <c>items</c> with <c>additionalItems</c>), <c>uniqueItems</c> over a fixed set of values, a map's
-/// <c>propertyNames</c>, <c>enum</c>, <c>const</c>,
+/// <c>propertyNames</c>, <c>minProperties</c>/<c>maxProperties</c>, <c>enum</c>, <c>const</c>,
 /// <c>anyOf</c>/<c>oneOf</c> whose alternatives begin differently (an object or null, say) or are objects told apart by a
 /// tag property (<see cref="Tagged"/>), each alternative with the keywords beside the list, <c>allOf</c> (its schemas
 /// joined, <see cref="SchemaConjunction"/>), and <c>$ref</c> into
@@ -131,7 +140,7 @@ public sealed class JsonSchemaNode
 /// formats <c>date</c>, <c>time</c>, <c>date-time</c> and <c>uuid</c> (<see cref="StringPattern"/>), alone or beside a
 /// length (<see cref="StringPattern.FinishesWithin"/>). Annotations
 /// (<c>title</c>, <c>description</c>, other formats, ...) are read past. A keyword that constrains values further
-/// (<c>minProperties</c>, <c>not</c>, <c>uniqueItems</c> over items that are not a fixed set of values, ...) is refused, naming it and where it is, rather than left unenforced. Objects
+/// (<c>not</c>, <c>if</c>, <c>uniqueItems</c> over items that are not a fixed set of values, ...) is refused, naming it and where it is, rather than left unenforced. Objects
 /// hold their listed properties only, in the order listed, as llama.cpp's schema grammars do.
 /// </summary>
 public sealed class JsonSchema
@@ -140,7 +149,7 @@ public sealed class JsonSchema
     public const int MaxAlternatives = 64;
 
     /// <summary>The keywords that hold a value to more than its type (a schema with one is not "anything").</summary>
-    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf", "propertyNames"];
+    private static readonly string[] s_valueLimits = ["minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "prefixItems", "uniqueItems", "multipleOf", "propertyNames", "minProperties", "maxProperties"];
 
     /// <summary>
     /// Keywords that say something about a value without holding it to anything (OpenAPI's <c>discriminator</c> a hint;
@@ -298,6 +307,7 @@ public sealed class JsonSchema
         if (kinds.HasFlag(JsonKinds.Object))
         {
             ObjectShape(node, schema, path);
+            PropertyCounts(node, schema, path);
         }
 
         if (kinds.HasFlag(JsonKinds.Array))
@@ -570,6 +580,27 @@ public sealed class JsonSchema
     }
 
     /// <summary>
+    /// <c>minProperties</c>/<c>maxProperties</c>: keys counted as they are written, an object closing only with enough and
+    /// taking none past the most; with listed properties, a property is taken only where the required ones after it
+    /// still fit and enough may still follow. Limits no object can meet are refused.
+    /// </summary>
+    private static void PropertyCounts(JsonSchemaNode node, JsonElement schema, string path)
+    {
+        (node.MinProperties, node.MaxProperties) = Counts(schema, path, "minProperties", "maxProperties");
+        int most = node.Properties is { } listed ? listed.Count : node.Values is null ? 0 : int.MaxValue;
+        int required = node.Properties?.Count(p => p.Required) ?? 0;
+        if (node.MinProperties > most)
+        {
+            throw Refuse($"{path}.minProperties", $"'minProperties' {node.MinProperties} is more than the {most} properties the object can have: no value fits");
+        }
+
+        if (required > node.MaxProperties)
+        {
+            throw Refuse($"{path}.maxProperties", $"'maxProperties' {node.MaxProperties} is less than the {required} required properties: no value fits");
+        }
+    }
+
+    /// <summary>
     /// A map's <c>propertyNames</c> (pydantic's <c>dict[Literal[...], X]</c> and <c>dict[constr(...), X]</c>): keys from a
     /// list become that object's properties, each optional, in the list's order, each value the map's; keys held to a
     /// string's limits (pattern, format, length) are held as they are written (<see cref="JsonSchemaNode.KeyNames"/>).
@@ -757,6 +788,7 @@ public sealed class JsonSchema
             union.Properties ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Properties : null;
             union.Values ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Values : null;
             union.KeyNames ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.KeyNames : null;
+            (union.MinProperties, union.MaxProperties) = n.Kinds.HasFlag(JsonKinds.Object) ? (n.MinProperties, n.MaxProperties) : (union.MinProperties, union.MaxProperties);
             union.Variants ??= n.Kinds.HasFlag(JsonKinds.Object) ? n.Variants : null;
             union.Items ??= n.Items;
             union.PrefixItems ??= n.PrefixItems;

@@ -48,8 +48,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
     /// An open object or array: its node; for an object with listed properties the first one that may still come, for an
     /// array with item limits the items begun (left 0 without limits, so that states differing only in it are one).
     /// </summary>
-    /// <summary>An object or array open: its node, its next property or item (where counted), and for an array whose items must differ the values written (bits of its items' enum).</summary>
-    private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next, ulong Written = 0);
+    /// <summary>An object or array open: its node, its next property or item (where counted), for an array whose items must differ the values written (bits of its items' enum), and for an object with key limits the keys written.</summary>
+    private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next, ulong Written = 0, int Keys = 0);
 
     /// <summary>The state before the answer's first byte.</summary>
     public static JsonSchemaPrefix Start(JsonSchema schema)
@@ -75,7 +75,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         key.Append(_mode == Mode.Scalar ? _scalar.KeyFor(tokenBytes) : "");
         for (Frame? frame = _frames; frame is not null; frame = frame.Parent)
         {
-            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}.{frame.Written:x}");
+            key.Append(System.Globalization.CultureInfo.InvariantCulture, $"/{frame.Node.Id}{(frame.IsObject ? 'o' : 'a')}{frame.Next}.{frame.Written:x}.{frame.Keys}");
         }
 
         return key.ToString();
@@ -201,9 +201,12 @@ public struct JsonSchemaPrefix : ITextAutomaton
         return true;
     }
 
-    /// <summary>An object may close when no required property is still to come.</summary>
+    /// <summary>An object may close when no required property is still to come and it has its least number of keys.</summary>
     private static bool MayClose(Frame frame) =>
-        frame.Node.Properties is not { } properties || properties.Skip(frame.Next).All(p => !p.Required);
+        (frame.Node.Properties is not { } properties || properties.Skip(frame.Next).All(p => !p.Required)) && frame.Keys >= frame.Node.MinProperties;
+
+    /// <summary>One more key written, where the object counts them.</summary>
+    private static Frame Keyed(Frame frame) => frame.Node.CountsProperties ? frame with { Keys = frame.Keys + 1 } : frame;
 
     /// <summary>The properties that may come next: each from <see cref="Frame.Next"/> on up to and including the first required one.</summary>
     private static ulong KeyCandidates(Frame frame)
@@ -212,7 +215,11 @@ public struct JsonSchemaPrefix : ITextAutomaton
         ulong candidates = 0;
         for (int j = frame.Next; j < properties.Count; j++)
         {
-            candidates |= 1UL << j;
+            // With key limits: the required properties after this one must still fit, and enough may still follow it.
+            bool fits = !frame.Node.CountsProperties
+                || (frame.Keys + 1 + properties.Skip(j + 1).Count(p => p.Required) <= frame.Node.MaxProperties
+                    && frame.Keys + 1 + (properties.Count - j - 1) >= frame.Node.MinProperties);
+            candidates |= fits ? 1UL << j : 0;
             if (properties[j].Required)
             {
                 break;
@@ -229,7 +236,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
         {
             // Any key, when the object takes values at all (additionalProperties: false without properties takes none).
             _key = true;
-            return frame.Node.Values is not null && JsonScalar.TryBegin(b, JsonKinds.String, frame.Node.KeyNames, out _scalar) && Become(Mode.Scalar);
+            return frame.Node.Values is not null && frame.Keys < frame.Node.MaxProperties
+                && JsonScalar.TryBegin(b, JsonKinds.String, frame.Node.KeyNames, out _scalar) && Become(Mode.Scalar);
         }
 
         _candidates = Matching(frame.Node.Keys!, KeyCandidates(frame), 0, b);
@@ -267,7 +275,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         int chosen = System.Numerics.BitOperations.TrailingZeroCount(_candidates);
         if (properties[chosen].Key.Length == _position)
         {
-            _frames = frame with { Next = chosen + 1 };
+            _frames = Keyed(frame) with { Next = chosen + 1 };
             _node = properties[chosen].Value;
             return Become(Mode.Colon);
         }
@@ -315,7 +323,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
             case ScalarStep.Taken:
                 return true;
             case ScalarStep.Finished when _key:
-                _node = _frames!.Node.Values!;
+                _frames = Keyed(_frames!);
+                _node = _frames.Node.Values!;
                 return Become(Mode.Colon);
             case ScalarStep.Finished:
                 return Become(Mode.AfterValue);
@@ -332,7 +341,8 @@ public struct JsonSchemaPrefix : ITextAutomaton
         switch (b)
         {
             case (byte)',' when frame.IsObject:
-                return (frame.Node.Properties is null ? frame.Node.Values is not null : KeyCandidates(frame) != 0) && Become(Mode.Key);
+                return (frame.Node.Properties is null ? frame.Node.Values is not null && frame.Keys < frame.Node.MaxProperties : KeyCandidates(frame) != 0)
+                    && Become(Mode.Key);
             case (byte)',':
                 if (!Counted(frame))
                 {

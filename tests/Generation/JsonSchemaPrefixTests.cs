@@ -52,7 +52,25 @@ public class JsonSchemaPrefixTests
         Sets,
         Multiples,
         Maps,
+        Counted,
     ];
+
+    /// <summary>minProperties/maxProperties on a map (pydantic's dict with min_length/max_length) and on listed properties.</summary>
+    private const string Counted = """
+        {"type": "object", "required": ["tags", "opts"], "properties": {
+          "tags": {"type": "object", "additionalProperties": {"type": "boolean"}, "propertyNames": {"pattern": "^[a-c]$"}, "minProperties": 1, "maxProperties": 2},
+          "opts": {"type": "object", "properties": {"a": {"type": "null"}, "b": {"type": "null"}, "c": {"type": "null"}, "d": {"type": "null"}},
+                   "required": ["c"], "minProperties": 2, "maxProperties": 3}}}
+        """;
+
+    [Theory]
+    [InlineData("""{"tags": {"a": true, "c": false}, "opts": {"b": null, "c": null, "d": null}}""")]
+    [InlineData("""{"tags": {|}""")]                                          // one key at least
+    [InlineData("""{"tags": {"a": true, "b": false|, "c": true}""")]           // two at most
+    [InlineData("""{"tags": {"a": true}, "opts": {"c": null|}""")]              // two keys at least: d must follow
+    [InlineData("""{"tags": {"a": true}, "opts": {"a": null, "b": null, "c": null|, "d": null}""")]   // three at most
+    [InlineData("""{"tags": {"a": true}, "opts": {"a": null, "b": null, "|d": null}""")]            // c is required
+    public void PropertyCountsAreHeld(string marked) => AssertMarked(Counted, marked);
 
     /// <summary>propertyNames as pydantic writes dict[Literal[...], X] and dict[constr(...), X].</summary>
     private const string Maps = """
@@ -336,7 +354,7 @@ public class JsonSchemaPrefixTests
     }
 
     [Theory]
-    [InlineData("""{"type": "object", "properties": {"a": {"type": "object", "minProperties": 1}}}""", "schema.properties.a.minProperties")]
+    [InlineData("""{"type": "object", "properties": {"a": {"not": {"const": 1}}}}""", "schema.properties.a.not: 'not' is not supported")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 4.5}}}""", "schema.properties.n: no integer is at least 5 and at most 4")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "minimum": 1e20}}}""", "schema.properties.n.minimum: 1e20 is past")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0.25, "maximum": 0.25}}}""", "no number is at least 0.250000000001 and at most 0.25")]
@@ -347,6 +365,9 @@ public class JsonSchemaPrefixTests
     [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {}}, "propertyNames": {"maxLength": 1}}}}""", "schema.properties.m.propertyNames: 'propertyNames' beside 'properties' is not supported")]
     [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "propertyNames": {"enum": [1, 2]}}}}""", "schema.properties.m.propertyNames: a list of property names must hold strings only")]
     [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "propertyNames": {"type": "integer"}}}}""", "schema.properties.m.propertyNames: 'propertyNames' must allow strings")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {}}, "minProperties": 2}}}""", "schema.properties.m.minProperties: 'minProperties' 2 is more than the 1 properties")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"], "maxProperties": 1}}}""", "schema.properties.m.maxProperties: 'maxProperties' 1 is less than the 2 required")]
+    [InlineData("""{"type": "object", "properties": {"m": {"type": "object", "additionalProperties": false, "minProperties": 1}}}""", "schema.properties.m.minProperties")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 0}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number below 1e15 with at most 12 decimals")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": 1e-13}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]
     [InlineData("""{"type": "object", "properties": {"n": {"type": "number", "multipleOf": "2"}}}""", "schema.properties.n.multipleOf: 'multipleOf' must be a positive number")]

@@ -61,7 +61,7 @@ public sealed class MalformedRequestTests : IAsyncLifetime
         { "/v1/chat/completions", "tool_choice naming no tool", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", "tool_choice.function.name" },
         { "/v1/chat/completions", "10 MB message (longer than the context)", "{\"messages\": [{\"role\": \"user\", \"content\": \"" + s_tenMegabytes + "\"}]}", "messages" },
         { "/v1/chat/completions", "a strict tool whose parameters cannot be held", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
-            + "{\"type\": \"function\", \"function\": {\"name\": \"g\", \"strict\": true, \"parameters\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"object\", \"minProperties\": 3}}}}}]}", "tools[1].function.parameters" },
+            + "{\"type\": \"function\", \"function\": {\"name\": \"g\", \"strict\": true, \"parameters\": {\"type\": \"object\", \"properties\": {\"n\": {\"not\": {\"type\": \"null\"}}}}}}]}", "tools[1].function.parameters" },
         { "/v1/chat/completions", "two tools of one name", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
             + "{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}", "tools[1].function.name" },
         { "/tokenize", "content missing", "{}", "content" },

@@ -103,8 +103,8 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"object\", \"minProperties\": 2}}}}}",
-        "response_format.json_schema.schema", "schema.properties.a.minProperties")]
+    [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\", \"schema\": {\"type\": \"object\", \"properties\": {\"a\": {\"not\": {\"type\": \"null\"}}}}}}",
+        "response_format.json_schema.schema", "schema.properties.a.not")]
     [InlineData("{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"x\"}}", "response_format.json_schema.schema", "is missing")]
     [InlineData("{\"type\": \"json_schema\"}", "response_format.json_schema", "is missing")]
     [InlineData("{\"type\": \"xml\"}", "response_format.type", "'text', 'json_object' or 'json_schema'")]
@@ -184,7 +184,7 @@ public sealed class ResponseFormatTests : IAsyncLifetime
     [InlineData("\"guided_choice\": [\"a\", \"a\"]", "guided_choice", "given twice")]
     [InlineData("\"guided_choice\": [\"a\", 1]", "guided_choice", "a list of strings")]
     [InlineData("\"guided_json\": \"{nope\"", "guided_json", "not JSON")]
-    [InlineData("\"guided_json\": {\"type\": \"object\", \"minProperties\": 1}", "guided_json", "minProperties")]
+    [InlineData("\"guided_json\": {\"type\": \"object\", \"not\": {\"required\": [\"a\"]}}", "guided_json", "'not'")]
     [InlineData("\"guided_json\": {\"type\": \"object\"}, \"response_format\": {\"type\": \"json_object\"}", "guided_json", "give one")]
     [InlineData("\"guided_choice\": [\"a\"], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "guided_choice", "calls or plain text")]
     public async Task BadGuidesAreRefusedByName(string fields, string param, string message)
