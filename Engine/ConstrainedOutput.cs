@@ -61,8 +61,7 @@ internal sealed class ConstrainedOutput
     /// </summary>
     public Func<ITokenConstraint> Choice(IReadOnlyList<string> choices)
     {
-        ChoicePrefix start = ChoicePrefix.Start(choices);
-        (ChoicePrefix _, TokenMasks masks) = Kept(_choiceSets, string.Join('\u0001', choices), () => start);
+        (ChoicePrefix start, TokenMasks masks) = Kept(_choiceSets, string.Join('\u0001', choices), () => ChoicePrefix.Start(choices));
         return () => new AutomatonConstraint<ChoicePrefix>(masks, start, _endTokens);
     }
 

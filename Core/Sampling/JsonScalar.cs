@@ -219,26 +219,23 @@ internal struct JsonScalar
         return Pattern.Allows(_pattern!, first, Math.Min(last, 0xD7FF)) || (last >= 0xE000 && Pattern.Allows(_pattern!, Math.Max(first, 0xE000), last));
     }
 
-    /// <summary>
-    /// A whole character through the pattern, as UTF-16 code units: a pattern is an ECMAScript (and .NET) regular
-    /// expression, which sees a character past U+FFFF as its two surrogates (<c>^.$</c> does not match an emoji).
-    /// </summary>
+    /// <summary>A whole character through the pattern (<see cref="StringPattern.StepCharacter"/>), held to a length as well: with a way to match left after it.</summary>
     private ScalarStep StepPattern(int codePoint)
     {
         _codePoint = 0;
-        Span<char> units = stackalloc char[2];
-        foreach (char unit in units[..new System.Text.Rune(codePoint).EncodeToUtf16(units)])
-        {
-            _pattern = _pattern is null ? null : Pattern.Step(_pattern, unit);
-        }
-
+        _pattern = Pattern.StepCharacter(_pattern!, codePoint);
         if (_pattern is null)
         {
             return ScalarStep.Refused;
         }
 
-        (int least, int most) = HeldToBoth ? CharactersLeft : (0, 0);
-        return !HeldToBoth || Pattern.FinishesWithin(_pattern, least, most) ? ScalarStep.Taken : ScalarStep.Refused;
+        if (!HeldToBoth)
+        {
+            return ScalarStep.Taken;
+        }
+
+        (int least, int most) = CharactersLeft;
+        return Pattern.FinishesWithin(_pattern, least, most) ? ScalarStep.Taken : ScalarStep.Refused;
     }
 
     /// <summary>A character partly written in UTF-8: some character its remaining bytes can make may come next.</summary>

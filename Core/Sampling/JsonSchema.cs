@@ -167,7 +167,7 @@ public sealed class JsonSchema
 
     private static readonly HashSet<string> s_known =
     [
-        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "additionalItems", "uniqueItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
+        .. s_annotations, "type", "properties", "required", "additionalProperties", "items", "additionalItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
         "nullable", .. s_valueLimits,
     ];
 
@@ -320,7 +320,7 @@ public sealed class JsonSchema
         {
             (node.MinLength, node.MaxLength) = Counts(schema, path, "minLength", "maxLength");
             node.Pattern = Pattern(schema, path);
-            if (!schema.TryGetProperty("pattern", out _) && schema.TryGetProperty("format", out JsonElement format) && format.ValueKind == JsonValueKind.String
+            if (schema.TryGetProperty("format", out JsonElement format) && format.ValueKind == JsonValueKind.String
                 && StringPattern.MaxLengthOf(format.GetString()!) is int formatMost)
             {
                 node.MaxLength = Math.Min(node.MaxLength, formatMost);

@@ -46,9 +46,10 @@ public struct JsonSchemaPrefix : ITextAutomaton
 
     /// <summary>
     /// An open object or array: its node; for an object with listed properties the first one that may still come, for an
-    /// array with item limits the items begun (left 0 without limits, so that states differing only in it are one).
+    /// array with item limits (or first items of their own) the items begun (left 0 otherwise, so that states differing only
+    /// in it are one); for an array whose items must differ the values written (bits of its items' enum); for an object
+    /// with key limits the keys written.
     /// </summary>
-    /// <summary>An object or array open: its node, its next property or item (where counted), for an array whose items must differ the values written (bits of its items' enum), and for an object with key limits the keys written.</summary>
     private sealed record Frame(Frame? Parent, JsonSchemaNode Node, bool IsObject, int Next, ulong Written = 0, int Keys = 0);
 
     /// <summary>The state before the answer's first byte.</summary>
@@ -205,6 +206,9 @@ public struct JsonSchemaPrefix : ITextAutomaton
     private static bool MayClose(Frame frame) =>
         (frame.Node.Properties is not { } properties || properties.Skip(frame.Next).All(p => !p.Required)) && frame.Keys >= frame.Node.MinProperties;
 
+    /// <summary>Whether an object without listed properties may take another key: it takes values at all, and not past its most.</summary>
+    private static bool MapTakesKey(Frame frame) => frame.Node.Values is not null && frame.Keys < frame.Node.MaxProperties;
+
     /// <summary>One more key written, where the object counts them.</summary>
     private static Frame Keyed(Frame frame) => frame.Node.CountsProperties ? frame with { Keys = frame.Keys + 1 } : frame;
 
@@ -236,8 +240,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         {
             // Any key, when the object takes values at all (additionalProperties: false without properties takes none).
             _key = true;
-            return frame.Node.Values is not null && frame.Keys < frame.Node.MaxProperties
-                && JsonScalar.TryBegin(b, JsonKinds.String, frame.Node.KeyNames, out _scalar) && Become(Mode.Scalar);
+            return MapTakesKey(frame) && JsonScalar.TryBegin(b, JsonKinds.String, frame.Node.KeyNames, out _scalar) && Become(Mode.Scalar);
         }
 
         _candidates = Matching(frame.Node.Keys!, KeyCandidates(frame), 0, b);
@@ -341,8 +344,7 @@ public struct JsonSchemaPrefix : ITextAutomaton
         switch (b)
         {
             case (byte)',' when frame.IsObject:
-                return (frame.Node.Properties is null ? frame.Node.Values is not null && frame.Keys < frame.Node.MaxProperties : KeyCandidates(frame) != 0)
-                    && Become(Mode.Key);
+                return (frame.Node.Properties is null ? MapTakesKey(frame) : KeyCandidates(frame) != 0) && Become(Mode.Key);
             case (byte)',':
                 if (!Counted(frame))
                 {

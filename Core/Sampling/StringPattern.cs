@@ -158,6 +158,23 @@ internal sealed class StringPattern
         return next;
     }
 
+    /// <summary>
+    /// The state after a whole character, stepped as its UTF-16 code units (a pattern is an ECMAScript and .NET regular
+    /// expression, which sees a character past U+FFFF as its two surrogates: <c>^.$</c> does not match an emoji); null
+    /// when no match can go on with it.
+    /// </summary>
+    public PatternState? StepCharacter(PatternState state, int codePoint)
+    {
+        Span<char> units = stackalloc char[2];
+        PatternState? at = state;
+        foreach (char unit in units[..new System.Text.Rune(codePoint).EncodeToUtf16(units)])
+        {
+            at = at is null ? null : Step(at, unit);
+        }
+
+        return at;
+    }
+
     private PatternState? Unkept(PatternState state, int codePoint)
     {
         var next = new List<int>();

@@ -77,16 +77,11 @@ public struct TextPatternPrefix : ITextAutomaton
     /// <summary>The text so far matches and no character can follow.</summary>
     public readonly bool Complete => CanEnd && _state!.States.Length == 0;
 
-    /// <summary>A whole character through the pattern, as its UTF-16 code units (as ECMAScript's and .NET's expressions see it).</summary>
+    /// <summary>A whole character through the pattern (<see cref="StringPattern.StepCharacter"/>).</summary>
     private bool Step(int codePoint)
     {
         _codePoint = 0;
-        Span<char> units = stackalloc char[2];
-        foreach (char unit in units[..new System.Text.Rune(codePoint).EncodeToUtf16(units)])
-        {
-            _state = _state is null ? null : _pattern.Step(_state, unit);
-        }
-
+        _state = _pattern.StepCharacter(_state!, codePoint);
         return _state is not null;
     }
 

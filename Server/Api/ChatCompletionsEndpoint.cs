@@ -179,9 +179,7 @@ internal static class ChatCompletionsEndpoint
                     await OpenAsync(token.Choice).ConfigureAwait(false);
                     calls?.Token(token.Token, choice.Text.Length);
                     choice.Text.Append(token.Text);
-                    string answer = choice.Text.ToString();
-                    string delta = Releasable(choice, answer);
-                    List<ToolCallDelta>? deltas = calls?.Read(answer);
+                    (string delta, List<ToolCallDelta>? deltas) = Releasable(choice, calls);
                     if (delta.Length > 0 || token.Logprobs is not null || deltas is { Count: > 0 })
                     {
                         await ChunkAsync(token.Choice, delta, token.Logprobs, deltas is { Count: > 0 } ? deltas : null, null).ConfigureAwait(false);
@@ -300,20 +298,22 @@ internal static class ChatCompletionsEndpoint
             });
 
         /// <summary>
-        /// The text a stream can send now. With tools, text from a &lt;tool_call&gt; on (or what may be its
-        /// start) is held back: it becomes tool_calls, not content.
+        /// The text a stream can send now, and the held calls' new deltas. With tools, text from a &lt;tool_call&gt; on (or
+        /// what may be its start) is held back: it becomes tool_calls, not content. Without, only the new text is copied out.
         /// </summary>
-        private string Releasable(ChoiceState choice, string answer)
+        private (string Content, List<ToolCallDelta>? Calls) Releasable(ChoiceState choice, StreamedToolCalls? calls)
         {
             int from = choice.Sent;
-            int end = hasTools ? ChatJson.ReleasableLength(answer) : answer.Length;
-            if (end <= from)
+            if (!hasTools)
             {
-                return "";
+                choice.Sent = choice.Text.Length;
+                return (choice.Text.ToString(from, choice.Sent - from), null);
             }
 
-            choice.Sent = end;
-            return answer[from..end];
+            string answer = choice.Text.ToString();
+            int end = ChatJson.ReleasableLength(answer);
+            choice.Sent = Math.Max(from, end);
+            return (end <= from ? "" : answer[from..end], calls?.Read(answer));
         }
 
         private void WriteHeader(Utf8JsonWriter w, string type)
