@@ -34,6 +34,9 @@ public sealed record GenerationUpdate
 
     /// <summary>The seed of the random draws (final update only; null when greedy).</summary>
     public ulong? Seed { get; init; }
+
+    /// <summary>With prompt lookup: the tokens guessed, and how many of them the model chose (final update only).</summary>
+    public (int Drafted, int Accepted) LookupTokens { get; init; }
 }
 
 /// <summary>One finished sequence of a batch.</summary>

@@ -27,9 +27,13 @@ public sealed class QwenModel : IDisposable
     /// <summary>What <see cref="TextGenerationOptions.JsonObject"/> and <see cref="TextGenerationOptions.JsonSchema"/> hold answers to.</summary>
     private readonly ConstrainedOutput _constrained;
 
-    private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer)
+    /// <summary><see cref="QwenModelOptions.PromptLookup"/>: guesses a step for every generation that does not say otherwise.</summary>
+    private readonly int? _promptLookup;
+
+    private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer, int? promptLookup)
     {
         Directory = directory;
+        _promptLookup = promptLookup;
         _backend = backend;
         Model = model;
         Tokenizer = tokenizer;
@@ -59,6 +63,7 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
+        ValidatePromptLookup(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),
@@ -70,7 +75,7 @@ public sealed class QwenModel : IDisposable
             Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
             try
             {
-                return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory));
+                return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory), options.PromptLookup);
             }
             catch
             {
@@ -293,6 +298,7 @@ public sealed class QwenModel : IDisposable
                 PromptTokensRead = result.PromptTokens,
                 GeneratedTokens = sequence.Ids.Count,
                 Seed = result.Seed,
+                LookupTokens = result.LookupTokens,
             }, cancellationToken);
             writer.TryComplete();
         }
@@ -340,6 +346,7 @@ public sealed class QwenModel : IDisposable
 
     private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken)
     {
+        ValidatePromptLookup(options.PromptLookup, nameof(TextGenerationOptions.PromptLookup), allowOff: true);
         int longest = prompts.Max(p => p.Length);
         GenerationConfig config = Model.GenerationConfig;
         int maxNew = options.MaxNewTokens ?? config.DefaultMaxNewTokens(longest);
@@ -354,7 +361,17 @@ public sealed class QwenModel : IDisposable
             StopCondition = text,
             // The chat client's held calls include its response format, when it has one.
             Constraint = options.HeldCalls ?? AnswerRule(options),
+            PromptLookup = (options.PromptLookup ?? _promptLookup) is int draft and > 0 ? new PromptLookup(draft) : null,
             CancellationToken = cancellationToken,
         };
+    }
+
+    /// <summary>Refuses a number of guesses a step outside 1 (0 where it may switch lookup off) to the most, naming the property.</summary>
+    private static void ValidatePromptLookup(int? draft, string name, bool allowOff)
+    {
+        if (draft is int value && (value < (allowOff ? 0 : 1) || value > PromptLookup.MaxDraftTokens))
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} is the most guessed tokens a step: {(allowOff ? 0 : 1)} to {PromptLookup.MaxDraftTokens}");
+        }
     }
 }

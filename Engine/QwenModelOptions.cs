@@ -11,4 +11,11 @@ public sealed record QwenModelOptions
 
     /// <summary>Threads for the CPU kernels; null uses every core.</summary>
     public int? Threads { get; init; }
+
+    /// <summary>
+    /// Prompt lookup for every generation of this model, the chat client's too, unless
+    /// <see cref="TextGenerationOptions.PromptLookup"/> says otherwise: up to this many guessed tokens a step (1 to
+    /// <see cref="Generation.PromptLookup.MaxDraftTokens"/>), checked in the same step; the same tokens as without. Null: off.
+    /// </summary>
+    public int? PromptLookup { get; init; }
 }

@@ -50,6 +50,14 @@ public sealed record TextGenerationOptions
     /// <summary>The chat client's tool calls held to its tools (<see cref="QwenChatClient"/>); null: none held.</summary>
     internal Func<ITokenConstraint>? HeldCalls { get; init; }
 
+    /// <summary>
+    /// Prompt lookup (transformers' <c>prompt_lookup_num_tokens</c>): up to this many tokens a step guessed from where the
+    /// text's last tokens stood before, and checked in the same step; the tokens are those without it, more than one a
+    /// step where the answer repeats the prompt or itself. 0 switches off <see cref="QwenModelOptions.PromptLookup"/>;
+    /// null takes it. Above <see cref="Generation.PromptLookup.MaxDraftTokens"/> is refused (ArgumentOutOfRangeException).
+    /// </summary>
+    public int? PromptLookup { get; init; }
+
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 

@@ -58,6 +58,7 @@ internal sealed class GenerateCommand : ICommand
         new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
+        new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens)"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
@@ -100,6 +101,11 @@ internal sealed class GenerateCommand : ICommand
         if (beams == 1 && (args.Has("length-penalty") || args.Flag("early-stopping")))
         {
             throw new UsageException("--length-penalty and --early-stopping go with --num-beams B (B >= 2)");
+        }
+
+        if (beams > 1 && args.Has("prompt-lookup"))
+        {
+            throw new UsageException("--prompt-lookup does not apply to beam search here; sample or decode greedily");
         }
 
         if (beams > 1 && (args.Has("stop") || args.Has("logprobs")))
@@ -188,6 +194,7 @@ internal sealed class GenerateCommand : ICommand
                 Logprobs = logprobs,
                 StopCondition = text,
                 Constraint = AnswerRule(args, tokenizer, model, conversation),
+                PromptLookup = args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens) is int draft ? new PromptLookup(draft) : null,
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
@@ -439,6 +446,12 @@ internal sealed class GenerateCommand : ICommand
 
         writer.WriteNumber("prefill_tokens_per_s", Math.Round(result.PrefillTokensPerSecond, 3));
         writer.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
+        if (result.LookupTokens.Drafted > 0)
+        {
+            writer.WriteNumber("lookup_drafted", result.LookupTokens.Drafted);
+            writer.WriteNumber("lookup_accepted", result.LookupTokens.Accepted);
+        }
+
         writer.WriteEndObject();
     }
 
@@ -492,6 +505,11 @@ internal sealed class GenerateCommand : ICommand
         if (result.DecodeTokens > 0)
         {
             speed += string.Create(c, $", decode {result.DecodeTokensPerSecond:F1} tokens/s");
+        }
+
+        if (result.LookupTokens.Drafted > 0)
+        {
+            speed += string.Create(c, $", {result.LookupTokens.Accepted} of {result.LookupTokens.Drafted} looked-up guesses taken");
         }
 
         // A JIT build compiles methods as it goes (Native AOT compiles none at run time, and reports 0 here).

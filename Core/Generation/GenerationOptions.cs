@@ -54,6 +54,12 @@ public sealed record GenerationOptions
     /// <summary>Checked after every token (stop strings); null: none.</summary>
     public IStopCondition? StopCondition { get; init; }
 
+    /// <summary>
+    /// Guess tokens by looking the text's last tokens up earlier in it, and check the guesses in the same step as the
+    /// newest token (<see cref="Generation.PromptLookup"/>); the tokens are those without it. Null: one token a step.
+    /// </summary>
+    public PromptLookup? PromptLookup { get; init; }
+
     /// <summary>Checked before every forward step: a cancelled generation stops within one token.</summary>
     public CancellationToken CancellationToken { get; init; }
 }
@@ -89,6 +95,9 @@ public sealed record GenerationResult(
     /// <summary>The seed the sequences' random streams come from (sample j of each prompt uses stream j); null when greedy.</summary>
     public ulong? Seed { get; init; }
 
-    /// <summary>Tokens fed back per second during decode; 0 when no decode step ran.</summary>
+    /// <summary>With <see cref="GenerationOptions.PromptLookup"/>: the tokens guessed, and how many of them the model chose.</summary>
+    public (int Drafted, int Accepted) LookupTokens { get; init; }
+
+    /// <summary>Tokens chosen per second during decode (each decode step's new tokens); 0 when no decode step ran.</summary>
     public double DecodeTokensPerSecond => DecodeTokens == 0 ? 0 : DecodeTokens / Math.Max(DecodeTime.TotalSeconds, 1e-9);
 }

@@ -50,11 +50,14 @@ public static class Generator
         }
 
         options.Sampling.Validate();
+        options.PromptLookup?.Validate();
         var run = new Run(model, prompts, options);
 
         // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.
         int capacity = Math.Clamp(longest + options.MaxNewTokens - 1, longest, context);
-        int maxRows = Math.Max(run.Count, Math.Min(options.PrefillChunk, promptTokens));
+        // A decode step with guesses has up to PromptLookup.MaxStepRows rows, each wanting its logits.
+        int logitRows = Math.Max(run.Count, options.PromptLookup is null ? 0 : PromptLookup.MaxStepRows);
+        int maxRows = Math.Max(logitRows, Math.Min(options.PrefillChunk, promptTokens));
         if (conversation is not null && (prompts.Count != 1 || run.Count != 1))
         {
             QwenThrow.Argument("a conversation cache holds one sequence: give one prompt and one return sequence", nameof(conversation));
@@ -84,9 +87,9 @@ public static class Generator
         int reused = conversation?.Prepare(model, prompts[0], capacity) ?? 0;
         KvCache cache = conversation?.Cache ?? model.CreateKvCache(run.Count, capacity);
         using KvCache? owned = conversation is null ? cache : null;
-        using ForwardState state = model.CreateState(maxRows, run.Count);
+        using ForwardState state = model.CreateState(maxRows, logitRows);
         var batch = new TokenBatch(maxRows);
-        var rowOwner = new int[run.Count];
+        var rowOwner = new int[logitRows];
 
         // Prefill: all prompt tokens, chunked, each prompt in the slot of its first sample; the last token of
         // each prompt yields the first new token of all its samples.
@@ -115,48 +118,69 @@ public static class Generator
 
                     if (batch.Count == batch.Capacity)
                     {
-                        Step(batch, cache, state, rowOwner, run, onToken, prefill: true);
+                        Prefill(batch, cache, state, rowOwner, run, onToken);
                     }
                 }
             }
 
             if (batch.Count > 0)
             {
-                Step(batch, cache, state, rowOwner, run, onToken, prefill: true);
+                Prefill(batch, cache, state, rowOwner, run, onToken);
             }
         }
 
         TimeSpan prefillTime = clock.Elapsed;
 
-        // Decode: feed each running sequence its newest token until all have stopped.
+        // Decode: feed each running sequence its newest token (and with prompt lookup, its guesses of the next ones)
+        // until all have stopped.
         clock.Restart();
         int decodeTokens = 0;
+        var decode = new DecodeRows(run.Count, options.PromptLookup);
         while (true)
         {
+            int running = 0;
             for (int s = 0; s < run.Count; s++)
             {
-                if (run.Stopped[s] is null)
-                {
-                    rowOwner[batch.LogitCount] = s;
-                    int position = run.PromptOf(s).Count + run.Generated[s].Count - 1;
-                    if (vision?[s / run.PerPrompt] is { RopeDelta: not 0 } pictures)
-                    {
-                        Qwen2VL.VisionPrompt.AddGenerated(batch, run.Generated[s][^1], position, s, wantLogits: true, pictures.RopeDelta);
-                    }
-                    else
-                    {
-                        batch.Add(run.Generated[s][^1], position, s, wantLogits: true);
-                    }
-                }
+                running += run.Stopped[s] is null ? 1 : 0;
             }
 
-            if (batch.Count == 0)
+            if (running == 0)
             {
                 break;
             }
 
-            decodeTokens += batch.Count;
-            Step(batch, cache, state, rowOwner, run, onToken, prefill: false);
+            int spareRows = PromptLookup.MaxStepRows - running;
+            for (int s = 0; s < run.Count; s++)
+            {
+                if (run.Stopped[s] is not null)
+                {
+                    continue;
+                }
+
+                int position = run.PromptOf(s).Count + run.Generated[s].Count - 1;
+                // Guesses past the token limit or the cache's end would never be chosen (the last new token is not fed).
+                int room = Math.Min(options.MaxNewTokens - run.Generated[s].Count - 1, cache.Capacity - 1 - position);
+                ReadOnlySpan<int> draft = decode.Guess(s, run.PromptOf(s), run.Generated[s], Math.Min(spareRows, room));
+                spareRows -= draft.Length;
+                decode.First[s] = batch.LogitCount;
+                AddDecodeRow(batch, vision?[s / run.PerPrompt], run.Generated[s][^1], position, s);
+                for (int i = 0; i < draft.Length; i++)
+                {
+                    AddDecodeRow(batch, vision?[s / run.PerPrompt], draft[i], position + 1 + i, s);
+                }
+            }
+
+            run.CancellationToken.ThrowIfCancellationRequested();
+            model.Forward(batch, cache, state);
+            for (int s = 0; s < run.Count; s++)
+            {
+                if (run.Stopped[s] is null)
+                {
+                    decodeTokens += Verify(s, decode, state, cache, run, onToken);
+                }
+            }
+
+            batch.Clear();
         }
 
         TimeSpan decodeTime = clock.Elapsed;
@@ -173,6 +197,7 @@ public static class Generator
         return new GenerationResult(sequences, options.MaxNewTokens > 0 ? promptTokens - reused : 0, prefillTime, decodeTokens, decodeTime)
         {
             Seed = options.Sampling.IsGreedy ? null : run.Seed,
+            LookupTokens = (decode.Drafted, decode.Accepted),
         };
     }
 
@@ -228,18 +253,17 @@ public static class Generator
     }
 
     /// <summary>
-    /// One forward step, then a token for every logit row: a decode row belongs to one sequence, a prompt's
-    /// last row to all its samples (whose slots get a copy of the prompt first).
+    /// One prefill step, then the first token of every prompt whose last row it read, for all its samples (whose
+    /// slots get a copy of the prompt first).
     /// </summary>
-    private static void Step(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, TokenCallback? onToken, bool prefill)
+    private static void Prefill(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, TokenCallback? onToken)
     {
         run.CancellationToken.ThrowIfCancellationRequested();
         run.Model.Forward(batch, cache, state);
         for (int r = 0; r < batch.LogitCount; r++)
         {
             int first = rowOwner[r];
-            int samples = prefill ? run.PerPrompt : 1;
-            for (int s = first; s < first + samples; s++)
+            for (int s = first; s < first + run.PerPrompt; s++)
             {
                 if (s != first)
                 {
@@ -251,6 +275,79 @@ public static class Generator
         }
 
         batch.Clear();
+    }
+
+    /// <summary>A decode row: the token at its position, its logits wanted (Qwen2-VL's positions shifted past the pictures).</summary>
+    private static void AddDecodeRow(TokenBatch batch, Qwen2VL.VisionPrompt? vision, int token, int position, int slot)
+    {
+        if (vision is { RopeDelta: not 0 } pictures)
+        {
+            Qwen2VL.VisionPrompt.AddGenerated(batch, token, position, slot, wantLogits: true, pictures.RopeDelta);
+        }
+        else
+        {
+            batch.Add(token, position, slot, wantLogits: true);
+        }
+    }
+
+    /// <summary>
+    /// Chooses sequence s's tokens from its rows of a decode step, in order, as separate steps would: row j + 1 was fed
+    /// guess j, so its logits count only while the token chosen from row j is that guess. The slot then keeps only the
+    /// positions fed with chosen tokens. Returns the tokens chosen.
+    /// </summary>
+    private static int Verify(int s, DecodeRows decode, ForwardState state, KvCache cache, Run run, TokenCallback? onToken)
+    {
+        ReadOnlySpan<int> draft = decode.DraftOf(s);
+        int chosen = 0;
+        while (true)
+        {
+            run.Choose(s, state.LogitsOf(decode.First[s] + chosen), cache.Capacity, onToken);
+            chosen++;
+            if (chosen > draft.Length)
+            {
+                break;
+            }
+
+            bool guessed = run.Generated[s][^1] == draft[chosen - 1];
+            decode.Accepted += guessed ? 1 : 0;
+            if (!guessed || run.Stopped[s] is not null)
+            {
+                break;
+            }
+        }
+
+        if (chosen <= draft.Length)
+        {
+            // Positions fed a guess that was not chosen hold keys and values of no token of the text.
+            cache.Truncate(s, run.PromptOf(s).Count + run.Generated[s].Count - 1);
+        }
+
+        return chosen;
+    }
+
+    /// <summary>Where each sequence's rows start in a decode step, and its guesses with prompt lookup.</summary>
+    private sealed class DecodeRows(int sequences, PromptLookup? lookup)
+    {
+        private readonly int[] _drafts = new int[sequences * PromptLookup.MaxDraftTokens];
+        private readonly int[] _draftLengths = new int[sequences];
+
+        public int[] First { get; } = new int[sequences];
+
+        public int Drafted { get; private set; }
+
+        public int Accepted { get; set; }
+
+        /// <summary>Sequence s's guesses for this step, at most <paramref name="most"/>; none without prompt lookup.</summary>
+        public ReadOnlySpan<int> Guess(int s, IReadOnlyList<int> prompt, IReadOnlyList<int> generated, int most)
+        {
+            int count = lookup is null || most <= 0 ? 0
+                : lookup.Draft(prompt, generated, _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, Math.Min(most, lookup.DraftTokens)));
+            _draftLengths[s] = count;
+            Drafted += count;
+            return DraftOf(s);
+        }
+
+        public ReadOnlySpan<int> DraftOf(int s) => _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, _draftLengths[s]);
     }
 
     /// <summary>The per-sequence state of one call: prompts, samplers, tokens so far, why each stopped.</summary>

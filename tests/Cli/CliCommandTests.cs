@@ -23,6 +23,32 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Generate_PromptLookup_ReproducesLlama2cAndSaysHowManyGuessesItTook()
+    {
+        using var expected = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
+        int[] llama2c = [.. expected.RootElement.EnumerateArray().Select(e => e.GetInt32())];
+
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--max-new-tokens", "200", "--greedy", "--prompt-lookup", "6", "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        JsonElement sequence = Assert.Single(result.Json.GetProperty("sequences").EnumerateArray());
+        Assert.Equal(llama2c[1..201], sequence.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+        int drafted = result.Json.GetProperty("lookup_drafted").GetInt32(), accepted = result.Json.GetProperty("lookup_accepted").GetInt32();
+        Assert.InRange(accepted, 1, drafted - 1);
+    }
+
+    [Theory]
+    [InlineData("--prompt-lookup '7' is not an integer from 1 to 6", "--prompt-lookup", "7")]
+    [InlineData("--prompt-lookup does not apply to beam search", "--prompt-lookup", "2", "--num-beams", "2")]
+    public void Generate_PromptLookupOutOfRange_ExitsTwoNamingIt(string message, params string[] args)
+    {
+        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "5", .. args]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(message, Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Generate_LogitBias_BansAndForcesTokensAsLlamaCppSpellsIt()
     {
         using var expected = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");

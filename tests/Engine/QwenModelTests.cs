@@ -33,6 +33,36 @@ public sealed class QwenModelTests
         Assert.StartsWith("Once upon a time" + string.Concat(pieces), Llama2cText, StringComparison.Ordinal);
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public async Task PromptLookup_ModelWideOrPerCall_StreamsTheTextLlama2cPrints(string device)
+    {
+        TestBackends.RequireDevice(device);
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = device, PromptLookup = 6 });
+        var guessed = new List<int>();
+        async Task<string> Text(int? lookup)
+        {
+            var text = new System.Text.StringBuilder("Once upon a time");
+            await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 100, PromptLookup = lookup }))
+            {
+                text.Append(update.Text);
+                if (update.IsFinal)
+                {
+                    guessed.Add(update.LookupTokens.Accepted);
+                }
+            }
+
+            return text.ToString();
+        }
+
+        Assert.StartsWith(await Text(null), Llama2cText, StringComparison.Ordinal);
+        Assert.StartsWith(await Text(3), Llama2cText, StringComparison.Ordinal);
+        Assert.StartsWith(await Text(0), Llama2cText, StringComparison.Ordinal);
+        Assert.True(guessed[0] > 0 && guessed[1] > 0 && guessed[2] == 0, $"guesses taken: {string.Join(", ", guessed)} (model-wide, per call, off)");
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>("PromptLookup", () => Text(7));
+        Assert.Throws<ArgumentOutOfRangeException>("PromptLookup", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { PromptLookup = 0 }));
+    }
+
     [Fact]
     public async Task Cancellation_StopsWithinOneToken()
     {

@@ -158,7 +158,7 @@ public sealed class GgmlDequantizeTests
     [MemberData(nameof(LlamaCppTypes))]
     public void LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits(LLamaFtype type)
     {
-        string quantized = LlamaCpp.Quantize(RandomModel.Gguf.Value, type);
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, type);
         string dequantized = LlamaCpp.Quantize(quantized, LLamaFtype.ALL_F32);
 
         using GgufFile ours = GgufFile.Open(quantized);
@@ -265,7 +265,7 @@ public sealed class GgmlDequantizeTests
     {
         // llama.cpp quantizes the F32 model; every tensor it stored as the type must be byte for byte what our quantizer
         // (the one --quantize and qwensharp quantize use) makes of the same F32 values.
-        string source = RandomModel.Gguf.Value;
+        string source = RandomKQuantModel.Gguf.Value;
         string quantized = LlamaCpp.Quantize(source, ftype);
         using GgufFile original = GgufFile.Open(source);
         using GgufFile theirs = GgufFile.Open(quantized);
@@ -307,7 +307,7 @@ public sealed class GgmlDequantizeTests
         // qwensharp quantize --type q4_k|q5_k|q6_k on a model whose rows are whole super-blocks: every matrix in that type,
         // read by llama.cpp with our logits.
         string output = Path.Combine(Fixtures.TempDirectory(), $"random-{typeName}.gguf");
-        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomModel.Folder.Value, "--type", typeName, "--out", output);
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomKQuantModel.Folder.Value, "--type", typeName, "--out", output);
         Assert.True(result.ExitCode == 0, result.Stderr);
         using (GgufFile file = GgufFile.Open(output))
         {
@@ -324,45 +324,5 @@ public sealed class GgmlDequantizeTests
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{typeName} position {p}: llama.cpp's logits differ from ours by {error:E3}");
         }
-    }
-
-    /// <summary>A random Llama model whose rows are multiples of 256 (so llama.cpp uses the k-quants), with the demo model's tokenizer.</summary>
-    private static class RandomModel
-    {
-        /// <summary>The model as a Hugging Face folder (F32 safetensors and the demo model's tokenizer).</summary>
-        public static readonly Lazy<string> Folder = new(() =>
-        {
-            const int hidden = 256, intermediate = 512, vocabulary = 512;
-            string dir = Fixtures.TempDirectory();
-            File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
-                {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": {{hidden}}, "intermediate_size": {{intermediate}},
-                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": {{vocabulary}},
-                 "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-                 "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2}
-                """);
-            var random = new Random(20261130);
-            SafeTensorsWriter.Entry Matrix(string name, int rows, int columns, float scale) =>
-                new(name, "F32", [rows, columns], SafeTensorsWriter.F32([.. Enumerable.Range(0, rows * columns).Select(_ => (float)((random.NextDouble() - 0.5) * 2 * scale))]));
-            SafeTensorsWriter.Entry Norm(string name) =>
-                new(name, "F32", [hidden], SafeTensorsWriter.F32([.. Enumerable.Range(0, hidden).Select(_ => (float)(1 + ((random.NextDouble() - 0.5) * 0.2)))]));
-            var entries = new List<SafeTensorsWriter.Entry> { Matrix("model.embed_tokens.weight", vocabulary, hidden, 1f), Matrix("lm_head.weight", vocabulary, hidden, 0.1f), Norm("model.norm.weight") };
-            for (int l = 0; l < 2; l++)
-            {
-                string p = $"model.layers.{l}.";
-                entries.AddRange(
-                [
-                    Norm(p + "input_layernorm.weight"), Norm(p + "post_attention_layernorm.weight"),
-                    Matrix(p + "self_attn.q_proj.weight", hidden, hidden, 0.1f), Matrix(p + "self_attn.k_proj.weight", hidden / 2, hidden, 0.1f),
-                    Matrix(p + "self_attn.v_proj.weight", hidden / 2, hidden, 0.1f), Matrix(p + "self_attn.o_proj.weight", hidden, hidden, 0.1f),
-                    Matrix(p + "mlp.gate_proj.weight", intermediate, hidden, 0.1f), Matrix(p + "mlp.up_proj.weight", intermediate, hidden, 0.1f),
-                    Matrix(p + "mlp.down_proj.weight", hidden, intermediate, 0.05f),
-                ]);
-            }
-
-            SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), [.. entries]);
-            return TestTokenizers.WithTokenizer(dir, Fixtures.DemoModel);
-        });
-
-        public static readonly Lazy<string> Gguf = new(() => GgufFixture.Write(Folder.Value));
     }
 }

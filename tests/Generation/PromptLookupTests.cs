@@ -1,0 +1,174 @@
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Generation;
+
+/// <summary>
+/// Prompt lookup: the guesses (hand-worked texts), and generation with them giving the tokens, log-probs and stops of
+/// generation without them, on every CPU kernel path and the GPU, for stored and block-quantized weights.
+/// </summary>
+public sealed class PromptLookupTests
+{
+    // Token names for the hand-worked texts.
+    private const int A = 10, B = 11, C = 12, X = 20, Y = 21;
+
+    [Fact]
+    public void Draft_PrefersTheLongestRunOverALaterShorterOne()
+    {
+        // a b c X | b c Y | a b c: the three last tokens stood at the start (then X); "b c" alone stood later (then Y).
+        int[] draft = new int[4];
+        int count = new PromptLookup(4).Draft([A, B, C, X, B, C, Y], [A, B, C], draft);
+
+        Assert.Equal(4, count);
+        Assert.Equal([X, B, C, Y], draft);
+    }
+
+    [Fact]
+    public void Draft_TakesTheLatestPlaceAndRepeatsPastTheTextsEnd()
+    {
+        // a b X a b Y a b: "a b" stood twice before; the later one (then Y a b) wins, and the guess goes on repeating.
+        int[] draft = new int[5];
+        int count = new PromptLookup(5).Draft([A, B, X, A, B], [Y, A, B], draft);
+
+        Assert.Equal(5, count);
+        Assert.Equal([Y, A, B, Y, A], draft);
+    }
+
+    [Fact]
+    public void Draft_RunShorterThanTheLeastGuessesNothing()
+    {
+        int[] draft = new int[3];
+
+        Assert.Equal(0, new PromptLookup(3).Draft([A, X], [A], draft));
+        Assert.Equal(0, new PromptLookup(3).Draft([A, B, C], [X], draft));
+        Assert.Equal(3, new PromptLookup(3, MaxNgram: 3, MinNgram: 1).Draft([A, X], [A], draft));
+        Assert.Equal([X, A, X], draft);
+    }
+
+    [Theory]
+    [InlineData(0, 3, 2, "DraftTokens")]
+    [InlineData(7, 3, 2, "DraftTokens")]
+    [InlineData(4, 1, 2, "MinNgram")]
+    [InlineData(4, 3, 0, "MinNgram")]
+    public void Validate_OutOfRange_NamesTheField(int draftTokens, int maxNgram, int minNgram, string field)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new PromptLookup(draftTokens, maxNgram, minNgram).Validate());
+        Assert.Equal(field, e.ParamName);
+    }
+
+    public static TheoryData<string, string, string> Models()
+    {
+        var data = new TheoryData<string, string, string>();
+        foreach (string backend in TestBackends.All)
+        {
+            // As stored (f32; tiny-qwen2's bf16 on the CPU, whose 151936-row vocabulary takes lavapipe a minute), and
+            // block-quantized at load: Q8_0, Q4_0 and Q4_K (repacked into panels) and Q6_K, on a model whose rows are
+            // whole k-quant super-blocks.
+            data.Add("stories260K", "stored", backend);
+            if (backend != TestBackends.Gpu)
+            {
+                data.Add("tiny-qwen2", "stored", backend);
+            }
+
+            foreach (string type in new[] { "Q8_0", "Q4_0", "Q4_K", "Q6_K" })
+            {
+                data.Add("random-256", type, backend);
+            }
+        }
+
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Models))]
+    public void Greedy_WithLookup_GivesTheTokensWithout(string fixture, string weights, string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Qwen2Model.Load(fixture == "random-256" ? RandomKQuantModel.Folder.Value : Fixtures.ModelDirectory(fixture), backend,
+            weights == "stored" ? null : Enum.Parse<DType>(weights));
+        // Prompts that repeat themselves, so that guesses are made, and some are taken and some are not.
+        int[][] prompts = fixture == "random-256"
+            ? [[1, 17, 300, 42, 7, 17, 300, 42, 7, 17, 300], [1, 5, 6, 5, 6, 5], [1, 100, 200, 100, 200]]
+            : [[1, 403, 407, 261, 378, 403, 407, 261, 378, 403, 407], [1, 300, 22, 401, 300, 22], [1, 5, 6, 5, 6, 5]];
+        var options = new GenerationOptions { MaxNewTokens = 48, IgnoreEos = true };
+        int drafted = 0, accepted = 0;
+        foreach (int[] prompt in prompts)
+        {
+            GenerationResult plain = Generator.Greedy(model, [prompt], options);
+            foreach (int draftTokens in new[] { 1, 3, PromptLookup.MaxDraftTokens })
+            {
+                GenerationResult looked = Generator.Greedy(model, [prompt], options with { PromptLookup = new PromptLookup(draftTokens, MinNgram: 1) });
+
+                Assert.Equal(plain.Sequences[0].Ids, looked.Sequences[0].Ids);
+                Assert.Equal(plain.Sequences[0].Ids.Count - 1, looked.DecodeTokens);
+                drafted += looked.LookupTokens.Drafted;
+                accepted += looked.LookupTokens.Accepted;
+            }
+        }
+
+        // Steps that took guesses and steps that dropped some, or the test checked less than it says.
+        Assert.True(accepted > 0, $"none of {drafted} guesses taken");
+        Assert.True(accepted < drafted, $"all {drafted} guesses taken");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    public void Sampled_WithLogprobsStopsAndSeveralPrompts_GivesWhatItGivesWithout(string backendName)
+    {
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+        int[][] prompts = [[1, 403, 407, 261, 378, 403, 407], [1, 300, 22, 401, 300, 22]];
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = 40,
+            NumReturnSequences = 2,
+            Logprobs = 3,
+            Sampling = new SamplingOptions { DoSample = true, Temperature = 0.7, TopK = 20, TopP = 0.95, RepetitionPenalty = 1.1, Seed = 11 },
+            StopCondition = new StopAfter(260),
+        };
+
+        GenerationResult plain = Generator.Generate(model, prompts, options);
+        GenerationResult looked = Generator.Generate(model, prompts, options with { PromptLookup = new PromptLookup(4, MinNgram: 1) });
+
+        Assert.True(looked.LookupTokens.Accepted > 0, $"none of {looked.LookupTokens.Drafted} guesses taken");
+        for (int s = 0; s < plain.Sequences.Count; s++)
+        {
+            GeneratedSequence expected = plain.Sequences[s], actual = looked.Sequences[s];
+            Assert.Equal(expected.Ids, actual.Ids);
+            Assert.Equal(expected.StopReason, actual.StopReason);
+            Assert.Equal(expected.Logprobs!.Select(l => (l.Id, l.Logprob)), actual.Logprobs!.Select(l => (l.Id, l.Logprob)));
+            Assert.Equal(expected.Logprobs!.SelectMany(l => l.Top), actual.Logprobs!.SelectMany(l => l.Top));
+        }
+
+        Assert.Contains(plain.Sequences, s => s.StopReason == StopReason.Stop);
+    }
+
+    [Fact]
+    public void Conversation_WithLookup_SecondTurnGivesTheTokensWithout()
+    {
+        using IBackend backend = TestBackends.Create("cpu");
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.DemoModel, backend);
+        var options = new GenerationOptions { MaxNewTokens = 30, IgnoreEos = true };
+        int[] first = [1, 403, 407, 261, 378, 403, 407];
+
+        List<int> Turns(GenerationOptions o)
+        {
+            using var conversation = new ConversationCache();
+            GenerationResult one = Generator.Generate(model, [first], o, conversation: conversation);
+            int[] second = [.. first, .. one.Sequences[0].Ids, 300, 22];
+            return [.. Generator.Generate(model, [second], o, conversation: conversation).Sequences[0].Ids];
+        }
+
+        Assert.Equal(Turns(options), Turns(options with { PromptLookup = new PromptLookup(PromptLookup.MaxDraftTokens) }));
+    }
+
+    /// <summary>Stops a sequence once it has produced <paramref name="token"/>.</summary>
+    private sealed class StopAfter(int token) : IStopCondition
+    {
+        public bool ShouldStop(int sequence, IReadOnlyList<int> generated) => generated[^1] == token;
+    }
+}
