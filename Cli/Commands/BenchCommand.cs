@@ -17,7 +17,7 @@ internal sealed class BenchCommand : ICommand
 
     public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
 
-    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--threads N] [--device D] [--json]";
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--prompt-lookup N] [--threads N] [--device D] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -26,6 +26,7 @@ internal sealed class BenchCommand : ICommand
         new("random-weights", null, "use random weights instead of a checkpoint (needs --config)"),
         new("dtype", "bf16|f16|f32", "weight type of the random weights (default bf16)"),
         new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
+        new("prompt-lookup", "N", "decode with prompt lookup, up to N guesses a step (as generate --prompt-lookup); the weights' GB/s then follow the steps, fewer than the tokens"),
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
@@ -71,8 +72,9 @@ internal sealed class BenchCommand : ICommand
             int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
+            PromptLookup? lookup = args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens) is int draft ? new PromptLookup(draft) : null;
             Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
-                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true });
+                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup });
 
             // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads) just
             // before and just after each round's decode: on a shared host the read bandwidth drifts by tens of percent
@@ -91,7 +93,7 @@ internal sealed class BenchCommand : ICommand
             for (int round = 0; round < rounds; round++)
             {
                 // The first new token comes from the prefill pass; the next newTokens come from decode steps.
-                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1 }));
+                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1, PromptLookup = lookup }));
                 if (bounded && results[^1].DecodeTokens > 0)
                 {
                     reads.Add(Cpu.MemoryBandwidth.Measure(threads));
@@ -102,12 +104,14 @@ internal sealed class BenchCommand : ICommand
             GenerationResult result = Median(results, r => r.DecodeTokensPerSecond);
             double prefillTokensPerSecond = Median(results, r => r.PrefillTokensPerSecond).PrefillTokensPerSecond;
 
-            // A decode step reads the weights once for the whole batch: weight traffic follows steps, not tokens.
-            double stepsPerSecond = result.DecodeTokensPerSecond / batch;
+            // A decode step reads the weights once for the whole batch: weight traffic follows steps, not tokens. A step
+            // with prompt lookup chooses one token per sequence and one more per guess taken.
+            double steps = StepsOf(result, batch);
+            double stepsPerSecond = steps / Math.Max(result.DecodeTime.TotalSeconds, 1e-9);
             double gbPerSecond = summary.DecodeBytesPerToken * stepsPerSecond / 1e9;
             string dtype = summary.TensorsByDType[0].DType;
             bool decoded = result.DecodeTokens > 0;
-            double[] roundGbPerSecond = [.. results.Select(r => summary.DecodeBytesPerToken * r.DecodeTokensPerSecond / batch / 1e9)];
+            double[] roundGbPerSecond = [.. results.Select(r => summary.DecodeBytesPerToken * StepsOf(r, batch) / Math.Max(r.DecodeTime.TotalSeconds, 1e-9) / 1e9)];
             double[] shares = bounded && decoded && reads.Count == results.Count + 1
                 ? [.. roundGbPerSecond.Select((gb, i) => gb / ((reads[i] + reads[i + 1]) / 2))]
                 : [];
@@ -130,12 +134,19 @@ internal sealed class BenchCommand : ICommand
                     w.WriteStartObject();
                     w.WriteNumber("prefill_tokens_per_s", Math.Round(prefillTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s", Math.Round(result.DecodeTokensPerSecond, 3));
-                    w.WriteNumber("decode_tokens_per_s_per_sequence", Math.Round(stepsPerSecond, 3));
+                    w.WriteNumber("decode_tokens_per_s_per_sequence", Math.Round(result.DecodeTokensPerSecond / batch, 3));
                     w.WriteNumber("prompt_tokens", promptTokens);
                     w.WriteNumber("batch", batch);
                     w.WriteNumber("rounds", rounds);
                     w.WriteNumber("new_tokens", result.DecodeTokens / batch);
                     w.WriteNumber("new_tokens_total", result.DecodeTokens);
+                    if (lookup is not null)
+                    {
+                        w.WriteNumber("lookup_drafted", result.LookupTokens.Drafted);
+                        w.WriteNumber("lookup_accepted", result.LookupTokens.Accepted);
+                        w.WriteNumber("decode_steps", steps);
+                    }
+
                     w.WriteString("dtype", dtype);
                     w.WriteNumber("parameters", summary.Parameters);
                     w.WriteNumber("decode_bytes_per_token", summary.DecodeBytesPerToken);
@@ -197,7 +208,8 @@ internal sealed class BenchCommand : ICommand
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {promptTokens * batch / prefillTokensPerSecond:F3} s: {prefillTokensPerSecond:F2} tokens/s{ofRounds}"));
                 if (decoded)
                 {
-                    string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({stepsPerSecond:F2} tokens/s each)") : "";
+                    string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({result.DecodeTokensPerSecond / batch:F2} tokens/s each)") : "";
+                    perSequence += lookup is null ? "" : string.Create(c, $"; {steps:F0} steps, {result.LookupTokens.Accepted} of {result.LookupTokens.Drafted} looked-up guesses taken");
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}{ofRounds}"));
                     string threadsText = $"{threads} thread{(threads == 1 ? "" : "s")}";
                     string ofBound = bound is not double read || share is not double fraction ? ""
@@ -228,6 +240,9 @@ internal sealed class BenchCommand : ICommand
     }
 
     /// <summary>bench --serve: the server under load at each number of concurrent streams (Cli/ServeBench.cs).</summary>
+    /// <summary>Decode steps per sequence: each chose one token, and one more for every looked-up guess it took.</summary>
+    private static double StepsOf(GenerationResult result, int batch) => (double)(result.DecodeTokens - result.LookupTokens.Accepted) / batch;
+
     private static int RunServe(Arguments args, int[] streamCounts, int promptTokens, int newTokens, TextWriter stdout, TextWriter stderr)
     {
         if (streamCounts.Length == 0 || streamCounts.Any(n => n is < 1 or > 1024))

@@ -58,7 +58,7 @@ internal sealed class GenerateCommand : ICommand
         new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
-        new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens)"),
+        new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens; --json adds lookup_drafted and lookup_accepted)"),
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
