@@ -28,6 +28,7 @@ internal sealed class ChatCommand : ICommand
         new("max-new-tokens", "N", "most tokens per answer (default: generation_config.json, else 256)"),
         new("context", "N", "tokens the conversation may hold (default: max_position_embeddings); older turns are dropped to fit"),
         .. GenerateCommand.SamplingSpecs,
+        GenerateCommand.PromptLookupSpec,
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Device,
@@ -59,6 +60,7 @@ internal sealed class ChatCommand : ICommand
             MaxNewTokens = args.Int("max-new-tokens", 1),
             Sampling = GenerateCommand.OverridesFrom(args),
             Context = context,
+            PromptLookup = GenerateCommand.PromptLookupFrom(args),
         };
 
         bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;

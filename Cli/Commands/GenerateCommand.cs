@@ -32,6 +32,9 @@ internal sealed class GenerateCommand : ICommand
         new("logit-bias", "ID+B", "add B (-100..100) to token ID's logit before the penalties, as llama.cpp's --logit-bias (15043+1, 13-100); repeat for more", Repeatable: true),
     ];
 
+    /// <summary>--prompt-lookup, as generate and chat take it.</summary>
+    internal static readonly OptionSpec PromptLookupSpec = new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens)");
+
     public string Name => "generate";
 
     public string Summary => "continue one or more prompts (greedy or sampled, streamed as text)";
@@ -58,10 +61,10 @@ internal sealed class GenerateCommand : ICommand
         new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
-        new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens; --json adds lookup_drafted and lookup_accepted)"),
+        PromptLookupSpec,
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
-        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"}"),
+        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"} (and \"lookup_drafted\",\"lookup_accepted\" with --prompt-lookup)"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Device,
@@ -194,7 +197,7 @@ internal sealed class GenerateCommand : ICommand
                 Logprobs = logprobs,
                 StopCondition = text,
                 Constraint = AnswerRule(args, tokenizer, model, conversation),
-                PromptLookup = args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens) is int draft ? new PromptLookup(draft) : null,
+                PromptLookup = PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null,
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.
@@ -254,6 +257,9 @@ internal sealed class GenerateCommand : ICommand
     /// sampling defaults with each given option overriding its field; a sampling option turns sampling on.
     /// </summary>
     private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config) => OverridesFrom(args).Resolve(config);
+
+    /// <summary>--prompt-lookup N: the most guesses a step, or null.</summary>
+    internal static int? PromptLookupFrom(Arguments args) => args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens);
 
     /// <summary>The sampling options given on the command line, over generation_config.json's defaults.</summary>
     internal static SamplingOverrides OverridesFrom(Arguments args)
