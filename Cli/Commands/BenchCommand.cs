@@ -71,8 +71,9 @@ internal sealed class BenchCommand : ICommand
             var random = new Random(1234);
             int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
+            PromptLookup? lookup = GenerateCommand.PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null;
+
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
-            PromptLookup? lookup = args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens) is int draft ? new PromptLookup(draft) : null;
             Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
                 new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup });
 
@@ -239,10 +240,10 @@ internal sealed class BenchCommand : ICommand
         return 0;
     }
 
-    /// <summary>bench --serve: the server under load at each number of concurrent streams (Cli/ServeBench.cs).</summary>
     /// <summary>Decode steps per sequence: each chose one token, and one more for every looked-up guess it took.</summary>
     private static double StepsOf(GenerationResult result, int batch) => (double)(result.DecodeTokens - result.LookupTokens.Accepted) / batch;
 
+    /// <summary>bench --serve: the server under load at each number of concurrent streams (Cli/ServeBench.cs).</summary>
     private static int RunServe(Arguments args, int[] streamCounts, int promptTokens, int newTokens, TextWriter stdout, TextWriter stderr)
     {
         if (streamCounts.Length == 0 || streamCounts.Any(n => n is < 1 or > 1024))

@@ -89,7 +89,7 @@ public static class Generator
         using KvCache? owned = conversation is null ? cache : null;
         using ForwardState state = model.CreateState(maxRows, logitRows);
         var batch = new TokenBatch(maxRows);
-        var rowOwner = new int[logitRows];
+        var rowOwner = new int[run.Count];    // prefill's logit rows: one per prompt at most
 
         // Prefill: all prompt tokens, chunked, each prompt in the slot of its first sample; the last token of
         // each prompt yields the first new token of all its samples.
