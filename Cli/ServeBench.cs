@@ -20,11 +20,12 @@ namespace QwenSharp.Cli;
 /// </summary>
 internal static class ServeBench
 {
+    /// <summary>One number of streams' figures; <paramref name="Guessed"/> and <paramref name="Taken"/>: prompt lookup's guesses over all its rounds.</summary>
     public sealed record Level(int Streams, double TokensPerSecond, double DecodeTokensPerSecond, double SteadyDecodeTokensPerSecond,
-        double FirstTokenP50, double FirstTokenP99, int Tokens);
+        double FirstTokenP50, double FirstTokenP99, int Tokens, long Guessed = 0, long Taken = 0);
 
     public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
-        TextWriter progress)
+        int? promptLookup, TextWriter progress)
     {
         int most = streamCounts.Max();
         var options = new ServerOptions
@@ -34,6 +35,7 @@ internal static class ServeBench
             MaxQueue = most,
             Context = promptTokens + newTokens + 1,
             ModelName = "bench",
+            PromptLookup = promptLookup,
         };
         QwenServer server = QwenServer.StartAsync(model, tokenizer, [], options).GetAwaiter().GetResult();
         try
@@ -49,7 +51,10 @@ internal static class ServeBench
             {
                 foreach (int streams in streamCounts)
                 {
+                    (long guessedBefore, long takenBefore) = LookupCounts(http);
                     Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens);
+                    (long guessed, long taken) = LookupCounts(http);
+                    level = level with { Guessed = guessed - guessedBefore, Taken = taken - takenBefore };
                     results[streams].Add(level);
                     progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"  round {round + 1}: {streams,3} streams  {level.TokensPerSecond,8:F1} tokens/s  decode {level.DecodeTokensPerSecond,8:F1} tokens/s  first token p50 {level.FirstTokenP50 * 1000,7:F0} ms  p99 {level.FirstTokenP99 * 1000,7:F0} ms"));
@@ -58,7 +63,7 @@ internal static class ServeBench
 
             return [.. streamCounts.Select(n => new Level(n, Median(results[n].Select(l => l.TokensPerSecond)), Median(results[n].Select(l => l.DecodeTokensPerSecond)),
                 MedianOfFinite(results[n].Select(l => l.SteadyDecodeTokensPerSecond)), Median(results[n].Select(l => l.FirstTokenP50)),
-                Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens))];
+                Median(results[n].Select(l => l.FirstTokenP99)), results[n][0].Tokens, results[n].Sum(l => l.Guessed), results[n].Sum(l => l.Taken)))];
         }
         finally
         {
@@ -81,6 +86,14 @@ internal static class ServeBench
         double steady = to > from ? steadyTokens / (to - from) : double.NaN;
         return new Level(prompts.Length, tokens / seconds, (tokens - streams.Length) / Math.Max(decodeSeconds, 1e-9), steady,
             Percentile(firstTokens, 0.5), Percentile(firstTokens, 0.99), tokens);
+    }
+
+    /// <summary>The server's prompt lookup counters so far: tokens guessed, and of them taken.</summary>
+    private static (long Guessed, long Taken) LookupCounts(HttpClient http)
+    {
+        string[] lines = http.GetStringAsync("/metrics").GetAwaiter().GetResult().Split('\n');
+        long Counter(string name) => (long)double.Parse(lines.First(l => l.StartsWith(name + " ", StringComparison.Ordinal))[(name.Length + 1)..], CultureInfo.InvariantCulture);
+        return (Counter("qwensharp_lookup_draft_tokens_total"), Counter("qwensharp_lookup_accepted_tokens_total"));
     }
 
     /// <summary>One stream's times in seconds from the start of its level: first token, every text chunk (one a token), end; and its token count from the usage chunk.</summary>

@@ -30,6 +30,12 @@ public sealed class QwenModel : IDisposable
     /// <summary><see cref="QwenModelOptions.PromptLookup"/>: guesses a step for every generation that does not say otherwise.</summary>
     private readonly int? _promptLookup;
 
+    /// <summary>
+    /// <see cref="QwenModelOptions.PromptLookup"/>: the most guessed tokens a step of every generation that does not say
+    /// otherwise (and of a server over this model); null: off.
+    /// </summary>
+    public int? PromptLookup => _promptLookup;
+
     private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer, int? promptLookup)
     {
         Directory = directory;
@@ -369,9 +375,9 @@ public sealed class QwenModel : IDisposable
     /// <summary>Refuses a number of guesses a step outside 1 (0 where it may switch lookup off) to the most, naming the property.</summary>
     private static void ValidatePromptLookup(int? draft, string name, bool allowOff)
     {
-        if (draft is int value && (value < (allowOff ? 0 : 1) || value > PromptLookup.MaxDraftTokens))
+        if (draft is int value && (value < (allowOff ? 0 : 1) || value > Generation.PromptLookup.MaxDraftTokens))
         {
-            throw new ArgumentOutOfRangeException(name, value, $"{name} is the most guessed tokens a step: {(allowOff ? 0 : 1)} to {PromptLookup.MaxDraftTokens}");
+            throw new ArgumentOutOfRangeException(name, value, $"{name} is the most guessed tokens a step: {(allowOff ? 0 : 1)} to {Generation.PromptLookup.MaxDraftTokens}");
         }
     }
 }

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 using QwenSharp.Server.Api;
 using QwenSharp.Server.Scheduling;
@@ -50,7 +51,8 @@ public sealed class QwenServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         string name = options.ModelName ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory));
-        return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name }, cancellationToken);
+        return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = options.PromptLookup ?? model.PromptLookup },
+            cancellationToken);
     }
 
     /// <summary>Starts listening over a model and tokenizer built by the caller (the benchmark's random weights).</summary>
@@ -64,6 +66,7 @@ public sealed class QwenServer : IAsyncDisposable
             Context = context,
             MaxQueue = options.MaxQueue,
             PrefillChunk = options.PrefillChunk,
+            PromptLookup = options.PromptLookup is int draft and > 0 ? new PromptLookup(draft) : null,
         });
         try
         {
@@ -136,6 +139,12 @@ public sealed class QwenServer : IAsyncDisposable
         if (options.MaxQueue < 0 || options.PrefillChunk < 1 || options.MaxBodyBytes < 1 || options.RequestTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentException("the queue size must be at least 0, and the prefill chunk, body limit and timeout above 0");
+        }
+
+        if (options.PromptLookup is < 0 or > PromptLookup.MaxDraftTokens)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.PromptLookup,
+                $"{nameof(ServerOptions.PromptLookup)} is the most guessed tokens a step: 0 (off) to {PromptLookup.MaxDraftTokens}");
         }
 
         return context;

@@ -30,6 +30,15 @@ public sealed record ServerOptions
     /// <summary>Prompt tokens read per step beside the decode rows.</summary>
     public int PrefillChunk { get; init; } = 256;
 
+    /// <summary>
+    /// Prompt lookup decoding: up to this many guessed next tokens a step (1 to <see cref="Generation.PromptLookup.MaxDraftTokens"/>),
+    /// taken from where the text's last tokens stood before and checked in the same step, while one sequence decodes
+    /// and no prompt is read (several streams already share each read of the weights, and beside them guesses cost
+    /// more than they gave on the CPU). The same tokens as without; more than one a step where answers repeat the
+    /// prompt or themselves. 0: off. Null: the model's <c>QwenModelOptions.PromptLookup</c>.
+    /// </summary>
+    public int? PromptLookup { get; init; }
+
     /// <summary>How long Ctrl+C waits for running requests before cancelling them.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

@@ -26,7 +26,7 @@ internal sealed class BenchCommand : ICommand
         new("random-weights", null, "use random weights instead of a checkpoint (needs --config)"),
         new("dtype", "bf16|f16|f32", "weight type of the random weights (default bf16)"),
         new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
-        new("prompt-lookup", "N", "decode with prompt lookup, up to N guesses a step (as generate --prompt-lookup); the weights' GB/s then follow the steps, fewer than the tokens"),
+        new("prompt-lookup", "N", "decode with prompt lookup, up to N guesses a step (as generate --prompt-lookup; with --serve, as serve --prompt-lookup); the weights' GB/s then follow the steps, fewer than the tokens"),
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
@@ -268,7 +268,8 @@ internal sealed class BenchCommand : ICommand
 
             Tokenization.Tokenizer tokenizer = BenchTokenizer(args, stderr);
             stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({backend.Description})");
-            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, stderr);
+            int? lookup = GenerateCommand.PromptLookupFrom(args);
+            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, stderr);
             ServeBench.Level one = levels.FirstOrDefault(l => l.Streams == 1) ?? levels[0];
             if (args.Flag("json"))
             {
@@ -292,6 +293,12 @@ internal sealed class BenchCommand : ICommand
                         WriteIfFinite(w, "steady_decode_speedup_over_first", level.SteadyDecodeTokensPerSecond / one.SteadyDecodeTokensPerSecond);
                         w.WriteNumber("first_token_p50_s", Math.Round(level.FirstTokenP50, 4));
                         w.WriteNumber("first_token_p99_s", Math.Round(level.FirstTokenP99, 4));
+                        if (lookup is not null)
+                        {
+                            w.WriteNumber("lookup_drafted", level.Guessed);
+                            w.WriteNumber("lookup_accepted", level.Taken);
+                        }
+
                         w.WriteEndObject();
                     }
 
@@ -309,6 +316,11 @@ internal sealed class BenchCommand : ICommand
                     // A stream's first token waits for the prompts queued before it: n prefills and a step, about (n + 1) x one alone.
                     stdout.WriteLine(string.Create(c,
                         $"{level.Streams,7}  {Rate(level.TokensPerSecond, one.TokensPerSecond, 9)}  {Rate(level.DecodeTokensPerSecond, one.DecodeTokensPerSecond, 15)}  {Rate(level.SteadyDecodeTokensPerSecond, one.SteadyDecodeTokensPerSecond, 12)}  {level.FirstTokenP50 * 1000,12:F0} ms  {level.FirstTokenP99 * 1000,6:F0} ms  {(level.Streams + 1) * one.FirstTokenP50 * 1000,10:F0} ms"));
+                }
+
+                if (lookup is not null)
+                {
+                    stdout.WriteLine($"prompt lookup of {lookup}: guesses taken, by streams: {string.Join(", ", levels.Select(l => string.Create(c, $"{l.Streams}: {l.Taken} of {l.Guessed}")))}");
                 }
             }
         }

@@ -32,7 +32,7 @@ internal sealed class GenerateCommand : ICommand
         new("logit-bias", "ID+B", "add B (-100..100) to token ID's logit before the penalties, as llama.cpp's --logit-bias (15043+1, 13-100); repeat for more", Repeatable: true),
     ];
 
-    /// <summary>--prompt-lookup, as generate and chat take it.</summary>
+    /// <summary>--prompt-lookup, as generate, chat and serve take it.</summary>
     internal static readonly OptionSpec PromptLookupSpec = new("prompt-lookup", "N", $"guess up to N (1-{PromptLookup.MaxDraftTokens}) next tokens a step where the text's last 3 or 2 tokens stood before (in the prompt or the answer) and check them in the same step: the same tokens, more than one a step where the answer repeats (transformers' prompt_lookup_num_tokens)");
 
     public string Name => "generate";

@@ -30,6 +30,7 @@ internal sealed class ServeCommand : ICommand
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's name)"),
+        GenerateCommand.PromptLookupSpec,
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Device,
@@ -68,6 +69,7 @@ internal sealed class ServeCommand : ICommand
             RequestTimeout = TimeSpan.FromSeconds(args.Double("timeout", 0.001, 1e6) ?? 600),
             DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
             ModelName = args.Value("name"),
+            PromptLookup = GenerateCommand.PromptLookupFrom(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
 
@@ -109,7 +111,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();

@@ -298,7 +298,7 @@ public static class Generator
     private static int Verify(int s, DecodeRows decode, ForwardState state, KvCache cache, Run run, TokenCallback? onToken)
     {
         ReadOnlySpan<int> draft = decode.DraftOf(s);
-        int chosen = 0;
+        int chosen = 0, taken = 0;
         while (true)
         {
             run.Choose(s, state.LogitsOf(decode.First[s] + chosen), cache.Capacity, onToken);
@@ -309,12 +309,14 @@ public static class Generator
             }
 
             bool guessed = run.Generated[s][^1] == draft[chosen - 1];
-            decode.Accepted += guessed ? 1 : 0;
+            taken += guessed ? 1 : 0;
             if (!guessed || run.Stopped[s] is not null)
             {
                 break;
             }
         }
+
+        decode.Taken(s, taken);
 
         if (chosen <= draft.Length)
         {
@@ -330,21 +332,36 @@ public static class Generator
     {
         private readonly int[] _drafts = new int[sequences * PromptLookup.MaxDraftTokens];
         private readonly int[] _draftLengths = new int[sequences];
+        private readonly LookupPace[] _paces = lookup is null ? [] : [.. Enumerable.Range(0, sequences).Select(_ => new LookupPace(lookup!))];
 
         public int[] First { get; } = new int[sequences];
 
         public int Drafted { get; private set; }
 
-        public int Accepted { get; set; }
+        public int Accepted { get; private set; }
 
-        /// <summary>Sequence s's guesses for this step, at most <paramref name="most"/>; none without prompt lookup.</summary>
+        /// <summary>Sequence s's guesses for this step, at most <paramref name="most"/> and what its pace allows; none without prompt lookup.</summary>
         public ReadOnlySpan<int> Guess(int s, IReadOnlyList<int> prompt, IReadOnlyList<int> generated, int most)
         {
-            int count = lookup is null || most <= 0 ? 0
-                : lookup.Draft(prompt, generated, _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, Math.Min(most, lookup.DraftTokens)));
+            int count = 0;
+            if (lookup is not null && most > 0 && Math.Min(most, _paces[s].Next()) is int allowed and > 0)
+            {
+                count = lookup.Draft(prompt, generated, _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, allowed));
+            }
+
             _draftLengths[s] = count;
             Drafted += count;
             return DraftOf(s);
+        }
+
+        /// <summary>Sequence s's step chose <paramref name="taken"/> of its guesses.</summary>
+        public void Taken(int s, int taken)
+        {
+            Accepted += taken;
+            if (lookup is not null)
+            {
+                _paces[s].Taken(_draftLengths[s], taken);
+            }
         }
 
         public ReadOnlySpan<int> DraftOf(int s) => _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, _draftLengths[s]);

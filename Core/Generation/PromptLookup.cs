@@ -21,7 +21,7 @@ public sealed record PromptLookup(int DraftTokens, int MaxNgram = 3, int MinNgra
     public const int MaxDraftTokens = 6;
 
     /// <summary>The most rows a decode step with guesses has, over all its sequences.</summary>
-    internal const int MaxStepRows = MaxDraftTokens + 1;
+    public const int MaxStepRows = MaxDraftTokens + 1;
 
     /// <summary>Throws when a field is out of range, naming it.</summary>
     public void Validate()

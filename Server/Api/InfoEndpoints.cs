@@ -46,6 +46,7 @@ internal static class InfoEndpoints
         SchedulerMetrics metrics = scheduler.Metrics;
         (long used, long capacity) = scheduler.KvPositions;
         (double firstTokenSeconds, long firstTokens) = metrics.TimeToFirstToken;
+        (long guessed, long accepted) = metrics.LookupTokens;
         var text = new StringBuilder();
         void Metric(string name, string type, string help, double value, string labels = "")
         {
@@ -68,6 +69,8 @@ internal static class InfoEndpoints
         Metric("prompt_tokens_cached_total", "counter", "Prompt tokens whose KV cache was reused", metrics.CachedPromptTokens);
         Metric("generation_tokens_total", "counter", "Tokens generated", metrics.GeneratedTokens);
         Metric("decode_steps_total", "counter", "Forward steps run", metrics.Steps);
+        Metric("lookup_draft_tokens_total", "counter", "Tokens guessed by prompt lookup", guessed);
+        Metric("lookup_accepted_tokens_total", "counter", "Guessed tokens the model chose", accepted);
         Metric("tokens_per_second", "gauge", "Tokens generated per second over the last 10 seconds", metrics.RecentTokensPerSecond);
         Metric("time_to_first_token_seconds_sum", "counter", "Seconds from queueing to the first token, summed", firstTokenSeconds);
         Metric("time_to_first_token_seconds_count", "counter", "Requests that got a first token", firstTokens);

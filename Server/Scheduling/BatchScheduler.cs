@@ -16,7 +16,8 @@ namespace QwenSharp.Server.Scheduling;
 /// goes away. A finished slot keeps its keys and values: the next job whose prompt starts the same way
 /// (a shared system prompt, a conversation's next turn) takes that slot and reads only the rest.
 /// Every sequence draws from its own seeded stream and sits in its own slot, so its tokens are those it
-/// gets alone.
+/// gets alone. With prompt lookup, a step that reads no prompt and decodes one sequence also feeds guesses of
+/// its next tokens, as <see cref="Generator"/> does (see <see cref="SpareRowsForGuesses"/>).
 /// </summary>
 internal sealed class BatchScheduler : IDisposable
 {
@@ -26,7 +27,8 @@ internal sealed class BatchScheduler : IDisposable
     private readonly KvCache _cache;
     private readonly ForwardState _state;
     private readonly TokenBatch _batch;
-    private readonly ScheduledSequence[] _logitOwners;
+    /// <summary>Per logit row of a step, the sequence that chooses from it; null for rows of guesses (read by <see cref="Verify"/>).</summary>
+    private readonly ScheduledSequence?[] _logitOwners;
     private readonly ScheduledSequence?[] _slotOwners;
     private readonly List<int>[] _slotTokens;
     private readonly LinkedList<GenerationJob> _queue = new();
@@ -47,7 +49,7 @@ internal sealed class BatchScheduler : IDisposable
         _cache = model.CreateKvCache(options.Slots, options.Context);
         try
         {
-            _state = model.CreateState(options.Slots + options.PrefillChunk, options.Slots);
+            _state = model.CreateState(Math.Max(options.Slots + options.PrefillChunk, StepRows(options)), LogitRows(options));
         }
         catch
         {
@@ -55,8 +57,8 @@ internal sealed class BatchScheduler : IDisposable
             throw;
         }
 
-        _batch = new TokenBatch(options.Slots + options.PrefillChunk);
-        _logitOwners = new ScheduledSequence[options.Slots];
+        _batch = new TokenBatch(Math.Max(options.Slots + options.PrefillChunk, StepRows(options)));
+        _logitOwners = new ScheduledSequence?[LogitRows(options)];
         _slotOwners = new ScheduledSequence?[options.Slots];
         _slotTokens = [.. Enumerable.Range(0, options.Slots).Select(_ => new List<int>())];
         _thread = new Thread(Loop) { Name = "qwensharp scheduler", IsBackground = true };
@@ -64,6 +66,12 @@ internal sealed class BatchScheduler : IDisposable
     }
 
     public SchedulerOptions Options => _options;
+
+    /// <summary>The most rows a step with guesses has (none without prompt lookup).</summary>
+    private static int StepRows(SchedulerOptions options) => options.PromptLookup is null ? 0 : PromptLookup.MaxStepRows;
+
+    /// <summary>Logit rows a step may want: one per slot, or the rows of a step with guesses.</summary>
+    private static int LogitRows(SchedulerOptions options) => Math.Max(options.Slots, StepRows(options));
 
     public SchedulerMetrics Metrics { get; } = new();
 
@@ -311,7 +319,10 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt), job.Constraint?.Invoke());
-        var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision);
+        var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision)
+        {
+            Pace = _options.PromptLookup is PromptLookup lookup ? new LookupPace(lookup) : null,
+        };
         lock (_lock)
         {
             _slotOwners[slot] = sequence;
@@ -364,16 +375,32 @@ internal sealed class BatchScheduler : IDisposable
         return worst;
     }
 
-    /// <summary>One forward step over the decode rows and a chunk of prompts, then a token for every logit row.</summary>
+    /// <summary>
+    /// One forward step over the decode rows (with prompt lookup, each sequence's guesses after its newest token) and a
+    /// chunk of prompts, then a token for every logit row (and for each guess its sequence's choices confirm).
+    /// </summary>
     private void Step()
     {
         _batch.Clear();
+        int spareRows = SpareRowsForGuesses();
         foreach (ScheduledSequence sequence in _running)
         {
             if (sequence.Decoding)
             {
+                int position = sequence.NextPosition;
+                // Guesses past the token limit or the slot's end would never be chosen (the last new token is not fed).
+                int room = Math.Min(Math.Min(sequence.Job.MaxTokens - sequence.Generated.Count - 1, _options.Context - 1 - position), spareRows);
+                sequence.DraftLength = room <= 0 || Math.Min(room, sequence.Pace!.Next()) is not (int allowed and > 0) ? 0
+                    : _options.PromptLookup!.Draft(sequence.Prompt, sequence.Generated, sequence.Draft.AsSpan(0, allowed));
+                spareRows -= sequence.DraftLength;
+                sequence.FirstRow = _batch.LogitCount;
                 _logitOwners[_batch.LogitCount] = sequence;
-                Feed(sequence, sequence.Generated[^1], sequence.NextPosition, wantLogits: true);
+                Feed(sequence, sequence.Generated[^1], position, wantLogits: true);
+                for (int i = 0; i < sequence.DraftLength; i++)
+                {
+                    _logitOwners[_batch.LogitCount] = null;
+                    Feed(sequence, sequence.Draft[i], position + 1 + i, wantLogits: true);
+                }
             }
         }
 
@@ -433,8 +460,7 @@ internal sealed class BatchScheduler : IDisposable
         int newTokens = 0;
         for (int r = 0; r < _batch.LogitCount; r++)
         {
-            ScheduledSequence sequence = _logitOwners[r];
-            if (sequence.Finished)
+            if (_logitOwners[r] is not ScheduledSequence sequence || sequence.Finished)
             {
                 continue;
             }
@@ -457,8 +483,7 @@ internal sealed class BatchScheduler : IDisposable
                     }
                 }
 
-                newTokens++;
-                Choose(sequence, logits);
+                newTokens += sequence.DraftLength > 0 ? Verify(sequence) : ChooseOne(sequence, logits);
             }
             catch (Exception e)
             {
@@ -471,6 +496,80 @@ internal sealed class BatchScheduler : IDisposable
 
         Metrics.Step(newTokens);
         _running.RemoveAll(s => s.Finished);
+    }
+
+    /// <summary>
+    /// Rows a step may give guesses: with prompt lookup, while one sequence decodes and no prompt is read, what
+    /// <see cref="PromptLookup.MaxStepRows"/> leaves beside its row. Several decoding sequences already share each read
+    /// of the weights, and a guessed row costs 0.5-0.8 of a step on the CPU (the decode kernels for a few tokens are
+    /// bound by arithmetic): the random Q8_0 0.5B on 2 Zen 5 threads served 4 streams at 146-147 tokens/s without
+    /// guesses and 121-122 with them beside the streams, 2 streams at 131-135 and 112-126
+    /// (bench/results/amd-epyc-zen5-2core-avx512/serve-prompt-lookup-and-pace-2026-12-04.md). A step reading a prompt
+    /// has more rows than each row's sum alone allows, and the prompt should not wait.
+    /// </summary>
+    private int SpareRowsForGuesses()
+    {
+        if (_options.PromptLookup is null)
+        {
+            return 0;
+        }
+
+        int decoding = 0;
+        foreach (ScheduledSequence sequence in _running)
+        {
+            if (!sequence.Decoding && !sequence.WaitsForPrompt)
+            {
+                return 0;
+            }
+
+            decoding += sequence.Decoding ? 1 : 0;
+        }
+
+        return decoding == 1 ? PromptLookup.MaxStepRows - 1 : 0;
+    }
+
+    private int ChooseOne(ScheduledSequence sequence, ReadOnlySpan<float> logits)
+    {
+        Choose(sequence, logits);
+        return 1;
+    }
+
+    /// <summary>
+    /// Chooses a sequence's tokens from its rows of the step in order, as separate steps would: the row after the newest
+    /// token's was fed guess 0, so its logits count only while the token chosen before is that guess, and so on. The
+    /// slot then keeps only the positions fed with chosen tokens. Returns the tokens chosen.
+    /// </summary>
+    private int Verify(ScheduledSequence sequence)
+    {
+        int chosen = 0, accepted = 0;
+        while (true)
+        {
+            Choose(sequence, _state.LogitsOf(sequence.FirstRow + chosen));
+            chosen++;
+            if (chosen > sequence.DraftLength)
+            {
+                break;
+            }
+
+            bool guessed = sequence.Generated[^1] == sequence.Draft[chosen - 1];
+            accepted += guessed ? 1 : 0;
+            if (!guessed || sequence.Finished)
+            {
+                break;
+            }
+        }
+
+        Metrics.Guessed(sequence.DraftLength, accepted);
+        sequence.Pace!.Taken(sequence.DraftLength, accepted);
+        if (chosen <= sequence.DraftLength)
+        {
+            // Positions fed a guess that was not chosen hold keys and values of no token of the text.
+            int kept = sequence.NextPosition;
+            _cache.Truncate(sequence.Slot, kept);
+            _slotTokens[sequence.Slot].RemoveRange(kept, _slotTokens[sequence.Slot].Count - kept);
+        }
+
+        return chosen;
     }
 
     /// <summary>

@@ -42,6 +42,17 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
 
     public bool Finished { get; set; }
 
+    /// <summary>The step's first logit row of a decoding sequence: its newest token's; the rows of its guesses follow.</summary>
+    public int FirstRow { get; set; }
+
+    /// <summary>This step's guesses of the next tokens (prompt lookup): the first <see cref="DraftLength"/> of them.</summary>
+    public int[] Draft { get; } = new int[PromptLookup.MaxDraftTokens];
+
+    public int DraftLength { get; set; }
+
+    /// <summary>How many guesses its next step may take (prompt lookup); null without.</summary>
+    public LookupPace? Pace { get; init; }
+
     /// <summary>The position of the next token fed during decode.</summary>
     public int NextPosition => Prompt.Length + Generated.Count - 1;
 }

@@ -17,6 +17,8 @@ internal sealed class SchedulerMetrics
     private long _jobsFinished;
     private long _jobsCancelled;
     private long _jobsFailed;
+    private long _guessedTokens;
+    private long _acceptedGuesses;
     private long _firstTokenCount;
     private double _firstTokenSeconds;
 
@@ -27,6 +29,9 @@ internal sealed class SchedulerMetrics
     public long GeneratedTokens => Interlocked.Read(ref _generatedTokens);
 
     public long Steps => Interlocked.Read(ref _steps);
+
+    /// <summary>Tokens guessed by prompt lookup, and of them those the model chose.</summary>
+    public (long Guessed, long Accepted) LookupTokens => (Interlocked.Read(ref _guessedTokens), Interlocked.Read(ref _acceptedGuesses));
 
     public long JobsFinished => Interlocked.Read(ref _jobsFinished);
 
@@ -87,6 +92,12 @@ internal sealed class SchedulerMetrics
             _stepTokens[_next] = newTokens;
             _next = (_next + 1) % Window;
         }
+    }
+
+    internal void Guessed(int guessed, int accepted)
+    {
+        Interlocked.Add(ref _guessedTokens, guessed);
+        Interlocked.Add(ref _acceptedGuesses, accepted);
     }
 
     internal void FirstToken(TimeSpan elapsed)

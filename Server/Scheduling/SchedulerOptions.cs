@@ -14,4 +14,7 @@ internal sealed record SchedulerOptions
 
     /// <summary>Prompt tokens read per step beside the decode rows: long prompts go in chunks so running streams keep flowing.</summary>
     public int PrefillChunk { get; init; } = 256;
+
+    /// <summary>Guessing next tokens from the text before (see <see cref="Generation.PromptLookup"/>) in steps that read no prompt; null: off.</summary>
+    public Generation.PromptLookup? PromptLookup { get; init; }
 }

@@ -12,6 +12,7 @@ public sealed class ServeCommandTests
     [InlineData("--host", "example.com", "--host 'example.com' is not an IP address")]
     [InlineData("--port", "70000", "--port")]
     [InlineData("--max-concurrent", "0", "--max-concurrent")]
+    [InlineData("--prompt-lookup", "7", "--prompt-lookup")]
     public void BadOptionsAreOneLine(string option, string value, string expected)
     {
         CliRunner.Result result = CliRunner.Run("serve", option, value);

@@ -17,6 +17,37 @@ public sealed class PromptLookupTests
     private const int A = 10, B = 11, C = 12, X = 20, Y = 21;
 
     [Fact]
+    public void Pace_GrowsOnTakenGuessesAndWaitsLongerAfterEachMiss()
+    {
+        var pace = new LookupPace(new PromptLookup(6));
+        Assert.Equal(6, pace.Next());
+        pace.Taken(6, 6);
+        Assert.Equal(6, pace.Next());                   // all taken: two more, at most 6
+        pace.Taken(4, 2);
+        Assert.Equal(3, pace.Next());                   // some taken: one more than were
+        pace.Taken(3, 3);
+        Assert.Equal(5, pace.Next());
+        pace.Taken(0, 0);                               // no match: nothing learned
+        Assert.Equal(5, pace.Next());
+        foreach (int wait in (int[])[1, 2, 4, 4])
+        {
+            pace.Taken(pace.Next() > 1 ? 5 : 1, 0);     // none taken: wait, then one guess
+            for (int i = 0; i < wait; i++)
+            {
+                Assert.Equal(0, pace.Next());
+            }
+
+            Assert.Equal(1, pace.Next());
+        }
+
+        pace.Taken(1, 1);
+        Assert.Equal(3, pace.Next());                   // a taken guess ends the waits
+        pace.Taken(3, 0);
+        Assert.Equal(0, pace.Next());
+        Assert.Equal(1, pace.Next());
+    }
+
+    [Fact]
     public void Draft_PrefersTheLongestRunOverALaterShorterOne()
     {
         // a b c X | b c Y | a b c: the three last tokens stood at the start (then X); "b c" alone stood later (then Y).

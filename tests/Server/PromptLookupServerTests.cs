@@ -1,0 +1,109 @@
+using System.Text.Json;
+using QwenSharp.Server;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Server;
+
+/// <summary>
+/// The server's prompt lookup: requests get the answers they get without it (greedy and sampled, several samples of a
+/// prompt, log-probs, stop strings, the token limit and the slot's end), alone and at once, while some guesses are
+/// taken and some dropped; the model-wide setting applies and 0 switches it off; a bad value is refused naming the option.
+/// </summary>
+public sealed class PromptLookupServerTests
+{
+    /// <summary>Prompts that repeat themselves, so their answers (tiny random weights) have runs to look up.</summary>
+    private static readonly string[] Prompts =
+    [
+        "one two three one two three one two three one two",
+        "the cat sat on the mat, the cat sat on the mat, the cat",
+        "A B C D A B C D A B",
+    ];
+
+    private static string Body(int i) => JsonSerializer.Serialize(new Dictionary<string, object>
+    {
+        ["prompt"] = Prompts[i % Prompts.Length],
+        // Slots of 64 positions: the long answers end at the slot's end, the short ones at max_tokens.
+        ["max_tokens"] = i % 2 == 0 ? 80 : 17,
+        ["temperature"] = i < 3 ? 0 : 0.9,
+        ["top_p"] = 0.95,
+        ["seed"] = 77 + i,
+        ["n"] = i == 4 ? 2 : 1,
+        ["logprobs"] = 2,
+        ["stop"] = i == 5 ? new[] { "two three one" } : Array.Empty<string>(),
+    });
+
+    /// <summary>
+    /// Six requests, one after another or all at once (at most three sequences decode together): each answer's choices
+    /// as JSON, and the lookup metrics.
+    /// </summary>
+    private static async Task<(string[] Answers, double Guessed, double Taken)> AnswersAsync(ServerOptions options, bool atOnce, int? modelPromptLookup = null)
+    {
+        await using TestServer server = await TestServer.StartAsync(TestTokenizers.TinyQwenWithTokenizer, options with { MaxConcurrent = 3, Context = 64 },
+            modelPromptLookup: modelPromptLookup);
+        async Task<string> Answer(int i) => (await server.PostOkAsync("/v1/completions", Body(i))).GetProperty("choices").GetRawText();
+        var answers = new string[6];
+        if (atOnce)
+        {
+            answers = await Task.WhenAll(Enumerable.Range(0, answers.Length).Select(Answer)).WaitAsync(TimeSpan.FromMinutes(2));
+        }
+        else
+        {
+            for (int i = 0; i < answers.Length; i++)
+            {
+                answers[i] = await Answer(i);
+            }
+        }
+
+        return (answers, await server.MetricAsync("qwensharp_lookup_draft_tokens_total"), await server.MetricAsync("qwensharp_lookup_accepted_tokens_total"));
+    }
+
+    /// <summary>Alone, a request's steps are its own: its answer, log-probs included, is the same to the bit.</summary>
+    [Fact]
+    public async Task AnswersAloneAreThoseWithoutLookupToTheBit()
+    {
+        (string[] plain, double plainGuessed, _) = await AnswersAsync(new ServerOptions(), atOnce: false);
+        (string[] looked, double guessed, double taken) = await AnswersAsync(new ServerOptions { PromptLookup = 4 }, atOnce: false);
+
+        Assert.Equal(0, plainGuessed);
+        Assert.Equal(plain, looked);
+        Assert.True(taken > 0 && taken < guessed, $"{taken} of {guessed} guesses taken: the test should take some and drop some");
+        Assert.Contains("\"finish_reason\":\"length\"", looked[0], StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// At once, the same texts and ends. (The log-probs' last bits follow which rows share a step, with or without lookup:
+    /// a prompt read beside other rows goes through the many-token kernels. Guesses come only in the steps where one
+    /// sequence is left decoding, so how many depends on timing.)
+    /// </summary>
+    [Fact]
+    public async Task ConcurrentAnswersAreThoseWithoutLookup()
+    {
+        (string[] plain, _, _) = await AnswersAsync(new ServerOptions(), atOnce: true);
+        (string[] looked, _, _) = await AnswersAsync(new ServerOptions { PromptLookup = 4 }, atOnce: true);
+
+        Assert.Equal(plain.Select(TextsAndEnds), looked.Select(TextsAndEnds));
+    }
+
+    private static string TextsAndEnds(string choices) =>
+        string.Join('|', JsonDocument.Parse(choices).RootElement.EnumerateArray().Select(c => $"{c.GetProperty("text").GetString()}:{c.GetProperty("finish_reason").GetString()}"));
+
+    [Fact]
+    public async Task TheModelWideSettingAppliesAndZeroSwitchesItOff()
+    {
+        (_, double modelWide, _) = await AnswersAsync(new ServerOptions(), atOnce: false, modelPromptLookup: 3);
+        (_, double off, _) = await AnswersAsync(new ServerOptions { PromptLookup = 0 }, atOnce: false, modelPromptLookup: 3);
+
+        Assert.True(modelWide > 0);
+        Assert.Equal(0, off);
+    }
+
+    [Fact]
+    public async Task AnOutOfRangeValueIsRefusedNamingIt()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer, new QwenModelOptions { Threads = 1 });
+
+        var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => QwenServer.StartAsync(model, new ServerOptions { Port = 0, PromptLookup = 7 }));
+
+        Assert.Contains(nameof(ServerOptions.PromptLookup), error.Message, StringComparison.Ordinal);
+    }
+}
