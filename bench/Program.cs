@@ -23,15 +23,23 @@ if (args.Length > 0 && args[0] == "peer")
 }
 
 // dotnet run -c Release --project bench -- stream [--type q6_k,f16]   (decode kernels from memory, beside a plain read)
-if (args.Length > 0 && args[0] == "stream")
+// dotnet run -c Release --project bench -- few-tokens [--rows 64] [--cols 896]   (Q8_0 decode kernels for 1-7 tokens, from cache)
+Func<string[], int>? tool = args.Length == 0 ? null : args[0] switch
+{
+    "stream" => QwenSharp.Bench.KernelStreaming.Run,
+    "few-tokens" => QwenSharp.Bench.FewTokenKernels.Run,
+    _ => null,
+};
+if (tool is not null)
 {
     try
     {
-        return QwenSharp.Bench.KernelStreaming.Run(args[1..]);
+        return tool(args[1..]);
     }
     catch (ArgumentException e)
     {
-        Console.Error.WriteLine($"stream: {e.Message}");
+        // Bad options: one line, not a stack trace.
+        Console.Error.WriteLine($"{args[0]}: {e.Message}");
         return 2;
     }
 }

@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using System.Globalization;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Bench;
+
+/// <summary>
+/// The Q8_0 decode kernels for a few tokens, from cache, in nanoseconds per token and block of 32 weights: one token row
+/// by row (<c>Q8IntegerKernel.DotRows</c>), and 2 to 7 tokens as a decode step with several rows takes them (pairs of
+/// tokens through <c>DotRowsTwoTokens</c>, one left over alone). From cache, the figure is the kernels' arithmetic, which
+/// is what a step of several rows pays for each row past the first two.
+/// <code>
+///   dotnet run -c Release --project bench -- few-tokens [--rows 64] [--cols 896] [--rounds 5]
+/// </code>
+/// </summary>
+internal static class FewTokenKernels
+{
+    public static int Run(string[] args)
+    {
+        int rows = PeerDecode.Count(args, "--rows", 64, minimum: 1);
+        int cols = PeerDecode.Count(args, "--cols", 896, minimum: 32);
+        int rounds = PeerDecode.Count(args, "--rounds", 5, minimum: 1);
+        if (cols % 32 != 0)
+        {
+            throw new ArgumentException($"--cols {cols}: a Q8_0 row is whole blocks of 32 values");
+        }
+
+        int blocks = cols / 32;
+        var random = new Random(1);
+        byte[] matrix = new byte[rows * blocks * 34];
+        random.NextBytes(matrix);
+        for (int b = 0; b < rows * blocks; b++)
+        {
+            // Every block's f16 scale 1.0 (0x3C00): random bytes would make some of them NaN or infinite.
+            matrix[b * 34] = 0x00;
+            matrix[(b * 34) + 1] = 0x3C;
+        }
+
+        const int most = 7;
+        float[] x = [.. Enumerable.Range(0, most * cols).Select(_ => (float)((random.NextDouble() * 2) - 1))];
+        KernelPath path = KernelPaths.Default;
+        var q8 = new Q8Activations();
+        q8.Quantize(x, most, cols, path);
+        float[] y = new float[most * rows];
+        int iterations = Math.Max(1, (int)(200_000_000L / ((long)rows * cols)));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{path}, VNNI {(ByteDots.Vnni(path) ? "on" : "off")}, {rows} Q8_0 rows of {cols} ({rows * blocks * 34 / 1024} KB, from cache); ns per token and block, medians of {rounds}"));
+        foreach (int tokens in (int[])[1, 2, 3, 4, 7])
+        {
+            var times = new List<double>();
+            // Round -1 warms up (the JIT's tiers, the caches) and is not counted.
+            for (int round = -1; round < rounds; round++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                for (int i = 0; i < iterations; i++)
+                {
+                    Step(path, matrix, rows, q8, tokens, y);
+                }
+
+                if (round < 0)
+                {
+                    continue;
+                }
+
+                times.Add(Stopwatch.GetElapsedTime(start).TotalNanoseconds / ((double)iterations * rows * blocks * tokens));
+            }
+
+            times.Sort();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {tokens} token(s): {times[times.Count / 2]:F3} ns"));
+        }
+
+        return 0;
+    }
+
+    /// <summary>The rows against the first <paramref name="tokens"/> tokens, as <c>MatMul.Q8Rows</c> takes them at decode.</summary>
+    private static void Step(KernelPath path, byte[] matrix, int rows, Q8Activations q8, int tokens, float[] y)
+    {
+        int t = 0;
+        for (; t + 2 <= tokens; t += 2)
+        {
+            Q8IntegerKernel.DotRowsTwoTokens(path, matrix, rows, q8.Row(t), q8.Row(t + 1), y.AsSpan(t * rows, rows), y.AsSpan((t + 1) * rows, rows));
+        }
+
+        for (; t < tokens; t++)
+        {
+            Q8IntegerKernel.DotRows(path, DType.Q8_0, matrix, rows, q8.Row(t), y.AsSpan(t * rows, rows));
+        }
+    }
+}
