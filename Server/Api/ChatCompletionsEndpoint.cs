@@ -18,7 +18,7 @@ internal static class ChatCompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
-        "tools", "tool_choice", "parallel_tool_calls", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
+        "tools", "tool_choice", "parallel_tool_calls", "prediction", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
         .. SamplingFields.Names,
     ];
 
@@ -56,6 +56,7 @@ internal static class ChatCompletionsEndpoint
         // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.
         Func<ITokenConstraint>? constraint = hasTools ? ToolCalls(chat, parallelCalls, format?.Schema, server) : format?.Constraint;
         int[] ids = server.Tokenizer.Encode(prompt);
+        int[]? prediction = Prediction.Read(request, server.Tokenizer);
 
         // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
         Qwen2VL.ImagePatches[] patches = [.. pictures.Select(p => Qwen2VL.ImageProcessor.Process(p, server.Model.ImageProcessor!))];
@@ -66,7 +67,7 @@ internal static class ChatCompletionsEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
-            primeText: false, deadline.Token, pictures: patches, constraint: constraint);
+            primeText: false, deadline.Token, pictures: patches, constraint: constraint, prediction: prediction);
         Jobs.Submit(server, job);
         // Held calls stream as they are written: from the first <tool_call> of an answer held throughout, else from the
         // one its open token begins.

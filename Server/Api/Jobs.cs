@@ -14,7 +14,7 @@ internal static class Jobs
 {
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
-        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null)
+        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -72,6 +72,7 @@ internal static class Jobs
             Cancellation = cancellation,
             Pictures = pictures ?? [],
             Constraint = constraint,
+            Prediction = prediction,
         };
     }
 

@@ -110,6 +110,14 @@ internal static class ResponseJson
         w.WriteStartObject("prompt_tokens_details");
         w.WriteNumber("cached_tokens", usage.CachedPromptTokens);
         w.WriteEndObject();
+        if (usage.Prediction is (int accepted, int rejected))
+        {
+            w.WriteStartObject("completion_tokens_details");
+            w.WriteNumber("accepted_prediction_tokens", accepted);
+            w.WriteNumber("rejected_prediction_tokens", rejected);
+            w.WriteEndObject();
+        }
+
         w.WriteEndObject();
     }
 

@@ -16,8 +16,9 @@ namespace QwenSharp.Server.Scheduling;
 /// goes away. A finished slot keeps its keys and values: the next job whose prompt starts the same way
 /// (a shared system prompt, a conversation's next turn) takes that slot and reads only the rest.
 /// Every sequence draws from its own seeded stream and sits in its own slot, so its tokens are those it
-/// gets alone. With prompt lookup, a step that reads no prompt and decodes one sequence also feeds guesses of
-/// its next tokens, as <see cref="Generator"/> does (see <see cref="SpareRowsForGuesses"/>).
+/// gets alone. With prompt lookup (the server's, or for a request with a prediction), a step that reads no prompt
+/// and decodes one sequence also feeds guesses of its next tokens, as <see cref="Generator"/> does (see
+/// <see cref="SpareRowsForGuesses"/>).
 /// </summary>
 internal sealed class BatchScheduler : IDisposable
 {
@@ -49,7 +50,7 @@ internal sealed class BatchScheduler : IDisposable
         _cache = model.CreateKvCache(options.Slots, options.Context);
         try
         {
-            _state = model.CreateState(Math.Max(options.Slots + options.PrefillChunk, StepRows(options)), LogitRows(options));
+            _state = model.CreateState(Math.Max(options.Slots + options.PrefillChunk, PromptLookup.MaxStepRows), LogitRows(options));
         }
         catch
         {
@@ -57,7 +58,7 @@ internal sealed class BatchScheduler : IDisposable
             throw;
         }
 
-        _batch = new TokenBatch(Math.Max(options.Slots + options.PrefillChunk, StepRows(options)));
+        _batch = new TokenBatch(Math.Max(options.Slots + options.PrefillChunk, PromptLookup.MaxStepRows));
         _logitOwners = new ScheduledSequence?[LogitRows(options)];
         _slotOwners = new ScheduledSequence?[options.Slots];
         _slotTokens = [.. Enumerable.Range(0, options.Slots).Select(_ => new List<int>())];
@@ -65,13 +66,16 @@ internal sealed class BatchScheduler : IDisposable
         _thread.Start();
     }
 
+    /// <summary>Prompt lookup for a request with a prediction on a server without lookup of its own.</summary>
+    private static readonly PromptLookup s_predictionLookup = new(PromptLookup.MaxDraftTokens);
+
     public SchedulerOptions Options => _options;
 
-    /// <summary>The most rows a step with guesses has (none without prompt lookup).</summary>
-    private static int StepRows(SchedulerOptions options) => options.PromptLookup is null ? 0 : PromptLookup.MaxStepRows;
-
-    /// <summary>Logit rows a step may want: one per slot, or the rows of a step with guesses.</summary>
-    private static int LogitRows(SchedulerOptions options) => Math.Max(options.Slots, StepRows(options));
+    /// <summary>
+    /// Logit rows a step may want: one per slot, or the rows of a step with guesses (<see cref="PromptLookup.MaxStepRows"/>;
+    /// any request may bring a prediction, so a server without lookup of its own has room for them too).
+    /// </summary>
+    private static int LogitRows(SchedulerOptions options) => Math.Max(options.Slots, PromptLookup.MaxStepRows);
 
     public SchedulerMetrics Metrics { get; } = new();
 
@@ -319,9 +323,13 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         var sampler = new TokenSampler(job.Sampling, _model.Config.VocabSize, SeededRandom.Derive(job.Seed, choice % job.SamplesPerPrompt), job.Constraint?.Invoke());
+        // A prediction is searched before the prompt (the text ends with the prompt and the answer, as lookup needs).
+        PromptLookup? lookup = _options.PromptLookup ?? (job.Prediction is null ? null : s_predictionLookup);
         var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision)
         {
-            Pace = _options.PromptLookup is PromptLookup lookup ? new LookupPace(lookup) : null,
+            Lookup = lookup,
+            LookupText = job.Prediction is int[] prediction ? [.. prediction, .. prompt] : prompt,
+            Pace = lookup is null ? null : new LookupPace(lookup),
         };
         lock (_lock)
         {
@@ -390,8 +398,8 @@ internal sealed class BatchScheduler : IDisposable
                 int position = sequence.NextPosition;
                 // Guesses past the token limit or the slot's end would never be chosen (the last new token is not fed).
                 int room = Math.Min(Math.Min(sequence.Job.MaxTokens - sequence.Generated.Count - 1, _options.Context - 1 - position), spareRows);
-                sequence.DraftLength = room <= 0 || Math.Min(room, sequence.Pace!.Next()) is not (int allowed and > 0) ? 0
-                    : _options.PromptLookup!.Draft(sequence.Prompt, sequence.Generated, sequence.Draft.AsSpan(0, allowed));
+                sequence.DraftLength = room <= 0 || sequence.Lookup is null || Math.Min(room, sequence.Pace!.Next()) is not (int allowed and > 0) ? 0
+                    : sequence.Lookup.Draft(sequence.LookupText, sequence.Generated, sequence.Draft.AsSpan(0, allowed));
                 spareRows -= sequence.DraftLength;
                 sequence.FirstRow = _batch.LogitCount;
                 _logitOwners[_batch.LogitCount] = sequence;
@@ -509,11 +517,6 @@ internal sealed class BatchScheduler : IDisposable
     /// </summary>
     private int SpareRowsForGuesses()
     {
-        if (_options.PromptLookup is null)
-        {
-            return 0;
-        }
-
         int decoding = 0;
         foreach (ScheduledSequence sequence in _running)
         {
@@ -560,6 +563,8 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         Metrics.Guessed(sequence.DraftLength, accepted);
+        sequence.Job.GuessesTaken += accepted;
+        sequence.Job.GuessesDropped += sequence.DraftLength - accepted;
         sequence.Pace!.Taken(sequence.DraftLength, accepted);
         if (chosen <= sequence.DraftLength)
         {
@@ -638,7 +643,8 @@ internal sealed class BatchScheduler : IDisposable
             if (--job.ChoicesLeft == 0)
             {
                 Metrics.JobFinished();
-                job.Writer.TryWrite(new JobFinishedEvent(job.Prompts.Sum(p => p.Length), job.CachedPromptTokens, job.CompletionTokens));
+                job.Writer.TryWrite(new JobFinishedEvent(job.Prompts.Sum(p => p.Length), job.CachedPromptTokens, job.CompletionTokens,
+                    job.Prediction is null ? null : (job.GuessesTaken, job.GuessesDropped)));
                 job.Writer.TryComplete();
             }
         }

@@ -44,6 +44,13 @@ internal sealed class GenerationJob
     /// <summary>Makes each choice its own rule over the tokens it may take (<c>response_format</c>), or null for none.</summary>
     public Func<ITokenConstraint>? Constraint { get; init; }
 
+    /// <summary>
+    /// The tokens of the text the answer is expected to largely repeat (OpenAI's <c>prediction</c>), or null: prompt
+    /// lookup searches them beside the prompt, with the server's lookup or, where that is off, up to
+    /// <see cref="PromptLookup.MaxDraftTokens"/> guesses a step.
+    /// </summary>
+    public int[]? Prediction { get; init; }
+
     /// <summary>The client went away or the request timed out: the scheduler drops the job before its next step.</summary>
     public CancellationToken Cancellation { get; init; }
 
@@ -65,6 +72,11 @@ internal sealed class GenerationJob
     internal int CachedPromptTokens { get; set; }
 
     internal int ChoicesLeft { get; set; }
+
+    /// <summary>Guessed tokens its choices took, and dropped (the usage's prediction counts).</summary>
+    internal int GuessesTaken { get; set; }
+
+    internal int GuessesDropped { get; set; }
 }
 
 /// <summary>Something that happened to a job, in the order it happened.</summary>
@@ -76,5 +88,5 @@ internal sealed record TokenEvent(int Choice, int Token, string Text, TokenLogpr
 /// <summary>A choice ended: the text held back until now, and why.</summary>
 internal sealed record ChoiceFinishedEvent(int Choice, string Text, StopReason Reason) : JobEvent;
 
-/// <summary>Every choice ended (the last event): token counts for the usage block.</summary>
-internal sealed record JobFinishedEvent(int PromptTokens, int CachedPromptTokens, int CompletionTokens) : JobEvent;
+/// <summary>Every choice ended (the last event): token counts for the usage block; with a prediction, its guesses taken and dropped.</summary>
+internal sealed record JobFinishedEvent(int PromptTokens, int CachedPromptTokens, int CompletionTokens, (int Accepted, int Rejected)? Prediction = null) : JobEvent;

@@ -106,4 +106,63 @@ public sealed class PromptLookupServerTests
 
         Assert.Contains(nameof(ServerOptions.PromptLookup), error.Message, StringComparison.Ordinal);
     }
+    private static string ChatBody(string user, object? prediction) => JsonSerializer.Serialize(new Dictionary<string, object?>
+    {
+        ["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = user } },
+        ["max_tokens"] = 40,
+        ["temperature"] = 0,
+        ["prediction"] = prediction,
+    });
+
+    /// <summary>
+    /// OpenAI's Predicted Outputs on a server without lookup of its own: the answer is the one without a prediction,
+    /// whatever the prediction says, and the usage counts the guesses it gave that were taken and dropped.
+    /// </summary>
+    [Fact]
+    public async Task APredictionGivesTheSameAnswerAndCountsItsGuesses()
+    {
+        await using TestServer server = await TestServer.StartAsync(TestTokenizers.TinyQwenWithTokenizer, new ServerOptions { MaxConcurrent = 2, Context = 128 });
+        const string question = "Repeat after me: the cat sat on the mat.";
+        JsonElement plain = await server.PostOkAsync("/v1/chat/completions", ChatBody(question, null));
+        string answer = plain.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        Assert.False(plain.GetProperty("usage").TryGetProperty("completion_tokens_details", out _));
+
+        foreach (object prediction in (object[])[
+            new { type = "content", content = answer },
+            new { type = "content", content = new[] { new { type = "text", text = answer[..(answer.Length / 2)] }, new { type = "text", text = answer[(answer.Length / 2)..] } } },
+            new { type = "content", content = "something else entirely, " + answer[..(answer.Length / 3)] },
+        ])
+        {
+            JsonElement predicted = await server.PostOkAsync("/v1/chat/completions", ChatBody(question, prediction));
+
+            Assert.Equal(answer, predicted.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+            JsonElement details = predicted.GetProperty("usage").GetProperty("completion_tokens_details");
+            Assert.True(details.GetProperty("accepted_prediction_tokens").GetInt32() >= 0 && details.GetProperty("rejected_prediction_tokens").GetInt32() >= 0);
+        }
+
+        // The whole answer as the prediction gives more guesses taken than a prediction unlike it (whose guesses come from
+        // the prompt and the answer alone).
+        async Task<int> Taken(string text) => (await server.PostOkAsync("/v1/chat/completions", ChatBody(question, new { type = "content", content = text })))
+            .GetProperty("usage").GetProperty("completion_tokens_details").GetProperty("accepted_prediction_tokens").GetInt32();
+        int whole = await Taken(answer), unlike = await Taken("zzz");
+        Assert.True(whole > unlike, $"{whole} guesses taken with the answer as the prediction, {unlike} with 'zzz'");
+    }
+
+    [Theory]
+    [InlineData("{\"type\": \"text\", \"content\": \"x\"}", "prediction.type")]
+    [InlineData("{\"type\": \"content\"}", "prediction.content")]
+    [InlineData("{\"type\": \"content\", \"content\": 3}", "prediction.content")]
+    [InlineData("{\"type\": \"content\", \"content\": [{\"type\": \"image_url\"}]}", "prediction.content[0].type")]
+    [InlineData("{\"type\": \"content\", \"content\": \"x\", \"extra\": 1}", "prediction.extra")]
+    [InlineData("\"x\"", "prediction")]
+    public async Task ABadPredictionIsA400NamingTheField(string prediction, string param)
+    {
+        await using TestServer server = await TestServer.StartAsync();
+        string body = $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"max_tokens\": 2, \"prediction\": {prediction}}}";
+
+        (System.Net.HttpStatusCode status, JsonDocument error) = await server.PostAsync("/v1/chat/completions", body);
+
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, status);
+        Assert.Equal(param, error.RootElement.GetProperty("error").GetProperty("param").GetString());
+    }
 }
