@@ -56,7 +56,7 @@ internal static class ChatCompletionsEndpoint
         // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.
         Func<ITokenConstraint>? constraint = hasTools ? ToolCalls(chat, parallelCalls, format?.Schema, server) : format?.Constraint;
         int[] ids = server.Tokenizer.Encode(prompt);
-        int[]? prediction = Prediction.Read(request, server.Tokenizer);
+        int[]? prediction = Prediction.Read(request, server.Tokenizer, server.Context);
 
         // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
         Qwen2VL.ImagePatches[] patches = [.. pictures.Select(p => Qwen2VL.ImageProcessor.Process(p, server.Model.ImageProcessor!))];

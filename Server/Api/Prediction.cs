@@ -16,8 +16,11 @@ internal static class Prediction
     private static readonly HashSet<string> s_fields = ["type", "content"];
     private static readonly HashSet<string> s_partFields = ["type", "text"];
 
-    /// <summary>The prediction's tokens, or null when the request has none.</summary>
-    public static int[]? Read(RequestFields request, Tokenizer tokenizer)
+    /// <summary>
+    /// The prediction's tokens, or null when the request has none. One longer than <paramref name="context"/> tokens is
+    /// refused: no answer could repeat it, and lookup searches it at every step.
+    /// </summary>
+    public static int[]? Read(RequestFields request, Tokenizer tokenizer, int context)
     {
         if (request.Get("prediction") is not JsonElement value)
         {
@@ -39,7 +42,9 @@ internal static class Prediction
         };
 
         // As text of the answer: special tokens' names in it are plain text, as they would be in an answer.
-        return tokenizer.Encode(text, parseSpecialTokens: false);
+        int[] tokens = tokenizer.Encode(text, parseSpecialTokens: false);
+        return tokens.Length <= context ? tokens
+            : throw ApiException.BadField("prediction.content", $"the prediction has {tokens.Length} tokens, more than this server's context of {context} tokens");
     }
 
     private static string Parts(JsonElement parts)

@@ -155,9 +155,12 @@ public sealed class PromptLookupServerTests
     [InlineData("{\"type\": \"content\", \"content\": [{\"type\": \"image_url\"}]}", "prediction.content[0].type")]
     [InlineData("{\"type\": \"content\", \"content\": \"x\", \"extra\": 1}", "prediction.extra")]
     [InlineData("\"x\"", "prediction")]
+    [InlineData("{\"type\": \"content\", \"content\": \"LONG\"}", "prediction.content")]
     public async Task ABadPredictionIsA400NamingTheField(string prediction, string param)
     {
+        // LONG: more tokens than the test server's 512 positions.
         await using TestServer server = await TestServer.StartAsync();
+        prediction = prediction.Replace("LONG", string.Concat(Enumerable.Repeat("word ", 600)), StringComparison.Ordinal);
         string body = $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"max_tokens\": 2, \"prediction\": {prediction}}}";
 
         (System.Net.HttpStatusCode status, JsonDocument error) = await server.PostAsync("/v1/chat/completions", body);
