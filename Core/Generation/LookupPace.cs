@@ -1,9 +1,9 @@
 namespace QwenSharp.Generation;
 
 /// <summary>
-/// How many guesses one sequence's next step takes under prompt lookup. On the CPU a guessed row costs about half a
-/// step (the decode kernels for a few tokens are bound by arithmetic, not by reading the weights), so guesses the model
-/// does not take make decoding slower than without lookup. After a step took all its guesses the next may take two more
+/// How many guesses one sequence's next step takes under prompt lookup. On the CPU a guessed row costs from half a step
+/// to most of one (the decode kernels for a few tokens are bound by arithmetic, not by reading the weights), so guesses
+/// the model does not take make decoding slower than without lookup. After a step took all its guesses the next may take two more
 /// (up to <see cref="PromptLookup.DraftTokens"/>); after one took some, one more than were taken (as transformers'
 /// assistant schedule); after one took none, the sequence waits 1, 2, then 4 steps before it guesses again, one token,
 /// until a guess is taken. Only the shape of the steps changes, never the tokens.
