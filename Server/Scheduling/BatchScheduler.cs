@@ -544,10 +544,12 @@ internal sealed class BatchScheduler : IDisposable
     /// </summary>
     private int Verify(ScheduledSequence sequence)
     {
+        // Every guess counts as dropped until Choose finds it taken: a choice that stops here sends the job's usage from there.
+        sequence.Job.GuessesDropped += sequence.DraftLength;
         int chosen = 0, accepted = 0;
         while (true)
         {
-            Choose(sequence, _state.LogitsOf(sequence.FirstRow + chosen));
+            Choose(sequence, _state.LogitsOf(sequence.FirstRow + chosen), chosen < sequence.DraftLength ? sequence.Draft[chosen] : null);
             chosen++;
             if (chosen > sequence.DraftLength)
             {
@@ -563,8 +565,6 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         Metrics.Guessed(sequence.DraftLength, accepted);
-        sequence.Job.GuessesTaken += accepted;
-        sequence.Job.GuessesDropped += sequence.DraftLength - accepted;
         sequence.Pace!.Taken(sequence.DraftLength, accepted);
         if (chosen <= sequence.DraftLength)
         {
@@ -607,10 +607,21 @@ internal sealed class BatchScheduler : IDisposable
     private int Held(ScheduledSequence sequence, int token) =>
         sequence.Vision is not null && token == _model.Config.ImageTokenId ? -1 : token;
 
-    private void Choose(ScheduledSequence sequence, ReadOnlySpan<float> logits)
+    /// <summary>
+    /// Chooses the sequence's next token from <paramref name="logits"/>, streams it, and ends the choice (and the job) when
+    /// it stops. <paramref name="guess"/>: what the next row of the step was fed, counted as taken (before the job's usage
+    /// goes out) when the token equals it.
+    /// </summary>
+    private void Choose(ScheduledSequence sequence, ReadOnlySpan<float> logits, int? guess = null)
     {
         GenerationJob job = sequence.Job;
         int token = sequence.Sampler.Next(logits, sequence.Prompt, sequence.Generated);
+        if (token == guess)
+        {
+            job.GuessesTaken++;
+            job.GuessesDropped--;
+        }
+
         TokenLogprobs? logprobs = null;
         if (job.Logprobs is int top)
         {

@@ -106,12 +106,13 @@ public sealed class PromptLookupServerTests
 
         Assert.Contains(nameof(ServerOptions.PromptLookup), error.Message, StringComparison.Ordinal);
     }
-    private static string ChatBody(string user, object? prediction) => JsonSerializer.Serialize(new Dictionary<string, object?>
+    private static string ChatBody(string user, object? prediction, string? stop = null) => JsonSerializer.Serialize(new Dictionary<string, object?>
     {
         ["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = user } },
         ["max_tokens"] = 40,
         ["temperature"] = 0,
         ["prediction"] = prediction,
+        ["stop"] = stop,
     });
 
     /// <summary>
@@ -142,10 +143,26 @@ public sealed class PromptLookupServerTests
 
         // The whole answer as the prediction gives more guesses taken than a prediction unlike it (whose guesses come from
         // the prompt and the answer alone).
-        async Task<int> Taken(string text) => (await server.PostOkAsync("/v1/chat/completions", ChatBody(question, new { type = "content", content = text })))
-            .GetProperty("usage").GetProperty("completion_tokens_details").GetProperty("accepted_prediction_tokens").GetInt32();
+        // Each request alone: its usage counts the guesses /metrics counted while it ran.
+        async Task<int> Taken(string text, string? stop = null)
+        {
+            double guessedBefore = await server.MetricAsync("qwensharp_lookup_draft_tokens_total"), takenBefore = await server.MetricAsync("qwensharp_lookup_accepted_tokens_total");
+            JsonElement details = (await server.PostOkAsync("/v1/chat/completions", ChatBody(question, new { type = "content", content = text }, stop)))
+                .GetProperty("usage").GetProperty("completion_tokens_details");
+            int taken = details.GetProperty("accepted_prediction_tokens").GetInt32(), dropped = details.GetProperty("rejected_prediction_tokens").GetInt32();
+            Assert.Equal(await server.MetricAsync("qwensharp_lookup_accepted_tokens_total") - takenBefore, taken);
+            Assert.Equal(await server.MetricAsync("qwensharp_lookup_draft_tokens_total") - guessedBefore, taken + dropped);
+            return taken;
+        }
+
         int whole = await Taken(answer), unlike = await Taken("zzz");
         Assert.True(whole > unlike, $"{whole} guesses taken with the answer as the prediction, {unlike} with 'zzz'");
+
+        // Stopped by a stop string inside the answer, where the guesses run: the stopping step's guesses count too.
+        for (int at = answer.Length / 4; at < answer.Length - 4; at += answer.Length / 8)
+        {
+            await Taken(answer, answer.Substring(at, 3));
+        }
     }
 
     [Theory]
