@@ -16,7 +16,8 @@ namespace QwenSharp.Server.Scheduling;
 /// goes away. A finished slot keeps its keys and values: the next job whose prompt starts the same way
 /// (a shared system prompt, a conversation's next turn) takes that slot and reads only the rest.
 /// Every sequence draws from its own seeded stream and sits in its own slot, so its tokens are those it
-/// gets alone. With prompt lookup (the server's, or for a request with a prediction), a step that reads no prompt
+/// gets alone, up to near-ties: a row read beside a prompt chunk, or a prompt's last token read alone after its
+/// start was reused, goes through other kernels, whose last bits differ. With prompt lookup (the server's, or for a request with a prediction), a step that reads no prompt
 /// and decodes one sequence also feeds guesses of its next tokens, as <see cref="Generator"/> does (see
 /// <see cref="SpareRowsForGuesses"/>).
 /// </summary>
