@@ -69,7 +69,7 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
-        ValidatePromptLookup(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
+        Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),
@@ -352,7 +352,7 @@ public sealed class QwenModel : IDisposable
 
     private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken)
     {
-        ValidatePromptLookup(options.PromptLookup, nameof(TextGenerationOptions.PromptLookup), allowOff: true);
+        Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(TextGenerationOptions.PromptLookup), allowOff: true);
         int longest = prompts.Max(p => p.Length);
         GenerationConfig config = Model.GenerationConfig;
         int maxNew = options.MaxNewTokens ?? config.DefaultMaxNewTokens(longest);
@@ -370,14 +370,5 @@ public sealed class QwenModel : IDisposable
             PromptLookup = (options.PromptLookup ?? _promptLookup) is int draft and > 0 ? new PromptLookup(draft) : null,
             CancellationToken = cancellationToken,
         };
-    }
-
-    /// <summary>Refuses a number of guesses a step outside 1 (0 where it may switch lookup off) to the most, naming the property.</summary>
-    private static void ValidatePromptLookup(int? draft, string name, bool allowOff)
-    {
-        if (draft is int value && (value < (allowOff ? 0 : 1) || value > Generation.PromptLookup.MaxDraftTokens))
-        {
-            throw new ArgumentOutOfRangeException(name, value, $"{name} is the most guessed tokens a step: {(allowOff ? 0 : 1)} to {Generation.PromptLookup.MaxDraftTokens}");
-        }
     }
 }

@@ -141,12 +141,7 @@ public sealed class QwenServer : IAsyncDisposable
             throw new ArgumentException("the queue size must be at least 0, and the prefill chunk, body limit and timeout above 0");
         }
 
-        if (options.PromptLookup is < 0 or > PromptLookup.MaxDraftTokens)
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), options.PromptLookup,
-                $"{nameof(ServerOptions.PromptLookup)} is the most guessed tokens a step: 0 (off) to {PromptLookup.MaxDraftTokens}");
-        }
-
+        PromptLookup.CheckSetting(options.PromptLookup, nameof(ServerOptions.PromptLookup), allowOff: true);
         return context;
     }
 

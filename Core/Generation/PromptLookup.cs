@@ -23,6 +23,19 @@ public sealed record PromptLookup(int DraftTokens, int MaxNgram = 3, int MinNgra
     /// <summary>The most rows a decode step with guesses has, over all its sequences.</summary>
     public const int MaxStepRows = MaxDraftTokens + 1;
 
+    /// <summary>
+    /// Refuses a setting of the most guesses a step (the Engine's and the server's options, named <paramref name="name"/>)
+    /// outside 1 to <see cref="MaxDraftTokens"/>, or 0 to it where 0 switches lookup off.
+    /// </summary>
+    public static void CheckSetting(int? draftTokens, string name, bool allowOff)
+    {
+        if (draftTokens is int value && (value < (allowOff ? 0 : 1) || value > MaxDraftTokens))
+        {
+            throw new ArgumentOutOfRangeException(name, value,
+                $"{name} is the most guessed tokens a step: {(allowOff ? "0 (off)" : "1")} to {MaxDraftTokens}");
+        }
+    }
+
     /// <summary>Throws when a field is out of range, naming it.</summary>
     public void Validate()
     {

@@ -492,7 +492,15 @@ internal sealed class BatchScheduler : IDisposable
                     }
                 }
 
-                newTokens += sequence.DraftLength > 0 ? Verify(sequence) : ChooseOne(sequence, logits);
+                if (sequence.DraftLength > 0)
+                {
+                    newTokens += Verify(sequence);
+                }
+                else
+                {
+                    newTokens++;
+                    Choose(sequence, logits);
+                }
             }
             catch (Exception e)
             {
@@ -530,12 +538,6 @@ internal sealed class BatchScheduler : IDisposable
         }
 
         return decoding == 1 ? PromptLookup.MaxStepRows - 1 : 0;
-    }
-
-    private int ChooseOne(ScheduledSequence sequence, ReadOnlySpan<float> logits)
-    {
-        Choose(sequence, logits);
-        return 1;
     }
 
     /// <summary>
