@@ -70,7 +70,7 @@ public sealed class CpuBackend : IBackend
                 };
                 if (_repack)
                 {
-                    matrix.Repack(_panels);
+                    matrix.Repack(_panels, KernelPath);
                 }
 
                 return matrix;
@@ -101,6 +101,13 @@ public sealed class CpuBackend : IBackend
         {
             RmsNormKernel.Row(x.Row(i), w, eps, y.Row(i));
         }
+    }
+
+    /// <summary>Steps of three or more rows then multiply repacked matrices through their rows (see <see cref="LinearJob.RowsAsAlone"/>).</summary>
+    public bool RowsAsAlone
+    {
+        get => _linear.RowsAsAlone;
+        set => _linear.RowsAsAlone = value;
     }
 
     public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)

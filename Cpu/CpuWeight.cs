@@ -8,8 +8,9 @@ namespace QwenSharp.Cpu;
 /// <summary>
 /// A weight as the CPU uses it: matrices stay where they are stored (the memory-mapped file, in their stored
 /// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 or Q4_K
-/// matrix is also repacked once into the panels the integer kernels read (<see cref="NibblePanels"/>), which serve the
-/// products of several tokens (prefill, a batch's decode step); its stored rows stay for decode and the embedding lookup.
+/// matrix (and a Q8_0 one where the CPU has vpdpbusd) is also repacked once into the panels the integer kernels read
+/// (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), which serve the products of several tokens (prefill, a batch's
+/// decode step, prompt lookup's guesses); its stored rows stay for decode and the embedding lookup.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -47,7 +48,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         return ExactGroups is null ? default : ExactGroups.AsSpan(first * words, count * words);
     }
 
-    /// <summary>A Q4_0 or Q4_K matrix's rows repacked (<see cref="NibblePanels"/>), owned by this weight; null when not repacked.</summary>
+    /// <summary>A Q4_0, Q4_K or Q8_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
     /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
@@ -61,27 +62,45 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             throw new ArgumentOutOfRangeException(nameof(first), $"{Name}: rows {first} + {count} of {Rows} are not whole repacked panels of {QuantPanel.Rows}");
         }
 
-        int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
+        int panelBytes = PanelBytes;
         return new(Panels + (first / QuantPanel.Rows * (long)panelBytes), checked(count / QuantPanel.Rows * panelBytes));
     }
 
+    /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
+    private int PanelBytes => StoredType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols);
+
     /// <summary>
-    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/> (else it stays as stored only), panels in
-    /// parallel, into memory from <paramref name="arena"/> (given back when this weight is disposed).
+    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one that fits <see cref="Q8_0Panels"/>
+    /// where <paramref name="path"/> multiplies its panels in integers (else it stays as stored only), panels in parallel, into
+    /// memory from <paramref name="arena"/> (given back when this weight is disposed).
     /// </summary>
-    public void Repack(WeightArena arena)
+    public void Repack(WeightArena arena, KernelPath path)
     {
-        if (Panels != null || !NibblePanels.Fits(StoredType, Rows, Cols))
+        bool fits = StoredType == DType.Q8_0
+            ? Q8_0Panels.Fits(Rows, Cols) && QuantPanel.MultipliesInIntegers(path, DType.Q8_0)
+            : NibblePanels.Fits(StoredType, Rows, Cols);
+        if (Panels != null || !fits)
         {
             return;
         }
 
-        int panelBytes = NibblePanels.PanelBytes(StoredType, Cols);
+        int panelBytes = PanelBytes;
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)arena.Allocate(bytes);
         _panelArena = arena;
         Parallel.For(0, Rows / QuantPanel.Rows, p =>
-            NibblePanels.Repack(StoredType, RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows), Cols, new Span<byte>(panels + ((long)p * panelBytes), panelBytes)));
+        {
+            ReadOnlySpan<byte> rows = RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows);
+            var panel = new Span<byte>(panels + ((long)p * panelBytes), panelBytes);
+            if (StoredType == DType.Q8_0)
+            {
+                Q8_0Panels.Repack(rows, Cols, panel);
+            }
+            else
+            {
+                NibblePanels.Repack(StoredType, rows, Cols, panel);
+            }
+        });
         Panels = panels;
     }
 

@@ -7,9 +7,10 @@ namespace QwenSharp.Bench;
 
 /// <summary>
 /// The Q8_0 decode kernels for a few tokens, from cache, in nanoseconds per token and block of 32 weights: one token row
-/// by row (<c>Q8IntegerKernel.DotRows</c>), and 2 to 7 tokens as a decode step with several rows takes them (pairs of
-/// tokens through <c>DotRowsTwoTokens</c>, one left over alone). From cache, the figure is the kernels' arithmetic, which
-/// is what a step of several rows pays for each row past the first two.
+/// by row (<c>Q8IntegerKernel.DotRows</c>), 2 to 7 tokens through the stored rows (pairs of tokens through
+/// <c>DotRowsTwoTokens</c>, one left over alone), and 1 to 8 through the rows repacked at load (<c>Q8_0Panels</c>, which a
+/// step of 3 or more takes where the CPU has vpdpbusd). From cache, the figure is the kernels' arithmetic, which is what
+/// a step of several rows pays for each row past the first.
 /// <code>
 ///   dotnet run -c Release --project bench -- few-tokens [--rows 64] [--cols 896] [--rounds 5]
 /// </code>
@@ -37,7 +38,7 @@ internal static class FewTokenKernels
             matrix[(b * 34) + 1] = 0x3C;
         }
 
-        const int most = 7;
+        const int most = 8;
         float[] x = [.. Enumerable.Range(0, most * cols).Select(_ => (float)((random.NextDouble() * 2) - 1))];
         KernelPath path = KernelPaths.Default;
         var q8 = new Q8Activations();
@@ -68,6 +69,51 @@ internal static class FewTokenKernels
 
             times.Sort();
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {tokens} token(s): {times[times.Count / 2]:F3} ns"));
+        }
+
+        if (!Q8_0Panels.Fits(rows, cols) || !QuantPanel.MultipliesInIntegers(path, DType.Q8_0))
+        {
+            Console.WriteLine($"  (no repacked panels: {rows} rows are not whole panels of {QuantPanel.Rows}, or this CPU has no vpdpbusd)");
+            return 0;
+        }
+
+        // The same rows repacked at load (Q8_0Panels), as a step of 3 or more tokens multiplies them, its activations padded to
+        // a group where that pays (QuantPanel.PanelTokens).
+        int panelBytes = Q8_0Panels.PanelBytes(cols);
+        byte[] panels = new byte[rows / QuantPanel.Rows * panelBytes];
+        for (int p = 0; p < rows / QuantPanel.Rows; p++)
+        {
+            Q8_0Panels.Repack(matrix.AsSpan(p * QuantPanel.Rows * blocks * 34, QuantPanel.Rows * blocks * 34), cols, panels.AsSpan(p * panelBytes, panelBytes));
+        }
+
+        foreach (int tokens in (int[])[1, 2, 3, 4, 5, 6, 7, 8])
+        {
+            var padded = new Q8Activations();
+            padded.Prepare(tokens, cols, QuantPanel.PanelTokens(path, tokens));
+            padded.QuantizeRows(x, 0, tokens, path);
+            var times = new List<double>();
+            for (int round = -1; round < rounds; round++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                for (int i = 0; i < iterations; i++)
+                {
+                    for (int p = 0; p < rows / QuantPanel.Rows; p++)
+                    {
+                        QuantPanel.MultiplyRepackedQ8_0(path, panels.AsSpan(p * panelBytes, panelBytes), cols, padded, y.AsSpan(p * QuantPanel.Rows), rows);
+                    }
+                }
+
+                if (round < 0)
+                {
+                    continue;
+                }
+
+                times.Add(Stopwatch.GetElapsedTime(start).TotalNanoseconds / ((double)iterations * rows * blocks * tokens));
+            }
+
+            times.Sort();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  repacked panels, {tokens} token(s) (held as {padded.PanelTokens}): {times[times.Count / 2]:F3} ns"));
         }
 
         return 0;

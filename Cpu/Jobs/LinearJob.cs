@@ -50,6 +50,14 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         public int RowsPerChunk;
     }
 
+    /// <summary>
+    /// Each token must get the bits it gets alone (<see cref="Backend.IBackend.RowsAsAlone"/>): repacked matrices are then
+    /// multiplied through their rows at any number of tokens up to <see cref="MatMul.RowDotTokens"/>, whose kernels give every
+    /// token its one-token sums; their panels, from <see cref="MatMul.RepackedPanelTokens"/> tokens on, do not (each block enters
+    /// their sums whole, as ggml defines it).
+    /// </summary>
+    public bool RowsAsAlone { get; set; }
+
     /// <summary>Starts a job over <paramref name="tokens"/> rows of <paramref name="x"/>; <see cref="Add"/> its products.</summary>
     public void Begin(float[] x, int tokens, int threads)
     {
@@ -164,7 +172,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
             {
                 // A long prompt's rows are quantized by all threads (QuantizeFirst) before the products; a few here.
-                _q8.Prepare(_tokens, weight.Cols);
+                _q8.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
                 _quantizeQ8First = _tokens > MatMul.RowDotTokens;
                 if (!_quantizeQ8First)
                 {
@@ -237,8 +245,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 or DType.Q4_K when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens:
-                MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType == DType.Q4_0 ? _q8 : null,
+            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
+                MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType != DType.Q4_K ? _q8 : null,
                     weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;

@@ -258,7 +258,7 @@ internal static class MatMul
     public static void RepackedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations? q8,
         Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {
-        int panelBytes = NibblePanels.PanelBytes(type, inFeatures);
+        int panelBytes = type == Formats.DType.Q8_0 ? Q8_0Panels.PanelBytes(inFeatures) : NibblePanels.PanelBytes(type, inFeatures);
         for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
         {
             int at = (p - rowStart) / QuantPanel.Rows * panelBytes;
@@ -266,6 +266,10 @@ internal static class MatMul
             if (q8k is not null)
             {
                 QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, q8k, y[p..], outFeatures, next);
+            }
+            else if (type == Formats.DType.Q8_0)
+            {
+                QuantPanel.MultiplyRepackedQ8_0(path, panels.Slice(at, panelBytes), inFeatures, q8!, y[p..], outFeatures, next);
             }
             else
             {

@@ -26,6 +26,9 @@ internal sealed class Q8Activations
 
     public int Tokens { get; private set; }
 
+    /// <summary>The tokens the integer panels' tables hold: <see cref="Tokens"/>, then zero tokens up to a group (see <see cref="Prepare(int, int, int)"/>).</summary>
+    public int PanelTokens { get; private set; }
+
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 32).</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path)
     {
@@ -34,12 +37,25 @@ internal sealed class Q8Activations
     }
 
     /// <summary>Makes room for <paramref name="tokens"/> rows of <paramref name="cols"/>, to be filled by <see cref="QuantizeRows"/>.</summary>
-    public void Prepare(int tokens, int cols)
+    public void Prepare(int tokens, int cols) => Prepare(tokens, cols, tokens);
+
+    /// <summary>
+    /// <see cref="Prepare(int, int)"/>, with the integer panels' tables (<see cref="AllCodes"/>, <see cref="ScalesByBlock"/>,
+    /// the offsets) holding <paramref name="panelTokens"/> (at least <paramref name="tokens"/>) tokens, those past the real
+    /// ones all zero: the panels then multiply them in a group of four or eight instead of one by one
+    /// (<see cref="QuantPanel.PanelTokens"/>) and leave their results out.
+    /// </summary>
+    public void Prepare(int tokens, int cols, int panelTokens)
     {
-        int blocks = tokens * cols / BlockValues;
-        if (_codes.Length < tokens * cols)
+        if (panelTokens < tokens)
         {
-            _codes = new sbyte[tokens * cols];
+            throw new ArgumentOutOfRangeException(nameof(panelTokens), panelTokens, $"fewer than the {tokens} tokens");
+        }
+
+        int blocks = panelTokens * cols / BlockValues;
+        if (_codes.Length < panelTokens * cols)
+        {
+            _codes = new sbyte[panelTokens * cols];
             _scales = new float[blocks];
             _offsets = new int[blocks * 8];
             _scalesByBlock = new float[blocks];
@@ -47,7 +63,20 @@ internal sealed class Q8Activations
             _q8_0Offsets = new int[blocks];
         }
 
-        (Cols, Tokens) = (cols, tokens);
+        (Cols, Tokens, PanelTokens) = (cols, tokens, panelTokens);
+        if (panelTokens > tokens)
+        {
+            // The padding tokens: zero codes, scales and offsets, so that their sums (never written out) are 0 rather than
+            // whatever a bigger step left, which could be subnormal or NaN and slow the multiply-adds down.
+            _codes.AsSpan(tokens * cols, (panelTokens - tokens) * cols).Clear();
+            for (int j = 0; j < cols / BlockValues; j++)
+            {
+                int first = (j * panelTokens) + tokens, count = panelTokens - tokens;
+                _scalesByBlock.AsSpan(first, count).Clear();
+                _q4_0Offsets.AsSpan(first, count).Clear();
+                _q8_0Offsets.AsSpan(first, count).Clear();
+            }
+        }
     }
 
     /// <summary>
@@ -84,7 +113,7 @@ internal sealed class Q8Activations
             }
 
             // Block-major copies for the integer panels, which take a block of eight tokens at once.
-            int byBlock = ((b % perRow) * Tokens) + (b / perRow);
+            int byBlock = ((b % perRow) * PanelTokens) + (b / perRow);
             _scalesByBlock[byBlock] = _scales[b];
             _q4_0Offsets[byBlock] = offsetSum;
             _q8_0Offsets[byBlock] = 16 * offsetSum;
@@ -137,20 +166,20 @@ internal sealed class Q8Activations
         return d;
     }
 
-    /// <summary>Every token's codes, row after row.</summary>
-    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
+    /// <summary>Every token's codes, row after row, the <see cref="PanelTokens"/> past <see cref="Tokens"/> zero.</summary>
+    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, PanelTokens * Cols);
 
-    /// <summary>The block scales block by block: block j of token t at j × <see cref="Tokens"/> + t (for <see cref="QuantPanel"/>).</summary>
-    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, Tokens * Cols / BlockValues);
+    /// <summary>The block scales block by block: block j of token t at j × <see cref="PanelTokens"/> + t (for <see cref="QuantPanel"/>).</summary>
+    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, PanelTokens * Cols / BlockValues);
 
     /// <summary>
     /// -8 × Σ codes per block, block by block as <see cref="ScalesByBlock"/>: where Q4_0's codes are stored + 8 (0..15), a block's
     /// integer product starts from it and comes out as the product with the signed values (<see cref="QuantPanel"/>).
     /// </summary>
-    public ReadOnlySpan<int> Q4_0Offsets => _q4_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
+    public ReadOnlySpan<int> Q4_0Offsets => _q4_0Offsets.AsSpan(0, PanelTokens * Cols / BlockValues);
 
     /// <summary>-128 × Σ codes per block, block by block: the same for Q8_0's codes stored + 128.</summary>
-    public ReadOnlySpan<int> Q8_0Offsets => _q8_0Offsets.AsSpan(0, Tokens * Cols / BlockValues);
+    public ReadOnlySpan<int> Q8_0Offsets => _q8_0Offsets.AsSpan(0, PanelTokens * Cols / BlockValues);
 
     /// <summary>Row <paramref name="token"/>: its codes and block scales.</summary>
     public Q8Row Row(int token) => new(_codes.AsSpan(token * Cols, Cols), _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),

@@ -48,6 +48,15 @@ internal static partial class QuantPanel
         type is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K
         || (type == DType.Q8_0 && ByteDots.Vnni(path) && Fma.IsSupported);
 
+    /// <summary>
+    /// The tokens a step's Q8_0 activations hold for the panels (<see cref="Q8Activations.Prepare(int, int, int)"/>): from 3 on a
+    /// vector path, rounded up to a group of four where two or three would be left over, since the kernels multiply a group of
+    /// four (or eight, on the 512-bit path) tokens in about the time of one token alone. Measured from cache, ns per token and
+    /// block (Zen 5, 512-bit, <c>bench few-tokens</c>): one token alone 0.41-0.55, groups of four 0.19-0.23, of eight 0.18-0.19.
+    /// </summary>
+    public static int PanelTokens(KernelPath path, int tokens) =>
+        tokens < 3 || tokens % 4 < 2 || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported ? tokens : (tokens + 3) & ~3;
+
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
 
@@ -514,7 +523,7 @@ internal static partial class QuantPanel
     {
         Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
         Multiply<Packed, CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
-            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.Tokens, x.AllCodes, x.ScalesByBlock,
+            Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.PanelTokens, x.AllCodes, x.ScalesByBlock,
                 default, type == DType.Q8_0 ? x.Q8_0Offsets : x.Q4_0Offsets, next),
             count, x.Tokens, y, yStride);
     }
@@ -527,7 +536,7 @@ internal static partial class QuantPanel
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default) =>
-        MultiplyRepacked(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets,
+        MultiplyRepacked(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, x.PanelTokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets,
             y, yStride, next);
 
     /// <summary>
@@ -536,14 +545,37 @@ internal static partial class QuantPanel
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8KActivations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default) =>
-        MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
+        MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.Tokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
             y, yStride, next);
+
+    /// <summary>
+    /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q8_0 <paramref name="panel"/> (<see cref="Q8_0Panels"/>, all
+    /// <see cref="Rows"/> rows) dotted with token t's activations, for every token of <paramref name="x"/>: the same sums, bit for
+    /// bit, as packing the rows and <see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>,
+    /// whose codes and scales the panel holds as they are. The cache lines of <paramref name="next"/> are prefetched as there.
+    /// </summary>
+    public static void MultiplyRepackedQ8_0(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
+        ReadOnlySpan<byte> next = default)
+    {
+        if (x.Cols != cols || !Q8_0Panels.Fits(Rows, cols) || panel.Length != Q8_0Panels.PanelBytes(cols) || y.Length < ((long)(x.Tokens - 1) * yStride) + Rows)
+        {
+            throw new ArgumentException($"a repacked Q8_0 panel of {cols} values ({panel.Length} bytes) against {x.Tokens} tokens of {x.Cols}: {y.Length} results");
+        }
+
+        // No mins: Q8_0's sums start from -128 × Σa (CodeOffsets), which never reads them; the cursor walks the scales instead.
+        ref byte codes = ref MemoryMarshal.GetReference(panel);
+        ref byte scales = ref Unsafe.Add(ref codes, Q8_0Panels.CodeBytes(cols));
+        var operands = new Operands(ref codes, ref scales, 4 * Rows, ref Unsafe.As<byte, float>(ref scales), cols / 32, 8, 1,
+            ref MemoryMarshal.GetReference(x.AllCodes), cols, x.PanelTokens, ref MemoryMarshal.GetReference(x.ScalesByBlock), ref Unsafe.NullRef<float>(),
+            ref MemoryMarshal.GetReference(x.Q8_0Offsets), ref MemoryMarshal.GetReference(x.Q8_0Offsets), ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+        Multiply<Packed, CodeOffsets>(MultipliesInIntegers(path, DType.Q8_0) ? path : KernelPath.Scalar, operands, Rows, x.Tokens, y, yStride);
+    }
 
     /// <summary>
     /// Both types' entry: the operands checked, then the scalar reference per row (<see cref="NibblePanels.DotRow"/>, each token's
     /// block scales gathered from the block-major table) or the vector kernels.
     /// </summary>
-    private static void MultiplyRepacked(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, ReadOnlySpan<sbyte> codes,
+    private static void MultiplyRepacked(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, int panelTokens, ReadOnlySpan<sbyte> codes,
         ReadOnlySpan<float> scalesByBlock, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets,
         Span<float> y, int yStride, ReadOnlySpan<byte> next)
     {
@@ -561,7 +593,7 @@ internal static partial class QuantPanel
             {
                 for (int j = 0; j < scales.Length; j++)
                 {
-                    scales[j] = scalesByBlock[(j * tokens) + t];
+                    scales[j] = scalesByBlock[(j * panelTokens) + t];
                 }
 
                 for (int r = 0; r < Rows; r++)
@@ -573,7 +605,7 @@ internal static partial class QuantPanel
             return;
         }
 
-        var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, tokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next);
+        var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, panelTokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next);
         if (type == DType.Q4_0)
         {
             MultiplyRepacked<CodeOffsets>(path, operands, tokens, y, yStride);
@@ -626,8 +658,13 @@ internal static partial class QuantPanel
         Span<float> tile = stackalloc float[8 * Rows];
         bool vector = path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported;
         bool vnni = ByteDots.Vnni(path);
-        int eights = vector && path == KernelPath.Vector512 ? tokens / 8 : 0;
-        int fours = vector ? (tokens - (8 * eights)) / 4 : 0, ones = vector ? tokens - (8 * eights) - (4 * fours) : 0;
+
+        // The groups run over the activations' tokens (operands.Tokens: zero ones may pad the real ones to a group, see
+        // PanelTokens) and keep the real ones' results; tokens left over after the groups go one by one.
+        int held = operands.Tokens;
+        int eights = vector && path == KernelPath.Vector512 ? held / 8 : 0;
+        int fours = vector ? (held - (8 * eights)) / 4 : 0;
+        int ones = Math.Max(0, tokens - (8 * eights) - (4 * fours));
         int passes = Math.Min(eights + fours + ones, 2), pass = 0;
         int t = 0;
         for (; t + 8 <= 8 * eights; t += 8, pass++)
@@ -646,7 +683,7 @@ internal static partial class QuantPanel
                 Tokens<EightTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
 
-            for (int i = 0; i < 8; i++)
+            for (int i = 0; i < Math.Min(8, tokens - t); i++)
             {
                 tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
             }
@@ -668,7 +705,7 @@ internal static partial class QuantPanel
                 Tokens<FourTokens, PairSums, TCodes, TZero>(operands, t, tile, prefetch);
             }
 
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < Math.Min(4, tokens - t); i++)
             {
                 tile.Slice(i * Rows, count).CopyTo(y.Slice((t + i) * yStride, count));
             }

@@ -1,0 +1,238 @@
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+using StoredTensor = QwenSharp.Tests.Backend.BackendConformanceTests.StoredTensor;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>
+/// Q8_0 matrices repacked at load (<see cref="Q8_0Panels"/>) and steps whose activations are padded with zero tokens to a group
+/// (<see cref="QuantPanel.PanelTokens"/>): on every path and number of tokens, the same sums bit for bit as packing the rows per
+/// step against unpadded activations, as the scalar reference, and within rounding of the dequantized weights dotted in double;
+/// nothing written for the padding; which matrices the CPU repacks; and that a step asking for each row's bits alone
+/// (<see cref="IBackend.RowsAsAlone"/>) gets them.
+/// </summary>
+public sealed class Q8_0PanelsTests
+{
+    private const int BlockBytes = 34;
+
+    public static TheoryData<KernelPath, int> PathsAndTokens()
+    {
+        var data = new TheoryData<KernelPath, int>();
+        foreach (KernelPath path in KernelPaths.All)
+        {
+            // Alone; two or three left over after groups of four or eight (padded); one left over (not padded).
+            foreach (int tokens in new[] { 1, 2, 3, 5, 6, 7, 8, 13, 14 })
+            {
+                data.Add(path, tokens);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>A panel's rows of random codes (-128 among them) with random small scales and the scales' edge cases.</summary>
+    private static byte[] Rows(int cols, int seed)
+    {
+        var random = new Random(seed);
+        var rows = new byte[DTypes.ByteLength(DType.Q8_0, (long)QuantPanel.Rows * cols)];
+        random.NextBytes(rows);
+        ushort[] edges = [0x0000, 0x8000, 0x0001, 0x03FF, 0x8001, 0x7BFF, 0xFBFF];
+        for (int b = 0; b < rows.Length / BlockBytes; b++)
+        {
+            ushort scale = b % 5 == 0 ? edges[(b / 5) % edges.Length] : HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.01));
+            BitConverter.TryWriteBytes(rows.AsSpan(b * BlockBytes), scale);
+        }
+
+        return rows;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndTokens))]
+    public void Repacked_products_equal_the_packed_panels_bit_for_bit_and_the_definition(KernelPath path, int tokens)
+    {
+        const int cols = 384, stride = 19;
+        byte[] rows = Rows(cols, 5 + tokens);
+        var panel = new byte[Q8_0Panels.PanelBytes(cols)];
+        Q8_0Panels.Repack(rows, cols, panel);
+        float[] x = KernelData.Floats(tokens * cols, 17 + tokens, scale: 2f);
+        x.AsSpan(0, 64).Clear();    // all-zero activation blocks: scale 0
+        var plain = new Q8Activations();
+        plain.Quantize(x, tokens, cols, path);
+        var padded = new Q8Activations();
+        padded.Prepare(tokens, cols, QuantPanel.PanelTokens(path, tokens));
+        padded.QuantizeRows(x, 0, tokens, path);
+
+        var actual = new float[tokens * stride];
+        actual.AsSpan().Fill(float.NaN);
+        QuantPanel.MultiplyRepackedQ8_0(path, panel, cols, padded, actual, stride);
+        var packed = new float[QuantPanel.PanelFloats(cols)];
+        QuantPanel.Pack(path, DType.Q8_0, rows, QuantPanel.Rows, cols, packed);
+        var expected = new float[tokens * stride];
+        QuantPanel.Multiply(path, DType.Q8_0, packed, QuantPanel.Rows, cols, plain, expected, stride);
+
+        var w = new float[cols];
+        for (int r = 0; r < QuantPanel.Rows; r++)
+        {
+            QuantizedRows.Dequantize(KernelPath.Scalar, DType.Q8_0, rows.AsSpan(r * cols / 32 * BlockBytes, cols / 32 * BlockBytes), w);
+            for (int t = 0; t < tokens; t++)
+            {
+                float y = actual[(t * stride) + r];
+                Assert.True(y.Equals(expected[(t * stride) + r]), $"{path} row {r} token {t} of {tokens}: {y}, packed per step {expected[(t * stride) + r]}");
+                Q8Row token = plain.Row(t);
+                Assert.True(Q8_0Panels.DotRow(panel, cols, r, token.Codes, token.Scales).Equals(y), $"{path} row {r} token {t}: the scalar reference differs");
+                double exact = 0, magnitude = 0;
+                for (int k = 0; k < cols; k++)
+                {
+                    double product = w[k] * (double)token.Scales[k / 32] * token.Codes[k];
+                    exact += product;
+                    magnitude += Math.Abs(product);
+                }
+
+                Assert.True(Math.Abs(y - exact) <= 1e-5 * magnitude, $"{path} row {r} token {t}: {y}, expected {exact}");
+            }
+        }
+
+        for (int i = 0; i < actual.Length; i++)
+        {
+            Assert.True(i % stride < QuantPanel.Rows || float.IsNaN(actual[i]), $"{path}: wrote past the panel's rows at token {i / stride}, column {i % stride}");
+        }
+    }
+
+    /// <summary>
+    /// Q4_0's panels, repacked at load and packed per step, and Q8_0's packed per step, against activations padded to a group:
+    /// the real tokens' sums bit for bit as unpadded, and nothing written for the padding (the results end at the last real token).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PathsAndTokens))]
+    public void Padding_changes_no_sum_and_writes_nothing(KernelPath path, int tokens)
+    {
+        const int cols = 256;
+        int panelTokens = QuantPanel.PanelTokens(path, tokens);
+        float[] x = KernelData.Floats(tokens * cols, 3 + tokens);
+        var plain = new Q8Activations();
+        plain.Quantize(x, tokens, cols, path);
+        // Reused, as a job's are: a bigger step's codes, scales and offsets are in its buffers first, and the padding must clear them.
+        var padded = new Q8Activations();
+        padded.Quantize(KernelData.Floats((panelTokens + 3) * cols, 77), panelTokens + 3, cols, path);
+        padded.Prepare(tokens, cols, panelTokens);
+        padded.QuantizeRows(x, 0, tokens, path);
+        Assert.Equal(panelTokens, padded.PanelTokens);
+
+        foreach (DType type in new[] { DType.Q4_0, DType.Q8_0 })
+        {
+            using var w = new StoredTensor("w", KernelData.Floats(QuantPanel.Rows * cols, 9), type, [QuantPanel.Rows, cols]);
+            byte[] rows = w.View.Bytes.ToArray();
+            var packed = new float[QuantPanel.PanelFloats(cols)];
+            QuantPanel.Pack(path, type, rows, QuantPanel.Rows, cols, packed);
+            var nibbles = new byte[NibblePanels.PanelBytes(DType.Q4_0, cols)];
+            if (type == DType.Q4_0)
+            {
+                NibblePanels.Repack(type, rows, cols, nibbles);
+            }
+
+            float[] Multiplied(Q8Activations activations, bool repacked)
+            {
+                // Room for the padding's results too, which must stay NaN.
+                var y = new float[panelTokens * QuantPanel.Rows];
+                y.AsSpan().Fill(float.NaN);
+                if (repacked)
+                {
+                    QuantPanel.MultiplyRepacked(path, nibbles, cols, activations, y, QuantPanel.Rows);
+                }
+                else
+                {
+                    QuantPanel.Multiply(path, type, packed, QuantPanel.Rows, cols, activations, y, QuantPanel.Rows);
+                }
+
+                return y;
+            }
+
+            foreach (bool repacked in type == DType.Q4_0 ? new[] { false, true } : [false])
+            {
+                float[] expected = Multiplied(plain, repacked), actual = Multiplied(padded, repacked);
+                for (int i = 0; i < actual.Length; i++)
+                {
+                    string where = $"{type} {(repacked ? "repacked" : "packed")} {path}, token {i / QuantPanel.Rows} of {tokens} (held as {panelTokens}), row {i % QuantPanel.Rows}";
+                    Assert.True(i < tokens * QuantPanel.Rows ? actual[i].Equals(expected[i]) && !float.IsNaN(actual[i]) : float.IsNaN(actual[i]),
+                        $"{where}: {actual[i]}, unpadded {expected[i]}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Tokens_are_padded_only_where_two_or_three_are_left_over_on_a_vector_path()
+    {
+        Assert.Equal([1, 2, 4, 4, 5, 8, 8, 8, 9, 12, 12], Enumerable.Range(1, 11).Select(t => QuantPanel.PanelTokens(KernelPaths.Default, t)));
+        Assert.Equal(7, QuantPanel.PanelTokens(KernelPath.Scalar, 7));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Q8Activations().Prepare(5, 32, 4));
+    }
+
+    [Fact]
+    public void The_cpu_repacks_q8_0_where_it_multiplies_its_panels_in_integers_and_they_fit()
+    {
+        KernelPath path = KernelPaths.Default;
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using var off = new CpuBackend(new CpuBackendOptions { Threads = 1, RepackPanels = false });
+        using var scalar = new CpuBackend(new CpuBackendOptions { Threads = 1, KernelPath = KernelPath.Scalar });
+        bool Repacks(CpuBackend b, int outputs, int inputs)
+        {
+            using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, outputs + inputs), DType.Q8_0, [outputs, inputs]);
+            using var weight = (CpuWeight)b.Upload(w.View);
+            return weight.Repacked;
+        }
+
+        Assert.Equal(QuantPanel.MultipliesInIntegers(path, DType.Q8_0), Repacks(backend, 32, 96));
+        Assert.False(Repacks(off, 32, 96), "repacked with RepackPanels off");
+        Assert.False(Repacks(backend, 40, 96), "40 rows are not whole panels of 16");
+        Assert.False(Repacks(scalar, 32, 96), "repacked for the scalar path, which has no vpdpbusd");
+    }
+
+    /// <summary>
+    /// A decode step of 3-7 rows through a repacked matrix: asking for each row's bits alone (<see cref="IBackend.RowsAsAlone"/>)
+    /// gives every row bit for bit what a step of that row alone gives it; not asking takes the panels, whose sums differ in the
+    /// last bits somewhere (so the test sees which kernels ran) and stay within rounding of them.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q4_K)]
+    public void Rows_asked_for_as_alone_get_their_bits_alone(DType type)
+    {
+        const int outputs = 64, inputs = 512;
+        Skip.If(type == DType.Q8_0 && !QuantPanel.MultipliesInIntegers(KernelPaths.Default, DType.Q8_0), "Q8_0 is repacked only on a CPU with vpdpbusd");
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
+        using DeviceWeight weight = backend.Upload(w.View);
+        Assert.True(((CpuWeight)weight).Repacked);
+        IBackend seam = backend;
+        foreach (int rows in new[] { 3, 4, 7 })
+        {
+            float[] x = KernelData.Floats(rows * inputs, 40 + rows);
+            float[] Product(float[] input, int count, bool alone)
+            {
+                seam.RowsAsAlone = alone;
+                return QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, count, outputs, [(input, inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
+            }
+
+            float[] asked = Product(x, rows, alone: true), panels = Product(x, rows, alone: false);
+            int differing = 0;
+            for (int r = 0; r < rows; r++)
+            {
+                float[] single = Product(x.AsSpan(r * inputs, inputs).ToArray(), 1, alone: false);
+                for (int o = 0; o < outputs; o++)
+                {
+                    float y = asked[(r * outputs) + o], p = panels[(r * outputs) + o];
+                    Assert.True(y.Equals(single[o]), $"{type}, {rows} rows asked for as alone, row {r} output {o}: {y}, alone {single[o]}");
+                    Assert.True(Math.Abs(p - y) <= 1e-4 * (Math.Abs(y) + 1), $"{type}, {rows} rows through the panels, row {r} output {o}: {p}, alone {y}");
+                    differing += p.Equals(y) ? 0 : 1;
+                }
+            }
+
+            Assert.True(differing > 0, $"{type}, {rows} rows: the panels gave every sum's bits alone; did they run?");
+        }
+    }
+}
