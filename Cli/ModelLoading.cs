@@ -14,6 +14,9 @@ internal static class ModelLoading
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
+    public static readonly OptionSpec BatchInvariant = new("batch-invariant", null,
+        "steps of up to 7 rows (a batch of up to 7 sequences, prompt lookup) give each row exactly its bits alone; without it the CPU multiplies quantized matrices faster, the same tokens up to near-ties");
+
     /// <summary>The bundled demo model (llama2.c's stories260K), copied beside the binary.</summary>
     public static string DemoModelDirectory => Path.Combine(AppContext.BaseDirectory, "models", "stories260K");
 
@@ -83,7 +86,7 @@ internal static class ModelLoading
         string device = CheckDevice(args);
         int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
         return device == "cpu"
-            ? new CpuBackend(new CpuBackendOptions { Threads = threads })
+            ? new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = args.Flag("batch-invariant") })
             : new VulkanBackend(new VulkanBackendOptions { Device = device });
     }
 
@@ -105,7 +108,7 @@ internal static class ModelLoading
     /// </summary>
     public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
     {
-        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args) });
+        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant") });
         if (model.Model.LoadNote is string note)
         {
             stderr.WriteLine($"note: {note}");

@@ -39,7 +39,7 @@ public sealed class CpuBackend : IBackend
         _repack = options.RepackPanels;
         _pool = new WorkerPool(options.Threads);
         _scratch = new WorkerScratch(options.Threads);
-        _linear = new LinearJob(KernelPath, _scratch);
+        _linear = new LinearJob(KernelPath, _scratch) { RowsAsAlone = options.BatchInvariant };
         _attention = new AttentionJob(KernelPath, _scratch, _pool.ThreadCount);
         _rope = new RopeJob(options.Threads);
         _segmentAttention = new SegmentAttentionJob(KernelPath, _scratch);
@@ -49,7 +49,7 @@ public sealed class CpuBackend : IBackend
 
     public int Threads => _pool.ThreadCount;
 
-    public string Description => $"cpu, {KernelPath}, {Threads} thread{(Threads == 1 ? "" : "s")}";
+    public string Description => $"cpu, {KernelPath}, {Threads} thread{(Threads == 1 ? "" : "s")}{(_linear.RowsAsAlone ? ", batch-invariant" : "")}";
 
     public DeviceWeight Upload(TensorView tensor)
     {
@@ -101,13 +101,6 @@ public sealed class CpuBackend : IBackend
         {
             RmsNormKernel.Row(x.Row(i), w, eps, y.Row(i));
         }
-    }
-
-    /// <summary>Steps of three or more rows then multiply repacked matrices through their rows (see <see cref="LinearJob.RowsAsAlone"/>).</summary>
-    public bool RowsAsAlone
-    {
-        get => _linear.RowsAsAlone;
-        set => _linear.RowsAsAlone = value;
     }
 
     public void Linear(Activation x, DeviceWeight weight, DeviceWeight? bias, Activation y)

@@ -72,7 +72,7 @@ public sealed class QwenModel : IDisposable
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
         IBackend backend = options.Device switch
         {
-            "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount }),
+            "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant }),
             string gpu when GpuDevices.IsGpuSelector(gpu) => new VulkanBackend(new VulkanBackendOptions { Device = gpu }),
             _ => throw new ArgumentException($"device '{options.Device}' is not one of cpu, gpu, gpu:N", nameof(options)),
         };

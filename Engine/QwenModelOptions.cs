@@ -13,9 +13,18 @@ public sealed record QwenModelOptions
     public int? Threads { get; init; }
 
     /// <summary>
+    /// On the CPU, every step of up to 7 rows gives each row exactly the bits it gets alone: a batch of up to 7 sequences, and
+    /// prompt lookup (<see cref="PromptLookup"/>), then give exactly the tokens of each sequence decoded one token at a time.
+    /// Without it such steps multiply repacked Q8_0, Q4_0 and Q4_K matrices through panels, about twice as fast, whose sums
+    /// differ in the last bits, so tokens may differ at near-ties. The GPU's kernels give each row its bits alone anyway.
+    /// </summary>
+    public bool BatchInvariant { get; init; }
+
+    /// <summary>
     /// Prompt lookup for every generation of this model, the chat client's too, unless
     /// <see cref="TextGenerationOptions.PromptLookup"/> says otherwise: up to this many guessed tokens a step (1 to
-    /// <see cref="Generation.PromptLookup.MaxDraftTokens"/>), checked in the same step; the same tokens as without. Null: off.
+    /// <see cref="Generation.PromptLookup.MaxDraftTokens"/>), checked in the same step; the same tokens as without (up to
+    /// near-ties on the CPU's repacked panels, exactly with <see cref="BatchInvariant"/>). Null: off.
     /// </summary>
     public int? PromptLookup { get; init; }
 }

@@ -34,7 +34,8 @@ public sealed record ServerOptions
     /// Prompt lookup decoding: up to this many guessed next tokens a step (1 to <see cref="Generation.PromptLookup.MaxDraftTokens"/>),
     /// taken from where the text's last tokens stood before and checked in the same step, while one sequence decodes
     /// and no prompt is read (several streams already share each read of the weights, and beside them guesses cost
-    /// more than they gave on the CPU). The same tokens as without; more than one a step where answers repeat the
+    /// more than they gave on the CPU). The same tokens as without (up to near-ties on the CPU's repacked panels, exactly
+    /// with <c>QwenModelOptions.BatchInvariant</c>); more than one a step where answers repeat the
     /// prompt or themselves. 0: off. Null: the model's <c>QwenModelOptions.PromptLookup</c>.
     /// </summary>
     public int? PromptLookup { get; init; }

@@ -34,6 +34,7 @@ internal sealed class BenchCommand : ICommand
         new("rounds", "N", "measurements, each figure the median of its rounds: prefill and decode, each decode between two measurements of the read bandwidth (default 1); with --serve, rounds over the stream counts, interleaved (default 3)"),
         new("json", null, "print JSON: {\"prefill_tokens_per_s\",\"decode_tokens_per_s\",...}"),
         ModelLoading.Threads,
+        ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
         ModelLoading.Device,
     ];

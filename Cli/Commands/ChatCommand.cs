@@ -30,6 +30,7 @@ internal sealed class ChatCommand : ICommand
         .. GenerateCommand.SamplingSpecs,
         GenerateCommand.PromptLookupSpec,
         ModelLoading.Threads,
+        ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
         ModelLoading.Device,
     ];

@@ -66,6 +66,7 @@ internal sealed class GenerateCommand : ICommand
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
         new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"} (and \"lookup_drafted\",\"lookup_accepted\" with --prompt-lookup)"),
         ModelLoading.Threads,
+        ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
         ModelLoading.Device,
     ];

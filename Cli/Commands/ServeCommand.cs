@@ -32,6 +32,7 @@ internal sealed class ServeCommand : ICommand
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's name)"),
         GenerateCommand.PromptLookupSpec,
         ModelLoading.Threads,
+        ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
         ModelLoading.Device,
     ];

@@ -22,18 +22,6 @@ public interface IBackend : IDisposable
     {
     }
 
-    /// <summary>
-    /// Whether the coming steps must give each row the bits a step of that row alone would give it (set from
-    /// <see cref="Qwen2.TokenBatch.RowsAsAlone"/> at each step: prompt lookup's guessed rows, whose choices must be the ones
-    /// decoding a token at a time makes). A backend whose kernels for several rows already give those bits ignores it; the
-    /// CPU's integer panels for three or more rows do not, so it then keeps the row kernels.
-    /// </summary>
-    bool RowsAsAlone
-    {
-        get => false;
-        set { }
-    }
-
     /// <summary>Makes a stored weight ready: wrap, repack or upload. Matrices are [out, in]; vectors one row.</summary>
     DeviceWeight Upload(TensorView tensor);
 

@@ -136,10 +136,6 @@ public static class Generator
         clock.Restart();
         int decodeTokens = 0;
         var decode = new DecodeRows(run.Count, options.PromptLookup);
-
-        // With prompt lookup every decode step asks for each row's bits alone (IBackend.RowsAsAlone), so that the guessed
-        // rows choose exactly as decoding a token at a time does, and each sequence gets exactly its tokens alone.
-        batch.RowsAsAlone = options.PromptLookup is not null;
         while (true)
         {
             int running = 0;

@@ -174,7 +174,6 @@ public sealed class Qwen2Model : IDisposable
     {
         Validate(batch, cache, state);
         IBackend b = Backend;
-        b.RowsAsAlone = batch.RowsAsAlone;
         int n = batch.Count;
         Activation x = state.X.Rows(n), xb = state.Xb.Rows(n);
         Activation q = state.Q.Rows(n), k = state.K.Rows(n), v = state.V.Rows(n);

@@ -44,12 +44,6 @@ public sealed class TokenBatch
     /// <summary>Rows (indexes into this batch) whose logits the step computes, in this order.</summary>
     public ReadOnlySpan<int> LogitRows => _logitRows.AsSpan(0, LogitCount);
 
-    /// <summary>
-    /// Each row must get the bits a step of that row alone gives it (<see cref="Backend.IBackend.RowsAsAlone"/>): set for
-    /// prompt lookup's steps, whose guessed rows must choose exactly as decoding a token at a time does. Kept by <see cref="Clear"/>.
-    /// </summary>
-    public bool RowsAsAlone { get; set; }
-
     /// <summary>Some row has 3-D rotary positions other than (position, position, position) (Qwen2-VL).</summary>
     public bool HasRopePositions { get; private set; }
 

@@ -51,12 +51,12 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     }
 
     /// <summary>
-    /// Each token must get the bits it gets alone (<see cref="Backend.IBackend.RowsAsAlone"/>): repacked matrices are then
+    /// Each token must get the bits it gets alone (<see cref="CpuBackendOptions.BatchInvariant"/>): repacked matrices are then
     /// multiplied through their rows at any number of tokens up to <see cref="MatMul.RowDotTokens"/>, whose kernels give every
     /// token its one-token sums; their panels, from <see cref="MatMul.RepackedPanelTokens"/> tokens on, do not (each block enters
     /// their sums whole, as ggml defines it).
     /// </summary>
-    public bool RowsAsAlone { get; set; }
+    public bool RowsAsAlone { get; init; }
 
     /// <summary>Starts a job over <paramref name="tokens"/> rows of <paramref name="x"/>; <see cref="Add"/> its products.</summary>
     public void Begin(float[] x, int tokens, int threads)

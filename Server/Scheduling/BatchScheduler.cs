@@ -391,7 +391,7 @@ internal sealed class BatchScheduler : IDisposable
     private void Step()
     {
         _batch.Clear();
-        int offeredRows = SpareRowsForGuesses(), spareRows = offeredRows;
+        int spareRows = SpareRowsForGuesses();
         foreach (ScheduledSequence sequence in _running)
         {
             if (sequence.Decoding)
@@ -412,10 +412,6 @@ internal sealed class BatchScheduler : IDisposable
                 }
             }
         }
-
-        // A step with guesses must give its rows the bits a token at a time gives them, so that the answer is exactly the
-        // one without lookup (guesses are fed only while no prompt is read, see SpareRowsForGuesses).
-        _batch.RowsAsAlone = spareRows < offeredRows;
 
         int budget = _options.PrefillChunk;
         foreach (ScheduledSequence sequence in _running)

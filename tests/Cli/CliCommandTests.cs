@@ -37,6 +37,27 @@ public sealed class CliCommandTests
         Assert.InRange(accepted, 1, drafted - 1);
     }
 
+    /// <summary>
+    /// `--batch-invariant` reaches the CPU backend of the commands that build one (bench's backend line says so), and the Engine's
+    /// (chat, serve); what it does is tested in Q8_0PanelsTests and PromptLookupTests.
+    /// </summary>
+    [Fact]
+    public void BatchInvariant_ReachesTheCpuBackend()
+    {
+        string[] bench = ["bench", "--model", Fixtures.DemoModel, "--prompt-tokens", "4", "--new-tokens", "2", "--threads", "1", "--json"];
+        string Backend(params string[] extra)
+        {
+            CliRunner.Result result = CliRunner.Run([.. bench, .. extra]);
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            return result.Json.GetProperty("backend").GetString()!;
+        }
+
+        Assert.EndsWith(", batch-invariant", Backend("--batch-invariant"));
+        Assert.DoesNotContain("batch-invariant", Backend());
+        using QwenModel model = QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { Threads = 1, BatchInvariant = true });
+        Assert.EndsWith(", batch-invariant", model.Model.Backend.Description);
+    }
+
     [Theory]
     [InlineData("--prompt-lookup '7' is not an integer from 1 to 6", "--prompt-lookup", "7")]
     [InlineData("--prompt-lookup does not apply to beam search", "--prompt-lookup", "2", "--num-beams", "2")]

@@ -11,8 +11,8 @@ namespace QwenSharp.Tests.Kernels;
 /// Q8_0 matrices repacked at load (<see cref="Q8_0Panels"/>) and steps whose activations are padded with zero tokens to a group
 /// (<see cref="QuantPanel.PanelTokens"/>): on every path and number of tokens, the same sums bit for bit as packing the rows per
 /// step against unpadded activations, as the scalar reference, and within rounding of the dequantized weights dotted in double;
-/// nothing written for the padding; which matrices the CPU repacks; and that a step asking for each row's bits alone
-/// (<see cref="IBackend.RowsAsAlone"/>) gets them.
+/// nothing written for the padding; which matrices the CPU repacks; and that a batch-invariant backend
+/// (<see cref="CpuBackendOptions.BatchInvariant"/>) gives each row its bits alone.
 /// </summary>
 public sealed class Q8_0PanelsTests
 {
@@ -192,41 +192,38 @@ public sealed class Q8_0PanelsTests
     }
 
     /// <summary>
-    /// A decode step of 3-7 rows through a repacked matrix: asking for each row's bits alone (<see cref="IBackend.RowsAsAlone"/>)
-    /// gives every row bit for bit what a step of that row alone gives it; not asking takes the panels, whose sums differ in the
-    /// last bits somewhere (so the test sees which kernels ran) and stay within rounding of them.
+    /// A decode step of 3-7 rows through a repacked matrix: a batch-invariant backend (<see cref="CpuBackendOptions.BatchInvariant"/>)
+    /// gives every row bit for bit what a step of that row alone gives it; the default takes the panels, whose sums differ in
+    /// the last bits somewhere (so the test sees which kernels ran) and stay within rounding of them.
     /// </summary>
     [SkippableTheory]
     [InlineData(DType.Q8_0)]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q4_K)]
-    public void Rows_asked_for_as_alone_get_their_bits_alone(DType type)
+    public void A_batch_invariant_backend_gives_each_row_its_bits_alone(DType type)
     {
         const int outputs = 64, inputs = 512;
         Skip.If(type == DType.Q8_0 && !QuantPanel.MultipliesInIntegers(KernelPaths.Default, DType.Q8_0), "Q8_0 is repacked only on a CPU with vpdpbusd");
-        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var invariant = new CpuBackend(new CpuBackendOptions { Threads = 2, BatchInvariant = true });
+        using var fast = new CpuBackend(new CpuBackendOptions { Threads = 2 });
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
-        using DeviceWeight weight = backend.Upload(w.View);
-        Assert.True(((CpuWeight)weight).Repacked);
-        IBackend seam = backend;
+        using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
+        Assert.True(((CpuWeight)invariantWeight).Repacked && ((CpuWeight)fastWeight).Repacked);
         foreach (int rows in new[] { 3, 4, 7 })
         {
             float[] x = KernelData.Floats(rows * inputs, 40 + rows);
-            float[] Product(float[] input, int count, bool alone)
-            {
-                seam.RowsAsAlone = alone;
-                return QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, count, outputs, [(input, inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
-            }
+            float[] Product(CpuBackend backend, DeviceWeight weight, float[] input, int count) =>
+                QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, count, outputs, [(input, inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
 
-            float[] asked = Product(x, rows, alone: true), panels = Product(x, rows, alone: false);
+            float[] asked = Product(invariant, invariantWeight, x, rows), panels = Product(fast, fastWeight, x, rows);
             int differing = 0;
             for (int r = 0; r < rows; r++)
             {
-                float[] single = Product(x.AsSpan(r * inputs, inputs).ToArray(), 1, alone: false);
+                float[] single = Product(fast, fastWeight, x.AsSpan(r * inputs, inputs).ToArray(), 1);
                 for (int o = 0; o < outputs; o++)
                 {
                     float y = asked[(r * outputs) + o], p = panels[(r * outputs) + o];
-                    Assert.True(y.Equals(single[o]), $"{type}, {rows} rows asked for as alone, row {r} output {o}: {y}, alone {single[o]}");
+                    Assert.True(y.Equals(single[o]), $"{type}, {rows} rows batch-invariant, row {r} output {o}: {y}, alone {single[o]}");
                     Assert.True(Math.Abs(p - y) <= 1e-4 * (Math.Abs(y) + 1), $"{type}, {rows} rows through the panels, row {r} output {o}: {p}, alone {y}");
                     differing += p.Equals(y) ? 0 : 1;
                 }

@@ -60,7 +60,8 @@ internal static class TestBackends
         Skip.If(true, $"no Vulkan device, GPU test skipped: {reason}");
     }
 
-    public static IBackend Create(string name, int threads = 2)
+    /// <summary>The backend <paramref name="name"/>s; a CPU one with <paramref name="batchInvariant"/> as <see cref="CpuBackendOptions.BatchInvariant"/>.</summary>
+    public static IBackend Create(string name, int threads = 2, bool batchInvariant = false)
     {
         if (name == Gpu)
         {
@@ -71,7 +72,7 @@ internal static class TestBackends
 
         if (name == "cpu")
         {
-            return new CpuBackend(new CpuBackendOptions { Threads = threads });
+            return new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = batchInvariant });
         }
 
         if (!name.StartsWith("cpu:", StringComparison.Ordinal) || !KernelPaths.TryParse(name[4..], out KernelPath path))
@@ -79,6 +80,6 @@ internal static class TestBackends
             throw new ArgumentException($"unknown test backend '{name}'");
         }
 
-        return new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = threads });
+        return new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = threads, BatchInvariant = batchInvariant });
     }
 }
