@@ -157,7 +157,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         if (weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K && !_q8kReady)
         {
             // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
-            _q8k.Prepare(_tokens, weight.Cols);
+            _q8k.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
             _quantizeQ8KFirst = _tokens > MatMul.RowDotTokens;
             if (!_quantizeQ8KFirst)
             {
@@ -245,7 +245,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
+            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= (weight.StoredType == DType.Q8_0 ? MatMul.RepackedQ8_0PanelTokens : MatMul.RepackedPanelTokens) && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
                 MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType != DType.Q4_K ? _q8 : null,
                     weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;

@@ -63,6 +63,15 @@ internal static class MatMul
     public const int RepackedPanelTokens = 3;
 
     /// <summary>
+    /// <see cref="RepackedPanelTokens"/> for Q8_0 (<see cref="Q8_0Panels"/>): two tokens already go through the panels, padded to a group
+    /// of four (<see cref="QuantPanel.PanelTokens"/>), which costs about as much as one token alone there and less than the rows' pair
+    /// kernel. Decode of 2 sequences, Qwen2.5-0.5B's shape, one Zen 5 core, tokens/s in all, rows → panels (alternating runs):
+    /// 63.6-69.3 → 74.0-99.9; two cores 132-138 → 132-144. One token stays on the rows, which stream faster: 60-70 tokens/s through
+    /// the panels against 70-72 on one core, 87-111 against 120-121 on two.
+    /// </summary>
+    public const int RepackedQ8_0PanelTokens = 2;
+
+    /// <summary>
     /// y[t, n] = Σ_k x[t, k] · w[n, k] + bias[n] for n in [rowStart, rowEnd) and every token t.
     /// <paramref name="weights"/> holds just those rows (so no span has to cover a weight over 2 GiB); <paramref name="x"/>
     /// is the tokens' rows, and from <see cref="FloatRowDotTokens"/> + 1 tokens on <paramref name="xBlocks"/> the same activations as

@@ -25,6 +25,9 @@ internal sealed class Q8KActivations
 
     public int Tokens { get; private set; }
 
+    /// <summary>The tokens the integer panels' tables hold: <see cref="Tokens"/>, then zero tokens up to a group (see <see cref="Prepare(int, int, int)"/>).</summary>
+    public int PanelTokens { get; private set; }
+
     /// <summary>Quantizes <paramref name="tokens"/> rows of <paramref name="cols"/> values (a multiple of 256).</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols, KernelPath path = KernelPath.Vector256)
     {
@@ -33,21 +36,53 @@ internal sealed class Q8KActivations
     }
 
     /// <summary>Makes room for <paramref name="tokens"/> rows of <paramref name="cols"/>, to be filled by <see cref="QuantizeRows"/>.</summary>
-    public void Prepare(int tokens, int cols)
+    public void Prepare(int tokens, int cols) => Prepare(tokens, cols, tokens);
+
+    /// <summary>
+    /// <see cref="Prepare(int, int)"/>, with the integer panels' tables (<see cref="AllCodes"/> and the block-major ones) holding
+    /// <paramref name="panelTokens"/> (at least <paramref name="tokens"/>) tokens, those past the real ones all zero, as
+    /// <see cref="Q8Activations.Prepare(int, int, int)"/> does (see <see cref="QuantPanel.PanelTokens"/>).
+    /// </summary>
+    public void Prepare(int tokens, int cols, int panelTokens)
     {
-        int blocks = tokens * cols / BlockValues;
-        if (_codes.Length < tokens * cols)
+        if (panelTokens < tokens)
         {
-            _codes = new sbyte[tokens * cols];
-            _scales = new float[blocks];
-            _groupSums = new short[tokens * cols / 16];
-            _subBlockSums = new short[tokens * cols / 32];
-            _q6KOffsets = new int[tokens * cols / 16];
-            _scalesByBlock = new float[blocks];
-            _scaledSubBlockSums = new float[tokens * cols / 32];
+            throw new ArgumentOutOfRangeException(nameof(panelTokens), panelTokens, $"fewer than the {tokens} tokens");
         }
 
-        (Cols, Tokens) = (cols, tokens);
+        int blocks = panelTokens * cols / BlockValues;
+        if (_codes.Length < panelTokens * cols)
+        {
+            _codes = new sbyte[panelTokens * cols];
+            _scales = new float[blocks];
+            _groupSums = new short[panelTokens * cols / 16];
+            _subBlockSums = new short[panelTokens * cols / 32];
+            _q6KOffsets = new int[panelTokens * cols / 16];
+            _scalesByBlock = new float[blocks];
+            _scaledSubBlockSums = new float[panelTokens * cols / 32];
+        }
+
+        (Cols, Tokens, PanelTokens) = (cols, tokens, panelTokens);
+        if (panelTokens > tokens)
+        {
+            // The padding tokens' codes and table entries zero, as in Q8Activations.Prepare.
+            int count = panelTokens - tokens;
+            _codes.AsSpan(tokens * cols, count * cols).Clear();
+            for (int j = 0; j < cols / BlockValues; j++)
+            {
+                _scalesByBlock.AsSpan((j * panelTokens) + tokens, count).Clear();
+            }
+
+            for (int j = 0; j < cols / 32; j++)
+            {
+                _scaledSubBlockSums.AsSpan((j * panelTokens) + tokens, count).Clear();
+            }
+
+            for (int g = 0; g < cols / 16; g++)
+            {
+                _q6KOffsets.AsSpan((g * panelTokens) + tokens, count).Clear();
+            }
+        }
     }
 
     /// <summary>
@@ -98,20 +133,20 @@ internal sealed class Q8KActivations
 
     /// <summary>
     /// Block <paramref name="b"/>'s scale, its sub-blocks' d × Σ and its groups' -32 × Σ into the block-major tables of
-    /// <see cref="QuantPanel"/>, which takes eight tokens at once: block j of token t at j × <see cref="Tokens"/> + t.
+    /// <see cref="QuantPanel"/>, which takes eight tokens at once: block j of token t at j × <see cref="PanelTokens"/> + t.
     /// </summary>
     private void WriteBlockMajor(int b, float d, ReadOnlySpan<short> groupSums, int perRow)
     {
-        int token = b / perRow, block = b % perRow;
-        _scalesByBlock[(block * Tokens) + token] = d;
+        int token = b / perRow, block = b % perRow, stride = PanelTokens;
+        _scalesByBlock[(block * stride) + token] = d;
         for (int j = 0; j < 8; j++)
         {
-            _scaledSubBlockSums[(((block * 8) + j) * Tokens) + token] = d * (groupSums[2 * j] + groupSums[(2 * j) + 1]);
+            _scaledSubBlockSums[(((block * 8) + j) * stride) + token] = d * (groupSums[2 * j] + groupSums[(2 * j) + 1]);
         }
 
         for (int g = 0; g < 16; g++)
         {
-            _q6KOffsets[(((block * 16) + g) * Tokens) + token] = -32 * groupSums[g];
+            _q6KOffsets[(((block * 16) + g) * stride) + token] = -32 * groupSums[g];
         }
     }
 
@@ -194,23 +229,23 @@ internal sealed class Q8KActivations
         }
     }
 
-    /// <summary>The block scales block by block: block j of token t at j × <see cref="Tokens"/> + t (for <see cref="QuantPanel"/>).</summary>
-    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, Tokens * Cols / BlockValues);
+    /// <summary>The block scales block by block: block j of token t at j × <see cref="PanelTokens"/> + t (for <see cref="QuantPanel"/>).</summary>
+    public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, PanelTokens * Cols / BlockValues);
 
     /// <summary>
     /// The block scale × the sums of every 32 codes, sub-block by sub-block as <see cref="ScalesByBlock"/>: the mins' term of Q4_K's
     /// and Q5_K's packed panels (<see cref="QuantPanel"/>).
     /// </summary>
-    public ReadOnlySpan<float> ScaledSubBlockSums => _scaledSubBlockSums.AsSpan(0, Tokens * Cols / 32);
+    public ReadOnlySpan<float> ScaledSubBlockSums => _scaledSubBlockSums.AsSpan(0, PanelTokens * Cols / 32);
 
     /// <summary>
     /// -32 × the sums of every 16 codes, group by group as <see cref="ScalesByBlock"/>: where Q6_K's panels store its codes + 32
     /// (0..63), a group's integer product starts from it and comes out as the product with the signed values (<see cref="QuantPanel"/>).
     /// </summary>
-    public ReadOnlySpan<int> Q6KOffsets => _q6KOffsets.AsSpan(0, Tokens * Cols / 16);
+    public ReadOnlySpan<int> Q6KOffsets => _q6KOffsets.AsSpan(0, PanelTokens * Cols / 16);
 
-    /// <summary>Every token's codes, row after row.</summary>
-    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, Tokens * Cols);
+    /// <summary>Every token's codes, row after row, the <see cref="PanelTokens"/> past <see cref="Tokens"/> zero.</summary>
+    public ReadOnlySpan<sbyte> AllCodes => _codes.AsSpan(0, PanelTokens * Cols);
 
     /// <summary>Row <paramref name="token"/>: its codes, block scales and sums.</summary>
     public Q8KRow Row(int token) => new(

@@ -49,13 +49,13 @@ internal static partial class QuantPanel
         || (type == DType.Q8_0 && ByteDots.Vnni(path) && Fma.IsSupported);
 
     /// <summary>
-    /// The tokens a step's Q8_0 activations hold for the panels (<see cref="Q8Activations.Prepare(int, int, int)"/>): from 3 on a
+    /// The tokens a step's Q8_0 activations hold for the panels (<see cref="Q8Activations.Prepare(int, int, int)"/>): from 2 on a
     /// vector path, rounded up to a group of four where two or three would be left over, since the kernels multiply a group of
     /// four (or eight, on the 512-bit path) tokens in about the time of one token alone. Measured from cache, ns per token and
     /// block (Zen 5, 512-bit, <c>bench few-tokens</c>): one token alone 0.41-0.55, groups of four 0.19-0.23, of eight 0.18-0.19.
     /// </summary>
     public static int PanelTokens(KernelPath path, int tokens) =>
-        tokens < 3 || tokens % 4 < 2 || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported ? tokens : (tokens + 3) & ~3;
+        tokens < 2 || tokens % 4 < 2 || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported ? tokens : (tokens + 3) & ~3;
 
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
@@ -502,7 +502,7 @@ internal static partial class QuantPanel
     {
         int groupValues = GroupValues(type);
         Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
-        var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.Tokens, x.AllCodes, x.ScalesByBlock,
+        var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.PanelTokens, x.AllCodes, x.ScalesByBlock,
             type == DType.Q6_K ? default : x.ScaledSubBlockSums, type == DType.Q6_K ? x.Q6KOffsets : default, next);
         if (type == DType.Q6_K)
         {
@@ -545,7 +545,7 @@ internal static partial class QuantPanel
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8KActivations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default) =>
-        MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.Tokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
+        MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.PanelTokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
             y, yStride, next);
 
     /// <summary>

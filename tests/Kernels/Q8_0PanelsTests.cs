@@ -8,7 +8,7 @@ using StoredTensor = QwenSharp.Tests.Backend.BackendConformanceTests.StoredTenso
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Q8_0 matrices repacked at load (<see cref="Q8_0Panels"/>) and steps whose activations are padded with zero tokens to a group
+/// Q8_0 matrices repacked at load (<see cref="Q8_0Panels"/>), against activations padded to a group as a step pads them
 /// (<see cref="QuantPanel.PanelTokens"/>): on every path and number of tokens, the same sums bit for bit as packing the rows per
 /// step against unpadded activations, as the scalar reference, and within rounding of the dequantized weights dotted in double;
 /// nothing written for the padding; which matrices the CPU repacks; and that a batch-invariant backend
@@ -101,76 +101,6 @@ public sealed class Q8_0PanelsTests
         }
     }
 
-    /// <summary>
-    /// Q4_0's panels, repacked at load and packed per step, and Q8_0's packed per step, against activations padded to a group:
-    /// the real tokens' sums bit for bit as unpadded, and nothing written for the padding (the results end at the last real token).
-    /// </summary>
-    [Theory]
-    [MemberData(nameof(PathsAndTokens))]
-    public void Padding_changes_no_sum_and_writes_nothing(KernelPath path, int tokens)
-    {
-        const int cols = 256;
-        int panelTokens = QuantPanel.PanelTokens(path, tokens);
-        float[] x = KernelData.Floats(tokens * cols, 3 + tokens);
-        var plain = new Q8Activations();
-        plain.Quantize(x, tokens, cols, path);
-        // Reused, as a job's are: a bigger step's codes, scales and offsets are in its buffers first, and the padding must clear them.
-        var padded = new Q8Activations();
-        padded.Quantize(KernelData.Floats((panelTokens + 3) * cols, 77), panelTokens + 3, cols, path);
-        padded.Prepare(tokens, cols, panelTokens);
-        padded.QuantizeRows(x, 0, tokens, path);
-        Assert.Equal(panelTokens, padded.PanelTokens);
-
-        foreach (DType type in new[] { DType.Q4_0, DType.Q8_0 })
-        {
-            using var w = new StoredTensor("w", KernelData.Floats(QuantPanel.Rows * cols, 9), type, [QuantPanel.Rows, cols]);
-            byte[] rows = w.View.Bytes.ToArray();
-            var packed = new float[QuantPanel.PanelFloats(cols)];
-            QuantPanel.Pack(path, type, rows, QuantPanel.Rows, cols, packed);
-            var nibbles = new byte[NibblePanels.PanelBytes(DType.Q4_0, cols)];
-            if (type == DType.Q4_0)
-            {
-                NibblePanels.Repack(type, rows, cols, nibbles);
-            }
-
-            float[] Multiplied(Q8Activations activations, bool repacked)
-            {
-                // Room for the padding's results too, which must stay NaN.
-                var y = new float[panelTokens * QuantPanel.Rows];
-                y.AsSpan().Fill(float.NaN);
-                if (repacked)
-                {
-                    QuantPanel.MultiplyRepacked(path, nibbles, cols, activations, y, QuantPanel.Rows);
-                }
-                else
-                {
-                    QuantPanel.Multiply(path, type, packed, QuantPanel.Rows, cols, activations, y, QuantPanel.Rows);
-                }
-
-                return y;
-            }
-
-            foreach (bool repacked in type == DType.Q4_0 ? new[] { false, true } : [false])
-            {
-                float[] expected = Multiplied(plain, repacked), actual = Multiplied(padded, repacked);
-                for (int i = 0; i < actual.Length; i++)
-                {
-                    string where = $"{type} {(repacked ? "repacked" : "packed")} {path}, token {i / QuantPanel.Rows} of {tokens} (held as {panelTokens}), row {i % QuantPanel.Rows}";
-                    Assert.True(i < tokens * QuantPanel.Rows ? actual[i].Equals(expected[i]) && !float.IsNaN(actual[i]) : float.IsNaN(actual[i]),
-                        $"{where}: {actual[i]}, unpadded {expected[i]}");
-                }
-            }
-        }
-    }
-
-    [Fact]
-    public void Tokens_are_padded_only_where_two_or_three_are_left_over_on_a_vector_path()
-    {
-        Assert.Equal([1, 2, 4, 4, 5, 8, 8, 8, 9, 12, 12], Enumerable.Range(1, 11).Select(t => QuantPanel.PanelTokens(KernelPaths.Default, t)));
-        Assert.Equal(7, QuantPanel.PanelTokens(KernelPath.Scalar, 7));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new Q8Activations().Prepare(5, 32, 4));
-    }
-
     [Fact]
     public void The_cpu_repacks_q8_0_where_it_multiplies_its_panels_in_integers_and_they_fit()
     {
@@ -192,7 +122,7 @@ public sealed class Q8_0PanelsTests
     }
 
     /// <summary>
-    /// A decode step of 3-7 rows through a repacked matrix: a batch-invariant backend (<see cref="CpuBackendOptions.BatchInvariant"/>)
+    /// A decode step of 2-7 rows (Q4_0, Q4_K: 3-7) through a repacked matrix: a batch-invariant backend (<see cref="CpuBackendOptions.BatchInvariant"/>)
     /// gives every row bit for bit what a step of that row alone gives it; the default takes the panels, whose sums differ in
     /// the last bits somewhere (so the test sees which kernels ran) and stay within rounding of them.
     /// </summary>
@@ -209,7 +139,8 @@ public sealed class Q8_0PanelsTests
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
         using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
         Assert.True(((CpuWeight)invariantWeight).Repacked && ((CpuWeight)fastWeight).Repacked);
-        foreach (int rows in new[] { 3, 4, 7 })
+        // Q8_0's panels take 2 tokens already (MatMul.RepackedQ8_0PanelTokens), Q4_0's and Q4_K's from 3 (MatMul.RepackedPanelTokens).
+        foreach (int rows in type == DType.Q8_0 ? new[] { 2, 3, 4, 7 } : [3, 4, 7])
         {
             float[] x = KernelData.Floats(rows * inputs, 40 + rows);
             float[] Product(CpuBackend backend, DeviceWeight weight, float[] input, int count) =>
