@@ -47,6 +47,9 @@ public sealed class CpuBackend : IBackend
 
     public KernelPath KernelPath { get; }
 
+    /// <summary>Bytes of the panels matrices were repacked into at load (<see cref="CpuBackendOptions.RepackPanels"/>), besides their stored rows.</summary>
+    public long RepackedBytes { get; private set; }
+
     public int Threads => _pool.ThreadCount;
 
     public string Description => $"cpu, {KernelPath}, {Threads} thread{(Threads == 1 ? "" : "s")}{(_linear.RowsAsAlone ? ", batch-invariant" : "")}";
@@ -71,6 +74,7 @@ public sealed class CpuBackend : IBackend
                 if (_repack)
                 {
                     matrix.Repack(_panels, KernelPath);
+                    RepackedBytes += matrix.PanelBytesTotal;
                 }
 
                 return matrix;

@@ -66,6 +66,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         return new(Panels + (first / QuantPanel.Rows * (long)panelBytes), checked(count / QuantPanel.Rows * panelBytes));
     }
 
+    /// <summary>Bytes of all the repacked panels; 0 when not repacked.</summary>
+    public long PanelBytesTotal => Panels == null ? 0 : (long)PanelBytes * (Rows / QuantPanel.Rows);
+
     /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
     private int PanelBytes => StoredType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols);
 

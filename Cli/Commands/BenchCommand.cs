@@ -1,5 +1,6 @@
 using System.Globalization;
 using QwenSharp.Backend;
+using QwenSharp.Cpu;
 using QwenSharp.Formats;
 using QwenSharp.Generation;
 using QwenSharp.Memory;
@@ -157,6 +158,8 @@ internal sealed class BenchCommand : ICommand
                         w.WriteNumber("weights_resident_bytes", resident);
                         w.WriteNumber("weights_huge_page_bytes", huge);
                     }
+
+                    w.WriteNumber("weights_repacked_bytes", backend is CpuBackend cpu ? cpu.RepackedBytes : 0);
                     w.WriteNumber("decode_gb_per_s", Math.Round(gbPerSecond, 3));
                     if (bound is double read && share is double fraction)
                     {
@@ -221,6 +224,11 @@ internal sealed class BenchCommand : ICommand
                     if (pages is (long resident, long huge) && resident > 0)
                     {
                         stdout.WriteLine(string.Create(c, $"         {100.0 * huge / resident:F0}% of the weights' {InfoCommand.FormatBytes(resident)} in memory on 2 MiB pages"));
+                    }
+
+                    if (backend is CpuBackend { RepackedBytes: > 0 } cpu)
+                    {
+                        stdout.WriteLine($"         {InfoCommand.FormatBytes(cpu.RepackedBytes)} of matrices repacked at load for steps of several rows, besides them (QWENSHARP_REPACK=0: none)");
                     }
                     if (backend is Gpu.VulkanBackend vulkan)
                     {

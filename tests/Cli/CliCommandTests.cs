@@ -38,6 +38,19 @@ public sealed class CliCommandTests
     }
 
     /// <summary>
+    /// bench says how much memory the matrices repacked at load take besides their rows: Q4_0's panels hold 20 bytes per 32
+    /// values (the codes' nibbles, an f32 scale), and every matrix of the random model (1,441,792 values) is whole panels.
+    /// </summary>
+    [Fact]
+    public void Bench_SaysWhatTheRepackedPanelsTake()
+    {
+        CliRunner.Result result = CliRunner.Run("bench", "--model", RandomKQuantModel.Folder.Value, "--quantize", "q4_0", "--prompt-tokens", "4", "--new-tokens", "2",
+            "--threads", "1", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(1_441_792 / 32 * 20, result.Json.GetProperty("weights_repacked_bytes").GetInt64());
+    }
+
+    /// <summary>
     /// `--batch-invariant` reaches the CPU backend of the commands that build one (bench's backend line says so), and the Engine's
     /// (chat, serve); what it does is tested in Q8_0PanelsTests and PromptLookupTests.
     /// </summary>
