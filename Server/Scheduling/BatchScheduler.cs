@@ -518,11 +518,12 @@ internal sealed class BatchScheduler : IDisposable
     /// <summary>
     /// Rows a step may give guesses: with prompt lookup, while one sequence decodes and no prompt is read, what
     /// <see cref="PromptLookup.MaxStepRows"/> leaves beside its row. Several decoding sequences already share each read
-    /// of the weights, and a guessed row costs 0.5-0.8 of a step on the CPU (the decode kernels for a few tokens are
-    /// bound by arithmetic): the random Q8_0 0.5B on 2 Zen 5 threads served 4 streams at 146-147 tokens/s without
-    /// guesses and 121-122 with them beside the streams, 2 streams at 131-135 and 112-126
-    /// (bench/results/amd-epyc-zen5-2core-avx512/serve-prompt-lookup-and-pace-2026-12-04.md). A step reading a prompt
-    /// has more rows than each row's sum alone allows, and the prompt should not wait.
+    /// of the weights. Through the rows' kernels a guessed row cost 0.5-0.8 of a step on the CPU: the random Q8_0 0.5B on
+    /// 2 Zen 5 threads served 4 streams at 146-147 tokens/s without guesses and 121-122 with them beside the streams, 2
+    /// streams at 131-135 and 112-126 (bench/results/amd-epyc-zen5-2core-avx512/serve-prompt-lookup-and-pace-2026-12-04.md).
+    /// Through the repacked panels (Q8_0Panels), a group of four rows costs about what one does, and guesses beside the
+    /// streams (up to 7 rows) still paid only at 2 streams: 134-138 → 142-151 tokens/s, while 4 streams fell from 215-219 to
+    /// 200-204 (q8_0-repacked-panels-2026-12-04.md). A step reading a prompt should not wait for guesses.
     /// </summary>
     private int SpareRowsForGuesses()
     {
