@@ -245,7 +245,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= (weight.StoredType == DType.Q8_0 ? MatMul.RepackedQ8_0PanelTokens : MatMul.RepackedPanelTokens) && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
+            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
                 MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType != DType.Q4_K ? _q8 : null,
                     weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;

@@ -54,22 +54,16 @@ internal static class MatMul
     };
 
     /// <summary>
-    /// From this many tokens a repacked Q4_0 or Q4_K matrix (<see cref="NibblePanels"/>) multiplies its panels; fewer read its rows as
-    /// stored (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>). Q4_0: one token streamed a 151936 × 896 matrix's panels from memory at 9-11 GB/s on one
-    /// Xeon core against 13-14 on its rows (prefetching the next panel, 8 or 16 KiB ahead, or not at all; 4864-wide panels
-    /// streamed faster, 16-20 against 14-16). Decode of Qwen2.5-0.5B's shape, 2 threads, tokens/s in all, rows → panels
-    /// (three alternating runs each): 2 sequences 84-117 → 80-95, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314.
+    /// From this many tokens a repacked Q4_0, Q4_K or Q8_0 matrix (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>) multiplies its
+    /// panels, the tokens padded to a group of four (<see cref="QuantPanel.PanelTokens"/>), which costs about what one token alone
+    /// costs there; one token reads its rows as stored (<see cref="Q8IntegerKernel"/>, <see cref="KQuantIntegerKernel"/>), which stream
+    /// faster. Decode of 2 sequences, tokens/s in all, rows → panels, alternating runs on a Zen 5 (1 core; 2 cores):
+    /// Qwen2.5-0.5B's shape in Q8_0 63.6-69.3 → 74.0-99.9 (132-138 → 132-144), in Q4_0 105-112 → 116-127 (178-188 → 186-205);
+    /// the 1.5B shape in Q4_K 33.0-34.0 → 39.2-40.4 (63.3-63.7 → 63.6-71.7). One token through the panels: Q8_0 0.5B 60.3 and 54.7
+    /// against 70.8 and 70.0 on the rows (1 core). Before the padding, the Xeon's Q4_0 0.5B gave 2 sequences 84-117 on the rows
+    /// and 80-95 on the panels, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314 (2 cores).
     /// </summary>
-    public const int RepackedPanelTokens = 3;
-
-    /// <summary>
-    /// <see cref="RepackedPanelTokens"/> for Q8_0 (<see cref="Q8_0Panels"/>): two tokens already go through the panels, padded to a group
-    /// of four (<see cref="QuantPanel.PanelTokens"/>), which costs about as much as one token alone there and less than the rows' pair
-    /// kernel. Decode of 2 sequences, Qwen2.5-0.5B's shape, one Zen 5 core, tokens/s in all, rows → panels (alternating runs):
-    /// 63.6-69.3 → 74.0-99.9; two cores 132-138 → 132-144. One token stays on the rows, which stream faster: 60-70 tokens/s through
-    /// the panels against 70-72 on one core, 87-111 against 120-121 on two.
-    /// </summary>
-    public const int RepackedQ8_0PanelTokens = 2;
+    public const int RepackedPanelTokens = 2;
 
     /// <summary>
     /// y[t, n] = Σ_k x[t, k] · w[n, k] + bias[n] for n in [rowStart, rowEnd) and every token t.

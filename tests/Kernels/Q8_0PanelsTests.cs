@@ -122,7 +122,7 @@ public sealed class Q8_0PanelsTests
     }
 
     /// <summary>
-    /// A decode step of 2-7 rows (Q4_0, Q4_K: 3-7) through a repacked matrix: a batch-invariant backend (<see cref="CpuBackendOptions.BatchInvariant"/>)
+    /// A decode step of 2-7 rows through a repacked matrix: a batch-invariant backend (<see cref="CpuBackendOptions.BatchInvariant"/>)
     /// gives every row bit for bit what a step of that row alone gives it; the default takes the panels, whose sums differ in
     /// the last bits somewhere (so the test sees which kernels ran) and stay within rounding of them.
     /// </summary>
@@ -139,8 +139,8 @@ public sealed class Q8_0PanelsTests
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
         using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
         Assert.True(((CpuWeight)invariantWeight).Repacked && ((CpuWeight)fastWeight).Repacked);
-        // Q8_0's panels take 2 tokens already (MatMul.RepackedQ8_0PanelTokens), Q4_0's and Q4_K's from 3 (MatMul.RepackedPanelTokens).
-        foreach (int rows in type == DType.Q8_0 ? new[] { 2, 3, 4, 7 } : [3, 4, 7])
+        // The panels take 2 tokens on (MatMul.RepackedPanelTokens).
+        foreach (int rows in new[] { 2, 3, 4, 7 })
         {
             float[] x = KernelData.Floats(rows * inputs, 40 + rows);
             float[] Product(CpuBackend backend, DeviceWeight weight, float[] input, int count) =>
