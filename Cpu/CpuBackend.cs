@@ -54,7 +54,12 @@ public sealed class CpuBackend : IBackend
 
     public string Description => $"cpu, {KernelPath}, {Threads} thread{(Threads == 1 ? "" : "s")}{(_linear.RowsAsAlone ? ", batch-invariant" : "")}";
 
-    public DeviceWeight Upload(TensorView tensor)
+    public DeviceWeight Upload(TensorView tensor) => Upload(tensor, _repack);
+
+    /// <summary>An embedding only gathered from stays as stored: its panels would serve no product (615 MiB for Qwen2.5-7B in Q8_0).</summary>
+    public DeviceWeight UploadTable(TensorView tensor) => Upload(tensor, repack: false);
+
+    private DeviceWeight Upload(TensorView tensor, bool repack)
     {
         switch (tensor.Shape.Length)
         {
@@ -71,7 +76,7 @@ public sealed class CpuBackend : IBackend
                 {
                     ExactGroups = tensor.DType == DType.F16 ? FiniteF16Map(tensor, rows, cols) : null,
                 };
-                if (_repack)
+                if (repack)
                 {
                     matrix.Repack(_panels, KernelPath);
                     RepackedBytes += matrix.PanelBytesTotal;

@@ -25,6 +25,12 @@ public interface IBackend : IDisposable
     /// <summary>Makes a stored weight ready: wrap, repack or upload. Matrices are [out, in]; vectors one row.</summary>
     DeviceWeight Upload(TensorView tensor);
 
+    /// <summary>
+    /// <see cref="Upload"/> for a table only <see cref="Embed"/> reads (an embedding not tied to the head): a backend that
+    /// repacks matrices for its products leaves it as stored.
+    /// </summary>
+    DeviceWeight UploadTable(TensorView tensor) => Upload(tensor);
+
     DeviceBuffer Allocate(int rows, int cols);
 
     KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim);

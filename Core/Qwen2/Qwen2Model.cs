@@ -35,7 +35,9 @@ public sealed class Qwen2Model : IDisposable
         {
             if (!uploaded.TryGetValue(view, out DeviceWeight? weight))
             {
-                weight = backend.Upload(view);
+                // An embedding not tied to the head is only gathered from, row by row: nothing to repack for products.
+                bool onlyGathered = ReferenceEquals(view, views.EmbedTokens) && !ReferenceEquals(view, views.LmHead);
+                weight = onlyGathered ? backend.UploadTable(view) : backend.Upload(view);
                 uploaded.Add(view, weight);
             }
 

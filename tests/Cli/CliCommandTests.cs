@@ -39,15 +39,30 @@ public sealed class CliCommandTests
 
     /// <summary>
     /// bench says how much memory the matrices repacked at load take besides their rows: Q4_0's panels hold 20 bytes per 32
-    /// values (the codes' nibbles, an f32 scale), and every matrix of the random model (1,441,792 values) is whole panels.
+    /// values (the codes' nibbles, an f32 scale). Every matrix of these random models is whole panels; an embedding table is
+    /// repacked only where it is also the head (tied), since otherwise it is only gathered from.
     /// </summary>
     [Fact]
     public void Bench_SaysWhatTheRepackedPanelsTake()
     {
-        CliRunner.Result result = CliRunner.Run("bench", "--model", RandomKQuantModel.Folder.Value, "--quantize", "q4_0", "--prompt-tokens", "4", "--new-tokens", "2",
-            "--threads", "1", "--json");
-        Assert.True(result.ExitCode == 0, result.Stderr);
-        Assert.Equal(1_441_792 / 32 * 20, result.Json.GetProperty("weights_repacked_bytes").GetInt64());
+        long Repacked(params string[] model)
+        {
+            CliRunner.Result result = CliRunner.Run(["bench", .. model, "--quantize", "q4_0", "--prompt-tokens", "4", "--new-tokens", "2", "--threads", "1", "--json"]);
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            return result.Json.GetProperty("weights_repacked_bytes").GetInt64();
+        }
+
+        // Untied: two layers of 589,824 values and a 512 × 256 head; the 512 × 256 embedding stays as stored.
+        Assert.Equal(((2 * 589_824) + 131_072) / 32 * 20, Repacked("--model", RandomKQuantModel.Folder.Value));
+
+        // Tied, one such layer: the table is the head too.
+        string config = Path.Combine(Fixtures.TempDirectory(), "config.json");
+        File.WriteAllText(config, """
+            {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 256, "intermediate_size": 512,
+             "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+             "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true}
+            """);
+        Assert.Equal((589_824 + 131_072) / 32 * 20, Repacked("--config", config, "--random-weights"));
     }
 
     /// <summary>
