@@ -17,7 +17,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// block j eight column quads of the sixteen rows, four bytes each (<c>[j][q][r][i]</c>, 512 bytes a block); then each block's
 /// sixteen scales widened to f32 (<c>[j][r]</c>, 64 bytes). 36 bytes per 32 values against the file's 34. These are exactly the
 /// codes and scales <see cref="QuantPanel.Pack"/> unpacks a panel into per step (without the mins, which Q8_0's products do not
-/// read: they start from -128 × Σa). ggml repacks Q8_0 for its ARM kernels the same way (<c>block_q8_0x4</c>).
+/// read: they start from -128 × Σa). ik_llama.cpp's run-time repacking interleaves Q8_0 rows likewise (<c>Q8_0_R8</c>, eight rows);
+/// ggml's <c>block_q8_0x4</c> interleaves four tokens' activations for its repacked Q4_0 products, not weights.
 /// </remarks>
 internal static class Q8_0Panels
 {
