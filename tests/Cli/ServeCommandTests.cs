@@ -39,7 +39,7 @@ public sealed class ServeCommandTests
     public async Task AProcessServesThenDrainsOnSigtermAndExitsZero()
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0"])
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant"])
         {
             start.ArgumentList.Add(arg);
         }
@@ -53,6 +53,7 @@ public sealed class ServeCommandTests
                 if (line.Contains("listening on ", StringComparison.Ordinal))
                 {
                     address = line.Split("listening on ")[1].Split(' ')[0];
+                    Assert.Contains(", batch-invariant", line, StringComparison.Ordinal);
                     break;
                 }
             }
