@@ -9,7 +9,7 @@ namespace QwenSharp.Bench;
 /// The Q8_0 decode kernels for a few tokens, from cache, in nanoseconds per token and block of 32 weights: one token row
 /// by row (<c>Q8IntegerKernel.DotRows</c>), 2 to 7 tokens through the stored rows (pairs of tokens through
 /// <c>DotRowsTwoTokens</c>, one left over alone), and 1 to 8 through the rows repacked at load (<c>Q8_0Panels</c>, which a
-/// step of 3 or more takes where the CPU has vpdpbusd). From cache, the figure is the kernels' arithmetic, which is what
+/// step of 2 or more takes where the CPU has vpdpbusd). From cache, the figure is the kernels' arithmetic, which is what
 /// a step of several rows pays for each row past the first.
 /// <code>
 ///   dotnet run -c Release --project bench -- few-tokens [--rows 64] [--cols 896] [--rounds 5]
@@ -49,26 +49,8 @@ internal static class FewTokenKernels
             $"{path}, VNNI {(ByteDots.Vnni(path) ? "on" : "off")}, {rows} Q8_0 rows of {cols} ({rows * blocks * 34 / 1024} KB, from cache); ns per token and block, medians of {rounds}"));
         foreach (int tokens in (int[])[1, 2, 3, 4, 7])
         {
-            var times = new List<double>();
-            // Round -1 warms up (the JIT's tiers, the caches) and is not counted.
-            for (int round = -1; round < rounds; round++)
-            {
-                long start = Stopwatch.GetTimestamp();
-                for (int i = 0; i < iterations; i++)
-                {
-                    Step(path, matrix, rows, q8, tokens, y);
-                }
-
-                if (round < 0)
-                {
-                    continue;
-                }
-
-                times.Add(Stopwatch.GetElapsedTime(start).TotalNanoseconds / ((double)iterations * rows * blocks * tokens));
-            }
-
-            times.Sort();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {tokens} token(s): {times[times.Count / 2]:F3} ns"));
+            double ns = MedianNanoseconds(() => Step(path, matrix, rows, q8, tokens, y), rounds, iterations, (long)rows * blocks * tokens);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {tokens} token(s): {ns:F3} ns"));
         }
 
         if (!Q8_0Panels.Fits(rows, cols) || !QuantPanel.MultipliesInIntegers(path, DType.Q8_0))
@@ -77,7 +59,7 @@ internal static class FewTokenKernels
             return 0;
         }
 
-        // The same rows repacked at load (Q8_0Panels), as a step of 3 or more tokens multiplies them, its activations padded to
+        // The same rows repacked at load (Q8_0Panels), as a step of 2 or more tokens multiplies them, its activations padded to
         // a group where that pays (QuantPanel.PanelTokens).
         int panelBytes = Q8_0Panels.PanelBytes(cols);
         byte[] panels = new byte[rows / QuantPanel.Rows * panelBytes];
@@ -91,32 +73,45 @@ internal static class FewTokenKernels
             var padded = new Q8Activations();
             padded.Prepare(tokens, cols, QuantPanel.PanelTokens(path, tokens));
             padded.QuantizeRows(x, 0, tokens, path);
-            var times = new List<double>();
-            for (int round = -1; round < rounds; round++)
-            {
-                long start = Stopwatch.GetTimestamp();
-                for (int i = 0; i < iterations; i++)
+            double ns = MedianNanoseconds(
+                () =>
                 {
                     for (int p = 0; p < rows / QuantPanel.Rows; p++)
                     {
                         QuantPanel.MultiplyRepackedQ8_0(path, panels.AsSpan(p * panelBytes, panelBytes), cols, padded, y.AsSpan(p * QuantPanel.Rows), rows);
                     }
-                }
-
-                if (round < 0)
-                {
-                    continue;
-                }
-
-                times.Add(Stopwatch.GetElapsedTime(start).TotalNanoseconds / ((double)iterations * rows * blocks * tokens));
-            }
-
-            times.Sort();
+                },
+                rounds, iterations, (long)rows * blocks * tokens);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  repacked panels, {tokens} token(s) (held as {padded.PanelTokens}): {times[times.Count / 2]:F3} ns"));
+                $"  repacked panels, {tokens} token(s) (held as {padded.PanelTokens}): {ns:F3} ns"));
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The median over <paramref name="rounds"/> rounds of <paramref name="iterations"/> runs of <paramref name="step"/>, in ns per
+    /// unit of <paramref name="work"/> (token and block) a run does; a first round warms up (the JIT's tiers, the caches) and is not counted.
+    /// </summary>
+    private static double MedianNanoseconds(Action step, int rounds, int iterations, long work)
+    {
+        var times = new List<double>();
+        for (int round = -1; round < rounds; round++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iterations; i++)
+            {
+                step();
+            }
+
+            if (round >= 0)
+            {
+                times.Add(Stopwatch.GetElapsedTime(start).TotalNanoseconds / ((double)iterations * work));
+            }
+        }
+
+        times.Sort();
+        return times[times.Count / 2];
     }
 
     /// <summary>The rows against the first <paramref name="tokens"/> tokens, as <c>MatMul.Q8Rows</c> takes them at decode.</summary>

@@ -343,12 +343,7 @@ public static class Generator
         /// <summary>Sequence s's guesses for this step, at most <paramref name="most"/> and what its pace allows; none without prompt lookup.</summary>
         public ReadOnlySpan<int> Guess(int s, IReadOnlyList<int> prompt, IReadOnlyList<int> generated, int most)
         {
-            int count = 0;
-            if (lookup is not null && most > 0 && Math.Min(most, _paces[s].Next()) is int allowed and > 0)
-            {
-                count = lookup.Draft(prompt, generated, _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, allowed));
-            }
-
+            int count = lookup is null ? 0 : _paces[s].Draft(prompt, generated, most, _drafts.AsSpan(s * PromptLookup.MaxDraftTokens, PromptLookup.MaxDraftTokens));
             _draftLengths[s] = count;
             Drafted += count;
             return DraftOf(s);

@@ -1,9 +1,10 @@
 namespace QwenSharp.Generation;
 
 /// <summary>
-/// How many guesses one sequence's next step takes under prompt lookup. On the CPU a guessed row costs from half a step
-/// to most of one (the decode kernels for a few tokens are bound by arithmetic, not by reading the weights), so guesses
-/// the model does not take make decoding slower than without lookup. After a step took all its guesses the next may take two more
+/// How many guesses one sequence's next step takes under prompt lookup, and those guesses (<see cref="Draft"/>). On the CPU a
+/// guessed row through the rows' kernels (float weights, or a batch-invariant backend) costs from half a step to most of one
+/// (the decode kernels for a few tokens are bound by arithmetic, not by reading the weights), so guesses the model does not
+/// take make decoding slower than without lookup. After a step took all its guesses the next may take two more
 /// (up to <see cref="PromptLookup.DraftTokens"/>); after one took some, one more than were taken (as transformers'
 /// assistant schedule); after one took none, the sequence waits 1, 2, then 4 steps before it guesses again, one token,
 /// until a guess is taken. Only the shape of the steps changes, never the tokens.
@@ -20,6 +21,17 @@ public sealed class LookupPace(PromptLookup lookup)
     private int _limit = lookup.DraftTokens;
     private int _misses;
     private int _wait;
+
+    /// <summary>
+    /// This step's guesses of the next tokens into <paramref name="draft"/> (at least <see cref="PromptLookup.DraftTokens"/>
+    /// long): at most <paramref name="most"/> and what the pace allows (<see cref="Next"/>, not asked when
+    /// <paramref name="most"/> is 0), looked up in <paramref name="text"/> and <paramref name="generated"/>; returns how many.
+    /// </summary>
+    public int Draft(IReadOnlyList<int> text, IReadOnlyList<int> generated, int most, Span<int> draft)
+    {
+        int allowed = most <= 0 ? 0 : Math.Min(most, Next());
+        return allowed > 0 ? lookup.Draft(text, generated, draft[..allowed]) : 0;
+    }
 
     /// <summary>The most guesses this step may take (0 while waiting); call once per step, then <see cref="Taken"/>.</summary>
     public int Next()

@@ -47,11 +47,7 @@ internal sealed class Q8Activations
     /// </summary>
     public void Prepare(int tokens, int cols, int panelTokens)
     {
-        if (panelTokens < tokens)
-        {
-            throw new ArgumentOutOfRangeException(nameof(panelTokens), panelTokens, $"fewer than the {tokens} tokens");
-        }
-
+        QuantPanel.CheckPanelTokens(tokens, panelTokens);
         int blocks = panelTokens * cols / BlockValues;
         if (_codes.Length < panelTokens * cols)
         {
@@ -69,13 +65,9 @@ internal sealed class Q8Activations
             // The padding tokens: zero codes, scales and offsets, so that their sums (never written out) are 0 rather than
             // whatever a bigger step left, which could be subnormal or NaN and slow the multiply-adds down.
             _codes.AsSpan(tokens * cols, (panelTokens - tokens) * cols).Clear();
-            for (int j = 0; j < cols / BlockValues; j++)
-            {
-                int first = (j * panelTokens) + tokens, count = panelTokens - tokens;
-                _scalesByBlock.AsSpan(first, count).Clear();
-                _q4_0Offsets.AsSpan(first, count).Clear();
-                _q8_0Offsets.AsSpan(first, count).Clear();
-            }
+            QuantPanel.ClearPadding<float>(_scalesByBlock, cols / BlockValues, tokens, panelTokens);
+            QuantPanel.ClearPadding<int>(_q4_0Offsets, cols / BlockValues, tokens, panelTokens);
+            QuantPanel.ClearPadding<int>(_q8_0Offsets, cols / BlockValues, tokens, panelTokens);
         }
     }
 

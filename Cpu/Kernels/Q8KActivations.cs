@@ -45,11 +45,7 @@ internal sealed class Q8KActivations
     /// </summary>
     public void Prepare(int tokens, int cols, int panelTokens)
     {
-        if (panelTokens < tokens)
-        {
-            throw new ArgumentOutOfRangeException(nameof(panelTokens), panelTokens, $"fewer than the {tokens} tokens");
-        }
-
+        QuantPanel.CheckPanelTokens(tokens, panelTokens);
         int blocks = panelTokens * cols / BlockValues;
         if (_codes.Length < panelTokens * cols)
         {
@@ -66,22 +62,10 @@ internal sealed class Q8KActivations
         if (panelTokens > tokens)
         {
             // The padding tokens' codes and table entries zero, as in Q8Activations.Prepare.
-            int count = panelTokens - tokens;
-            _codes.AsSpan(tokens * cols, count * cols).Clear();
-            for (int j = 0; j < cols / BlockValues; j++)
-            {
-                _scalesByBlock.AsSpan((j * panelTokens) + tokens, count).Clear();
-            }
-
-            for (int j = 0; j < cols / 32; j++)
-            {
-                _scaledSubBlockSums.AsSpan((j * panelTokens) + tokens, count).Clear();
-            }
-
-            for (int g = 0; g < cols / 16; g++)
-            {
-                _q6KOffsets.AsSpan((g * panelTokens) + tokens, count).Clear();
-            }
+            _codes.AsSpan(tokens * cols, (panelTokens - tokens) * cols).Clear();
+            QuantPanel.ClearPadding<float>(_scalesByBlock, cols / BlockValues, tokens, panelTokens);
+            QuantPanel.ClearPadding<float>(_scaledSubBlockSums, cols / 32, tokens, panelTokens);
+            QuantPanel.ClearPadding<int>(_q6KOffsets, cols / 16, tokens, panelTokens);
         }
     }
 

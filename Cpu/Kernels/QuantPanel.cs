@@ -57,6 +57,28 @@ internal static partial class QuantPanel
     public static int PanelTokens(KernelPath path, int tokens) =>
         tokens < 2 || tokens % 4 < 2 || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported ? tokens : (tokens + 3) & ~3;
 
+    /// <summary>
+    /// Zeroes the padding tokens (<paramref name="tokens"/> up to <paramref name="panelTokens"/>) of a block-major table with
+    /// <paramref name="entries"/> entries a token (entry j of token t at j × <paramref name="panelTokens"/> + t), as the
+    /// activations' <c>Prepare</c> lays them out.
+    /// </summary>
+    internal static void ClearPadding<T>(Span<T> table, int entries, int tokens, int panelTokens)
+    {
+        for (int j = 0; j < entries; j++)
+        {
+            table.Slice((j * panelTokens) + tokens, panelTokens - tokens).Clear();
+        }
+    }
+
+    /// <summary>Refuses activations that would hold fewer tokens for the panels than they have.</summary>
+    internal static void CheckPanelTokens(int tokens, int panelTokens)
+    {
+        if (panelTokens < tokens)
+        {
+            throw new ArgumentOutOfRangeException(nameof(panelTokens), panelTokens, $"fewer than the {tokens} tokens");
+        }
+    }
+
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
 

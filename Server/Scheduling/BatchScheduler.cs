@@ -328,7 +328,6 @@ internal sealed class BatchScheduler : IDisposable
         PromptLookup? lookup = _options.PromptLookup ?? (job.Prediction is null ? null : s_predictionLookup);
         var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision)
         {
-            Lookup = lookup,
             LookupText = job.Prediction is int[] prediction ? [.. prediction, .. prompt] : prompt,
             Pace = lookup is null ? null : new LookupPace(lookup),
         };
@@ -399,8 +398,7 @@ internal sealed class BatchScheduler : IDisposable
                 int position = sequence.NextPosition;
                 // Guesses past the token limit or the slot's end would never be chosen (the last new token is not fed).
                 int room = Math.Min(Math.Min(sequence.Job.MaxTokens - sequence.Generated.Count - 1, _options.Context - 1 - position), spareRows);
-                sequence.DraftLength = room <= 0 || sequence.Lookup is null || Math.Min(room, sequence.Pace!.Next()) is not (int allowed and > 0) ? 0
-                    : sequence.Lookup.Draft(sequence.LookupText, sequence.Generated, sequence.Draft.AsSpan(0, allowed));
+                sequence.DraftLength = sequence.Pace?.Draft(sequence.LookupText, sequence.Generated, room, sequence.Draft) ?? 0;
                 spareRows -= sequence.DraftLength;
                 sequence.FirstRow = _batch.LogitCount;
                 _logitOwners[_batch.LogitCount] = sequence;

@@ -50,13 +50,10 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
 
     public int DraftLength { get; set; }
 
-    /// <summary>Its prompt lookup (the server's, or a prediction's), or null for none.</summary>
-    public PromptLookup? Lookup { get; init; }
-
     /// <summary>What lookup searches before the answer: the prediction's tokens, if any, then the prompt.</summary>
     public IReadOnlyList<int> LookupText { get; init; } = prompt;
 
-    /// <summary>How many guesses its next step may take (prompt lookup); null without.</summary>
+    /// <summary>Its prompt lookup's pace and guesses (the server's lookup, or a prediction's); null without.</summary>
     public LookupPace? Pace { get; init; }
 
     /// <summary>The position of the next token fed during decode.</summary>

@@ -148,7 +148,7 @@ public sealed class PromptLookupTests
     }
 
     /// <summary>
-    /// On the default CPU backend, where a step of 3 or more rows multiplies the repacked Q8_0, Q4_0 and Q4_K matrices
+    /// On the default CPU backend, where a step of 2 or more rows multiplies the repacked Q8_0, Q4_0 and Q4_K matrices
     /// through their panels: the tokens are those without lookup up to the first near-tie, where the two best log-probs
     /// without lookup were less than 0.01 apart. A last bit that differs can move an activation across a rounding edge of its
     /// 8-bit code in the next layer, so a near-tie is wider than the last bits: a Q8_0 sequence here parted where its best two
