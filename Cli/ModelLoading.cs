@@ -12,6 +12,9 @@ internal static class ModelLoading
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
     public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
+    public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16",
+        "how the KV cache stores keys and values: f16 or bf16 take half the memory and read faster over long contexts, each value rounded once (default: f32, exact)");
+
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
     public static readonly OptionSpec BatchInvariant = new("batch-invariant", null,
@@ -102,13 +105,36 @@ internal static class ModelLoading
         string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q4_k, q5_k, q6_k"),
     };
 
+    /// <summary>--kv-cache-type: how the KV cache stores keys and values (F32 when not given).</summary>
+    public static Formats.DType KvCacheTypeOf(Arguments args) => args.Value("kv-cache-type") switch
+    {
+        null => Formats.DType.F32,
+        string text when KvCache.Types.FirstOrDefault(t => t.Name == text) is { Name: not null } found => found.Type,
+        string text => throw new UsageException($"--kv-cache-type '{text}' is not one of {string.Join(", ", KvCache.Types.Select(t => t.Name))}"),
+    };
+
+    /// <summary>Stores <paramref name="model"/>'s KV caches as --kv-cache-type says, or says why the backend cannot.</summary>
+    public static void SetKvCacheType(Qwen2Model model, Arguments args)
+    {
+        Formats.DType type = KvCacheTypeOf(args);
+        try
+        {
+            model.KvCacheType = type;
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--kv-cache-type {KvCache.NameOf(type)}: {e.Message}");
+        }
+    }
+
     /// <summary>
     /// The Engine's model (weights and tokenizer) for the commands that chat or serve through it, on the device and
     /// threads the arguments choose, with the load note (GGUF types converted at load) on stderr.
     /// </summary>
     public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
     {
-        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant") });
+        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
+            KvCacheType = KvCacheTypeOf(args) });
         if (model.Model.LoadNote is string note)
         {
             stderr.WriteLine($"note: {note}");
@@ -121,10 +147,21 @@ internal static class ModelLoading
     public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
     {
         Formats.DType? quantize = QuantizeType(args);
+        KvCacheTypeOf(args);
         IBackend backend = CreateBackend(args);
         try
         {
             Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
+            try
+            {
+                SetKvCacheType(model, args);
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
+
             if (model.LoadNote is string note)
             {
                 Console.Error.WriteLine($"note: {note}");

@@ -16,12 +16,11 @@ internal sealed record ModelSummary(long Parameters, long WeightBytes, long Deco
         IReadOnlyCollection<TensorView> all = TensorsOf(model);
         long matrixBytes = Qwen2WeightBytes.PerDecodeStep(model.Weights);
 
-        Qwen2Config c = model.Config;
         return new ModelSummary(
             all.Sum(t => t.ElementCount),
             all.Sum(t => t.ByteLength),
             matrixBytes,
-            2L * c.NumHiddenLayers * c.KvDim * sizeof(float),
+            model.KvBytesPerToken,
             [.. all.GroupBy(t => DTypes.Name(t.DType)).OrderByDescending(g => g.Count()).Select(g => (g.Key, g.Count()))]);
     }
 }

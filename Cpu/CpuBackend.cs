@@ -90,7 +90,10 @@ public sealed class CpuBackend : IBackend
 
     public DeviceBuffer Allocate(int rows, int cols) => new CpuBuffer(rows, cols);
 
-    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim) => new CpuKvCache(layers, slots, capacity, kvDim);
+    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32) =>
+        new CpuKvCache(layers, slots, capacity, kvDim, elementType);
+
+    public bool StoresKvCacheAs(DType elementType) => KvCache.Types.Any(t => t.Type == elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {
@@ -142,9 +145,7 @@ public sealed class CpuBackend : IBackend
         // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
         for (int i = 0; i < k.Rows; i++)
         {
-            int at = positions[i] * kv.KvDim;
-            k.Row(i).CopyTo(kv.Keys(layer, slots[i])[at..]);
-            v.Row(i).CopyTo(kv.Values(layer, slots[i])[at..]);
+            kv.Store(layer, slots[i], positions[i], k.Row(i), v.Row(i));
             kv.Filled(layer, slots[i], positions[i] + 1);
         }
 

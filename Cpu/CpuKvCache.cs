@@ -1,10 +1,13 @@
 using QwenSharp.Backend;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
 using QwenSharp.Memory;
 
 namespace QwenSharp.Cpu;
 
 /// <summary>
-/// Keys and values in native memory, per layer [slots, capacity, kvDim] f32, allocated once. Each layer's keys and values
+/// Keys and values in native memory, per layer [slots, capacity, kvDim] of <see cref="KvCache.ElementType"/> (f32, f16 or
+/// bf16; a row is narrowed once as it is stored, <see cref="Store"/>), allocated once. Each layer's keys and values
 /// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
 /// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
 /// start, the first position of every slot would hold 2 MiB per layer (16 slots of a 24-layer model: 1.5 GiB for one
@@ -14,8 +17,8 @@ namespace QwenSharp.Cpu;
 /// </summary>
 internal sealed unsafe class CpuKvCache : KvCache
 {
-    private readonly float*[] _keys;
-    private readonly float*[] _values;
+    private readonly byte*[] _keys;
+    private readonly byte*[] _values;
 
     /// <summary>
     /// Per layer and slot, the byte offset (in the layer's mapping) up to which whole 2 MiB pages were collapsed: the
@@ -27,12 +30,12 @@ internal sealed unsafe class CpuKvCache : KvCache
     private static bool s_collapses = OperatingSystem.IsLinux();
     private bool _disposed;
 
-    public CpuKvCache(int layers, int slots, int capacity, int kvDim)
-        : base(layers, slots, capacity, kvDim)
+    public CpuKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
+        : base(layers, slots, capacity, kvDim, elementType)
     {
-        _keys = new float*[layers];
-        _values = new float*[layers];
-        nuint bytes = (nuint)slots * (nuint)capacity * (nuint)kvDim * sizeof(float);
+        _keys = new byte*[layers];
+        _values = new byte*[layers];
+        nuint bytes = (nuint)slots * (nuint)capacity * (nuint)kvDim * (nuint)ElementSize;
         _collapsedTo = new long[layers * slots];
         for (int i = 0; i < _collapsedTo.Length; i++)
         {
@@ -43,8 +46,8 @@ internal sealed unsafe class CpuKvCache : KvCache
         {
             for (int l = 0; l < layers; l++)
             {
-                _keys[l] = (float*)HugePages.AllocateUnadvised((long)bytes);
-                _values[l] = (float*)HugePages.AllocateUnadvised((long)bytes);
+                _keys[l] = (byte*)HugePages.AllocateUnadvised((long)bytes);
+                _values[l] = (byte*)HugePages.AllocateUnadvised((long)bytes);
             }
         }
         catch
@@ -56,7 +59,7 @@ internal sealed unsafe class CpuKvCache : KvCache
 
     private long SlotElements => (long)Capacity * KvDim;
 
-    private long SlotBytes => SlotElements * sizeof(float);
+    private long SlotBytes => SlotElements * ElementSize;
 
     /// <summary>
     /// Says that positions [0, <paramref name="length"/>) of <paramref name="slot"/> in <paramref name="layer"/> are
@@ -70,7 +73,7 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
 
         ref long collapsedTo = ref _collapsedTo[(layer * Slots) + slot];
-        long filledTo = ((slot * SlotBytes) + ((long)length * KvDim * sizeof(float))) & ~(HugePages.Size - 1);
+        long filledTo = ((slot * SlotBytes) + ((long)length * KvDim * ElementSize)) & ~(HugePages.Size - 1);
         if (filledTo <= collapsedTo)
         {
             return;
@@ -78,7 +81,7 @@ internal sealed unsafe class CpuKvCache : KvCache
 
         long from = collapsedTo;
         collapsedTo = filledTo;
-        if (!HugePages.Collapse((byte*)_keys[layer] + from, filledTo - from) | !HugePages.Collapse((byte*)_values[layer] + from, filledTo - from))
+        if (!HugePages.Collapse(_keys[layer] + from, filledTo - from) | !HugePages.Collapse(_values[layer] + from, filledTo - from))
         {
             s_collapses = false;
         }
@@ -86,18 +89,34 @@ internal sealed unsafe class CpuKvCache : KvCache
 
     private static long RoundUp(long offset) => (offset + HugePages.Size - 1) & ~(HugePages.Size - 1);
 
-    /// <summary>Keys of one layer and slot, [capacity, kvDim].</summary>
-    public Span<float> Keys(int layer, int slot) => new(_keys[layer] + (slot * SlotElements), checked((int)SlotElements));
+    /// <summary>Keys of one layer and slot, [capacity, kvDim] elements of <see cref="KvCache.ElementType"/>.</summary>
+    public Span<byte> Keys(int layer, int slot) => new(_keys[layer] + (slot * SlotBytes), checked((int)SlotBytes));
 
-    /// <summary>Values of one layer and slot, [capacity, kvDim].</summary>
-    public Span<float> Values(int layer, int slot) => new(_values[layer] + (slot * SlotElements), checked((int)SlotElements));
+    /// <summary>Values of one layer and slot, [capacity, kvDim] elements of <see cref="KvCache.ElementType"/>.</summary>
+    public Span<byte> Values(int layer, int slot) => new(_values[layer] + (slot * SlotBytes), checked((int)SlotBytes));
+
+    /// <summary>
+    /// Writes one position's keys and values, each element narrowed to <see cref="KvCache.ElementType"/> by rounding to
+    /// nearest even (f16 beyond its range becomes an infinity, as a conversion instruction gives).
+    /// </summary>
+    public void Store(int layer, int slot, int position, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        if (keys.Length != KvDim || values.Length != KvDim || (uint)position >= (uint)Capacity)
+        {
+            throw new ArgumentException($"position {position} of {KvDim} keys and values does not fit a cache of {Capacity} positions of {KvDim}");
+        }
+
+        int at = position * KvDim * ElementSize, bytes = KvDim * ElementSize;
+        KvNarrow.Run(ElementType, keys, Keys(layer, slot).Slice(at, bytes));
+        KvNarrow.Run(ElementType, values, Values(layer, slot).Slice(at, bytes));
+    }
 
     public static CpuKvCache Of(KvCache cache) =>
         cache as CpuKvCache ?? throw new ArgumentException("the KV cache belongs to another backend");
 
     protected override void CopyPositions(int source, int destination, int length)
     {
-        int count = length * KvDim;
+        int count = length * KvDim * ElementSize;
         for (int l = 0; l < Layers; l++)
         {
             Keys(l, source)[..count].CopyTo(Keys(l, destination));

@@ -70,6 +70,7 @@ public sealed class QwenModel : IDisposable
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
+        KvCache.CheckType(options.KvCacheType);
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant }),
@@ -81,6 +82,7 @@ public sealed class QwenModel : IDisposable
             Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
             try
             {
+                model.KvCacheType = options.KvCacheType;
                 return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory), options.PromptLookup);
             }
             catch

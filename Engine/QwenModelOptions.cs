@@ -9,6 +9,12 @@ public sealed record QwenModelOptions
     /// <summary>A quantized type (Q8_0) to convert the model's matrices to at load; null keeps them as stored.</summary>
     public QwenSharp.Formats.DType? Quantize { get; init; }
 
+    /// <summary>
+    /// How the KV cache stores keys and values: F32 (exact), or F16 or BF16 (half the memory, so twice the context or
+    /// sequences; attention over a long context reads half the bytes; each value rounded to nearest once as it is written).
+    /// </summary>
+    public QwenSharp.Formats.DType KvCacheType { get; init; } = QwenSharp.Formats.DType.F32;
+
     /// <summary>Threads for the CPU kernels; null uses every core.</summary>
     public int? Threads { get; init; }
 

@@ -1,16 +1,20 @@
 using QwenSharp.Backend;
+using QwenSharp.Formats;
 
 namespace QwenSharp.Gpu;
 
-/// <summary>Keys and values in device memory, per layer a buffer of [slots, capacity, kvDim] f32.</summary>
+/// <summary>
+/// Keys and values in device memory, per layer a buffer of [slots, capacity, kvDim] f32, or f16 / bf16 two to a word
+/// (kv_store.comp and attention.comp compiled for the type).
+/// </summary>
 internal sealed class GpuKvCache : KvCache
 {
     private readonly CommandStream _stream;
     private readonly GpuBuffer[] _keys;
     private readonly GpuBuffer[] _values;
 
-    public GpuKvCache(VulkanDevice device, CommandStream stream, int layers, int slots, int capacity, int kvDim)
-        : base(layers, slots, capacity, kvDim)
+    public GpuKvCache(VulkanDevice device, CommandStream stream, int layers, int slots, int capacity, int kvDim, DType elementType)
+        : base(layers, slots, capacity, kvDim, elementType)
     {
         _stream = stream;
         _keys = new GpuBuffer[layers];
@@ -31,7 +35,10 @@ internal sealed class GpuKvCache : KvCache
         }
     }
 
-    private long LayerBytes => (long)Slots * Capacity * KvDim * sizeof(float);
+    private long LayerBytes => (long)Slots * Capacity * KvDim * ElementSize;
+
+    /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16".</summary>
+    public string ShaderSuffix => ElementType == DType.F32 ? "" : "_" + NameOf(ElementType);
 
     public GpuBuffer Keys(int layer) => _keys[layer];
 
@@ -42,7 +49,7 @@ internal sealed class GpuKvCache : KvCache
 
     protected override void CopyPositions(int source, int destination, int length)
     {
-        long slotBytes = (long)Capacity * KvDim * sizeof(float), bytes = (long)length * KvDim * sizeof(float);
+        long slotBytes = (long)Capacity * KvDim * ElementSize, bytes = (long)length * KvDim * ElementSize;
         for (int l = 0; l < Layers; l++)
         {
             _stream.Copy(_keys[l], source * slotBytes, _keys[l], destination * slotBytes, bytes);

@@ -130,9 +130,10 @@ public sealed unsafe class VulkanBackend : IBackend
 
     public DeviceBuffer Allocate(int rows, int cols) => new GpuActivations(_device, rows, cols);
 
-    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim)
+    public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
-        long bytes = 2L * layers * slots * capacity * kvDim * sizeof(float);
+        KvCache.CheckType(elementType);
+        long bytes = 2L * layers * slots * capacity * kvDim * KvCache.ElementSizeOf(elementType);
         long available = _device.AvailableBytes();
         if (bytes > available)
         {
@@ -140,8 +141,10 @@ public sealed unsafe class VulkanBackend : IBackend
                 $"{_device.Info.Name}: not enough device memory for a KV cache of {slots} x {capacity} positions: {GpuBuffer.Megabytes(bytes)} needed, {GpuBuffer.Megabytes(available)} available (a smaller --context needs less)");
         }
 
-        return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim);
+        return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
     }
+
+    public bool StoresKvCacheAs(DType elementType) => KvCache.Types.Any(t => t.Type == elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {
@@ -394,8 +397,9 @@ public sealed unsafe class VulkanBackend : IBackend
 
         // Append this step's keys and values first, so each token also sees the earlier tokens of its own step. Right after
         // the RoPE of these q and k, the rotation stores them too (one launch instead of two).
+        // The fused store writes f32 elements one at a time; a cache of halves packs two a word in kv_store.
         GpuBuffer keys = kv.Keys(layer), values = kv.Values(layer);
-        if (_last.Is(Fusable.Rope, _stream, rows) && _last.Rope.Q == qa.Address && _last.Rope.K == ka.Address)
+        if (kv.ElementType == DType.F32 && _last.Is(Fusable.Rope, _stream, rows) && _last.Rope.Q == qa.Address && _last.Rope.K == ka.Address)
         {
             RopePush rope = _last.Rope;
             rope.V = va.Address;
@@ -414,7 +418,8 @@ public sealed unsafe class VulkanBackend : IBackend
                 K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
                 Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity,
             };
-            _stream.Dispatch(_shaders.Get("kv_store"), store, Groups((long)rows * kv.KvDim, 256), [ka.Buffer, va.Buffer], [keys, values]);
+            long invocations = (long)rows * kv.KvDim / (kv.ElementType == DType.F32 ? 1 : 2);
+            _stream.Dispatch(_shaders.Get("kv_store" + kv.ShaderSuffix), store, Groups(invocations, 256), [ka.Buffer, va.Buffer], [keys, values]);
         }
 
         var attention = new AttentionPush
@@ -424,7 +429,7 @@ public sealed unsafe class VulkanBackend : IBackend
             Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)kv.Capacity : AttentionSplitLength,
             Scale = 1f / MathF.Sqrt(shape.HeadDim), Block = (uint)block,
         };
-        _stream.Dispatch(_shaders.Get("attention", AttentionGroup, constants: 1), attention, (long)rows * (shape.NumHeads / block) * splits,
+        _stream.Dispatch(_shaders.Get("attention" + kv.ShaderSuffix, AttentionGroup, constants: 1), attention, (long)rows * (shape.NumHeads / block) * splits,
             [qa.Buffer, keys, values], [target]);
         if (splits > 1)
         {

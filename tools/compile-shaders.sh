@@ -27,6 +27,10 @@ done
 for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows layer_norm gelu segment_attention split_rows; do
   compile "$shader" "$shader.comp"
 done
+for type in f16 bf16; do  # a KV cache of halves
+  compile "kv_store_$type" kv_store.comp "-DKV_${type^^}"
+  compile "attention_$type" attention.comp "-DKV_${type^^}"
+done
 coop="${GLSLC_COOPERATIVE_MATRIX:-glslc}"
 for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   for tile in 16 8; do

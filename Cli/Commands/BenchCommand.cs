@@ -37,6 +37,7 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
 
@@ -193,6 +194,7 @@ internal sealed class BenchCommand : ICommand
                     }
 
                     w.WriteString("backend", backend.Description);
+                    w.WriteString("kv_cache_type", KvCache.NameOf(model.KvCacheType));
                     w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
                     if (backend is Gpu.VulkanBackend gpu)
                     {
@@ -208,7 +210,7 @@ internal sealed class BenchCommand : ICommand
             {
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
-                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)})");
+                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)}){(model.KvCacheType == DType.F32 ? "" : $", KV cache {KvCache.NameOf(model.KvCacheType)}")}");
                 string ofRounds = rounds > 1 ? $" (medians of {rounds} rounds)" : "";
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {promptTokens * batch / prefillTokensPerSecond:F3} s: {prefillTokensPerSecond:F2} tokens/s{ofRounds}"));
                 if (decoded)
@@ -478,7 +480,8 @@ internal sealed class BenchCommand : ICommand
         }
 
         Qwen2Config config = Qwen2Config.Load(configPath);
-        CheckHostMemory(configPath, config, dtype, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
+        DType kvType = ModelLoading.KvCacheTypeOf(args);
+        CheckHostMemory(configPath, config, dtype, kvType, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
         DType? quantize = ModelLoading.QuantizeType(args);
         IBackend backend = ModelLoading.CreateBackend(args);
         ITensorSource source = new RandomTensorSource(config, dtype);
@@ -487,23 +490,34 @@ internal sealed class BenchCommand : ICommand
             source = new QuantizingTensorSource(source, quantized);
         }
 
+        Qwen2Model? model = null;
         try
         {
-            return (backend, new Qwen2Model(config, source, backend, ownsSource: true));
+            model = new Qwen2Model(config, source, backend, ownsSource: true);
+            ModelLoading.SetKvCacheType(model, args);
+            return (backend, model);
         }
         catch
         {
-            source.Dispose();
+            if (model is null)
+            {
+                source.Dispose();
+            }
+            else
+            {
+                model.Dispose();
+            }
+
             backend.Dispose();
             throw;
         }
     }
 
     /// <summary>Refuses random weights and a KV cache that would not fit the memory free now, before allocating any.</summary>
-    private static void CheckHostMemory(string configPath, Qwen2Config config, DType dtype, int positions, int batch)
+    private static void CheckHostMemory(string configPath, Qwen2Config config, DType dtype, DType kvType, int positions, int batch)
     {
         long weights = RandomTensorSource.ByteSize(config, dtype);
-        long kvCache = 2L * config.NumHiddenLayers * config.KvDim * sizeof(float) * positions * batch;
+        long kvCache = 2L * config.NumHiddenLayers * config.KvDim * KvCache.ElementSizeOf(kvType) * positions * batch;
         long available = HostMemory.Available();
         if (weights + kvCache > available)
         {

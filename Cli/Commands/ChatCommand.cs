@@ -32,6 +32,7 @@ internal sealed class ChatCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
 

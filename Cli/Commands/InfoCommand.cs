@@ -21,6 +21,7 @@ internal sealed class InfoCommand : ICommand
         new("json", null, "print JSON"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
 
@@ -80,7 +81,7 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine(string.Create(culture, $"parameters    {summary.Parameters:N0} ({FormatCount(summary.Parameters)})"));
             stdout.WriteLine($"dtypes        {string.Join(", ", summary.TensorsByDType.Select(p => $"{p.DType} ({p.Count} tensors)"))}");
             stdout.WriteLine($"weights       {FormatBytes(summary.WeightBytes)}");
-            stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token (f32), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
+            stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token ({QwenSharp.Backend.KvCache.NameOf(model.KvCacheType)}), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
             stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens (max_position_embeddings)"));
             stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
             stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));

@@ -28,6 +28,7 @@ internal sealed class PerplexityCommand : ICommand
         new("json", null, "print JSON: {\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\",\"tokens_per_s\"}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
 

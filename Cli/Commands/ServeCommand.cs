@@ -34,6 +34,7 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
 
@@ -142,7 +143,7 @@ internal sealed class ServeCommand : ICommand
         if (bytes > available)
         {
             throw new UsageException(string.Create(CultureInfo.InvariantCulture,
-                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context"));
+                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context, or store it as f16 (--kv-cache-type f16)"));
         }
     }
 }

@@ -33,7 +33,14 @@ public interface IBackend : IDisposable
 
     DeviceBuffer Allocate(int rows, int cols);
 
-    KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim);
+    /// <summary>
+    /// A cache of keys and values stored as <paramref name="elementType"/> (F32, or F16/BF16 where
+    /// <see cref="StoresKvCacheAs"/> says so).
+    /// </summary>
+    KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32);
+
+    /// <summary>Whether <see cref="CreateKvCache"/> can store keys and values as <paramref name="elementType"/>.</summary>
+    bool StoresKvCacheAs(DType elementType) => elementType == DType.F32;
 
     /// <summary>x[i] = table[tokens[i]].</summary>
     void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x);

@@ -1,3 +1,5 @@
+using QwenSharp.Formats;
+
 namespace QwenSharp.Backend;
 
 /// <summary>
@@ -5,11 +7,17 @@ namespace QwenSharp.Backend;
 /// <see cref="Capacity"/> positions, preallocated so nothing grows during decode. A token at position p of
 /// slot s writes its keys and values at (s, p) and attends to positions 0..p of slot s only: sequences in one
 /// batch never see each other, so a batch needs no padding and no padding mask.
+/// Keys and values are stored as <see cref="ElementType"/>: f32 (exact), or f16 / bf16 (half the memory and half the
+/// bytes attention reads per position, each value rounded to nearest once as it is written; see <see cref="Types"/>).
 /// </summary>
 public abstract class KvCache : IDisposable
 {
-    protected KvCache(int layers, int slots, int capacity, int kvDim)
+    /// <summary>The element types a cache can hold, by the names the CLI and the library take.</summary>
+    public static readonly IReadOnlyList<(string Name, DType Type)> Types = [("f32", DType.F32), ("f16", DType.F16), ("bf16", DType.BF16)];
+
+    protected KvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
+        CheckType(elementType);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layers);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
@@ -18,8 +26,24 @@ public abstract class KvCache : IDisposable
         Slots = slots;
         Capacity = capacity;
         KvDim = kvDim;
+        ElementType = elementType;
         Lengths = new int[slots];
     }
+
+    /// <summary>Throws unless keys and values can be stored as <paramref name="type"/> (f32, f16 or bf16).</summary>
+    public static void CheckType(DType type)
+    {
+        if (!Types.Any(t => t.Type == type))
+        {
+            throw new ArgumentException($"a KV cache holds {string.Join(", ", Types.Select(t => t.Name))}, not {type}", nameof(type));
+        }
+    }
+
+    /// <summary>The CLI's name of <paramref name="type"/>: f32, f16 or bf16.</summary>
+    public static string NameOf(DType type) => Types.First(t => t.Type == type).Name;
+
+    /// <summary>Bytes per stored key or value element.</summary>
+    public static int ElementSizeOf(DType type) => type == DType.F32 ? sizeof(float) : 2;
 
     /// <summary>
     /// How many leading positions of each slot hold keys and values. A step may write a slot's next position
@@ -50,8 +74,14 @@ public abstract class KvCache : IDisposable
 
     public int KvDim { get; }
 
+    /// <summary>How keys and values are stored: F32, F16 or BF16.</summary>
+    public DType ElementType { get; }
+
+    /// <summary>Bytes per stored element (4 or 2).</summary>
+    public int ElementSize => ElementSizeOf(ElementType);
+
     /// <summary>Bytes held, keys and values of all layers and slots.</summary>
-    public long ByteSize => 2L * Layers * Slots * Capacity * KvDim * sizeof(float);
+    public long ByteSize => 2L * Layers * Slots * Capacity * KvDim * ElementSize;
 
     /// <summary>Copies positions [0, length) of every layer from one slot to another (a shared prompt, a beam).</summary>
     public void CopySlot(int source, int destination, int length)

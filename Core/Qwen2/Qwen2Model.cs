@@ -163,9 +163,32 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
     public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows);
 
+    /// <summary>
+    /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), or F16 or BF16 (half
+    /// the memory, and half the bytes attention reads over a long context; each key and value rounded once as it is
+    /// written, as llama.cpp's <c>--cache-type-k/-v</c> f16 and bf16 do). Refused where the backend cannot store it.
+    /// </summary>
+    public DType KvCacheType
+    {
+        get;
+        set
+        {
+            KvCache.CheckType(value);
+            if (!Backend.StoresKvCacheAs(value))
+            {
+                throw new ArgumentException($"the {Backend.Description} backend does not store a KV cache as {KvCache.NameOf(value)}", nameof(KvCacheType));
+            }
+
+            field = value;
+        }
+    } = DType.F32;
+
+    /// <summary>Bytes of keys and values one position of one sequence takes in <see cref="KvCacheType"/>.</summary>
+    public long KvBytesPerToken => 2L * Config.NumHiddenLayers * Config.KvDim * KvCache.ElementSizeOf(KvCacheType);
+
     /// <summary>A KV cache for <paramref name="slots"/> sequences of up to <paramref name="capacity"/> positions each.</summary>
     public KvCache CreateKvCache(int slots, int capacity) =>
-        Backend.CreateKvCache(Config.NumHiddenLayers, slots, capacity, Config.KvDim);
+        Backend.CreateKvCache(Config.NumHiddenLayers, slots, capacity, Config.KvDim, KvCacheType);
 
     /// <summary>
     /// Runs one step: every token of <paramref name="batch"/> through every layer, its keys and values into

@@ -2,14 +2,15 @@ using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
+using QwenSharp.Formats;
 
 namespace QwenSharp.Cpu.Jobs;
 
 /// <summary>
 /// Attention for every (token, query head) pair of a step. Mostly a chunk is one token's key-value head: its query heads
-/// together (<see cref="AttentionKernel.Block"/>), so one core reads those keys and values once, from memory, and every
+/// together (<see cref="AttentionKernel{TK}.Block"/>), so one core reads those keys and values once, from memory, and every
 /// head finds them in L1. When there are too few of those to keep the threads evenly busy, a chunk is one pair
-/// (<see cref="AttentionKernel.Head"/>); small steps run in one chunk.
+/// (<see cref="AttentionKernel{TK}.Head"/>); small steps run in one chunk.
 /// </summary>
 internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int threads) : ParallelJob
 {
@@ -106,35 +107,40 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
     {
         for (int unit = chunk * _perChunk; unit < (chunk + 1) * _perChunk; unit++)
         {
-            if (_grouped)
+            // The cache's element type picks the kernel once per unit: the loads inside are specialized for it.
+            switch (_cache.ElementType, _grouped)
             {
-                Group(unit, worker);
-            }
-            else
-            {
-                Pair(unit, worker);
+                case (DType.F32, true): Group<F32Load>(unit, worker); break;
+                case (DType.F32, false): Pair<F32Load>(unit, worker); break;
+                case (DType.F16, true): Group<F16Load>(unit, worker); break;
+                case (DType.F16, false): Pair<F16Load>(unit, worker); break;
+                case (DType.BF16, true): Group<Bf16Load>(unit, worker); break;
+                case (DType.BF16, false): Pair<Bf16Load>(unit, worker); break;
+                default: throw new InvalidOperationException($"no attention kernel reads a {_cache.ElementType} KV cache");
             }
         }
     }
 
-    private void Group(int group, int worker)
+    private void Group<TK>(int group, int worker)
+        where TK : struct, IWeightLoad
     {
         int block = group / _shape.NumKvHeads, kvHead = group % _shape.NumKvHeads;
         int row = _blockStarts[block], rows = _blockStarts[block + 1] - row;
         int d = _shape.HeadDim, heads = _shape.GroupSize, qDim = _shape.NumHeads * d;
         int slot = _slots[row];
         int at = (row * qDim) + (kvHead * heads * d), span = ((rows - 1) * qDim) + (heads * d);
-        AttentionKernel.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
+        AttentionKernel<TK>.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
             _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), _output.AsSpan(at, span));
     }
 
-    private void Pair(int pair, int worker)
+    private void Pair<TK>(int pair, int worker)
+        where TK : struct, IWeightLoad
     {
         int row = pair / _shape.NumHeads, head = pair % _shape.NumHeads;
         int d = _shape.HeadDim, qDim = _shape.NumHeads * d;
         int kvHead = head / _shape.GroupSize;
         int slot = _slots[row];
-        AttentionKernel.Head(path,
+        AttentionKernel<TK>.Head(path,
             _q.AsSpan((row * qDim) + (head * d), d),
             _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
             _positions[row] + 1, _scale, scratch.Scores(worker),

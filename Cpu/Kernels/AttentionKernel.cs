@@ -11,36 +11,40 @@ namespace QwenSharp.Cpu.Kernels;
 /// out = softmax(q · Kᵀ / sqrt(d)) · V over positions 0..length-1 (the causal mask is the range itself).
 /// A head is short (8 to 128 floats), so the per-position dot product and the weighted sum of values are
 /// inlined vector loops: a library call per position would cost more than the arithmetic.
+/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16 or bf16), widened to f32 as
+/// they are loaded: the same products and sums, in the same order, as f32 keys and values of the same numbers.
 /// </summary>
-internal static class AttentionKernel
+internal static class AttentionKernel<TK>
+    where TK : struct, IWeightLoad
 {
     /// <param name="query">[head_dim]</param>
-    /// <param name="keys">The cache rows of one slot, [positions, kvDim]; the head's keys start at <paramref name="headOffset"/>.</param>
+    /// <param name="keys">The cache rows of one slot, [positions, kvDim] elements; the head's keys start at element <paramref name="headOffset"/>.</param>
     /// <param name="values">Same layout as keys.</param>
     /// <param name="scores">Scratch of at least <paramref name="length"/> floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Head(KernelPath path, ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
+    public static void Head(KernelPath path, ReadOnlySpan<float> query, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values,
         int kvDim, int headOffset, int length, float scale, Span<float> scores, Span<float> output)
     {
         int d = query.Length;
-        if (length <= 0 || (long)(length - 1) * kvDim + headOffset + d > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
+        if (length <= 0 || ((long)(length - 1) * kvDim + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
         {
             throw new ArgumentException($"attention over {length} positions does not fit the given buffers");
         }
 
         ref float q = ref MemoryMarshal.GetReference(query);
-        ref float k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), headOffset);
-        ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), headOffset);
+        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
+        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
         ref float o = ref MemoryMarshal.GetReference(output);
+        nint rowBytes = (nint)kvDim * TK.ElementSize;
         scores = scores[..length];
-        int first = path == KernelPath.Vector512 && d % 16 == 0 ? FourScores512(ref q, ref k, kvDim, d, length, scale, scores) : 0;
+        int first = path == KernelPath.Vector512 && d % 16 == 0 ? FourScores512(ref q, ref k, rowBytes, d, length, scale, scores) : 0;
         for (int j = first; j < length; j++)
         {
-            scores[j] = Dot(path, ref q, ref Unsafe.Add(ref k, (nint)j * kvDim), d) * scale;
+            scores[j] = Dot(path, ref q, ref Unsafe.Add(ref k, j * rowBytes), d) * scale;
         }
 
         SoftmaxKernel.InPlace(scores);
-        WeightedValues(path, ref v, kvDim, scores, ref o, d, first: true);
+        WeightedValues(path, ref v, rowBytes, scores, ref o, d, first: true);
     }
 
     /// <summary>
@@ -62,26 +66,27 @@ internal static class AttentionKernel
     /// </summary>
     /// <param name="scores">Scratch of at least rows × heads × (firstLength + rows − 1) floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Block(KernelPath path, ReadOnlySpan<float> queries, int rowStride, int rows, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
+    public static void Block(KernelPath path, ReadOnlySpan<float> queries, int rowStride, int rows, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values,
         int kvDim, int headOffset, int firstLength, float scale, int heads, int d, Span<float> scores, Span<float> outputs)
     {
         int length = firstLength + rows - 1;
         if (heads < 1 || rows < 1 || firstLength <= 0 || d < 1 || rowStride < heads * d || queries.Length < ((rows - 1) * rowStride) + (heads * d)
             || outputs.Length < ((rows - 1) * rowStride) + (heads * d)
-            || (long)(length - 1) * kvDim + headOffset + d > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
+            || ((long)(length - 1) * kvDim + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
         {
             throw new ArgumentException($"attention of {rows} rows of {heads} heads over {firstLength}.. positions does not fit the given buffers");
         }
 
         ref float q = ref MemoryMarshal.GetReference(queries);
-        ref float k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), headOffset);
-        ref float v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), headOffset);
+        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
+        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
         ref float o = ref MemoryMarshal.GetReference(outputs);
+        nint rowBytes = (nint)kvDim * TK.ElementSize;
         bool four = path == KernelPath.Vector512 && d % 16 == 0;
         int tileLength = TileOf(d);
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
-            ref float kTile = ref Unsafe.Add(ref k, (nint)j0 * kvDim);
+            ref byte kTile = ref Unsafe.Add(ref k, j0 * rowBytes);
             for (int r = 0; r < rows; r++)
             {
                 // A row's last tile ends at its own length, so its positions go four at a time exactly as in Head.
@@ -90,10 +95,10 @@ internal static class AttentionKernel
                 {
                     ref float qh = ref Unsafe.Add(ref q, (r * rowStride) + (h * d));
                     Span<float> tile = scores.Slice((((r * heads) + h) * length) + j0, n);
-                    int first = four ? FourScores512(ref qh, ref kTile, kvDim, d, n, scale, tile) : 0;
+                    int first = four ? FourScores512(ref qh, ref kTile, rowBytes, d, n, scale, tile) : 0;
                     for (int j = first; j < n; j++)
                     {
-                        tile[j] = Dot(path, ref qh, ref Unsafe.Add(ref kTile, (nint)j * kvDim), d) * scale;
+                        tile[j] = Dot(path, ref qh, ref Unsafe.Add(ref kTile, j * rowBytes), d) * scale;
                     }
                 }
             }
@@ -109,13 +114,13 @@ internal static class AttentionKernel
 
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
-            ref float vTile = ref Unsafe.Add(ref v, (nint)j0 * kvDim);
+            ref byte vTile = ref Unsafe.Add(ref v, j0 * rowBytes);
             for (int r = 0; r < rows; r++)
             {
                 int n = Math.Min(tileLength, firstLength + r - j0);
                 for (int h = 0; h < heads && n > 0; h++)
                 {
-                    WeightedValues(path, ref vTile, kvDim, scores.Slice((((r * heads) + h) * length) + j0, n),
+                    WeightedValues(path, ref vTile, rowBytes, scores.Slice((((r * heads) + h) * length) + j0, n),
                         ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
                 }
             }
@@ -128,21 +133,21 @@ internal static class AttentionKernel
     /// the first position left for <see cref="Dot"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int FourScores512(ref float q, ref float k, int kvDim, int d, int length, float scale, Span<float> scores)
+    private static int FourScores512(ref float q, ref byte k, nint rowBytes, int d, int length, float scale, Span<float> scores)
     {
         int j = 0;
         for (; j + 4 <= length; j += 4)
         {
-            ref float k0 = ref Unsafe.Add(ref k, (nint)j * kvDim);
-            ref float k1 = ref Unsafe.Add(ref k0, kvDim), k2 = ref Unsafe.Add(ref k0, 2 * kvDim), k3 = ref Unsafe.Add(ref k0, 3 * kvDim);
+            ref byte k0 = ref Unsafe.Add(ref k, j * rowBytes);
+            ref byte k1 = ref Unsafe.Add(ref k0, rowBytes), k2 = ref Unsafe.Add(ref k0, 2 * rowBytes), k3 = ref Unsafe.Add(ref k0, 3 * rowBytes);
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (nint i = 0; i < d; i += 16)
             {
                 Vector512<float> qi = V512.LoadUnsafe(ref q, (nuint)i);
-                a0 = V512.FusedMultiplyAdd(qi, V512.LoadUnsafe(ref k0, (nuint)i), a0);
-                a1 = V512.FusedMultiplyAdd(qi, V512.LoadUnsafe(ref k1, (nuint)i), a1);
-                a2 = V512.FusedMultiplyAdd(qi, V512.LoadUnsafe(ref k2, (nuint)i), a2);
-                a3 = V512.FusedMultiplyAdd(qi, V512.LoadUnsafe(ref k3, (nuint)i), a3);
+                a0 = V512.FusedMultiplyAdd(qi, TK.Load512(ref k0, i), a0);
+                a1 = V512.FusedMultiplyAdd(qi, TK.Load512(ref k1, i), a1);
+                a2 = V512.FusedMultiplyAdd(qi, TK.Load512(ref k2, i), a2);
+                a3 = V512.FusedMultiplyAdd(qi, TK.Load512(ref k3, i), a3);
             }
 
             (Sum4(Half(a0), Half(a1), Half(a2), Half(a3)) * scale).StoreUnsafe(ref MemoryMarshal.GetReference(scores), (nuint)j);
@@ -169,7 +174,7 @@ internal static class AttentionKernel
     /// later tile of positions): the same chain of multiply-adds, so the same bits as one pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedValues(KernelPath path, ref float v, int kvDim, ReadOnlySpan<float> weights, ref float o, int d, bool first)
+    private static void WeightedValues(KernelPath path, ref byte v, nint rowBytes, ReadOnlySpan<float> weights, ref float o, int d, bool first)
     {
         int length = weights.Length;
         ref float w = ref MemoryMarshal.GetReference(weights);
@@ -187,15 +192,15 @@ internal static class AttentionKernel
                     o3 = V512.LoadUnsafe(ref o, (nuint)(c + 48));
                 }
 
-                ref float vj = ref Unsafe.Add(ref v, c);
+                ref byte vj = ref Unsafe.Add(ref v, c * TK.ElementSize);
                 for (int j = 0; j < length; j++)
                 {
                     Vector512<float> wj = V512.Create(Unsafe.Add(ref w, j));
-                    o0 = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref vj), wj, o0);
-                    o1 = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref vj, 16), wj, o1);
-                    o2 = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref vj, 32), wj, o2);
-                    o3 = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref vj, 48), wj, o3);
-                    vj = ref Unsafe.Add(ref vj, kvDim);
+                    o0 = V512.FusedMultiplyAdd(TK.Load512(ref vj, 0), wj, o0);
+                    o1 = V512.FusedMultiplyAdd(TK.Load512(ref vj, 16), wj, o1);
+                    o2 = V512.FusedMultiplyAdd(TK.Load512(ref vj, 32), wj, o2);
+                    o3 = V512.FusedMultiplyAdd(TK.Load512(ref vj, 48), wj, o3);
+                    vj = ref Unsafe.Add(ref vj, rowBytes);
                 }
 
                 o0.StoreUnsafe(ref o, (nuint)c);
@@ -218,15 +223,15 @@ internal static class AttentionKernel
                     o3 = V256.LoadUnsafe(ref o, (nuint)(c + 24));
                 }
 
-                ref float vj = ref Unsafe.Add(ref v, c);
+                ref byte vj = ref Unsafe.Add(ref v, c * TK.ElementSize);
                 for (int j = 0; j < length; j++)
                 {
                     Vector256<float> wj = V256.Create(Unsafe.Add(ref w, j));
-                    o0 = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref vj), wj, o0);
-                    o1 = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref vj, 8), wj, o1);
-                    o2 = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref vj, 16), wj, o2);
-                    o3 = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref vj, 24), wj, o3);
-                    vj = ref Unsafe.Add(ref vj, kvDim);
+                    o0 = V256.FusedMultiplyAdd(TK.Load256(ref vj, 0), wj, o0);
+                    o1 = V256.FusedMultiplyAdd(TK.Load256(ref vj, 8), wj, o1);
+                    o2 = V256.FusedMultiplyAdd(TK.Load256(ref vj, 16), wj, o2);
+                    o3 = V256.FusedMultiplyAdd(TK.Load256(ref vj, 24), wj, o3);
+                    vj = ref Unsafe.Add(ref vj, rowBytes);
                 }
 
                 o0.StoreUnsafe(ref o, (nuint)c);
@@ -244,13 +249,13 @@ internal static class AttentionKernel
 
         for (int j = 0; j < length && c < d; j++)
         {
-            MultiplyAdd(path, ref Unsafe.Add(ref v, ((nint)j * kvDim) + c), Unsafe.Add(ref w, j), ref Unsafe.Add(ref o, c), d - (int)c);
+            MultiplyAdd(path, ref Unsafe.Add(ref v, (j * rowBytes) + (c * TK.ElementSize)), Unsafe.Add(ref w, j), ref Unsafe.Add(ref o, c), d - (int)c);
         }
     }
 
     /// <summary>Σ a[i] b[i] over a head.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(KernelPath path, ref float a, ref float b, int d)
+    private static float Dot(KernelPath path, ref float a, ref byte b, int d)
     {
         float sum = 0;
         nint i = 0;
@@ -259,7 +264,7 @@ internal static class AttentionKernel
             Vector512<float> acc = default;
             for (; i <= d - 16; i += 16)
             {
-                acc = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref a, (nuint)i), V512.LoadUnsafe(ref b, (nuint)i), acc);
+                acc = V512.FusedMultiplyAdd(V512.LoadUnsafe(ref a, (nuint)i), TK.Load512(ref b, i), acc);
             }
 
             sum = V512.Sum(acc);
@@ -270,7 +275,7 @@ internal static class AttentionKernel
             Vector256<float> acc = default;
             for (; i <= d - 8; i += 8)
             {
-                acc = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref a, (nuint)i), V256.LoadUnsafe(ref b, (nuint)i), acc);
+                acc = V256.FusedMultiplyAdd(V256.LoadUnsafe(ref a, (nuint)i), TK.Load256(ref b, i), acc);
             }
 
             sum += V256.Sum(acc);
@@ -278,7 +283,7 @@ internal static class AttentionKernel
 
         for (; i < d; i++)
         {
-            sum += Unsafe.Add(ref a, i) * Unsafe.Add(ref b, i);
+            sum += Unsafe.Add(ref a, i) * TK.LoadScalar(ref b, i);
         }
 
         return sum;
@@ -286,7 +291,7 @@ internal static class AttentionKernel
 
     /// <summary>o[i] += weight · v[i] over a head.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MultiplyAdd(KernelPath path, ref float v, float weight, ref float o, int d)
+    private static void MultiplyAdd(KernelPath path, ref byte v, float weight, ref float o, int d)
     {
         nint i = 0;
         if (path == KernelPath.Vector512)
@@ -294,7 +299,7 @@ internal static class AttentionKernel
             Vector512<float> w = V512.Create(weight);
             for (; i <= d - 16; i += 16)
             {
-                V512.FusedMultiplyAdd(V512.LoadUnsafe(ref v, (nuint)i), w, V512.LoadUnsafe(ref o, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
+                V512.FusedMultiplyAdd(TK.Load512(ref v, i), w, V512.LoadUnsafe(ref o, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
             }
         }
 
@@ -303,13 +308,13 @@ internal static class AttentionKernel
             Vector256<float> w = V256.Create(weight);
             for (; i <= d - 8; i += 8)
             {
-                V256.FusedMultiplyAdd(V256.LoadUnsafe(ref v, (nuint)i), w, V256.LoadUnsafe(ref o, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
+                V256.FusedMultiplyAdd(TK.Load256(ref v, i), w, V256.LoadUnsafe(ref o, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
             }
         }
 
         for (; i < d; i++)
         {
-            Unsafe.Add(ref o, i) += weight * Unsafe.Add(ref v, i);
+            Unsafe.Add(ref o, i) += weight * TK.LoadScalar(ref v, i);
         }
     }
 }

@@ -18,7 +18,7 @@ const uint PER_INVOCATION = (MAX_HEAD_DIM + GROUP - 1) / GROUP;
 
 layout(push_constant) uniform Push {
     uint64_t q;               // [rows, heads * d] f32
-    uint64_t keys;            // [slots, capacity, kvDim] f32: this layer's cache
+    uint64_t keys;            // [slots, capacity, kvDim] f32 (f16 or bf16 with KV_F16 or KV_BF16): this layer's cache
     uint64_t values;
     uint64_t slotsPositions;  // [rows] slots, then [rows] positions, int
     uint64_t out_;            // [rows, heads * d] f32, or with splits > 1 [splits, rows, heads, d + 2]
@@ -59,7 +59,7 @@ void main() {
 
     float o[MAX_BLOCK][PER_INVOCATION];
     for (uint h = 0; h < MAX_BLOCK; h++) { for (uint i = 0; i < PER_INVOCATION; i++) { o[h][i] = 0.0; } }
-    Floats keys = Floats(p.keys), values = Floats(p.values);
+    Floats values = Floats(p.values);
     for (uint tile = begin; tile < end; tile += GROUP) {
         uint j = tile + t, count = min(GROUP, end - tile);
         float s[MAX_BLOCK];
@@ -68,7 +68,12 @@ void main() {
             // The key in 16-byte loads (d and the cache's rows are whole multiples of 4 floats): a quarter of the loads.
             uint at = (kvBase + j * kvDim) / 4u;
             for (uint i = 0; i < d; i += 4u) {
+#if defined(KV_F16) || defined(KV_BF16)
+                uvec2 words = KvWordPairs(p.keys).v[at + i / 4u];
+                vec4 k = vec4(kvPair(words.x), kvPair(words.y));
+#else
                 vec4 k = Float4s(p.keys).v[at + i / 4u];
+#endif
                 for (uint h = 0; h < MAX_BLOCK; h++) {
                     if (h < n) {
                         uint e = h * d + i;
@@ -105,7 +110,13 @@ void main() {
                 float acc[MAX_BLOCK];
                 for (uint h = 0; h < MAX_BLOCK; h++) { acc[h] = h < n ? o[h][i] * rescale[h] : 0.0; }
                 for (uint jj = 0; jj < count; jj++) {
+#if defined(KV_F16) || defined(KV_BF16)
+                    uint e = kvBase + (tile + jj) * kvDim + c;
+                    vec2 pair = kvPair(KvWords(p.values).u[e >> 1]);
+                    float v = (e & 1u) == 0u ? pair.x : pair.y;
+#else
                     float v = values.f[kvBase + (tile + jj) * kvDim + c];
+#endif
                     for (uint h = 0; h < MAX_BLOCK; h++) {
                         if (h < n) { acc[h] += weights[h][jj] * v; }
                     }

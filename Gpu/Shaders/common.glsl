@@ -171,3 +171,35 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
 #endif
 }
 #endif
+
+// A KV cache of halves (kv_store.comp and attention.comp compiled with KV_F16 or KV_BF16) holds two elements a 32-bit
+// word, the lower first, each rounded to nearest even here in integers (not by the device's conversion, whose rounding
+// Vulkan leaves open), so every device stores the bits the CPU backend stores.
+#if defined(KV_F16) || defined(KV_BF16)
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer KvWords { uint u[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer KvWordPairs { uvec2 v[]; };
+#endif
+#if defined(KV_F16)
+uint kvBits(float x) {
+    uint b = floatBitsToUint(x), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
+    if (a > 0x7F800000u) { return sign | 0x7E00u | ((a >> 13) & 0x3FFu); }   // NaN stays NaN
+    if (a >= 0x477FF000u) { return sign | 0x7C00u; }                         // 65520 and up round to infinity
+    if (a >= 0x38800000u) {                                                  // a normal half: rebias, round
+        uint m = a - 0x38000000u;
+        return sign | ((m + 0x0FFFu + ((m >> 13) & 1u)) >> 13);
+    }
+    uint e = a >> 23;
+    if (e < 102u) { return sign; }                                           // below 2^-25: zero
+    uint mantissa = (a & 0x7FFFFFu) | 0x800000u, shift = 126u - e;          // a subnormal half: units of 2^-24
+    uint q = mantissa >> shift, rest = mantissa & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+    return sign | (q + ((rest > halfway || (rest == halfway && (q & 1u) == 1u)) ? 1u : 0u));
+}
+vec2 kvPair(uint word) { return unpackHalf2x16(word); }
+#elif defined(KV_BF16)
+uint kvBits(float x) {
+    uint b = floatBitsToUint(x);
+    if (isnan(x)) { return (b >> 16) | 0x40u; }
+    return (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+}
+vec2 kvPair(uint word) { return vec2(uintBitsToFloat(word << 16), uintBitsToFloat(word & 0xFFFF0000u)); }
+#endif

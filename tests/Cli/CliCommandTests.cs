@@ -86,6 +86,35 @@ public sealed class CliCommandTests
         Assert.EndsWith(", batch-invariant", model.Model.Backend.Description);
     }
 
+    [Fact]
+    public void KvCacheType_ReachesTheCacheInfoAndBench()
+    {
+        long PerToken(params string[] extra)
+        {
+            CliRunner.Result result = CliRunner.Run(["info", "--model", Fixtures.DemoModel, "--json", .. extra]);
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            return result.Json.GetProperty("kv_cache_bytes_per_token").GetInt64();
+        }
+
+        // stories260K: 5 layers of 4 KV heads of 8, keys and values.
+        Assert.Equal(2 * 5 * 32 * 4, PerToken());
+        Assert.Equal(2 * 5 * 32 * 2, PerToken("--kv-cache-type", "f16"));
+        Assert.Equal(2 * 5 * 32 * 2, PerToken("--kv-cache-type", "bf16"));
+
+        CliRunner.Result bench = CliRunner.Run(["bench", "--model", Fixtures.DemoModel, "--prompt-tokens", "4", "--new-tokens", "2", "--threads", "1", "--json", "--kv-cache-type", "bf16"]);
+        Assert.True(bench.ExitCode == 0, bench.Stderr);
+        Assert.Equal("bf16", bench.Json.GetProperty("kv_cache_type").GetString());
+    }
+
+    [Fact]
+    public void Generate_KvCacheTypeUnknown_ExitsTwoNamingIt()
+    {
+        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "2", "--kv-cache-type", "q8_0"]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--kv-cache-type 'q8_0' is not one of f32, f16, bf16", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--prompt-lookup '7' is not an integer from 1 to 6", "--prompt-lookup", "7")]
     [InlineData("--prompt-lookup does not apply to beam search", "--prompt-lookup", "2", "--num-beams", "2")]

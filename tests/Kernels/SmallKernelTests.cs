@@ -99,11 +99,11 @@ public sealed class SmallKernelTests
                 float[] queries = KernelData.Floats(heads * d, 4), keys = KernelData.Floats(length * kvDim, 5), values = KernelData.Floats(length * kvDim, 6);
                 float scale = 1f / MathF.Sqrt(d);
                 float[] outputs = [.. Enumerable.Repeat(float.NaN, heads * d)];
-                AttentionKernel.Block(path, queries, heads * d, 1, keys, values, kvDim, offset, length, scale, heads, d, new float[heads * length], outputs);
+                AttentionKernel<F32Load>.Block(path, queries, heads * d, 1, Bytes(keys), Bytes(values), kvDim, offset, length, scale, heads, d, new float[heads * length], outputs);
                 for (int h = 0; h < heads; h++)
                 {
                     var alone = new float[d];
-                    AttentionKernel.Head(path, queries.AsSpan(h * d, d), keys, values, kvDim, offset, length, scale, new float[length], alone);
+                    AttentionKernel<F32Load>.Head(path, queries.AsSpan(h * d, d), Bytes(keys), Bytes(values), kvDim, offset, length, scale, new float[length], alone);
                     for (int i = 0; i < d; i++)
                     {
                         Assert.True(BitConverter.SingleToInt32Bits(alone[i]) == BitConverter.SingleToInt32Bits(outputs[(h * d) + i]),
@@ -127,13 +127,13 @@ public sealed class SmallKernelTests
             float[] queries = KernelData.Floats(rows * rowStride, 7), keys = KernelData.Floats(length * kvDim, 8), values = KernelData.Floats(length * kvDim, 9);
             float scale = 1f / MathF.Sqrt(d);
             float[] outputs = [.. Enumerable.Repeat(float.NaN, rows * rowStride)];
-            AttentionKernel.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, new float[rows * heads * length], outputs);
+            AttentionKernel<F32Load>.Block(path, queries, rowStride, rows, Bytes(keys), Bytes(values), kvDim, offset, firstLength, scale, heads, d, new float[rows * heads * length], outputs);
             for (int r = 0; r < rows; r++)
             {
                 for (int h = 0; h < heads + otherHeads; h++)
                 {
                     var alone = new float[d];
-                    AttentionKernel.Head(path, queries.AsSpan((r * rowStride) + (h * d), d), keys, values, kvDim, offset, firstLength + r, scale, new float[length], alone);
+                    AttentionKernel<F32Load>.Head(path, queries.AsSpan((r * rowStride) + (h * d), d), Bytes(keys), Bytes(values), kvDim, offset, firstLength + r, scale, new float[length], alone);
                     for (int i = 0; i < d; i++)
                     {
                         float got = outputs[(r * rowStride) + (h * d) + i];
@@ -160,7 +160,7 @@ public sealed class SmallKernelTests
         var output = new float[d];
         var scores = new float[length];
         float scale = 1f / MathF.Sqrt(d);
-        AttentionKernel.Head(path, q, keys, values, kvDim, offset, length, scale, scores, output);
+        AttentionKernel<F32Load>.Head(path, q, Bytes(keys), Bytes(values), kvDim, offset, length, scale, scores, output);
 
         double[] s = [.. Enumerable.Range(0, length).Select(j => Enumerable.Range(0, d).Sum(i => (double)q[i] * keys[(j * kvDim) + offset + i]) * scale)];
         double max = s.Max(), sum = s.Sum(v => Math.Exp(v - max));
@@ -170,4 +170,6 @@ public sealed class SmallKernelTests
             Assert.Equal(expected, output[i], 1e-5);
         }
     }
+
+    private static ReadOnlySpan<byte> Bytes(float[] values) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan());
 }

@@ -46,7 +46,7 @@ public sealed unsafe class KvCacheHugePagesTests
         for (int slot = 0; slot < Slots; slot++)
         {
             int written = slot == 0 ? PositionsPerPage : Capacity;
-            Span<float> keys = cache.Keys(0, slot), values = cache.Values(0, slot);
+            Span<float> keys = MemoryMarshal.Cast<byte, float>(cache.Keys(0, slot)), values = MemoryMarshal.Cast<byte, float>(cache.Values(0, slot));
             for (int i = 0; i < written * KvDim; i++)
             {
                 Assert.True(keys[i] == Value(slot, i) && values[i] == -Value(slot, i), $"slot {slot}, value {i} changed ({enabled})");
@@ -83,7 +83,7 @@ public sealed unsafe class KvCacheHugePagesTests
 
     private static void Write(CpuKvCache cache, int layer, int slot, int positions)
     {
-        Span<float> keys = cache.Keys(layer, slot), values = cache.Values(layer, slot);
+        Span<float> keys = MemoryMarshal.Cast<byte, float>(cache.Keys(layer, slot)), values = MemoryMarshal.Cast<byte, float>(cache.Values(layer, slot));
         for (int i = 0; i < positions * KvDim; i++)
         {
             keys[i] = Value(slot, i);

@@ -1,0 +1,41 @@
+using System.Runtime.InteropServices;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Narrows a row of keys or values to the KV cache's element type as it is stored: f32 copied, f16 and bf16 rounded to
+/// nearest even. A row is written once and read at every later position, so this runs once per token and layer (a few
+/// thousand values: microseconds against a step's milliseconds) and stays scalar.
+/// </summary>
+internal static class KvNarrow
+{
+    public static void Run(DType type, ReadOnlySpan<float> source, Span<byte> destination)
+    {
+        switch (type)
+        {
+            case DType.F32:
+                MemoryMarshal.AsBytes(source).CopyTo(destination);
+                break;
+            case DType.F16:
+                Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(destination)[..source.Length];
+                for (int i = 0; i < source.Length; i++)
+                {
+                    halves[i] = HalfBits.FromSingle(source[i]);
+                }
+
+                break;
+            case DType.BF16:
+                Span<ushort> brains = MemoryMarshal.Cast<byte, ushort>(destination)[..source.Length];
+                for (int i = 0; i < source.Length; i++)
+                {
+                    brains[i] = BFloat16Bits.FromSingle(source[i]);
+                }
+
+                break;
+            default:
+                throw new ArgumentException($"a KV cache does not hold {type}", nameof(type));
+        }
+    }
+}
