@@ -14,10 +14,17 @@ namespace QwenSharp.Cpu;
 /// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 27-30 tokens/s after
 /// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 40-42 with its pages collapsed (3 alternating
 /// runs; prefill alike).
+/// A cache of halves (f16, bf16) keeps each position's keys and then its values side by side in one mapping per layer,
+/// so a layer's slot spans as many bytes as f32 keys alone and its pages go huge as soon: in two mappings, a 4096-position
+/// slot of Qwen2.5-0.5B's shape was 1 MiB each, never a whole page, and f16 attention there ran 40% slower than from
+/// huge pages (<c>bench attention</c>).
 /// </summary>
 internal sealed unsafe class CpuKvCache : KvCache
 {
+    /// <summary>Per layer, the mapping of the keys (and, in a cache of halves, of the values beside them).</summary>
     private readonly byte*[] _keys;
+
+    /// <summary>Per layer, the mapping of the values in an f32 cache; null in a cache of halves.</summary>
     private readonly byte*[] _values;
 
     /// <summary>
@@ -35,7 +42,7 @@ internal sealed unsafe class CpuKvCache : KvCache
     {
         _keys = new byte*[layers];
         _values = new byte*[layers];
-        nuint bytes = (nuint)slots * (nuint)capacity * (nuint)kvDim * (nuint)ElementSize;
+        nuint bytes = (nuint)slots * (nuint)SlotBytes;
         _collapsedTo = new long[layers * slots];
         for (int i = 0; i < _collapsedTo.Length; i++)
         {
@@ -47,7 +54,7 @@ internal sealed unsafe class CpuKvCache : KvCache
             for (int l = 0; l < layers; l++)
             {
                 _keys[l] = (byte*)HugePages.AllocateUnadvised((long)bytes);
-                _values[l] = (byte*)HugePages.AllocateUnadvised((long)bytes);
+                _values[l] = Interleaved ? null : (byte*)HugePages.AllocateUnadvised((long)bytes);
             }
         }
         catch
@@ -57,9 +64,14 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
     }
 
-    private long SlotElements => (long)Capacity * KvDim;
+    /// <summary>Whether each position holds its keys then its values in one mapping (a cache of halves).</summary>
+    private bool Interleaved => ElementType != DType.F32;
 
-    private long SlotBytes => SlotElements * ElementSize;
+    /// <summary>Elements from one position to the next in <see cref="Keys"/> and <see cref="Values"/>: kvDim, or 2 kvDim interleaved.</summary>
+    public int PositionStride => Interleaved ? 2 * KvDim : KvDim;
+
+    /// <summary>Bytes of a slot in a layer's mapping.</summary>
+    private long SlotBytes => (long)Capacity * PositionStride * ElementSize;
 
     /// <summary>
     /// Says that positions [0, <paramref name="length"/>) of <paramref name="slot"/> in <paramref name="layer"/> are
@@ -73,7 +85,7 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
 
         ref long collapsedTo = ref _collapsedTo[(layer * Slots) + slot];
-        long filledTo = ((slot * SlotBytes) + ((long)length * KvDim * ElementSize)) & ~(HugePages.Size - 1);
+        long filledTo = ((slot * SlotBytes) + ((long)length * PositionStride * ElementSize)) & ~(HugePages.Size - 1);
         if (filledTo <= collapsedTo)
         {
             return;
@@ -81,7 +93,7 @@ internal sealed unsafe class CpuKvCache : KvCache
 
         long from = collapsedTo;
         collapsedTo = filledTo;
-        if (!HugePages.Collapse(_keys[layer] + from, filledTo - from) | !HugePages.Collapse(_values[layer] + from, filledTo - from))
+        if (!HugePages.Collapse(_keys[layer] + from, filledTo - from) | (!Interleaved && !HugePages.Collapse(_values[layer] + from, filledTo - from)))
         {
             s_collapses = false;
         }
@@ -89,11 +101,15 @@ internal sealed unsafe class CpuKvCache : KvCache
 
     private static long RoundUp(long offset) => (offset + HugePages.Size - 1) & ~(HugePages.Size - 1);
 
-    /// <summary>Keys of one layer and slot, [capacity, kvDim] elements of <see cref="KvCache.ElementType"/>.</summary>
+    /// <summary>Keys of one layer and slot: position p's kvDim elements of <see cref="KvCache.ElementType"/> at p × <see cref="PositionStride"/>.</summary>
     public Span<byte> Keys(int layer, int slot) => new(_keys[layer] + (slot * SlotBytes), checked((int)SlotBytes));
 
-    /// <summary>Values of one layer and slot, [capacity, kvDim] elements of <see cref="KvCache.ElementType"/>.</summary>
-    public Span<byte> Values(int layer, int slot) => new(_values[layer] + (slot * SlotBytes), checked((int)SlotBytes));
+    /// <summary>Values of one layer and slot, laid out as <see cref="Keys"/> (in a cache of halves, beside each position's keys).</summary>
+    public Span<byte> Values(int layer, int slot)
+    {
+        int beside = Interleaved ? KvDim * ElementSize : 0;
+        return new((Interleaved ? _keys[layer] + beside : _values[layer]) + (slot * SlotBytes), checked((int)SlotBytes - beside));
+    }
 
     /// <summary>
     /// Writes one position's keys and values, each element narrowed to <see cref="KvCache.ElementType"/> by rounding to
@@ -106,7 +122,7 @@ internal sealed unsafe class CpuKvCache : KvCache
             throw new ArgumentException($"position {position} of {KvDim} keys and values does not fit a cache of {Capacity} positions of {KvDim}");
         }
 
-        int at = position * KvDim * ElementSize, bytes = KvDim * ElementSize;
+        int at = position * PositionStride * ElementSize, bytes = KvDim * ElementSize;
         KvNarrow.Run(ElementType, keys, Keys(layer, slot).Slice(at, bytes));
         KvNarrow.Run(ElementType, values, Values(layer, slot).Slice(at, bytes));
     }
@@ -116,11 +132,16 @@ internal sealed unsafe class CpuKvCache : KvCache
 
     protected override void CopyPositions(int source, int destination, int length)
     {
-        int count = length * KvDim * ElementSize;
+        // Interleaved, the keys' positions hold the values too.
+        int count = length * PositionStride * ElementSize;
         for (int l = 0; l < Layers; l++)
         {
             Keys(l, source)[..count].CopyTo(Keys(l, destination));
-            Values(l, source)[..count].CopyTo(Values(l, destination));
+            if (!Interleaved)
+            {
+                Values(l, source)[..count].CopyTo(Values(l, destination));
+            }
+
             Filled(l, destination, length);
         }
     }
@@ -136,7 +157,11 @@ internal sealed unsafe class CpuKvCache : KvCache
         for (int l = 0; l < Layers; l++)
         {
             HugePages.Free(_keys[l]);
-            HugePages.Free(_values[l]);
+            if (_values[l] != null)
+            {
+                HugePages.Free(_values[l]);
+            }
+
             _keys[l] = null;
             _values[l] = null;
         }

@@ -93,7 +93,7 @@ internal static class FewTokenKernels
     /// The median over <paramref name="rounds"/> rounds of <paramref name="iterations"/> runs of <paramref name="step"/>, in ns per
     /// unit of <paramref name="work"/> (token and block) a run does; a first round warms up (the JIT's tiers, the caches) and is not counted.
     /// </summary>
-    private static double MedianNanoseconds(Action step, int rounds, int iterations, long work)
+    internal static double MedianNanoseconds(Action step, int rounds, int iterations, long work)
     {
         var times = new List<double>();
         for (int round = -1; round < rounds; round++)

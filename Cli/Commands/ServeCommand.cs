@@ -113,7 +113,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();
@@ -143,7 +143,7 @@ internal sealed class ServeCommand : ICommand
         if (bytes > available)
         {
             throw new UsageException(string.Create(CultureInfo.InvariantCulture,
-                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context, or store it as f16 (--kv-cache-type f16)"));
+                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context{(model.Model.KvCacheType == Formats.DType.F32 ? ", or store it in half the memory (--kv-cache-type f16)" : "")}"));
         }
     }
 }

@@ -129,7 +129,7 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         int d = _shape.HeadDim, heads = _shape.GroupSize, qDim = _shape.NumHeads * d;
         int slot = _slots[row];
         int at = (row * qDim) + (kvHead * heads * d), span = ((rows - 1) * qDim) + (heads * d);
-        AttentionKernel<TK>.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
+        AttentionKernel<TK>.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
             _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), _output.AsSpan(at, span));
     }
 
@@ -142,7 +142,7 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         int slot = _slots[row];
         AttentionKernel<TK>.Head(path,
             _q.AsSpan((row * qDim) + (head * d), d),
-            _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.KvDim, kvHead * d,
+            _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
             _positions[row] + 1, _scale, scratch.Scores(worker),
             _output.AsSpan((row * qDim) + (head * d), d));
     }

@@ -18,15 +18,15 @@ internal static class AttentionKernel<TK>
     where TK : struct, IWeightLoad
 {
     /// <param name="query">[head_dim]</param>
-    /// <param name="keys">The cache rows of one slot, [positions, kvDim] elements; the head's keys start at element <paramref name="headOffset"/>.</param>
+    /// <param name="keys">The cache rows of one slot, a position every <paramref name="positionStride"/> elements; the head's keys start at element <paramref name="headOffset"/>.</param>
     /// <param name="values">Same layout as keys.</param>
     /// <param name="scores">Scratch of at least <paramref name="length"/> floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Head(KernelPath path, ReadOnlySpan<float> query, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values,
-        int kvDim, int headOffset, int length, float scale, Span<float> scores, Span<float> output)
+        int positionStride, int headOffset, int length, float scale, Span<float> scores, Span<float> output)
     {
         int d = query.Length;
-        if (length <= 0 || ((long)(length - 1) * kvDim + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
+        if (length <= 0 || ((long)(length - 1) * positionStride + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
         {
             throw new ArgumentException($"attention over {length} positions does not fit the given buffers");
         }
@@ -35,7 +35,7 @@ internal static class AttentionKernel<TK>
         ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
         ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
         ref float o = ref MemoryMarshal.GetReference(output);
-        nint rowBytes = (nint)kvDim * TK.ElementSize;
+        nint rowBytes = (nint)positionStride * TK.ElementSize;
         scores = scores[..length];
         int first = path == KernelPath.Vector512 && d % 16 == 0 ? FourScores512(ref q, ref k, rowBytes, d, length, scale, scores) : 0;
         for (int j = first; j < length; j++)
@@ -67,12 +67,12 @@ internal static class AttentionKernel<TK>
     /// <param name="scores">Scratch of at least rows × heads × (firstLength + rows − 1) floats.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Block(KernelPath path, ReadOnlySpan<float> queries, int rowStride, int rows, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values,
-        int kvDim, int headOffset, int firstLength, float scale, int heads, int d, Span<float> scores, Span<float> outputs)
+        int positionStride, int headOffset, int firstLength, float scale, int heads, int d, Span<float> scores, Span<float> outputs)
     {
         int length = firstLength + rows - 1;
         if (heads < 1 || rows < 1 || firstLength <= 0 || d < 1 || rowStride < heads * d || queries.Length < ((rows - 1) * rowStride) + (heads * d)
             || outputs.Length < ((rows - 1) * rowStride) + (heads * d)
-            || ((long)(length - 1) * kvDim + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
+            || ((long)(length - 1) * positionStride + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
         {
             throw new ArgumentException($"attention of {rows} rows of {heads} heads over {firstLength}.. positions does not fit the given buffers");
         }
@@ -81,26 +81,29 @@ internal static class AttentionKernel<TK>
         ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
         ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
         ref float o = ref MemoryMarshal.GetReference(outputs);
-        nint rowBytes = (nint)kvDim * TK.ElementSize;
-        bool four = path == KernelPath.Vector512 && d % 16 == 0;
+        nint rowBytes = (nint)positionStride * TK.ElementSize;
         int tileLength = TileOf(d);
+
+        // A cache of halves is widened a tile at a time into f32 (the same numbers its loads give), which every row and
+        // head of the block then reads from L1: widened at each load, a tile was converted once per head and row (7
+        // times a token for Qwen2.5-0.5B), and f16 attention ran at half the speed of f32.
+        bool widen = typeof(TK) != typeof(F32Load);
+        int wideFloats = widen ? tileLength * d : 0;
+        Span<float> wide = wideFloats <= 16384 ? stackalloc float[wideFloats] : new float[wideFloats];
+        ref byte wideBytes = ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(wide));
+        nint wideRowBytes = (nint)d * sizeof(float);
+
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
             ref byte kTile = ref Unsafe.Add(ref k, j0 * rowBytes);
-            for (int r = 0; r < rows; r++)
+            if (widen)
             {
-                // A row's last tile ends at its own length, so its positions go four at a time exactly as in Head.
-                int n = Math.Min(tileLength, firstLength + r - j0);
-                for (int h = 0; h < heads && n > 0; h++)
-                {
-                    ref float qh = ref Unsafe.Add(ref q, (r * rowStride) + (h * d));
-                    Span<float> tile = scores.Slice((((r * heads) + h) * length) + j0, n);
-                    int first = four ? FourScores512(ref qh, ref kTile, rowBytes, d, n, scale, tile) : 0;
-                    for (int j = first; j < n; j++)
-                    {
-                        tile[j] = Dot(path, ref qh, ref Unsafe.Add(ref kTile, j * rowBytes), d) * scale;
-                    }
-                }
+                WidenTile(path, ref kTile, rowBytes, Math.Min(tileLength, length - j0), d, wide);
+                ScoreTile(path, ref q, rowStride, rows, ref wideBytes, wideRowBytes, firstLength, j0, length, tileLength, scale, heads, d, scores);
+            }
+            else
+            {
+                ScoreTile(path, ref q, rowStride, rows, ref kTile, rowBytes, firstLength, j0, length, tileLength, scale, heads, d, scores);
             }
         }
 
@@ -115,14 +118,89 @@ internal static class AttentionKernel<TK>
         for (int j0 = 0; j0 < length; j0 += tileLength)
         {
             ref byte vTile = ref Unsafe.Add(ref v, j0 * rowBytes);
-            for (int r = 0; r < rows; r++)
+            if (widen)
             {
-                int n = Math.Min(tileLength, firstLength + r - j0);
-                for (int h = 0; h < heads && n > 0; h++)
+                WidenTile(path, ref vTile, rowBytes, Math.Min(tileLength, length - j0), d, wide);
+                ValueTile(path, rowStride, rows, ref wideBytes, wideRowBytes, firstLength, j0, length, tileLength, heads, d, scores, ref o);
+            }
+            else
+            {
+                ValueTile(path, rowStride, rows, ref vTile, rowBytes, firstLength, j0, length, tileLength, heads, d, scores, ref o);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The <paramref name="n"/> positions of a tile, one head's <paramref name="d"/> elements each, as f32 one after another:
+    /// the loops inline (a call per position, through <see cref="Widen{TW}"/>, cost more than the conversions).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WidenTile(KernelPath path, ref byte tile, nint rowBytes, int n, int d, Span<float> wide)
+    {
+        ref float w = ref MemoryMarshal.GetReference(wide);
+        for (int j = 0; j < n; j++)
+        {
+            ref byte row = ref Unsafe.Add(ref tile, j * rowBytes);
+            ref float to = ref Unsafe.Add(ref w, j * d);
+            nint i = 0;
+            if (path == KernelPath.Vector512)
+            {
+                for (; i <= d - 16; i += 16)
                 {
-                    WeightedValues(path, ref vTile, rowBytes, scores.Slice((((r * heads) + h) * length) + j0, n),
-                        ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
+                    TK.Load512(ref row, i).StoreUnsafe(ref to, (nuint)i);
                 }
+            }
+
+            if (path != KernelPath.Scalar)
+            {
+                for (; i <= d - 8; i += 8)
+                {
+                    TK.Load256(ref row, i).StoreUnsafe(ref to, (nuint)i);
+                }
+            }
+
+            for (; i < d; i++)
+            {
+                Unsafe.Add(ref to, i) = TK.LoadScalar(ref row, i);
+            }
+        }
+    }
+
+    /// <summary>Every row's and head's scores over the f32 tile of keys at position <paramref name="j0"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScoreTile(KernelPath path, ref float q, int rowStride, int rows, ref byte kTile, nint rowBytes, int firstLength, int j0, int length,
+        int tileLength, float scale, int heads, int d, Span<float> scores)
+    {
+        bool four = path == KernelPath.Vector512 && d % 16 == 0;
+        for (int r = 0; r < rows; r++)
+        {
+            // A row's last tile ends at its own length, so its positions go four at a time exactly as in Head.
+            int n = Math.Min(tileLength, firstLength + r - j0);
+            for (int h = 0; h < heads && n > 0; h++)
+            {
+                ref float qh = ref Unsafe.Add(ref q, (r * rowStride) + (h * d));
+                Span<float> tile = scores.Slice((((r * heads) + h) * length) + j0, n);
+                int first = four ? AttentionKernel<F32Load>.FourScores512(ref qh, ref kTile, rowBytes, d, n, scale, tile) : 0;
+                for (int j = first; j < n; j++)
+                {
+                    tile[j] = AttentionKernel<F32Load>.Dot(path, ref qh, ref Unsafe.Add(ref kTile, j * rowBytes), d) * scale;
+                }
+            }
+        }
+    }
+
+    /// <summary>Every row's and head's outputs summed on over the f32 tile of values at position <paramref name="j0"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ValueTile(KernelPath path, int rowStride, int rows, ref byte vTile, nint rowBytes, int firstLength, int j0, int length,
+        int tileLength, int heads, int d, Span<float> scores, ref float o)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            int n = Math.Min(tileLength, firstLength + r - j0);
+            for (int h = 0; h < heads && n > 0; h++)
+            {
+                AttentionKernel<F32Load>.WeightedValues(path, ref vTile, rowBytes, scores.Slice((((r * heads) + h) * length) + j0, n),
+                    ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
             }
         }
     }
@@ -133,7 +211,7 @@ internal static class AttentionKernel<TK>
     /// the first position left for <see cref="Dot"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int FourScores512(ref float q, ref byte k, nint rowBytes, int d, int length, float scale, Span<float> scores)
+    internal static int FourScores512(ref float q, ref byte k, nint rowBytes, int d, int length, float scale, Span<float> scores)
     {
         int j = 0;
         for (; j + 4 <= length; j += 4)
@@ -174,7 +252,7 @@ internal static class AttentionKernel<TK>
     /// later tile of positions): the same chain of multiply-adds, so the same bits as one pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedValues(KernelPath path, ref byte v, nint rowBytes, ReadOnlySpan<float> weights, ref float o, int d, bool first)
+    internal static void WeightedValues(KernelPath path, ref byte v, nint rowBytes, ReadOnlySpan<float> weights, ref float o, int d, bool first)
     {
         int length = weights.Length;
         ref float w = ref MemoryMarshal.GetReference(weights);
@@ -255,7 +333,7 @@ internal static class AttentionKernel<TK>
 
     /// <summary>Σ a[i] b[i] over a head.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(KernelPath path, ref float a, ref byte b, int d)
+    internal static float Dot(KernelPath path, ref float a, ref byte b, int d)
     {
         float sum = 0;
         nint i = 0;

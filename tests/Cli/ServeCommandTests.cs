@@ -13,6 +13,7 @@ public sealed class ServeCommandTests
     [InlineData("--port", "70000", "--port")]
     [InlineData("--max-concurrent", "0", "--max-concurrent")]
     [InlineData("--prompt-lookup", "7", "--prompt-lookup")]
+    [InlineData("--kv-cache-type", "f8", "--kv-cache-type 'f8' is not one of f32, f16, bf16")]
     public void BadOptionsAreOneLine(string option, string value, string expected)
     {
         CliRunner.Result result = CliRunner.Run("serve", option, value);
@@ -39,7 +40,7 @@ public sealed class ServeCommandTests
     public async Task AProcessServesThenDrainsOnSigtermAndExitsZero()
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant"])
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant", "--kv-cache-type", "f16"])
         {
             start.ArgumentList.Add(arg);
         }
@@ -54,6 +55,7 @@ public sealed class ServeCommandTests
                 {
                     address = line.Split("listening on ")[1].Split(' ')[0];
                     Assert.Contains(", batch-invariant", line, StringComparison.Ordinal);
+                    Assert.Contains(" tokens in f16", line, StringComparison.Ordinal);
                     break;
                 }
             }

@@ -119,7 +119,7 @@ public sealed class KvCacheTypeTests
 
         cache.Lengths[0] = positions;
         cache.CopySlot(0, 1, positions);
-        int bytes = positions * kvDim * 2;
+        int bytes = positions * cache.PositionStride * 2;
         for (int layer = 0; layer < 2; layer++)
         {
             Assert.True(cache.Keys(layer, 0)[..bytes].SequenceEqual(cache.Keys(layer, 1)[..bytes]), $"layer {layer}: keys differ after the copy");

@@ -54,6 +54,36 @@ public sealed unsafe class KvCacheHugePagesTests
         }
     }
 
+    [SkippableFact]
+    public void AHalfCache_KeepsKeysAndValuesInOnePageTheyFillTogether()
+    {
+        // f16 keys and values of 128 elements side by side: 512 bytes a position, as f32 keys alone, so a page is whole
+        // after the same PositionsPerPage positions (apart, each would be half a page then).
+        _ = HugePagesOnFault.SkipUnlessOn();
+        Skip.IfNot(CollapseWorksHere(), "this kernel does not collapse anonymous memory into huge pages (MADV_COLLAPSE, Linux 6.1)");
+        using var cache = new CpuKvCache(1, 1, Capacity, KvDim, QwenSharp.Formats.DType.F16);
+        float[] keys = [.. Enumerable.Range(0, KvDim).Select(i => i * 0.5f)], values = [.. Enumerable.Range(0, KvDim).Select(i => -i * 0.25f)];
+        for (int p = 0; p < PositionsPerPage; p++)
+        {
+            cache.Store(0, 0, p, keys, values);
+        }
+
+        cache.Filled(0, 0, PositionsPerPage - 1);
+        Assert.Equal(0, HugeBytes(cache, layers: 1));
+        cache.Filled(0, 0, PositionsPerPage);
+        Assert.Equal(HugePages.Size, HugeBytes(cache, layers: 1));
+
+        // Each position's values beside its keys, every one as stored.
+        Span<Half> k = MemoryMarshal.Cast<byte, Half>(cache.Keys(0, 0)), v = MemoryMarshal.Cast<byte, Half>(cache.Values(0, 0));
+        for (int p = 0; p < PositionsPerPage; p += 97)
+        {
+            for (int i = 0; i < KvDim; i++)
+            {
+                Assert.True((float)k[(p * 2 * KvDim) + i] == keys[i] && (float)v[(p * 2 * KvDim) + i] == values[i], $"position {p}, element {i}");
+            }
+        }
+    }
+
     /// <summary>The backend tells the cache what attention wrote: a prefill that fills a slot's page puts it on huge pages.</summary>
     [SkippableFact]
     public void Attention_PrefillFillingAPage_PutsItOnHugePages()
