@@ -13,7 +13,7 @@ internal static class ModelLoading
     public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
     public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16",
-        "how the KV cache stores keys and values: f16 or bf16 take half the memory and read faster over long contexts, each value rounded once (default: f32, exact)");
+        "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once (default: f32, exact)");
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 

@@ -62,3 +62,10 @@ for type in q4_0 q8_0; do
   timeout 60 $q bench --config tests/fixtures/qwen2.5-0.5b-instruct/config.json --random-weights --quantize $type --device gpu \
     --prompt-tokens 512 --new-tokens 128 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"0.5b-$type\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
 done
+
+# The KV cache in f32, f16 and bf16 after a long prompt (kv_store/attention compiled for halves): whether halving the
+# bytes attention reads pays on a GPU, as it does not on the CPU (bench/results/.../kv-cache-type-2026-12-04.md).
+for kv in f32 f16 bf16; do
+  timeout 120 $q bench --config bench/configs/qwen2.5-7b/config.json --random-weights --dtype bf16 --device gpu --prompt-tokens 8192 \
+    --new-tokens 64 --kv-cache-type $kv --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"7b-kv-$kv\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
+done
