@@ -180,7 +180,25 @@ internal static class AttentionKernel<TK>
             {
                 ref float qh = ref Unsafe.Add(ref q, (r * rowStride) + (h * d));
                 Span<float> tile = scores.Slice((((r * heads) + h) * length) + j0, n);
-                int first = four ? AttentionKernel<F32Load>.FourScores512(ref qh, ref kTile, rowBytes, d, n, scale, tile) : 0;
+                int first = 0;
+                if (four && h + 1 < heads)
+                {
+                    // Two heads over the same keys: the positions four at a time for both, then each head's rest alone.
+                    Span<float> next = scores.Slice((((r * heads) + h + 1) * length) + j0, n);
+                    ref float qNext = ref Unsafe.Add(ref qh, d);
+                    first = FourScores512TwoHeads(ref qh, ref kTile, rowBytes, d, n, scale, tile, next);
+                    for (int j = first; j < n; j++)
+                    {
+                        next[j] = AttentionKernel<F32Load>.Dot(path, ref qNext, ref Unsafe.Add(ref kTile, j * rowBytes), d) * scale;
+                    }
+
+                    h++;
+                }
+                else if (four)
+                {
+                    first = AttentionKernel<F32Load>.FourScores512(ref qh, ref kTile, rowBytes, d, n, scale, tile);
+                }
+
                 for (int j = first; j < n; j++)
                 {
                     tile[j] = AttentionKernel<F32Load>.Dot(path, ref qh, ref Unsafe.Add(ref kTile, j * rowBytes), d) * scale;
@@ -194,14 +212,127 @@ internal static class AttentionKernel<TK>
     private static void ValueTile(KernelPath path, int rowStride, int rows, ref byte vTile, nint rowBytes, int firstLength, int j0, int length,
         int tileLength, int heads, int d, Span<float> scores, ref float o)
     {
+        bool pairs = path != KernelPath.Scalar && d % (path == KernelPath.Vector512 ? 64 : 32) == 0;
         for (int r = 0; r < rows; r++)
         {
             int n = Math.Min(tileLength, firstLength + r - j0);
-            for (int h = 0; h < heads && n > 0; h++)
+            int h = 0;
+            for (; pairs && h + 2 <= heads && n > 0; h += 2)
+            {
+                WeightedValuesTwoHeads(path, ref vTile, rowBytes, scores.Slice((((r * heads) + h) * length) + j0, n),
+                    scores.Slice((((r * heads) + h + 1) * length) + j0, n), ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
+            }
+
+            for (; h < heads && n > 0; h++)
             {
                 AttentionKernel<F32Load>.WeightedValues(path, ref vTile, rowBytes, scores.Slice((((r * heads) + h) * length) + j0, n),
                     ref Unsafe.Add(ref o, (r * rowStride) + (h * d)), d, first: j0 == 0);
             }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AttentionKernel{TK}.WeightedValues"/> for two heads that read the same values (their outputs one after
+    /// the other at <paramref name="o"/>), for a head of whole 64 (Vector512) or 32 (Vector256) floats: each value vector
+    /// is loaded once for both, and the two heads' chains of multiply-adds run side by side. One head's chain alone waits on
+    /// each multiply-add's latency (four registers a head of 64, one position after another). Each head's sums are its own
+    /// chain, in the same order, so the same bits as one head at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WeightedValuesTwoHeads(KernelPath path, ref byte v, nint rowBytes, ReadOnlySpan<float> weights0, ReadOnlySpan<float> weights1,
+        ref float o, int d, bool first)
+    {
+        int length = weights0.Length;
+        ref float w0 = ref MemoryMarshal.GetReference(weights0);
+        ref float w1 = ref MemoryMarshal.GetReference(weights1);
+        ref float p = ref Unsafe.Add(ref o, d);
+        if (path == KernelPath.Vector512)
+        {
+            for (nint c = 0; c < d; c += 64)
+            {
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+                if (!first)
+                {
+                    a0 = V512.LoadUnsafe(ref o, (nuint)c);
+                    a1 = V512.LoadUnsafe(ref o, (nuint)(c + 16));
+                    a2 = V512.LoadUnsafe(ref o, (nuint)(c + 32));
+                    a3 = V512.LoadUnsafe(ref o, (nuint)(c + 48));
+                    b0 = V512.LoadUnsafe(ref p, (nuint)c);
+                    b1 = V512.LoadUnsafe(ref p, (nuint)(c + 16));
+                    b2 = V512.LoadUnsafe(ref p, (nuint)(c + 32));
+                    b3 = V512.LoadUnsafe(ref p, (nuint)(c + 48));
+                }
+
+                ref byte vj = ref Unsafe.Add(ref v, c * sizeof(float));
+                for (int j = 0; j < length; j++)
+                {
+                    Vector512<float> v0 = F32Load.Load512(ref vj, 0), v1 = F32Load.Load512(ref vj, 16);
+                    Vector512<float> v2 = F32Load.Load512(ref vj, 32), v3 = F32Load.Load512(ref vj, 48);
+                    Vector512<float> x = V512.Create(Unsafe.Add(ref w0, j)), y = V512.Create(Unsafe.Add(ref w1, j));
+                    a0 = V512.FusedMultiplyAdd(v0, x, a0);
+                    b0 = V512.FusedMultiplyAdd(v0, y, b0);
+                    a1 = V512.FusedMultiplyAdd(v1, x, a1);
+                    b1 = V512.FusedMultiplyAdd(v1, y, b1);
+                    a2 = V512.FusedMultiplyAdd(v2, x, a2);
+                    b2 = V512.FusedMultiplyAdd(v2, y, b2);
+                    a3 = V512.FusedMultiplyAdd(v3, x, a3);
+                    b3 = V512.FusedMultiplyAdd(v3, y, b3);
+                    vj = ref Unsafe.Add(ref vj, rowBytes);
+                }
+
+                a0.StoreUnsafe(ref o, (nuint)c);
+                a1.StoreUnsafe(ref o, (nuint)(c + 16));
+                a2.StoreUnsafe(ref o, (nuint)(c + 32));
+                a3.StoreUnsafe(ref o, (nuint)(c + 48));
+                b0.StoreUnsafe(ref p, (nuint)c);
+                b1.StoreUnsafe(ref p, (nuint)(c + 16));
+                b2.StoreUnsafe(ref p, (nuint)(c + 32));
+                b3.StoreUnsafe(ref p, (nuint)(c + 48));
+            }
+
+            return;
+        }
+
+        for (nint c = 0; c < d; c += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            if (!first)
+            {
+                a0 = V256.LoadUnsafe(ref o, (nuint)c);
+                a1 = V256.LoadUnsafe(ref o, (nuint)(c + 8));
+                a2 = V256.LoadUnsafe(ref o, (nuint)(c + 16));
+                a3 = V256.LoadUnsafe(ref o, (nuint)(c + 24));
+                b0 = V256.LoadUnsafe(ref p, (nuint)c);
+                b1 = V256.LoadUnsafe(ref p, (nuint)(c + 8));
+                b2 = V256.LoadUnsafe(ref p, (nuint)(c + 16));
+                b3 = V256.LoadUnsafe(ref p, (nuint)(c + 24));
+            }
+
+            ref byte vj = ref Unsafe.Add(ref v, c * sizeof(float));
+            for (int j = 0; j < length; j++)
+            {
+                Vector256<float> v0 = F32Load.Load256(ref vj, 0), v1 = F32Load.Load256(ref vj, 8);
+                Vector256<float> v2 = F32Load.Load256(ref vj, 16), v3 = F32Load.Load256(ref vj, 24);
+                Vector256<float> x = V256.Create(Unsafe.Add(ref w0, j)), y = V256.Create(Unsafe.Add(ref w1, j));
+                a0 = V256.FusedMultiplyAdd(v0, x, a0);
+                b0 = V256.FusedMultiplyAdd(v0, y, b0);
+                a1 = V256.FusedMultiplyAdd(v1, x, a1);
+                b1 = V256.FusedMultiplyAdd(v1, y, b1);
+                a2 = V256.FusedMultiplyAdd(v2, x, a2);
+                b2 = V256.FusedMultiplyAdd(v2, y, b2);
+                a3 = V256.FusedMultiplyAdd(v3, x, a3);
+                b3 = V256.FusedMultiplyAdd(v3, y, b3);
+                vj = ref Unsafe.Add(ref vj, rowBytes);
+            }
+
+            a0.StoreUnsafe(ref o, (nuint)c);
+            a1.StoreUnsafe(ref o, (nuint)(c + 8));
+            a2.StoreUnsafe(ref o, (nuint)(c + 16));
+            a3.StoreUnsafe(ref o, (nuint)(c + 24));
+            b0.StoreUnsafe(ref p, (nuint)c);
+            b1.StoreUnsafe(ref p, (nuint)(c + 8));
+            b2.StoreUnsafe(ref p, (nuint)(c + 16));
+            b3.StoreUnsafe(ref p, (nuint)(c + 24));
         }
     }
 
@@ -229,6 +360,41 @@ internal static class AttentionKernel<TK>
             }
 
             (Sum4(Half(a0), Half(a1), Half(a2), Half(a3)) * scale).StoreUnsafe(ref MemoryMarshal.GetReference(scores), (nuint)j);
+        }
+
+        return j;
+    }
+
+    /// <summary>
+    /// <see cref="FourScores512"/> for two heads (queries one after the other at <paramref name="q"/>) over the same keys:
+    /// each key vector is loaded once for both. Each head's products, sums and reductions are its own, as alone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int FourScores512TwoHeads(ref float q, ref byte k, nint rowBytes, int d, int length, float scale, Span<float> scores0, Span<float> scores1)
+    {
+        ref float p = ref Unsafe.Add(ref q, d);
+        int j = 0;
+        for (; j + 4 <= length; j += 4)
+        {
+            ref byte k0 = ref Unsafe.Add(ref k, j * rowBytes);
+            ref byte k1 = ref Unsafe.Add(ref k0, rowBytes), k2 = ref Unsafe.Add(ref k0, 2 * rowBytes), k3 = ref Unsafe.Add(ref k0, 3 * rowBytes);
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            for (nint i = 0; i < d; i += 16)
+            {
+                Vector512<float> x = V512.LoadUnsafe(ref q, (nuint)i), y = V512.LoadUnsafe(ref p, (nuint)i);
+                Vector512<float> c0 = F32Load.Load512(ref k0, i), c1 = F32Load.Load512(ref k1, i), c2 = F32Load.Load512(ref k2, i), c3 = F32Load.Load512(ref k3, i);
+                a0 = V512.FusedMultiplyAdd(x, c0, a0);
+                b0 = V512.FusedMultiplyAdd(y, c0, b0);
+                a1 = V512.FusedMultiplyAdd(x, c1, a1);
+                b1 = V512.FusedMultiplyAdd(y, c1, b1);
+                a2 = V512.FusedMultiplyAdd(x, c2, a2);
+                b2 = V512.FusedMultiplyAdd(y, c2, b2);
+                a3 = V512.FusedMultiplyAdd(x, c3, a3);
+                b3 = V512.FusedMultiplyAdd(y, c3, b3);
+            }
+
+            (Sum4(Half(a0), Half(a1), Half(a2), Half(a3)) * scale).StoreUnsafe(ref MemoryMarshal.GetReference(scores0), (nuint)j);
+            (Sum4(Half(b0), Half(b1), Half(b2), Half(b3)) * scale).StoreUnsafe(ref MemoryMarshal.GetReference(scores1), (nuint)j);
         }
 
         return j;
