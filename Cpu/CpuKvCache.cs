@@ -7,7 +7,8 @@ namespace QwenSharp.Cpu;
 
 /// <summary>
 /// Keys and values in native memory, per layer [slots, capacity, kvDim] of <see cref="KvCache.ElementType"/> (f32, f16 or
-/// bf16; a row is narrowed once as it is stored, <see cref="Store"/>), allocated once. Each layer's keys and values
+/// bf16, whose keys and values interleave as below; a row is narrowed once as it is stored, <see cref="Store"/>),
+/// allocated once. Each layer's keys and values
 /// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
 /// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
 /// start, the first position of every slot would hold 2 MiB per layer (16 slots of a 24-layer model: 1.5 GiB for one
@@ -16,8 +17,8 @@ namespace QwenSharp.Cpu;
 /// runs; prefill alike).
 /// A cache of halves (f16, bf16) keeps each position's keys and then its values side by side in one mapping per layer,
 /// so a layer's slot spans as many bytes as f32 keys alone and its pages go huge as soon: in two mappings, a 4096-position
-/// slot of Qwen2.5-0.5B's shape was 1 MiB each, never a whole page, and f16 attention there ran 40% slower than from
-/// huge pages (<c>bench attention</c>).
+/// slot of Qwen2.5-0.5B's shape was 1 MiB each, never a whole page, and Q4_0 0.5B with an f16 cache decoded 32-35
+/// tokens/s on one Zen 5 core after 4096 prompt tokens, against 39-41 with them side by side.
 /// </summary>
 internal sealed unsafe class CpuKvCache : KvCache
 {

@@ -11,8 +11,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// out = softmax(q · Kᵀ / sqrt(d)) · V over positions 0..length-1 (the causal mask is the range itself).
 /// A head is short (8 to 128 floats), so the per-position dot product and the weighted sum of values are
 /// inlined vector loops: a library call per position would cost more than the arithmetic.
-/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16 or bf16), widened to f32 as
-/// they are loaded: the same products and sums, in the same order, as f32 keys and values of the same numbers.
+/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16 or bf16), widened to f32 (as
+/// they are loaded in <see cref="Head"/>, a tile at a time in <see cref="Block"/>): the same products and sums, in the
+/// same order, as f32 keys and values of the same numbers.
 /// </summary>
 internal static class AttentionKernel<TK>
     where TK : struct, IWeightLoad
