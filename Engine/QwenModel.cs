@@ -70,7 +70,12 @@ public sealed class QwenModel : IDisposable
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
-        KvCache.CheckType(options.KvCacheType);
+        if (!KvCache.Types.Any(t => t.Type == options.KvCacheType))
+        {
+            throw new ArgumentException(
+                $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.KvCacheType)} {options.KvCacheType}: a KV cache holds {string.Join(", ", KvCache.Types.Select(t => t.Type))}",
+                nameof(options));
+        }
         IBackend backend = options.Device switch
         {
             "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant }),

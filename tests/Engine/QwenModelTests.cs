@@ -1,5 +1,7 @@
+using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using QwenSharp.Formats;
 using QwenSharp.Generation;
 using QwenSharp.Tests.Support;
 using QwenSharp.Tokenization;
@@ -61,6 +63,24 @@ public sealed class QwenModelTests
         Assert.True(guessed[0] > 0 && guessed[1] > 0 && guessed[2] == 0, $"guesses taken: {string.Join(", ", guessed)} (model-wide, per call, off)");
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>("PromptLookup", () => Text(7));
         Assert.Throws<ArgumentOutOfRangeException>("PromptLookup", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { PromptLookup = 0 }));
+    }
+
+    [Fact]
+    public async Task KvCacheType_ReachesTheModel_AndIsRefusedOutsideF32F16Bf16()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.BF16 });
+        Assert.Equal(DType.BF16, model.Model.KvCacheType);
+        var text = new StringBuilder();
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 20 }))
+        {
+            text.Append(update.Text);
+        }
+
+        // The story of llama2.c's greedy run, through a cache of bf16.
+        Assert.StartsWith("Once upon a time" + text, Llama2cText, StringComparison.Ordinal);
+
+        var error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q8_0 }));
+        Assert.Contains("QwenModelOptions.KvCacheType Q8_0: a KV cache holds F32, F16, BF16", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
