@@ -113,10 +113,9 @@ internal static class ModelLoading
         string text => throw new UsageException($"--kv-cache-type '{text}' is not one of {string.Join(", ", KvCache.Types.Select(t => t.Name))}"),
     };
 
-    /// <summary>Stores <paramref name="model"/>'s KV caches as --kv-cache-type says, or says why the backend cannot.</summary>
-    public static void SetKvCacheType(Qwen2Model model, Arguments args)
+    /// <summary>Stores <paramref name="model"/>'s KV caches as <paramref name="type"/> (--kv-cache-type), or says why the backend cannot.</summary>
+    public static void SetKvCacheType(Qwen2Model model, Formats.DType type)
     {
-        Formats.DType type = KvCacheTypeOf(args);
         try
         {
             model.KvCacheType = type;
@@ -147,14 +146,14 @@ internal static class ModelLoading
     public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
     {
         Formats.DType? quantize = QuantizeType(args);
-        KvCacheTypeOf(args);
+        Formats.DType kvCacheType = KvCacheTypeOf(args);
         IBackend backend = CreateBackend(args);
         try
         {
             Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
             try
             {
-                SetKvCacheType(model, args);
+                SetKvCacheType(model, kvCacheType);
             }
             catch
             {

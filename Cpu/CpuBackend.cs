@@ -93,7 +93,7 @@ public sealed class CpuBackend : IBackend
     public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32) =>
         new CpuKvCache(layers, slots, capacity, kvDim, elementType);
 
-    public bool StoresKvCacheAs(DType elementType) => KvCache.Types.Any(t => t.Type == elementType);
+    public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {

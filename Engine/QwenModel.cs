@@ -70,7 +70,7 @@ public sealed class QwenModel : IDisposable
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(QwenModelOptions.PromptLookup), allowOff: false);
-        if (!KvCache.Types.Any(t => t.Type == options.KvCacheType))
+        if (!KvCache.Holds(options.KvCacheType))
         {
             throw new ArgumentException(
                 $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.KvCacheType)} {options.KvCacheType}: a KV cache holds {string.Join(", ", KvCache.Types.Select(t => t.Type))}",

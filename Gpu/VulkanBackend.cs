@@ -133,7 +133,7 @@ public sealed unsafe class VulkanBackend : IBackend
     public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
         KvCache.CheckType(elementType);
-        long bytes = 2L * layers * slots * capacity * kvDim * KvCache.ElementSizeOf(elementType);
+        long bytes = KvCache.BytesPerToken(layers, kvDim, elementType) * slots * capacity;
         long available = _device.AvailableBytes();
         if (bytes > available)
         {
@@ -144,7 +144,7 @@ public sealed unsafe class VulkanBackend : IBackend
         return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
     }
 
-    public bool StoresKvCacheAs(DType elementType) => KvCache.Types.Any(t => t.Type == elementType);
+    public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {

@@ -494,7 +494,7 @@ internal sealed class BenchCommand : ICommand
         try
         {
             model = new Qwen2Model(config, source, backend, ownsSource: true);
-            ModelLoading.SetKvCacheType(model, args);
+            ModelLoading.SetKvCacheType(model, kvType);
             return (backend, model);
         }
         catch
@@ -517,7 +517,7 @@ internal sealed class BenchCommand : ICommand
     private static void CheckHostMemory(string configPath, Qwen2Config config, DType dtype, DType kvType, int positions, int batch)
     {
         long weights = RandomTensorSource.ByteSize(config, dtype);
-        long kvCache = 2L * config.NumHiddenLayers * config.KvDim * KvCache.ElementSizeOf(kvType) * positions * batch;
+        long kvCache = KvCache.BytesPerToken(config.NumHiddenLayers, config.KvDim, kvType) * positions * batch;
         long available = HostMemory.Available();
         if (weights + kvCache > available)
         {

@@ -30,10 +30,13 @@ public abstract class KvCache : IDisposable
         Lengths = new int[slots];
     }
 
-    /// <summary>Throws unless keys and values can be stored as <paramref name="type"/> (f32, f16 or bf16).</summary>
+    /// <summary>Whether a cache can store keys and values as <paramref name="type"/> (f32, f16 or bf16).</summary>
+    public static bool Holds(DType type) => Types.Any(t => t.Type == type);
+
+    /// <summary>Throws unless keys and values can be stored as <paramref name="type"/>.</summary>
     public static void CheckType(DType type)
     {
-        if (!Types.Any(t => t.Type == type))
+        if (!Holds(type))
         {
             throw new ArgumentException($"a KV cache holds {string.Join(", ", Types.Select(t => t.Name))}, not {type}", nameof(type));
         }
@@ -44,6 +47,9 @@ public abstract class KvCache : IDisposable
 
     /// <summary>Bytes per stored key or value element.</summary>
     public static int ElementSizeOf(DType type) => type == DType.F32 ? sizeof(float) : 2;
+
+    /// <summary>Bytes the keys and values of one position of one sequence take, over every layer.</summary>
+    public static long BytesPerToken(int layers, int kvDim, DType type) => 2L * layers * kvDim * ElementSizeOf(type);
 
     /// <summary>
     /// How many leading positions of each slot hold keys and values. A step may write a slot's next position
@@ -81,7 +87,7 @@ public abstract class KvCache : IDisposable
     public int ElementSize => ElementSizeOf(ElementType);
 
     /// <summary>Bytes held, keys and values of all layers and slots.</summary>
-    public long ByteSize => 2L * Layers * Slots * Capacity * KvDim * ElementSize;
+    public long ByteSize => BytesPerToken(Layers, KvDim, ElementType) * Slots * Capacity;
 
     /// <summary>Copies positions [0, length) of every layer from one slot to another (a shared prompt, a beam).</summary>
     public void CopySlot(int source, int destination, int length)

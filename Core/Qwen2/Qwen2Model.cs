@@ -184,7 +184,7 @@ public sealed class Qwen2Model : IDisposable
     } = DType.F32;
 
     /// <summary>Bytes of keys and values one position of one sequence takes in <see cref="KvCacheType"/>.</summary>
-    public long KvBytesPerToken => 2L * Config.NumHiddenLayers * Config.KvDim * KvCache.ElementSizeOf(KvCacheType);
+    public long KvBytesPerToken => KvCache.BytesPerToken(Config.NumHiddenLayers, Config.KvDim, KvCacheType);
 
     /// <summary>A KV cache for <paramref name="slots"/> sequences of up to <paramref name="capacity"/> positions each.</summary>
     public KvCache CreateKvCache(int slots, int capacity) =>
