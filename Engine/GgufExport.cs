@@ -47,6 +47,12 @@ public static class GgufExport
             writer.Add($"{arch}.attention.key_length", (uint)config.HeadDim).Add($"{arch}.attention.value_length", (uint)config.HeadDim);
         }
 
+        // A sentence-transformers folder's pooling goes with the file, as llama.cpp's converter writes it.
+        if (EmbeddingConfig.LoadOrDefault(modelDirectory).GgufPoolingType is uint pooling)
+        {
+            writer.Add($"{arch}.pooling_type", pooling);
+        }
+
         if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))
         {
             AddTokenizer(writer, modelDirectory, config);

@@ -24,6 +24,9 @@ public sealed class QwenModel : IDisposable
     private readonly IBackend _backend;
     private readonly SemaphoreSlim _turn = new(1, 1);
 
+    /// <summary>The buffers of embedding steps, made at the first <see cref="EmbedAsync"/>.</summary>
+    private Embedder? _embedder;
+
     /// <summary>What <see cref="TextGenerationOptions.JsonObject"/> and <see cref="TextGenerationOptions.JsonSchema"/> hold answers to.</summary>
     private readonly ConstrainedOutput _constrained;
 
@@ -235,6 +238,40 @@ public sealed class QwenModel : IDisposable
     }
 
     /// <summary>
+    /// Text embeddings of <paramref name="texts"/>, in their order: each encoded with the tokenizer's special tokens, read
+    /// as a prompt, and its last hidden states pooled and normalized as the model says (sentence-transformers' files in
+    /// the folder, <c>pooling_type</c> in a GGUF file; else the last token, normalized) unless <paramref name="options"/>
+    /// says otherwise. Short texts share forward steps.
+    /// </summary>
+    public async Task<TextEmbeddings> EmbedAsync(IReadOnlyList<string> texts, TextEmbeddingOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        options ??= new TextEmbeddingOptions();
+        int[][] ids = [.. texts.Select(t => Tokenizer.Encode(t ?? throw new ArgumentException("a text to embed is null", nameof(texts)), addSpecialTokens: true))];
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                _embedder ??= new Embedder(Model);
+                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken);
+                return new TextEmbeddings(vectors, ids.Sum(i => (long)i.Length));
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>The embedding of one text (see <see cref="EmbedAsync"/>).</summary>
+    public float[] Embed(string text, TextEmbeddingOptions? options = null) =>
+        EmbedAsync([text], options).GetAwaiter().GetResult().Vectors[0];
+
+    /// <summary>This model as a Microsoft.Extensions.AI embedding generator (see <see cref="EmbedAsync"/>).</summary>
+    public IEmbeddingGenerator<string, Embedding<float>> AsEmbeddingGenerator() => new QwenEmbeddingGenerator(this);
+
+    /// <summary>
     /// This model as a Microsoft.Extensions.AI chat client, through its chat template. The client keeps the
     /// KV cache of its conversation, so a growing conversation only reads its new messages.
     /// </summary>
@@ -242,6 +279,7 @@ public sealed class QwenModel : IDisposable
 
     public void Dispose()
     {
+        _embedder?.Dispose();
         Model.Dispose();
         _backend.Dispose();
         _turn.Dispose();

@@ -10,12 +10,13 @@ public sealed class ForwardState : IDisposable
 {
     private readonly DeviceBuffer[] _owned;
 
-    internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows)
+    internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows, int maxHiddenRows)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxRows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxLogitRows);
         MaxRows = maxRows;
         MaxLogitRows = maxLogitRows;
+        MaxHiddenRows = Math.Max(maxLogitRows, maxHiddenRows);
         VocabSize = config.VocabSize;
         X = backend.Allocate(maxRows, config.HiddenSize);
         Xb = backend.Allocate(maxRows, config.HiddenSize);
@@ -25,7 +26,7 @@ public sealed class ForwardState : IDisposable
         AttentionOut = backend.Allocate(maxRows, config.QDim);
         Gate = backend.Allocate(maxRows, config.IntermediateSize);
         Up = backend.Allocate(maxRows, config.IntermediateSize);
-        LastHidden = backend.Allocate(maxLogitRows, config.HiddenSize);
+        LastHidden = backend.Allocate(MaxHiddenRows, config.HiddenSize);
         Logits = backend.Allocate(maxLogitRows, config.VocabSize);
         // Logits in host memory already (the CPU backend) are read where the LM head wrote them: copying a 16-sequence
         // step's 9.7 MB of them took 1.5-2.6 ms of a 55 ms step.
@@ -40,6 +41,9 @@ public sealed class ForwardState : IDisposable
     public int MaxRows { get; }
 
     public int MaxLogitRows { get; }
+
+    /// <summary>Rows of last hidden states a <see cref="Qwen2Model.ForwardHidden"/> step may output (at least <see cref="MaxLogitRows"/>).</summary>
+    public int MaxHiddenRows { get; }
 
     public int VocabSize { get; }
 
@@ -59,7 +63,7 @@ public sealed class ForwardState : IDisposable
 
     internal DeviceBuffer Up { get; }            // [rows, intermediate]
 
-    internal DeviceBuffer LastHidden { get; }    // [logit rows, hidden]
+    internal DeviceBuffer LastHidden { get; }    // [hidden rows, hidden]
 
     internal DeviceBuffer Logits { get; }        // [logit rows, vocab]
 

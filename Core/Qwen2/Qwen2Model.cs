@@ -88,7 +88,9 @@ public sealed class Qwen2Model : IDisposable
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null);
+            Qwen2Model fromFile = Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null);
+            fromFile.EmbeddingConfig = gguf.EmbeddingConfig;
+            return fromFile;
         }
 
         if (File.Exists(directory))
@@ -110,7 +112,10 @@ public sealed class Qwen2Model : IDisposable
         Qwen2Config config = Qwen2Config.Load(configPath);
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
         Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
-        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor);
+        EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(directory);
+        Qwen2Model model = Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor);
+        model.EmbeddingConfig = embedding;
+        return model;
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
@@ -157,11 +162,20 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>A Qwen2-VL model's image processor settings (preprocessor_config.json); null for text-only models.</summary>
     public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; }
 
+    /// <summary>How the model's text embeddings are pooled and normalized (sentence-transformers' files, GGUF's pooling_type).</summary>
+    public EmbeddingConfig EmbeddingConfig { get; set; } = EmbeddingConfig.Default;
+
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
 
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
-    public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows);
+    public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
+
+    /// <summary>
+    /// Buffers for <see cref="ForwardHidden"/> steps of up to <paramref name="maxRows"/> tokens, every one of which may be
+    /// an output row; logits are never computed, so the LM head's [rows, vocab] is not allocated for them.
+    /// </summary>
+    public ForwardState CreateHiddenState(int maxRows) => new(Backend, Config, maxRows, maxLogitRows: 1, maxHiddenRows: maxRows);
 
     /// <summary>
     /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), or F16 or BF16 (half
@@ -197,7 +211,69 @@ public sealed class Qwen2Model : IDisposable
     /// </summary>
     public void Forward(TokenBatch batch, KvCache cache, ForwardState state, ActivationTap? tap = null)
     {
-        Validate(batch, cache, state);
+        Validate(batch, cache, state, state.MaxLogitRows, "logit");
+        Activation x = Layers(batch, cache, state, tap);
+
+        // Final norm and LM head, only for the rows whose logits are wanted (norm is per row, so gathering first is exact).
+        int m = batch.LogitCount;
+        if (m == 0)
+        {
+            return;
+        }
+
+        Activation last = FinalNorm(batch, state, x, tap);
+        Activation logits = state.Logits.Rows(m);
+        Backend.Linear(last, _w.LmHead, null, logits);
+        if (!state.LogitsInHostMemory)
+        {
+            Backend.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+        }
+
+        CheckFinite(batch, state);
+    }
+
+    /// <summary>
+    /// Runs one step as <see cref="Forward"/> does, but stops before the LM head: the last hidden states (after the final
+    /// norm, what transformers' <c>Qwen2Model</c> returns as <c>last_hidden_state</c>) of <see cref="TokenBatch.LogitRows"/>
+    /// go into <paramref name="hidden"/>, [rows, hidden_size]. Text embeddings are pooled from them.
+    /// </summary>
+    public void ForwardHidden(TokenBatch batch, KvCache cache, ForwardState state, Span<float> hidden)
+    {
+        Validate(batch, cache, state, state.MaxHiddenRows, "hidden-state");
+        int m = batch.LogitCount, size = m * Config.HiddenSize;
+        if (hidden.Length < size)
+        {
+            QwenThrow.Argument($"the span holds {hidden.Length} values; {m} hidden states need {size}", nameof(hidden));
+        }
+
+        Activation x = Layers(batch, cache, state, tap: null);
+        if (m == 0)
+        {
+            return;
+        }
+
+        Backend.Download(FinalNorm(batch, state, x, tap: null), hidden[..size]);
+        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(hidden[..size])))
+        {
+            int row = batch.LogitRows[0];
+            QwenThrow.InvalidData(
+                $"the model's hidden states of the step from position {batch.Positions[row]} (sequence slot {batch.Slots[row]}) are not finite (NaN or infinity): the weights may be corrupt");
+        }
+    }
+
+    /// <summary>The rows of <see cref="TokenBatch.LogitRows"/> gathered from the residual stream and normed.</summary>
+    private Activation FinalNorm(TokenBatch batch, ForwardState state, Activation x, ActivationTap? tap)
+    {
+        Activation last = state.LastHidden.Rows(batch.LogitCount);
+        Backend.GatherRows(x, batch.LogitRows, last);
+        Backend.RmsNorm(last, _w.Norm, _eps, last);
+        tap?.Invoke("final_norm", -1, last);
+        return last;
+    }
+
+    /// <summary>Every token of the step through every layer (keys and values into the cache); returns the residual stream.</summary>
+    private Activation Layers(TokenBatch batch, KvCache cache, ForwardState state, ActivationTap? tap)
+    {
         IBackend b = Backend;
         int n = batch.Count;
         Activation x = state.X.Rows(n), xb = state.Xb.Rows(n);
@@ -251,24 +327,7 @@ public sealed class Qwen2Model : IDisposable
             tap?.Invoke("layer_out", l, x);
         }
 
-        // Final norm and LM head, only for the rows whose logits are wanted (norm is per row, so gathering first is exact).
-        int m = batch.LogitCount;
-        if (m == 0)
-        {
-            return;
-        }
-
-        Activation last = state.LastHidden.Rows(m), logits = state.Logits.Rows(m);
-        b.GatherRows(x, batch.LogitRows, last);
-        b.RmsNorm(last, _w.Norm, _eps, last);
-        tap?.Invoke("final_norm", -1, last);
-        b.Linear(last, _w.LmHead, null, logits);
-        if (!state.LogitsInHostMemory)
-        {
-            b.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
-        }
-
-        CheckFinite(batch, state);
+        return x;
     }
 
     /// <summary>Copies the given embedding rows over the looked-up ones, a run of consecutive rows from one array at a time.</summary>
@@ -348,12 +407,12 @@ public sealed class Qwen2Model : IDisposable
         }
     }
 
-    private void Validate(TokenBatch batch, KvCache cache, ForwardState state)
+    private void Validate(TokenBatch batch, KvCache cache, ForwardState state, int maxOutputRows, string output)
     {
-        if (batch.Count > state.MaxRows || batch.LogitCount > state.MaxLogitRows)
+        if (batch.Count > state.MaxRows || batch.LogitCount > maxOutputRows)
         {
             QwenThrow.Argument(
-                $"the batch has {batch.Count} tokens and {batch.LogitCount} logit rows; the state holds {state.MaxRows} and {state.MaxLogitRows}",
+                $"the batch has {batch.Count} tokens and {batch.LogitCount} {output} rows; the state holds {state.MaxRows} and {maxOutputRows}",
                 nameof(batch));
         }
 

@@ -39,6 +39,29 @@ internal static class LlamaCpp
         }
     }
 
+    /// <summary>llama.cpp's pooled embedding of <paramref name="ids"/> (not normalized), read in one batch with an f32 cache.</summary>
+    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling)
+    {
+        lock (s_lock)
+        {
+            uint size = (uint)Math.Max(64, ids.Count);
+            var parameters = new ModelParams(gguf) { ContextSize = size, BatchSize = size, UBatchSize = size, GpuLayerCount = 0, Threads = 2,
+                TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
+                Embeddings = true, PoolingType = pooling, AttentionType = LLamaAttentionType.Causal,
+            };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            using LLamaContext context = weights.CreateContext(parameters);
+            var batch = new LLamaBatch();
+            for (int i = 0; i < ids.Count; i++)
+            {
+                batch.Add(ids[i], i, LLamaSeqId.Zero, true);
+            }
+
+            Assert.Equal(DecodeResult.Ok, context.NativeHandle.Decode(batch));
+            return context.NativeHandle.GetEmbeddingsSeq(LLamaSeqId.Zero).ToArray();
+        }
+    }
+
     /// <summary>llama.cpp's quantize tool: <paramref name="source"/> as <paramref name="type"/> (ALL_F32 dequantizes a quantized file).</summary>
     public static string Quantize(string source, LLamaFtype type)
     {

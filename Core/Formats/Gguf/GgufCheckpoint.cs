@@ -31,6 +31,9 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
     public GenerationConfig GenerationConfig { get; }
 
+    /// <summary>How the file's text embeddings are pooled (<c>{arch}.pooling_type</c>).</summary>
+    public EmbeddingConfig EmbeddingConfig { get; private init; } = EmbeddingConfig.Default;
+
     public GgufFile File => _file;
 
     public string Description => _file.FileName;
@@ -61,7 +64,9 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
             // llama.cpp's converter reorders the rows of a llama model's q and k projections for its interleaved RoPE;
             // QwenSharp rotates halves (NeoX, as Hugging Face), so those rows are put back at load. Qwen2 is stored as is.
-            return new GgufCheckpoint(file, config, generation, interleavedRope: arch == "llama");
+            string poolingKey = $"{arch}.pooling_type";
+            EmbeddingConfig embedding = EmbeddingConfig.FromGguf(GgufMetadata.Integer(file.Metadata, poolingKey, name), $"{name}: {poolingKey}");
+            return new GgufCheckpoint(file, config, generation, interleavedRope: arch == "llama") { EmbeddingConfig = embedding };
         }
         catch
         {

@@ -1,0 +1,120 @@
+using QwenSharp.Errors;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Generation;
+
+/// <summary>
+/// Text embeddings: each input's tokens through the model (as a prompt is read, keys and values into a cache of its
+/// own), then its last hidden states pooled (<see cref="EmbeddingPooling"/>) and, optionally, scaled to unit length.
+/// Several short inputs share a step, each in its own slot; a long one is read in chunks. One run at a time: the
+/// buffers of a step are the embedder's, allocated once.
+/// </summary>
+public sealed class Embedder : IDisposable
+{
+    /// <summary>Tokens per forward step: every one may be an output row (mean pooling), so its hidden states are kept.</summary>
+    public const int DefaultChunkTokens = 256;
+
+    private readonly ForwardState _state;
+    private readonly TokenBatch _batch;
+    private readonly float[] _hidden;
+    private EmbeddingRun? _current;
+
+    public Embedder(Qwen2Model model, int chunkTokens = DefaultChunkTokens)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkTokens);
+        Model = model;
+        ChunkTokens = chunkTokens;
+        _state = model.CreateHiddenState(chunkTokens);
+        _batch = new TokenBatch(chunkTokens);
+        _hidden = new float[checked(chunkTokens * model.Config.HiddenSize)];
+    }
+
+    public Qwen2Model Model { get; }
+
+    public int ChunkTokens { get; }
+
+    /// <summary>Length of each embedding (the model's hidden_size).</summary>
+    public int Dimensions => Model.Config.HiddenSize;
+
+    /// <summary>The embeddings of <paramref name="inputs"/> (token ids, each at most the model's context), in their order.</summary>
+    /// <param name="pooling">How each input's hidden states become one vector; null: the model's (<see cref="Qwen2Model.EmbeddingConfig"/>).</param>
+    /// <param name="normalize">Scale each vector to unit length; null: the model's.</param>
+    /// <param name="dimensions">Keep only the first this many values (before normalizing), for models trained to allow it
+    /// (Matryoshka); null: all hidden_size.</param>
+    public float[][] Embed(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null,
+        CancellationToken cancellationToken = default)
+    {
+        using EmbeddingRun run = Start(inputs, pooling, normalize, dimensions);
+        while (!run.Step())
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
+        return run.Results;
+    }
+
+    /// <summary>
+    /// Starts embedding <paramref name="inputs"/> (see <see cref="Embed"/>); each <see cref="EmbeddingRun.Step"/> then runs
+    /// one forward step, so a caller that owns the model (the server's scheduler) can interleave it with other work.
+    /// </summary>
+    public EmbeddingRun Start(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        if (_current is { IsDisposed: false })
+        {
+            throw new InvalidOperationException("the embedder is still running another batch of inputs");
+        }
+
+        EmbeddingConfig config = Model.EmbeddingConfig;
+        if (config.Unsupported is string why)
+        {
+            QwenThrow.NotSupported(why);
+        }
+
+        if (pooling is EmbeddingPooling given && !Enum.IsDefined(given))
+        {
+            QwenThrow.ArgumentOutOfRange(nameof(pooling), pooling, $"pooling {pooling} is not one of last, mean, cls");
+        }
+
+        if (dimensions is int d && (d < 1 || d > Dimensions))
+        {
+            QwenThrow.ArgumentOutOfRange(nameof(dimensions), d, $"dimensions {d} is outside 1..{Dimensions} (the model's hidden_size)");
+        }
+
+        if (inputs.Count == 0)
+        {
+            QwenThrow.Argument("there are no inputs to embed", nameof(inputs));
+        }
+
+        int context = Model.Config.MaxPositionEmbeddings;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            IReadOnlyList<int> tokens = inputs[i];
+            if (tokens is not { Count: > 0 })
+            {
+                QwenThrow.Argument($"input {i} has no tokens", nameof(inputs));
+            }
+
+            if (tokens.Count > context)
+            {
+                QwenThrow.Argument(
+                    $"input {i} has {tokens.Count} tokens, more than the model's context of {context} (max_position_embeddings)",
+                    nameof(inputs));
+            }
+
+            Model.ValidateTokens(tokens, $"input {i}");
+        }
+
+        _current = new EmbeddingRun(this, inputs, pooling ?? config.Pooling, normalize ?? config.Normalize, dimensions ?? Dimensions);
+        return _current;
+    }
+
+    internal ForwardState State => _state;
+
+    internal TokenBatch Batch => _batch;
+
+    internal float[] Hidden => _hidden;
+
+    public void Dispose() => _state.Dispose();
+}

@@ -1,0 +1,181 @@
+using QwenSharp.Backend;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Generation;
+
+/// <summary>
+/// One batch of inputs being embedded (<see cref="Embedder.Start"/>): its own KV cache of as many slots of the longest
+/// input as fit one step's tokens, and where each input has got to. Inputs start in order as slots come free.
+/// </summary>
+public sealed class EmbeddingRun : IDisposable
+{
+    private readonly Embedder _embedder;
+    private readonly IReadOnlyList<IReadOnlyList<int>> _inputs;
+    private readonly int _dimensions;
+    private readonly KvCache _cache;
+    private readonly int[] _slotInput;      // the input each slot is reading, or -1
+    private readonly int[] _slotFed;        // tokens of it read so far
+    private readonly int[] _rowInput;       // per output row of a step, its input
+    private readonly double[][] _sums;      // mean pooling's running sums, per input until it ends
+    private readonly float[][] _results;
+    private int _nextInput;
+    private int _done;
+
+    internal EmbeddingRun(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling pooling, bool normalize, int dimensions)
+    {
+        Pooling = pooling;
+        Normalized = normalize;
+        _dimensions = dimensions;
+        _embedder = embedder;
+        _inputs = inputs;
+        int longest = inputs.Max(t => t.Count);
+        int slots = Math.Clamp(embedder.ChunkTokens / longest, 1, inputs.Count);
+        _cache = embedder.Model.CreateKvCache(slots, longest);
+        _slotInput = [.. Enumerable.Repeat(-1, slots)];
+        _slotFed = new int[slots];
+        _rowInput = new int[embedder.ChunkTokens];
+        _sums = new double[inputs.Count][];
+        _results = new float[inputs.Count][];
+        TokenCount = inputs.Sum(t => (long)t.Count);
+    }
+
+    public EmbeddingPooling Pooling { get; }
+
+    /// <summary>Whether each vector is scaled to unit length.</summary>
+    public bool Normalized { get; }
+
+    /// <summary>Tokens of all inputs together (what the API reports as usage).</summary>
+    public long TokenCount { get; }
+
+    public bool IsDone => _done == _inputs.Count;
+
+    internal bool IsDisposed { get; private set; }
+
+    /// <summary>Each input's embedding, in the inputs' order; complete once <see cref="IsDone"/>.</summary>
+    public float[][] Results => _results;
+
+    /// <summary>Runs one forward step over the next tokens of the inputs; true once every input is embedded.</summary>
+    public bool Step()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        if (IsDone)
+        {
+            return true;
+        }
+
+        TokenBatch batch = _embedder.Batch;
+        batch.Clear();
+        int budget = _embedder.ChunkTokens;
+        for (int slot = 0; slot < _slotInput.Length && budget > 0; slot++)
+        {
+            if (_slotInput[slot] < 0)
+            {
+                if (_nextInput == _inputs.Count)
+                {
+                    continue;
+                }
+
+                _slotInput[slot] = _nextInput++;
+                _slotFed[slot] = 0;
+            }
+
+            IReadOnlyList<int> tokens = _inputs[_slotInput[slot]];
+            int end = Math.Min(tokens.Count, _slotFed[slot] + budget);
+            for (int p = _slotFed[slot]; p < end; p++)
+            {
+                bool output = Pooling switch
+                {
+                    EmbeddingPooling.Mean => true,
+                    EmbeddingPooling.Cls => p == 0,
+                    _ => p == tokens.Count - 1,
+                };
+                if (output)
+                {
+                    _rowInput[batch.LogitCount] = _slotInput[slot];
+                }
+
+                batch.Add(tokens[p], p, slot, wantLogits: output);
+            }
+
+            budget -= end - _slotFed[slot];
+            _slotFed[slot] = end;
+        }
+
+        float[] hidden = _embedder.Hidden;
+        int size = _embedder.Dimensions;
+        _embedder.Model.ForwardHidden(batch, _cache, _embedder.State, hidden);
+        for (int r = 0; r < batch.LogitCount; r++)
+        {
+            Pool(_rowInput[r], hidden.AsSpan(r * size, size));
+        }
+
+        for (int slot = 0; slot < _slotInput.Length; slot++)
+        {
+            if (_slotInput[slot] is int input && input >= 0 && _slotFed[slot] == _inputs[input].Count)
+            {
+                Finish(input);
+                _slotInput[slot] = -1;
+            }
+        }
+
+        return IsDone;
+    }
+
+    private void Pool(int input, ReadOnlySpan<float> row)
+    {
+        if (Pooling != EmbeddingPooling.Mean)
+        {
+            _results[input] = row[.._dimensions].ToArray();
+            return;
+        }
+
+        double[] sum = _sums[input] ??= new double[_dimensions];
+        for (int i = 0; i < sum.Length; i++)
+        {
+            sum[i] += row[i];
+        }
+    }
+
+    private void Finish(int input)
+    {
+        if (Pooling == EmbeddingPooling.Mean)
+        {
+            double[] sum = _sums[input];
+            double count = _inputs[input].Count;
+            _results[input] = [.. sum.Select(v => (float)(v / count))];
+            _sums[input] = null!;
+        }
+
+        if (Normalized)
+        {
+            Normalize(_results[input]);
+        }
+
+        _done++;
+    }
+
+    /// <summary>Scales to unit length, as sentence-transformers' <c>Normalize</c> (a zero vector stays zero).</summary>
+    public static void Normalize(Span<float> vector)
+    {
+        double squares = 0;
+        foreach (float v in vector)
+        {
+            squares += (double)v * v;
+        }
+
+        double scale = 1 / Math.Max(Math.Sqrt(squares), 1e-12);
+        for (int i = 0; i < vector.Length; i++)
+        {
+            vector[i] = (float)(vector[i] * scale);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (!IsDisposed)
+        {
+            IsDisposed = true;
+            _cache.Dispose();
+        }
+    }
+}

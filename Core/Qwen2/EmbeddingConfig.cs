@@ -1,0 +1,154 @@
+using System.Text.Json;
+using QwenSharp.Errors;
+using QwenSharp.Generation;
+
+namespace QwenSharp.Qwen2;
+
+/// <summary>
+/// How a model's text embeddings are pooled and whether they are scaled to unit length, as the model ships it:
+/// sentence-transformers' <c>modules.json</c> and its Pooling module's <c>config.json</c> in a Hugging Face folder
+/// (gte-Qwen2, jina-code-embeddings), <c>{arch}.pooling_type</c> in a GGUF file. Without either: the last token,
+/// normalized (what a causal model's embedding is, and what OpenAI's API returns).
+/// </summary>
+/// <param name="Unsupported">Why this model's embeddings cannot be computed (a module QwenSharp does not run), or null.</param>
+public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, string Source, string? Unsupported = null)
+{
+    public const string ModulesFileName = "modules.json";
+
+    public static EmbeddingConfig Default { get; } = new(EmbeddingPooling.Last, Normalize: true, "default");
+
+    /// <summary>llama.cpp's <c>llama_pooling_type</c> values as GGUF stores them.</summary>
+    private static readonly Dictionary<long, EmbeddingPooling> s_ggufPooling = new() { [1] = EmbeddingPooling.Mean, [2] = EmbeddingPooling.Cls, [3] = EmbeddingPooling.Last };
+
+    /// <summary>The <c>{arch}.pooling_type</c> a GGUF file of this model holds: null where the model says nothing (or nothing QwenSharp computes).</summary>
+    public uint? GgufPoolingType => ReferenceEquals(this, Default) || Unsupported is not null
+        ? null
+        : (uint)s_ggufPooling.First(p => p.Value == Pooling).Key;
+
+    /// <summary>From a GGUF file's <c>{arch}.pooling_type</c> (absent or 0, none: the default pooling).</summary>
+    public static EmbeddingConfig FromGguf(long? poolingType, string key)
+    {
+        if (poolingType is not long type || type == 0)
+        {
+            return Default;
+        }
+
+        return s_ggufPooling.TryGetValue(type, out EmbeddingPooling pooling)
+            ? new EmbeddingConfig(pooling, Normalize: true, key)
+            : Default with { Source = key, Unsupported = $"{key} is {type}, a pooling QwenSharp does not compute (1 mean, 2 cls and 3 last are)" };
+    }
+
+    /// <summary>From a Hugging Face folder's sentence-transformers files; <see cref="Default"/> when it has none.</summary>
+    public static EmbeddingConfig LoadOrDefault(string directory)
+    {
+        string modulesPath = Path.Combine(directory, ModulesFileName);
+        if (!File.Exists(modulesPath))
+        {
+            return Default;
+        }
+
+        EmbeddingPooling pooling = EmbeddingPooling.Last;
+        bool normalize = false;
+        string? unsupported = null;
+        foreach ((string type, string path) in ReadModules(modulesPath))
+        {
+            string name = type[(type.LastIndexOf('.') + 1)..];
+            switch (name)
+            {
+                case "Transformer":
+                    break;
+                case "Normalize":
+                    normalize = true;
+                    break;
+                case "Pooling":
+                    (pooling, string? why) = ReadPooling(Path.Combine(directory, path, "config.json"));
+                    unsupported ??= why;
+                    break;
+                default:
+                    unsupported ??= $"{modulesPath}: module '{path}' ({type}) is not one QwenSharp runs (Transformer, Pooling and Normalize are), so its embeddings would be wrong";
+                    break;
+            }
+        }
+
+        return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported);
+    }
+
+    private static List<(string Type, string Path)> ReadModules(string modulesPath)
+    {
+        var modules = new List<(string, string)>();
+        using JsonDocument document = Parse(modulesPath);
+        if (document.RootElement.ValueKind != JsonValueKind.Array)
+        {
+            QwenThrow.InvalidData($"{modulesPath}: expected an array of modules, found {document.RootElement.ValueKind}");
+        }
+
+        int index = 0;
+        foreach (JsonElement module in document.RootElement.EnumerateArray())
+        {
+            JsonElement type = default;
+            if (module.ValueKind != JsonValueKind.Object
+                || !module.TryGetProperty("type", out type) || type.ValueKind != JsonValueKind.String)
+            {
+                QwenThrow.InvalidData($"{modulesPath}: module {index} has no \"type\" string");
+            }
+
+            string path = module.TryGetProperty("path", out JsonElement p) && p.ValueKind == JsonValueKind.String ? p.GetString()! : "";
+            if (path.Contains("..", StringComparison.Ordinal) || Path.IsPathRooted(path))
+            {
+                QwenThrow.InvalidData($"{modulesPath}: module {index}'s path '{path}' leaves the model folder");
+            }
+
+            modules.Add((type.GetString()!, path));
+            index++;
+        }
+
+        return modules;
+    }
+
+    /// <summary>The Pooling module's mode: exactly one of its <c>pooling_mode_*</c> flags is true.</summary>
+    private static (EmbeddingPooling Pooling, string? Unsupported) ReadPooling(string configPath)
+    {
+        if (!File.Exists(configPath))
+        {
+            QwenThrow.FileNotFound($"{configPath}: file not found (modules.json names a Pooling module there)", configPath);
+        }
+
+        using JsonDocument document = Parse(configPath);
+        if (document.RootElement.ValueKind != JsonValueKind.Object)
+        {
+            QwenThrow.InvalidData($"{configPath}: expected an object, found {document.RootElement.ValueKind}");
+        }
+
+        var modes = new List<string>();
+        foreach (JsonProperty field in document.RootElement.EnumerateObject())
+        {
+            if (field.Name.StartsWith("pooling_mode_", StringComparison.Ordinal) && field.Value.ValueKind == JsonValueKind.True)
+            {
+                modes.Add(field.Name);
+            }
+        }
+
+        return modes switch
+        {
+            ["pooling_mode_lasttoken"] => (EmbeddingPooling.Last, null),
+            ["pooling_mode_mean_tokens"] => (EmbeddingPooling.Mean, null),
+            ["pooling_mode_cls_token"] => (EmbeddingPooling.Cls, null),
+            [] => (EmbeddingPooling.Last, $"{configPath}: no pooling_mode_* is true"),
+            _ => (EmbeddingPooling.Last,
+                $"{configPath}: pooling {string.Join(" + ", modes)} is not one QwenSharp computes (pooling_mode_lasttoken, pooling_mode_mean_tokens or pooling_mode_cls_token alone)"),
+        };
+    }
+
+    private static JsonDocument Parse(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllBytes(path));
+        }
+        catch (JsonException e)
+        {
+            QwenThrow.InvalidData($"{path}: not valid JSON (line {(e.LineNumber ?? 0) + 1}): {e.Message}");
+            return null!;
+        }
+    }
+}

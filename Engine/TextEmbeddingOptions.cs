@@ -1,0 +1,16 @@
+using QwenSharp.Generation;
+
+namespace QwenSharp;
+
+/// <summary>How to embed text. Values left null take the model's own (<see cref="Qwen2.Qwen2Model.EmbeddingConfig"/>).</summary>
+public sealed record TextEmbeddingOptions
+{
+    /// <summary>How each text's hidden states become one vector; null: the model's sentence-transformers Pooling (else the last token).</summary>
+    public EmbeddingPooling? Pooling { get; init; }
+
+    /// <summary>Scale each vector to unit length; null: the model's (a Normalize module; else yes).</summary>
+    public bool? Normalize { get; init; }
+
+    /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
+    public int? Dimensions { get; init; }
+}

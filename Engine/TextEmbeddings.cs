@@ -1,0 +1,4 @@
+namespace QwenSharp;
+
+/// <summary>Embeddings of several texts, in their order, and the tokens they took together.</summary>
+public sealed record TextEmbeddings(IReadOnlyList<float[]> Vectors, long TokenCount);

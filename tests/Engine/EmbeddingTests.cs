@@ -1,0 +1,144 @@
+using LLama.Native;
+using Microsoft.Extensions.AI;
+using QwenSharp.Generation;
+using QwenSharp.Qwen2;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Engine;
+
+/// <summary>
+/// Embeddings through the library: a folder's sentence-transformers files choose the pooling and normalizing, which
+/// llama.cpp, told the same, reproduces; the file <c>quantize</c> writes carries the pooling to llama.cpp; the
+/// IEmbeddingGenerator; and what cannot be computed is refused naming the file.
+/// </summary>
+public sealed class EmbeddingTests
+{
+    private const string Text = "Once upon a time, there was a little girl";
+
+    /// <summary>The demo model's files linked into a new folder, with <paramref name="extra"/> files written beside them.</summary>
+    private static string DemoWith(params (string Path, string Json)[] extra)
+    {
+        string directory = Fixtures.TempDirectory();
+        foreach (string file in Directory.GetFiles(Fixtures.DemoModel))
+        {
+            File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
+        }
+
+        foreach ((string path, string json) in extra)
+        {
+            string full = Path.Combine(directory, path);
+            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+            File.WriteAllText(full, json);
+        }
+
+        return directory;
+    }
+
+    private static (string, string) Modules(params string[] modules) =>
+        (EmbeddingConfig.ModulesFileName, "[" + string.Join(",", modules.Select((m, i) => $$"""{"idx": {{i}}, "name": "{{i}}", "path": "{{(m == "Pooling" ? "1_Pooling" : m == "Transformer" ? "" : $"{i}_{m}")}}", "type": "sentence_transformers.models.{{m}}"}""")) + "]");
+
+    private static (string, string) Pooling(string mode) =>
+        ("1_Pooling/config.json", $$"""{"word_embedding_dimension": 64, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false, "{{mode}}": true, "include_prompt": true}""");
+
+    private static float[] Normalized(float[] v)
+    {
+        double norm = Math.Sqrt(v.Sum(x => (double)x * x));
+        return [.. v.Select(x => (float)(x / norm))];
+    }
+
+    private static void AssertClose(float[] expected, float[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double error = expected.Zip(actual, (a, b) => (double)Math.Abs(a - b)).Max();
+        Assert.True(error <= 1e-5, $"{what}: differs by {error:E3}");
+    }
+
+    public static TheoryData<string, LLamaPoolingType, bool> Folders() => new()
+    {
+        { "none", LLamaPoolingType.Last, true },
+        { "pooling_mode_mean_tokens", LLamaPoolingType.Mean, false },
+        { "pooling_mode_lasttoken", LLamaPoolingType.Last, true },
+        { "pooling_mode_cls_token", LLamaPoolingType.CLS, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(Folders))]
+    public async Task EmbedAsync_PoolsAndNormalizesAsTheFolderSays_AsLlamaCppToldTheSame(string mode, LLamaPoolingType theirs, bool normalize)
+    {
+        string folder = mode == "none" ? DemoWith()
+            : normalize ? DemoWith(Modules("Transformer", "Pooling", "Normalize"), Pooling(mode)) : DemoWith(Modules("Transformer", "Pooling"), Pooling(mode));
+        using QwenModel model = QwenModel.Load(folder);
+        int[] ids = model.Tokenizer.Encode(Text, addSpecialTokens: true);
+
+        TextEmbeddings ours = await model.EmbedAsync([Text, Text[..10]]);
+
+        string gguf = Support.GgufFixture.Write(Fixtures.DemoModel);
+        float[] expected = LlamaCpp.Embedding(gguf, ids, theirs);
+        AssertClose(normalize ? Normalized(expected) : expected, ours.Vectors[0], $"{mode}, normalize {normalize}");
+        Assert.Equal(ids.Length + model.Tokenizer.Encode(Text[..10], addSpecialTokens: true).Length, ours.TokenCount);
+        Assert.Equal(ours.Vectors[0], model.Embed(Text));
+    }
+
+    [Fact]
+    public void Quantize_CarriesTheFoldersPoolingIntoTheFile_WhichLlamaCppFollows()
+    {
+        string folder = DemoWith(Modules("Transformer", "Pooling"), Pooling("pooling_mode_mean_tokens"));
+        string gguf = Support.GgufFixture.Write(folder);
+        using QwenModel model = QwenModel.Load(gguf);
+        Assert.Equal(EmbeddingPooling.Mean, model.Model.EmbeddingConfig.Pooling);
+        int[] ids = model.Tokenizer.Encode(Text, addSpecialTokens: true);
+
+        // Unspecified: llama.cpp takes the file's pooling_type.
+        float[] expected = LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Unspecified);
+
+        AssertClose(Normalized(expected), model.Embed(Text), "the GGUF file's mean pooling");
+        AssertClose(Normalized(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Mean)), Normalized(expected), "llama.cpp's mean");
+    }
+
+    [Fact]
+    public async Task EmbeddingGenerator_GivesAVectorPerText_TheirTokens_AndDimensions()
+    {
+        using QwenModel model = QwenModel.Load(Fixtures.DemoModel);
+        using IEmbeddingGenerator<string, Embedding<float>> generator = model.AsEmbeddingGenerator();
+        string[] texts = [Text, "The end.", Text];
+
+        GeneratedEmbeddings<Embedding<float>> all = await generator.GenerateAsync(texts);
+        GeneratedEmbeddings<Embedding<float>> short8 = await generator.GenerateAsync(texts, new EmbeddingGenerationOptions { Dimensions = 8 });
+
+        Assert.Equal(3, all.Count);
+        Assert.Equal(texts.Sum(t => model.Tokenizer.Encode(t, addSpecialTokens: true).Length), all.Usage!.InputTokenCount);
+        Assert.Equal(model.Model.Config.HiddenSize, generator.GetService<EmbeddingGeneratorMetadata>()!.DefaultModelDimensions);
+        Assert.Equal(all[0].Vector.ToArray(), all[2].Vector.ToArray());
+        Assert.NotEqual(all[0].Vector.ToArray(), all[1].Vector.ToArray());
+        AssertClose(model.Embed(Text), all[0].Vector.ToArray(), "the generator's first vector");
+        AssertClose(Normalized(all[0].Vector.ToArray()[..8]), Normalized(model.Embed(Text, new TextEmbeddingOptions { Normalize = false })[..8]), "the first 8");
+        Assert.Equal(8, short8[0].Vector.Length);
+        Assert.Equal(1, Math.Sqrt(short8[1].Vector.ToArray().Sum(x => (double)x * x)), 1e-6);
+    }
+
+    [Fact]
+    public void WhatCannotBeComputed_IsRefusedNamingTheFile()
+    {
+        string dense = DemoWith(Modules("Transformer", "Pooling", "Dense"), Pooling("pooling_mode_mean_tokens"));
+        using (QwenModel model = QwenModel.Load(dense))
+        {
+            var e = Assert.Throws<NotSupportedException>(() => model.Embed(Text));
+            Assert.Contains("modules.json: module '2_Dense' (sentence_transformers.models.Dense) is not one QwenSharp runs", e.Message);
+        }
+
+        string max = DemoWith(Modules("Transformer", "Pooling"), Pooling("pooling_mode_max_tokens"));
+        using (QwenModel model = QwenModel.Load(max))
+        {
+            Assert.Contains("pooling pooling_mode_max_tokens is not one QwenSharp computes", Assert.Throws<NotSupportedException>(() => model.Embed(Text)).Message);
+        }
+
+        string broken = DemoWith((EmbeddingConfig.ModulesFileName, "[{\"type\": "));
+        Assert.Contains("modules.json: not valid JSON", Assert.Throws<InvalidDataException>(() => QwenModel.Load(broken)).Message);
+
+        string escaping = DemoWith((EmbeddingConfig.ModulesFileName, """[{"type": "sentence_transformers.models.Pooling", "path": "../x"}]"""));
+        Assert.Contains("path '../x' leaves the model folder", Assert.Throws<InvalidDataException>(() => QwenModel.Load(escaping)).Message);
+
+        string missing = DemoWith(Modules("Transformer", "Pooling"));
+        Assert.Contains("1_Pooling/config.json: file not found", Assert.Throws<FileNotFoundException>(() => QwenModel.Load(missing)).Message);
+    }
+}
