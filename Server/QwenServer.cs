@@ -161,6 +161,7 @@ public sealed class QwenServer : IAsyncDisposable
         app.Use((http, next) => GuardAsync(http, next, state));
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
+        app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
         app.MapGet("/v1/models", http => InfoEndpoints.ModelsAsync(http, state));
         app.MapGet("/health", http => InfoEndpoints.HealthAsync(http, state));
         app.MapGet("/metrics", http => InfoEndpoints.MetricsAsync(http, state));

@@ -59,85 +59,13 @@ internal static class CompletionsEndpoint
         }
 
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
-        (List<int[]> prompts, List<string> texts) = Prompts(request, server);
+        (List<int[]> prompts, List<string> texts) = PromptInput.Read(request, server, "prompt");
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos,
             constraint: constraint);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);
-    }
-
-    /// <summary>The prompts as ids (text encoded with the tokenizer's BOS, as the CLI's generate does), and as text for echo.</summary>
-    private static (List<int[]> Ids, List<string> Texts) Prompts(RequestFields request, ServerState server)
-    {
-        JsonElement prompt = request.Get("prompt") ?? throw ApiException.BadField("prompt", "'prompt' is missing");
-        var ids = new List<int[]>();
-        var texts = new List<string>();
-        void AddText(JsonElement value, string path)
-        {
-            string text = RequestFields.Text(value, path);
-            ids.Add(server.Tokenizer.Encode(text, addSpecialTokens: true));
-            texts.Add(text);
-        }
-
-        void AddIds(JsonElement value, string path)
-        {
-            var list = new int[value.GetArrayLength()];
-            int i = 0;
-            foreach (JsonElement id in value.EnumerateArray())
-            {
-                if (id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out list[i]))
-                {
-                    throw ApiException.BadField($"{path}[{i}]", $"'{path}[{i}]' must be a token id, not {RequestFields.Show(id)}");
-                }
-
-                // Ids past the tokenizer's vocabulary are the model's padding rows: no text, never real input.
-                if (list[i] < 0 || server.Tokenizer.IdToToken(list[i]) is null)
-                {
-                    throw ApiException.BadField($"{path}[{i}]", $"'{path}[{i}]' is {list[i]}, not a token of this model's vocabulary (0..{server.Tokenizer.VocabularySize - 1})");
-                }
-
-                i++;
-            }
-
-            ids.Add(list);
-            texts.Add(server.Tokenizer.Decode(list));
-        }
-
-        switch (prompt.ValueKind)
-        {
-            case JsonValueKind.String:
-                AddText(prompt, "prompt");
-                break;
-            case JsonValueKind.Array when prompt.GetArrayLength() > 0 && prompt[0].ValueKind == JsonValueKind.Number:
-                AddIds(prompt, "prompt");
-                break;
-            case JsonValueKind.Array when prompt.GetArrayLength() > 0:
-                int p = 0;
-                foreach (JsonElement item in prompt.EnumerateArray())
-                {
-                    string path = $"prompt[{p++}]";
-                    if (item.ValueKind == JsonValueKind.String)
-                    {
-                        AddText(item, path);
-                    }
-                    else if (item.ValueKind == JsonValueKind.Array)
-                    {
-                        AddIds(item, path);
-                    }
-                    else
-                    {
-                        throw ApiException.BadField(path, $"'{path}' must be a string or a list of token ids, not {RequestFields.Kind(item)}");
-                    }
-                }
-
-                break;
-            default:
-                throw ApiException.BadField("prompt", "'prompt' must be a string, a list of token ids, or a non-empty list of either");
-        }
-
-        return (ids, texts);
     }
 
     private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, List<string>? echo, bool stream, bool includeUsage)

@@ -76,12 +76,19 @@ internal static class Jobs
         };
     }
 
-    public static void Submit(ServerState server, GenerationJob job)
+    public static void Submit(ServerState server, GenerationJob job) =>
+        Submit(server, () => server.Scheduler.TryEnqueue(job), "requests are already waiting for a slot");
+
+    public static void Submit(ServerState server, EmbeddingJob job) =>
+        Submit(server, () => server.Scheduler.TryEnqueue(job), "embedding requests are already waiting");
+
+    /// <summary>Queues a job: 429 when the queue is full, 503 once the server is shutting down.</summary>
+    private static void Submit(ServerState server, Func<bool> enqueue, string waiting)
     {
         bool queued;
         try
         {
-            queued = server.Scheduler.TryEnqueue(job);
+            queued = enqueue();
         }
         catch (InvalidOperationException)
         {
@@ -90,7 +97,7 @@ internal static class Jobs
 
         if (!queued)
         {
-            throw new ApiException(429, $"the server is busy: {server.Scheduler.Options.MaxQueue} requests are already waiting for a slot; retry later",
+            throw new ApiException(429, $"the server is busy: {server.Scheduler.Options.MaxQueue} {waiting}; retry later",
                 null, "rate_limit_exceeded", "rate_limit_error");
         }
     }
@@ -188,7 +195,8 @@ internal static class Jobs
         }
     }
 
-    private static Exception Translate(Exception e, RequestDeadline deadline) => e switch
+    /// <summary>A job's failure as the API error it answers (a cancellation the client caused stays one).</summary>
+    public static Exception Translate(Exception e, RequestDeadline deadline) => e switch
     {
         OperationCanceledException when deadline.TimedOut => new ApiException(504,
             $"the request took longer than this server's limit of {deadline.Limit.TotalSeconds:0} s", null, "timeout", "server_error"),
@@ -196,6 +204,7 @@ internal static class Jobs
         // Neither the client nor the clock: the server cancelled it at the end of a drain.
         OperationCanceledException => new ApiException(503, "the server is shutting down", null, "shutting_down", "server_error"),
         ArgumentException => new ApiException(400, e.Message),
+        NotSupportedException => new ApiException(501, e.Message, null, "not_implemented", "server_error"),
         _ => new ApiException(500, $"generation failed: {e.Message}", null, "generation_failed", "server_error"),
     };
 }

@@ -34,6 +34,11 @@ internal sealed class BatchScheduler : IDisposable
     private readonly ScheduledSequence?[] _slotOwners;
     private readonly List<int>[] _slotTokens;
     private readonly LinkedList<GenerationJob> _queue = new();
+    private readonly Queue<EmbeddingJob> _embeddingQueue = new();
+    /// <summary>The embedding job being read and its run, a step per loop (see <see cref="StepEmbedding"/>).</summary>
+    private (EmbeddingJob Job, EmbeddingRun Run)? _embedding;
+    /// <summary>The buffers of embedding steps, made at the first embedding request.</summary>
+    private Embedder? _embedder;
     private readonly List<ScheduledSequence> _running = [];
     private readonly Lock _lock = new();
     private readonly SemaphoreSlim _wake = new(0);
@@ -153,6 +158,29 @@ internal sealed class BatchScheduler : IDisposable
         return true;
     }
 
+    /// <summary>Queues an embedding job; false when <see cref="SchedulerOptions.MaxQueue"/> of them wait already (429).</summary>
+    public bool TryEnqueue(EmbeddingJob job)
+    {
+        ArgumentNullException.ThrowIfNull(job);
+        lock (_lock)
+        {
+            if (_stopping)
+            {
+                throw new InvalidOperationException("the server is shutting down");
+            }
+
+            if (_embeddingQueue.Count >= Math.Max(1, _options.MaxQueue))
+            {
+                return false;
+            }
+
+            _embeddingQueue.Enqueue(job);
+        }
+
+        _wake.Release();
+        return true;
+    }
+
     /// <summary>Stops taking jobs; what is queued or running still finishes unless <see cref="CancelAll"/> is called.</summary>
     public void StopAccepting()
     {
@@ -179,6 +207,8 @@ internal sealed class BatchScheduler : IDisposable
         StopAccepting();
         CancelAll();
         _thread.Join();
+        _embedding?.Run.Dispose();
+        _embedder?.Dispose();
         _state.Dispose();
         _cache.Dispose();
         _wake.Dispose();
@@ -190,11 +220,17 @@ internal sealed class BatchScheduler : IDisposable
         {
             DropCancelled();
             Admit();
+            bool embedded = StepEmbedding();
             if (_running.Count == 0)
             {
+                if (embedded)
+                {
+                    continue;
+                }
+
                 lock (_lock)
                 {
-                    if (_stopping && _queue.Count == 0)
+                    if (_stopping && _queue.Count == 0 && _embeddingQueue.Count == 0)
                     {
                         return;
                     }
@@ -207,6 +243,64 @@ internal sealed class BatchScheduler : IDisposable
 
             Step();
         }
+    }
+
+    /// <summary>
+    /// One forward step of the embedding job at the head of its queue, between generation steps, so that streams keep
+    /// flowing while a long input is read; false when there was none. A job ends with its vectors, its error, or its
+    /// cancellation.
+    /// </summary>
+    private bool StepEmbedding()
+    {
+        if (_embedding is null)
+        {
+            EmbeddingJob? next;
+            lock (_lock)
+            {
+                _embeddingQueue.TryDequeue(out next);
+            }
+
+            if (next is null)
+            {
+                return false;
+            }
+
+            try
+            {
+                _embedder ??= new Embedder(_model, _options.PrefillChunk);
+                _embedding = (next, _embedder.Start(next.Inputs, dimensions: next.Dimensions));
+            }
+            catch (Exception e)
+            {
+                next.Result.TrySetException(e);
+                return true;
+            }
+        }
+
+        (EmbeddingJob job, EmbeddingRun run) = _embedding.Value;
+        try
+        {
+            if (_cancelAll || job.Cancellation.IsCancellationRequested)
+            {
+                job.Result.TrySetCanceled(job.Cancellation.IsCancellationRequested ? job.Cancellation : new CancellationToken(canceled: true));
+            }
+            else if (run.Step())
+            {
+                job.Result.TrySetResult(run.Results);
+            }
+            else
+            {
+                return true;
+            }
+        }
+        catch (Exception e)
+        {
+            job.Result.TrySetException(e);
+        }
+
+        run.Dispose();
+        _embedding = null;
+        return true;
     }
 
     /// <summary>Removes jobs whose client went away (or that timed out), freeing their slots at once.</summary>

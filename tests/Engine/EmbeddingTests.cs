@@ -16,7 +16,7 @@ public sealed class EmbeddingTests
     private const string Text = "Once upon a time, there was a little girl";
 
     /// <summary>The demo model's files linked into a new folder, with <paramref name="extra"/> files written beside them.</summary>
-    private static string DemoWith(params (string Path, string Json)[] extra)
+    internal static string DemoWith(params (string Path, string Json)[] extra)
     {
         string directory = Fixtures.TempDirectory();
         foreach (string file in Directory.GetFiles(Fixtures.DemoModel))
@@ -34,13 +34,13 @@ public sealed class EmbeddingTests
         return directory;
     }
 
-    private static (string, string) Modules(params string[] modules) =>
+    internal static (string, string) Modules(params string[] modules) =>
         (EmbeddingConfig.ModulesFileName, "[" + string.Join(",", modules.Select((m, i) => $$"""{"idx": {{i}}, "name": "{{i}}", "path": "{{(m == "Pooling" ? "1_Pooling" : m == "Transformer" ? "" : $"{i}_{m}")}}", "type": "sentence_transformers.models.{{m}}"}""")) + "]");
 
-    private static (string, string) Pooling(string mode) =>
+    internal static (string, string) Pooling(string mode) =>
         ("1_Pooling/config.json", $$"""{"word_embedding_dimension": 64, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false, "{{mode}}": true, "include_prompt": true}""");
 
-    private static float[] Normalized(float[] v)
+    internal static float[] Normalized(float[] v)
     {
         double norm = Math.Sqrt(v.Sum(x => (double)x * x));
         return [.. v.Select(x => (float)(x / norm))];

@@ -1,0 +1,116 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// <c>POST /v1/embeddings</c>: OpenAI's embeddings API. The input is a text, token ids, or a list of either (texts
+/// encoded with the tokenizer's special tokens); each is pooled and normalized as the model ships it (see
+/// <see cref="Qwen2.EmbeddingConfig"/>). <c>dimensions</c> keeps the first values (before normalizing);
+/// <c>encoding_format: base64</c> sends each vector as its little-endian float32 bytes, as OpenAI's clients ask by default.
+/// </summary>
+internal static class EmbeddingsEndpoint
+{
+    /// <summary>OpenAI's limit on the inputs of one request.</summary>
+    public const int MaxInputs = 2048;
+
+    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user"];
+
+    public static async Task HandleAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
+        string model = request.String("model", 256) ?? server.ModelName;
+        int? dimensions = request.Int("dimensions", 1, server.Model.Config.HiddenSize);
+        bool base64 = request.String("encoding_format", 16) switch
+        {
+            null or "float" => false,
+            "base64" => true,
+            string other => throw ApiException.BadField("encoding_format", $"'encoding_format' is '{other}'; it is 'float' or 'base64'"),
+        };
+        request.String("user");
+        List<int[]> inputs = Inputs(request, server);
+
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, Cancellation = deadline.Token };
+        Jobs.Submit(server, job);
+        float[][] vectors;
+        try
+        {
+            vectors = await job.Result.Task.ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            throw Jobs.Translate(e, deadline);
+        }
+
+        long tokens = inputs.Sum(i => (long)i.Length);
+        await ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            for (int i = 0; i < vectors.Length; i++)
+            {
+                w.WriteStartObject();
+                w.WriteString("object", "embedding");
+                w.WriteNumber("index", i);
+                if (base64)
+                {
+                    w.WriteBase64String("embedding", MemoryMarshal.AsBytes(vectors[i].AsSpan()));
+                }
+                else
+                {
+                    w.WriteStartArray("embedding");
+                    foreach (float v in vectors[i])
+                    {
+                        w.WriteNumberValue(v);
+                    }
+
+                    w.WriteEndArray();
+                }
+
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteString("model", model);
+            w.WriteStartObject("usage");
+            w.WriteNumber("prompt_tokens", tokens);
+            w.WriteNumber("total_tokens", tokens);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>The inputs as ids, each with tokens and inside the server's context, naming the first that is not.</summary>
+    private static List<int[]> Inputs(RequestFields request, ServerState server)
+    {
+        (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input");
+        if (inputs.Count > MaxInputs)
+        {
+            throw ApiException.BadField("input", $"'input' has {inputs.Count} inputs; a request takes at most {MaxInputs}");
+        }
+
+        bool list = request.Get("input") is { ValueKind: JsonValueKind.Array } all && all.GetArrayLength() > 0 && all[0].ValueKind != JsonValueKind.Number;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            string path = list ? $"input[{i}]" : "input";
+            // An empty text is refused as at OpenAI, even where the tokenizer would give it a BOS.
+            if (inputs[i].Length == 0 || texts[i].Length == 0)
+            {
+                throw ApiException.BadField(path, $"'{path}' has no tokens (an empty text or list)");
+            }
+
+            if (inputs[i].Length > server.Context)
+            {
+                throw new ApiException(400, $"'{path}' has {inputs[i].Length} tokens, more than this server's context of {server.Context}",
+                    path, "context_length_exceeded");
+            }
+        }
+
+        return inputs;
+    }
+}

@@ -1,0 +1,19 @@
+namespace QwenSharp.Server.Scheduling;
+
+/// <summary>
+/// What one <c>/v1/embeddings</c> request asks of the scheduler: its inputs' token ids, embedded on the thread that
+/// owns the model, a forward step at a time between the generation steps. The result (or the failure) completes
+/// <see cref="Result"/>.
+/// </summary>
+internal sealed class EmbeddingJob
+{
+    public required IReadOnlyList<int[]> Inputs { get; init; }
+
+    /// <summary>Keep the first this many values (the request's <c>dimensions</c>); null: all hidden_size.</summary>
+    public int? Dimensions { get; init; }
+
+    /// <summary>The request's deadline and its client's going away.</summary>
+    public required CancellationToken Cancellation { get; init; }
+
+    public TaskCompletionSource<float[][]> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
