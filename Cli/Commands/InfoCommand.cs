@@ -2,6 +2,7 @@ using System.Globalization;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
 using QwenSharp.Cpu.Kernels;
+using QwenSharp.Generation;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli.Commands;
@@ -68,6 +69,9 @@ internal sealed class InfoCommand : ICommand
                     w.WriteNumber("vocab_size", c.VocabSize);
                     w.WriteNumber("rope_theta", c.RopeTheta);
                     w.WriteBoolean("tie_word_embeddings", c.TieWordEmbeddings);
+                    w.WriteString("embedding_pooling", EmbeddingPoolings.NameOf(model.EmbeddingConfig.Pooling));
+                    w.WriteBoolean("embedding_normalized", model.EmbeddingConfig.Normalize);
+                    w.WriteString("embedding_unsupported", model.EmbeddingConfig.Unsupported);
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", VectorBits(backend));
                     w.WriteEndObject();
@@ -91,6 +95,9 @@ internal sealed class InfoCommand : ICommand
                 stdout.WriteLine(string.Create(culture,
                     $"vision        {v.Depth} × (width {v.EmbedDim}, MLP {v.MlpDim}, {v.NumHeads} heads of {v.HeadDim}), {v.PatchSize}px patches merged {v.SpatialMergeSize}x{v.SpatialMergeSize}; pictures {processor.MinPixels:N0} to {processor.MaxPixels:N0} pixels"));
             }
+            EmbeddingConfig e = model.EmbeddingConfig;
+            stdout.WriteLine(e.Unsupported is string why ? $"embeddings    not computed: {why}"
+                : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{(e.Normalize ? ", normalized" : "")} ({(ReferenceEquals(e, EmbeddingConfig.Default) ? "the default" : e.Source)})");
             stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
         }
 

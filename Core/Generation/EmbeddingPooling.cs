@@ -15,3 +15,14 @@ public enum EmbeddingPooling
     /// <summary>The first token's hidden state (BERT's [CLS]; in a causal model it has seen nothing else).</summary>
     Cls,
 }
+
+/// <summary>The poolings' names as llama.cpp's <c>--pooling</c> spells them.</summary>
+public static class EmbeddingPoolings
+{
+    public static IReadOnlyList<(string Name, EmbeddingPooling Pooling)> All { get; } =
+        [("last", EmbeddingPooling.Last), ("mean", EmbeddingPooling.Mean), ("cls", EmbeddingPooling.Cls)];
+
+    public static string NameOf(EmbeddingPooling pooling) => All.First(p => p.Pooling == pooling).Name;
+
+    public static EmbeddingPooling? Parse(string name) => All.FirstOrDefault(p => p.Name == name) is { Name: not null } found ? found.Pooling : null;
+}

@@ -41,6 +41,12 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
     /// <summary>From a Hugging Face folder's sentence-transformers files; <see cref="Default"/> when it has none.</summary>
     public static EmbeddingConfig LoadOrDefault(string directory)
     {
+        EmbeddingConfig config = FromModules(directory);
+        return config.Unsupported is null && BidirectionalNote(directory) is string why ? config with { Unsupported = why } : config;
+    }
+
+    private static EmbeddingConfig FromModules(string directory)
+    {
         string modulesPath = Path.Combine(directory, ModulesFileName);
         if (!File.Exists(modulesPath))
         {
@@ -71,6 +77,25 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         }
 
         return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported);
+    }
+
+    /// <summary>
+    /// Why a model trained with bidirectional attention (config.json's <c>is_causal: false</c>, as gte-Qwen2-7B-instruct's
+    /// remote code reads it) cannot be embedded here: every row would see only what precedes it. Null for causal models.
+    /// </summary>
+    private static string? BidirectionalNote(string directory)
+    {
+        string configPath = Path.Combine(directory, Qwen2Config.FileName);
+        if (!File.Exists(configPath))
+        {
+            return null;
+        }
+
+        using JsonDocument document = Parse(configPath);
+        return document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("is_causal", out JsonElement causal)
+            && causal.ValueKind == JsonValueKind.False
+            ? $"{configPath}: is_causal is false (bidirectional attention), which QwenSharp does not run (its attention is causal), so its embeddings would be wrong"
+            : null;
     }
 
     private static List<(string Type, string Path)> ReadModules(string modulesPath)

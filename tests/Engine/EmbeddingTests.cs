@@ -19,7 +19,8 @@ public sealed class EmbeddingTests
     internal static string DemoWith(params (string Path, string Json)[] extra)
     {
         string directory = Fixtures.TempDirectory();
-        foreach (string file in Directory.GetFiles(Fixtures.DemoModel))
+        // Files given are written in place of the model's (never through a link into the fixture).
+        foreach (string file in Directory.GetFiles(Fixtures.DemoModel).Where(f => !extra.Any(e => e.Path == Path.GetFileName(f))))
         {
             File.CreateSymbolicLink(Path.Combine(directory, Path.GetFileName(file)), file);
         }
@@ -137,6 +138,13 @@ public sealed class EmbeddingTests
 
         string escaping = DemoWith((EmbeddingConfig.ModulesFileName, """[{"type": "sentence_transformers.models.Pooling", "path": "../x"}]"""));
         Assert.Contains("path '../x' leaves the model folder", Assert.Throws<InvalidDataException>(() => QwenModel.Load(escaping)).Message);
+
+        string config = File.ReadAllText(Path.Combine(Fixtures.DemoModel, "config.json"));
+        string bidirectional = DemoWith(("config.json", config.TrimEnd().TrimEnd('}') + ", \"is_causal\": false}"));
+        using (QwenModel model = QwenModel.Load(bidirectional))
+        {
+            Assert.Contains("config.json: is_causal is false (bidirectional attention)", Assert.Throws<NotSupportedException>(() => model.Embed(Text)).Message);
+        }
 
         string missing = DemoWith(Modules("Transformer", "Pooling"));
         Assert.Contains("1_Pooling/config.json: file not found", Assert.Throws<FileNotFoundException>(() => QwenModel.Load(missing)).Message);
