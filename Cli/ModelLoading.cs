@@ -113,6 +113,25 @@ internal static class ModelLoading
         string text => throw new UsageException($"--kv-cache-type '{text}' is not one of {string.Join(", ", KvCache.Types.Select(t => t.Name))}"),
     };
 
+    public static readonly OptionSpec Attention = new("attention", "causal|non-causal",
+        "attention for embeddings: non-causal lets every token see its whole text, as gte-Qwen2-7B-instruct was trained (default: config.json's is_causal, GGUF's attention.causal, else causal)");
+
+    /// <summary>--attention: sets whether <paramref name="model"/>'s embeddings attend both ways; absent, the model's own setting stays.</summary>
+    public static void SetEmbeddingAttention(Qwen2Model model, Arguments args)
+    {
+        bool? bidirectional = args.Value("attention") switch
+        {
+            null => null,
+            "causal" => false,
+            "non-causal" => true,
+            string other => throw new UsageException($"--attention '{other}' is not one of causal, non-causal"),
+        };
+        if (bidirectional is bool both)
+        {
+            model.EmbeddingConfig = model.EmbeddingConfig with { Bidirectional = both };
+        }
+    }
+
     /// <summary>Stores <paramref name="model"/>'s KV caches as <paramref name="type"/> (--kv-cache-type), or says why the backend cannot.</summary>
     public static void SetKvCacheType(Qwen2Model model, Formats.DType type)
     {

@@ -224,11 +224,6 @@ public sealed class CpuBackend : IBackend
 
     public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output)
     {
-        if (shape.NumHeads != shape.NumKvHeads)
-        {
-            throw new ArgumentException("segment attention has as many key/value heads as query heads");
-        }
-
         if (segmentStarts.Length < 2 || segmentStarts[0] != 0 || segmentStarts[^1] != q.Rows)
         {
             throw new ArgumentException($"segment starts must run from 0 to the {q.Rows} rows");

@@ -47,10 +47,16 @@ public static class GgufExport
             writer.Add($"{arch}.attention.key_length", (uint)config.HeadDim).Add($"{arch}.attention.value_length", (uint)config.HeadDim);
         }
 
-        // A sentence-transformers folder's pooling goes with the file, as llama.cpp's converter writes it.
-        if (EmbeddingConfig.LoadOrDefault(modelDirectory).GgufPoolingType is uint pooling)
+        // A sentence-transformers folder's pooling, and bidirectional attention, go with the file, as llama.cpp's converter writes them.
+        EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(modelDirectory);
+        if (embedding.GgufPoolingType is uint pooling)
         {
             writer.Add($"{arch}.pooling_type", pooling);
+        }
+
+        if (embedding.Bidirectional)
+        {
+            writer.Add($"{arch}.attention.causal", false);
         }
 
         if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))

@@ -254,7 +254,7 @@ public sealed class QwenModel : IDisposable
             return await Task.Run(() =>
             {
                 _embedder ??= new Embedder(Model);
-                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken);
+                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken, options.Bidirectional);
                 return new TextEmbeddings(vectors, ids.Sum(i => (long)i.Length));
             }, cancellationToken).ConfigureAwait(false);
         }

@@ -11,6 +11,9 @@ public sealed record TextEmbeddingOptions
     /// <summary>Scale each vector to unit length; null: the model's (a Normalize module; else yes).</summary>
     public bool? Normalize { get; init; }
 
+    /// <summary>Every token attends to every token of its text (llama.cpp's <c>--attention non-causal</c>, for gte-Qwen2-7B-instruct); null: the model's (config.json's <c>is_causal</c>).</summary>
+    public bool? Bidirectional { get; init; }
+
     /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
     public int? Dimensions { get; init; }
 }

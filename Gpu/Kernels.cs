@@ -124,4 +124,5 @@ internal struct SegmentAttentionPush
     public ulong Q, K, V, Bounds, Out;
     public uint Rows, Heads, HeadDim;
     public float Scale;
+    public uint KvHeads;
 }

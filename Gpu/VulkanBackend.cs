@@ -576,9 +576,9 @@ public sealed unsafe class VulkanBackend : IBackend
 
     public void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output)
     {
-        if (shape.NumHeads != shape.NumKvHeads || shape.HeadDim > 256)
+        if (shape.NumKvHeads < 1 || shape.NumHeads % shape.NumKvHeads != 0 || shape.HeadDim > 256)
         {
-            throw new ArgumentException($"segment attention takes as many key/value heads as query heads and heads up to 256 wide ({shape.NumHeads}/{shape.NumKvHeads} of {shape.HeadDim})");
+            throw new ArgumentException($"segment attention takes query heads in equal groups per key/value head and heads up to 256 wide ({shape.NumHeads}/{shape.NumKvHeads} of {shape.HeadDim})");
         }
 
         int rows = q.Rows;
@@ -603,6 +603,7 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             Q = qa.Address, K = ka.Address, V = va.Address, Bounds = _inputs.Write<uint>(bounds), Out = oa.Address,
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, HeadDim = (uint)shape.HeadDim, Scale = 1f / MathF.Sqrt(shape.HeadDim),
+            KvHeads = (uint)shape.NumKvHeads,
         };
         _stream.Dispatch(_shaders.Get("segment_attention"), push, (long)rows * shape.NumHeads, [qa.Buffer, ka.Buffer, va.Buffer], [oa.Buffer]);
     }

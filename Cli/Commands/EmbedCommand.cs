@@ -18,7 +18,7 @@ internal sealed class EmbedCommand : ICommand
 
     public string Summary => "text embeddings (last-token or mean pooling, normalized), with their cosine similarities";
 
-    public string Usage => "qwensharp embed [--model DIR] (TEXT | --text TEXT... | --file F) [--pooling last|mean|cls] [--no-normalize] [--dimensions N] [--json]";
+    public string Usage => "qwensharp embed [--model DIR] (TEXT | --text TEXT... | --file F) [--pooling last|mean|cls] [--no-normalize] [--dimensions N] [--attention causal|non-causal] [--json]";
 
     public int MaxPositionals => 1;
 
@@ -30,7 +30,8 @@ internal sealed class EmbedCommand : ICommand
         new("pooling", "last|mean|cls", "how a text's hidden states become one vector (default: the model's sentence-transformers Pooling or GGUF pooling_type, else last)"),
         new("no-normalize", null, "keep each vector's length (default: scaled to unit length, unless the model ships without a Normalize module)"),
         new("dimensions", "N", "keep the first N values, before normalizing (for Matryoshka models)"),
-        new("json", null, "print JSON: {\"embeddings\":[[...]],\"dimensions\",\"pooling\",\"normalized\",\"tokens\":[...]}"),
+        ModelLoading.Attention,
+        new("json", null, "print JSON: {\"embeddings\":[[...]],\"dimensions\",\"pooling\",\"normalized\",\"attention\",\"tokens\":[...]}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Device,
@@ -81,6 +82,7 @@ internal sealed class EmbedCommand : ICommand
         using (model)
         {
             int? dimensions = args.Int("dimensions", 1, model.Config.HiddenSize);
+            ModelLoading.SetEmbeddingAttention(model, args);
             using var embedder = new Embedder(model);
             using EmbeddingRun run = embedder.Start(ids, pooling, args.Flag("no-normalize") ? false : null, dimensions);
             while (!run.Step())
@@ -119,6 +121,7 @@ internal sealed class EmbedCommand : ICommand
         w.WriteNumber("dimensions", run.Results[0].Length);
         w.WriteString("pooling", EmbeddingPoolings.NameOf(run.Pooling));
         w.WriteBoolean("normalized", run.Normalized);
+        w.WriteString("attention", run.Bidirectional ? "non-causal" : "causal");
         w.WriteStartArray("tokens");
         foreach (int[] input in ids)
         {
@@ -133,7 +136,7 @@ internal sealed class EmbedCommand : ICommand
     private static void WriteText(TextWriter output, EmbeddingRun run, List<string> texts)
     {
         string pooling = EmbeddingPoolings.NameOf(run.Pooling);
-        output.WriteLine($"# {texts.Count} embedding(s) of {run.Results[0].Length} values, {pooling} pooling{(run.Normalized ? ", normalized" : "")}");
+        output.WriteLine($"# {texts.Count} embedding(s) of {run.Results[0].Length} values, {pooling} pooling{(run.Normalized ? ", normalized" : "")}{(run.Bidirectional ? ", non-causal attention" : "")}");
         for (int i = 0; i < run.Results.Length; i++)
         {
             output.WriteLine($"{i}: {string.Join(' ', run.Results[i].Select(v => v.ToString("R", CultureInfo.InvariantCulture)))}");

@@ -72,6 +72,7 @@ internal sealed class InfoCommand : ICommand
                     w.WriteString("embedding_pooling", EmbeddingPoolings.NameOf(model.EmbeddingConfig.Pooling));
                     w.WriteBoolean("embedding_normalized", model.EmbeddingConfig.Normalize);
                     w.WriteString("embedding_unsupported", model.EmbeddingConfig.Unsupported);
+                    w.WriteBoolean("embedding_bidirectional", model.EmbeddingConfig.Bidirectional);
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", VectorBits(backend));
                     w.WriteEndObject();
@@ -97,7 +98,7 @@ internal sealed class InfoCommand : ICommand
             }
             EmbeddingConfig e = model.EmbeddingConfig;
             stdout.WriteLine(e.Unsupported is string why ? $"embeddings    not computed: {why}"
-                : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{(e.Normalize ? ", normalized" : "")} ({(ReferenceEquals(e, EmbeddingConfig.Default) ? "the default" : e.Source)})");
+                : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{(e.Normalize ? ", normalized" : "")}{(e.Bidirectional ? ", bidirectional attention" : "")} ({(e.IsDefaultPooling ? "the default" : e.Source)})");
             stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
         }
 

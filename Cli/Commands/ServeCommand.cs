@@ -35,6 +35,7 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
         ModelLoading.KvCacheType,
+        ModelLoading.Attention,
         ModelLoading.Device,
     ];
 
@@ -74,6 +75,7 @@ internal sealed class ServeCommand : ICommand
             PromptLookup = GenerateCommand.PromptLookupFrom(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
+        ModelLoading.SetEmbeddingAttention(model.Model, args);
 
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
         options = options with { Context = context };

@@ -107,7 +107,8 @@ public interface IBackend : IDisposable
     /// <summary>
     /// Bidirectional attention within segments of rows (the patches of one picture): rows
     /// <c>segmentStarts[s]..segmentStarts[s+1]-1</c> attend to each other and to no other row; the last entry is the
-    /// row count (transformers' <c>cu_seqlens</c>). Scores scaled by 1/sqrt(head_dim); no cache is involved.
+    /// row count (transformers' <c>cu_seqlens</c>). Scores scaled by 1/sqrt(head_dim); no cache is involved. Query heads
+    /// share key-value heads in equal groups, as in <see cref="Attention"/>.
     /// </summary>
     void SegmentAttention(Activation q, Activation k, Activation v, ReadOnlySpan<int> segmentStarts, AttentionShape shape, Activation output);
 

@@ -14,9 +14,9 @@ public sealed class Embedder : IDisposable
     /// <summary>Tokens per forward step: every one may be an output row (mean pooling), so its hidden states are kept.</summary>
     public const int DefaultChunkTokens = 256;
 
-    private readonly ForwardState _state;
-    private readonly TokenBatch _batch;
-    private readonly float[] _hidden;
+    private ForwardState _state;
+    private TokenBatch _batch;
+    private float[] _hidden;
     private EmbeddingRun? _current;
 
     public Embedder(Qwen2Model model, int chunkTokens = DefaultChunkTokens)
@@ -34,6 +34,12 @@ public sealed class Embedder : IDisposable
 
     public int ChunkTokens { get; }
 
+    /// <summary>
+    /// Tokens a step holds now: <see cref="ChunkTokens"/>, or more once a bidirectional run needed a longer text whole in
+    /// one step (as llama.cpp needs its batch to hold a non-causal text whole).
+    /// </summary>
+    public int Rows => _batch.Capacity;
+
     /// <summary>Length of each embedding (the model's hidden_size).</summary>
     public int Dimensions => Model.Config.HiddenSize;
 
@@ -42,10 +48,12 @@ public sealed class Embedder : IDisposable
     /// <param name="normalize">Scale each vector to unit length; null: the model's.</param>
     /// <param name="dimensions">Keep only the first this many values (before normalizing), for models trained to allow it
     /// (Matryoshka); null: all hidden_size.</param>
+    /// <param name="bidirectional">Every token attends to every token of its text (see <see cref="EmbeddingConfig.Bidirectional"/>);
+    /// null: the model's.</param>
     public float[][] Embed(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, bool? bidirectional = null)
     {
-        using EmbeddingRun run = Start(inputs, pooling, normalize, dimensions);
+        using EmbeddingRun run = Start(inputs, pooling, normalize, dimensions, bidirectional);
         while (!run.Step())
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -58,7 +66,8 @@ public sealed class Embedder : IDisposable
     /// Starts embedding <paramref name="inputs"/> (see <see cref="Embed"/>); each <see cref="EmbeddingRun.Step"/> then runs
     /// one forward step, so a caller that owns the model (the server's scheduler) can interleave it with other work.
     /// </summary>
-    public EmbeddingRun Start(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null)
+    public EmbeddingRun Start(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null,
+        bool? bidirectional = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         if (_current is { IsDisposed: false })
@@ -106,7 +115,13 @@ public sealed class Embedder : IDisposable
             Model.ValidateTokens(tokens, $"input {i}");
         }
 
-        _current = new EmbeddingRun(this, inputs, pooling ?? config.Pooling, normalize ?? config.Normalize, dimensions ?? Dimensions);
+        bool whole = bidirectional ?? config.Bidirectional;
+        if (whole)
+        {
+            EnsureRows(inputs.Max(t => t.Count));
+        }
+
+        _current = new EmbeddingRun(this, inputs, pooling ?? config.Pooling, normalize ?? config.Normalize, dimensions ?? Dimensions, whole);
         return _current;
     }
 
@@ -115,6 +130,21 @@ public sealed class Embedder : IDisposable
     internal TokenBatch Batch => _batch;
 
     internal float[] Hidden => _hidden;
+
+    /// <summary>Grows the step's buffers to hold <paramref name="rows"/> tokens (a bidirectional text read whole).</summary>
+    private void EnsureRows(int rows)
+    {
+        if (rows <= _batch.Capacity)
+        {
+            return;
+        }
+
+        ForwardState state = Model.CreateHiddenState(rows);
+        _state.Dispose();
+        _state = state;
+        _batch = new TokenBatch(rows);
+        _hidden = new float[checked(rows * Model.Config.HiddenSize)];
+    }
 
     public void Dispose() => _state.Dispose();
 }

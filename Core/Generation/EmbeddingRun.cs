@@ -5,14 +5,15 @@ namespace QwenSharp.Generation;
 
 /// <summary>
 /// One batch of inputs being embedded (<see cref="Embedder.Start"/>): its own KV cache of as many slots of the longest
-/// input as fit one step's tokens, and where each input has got to. Inputs start in order as slots come free.
+/// input as fit one step's tokens, and where each input has got to. Inputs start in order as slots come free. With
+/// bidirectional attention each input is read whole in one step (several short ones together) and nothing is cached.
 /// </summary>
 public sealed class EmbeddingRun : IDisposable
 {
     private readonly Embedder _embedder;
     private readonly IReadOnlyList<IReadOnlyList<int>> _inputs;
     private readonly int _dimensions;
-    private readonly KvCache _cache;
+    private readonly KvCache? _cache;
     private readonly int[] _slotInput;      // the input each slot is reading, or -1
     private readonly int[] _slotFed;        // tokens of it read so far
     private readonly int[] _rowInput;       // per output row of a step, its input
@@ -21,8 +22,10 @@ public sealed class EmbeddingRun : IDisposable
     private int _nextInput;
     private int _done;
 
-    internal EmbeddingRun(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling pooling, bool normalize, int dimensions)
+    internal EmbeddingRun(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling pooling, bool normalize, int dimensions,
+        bool bidirectional)
     {
+        Bidirectional = bidirectional;
         Pooling = pooling;
         Normalized = normalize;
         _dimensions = dimensions;
@@ -30,16 +33,19 @@ public sealed class EmbeddingRun : IDisposable
         _inputs = inputs;
         int longest = inputs.Max(t => t.Count);
         int slots = Math.Clamp(embedder.ChunkTokens / longest, 1, inputs.Count);
-        _cache = embedder.Model.CreateKvCache(slots, longest);
+        _cache = bidirectional ? null : embedder.Model.CreateKvCache(slots, longest);
         _slotInput = [.. Enumerable.Repeat(-1, slots)];
         _slotFed = new int[slots];
-        _rowInput = new int[embedder.ChunkTokens];
+        _rowInput = new int[embedder.Rows];
         _sums = new double[inputs.Count][];
         _results = new float[inputs.Count][];
         TokenCount = inputs.Sum(t => (long)t.Count);
     }
 
     public EmbeddingPooling Pooling { get; }
+
+    /// <summary>Whether every token attends to every token of its text (each read whole in one step).</summary>
+    public bool Bidirectional { get; }
 
     /// <summary>Whether each vector is scaled to unit length.</summary>
     public bool Normalized { get; }
@@ -63,6 +69,11 @@ public sealed class EmbeddingRun : IDisposable
             return true;
         }
 
+        if (Bidirectional)
+        {
+            return StepWhole();
+        }
+
         TokenBatch batch = _embedder.Batch;
         batch.Clear();
         int budget = _embedder.ChunkTokens;
@@ -83,12 +94,7 @@ public sealed class EmbeddingRun : IDisposable
             int end = Math.Min(tokens.Count, _slotFed[slot] + budget);
             for (int p = _slotFed[slot]; p < end; p++)
             {
-                bool output = Pooling switch
-                {
-                    EmbeddingPooling.Mean => true,
-                    EmbeddingPooling.Cls => p == 0,
-                    _ => p == tokens.Count - 1,
-                };
+                bool output = OutputAt(p, tokens.Count);
                 if (output)
                 {
                     _rowInput[batch.LogitCount] = _slotInput[slot];
@@ -101,13 +107,7 @@ public sealed class EmbeddingRun : IDisposable
             _slotFed[slot] = end;
         }
 
-        float[] hidden = _embedder.Hidden;
-        int size = _embedder.Dimensions;
-        _embedder.Model.ForwardHidden(batch, _cache, _embedder.State, hidden);
-        for (int r = 0; r < batch.LogitCount; r++)
-        {
-            Pool(_rowInput[r], hidden.AsSpan(r * size, size));
-        }
+        Forward(batch);
 
         for (int slot = 0; slot < _slotInput.Length; slot++)
         {
@@ -119,6 +119,57 @@ public sealed class EmbeddingRun : IDisposable
         }
 
         return IsDone;
+    }
+
+    /// <summary>One step of whole inputs, in order, as many as the step holds (the embedder holds the longest).</summary>
+    private bool StepWhole()
+    {
+        TokenBatch batch = _embedder.Batch;
+        batch.Clear();
+        int first = _nextInput;
+        while (_nextInput < _inputs.Count && batch.Count + _inputs[_nextInput].Count <= batch.Capacity)
+        {
+            int input = _nextInput++;
+            IReadOnlyList<int> tokens = _inputs[input];
+            for (int p = 0; p < tokens.Count; p++)
+            {
+                bool output = OutputAt(p, tokens.Count);
+                if (output)
+                {
+                    _rowInput[batch.LogitCount] = input;
+                }
+
+                batch.Add(tokens[p], p, slot: input - first, wantLogits: output);
+            }
+        }
+
+        Forward(batch);
+        for (int input = first; input < _nextInput; input++)
+        {
+            Finish(input);
+        }
+
+        return IsDone;
+    }
+
+    /// <summary>Whether the hidden state at <paramref name="position"/> of a text of <paramref name="length"/> tokens is pooled.</summary>
+    private bool OutputAt(int position, int length) => Pooling switch
+    {
+        EmbeddingPooling.Mean => true,
+        EmbeddingPooling.Cls => position == 0,
+        _ => position == length - 1,
+    };
+
+    /// <summary>The step through the model, and each output row into its input's pooling.</summary>
+    private void Forward(TokenBatch batch)
+    {
+        float[] hidden = _embedder.Hidden;
+        int size = _embedder.Dimensions;
+        _embedder.Model.ForwardHidden(batch, _cache, _embedder.State, hidden, Bidirectional);
+        for (int r = 0; r < batch.LogitCount; r++)
+        {
+            Pool(_rowInput[r], hidden.AsSpan(r * size, size));
+        }
     }
 
     private void Pool(int input, ReadOnlySpan<float> row)
@@ -175,7 +226,7 @@ public sealed class EmbeddingRun : IDisposable
         if (!IsDisposed)
         {
             IsDisposed = true;
-            _cache.Dispose();
+            _cache?.Dispose();
         }
     }
 }

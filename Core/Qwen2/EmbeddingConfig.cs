@@ -11,7 +11,11 @@ namespace QwenSharp.Qwen2;
 /// normalized (what a causal model's embedding is, and what OpenAI's API returns).
 /// </summary>
 /// <param name="Unsupported">Why this model's embeddings cannot be computed (a module QwenSharp does not run), or null.</param>
-public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, string Source, string? Unsupported = null)
+/// <param name="Bidirectional">Every token attends to every token of its text, as the model was trained for embeddings
+/// (config.json's <c>is_causal: false</c>, GGUF's <c>{arch}.attention.causal</c> false; gte-Qwen2-7B-instruct's remote
+/// code, which vLLM users set with <c>--hf-overrides '{"is_causal": false}'</c> and llama.cpp's with
+/// <c>--attention non-causal</c>). Generation stays causal.</param>
+public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, string Source, string? Unsupported = null, bool Bidirectional = false)
 {
     public const string ModulesFileName = "modules.json";
 
@@ -20,29 +24,28 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
     /// <summary>llama.cpp's <c>llama_pooling_type</c> values as GGUF stores them.</summary>
     private static readonly Dictionary<long, EmbeddingPooling> s_ggufPooling = new() { [1] = EmbeddingPooling.Mean, [2] = EmbeddingPooling.Cls, [3] = EmbeddingPooling.Last };
 
+    /// <summary>Whether the pooling is the default one, which the model said nothing about.</summary>
+    public bool IsDefaultPooling => Source == Default.Source;
+
     /// <summary>The <c>{arch}.pooling_type</c> a GGUF file of this model holds: null where the model says nothing (or nothing QwenSharp computes).</summary>
-    public uint? GgufPoolingType => ReferenceEquals(this, Default) || Unsupported is not null
+    public uint? GgufPoolingType => IsDefaultPooling || Unsupported is not null
         ? null
         : (uint)s_ggufPooling.First(p => p.Value == Pooling).Key;
 
-    /// <summary>From a GGUF file's <c>{arch}.pooling_type</c> (absent or 0, none: the default pooling).</summary>
-    public static EmbeddingConfig FromGguf(long? poolingType, string key)
+    /// <summary>From a GGUF file's <c>{arch}.pooling_type</c> (absent or 0, none: the default pooling) and <c>{arch}.attention.causal</c>.</summary>
+    public static EmbeddingConfig FromGguf(long? poolingType, string key, bool? causal = null)
     {
-        if (poolingType is not long type || type == 0)
-        {
-            return Default;
-        }
-
-        return s_ggufPooling.TryGetValue(type, out EmbeddingPooling pooling)
-            ? new EmbeddingConfig(pooling, Normalize: true, key)
+        EmbeddingConfig config = poolingType is not long type || type == 0 ? Default
+            : s_ggufPooling.TryGetValue(type, out EmbeddingPooling pooling) ? new EmbeddingConfig(pooling, Normalize: true, key)
             : Default with { Source = key, Unsupported = $"{key} is {type}, a pooling QwenSharp does not compute (1 mean, 2 cls and 3 last are)" };
+        return causal == false ? config with { Bidirectional = true } : config;
     }
 
     /// <summary>From a Hugging Face folder's sentence-transformers files; <see cref="Default"/> when it has none.</summary>
     public static EmbeddingConfig LoadOrDefault(string directory)
     {
         EmbeddingConfig config = FromModules(directory);
-        return config.Unsupported is null && BidirectionalNote(directory) is string why ? config with { Unsupported = why } : config;
+        return IsBidirectional(directory) ? config with { Bidirectional = true } : config;
     }
 
     private static EmbeddingConfig FromModules(string directory)
@@ -79,23 +82,18 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported);
     }
 
-    /// <summary>
-    /// Why a model trained with bidirectional attention (config.json's <c>is_causal: false</c>, as gte-Qwen2-7B-instruct's
-    /// remote code reads it) cannot be embedded here: every row would see only what precedes it. Null for causal models.
-    /// </summary>
-    private static string? BidirectionalNote(string directory)
+    /// <summary>Whether config.json says <c>"is_causal": false</c> (as vLLM's override and the remote code of gte-Qwen2-7B read it).</summary>
+    private static bool IsBidirectional(string directory)
     {
         string configPath = Path.Combine(directory, Qwen2Config.FileName);
         if (!File.Exists(configPath))
         {
-            return null;
+            return false;
         }
 
         using JsonDocument document = Parse(configPath);
         return document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("is_causal", out JsonElement causal)
-            && causal.ValueKind == JsonValueKind.False
-            ? $"{configPath}: is_causal is false (bidirectional attention), which QwenSharp does not run (its attention is causal), so its embeddings would be wrong"
-            : null;
+            && causal.ValueKind == JsonValueKind.False;
     }
 
     private static List<(string Type, string Path)> ReadModules(string modulesPath)

@@ -212,7 +212,7 @@ public sealed class Qwen2Model : IDisposable
     public void Forward(TokenBatch batch, KvCache cache, ForwardState state, ActivationTap? tap = null)
     {
         Validate(batch, cache, state, state.MaxLogitRows, "logit");
-        Activation x = Layers(batch, cache, state, tap);
+        Activation x = Layers(batch, cache, state, tap, segments: null);
 
         // Final norm and LM head, only for the rows whose logits are wanted (norm is per row, so gathering first is exact).
         int m = batch.LogitCount;
@@ -237,16 +237,30 @@ public sealed class Qwen2Model : IDisposable
     /// norm, what transformers' <c>Qwen2Model</c> returns as <c>last_hidden_state</c>) of <see cref="TokenBatch.LogitRows"/>
     /// go into <paramref name="hidden"/>, [rows, hidden_size]. Text embeddings are pooled from them.
     /// </summary>
-    public void ForwardHidden(TokenBatch batch, KvCache cache, ForwardState state, Span<float> hidden)
+    /// <param name="cache">Where keys and values go (causal attention); null with <paramref name="bidirectional"/>.</param>
+    /// <param name="bidirectional">Every token attends to every token of its sequence, as in an encoder (gte-Qwen2-7B's
+    /// embeddings; llama.cpp's <c>--attention non-causal</c>): each sequence must be whole in the batch, its rows together
+    /// from position 0; nothing is cached.</param>
+    public void ForwardHidden(TokenBatch batch, KvCache? cache, ForwardState state, Span<float> hidden, bool bidirectional = false)
     {
-        Validate(batch, cache, state, state.MaxHiddenRows, "hidden-state");
+        int[]? segments = null;
+        if (bidirectional)
+        {
+            ValidateRows(batch, state, state.MaxHiddenRows, "hidden-state");
+            segments = WholeSequences(batch);
+        }
+        else
+        {
+            Validate(batch, cache ?? throw new ArgumentNullException(nameof(cache), "causal attention needs a KV cache"), state, state.MaxHiddenRows, "hidden-state");
+        }
+
         int m = batch.LogitCount, size = m * Config.HiddenSize;
         if (hidden.Length < size)
         {
             QwenThrow.Argument($"the span holds {hidden.Length} values; {m} hidden states need {size}", nameof(hidden));
         }
 
-        Activation x = Layers(batch, cache, state, tap: null);
+        Activation x = Layers(batch, cache, state, tap: null, segments);
         if (m == 0)
         {
             return;
@@ -271,8 +285,11 @@ public sealed class Qwen2Model : IDisposable
         return last;
     }
 
-    /// <summary>Every token of the step through every layer (keys and values into the cache); returns the residual stream.</summary>
-    private Activation Layers(TokenBatch batch, KvCache cache, ForwardState state, ActivationTap? tap)
+    /// <summary>
+    /// Every token of the step through every layer (keys and values into the cache, or, given <paramref name="segments"/>,
+    /// bidirectional attention within each sequence's rows); returns the residual stream.
+    /// </summary>
+    private Activation Layers(TokenBatch batch, KvCache? cache, ForwardState state, ActivationTap? tap, int[]? segments)
     {
         IBackend b = Backend;
         int n = batch.Count;
@@ -313,7 +330,15 @@ public sealed class Qwen2Model : IDisposable
                 b.Rope(q, k, batch.Positions, _shape);
             }
 
-            b.Attention(q, k, v, cache, l, batch.Slots, batch.Positions, _shape, attn);
+            if (segments is null)
+            {
+                b.Attention(q, k, v, cache!, l, batch.Slots, batch.Positions, _shape, attn);
+            }
+            else
+            {
+                b.SegmentAttention(q, k, v, segments, _shape, attn);
+            }
+
             tap?.Invoke("attn_out", l, attn);
             b.Linear(attn, w.OProj, w.OBias, xb);
             b.Add(x, xb);                                               // residual
@@ -407,7 +432,42 @@ public sealed class Qwen2Model : IDisposable
         }
     }
 
-    private void Validate(TokenBatch batch, KvCache cache, ForwardState state, int maxOutputRows, string output)
+    /// <summary>
+    /// The batch's sequences as segments for bidirectional attention (row starts, then the row count): each slot's rows
+    /// together, at positions 0, 1, 2, ... (so the batch holds every token of each sequence).
+    /// </summary>
+    private static int[] WholeSequences(TokenBatch batch)
+    {
+        var starts = new List<int>();
+        ReadOnlySpan<int> slots = batch.Slots, positions = batch.Positions;
+        var seen = new HashSet<int>();
+        for (int i = 0; i < batch.Count; i++)
+        {
+            bool starting = i == 0 || slots[i] != slots[i - 1];
+            if (starting && !seen.Add(slots[i]))
+            {
+                QwenThrow.Argument($"bidirectional attention: the rows of sequence slot {slots[i]} are not together (row {i})", nameof(batch));
+            }
+
+            if (positions[i] != (starting ? 0 : positions[i - 1] + 1))
+            {
+                QwenThrow.Argument(
+                    $"bidirectional attention needs each sequence whole: row {i} (slot {slots[i]}) is at position {positions[i]}, expected {(starting ? 0 : positions[i - 1] + 1)}",
+                    nameof(batch));
+            }
+
+            if (starting)
+            {
+                starts.Add(i);
+            }
+        }
+
+        starts.Add(batch.Count);
+        return [.. starts];
+    }
+
+    /// <summary>The batch fits the state, and its tokens the vocabulary.</summary>
+    private void ValidateRows(TokenBatch batch, ForwardState state, int maxOutputRows, string output)
     {
         if (batch.Count > state.MaxRows || batch.LogitCount > maxOutputRows)
         {
@@ -416,6 +476,20 @@ public sealed class Qwen2Model : IDisposable
                 nameof(batch));
         }
 
+        ReadOnlySpan<int> tokens = batch.Tokens;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if ((uint)tokens[i] >= (uint)Config.VocabSize)
+            {
+                QwenThrow.ArgumentOutOfRange(nameof(batch), tokens[i],
+                    $"token id {tokens[i]} is outside the vocabulary (vocab_size is {Config.VocabSize}, ids 0..{Config.VocabSize - 1})");
+            }
+        }
+    }
+
+    private void Validate(TokenBatch batch, KvCache cache, ForwardState state, int maxOutputRows, string output)
+    {
+        ValidateRows(batch, state, maxOutputRows, output);
         if (cache.Layers != Config.NumHiddenLayers || cache.KvDim != Config.KvDim)
         {
             QwenThrow.Argument($"the KV cache was made for another model ({cache.Layers} layers of {cache.KvDim})", nameof(cache));
@@ -424,12 +498,6 @@ public sealed class Qwen2Model : IDisposable
         ReadOnlySpan<int> tokens = batch.Tokens, positions = batch.Positions, slots = batch.Slots;
         for (int i = 0; i < tokens.Length; i++)
         {
-            if ((uint)tokens[i] >= (uint)Config.VocabSize)
-            {
-                QwenThrow.ArgumentOutOfRange(nameof(batch), tokens[i],
-                    $"token id {tokens[i]} is outside the vocabulary (vocab_size is {Config.VocabSize}, ids 0..{Config.VocabSize - 1})");
-            }
-
             if ((uint)slots[i] >= (uint)cache.Slots)
             {
                 QwenThrow.ArgumentOutOfRange(nameof(batch), slots[i], $"sequence slot {slots[i]} is outside the KV cache's {cache.Slots} slots");

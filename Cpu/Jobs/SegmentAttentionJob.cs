@@ -11,13 +11,14 @@ namespace QwenSharp.Cpu.Jobs;
 /// two small matrix products per chunk of 4 query rows of one head: scores = Q·Kᵀ over the segment's keys, a stable
 /// softmax per row, then output = P·V with V transposed once per call so both products run on
 /// <see cref="GemmTile"/> (each key or value vector loaded serves 4 queries); the scalar path runs its reference loops.
+/// Query heads share key-value heads in groups (GQA, as the language model's bidirectional embeddings need).
 /// </summary>
 internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch) : ParallelJob
 {
     private const int Block = GemmTile.Tokens;
 
     private float[] _q = [], _k = [], _output = [];
-    private float[] _valuesTransposed = [];   // [heads, head_dim, rows]
+    private float[] _valuesTransposed = [];   // [kv heads, head_dim, rows]
     private int[] _chunks = [];               // (segment, head, first row) per chunk
     private int[] _starts = [];
     private int _rows, _stride;
@@ -30,21 +31,25 @@ internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch
         _scale = 1f / MathF.Sqrt(shape.HeadDim);
         _starts = segmentStarts.ToArray();
         _rows = segmentStarts[^1];
-        int heads = shape.NumHeads, d = shape.HeadDim, width = heads * d;
-
-        // V transposed per head, so P·V reads each head dimension's values contiguously along the keys.
-        if (_valuesTransposed.Length < _rows * width)
+        int heads = shape.NumHeads, d = shape.HeadDim, kvWidth = shape.NumKvHeads * d;
+        if (shape.NumKvHeads < 1 || heads % shape.NumKvHeads != 0)
         {
-            _valuesTransposed = GC.AllocateUninitializedArray<float>(_rows * width);
+            throw new ArgumentException($"{heads} query heads cannot share {shape.NumKvHeads} key/value heads in equal groups");
+        }
+
+        // V transposed per key-value head, so P·V reads each head dimension's values contiguously along the keys.
+        if (_valuesTransposed.Length < _rows * kvWidth)
+        {
+            _valuesTransposed = GC.AllocateUninitializedArray<float>(_rows * kvWidth);
         }
 
         for (int r = 0; r < _rows; r++)
         {
-            for (int h = 0; h < heads; h++)
+            for (int h = 0; h < shape.NumKvHeads; h++)
             {
                 for (int i = 0; i < d; i++)
                 {
-                    _valuesTransposed[(((h * d) + i) * _rows) + r] = v[(r * width) + (h * d) + i];
+                    _valuesTransposed[(((h * d) + i) * _rows) + r] = v[(r * kvWidth) + (h * d) + i];
                 }
             }
         }
@@ -73,7 +78,8 @@ internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch
     public override void Execute(int chunk, int worker)
     {
         int segment = _chunks[3 * chunk], head = _chunks[(3 * chunk) + 1], first = _chunks[(3 * chunk) + 2];
-        int d = _shape.HeadDim, width = _shape.NumHeads * d;
+        int d = _shape.HeadDim, width = _shape.NumHeads * d, kvWidth = _shape.NumKvHeads * d;
+        int kvHead = head / (_shape.NumHeads / _shape.NumKvHeads);
         int start = _starts[segment], length = _starts[segment + 1] - start, queries = Math.Min(Block, _starts[segment + 1] - first);
         Span<float> scores = scratch.Scores(worker)[..(Block * _stride)];
         ref float s0 = ref MemoryMarshal.GetReference(scores);
@@ -83,7 +89,7 @@ internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch
         for (int j = 0; j < length; j += Block)
         {
             int keys = Math.Min(Block, length - j);
-            Tile(ref q, width, ref _k[((start + j) * width) + (head * d)], width, d, ref Unsafe.Add(ref s0, j), _stride, queries, keys);
+            Tile(ref q, width, ref _k[((start + j) * kvWidth) + (kvHead * d)], kvWidth, d, ref Unsafe.Add(ref s0, j), _stride, queries, keys);
         }
 
         for (int t = 0; t < queries; t++)
@@ -94,7 +100,7 @@ internal sealed class SegmentAttentionJob(KernelPath path, WorkerScratch scratch
         }
 
         // output[t, i] = Σ_j p[t, j] v_j[i]: the rows of Vᵀ for this head, 4 dimensions at a time.
-        ref float vt = ref _valuesTransposed[(head * d * _rows) + start];
+        ref float vt = ref _valuesTransposed[(kvHead * d * _rows) + start];
         ref float y = ref _output[(first * width) + (head * d)];
         for (int i = 0; i < d; i += Block)
         {

@@ -138,20 +138,21 @@ public sealed class VisionOpsConformanceTests
     public void Segment_attention_attends_within_each_segment_only(string backendName)
     {
         using IBackend backend = TestBackends.Create(backendName);
-        foreach (int d in new[] { 16, 80 })
+        // The vision tower's heads (as many key-value heads as query heads), and the language model's groups (GQA).
+        foreach ((int d, int heads, int kvHeads) in new[] { (16, 2, 2), (80, 2, 2), (16, 4, 2), (64, 6, 1) })
         {
-            const int Heads = 2;
             int[] starts = [0, 1, 17, 90, 94];    // segments of 1, 16, 73 and 4 rows
-            int rows = starts[^1], width = Heads * d;
-            var shape = new AttentionShape(Heads, Heads, d, 0);
-            float[] q = KernelData.Floats(rows * width, d, scale: 2f), k = KernelData.Floats(rows * width, d + 1, scale: 2f), v = KernelData.Floats(rows * width, d + 2);
-            float[] output = Run(backend, rows, width, [(q, width), (k, width), (v, width)], (a, o) => backend.SegmentAttention(a[0], a[1], a[2], starts, shape, o));
+            int rows = starts[^1], width = heads * d, kvWidth = kvHeads * d;
+            var shape = new AttentionShape(heads, kvHeads, d, 0);
+            float[] q = KernelData.Floats(rows * width, d, scale: 2f), k = KernelData.Floats(rows * kvWidth, d + 1, scale: 2f), v = KernelData.Floats(rows * kvWidth, d + 2);
+            float[] output = Run(backend, rows, width, [(q, width), (k, kvWidth), (v, kvWidth)], (a, o) => backend.SegmentAttention(a[0], a[1], a[2], starts, shape, o));
             for (int s = 0; s + 1 < starts.Length; s++)
             {
                 for (int r = starts[s]; r < starts[s + 1]; r++)
                 {
-                    for (int h = 0; h < Heads; h++)
+                    for (int h = 0; h < heads; h++)
                     {
+                        int kvHead = h / (heads / kvHeads);
                         int length = starts[s + 1] - starts[s];
                         var scores = new double[length];
                         for (int j = 0; j < length; j++)
@@ -159,7 +160,7 @@ public sealed class VisionOpsConformanceTests
                             double dot = 0;
                             for (int i = 0; i < d; i++)
                             {
-                                dot += (double)q[(r * width) + (h * d) + i] * k[((starts[s] + j) * width) + (h * d) + i];
+                                dot += (double)q[(r * width) + (h * d) + i] * k[((starts[s] + j) * kvWidth) + (kvHead * d) + i];
                             }
 
                             scores[j] = dot / Math.Sqrt(d);
@@ -172,11 +173,11 @@ public sealed class VisionOpsConformanceTests
                             double expected = 0;
                             for (int j = 0; j < length; j++)
                             {
-                                expected += Math.Exp(scores[j] - max) / sum * v[((starts[s] + j) * width) + (h * d) + i];
+                                expected += Math.Exp(scores[j] - max) / sum * v[((starts[s] + j) * kvWidth) + (kvHead * d) + i];
                             }
 
                             Assert.True(Math.Abs(expected - output[(r * width) + (h * d) + i]) <= 1e-5,
-                                $"head dim {d}, row {r} (segment {s}), head {h}, element {i}: {output[(r * width) + (h * d) + i]}, expected {expected}");
+                                $"head dim {d}, {heads}/{kvHeads} heads, row {r} (segment {s}), head {h}, element {i}: {output[(r * width) + (h * d) + i]}, expected {expected}");
                         }
                     }
                 }

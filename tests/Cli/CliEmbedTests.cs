@@ -9,8 +9,8 @@ public sealed class CliEmbedTests
 {
     private static float[] Vector(System.Text.Json.JsonElement json, int i) => [.. json.GetProperty("embeddings")[i].EnumerateArray().Select(v => v.GetSingle())];
 
-    private static float[] LlamaCppOf(string text, LLamaPoolingType pooling) =>
-        LlamaCpp.Embedding(GgufFixture.Write(Fixtures.DemoModel), TestTokenizers.Stories.Encode(text, addSpecialTokens: true), pooling);
+    private static float[] LlamaCppOf(string text, LLamaPoolingType pooling, LLamaAttentionType attention = LLamaAttentionType.Causal) =>
+        LlamaCpp.Embedding(GgufFixture.Write(Fixtures.DemoModel), TestTokenizers.Stories.Encode(text, addSpecialTokens: true), pooling, attention);
 
     private static void AssertClose(float[] expected, float[] actual, string what)
     {
@@ -28,6 +28,7 @@ public sealed class CliEmbedTests
         CliRunner.Result byDefault = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "--file", file, "--text", "Lily", "--json"]);
         CliRunner.Result mean = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "Once upon a time", "--pooling", "mean", "--no-normalize", "--json"]);
         CliRunner.Result first8 = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "Once upon a time", "--dimensions", "8", "--json"]);
+        CliRunner.Result nonCausal = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "Once upon a time", "--pooling", "mean", "--no-normalize", "--attention", "non-causal", "--json"]);
 
         Assert.True(byDefault.ExitCode == 0, byDefault.Stderr);
         Assert.Equal("last", byDefault.Json.GetProperty("pooling").GetString());
@@ -43,6 +44,11 @@ public sealed class CliEmbedTests
         Assert.True(mean.ExitCode == 0, mean.Stderr);
         Assert.False(mean.Json.GetProperty("normalized").GetBoolean());
         AssertClose(LlamaCppOf(texts[0], LLamaPoolingType.Mean), Vector(mean.Json, 0), "mean, not normalized");
+
+        Assert.True(nonCausal.ExitCode == 0, nonCausal.Stderr);
+        Assert.Equal("non-causal", nonCausal.Json.GetProperty("attention").GetString());
+        Assert.Equal("causal", mean.Json.GetProperty("attention").GetString());
+        AssertClose(LlamaCppOf(texts[0], LLamaPoolingType.Mean, LLamaAttentionType.NonCausal), Vector(nonCausal.Json, 0), "mean, non-causal");
 
         Assert.True(first8.ExitCode == 0, first8.Stderr);
         Assert.Equal(8, first8.Json.GetProperty("dimensions").GetInt32());
@@ -88,6 +94,7 @@ public sealed class CliEmbedTests
         { ["embed", "x", "--pooling", "max"], "--pooling max: expected last, mean or cls" },
         { ["embed", "x", "--dimensions", "65"], "--dimensions '65' is not an integer from 1 to 64" },
         { ["embed", "--file", "/nonexistent/texts.txt"], "/nonexistent/texts.txt" },
+        { ["embed", "x", "--attention", "both"], "--attention 'both' is not one of causal, non-causal" },
     };
 
     [Theory]

@@ -97,6 +97,27 @@ public sealed class EmbeddingTests
     }
 
     [Fact]
+    public void IsCausalFalse_EmbedsBidirectionally_AndQuantizeTellsLlamaCppSo()
+    {
+        string config = File.ReadAllText(Path.Combine(Fixtures.DemoModel, "config.json"));
+        string folder = DemoWith(("config.json", config.TrimEnd().TrimEnd('}') + ", \"is_causal\": false}"));
+        string gguf = Support.GgufFixture.Write(folder);
+        using QwenModel fromFolder = QwenModel.Load(folder);
+        using QwenModel fromFile = QwenModel.Load(gguf);
+        int[] ids = fromFolder.Tokenizer.Encode(Text, addSpecialTokens: true);
+
+        // Unspecified: llama.cpp takes the file's attention.causal (false).
+        float[] expected = Normalized(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last, LLamaAttentionType.Unspecified));
+
+        Assert.True(fromFolder.Model.EmbeddingConfig.Bidirectional);
+        Assert.True(fromFile.Model.EmbeddingConfig.Bidirectional);
+        AssertClose(expected, fromFolder.Embed(Text), "the folder's bidirectional embedding");
+        AssertClose(expected, fromFile.Embed(Text), "the file's bidirectional embedding");
+        AssertClose(Normalized(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last, LLamaAttentionType.NonCausal)), expected, "llama.cpp's non-causal");
+        AssertClose(Normalized(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last)), fromFolder.Embed(Text, new TextEmbeddingOptions { Bidirectional = false }), "causal on request");
+    }
+
+    [Fact]
     public async Task EmbeddingGenerator_GivesAVectorPerText_TheirTokens_AndDimensions()
     {
         using QwenModel model = QwenModel.Load(Fixtures.DemoModel);
@@ -138,13 +159,6 @@ public sealed class EmbeddingTests
 
         string escaping = DemoWith((EmbeddingConfig.ModulesFileName, """[{"type": "sentence_transformers.models.Pooling", "path": "../x"}]"""));
         Assert.Contains("path '../x' leaves the model folder", Assert.Throws<InvalidDataException>(() => QwenModel.Load(escaping)).Message);
-
-        string config = File.ReadAllText(Path.Combine(Fixtures.DemoModel, "config.json"));
-        string bidirectional = DemoWith(("config.json", config.TrimEnd().TrimEnd('}') + ", \"is_causal\": false}"));
-        using (QwenModel model = QwenModel.Load(bidirectional))
-        {
-            Assert.Contains("config.json: is_causal is false (bidirectional attention)", Assert.Throws<NotSupportedException>(() => model.Embed(Text)).Message);
-        }
 
         string missing = DemoWith(Modules("Transformer", "Pooling"));
         Assert.Contains("1_Pooling/config.json: file not found", Assert.Throws<FileNotFoundException>(() => QwenModel.Load(missing)).Message);

@@ -106,6 +106,45 @@ public sealed class EmbedderTests
         }
     }
 
+    public static TheoryData<EmbeddingPooling, LLamaPoolingType, string> BidirectionalCases()
+    {
+        var data = new TheoryData<EmbeddingPooling, LLamaPoolingType, string>();
+        foreach (string backend in TestBackends.All)
+        {
+            data.Add(EmbeddingPooling.Mean, LLamaPoolingType.Mean, backend);
+        }
+
+        data.Add(EmbeddingPooling.Last, LLamaPoolingType.Last, "cpu");
+        data.Add(EmbeddingPooling.Cls, LLamaPoolingType.CLS, "gpu");
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(BidirectionalCases))]
+    public void Bidirectional_EqualsLlamaCppsNonCausalEmbeddings(EmbeddingPooling pooling, LLamaPoolingType theirs, string backendName)
+    {
+        // stories260K: 8 query heads share 4 key-value heads, so the attention's groups are exercised.
+        Reference reference = Reference.Load("stories260K");
+        string gguf = GgufFixture.Write(TestTokenizers.WithTokenizer(Fixtures.ModelDirectory("stories260K"), Fixtures.DemoModel));
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        // Steps of 7 tokens: the embedder grows to hold the longest input whole; the short ones share a step.
+        using var embedder = new Embedder(model, chunkTokens: 7);
+        int[][] inputs = [reference.PromptIds[..3], reference.PromptIds[..4], reference.PromptIds, reference.PromptIds[3..]];
+
+        float[][] ours = embedder.Embed(inputs, pooling, normalize: false, bidirectional: true);
+        float[][] causal = embedder.Embed(inputs, pooling, normalize: false);
+
+        Assert.Equal(reference.PromptIds.Length, embedder.Rows);
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            float[] expected = LlamaCpp.Embedding(gguf, inputs[i], theirs, LLamaAttentionType.NonCausal);
+            double scale = expected.Max(Math.Abs), error = expected.Zip(ours[i], (a, b) => (double)Math.Abs(a - b)).Max();
+            Assert.True(error <= 1e-5 * Math.Max(1, scale), $"input {i}, {pooling}: llama.cpp's non-causal embedding differs from ours by {error:E3} (values up to {scale:F3})");
+            Assert.NotEqual(causal[i], ours[i]);
+        }
+    }
+
     [Fact]
     public void Normalized_IsUnitLength_AndDimensionsKeepTheFirstValuesBeforeNormalizing()
     {

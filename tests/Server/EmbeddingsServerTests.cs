@@ -101,6 +101,28 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         AssertClose(LlamaCppOf(Story), [.. data[1].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], "the story beside it");
     }
 
+    [Fact]
+    public async Task ABidirectionalModel_IsEmbeddedNonCausally_WholeInputsBesideAStream()
+    {
+        string config = File.ReadAllText(Path.Combine(Fixtures.DemoModel, "config.json"));
+        string folder = EmbeddingTests.DemoWith(("config.json", config.TrimEnd().TrimEnd('}') + ", \"is_causal\": false}"));
+        await using TestServer server = await TestServer.StartAsync(folder, new ServerOptions { PrefillChunk = 8 });
+        string longText = string.Join(" ", Enumerable.Repeat(Story, 3));
+        Task<(HttpStatusCode, JsonDocument)> completion = server.PostAsync("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0}""");
+
+        JsonElement data = (await server.PostOkAsync("/v1/embeddings", JsonSerializer.Serialize(new { input = new[] { Story, longText } }))).GetProperty("data");
+
+        (HttpStatusCode status, JsonDocument answer) = await completion;
+        answer.Dispose();
+        Assert.Equal(HttpStatusCode.OK, status);
+        string gguf = GgufFixture.Write(Fixtures.DemoModel);
+        foreach ((string text, int i) in new[] { (Story, 0), (longText, 1) })
+        {
+            float[] expected = EmbeddingTests.Normalized(LlamaCpp.Embedding(gguf, server.Model.Tokenizer.Encode(text, addSpecialTokens: true), LLamaPoolingType.Last, LLamaAttentionType.NonCausal));
+            AssertClose(expected, [.. data[i].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], $"input {i}, non-causal");
+        }
+    }
+
     public static TheoryData<string, string, string> BadRequests() => new()
     {
         { "{}", "input", "'input' is missing" },

@@ -39,15 +39,18 @@ internal static class LlamaCpp
         }
     }
 
-    /// <summary>llama.cpp's pooled embedding of <paramref name="ids"/> (not normalized), read in one batch with an f32 cache.</summary>
-    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling)
+    /// <summary>
+    /// llama.cpp's pooled embedding of <paramref name="ids"/> (not normalized), read in one batch with an f32 cache;
+    /// <see cref="LLamaAttentionType.Unspecified"/> takes the file's <c>attention.causal</c>.
+    /// </summary>
+    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling, LLamaAttentionType attention = LLamaAttentionType.Causal)
     {
         lock (s_lock)
         {
             uint size = (uint)Math.Max(64, ids.Count);
             var parameters = new ModelParams(gguf) { ContextSize = size, BatchSize = size, UBatchSize = size, GpuLayerCount = 0, Threads = 2,
                 TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
-                Embeddings = true, PoolingType = pooling, AttentionType = LLamaAttentionType.Causal,
+                Embeddings = true, PoolingType = pooling, AttentionType = attention,
             };
             using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
             using LLamaContext context = weights.CreateContext(parameters);

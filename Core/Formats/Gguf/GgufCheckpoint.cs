@@ -65,7 +65,8 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             // llama.cpp's converter reorders the rows of a llama model's q and k projections for its interleaved RoPE;
             // QwenSharp rotates halves (NeoX, as Hugging Face), so those rows are put back at load. Qwen2 is stored as is.
             string poolingKey = $"{arch}.pooling_type";
-            EmbeddingConfig embedding = EmbeddingConfig.FromGguf(GgufMetadata.Integer(file.Metadata, poolingKey, name), $"{name}: {poolingKey}");
+            EmbeddingConfig embedding = EmbeddingConfig.FromGguf(GgufMetadata.Integer(file.Metadata, poolingKey, name), $"{name}: {poolingKey}",
+                GgufMetadata.Flag(file.Metadata, $"{arch}.attention.causal", name));
             return new GgufCheckpoint(file, config, generation, interleavedRope: arch == "llama") { EmbeddingConfig = embedding };
         }
         catch
