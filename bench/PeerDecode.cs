@@ -112,7 +112,7 @@ internal static class PeerDecode
     }
 
     /// <summary>Runs <paramref name="ours"/> and <paramref name="theirs"/>, ours first where <paramref name="oursFirst"/>.</summary>
-    private static void InTurn(bool oursFirst, Action ours, Action theirs)
+    internal static void InTurn(bool oursFirst, Action ours, Action theirs)
     {
         (oursFirst ? ours : theirs)();
         (oursFirst ? theirs : ours)();
@@ -122,7 +122,7 @@ internal static class PeerDecode
     /// The rounds' own ratios, ours over theirs: their median and range. Each round's two runs are seconds apart, so its
     /// ratio holds still while this host's bandwidth drifts by a third within minutes and moves both medians.
     /// </summary>
-    private static string RoundRatios(List<double> ours, List<double> theirs)
+    internal static string RoundRatios(List<double> ours, List<double> theirs)
     {
         List<double> ratios = [.. ours.Zip(theirs, (a, b) => a / b)];
         return string.Create(CultureInfo.InvariantCulture, $"rounds' own ratios {ratios.Min():F2}-{ratios.Max():F2}x, median {Median(ratios):F2}x");
@@ -132,7 +132,7 @@ internal static class PeerDecode
     /// <paramref name="path"/> when it is a GGUF file; otherwise an error that says what it is instead (missing, a folder, not
     /// GGUF), before either engine opens it.
     /// </summary>
-    private static string CheckedGguf(string path)
+    internal static string CheckedGguf(string path)
     {
         if (Directory.Exists(path))
         {
@@ -153,7 +153,7 @@ internal static class PeerDecode
     /// DOTNET_EnableGFNI=0</c> for an AMD Zen 3's set) llama.cpp's avx2 build (AVX2, FMA and F16C, no VNNI), which it would
     /// not choose on an AVX-512 CPU by itself. Says which.
     /// </summary>
-    private static string MatchLlamaBuildToOurs()
+    internal static string MatchLlamaBuildToOurs()
     {
         if (Avx512F.IsSupported)
         {
@@ -237,7 +237,7 @@ internal static class PeerDecode
         return newTokens / clock.Elapsed.TotalSeconds;
     }
 
-    private static void Check(DecodeResult result)
+    internal static void Check(DecodeResult result)
     {
         if (result != DecodeResult.Ok)
         {
@@ -276,7 +276,7 @@ internal static class PeerDecode
     }
 
     /// <summary>Random BF16 weights of the config's shape as a safetensors folder, exported as GGUF of <paramref name="type"/> (kept for the next run).</summary>
-    private static string WriteModel(string configPath, DType type)
+    internal static string WriteModel(string configPath, DType type)
     {
         string folder = Path.GetDirectoryName(Path.GetFullPath(configPath))!;
         string cache = Path.Combine(Path.GetTempPath(), "qwensharp-peer", Path.GetFileName(folder));

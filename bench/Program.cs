@@ -2,22 +2,23 @@ using BenchmarkDotNet.Running;
 
 // dotnet run -c Release --project bench -- --filter '*MatVec*'      (see --help for BenchmarkDotNet's options)
 // dotnet run -c Release --project bench -- peer --model FILE.gguf   (or --config CONFIG.json --type q8_0: QwenSharp and llama.cpp side by side)
-if (args.Length > 0 && args[0] == "peer")
+// dotnet run -c Release --project bench -- peer-embed --config CONFIG.json --type q8_0   (embeddings, side by side)
+if (args.Length > 0 && args[0] is "peer" or "peer-embed")
 {
     try
     {
-        return QwenSharp.Bench.PeerDecode.Run(args[1..]);
+        return args[0] == "peer" ? QwenSharp.Bench.PeerDecode.Run(args[1..]) : QwenSharp.Bench.PeerEmbed.Run(args[1..]);
     }
     catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidDataException or NotSupportedException or UnauthorizedAccessException)
     {
         // Bad options or files: one line, as the CLI reports them, not a stack trace.
-        Console.Error.WriteLine($"peer: {e.Message}");
+        Console.Error.WriteLine($"{args[0]}: {e.Message}");
         return 2;
     }
     catch (LLama.Exceptions.RuntimeError e)
     {
         // A file QwenSharp runs but llama.cpp will not load (an architecture or type it lacks).
-        Console.Error.WriteLine($"peer: llama.cpp: {e.Message}");
+        Console.Error.WriteLine($"{args[0]}: llama.cpp: {e.Message}");
         return 2;
     }
 }

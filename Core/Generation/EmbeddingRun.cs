@@ -31,15 +31,21 @@ public sealed class EmbeddingRun : IDisposable
         _dimensions = dimensions;
         _embedder = embedder;
         _inputs = inputs;
+        TokenCount = inputs.Sum(t => (long)t.Count);
+
+        // Slots enough for a step of average texts, each as long as the longest (the cache's slots are all one size),
+        // but no more positions than 8 steps' worth: many short texts beside one long one still share steps, and the
+        // cache stays small (2,048 positions at the default step, 230 MB for a 7B model in f32).
         int longest = inputs.Max(t => t.Count);
-        int slots = Math.Clamp(embedder.ChunkTokens / longest, 1, inputs.Count);
+        int byStep = (int)(embedder.ChunkTokens / ((double)TokenCount / inputs.Count));
+        int byMemory = 8 * embedder.ChunkTokens / longest;
+        int slots = Math.Clamp(Math.Min(byStep, byMemory), 1, inputs.Count);
         _cache = bidirectional ? null : embedder.Model.CreateKvCache(slots, longest);
         _slotInput = [.. Enumerable.Repeat(-1, slots)];
         _slotFed = new int[slots];
         _rowInput = new int[embedder.Rows];
         _sums = new double[inputs.Count][];
         _results = new float[inputs.Count][];
-        TokenCount = inputs.Sum(t => (long)t.Count);
     }
 
     public EmbeddingPooling Pooling { get; }

@@ -71,6 +71,10 @@ internal static class InfoEndpoints
         Metric("decode_steps_total", "counter", "Forward steps run", metrics.Steps);
         Metric("lookup_draft_tokens_total", "counter", "Tokens guessed by prompt lookup", guessed);
         Metric("lookup_accepted_tokens_total", "counter", "Guessed tokens the model chose", accepted);
+        (long embeddingJobs, long embeddingInputs, long embeddingTokens) = metrics.Embeddings;
+        Metric("embedding_requests_total", "counter", "Embedding requests answered", embeddingJobs);
+        Metric("embedding_inputs_total", "counter", "Texts embedded", embeddingInputs);
+        Metric("embedding_tokens_total", "counter", "Tokens of the texts embedded", embeddingTokens);
         Metric("tokens_per_second", "gauge", "Tokens generated per second over the last 10 seconds", metrics.RecentTokensPerSecond);
         Metric("time_to_first_token_seconds_sum", "counter", "Seconds from queueing to the first token, summed", firstTokenSeconds);
         Metric("time_to_first_token_seconds_count", "counter", "Requests that got a first token", firstTokens);

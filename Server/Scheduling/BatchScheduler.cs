@@ -286,6 +286,7 @@ internal sealed class BatchScheduler : IDisposable
             }
             else if (run.Step())
             {
+                Metrics.Embedded(job.Inputs.Count, run.TokenCount);
                 job.Result.TrySetResult(run.Results);
             }
             else

@@ -20,6 +20,9 @@ internal sealed class SchedulerMetrics
     private long _guessedTokens;
     private long _acceptedGuesses;
     private long _firstTokenCount;
+    private long _embeddingJobs;
+    private long _embeddingInputs;
+    private long _embeddingTokens;
     private double _firstTokenSeconds;
 
     public long PromptTokens => Interlocked.Read(ref _promptTokens);
@@ -32,6 +35,10 @@ internal sealed class SchedulerMetrics
 
     /// <summary>Tokens guessed by prompt lookup, and of them those the model chose.</summary>
     public (long Guessed, long Accepted) LookupTokens => (Interlocked.Read(ref _guessedTokens), Interlocked.Read(ref _acceptedGuesses));
+
+    /// <summary>Embedding requests answered, the texts in them, and their tokens.</summary>
+    public (long Jobs, long Inputs, long Tokens) Embeddings =>
+        (Interlocked.Read(ref _embeddingJobs), Interlocked.Read(ref _embeddingInputs), Interlocked.Read(ref _embeddingTokens));
 
     public long JobsFinished => Interlocked.Read(ref _jobsFinished);
 
@@ -107,6 +114,13 @@ internal sealed class SchedulerMetrics
             _firstTokenSeconds += elapsed.TotalSeconds;
             _firstTokenCount++;
         }
+    }
+
+    internal void Embedded(int inputs, long tokens)
+    {
+        Interlocked.Increment(ref _embeddingJobs);
+        Interlocked.Add(ref _embeddingInputs, inputs);
+        Interlocked.Add(ref _embeddingTokens, tokens);
     }
 
     internal void JobFinished() => Interlocked.Increment(ref _jobsFinished);

@@ -58,6 +58,9 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         }
 
         Assert.Equal(texts.Sum(t => _server.Model.Tokenizer.Encode(t, addSpecialTokens: true).Length), result.Usage.InputTokenCount);
+        Assert.Equal(1, await _server.MetricAsync("qwensharp_embedding_requests_total"));
+        Assert.Equal(3, await _server.MetricAsync("qwensharp_embedding_inputs_total"));
+        Assert.Equal(result.Usage.InputTokenCount, await _server.MetricAsync("qwensharp_embedding_tokens_total"));
     }
 
     [Fact]
