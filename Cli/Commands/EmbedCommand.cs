@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
@@ -14,6 +13,12 @@ namespace QwenSharp.Cli.Commands;
 /// </summary>
 internal sealed class EmbedCommand : ICommand
 {
+    /// <summary>Texts embedded and written at a time.</summary>
+    private const int Group = 256;
+
+    /// <summary>Up to this many texts, the text output ends with their cosine similarities.</summary>
+    private const int MaxSimilarities = 32;
+
     public string Name => "embed";
 
     public string Summary => "text embeddings (last-token or mean pooling, normalized), with their cosine similarities";
@@ -84,73 +89,67 @@ internal sealed class EmbedCommand : ICommand
             int? dimensions = args.Int("dimensions", 1, model.Config.HiddenSize);
             ModelLoading.SetEmbeddingAttention(model, args);
             using var embedder = new Embedder(model);
-            using EmbeddingRun run = embedder.Start(ids, pooling, args.Flag("no-normalize") ? false : null, dimensions);
-            while (!run.Step())
+            bool json = args.Flag("json");
+            bool? normalize = args.Flag("no-normalize") ? false : null;
+            var kept = new List<float[]>();
+            EmbeddingRun? last = null;
+            try
             {
-            }
+                // Texts go a group at a time and each group's vectors are written as it ends, so a file of many lines
+                // streams out and the vectors need not all be held.
+                for (int first = 0; first < ids.Length; first += Group)
+                {
+                    last?.Dispose();
+                    last = embedder.Start(ids[first..Math.Min(ids.Length, first + Group)], pooling, normalize, dimensions);
+                    while (!last.Step())
+                    {
+                    }
 
-            if (args.Flag("json"))
-            {
-                JsonOutput.Write(stdout, w => WriteJson(w, run, ids));
+                    if (first == 0)
+                    {
+                        stdout.Write(json ? "{\"embeddings\":[" : Header(last, texts.Count) + "\n");
+                    }
+
+                    for (int i = 0; i < last.Results.Length; i++)
+                    {
+                        string values = string.Join(json ? ',' : ' ', last.Results[i].Select(v => v.ToString("R", CultureInfo.InvariantCulture)));
+                        stdout.Write(json ? $"{(first + i == 0 ? "" : ",")}[{values}]" : $"{first + i}: {values}\n");
+                        if (texts.Count <= MaxSimilarities)
+                        {
+                            kept.Add(last.Results[i]);
+                        }
+                    }
+                }
+
+                if (json)
+                {
+                    stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"],\"dimensions\":{last!.Results[0].Length},\"pooling\":\"{EmbeddingPoolings.NameOf(last.Pooling)}\",\"normalized\":{(last.Normalized ? "true" : "false")},\"attention\":\"{(last.Bidirectional ? "non-causal" : "causal")}\",\"tokens\":[{string.Join(',', ids.Select(t => t.Length))}]}}"));
+                }
+                else if (kept.Count > 1)
+                {
+                    WriteSimilarities(stdout, kept);
+                }
             }
-            else
+            finally
             {
-                WriteText(stdout, run, texts);
+                last?.Dispose();
             }
         }
 
         return 0;
     }
 
-    private static void WriteJson(Utf8JsonWriter w, EmbeddingRun run, int[][] ids)
+    private static string Header(EmbeddingRun run, int texts) =>
+        $"# {texts} embedding(s) of {run.Results[0].Length} values, {EmbeddingPoolings.NameOf(run.Pooling)} pooling{(run.Normalized ? ", normalized" : "")}{(run.Bidirectional ? ", non-causal attention" : "")}";
+
+    /// <summary>The cosine similarity of every pair, a row per text.</summary>
+    private static void WriteSimilarities(TextWriter output, List<float[]> vectors)
     {
-        w.WriteStartObject();
-        w.WriteStartArray("embeddings");
-        foreach (float[] vector in run.Results)
-        {
-            w.WriteStartArray();
-            foreach (float v in vector)
-            {
-                w.WriteNumberValue(v);
-            }
-
-            w.WriteEndArray();
-        }
-
-        w.WriteEndArray();
-        w.WriteNumber("dimensions", run.Results[0].Length);
-        w.WriteString("pooling", EmbeddingPoolings.NameOf(run.Pooling));
-        w.WriteBoolean("normalized", run.Normalized);
-        w.WriteString("attention", run.Bidirectional ? "non-causal" : "causal");
-        w.WriteStartArray("tokens");
-        foreach (int[] input in ids)
-        {
-            w.WriteNumberValue(input.Length);
-        }
-
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
-
-    /// <summary>One line per text (its values, shortest round-trip), then the cosine similarity of every pair.</summary>
-    private static void WriteText(TextWriter output, EmbeddingRun run, List<string> texts)
-    {
-        string pooling = EmbeddingPoolings.NameOf(run.Pooling);
-        output.WriteLine($"# {texts.Count} embedding(s) of {run.Results[0].Length} values, {pooling} pooling{(run.Normalized ? ", normalized" : "")}{(run.Bidirectional ? ", non-causal attention" : "")}");
-        for (int i = 0; i < run.Results.Length; i++)
-        {
-            output.WriteLine($"{i}: {string.Join(' ', run.Results[i].Select(v => v.ToString("R", CultureInfo.InvariantCulture)))}");
-        }
-
-        if (texts.Count < 2)
-        {
-            return;
-        }
-
         output.WriteLine("# cosine similarity");
-        for (int i = 0; i < run.Results.Length; i++)
+        foreach (float[] vector in vectors)
         {
-            output.WriteLine(string.Join(' ', run.Results.Select(other => System.Numerics.Tensors.TensorPrimitives.CosineSimilarity(run.Results[i], other).ToString("F4", CultureInfo.InvariantCulture))));
+            output.WriteLine(string.Join(' ', vectors.Select(other => System.Numerics.Tensors.TensorPrimitives.CosineSimilarity(vector, other).ToString("F4", CultureInfo.InvariantCulture))));
         }
     }
 }

@@ -70,6 +70,30 @@ public sealed class CliEmbedTests
     }
 
     [Fact]
+    public void AFileOfManyLines_StreamsInGroups_WithoutTheSimilarities()
+    {
+        string file = Path.Combine(Fixtures.TempDirectory(), "many.txt");
+        string[] lines = [.. Enumerable.Range(0, 300).Select(i => $"Tom saw {i} birds in the park.")];
+        File.WriteAllLines(file, lines);
+
+        CliRunner.Result json = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "--file", file, "--json"]);
+        CliRunner.Result text = CliRunner.Run(["embed", "--model", Fixtures.DemoModel, "--file", file]);
+
+        Assert.True(json.ExitCode == 0, json.Stderr);
+        Assert.Equal(300, json.Json.GetProperty("embeddings").GetArrayLength());
+        Assert.Equal(300, json.Json.GetProperty("tokens").GetArrayLength());
+        foreach (int i in (int[])[0, 255, 256, 299])
+        {
+            AssertClose(EmbeddingTests.Normalized(LlamaCppOf(lines[i], LLamaPoolingType.Last)), Vector(json.Json, i), $"line {i}");
+        }
+
+        string[] output = text.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(301, output.Length);
+        Assert.StartsWith("299: ", output[^1], StringComparison.Ordinal);
+        Assert.DoesNotContain("# cosine similarity", text.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void InfoAndEmbed_FollowTheFoldersSentenceTransformersFiles()
     {
         string folder = EmbeddingTests.DemoWith(EmbeddingTests.Modules("Transformer", "Pooling"), EmbeddingTests.Pooling("pooling_mode_mean_tokens"));
