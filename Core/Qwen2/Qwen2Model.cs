@@ -162,8 +162,15 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>A Qwen2-VL model's image processor settings (preprocessor_config.json); null for text-only models.</summary>
     public Qwen2VL.ImageProcessorConfig? ImageProcessor { get; }
 
-    /// <summary>How the model's text embeddings are pooled and normalized (sentence-transformers' files, GGUF's pooling_type).</summary>
-    public EmbeddingConfig EmbeddingConfig { get; set; } = EmbeddingConfig.Default;
+    /// <summary>
+    /// How the model's text embeddings are pooled and normalized, and whether they attend both ways (sentence-transformers'
+    /// files and config.json's is_causal; GGUF's pooling_type and attention.causal). Settable (the CLI's --attention).
+    /// </summary>
+    public EmbeddingConfig EmbeddingConfig
+    {
+        get;
+        set => field = value ?? throw new ArgumentNullException(nameof(value));
+    } = EmbeddingConfig.Default;
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
