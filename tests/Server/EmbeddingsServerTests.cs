@@ -126,6 +126,22 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         }
     }
 
+    [SkippableFact]
+    public async Task OnTheGpu_TheServerGetsLlamaCppsEmbeddings()
+    {
+        TestBackends.RequireGpu();
+        await using TestServer server = await TestServer.StartAsync(Fixtures.DemoModel, new ServerOptions { PrefillChunk = 8 }, device: "gpu");
+        string longText = string.Join(" ", Enumerable.Repeat(Story, 2));
+
+        JsonElement data = (await server.PostOkAsync("/v1/embeddings", JsonSerializer.Serialize(new { input = new[] { Story, "The end.", longText } }))).GetProperty("data");
+
+        string[] texts = [Story, "The end.", longText];
+        for (int i = 0; i < texts.Length; i++)
+        {
+            AssertClose(LlamaCppOf(texts[i]), [.. data[i].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], $"input {i} on the GPU");
+        }
+    }
+
     public static TheoryData<string, string, string> BadRequests() => new()
     {
         { "{}", "input", "'input' is missing" },
