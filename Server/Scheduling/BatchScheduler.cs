@@ -19,7 +19,8 @@ namespace QwenSharp.Server.Scheduling;
 /// gets alone, up to near-ties: a row read beside a prompt chunk, or a prompt's last token read alone after its
 /// start was reused, goes through other kernels, whose last bits differ. With prompt lookup (the server's, or for a request with a prediction), a step that reads no prompt
 /// and decodes one sequence also feeds guesses of its next tokens, as <see cref="Generator"/> does (see
-/// <see cref="SpareRowsForGuesses"/>).
+/// <see cref="SpareRowsForGuesses"/>). Embedding requests wait in a queue of their own and run one forward step per loop
+/// between the generation steps, with their own buffers and cache (<see cref="StepEmbedding"/>).
 /// </summary>
 internal sealed class BatchScheduler : IDisposable
 {
