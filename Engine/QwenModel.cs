@@ -238,7 +238,8 @@ public sealed class QwenModel : IDisposable
     }
 
     /// <summary>
-    /// Text embeddings of <paramref name="texts"/>, in their order: each encoded with the tokenizer's special tokens, read
+    /// Text embeddings of <paramref name="texts"/>, in their order: each after its prompt (a named one, or the model's
+    /// default; see <see cref="TextEmbeddingOptions.PromptName"/>) and encoded with the tokenizer's special tokens, read
     /// as a prompt, and its last hidden states pooled and normalized as the model says (sentence-transformers' files in
     /// the folder, <c>pooling_type</c> in a GGUF file; else the last token, normalized) unless <paramref name="options"/>
     /// says otherwise. Short texts share forward steps.
@@ -247,7 +248,9 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(texts);
         options ??= new TextEmbeddingOptions();
-        int[][] ids = [.. texts.Select(t => Tokenizer.Encode(t ?? throw new ArgumentException("a text to embed is null", nameof(texts)), addSpecialTokens: true))];
+        EmbeddingConfig config = Model.EmbeddingConfig;
+        string prompt = config.PromptFor(options.PromptName, options.Prompt, options.Pooling ?? config.Pooling);
+        int[][] ids = [.. texts.Select(t => Tokenizer.Encode(prompt + (t ?? throw new ArgumentException("a text to embed is null", nameof(texts))), addSpecialTokens: true))];
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

@@ -14,6 +14,15 @@ public sealed record TextEmbeddingOptions
     /// <summary>Every token attends to every token of its text (llama.cpp's <c>--attention non-causal</c>, for gte-Qwen2-7B-instruct); null: the model's (config.json's <c>is_causal</c>).</summary>
     public bool? Bidirectional { get; init; }
 
+    /// <summary>
+    /// One of the model's named prompts (sentence-transformers' <c>config_sentence_transformers.json</c>, such as gte-Qwen2's
+    /// <c>"query"</c>), put before each text; null: the model's <c>default_prompt_name</c>, if any.
+    /// </summary>
+    public string? PromptName { get; init; }
+
+    /// <summary>Text put before each text instead of a named prompt (sentence-transformers' <c>prompt</c>).</summary>
+    public string? Prompt { get; init; }
+
     /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
     public int? Dimensions { get; init; }
 }

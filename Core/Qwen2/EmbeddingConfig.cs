@@ -19,6 +19,30 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
 {
     public const string ModulesFileName = "modules.json";
 
+    /// <summary>The model's named prompts (sentence-transformers'), put before a text when named or by default.</summary>
+    public EmbeddingPrompts Prompts { get; init; } = EmbeddingPrompts.None;
+
+    /// <summary>
+    /// The Pooling module's <c>include_prompt</c>: false leaves a prompt's tokens out of a mean, which is not done here, so
+    /// such a model refuses a prompt with mean pooling rather than pooling it in.
+    /// </summary>
+    public bool IncludePrompt { get; init; } = true;
+
+    /// <summary>
+    /// What goes before each text (see <see cref="EmbeddingPrompts.Resolve"/>), checked against how the model pools: a
+    /// prompt the mean should leave out is refused.
+    /// </summary>
+    public string PromptFor(string? name, string? prompt, EmbeddingPooling pooling)
+    {
+        string text = Prompts.Resolve(name, prompt);
+        if (text.Length > 0 && !IncludePrompt && pooling == EmbeddingPooling.Mean)
+        {
+            QwenThrow.NotSupported($"{Source}: the Pooling module's include_prompt is false (a mean without the prompt's tokens), which QwenSharp does not compute; embed without a prompt or pool otherwise");
+        }
+
+        return text;
+    }
+
     public static EmbeddingConfig Default { get; } = new(EmbeddingPooling.Last, Normalize: true, "default");
 
     /// <summary>llama.cpp's <c>llama_pooling_type</c> values as GGUF stores them.</summary>
@@ -45,6 +69,8 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
     public static EmbeddingConfig LoadOrDefault(string directory)
     {
         EmbeddingConfig config = FromModules(directory);
+        EmbeddingPrompts prompts = EmbeddingPrompts.LoadOrNone(directory);
+        config = ReferenceEquals(prompts, EmbeddingPrompts.None) ? config : config with { Prompts = prompts };
         return IsBidirectional(directory) ? config with { Bidirectional = true } : config;
     }
 
@@ -57,7 +83,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         }
 
         EmbeddingPooling pooling = EmbeddingPooling.Last;
-        bool normalize = false;
+        bool normalize = false, includePrompt = true;
         string? unsupported = null;
         foreach ((string type, string path) in ReadModules(modulesPath))
         {
@@ -70,7 +96,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
                     normalize = true;
                     break;
                 case "Pooling":
-                    (pooling, string? why) = ReadPooling(Path.Combine(directory, path, "config.json"));
+                    (pooling, string? why, includePrompt) = ReadPooling(Path.Combine(directory, path, "config.json"));
                     unsupported ??= why;
                     break;
                 default:
@@ -79,7 +105,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
             }
         }
 
-        return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported);
+        return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported) { IncludePrompt = includePrompt };
     }
 
     /// <summary>Whether config.json says <c>"is_causal": false</c> (as vLLM's override and the remote code of gte-Qwen2-7B read it).</summary>
@@ -128,8 +154,8 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         return modules;
     }
 
-    /// <summary>The Pooling module's mode: exactly one of its <c>pooling_mode_*</c> flags is true.</summary>
-    private static (EmbeddingPooling Pooling, string? Unsupported) ReadPooling(string configPath)
+    /// <summary>The Pooling module's mode (exactly one of its <c>pooling_mode_*</c> flags is true) and its <c>include_prompt</c>.</summary>
+    private static (EmbeddingPooling Pooling, string? Unsupported, bool IncludePrompt) ReadPooling(string configPath)
     {
         if (!File.Exists(configPath))
         {
@@ -151,7 +177,8 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
             }
         }
 
-        return modes switch
+        bool includePrompt = !(document.RootElement.TryGetProperty("include_prompt", out JsonElement include) && include.ValueKind == JsonValueKind.False);
+        (EmbeddingPooling pooling, string? unsupported) = modes switch
         {
             ["pooling_mode_lasttoken"] => (EmbeddingPooling.Last, null),
             ["pooling_mode_mean_tokens"] => (EmbeddingPooling.Mean, null),
@@ -160,6 +187,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
             _ => (EmbeddingPooling.Last,
                 $"{configPath}: pooling {string.Join(" + ", modes)} is not one QwenSharp computes (pooling_mode_lasttoken, pooling_mode_mean_tokens or pooling_mode_cls_token alone)"),
         };
+        return (pooling, unsupported, includePrompt);
     }
 
     private static JsonDocument Parse(string path)

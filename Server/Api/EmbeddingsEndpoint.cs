@@ -10,13 +10,15 @@ namespace QwenSharp.Server.Api;
 /// encoded with the tokenizer's special tokens); each is pooled and normalized as the model ships it (see
 /// <see cref="Qwen2.EmbeddingConfig"/>). <c>dimensions</c> keeps the first values (before normalizing);
 /// <c>encoding_format: base64</c> sends each vector as its little-endian float32 bytes, as OpenAI's clients ask by default.
+/// Texts go after the model's prompt named by <c>prompt_name</c> (or its default prompt); token ids go as they are.
 /// </summary>
 internal static class EmbeddingsEndpoint
 {
     /// <summary>OpenAI's limit on the inputs of one request.</summary>
     public const int MaxInputs = 2048;
 
-    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user"];
+    // prompt_name: Text Embeddings Inference's and sentence-transformers' named prompt (an extension of OpenAI's API).
+    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user", "prompt_name"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -88,7 +90,24 @@ internal static class EmbeddingsEndpoint
     /// <summary>The inputs as ids, each with tokens and inside the server's context, naming the first that is not.</summary>
     private static List<int[]> Inputs(RequestFields request, ServerState server)
     {
-        (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input");
+        string? promptName = request.String("prompt_name", 256);
+        string prefix;
+        try
+        {
+            prefix = server.Model.EmbeddingConfig.PromptFor(promptName, prompt: null, server.Model.EmbeddingConfig.Pooling);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {
+            throw ApiException.BadField("prompt_name", e is ArgumentException { ParamName: string name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message);
+        }
+
+        if (promptName is not null && request.Get("input") is { ValueKind: JsonValueKind.Array } given && given.GetArrayLength() > 0
+            && given.EnumerateArray().Any(item => item.ValueKind is JsonValueKind.Number or JsonValueKind.Array))
+        {
+            throw ApiException.BadField("prompt_name", "'prompt_name' goes before texts; token ids are embedded as they are");
+        }
+
+        (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input", prefix);
         if (inputs.Count > MaxInputs)
         {
             throw ApiException.BadField("input", $"'input' has {inputs.Count} inputs; a request takes at most {MaxInputs}");

@@ -7,9 +7,9 @@ internal static class PromptInput
 {
     /// <summary>
     /// The texts or token ids of <paramref name="field"/> as ids (text encoded with the tokenizer's special tokens, as
-    /// the CLI's generate does), and as text (for echo).
+    /// the CLI's generate does, after <paramref name="textPrefix"/>), and as text (for echo).
     /// </summary>
-    public static (List<int[]> Ids, List<string> Texts) Read(RequestFields request, ServerState server, string field)
+    public static (List<int[]> Ids, List<string> Texts) Read(RequestFields request, ServerState server, string field, string textPrefix = "")
     {
         JsonElement prompt = request.Get(field) ?? throw ApiException.BadField(field, $"'{field}' is missing");
         var ids = new List<int[]>();
@@ -17,7 +17,7 @@ internal static class PromptInput
         void AddText(JsonElement value, string path)
         {
             string text = RequestFields.Text(value, path);
-            ids.Add(server.Tokenizer.Encode(text, addSpecialTokens: true));
+            ids.Add(server.Tokenizer.Encode(textPrefix + text, addSpecialTokens: true));
             texts.Add(text);
         }
 

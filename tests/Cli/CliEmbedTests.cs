@@ -109,6 +109,14 @@ public sealed class CliEmbedTests
         Assert.Contains("embeddings    last pooling, normalized (the default)", demo.Stdout, StringComparison.Ordinal);
         Assert.True(embed.ExitCode == 0, embed.Stderr);
         AssertClose(LlamaCppOf("Once upon a time", LLamaPoolingType.Mean), Vector(embed.Json, 0), "the folder's mean, not normalized");
+
+        string prompts = EmbeddingTests.DemoWith(EmbeddingTests.Prompts(defaultName: null));
+        CliRunner.Result query = CliRunner.Run(["embed", "--model", prompts, "Once upon a time", "--prompt-name", "query", "--json"]);
+        CliRunner.Result unknown = CliRunner.Run(["embed", "--model", prompts, "Once upon a time", "--prompt-name", "passage"]);
+        Assert.True(query.ExitCode == 0, query.Stderr);
+        AssertClose(EmbeddingTests.Normalized(LlamaCppOf(EmbeddingTests.QueryPrompt + "Once upon a time", LLamaPoolingType.Last)), Vector(query.Json, 0), "--prompt-name query");
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("prompt name 'passage' is not one of the model's prompts", Assert.Single(unknown.ErrorLines), StringComparison.Ordinal);
     }
 
     public static TheoryData<string[], string> BadUsage() => new()

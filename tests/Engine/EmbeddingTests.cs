@@ -117,6 +117,53 @@ public sealed class EmbeddingTests
         AssertClose(Normalized(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last)), fromFolder.Embed(Text, new TextEmbeddingOptions { Bidirectional = false }), "causal on request");
     }
 
+    internal const string QueryPrompt = "Instruct: Find the story\nQuery: ";
+
+    internal static (string, string) Prompts(string? defaultName) =>
+        ("config_sentence_transformers.json", $$"""{"prompts": {"query": "Instruct: Find the story\nQuery: ", "document": ""}, "default_prompt_name": {{(defaultName is null ? "null" : $"\"{defaultName}\"")}}, "similarity_fn_name": "cosine"}""");
+
+    [Fact]
+    public async Task NamedPrompts_GoBeforeTheText_AsSentenceTransformersPutsThem()
+    {
+        string folder = DemoWith(Prompts(defaultName: null));
+        string byDefault = DemoWith(Prompts(defaultName: "query"));
+        string gguf = Support.GgufFixture.Write(Fixtures.DemoModel);
+        using QwenModel model = QwenModel.Load(folder);
+        using QwenModel queries = QwenModel.Load(byDefault);
+        float[] LlamaCppOf(string text) => Normalized(LlamaCpp.Embedding(gguf, model.Tokenizer.Encode(text, addSpecialTokens: true), LLamaPoolingType.Last));
+
+        AssertClose(LlamaCppOf(QueryPrompt + Text), model.Embed(Text, new TextEmbeddingOptions { PromptName = "query" }), "the query prompt");
+        AssertClose(LlamaCppOf(Text), model.Embed(Text), "no default prompt");
+        AssertClose(LlamaCppOf(QueryPrompt + Text), queries.Embed(Text), "the default prompt");
+        AssertClose(LlamaCppOf(Text), queries.Embed(Text, new TextEmbeddingOptions { PromptName = "document" }), "the empty document prompt");
+        AssertClose(LlamaCppOf("Story: " + Text), queries.Embed(Text, new TextEmbeddingOptions { Prompt = "Story: " }), "a prompt given as text");
+
+        using IEmbeddingGenerator<string, Embedding<float>> generator = model.AsEmbeddingGenerator();
+        GeneratedEmbeddings<Embedding<float>> viaGenerator = await generator.GenerateAsync([Text],
+            new EmbeddingGenerationOptions { AdditionalProperties = new() { ["prompt_name"] = "query" } });
+        AssertClose(LlamaCppOf(QueryPrompt + Text), viaGenerator[0].Vector.ToArray(), "the generator's prompt_name");
+        Assert.Equal(model.Tokenizer.Encode(QueryPrompt + Text, addSpecialTokens: true).Length, viaGenerator.Usage!.InputTokenCount);
+
+        var unknown = Assert.Throws<ArgumentException>(() => model.Embed(Text, new TextEmbeddingOptions { PromptName = "passage" }));
+        Assert.Contains("prompt name 'passage' is not one of the model's prompts (document, query;", unknown.Message);
+        using QwenModel none = QwenModel.Load(Fixtures.DemoModel);
+        Assert.Contains("the model names no prompts", Assert.Throws<ArgumentException>(() => none.Embed(Text, new TextEmbeddingOptions { PromptName = "query" })).Message);
+    }
+
+    [Fact]
+    public void PromptFiles_ThatCannotBeRead_OrPromptsLeftOutOfAMean_AreRefused()
+    {
+        string notObject = DemoWith(("config_sentence_transformers.json", """{"prompts": ["query"]}"""));
+        Assert.Contains("config_sentence_transformers.json: \"prompts\" is Array", Assert.Throws<InvalidDataException>(() => QwenModel.Load(notObject)).Message);
+        string badDefault = DemoWith(("config_sentence_transformers.json", """{"prompts": {"query": "q: "}, "default_prompt_name": "passage"}"""));
+        Assert.Contains("default_prompt_name \"passage\" is not one of its prompts", Assert.Throws<InvalidDataException>(() => QwenModel.Load(badDefault)).Message);
+
+        string meanWithoutPrompt = DemoWith(Modules("Transformer", "Pooling"), ("1_Pooling/config.json", """{"pooling_mode_mean_tokens": true, "include_prompt": false}"""), Prompts(defaultName: null));
+        using QwenModel model = QwenModel.Load(meanWithoutPrompt);
+        Assert.Contains("include_prompt is false", Assert.Throws<NotSupportedException>(() => model.Embed(Text, new TextEmbeddingOptions { PromptName = "query" })).Message);
+        Assert.Equal(64, model.Embed(Text).Length);
+    }
+
     [Fact]
     public async Task EmbeddingGenerator_GivesAVectorPerText_TheirTokens_AndDimensions()
     {

@@ -142,6 +142,27 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task PromptName_PutsTheModelsPromptBeforeEachText()
+    {
+        await using TestServer server = await TestServer.StartAsync(EmbeddingTests.DemoWith(EmbeddingTests.Prompts(defaultName: null)), null);
+
+        JsonElement data = (await server.PostOkAsync("/v1/embeddings", JsonSerializer.Serialize(new { input = new[] { Story }, prompt_name = "query" }))).GetProperty("data");
+        (HttpStatusCode unknown, JsonDocument unknownError) = await server.PostAsync("/v1/embeddings", """{"input": "a", "prompt_name": "passage"}""");
+        (HttpStatusCode ids, JsonDocument idsError) = await server.PostAsync("/v1/embeddings", """{"input": [1, 2, 3], "prompt_name": "query"}""");
+
+        AssertClose(LlamaCppOf(EmbeddingTests.QueryPrompt + Story), [.. data[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], "prompt_name query");
+        using (unknownError)
+        using (idsError)
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, unknown);
+            Assert.Equal("prompt_name", unknownError.RootElement.GetProperty("error").GetProperty("param").GetString());
+            Assert.Contains("prompt name 'passage' is not one of the model's prompts (document, query;", unknownError.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+            Assert.Equal(HttpStatusCode.BadRequest, ids);
+            Assert.Contains("token ids are embedded as they are", idsError.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
+    }
+
     public static TheoryData<string, string, string> BadRequests() => new()
     {
         { "{}", "input", "'input' is missing" },
