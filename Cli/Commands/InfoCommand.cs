@@ -73,6 +73,14 @@ internal sealed class InfoCommand : ICommand
                     w.WriteBoolean("embedding_normalized", model.EmbeddingConfig.Normalize);
                     w.WriteString("embedding_unsupported", model.EmbeddingConfig.Unsupported);
                     w.WriteBoolean("embedding_bidirectional", model.EmbeddingConfig.Bidirectional);
+                    w.WriteStartObject("embedding_prompts");
+                    foreach ((string name, string text) in model.EmbeddingConfig.Prompts.Prompts)
+                    {
+                        w.WriteString(name, text);
+                    }
+
+                    w.WriteEndObject();
+                    w.WriteString("embedding_default_prompt", model.EmbeddingConfig.Prompts.DefaultName);
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", VectorBits(backend));
                     w.WriteEndObject();
@@ -99,6 +107,11 @@ internal sealed class InfoCommand : ICommand
             EmbeddingConfig e = model.EmbeddingConfig;
             stdout.WriteLine(e.Unsupported is string why ? $"embeddings    not computed: {why}"
                 : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{(e.Normalize ? ", normalized" : "")}{(e.Bidirectional ? ", bidirectional attention" : "")} ({(e.IsDefaultPooling ? "the default" : e.Source)})");
+            if (e.Prompts.Prompts.Count > 0)
+            {
+                stdout.WriteLine($"              prompts {string.Join(", ", e.Prompts.Prompts.Keys.Order(StringComparer.Ordinal))}{(e.Prompts.DefaultName is string d ? $" (default {d})" : "")}");
+            }
+
             stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
         }
 

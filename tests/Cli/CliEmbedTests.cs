@@ -115,6 +115,10 @@ public sealed class CliEmbedTests
         CliRunner.Result unknown = CliRunner.Run(["embed", "--model", prompts, "Once upon a time", "--prompt-name", "passage"]);
         Assert.True(query.ExitCode == 0, query.Stderr);
         AssertClose(EmbeddingTests.Normalized(LlamaCppOf(EmbeddingTests.QueryPrompt + "Once upon a time", LLamaPoolingType.Last)), Vector(query.Json, 0), "--prompt-name query");
+        CliRunner.Result info2 = CliRunner.Run(["info", "--model", prompts, "--json"]);
+        Assert.Equal(EmbeddingTests.QueryPrompt, info2.Json.GetProperty("embedding_prompts").GetProperty("query").GetString());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, info2.Json.GetProperty("embedding_default_prompt").ValueKind);
+        Assert.Contains("prompts document, query", CliRunner.Run(["info", "--model", prompts]).Stdout, StringComparison.Ordinal);
         Assert.Equal(2, unknown.ExitCode);
         Assert.Contains("prompt name 'passage' is not one of the model's prompts", Assert.Single(unknown.ErrorLines), StringComparison.Ordinal);
     }
