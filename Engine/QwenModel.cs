@@ -250,7 +250,9 @@ public sealed class QwenModel : IDisposable
         options ??= new TextEmbeddingOptions();
         EmbeddingConfig config = Model.EmbeddingConfig;
         string prompt = config.PromptFor(options.PromptName, options.Prompt, options.Pooling ?? config.Pooling);
-        int[][] ids = [.. texts.Select(t => Tokenizer.Encode(prompt + (t ?? throw new ArgumentException("a text to embed is null", nameof(texts))), addSpecialTokens: true))];
+        int limit = config.TruncationLength(Model.Config.MaxPositionEmbeddings);
+        int[][] ids = [.. texts.Select(t => prompt + (t ?? throw new ArgumentException("a text to embed is null", nameof(texts))))
+            .Select(t => options.Truncate ? Tokenizer.EncodeTruncated(t, limit, out _) : Tokenizer.Encode(t, addSpecialTokens: true))];
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

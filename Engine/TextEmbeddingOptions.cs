@@ -23,6 +23,12 @@ public sealed record TextEmbeddingOptions
     /// <summary>Text put before each text instead of a named prompt (sentence-transformers' <c>prompt</c>).</summary>
     public string? Prompt { get; init; }
 
+    /// <summary>
+    /// Cut a text too long for the model to its first tokens (the model's sentence-transformers <c>max_seq_length</c>, at
+    /// most its context), the special tokens kept, as sentence-transformers does; false: such a text is refused.
+    /// </summary>
+    public bool Truncate { get; init; }
+
     /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
     public int? Dimensions { get; init; }
 }

@@ -131,6 +131,25 @@ public sealed class Tokenizer
         return [.. ids];
     }
 
+    /// <summary>
+    /// Encodes text with the special tokens around it, keeping at most <paramref name="maxTokens"/> ids: the text's tokens
+    /// are cut from the end before the special tokens go around them (transformers' <c>truncation=True</c> with
+    /// <c>max_length</c>), so an appended end-of-text token stays. <paramref name="truncated"/> says whether any were cut.
+    /// </summary>
+    public int[] EncodeTruncated(string text, int maxTokens, out bool truncated)
+    {
+        int room = maxTokens - _prefixIds.Length - _suffixIds.Length;
+        if (room < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens,
+                $"at most {maxTokens} tokens leave no room for text beside the {_prefixIds.Length + _suffixIds.Length} special tokens added around it");
+        }
+
+        int[] content = Encode(text, addSpecialTokens: false);
+        truncated = content.Length > room;
+        return [.. _prefixIds, .. content.AsSpan(0, Math.Min(room, content.Length)), .. _suffixIds];
+    }
+
     /// <summary>Encodes text, appending the ids to <paramref name="ids"/>.</summary>
     public void Encode(ReadOnlySpan<char> text, List<int> ids, bool addSpecialTokens = false, bool parseSpecialTokens = true)
     {

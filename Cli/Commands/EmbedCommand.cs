@@ -23,7 +23,7 @@ internal sealed class EmbedCommand : ICommand
 
     public string Summary => "text embeddings (last-token or mean pooling, normalized), with their cosine similarities";
 
-    public string Usage => "qwensharp embed [--model DIR] (TEXT | --text TEXT... | --file F) [--pooling last|mean|cls] [--no-normalize] [--dimensions N] [--attention causal|non-causal] [--prompt-name NAME] [--json]";
+    public string Usage => "qwensharp embed [--model DIR] (TEXT | --text TEXT... | --file F) [--pooling last|mean|cls] [--no-normalize] [--dimensions N] [--attention causal|non-causal] [--prompt-name NAME] [--truncate] [--json]";
 
     public int MaxPositionals => 1;
 
@@ -36,6 +36,7 @@ internal sealed class EmbedCommand : ICommand
         new("no-normalize", null, "keep each vector's length (default: scaled to unit length, unless the model ships without a Normalize module)"),
         new("dimensions", "N", "keep the first N values, before normalizing (for Matryoshka models)"),
         ModelLoading.Attention,
+        new("truncate", null, "cut a text too long for the model to its first tokens (sentence-transformers' max_seq_length, at most the context) instead of refusing it"),
         new("prompt-name", "NAME", "put the model's named prompt before each text (config_sentence_transformers.json's, such as gte-Qwen2's query; default: its default_prompt_name)"),
         new("json", null, "print JSON: {\"embeddings\":[[...]],\"dimensions\",\"pooling\",\"normalized\",\"attention\",\"tokens\":[...]}"),
         ModelLoading.Threads,
@@ -87,7 +88,8 @@ internal sealed class EmbedCommand : ICommand
         using (model)
         {
             string prompt = model.EmbeddingConfig.PromptFor(args.Value("prompt-name"), prompt: null, pooling ?? model.EmbeddingConfig.Pooling);
-            int[][] ids = [.. texts.Select(t => tokenizer.Encode(prompt + t, addSpecialTokens: true))];
+            int limit = model.EmbeddingConfig.TruncationLength(model.Config.MaxPositionEmbeddings);
+            int[][] ids = [.. texts.Select(t => args.Flag("truncate") ? tokenizer.EncodeTruncated(prompt + t, limit, out _) : tokenizer.Encode(prompt + t, addSpecialTokens: true))];
             int? dimensions = args.Int("dimensions", 1, model.Config.HiddenSize);
             ModelLoading.SetEmbeddingAttention(model, args);
             using var embedder = new Embedder(model);

@@ -19,6 +19,12 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
 {
     public const string ModulesFileName = "modules.json";
 
+    /// <summary>sentence-transformers' <c>max_seq_length</c> (sentence_bert_config.json): the tokens it cuts a text to; null: none said.</summary>
+    public int? MaxSeqLength { get; init; }
+
+    /// <summary>The most tokens a text is cut to when truncation is asked for: <see cref="MaxSeqLength"/>, at most <paramref name="context"/>.</summary>
+    public int TruncationLength(int context) => Math.Min(MaxSeqLength ?? context, context);
+
     /// <summary>The model's named prompts (sentence-transformers'), put before a text when named or by default.</summary>
     public EmbeddingPrompts Prompts { get; init; } = EmbeddingPrompts.None;
 
@@ -71,6 +77,11 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         EmbeddingConfig config = FromModules(directory);
         EmbeddingPrompts prompts = EmbeddingPrompts.LoadOrNone(directory);
         config = ReferenceEquals(prompts, EmbeddingPrompts.None) ? config : config with { Prompts = prompts };
+        if (MaxSeqLengthOf(directory) is int max)
+        {
+            config = config with { MaxSeqLength = max };
+        }
+
         return IsBidirectional(directory) ? config with { Bidirectional = true } : config;
     }
 
@@ -106,6 +117,26 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         }
 
         return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported) { IncludePrompt = includePrompt };
+    }
+
+    /// <summary>sentence_bert_config.json's <c>max_seq_length</c>, or null without the file or the field.</summary>
+    private static int? MaxSeqLengthOf(string directory)
+    {
+        string path = Path.Combine(directory, "sentence_bert_config.json");
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        using JsonDocument document = Parse(path);
+        if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("max_seq_length", out JsonElement max)
+            || max.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        return max.ValueKind == JsonValueKind.Number && max.TryGetInt32(out int value) && value > 0 ? value
+            : throw new InvalidDataException($"{path}: max_seq_length is {max}, expected a whole number above 0");
     }
 
     /// <summary>Whether config.json says <c>"is_causal": false</c> (as vLLM's override and the remote code of gte-Qwen2-7B read it).</summary>

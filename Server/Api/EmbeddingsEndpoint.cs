@@ -18,7 +18,8 @@ internal static class EmbeddingsEndpoint
     public const int MaxInputs = 2048;
 
     // prompt_name: Text Embeddings Inference's and sentence-transformers' named prompt (an extension of OpenAI's API).
-    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user", "prompt_name"];
+    // truncate: Text Embeddings Inference's (cut a text too long to the model's max_seq_length, at most the context).
+    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user", "prompt_name", "truncate"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -107,7 +108,8 @@ internal static class EmbeddingsEndpoint
             throw ApiException.BadField("prompt_name", "'prompt_name' goes before texts; token ids are embedded as they are");
         }
 
-        (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input", prefix);
+        int? truncateTo = request.Bool("truncate") == true ? server.Model.EmbeddingConfig.TruncationLength(server.Context) : null;
+        (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input", prefix, truncateTo);
         if (inputs.Count > MaxInputs)
         {
             throw ApiException.BadField("input", $"'input' has {inputs.Count} inputs; a request takes at most {MaxInputs}");

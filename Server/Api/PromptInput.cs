@@ -7,9 +7,11 @@ internal static class PromptInput
 {
     /// <summary>
     /// The texts or token ids of <paramref name="field"/> as ids (text encoded with the tokenizer's special tokens, as
-    /// the CLI's generate does, after <paramref name="textPrefix"/>), and as text (for echo).
+    /// the CLI's generate does, after <paramref name="textPrefix"/>), and as text (for echo). With
+    /// <paramref name="truncateTo"/>, texts and id lists are cut to their first that many tokens (a text's special tokens kept).
     /// </summary>
-    public static (List<int[]> Ids, List<string> Texts) Read(RequestFields request, ServerState server, string field, string textPrefix = "")
+    public static (List<int[]> Ids, List<string> Texts) Read(RequestFields request, ServerState server, string field, string textPrefix = "",
+        int? truncateTo = null)
     {
         JsonElement prompt = request.Get(field) ?? throw ApiException.BadField(field, $"'{field}' is missing");
         var ids = new List<int[]>();
@@ -17,7 +19,8 @@ internal static class PromptInput
         void AddText(JsonElement value, string path)
         {
             string text = RequestFields.Text(value, path);
-            ids.Add(server.Tokenizer.Encode(textPrefix + text, addSpecialTokens: true));
+            ids.Add(truncateTo is int most ? server.Tokenizer.EncodeTruncated(textPrefix + text, most, out _)
+                : server.Tokenizer.Encode(textPrefix + text, addSpecialTokens: true));
             texts.Add(text);
         }
 
@@ -41,7 +44,7 @@ internal static class PromptInput
                 i++;
             }
 
-            ids.Add(list);
+            ids.Add(truncateTo is int limit && list.Length > limit ? list[..limit] : list);
             texts.Add(server.Tokenizer.Decode(list));
         }
 

@@ -119,6 +119,12 @@ public sealed class CliEmbedTests
         Assert.Equal(EmbeddingTests.QueryPrompt, info2.Json.GetProperty("embedding_prompts").GetProperty("query").GetString());
         Assert.Equal(System.Text.Json.JsonValueKind.Null, info2.Json.GetProperty("embedding_default_prompt").ValueKind);
         Assert.Contains("prompts document, query", CliRunner.Run(["info", "--model", prompts]).Stdout, StringComparison.Ordinal);
+        string shortModel = EmbeddingTests.DemoWith(("sentence_bert_config.json", """{"max_seq_length": 4}"""));
+        CliRunner.Result cut = CliRunner.Run(["embed", "--model", shortModel, "Once upon a time there was a girl", "--truncate", "--json"]);
+        Assert.True(cut.ExitCode == 0, cut.Stderr);
+        Assert.Equal(4, cut.Json.GetProperty("tokens")[0].GetInt32());
+        AssertClose(EmbeddingTests.Normalized(LlamaCpp.Embedding(GgufFixture.Write(Fixtures.DemoModel),
+            TestTokenizers.Stories.Encode("Once upon a time there was a girl", addSpecialTokens: true)[..4], LLamaPoolingType.Last)), Vector(cut.Json, 0), "--truncate to 4");
         Assert.Equal(2, unknown.ExitCode);
         Assert.Contains("prompt name 'passage' is not one of the model's prompts", Assert.Single(unknown.ErrorLines), StringComparison.Ordinal);
     }

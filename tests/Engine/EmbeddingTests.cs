@@ -165,6 +165,27 @@ public sealed class EmbeddingTests
     }
 
     [Fact]
+    public void Truncate_CutsATextToTheModelsMaxSeqLength_KeepingItsSpecialTokens()
+    {
+        string folder = DemoWith(("sentence_bert_config.json", """{"max_seq_length": 6, "do_lower_case": false}"""));
+        string gguf = Support.GgufFixture.Write(Fixtures.DemoModel);
+        using QwenModel model = QwenModel.Load(folder);
+        int[] all = model.Tokenizer.Encode(Text, addSpecialTokens: true);
+        Assert.True(all.Length > 6);
+        Assert.Equal(1, all[0]);   // the demo tokenizer's BOS, kept in front of the text's first 5 tokens
+
+        float[] cut = model.Embed(Text, new TextEmbeddingOptions { Truncate = true });
+        float[] whole = model.Embed(Text);
+
+        Assert.Equal(6, model.Model.EmbeddingConfig.MaxSeqLength);
+        AssertClose(Normalized(LlamaCpp.Embedding(gguf, all[..6], LLamaPoolingType.Last)), cut, "the first 6 tokens");
+        AssertClose(Normalized(LlamaCpp.Embedding(gguf, all, LLamaPoolingType.Last)), whole, "untruncated");
+
+        string bad = DemoWith(("sentence_bert_config.json", """{"max_seq_length": "long"}"""));
+        Assert.Contains("sentence_bert_config.json: max_seq_length is long", Assert.Throws<InvalidDataException>(() => QwenModel.Load(bad)).Message);
+    }
+
+    [Fact]
     public async Task EmbeddingGenerator_GivesAVectorPerText_TheirTokens_AndDimensions()
     {
         using QwenModel model = QwenModel.Load(Fixtures.DemoModel);

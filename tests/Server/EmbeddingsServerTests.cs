@@ -163,6 +163,22 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task Truncate_CutsTextsAndIdsToTheModelsMaxSeqLength()
+    {
+        await using TestServer server = await TestServer.StartAsync(EmbeddingTests.DemoWith(("sentence_bert_config.json", """{"max_seq_length": 6}""")), null);
+        int[] all = server.Model.Tokenizer.Encode(Story, addSpecialTokens: true);
+        string gguf = GgufFixture.Write(Fixtures.DemoModel);
+
+        JsonElement data = (await server.PostOkAsync("/v1/embeddings", JsonSerializer.Serialize(new { input = new object[] { Story, all }, truncate = true }))).GetProperty("data");
+        JsonElement whole = (await server.PostOkAsync("/v1/embeddings", JsonSerializer.Serialize(new { input = Story }))).GetProperty("data");
+
+        float[] expected = EmbeddingTests.Normalized(LlamaCpp.Embedding(gguf, all[..6], LLamaPoolingType.Last));
+        AssertClose(expected, [.. data[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], "the text cut to 6 tokens");
+        AssertClose(expected, [.. data[1].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], "the ids cut to 6");
+        AssertClose(LlamaCppOf(Story), [.. whole[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], "without truncate");
+    }
+
     public static TheoryData<string, string, string> BadRequests() => new()
     {
         { "{}", "input", "'input' is missing" },
