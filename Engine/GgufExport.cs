@@ -48,13 +48,12 @@ public static class GgufExport
         }
 
         // A sentence-transformers folder's pooling, and bidirectional attention, go with the file, as llama.cpp's converter writes them.
-        EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(modelDirectory);
-        if (embedding.GgufPoolingType is uint pooling)
+        if (EmbeddingConfig.LoadOrDefault(modelDirectory).GgufPoolingType is uint pooling)
         {
             writer.Add($"{arch}.pooling_type", pooling);
         }
 
-        if (embedding.Bidirectional)
+        if (!config.IsCausal)
         {
             writer.Add($"{arch}.attention.causal", false);
         }

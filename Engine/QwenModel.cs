@@ -248,11 +248,7 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(texts);
         options ??= new TextEmbeddingOptions();
-        EmbeddingConfig config = Model.EmbeddingConfig;
-        string prompt = config.PromptFor(options.PromptName, options.Prompt, options.Pooling ?? config.Pooling);
-        int limit = config.TruncationLength(Model.Config.MaxPositionEmbeddings);
-        int[][] ids = [.. texts.Select(t => prompt + (t ?? throw new ArgumentException("a text to embed is null", nameof(texts))))
-            .Select(t => options.Truncate ? Tokenizer.EncodeTruncated(t, limit, out _) : Tokenizer.Encode(t, addSpecialTokens: true))];
+        int[][] ids = EmbeddingInputs.Encode(Tokenizer, Model, texts, options.PromptName, options.Prompt, options.Pooling, options.Truncate);
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

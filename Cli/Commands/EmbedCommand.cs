@@ -87,9 +87,7 @@ internal sealed class EmbedCommand : ICommand
         using (backend)
         using (model)
         {
-            string prompt = model.EmbeddingConfig.PromptFor(args.Value("prompt-name"), prompt: null, pooling ?? model.EmbeddingConfig.Pooling);
-            int limit = model.EmbeddingConfig.TruncationLength(model.Config.MaxPositionEmbeddings);
-            int[][] ids = [.. texts.Select(t => args.Flag("truncate") ? tokenizer.EncodeTruncated(prompt + t, limit, out _) : tokenizer.Encode(prompt + t, addSpecialTokens: true))];
+            int[][] ids = EmbeddingInputs.Encode(tokenizer, model, texts, args.Value("prompt-name"), prompt: null, pooling, args.Flag("truncate"));
             int? dimensions = args.Int("dimensions", 1, model.Config.HiddenSize);
             ModelLoading.SetEmbeddingAttention(model, args);
             using var embedder = new Embedder(model);

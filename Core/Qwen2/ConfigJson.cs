@@ -27,6 +27,7 @@ internal sealed class ConfigJson
     [JsonPropertyName("mlp_bias")] public bool? MlpBias { get; set; }
     [JsonPropertyName("hidden_act")] public string? HiddenAct { get; set; }
     [JsonPropertyName("use_sliding_window")] public bool? UseSlidingWindow { get; set; }
+    [JsonPropertyName("is_causal")] public bool? IsCausal { get; set; }
     [JsonPropertyName("bos_token_id")] [JsonConverter(typeof(TokenIdsJsonConverter))] public int[]? BosTokenId { get; set; }
     [JsonPropertyName("eos_token_id")] [JsonConverter(typeof(TokenIdsJsonConverter))] public int[]? EosTokenId { get; set; }
     [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; set; }

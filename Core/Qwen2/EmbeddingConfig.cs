@@ -12,9 +12,7 @@ namespace QwenSharp.Qwen2;
 /// </summary>
 /// <param name="Unsupported">Why this model's embeddings cannot be computed (a module QwenSharp does not run), or null.</param>
 /// <param name="Bidirectional">Every token attends to every token of its text, as the model was trained for embeddings
-/// (config.json's <c>is_causal: false</c>, GGUF's <c>{arch}.attention.causal</c> false; gte-Qwen2-7B-instruct's remote
-/// code, which vLLM users set with <c>--hf-overrides '{"is_causal": false}'</c> and llama.cpp's with
-/// <c>--attention non-causal</c>). Generation stays causal.</param>
+/// (<see cref="Qwen2Config.IsCausal"/> false, set at load; llama.cpp's <c>--attention non-causal</c>). Generation stays causal.</param>
 public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, string Source, string? Unsupported = null, bool Bidirectional = false)
 {
     public const string ModulesFileName = "modules.json";
@@ -62,14 +60,11 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         ? null
         : (uint)s_ggufPooling.First(p => p.Value == Pooling).Key;
 
-    /// <summary>From a GGUF file's <c>{arch}.pooling_type</c> (absent or 0, none: the default pooling) and <c>{arch}.attention.causal</c>.</summary>
-    public static EmbeddingConfig FromGguf(long? poolingType, string key, bool? causal = null)
-    {
-        EmbeddingConfig config = poolingType is not long type || type == 0 ? Default
+    /// <summary>From a GGUF file's <c>{arch}.pooling_type</c> (absent or 0, none: the default pooling).</summary>
+    public static EmbeddingConfig FromGguf(long? poolingType, string key) =>
+        poolingType is not long type || type == 0 ? Default
             : s_ggufPooling.TryGetValue(type, out EmbeddingPooling pooling) ? new EmbeddingConfig(pooling, Normalize: true, key)
             : Default with { Source = key, Unsupported = $"{key} is {type}, a pooling QwenSharp does not compute (1 mean, 2 cls and 3 last are)" };
-        return causal == false ? config with { Bidirectional = true } : config;
-    }
 
     /// <summary>From a Hugging Face folder's sentence-transformers files; <see cref="Default"/> when it has none.</summary>
     public static EmbeddingConfig LoadOrDefault(string directory)
@@ -77,12 +72,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         EmbeddingConfig config = FromModules(directory);
         EmbeddingPrompts prompts = EmbeddingPrompts.LoadOrNone(directory);
         config = ReferenceEquals(prompts, EmbeddingPrompts.None) ? config : config with { Prompts = prompts };
-        if (MaxSeqLengthOf(directory) is int max)
-        {
-            config = config with { MaxSeqLength = max };
-        }
-
-        return IsBidirectional(directory) ? config with { Bidirectional = true } : config;
+        return MaxSeqLengthOf(directory) is int max ? config with { MaxSeqLength = max } : config;
     }
 
     private static EmbeddingConfig FromModules(string directory)
@@ -137,20 +127,6 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
 
         return max.ValueKind == JsonValueKind.Number && max.TryGetInt32(out int value) && value > 0 ? value
             : throw new InvalidDataException($"{path}: max_seq_length is {max}, expected a whole number above 0");
-    }
-
-    /// <summary>Whether config.json says <c>"is_causal": false</c> (as vLLM's override and the remote code of gte-Qwen2-7B read it).</summary>
-    private static bool IsBidirectional(string directory)
-    {
-        string configPath = Path.Combine(directory, Qwen2Config.FileName);
-        if (!File.Exists(configPath))
-        {
-            return false;
-        }
-
-        using JsonDocument document = Parse(configPath);
-        return document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("is_causal", out JsonElement causal)
-            && causal.ValueKind == JsonValueKind.False;
     }
 
     private static List<(string Type, string Path)> ReadModules(string modulesPath)
@@ -221,7 +197,8 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         return (pooling, unsupported, includePrompt);
     }
 
-    private static JsonDocument Parse(string path)
+    /// <summary>A JSON file of the model folder, or one line naming it and where its JSON breaks.</summary>
+    internal static JsonDocument Parse(string path)
     {
         try
         {

@@ -43,18 +43,7 @@ public sealed record EmbeddingPrompts(IReadOnlyDictionary<string, string> Prompt
             return None;
         }
 
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
-        }
-        catch (JsonException e)
-        {
-            QwenThrow.InvalidData($"{path}: not valid JSON (line {(e.LineNumber ?? 0) + 1}): {e.Message}");
-            return None;
-        }
-
-        using (document)
+        using (JsonDocument document = EmbeddingConfig.Parse(path))
         {
             JsonElement root = document.RootElement;
             var prompts = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -59,6 +59,13 @@ public sealed record Qwen2Config
     /// </summary>
     public IReadOnlyList<int>? MRopeSection { get; init; }
 
+    /// <summary>
+    /// Whether the model was trained with causal attention: config.json's <c>is_causal</c> (false for gte-Qwen2-7B-instruct,
+    /// as vLLM's <c>--hf-overrides</c> sets it), GGUF's <c>{arch}.attention.causal</c>; true when absent. Generation is
+    /// causal regardless; embeddings follow it (<see cref="EmbeddingConfig.Bidirectional"/>).
+    /// </summary>
+    public bool IsCausal { get; init; } = true;
+
     /// <summary>The vision tower of a Qwen2-VL model; null for text-only models.</summary>
     public Qwen2VL.VisionConfig? Vision { get; init; }
 
@@ -184,6 +191,7 @@ public sealed record Qwen2Config
             RmsNormEps = eps,
             RopeTheta = ropeTheta,
             TieWordEmbeddings = json.TieWordEmbeddings ?? false,
+            IsCausal = json.IsCausal ?? true,
             QkvBias = isQwen2 || json.AttentionBias == true,
             OProjBias = !isQwen2 && json.AttentionBias == true,
             BosTokenId = json.BosTokenId is { Length: > 0 } bos ? bos[0] : null,

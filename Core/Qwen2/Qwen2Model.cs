@@ -88,9 +88,7 @@ public sealed class Qwen2Model : IDisposable
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            Qwen2Model fromFile = Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null);
-            fromFile.EmbeddingConfig = gguf.EmbeddingConfig;
-            return fromFile;
+            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, gguf.EmbeddingConfig);
         }
 
         if (File.Exists(directory))
@@ -113,14 +111,12 @@ public sealed class Qwen2Model : IDisposable
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
         Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
         EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(directory);
-        Qwen2Model model = Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor);
-        model.EmbeddingConfig = embedding;
-        return model;
+        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, embedding);
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
     private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
-        Qwen2VL.ImageProcessorConfig? processor)
+        Qwen2VL.ImageProcessorConfig? processor, EmbeddingConfig embedding)
     {
         Qwen2Model? model = null;
         try
@@ -130,7 +126,11 @@ public sealed class Qwen2Model : IDisposable
                 source = new QuantizingTensorSource(source, type);
             }
 
-            model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor);
+            model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor)
+            {
+                // A model trained with bidirectional attention embeds with it (config.json's is_causal, GGUF's attention.causal).
+                EmbeddingConfig = config.IsCausal ? embedding : embedding with { Bidirectional = true },
+            };
 
             if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
             {

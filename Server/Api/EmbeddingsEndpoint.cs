@@ -125,11 +125,7 @@ internal static class EmbeddingsEndpoint
                 throw ApiException.BadField(path, $"'{path}' has no tokens (an empty text or list)");
             }
 
-            if (inputs[i].Length > server.Context)
-            {
-                throw new ApiException(400, $"'{path}' has {inputs[i].Length} tokens, more than this server's context of {server.Context}",
-                    path, "context_length_exceeded");
-            }
+            Jobs.CheckContext(server, inputs[i].Length, $"'{path}'", path);
         }
 
         return inputs;

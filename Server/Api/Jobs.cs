@@ -24,11 +24,7 @@ internal static class Jobs
                 throw ApiException.BadField(promptField, $"{where} is empty");
             }
 
-            if (prompts[p].Length > server.Context)
-            {
-                throw new ApiException(400, $"{where} has {prompts[p].Length} tokens, more than this server's context of {server.Context} tokens",
-                    promptField, "context_length_exceeded");
-            }
+            CheckContext(server, prompts[p].Length, where, promptField);
 
             try
             {
@@ -74,6 +70,15 @@ internal static class Jobs
             Constraint = constraint,
             Prediction = prediction,
         };
+    }
+
+    /// <summary>A prompt or input of <paramref name="tokens"/> tokens fits one slot of the server's context, or a 400 naming <paramref name="param"/>.</summary>
+    public static void CheckContext(ServerState server, int tokens, string where, string param)
+    {
+        if (tokens > server.Context)
+        {
+            throw new ApiException(400, $"{where} has {tokens} tokens, more than this server's context of {server.Context} tokens", param, "context_length_exceeded");
+        }
     }
 
     public static void Submit(ServerState server, GenerationJob job) =>

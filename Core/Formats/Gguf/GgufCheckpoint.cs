@@ -65,8 +65,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             // llama.cpp's converter reorders the rows of a llama model's q and k projections for its interleaved RoPE;
             // QwenSharp rotates halves (NeoX, as Hugging Face), so those rows are put back at load. Qwen2 is stored as is.
             string poolingKey = $"{arch}.pooling_type";
-            EmbeddingConfig embedding = EmbeddingConfig.FromGguf(GgufMetadata.Integer(file.Metadata, poolingKey, name), $"{name}: {poolingKey}",
-                GgufMetadata.Flag(file.Metadata, $"{arch}.attention.causal", name));
+            EmbeddingConfig embedding = EmbeddingConfig.FromGguf(GgufMetadata.Integer(file.Metadata, poolingKey, name), $"{name}: {poolingKey}");
             return new GgufCheckpoint(file, config, generation, interleavedRope: arch == "llama") { EmbeddingConfig = embedding };
         }
         catch
@@ -172,6 +171,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             RmsNormEps = GgufMetadata.Number(m, $"{arch}.attention.layer_norm_rms_epsilon", name) ?? Missing($"{arch}.attention.layer_norm_rms_epsilon"),
             RopeTheta = GgufMetadata.Number(m, $"{arch}.rope.freq_base", name),
             TieWordEmbeddings = !file.Tensors.ContainsKey("output.weight"),
+            IsCausal = GgufMetadata.Flag(m, $"{arch}.attention.causal", name),
             AttentionBias = arch == "llama" && file.Tensors.ContainsKey("blk.0.attn_q.bias"),
         };
         return Qwen2Config.FromJson(json, name);
