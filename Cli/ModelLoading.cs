@@ -59,14 +59,15 @@ internal static class ModelLoading
 
     /// <summary>
     /// --context, or null when not given. One rule for every command: at least <paramref name="min"/>, and never more
-    /// than the positions the model was trained for (max_position_embeddings).
+    /// than the positions the model was trained for (max_position_embeddings, or as far as its YaRN scaling stretches).
     /// </summary>
     public static int? Context(Arguments args, Qwen2Config config, int min = 1)
     {
         int? context = args.Int("context", min);
         if (context > config.MaxPositionEmbeddings)
         {
-            throw new UsageException($"--context {context} is more than the model's max_position_embeddings ({config.MaxPositionEmbeddings})");
+            string stretched = config.RopeScaling?.Kind == QwenSharp.Backend.RopeScalingKind.Yarn ? " with YaRN" : "";
+            throw new UsageException($"--context {context} is more than the model's max_position_embeddings ({config.MaxPositionEmbeddings}{stretched})");
         }
 
         return context;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QwenSharp.Backend;
 using QwenSharp.Formats;
 using QwenSharp.Formats.Gguf;
 using QwenSharp.Qwen2;
@@ -58,6 +59,8 @@ public static class GgufExport
             writer.Add($"{arch}.attention.causal", false);
         }
 
+        AddRopeScaling(writer, config);
+
         if (File.Exists(Path.Combine(modelDirectory, "tokenizer.json")))
         {
             AddTokenizer(writer, modelDirectory, config);
@@ -100,6 +103,43 @@ public static class GgufExport
         finally
         {
             File.Delete(temporary);
+        }
+    }
+
+    /// <summary>
+    /// A RoPE scaling as llama.cpp's converter writes it: <c>rope.scaling.type</c>, <c>.factor</c> and (YaRN)
+    /// <c>.original_context_length</c>, with <c>.attn_factor</c> where the config's attention factor is not YaRN's own;
+    /// Llama 3.1's divisors as the <c>rope_freqs.weight</c> tensor. What llama.cpp cannot be told is refused by name.
+    /// </summary>
+    private static void AddRopeScaling(GgufWriter writer, Qwen2Config config)
+    {
+        string prefix = $"{config.ModelType}.rope.scaling";
+        switch (config.RopeScaling)
+        {
+            case null:
+                return;
+            case { Kind: RopeScalingKind.Linear } linear:
+                writer.Add($"{prefix}.type", "linear").Add($"{prefix}.factor", (float)linear.Factor);
+                return;
+            case { Kind: RopeScalingKind.Yarn } yarn:
+                if (yarn.BetaFast != 32 || yarn.BetaSlow != 1 || !yarn.Truncate)
+                {
+                    throw new NotSupportedException($"{Qwen2Config.FileName}: a YaRN rope_scaling with beta_fast {yarn.BetaFast}, beta_slow {yarn.BetaSlow}, truncate {yarn.Truncate} cannot be written to GGUF (llama.cpp's {config.ModelType} runs 32, 1, true)");
+                }
+
+                writer.Add($"{prefix}.type", "yarn").Add($"{prefix}.factor", (float)yarn.Factor)
+                    .Add($"{prefix}.original_context_length", (uint)yarn.OriginalContext);
+                double own = RopeScaling.YarnAttentionFactor(yarn.Factor);
+                if (Math.Abs(yarn.AttentionFactor - own) > 1e-12)
+                {
+                    writer.Add($"{prefix}.attn_factor", (float)(yarn.AttentionFactor / own));
+                }
+
+                return;
+            default:
+                float[] divisors = [.. config.RopeScaling.Divisors.Select(d => (float)d)];
+                writer.AddTensor(GgufRopeScaling.DivisorsTensor, GgmlType.F32, [divisors.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes(divisors.AsSpan()).ToArray());
+                return;
         }
     }
 

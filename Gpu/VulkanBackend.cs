@@ -658,7 +658,7 @@ public sealed unsafe class VulkanBackend : IBackend
 
         if (_angleShape != shape || _inverseFrequencies.Length == 0)
         {
-            _inverseFrequencies = RopeAngles.InverseFrequencies(shape.HeadDim, shape.RopeTheta);
+            _inverseFrequencies = shape.InverseFrequencies();
             _angleShape = shape;
         }
 
@@ -667,7 +667,7 @@ public sealed unsafe class VulkanBackend : IBackend
         var table = new Span<float>(host, 2 * rows * half);
         for (int r = 0; r < rows; r++)
         {
-            RopeAngles.Compute(positions[r], _inverseFrequencies, table.Slice(r * half, half), table.Slice((rows + r) * half, half));
+            RopeAngles.Compute(positions[r], _inverseFrequencies, table.Slice(r * half, half), table.Slice((rows + r) * half, half), shape.RopeMagnitude);
         }
 
         if (_anglePositions.Length < rows)

@@ -68,6 +68,7 @@ internal sealed class InfoCommand : ICommand
                     w.WriteNumber("head_dim", c.HeadDim);
                     w.WriteNumber("vocab_size", c.VocabSize);
                     w.WriteNumber("rope_theta", c.RopeTheta);
+                    w.WriteString("rope_scaling", c.RopeScaling?.Describe());
                     w.WriteBoolean("tie_word_embeddings", c.TieWordEmbeddings);
                     w.WriteString("embedding_pooling", EmbeddingPoolings.NameOf(model.EmbeddingConfig.Pooling));
                     w.WriteBoolean("embedding_normalized", model.EmbeddingConfig.Normalize);
@@ -95,10 +96,10 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine($"dtypes        {string.Join(", ", summary.TensorsByDType.Select(p => $"{p.DType} ({p.Count} tensors)"))}");
             stdout.WriteLine($"weights       {FormatBytes(summary.WeightBytes)}");
             stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token ({QwenSharp.Backend.KvCache.NameOf(model.KvCacheType)}), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
-            stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens (max_position_embeddings)"));
+            stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens ({(c.RopeScaling?.Kind == QwenSharp.Backend.RopeScalingKind.Yarn ? "max_position_embeddings or YaRN's factor x original context, the longer" : "max_position_embeddings")})"));
             stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
             stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));
-            stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}{(c.MRopeSection is { } section ? $" (M-RoPE, sections {string.Join("/", section)})" : "")}, RMSNorm eps {c.RmsNormEps:G}"));
+            stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}{(c.MRopeSection is { } section ? $" (M-RoPE, sections {string.Join("/", section)})" : "")}{(c.RopeScaling is { } scaling ? $", {scaling.Describe()}" : "")}, RMSNorm eps {c.RmsNormEps:G}"));
             if (c.Vision is { } v && model.ImageProcessor is { } processor)
             {
                 stdout.WriteLine(string.Create(culture,

@@ -19,14 +19,17 @@ public static class RopeAngles
         return inverse;
     }
 
-    /// <summary>cos and sin of position × θᵢ, one per rotated pair.</summary>
-    public static void Compute(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
+    /// <summary>
+    /// cos and sin of position × θᵢ, one per rotated pair, times <paramref name="magnitude"/> (YaRN's attention factor,
+    /// which transformers and llama.cpp fold into cos and sin).
+    /// </summary>
+    public static void Compute(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin, double magnitude = 1.0)
     {
         for (int i = 0; i < inverseFrequencies.Length; i++)
         {
             (double s, double c) = Math.SinCos(position * inverseFrequencies[i]);
-            cos[i] = (float)c;
-            sin[i] = (float)s;
+            cos[i] = (float)(c * magnitude);
+            sin[i] = (float)(s * magnitude);
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QwenSharp.Backend;
 using QwenSharp.Errors;
 using QwenSharp.Formats;
 
@@ -6,7 +7,7 @@ namespace QwenSharp.Qwen2;
 
 /// <summary>
 /// The architecture of a Qwen2 (or Llama) model, from config.json, with config.json's own names.
-/// Fields that change results but that QwenSharp does not implement (rope_scaling, a sliding window,
+/// Fields that change results but that QwenSharp does not implement (a dynamic RoPE scaling, a sliding window,
 /// another activation) are rejected here instead of being ignored.
 /// </summary>
 public sealed record Qwen2Config
@@ -58,6 +59,12 @@ public sealed record Qwen2Config
     /// position (<c>rope_scaling.mrope_section</c>, e.g. [16, 24, 24]); null for plain RoPE.
     /// </summary>
     public IReadOnlyList<int>? MRopeSection { get; init; }
+
+    /// <summary>
+    /// <c>rope_scaling</c>'s linear, YaRN or Llama 3.1 stretch of the rotary frequencies (GGUF: <c>{arch}.rope.scaling.*</c>
+    /// and <c>rope_freqs.weight</c>); null for plain RoPE.
+    /// </summary>
+    public RopeScaling? RopeScaling { get; init; }
 
     /// <summary>
     /// Whether the model was trained with causal attention: config.json's <c>is_causal</c> (false for gte-Qwen2-7B-instruct,
@@ -149,7 +156,7 @@ public sealed record Qwen2Config
             QwenThrow.NotSupported($"{file}: partial_rotary_factor {factor} is not supported (rotary embeddings over the whole head)");
         }
 
-        (double ropeTheta, int[]? mropeSection) = ReadRope(json, file);
+        (double ropeTheta, int[]? mropeSection, (string Field, string Type, JsonElement Value)? scalingJson) = ReadRope(json, file);
         if (mropeSection is not null)
         {
             if (!isVision)
@@ -168,6 +175,26 @@ public sealed record Qwen2Config
             QwenThrow.InvalidData($"{file}: model_type qwen2_vl needs rope_scaling with type \"mrope\" and its mrope_section");
         }
 
+        // transformers' defaults for a missing field: 32768 in Qwen2Config, 2048 in LlamaConfig.
+        int maxPositions = json.MaxPositionEmbeddings is null ? (isQwen2 ? 32768 : 2048) : Positive(json.MaxPositionEmbeddings, "max_position_embeddings", file);
+        RopeScaling? scaling = null;
+        if (scalingJson is var (scalingField, scalingType, scalingValue))
+        {
+            if (isVision)
+            {
+                QwenThrow.NotSupported($"{file}: {scalingField} type '{scalingType}' on a Qwen2-VL model is not supported (its M-RoPE is not scaled)");
+            }
+
+            scaling = RopeScalingJson.Read(scalingValue, scalingType, $"{file}: {scalingField}", headDim, ropeTheta, maxPositions);
+
+            // YaRN stretches the trained context by its factor; Qwen2.5's model cards add rope_scaling alone (factor 4 over
+            // 32768) and leave max_position_embeddings at 32768, so the context is the longer of the two, as vLLM takes it.
+            if (scaling.Kind == RopeScalingKind.Yarn)
+            {
+                maxPositions = (int)Math.Min(int.MaxValue, Math.Max(maxPositions, Math.Floor(scaling.Factor * scaling.OriginalContext)));
+            }
+        }
+
         double eps = json.RmsNormEps ?? 1e-6;
         if (!(eps > 0))
         {
@@ -184,12 +211,10 @@ public sealed record Qwen2Config
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim,
             VocabSize = Positive(json.VocabSize, "vocab_size", file),
-            // transformers' defaults for a missing field: 32768 in Qwen2Config, 2048 in LlamaConfig.
-            MaxPositionEmbeddings = json.MaxPositionEmbeddings is null
-                ? (isQwen2 ? 32768 : 2048)
-                : Positive(json.MaxPositionEmbeddings, "max_position_embeddings", file),
+            MaxPositionEmbeddings = maxPositions,
             RmsNormEps = eps,
             RopeTheta = ropeTheta,
+            RopeScaling = scaling,
             TieWordEmbeddings = json.TieWordEmbeddings ?? false,
             IsCausal = json.IsCausal ?? true,
             QkvBias = isQwen2 || json.AttentionBias == true,
@@ -206,13 +231,15 @@ public sealed record Qwen2Config
     }
 
     /// <summary>
-    /// rope_theta, from the top level or (transformers v5) from <c>rope_parameters</c>, and Qwen2-VL's
-    /// <c>mrope_section</c>; any other RoPE scaling is refused, since it changes every position's rotation.
+    /// rope_theta, from the top level or (transformers v5) from <c>rope_parameters</c>, Qwen2-VL's <c>mrope_section</c>,
+    /// and a linear, YaRN or llama3 scaling's object (read once head_dim is known); any other RoPE scaling is refused,
+    /// since it changes every position's rotation.
     /// </summary>
-    private static (double Theta, int[]? MRopeSection) ReadRope(ConfigJson json, string file)
+    private static (double Theta, int[]? MRopeSection, (string Field, string Type, JsonElement Value)? Scaling) ReadRope(ConfigJson json, string file)
     {
         double theta = json.RopeTheta ?? 10000.0;
         int[]? section = null;
+        (string, string, JsonElement)? scaling = null;
         foreach (var (field, element) in new[] { ("rope_scaling", json.RopeScaling), ("rope_parameters", json.RopeParameters) })
         {
             if (element is not JsonElement value || value.ValueKind == JsonValueKind.Null)
@@ -242,9 +269,14 @@ public sealed record Qwen2Config
                 QwenThrow.InvalidData($"{file}: {field} type \"mrope\" needs an mrope_section list");
             }
 
-            if (type is not (null or "default" or "mrope"))
+            if (RopeScalingJson.IsScaling(type))
             {
-                QwenThrow.NotSupported($"{file}: {field} with rope_type '{type}' is not supported (only plain RoPE)");
+                scaling = (field, type!, value);
+            }
+            else if (type is not (null or "default" or "mrope"))
+            {
+                string why = RopeScalingJson.Refusal(type) is string reason ? $": {reason}" : "";
+                QwenThrow.NotSupported($"{file}: {field} with rope_type '{type}' is not supported{why} (QwenSharp runs plain RoPE and the linear, yarn and llama3 scalings)");
             }
 
             if (value.TryGetProperty("rope_theta", out JsonElement inner) && inner.ValueKind == JsonValueKind.Number)
@@ -258,7 +290,7 @@ public sealed record Qwen2Config
             QwenThrow.InvalidData($"{file}: rope_theta {theta} must be positive");
         }
 
-        return (theta, section);
+        return (theta, section, scaling);
     }
 
     /// <summary>A required positive integer field of <paramref name="file"/> (also vision_config's).</summary>

@@ -46,7 +46,7 @@ public sealed class Qwen2Model : IDisposable
         _uploaded = [.. uploaded.Values];
         Weights = views;
         _ownedSource = ownsSource ? source : null;
-        _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta);
+        _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta, config.RopeScaling);
         _eps = (float)config.RmsNormEps;
         if (config.Vision is not null)
         {

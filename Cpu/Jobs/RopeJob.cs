@@ -24,7 +24,7 @@ internal sealed class RopeJob(int threads) : ParallelJob
     {
         if (_inverseFrequencies.Length == 0 || _frequencyShape != shape)
         {
-            _inverseFrequencies = RopeAngles.InverseFrequencies(shape.HeadDim, shape.RopeTheta);
+            _inverseFrequencies = shape.InverseFrequencies();
             _frequencyShape = shape;
             for (int i = 0; i < _cos.Length; i++)
             {
@@ -54,7 +54,7 @@ internal sealed class RopeJob(int threads) : ParallelJob
         int end = Math.Min((chunk + 1) * TokensPerChunk, _tokens);
         for (int t = chunk * TokensPerChunk; t < end; t++)
         {
-            RopeAngles.Compute(_positions[t], _inverseFrequencies, cos, sin);
+            RopeAngles.Compute(_positions[t], _inverseFrequencies, cos, sin, _shape.RopeMagnitude);
             RopeKernel.RotateHeads(_q.AsSpan(t * qDim, qDim), _shape.HeadDim, cos, sin);
             RopeKernel.RotateHeads(_k.AsSpan(t * kvDim, kvDim), _shape.HeadDim, cos, sin);
         }

@@ -48,7 +48,9 @@ public sealed class Qwen2ConfigTests
     [Theory]
     [InlineData("\"model_type\": \"qwen2\"", "\"model_type\": \"qwen2_moe\"", "model_type 'qwen2_moe' is not supported")]
     [InlineData("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act 'gelu' is not supported")]
-    [InlineData("\"rope_theta\": 10000.0", "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}", "rope_scaling with rope_type 'yarn' is not supported")]
+    [InlineData("\"rope_theta\": 10000.0", "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 4.0}", "rope_scaling with rope_type 'dynamic' is not supported: dynamic NTK scaling changes every frequency with the sequence length")]
+    [InlineData("\"rope_theta\": 10000.0", "\"rope_theta\": 10000.0, \"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 4.0}", "rope_scaling with rope_type 'longrope' is not supported: LongRoPE")]
+    [InlineData("\"rope_theta\": 10000.0", "\"rope_parameters\": {\"rope_type\": \"proportional\", \"rope_theta\": 10000.0}", "rope_parameters with rope_type 'proportional' is not supported (QwenSharp runs plain RoPE and the linear, yarn and llama3 scalings)")]
     [InlineData("\"rope_theta\": 10000.0", "\"rope_theta\": 10000.0, \"use_sliding_window\": true", "use_sliding_window true is not supported")]
     public void Parse_UnsupportedFeature_ThrowsNotSupportedNamingIt(string find, string replace, string expected)
     {

@@ -146,10 +146,6 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         string name = file.FileName;
         IReadOnlyDictionary<string, object> m = file.Metadata;
         int? Int(string key) => GgufMetadata.Integer(m, $"{arch}.{key}", name) is long v ? checked((int)v) : null;
-        if (GgufMetadata.Text(m, $"{arch}.rope.scaling.type", name) is string scaling && scaling != "none")
-        {
-            QwenThrow.NotSupported($"{name}: {arch}.rope.scaling.type '{scaling}' is not supported (only plain RoPE)");
-        }
 
         if (!file.Tensors.TryGetValue("token_embd.weight", out GgufTensorInfo? embedding) || embedding.Dimensions.Length != 2)
         {
@@ -174,7 +170,8 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             IsCausal = GgufMetadata.Flag(m, $"{arch}.attention.causal", name),
             AttentionBias = arch == "llama" && file.Tensors.ContainsKey("blk.0.attn_q.bias"),
         };
-        return Qwen2Config.FromJson(json, name);
+        Qwen2Config config = Qwen2Config.FromJson(json, name);
+        return config with { RopeScaling = GgufRopeScaling.Read(file, arch, config.HeadDim, config.MaxPositionEmbeddings) };
 
         int Missing(string key)
         {
