@@ -8,7 +8,7 @@ namespace QwenSharp.Cli;
 /// <summary>The options every model command shares (--model, --threads, --device), and loading the model they name.</summary>
 internal static class ModelLoading
 {
-    public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors) or a .gguf file; default: the bundled demo model");
+    public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
     public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
@@ -31,6 +31,18 @@ internal static class ModelLoading
             if (File.Exists(directory) && !Formats.Gguf.GgufFile.HasMagic(directory))
             {
                 throw new UsageException($"--model {directory} is a file but not a GGUF file: pass the model folder (the one with config.json and the *.safetensors) or a .gguf file");
+            }
+
+            if (Hub.HuggingFaceHub.IsReference(directory))
+            {
+                try
+                {
+                    return HubModels.Resolve(directory, stderr);
+                }
+                catch (Hub.HubException e)
+                {
+                    throw new Hub.HubException($"--model {directory}: no such folder or file here, and from the Hugging Face Hub: {e.Message}", e);
+                }
             }
 
             return directory;

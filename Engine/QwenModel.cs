@@ -59,12 +59,21 @@ public sealed class QwenModel : IDisposable
     /// <summary>Ids that end a sequence: generation_config.json's; without any, config.json's and the tokenizer's eos_token.</summary>
     public IReadOnlyList<int> EosTokenIds => DefaultEosTokenIds(Model, Tokenizer);
 
-    /// <summary>Loads a model folder (config.json, *.safetensors, tokenizer.json, ...) on a background thread.</summary>
-    public static Task<QwenModel> LoadAsync(string directory, QwenModelOptions? options = null, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Loads a model folder (config.json, *.safetensors, tokenizer.json, ...) or a GGUF file on a background thread; a
+    /// Hugging Face Hub name (<c>Qwen/Qwen2.5-0.5B-Instruct</c>, where no such path exists) is found in the Hub's cache
+    /// or downloaded into it first (<see cref="QwenModelOptions.Hub"/>).
+    /// </summary>
+    public static async Task<QwenModel> LoadAsync(string directory, QwenModelOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(directory);
         options ??= new QwenModelOptions();
-        return Task.Run(() => Load(directory, options), cancellationToken);
+        if (Hub.HuggingFaceHub.IsReference(directory))
+        {
+            directory = await Hub.HuggingFaceHub.ResolveAsync(directory, options.Hub, cancellationToken).ConfigureAwait(false);
+        }
+
+        return await Task.Run(() => Load(directory, options), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Loads a model folder on the calling thread.</summary>

@@ -3,6 +3,9 @@ namespace QwenSharp;
 /// <summary>How to load a model folder.</summary>
 public sealed record QwenModelOptions
 {
+    /// <summary>Where <see cref="QwenModel.LoadAsync"/> finds or downloads a model named as on the Hugging Face Hub (default: its cache and https://huggingface.co).</summary>
+    public Hub.HubOptions? Hub { get; init; }
+
     /// <summary>"cpu", "gpu" (the first discrete GPU, else integrated, else any Vulkan device) or "gpu:N" (see <c>qwensharp devices</c>).</summary>
     public string Device { get; init; } = "cpu";
 

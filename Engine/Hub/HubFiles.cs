@@ -1,0 +1,86 @@
+using System.Text.RegularExpressions;
+
+namespace QwenSharp.Hub;
+
+/// <summary>Which of a repository's files QwenSharp needs: a folder model's, or one GGUF file chosen by its tag.</summary>
+internal static partial class HubFiles
+{
+    /// <summary>llama.cpp's <c>-hf</c> takes this quantization when a GGUF repository has several and none is named.</summary>
+    public const string DefaultTag = "Q4_K_M";
+
+    /// <summary>
+    /// A file a Hugging Face folder model is read from: the top-level JSON files (config, generation config, tokenizer,
+    /// safetensors index, preprocessor, chat template, sentence-transformers), the *.safetensors, merges.txt and
+    /// *.jinja templates, and the JSON of sentence-transformers' module folders (1_Pooling/config.json). Not PyTorch
+    /// .bin, ONNX, GGUF or other frameworks' copies of the weights.
+    /// </summary>
+    public static bool IsFolderModelFile(string path)
+    {
+        string[] parts = path.Split('/');
+        string name = parts[^1];
+        if (parts.Length == 1)
+        {
+            return name.EndsWith(".json", StringComparison.Ordinal) || name.EndsWith(".safetensors", StringComparison.Ordinal)
+                || name.EndsWith(".jinja", StringComparison.Ordinal) || name == "merges.txt";
+        }
+
+        return parts.Length == 2 && ModuleFolder().IsMatch(parts[0]) && name.EndsWith(".json", StringComparison.Ordinal);
+    }
+
+    public static bool IsGguf(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
+        && !Path.GetFileName(path).Contains("mmproj", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// The GGUF file <paramref name="tag"/> names (its name ends in -TAG.gguf, any case), or with no tag the only one,
+    /// else llama.cpp's default <see cref="DefaultTag"/>. What cannot be chosen is refused listing the tags there are.
+    /// </summary>
+    public static string ChooseGguf(IEnumerable<string> files, string? tag, string reference)
+    {
+        string[] ggufs = [.. files.Where(IsGguf).Order(StringComparer.Ordinal)];
+        if (ggufs.Length == 0)
+        {
+            throw new HubException($"{reference}: the repository has no GGUF files{(tag is null ? "" : $" (the :{tag} names one)")}");
+        }
+
+        string[] chosen = tag is null && ggufs.Length == 1 ? ggufs : Matching(ggufs, tag ?? DefaultTag);
+        if (chosen.Length == 1 && SplitPart().IsMatch(chosen[0]))
+        {
+            throw new HubException($"{reference}: {chosen[0]} is one part of a split GGUF file, which QwenSharp does not read (merge the parts with llama.cpp's llama-gguf-split --merge)");
+        }
+
+        if (chosen.Length != 1)
+        {
+            string tags = string.Join(", ", ggufs.Select(TagOf).Distinct(StringComparer.OrdinalIgnoreCase));
+            string why = chosen.Length == 0
+                ? tag is null ? $"holds {ggufs.Length} GGUF files and none is {DefaultTag}" : $"has no GGUF file tagged {tag}"
+                : $"has {chosen.Length} GGUF files tagged {tag}";
+            throw new HubException($"{reference}: the repository {why}; name one as {reference.Split(':')[0]}:TAG with a tag of {tags}");
+        }
+
+        return chosen[0];
+    }
+
+    private static string[] Matching(string[] ggufs, string tag) =>
+        [.. ggufs.Where(f => Stem(f).EndsWith(tag, StringComparison.OrdinalIgnoreCase)
+            && Stem(f).Length > tag.Length && Stem(f)[^(tag.Length + 1)] is '-' or '.' or '_')];
+
+    private static string Stem(string file)
+    {
+        string name = Path.GetFileNameWithoutExtension(file);
+        Match split = SplitPart().Match(name + ".gguf");
+        return split.Success ? name[..^(split.Length - 5)] : name;
+    }
+
+    private static string TagOf(string file)
+    {
+        string stem = Stem(file);
+        int cut = stem.LastIndexOfAny(['-', '.']);
+        return cut < 0 ? stem : stem[(cut + 1)..];
+    }
+
+    [GeneratedRegex(@"^\d+_[A-Za-z]+$")]
+    private static partial Regex ModuleFolder();
+
+    [GeneratedRegex(@"-\d{5}-of-\d{5}\.gguf$", RegexOptions.IgnoreCase)]
+    private static partial Regex SplitPart();
+}

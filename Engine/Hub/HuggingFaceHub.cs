@@ -1,0 +1,125 @@
+namespace QwenSharp.Hub;
+
+/// <summary>
+/// Models named as on the Hugging Face Hub (<c>Qwen/Qwen2.5-0.5B-Instruct</c>,
+/// <c>Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0</c>), found in huggingface_hub's cache or downloaded into it, so what
+/// transformers, vLLM or <c>huggingface-cli</c> fetched before runs as it is, and what QwenSharp fetches they find.
+/// </summary>
+public static class HuggingFaceHub
+{
+    /// <summary>
+    /// Whether <paramref name="model"/> names a Hub model rather than a path: no such folder or file exists, and it reads
+    /// as owner/name.
+    /// </summary>
+    public static bool IsReference(string model) =>
+        !Directory.Exists(model) && !File.Exists(model) && HubReference.TryParse(model, out _);
+
+    /// <summary>
+    /// The local path of <paramref name="model"/>: the snapshot folder of a folder model, or the GGUF file its tag chooses.
+    /// The cache answers first, without the network; a model not there is downloaded (unless offline), and
+    /// <see cref="HubOptions.Update"/> asks the Hub for the revision's newest commit first.
+    /// </summary>
+    public static async Task<string> ResolveAsync(string model, HubOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!HubReference.TryParse(model, out HubReference? reference))
+        {
+            throw new ArgumentException($"'{model}' is not a Hugging Face model name (owner/name, optionally @revision and :TAG)", nameof(model));
+        }
+
+        options ??= new HubOptions();
+        var cache = new HubCache(options.CacheDirectory ?? HubCache.DefaultRoot());
+        if (!options.Update && Cached(cache, reference) is string cached)
+        {
+            return cached;
+        }
+
+        if (options.IsOffline)
+        {
+            throw new HubException($"{reference}: not in the Hugging Face cache {cache.Root}, and offline (HF_HUB_OFFLINE=1 or HubOptions.Offline) forbids downloading it");
+        }
+
+        using var downloader = new HubDownloader(options.EndpointOrDefault, options.TokenOrDefault(), cache, options.Progress);
+        (string commit, string[] files) = await downloader.InfoAsync(reference, cancellationToken).ConfigureAwait(false);
+        string[] wanted;
+        string? gguf = null;
+        if (reference.Tag is not null || (!files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)) && files.Any(HubFiles.IsGguf)))
+        {
+            gguf = HubFiles.ChooseGguf(files, reference.Tag, reference.ToString());
+            wanted = [gguf];
+        }
+        else
+        {
+            wanted = [.. files.Where(HubFiles.IsFolderModelFile)];
+            if (!wanted.Contains("config.json") || !wanted.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
+            {
+                throw new HubException($"{reference}: the repository has no config.json with *.safetensors weights, and no GGUF files (QwenSharp reads those; PyTorch .bin weights are not read)");
+            }
+        }
+
+        // config.json comes last: a snapshot that has it holds the whole model, so an interrupted download is resumed, not run.
+        wanted = [.. wanted.OrderBy(f => f == "config.json")];
+        string snapshot = cache.SnapshotFolder(reference.Repo, commit);
+        foreach (string file in wanted)
+        {
+            if (!File.Exists(Path.Combine(snapshot, file)))
+            {
+                await downloader.FetchAsync(reference, commit, file, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        cache.WriteRef(reference.Repo, reference.Revision, commit);
+        return gguf is null ? snapshot : Path.Combine(snapshot, gguf);
+    }
+
+    /// <summary>Every shard model.safetensors.index.json names is in the snapshot (or there is no index).</summary>
+    private static bool ShardsPresent(string snapshot, string[] files)
+    {
+        string index = Path.Combine(snapshot, "model.safetensors.index.json");
+        if (!File.Exists(index))
+        {
+            return true;
+        }
+
+        try
+        {
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(index));
+            return json.RootElement.GetProperty("weight_map").EnumerateObject().All(e => files.Contains(e.Value.GetString()));
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            // The loader names what is wrong with the index.
+            return true;
+        }
+    }
+
+    /// <summary>The cached snapshot's model, when it is complete enough to load: a GGUF file the tag chooses, or config.json beside weights.</summary>
+    private static string? Cached(HubCache cache, HubReference reference)
+    {
+        if (cache.CommitOf(reference.Repo, reference.Revision) is not string commit)
+        {
+            return null;
+        }
+
+        string snapshot = cache.SnapshotFolder(reference.Repo, commit);
+        string[] files = [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories)
+            .Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
+        bool folderModel = files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal))
+            && ShardsPresent(snapshot, files);
+        if (reference.Tag is null && folderModel)
+        {
+            return snapshot;
+        }
+
+        try
+        {
+            // Without a tag the cache holds what an earlier run chose: Q4_K_M, or a repository's only file.
+            return files.Any(HubFiles.IsGguf) ? Path.Combine(snapshot, HubFiles.ChooseGguf(files, reference.Tag, reference.ToString())) : null;
+        }
+        catch (HubException)
+        {
+            // The tag names a file this snapshot lacks: ask the Hub.
+            return null;
+        }
+    }
+}

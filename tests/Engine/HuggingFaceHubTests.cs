@@ -1,0 +1,229 @@
+using QwenSharp.Hub;
+using QwenSharp.Tests.Cli;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Engine;
+
+/// <summary>
+/// Models named as on the Hub, against a local stand-in for its API (<see cref="FakeHub"/>): the cache laid out as
+/// huggingface_hub lays it out (so each finds the other's downloads), only the files a model needs fetched, GGUF files
+/// chosen by tag, downloads resumed and checked, gated and missing models refused with what to do, and the cache used
+/// offline.
+/// </summary>
+public sealed class HuggingFaceHubTests
+{
+    private const string Folder = "acme/stories";
+    private const string GgufRepo = "acme/stories-GGUF";
+
+    private static readonly Lazy<byte[]> s_gguf = new(() => File.ReadAllBytes(GgufFixture.Write(Fixtures.DemoModel)));
+
+    /// <summary>The demo model's files, and files a model repository also holds that QwenSharp must not fetch.</summary>
+    private static Dictionary<string, IReadOnlyDictionary<string, byte[]>> Repos()
+    {
+        var folder = Directory.GetFiles(Fixtures.DemoModel).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+        folder["pytorch_model.bin"] = new byte[1000];
+        folder["onnx/model.onnx"] = new byte[100];
+        folder["README.md"] = "# stories"u8.ToArray();
+        folder["1_Pooling/config.json"] = """{"pooling_mode_lasttoken": true}"""u8.ToArray();
+        var gguf = new Dictionary<string, byte[]>
+        {
+            ["stories-Q4_K_M.gguf"] = s_gguf.Value,
+            ["stories-Q8_0.gguf"] = [.. s_gguf.Value],
+            ["mmproj-stories-f16.gguf"] = new byte[64],
+            ["README.md"] = "# stories GGUF"u8.ToArray(),
+        };
+        return new() { [Folder] = folder, [GgufRepo] = gguf, ["acme/gated"] = folder };
+    }
+
+    private static HubOptions Options(FakeHub hub, string cache, string? token = null, bool offline = false) =>
+        new() { Endpoint = hub.Endpoint, CacheDirectory = cache, Token = token, Offline = offline };
+
+    [Fact]
+    public async Task FolderModel_DownloadsWhatItNeeds_IntoHuggingFaceHubsLayout_ThenRunsFromTheCacheOffline()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        string cache = Fixtures.TempDirectory();
+
+        string path = await HuggingFaceHub.ResolveAsync(Folder, Options(hub, cache));
+
+        string repo = Path.Combine(cache, "models--acme--stories");
+        Assert.Equal(Path.Combine(repo, "snapshots", FakeHub.Commit), path);
+        Assert.Equal(FakeHub.Commit, File.ReadAllText(Path.Combine(repo, "refs", "main")));
+        foreach ((string file, byte[] bytes) in hub.Repos[Folder])
+        {
+            string linked = Path.Combine(path, file);
+            if (file is "pytorch_model.bin" or "onnx/model.onnx" or "README.md")
+            {
+                Assert.False(File.Exists(linked), $"{file} was fetched");
+                continue;
+            }
+
+            // Each file is a relative link to blobs/{etag}: large files' SHA-256, small files' ETag.
+            string etag = FakeHub.IsLarge(file) ? FakeHub.Sha256(bytes) : FakeHub.Sha256(bytes)[..40];
+            var info = new FileInfo(linked);
+            Assert.Equal(Path.Combine(file.Contains('/') ? "../../.." : "../..", "blobs", etag), info.LinkTarget);
+            Assert.Equal(bytes, File.ReadAllBytes(linked));
+        }
+
+        Assert.DoesNotContain(hub.Requests, r => r.Path.EndsWith(".bin", StringComparison.Ordinal) || r.Path.EndsWith(".onnx", StringComparison.Ordinal) || r.Path.EndsWith(".md", StringComparison.Ordinal));
+        Assert.Contains(hub.Requests, r => r.Path.EndsWith("/1_Pooling/config.json", StringComparison.Ordinal));
+
+        // Again, offline: the cache answers without a request.
+        int requests = hub.Requests.Count;
+        Assert.Equal(path, await HuggingFaceHub.ResolveAsync(Folder, Options(hub, cache, offline: true)));
+        Assert.Equal(requests, hub.Requests.Count);
+
+        var greedy = new TextGenerationOptions { Sampling = new() { Temperature = 0 }, MaxNewTokens = 12 };
+        using QwenModel ours = await QwenModel.LoadAsync(Folder, new QwenModelOptions { Hub = Options(hub, cache, offline: true) });
+        using QwenModel demo = QwenModel.Load(Fixtures.DemoModel);
+        Assert.Equal((await demo.GenerateBatchAsync(["Once upon a time"], greedy))[0].Ids, (await ours.GenerateBatchAsync(["Once upon a time"], greedy))[0].Ids);
+    }
+
+    [Fact]
+    public async Task CacheHuggingFaceCliWrote_IsFoundWithoutTheNetwork()
+    {
+        // huggingface_hub's layout, made by hand: refs/main names the commit, the snapshot links to blobs.
+        string cache = Fixtures.TempDirectory();
+        string repo = Path.Combine(cache, "models--Qwen--Qwen2.5-0.5B-Instruct");
+        string commit = "7ae557604adf67be50417f59c2c2f167def9a775";
+        string snapshot = Path.Combine(repo, "snapshots", commit);
+        Directory.CreateDirectory(snapshot);
+        Directory.CreateDirectory(Path.Combine(repo, "blobs"));
+        Directory.CreateDirectory(Path.Combine(repo, "refs"));
+        File.WriteAllText(Path.Combine(repo, "refs", "main"), commit);
+        foreach (string file in Directory.GetFiles(Fixtures.DemoModel))
+        {
+            string blob = Path.Combine(repo, "blobs", FakeHub.Sha256(File.ReadAllBytes(file)));
+            File.Copy(file, blob, overwrite: true);
+            File.CreateSymbolicLink(Path.Combine(snapshot, Path.GetFileName(file)), Path.Combine("..", "..", "blobs", Path.GetFileName(blob)));
+        }
+
+        var options = new HubOptions { CacheDirectory = cache, Offline = true, Endpoint = new Uri("http://127.0.0.1:9/") };
+        Assert.Equal(snapshot, await HuggingFaceHub.ResolveAsync("Qwen/Qwen2.5-0.5B-Instruct", options));
+        Assert.Equal(snapshot, await HuggingFaceHub.ResolveAsync("hf.co/Qwen/Qwen2.5-0.5B-Instruct", options));
+        Assert.Equal(snapshot, await HuggingFaceHub.ResolveAsync($"Qwen/Qwen2.5-0.5B-Instruct@{commit}", options));
+
+        var e = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("Qwen/Qwen2.5-7B-Instruct", options));
+        Assert.Equal($"Qwen/Qwen2.5-7B-Instruct: not in the Hugging Face cache {cache}, and offline (HF_HUB_OFFLINE=1 or HubOptions.Offline) forbids downloading it", e.Message);
+    }
+
+    [Fact]
+    public async Task GgufRepository_TheTagChoosesTheFile_ElseQ4KM_AndAnUnknownTagListsTheTags()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        string cache = Fixtures.TempDirectory();
+
+        Assert.Equal("stories-Q4_K_M.gguf", Path.GetFileName(await HuggingFaceHub.ResolveAsync(GgufRepo, Options(hub, cache))));
+        string q8 = await HuggingFaceHub.ResolveAsync(GgufRepo + ":q8_0", Options(hub, cache));
+        Assert.Equal("stories-Q8_0.gguf", Path.GetFileName(q8));
+        Assert.Equal(q8, await HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, cache, offline: true)));
+        Assert.DoesNotContain(hub.Requests, r => r.Path.Contains("mmproj", StringComparison.Ordinal) || r.Path.EndsWith(".md", StringComparison.Ordinal));
+
+        var e = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync(GgufRepo + ":Q5_K_M", Options(hub, cache)));
+        Assert.Equal($"{GgufRepo}:Q5_K_M: the repository has no GGUF file tagged Q5_K_M; name one as {GgufRepo}:TAG with a tag of Q4_K_M, Q8_0", e.Message);
+
+        using QwenModel model = QwenModel.Load(q8);
+        Assert.NotEmpty((await model.GenerateBatchAsync(["Once upon a time"], new TextGenerationOptions { MaxNewTokens = 4 }))[0].Ids);
+    }
+
+    [Fact]
+    public async Task BrokenDownload_IsResumedWithARange_AndACorruptOneIsDeleted()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        string cache = Fixtures.TempDirectory();
+        long size = s_gguf.Value.Length;
+
+        hub.BreakNextAfter = size / 3;
+        var broken = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, cache)));
+        Assert.Contains("run again to resume", broken.Message, StringComparison.Ordinal);
+        string blobs = Path.Combine(cache, "models--acme--stories-GGUF", "blobs");
+        // What arrived before the connection was aborted (the server's last buffered bytes may not have) is kept.
+        long kept = new FileInfo(Path.Combine(blobs, FakeHub.Sha256(s_gguf.Value) + ".incomplete")).Length;
+        Assert.InRange(kept, 1, size / 3);
+        Assert.False(File.Exists(Path.Combine(cache, "models--acme--stories-GGUF", "refs", "main")));
+
+        string path = await HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, cache));
+        Assert.Contains(hub.Requests, r => r.Range == $"bytes={kept}-");
+        Assert.Equal(s_gguf.Value, File.ReadAllBytes(path));
+
+        // A corrupt download fails its SHA-256 and leaves nothing behind that looks complete.
+        string other = Fixtures.TempDirectory();
+        hub.CorruptNext = true;
+        var corrupt = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, other)));
+        Assert.Contains($"'stories-Q8_0.gguf' has SHA-256 ", corrupt.Message, StringComparison.Ordinal);
+        Assert.Contains($"but the Hub says {FakeHub.Sha256(s_gguf.Value)}; the corrupt download was deleted", corrupt.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFiles(Path.Combine(other, "models--acme--stories-GGUF", "blobs")));
+        Assert.False(Directory.Exists(Path.Combine(other, "models--acme--stories-GGUF", "snapshots")));
+    }
+
+    [Fact]
+    public async Task GatedAndMissingModels_SayWhatToDo_AndTheTokenGoesToTheHubOnly()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        hub.Gated.Add("acme/gated");
+        string cache = Fixtures.TempDirectory();
+
+        var gated = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/gated", Options(hub, cache)));
+        Assert.Equal("acme/gated: 127.0.0.1 answered 401: the model is gated or private; accept its terms on its page and set HF_TOKEN to an access token", gated.Message);
+
+        var missing = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/nothing", Options(hub, cache)));
+        Assert.Equal($"acme/nothing: no such model on {hub.Endpoint.GetLeftPart(UriPartial.Authority)} (or it is private: set HF_TOKEN)", missing.Message);
+
+        var revision = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/stories@v9", Options(hub, cache)));
+        Assert.Equal("acme/stories@v9: the repository has no revision 'v9'", revision.Message);
+
+        hub.Requests.Clear();
+        await HuggingFaceHub.ResolveAsync("acme/gated", Options(hub, cache, token: hub.GatedToken));
+        Assert.All(hub.Requests.Where(r => !r.Path.StartsWith("/cdn/", StringComparison.Ordinal)), r => Assert.True(r.Token, r.Path));
+        Assert.All(hub.Requests.Where(r => r.Path.StartsWith("/cdn/", StringComparison.Ordinal)), r => Assert.False(r.Token, r.Path));
+        Assert.Contains(hub.Requests, r => r.Path.StartsWith("/cdn/", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "main", null)]
+    [InlineData("hf.co/bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M", "bartowski/Qwen2.5-7B-Instruct-GGUF", "main", "Q4_K_M")]
+    [InlineData("https://huggingface.co/Qwen/Qwen2-VL-2B-Instruct@refs/pr/3", "Qwen/Qwen2-VL-2B-Instruct", "refs/pr/3", null)]
+    [InlineData("acme/x@v1.0:Q8_0", "acme/x", "v1.0", "Q8_0")]
+    public void Reference_ReadsRepoRevisionAndTag(string text, string repo, string revision, string? tag)
+    {
+        Assert.True(HubReference.TryParse(text, out HubReference? reference));
+        Assert.Equal(new HubReference(repo, revision, tag), reference);
+    }
+
+    [Theory]
+    [InlineData("models/stories260K/")]
+    [InlineData("./acme/x")]
+    [InlineData("/abs/path")]
+    [InlineData("model.gguf")]
+    [InlineData("a--b/c")]
+    [InlineData("a/b/c")]
+    [InlineData("")]
+    public void Reference_PathsAreNotReferences(string text) => Assert.False(HubReference.TryParse(text, out _));
+
+    [Fact]
+    public async Task Cli_PullThenModelByName_RunsAsTheFolderDoes_AndAnUnreachableHubIsOneLine()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        string cache = Fixtures.TempDirectory();
+        var environment = new Dictionary<string, string> { ["HF_ENDPOINT"] = hub.Endpoint.ToString(), ["HF_HUB_CACHE"] = cache };
+
+        CliRunner.Result pulled = CliRunner.RunProcess(environment, "pull", Folder);
+        Assert.True(pulled.ExitCode == 0, pulled.Stderr);
+        Assert.Equal(Path.Combine(cache, "models--acme--stories", "snapshots", FakeHub.Commit), pulled.Stdout.Trim());
+        Assert.Contains("downloaded model.safetensors (", pulled.Stderr, StringComparison.Ordinal);
+
+        environment["HF_HUB_OFFLINE"] = "1";
+        string[] generate = ["generate", "--prompt", "Once upon a time", "--max-new-tokens", "12", "--greedy", "--json"];
+        CliRunner.Result byName = CliRunner.RunProcess(environment, [.. generate, "--model", Folder]);
+        CliRunner.Result byFolder = CliRunner.Run([.. generate, "--model", Fixtures.DemoModel]);
+        Assert.True(byName.ExitCode == 0, byName.Stderr);
+        Assert.Equal(byFolder.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText(), byName.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText());
+
+        environment.Remove("HF_HUB_OFFLINE");
+        environment["HF_ENDPOINT"] = "http://127.0.0.1:9/";
+        CliRunner.Result unreachable = CliRunner.RunProcess(environment, [.. generate, "--model", "acme/typo"]);
+        Assert.Equal(2, unreachable.ExitCode);
+        Assert.Single(unreachable.ErrorLines);
+        Assert.StartsWith("qwensharp generate: error: --model acme/typo: no such folder or file here, and from the Hugging Face Hub: acme/typo: could not reach http://127.0.0.1:9 (", unreachable.ErrorLines[0], StringComparison.Ordinal);
+    }
+}
