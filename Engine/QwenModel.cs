@@ -39,6 +39,15 @@ public sealed class QwenModel : IDisposable
     /// </summary>
     public int? PromptLookup => _promptLookup;
 
+    /// <summary>The draft model's guesses a step when neither the options nor the generation say.</summary>
+    public const int DefaultDraftTokens = 4;
+
+    /// <summary><see cref="QwenModelOptions.DraftModel"/>, loaded beside the model on its backend; null without one.</summary>
+    private DraftModel? _draft;
+
+    /// <summary>The draft model's file or folder, when <see cref="QwenModelOptions.DraftModel"/> gave one.</summary>
+    public string? DraftDirectory { get; private set; }
+
     private QwenModel(string directory, IBackend backend, Qwen2Model model, Tokenizer tokenizer, int? promptLookup)
     {
         Directory = directory;
@@ -73,6 +82,11 @@ public sealed class QwenModel : IDisposable
             directory = await Hub.HuggingFaceHub.ResolveAsync(directory, options.Hub, cancellationToken).ConfigureAwait(false);
         }
 
+        if (options.DraftModel is string draft && Hub.HuggingFaceHub.IsReference(draft))
+        {
+            options = options with { DraftModel = await Hub.HuggingFaceHub.ResolveAsync(draft, options.Hub, cancellationToken).ConfigureAwait(false) };
+        }
+
         return await Task.Run(() => Load(directory, options), cancellationToken).ConfigureAwait(false);
     }
 
@@ -100,7 +114,14 @@ public sealed class QwenModel : IDisposable
             try
             {
                 model.KvCacheType = options.KvCacheType;
-                return new QwenModel(directory, backend, model, File.Exists(directory) ? GgufTokenizer.Load(directory) : Tokenizer.FromDirectory(directory), options.PromptLookup);
+                Tokenizer tokenizer = LoadTokenizer(directory);
+                var loaded = new QwenModel(directory, backend, model, tokenizer, options.PromptLookup);
+                if (options.DraftModel is string draftPath)
+                {
+                    loaded.LoadDraft(draftPath);
+                }
+
+                return loaded;
             }
             catch
             {
@@ -112,6 +133,33 @@ public sealed class QwenModel : IDisposable
         {
             backend.Dispose();
             throw;
+        }
+    }
+
+    private static Tokenizer LoadTokenizer(string path) => File.Exists(path) ? GgufTokenizer.Load(path) : Tokenizer.FromDirectory(path);
+
+    /// <summary>
+    /// Loads the draft model on this model's backend, refusing one whose tokenizer gives any id another token than this
+    /// model's does (its guesses would mean other text, and none would be taken).
+    /// </summary>
+    private void LoadDraft(string path)
+    {
+        CheckDraftTokenizer(Tokenizer, LoadTokenizer(path), path);
+        Qwen2Model model = Qwen2Model.Load(path, _backend);
+        _draft = new DraftModel(model);
+        DraftDirectory = path;
+    }
+
+    /// <summary>Refuses a draft whose tokenizer gives an id another token than the model's (its guesses would mean other text).</summary>
+    internal static void CheckDraftTokenizer(Tokenizer model, Tokenizer draft, string draftPath)
+    {
+        int shared = Math.Min(draft.VocabularySize, model.VocabularySize);
+        for (int id = 0; id < shared; id++)
+        {
+            if (draft.IdToToken(id) != model.IdToToken(id))
+            {
+                throw new ArgumentException($"draft model {draftPath}: its tokenizer has '{draft.IdToToken(id)}' at id {id} where the model's has '{model.IdToToken(id)}'; a draft model needs the model's tokenizer");
+            }
         }
     }
 
@@ -290,6 +338,12 @@ public sealed class QwenModel : IDisposable
     public void Dispose()
     {
         _embedder?.Dispose();
+        if (_draft is not null)
+        {
+            _draft.Dispose();
+            _draft.Model.Dispose();
+        }
+
         Model.Dispose();
         _backend.Dispose();
         _turn.Dispose();
@@ -345,7 +399,7 @@ public sealed class QwenModel : IDisposable
                 text.Prime(0, prompt);
             }
 
-            GenerationOptions generation = GenerationOptionsFor(options, [prompt], text, cancellationToken);
+            GenerationOptions generation = GenerationOptionsFor(options, [prompt], text, cancellationToken, textOnly: vision is null);
             GenerationResult result = Generator.Generate(Model, [prompt], generation,
                 (_, token, logprobs) => Write(writer, new GenerationUpdate { TokenId = token, Text = text.Release(0, finished: false), Logprobs = logprobs }, cancellationToken),
                 conversation, vision is null ? null : [vision]);
@@ -405,7 +459,7 @@ public sealed class QwenModel : IDisposable
             : null;
     }
 
-    private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken)
+    private GenerationOptions GenerationOptionsFor(TextGenerationOptions options, int[][] prompts, StopStrings text, CancellationToken cancellationToken, bool textOnly = true)
     {
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(TextGenerationOptions.PromptLookup), allowOff: true);
         int longest = prompts.Max(p => p.Length);
@@ -422,7 +476,9 @@ public sealed class QwenModel : IDisposable
             StopCondition = text,
             // The chat client's held calls include its response format, when it has one.
             Constraint = options.HeldCalls ?? AnswerRule(options),
-            PromptLookup = (options.PromptLookup ?? _promptLookup) is int draft and > 0 ? new PromptLookup(draft) : null,
+            PromptLookup = (options.PromptLookup ?? _promptLookup ?? (_draft is null || !textOnly ? null : DefaultDraftTokens)) is int draft and > 0 ? new PromptLookup(draft) : null,
+            // Prompts with pictures run without the draft (it reads text only).
+            DraftModel = textOnly && (options.PromptLookup ?? _promptLookup ?? DefaultDraftTokens) > 0 ? _draft : null,
             CancellationToken = cancellationToken,
         };
     }

@@ -6,6 +6,13 @@ public sealed record QwenModelOptions
     /// <summary>Where <see cref="QwenModel.LoadAsync"/> finds or downloads a model named as on the Hugging Face Hub (default: its cache and https://huggingface.co).</summary>
     public Hub.HubOptions? Hub { get; init; }
 
+    /// <summary>
+    /// A smaller model with the same tokenizer (a folder, GGUF file or Hub name) that guesses the next tokens, which the model
+    /// checks in one step (<see cref="Generation.DraftModel"/>): the tokens are those without it, more than one a step where
+    /// the guesses hold. Loaded as stored, on the same device. Guesses a step: <see cref="PromptLookup"/>, else 4.
+    /// </summary>
+    public string? DraftModel { get; init; }
+
     /// <summary>"cpu", "gpu" (the first discrete GPU, else integrated, else any Vulkan device) or "gpu:N" (see <c>qwensharp devices</c>).</summary>
     public string Device { get; init; } = "cpu";
 

@@ -55,6 +55,7 @@ public sealed record TextGenerationOptions
     /// text's last tokens stood before, and checked in the same step; the tokens are those without it, more than one a
     /// step where the answer repeats the prompt or itself. 0 switches off <see cref="QwenModelOptions.PromptLookup"/>;
     /// null takes it. Above <see cref="Generation.PromptLookup.MaxDraftTokens"/> is refused (ArgumentOutOfRangeException).
+    /// With <see cref="QwenModelOptions.DraftModel"/> the guesses are the draft model's, this many a step (0: none).
     /// </summary>
     public int? PromptLookup { get; init; }
 

@@ -29,6 +29,8 @@ internal sealed class ChatCommand : ICommand
         new("context", "N", "tokens the conversation may hold (default: max_position_embeddings); older turns are dropped to fit"),
         .. GenerateCommand.SamplingSpecs,
         GenerateCommand.PromptLookupSpec,
+        ModelLoading.DraftModel,
+        ModelLoading.DraftTokens,
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
@@ -62,7 +64,8 @@ internal sealed class ChatCommand : ICommand
             MaxNewTokens = args.Int("max-new-tokens", 1),
             Sampling = GenerateCommand.OverridesFrom(args),
             Context = context,
-            PromptLookup = GenerateCommand.PromptLookupFrom(args),
+            // With a draft model, its guesses a step (the Engine's default without --draft-tokens).
+            PromptLookup = args.Has("draft-model") ? args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens) : GenerateCommand.PromptLookupFrom(args),
         };
 
         bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;

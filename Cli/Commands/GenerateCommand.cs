@@ -62,9 +62,11 @@ internal sealed class GenerateCommand : ICommand
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
         PromptLookupSpec,
+        ModelLoading.DraftModel,
+        ModelLoading.DraftTokens,
         new("ignore-eos", null, "keep going past end-of-sequence ids (for benchmarks)"),
         new("context", "N", "context per sequence, prompt included (default: max_position_embeddings)"),
-        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"} (and \"lookup_drafted\",\"lookup_accepted\" with --prompt-lookup)"),
+        new("json", null, "print JSON: {\"sequences\":[{\"ids\",\"text\",\"stop_reason\",\"logprobs\"}],\"seed\",\"prefill_tokens_per_s\",\"decode_tokens_per_s\"} (and \"lookup_drafted\",\"lookup_accepted\" with --prompt-lookup or --draft-model)"),
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
@@ -159,9 +161,22 @@ internal sealed class GenerateCommand : ICommand
         }
 
         int[][] prompts = conversation is null ? [.. promptArgs.Select(p => Encode(p.Kind, p.Value, tokenizer))] : [];
+        string? draftPath = ModelLoading.DraftPath(args, stderr);
+        if (draftPath is not null && (beams > 1 || images.Count > 0 || conversation?.Pictures.Count > 0))
+        {
+            throw new UsageException("--draft-model guesses for sampled or greedy text: not with --num-beams or pictures");
+        }
+
+        if (draftPath is not null && tokenizer is not null && TextInput.TryLoadTokenizer(draftPath) is Tokenizer draftTokenizer)
+        {
+            QwenModel.CheckDraftTokenizer(tokenizer, draftTokenizer, draftPath);
+        }
+
         (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
+        using (Qwen2Model? draftWeights = draftPath is null ? null : Qwen2Model.Load(draftPath, backend))
+        using (DraftModel? drafter = draftWeights is null ? null : new DraftModel(draftWeights))
         {
             Qwen2VL.VisionPrompt? vision = null;
             if (conversation is not null)
@@ -199,7 +214,8 @@ internal sealed class GenerateCommand : ICommand
                 Logprobs = logprobs,
                 StopCondition = text,
                 Constraint = AnswerRule(args, tokenizer, model, conversation),
-                PromptLookup = PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null,
+                PromptLookup = drafter is not null ? new PromptLookup(ModelLoading.DraftTokensOf(args)) : PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null,
+                DraftModel = drafter,
             };
 
             // One sequence in text mode streams as it is generated; several (and beams) print each when done.

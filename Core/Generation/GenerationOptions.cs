@@ -60,6 +60,12 @@ public sealed record GenerationOptions
     /// </summary>
     public PromptLookup? PromptLookup { get; init; }
 
+    /// <summary>
+    /// Guess with this smaller model instead of looking the text up (<see cref="Generation.DraftModel"/>), at most
+    /// <see cref="PromptLookup"/>'s <see cref="PromptLookup.DraftTokens"/> a step, which must be given; the tokens are those without it.
+    /// </summary>
+    public DraftModel? DraftModel { get; init; }
+
     /// <summary>Checked before every forward step: a cancelled generation stops within one token.</summary>
     public CancellationToken CancellationToken { get; init; }
 }

@@ -51,6 +51,15 @@ public static class Generator
 
         options.Sampling.Validate();
         options.PromptLookup?.Validate();
+        if (options.DraftModel is not null && options.PromptLookup is null)
+        {
+            QwenThrow.Argument("a draft model needs PromptLookup for the most guesses a step", nameof(options));
+        }
+
+        if (options.DraftModel is not null && vision?.Any(v => v is not null) == true)
+        {
+            QwenThrow.NotSupported("a draft model guesses text only; prompts with pictures run without it");
+        }
         var run = new Run(model, prompts, options);
 
         // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.
@@ -135,7 +144,9 @@ public static class Generator
         // until all have stopped.
         clock.Restart();
         int decodeTokens = 0;
-        var decode = new DecodeRows(run.Count, options.PromptLookup);
+        // The draft reads up to the positions the model's cache holds, and its last guesses past them.
+        options.DraftModel?.Begin(run.Count, cache.Capacity + PromptLookup.MaxDraftTokens);
+        var decode = new DecodeRows(run.Count, options.PromptLookup, options.DraftModel, model.Config.VocabSize);
         while (true)
         {
             int running = 0;
@@ -327,12 +338,13 @@ public static class Generator
         return chosen;
     }
 
-    /// <summary>Where each sequence's rows start in a decode step, and its guesses with prompt lookup.</summary>
-    private sealed class DecodeRows(int sequences, PromptLookup? lookup)
+    /// <summary>Where each sequence's rows start in a decode step, and its guesses with prompt lookup or a draft model.</summary>
+    private sealed class DecodeRows(int sequences, PromptLookup? lookup, DraftModel? draftModel, int vocabulary)
     {
         private readonly int[] _drafts = new int[sequences * PromptLookup.MaxDraftTokens];
         private readonly int[] _draftLengths = new int[sequences];
-        private readonly LookupPace[] _paces = lookup is null ? [] : [.. Enumerable.Range(0, sequences).Select(_ => new LookupPace(lookup!))];
+        private readonly LookupPace[] _paces = lookup is null ? [] : [.. Enumerable.Range(0, sequences).Select(s => new LookupPace(lookup!,
+            draftModel is null ? null : (prompt, generated, draft) => draftModel.Draft(s, prompt, generated, draft, vocabulary)))];
 
         public int[] First { get; } = new int[sequences];
 

@@ -1,7 +1,7 @@
 namespace QwenSharp.Generation;
 
 /// <summary>
-/// How many guesses one sequence's next step takes under prompt lookup, and those guesses (<see cref="Draft"/>). On the CPU a
+/// How many guesses one sequence's next step takes under prompt lookup or a draft model, and those guesses (<see cref="Draft"/>). On the CPU a
 /// guessed row through the rows' kernels (float weights, or a batch-invariant backend) costs from half a step to most of one
 /// (the decode kernels for a few tokens are bound by arithmetic, not by reading the weights), so guesses the model does not
 /// take make decoding slower than without lookup. After a step took all its guesses the next may take two more
@@ -14,8 +14,11 @@ namespace QwenSharp.Generation;
 /// steps, 34 of 74 waiting up to 4. At half a step a guess, that is 228, 203 and 203 steps' worth against 200 without
 /// lookup; with 3 guesses a step, 203, 195 and 194. Waiting up to 4 takes most of the guesses that pay for the fewest rows.
 /// </remarks>
-public sealed class LookupPace(PromptLookup lookup)
+public sealed class LookupPace(PromptLookup lookup, LookupPace.Drafter? drafter = null)
 {
+    /// <summary>Guesses of the tokens after prompt + generated, up to the span's length; returns how many (a draft model's).</summary>
+    public delegate int Drafter(IReadOnlyList<int> prompt, IReadOnlyList<int> generated, Span<int> draft);
+
     private const int LongestWait = 4;
 
     private int _limit = lookup.DraftTokens;
@@ -30,7 +33,7 @@ public sealed class LookupPace(PromptLookup lookup)
     public int Draft(IReadOnlyList<int> text, IReadOnlyList<int> generated, int most, Span<int> draft)
     {
         int allowed = most <= 0 ? 0 : Math.Min(most, Next());
-        return allowed > 0 ? lookup.Draft(text, generated, draft[..allowed]) : 0;
+        return allowed <= 0 ? 0 : drafter is null ? lookup.Draft(text, generated, draft[..allowed]) : drafter(text, generated, draft[..allowed]);
     }
 
     /// <summary>The most guesses this step may take (0 while waiting); call once per step, then <see cref="Taken"/>.</summary>
