@@ -45,6 +45,9 @@ public sealed class QwenModel : IDisposable
     /// <summary><see cref="QwenModelOptions.DraftModel"/>, loaded beside the model on its backend; null without one.</summary>
     private DraftModel? _draft;
 
+    /// <summary>The loaded draft model (the server guesses with it too).</summary>
+    internal DraftModel? Draft => _draft;
+
     /// <summary>The draft model's file or folder, when <see cref="QwenModelOptions.DraftModel"/> gave one.</summary>
     public string? DraftDirectory { get; private set; }
 

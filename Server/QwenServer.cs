@@ -51,13 +51,15 @@ public sealed class QwenServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         string name = options.ModelName ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory));
-        return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = options.PromptLookup ?? model.PromptLookup },
-            cancellationToken);
+        // With a draft model the guesses are its own, the Engine's default number of them unless the options say.
+        int? guesses = options.PromptLookup ?? model.PromptLookup ?? (model.Draft is null ? null : QwenModel.DefaultDraftTokens);
+        return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = guesses },
+            cancellationToken, model.Draft);
     }
 
     /// <summary>Starts listening over a model and tokenizer built by the caller (the benchmark's random weights).</summary>
     internal static async Task<QwenServer> StartAsync(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, ServerOptions options,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, DraftModel? draft = null)
     {
         int context = Check(model, options);
         var scheduler = new BatchScheduler(model, tokenizer, new SchedulerOptions
@@ -66,7 +68,8 @@ public sealed class QwenServer : IAsyncDisposable
             Context = context,
             MaxQueue = options.MaxQueue,
             PrefillChunk = options.PrefillChunk,
-            PromptLookup = options.PromptLookup is int draft and > 0 ? new PromptLookup(draft) : null,
+            PromptLookup = options.PromptLookup is int guesses and > 0 ? new PromptLookup(guesses) : null,
+            DraftModel = options.PromptLookup is 0 ? null : draft,
         });
         try
         {

@@ -31,6 +31,8 @@ internal sealed class ServeCommand : ICommand
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's name)"),
         GenerateCommand.PromptLookupSpec,
+        ModelLoading.DraftModel,
+        ModelLoading.DraftTokens,
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
@@ -72,7 +74,7 @@ internal sealed class ServeCommand : ICommand
             RequestTimeout = TimeSpan.FromSeconds(args.Double("timeout", 0.001, 1e6) ?? 600),
             DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
             ModelName = args.Value("name"),
-            PromptLookup = GenerateCommand.PromptLookupFrom(args),
+            PromptLookup = args.Has("draft-model") ? args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens) : GenerateCommand.PromptLookupFrom(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
         ModelLoading.SetEmbeddingAttention(model.Model, args);
@@ -115,7 +117,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();

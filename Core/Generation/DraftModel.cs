@@ -35,8 +35,11 @@ public sealed class DraftModel : IDisposable
 
     public Qwen2Model Model { get; }
 
+    /// <summary>Tokens guessed so far, over every call.</summary>
+    public long Guessed { get; private set; }
+
     /// <summary>Makes room for <paramref name="slots"/> sequences of up to <paramref name="positions"/> tokens (kept when they fit).</summary>
-    internal void Begin(int slots, int positions)
+    public void Begin(int slots, int positions)
     {
         positions = Math.Min(positions, Model.Config.MaxPositionEmbeddings);
         if (_cache is not null && _cache.Slots >= slots && _cache.Capacity >= positions)
@@ -56,7 +59,7 @@ public sealed class DraftModel : IDisposable
     /// <paramref name="slot"/>, up to <paramref name="draft"/>'s length; fewer where the draft's context ends or it
     /// guesses an id at or past <paramref name="vocabulary"/> (the model's). Returns how many.
     /// </summary>
-    internal int Draft(int slot, IReadOnlyList<int> prompt, IReadOnlyList<int> generated, Span<int> draft, int vocabulary)
+    public int Draft(int slot, IReadOnlyList<int> prompt, IReadOnlyList<int> generated, Span<int> draft, int vocabulary)
     {
         KvCache cache = _cache ?? throw new InvalidOperationException("DraftModel.Begin was not called");
         int length = prompt.Count + generated.Count;
@@ -100,6 +103,7 @@ public sealed class DraftModel : IDisposable
             }
 
             draft[i] = next;
+            Guessed++;
             if (i == draft.Length - 1)
             {
                 return draft.Length;

@@ -58,6 +58,7 @@ internal sealed class BatchScheduler : IDisposable
         try
         {
             _state = model.CreateState(Math.Max(options.Slots + options.PrefillChunk, PromptLookup.MaxStepRows), LogitRows(options));
+            options.DraftModel?.Begin(options.Slots, options.Context + PromptLookup.MaxDraftTokens);
         }
         catch
         {
@@ -425,7 +426,11 @@ internal sealed class BatchScheduler : IDisposable
         var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision)
         {
             LookupText = job.Prediction is int[] prediction ? [.. prediction, .. prompt] : prompt,
-            Pace = lookup is null ? null : new LookupPace(lookup),
+            // A draft model guesses from the prompt and the answer; a prediction is looked up (it is not the model's text).
+            Pace = lookup is null ? null
+                : _options.DraftModel is DraftModel draft && job.Prediction is null
+                    ? new LookupPace(lookup, (_, generated, guesses) => draft.Draft(slot, prompt, generated, guesses, _model.Config.VocabSize))
+                    : new LookupPace(lookup),
         };
         lock (_lock)
         {

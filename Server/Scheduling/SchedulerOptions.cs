@@ -17,4 +17,7 @@ internal sealed record SchedulerOptions
 
     /// <summary>Guessing next tokens from the text before (see <see cref="Generation.PromptLookup"/>) in steps that read no prompt; null: off.</summary>
     public Generation.PromptLookup? PromptLookup { get; init; }
+
+    /// <summary>With <see cref="PromptLookup"/>: a draft model guesses instead (one cache slot per server slot); null: lookup.</summary>
+    public Generation.DraftModel? DraftModel { get; init; }
 }

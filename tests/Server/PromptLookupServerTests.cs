@@ -36,10 +36,19 @@ public sealed class PromptLookupServerTests
     /// Six requests, one after another or all at once (at most three sequences decode together): each answer's choices
     /// as JSON, and the lookup metrics.
     /// </summary>
-    private static async Task<(string[] Answers, double Guessed, double Taken)> AnswersAsync(ServerOptions options, bool atOnce, int? modelPromptLookup = null)
+    private static async Task<(string[] Answers, double Guessed, double Taken)> AnswersAsync(ServerOptions options, bool atOnce, int? modelPromptLookup = null,
+        string? draftModel = null)
     {
         await using TestServer server = await TestServer.StartAsync(TestTokenizers.TinyQwenWithTokenizer, options with { MaxConcurrent = 3, Context = 64 },
-            modelPromptLookup: modelPromptLookup);
+            modelPromptLookup: modelPromptLookup, draftModel: draftModel);
+        (string[] Answers, double Guessed, double Taken) result = await AnswersOfAsync(server, atOnce);
+        // The draft made every guess the server counted (none came from looking the text up).
+        Assert.Equal(draftModel is null ? 0 : result.Guessed, server.Model.Draft?.Guessed ?? 0);
+        return result;
+    }
+
+    private static async Task<(string[] Answers, double Guessed, double Taken)> AnswersOfAsync(TestServer server, bool atOnce)
+    {
         async Task<string> Answer(int i) => (await server.PostOkAsync("/v1/completions", Body(i))).GetProperty("choices").GetRawText();
         var answers = new string[6];
         if (atOnce)
@@ -82,6 +91,21 @@ public sealed class PromptLookupServerTests
         (string[] looked, _, _) = await AnswersAsync(new ServerOptions { PromptLookup = 4 }, atOnce: true);
 
         Assert.Equal(plain.Select(TextsAndEnds), looked.Select(TextsAndEnds));
+    }
+
+    /// <summary>A draft model (the model's Q8_0 copy) guesses instead of the lookup: the same answers, alone and at once.</summary>
+    [Fact]
+    public async Task DraftModelAnswersAreThoseWithout()
+    {
+        string draft = GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer, QwenSharp.Formats.DType.Q8_0);
+        (string[] plain, _, _) = await AnswersAsync(new ServerOptions(), atOnce: false);
+        (string[] drafted, double guessed, double taken) = await AnswersAsync(new ServerOptions(), atOnce: false, draftModel: draft);
+        Assert.Equal(plain.Select(TextsAndEnds), drafted.Select(TextsAndEnds));
+        Assert.True(taken > 0 && guessed > taken, $"{taken} of {guessed} of the draft's guesses taken");
+
+        (string[] plainAtOnce, _, _) = await AnswersAsync(new ServerOptions(), atOnce: true);
+        (string[] draftedAtOnce, _, _) = await AnswersAsync(new ServerOptions { PromptLookup = 2 }, atOnce: true, draftModel: draft);
+        Assert.Equal(plainAtOnce.Select(TextsAndEnds), draftedAtOnce.Select(TextsAndEnds));
     }
 
     private static string TextsAndEnds(string choices) =>

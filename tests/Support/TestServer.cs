@@ -29,9 +29,10 @@ internal sealed class TestServer : IAsyncDisposable
     /// <summary>Tiny Qwen2 weights with the real Qwen2.5 tokenizer and chat template.</summary>
     public static Task<TestServer> StartAsync(ServerOptions? options = null) => StartAsync(TestTokenizers.TinyQwenWithTokenizer, options);
 
-    public static async Task<TestServer> StartAsync(string modelDirectory, ServerOptions? options, string device = "cpu", int? modelPromptLookup = null)
+    public static async Task<TestServer> StartAsync(string modelDirectory, ServerOptions? options, string device = "cpu", int? modelPromptLookup = null,
+        string? draftModel = null)
     {
-        QwenModel model = await QwenModel.LoadAsync(modelDirectory, new QwenModelOptions { Threads = 2, Device = device, PromptLookup = modelPromptLookup });
+        QwenModel model = await QwenModel.LoadAsync(modelDirectory, new QwenModelOptions { Threads = 2, Device = device, PromptLookup = modelPromptLookup, DraftModel = draftModel });
         try
         {
             QwenServer server = await QwenServer.StartAsync(model, (options ?? new ServerOptions()) with { Port = 0, Context = options?.Context ?? 512 });
