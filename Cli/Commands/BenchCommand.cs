@@ -18,7 +18,7 @@ internal sealed class BenchCommand : ICommand
 
     public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
 
-    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--prompt-lookup N] [--threads N] [--device D] [--json]";
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--prompt-lookup N | --draft-model PATH [--draft-tokens N]] [--threads N] [--device D] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -28,6 +28,8 @@ internal sealed class BenchCommand : ICommand
         new("dtype", "bf16|f16|f32", "weight type of the random weights (default bf16)"),
         new("prompt-tokens", "N", "prompt length for the prefill measurement (default 512)"),
         new("prompt-lookup", "N", "decode with prompt lookup, up to N guesses a step (as generate --prompt-lookup; with --serve, as serve --prompt-lookup); the weights' GB/s then follow the steps, fewer than the tokens"),
+        ModelLoading.DraftModel,
+        ModelLoading.DraftTokens,
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
@@ -60,25 +62,35 @@ internal sealed class BenchCommand : ICommand
         int? givenPrompt = args.Int("prompt-tokens", 1), givenNew = args.Int("new-tokens", 1);
         if (args.Value("serve") is string serve)
         {
+            if (args.Has("draft-model"))
+            {
+                throw new UsageException("--draft-model does not apply to --serve (bench the server with serve --draft-model)");
+            }
+
             return RunServe(args, Arguments.ParseIds("serve", serve), givenPrompt ?? 64, givenNew ?? 64, stdout, stderr);
         }
 
         int batch = args.Int("batch", 1, 256) ?? 1;
         int rounds = args.Int("rounds", 1, 100) ?? 1;
+        string? draftPath = ModelLoading.DraftPath(args, stderr);
         (IBackend backend, Qwen2Model model) = Load(args, stderr, (givenPrompt ?? 512) + (givenNew ?? 64) + 2, batch);
         using (backend)
         using (model)
+        using (Qwen2Model? draftWeights = draftPath is null ? null : Qwen2Model.Load(draftPath, backend))
+        using (DraftModel? drafter = draftWeights is null ? null : new DraftModel(draftWeights))
         {
             (int promptTokens, int newTokens) = FitToContext(model.Config.MaxPositionEmbeddings, givenPrompt, givenNew, stderr);
             int context = promptTokens + newTokens;
             var random = new Random(1234);
             int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
-            PromptLookup? lookup = GenerateCommand.PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null;
+            // With a draft model its guesses are checked as lookup's are (the GB/s below count the model's weights only).
+            PromptLookup? lookup = drafter is not null ? new PromptLookup(ModelLoading.DraftTokensOf(args))
+                : GenerateCommand.PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null;
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
             Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
-                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup });
+                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup, DraftModel = drafter });
 
             // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads) just
             // before and just after each round's decode: on a shared host the read bandwidth drifts by tens of percent
@@ -97,7 +109,7 @@ internal sealed class BenchCommand : ICommand
             for (int round = 0; round < rounds; round++)
             {
                 // The first new token comes from the prefill pass; the next newTokens come from decode steps.
-                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1, PromptLookup = lookup }));
+                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1, PromptLookup = lookup, DraftModel = drafter }));
                 if (bounded && results[^1].DecodeTokens > 0)
                 {
                     reads.Add(Cpu.MemoryBandwidth.Measure(threads));
@@ -216,7 +228,7 @@ internal sealed class BenchCommand : ICommand
                 if (decoded)
                 {
                     string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({result.DecodeTokensPerSecond / batch:F2} tokens/s each)") : "";
-                    perSequence += lookup is null ? "" : string.Create(c, $"; {steps:F0} steps, {result.LookupTokens.Accepted} of {result.LookupTokens.Drafted} looked-up guesses taken");
+                    perSequence += lookup is null ? "" : string.Create(c, $"; {steps:F0} steps, {result.LookupTokens.Accepted} of {result.LookupTokens.Drafted} {(drafter is null ? "looked-up" : "drafted")} guesses taken");
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}{ofRounds}"));
                     string threadsText = $"{threads} thread{(threads == 1 ? "" : "s")}";
                     string ofBound = bound is not double read || share is not double fraction ? ""

@@ -60,6 +60,7 @@ public static class Generator
         {
             QwenThrow.NotSupported("a draft model guesses text only; prompts with pictures run without it");
         }
+
         var run = new Run(model, prompts, options);
 
         // The last new token is never fed back, so a sequence needs prompt + max_new - 1 positions, within the context.

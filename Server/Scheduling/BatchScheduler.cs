@@ -426,9 +426,10 @@ internal sealed class BatchScheduler : IDisposable
         var sequence = new ScheduledSequence(job, choice, slot, prompt, sampler, text, vision)
         {
             LookupText = job.Prediction is int[] prediction ? [.. prediction, .. prompt] : prompt,
-            // A draft model guesses from the prompt and the answer; a prediction is looked up (it is not the model's text).
+            // A draft model guesses from the prompt and the answer (text only: not beside pictures); a prediction is looked
+            // up (it is not the model's text).
             Pace = lookup is null ? null
-                : _options.DraftModel is DraftModel draft && job.Prediction is null
+                : _options.DraftModel is DraftModel draft && job.Prediction is null && vision is null
                     ? new LookupPace(lookup, (_, generated, guesses) => draft.Draft(slot, prompt, generated, guesses, _model.Config.VocabSize))
                     : new LookupPace(lookup),
         };

@@ -116,6 +116,11 @@ public sealed class DraftModelTests
         Assert.Equal("qwensharp generate: error: --draft-model and --prompt-lookup are two sources of guesses; give one (--draft-tokens sets the draft's guesses a step)", both.ErrorLines.Single());
         CliRunner.Result beams = CliRunner.Run(["generate", "--prompt", "Once", "--num-beams", "2", "--draft-model", s_q4.Value]);
         Assert.Equal("qwensharp generate: error: --draft-model guesses for sampled or greedy text: not with --num-beams or pictures", beams.ErrorLines.Single());
+        CliRunner.Result bench = CliRunner.Run(["bench", "--prompt-tokens", "16", "--new-tokens", "24", "--draft-model", s_q4.Value, "--json"]);
+        Assert.True(bench.ExitCode == 0, bench.Stderr);
+        Assert.True(bench.Json.GetProperty("lookup_drafted").GetInt32() > 0, bench.Stdout);
+        Assert.Equal("qwensharp bench: error: --draft-model does not apply to --serve (bench the server with serve --draft-model)",
+            CliRunner.Run(["bench", "--serve", "1", "--draft-model", s_q4.Value]).ErrorLines.Single());
         CliRunner.Result missing = CliRunner.Run(["generate", "--prompt", "Once", "--draft-model", "/no/such/draft"]);
         Assert.Equal("qwensharp generate: error: --draft-model /no/such/draft: no such folder or file", missing.ErrorLines.Single());
     }
