@@ -128,7 +128,18 @@ internal sealed class HubDownloader : IDisposable
     {
         using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         await using Stream body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
-        await using var output = new FileStream(partial, have > 0 ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, useAsync: true);
+        FileStream opened;
+        try
+        {
+            opened = new FileStream(partial, have > 0 ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, useAsync: true);
+        }
+        catch (IOException e) when (File.Exists(partial))
+        {
+            // Another process holds it: two downloads of one file would interleave their bytes.
+            throw new HubException($"'{file}' is being downloaded by another process ({partial} is open there); wait for it to finish", e);
+        }
+
+        await using FileStream output = opened;
         byte[] buffer = new byte[1 << 20];
         long reported = 0;
         while (true)

@@ -21,10 +21,21 @@ public sealed record HubOptions
     /// <summary>Told as files download.</summary>
     public IProgress<HubProgress>? Progress { get; init; }
 
-    internal Uri EndpointOrDefault =>
-        Endpoint ?? new Uri(Environment.GetEnvironmentVariable("HF_ENDPOINT") is { Length: > 0 } endpoint ? endpoint : "https://huggingface.co");
+    /// <summary>The endpoint with a closing slash, so a mirror's path prefix (https://host/hf) stays in the addresses made from it.</summary>
+    internal Uri EndpointOrDefault
+    {
+        get
+        {
+            string endpoint = Endpoint?.ToString() ?? (Environment.GetEnvironmentVariable("HF_ENDPOINT") is { Length: > 0 } variable ? variable : "https://huggingface.co");
+            return Uri.TryCreate(endpoint.EndsWith('/') ? endpoint : endpoint + "/", UriKind.Absolute, out Uri? address) && address.Scheme is "http" or "https"
+                ? address
+                : throw new HubException($"the Hub's address '{endpoint}' (HF_ENDPOINT or HubOptions.Endpoint) is not an http or https address");
+        }
+    }
 
-    internal bool IsOffline => Offline || Environment.GetEnvironmentVariable("HF_HUB_OFFLINE") is "1" or "true" or "TRUE" or "yes" or "on";
+    /// <summary>huggingface_hub's reading of HF_HUB_OFFLINE: 1, on, yes or true, in any case.</summary>
+    internal bool IsOffline => Offline
+        || Environment.GetEnvironmentVariable("HF_HUB_OFFLINE")?.Trim().ToUpperInvariant() is "1" or "ON" or "YES" or "TRUE";
 
     internal string? TokenOrDefault()
     {

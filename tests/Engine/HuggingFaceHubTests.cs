@@ -157,6 +157,26 @@ public sealed class HuggingFaceHubTests
     }
 
     [Fact]
+    public async Task ADownloadAnotherProcessHolds_IsNotInterleaved()
+    {
+        await using FakeHub hub = await FakeHub.StartAsync(Repos());
+        string cache = Fixtures.TempDirectory();
+        string blobs = Directory.CreateDirectory(Path.Combine(cache, "models--acme--stories-GGUF", "blobs")).FullName;
+        string partial = Path.Combine(blobs, FakeHub.Sha256(s_gguf.Value) + ".incomplete");
+        using (var held = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            held.Write(s_gguf.Value, 0, 1000);
+            held.Flush();
+            var e = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, cache)));
+            Assert.Equal($"'stories-Q8_0.gguf' is being downloaded by another process ({partial} is open there); wait for it to finish", e.Message);
+        }
+
+        // Once it is let go, the next run resumes from its 1000 bytes.
+        Assert.Equal(s_gguf.Value, File.ReadAllBytes(await HuggingFaceHub.ResolveAsync(GgufRepo + ":Q8_0", Options(hub, cache))));
+        Assert.Contains(hub.Requests, r => r.Range == "bytes=1000-");
+    }
+
+    [Fact]
     public async Task GatedAndMissingModels_SayWhatToDo_AndTheTokenGoesToTheHubOnly()
     {
         await using FakeHub hub = await FakeHub.StartAsync(Repos());
@@ -219,7 +239,11 @@ public sealed class HuggingFaceHubTests
         Assert.True(byName.ExitCode == 0, byName.Stderr);
         Assert.Equal(byFolder.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText(), byName.Json.GetProperty("sequences")[0].GetProperty("ids").GetRawText());
 
-        environment.Remove("HF_HUB_OFFLINE");
+        environment["HF_HUB_OFFLINE"] = "0";
+        environment["HF_ENDPOINT"] = "ftp://mirror";
+        Assert.Equal("qwensharp generate: error: --model acme/typo: no such folder or file here, and from the Hugging Face Hub: the Hub's address 'ftp://mirror' (HF_ENDPOINT or HubOptions.Endpoint) is not an http or https address",
+            CliRunner.RunProcess(environment, [.. generate, "--model", "acme/typo"]).ErrorLines.Single());
+
         environment["HF_ENDPOINT"] = "http://127.0.0.1:9/";
         CliRunner.Result unreachable = CliRunner.RunProcess(environment, [.. generate, "--model", "acme/typo"]);
         Assert.Equal(2, unreachable.ExitCode);
