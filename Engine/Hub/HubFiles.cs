@@ -71,7 +71,7 @@ internal static partial class HubFiles
         return split.Success ? name[..^(split.Length - 5)] : name;
     }
 
-    private static string TagOf(string file)
+    public static string TagOf(string file)
     {
         string stem = Stem(file);
         int cut = stem.LastIndexOfAny(['-', '.']);

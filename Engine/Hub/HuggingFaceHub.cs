@@ -72,6 +72,72 @@ public static class HuggingFaceHub
         return gguf is null ? snapshot : Path.Combine(snapshot, gguf);
     }
 
+    /// <summary>
+    /// The models in the cache QwenSharp can be given: each repository's snapshot of <c>main</c> (else its newest), as a
+    /// folder model (config.json beside *.safetensors) or one entry per GGUF file, with what it takes on disk and why it
+    /// cannot run where its config says so (another architecture). Repositories with neither are left out.
+    /// </summary>
+    public static IReadOnlyList<CachedModel> ListCached(HubOptions? options = null)
+    {
+        var cache = new HubCache((options ?? new HubOptions()).CacheDirectory ?? HubCache.DefaultRoot());
+        var models = new List<CachedModel>();
+        if (!Directory.Exists(cache.Root))
+        {
+            return models;
+        }
+
+        foreach (string folder in Directory.EnumerateDirectories(cache.Root, "models--*").Order(StringComparer.Ordinal))
+        {
+            string[] parts = Path.GetFileName(folder)["models--".Length..].Split("--");
+            string snapshots = Path.Combine(folder, "snapshots");
+            if (parts.Length != 2 || !Directory.Exists(snapshots))
+            {
+                continue;
+            }
+
+            string repo = $"{parts[0]}/{parts[1]}";
+            string? commit = cache.CommitOf(repo, "main")
+                ?? Directory.EnumerateDirectories(snapshots).OrderByDescending(Directory.GetLastWriteTimeUtc).Select(Path.GetFileName).FirstOrDefault();
+            if (commit is null)
+            {
+                continue;
+            }
+
+            string snapshot = cache.SnapshotFolder(repo, commit);
+            string[] files = [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
+            if (files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
+            {
+                long bytes = files.Where(HubFiles.IsFolderModelFile).Sum(f => SizeOf(Path.Combine(snapshot, f)));
+                models.Add(new CachedModel(repo, commit, snapshot, bytes, Unsupported(Path.Combine(snapshot, "config.json"))));
+            }
+
+            foreach (string gguf in files.Where(HubFiles.IsGguf).Order(StringComparer.Ordinal))
+            {
+                string tag = HubFiles.TagOf(gguf);
+                models.Add(new CachedModel($"{repo}:{tag}", commit, Path.Combine(snapshot, gguf), SizeOf(Path.Combine(snapshot, gguf)), null));
+            }
+        }
+
+        return models;
+    }
+
+    /// <summary>The bytes of a snapshot's file: its blob's, through the link (a link's own length is its target's name).</summary>
+    private static long SizeOf(string path) => (File.ResolveLinkTarget(path, returnFinalTarget: true) as FileInfo ?? new FileInfo(path)).Length;
+
+    /// <summary>Why a folder's config.json cannot run here (its first line), or null.</summary>
+    private static string? Unsupported(string config)
+    {
+        try
+        {
+            Qwen2.Qwen2Config.Load(config);
+            return null;
+        }
+        catch (Exception e) when (e is NotSupportedException or InvalidDataException or IOException)
+        {
+            return e.Message;
+        }
+    }
+
     /// <summary>Every shard model.safetensors.index.json names is in the snapshot (or there is no index).</summary>
     private static bool ShardsPresent(string snapshot, string[] files)
     {
@@ -123,3 +189,11 @@ public static class HuggingFaceHub
         }
     }
 }
+
+/// <summary>A model in the Hugging Face cache (<see cref="HuggingFaceHub.ListCached"/>).</summary>
+/// <param name="Name">What --model takes: owner/name, or owner/name:TAG for one GGUF file.</param>
+/// <param name="Commit">The snapshot's commit.</param>
+/// <param name="Path">The snapshot folder, or the GGUF file.</param>
+/// <param name="Bytes">What its files take on disk.</param>
+/// <param name="Unsupported">Why QwenSharp cannot run it (its config's first complaint), or null.</param>
+public sealed record CachedModel(string Name, string Commit, string Path, long Bytes, string? Unsupported);

@@ -232,6 +232,23 @@ public sealed class HuggingFaceHubTests
         Assert.Equal(Path.Combine(cache, "models--acme--stories", "snapshots", FakeHub.Commit), pulled.Stdout.Trim());
         Assert.Contains("downloaded model.safetensors (", pulled.Stderr, StringComparison.Ordinal);
 
+        // models lists what --model takes by name: the folder, one entry per GGUF file fetched, and a repository of another
+        // architecture with why it cannot run.
+        Assert.Equal(0, CliRunner.RunProcess(environment, "pull", GgufRepo + ":Q8_0").ExitCode);
+        string bert = Path.Combine(cache, "models--acme--bert", "snapshots", FakeHub.Commit);
+        Directory.CreateDirectory(bert);
+        File.WriteAllText(Path.Combine(bert, "config.json"), """{"model_type": "bert", "hidden_size": 8}""");
+        File.WriteAllBytes(Path.Combine(bert, "model.safetensors"), new byte[16]);
+        CliRunner.Result listed = CliRunner.RunProcess(environment, "models", "--json");
+        Assert.True(listed.ExitCode == 0, listed.Stderr);
+        Assert.Equal(cache, listed.Json.GetProperty("cache").GetString());
+        var models = listed.Json.GetProperty("models").EnumerateArray().ToDictionary(m => m.GetProperty("name").GetString()!);
+        Assert.Equal(["acme/bert", "acme/stories", "acme/stories-GGUF:Q8_0"], models.Keys);
+        Assert.Equal(pulled.Stdout.Trim(), models["acme/stories"].GetProperty("path").GetString());
+        Assert.Equal(s_gguf.Value.Length, models["acme/stories-GGUF:Q8_0"].GetProperty("bytes").GetInt64());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, models["acme/stories"].GetProperty("unsupported").ValueKind);
+        Assert.StartsWith("config.json: model_type 'bert' is not supported", models["acme/bert"].GetProperty("unsupported").GetString(), StringComparison.Ordinal);
+
         environment["HF_HUB_OFFLINE"] = "1";
         string[] generate = ["generate", "--prompt", "Once upon a time", "--max-new-tokens", "12", "--greedy", "--json"];
         CliRunner.Result byName = CliRunner.RunProcess(environment, [.. generate, "--model", Folder]);
