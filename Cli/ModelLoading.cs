@@ -204,8 +204,17 @@ internal static class ModelLoading
         return Directory.Exists(draft) || File.Exists(draft) ? draft : throw new UsageException($"--draft-model {draft}: no such folder or file");
     }
 
-    /// <summary>--draft-tokens, else the default, for a draft model.</summary>
-    public static int DraftTokensOf(Arguments args) => args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens) ?? QwenModel.DefaultDraftTokens;
+    /// <summary>
+    /// Guesses a step the arguments ask for: --draft-tokens with --draft-model, else --prompt-lookup; null when not given
+    /// (the Engine then takes its default).
+    /// </summary>
+    public static int? GuessesFrom(Arguments args) => args.Has("draft-model")
+        ? args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens)
+        : Commands.GenerateCommand.PromptLookupFrom(args);
+
+    /// <summary>What a command running the Generator itself guesses with: <see cref="GuessesFrom"/>, a draft model's default without it.</summary>
+    public static Generation.PromptLookup? LookupFrom(Arguments args, bool draft) =>
+        (GuessesFrom(args) ?? (draft ? QwenModel.DefaultDraftTokens : null)) is int guesses ? new Generation.PromptLookup(guesses) : null;
 
     /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)

@@ -48,6 +48,12 @@ public sealed class QwenModel : IDisposable
     /// <summary>The loaded draft model (the server guesses with it too).</summary>
     internal DraftModel? Draft => _draft;
 
+    /// <summary>
+    /// Guesses a step when a generation (or the server) does not say: <see cref="QwenModelOptions.PromptLookup"/>, else
+    /// with a draft model <see cref="DefaultDraftTokens"/>; null: none.
+    /// </summary>
+    internal int? DefaultGuesses => _promptLookup ?? (_draft is null ? null : DefaultDraftTokens);
+
     /// <summary>The draft model's file or folder, when <see cref="QwenModelOptions.DraftModel"/> gave one.</summary>
     public string? DraftDirectory { get; private set; }
 
@@ -467,6 +473,8 @@ public sealed class QwenModel : IDisposable
         Generation.PromptLookup.CheckSetting(options.PromptLookup, nameof(TextGenerationOptions.PromptLookup), allowOff: true);
         int longest = prompts.Max(p => p.Length);
         GenerationConfig config = Model.GenerationConfig;
+        // Prompts with pictures run without the draft (it reads text only), so only lookup's setting applies to them.
+        int? guesses = options.PromptLookup ?? (textOnly ? DefaultGuesses : _promptLookup);
         int maxNew = options.MaxNewTokens ?? config.DefaultMaxNewTokens(longest);
         return new GenerationOptions
         {
@@ -479,9 +487,8 @@ public sealed class QwenModel : IDisposable
             StopCondition = text,
             // The chat client's held calls include its response format, when it has one.
             Constraint = options.HeldCalls ?? AnswerRule(options),
-            PromptLookup = (options.PromptLookup ?? _promptLookup ?? (_draft is null || !textOnly ? null : DefaultDraftTokens)) is int draft and > 0 ? new PromptLookup(draft) : null,
-            // Prompts with pictures run without the draft (it reads text only).
-            DraftModel = textOnly && (options.PromptLookup ?? _promptLookup ?? DefaultDraftTokens) > 0 ? _draft : null,
+            PromptLookup = guesses > 0 ? new PromptLookup(guesses.Value) : null,
+            DraftModel = textOnly && guesses > 0 ? _draft : null,
             CancellationToken = cancellationToken,
         };
     }

@@ -52,7 +52,7 @@ public sealed class QwenServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         string name = options.ModelName ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory));
         // With a draft model the guesses are its own, the Engine's default number of them unless the options say.
-        int? guesses = options.PromptLookup ?? model.PromptLookup ?? (model.Draft is null ? null : QwenModel.DefaultDraftTokens);
+        int? guesses = options.PromptLookup ?? model.DefaultGuesses;
         return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = guesses },
             cancellationToken, model.Draft);
     }

@@ -85,8 +85,7 @@ internal sealed class BenchCommand : ICommand
             int[][] prompts = [.. Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptTokens).Select(_ => random.Next(model.Config.VocabSize)).ToArray())];
 
             // With a draft model its guesses are checked as lookup's are (the GB/s below count the model's weights only).
-            PromptLookup? lookup = drafter is not null ? new PromptLookup(ModelLoading.DraftTokensOf(args))
-                : GenerateCommand.PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null;
+            PromptLookup? lookup = ModelLoading.LookupFrom(args, drafter is not null);
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
             Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],

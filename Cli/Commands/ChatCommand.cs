@@ -65,7 +65,7 @@ internal sealed class ChatCommand : ICommand
             Sampling = GenerateCommand.OverridesFrom(args),
             Context = context,
             // With a draft model, its guesses a step (the Engine's default without --draft-tokens).
-            PromptLookup = args.Has("draft-model") ? args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens) : GenerateCommand.PromptLookupFrom(args),
+            PromptLookup = ModelLoading.GuessesFrom(args),
         };
 
         bool interactive = ReferenceEquals(stdin, Console.In) && !Console.IsInputRedirected;

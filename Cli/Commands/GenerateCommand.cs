@@ -214,7 +214,7 @@ internal sealed class GenerateCommand : ICommand
                 Logprobs = logprobs,
                 StopCondition = text,
                 Constraint = AnswerRule(args, tokenizer, model, conversation),
-                PromptLookup = drafter is not null ? new PromptLookup(ModelLoading.DraftTokensOf(args)) : PromptLookupFrom(args) is int draft ? new PromptLookup(draft) : null,
+                PromptLookup = ModelLoading.LookupFrom(args, drafter is not null),
                 DraftModel = drafter,
             };
 

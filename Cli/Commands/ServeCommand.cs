@@ -74,7 +74,7 @@ internal sealed class ServeCommand : ICommand
             RequestTimeout = TimeSpan.FromSeconds(args.Double("timeout", 0.001, 1e6) ?? 600),
             DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
             ModelName = args.Value("name"),
-            PromptLookup = args.Has("draft-model") ? args.Int("draft-tokens", 1, Generation.PromptLookup.MaxDraftTokens) : GenerateCommand.PromptLookupFrom(args),
+            PromptLookup = ModelLoading.GuessesFrom(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
         ModelLoading.SetEmbeddingAttention(model.Model, args);

@@ -51,7 +51,7 @@ public static class HuggingFaceHub
         else
         {
             wanted = [.. files.Where(HubFiles.IsFolderModelFile)];
-            if (!wanted.Contains("config.json") || !wanted.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
+            if (!HasFolderModel(wanted))
             {
                 throw new HubException($"{reference}: the repository has no config.json with *.safetensors weights, and no GGUF files (QwenSharp reads those; PyTorch .bin weights are not read)");
             }
@@ -104,8 +104,8 @@ public static class HuggingFaceHub
             }
 
             string snapshot = cache.SnapshotFolder(repo, commit);
-            string[] files = [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
-            if (files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
+            string[] files = SnapshotFiles(snapshot);
+            if (HasFolderModel(files))
             {
                 long bytes = files.Where(HubFiles.IsFolderModelFile).Sum(f => SizeOf(Path.Combine(snapshot, f)));
                 models.Add(new CachedModel(repo, commit, snapshot, bytes, Unsupported(Path.Combine(snapshot, "config.json"))));
@@ -138,6 +138,14 @@ public static class HuggingFaceHub
         }
     }
 
+    /// <summary>A snapshot's files, as paths in the repository ('/' between folders).</summary>
+    private static string[] SnapshotFiles(string snapshot) =>
+        [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
+
+    /// <summary>config.json beside *.safetensors: a Hugging Face folder model.</summary>
+    private static bool HasFolderModel(string[] files) =>
+        files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal));
+
     /// <summary>Every shard model.safetensors.index.json names is in the snapshot (or there is no index).</summary>
     private static bool ShardsPresent(string snapshot, string[] files)
     {
@@ -168,10 +176,8 @@ public static class HuggingFaceHub
         }
 
         string snapshot = cache.SnapshotFolder(reference.Repo, commit);
-        string[] files = [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories)
-            .Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
-        bool folderModel = files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal))
-            && ShardsPresent(snapshot, files);
+        string[] files = SnapshotFiles(snapshot);
+        bool folderModel = HasFolderModel(files) && ShardsPresent(snapshot, files);
         if (reference.Tag is null && folderModel)
         {
             return snapshot;

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using QwenSharp.Errors;
 using QwenSharp.Server.Scheduling;
 
 namespace QwenSharp.Server.Api;
@@ -99,7 +100,7 @@ internal static class EmbeddingsEndpoint
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)
         {
-            throw ApiException.BadField("prompt_name", e is ArgumentException { ParamName: string name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message);
+            throw ApiException.BadField("prompt_name", e is ArgumentException argument ? argument.BareMessage() : e.Message);
         }
 
         if (promptName is not null && request.Get("input") is { ValueKind: JsonValueKind.Array } given && given.GetArrayLength() > 0

@@ -44,7 +44,7 @@ public static class GgufRopeScaling
 
             // llama.cpp scales cos and sin by attn_factor, and YaRN by 1 + 0.1 ln(factor) on top.
             scaling = type == "linear"
-                ? new RopeScaling { Kind = RopeScalingKind.Linear, Factor = factor }
+                ? new RopeScaling { Kind = RopeScalingKind.Linear, Factor = factor, AttentionFactor = attention }
                 : new RopeScaling
                 {
                     Kind = RopeScalingKind.Yarn, Factor = factor, OriginalContext = (int)original,
@@ -54,11 +54,6 @@ public static class GgufRopeScaling
         else if (type is not ("linear" or "yarn" or "none"))
         {
             QwenThrow.NotSupported($"{name}: {prefix}.type '{type}' is not supported (QwenSharp runs none, linear and yarn)");
-        }
-
-        if (scaling is { Kind: RopeScalingKind.Linear } && attention != 1)
-        {
-            scaling = scaling with { AttentionFactor = attention };
         }
 
         if (!file.Tensors.TryGetValue(DivisorsTensor, out GgufTensorInfo? divisors))
