@@ -15,6 +15,13 @@ internal static class ModelLoading
     public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16",
         "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once (default: f32, exact)");
 
+    public static readonly OptionSpec Lora = new("lora", "PATH",
+        "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) added to the model's projections at run time; repeat for several (llama.cpp's --lora)",
+        Repeatable: true);
+
+    public static readonly OptionSpec LoraScale = new("lora-scale", "S",
+        "how strongly to apply each --lora, in order (default 1: as trained; 0: off); give one per --lora", Repeatable: true);
+
     public static readonly OptionSpec DraftModel = new("draft-model", "PATH",
         "a smaller model with the same tokenizer (folder, .gguf or Hub name) that guesses the next tokens, checked in one step: the same tokens, faster where its guesses hold (llama.cpp's -md)");
 
@@ -170,7 +177,7 @@ internal static class ModelLoading
     public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
     {
         QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
-            KvCacheType = KvCacheTypeOf(args), DraftModel = DraftPath(args, stderr) });
+            KvCacheType = KvCacheTypeOf(args), DraftModel = DraftPath(args, stderr), LoraAdapters = LoraAdapters(args, stderr) });
         if (model.Model.LoadNote is string note)
         {
             stderr.WriteLine($"note: {note}");
@@ -205,6 +212,43 @@ internal static class ModelLoading
     }
 
     /// <summary>
+    /// The --lora adapters (Hub names found or downloaded) at their --lora-scale, in order; one scale per adapter when any
+    /// is given.
+    /// </summary>
+    public static IReadOnlyList<LoraAdapterOptions> LoraAdapters(Arguments args, TextWriter stderr)
+    {
+        IReadOnlyList<string> paths = args.Values("lora"), scales = args.Values("lora-scale");
+        if (scales.Count > 0 && scales.Count != paths.Count)
+        {
+            throw new UsageException($"{scales.Count} --lora-scale for {paths.Count} --lora: give one scale per adapter, in the same order");
+        }
+
+        var adapters = new List<LoraAdapterOptions>();
+        for (int i = 0; i < paths.Count; i++)
+        {
+            float scale = 1f;
+            if (scales.Count > 0 && !(float.TryParse(scales[i], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out scale) && float.IsFinite(scale)))
+            {
+                throw new UsageException($"--lora-scale '{scales[i]}' is not a number");
+            }
+
+            string path = paths[i];
+            if (Hub.HuggingFaceHub.IsReference(path))
+            {
+                path = HubModels.Resolve(path, stderr);
+            }
+            else if (!Directory.Exists(path) && !File.Exists(path))
+            {
+                throw new UsageException($"--lora {path}: no such folder or file (a PEFT adapter folder, a GGUF adapter, or a Hub name)");
+            }
+
+            adapters.Add(new LoraAdapterOptions(path, scale));
+        }
+
+        return adapters;
+    }
+
+    /// <summary>
     /// Guesses a step the arguments ask for: --draft-tokens with --draft-model, else --prompt-lookup; null when not given
     /// (the Engine then takes its default).
     /// </summary>
@@ -228,6 +272,7 @@ internal static class ModelLoading
             try
             {
                 SetKvCacheType(model, kvCacheType);
+                model.ApplyAdapterFiles([.. LoraAdapters(args, Console.Error).Select(a => (a.Path, a.Scale))]);
             }
             catch
             {

@@ -161,8 +161,18 @@ public sealed class CpuBackend : IBackend
         AddProduct(x, gate, null, gateScratch);
         RunLinear(AddProduct(x, up, null, upScratch));
 
-        _pool.Run(_siluMultiply, _siluMultiply.Prepare(CpuBuffer.Of(gateScratch).Data, CpuBuffer.Of(upScratch).Data, gateScratch.Rows * gateScratch.Cols));
+        SiluMultiply(gateScratch, upScratch);
         Linear(gateScratch, down, null, y);
+    }
+
+    public void SiluMultiply(Activation gate, Activation up)
+    {
+        if (gate.Rows != up.Rows || gate.Cols != up.Cols)
+        {
+            throw new ArgumentException($"gate is [{gate.Rows}, {gate.Cols}] and up [{up.Rows}, {up.Cols}]; they must be the same shape");
+        }
+
+        _pool.Run(_siluMultiply, _siluMultiply.Prepare(CpuBuffer.Of(gate).Data, CpuBuffer.Of(up).Data, gate.Rows * gate.Cols));
     }
 
     public void Add(Activation x, Activation y) => TensorPrimitives.Add(x.Span(), y.Span(), x.Span());

@@ -96,6 +96,15 @@ public sealed class QwenModel : IDisposable
             options = options with { DraftModel = await Hub.HuggingFaceHub.ResolveAsync(draft, options.Hub, cancellationToken).ConfigureAwait(false) };
         }
 
+        var adapters = new List<LoraAdapterOptions>();
+        foreach (LoraAdapterOptions adapter in options.LoraAdapters)
+        {
+            adapters.Add(Hub.HuggingFaceHub.IsReference(adapter.Path)
+                ? adapter with { Path = await Hub.HuggingFaceHub.ResolveAsync(adapter.Path, options.Hub, cancellationToken).ConfigureAwait(false) }
+                : adapter);
+        }
+
+        options = options with { LoraAdapters = adapters };
         return await Task.Run(() => Load(directory, options), cancellationToken).ConfigureAwait(false);
     }
 
@@ -123,6 +132,7 @@ public sealed class QwenModel : IDisposable
             try
             {
                 model.KvCacheType = options.KvCacheType;
+                model.ApplyAdapterFiles([.. options.LoraAdapters.Select(a => (a.Path, a.Scale))]);
                 Tokenizer tokenizer = LoadTokenizer(directory);
                 var loaded = new QwenModel(directory, backend, model, tokenizer, options.PromptLookup);
                 if (options.DraftModel is string draftPath)

@@ -13,6 +13,13 @@ public sealed record QwenModelOptions
     /// </summary>
     public string? DraftModel { get; init; }
 
+    /// <summary>
+    /// LoRA adapters to add to the model's projections: PEFT folders (adapter_config.json and adapter_model.safetensors),
+    /// GGUF adapters or Hub names, each at its scale (1: as trained), applied at run time as llama.cpp's <c>--lora</c> does,
+    /// so the stored weights stay as they are (mapped, quantized).
+    /// </summary>
+    public IReadOnlyList<LoraAdapterOptions> LoraAdapters { get; init; } = [];
+
     /// <summary>"cpu", "gpu" (the first discrete GPU, else integrated, else any Vulkan device) or "gpu:N" (see <c>qwensharp devices</c>).</summary>
     public string Device { get; init; } = "cpu";
 
@@ -44,3 +51,8 @@ public sealed record QwenModelOptions
     /// </summary>
     public int? PromptLookup { get; init; }
 }
+
+/// <summary>A LoRA adapter for <see cref="QwenModelOptions.LoraAdapters"/>: a PEFT folder, a GGUF adapter or a Hub name, and how strongly to apply it.</summary>
+/// <param name="Path">The folder, file or Hub name (owner/name).</param>
+/// <param name="Scale">Multiplies the adapter's own scaling (lora_alpha / r): 1 applies it as trained, 0 not at all.</param>
+public sealed record LoraAdapterOptions(string Path, float Scale = 1f);

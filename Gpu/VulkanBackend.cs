@@ -448,13 +448,23 @@ public sealed unsafe class VulkanBackend : IBackend
         {
             Linear(x, gate, null, gateScratch);
             Linear(x, up, null, upScratch);
-            GpuActivations g = GpuActivations.Of(gateScratch), u = GpuActivations.Of(upScratch);
-            long count = (long)gateScratch.Rows * gateScratch.Cols;
-            var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
-            _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
+            SiluMultiply(gateScratch, upScratch);
         }
 
         Linear(gateScratch, down, null, y);
+    }
+
+    public void SiluMultiply(Activation gate, Activation up)
+    {
+        if (gate.Rows != up.Rows || gate.Cols != up.Cols)
+        {
+            throw new ArgumentException($"gate is [{gate.Rows}, {gate.Cols}] and up [{up.Rows}, {up.Cols}]; they must be the same shape");
+        }
+
+        GpuActivations g = GpuActivations.Of(gate), u = GpuActivations.Of(up);
+        long count = (long)gate.Rows * gate.Cols;
+        var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
+        _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
     }
 
     /// <summary>

@@ -39,6 +39,8 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
@@ -410,7 +412,7 @@ internal sealed class BenchCommand : ICommand
     /// <summary>bench --memory: read bandwidth on one thread and on <paramref name="threads"/>.</summary>
     private static int RunMemory(Arguments args, int threads, TextWriter stdout)
     {
-        string? other = new[] { "model", "config", "random-weights", "dtype", "prompt-tokens", "new-tokens", "batch", "quantize", "device" }.FirstOrDefault(args.Has);
+        string? other = new[] { "model", "config", "random-weights", "dtype", "prompt-tokens", "new-tokens", "batch", "quantize", "lora", "device" }.FirstOrDefault(args.Has);
         if (other is not null)
         {
             throw new UsageException($"--memory measures the machine alone; --{other} does not apply to it");
@@ -506,6 +508,7 @@ internal sealed class BenchCommand : ICommand
         {
             model = new Qwen2Model(config, source, backend, ownsSource: true);
             ModelLoading.SetKvCacheType(model, kvType);
+            model.ApplyAdapterFiles([.. ModelLoading.LoraAdapters(args, stderr).Select(a => (a.Path, a.Scale))]);
             return (backend, model);
         }
         catch

@@ -34,6 +34,8 @@ internal sealed class ChatCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];

@@ -70,6 +70,8 @@ internal sealed class GenerateCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];

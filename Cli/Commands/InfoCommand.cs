@@ -22,6 +22,8 @@ internal sealed class InfoCommand : ICommand
         new("json", null, "print JSON"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];
@@ -82,6 +84,20 @@ internal sealed class InfoCommand : ICommand
 
                     w.WriteEndObject();
                     w.WriteString("embedding_default_prompt", model.EmbeddingConfig.Prompts.DefaultName);
+                    w.WriteStartArray("lora_adapters");
+                    foreach (Lora.LoraAdapter adapter in model.Adapters)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("path", Path.GetFullPath(adapter.Path));
+                        w.WriteString("format", adapter.Format);
+                        w.WriteNumber("rank", adapter.Rank);
+                        w.WriteNumber("projections", adapter.Targets.Count());
+                        w.WriteNumber("scale", adapter.Scale);
+                        w.WriteString("base_model", adapter.BaseModel);
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
                     w.WriteString("backend", backend.Description);
                     w.WriteNumber("vector_bits", VectorBits(backend));
                     w.WriteEndObject();
@@ -111,6 +127,11 @@ internal sealed class InfoCommand : ICommand
             if (e.Prompts.Prompts.Count > 0)
             {
                 stdout.WriteLine($"              prompts {string.Join(", ", e.Prompts.Prompts.Keys.Order(StringComparer.Ordinal))}{(e.Prompts.DefaultName is string d ? $" (default {d})" : "")}");
+            }
+
+            foreach (Lora.LoraAdapter adapter in model.Adapters)
+            {
+                stdout.WriteLine($"LoRA          {Path.GetFullPath(adapter.Path)} ({adapter.Describe()})");
             }
 
             stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");

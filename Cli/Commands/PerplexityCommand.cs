@@ -28,6 +28,8 @@ internal sealed class PerplexityCommand : ICommand
         new("json", null, "print JSON: {\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\",\"tokens_per_s\"}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];

@@ -27,6 +27,8 @@ internal sealed class ScoreCommand : ICommand
         new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
     ];

@@ -36,6 +36,8 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Lora,
+        ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Attention,
         ModelLoading.Device,

@@ -80,6 +80,12 @@ public interface IBackend : IDisposable
     void SwiGlu(Activation x, DeviceWeight gate, DeviceWeight up, DeviceWeight down,
         Activation gateScratch, Activation upScratch, Activation y);
 
+    /// <summary>
+    /// gate = silu(gate) * up elementwise, the middle of <see cref="SwiGlu"/> on its own (for a model whose gate, up or
+    /// down projection carries a LoRA update).
+    /// </summary>
+    void SiluMultiply(Activation gate, Activation up);
+
     /// <summary>x += y (the residual connection).</summary>
     void Add(Activation x, Activation y);
 

@@ -9,6 +9,7 @@ namespace QwenSharp.Qwen2;
 public sealed class ForwardState : IDisposable
 {
     private readonly DeviceBuffer[] _owned;
+    private Dictionary<(string Role, int Cols), DeviceBuffer>? _loraScratch;
 
     internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows, int maxHiddenRows)
     {
@@ -81,11 +82,34 @@ public sealed class ForwardState : IDisposable
     /// <summary>The logits of the last step's i-th logit row (see <see cref="TokenBatch.LogitRows"/>).</summary>
     public ReadOnlySpan<float> LogitsOf(int i) => HostLogits.AsSpan(i * VocabSize, VocabSize);
 
+    /// <summary>
+    /// LoRA's scratch of [rows, <paramref name="cols"/>] for one <paramref name="role"/> (the rank, or a projection's
+    /// output), made on the first step that needs it: a model without adapters allocates none.
+    /// </summary>
+    internal DeviceBuffer LoraScratch(IBackend backend, string role, int cols)
+    {
+        _loraScratch ??= [];
+        if (!_loraScratch.TryGetValue((role, cols), out DeviceBuffer? buffer))
+        {
+            buffer = backend.Allocate(MaxRows, cols);
+            _loraScratch.Add((role, cols), buffer);
+        }
+
+        return buffer;
+    }
+
     public void Dispose()
     {
         foreach (DeviceBuffer buffer in _owned)
         {
             buffer.Dispose();
         }
+
+        foreach (DeviceBuffer buffer in _loraScratch?.Values ?? Enumerable.Empty<DeviceBuffer>())
+        {
+            buffer.Dispose();
+        }
+
+        _loraScratch = null;
     }
 }

@@ -19,6 +19,7 @@ public sealed class Qwen2Model : IDisposable
     private readonly ITensorSource? _ownedSource;
     private readonly AttentionShape _shape;
     private readonly float _eps;
+    private Lora.LoraLayers? _lora;
 
     /// <summary>Binds and uploads the weights of <paramref name="source"/>; the model disposes the source when it owns it.</summary>
     /// <param name="imageProcessor">A Qwen2-VL model's preprocessor_config.json (transformers' defaults when null).</param>
@@ -175,6 +176,55 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
 
+    /// <summary>The LoRA adapters applied by <see cref="ApplyAdapters"/> (empty when none).</summary>
+    public IReadOnlyList<Lora.LoraAdapter> Adapters { get; private set; } = [];
+
+    /// <summary>
+    /// Adds the LoRA adapters' updates to the model's projections from the next step on, each scaled by its
+    /// <see cref="Lora.LoraAdapter.Scale"/>, as llama.cpp's <c>--lora</c> does: at run time, two small products per adapted
+    /// projection beside the stored weight (which stays as stored: mapped, quantized). Several adapters add up. Checked
+    /// against the model (layers, shapes, a GGUF adapter's architecture); the adapters' files may be closed afterwards.
+    /// Once per model, before its KV caches hold anything (what they hold was computed without the adapters).
+    /// </summary>
+    public void ApplyAdapters(IReadOnlyList<Lora.LoraAdapter> adapters)
+    {
+        ArgumentNullException.ThrowIfNull(adapters);
+        if (Adapters.Count > 0)
+        {
+            throw new InvalidOperationException("the model's LoRA adapters are already applied; load the model again for others");
+        }
+
+        _lora = Lora.LoraLayers.Create(adapters, Config, Backend);
+        Adapters = [.. adapters];
+        if (adapters.SelectMany(adapter => adapter.Notes).ToList() is { Count: > 0 } notes)
+        {
+            LoadNote = string.Join("; ", (LoadNote is null ? notes : notes.Prepend(LoadNote)));
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ApplyAdapters"/> with adapters read from their files (PEFT folders or GGUF adapters) at the scales given,
+    /// closed once applied. An adapter that cannot be read or does not fit the model is an error naming it.
+    /// </summary>
+    public void ApplyAdapterFiles(IReadOnlyList<(string Path, float Scale)> files)
+    {
+        ArgumentNullException.ThrowIfNull(files);
+        var adapters = new List<Lora.LoraAdapter>();
+        try
+        {
+            foreach ((string path, float scale) in files)
+            {
+                adapters.Add(Lora.LoraAdapter.Load(path, scale));
+            }
+
+            ApplyAdapters(adapters);
+        }
+        finally
+        {
+            adapters.ForEach(adapter => adapter.Dispose());
+        }
+    }
+
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
     public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
 
@@ -328,6 +378,13 @@ public sealed class Qwen2Model : IDisposable
             b.RmsNorm(x, w.InputLayernorm, _eps, xb);
             tap?.Invoke("attn_norm", l, xb);
             b.QkvProjection(xb, w.QProj, w.QBias, q, w.KProj, w.KBias, k, w.VProj, w.VBias, v);
+            if (_lora is { } lora)
+            {
+                lora.Apply(b, state, l, Lora.LoraTarget.Q, xb, q);
+                lora.Apply(b, state, l, Lora.LoraTarget.K, xb, k);
+                lora.Apply(b, state, l, Lora.LoraTarget.V, xb, v);
+            }
+
             if (rotaryTable)
             {
                 b.RopeTable(q, k, state.RopeCos, state.RopeSin, _shape);
@@ -348,12 +405,28 @@ public sealed class Qwen2Model : IDisposable
 
             tap?.Invoke("attn_out", l, attn);
             b.Linear(attn, w.OProj, w.OBias, xb);
+            _lora?.Apply(b, state, l, Lora.LoraTarget.O, attn, xb);
             b.Add(x, xb);                                               // residual
 
             // MLP block: pre-norm, SwiGLU down(silu(gate(x)) * up(x)).
             b.RmsNorm(x, w.PostAttentionLayernorm, _eps, xb);
             tap?.Invoke("ffn_norm", l, xb);
-            b.SwiGlu(xb, w.GateProj, w.UpProj, w.DownProj, gate, up, xb);
+            if (_lora?.AdaptsMlp(l) == true)
+            {
+                // Each product with its LoRA update: W x + scale · B A x.
+                b.Linear(xb, w.GateProj, null, gate);
+                _lora.Apply(b, state, l, Lora.LoraTarget.Gate, xb, gate);
+                b.Linear(xb, w.UpProj, null, up);
+                _lora.Apply(b, state, l, Lora.LoraTarget.Up, xb, up);
+                b.SiluMultiply(gate, up);
+                b.Linear(gate, w.DownProj, null, xb);
+                _lora.Apply(b, state, l, Lora.LoraTarget.Down, gate, xb);
+            }
+            else
+            {
+                b.SwiGlu(xb, w.GateProj, w.UpProj, w.DownProj, gate, up, xb);
+            }
+
             tap?.Invoke("ffn_out", l, xb);
             b.Add(x, xb);                                               // residual
             tap?.Invoke("layer_out", l, x);
@@ -552,6 +625,7 @@ public sealed class Qwen2Model : IDisposable
         }
 
         Vision?.Dispose();
+        _lora?.Dispose();
         _ownedSource?.Dispose();
     }
 }

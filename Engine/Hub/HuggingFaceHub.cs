@@ -53,12 +53,12 @@ public static class HuggingFaceHub
             wanted = [.. files.Where(HubFiles.IsFolderModelFile)];
             if (!HasFolderModel(wanted))
             {
-                throw new HubException($"{reference}: the repository has no config.json with *.safetensors weights, and no GGUF files (QwenSharp reads those; PyTorch .bin weights are not read)");
+                throw new HubException($"{reference}: the repository has no config.json (or a LoRA adapter's adapter_config.json) with *.safetensors weights, and no GGUF files (QwenSharp reads those; PyTorch .bin weights are not read)");
             }
         }
 
         // config.json comes last: a snapshot that has it holds the whole model, so an interrupted download is resumed, not run.
-        wanted = [.. wanted.OrderBy(f => f == "config.json")];
+        wanted = [.. wanted.OrderBy(IsCompletionMarker)];
         string snapshot = cache.SnapshotFolder(reference.Repo, commit);
         foreach (string file in wanted)
         {
@@ -108,7 +108,10 @@ public static class HuggingFaceHub
             if (HasFolderModel(files))
             {
                 long bytes = files.Where(HubFiles.IsFolderModelFile).Sum(f => SizeOf(Path.Combine(snapshot, f)));
-                models.Add(new CachedModel(repo, commit, snapshot, bytes, Unsupported(Path.Combine(snapshot, "config.json"))));
+                string? unsupported = files.Contains("config.json")
+                    ? Unsupported(Path.Combine(snapshot, "config.json"))
+                    : "a LoRA adapter (PEFT): give it to --lora, with its base model as --model";
+                models.Add(new CachedModel(repo, commit, snapshot, bytes, unsupported));
             }
 
             foreach (string gguf in files.Where(HubFiles.IsGguf).Order(StringComparer.Ordinal))
@@ -142,9 +145,12 @@ public static class HuggingFaceHub
     private static string[] SnapshotFiles(string snapshot) =>
         [.. Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(snapshot, f).Replace('\\', '/'))];
 
-    /// <summary>config.json beside *.safetensors: a Hugging Face folder model.</summary>
+    /// <summary>config.json beside *.safetensors: a Hugging Face folder model; or adapter_config.json beside them: a PEFT LoRA adapter.</summary>
     private static bool HasFolderModel(string[] files) =>
-        files.Contains("config.json") && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal));
+        files.Any(IsCompletionMarker) && files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal));
+
+    /// <summary>The file fetched last, whose presence says the snapshot is whole: a model's config.json, an adapter's adapter_config.json.</summary>
+    private static bool IsCompletionMarker(string file) => file is "config.json" or "adapter_config.json";
 
     /// <summary>Every shard model.safetensors.index.json names is in the snapshot (or there is no index).</summary>
     private static bool ShardsPresent(string snapshot, string[] files)

@@ -80,6 +80,28 @@ public sealed class HuggingFaceHubTests
     }
 
     [Fact]
+    public async Task LoraAdapterRepository_IsDownloadedAndApplied_AndListedAsAnAdapter()
+    {
+        // A PEFT adapter repository: adapter_config.json and adapter_model.safetensors, no config.json.
+        string peft = RandomLoraAdapter.Make(QwenSharp.Qwen2.Qwen2Config.Load(Path.Combine(Fixtures.DemoModel, "config.json")), 4, 8, 21, QwenSharp.Lora.LoraTargets.All, null)
+            .WritePeft(Path.Combine(Fixtures.TempDirectory(), "peft"));
+        var adapter = Directory.GetFiles(peft).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+        adapter["README.md"] = "# a LoRA"u8.ToArray();
+        await using FakeHub hub = await FakeHub.StartAsync(new Dictionary<string, IReadOnlyDictionary<string, byte[]>> { ["acme/stories-lora"] = adapter });
+        string cache = Fixtures.TempDirectory();
+
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel,
+            new QwenModelOptions { Hub = Options(hub, cache), LoraAdapters = [new LoraAdapterOptions("acme/stories-lora")] });
+
+        string snapshot = Path.Combine(cache, "models--acme--stories-lora", "snapshots", FakeHub.Commit);
+        Assert.Equal(snapshot, Assert.Single(model.Model.Adapters).Path);
+        Assert.False(File.Exists(Path.Combine(snapshot, "README.md")));
+        CachedModel listed = Assert.Single(HuggingFaceHub.ListCached(Options(hub, cache)));
+        Assert.Equal("acme/stories-lora", listed.Name);
+        Assert.Contains("a LoRA adapter (PEFT): give it to --lora", listed.Unsupported);
+    }
+
+    [Fact]
     public async Task CacheHuggingFaceCliWrote_IsFoundWithoutTheNetwork()
     {
         // huggingface_hub's layout, made by hand: refs/main names the commit, the snapshot links to blobs.

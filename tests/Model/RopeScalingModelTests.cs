@@ -38,15 +38,15 @@ public sealed class RopeScalingModelTests
 
         // The comparison sees the scaling: llama.cpp without it is far from llama.cpp with it.
         float[][] plain = LlamaCpp.Logits(GgufFixture.Write(QwenSharp.Tests.Support.Fixtures.DemoModel), ids);
-        Assert.True(LargestRelativeError(plain, theirs) > 1e-2, $"{name}: the scaling moves llama.cpp's logits by only {LargestRelativeError(plain, theirs):E2}");
+        Assert.True(LogitComparison.LargestRelativeError(plain, theirs) > 1e-2, $"{name}: the scaling moves llama.cpp's logits by only {LogitComparison.LargestRelativeError(plain, theirs):E2}");
 
         float[][] fromFolder = LogitsOf(folder, "cpu", ids);
         // llama.cpp computes the angles in f32 (ours in double), which moves the logits by ~1e-6 of their range here.
-        AssertClose(fromFolder, theirs, 1e-4, $"{name}: ours from the folder against llama.cpp");
-        AssertClose(LogitsOf(gguf, "cpu", ids), theirs, 1e-4, $"{name}: ours from the GGUF file against llama.cpp");
+        LogitComparison.AssertClose(fromFolder, theirs, 1e-4, $"{name}: ours from the folder against llama.cpp");
+        LogitComparison.AssertClose(LogitsOf(gguf, "cpu", ids), theirs, 1e-4, $"{name}: ours from the GGUF file against llama.cpp");
 
         TestBackends.RequireGpu();
-        AssertClose(LogitsOf(folder, TestBackends.Gpu, ids), fromFolder, 1e-4, $"{name}: the GPU against the CPU");
+        LogitComparison.AssertClose(LogitsOf(folder, TestBackends.Gpu, ids), fromFolder, 1e-4, $"{name}: the GPU against the CPU");
     }
 
     [Fact]
@@ -89,17 +89,5 @@ public sealed class RopeScalingModelTests
         using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model loaded = Qwen2Model.Load(model, backend);
         return ReferenceModelTests.AllPositionLogits(loaded, ids);
-    }
-
-    private static double LargestRelativeError(float[][] expected, float[][] actual) =>
-        expected.Zip(actual, (e, a) => e.Zip(a, (x, y) => (double)Math.Abs(x - y)).Max() / Math.Max(1, e.Max(Math.Abs))).Max();
-
-    private static void AssertClose(float[][] ours, float[][] theirs, double relative, string what)
-    {
-        for (int p = 0; p < ours.Length; p++)
-        {
-            double scale = ours[p].Max(Math.Abs), error = ours[p].Zip(theirs[p], (a, b) => (double)Math.Abs(a - b)).Max();
-            Assert.True(error <= relative * Math.Max(1, scale), $"{what}: position {p} differs by {error:E3} (logits up to {scale:F3})");
-        }
     }
 }

@@ -16,7 +16,10 @@ internal static class LlamaCpp
     static LlamaCpp() => NativeLogConfig.llama_log_set((_, _) => { });
 
     /// <summary>The logits after each token of <paramref name="ids"/>, read in one batch.</summary>
-    public static float[][] Logits(string gguf, IReadOnlyList<int> ids)
+    public static float[][] Logits(string gguf, IReadOnlyList<int> ids) => Logits(gguf, ids, []);
+
+    /// <summary>As <see cref="Logits(string, IReadOnlyList{int})"/>, with GGUF LoRA adapters applied at their scales (llama.cpp's --lora-scaled).</summary>
+    public static float[][] Logits(string gguf, IReadOnlyList<int> ids, IReadOnlyList<(string Path, float Scale)> adapters)
     {
         lock (s_lock)
         {
@@ -27,6 +30,12 @@ internal static class LlamaCpp
             };
             using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
             using LLamaContext context = weights.CreateContext(parameters);
+            if (adapters.Count > 0)
+            {
+                (LoraAdapter, float)[] loaded = [.. adapters.Select(a => (weights.NativeHandle.LoadLoraFromFile(a.Path), a.Scale))];
+                context.NativeHandle.SetLoraAdapters(loaded);
+            }
+
             var batch = new LLamaBatch();
             for (int i = 0; i < ids.Count; i++)
             {
