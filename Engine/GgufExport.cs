@@ -26,6 +26,40 @@ public static class GgufExport
     public static void Write(string modelDirectory, string outPath, DType? type = null) =>
         Write(modelDirectory, outPath, (_, tensor) => Encode(tensor, type));
 
+    /// <summary>
+    /// As <see cref="Write(string, string, DType?)"/>, with LoRA adapters merged into the weights they change
+    /// (W + Σ scale · B · A in f32, then stored in <paramref name="type"/>, else the weight's stored type, as PEFT's
+    /// merge_and_unload and llama.cpp's export-lora do): one file that carries the fine-tuning. The adapters are checked
+    /// against the model first.
+    /// </summary>
+    public static void Write(string modelDirectory, string outPath, DType? type, IReadOnlyList<Lora.LoraAdapter> adapters)
+    {
+        ArgumentNullException.ThrowIfNull(adapters);
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
+        Lora.LoraMerge.Check(adapters, config);
+        Write(modelDirectory, outPath, (ggufName, tensor) =>
+        {
+            if (Lora.LoraMerge.Merged(adapters, config, tensor.Name, tensor) is not float[] merged)
+            {
+                return Encode(tensor, type);
+            }
+
+            DType target = type ?? tensor.DType;
+            if (tensor.Shape[^1] % DTypes.BlockValues(target) != 0)
+            {
+                target = tensor.DType;
+            }
+
+            unsafe
+            {
+                fixed (float* values = merged)
+                {
+                    return Encode(tensor with { DType = DType.F32, Data = (nint)values }, target);
+                }
+            }
+        });
+    }
+
     /// <summary>Writes the folder's model with each tensor stored as <paramref name="encode"/> says.</summary>
     public static void Write(string modelDirectory, string outPath, TensorEncoder encode)
     {

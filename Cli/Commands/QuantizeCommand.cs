@@ -11,13 +11,15 @@ internal sealed class QuantizeCommand : ICommand
 
     public string Summary => "write a model folder as one GGUF file (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16, BF16 or F32 matrices) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf";
+    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
         new("type", "T", "the matrices' type: q8_0 or q4_0 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks keeps its stored type (llama.cpp would fall back to another quantized type)"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
+        new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
+        ModelLoading.LoraScale,
     ];
 
     public IReadOnlyList<string> Examples { get; } =
@@ -48,7 +50,25 @@ internal sealed class QuantizeCommand : ICommand
             throw new UsageException($"--out {output} already exists; quantize does not overwrite anything (remove it or choose another name)");
         }
 
-        GgufExport.Write(directory, output, type);
+        IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
+        if (adapterFiles.Count == 0)
+        {
+            GgufExport.Write(directory, output, type);
+        }
+        else
+        {
+            var adapters = new List<Lora.LoraAdapter>();
+            try
+            {
+                adapters.AddRange(adapterFiles.Select(a => Lora.LoraAdapter.Load(a.Path, a.Scale)));
+                GgufExport.Write(directory, output, type, adapters);
+            }
+            finally
+            {
+                adapters.ForEach(a => a.Dispose());
+            }
+        }
+
         using GgufFile written = GgufFile.Open(output);
         IEnumerable<string> types = written.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}");
         long bytes = new FileInfo(output).Length;

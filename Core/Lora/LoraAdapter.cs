@@ -14,6 +14,32 @@ namespace QwenSharp.Lora;
 internal sealed record LoraPair(int Layer, LoraTarget Target, TensorView A, TensorView B, double Scale, bool InterleavedRope)
 {
     public int Rank => (int)A.Shape[0];
+
+    /// <summary>B × <paramref name="scale"/> as f32, [out, rank], its rows in Hugging Face's order.</summary>
+    public float[] ScaledB(double scale, Qwen2.Qwen2Config config)
+    {
+        float[] stored = TensorValues.ToSingle(B);
+        var scaled = new float[stored.Length];
+        int rows = (int)B.Shape[0];
+        for (int o = 0; o < rows; o++)
+        {
+            int from = InterleavedRope ? InterleavedRow(o, config.HeadDim) : o;
+            for (int j = 0; j < Rank; j++)
+            {
+                scaled[(o * Rank) + j] = (float)(scale * stored[(from * Rank) + j]);
+            }
+        }
+
+        return scaled;
+    }
+
+    /// <summary>The row of a llama-architecture GGUF tensor holding Hugging Face row <paramref name="row"/> (llama.cpp's converter permutes q and k).</summary>
+    private static int InterleavedRow(int row, int headDim)
+    {
+        int half = headDim / 2, head = row / headDim, within = row % headDim;
+        int t = within / half, j = within % half;
+        return (head * headDim) + (2 * j) + t;
+    }
 }
 
 /// <summary>

@@ -58,15 +58,11 @@ internal sealed unsafe class LoraLayers : IDisposable
                 int offset = 0;
                 foreach ((LoraPair pair, double scale, LoraAdapter adapter) in group)
                 {
-                    float[] av = TensorValues.ToSingle(pair.A), bv = TensorValues.ToSingle(pair.B);
+                    float[] av = TensorValues.ToSingle(pair.A), bv = pair.ScaledB(scale, config);
                     av.CopyTo(new Span<float>(a + ((long)offset * inDim), av.Length));
                     for (int o = 0; o < outDim; o++)
                     {
-                        int stored = pair.InterleavedRope ? InterleavedRow(o, config.HeadDim) : o;
-                        for (int j = 0; j < pair.Rank; j++)
-                        {
-                            b[((long)o * layers.Rank) + offset + j] = (float)(scale * bv[((long)stored * pair.Rank) + j]);
-                        }
+                        bv.AsSpan(o * pair.Rank, pair.Rank).CopyTo(new Span<float>(b + ((long)o * layers.Rank) + offset, pair.Rank));
                     }
 
                     offset += pair.Rank;
@@ -104,15 +100,8 @@ internal sealed unsafe class LoraLayers : IDisposable
         backend.Add(output, delta);
     }
 
-    /// <summary>The row of a llama-architecture GGUF tensor holding Hugging Face row <paramref name="row"/> (llama.cpp's converter permutes q and k).</summary>
-    private static int InterleavedRow(int row, int headDim)
-    {
-        int half = headDim / 2, head = row / headDim, within = row % headDim;
-        int t = within / half, j = within % half;
-        return (head * headDim) + (2 * j) + t;
-    }
-
-    private static void Check(LoraAdapter adapter, Qwen2Config config)
+    /// <summary>Refuses an adapter whose architecture (GGUF), layers or shapes are not the model's, naming the projection.</summary>
+    internal static void Check(LoraAdapter adapter, Qwen2Config config)
     {
         if (adapter.Architecture is string arch && arch != GgufArchitecture(config.ModelType))
         {

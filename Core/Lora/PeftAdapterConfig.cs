@@ -191,6 +191,6 @@ internal sealed partial class PeftAdapterConfig
             ? number
             : throw new InvalidDataException($"{path}: {field} is {value}, expected a whole number of at least 1");
 
-    [GeneratedRegex(@"^base_model\.model\.(?:[a-z_]+\.)*?layers\.(\d+)\.((?:self_attn|mlp)\.[a-z_]+)\.lora_(A|B)\.weight$")]
+    [GeneratedRegex(@"^base_model\.model\.(?:[a-z_]+\.)*?layers\.(\d+)\.((?:self_attn|mlp)\.[a-z_]+)\.lora_(A|B)(?:\.default)?\.weight$")]
     private static partial Regex LayerTensor();
 }

@@ -63,6 +63,21 @@ public sealed class CliLoraTests
     }
 
     [Fact]
+    public void QuantizeWithLora_WritesAModelThatGeneratesTheAdaptersTokens()
+    {
+        var adapter = RandomLoraAdapter.Make(s_demo, rank: 4, alpha: 8, seed: 14, LoraTargets.All, layers: null);
+        string dir = Fixtures.TempDirectory();
+        string peft = adapter.WritePeft(Path.Combine(dir, "peft"));
+        string merged = Path.Combine(dir, "merged.gguf");
+        CliRunner.Result written = CliRunner.Run("quantize", "--model", Fixtures.DemoModel, "--type", "f32", "--lora", peft, "--lora-scale", "1.5", "--out", merged);
+        Assert.True(written.ExitCode == 0, written.Stderr);
+
+        int[] applied = Ids(CliRunner.Run("generate", "--lora", peft, "--lora-scale", "1.5", "--prompt-ids", Prompt, "--greedy", "--max-new-tokens", "24", "--json"));
+        Assert.Equal(applied, Ids(CliRunner.Run("generate", "--model", merged, "--prompt-ids", Prompt, "--greedy", "--max-new-tokens", "24", "--json")));
+        Assert.NotEqual(applied, Ids(CliRunner.Run("generate", "--prompt-ids", Prompt, "--greedy", "--max-new-tokens", "24", "--json")));
+    }
+
+    [Fact]
     public void Info_ShowsTheAdapters()
     {
         string peft = RandomLoraAdapter.Make(s_demo, 4, 8, 12, [LoraTarget.Q, LoraTarget.V], [0, 1]).WritePeft(Path.Combine(Fixtures.TempDirectory(), "peft"));

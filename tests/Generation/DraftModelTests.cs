@@ -26,6 +26,11 @@ public sealed class DraftModelTests
             {
                 data.Add(device, draft, true);
                 data.Add(device, draft, false);
+                if (device == TestBackends.Gpu)
+                {
+                    // On lavapipe a case takes half a minute: the GPU checks one draft both ways, the CPU both drafts.
+                    break;
+                }
             }
         }
 

@@ -51,6 +51,28 @@ public sealed class LoraAdapterTests
         LogitComparison.AssertClose(DecodeLogits(folder, TestBackends.Gpu, ids, (peft, 1f)), fromPeft, 1e-4, $"{fixture}: the GPU's decode against the CPU");
     }
 
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void MergedIntoAGgufFile_LlamaCppGivesItsLogitsWithTheAdapter(string fixture)
+    {
+        // quantize --lora: W + scale · B · A written into the file (after which a llama model's q and k are permuted).
+        string folder = Fixtures.ModelDirectory(fixture);
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 9, LoraTargets.All, layers: null);
+        string dir = Fixtures.TempDirectory();
+        string peft = adapter.WritePeft(Path.Combine(dir, "peft"));
+        int[] ids = Prompt();
+        float[][] theirs = LlamaCpp.Logits(BaseGguf(folder), ids, [(adapter.WriteGguf(Path.Combine(dir, "adapter.gguf"), config), 0.5f)]);
+
+        string merged = Path.Combine(dir, "merged.gguf");
+        using (LoraAdapter loaded = LoraAdapter.Load(peft, 0.5f))
+        {
+            GgufExport.Write(TestTokenizers.WithTokenizer(folder, Fixtures.DemoModel), merged, DType.F32, [loaded]);
+        }
+
+        LogitComparison.AssertClose(LlamaCpp.Logits(merged, ids), theirs, 1e-4, $"{fixture}: llama.cpp on the merged file against llama.cpp applying the adapter");
+    }
+
     [Fact]
     public void TwoAdaptersAtTheirScales_AddUpAsInLlamaCpp()
     {
