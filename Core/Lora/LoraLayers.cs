@@ -37,7 +37,7 @@ internal sealed unsafe class LoraLayers : IDisposable
         }
 
         var byProjection = adapters
-            .SelectMany(adapter => adapter.Pairs.Where(_ => adapter.Scale != 0).Select(pair => (Pair: pair, Scale: adapter.Scale * pair.Scale, Adapter: adapter)))
+            .SelectMany(adapter => adapter.Pairs.Where(_ => adapter.Scale != 0).Select(pair => (Pair: pair, Scale: adapter.Scale * pair.Scale)))
             .GroupBy(entry => (entry.Pair.Layer, entry.Pair.Target))
             .OrderBy(group => group.Key)
             .ToList();
@@ -56,7 +56,7 @@ internal sealed unsafe class LoraLayers : IDisposable
                 string module = $"model.layers.{layer}.{LoraTargets.ModuleName(target)}";
                 float* a = layers.Zeroed((long)layers.Rank * inDim), b = layers.Zeroed((long)outDim * layers.Rank);
                 int offset = 0;
-                foreach ((LoraPair pair, double scale, LoraAdapter adapter) in group)
+                foreach ((LoraPair pair, double scale) in group)
                 {
                     float[] av = TensorValues.ToSingle(pair.A), bv = pair.ScaledB(scale, config);
                     av.CopyTo(new Span<float>(a + ((long)offset * inDim), av.Length));

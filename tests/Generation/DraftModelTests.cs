@@ -24,13 +24,15 @@ public sealed class DraftModelTests
         {
             foreach (string draft in (string[])["same", "q4_0"])
             {
-                data.Add(device, draft, true);
-                data.Add(device, draft, false);
                 if (device == TestBackends.Gpu)
                 {
-                    // On lavapipe a case takes half a minute: the GPU checks one draft both ways, the CPU both drafts.
+                    // On lavapipe a case takes half a minute: the GPU checks one draft, sampled; the CPU both drafts both ways.
+                    data.Add(device, draft, false);
                     break;
                 }
+
+                data.Add(device, draft, true);
+                data.Add(device, draft, false);
             }
         }
 
