@@ -153,7 +153,7 @@ public sealed class LoraAdapter : IDisposable
             var pairs = new List<LoraPair>();
             foreach (((int layer, LoraTarget target), (TensorView? a, TensorView? b)) in halves.OrderBy(h => h.Key))
             {
-                string module = $"model.layers.{layer}.{LoraTargets.ModuleName(target)}";
+                string module = LoraTargets.ModulePath(layer, target);
                 (TensorView av, TensorView bv) = Whole(a, b, module, "lora_A", "lora_B", file.FileName);
                 CheckPair(av, bv, module, file.FileName);
                 pairs.Add(new LoraPair(layer, target, av, bv, config.ScaleOf(module, (int)av.Shape[0], file.FileName), InterleavedRope: false));

@@ -53,7 +53,7 @@ internal sealed unsafe class LoraLayers : IDisposable
             {
                 (int layer, LoraTarget target) = group.Key;
                 (int outDim, int inDim) = LoraTargets.Shape(target, config);
-                string module = $"model.layers.{layer}.{LoraTargets.ModuleName(target)}";
+                string module = LoraTargets.ModulePath(layer, target);
                 float* a = layers.Zeroed((long)layers.Rank * inDim), b = layers.Zeroed((long)outDim * layers.Rank);
                 int offset = 0;
                 foreach ((LoraPair pair, double scale) in group)
@@ -110,7 +110,7 @@ internal sealed unsafe class LoraLayers : IDisposable
 
         foreach (LoraPair pair in adapter.Pairs)
         {
-            string module = $"model.layers.{pair.Layer}.{LoraTargets.ModuleName(pair.Target)}";
+            string module = LoraTargets.ModulePath(pair.Layer, pair.Target);
             if (pair.Layer >= config.NumHiddenLayers)
             {
                 QwenThrow.InvalidData($"LoRA adapter {adapter.Path}: {module} is past the model's {config.NumHiddenLayers} layers (an adapter for another model?)");

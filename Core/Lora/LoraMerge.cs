@@ -28,7 +28,7 @@ public static class LoraMerge
         ArgumentNullException.ThrowIfNull(adapters);
         ArgumentNullException.ThrowIfNull(weight);
         var updates = adapters
-            .SelectMany(adapter => adapter.Pairs.Where(p => adapter.Scale != 0 && $"model.layers.{p.Layer}.{LoraTargets.ModuleName(p.Target)}.weight" == name)
+            .SelectMany(adapter => adapter.Pairs.Where(p => adapter.Scale != 0 && LoraTargets.ModulePath(p.Layer, p.Target) + ".weight" == name)
                 .Select(pair => (Pair: pair, Scale: adapter.Scale * pair.Scale)))
             .ToList();
         if (updates.Count == 0)

@@ -31,6 +31,10 @@ internal static class LoraTargets
         _ => "mlp.down_proj",
     };
 
+    /// <summary>The projection's module in a Hugging Face checkpoint: "model.layers.3.self_attn.q_proj" (its weight adds ".weight").</summary>
+    public static string ModulePath(int layer, LoraTarget target) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"model.layers.{layer}.{ModuleName(target)}");
+
     /// <summary>The tensor under <c>blk.N.</c> in a GGUF file: "attn_q", "ffn_down".</summary>
     public static string GgufName(LoraTarget target) => target switch
     {
