@@ -177,6 +177,16 @@ public sealed class CpuBackend : IBackend
 
     public void Add(Activation x, Activation y) => TensorPrimitives.Add(x.Span(), y.Span(), x.Span());
 
+    public void Multiply(Activation x, Activation factors)
+    {
+        if (x.Rows != factors.Rows || x.Cols != factors.Cols)
+        {
+            throw new ArgumentException($"x is [{x.Rows}, {x.Cols}] and factors [{factors.Rows}, {factors.Cols}]; they must be the same shape");
+        }
+
+        TensorPrimitives.Multiply(x.Span(), factors.Span(), x.Span());
+    }
+
     public void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination)
     {
         for (int i = 0; i < rows.Length; i++)

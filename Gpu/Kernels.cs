@@ -82,13 +82,7 @@ internal struct AttentionCombinePush
     public uint Rows, Heads, HeadDim, Splits;
 }
 
-[StructLayout(LayoutKind.Sequential)]
-internal struct SwiGluPush
-{
-    public ulong Gate, Up;
-    public uint Count;
-}
-
+/// <summary>Two same-shaped f32 arrays, the first overwritten: x += y (add.comp), x *= y (multiply.comp), gate = silu(gate) * up (swiglu.comp).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct AddPush
 {

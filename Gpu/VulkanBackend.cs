@@ -454,18 +454,7 @@ public sealed unsafe class VulkanBackend : IBackend
         Linear(gateScratch, down, null, y);
     }
 
-    public void SiluMultiply(Activation gate, Activation up)
-    {
-        if (gate.Rows != up.Rows || gate.Cols != up.Cols)
-        {
-            throw new ArgumentException($"gate is [{gate.Rows}, {gate.Cols}] and up [{up.Rows}, {up.Cols}]; they must be the same shape");
-        }
-
-        GpuActivations g = GpuActivations.Of(gate), u = GpuActivations.Of(up);
-        long count = (long)gate.Rows * gate.Cols;
-        var push = new SwiGluPush { Gate = g.Address, Up = u.Address, Count = (uint)count };
-        _stream.Dispatch(_shaders.Get("swiglu"), push, Groups(count, 256), [g.Buffer, u.Buffer], [g.Buffer]);
-    }
+    public void SiluMultiply(Activation gate, Activation up) => ElementwiseInPlace("swiglu", gate, up, "gate", "up");
 
     /// <summary>
     /// Decode: gate and up projections and silu(gate) * up in one matvec dispatch (each workgroup a row of both),
@@ -511,6 +500,22 @@ public sealed unsafe class VulkanBackend : IBackend
         long count = (long)x.Rows * x.Cols;
         var push = new AddPush { X = xa.Address, Y = ya.Address, Count = (uint)count };
         _stream.Dispatch(_shaders.Get("add"), push, Groups(count, 256), [xa.Buffer, ya.Buffer], [xa.Buffer]);
+    }
+
+    public void Multiply(Activation x, Activation factors) => ElementwiseInPlace("multiply", x, factors, "x", "factors");
+
+    /// <summary>x = f(x, y) for each element, by a shader over two same-shaped f32 arrays that writes its first (push: x, y, count).</summary>
+    private void ElementwiseInPlace(string shader, Activation x, Activation y, string xName, string yName)
+    {
+        if (x.Rows != y.Rows || x.Cols != y.Cols)
+        {
+            throw new ArgumentException($"{xName} is [{x.Rows}, {x.Cols}] and {yName} [{y.Rows}, {y.Cols}]; they must be the same shape");
+        }
+
+        GpuActivations xa = GpuActivations.Of(x), ya = GpuActivations.Of(y);
+        long count = (long)x.Rows * x.Cols;
+        var push = new AddPush { X = xa.Address, Y = ya.Address, Count = (uint)count };
+        _stream.Dispatch(_shaders.Get(shader), push, Groups(count, 256), [xa.Buffer, ya.Buffer], [xa.Buffer]);
     }
 
     public void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination)

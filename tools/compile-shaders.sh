@@ -24,7 +24,7 @@ for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   compile "matvec_$type" matvec.comp "$define"
   compile "gemm_$type" gemm.comp "$define"
 done
-for shader in rms_norm rope kv_store attention attention_combine swiglu add gather_rows layer_norm gelu segment_attention split_rows; do
+for shader in rms_norm rope kv_store attention attention_combine swiglu add multiply gather_rows layer_norm gelu segment_attention split_rows; do
   compile "$shader" "$shader.comp"
 done
 for type in f16 bf16; do  # a KV cache of halves

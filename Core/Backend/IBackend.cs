@@ -89,6 +89,12 @@ public interface IBackend : IDisposable
     /// <summary>x += y (the residual connection).</summary>
     void Add(Activation x, Activation y);
 
+    /// <summary>
+    /// x *= factors elementwise, the two the same shape (each row's own weights of the LoRA adapters, on the products with
+    /// their A matrices, when a step's sequences run with different adapters).
+    /// </summary>
+    void Multiply(Activation x, Activation factors);
+
     /// <summary>destination[i] = source[rows[i]].</summary>
     void GatherRows(Activation source, ReadOnlySpan<int> rows, Activation destination);
 

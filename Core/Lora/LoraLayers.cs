@@ -11,24 +11,45 @@ namespace QwenSharp.Lora;
 /// [rank, in] matrix and every B, times its scale, side by side in one [out, rank] matrix, so that a step adds
 /// <c>x · Aᵀ · Bᵀ</c> (= Σ scaleᵢ · Bᵢ · Aᵢ · x) with two small products whatever the number of adapters, as llama.cpp
 /// adds each adapter's at run time (the stored weights stay as they are: mapped, quantized, shared).
-/// All share one rank (the largest; shorter ones padded with zeros, which add nothing), so one scratch serves all.
+/// Each adapter keeps the same columns of the rank in every projection (its largest rank; shorter updates and projections
+/// it does not adapt are zeros, which add nothing), so one [rows, rank] table of factors can weight each row's adapters:
+/// a step whose rows run with scales other than those put into B (sequences of a server with their own adapters)
+/// multiplies the products with A by it (Punica's and vLLM's mixed batches, in two dense products).
 /// </summary>
 internal sealed unsafe class LoraLayers : IDisposable
 {
     private readonly DeviceWeight?[,] _a;
     private readonly DeviceWeight?[,] _b;
     private readonly List<nint> _memory = [];
+    private readonly int[] _offsets;
+    private readonly int[] _ranks;
 
-    private LoraLayers(int layers)
+    /// <summary>The scale each adapter's B was multiplied by: its own, or 1 for an adapter loaded at 0 (off unless a step turns it on).</summary>
+    private readonly float[] _baked;
+
+    /// <summary>Each adapter's own scale, which rows without scales of their own run with.</summary>
+    private readonly float[] _defaults;
+
+    private LoraLayers(int layers, IReadOnlyList<LoraAdapter> adapters)
     {
         _a = new DeviceWeight?[layers, LoraTargets.All.Length];
         _b = new DeviceWeight?[layers, LoraTargets.All.Length];
+        _ranks = [.. adapters.Select(adapter => adapter.Rank)];
+        _offsets = new int[adapters.Count];
+        for (int i = 1; i < adapters.Count; i++)
+        {
+            _offsets[i] = _offsets[i - 1] + _ranks[i - 1];
+        }
+
+        Rank = _ranks.Sum();
+        _defaults = [.. adapters.Select(adapter => adapter.Scale)];
+        _baked = [.. _defaults.Select(scale => scale != 0 ? scale : 1f)];
     }
 
-    /// <summary>The rank every update is padded to.</summary>
-    public int Rank { get; private set; }
+    /// <summary>The rank every update is padded to: the adapters' ranks added up.</summary>
+    public int Rank { get; }
 
-    /// <summary>Checks each adapter against the model and uploads the combined updates; null when none changes anything (all scales 0).</summary>
+    /// <summary>Checks each adapter against the model and uploads the combined updates; null when there are none.</summary>
     public static LoraLayers? Create(IReadOnlyList<LoraAdapter> adapters, Qwen2Config config, IBackend backend)
     {
         foreach (LoraAdapter adapter in adapters)
@@ -36,17 +57,17 @@ internal sealed unsafe class LoraLayers : IDisposable
             Check(adapter, config);
         }
 
-        var byProjection = adapters
-            .SelectMany(adapter => adapter.Pairs.Where(_ => adapter.Scale != 0).Select(pair => (Pair: pair, Scale: adapter.Scale * pair.Scale)))
-            .GroupBy(entry => (entry.Pair.Layer, entry.Pair.Target))
-            .OrderBy(group => group.Key)
-            .ToList();
-        if (byProjection.Count == 0)
+        if (adapters.Count == 0 || adapters.All(adapter => adapter.Pairs.Count == 0))
         {
             return null;
         }
 
-        var layers = new LoraLayers(config.NumHiddenLayers) { Rank = byProjection.Max(group => group.Sum(entry => entry.Pair.Rank)) };
+        var layers = new LoraLayers(config.NumHiddenLayers, adapters);
+        var byProjection = adapters
+            .SelectMany((adapter, index) => adapter.Pairs.Select(pair => (Pair: pair, Adapter: index)))
+            .GroupBy(entry => (entry.Pair.Layer, entry.Pair.Target))
+            .OrderBy(group => group.Key)
+            .ToList();
         try
         {
             foreach (var group in byProjection)
@@ -55,17 +76,15 @@ internal sealed unsafe class LoraLayers : IDisposable
                 (int outDim, int inDim) = LoraTargets.Shape(target, config);
                 string module = LoraTargets.ModulePath(layer, target);
                 float* a = layers.Zeroed((long)layers.Rank * inDim), b = layers.Zeroed((long)outDim * layers.Rank);
-                int offset = 0;
-                foreach ((LoraPair pair, double scale) in group)
+                foreach ((LoraPair pair, int index) in group)
                 {
-                    float[] av = TensorValues.ToSingle(pair.A), bv = pair.ScaledB(scale, config);
+                    int offset = layers._offsets[index];
+                    float[] av = TensorValues.ToSingle(pair.A), bv = pair.ScaledB((double)layers._baked[index] * pair.Scale, config);
                     av.CopyTo(new Span<float>(a + ((long)offset * inDim), av.Length));
                     for (int o = 0; o < outDim; o++)
                     {
                         bv.AsSpan(o * pair.Rank, pair.Rank).CopyTo(new Span<float>(b + ((long)o * layers.Rank) + offset, pair.Rank));
                     }
-
-                    offset += pair.Rank;
                 }
 
                 layers._a[layer, (int)target] = backend.Upload(new TensorView($"{module}.lora_A", "the LoRA adapters", DType.F32, [layers.Rank, inDim], (nint)a));
@@ -81,14 +100,74 @@ internal sealed unsafe class LoraLayers : IDisposable
         }
     }
 
-    /// <summary>Whether <paramref name="layer"/>'s MLP has an update (so its gate, up and down run as separate products).</summary>
-    public bool AdaptsMlp(int layer) =>
-        _a[layer, (int)LoraTarget.Gate] is not null || _a[layer, (int)LoraTarget.Up] is not null || _a[layer, (int)LoraTarget.Down] is not null;
-
-    /// <summary>output += input · Aᵀ · Bᵀ for the projection, if adapted; <paramref name="input"/> is the projection's input.</summary>
-    public void Apply(IBackend backend, ForwardState state, int layer, LoraTarget target, Activation input, Activation output)
+    /// <summary>
+    /// How the step's rows weight the adapters: not at all (every scale 0: the step runs as the model without adapters),
+    /// as put into B (every row at the adapters' own scales, the usual case), or by a [rows, rank] table of factors written
+    /// to the device once for all the step's projections.
+    /// </summary>
+    public LoraStep Prepare(IBackend backend, TokenBatch batch, ForwardState state)
     {
-        if (_a[layer, (int)target] is not DeviceWeight a)
+        int n = batch.Count;
+        bool on = false, baked = true;
+        for (int row = 0; row < n; row++)
+        {
+            float[] scales = Scales(batch, row);
+            for (int i = 0; i < scales.Length; i++)
+            {
+                on |= scales[i] != 0;
+                baked &= scales[i] == _baked[i];
+            }
+
+            if (!batch.HasAdapterScales)
+            {
+                break;  // every row at the defaults
+            }
+        }
+
+        if (!on || baked)
+        {
+            return new LoraStep(on, null);
+        }
+
+        Span<float> factors = state.LoraFactors(n, Rank);
+        for (int row = 0; row < n; row++)
+        {
+            float[] scales = Scales(batch, row);
+            Span<float> rowFactors = factors.Slice(row * Rank, Rank);
+            for (int i = 0; i < scales.Length; i++)
+            {
+                rowFactors.Slice(_offsets[i], _ranks[i]).Fill(scales[i] / _baked[i]);
+            }
+        }
+
+        Activation table = state.LoraScratch(backend, "factors", Rank).Rows(n);
+        backend.Write(factors, table);
+        return new LoraStep(true, table);
+    }
+
+    private float[] Scales(TokenBatch batch, int row)
+    {
+        if (batch.AdapterScalesOf(row) is not float[] scales)
+        {
+            return _defaults;
+        }
+
+        if (scales.Length != _defaults.Length)
+        {
+            throw new ArgumentException($"row {row} of the step gives {scales.Length} LoRA adapter scale(s); the model has {_defaults.Length} adapter(s)");
+        }
+
+        return scales;
+    }
+
+    /// <summary>Whether <paramref name="layer"/>'s MLP has an update in this step (so its gate, up and down run as separate products).</summary>
+    public bool AdaptsMlp(int layer, LoraStep step) => step.On
+        && (_a[layer, (int)LoraTarget.Gate] is not null || _a[layer, (int)LoraTarget.Up] is not null || _a[layer, (int)LoraTarget.Down] is not null);
+
+    /// <summary>output += input · Aᵀ · Bᵀ for the projection, if adapted and on in this step; <paramref name="input"/> is the projection's input.</summary>
+    public void Apply(IBackend backend, ForwardState state, LoraStep step, int layer, LoraTarget target, Activation input, Activation output)
+    {
+        if (!step.On || _a[layer, (int)target] is not DeviceWeight a)
         {
             return;
         }
@@ -96,6 +175,11 @@ internal sealed unsafe class LoraLayers : IDisposable
         Activation ranked = state.LoraScratch(backend, "rank", Rank).Rows(input.Rows);
         Activation delta = state.LoraScratch(backend, "out", output.Cols).Rows(input.Rows);
         backend.Linear(input, a, null, ranked);
+        if (step.Factors is Activation factors)
+        {
+            backend.Multiply(ranked, factors);
+        }
+
         backend.Linear(ranked, _b[layer, (int)target]!, null, delta);
         backend.Add(output, delta);
     }
@@ -155,3 +239,6 @@ internal sealed unsafe class LoraLayers : IDisposable
         _memory.Clear();
     }
 }
+
+/// <summary>How one step applies the adapters (<see cref="LoraLayers.Prepare"/>): whether at all, and with which per-row factors.</summary>
+internal readonly record struct LoraStep(bool On, Activation? Factors);

@@ -10,6 +10,7 @@ public sealed class ForwardState : IDisposable
 {
     private readonly DeviceBuffer[] _owned;
     private Dictionary<(string Role, int Cols), DeviceBuffer>? _loraScratch;
+    private float[]? _loraFactors;
 
     internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows, int maxHiddenRows)
     {
@@ -86,6 +87,17 @@ public sealed class ForwardState : IDisposable
     /// LoRA's scratch of [rows, <paramref name="cols"/>] for one <paramref name="role"/> (the rank, or a projection's
     /// output), made on the first step that needs it: a model without adapters allocates none.
     /// </summary>
+    /// <summary>Host room for a step's LoRA factors (<see cref="Lora.LoraLayers.Prepare"/>), grown as needed, kept.</summary>
+    internal Span<float> LoraFactors(int rows, int rank)
+    {
+        if (_loraFactors is null || _loraFactors.Length < rows * rank)
+        {
+            _loraFactors = new float[Math.Max(rows, MaxRows) * rank];
+        }
+
+        return _loraFactors.AsSpan(0, rows * rank);
+    }
+
     internal DeviceBuffer LoraScratch(IBackend backend, string role, int cols)
     {
         _loraScratch ??= [];

@@ -185,6 +185,8 @@ public sealed class Qwen2Model : IDisposable
     /// projection beside the stored weight (which stays as stored: mapped, quantized). Several adapters add up. Checked
     /// against the model (layers, shapes, a GGUF adapter's architecture); the adapters' files may be closed afterwards.
     /// Once per model, before its KV caches hold anything (what they hold was computed without the adapters).
+    /// A sequence may run with scales of its own (<see cref="TokenBatch.Add(int, int, int, bool, float[])"/>; a server's
+    /// requests), an adapter loaded at 0 included; sequences with different scales share a step.
     /// </summary>
     public void ApplyAdapters(IReadOnlyList<Lora.LoraAdapter> adapters)
     {
@@ -370,6 +372,9 @@ public sealed class Qwen2Model : IDisposable
             MRopeTable(batch, state);
         }
 
+        // LoRA adapters: whether this step runs them, and at which scales for each row.
+        Lora.LoraStep adapters = _lora?.Prepare(b, batch, state) ?? default;
+
         for (int l = 0; l < _w.Layers.Count; l++)
         {
             Qwen2LayerWeights<DeviceWeight> w = _w.Layers[l];
@@ -380,9 +385,9 @@ public sealed class Qwen2Model : IDisposable
             b.QkvProjection(xb, w.QProj, w.QBias, q, w.KProj, w.KBias, k, w.VProj, w.VBias, v);
             if (_lora is { } lora)
             {
-                lora.Apply(b, state, l, Lora.LoraTarget.Q, xb, q);
-                lora.Apply(b, state, l, Lora.LoraTarget.K, xb, k);
-                lora.Apply(b, state, l, Lora.LoraTarget.V, xb, v);
+                lora.Apply(b, state, adapters, l, Lora.LoraTarget.Q, xb, q);
+                lora.Apply(b, state, adapters, l, Lora.LoraTarget.K, xb, k);
+                lora.Apply(b, state, adapters, l, Lora.LoraTarget.V, xb, v);
             }
 
             if (rotaryTable)
@@ -405,22 +410,22 @@ public sealed class Qwen2Model : IDisposable
 
             tap?.Invoke("attn_out", l, attn);
             b.Linear(attn, w.OProj, w.OBias, xb);
-            _lora?.Apply(b, state, l, Lora.LoraTarget.O, attn, xb);
+            _lora?.Apply(b, state, adapters, l, Lora.LoraTarget.O, attn, xb);
             b.Add(x, xb);                                               // residual
 
             // MLP block: pre-norm, SwiGLU down(silu(gate(x)) * up(x)).
             b.RmsNorm(x, w.PostAttentionLayernorm, _eps, xb);
             tap?.Invoke("ffn_norm", l, xb);
-            if (_lora?.AdaptsMlp(l) == true)
+            if (_lora?.AdaptsMlp(l, adapters) == true)
             {
                 // Each product with its LoRA update: W x + scale · B A x.
                 b.Linear(xb, w.GateProj, null, gate);
-                _lora.Apply(b, state, l, Lora.LoraTarget.Gate, xb, gate);
+                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Gate, xb, gate);
                 b.Linear(xb, w.UpProj, null, up);
-                _lora.Apply(b, state, l, Lora.LoraTarget.Up, xb, up);
+                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Up, xb, up);
                 b.SiluMultiply(gate, up);
                 b.Linear(gate, w.DownProj, null, xb);
-                _lora.Apply(b, state, l, Lora.LoraTarget.Down, gate, xb);
+                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Down, gate, xb);
             }
             else
             {

@@ -14,6 +14,7 @@ public sealed class TokenBatch
     private readonly int[] _ropeT, _ropeH, _ropeW;
     private readonly float[]?[] _embeddingArrays;
     private readonly int[] _embeddingOffsets;
+    private readonly float[]?[] _adapterScales;
 
     public TokenBatch(int capacity)
     {
@@ -27,6 +28,7 @@ public sealed class TokenBatch
         _ropeW = new int[capacity];
         _embeddingArrays = new float[]?[capacity];
         _embeddingOffsets = new int[capacity];
+        _adapterScales = new float[]?[capacity];
     }
 
     public int Capacity => _tokens.Length;
@@ -60,9 +62,24 @@ public sealed class TokenBatch
     /// <summary>The embedding given for <paramref name="row"/>: an array and the offset of its row of hidden_size values, or null.</summary>
     public (float[]? Values, int Offset) EmbeddingOf(int row) => (_embeddingArrays[row], _embeddingOffsets[row]);
 
+    /// <summary>Some row gives its own LoRA adapter scales (<see cref="AdapterScalesOf"/>).</summary>
+    public bool HasAdapterScales { get; private set; }
+
+    /// <summary>
+    /// The scale of each of the model's LoRA adapters (in <see cref="Qwen2Model.Adapters"/>' order) for <paramref name="row"/>'s
+    /// sequence, or null for the adapters' own scales.
+    /// </summary>
+    public float[]? AdapterScalesOf(int row) => _adapterScales[row];
+
     public void Clear()
     {
         Count = 0;
+        if (HasAdapterScales)
+        {
+            Array.Clear(_adapterScales);
+            HasAdapterScales = false;
+        }
+
         LogitCount = 0;
         HasRopePositions = false;
         if (HasEmbeddings)
@@ -75,6 +92,24 @@ public sealed class TokenBatch
     /// <summary>Adds the token at <paramref name="position"/> of sequence <paramref name="slot"/>.</summary>
     public void Add(int token, int position, int slot, bool wantLogits) =>
         Add(token, position, slot, wantLogits, position, position, position, null, 0);
+
+    /// <summary>
+    /// Adds a token whose sequence runs with its own LoRA adapter scales (<paramref name="adapterScales"/>: one per adapter of the
+    /// model, in order; null: the adapters' own). The array is kept, not copied: it must not change while the batch holds it.
+    /// </summary>
+    public void Add(int token, int position, int slot, bool wantLogits, float[]? adapterScales)
+    {
+        Add(token, position, slot, wantLogits);
+        SetAdapterScales(Count - 1, adapterScales);
+    }
+
+    /// <summary>Gives <paramref name="row"/> its sequence's own LoRA adapter scales (see <see cref="Add(int, int, int, bool, float[])"/>).</summary>
+    public void SetAdapterScales(int row, float[]? adapterScales)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)row, (uint)Count, nameof(row));
+        _adapterScales[row] = adapterScales;
+        HasAdapterScales |= adapterScales is not null;
+    }
 
     /// <summary>
     /// Adds a token with its 3-D rotary position (<paramref name="t"/>, <paramref name="h"/>, <paramref name="w"/>) and,

@@ -441,14 +441,14 @@ public sealed class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
-    public void SwiGluAddGather_MatchReference(string backendName)
+    public void SwiGluAddMultiplyGather_MatchReference(string backendName)
     {
         foreach (int rows in new[] { 1, 3, 9 })
         {
             SwiGlu_MatchesReference(backendName, rows);
         }
 
-        AddAndGather_MatchReference(backendName);
+        AddMultiplyAndGather_MatchReference(backendName);
     }
 
     /// <summary>
@@ -493,7 +493,7 @@ public sealed class BackendConformanceTests
 
     }
 
-    private static void AddAndGather_MatchReference(string backendName)
+    private static void AddMultiplyAndGather_MatchReference(string backendName)
     {
         using IBackend backend = TestBackends.Create(backendName);
         const int Rows = 3, Hidden = 16;
@@ -506,6 +506,18 @@ public sealed class BackendConformanceTests
         for (int i = 0; i < a.Length; i++)
         {
             Assert.Equal(a[i] + b[i], sum[i]);
+        }
+
+        // 37 × 300 is more than one 256-wide workgroup of the GPU's elementwise shaders, and not a whole number of them.
+        float[] x = KernelData.Floats(37 * 300, 17), factors = KernelData.Floats(37 * 300, 18);
+        float[] product = Run(backend, 37, 300, [(x, 300), (factors, 300)], (inputs, o) =>
+        {
+            backend.GatherRows(inputs[0], [.. Enumerable.Range(0, 37)], o);
+            backend.Multiply(o, inputs[1]);
+        });
+        for (int i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(x[i] * factors[i], product[i]);
         }
 
         float[] gathered = Run(backend, 4, Hidden, [(a, Hidden)], (inputs, o) => backend.GatherRows(inputs[0], [2, 0, 2, 1], o));

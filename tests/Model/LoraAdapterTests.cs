@@ -120,6 +120,77 @@ public sealed class LoraAdapterTests
         LogitComparison.AssertClose(Logits(folder, "cpu", ids, (peft, 1f)), theirs, 1e-4, "rank_pattern, alpha_pattern and use_rslora");
     }
 
+    /// <summary>
+    /// A server's sequences, each with its own adapter scales, in the same steps (prefill rows of three prompts, then decode
+    /// rows of the three): each sequence's logits are llama.cpp's with the adapters at its scales. The second adapter is
+    /// loaded at 0 (off unless a sequence turns it on), the first at 1; one sequence keeps those, one runs both at other
+    /// scales, one runs neither.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    public void SequencesWithTheirOwnScales_InOneBatch_EachGivesLlamaCppsLogitsAtItsScales(string backendName)
+    {
+        TestBackends.RequireDevice(backendName);
+
+        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        var attention = RandomLoraAdapter.Make(config, rank: 4, alpha: 16, seed: 11, [LoraTarget.Q, LoraTarget.V, LoraTarget.O], layers: [0, 2, 4]);
+        var mlp = RandomLoraAdapter.Make(config, rank: 2, alpha: 4, seed: 12, [LoraTarget.Gate, LoraTarget.Up, LoraTarget.Down], layers: [1, 2]);
+        string dir = Fixtures.TempDirectory();
+        string gguf = BaseGguf(folder);
+        string a = attention.WriteGguf(Path.Combine(dir, "a.gguf"), config), m = mlp.WriteGguf(Path.Combine(dir, "m.gguf"), config);
+        int[] ids = Prompt();
+        float[]?[] scales = [null, [0.5f, 1.5f], [0f, 0f]];
+        float[][][] theirs =
+        [
+            LlamaCpp.Logits(gguf, ids, [(a, 1f)]),
+            LlamaCpp.Logits(gguf, ids, [(a, 0.5f), (m, 1.5f)]),
+            LlamaCpp.Logits(gguf, ids),
+        ];
+        Assert.True(LogitComparison.LargestRelativeError(theirs[0], theirs[1]) > 1e-2, "the scales change too little for the test to see");
+
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Load(folder, backend, [(attention.WritePeft(Path.Combine(dir, "a")), 1f), (mlp.WritePeft(Path.Combine(dir, "m")), 0f)]);
+        const int Prefill = 20;
+        using KvCache cache = model.CreateKvCache(scales.Length, ids.Length);
+        using ForwardState state = model.CreateState(scales.Length * Prefill, scales.Length * Prefill);
+        var ours = scales.Select(_ => new float[ids.Length][]).ToArray();
+        var batch = new TokenBatch(scales.Length * Prefill);
+        for (int s = 0; s < scales.Length; s++)
+        {
+            for (int p = 0; p < Prefill; p++)
+            {
+                batch.Add(ids[p], p, s, wantLogits: true, scales[s]);
+            }
+        }
+
+        model.Forward(batch, cache, state);
+        for (int row = 0; row < batch.Count; row++)
+        {
+            ours[row / Prefill][row % Prefill] = state.LogitsOf(row).ToArray();
+        }
+
+        for (int p = Prefill; p < ids.Length; p++)
+        {
+            batch.Clear();
+            for (int s = 0; s < scales.Length; s++)
+            {
+                batch.Add(ids[p], p, s, wantLogits: true, scales[s]);
+            }
+
+            model.Forward(batch, cache, state);
+            for (int s = 0; s < scales.Length; s++)
+            {
+                ours[s][p] = state.LogitsOf(s).ToArray();
+            }
+        }
+
+        for (int s = 0; s < scales.Length; s++)
+        {
+            LogitComparison.AssertClose(ours[s], theirs[s], 1e-4, $"{backendName}: sequence {s} at scales [{string.Join(", ", scales[s] ?? [1f, 0f])}] against llama.cpp");
+        }
+    }
+
     [Fact]
     public void ScaleZero_IsTheModelWithoutTheAdapter()
     {
