@@ -19,6 +19,11 @@ internal static class ModelLoading
         "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) added to the model's projections at run time; repeat for several (llama.cpp's --lora)",
         Repeatable: true);
 
+    /// <summary>serve's --lora: as <see cref="Lora"/>, and each adapter is one a request may pick or weigh.</summary>
+    public static readonly OptionSpec ServeLora = new("lora", "[NAME=]PATH",
+        "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) added to the model's projections; repeat for several. A request picks one by its name in 'model' (NAME, else the folder's or file's; /v1/models lists them) or weighs them with 'lora': [{\"id\": 0, \"scale\": 0.5}] (GET/POST /lora-adapters: ids and the scales of requests that give none)",
+        Repeatable: true);
+
     public static readonly OptionSpec LoraScale = new("lora-scale", "S",
         "how strongly to apply each --lora, in order (default 1: as trained; 0: off); give one per --lora", Repeatable: true);
 
@@ -232,17 +237,25 @@ internal static class ModelLoading
                 throw new UsageException($"--lora-scale '{scales[i]}' is not a number");
             }
 
+            // NAME=PATH names the adapter for a server's requests (vLLM's --lora-modules form), where no such path exists.
             string path = paths[i];
+            string? name = null;
+            if (path.IndexOf('=', StringComparison.Ordinal) is int equals and > 0 && !Directory.Exists(path) && !File.Exists(path))
+            {
+                (name, path) = (path[..equals], path[(equals + 1)..]);
+            }
+
             if (Hub.HuggingFaceHub.IsReference(path))
             {
+                name ??= path;
                 path = HubModels.Resolve(path, stderr);
             }
             else if (!Directory.Exists(path) && !File.Exists(path))
             {
-                throw new UsageException($"--lora {path}: no such folder or file (a PEFT adapter folder, a GGUF adapter, or a Hub name)");
+                throw new UsageException($"--lora {paths[i]}: no such folder or file (a PEFT adapter folder, a GGUF adapter, or a Hub name)");
             }
 
-            adapters.Add(new LoraAdapterOptions(path, scale));
+            adapters.Add(new LoraAdapterOptions(path, scale) { Name = name });
         }
 
         return adapters;

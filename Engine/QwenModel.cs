@@ -70,6 +70,12 @@ public sealed class QwenModel : IDisposable
     /// <summary>The model folder.</summary>
     public string Directory { get; }
 
+    /// <summary>
+    /// What a server's requests call each of <see cref="Qwen2Model.Adapters"/>, in order (<see cref="LoraAdapterOptions.Name"/>:
+    /// given, the Hub name, or the folder's or GGUF file's name).
+    /// </summary>
+    public IReadOnlyList<string> AdapterNames { get; private init; } = [];
+
     public Qwen2Model Model { get; }
 
     public Tokenizer Tokenizer { get; }
@@ -100,7 +106,11 @@ public sealed class QwenModel : IDisposable
         foreach (LoraAdapterOptions adapter in options.LoraAdapters)
         {
             adapters.Add(Hub.HuggingFaceHub.IsReference(adapter.Path)
-                ? adapter with { Path = await Hub.HuggingFaceHub.ResolveAsync(adapter.Path, options.Hub, cancellationToken).ConfigureAwait(false) }
+                ? adapter with
+                {
+                    Path = await Hub.HuggingFaceHub.ResolveAsync(adapter.Path, options.Hub, cancellationToken).ConfigureAwait(false),
+                    Name = adapter.Name ?? adapter.Path,
+                }
                 : adapter);
         }
 
@@ -134,7 +144,10 @@ public sealed class QwenModel : IDisposable
                 model.KvCacheType = options.KvCacheType;
                 model.ApplyAdapterFiles([.. options.LoraAdapters.Select(a => (a.Path, a.Scale))]);
                 Tokenizer tokenizer = LoadTokenizer(directory);
-                var loaded = new QwenModel(directory, backend, model, tokenizer, options.PromptLookup);
+                var loaded = new QwenModel(directory, backend, model, tokenizer, options.PromptLookup)
+                {
+                    AdapterNames = [.. options.LoraAdapters.Select(a => a.Name ?? LoraAdapterOptions.NameOf(a.Path))],
+                };
                 if (options.DraftModel is string draftPath)
                 {
                     loaded.LoadDraft(draftPath);

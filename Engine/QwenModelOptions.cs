@@ -55,4 +55,19 @@ public sealed record QwenModelOptions
 /// <summary>A LoRA adapter for <see cref="QwenModelOptions.LoraAdapters"/>: a PEFT folder, a GGUF adapter or a Hub name, and how strongly to apply it.</summary>
 /// <param name="Path">The folder, file or Hub name (owner/name).</param>
 /// <param name="Scale">Multiplies the adapter's own scaling (lora_alpha / r): 1 applies it as trained, 0 not at all.</param>
-public sealed record LoraAdapterOptions(string Path, float Scale = 1f);
+public sealed record LoraAdapterOptions(string Path, float Scale = 1f)
+{
+    /// <summary>
+    /// What a server's requests call it (their <c>model</c>, as vLLM's <c>--lora-modules NAME=PATH</c>); null: the Hub name as
+    /// given, else the folder's or GGUF file's name.
+    /// </summary>
+    public string? Name { get; init; }
+
+    /// <summary>The name of an adapter at <paramref name="path"/>: a GGUF file's name without .gguf, or the folder's name.</summary>
+    public static string NameOf(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string name = System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(path));
+        return name.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? name[..^5] : name;
+    }
+}

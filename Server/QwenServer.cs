@@ -54,12 +54,12 @@ public sealed class QwenServer : IAsyncDisposable
         // With a draft model the guesses are its own, the Engine's default number of them unless the options say.
         int? guesses = options.PromptLookup ?? model.DefaultGuesses;
         return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = guesses },
-            cancellationToken, model.Draft);
+            cancellationToken, model.Draft, model.AdapterNames);
     }
 
     /// <summary>Starts listening over a model and tokenizer built by the caller (the benchmark's random weights).</summary>
     internal static async Task<QwenServer> StartAsync(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, ServerOptions options,
-        CancellationToken cancellationToken = default, DraftModel? draft = null)
+        CancellationToken cancellationToken = default, DraftModel? draft = null, IReadOnlyList<string>? adapterNames = null)
     {
         int context = Check(model, options);
         var scheduler = new BatchScheduler(model, tokenizer, new SchedulerOptions
@@ -73,7 +73,7 @@ public sealed class QwenServer : IAsyncDisposable
         });
         try
         {
-            var state = new ServerState(model, tokenizer, eosTokenIds, scheduler, options, options.ModelName ?? "qwen2");
+            var state = new ServerState(model, tokenizer, eosTokenIds, scheduler, options, options.ModelName ?? "qwen2", adapterNames);
             WebApplication app = Build(state);
             try
             {
@@ -170,6 +170,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapGet("/metrics", http => InfoEndpoints.MetricsAsync(http, state));
         app.MapPost("/tokenize", http => InfoEndpoints.TokenizeAsync(http, state));
         app.MapPost("/detokenize", http => InfoEndpoints.DetokenizeAsync(http, state));
+        app.MapGet("/lora-adapters", http => state.Adapters.ListAsync(http));
+        app.MapPost("/lora-adapters", http => state.Adapters.SetAsync(http, state));
         app.MapFallback(http => throw new ApiException(404, $"no endpoint {http.Request.Method} {http.Request.Path}", null, "not_found"));
         return app;
     }

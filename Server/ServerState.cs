@@ -5,7 +5,8 @@ using QwenSharp.Tokenization;
 namespace QwenSharp.Server;
 
 /// <summary>What every endpoint shares: the model and its tokenizer, the scheduler, the options, and the HTTP-level counters.</summary>
-internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, BatchScheduler scheduler, ServerOptions options, string modelName)
+internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> eosTokenIds, BatchScheduler scheduler, ServerOptions options, string modelName,
+    IReadOnlyList<string>? adapterNames = null)
 {
     private long _requests;
     private long _rejected;
@@ -24,6 +25,9 @@ internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOn
     public ServerOptions Options { get; } = options;
 
     public string ModelName { get; } = modelName;
+
+    /// <summary>The model's LoRA adapters and the scales each request runs them at.</summary>
+    public Api.ServedAdapters Adapters { get; } = new(model.Adapters, adapterNames);
 
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
 

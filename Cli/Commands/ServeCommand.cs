@@ -36,7 +36,7 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
-        ModelLoading.Lora,
+        ModelLoading.ServeLora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Attention,
@@ -116,6 +116,12 @@ internal sealed class ServeCommand : ICommand
             if (options.ApiKey is null && !IsLoopback(options.Host))
             {
                 stderr.WriteLine($"note: listening on {options.Host} without --api-key: anyone who can reach this port can use the model");
+            }
+
+            for (int i = 0; i < model.AdapterNames.Count; i++)
+            {
+                stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"qwensharp serve: LoRA adapter {i}: '{model.AdapterNames[i]}' at scale {model.Model.Adapters[i].Scale} ({model.Model.Adapters[i].Path})"));
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -61,6 +61,9 @@ public sealed class EmbeddingRun : IDisposable
 
     public bool IsDone => _done == _inputs.Count;
 
+    /// <summary>The scale of each of the model's LoRA adapters for these inputs (a server's request), or null for the adapters' own.</summary>
+    public float[]? AdapterScales { get; set; }
+
     internal bool IsDisposed { get; private set; }
 
     /// <summary>Each input's embedding, in the inputs' order; complete once <see cref="IsDone"/>.</summary>
@@ -106,7 +109,7 @@ public sealed class EmbeddingRun : IDisposable
                     _rowInput[batch.LogitCount] = _slotInput[slot];
                 }
 
-                batch.Add(tokens[p], p, slot, wantLogits: output);
+                batch.Add(tokens[p], p, slot, wantLogits: output, AdapterScales);
             }
 
             budget -= end - _slotFed[slot];
@@ -145,7 +148,7 @@ public sealed class EmbeddingRun : IDisposable
                     _rowInput[batch.LogitCount] = input;
                 }
 
-                batch.Add(tokens[p], p, slot: input - first, wantLogits: output);
+                batch.Add(tokens[p], p, slot: input - first, wantLogits: output, AdapterScales);
             }
         }
 

@@ -18,7 +18,7 @@ internal static class ChatCompletionsEndpoint
     private static readonly HashSet<string> s_fields =
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
-        "tools", "tool_choice", "parallel_tool_calls", "prediction", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
+        "tools", "tool_choice", "parallel_tool_calls", "prediction", "lora", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
         .. SamplingFields.Names,
     ];
 
@@ -27,6 +27,7 @@ internal static class ChatCompletionsEndpoint
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
+        float[]? adapterScales = server.Adapters.ForRequest(request, model);
         bool stream = request.Bool("stream") ?? false;
         bool includeUsage = StreamOptions.IncludeUsage(request);
 
@@ -67,7 +68,8 @@ internal static class ChatCompletionsEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
-            primeText: false, deadline.Token, pictures: patches, constraint: constraint, prediction: prediction);
+            primeText: false, deadline.Token, pictures: patches, constraint: constraint, prediction: prediction,
+            adapterScales: adapterScales);
         Jobs.Submit(server, job);
         // Held calls stream as they are written: from the first <tool_call> of an answer held throughout, else from the
         // one its open token begins.

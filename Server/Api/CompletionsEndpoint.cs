@@ -17,7 +17,7 @@ internal static class CompletionsEndpoint
 
     private static readonly HashSet<string> s_fields =
     [
-        "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "user", "ignore_eos",
+        "model", "prompt", "stream", "stream_options", "n", "max_tokens", "stop", "logprobs", "echo", "suffix", "best_of", "user", "ignore_eos", "lora",
         .. ResponseFormat.Fields, .. SamplingFields.Names,
     ];
 
@@ -26,6 +26,7 @@ internal static class CompletionsEndpoint
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
+        float[]? adapterScales = server.Adapters.ForRequest(request, model);
         bool stream = request.Bool("stream") ?? false;
         bool includeUsage = StreamOptions.IncludeUsage(request);
         int samples = request.Int("n", 1, 128) ?? 1;
@@ -62,7 +63,7 @@ internal static class CompletionsEndpoint
         (List<int[]> prompts, List<string> texts) = PromptInput.Read(request, server, "prompt");
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos,
-            constraint: constraint);
+            constraint: constraint, adapterScales: adapterScales);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);

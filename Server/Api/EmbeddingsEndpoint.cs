@@ -20,13 +20,14 @@ internal static class EmbeddingsEndpoint
 
     // prompt_name: Text Embeddings Inference's and sentence-transformers' named prompt (an extension of OpenAI's API).
     // truncate: Text Embeddings Inference's (cut a text too long to the model's max_seq_length, at most the context).
-    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user", "prompt_name", "truncate"];
+    private static readonly HashSet<string> s_fields = ["model", "input", "encoding_format", "dimensions", "user", "prompt_name", "truncate", "lora"];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
+        float[]? adapterScales = server.Adapters.ForRequest(request, model);
         int? dimensions = request.Int("dimensions", 1, server.Model.Config.HiddenSize);
         bool base64 = request.String("encoding_format", 16) switch
         {
@@ -38,7 +39,7 @@ internal static class EmbeddingsEndpoint
         List<int[]> inputs = Inputs(request, server);
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, Cancellation = deadline.Token };
+        var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, AdapterScales = adapterScales, Cancellation = deadline.Token };
         Jobs.Submit(server, job);
         float[][] vectors;
         try

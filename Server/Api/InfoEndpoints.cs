@@ -27,6 +27,19 @@ internal static class InfoEndpoints
         w.WriteString("owned_by", "qwensharp");
         w.WriteNumber("context_length", server.Context);
         w.WriteEndObject();
+        foreach (string adapter in server.Adapters.SelectableNames(server.ModelName))
+        {
+            // A LoRA adapter a request picks by this name (vLLM lists its adapters so, with the model as their parent).
+            w.WriteStartObject();
+            w.WriteString("id", adapter);
+            w.WriteString("object", "model");
+            w.WriteNumber("created", server.Started.ToUnixTimeSeconds());
+            w.WriteString("owned_by", "qwensharp");
+            w.WriteString("parent", server.ModelName);
+            w.WriteNumber("context_length", server.Context);
+            w.WriteEndObject();
+        }
+
         w.WriteEndArray();
         w.WriteEndObject();
     });

@@ -14,7 +14,8 @@ internal static class Jobs
 {
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
-        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null)
+        IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null,
+        float[]? adapterScales = null)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -69,6 +70,7 @@ internal static class Jobs
             Pictures = pictures ?? [],
             Constraint = constraint,
             Prediction = prediction,
+            AdapterScales = adapterScales,
         };
     }
 

@@ -34,6 +34,8 @@ internal sealed class BatchScheduler : IDisposable
     private readonly ScheduledSequence?[] _logitOwners;
     private readonly ScheduledSequence?[] _slotOwners;
     private readonly List<int>[] _slotTokens;
+    /// <summary>The LoRA adapter scales each slot's keys and values were computed with: reused only by a prompt run with the same.</summary>
+    private readonly float[]?[] _slotAdapterScales;
     private readonly LinkedList<GenerationJob> _queue = new();
     private readonly Queue<EmbeddingJob> _embeddingQueue = new();
     /// <summary>The embedding job being read and its run, a step per loop (see <see cref="StepEmbedding"/>).</summary>
@@ -70,6 +72,7 @@ internal sealed class BatchScheduler : IDisposable
         _logitOwners = new ScheduledSequence?[LogitRows(options)];
         _slotOwners = new ScheduledSequence?[options.Slots];
         _slotTokens = [.. Enumerable.Range(0, options.Slots).Select(_ => new List<int>())];
+        _slotAdapterScales = new float[]?[options.Slots];
         _thread = new Thread(Loop) { Name = "qwensharp scheduler", IsBackground = true };
         _thread.Start();
     }
@@ -270,7 +273,9 @@ internal sealed class BatchScheduler : IDisposable
             try
             {
                 _embedder ??= new Embedder(_model, _options.PrefillChunk);
-                _embedding = (next, _embedder.Start(next.Inputs, dimensions: next.Dimensions));
+                EmbeddingRun started = _embedder.Start(next.Inputs, dimensions: next.Dimensions);
+                started.AdapterScales = next.AdapterScales;
+                _embedding = (next, started);
             }
             catch (Exception e)
             {
@@ -393,7 +398,7 @@ internal sealed class BatchScheduler : IDisposable
         {
             int[] prompt = job.Prompts[p];
             Qwen2VL.VisionPrompt? pictures = p == 0 ? vision : null;
-            (int slot, int common) = BestSlotFor(prompt);
+            (int slot, int common) = BestSlotFor(prompt, job.AdapterScales);
             // At least the prompt's last token is read again: its logits choose the first new token.
             int reused = Math.Min(common, prompt.Length - 1);
             ScheduledSequence first = Occupy(job, p * job.SamplesPerPrompt, slot, prompt, pictures);
@@ -438,11 +443,13 @@ internal sealed class BatchScheduler : IDisposable
             _slotOwners[slot] = sequence;
         }
 
+        _slotAdapterScales[slot] = job.AdapterScales;
+
         _running.Add(sequence);
         return sequence;
     }
 
-    private (int Slot, int Common) BestSlotFor(int[] prompt)
+    private (int Slot, int Common) BestSlotFor(int[] prompt, float[]? adapterScales)
     {
         int best = -1, bestCommon = -1;
         for (int s = 0; s < _slotOwners.Length; s++)
@@ -454,7 +461,8 @@ internal sealed class BatchScheduler : IDisposable
 
             List<int> held = _slotTokens[s];
             int common = 0;
-            int limit = Math.Min(held.Count, prompt.Length);
+            // Keys and values computed with other adapter scales are other numbers: nothing of them is reused.
+            int limit = SameScales(_slotAdapterScales[s], adapterScales) ? Math.Min(held.Count, prompt.Length) : 0;
             while (common < limit && held[common] == prompt[common])
             {
                 common++;
@@ -470,6 +478,8 @@ internal sealed class BatchScheduler : IDisposable
 
         return (best, bestCommon);
     }
+
+    private static bool SameScales(float[]? a, float[]? b) => a == b || (a is not null && b is not null && a.AsSpan().SequenceEqual(b));
 
     private int WorstFreeSlot()
     {
@@ -701,6 +711,11 @@ internal sealed class BatchScheduler : IDisposable
         else
         {
             Qwen2VL.VisionPrompt.AddGenerated(_batch, token, position, sequence.Slot, wantLogits, vision.RopeDelta);
+        }
+
+        if (sequence.Job.AdapterScales is float[] scales)
+        {
+            _batch.SetAdapterScales(_batch.Count - 1, scales);
         }
     }
 

@@ -12,6 +12,9 @@ internal sealed class EmbeddingJob
     /// <summary>Keep the first this many values (the request's <c>dimensions</c>); null: all hidden_size.</summary>
     public int? Dimensions { get; init; }
 
+    /// <summary>The scale of each of the model's LoRA adapters for this request (see <see cref="GenerationJob.AdapterScales"/>).</summary>
+    public float[]? AdapterScales { get; init; }
+
     /// <summary>The request's deadline and its client's going away.</summary>
     public required CancellationToken Cancellation { get; init; }
 

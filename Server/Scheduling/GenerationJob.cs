@@ -51,6 +51,12 @@ internal sealed class GenerationJob
     /// </summary>
     public int[]? Prediction { get; init; }
 
+    /// <summary>
+    /// The scale of each of the model's LoRA adapters for every choice of this job (the request's <c>lora</c>, the adapter its
+    /// <c>model</c> names, or the server's scales when it came in); null: the adapters' own (or a model without adapters).
+    /// </summary>
+    public float[]? AdapterScales { get; init; }
+
     /// <summary>The client went away or the request timed out: the scheduler drops the job before its next step.</summary>
     public CancellationToken Cancellation { get; init; }
 

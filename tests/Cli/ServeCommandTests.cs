@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Cli;
 
@@ -39,8 +40,12 @@ public sealed class ServeCommandTests
     [Fact]
     public async Task AProcessServesThenDrainsOnSigtermAndExitsZero()
     {
+        // A LoRA adapter named NAME=PATH, which requests pick by that name (LoraServerTests checks what adapters give).
+        QwenSharp.Qwen2.Qwen2Config demo = QwenSharp.Qwen2.Qwen2Config.Load(Path.Combine(Fixtures.DemoModel, QwenSharp.Qwen2.Qwen2Config.FileName));
+        string adapter = RandomLoraAdapter.Make(demo, 4, 8, 31, [QwenSharp.Lora.LoraTarget.Q], [0]).WritePeft(Path.Combine(Fixtures.TempDirectory(), "peft"));
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant", "--kv-cache-type", "f16"])
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant", "--kv-cache-type", "f16",
+            "--lora", $"story={adapter}", "--lora-scale", "0"])
         {
             start.ArgumentList.Add(arg);
         }
@@ -49,8 +54,10 @@ public sealed class ServeCommandTests
         try
         {
             string? address = null;
+            bool adapterListed = false;
             while (await process.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1)) is string line)
             {
+                adapterListed |= line.Contains($"LoRA adapter 0: 'story' at scale 0 ({adapter})", StringComparison.Ordinal);
                 if (line.Contains("listening on ", StringComparison.Ordinal))
                 {
                     address = line.Split("listening on ")[1].Split(' ')[0];
@@ -61,8 +68,9 @@ public sealed class ServeCommandTests
             }
 
             Assert.NotNull(address);
+            Assert.True(adapterListed, "serve did not list its LoRA adapter by the name given");
             using var http = new HttpClient { BaseAddress = new Uri(address) };
-            using var body = new StringContent("{\"prompt\": \"Once upon a time\", \"max_tokens\": 8, \"temperature\": 0}");
+            using var body = new StringContent("{\"prompt\": \"Once upon a time\", \"max_tokens\": 8, \"temperature\": 0, \"model\": \"story\"}");
             using HttpResponseMessage response = await http.PostAsync("/v1/completions", body);
             using JsonDocument answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
             Assert.Equal(8, answer.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());

@@ -30,9 +30,10 @@ internal sealed class TestServer : IAsyncDisposable
     public static Task<TestServer> StartAsync(ServerOptions? options = null) => StartAsync(TestTokenizers.TinyQwenWithTokenizer, options);
 
     public static async Task<TestServer> StartAsync(string modelDirectory, ServerOptions? options, string device = "cpu", int? modelPromptLookup = null,
-        string? draftModel = null)
+        string? draftModel = null, IReadOnlyList<LoraAdapterOptions>? adapters = null)
     {
-        QwenModel model = await QwenModel.LoadAsync(modelDirectory, new QwenModelOptions { Threads = 2, Device = device, PromptLookup = modelPromptLookup, DraftModel = draftModel });
+        QwenModel model = await QwenModel.LoadAsync(modelDirectory,
+            new QwenModelOptions { Threads = 2, Device = device, PromptLookup = modelPromptLookup, DraftModel = draftModel, LoraAdapters = adapters ?? [] });
         try
         {
             QwenServer server = await QwenServer.StartAsync(model, (options ?? new ServerOptions()) with { Port = 0, Context = options?.Context ?? 512 });
