@@ -33,7 +33,10 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         // The kept cache is matched on token ids, which cannot tell two pictures apart: a conversation with pictures is read whole.
         ConversationCache? conversation = vision is null ? _conversation : null;
         int shown = 0;
-        await foreach (GenerationUpdate update in model.StreamAsync(prompt, OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options) }, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
+        // A ModelId that names one of the model's LoRA adapters runs that adapter alone (a server's 'model').
+        string? adapter = options?.ModelId is string id && model.AdapterNames.Contains(id) ? id : null;
+        TextGenerationOptions generation = OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options), LoraAdapter = adapter };
+        await foreach (GenerationUpdate update in model.StreamAsync(prompt, generation, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {
             // With tools, text from a <tool_call> on is held back: its calls become function calls at the end, not text
             // (which FunctionInvokingChatClient would send back beside them, so that the next prompt held each call twice).
@@ -53,7 +56,7 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             {
                 ResponseId = responseId,
                 MessageId = responseId,
-                ModelId = _metadata.DefaultModelId,
+                ModelId = adapter ?? _metadata.DefaultModelId,
             };
             if (update.IsFinal)
             {

@@ -513,6 +513,41 @@ public sealed class QwenModel : IDisposable
             PromptLookup = guesses > 0 ? new PromptLookup(guesses.Value) : null,
             DraftModel = textOnly && guesses > 0 ? _draft : null,
             CancellationToken = cancellationToken,
+            AdapterScales = AdapterScalesFor(options),
         };
+    }
+
+    /// <summary>The scale of each adapter for a generation (<see cref="TextGenerationOptions.LoraAdapter"/>, <see cref="TextGenerationOptions.LoraScales"/>), or null for their own.</summary>
+    private float[]? AdapterScalesFor(TextGenerationOptions options)
+    {
+        IReadOnlyList<Lora.LoraAdapter> adapters = Model.Adapters;
+        if (options.LoraAdapter is string name)
+        {
+            int index = AdapterNames.ToList().IndexOf(name);
+            if (index < 0)
+            {
+                throw new ArgumentException(
+                    $"LoRA adapter '{name}' is not one of the model's ({(adapters.Count == 0 ? "it has none" : string.Join(", ", AdapterNames.Select(n => $"'{n}'")))})",
+                    nameof(options));
+            }
+
+            var scales = new float[adapters.Count];
+            scales[index] = adapters[index].Scale != 0 ? adapters[index].Scale : 1f;
+            return scales;
+        }
+
+        if (options.LoraScales is { } given)
+        {
+            if (given.Count != adapters.Count || given.Any(scale => !float.IsFinite(scale)))
+            {
+                throw new ArgumentException(
+                    $"{nameof(TextGenerationOptions.LoraScales)} gives {given.Count} scale(s); the model has {adapters.Count} LoRA adapter(s), one finite scale each",
+                    nameof(options));
+            }
+
+            return [.. given];
+        }
+
+        return null;
     }
 }

@@ -59,6 +59,20 @@ public sealed record TextGenerationOptions
     /// </summary>
     public int? PromptLookup { get; init; }
 
+    /// <summary>
+    /// The LoRA adapter to run alone, by its name (<see cref="QwenModel.AdapterNames"/>; through
+    /// <see cref="Microsoft.Extensions.AI.IChatClient"/>, <c>ChatOptions.ModelId</c>), at its
+    /// <see cref="LoraAdapterOptions.Scale"/> (1 for one loaded at 0): a server's <c>model</c>. An unknown name is refused
+    /// (ArgumentException). Null: <see cref="LoraScales"/>.
+    /// </summary>
+    public string? LoraAdapter { get; init; }
+
+    /// <summary>
+    /// How strongly to apply each of the model's LoRA adapters (<see cref="QwenModelOptions.LoraAdapters"/>, in order) for
+    /// this generation: 1 as trained, 0 off; one per adapter. Null: their <see cref="LoraAdapterOptions.Scale"/>.
+    /// </summary>
+    public IReadOnlyList<float>? LoraScales { get; init; }
+
     /// <summary>Keep going past end-of-sequence ids (benchmarks).</summary>
     public bool IgnoreEos { get; init; }
 

@@ -12,6 +12,7 @@ public sealed class ConversationCache : IDisposable
 {
     private const int InitialCapacity = 4096;
     private readonly List<int> _tokens = [];
+    private float[]? _adapterScales;
 
     public KvCache? Cache { get; private set; }
 
@@ -21,8 +22,9 @@ public sealed class ConversationCache : IDisposable
     /// <summary>
     /// Makes the cache ready for <paramref name="prompt"/> with room for <paramref name="capacity"/> positions;
     /// returns how many of its first tokens are already there (never all: the last must be read for its logits).
+    /// What was computed at other LoRA adapter scales than <paramref name="adapterScales"/> (null: the adapters' own) is not reused.
     /// </summary>
-    public int Prepare(Qwen2Model model, IReadOnlyList<int> prompt, int capacity)
+    public int Prepare(Qwen2Model model, IReadOnlyList<int> prompt, int capacity, float[]? adapterScales = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompt);
@@ -37,7 +39,10 @@ public sealed class ConversationCache : IDisposable
         }
 
         int common = 0;
-        int limit = Math.Min(_tokens.Count, prompt.Count - 1);
+        bool sameScales = _adapterScales == adapterScales
+            || (_adapterScales is not null && adapterScales is not null && _adapterScales.AsSpan().SequenceEqual(adapterScales));
+        _adapterScales = adapterScales;
+        int limit = sameScales ? Math.Min(_tokens.Count, prompt.Count - 1) : 0;
         while (common < limit && _tokens[common] == prompt[common])
         {
             common++;

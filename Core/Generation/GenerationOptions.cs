@@ -68,6 +68,12 @@ public sealed record GenerationOptions
 
     /// <summary>Checked before every forward step: a cancelled generation stops within one token.</summary>
     public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>
+    /// The scale of each of the model's LoRA adapters (<see cref="Qwen2.Qwen2Model.Adapters"/>' order) for this generation;
+    /// null: their own. A conversation cache reuses only what was computed at the same scales.
+    /// </summary>
+    public float[]? AdapterScales { get; init; }
 }
 
 /// <summary>Called as each token is chosen: the sequence's index, the token, and its log-probs when they were asked for.</summary>

@@ -94,7 +94,7 @@ public static class Generator
             }
         }
 
-        int reused = conversation?.Prepare(model, prompts[0], capacity) ?? 0;
+        int reused = conversation?.Prepare(model, prompts[0], capacity, options.AdapterScales) ?? 0;
         KvCache cache = conversation?.Cache ?? model.CreateKvCache(run.Count, capacity);
         using KvCache? owned = conversation is null ? cache : null;
         using ForwardState state = model.CreateState(maxRows, logitRows);
@@ -183,6 +183,7 @@ public static class Generator
             }
 
             run.CancellationToken.ThrowIfCancellationRequested();
+            WeighAdapters(batch, options.AdapterScales);
             model.Forward(batch, cache, state);
             for (int s = 0; s < run.Count; s++)
             {
@@ -271,6 +272,7 @@ public static class Generator
     private static void Prefill(TokenBatch batch, KvCache cache, ForwardState state, int[] rowOwner, Run run, TokenCallback? onToken)
     {
         run.CancellationToken.ThrowIfCancellationRequested();
+        WeighAdapters(batch, run.AdapterScales);
         run.Model.Forward(batch, cache, state);
         for (int r = 0; r < batch.LogitCount; r++)
         {
@@ -287,6 +289,15 @@ public static class Generator
         }
 
         batch.Clear();
+    }
+
+    /// <summary>Every row of the step at the generation's LoRA adapter scales (null: the adapters' own).</summary>
+    private static void WeighAdapters(TokenBatch batch, float[]? scales)
+    {
+        for (int row = 0; scales is not null && row < batch.Count; row++)
+        {
+            batch.SetAdapterScales(row, scales);
+        }
     }
 
     /// <summary>A decode row: the token at its position, its logits wanted (Qwen2-VL's positions shifted past the pictures).</summary>
@@ -415,6 +426,8 @@ public static class Generator
         public Qwen2Model Model { get; }
 
         public CancellationToken CancellationToken => _options.CancellationToken;
+
+        public float[]? AdapterScales => _options.AdapterScales;
 
         public ulong Seed { get; }
 
