@@ -191,6 +191,33 @@ public sealed class LoraAdapterTests
         }
     }
 
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    public void F16Adapter_GivesLlamaCppsLogitsWithIt(string backendName)
+    {
+        // convert_lora_to_gguf.py's default: A and B in f16. Ours widens them to f32 once (kept in halves they read no faster
+        // on a Zen 1: bench/results/amd-epyc-zen1-2core-avx2/lora-2026-12-04.md).
+        TestBackends.RequireDevice(backendName);
+        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 13, LoraTargets.All, layers: null);
+        string dir = Fixtures.TempDirectory();
+        string halves = adapter.WriteGguf(Path.Combine(dir, "f16.gguf"), config, f16: true);
+        int[] ids = Prompt();
+        float[][] theirs = LlamaCpp.Logits(BaseGguf(folder), ids, [(halves, 1f)]);
+        float[][] exact = LlamaCpp.Logits(BaseGguf(folder), ids, [(adapter.WriteGguf(Path.Combine(dir, "f16-values.gguf"), config, f16Values: true), 1f)]);
+
+        using IBackend backend = TestBackends.Create(backendName);
+        using Qwen2Model model = Load(folder, backend, [(halves, 1f)]);
+        float[][] ours = ReferenceModelTests.AllPositionLogits(model, ids);
+        // Against the same values in f32 llama.cpp's products are exact (4e-6 from ours here); its own f16 products round
+        // each activation to f16 and are 2e-3 from those.
+        LogitComparison.AssertClose(ours, exact, 1e-4, $"{backendName}: the f16 adapter against llama.cpp's with its values in f32");
+        LogitComparison.AssertClose(ours, theirs, 5e-3, $"{backendName}: the f16 adapter against llama.cpp's");
+        float[][] plain = LlamaCpp.Logits(BaseGguf(folder), ids);
+        Assert.True(LogitComparison.LargestRelativeError(plain, theirs) > 1e-2, "the adapter moves llama.cpp's logits too little to be seen");
+    }
+
     [Fact]
     public void ScaleZero_IsTheModelWithoutTheAdapter()
     {

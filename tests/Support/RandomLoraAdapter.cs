@@ -66,7 +66,8 @@ internal sealed class RandomLoraAdapter
     /// in adapter.lora.alpha, and for a llama model B's rows of q and k in the order its converter permutes the weights'.
     /// With <paramref name="scaleOf"/> each B carries its module's scaling instead (alpha 0: llama.cpp's scale 1).
     /// </summary>
-    public string WriteGguf(string path, Qwen2Config config, Func<int, LoraTarget, int, double>? scaleOf = null, string? architecture = null)
+    public string WriteGguf(string path, Qwen2Config config, Func<int, LoraTarget, int, double>? scaleOf = null, string? architecture = null,
+        bool f16 = false, bool f16Values = false)
     {
         string arch = architecture ?? config.ModelType;
         var writer = new GgufWriter()
@@ -85,13 +86,19 @@ internal sealed class RandomLoraAdapter
             }
 
             string name = $"blk.{layer}.{LoraTargets.GgufName(target)}.weight";
-            writer.AddTensor($"{name}.lora_a", GgmlType.F32, [rank, inDim], MemoryMarshal.AsBytes(a.AsSpan()).ToArray());
-            writer.AddTensor($"{name}.lora_b", GgmlType.F32, [outDim, rank], MemoryMarshal.AsBytes(stored.AsSpan()).ToArray());
+            // f16 as convert_lora_to_gguf.py writes by default (its --outtype f16): each value rounded to nearest even.
+            // f16Values: f32 tensors holding the f16 file's values (the same adapter without llama.cpp's f16 products).
+            writer.AddTensor($"{name}.lora_a", f16 ? GgmlType.F16 : GgmlType.F32, [rank, inDim], Encode(a, f16, f16Values));
+            writer.AddTensor($"{name}.lora_b", f16 ? GgmlType.F16 : GgmlType.F32, [outDim, rank], Encode(stored, f16, f16Values));
         }
 
         writer.Write(path);
         return path;
     }
+
+    private static byte[] Encode(float[] values, bool f16, bool f16Values) => f16
+        ? MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).ToArray()
+        : MemoryMarshal.AsBytes((f16Values ? values.Select(v => (float)(Half)v).ToArray() : values).AsSpan()).ToArray();
 
     /// <summary>Where llama.cpp's converter puts Hugging Face row <paramref name="row"/> of q or k: within a head, t * d/2 + j goes to 2j + t.</summary>
     private static int PermutedRow(int row, int headDim)
