@@ -131,9 +131,7 @@ public sealed class LoraAdapterTests
     public void SequencesWithTheirOwnScales_InOneBatch_EachGivesLlamaCppsLogitsAtItsScales(string backendName)
     {
         TestBackends.RequireDevice(backendName);
-
-        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Qwen2Fixture();
         var attention = RandomLoraAdapter.Make(config, rank: 4, alpha: 16, seed: 11, [LoraTarget.Q, LoraTarget.V, LoraTarget.O], layers: [0, 2, 4]);
         var mlp = RandomLoraAdapter.Make(config, rank: 2, alpha: 4, seed: 12, [LoraTarget.Gate, LoraTarget.Up, LoraTarget.Down], layers: [1, 2]);
         string dir = Fixtures.TempDirectory();
@@ -198,8 +196,7 @@ public sealed class LoraAdapterTests
         // convert_lora_to_gguf.py's default: A and B in f16. Ours widens them to f32 once (kept in halves they read no faster
         // on a Zen 1: bench/results/amd-epyc-zen1-2core-avx2/lora-2026-12-04.md).
         TestBackends.RequireDevice(backendName);
-        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Qwen2Fixture();
         var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 13, LoraTargets.All, layers: null);
         string dir = Fixtures.TempDirectory();
         string halves = adapter.WriteGguf(Path.Combine(dir, "f16.gguf"), config, f16: true);
@@ -286,6 +283,13 @@ public sealed class LoraAdapterTests
     /// The model as GGUF in F32 (the same numbers as BF16 weights: llama.cpp would round the activations to BF16 for BF16
     /// weights, ours keeps them in f32), with the demo's tokenizer where the folder has none (llama.cpp needs a vocabulary).
     /// </summary>
+    /// <summary>The Qwen2 fixture (BF16, q/k/v biases) and its config.</summary>
+    private static (string Folder, Qwen2Config Config) Qwen2Fixture()
+    {
+        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
+        return (folder, Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName)));
+    }
+
     private static string BaseGguf(string folder) => GgufFixture.Write(TestTokenizers.WithTokenizer(folder, Fixtures.DemoModel), DType.F32);
 
     private static int[] Prompt()
