@@ -27,7 +27,7 @@ internal static class InfoEndpoints
         w.WriteString("owned_by", "qwensharp");
         w.WriteNumber("context_length", server.Context);
         w.WriteEndObject();
-        foreach (string adapter in server.Adapters.SelectableNames(server.ModelName))
+        foreach (string adapter in server.Adapters.SelectableNames)
         {
             // A LoRA adapter a request picks by this name (vLLM lists its adapters so, with the model as their parent).
             w.WriteStartObject();

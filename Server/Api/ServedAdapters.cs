@@ -21,10 +21,12 @@ internal sealed class ServedAdapters
 
     private readonly LoraAdapter[] _adapters;
     private readonly string[] _names;
+    private readonly string _modelName;
     private float[] _scales;
 
-    public ServedAdapters(IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string>? names)
+    public ServedAdapters(IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string>? names, string modelName)
     {
+        _modelName = modelName;
         _adapters = [.. adapters];
         _names = names is { } given && given.Count == _adapters.Length ? [.. given] : [.. _adapters.Select(a => LoraAdapterOptions.NameOf(a.Path))];
         _scales = [.. _adapters.Select(a => a.Scale)];
@@ -35,9 +37,11 @@ internal sealed class ServedAdapters
     /// <summary>The scales requests run with unless they say (a copy is never changed in place: each set replaces it).</summary>
     public float[] Scales => Volatile.Read(ref _scales);
 
-    /// <summary>The adapters <c>/v1/models</c> lists beside the model: each name once (a name two adapters share picks neither).</summary>
-    public IEnumerable<string> SelectableNames(string modelName) =>
-        _names.Where(name => name != modelName && _names.Count(n => n == name) == 1);
+    /// <summary>
+    /// The adapters <c>/v1/models</c> lists beside the model: each name once (a name two adapters share picks neither, nor
+    /// does the model's own name).
+    /// </summary>
+    public IEnumerable<string> SelectableNames => _names.Where(name => SelectableIndex(name) is not null);
 
     /// <summary>
     /// The scales a request runs the adapters at (see the class), null for a model without adapters; a <c>lora</c> without
@@ -117,7 +121,7 @@ internal sealed class ServedAdapters
     private int? SelectableIndex(string name)
     {
         int found = Array.IndexOf(_names, name);
-        return found >= 0 && Array.LastIndexOf(_names, name) == found ? found : null;
+        return found >= 0 && Array.LastIndexOf(_names, name) == found && name != _modelName ? found : null;
     }
 
     /// <summary>A list of <c>{"id", "scale"}</c> as one scale per adapter, 0 for those not listed.</summary>

@@ -110,6 +110,20 @@ public sealed class LoraServerTests
         Assert.NotEqual(Vector(await server.PostOkAsync("/v1/embeddings", $"{{{Input}}}")), off);
     }
 
+    [Fact]
+    public async Task AnAdapterNamedAsTheModel_IsNotPickedByTheModelsName()
+    {
+        // --name stories and an adapter folder of that name, loaded off: a request for "stories" is the model's.
+        string peft = RandomLoraAdapter.Make(s_demo, 4, 8, 24, LoraTargets.All, null).WritePeft(Path.Combine(Fixtures.TempDirectory(), "stories"));
+        await using TestServer server = await TestServer.StartAsync(Fixtures.DemoModel, new ServerOptions { ModelName = "stories" }, adapters: [new LoraAdapterOptions(peft, 0f)]);
+        await using TestServer plain = await TestServer.StartAsync(Fixtures.DemoModel, null);
+        string alone = await Text(plain, Body());
+        Assert.NotEqual(alone, await Text(server, Body(lora: """[{"id": 0, "scale": 1}]""")));
+        Assert.Equal(alone, await Text(server, Body(model: "stories")));
+        Assert.Equal(alone, await Text(server, Body()));
+        Assert.Single(JsonDocument.Parse(await server.Http.GetStringAsync("/v1/models")).RootElement.GetProperty("data").EnumerateArray());
+    }
+
     private static double[] Vector(JsonElement response) =>
         [.. response.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetDouble())];
 
