@@ -167,11 +167,7 @@ public sealed class CpuBackend : IBackend
 
     public void SiluMultiply(Activation gate, Activation up)
     {
-        if (gate.Rows != up.Rows || gate.Cols != up.Cols)
-        {
-            throw new ArgumentException($"gate is [{gate.Rows}, {gate.Cols}] and up [{up.Rows}, {up.Cols}]; they must be the same shape");
-        }
-
+        SameShape(gate, up, "gate", "up");
         _pool.Run(_siluMultiply, _siluMultiply.Prepare(CpuBuffer.Of(gate).Data, CpuBuffer.Of(up).Data, gate.Rows * gate.Cols));
     }
 
@@ -179,11 +175,7 @@ public sealed class CpuBackend : IBackend
 
     public void Multiply(Activation x, Activation factors)
     {
-        if (x.Rows != factors.Rows || x.Cols != factors.Cols)
-        {
-            throw new ArgumentException($"x is [{x.Rows}, {x.Cols}] and factors [{factors.Rows}, {factors.Cols}]; they must be the same shape");
-        }
-
+        SameShape(x, factors, "x", "factors");
         TensorPrimitives.Multiply(x.Span(), factors.Span(), x.Span());
     }
 
@@ -327,6 +319,15 @@ public sealed class CpuBackend : IBackend
 
     private static float[] VectorOf(DeviceWeight weight) =>
         CpuWeight.Of(weight).Vector ?? throw new ArgumentException($"weight '{weight.Name}' is a matrix where a vector was expected");
+
+    /// <summary>Refuses two activations of different shapes for an elementwise operation, naming both.</summary>
+    private static void SameShape(Activation a, Activation b, string aName, string bName)
+    {
+        if (a.Rows != b.Rows || a.Cols != b.Cols)
+        {
+            throw new ArgumentException($"{aName} is [{a.Rows}, {a.Cols}] and {bName} [{b.Rows}, {b.Cols}]; they must be the same shape");
+        }
+    }
 
     private static void CheckCols(Activation a, int expected, string what)
     {

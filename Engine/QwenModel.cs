@@ -531,9 +531,7 @@ public sealed class QwenModel : IDisposable
                     nameof(options));
             }
 
-            var scales = new float[adapters.Count];
-            scales[index] = adapters[index].Scale != 0 ? adapters[index].Scale : 1f;
-            return scales;
+            return Model.AdapterScalesAlone(index);
         }
 
         if (options.LoraScales is { } given)

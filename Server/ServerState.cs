@@ -27,7 +27,7 @@ internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOn
     public string ModelName { get; } = modelName;
 
     /// <summary>The model's LoRA adapters and the scales each request runs them at.</summary>
-    public Api.ServedAdapters Adapters { get; } = new(model.Adapters, adapterNames, modelName);
+    public Api.ServedAdapters Adapters { get; } = new(model, adapterNames, modelName);
 
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
 

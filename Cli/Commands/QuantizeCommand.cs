@@ -57,16 +57,7 @@ internal sealed class QuantizeCommand : ICommand
         }
         else
         {
-            var adapters = new List<Lora.LoraAdapter>();
-            try
-            {
-                adapters.AddRange(adapterFiles.Select(a => Lora.LoraAdapter.Load(a.Path, a.Scale)));
-                GgufExport.Write(directory, output, type, adapters);
-            }
-            finally
-            {
-                adapters.ForEach(a => a.Dispose());
-            }
+            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, type, adapters));
         }
 
         using GgufFile written = GgufFile.Open(output);

@@ -39,8 +39,7 @@ public sealed class ConversationCache : IDisposable
         }
 
         int common = 0;
-        bool sameScales = _adapterScales == adapterScales
-            || (_adapterScales is not null && adapterScales is not null && _adapterScales.AsSpan().SequenceEqual(adapterScales));
+        bool sameScales = TokenBatch.SameAdapterScales(_adapterScales, adapterScales);
         _adapterScales = adapterScales;
         int limit = sameScales ? Math.Min(_tokens.Count, prompt.Count - 1) : 0;
         while (common < limit && _tokens[common] == prompt[common])

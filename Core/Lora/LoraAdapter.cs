@@ -73,6 +73,12 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>How strongly it is applied: the adapter's own scaling is multiplied by this (llama.cpp's <c>--lora-scaled</c>).</summary>
     public float Scale { get; private set; } = 1f;
 
+    /// <summary>
+    /// The scale it runs at when turned on without one of its own (a request that names it alone): <see cref="Scale"/>, or 1
+    /// for an adapter loaded at 0. Its B is uploaded at this scale.
+    /// </summary>
+    public float ScaleWhenOn => Scale != 0 ? Scale : 1f;
+
     /// <summary>The model it was trained on, as the adapter names it (PEFT's base_model_name_or_path), or null.</summary>
     public string? BaseModel { get; }
 
@@ -93,6 +99,30 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>"PEFT, rank 8, 196 projections of 28 layers, scale 1" (for info).</summary>
     public string Describe() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{Format}, rank {Rank}, {Pairs.Count} projections of {Pairs.Select(p => p.Layer).Distinct().Count()} layers, scale {Scale:G}{(BaseModel is string b ? $", trained on {b}" : "")}");
+
+    /// <summary>
+    /// Reads each adapter of <paramref name="files"/> at its scale, gives them all to <paramref name="use"/>, and closes them
+    /// (those read so far, when one fails).
+    /// </summary>
+    public static void UseAll(IReadOnlyList<(string Path, float Scale)> files, Action<IReadOnlyList<LoraAdapter>> use)
+    {
+        ArgumentNullException.ThrowIfNull(files);
+        ArgumentNullException.ThrowIfNull(use);
+        var adapters = new List<LoraAdapter>();
+        try
+        {
+            foreach ((string path, float scale) in files)
+            {
+                adapters.Add(Load(path, scale));
+            }
+
+            use(adapters);
+        }
+        finally
+        {
+            adapters.ForEach(adapter => adapter.Dispose());
+        }
+    }
 
     /// <summary>Reads a PEFT adapter folder or a GGUF adapter file; errors name the file, tensor or field.</summary>
     /// <param name="scale">Multiplies the adapter's own scaling (1: as trained; 0: off).</param>

@@ -43,7 +43,7 @@ internal sealed unsafe class LoraLayers : IDisposable
 
         Rank = _ranks.Sum();
         _defaults = [.. adapters.Select(adapter => adapter.Scale)];
-        _baked = [.. _defaults.Select(scale => scale != 0 ? scale : 1f)];
+        _baked = [.. adapters.Select(adapter => adapter.ScaleWhenOn)];
     }
 
     /// <summary>The rank every update is padded to: the adapters' ranks added up.</summary>
@@ -57,7 +57,7 @@ internal sealed unsafe class LoraLayers : IDisposable
             Check(adapter, config);
         }
 
-        if (adapters.Count == 0 || adapters.All(adapter => adapter.Pairs.Count == 0))
+        if (adapters.Count == 0)
         {
             return null;
         }

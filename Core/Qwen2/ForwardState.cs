@@ -83,10 +83,6 @@ public sealed class ForwardState : IDisposable
     /// <summary>The logits of the last step's i-th logit row (see <see cref="TokenBatch.LogitRows"/>).</summary>
     public ReadOnlySpan<float> LogitsOf(int i) => HostLogits.AsSpan(i * VocabSize, VocabSize);
 
-    /// <summary>
-    /// LoRA's scratch of [rows, <paramref name="cols"/>] for one <paramref name="role"/> (the rank, or a projection's
-    /// output), made on the first step that needs it: a model without adapters allocates none.
-    /// </summary>
     /// <summary>Host room for a step's LoRA factors (<see cref="Lora.LoraLayers.Prepare"/>), grown as needed, kept.</summary>
     internal Span<float> LoraFactors(int rows, int rank)
     {
@@ -98,6 +94,10 @@ public sealed class ForwardState : IDisposable
         return _loraFactors.AsSpan(0, rows * rank);
     }
 
+    /// <summary>
+    /// LoRA's scratch of [rows, <paramref name="cols"/>] for one <paramref name="role"/> (the rank, or a projection's
+    /// output), made on the first step that needs it: a model without adapters allocates none.
+    /// </summary>
     internal DeviceBuffer LoraScratch(IBackend backend, string role, int cols)
     {
         _loraScratch ??= [];

@@ -211,20 +211,19 @@ public sealed class Qwen2Model : IDisposable
     public void ApplyAdapterFiles(IReadOnlyList<(string Path, float Scale)> files)
     {
         ArgumentNullException.ThrowIfNull(files);
-        var adapters = new List<Lora.LoraAdapter>();
-        try
-        {
-            foreach ((string path, float scale) in files)
-            {
-                adapters.Add(Lora.LoraAdapter.Load(path, scale));
-            }
+        Lora.LoraAdapter.UseAll(files, ApplyAdapters);
+    }
 
-            ApplyAdapters(adapters);
-        }
-        finally
-        {
-            adapters.ForEach(adapter => adapter.Dispose());
-        }
+    /// <summary>
+    /// Scales that run adapter <paramref name="index"/> of <see cref="Adapters"/> alone (a request that names it): it at
+    /// <see cref="Lora.LoraAdapter.ScaleWhenOn"/>, the others at 0.
+    /// </summary>
+    public float[] AdapterScalesAlone(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)index, (uint)Adapters.Count, nameof(index));
+        var scales = new float[Adapters.Count];
+        scales[index] = Adapters[index].ScaleWhenOn;
+        return scales;
     }
 
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>

@@ -71,6 +71,12 @@ public sealed class TokenBatch
     /// </summary>
     public float[]? AdapterScalesOf(int row) => _adapterScales[row];
 
+    /// <summary>
+    /// Whether two sequences' adapter scales (as <see cref="AdapterScalesOf"/> gives them) are the same, so that keys and
+    /// values one computed serve the other.
+    /// </summary>
+    public static bool SameAdapterScales(float[]? a, float[]? b) => a == b || (a is not null && b is not null && a.AsSpan().SequenceEqual(b));
+
     public void Clear()
     {
         Count = 0;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Lora;
+using QwenSharp.Qwen2;
 
 namespace QwenSharp.Server.Api;
 
@@ -19,20 +20,20 @@ internal sealed class ServedAdapters
 {
     private static readonly HashSet<string> s_entryFields = ["id", "scale"];
 
+    private readonly Qwen2Model _model;
     private readonly LoraAdapter[] _adapters;
     private readonly string[] _names;
     private readonly string _modelName;
     private float[] _scales;
 
-    public ServedAdapters(IReadOnlyList<LoraAdapter> adapters, IReadOnlyList<string>? names, string modelName)
+    public ServedAdapters(Qwen2Model model, IReadOnlyList<string>? names, string modelName)
     {
+        _model = model;
         _modelName = modelName;
-        _adapters = [.. adapters];
+        _adapters = [.. model.Adapters];
         _names = names is { } given && given.Count == _adapters.Length ? [.. given] : [.. _adapters.Select(a => LoraAdapterOptions.NameOf(a.Path))];
         _scales = [.. _adapters.Select(a => a.Scale)];
     }
-
-    public int Count => _adapters.Length;
 
     /// <summary>The scales requests run with unless they say (a copy is never changed in place: each set replaces it).</summary>
     public float[] Scales => Volatile.Read(ref _scales);
@@ -71,9 +72,7 @@ internal sealed class ServedAdapters
 
         if (model is not null && SelectableIndex(model) is int picked)
         {
-            var scales = new float[_adapters.Length];
-            scales[picked] = _adapters[picked].Scale != 0 ? _adapters[picked].Scale : 1f;
-            return scales;
+            return _model.AdapterScalesAlone(picked);
         }
 
         return Scales;

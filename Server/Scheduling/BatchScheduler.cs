@@ -462,7 +462,7 @@ internal sealed class BatchScheduler : IDisposable
             List<int> held = _slotTokens[s];
             int common = 0;
             // Keys and values computed with other adapter scales are other numbers: nothing of them is reused.
-            int limit = SameScales(_slotAdapterScales[s], adapterScales) ? Math.Min(held.Count, prompt.Length) : 0;
+            int limit = TokenBatch.SameAdapterScales(_slotAdapterScales[s], adapterScales) ? Math.Min(held.Count, prompt.Length) : 0;
             while (common < limit && held[common] == prompt[common])
             {
                 common++;
@@ -478,8 +478,6 @@ internal sealed class BatchScheduler : IDisposable
 
         return (best, bestCommon);
     }
-
-    private static bool SameScales(float[]? a, float[]? b) => a == b || (a is not null && b is not null && a.AsSpan().SequenceEqual(b));
 
     private int WorstFreeSlot()
     {

@@ -27,8 +27,7 @@ public sealed class LoraAdapterTests
     [MemberData(nameof(Models))]
     public void Adapter_LogitsEqualLlamaCppsWithTheSameAdapter(string fixture)
     {
-        string folder = Fixtures.ModelDirectory(fixture);
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture(fixture);
         var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 1, LoraTargets.All, layers: null);
         string dir = Fixtures.TempDirectory();
         string peft = adapter.WritePeft(Path.Combine(dir, "peft"));
@@ -56,8 +55,7 @@ public sealed class LoraAdapterTests
     public void MergedIntoAGgufFile_LlamaCppGivesItsLogitsWithTheAdapter(string fixture)
     {
         // quantize --lora: W + scale · B · A written into the file (after which a llama model's q and k are permuted).
-        string folder = Fixtures.ModelDirectory(fixture);
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture(fixture);
         var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 9, LoraTargets.All, layers: null);
         string dir = Fixtures.TempDirectory();
         string peft = adapter.WritePeft(Path.Combine(dir, "peft"));
@@ -76,8 +74,7 @@ public sealed class LoraAdapterTests
     [Fact]
     public void TwoAdaptersAtTheirScales_AddUpAsInLlamaCpp()
     {
-        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture("stories260K-qwen2-bf16");
         var attention = RandomLoraAdapter.Make(config, rank: 4, alpha: 16, seed: 2, [LoraTarget.Q, LoraTarget.V, LoraTarget.O], layers: [0, 2, 4]);
         var mlp = RandomLoraAdapter.Make(config, rank: 2, alpha: 1, seed: 3, [LoraTarget.Gate, LoraTarget.Down], layers: [1, 2]);
         string dir = Fixtures.TempDirectory();
@@ -97,8 +94,7 @@ public sealed class LoraAdapterTests
         // PEFT: module m's scaling is alpha_m / r_m (alpha_m / sqrt(r_m) with use_rslora), r_m and alpha_m from the first
         // rank_pattern / alpha_pattern key matching the end of its name at a dot. llama.cpp's file has one alpha, so the
         // expected scalings are put into its B (alpha 0 there means a scale of 1).
-        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture("stories260K-qwen2-bf16");
         var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 4, LoraTargets.All, layers: null,
             rankOf: (layer, target) => target == LoraTarget.V ? 2 : layer == 3 && target == LoraTarget.Down ? 6 : 4);
         string dir = Fixtures.TempDirectory();
@@ -131,7 +127,7 @@ public sealed class LoraAdapterTests
     public void SequencesWithTheirOwnScales_InOneBatch_EachGivesLlamaCppsLogitsAtItsScales(string backendName)
     {
         TestBackends.RequireDevice(backendName);
-        (string folder, Qwen2Config config) = Qwen2Fixture();
+        (string folder, Qwen2Config config) = Fixture("stories260K-qwen2-bf16");
         var attention = RandomLoraAdapter.Make(config, rank: 4, alpha: 16, seed: 11, [LoraTarget.Q, LoraTarget.V, LoraTarget.O], layers: [0, 2, 4]);
         var mlp = RandomLoraAdapter.Make(config, rank: 2, alpha: 4, seed: 12, [LoraTarget.Gate, LoraTarget.Up, LoraTarget.Down], layers: [1, 2]);
         string dir = Fixtures.TempDirectory();
@@ -196,7 +192,7 @@ public sealed class LoraAdapterTests
         // convert_lora_to_gguf.py's default: A and B in f16. Ours widens them to f32 once (kept in halves they read no faster
         // on a Zen 1: bench/results/amd-epyc-zen1-2core-avx2/lora-2026-12-04.md).
         TestBackends.RequireDevice(backendName);
-        (string folder, Qwen2Config config) = Qwen2Fixture();
+        (string folder, Qwen2Config config) = Fixture("stories260K-qwen2-bf16");
         var adapter = RandomLoraAdapter.Make(config, rank: 4, alpha: 8, seed: 13, LoraTargets.All, layers: null);
         string dir = Fixtures.TempDirectory();
         string halves = adapter.WriteGguf(Path.Combine(dir, "f16.gguf"), config, f16: true);
@@ -218,8 +214,7 @@ public sealed class LoraAdapterTests
     [Fact]
     public void ScaleZero_IsTheModelWithoutTheAdapter()
     {
-        string folder = Fixtures.ModelDirectory("stories260K");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture("stories260K");
         string peft = RandomLoraAdapter.Make(config, 4, 8, 5, LoraTargets.All, null).WritePeft(Path.Combine(Fixtures.TempDirectory(), "peft"));
         int[] ids = Prompt();
         float[][] plain = Logits(folder, "cpu", ids);
@@ -235,8 +230,7 @@ public sealed class LoraAdapterTests
     [Fact]
     public void BadAdapters_AreRefusedNamingWhatIsWrong()
     {
-        string folder = Fixtures.ModelDirectory("stories260K");
-        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        (string folder, Qwen2Config config) = Fixture("stories260K");
         var adapter = RandomLoraAdapter.Make(config, 4, 8, 6, [LoraTarget.Q], [0]);
         string dir = Fixtures.TempDirectory();
 
@@ -283,10 +277,10 @@ public sealed class LoraAdapterTests
     /// The model as GGUF in F32 (the same numbers as BF16 weights: llama.cpp would round the activations to BF16 for BF16
     /// weights, ours keeps them in f32), with the demo's tokenizer where the folder has none (llama.cpp needs a vocabulary).
     /// </summary>
-    /// <summary>The Qwen2 fixture (BF16, q/k/v biases) and its config.</summary>
-    private static (string Folder, Qwen2Config Config) Qwen2Fixture()
+    /// <summary>A fixture model's folder and its config.</summary>
+    private static (string Folder, Qwen2Config Config) Fixture(string name)
     {
-        string folder = Fixtures.ModelDirectory("stories260K-qwen2-bf16");
+        string folder = Fixtures.ModelDirectory(name);
         return (folder, Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName)));
     }
 
