@@ -14,7 +14,7 @@ public sealed record CpuBackendOptions
     /// <summary>
     /// Whether Q4_0, Q4_K and (on a CPU with vpdpbusd) Q8_0 matrices are repacked at load into the integer kernels' panels
     /// (<c>NibblePanels</c>, <c>Q8_0Panels</c>): 10% (Q4_K: 33%, Q8_0: 6%) more bytes than they take as stored, in memory besides
-    /// them (the stored rows stay for decoding one sequence and the embedding lookup), for batches, prompt lookup and prompts
+    /// them (the stored rows stay for decoding one sequence, except Q4_0 on AMD Zen and Zen+, and for the embedding lookup), for batches, prompt lookup and prompts
     /// that then need not unpack every panel at every step. Default: yes, unless <c>QWENSHARP_REPACK</c> is <c>0</c>.
     /// </summary>
     public bool RepackPanels { get; init; } = Environment.GetEnvironmentVariable("QWENSHARP_REPACK") != "0";

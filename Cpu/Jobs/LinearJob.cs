@@ -48,13 +48,17 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         public float[]? Bias;
         public float[] Y;
         public int RowsPerChunk;
+
+        /// <summary>Whether the product reads the weight's repacked panels, not its stored rows (<see cref="ReadsPanels"/>).</summary>
+        public bool Panels;
     }
 
     /// <summary>
     /// Each token must get the bits it gets alone (<see cref="CpuBackendOptions.BatchInvariant"/>): repacked matrices are then
     /// multiplied through their rows at any number of tokens up to <see cref="MatMul.RowDotTokens"/>, whose kernels give every
     /// token its one-token sums; their panels, from <see cref="MatMul.RepackedPanelTokens"/> tokens on, do not (each block enters
-    /// their sums whole, as ggml defines it).
+    /// their sums whole, as ggml defines it). Where one token reads the panels as well (<see cref="PanelDecode"/>), every step
+    /// reads them, and each token's sums are its own there too.
     /// </summary>
     public bool RowsAsAlone { get; init; }
 
@@ -210,11 +214,21 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _blocksFirst = true;
         }
 
-        _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk };
+        _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk, Panels = ReadsPanels(weight) };
         _firstChunk[_count + 1] = _firstChunk[_count] + ((rows + rowsPerChunk - 1) / rowsPerChunk);
         _count++;
         return _firstChunk[_count];
     }
+
+    /// <summary>
+    /// Whether this job's product with <paramref name="weight"/> reads its repacked panels: from
+    /// <see cref="MatMul.RepackedPanelTokens"/> tokens on, unless each token must get its bits alone (<see cref="RowsAsAlone"/>)
+    /// and alone it reads the rows; at any number of tokens where one token reads the panels too (<see cref="PanelDecode"/>).
+    /// Decided here, on the thread that builds the job, so that a test's <see cref="PanelDecode.Assume"/> holds for the workers.
+    /// </summary>
+    private bool ReadsPanels(CpuWeight weight) =>
+        weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0
+        && (PanelDecode.Pays(path, weight.StoredType) || (_tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens)));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
@@ -245,7 +259,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when weight.Repacked && _tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens):
+            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when product.Panels:
                 MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType != DType.Q4_K ? _q8 : null,
                     weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
                 break;

@@ -61,7 +61,8 @@ internal static class MatMul
     /// Qwen2.5-0.5B's shape in Q8_0 63.6-69.3 → 74.0-99.9 (132-138 → 132-144), in Q4_0 105-112 → 116-127 (178-188 → 186-205);
     /// the 1.5B shape in Q4_K 33.0-34.0 → 39.2-40.4 (63.3-63.7 → 63.6-71.7). One token through the panels: Q8_0 0.5B 60.3 and 54.7
     /// against 70.8 and 70.0 on the rows (1 core). Before the padding, the Xeon's Q4_0 0.5B gave 2 sequences 84-117 on the rows
-    /// and 80-95 on the panels, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314 (2 cores).
+    /// and 80-95 on the panels, 3: 94-104 → 111-124, 4: 67-121 → 179-190, 16: 200-265 → 289-314 (2 cores). Where the integer
+    /// units bound Q4_0's decode (<see cref="PanelDecode"/>), one token reads the panels too.
     /// </summary>
     public const int RepackedPanelTokens = 2;
 
@@ -256,7 +257,8 @@ internal static class MatMul
     /// the next one prefetched while this one is multiplied.
     /// </summary>
     /// <remarks>
-    /// Below <see cref="RepackedPanelTokens"/> tokens the rows are read as stored instead (see there).
+    /// Below <see cref="RepackedPanelTokens"/> tokens the rows are read as stored instead (see there), except where
+    /// <see cref="PanelDecode"/> pays.
     /// </remarks>
     public static void RepackedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations? q8,
         Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)

@@ -139,7 +139,8 @@ public sealed class Q8_0PanelsTests
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
         using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
         Assert.True(((CpuWeight)invariantWeight).Repacked && ((CpuWeight)fastWeight).Repacked);
-        // The panels take 2 tokens on (MatMul.RepackedPanelTokens).
+        // The panels take 2 tokens on (MatMul.RepackedPanelTokens); one token, the rows (as it does but for Q4_0 on AMD Zen).
+        using ThreadOverride<PanelDecode.Switch>.Scope storedRows = PanelDecode.Assume(false);
         foreach (int rows in new[] { 2, 3, 4, 7 })
         {
             float[] x = KernelData.Floats(rows * inputs, 40 + rows);
@@ -162,5 +163,52 @@ public sealed class Q8_0PanelsTests
 
             Assert.True(differing > 0, $"{type}, {rows} rows: the panels gave every sum's bits alone; did they run?");
         }
+    }
+
+    /// <summary>
+    /// Where one token reads a repacked Q4_0 matrix's panels (<see cref="PanelDecode"/>, AMD Zen and Zen+; forced here): that
+    /// token's sums are bit for bit its sums in a step of several through the panels, so every step gives each row its bits
+    /// alone, batch-invariant or not; and they differ from the stored rows' in the last bits somewhere (so the test sees the
+    /// panels ran) and stay within rounding of them.
+    /// </summary>
+    [Fact]
+    public void Where_one_token_reads_the_Q4_0_panels_every_step_gives_each_row_its_bits_alone()
+    {
+        const int outputs = 64, inputs = 512;
+        using var invariant = new CpuBackend(new CpuBackendOptions { Threads = 2, BatchInvariant = true });
+        using var fast = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), DType.Q4_0, [outputs, inputs]);
+        using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
+        float[] Product(CpuBackend backend, DeviceWeight weight, float[] input, int count) =>
+            QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, count, outputs, [(input, inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
+
+        int differing = 0;
+        foreach (int rows in new[] { 2, 3, 4, 7, 9 })
+        {
+            float[] x = KernelData.Floats(rows * inputs, 60 + rows);
+            using ThreadOverride<PanelDecode.Switch>.Scope panels = PanelDecode.Assume(true);
+            float[] asked = Product(invariant, invariantWeight, x, rows), batched = Product(fast, fastWeight, x, rows);
+            for (int r = 0; r < rows; r++)
+            {
+                float[] row = x.AsSpan(r * inputs, inputs).ToArray();
+                float[] single = Product(fast, fastWeight, row, 1);
+                float[] stored;
+                using (PanelDecode.Assume(false))
+                {
+                    stored = Product(fast, fastWeight, row, 1);
+                }
+
+                for (int o = 0; o < outputs; o++)
+                {
+                    float alone = single[o];
+                    Assert.True(asked[(r * outputs) + o].Equals(alone), $"{rows} rows batch-invariant, row {r} output {o}: {asked[(r * outputs) + o]}, alone {alone}");
+                    Assert.True(batched[(r * outputs) + o].Equals(alone), $"{rows} rows, row {r} output {o}: {batched[(r * outputs) + o]}, alone {alone}");
+                    Assert.True(Math.Abs(alone - stored[o]) <= 1e-4 * (Math.Abs(stored[o]) + 1), $"row {r} output {o} through the panels: {alone}, the rows {stored[o]}");
+                    differing += alone.Equals(stored[o]) ? 0 : 1;
+                }
+            }
+        }
+
+        Assert.True(differing > 0, "one token through the panels gave every sum the rows give; did the panels run?");
     }
 }

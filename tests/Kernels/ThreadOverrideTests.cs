@@ -1,4 +1,6 @@
+using System.Runtime.Intrinsics.X86;
 using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
 
 namespace QwenSharp.Tests.Kernels;
 
@@ -61,6 +63,18 @@ public sealed class ThreadOverrideTests
         using (SubnormalOperands.Assume(false))
         {
             Assert.False(SubnormalOperands.AtFullSpeed);
+        }
+
+        using (PanelDecode.Assume(true))
+        {
+            Assert.True(PanelDecode.Pays(KernelPath.Vector256, DType.Q4_0) == (Avx2.IsSupported && Fma.IsSupported));
+            Assert.False(PanelDecode.Pays(KernelPath.Vector256, DType.Q4_K));
+            Assert.False(PanelDecode.Pays(KernelPath.Scalar, DType.Q4_0));
+        }
+
+        using (PanelDecode.Assume(false))
+        {
+            Assert.False(PanelDecode.Pays(KernelPath.Vector256, DType.Q4_0));
         }
 
         using (ByteDots.WithoutVnni())
