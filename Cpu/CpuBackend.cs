@@ -171,7 +171,11 @@ public sealed class CpuBackend : IBackend
         _pool.Run(_siluMultiply, _siluMultiply.Prepare(CpuBuffer.Of(gate).Data, CpuBuffer.Of(up).Data, gate.Rows * gate.Cols));
     }
 
-    public void Add(Activation x, Activation y) => TensorPrimitives.Add(x.Span(), y.Span(), x.Span());
+    public void Add(Activation x, Activation y)
+    {
+        SameShape(x, y, "x", "y");
+        TensorPrimitives.Add(x.Span(), y.Span(), x.Span());
+    }
 
     public void Multiply(Activation x, Activation factors)
     {

@@ -523,15 +523,23 @@ public sealed class QwenModel : IDisposable
         IReadOnlyList<Lora.LoraAdapter> adapters = Model.Adapters;
         if (options.LoraAdapter is string name)
         {
-            int index = AdapterNames.ToList().IndexOf(name);
-            if (index < 0)
+            int[] named = [.. Enumerable.Range(0, AdapterNames.Count).Where(i => AdapterNames[i] == name)];
+            if (named.Length == 0)
             {
                 throw new ArgumentException(
                     $"LoRA adapter '{name}' is not one of the model's ({(adapters.Count == 0 ? "it has none" : string.Join(", ", AdapterNames.Select(n => $"'{n}'")))})",
                     nameof(options));
             }
 
-            return Model.AdapterScalesAlone(index);
+            if (named.Length > 1)
+            {
+                // As serve does: a name two adapters share picks neither.
+                throw new ArgumentException(
+                    $"LoRA adapter name '{name}' is shared by adapters {string.Join(" and ", named)}; give each its own {nameof(LoraAdapterOptions)}.{nameof(LoraAdapterOptions.Name)}, or use {nameof(TextGenerationOptions.LoraScales)}",
+                    nameof(options));
+            }
+
+            return Model.AdapterScalesAlone(named[0]);
         }
 
         if (options.LoraScales is { } given)

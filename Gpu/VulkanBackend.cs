@@ -497,9 +497,7 @@ public sealed unsafe class VulkanBackend : IBackend
             return;
         }
 
-        long count = (long)x.Rows * x.Cols;
-        var push = new AddPush { X = xa.Address, Y = ya.Address, Count = (uint)count };
-        _stream.Dispatch(_shaders.Get("add"), push, Groups(count, 256), [xa.Buffer, ya.Buffer], [xa.Buffer]);
+        ElementwiseInPlace("add", x, y, "x", "y");
     }
 
     public void Multiply(Activation x, Activation factors) => ElementwiseInPlace("multiply", x, factors, "x", "factors");

@@ -66,8 +66,9 @@ public sealed class Embedder : IDisposable
     /// Starts embedding <paramref name="inputs"/> (see <see cref="Embed"/>); each <see cref="EmbeddingRun.Step"/> then runs
     /// one forward step, so a caller that owns the model (the server's scheduler) can interleave it with other work.
     /// </summary>
+    /// <param name="adapterScales">The scale of each of the model's LoRA adapters for these inputs (a server's request); null: the adapters' own.</param>
     public EmbeddingRun Start(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null,
-        bool? bidirectional = null)
+        bool? bidirectional = null, float[]? adapterScales = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         if (_current is { IsDisposed: false })
@@ -96,6 +97,11 @@ public sealed class Embedder : IDisposable
             QwenThrow.Argument("there are no inputs to embed", nameof(inputs));
         }
 
+        if (adapterScales is not null && (adapterScales.Length != Model.Adapters.Count || !adapterScales.All(float.IsFinite)))
+        {
+            QwenThrow.Argument($"{adapterScales.Length} adapter scale(s) for the model's {Model.Adapters.Count} LoRA adapter(s), one finite scale each", nameof(adapterScales));
+        }
+
         int context = Model.Config.MaxPositionEmbeddings;
         for (int i = 0; i < inputs.Count; i++)
         {
@@ -121,7 +127,7 @@ public sealed class Embedder : IDisposable
             EnsureRows(inputs.Max(t => t.Count));
         }
 
-        _current = new EmbeddingRun(this, inputs, pooling ?? config.Pooling, normalize ?? config.Normalize, dimensions ?? Dimensions, whole);
+        _current = new EmbeddingRun(this, inputs, pooling ?? config.Pooling, normalize ?? config.Normalize, dimensions ?? Dimensions, whole, adapterScales);
         return _current;
     }
 

@@ -23,9 +23,10 @@ public sealed class EmbeddingRun : IDisposable
     private int _done;
 
     internal EmbeddingRun(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling pooling, bool normalize, int dimensions,
-        bool bidirectional)
+        bool bidirectional, float[]? adapterScales)
     {
         Bidirectional = bidirectional;
+        AdapterScales = adapterScales;
         Pooling = pooling;
         Normalized = normalize;
         _dimensions = dimensions;
@@ -62,7 +63,7 @@ public sealed class EmbeddingRun : IDisposable
     public bool IsDone => _done == _inputs.Count;
 
     /// <summary>The scale of each of the model's LoRA adapters for these inputs (a server's request), or null for the adapters' own.</summary>
-    public float[]? AdapterScales { get; set; }
+    public float[]? AdapterScales { get; }
 
     internal bool IsDisposed { get; private set; }
 

@@ -273,8 +273,7 @@ internal sealed class BatchScheduler : IDisposable
             try
             {
                 _embedder ??= new Embedder(_model, _options.PrefillChunk);
-                EmbeddingRun started = _embedder.Start(next.Inputs, dimensions: next.Dimensions);
-                started.AdapterScales = next.AdapterScales;
+                EmbeddingRun started = _embedder.Start(next.Inputs, dimensions: next.Dimensions, adapterScales: next.AdapterScales);
                 _embedding = (next, started);
             }
             catch (Exception e)

@@ -520,6 +520,15 @@ public sealed class BackendConformanceTests
             Assert.Equal(x[i] * factors[i], product[i]);
         }
 
+        // Operands of two shapes (even of as many elements) are refused, naming both, before anything runs.
+        using (DeviceBuffer wide = backend.Allocate(2, 8), tall = backend.Allocate(8, 2))
+        {
+            Activation w = wide.Rows(2), t = tall.Rows(8);
+            Assert.Contains("x is [2, 8] and y [8, 2]", Assert.Throws<ArgumentException>(() => backend.Add(w, t)).Message, StringComparison.Ordinal);
+            Assert.Contains("x is [2, 8] and factors [8, 2]", Assert.Throws<ArgumentException>(() => backend.Multiply(w, t)).Message, StringComparison.Ordinal);
+            Assert.Contains("gate is [2, 8] and up [8, 2]", Assert.Throws<ArgumentException>(() => backend.SiluMultiply(w, t)).Message, StringComparison.Ordinal);
+        }
+
         float[] gathered = Run(backend, 4, Hidden, [(a, Hidden)], (inputs, o) => backend.GatherRows(inputs[0], [2, 0, 2, 1], o));
         int[] order = [2, 0, 2, 1];
         for (int i = 0; i < order.Length; i++)

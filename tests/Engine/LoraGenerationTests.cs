@@ -41,6 +41,25 @@ public sealed class LoraGenerationTests
     }
 
     [Fact]
+    public async Task ANameTwoAdaptersShare_PicksNeither()
+    {
+        string folder = Fixtures.DemoModel;
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        string first = RandomLoraAdapter.Make(config, rank: 2, alpha: 4, seed: 44, LoraTargets.All, layers: null).WritePeft(Path.Combine(Fixtures.TempDirectory(), "tune"));
+        string second = RandomLoraAdapter.Make(config, rank: 2, alpha: 4, seed: 45, LoraTargets.All, layers: null).WritePeft(Path.Combine(Fixtures.TempDirectory(), "tune"));
+        using QwenModel model = await QwenModel.LoadAsync(folder, new QwenModelOptions
+        {
+            Threads = 2,
+            LoraAdapters = [new LoraAdapterOptions(first, 0f), new LoraAdapterOptions(second, 0f), new LoraAdapterOptions(second, 0f) { Name = "other" }],
+        });
+        Assert.Equal(["tune", "tune", "other"], model.AdapterNames);
+
+        var shared = await Assert.ThrowsAsync<ArgumentException>(() => Ids(model, new TextGenerationOptions { LoraAdapter = "tune" }));
+        Assert.Contains("'tune' is shared by adapters 0 and 1", shared.Message, StringComparison.Ordinal);
+        Assert.Equal(16, (await Ids(model, new TextGenerationOptions { LoraAdapter = "other" })).Length);
+    }
+
+    [Fact]
     public async Task AChatClientsModelIdPicksAnAdapter_AndItsKeptCacheIsNotCarriedAcross()
     {
         string folder = TestTokenizers.TinyQwenWithTokenizer;

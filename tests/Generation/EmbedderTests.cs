@@ -187,5 +187,6 @@ public sealed class EmbedderTests
             Assert.Throws<ArgumentException>(() => embedder.Embed([new int[context + 1]])).Message);
         Assert.Contains("dimensions 33 is outside 1..32", Assert.Throws<ArgumentOutOfRangeException>(() => embedder.Embed([[1]], dimensions: 33)).Message);
         Assert.Contains("no inputs", Assert.Throws<ArgumentException>(() => embedder.Embed([])).Message);
+        Assert.Contains("1 adapter scale(s) for the model's 0 LoRA adapter(s)", Assert.Throws<ArgumentException>(() => embedder.Start([[1]], adapterScales: [1f])).Message);
     }
 }
