@@ -72,6 +72,7 @@ public sealed class Tokenizer
         {
             throw new FileNotFoundException(
                 Directory.Exists(directory) ? $"{path}: file not found; the model folder needs the tokenizer.json that Hugging Face ships with it"
+                    : directory.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? $"{directory}: GGUF file not found"
                     : $"{directory}: model folder not found", path);
         }
 

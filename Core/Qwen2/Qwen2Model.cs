@@ -99,7 +99,8 @@ public sealed class Qwen2Model : IDisposable
 
         if (!Directory.Exists(directory))
         {
-            QwenThrow.DirectoryNotFound($"model folder '{directory}' not found");
+            QwenThrow.DirectoryNotFound(directory.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
+                ? $"GGUF file '{directory}' not found" : $"model folder '{directory}' not found");
         }
 
         string configPath = Path.Combine(directory, Qwen2Config.FileName);

@@ -22,8 +22,12 @@ public sealed class CliErrorTests
     }
 
     [Fact]
-    public void MissingModelFolder() =>
+    public void MissingModelFolderOrFile()
+    {
         AssertBadInput(CliRunner.Run("generate", "--model", "/no/such/model", "--prompt-ids", "1", "--greedy"), "model folder '/no/such/model' not found");
+        AssertBadInput(CliRunner.Run("generate", "--model", "/no/such/model.gguf", "--prompt-ids", "1", "--greedy"), "GGUF file '/no/such/model.gguf' not found");
+        AssertBadInput(CliRunner.Run("generate", "--model", "/no/such/model.gguf", "--prompt", "hi", "--greedy"), "/no/such/model.gguf: GGUF file not found");
+    }
 
     [Fact]
     public void MissingConfigFile()
