@@ -3,7 +3,7 @@ using QwenSharp.Qwen2;
 
 namespace QwenSharp.Cli;
 
-/// <summary>Sizes that follow from a model's weights: parameters, bytes, bytes read per decoded token.</summary>
+/// <summary>Sizes that follow from a model's weights: parameters, bytes, bytes its backend reads per decoded token.</summary>
 internal sealed record ModelSummary(long Parameters, long WeightBytes, long DecodeBytesPerToken, long KvBytesPerToken,
     IReadOnlyList<(string DType, int Count)> TensorsByDType)
 {
@@ -14,7 +14,7 @@ internal sealed record ModelSummary(long Parameters, long WeightBytes, long Deco
     public static ModelSummary Of(Qwen2Model model)
     {
         IReadOnlyCollection<TensorView> all = TensorsOf(model);
-        long matrixBytes = Qwen2WeightBytes.PerDecodeStep(model.Weights);
+        long matrixBytes = model.DecodeStepBytes;
 
         return new ModelSummary(
             all.Sum(t => t.ElementCount),

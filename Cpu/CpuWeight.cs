@@ -51,6 +51,12 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>A Q4_0, Q4_K or Q8_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
+    /// <summary>The kernel path the matrix was repacked for (<see cref="Repack"/>).</summary>
+    private KernelPath _repackedFor;
+
+    /// <summary>The repacked panels' bytes where one token reads them (<see cref="PanelDecode"/>), else the stored rows'.</summary>
+    public override long DecodeStepBytes => Repacked && PanelDecode.Pays(_repackedFor, StoredType) ? PanelBytesTotal : base.DecodeStepBytes;
+
     /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
     public bool Repacked => Panels != null;
 
@@ -105,6 +111,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             }
         });
         Panels = panels;
+        _repackedFor = path;
     }
 
     /// <summary>The stored bytes of rows [first, first + count).</summary>

@@ -29,7 +29,8 @@ namespace QwenSharp.Bench;
 /// measures how each engine's attention reads its KV cache) and prefill (a --prefill-token
 /// prompt read in one call, llama.cpp's pp; 0 skips it). The read bandwidth (<see cref="MemoryBandwidth"/>, on the same
 /// threads) is measured before the first round and after each, and each engine's decode GB/s (the weights one step reads,
-/// <see cref="Qwen2WeightBytes.PerDecodeStep"/>, times its tokens/s) is set against the reads either side of its round.
+/// times its tokens/s: the file's bytes for llama.cpp, <see cref="Qwen2Model.DecodeStepBytes"/> for ours) is set against
+/// the reads either side of its round.
 /// </summary>
 internal static class PeerDecode
 {
@@ -70,7 +71,7 @@ internal static class PeerDecode
         var theirs = new List<double>();
         var oursPrefill = new List<double>();
         var theirsPrefill = new List<double>();
-        long stepBytes = StepBytes(gguf);
+        long stepBytes = StepBytes(gguf), ourStepBytes = OurStepBytes(gguf, threads);
         Ours(gguf, prompt, 8, threads);
         Theirs(gguf, prompt, 8, threads);
         var reads = new List<double> { MemoryBandwidth.Measure(threads) };
@@ -90,7 +91,7 @@ internal static class PeerDecode
 
             reads.Add(MemoryBandwidth.Measure(threads));
             double bound = (reads[^2] + reads[^1]) / 2;
-            oursShares.Add(GbPerSecond(stepBytes, ours[^1]) / bound);
+            oursShares.Add(GbPerSecond(ourStepBytes, ours[^1]) / bound);
             theirsShares.Add(GbPerSecond(stepBytes, theirs[^1]) / bound);
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{line}; reads {reads[^2]:F1} and {reads[^1]:F1} GB/s"));
         }
@@ -99,8 +100,9 @@ internal static class PeerDecode
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x; {RoundRatios(ours, theirs)})"));
+        string ourBytes = ourStepBytes == stepBytes ? "" : string.Create(CultureInfo.InvariantCulture, $" (QwenSharp {ourStepBytes / 1048576.0:F1} MiB: the panels it repacked at load)");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step: QwenSharp {GbPerSecond(stepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
+            $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step{ourBytes}: QwenSharp {GbPerSecond(ourStepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
         if (prefill > 0)
         {
             double c = Median(oursPrefill), d = Median(theirsPrefill);
@@ -166,11 +168,19 @@ internal static class PeerDecode
         return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 ({ours}; its 256-bit kernels)";
     }
 
-    /// <summary>The weights one decode step reads (as <c>qwensharp bench</c> counts them).</summary>
+    /// <summary>The weights one decode step reads as the file stores them (llama.cpp's count; its Q4_0 repacking keeps the size).</summary>
     private static long StepBytes(string gguf)
     {
         using GgufCheckpoint checkpoint = GgufCheckpoint.Open(gguf);
         return Qwen2WeightBytes.PerDecodeStep(Qwen2WeightBinder.Bind(checkpoint.Config, checkpoint));
+    }
+
+    /// <summary>The weights one of our decode steps reads (as <c>qwensharp bench</c> counts them: repacked panels where one token reads them).</summary>
+    private static long OurStepBytes(string gguf, int threads)
+    {
+        using IBackend backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        return model.DecodeStepBytes;
     }
 
     private static double GbPerSecond(long stepBytes, double stepsPerSecond) => stepBytes * stepsPerSecond / 1e9;

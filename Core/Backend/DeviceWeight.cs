@@ -26,5 +26,11 @@ public abstract class DeviceWeight : IDisposable
 
     public int Cols { get; }
 
+    /// <summary>
+    /// Bytes a one-token product with this weight reads: the weight as stored, unless the backend reads a copy of another
+    /// layout there (the CPU's repacked Q4_0 panels on AMD Zen and Zen+: 20 bytes per 32 weights against 18).
+    /// </summary>
+    public virtual long DecodeStepBytes => DTypes.ByteLength(StoredType, (long)Rows * Cols);
+
     public abstract void Dispose();
 }

@@ -78,6 +78,12 @@ public sealed class Qwen2Model : IDisposable
     public Qwen2Weights<TensorView> Weights { get; }
 
     /// <summary>
+    /// Bytes of weights a one-token decode step reads on <see cref="Backend"/> (<see cref="Qwen2WeightBytes.PerDecodeStep(Qwen2Weights{DeviceWeight})"/>):
+    /// decode GB/s is this times steps per second.
+    /// </summary>
+    public long DecodeStepBytes => Qwen2WeightBytes.PerDecodeStep(_w);
+
+    /// <summary>
     /// Loads a Hugging Face model folder (config.json, generation_config.json if present, the safetensors) or a GGUF
     /// file (config, end ids and tensors all from the one file).
     /// </summary>

@@ -1,3 +1,4 @@
+using QwenSharp.Backend;
 using QwenSharp.Errors;
 using QwenSharp.Formats;
 
@@ -44,6 +45,13 @@ public static class Qwen2WeightBytes
     /// </summary>
     public static long PerDecodeStep(Qwen2Weights<TensorView> weights) =>
         weights.LmHead.ByteLength + weights.Layers.SelectMany(layer => layer.Tensors).Where(t => t.Shape.Length == 2).Sum(t => t.ByteLength);
+
+    /// <summary>
+    /// <see cref="PerDecodeStep(Qwen2Weights{TensorView})"/> for weights on a backend: what its one-token products read of
+    /// each matrix (<see cref="DeviceWeight.DecodeStepBytes"/>), which may be a copy laid out for its kernels.
+    /// </summary>
+    public static long PerDecodeStep(Qwen2Weights<DeviceWeight> weights) =>
+        weights.LmHead.DecodeStepBytes + weights.Layers.SelectMany(layer => layer.Tensors).Where(w => w.Rows > 1).Sum(w => w.DecodeStepBytes);
 }
 
 /// <summary>All weights of a Qwen2/Llama causal LM, bound by name once and shape-checked against the config.</summary>

@@ -1,4 +1,5 @@
 using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 using QwenSharp.Qwen2;
 using QwenSharp.Tests.Support;
@@ -64,6 +65,27 @@ public sealed class WeightBindingTests
         using ITensorSource stored = type == DType.BF16 ? random : new QuantizingTensorSource(random, type);
 
         Assert.Equal(expected, Qwen2WeightBytes.PerDecodeStep(Qwen2WeightBinder.Bind(config, stored)));
+    }
+
+    [Fact]
+    public void DecodeStepBytes_CountWhatTheCpusOneTokenProductsRead()
+    {
+        // By hand from RandomKQuantModel's shapes: per layer q and o 256 × 256, k and v 128 × 256, gate and up 512 × 256,
+        // down 256 × 512, in 2 layers, and a head of 512 × 256 of its own: 1,310,720 weights, every matrix whole panels of
+        // 16 rows and 64 columns. Q4_0 stores 18 bytes per 32; where one token reads the repacked panels (PanelDecode), 20.
+        const long weights = (2 * ((2L * 256 * 256) + (2L * 128 * 256) + (3L * 512 * 256))) + (512L * 256);
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using Qwen2Model model = Qwen2Model.Load(RandomKQuantModel.Folder.Value, backend, quantize: DType.Q4_0);
+        using (PanelDecode.Assume(false))
+        {
+            Assert.Equal(weights / 32 * 18, model.DecodeStepBytes);
+        }
+
+        using (PanelDecode.Assume(true))
+        {
+            // The panels' kernels need AVX2 and FMA; elsewhere one token reads the rows.
+            Assert.Equal(weights / 32 * (PanelDecode.Pays(KernelPaths.Default, DType.Q4_0) ? 20 : 18), model.DecodeStepBytes);
+        }
     }
 
     [Fact]
