@@ -5,8 +5,9 @@ namespace QwenSharp;
 /// <summary>
 /// <see cref="IEmbeddingGenerator{TInput, TEmbedding}"/> over a <see cref="QwenModel"/>: each text encoded as the
 /// tokenizer adds special tokens (an embedding model's tokenizer ends it with &lt;|endoftext|&gt;), pooled and
-/// normalized as the model ships it; <see cref="EmbeddingGenerationOptions.Dimensions"/> keeps the first values, and
-/// <c>AdditionalProperties["prompt_name"]</c> names one of the model's prompts.
+/// normalized as the model ships it; <see cref="EmbeddingGenerationOptions.Dimensions"/> keeps the first values,
+/// <c>AdditionalProperties["prompt_name"]</c> names one of the model's prompts, and a <c>ModelId</c> naming one of its LoRA
+/// adapters runs that adapter alone.
 /// </summary>
 internal sealed class QwenEmbeddingGenerator(QwenModel model) : IEmbeddingGenerator<string, Embedding<float>>
 {
@@ -20,8 +21,10 @@ internal sealed class QwenEmbeddingGenerator(QwenModel model) : IEmbeddingGenera
         string[] texts = [.. values];
         // A named prompt travels in AdditionalProperties["prompt_name"] (gte-Qwen2's "query" for questions, none for passages).
         string? promptName = options?.AdditionalProperties?.TryGetValue("prompt_name", out object? name) == true ? name as string ?? name?.ToString() : null;
-        TextEmbeddings result = await model.EmbedAsync(texts, new TextEmbeddingOptions { Dimensions = options?.Dimensions, PromptName = promptName }, cancellationToken)
-            .ConfigureAwait(false);
+        // A ModelId that names one of the model's LoRA adapters runs that adapter alone (a server's 'model').
+        string? adapter = options?.ModelId is string id && model.AdapterNames.Contains(id) ? id : null;
+        TextEmbeddings result = await model.EmbedAsync(texts, new TextEmbeddingOptions { Dimensions = options?.Dimensions, PromptName = promptName, LoraAdapter = adapter },
+            cancellationToken).ConfigureAwait(false);
         DateTimeOffset created = DateTimeOffset.UtcNow;
         return new GeneratedEmbeddings<Embedding<float>>(result.Vectors.Select(v => new Embedding<float>(v) { ModelId = _metadata.DefaultModelId, CreatedAt = created }))
         {

@@ -338,13 +338,14 @@ public sealed class QwenModel : IDisposable
         ArgumentNullException.ThrowIfNull(texts);
         options ??= new TextEmbeddingOptions();
         int[][] ids = EmbeddingInputs.Encode(Tokenizer, Model, texts, options.PromptName, options.Prompt, options.Pooling, options.Truncate);
+        float[]? adapterScales = AdapterScalesFor(options.LoraAdapter, options.LoraScales, nameof(TextEmbeddingOptions.LoraScales));
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             return await Task.Run(() =>
             {
                 _embedder ??= new Embedder(Model);
-                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken, options.Bidirectional);
+                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken, options.Bidirectional, adapterScales);
                 return new TextEmbeddings(vectors, ids.Sum(i => (long)i.Length));
             }, cancellationToken).ConfigureAwait(false);
         }
@@ -513,42 +514,46 @@ public sealed class QwenModel : IDisposable
             PromptLookup = guesses > 0 ? new PromptLookup(guesses.Value) : null,
             DraftModel = textOnly && guesses > 0 ? _draft : null,
             CancellationToken = cancellationToken,
-            AdapterScales = AdapterScalesFor(options),
+            AdapterScales = AdapterScalesFor(options.LoraAdapter, options.LoraScales, nameof(TextGenerationOptions.LoraScales)),
         };
     }
 
-    /// <summary>The scale of each adapter for a generation (<see cref="TextGenerationOptions.LoraAdapter"/>, <see cref="TextGenerationOptions.LoraScales"/>), or null for their own.</summary>
-    private float[]? AdapterScalesFor(TextGenerationOptions options)
+    /// <summary>
+    /// The scale of each adapter for a call: the one <paramref name="adapter"/> names alone, else <paramref name="scales"/>
+    /// (<see cref="TextGenerationOptions.LoraAdapter"/>, <see cref="TextGenerationOptions.LoraScales"/> and their
+    /// <see cref="TextEmbeddingOptions"/> twins), or null for their own.
+    /// </summary>
+    private float[]? AdapterScalesFor(string? adapter, IReadOnlyList<float>? scales, string scalesName)
     {
         IReadOnlyList<Lora.LoraAdapter> adapters = Model.Adapters;
-        if (options.LoraAdapter is string name)
+        if (adapter is string name)
         {
             int[] named = [.. Enumerable.Range(0, AdapterNames.Count).Where(i => AdapterNames[i] == name)];
             if (named.Length == 0)
             {
                 throw new ArgumentException(
                     $"LoRA adapter '{name}' is not one of the model's ({(adapters.Count == 0 ? "it has none" : string.Join(", ", AdapterNames.Select(n => $"'{n}'")))})",
-                    nameof(options));
+                    "options");
             }
 
             if (named.Length > 1)
             {
                 // As serve does: a name two adapters share picks neither.
                 throw new ArgumentException(
-                    $"LoRA adapter name '{name}' is shared by adapters {string.Join(" and ", named)}; give each its own {nameof(LoraAdapterOptions)}.{nameof(LoraAdapterOptions.Name)}, or use {nameof(TextGenerationOptions.LoraScales)}",
-                    nameof(options));
+                    $"LoRA adapter name '{name}' is shared by adapters {string.Join(" and ", named)}; give each its own {nameof(LoraAdapterOptions)}.{nameof(LoraAdapterOptions.Name)}, or use {scalesName}",
+                    "options");
             }
 
             return Model.AdapterScalesAlone(named[0]);
         }
 
-        if (options.LoraScales is { } given)
+        if (scales is { } given)
         {
             if (given.Count != adapters.Count || given.Any(scale => !float.IsFinite(scale)))
             {
                 throw new ArgumentException(
-                    $"{nameof(TextGenerationOptions.LoraScales)} gives {given.Count} scale(s); the model has {adapters.Count} LoRA adapter(s), one finite scale each",
-                    nameof(options));
+                    $"{scalesName} gives {given.Count} scale(s); the model has {adapters.Count} LoRA adapter(s), one finite scale each",
+                    "options");
             }
 
             return [.. given];

@@ -31,4 +31,14 @@ public sealed record TextEmbeddingOptions
 
     /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
     public int? Dimensions { get; init; }
+
+    /// <summary>
+    /// The LoRA adapter to run alone, by its name (<see cref="QwenModel.AdapterNames"/>; through
+    /// <see cref="Microsoft.Extensions.AI.IEmbeddingGenerator{TInput, TEmbedding}"/>, <c>EmbeddingGenerationOptions.ModelId</c>),
+    /// as <see cref="TextGenerationOptions.LoraAdapter"/>. Null: <see cref="LoraScales"/>.
+    /// </summary>
+    public string? LoraAdapter { get; init; }
+
+    /// <summary>How strongly to apply each of the model's LoRA adapters for these texts, as <see cref="TextGenerationOptions.LoraScales"/>. Null: their own.</summary>
+    public IReadOnlyList<float>? LoraScales { get; init; }
 }

@@ -50,10 +50,11 @@ public sealed class Embedder : IDisposable
     /// (Matryoshka); null: all hidden_size.</param>
     /// <param name="bidirectional">Every token attends to every token of its text (see <see cref="EmbeddingConfig.Bidirectional"/>);
     /// null: the model's.</param>
+    /// <param name="adapterScales">The scale of each of the model's LoRA adapters for these inputs; null: the adapters' own.</param>
     public float[][] Embed(IReadOnlyList<IReadOnlyList<int>> inputs, EmbeddingPooling? pooling = null, bool? normalize = null, int? dimensions = null,
-        CancellationToken cancellationToken = default, bool? bidirectional = null)
+        CancellationToken cancellationToken = default, bool? bidirectional = null, float[]? adapterScales = null)
     {
-        using EmbeddingRun run = Start(inputs, pooling, normalize, dimensions, bidirectional);
+        using EmbeddingRun run = Start(inputs, pooling, normalize, dimensions, bidirectional, adapterScales);
         while (!run.Step())
         {
             cancellationToken.ThrowIfCancellationRequested();

@@ -47,11 +47,11 @@ public sealed class EmbeddingTests
         return [.. v.Select(x => (float)(x / norm))];
     }
 
-    private static void AssertClose(float[] expected, float[] actual, string what)
+    private static void AssertClose(float[] expected, float[] actual, string what, double tolerance = 1e-5)
     {
         Assert.Equal(expected.Length, actual.Length);
         double error = expected.Zip(actual, (a, b) => (double)Math.Abs(a - b)).Max();
-        Assert.True(error <= 1e-5, $"{what}: differs by {error:E3}");
+        Assert.True(error <= tolerance, $"{what}: differs by {error:E3}");
     }
 
     public static TheoryData<string, LLamaPoolingType, bool> Folders() => new()
@@ -78,6 +78,41 @@ public sealed class EmbeddingTests
         AssertClose(normalize ? Normalized(expected) : expected, ours.Vectors[0], $"{mode}, normalize {normalize}");
         Assert.Equal(ids.Length + model.Tokenizer.Encode(Text[..10], addSpecialTokens: true).Length, ours.TokenCount);
         Assert.Equal(ours.Vectors[0], model.Embed(Text));
+    }
+
+    [Fact]
+    public async Task EmbedAsync_RunsTheAdaptersACallNames_AsLlamaCppDoes()
+    {
+        Qwen2Config demo = Qwen2Config.Load(Path.Combine(Fixtures.DemoModel, Qwen2Config.FileName));
+        string dir = Fixtures.TempDirectory();
+        string alpha = RandomLoraAdapter.Make(demo, rank: 4, alpha: 8, seed: 51, QwenSharp.Lora.LoraTargets.All, layers: null).WriteGguf(Path.Combine(dir, "alpha.gguf"), demo);
+        string beta = RandomLoraAdapter.Make(demo, rank: 2, alpha: 4, seed: 52, [QwenSharp.Lora.LoraTarget.Q, QwenSharp.Lora.LoraTarget.Down], layers: null)
+            .WriteGguf(Path.Combine(dir, "beta.gguf"), demo);
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions
+        {
+            Threads = 2, LoraAdapters = [new LoraAdapterOptions(alpha, 0.75f), new LoraAdapterOptions(beta, 0f)],
+        });
+        int[] ids = model.Tokenizer.Encode(Text, addSpecialTokens: true);
+        string gguf = Support.GgufFixture.Write(Fixtures.DemoModel);
+        async Task<float[]> Ours(TextEmbeddingOptions options) => (await model.EmbedAsync([Text], options with { Normalize = false })).Vectors[0];
+
+        // llama.cpp adds the adapters' products in its own order: 1e-4, as the LoRA logits tests allow.
+        void AssertNear(float[] expected, float[] actual, string what) => AssertClose(expected, actual, what, 1e-4 * Math.Max(1, expected.Max(Math.Abs)));
+
+        AssertNear(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last, [(alpha, 0.75f)]), await Ours(new TextEmbeddingOptions()), "the adapters' own scales");
+        AssertNear(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last, [(beta, 1f)]), await Ours(new TextEmbeddingOptions { LoraAdapter = "beta" }), "beta alone");
+        AssertNear(LlamaCpp.Embedding(gguf, ids, LLamaPoolingType.Last, [(alpha, 0.5f), (beta, 1.5f)]),
+            await Ours(new TextEmbeddingOptions { LoraScales = [0.5f, 1.5f] }), "both at the call's scales");
+
+        // Through IEmbeddingGenerator, a ModelId naming an adapter runs it alone.
+        using IEmbeddingGenerator<string, Embedding<float>> generator = model.AsEmbeddingGenerator();
+        float[] named = (await generator.GenerateAsync([Text], new EmbeddingGenerationOptions { ModelId = "beta" }))[0].Vector.ToArray();
+        Assert.Equal((await model.EmbedAsync([Text], new TextEmbeddingOptions { LoraAdapter = "beta" })).Vectors[0], named);
+
+        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => Ours(new TextEmbeddingOptions { LoraAdapter = "gamma" }));
+        Assert.Contains("'gamma' is not one of the model's ('alpha', 'beta')", unknown.Message, StringComparison.Ordinal);
+        var count = await Assert.ThrowsAsync<ArgumentException>(() => Ours(new TextEmbeddingOptions { LoraScales = [1f] }));
+        Assert.Contains("LoraScales gives 1 scale(s); the model has 2", count.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -52,7 +52,12 @@ internal static class LlamaCpp
     /// llama.cpp's pooled embedding of <paramref name="ids"/> (not normalized), read in one batch with an f32 cache;
     /// <see cref="LLamaAttentionType.Unspecified"/> takes the file's <c>attention.causal</c>.
     /// </summary>
-    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling, LLamaAttentionType attention = LLamaAttentionType.Causal)
+    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling, LLamaAttentionType attention = LLamaAttentionType.Causal) =>
+        Embedding(gguf, ids, pooling, [], attention);
+
+    /// <summary>As <see cref="Embedding(string, IReadOnlyList{int}, LLamaPoolingType, LLamaAttentionType)"/>, with GGUF LoRA adapters applied at their scales.</summary>
+    public static float[] Embedding(string gguf, IReadOnlyList<int> ids, LLamaPoolingType pooling, IReadOnlyList<(string Path, float Scale)> adapters,
+        LLamaAttentionType attention = LLamaAttentionType.Causal)
     {
         lock (s_lock)
         {
@@ -63,6 +68,12 @@ internal static class LlamaCpp
             };
             using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
             using LLamaContext context = weights.CreateContext(parameters);
+            if (adapters.Count > 0)
+            {
+                (LoraAdapter, float)[] loaded = [.. adapters.Select(a => (weights.NativeHandle.LoadLoraFromFile(a.Path), a.Scale))];
+                context.NativeHandle.SetLoraAdapters(loaded);
+            }
+
             var batch = new LLamaBatch();
             for (int i = 0; i < ids.Count; i++)
             {
