@@ -2,7 +2,7 @@ namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
 /// A yes-or-no the kernels take from the CPU (<see cref="VectorUnits"/>, <see cref="SubnormalOperands"/>,
-/// <see cref="RowsApart"/>, <see cref="ByteDots"/>), which a test may set on its own thread, so that one machine runs every
+/// <see cref="RowsApart"/>, <see cref="ByteDots"/>, <see cref="PanelDecode"/>), which a test may set on its own thread, so that one machine runs every
 /// kernel such a switch chooses between. <typeparamref name="TSwitch"/> names the switch: each one has its own
 /// thread-local setting.
 /// </summary>
