@@ -33,8 +33,7 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         // The kept cache is matched on token ids, which cannot tell two pictures apart: a conversation with pictures is read whole.
         ConversationCache? conversation = vision is null ? _conversation : null;
         int shown = 0;
-        // A ModelId that names one of the model's LoRA adapters runs that adapter alone (a server's 'model').
-        string? adapter = options?.ModelId is string id && model.AdapterNames.Contains(id) ? id : null;
+        string? adapter = model.AdapterNamedBy(options?.ModelId);
         TextGenerationOptions generation = OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options), LoraAdapter = adapter };
         await foreach (GenerationUpdate update in model.StreamAsync(prompt, generation, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {

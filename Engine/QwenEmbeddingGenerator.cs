@@ -21,10 +21,8 @@ internal sealed class QwenEmbeddingGenerator(QwenModel model) : IEmbeddingGenera
         string[] texts = [.. values];
         // A named prompt travels in AdditionalProperties["prompt_name"] (gte-Qwen2's "query" for questions, none for passages).
         string? promptName = options?.AdditionalProperties?.TryGetValue("prompt_name", out object? name) == true ? name as string ?? name?.ToString() : null;
-        // A ModelId that names one of the model's LoRA adapters runs that adapter alone (a server's 'model').
-        string? adapter = options?.ModelId is string id && model.AdapterNames.Contains(id) ? id : null;
-        TextEmbeddings result = await model.EmbedAsync(texts, new TextEmbeddingOptions { Dimensions = options?.Dimensions, PromptName = promptName, LoraAdapter = adapter },
-            cancellationToken).ConfigureAwait(false);
+        var embedding = new TextEmbeddingOptions { Dimensions = options?.Dimensions, PromptName = promptName, LoraAdapter = model.AdapterNamedBy(options?.ModelId) };
+        TextEmbeddings result = await model.EmbedAsync(texts, embedding, cancellationToken).ConfigureAwait(false);
         DateTimeOffset created = DateTimeOffset.UtcNow;
         return new GeneratedEmbeddings<Embedding<float>>(result.Vectors.Select(v => new Embedding<float>(v) { ModelId = _metadata.DefaultModelId, CreatedAt = created }))
         {

@@ -76,6 +76,12 @@ public sealed class QwenModel : IDisposable
     /// </summary>
     public IReadOnlyList<string> AdapterNames { get; private init; } = [];
 
+    /// <summary>
+    /// <paramref name="modelId"/> where it names one of <see cref="AdapterNames"/>, else null: a Microsoft.Extensions.AI
+    /// client's <c>ModelId</c> that picks an adapter to run alone (a server's <c>model</c>).
+    /// </summary>
+    internal string? AdapterNamedBy(string? modelId) => modelId is not null && AdapterNames.Contains(modelId) ? modelId : null;
+
     public Qwen2Model Model { get; }
 
     public Tokenizer Tokenizer { get; }
