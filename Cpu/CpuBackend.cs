@@ -19,6 +19,9 @@ public sealed class CpuBackend : IBackend
     private readonly WorkerScratch _scratch;
     private readonly LinearJob _linear;
     private readonly AttentionJob _attention;
+
+    /// <summary>One row of keys and of values rotated before a q8_0 cache stores them (<see cref="KvRotation"/>).</summary>
+    private float[] _rotatedKeys = [], _rotatedValues = [];
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
@@ -141,11 +144,31 @@ public sealed class CpuBackend : IBackend
         ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, AttentionShape shape, Activation output)
     {
         CpuKvCache kv = CpuKvCache.Of(cache);
+        bool rotates = KvRotation.Applies(kv.ElementType, shape.HeadDim);
+        if (rotates && _rotatedKeys.Length < kv.KvDim)
+        {
+            _rotatedKeys = new float[kv.KvDim];
+            _rotatedValues = new float[kv.KvDim];
+        }
 
         // Append this step's keys and values first, so each token also sees the earlier tokens of its own step.
         for (int i = 0; i < k.Rows; i++)
         {
-            kv.Store(layer, slots[i], positions[i], k.Row(i), v.Row(i));
+            if (rotates)
+            {
+                // A q8_0 cache holds keys and values rotated (the attention job rotates the queries and outputs to match).
+                Span<float> keys = _rotatedKeys.AsSpan(0, kv.KvDim), values = _rotatedValues.AsSpan(0, kv.KvDim);
+                k.Row(i).CopyTo(keys);
+                v.Row(i).CopyTo(values);
+                KvRotation.Rotate(keys, KvRotation.KeyBlock(shape.HeadDim));
+                KvRotation.Rotate(values, KvRotation.ValueBlock);
+                kv.Store(layer, slots[i], positions[i], keys, values);
+            }
+            else
+            {
+                kv.Store(layer, slots[i], positions[i], k.Row(i), v.Row(i));
+            }
+
             kv.Filled(layer, slots[i], positions[i] + 1);
         }
 

@@ -6,8 +6,8 @@ using QwenSharp.Memory;
 namespace QwenSharp.Cpu;
 
 /// <summary>
-/// Keys and values in native memory, per layer [slots, capacity, kvDim] of <see cref="KvCache.ElementType"/> (f32, f16 or
-/// bf16, whose keys and values interleave as below; a row is narrowed once as it is stored, <see cref="Store"/>),
+/// Keys and values in native memory, per layer [slots, capacity, kvDim] of <see cref="KvCache.ElementType"/> (f32, f16,
+/// bf16 or q8_0, whose keys and values interleave as below; a row is narrowed once as it is stored, <see cref="Store"/>),
 /// allocated once. Each layer's keys and values
 /// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
 /// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
@@ -15,7 +15,7 @@ namespace QwenSharp.Cpu;
 /// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 27-30 tokens/s after
 /// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 40-42 with its pages collapsed (3 alternating
 /// runs; prefill alike).
-/// A cache of halves (f16, bf16) keeps each position's keys and then its values side by side in one mapping per layer,
+/// A cache of halves (f16, bf16) or of q8_0 blocks keeps each position's keys and then its values side by side in one mapping per layer,
 /// so a layer's slot spans as many bytes as f32 keys alone and its pages go huge as soon: in two mappings, a 4096-position
 /// slot of Qwen2.5-0.5B's shape was 1 MiB each, never a whole page, and Q4_0 0.5B with an f16 cache decoded 32-35
 /// tokens/s on one Zen 5 core after 4096 prompt tokens, against 39-41 with them side by side.
@@ -65,14 +65,20 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
     }
 
-    /// <summary>Whether each position holds its keys then its values in one mapping (a cache of halves).</summary>
+    /// <summary>Whether each position holds its keys then its values in one mapping (a cache of halves or of q8_0 blocks).</summary>
     private bool Interleaved => ElementType != DType.F32;
 
-    /// <summary>Elements from one position to the next in <see cref="Keys"/> and <see cref="Values"/>: kvDim, or 2 kvDim interleaved.</summary>
+    /// <summary>
+    /// Elements from one position to the next in <see cref="Keys"/> and <see cref="Values"/>: kvDim, or 2 kvDim interleaved
+    /// (for q8_0, whole blocks: the kernels' loads turn it into bytes).
+    /// </summary>
     public int PositionStride => Interleaved ? 2 * KvDim : KvDim;
 
+    /// <summary>Bytes from one position to the next: <see cref="KvCache.RowBytes"/>, or twice that interleaved.</summary>
+    private int PositionBytes => Interleaved ? 2 * RowBytes : RowBytes;
+
     /// <summary>Bytes of a slot in a layer's mapping.</summary>
-    private long SlotBytes => (long)Capacity * PositionStride * ElementSize;
+    private long SlotBytes => (long)Capacity * PositionBytes;
 
     /// <summary>
     /// Says that positions [0, <paramref name="length"/>) of <paramref name="slot"/> in <paramref name="layer"/> are
@@ -86,7 +92,7 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
 
         ref long collapsedTo = ref _collapsedTo[(layer * Slots) + slot];
-        long filledTo = ((slot * SlotBytes) + ((long)length * PositionStride * ElementSize)) & ~(HugePages.Size - 1);
+        long filledTo = ((slot * SlotBytes) + ((long)length * PositionBytes)) & ~(HugePages.Size - 1);
         if (filledTo <= collapsedTo)
         {
             return;
@@ -108,13 +114,14 @@ internal sealed unsafe class CpuKvCache : KvCache
     /// <summary>Values of one layer and slot, laid out as <see cref="Keys"/> (in a cache of halves, beside each position's keys).</summary>
     public Span<byte> Values(int layer, int slot)
     {
-        int beside = Interleaved ? KvDim * ElementSize : 0;
+        int beside = Interleaved ? RowBytes : 0;
         return new((Interleaved ? _keys[layer] + beside : _values[layer]) + (slot * SlotBytes), checked((int)SlotBytes - beside));
     }
 
     /// <summary>
     /// Writes one position's keys and values, each element narrowed to <see cref="KvCache.ElementType"/> by rounding to
-    /// nearest even (f16 beyond its range becomes an infinity, as a conversion instruction gives).
+    /// nearest even (f16 beyond its range becomes an infinity, as a conversion instruction gives), or each block of 32
+    /// quantized to q8_0 as llama.cpp does.
     /// </summary>
     public void Store(int layer, int slot, int position, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
@@ -123,7 +130,7 @@ internal sealed unsafe class CpuKvCache : KvCache
             throw new ArgumentException($"position {position} of {KvDim} keys and values does not fit a cache of {Capacity} positions of {KvDim}");
         }
 
-        int at = position * PositionStride * ElementSize, bytes = KvDim * ElementSize;
+        int at = position * PositionBytes, bytes = RowBytes;
         KvNarrow.Run(ElementType, keys, Keys(layer, slot).Slice(at, bytes));
         KvNarrow.Run(ElementType, values, Values(layer, slot).Slice(at, bytes));
     }
@@ -134,7 +141,7 @@ internal sealed unsafe class CpuKvCache : KvCache
     protected override void CopyPositions(int source, int destination, int length)
     {
         // Interleaved, the keys' positions hold the values too.
-        int count = length * PositionStride * ElementSize;
+        int count = length * PositionBytes;
         for (int l = 0; l < Layers; l++)
         {
             Keys(l, source)[..count].CopyTo(Keys(l, destination));

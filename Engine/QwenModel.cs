@@ -147,7 +147,15 @@ public sealed class QwenModel : IDisposable
             Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
             try
             {
-                model.KvCacheType = options.KvCacheType;
+                try
+                {
+                    model.KvCacheType = options.KvCacheType;
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ArgumentException($"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.KvCacheType)} {options.KvCacheType}: {e.Message}", nameof(options), e);
+                }
+
                 model.ApplyAdapterFiles([.. options.LoraAdapters.Select(a => (a.Path, a.Scale))]);
                 Tokenizer tokenizer = LoadTokenizer(directory);
                 var loaded = new QwenModel(directory, backend, model, tokenizer, options.PromptLookup)

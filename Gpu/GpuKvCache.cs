@@ -35,7 +35,7 @@ internal sealed class GpuKvCache : KvCache
         }
     }
 
-    private long LayerBytes => (long)Slots * Capacity * KvDim * ElementSize;
+    private long LayerBytes => (long)Slots * Capacity * RowBytes;
 
     /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16".</summary>
     public string ShaderSuffix => ElementType == DType.F32 ? "" : "_" + NameOf(ElementType);
@@ -49,7 +49,7 @@ internal sealed class GpuKvCache : KvCache
 
     protected override void CopyPositions(int source, int destination, int length)
     {
-        long slotBytes = (long)Capacity * KvDim * ElementSize, bytes = (long)length * KvDim * ElementSize;
+        long slotBytes = (long)Capacity * RowBytes, bytes = (long)length * RowBytes;
         for (int l = 0; l < Layers; l++)
         {
             _stream.Copy(_keys[l], source * slotBytes, _keys[l], destination * slotBytes, bytes);

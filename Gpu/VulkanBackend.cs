@@ -133,6 +133,11 @@ public sealed unsafe class VulkanBackend : IBackend
     public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
         KvCache.CheckType(elementType);
+        if (!StoresKvCacheAs(elementType))
+        {
+            throw new ArgumentException($"the GPU backend does not store a KV cache as {KvCache.NameOf(elementType)} (f32, f16 or bf16 it does)", nameof(elementType));
+        }
+
         long bytes = KvCache.BytesPerToken(layers, kvDim, elementType) * slots * capacity;
         long available = _device.AvailableBytes();
         if (bytes > available)
@@ -144,7 +149,8 @@ public sealed unsafe class VulkanBackend : IBackend
         return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
     }
 
-    public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
+    /// <summary>f32, f16 and bf16: the attention shaders read no q8_0 cache (yet).</summary>
+    public bool StoresKvCacheAs(DType elementType) => elementType != DType.Q8_0 && KvCache.Holds(elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {

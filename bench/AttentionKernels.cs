@@ -30,9 +30,13 @@ internal static class AttentionKernels
         float scale = 1f / MathF.Sqrt(d);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{path}: {heads} query heads of {d} a key-value head, {kvHeads} key-value heads, over {positions} positions, {layers} layers in turn; medians of {rounds}"));
-        foreach (DType type in (DType[])[DType.F32, DType.F16, DType.BF16])
+        foreach (DType type in (DType[])[DType.F32, DType.F16, DType.BF16, DType.Q8_0])
         {
-            int size = type == DType.F32 ? 4 : 2;
+            if (type == DType.Q8_0 && d % QwenSharp.Backend.KvCache.Q8_0BlockValues != 0)
+            {
+                continue;
+            }
+
 
             // The model's cache, filled as a prompt fills it (whole 2 MiB pages of a slot's positions made huge).
             using var cache = new QwenSharp.Cpu.CpuKvCache(layers, 1, positions, kvDim, type);
@@ -52,13 +56,13 @@ internal static class AttentionKernels
                 {
                     for (int h = 0; h < kvHeads; h++)
                     {
-                        Block(type, path, queries, heads * d, cache.Keys(l, 0), cache.Values(l, 0), kvDim, h * d, d, positions, scale, heads, scores, outputs);
+                        Block(type, path, queries, heads * d, cache.Keys(l, 0), cache.Values(l, 0), cache.PositionStride, h * d, d, positions, scale, heads, scores, outputs);
                     }
                 }
             }
 
             double seconds = FewTokenKernels.MedianNanoseconds(Step, rounds, iterations: 1, work: 1) / 1e9;
-            double bytes = 2.0 * layers * positions * kvDim * size;
+            double bytes = 2.0 * layers * positions * cache.RowBytes;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"  {DTypes.Name(type),-4}: {seconds * 1e9 / ((double)layers * kvHeads * positions * heads):F3} ns per position and query head, {bytes / seconds / 1e9:F1} GB/s of cache, {seconds * 1e3:F2} ms for the {layers} layers"));
         }
@@ -66,14 +70,15 @@ internal static class AttentionKernels
         return 0;
     }
 
-    private static void Block(DType type, KernelPath path, float[] queries, int rowStride, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values, int kvDim, int offset, int d,
+    private static void Block(DType type, KernelPath path, float[] queries, int rowStride, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values, int positionStride, int offset, int d,
         int positions, float scale, int heads, float[] scores, float[] outputs)
     {
         switch (type)
         {
-            case DType.F32: AttentionKernel<F32Load>.Block(path, queries, rowStride, 1, keys, values, kvDim, offset, positions, scale, heads, d, scores, outputs); break;
-            case DType.F16: AttentionKernel<F16Load>.Block(path, queries, rowStride, 1, keys, values, kvDim, offset, positions, scale, heads, d, scores, outputs); break;
-            default: AttentionKernel<Bf16Load>.Block(path, queries, rowStride, 1, keys, values, kvDim, offset, positions, scale, heads, d, scores, outputs); break;
+            case DType.F32: AttentionKernel<F32Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
+            case DType.F16: AttentionKernel<F16Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
+            case DType.BF16: AttentionKernel<Bf16Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
+            default: AttentionKernel<Q8_0KvLoad>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
         }
     }
 

@@ -20,7 +20,7 @@ namespace QwenSharp.Bench;
 /// median of its rounds, and each ratio comes with the median and range of the rounds' own ratios.
 /// <code>
 ///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k)
-///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N]
+///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N] [--kv-cache-type f32|f16|q8_0]
 /// </code>
 /// takes a GGUF file as it is (--model: a downloaded Qwen2.5 or Llama file), or writes a random-weight model of the
 /// config's shape as a GGUF file of that type (with the tokenizer.json beside the config; q4_k_m and q6_k quantized by
@@ -30,10 +30,14 @@ namespace QwenSharp.Bench;
 /// prompt read in one call, llama.cpp's pp; 0 skips it). The read bandwidth (<see cref="MemoryBandwidth"/>, on the same
 /// threads) is measured before the first round and after each, and each engine's decode GB/s (the weights one step reads,
 /// times its tokens/s: the file's bytes for llama.cpp, <see cref="Qwen2Model.DecodeStepBytes"/> for ours) is set against
-/// the reads either side of its round.
+/// the reads either side of its round. Without --kv-cache-type each engine keeps its default cache (ours f32, llama.cpp's
+/// f16); with it both store that type (llama.cpp's q8_0 with flash attention, which its quantized values need).
 /// </summary>
 internal static class PeerDecode
 {
+    /// <summary>The KV cache both engines store (--kv-cache-type), or null for each engine's default.</summary>
+    private static DType? s_kvType;
+
     public static int Run(string[] args)
     {
         string? modelFile = Option(args, "--model"), config = Option(args, "--config"), typeName = Option(args, "--type");
@@ -52,6 +56,14 @@ internal static class PeerDecode
         int prefill = Count(args, "--prefill", 512, minimum: 0);
         int context = Count(args, "--context", 16, minimum: 1);    // the prompt before the decode
         int threads = Count(args, "--threads", Environment.ProcessorCount, minimum: 1);
+        s_kvType = Option(args, "--kv-cache-type") switch
+        {
+            null => null,
+            "f32" => DType.F32,
+            "f16" => DType.F16,
+            "q8_0" => DType.Q8_0,
+            string other => throw new ArgumentException($"--kv-cache-type {other}: the peer compares f32, f16 or q8_0"),
+        };
         string llamaBuild = MatchLlamaBuildToOurs();
         NativeApi.llama_empty_call();
         string gguf = modelFile is not null ? CheckedGguf(modelFile) : (typeName ?? "q8_0").ToLowerInvariant() switch
@@ -190,6 +202,7 @@ internal static class PeerDecode
     {
         using IBackend backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
         using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        model.KvCacheType = s_kvType ?? DType.F32;
         GenerationResult result = Generator.Greedy(model, [prompt], new GenerationOptions { MaxNewTokens = 1, IgnoreEos = true });
         return result.PrefillTokensPerSecond;
     }
@@ -197,7 +210,7 @@ internal static class PeerDecode
     /// <summary>llama.cpp reading the same prompt in one batch (its pp figure), only the decode call timed.</summary>
     private static double TheirsPrefill(string gguf, int[] prompt, int threads)
     {
-        var parameters = new ModelParams(gguf) { ContextSize = (uint)prompt.Length + 16, GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = (uint)prompt.Length, UBatchSize = (uint)prompt.Length };
+        var parameters = WithKvType(new ModelParams(gguf) { ContextSize = (uint)prompt.Length + 16, GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = (uint)prompt.Length, UBatchSize = (uint)prompt.Length });
         using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
         using LLamaContext context = weights.CreateContext(parameters);
         var batch = new LLamaBatch();
@@ -215,15 +228,16 @@ internal static class PeerDecode
     {
         using IBackend backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
         using Qwen2Model model = Qwen2Model.Load(gguf, backend);
+        model.KvCacheType = s_kvType ?? DType.F32;
         GenerationResult result = Generator.Greedy(model, [prompt], new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true });
         return result.DecodeTokensPerSecond;
     }
 
-    /// <summary>llama.cpp as its users run it (its default f16 KV cache), timing only the one-token decode calls.</summary>
+    /// <summary>llama.cpp as its users run it (its default f16 KV cache, or --kv-cache-type), timing only the one-token decode calls.</summary>
     private static double Theirs(string gguf, int[] prompt, int newTokens, int threads)
     {
         uint size = (uint)(prompt.Length + newTokens + 16);
-        var parameters = new ModelParams(gguf) { ContextSize = Math.Max(512, size), GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = Math.Max(512, size), UBatchSize = 512 };
+        var parameters = WithKvType(new ModelParams(gguf) { ContextSize = Math.Max(512, size), GpuLayerCount = 0, Threads = threads, BatchThreads = threads, BatchSize = Math.Max(512, size), UBatchSize = 512 });
         using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
         using LLamaContext context = weights.CreateContext(parameters);
         var batch = new LLamaBatch();
@@ -245,6 +259,21 @@ internal static class PeerDecode
         }
 
         return newTokens / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>llama.cpp's parameters with the cache of --kv-cache-type, if given (a quantized one runs flash attention).</summary>
+    private static ModelParams WithKvType(ModelParams parameters)
+    {
+        if (s_kvType is DType type)
+        {
+            parameters.TypeK = parameters.TypeV = type switch { DType.F32 => GGMLType.GGML_TYPE_F32, DType.F16 => GGMLType.GGML_TYPE_F16, _ => GGMLType.GGML_TYPE_Q8_0 };
+            if (type == DType.Q8_0)
+            {
+                parameters.FlashAttention = true;
+            }
+        }
+
+        return parameters;
     }
 
     internal static void Check(DecodeResult result)

@@ -155,7 +155,19 @@ internal sealed class ServeCommand : ICommand
         if (bytes > available)
         {
             throw new UsageException(string.Create(CultureInfo.InvariantCulture,
-                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context{(model.Model.KvCacheType == Formats.DType.F32 ? ", or store it in half the memory (--kv-cache-type f16)" : "")}"));
+                $"the KV cache for {slots} slots of {context} tokens needs {InfoCommand.FormatBytes(bytes)} and {InfoCommand.FormatBytes(available)} is available; lower --max-concurrent or --context{SmallerCacheHint(model.Model)}"));
         }
+    }
+
+    /// <summary>The --kv-cache-type that would take less memory, if any: f16 from f32, q8_0 (about half of f16) where the heads allow it.</summary>
+    internal static string SmallerCacheHint(Qwen2.Qwen2Model model)
+    {
+        bool q8 = model.Backend.StoresKvCacheAs(Formats.DType.Q8_0) && model.Config.HeadDim % QwenSharp.Backend.KvCache.Q8_0BlockValues == 0;
+        return model.KvCacheType switch
+        {
+            Formats.DType.F32 => q8 ? ", or store it in half the memory (--kv-cache-type f16) or a quarter (q8_0)" : ", or store it in half the memory (--kv-cache-type f16)",
+            Formats.DType.F16 or Formats.DType.BF16 when q8 => ", or store it in about half the memory (--kv-cache-type q8_0)",
+            _ => "",
+        };
     }
 }

@@ -7,18 +7,28 @@ namespace QwenSharp.Backend;
 /// <see cref="Capacity"/> positions, preallocated so nothing grows during decode. A token at position p of
 /// slot s writes its keys and values at (s, p) and attends to positions 0..p of slot s only: sequences in one
 /// batch never see each other, so a batch needs no padding and no padding mask.
-/// Keys and values are stored as <see cref="ElementType"/>: f32 (exact), or f16 / bf16 (half the memory and half the
-/// bytes attention reads per position, each value rounded to nearest once as it is written; see <see cref="Types"/>).
+/// Keys and values are stored as <see cref="ElementType"/>: f32 (exact), f16 / bf16 (half the memory and half the
+/// bytes attention reads per position, each value rounded to nearest once as it is written), or q8_0 (llama.cpp's
+/// <c>--cache-type-k/-v q8_0</c>: blocks of 32 values of a head as 32 int8 codes and an f16 scale, 34 bytes, a little over a
+/// quarter of f32; each block quantized once as it is written). See <see cref="Types"/>.
 /// </summary>
 public abstract class KvCache : IDisposable
 {
     /// <summary>The element types a cache can hold, by the names the CLI and the library take.</summary>
-    public static readonly IReadOnlyList<(string Name, DType Type)> Types = [("f32", DType.F32), ("f16", DType.F16), ("bf16", DType.BF16)];
+    public static readonly IReadOnlyList<(string Name, DType Type)> Types = [("f32", DType.F32), ("f16", DType.F16), ("bf16", DType.BF16), ("q8_0", DType.Q8_0)];
+
+    /// <summary>Values per q8_0 block: a head's size must be a multiple of it (<see cref="CheckHeadSize"/>).</summary>
+    public const int Q8_0BlockValues = 32;
 
     protected KvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
         CheckType(elementType);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layers);
+        if (elementType == DType.Q8_0 && kvDim % Q8_0BlockValues != 0)
+        {
+            throw new ArgumentException($"a q8_0 KV cache stores rows of whole blocks of {Q8_0BlockValues} values, not {kvDim}", nameof(kvDim));
+        }
+
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvDim);
@@ -30,7 +40,7 @@ public abstract class KvCache : IDisposable
         Lengths = new int[slots];
     }
 
-    /// <summary>Whether a cache can store keys and values as <paramref name="type"/> (f32, f16 or bf16).</summary>
+    /// <summary>Whether a cache can store keys and values as <paramref name="type"/> (f32, f16, bf16 or q8_0).</summary>
     public static bool Holds(DType type) => Types.Any(t => t.Type == type);
 
     /// <summary>Throws unless keys and values can be stored as <paramref name="type"/>.</summary>
@@ -42,14 +52,33 @@ public abstract class KvCache : IDisposable
         }
     }
 
-    /// <summary>The CLI's name of <paramref name="type"/>: f32, f16 or bf16.</summary>
+    /// <summary>
+    /// Throws unless heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/>: q8_0 quantizes
+    /// each head in whole blocks of 32 (as llama.cpp refuses a quantized cache whose head size is not a multiple of the
+    /// block's).
+    /// </summary>
+    public static void CheckHeadSize(DType type, int headDim)
+    {
+        if (type == DType.Q8_0 && headDim % Q8_0BlockValues != 0)
+        {
+            // No parameter name: the message goes to the user as is (--kv-cache-type, QwenModelOptions.KvCacheType).
+            throw new ArgumentException($"a q8_0 KV cache stores each head in blocks of {Q8_0BlockValues} values, and this model's heads have {headDim}");
+        }
+    }
+
+    /// <summary>The CLI's name of <paramref name="type"/>: f32, f16, bf16 or q8_0.</summary>
     public static string NameOf(DType type) => Types.First(t => t.Type == type).Name;
 
-    /// <summary>Bytes per stored key or value element.</summary>
-    public static int ElementSizeOf(DType type) => type == DType.F32 ? sizeof(float) : 2;
+    /// <summary>Bytes one row of <paramref name="values"/> keys (or values) takes stored as <paramref name="type"/>.</summary>
+    public static long RowBytesOf(DType type, int values) => type switch
+    {
+        DType.F32 => (long)values * sizeof(float),
+        DType.Q8_0 => (long)values / Q8_0BlockValues * Numerics.Q8_0Blocks.BlockBytes,
+        _ => (long)values * 2,
+    };
 
     /// <summary>Bytes the keys and values of one position of one sequence take, over every layer.</summary>
-    public static long BytesPerToken(int layers, int kvDim, DType type) => 2L * layers * kvDim * ElementSizeOf(type);
+    public static long BytesPerToken(int layers, int kvDim, DType type) => 2L * layers * RowBytesOf(type, kvDim);
 
     /// <summary>
     /// How many leading positions of each slot hold keys and values. A step may write a slot's next position
@@ -80,11 +109,11 @@ public abstract class KvCache : IDisposable
 
     public int KvDim { get; }
 
-    /// <summary>How keys and values are stored: F32, F16 or BF16.</summary>
+    /// <summary>How keys and values are stored: F32, F16, BF16 or Q8_0.</summary>
     public DType ElementType { get; }
 
-    /// <summary>Bytes per stored element (4 or 2).</summary>
-    public int ElementSize => ElementSizeOf(ElementType);
+    /// <summary>Bytes of one position's keys (or values) of one layer: kvDim elements of <see cref="ElementType"/>.</summary>
+    public int RowBytes => (int)RowBytesOf(ElementType, KvDim);
 
     /// <summary>Bytes held, keys and values of all layers and slots.</summary>
     public long ByteSize => BytesPerToken(Layers, KvDim, ElementType) * Slots * Capacity;

@@ -243,9 +243,11 @@ public sealed class Qwen2Model : IDisposable
     public ForwardState CreateHiddenState(int maxRows) => new(Backend, Config, maxRows, maxLogitRows: 1, maxHiddenRows: maxRows);
 
     /// <summary>
-    /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), or F16 or BF16 (half
+    /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), F16 or BF16 (half
     /// the memory, and half the bytes attention reads over a long context; each key and value rounded once as it is
-    /// written, as llama.cpp's <c>--cache-type-k/-v</c> f16 and bf16 do). Refused where the backend cannot store it.
+    /// written, as llama.cpp's <c>--cache-type-k/-v</c> f16 and bf16 do), or Q8_0 (34 bytes per 32 values, each head's
+    /// blocks quantized once as written, as llama.cpp's q8_0 cache). Refused where the backend cannot store it, and Q8_0
+    /// where a head is not whole blocks of 32.
     /// </summary>
     public DType KvCacheType
     {
@@ -255,8 +257,10 @@ public sealed class Qwen2Model : IDisposable
             KvCache.CheckType(value);
             if (!Backend.StoresKvCacheAs(value))
             {
-                throw new ArgumentException($"the {Backend.Description} backend does not store a KV cache as {KvCache.NameOf(value)}", nameof(KvCacheType));
+                throw new ArgumentException($"the {Backend.Description} backend does not store a KV cache as {KvCache.NameOf(value)}");
             }
+
+            KvCache.CheckHeadSize(value, Config.HeadDim);
 
             field = value;
         }

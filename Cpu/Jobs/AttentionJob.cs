@@ -46,6 +46,9 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
     /// <summary>Groups (or pairs) a chunk holds.</summary>
     private int _perChunk = 1;
 
+    /// <summary>Whether the cache holds rotated keys and values (<see cref="KvRotation"/>): queries and outputs rotate too.</summary>
+    private bool _rotates;
+
     /// <summary>Sets up one step and returns its number of chunks.</summary>
     public int Prepare(float[] q, float[] output, CpuKvCache cache, int layer, ReadOnlySpan<int> slots,
         ReadOnlySpan<int> positions, AttentionShape shape)
@@ -66,6 +69,12 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         positions.CopyTo(_positions);
         _blockRows = Math.Clamp(ScoreBudget / (shape.GroupSize * cache.Capacity), 1, MostBlockRows);
         scratch.EnsureScores(_blockRows * shape.GroupSize * cache.Capacity);
+        _rotates = KvRotation.Applies(cache.ElementType, shape.HeadDim);
+        if (_rotates)
+        {
+            scratch.EnsureQueries(2 * _blockRows * shape.GroupSize * shape.HeadDim);
+        }
+
         if (_blockStarts.Length < slots.Length + 1)
         {
             _blockStarts = new int[slots.Length + 1];
@@ -116,6 +125,8 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
                 case (DType.F16, false): Pair<F16Load>(unit, worker); break;
                 case (DType.BF16, true): Group<Bf16Load>(unit, worker); break;
                 case (DType.BF16, false): Pair<Bf16Load>(unit, worker); break;
+                case (DType.Q8_0, true): Group<Q8_0KvLoad>(unit, worker); break;
+                case (DType.Q8_0, false): Pair<Q8_0KvLoad>(unit, worker); break;
                 default: throw new InvalidOperationException($"no attention kernel reads a {_cache.ElementType} KV cache");
             }
         }
@@ -129,8 +140,30 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         int d = _shape.HeadDim, heads = _shape.GroupSize, qDim = _shape.NumHeads * d;
         int slot = _slots[row];
         int at = (row * qDim) + (kvHead * heads * d), span = ((rows - 1) * qDim) + (heads * d);
-        AttentionKernel<TK>.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
-            _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), _output.AsSpan(at, span));
+        if (!_rotates)
+        {
+            AttentionKernel<TK>.Block(path, _q.AsSpan(at, span), qDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
+                _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), _output.AsSpan(at, span));
+            return;
+        }
+
+        // The group's queries rotated into scratch, a row's heads one after another, and its outputs there too (the kernel
+        // strides queries and outputs alike), rotated back as they are copied out.
+        int groupDim = heads * d;
+        Span<float> queries = scratch.Queries(worker)[..(rows * groupDim)], outputs = scratch.Queries(worker).Slice(rows * groupDim, rows * groupDim);
+        for (int r = 0; r < rows; r++)
+        {
+            _q.AsSpan(at + (r * qDim), groupDim).CopyTo(queries[(r * groupDim)..]);
+        }
+
+        KvRotation.Rotate(queries, KvRotation.KeyBlock(d));
+        AttentionKernel<TK>.Block(path, queries, groupDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
+            _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), outputs);
+        KvRotation.Rotate(outputs, KvRotation.ValueBlock);
+        for (int r = 0; r < rows; r++)
+        {
+            outputs.Slice(r * groupDim, groupDim).CopyTo(_output.AsSpan(at + (r * qDim), groupDim));
+        }
     }
 
     private void Pair<TK>(int pair, int worker)
@@ -140,10 +173,19 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         int d = _shape.HeadDim, qDim = _shape.NumHeads * d;
         int kvHead = head / _shape.GroupSize;
         int slot = _slots[row];
-        AttentionKernel<TK>.Head(path,
-            _q.AsSpan((row * qDim) + (head * d), d),
-            _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
-            _positions[row] + 1, _scale, scratch.Scores(worker),
-            _output.AsSpan((row * qDim) + (head * d), d));
+        Span<float> query = _q.AsSpan((row * qDim) + (head * d), d), output = _output.AsSpan((row * qDim) + (head * d), d);
+        if (_rotates)
+        {
+            query.CopyTo(scratch.Queries(worker));
+            query = scratch.Queries(worker)[..d];
+            KvRotation.Rotate(query, KvRotation.KeyBlock(d));
+        }
+
+        AttentionKernel<TK>.Head(path, query, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
+            _positions[row] + 1, _scale, scratch.Scores(worker), output);
+        if (_rotates)
+        {
+            KvRotation.Rotate(output, KvRotation.ValueBlock);
+        }
     }
 }

@@ -8,6 +8,7 @@ internal sealed class WorkerScratch(int threads)
 {
     private readonly float[][] _panels = Empty(threads);
     private readonly float[][] _scores = Empty(threads);
+    private readonly float[][] _queries = Empty(threads);
 
     /// <summary>f32 weight panels of the matrix product.</summary>
     public Span<float> Panel(int worker) => _panels[worker];
@@ -15,7 +16,12 @@ internal sealed class WorkerScratch(int threads)
     /// <summary>Attention scores over the positions of one sequence.</summary>
     public Span<float> Scores(int worker) => _scores[worker];
 
+    /// <summary>Rotated queries of one attention unit (a q8_0 cache's, <see cref="Kernels.KvRotation"/>).</summary>
+    public Span<float> Queries(int worker) => _queries[worker];
+
     public void EnsurePanel(int length) => Grow(_panels, length);
+
+    public void EnsureQueries(int length) => Grow(_queries, length);
 
     public void EnsureScores(int length) => Grow(_scores, length);
 

@@ -11,13 +11,18 @@ namespace QwenSharp.Cpu.Kernels;
 /// out = softmax(q · Kᵀ / sqrt(d)) · V over positions 0..length-1 (the causal mask is the range itself).
 /// A head is short (8 to 128 floats), so the per-position dot product and the weighted sum of values are
 /// inlined vector loops: a library call per position would cost more than the arithmetic.
-/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16 or bf16), widened to f32 (as
-/// they are loaded in <see cref="Head"/>, a tile at a time in <see cref="Block"/>): the same products and sums, in the
-/// same order, as f32 keys and values of the same numbers.
+/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16, bf16 or q8_0), widened to f32
+/// (as they are loaded in <see cref="Head"/>, a tile at a time in <see cref="Block"/>): the same products and sums, in the
+/// same order, as f32 keys and values of the same numbers. Offsets and strides are in elements; a q8_0 head and row are
+/// whole blocks of 32.
 /// </summary>
 internal static class AttentionKernel<TK>
     where TK : struct, IWeightLoad
 {
+    /// <summary>Bytes from a row's start to its element <paramref name="index"/> (for q8_0, the first of a block).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nint OffsetOf(nint index) => typeof(TK) == typeof(Q8_0KvLoad) ? Q8_0KvLoad.OffsetOf(index) : index * TK.ElementSize;
+
     /// <param name="query">[head_dim]</param>
     /// <param name="keys">The cache rows of one slot, a position every <paramref name="positionStride"/> elements; the head's keys start at element <paramref name="headOffset"/>.</param>
     /// <param name="values">Same layout as keys.</param>
@@ -27,16 +32,16 @@ internal static class AttentionKernel<TK>
         int positionStride, int headOffset, int length, float scale, Span<float> scores, Span<float> output)
     {
         int d = query.Length;
-        if (length <= 0 || ((long)(length - 1) * positionStride + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
+        if (length <= 0 || ((long)(length - 1) * OffsetOf(positionStride)) + OffsetOf(headOffset) + OffsetOf(d) > Math.Min(keys.Length, values.Length) || scores.Length < length || output.Length < d)
         {
             throw new ArgumentException($"attention over {length} positions does not fit the given buffers");
         }
 
         ref float q = ref MemoryMarshal.GetReference(query);
-        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
-        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
+        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), OffsetOf(headOffset));
+        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), OffsetOf(headOffset));
         ref float o = ref MemoryMarshal.GetReference(output);
-        nint rowBytes = (nint)positionStride * TK.ElementSize;
+        nint rowBytes = OffsetOf(positionStride);
         scores = scores[..length];
         int first = path == KernelPath.Vector512 && d % 16 == 0 ? FourScores512(ref q, ref k, rowBytes, d, length, scale, scores) : 0;
         for (int j = first; j < length; j++)
@@ -73,19 +78,19 @@ internal static class AttentionKernel<TK>
         int length = firstLength + rows - 1;
         if (heads < 1 || rows < 1 || firstLength <= 0 || d < 1 || rowStride < heads * d || queries.Length < ((rows - 1) * rowStride) + (heads * d)
             || outputs.Length < ((rows - 1) * rowStride) + (heads * d)
-            || ((long)(length - 1) * positionStride + headOffset + d) * TK.ElementSize > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
+            || ((long)(length - 1) * OffsetOf(positionStride)) + OffsetOf(headOffset) + OffsetOf(d) > Math.Min(keys.Length, values.Length) || scores.Length < (long)rows * heads * length)
         {
             throw new ArgumentException($"attention of {rows} rows of {heads} heads over {firstLength}.. positions does not fit the given buffers");
         }
 
         ref float q = ref MemoryMarshal.GetReference(queries);
-        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), (nint)headOffset * TK.ElementSize);
-        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), (nint)headOffset * TK.ElementSize);
+        ref byte k = ref Unsafe.Add(ref MemoryMarshal.GetReference(keys), OffsetOf(headOffset));
+        ref byte v = ref Unsafe.Add(ref MemoryMarshal.GetReference(values), OffsetOf(headOffset));
         ref float o = ref MemoryMarshal.GetReference(outputs);
-        nint rowBytes = (nint)positionStride * TK.ElementSize;
+        nint rowBytes = OffsetOf(positionStride);
         int tileLength = TileOf(d);
 
-        // A cache of halves is widened a tile at a time into f32 (the same numbers its loads give), which every row and
+        // A cache of halves (or of q8_0 blocks) is widened a tile at a time into f32 (the same numbers its loads give), which every row and
         // head of the block then reads from L1: widened at each load, a tile was converted once per head and row (7
         // times a token for Qwen2.5-0.5B), and f16 attention ran at half the speed of f32.
         bool widen = typeof(TK) != typeof(F32Load);
@@ -140,6 +145,16 @@ internal static class AttentionKernel<TK>
     private static void WidenTile(KernelPath path, ref byte tile, nint rowBytes, int n, int d, Span<float> wide)
     {
         ref float w = ref MemoryMarshal.GetReference(wide);
+        if (typeof(TK) == typeof(Q8_0KvLoad) && path != KernelPath.Scalar)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                Q8_0KvLoad.WidenHead(ref Unsafe.Add(ref tile, j * rowBytes), ref Unsafe.Add(ref w, j * d), d);
+            }
+
+            return;
+        }
+
         for (int j = 0; j < n; j++)
         {
             ref byte row = ref Unsafe.Add(ref tile, j * rowBytes);
@@ -438,7 +453,7 @@ internal static class AttentionKernel<TK>
                     o3 = V512.LoadUnsafe(ref o, (nuint)(c + 48));
                 }
 
-                ref byte vj = ref Unsafe.Add(ref v, c * TK.ElementSize);
+                ref byte vj = ref Unsafe.Add(ref v, OffsetOf(c));
                 for (int j = 0; j < length; j++)
                 {
                     Vector512<float> wj = V512.Create(Unsafe.Add(ref w, j));
@@ -469,7 +484,7 @@ internal static class AttentionKernel<TK>
                     o3 = V256.LoadUnsafe(ref o, (nuint)(c + 24));
                 }
 
-                ref byte vj = ref Unsafe.Add(ref v, c * TK.ElementSize);
+                ref byte vj = ref Unsafe.Add(ref v, OffsetOf(c));
                 for (int j = 0; j < length; j++)
                 {
                     Vector256<float> wj = V256.Create(Unsafe.Add(ref w, j));
@@ -495,7 +510,7 @@ internal static class AttentionKernel<TK>
 
         for (int j = 0; j < length && c < d; j++)
         {
-            MultiplyAdd(path, ref Unsafe.Add(ref v, (j * rowBytes) + (c * TK.ElementSize)), Unsafe.Add(ref w, j), ref Unsafe.Add(ref o, c), d - (int)c);
+            MultiplyAdd(path, ref Unsafe.Add(ref v, (j * rowBytes) + (OffsetOf(c))), Unsafe.Add(ref w, j), ref Unsafe.Add(ref o, c), d - (int)c);
         }
     }
 

@@ -66,7 +66,7 @@ public sealed class QwenModelTests
     }
 
     [Fact]
-    public async Task KvCacheType_ReachesTheModel_AndIsRefusedOutsideF32F16Bf16()
+    public async Task KvCacheType_ReachesTheModel_AndIsRefusedWhereItCannotHold()
     {
         using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.BF16 });
         Assert.Equal(DType.BF16, model.Model.KvCacheType);
@@ -79,8 +79,12 @@ public sealed class QwenModelTests
         // The story of llama2.c's greedy run, through a cache of bf16.
         Assert.StartsWith("Once upon a time" + text, Llama2cText, StringComparison.Ordinal);
 
-        var error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q8_0 }));
-        Assert.Contains("QwenModelOptions.KvCacheType Q8_0: a KV cache holds F32, F16, BF16", error.Message, StringComparison.Ordinal);
+        var error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q4_0 }));
+        Assert.Contains("QwenModelOptions.KvCacheType Q4_0: a KV cache holds F32, F16, BF16, Q8_0", error.Message, StringComparison.Ordinal);
+
+        // q8_0 stores heads of whole blocks of 32; the demo model's are 8.
+        error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q8_0 }));
+        Assert.Contains("QwenModelOptions.KvCacheType Q8_0: a q8_0 KV cache stores each head in blocks of 32 values, and this model's heads have 8", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -212,7 +212,7 @@ public sealed class GgmlDequantizeTests
         foreach (bool panels in new[] { false, true })
         {
             using ThreadOverride<PanelDecode.Switch>.Scope decode = PanelDecode.Assume(panels);
-            float[][] stepwise = OneTokenPerStep(model, ids);
+            float[][] stepwise = Model.ReferenceModelTests.OneTokenPerStepLogits(model, ids);
             for (int p = 0; p < ids.Length; p++)
             {
                 double scale = stepwise[p].Max(Math.Abs), error = stepwise[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
@@ -230,24 +230,6 @@ public sealed class GgmlDequantizeTests
             double scale = gpuLogits[p].Max(Math.Abs), error = gpuLogits[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from the GPU's by {error:E3}");
         }
-    }
-
-    /// <summary>The logits of each position with the tokens fed one per forward step (the decode path).</summary>
-    private static float[][] OneTokenPerStep(Qwen2Model model, int[] ids)
-    {
-        using var cache = model.CreateKvCache(1, ids.Length);
-        using ForwardState state = model.CreateState(1, 1);
-        var batch = new TokenBatch(1);
-        var logits = new float[ids.Length][];
-        for (int p = 0; p < ids.Length; p++)
-        {
-            batch.Clear();
-            batch.Add(ids[p], p, 0, wantLogits: true);
-            model.Forward(batch, cache, state);
-            logits[p] = state.LogitsOf(0).ToArray();
-        }
-
-        return logits;
     }
 
     [Fact]

@@ -7,8 +7,9 @@ using QwenSharp.Formats;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Keys and values stored as f16 or bf16: narrowed by rounding to nearest even (bf16 checked against a rounding written
-/// here by distance; f16 is the runtime's <see cref="Half"/> conversion), and read by attention as exactly the f32 kernel
+/// Keys and values stored as f16, bf16 or q8_0: narrowed by rounding to nearest even (bf16 checked against a rounding
+/// written here by distance; f16 is the runtime's <see cref="Half"/> conversion), q8_0 a block of 32 at a time (each value
+/// within half a step of the block's f16 scale, decoded here by hand), and read by attention as exactly the f32 kernel
 /// reads the same numbers widened, on every kernel path.
 /// </summary>
 public sealed class KvCacheTypeTests
@@ -22,6 +23,12 @@ public sealed class KvCacheTypeTests
             {
                 data.Add(path, d, DType.F16);
                 data.Add(path, d, DType.BF16);
+            }
+
+            // q8_0 heads are whole blocks of 32.
+            foreach (int d in new[] { 64, 32, 128 })
+            {
+                data.Add(path, d, DType.Q8_0);
             }
         }
 
@@ -61,9 +68,45 @@ public sealed class KvCacheTypeTests
         Assert.True(float.IsNaN(BitConverter.Int32BitsToSingle(MemoryMarshal.Read<ushort>(stored) << 16)));
     }
 
+    [Fact]
+    public void NarrowQ8_0_StoresEachBlockAsCodesOfItsLargestMagnitudeOver127()
+    {
+        // Blocks over many scales, one of zeros, one holding a single value, and negative zeros.
+        var random = new Random(12);
+        var values = new List<float>();
+        for (int b = 0; b < 64; b++)
+        {
+            float scale = MathF.Pow(2, random.Next(-20, 12));
+            values.AddRange(Enumerable.Range(0, 32).Select(_ => (float)((random.NextDouble() * 2) - 1) * scale));
+        }
+
+        values.AddRange(new float[32]);
+        values.AddRange(Enumerable.Range(0, 32).Select(i => i == 5 ? -3.5f : 0f));
+        values.AddRange(Enumerable.Range(0, 32).Select(i => i % 2 == 0 ? -0f : 0.25f));
+        float[] source = [.. values];
+        byte[] stored = Narrow(DType.Q8_0, source);
+        Assert.Equal(source.Length / 32 * 34, stored.Length);
+        float[] read = Widen(DType.Q8_0, stored);
+        for (int b = 0; b < source.Length / 32; b++)
+        {
+            float largest = source.Skip(b * 32).Take(32).Max(MathF.Abs);
+            float step = (float)BitConverter.UInt16BitsToHalf(MemoryMarshal.Read<ushort>(stored.AsSpan(b * 34)));
+            Assert.True(step == (float)(Half)(largest / 127), $"block {b}: scale {step:R}, not the f16 of {largest:R} / 127");
+            sbyte[] codes = MemoryMarshal.Cast<byte, sbyte>(stored.AsSpan((b * 34) + 2, 32)).ToArray();
+            Assert.True(largest == 0 || codes.Max(c => Math.Abs((int)c)) == 127, $"block {b}: no code reaches 127");
+            for (int i = b * 32; i < (b + 1) * 32; i++)
+            {
+                // The nearest code on the exact step (as llama.cpp, the codes come from largest / 127, the stored scale is its
+                // f16): within half that step, plus what rounding the step to f16 moves a code of at most 127.
+                double exact = largest / 127.0, bound = (exact / 2 * 1.0001) + (127 * Math.Abs(step - exact));
+                Assert.True(Math.Abs(read[i] - (double)source[i]) <= bound, $"value {i}: {source[i]:R} stored as {read[i]:R}, step {step:R}");
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(PathsHeadSizesAndTypes))]
-    public void Attention_OnAHalfWidthCache_IsTheF32KernelOnTheStoredNumbers(KernelPath path, int d, DType type)
+    public void Attention_OnANarrowCache_IsTheF32KernelOnTheStoredNumbers(KernelPath path, int d, DType type)
     {
         // One sequence's cache of two key-value heads (the second read); lengths within a tile, over several tiles with a
         // tail past a multiple of four, and one position; three query heads share the key-value head, over two rows.
@@ -86,13 +129,17 @@ public sealed class KvCacheTypeTests
             }
 
             float[] head = new float[d], headExpected = new float[d];
-            if (type == DType.F16)
+            switch (type)
             {
-                AttentionKernel<F16Load>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
-            }
-            else
-            {
-                AttentionKernel<Bf16Load>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
+                case DType.F16:
+                    AttentionKernel<F16Load>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
+                    break;
+                case DType.BF16:
+                    AttentionKernel<Bf16Load>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
+                    break;
+                default:
+                    AttentionKernel<Q8_0KvLoad>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
+                    break;
             }
 
             AttentionKernel<F32Load>.Head(path, queries.AsSpan(0, d), MemoryMarshal.AsBytes(keysRead.AsSpan()), MemoryMarshal.AsBytes(valuesRead.AsSpan()),
@@ -102,13 +149,14 @@ public sealed class KvCacheTypeTests
     }
 
     [Theory]
-    [InlineData(DType.F16)]
-    [InlineData(DType.BF16)]
-    public void CopySlot_CopiesEveryStoredByte(DType type)
+    [InlineData(DType.F16, 24, 2.0)]
+    [InlineData(DType.BF16, 24, 2.0)]
+    [InlineData(DType.Q8_0, 64, 34.0 / 32)]
+    public void CopySlot_CopiesEveryStoredByte(DType type, int kvDim, double bytesPerValue)
     {
-        const int kvDim = 24, positions = 5;
+        const int positions = 5;
         using var cache = new CpuKvCache(layers: 2, slots: 2, capacity: 8, kvDim, type);
-        Assert.Equal(2L * 2 * 2 * 8 * kvDim * 2, cache.ByteSize);
+        Assert.Equal((long)(2 * 2 * 2 * 8 * kvDim * bytesPerValue), cache.ByteSize);
         for (int layer = 0; layer < 2; layer++)
         {
             for (int p = 0; p < positions; p++)
@@ -119,7 +167,7 @@ public sealed class KvCacheTypeTests
 
         cache.Lengths[0] = positions;
         cache.CopySlot(0, 1, positions);
-        int bytes = positions * cache.PositionStride * 2;
+        int bytes = (int)(positions * cache.PositionStride * bytesPerValue);
         for (int layer = 0; layer < 2; layer++)
         {
             Assert.True(cache.Keys(layer, 0)[..bytes].SequenceEqual(cache.Keys(layer, 1)[..bytes]), $"layer {layer}: keys differ after the copy");
@@ -130,34 +178,51 @@ public sealed class KvCacheTypeTests
     [Fact]
     public void KvCache_RefusesTypesItCannotHold()
     {
-        var error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 8, DType.Q8_0));
-        Assert.Contains("f32, f16, bf16, not Q8_0", error.Message, StringComparison.Ordinal);
+        var error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 32, DType.Q4_0));
+        Assert.Contains("f32, f16, bf16, q8_0, not Q4_0", error.Message, StringComparison.Ordinal);
+        error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 48, DType.Q8_0));
+        Assert.Contains("whole blocks of 32 values, not 48", error.Message, StringComparison.Ordinal);
     }
 
     private static void Block(DType type, KernelPath path, float[] queries, int rowStride, int rows, byte[] keys, byte[] values, int kvDim, int offset,
         int firstLength, float scale, int heads, int d, float[] outputs)
     {
         var scores = new float[rows * heads * (firstLength + rows - 1)];
-        if (type == DType.F16)
+        switch (type)
         {
-            AttentionKernel<F16Load>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
-        }
-        else
-        {
-            AttentionKernel<Bf16Load>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
+            case DType.F16:
+                AttentionKernel<F16Load>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
+                break;
+            case DType.BF16:
+                AttentionKernel<Bf16Load>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
+                break;
+            default:
+                AttentionKernel<Q8_0KvLoad>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
+                break;
         }
     }
 
     private static byte[] Narrow(DType type, float[] values)
     {
-        var bytes = new byte[values.Length * 2];
+        var bytes = new byte[type == DType.Q8_0 ? values.Length / 32 * 34 : values.Length * 2];
         KvNarrow.Run(type, values, bytes);
         return bytes;
     }
 
-    /// <summary>The numbers the bytes hold, widened without our loaders: the runtime's Half, and bf16 as an f32's top half.</summary>
-    private static float[] Widen(DType type, byte[] bytes) =>
-        [.. MemoryMarshal.Cast<byte, ushort>(bytes).ToArray().Select(b => type == DType.F16 ? (float)BitConverter.UInt16BitsToHalf(b) : BitConverter.Int32BitsToSingle(b << 16))];
+    /// <summary>
+    /// The numbers the bytes hold, widened without our loaders: the runtime's Half, bf16 as an f32's top half, and q8_0 as
+    /// each block's f16 scale (the runtime's Half) times its signed codes.
+    /// </summary>
+    private static float[] Widen(DType type, byte[] bytes)
+    {
+        if (type == DType.Q8_0)
+        {
+            return [.. Enumerable.Range(0, bytes.Length / 34 * 32).Select(i =>
+                (float)BitConverter.UInt16BitsToHalf(MemoryMarshal.Read<ushort>(bytes.AsSpan(i / 32 * 34))) * (sbyte)bytes[(i / 32 * 34) + 2 + (i % 32)])];
+        }
+
+        return [.. MemoryMarshal.Cast<byte, ushort>(bytes).ToArray().Select(b => type == DType.F16 ? (float)BitConverter.UInt16BitsToHalf(b) : BitConverter.Int32BitsToSingle(b << 16))];
+    }
 
     /// <summary>The bf16 nearest to <paramref name="value"/> by exact distance (ties to the even code), infinities beyond the largest.</summary>
     private static ushort NearestBf16(float value)

@@ -181,4 +181,22 @@ public sealed class ReferenceModelTests
         model.Forward(batch, cache, state);
         return [.. Enumerable.Range(0, prompt.Length).Select(p => state.LogitsOf(p).ToArray())];
     }
+
+    /// <summary>The logits of each position with the tokens fed one per forward step (the decode path).</summary>
+    internal static float[][] OneTokenPerStepLogits(Qwen2Model model, int[] ids)
+    {
+        using var cache = model.CreateKvCache(1, ids.Length);
+        using ForwardState state = model.CreateState(1, 1);
+        var batch = new TokenBatch(1);
+        var logits = new float[ids.Length][];
+        for (int p = 0; p < ids.Length; p++)
+        {
+            batch.Clear();
+            batch.Add(ids[p], p, 0, wantLogits: true);
+            model.Forward(batch, cache, state);
+            logits[p] = state.LogitsOf(0).ToArray();
+        }
+
+        return logits;
+    }
 }

@@ -19,14 +19,24 @@ internal static class LlamaCpp
     public static float[][] Logits(string gguf, IReadOnlyList<int> ids) => Logits(gguf, ids, []);
 
     /// <summary>As <see cref="Logits(string, IReadOnlyList{int})"/>, with GGUF LoRA adapters applied at their scales (llama.cpp's --lora-scaled).</summary>
-    public static float[][] Logits(string gguf, IReadOnlyList<int> ids, IReadOnlyList<(string Path, float Scale)> adapters)
+    public static float[][] Logits(string gguf, IReadOnlyList<int> ids, IReadOnlyList<(string Path, float Scale)> adapters) =>
+        Logits(gguf, ids, adapters, GGMLType.GGML_TYPE_F32);
+
+    /// <summary>
+    /// As <see cref="Logits(string, IReadOnlyList{int})"/> with the KV cache stored as <paramref name="kvType"/>
+    /// (llama.cpp's <c>--cache-type-k/-v</c>); a quantized cache runs flash attention, which llama.cpp needs for quantized
+    /// values.
+    /// </summary>
+    public static float[][] Logits(string gguf, IReadOnlyList<int> ids, GGMLType kvType) => Logits(gguf, ids, [], kvType);
+
+    private static float[][] Logits(string gguf, IReadOnlyList<int> ids, IReadOnlyList<(string Path, float Scale)> adapters, GGMLType kvType)
     {
         lock (s_lock)
         {
             var parameters = new ModelParams(gguf) { ContextSize = (uint)Math.Max(64, ids.Count), BatchSize = (uint)Math.Max(64, ids.Count), UBatchSize = (uint)Math.Max(64, ids.Count), GpuLayerCount = 0, Threads = 2,
-                // An f32 KV cache, as ours: llama.cpp's default f16 cache alone moves logits by ~1e-3.
-                TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32,
-                FlashAttention = false,
+                // By default an f32 KV cache, as ours: llama.cpp's default f16 cache alone moves logits by ~1e-3.
+                TypeK = kvType, TypeV = kvType,
+                FlashAttention = kvType is not (GGMLType.GGML_TYPE_F32 or GGMLType.GGML_TYPE_F16),
             };
             using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
             using LLamaContext context = weights.CreateContext(parameters);
