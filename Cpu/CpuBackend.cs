@@ -19,12 +19,12 @@ public sealed class CpuBackend : IBackend
     private readonly WorkerScratch _scratch;
     private readonly LinearJob _linear;
     private readonly AttentionJob _attention;
-
-    /// <summary>One row of keys and of values rotated before a q8_0 cache stores them (<see cref="KvRotation"/>).</summary>
-    private float[] _rotatedKeys = [], _rotatedValues = [];
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
+
+    /// <summary>One row of keys and of values rotated before a q8_0 cache stores them (<see cref="KvRotation"/>).</summary>
+    private float[] _rotatedKeys = [], _rotatedValues = [];
     private readonly bool _repack;
 
     /// <summary>The repacked panels of every matrix uploaded here, together on huge pages (see <see cref="WeightArena"/>).</summary>

@@ -24,14 +24,14 @@ public abstract class KvCache : IDisposable
     {
         CheckType(elementType);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layers);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvDim);
         if (elementType == DType.Q8_0 && kvDim % Q8_0BlockValues != 0)
         {
             throw new ArgumentException($"a q8_0 KV cache stores rows of whole blocks of {Q8_0BlockValues} values, not {kvDim}", nameof(kvDim));
         }
 
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvDim);
         Layers = layers;
         Slots = slots;
         Capacity = capacity;

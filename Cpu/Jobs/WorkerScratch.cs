@@ -16,7 +16,7 @@ internal sealed class WorkerScratch(int threads)
     /// <summary>Attention scores over the positions of one sequence.</summary>
     public Span<float> Scores(int worker) => _scores[worker];
 
-    /// <summary>Rotated queries of one attention unit (a q8_0 cache's, <see cref="Kernels.KvRotation"/>).</summary>
+    /// <summary>One attention unit's rotated queries and then its outputs, before they are rotated back (a q8_0 cache's, <see cref="Kernels.KvRotation"/>).</summary>
     public Span<float> Queries(int worker) => _queries[worker];
 
     public void EnsurePanel(int length) => Grow(_panels, length);
