@@ -162,7 +162,7 @@ internal sealed class ServeCommand : ICommand
     /// <summary>The --kv-cache-type that would take less memory, if any: f16 from f32, q8_0 (about half of f16) where the heads allow it.</summary>
     internal static string SmallerCacheHint(Qwen2.Qwen2Model model)
     {
-        bool q8 = model.Backend.StoresKvCacheAs(Formats.DType.Q8_0) && model.Config.HeadDim % QwenSharp.Backend.KvCache.Q8_0BlockValues == 0;
+        bool q8 = model.Backend.StoresKvCacheAs(Formats.DType.Q8_0) && QwenSharp.Backend.KvCache.HoldsHeads(Formats.DType.Q8_0, model.Config.HeadDim);
         return model.KvCacheType switch
         {
             Formats.DType.F32 => q8 ? ", or store it in half the memory (--kv-cache-type f16) or a quarter (q8_0)" : ", or store it in half the memory (--kv-cache-type f16)",

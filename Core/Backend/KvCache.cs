@@ -59,12 +59,15 @@ public abstract class KvCache : IDisposable
     /// </summary>
     public static void CheckHeadSize(DType type, int headDim)
     {
-        if (type == DType.Q8_0 && headDim % Q8_0BlockValues != 0)
+        if (!HoldsHeads(type, headDim))
         {
             // No parameter name: the message goes to the user as is (--kv-cache-type, QwenModelOptions.KvCacheType).
             throw new ArgumentException($"a q8_0 KV cache stores each head in blocks of {Q8_0BlockValues} values, and this model's heads have {headDim}");
         }
     }
+
+    /// <summary>Whether heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/> (q8_0: whole blocks of 32).</summary>
+    public static bool HoldsHeads(DType type, int headDim) => type != DType.Q8_0 || headDim % Q8_0BlockValues == 0;
 
     /// <summary>The CLI's name of <paramref name="type"/>: f32, f16, bf16 or q8_0.</summary>
     public static string NameOf(DType type) => Types.First(t => t.Type == type).Name;
