@@ -144,7 +144,7 @@ public sealed class CpuBackend : IBackend
         ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, AttentionShape shape, Activation output)
     {
         CpuKvCache kv = CpuKvCache.Of(cache);
-        bool rotates = KvRotation.Applies(kv.ElementType, shape.HeadDim);
+        bool rotates = KvCacheRotation.Applies(kv.ElementType, shape.HeadDim);
         if (rotates && _rotatedKeys.Length < kv.KvDim)
         {
             _rotatedKeys = new float[kv.KvDim];
@@ -160,8 +160,8 @@ public sealed class CpuBackend : IBackend
                 Span<float> keys = _rotatedKeys.AsSpan(0, kv.KvDim), values = _rotatedValues.AsSpan(0, kv.KvDim);
                 k.Row(i).CopyTo(keys);
                 v.Row(i).CopyTo(values);
-                KvRotation.Rotate(keys, KvRotation.KeyBlock(shape.HeadDim));
-                KvRotation.Rotate(values, KvRotation.ValueBlock);
+                KvRotation.Rotate(keys, KvCacheRotation.KeyBlock(shape.HeadDim));
+                KvRotation.Rotate(values, KvCacheRotation.ValueBlock);
                 kv.Store(layer, slots[i], positions[i], keys, values);
             }
             else

@@ -4,8 +4,10 @@ using QwenSharp.Formats;
 namespace QwenSharp.Gpu;
 
 /// <summary>
-/// Keys and values in device memory, per layer a buffer of [slots, capacity, kvDim] f32, or f16 / bf16 two to a word
-/// (kv_store.comp and attention.comp compiled for the type).
+/// Keys and values in device memory, per layer a buffer of [slots, capacity] position rows: kvDim f32, or f16 / bf16 two
+/// to a word (kv_store.comp and attention.comp compiled for the type), or q8_0 as kvDim int8 codes, then the kvDim / 32
+/// f16 scales, padded to a whole word (kv_store_q8_0.comp; common.glsl describes it). That is llama.cpp's 34 bytes per 32
+/// values, but not its interleaved blocks: a head's codes are whole aligned words, read four at a time.
 /// </summary>
 internal sealed class GpuKvCache : KvCache
 {
@@ -35,9 +37,15 @@ internal sealed class GpuKvCache : KvCache
         }
     }
 
-    private long LayerBytes => (long)Slots * Capacity * RowBytes;
+    private long LayerBytes => (long)Slots * Capacity * PositionBytes;
 
-    /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16".</summary>
+    /// <summary>Bytes between one position's keys (or values) and the next's: <see cref="KvCache.RowBytes"/>, q8_0's padded to a whole word.</summary>
+    public int PositionBytes => PositionBytesOf(ElementType, KvDim);
+
+    /// <inheritdoc cref="PositionBytes"/>
+    public static int PositionBytesOf(DType type, int kvDim) => (int)((RowBytesOf(type, kvDim) + 3) & ~3L);
+
+    /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16", "_q8_0".</summary>
     public string ShaderSuffix => ElementType == DType.F32 ? "" : "_" + NameOf(ElementType);
 
     public GpuBuffer Keys(int layer) => _keys[layer];
@@ -49,7 +57,7 @@ internal sealed class GpuKvCache : KvCache
 
     protected override void CopyPositions(int source, int destination, int length)
     {
-        long slotBytes = (long)Capacity * RowBytes, bytes = (long)length * RowBytes;
+        long slotBytes = (long)Capacity * PositionBytes, bytes = (long)length * PositionBytes;
         for (int l = 0; l < Layers; l++)
         {
             _stream.Copy(_keys[l], source * slotBytes, _keys[l], destination * slotBytes, bytes);

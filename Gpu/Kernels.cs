@@ -67,12 +67,19 @@ internal struct KvStorePush
 }
 
 [StructLayout(LayoutKind.Sequential)]
+internal struct KvStoreQ8_0Push
+{
+    public ulong K, V, Keys, Values, SlotsPositions;
+    public uint Rows, KvDim, Capacity, HeadDim, KeyBlock, ValueBlock, RowBytes;
+}
+
+[StructLayout(LayoutKind.Sequential)]
 internal struct AttentionPush
 {
     public ulong Q, Keys, Values, SlotsPositions, Out;
     public uint Rows, Heads, GroupSize, HeadDim, Capacity, Splits, SplitLength;
     public float Scale;
-    public uint Block;
+    public uint Block, RowBytes, KeyBlock, ValueBlock;
 }
 
 [StructLayout(LayoutKind.Sequential)]

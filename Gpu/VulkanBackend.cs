@@ -133,12 +133,16 @@ public sealed unsafe class VulkanBackend : IBackend
     public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
         KvCache.CheckType(elementType);
-        if (!StoresKvCacheAs(elementType))
+
+        // The shaders address a layer's keys (or values) in 32 bits: elements of f32 and the halves, bytes of q8_0.
+        long layerPositions = (long)slots * capacity, layerUnits = layerPositions * (elementType == DType.Q8_0 ? GpuKvCache.PositionBytesOf(elementType, kvDim) : kvDim);
+        if (layerUnits > uint.MaxValue)
         {
-            throw new ArgumentException($"the GPU backend does not store a KV cache as {KvCache.NameOf(elementType)} (f32, f16 or bf16 it does)", nameof(elementType));
+            throw new GpuException(
+                $"{_device.Info.Name}: a KV cache of {slots} x {capacity} positions of {kvDim} {KvCache.NameOf(elementType)} values is more than the GPU's shaders address in a layer (2^32 {(elementType == DType.Q8_0 ? "bytes" : "values")}); fewer slots or a smaller --context");
         }
 
-        long bytes = KvCache.BytesPerToken(layers, kvDim, elementType) * slots * capacity;
+        long bytes = 2L * layers * GpuKvCache.PositionBytesOf(elementType, kvDim) * layerPositions;
         long available = _device.AvailableBytes();
         if (bytes > available)
         {
@@ -149,8 +153,8 @@ public sealed unsafe class VulkanBackend : IBackend
         return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
     }
 
-    /// <summary>f32, f16 and bf16: the attention shaders read no q8_0 cache (yet).</summary>
-    public bool StoresKvCacheAs(DType elementType) => elementType != DType.Q8_0 && KvCache.Holds(elementType);
+    /// <summary>Every type a cache holds: f32, f16, bf16 and q8_0.</summary>
+    public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {
@@ -383,6 +387,10 @@ public sealed unsafe class VulkanBackend : IBackend
 
         // The query heads one workgroup takes: all that share a kv head, or the most that divide them up to the shader's 8.
         int block = AttentionHeadBlock(shape.GroupSize);
+
+        // A q8_0 cache rotates heads as llama.cpp's does (KvCacheRotation): keys, queries, values, outputs; 0 is none.
+        bool rotates = KvCacheRotation.Applies(kv.ElementType, shape.HeadDim);
+        int keyBlock = rotates ? KvCacheRotation.KeyBlock(shape.HeadDim) : 0, valueBlock = rotates ? KvCacheRotation.ValueBlock : 0;
         int maxLength = 0;
         foreach (int p in positions[..rows])
         {
@@ -417,6 +425,17 @@ public sealed unsafe class VulkanBackend : IBackend
             _last.Forget();
             DispatchRope(rope, [qa.Buffer, ka.Buffer, va.Buffer], [qa.Buffer, ka.Buffer, keys, values]);
         }
+        else if (kv.ElementType == DType.Q8_0)
+        {
+            // One workgroup per row, kv head, and keys or values: it rotates the head and quantizes its blocks.
+            var store = new KvStoreQ8_0Push
+            {
+                K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
+                Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity, HeadDim = (uint)shape.HeadDim,
+                KeyBlock = (uint)keyBlock, ValueBlock = (uint)valueBlock, RowBytes = (uint)kv.PositionBytes,
+            };
+            _stream.Dispatch(_shaders.Get("kv_store_q8_0"), store, 2L * rows * shape.NumKvHeads, [ka.Buffer, va.Buffer], [keys, values]);
+        }
         else
         {
             var store = new KvStorePush
@@ -434,6 +453,7 @@ public sealed unsafe class VulkanBackend : IBackend
             Rows = (uint)rows, Heads = (uint)shape.NumHeads, GroupSize = (uint)shape.GroupSize, HeadDim = (uint)shape.HeadDim,
             Capacity = (uint)kv.Capacity, Splits = (uint)splits, SplitLength = splits == 1 ? (uint)kv.Capacity : AttentionSplitLength,
             Scale = 1f / MathF.Sqrt(shape.HeadDim), Block = (uint)block,
+            RowBytes = (uint)kv.PositionBytes, KeyBlock = (uint)keyBlock, ValueBlock = (uint)valueBlock,
         };
         _stream.Dispatch(_shaders.Get("attention" + kv.ShaderSuffix, AttentionGroup, constants: 1), attention, (long)rows * (shape.NumHeads / block) * splits,
             [qa.Buffer, keys, values], [target]);

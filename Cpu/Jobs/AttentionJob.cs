@@ -69,7 +69,7 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         positions.CopyTo(_positions);
         _blockRows = Math.Clamp(ScoreBudget / (shape.GroupSize * cache.Capacity), 1, MostBlockRows);
         scratch.EnsureScores(_blockRows * shape.GroupSize * cache.Capacity);
-        _rotates = KvRotation.Applies(cache.ElementType, shape.HeadDim);
+        _rotates = KvCacheRotation.Applies(cache.ElementType, shape.HeadDim);
         if (_rotates)
         {
             scratch.EnsureQueries(2 * _blockRows * shape.GroupSize * shape.HeadDim);
@@ -156,10 +156,10 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
             _q.AsSpan(at + (r * qDim), groupDim).CopyTo(queries[(r * groupDim)..]);
         }
 
-        KvRotation.Rotate(queries, KvRotation.KeyBlock(d));
+        KvRotation.Rotate(queries, KvCacheRotation.KeyBlock(d));
         AttentionKernel<TK>.Block(path, queries, groupDim, rows, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
             _positions[row] + 1, _scale, heads, d, scratch.Scores(worker), outputs);
-        KvRotation.Rotate(outputs, KvRotation.ValueBlock);
+        KvRotation.Rotate(outputs, KvCacheRotation.ValueBlock);
         for (int r = 0; r < rows; r++)
         {
             outputs.Slice(r * groupDim, groupDim).CopyTo(_output.AsSpan(at + (r * qDim), groupDim));
@@ -178,14 +178,14 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
         {
             query.CopyTo(scratch.Queries(worker));
             query = scratch.Queries(worker)[..d];
-            KvRotation.Rotate(query, KvRotation.KeyBlock(d));
+            KvRotation.Rotate(query, KvCacheRotation.KeyBlock(d));
         }
 
         AttentionKernel<TK>.Head(path, query, _cache.Keys(_layer, slot), _cache.Values(_layer, slot), _cache.PositionStride, kvHead * d,
             _positions[row] + 1, _scale, scratch.Scores(worker), output);
         if (_rotates)
         {
-            KvRotation.Rotate(output, KvRotation.ValueBlock);
+            KvRotation.Rotate(output, KvCacheRotation.ValueBlock);
         }
     }
 }

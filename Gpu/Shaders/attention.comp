@@ -8,6 +8,9 @@
 // invocation t owns output dimensions t, t + GROUP, ... of every head.
 // Long contexts split across `splits` workgroups per (row, block), each over a contiguous range of positions, writing
 // its unnormalized outputs, maxima and sums for attention_combine.comp.
+// With KV_Q8_0 the cache is q8_0 (common.glsl): rotated heads (keyBlock, valueBlock non-zero) take the queries rotated as
+// the keys were, and give outputs rotated back as the values were (KvCacheRotation), both in shared memory. A split's
+// unnormalized outputs rotate as well: attention_combine.comp's weighted sum of them is linear.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint GROUP = 64;
@@ -18,7 +21,7 @@ const uint PER_INVOCATION = (MAX_HEAD_DIM + GROUP - 1) / GROUP;
 
 layout(push_constant) uniform Push {
     uint64_t q;               // [rows, heads * d] f32
-    uint64_t keys;            // [slots, capacity, kvDim] f32 (f16 or bf16 with KV_F16 or KV_BF16): this layer's cache
+    uint64_t keys;            // [slots, capacity, kvDim] f32 (f16 or bf16 with KV_F16 or KV_BF16; KV_Q8_0: rows of rowBytes): this layer's cache
     uint64_t values;
     uint64_t slotsPositions;  // [rows] slots, then [rows] positions, int
     uint64_t out_;            // [rows, heads * d] f32, or with splits > 1 [splits, rows, heads, d + 2]
@@ -31,9 +34,16 @@ layout(push_constant) uniform Push {
     uint splitLength;         // positions per split
     float scale;
     uint block;               // query heads per workgroup: a divisor of groupSize, at most MAX_BLOCK
+    uint rowBytes;            // KV_Q8_0: bytes of a position's row
+    uint keyBlock;            // KV_Q8_0: the keys' (and queries') rotation block, 0 for none
+    uint valueBlock;          // KV_Q8_0: the values' (and outputs') rotation block, 0 for none
 } p;
 
 shared float qs[MAX_BLOCK * MAX_HEAD_DIM];
+#if defined(KV_Q8_0)
+#define ROTATED qs
+#include "hadamard.glsl"
+#endif
 shared float weights[MAX_BLOCK][GROUP];   // the tile's scores, then its probabilities
 shared float runningMax[MAX_BLOCK], runningSum[MAX_BLOCK], rescale[MAX_BLOCK];
 
@@ -49,13 +59,16 @@ void main() {
     uint length_ = uint(Ints(p.slotsPositions).i[p.rows + row]) + 1u;
     uint begin = split * p.splitLength, end = min(length_, begin + p.splitLength);
     uint qBase = row * p.heads * d + firstHead * d;    // the block's heads are consecutive
-    uint kvBase = slot * p.capacity * kvDim + (firstHead / p.groupSize) * d;
+    uint kvHead = firstHead / p.groupSize, kvBase = slot * p.capacity * kvDim + kvHead * d;
     for (uint i = t; i < n * d; i += GROUP) { qs[i] = Floats(p.q).f[qBase + i]; }
     if (t < n) {
         runningMax[t] = NEGATIVE_INFINITY;
         runningSum[t] = 0.0;
     }
     barrier();
+#if defined(KV_Q8_0)
+    if (p.keyBlock != 0u) { rotateShared(n * d, p.keyBlock, t, GROUP); }
+#endif
 
     float o[MAX_BLOCK][PER_INVOCATION];
     for (uint h = 0; h < MAX_BLOCK; h++) { for (uint i = 0; i < PER_INVOCATION; i++) { o[h][i] = 0.0; } }
@@ -65,6 +78,25 @@ void main() {
         float s[MAX_BLOCK];
         for (uint h = 0; h < MAX_BLOCK; h++) { s[h] = 0.0; }
         if (j < end) {
+#if defined(KV_Q8_0)
+            // The key a block of 32 at a time: its codes four to a word, then its scale once.
+            uint row = (slot * p.capacity + j) * p.rowBytes;
+            for (uint b = 0; b < d; b += 32u) {
+                float part[MAX_BLOCK];
+                for (uint h = 0; h < MAX_BLOCK; h++) { part[h] = 0.0; }
+                for (uint i = b; i < b + 32u; i += 4u) {
+                    vec4 k = signedBytesOf(KvWords(p.keys).u[(row + kvHead * d + i) >> 2]);
+                    for (uint h = 0; h < MAX_BLOCK; h++) {
+                        if (h < n) {
+                            uint e = h * d + i;
+                            part[h] += dot(vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]), k);
+                        }
+                    }
+                }
+                float scale = kvScale(p.keys, row, kvDim, (kvHead * d + b) >> 5);
+                for (uint h = 0; h < MAX_BLOCK; h++) { s[h] += scale * part[h]; }
+            }
+#else
             // The key in 16-byte loads (d and the cache's rows are whole multiples of 4 floats): a quarter of the loads.
             uint at = (kvBase + j * kvDim) / 4u;
             for (uint i = 0; i < d; i += 4u) {
@@ -81,6 +113,7 @@ void main() {
                     }
                 }
             }
+#endif
         }
         for (uint h = 0; h < MAX_BLOCK; h++) {
             if (h < n) { weights[h][t] = j < end ? s[h] * p.scale : NEGATIVE_INFINITY; }
@@ -110,7 +143,10 @@ void main() {
                 float acc[MAX_BLOCK];
                 for (uint h = 0; h < MAX_BLOCK; h++) { acc[h] = h < n ? o[h][i] * rescale[h] : 0.0; }
                 for (uint jj = 0; jj < count; jj++) {
-#if defined(KV_F16) || defined(KV_BF16)
+#if defined(KV_Q8_0)
+                    uint row = (slot * p.capacity + tile + jj) * p.rowBytes, at = kvHead * d + c;
+                    float v = kvScale(p.values, row, kvDim, at >> 5) * float(int(KvWords(p.values).u[(row + at) >> 2] << (24u - 8u * (at & 3u))) >> 24);
+#elif defined(KV_F16) || defined(KV_BF16)
                     uint e = kvBase + (tile + jj) * kvDim + c;
                     vec2 pair = kvPair(KvWords(p.values).u[e >> 1]);
                     float v = (e & 1u) == 0u ? pair.x : pair.y;
@@ -126,6 +162,26 @@ void main() {
         }
         barrier();
     }
+
+#if defined(KV_Q8_0)
+    if (p.valueBlock != 0u) {
+        // The outputs through shared memory (the queries are no longer read; the loop ended with a barrier), rotated back.
+        for (uint h = 0; h < n; h++) {
+            for (uint i = 0; i < PER_INVOCATION; i++) {
+                uint c = t + i * GROUP;
+                if (c < d) { qs[h * d + c] = o[h][i]; }
+            }
+        }
+        barrier();
+        rotateShared(n * d, p.valueBlock, t, GROUP);
+        for (uint h = 0; h < n; h++) {
+            for (uint i = 0; i < PER_INVOCATION; i++) {
+                uint c = t + i * GROUP;
+                if (c < d) { o[h][i] = qs[h * d + c]; }
+            }
+        }
+    }
+#endif
 
     for (uint h = 0; h < MAX_BLOCK; h++) {
         if (h >= n) { break; }

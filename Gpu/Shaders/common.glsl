@@ -17,6 +17,12 @@ layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Int
 // 1-D grid into x * y and every shader reads its linear group index here.
 uint linearGroup() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
 
+// Four bytes of a word as floats (unsigned) or as signed int8 values.
+vec4 bytesOf(uint word) { return vec4(word & 0xFFu, (word >> 8) & 0xFFu, (word >> 16) & 0xFFu, word >> 24); }
+vec4 signedBytesOf(uint word) {
+    return vec4(int(word << 24) >> 24, int(word << 16) >> 24, int(word << 8) >> 24, int(word) >> 24);
+}
+
 // Weights stay in their stored type: bf16 is the top half of an f32, f16 is IEEE half, f32 is itself.
 #if defined(WEIGHT_BF16)
 float weightAt(uint64_t w, uint i) {
@@ -108,11 +114,6 @@ uint wordAt(uint64_t w, uint offset) {
     return shift == 0u ? low : (low >> shift) | (Uints(w).u[at + 1u] << (32u - shift));
 }
 
-// Four bytes of a word as floats (unsigned) or as signed int8 values.
-vec4 bytesOf(uint word) { return vec4(word & 0xFFu, (word >> 8) & 0xFFu, (word >> 16) & 0xFFu, word >> 24); }
-vec4 signedBytesOf(uint word) {
-    return vec4(int(word << 24) >> 24, int(word << 16) >> 24, int(word << 8) >> 24, int(word) >> 24);
-}
 
 // Block-wise reads for the matrix-vector product: eight weights of one row at a time, widened exactly as weightAt widens
 // them (same formulas), with the columns they belong to. The row's values are cut into units of 32 (a Q8_0/Q4_0 block, a
@@ -175,11 +176,13 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
 // A KV cache of halves (kv_store.comp and attention.comp compiled with KV_F16 or KV_BF16) holds two elements a 32-bit
 // word, the lower first, each rounded to nearest even here in integers (not by the device's conversion, whose rounding
 // Vulkan leaves open), so every device stores the bits the CPU backend stores.
-#if defined(KV_F16) || defined(KV_BF16)
+#if defined(KV_F16) || defined(KV_BF16) || defined(KV_Q8_0)
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer KvWords { uint u[]; };
+#endif
+#if defined(KV_F16) || defined(KV_BF16)
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer KvWordPairs { uvec2 v[]; };
 #endif
-#if defined(KV_F16)
+#if defined(KV_F16) || defined(KV_Q8_0)
 uint kvBits(float x) {
     uint b = floatBitsToUint(x), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
     if (a > 0x7F800000u) { return sign | 0x7E00u | ((a >> 13) & 0x3FFu); }   // NaN stays NaN
@@ -194,6 +197,8 @@ uint kvBits(float x) {
     uint q = mantissa >> shift, rest = mantissa & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
     return sign | (q + ((rest > halfway || (rest == halfway && (q & 1u) == 1u)) ? 1u : 0u));
 }
+#endif
+#if defined(KV_F16)
 vec2 kvPair(uint word) { return unpackHalf2x16(word); }
 #elif defined(KV_BF16)
 uint kvBits(float x) {
@@ -202,4 +207,23 @@ uint kvBits(float x) {
     return (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
 }
 vec2 kvPair(uint word) { return vec2(uintBitsToFloat(word << 16), uintBitsToFloat(word & 0xFFFF0000u)); }
+#endif
+
+// A q8_0 KV cache (kv_store_q8_0.comp, and attention.comp compiled with KV_Q8_0) holds each position's row of kvDim keys
+// (or values) as kvDim int8 codes, then kvDim / 32 f16 scales (scale b for codes 32b..32b + 31; its bits as kvBits rounds
+// them), then up to 2 bytes to a whole word (`rowBytes` apart): llama.cpp's bytes per block (34 for 32 values), laid out
+// so that each head's codes are whole aligned words. Value = scale × code.
+#if defined(KV_Q8_0)
+// Scale `block` of the row at byte `row` of a cache of rows of kvDim values.
+float kvScale(uint64_t cache, uint row, uint kvDim, uint block) {
+    uint at = row + kvDim + 2u * block;
+    return unpackHalf2x16(KvWords(cache).u[at >> 2] >> ((at & 2u) * 8u)).x;
+}
+
+// Sets the 16 bits at byte `at` (even) of a word that another workgroup may be setting the other half of.
+void setHalfWord(uint64_t cache, uint at, uint bits) {
+    uint shift = (at & 2u) * 8u;
+    atomicAnd(KvWords(cache).u[at >> 2], ~(0xFFFFu << shift));
+    atomicOr(KvWords(cache).u[at >> 2], bits << shift);
+}
 #endif

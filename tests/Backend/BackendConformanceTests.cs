@@ -402,41 +402,76 @@ public sealed class BackendConformanceTests
         foreach ((int length, int headDim, int heads, int kvHeads) in new[] { (9, 8, 4, 2), (1100, 64, 4, 2), (9, 8, 4, 4), (40, 64, 14, 2), (600, 32, 18, 2) })
         {
             var shape = new AttentionShape(heads, kvHeads, headDim, 1e4);
-            int qDim = heads * headDim, kvDim = kvHeads * headDim;
-            using KvCache cache = backend.CreateKvCache(1, 3, length + 1, kvDim);
-            var allKeys = new float[3][];
-            var allValues = new float[3][];
-            for (int s = 0; s < 3; s++)
-            {
-                allKeys[s] = KernelData.Floats((length + 1) * kvDim, (s * 10) + 1);
-                allValues[s] = KernelData.Floats((length + 1) * kvDim, (s * 10) + 2);
-            }
-
-            // Prefill slot 2 with positions 0..length-1, then slot 0 with position 0 only.
-            float[] q = KernelData.Floats(length * qDim, 3);
-            int[] slots = [.. Enumerable.Repeat(2, length)], positions = [.. Enumerable.Range(0, length)];
-            float[] output = RunAttention(backend, cache, q, allKeys[2].AsSpan(0, length * kvDim), allValues[2].AsSpan(0, length * kvDim), slots, positions, shape);
-            for (int r = 0; r < length; r += Math.Max(1, length / 40))
-            {
-                CheckAttention(q.AsSpan(r * qDim, qDim), allKeys[2], allValues[2], r + 1, output.AsSpan(r * qDim, qDim), shape, $"prefill row {r} of {length}");
-            }
-
-            float[] q0 = KernelData.Floats(qDim, 4);
-            RunAttention(backend, cache, q0, allKeys[0].AsSpan(0, kvDim), allValues[0].AsSpan(0, kvDim), [0], [0], shape);
-
-            // Decode: slot 2 at position `length` and slot 0 at position 1, in one step.
-            float[] qd = KernelData.Floats(2 * qDim, 5);
-            float[] kd = [.. allKeys[2].AsSpan(length * kvDim, kvDim), .. allKeys[0].AsSpan(kvDim, kvDim)];
-            float[] vd = [.. allValues[2].AsSpan(length * kvDim, kvDim), .. allValues[0].AsSpan(kvDim, kvDim)];
-            float[] decoded = RunAttention(backend, cache, qd, kd, vd, [2, 0], [length, 1], shape);
-            CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, decoded.AsSpan(0, qDim), shape, $"decode slot 2 at {length}");
-            CheckAttention(qd.AsSpan(qDim, qDim), allKeys[0], allValues[0], 2, decoded.AsSpan(qDim, qDim), shape, "decode slot 0 at 1");
-
-            // A copied slot attends exactly as its source.
-            cache.CopySlot(2, 1, length + 1);
-            float[] copied = RunAttentionOverCache(backend, cache, qd.AsSpan(0, qDim), 1, length, allKeys[2], allValues[2], shape);
-            CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, copied, shape, $"slot copied from 2, at {length}");
+            int kvDim = kvHeads * headDim;
+            PrefillThenDecode(backend, DType.F32, length, shape, (rows, seed) => KernelData.Floats(rows * kvDim, seed), (rows, seed) => KernelData.Floats(rows * kvDim, seed));
         }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends))]
+    public void Attention_Q8_0Cache_OfExactBlocks_MatchesCausalReference(string backendName)
+    {
+        // Keys and values that a q8_0 cache holds exactly once rotated as llama.cpp's (KvCacheRotation): each block of 32 of
+        // a rotated head is an f16 scale (a power of two) times codes of at most 127 that include ±127, so the block's
+        // quantization gives those codes back and attention over the cache is attention over the inputs, as exact as the
+        // f32 cache's. Stored unrotated, or with the queries or outputs not rotated as the keys and values were, the
+        // outputs are far off. Heads of 64 (keys and values in blocks of 64, the GPU's split decode past 512 positions),
+        // 128 (keys in blocks of 128, seven query heads a group), 192 (keys in blocks of 64), and 32 and 96 (no rotation; an
+        // odd number of blocks a head, so two heads' scales share a word).
+        using IBackend backend = TestBackends.Create(backendName);
+        foreach ((int length, int headDim, int heads, int kvHeads) in new[] { (1100, 64, 4, 2), (40, 128, 14, 2), (30, 192, 4, 2), (600, 32, 18, 2), (20, 96, 6, 3) })
+        {
+            var shape = new AttentionShape(heads, kvHeads, headDim, 1e4);
+            bool rotates = headDim % 64 == 0;
+            int keyBlock = rotates ? headDim & -headDim : 0, valueBlock = rotates ? 64 : 0;
+            PrefillThenDecode(backend, DType.Q8_0, length, shape,
+                (rows, seed) => KernelData.Q8_0ExactHeads(rows, kvHeads, headDim, keyBlock, seed),
+                (rows, seed) => KernelData.Q8_0ExactHeads(rows, kvHeads, headDim, valueBlock, seed));
+        }
+    }
+
+    /// <summary>
+    /// Attention through a cache of <paramref name="type"/> with three slots: a prompt of <paramref name="length"/> in slot 2
+    /// in one pass, then slot 0's first position, then one decode row each in slots 2 and 0 in one step, then slot 2 copied to
+    /// 1 and decoded there; each against the causal reference over the keys and values given (rows, seed).
+    /// </summary>
+    private static void PrefillThenDecode(IBackend backend, DType type, int length, AttentionShape shape,
+        Func<int, int, float[]> keysOf, Func<int, int, float[]> valuesOf)
+    {
+        int qDim = shape.NumHeads * shape.HeadDim, kvDim = shape.NumKvHeads * shape.HeadDim;
+        using KvCache cache = backend.CreateKvCache(1, 3, length + 1, kvDim, type);
+        var allKeys = new float[3][];
+        var allValues = new float[3][];
+        for (int s = 0; s < 3; s++)
+        {
+            allKeys[s] = keysOf(length + 1, (s * 10) + 1);
+            allValues[s] = valuesOf(length + 1, (s * 10) + 2);
+        }
+
+        // Prefill slot 2 with positions 0..length-1, then slot 0 with position 0 only.
+        float[] q = KernelData.Floats(length * qDim, 3);
+        int[] slots = [.. Enumerable.Repeat(2, length)], positions = [.. Enumerable.Range(0, length)];
+        float[] output = RunAttention(backend, cache, q, allKeys[2].AsSpan(0, length * kvDim), allValues[2].AsSpan(0, length * kvDim), slots, positions, shape);
+        for (int r = 0; r < length; r += Math.Max(1, length / 40))
+        {
+            CheckAttention(q.AsSpan(r * qDim, qDim), allKeys[2], allValues[2], r + 1, output.AsSpan(r * qDim, qDim), shape, $"prefill row {r} of {length}");
+        }
+
+        float[] q0 = KernelData.Floats(qDim, 4);
+        RunAttention(backend, cache, q0, allKeys[0].AsSpan(0, kvDim), allValues[0].AsSpan(0, kvDim), [0], [0], shape);
+
+        // Decode: slot 2 at position `length` and slot 0 at position 1, in one step.
+        float[] qd = KernelData.Floats(2 * qDim, 5);
+        float[] kd = [.. allKeys[2].AsSpan(length * kvDim, kvDim), .. allKeys[0].AsSpan(kvDim, kvDim)];
+        float[] vd = [.. allValues[2].AsSpan(length * kvDim, kvDim), .. allValues[0].AsSpan(kvDim, kvDim)];
+        float[] decoded = RunAttention(backend, cache, qd, kd, vd, [2, 0], [length, 1], shape);
+        CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, decoded.AsSpan(0, qDim), shape, $"decode slot 2 at {length}");
+        CheckAttention(qd.AsSpan(qDim, qDim), allKeys[0], allValues[0], 2, decoded.AsSpan(qDim, qDim), shape, "decode slot 0 at 1");
+
+        // A copied slot attends exactly as its source.
+        cache.CopySlot(2, 1, length + 1);
+        float[] copied = RunAttentionOverCache(backend, cache, qd.AsSpan(0, qDim), 1, length, allKeys[2], allValues[2], shape);
+        CheckAttention(qd.AsSpan(0, qDim), allKeys[2], allValues[2], length + 1, copied, shape, $"slot copied from 2, at {length}");
     }
 
     [SkippableTheory]

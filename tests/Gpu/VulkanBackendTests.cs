@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
+using QwenSharp.Formats;
 using QwenSharp.Gpu;
 using QwenSharp.Gpu.Vulkan;
 using QwenSharp.Qwen2;
@@ -108,7 +109,15 @@ public sealed class VulkanBackendTests
 
         var e = Assert.Throws<GpuException>(() => b.CheckWeightMemory(1L << 50, "the weights of model.safetensors"));
         Assert.Matches(@"not enough device memory for the weights of model\.safetensors: [0-9.]+ MiB needed, [0-9.]+ MiB available", e.Message);
-        var kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(1000, 64, 1 << 20, 4096));
+        var kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(100_000, 1, 1 << 16, 4096));
+        Assert.Contains("not enough device memory for a KV cache", kv.Message);
+
+        // A layer past what the shaders' 32-bit offsets reach: 2^32 f32 values, 2^32 bytes of q8_0 (4352 a position here).
+        kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(1, 1, 1 << 20, 4096));
+        Assert.EndsWith("a KV cache of 1 x 1048576 positions of 4096 f32 values is more than the GPU's shaders address in a layer (2^32 values); fewer slots or a smaller --context", kv.Message);
+        kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(1, 1, 986_896, 4096, DType.Q8_0));
+        Assert.Contains("(2^32 bytes)", kv.Message);
+        kv = Assert.Throws<GpuException>(() => backend.CreateKvCache(1_000_000, 1, 986_895, 4096, DType.Q8_0));
         Assert.Contains("not enough device memory for a KV cache", kv.Message);
         Assert.Equal(0, backend.AllocatedBytes);
     }

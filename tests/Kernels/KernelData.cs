@@ -22,6 +22,53 @@ internal static class KernelData
         return values;
     }
 
+    /// <summary>
+    /// [rows, kvHeads × headDim] keys or values that a q8_0 KV cache holds exactly once each head is rotated in blocks of
+    /// <paramref name="rotationBlock"/> (0: not rotated): every block of 32 of the rotated head is a power-of-two scale
+    /// (2^-7 to 2^-9) times integer codes in [-127, 127] with one of them ±127, so quantizing it gives the scale and codes back.
+    /// The values are H times that (H = Hᵀ, H·H = I: H_n[i][j] = (-1)^popcount(i &amp; j) / sqrt(n)), in float64 then rounded.
+    /// </summary>
+    public static float[] Q8_0ExactHeads(int rows, int kvHeads, int headDim, int rotationBlock, int seed)
+    {
+        var random = new Random(seed);
+        var values = new float[rows * kvHeads * headDim];
+        var exact = new double[headDim];
+        for (int head = 0; head < rows * kvHeads; head++)
+        {
+            for (int b = 0; b < headDim; b += 32)
+            {
+                double scale = Math.ScaleB(1, -7 - random.Next(3));
+                int extreme = random.Next(32);
+                for (int i = 0; i < 32; i++)
+                {
+                    int code = i == extreme ? (random.Next(2) == 0 ? 127 : -127) : random.Next(-127, 128);
+                    exact[b + i] = scale * code;
+                }
+            }
+
+            Span<float> target = values.AsSpan(head * headDim, headDim);
+            for (int i = 0; i < headDim; i++)
+            {
+                if (rotationBlock == 0)
+                {
+                    target[i] = (float)exact[i];
+                    continue;
+                }
+
+                int first = i / rotationBlock * rotationBlock;
+                double sum = 0;
+                for (int j = 0; j < rotationBlock; j++)
+                {
+                    sum += (int.PopCount((i - first) & j) % 2 == 0 ? 1 : -1) * exact[first + j];
+                }
+
+                target[i] = (float)(sum / Math.Sqrt(rotationBlock));
+            }
+        }
+
+        return values;
+    }
+
     /// <summary>Stores <paramref name="values"/> as <paramref name="type"/>; returns the bytes and the exact values they hold.</summary>
     public static (byte[] Bytes, float[] Exact) Store(float[] values, DType type)
     {

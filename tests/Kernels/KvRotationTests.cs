@@ -55,13 +55,13 @@ public sealed class KvRotationTests
     public void Blocks_AreLlamaCpps()
     {
         // Keys: the largest power of two dividing the head, from 64; values: 64; only quantized caches, only heads of 64s.
-        Assert.Equal([64, 128, 64, 256], new[] { 64, 128, 192, 256 }.Select(KvRotation.KeyBlock));
-        Assert.Equal(64, KvRotation.ValueBlock);
-        Assert.True(KvRotation.Applies(DType.Q8_0, 64));
-        Assert.True(KvRotation.Applies(DType.Q8_0, 128));
-        Assert.False(KvRotation.Applies(DType.Q8_0, 96));
-        Assert.False(KvRotation.Applies(DType.F16, 64));
-        Assert.False(KvRotation.Applies(DType.F32, 128));
+        Assert.Equal([64, 128, 64, 256], new[] { 64, 128, 192, 256 }.Select(KvCacheRotation.KeyBlock));
+        Assert.Equal(64, KvCacheRotation.ValueBlock);
+        Assert.True(KvCacheRotation.Applies(DType.Q8_0, 64));
+        Assert.True(KvCacheRotation.Applies(DType.Q8_0, 128));
+        Assert.False(KvCacheRotation.Applies(DType.Q8_0, 96));
+        Assert.False(KvCacheRotation.Applies(DType.F16, 64));
+        Assert.False(KvCacheRotation.Applies(DType.F32, 128));
     }
 
     [Fact]
