@@ -12,8 +12,8 @@ internal static class ModelLoading
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
     public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q4_k|q5_k|q6_k", "quantize the matrices at load (those whose rows are whole blocks: 32 values, 256 for the k-quants; as qwensharp quantize writes them)");
 
-    public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16|q8_0",
-        "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once; q8_0 (CPU) a little over a quarter, rotated and quantized as llama.cpp's (default: f32, exact)");
+    public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16|q8_0|q4_0",
+        "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once; q8_0 a little over a quarter and q4_0 a seventh, rotated and quantized as llama.cpp's (default: f32, exact)");
 
     public static readonly OptionSpec Lora = new("lora", "PATH",
         "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) added to the model's projections at run time; repeat for several (llama.cpp's --lora)",

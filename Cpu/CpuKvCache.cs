@@ -7,7 +7,7 @@ namespace QwenSharp.Cpu;
 
 /// <summary>
 /// Keys and values in native memory, per layer [slots, capacity, kvDim] of <see cref="KvCache.ElementType"/> (f32, f16,
-/// bf16 or q8_0, whose keys and values interleave as below; a row is narrowed once as it is stored, <see cref="Store"/>),
+/// bf16, q8_0 or q4_0, whose keys and values interleave as below; a row is narrowed once as it is stored, <see cref="Store"/>),
 /// allocated once. Each layer's keys and values
 /// are a mapping of their own, on small pages as they are first written, and each whole 2 MiB page of a slot's positions
 /// is moved onto a huge page once its last position is written (<see cref="Filled"/>). Advised for huge pages from the
@@ -15,7 +15,7 @@ namespace QwenSharp.Cpu;
 /// token each). Attention after a long prompt streams the cache like weights: Q4_0 0.5B decoded 27-30 tokens/s after
 /// 4096 prompt tokens on one Zen 5 core with the cache on small pages, 40-42 with its pages collapsed (3 alternating
 /// runs; prefill alike).
-/// A cache of halves (f16, bf16) or of q8_0 blocks keeps each position's keys and then its values side by side in one mapping per layer,
+/// A cache of halves (f16, bf16) or of q8_0 or q4_0 blocks keeps each position's keys and then its values side by side in one mapping per layer,
 /// so a layer's slot spans as many bytes as f32 keys alone and its pages go huge as soon: in two mappings, a 4096-position
 /// slot of Qwen2.5-0.5B's shape was 1 MiB each, never a whole page, and Q4_0 0.5B with an f16 cache decoded 32-35
 /// tokens/s on one Zen 5 core after 4096 prompt tokens, against 39-41 with them side by side.
@@ -65,12 +65,12 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
     }
 
-    /// <summary>Whether each position holds its keys then its values in one mapping (a cache of halves or of q8_0 blocks).</summary>
+    /// <summary>Whether each position holds its keys then its values in one mapping (a cache of halves or of blocks).</summary>
     private bool Interleaved => ElementType != DType.F32;
 
     /// <summary>
     /// Elements from one position to the next in <see cref="Keys"/> and <see cref="Values"/>: kvDim, or 2 kvDim interleaved
-    /// (for q8_0, whole blocks: the kernels' loads turn it into bytes).
+    /// (for q8_0 and q4_0, whole blocks: the kernels' loads turn it into bytes).
     /// </summary>
     public int PositionStride => Interleaved ? 2 * KvDim : KvDim;
 
@@ -121,7 +121,7 @@ internal sealed unsafe class CpuKvCache : KvCache
     /// <summary>
     /// Writes one position's keys and values, each element narrowed to <see cref="KvCache.ElementType"/> by rounding to
     /// nearest even (f16 beyond its range becomes an infinity, as a conversion instruction gives), or each block of 32
-    /// quantized to q8_0 as llama.cpp does.
+    /// quantized to q8_0 or q4_0 as llama.cpp does.
     /// </summary>
     public void Store(int layer, int slot, int position, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {

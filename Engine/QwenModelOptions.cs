@@ -29,8 +29,8 @@ public sealed record QwenModelOptions
     /// <summary>
     /// How the KV cache stores keys and values: F32 (exact), F16 or BF16 (half the memory, so twice the context or
     /// sequences; attention over a long context reads half the bytes; each value rounded to nearest once as it is written),
-    /// or Q8_0 on the CPU (34 bytes per 32 values, 53% of F16; each head rotated and quantized as llama.cpp's q8_0 cache
-    /// does; heads of whole blocks of 32).
+    /// or Q8_0 or Q4_0 (34 or 18 bytes per 32 values, 53% or 28% of F16; each head rotated and quantized as llama.cpp's
+    /// q8_0 and q4_0 caches do; heads of whole blocks of 32).
     /// </summary>
     public QwenSharp.Formats.DType KvCacheType { get; init; } = QwenSharp.Formats.DType.F32;
 

@@ -5,9 +5,9 @@ namespace QwenSharp.Gpu;
 
 /// <summary>
 /// Keys and values in device memory, per layer a buffer of [slots, capacity] position rows: kvDim f32, or f16 / bf16 two
-/// to a word (kv_store.comp and attention.comp compiled for the type), or q8_0 as kvDim int8 codes, then the kvDim / 32
-/// f16 scales, padded to a whole word (kv_store_q8_0.comp; common.glsl describes it). That is llama.cpp's 34 bytes per 32
-/// values, but not its interleaved blocks: a head's codes are whole aligned words, read four at a time.
+/// to a word (kv_store.comp and attention.comp compiled for the type), or q8_0 / q4_0 as kvDim 8- or 4-bit codes, then
+/// the kvDim / 32 f16 scales, padded to a whole word (kv_store_quantized.comp; common.glsl describes it). That is
+/// llama.cpp's 34 or 18 bytes per 32 values, but not its interleaved blocks: a head's codes are whole aligned words.
 /// </summary>
 internal sealed class GpuKvCache : KvCache
 {
@@ -39,13 +39,13 @@ internal sealed class GpuKvCache : KvCache
 
     private long LayerBytes => (long)Slots * Capacity * PositionBytes;
 
-    /// <summary>Bytes between one position's keys (or values) and the next's: <see cref="KvCache.RowBytes"/>, q8_0's padded to a whole word.</summary>
+    /// <summary>Bytes between one position's keys (or values) and the next's: <see cref="KvCache.RowBytes"/>, q8_0's and q4_0's padded to a whole word.</summary>
     public int PositionBytes => PositionBytesOf(ElementType, KvDim);
 
     /// <inheritdoc cref="PositionBytes"/>
     public static int PositionBytesOf(DType type, int kvDim) => (int)((RowBytesOf(type, kvDim) + 3) & ~3L);
 
-    /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16", "_q8_0".</summary>
+    /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16", "_q8_0", "_q4_0".</summary>
     public string ShaderSuffix => ElementType == DType.F32 ? "" : "_" + NameOf(ElementType);
 
     public GpuBuffer Keys(int layer) => _keys[layer];

@@ -67,7 +67,7 @@ internal struct KvStorePush
 }
 
 [StructLayout(LayoutKind.Sequential)]
-internal struct KvStoreQ8_0Push
+internal struct KvStoreQuantizedPush
 {
     public ulong K, V, Keys, Values, SlotsPositions;
     public uint Rows, KvDim, Capacity, HeadDim, KeyBlock, ValueBlock, RowBytes;

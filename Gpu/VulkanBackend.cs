@@ -134,12 +134,13 @@ public sealed unsafe class VulkanBackend : IBackend
     {
         KvCache.CheckType(elementType);
 
-        // The shaders address a layer's keys (or values) in 32 bits: elements of f32 and the halves, bytes of q8_0.
-        long layerPositions = (long)slots * capacity, layerUnits = layerPositions * (elementType == DType.Q8_0 ? GpuKvCache.PositionBytesOf(elementType, kvDim) : kvDim);
+        // The shaders address a layer's keys (or values) in 32 bits: elements of f32 and the halves, bytes of q8_0 and q4_0.
+        bool quantized = KvCache.IsQuantized(elementType);
+        long layerPositions = (long)slots * capacity, layerUnits = layerPositions * (quantized ? GpuKvCache.PositionBytesOf(elementType, kvDim) : kvDim);
         if (layerUnits > uint.MaxValue)
         {
             throw new GpuException(
-                $"{_device.Info.Name}: a KV cache of {slots} x {capacity} positions of {kvDim} {KvCache.NameOf(elementType)} values is more than the GPU's shaders address in a layer (2^32 {(elementType == DType.Q8_0 ? "bytes" : "values")}); fewer slots or a smaller --context");
+                $"{_device.Info.Name}: a KV cache of {slots} x {capacity} positions of {kvDim} {KvCache.NameOf(elementType)} values is more than the GPU's shaders address in a layer (2^32 {(quantized ? "bytes" : "values")}); fewer slots or a smaller --context");
         }
 
         long bytes = 2L * layers * GpuKvCache.PositionBytesOf(elementType, kvDim) * layerPositions;
@@ -153,7 +154,7 @@ public sealed unsafe class VulkanBackend : IBackend
         return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
     }
 
-    /// <summary>Every type a cache holds: f32, f16, bf16 and q8_0.</summary>
+    /// <summary>Every type a cache holds: f32, f16, bf16, q8_0 and q4_0.</summary>
     public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
 
     public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
@@ -388,7 +389,7 @@ public sealed unsafe class VulkanBackend : IBackend
         // The query heads one workgroup takes: all that share a kv head, or the most that divide them up to the shader's 8.
         int block = AttentionHeadBlock(shape.GroupSize);
 
-        // A q8_0 cache rotates heads as llama.cpp's does (KvCacheRotation): keys, queries, values, outputs; 0 is none.
+        // A quantized cache rotates heads as llama.cpp's does (KvCacheRotation): keys, queries, values, outputs; 0 is none.
         bool rotates = KvCacheRotation.Applies(kv.ElementType, shape.HeadDim);
         int keyBlock = rotates ? KvCacheRotation.KeyBlock(shape.HeadDim) : 0, valueBlock = rotates ? KvCacheRotation.ValueBlock : 0;
         int maxLength = 0;
@@ -425,16 +426,16 @@ public sealed unsafe class VulkanBackend : IBackend
             _last.Forget();
             DispatchRope(rope, [qa.Buffer, ka.Buffer, va.Buffer], [qa.Buffer, ka.Buffer, keys, values]);
         }
-        else if (kv.ElementType == DType.Q8_0)
+        else if (KvCache.IsQuantized(kv.ElementType))
         {
             // One workgroup per row, kv head, and keys or values: it rotates the head and quantizes its blocks.
-            var store = new KvStoreQ8_0Push
+            var store = new KvStoreQuantizedPush
             {
                 K = ka.Address, V = va.Address, Keys = keys.Address, Values = values.Address, SlotsPositions = slotsPositionsAddress,
                 Rows = (uint)rows, KvDim = (uint)kv.KvDim, Capacity = (uint)kv.Capacity, HeadDim = (uint)shape.HeadDim,
                 KeyBlock = (uint)keyBlock, ValueBlock = (uint)valueBlock, RowBytes = (uint)kv.PositionBytes,
             };
-            _stream.Dispatch(_shaders.Get("kv_store_q8_0"), store, 2L * rows * shape.NumKvHeads, [ka.Buffer, va.Buffer], [keys, values]);
+            _stream.Dispatch(_shaders.Get("kv_store" + kv.ShaderSuffix), store, 2L * rows * shape.NumKvHeads, [ka.Buffer, va.Buffer], [keys, values]);
         }
         else
         {

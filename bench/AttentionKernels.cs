@@ -30,9 +30,9 @@ internal static class AttentionKernels
         float scale = 1f / MathF.Sqrt(d);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{path}: {heads} query heads of {d} a key-value head, {kvHeads} key-value heads, over {positions} positions, {layers} layers in turn; medians of {rounds}"));
-        foreach (DType type in (DType[])[DType.F32, DType.F16, DType.BF16, DType.Q8_0])
+        foreach (DType type in (DType[])[DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0])
         {
-            if (type == DType.Q8_0 && d % QwenSharp.Backend.KvCache.Q8_0BlockValues != 0)
+            if (!QwenSharp.Backend.KvCache.HoldsHeads(type, d))
             {
                 continue;
             }
@@ -78,7 +78,8 @@ internal static class AttentionKernels
             case DType.F32: AttentionKernel<F32Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
             case DType.F16: AttentionKernel<F16Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
             case DType.BF16: AttentionKernel<Bf16Load>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
-            default: AttentionKernel<Q8_0KvLoad>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
+            case DType.Q8_0: AttentionKernel<Q8_0KvLoad>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
+            default: AttentionKernel<Q4_0KvLoad>.Block(path, queries, rowStride, 1, keys, values, positionStride, offset, positions, scale, heads, d, scores, outputs); break;
         }
     }
 

@@ -20,7 +20,7 @@ namespace QwenSharp.Bench;
 /// median of its rounds, and each ratio comes with the median and range of the rounds' own ratios.
 /// <code>
 ///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q4_k_m|q6_k)
-///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N] [--kv-cache-type f32|f16|q8_0]
+///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N] [--kv-cache-type f32|f16|q8_0|q4_0]
 /// </code>
 /// takes a GGUF file as it is (--model: a downloaded Qwen2.5 or Llama file), or writes a random-weight model of the
 /// config's shape as a GGUF file of that type (with the tokenizer.json beside the config; q4_k_m and q6_k quantized by
@@ -62,7 +62,8 @@ internal static class PeerDecode
             "f32" => DType.F32,
             "f16" => DType.F16,
             "q8_0" => DType.Q8_0,
-            string other => throw new ArgumentException($"--kv-cache-type {other}: the peer compares f32, f16 or q8_0"),
+            "q4_0" => DType.Q4_0,
+            string other => throw new ArgumentException($"--kv-cache-type {other}: the peer compares f32, f16, q8_0 or q4_0"),
         };
         string llamaBuild = MatchLlamaBuildToOurs();
         NativeApi.llama_empty_call();
@@ -266,8 +267,11 @@ internal static class PeerDecode
     {
         if (s_kvType is DType type)
         {
-            parameters.TypeK = parameters.TypeV = type switch { DType.F32 => GGMLType.GGML_TYPE_F32, DType.F16 => GGMLType.GGML_TYPE_F16, _ => GGMLType.GGML_TYPE_Q8_0 };
-            if (type == DType.Q8_0)
+            parameters.TypeK = parameters.TypeV = type switch
+            {
+                DType.F32 => GGMLType.GGML_TYPE_F32, DType.F16 => GGMLType.GGML_TYPE_F16, DType.Q8_0 => GGMLType.GGML_TYPE_Q8_0, _ => GGMLType.GGML_TYPE_Q4_0,
+            };
+            if (type is DType.Q8_0 or DType.Q4_0)
             {
                 parameters.FlashAttention = true;
             }

@@ -31,8 +31,10 @@ for type in f16 bf16; do  # a KV cache of halves
   compile "kv_store_$type" kv_store.comp "-DKV_${type^^}"
   compile "attention_$type" attention.comp "-DKV_${type^^}"
 done
-compile kv_store_q8_0 kv_store_q8_0.comp -DKV_Q8_0  # a q8_0 cache: its own store (rotation, blocks), attention's reads
-compile attention_q8_0 attention.comp -DKV_Q8_0
+for type in q8_0 q4_0; do  # a quantized cache: its own store (rotation, blocks), attention's reads
+  compile "kv_store_$type" kv_store_quantized.comp "-DKV_${type^^}"
+  compile "attention_$type" attention.comp "-DKV_${type^^}"
+done
 coop="${GLSLC_COOPERATIVE_MATRIX:-glslc}"
 for type in bf16 f16 f32 q8_0 q4_0 q4_k q5_k q6_k; do
   for tile in 16 8; do

@@ -159,14 +159,19 @@ internal sealed class ServeCommand : ICommand
         }
     }
 
-    /// <summary>The --kv-cache-type that would take less memory, if any: f16 from f32, q8_0 (about half of f16) where the heads allow it.</summary>
+    /// <summary>
+    /// The --kv-cache-type that would take less memory, if any: f16 from f32, then q8_0 (about half of f16) and q4_0 (about
+    /// half of q8_0) where the backend and heads allow them.
+    /// </summary>
     internal static string SmallerCacheHint(Qwen2.Qwen2Model model)
     {
-        bool q8 = model.Backend.StoresKvCacheAs(Formats.DType.Q8_0) && QwenSharp.Backend.KvCache.HoldsHeads(Formats.DType.Q8_0, model.Config.HeadDim);
+        bool blocks = model.Backend.StoresKvCacheAs(Formats.DType.Q8_0) && model.Backend.StoresKvCacheAs(Formats.DType.Q4_0)
+            && QwenSharp.Backend.KvCache.HoldsHeads(Formats.DType.Q8_0, model.Config.HeadDim);
         return model.KvCacheType switch
         {
-            Formats.DType.F32 => q8 ? ", or store it in half the memory (--kv-cache-type f16) or a quarter (q8_0)" : ", or store it in half the memory (--kv-cache-type f16)",
-            Formats.DType.F16 or Formats.DType.BF16 when q8 => ", or store it in about half the memory (--kv-cache-type q8_0)",
+            Formats.DType.F32 => blocks ? ", or store it in half the memory (--kv-cache-type f16), a quarter (q8_0) or a seventh (q4_0)" : ", or store it in half the memory (--kv-cache-type f16)",
+            Formats.DType.F16 or Formats.DType.BF16 when blocks => ", or store it in about half the memory (--kv-cache-type q8_0) or a quarter (q4_0)",
+            Formats.DType.Q8_0 when blocks => ", or store it in about half the memory (--kv-cache-type q4_0)",
             _ => "",
         };
     }

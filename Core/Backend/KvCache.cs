@@ -10,15 +10,17 @@ namespace QwenSharp.Backend;
 /// Keys and values are stored as <see cref="ElementType"/>: f32 (exact), f16 / bf16 (half the memory and half the
 /// bytes attention reads per position, each value rounded to nearest once as it is written), or q8_0 (llama.cpp's
 /// <c>--cache-type-k/-v q8_0</c>: blocks of 32 values of a head as 32 int8 codes and an f16 scale, 34 bytes, a little over a
-/// quarter of f32; each block quantized once as it is written). See <see cref="Types"/>.
+/// quarter of f32; each block quantized once as it is written), or q4_0 (<c>--cache-type-k/-v q4_0</c>, Ollama's
+/// <c>OLLAMA_KV_CACHE_TYPE=q4_0</c>: blocks of 32 as 16 bytes of 4-bit codes and an f16 scale, 18 bytes, 14% of f32). The
+/// quantized types rotate each head first (<see cref="KvCacheRotation"/>). See <see cref="Types"/>.
 /// </summary>
 public abstract class KvCache : IDisposable
 {
     /// <summary>The element types a cache can hold, by the names the CLI and the library take.</summary>
-    public static readonly IReadOnlyList<(string Name, DType Type)> Types = [("f32", DType.F32), ("f16", DType.F16), ("bf16", DType.BF16), ("q8_0", DType.Q8_0)];
+    public static readonly IReadOnlyList<(string Name, DType Type)> Types = [("f32", DType.F32), ("f16", DType.F16), ("bf16", DType.BF16), ("q8_0", DType.Q8_0), ("q4_0", DType.Q4_0)];
 
-    /// <summary>Values per q8_0 block: a head's size must be a multiple of it (<see cref="CheckHeadSize"/>).</summary>
-    public const int Q8_0BlockValues = 32;
+    /// <summary>Values per q8_0 or q4_0 block: a head's size must be a multiple of it (<see cref="CheckHeadSize"/>).</summary>
+    public const int BlockValues = 32;
 
     protected KvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32)
     {
@@ -27,9 +29,9 @@ public abstract class KvCache : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvDim);
-        if (elementType == DType.Q8_0 && kvDim % Q8_0BlockValues != 0)
+        if (IsQuantized(elementType) && kvDim % BlockValues != 0)
         {
-            throw new ArgumentException($"a q8_0 KV cache stores rows of whole blocks of {Q8_0BlockValues} values, not {kvDim}", nameof(kvDim));
+            throw new ArgumentException($"a {NameOf(elementType)} KV cache stores rows of whole blocks of {BlockValues} values, not {kvDim}", nameof(kvDim));
         }
 
         Layers = layers;
@@ -40,8 +42,11 @@ public abstract class KvCache : IDisposable
         Lengths = new int[slots];
     }
 
-    /// <summary>Whether a cache can store keys and values as <paramref name="type"/> (f32, f16, bf16 or q8_0).</summary>
+    /// <summary>Whether a cache can store keys and values as <paramref name="type"/> (f32, f16, bf16, q8_0 or q4_0).</summary>
     public static bool Holds(DType type) => Types.Any(t => t.Type == type);
+
+    /// <summary>Whether <paramref name="type"/> is one of the block-quantized cache types, q8_0 and q4_0.</summary>
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0;
 
     /// <summary>Throws unless keys and values can be stored as <paramref name="type"/>.</summary>
     public static void CheckType(DType type)
@@ -53,30 +58,31 @@ public abstract class KvCache : IDisposable
     }
 
     /// <summary>
-    /// Throws unless heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/>: q8_0 quantizes
-    /// each head in whole blocks of 32 (as llama.cpp refuses a quantized cache whose head size is not a multiple of the
-    /// block's).
+    /// Throws unless heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/>: q8_0 and q4_0
+    /// quantize each head in whole blocks of 32 (as llama.cpp refuses a quantized cache whose head size is not a multiple of
+    /// the block's).
     /// </summary>
     public static void CheckHeadSize(DType type, int headDim)
     {
         if (!HoldsHeads(type, headDim))
         {
             // No parameter name: the message goes to the user as is (--kv-cache-type, QwenModelOptions.KvCacheType).
-            throw new ArgumentException($"a q8_0 KV cache stores each head in blocks of {Q8_0BlockValues} values, and this model's heads have {headDim}");
+            throw new ArgumentException($"a {NameOf(type)} KV cache stores each head in blocks of {BlockValues} values, and this model's heads have {headDim}");
         }
     }
 
-    /// <summary>Whether heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/> (q8_0: whole blocks of 32).</summary>
-    public static bool HoldsHeads(DType type, int headDim) => type != DType.Q8_0 || headDim % Q8_0BlockValues == 0;
+    /// <summary>Whether heads of <paramref name="headDim"/> values can be stored as <paramref name="type"/> (q8_0, q4_0: whole blocks of 32).</summary>
+    public static bool HoldsHeads(DType type, int headDim) => !IsQuantized(type) || headDim % BlockValues == 0;
 
-    /// <summary>The CLI's name of <paramref name="type"/>: f32, f16, bf16 or q8_0.</summary>
+    /// <summary>The CLI's name of <paramref name="type"/>: f32, f16, bf16, q8_0 or q4_0.</summary>
     public static string NameOf(DType type) => Types.First(t => t.Type == type).Name;
 
     /// <summary>Bytes one row of <paramref name="values"/> keys (or values) takes stored as <paramref name="type"/>.</summary>
     public static long RowBytesOf(DType type, int values) => type switch
     {
         DType.F32 => (long)values * sizeof(float),
-        DType.Q8_0 => (long)values / Q8_0BlockValues * Numerics.Q8_0Blocks.BlockBytes,
+        DType.Q8_0 => (long)values / BlockValues * Numerics.Q8_0Blocks.BlockBytes,
+        DType.Q4_0 => (long)values / BlockValues * Numerics.LegacyQuantBlocks.Q4_0BlockBytes,
         _ => (long)values * 2,
     };
 
@@ -112,7 +118,7 @@ public abstract class KvCache : IDisposable
 
     public int KvDim { get; }
 
-    /// <summary>How keys and values are stored: F32, F16, BF16 or Q8_0.</summary>
+    /// <summary>How keys and values are stored: F32, F16, BF16, Q8_0 or Q4_0.</summary>
     public DType ElementType { get; }
 
     /// <summary>Bytes of one position's keys (or values) of one layer: kvDim elements of <see cref="ElementType"/>.</summary>

@@ -17,8 +17,8 @@ internal static class KvCacheRotation
     /// <summary>Values of a value rotation block, and the smallest block of either.</summary>
     public const int ValueBlock = 64;
 
-    /// <summary>Whether a cache of <paramref name="type"/> rotates heads of <paramref name="headDim"/> values: q8_0 and whole multiples of 64.</summary>
-    public static bool Applies(DType type, int headDim) => type == DType.Q8_0 && headDim % ValueBlock == 0;
+    /// <summary>Whether a cache of <paramref name="type"/> rotates heads of <paramref name="headDim"/> values: q8_0 or q4_0, and whole multiples of 64.</summary>
+    public static bool Applies(DType type, int headDim) => KvCache.IsQuantized(type) && headDim % ValueBlock == 0;
 
     /// <summary>The key rotation block for heads of <paramref name="headDim"/> (a multiple of 64): the largest power of two that divides it.</summary>
     public static int KeyBlock(int headDim) => headDim & -headDim;

@@ -18,6 +18,9 @@ public static class LegacyQuantBlocks
 {
     public const int BlockValues = 32;
 
+    /// <summary>Bytes of a Q4_0 block: the f16 scale and 16 bytes of codes.</summary>
+    public const int Q4_0BlockBytes = 18;
+
     public static void DequantizeQ4_0(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         for (int b = 0; b < values.Length / BlockValues; b++)

@@ -245,9 +245,9 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>
     /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), F16 or BF16 (half
     /// the memory, and half the bytes attention reads over a long context; each key and value rounded once as it is
-    /// written, as llama.cpp's <c>--cache-type-k/-v</c> f16 and bf16 do), or Q8_0 (34 bytes per 32 values, each head's
-    /// blocks quantized once as written, as llama.cpp's q8_0 cache). Refused where the backend cannot store it, and Q8_0
-    /// where a head is not whole blocks of 32.
+    /// written, as llama.cpp's <c>--cache-type-k/-v</c> f16 and bf16 do), or Q8_0 or Q4_0 (34 or 18 bytes per 32 values,
+    /// each head rotated and its blocks quantized once as written, as llama.cpp's q8_0 and q4_0 caches). Refused where the
+    /// backend cannot store it, and Q8_0 and Q4_0 where a head is not whole blocks of 32.
     /// </summary>
     public DType KvCacheType
     {

@@ -127,6 +127,8 @@ internal sealed class AttentionJob(KernelPath path, WorkerScratch scratch, int t
                 case (DType.BF16, false): Pair<Bf16Load>(unit, worker); break;
                 case (DType.Q8_0, true): Group<Q8_0KvLoad>(unit, worker); break;
                 case (DType.Q8_0, false): Pair<Q8_0KvLoad>(unit, worker); break;
+                case (DType.Q4_0, true): Group<Q4_0KvLoad>(unit, worker); break;
+                case (DType.Q4_0, false): Pair<Q4_0KvLoad>(unit, worker); break;
                 default: throw new InvalidOperationException($"no attention kernel reads a {_cache.ElementType} KV cache");
             }
         }

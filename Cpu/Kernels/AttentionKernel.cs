@@ -11,17 +11,18 @@ namespace QwenSharp.Cpu.Kernels;
 /// out = softmax(q · Kᵀ / sqrt(d)) · V over positions 0..length-1 (the causal mask is the range itself).
 /// A head is short (8 to 128 floats), so the per-position dot product and the weighted sum of values are
 /// inlined vector loops: a library call per position would cost more than the arithmetic.
-/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16, bf16 or q8_0), widened to f32
+/// Keys and values are read as the cache stores them (<typeparamref name="TK"/>: f32, f16, bf16, q8_0 or q4_0), widened to f32
 /// (as they are loaded in <see cref="Head"/>, a tile at a time in <see cref="Block"/>): the same products and sums, in the
-/// same order, as f32 keys and values of the same numbers. Offsets and strides are in elements; a q8_0 head and row are
-/// whole blocks of 32.
+/// same order, as f32 keys and values of the same numbers. Offsets and strides are in elements; a q8_0 or q4_0 head and
+/// row are whole blocks of 32.
 /// </summary>
 internal static class AttentionKernel<TK>
     where TK : struct, IWeightLoad
 {
-    /// <summary>Bytes from a row's start to its element <paramref name="index"/> (for q8_0, the first of a block).</summary>
+    /// <summary>Bytes from a row's start to its element <paramref name="index"/> (for q8_0 and q4_0, the first of a block).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static nint OffsetOf(nint index) => typeof(TK) == typeof(Q8_0KvLoad) ? Q8_0KvLoad.OffsetOf(index) : index * TK.ElementSize;
+    private static nint OffsetOf(nint index) =>
+        typeof(TK) == typeof(Q8_0KvLoad) ? Q8_0KvLoad.OffsetOf(index) : typeof(TK) == typeof(Q4_0KvLoad) ? Q4_0KvLoad.OffsetOf(index) : index * TK.ElementSize;
 
     /// <param name="query">[head_dim]</param>
     /// <param name="keys">The cache rows of one slot, a position every <paramref name="positionStride"/> elements; the head's keys start at element <paramref name="headOffset"/>.</param>
@@ -150,6 +151,16 @@ internal static class AttentionKernel<TK>
             for (int j = 0; j < n; j++)
             {
                 Q8_0KvLoad.WidenHead(ref Unsafe.Add(ref tile, j * rowBytes), ref Unsafe.Add(ref w, j * d), d);
+            }
+
+            return;
+        }
+
+        if (typeof(TK) == typeof(Q4_0KvLoad) && path != KernelPath.Scalar)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                Q4_0KvLoad.WidenHead(ref Unsafe.Add(ref tile, j * rowBytes), ref Unsafe.Add(ref w, j * d), d);
             }
 
             return;

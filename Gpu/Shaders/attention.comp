@@ -8,9 +8,9 @@
 // invocation t owns output dimensions t, t + GROUP, ... of every head.
 // Long contexts split across `splits` workgroups per (row, block), each over a contiguous range of positions, writing
 // its unnormalized outputs, maxima and sums for attention_combine.comp.
-// With KV_Q8_0 the cache is q8_0 (common.glsl): rotated heads (keyBlock, valueBlock non-zero) take the queries rotated as
-// the keys were, and give outputs rotated back as the values were (KvCacheRotation), both in shared memory. A split's
-// unnormalized outputs rotate as well: attention_combine.comp's weighted sum of them is linear.
+// With KV_Q8_0 or KV_Q4_0 the cache is quantized (common.glsl): rotated heads (keyBlock, valueBlock non-zero) take the
+// queries rotated as the keys were, and give outputs rotated back as the values were (KvCacheRotation), both in shared
+// memory. A split's unnormalized outputs rotate as well: attention_combine.comp's weighted sum of them is linear.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint GROUP = 64;
@@ -21,7 +21,7 @@ const uint PER_INVOCATION = (MAX_HEAD_DIM + GROUP - 1) / GROUP;
 
 layout(push_constant) uniform Push {
     uint64_t q;               // [rows, heads * d] f32
-    uint64_t keys;            // [slots, capacity, kvDim] f32 (f16 or bf16 with KV_F16 or KV_BF16; KV_Q8_0: rows of rowBytes): this layer's cache
+    uint64_t keys;            // [slots, capacity, kvDim] f32 (f16 or bf16 with KV_F16 or KV_BF16; KV_Q8_0 or KV_Q4_0: rows of rowBytes): this layer's cache
     uint64_t values;
     uint64_t slotsPositions;  // [rows] slots, then [rows] positions, int
     uint64_t out_;            // [rows, heads * d] f32, or with splits > 1 [splits, rows, heads, d + 2]
@@ -34,13 +34,13 @@ layout(push_constant) uniform Push {
     uint splitLength;         // positions per split
     float scale;
     uint block;               // query heads per workgroup: a divisor of groupSize, at most MAX_BLOCK
-    uint rowBytes;            // KV_Q8_0: bytes of a position's row
-    uint keyBlock;            // KV_Q8_0: the keys' (and queries') rotation block, 0 for none
-    uint valueBlock;          // KV_Q8_0: the values' (and outputs') rotation block, 0 for none
+    uint rowBytes;            // quantized: bytes of a position's row
+    uint keyBlock;            // quantized: the keys' (and queries') rotation block, 0 for none
+    uint valueBlock;          // quantized: the values' (and outputs') rotation block, 0 for none
 } p;
 
 shared float qs[MAX_BLOCK * MAX_HEAD_DIM];
-#if defined(KV_Q8_0)
+#if defined(KV_QUANTIZED)
 #define ROTATED qs
 #include "hadamard.glsl"
 #endif
@@ -66,7 +66,7 @@ void main() {
         runningSum[t] = 0.0;
     }
     barrier();
-#if defined(KV_Q8_0)
+#if defined(KV_QUANTIZED)
     if (p.keyBlock != 0u) { rotateShared(n * d, p.keyBlock, t, GROUP); }
 #endif
 
@@ -78,18 +78,21 @@ void main() {
         float s[MAX_BLOCK];
         for (uint h = 0; h < MAX_BLOCK; h++) { s[h] = 0.0; }
         if (j < end) {
-#if defined(KV_Q8_0)
-            // The key a block of 32 at a time: its codes four to a word, then its scale once.
+#if defined(KV_QUANTIZED)
+            // The key a block of 32 at a time: its codes a word at a time, then its scale once.
             uint row = (slot * p.capacity + j) * p.rowBytes;
             for (uint b = 0; b < d; b += 32u) {
                 float part[MAX_BLOCK];
                 for (uint h = 0; h < MAX_BLOCK; h++) { part[h] = 0.0; }
-                for (uint i = b; i < b + 32u; i += 4u) {
-                    vec4 k = signedBytesOf(KvWords(p.keys).u[(row + kvHead * d + i) >> 2]);
-                    for (uint h = 0; h < MAX_BLOCK; h++) {
-                        if (h < n) {
-                            uint e = h * d + i;
-                            part[h] += dot(vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]), k);
+                for (uint i = b; i < b + 32u; i += KV_VALUES_PER_WORD) {
+                    uint word = KvWords(p.keys).u[(row + kvCodeByte(kvHead * d + i)) >> 2];
+                    for (uint v = 0; v < KV_VALUES_PER_WORD; v += 4u) {
+                        vec4 k = kvFour(word, v);
+                        for (uint h = 0; h < MAX_BLOCK; h++) {
+                            if (h < n) {
+                                uint e = h * d + i + v;
+                                part[h] += dot(vec4(qs[e], qs[e + 1u], qs[e + 2u], qs[e + 3u]), k);
+                            }
                         }
                     }
                 }
@@ -143,9 +146,9 @@ void main() {
                 float acc[MAX_BLOCK];
                 for (uint h = 0; h < MAX_BLOCK; h++) { acc[h] = h < n ? o[h][i] * rescale[h] : 0.0; }
                 for (uint jj = 0; jj < count; jj++) {
-#if defined(KV_Q8_0)
+#if defined(KV_QUANTIZED)
                     uint row = (slot * p.capacity + tile + jj) * p.rowBytes, at = kvHead * d + c;
-                    float v = kvScale(p.values, row, kvDim, at >> 5) * float(int(KvWords(p.values).u[(row + at) >> 2] << (24u - 8u * (at & 3u))) >> 24);
+                    float v = kvScale(p.values, row, kvDim, at >> 5) * kvCode(p.values, row, at);
 #elif defined(KV_F16) || defined(KV_BF16)
                     uint e = kvBase + (tile + jj) * kvDim + c;
                     vec2 pair = kvPair(KvWords(p.values).u[e >> 1]);
@@ -163,7 +166,7 @@ void main() {
         barrier();
     }
 
-#if defined(KV_Q8_0)
+#if defined(KV_QUANTIZED)
     if (p.valueBlock != 0u) {
         // The outputs through shared memory (the queries are no longer read; the loop ended with a barrier), rotated back.
         for (uint h = 0; h < n; h++) {

@@ -176,13 +176,13 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
 // A KV cache of halves (kv_store.comp and attention.comp compiled with KV_F16 or KV_BF16) holds two elements a 32-bit
 // word, the lower first, each rounded to nearest even here in integers (not by the device's conversion, whose rounding
 // Vulkan leaves open), so every device stores the bits the CPU backend stores.
-#if defined(KV_F16) || defined(KV_BF16) || defined(KV_Q8_0)
+#if defined(KV_F16) || defined(KV_BF16) || defined(KV_Q8_0) || defined(KV_Q4_0)
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer KvWords { uint u[]; };
 #endif
 #if defined(KV_F16) || defined(KV_BF16)
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer KvWordPairs { uvec2 v[]; };
 #endif
-#if defined(KV_F16) || defined(KV_Q8_0)
+#if defined(KV_F16) || defined(KV_Q8_0) || defined(KV_Q4_0)
 uint kvBits(float x) {
     uint b = floatBitsToUint(x), sign = (b >> 16) & 0x8000u, a = b & 0x7FFFFFFFu;
     if (a > 0x7F800000u) { return sign | 0x7E00u | ((a >> 13) & 0x3FFu); }   // NaN stays NaN
@@ -209,15 +209,46 @@ uint kvBits(float x) {
 vec2 kvPair(uint word) { return vec2(uintBitsToFloat(word << 16), uintBitsToFloat(word & 0xFFFF0000u)); }
 #endif
 
-// A q8_0 KV cache (kv_store_q8_0.comp, and attention.comp compiled with KV_Q8_0) holds each position's row of kvDim keys
-// (or values) as kvDim int8 codes, then kvDim / 32 f16 scales (scale b for codes 32b..32b + 31; its bits as kvBits rounds
-// them), then up to 2 bytes to a whole word (`rowBytes` apart): llama.cpp's bytes per block (34 for 32 values), laid out
-// so that each head's codes are whole aligned words. Value = scale × code.
+// A quantized KV cache (kv_store_quantized.comp, and attention.comp, compiled with KV_Q8_0 or KV_Q4_0) holds each
+// position's row of kvDim keys (or values) as kvDim codes (q8_0: int8, value i in byte i; q4_0: 4 bits, value i in nibble
+// i % 2 of byte i / 2, low first, and value = scale × (code − 8)), then kvDim / 32 f16 scales (scale b for values
+// 32b..32b + 31; its bits as kvBits rounds them), then up to 2 bytes to a whole word (`rowBytes` apart): llama.cpp's
+// bytes per block (34 or 18 for 32 values), laid out so that each head's codes are whole aligned words.
+#if defined(KV_Q8_0) || defined(KV_Q4_0)
+#define KV_QUANTIZED 1
 #if defined(KV_Q8_0)
+const uint KV_VALUES_PER_WORD = 4u;
+#else
+const uint KV_VALUES_PER_WORD = 8u;
+#endif
+
+// Bytes from a row's start to the code of its value i (a whole word when i is a multiple of KV_VALUES_PER_WORD).
+uint kvCodeByte(uint i) { return i * 4u / KV_VALUES_PER_WORD; }
+
 // Scale `block` of the row at byte `row` of a cache of rows of kvDim values.
 float kvScale(uint64_t cache, uint row, uint kvDim, uint block) {
-    uint at = row + kvDim + 2u * block;
+    uint at = row + kvCodeByte(kvDim) + 2u * block;
     return unpackHalf2x16(KvWords(cache).u[at >> 2] >> ((at & 2u) * 8u)).x;
+}
+
+// Values v..v + 3 (v a multiple of 4) of a word of codes, as the numbers the scale multiplies.
+vec4 kvFour(uint word, uint v) {
+#if defined(KV_Q8_0)
+    return signedBytesOf(word);
+#else
+    uint shifted = word >> (4u * v);
+    return vec4(shifted & 0xFu, (shifted >> 4) & 0xFu, (shifted >> 8) & 0xFu, (shifted >> 12) & 0xFu) - 8.0;
+#endif
+}
+
+// Value i of the row at byte `row`, as the number its block's scale multiplies.
+float kvCode(uint64_t cache, uint row, uint i) {
+    uint word = KvWords(cache).u[(row + kvCodeByte(i)) >> 2];
+#if defined(KV_Q8_0)
+    return float(int(word << (24u - 8u * (i & 3u))) >> 24);
+#else
+    return float((word >> (4u * (i & 7u))) & 0xFu) - 8.0;
+#endif
 }
 
 // Sets the 16 bits at byte `at` (even) of a word that another workgroup may be setting the other half of.

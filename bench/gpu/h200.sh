@@ -63,9 +63,10 @@ for type in q4_0 q8_0; do
     --prompt-tokens 512 --new-tokens 128 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"0.5b-$type\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
 done
 
-# The KV cache in f32, f16 and bf16 after a long prompt (kv_store/attention compiled for halves): whether halving the
-# bytes attention reads pays on a GPU, as it does not on the CPU (bench/results/.../kv-cache-type-2026-12-04.md).
-for kv in f32 f16 bf16; do
+# The KV cache in f32, f16, bf16, q8_0 and q4_0 after a long prompt (kv_store/attention compiled for halves,
+# kv_store_quantized and attention for blocks): whether fewer bytes for attention to read pay on a GPU, as they do not on
+# the CPU (bench/results/.../kv-cache-type-2026-12-04.md).
+for kv in f32 f16 bf16 q8_0 q4_0; do
   timeout 120 $q bench --config bench/configs/qwen2.5-7b/config.json --random-weights --dtype bf16 --device gpu --prompt-tokens 8192 \
     --new-tokens 64 --kv-cache-type $kv --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"7b-kv-$kv\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
 done

@@ -409,24 +409,27 @@ public sealed class BackendConformanceTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends))]
-    public void Attention_Q8_0Cache_OfExactBlocks_MatchesCausalReference(string backendName)
+    public void Attention_QuantizedCache_OfExactBlocks_MatchesCausalReference(string backendName)
     {
-        // Keys and values that a q8_0 cache holds exactly once rotated as llama.cpp's (KvCacheRotation): each block of 32 of
-        // a rotated head is an f16 scale (a power of two) times codes of at most 127 that include ±127, so the block's
-        // quantization gives those codes back and attention over the cache is attention over the inputs, as exact as the
-        // f32 cache's. Stored unrotated, or with the queries or outputs not rotated as the keys and values were, the
-        // outputs are far off. Heads of 64 (keys and values in blocks of 64, the GPU's split decode past 512 positions),
-        // 128 (keys in blocks of 128, seven query heads a group), 192 (keys in blocks of 64), and 32 and 96 (no rotation; an
-        // odd number of blocks a head, so two heads' scales share a word).
+        // Keys and values that a q8_0 or q4_0 cache holds exactly once rotated as llama.cpp's (KvCacheRotation): each block
+        // of 32 of a rotated head is an f16 scale (a power of two) times codes that its quantization gives back, so attention
+        // over the cache is attention over the inputs, as exact as the f32 cache's. Stored unrotated, or with the queries or
+        // outputs not rotated as the keys and values were, the outputs are far off. Heads of 64 (keys and values in blocks
+        // of 64, the GPU's split decode past 512 positions), 128 (keys in blocks of 128, seven query heads a group), 192
+        // (keys in blocks of 64), and 32 and 96 (no rotation; an odd number of blocks a head, so two heads' scales share a
+        // word).
         using IBackend backend = TestBackends.Create(backendName);
-        foreach ((int length, int headDim, int heads, int kvHeads) in new[] { (1100, 64, 4, 2), (40, 128, 14, 2), (30, 192, 4, 2), (600, 32, 18, 2), (20, 96, 6, 3) })
+        foreach (DType type in new[] { DType.Q8_0, DType.Q4_0 })
         {
-            var shape = new AttentionShape(heads, kvHeads, headDim, 1e4);
-            bool rotates = headDim % 64 == 0;
-            int keyBlock = rotates ? headDim & -headDim : 0, valueBlock = rotates ? 64 : 0;
-            PrefillThenDecode(backend, DType.Q8_0, length, shape,
-                (rows, seed) => KernelData.Q8_0ExactHeads(rows, kvHeads, headDim, keyBlock, seed),
-                (rows, seed) => KernelData.Q8_0ExactHeads(rows, kvHeads, headDim, valueBlock, seed));
+            foreach ((int length, int headDim, int heads, int kvHeads) in new[] { (1100, 64, 4, 2), (40, 128, 14, 2), (30, 192, 4, 2), (600, 32, 18, 2), (20, 96, 6, 3) })
+            {
+                var shape = new AttentionShape(heads, kvHeads, headDim, 1e4);
+                bool rotates = headDim % 64 == 0;
+                int keyBlock = rotates ? headDim & -headDim : 0, valueBlock = rotates ? 64 : 0;
+                PrefillThenDecode(backend, type, length, shape,
+                    (rows, seed) => KernelData.QuantizedExactHeads(type, rows, kvHeads, headDim, keyBlock, seed),
+                    (rows, seed) => KernelData.QuantizedExactHeads(type, rows, kvHeads, headDim, valueBlock, seed));
+            }
         }
     }
 

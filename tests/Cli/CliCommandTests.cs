@@ -109,19 +109,21 @@ public sealed class CliCommandTests
     [Fact]
     public void Generate_KvCacheTypeUnknown_ExitsTwoNamingIt()
     {
-        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "2", "--kv-cache-type", "q4_0"]);
+        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "2", "--kv-cache-type", "q4_1"]);
 
         Assert.Equal(2, result.ExitCode);
-        Assert.Contains("--kv-cache-type 'q4_0' is not one of f32, f16, bf16, q8_0", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+        Assert.Contains("--kv-cache-type 'q4_1' is not one of f32, f16, bf16, q8_0, q4_0", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Generate_KvCacheTypeQ8_0_OnHeadsOfEight_ExitsTwoSayingWhy()
+    [Theory]
+    [InlineData("q8_0")]
+    [InlineData("q4_0")]
+    public void Generate_QuantizedKvCacheType_OnHeadsOfEight_ExitsTwoSayingWhy(string type)
     {
-        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "2", "--kv-cache-type", "q8_0"]);
+        CliRunner.Result result = CliRunner.Run(["generate", "--prompt-ids", "1", "--max-new-tokens", "2", "--kv-cache-type", type]);
 
         Assert.Equal(2, result.ExitCode);
-        Assert.Equal("qwensharp generate: error: --kv-cache-type q8_0: a q8_0 KV cache stores each head in blocks of 32 values, and this model's heads have 8",
+        Assert.Equal($"qwensharp generate: error: --kv-cache-type {type}: a {type} KV cache stores each head in blocks of 32 values, and this model's heads have 8",
             Assert.Single(result.ErrorLines));
     }
 

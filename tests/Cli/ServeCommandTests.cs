@@ -27,16 +27,19 @@ public sealed class ServeCommandTests
     [Fact]
     public void AKvCacheTooLargeForMemory_NamesTheSmallerTypesTheModelCanTake()
     {
-        // Heads of 64 (whole q8_0 blocks): f16 or q8_0 from f32, q8_0 from the halves, nothing smaller than q8_0.
+        // Heads of 64 (whole blocks): f16, q8_0 or q4_0 from f32, q8_0 or q4_0 from the halves, q4_0 from q8_0, nothing
+        // smaller than q4_0.
         using QwenSharp.Backend.IBackend backend = TestBackends.Create("cpu");
         using var model = QwenSharp.Qwen2.Qwen2Model.Load(RandomKQuantModel.Qwen2Folder.Value, backend);
-        Assert.Equal(", or store it in half the memory (--kv-cache-type f16) or a quarter (q8_0)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
+        Assert.Equal(", or store it in half the memory (--kv-cache-type f16), a quarter (q8_0) or a seventh (q4_0)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
         model.KvCacheType = QwenSharp.Formats.DType.BF16;
-        Assert.Equal(", or store it in about half the memory (--kv-cache-type q8_0)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
+        Assert.Equal(", or store it in about half the memory (--kv-cache-type q8_0) or a quarter (q4_0)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
         model.KvCacheType = QwenSharp.Formats.DType.Q8_0;
+        Assert.Equal(", or store it in about half the memory (--kv-cache-type q4_0)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
+        model.KvCacheType = QwenSharp.Formats.DType.Q4_0;
         Assert.Equal("", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(model));
 
-        // Heads of 8 take no q8_0.
+        // Heads of 8 take no blocks.
         using var tiny = QwenSharp.Qwen2.Qwen2Model.Load(Fixtures.ModelDirectory("tiny-qwen2"), backend);
         Assert.Equal(", or store it in half the memory (--kv-cache-type f16)", QwenSharp.Cli.Commands.ServeCommand.SmallerCacheHint(tiny));
         tiny.KvCacheType = QwenSharp.Formats.DType.F16;

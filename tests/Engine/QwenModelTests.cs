@@ -79,8 +79,8 @@ public sealed class QwenModelTests
         // The story of llama2.c's greedy run, through a cache of bf16.
         Assert.StartsWith("Once upon a time" + text, Llama2cText, StringComparison.Ordinal);
 
-        var error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q4_0 }));
-        Assert.Contains("QwenModelOptions.KvCacheType Q4_0: a KV cache holds F32, F16, BF16, Q8_0", error.Message, StringComparison.Ordinal);
+        var error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q4_K }));
+        Assert.Contains("QwenModelOptions.KvCacheType Q4_K: a KV cache holds F32, F16, BF16, Q8_0, Q4_0", error.Message, StringComparison.Ordinal);
 
         // q8_0 stores heads of whole blocks of 32; the demo model's are 8.
         error = Assert.Throws<ArgumentException>("options", () => QwenModel.Load(Fixtures.DemoModel, new QwenModelOptions { KvCacheType = DType.Q8_0 }));

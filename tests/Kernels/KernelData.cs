@@ -23,12 +23,14 @@ internal static class KernelData
     }
 
     /// <summary>
-    /// [rows, kvHeads × headDim] keys or values that a q8_0 KV cache holds exactly once each head is rotated in blocks of
-    /// <paramref name="rotationBlock"/> (0: not rotated): every block of 32 of the rotated head is a power-of-two scale
-    /// (2^-7 to 2^-9) times integer codes in [-127, 127] with one of them ±127, so quantizing it gives the scale and codes back.
-    /// The values are H times that (H = Hᵀ, H·H = I: H_n[i][j] = (-1)^popcount(i &amp; j) / sqrt(n)), in float64 then rounded.
+    /// [rows, kvHeads × headDim] keys or values that a q8_0 or q4_0 KV cache holds exactly once each head is rotated in
+    /// blocks of <paramref name="rotationBlock"/> (0: not rotated). Every block of 32 of the rotated head is a power-of-two
+    /// scale s times integer codes that quantize back to themselves: q8_0 codes in [-127, 127] with one of them ±127 (s from
+    /// 2^-7 to 2^-9); q4_0 numbers ±(code − 8) with codes in [1, 15] and one code 0, the block's only value of magnitude 8 s
+    /// (s from 2^-4 to 2^-6; the sign flips the stored scale's). The values are H times that (H = Hᵀ, H·H = I:
+    /// H_n[i][j] = (-1)^popcount(i &amp; j) / sqrt(n)), in float64 then rounded.
     /// </summary>
-    public static float[] Q8_0ExactHeads(int rows, int kvHeads, int headDim, int rotationBlock, int seed)
+    public static float[] QuantizedExactHeads(DType type, int rows, int kvHeads, int headDim, int rotationBlock, int seed)
     {
         var random = new Random(seed);
         var values = new float[rows * kvHeads * headDim];
@@ -37,12 +39,22 @@ internal static class KernelData
         {
             for (int b = 0; b < headDim; b += 32)
             {
-                double scale = Math.ScaleB(1, -7 - random.Next(3));
                 int extreme = random.Next(32);
-                for (int i = 0; i < 32; i++)
+                if (type == DType.Q8_0)
                 {
-                    int code = i == extreme ? (random.Next(2) == 0 ? 127 : -127) : random.Next(-127, 128);
-                    exact[b + i] = scale * code;
+                    double scale = Math.ScaleB(1, -7 - random.Next(3));
+                    for (int i = 0; i < 32; i++)
+                    {
+                        exact[b + i] = scale * (i == extreme ? (random.Next(2) == 0 ? 127 : -127) : random.Next(-127, 128));
+                    }
+                }
+                else
+                {
+                    double scale = Math.ScaleB(1, -4 - random.Next(3)) * (random.Next(2) == 0 ? 1 : -1);
+                    for (int i = 0; i < 32; i++)
+                    {
+                        exact[b + i] = scale * ((i == extreme ? 0 : random.Next(1, 16)) - 8);
+                    }
                 }
             }
 

@@ -7,10 +7,10 @@ using QwenSharp.Formats;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Keys and values stored as f16, bf16 or q8_0: narrowed by rounding to nearest even (bf16 checked against a rounding
-/// written here by distance; f16 is the runtime's <see cref="Half"/> conversion), q8_0 a block of 32 at a time (each value
-/// within half a step of the block's f16 scale, decoded here by hand), and read by attention as exactly the f32 kernel
-/// reads the same numbers widened, on every kernel path.
+/// Keys and values stored as f16, bf16, q8_0 or q4_0: narrowed by rounding to nearest even (bf16 checked against a
+/// rounding written here by distance; f16 is the runtime's <see cref="Half"/> conversion), q8_0 and q4_0 a block of 32 at a
+/// time (each value within half a step of the block's f16 scale, decoded here by hand), and read by attention as exactly
+/// the f32 kernel reads the same numbers widened, on every kernel path.
 /// </summary>
 public sealed class KvCacheTypeTests
 {
@@ -25,10 +25,11 @@ public sealed class KvCacheTypeTests
                 data.Add(path, d, DType.BF16);
             }
 
-            // q8_0 heads are whole blocks of 32.
+            // q8_0 and q4_0 heads are whole blocks of 32.
             foreach (int d in new[] { 64, 32, 128 })
             {
                 data.Add(path, d, DType.Q8_0);
+                data.Add(path, d, DType.Q4_0);
             }
         }
 
@@ -104,6 +105,48 @@ public sealed class KvCacheTypeTests
         }
     }
 
+    [Fact]
+    public void NarrowQ4_0_StoresEachBlockAsCodesOfItsLargestMagnitudeOverMinus8()
+    {
+        // As llama.cpp's quantize_row_q4_0_ref: the first value of largest magnitude, sign kept, is code 0 (value -8 d), so
+        // d = max / -8; every other value is the code nearest it, at most 15 (value 7 d). Blocks over many scales, one of
+        // zeros (every code 8), one with its largest value twice with both signs (the first sets the sign), negative zeros.
+        var random = new Random(13);
+        var values = new List<float>();
+        for (int b = 0; b < 64; b++)
+        {
+            float scale = MathF.Pow(2, random.Next(-20, 12));
+            values.AddRange(Enumerable.Range(0, 32).Select(_ => (float)((random.NextDouble() * 2) - 1) * scale));
+        }
+
+        values.AddRange(new float[32]);
+        values.AddRange(Enumerable.Range(0, 32).Select(i => i == 5 ? 3.5f : i == 9 ? -3.5f : 0.5f));
+        values.AddRange(Enumerable.Range(0, 32).Select(i => i % 2 == 0 ? -0f : 0.25f));
+        float[] source = [.. values];
+        byte[] stored = Narrow(DType.Q4_0, source);
+        Assert.Equal(source.Length / 32 * 18, stored.Length);
+        float[] read = Widen(DType.Q4_0, stored);
+        for (int b = 0; b < source.Length / 32; b++)
+        {
+            float[] block = [.. source.Skip(b * 32).Take(32)];
+            float largest = block.Max(MathF.Abs), first = block.First(v => MathF.Abs(v) == largest);
+            float step = (float)BitConverter.UInt16BitsToHalf(MemoryMarshal.Read<ushort>(stored.AsSpan(b * 18)));
+            Assert.True(step == (float)(Half)(first / -8), $"block {b}: scale {step:R}, not the f16 of {first:R} / -8");
+            int firstAt = Array.IndexOf(block, first);
+            int firstCode = (stored[(b * 18) + 2 + (firstAt % 16)] >> (firstAt / 16 * 4)) & 0xF;
+            Assert.True(largest == 0 ? firstCode == 8 : firstCode == 0, $"block {b}: its largest value has code {firstCode}");
+            for (int i = 0; i < 32; i++)
+            {
+                // Within half the exact step (first / -8), plus what rounding the step to f16 moves a code of at most 8; a
+                // value of the other sign past 7.5 steps is code 15, 7 steps.
+                double exact = Math.Abs(first / -8.0), bound = (exact / 2 * 1.0001) + (8 * Math.Abs(Math.Abs(step) - exact));
+                float value = read[(b * 32) + i];
+                Assert.True(block[i] / (first / -8.0) > 7.5 ? value == 7 * step : Math.Abs(value - (double)block[i]) <= bound,
+                    $"block {b}, value {i}: {block[i]:R} stored as {value:R}, step {step:R}");
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(PathsHeadSizesAndTypes))]
     public void Attention_OnANarrowCache_IsTheF32KernelOnTheStoredNumbers(KernelPath path, int d, DType type)
@@ -137,8 +180,11 @@ public sealed class KvCacheTypeTests
                 case DType.BF16:
                     AttentionKernel<Bf16Load>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
                     break;
-                default:
+                case DType.Q8_0:
                     AttentionKernel<Q8_0KvLoad>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
+                    break;
+                default:
+                    AttentionKernel<Q4_0KvLoad>.Head(path, queries.AsSpan(0, d), keyBytes, valueBytes, kvDim, offset, length, scale, new float[length], head);
                     break;
             }
 
@@ -152,6 +198,7 @@ public sealed class KvCacheTypeTests
     [InlineData(DType.F16, 24, 2.0)]
     [InlineData(DType.BF16, 24, 2.0)]
     [InlineData(DType.Q8_0, 64, 34.0 / 32)]
+    [InlineData(DType.Q4_0, 96, 18.0 / 32)]
     public void CopySlot_CopiesEveryStoredByte(DType type, int kvDim, double bytesPerValue)
     {
         const int positions = 5;
@@ -178,10 +225,12 @@ public sealed class KvCacheTypeTests
     [Fact]
     public void KvCache_RefusesTypesItCannotHold()
     {
-        var error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 32, DType.Q4_0));
-        Assert.Contains("f32, f16, bf16, q8_0, not Q4_0", error.Message, StringComparison.Ordinal);
+        var error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 32, DType.Q4_K));
+        Assert.Contains("f32, f16, bf16, q8_0, q4_0, not Q4_K", error.Message, StringComparison.Ordinal);
         error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 48, DType.Q8_0));
-        Assert.Contains("whole blocks of 32 values, not 48", error.Message, StringComparison.Ordinal);
+        Assert.Contains("a q8_0 KV cache stores rows of whole blocks of 32 values, not 48", error.Message, StringComparison.Ordinal);
+        error = Assert.Throws<ArgumentException>(() => new CpuKvCache(1, 1, 4, 80, DType.Q4_0));
+        Assert.Contains("a q4_0 KV cache stores rows of whole blocks of 32 values, not 80", error.Message, StringComparison.Ordinal);
     }
 
     private static void Block(DType type, KernelPath path, float[] queries, int rowStride, int rows, byte[] keys, byte[] values, int kvDim, int offset,
@@ -196,25 +245,35 @@ public sealed class KvCacheTypeTests
             case DType.BF16:
                 AttentionKernel<Bf16Load>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
                 break;
-            default:
+            case DType.Q8_0:
                 AttentionKernel<Q8_0KvLoad>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
+                break;
+            default:
+                AttentionKernel<Q4_0KvLoad>.Block(path, queries, rowStride, rows, keys, values, kvDim, offset, firstLength, scale, heads, d, scores, outputs);
                 break;
         }
     }
 
     private static byte[] Narrow(DType type, float[] values)
     {
-        var bytes = new byte[type == DType.Q8_0 ? values.Length / 32 * 34 : values.Length * 2];
+        var bytes = new byte[type switch { DType.Q8_0 => values.Length / 32 * 34, DType.Q4_0 => values.Length / 32 * 18, _ => values.Length * 2 }];
         KvNarrow.Run(type, values, bytes);
         return bytes;
     }
 
     /// <summary>
-    /// The numbers the bytes hold, widened without our loaders: the runtime's Half, bf16 as an f32's top half, and q8_0 as
-    /// each block's f16 scale (the runtime's Half) times its signed codes.
+    /// The numbers the bytes hold, widened without our loaders: the runtime's Half, bf16 as an f32's top half, q8_0 as
+    /// each block's f16 scale (the runtime's Half) times its signed codes, q4_0 as the scale times (nibble - 8), value j of a
+    /// block in the low nibble of its byte j, value j + 16 in the high one.
     /// </summary>
     private static float[] Widen(DType type, byte[] bytes)
     {
+        if (type == DType.Q4_0)
+        {
+            return [.. Enumerable.Range(0, bytes.Length / 18 * 32).Select(i =>
+                (float)BitConverter.UInt16BitsToHalf(MemoryMarshal.Read<ushort>(bytes.AsSpan(i / 32 * 18))) * (((bytes[(i / 32 * 18) + 2 + (i % 16)] >> (i % 32 / 16 * 4)) & 0xF) - 8))];
+        }
+
         if (type == DType.Q8_0)
         {
             return [.. Enumerable.Range(0, bytes.Length / 34 * 32).Select(i =>

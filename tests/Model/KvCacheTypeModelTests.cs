@@ -105,7 +105,7 @@ public sealed class KvCacheTypeModelTests
         Assert.Equal(DType.BF16, cache.ElementType);
         Assert.Equal(f32 / 2, model.KvBytesPerToken);
         Assert.Equal(model.KvBytesPerToken * 2 * 16, cache.ByteSize);
-        Assert.Throws<ArgumentException>(() => model.KvCacheType = DType.Q4_0);
+        Assert.Throws<ArgumentException>(() => model.KvCacheType = DType.Q4_K);
 
         // q8_0: 34 bytes per 32 values, for heads of whole blocks (tiny-qwen2's are 8).
         var error = Assert.Throws<ArgumentException>(() => model.KvCacheType = DType.Q8_0);
@@ -116,40 +116,61 @@ public sealed class KvCacheTypeModelTests
         Assert.Equal(wideF32 / 4 / 32 * 34, wide.KvBytesPerToken);
         using KvCache q8 = wide.CreateKvCache(2, 16);
         Assert.Equal(wide.KvBytesPerToken * 2 * 16, q8.ByteSize);
+
+        // q4_0: 18 bytes per 32 values, refused as q8_0 is for heads of 8.
+        wide.KvCacheType = DType.Q4_0;
+        Assert.Equal(wideF32 / 4 / 32 * 18, wide.KvBytesPerToken);
+        using KvCache q4 = wide.CreateKvCache(2, 16);
+        Assert.Equal(wide.KvBytesPerToken * 2 * 16, q4.ByteSize);
+        error = Assert.Throws<ArgumentException>(() => model.KvCacheType = DType.Q4_0);
+        Assert.Equal("a q4_0 KV cache stores each head in blocks of 32 values, and this model's heads have 8", error.Message);
+    }
+
+    public static TheoryData<string, DType> BackendsAndQuantizedTypes()
+    {
+        var data = new TheoryData<string, DType>();
+        foreach (string backend in TestBackends.All)
+        {
+            data.Add(backend, DType.Q8_0);
+            data.Add(backend, DType.Q4_0);
+        }
+
+        return data;
     }
 
     [SkippableTheory]
-    [MemberData(nameof(TestBackends.AllData), MemberType = typeof(TestBackends))]
-    public void Q8_0Cache_Logits_AsLlamaCppsQ8_0Cache(string backendName)
+    [MemberData(nameof(BackendsAndQuantizedTypes))]
+    public void QuantizedCache_Logits_AsLlamaCppsCacheOfTheType(string backendName, DType type)
     {
-        // A random Qwen2 model whose heads are 64 values (two q8_0 blocks) and whose values, once rotated as llama.cpp
-        // rotates a quantized cache's, have a large first value in every block of 32: storing them as q8_0 moves the logits
-        // far more than anything else here, and alike in both engines only if they rotate and quantize alike. Read as a
-        // prompt in one step, and one token a step on three threads: a token's two key-value heads are then a chunk each
-        // up to position 127, and past it (more work than one chunk takes) each query head is a chunk of its own. The GPU
-        // stores and reads the cache in its own shaders. The GPU
-        // stores and reads the cache in its own shaders.
+        // A random Qwen2 model whose heads are 64 values (two blocks) and whose values, once rotated as llama.cpp rotates a
+        // quantized cache's, have a large first value in every block of 32: storing them as q8_0 or q4_0 moves the logits far
+        // more than anything else here, and alike in both engines only if they rotate and quantize alike. Read as a prompt
+        // in one step, and one token a step on three threads: a token's two key-value heads are then a chunk each up to
+        // position 127, and past it (more work than one chunk takes) each query head is a chunk of its own. The GPU stores
+        // and reads the cache in its own shaders.
         string gguf = RandomKQuantModel.Qwen2Gguf.Value;
         var random = new Random(5);
         int[] ids = [.. Enumerable.Range(0, 160).Select(_ => random.Next(3, 512))];
-        float[][] theirs = LlamaCpp.Logits(gguf, ids, GGMLType.GGML_TYPE_Q8_0);
+        float[][] theirs = LlamaCpp.Logits(gguf, ids, type == DType.Q8_0 ? GGMLType.GGML_TYPE_Q8_0 : GGMLType.GGML_TYPE_Q4_0);
         using IBackend backend = TestBackends.Create(backendName), threeThreads = TestBackends.Create(backendName, threads: 3);
         using Qwen2Model model = Qwen2Model.Load(gguf, backend), stepping = Qwen2Model.Load(gguf, threeThreads);
         float[][] exact = ReferenceModelTests.AllPositionLogits(model, ids);
-        model.KvCacheType = DType.Q8_0;
-        stepping.KvCacheType = DType.Q8_0;
+        model.KvCacheType = type;
+        stepping.KvCacheType = type;
         float[][] prompt = ReferenceModelTests.AllPositionLogits(model, ids), stepped = ReferenceModelTests.OneTokenPerStepLogits(stepping, ids);
 
-        // Measured: the q8_0 cache moves our logits by 4.1e-2 of the largest (CPU and GPU) and llama.cpp's by 3.5e-2; ours
-        // and llama.cpp's q8_0 logits are 9.9e-3 (CPU) and 9.8e-3 (GPU) apart (llama.cpp also rounds each query to 8 bits). Unrotated, ours moved by 4.6e-3 and were
-        // 3.5e-2 from llama.cpp's.
+        // Measured: the q8_0 cache moves our logits by 4.1e-2 of the largest (CPU and GPU), llama.cpp's by 3.5e-2, and ours
+        // and llama.cpp's are 9.9e-3 (CPU) and 9.8e-3 (GPU) apart (llama.cpp also rounds each query to 8 bits); unrotated,
+        // ours moved by 4.6e-3 and were 3.5e-2 from llama.cpp's. The q4_0 cache moves ours by 1.9e-1, and ours and
+        // llama.cpp's are 2.6e-2 apart (CPU and GPU); unrotated, 2.4e-1 apart.
+        (double moves, double within) = type == DType.Q8_0 ? (2e-2, 1.5e-2) : (1e-1, 4e-2);
         double cacheError = LogitComparison.LargestRelativeError(exact, prompt);
-        Assert.True(cacheError > 2e-2, $"the q8_0 cache moved the logits by only {cacheError:E3}: not stored as llama.cpp stores it");
+        Assert.True(cacheError > moves, $"the {type} cache moved the logits by only {cacheError:E3}: not stored as llama.cpp stores it");
         foreach ((string how, float[][] ours) in new[] { ("prompt", prompt), ("one token a step", stepped) })
         {
             double apart = LogitComparison.LargestRelativeError(theirs, ours);
-            Assert.True(apart < 0.4 * cacheError && apart < 1.5e-2,
-                $"{how}: {apart:E3} from llama.cpp's q8_0 cache, against {cacheError:E3} from our f32 cache");
+            Assert.True(apart < 0.4 * cacheError && apart < within,
+                $"{how}: {apart:E3} from llama.cpp's {type} cache, against {cacheError:E3} from our f32 cache");
         }
     }
 }
