@@ -8,8 +8,11 @@ namespace QwenSharp.Cpu.Kernels;
 /// </summary>
 internal static class CpuIdentity
 {
+    /// <summary>CPUID's vendor string ("AuthenticAMD", "GenuineIntel", "HygonGenuine"); empty off x86.</summary>
+    public static string Vendor { get; } = X86Base.IsSupported ? VendorOf(X86Base.CpuId(0, 0)) : "";
+
     /// <summary>Whether CPUID's vendor string is "AuthenticAMD".</summary>
-    public static bool IsAmd { get; } = X86Base.IsSupported && Amd(X86Base.CpuId(0, 0));
+    public static bool IsAmd { get; } = Vendor == "AuthenticAMD";
 
     /// <summary>The display family (base family, plus the extended family where the base is 0Fh); 0 off x86.</summary>
     public static int Family { get; } = X86Base.IsSupported ? DisplayFamily(X86Base.CpuId(1, 0).Eax) : 0;
@@ -20,8 +23,25 @@ internal static class CpuIdentity
     /// </summary>
     public static int Model { get; } = X86Base.IsSupported ? DisplayModel(X86Base.CpuId(1, 0).Eax) : 0;
 
-    private static bool Amd((int Eax, int Ebx, int Ecx, int Edx) vendor) =>
-        vendor.Ebx == 0x68747541 && vendor.Edx == 0x69746E65 && vendor.Ecx == 0x444D4163;    // "Auth" "enti" "cAMD"
+    /// <summary>
+    /// Whether this is a first-generation Zen core (Zen, Zen+: AMD family 17h below model 30h; Hygon's Dhyana, family 18h,
+    /// is that core licensed), whose 256-bit operations are split over two 128-bit units (<see cref="PanelDecode"/>).
+    /// </summary>
+    public static bool IsZen1Class { get; } = Zen1Class(Vendor, Family, Model);
+
+    /// <summary>The rule of <see cref="IsZen1Class"/> for a vendor, family and model.</summary>
+    internal static bool Zen1Class(string vendor, int family, int model) =>
+        (vendor == "AuthenticAMD" && family == 0x17 && model < 0x30) || (vendor == "HygonGenuine" && family == 0x18);
+
+    /// <summary>The 12 characters of leaf 0: EBX, EDX, ECX, four little-endian bytes each.</summary>
+    private static string VendorOf((int Eax, int Ebx, int Ecx, int Edx) leaf)
+    {
+        Span<byte> bytes = stackalloc byte[12];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes, leaf.Ebx);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes[4..], leaf.Edx);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes[8..], leaf.Ecx);
+        return System.Text.Encoding.ASCII.GetString(bytes);
+    }
 
     private static int DisplayFamily(int signature)
     {

@@ -28,7 +28,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// </remarks>
 internal static class PanelDecode
 {
-    private static readonly bool s_pays = CpuIdentity.IsAmd && CpuIdentity.Family == 0x17 && CpuIdentity.Model < 0x30;
+    private static readonly bool s_pays = CpuIdentity.IsZen1Class;
 
     /// <summary>Whether one token's product with a repacked <paramref name="type"/> matrix on <paramref name="path"/> reads its panels (see the class).</summary>
     public static bool Pays(KernelPath path, DType type) =>

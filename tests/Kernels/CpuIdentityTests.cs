@@ -16,6 +16,18 @@ public sealed class CpuIdentityTests
 
         Assert.Equal(Field("cpu family"), CpuIdentity.Family);
         Assert.Equal(Field("model"), CpuIdentity.Model);
-        Assert.Equal(lines.First(l => l.StartsWith("vendor_id", StringComparison.Ordinal)).Split(':')[1].Trim() == "AuthenticAMD", CpuIdentity.IsAmd);
+        string vendor = lines.First(l => l.StartsWith("vendor_id", StringComparison.Ordinal)).Split(':')[1].Trim();
+        Assert.Equal(vendor, CpuIdentity.Vendor);
+        Assert.Equal(vendor == "AuthenticAMD", CpuIdentity.IsAmd);
     }
+
+    [Theory]
+    [InlineData("AuthenticAMD", 0x17, 0x01, true)]    // Zen (EPYC 7001, Naples)
+    [InlineData("AuthenticAMD", 0x17, 0x08, true)]    // Zen+
+    [InlineData("AuthenticAMD", 0x17, 0x31, false)]   // Zen 2 (Rome)
+    [InlineData("AuthenticAMD", 0x19, 0x01, false)]   // Zen 3
+    [InlineData("HygonGenuine", 0x18, 0x00, true)]    // Dhyana, the licensed Zen core
+    [InlineData("GenuineIntel", 0x06, 0x8F, false)]
+    public void Zen1Class_IsTheFirstZenCoreByEitherVendor(string vendor, int family, int model, bool expected) =>
+        Assert.Equal(expected, CpuIdentity.Zen1Class(vendor, family, model));
 }
