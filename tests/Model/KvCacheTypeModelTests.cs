@@ -10,7 +10,8 @@ namespace QwenSharp.Tests.Model;
 /// <summary>
 /// A model whose KV cache holds f16 or bf16: every position's logits against the fixtures' float64 reference, within what
 /// rounding each key and value to 11 (f16) or 8 (bf16) significant bits costs, and the greedy continuation through the
-/// cache. On each CPU kernel path and the GPU.
+/// cache; a model whose cache holds q8_0 or q4_0 against llama.cpp's cache of the type; sizes and refusals. On each CPU
+/// kernel path and the GPU.
 /// </summary>
 public sealed class KvCacheTypeModelTests
 {
