@@ -43,7 +43,7 @@ internal sealed class GpuKvCache : KvCache
     public int PositionBytes => PositionBytesOf(ElementType, KvDim);
 
     /// <inheritdoc cref="PositionBytes"/>
-    public static int PositionBytesOf(DType type, int kvDim) => (int)((RowBytesOf(type, kvDim) + 3) & ~3L);
+    public static int PositionBytesOf(DType type, int kvDim) => (int)(IsQuantized(type) ? (RowBytesOf(type, kvDim) + 3) & ~3L : RowBytesOf(type, kvDim));
 
     /// <summary>The suffix of the shaders that read and write this cache's type: "" for f32, "_f16", "_bf16", "_q8_0", "_q4_0".</summary>
     public string ShaderSuffix => ElementType == DType.F32 ? "" : "_" + NameOf(ElementType);

@@ -5,8 +5,8 @@ using QwenSharp.Backend;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// The CPU's half of <see cref="KvCacheRotation"/>: the orthonormal Walsh-Hadamard transform that rotates a q8_0 cache's keys,
-/// values, queries and outputs.
+/// The CPU's half of <see cref="KvCacheRotation"/>: the orthonormal Walsh-Hadamard transform that rotates a quantized
+/// (q8_0, q4_0) cache's keys, values, queries and outputs.
 /// </summary>
 internal static class KvRotation
 {
