@@ -83,7 +83,14 @@ public static class GgufExport
         }
 
         // A sentence-transformers folder's pooling, and bidirectional attention, go with the file, as llama.cpp's converter writes them.
-        if (EmbeddingConfig.LoadOrDefault(modelDirectory).GgufPoolingType is uint pooling)
+        EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(modelDirectory);
+        if (embedding.Dense.Count > 0)
+        {
+            // llama.cpp's qwen2 has no place for one: the file's embeddings would silently lose the module.
+            throw new NotSupportedException($"{embedding.Dense[0].Source}: a GGUF file of a qwen2 model has no place for a Dense module, so its embeddings would differ from the folder's; embed from the folder, or leave the module out of modules.json to export the model without it");
+        }
+
+        if (embedding.GgufPoolingType is uint pooling)
         {
             writer.Add($"{arch}.pooling_type", pooling);
         }

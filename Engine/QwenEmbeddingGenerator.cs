@@ -12,7 +12,7 @@ namespace QwenSharp;
 internal sealed class QwenEmbeddingGenerator(QwenModel model) : IEmbeddingGenerator<string, Embedding<float>>
 {
     private readonly EmbeddingGeneratorMetadata _metadata = new("qwensharp", null,
-        Path.GetFileName(Path.TrimEndingDirectorySeparator(model.Directory)), model.Model.Config.HiddenSize);
+        Path.GetFileName(Path.TrimEndingDirectorySeparator(model.Directory)), model.Model.EmbeddingDimensions);
 
     public async Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null,
         CancellationToken cancellationToken = default)

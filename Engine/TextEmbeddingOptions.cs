@@ -29,7 +29,7 @@ public sealed record TextEmbeddingOptions
     /// </summary>
     public bool Truncate { get; init; }
 
-    /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: hidden_size.</summary>
+    /// <summary>Keep the first this many values (Matryoshka models), before normalizing; null: all (hidden_size, or a Dense module's out_features).</summary>
     public int? Dimensions { get; init; }
 
     /// <summary>

@@ -90,7 +90,7 @@ internal sealed class EmbedCommand : ICommand
         using (model)
         {
             int[][] ids = EmbeddingInputs.Encode(tokenizer, model, texts, args.Value("prompt-name"), prompt: null, pooling, args.Flag("truncate"));
-            int? dimensions = args.Int("dimensions", 1, model.Config.HiddenSize);
+            int? dimensions = args.Int("dimensions", 1, model.EmbeddingDimensions);
             ModelLoading.SetEmbeddingAttention(model, args);
             using var embedder = new Embedder(model);
             bool json = args.Flag("json");

@@ -74,6 +74,7 @@ internal sealed class InfoCommand : ICommand
                     w.WriteBoolean("tie_word_embeddings", c.TieWordEmbeddings);
                     w.WriteString("embedding_pooling", EmbeddingPoolings.NameOf(model.EmbeddingConfig.Pooling));
                     w.WriteBoolean("embedding_normalized", model.EmbeddingConfig.Normalize);
+                    w.WriteNumber("embedding_dimensions", model.EmbeddingDimensions);
                     w.WriteString("embedding_unsupported", model.EmbeddingConfig.Unsupported);
                     w.WriteBoolean("embedding_bidirectional", model.EmbeddingConfig.Bidirectional);
                     w.WriteStartObject("embedding_prompts");
@@ -123,7 +124,7 @@ internal sealed class InfoCommand : ICommand
             }
             EmbeddingConfig e = model.EmbeddingConfig;
             stdout.WriteLine(e.Unsupported is string why ? $"embeddings    not computed: {why}"
-                : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{(e.Normalize ? ", normalized" : "")}{(e.Bidirectional ? ", bidirectional attention" : "")} ({(e.IsDefaultPooling ? "the default" : e.Source)})");
+                : $"embeddings    {EmbeddingPoolings.NameOf(e.Pooling)} pooling{string.Concat(e.Dense.Select(d => $", Dense {d.InFeatures} → {d.OutFeatures}"))}{(e.Normalize ? ", normalized" : "")}{(e.Bidirectional ? ", bidirectional attention" : "")} ({(e.IsDefaultPooling ? "the default" : e.Source)})");
             if (e.Prompts.Prompts.Count > 0)
             {
                 stdout.WriteLine($"              prompts {string.Join(", ", e.Prompts.Prompts.Keys.Order(StringComparer.Ordinal))}{(e.Prompts.DefaultName is string d ? $" (default {d})" : "")}");

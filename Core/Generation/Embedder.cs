@@ -40,8 +40,8 @@ public sealed class Embedder : IDisposable
     /// </summary>
     public int Rows => _batch.Capacity;
 
-    /// <summary>Length of each embedding (the model's hidden_size).</summary>
-    public int Dimensions => Model.Config.HiddenSize;
+    /// <summary>Length of each embedding: the model's hidden_size, or its last Dense module's out_features.</summary>
+    public int Dimensions => Model.EmbeddingDimensions;
 
     /// <summary>The embeddings of <paramref name="inputs"/> (token ids, each at most the model's context), in their order.</summary>
     /// <param name="pooling">How each input's hidden states become one vector; null: the model's (<see cref="Qwen2Model.EmbeddingConfig"/>).</param>
@@ -90,7 +90,7 @@ public sealed class Embedder : IDisposable
 
         if (dimensions is int d && (d < 1 || d > Dimensions))
         {
-            QwenThrow.ArgumentOutOfRange(nameof(dimensions), d, $"dimensions {d} is outside 1..{Dimensions} (the model's hidden_size)");
+            QwenThrow.ArgumentOutOfRange(nameof(dimensions), d, $"dimensions {d} is outside 1..{Dimensions} (the model's embedding size)");
         }
 
         if (inputs.Count == 0)

@@ -174,7 +174,7 @@ public sealed class EmbeddingRun : IDisposable
     private void Forward(TokenBatch batch)
     {
         float[] hidden = _embedder.Hidden;
-        int size = _embedder.Dimensions;
+        int size = _embedder.Model.Config.HiddenSize;
         _embedder.Model.ForwardHidden(batch, _cache, _embedder.State, hidden, Bidirectional);
         for (int r = 0; r < batch.LogitCount; r++)
         {
@@ -184,13 +184,14 @@ public sealed class EmbeddingRun : IDisposable
 
     private void Pool(int input, ReadOnlySpan<float> row)
     {
+        // Whole rows: a Dense module maps all of the pooled vector, and only its output is cut to the dimensions asked.
         if (Pooling != EmbeddingPooling.Mean)
         {
-            _results[input] = row[.._dimensions].ToArray();
+            _results[input] = row.ToArray();
             return;
         }
 
-        double[] sum = _sums[input] ??= new double[_dimensions];
+        double[] sum = _sums[input] ??= new double[row.Length];
         for (int i = 0; i < sum.Length; i++)
         {
             sum[i] += row[i];
@@ -205,6 +206,16 @@ public sealed class EmbeddingRun : IDisposable
             double count = _inputs[input].Count;
             _results[input] = [.. sum.Select(v => (float)(v / count))];
             _sums[input] = null!;
+        }
+
+        foreach (EmbeddingDense dense in _embedder.Model.EmbeddingConfig.Dense)
+        {
+            _results[input] = dense.Apply(_results[input]);
+        }
+
+        if (_results[input].Length > _dimensions)
+        {
+            _results[input] = _results[input][.._dimensions];
         }
 
         if (Normalized)

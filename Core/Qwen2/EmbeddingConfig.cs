@@ -7,7 +7,7 @@ namespace QwenSharp.Qwen2;
 /// <summary>
 /// How a model's text embeddings are pooled and whether they are scaled to unit length, as the model ships it:
 /// sentence-transformers' <c>modules.json</c> and its Pooling module's <c>config.json</c> in a Hugging Face folder
-/// (gte-Qwen2, jina-code-embeddings), <c>{arch}.pooling_type</c> in a GGUF file. Without either: the last token,
+/// (gte-Qwen2, jina-code-embeddings; with <see cref="Dense"/> modules, stella_en_1.5B_v5), <c>{arch}.pooling_type</c> in a GGUF file. Without either: the last token,
 /// normalized (what a causal model's embedding is, and what OpenAI's API returns).
 /// </summary>
 /// <param name="Unsupported">Why this model's embeddings cannot be computed (a module QwenSharp does not run), or null.</param>
@@ -22,6 +22,28 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
 
     /// <summary>The most tokens a text is cut to when truncation is asked for: <see cref="MaxSeqLength"/>, at most <paramref name="context"/>.</summary>
     public int TruncationLength(int context) => Math.Min(MaxSeqLength ?? context, context);
+
+    /// <summary>sentence-transformers' Dense modules, in order, between pooling and normalizing (none for most models).</summary>
+    public IReadOnlyList<EmbeddingDense> Dense { get; init; } = [];
+
+    /// <summary>Values in an embedding of a model of <paramref name="hiddenSize"/>: the last Dense module's out_features, or hidden_size.</summary>
+    public int Dimensions(int hiddenSize) => Dense.Count > 0 ? Dense[^1].OutFeatures : hiddenSize;
+
+    /// <summary>
+    /// Throws unless the Dense modules chain from a model of <paramref name="hiddenSize"/>: each module's in_features the
+    /// hidden size or the previous module's out_features.
+    /// </summary>
+    public void CheckDense(int hiddenSize)
+    {
+        for (int m = 0; m < Dense.Count; m++)
+        {
+            int size = m == 0 ? hiddenSize : Dense[m - 1].OutFeatures;
+            if (Dense[m].InFeatures != size)
+            {
+                QwenThrow.InvalidData($"{Dense[m].Source}: in_features is {Dense[m].InFeatures}, and it is given {size} values ({(m == 0 ? "the model's hidden_size" : "the previous Dense module's out_features")})");
+            }
+        }
+    }
 
     /// <summary>The model's named prompts (sentence-transformers'), put before a text when named or by default.</summary>
     public EmbeddingPrompts Prompts { get; init; } = EmbeddingPrompts.None;
@@ -84,8 +106,9 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         }
 
         EmbeddingPooling pooling = EmbeddingPooling.Last;
-        bool normalize = false, includePrompt = true;
+        bool pooled = false, normalize = false, includePrompt = true;
         string? unsupported = null;
+        var dense = new List<EmbeddingDense>();
         foreach ((string type, string path) in ReadModules(modulesPath))
         {
             string name = type[(type.LastIndexOf('.') + 1)..];
@@ -98,15 +121,29 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
                     break;
                 case "Pooling":
                     (pooling, string? why, includePrompt) = ReadPooling(Path.Combine(directory, path, "config.json"));
+                    pooled = true;
                     unsupported ??= why;
                     break;
+                case "Dense" when !pooled || normalize:
+                    // Before pooling it would map every token's hidden state; after Normalize, a unit vector: neither is run here.
+                    unsupported ??= $"{modulesPath}: module '{path}' ({type}) comes {(pooled ? "after Normalize" : "before Pooling")}, which QwenSharp does not run (a Dense module between Pooling and Normalize is)";
+                    break;
+                case "Dense":
+                    (EmbeddingDense? module, string? cannot) = EmbeddingDense.Load(Path.Combine(directory, path));
+                    if (module is not null)
+                    {
+                        dense.Add(module);
+                    }
+
+                    unsupported ??= cannot;
+                    break;
                 default:
-                    unsupported ??= $"{modulesPath}: module '{path}' ({type}) is not one QwenSharp runs (Transformer, Pooling and Normalize are), so its embeddings would be wrong";
+                    unsupported ??= $"{modulesPath}: module '{path}' ({type}) is not one QwenSharp runs (Transformer, Pooling, Dense and Normalize are), so its embeddings would be wrong";
                     break;
             }
         }
 
-        return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported) { IncludePrompt = includePrompt };
+        return new EmbeddingConfig(pooling, normalize, modulesPath, unsupported) { IncludePrompt = includePrompt, Dense = dense };
     }
 
     /// <summary>sentence_bert_config.json's <c>max_seq_length</c>, or null without the file or the field.</summary>
@@ -128,6 +165,10 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
         return max.ValueKind == JsonValueKind.Number && max.TryGetInt32(out int value) && value > 0 ? value
             : throw new InvalidDataException($"{path}: max_seq_length is {max}, expected a whole number above 0");
     }
+
+    /// <summary>The folders of the modules <paramref name="modulesPath"/> names (1_Pooling, 2_Dense_1024, ...), each once.</summary>
+    public static IReadOnlyList<string> ModuleFolders(string modulesPath) =>
+        [.. ReadModules(modulesPath).Select(m => m.Path.TrimEnd('/')).Where(p => p.Length > 0).Distinct(StringComparer.Ordinal)];
 
     private static List<(string Type, string Path)> ReadModules(string modulesPath)
     {

@@ -119,6 +119,7 @@ public sealed class Qwen2Model : IDisposable
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
         Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
         EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(directory);
+        embedding.CheckDense(config.HiddenSize);
         return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, embedding);
     }
 
@@ -179,6 +180,9 @@ public sealed class Qwen2Model : IDisposable
         get;
         set => field = value ?? throw new ArgumentNullException(nameof(value));
     } = EmbeddingConfig.Default;
+
+    /// <summary>Values in one of the model's text embeddings: hidden_size, or its last Dense module's out_features.</summary>
+    public int EmbeddingDimensions => EmbeddingConfig.Dimensions(Config.HiddenSize);
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }

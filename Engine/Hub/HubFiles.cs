@@ -11,8 +11,9 @@ internal static partial class HubFiles
     /// <summary>
     /// A file a Hugging Face folder model is read from: the top-level JSON files (config, generation config, tokenizer,
     /// safetensors index, preprocessor, chat template, sentence-transformers), the *.safetensors, merges.txt and
-    /// *.jinja templates, and the JSON of sentence-transformers' module folders (1_Pooling/config.json). Not PyTorch
-    /// .bin, ONNX, GGUF or other frameworks' copies of the weights.
+    /// *.jinja templates, and the JSON of sentence-transformers' module folders (1_Pooling/config.json; the folders
+    /// modules.json names are fetched whole, <see cref="IsNamedModuleFile"/>). Not PyTorch .bin, ONNX, GGUF or other
+    /// frameworks' copies of the weights.
     /// </summary>
     public static bool IsFolderModelFile(string path)
     {
@@ -25,6 +26,23 @@ internal static partial class HubFiles
         }
 
         return parts.Length == 2 && ModuleFolder().IsMatch(parts[0]) && name.EndsWith(".json", StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A file of a sentence-transformers module folder that modules.json names (<paramref name="folders"/>): its JSON and
+    /// its <c>model.safetensors</c> (a Dense module's weights). Folders it does not name (stella's other
+    /// <c>2_Dense_*</c> sizes) are not fetched.
+    /// </summary>
+    public static bool IsNamedModuleFile(string path, IReadOnlySet<string> folders)
+    {
+        int slash = path.LastIndexOf('/');
+        if (slash <= 0 || !folders.Contains(path[..slash]))
+        {
+            return false;
+        }
+
+        string name = path[(slash + 1)..];
+        return name.EndsWith(".json", StringComparison.Ordinal) || name == "model.safetensors";
     }
 
     public static bool IsGguf(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)

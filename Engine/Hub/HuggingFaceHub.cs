@@ -57,9 +57,22 @@ public static class HuggingFaceHub
             }
         }
 
+        string snapshot = cache.SnapshotFolder(reference.Repo, commit);
+        if (gguf is null && wanted.Contains(Qwen2.EmbeddingConfig.ModulesFileName))
+        {
+            // modules.json first, to learn which module folders (a Dense module's weights among them) the model runs.
+            string modules = Path.Combine(snapshot, Qwen2.EmbeddingConfig.ModulesFileName);
+            if (!File.Exists(modules))
+            {
+                await downloader.FetchAsync(reference, commit, Qwen2.EmbeddingConfig.ModulesFileName, cancellationToken).ConfigureAwait(false);
+            }
+
+            HashSet<string> folders = [.. Qwen2.EmbeddingConfig.ModuleFolders(modules)];
+            wanted = [.. wanted.Union(files.Where(f => HubFiles.IsNamedModuleFile(f, folders)), StringComparer.Ordinal)];
+        }
+
         // config.json comes last: a snapshot that has it holds the whole model, so an interrupted download is resumed, not run.
         wanted = [.. wanted.OrderBy(IsCompletionMarker)];
-        string snapshot = cache.SnapshotFolder(reference.Repo, commit);
         foreach (string file in wanted)
         {
             if (!File.Exists(Path.Combine(snapshot, file)))

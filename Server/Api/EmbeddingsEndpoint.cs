@@ -28,7 +28,7 @@ internal static class EmbeddingsEndpoint
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;
         float[]? adapterScales = server.Adapters.ForRequest(request, model);
-        int? dimensions = request.Int("dimensions", 1, server.Model.Config.HiddenSize);
+        int? dimensions = request.Int("dimensions", 1, server.Model.EmbeddingDimensions);
         bool base64 = request.String("encoding_format", 16) switch
         {
             null or "float" => false,

@@ -244,11 +244,11 @@ public sealed class EmbeddingTests
     [Fact]
     public void WhatCannotBeComputed_IsRefusedNamingTheFile()
     {
-        string dense = DemoWith(Modules("Transformer", "Pooling", "Dense"), Pooling("pooling_mode_mean_tokens"));
-        using (QwenModel model = QwenModel.Load(dense))
+        string asymmetric = DemoWith(Modules("Transformer", "Pooling", "Asym"), Pooling("pooling_mode_mean_tokens"));
+        using (QwenModel model = QwenModel.Load(asymmetric))
         {
             var e = Assert.Throws<NotSupportedException>(() => model.Embed(Text));
-            Assert.Contains("modules.json: module '2_Dense' (sentence_transformers.models.Dense) is not one QwenSharp runs", e.Message);
+            Assert.Contains("modules.json: module '2_Asym' (sentence_transformers.models.Asym) is not one QwenSharp runs", e.Message);
         }
 
         string max = DemoWith(Modules("Transformer", "Pooling"), Pooling("pooling_mode_max_tokens"));
@@ -265,5 +265,168 @@ public sealed class EmbeddingTests
 
         string missing = DemoWith(Modules("Transformer", "Pooling"));
         Assert.Contains("1_Pooling/config.json: file not found", Assert.Throws<FileNotFoundException>(() => QwenModel.Load(missing)).Message);
+    }
+
+    /// <summary>A sentence-transformers Dense module's files: config.json, and model.safetensors holding W and b.</summary>
+    internal sealed record DenseModule(int In, int Out, bool Bias, string Activation, string DType, int Seed)
+    {
+        /// <summary>Weights of k/64, |k| ≤ 32: exact in f32, f16 and bf16, so the file holds the very numbers the reference uses.</summary>
+        /// <remarks>Computed from the seed on each read, so a copy made by <c>with</c> gets its own shape's.</remarks>
+        public float[] Weight => Values(In * Out, Seed);
+
+        public float[] BiasValues => Bias ? Values(Out, Seed + 1) : [];
+
+        private static float[] Values(int count, int seed)
+        {
+            var random = new Random(seed);
+            return [.. Enumerable.Range(0, count).Select(_ => random.Next(-32, 33) / 64f)];
+        }
+
+        public string Config => $$"""{"in_features": {{In}}, "out_features": {{Out}}, "bias": {{(Bias ? "true" : "false")}}, "activation_function": "{{Activation}}"}""";
+
+        public void WriteWeights(string path)
+        {
+            byte[] Bytes(float[] v) => DType switch
+            {
+                "F32" => SafeTensorsWriter.F32(v),
+                "F16" => [.. v.SelectMany(x => BitConverter.GetBytes(BitConverter.HalfToUInt16Bits((Half)x)))],
+                _ => [.. v.SelectMany(x => BitConverter.GetBytes((ushort)(BitConverter.SingleToUInt32Bits(x) >> 16)))],
+            };
+            var entries = new List<SafeTensorsWriter.Entry> { new("linear.weight", DType, [Out, In], Bytes(Weight)) };
+            if (Bias)
+            {
+                entries.Add(new("linear.bias", DType, [Out], Bytes(BiasValues)));
+            }
+
+            SafeTensorsWriter.Write(path, [.. entries]);
+        }
+
+        /// <summary>The module as torch runs it, in float64: f(W x + b), then rounded to f32 as torch's output is.</summary>
+        public float[] Reference(float[] x)
+        {
+            var y = new float[Out];
+            float[] weight = Weight, bias = BiasValues;
+            for (int o = 0; o < Out; o++)
+            {
+                double sum = Bias ? bias[o] : 0;
+                for (int i = 0; i < In; i++)
+                {
+                    sum += (double)weight[(o * In) + i] * x[i];
+                }
+
+                y[o] = (float)(Activation.EndsWith("Tanh", StringComparison.Ordinal) ? Math.Tanh(sum) : sum);
+            }
+
+            return y;
+        }
+    }
+
+    internal const string IdentityActivation = "torch.nn.modules.linear.Identity", TanhActivation = "torch.nn.modules.activation.Tanh";
+
+    /// <summary>The demo model with a Pooling module of <paramref name="mode"/>, then <paramref name="dense"/> modules, then Normalize if asked.</summary>
+    internal static string DenseFolder(string mode, bool normalize, params DenseModule[] dense)
+    {
+        string[] modules = ["Transformer", "Pooling", .. dense.Select(_ => "Dense"), .. (normalize ? (string[])["Normalize"] : [])];
+        string folder = DemoWith([Modules(modules), Pooling(mode), .. dense.Select((d, i) => ($"{i + 2}_Dense/config.json", d.Config))]);
+        for (int i = 0; i < dense.Length; i++)
+        {
+            dense[i].WriteWeights(Path.Combine(folder, $"{i + 2}_Dense", "model.safetensors"));
+        }
+
+        return folder;
+    }
+
+    public static TheoryData<string, string, bool> DenseCases() => new()
+    {
+        // stella_en_1.5B_v5's shape: mean pooling, a Dense module with a bias and no activation, normalized after.
+        { "mean, identity with bias, normalized", "pooling_mode_mean_tokens", true },
+        { "last token, tanh without bias", "pooling_mode_lasttoken", false },
+        { "two modules in a row", "pooling_mode_mean_tokens", true },
+    };
+
+    [Theory]
+    [MemberData(nameof(DenseCases))]
+    public async Task DenseModules_MapThePooledVector_AsTorchWouldMapLlamaCppsPooledVector(string what, string mode, bool normalize)
+    {
+        DenseModule[] dense = what switch
+        {
+            "mean, identity with bias, normalized" => [new DenseModule(64, 48, Bias: true, IdentityActivation, "F32", Seed: 3)],
+            "last token, tanh without bias" => [new DenseModule(64, 40, Bias: false, TanhActivation, "BF16", Seed: 4)],
+            _ => [new DenseModule(64, 32, Bias: true, TanhActivation, "F16", Seed: 5), new DenseModule(32, 24, Bias: true, IdentityActivation, "BF16", Seed: 6)],
+        };
+        using QwenModel model = QwenModel.Load(DenseFolder(mode, normalize, dense));
+        int[] ids = model.Tokenizer.Encode(Text, addSpecialTokens: true);
+        string gguf = Support.GgufFixture.Write(Fixtures.DemoModel);
+        float[] expected = LlamaCpp.Embedding(gguf, ids, mode == "pooling_mode_mean_tokens" ? LLamaPoolingType.Mean : LLamaPoolingType.Last);
+        foreach (DenseModule module in dense)
+        {
+            expected = module.Reference(expected);
+        }
+
+        float[] ours = (await model.EmbedAsync([Text, Text[..10]])).Vectors[0];
+
+        // llama.cpp's pooled vector is within 1e-5 of ours (the folder tests); a module's sums of 64 products carry that on.
+        AssertClose(normalize ? Normalized(expected) : expected, ours, what, 1e-4 * Math.Max(1, expected.Max(Math.Abs)));
+        Assert.Equal(dense[^1].Out, model.Model.EmbeddingDimensions);
+
+        // Dimensions keep the first values of the module's output, normalized after.
+        float[] first8 = model.Embed(Text, new TextEmbeddingOptions { Dimensions = 8, Normalize = true });
+        AssertClose(Normalized(expected[..8]), first8, $"{what}, the first 8", 1e-4 * Math.Max(1, expected.Max(Math.Abs)));
+        var tooMany = Assert.Throws<ArgumentOutOfRangeException>(() => model.Embed(Text, new TextEmbeddingOptions { Dimensions = dense[^1].Out + 1 }));
+        Assert.Contains($"outside 1..{dense[^1].Out} (the model's embedding size)", tooMany.Message, StringComparison.Ordinal);
+
+        using IEmbeddingGenerator<string, Embedding<float>> generator = model.AsEmbeddingGenerator();
+        Assert.Equal(dense[^1].Out, generator.GetService<EmbeddingGeneratorMetadata>()!.DefaultModelDimensions);
+    }
+
+    [Fact]
+    public async Task DenseModules_ThatCannotBeRun_AreRefusedNamingTheFile()
+    {
+        DenseModule good = new(64, 16, Bias: true, IdentityActivation, "F32", Seed: 7);
+
+        // What QwenSharp does not run is refused when embedding; generation is unaffected.
+        string relu = DenseFolder("pooling_mode_mean_tokens", false, good with { Activation = "torch.nn.modules.activation.ReLU" });
+        string pickle = DemoWith(Modules("Transformer", "Pooling", "Dense"), Pooling("pooling_mode_mean_tokens"), ("2_Dense/config.json", good.Config), ("2_Dense/pytorch_model.bin", "not read"));
+        string afterNormalize = DemoWith(Modules("Transformer", "Pooling", "Normalize", "Dense"), Pooling("pooling_mode_mean_tokens"));
+        string beforePooling = DemoWith(Modules("Transformer", "Dense", "Pooling"), Pooling("pooling_mode_mean_tokens"));
+        foreach ((string folder, string why) in ((string, string)[])[
+            (relu, "2_Dense/config.json: activation_function torch.nn.modules.activation.ReLU is not one QwenSharp applies"),
+            (pickle, "2_Dense/pytorch_model.bin: the Dense module's weights are a PyTorch pickle, which QwenSharp does not read; save them as model.safetensors"),
+            (afterNormalize, "module '3_Dense' (sentence_transformers.models.Dense) comes after Normalize"),
+            (beforePooling, "module '1_Dense' (sentence_transformers.models.Dense) comes before Pooling")])
+        {
+            using QwenModel model = QwenModel.Load(folder);
+            Assert.Contains(why, Assert.Throws<NotSupportedException>(() => model.Embed(Text)).Message, StringComparison.Ordinal);
+            Assert.Equal(2, (await model.GenerateBatchAsync(["Once"], new TextGenerationOptions { MaxNewTokens = 2 }))[0].Ids.Count);
+        }
+
+        // Files that contradict each other are load errors naming them.
+        string wide = DenseFolder("pooling_mode_mean_tokens", false, good with { In = 65 });
+        string chain = DenseFolder("pooling_mode_mean_tokens", false, good, good with { In = 17, Seed = 8 });
+        string noBias = DenseFolder("pooling_mode_mean_tokens", false, good with { Bias = false });
+        File.WriteAllText(Path.Combine(noBias, "2_Dense", "config.json"), good.Config);
+        string misshapen = DenseFolder("pooling_mode_mean_tokens", false, good with { In = 65 });
+        File.WriteAllText(Path.Combine(misshapen, "2_Dense", "config.json"), good.Config);
+        string noWeights = DemoWith(Modules("Transformer", "Pooling", "Dense"), Pooling("pooling_mode_mean_tokens"), ("2_Dense/config.json", good.Config));
+        string badConfig = DemoWith(Modules("Transformer", "Pooling", "Dense"), Pooling("pooling_mode_mean_tokens"), ("2_Dense/config.json", """{"in_features": "wide", "out_features": 16}"""));
+        Assert.Contains("2_Dense/config.json: in_features is 65, and it is given 64 values (the model's hidden_size)", Assert.Throws<InvalidDataException>(() => QwenModel.Load(wide)).Message, StringComparison.Ordinal);
+        Assert.Contains("3_Dense/config.json: in_features is 17, and it is given 16 values (the previous Dense module's out_features)", Assert.Throws<InvalidDataException>(() => QwenModel.Load(chain)).Message, StringComparison.Ordinal);
+        Assert.Contains("2_Dense/model.safetensors: tensor 'linear.weight' is F32 [16, 65], expected F32, F16 or BF16 [16, 64]", Assert.Throws<InvalidDataException>(() => QwenModel.Load(misshapen)).Message, StringComparison.Ordinal);
+        Assert.Contains("2_Dense/model.safetensors: no tensor 'linear.bias'", Assert.Throws<InvalidDataException>(() => QwenModel.Load(noBias)).Message, StringComparison.Ordinal);
+        Assert.Contains("2_Dense/model.safetensors: file not found", Assert.Throws<FileNotFoundException>(() => QwenModel.Load(noWeights)).Message, StringComparison.Ordinal);
+        Assert.Contains("2_Dense/config.json: in_features is \"wide\", expected a whole number", Assert.Throws<InvalidDataException>(() => QwenModel.Load(badConfig)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Quantize_RefusesAFolderWithADenseModule_WritingNothing()
+    {
+        string folder = DenseFolder("pooling_mode_mean_tokens", true, new DenseModule(64, 16, Bias: true, IdentityActivation, "F32", Seed: 9));
+        string output = Path.Combine(Fixtures.TempDirectory(), "dense.gguf");
+
+        var e = Assert.Throws<NotSupportedException>(() => GgufExport.Write(folder, output));
+
+        Assert.Contains("2_Dense/config.json: a GGUF file of a qwen2 model has no place for a Dense module", e.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(output));
+        Assert.False(File.Exists(output + ".partial"));
     }
 }

@@ -39,6 +39,39 @@ public sealed class HuggingFaceHubTests
         new() { Endpoint = hub.Endpoint, CacheDirectory = cache, Token = token, Offline = offline };
 
     [Fact]
+    public async Task EmbeddingModel_FetchesTheModuleFoldersModulesJsonNames_WithADenseModulesWeights()
+    {
+        // stella_en_1.5B_v5's layout: modules.json names 2_Dense_1024 among several 2_Dense_* sizes, each with a pickle too.
+        var module = new EmbeddingTests.DenseModule(64, 24, Bias: true, EmbeddingTests.IdentityActivation, "F32", Seed: 21);
+        string weights = Path.Combine(Fixtures.TempDirectory(), "model.safetensors");
+        module.WriteWeights(weights);
+        var repo = Directory.GetFiles(Fixtures.DemoModel).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+        repo["modules.json"] = """
+            [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+             {"idx": 2, "name": "2", "path": "2_Dense_1024", "type": "sentence_transformers.models.Dense"}]
+            """u8.ToArray();
+        repo["1_Pooling/config.json"] = """{"pooling_mode_mean_tokens": true}"""u8.ToArray();
+        repo["2_Dense_1024/config.json"] = System.Text.Encoding.UTF8.GetBytes(module.Config);
+        repo["2_Dense_1024/model.safetensors"] = File.ReadAllBytes(weights);
+        repo["2_Dense_1024/pytorch_model.bin"] = new byte[100];
+        repo["2_Dense_256/config.json"] = "{}"u8.ToArray();
+        repo["2_Dense_256/model.safetensors"] = new byte[100];
+        await using FakeHub hub = await FakeHub.StartAsync(new Dictionary<string, IReadOnlyDictionary<string, byte[]>> { ["acme/stella"] = repo });
+        string cache = Fixtures.TempDirectory();
+
+        string path = await HuggingFaceHub.ResolveAsync("acme/stella", Options(hub, cache));
+
+        Assert.True(File.Exists(Path.Combine(path, "2_Dense_1024", "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(path, "2_Dense_1024", "config.json")));
+        Assert.DoesNotContain(hub.Requests, r => r.Path.Contains("2_Dense_256", StringComparison.Ordinal) || r.Path.EndsWith(".bin", StringComparison.Ordinal));
+        using QwenModel fromHub = await QwenModel.LoadAsync("acme/stella", new QwenModelOptions { Hub = Options(hub, cache, offline: true) });
+        using QwenModel local = QwenModel.Load(EmbeddingTests.DenseFolder("pooling_mode_mean_tokens", normalize: false, module));
+        Assert.Equal(24, fromHub.Model.EmbeddingDimensions);
+        Assert.Equal(local.Embed("Once upon a time"), fromHub.Embed("Once upon a time"));
+    }
+
+    [Fact]
     public async Task FolderModel_DownloadsWhatItNeeds_IntoHuggingFaceHubsLayout_ThenRunsFromTheCacheOffline()
     {
         await using FakeHub hub = await FakeHub.StartAsync(Repos());

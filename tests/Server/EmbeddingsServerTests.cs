@@ -221,7 +221,8 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
     [Fact]
     public async Task AModelWhoseEmbeddingsCannotBeComputed_Answers501SayingWhy()
     {
-        string dense = EmbeddingTests.DemoWith(EmbeddingTests.Modules("Transformer", "Pooling", "Dense"), EmbeddingTests.Pooling("pooling_mode_mean_tokens"));
+        // A Dense module after Normalize (on a unit vector) is not one QwenSharp runs.
+        string dense = EmbeddingTests.DemoWith(EmbeddingTests.Modules("Transformer", "Pooling", "Normalize", "Dense"), EmbeddingTests.Pooling("pooling_mode_mean_tokens"));
         await using TestServer server = await TestServer.StartAsync(dense, null);
         (HttpStatusCode status, JsonDocument error) = await server.PostAsync("/v1/embeddings", """{"input": "a"}""");
         using (error)
@@ -233,5 +234,26 @@ public sealed class EmbeddingsServerTests : IAsyncLifetime
         // Generation is unaffected.
         JsonElement completion = await server.PostOkAsync("/v1/completions", """{"prompt": "Once", "max_tokens": 3}""");
         Assert.Equal(3, completion.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task AModelWithADenseModule_AnswersItsOutput_AndBoundsDimensionsByIt()
+    {
+        var module = new EmbeddingTests.DenseModule(64, 24, Bias: true, EmbeddingTests.IdentityActivation, "F32", Seed: 12);
+        await using TestServer server = await TestServer.StartAsync(EmbeddingTests.DenseFolder("pooling_mode_mean_tokens", normalize: true, module), null);
+        float[] pooled = LlamaCpp.Embedding(GgufFixture.Write(Fixtures.DemoModel), server.Model.Tokenizer.Encode(Story, addSpecialTokens: true), LLamaPoolingType.Mean);
+        float[] expected = EmbeddingTests.Normalized(module.Reference(pooled));
+
+        JsonElement body = await server.PostOkAsync("/v1/embeddings", $$"""{"input": "{{Story}}"}""");
+        float[] vector = [.. body.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())];
+        Assert.Equal(24, vector.Length);
+        Assert.True(expected.Zip(vector, (a, b) => Math.Abs(a - b)).Max() <= 1e-4, "the Dense module's output, normalized");
+
+        (HttpStatusCode status, JsonDocument error) = await server.PostAsync("/v1/embeddings", """{"input": "a", "dimensions": 25}""");
+        using (error)
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Contains("dimensions", error.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
     }
 }
