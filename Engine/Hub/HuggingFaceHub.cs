@@ -120,7 +120,8 @@ public static class HuggingFaceHub
             string[] files = SnapshotFiles(snapshot);
             if (HasFolderModel(files))
             {
-                long bytes = files.Where(HubFiles.IsFolderModelFile).Sum(f => SizeOf(Path.Combine(snapshot, f)));
+                HashSet<string> modules = ModuleFoldersOrNone(snapshot);
+                long bytes = files.Where(f => HubFiles.IsFolderModelFile(f) || HubFiles.IsNamedModuleFile(f, modules)).Sum(f => SizeOf(Path.Combine(snapshot, f)));
                 string? unsupported = files.Contains("config.json")
                     ? Unsupported(Path.Combine(snapshot, "config.json"))
                     : "a LoRA adapter (PEFT): give it to --lora, with its base model as --model";
@@ -151,6 +152,21 @@ public static class HuggingFaceHub
         catch (Exception e) when (e is NotSupportedException or InvalidDataException or IOException)
         {
             return e.Message;
+        }
+    }
+
+    /// <summary>The module folders the snapshot's modules.json names (a Dense module's weights count as the model's); none without one, or when it cannot be read.</summary>
+    private static HashSet<string> ModuleFoldersOrNone(string snapshot)
+    {
+        string modules = Path.Combine(snapshot, Qwen2.EmbeddingConfig.ModulesFileName);
+        try
+        {
+            return File.Exists(modules) ? [.. Qwen2.EmbeddingConfig.ModuleFolders(modules)] : [];
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            // Loading the model says what is wrong with it; the listing only sizes it.
+            return [];
         }
     }
 

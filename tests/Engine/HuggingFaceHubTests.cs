@@ -69,6 +69,10 @@ public sealed class HuggingFaceHubTests
         using QwenModel local = QwenModel.Load(EmbeddingTests.DenseFolder("pooling_mode_mean_tokens", normalize: false, module));
         Assert.Equal(24, fromHub.Model.EmbeddingDimensions);
         Assert.Equal(local.Embed("Once upon a time"), fromHub.Embed("Once upon a time"));
+
+        // The listing counts the Dense module's weights among the model's bytes.
+        CachedModel listed = Assert.Single(HuggingFaceHub.ListCached(Options(hub, cache)));
+        Assert.Equal(repo.Where(f => !f.Key.Contains("2_Dense_256", StringComparison.Ordinal) && !f.Key.EndsWith(".bin", StringComparison.Ordinal)).Sum(f => (long)f.Value.Length), listed.Bytes);
     }
 
     [Fact]
