@@ -35,6 +35,35 @@ internal static class TextInput
         }
     }
 
+    /// <summary>
+    /// The texts of <c>--text</c> and <c>--file</c> (each non-empty line a text) in the order given, after
+    /// the positional TEXT; a file without one, or an empty text, is refused (nothing to <paramref name="verb"/>).
+    /// <paramref name="alsoOptions"/> name other options kept in their place (classify's --messages).
+    /// </summary>
+    public static List<(string Option, string Value)> TextsInOrder(Arguments args, string verb, params string[] alsoOptions)
+    {
+        var texts = new List<(string, string)>(args.Positionals.Select(p => ("text", p)));
+        foreach ((string option, string value) in args.InOrder)
+        {
+            if (option == "text" || alsoOptions.Contains(option))
+            {
+                texts.Add((option, value));
+            }
+            else if (option == "file")
+            {
+                string[] lines = [.. ReadUtf8File(value).Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Length > 0)];
+                texts.AddRange(lines.Length > 0 ? lines.Select(l => ("text", l)) : throw new UsageException($"--file {value}: the file has no non-empty line to {verb}"));
+            }
+        }
+
+        if (texts.FindIndex(t => t.Item2.Length == 0) is int empty and >= 0)
+        {
+            throw new UsageException($"text {empty} is empty: there is nothing to {verb}");
+        }
+
+        return texts;
+    }
+
     private static bool HasGgufTokenizer(string path)
     {
         using Formats.Gguf.GgufFile file = Formats.Gguf.GgufFile.Open(path);

@@ -65,6 +65,12 @@ public static class GgufExport
     {
         ArgumentNullException.ThrowIfNull(encode);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
+        if (config.IsSequenceClassifier)
+        {
+            // llama.cpp's qwen2 and llama have an LM head, not a score head: the file would be a model that generates nonsense.
+            throw new NotSupportedException($"{Path.Combine(modelDirectory, Qwen2Config.FileName)}: a {config.Architecture} has a score head ({ClassifierHead.TensorName}), which a GGUF file of a {config.ModelType} model has no place for; classify from the folder");
+        }
+
         string arch = config.ModelType;
         var writer = new GgufWriter()
             .Add("general.architecture", arch)

@@ -369,6 +369,60 @@ public sealed class QwenModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// What a sequence classifier (a <c>*ForSequenceClassification</c> model: a reward model, a classifier) makes of each of
+    /// <paramref name="texts"/>, in their order: each encoded with the tokenizer's special tokens and read as a prompt, and the
+    /// hidden state of its last token that is not padding through the model's score head, as transformers computes it.
+    /// A model that generates refuses (<see cref="NotSupportedException"/>). Short texts share forward steps.
+    /// </summary>
+    /// <param name="loraScales">How strongly to apply each of the model's LoRA adapters; null: their own.</param>
+    public async Task<IReadOnlyList<TextClassification>> ClassifyAsync(IReadOnlyList<string> texts, IReadOnlyList<float>? loraScales = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        return await ClassifyIdsAsync([.. texts.Select(t => Tokenizer.Encode(t ?? throw new ArgumentException("a text is null", nameof(texts)), addSpecialTokens: true))],
+            loraScales, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// What a reward model makes of a conversation (see <see cref="ClassifyAsync"/>): rendered through the chat template as
+    /// it stands, no assistant turn opened after it, as a reward model reads the conversation it rates.
+    /// </summary>
+    public async Task<TextClassification> ClassifyConversationAsync(IEnumerable<(string Role, string Content)> messages, IReadOnlyList<float>? loraScales = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        int[] ids = Tokenizer.Encode(Tokenizer.ApplyChatTemplate(messages, addGenerationPrompt: false));
+        return (await ClassifyIdsAsync([ids], loraScales, cancellationToken).ConfigureAwait(false))[0];
+    }
+
+    /// <summary>What the classifier makes of one text (see <see cref="ClassifyAsync"/>).</summary>
+    public TextClassification Classify(string text) => ClassifyAsync([text]).GetAwaiter().GetResult()[0];
+
+    private async Task<IReadOnlyList<TextClassification>> ClassifyIdsAsync(int[][] ids, IReadOnlyList<float>? loraScales, CancellationToken cancellationToken)
+    {
+        if (Model.Classifier is not Qwen2.ClassifierHead head)
+        {
+            throw new NotSupportedException($"{Directory}: the model is a {Model.Config.Architecture ?? Model.Config.ModelType}, which generates; ClassifyAsync needs a *ForSequenceClassification model (a reward model, a classifier)");
+        }
+
+        float[]? adapterScales = AdapterScalesFor(null, loraScales, "loraScales");
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                _embedder ??= new Embedder(Model);
+                float[][] logits = SequenceClassification.Logits(_embedder, ids, cancellationToken, adapterScales);
+                return (IReadOnlyList<TextClassification>)[.. logits.Select((l, i) => new TextClassification(head.Labels, l, head.Scores(l), ids[i].Length))];
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
     /// <summary>The embedding of one text (see <see cref="EmbedAsync"/>).</summary>
     public float[] Embed(string text, TextEmbeddingOptions? options = null) =>
         EmbedAsync([text], options).GetAwaiter().GetResult().Vectors[0];

@@ -55,28 +55,10 @@ internal sealed class EmbedCommand : ICommand
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         // The texts in the order given: TEXT, then each --text and each --file's lines where they stand.
-        List<string> texts = [.. args.Positionals];
-        foreach ((string option, string value) in args.InOrder)
-        {
-            if (option == "text")
-            {
-                texts.Add(value);
-            }
-            else if (option == "file")
-            {
-                string[] lines = [.. TextInput.ReadUtf8File(value).Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Length > 0)];
-                texts.AddRange(lines.Length > 0 ? lines : throw new UsageException($"--file {value}: the file has no non-empty line to embed"));
-            }
-        }
-
+        List<string> texts = [.. TextInput.TextsInOrder(args, "embed").Select(t => t.Value)];
         if (texts.Count == 0)
         {
             throw new UsageException("embed needs a text: TEXT, --text TEXT or --file F");
-        }
-
-        if (texts.FindIndex(t => t.Length == 0) is int empty and >= 0)
-        {
-            throw new UsageException($"text {empty} is empty: there is nothing to embed");
         }
 
         EmbeddingPooling? pooling = args.Value("pooling") is string name

@@ -85,6 +85,28 @@ internal sealed class InfoCommand : ICommand
 
                     w.WriteEndObject();
                     w.WriteString("embedding_default_prompt", model.EmbeddingConfig.Prompts.DefaultName);
+                    if (model.Classifier is ClassifierHead head)
+                    {
+                        w.WriteStartObject("classifier");
+                        w.WriteStartArray("labels");
+                        foreach (string label in head.Labels)
+                        {
+                            w.WriteStringValue(label);
+                        }
+
+                        w.WriteEndArray();
+                        w.WriteString("score_function", head.ScoreFunction);
+                        if (head.PadTokenId is int pad)
+                        {
+                            w.WriteNumber("pad_token_id", pad);
+                        }
+                        else
+                        {
+                            w.WriteNull("pad_token_id");
+                        }
+
+                        w.WriteEndObject();
+                    }
                     w.WriteStartArray("lora_adapters");
                     foreach (Lora.LoraAdapter adapter in model.Adapters)
                     {
@@ -115,7 +137,13 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token ({QwenSharp.Backend.KvCache.NameOf(model.KvCacheType)}), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
             stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens ({(c.RopeScaling?.Kind == QwenSharp.Backend.RopeScalingKind.Yarn ? "max_position_embeddings or YaRN's factor x original context, the longer" : "max_position_embeddings")})"));
             stdout.WriteLine($"layers        {c.NumHiddenLayers} × (hidden {c.HiddenSize}, MLP {c.IntermediateSize}, {c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim})");
-            stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.TieWordEmbeddings ? "tied" : "separate")} LM head"));
+            stdout.WriteLine(string.Create(culture, $"vocabulary    {c.VocabSize:N0} tokens, {(c.IsSequenceClassifier ? "a score head, no LM head" : c.TieWordEmbeddings ? "tied LM head" : "separate LM head")}"));
+            if (model.Classifier is ClassifierHead classifier)
+            {
+                stdout.WriteLine(string.Create(culture,
+                    $"classifier    {classifier.Labels.Count} label(s): {string.Join(", ", classifier.Labels)}; {classifier.ScoreFunction} scores; the last token{(classifier.PadTokenId is int pad ? $" that is not padding (id {pad})" : "")} is pooled (qwensharp classify)"));
+            }
+
             stdout.WriteLine(string.Create(culture, $"RoPE          theta {c.RopeTheta:G}{(c.MRopeSection is { } section ? $" (M-RoPE, sections {string.Join("/", section)})" : "")}{(c.RopeScaling is { } scaling ? $", {scaling.Describe()}" : "")}, RMSNorm eps {c.RmsNormEps:G}"));
             if (c.Vision is { } v && model.ImageProcessor is { } processor)
             {

@@ -51,6 +51,17 @@ public sealed record Qwen2Config
 
     public string? Architecture { get; init; }
 
+    /// <summary>
+    /// A transformers <c>*ForSequenceClassification</c> checkpoint (a reward model, a classifier, a reranker): a score head
+    /// (<see cref="ClassifierHead"/>) where a causal model has its LM head, so it classifies texts and does not generate.
+    /// </summary>
+    public bool IsSequenceClassifier => Architecture?.EndsWith(SequenceClassification, StringComparison.Ordinal) == true;
+
+    private const string SequenceClassification = "ForSequenceClassification";
+
+    /// <summary>The ends of transformers' architecture names whose heads QwenSharp does not run.</summary>
+    private static readonly string[] s_otherHeads = ["ForTokenClassification", "ForQuestionAnswering", "ForRewardModel", "ForProcessRewardModel"];
+
     /// <summary>torch_dtype as written (informational: the stored tensors' dtypes are what count).</summary>
     public string? TorchDtype { get; init; }
 
@@ -100,6 +111,10 @@ public sealed record Qwen2Config
     {
         string modelType = json.ModelType ?? Fail<string>($"{file}: missing field 'model_type' (expected \"qwen2\", \"qwen2_vl\" or \"llama\")");
         bool isVision = modelType == "qwen2_vl";
+        if (json.Architectures is [string head, ..] && s_otherHeads.FirstOrDefault(h => head.EndsWith(h, StringComparison.Ordinal)) is string other)
+        {
+            QwenThrow.NotSupported($"{file}: architectures names {head}, whose {other[3..]} head QwenSharp does not run (a ForCausalLM model generates, a {SequenceClassification} one classifies)");
+        }
         bool isQwen2 = modelType == "qwen2" || isVision;
         if (!isQwen2 && modelType != "llama")
         {

@@ -118,9 +118,25 @@ public sealed class Qwen2Model : IDisposable
         Qwen2Config config = Qwen2Config.Load(configPath);
         GenerationConfig generation = GenerationConfig.LoadOrEmpty(directory);
         Qwen2VL.ImageProcessorConfig? processor = config.Vision is null ? null : Qwen2VL.ImageProcessorConfig.LoadOrDefault(directory, config.Vision);
-        EmbeddingConfig embedding = EmbeddingConfig.LoadOrDefault(directory);
+
+        // A classifier pools its last token as it was trained to, whatever sentence-transformers files lie beside it.
+        EmbeddingConfig embedding = config.IsSequenceClassifier ? EmbeddingConfig.Default : EmbeddingConfig.LoadOrDefault(directory);
         embedding.CheckDense(config.HiddenSize);
-        return Create(config, SafeTensorsCheckpoint.Open(directory), backend, generation, quantize, processor, embedding);
+        SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
+        ClassifierHead? classifier;
+        try
+        {
+            classifier = config.IsSequenceClassifier ? ClassifierHead.Load(configPath, checkpoint, config.HiddenSize) : null;
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+
+        Qwen2Model model = Create(config, checkpoint, backend, generation, quantize, processor, embedding);
+        model.Classifier = classifier;
+        return model;
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
@@ -181,6 +197,9 @@ public sealed class Qwen2Model : IDisposable
         set => field = value ?? throw new ArgumentNullException(nameof(value));
     } = EmbeddingConfig.Default;
 
+    /// <summary>A sequence classifier's score head (<see cref="Qwen2Config.IsSequenceClassifier"/>), or null for a model that generates.</summary>
+    public ClassifierHead? Classifier { get; private set; }
+
     /// <summary>Values in one of the model's text embeddings: hidden_size, or its last Dense module's out_features.</summary>
     public int EmbeddingDimensions => EmbeddingConfig.Dimensions(Config.HiddenSize);
 
@@ -238,7 +257,16 @@ public sealed class Qwen2Model : IDisposable
     }
 
     /// <summary>Buffers for steps of up to <paramref name="maxRows"/> tokens and <paramref name="maxLogitRows"/> rows of logits.</summary>
-    public ForwardState CreateState(int maxRows, int maxLogitRows) => new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
+    /// <remarks>A sequence classifier (<see cref="Qwen2Config.IsSequenceClassifier"/>) has no LM head, so no next-token logits: refused here, naming what it does instead.</remarks>
+    public ForwardState CreateState(int maxRows, int maxLogitRows)
+    {
+        if (Config.IsSequenceClassifier)
+        {
+            QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync) and does not generate or score tokens");
+        }
+
+        return new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
+    }
 
     /// <summary>
     /// Buffers for <see cref="ForwardHidden"/> steps of up to <paramref name="maxRows"/> tokens, every one of which may be

@@ -142,8 +142,10 @@ public static class Qwen2WeightBinder
 
         TensorView norm = Vector("model.norm.weight", hidden, H);
 
-        // transformers ties the head to the embedding whenever tie_word_embeddings is set, ignoring any stored lm_head.
-        TensorView head = config.TieWordEmbeddings
+        // transformers ties the head to the embedding whenever tie_word_embeddings is set, ignoring any stored lm_head. A
+        // sequence classifier has no LM head (its score head is a ClassifierHead): the embedding stands in, and is never
+        // multiplied by, since such a model does not give next-token logits.
+        TensorView head = config.TieWordEmbeddings || config.IsSequenceClassifier
             ? embed
             : Matrix("lm_head.weight", vocab, V, hidden, H, "tie_word_embeddings is false, so the model needs its own LM head");
         return new Qwen2Weights<TensorView>(embed, layers, norm, head);

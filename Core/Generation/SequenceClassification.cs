@@ -1,0 +1,34 @@
+using QwenSharp.Errors;
+using QwenSharp.Qwen2;
+
+namespace QwenSharp.Generation;
+
+/// <summary>
+/// What a sequence classifier (<see cref="Qwen2Config.IsSequenceClassifier"/>: a reward model, a classifier) makes of
+/// texts, as transformers' <c>*ForSequenceClassification</c> computes it: each text read as a prompt, and the final-normed
+/// hidden state of its last token that is not padding through the score head (<see cref="ClassifierHead"/>).
+/// </summary>
+public static class SequenceClassification
+{
+    /// <summary>The logits of each of <paramref name="inputs"/> (token ids), one per label, in the inputs' order.</summary>
+    /// <param name="embedder">The steps' buffers, over the classifier model.</param>
+    /// <param name="adapterScales">The scale of each of the model's LoRA adapters for these inputs; null: the adapters' own.</param>
+    public static float[][] Logits(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, CancellationToken cancellationToken = default,
+        float[]? adapterScales = null)
+    {
+        ArgumentNullException.ThrowIfNull(embedder);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ClassifierHead head = embedder.Model.Classifier ?? Refuse(embedder.Model.Config);
+
+        // Attention is causal, so the padding after the pooled token changes nothing it sees: it is not read at all.
+        int[][] pooled = [.. inputs.Select(ids => ids is null ? null! : ids.Take(head.PooledPosition(ids) + 1).ToArray())];
+        float[][] hidden = embedder.Embed(pooled, EmbeddingPooling.Last, normalize: false, dimensions: null, cancellationToken, bidirectional: false, adapterScales);
+        return [.. hidden.Select(h => head.Logits(h))];
+    }
+
+    private static ClassifierHead Refuse(Qwen2Config config)
+    {
+        QwenThrow.NotSupported($"the model is a {config.Architecture ?? config.ModelType}, with an LM head and no score head: it generates; a *ForSequenceClassification model (a reward model, a classifier) classifies");
+        return null!;
+    }
+}
