@@ -165,6 +165,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
+        app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
+        app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapGet("/v1/models", http => InfoEndpoints.ModelsAsync(http, state));
         app.MapGet("/health", http => InfoEndpoints.HealthAsync(http, state));
         app.MapGet("/metrics", http => InfoEndpoints.MetricsAsync(http, state));

@@ -16,14 +16,43 @@ public static class SequenceClassification
     public static float[][] Logits(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, CancellationToken cancellationToken = default,
         float[]? adapterScales = null)
     {
+        using EmbeddingRun run = Start(embedder, inputs, adapterScales);
+        while (!run.Step())
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
+        return Logits(embedder.Model, run);
+    }
+
+    /// <summary>
+    /// Starts reading <paramref name="inputs"/> (see <see cref="Logits(Embedder, IReadOnlyList{IReadOnlyList{int}}, CancellationToken, float[])"/>),
+    /// a forward step per <see cref="EmbeddingRun.Step"/>, so a caller that owns the model (the server's scheduler) can
+    /// interleave it with other work; <see cref="Logits(Qwen2Model, EmbeddingRun)"/> then gives the logits.
+    /// </summary>
+    public static EmbeddingRun Start(Embedder embedder, IReadOnlyList<IReadOnlyList<int>> inputs, float[]? adapterScales = null)
+    {
         ArgumentNullException.ThrowIfNull(embedder);
         ArgumentNullException.ThrowIfNull(inputs);
         ClassifierHead head = embedder.Model.Classifier ?? Refuse(embedder.Model.Config);
 
         // Attention is causal, so the padding after the pooled token changes nothing it sees: it is not read at all.
         int[][] pooled = [.. inputs.Select(ids => ids is null ? null! : ids.Take(head.PooledPosition(ids) + 1).ToArray())];
-        float[][] hidden = embedder.Embed(pooled, EmbeddingPooling.Last, normalize: false, dimensions: null, cancellationToken, bidirectional: false, adapterScales);
-        return [.. hidden.Select(h => head.Logits(h))];
+        return embedder.Start(pooled, EmbeddingPooling.Last, normalize: false, dimensions: null, bidirectional: false, adapterScales);
+    }
+
+    /// <summary>The logits of a finished <see cref="Start"/>ed run's inputs, in their order.</summary>
+    public static float[][] Logits(Qwen2Model model, EmbeddingRun run)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(run);
+        ClassifierHead head = model.Classifier ?? Refuse(model.Config);
+        if (!run.IsDone || run.Pooling != EmbeddingPooling.Last || run.Normalized)
+        {
+            throw new InvalidOperationException("the run is not a finished classification run (SequenceClassification.Start)");
+        }
+
+        return [.. run.Results.Select(h => head.Logits(h))];
     }
 
     private static ClassifierHead Refuse(Qwen2Config config)

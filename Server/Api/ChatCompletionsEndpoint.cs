@@ -24,6 +24,7 @@ internal static class ChatCompletionsEndpoint
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
+        Jobs.RequireGenerator(server);
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;

@@ -30,7 +30,8 @@ internal static class ChatPrompt
     /// the answer may call (null when none are offered; only the named one when tool_choice names it), and the pictures of a
     /// Qwen2-VL model's request in prompt order (<paramref name="processor"/> null: a text model, which refuses them).
     /// </summary>
-    public static RenderedChat Render(RequestFields request, Tokenizer tokenizer, ImageProcessorConfig? processor = null)
+    /// <param name="addGenerationPrompt">Open the assistant's turn after the messages (false: the conversation as it stands, as a reward model rates it).</param>
+    public static RenderedChat Render(RequestFields request, Tokenizer tokenizer, ImageProcessorConfig? processor = null, bool addGenerationPrompt = true)
     {
         if (!tokenizer.HasChatTemplate)
         {
@@ -49,7 +50,7 @@ internal static class ChatPrompt
         using JsonDocument rendered = Messages(messages, processor, pictures);
         try
         {
-            string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt: true);
+            string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt);
             IReadOnlyList<ToolSignature>? callable = !useTools || tools is null ? null
                 : named is null ? signatures : [signatures.First(t => t.Name == named)];
             return new RenderedChat(prompt + prefix, prefix, callable, pictures);

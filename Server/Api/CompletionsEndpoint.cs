@@ -23,6 +23,7 @@ internal static class CompletionsEndpoint
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
+        Jobs.RequireGenerator(server);
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
         string model = request.String("model", 256) ?? server.ModelName;

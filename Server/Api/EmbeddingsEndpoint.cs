@@ -112,6 +112,16 @@ internal static class EmbeddingsEndpoint
 
         int? truncateTo = request.Bool("truncate") == true ? server.Model.EmbeddingConfig.TruncationLength(server.Context) : null;
         (List<int[]> inputs, List<string> texts) = PromptInput.Read(request, server, "input", prefix, truncateTo);
+        CheckInputs(request, server, inputs, texts);
+        return inputs;
+    }
+
+    /// <summary>
+    /// Each of <c>input</c>'s inputs has tokens and fits the server's context, else a 400 naming the first that does not
+    /// (<c>input[i]</c> in a list); at most <see cref="MaxInputs"/> of them.
+    /// </summary>
+    public static void CheckInputs(RequestFields request, ServerState server, List<int[]> inputs, List<string> texts)
+    {
         if (inputs.Count > MaxInputs)
         {
             throw ApiException.BadField("input", $"'input' has {inputs.Count} inputs; a request takes at most {MaxInputs}");
@@ -129,7 +139,5 @@ internal static class EmbeddingsEndpoint
 
             Jobs.CheckContext(server, inputs[i].Length, $"'{path}'", path);
         }
-
-        return inputs;
     }
 }

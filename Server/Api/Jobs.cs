@@ -12,6 +12,16 @@ namespace QwenSharp.Server.Api;
 /// </summary>
 internal static class Jobs
 {
+    /// <summary>A 400 for a generation request to a sequence classifier, which has no LM head (checked before the request is read further).</summary>
+    public static void RequireGenerator(ServerState server)
+    {
+        if (server.Model.Config.IsSequenceClassifier)
+        {
+            throw new ApiException(400, $"the model is a {server.Model.Config.Architecture}, whose score head gives a text a logit per label, not next tokens: it classifies (POST /classify) and does not generate",
+                null, "model_does_not_generate");
+        }
+    }
+
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
         IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null,

@@ -56,10 +56,15 @@ internal sealed class BatchScheduler : IDisposable
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
-        _cache = model.CreateKvCache(options.Slots, options.Context);
+        // A sequence classifier never generates (TryEnqueue refuses its generation jobs; its /classify requests run as
+        // embedding jobs do): its generation cache and buffers are the smallest there are, and never stepped.
+        bool generates = !model.Config.IsSequenceClassifier;
+        _cache = generates ? model.CreateKvCache(options.Slots, options.Context) : model.CreateKvCache(1, 1);
         try
         {
-            _state = model.CreateState(Math.Max(options.Slots + options.PrefillChunk, PromptLookup.MaxStepRows), LogitRows(options));
+            _state = generates
+                ? model.CreateState(Math.Max(options.Slots + options.PrefillChunk, PromptLookup.MaxStepRows), LogitRows(options))
+                : model.CreateHiddenState(1);
             options.DraftModel?.Begin(options.Slots, options.Context + PromptLookup.MaxDraftTokens);
         }
         catch
@@ -127,7 +132,7 @@ internal sealed class BatchScheduler : IDisposable
                     used += _slotOwners[s] is null ? 0 : _cache.LengthOf(s);
                 }
 
-                return (used, (long)_options.Slots * _options.Context);
+                return (used, (long)_cache.Slots * _cache.Capacity);
             }
         }
     }
@@ -136,6 +141,11 @@ internal sealed class BatchScheduler : IDisposable
     public bool TryEnqueue(GenerationJob job)
     {
         ArgumentNullException.ThrowIfNull(job);
+        if (_model.Config.IsSequenceClassifier)
+        {
+            throw new InvalidOperationException($"the model is a {_model.Config.Architecture}: it classifies, it does not generate");
+        }
+
         if (job.Choices > _options.Slots)
         {
             throw new ArgumentException($"the request needs {job.Choices} sequences at once and the server has {_options.Slots} slots");
@@ -273,7 +283,9 @@ internal sealed class BatchScheduler : IDisposable
             try
             {
                 _embedder ??= new Embedder(_model, _options.PrefillChunk);
-                EmbeddingRun started = _embedder.Start(next.Inputs, dimensions: next.Dimensions, adapterScales: next.AdapterScales);
+                EmbeddingRun started = next.Classify
+                    ? SequenceClassification.Start(_embedder, next.Inputs, next.AdapterScales)
+                    : _embedder.Start(next.Inputs, dimensions: next.Dimensions, adapterScales: next.AdapterScales);
                 _embedding = (next, started);
             }
             catch (Exception e)
@@ -293,7 +305,7 @@ internal sealed class BatchScheduler : IDisposable
             else if (run.Step())
             {
                 Metrics.Embedded(job.Inputs.Count, run.TokenCount);
-                job.Result.TrySetResult(run.Results);
+                job.Result.TrySetResult(job.Classify ? SequenceClassification.Logits(_model, run) : run.Results);
             }
             else
             {

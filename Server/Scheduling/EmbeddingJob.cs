@@ -1,13 +1,19 @@
 namespace QwenSharp.Server.Scheduling;
 
 /// <summary>
-/// What one <c>/v1/embeddings</c> request asks of the scheduler: its inputs' token ids, embedded on the thread that
+/// What one <c>/v1/embeddings</c> (or <c>/classify</c>) request asks of the scheduler: its inputs' token ids, embedded on the thread that
 /// owns the model, a forward step at a time between the generation steps. The result (or the failure) completes
 /// <see cref="Result"/>.
 /// </summary>
 internal sealed class EmbeddingJob
 {
     public required IReadOnlyList<int[]> Inputs { get; init; }
+
+    /// <summary>
+    /// A <c>/classify</c> request to a sequence classifier: each input's score-head logits come back in place of its
+    /// embedding (<see cref="Generation.SequenceClassification"/>).
+    /// </summary>
+    public bool Classify { get; init; }
 
     /// <summary>Keep the first this many values (the request's <c>dimensions</c>); null: all hidden_size.</summary>
     public int? Dimensions { get; init; }

@@ -17,7 +17,7 @@ public sealed class ClassificationTests
     private const string Text = "Once upon a time, there was a little girl";
 
     /// <summary>A pad id the demo tokenizer never gives a plain text.</summary>
-    private const int Pad = 0;
+    internal const int Pad = 0;
 
     /// <summary>The demo model saved as transformers saves its <c>LlamaForSequenceClassification</c>: config.json naming it, and a score head of k/64 weights in place of an LM head.</summary>
     internal static string ClassifierFolder(int labels, string dtype = "F32", string extraConfig = "", int seed = 11, bool withLabels = true)
@@ -60,7 +60,7 @@ public sealed class ClassificationTests
     };
 
     /// <summary>The head as torch runs it, in float64, over llama.cpp's last hidden state of <paramref name="ids"/>.</summary>
-    private static double[] ReferenceLogits(IReadOnlyList<int> ids, int labels, int seed = 11)
+    internal static double[] ReferenceLogits(IReadOnlyList<int> ids, int labels, int seed = 11)
     {
         float[] hidden = LlamaCpp.Embedding(GgufFixture.Write(Fixtures.DemoModel), ids, LLamaPoolingType.Last);
         float[] weight = HeadWeights(labels, seed);
@@ -151,17 +151,24 @@ public sealed class ClassificationTests
         Assert.Equal(function, model.Model.Classifier!.ScoreFunction);
     }
 
-    [Fact]
-    public async Task ClassifyConversationAsync_RatesTheConversationAsTheChatTemplateRendersIt()
+    /// <summary>
+    /// The folder with a chat template in its tokenizer_config.json (the demo tokenizer has none), as a reward model's
+    /// carries one: each message as "role: content" on its line, and "assistant:" when the turn is opened.
+    /// </summary>
+    internal static string WithChatTemplate(string folder)
     {
-        // The demo tokenizer has no chat template: a Qwen2 one, as a reward model's tokenizer_config.json carries it.
-        string folder = ClassifierFolder(1);
         string template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
         string config = File.ReadAllText(Path.Combine(Fixtures.DemoModel, "tokenizer_config.json")).TrimEnd().TrimEnd('}')
             + $", \"chat_template\": {System.Text.Json.JsonSerializer.Serialize(template)}}}";
         File.Delete(Path.Combine(folder, "tokenizer_config.json"));
         File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), config);
-        using QwenModel model = QwenModel.Load(folder);
+        return folder;
+    }
+
+    [Fact]
+    public async Task ClassifyConversationAsync_RatesTheConversationAsTheChatTemplateRendersIt()
+    {
+        using QwenModel model = QwenModel.Load(WithChatTemplate(ClassifierFolder(1)));
 
         TextClassification result = await model.ClassifyConversationAsync([("user", "Hi"), ("assistant", "Once upon a time")]);
 
