@@ -83,7 +83,8 @@ internal sealed class ServeCommand : ICommand
 
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
         options = options with { Context = context };
-        if (device == "cpu")
+        // A classifier keeps no generation cache (its /classify inputs take an embedding run's own).
+        if (device == "cpu" && !model.Model.Config.IsSequenceClassifier)
         {
             CheckKvMemory(model, options.MaxConcurrent, context);
         }
@@ -125,7 +126,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {options.MaxConcurrent} slots of {context} tokens{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {(model.Model.Config.IsSequenceClassifier ? "a classifier: POST /classify" : $"{options.MaxConcurrent} slots of {context} tokens")}{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();
