@@ -19,13 +19,17 @@ internal static class ThreadOverride<TSwitch>
     /// <summary>Until disposed, this thread's answer is <paramref name="value"/>.</summary>
     public static Scope Set(bool value)
     {
+        var scope = new Scope(t_state);
         t_state = value ? 1 : 2;
-        return default;
+        return scope;
     }
 
-    /// <summary>Ends <see cref="Set"/>: the CPU's answer again.</summary>
-    public readonly struct Scope : IDisposable
+    /// <summary>
+    /// Ends <see cref="Set"/>: the answer before it again, so scopes nest (a test that asks "no" inside a "yes" gets its
+    /// "yes" back, not the CPU's answer).
+    /// </summary>
+    public readonly struct Scope(int previous) : IDisposable
     {
-        public void Dispose() => t_state = 0;
+        public void Dispose() => t_state = previous;
     }
 }

@@ -165,23 +165,27 @@ public sealed class Q8_0PanelsTests
         }
     }
 
+    public static TheoryData<KernelPath> VectorPaths() => [KernelPath.Vector256, KernelPath.Vector512];
+
     /// <summary>
-    /// Where one token reads a repacked Q4_0 matrix's panels (<see cref="PanelDecode"/>, AMD Zen and Zen+; forced here): that
-    /// token's sums are bit for bit its sums in a step of several through the panels, so every step gives each row its bits
-    /// alone, batch-invariant or not; and they differ from the stored rows' in the last bits somewhere (so the test sees the
-    /// panels ran) and stay within rounding of them.
+    /// Where one token reads a repacked Q4_0 matrix's panels (<see cref="PanelDecode"/>, AMD Zen and Zen+; forced here, on
+    /// each vector path): that token's sums are bit for bit its sums in a step of several through the panels, so every step
+    /// gives each row its bits alone, batch-invariant or not; and they differ from the stored rows' in the last bits somewhere
+    /// (so the test sees the panels ran) and stay within rounding of them.
     /// </summary>
-    [SkippableFact]
-    public void Where_one_token_reads_the_Q4_0_panels_every_step_gives_each_row_its_bits_alone()
+
+    [SkippableTheory]
+    [MemberData(nameof(VectorPaths))]
+    public void Where_one_token_reads_the_Q4_0_panels_every_step_gives_each_row_its_bits_alone(KernelPath path)
     {
         const int outputs = 64, inputs = 512;
         using (PanelDecode.Assume(true))
         {
-            Skip.IfNot(PanelDecode.Pays(KernelPaths.Default, DType.Q4_0), "one token reads the panels on the vector paths only (AVX2 and FMA)");
+            Skip.IfNot(PanelDecode.Pays(path, DType.Q4_0), $"one token reads the panels on the vector paths only (AVX2 and FMA)");
         }
 
-        using var invariant = new CpuBackend(new CpuBackendOptions { Threads = 2, BatchInvariant = true });
-        using var fast = new CpuBackend(new CpuBackendOptions { Threads = 2 });
+        using var invariant = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2, BatchInvariant = true });
+        using var fast = new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = 2 });
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), DType.Q4_0, [outputs, inputs]);
         using DeviceWeight invariantWeight = invariant.Upload(w.View), fastWeight = fast.Upload(w.View);
         float[] Product(CpuBackend backend, DeviceWeight weight, float[] input, int count) =>
