@@ -190,6 +190,11 @@ public sealed class QwenModel : IDisposable
     /// </summary>
     private void LoadDraft(string path)
     {
+        if (Model.Config.IsSequenceClassifier)
+        {
+            throw new ArgumentException($"{Directory}: the model is a {Model.Config.Architecture}, which classifies and does not generate: a draft model ({path}) has nothing to guess for");
+        }
+
         CheckDraftTokenizer(Tokenizer, LoadTokenizer(path), path);
         Qwen2Model model = Qwen2Model.Load(path, _backend);
         _draft = new DraftModel(model);

@@ -88,6 +88,10 @@ internal static class InfoEndpoints
         Metric("embedding_requests_total", "counter", "Embedding requests answered", embeddingJobs);
         Metric("embedding_inputs_total", "counter", "Texts embedded", embeddingInputs);
         Metric("embedding_tokens_total", "counter", "Tokens of the texts embedded", embeddingTokens);
+        (long classifyJobs, long classifyInputs, long classifyTokens) = metrics.Classifications;
+        Metric("classify_requests_total", "counter", "Classification requests answered", classifyJobs);
+        Metric("classify_inputs_total", "counter", "Inputs classified", classifyInputs);
+        Metric("classify_tokens_total", "counter", "Tokens of the inputs classified", classifyTokens);
         Metric("tokens_per_second", "gauge", "Tokens generated per second over the last 10 seconds", metrics.RecentTokensPerSecond);
         Metric("time_to_first_token_seconds_sum", "counter", "Seconds from queueing to the first token, summed", firstTokenSeconds);
         Metric("time_to_first_token_seconds_count", "counter", "Requests that got a first token", firstTokens);

@@ -304,8 +304,16 @@ internal sealed class BatchScheduler : IDisposable
             }
             else if (run.Step())
             {
-                Metrics.Embedded(job.Inputs.Count, run.TokenCount);
-                job.Result.TrySetResult(job.Classify ? SequenceClassification.Logits(_model, run) : run.Results);
+                if (job.Classify)
+                {
+                    Metrics.Classified(job.Inputs.Count, run.TokenCount);
+                    job.Result.TrySetResult(SequenceClassification.Logits(_model, run));
+                }
+                else
+                {
+                    Metrics.Embedded(job.Inputs.Count, run.TokenCount);
+                    job.Result.TrySetResult(run.Results);
+                }
             }
             else
             {

@@ -23,6 +23,9 @@ internal sealed class SchedulerMetrics
     private long _embeddingJobs;
     private long _embeddingInputs;
     private long _embeddingTokens;
+    private long _classifyJobs;
+    private long _classifyInputs;
+    private long _classifyTokens;
     private double _firstTokenSeconds;
 
     public long PromptTokens => Interlocked.Read(ref _promptTokens);
@@ -39,6 +42,10 @@ internal sealed class SchedulerMetrics
     /// <summary>Embedding requests answered, the texts in them, and their tokens.</summary>
     public (long Jobs, long Inputs, long Tokens) Embeddings =>
         (Interlocked.Read(ref _embeddingJobs), Interlocked.Read(ref _embeddingInputs), Interlocked.Read(ref _embeddingTokens));
+
+    /// <summary>Classification requests answered (<c>/classify</c>), the inputs in them, and their tokens.</summary>
+    public (long Jobs, long Inputs, long Tokens) Classifications =>
+        (Interlocked.Read(ref _classifyJobs), Interlocked.Read(ref _classifyInputs), Interlocked.Read(ref _classifyTokens));
 
     public long JobsFinished => Interlocked.Read(ref _jobsFinished);
 
@@ -121,6 +128,13 @@ internal sealed class SchedulerMetrics
         Interlocked.Increment(ref _embeddingJobs);
         Interlocked.Add(ref _embeddingInputs, inputs);
         Interlocked.Add(ref _embeddingTokens, tokens);
+    }
+
+    internal void Classified(int inputs, long tokens)
+    {
+        Interlocked.Increment(ref _classifyJobs);
+        Interlocked.Add(ref _classifyInputs, inputs);
+        Interlocked.Add(ref _classifyTokens, tokens);
     }
 
     internal void JobFinished() => Interlocked.Increment(ref _jobsFinished);

@@ -185,6 +185,9 @@ public sealed class ClassificationTests
         Assert.Contains("the model is a LlamaForSequenceClassification, whose score head gives a text a logit per label, not next-token logits", generate.Message, StringComparison.Ordinal);
         Assert.Contains("not next-token logits", Assert.Throws<NotSupportedException>(() => classifier.Score([1, 403, 407])).Message, StringComparison.Ordinal);
 
+        var draft = Assert.Throws<ArgumentException>(() => QwenModel.Load(ClassifierFolder(3), new QwenModelOptions { DraftModel = Fixtures.DemoModel }));
+        Assert.Contains("which classifies and does not generate: a draft model", draft.Message, StringComparison.Ordinal);
+
         using QwenModel generator = QwenModel.Load(Fixtures.DemoModel);
         var classify = await Assert.ThrowsAsync<NotSupportedException>(() => generator.ClassifyAsync([Text]));
         Assert.Contains("the model is a LlamaForCausalLM, which generates; ClassifyAsync needs a *ForSequenceClassification model", classify.Message, StringComparison.Ordinal);

@@ -59,6 +59,11 @@ public sealed class ClassifyServerTests
         JsonElement opened = await server.PostOkAsync("/classify", """{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": true}""");
         AssertClose(ClassificationTests.ReferenceLogits(server.Model.Tokenizer.Encode("user: Hi\nassistant:"), 3),
             opened.GetProperty("data")[0].GetProperty("logits"), "the conversation, the assistant's turn opened");
+
+        // /metrics counts what was classified, apart from embeddings.
+        Assert.Equal(4, await server.MetricAsync("qwensharp_classify_requests_total"));
+        Assert.Equal(5, await server.MetricAsync("qwensharp_classify_inputs_total"));
+        Assert.Equal(0, await server.MetricAsync("qwensharp_embedding_inputs_total"));
     }
 
     [Fact]
