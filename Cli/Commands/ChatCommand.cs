@@ -58,7 +58,7 @@ internal sealed class ChatCommand : ICommand
         // A model without a chat template cannot chat: say so before loading the weights or waiting for input.
         ModelLoading.RequireChatTemplate(TextInput.LoadTokenizer(directory), directory, "chat");
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
-
+        model.Model.RequireGenerates();
         WeightPrefetch.Run(model.Model, Console.Error);
         int context = ModelLoading.Context(args, model.Model.Config, min: 2) ?? model.Model.Config.MaxPositionEmbeddings;
         var options = new TextGenerationOptions

@@ -177,9 +177,11 @@ internal sealed class GenerateCommand : ICommand
         (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
         using (backend)
         using (model)
-        using (Qwen2Model? draftWeights = draftPath is null ? null : Qwen2Model.Load(draftPath, backend))
-        using (DraftModel? drafter = draftWeights is null ? null : new DraftModel(draftWeights))
         {
+            // A classifier is refused before anything is printed (the prompt is echoed as generation starts).
+            model.RequireGenerates();
+            using Qwen2Model? draftWeights = draftPath is null ? null : Qwen2Model.Load(draftPath, backend);
+            using DraftModel? drafter = draftWeights is null ? null : new DraftModel(draftWeights);
             Qwen2VL.VisionPrompt? vision = null;
             if (conversation is not null)
             {

@@ -260,12 +260,17 @@ public sealed class Qwen2Model : IDisposable
     /// <remarks>A sequence classifier (<see cref="Qwen2Config.IsSequenceClassifier"/>) has no LM head, so no next-token logits: refused here, naming what it does instead.</remarks>
     public ForwardState CreateState(int maxRows, int maxLogitRows)
     {
+        RequireGenerates();
+        return new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
+    }
+
+    /// <summary>Throws, saying what it does instead, for a sequence classifier, which has no next-token logits.</summary>
+    public void RequireGenerates()
+    {
         if (Config.IsSequenceClassifier)
         {
             QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync) and does not generate or score tokens");
         }
-
-        return new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
     }
 
     /// <summary>

@@ -270,6 +270,7 @@ public sealed class ClassificationTests
         CliRunner.Result generate = CliRunner.Run("generate", "--model", folder, "--prompt", "Once", "--max-new-tokens", "2");
         Assert.Equal(2, generate.ExitCode);
         Assert.Contains("it classifies texts (qwensharp classify", Assert.Single(generate.ErrorLines), StringComparison.Ordinal);
+        Assert.Equal("", generate.Stdout);
 
         CliRunner.Result generator = CliRunner.Run("classify", "--model", Fixtures.DemoModel, Text);
         Assert.Equal(2, generator.ExitCode);
