@@ -406,10 +406,7 @@ public sealed class QwenModel : IDisposable
 
     private async Task<IReadOnlyList<TextClassification>> ClassifyIdsAsync(int[][] ids, IReadOnlyList<float>? loraScales, CancellationToken cancellationToken)
     {
-        if (Model.Classifier is not Qwen2.ClassifierHead head)
-        {
-            throw new NotSupportedException($"{Directory}: the model is a {Model.Config.Architecture ?? Model.Config.ModelType}, which generates; ClassifyAsync needs a *ForSequenceClassification model (a reward model, a classifier)");
-        }
+        Qwen2.ClassifierHead head = Model.RequireClassifier(nameof(ClassifyAsync), Directory);
 
         float[]? adapterScales = AdapterScalesFor(null, loraScales, "loraScales");
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);

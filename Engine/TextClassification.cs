@@ -12,17 +12,5 @@ namespace QwenSharp;
 public sealed record TextClassification(IReadOnlyList<string> Labels, IReadOnlyList<float> Logits, IReadOnlyList<float> Scores, int TokenCount)
 {
     /// <summary>The label of the highest score.</summary>
-    public string Label
-    {
-        get
-        {
-            int best = 0;
-            for (int i = 1; i < Scores.Count; i++)
-            {
-                best = Scores[i] > Scores[best] ? i : best;
-            }
-
-            return Labels[best];
-        }
-    }
+    public string Label => Labels[Qwen2.ClassifierHead.Best(Scores)];
 }

@@ -65,8 +65,7 @@ internal sealed class ClassifyCommand : ICommand
         using (backend)
         using (model)
         {
-            ClassifierHead head = model.Classifier
-                ?? throw new UsageException($"{directory}: the model is a {model.Config.Architecture ?? model.Config.ModelType}, which generates; classify needs a *ForSequenceClassification model (a reward model, a classifier)");
+            ClassifierHead head = model.RequireClassifier("classify", directory);
             using var embedder = new Embedder(model);
             bool json = args.Flag("json");
             stdout.Write(json
@@ -79,7 +78,7 @@ internal sealed class ClassifyCommand : ICommand
                 for (int i = 0; i < logits.Length; i++)
                 {
                     float[] scores = head.Scores(logits[i]);
-                    string label = head.Labels[Array.IndexOf(scores, scores.Max())];
+                    string label = head.Labels[ClassifierHead.Best(scores)];
                     stdout.Write(json
                         ? $"{(first + i == 0 ? "" : ",")}{{\"label\":{Quote(label)},\"scores\":[{Values(scores, ",")}],\"logits\":[{Values(logits[i], ",")}],\"tokens\":{group[i].Length}}}"
                         : $"{first + i}: {label}  scores {Values(scores, " ")}  logits {Values(logits[i], " ")}\n");

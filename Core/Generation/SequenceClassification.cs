@@ -1,4 +1,3 @@
-using QwenSharp.Errors;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Generation;
@@ -34,7 +33,7 @@ public static class SequenceClassification
     {
         ArgumentNullException.ThrowIfNull(embedder);
         ArgumentNullException.ThrowIfNull(inputs);
-        ClassifierHead head = embedder.Model.Classifier ?? Refuse(embedder.Model.Config);
+        ClassifierHead head = embedder.Model.RequireClassifier(nameof(SequenceClassification));
 
         // Attention is causal, so the padding after the pooled token changes nothing it sees: it is not read at all.
         int[][] pooled = [.. inputs.Select(ids => ids is null ? null! : ids.Take(head.PooledPosition(ids) + 1).ToArray())];
@@ -46,18 +45,12 @@ public static class SequenceClassification
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(run);
-        ClassifierHead head = model.Classifier ?? Refuse(model.Config);
+        ClassifierHead head = model.RequireClassifier(nameof(SequenceClassification));
         if (!run.IsDone || run.Pooling != EmbeddingPooling.Last || run.Normalized)
         {
             throw new InvalidOperationException("the run is not a finished classification run (SequenceClassification.Start)");
         }
 
         return [.. run.Results.Select(h => head.Logits(h))];
-    }
-
-    private static ClassifierHead Refuse(Qwen2Config config)
-    {
-        QwenThrow.NotSupported($"the model is a {config.Architecture ?? config.ModelType}, with an LM head and no score head: it generates; a *ForSequenceClassification model (a reward model, a classifier) classifies");
-        return null!;
     }
 }

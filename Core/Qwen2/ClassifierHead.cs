@@ -1,6 +1,7 @@
 using System.Text.Json;
 using QwenSharp.Errors;
 using QwenSharp.Formats;
+using QwenSharp.Numerics;
 
 namespace QwenSharp.Qwen2;
 
@@ -70,17 +71,23 @@ public sealed class ClassifierHead
         var logits = new float[Labels.Count];
         for (int label = 0; label < logits.Length; label++)
         {
-            ReadOnlySpan<float> row = _weight.AsSpan(label * HiddenSize, HiddenSize);
-            double sum = 0;
-            for (int i = 0; i < row.Length; i++)
-            {
-                sum += (double)row[i] * hidden[i];
-            }
-
-            logits[label] = (float)sum;
+            logits[label] = (float)Float64Dot.Of(_weight.AsSpan(label * HiddenSize, HiddenSize), hidden);
         }
 
         return logits;
+    }
+
+    /// <summary>The index of the highest of <paramref name="scores"/> (the first, where several are highest): its label is the answer.</summary>
+    public static int Best(IReadOnlyList<float> scores)
+    {
+        ArgumentNullException.ThrowIfNull(scores);
+        int best = 0;
+        for (int i = 1; i < scores.Count; i++)
+        {
+            best = scores[i] > scores[best] ? i : best;
+        }
+
+        return best;
     }
 
     /// <summary>How <see cref="Scores"/> come from the logits: "none" (regression), "sigmoid" (each) or "softmax" (over the labels).</summary>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using QwenSharp.Errors;
 using QwenSharp.Formats;
+using QwenSharp.Numerics;
 
 namespace QwenSharp.Qwen2;
 
@@ -48,13 +49,7 @@ public sealed class EmbeddingDense
         var y = new float[OutFeatures];
         for (int o = 0; o < OutFeatures; o++)
         {
-            ReadOnlySpan<float> row = _weight.AsSpan(o * InFeatures, InFeatures);
-            double sum = _bias?[o] ?? 0;
-            for (int i = 0; i < row.Length; i++)
-            {
-                sum += (double)row[i] * x[i];
-            }
-
+            double sum = Float64Dot.Of(_weight.AsSpan(o * InFeatures, InFeatures), x, _bias?[o] ?? 0);
             y[o] = (float)(_tanh ? Math.Tanh(sum) : sum);
         }
 

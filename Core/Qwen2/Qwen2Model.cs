@@ -264,6 +264,21 @@ public sealed class Qwen2Model : IDisposable
         return new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
     }
 
+    /// <summary>
+    /// The score head of a sequence classifier; for a model that generates, throws saying so, <paramref name="caller"/>
+    /// naming what needed the head (classify, ClassifyAsync, /classify) and <paramref name="source"/>, if given, the model.
+    /// </summary>
+    public ClassifierHead RequireClassifier(string caller, string? source = null)
+    {
+        if (Classifier is not ClassifierHead head)
+        {
+            QwenThrow.NotSupported($"{(source is null ? "" : $"{source}: ")}the model is a {Config.Architecture ?? Config.ModelType}, which generates; {caller} needs a *ForSequenceClassification model (a reward model, a classifier)");
+            return null!;
+        }
+
+        return head;
+    }
+
     /// <summary>Throws, saying what it does instead, for a sequence classifier, which has no next-token logits.</summary>
     public void RequireGenerates()
     {

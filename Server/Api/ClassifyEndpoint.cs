@@ -22,10 +22,14 @@ internal static class ClassifyEndpoint
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
-        if (server.Model.Classifier is not ClassifierHead head)
+        ClassifierHead head;
+        try
         {
-            throw new ApiException(400, $"the model is a {server.Model.Config.Architecture ?? server.Model.Config.ModelType}, which generates; /classify needs a *ForSequenceClassification model (a reward model, a classifier)",
-                null, "model_does_not_classify");
+            head = server.Model.RequireClassifier("/classify");
+        }
+        catch (NotSupportedException e)
+        {
+            throw new ApiException(400, e.Message, null, "model_does_not_classify");
         }
 
         string model = request.String("model", 256) ?? server.ModelName;
@@ -35,16 +39,7 @@ internal static class ClassifyEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         var job = new EmbeddingJob { Inputs = inputs, Classify = true, AdapterScales = adapterScales, Cancellation = deadline.Token };
-        Jobs.Submit(server, job);
-        float[][] logits;
-        try
-        {
-            logits = await job.Result.Task.ConfigureAwait(false);
-        }
-        catch (Exception e)
-        {
-            throw Jobs.Translate(e, deadline);
-        }
+        float[][] logits = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
 
         long tokens = inputs.Sum(i => (long)i.Length);
         await ResponseJson.WriteAsync(http, 200, w =>
@@ -60,7 +55,7 @@ internal static class ClassifyEndpoint
                 float[] scores = head.Scores(logits[i]);
                 w.WriteStartObject();
                 w.WriteNumber("index", i);
-                w.WriteString("label", head.Labels[Array.IndexOf(scores, scores.Max())]);
+                w.WriteString("label", head.Labels[ClassifierHead.Best(scores)]);
                 Numbers(w, "probs", scores);
                 w.WriteNumber("num_classes", scores.Length);
                 Numbers(w, "logits", logits[i]);

@@ -40,16 +40,7 @@ internal static class EmbeddingsEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, AdapterScales = adapterScales, Cancellation = deadline.Token };
-        Jobs.Submit(server, job);
-        float[][] vectors;
-        try
-        {
-            vectors = await job.Result.Task.ConfigureAwait(false);
-        }
-        catch (Exception e)
-        {
-            throw Jobs.Translate(e, deadline);
-        }
+        float[][] vectors = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
 
         long tokens = inputs.Sum(i => (long)i.Length);
         await ResponseJson.WriteAsync(http, 200, w =>

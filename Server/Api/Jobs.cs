@@ -99,6 +99,23 @@ internal static class Jobs
     public static void Submit(ServerState server, EmbeddingJob job) =>
         Submit(server, () => server.Scheduler.TryEnqueue(job), "embedding requests are already waiting");
 
+    /// <summary>
+    /// Queues an embedding (or classification) job and waits for its vectors, its failure turned into an API error
+    /// (<see cref="Translate"/>).
+    /// </summary>
+    public static async Task<float[][]> RunAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline)
+    {
+        Submit(server, job);
+        try
+        {
+            return await job.Result.Task.ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            throw Translate(e, deadline);
+        }
+    }
+
     /// <summary>Queues a job: 429 when the queue is full, 503 once the server is shutting down.</summary>
     private static void Submit(ServerState server, Func<bool> enqueue, string waiting)
     {

@@ -141,10 +141,8 @@ internal sealed class BatchScheduler : IDisposable
     public bool TryEnqueue(GenerationJob job)
     {
         ArgumentNullException.ThrowIfNull(job);
-        if (_model.Config.IsSequenceClassifier)
-        {
-            throw new InvalidOperationException($"the model is a {_model.Config.Architecture}: it classifies, it does not generate");
-        }
+        // A classifier's refusal is NotSupportedException: Jobs.Submit reads InvalidOperationException as the server shutting down.
+        _model.RequireGenerates();
 
         if (job.Choices > _options.Slots)
         {
