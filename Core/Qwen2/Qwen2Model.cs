@@ -36,8 +36,9 @@ public sealed class Qwen2Model : IDisposable
         {
             if (!uploaded.TryGetValue(view, out DeviceWeight? weight))
             {
-                // An embedding not tied to the head is only gathered from, row by row: nothing to repack for products.
-                bool onlyGathered = ReferenceEquals(view, views.EmbedTokens) && !ReferenceEquals(view, views.LmHead);
+                // An embedding not tied to the head is only gathered from, row by row: nothing to repack for products. So is
+                // a classifier's, which stands in for the LM head it does not have (nothing multiplies by it).
+                bool onlyGathered = ReferenceEquals(view, views.EmbedTokens) && (!ReferenceEquals(view, views.LmHead) || config.IsSequenceClassifier);
                 weight = onlyGathered ? backend.UploadTable(view) : backend.Upload(view);
                 uploaded.Add(view, weight);
             }
