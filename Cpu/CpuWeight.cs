@@ -27,6 +27,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
     public byte* Data { get; }
 
+    /// <summary>The arena <see cref="Data"/> came from where this weight owns it (a Q5_0 matrix widened to Q8_0); null for stored bytes.</summary>
+    public WeightArena? DataArena { get; init; }
+
     public long RowBytes { get; }
 
     /// <summary>The f32 values of a one-row weight; null for matrices.</summary>
@@ -127,5 +130,13 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             _panelArena?.Free(Panels);
             Panels = null;
         }
+
+        if (DataArena is { } arena && !_dataFreed)
+        {
+            _dataFreed = true;
+            arena.Free(Data);
+        }
     }
+
+    private bool _dataFreed;
 }

@@ -20,8 +20,8 @@ public static class GgufExport
 
     /// <summary>
     /// Writes the folder's model to <paramref name="outPath"/> with matrices in <paramref name="type"/> (null: as stored).
-    /// A matrix whose rows are not whole blocks of a quantized type keeps its stored type (llama.cpp's quantize falls
-    /// back to another quantized type there, such as q5_0 or q8_0 for q4_k).
+    /// A matrix whose rows are not whole blocks of a quantized type takes llama.cpp's fallback (<see cref="QuantizationFallback"/>:
+    /// Q5_0 for Q4_K, Q8_0 for Q6_K), or keeps its stored type where no quantized type fits.
     /// </summary>
     public static void Write(string modelDirectory, string outPath, DType? type = null) =>
         Write(modelDirectory, outPath, (_, tensor) => Encode(tensor, type));
@@ -190,15 +190,11 @@ public static class GgufExport
         }
     }
 
-    /// <summary>Vectors in F32 (llama.cpp adds only F32 biases); matrices in <paramref name="type"/> where their rows are whole blocks of it.</summary>
+    /// <summary>Vectors in F32 (llama.cpp adds only F32 biases); matrices in <paramref name="type"/>, or its fallback where their rows are not whole blocks of it.</summary>
     public static (GgmlType Type, byte[] Data) Encode(TensorView tensor, DType? type)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        DType target = tensor.Shape.Length == 1 ? DType.F32 : type ?? tensor.DType;
-        if (tensor.Shape[^1] % DTypes.BlockValues(target) != 0)
-        {
-            target = tensor.DType;
-        }
+        DType target = tensor.Shape.Length == 1 ? DType.F32 : QuantizationFallback.For(type ?? tensor.DType, tensor.DType, tensor.Shape[^1]);
 
         return target == tensor.DType
             ? (GgmlTypes.Of(target), tensor.Bytes.ToArray())

@@ -22,6 +22,9 @@ public interface IBackend : IDisposable
     {
     }
 
+    /// <summary>Bytes of memory <see cref="Upload"/> takes for <paramref name="tensor"/> (for <see cref="CheckWeightMemory"/>): its stored bytes unless it is stored again in another type.</summary>
+    long UploadBytes(TensorView tensor) => tensor.ByteLength;
+
     /// <summary>Makes a stored weight ready: wrap, repack or upload. Matrices are [out, in]; vectors one row.</summary>
     DeviceWeight Upload(TensorView tensor);
 

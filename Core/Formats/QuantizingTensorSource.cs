@@ -3,9 +3,9 @@ using QwenSharp.Memory;
 namespace QwenSharp.Formats;
 
 /// <summary>
-/// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>): each matrix whose rows are
-/// whole blocks is converted once, into memory this source owns, with the same quantizer the GGUF export uses;
-/// vectors and other matrices pass through as stored.
+/// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>): each matrix is converted once,
+/// into memory this source owns, with the same quantizer the GGUF export uses, to the type asked for or, where its rows
+/// are not whole blocks of it, to llama.cpp's fallback (<see cref="QuantizationFallback"/>); vectors pass through as stored.
 /// </summary>
 public sealed unsafe class QuantizingTensorSource : ITensorSource
 {
@@ -42,15 +42,16 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return false;
         }
 
-        if (view.Shape.Length != 2 || view.DType == _type || view.Shape[1] % DTypes.BlockValues(_type) != 0)
+        DType type = view.Shape.Length == 2 ? QuantizationFallback.For(_type, view.DType, view.Shape[1]) : view.DType;
+        if (type == view.DType)
         {
             return true;
         }
 
-        long bytes = DTypes.ByteLength(_type, view.ElementCount);
+        long bytes = DTypes.ByteLength(type, view.ElementCount);
         byte* data = (byte*)_owned.Allocate(bytes);
-        TensorValues.RowsAs(view, _type, new Span<byte>(data, checked((int)bytes)));
-        view = view with { DType = _type, Data = (nint)data };
+        TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)));
+        view = view with { DType = type, Data = (nint)data };
         _converted[name] = view;
         return true;
     }

@@ -17,7 +17,7 @@ public static class TensorValues
     /// <summary>
     /// A matrix stored again as <paramref name="type"/>, row by row (no f32 copy of the whole matrix; rows in parallel
     /// chunks): rows of whole blocks convert on their own, so the bytes equal those of converting the matrix at once.
-    /// Q4_0 to Q8_0 is exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>).
+    /// Q4_0 and Q5_0 to Q8_0 are exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>, <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/>).
     /// </summary>
     public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination)
     {
@@ -65,6 +65,12 @@ public static class TensorValues
                 return;
             }
 
+            if (matrix.DType == DType.Q5_0 && type == DType.Q8_0)
+            {
+                LegacyQuantBlocks.WidenQ5_0ToQ8_0(new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut));
+                return;
+            }
+
             ToSingle(matrix.DType, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), values, matrix.Name);
             FromSingle(values, type, new Span<byte>(to + (r * rowOut), rowOut));
         }
@@ -99,6 +105,9 @@ public static class TensorValues
             case DType.Q4_0:
                 LegacyQuantBlocks.DequantizeQ4_0(bytes, values);
                 break;
+            case DType.Q5_0:
+                LegacyQuantBlocks.DequantizeQ5_0(bytes, values);
+                break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;
@@ -113,7 +122,7 @@ public static class TensorValues
         }
     }
 
-    /// <summary>Stores f32 values as <paramref name="type"/> (rounded to nearest even for F16/BF16, llama.cpp's quantizers for Q8_0 and Q4_0).</summary>
+    /// <summary>Stores f32 values as <paramref name="type"/> (rounded to nearest even for F16/BF16, llama.cpp's quantizers for the block types).</summary>
     public static byte[] FromSingle(ReadOnlySpan<float> values, DType type)
     {
         var bytes = new byte[DTypes.ByteLength(type, values.Length)];
@@ -149,6 +158,9 @@ public static class TensorValues
                 break;
             case DType.Q4_0:
                 LegacyQuantBlocks.QuantizeQ4_0(values, bytes);
+                break;
+            case DType.Q5_0:
+                LegacyQuantBlocks.QuantizeQ5_0(values, bytes);
                 break;
             case DType.Q4_K:
                 KQuantQuantizer.QuantizeQ4_K(values, bytes);

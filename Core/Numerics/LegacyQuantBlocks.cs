@@ -68,17 +68,7 @@ public static class LegacyQuantBlocks
         {
             ReadOnlySpan<float> x = values.Slice(b * BlockValues, BlockValues);
             Span<byte> block = blocks.Slice(b * 18, 18);
-            float amax = 0, max = 0;
-            foreach (float v in x)
-            {
-                if (amax < MathF.Abs(v))
-                {
-                    amax = MathF.Abs(v);
-                    max = v;
-                }
-            }
-
-            float d = max / -8, id = d != 0 ? 1 / d : 0;
+            float d = LargestMagnitude(x) / -8, id = d != 0 ? 1 / d : 0;
             BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
             for (int j = 0; j < 16; j++)
             {
@@ -120,6 +110,57 @@ public static class LegacyQuantBlocks
         }
     }
 
+    /// <summary>Bytes of a Q5_0 block: the f16 scale, the 32 fifth bits and 16 bytes of low nibbles.</summary>
+    public const int Q5_0BlockBytes = 22;
+
+    /// <summary>
+    /// As llama.cpp's <c>quantize_row_q5_0_ref</c>: the value of largest magnitude (the first, sign kept) maps to code 0,
+    /// d = max / -16 stored as f16, codes (x / d + 16.5) truncated and at most 31, their fifth bits gathered into qh; a
+    /// block of zeros has d = 0 and every code 16.
+    /// </summary>
+    public static void QuantizeQ5_0(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * BlockValues, BlockValues);
+            Span<byte> block = blocks.Slice(b * Q5_0BlockBytes, Q5_0BlockBytes);
+            float d = LargestMagnitude(x) / -16, id = d != 0 ? 1 / d : 0;
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            uint qh = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int low = Math.Min(31, (int)(sbyte)((x[j] * id) + 16.5f));
+                int high = Math.Min(31, (int)(sbyte)((x[j + 16] * id) + 16.5f));
+                block[6 + j] = (byte)((low & 0x0F) | ((high & 0x0F) << 4));
+                qh |= (uint)((low >> 4) & 1) << j;
+                qh |= (uint)((high >> 4) & 1) << (j + 16);
+            }
+
+            BinaryPrimitives.WriteUInt32LittleEndian(block[2..], qh);
+        }
+    }
+
+    /// <summary>
+    /// Q5_0 blocks stored again as Q8_0 without loss: the same f16 scale, codes q - 16 (for the GPU, which has Q8_0 shaders
+    /// and none for Q5_0, and the CPU's many-token products). Requantizing the values would round them a second time.
+    /// </summary>
+    public static void WidenQ5_0ToQ8_0(ReadOnlySpan<byte> blocks, Span<byte> q8Blocks)
+    {
+        for (int b = 0; b < blocks.Length / Q5_0BlockBytes; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q5_0BlockBytes, Q5_0BlockBytes);
+            Span<byte> wide = q8Blocks.Slice(b * 34, 34);
+            wide[0] = block[0];
+            wide[1] = block[1];
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
+            for (int j = 0; j < 16; j++)
+            {
+                wide[2 + j] = (byte)(sbyte)((int)((block[6 + j] & 0x0Fu) | FifthBit(qh, j)) - 16);
+                wide[2 + j + 16] = (byte)(sbyte)((int)((uint)(block[6 + j] >> 4) | FifthBit(qh, j + 16)) - 16);
+            }
+        }
+    }
+
     public static void DequantizeQ5_1(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         for (int b = 0; b < values.Length / BlockValues; b++)
@@ -134,6 +175,22 @@ public static class LegacyQuantBlocks
                 y[j + 16] = ((int)((uint)(block[8 + j] >> 4) | FifthBit(qh, j + 16)) * d) + m;
             }
         }
+    }
+
+    /// <summary>The first value of largest magnitude, its sign kept (ggml's reference quantizers' <c>max</c>).</summary>
+    private static float LargestMagnitude(ReadOnlySpan<float> x)
+    {
+        float amax = 0, max = 0;
+        foreach (float v in x)
+        {
+            if (amax < MathF.Abs(v))
+            {
+                amax = MathF.Abs(v);
+                max = v;
+            }
+        }
+
+        return max;
     }
 
     /// <summary>Bit <paramref name="value"/> of qh, as the fifth bit (16) of that value's code.</summary>

@@ -30,7 +30,7 @@ public sealed class Qwen2Model : IDisposable
         Backend = backend;
         GenerationConfig = generationConfig ?? GenerationConfig.Empty;
         Qwen2Weights<TensorView> views = Qwen2WeightBinder.Bind(config, source);
-        backend.CheckWeightMemory(views.DistinctTensors().Sum(t => t.ByteLength), $"the weights of {source.Description}");
+        backend.CheckWeightMemory(views.DistinctTensors().Sum(backend.UploadBytes), $"the weights of {source.Description}");
         var uploaded = new Dictionary<TensorView, DeviceWeight>(ReferenceEqualityComparer.Instance);
         _w = views.Select(view =>
         {

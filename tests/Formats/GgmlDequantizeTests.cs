@@ -201,8 +201,8 @@ public sealed class GgmlDequantizeTests
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
         for (int p = 0; p < ids.Length; p++)
         {
-            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q8_0, Q4_0, Q4_K, Q5_K and Q6_K as stored
-            // and the others stored again as Q8_0.
+            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K as
+            // stored and the others stored again as Q8_0.
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
@@ -232,6 +232,73 @@ public sealed class GgmlDequantizeTests
         }
     }
 
+    [SkippableFact]
+    public void Q5_0Files_KeepEveryValueExactly_NothingRequantized()
+    {
+        // Q5_0 (what llama.cpp's Q4_K_M stores for rows that are not whole super-blocks, such as Qwen2.5-0.5B's 896-wide
+        // ones) is widened to Q8_0 without loss by the CPU and the GPU: no load note (nothing requantized), every value of
+        // every Q5_0 matrix the CPU multiplies equal to the file's bit for bit, and a decode step reads them as Q8_0. (The
+        // logits against llama.cpp's, on every path and the GPU: LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_Q5_0);
+        using IBackend backend = TestBackends.Create("cpu");
+        using Qwen2Model model = Qwen2Model.Load(quantized, backend);
+        Assert.Null(model.LoadNote);
+
+        using GgufFile file = GgufFile.Open(quantized);
+        GgufTensorInfo[] q5 = [.. file.Tensors.Values.Where(t => t.Type == (int)GgmlType.Q5_0)];
+        Assert.NotEmpty(q5);
+        long matrixBytes = file.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")
+            .Sum(t => t.Type == (int)GgmlType.Q5_0 ? t.Shape[0] * t.Shape[1] / 32 * 34 : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
+        Assert.Equal(matrixBytes, model.DecodeStepBytes);
+        foreach (GgufTensorInfo tensor in q5)
+        {
+            long count = tensor.Shape[0] * tensor.Shape[1];
+            var view = new QwenSharp.Formats.TensorView(tensor.Name, quantized, QwenSharp.Formats.DType.Q5_0, tensor.Shape, file.DataOf(tensor));
+            using DeviceWeight weight = backend.Upload(view);
+            var cpu = QwenSharp.Cpu.CpuWeight.Of(weight);
+            Assert.Equal(QwenSharp.Formats.DType.Q8_0, cpu.StoredType);
+            var expected = new float[count];
+            var actual = new float[count];
+            unsafe
+            {
+                LegacyQuantBlocks.DequantizeQ5_0(new ReadOnlySpan<byte>((void*)file.DataOf(tensor), checked((int)(count / 32 * 22))), expected);
+                Q8_0Blocks.Dequantize(new ReadOnlySpan<byte>(cpu.Data, checked((int)(count / 32 * 34))), actual);
+            }
+
+            for (int i = 0; i < count; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"{tensor.Name} value {i}: {actual[i]}, the file's {expected[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Q5_0WidenedToQ8_0_KeepsEveryValueBitForBit()
+    {
+        // Every code of both halves with and without its fifth bit, scales of both signs, zero and negative zero.
+        const int blocks = 40;
+        var random = new Random(5);
+        var q5 = new byte[blocks * 22];
+        random.NextBytes(q5);
+        float[] scales = [0.5f, -0.25f, 0f, -0f, 1e-3f, -7.5f];
+        for (int b = 0; b < blocks; b++)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(q5.AsSpan(b * 22), HalfBits.FromSingle(scales[b % scales.Length]));
+        }
+
+        var q8 = new byte[blocks * 34];
+        LegacyQuantBlocks.WidenQ5_0ToQ8_0(q5, q8);
+
+        var expected = new float[blocks * 32];
+        var actual = new float[blocks * 32];
+        LegacyQuantBlocks.DequantizeQ5_0(q5, expected);
+        Q8_0Blocks.Dequantize(q8, actual);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"value {i}: {actual[i]}, expected {expected[i]}");
+        }
+    }
+
     [Fact]
     public void TheCommandLineSaysWhichTensorsWereConvertedAtLoad()
     {
@@ -246,6 +313,7 @@ public sealed class GgmlDequantizeTests
     [SkippableTheory]
     [InlineData(LLamaFtype.MOSTLY_Q8_0, GgmlType.Q8_0)]
     [InlineData(LLamaFtype.MOSTLY_Q4_0, GgmlType.Q4_0)]
+    [InlineData(LLamaFtype.MOSTLY_Q5_0, GgmlType.Q5_0)]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, GgmlType.Q6_K)]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_S, GgmlType.Q4_K)]
     [InlineData(LLamaFtype.MOSTLY_Q5_K_S, GgmlType.Q5_K)]
@@ -261,6 +329,7 @@ public sealed class GgmlDequantizeTests
         {
             GgmlType.Q8_0 => QwenSharp.Formats.DType.Q8_0,
             GgmlType.Q4_0 => QwenSharp.Formats.DType.Q4_0,
+            GgmlType.Q5_0 => QwenSharp.Formats.DType.Q5_0,
             GgmlType.Q4_K => QwenSharp.Formats.DType.Q4_K,
             GgmlType.Q5_K => QwenSharp.Formats.DType.Q5_K,
             _ => QwenSharp.Formats.DType.Q6_K,
@@ -286,6 +355,54 @@ public sealed class GgmlDequantizeTests
         Assert.True(compared > 0, $"llama.cpp stored no tensor as {type}");
     }
 
+    [Theory]
+    [InlineData(QwenSharp.Formats.DType.Q4_K, 896, QwenSharp.Formats.DType.Q5_0)]
+    [InlineData(QwenSharp.Formats.DType.Q5_K, 896, QwenSharp.Formats.DType.Q8_0)]
+    [InlineData(QwenSharp.Formats.DType.Q6_K, 896, QwenSharp.Formats.DType.Q8_0)]
+    [InlineData(QwenSharp.Formats.DType.Q4_K, 4864, QwenSharp.Formats.DType.Q4_K)]
+    [InlineData(QwenSharp.Formats.DType.Q4_K, 100, QwenSharp.Formats.DType.BF16)]
+    [InlineData(QwenSharp.Formats.DType.Q4_0, 100, QwenSharp.Formats.DType.BF16)]
+    [InlineData(QwenSharp.Formats.DType.Q5_0, 896, QwenSharp.Formats.DType.Q5_0)]
+    public void RowsThatAreNotWholeBlocks_TakeLlamaCppsFallbackType(QwenSharp.Formats.DType asked, int columns, QwenSharp.Formats.DType expected)
+    {
+        // llama.cpp's llama_tensor_get_type: a k-quant's rows not whole super-blocks become Q5_0 for Q4_K and Q8_0 for Q6_K
+        // (Q5_1 for Q5_K, which QwenSharp reads but does not write: Q8_0 there), and F16 where no block fits (we keep the
+        // stored BF16, which loses nothing).
+        Assert.Equal(expected, QwenSharp.Formats.QuantizationFallback.For(asked, QwenSharp.Formats.DType.BF16, columns));
+    }
+
+    [SkippableFact]
+    public void QuantizeToQ4_K_NarrowRowsTakeQ5_0_LlamaCppLoadsTheFileAndAgrees()
+    {
+        // qwensharp quantize --type q4_k on a model whose 160-wide rows are not whole super-blocks (its down projection's
+        // 512 are): those matrices in Q5_0, as llama.cpp's quantize writes them, byte for byte, and the file read by
+        // llama.cpp with our logits.
+        string output = Path.Combine(Fixtures.TempDirectory(), "narrow-q4_k.gguf");
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomKQuantModel.NarrowFolder.Value, "--type", "q4_k", "--out", output);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        string f32 = GgufFixture.Write(RandomKQuantModel.NarrowFolder.Value);
+        using (GgufFile file = GgufFile.Open(output))
+        using (GgufFile source = GgufFile.Open(f32))
+        {
+            foreach (GgufTensorInfo tensor in file.Tensors.Values.Where(t => t.Shape.Length == 2))
+            {
+                Assert.Equal(tensor.Shape[^1] % 256 == 0 ? (int)GgmlType.Q4_K : (int)GgmlType.Q5_0, tensor.Type);
+            }
+
+            GgufTensorInfo q = file.Tensors["blk.0.attn_q.weight"];
+            long count = q.Shape[0] * q.Shape[1];
+            unsafe
+            {
+                var values = new ReadOnlySpan<float>((void*)source.DataOf(source.Tensors[q.Name]), checked((int)count));
+                var expected = new byte[count / 32 * 22];
+                LegacyQuantBlocks.QuantizeQ5_0(values, expected);
+                Assert.True(new ReadOnlySpan<byte>((void*)file.DataOf(q), expected.Length).SequenceEqual(expected), "attn_q is not Q5_0 of the folder's values");
+            }
+        }
+
+        AssertLlamaCppLogits(output, "narrow q4_k");
+    }
+
     [SkippableTheory]
     [InlineData("q4_k", GgmlType.Q4_K)]
     [InlineData("q5_k", GgmlType.Q5_K)]
@@ -302,15 +419,21 @@ public sealed class GgmlDequantizeTests
             Assert.All(file.Tensors.Values.Where(t => t.Shape.Length == 2), t => Assert.Equal((int)type, t.Type));
         }
 
+        AssertLlamaCppLogits(output, typeName);
+    }
+
+    /// <summary>Our CPU's logits for a file we wrote, at every position of a short prompt, within the quantized types' bound of llama.cpp's.</summary>
+    private static void AssertLlamaCppLogits(string gguf, string what)
+    {
         int[] ids = [1, 17, 300, 42, 7, 255, 128, 3];
-        float[][] llama = LlamaCpp.Logits(output, ids);
+        float[][] llama = LlamaCpp.Logits(gguf, ids);
         using IBackend backend = TestBackends.Create("cpu");
-        using Qwen2Model model = Qwen2Model.Load(output, backend);
+        using Qwen2Model model = Qwen2Model.Load(gguf, backend);
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
         for (int p = 0; p < ids.Length; p++)
         {
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
-            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{typeName} position {p}: llama.cpp's logits differ from ours by {error:E3}");
+            Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{what} position {p}: llama.cpp's logits differ from ours by {error:E3}");
         }
     }
 }

@@ -116,6 +116,15 @@ internal static class KernelData
                 return (blocks, exact);
             }
 
+            case DType.Q5_0:
+            {
+                var blocks = new byte[DTypes.ByteLength(DType.Q5_0, values.Length)];
+                LegacyQuantBlocks.QuantizeQ5_0(values, blocks);
+                var exact = new float[values.Length];
+                LegacyQuantBlocks.DequantizeQ5_0(blocks, exact);
+                return (blocks, exact);
+            }
+
             case DType.Q4_K or DType.Q5_K or DType.Q6_K:
             {
                 var blocks = new byte[DTypes.ByteLength(type, values.Length)];

@@ -26,9 +26,15 @@ internal static class RandomKQuantModel
     /// <summary>How much larger the rotated value that starts each block of 32 is in <see cref="Qwen2Folder"/>.</summary>
     public const float OutlierScale = 64;
 
-    private static string Write(bool qwen2)
+    /// <summary>
+    /// The shape with 160-wide rows (whole 32-value blocks, not 256-value super-blocks) beside 512-wide ones (the down
+    /// projection's), as Qwen2.5-0.5B's 896 beside 4864: a k-quant there takes llama.cpp's fallback type.
+    /// </summary>
+    public static readonly Lazy<string> NarrowFolder = new(() => Write(qwen2: false, hidden: 160));
+
+    private static string Write(bool qwen2, int hidden = 256)
     {
-        const int hidden = 256, intermediate = 512, vocabulary = 512;
+        const int intermediate = 512, vocabulary = 512;
         string dir = Fixtures.TempDirectory();
         string architecture = qwen2 ? "\"model_type\": \"qwen2\", \"architectures\": [\"Qwen2ForCausalLM\"]" : "\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"]";
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
