@@ -78,9 +78,8 @@ public sealed class CpuBackend : IBackend
                 return Upload(WidenedToQ8_0(tensor), repack, _panels);
             case 2:
                 int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-                var matrix = new CpuWeight(tensor, rows, cols, null)
+                var matrix = new CpuWeight(tensor, rows, cols, null, dataArena)
                 {
-                    DataArena = dataArena,
                     ExactGroups = tensor.DType == DType.F16 ? FiniteF16Map(tensor, rows, cols) : null,
                 };
                 if (repack)

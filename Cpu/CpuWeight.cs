@@ -17,18 +17,20 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Where <see cref="Panels"/> came from.</summary>
     private WeightArena? _panelArena;
 
-    public CpuWeight(TensorView view, int rows, int cols, float[]? vector)
+    /// <summary>The arena <see cref="Data"/> came from where this weight owns it (a Q5_0 matrix widened to Q8_0); null for stored bytes or once given back.</summary>
+    private WeightArena? _dataArena;
+
+    /// <param name="dataArena">Where <paramref name="view"/>'s bytes came from when this weight is to own them (given back when it is disposed).</param>
+    public CpuWeight(TensorView view, int rows, int cols, float[]? vector, WeightArena? dataArena = null)
         : base(view.Name, view.DType, rows, cols)
     {
         Data = (byte*)view.Data;
         RowBytes = DTypes.ByteLength(view.DType, cols);
         Vector = vector;
+        _dataArena = dataArena;
     }
 
     public byte* Data { get; }
-
-    /// <summary>The arena <see cref="Data"/> came from where this weight owns it (a Q5_0 matrix widened to Q8_0); null for stored bytes.</summary>
-    public WeightArena? DataArena { get; init; }
 
     public long RowBytes { get; }
 
@@ -131,12 +133,10 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             Panels = null;
         }
 
-        if (DataArena is { } arena && !_dataFreed)
+        if (_dataArena is { } arena)
         {
-            _dataFreed = true;
+            _dataArena = null;
             arena.Free(Data);
         }
     }
-
-    private bool _dataFreed;
 }

@@ -94,24 +94,23 @@ public static class LegacyQuantBlocks
         }
     }
 
+    /// <summary>Bytes of a Q5_0 block: the f16 scale, the 32 fifth bits and 16 bytes of low nibbles.</summary>
+    public const int Q5_0BlockBytes = 22;
+
     public static void DequantizeQ5_0(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         for (int b = 0; b < values.Length / BlockValues; b++)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(b * 22, 22);
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q5_0BlockBytes, Q5_0BlockBytes);
             float d = Half(block, 0);
             uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
             Span<float> y = values.Slice(b * BlockValues, BlockValues);
-            for (int j = 0; j < 16; j++)
+            for (int j = 0; j < BlockValues; j++)
             {
-                y[j] = ((int)((block[6 + j] & 0x0Fu) | FifthBit(qh, j)) - 16) * d;
-                y[j + 16] = ((int)((uint)(block[6 + j] >> 4) | FifthBit(qh, j + 16)) - 16) * d;
+                y[j] = (FiveBitCode(block, 6, qh, j) - 16) * d;
             }
         }
     }
-
-    /// <summary>Bytes of a Q5_0 block: the f16 scale, the 32 fifth bits and 16 bytes of low nibbles.</summary>
-    public const int Q5_0BlockBytes = 22;
 
     /// <summary>
     /// As llama.cpp's <c>quantize_row_q5_0_ref</c>: the value of largest magnitude (the first, sign kept) maps to code 0,
@@ -141,8 +140,9 @@ public static class LegacyQuantBlocks
     }
 
     /// <summary>
-    /// Q5_0 blocks stored again as Q8_0 without loss: the same f16 scale, codes q - 16 (for the GPU, which has Q8_0 shaders
-    /// and none for Q5_0, and the CPU's many-token products). Requantizing the values would round them a second time.
+    /// Q5_0 blocks stored again as Q8_0 without loss: the same f16 scale, codes q - 16 (both backends multiply Q5_0 this
+    /// way: the CPU's Q8_0 kernels outran a Q5_0 one, and the GPU has Q8_0 shaders). Requantizing the values would round
+    /// them a second time.
     /// </summary>
     public static void WidenQ5_0ToQ8_0(ReadOnlySpan<byte> blocks, Span<byte> q8Blocks)
     {
@@ -153,12 +153,21 @@ public static class LegacyQuantBlocks
             wide[0] = block[0];
             wide[1] = block[1];
             uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
-            for (int j = 0; j < 16; j++)
+            for (int j = 0; j < BlockValues; j++)
             {
-                wide[2 + j] = (byte)(sbyte)((int)((block[6 + j] & 0x0Fu) | FifthBit(qh, j)) - 16);
-                wide[2 + j + 16] = (byte)(sbyte)((int)((uint)(block[6 + j] >> 4) | FifthBit(qh, j + 16)) - 16);
+                wide[2 + j] = (byte)(sbyte)(FiveBitCode(block, 6, qh, j) - 16);
             }
         }
+    }
+
+    /// <summary>
+    /// Value <paramref name="j"/>'s code (0..31) in a Q5 block: its nibble (the low ones of the 16 bytes at
+    /// <paramref name="codesAt"/> for values 0-15, the high ones for 16-31) with bit j of qh as its fifth bit.
+    /// </summary>
+    private static int FiveBitCode(ReadOnlySpan<byte> block, int codesAt, uint qh, int j)
+    {
+        byte packed = block[codesAt + (j % 16)];
+        return (int)((uint)(j < 16 ? packed & 0x0F : packed >> 4) | FifthBit(qh, j));
     }
 
     public static void DequantizeQ5_1(ReadOnlySpan<byte> blocks, Span<float> values)
@@ -169,10 +178,9 @@ public static class LegacyQuantBlocks
             float d = Half(block, 0), m = Half(block, 2);
             uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
             Span<float> y = values.Slice(b * BlockValues, BlockValues);
-            for (int j = 0; j < 16; j++)
+            for (int j = 0; j < BlockValues; j++)
             {
-                y[j] = ((int)((block[8 + j] & 0x0Fu) | FifthBit(qh, j)) * d) + m;
-                y[j + 16] = ((int)((uint)(block[8 + j] >> 4) | FifthBit(qh, j + 16)) * d) + m;
+                y[j] = (FiveBitCode(block, 8, qh, j) * d) + m;
             }
         }
     }
