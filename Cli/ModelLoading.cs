@@ -10,7 +10,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q5_0|q4_k|q5_k|q6_k", "quantize the matrices at load, as qwensharp quantize writes them (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q5_0 for q4_k and q8_0 for q5_k and q6_k, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k", "quantize the matrices at load, as qwensharp quantize writes them (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
 
     public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16|q8_0|q4_0",
         "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once; q8_0 a little over a quarter and q4_0 a seventh, rotated and quantized as llama.cpp's (default: f32, exact)");
@@ -132,7 +132,7 @@ internal static class ModelLoading
     {
         null => null,
         string text when Formats.DTypes.TryParse(text, out Formats.DType type) && Formats.DTypes.IsQuantized(type) => type,
-        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q5_0, q4_k, q5_k, q6_k"),
+        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k"),
     };
 
     /// <summary>--kv-cache-type: how the KV cache stores keys and values (F32 when not given).</summary>

@@ -5,6 +5,7 @@ using QwenSharp.Cpu.Kernels;
 using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
 using QwenSharp.Memory;
+using QwenSharp.Numerics;
 
 namespace QwenSharp.Cpu;
 
@@ -76,6 +77,8 @@ public sealed class CpuBackend : IBackend
                 return new CpuWeight(tensor, 1, length, vector);
             case 2 when tensor.DType == DType.Q5_0:
                 return Upload(WidenedToQ8_0(tensor), repack, _panels);
+            case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
+                return UploadWithMinimums(tensor, repack);
             case 2:
                 int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
                 var matrix = new CpuWeight(tensor, rows, cols, null, dataArena)
@@ -119,6 +122,57 @@ public sealed class CpuBackend : IBackend
         return new TensorView(tensor.Name, tensor.Source, DType.Q8_0, tensor.Shape, (nint)widened);
     }
 
+    /// <summary>
+    /// A Q4_1 or Q5_1 matrix (a Q5_K_M GGUF's rows that are not whole super-blocks, Qwen2.5-0.5B's 896-wide ones; Q4_1 and
+    /// Q5_1 files) as the Q8_0 matrix of its codes and scales and its block minimums as f32 (<see cref="BlockMinimums"/>):
+    /// every value as stored (q × d + m), multiplied by the Q8_0 kernels (at Q8_0's speed, for 38 bytes a block against the
+    /// file's 20 or 24) with each block's minimum × the activations' block sum added. Both in memory from the weight arena,
+    /// given back with the weight.
+    /// </summary>
+    private unsafe CpuWeight UploadWithMinimums(TensorView tensor, bool repack)
+    {
+        int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
+        if (cols % LegacyQuantBlocks.BlockValues != 0)
+        {
+            throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; {DTypes.Name(tensor.DType)} rows are whole blocks of {LegacyQuantBlocks.BlockValues} values");
+        }
+
+        int blocks = cols / LegacyQuantBlocks.BlockValues;
+        long rowIn = DTypes.ByteLength(tensor.DType, cols), rowOut = DTypes.ByteLength(DType.Q8_0, cols);
+        byte* codes = (byte*)_panels.Allocate(rows * rowOut);
+        float* minimums = (float*)_panels.Allocate(BlockMinimums.Floats(rows, blocks) * sizeof(float));
+        try
+        {
+            byte* source = (byte*)tensor.Data;
+            const int ChunkRows = 64;
+            Parallel.For(0, (rows + ChunkRows - 1) / ChunkRows, chunk =>
+            {
+                for (int r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
+                {
+                    LegacyQuantBlocks.SplitMinimums(tensor.DType, new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn)),
+                        new Span<byte>(codes + (r * rowOut), checked((int)rowOut)),
+                        new Span<float>(minimums + BlockMinimums.Index(r, 0, blocks), ((blocks - 1) * BlockMinimums.GroupRows) + 1), BlockMinimums.GroupRows);
+                }
+            });
+        }
+        catch
+        {
+            _panels.Free(codes);
+            _panels.Free(minimums);
+            throw;
+        }
+
+        var view = new TensorView(tensor.Name, tensor.Source, DType.Q8_0, tensor.Shape, (nint)codes);
+        var matrix = new CpuWeight(view, rows, cols, null, _panels) { BlockMinimums = minimums };
+        if (repack)
+        {
+            matrix.Repack(_panels, KernelPath);
+            RepackedBytes += matrix.PanelBytesTotal;
+        }
+
+        return matrix;
+    }
+
     public DeviceBuffer Allocate(int rows, int cols) => new CpuBuffer(rows, cols);
 
     public KvCache CreateKvCache(int layers, int slots, int capacity, int kvDim, DType elementType = DType.F32) =>
@@ -126,13 +180,22 @@ public sealed class CpuBackend : IBackend
 
     public bool StoresKvCacheAs(DType elementType) => KvCache.Holds(elementType);
 
-    public void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
+    public unsafe void Embed(DeviceWeight table, ReadOnlySpan<int> tokens, Activation x)
     {
         CpuWeight weights = CpuWeight.Of(table);
         CheckCols(x, weights.Cols, "embedding");
         for (int i = 0; i < tokens.Length; i++)
         {
             WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
+            if (weights.BlockMinimums != null)
+            {
+                // q × d is exact in f32 (a code of at most 5 bits times an f16), so adding m rounds once, as ggml's q × d + m.
+                Span<float> row = x.Row(i);
+                for (int j = 0; j < row.Length; j++)
+                {
+                    row[j] += weights.BlockMinimum(tokens[i], j / LegacyQuantBlocks.BlockValues);
+                }
+            }
         }
     }
 

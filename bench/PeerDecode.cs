@@ -113,7 +113,7 @@ internal static class PeerDecode
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x; {RoundRatios(ours, theirs)})"));
-        string ourBytes = ourStepBytes == stepBytes ? "" : string.Create(CultureInfo.InvariantCulture, $" (QwenSharp {ourStepBytes / 1048576.0:F1} MiB: the panels it repacked at load)");
+        string ourBytes = ourStepBytes == stepBytes ? "" : string.Create(CultureInfo.InvariantCulture, $" (QwenSharp {ourStepBytes / 1048576.0:F1} MiB: what it multiplies, as stored again at load: panels, or Q5_0, Q4_1 and Q5_1 as Q8_0 codes)");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step{ourBytes}: QwenSharp {GbPerSecond(ourStepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
         if (prefill > 0)

@@ -9,14 +9,14 @@ internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder as one GGUF file (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F16, BF16 or F32 matrices) that llama.cpp loads";
+    public string Summary => "write a model folder as one GGUF file (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16 or F32 matrices) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q5_0|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
-        new("type", "T", "the matrices' type: q8_0, q4_0 or q5_0 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q8_0 for q5_k and q6_k) or keeps its stored type"),
+        new("type", "T", "the matrices' type: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
@@ -31,11 +31,11 @@ internal sealed class QuantizeCommand : ICommand
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder)");
-        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|q4_0|q5_0|q4_k|q5_k|q6_k|f16|bf16|f32");
+        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
         if (!DTypes.TryParse(typeText, out DType type))
         {
-            throw new UsageException($"--type '{typeText}' is not one of q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, f16, bf16, f32");
+            throw new UsageException($"--type '{typeText}' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32");
         }
 
         if (!Directory.Exists(directory))

@@ -20,6 +20,16 @@ public enum DType
     /// </summary>
     Q5_0,
 
+    /// <summary>GGUF's Q4_1: blocks of 32 values, an f16 scale, an f16 minimum and 32 four-bit codes (20 bytes); value = scale × q + minimum.</summary>
+    Q4_1,
+
+    /// <summary>
+    /// GGUF's Q5_1: blocks of 32 values, an f16 scale, an f16 minimum, 32 fifth bits and 32 four-bit codes (24 bytes); value =
+    /// scale × q + minimum. llama.cpp's quantizer stores a Q5_K file's matrices whose rows are not whole super-blocks in it
+    /// (Qwen2.5-0.5B's 896-wide ones in Q5_K_M).
+    /// </summary>
+    Q5_1,
+
     /// <summary>GGUF's Q4_K: super-blocks of 256 values in 144 bytes, 4-bit codes under 6-bit scales and mins (see <see cref="Numerics.KQuantBlocks"/>).</summary>
     Q4_K,
 
@@ -45,17 +55,19 @@ public static class DTypes
     /// <summary>Values per block: 1 for the float types, 32 for Q8_0, 256 for the k-quants.</summary>
     public static int BlockValues(DType type) => type switch
     {
-        DType.Q8_0 or DType.Q4_0 or DType.Q5_0 => 32,
+        DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 => 32,
         DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
         DType.Q4_0 => 18,
         DType.Q5_0 => 22,
+        DType.Q4_1 => 20,
+        DType.Q5_1 => 24,
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,
@@ -63,7 +75,7 @@ public static class DTypes
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -77,6 +89,8 @@ public static class DTypes
         DType.Q8_0 => "Q8_0",
         DType.Q4_0 => "Q4_0",
         DType.Q5_0 => "Q5_0",
+        DType.Q4_1 => "Q4_1",
+        DType.Q5_1 => "Q5_1",
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",
@@ -94,6 +108,8 @@ public static class DTypes
             case "Q8_0": type = DType.Q8_0; return true;
             case "Q4_0": type = DType.Q4_0; return true;
             case "Q5_0": type = DType.Q5_0; return true;
+            case "Q4_1": type = DType.Q4_1; return true;
+            case "Q5_1": type = DType.Q5_1; return true;
             case "Q4_K": type = DType.Q4_K; return true;
             case "Q5_K": type = DType.Q5_K; return true;
             case "Q6_K": type = DType.Q6_K; return true;

@@ -108,6 +108,12 @@ public static class TensorValues
             case DType.Q5_0:
                 LegacyQuantBlocks.DequantizeQ5_0(bytes, values);
                 break;
+            case DType.Q4_1:
+                LegacyQuantBlocks.DequantizeQ4_1(bytes, values);
+                break;
+            case DType.Q5_1:
+                LegacyQuantBlocks.DequantizeQ5_1(bytes, values);
+                break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;
@@ -161,6 +167,12 @@ public static class TensorValues
                 break;
             case DType.Q5_0:
                 LegacyQuantBlocks.QuantizeQ5_0(values, bytes);
+                break;
+            case DType.Q4_1:
+                LegacyQuantBlocks.QuantizeQ4_1(values, bytes);
+                break;
+            case DType.Q5_1:
+                LegacyQuantBlocks.QuantizeQ5_1(values, bytes);
                 break;
             case DType.Q4_K:
                 KQuantQuantizer.QuantizeQ4_K(values, bytes);

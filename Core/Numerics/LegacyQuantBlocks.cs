@@ -83,13 +83,39 @@ public static class LegacyQuantBlocks
     {
         for (int b = 0; b < values.Length / BlockValues; b++)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(b * 20, 20);
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q4_1BlockBytes, Q4_1BlockBytes);
             float d = Half(block, 0), m = Half(block, 2);
             Span<float> y = values.Slice(b * BlockValues, BlockValues);
             for (int j = 0; j < 16; j++)
             {
                 y[j] = ((block[4 + j] & 0x0F) * d) + m;
                 y[j + 16] = ((block[4 + j] >> 4) * d) + m;
+            }
+        }
+    }
+
+    /// <summary>Bytes of a Q4_1 block: the f16 scale and minimum, and 16 bytes of codes.</summary>
+    public const int Q4_1BlockBytes = 20;
+
+    /// <summary>
+    /// As llama.cpp's <c>quantize_row_q4_1_ref</c>: the block's minimum and maximum give d = (max - min) / 15 and m = min,
+    /// both stored as f16 (the codes are computed with the f32 ones), codes ((x - min) / d + 0.5) truncated and at most 15;
+    /// a constant block has d = 0 and every code 0.
+    /// </summary>
+    public static void QuantizeQ4_1(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * BlockValues, BlockValues);
+            Span<byte> block = blocks.Slice(b * Q4_1BlockBytes, Q4_1BlockBytes);
+            (float min, float d, float id) = MinimumAndStep(x, 15);
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(block[2..], HalfBits.FromSingle(min));
+            for (int j = 0; j < 16; j++)
+            {
+                int low = Math.Min(15, (int)(sbyte)(((x[j] - min) * id) + 0.5f));
+                int high = Math.Min(15, (int)(sbyte)(((x[j + 16] - min) * id) + 0.5f));
+                block[4 + j] = (byte)(low | (high << 4));
             }
         }
     }
@@ -174,7 +200,7 @@ public static class LegacyQuantBlocks
     {
         for (int b = 0; b < values.Length / BlockValues; b++)
         {
-            ReadOnlySpan<byte> block = blocks.Slice(b * 24, 24);
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q5_1BlockBytes, Q5_1BlockBytes);
             float d = Half(block, 0), m = Half(block, 2);
             uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
             Span<float> y = values.Slice(b * BlockValues, BlockValues);
@@ -183,6 +209,100 @@ public static class LegacyQuantBlocks
                 y[j] = (FiveBitCode(block, 8, qh, j) * d) + m;
             }
         }
+    }
+
+    /// <summary>Bytes of a Q5_1 block: the f16 scale and minimum, the 32 fifth bits and 16 bytes of low nibbles.</summary>
+    public const int Q5_1BlockBytes = 24;
+
+    /// <summary>
+    /// As llama.cpp's <c>quantize_row_q5_1_ref</c>: d = (max - min) / 31 and m = min stored as f16, codes ((x - min) / d +
+    /// 0.5) truncated to a byte (no clamp: they stay within 0..31), their fifth bits gathered into qh.
+    /// </summary>
+    public static void QuantizeQ5_1(ReadOnlySpan<float> values, Span<byte> blocks)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * BlockValues, BlockValues);
+            Span<byte> block = blocks.Slice(b * Q5_1BlockBytes, Q5_1BlockBytes);
+            (float min, float d, float id) = MinimumAndStep(x, 31);
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            BinaryPrimitives.WriteUInt16LittleEndian(block[2..], HalfBits.FromSingle(min));
+            uint qh = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int low = (byte)(int)(((x[j] - min) * id) + 0.5f);
+                int high = (byte)(int)(((x[j + 16] - min) * id) + 0.5f);
+                block[8 + j] = (byte)((low & 0x0F) | ((high & 0x0F) << 4));
+                qh |= (uint)((low >> 4) & 1) << j;
+                qh |= (uint)((high >> 4) & 1) << (j + 16);
+            }
+
+            BinaryPrimitives.WriteUInt32LittleEndian(block[4..], qh);
+        }
+    }
+
+    /// <summary>
+    /// Q4_1 or Q5_1 blocks as the Q8_0 blocks of their codes (the same f16 scale, codes 0..15 or 0..31) and their f16
+    /// minimums widened to f32, so that value j of block b is exactly <c>q8[b][j] × d + minimums[b]</c>: a backend with Q8_0
+    /// kernels multiplies the codes and adds each block's minimum × the block's sum of activations, and keeps every value
+    /// as stored. <paramref name="minimums"/> has one per block, <paramref name="minimumStride"/> apart.
+    /// </summary>
+    public static void SplitMinimums(Formats.DType type, ReadOnlySpan<byte> blocks, Span<byte> q8Blocks, Span<float> minimums, int minimumStride)
+    {
+        int blockBytes = type switch
+        {
+            Formats.DType.Q4_1 => Q4_1BlockBytes,
+            Formats.DType.Q5_1 => Q5_1BlockBytes,
+            _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Q4_1 or Q5_1"),
+        };
+        for (int b = 0; b < blocks.Length / blockBytes; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * blockBytes, blockBytes);
+            Span<byte> wide = q8Blocks.Slice(b * 34, 34);
+            wide[0] = block[0];
+            wide[1] = block[1];
+            minimums[b * minimumStride] = Half(block, 2);
+            if (type == Formats.DType.Q4_1)
+            {
+                for (int j = 0; j < 16; j++)
+                {
+                    wide[2 + j] = (byte)(block[4 + j] & 0x0F);
+                    wide[2 + j + 16] = (byte)(block[4 + j] >> 4);
+                }
+            }
+            else
+            {
+                uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
+                for (int j = 0; j < BlockValues; j++)
+                {
+                    wide[2 + j] = (byte)FiveBitCode(block, 8, qh, j);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// A Q4_1/Q5_1 block's minimum, its step to the largest value over <paramref name="steps"/> codes and the step's
+    /// inverse (0 for a constant block), as ggml's reference quantizers compute them.
+    /// </summary>
+    private static (float Min, float D, float Id) MinimumAndStep(ReadOnlySpan<float> x, int steps)
+    {
+        float min = float.MaxValue, max = -float.MaxValue;
+        foreach (float v in x)
+        {
+            if (v < min)
+            {
+                min = v;
+            }
+
+            if (v > max)
+            {
+                max = v;
+            }
+        }
+
+        float d = (max - min) / steps;
+        return (min, d, d != 0 ? 1 / d : 0);
     }
 
     /// <summary>The first value of largest magnitude, its sign kept (ggml's reference quantizers' <c>max</c>).</summary>

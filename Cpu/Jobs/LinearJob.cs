@@ -35,9 +35,12 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst;
+    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst, _sumsReady, _sumsFirst, _sumsOfCodes;
+
+    /// <summary>The activations' 32-value block sums (<c>[token][block]</c>) for Q4_1/Q5_1 matrices' minimums (<see cref="BlockMinimums"/>).</summary>
+    private float[] _blockSums = [];
     private float[] _xBlocks = [];
-    private int _cols;
+    private int _cols, _sumsCols;
     private float[] _xScaled = [];
     private QuantizeJob? _quantize;
 
@@ -69,7 +72,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = _sumsReady = _sumsFirst = false;
     }
 
     /// <summary>
@@ -79,7 +82,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     public ParallelJob? QuantizeFirst(out int chunks)
     {
         chunks = QuantizeChunks;
-        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst ? _quantize ??= new QuantizeJob(this) : null;
+        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst || _sumsFirst ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
@@ -123,6 +126,11 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             if (job._blocksFirst)
             {
                 TokenBlocks.Write(job.Path, job._x, job._cols, first, end, job._xBlocks);
+            }
+
+            if (job._sumsFirst)
+            {
+                job.BlockSums(first, end);
             }
         }
     }
@@ -214,6 +222,26 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _blocksFirst = true;
         }
 
+        if (weight.HasBlockMinimums && !_sumsReady)
+        {
+            // Q4_1/Q5_1: the activations' block sums once per job, for every thread's minimums; a long prompt's on all threads.
+            int sums = _tokens * (weight.Cols / 32);
+            if (_blockSums.Length < sums)
+            {
+                _blockSums = new float[sums];
+            }
+
+            _sumsCols = weight.Cols;
+            _sumsOfCodes = !MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens);
+            _sumsFirst = _tokens > MatMul.RowDotTokens;
+            if (!_sumsFirst)
+            {
+                BlockSums(0, _tokens);
+            }
+
+            _sumsReady = true;
+        }
+
         _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk, Panels = ReadsPanels(weight) };
         _firstChunk[_count + 1] = _firstChunk[_count] + ((rows + rowsPerChunk - 1) / rowsPerChunk);
         _count++;
@@ -229,6 +257,25 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private bool ReadsPanels(CpuWeight weight) =>
         weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0
         && (PanelDecode.Pays(path, weight.StoredType) || (_tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens)));
+
+    /// <summary>
+    /// Tokens [first, end)'s block sums for Q4_1/Q5_1 minimums: of the 8-bit activations the codes are multiplied with where
+    /// the Q8_0 product quantizes them (already done for these tokens), else of the f32 values (<see cref="BlockMinimums"/>).
+    /// </summary>
+    private void BlockSums(int first, int end)
+    {
+        if (!_sumsOfCodes)
+        {
+            BlockMinimums.BlockSums(_x, _sumsCols, first, end, _blockSums);
+            return;
+        }
+
+        int blocks = _sumsCols / 32;
+        for (int t = first; t < end; t++)
+        {
+            BlockMinimums.BlockSums(_q8.Row(t), _blockSums.AsSpan(t * blocks, blocks));
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Execute(int chunk, int worker)
@@ -270,6 +317,14 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
+        }
+
+        if (weight.HasBlockMinimums)
+        {
+            unsafe
+            {
+                BlockMinimums.Add(path, weight.BlockMinimums, n, k / 32, _blockSums, _tokens, y, start, end);
+            }
         }
     }
 }

@@ -36,7 +36,7 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
-#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
+#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
 // Block-quantized weights (GGUF's blocks as stored, each value widened as ggml's dequantize_row_* defines it). Blocks
 // are only 2-byte aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
 #define WEIGHT_BLOCKS 1
@@ -56,6 +56,22 @@ float weightAt(uint64_t w, uint i) {
     uint base = (i >> 5) * 18u, j = i & 31u;
     uint q = (byteAt(w, base + 2u + (j & 15u)) >> ((j >> 4) * 4u)) & 0xFu;
     return halfAt(w, base) * float(int(q) - 8);
+}
+#elif defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1)
+// Q4_1: 20 bytes, d and m (f16), then 16 bytes of nibbles laid out as Q4_0's. Q5_1: 24 bytes, d and m, qh (bit j is value
+// j's fifth bit), then the nibbles. value = d * q + m (d * q is exact in f32, so a fused multiply-add rounds alike).
+#if defined(WEIGHT_Q4_1)
+const uint BYTES = 20u, CODES = 4u;
+#else
+const uint BYTES = 24u, CODES = 8u;
+#endif
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 5) * BYTES, j = i & 31u;
+    uint q = (byteAt(w, base + CODES + (j & 15u)) >> ((j >> 4) * 4u)) & 0xFu;
+#if defined(WEIGHT_Q5_1)
+    q |= ((byteAt(w, base + 4u + (j >> 3)) >> (j & 7u)) & 1u) << 4;
+#endif
+    return halfAt(w, base) * float(q) + halfAt(w, base + 2u);
 }
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
 // Q4_K (144 bytes a super-block of 256) and Q5_K (176): d, dmin (f16), 12 bytes of 6-bit scales and mins, (Q5_K: qh[32],)
@@ -136,6 +152,22 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     uint codes = wordAt(w, base + 2u + 4u * q);
     lo = d * (bytesOf(codes & 0x0F0F0F0Fu) - 8.0);
     hi = d * (bytesOf((codes >> 4) & 0x0F0F0F0Fu) - 8.0);
+    c0 = 32u * u + 4u * q;
+    c1 = c0 + 16u;
+#elif defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1)
+    // As Q4_0's, with the block's minimum added (and for Q5_1 the fifth bits of values 4q.. and 16 + 4q.., bits 4q.. and
+    // 16 + 4q.. of qh, each moved to bit 4 of its byte).
+    uint base = ((first >> 5) + u) * BYTES;
+    float d = halfAt(w, base), m = halfAt(w, base + 2u);
+    uint codes = wordAt(w, base + CODES + 4u * q);
+    uint low = codes & 0x0F0F0F0Fu, high = (codes >> 4) & 0x0F0F0F0Fu;
+#if defined(WEIGHT_Q5_1)
+    uint qh = wordAt(w, base + 4u), bitsLow = (qh >> (4u * q)) & 0xFu, bitsHigh = (qh >> (16u + 4u * q)) & 0xFu;
+    low |= ((bitsLow & 1u) | ((bitsLow & 2u) << 7) | ((bitsLow & 4u) << 14) | ((bitsLow & 8u) << 21)) << 4;
+    high |= ((bitsHigh & 1u) | ((bitsHigh & 2u) << 7) | ((bitsHigh & 4u) << 14) | ((bitsHigh & 8u) << 21)) << 4;
+#endif
+    lo = d * bytesOf(low) + m;
+    hi = d * bytesOf(high) + m;
     c0 = 32u * u + 4u * q;
     c1 = c0 + 16u;
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)

@@ -11,6 +11,8 @@ public sealed class QuantizeCommandTests
     [Theory]
     [InlineData("q8_0", "Q8_0")]
     [InlineData("q4_0", "Q4_0")]
+    [InlineData("q4_1", "Q4_1")]
+    [InlineData("q5_1", "Q5_1")]
     public void Quantize_LlamaCppLoadsTheFileAndAgrees(string type, string stored)
     {
         Reference reference = Reference.Load("tiny-qwen2");
@@ -64,11 +66,11 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is a file: quantize reads a Hugging Face model folder"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0, q5_0, q4_k, q5_k, q6_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, f16, bf16, f32"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
         })
         {

@@ -232,37 +232,49 @@ public sealed class GgmlDequantizeTests
         }
     }
 
-    [SkippableFact]
-    public void Q5_0Files_KeepEveryValueExactly_NothingRequantized()
+    [SkippableTheory]
+    [InlineData(LLamaFtype.MOSTLY_Q5_0, GgmlType.Q5_0)]
+    [InlineData(LLamaFtype.MOSTLY_Q4_1, GgmlType.Q4_1)]
+    [InlineData(LLamaFtype.MOSTLY_Q5_1, GgmlType.Q5_1)]
+    public void Q5_0Q4_1AndQ5_1Files_KeepEveryValueExactly_NothingRequantized(LLamaFtype ftype, GgmlType type)
     {
         // Q5_0 (what llama.cpp's Q4_K_M stores for rows that are not whole super-blocks, such as Qwen2.5-0.5B's 896-wide
-        // ones) is widened to Q8_0 without loss by the CPU and the GPU: no load note (nothing requantized), every value of
-        // every Q5_0 matrix the CPU multiplies equal to the file's bit for bit, and a decode step reads them as Q8_0. (The
-        // logits against llama.cpp's, on every path and the GPU: LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
-        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_Q5_0);
+        // ones) is widened to Q8_0 without loss; Q5_1 (Q5_K_M's for those rows) and Q4_1 become the Q8_0 matrix of their
+        // codes and their block minimums. No load note (nothing requantized); every value of every such matrix the CPU
+        // multiplies equal to the file's (llama.cpp's quantizer wrote it) bit for bit; a decode step reads them as Q8_0 (and
+        // the minimums). (The logits against llama.cpp's, on every path and the GPU:
+        // LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, ftype);
         using IBackend backend = TestBackends.Create("cpu");
         using Qwen2Model model = Qwen2Model.Load(quantized, backend);
         Assert.Null(model.LoadNote);
 
         using GgufFile file = GgufFile.Open(quantized);
-        GgufTensorInfo[] q5 = [.. file.Tensors.Values.Where(t => t.Type == (int)GgmlType.Q5_0)];
-        Assert.NotEmpty(q5);
+        GgufTensorInfo[] stored = [.. file.Tensors.Values.Where(t => t.Type == (int)type)];
+        Assert.NotEmpty(stored);
+        Assert.True(GgmlTypes.TryGetDType((int)type, out QwenSharp.Formats.DType dtype));
+        int minimumBytes = type == GgmlType.Q5_0 ? 0 : 4;
         long matrixBytes = file.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")
-            .Sum(t => t.Type == (int)GgmlType.Q5_0 ? t.Shape[0] * t.Shape[1] / 32 * 34 : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
+            .Sum(t => t.Type == (int)type ? (t.Shape[0] * t.Shape[1] / 32 * 34) + ((t.Shape[0] + 15) / 16 * 16 * t.Shape[1] / 32 * minimumBytes) : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
         Assert.Equal(matrixBytes, model.DecodeStepBytes);
-        foreach (GgufTensorInfo tensor in q5)
+        foreach (GgufTensorInfo tensor in stored)
         {
             long count = tensor.Shape[0] * tensor.Shape[1];
-            var view = new QwenSharp.Formats.TensorView(tensor.Name, quantized, QwenSharp.Formats.DType.Q5_0, tensor.Shape, file.DataOf(tensor));
+            var view = new QwenSharp.Formats.TensorView(tensor.Name, quantized, dtype, tensor.Shape, file.DataOf(tensor));
             using DeviceWeight weight = backend.Upload(view);
             var cpu = QwenSharp.Cpu.CpuWeight.Of(weight);
             Assert.Equal(QwenSharp.Formats.DType.Q8_0, cpu.StoredType);
+            Assert.Equal(type != GgmlType.Q5_0, cpu.HasBlockMinimums);
             var expected = new float[count];
             var actual = new float[count];
             unsafe
             {
-                LegacyQuantBlocks.DequantizeQ5_0(new ReadOnlySpan<byte>((void*)file.DataOf(tensor), checked((int)(count / 32 * 22))), expected);
+                QwenSharp.Formats.TensorValues.ToSingle(view).CopyTo(expected, 0);
                 Q8_0Blocks.Dequantize(new ReadOnlySpan<byte>(cpu.Data, checked((int)(count / 32 * 34))), actual);
+                for (int i = 0; i < count && cpu.HasBlockMinimums; i++)
+                {
+                    actual[i] += cpu.BlockMinimum((int)(i / tensor.Shape[1]), (int)(i % tensor.Shape[1] / 32));
+                }
             }
 
             for (int i = 0; i < count; i++)
@@ -302,18 +314,25 @@ public sealed class GgmlDequantizeTests
     [Fact]
     public void TheCommandLineSaysWhichTensorsWereConvertedAtLoad()
     {
-        string gguf = LlamaCpp.Quantize(GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer), LLamaFtype.MOSTLY_Q4_1);
+        // Every matrix type llama.cpp writes now runs as stored; a quantized norm (which no kernel reads quantized) is
+        // still dequantized at load, and the command line says so.
+        string gguf = Path.Combine(Fixtures.TempDirectory(), "tiny-qwen2-q4_1-norm.gguf");
+        QwenSharp.GgufExport.Write(TestTokenizers.TinyQwenWithTokenizer, gguf, (ggufName, tensor) => ggufName == "blk.0.attn_norm.weight"
+            ? (GgmlType.Q4_1, QwenSharp.Formats.TensorValues.FromSingle(QwenSharp.Formats.TensorValues.ToSingle(tensor), QwenSharp.Formats.DType.Q4_1))
+            : QwenSharp.GgufExport.Encode(tensor, null));
 
         QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.RunProcess("generate", "--model", gguf, "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--greedy");
 
         Assert.Equal(0, result.ExitCode);
-        Assert.Contains("Q4_1 -> Q8_0); they run at that type's speed and size", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("(1 Q4_1 -> F32); they run at that type's speed and size", result.Stderr, StringComparison.Ordinal);
     }
 
     [SkippableTheory]
     [InlineData(LLamaFtype.MOSTLY_Q8_0, GgmlType.Q8_0)]
     [InlineData(LLamaFtype.MOSTLY_Q4_0, GgmlType.Q4_0)]
     [InlineData(LLamaFtype.MOSTLY_Q5_0, GgmlType.Q5_0)]
+    [InlineData(LLamaFtype.MOSTLY_Q4_1, GgmlType.Q4_1)]
+    [InlineData(LLamaFtype.MOSTLY_Q5_1, GgmlType.Q5_1)]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, GgmlType.Q6_K)]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_S, GgmlType.Q4_K)]
     [InlineData(LLamaFtype.MOSTLY_Q5_K_S, GgmlType.Q5_K)]
@@ -330,6 +349,8 @@ public sealed class GgmlDequantizeTests
             GgmlType.Q8_0 => QwenSharp.Formats.DType.Q8_0,
             GgmlType.Q4_0 => QwenSharp.Formats.DType.Q4_0,
             GgmlType.Q5_0 => QwenSharp.Formats.DType.Q5_0,
+            GgmlType.Q4_1 => QwenSharp.Formats.DType.Q4_1,
+            GgmlType.Q5_1 => QwenSharp.Formats.DType.Q5_1,
             GgmlType.Q4_K => QwenSharp.Formats.DType.Q4_K,
             GgmlType.Q5_K => QwenSharp.Formats.DType.Q5_K,
             _ => QwenSharp.Formats.DType.Q6_K,
@@ -357,7 +378,7 @@ public sealed class GgmlDequantizeTests
 
     [Theory]
     [InlineData(QwenSharp.Formats.DType.Q4_K, 896, QwenSharp.Formats.DType.Q5_0)]
-    [InlineData(QwenSharp.Formats.DType.Q5_K, 896, QwenSharp.Formats.DType.Q8_0)]
+    [InlineData(QwenSharp.Formats.DType.Q5_K, 896, QwenSharp.Formats.DType.Q5_1)]
     [InlineData(QwenSharp.Formats.DType.Q6_K, 896, QwenSharp.Formats.DType.Q8_0)]
     [InlineData(QwenSharp.Formats.DType.Q4_K, 4864, QwenSharp.Formats.DType.Q4_K)]
     [InlineData(QwenSharp.Formats.DType.Q4_K, 100, QwenSharp.Formats.DType.BF16)]
@@ -365,20 +386,21 @@ public sealed class GgmlDequantizeTests
     [InlineData(QwenSharp.Formats.DType.Q5_0, 896, QwenSharp.Formats.DType.Q5_0)]
     public void RowsThatAreNotWholeBlocks_TakeLlamaCppsFallbackType(QwenSharp.Formats.DType asked, int columns, QwenSharp.Formats.DType expected)
     {
-        // llama.cpp's llama_tensor_get_type: a k-quant's rows not whole super-blocks become Q5_0 for Q4_K and Q8_0 for Q6_K
-        // (Q5_1 for Q5_K, which QwenSharp reads but does not write: Q8_0 there), and F16 where no block fits (we keep the
-        // stored BF16, which loses nothing).
+        // llama.cpp's llama_tensor_get_type: a k-quant's rows not whole super-blocks become Q5_0 for Q4_K, Q5_1 for Q5_K and
+        // Q8_0 for Q6_K, and F16 where no block fits (we keep the stored BF16, which loses nothing).
         Assert.Equal(expected, QwenSharp.Formats.QuantizationFallback.For(asked, QwenSharp.Formats.DType.BF16, columns));
     }
 
-    [SkippableFact]
-    public void QuantizeToQ4_K_NarrowRowsTakeQ5_0_LlamaCppLoadsTheFileAndAgrees()
+    [SkippableTheory]
+    [InlineData("q4_k", GgmlType.Q4_K, GgmlType.Q5_0)]
+    [InlineData("q5_k", GgmlType.Q5_K, GgmlType.Q5_1)]
+    public void QuantizeToKQuants_NarrowRowsTakeLlamaCppsFallback_LlamaCppLoadsTheFileAndAgrees(string typeName, GgmlType type, GgmlType fallback)
     {
-        // qwensharp quantize --type q4_k on a model whose 160-wide rows are not whole super-blocks (its down projection's
-        // 512 are): those matrices in Q5_0, as llama.cpp's quantize writes them, byte for byte, and the file read by
-        // llama.cpp with our logits.
-        string output = Path.Combine(Fixtures.TempDirectory(), "narrow-q4_k.gguf");
-        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomKQuantModel.NarrowFolder.Value, "--type", "q4_k", "--out", output);
+        // qwensharp quantize --type q4_k|q5_k on a model whose 160-wide rows are not whole super-blocks (its down
+        // projection's 512 are): those matrices in Q5_0 or Q5_1, as llama.cpp's quantize writes them, byte for byte, and the
+        // file read by llama.cpp with our logits (on the CPU, which multiplies Q5_0 widened and Q5_1 with its minimums).
+        string output = Path.Combine(Fixtures.TempDirectory(), $"narrow-{typeName}.gguf");
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("quantize", "--model", RandomKQuantModel.NarrowFolder.Value, "--type", typeName, "--out", output);
         Assert.True(result.ExitCode == 0, result.Stderr);
         string f32 = GgufFixture.Write(RandomKQuantModel.NarrowFolder.Value);
         using (GgufFile file = GgufFile.Open(output))
@@ -386,21 +408,30 @@ public sealed class GgmlDequantizeTests
         {
             foreach (GgufTensorInfo tensor in file.Tensors.Values.Where(t => t.Shape.Length == 2))
             {
-                Assert.Equal(tensor.Shape[^1] % 256 == 0 ? (int)GgmlType.Q4_K : (int)GgmlType.Q5_0, tensor.Type);
+                Assert.Equal(tensor.Shape[^1] % 256 == 0 ? (int)type : (int)fallback, tensor.Type);
             }
 
             GgufTensorInfo q = file.Tensors["blk.0.attn_q.weight"];
             long count = q.Shape[0] * q.Shape[1];
+            Assert.True(GgmlTypes.TryGetDType((int)fallback, out QwenSharp.Formats.DType fallbackType));
             unsafe
             {
                 var values = new ReadOnlySpan<float>((void*)source.DataOf(source.Tensors[q.Name]), checked((int)count));
-                var expected = new byte[count / 32 * 22];
-                LegacyQuantBlocks.QuantizeQ5_0(values, expected);
-                Assert.True(new ReadOnlySpan<byte>((void*)file.DataOf(q), expected.Length).SequenceEqual(expected), "attn_q is not Q5_0 of the folder's values");
+                byte[] expected = fallback == GgmlType.Q5_0 ? new byte[count / 32 * 22] : new byte[count / 32 * 24];
+                if (fallback == GgmlType.Q5_0)
+                {
+                    LegacyQuantBlocks.QuantizeQ5_0(values, expected);
+                }
+                else
+                {
+                    LegacyQuantBlocks.QuantizeQ5_1(values, expected);
+                }
+
+                Assert.True(new ReadOnlySpan<byte>((void*)file.DataOf(q), expected.Length).SequenceEqual(expected), $"attn_q is not {fallbackType} of the folder's values");
             }
         }
 
-        AssertLlamaCppLogits(output, "narrow q4_k");
+        AssertLlamaCppLogits(output, $"narrow {typeName}");
     }
 
     [SkippableTheory]

@@ -125,6 +125,24 @@ internal static class KernelData
                 return (blocks, exact);
             }
 
+            case DType.Q4_1:
+            {
+                var blocks = new byte[DTypes.ByteLength(DType.Q4_1, values.Length)];
+                LegacyQuantBlocks.QuantizeQ4_1(values, blocks);
+                var exact = new float[values.Length];
+                LegacyQuantBlocks.DequantizeQ4_1(blocks, exact);
+                return (blocks, exact);
+            }
+
+            case DType.Q5_1:
+            {
+                var blocks = new byte[DTypes.ByteLength(DType.Q5_1, values.Length)];
+                LegacyQuantBlocks.QuantizeQ5_1(values, blocks);
+                var exact = new float[values.Length];
+                LegacyQuantBlocks.DequantizeQ5_1(blocks, exact);
+                return (blocks, exact);
+            }
+
             case DType.Q4_K or DType.Q5_K or DType.Q6_K:
             {
                 var blocks = new byte[DTypes.ByteLength(type, values.Length)];

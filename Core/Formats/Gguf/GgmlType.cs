@@ -62,6 +62,8 @@ public static class GgmlTypes
             case GgmlType.Q8_0: dtype = DType.Q8_0; return true;
             case GgmlType.Q4_0: dtype = DType.Q4_0; return true;
             case GgmlType.Q5_0: dtype = DType.Q5_0; return true;
+            case GgmlType.Q4_1: dtype = DType.Q4_1; return true;
+            case GgmlType.Q5_1: dtype = DType.Q5_1; return true;
             case GgmlType.Q4_K: dtype = DType.Q4_K; return true;
             case GgmlType.Q5_K: dtype = DType.Q5_K; return true;
             case GgmlType.Q6_K: dtype = DType.Q6_K; return true;
@@ -78,6 +80,8 @@ public static class GgmlTypes
         DType.Q8_0 => GgmlType.Q8_0,
         DType.Q4_0 => GgmlType.Q4_0,
         DType.Q5_0 => GgmlType.Q5_0,
+        DType.Q4_1 => GgmlType.Q4_1,
+        DType.Q5_1 => GgmlType.Q5_1,
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q5_K => GgmlType.Q5_K,
         DType.Q6_K => GgmlType.Q6_K,

@@ -84,7 +84,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             return false;
         }
 
-        // Matrices of a type with kernels stay as stored (mapped, no copy); k-quant vectors (not seen in practice) are converted.
+        // Matrices of a type with kernels stay as stored (mapped, no copy); quantized vectors (not seen in practice) are converted.
         if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || !DTypes.IsQuantized(dtype) || dtype == DType.Q8_0))
         {
             view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
@@ -184,7 +184,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
     /// <summary>
-    /// A tensor of a block type QwenSharp has no kernels for (Q4_1, Q5_1, Q8_K; k-quant vectors), dequantized exactly and stored again
+    /// A tensor of a block type QwenSharp has no kernels for (Q8_K; quantized vectors), dequantized exactly and stored again
     /// once, row by row, in memory this checkpoint owns: matrices whose rows are whole 32-value blocks as Q8_0 (the
     /// quantizer of <c>qwensharp quantize</c>; its error is a small fraction of the 4-6-bit code's own), the rest as F32.
     /// </summary>
@@ -202,7 +202,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
         byte* data = (byte*)_owned.Allocate(rows * rowOut);
 
-        // Rows in parallel chunks: a Qwen2.5-0.5B Q5_K_M file has its 896-wide matrices in Q5_1 and Q8_0.
+        // Rows in parallel chunks (a Q8_K matrix may be large).
         nint source = _file.DataOf(info), target = (nint)data;
         const int ChunkRows = 64;
         Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, () => new float[columns], (chunk, _, values) =>
