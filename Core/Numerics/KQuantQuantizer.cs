@@ -65,16 +65,22 @@ public static class KQuantQuantizer
                 }
             }
 
-            for (int n = 0; n < 256; n += 128)
+            PackQ6_KCodes(codes, block);
+        }
+    }
+
+    /// <summary>A Q6_K super-block's 256 six-bit codes (0..63) into its ql and qh (the first 192 bytes of <paramref name="block"/>).</summary>
+    internal static void PackQ6_KCodes(ReadOnlySpan<sbyte> codes, Span<byte> block)
+    {
+        for (int n = 0; n < 256; n += 128)
+        {
+            Span<byte> ql = block.Slice(n / 2, 64), qh = block.Slice(128 + (n / 4), 32);
+            for (int l = 0; l < 32; l++)
             {
-                Span<byte> ql = block.Slice(n / 2, 64), qh = block.Slice(128 + (n / 4), 32);
-                for (int l = 0; l < 32; l++)
-                {
-                    int q1 = codes[n + l], q2 = codes[n + l + 32], q3 = codes[n + l + 64], q4 = codes[n + l + 96];
-                    ql[l] = (byte)((q1 & 0xF) | ((q3 & 0xF) << 4));
-                    ql[l + 32] = (byte)((q2 & 0xF) | ((q4 & 0xF) << 4));
-                    qh[l] = (byte)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
-                }
+                int q1 = codes[n + l], q2 = codes[n + l + 32], q3 = codes[n + l + 64], q4 = codes[n + l + 96];
+                ql[l] = (byte)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                ql[l + 32] = (byte)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                qh[l] = (byte)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
             }
         }
     }

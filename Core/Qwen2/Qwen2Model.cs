@@ -158,10 +158,9 @@ public sealed class Qwen2Model : IDisposable
                 EmbeddingConfig = config.IsCausal ? embedding : embedding with { Bidirectional = true },
             };
 
-            if (source is Formats.Gguf.GgufCheckpoint { Conversions.Count: > 0 } gguf)
+            if (source is Formats.Gguf.GgufCheckpoint gguf)
             {
-                string types = string.Join(", ", gguf.Conversions.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
-                model.LoadNote = $"{gguf.Description}: tensors of types without kernels yet were dequantized at load ({types}); they run at that type's speed and size";
+                model.LoadNote = GgufLoadNote(gguf);
             }
 
             return model;
@@ -206,6 +205,25 @@ public sealed class Qwen2Model : IDisposable
 
     /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
+
+    /// <summary>What a GGUF file's load changed: tensors dequantized and stored again, and those stored again without loss; null for neither.</summary>
+    private static string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf)
+    {
+        static string Counts(IReadOnlyDictionary<string, int> counts) =>
+            string.Join(", ", counts.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
+        var notes = new List<string>();
+        if (gguf.Conversions.Count > 0)
+        {
+            notes.Add($"tensors of types without kernels yet were dequantized at load ({Counts(gguf.Conversions)}); they run at that type's speed and size");
+        }
+
+        if (gguf.Widenings.Count > 0)
+        {
+            notes.Add($"matrices of types without kernels yet are multiplied as a wider type that holds every value ({Counts(gguf.Widenings)}), at that type's speed and size");
+        }
+
+        return notes.Count == 0 ? null : $"{gguf.Description}: {string.Join("; ", notes)}";
+    }
 
     /// <summary>The LoRA adapters applied by <see cref="ApplyAdapters"/> (empty when none).</summary>
     public IReadOnlyList<Lora.LoraAdapter> Adapters { get; private set; } = [];

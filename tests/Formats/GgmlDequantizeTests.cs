@@ -152,7 +152,7 @@ public sealed class GgmlDequantizeTests
     public static TheoryData<LLamaFtype> LlamaCppTypes() =>
     [
         LLamaFtype.MOSTLY_Q4_0, LLamaFtype.MOSTLY_Q4_1, LLamaFtype.MOSTLY_Q5_0, LLamaFtype.MOSTLY_Q5_1,
-        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K,
+        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL,
     ];
 
     [SkippableTheory]
@@ -189,9 +189,17 @@ public sealed class GgmlDequantizeTests
         }
 
         Assert.NotEmpty(seen);
-        if (type is LLamaFtype.MOSTLY_Q4_K_M or LLamaFtype.MOSTLY_Q5_K_M)
+        string? expectedType = type switch
         {
-            Assert.Contains(type == LLamaFtype.MOSTLY_Q4_K_M ? "Q4_K" : "Q5_K", seen);    // the rows are whole super-blocks
+            LLamaFtype.MOSTLY_Q4_K_M => "Q4_K",    // the rows are whole super-blocks
+            LLamaFtype.MOSTLY_Q5_K_M => "Q5_K",
+            LLamaFtype.MOSTLY_Q3_K_M => "Q3_K",
+            LLamaFtype.MOSTLY_IQ4_NL => "IQ4_NL",
+            _ => null,
+        };
+        if (expectedType is not null)
+        {
+            Assert.Contains(expectedType, seen);
         }
 
         int[] ids = [1, 17, 300, 42, 7, 255, 128, 3];
@@ -199,10 +207,17 @@ public sealed class GgmlDequantizeTests
         using IBackend backend = TestBackends.Create("cpu");
         using Qwen2Model model = Qwen2Model.Load(quantized, backend);
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        if (type is LLamaFtype.MOSTLY_Q3_K_M or LLamaFtype.MOSTLY_IQ4_NL)
+        {
+            // Stored again without loss, and the command line says so (nothing dequantized).
+            Assert.Contains(type == LLamaFtype.MOSTLY_Q3_K_M ? "Q3_K -> Q6_K" : "IQ4_NL -> Q8_0", model.LoadNote, StringComparison.Ordinal);
+            Assert.DoesNotContain("dequantized", model.LoadNote, StringComparison.Ordinal);
+        }
+
         for (int p = 0; p < ids.Length; p++)
         {
-            // llama.cpp multiplies with its activations rounded to 8 bits; we run Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K as
-            // stored and the others stored again as Q8_0.
+            // llama.cpp multiplies with its activations rounded to 8 bits; so do we, every type holding the file's values
+            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q3_K widened to Q6_K).
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
@@ -285,6 +300,77 @@ public sealed class GgmlDequantizeTests
     }
 
     [Fact]
+    public void Q3_KWidenedToQ6_K_AndIq4_NLToQ8_0_KeepEveryValueBitForBit()
+    {
+        // Random bytes (every code, fifth-bit mask and packed 6-bit scale), then scales of both signs, zero, negative zero,
+        // subnormal and large; each widened block dequantized by the wider type's dequantizer must give the stored block's
+        // values (whose dequantizers are tested against llama.cpp's in LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes...).
+        float[] scales = [0.5f, -0.25f, 0f, -0f, 1e-3f, -7.5f, 3e-7f, 60000f];
+        var random = new Random(3);
+        var q3 = new byte[scales.Length * WidenedBlocks.Q3_KBytes];
+        random.NextBytes(q3);
+        var nl = new byte[scales.Length * 8 * WidenedBlocks.Iq4NlBytes];
+        random.NextBytes(nl);
+        for (int b = 0; b < scales.Length; b++)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(q3.AsSpan((b * WidenedBlocks.Q3_KBytes) + 108), HalfBits.FromSingle(scales[b]));
+            for (int k = 0; k < 8; k++)
+            {
+                BinaryPrimitives.WriteUInt16LittleEndian(nl.AsSpan(((b * 8) + k) * WidenedBlocks.Iq4NlBytes), HalfBits.FromSingle(scales[(b + k) % scales.Length]));
+            }
+        }
+
+        var q6 = new byte[scales.Length * 210];
+        WidenedBlocks.WidenQ3_KToQ6_K(q3, q6);
+        var q8 = new byte[scales.Length * 8 * 34];
+        WidenedBlocks.WidenIq4_NLToQ8_0(nl, q8);
+
+        var expected = new float[scales.Length * 256];
+        var actual = new float[scales.Length * 256];
+        foreach (bool iq4 in new[] { false, true })
+        {
+            if (iq4)
+            {
+                WidenedBlocks.DequantizeIq4_NL(nl, expected);
+                Q8_0Blocks.Dequantize(q8, actual);
+            }
+            else
+            {
+                WidenedBlocks.DequantizeQ3_K(q3, expected);
+                KQuantBlocks.DequantizeQ6_K(q6, actual);
+            }
+
+            for (int i = 0; i < expected.Length; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
+                    $"{(iq4 ? "IQ4_NL" : "Q3_K")} value {i}: {actual[i]}, stored {expected[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Q3_K_HandWrittenBlock_IsDTimesScaleMinus32TimesCode()
+    {
+        // d = 0.5. Scale 0 (value 0-15): low nibble of byte 96 = 0x1, top bits of byte 104 (bits 0-1) = 2: 0x21 = 33, so
+        // 33 - 32 = 1. Scale 8 (values 128-143): high nibble of byte 96 = 0xF, top bits from byte 104 bits 4-5 = 0: 15 - 32.
+        // Value 0: qs[0] bits 0-1 = 3, hmask[0] bit 0 set: code 3. Value 128: qs[32] bits 0-1 = 1, hmask[0] bit 4 clear:
+        // code 1 - 4 = -3. Value 32 (j = 1, scale 2 = 0 - 32): qs[0] bits 2-3 = 0, hmask[0] bit 1 clear: -4.
+        var block = new byte[110];
+        block[0] = 0x01;               // hmask[0]: bit 0 set (value 0), bit 1 (value 32) and bit 4 (value 128) clear
+        block[32] = 0x03;              // qs[0]
+        block[64] = 0x01;              // qs[32]
+        block[96] = 0xF1;              // scales 0 (low nibble) and 8 (high nibble)
+        block[104] = 0x02;             // scale 0's top bits
+        BinaryPrimitives.WriteUInt16LittleEndian(block.AsSpan(108), HalfBits.FromSingle(0.5f));
+        var values = new float[256];
+        WidenedBlocks.DequantizeQ3_K(block, values);
+
+        Assert.Equal(0.5f * 1 * 3, values[0]);
+        Assert.Equal(0.5f * (15 - 32) * -3, values[128]);
+        Assert.Equal(0.5f * (0 - 32) * -4, values[32]);
+    }
+
+    [Fact]
     public void Q5_0WidenedToQ8_0_KeepsEveryValueBitForBit()
     {
         // Every code of both halves with and without its fifth bit, scales of both signs, zero and negative zero.
@@ -309,6 +395,20 @@ public sealed class GgmlDequantizeTests
         {
             Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"value {i}: {actual[i]}, expected {expected[i]}");
         }
+    }
+
+    [SkippableFact]
+    public void Q2_KFiles_AreRefusedNamingTheTensorAndType()
+    {
+        // Q2_K has no kernels and no wider type that holds its values (sub-blocks of 16 with their own mins): one line,
+        // exit 2, naming the first Q2_K tensor met and the types QwenSharp reads.
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_Q2_K);
+
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("generate", "--model", quantized, "--prompt-ids", "1,2", "--max-new-tokens", "1");
+
+        Assert.Equal(2, result.ExitCode);
+        string line = Assert.Single(result.ErrorLines);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is Q2_K; QwenSharp reads F32, .* Q3_K, .* and IQ4_NL tensors"), line);
     }
 
     [Fact]

@@ -17,6 +17,7 @@ public enum GgmlType
     Q5_K = 13,
     Q6_K = 14,
     Q8_K = 15,
+    IQ4_NL = 20,
     BF16 = 30,
 }
 
@@ -43,6 +44,7 @@ public static class GgmlTypes
             GgmlType.Q5_K => (256, 2 + 2 + 12 + 32 + 128),
             GgmlType.Q6_K => (256, 128 + 64 + 16 + 2),
             GgmlType.Q8_K => (256, 4 + 256 + 32),
+            GgmlType.IQ4_NL => (32, 2 + 16),
             _ => (0, 0),
         };
         return blockValues > 0;

@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+
+namespace QwenSharp.Numerics;
+
+/// <summary>
+/// Two GGUF block types QwenSharp multiplies as another type that holds every one of their values: ggml's
+/// <c>block_q3_K</c> as Q6_K and <c>block_iq4_nl</c> as Q8_0, each value computed by the same float operations from the
+/// same scale and code, so dequantizing the widened block gives ggml's <c>dequantize_row_*</c> of the stored one bit for
+/// bit. llama.cpp's Q3_K_M and Q2_K files hold Q3_K, and IQ4_NL where rows are not whole 256-value super-blocks
+/// (Qwen2.5-0.5B's 896-wide ones); IQ4_NL files hold it throughout.
+/// <code>
+///   Q3_K    hmask[32], qs[64], scales[12] (16 six-bit), d f16   value = d × (sc - 32) × q    (q: -4..3, sub-blocks of 16)
+///   IQ4_NL  d f16, qs[16]                                        value = d × kvalues[q]       (q: 4 bits, blocks of 32)
+/// </code>
+/// </summary>
+public static class WidenedBlocks
+{
+    /// <summary>Bytes of a Q3_K super-block.</summary>
+    public const int Q3_KBytes = 110;
+
+    /// <summary>Bytes of an IQ4_NL block.</summary>
+    public const int Iq4NlBytes = 18;
+
+    private const int Q6_KBytes = 210, Q8_0Bytes = 34;
+
+    /// <summary>IQ4_NL's 16 values of a code (ggml's <c>kvalues_iq4nl</c>): all int8, so a Q8_0 block holds them.</summary>
+    private static ReadOnlySpan<sbyte> NonLinearValues => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    public static void DequantizeQ3_K(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        Span<sbyte> codes = stackalloc sbyte[256];
+        Span<sbyte> scales = stackalloc sbyte[16];
+        for (int b = 0; b < values.Length / 256; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q3_KBytes, Q3_KBytes);
+            Q3_K(block, codes, scales);
+            float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block[108..]));
+            for (int i = 0; i < 256; i++)
+            {
+                values[(b * 256) + i] = d * scales[i / 16] * codes[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Q3_K super-blocks stored again as Q6_K: the same f16 d, the 16 scales (sc - 32, in -32..31) as Q6_K's int8 scales,
+    /// the codes (-4..3) + 32 as its 6-bit codes. Both dequantizers compute (d × scale) × code.
+    /// </summary>
+    public static void WidenQ3_KToQ6_K(ReadOnlySpan<byte> blocks, Span<byte> q6Blocks)
+    {
+        Span<sbyte> codes = stackalloc sbyte[256];
+        Span<sbyte> scales = stackalloc sbyte[16];
+        for (int b = 0; b < blocks.Length / Q3_KBytes; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q3_KBytes, Q3_KBytes);
+            Span<byte> wide = q6Blocks.Slice(b * Q6_KBytes, Q6_KBytes);
+            Q3_K(block, codes, scales);
+            for (int i = 0; i < 256; i++)
+            {
+                codes[i] += 32;
+            }
+
+            KQuantQuantizer.PackQ6_KCodes(codes, wide);
+            for (int s = 0; s < 16; s++)
+            {
+                wide[192 + s] = (byte)scales[s];
+            }
+
+            wide[208] = block[108];
+            wide[209] = block[109];
+        }
+    }
+
+    public static void DequantizeIq4_NL(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / 32; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Iq4NlBytes, Iq4NlBytes);
+            float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
+            for (int j = 0; j < 16; j++)
+            {
+                values[(b * 32) + j] = d * NonLinearValues[block[2 + j] & 0x0F];
+                values[(b * 32) + j + 16] = d * NonLinearValues[block[2 + j] >> 4];
+            }
+        }
+    }
+
+    /// <summary>IQ4_NL blocks stored again as Q8_0: the same f16 scale, each code's table value as the int8 code.</summary>
+    public static void WidenIq4_NLToQ8_0(ReadOnlySpan<byte> blocks, Span<byte> q8Blocks)
+    {
+        for (int b = 0; b < blocks.Length / Iq4NlBytes; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Iq4NlBytes, Iq4NlBytes);
+            Span<byte> wide = q8Blocks.Slice(b * Q8_0Bytes, Q8_0Bytes);
+            wide[0] = block[0];
+            wide[1] = block[1];
+            for (int j = 0; j < 16; j++)
+            {
+                wide[2 + j] = (byte)NonLinearValues[block[2 + j] & 0x0F];
+                wide[2 + j + 16] = (byte)NonLinearValues[block[2 + j] >> 4];
+            }
+        }
+    }
+
+    /// <summary>
+    /// A Q3_K super-block's 256 codes (-4..3) and 16 scales (sc - 32), value by value. Value v = 128n + 32j + 16h + l takes
+    /// bits 2j, 2j + 1 of qs[32n + 16h + l] (less 4 unless bit 4n + j of hmask[16h + l] is set) and scale 8n + 2j + h; the
+    /// 6-bit scale s has its low four bits in the low (s &lt; 8) or high nibble of byte s % 8, its top two in bits
+    /// 2 (s / 4), 2 (s / 4) + 1 of byte 8 + s % 4 (ggml's kmask unpacking).
+    /// </summary>
+    private static void Q3_K(ReadOnlySpan<byte> block, Span<sbyte> codes, Span<sbyte> scales)
+    {
+        ReadOnlySpan<byte> hmask = block[..32], qs = block.Slice(32, 64), packed = block.Slice(96, 12);
+        for (int s = 0; s < 16; s++)
+        {
+            int low = s < 8 ? packed[s] & 0x0F : packed[s - 8] >> 4;
+            int high = (packed[8 + (s % 4)] >> (2 * (s / 4))) & 3;
+            scales[s] = (sbyte)((low | (high << 4)) - 32);
+        }
+
+        for (int v = 0; v < 256; v++)
+        {
+            int n = v / 128, j = v % 128 / 32, h = v % 32 / 16, l = v % 16;
+            int code = (qs[(32 * n) + (16 * h) + l] >> (2 * j)) & 3;
+            bool high = (hmask[(16 * h) + l] & (1 << ((4 * n) + j))) != 0;
+            codes[v] = (sbyte)(code - (high ? 0 : 4));
+        }
+    }
+}
