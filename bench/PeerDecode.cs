@@ -114,7 +114,7 @@ internal static class PeerDecode
         double a = Median(ours), b = Median(theirs);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode of {newTokens} tokens after {context}, median of {rounds} rounds: QwenSharp {a:F1} tokens/s, llama.cpp {b:F1} tokens/s ({a / b:F2}x; {RoundRatios(ours, theirs)})"));
-        string ourBytes = ourStepBytes == stepBytes ? "" : string.Create(CultureInfo.InvariantCulture, $" (QwenSharp {ourStepBytes / 1048576.0:F1} MiB: what it multiplies, as stored again at load: panels, or Q5_0, Q4_1 and Q5_1 as Q8_0 codes)");
+        string ourBytes = ourStepBytes == stepBytes ? "" : string.Create(CultureInfo.InvariantCulture, $" (QwenSharp {ourStepBytes / 1048576.0:F1} MiB: what it multiplies, as it stores them at load)");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(gguf)}, {threads} threads, decode reads {stepBytes / 1048576.0:F1} MiB of weights a step{ourBytes}: QwenSharp {GbPerSecond(ourStepBytes, a):F2} GB/s ({100 * Median(oursShares):F0}% of the read bound), llama.cpp {GbPerSecond(stepBytes, b):F2} GB/s ({100 * Median(theirsShares):F0}%); each round against the reads either side of it, {string.Join(", ", reads.Select(x => x.ToString("F1", CultureInfo.InvariantCulture)))} GB/s on {threads} threads"));
         if (prefill > 0)
@@ -185,8 +185,15 @@ internal static class PeerDecode
     /// <summary>The weights one decode step reads as the file stores them (llama.cpp's count; its Q4_0 repacking keeps the size).</summary>
     private static long StepBytes(string gguf)
     {
+        // The file's bytes of each matrix, as llama.cpp reads them: a matrix QwenSharp stores again at load (Q3_K as Q6_K,
+        // IQ4_NL as Q8_0) has its view in the wider type.
         using GgufCheckpoint checkpoint = GgufCheckpoint.Open(gguf);
-        return Qwen2WeightBytes.PerDecodeStep(Qwen2WeightBinder.Bind(checkpoint.Config, checkpoint));
+        using GgufFile file = GgufFile.Open(gguf);
+        Qwen2Weights<TensorView> weights = Qwen2WeightBinder.Bind(checkpoint.Config, checkpoint);
+        long Stored(TensorView view) => file.Tensors.TryGetValue(view.Name, out GgufTensorInfo? info) && GgmlTypes.TryGetBlock(info.Type, out int values, out int bytes)
+            ? info.Shape.Aggregate(1L, (a, b) => a * b) / values * bytes
+            : view.ByteLength;
+        return Stored(weights.LmHead) + weights.Layers.SelectMany(layer => layer.Tensors).Where(t => t.Shape.Length == 2).Sum(Stored);
     }
 
     /// <summary>The weights one of our decode steps reads (as <c>qwensharp bench</c> counts them: repacked panels where one token reads them).</summary>
