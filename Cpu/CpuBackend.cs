@@ -77,7 +77,7 @@ public sealed class CpuBackend : IBackend
                 return new CpuWeight(tensor, 1, length, vector);
             case 2 when tensor.DType == DType.Q5_0:
                 return Upload(WidenedToQ8_0(tensor), repack, _panels);
-            case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
+            case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1 or DType.Q2_K:
                 return UploadWithMinimums(tensor, repack);
             case 2:
                 int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
@@ -124,21 +124,25 @@ public sealed class CpuBackend : IBackend
 
     /// <summary>
     /// A Q4_1 or Q5_1 matrix (a Q5_K_M GGUF's rows that are not whole super-blocks, Qwen2.5-0.5B's 896-wide ones; Q4_1 and
-    /// Q5_1 files) as the Q8_0 matrix of its codes and scales and its block minimums as f32 (<see cref="BlockMinimums"/>):
-    /// every value as stored (q × d + m), multiplied by the Q8_0 kernels (at Q8_0's speed, for 38 bytes a block against the
-    /// file's 20 or 24) with each block's minimum × the activations' block sum added. Both in memory from the weight arena,
-    /// given back with the weight.
+    /// Q5_1 files) as the Q8_0 matrix of its codes and scales, or a Q2_K one as the Q6_K matrix of its codes and scales, and
+    /// its minimums as f32 (<see cref="BlockMinimums"/>: one per 32 values, Q2_K's per 16): every value as stored
+    /// (q × d + m), multiplied by the Q8_0 or Q6_K kernels with each block's minimum × the activations' block sum added.
+    /// Q4_1/Q5_1 take 38 bytes a block against the file's 20 or 24 and run at Q8_0's speed; Q2_K 274 a super-block
+    /// against 84. Both parts in memory from the weight arena, given back with the weight.
     /// </summary>
     private unsafe CpuWeight UploadWithMinimums(TensorView tensor, bool repack)
     {
         int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-        if (cols % LegacyQuantBlocks.BlockValues != 0)
+        bool q2 = tensor.DType == DType.Q2_K;
+        DType codesType = q2 ? DType.Q6_K : DType.Q8_0;
+        int blockValues = q2 ? 16 : LegacyQuantBlocks.BlockValues;
+        if (cols % DTypes.BlockValues(tensor.DType) != 0)
         {
-            throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; {DTypes.Name(tensor.DType)} rows are whole blocks of {LegacyQuantBlocks.BlockValues} values");
+            throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; {DTypes.Name(tensor.DType)} rows are whole blocks of {DTypes.BlockValues(tensor.DType)} values");
         }
 
-        int blocks = cols / LegacyQuantBlocks.BlockValues;
-        long rowIn = DTypes.ByteLength(tensor.DType, cols), rowOut = DTypes.ByteLength(DType.Q8_0, cols);
+        int blocks = cols / blockValues;
+        long rowIn = DTypes.ByteLength(tensor.DType, cols), rowOut = DTypes.ByteLength(codesType, cols);
         byte* codes = (byte*)_panels.Allocate(rows * rowOut);
         float* minimums = (float*)_panels.Allocate(BlockMinimums.Floats(rows, blocks) * sizeof(float));
         try
@@ -149,9 +153,17 @@ public sealed class CpuBackend : IBackend
             {
                 for (int r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
                 {
-                    LegacyQuantBlocks.SplitMinimums(tensor.DType, new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn)),
-                        new Span<byte>(codes + (r * rowOut), checked((int)rowOut)),
-                        new Span<float>(minimums + BlockMinimums.Index(r, 0, blocks), ((blocks - 1) * BlockMinimums.GroupRows) + 1), BlockMinimums.GroupRows);
+                    var stored = new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn));
+                    var rowCodes = new Span<byte>(codes + (r * rowOut), checked((int)rowOut));
+                    var rowMinimums = new Span<float>(minimums + BlockMinimums.Index(r, 0, blocks), ((blocks - 1) * BlockMinimums.GroupRows) + 1);
+                    if (q2)
+                    {
+                        KQuantBlocks.SplitQ2_K(stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
+                    }
+                    else
+                    {
+                        LegacyQuantBlocks.SplitMinimums(tensor.DType, stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
+                    }
                 }
             });
         }
@@ -162,8 +174,8 @@ public sealed class CpuBackend : IBackend
             throw;
         }
 
-        var view = new TensorView(tensor.Name, tensor.Source, DType.Q8_0, tensor.Shape, (nint)codes);
-        var matrix = new CpuWeight(view, rows, cols, null, _panels) { BlockMinimums = minimums };
+        var view = new TensorView(tensor.Name, tensor.Source, codesType, tensor.Shape, (nint)codes);
+        var matrix = new CpuWeight(view, rows, cols, null, _panels) { BlockMinimums = minimums, MinimumBlockValues = blockValues };
         if (repack)
         {
             matrix.Repack(_panels, KernelPath);
@@ -189,11 +201,11 @@ public sealed class CpuBackend : IBackend
             WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
             if (weights.BlockMinimums != null)
             {
-                // q × d is exact in f32 (a code of at most 5 bits times an f16), so adding m rounds once, as ggml's q × d + m.
+                // The codes' part is the value ggml computes before adding m (q × d; Q2_K's (d × sc) × q), so adding m rounds as ggml's does.
                 Span<float> row = x.Row(i);
                 for (int j = 0; j < row.Length; j++)
                 {
-                    row[j] += weights.BlockMinimum(tokens[i], j / LegacyQuantBlocks.BlockValues);
+                    row[j] += weights.BlockMinimum(tokens[i], j / weights.MinimumBlockValues);
                 }
             }
         }

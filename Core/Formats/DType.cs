@@ -30,6 +30,12 @@ public enum DType
     /// </summary>
     Q5_1,
 
+    /// <summary>
+    /// GGUF's Q2_K: super-blocks of 256 values in 84 bytes, 2-bit codes under 4-bit scales and mins of 16 values and f16 d
+    /// and dmin (value = d × sc × q - dmin × m). Read from GGUF files (llama.cpp's Q2_K), not written.
+    /// </summary>
+    Q2_K,
+
     /// <summary>GGUF's Q4_K: super-blocks of 256 values in 144 bytes, 4-bit codes under 6-bit scales and mins (see <see cref="Numerics.KQuantBlocks"/>).</summary>
     Q4_K,
 
@@ -56,11 +62,11 @@ public static class DTypes
     public static int BlockValues(DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 => 32,
-        DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
+        DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
@@ -68,6 +74,7 @@ public static class DTypes
         DType.Q5_0 => 22,
         DType.Q4_1 => 20,
         DType.Q5_1 => 24,
+        DType.Q2_K => 84,
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,
@@ -75,7 +82,7 @@ public static class DTypes
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -91,6 +98,7 @@ public static class DTypes
         DType.Q5_0 => "Q5_0",
         DType.Q4_1 => "Q4_1",
         DType.Q5_1 => "Q5_1",
+        DType.Q2_K => "Q2_K",
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",

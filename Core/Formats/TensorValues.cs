@@ -114,6 +114,9 @@ public static class TensorValues
             case DType.Q5_1:
                 LegacyQuantBlocks.DequantizeQ5_1(bytes, values);
                 break;
+            case DType.Q2_K:
+                KQuantBlocks.DequantizeQ2_K(bytes, values);
+                break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;

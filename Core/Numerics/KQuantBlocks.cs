@@ -18,6 +18,64 @@ public static class KQuantBlocks
 {
     public const int BlockValues = 256;
 
+    /// <summary>Bytes of a Q2_K super-block: scales[16] (4-bit scale, 4-bit min), qs[64], d, dmin.</summary>
+    public const int Q2_KBytes = 84;
+
+    public static void DequantizeQ2_K(ReadOnlySpan<byte> blocks, Span<float> values)
+    {
+        for (int b = 0; b < values.Length / BlockValues; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q2_KBytes, Q2_KBytes);
+            float d = Half(block, 80), min = Half(block, 82);
+            for (int v = 0; v < BlockValues; v++)
+            {
+                (int code, int group) = Q2_KCode(block, v);
+                byte sc = block[group];
+                values[(b * BlockValues) + v] = (d * (sc & 0xF) * code) - (min * (sc >> 4));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Q2_K super-blocks split into a Q6_K block of their codes and scales (the same d, scales sc &amp; 15, codes q + 32) and
+    /// each 16-value group's minimum dmin × m, negated and widened to f32, <paramref name="minimumStride"/> apart: value v of
+    /// a super-block is then exactly the Q6_K value plus its group's minimum, as ggml's d × sc × q - dmin × m.
+    /// </summary>
+    public static void SplitQ2_K(ReadOnlySpan<byte> blocks, Span<byte> q6Blocks, Span<float> minimums, int minimumStride)
+    {
+        Span<sbyte> codes = stackalloc sbyte[BlockValues];
+        for (int b = 0; b < blocks.Length / Q2_KBytes; b++)
+        {
+            ReadOnlySpan<byte> block = blocks.Slice(b * Q2_KBytes, Q2_KBytes);
+            Span<byte> wide = q6Blocks.Slice(b * 210, 210);
+            float min = Half(block, 82);
+            for (int v = 0; v < BlockValues; v++)
+            {
+                codes[v] = (sbyte)(Q2_KCode(block, v).Code + 32);
+            }
+
+            KQuantQuantizer.PackQ6_KCodes(codes, wide);
+            for (int g = 0; g < 16; g++)
+            {
+                wide[192 + g] = (byte)(block[g] & 0xF);
+                minimums[((b * 16) + g) * minimumStride] = -(min * (block[g] >> 4));
+            }
+
+            wide[208] = block[80];
+            wide[209] = block[81];
+        }
+    }
+
+    /// <summary>
+    /// Value v's 2-bit code in a Q2_K super-block and the scale byte of its 16-value group: v = 128n + 32j + 16h + l takes
+    /// bits 2j, 2j + 1 of qs[32n + 16h + l] and scales[8n + 2j + h] (ggml's dequantize_row_q2_K order).
+    /// </summary>
+    private static (int Code, int Group) Q2_KCode(ReadOnlySpan<byte> block, int v)
+    {
+        int n = v / 128, j = v % 128 / 32, h = v % 32 / 16, l = v % 16;
+        return ((block[16 + (32 * n) + (16 * h) + l] >> (2 * j)) & 3, (8 * n) + (2 * j) + h);
+    }
+
     public static void DequantizeQ4_K(ReadOnlySpan<byte> blocks, Span<float> values)
     {
         for (int b = 0; b < values.Length / BlockValues; b++)

@@ -35,12 +35,15 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private int _threads;
     private readonly Q8KActivations _q8k = new();
     private readonly Q8Activations _q8 = new();
-    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst, _sumsReady, _sumsFirst, _sumsOfCodes;
+    private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst;
 
-    /// <summary>The activations' 32-value block sums (<c>[token][block]</c>) for Q4_1/Q5_1 matrices' minimums (<see cref="BlockMinimums"/>).</summary>
-    private float[] _blockSums = [];
+    /// <summary>
+    /// The activations' block sums (<c>[token][block]</c>) for the minimums of matrices that have them (<see cref="BlockMinimums"/>):
+    /// per 32 values (Q4_1, Q5_1, multiplied as Q8_0) and per 16 (Q2_K, multiplied as Q6_K).
+    /// </summary>
+    private readonly MinimumSums _sums32 = new(), _sums16 = new();
     private float[] _xBlocks = [];
-    private int _cols, _sumsCols;
+    private int _cols;
     private float[] _xScaled = [];
     private QuantizeJob? _quantize;
 
@@ -72,7 +75,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = _sumsReady = _sumsFirst = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = _sums32.Ready = _sums32.First = _sums16.Ready = _sums16.First = false;
     }
 
     /// <summary>
@@ -82,7 +85,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     public ParallelJob? QuantizeFirst(out int chunks)
     {
         chunks = QuantizeChunks;
-        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst || _sumsFirst ? _quantize ??= new QuantizeJob(this) : null;
+        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst || _sums32.First || _sums16.First ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
@@ -128,9 +131,12 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 TokenBlocks.Write(job.Path, job._x, job._cols, first, end, job._xBlocks);
             }
 
-            if (job._sumsFirst)
+            foreach (MinimumSums sums in (ReadOnlySpan<MinimumSums>)[job._sums32, job._sums16])
             {
-                job.BlockSums(first, end);
+                if (sums.First)
+                {
+                    job.BlockSums(sums, first, end);
+                }
             }
         }
     }
@@ -222,24 +228,29 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _blocksFirst = true;
         }
 
-        if (weight.HasBlockMinimums && !_sumsReady)
+        if (weight.HasBlockMinimums && SumsFor(weight) is { Ready: false } sums)
         {
-            // Q4_1/Q5_1: the activations' block sums once per job, for every thread's minimums; a long prompt's on all threads.
-            int sums = _tokens * (weight.Cols / 32);
-            if (_blockSums.Length < sums)
+            // The activations' block sums once per job, for every thread's minimums; a long prompt's on all threads. Of the 8-bit
+            // activations the codes are multiplied with: Q8_K's for Q2_K (multiplied as Q6_K, quantized above), Q8_0's for
+            // Q4_1/Q5_1 where Q8_0's product quantizes them, else of the f32 values.
+            sums.BlockValues = weight.MinimumBlockValues;
+            sums.Cols = weight.Cols;
+            int count = _tokens * (weight.Cols / sums.BlockValues);
+            if (sums.Values.Length < count)
             {
-                _blockSums = new float[sums];
+                sums.Values = new float[count];
             }
 
-            _sumsCols = weight.Cols;
-            _sumsOfCodes = !MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens);
-            _sumsFirst = _tokens > MatMul.RowDotTokens;
-            if (!_sumsFirst)
+            sums.Source = sums.BlockValues == 16 ? SumSource.Q8KCodes
+                : MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? SumSource.Values
+                : SumSource.Q8Codes;
+            sums.First = _tokens > MatMul.RowDotTokens;
+            if (!sums.First)
             {
-                BlockSums(0, _tokens);
+                BlockSums(sums, 0, _tokens);
             }
 
-            _sumsReady = true;
+            sums.Ready = true;
         }
 
         _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk, Panels = ReadsPanels(weight) };
@@ -258,23 +269,56 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0
         && (PanelDecode.Pays(path, weight.StoredType) || (_tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens)));
 
-    /// <summary>
-    /// Tokens [first, end)'s block sums for Q4_1/Q5_1 minimums: of the 8-bit activations the codes are multiplied with where
-    /// the Q8_0 product quantizes them (already done for these tokens), else of the f32 values (<see cref="BlockMinimums"/>).
-    /// </summary>
-    private void BlockSums(int first, int end)
-    {
-        if (!_sumsOfCodes)
-        {
-            BlockMinimums.BlockSums(_x, _sumsCols, first, end, _blockSums);
-            return;
-        }
+    /// <summary>The block sums a matrix with minimums takes: per 16 values (Q2_K) or per 32.</summary>
+    private MinimumSums SumsFor(CpuWeight weight) => weight.MinimumBlockValues == 16 ? _sums16 : _sums32;
 
-        int blocks = _sumsCols / 32;
+    /// <summary>Tokens [first, end)'s block sums (<see cref="MinimumSums"/>), their activations already quantized where they come from codes.</summary>
+    private void BlockSums(MinimumSums sums, int first, int end)
+    {
+        int blocks = sums.Cols / sums.BlockValues;
         for (int t = first; t < end; t++)
         {
-            BlockMinimums.BlockSums(_q8.Row(t), _blockSums.AsSpan(t * blocks, blocks));
+            Span<float> token = sums.Values.AsSpan(t * blocks, blocks);
+            switch (sums.Source)
+            {
+                case SumSource.Values:
+                    BlockMinimums.BlockSums(_x, sums.Cols, t, t + 1, sums.Values);
+                    break;
+                case SumSource.Q8Codes:
+                    BlockMinimums.BlockSums(_q8.Row(t), token);
+                    break;
+                default:
+                    Q8KRow row = _q8k.Row(t);
+                    for (int g = 0; g < blocks; g++)
+                    {
+                        token[g] = row.Scales[g / 16] * row.GroupSums[g];
+                    }
+
+                    break;
+            }
         }
+    }
+
+    /// <summary>Where a job's block sums come from (see <see cref="BlockMinimums"/>).</summary>
+    private enum SumSource
+    {
+        /// <summary>The f32 activations (the codes meet them as f32: Q8_0's float panels).</summary>
+        Values,
+
+        /// <summary>The Q8_0 activations' codes × their scale.</summary>
+        Q8Codes,
+
+        /// <summary>The Q8_K activations' 16-value code sums × their scale.</summary>
+        Q8KCodes,
+    }
+
+    /// <summary>One kind of block sums of a job's activations, made once for all its products that need them.</summary>
+    private sealed class MinimumSums
+    {
+        public float[] Values = [];
+        public bool Ready, First;
+        public int Cols, BlockValues;
+        public SumSource Source;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -323,7 +367,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             unsafe
             {
-                BlockMinimums.Add(path, weight.BlockMinimums, n, k / 32, _blockSums, _tokens, y, start, end);
+                BlockMinimums.Add(path, weight.BlockMinimums, n, k / weight.MinimumBlockValues, SumsFor(weight).Values, _tokens, y, start, end);
             }
         }
     }

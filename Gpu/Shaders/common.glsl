@@ -36,7 +36,7 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
-#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
+#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q2_K) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
 // Block-quantized weights (GGUF's blocks as stored, each value widened as ggml's dequantize_row_* defines it). Blocks
 // are only 2-byte aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
 #define WEIGHT_BLOCKS 1
@@ -72,6 +72,16 @@ float weightAt(uint64_t w, uint i) {
     q |= ((byteAt(w, base + 4u + (j >> 3)) >> (j & 7u)) & 1u) << 4;
 #endif
     return halfAt(w, base) * float(q) + halfAt(w, base + 2u);
+}
+#elif defined(WEIGHT_Q2_K)
+// Q2_K (84 bytes a super-block of 256): scales[16] (low nibble a 4-bit scale, high nibble a 4-bit min), qs[64], d, dmin
+// (f16). Value j = 128n + 32t + 16h + l takes bits 2t, 2t + 1 of qs[32n + 16h + l] and scale byte 8n + 2t + h;
+// value = d × sc × q − dmin × m.
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 8) * 84u, j = i & 255u, n = j >> 7, t = (j & 127u) >> 5, h = (j & 31u) >> 4, l = j & 15u;
+    uint q = (byteAt(w, base + 16u + 32u * n + 16u * h + l) >> (2u * t)) & 3u;
+    uint sc = byteAt(w, base + 8u * n + 2u * t + h);
+    return halfAt(w, base + 80u) * float(sc & 0xFu) * float(q) - halfAt(w, base + 82u) * float(sc >> 4);
 }
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
 // Q4_K (144 bytes a super-block of 256) and Q5_K (176): d, dmin (f16), 12 bytes of 6-bit scales and mins, (Q5_K: qh[32],)
@@ -170,6 +180,18 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     hi = d * bytesOf(high) + m;
     c0 = 32u * u + 4u * q;
     c1 = c0 + 16u;
+#elif defined(WEIGHT_Q2_K)
+    // Unit s (32 values) of a super-block is half n = s / 4, shift t = s % 4: values 8q..8q + 7 are one 16-value group
+    // (h = q / 2), bits 2t, 2t + 1 of qs[32n + 16h + 8 (q % 2) ..], under scale byte 8n + 2t + h.
+    uint base = ((first >> 8) + (u >> 3)) * 84u, s = u & 7u, n = s >> 2, t = s & 3u, h = q >> 1;
+    uint at = base + 16u + 32u * n + 8u * q;
+    uint codes0 = (Uints(w).u[at >> 2] >> (2u * t)) & 0x03030303u, codes1 = (Uints(w).u[(at >> 2) + 1u] >> (2u * t)) & 0x03030303u;
+    uint sc = byteAt(w, base + 8u * n + 2u * t + h);
+    float scale = halfAt(w, base + 80u) * float(sc & 0xFu), minimum = halfAt(w, base + 82u) * float(sc >> 4);
+    lo = scale * bytesOf(codes0) - minimum;
+    hi = scale * bytesOf(codes1) - minimum;
+    c0 = 32u * u + 8u * q;
+    c1 = c0 + 4u;
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
     // Sub-block s of a super-block: values l = 8q..8q + 7 are nibble (s % 2) of qs[32 (s / 2) + l] (Q5_K: bit s of qh[l]
     // on top); super-blocks are 4-byte aligned (144, 176 bytes), so are these words.

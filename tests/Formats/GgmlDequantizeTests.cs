@@ -152,7 +152,7 @@ public sealed class GgmlDequantizeTests
     public static TheoryData<LLamaFtype> LlamaCppTypes() =>
     [
         LLamaFtype.MOSTLY_Q4_0, LLamaFtype.MOSTLY_Q4_1, LLamaFtype.MOSTLY_Q5_0, LLamaFtype.MOSTLY_Q5_1,
-        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL,
+        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL, LLamaFtype.MOSTLY_Q2_K,
     ];
 
     [SkippableTheory]
@@ -195,6 +195,7 @@ public sealed class GgmlDequantizeTests
             LLamaFtype.MOSTLY_Q5_K_M => "Q5_K",
             LLamaFtype.MOSTLY_Q3_K_M => "Q3_K",
             LLamaFtype.MOSTLY_IQ4_NL => "IQ4_NL",
+            LLamaFtype.MOSTLY_Q2_K => "Q2_K",
             _ => null,
         };
         if (expectedType is not null)
@@ -217,7 +218,8 @@ public sealed class GgmlDequantizeTests
         for (int p = 0; p < ids.Length; p++)
         {
             // llama.cpp multiplies with its activations rounded to 8 bits; so do we, every type holding the file's values
-            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q3_K widened to Q6_K).
+            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q2_K as Q6_K codes and minimums,
+            // Q3_K widened to Q6_K).
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
@@ -398,17 +400,17 @@ public sealed class GgmlDequantizeTests
     }
 
     [SkippableFact]
-    public void Q2_KFiles_AreRefusedNamingTheTensorAndType()
+    public void Iq4_XSFiles_AreRefusedNamingTheTensorAndType()
     {
-        // Q2_K has no kernels and no wider type that holds its values (sub-blocks of 16 with their own mins): one line,
-        // exit 2, naming the first Q2_K tensor met and the types QwenSharp reads.
-        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_Q2_K);
+        // IQ4_XS has no kernels and no type that holds its values: one line, exit 2, naming the first IQ4_XS tensor met and
+        // the types QwenSharp reads.
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_IQ4_XS);
 
         QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("generate", "--model", quantized, "--prompt-ids", "1,2", "--max-new-tokens", "1");
 
         Assert.Equal(2, result.ExitCode);
         string line = Assert.Single(result.ErrorLines);
-        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is Q2_K; QwenSharp reads F32, .* Q3_K, .* and IQ4_NL tensors"), line);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is IQ4_XS; QwenSharp reads F32, .* Q2_K, Q3_K, .* and IQ4_NL tensors"), line);
     }
 
     [Fact]

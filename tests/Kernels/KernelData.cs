@@ -143,6 +143,24 @@ internal static class KernelData
                 return (blocks, exact);
             }
 
+            case DType.Q2_K:
+            {
+                // No quantizer (QwenSharp reads Q2_K, never writes it): random codes, 4-bit scales and mins, and small d
+                // and dmin, drawn from the values' count so that each shape gets its own blocks.
+                var blocks = new byte[DTypes.ByteLength(DType.Q2_K, values.Length)];
+                var random = new Random(values.Length);
+                random.NextBytes(blocks);
+                for (int b = 0; b < blocks.Length / KQuantBlocks.Q2_KBytes; b++)
+                {
+                    BitConverter.TryWriteBytes(blocks.AsSpan((b * KQuantBlocks.Q2_KBytes) + 80), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.004)));
+                    BitConverter.TryWriteBytes(blocks.AsSpan((b * KQuantBlocks.Q2_KBytes) + 82), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.004)));
+                }
+
+                var exact = new float[values.Length];
+                KQuantBlocks.DequantizeQ2_K(blocks, exact);
+                return (blocks, exact);
+            }
+
             case DType.Q4_K or DType.Q5_K or DType.Q6_K:
             {
                 var blocks = new byte[DTypes.ByteLength(type, values.Length)];

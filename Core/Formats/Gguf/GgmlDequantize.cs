@@ -6,7 +6,7 @@ namespace QwenSharp.Formats.Gguf;
 public static class GgmlDequantize
 {
     public static bool Supports(int type) => (GgmlType)type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
-        or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_NL;
+        or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_NL;
 
     /// <summary>The values of whole blocks of <paramref name="type"/>, as ggml's reference dequantizers give them.</summary>
     public static void Values(int type, ReadOnlySpan<byte> blocks, Span<float> values)
@@ -17,6 +17,7 @@ public static class GgmlDequantize
             case GgmlType.Q4_1: LegacyQuantBlocks.DequantizeQ4_1(blocks, values); break;
             case GgmlType.Q5_0: LegacyQuantBlocks.DequantizeQ5_0(blocks, values); break;
             case GgmlType.Q5_1: LegacyQuantBlocks.DequantizeQ5_1(blocks, values); break;
+            case GgmlType.Q2_K: KQuantBlocks.DequantizeQ2_K(blocks, values); break;
             case GgmlType.Q3_K: WidenedBlocks.DequantizeQ3_K(blocks, values); break;
             case GgmlType.Q4_K: KQuantBlocks.DequantizeQ4_K(blocks, values); break;
             case GgmlType.Q5_K: KQuantBlocks.DequantizeQ5_K(blocks, values); break;

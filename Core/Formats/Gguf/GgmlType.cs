@@ -18,6 +18,7 @@ public enum GgmlType
     Q6_K = 14,
     Q8_K = 15,
     IQ4_NL = 20,
+    IQ4_XS = 23,
     BF16 = 30,
 }
 
@@ -45,6 +46,7 @@ public static class GgmlTypes
             GgmlType.Q6_K => (256, 128 + 64 + 16 + 2),
             GgmlType.Q8_K => (256, 4 + 256 + 32),
             GgmlType.IQ4_NL => (32, 2 + 16),
+            GgmlType.IQ4_XS => (256, 2 + 2 + 4 + 128),
             _ => (0, 0),
         };
         return blockValues > 0;
@@ -66,6 +68,7 @@ public static class GgmlTypes
             case GgmlType.Q5_0: dtype = DType.Q5_0; return true;
             case GgmlType.Q4_1: dtype = DType.Q4_1; return true;
             case GgmlType.Q5_1: dtype = DType.Q5_1; return true;
+            case GgmlType.Q2_K: dtype = DType.Q2_K; return true;
             case GgmlType.Q4_K: dtype = DType.Q4_K; return true;
             case GgmlType.Q5_K: dtype = DType.Q5_K; return true;
             case GgmlType.Q6_K: dtype = DType.Q6_K; return true;
@@ -84,6 +87,7 @@ public static class GgmlTypes
         DType.Q5_0 => GgmlType.Q5_0,
         DType.Q4_1 => GgmlType.Q4_1,
         DType.Q5_1 => GgmlType.Q5_1,
+        DType.Q2_K => GgmlType.Q2_K,
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q5_K => GgmlType.Q5_K,
         DType.Q6_K => GgmlType.Q6_K,
