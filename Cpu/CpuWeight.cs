@@ -32,6 +32,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
     public byte* Data { get; }
 
+    /// <summary>A matrix multiplied from the view it was uploaded from reads its bytes; vectors (f32 copies) and matrices stored again do not.</summary>
+    public override bool ReadsSourceBytes => Vector == null && _dataArena == null;
+
     public long RowBytes { get; }
 
     /// <summary>

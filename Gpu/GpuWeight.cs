@@ -20,5 +20,8 @@ internal sealed class GpuWeight(string name, DType storedType, int rows, int col
     public static GpuWeight Of(DeviceWeight weight) =>
         weight as GpuWeight ?? throw new ArgumentException($"weight '{weight.Name}' belongs to another backend");
 
+    /// <summary>Device memory holds its own copy.</summary>
+    public override bool ReadsSourceBytes => false;
+
     public override void Dispose() => Buffer.Dispose();
 }

@@ -32,5 +32,13 @@ public abstract class DeviceWeight : IDisposable
     /// </summary>
     public virtual long DecodeStepBytes => DTypes.ByteLength(StoredType, (long)Rows * Cols);
 
+    /// <summary>
+    /// Whether the weight goes on reading the bytes of the view it was uploaded from (the CPU's matrices multiplied as
+    /// stored, from the mapped file), so that the source must keep them; false where it made its own copy (a GPU's device
+    /// memory, the CPU's f32 vectors and matrices it stored again), after which the source may free what it made at load
+    /// (<see cref="ITensorSource.Release"/>).
+    /// </summary>
+    public virtual bool ReadsSourceBytes => true;
+
     public abstract void Dispose();
 }

@@ -10,4 +10,11 @@ public interface ITensorSource : IDisposable
 
     /// <summary>Finds a tensor by its checkpoint name; a dtype we do not compute with is a <see cref="NotSupportedException"/>.</summary>
     bool TryGetView(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorView? view);
+
+    /// <summary>
+    /// Says that nothing reads <paramref name="view"/>'s bytes any more (its weight was copied where it is computed with): a
+    /// source that made them at load (quantized, widened, reordered) frees them and returns true (the view must not be read
+    /// after that; asked for the tensor again, the source makes it again); bytes of the file itself stay (false).
+    /// </summary>
+    bool Release(TensorView view) => false;
 }

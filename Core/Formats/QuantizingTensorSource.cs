@@ -53,8 +53,30 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
         TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)));
         view = view with { DType = type, Data = (nint)data };
         _converted[name] = view;
+        ConvertedBytes += bytes;
         return true;
     }
+
+    /// <summary>A matrix this source quantized goes back to its arena (and is made again if asked for); the rest are the inner source's to release.</summary>
+    public bool Release(TensorView view)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        foreach ((string name, TensorView converted) in _converted)
+        {
+            if (ReferenceEquals(converted, view))
+            {
+                _converted.Remove(name);
+                _owned.Free((void*)view.Data);
+                ConvertedBytes -= view.ByteLength;
+                return true;
+            }
+        }
+
+        return _inner.Release(view);
+    }
+
+    /// <summary>Bytes of the matrices converted at load and not released (for tests).</summary>
+    internal long ConvertedBytes { get; private set; }
 
     public void Dispose()
     {

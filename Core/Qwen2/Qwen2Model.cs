@@ -46,7 +46,20 @@ public sealed class Qwen2Model : IDisposable
             return weight;
         });
         _uploaded = [.. uploaded.Values];
-        Weights = views;
+
+        // Bytes the source made at load that no weight reads any more (a GPU's copies of --quantize's matrices, matrices the
+        // CPU stored again) go back: a 7B model quantized to Q4_K at load for the GPU kept its whole Q4_K copy (about 4.4 GB)
+        // in host memory for nothing. Their views stay for their types and shapes (info), with no bytes.
+        var released = new HashSet<TensorView>(ReferenceEqualityComparer.Instance);
+        foreach ((TensorView view, DeviceWeight weight) in uploaded)
+        {
+            if (!weight.ReadsSourceBytes && source.Release(view))
+            {
+                released.Add(view);
+            }
+        }
+
+        Weights = released.Count == 0 ? views : views.Select(view => released.Contains(view) ? view with { Data = 0 } : view);
         _ownedSource = ownsSource ? source : null;
         _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta, config.RopeScaling);
         _eps = (float)config.RmsNormEps;
@@ -75,7 +88,10 @@ public sealed class Qwen2Model : IDisposable
 
     public IBackend Backend { get; }
 
-    /// <summary>The stored tensors behind the model (for <c>info</c>: dtypes and sizes).</summary>
+    /// <summary>
+    /// The stored tensors behind the model (for <c>info</c>: dtypes and sizes). A tensor the source made at load and the
+    /// backend copied (see <see cref="DeviceWeight.ReadsSourceBytes"/>) has no bytes here (its data is 0).
+    /// </summary>
     public Qwen2Weights<TensorView> Weights { get; }
 
     /// <summary>

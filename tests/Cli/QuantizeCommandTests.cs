@@ -57,6 +57,44 @@ public sealed class QuantizeCommandTests
         Assert.Equal(fromFile, atLoad);
     }
 
+    [SkippableTheory]
+    [InlineData("cpu", DType.Q8_0, true)]
+    [InlineData("cpu", DType.Q5_0, false)]
+    [InlineData("cpu", DType.Q4_1, false)]
+    [InlineData(TestBackends.Gpu, DType.Q8_0, false)]
+    public void QuantizeAtLoad_FreesWhatTheBackendCopied_AndGivesTheFilesLogits(string backendName, DType type, bool backendReadsThem)
+    {
+        // --quantize's matrices stay in memory only where the backend multiplies them from there (the CPU's Q8_0, zero-copy);
+        // where it copied them (the GPU; the CPU's Q5_0 widened to Q8_0, Q4_1 split into codes and minimums) they are freed
+        // once uploaded, their views kept for info without bytes, and the model still gives the logits of loading the same
+        // file as quantize writes it.
+        TestBackends.RequireDevice(backendName);
+        string folder = Fixtures.Directory("stories260K-qwen2-bf16");
+        Reference reference = Reference.Load("stories260K-qwen2-bf16");
+        string file = Path.Combine(Fixtures.TempDirectory(), $"s-{DTypes.Name(type)}.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", DTypes.Name(type).ToLowerInvariant(), "--out", file).ExitCode);
+
+        float[][] fromFile, atLoad;
+        using (IBackend backend = TestBackends.Create(backendName))
+        using (Qwen2Model model = Qwen2Model.Load(file, backend))
+        {
+            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        }
+
+        using (IBackend backend = TestBackends.Create(backendName))
+        using (var source = new QuantizingTensorSource(SafeTensorsCheckpoint.Open(folder), type))
+        using (var model = new Qwen2Model(Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName)), source, backend))
+        {
+            Assert.Equal(backendReadsThem, source.ConvertedBytes > 0);
+            TensorView[] matrices = [.. model.Weights.DistinctTensors().Where(t => t.DType == type)];
+            Assert.NotEmpty(matrices);
+            Assert.All(matrices, t => Assert.Equal(backendReadsThem, t.Data != 0));
+            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        }
+
+        Assert.Equal(fromFile, atLoad);
+    }
+
     [Fact]
     public void Quantize_BadInput_OneLineAndNothingOverwritten()
     {

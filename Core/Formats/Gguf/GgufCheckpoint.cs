@@ -18,6 +18,9 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _conversions = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _widenings = new(StringComparer.Ordinal);
+
+    /// <summary>Where the bytes this checkpoint made for views begin (<see cref="Release"/> frees them).</summary>
+    private readonly HashSet<nint> _made = [];
     private readonly bool _interleavedRope;
 
     private GgufCheckpoint(GgufFile file, Qwen2Config config, GenerationConfig generation, bool interleavedRope)
@@ -230,6 +233,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
         var view = new TensorView(ggufName, Description, targetType, info.Shape, (nint)data);
         _converted[ggufName] = view;
+        _made.Add((nint)data);
         string widening = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
         _widenings[widening] = _widenings.GetValueOrDefault(widening) + 1;
         return view;
@@ -278,6 +282,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
         var view = new TensorView(ggufName, Description, targetType, shape, (nint)data);
         _converted[ggufName] = view;
+        _made.Add((nint)data);
         string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
         _conversions[conversion] = _conversions.GetValueOrDefault(conversion) + 1;
         return view;
@@ -305,7 +310,33 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             }
         }
 
+        _made.Add((nint)copy);
         return view with { Data = (nint)copy };
+    }
+
+    /// <summary>
+    /// A matrix this checkpoint made at load (dequantized and stored again, widened, or its rows put back in order) goes
+    /// back to its memory, and is made again if asked for; the file's own bytes stay.
+    /// </summary>
+    public bool Release(TensorView view)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        if (!_made.Remove(view.Data))
+        {
+            return false;
+        }
+
+        foreach ((string name, TensorView converted) in _converted)
+        {
+            if (converted.Data == view.Data)
+            {
+                _converted.Remove(name);
+                break;
+            }
+        }
+
+        _owned.Free((void*)view.Data);
+        return true;
     }
 
     public void Dispose()
