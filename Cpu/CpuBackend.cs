@@ -28,7 +28,7 @@ public sealed class CpuBackend : IBackend
     private float[] _rotatedKeys = [], _rotatedValues = [];
     private readonly bool _repack;
 
-    /// <summary>The repacked panels of every matrix uploaded here, and Q5_0 matrices widened to Q8_0, together on huge pages (see <see cref="WeightArena"/>).</summary>
+    /// <summary>The repacked panels of every matrix uploaded here, and the matrices stored again (widened, split), together on huge pages (see <see cref="WeightArena"/>).</summary>
     private readonly WeightArena _panels = new();
 
     public CpuBackend(CpuBackendOptions? options = null)
@@ -75,8 +75,8 @@ public sealed class CpuBackend : IBackend
                 var vector = new float[length];
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
-            case 2 when tensor.DType == DType.Q5_0:
-                return Upload(WidenedToQ8_0(tensor), repack, _panels);
+            case 2 when Widening.Target(tensor.DType) is DType wider:
+                return Upload(Widened(tensor, wider), repack, _panels);
             case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1 or DType.Q2_K:
                 return UploadWithMinimums(tensor, repack);
             case 2:
@@ -98,20 +98,21 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <summary>
-    /// A Q5_0 matrix (a k-quant GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M) stored
-    /// again as Q8_0 without loss (the same scale, codes q - 16), in memory from the weight arena (the weight gives it back
-    /// when disposed). Multiplied as stored, it decoded slower than as Q8_0 on Zen 5: spreading each block's 32 fifth
+    /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0, Q3_K as Q6_K) stored
+    /// again in it without loss, in memory from the weight arena (the weight gives it back when disposed). Q5_0 (a k-quant
+    /// GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M), multiplied as stored, decoded
+    /// slower than as Q8_0 on Zen 5: spreading each block's 32 fifth
     /// bits to its bytes (a shuffle, a mask, a compare and two logic operations a block per row) left the kernel bound by
     /// its instructions, not the memory: a Q5_0 Qwen2.5-0.5B decoded 58-62 tokens/s on two threads against 91-106 widened
     /// (alternating runs), for 324 MiB a step against 458.
     /// </summary>
-    private unsafe TensorView WidenedToQ8_0(TensorView tensor)
+    private unsafe TensorView Widened(TensorView tensor, DType wider)
     {
-        long bytes = DTypes.ByteLength(DType.Q8_0, tensor.ElementCount);
+        long bytes = DTypes.ByteLength(wider, tensor.ElementCount);
         byte* widened = (byte*)_panels.Allocate(bytes);
         try
         {
-            TensorValues.RowsAs(tensor, DType.Q8_0, new Span<byte>(widened, checked((int)bytes)));
+            TensorValues.RowsAs(tensor, wider, new Span<byte>(widened, checked((int)bytes)));
         }
         catch
         {
@@ -119,7 +120,7 @@ public sealed class CpuBackend : IBackend
             throw;
         }
 
-        return new TensorView(tensor.Name, tensor.Source, DType.Q8_0, tensor.Shape, (nint)widened);
+        return new TensorView(tensor.Name, tensor.Source, wider, tensor.Shape, (nint)widened);
     }
 
     /// <summary>

@@ -102,9 +102,8 @@ public sealed unsafe class VulkanBackend : IBackend
         }
     }
 
-    /// <summary>A Q5_0 matrix takes its bytes as Q8_0 (<see cref="UploadAsQ8_0"/>).</summary>
-    public long UploadBytes(TensorView tensor) =>
-        tensor.DType == DType.Q5_0 && tensor.Shape.Length == 2 ? DTypes.ByteLength(DType.Q8_0, tensor.ElementCount) : tensor.ByteLength;
+    /// <summary>A matrix multiplied as a wider type takes that type's bytes (<see cref="UploadWidened"/>).</summary>
+    public long UploadBytes(TensorView tensor) => Widening.HeldBytes(tensor);
 
     public DeviceWeight Upload(TensorView tensor)
     {
@@ -123,8 +122,8 @@ public sealed unsafe class VulkanBackend : IBackend
                 }
 
                 return new GpuWeight(tensor.Name, tensor.DType, 1, length, vector);
-            case 2 when tensor.DType == DType.Q5_0:
-                return UploadAsQ8_0(tensor);
+            case 2 when Widening.Target(tensor.DType) is DType wider:
+                return UploadWidened(tensor, wider);
             case 2:
                 GpuBuffer matrix = GpuBuffer.DeviceLocal(_device, tensor.ByteLength, $"tensor '{tensor.Name}'");
                 UploadBytes((byte*)tensor.Data, tensor.ByteLength, matrix);
@@ -135,22 +134,23 @@ public sealed unsafe class VulkanBackend : IBackend
     }
 
     /// <summary>
-    /// A Q5_0 matrix (a k-quant GGUF's rows that are not whole super-blocks) stored again as Q8_0 without loss (the same
-    /// scale, codes q - 16) and uploaded as Q8_0, which the shaders multiply: the same values, in 34 bytes a block for 22.
+    /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0, Q3_K as Q6_K) stored
+    /// again in it without loss and uploaded so, which the shaders multiply: the same values (Q5_0: 34 bytes a block for
+    /// 22; IQ4_NL 34 for 18; Q3_K 210 a super-block for 110).
     /// </summary>
-    private GpuWeight UploadAsQ8_0(TensorView tensor)
+    private GpuWeight UploadWidened(TensorView tensor, DType wider)
     {
         int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-        long bytes = DTypes.ByteLength(DType.Q8_0, (long)rows * cols);
+        long bytes = DTypes.ByteLength(wider, (long)rows * cols);
         byte[] widened = GC.AllocateUninitializedArray<byte>(checked((int)bytes));
-        TensorValues.RowsAs(tensor, DType.Q8_0, widened);
+        TensorValues.RowsAs(tensor, wider, widened);
         GpuBuffer matrix = GpuBuffer.DeviceLocal(_device, bytes, $"tensor '{tensor.Name}'");
         fixed (byte* p = widened)
         {
             UploadBytes(p, bytes, matrix);
         }
 
-        return new GpuWeight(tensor.Name, DType.Q8_0, rows, cols, matrix);
+        return new GpuWeight(tensor.Name, wider, rows, cols, matrix);
     }
 
     public DeviceBuffer Allocate(int rows, int cols) => new GpuActivations(_device, rows, cols);

@@ -36,6 +36,18 @@ public enum DType
     /// </summary>
     Q2_K,
 
+    /// <summary>
+    /// GGUF's Q3_K: super-blocks of 256 values in 110 bytes, 3-bit codes under 6-bit scales of 16 values and an f16 d. Read
+    /// from GGUF files (llama.cpp's Q3_K_S/M/L) and multiplied as Q6_K, which holds every value (<see cref="Widening"/>).
+    /// </summary>
+    Q3_K,
+
+    /// <summary>
+    /// GGUF's IQ4_NL: blocks of 32 values, an f16 scale and 4-bit indices into a table of 16 int8 values (18 bytes). Read
+    /// from GGUF files and multiplied as Q8_0, which holds every value (<see cref="Widening"/>).
+    /// </summary>
+    IQ4_NL,
+
     /// <summary>GGUF's Q4_K: super-blocks of 256 values in 144 bytes, 4-bit codes under 6-bit scales and mins (see <see cref="Numerics.KQuantBlocks"/>).</summary>
     Q4_K,
 
@@ -61,12 +73,12 @@ public static class DTypes
     /// <summary>Values per block: 1 for the float types, 32 for Q8_0, 256 for the k-quants.</summary>
     public static int BlockValues(DType type) => type switch
     {
-        DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 => 32,
-        DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
+        DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.IQ4_NL => 32,
+        DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
@@ -75,6 +87,8 @@ public static class DTypes
         DType.Q4_1 => 20,
         DType.Q5_1 => 24,
         DType.Q2_K => 84,
+        DType.Q3_K => 110,
+        DType.IQ4_NL => 18,
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,
@@ -82,7 +96,7 @@ public static class DTypes
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -99,6 +113,8 @@ public static class DTypes
         DType.Q4_1 => "Q4_1",
         DType.Q5_1 => "Q5_1",
         DType.Q2_K => "Q2_K",
+        DType.Q3_K => "Q3_K",
+        DType.IQ4_NL => "IQ4_NL",
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",

@@ -17,7 +17,8 @@ public static class TensorValues
     /// <summary>
     /// A matrix stored again as <paramref name="type"/>, row by row (no f32 copy of the whole matrix; rows in parallel
     /// chunks): rows of whole blocks convert on their own, so the bytes equal those of converting the matrix at once.
-    /// Q4_0 and Q5_0 to Q8_0 are exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>, <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/>).
+    /// Q4_0, Q5_0 and IQ4_NL to Q8_0 and Q3_K to Q6_K are exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>,
+    /// <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/>, <see cref="WidenedBlocks"/>).
     /// </summary>
     public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination)
     {
@@ -59,20 +60,26 @@ public static class TensorValues
         void Row(byte* from, byte* to, long r, float[] values)
         {
             // Each row from the pointer: the whole matrix may be larger than a span can cover.
-            if (matrix.DType == DType.Q4_0 && type == DType.Q8_0)
+            if (Widen(matrix.DType, type, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut)))
             {
-                LegacyQuantBlocks.WidenQ4_0ToQ8_0(new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut));
-                return;
-            }
-
-            if (matrix.DType == DType.Q5_0 && type == DType.Q8_0)
-            {
-                LegacyQuantBlocks.WidenQ5_0ToQ8_0(new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut));
                 return;
             }
 
             ToSingle(matrix.DType, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), values, matrix.Name);
             FromSingle(values, type, new Span<byte>(to + (r * rowOut), rowOut));
+        }
+    }
+
+    /// <summary>A row stored again in a type that holds every value of the stored one (see <see cref="Widening"/>, and Q4_0 as Q8_0); false for other pairs.</summary>
+    private static bool Widen(DType stored, DType wider, ReadOnlySpan<byte> row, Span<byte> wide)
+    {
+        switch ((stored, wider))
+        {
+            case (DType.Q4_0, DType.Q8_0): LegacyQuantBlocks.WidenQ4_0ToQ8_0(row, wide); return true;
+            case (DType.Q5_0, DType.Q8_0): LegacyQuantBlocks.WidenQ5_0ToQ8_0(row, wide); return true;
+            case (DType.IQ4_NL, DType.Q8_0): WidenedBlocks.WidenIq4_NLToQ8_0(row, wide); return true;
+            case (DType.Q3_K, DType.Q6_K): WidenedBlocks.WidenQ3_KToQ6_K(row, wide); return true;
+            default: return false;
         }
     }
 
@@ -116,6 +123,12 @@ public static class TensorValues
                 break;
             case DType.Q2_K:
                 KQuantBlocks.DequantizeQ2_K(bytes, values);
+                break;
+            case DType.Q3_K:
+                WidenedBlocks.DequantizeQ3_K(bytes, values);
+                break;
+            case DType.IQ4_NL:
+                WidenedBlocks.DequantizeIq4_NL(bytes, values);
                 break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);

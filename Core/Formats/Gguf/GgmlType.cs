@@ -69,6 +69,8 @@ public static class GgmlTypes
             case GgmlType.Q4_1: dtype = DType.Q4_1; return true;
             case GgmlType.Q5_1: dtype = DType.Q5_1; return true;
             case GgmlType.Q2_K: dtype = DType.Q2_K; return true;
+            case GgmlType.Q3_K: dtype = DType.Q3_K; return true;
+            case GgmlType.IQ4_NL: dtype = DType.IQ4_NL; return true;
             case GgmlType.Q4_K: dtype = DType.Q4_K; return true;
             case GgmlType.Q5_K: dtype = DType.Q5_K; return true;
             case GgmlType.Q6_K: dtype = DType.Q6_K; return true;
@@ -88,6 +90,8 @@ public static class GgmlTypes
         DType.Q4_1 => GgmlType.Q4_1,
         DType.Q5_1 => GgmlType.Q5_1,
         DType.Q2_K => GgmlType.Q2_K,
+        DType.Q3_K => GgmlType.Q3_K,
+        DType.IQ4_NL => GgmlType.IQ4_NL,
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q5_K => GgmlType.Q5_K,
         DType.Q6_K => GgmlType.Q6_K,

@@ -17,7 +17,6 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     private readonly WeightArena _owned = new();
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _conversions = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, int> _widenings = new(StringComparer.Ordinal);
 
     /// <summary>Where the bytes this checkpoint made for views begin (<see cref="Release"/> frees them).</summary>
     private readonly HashSet<nint> _made = [];
@@ -92,10 +91,6 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         if (GgmlTypes.TryGetDType(info.Type, out DType dtype) && (info.Shape.Length == 2 || !DTypes.IsQuantized(dtype) || dtype == DType.Q8_0))
         {
             view = new TensorView(ggufName, Description, dtype, info.Shape, _file.DataOf(info));
-        }
-        else if (info.Shape.Length == 2 && (GgmlType)info.Type is GgmlType.Q3_K or GgmlType.IQ4_NL)
-        {
-            view = Widened(ggufName, info);
         }
         else if (GgmlDequantize.Supports(info.Type))
         {
@@ -191,53 +186,16 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     /// <summary>Tensors converted so far, by stored type: "Q4_K -> Q8_0" and how many.</summary>
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
-    /// <summary>Matrices stored again without loss so far (<see cref="Widened"/>), by stored type: "Q3_K -> Q6_K" and how many.</summary>
-    public IReadOnlyDictionary<string, int> Widenings => _widenings;
-
     /// <summary>
-    /// A Q3_K matrix as Q6_K, an IQ4_NL one as Q8_0 (<see cref="Numerics.WidenedBlocks"/>): every value as in the file,
-    /// multiplied by that type's kernels, in memory this checkpoint owns (Q3_K takes 210 bytes a super-block for 110,
-    /// IQ4_NL 34 a block for 18). Rows in parallel chunks.
+    /// The file's Q3_K and IQ4_NL matrices (Q2_K and Q3_K files), which a backend multiplies as a wider type that holds every
+    /// value (<see cref="Widening"/>: Q6_K, Q8_0) at nearly twice their bytes, by type: "Q3_K -> Q6_K" and how many, for
+    /// the load note. (Q5_0, Q4_K_M's everyday fallback, widens to Q8_0 too, and goes unmentioned.)
     /// </summary>
-    private TensorView Widened(string ggufName, GgufTensorInfo info)
-    {
-        if (_converted.TryGetValue(ggufName, out TensorView? done))
-        {
-            return done;
-        }
-
-        bool q3 = info.Type == (int)GgmlType.Q3_K;
-        DType targetType = q3 ? DType.Q6_K : DType.Q8_0;
-        long rows = info.Shape[0], columns = info.Shape[1];
-        GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
-        long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
-        byte* data = (byte*)_owned.Allocate(rows * rowOut);
-        nint source = _file.DataOf(info), target = (nint)data;
-        const int ChunkRows = 64;
-        Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, chunk =>
-        {
-            for (long r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
-            {
-                var stored = new ReadOnlySpan<byte>((byte*)source + (r * rowIn), checked((int)rowIn));
-                var wide = new Span<byte>((byte*)target + (r * rowOut), checked((int)rowOut));
-                if (q3)
-                {
-                    Numerics.WidenedBlocks.WidenQ3_KToQ6_K(stored, wide);
-                }
-                else
-                {
-                    Numerics.WidenedBlocks.WidenIq4_NLToQ8_0(stored, wide);
-                }
-            }
-        });
-
-        var view = new TensorView(ggufName, Description, targetType, info.Shape, (nint)data);
-        _converted[ggufName] = view;
-        _made.Add((nint)data);
-        string widening = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
-        _widenings[widening] = _widenings.GetValueOrDefault(widening) + 1;
-        return view;
-    }
+    public IReadOnlyDictionary<string, int> Widenings =>
+        _file.Tensors.Values
+            .Where(t => t.Shape.Length == 2 && (GgmlType)t.Type is GgmlType.Q3_K or GgmlType.IQ4_NL)
+            .GroupBy(t => $"{GgmlTypes.Name(t.Type)} -> {((GgmlType)t.Type == GgmlType.Q3_K ? "Q6_K" : "Q8_0")}")
+            .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
 
     /// <summary>
     /// A tensor of a block type QwenSharp has no kernels for (Q8_K; quantized vectors), dequantized exactly and stored again

@@ -1,0 +1,25 @@
+namespace QwenSharp.Formats;
+
+/// <summary>
+/// Stored types the backends multiply as a wider type that holds every one of their values (the same scales and codes,
+/// the same float operations: dequantizing the wider block gives the stored one's values bit for bit): Q5_0 and IQ4_NL as
+/// Q8_0, Q3_K as Q6_K. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
+/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes.
+/// </summary>
+public static class Widening
+{
+    /// <summary>The type a matrix stored as <paramref name="stored"/> is multiplied as; null where it is multiplied as stored.</summary>
+    public static DType? Target(DType stored) => stored switch
+    {
+        DType.Q5_0 or DType.IQ4_NL => DType.Q8_0,
+        DType.Q3_K => DType.Q6_K,
+        _ => null,
+    };
+
+    /// <summary>Bytes a backend holds for <paramref name="tensor"/>: the wider type's for a matrix it widens, else as stored.</summary>
+    public static long HeldBytes(TensorView tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        return tensor.Shape.Length == 2 && Target(tensor.DType) is DType target ? DTypes.ByteLength(target, tensor.ElementCount) : tensor.ByteLength;
+    }
+}
