@@ -29,9 +29,8 @@ public static class KQuantBlocks
             float d = Half(block, 80), min = Half(block, 82);
             for (int v = 0; v < BlockValues; v++)
             {
-                (int code, int group) = Q2_KCode(block, v);
-                byte sc = block[group];
-                values[(b * BlockValues) + v] = (d * (sc & 0xF) * code) - (min * (sc >> 4));
+                byte sc = block[v / 16];
+                values[(b * BlockValues) + v] = (d * (sc & 0xF) * TwoBitCode(block.Slice(16, 64), v)) - (min * (sc >> 4));
             }
         }
     }
@@ -51,7 +50,7 @@ public static class KQuantBlocks
             float min = Half(block, 82);
             for (int v = 0; v < BlockValues; v++)
             {
-                codes[v] = (sbyte)(Q2_KCode(block, v).Code + 32);
+                codes[v] = (sbyte)(TwoBitCode(block.Slice(16, 64), v) + 32);
             }
 
             KQuantQuantizer.PackQ6_KCodes(codes, wide);
@@ -67,14 +66,10 @@ public static class KQuantBlocks
     }
 
     /// <summary>
-    /// Value v's 2-bit code in a Q2_K super-block and the scale byte of its 16-value group: v = 128n + 32j + 16h + l takes
-    /// bits 2j, 2j + 1 of qs[32n + 16h + l] and scales[8n + 2j + h] (ggml's dequantize_row_q2_K order).
+    /// Value v's 2-bit code among the 64 bytes of 2-bit codes of a Q2_K or Q3_K super-block, in ggml's order: v = 128n +
+    /// 32j + 16h + l takes bits 2j, 2j + 1 of qs[32n + 16h + l]. Its scale is its 16-value group's, v / 16.
     /// </summary>
-    private static (int Code, int Group) Q2_KCode(ReadOnlySpan<byte> block, int v)
-    {
-        int n = v / 128, j = v % 128 / 32, h = v % 32 / 16, l = v % 16;
-        return ((block[16 + (32 * n) + (16 * h) + l] >> (2 * j)) & 3, (8 * n) + (2 * j) + h);
-    }
+    internal static int TwoBitCode(ReadOnlySpan<byte> qs, int v) => (qs[(32 * (v / 128)) + (v % 32)] >> (2 * (v % 128 / 32))) & 3;
 
     public static void DequantizeQ4_K(ReadOnlySpan<byte> blocks, Span<float> values)
     {

@@ -103,8 +103,8 @@ public static class WidenedBlocks
     }
 
     /// <summary>
-    /// A Q3_K super-block's 256 codes (-4..3) and 16 scales (sc - 32), value by value. Value v = 128n + 32j + 16h + l takes
-    /// bits 2j, 2j + 1 of qs[32n + 16h + l] (less 4 unless bit 4n + j of hmask[16h + l] is set) and scale 8n + 2j + h; the
+    /// A Q3_K super-block's 256 codes (-4..3) and 16 scales (sc - 32). Value v's low two bits are laid out as Q2_K's
+    /// (<see cref="KQuantBlocks.TwoBitCode"/>), less 4 unless bit v / 32 of hmask[v % 32] is set; its scale is v / 16's. The
     /// 6-bit scale s has its low four bits in the low (s &lt; 8) or high nibble of byte s % 8, its top two in bits
     /// 2 (s / 4), 2 (s / 4) + 1 of byte 8 + s % 4 (ggml's kmask unpacking).
     /// </summary>
@@ -120,10 +120,8 @@ public static class WidenedBlocks
 
         for (int v = 0; v < 256; v++)
         {
-            int n = v / 128, j = v % 128 / 32, h = v % 32 / 16, l = v % 16;
-            int code = (qs[(32 * n) + (16 * h) + l] >> (2 * j)) & 3;
-            bool high = (hmask[(16 * h) + l] & (1 << ((4 * n) + j))) != 0;
-            codes[v] = (sbyte)(code - (high ? 0 : 4));
+            bool high = ((hmask[v % 32] >> (v / 32)) & 1) != 0;
+            codes[v] = (sbyte)(KQuantBlocks.TwoBitCode(qs, v) - (high ? 0 : 4));
         }
     }
 }

@@ -98,50 +98,10 @@ internal static class KernelData
                 return (MemoryMarshal.AsBytes(halves.AsSpan()).ToArray(), [.. halves.Select(h => (float)h)]);
             }
 
-            case DType.Q8_0:
-            {
-                var blocks = new byte[DTypes.ByteLength(DType.Q8_0, values.Length)];
-                Q8_0Blocks.Quantize(values, blocks);
-                var exact = new float[values.Length];
-                Q8_0Blocks.Dequantize(blocks, exact);
-                return (blocks, exact);
-            }
-
-            case DType.Q4_0:
-            {
-                var blocks = new byte[DTypes.ByteLength(DType.Q4_0, values.Length)];
-                LegacyQuantBlocks.QuantizeQ4_0(values, blocks);
-                var exact = new float[values.Length];
-                LegacyQuantBlocks.DequantizeQ4_0(blocks, exact);
-                return (blocks, exact);
-            }
-
-            case DType.Q5_0:
-            {
-                var blocks = new byte[DTypes.ByteLength(DType.Q5_0, values.Length)];
-                LegacyQuantBlocks.QuantizeQ5_0(values, blocks);
-                var exact = new float[values.Length];
-                LegacyQuantBlocks.DequantizeQ5_0(blocks, exact);
-                return (blocks, exact);
-            }
-
-            case DType.Q4_1:
-            {
-                var blocks = new byte[DTypes.ByteLength(DType.Q4_1, values.Length)];
-                LegacyQuantBlocks.QuantizeQ4_1(values, blocks);
-                var exact = new float[values.Length];
-                LegacyQuantBlocks.DequantizeQ4_1(blocks, exact);
-                return (blocks, exact);
-            }
-
-            case DType.Q5_1:
-            {
-                var blocks = new byte[DTypes.ByteLength(DType.Q5_1, values.Length)];
-                LegacyQuantBlocks.QuantizeQ5_1(values, blocks);
-                var exact = new float[values.Length];
-                LegacyQuantBlocks.DequantizeQ5_1(blocks, exact);
-                return (blocks, exact);
-            }
+            case DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K:
+                // llama.cpp's reference quantizer for the type (as qwensharp quantize writes it; tested byte for byte against
+                // llama.cpp's), and the values the blocks hold as the format's dequantizer (tested against llama.cpp's) reads them.
+                return Stored(TensorValues.FromSingle(values, type), type, values.Length);
 
             case DType.Q2_K:
             {
@@ -156,32 +116,7 @@ internal static class KernelData
                     BitConverter.TryWriteBytes(blocks.AsSpan((b * KQuantBlocks.Q2_KBytes) + 82), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.004)));
                 }
 
-                var exact = new float[values.Length];
-                KQuantBlocks.DequantizeQ2_K(blocks, exact);
-                return (blocks, exact);
-            }
-
-            case DType.Q4_K or DType.Q5_K or DType.Q6_K:
-            {
-                var blocks = new byte[DTypes.ByteLength(type, values.Length)];
-                var exact = new float[values.Length];
-                if (type == DType.Q4_K)
-                {
-                    KQuantQuantizer.QuantizeQ4_K(values, blocks);
-                    KQuantBlocks.DequantizeQ4_K(blocks, exact);
-                }
-                else if (type == DType.Q5_K)
-                {
-                    KQuantQuantizer.QuantizeQ5_K(values, blocks);
-                    KQuantBlocks.DequantizeQ5_K(blocks, exact);
-                }
-                else
-                {
-                    KQuantQuantizer.QuantizeQ6_K(values, blocks);
-                    KQuantBlocks.DequantizeQ6_K(blocks, exact);
-                }
-
-                return (blocks, exact);
+                return Stored(blocks, type, values.Length);
             }
 
             case DType.F32:
@@ -189,6 +124,15 @@ internal static class KernelData
 
             default:
                 throw new ArgumentException($"no test storage for {type}");
+        }
+    }
+
+    /// <summary>Block-quantized bytes with the values they hold (<see cref="TensorValues.ToSingle(TensorView)"/>).</summary>
+    private static unsafe (byte[] Bytes, float[] Exact) Stored(byte[] blocks, DType type, int count)
+    {
+        fixed (byte* data = blocks)
+        {
+            return (blocks, TensorValues.ToSingle(new TensorView("w", "test data", type, [count], (nint)data)));
         }
     }
 
