@@ -14,13 +14,16 @@ namespace QwenSharp.Bench;
 /// Linux gives them, as <see cref="HugePages"/>): the figure is the median
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
-///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16] [--trials 12] [--cols N]
-///       [--rows-apart on|off]
+///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
+///       [--rows-apart on|off] [--wide on|off] [--kib N]
 /// </code>
+/// <c>--wide</c> takes or leaves the 64-byte integer kernels (<c>VectorUnits</c>) whatever the CPU's answer; <c>--kib</c>
+/// streams that many KiB of rows (and of the sum) over and over, up to 512 MiB a trial: a few hundred KiB measure a
+/// kernel from L2, where only its own instructions bound it.
 /// The rows are read as one-token decode reads them, 1024 at a time (repacked panels take over from
 /// <c>MatMul.RepackedPanelTokens</c> tokens): the quantized kernels' rows and BF16/F16's <c>MatMul.Rows</c>, with
 /// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows of at least <c>RowsApart.FloatMinimumWidth</c>) unless
-/// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants) unless <c>--cols</c> gives a width (a
+/// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants and IQ4_XS) unless <c>--cols</c> gives a width (a
 /// whole number of the type's blocks), with random codes and sane scales, and
 /// BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as decode reads it: by its map of exact groups, or
 /// placed throughout where <c>SubnormalOperands</c> allows).
@@ -29,12 +32,15 @@ internal static unsafe class KernelStreaming
 {
     private const long Bytes = 512L << 20;
 
+    /// <summary>The smallest <c>--kib</c>: a few rows of the widest type still fit.</summary>
+    private const int MinimumKib = 16;
+
     /// <summary>The widest <c>--cols</c>: 1M values, far past any model's, leaves a row well inside the buffer.</summary>
     private const int MaximumWidth = 1 << 20;
 
     public static int Run(string[] args)
     {
-        string[] types = (PeerDecode.Option(args, "--type") ?? "q8_0,q4_0,q4_k,q5_k,q6_k,bf16,f16").Split(',');
+        string[] types = (PeerDecode.Option(args, "--type") ?? "q8_0,q4_0,q4_k,q5_k,q6_k,iq4_xs,bf16,f16").Split(',');
         int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
         KernelPath path = KernelPaths.Default;
         int? cols = PeerDecode.Option(args, "--cols") is null ? null : PeerDecode.Count(args, "--cols", 0, minimum: 1);
@@ -45,6 +51,17 @@ internal static unsafe class KernelStreaming
             "off" => RowsApart.Assume(false),
             string other => throw new ArgumentException($"--rows-apart {other}: expected on or off"),
         };
+        using ThreadOverride<VectorUnits.Switch>.Scope? wide = PeerDecode.Option(args, "--wide") switch
+        {
+            null => null,
+            "on" => VectorUnits.Assume(true),
+            "off" => VectorUnits.Assume(false),
+            string other => throw new ArgumentException($"--wide {other}: expected on or off"),
+        };
+
+        // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).
+        long bytes = PeerDecode.Option(args, "--kib") is null ? Bytes : 1024L * Math.Min(PeerDecode.Count(args, "--kib", 0, minimum: MinimumKib), (int)(Bytes >> 10));
+        int passes = (int)(Bytes / bytes);
         float* sumBuffer = (float*)HugePages.Allocate(Bytes);
 
         // One buffer for every type's rows, from the same allocator as the sum's and the model's repacked weights: a
@@ -53,19 +70,21 @@ internal static unsafe class KernelStreaming
         try
         {
             new Span<float>(sumBuffer, (int)(Bytes / sizeof(float))).Fill(1);
-            Console.WriteLine($"{path}, 1 thread, {Bytes >> 20} MiB each, {trials} trials (the first dropped); medians");
+            Console.WriteLine($"{path}, 1 thread, {bytes >> 10} KiB each{(passes > 1 ? $" read {passes} times" : "")}, {trials} trials (the first dropped); medians");
             foreach (string name in types)
             {
-                DType type = DTypes.TryParse(name, out DType parsed) && parsed is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.BF16 or DType.F16
-                    ? parsed
-                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, bf16 or f16");
-                int width = cols ?? (type is DType.Q4_K or DType.Q5_K or DType.Q6_K ? 1536 : 896);
+                // IQ4_XS by name here: DTypes.TryParse knows only the types QwenSharp writes.
+                DType? named = name.Equals("iq4_xs", StringComparison.OrdinalIgnoreCase) ? DType.IQ4_XS : DTypes.TryParse(name, out DType parsed) ? parsed : null;
+                DType type = named is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
+                    ? named.Value
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
+                int width = cols ?? (DTypes.BlockValues(type) == 256 ? 1536 : 896);
                 if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
                 {
                     throw new ArgumentException($"--cols {width}: a {DTypes.Name(type)} row is whole blocks of {DTypes.BlockValues(type)} values, at most {MaximumWidth}");
                 }
 
-                Action kernel = Kernel(type, path, width, weightBuffer);
+                Action kernel = Kernel(type, path, width, weightBuffer, bytes);
                 var ratios = new List<double>();
                 var kernelRates = new List<double>();
                 var sumRates = new List<double>();
@@ -73,11 +92,19 @@ internal static unsafe class KernelStreaming
                 for (int trial = 0; trial < trials; trial++)
                 {
                     long start = Stopwatch.GetTimestamp();
-                    keep += StreamSum.Sum(sumBuffer, Bytes / sizeof(float));
-                    double sumRate = Bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+                    for (int pass = 0; pass < passes; pass++)
+                    {
+                        keep += StreamSum.Sum(sumBuffer, bytes / sizeof(float));
+                    }
+
+                    double sumRate = passes * bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
                     start = Stopwatch.GetTimestamp();
-                    kernel();
-                    double kernelRate = Bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+                    for (int pass = 0; pass < passes; pass++)
+                    {
+                        kernel();
+                    }
+
+                    double kernelRate = passes * bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
                     if (trial > 0)
                     {
                         ratios.Add(kernelRate / sumRate);
@@ -110,11 +137,11 @@ internal static unsafe class KernelStreaming
     };
 
     /// <summary>One pass of <paramref name="type"/>'s decode kernel over 512 MiB of its <paramref name="cols"/>-wide rows, written into <paramref name="buffer"/> here.</summary>
-    private static Action Kernel(DType type, KernelPath path, int cols, byte* buffer)
+    private static Action Kernel(DType type, KernelPath path, int cols, byte* buffer, long bytes)
     {
         var random = new Random(1);
         int rowBytes = DTypes.IsQuantized(type) ? cols / DTypes.BlockValues(type) * DTypes.BlockBytes(type) : cols * 2;
-        int rows = (int)(Bytes / rowBytes);
+        int rows = (int)(bytes / rowBytes);
         int length = rows * rowBytes;
         Span<byte> weights = new(buffer, length);
         // Rows r up to r + count of the buffer, as the kernels read them.
@@ -153,7 +180,7 @@ internal static unsafe class KernelStreaming
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
-            case DType.Q4_K or DType.Q5_K or DType.Q6_K:
+            case DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8k.Row(0), y.AsSpan(r, count)));

@@ -48,6 +48,13 @@ public enum DType
     /// </summary>
     IQ4_NL,
 
+    /// <summary>
+    /// GGUF's IQ4_XS: super-blocks of 256 values in 136 bytes, IQ4_NL's 4-bit table indices under a 6-bit scale per 32
+    /// values and an f16 d (<see cref="Numerics.Iq4XsBlocks"/>). Read from GGUF files (llama.cpp's IQ4_XS) and multiplied
+    /// as stored.
+    /// </summary>
+    IQ4_XS,
+
     /// <summary>GGUF's Q4_K: super-blocks of 256 values in 144 bytes, 4-bit codes under 6-bit scales and mins (see <see cref="Numerics.KQuantBlocks"/>).</summary>
     Q4_K,
 
@@ -74,11 +81,11 @@ public static class DTypes
     public static int BlockValues(DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.IQ4_NL => 32,
-        DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
+        DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 136 for IQ4_XS, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
@@ -89,6 +96,7 @@ public static class DTypes
         DType.Q2_K => 84,
         DType.Q3_K => 110,
         DType.IQ4_NL => 18,
+        DType.IQ4_XS => 136,
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,
@@ -96,7 +104,7 @@ public static class DTypes
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -115,6 +123,7 @@ public static class DTypes
         DType.Q2_K => "Q2_K",
         DType.Q3_K => "Q3_K",
         DType.IQ4_NL => "IQ4_NL",
+        DType.IQ4_XS => "IQ4_XS",
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",

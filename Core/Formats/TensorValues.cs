@@ -130,6 +130,9 @@ public static class TensorValues
             case DType.IQ4_NL:
                 WidenedBlocks.DequantizeIq4_NL(bytes, values);
                 break;
+            case DType.IQ4_XS:
+                Iq4XsBlocks.Dequantize(bytes, values);
+                break;
             case DType.Q4_K:
                 KQuantBlocks.DequantizeQ4_K(bytes, values);
                 break;

@@ -24,7 +24,7 @@ public static class WidenedBlocks
     private const int Q6_KBytes = 210, Q8_0Bytes = 34;
 
     /// <summary>IQ4_NL's 16 values of a code (ggml's <c>kvalues_iq4nl</c>): all int8, so a Q8_0 block holds them.</summary>
-    private static ReadOnlySpan<sbyte> NonLinearValues => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+    private static ReadOnlySpan<sbyte> NonLinearValues => Iq4XsBlocks.NonLinearValues;
 
     public static void DequantizeQ3_K(ReadOnlySpan<byte> blocks, Span<float> values)
     {

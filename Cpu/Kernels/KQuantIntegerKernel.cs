@@ -44,9 +44,9 @@ internal static partial class KQuantIntegerKernel
     public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
     {
         int blocks = x.Codes.Length / Values;
-        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
-            throw new ArgumentException($"{type} is not a k-quant type", nameof(type));
+            throw new ArgumentException($"{type} is not a k-quant type or IQ4_XS", nameof(type));
         }
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
@@ -73,8 +73,21 @@ internal static partial class KQuantIntegerKernel
             for (int r = 0; r < count; r++)
             {
                 ref byte row = ref Unsafe.Add(ref w, r * rowBytes);
-                Unsafe.Add(ref y, r) = type == DType.Q6_K ? Q6KScalar(ref row, operands) : Q4KScalar(ref row, operands, fifth: type == DType.Q5_K);
+                Unsafe.Add(ref y, r) = type switch
+                {
+                    DType.Q6_K => Q6KScalar(ref row, operands),
+                    DType.IQ4_XS => Iq4XsScalar(ref row, operands),
+                    _ => Q4KScalar(ref row, operands, fifth: type == DType.Q5_K),
+                };
             }
+        }
+        else if (type == DType.IQ4_XS && VectorUnits.Wide(path))
+        {
+            RowGroups.Run<Iq4XsWideRow>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.IQ4_XS)
+        {
+            RowGroups.Run<Iq4XsRow>(ref w, rowBytes, count, operands, ref y);
         }
         else if (VectorUnits.Wide(path))
         {

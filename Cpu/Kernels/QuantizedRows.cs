@@ -36,6 +36,8 @@ internal static class QuantizedRows
             case DType.Q5_K: KQuantBlocks.DequantizeQ5_K(row, values); break;
             case DType.Q6_K when vector: Q6_K(row, values, blocks); break;
             case DType.Q6_K: KQuantBlocks.DequantizeQ6_K(row, values); break;
+            case DType.IQ4_XS when vector: Iq4_XS(row, values, blocks); break;
+            case DType.IQ4_XS: Iq4XsBlocks.Dequantize(row, values); break;
             default: throw new ArgumentOutOfRangeException(nameof(type), type, "not a block-quantized type");
         }
     }
@@ -114,6 +116,32 @@ internal static class QuantizedRows
         ((Vector256.ConvertToSingle(Vector256.WidenUpper(lower).AsInt32()) * s) - m).StoreUnsafe(ref at, 8);
         ((Vector256.ConvertToSingle(Vector256.WidenLower(upper).AsInt32()) * s) - m).StoreUnsafe(ref at, 16);
         ((Vector256.ConvertToSingle(Vector256.WidenUpper(upper).AsInt32()) * s) - m).StoreUnsafe(ref at, 24);
+    }
+
+    /// <summary>(d × (ls - 32)) × table value per sub-block of 32 (the reference's order), the table looked up by byte shuffles.</summary>
+    private static void Iq4_XS(ReadOnlySpan<byte> row, Span<float> values, int blocks)
+    {
+        ref float y = ref MemoryMarshal.GetReference(values);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        Vector128<sbyte> table = Vector128.Create(Iq4XsBlocks.NonLinearValues);
+        var low4 = Vector128.Create((byte)0x0F);
+        for (int b = 0; b < blocks; b++)
+        {
+            ReadOnlySpan<byte> block = row.Slice(b * Iq4XsBlocks.BlockBytes, Iq4XsBlocks.BlockBytes);
+            float d = RowOperands.Half(ref half, ref MemoryMarshal.GetReference(block));
+            for (int s = 0; s < 8; s++)
+            {
+                Vector128<byte> qs = Vector128.Create(block.Slice(8 + (16 * s), 16));
+                Vector256<sbyte> codes = Vector256.Create(Vector128.Shuffle(table, (qs & low4).AsSByte()), Vector128.Shuffle(table, Vector128.ShiftRightLogical(qs, 4).AsSByte()));
+                var scale = Vector256.Create(d * Iq4XsBlocks.SubBlockScale(block, s));
+                (Vector256<short> lower, Vector256<short> upper) = Vector256.Widen(codes);
+                ref float at = ref Unsafe.Add(ref y, (b * Iq4XsBlocks.BlockValues) + (32 * s));
+                (Vector256.ConvertToSingle(Vector256.WidenLower(lower)) * scale).StoreUnsafe(ref at);
+                (Vector256.ConvertToSingle(Vector256.WidenUpper(lower)) * scale).StoreUnsafe(ref at, 8);
+                (Vector256.ConvertToSingle(Vector256.WidenLower(upper)) * scale).StoreUnsafe(ref at, 16);
+                (Vector256.ConvertToSingle(Vector256.WidenUpper(upper)) * scale).StoreUnsafe(ref at, 24);
+            }
+        }
     }
 
     /// <summary>(d × scale) × (q - 32) per group of 16 (the reference's order).</summary>

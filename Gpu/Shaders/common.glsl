@@ -36,7 +36,7 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
-#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q2_K) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
+#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q2_K) || defined(WEIGHT_IQ4_XS) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
 // Block-quantized weights (GGUF's blocks as stored, each value widened as ggml's dequantize_row_* defines it). Blocks
 // are only 2-byte aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
 #define WEIGHT_BLOCKS 1
@@ -82,6 +82,23 @@ float weightAt(uint64_t w, uint i) {
     uint q = (byteAt(w, base + 16u + 32u * n + 16u * h + l) >> (2u * t)) & 3u;
     uint sc = byteAt(w, base + 8u * n + 2u * t + h);
     return halfAt(w, base + 80u) * float(sc & 0xFu) * float(q) - halfAt(w, base + 82u) * float(sc >> 4);
+}
+#elif defined(WEIGHT_IQ4_XS)
+// IQ4_XS (136 bytes a super-block of 256): d (f16), scales_h (u16), scales_l[4], qs[128]. Sub-block s = j / 32 has the 6-bit
+// scale ls = nibble (s % 2) of scales_l[s / 2] | bits 2s, 2s + 1 of scales_h << 4; its value l = j % 32 is the low (l < 16)
+// or high nibble of qs[16s + l % 16], an index into ggml's kvalues_iq4nl; value = (d × (ls − 32)) × kvalues_iq4nl[index].
+const int IQ4_VALUES[16] = int[16](-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+// Sub-block s's scale of the super-block at base (4-byte aligned: 136 = 4 × 34), times d.
+float iq4xsScale(uint64_t w, uint base, uint s) {
+    uint head = Uints(w).u[base >> 2], low = Uints(w).u[(base >> 2) + 1u];
+    uint ls = ((low >> (4u * s)) & 0xFu) | (((head >> (16u + 2u * s)) & 3u) << 4);
+    return unpackHalf2x16(head & 0xFFFFu).x * float(int(ls) - 32);
+}
+
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 8) * 136u, j = i & 255u, s = j >> 5, l = j & 31u;
+    uint index = (byteAt(w, base + 8u + 16u * s + (l & 15u)) >> ((l >> 4) * 4u)) & 0xFu;
+    return iq4xsScale(w, base, s) * float(IQ4_VALUES[index]);
 }
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
 // Q4_K (144 bytes a super-block of 256) and Q5_K (176): d, dmin (f16), 12 bytes of 6-bit scales and mins, (Q5_K: qh[32],)
@@ -192,6 +209,16 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     hi = scale * bytesOf(codes1) - minimum;
     c0 = 32u * u + 8u * q;
     c1 = c0 + 4u;
+#elif defined(WEIGHT_IQ4_XS)
+    // Sub-block s of a super-block, laid out as a Q4_0 block: bytes 4q..4q + 3 of its 16 hold the indices of values 4q..
+    // (low nibbles) and 16 + 4q.. (high nibbles).
+    uint base = ((first >> 8) + (u >> 3)) * 136u, s = u & 7u;
+    float scale = iq4xsScale(w, base, s);
+    uint codes = Uints(w).u[(base + 8u + 16u * s + 4u * q) >> 2];
+    lo = scale * vec4(IQ4_VALUES[codes & 0xFu], IQ4_VALUES[(codes >> 8) & 0xFu], IQ4_VALUES[(codes >> 16) & 0xFu], IQ4_VALUES[(codes >> 24) & 0xFu]);
+    hi = scale * vec4(IQ4_VALUES[(codes >> 4) & 0xFu], IQ4_VALUES[(codes >> 12) & 0xFu], IQ4_VALUES[(codes >> 20) & 0xFu], IQ4_VALUES[codes >> 28]);
+    c0 = 32u * u + 4u * q;
+    c1 = c0 + 16u;
 #elif defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K)
     // Sub-block s of a super-block: values l = 8q..8q + 7 are nibble (s % 2) of qs[32 (s / 2) + l] (Q5_K: bit s of qh[l]
     // on top); super-blocks are 4-byte aligned (144, 176 bytes), so are these words.

@@ -138,6 +138,35 @@ public sealed class GgmlDequantizeTests
     }
 
     [Fact]
+    public void Iq4_XS_IsDTimesSubBlockScaleLess32TimesTheTableValue()
+    {
+        // d = 0.5. Sub-block 0: scales_l[0] low nibble 0x3, scales_h bits 0-1 = 2: ls = 0x23 = 35, scale 3. Sub-block 1:
+        // scales_l[0] high nibble 0x0, scales_h bits 2-3 = 0: ls 0, scale -32. Sub-block 7: scales_l[3] high nibble 0xF,
+        // scales_h bits 14-15 = 3: ls 63, scale 31. qs[0] = 0xF0: value 0 is table[0] = -127, value 16 table[15] = 113;
+        // qs[16] (sub-block 1's first byte) = 0x08: value 32 is table[8] = 1, value 48 table[0] = -127; qs[127] = 0x7E:
+        // value 239 (sub-block 7, j 15) table[14] = 89, value 255 table[7] = -10.
+        byte[] block = new byte[136];
+        Half(0.5f).CopyTo(block, 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(block.AsSpan(2), (ushort)(2 | (3 << 14)));
+        block[4] = 0x03;
+        block[7] = 0xF0;
+        block[8] = 0xF0;
+        block[8 + 16] = 0x08;
+        block[8 + 127] = 0x7E;
+        var values = new float[256];
+        Iq4XsBlocks.Dequantize(block, values);
+
+        Assert.Equal(0.5f * 3 * -127, values[0]);
+        Assert.Equal(0.5f * 3 * 113, values[16]);
+        Assert.Equal(0.5f * 3 * -127, values[1]);    // qs[1] = 0: table[0]
+        Assert.Equal(0.5f * -32 * 1, values[32]);
+        Assert.Equal(0.5f * -32 * -127, values[48]);
+        Assert.Equal(0.5f * 31 * 89, values[239]);
+        Assert.Equal(0.5f * 31 * -10, values[255]);
+        Assert.Equal(0.5f * (0 - 32) * -127, values[64]);    // sub-block 2: ls 0
+    }
+
+    [Fact]
     public void Q8_K_IsCodeTimesAnF32Scale()
     {
         byte[] block = [.. BitConverter.GetBytes(0.125f), 0x81, 0x7F, .. new byte[254], .. new byte[32]];
@@ -152,7 +181,7 @@ public sealed class GgmlDequantizeTests
     public static TheoryData<LLamaFtype> LlamaCppTypes() =>
     [
         LLamaFtype.MOSTLY_Q4_0, LLamaFtype.MOSTLY_Q4_1, LLamaFtype.MOSTLY_Q5_0, LLamaFtype.MOSTLY_Q5_1,
-        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL, LLamaFtype.MOSTLY_Q2_K,
+        LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL, LLamaFtype.MOSTLY_Q2_K, LLamaFtype.MOSTLY_IQ4_XS,
     ];
 
     [SkippableTheory]
@@ -196,6 +225,7 @@ public sealed class GgmlDequantizeTests
             LLamaFtype.MOSTLY_Q3_K_M => "Q3_K",
             LLamaFtype.MOSTLY_IQ4_NL => "IQ4_NL",
             LLamaFtype.MOSTLY_Q2_K => "Q2_K",
+            LLamaFtype.MOSTLY_IQ4_XS => "IQ4_XS",
             _ => null,
         };
         if (expectedType is not null)
@@ -400,17 +430,17 @@ public sealed class GgmlDequantizeTests
     }
 
     [SkippableFact]
-    public void Iq4_XSFiles_AreRefusedNamingTheTensorAndType()
+    public void Iq3_SFiles_AreRefusedNamingTheTensorAndType()
     {
-        // IQ4_XS has no kernels and no type that holds its values: one line, exit 2, naming the first IQ4_XS tensor met and
-        // the types QwenSharp reads.
-        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_IQ4_XS);
+        // IQ3_S (as the other 1-3-bit i-quants) has no kernels and no type that holds its values: one line, exit 2, naming
+        // the first such tensor met and the types QwenSharp reads.
+        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_IQ3_S);
 
         QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("generate", "--model", quantized, "--prompt-ids", "1,2", "--max-new-tokens", "1");
 
         Assert.Equal(2, result.ExitCode);
         string line = Assert.Single(result.ErrorLines);
-        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is IQ4_XS; QwenSharp reads F32, .* Q2_K, Q3_K, .* and IQ4_NL tensors"), line);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is IQ[1-3]_[A-Z]+; QwenSharp reads F32, .* Q2_K, Q3_K, .* IQ4_NL and IQ4_XS tensors"), line);
     }
 
     [Fact]

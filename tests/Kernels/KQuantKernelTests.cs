@@ -4,8 +4,8 @@ using QwenSharp.Numerics;
 
 namespace QwenSharp.Tests.Kernels;
 
-/// <summary>The Q4_K, Q5_K and Q6_K integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
-/// tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_K activations, dotted in double.</summary>
+/// <summary>The Q4_K, Q5_K, Q6_K and IQ4_XS integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
+/// Iq4XsBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_K activations, dotted in double.</summary>
 public sealed class KQuantKernelTests
 {
     public static TheoryData<KernelPath, DType> PathsAndTypes()
@@ -16,6 +16,7 @@ public sealed class KQuantKernelTests
             data.Add(path, DType.Q4_K);
             data.Add(path, DType.Q5_K);
             data.Add(path, DType.Q6_K);
+            data.Add(path, DType.IQ4_XS);
         }
 
         return data;
@@ -36,6 +37,10 @@ public sealed class KQuantKernelTests
             {
                 BitConverter.TryWriteBytes(block, Scale());
                 BitConverter.TryWriteBytes(block[2..], Scale());
+            }
+            else if (type == DType.IQ4_XS)
+            {
+                BitConverter.TryWriteBytes(block, Scale());
             }
             else
             {
@@ -104,7 +109,7 @@ public sealed class KQuantKernelTests
         }
     }
 
-    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K];
+    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_XS];
 
     /// <summary><paramref name="rows"/> random rows of <paramref name="blocks"/> super-blocks and one token's Q8_K activations.</summary>
     private static (byte[] Matrix, Q8KActivations Q8) RandomProduct(DType type, int rows, int blocks, int matrixSeed, int activationSeed)
@@ -176,11 +181,16 @@ public sealed class KQuantKernelTests
     public void Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(KernelPath path, DType type)
     {
         // Every code, scale and min at its largest (0xFF bytes), activations all at ±127: the 16-bit pair sums
-        // (15 or 63 × 127 × 2) and the 32-bit weighted sums must hold them exactly.
+        // (15 or 63 × 127 × 2) and the 32-bit weighted sums must hold them exactly. IQ4_XS at its largest magnitudes: every
+        // index 0 (-127, pairs of 127 × 127 × 2) under every scale 0 (ls - 32 = -32).
         byte[] row = new byte[DTypes.BlockBytes(type)];
-        row.AsSpan().Fill(0xFF);
+        row.AsSpan().Fill(type == DType.IQ4_XS ? (byte)0 : (byte)0xFF);
         ushort one = HalfBits.FromSingle(1f);
-        if (type is DType.Q4_K or DType.Q5_K)
+        if (type == DType.IQ4_XS)
+        {
+            BitConverter.TryWriteBytes(row, one);
+        }
+        else if (type is DType.Q4_K or DType.Q5_K)
         {
             BitConverter.TryWriteBytes(row, one);
             BitConverter.TryWriteBytes(row.AsSpan(2), one);

@@ -103,17 +103,22 @@ internal static class KernelData
                 // llama.cpp's), and the values the blocks hold as the format's dequantizer (tested against llama.cpp's) reads them.
                 return Stored(TensorValues.FromSingle(values, type), type, values.Length);
 
-            case DType.Q2_K:
+            case DType.Q2_K or DType.IQ4_XS:
             {
-                // No quantizer (QwenSharp reads Q2_K, never writes it): random codes, 4-bit scales and mins, and small d
-                // and dmin, drawn from the values' count so that each shape gets its own blocks.
-                var blocks = new byte[DTypes.ByteLength(DType.Q2_K, values.Length)];
+                // No quantizer (QwenSharp reads Q2_K and IQ4_XS, never writes them): random codes and scales (and Q2_K's
+                // mins), and small f16 d (and dmin), drawn from the values' count so that each shape gets its own blocks.
+                int blockBytes = DTypes.BlockBytes(type);
+                int[] halves = type == DType.Q2_K ? [80, 82] : [0];
+                float magnitude = type == DType.Q2_K ? 0.004f : 0.0004f;    // IQ4_XS: d × (ls - 32) × up to 127
+                var blocks = new byte[DTypes.ByteLength(type, values.Length)];
                 var random = new Random(values.Length);
                 random.NextBytes(blocks);
-                for (int b = 0; b < blocks.Length / KQuantBlocks.Q2_KBytes; b++)
+                for (int b = 0; b < blocks.Length / blockBytes; b++)
                 {
-                    BitConverter.TryWriteBytes(blocks.AsSpan((b * KQuantBlocks.Q2_KBytes) + 80), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.004)));
-                    BitConverter.TryWriteBytes(blocks.AsSpan((b * KQuantBlocks.Q2_KBytes) + 82), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * 0.004)));
+                    foreach (int at in halves)
+                    {
+                        BitConverter.TryWriteBytes(blocks.AsSpan((b * blockBytes) + at), HalfBits.FromSingle((float)((random.NextDouble() - 0.3) * magnitude)));
+                    }
                 }
 
                 return Stored(blocks, type, values.Length);

@@ -6,7 +6,7 @@ namespace QwenSharp.Formats.Gguf;
 public static class GgmlDequantize
 {
     public static bool Supports(int type) => (GgmlType)type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
-        or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_NL;
+        or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K or GgmlType.IQ4_NL or GgmlType.IQ4_XS;
 
     /// <summary>The values of whole blocks of <paramref name="type"/>, as ggml's reference dequantizers give them.</summary>
     public static void Values(int type, ReadOnlySpan<byte> blocks, Span<float> values)
@@ -24,6 +24,7 @@ public static class GgmlDequantize
             case GgmlType.Q6_K: KQuantBlocks.DequantizeQ6_K(blocks, values); break;
             case GgmlType.Q8_K: KQuantBlocks.DequantizeQ8_K(blocks, values); break;
             case GgmlType.IQ4_NL: WidenedBlocks.DequantizeIq4_NL(blocks, values); break;
+            case GgmlType.IQ4_XS: Iq4XsBlocks.Dequantize(blocks, values); break;
             default: throw new ArgumentOutOfRangeException(nameof(type), GgmlTypes.Name(type), "not a type QwenSharp dequantizes");
         }
     }

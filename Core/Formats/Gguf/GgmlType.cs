@@ -17,9 +17,18 @@ public enum GgmlType
     Q5_K = 13,
     Q6_K = 14,
     Q8_K = 15,
+    IQ2_XXS = 16,
+    IQ2_XS = 17,
+    IQ3_XXS = 18,
+    IQ1_S = 19,
     IQ4_NL = 20,
+    IQ3_S = 21,
+    IQ2_S = 22,
     IQ4_XS = 23,
+    IQ1_M = 29,
     BF16 = 30,
+    TQ1_0 = 34,
+    TQ2_0 = 35,
 }
 
 /// <summary>Block sizes of the GGUF tensor types: a row of n values takes n / BlockValues blocks of BlockBytes.</summary>
@@ -47,6 +56,18 @@ public static class GgmlTypes
             GgmlType.Q8_K => (256, 4 + 256 + 32),
             GgmlType.IQ4_NL => (32, 2 + 16),
             GgmlType.IQ4_XS => (256, 2 + 2 + 4 + 128),
+
+            // Types QwenSharp does not compute with, known by size so that a file holding them is read up to the one clear
+            // refusal that names the tensor and its type (ggml's block_iq2_xxs ... block_tq2_0).
+            GgmlType.IQ2_XXS => (256, 2 + 64),
+            GgmlType.IQ2_XS => (256, 2 + 64 + 8),
+            GgmlType.IQ3_XXS => (256, 2 + 96),
+            GgmlType.IQ1_S => (256, 2 + 32 + 16),
+            GgmlType.IQ3_S => (256, 2 + 64 + 8 + 32 + 4),
+            GgmlType.IQ2_S => (256, 2 + 64 + 8 + 8),
+            GgmlType.IQ1_M => (256, 32 + 16 + 8),
+            GgmlType.TQ1_0 => (256, 48 + 4 + 2),
+            GgmlType.TQ2_0 => (256, 64 + 2),
             _ => (0, 0),
         };
         return blockValues > 0;
@@ -71,6 +92,7 @@ public static class GgmlTypes
             case GgmlType.Q2_K: dtype = DType.Q2_K; return true;
             case GgmlType.Q3_K: dtype = DType.Q3_K; return true;
             case GgmlType.IQ4_NL: dtype = DType.IQ4_NL; return true;
+            case GgmlType.IQ4_XS: dtype = DType.IQ4_XS; return true;
             case GgmlType.Q4_K: dtype = DType.Q4_K; return true;
             case GgmlType.Q5_K: dtype = DType.Q5_K; return true;
             case GgmlType.Q6_K: dtype = DType.Q6_K; return true;
@@ -92,6 +114,7 @@ public static class GgmlTypes
         DType.Q2_K => GgmlType.Q2_K,
         DType.Q3_K => GgmlType.Q3_K,
         DType.IQ4_NL => GgmlType.IQ4_NL,
+        DType.IQ4_XS => GgmlType.IQ4_XS,
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q5_K => GgmlType.Q5_K,
         DType.Q6_K => GgmlType.Q6_K,
