@@ -77,7 +77,7 @@ public sealed class CpuBackend : IBackend
                 return new CpuWeight(tensor, 1, length, vector);
             case 2 when Widening.Target(tensor.DType) is DType wider:
                 return Upload(Widened(tensor, wider), repack, _panels);
-            case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1 or DType.Q2_K:
+            case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
                 return UploadWithMinimums(tensor, repack);
             case 2:
                 int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
@@ -125,18 +125,16 @@ public sealed class CpuBackend : IBackend
 
     /// <summary>
     /// A Q4_1 or Q5_1 matrix (a Q5_K_M GGUF's rows that are not whole super-blocks, Qwen2.5-0.5B's 896-wide ones; Q4_1 and
-    /// Q5_1 files) as the Q8_0 matrix of its codes and scales, or a Q2_K one as the Q6_K matrix of its codes and scales, and
-    /// its minimums as f32 (<see cref="BlockMinimums"/>: one per 32 values, Q2_K's per 16): every value as stored
-    /// (q × d + m), multiplied by the Q8_0 or Q6_K kernels with each block's minimum × the activations' block sum added.
-    /// Q4_1/Q5_1 take 38 bytes a block against the file's 20 or 24 and run at Q8_0's speed; Q2_K 274 a super-block
-    /// against 84. Both parts in memory from the weight arena, given back with the weight.
+    /// Q5_1 files) as the Q8_0 matrix of its codes and scales and its minimums as f32 (<see cref="BlockMinimums"/>: one per
+    /// 32 values): every value as stored (q × d + m), multiplied by the Q8_0 kernels with each block's minimum × the
+    /// activations' block sum added. 38 bytes a block against the file's 20 or 24, at Q8_0's speed. Both parts in memory
+    /// from the weight arena, given back with the weight.
     /// </summary>
     private unsafe CpuWeight UploadWithMinimums(TensorView tensor, bool repack)
     {
         int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-        bool q2 = tensor.DType == DType.Q2_K;
-        DType codesType = q2 ? DType.Q6_K : DType.Q8_0;
-        int blockValues = q2 ? 16 : LegacyQuantBlocks.BlockValues;
+        const DType codesType = DType.Q8_0;
+        const int blockValues = BlockMinimums.BlockValues;
         if (cols % DTypes.BlockValues(tensor.DType) != 0)
         {
             throw new ArgumentException($"tensor '{tensor.Name}' has shape {tensor.ShapeText}; {DTypes.Name(tensor.DType)} rows are whole blocks of {DTypes.BlockValues(tensor.DType)} values");
@@ -157,14 +155,7 @@ public sealed class CpuBackend : IBackend
                     var stored = new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn));
                     var rowCodes = new Span<byte>(codes + (r * rowOut), checked((int)rowOut));
                     var rowMinimums = new Span<float>(minimums + BlockMinimums.Index(r, 0, blocks), ((blocks - 1) * BlockMinimums.GroupRows) + 1);
-                    if (q2)
-                    {
-                        KQuantBlocks.SplitQ2_K(stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
-                    }
-                    else
-                    {
-                        LegacyQuantBlocks.SplitMinimums(tensor.DType, stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
-                    }
+                    LegacyQuantBlocks.SplitMinimums(tensor.DType, stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
                 }
             });
         }
@@ -176,7 +167,7 @@ public sealed class CpuBackend : IBackend
         }
 
         var view = new TensorView(tensor.Name, tensor.Source, codesType, tensor.Shape, (nint)codes);
-        var matrix = new CpuWeight(view, rows, cols, null, _panels) { BlockMinimums = minimums, MinimumBlockValues = blockValues };
+        var matrix = new CpuWeight(view, rows, cols, null, _panels) { BlockMinimums = minimums };
         if (repack)
         {
             matrix.Repack(_panels, KernelPath);
@@ -202,11 +193,11 @@ public sealed class CpuBackend : IBackend
             WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
             if (weights.BlockMinimums != null)
             {
-                // The codes' part is the value ggml computes before adding m (q × d; Q2_K's (d × sc) × q), so adding m rounds as ggml's does.
+                // The codes' part is the value ggml computes before adding m (q × d), so adding m rounds as ggml's does.
                 Span<float> row = x.Row(i);
                 for (int j = 0; j < row.Length; j++)
                 {
-                    row[j] += weights.BlockMinimum(tokens[i], j / weights.MinimumBlockValues);
+                    row[j] += weights.BlockMinimum(tokens[i], j / BlockMinimums.BlockValues);
                 }
             }
         }
@@ -390,7 +381,7 @@ public sealed class CpuBackend : IBackend
         {
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
-            case DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
+            case DType.Q8_0 or DType.Q4_0 or DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
     }

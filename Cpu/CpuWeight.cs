@@ -17,7 +17,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Where <see cref="Panels"/> came from.</summary>
     private WeightArena? _panelArena;
 
-    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0, Q4_1 or Q5_1 matrix widened to Q8_0, a Q2_K one to Q6_K); null for stored bytes or once given back.</summary>
+    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0, Q4_1 or Q5_1 matrix widened to Q8_0, a Q3_K one to Q6_K); null for stored bytes or once given back.</summary>
     private WeightArena? _dataArena;
 
     /// <param name="dataArena">Where <paramref name="view"/>'s bytes came from when this weight is to own them (given back when it is disposed).</param>
@@ -38,18 +38,15 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     public long RowBytes { get; }
 
     /// <summary>
-    /// A Q4_1, Q5_1 or Q2_K matrix's block minimums as f32 in groups of rows (<see cref="Kernels.BlockMinimums.Index"/>), its codes and
-    /// scales being <see cref="Data"/> as Q8_0 (Q2_K: Q6_K); null for other matrices. Owned with <see cref="Data"/>.
+    /// A Q4_1 or Q5_1 matrix's block minimums as f32 in groups of rows (<see cref="Kernels.BlockMinimums.Index"/>), its codes and
+    /// scales being <see cref="Data"/> as Q8_0; null for other matrices. Owned with <see cref="Data"/>.
     /// </summary>
     public float* BlockMinimums { get; init; }
 
-    /// <summary>Values per block of <see cref="BlockMinimums"/>: 32 (Q4_1, Q5_1), 16 (Q2_K).</summary>
-    public int MinimumBlockValues { get; init; } = 32;
-
     /// <summary>Row <paramref name="row"/>'s minimum of block <paramref name="block"/> (<see cref="BlockMinimums"/>).</summary>
-    public float BlockMinimum(int row, int block) => BlockMinimums[Kernels.BlockMinimums.Index(row, block, Cols / MinimumBlockValues)];
+    public float BlockMinimum(int row, int block) => BlockMinimums[Kernels.BlockMinimums.Index(row, block, Cols / Kernels.BlockMinimums.BlockValues)];
 
-    /// <summary>Whether the matrix has <see cref="BlockMinimums"/> (was stored as Q4_1, Q5_1 or Q2_K).</summary>
+    /// <summary>Whether the matrix has <see cref="BlockMinimums"/> (was stored as Q4_1 or Q5_1).</summary>
     public bool HasBlockMinimums => BlockMinimums != null;
 
     /// <summary>The f32 values of a one-row weight; null for matrices.</summary>
@@ -82,7 +79,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         (Repacked && PanelDecode.Pays(_repackedFor, StoredType) ? PanelBytesTotal : base.DecodeStepBytes) + MinimumBytes;
 
     /// <summary>Bytes of <see cref="BlockMinimums"/>; 0 without.</summary>
-    public long MinimumBytes => BlockMinimums == null ? 0 : Kernels.BlockMinimums.Floats(Rows, Cols / MinimumBlockValues) * sizeof(float);
+    public long MinimumBytes => BlockMinimums == null ? 0 : Kernels.BlockMinimums.Floats(Rows, Cols / Kernels.BlockMinimums.BlockValues) * sizeof(float);
 
     /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
     public bool Repacked => Panels != null;

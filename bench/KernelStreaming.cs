@@ -74,10 +74,15 @@ internal static unsafe class KernelStreaming
             foreach (string name in types)
             {
                 // IQ4_XS by name here: DTypes.TryParse knows only the types QwenSharp writes.
-                DType? named = name.Equals("iq4_xs", StringComparison.OrdinalIgnoreCase) ? DType.IQ4_XS : DTypes.TryParse(name, out DType parsed) ? parsed : null;
-                DType type = named is DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
+                DType? named = name.ToUpperInvariant() switch
+                {
+                    "IQ4_XS" => DType.IQ4_XS,
+                    "Q2_K" => DType.Q2_K,
+                    _ => DTypes.TryParse(name, out DType parsed) ? parsed : null,
+                };
+                DType type = named is DType.Q2_K or DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
                     ? named.Value
-                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
                 int width = cols ?? (DTypes.BlockValues(type) == 256 ? 1536 : 896);
                 if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
                 {
@@ -163,13 +168,13 @@ internal static unsafe class KernelStreaming
             random.NextBytes(weights);
             int blockBytes = DTypes.BlockBytes(type);
             ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
-            int scaleAt = type == DType.Q6_K ? 208 : 0;
+            int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, _ => 0 };
             for (int b = 0; b < length; b += blockBytes)
             {
                 MemoryMarshal.Write(weights[(b + scaleAt)..], scale);
-                if (type is DType.Q4_K or DType.Q5_K)
+                if (type is DType.Q4_K or DType.Q5_K or DType.Q2_K)
                 {
-                    MemoryMarshal.Write(weights[(b + 2)..], scale);    // dmin
+                    MemoryMarshal.Write(weights[(b + scaleAt + 2)..], scale);    // dmin
                 }
             }
         }
@@ -180,7 +185,7 @@ internal static unsafe class KernelStreaming
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
-            case DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
+            case DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8k.Row(0), y.AsSpan(r, count)));

@@ -36,40 +36,10 @@ public static class KQuantBlocks
     }
 
     /// <summary>
-    /// Q2_K super-blocks split into a Q6_K block of their codes and scales (the same d, scales sc &amp; 15, codes q + 32) and
-    /// each 16-value group's minimum dmin × m, negated and widened to f32, <paramref name="minimumStride"/> apart: value v of
-    /// a super-block is then exactly the Q6_K value plus its group's minimum, as ggml's d × sc × q - dmin × m.
-    /// </summary>
-    public static void SplitQ2_K(ReadOnlySpan<byte> blocks, Span<byte> q6Blocks, Span<float> minimums, int minimumStride)
-    {
-        Span<sbyte> codes = stackalloc sbyte[BlockValues];
-        for (int b = 0; b < blocks.Length / Q2_KBytes; b++)
-        {
-            ReadOnlySpan<byte> block = blocks.Slice(b * Q2_KBytes, Q2_KBytes);
-            Span<byte> wide = q6Blocks.Slice(b * 210, 210);
-            float min = Half(block, 82);
-            for (int v = 0; v < BlockValues; v++)
-            {
-                codes[v] = (sbyte)(TwoBitCode(block.Slice(16, 64), v) + 32);
-            }
-
-            KQuantQuantizer.PackQ6_KCodes(codes, wide);
-            for (int g = 0; g < 16; g++)
-            {
-                wide[192 + g] = (byte)(block[g] & 0xF);
-                minimums[((b * 16) + g) * minimumStride] = -(min * (block[g] >> 4));
-            }
-
-            wide[208] = block[80];
-            wide[209] = block[81];
-        }
-    }
-
-    /// <summary>
     /// Value v's 2-bit code among the 64 bytes of 2-bit codes of a Q2_K or Q3_K super-block, in ggml's order: v = 128n +
     /// 32j + 16h + l takes bits 2j, 2j + 1 of qs[32n + 16h + l]. Its scale is its 16-value group's, v / 16.
     /// </summary>
-    internal static int TwoBitCode(ReadOnlySpan<byte> qs, int v) => (qs[(32 * (v / 128)) + (v % 32)] >> (2 * (v % 128 / 32))) & 3;
+    public static int TwoBitCode(ReadOnlySpan<byte> qs, int v) => (qs[(32 * (v / 128)) + (v % 32)] >> (2 * (v % 128 / 32))) & 3;
 
     public static void DequantizeQ4_K(ReadOnlySpan<byte> blocks, Span<float> values)
     {

@@ -38,10 +38,10 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     private bool _q8kReady, _q8Ready, _quantizeQ8First, _quantizeQ8KFirst, _f16Scaled, _f16ScaleTried, _blocksFirst;
 
     /// <summary>
-    /// The activations' block sums (<c>[token][block]</c>) for the minimums of matrices that have them (<see cref="BlockMinimums"/>):
-    /// per 32 values (Q4_1, Q5_1, multiplied as Q8_0) and per 16 (Q2_K, multiplied as Q6_K).
+    /// The activations' block sums (<c>[token][block]</c>, per 32 values) for the minimums of matrices that have them (Q4_1 and
+    /// Q5_1, multiplied as Q8_0: <see cref="BlockMinimums"/>).
     /// </summary>
-    private readonly MinimumSums _sums32 = new(), _sums16 = new();
+    private readonly MinimumSums _sums = new();
     private float[] _xBlocks = [];
     private int _cols;
     private float[] _xScaled = [];
@@ -75,7 +75,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         _tokens = tokens;
         _threads = threads;
         _count = 0;
-        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = _sums32.Ready = _sums32.First = _sums16.Ready = _sums16.First = false;
+        _q8kReady = _q8Ready = _quantizeQ8First = _quantizeQ8KFirst = _f16Scaled = _f16ScaleTried = _blocksFirst = _sums.Ready = _sums.First = false;
     }
 
     /// <summary>
@@ -85,7 +85,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     public ParallelJob? QuantizeFirst(out int chunks)
     {
         chunks = QuantizeChunks;
-        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst || _sums32.First || _sums16.First ? _quantize ??= new QuantizeJob(this) : null;
+        return _quantizeQ8First || _quantizeQ8KFirst || _blocksFirst || _sums.First ? _quantize ??= new QuantizeJob(this) : null;
     }
 
     private KernelPath Path => path;
@@ -131,12 +131,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 TokenBlocks.Write(job.Path, job._x, job._cols, first, end, job._xBlocks);
             }
 
-            foreach (MinimumSums sums in (ReadOnlySpan<MinimumSums>)[job._sums32, job._sums16])
+            if (job._sums.First)
             {
-                if (sums.First)
-                {
-                    job.BlockSums(sums, first, end);
-                }
+                job.BlockSums(first, end);
             }
         }
     }
@@ -172,7 +169,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
         // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0, the k-quants and,
         // with AVX-VNNI, Q8_0 (their products stay integer at prefill; Q8_0 without it widens panels of rows to f32).
-        if ((weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K || (weight.StoredType == DType.IQ4_XS && _tokens <= MatMul.RowDotTokens)) && !_q8kReady)
+        if ((weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K || (weight.StoredType is DType.Q2_K or DType.IQ4_XS && _tokens <= MatMul.RowDotTokens)) && !_q8kReady)
         {
             // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
             _q8k.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
@@ -228,29 +225,25 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _blocksFirst = true;
         }
 
-        if (weight.HasBlockMinimums && SumsFor(weight) is { Ready: false } sums)
+        if (weight.HasBlockMinimums && !_sums.Ready)
         {
             // The activations' block sums once per job, for every thread's minimums; a long prompt's on all threads. Of the 8-bit
-            // activations the codes are multiplied with: Q8_K's for Q2_K (multiplied as Q6_K, quantized above), Q8_0's for
-            // Q4_1/Q5_1 where Q8_0's product quantizes them, else of the f32 values.
-            sums.BlockValues = weight.MinimumBlockValues;
-            sums.Cols = weight.Cols;
-            int count = _tokens * (weight.Cols / sums.BlockValues);
-            if (sums.Values.Length < count)
+            // activations the codes are multiplied with where Q8_0's product quantizes them, else of the f32 values.
+            _sums.Cols = weight.Cols;
+            int count = _tokens * (weight.Cols / BlockMinimums.BlockValues);
+            if (_sums.Values.Length < count)
             {
-                sums.Values = new float[count];
+                _sums.Values = new float[count];
             }
 
-            sums.Source = sums.BlockValues == 16 ? SumSource.Q8KCodes
-                : MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? SumSource.Values
-                : SumSource.Q8Codes;
-            sums.First = _tokens > MatMul.RowDotTokens;
-            if (!sums.First)
+            _sums.FromCodes = !MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens);
+            _sums.First = _tokens > MatMul.RowDotTokens;
+            if (!_sums.First)
             {
-                BlockSums(sums, 0, _tokens);
+                BlockSums(0, _tokens);
             }
 
-            sums.Ready = true;
+            _sums.Ready = true;
         }
 
         _products[_count] = new Product { Weight = weight, Bias = bias, Y = y, RowsPerChunk = rowsPerChunk, Panels = ReadsPanels(weight) };
@@ -269,56 +262,35 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0
         && (PanelDecode.Pays(path, weight.StoredType) || (_tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens)));
 
-    /// <summary>The block sums a matrix with minimums takes: per 16 values (Q2_K) or per 32.</summary>
-    private MinimumSums SumsFor(CpuWeight weight) => weight.MinimumBlockValues == 16 ? _sums16 : _sums32;
-
-    /// <summary>Tokens [first, end)'s block sums (<see cref="MinimumSums"/>), their activations already quantized where they come from codes.</summary>
-    private void BlockSums(MinimumSums sums, int first, int end)
+    /// <summary>Tokens [first, end)'s block sums (<see cref="_sums"/>), their activations already quantized where they come from codes.</summary>
+    private void BlockSums(int first, int end)
     {
-        int blocks = sums.Cols / sums.BlockValues;
+        int blocks = _sums.Cols / BlockMinimums.BlockValues;
         for (int t = first; t < end; t++)
         {
-            Span<float> token = sums.Values.AsSpan(t * blocks, blocks);
-            switch (sums.Source)
+            if (_sums.FromCodes)
             {
-                case SumSource.Values:
-                    BlockMinimums.BlockSums(_x, sums.Cols, t, t + 1, sums.Values);
-                    break;
-                case SumSource.Q8Codes:
-                    BlockMinimums.BlockSums(_q8.Row(t), token);
-                    break;
-                default:
-                    Q8KRow row = _q8k.Row(t);
-                    for (int g = 0; g < blocks; g++)
-                    {
-                        token[g] = row.Scales[g / 16] * row.GroupSums[g];
-                    }
-
-                    break;
+                BlockMinimums.BlockSums(_q8.Row(t), _sums.Values.AsSpan(t * blocks, blocks));
+            }
+            else
+            {
+                BlockMinimums.BlockSums(_x, _sums.Cols, t, t + 1, _sums.Values);
             }
         }
     }
 
-    /// <summary>Where a job's block sums come from (see <see cref="BlockMinimums"/>).</summary>
-    private enum SumSource
-    {
-        /// <summary>The f32 activations (the codes meet them as f32: Q8_0's float panels).</summary>
-        Values,
-
-        /// <summary>The Q8_0 activations' codes × their scale.</summary>
-        Q8Codes,
-
-        /// <summary>The Q8_K activations' 16-value code sums × their scale.</summary>
-        Q8KCodes,
-    }
-
-    /// <summary>One kind of block sums of a job's activations, made once for all its products that need them.</summary>
+    /// <summary>A job's block sums of its activations, made once for all its products with minimums.</summary>
     private sealed class MinimumSums
     {
         public float[] Values = [];
         public bool Ready, First;
-        public int Cols, BlockValues;
-        public SumSource Source;
+        public int Cols;
+
+        /// <summary>
+        /// Whether the sums are of the Q8_0 activations' codes × their scale (where the codes meet them rounded to 8 bits),
+        /// else of the f32 activations (Q8_0's float panels).
+        /// </summary>
+        public bool FromCodes;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -361,8 +333,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
 
-            // IQ4_XS: integer rows at decode; a prefill's f32 panels (its integer panels are not built).
-            case DType.IQ4_XS:
+            // Q2_K and IQ4_XS: integer rows at decode; a prefill's f32 panels (their integer panels are not built).
+            case DType.Q2_K or DType.IQ4_XS:
                 MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _tokens <= MatMul.RowDotTokens ? _q8k : null, _tokens, bias, y, start, end, panel);
                 break;
             default: MatMul.Rows<F32Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
@@ -372,7 +344,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         {
             unsafe
             {
-                BlockMinimums.Add(path, weight.BlockMinimums, n, k / weight.MinimumBlockValues, SumsFor(weight).Values, _tokens, y, start, end);
+                BlockMinimums.Add(path, weight.BlockMinimums, n, k / BlockMinimums.BlockValues, _sums.Values, _tokens, y, start, end);
             }
         }
     }

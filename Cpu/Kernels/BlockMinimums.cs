@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics.X86;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// The minimums' share of a product with Q4_1, Q5_1 or Q2_K weights. A value of such a block is q × d + m; the CPU multiplies
+/// The minimums' share of a product with Q4_1 or Q5_1 weights. A value of such a block is q × d + m; the CPU multiplies
 /// the codes q with scale d as a Q8_0 matrix (<c>LegacyQuantBlocks.SplitMinimums</c>), and each row then takes
 /// Σ_b m[b] × Σ_{i in b} x[i] here, as ggml's vec_dot_q4_1_q8_1 and vec_dot_q5_1_q8_1 add m × (the activation block's
 /// sum) per block. Where the codes meet the activations rounded to 8 bits (Q8_0, <see cref="Q8Activations"/>), the block
@@ -14,9 +14,9 @@ namespace QwenSharp.Cpu.Kernels;
 /// stored weights w = q × d + m, whose rounding error Σ w × (x̂ - x) is that of Q8_0 or Q4_0. Sums of the f32 activations
 /// instead left Σ q × d × (x̂ - x), with q × d all of one sign and up to twice |w|: twice the error against llama.cpp's
 /// logits (tiny-qwen2 in Q4_1 and Q5_1, against the same numbers in f32). Where the codes meet f32 activations (Q8_0's
-/// float panels), the sums are of the f32 values. Q2_K (d × sc × q - dmin × m per 16 values) is split the same way into a
-/// Q6_K matrix and a minimum per 16 values, whose sums are the Q8_K activations' (their scale × each 16 codes' sum, as
-/// ggml's vec_dot_q2_K_q8_K takes its bsums); the kernel here is the same for both widths.
+/// float panels), the sums are of the f32 values. (Q2_K, d × sc × q - dmin × m per 16 values, was split the same way into
+/// a Q6_K matrix and a minimum per 16 values, 274 bytes a super-block against the file's 84; it now runs as stored:
+/// KQuantIntegerKernel.Q2K.)
 /// </summary>
 /// <remarks>
 /// The minimums lie in groups of 16 rows (<see cref="Index"/>), so a chunk of rows reads them in one run and a group's
@@ -29,7 +29,8 @@ namespace QwenSharp.Cpu.Kernels;
 internal static class BlockMinimums
 {
     /// <summary>Values per block of Q4_1 and Q5_1, whose sums <see cref="BlockSums(ReadOnlySpan{float}, int, int, int, Span{float})"/> and <see cref="BlockSums(Q8Row, Span{float})"/> take.</summary>
-    private const int BlockValues = 32;
+    /// <summary>Values per block: Q4_1's and Q5_1's 32.</summary>
+    public const int BlockValues = 32;
 
     /// <summary>
     /// The sums of every 32-value block of tokens [<paramref name="first"/>, <paramref name="end"/>) of

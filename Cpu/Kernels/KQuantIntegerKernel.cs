@@ -44,7 +44,7 @@ internal static partial class KQuantIntegerKernel
     public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
     {
         int blocks = x.Codes.Length / Values;
-        if (type is not (DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
+        if (type is not (DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
             throw new ArgumentException($"{type} is not a k-quant type or IQ4_XS", nameof(type));
         }
@@ -56,7 +56,7 @@ internal static partial class KQuantIntegerKernel
         }
 
         var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
-            ref MemoryMarshal.GetReference(type == DType.Q6_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
+            ref MemoryMarshal.GetReference(type is DType.Q6_K or DType.Q2_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
         // Pinned, so that the 64-byte kernels can broadcast from pointers; the weights are usually the mapped file.
         fixed (byte* pinned = rows)
         {
@@ -77,9 +77,18 @@ internal static partial class KQuantIntegerKernel
                 {
                     DType.Q6_K => Q6KScalar(ref row, operands),
                     DType.IQ4_XS => Iq4XsScalar(ref row, operands),
+                    DType.Q2_K => Q2KScalar(ref row, operands),
                     _ => Q4KScalar(ref row, operands, fifth: type == DType.Q5_K),
                 };
             }
+        }
+        else if (type == DType.Q2_K && VectorUnits.Wide(path))
+        {
+            RowGroups.Run<Q2KWideRow>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.Q2_K)
+        {
+            RowGroups.Run<Q2KRow>(ref w, rowBytes, count, operands, ref y);
         }
         else if (type == DType.IQ4_XS && VectorUnits.Wide(path))
         {

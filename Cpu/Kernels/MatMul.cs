@@ -44,13 +44,13 @@ internal static class MatMul
     /// Whether <paramref name="tokens"/> tokens multiply <paramref name="type"/>'s weights as f32 panels, reading their
     /// activations as <see cref="TokenBlocks"/> (the linear job writes them only then): float weights past
     /// <see cref="FloatRowDotTokens"/>, Q8_0 past <see cref="RowDotTokens"/> where its panels do not multiply in integers,
-    /// IQ4_XS past <see cref="RowDotTokens"/> (it has no integer panels). Q4_0 and the k-quants always multiply integers.
+    /// Q2_K and IQ4_XS past <see cref="RowDotTokens"/> (they have no integer panels). Q4_0 and the k-quants always multiply integers.
     /// </summary>
     public static bool ReadsTokenBlocks(KernelPath path, Formats.DType type, int tokens) => type switch
     {
         Formats.DType.BF16 or Formats.DType.F16 or Formats.DType.F32 => tokens > FloatRowDotTokens,
         Formats.DType.Q8_0 => tokens > RowDotTokens && !QuantPanel.MultipliesInIntegers(path, Formats.DType.Q8_0),
-        Formats.DType.IQ4_XS => tokens > RowDotTokens,
+        Formats.DType.Q2_K or Formats.DType.IQ4_XS => tokens > RowDotTokens,
         _ => false,
     };
 

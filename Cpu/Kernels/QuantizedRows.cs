@@ -36,6 +36,8 @@ internal static class QuantizedRows
             case DType.Q5_K: KQuantBlocks.DequantizeQ5_K(row, values); break;
             case DType.Q6_K when vector: Q6_K(row, values, blocks); break;
             case DType.Q6_K: KQuantBlocks.DequantizeQ6_K(row, values); break;
+            case DType.Q2_K when vector: Q2_K(row, values, blocks); break;
+            case DType.Q2_K: KQuantBlocks.DequantizeQ2_K(row, values); break;
             case DType.IQ4_XS when vector: Iq4_XS(row, values, blocks); break;
             case DType.IQ4_XS: Iq4XsBlocks.Dequantize(row, values); break;
             default: throw new ArgumentOutOfRangeException(nameof(type), type, "not a block-quantized type");
@@ -116,6 +118,45 @@ internal static class QuantizedRows
         ((Vector256.ConvertToSingle(Vector256.WidenUpper(lower).AsInt32()) * s) - m).StoreUnsafe(ref at, 8);
         ((Vector256.ConvertToSingle(Vector256.WidenLower(upper).AsInt32()) * s) - m).StoreUnsafe(ref at, 16);
         ((Vector256.ConvertToSingle(Vector256.WidenUpper(upper).AsInt32()) * s) - m).StoreUnsafe(ref at, 24);
+    }
+
+    /// <summary>
+    /// (d × sc) × q - dmin × m per group of 16 (the reference's order, never fused): one 32-byte load of qs[32n..] shifted
+    /// by 2t gives values 128n + 32t.. (groups 8n + 2t and 8n + 2t + 1).
+    /// </summary>
+    private static void Q2_K(ReadOnlySpan<byte> row, Span<float> values, int blocks)
+    {
+        ref float y = ref MemoryMarshal.GetReference(values);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        var low2 = Vector256.Create((byte)3);
+        for (int b = 0; b < blocks; b++)
+        {
+            ReadOnlySpan<byte> block = row.Slice(b * KQuantBlocks.Q2_KBytes, KQuantBlocks.Q2_KBytes);
+            float d = RowOperands.Half(ref half, ref Unsafe.AsRef(in block[80])), dmin = RowOperands.Half(ref half, ref Unsafe.AsRef(in block[82]));
+            for (int n = 0; n < 2; n++)
+            {
+                Vector256<byte> qs = Vector256.Create(block.Slice(16 + (32 * n), 32));
+                for (int t = 0; t < 4; t++)
+                {
+                    Vector256<byte> codes = Vector256.ShiftRightLogical(qs.AsUInt16(), 2 * t).AsByte() & low2;
+                    int g = (8 * n) + (2 * t);
+                    ref float at = ref Unsafe.Add(ref y, (b * KQuantBlocks.BlockValues) + (16 * g));
+                    StoreQ2Group(codes.GetLower(), d, dmin, block[g], ref at);
+                    StoreQ2Group(codes.GetUpper(), d, dmin, block[g + 1], ref Unsafe.Add(ref at, 16));
+                }
+            }
+        }
+    }
+
+    /// <summary>A group's 16 codes as (d × sc) × q - dmin × m, sc and m the low and high nibbles of <paramref name="scaleAndMin"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreQ2Group(Vector128<byte> codes, float d, float dmin, byte scaleAndMin, ref float at)
+    {
+        var scale = Vector256.Create(d * (scaleAndMin & 0xF));
+        var min = Vector256.Create(dmin * (scaleAndMin >> 4));
+        Vector256<ushort> wide = Vector256.WidenLower(codes.ToVector256Unsafe());
+        ((Vector256.ConvertToSingle(Vector256.WidenLower(wide).AsInt32()) * scale) - min).StoreUnsafe(ref at);
+        ((Vector256.ConvertToSingle(Vector256.WidenUpper(wide).AsInt32()) * scale) - min).StoreUnsafe(ref at, 8);
     }
 
     /// <summary>(d × (ls - 32)) × table value per sub-block of 32 (the reference's order), the table looked up by byte shuffles.</summary>

@@ -248,7 +248,7 @@ public sealed class GgmlDequantizeTests
         for (int p = 0; p < ids.Length; p++)
         {
             // llama.cpp multiplies with its activations rounded to 8 bits; so do we, every type holding the file's values
-            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q2_K as Q6_K codes and minimums,
+            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q2_K and IQ4_XS as stored,
             // Q3_K widened to Q6_K).
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");

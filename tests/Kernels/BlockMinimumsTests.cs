@@ -55,36 +55,6 @@ public sealed class BlockMinimumsTests
         }
     }
 
-    [Fact]
-    public void SplitQ2_K_IsTheStoredValues_BitForBit()
-    {
-        // Random codes, scales and mins; d and dmin of both signs, zero, negative zero, subnormal and large.
-        float[] halves = [0.5f, -0.25f, 0f, -0f, 1e-3f, -7.5f, 6.1e-6f, 3000f];
-        int blocks = halves.Length * halves.Length;
-        var random = new Random(12);
-        var stored = new byte[blocks * KQuantBlocks.Q2_KBytes];
-        random.NextBytes(stored);
-        for (int b = 0; b < blocks; b++)
-        {
-            BitConverter.TryWriteBytes(stored.AsSpan((b * KQuantBlocks.Q2_KBytes) + 80), HalfBits.FromSingle(halves[b % halves.Length]));
-            BitConverter.TryWriteBytes(stored.AsSpan((b * KQuantBlocks.Q2_KBytes) + 82), HalfBits.FromSingle(halves[b / halves.Length]));
-        }
-
-        var codes = new byte[blocks * 210];
-        var minimums = new float[blocks * 16 * 3];
-        KQuantBlocks.SplitQ2_K(stored, codes, minimums, minimumStride: 3);
-
-        var expected = new float[blocks * 256];
-        var actual = new float[blocks * 256];
-        KQuantBlocks.DequantizeQ2_K(stored, expected);
-        KQuantBlocks.DequantizeQ6_K(codes, actual);
-        for (int i = 0; i < expected.Length; i++)
-        {
-            float value = actual[i] + minimums[i / 16 * 3];
-            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(value), $"Q2_K value {i}: {value}, stored {expected[i]}");
-        }
-    }
-
     [Theory]
     [MemberData(nameof(Paths))]
     public unsafe void Add_EveryPath_GivesTheScalarBits_AndTheSumInDouble(KernelPath path)

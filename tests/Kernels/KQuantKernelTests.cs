@@ -4,7 +4,7 @@ using QwenSharp.Numerics;
 
 namespace QwenSharp.Tests.Kernels;
 
-/// <summary>The Q4_K, Q5_K, Q6_K and IQ4_XS integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
+/// <summary>The Q2_K, Q4_K, Q5_K, Q6_K and IQ4_XS integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
 /// Iq4XsBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_K activations, dotted in double.</summary>
 public sealed class KQuantKernelTests
 {
@@ -17,6 +17,7 @@ public sealed class KQuantKernelTests
             data.Add(path, DType.Q5_K);
             data.Add(path, DType.Q6_K);
             data.Add(path, DType.IQ4_XS);
+            data.Add(path, DType.Q2_K);
         }
 
         return data;
@@ -41,6 +42,11 @@ public sealed class KQuantKernelTests
             else if (type == DType.IQ4_XS)
             {
                 BitConverter.TryWriteBytes(block, Scale());
+            }
+            else if (type == DType.Q2_K)
+            {
+                BitConverter.TryWriteBytes(block[80..], Scale());
+                BitConverter.TryWriteBytes(block[82..], Scale());
             }
             else
             {
@@ -109,7 +115,7 @@ public sealed class KQuantKernelTests
         }
     }
 
-    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_XS];
+    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_XS, DType.Q2_K];
 
     /// <summary><paramref name="rows"/> random rows of <paramref name="blocks"/> super-blocks and one token's Q8_K activations.</summary>
     private static (byte[] Matrix, Q8KActivations Q8) RandomProduct(DType type, int rows, int blocks, int matrixSeed, int activationSeed)
@@ -189,6 +195,11 @@ public sealed class KQuantKernelTests
         if (type == DType.IQ4_XS)
         {
             BitConverter.TryWriteBytes(row, one);
+        }
+        else if (type == DType.Q2_K)
+        {
+            BitConverter.TryWriteBytes(row.AsSpan(80), one);    // d; scales, mins (15) and codes (3) at their largest
+            BitConverter.TryWriteBytes(row.AsSpan(82), one);    // dmin
         }
         else if (type is DType.Q4_K or DType.Q5_K)
         {
