@@ -18,10 +18,50 @@ internal static partial class KQuantIntegerKernel
 {
     private const int Iq4XsBytes = Iq4XsBlocks.BlockBytes;
 
-    private readonly struct Iq4XsRow : IRowKernel
+    private readonly struct Iq4XsRow<TScales> : IRowKernel
+        where TScales : struct, IIq4XsScales
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Iq4XsPartial(ref w, operands);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Iq4XsPartial<TScales>(ref w, operands);
+    }
+
+    /// <summary>How the 32-byte kernel unpacks a super-block's scales (<see cref="Iq4XsScales"/>): a type argument, so its loop has no test.</summary>
+    private interface IIq4XsScales
+    {
+        /// <summary>Eight 16-bit words ls_s - 32 in both 128-bit lanes.</summary>
+        static abstract Vector256<byte> Unpack(uint scalesLow, uint scalesHigh);
+    }
+
+    /// <summary>By two bit deposits (BMI2's pdep), where that is one fast instruction.</summary>
+    private readonly struct BitDepositScales : IIq4XsScales
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Unpack(uint scalesLow, uint scalesHigh)
+        {
+            Vector128<short> words = Iq4XsScaleWords(scalesLow, scalesHigh);
+            return Vector256.Create(words, words).AsByte();
+        }
+    }
+
+    /// <summary>By vector shifts and a pack (AMD before Zen 3 runs pdep in microcode, hundreds of cycles).</summary>
+    private readonly struct ShiftedScales : IIq4XsScales
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Unpack(uint scalesLow, uint scalesHigh) => Iq4XsScales(scalesLow, scalesHigh);
+    }
+
+    /// <summary>
+    /// Whether the 32-byte IQ4_XS kernel unpacks scales by bit deposits: BMI2 where pdep is fast (not AMD before family
+    /// 19h). From L2 on Zen 5: 20.6-21.2 GB/s against 18.3 by shifts. Tests set either answer on their own thread.
+    /// </summary>
+    internal static bool DepositsScales => ThreadOverride<ScaleDepositSwitch>.Or(Bmi2.X64.IsSupported && !(CpuIdentity.IsAmd && CpuIdentity.Family < 0x19));
+
+    /// <summary>Until disposed, this thread's IQ4_XS kernels take <paramref name="deposit"/> as <see cref="DepositsScales"/>' answer (for tests).</summary>
+    internal static ThreadOverride<ScaleDepositSwitch>.Scope AssumeScaleDeposit(bool deposit) => ThreadOverride<ScaleDepositSwitch>.Set(deposit);
+
+    /// <summary>Names <see cref="DepositsScales"/>' <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct ScaleDepositSwitch
+    {
     }
 
     private readonly struct Iq4XsWideRow : IRowKernel
@@ -38,7 +78,8 @@ internal static partial class KQuantIntegerKernel
     /// Zen 5: 14 GB/s).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector128<float> Iq4XsPartial(ref byte w, scoped in RowOperands operands)
+    private static unsafe Vector128<float> Iq4XsPartial<TScales>(ref byte w, scoped in RowOperands operands)
+        where TScales : struct, IIq4XsScales
     {
         ref float half = ref operands.HalfTable;
         ref sbyte q8 = ref operands.Codes;
@@ -49,7 +90,7 @@ internal static partial class KQuantIntegerKernel
         for (int b = 0; b < operands.Blocks; b++)
         {
             Prefetch.Ahead(ref *block, 3);
-            Vector256<byte> scales = Iq4XsScales(Unsafe.ReadUnaligned<uint>(block + 4), Unsafe.ReadUnaligned<ushort>(block + 2));
+            Vector256<byte> scales = TScales.Unpack(Unsafe.ReadUnaligned<uint>(block + 4), Unsafe.ReadUnaligned<ushort>(block + 2));
             byte* qs = block + 8;
 
             // Two chains of sub-blocks, so that consecutive vpmaddwd-adds do not wait on each other.
@@ -153,10 +194,16 @@ internal static partial class KQuantIntegerKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<byte> Iq4XsScalesWide(uint scalesLow, uint scalesHigh)
     {
-        ulong packed = Bmi2.X64.ParallelBitDeposit(scalesLow, 0x0F0F0F0F0F0F0F0Ful) | Bmi2.X64.ParallelBitDeposit(scalesHigh, 0x3030303030303030ul);
-        Vector128<short> words = Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(packed).AsSByte() - Vector128.Create((sbyte)32));
-        Vector512<int> lane = words.ToVector256Unsafe().ToVector512Unsafe().AsInt32();
+        Vector512<int> lane = Iq4XsScaleWords(scalesLow, scalesHigh).ToVector256Unsafe().ToVector512Unsafe().AsInt32();
         return Avx512F.Shuffle4x128(lane, lane, 0).AsByte();
+    }
+
+    /// <summary>The eight scales less 32 as 16-bit words, by two bit deposits (scales_l's nibbles into eight bytes' low nibbles, scales_h's pairs of bits above them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<short> Iq4XsScaleWords(uint scalesLow, uint scalesHigh)
+    {
+        ulong packed = Bmi2.X64.ParallelBitDeposit(scalesLow, 0x0F0F0F0F0F0F0F0Ful) | Bmi2.X64.ParallelBitDeposit(scalesHigh, 0x3030303030303030ul);
+        return Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(packed).AsSByte() - Vector128.Create((sbyte)32));
     }
 
     /// <summary>Sub-blocks <paramref name="s"/> and <paramref name="s"/> + 1 against their 64 activation codes, times their scales, in sixteen 32-bit lanes.</summary>

@@ -94,9 +94,13 @@ internal static partial class KQuantIntegerKernel
         {
             RowGroups.Run<Iq4XsWideRow>(ref w, rowBytes, count, operands, ref y);
         }
+        else if (type == DType.IQ4_XS && DepositsScales)
+        {
+            RowGroups.Run<Iq4XsRow<BitDepositScales>>(ref w, rowBytes, count, operands, ref y);
+        }
         else if (type == DType.IQ4_XS)
         {
-            RowGroups.Run<Iq4XsRow>(ref w, rowBytes, count, operands, ref y);
+            RowGroups.Run<Iq4XsRow<ShiftedScales>>(ref w, rowBytes, count, operands, ref y);
         }
         else if (VectorUnits.Wide(path))
         {

@@ -168,6 +168,25 @@ public sealed class KQuantKernelTests
     }
 
     [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Iq4_xs_with_scales_by_shifts_or_bit_deposits_passes_the_same_tests(bool deposit)
+    {
+        // The 32-byte kernel's two ways to unpack the scales (pdep where it is fast, shifts on AMD before Zen 3), on every
+        // vector path, whichever this CPU would take.
+        using (KQuantIntegerKernel.AssumeScaleDeposit(deposit))
+        using (VectorUnits.Assume(false))
+        {
+            foreach (KernelPath path in KernelPaths.All.Where(p => p != KernelPath.Scalar))
+            {
+                Integer_dot_with_q8_k_activations_equals_its_definition_on_every_path(path, DType.IQ4_XS);
+                Rows_four_at_a_time_equal_one_at_a_time(path, DType.IQ4_XS);
+                Integer_dot_at_the_largest_codes_and_scales_does_not_saturate(path, DType.IQ4_XS);
+            }
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(Types))]
     public void The_512_bit_path_without_vnni_passes_the_same_tests(DType type)
     {
