@@ -52,9 +52,10 @@ internal static partial class KQuantIntegerKernel
 
     /// <summary>
     /// Whether the 32-byte IQ4_XS kernel unpacks scales by bit deposits: BMI2 where pdep is fast (not AMD before family
-    /// 19h). From L2 on Zen 5: 20.6-21.2 GB/s against 18.3 by shifts. Tests set either answer on their own thread.
+    /// 19h). From L2 on Zen 5: 20.6-21.2 GB/s against 18.3 by shifts. Tests set either answer on their own thread (the
+    /// deposits only where the CPU has BMI2).
     /// </summary>
-    internal static bool DepositsScales => ThreadOverride<ScaleDepositSwitch>.Or(Bmi2.X64.IsSupported && !(CpuIdentity.IsAmd && CpuIdentity.Family < 0x19));
+    internal static bool DepositsScales => Bmi2.X64.IsSupported && ThreadOverride<ScaleDepositSwitch>.Or(!(CpuIdentity.IsAmd && CpuIdentity.Family < 0x19));
 
     /// <summary>Until disposed, this thread's IQ4_XS kernels take <paramref name="deposit"/> as <see cref="DepositsScales"/>' answer (for tests).</summary>
     internal static ThreadOverride<ScaleDepositSwitch>.Scope AssumeScaleDeposit(bool deposit) => ThreadOverride<ScaleDepositSwitch>.Set(deposit);
@@ -72,7 +73,7 @@ internal static partial class KQuantIntegerKernel
 
     /// <summary>One IQ4_XS row's dot product, four partial sums (the rows must be pinned: the 16-byte broadcasts load from pointers).</summary>
     /// <remarks>
-    /// The eight scales are unpacked once a super-block into eight 16-bit words (vector shifts and masks), and each
+    /// The eight scales are unpacked once a super-block into eight 16-bit words (<typeparamref name="TScales"/>), and each
     /// sub-block's reaches its vpmaddwd by one in-lane byte shuffle with a constant index: unpacked by scalar shifts and
     /// masks per sub-block and broadcast, they took more instructions than the product itself (1536-wide rows from L2 on
     /// Zen 5: 14 GB/s).
