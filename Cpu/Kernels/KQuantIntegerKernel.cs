@@ -13,7 +13,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// weighted by the sub-block scales and summed to 32 bits with vpmaddwd), the mins and Q6_K's offset of 32 from the
 /// activations' sums (one vpmaddwd per super-block), and one float multiply-add per super-block into float vectors
 /// summed once per row, as ggml's vec_dot_q4_K_q8_K. The integers are exact on every path; only the float additions'
-/// order differs from the scalar reference.
+/// order differs from the scalar reference. Q2_K (<c>KQuantIntegerKernel.Q2K.cs</c>) and IQ4_XS
+/// (<c>KQuantIntegerKernel.Iq4Xs.cs</c>) are read as stored against the same activations, one file each.
 /// </summary>
 /// <remarks>
 /// Each path is one method with the super-block loop inside and every helper inlined, so the accumulators stay in
@@ -46,7 +47,7 @@ internal static partial class KQuantIntegerKernel
         int blocks = x.Codes.Length / Values;
         if (type is not (DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
-            throw new ArgumentException($"{type} is not a k-quant type or IQ4_XS", nameof(type));
+            throw new ArgumentException($"{type} is not Q2_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
         }
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
