@@ -73,13 +73,8 @@ internal static unsafe class KernelStreaming
             Console.WriteLine($"{path}, 1 thread, {bytes >> 10} KiB each{(passes > 1 ? $" read {passes} times" : "")}, {trials} trials (the first dropped); medians");
             foreach (string name in types)
             {
-                // IQ4_XS by name here: DTypes.TryParse knows only the types QwenSharp writes.
-                DType? named = name.ToUpperInvariant() switch
-                {
-                    "IQ4_XS" => DType.IQ4_XS,
-                    "Q2_K" => DType.Q2_K,
-                    _ => DTypes.TryParse(name, out DType parsed) ? parsed : null,
-                };
+                // By any type's name (DTypes.TryParse knows only the types QwenSharp writes), of those with a decode kernel here.
+                DType? named = Enum.GetValues<DType>().Where(t => DTypes.Name(t).Equals(name, StringComparison.OrdinalIgnoreCase)).Cast<DType?>().FirstOrDefault();
                 DType type = named is DType.Q2_K or DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
                     ? named.Value
                     : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");

@@ -29,7 +29,6 @@ namespace QwenSharp.Cpu.Kernels;
 internal static class BlockMinimums
 {
     /// <summary>Values per block of Q4_1 and Q5_1, whose sums <see cref="BlockSums(ReadOnlySpan{float}, int, int, int, Span{float})"/> and <see cref="BlockSums(Q8Row, Span{float})"/> take.</summary>
-    /// <summary>Values per block: Q4_1's and Q5_1's 32.</summary>
     public const int BlockValues = 32;
 
     /// <summary>

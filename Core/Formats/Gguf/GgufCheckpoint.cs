@@ -187,14 +187,16 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
     /// <summary>
-    /// The file's Q3_K and IQ4_NL matrices (Q2_K and Q3_K files), which a backend multiplies as a wider type that holds every
-    /// value (<see cref="Widening"/>: Q6_K, Q8_0) at nearly twice their bytes, by type: "Q3_K -> Q6_K" and how many, for
+    /// The file's matrices a backend multiplies as a wider type that holds every value (<see cref="Widening"/>: Q3_K as Q6_K
+    /// and IQ4_NL as Q8_0, in Q2_K and Q3_K files) at nearly twice their bytes, by type: "Q3_K -> Q6_K" and how many, for
     /// the load note. (Q5_0, Q4_K_M's everyday fallback, widens to Q8_0 too, and goes unmentioned.)
     /// </summary>
     public IReadOnlyDictionary<string, int> Widenings =>
         _file.Tensors.Values
-            .Where(t => t.Shape.Length == 2 && (GgmlType)t.Type is GgmlType.Q3_K or GgmlType.IQ4_NL)
-            .GroupBy(t => $"{GgmlTypes.Name(t.Type)} -> {((GgmlType)t.Type == GgmlType.Q3_K ? "Q6_K" : "Q8_0")}")
+            .Where(t => t.Shape.Length == 2)
+            .Select(t => GgmlTypes.TryGetDType(t.Type, out DType stored) && stored != DType.Q5_0 ? (Stored: stored, Wider: Widening.Target(stored)) : default)
+            .Where(w => w.Wider is not null)
+            .GroupBy(w => $"{DTypes.Name(w.Stored)} -> {DTypes.Name(w.Wider!.Value)}")
             .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
 
     /// <summary>
