@@ -34,6 +34,9 @@ internal static class ModelLoading
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
+    public static readonly OptionSpec GpuLayers = new("gpu-layers", "N",
+        "run only the model's last N layers on the GPU, the rest on the CPU (as llama.cpp's -ngl: one more than the layers also puts the LM head there, 0 none), for a model larger than the GPU's memory; implies --device gpu (default: the whole model on the --device)");
+
     public static readonly OptionSpec BatchInvariant = new("batch-invariant", null,
         "steps of up to 7 rows (a batch of up to 7 sequences, prompt lookup) give each row exactly its bits alone; without it the CPU multiplies quantized matrices faster, the same tokens up to near-ties");
 
@@ -102,25 +105,47 @@ internal static class ModelLoading
         return context;
     }
 
-    /// <summary>Checks --device: cpu, gpu or gpu:N.</summary>
+    /// <summary>Checks --device: cpu, gpu or gpu:N (gpu when only --gpu-layers is given).</summary>
     public static string CheckDevice(Arguments args)
     {
-        string device = args.Value("device") ?? "cpu";
+        string device = args.Value("device") ?? (args.Has("gpu-layers") ? "gpu" : "cpu");
         if (device != "cpu" && !GpuDevices.IsGpuSelector(device))
         {
             throw new UsageException($"--device '{device}' is not one of cpu, gpu, gpu:N");
         }
 
+        if (device == "cpu" && args.Has("gpu-layers"))
+        {
+            throw new UsageException("--gpu-layers places layers on a GPU: it goes with --device gpu or gpu:N (or alone), not --device cpu");
+        }
+
         return device;
     }
 
-    public static IBackend CreateBackend(Arguments args)
+    /// <summary>--gpu-layers: how many of the last layers run on the GPU (the rest on the CPU), or null for the whole model on the --device.</summary>
+    public static int? GpuLayersOf(Arguments args) => args.Int("gpu-layers", 0, 100_000);
+
+    /// <summary>
+    /// The backend the model runs on (with --gpu-layers, the CPU, which runs the embedding and the first layers), and the
+    /// GPU part of a split model, which the model then owns (null without one).
+    /// </summary>
+    public static (IBackend Backend, LayerOffload? Offload) CreateBackends(Arguments args)
     {
         string device = CheckDevice(args);
+        int? gpuLayers = GpuLayersOf(args);
         int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
-        return device == "cpu"
+        IBackend backend = device == "cpu" || gpuLayers is not null
             ? new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = args.Flag("batch-invariant") })
             : new VulkanBackend(new VulkanBackendOptions { Device = device });
+        try
+        {
+            return (backend, gpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = device }), layers) : null);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
@@ -181,7 +206,7 @@ internal static class ModelLoading
     /// </summary>
     public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
     {
-        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
+        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, GpuLayers = GpuLayersOf(args), Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
             KvCacheType = KvCacheTypeOf(args), DraftModel = DraftPath(args, stderr), LoraAdapters = LoraAdapters(args, stderr) });
         if (model.Model.LoadNote is string note)
         {
@@ -278,10 +303,10 @@ internal static class ModelLoading
     {
         Formats.DType? quantize = QuantizeType(args);
         Formats.DType kvCacheType = KvCacheTypeOf(args);
-        IBackend backend = CreateBackend(args);
+        (IBackend backend, LayerOffload? offload) = CreateBackends(args);
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend, quantize);
+            Qwen2Model model = Qwen2Model.Load(directory, backend, quantize, offload);
             try
             {
                 SetKvCacheType(model, kvCacheType);

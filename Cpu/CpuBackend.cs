@@ -371,6 +371,7 @@ public sealed class CpuBackend : IBackend
 
     public void Dispose()
     {
+        // Twice does no harm: the pool's threads are joined once and the panels freed once.
         _pool.Dispose();
         _panels.Dispose();
     }

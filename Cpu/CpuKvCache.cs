@@ -138,7 +138,7 @@ internal sealed unsafe class CpuKvCache : KvCache
     public static CpuKvCache Of(KvCache cache) =>
         cache as CpuKvCache ?? throw new ArgumentException("the KV cache belongs to another backend");
 
-    protected override void CopyPositions(int source, int destination, int length)
+    protected internal override void CopyPositions(int source, int destination, int length)
     {
         // Interleaved, the keys' positions hold the values too.
         int count = length * PositionBytes;

@@ -136,15 +136,29 @@ public sealed class QwenModel : IDisposable
                 $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.KvCacheType)} {options.KvCacheType}: a KV cache holds {string.Join(", ", KvCache.Types.Select(t => t.Type))}",
                 nameof(options));
         }
-        IBackend backend = options.Device switch
+        bool gpu = GpuDevices.IsGpuSelector(options.Device);
+        if (options.Device != "cpu" && !gpu)
         {
-            "cpu" => new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant }),
-            string gpu when GpuDevices.IsGpuSelector(gpu) => new VulkanBackend(new VulkanBackendOptions { Device = gpu }),
-            _ => throw new ArgumentException($"device '{options.Device}' is not one of cpu, gpu, gpu:N", nameof(options)),
-        };
+            throw new ArgumentException($"device '{options.Device}' is not one of cpu, gpu, gpu:N", nameof(options));
+        }
+
+        if (options.GpuLayers is int gpuLayers && (!gpu || gpuLayers < 0))
+        {
+            throw new ArgumentException(
+                gpuLayers < 0 ? $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuLayers)} {gpuLayers}: a count of layers, 0 or more"
+                    : $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuLayers)} {gpuLayers} places layers on a GPU: it goes with {nameof(QwenModelOptions.Device)} gpu or gpu:N, not {options.Device}",
+                nameof(options));
+        }
+
+        // With GpuLayers the CPU runs the embedding and the first layers, the GPU the rest (0: nothing there, so none opened).
+        bool split = options.GpuLayers is not null;
+        IBackend backend = !gpu || split
+            ? new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant })
+            : new VulkanBackend(new VulkanBackendOptions { Device = options.Device });
         try
         {
-            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize);
+            LayerOffload? offload = options.GpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = options.Device }), layers) : null;
+            Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize, offload);
             try
             {
                 try

@@ -23,6 +23,15 @@ public sealed record QwenModelOptions
     /// <summary>"cpu", "gpu" (the first discrete GPU, else integrated, else any Vulkan device) or "gpu:N" (see <c>qwensharp devices</c>).</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>
+    /// With <see cref="Device"/> a GPU: how many of the model's last layers run there, the rest and the token embedding on
+    /// the CPU (<see cref="Threads"/>), as llama.cpp's <c>--n-gpu-layers</c> places them. One more than the model's layers
+    /// puts the final norm and LM head there too (larger counts are taken as that); 0 runs the whole model on the CPU. For
+    /// a model larger than the GPU's memory: the load's error for one that does not fit says how many layers do. Null: the
+    /// whole model on the GPU, the embedding too. A draft model runs on the CPU beside a split model.
+    /// </summary>
+    public int? GpuLayers { get; init; }
+
     /// <summary>A quantized type (Q8_0) to convert the model's matrices to at load; null keeps them as stored.</summary>
     public QwenSharp.Formats.DType? Quantize { get; init; }
 

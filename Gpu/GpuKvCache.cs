@@ -55,7 +55,7 @@ internal sealed class GpuKvCache : KvCache
     public static GpuKvCache Of(KvCache cache) =>
         cache as GpuKvCache ?? throw new ArgumentException("the KV cache belongs to another backend");
 
-    protected override void CopyPositions(int source, int destination, int length)
+    protected internal override void CopyPositions(int source, int destination, int length)
     {
         long slotBytes = (long)Capacity * PositionBytes, bytes = (long)length * PositionBytes;
         for (int l = 0; l < Layers; l++)

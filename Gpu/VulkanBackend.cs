@@ -41,10 +41,12 @@ public sealed unsafe class VulkanBackend : IBackend
     private readonly bool _matrixUnits;
     private readonly bool _matrixUnitsFailed;
     private GpuBuffer? _split;
+    private readonly long? _memoryLimit;
 
     public VulkanBackend(VulkanBackendOptions? options = null)
     {
         options ??= new VulkanBackendOptions();
+        _memoryLimit = options.MemoryLimit;
         _device = VulkanDevice.Open(options.Device);
         _fuse = options.FuseDecode ?? _device.Info.Type != "cpu";
         try
@@ -92,9 +94,14 @@ public sealed unsafe class VulkanBackend : IBackend
     /// <summary>Compute dispatches and barriers in the last submitted step.</summary>
     public (int Dispatches, int Barriers) LastStep => _stream.LastStep;
 
+    public long? AvailableMemory => Available();
+
+    /// <summary>Device memory free: the driver's figure, capped by <see cref="VulkanBackendOptions.MemoryLimit"/> less what this backend holds.</summary>
+    private long Available() => _memoryLimit is long limit ? Math.Min(_device.AvailableBytes(), Math.Max(0, limit - _device.AllocatedBytes)) : _device.AvailableBytes();
+
     public void CheckWeightMemory(long bytes, string what)
     {
-        long available = _device.AvailableBytes();
+        long available = Available();
         if (bytes > available)
         {
             throw new GpuException(
@@ -169,7 +176,7 @@ public sealed unsafe class VulkanBackend : IBackend
         }
 
         long bytes = 2L * layers * GpuKvCache.PositionBytesOf(elementType, kvDim) * layerPositions;
-        long available = _device.AvailableBytes();
+        long available = Available();
         if (bytes > available)
         {
             throw new GpuException(
@@ -963,12 +970,17 @@ public sealed unsafe class VulkanBackend : IBackend
         }
     }
 
+    /// <summary>Whether <see cref="Dispose"/> ran: a second call does nothing (a model that owns an offload backend may dispose it after its caller's failure did).</summary>
+    private bool _disposed;
+
     public void Dispose()
     {
-        if (_device is null)
+        if (_device is null || _disposed)
         {
             return;
         }
+
+        _disposed = true;
 
         _device.BeforeBufferFreed = null;
         _readback?.Dispose();

@@ -22,4 +22,10 @@ public sealed record VulkanBackendOptions
     /// device has them (the tests on lavapipe); false: never.
     /// </summary>
     public bool? MatrixUnits { get; init; }
+
+    /// <summary>
+    /// The most device memory the backend takes as free, for tests of what does not fit (a model too big for the GPU, the
+    /// layers that would fit) on a device with plenty; null: what the driver says is free.
+    /// </summary>
+    internal long? MemoryLimit { get; init; }
 }

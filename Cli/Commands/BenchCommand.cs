@@ -43,6 +43,7 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =
@@ -98,7 +99,7 @@ internal sealed class BenchCommand : ICommand
             // within minutes, and one measurement taken after a decode of several seconds set it against whichever way
             // the host had moved. With rounds, each decode is set against the measurements either side of it and the
             // share is the median of those ratios, which a drift between rounds does not move.
-            bool bounded = backend is Cpu.CpuBackend && newTokens > 0;
+            bool bounded = backend is Cpu.CpuBackend && model.OffloadBackend is null && newTokens > 0;    // (a split model's GB/s have no one bound)
             ModelSummary summary = ModelSummary.Of(model);
             var reads = new List<double>();
             var results = new List<GenerationResult>();
@@ -206,10 +207,15 @@ internal sealed class BenchCommand : ICommand
                         w.WriteEndObject();
                     }
 
-                    w.WriteString("backend", backend.Description);
+                    w.WriteString("backend", model.Placement);
+                    if (model.OffloadBackend is not null)
+                    {
+                        w.WriteNumber("gpu_layers", model.OffloadedLayers);
+                    }
+
                     w.WriteString("kv_cache_type", KvCache.NameOf(model.KvCacheType));
                     w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
-                    if (backend is Gpu.VulkanBackend gpu)
+                    if ((model.OffloadBackend ?? backend) is Gpu.VulkanBackend gpu)
                     {
                         w.WriteNumber("device_memory_bytes", gpu.AllocatedBytes);
                         w.WriteNumber("last_step_dispatches", gpu.LastStep.Dispatches);
@@ -223,7 +229,7 @@ internal sealed class BenchCommand : ICommand
             {
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
-                stdout.WriteLine($"backend  {backend.Description} ({InfoCommand.VectorText(backend)}){(model.KvCacheType == DType.F32 ? "" : $", KV cache {KvCache.NameOf(model.KvCacheType)}")}");
+                stdout.WriteLine($"backend  {model.Placement} ({InfoCommand.VectorText(model)}){(model.KvCacheType == DType.F32 ? "" : $", KV cache {KvCache.NameOf(model.KvCacheType)}")}");
                 string ofRounds = rounds > 1 ? $" (medians of {rounds} rounds)" : "";
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {promptTokens * batch / prefillTokensPerSecond:F3} s: {prefillTokensPerSecond:F2} tokens/s{ofRounds}"));
                 if (decoded)
@@ -291,7 +297,7 @@ internal sealed class BenchCommand : ICommand
             }
 
             Tokenization.Tokenizer tokenizer = BenchTokenizer(args, stderr);
-            stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({backend.Description})");
+            stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({model.Placement})");
             int? lookup = GenerateCommand.PromptLookupFrom(args);
             IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, stderr);
             ServeBench.Level one = levels.FirstOrDefault(l => l.Streams == 1) ?? levels[0];
@@ -300,7 +306,7 @@ internal sealed class BenchCommand : ICommand
                 JsonOutput.Write(stdout, w =>
                 {
                     w.WriteStartObject();
-                    w.WriteString("backend", backend.Description);
+                    w.WriteString("backend", model.Placement);
                     w.WriteNumber("prompt_tokens", promptTokens);
                     w.WriteNumber("new_tokens", newTokens);
                     w.WriteNumber("rounds", rounds);
@@ -333,7 +339,7 @@ internal sealed class BenchCommand : ICommand
             else
             {
                 var c = CultureInfo.InvariantCulture;
-                stdout.WriteLine($"backend  {backend.Description}, {promptTokens}-token prompts, {newTokens} new tokens per stream, medians of {rounds} round(s)");
+                stdout.WriteLine($"backend  {model.Placement}, {promptTokens}-token prompts, {newTokens} new tokens per stream, medians of {rounds} round(s)");
                 stdout.WriteLine("streams   tokens/s   vs first   decode tokens/s   vs first   all decoding   vs first   first token p50     p99   (n+1) x first of 1");
                 foreach (ServeBench.Level level in levels)
                 {
@@ -496,7 +502,7 @@ internal sealed class BenchCommand : ICommand
         DType kvType = ModelLoading.KvCacheTypeOf(args);
         CheckHostMemory(configPath, config, dtype, kvType, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
         DType? quantize = ModelLoading.QuantizeType(args);
-        IBackend backend = ModelLoading.CreateBackend(args);
+        (IBackend backend, LayerOffload? offload) = ModelLoading.CreateBackends(args);
         ITensorSource source = new RandomTensorSource(config, dtype);
         if (quantize is DType quantized)
         {
@@ -506,7 +512,7 @@ internal sealed class BenchCommand : ICommand
         Qwen2Model? model = null;
         try
         {
-            model = new Qwen2Model(config, source, backend, ownsSource: true);
+            model = new Qwen2Model(config, source, backend, ownsSource: true, offload: offload);
             ModelLoading.SetKvCacheType(model, kvType);
             model.ApplyAdapterFiles([.. ModelLoading.LoraAdapters(args, stderr).Select(a => (a.Path, a.Scale))]);
             return (backend, model);

@@ -38,6 +38,7 @@ internal sealed class ChatCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

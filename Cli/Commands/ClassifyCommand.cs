@@ -36,6 +36,7 @@ internal sealed class ClassifyCommand : ICommand
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

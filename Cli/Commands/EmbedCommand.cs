@@ -44,6 +44,7 @@ internal sealed class EmbedCommand : ICommand
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

@@ -74,6 +74,7 @@ internal sealed class GenerateCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

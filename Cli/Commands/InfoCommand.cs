@@ -26,6 +26,7 @@ internal sealed class InfoCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =
@@ -121,7 +122,12 @@ internal sealed class InfoCommand : ICommand
                     }
 
                     w.WriteEndArray();
-                    w.WriteString("backend", backend.Description);
+                    w.WriteString("backend", model.Placement);
+                    if (model.OffloadBackend is not null)
+                    {
+                        w.WriteNumber("gpu_layers", model.OffloadedLayers);
+                    }
+
                     w.WriteNumber("vector_bits", VectorBits(backend));
                     w.WriteEndObject();
                 });
@@ -163,7 +169,7 @@ internal sealed class InfoCommand : ICommand
                 stdout.WriteLine($"LoRA          {Path.GetFullPath(adapter.Path)} ({adapter.Describe()})");
             }
 
-            stdout.WriteLine($"backend       {backend.Description} ({VectorText(backend)})");
+            stdout.WriteLine($"backend       {model.Placement} ({VectorText(model)})");
         }
 
         return 0;
@@ -174,6 +180,10 @@ internal sealed class InfoCommand : ICommand
         backend is CpuBackend { KernelPath: not KernelPath.Scalar } cpu ? KernelPaths.Lanes(cpu.KernelPath) * 32 : 0;
 
     /// <summary>"512-bit vectors", or "no SIMD".</summary>
+    internal static string VectorText(Qwen2Model model) => model.OffloadBackend is Gpu.VulkanBackend gpu
+        ? $"{VectorText(model.Backend)}; {FormatBytes(gpu.AllocatedBytes)} of device memory in use"
+        : VectorText(model.Backend);
+
     internal static string VectorText(IBackend backend) =>
         backend is Gpu.VulkanBackend gpu ? $"{FormatBytes(gpu.AllocatedBytes)} of device memory in use"
         : VectorBits(backend) is int bits and > 0 ? $"{bits}-bit vectors" : "no SIMD";

@@ -32,6 +32,7 @@ internal sealed class PerplexityCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

@@ -31,6 +31,7 @@ internal sealed class ScoreCommand : ICommand
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

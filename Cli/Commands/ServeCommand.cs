@@ -15,7 +15,7 @@ internal sealed class ServeCommand : ICommand
 
     public string Summary => "an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, ...) with continuous batching";
 
-    public string Usage => "qwensharp serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--context N] [--device D]";
+    public string Usage => "qwensharp serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--context N] [--device D] [--gpu-layers N]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -41,6 +41,7 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.KvCacheType,
         ModelLoading.Attention,
         ModelLoading.Device,
+        ModelLoading.GpuLayers,
     ];
 
     public IReadOnlyList<string> Examples { get; } =
@@ -126,7 +127,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {device}, {(model.Model.Config.IsSequenceClassifier ? "a classifier: POST /classify" : $"{options.MaxConcurrent} slots of {context} tokens")}{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {(model.Model.OffloadBackend is null ? device : $"{device} for the last {model.Model.OffloadedLayers} of {model.Model.Config.NumHiddenLayers + 1} layers")}, {(model.Model.Config.IsSequenceClassifier ? "a classifier: POST /classify" : $"{options.MaxConcurrent} slots of {context} tokens")}{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();

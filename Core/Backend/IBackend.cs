@@ -22,6 +22,9 @@ public interface IBackend : IDisposable
     {
     }
 
+    /// <summary>Bytes of memory free for weights and caches where the backend knows it (a GPU's), else null.</summary>
+    long? AvailableMemory => null;
+
     /// <summary>Bytes of memory <see cref="Upload"/> takes for <paramref name="tensor"/> (for <see cref="CheckWeightMemory"/>): its stored bytes unless it is stored again in another type.</summary>
     long UploadBytes(TensorView tensor) => tensor.ByteLength;
 

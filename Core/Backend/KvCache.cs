@@ -137,8 +137,8 @@ public abstract class KvCache : IDisposable
         Lengths[destination] = length;
     }
 
-    /// <summary>The backend's copy of positions [0, length) of every layer.</summary>
-    protected abstract void CopyPositions(int source, int destination, int length);
+    /// <summary>The backend's copy of positions [0, length) of every layer (a split cache's parts are copied through it, <see cref="SplitKvCache"/>).</summary>
+    protected internal abstract void CopyPositions(int source, int destination, int length);
 
     public abstract void Dispose();
 }

@@ -49,8 +49,8 @@ internal sealed unsafe class LoraLayers : IDisposable
     /// <summary>The rank every update is padded to: the adapters' ranks added up.</summary>
     public int Rank { get; }
 
-    /// <summary>Checks each adapter against the model and uploads the combined updates; null when there are none.</summary>
-    public static LoraLayers? Create(IReadOnlyList<LoraAdapter> adapters, Qwen2Config config, IBackend backend)
+    /// <summary>Checks each adapter against the model and uploads the combined updates, each layer's to <paramref name="backendOf"/> it; null when there are none.</summary>
+    public static LoraLayers? Create(IReadOnlyList<LoraAdapter> adapters, Qwen2Config config, Func<int, IBackend> backendOf)
     {
         foreach (LoraAdapter adapter in adapters)
         {
@@ -87,6 +87,7 @@ internal sealed unsafe class LoraLayers : IDisposable
                     }
                 }
 
+                IBackend backend = backendOf(layer);
                 layers._a[layer, (int)target] = backend.Upload(new TensorView($"{module}.lora_A", "the LoRA adapters", DType.F32, [layers.Rank, inDim], (nint)a));
                 layers._b[layer, (int)target] = backend.Upload(new TensorView($"{module}.lora_B", "the LoRA adapters", DType.F32, [outDim, layers.Rank], (nint)b));
             }
@@ -105,7 +106,8 @@ internal sealed unsafe class LoraLayers : IDisposable
     /// as put into B (every row at the adapters' own scales, the usual case), or by a [rows, rank] table of factors written
     /// to the device once for all the step's projections.
     /// </summary>
-    public LoraStep Prepare(IBackend backend, TokenBatch batch, ForwardState state)
+    /// <param name="offload">The backend of the model's offloaded layers, which gets a copy of the factors table; null for none.</param>
+    public LoraStep Prepare(IBackend backend, IBackend? offload, TokenBatch batch, ForwardState state)
     {
         int n = batch.Count;
         bool on = false, baked = true;
@@ -126,7 +128,7 @@ internal sealed unsafe class LoraLayers : IDisposable
 
         if (!on || baked)
         {
-            return new LoraStep(on, null);
+            return new LoraStep(on, null, null, null);
         }
 
         Span<float> factors = state.LoraFactors(n, Rank);
@@ -142,7 +144,14 @@ internal sealed unsafe class LoraLayers : IDisposable
 
         Activation table = state.LoraScratch(backend, "factors", Rank).Rows(n);
         backend.Write(factors, table);
-        return new LoraStep(true, table);
+        Activation? offloaded = null;
+        if (offload is not null)
+        {
+            offloaded = state.LoraScratch(offload, "factors", Rank).Rows(n);
+            offload.Write(factors, offloaded.Value);
+        }
+
+        return new LoraStep(true, table, offload, offloaded);
     }
 
     private float[] Scales(TokenBatch batch, int row)
@@ -175,7 +184,7 @@ internal sealed unsafe class LoraLayers : IDisposable
         Activation ranked = state.LoraScratch(backend, "rank", Rank).Rows(input.Rows);
         Activation delta = state.LoraScratch(backend, "out", output.Cols).Rows(input.Rows);
         backend.Linear(input, a, null, ranked);
-        if (step.Factors is Activation factors)
+        if (step.FactorsOn(backend) is Activation factors)
         {
             backend.Multiply(ranked, factors);
         }
@@ -241,4 +250,8 @@ internal sealed unsafe class LoraLayers : IDisposable
 }
 
 /// <summary>How one step applies the adapters (<see cref="LoraLayers.Prepare"/>): whether at all, and with which per-row factors.</summary>
-internal readonly record struct LoraStep(bool On, Activation? Factors);
+internal readonly record struct LoraStep(bool On, Activation? Factors, IBackend? Offload, Activation? OffloadFactors)
+{
+    /// <summary>The factors table on <paramref name="backend"/>: the offloaded layers' copy on theirs.</summary>
+    public Activation? FactorsOn(IBackend backend) => ReferenceEquals(backend, Offload) ? OffloadFactors : Factors;
+}

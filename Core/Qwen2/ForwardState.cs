@@ -8,11 +8,15 @@ namespace QwenSharp.Qwen2;
 /// </summary>
 public sealed class ForwardState : IDisposable
 {
-    private readonly DeviceBuffer[] _owned;
-    private Dictionary<(string Role, int Cols), DeviceBuffer>? _loraScratch;
+    private readonly IDisposable[] _owned;
+    private Dictionary<(IBackend Backend, string Role, int Cols), DeviceBuffer>? _loraScratch;
     private float[]? _loraFactors;
 
-    internal ForwardState(IBackend backend, Qwen2Config config, int maxRows, int maxLogitRows, int maxHiddenRows)
+    /// <param name="host">The model's own backend: the embedding, the layers not offloaded, and the head unless offloaded.</param>
+    /// <param name="offload">The backend of the offloaded layers (<see cref="LayerOffload"/>), or null.</param>
+    /// <param name="hostRunsLayers">Whether any layer runs on <paramref name="host"/>.</param>
+    /// <param name="headOffloaded">Whether the final norm and LM head run on <paramref name="offload"/>.</param>
+    internal ForwardState(IBackend host, IBackend? offload, bool hostRunsLayers, bool headOffloaded, Qwen2Config config, int maxRows, int maxLogitRows, int maxHiddenRows)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxRows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxLogitRows);
@@ -20,24 +24,38 @@ public sealed class ForwardState : IDisposable
         MaxLogitRows = maxLogitRows;
         MaxHiddenRows = Math.Max(maxLogitRows, maxHiddenRows);
         VocabSize = config.VocabSize;
-        X = backend.Allocate(maxRows, config.HiddenSize);
-        Xb = backend.Allocate(maxRows, config.HiddenSize);
-        Q = backend.Allocate(maxRows, config.QDim);
-        K = backend.Allocate(maxRows, config.KvDim);
-        V = backend.Allocate(maxRows, config.KvDim);
-        AttentionOut = backend.Allocate(maxRows, config.QDim);
-        Gate = backend.Allocate(maxRows, config.IntermediateSize);
-        Up = backend.Allocate(maxRows, config.IntermediateSize);
-        LastHidden = backend.Allocate(MaxHiddenRows, config.HiddenSize);
-        Logits = backend.Allocate(maxLogitRows, config.VocabSize);
+        var owned = new List<IDisposable>();
+        try
+        {
+            Host = new LayerBuffers(host, config, maxRows, hostRunsLayers);
+            owned.Add(Host);
+            if (offload is not null)
+            {
+                Offloaded = new LayerBuffers(offload, config, maxRows, runsLayers: true);
+                owned.Add(Offloaded);
+                Crossing = new float[checked(maxRows * config.HiddenSize)];
+            }
+
+            IBackend head = headOffloaded ? offload! : host;
+            LastHidden = head.Allocate(MaxHiddenRows, config.HiddenSize);
+            owned.Add(LastHidden);
+            Logits = head.Allocate(maxLogitRows, config.VocabSize);
+            owned.Add(Logits);
+        }
+        catch
+        {
+            owned.ForEach(o => o.Dispose());
+            throw;
+        }
+
         // Logits in host memory already (the CPU backend) are read where the LM head wrote them: copying a 16-sequence
         // step's 9.7 MB of them took 1.5-2.6 ms of a 55 ms step.
-        HostLogits = Logits.HostArray is { } host && host.Length >= maxLogitRows * config.VocabSize
-            ? host
+        HostLogits = Logits.HostArray is { } hostLogits && hostLogits.Length >= maxLogitRows * config.VocabSize
+            ? hostLogits
             : GC.AllocateUninitializedArray<float>(checked(maxLogitRows * config.VocabSize));
         RopeCos = config.MRopeSection is null ? [] : new float[maxRows * (config.HeadDim / 2)];
         RopeSin = config.MRopeSection is null ? [] : new float[maxRows * (config.HeadDim / 2)];
-        _owned = [X, Xb, Q, K, V, AttentionOut, Gate, Up, LastHidden, Logits];
+        _owned = [.. owned];
     }
 
     public int MaxRows { get; }
@@ -49,21 +67,14 @@ public sealed class ForwardState : IDisposable
 
     public int VocabSize { get; }
 
-    internal DeviceBuffer X { get; }             // [rows, hidden]: the residual stream
+    /// <summary>The model's own backend's activations: the embedded tokens, its layers' work.</summary>
+    internal LayerBuffers Host { get; }
 
-    internal DeviceBuffer Xb { get; }            // [rows, hidden]: normed input of a block, then its output
+    /// <summary>The offloaded layers' activations on their backend, or null when nothing is offloaded.</summary>
+    internal LayerBuffers? Offloaded { get; }
 
-    internal DeviceBuffer Q { get; }             // [rows, heads * head_dim]
-
-    internal DeviceBuffer K { get; }             // [rows, kv_heads * head_dim]
-
-    internal DeviceBuffer V { get; }             // [rows, kv_heads * head_dim]
-
-    internal DeviceBuffer AttentionOut { get; }  // [rows, heads * head_dim]
-
-    internal DeviceBuffer Gate { get; }          // [rows, intermediate]
-
-    internal DeviceBuffer Up { get; }            // [rows, intermediate]
+    /// <summary>Host room for the residual stream crossing from one backend to the other, [rows, hidden]; empty unless offloaded.</summary>
+    internal float[] Crossing { get; } = [];
 
     internal DeviceBuffer LastHidden { get; }    // [hidden rows, hidden]
 
@@ -95,16 +106,16 @@ public sealed class ForwardState : IDisposable
     }
 
     /// <summary>
-    /// LoRA's scratch of [rows, <paramref name="cols"/>] for one <paramref name="role"/> (the rank, or a projection's
+    /// LoRA's scratch of [rows, <paramref name="cols"/>] on <paramref name="backend"/> for one <paramref name="role"/> (the rank, or a projection's
     /// output), made on the first step that needs it: a model without adapters allocates none.
     /// </summary>
     internal DeviceBuffer LoraScratch(IBackend backend, string role, int cols)
     {
         _loraScratch ??= [];
-        if (!_loraScratch.TryGetValue((role, cols), out DeviceBuffer? buffer))
+        if (!_loraScratch.TryGetValue((backend, role, cols), out DeviceBuffer? buffer))
         {
             buffer = backend.Allocate(MaxRows, cols);
-            _loraScratch.Add((role, cols), buffer);
+            _loraScratch.Add((backend, role, cols), buffer);
         }
 
         return buffer;
@@ -112,9 +123,9 @@ public sealed class ForwardState : IDisposable
 
     public void Dispose()
     {
-        foreach (DeviceBuffer buffer in _owned)
+        foreach (IDisposable buffers in _owned)
         {
-            buffer.Dispose();
+            buffers.Dispose();
         }
 
         foreach (DeviceBuffer buffer in _loraScratch?.Values ?? Enumerable.Empty<DeviceBuffer>())

@@ -21,44 +21,114 @@ public sealed class Qwen2Model : IDisposable
     private readonly float _eps;
     private Lora.LoraLayers? _lora;
 
+    /// <summary>The backend of the offloaded layers (<see cref="LayerOffload"/>), owned by the model; null when none are.</summary>
+    private readonly IBackend? _offload;
+
+    /// <summary>The first layer on <see cref="_offload"/>: the layer count when nothing is offloaded.</summary>
+    private readonly int _firstOffloaded;
+
+    /// <summary>Whether the final norm and LM head run on <see cref="_offload"/> (every layer offloaded, and one more).</summary>
+    private readonly bool _headOffloaded;
+
     /// <summary>Binds and uploads the weights of <paramref name="source"/>; the model disposes the source when it owns it.</summary>
     /// <param name="imageProcessor">A Qwen2-VL model's preprocessor_config.json (transformers' defaults when null).</param>
+    /// <param name="offload">The last layers on a second backend, which the model then owns (<see cref="LayerOffload"/>); null for none.</param>
     public Qwen2Model(Qwen2Config config, ITensorSource source, IBackend backend,
-        GenerationConfig? generationConfig = null, bool ownsSource = false, Qwen2VL.ImageProcessorConfig? imageProcessor = null)
+        GenerationConfig? generationConfig = null, bool ownsSource = false, Qwen2VL.ImageProcessorConfig? imageProcessor = null,
+        LayerOffload? offload = null)
     {
         Config = config;
         Backend = backend;
         GenerationConfig = generationConfig ?? GenerationConfig.Empty;
-        Qwen2Weights<TensorView> views = Qwen2WeightBinder.Bind(config, source);
-        backend.CheckWeightMemory(views.DistinctTensors().Sum(backend.UploadBytes), $"the weights of {source.Description}");
-        var uploaded = new Dictionary<TensorView, DeviceWeight>(ReferenceEqualityComparer.Instance);
-        _w = views.Select(view =>
+        if (offload is not null && ReferenceEquals(offload.Device, backend))
         {
+            throw new ArgumentException("the offloaded layers need a second backend, not the model's own", nameof(offload));
+        }
+
+        int layers = config.NumHiddenLayers;
+        int offloaded = Math.Min(offload?.Layers ?? 0, layers + 1);
+        _offload = offloaded > 0 ? offload!.Device : null;
+        _firstOffloaded = layers - Math.Min(offloaded, layers);
+        _headOffloaded = offloaded > layers;
+        if (offload is not null && _offload is null)
+        {
+            offload.Device.Dispose();    // nothing to run there: the model owns it all the same
+        }
+
+        Qwen2Weights<TensorView> views;
+        try
+        {
+            views = Qwen2WeightBinder.Bind(config, source);
+            CheckWeightMemory(views, source.Description);
+        }
+        catch
+        {
+            _offload?.Dispose();
+            throw;
+        }
+
+        // Each tensor to the backend of the part that reads it: an offloaded layer's to the device, the head's where it runs,
+        // the embedding (even when tied to an offloaded head) to the model's own backend, which gathers from it.
+        var onDevice = new HashSet<TensorView>(views.Layers.Skip(_firstOffloaded).SelectMany(layer => layer.Tensors), ReferenceEqualityComparer.Instance);
+        if (_headOffloaded)
+        {
+            onDevice.Add(views.Norm);
+            onDevice.Add(views.LmHead);
+        }
+
+        // What each backend holds, by view: one copy of a tensor per backend that reads it.
+        var onHost = new Dictionary<TensorView, DeviceWeight>(ReferenceEqualityComparer.Instance);
+        var onOffload = new Dictionary<TensorView, DeviceWeight>(ReferenceEqualityComparer.Instance);
+        DeviceWeight UploadTo(TensorView view, IBackend to, bool onlyGathered)
+        {
+            Dictionary<TensorView, DeviceWeight> uploaded = ReferenceEquals(to, backend) ? onHost : onOffload;
             if (!uploaded.TryGetValue(view, out DeviceWeight? weight))
             {
-                // An embedding not tied to the head is only gathered from, row by row: nothing to repack for products. So is
-                // a classifier's, which stands in for the LM head it does not have (nothing multiplies by it).
-                bool onlyGathered = ReferenceEquals(view, views.EmbedTokens) && (!ReferenceEquals(view, views.LmHead) || config.IsSequenceClassifier);
-                weight = onlyGathered ? backend.UploadTable(view) : backend.Upload(view);
+                weight = onlyGathered ? to.UploadTable(view) : to.Upload(view);
                 uploaded.Add(view, weight);
             }
 
             return weight;
-        });
-        _uploaded = [.. uploaded.Values];
+        }
+
+        try
+        {
+            // An embedding not tied to the head is only gathered from, row by row: nothing to repack for products. So is
+            // a classifier's, which stands in for the LM head it does not have (nothing multiplies by it).
+            bool embedOnlyGathered = !ReferenceEquals(views.EmbedTokens, views.LmHead) || config.IsSequenceClassifier || _headOffloaded;
+            DeviceWeight embed = UploadTo(views.EmbedTokens, backend, embedOnlyGathered);
+            _w = views.Select(view => ReferenceEquals(view, views.EmbedTokens) && !onDevice.Contains(view)
+                ? embed
+                : UploadTo(view, onDevice.Contains(view) ? _offload! : backend, onlyGathered: false)) with { EmbedTokens = embed };
+        }
+        catch
+        {
+            foreach (DeviceWeight weight in onHost.Values.Concat(onOffload.Values))
+            {
+                weight.Dispose();
+            }
+
+            _offload?.Dispose();
+            throw;
+        }
+
+        _uploaded = [.. onHost.Values, .. onOffload.Values];
 
         // Bytes the source made at load that no weight reads any more (a GPU's copies of --quantize's matrices, matrices the
         // CPU stored again) go back: a 7B model quantized to Q4_K at load for the GPU kept its whole Q4_K copy (about 4.4 GB)
         // in host memory for nothing. Their views stay for their types and shapes (info), with no bytes.
         var released = new HashSet<TensorView>(ReferenceEqualityComparer.Instance);
-        foreach ((TensorView view, DeviceWeight weight) in uploaded)
+        foreach (TensorView view in onHost.Keys.Concat(onOffload.Keys.Where(view => !onHost.ContainsKey(view))))
         {
-            if (!weight.ReadsSourceBytes && source.Release(view))
+            bool read = (onHost.TryGetValue(view, out DeviceWeight? host) && host.ReadsSourceBytes)
+                || (onOffload.TryGetValue(view, out DeviceWeight? device) && device.ReadsSourceBytes);
+            if (!read && source.Release(view))
             {
                 released.Add(view);
             }
         }
 
+        // (A tied table the head multiplies on the device and the host gathers from is read there still: not released.)
         Weights = released.Count == 0 ? views : views.Select(view => released.Contains(view) ? view with { Data = 0 } : view);
         _ownedSource = ownsSource ? source : null;
         _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta, config.RopeScaling);
@@ -77,16 +147,73 @@ public sealed class Qwen2Model : IDisposable
                     weight.Dispose();
                 }
 
+                _offload?.Dispose();
                 throw;
             }
         }
+    }
+
+    /// <summary>
+    /// Refuses weights the backends cannot hold before any is uploaded: each backend's share against its memory. Where a
+    /// GPU cannot hold its share, the message says how many of the last layers it could (<see cref="LayerOffload"/>).
+    /// </summary>
+    private void CheckWeightMemory(Qwen2Weights<TensorView> views, string description)
+    {
+        int layers = Config.NumHiddenLayers;
+        IBackend host = Backend, device = _offload ?? host;
+        bool tied = ReferenceEquals(views.LmHead, views.EmbedTokens);
+        long LayerBytes(IBackend on, int layer) => views.Layers[layer].Tensors.Sum(on.UploadBytes);
+        long HeadBytes(IBackend on) => on.UploadBytes(views.Norm) + on.UploadBytes(views.LmHead);
+        if (_offload is not null)
+        {
+            long onHost = Enumerable.Range(0, _firstOffloaded).Sum(l => LayerBytes(host, l)) + host.UploadBytes(views.EmbedTokens)
+                + (_headOffloaded ? 0 : HeadBytes(host) - (tied ? host.UploadBytes(views.LmHead) : 0));
+            host.CheckWeightMemory(onHost, $"the weights of the first {_firstOffloaded} of {description}'s {layers} layers and its embedding{(_headOffloaded ? "" : " and LM head")}");
+        }
+
+        long onDevice = _offload is null
+            ? views.DistinctTensors().Sum(host.UploadBytes)
+            : Enumerable.Range(_firstOffloaded, layers - _firstOffloaded).Sum(l => LayerBytes(device, l)) + (_headOffloaded ? HeadBytes(device) : 0);
+        string what = _offload is null ? $"the weights of {description}" : $"the weights of the last {layers - _firstOffloaded} of {description}'s {layers} layers{(_headOffloaded ? " and its LM head" : "")}";
+        if (device.AvailableMemory is long available && onDevice > available)
+        {
+            // The most of the last layers whose weights fit beside nothing else (the KV cache and activations need room too).
+            int fit = 0;
+            for (long bytes = 0; fit < layers && bytes + LayerBytes(device, layers - 1 - fit) <= available; fit++)
+            {
+                bytes += LayerBytes(device, layers - 1 - fit);
+            }
+
+            what += fit == 0 ? " (not one layer fits)"
+                : $" (the weights of the last {fit} layers fit: --gpu-layers {fit} or GpuLayers = {fit} runs those there and the rest on the CPU; fewer leave room for the KV cache)";
+        }
+
+        device.CheckWeightMemory(onDevice, what);
     }
 
     public Qwen2Config Config { get; }
 
     public GenerationConfig GenerationConfig { get; }
 
+    /// <summary>The backend the model runs on: all of it, or, with layers offloaded, the embedding and the layers before them.</summary>
     public IBackend Backend { get; }
+
+    /// <summary>The backend of the offloaded layers (<see cref="LayerOffload"/>), or null when none are.</summary>
+    public IBackend? OffloadBackend => _offload;
+
+    /// <summary>How many of the last layers run on <see cref="OffloadBackend"/> (one more than the layers when its LM head does too).</summary>
+    public int OffloadedLayers => _offload is null ? 0 : Config.NumHiddenLayers - _firstOffloaded + (_headOffloaded ? 1 : 0);
+
+    /// <summary>Where the model runs, for people: the backend's description, and the offloaded layers' with it.</summary>
+    public string Placement => _offload is null
+        ? Backend.Description
+        : $"{_offload.Description} ({OffloadedLayers} of {Config.NumHiddenLayers + 1} layers, LM head counted) + {Backend.Description}";
+
+    /// <summary>The backend that runs <paramref name="layer"/>.</summary>
+    private IBackend BackendOf(int layer) => layer >= _firstOffloaded ? _offload! : Backend;
+
+    /// <summary>The backend of the final norm and LM head.</summary>
+    private IBackend HeadBackend => _headOffloaded ? _offload! : Backend;
 
     /// <summary>
     /// The stored tensors behind the model (for <c>info</c>: dtypes and sizes). A tensor the source made at load and the
@@ -107,12 +234,26 @@ public sealed class Qwen2Model : IDisposable
     /// <param name="directory">The folder or .gguf file.</param>
     /// <param name="backend">Where to run it.</param>
     /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
-    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null)
+    /// <param name="offload">The last layers on a second backend (a GPU), which the model then owns, whether it loads or not; null for none.</param>
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, LayerOffload? offload = null)
+    {
+        try
+        {
+            return LoadFrom(directory, backend, quantize, offload);
+        }
+        catch
+        {
+            offload?.Device.Dispose();    // (backends' Dispose may run twice: the model's own failure disposed it already)
+            throw;
+        }
+    }
+
+    private static Qwen2Model LoadFrom(string directory, IBackend backend, DType? quantize, LayerOffload? offload)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
             Formats.Gguf.GgufCheckpoint gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
-            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, gguf.EmbeddingConfig);
+            return Create(gguf.Config, gguf, backend, gguf.GenerationConfig, quantize, null, gguf.EmbeddingConfig, offload);
         }
 
         if (File.Exists(directory))
@@ -151,14 +292,14 @@ public sealed class Qwen2Model : IDisposable
             throw;
         }
 
-        Qwen2Model model = Create(config, checkpoint, backend, generation, quantize, processor, embedding);
+        Qwen2Model model = Create(config, checkpoint, backend, generation, quantize, processor, embedding, offload);
         model.Classifier = classifier;
         return model;
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
     private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
-        Qwen2VL.ImageProcessorConfig? processor, EmbeddingConfig embedding)
+        Qwen2VL.ImageProcessorConfig? processor, EmbeddingConfig embedding, LayerOffload? offload)
     {
         Qwen2Model? model = null;
         try
@@ -168,7 +309,7 @@ public sealed class Qwen2Model : IDisposable
                 source = new QuantizingTensorSource(source, type);
             }
 
-            model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor)
+            model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor, offload)
             {
                 // A model trained with bidirectional attention embeds with it (config.json's is_causal, GGUF's attention.causal).
                 EmbeddingConfig = config.IsCausal ? embedding : embedding with { Bidirectional = true },
@@ -261,7 +402,7 @@ public sealed class Qwen2Model : IDisposable
             throw new InvalidOperationException("the model's LoRA adapters are already applied; load the model again for others");
         }
 
-        _lora = Lora.LoraLayers.Create(adapters, Config, Backend);
+        _lora = Lora.LoraLayers.Create(adapters, Config, BackendOf);
         Adapters = [.. adapters];
         if (adapters.SelectMany(adapter => adapter.Notes).ToList() is { Count: > 0 } notes)
         {
@@ -296,7 +437,7 @@ public sealed class Qwen2Model : IDisposable
     public ForwardState CreateState(int maxRows, int maxLogitRows)
     {
         RequireGenerates();
-        return new(Backend, Config, maxRows, maxLogitRows, maxHiddenRows: 0);
+        return NewState(maxRows, maxLogitRows, maxHiddenRows: 0);
     }
 
     /// <summary>
@@ -327,7 +468,10 @@ public sealed class Qwen2Model : IDisposable
     /// Buffers for <see cref="ForwardHidden"/> steps of up to <paramref name="maxRows"/> tokens, every one of which may be
     /// an output row; logits are never computed, so the LM head's [rows, vocab] is not allocated for them.
     /// </summary>
-    public ForwardState CreateHiddenState(int maxRows) => new(Backend, Config, maxRows, maxLogitRows: 1, maxHiddenRows: maxRows);
+    public ForwardState CreateHiddenState(int maxRows) => NewState(maxRows, maxLogitRows: 1, maxHiddenRows: maxRows);
+
+    private ForwardState NewState(int maxRows, int maxLogitRows, int maxHiddenRows) =>
+        new(Backend, _offload, hostRunsLayers: _firstOffloaded > 0, _headOffloaded, Config, maxRows, maxLogitRows, maxHiddenRows);
 
     /// <summary>
     /// How the caches of <see cref="CreateKvCache"/> store keys and values: F32 (the default, exact), F16 or BF16 (half
@@ -342,9 +486,12 @@ public sealed class Qwen2Model : IDisposable
         set
         {
             KvCache.CheckType(value);
-            if (!Backend.StoresKvCacheAs(value))
+            foreach (IBackend? backend in (IBackend?[])[_firstOffloaded > 0 ? Backend : null, _offload])
             {
-                throw new ArgumentException($"the {Backend.Description} backend does not store a KV cache as {KvCache.NameOf(value)}");
+                if (backend is not null && !backend.StoresKvCacheAs(value))
+                {
+                    throw new ArgumentException($"the {backend.Description} backend does not store a KV cache as {KvCache.NameOf(value)}");
+                }
             }
 
             KvCache.CheckHeadSize(value, Config.HeadDim);
@@ -356,9 +503,29 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>Bytes of keys and values one position of one sequence takes in <see cref="KvCacheType"/>.</summary>
     public long KvBytesPerToken => KvCache.BytesPerToken(Config.NumHiddenLayers, Config.KvDim, KvCacheType);
 
-    /// <summary>A KV cache for <paramref name="slots"/> sequences of up to <paramref name="capacity"/> positions each.</summary>
-    public KvCache CreateKvCache(int slots, int capacity) =>
-        Backend.CreateKvCache(Config.NumHiddenLayers, slots, capacity, Config.KvDim, KvCacheType);
+    /// <summary>
+    /// A KV cache for <paramref name="slots"/> sequences of up to <paramref name="capacity"/> positions each: each layer's
+    /// keys and values on the backend that runs it.
+    /// </summary>
+    public KvCache CreateKvCache(int slots, int capacity)
+    {
+        int layers = Config.NumHiddenLayers;
+        if (_offload is null || _firstOffloaded == 0)
+        {
+            return BackendOf(0).CreateKvCache(layers, slots, capacity, Config.KvDim, KvCacheType);
+        }
+
+        KvCache first = Backend.CreateKvCache(_firstOffloaded, slots, capacity, Config.KvDim, KvCacheType);
+        try
+        {
+            return new SplitKvCache(first, _offload.CreateKvCache(layers - _firstOffloaded, slots, capacity, Config.KvDim, KvCacheType));
+        }
+        catch
+        {
+            first.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>
     /// Runs one step: every token of <paramref name="batch"/> through every layer, its keys and values into
@@ -379,10 +546,10 @@ public sealed class Qwen2Model : IDisposable
 
         Activation last = FinalNorm(batch, state, x, tap);
         Activation logits = state.Logits.Rows(m);
-        Backend.Linear(last, _w.LmHead, null, logits);
+        HeadBackend.Linear(last, _w.LmHead, null, logits);
         if (!state.LogitsInHostMemory)
         {
-            Backend.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
+            HeadBackend.Download(logits, state.HostLogits.AsSpan(0, m * Config.VocabSize));
         }
 
         CheckFinite(batch, state);
@@ -422,7 +589,7 @@ public sealed class Qwen2Model : IDisposable
             return;
         }
 
-        Backend.Download(FinalNorm(batch, state, x, tap: null), hidden[..size]);
+        HeadBackend.Download(FinalNorm(batch, state, x, tap: null), hidden[..size]);
         if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(hidden[..size])))
         {
             int row = batch.LogitRows[0];
@@ -435,8 +602,8 @@ public sealed class Qwen2Model : IDisposable
     private Activation FinalNorm(TokenBatch batch, ForwardState state, Activation x, ActivationTap? tap)
     {
         Activation last = state.LastHidden.Rows(batch.LogitCount);
-        Backend.GatherRows(x, batch.LogitRows, last);
-        Backend.RmsNorm(last, _w.Norm, _eps, last);
+        HeadBackend.GatherRows(x, batch.LogitRows, last);
+        HeadBackend.RmsNorm(last, _w.Norm, _eps, last);
         tap?.Invoke("final_norm", -1, last);
         return last;
     }
@@ -447,14 +614,11 @@ public sealed class Qwen2Model : IDisposable
     /// </summary>
     private Activation Layers(TokenBatch batch, KvCache? cache, ForwardState state, ActivationTap? tap, int[]? segments)
     {
-        IBackend b = Backend;
         int n = batch.Count;
-        Activation x = state.X.Rows(n), xb = state.Xb.Rows(n);
-        Activation q = state.Q.Rows(n), k = state.K.Rows(n), v = state.V.Rows(n);
-        Activation attn = state.AttentionOut.Rows(n), gate = state.Gate.Rows(n), up = state.Up.Rows(n);
+        Activation x = state.Host.X.Rows(n);
 
         // Token embeddings start the residual stream; a picture's pads take its features instead (Qwen2-VL).
-        b.Embed(_w.EmbedTokens, batch.Tokens, x);
+        Backend.Embed(_w.EmbedTokens, batch.Tokens, x);
         if (batch.HasEmbeddings)
         {
             WriteGivenEmbeddings(batch, x);
@@ -470,11 +634,23 @@ public sealed class Qwen2Model : IDisposable
         }
 
         // LoRA adapters: whether this step runs them, and at which scales for each row.
-        Lora.LoraStep adapters = _lora?.Prepare(b, batch, state) ?? default;
+        Lora.LoraStep adapters = _lora?.Prepare(Backend, _offload, batch, state) ?? default;
 
+        LayerBuffers buffers = state.Host;
         for (int l = 0; l < _w.Layers.Count; l++)
         {
             Qwen2LayerWeights<DeviceWeight> w = _w.Layers[l];
+            if (l == _firstOffloaded)
+            {
+                // The offloaded layers from here on: the residual stream goes over to their backend.
+                buffers = state.Offloaded!;
+                x = Cross(x, state, buffers);
+            }
+
+            IBackend b = buffers.Backend;
+            Activation xb = buffers.Xb.Rows(n), q = buffers.Q.Rows(n), k = buffers.K.Rows(n), v = buffers.V.Rows(n);
+            Activation attn = buffers.AttentionOut.Rows(n), gate = buffers.Gate.Rows(n), up = buffers.Up.Rows(n);
+            (KvCache? layerCache, int cacheLayer) = cache is SplitKvCache split ? split.PartOf(l) : (cache, l);
 
             // Self-attention block: pre-norm, projections (Qwen2: q/k/v carry a bias), RoPE, causal GQA over the cache.
             b.RmsNorm(x, w.InputLayernorm, _eps, xb);
@@ -498,7 +674,7 @@ public sealed class Qwen2Model : IDisposable
 
             if (segments is null)
             {
-                b.Attention(q, k, v, cache!, l, batch.Slots, batch.Positions, _shape, attn);
+                b.Attention(q, k, v, layerCache!, cacheLayer, batch.Slots, batch.Positions, _shape, attn);
             }
             else
             {
@@ -534,7 +710,19 @@ public sealed class Qwen2Model : IDisposable
             tap?.Invoke("layer_out", l, x);
         }
 
-        return x;
+        // The head on the model's own backend after offloaded layers: the residual stream comes back for it.
+        return _offload is not null && !_headOffloaded && buffers != state.Host ? Cross(x, state, state.Host) : x;
+    }
+
+    /// <summary>The residual stream <paramref name="x"/> copied into <paramref name="to"/>'s, through host memory (a step's rows × hidden_size floats).</summary>
+    private static Activation Cross(Activation x, ForwardState state, LayerBuffers to)
+    {
+        Span<float> values = state.Crossing.AsSpan(0, x.Rows * x.Cols);
+        IBackend from = ReferenceEquals(to, state.Host) ? state.Offloaded!.Backend : state.Host.Backend;
+        from.Download(x, values);
+        Activation there = to.X.Rows(x.Rows);
+        to.Backend.Write(values, there);
+        return there;
     }
 
     /// <summary>Copies the given embedding rows over the looked-up ones, a run of consecutive rows from one array at a time.</summary>
@@ -729,5 +917,6 @@ public sealed class Qwen2Model : IDisposable
         Vision?.Dispose();
         _lora?.Dispose();
         _ownedSource?.Dispose();
+        _offload?.Dispose();
     }
 }

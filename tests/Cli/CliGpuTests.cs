@@ -19,6 +19,45 @@ public sealed class CliGpuTests
         Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
     }
 
+    [SkippableTheory]
+    [InlineData("1")]
+    [InlineData("3")]
+    [InlineData("99")]
+    public void Generate_GpuLayers_ReproducesReferenceGreedyIds(string gpuLayers)
+    {
+        // tiny-qwen2-f16-sharded has 3 layers: the last on the GPU; all three, the LM head on the CPU; everything.
+        TestBackends.RequireGpu();
+        Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--prompt-ids", string.Join(",", reference.PromptIds),
+            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--json", "--gpu-layers", gpuLayers);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+    }
+
+    [SkippableFact]
+    public void Info_GpuLayers_SaysWhereTheLayersRun()
+    {
+        TestBackends.RequireGpu();
+
+        CliRunner.Result result = CliRunner.Run("info", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--gpu-layers", "2", "--json");
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(2, result.Json.GetProperty("gpu_layers").GetInt32());
+        Assert.Matches(@"^gpu, .* \(2 of 4 layers, LM head counted\) \+ cpu, ", result.Json.GetProperty("backend").GetString());
+    }
+
+    [Fact]
+    public void Generate_GpuLayersWithDeviceCpu_OneLineAndExitCode2()
+    {
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--device", "cpu", "--gpu-layers", "2");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal("qwensharp generate: error: --gpu-layers places layers on a GPU: it goes with --device gpu or gpu:N (or alone), not --device cpu", Assert.Single(result.ErrorLines));
+    }
+
     [SkippableFact]
     public void Score_DeviceGpu_MeanNllMatchesReference()
     {

@@ -440,6 +440,33 @@ public sealed class QwenModelTests
         Assert.Equal((await fresh.GetResponseAsync(messages, options)).Text, after.Text);
     }
 
+    [SkippableTheory]
+    [InlineData(2)]
+    [InlineData(6)]
+    public async Task GpuLayers_SplitModel_StreamsTheTextLlama2cPrints(int gpuLayers)
+    {
+        // stories260K has 5 layers: the last two on the GPU; all and the LM head.
+        TestBackends.RequireGpu();
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = gpuLayers });
+        Assert.Equal(gpuLayers, model.Model.OffloadedLayers);
+        var text = new System.Text.StringBuilder("Once upon a time");
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 60 }))
+        {
+            text.Append(update.Text);
+        }
+
+        Assert.StartsWith(text.ToString(), Llama2cText, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task GpuLayers_WithoutAGpuDeviceOrNegative_ThrowsSayingWhy()
+    {
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { GpuLayers = 2 }));
+        Assert.Contains("QwenModelOptions.GpuLayers 2 places layers on a GPU: it goes with Device gpu or gpu:N, not cpu", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = -1 }));
+        Assert.Contains("QwenModelOptions.GpuLayers -1: a count of layers, 0 or more", e.Message);
+    }
+
     [Fact]
     public async Task Load_UnknownDevice_ThrowsNamingIt()
     {

@@ -20,7 +20,7 @@ public sealed class KvCacheTypeModelTests
         var data = new TheoryData<string, string, DType>();
         foreach (string model in new[] { "stories260K", "tiny-qwen2" })
         {
-            foreach (string backend in TestBackends.All)
+            foreach (string backend in TestBackends.All.Append("cpu+gpu:1"))    // (and the last layer's cache on the GPU)
             {
                 data.Add(model, backend, DType.F16);
                 data.Add(model, backend, DType.BF16);
@@ -35,8 +35,9 @@ public sealed class KvCacheTypeModelTests
     public void FullLogits_MatchReference_WithinTheCacheRounding(string fixture, string backendName, DType type)
     {
         Reference reference = Reference.Load(fixture);
-        using IBackend backend = TestBackends.Create(backendName);
-        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+        (IBackend backend, LayerOffload? offload) = TestBackends.CreatePlacement(backendName);
+        using IBackend host = backend;
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend, offload: offload);
         model.KvCacheType = type;
         double worst = ReferenceModelTests.FullLogitErrors(model, reference).Max(e => e.MaxError / Math.Max(1, e.Scale));
 
@@ -57,8 +58,9 @@ public sealed class KvCacheTypeModelTests
     public void GreedyGenerate_ThroughTheCache_ReproducesReferenceIds(string fixture, string backendName, DType type)
     {
         Reference reference = Reference.Load(fixture);
-        using IBackend backend = TestBackends.Create(backendName);
-        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+        (IBackend backend, LayerOffload? offload) = TestBackends.CreatePlacement(backendName);
+        using IBackend host = backend;
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend, offload: offload);
         model.KvCacheType = type;
 
         GenerationResult result = Generator.Greedy(model, [reference.PromptIds],
@@ -74,8 +76,9 @@ public sealed class KvCacheTypeModelTests
         // A prompt read into slot 0 and copied to slot 1 (as beams and shared prompts do): the next token in both slots,
         // in one step, sees the same keys and values, so its logits are the same bits.
         Reference reference = Reference.Load(fixture);
-        using IBackend backend = TestBackends.Create(backendName);
-        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend);
+        (IBackend backend, LayerOffload? offload) = TestBackends.CreatePlacement(backendName);
+        using IBackend host = backend;
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), backend, offload: offload);
         model.KvCacheType = type;
         int[] prompt = reference.PromptIds;
         using KvCache cache = model.CreateKvCache(2, prompt.Length + 1);

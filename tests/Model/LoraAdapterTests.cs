@@ -122,8 +122,11 @@ public sealed class LoraAdapterTests
     /// loaded at 0 (off unless a sequence turns it on), the first at 1; one sequence keeps those, one runs both at other
     /// scales, one runs neither.
     /// </summary>
+    /// <summary>The CPU, the GPU, and the model split between them (the factors table on both) or between two CPU backends.</summary>
+    public static TheoryData<string> Placements() => ["cpu", TestBackends.Gpu, "cpu+gpu:3", "cpu+cpu:2"];
+
     [SkippableTheory]
-    [MemberData(nameof(TestBackends.CpuAndGpuData), MemberType = typeof(TestBackends))]
+    [MemberData(nameof(Placements))]
     public void SequencesWithTheirOwnScales_InOneBatch_EachGivesLlamaCppsLogitsAtItsScales(string backendName)
     {
         TestBackends.RequireDevice(backendName);
@@ -143,8 +146,9 @@ public sealed class LoraAdapterTests
         ];
         Assert.True(LogitComparison.LargestRelativeError(theirs[0], theirs[1]) > 1e-2, "the scales change too little for the test to see");
 
-        using IBackend backend = TestBackends.Create(backendName);
-        using Qwen2Model model = Load(folder, backend, [(attention.WritePeft(Path.Combine(dir, "a")), 1f), (mlp.WritePeft(Path.Combine(dir, "m")), 0f)]);
+        (IBackend backend, LayerOffload? offload) = TestBackends.CreatePlacement(backendName);
+        using IBackend host = backend;
+        using Qwen2Model model = Load(folder, backend, [(attention.WritePeft(Path.Combine(dir, "a")), 1f), (mlp.WritePeft(Path.Combine(dir, "m")), 0f)], offload);
         const int Prefill = 20;
         using KvCache cache = model.CreateKvCache(scales.Length, ids.Length);
         using ForwardState state = model.CreateState(scales.Length * Prefill, scales.Length * Prefill);
@@ -318,9 +322,9 @@ public sealed class LoraAdapterTests
         return result;
     }
 
-    private static Qwen2Model Load(string model, IBackend backend, (string Path, float Scale)[] adapters)
+    private static Qwen2Model Load(string model, IBackend backend, (string Path, float Scale)[] adapters, LayerOffload? offload = null)
     {
-        Qwen2Model loaded = Qwen2Model.Load(model, backend);
+        Qwen2Model loaded = Qwen2Model.Load(model, backend, offload: offload);
         var files = adapters.Select(a => LoraAdapter.Load(a.Path, a.Scale)).ToList();
         try
         {

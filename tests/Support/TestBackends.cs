@@ -34,10 +34,10 @@ internal static class TestBackends
     /// <summary>The --device values of the CLI and the Engine: "cpu" and "gpu".</summary>
     public static TheoryData<string> DevicesData() => ["cpu", Gpu];
 
-    /// <summary>For a test given a --device value: <see cref="RequireGpu"/> when it is the GPU.</summary>
+    /// <summary>For a test given a --device value (or a placement, <see cref="CreatePlacement"/>): <see cref="RequireGpu"/> when it names the GPU.</summary>
     public static void RequireDevice(string device)
     {
-        if (device != "cpu")
+        if (device.Contains(Gpu, StringComparison.Ordinal))
         {
             RequireGpu();
         }
@@ -81,5 +81,36 @@ internal static class TestBackends
         }
 
         return new CpuBackend(new CpuBackendOptions { KernelPath = path, Threads = threads, BatchInvariant = batchInvariant });
+    }
+
+    /// <summary>
+    /// A model split between two backends by name: "cpu+gpu:N" runs the last N layers (N past the layers: the LM head too)
+    /// on the GPU and the rest on the CPU, "cpu+cpu:N" on a second CPU backend (the split alone, without the GPU's
+    /// arithmetic); any other name is <see cref="Create"/>'s, unsplit. The model owns the offload backend.
+    /// </summary>
+    public static (IBackend Host, LayerOffload? Offload) CreatePlacement(string name, int threads = 2)
+    {
+        int plus = name.IndexOf('+', StringComparison.Ordinal);
+        if (plus < 0)
+        {
+            return (Create(name, threads), null);
+        }
+
+        string[] device = name[(plus + 1)..].Split(':');
+        if (device.Length != 2 || !int.TryParse(device[1], out int layers))
+        {
+            throw new ArgumentException($"unknown test placement '{name}': expected HOST+DEVICE:LAYERS");
+        }
+
+        IBackend offload = Create(device[0], threads);
+        try
+        {
+            return (Create(name[..plus], threads), new LayerOffload(offload, layers));
+        }
+        catch
+        {
+            offload.Dispose();
+            throw;
+        }
     }
 }

@@ -1,0 +1,150 @@
+using QwenSharp.Backend;
+using QwenSharp.Formats;
+using QwenSharp.Generation;
+using QwenSharp.Gpu;
+using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Model;
+
+/// <summary>
+/// Models split between the CPU and a second backend (<see cref="LayerOffload"/>, llama.cpp's --n-gpu-layers): the last
+/// layer alone, every layer, every layer and the LM head, and a count past that, each against the fixtures' float64
+/// reference (full logits, greedy ids through the KV cache) on the GPU; and, split between two CPU backends, every
+/// result bit for bit the unsplit model's (prefill, decode, beams and samples that copy KV slots, LoRA at mixed scales).
+/// </summary>
+public sealed class LayerOffloadTests
+{
+    private static readonly string[] Models = ["tiny-qwen2", "tiny-qwen2-f16-sharded", "stories260K-qwen2-bf16"];
+
+    /// <summary>Each model with each count of offloaded layers: 1, all, all + the LM head, and 99 (taken as all + head).</summary>
+    public static TheoryData<string, int> ModelsAndCounts()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (string model in Models)
+        {
+            int layers = LayersOf(model);
+            foreach (int count in new[] { 1, layers, layers + 1, 99 }.Distinct())
+            {
+                data.Add(model, count);
+            }
+        }
+
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(ModelsAndCounts))]
+    public void OnTheGpu_FullLogitsAndGreedyIds_MatchReference(string fixture, int offloaded)
+    {
+        Reference reference = Reference.Load(fixture);
+        (IBackend host, LayerOffload? offload) = TestBackends.CreatePlacement($"cpu+gpu:{offloaded}");
+        using (host)
+        using (Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory(fixture), host, offload: offload))
+        {
+            int layers = model.Config.NumHiddenLayers;
+            Assert.Equal(Math.Min(offloaded, layers + 1), model.OffloadedLayers);
+            Assert.StartsWith($"{model.OffloadBackend!.Description} ({model.OffloadedLayers} of {layers + 1} layers", model.Placement);
+            ReferenceModelTests.AssertFullLogitsMatch(model, reference);
+            GenerationResult result = Generator.Greedy(model, [reference.PromptIds],
+                new GenerationOptions { MaxNewTokens = reference.GreedyNewIds.Length, IgnoreEos = true });
+            Assert.Equal(reference.GreedyNewIds, result.Sequences[0].Ids);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelsAndCounts))]
+    public void BetweenTwoCpuBackends_EveryResultIsTheUnsplitModels(string fixture, int offloaded)
+    {
+        Reference reference = Reference.Load(fixture);
+        string folder = Fixtures.ModelDirectory(fixture);
+        int[][] prompts = [reference.PromptIds, reference.PromptIds[..5]];
+        var sampled = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true, NumReturnSequences = 3, Sampling = new SamplingOptions { DoSample = true, Temperature = 1.2, Seed = 7 } };
+        var beamed = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
+
+        (float[][] Logits, GenerationResult Sampled, GenerationResult Beams, float[][] Decoded) Run(string placement)
+        {
+            (IBackend host, LayerOffload? offload) = TestBackends.CreatePlacement(placement);
+            using (host)
+            using (Qwen2Model model = Qwen2Model.Load(folder, host, offload: offload))
+            {
+                Assert.Equal(offload is null ? 0 : Math.Min(offloaded, model.Config.NumHiddenLayers + 1), model.OffloadedLayers);
+                return (ReferenceModelTests.AllPositionLogits(model, reference.PromptIds), Generator.Generate(model, prompts, sampled),
+                    BeamSearch.Generate(model, prompts, beamed, new BeamOptions { NumBeams = 3 }), DecodeLogits(model, reference.PromptIds[..8]));
+            }
+        }
+
+        var whole = Run("cpu");
+        var split = Run($"cpu+cpu:{offloaded}");
+        Assert.Equal(whole.Logits, split.Logits);
+        Assert.Equal(whole.Decoded, split.Decoded);
+        Assert.Equal(whole.Sampled.Sequences.Select(s => s.Ids), split.Sampled.Sequences.Select(s => s.Ids));
+        Assert.Equal(whole.Beams.Sequences.Select(s => (s.Ids, s.Score)), split.Beams.Sequences.Select(s => (s.Ids, s.Score)));
+    }
+
+    [SkippableFact]
+    public void MoreThanTheGpuHolds_IsRefusedSayingHowManyLayersFit()
+    {
+        TestBackends.RequireGpu();
+        const string Fixture = "stories260K-qwen2-bf16";
+        string folder = Fixtures.ModelDirectory(Fixture);
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        long layerBytes;
+        using (var checkpoint = SafeTensorsCheckpoint.Open(folder))
+        {
+            layerBytes = Qwen2WeightBinder.Bind(config, checkpoint).Layers[^1].Tensors.Sum(t => t.ByteLength);
+        }
+
+        // Room for the weights of two and a half layers (the backend's own buffers are about 17 MiB besides).
+        long limit;
+        using (var probe = new VulkanBackend())
+        {
+            limit = probe.AllocatedBytes + (5 * layerBytes / 2);
+        }
+
+        foreach (int offloaded in new[] { config.NumHiddenLayers + 1, 3 })
+        {
+            var device = new VulkanBackend(new VulkanBackendOptions { MemoryLimit = limit });
+            using var cpu = TestBackends.Create("cpu");
+            var e = Assert.Throws<GpuException>(() => Qwen2Model.Load(folder, cpu, offload: new LayerOffload(device, offloaded)));
+            Assert.Contains($"not enough device memory for the weights of the last {Math.Min(offloaded, config.NumHiddenLayers)} of ", e.Message);
+            Assert.Contains("(the weights of the last 2 layers fit: --gpu-layers 2 or GpuLayers = 2 runs those there and the rest on the CPU", e.Message);
+            Assert.Equal(0, device.AllocatedBytes);    // disposed by the load that failed, and nothing left behind
+        }
+
+        // The whole model on the GPU: the same count.
+        using var gpu = new VulkanBackend(new VulkanBackendOptions { MemoryLimit = limit });
+        var whole = Assert.Throws<GpuException>(() => Qwen2Model.Load(folder, gpu));
+        Assert.Contains("(the weights of the last 2 layers fit", whole.Message);
+    }
+
+    [Fact]
+    public void NegativeLayerCount_IsRefused()
+    {
+        using var cpu = TestBackends.Create("cpu");
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LayerOffload(cpu, -1));
+        Assert.Contains("layers on the device cannot be negative", e.Message);
+    }
+
+    /// <summary>The logits of each position read a token a step (the decode kernels).</summary>
+    private static float[][] DecodeLogits(Qwen2Model model, int[] ids)
+    {
+        using KvCache cache = model.CreateKvCache(1, ids.Length);
+        using ForwardState state = model.CreateState(1, 1);
+        var result = new float[ids.Length][];
+        var batch = new TokenBatch(1);
+        for (int p = 0; p < ids.Length; p++)
+        {
+            batch.Clear();
+            batch.Add(ids[p], p, 0, wantLogits: true);
+            model.Forward(batch, cache, state);
+            result[p] = state.LogitsOf(0).ToArray();
+        }
+
+        return result;
+    }
+
+    private static int LayersOf(string fixture) =>
+        Qwen2Config.Load(Path.Combine(Fixtures.ModelDirectory(fixture), Qwen2Config.FileName)).NumHiddenLayers;
+}
