@@ -70,3 +70,10 @@ for kv in f32 f16 bf16 q8_0 q4_0; do
   timeout 120 $q bench --config bench/configs/qwen2.5-7b/config.json --random-weights --dtype bf16 --device gpu --prompt-tokens 8192 \
     --new-tokens 64 --kv-cache-type $kv --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"7b-kv-$kv\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
 done
+
+# Partial offload (--gpu-layers): the 7B shape's last 14 of 28 layers on the GPU (the LM head on the CPU), and all 28 with
+# the LM head (29): what a step's two crossings and the CPU's half cost against the whole model on the device.
+for layers in 14 29; do
+  timeout 180 $q bench --config bench/configs/qwen2.5-7b/config.json --random-weights --quantize q4_0 --gpu-layers $layers --prompt-tokens 512 \
+    --new-tokens 32 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"7b-q4_0-gpu-layers-$layers\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
+done

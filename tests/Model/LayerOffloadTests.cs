@@ -53,6 +53,25 @@ public sealed class LayerOffloadTests
         }
     }
 
+    [SkippableFact]
+    public void OnTheGpu_DecodeSteps_SubmitOnceAndReplay()
+    {
+        // The device's part of a decode step is one submission, replayed from the step before (its inputs are the crossing
+        // residual stream, written as token ids are).
+        (IBackend host, LayerOffload? offload) = TestBackends.CreatePlacement("cpu+gpu:2");
+        using (host)
+        using (Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory("stories260K-qwen2-bf16"), host, offload: offload))
+        {
+            var gpu = (VulkanBackend)model.OffloadBackend!;
+            DecodeLogits(model, [1, 2, 3]);    // warm-up: the step's recording made
+            (long submits, long replays) = gpu.Submissions;
+            DecodeLogits(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            (long submitsAfter, long replaysAfter) = gpu.Submissions;
+            Assert.Equal(10, submitsAfter - submits);
+            Assert.True(replaysAfter - replays >= 9, $"{replaysAfter - replays} of 10 decode steps replayed");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(ModelsAndCounts))]
     public void BetweenTwoCpuBackends_EveryResultIsTheUnsplitModels(string fixture, int offloaded)
