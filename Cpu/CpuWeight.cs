@@ -17,7 +17,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Where <see cref="Panels"/> came from.</summary>
     private WeightArena? _panelArena;
 
-    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0, Q4_1 or Q5_1 matrix widened to Q8_0, a Q3_K one to Q6_K); null for stored bytes or once given back.</summary>
+    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0, Q4_1 or Q5_1 matrix widened to Q8_0); null for stored bytes or once given back.</summary>
     private WeightArena? _dataArena;
 
     /// <param name="dataArena">Where <paramref name="view"/>'s bytes came from when this weight is to own them (given back when it is disposed).</param>

@@ -14,7 +14,7 @@ namespace QwenSharp.Bench;
 /// Linux gives them, as <see cref="HugePages"/>): the figure is the median
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
-///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
+///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
 ///       [--rows-apart on|off] [--wide on|off] [--kib N]
 /// </code>
 /// <c>--wide</c> takes or leaves the 64-byte integer kernels (<c>VectorUnits</c>) whatever the CPU's answer; <c>--kib</c>
@@ -23,7 +23,7 @@ namespace QwenSharp.Bench;
 /// The rows are read as one-token decode reads them, 1024 at a time (repacked panels take over from
 /// <c>MatMul.RepackedPanelTokens</c> tokens): the quantized kernels' rows and BF16/F16's <c>MatMul.Rows</c>, with
 /// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows of at least <c>RowsApart.FloatMinimumWidth</c>) unless
-/// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants and IQ4_XS) unless <c>--cols</c> gives a width (a
+/// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants, Q3_K included, and IQ4_XS) unless <c>--cols</c> gives a width (a
 /// whole number of the type's blocks), with random codes and sane scales, and
 /// BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as decode reads it: by its map of exact groups, or
 /// placed throughout where <c>SubnormalOperands</c> allows).
@@ -75,9 +75,9 @@ internal static unsafe class KernelStreaming
             {
                 // By any type's name (DTypes.TryParse knows only the types QwenSharp writes), of those with a decode kernel here.
                 DType? named = Enum.GetValues<DType>().Where(t => DTypes.Name(t).Equals(name, StringComparison.OrdinalIgnoreCase)).Cast<DType?>().FirstOrDefault();
-                DType type = named is DType.Q2_K or DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
+                DType type = named is DType.Q2_K or DType.Q3_K or DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
                     ? named.Value
-                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
                 int width = cols ?? (DTypes.BlockValues(type) == 256 ? 1536 : 896);
                 if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
                 {
@@ -163,7 +163,7 @@ internal static unsafe class KernelStreaming
             random.NextBytes(weights);
             int blockBytes = DTypes.BlockBytes(type);
             ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
-            int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, _ => 0 };
+            int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, DType.Q3_K => 108, _ => 0 };
             for (int b = 0; b < length; b += blockBytes)
             {
                 MemoryMarshal.Write(weights[(b + scaleAt)..], scale);
@@ -180,7 +180,7 @@ internal static unsafe class KernelStreaming
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
-            case DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
+            case DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8k.Row(0), y.AsSpan(r, count)));

@@ -4,7 +4,8 @@ namespace QwenSharp.Formats;
 /// Stored types the backends multiply as a wider type that holds every one of their values (the same scales and codes,
 /// the same float operations: dequantizing the wider block gives the stored one's values bit for bit): Q5_0 and IQ4_NL as
 /// Q8_0, Q3_K as Q6_K. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
-/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes.
+/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes, unless it has kernels of its own for
+/// the type (<see cref="Backend.IBackend.MultipliesAs"/>: the CPU multiplies Q3_K as stored).
 /// </summary>
 public static class Widening
 {

@@ -33,7 +33,7 @@ public static class WidenedBlocks
         for (int b = 0; b < values.Length / 256; b++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(b * Q3_KBytes, Q3_KBytes);
-            Q3_K(block, codes, scales);
+            Q3_KCodes(block, codes, scales);
             float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block[108..]));
             for (int i = 0; i < 256; i++)
             {
@@ -54,7 +54,7 @@ public static class WidenedBlocks
         {
             ReadOnlySpan<byte> block = blocks.Slice(b * Q3_KBytes, Q3_KBytes);
             Span<byte> wide = q6Blocks.Slice(b * Q6_KBytes, Q6_KBytes);
-            Q3_K(block, codes, scales);
+            Q3_KCodes(block, codes, scales);
             for (int i = 0; i < 256; i++)
             {
                 codes[i] += 32;
@@ -102,21 +102,28 @@ public static class WidenedBlocks
         }
     }
 
-    /// <summary>
-    /// A Q3_K super-block's 256 codes (-4..3) and 16 scales (sc - 32). Value v's low two bits are laid out as Q2_K's
-    /// (<see cref="KQuantBlocks.TwoBitCode"/>), less 4 unless bit v / 32 of hmask[v % 32] is set; its scale is v / 16's. The
-    /// 6-bit scale s has its low four bits in the low (s &lt; 8) or high nibble of byte s % 8, its top two in bits
-    /// 2 (s / 4), 2 (s / 4) + 1 of byte 8 + s % 4 (ggml's kmask unpacking).
-    /// </summary>
-    private static void Q3_K(ReadOnlySpan<byte> block, Span<sbyte> codes, Span<sbyte> scales)
+    /// <summary>A Q3_K super-block's 16 scales, sc - 32 (see <see cref="Q3_KCodes"/>).</summary>
+    internal static void Q3_KScales(ReadOnlySpan<byte> block, Span<sbyte> scales)
     {
-        ReadOnlySpan<byte> hmask = block[..32], qs = block.Slice(32, 64), packed = block.Slice(96, 12);
+        ReadOnlySpan<byte> packed = block.Slice(96, 12);
         for (int s = 0; s < 16; s++)
         {
             int low = s < 8 ? packed[s] & 0x0F : packed[s - 8] >> 4;
             int high = (packed[8 + (s % 4)] >> (2 * (s / 4))) & 3;
             scales[s] = (sbyte)((low | (high << 4)) - 32);
         }
+    }
+
+    /// <summary>
+    /// A Q3_K super-block's 256 codes (-4..3) and 16 scales (sc - 32). Value v's low two bits are laid out as Q2_K's
+    /// (<see cref="KQuantBlocks.TwoBitCode"/>), less 4 unless bit v / 32 of hmask[v % 32] is set; its scale is v / 16's. The
+    /// 6-bit scale s has its low four bits in the low (s &lt; 8) or high nibble of byte s % 8, its top two in bits
+    /// 2 (s / 4), 2 (s / 4) + 1 of byte 8 + s % 4 (ggml's kmask unpacking).
+    /// </summary>
+    internal static void Q3_KCodes(ReadOnlySpan<byte> block, Span<sbyte> codes, Span<sbyte> scales)
+    {
+        ReadOnlySpan<byte> hmask = block[..32], qs = block.Slice(32, 64);
+        Q3_KScales(block, scales);
 
         for (int v = 0; v < 256; v++)
         {

@@ -169,7 +169,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
         // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
         // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0, the k-quants and,
         // with AVX-VNNI, Q8_0 (their products stay integer at prefill; Q8_0 without it widens panels of rows to f32).
-        if ((weight.StoredType is DType.Q4_K or DType.Q5_K or DType.Q6_K || (weight.StoredType is DType.Q2_K or DType.IQ4_XS && _tokens <= MatMul.RowDotTokens)) && !_q8kReady)
+        if ((weight.StoredType is DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K || (weight.StoredType is DType.Q2_K or DType.IQ4_XS && _tokens <= MatMul.RowDotTokens)) && !_q8kReady)
         {
             // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
             _q8k.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
@@ -331,7 +331,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
                     _tokens, bias, y, start, end, panel);
                 break;
-            case DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
+            case DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
 
             // Q2_K and IQ4_XS: integer rows at decode; a prefill's f32 panels (their integer panels are not built).
             case DType.Q2_K or DType.IQ4_XS:

@@ -13,7 +13,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// weighted by the sub-block scales and summed to 32 bits with vpmaddwd), the mins and Q6_K's offset of 32 from the
 /// activations' sums (one vpmaddwd per super-block), and one float multiply-add per super-block into float vectors
 /// summed once per row, as ggml's vec_dot_q4_K_q8_K. The integers are exact on every path; only the float additions'
-/// order differs from the scalar reference. Q2_K (<c>KQuantIntegerKernel.Q2K.cs</c>) and IQ4_XS
+/// order differs from the scalar reference. Q2_K (<c>KQuantIntegerKernel.Q2K.cs</c>), Q3_K (<c>KQuantIntegerKernel.Q3K.cs</c>) and IQ4_XS
 /// (<c>KQuantIntegerKernel.Iq4Xs.cs</c>) are read as stored against the same activations, one file each.
 /// </summary>
 /// <remarks>
@@ -45,9 +45,9 @@ internal static partial class KQuantIntegerKernel
     public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
     {
         int blocks = x.Codes.Length / Values;
-        if (type is not (DType.Q2_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
+        if (type is not (DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
-            throw new ArgumentException($"{type} is not Q2_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
+            throw new ArgumentException($"{type} is not Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
         }
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
@@ -57,7 +57,7 @@ internal static partial class KQuantIntegerKernel
         }
 
         var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
-            ref MemoryMarshal.GetReference(type is DType.Q6_K or DType.Q2_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
+            ref MemoryMarshal.GetReference(type is DType.Q6_K or DType.Q2_K or DType.Q3_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
         // Pinned, so that the 64-byte kernels can broadcast from pointers; the weights are usually the mapped file.
         fixed (byte* pinned = rows)
         {
@@ -79,6 +79,7 @@ internal static partial class KQuantIntegerKernel
                     DType.Q6_K => Q6KScalar(ref row, operands),
                     DType.IQ4_XS => Iq4XsScalar(ref row, operands),
                     DType.Q2_K => Q2KScalar(ref row, operands),
+                    DType.Q3_K => Q3KScalar(ref row, operands),
                     _ => Q4KScalar(ref row, operands, fifth: type == DType.Q5_K),
                 };
             }
@@ -90,6 +91,14 @@ internal static partial class KQuantIntegerKernel
         else if (type == DType.Q2_K)
         {
             RowGroups.Run<Q2KRow>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.Q3_K && VectorUnits.Wide(path))
+        {
+            RowGroups.Run<Q3KWideRow>(ref w, rowBytes, count, operands, ref y);
+        }
+        else if (type == DType.Q3_K)
+        {
+            RowGroups.Run<Q3KRow>(ref w, rowBytes, count, operands, ref y);
         }
         else if (type == DType.IQ4_XS && VectorUnits.Wide(path))
         {

@@ -44,7 +44,7 @@ internal static class MatMul
     /// Whether <paramref name="tokens"/> tokens multiply <paramref name="type"/>'s weights as f32 panels, reading their
     /// activations as <see cref="TokenBlocks"/> (the linear job writes them only then): float weights past
     /// <see cref="FloatRowDotTokens"/>, Q8_0 past <see cref="RowDotTokens"/> where its panels do not multiply in integers,
-    /// Q2_K and IQ4_XS past <see cref="RowDotTokens"/> (they have no integer panels). Q4_0 and the k-quants always multiply integers.
+    /// Q2_K and IQ4_XS past <see cref="RowDotTokens"/> (they have no integer panels). Q4_0 and the other k-quants always multiply integers.
     /// </summary>
     public static bool ReadsTokenBlocks(KernelPath path, Formats.DType type, int tokens) => type switch
     {
@@ -298,7 +298,7 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q4_K, Q5_K and Q6_K weights against the <paramref name="quantized"/> Q8_K activations: a few
+    /// <see cref="Rows{TW}"/> for Q3_K, Q4_K, Q5_K and Q6_K weights (and Q2_K's and IQ4_XS's at decode) against the <paramref name="quantized"/> Q8_K activations: a few
     /// tokens dot each row of super-blocks in integers; more unpack a panel of rows once into interleaved integer codes and
     /// multiply every token against it (<see cref="QuantPanel"/>). Without activations, f32 panels against <paramref name="xBlocks"/>.
     /// </summary>

@@ -45,7 +45,7 @@ internal static partial class QuantPanel
     /// Q8_0 needs vpdpbusd (AVX-VNNI), which sums four products into 32 bits; elsewhere it widens panels to f32.
     /// </summary>
     public static bool MultipliesInIntegers(KernelPath path, DType type) =>
-        type is DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K
+        type is DType.Q4_0 or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K
         || (type == DType.Q8_0 && ByteDots.Vnni(path) && Fma.IsSupported);
 
     /// <summary>
@@ -82,8 +82,15 @@ internal static partial class QuantPanel
     /// <summary>Floats of scratch a panel of <paramref name="cols"/> columns takes: 16 code bytes a column, then scales and mins.</summary>
     public static int PanelFloats(int cols) => (cols * Rows / 4) + (2 * Rows * cols / 16);
 
-    /// <summary>Values per sub-block with its own scale: 16 for Q6_K, 32 for Q4_0, Q4_K and Q5_K.</summary>
-    public static int GroupValues(DType type) => type == DType.Q6_K ? 16 : 32;
+    /// <summary>Values per sub-block with its own scale: 16 for Q3_K and Q6_K, 32 for Q4_0, Q4_K and Q5_K.</summary>
+    public static int GroupValues(DType type) => type is DType.Q3_K or DType.Q6_K ? 16 : 32;
+
+    /// <summary>
+    /// The type whose panels <paramref name="type"/>'s are (<see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8KActivations, Span{float}, int, ReadOnlySpan{byte})"/>
+    /// takes): Q3_K packs as Q6_K does, each code + 32 (28..35 of Q6_K's 0..63) under its sixteen groups' d × (sc - 32),
+    /// so Q6_K's products multiply it.
+    /// </summary>
+    public static DType PanelForm(DType type) => type == DType.Q3_K ? DType.Q6_K : type;
 
     /// <summary>
     /// Unpacks <paramref name="count"/> (at most <see cref="Rows"/>) consecutive rows of <paramref name="cols"/> values into
@@ -93,7 +100,7 @@ internal static partial class QuantPanel
     /// </summary>
     public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
     {
-        if (type is not (DType.Q4_0 or DType.Q8_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        if (type is not (DType.Q4_0 or DType.Q8_0 or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K))
         {
             throw new ArgumentException($"{type} has no integer panels", nameof(type));
         }
@@ -152,6 +159,10 @@ internal static partial class QuantPanel
                     {
                         UnpackQ6K(block, rowCodes, blockScales);
                     }
+                    else if (type == DType.Q3_K)
+                    {
+                        UnpackQ3K(block, rowCodes, blockScales);
+                    }
                     else
                     {
                         UnpackQ4K(block, type == DType.Q5_K, rowCodes, blockScales, blockMins);
@@ -160,7 +171,7 @@ internal static partial class QuantPanel
                     for (int j = 0; j < groupsPerBlock; j++)
                     {
                         scales[(((b * groupsPerBlock) + j) * Rows) + r] = blockScales[j];
-                        if (type != DType.Q6_K)
+                        if (type is not (DType.Q6_K or DType.Q3_K))
                         {
                             mins[(((b * groupsPerBlock) + j) * Rows) + r] = blockMins[j];
                         }
@@ -232,6 +243,10 @@ internal static partial class QuantPanel
                     if (type == DType.Q6_K)
                     {
                         Q6KGroup(group, ref codes, ref half, ref groupScales);
+                    }
+                    else if (type == DType.Q3_K)
+                    {
+                        Q3KGroup(group, ref codes, ref half, ref groupScales);
                     }
                     else
                     {
@@ -343,6 +358,50 @@ internal static partial class QuantPanel
         float* table = (float*)Unsafe.AsPointer(ref half);
         TransposeRows(rows, new Q4KScales(table, mins: false), ref scales);
         TransposeRows(rows, new Q4KScales(table, mins: true), ref mins);
+    }
+
+    /// <summary>Q3_K's codes + 32 of values 128 × half + 32 × quarter.. + 31 (the two low bits, the high one × 4, + 28), as <see cref="UnpackQ3K"/>.</summary>
+    private readonly unsafe struct Q3KCodes(int half, int quarter) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            int k = (4 * half) + quarter;
+            Vector256<byte> qs = Avx.LoadVector256(block + 32 + (32 * half)), hmask = Avx.LoadVector256(block);
+            Vector256<byte> twoBits = Vector256.ShiftRightLogical(qs.AsUInt16(), 2 * quarter).AsByte() & Vector256.Create((byte)3);
+            Vector256<byte> high = Vector256.ShiftLeft((Vector256.ShiftRightLogical(hmask.AsUInt16(), k).AsByte() & Vector256<byte>.One).AsUInt16(), 2).AsByte();
+            return ((twoBits | high) + Vector256.Create((byte)28)).AsInt32();
+        }
+    }
+
+    /// <summary>Q3_K's d × (sc - 32) of groups 8 × <see cref="Eighth"/>.. + 7.</summary>
+    private readonly unsafe struct Q3KScales(float* half, int eighth) : IRowPart
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Of(byte* block)
+        {
+            float d = half[*(ushort*)(block + 108)];
+            Vector128<sbyte> all = KQuantIntegerKernel.Q3KScales(block + 96);
+            Vector256<int> scales = Avx2.ConvertToVector256Int32(eighth == 0 ? all : Sse2.ShiftRightLogical128BitLane(all, 8));
+            return (Avx.ConvertToVector256Single(scales) * d).AsInt32();
+        }
+    }
+
+    private static unsafe void Q3KGroup(RowGroup rows, ref int codes, ref float half, ref int scales)
+    {
+        for (int h = 0; h < 2; h++)
+        {
+            for (int quarter = 0; quarter < 4; quarter++)
+            {
+                TransposeRows(rows, new Q3KCodes(h, quarter), ref Unsafe.Add(ref codes, ((32 * h) + (8 * quarter)) * Rows));
+            }
+        }
+
+        float* table = (float*)Unsafe.AsPointer(ref half);
+        for (int e = 0; e < 2; e++)
+        {
+            TransposeRows(rows, new Q3KScales(table, e), ref Unsafe.Add(ref scales, 8 * e * Rows));
+        }
     }
 
     private static unsafe void Q6KGroup(RowGroup rows, ref int codes, ref float half, ref int scales)
@@ -485,6 +544,23 @@ internal static partial class QuantPanel
         }
     }
 
+    /// <summary>A Q3_K super-block's 256 codes + 32 (28..35) in value order and its sixteen groups' d × (sc - 32): Q6_K's panel form.</summary>
+    private static void UnpackQ3K(ReadOnlySpan<byte> block, Span<byte> codes, Span<float> scales)
+    {
+        Span<sbyte> values = stackalloc sbyte[256], groupScales = stackalloc sbyte[16];
+        WidenedBlocks.Q3_KCodes(block, values, groupScales);
+        float d = HalfBits.ToSingle(BitConverter.ToUInt16(block[108..]));
+        for (int g = 0; g < 16; g++)
+        {
+            scales[g] = d * groupScales[g];
+        }
+
+        for (int v = 0; v < 256; v++)
+        {
+            codes[v] = (byte)(values[v] + 32);
+        }
+    }
+
     /// <summary>
     /// A Q6_K super-block's 256 codes (0..63, the value + 32) in value order: per half of 128, the low nibbles of ql[0..31] and
     /// ql[32..63], then their high nibbles, each with two bits of qh; its sixteen groups' d × scale (no mins: see the class).
@@ -522,6 +598,7 @@ internal static partial class QuantPanel
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8KActivations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default)
     {
+        type = PanelForm(type);    // a Q3_K panel is a Q6_K one
         int groupValues = GroupValues(type);
         Check(type is DType.Q4_K or DType.Q5_K or DType.Q6_K, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
         var operands = Operands.Of(panel, cols, groupValues, Q8KActivations.BlockValues, x.PanelTokens, x.AllCodes, x.ScalesByBlock,

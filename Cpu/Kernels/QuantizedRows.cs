@@ -38,6 +38,8 @@ internal static class QuantizedRows
             case DType.Q6_K: KQuantBlocks.DequantizeQ6_K(row, values); break;
             case DType.Q2_K when vector: Q2_K(row, values, blocks); break;
             case DType.Q2_K: KQuantBlocks.DequantizeQ2_K(row, values); break;
+            case DType.Q3_K when vector: Q3_K(row, values, blocks); break;
+            case DType.Q3_K: WidenedBlocks.DequantizeQ3_K(row, values); break;
             case DType.IQ4_XS when vector: Iq4_XS(row, values, blocks); break;
             case DType.IQ4_XS: Iq4XsBlocks.Dequantize(row, values); break;
             default: throw new ArgumentOutOfRangeException(nameof(type), type, "not a block-quantized type");
@@ -146,6 +148,48 @@ internal static class QuantizedRows
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// (d × (sc - 32)) × q per group of 16 (the reference's order), q = the two low bits (as Q2_K's: qs[32n..] shifted by 2t
+    /// gives values 128n + 32t..) | the high bit (bit 4n + t of hmask) × 4, less 4.
+    /// </summary>
+    private static void Q3_K(ReadOnlySpan<byte> row, Span<float> values, int blocks)
+    {
+        ref float y = ref MemoryMarshal.GetReference(values);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(Q8_0Kernel.HalfToSingle);
+        var low2 = Vector256.Create((byte)3);
+        Span<sbyte> scales = stackalloc sbyte[16];
+        for (int b = 0; b < blocks; b++)
+        {
+            ReadOnlySpan<byte> block = row.Slice(b * WidenedBlocks.Q3_KBytes, WidenedBlocks.Q3_KBytes);
+            float d = RowOperands.Half(ref half, ref Unsafe.AsRef(in block[108]));
+            WidenedBlocks.Q3_KScales(block, scales);
+            Vector256<byte> hmask = Vector256.Create(block[..32]);
+            for (int n = 0; n < 2; n++)
+            {
+                Vector256<byte> qs = Vector256.Create(block.Slice(32 + (32 * n), 32));
+                for (int t = 0; t < 4; t++)
+                {
+                    int k = (4 * n) + t, g = (8 * n) + (2 * t);
+                    Vector256<byte> high = Vector256.ShiftRightLogical(hmask, k) & Vector256<byte>.One;
+                    Vector256<sbyte> q = ((Vector256.ShiftRightLogical(qs.AsUInt16(), 2 * t).AsByte() & low2) | (high << 2)).AsSByte() - Vector256.Create((sbyte)4);
+                    ref float at = ref Unsafe.Add(ref y, (b * KQuantBlocks.BlockValues) + (16 * g));
+                    StoreScaledGroup(q.GetLower(), d * scales[g], ref at);
+                    StoreScaledGroup(q.GetUpper(), d * scales[g + 1], ref Unsafe.Add(ref at, 16));
+                }
+            }
+        }
+    }
+
+    /// <summary>A group's 16 signed codes times <paramref name="scale"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreScaledGroup(Vector128<sbyte> codes, float scale, ref float at)
+    {
+        var s = Vector256.Create(scale);
+        Vector256<short> wide = Vector256.WidenLower(codes.ToVector256Unsafe());
+        (Vector256.ConvertToSingle(Vector256.WidenLower(wide)) * s).StoreUnsafe(ref at);
+        (Vector256.ConvertToSingle(Vector256.WidenUpper(wide)) * s).StoreUnsafe(ref at, 8);
     }
 
     /// <summary>A group's 16 codes as (d × sc) × q - dmin × m, sc and m the low and high nibbles of <paramref name="scaleAndMin"/>.</summary>

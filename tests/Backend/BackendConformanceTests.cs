@@ -18,7 +18,7 @@ public sealed class BackendConformanceTests
 
     public static TheoryData<string, DType> BackendsAndTypes() => EveryBackendWith(DType.BF16, DType.F16, DType.F32, DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1);
 
-    public static TheoryData<string, DType> BackendsAndKQuantTypes() => EveryBackendWith(DType.Q2_K, DType.IQ4_XS, DType.Q4_K, DType.Q5_K, DType.Q6_K);
+    public static TheoryData<string, DType> BackendsAndKQuantTypes() => EveryBackendWith(DType.Q2_K, DType.Q3_K, DType.IQ4_XS, DType.Q4_K, DType.Q5_K, DType.Q6_K);
 
     /// <summary>Each backend with each of <paramref name="types"/>.</summary>
     private static TheoryData<string, DType> EveryBackendWith(params DType[] types)

@@ -4,7 +4,7 @@ using QwenSharp.Numerics;
 
 namespace QwenSharp.Tests.Kernels;
 
-/// <summary>The Q2_K, Q4_K, Q5_K, Q6_K and IQ4_XS integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
+/// <summary>The Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS integer dot products on every kernel path against the format's dequantization (KQuantBlocks,
 /// Iq4XsBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_K activations, dotted in double.</summary>
 public sealed class KQuantKernelTests
 {
@@ -18,6 +18,7 @@ public sealed class KQuantKernelTests
             data.Add(path, DType.Q6_K);
             data.Add(path, DType.IQ4_XS);
             data.Add(path, DType.Q2_K);
+            data.Add(path, DType.Q3_K);
         }
 
         return data;
@@ -47,6 +48,10 @@ public sealed class KQuantKernelTests
             {
                 BitConverter.TryWriteBytes(block[80..], Scale());
                 BitConverter.TryWriteBytes(block[82..], Scale());
+            }
+            else if (type == DType.Q3_K)
+            {
+                BitConverter.TryWriteBytes(block[108..], Scale());
             }
             else
             {
@@ -115,7 +120,7 @@ public sealed class KQuantKernelTests
         }
     }
 
-    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_XS, DType.Q2_K];
+    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_XS, DType.Q2_K, DType.Q3_K];
 
     /// <summary><paramref name="rows"/> random rows of <paramref name="blocks"/> super-blocks and one token's Q8_K activations.</summary>
     private static (byte[] Matrix, Q8KActivations Q8) RandomProduct(DType type, int rows, int blocks, int matrixSeed, int activationSeed)
@@ -214,6 +219,10 @@ public sealed class KQuantKernelTests
         if (type == DType.IQ4_XS)
         {
             BitConverter.TryWriteBytes(row, one);
+        }
+        else if (type == DType.Q3_K)
+        {
+            BitConverter.TryWriteBytes(row.AsSpan(108), one);    // d; codes (3: every high bit set) and scales (63 - 32) at their largest
         }
         else if (type == DType.Q2_K)
         {

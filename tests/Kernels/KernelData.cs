@@ -103,13 +103,13 @@ internal static class KernelData
                 // llama.cpp's), and the values the blocks hold as the format's dequantizer (tested against llama.cpp's) reads them.
                 return Stored(TensorValues.FromSingle(values, type), type, values.Length);
 
-            case DType.Q2_K or DType.IQ4_XS:
+            case DType.Q2_K or DType.Q3_K or DType.IQ4_XS:
             {
-                // No quantizer (QwenSharp reads Q2_K and IQ4_XS, never writes them): random codes and scales (and Q2_K's
+                // No quantizer (QwenSharp reads Q2_K, Q3_K and IQ4_XS, never writes them): random codes and scales (and Q2_K's
                 // mins), and small f16 d (and dmin), drawn from the values' count so that each shape gets its own blocks.
                 int blockBytes = DTypes.BlockBytes(type);
-                int[] halves = type == DType.Q2_K ? [80, 82] : [0];
-                float magnitude = type == DType.Q2_K ? 0.004f : 0.0004f;    // IQ4_XS: d × (ls - 32) × up to 127
+                int[] halves = type switch { DType.Q2_K => [80, 82], DType.Q3_K => [108], _ => [0] };
+                float magnitude = type switch { DType.Q2_K => 0.004f, DType.Q3_K => 0.002f, _ => 0.0004f };    // Q3_K: d × (sc - 32) × -4..3; IQ4_XS: d × (ls - 32) × up to 127
                 var blocks = new byte[DTypes.ByteLength(type, values.Length)];
                 var random = new Random(values.Length);
                 random.NextBytes(blocks);

@@ -13,7 +13,7 @@ public sealed class QuantPanelTests
 {
     public static TheoryData<KernelPath, DType> PathsAndTypes()
     {
-        // The k-quants' integer panels (Q2_K and IQ4_XS have none: a prefill widens their rows to f32 panels).
+        // The k-quants' integer panels (Q3_K's in Q6_K's form; Q2_K and IQ4_XS have none: a prefill widens their rows to f32 panels).
         var data = new TheoryData<KernelPath, DType>();
         foreach (object[] row in KQuantKernelTests.PathsAndTypes().Where(row => (DType)row[1] is not (DType.IQ4_XS or DType.Q2_K)))
         {
@@ -94,8 +94,9 @@ public sealed class QuantPanelTests
             {
                 byte code = codes[((((k / 4) * QuantPanel.Rows) + r) * 4) + (k % 4)];
                 // Q6_K's panels keep no mins (its offset of 32 goes through the activations' sums): its min is 32 × the scale.
+                // So do Q3_K's, in Q6_K's form (codes + 32).
                 float scale = scales[((k / groupValues) * QuantPanel.Rows) + r];
-                float min = type == DType.Q6_K ? 32 * scale : mins[((k / groupValues) * QuantPanel.Rows) + r];
+                float min = type is DType.Q6_K or DType.Q3_K ? 32 * scale : mins[((k / groupValues) * QuantPanel.Rows) + r];
                 if (r >= count)
                 {
                     Assert.True(code == 0 && scale == 0 && min == 0, $"{type} {path}: row {r} past the {count} rows is not zero at {k}");
@@ -105,7 +106,7 @@ public sealed class QuantPanelTests
                 // Q4_K and Q5_K dequantize as d·scale × q − dmin·min in f32 (not fused); Q6_K as d·scale × (q − 32) and Q4_0 as
                 // d × (q − 8) and Q8_0 as d × q, which the packed d·scale × q − 32·d·scale, d × q − 8·d and d × (q + 128) − 128·d
                 // equal when worked out exactly.
-                float weight = type is DType.Q6_K or DType.Q4_0 or DType.Q8_0 ? (float)(((double)scale * code) - min) : (scale * code) - min;
+                float weight = type is DType.Q6_K or DType.Q3_K or DType.Q4_0 or DType.Q8_0 ? (float)(((double)scale * code) - min) : (scale * code) - min;
                 Assert.True(weight.Equals(expected[k]), $"{type} {path} row {r} value {k}: code {code}, scale {scale}, min {min} give {weight}, expected {expected[k]}");
             }
         }
