@@ -60,13 +60,6 @@ public sealed class CpuBackend : IBackend
 
     public DeviceWeight Upload(TensorView tensor) => Upload(tensor, _repack);
 
-    /// <summary>
-    /// <see cref="Widening"/>'s types, less Q3_K, which the CPU multiplies as stored (<c>KQuantIntegerKernel.Q3K.cs</c>): 110
-    /// bytes a super-block against Q6_K's 210, at about the widened kernel's speed where one core reads as fast as Zen 5's
-    /// and faster where the memory is the bound (see the kernel).
-    /// </summary>
-    public DType? MultipliesAs(DType stored) => stored == DType.Q3_K ? null : Widening.Target(stored);
-
     /// <summary>An embedding only gathered from stays as stored: its panels would serve no product (615 MiB for Qwen2.5-7B in Q8_0).</summary>
     public DeviceWeight UploadTable(TensorView tensor) => Upload(tensor, repack: false);
 
@@ -82,7 +75,7 @@ public sealed class CpuBackend : IBackend
                 var vector = new float[length];
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
-            case 2 when MultipliesAs(tensor.DType) is DType wider:
+            case 2 when Widening.Target(tensor.DType) is DType wider:
                 return Upload(Widened(tensor, wider), repack, _panels);
             case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
                 return UploadWithMinimums(tensor, repack);
@@ -105,7 +98,7 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <summary>
-    /// A matrix of a type multiplied as a wider one (<see cref="MultipliesAs"/>: Q5_0 and IQ4_NL as Q8_0) stored
+    /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0) stored
     /// again in it without loss, in memory from the weight arena (the weight gives it back when disposed). Q5_0 (a k-quant
     /// GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M), multiplied as stored, decoded
     /// slower than as Q8_0 on Zen 5: spreading each block's 32 fifth

@@ -18,7 +18,7 @@ compile() {  # name source [defines...]
   "${GLSLC:-glslc}" --target-env=vulkan1.2 -O -Werror "$@" -o "$out/$name.spv" "$source"
 }
 
-for type in bf16 f16 f32 q8_0 q4_0 q4_1 q5_1 q2_k iq4_xs q4_k q5_k q6_k; do
+for type in bf16 f16 f32 q8_0 q4_0 q4_1 q5_1 q2_k q3_k iq4_xs q4_k q5_k q6_k; do
   define="-DWEIGHT_${type^^}"
   compile "embed_$type" embed.comp "$define"
   compile "matvec_$type" matvec.comp "$define"
@@ -36,7 +36,7 @@ for type in q8_0 q4_0; do  # a quantized cache: its own store (rotation, blocks)
   compile "attention_$type" attention.comp "-DKV_${type^^}"
 done
 coop="${GLSLC_COOPERATIVE_MATRIX:-glslc}"
-for type in bf16 f16 f32 q8_0 q4_0 q4_1 q5_1 q2_k iq4_xs q4_k q5_k q6_k; do
+for type in bf16 f16 f32 q8_0 q4_0 q4_1 q5_1 q2_k q3_k iq4_xs q4_k q5_k q6_k; do
   for tile in 16 8; do
     GLSLC="$coop" compile "gemm_coop_${type}_$tile" gemm_coop.comp "-DWEIGHT_${type^^}" "-DTILE=${tile}u" 2> "$out/coop.log" || {
       cat "$out/coop.log" >&2

@@ -25,12 +25,6 @@ public interface IBackend : IDisposable
     /// <summary>Bytes of memory free for weights and caches where the backend knows it (a GPU's), else null.</summary>
     long? AvailableMemory => null;
 
-    /// <summary>
-    /// The wider type a matrix stored as <paramref name="stored"/> is multiplied as on this backend (<see cref="Widening"/>: stored
-    /// again at upload, every value kept), or null where it is multiplied as stored.
-    /// </summary>
-    DType? MultipliesAs(DType stored) => Widening.Target(stored);
-
     /// <summary>Bytes of memory <see cref="Upload"/> takes for <paramref name="tensor"/> (for <see cref="CheckWeightMemory"/>): its stored bytes unless it is stored again in another type.</summary>
     long UploadBytes(TensorView tensor) => tensor.ByteLength;
 

@@ -38,8 +38,7 @@ public enum DType
 
     /// <summary>
     /// GGUF's Q3_K: super-blocks of 256 values in 110 bytes, 3-bit codes under 6-bit scales of 16 values and an f16 d. Read
-    /// from GGUF files (llama.cpp's Q3_K_S/M/L); the CPU multiplies it as stored, the GPU as Q6_K, which holds every value
-    /// (<see cref="Widening"/>).
+    /// from GGUF files (llama.cpp's Q3_K_S/M/L) and multiplied as stored.
     /// </summary>
     Q3_K,
 

@@ -78,7 +78,6 @@ public static class TensorValues
             case (DType.Q4_0, DType.Q8_0): LegacyQuantBlocks.WidenQ4_0ToQ8_0(row, wide); return true;
             case (DType.Q5_0, DType.Q8_0): LegacyQuantBlocks.WidenQ5_0ToQ8_0(row, wide); return true;
             case (DType.IQ4_NL, DType.Q8_0): WidenedBlocks.WidenIq4_NLToQ8_0(row, wide); return true;
-            case (DType.Q3_K, DType.Q6_K): WidenedBlocks.WidenQ3_KToQ6_K(row, wide); return true;
             default: return false;
         }
     }

@@ -3,9 +3,9 @@ namespace QwenSharp.Formats;
 /// <summary>
 /// Stored types the backends multiply as a wider type that holds every one of their values (the same scales and codes,
 /// the same float operations: dequantizing the wider block gives the stored one's values bit for bit): Q5_0 and IQ4_NL as
-/// Q8_0, Q3_K as Q6_K. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
-/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes, unless it has kernels of its own for
-/// the type (<see cref="Backend.IBackend.MultipliesAs"/>: the CPU multiplies Q3_K as stored).
+/// Q8_0. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
+/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes. (Q3_K was stored again as Q6_K, at
+/// 210 bytes a super-block for 110, until the CPU's kernels and the GPU's shaders read it as stored.)
 /// </summary>
 public static class Widening
 {
@@ -13,7 +13,6 @@ public static class Widening
     public static DType? Target(DType stored) => stored switch
     {
         DType.Q5_0 or DType.IQ4_NL => DType.Q8_0,
-        DType.Q3_K => DType.Q6_K,
         _ => null,
     };
 

@@ -3,11 +3,11 @@ using System.Buffers.Binary;
 namespace QwenSharp.Numerics;
 
 /// <summary>
-/// Two GGUF block types QwenSharp multiplies as another type that holds every one of their values: ggml's
-/// <c>block_q3_K</c> as Q6_K and <c>block_iq4_nl</c> as Q8_0, each value computed by the same float operations from the
-/// same scale and code, so dequantizing the widened block gives ggml's <c>dequantize_row_*</c> of the stored one bit for
-/// bit. llama.cpp's Q3_K_M and Q2_K files hold Q3_K, and IQ4_NL where rows are not whole 256-value super-blocks
-/// (Qwen2.5-0.5B's 896-wide ones); IQ4_NL files hold it throughout.
+/// ggml's <c>block_q3_K</c>, decoded as its definition reads it (the CPU's kernels and the GPU's shaders multiply it as
+/// stored), and <c>block_iq4_nl</c>, which QwenSharp multiplies as Q8_0, a type that holds every one of its values: each
+/// computed by the same float operations from the same scale and code, so dequantizing the widened block gives ggml's
+/// <c>dequantize_row_iq4_nl</c> bit for bit. llama.cpp's Q3_K_M and Q2_K files hold Q3_K, and IQ4_NL where rows are not
+/// whole 256-value super-blocks (Qwen2.5-0.5B's 896-wide ones); IQ4_NL files hold it throughout.
 /// <code>
 ///   Q3_K    hmask[32], qs[64], scales[12] (16 six-bit), d f16   value = d × (sc - 32) × q    (q: -4..3, sub-blocks of 16)
 ///   IQ4_NL  d f16, qs[16]                                        value = d × kvalues[q]       (q: 4 bits, blocks of 32)
@@ -39,35 +39,6 @@ public static class WidenedBlocks
             {
                 values[(b * 256) + i] = d * scales[i / 16] * codes[i];
             }
-        }
-    }
-
-    /// <summary>
-    /// Q3_K super-blocks stored again as Q6_K: the same f16 d, the 16 scales (sc - 32, in -32..31) as Q6_K's int8 scales,
-    /// the codes (-4..3) + 32 as its 6-bit codes. Both dequantizers compute (d × scale) × code.
-    /// </summary>
-    public static void WidenQ3_KToQ6_K(ReadOnlySpan<byte> blocks, Span<byte> q6Blocks)
-    {
-        Span<sbyte> codes = stackalloc sbyte[256];
-        Span<sbyte> scales = stackalloc sbyte[16];
-        for (int b = 0; b < blocks.Length / Q3_KBytes; b++)
-        {
-            ReadOnlySpan<byte> block = blocks.Slice(b * Q3_KBytes, Q3_KBytes);
-            Span<byte> wide = q6Blocks.Slice(b * Q6_KBytes, Q6_KBytes);
-            Q3_KCodes(block, codes, scales);
-            for (int i = 0; i < 256; i++)
-            {
-                codes[i] += 32;
-            }
-
-            KQuantQuantizer.PackQ6_KCodes(codes, wide);
-            for (int s = 0; s < 16; s++)
-            {
-                wide[192 + s] = (byte)scales[s];
-            }
-
-            wide[208] = block[108];
-            wide[209] = block[109];
         }
     }
 

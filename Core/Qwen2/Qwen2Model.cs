@@ -317,7 +317,7 @@ public sealed class Qwen2Model : IDisposable
 
             if (source is Formats.Gguf.GgufCheckpoint gguf)
             {
-                model.LoadNote = model.GgufLoadNote(gguf);
+                model.LoadNote = GgufLoadNote(gguf);
             }
 
             return model;
@@ -364,7 +364,7 @@ public sealed class Qwen2Model : IDisposable
     public string? LoadNote { get; private set; }
 
     /// <summary>What a GGUF file's load changed: tensors dequantized and stored again, and those stored again without loss; null for neither.</summary>
-    private string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf)
+    private static string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf)
     {
         static string Counts(IReadOnlyDictionary<string, int> counts) =>
             string.Join(", ", counts.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
@@ -374,10 +374,9 @@ public sealed class Qwen2Model : IDisposable
             notes.Add($"tensors of types without kernels yet were dequantized at load ({Counts(gguf.Conversions)}); they run at that type's speed and size");
         }
 
-        IReadOnlyDictionary<string, int> widenings = gguf.Widenings(stored => Backend.MultipliesAs(stored) ?? _offload?.MultipliesAs(stored));
-        if (widenings.Count > 0)
+        if (gguf.Widenings.Count > 0)
         {
-            notes.Add($"matrices of types without kernels yet are multiplied as a wider type that holds every value ({Counts(widenings)}), at that type's speed and size");
+            notes.Add($"matrices of types without kernels yet are multiplied as a wider type that holds every value ({Counts(gguf.Widenings)}), at that type's speed and size");
         }
 
         return notes.Count == 0 ? null : $"{gguf.Description}: {string.Join("; ", notes)}";

@@ -36,7 +36,7 @@ float weightAt(uint64_t w, uint i) {
 }
 #elif defined(WEIGHT_F32)
 float weightAt(uint64_t w, uint i) { return uintBitsToFloat(Uints(w).u[i]); }
-#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q2_K) || defined(WEIGHT_IQ4_XS) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
+#elif defined(WEIGHT_Q8_0) || defined(WEIGHT_Q4_0) || defined(WEIGHT_Q4_1) || defined(WEIGHT_Q5_1) || defined(WEIGHT_Q2_K) || defined(WEIGHT_Q3_K) || defined(WEIGHT_IQ4_XS) || defined(WEIGHT_Q4_K) || defined(WEIGHT_Q5_K) || defined(WEIGHT_Q6_K)
 // Block-quantized weights (GGUF's blocks as stored, each value widened as ggml's dequantize_row_* defines it). Blocks
 // are only 2-byte aligned, so bytes are read out of the 32-bit words that hold them (buffers are padded to 16 bytes).
 #define WEIGHT_BLOCKS 1
@@ -82,6 +82,22 @@ float weightAt(uint64_t w, uint i) {
     uint q = (byteAt(w, base + 16u + 32u * n + 16u * h + l) >> (2u * t)) & 3u;
     uint sc = byteAt(w, base + 8u * n + 2u * t + h);
     return halfAt(w, base + 80u) * float(sc & 0xFu) * float(q) - halfAt(w, base + 82u) * float(sc >> 4);
+}
+#elif defined(WEIGHT_Q3_K)
+// Q3_K (110 bytes a super-block of 256, so only 2-byte aligned): hmask[32], qs[64], 12 bytes of 16 six-bit scales, d (f16).
+// Value j = 128n + 32t + l takes bits 2t, 2t + 1 of qs[32n + l] and, as bit 2, bit 4n + t of hmask[l]: q = that - 4 (-4..3);
+// its group g = j / 16 has the scale sc - 32, sc's low four bits the low (g < 8) or high nibble of scales[g % 8], its top
+// two bits 2 (g / 4), 2 (g / 4) + 1 of scales[8 + g % 4] (ggml's kmask unpacking); value = (d × (sc − 32)) × q.
+float q3kScale(uint64_t w, uint base, uint g) {
+    uint low = (byteAt(w, base + 96u + (g & 7u)) >> ((g >> 3) * 4u)) & 0xFu;
+    uint high = (byteAt(w, base + 104u + (g & 3u)) >> (2u * (g >> 2))) & 3u;
+    return halfAt(w, base + 108u) * float(int(low | (high << 4)) - 32);
+}
+
+float weightAt(uint64_t w, uint i) {
+    uint base = (i >> 8) * 110u, j = i & 255u, n = j >> 7, t = (j & 127u) >> 5, l = j & 31u;
+    uint c = ((byteAt(w, base + 32u + 32u * n + l) >> (2u * t)) & 3u) | (((byteAt(w, base + l) >> (4u * n + t)) & 1u) << 2);
+    return q3kScale(w, base, j >> 4) * float(int(c) - 4);
 }
 #elif defined(WEIGHT_IQ4_XS)
 // IQ4_XS (136 bytes a super-block of 256): d (f16), scales_h (u16), scales_l[4], qs[128]. Sub-block s = j / 32 has the 6-bit
@@ -208,6 +224,18 @@ void quarterAt(uint64_t w, uint first, uint u, uint q, out vec4 lo, out vec4 hi,
     lo = scale * bytesOf(codes0) - minimum;
     hi = scale * bytesOf(codes1) - minimum;
     c0 = 32u * u + 8u * q;
+    c1 = c0 + 4u;
+#elif defined(WEIGHT_Q3_K)
+    // Unit s (32 values) of a super-block is half n = s / 4, shift t = s % 4: values l = 8q..8q + 7 (group 8n + 2t + q / 2)
+    // take bits 2t, 2t + 1 of qs[32n + l..] and bit 4n + t of hmask[l..], read as words at any 2-byte offset.
+    uint base = ((first >> 8) + (u >> 3)) * 110u, s = u & 7u, n = s >> 2, t = s & 3u, l = 8u * q;
+    uint at = base + 32u + 32u * n + l, high = 4u * n + t;
+    uint codes0 = ((wordAt(w, at) >> (2u * t)) & 0x03030303u) | (((wordAt(w, base + l) >> high) & 0x01010101u) << 2);
+    uint codes1 = ((wordAt(w, at + 4u) >> (2u * t)) & 0x03030303u) | (((wordAt(w, base + l + 4u) >> high) & 0x01010101u) << 2);
+    float scale = q3kScale(w, base, 8u * n + 2u * t + (q >> 1));
+    lo = scale * (bytesOf(codes0) - 4.0);
+    hi = scale * (bytesOf(codes1) - 4.0);
+    c0 = 32u * u + l;
     c1 = c0 + 4u;
 #elif defined(WEIGHT_IQ4_XS)
     // Sub-block s of a super-block, laid out as a Q4_0 block: bytes 4q..4q + 3 of its 16 hold the indices of values 4q..

@@ -247,7 +247,7 @@ public sealed class GgmlDequantizeTests
 
         if (type == LLamaFtype.MOSTLY_Q3_K_M)
         {
-            // The CPU multiplies Q3_K as stored: no note of it, and a decode step reads the file's bytes, not Q6_K's.
+            // Q3_K is multiplied as stored: no note of it, and a decode step reads the file's bytes, not Q6_K's.
             Assert.DoesNotContain("Q3_K", model.LoadNote ?? "", StringComparison.Ordinal);
             GgufTensorInfo[] read = [.. ours.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")];
             Assert.Contains(read, t => t.Type == (int)GgmlType.Q3_K);
@@ -275,14 +275,10 @@ public sealed class GgmlDequantizeTests
             }
         }
 
-        // The GPU (Q4_0 and the k-quants read as stored, each value widened to f32 in its shaders) within the same bound of llama.cpp.
+        // The GPU (Q4_0 and the k-quants, Q3_K included, read as stored, each value widened to f32 in its shaders) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);
         using Qwen2Model onGpu = Qwen2Model.Load(quantized, gpu);
-        if (type == LLamaFtype.MOSTLY_Q3_K_M)
-        {
-            Assert.Contains("Q3_K -> Q6_K", onGpu.LoadNote, StringComparison.Ordinal);    // the GPU widens it (no Q3_K shaders)
-        }
 
         float[][] gpuLogits = Model.ReferenceModelTests.AllPositionLogits(onGpu, ids);
         for (int p = 0; p < ids.Length; p++)
@@ -345,51 +341,32 @@ public sealed class GgmlDequantizeTests
     }
 
     [Fact]
-    public void Q3_KWidenedToQ6_K_AndIq4_NLToQ8_0_KeepEveryValueBitForBit()
+    public void Iq4_NLToQ8_0_KeepsEveryValueBitForBit()
     {
-        // Random bytes (every code, fifth-bit mask and packed 6-bit scale), then scales of both signs, zero, negative zero,
-        // subnormal and large; each widened block dequantized by the wider type's dequantizer must give the stored block's
-        // values (whose dequantizers are tested against llama.cpp's in LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes...).
+        // Random bytes (every code), then scales of both signs, zero, negative zero, subnormal and large; each widened block
+        // dequantized by Q8_0's dequantizer must give the stored block's values (whose dequantizer is tested against
+        // llama.cpp's in LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes...).
         float[] scales = [0.5f, -0.25f, 0f, -0f, 1e-3f, -7.5f, 3e-7f, 60000f];
         var random = new Random(3);
-        var q3 = new byte[scales.Length * WidenedBlocks.Q3_KBytes];
-        random.NextBytes(q3);
         var nl = new byte[scales.Length * 8 * WidenedBlocks.Iq4NlBytes];
         random.NextBytes(nl);
         for (int b = 0; b < scales.Length; b++)
         {
-            BinaryPrimitives.WriteUInt16LittleEndian(q3.AsSpan((b * WidenedBlocks.Q3_KBytes) + 108), HalfBits.FromSingle(scales[b]));
             for (int k = 0; k < 8; k++)
             {
                 BinaryPrimitives.WriteUInt16LittleEndian(nl.AsSpan(((b * 8) + k) * WidenedBlocks.Iq4NlBytes), HalfBits.FromSingle(scales[(b + k) % scales.Length]));
             }
         }
 
-        var q6 = new byte[scales.Length * 210];
-        WidenedBlocks.WidenQ3_KToQ6_K(q3, q6);
         var q8 = new byte[scales.Length * 8 * 34];
         WidenedBlocks.WidenIq4_NLToQ8_0(nl, q8);
-
         var expected = new float[scales.Length * 256];
         var actual = new float[scales.Length * 256];
-        foreach (bool iq4 in new[] { false, true })
+        WidenedBlocks.DequantizeIq4_NL(nl, expected);
+        Q8_0Blocks.Dequantize(q8, actual);
+        for (int i = 0; i < expected.Length; i++)
         {
-            if (iq4)
-            {
-                WidenedBlocks.DequantizeIq4_NL(nl, expected);
-                Q8_0Blocks.Dequantize(q8, actual);
-            }
-            else
-            {
-                WidenedBlocks.DequantizeQ3_K(q3, expected);
-                KQuantBlocks.DequantizeQ6_K(q6, actual);
-            }
-
-            for (int i = 0; i < expected.Length; i++)
-            {
-                Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
-                    $"{(iq4 ? "IQ4_NL" : "Q3_K")} value {i}: {actual[i]}, stored {expected[i]}");
-            }
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"IQ4_NL value {i}: {actual[i]}, stored {expected[i]}");
         }
     }
 

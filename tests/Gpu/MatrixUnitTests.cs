@@ -38,6 +38,7 @@ public sealed class MatrixUnitTests
     [InlineData(DType.Q4_1)]
     [InlineData(DType.Q5_1)]
     [InlineData(DType.Q2_K)]
+    [InlineData(DType.Q3_K)]
     [InlineData(DType.IQ4_XS)]
     [InlineData(DType.Q4_K)]
     [InlineData(DType.Q5_K)]
@@ -51,7 +52,7 @@ public sealed class MatrixUnitTests
         // The weights are the product's exact stored values (dequantized in double), so no type gets an allowance.
         (int, int, int)[] shapes = type switch
         {
-            DType.Q2_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K => [(9, 5, 256), (70, 130, 512)],
+            DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K => [(9, 5, 256), (70, 130, 512)],
             DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_1 => [(9, 5, 32), (70, 130, 160), (130, 72, 256)],
             _ => [(9, 5, 16), (70, 130, 136), (130, 72, 250)],
         };

@@ -187,15 +187,14 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
     /// <summary>
-    /// The file's matrices a backend multiplies as a wider type that holds every value (<paramref name="multipliesAs"/>, the
-    /// backend's <see cref="Backend.IBackend.MultipliesAs"/>: Q3_K as Q6_K on a GPU and IQ4_NL as Q8_0, in Q2_K and Q3_K
-    /// files) at nearly twice their bytes, by type: "Q3_K -> Q6_K" and how many, for the load note. (Q5_0, Q4_K_M's
-    /// everyday fallback, widens to Q8_0 too, and goes unmentioned.)
+    /// The file's matrices a backend multiplies as a wider type that holds every value (<see cref="Widening"/>: IQ4_NL as
+    /// Q8_0, in Q2_K and Q3_K files) at nearly twice their bytes, by type: "IQ4_NL -> Q8_0" and how many, for the load note.
+    /// (Q5_0, Q4_K_M's everyday fallback, widens to Q8_0 too, and goes unmentioned.)
     /// </summary>
-    public IReadOnlyDictionary<string, int> Widenings(Func<DType, DType?> multipliesAs) =>
+    public IReadOnlyDictionary<string, int> Widenings =>
         _file.Tensors.Values
             .Where(t => t.Shape.Length == 2)
-            .Select(t => GgmlTypes.TryGetDType(t.Type, out DType stored) && stored != DType.Q5_0 ? (Stored: stored, Wider: multipliesAs(stored)) : default)
+            .Select(t => GgmlTypes.TryGetDType(t.Type, out DType stored) && stored != DType.Q5_0 ? (Stored: stored, Wider: Widening.Target(stored)) : default)
             .Where(w => w.Wider is not null)
             .GroupBy(w => $"{DTypes.Name(w.Stored)} -> {DTypes.Name(w.Wider!.Value)}")
             .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
