@@ -12,7 +12,7 @@ namespace QwenSharp.Tests.Model;
 /// Models split between the CPU and a second backend (<see cref="LayerOffload"/>, llama.cpp's --n-gpu-layers): the last
 /// layer alone, every layer, every layer and the LM head, and a count past that, each against the fixtures' float64
 /// reference (full logits, greedy ids through the KV cache) on the GPU; and, split between two CPU backends, every
-/// result bit for bit the unsplit model's (prefill, decode, beams and samples that copy KV slots, LoRA at mixed scales).
+/// result bit for bit the unsplit model's (prefill, decode, beams and samples that copy KV slots, last hidden states).
 /// </summary>
 public sealed class LayerOffloadTests
 {
@@ -82,7 +82,7 @@ public sealed class LayerOffloadTests
         var sampled = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true, NumReturnSequences = 3, Sampling = new SamplingOptions { DoSample = true, Temperature = 1.2, Seed = 7 } };
         var beamed = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
 
-        (float[][] Logits, GenerationResult Sampled, GenerationResult Beams, float[][] Decoded) Run(string placement)
+        (float[][] Logits, GenerationResult Sampled, GenerationResult Beams, float[][] Decoded, float[] Hidden) Run(string placement)
         {
             (IBackend host, LayerOffload? offload) = TestBackends.CreatePlacement(placement);
             using (host)
@@ -90,7 +90,8 @@ public sealed class LayerOffloadTests
             {
                 Assert.Equal(offload is null ? 0 : Math.Min(offloaded, model.Config.NumHiddenLayers + 1), model.OffloadedLayers);
                 return (ReferenceModelTests.AllPositionLogits(model, reference.PromptIds), Generator.Generate(model, prompts, sampled),
-                    BeamSearch.Generate(model, prompts, beamed, new BeamOptions { NumBeams = 3 }), DecodeLogits(model, reference.PromptIds[..8]));
+                    BeamSearch.Generate(model, prompts, beamed, new BeamOptions { NumBeams = 3 }), DecodeLogits(model, reference.PromptIds[..8]),
+                    HiddenStates(model, reference.PromptIds[..6]));
             }
         }
 
@@ -98,6 +99,7 @@ public sealed class LayerOffloadTests
         var split = Run($"cpu+cpu:{offloaded}");
         Assert.Equal(whole.Logits, split.Logits);
         Assert.Equal(whole.Decoded, split.Decoded);
+        Assert.Equal(whole.Hidden, split.Hidden);
         Assert.Equal(whole.Sampled.Sequences.Select(s => s.Ids), split.Sampled.Sequences.Select(s => s.Ids));
         Assert.Equal(whole.Beams.Sequences.Select(s => (s.Ids, s.Score)), split.Beams.Sequences.Select(s => (s.Ids, s.Score)));
     }
@@ -162,6 +164,22 @@ public sealed class LayerOffloadTests
         }
 
         return result;
+    }
+
+    /// <summary>Every position's last hidden state (after the final norm: what embeddings pool), causal, from one step.</summary>
+    private static float[] HiddenStates(Qwen2Model model, int[] ids)
+    {
+        using KvCache cache = model.CreateKvCache(1, ids.Length);
+        using ForwardState state = model.CreateHiddenState(ids.Length);
+        var batch = new TokenBatch(ids.Length);
+        for (int p = 0; p < ids.Length; p++)
+        {
+            batch.Add(ids[p], p, 0, wantLogits: true);
+        }
+
+        var hidden = new float[ids.Length * model.Config.HiddenSize];
+        model.ForwardHidden(batch, cache, state, hidden);
+        return hidden;
     }
 
     private static int LayersOf(string fixture) =>
