@@ -60,7 +60,7 @@ internal sealed class Arguments
             }
 
             OptionSpec spec = specs.FirstOrDefault(s => s.Name == name)
-                ?? throw new UsageException($"unknown option '--{name}' for '{command}' (see qwensharp {command} --help)");
+                ?? throw new UsageException($"unknown option '--{name}' for '{command}' (see qwensharp {command} --help{LlamaCppOptions.Hint(name, specs)})");
             if (!spec.TakesValue)
             {
                 if (inlineValue is not null)

@@ -52,7 +52,9 @@ internal static class CliApp
             Arguments arguments = Arguments.Parse(command.Name, rest, command.Options);
             if (arguments.Positionals.Count > command.MaxPositionals)
             {
-                throw new UsageException($"unexpected argument '{arguments.Positionals[command.MaxPositionals]}' (options start with --; see qwensharp {command.Name} --help)");
+                string unexpected = arguments.Positionals[command.MaxPositionals];
+                string hint = unexpected is ['-', _, ..] ? LlamaCppOptions.Hint(unexpected.TrimStart('-'), command.Options) : "";
+                throw new UsageException($"unexpected argument '{unexpected}' (options start with --; see qwensharp {command.Name} --help{hint})");
             }
 
             return command.Run(arguments, stdin, stdout, stderr);

@@ -103,6 +103,19 @@ public sealed class CliErrorTests
     public void UnknownOption() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--frobnicate"), "unknown option '--frobnicate' for 'generate'");
 
+    [Theory]
+    [InlineData("generate", "--n-gpu-layers", "99", "unknown option '--n-gpu-layers' for 'generate' (see qwensharp generate --help; llama.cpp's --n-gpu-layers is --gpu-layers here)")]
+    [InlineData("generate", "-ngl", "99", "unexpected argument '-ngl' (options start with --; see qwensharp generate --help; llama.cpp's -ngl is --gpu-layers here)")]
+    [InlineData("generate", "--ctx-size", "2048", "unknown option '--ctx-size' for 'generate' (see qwensharp generate --help; llama.cpp's --ctx-size is --context here)")]
+    [InlineData("serve", "--cache-type-k", "q8_0", "unknown option '--cache-type-k' for 'serve' (see qwensharp serve --help; llama.cpp's --cache-type-k is --kv-cache-type here, one type for keys and values)")]
+    [InlineData("score", "--temp", "0.7", "unknown option '--temp' for 'score' (see qwensharp score --help)")]    // no sampling in score: no hint
+    public void LlamaCppOptionName_SaysWhichOptionToWrite(string command, string option, string value, string message)
+    {
+        CliRunner.Result result = command == "serve" ? CliRunner.Run(command, option, value) : CliRunner.Run(command, "--prompt-ids", "1", option, value);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal($"qwensharp {command}: error: {message}", Assert.Single(result.ErrorLines));
+    }
+
     [Fact]
     public void BadNumber() =>
         AssertBadInput(CliRunner.Run("generate", "--prompt-ids", "1", "--greedy", "--max-new-tokens", "lots"), "--max-new-tokens 'lots' is not an integer >= 0");
