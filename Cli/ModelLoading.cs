@@ -1,5 +1,4 @@
 using QwenSharp.Backend;
-using QwenSharp.Cpu;
 using QwenSharp.Gpu;
 using QwenSharp.Qwen2;
 
@@ -129,24 +128,8 @@ internal static class ModelLoading
     /// The backend the model runs on (with --gpu-layers, the CPU, which runs the embedding and the first layers), and the
     /// GPU part of a split model, which the model then owns (null without one).
     /// </summary>
-    public static (IBackend Backend, LayerOffload? Offload) CreateBackends(Arguments args)
-    {
-        string device = CheckDevice(args);
-        int? gpuLayers = GpuLayersOf(args);
-        int threads = args.Int("threads", 1, 1024) ?? Environment.ProcessorCount;
-        IBackend backend = device == "cpu" || gpuLayers is not null
-            ? new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = args.Flag("batch-invariant") })
-            : new VulkanBackend(new VulkanBackendOptions { Device = device });
-        try
-        {
-            return (backend, gpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = device }), layers) : null);
-        }
-        catch
-        {
-            backend.Dispose();
-            throw;
-        }
-    }
+    public static (IBackend Backend, LayerOffload? Offload) CreateBackends(Arguments args) =>
+        QwenModel.CreateBackends(CheckDevice(args), GpuLayersOf(args), args.Int("threads", 1, 1024) ?? Environment.ProcessorCount, args.Flag("batch-invariant"));
 
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr) =>

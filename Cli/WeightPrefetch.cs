@@ -21,13 +21,7 @@ internal static class WeightPrefetch
             return;
         }
 
-        int hostLayers = model.Config.NumHiddenLayers - Math.Min(model.OffloadedLayers, model.Config.NumHiddenLayers);
-        IReadOnlyCollection<TensorView> tensors = model.OffloadBackend is null
-            ? ModelSummary.TensorsOf(model)
-            : [.. model.Weights.Layers.Take(hostLayers).SelectMany(layer => layer.Tensors)
-                .Concat(model.OffloadedLayers > model.Config.NumHiddenLayers ? [model.Weights.EmbedTokens] : [model.Weights.EmbedTokens, model.Weights.Norm, model.Weights.LmHead])
-                .Distinct(ReferenceEqualityComparer.Instance).Cast<TensorView>()];
-        tensors = [.. tensors.Where(t => t.Data != 0)];    // (views of tensors the load released have no bytes)
+        TensorView[] tensors = [.. model.HostWeights.Where(t => t.Data != 0)];    // (views of tensors the load released have no bytes)
         long total = tensors.Sum(t => t.ByteLength);
         if (total < MinimumBytes || !Terminal.IsInteractiveError || !ReferenceEquals(stderr, Console.Error))
         {

@@ -150,14 +150,9 @@ public sealed class QwenModel : IDisposable
                 nameof(options));
         }
 
-        // With GpuLayers the CPU runs the embedding and the first layers, the GPU the rest (0: nothing there, so none opened).
-        bool split = options.GpuLayers is not null;
-        IBackend backend = !gpu || split
-            ? new CpuBackend(new CpuBackendOptions { Threads = options.Threads ?? Environment.ProcessorCount, BatchInvariant = options.BatchInvariant })
-            : new VulkanBackend(new VulkanBackendOptions { Device = options.Device });
+        (IBackend backend, LayerOffload? offload) = CreateBackends(options.Device, options.GpuLayers, options.Threads ?? Environment.ProcessorCount, options.BatchInvariant);
         try
         {
-            LayerOffload? offload = options.GpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = options.Device }), layers) : null;
             Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize, offload);
             try
             {
@@ -188,6 +183,28 @@ public sealed class QwenModel : IDisposable
                 model.Dispose();
                 throw;
             }
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The backend a model runs on for a checked <paramref name="device"/> ("cpu", "gpu", "gpu:N"), and the GPU part of a split
+    /// model (<paramref name="gpuLayers"/>, <see cref="QwenModelOptions.GpuLayers"/>), which the model then owns: with
+    /// <paramref name="gpuLayers"/> the CPU runs the embedding and the first layers and the GPU the rest (0: nothing there, so
+    /// no GPU is opened); without, the whole model on the device. The CLI opens its backends here too.
+    /// </summary>
+    internal static (IBackend Backend, LayerOffload? Offload) CreateBackends(string device, int? gpuLayers, int threads, bool batchInvariant)
+    {
+        IBackend backend = device == "cpu" || gpuLayers is not null
+            ? new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = batchInvariant })
+            : new VulkanBackend(new VulkanBackendOptions { Device = device });
+        try
+        {
+            return (backend, gpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = device }), layers) : null);
         }
         catch
         {

@@ -130,6 +130,8 @@ public sealed class Qwen2Model : IDisposable
 
         // (A tied table the head multiplies on the device and the host gathers from is read there still: not released.)
         Weights = released.Count == 0 ? views : views.Select(view => released.Contains(view) ? view with { Data = 0 } : view);
+        var hostNames = onHost.Keys.Select(view => view.Name).ToHashSet(StringComparer.Ordinal);
+        _hostWeights = [.. Weights.DistinctTensors().Where(view => hostNames.Contains(view.Name))];
         _ownedSource = ownsSource ? source : null;
         _shape = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, config.RopeTheta, config.RopeScaling);
         _eps = (float)config.RmsNormEps;
@@ -220,6 +222,14 @@ public sealed class Qwen2Model : IDisposable
     /// backend copied (see <see cref="DeviceWeight.ReadsSourceBytes"/>) has no bytes here (its data is 0).
     /// </summary>
     public Qwen2Weights<TensorView> Weights { get; }
+
+    /// <summary>
+    /// The tensors of <see cref="Weights"/> the model's own <see cref="Backend"/> reads (all of them unless layers are
+    /// offloaded: then the embedding, the layers before and a head not offloaded), and a vision tower's, which runs there too.
+    /// </summary>
+    public IReadOnlyCollection<TensorView> HostWeights => Vision is null ? _hostWeights : [.. _hostWeights, .. Vision.Weights.Tensors];
+
+    private readonly TensorView[] _hostWeights;
 
     /// <summary>
     /// Bytes of weights a one-token decode step reads on <see cref="Backend"/> (<see cref="Qwen2WeightBytes.PerDecodeStep(Qwen2Weights{DeviceWeight})"/>):

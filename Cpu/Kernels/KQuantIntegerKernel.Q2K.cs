@@ -93,7 +93,7 @@ internal static partial class KQuantIntegerKernel
         ref short sums = ref operands.Sums;
         byte* block = (byte*)Unsafe.AsPointer(ref w);
         Vector512<byte> low2 = Vector512.Create((byte)3), low4 = Vector512.Create((byte)0x0F);
-        Vector512<ushort> shifts01 = Q2KShifts(0), shifts23 = Q2KShifts(2);
+        Vector512<ushort> shifts01 = HalfShifts(0, 2), shifts23 = HalfShifts(4, 6);
         Vector512<byte> pick0 = Q2KPick(0), pick4 = Q2KPick(4), pick8 = Q2KPick(8), pick12 = Q2KPick(12);
         Vector512<float> acc = default;
         Vector256<float> minAcc = default;
@@ -128,9 +128,12 @@ internal static partial class KQuantIntegerKernel
         return Avx512BW.MultiplyAddAdjacent(pairs, Avx512BW.Shuffle(scales, pick).AsInt16());
     }
 
-    /// <summary>16-bit shift counts: 2t in the lower 256 bits, 2t + 2 in the upper (quarters t and t + 1 of a half).</summary>
-    private static Vector512<ushort> Q2KShifts(int t) =>
-        Avx512F.InsertVector256(Vector256.Create((ushort)(2 * t)).ToVector512Unsafe(), Vector256.Create((ushort)((2 * t) + 2)), 1);
+    /// <summary>
+    /// 16-bit shift counts: <paramref name="lower"/> in the lower 256 bits, <paramref name="upper"/> in the upper (two quarters'
+    /// codes from one broadcast: Q2_K's and Q3_K's 2t and 2t + 2, Q3_K's high bits' k and k + 1).
+    /// </summary>
+    private static Vector512<ushort> HalfShifts(int lower, int upper) =>
+        Avx512F.InsertVector256(Vector256.Create((ushort)lower).ToVector512Unsafe(), Vector256.Create((ushort)upper), 1);
 
     /// <summary>vpshufb indexes giving each word of 128-bit lane k the scale byte <paramref name="g"/> + k (high byte zero: index 0x80).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -102,7 +102,7 @@ internal static partial class KQuantIntegerKernel
         Vector256<byte> high = (k < 2 ? Vector256.ShiftLeft(hmask.AsUInt16(), 2 - k).AsByte()
             : k == 2 ? hmask : Vector256.ShiftRightLogical(hmask.AsUInt16(), k - 2).AsByte()) & bit2;
         Vector256<short> pairs = Avx2.MultiplyAddAdjacent(twoBits | high, Vector256.LoadUnsafe(ref q8, (nuint)((128 * n) + (32 * t))));
-        Vector256<byte> pick = Vector256.Create((ushort)(0x0100 * ((2 * k) + 1) + (2 * k))).AsByte();
+        Vector256<byte> pick = Vector256.Create(WordPick(k)).AsByte();
         return Avx2.MultiplyAddAdjacent(pairs, Avx2.Shuffle(scales.AsByte(), pick).AsInt16());
     }
 
@@ -120,13 +120,14 @@ internal static partial class KQuantIntegerKernel
         ref short sums = ref operands.Sums;
         byte* block = (byte*)Unsafe.AsPointer(ref w);
         Vector512<byte> low2 = Vector512.Create((byte)3), bit0 = Vector512.Create((byte)1);
-        Vector512<ushort> twoBits01 = Q2KShifts(0), twoBits23 = Q2KShifts(2);
-        Vector512<ushort> high01 = Q3KHighShifts(0), high23 = Q3KHighShifts(2), high45 = Q3KHighShifts(4), high67 = Q3KHighShifts(6);
+        Vector512<ushort> twoBits01 = HalfShifts(0, 2), twoBits23 = HalfShifts(4, 6);
+        Vector512<ushort> high01 = HalfShifts(0, 1), high23 = HalfShifts(2, 3), high45 = HalfShifts(4, 5), high67 = HalfShifts(6, 7);
 
         // Scales by group modulo 4 (groups j, j + 4, j + 8, j + 12 in lane j), each lane's four words then picked by half and pair.
         Vector128<byte> byLane = Vector128.Create((byte)0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         Vector512<ulong> spread = Vector512.Create(0UL, 0, 1, 1, 2, 2, 3, 3);
-        Vector512<byte> pick0 = Q3KWidePick(0), pick1 = Q3KWidePick(1), pick2 = Q3KWidePick(2), pick3 = Q3KWidePick(3);
+        Vector512<byte> pick0 = Vector512.Create(WordPick(0)).AsByte(), pick1 = Vector512.Create(WordPick(1)).AsByte();
+        Vector512<byte> pick2 = Vector512.Create(WordPick(2)).AsByte(), pick3 = Vector512.Create(WordPick(3)).AsByte();
         Vector512<float> acc = default;
         Vector256<float> offsetAcc = default;
         for (int b = 0; b < operands.Blocks; b++)
@@ -165,12 +166,11 @@ internal static partial class KQuantIntegerKernel
         return Avx512BW.MultiplyAddAdjacent(pairs, Avx512BW.Shuffle(scales.AsByte(), pick).AsInt16());
     }
 
-    /// <summary>16-bit shift counts: <paramref name="k"/> in the lower 256 bits, k + 1 in the upper (quarters k and k + 1's high bits).</summary>
-    private static Vector512<ushort> Q3KHighShifts(int k) =>
-        Avx512F.InsertVector256(Vector256.Create((ushort)k).ToVector512Unsafe(), Vector256.Create((ushort)(k + 1)), 1);
-
-    /// <summary>vpshufb indexes giving every word of each 128-bit lane that lane's word <paramref name="word"/> (half n, pair t / 2: word 2n + t / 2).</summary>
-    private static Vector512<byte> Q3KWidePick(int word) => Vector512.Create((ushort)((0x0100 * ((2 * word) + 1)) + (2 * word))).AsByte();
+    /// <summary>
+    /// A vpshufb index pair, repeated in every word, that gives each word of a 128-bit lane that lane's word
+    /// <paramref name="word"/> (the 32-byte kernel's quarter k = 4n + t; the 64-byte kernel's half n and pair t / 2, 2n + t / 2).
+    /// </summary>
+    private static ushort WordPick(int word) => (ushort)((0x0100 * ((2 * word) + 1)) + (2 * word));
 
     /// <summary>The reference: per super-block Σ_g (sc_g - 32) Σ q × x in integers (q in -4..3), then xd × d × it.</summary>
     private static float Q3KScalar(ref byte w, scoped in RowOperands operands)

@@ -63,9 +63,9 @@ public sealed class LayerOffloadTests
         using (Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory("stories260K-qwen2-bf16"), host, offload: offload))
         {
             var gpu = (VulkanBackend)model.OffloadBackend!;
-            DecodeLogits(model, [1, 2, 3]);    // warm-up: the step's recording made
+            ReferenceModelTests.OneTokenPerStepLogits(model, [1, 2, 3]);    // warm-up: the step's recording made
             (long submits, long replays) = gpu.Submissions;
-            DecodeLogits(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            ReferenceModelTests.OneTokenPerStepLogits(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
             (long submitsAfter, long replaysAfter) = gpu.Submissions;
             Assert.Equal(10, submitsAfter - submits);
             Assert.True(replaysAfter - replays >= 9, $"{replaysAfter - replays} of 10 decode steps replayed");
@@ -88,9 +88,15 @@ public sealed class LayerOffloadTests
             using (host)
             using (Qwen2Model model = Qwen2Model.Load(folder, host, offload: offload))
             {
-                Assert.Equal(offload is null ? 0 : Math.Min(offloaded, model.Config.NumHiddenLayers + 1), model.OffloadedLayers);
+                int layers = model.Config.NumHiddenLayers;
+                Assert.Equal(offload is null ? 0 : Math.Min(offloaded, layers + 1), model.OffloadedLayers);
+
+                // What the CPU reads (load-time prefetch touches these): the embedding always, the last layer only unsplit.
+                string[] hostNames = [.. model.HostWeights.Select(view => view.Name)];
+                Assert.Contains("model.embed_tokens.weight", hostNames);
+                Assert.Equal(offload is null, hostNames.Contains($"model.layers.{layers - 1}.mlp.down_proj.weight"));
                 return (ReferenceModelTests.AllPositionLogits(model, reference.PromptIds), Generator.Generate(model, prompts, sampled),
-                    BeamSearch.Generate(model, prompts, beamed, new BeamOptions { NumBeams = 3 }), DecodeLogits(model, reference.PromptIds[..8]),
+                    BeamSearch.Generate(model, prompts, beamed, new BeamOptions { NumBeams = 3 }), ReferenceModelTests.OneTokenPerStepLogits(model, reference.PromptIds[..8]),
                     HiddenStates(model, reference.PromptIds[..6]));
             }
         }
@@ -146,24 +152,6 @@ public sealed class LayerOffloadTests
         using var cpu = TestBackends.Create("cpu");
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LayerOffload(cpu, -1));
         Assert.Contains("layers on the device cannot be negative", e.Message);
-    }
-
-    /// <summary>The logits of each position read a token a step (the decode kernels).</summary>
-    private static float[][] DecodeLogits(Qwen2Model model, int[] ids)
-    {
-        using KvCache cache = model.CreateKvCache(1, ids.Length);
-        using ForwardState state = model.CreateState(1, 1);
-        var result = new float[ids.Length][];
-        var batch = new TokenBatch(1);
-        for (int p = 0; p < ids.Length; p++)
-        {
-            batch.Clear();
-            batch.Add(ids[p], p, 0, wantLogits: true);
-            model.Forward(batch, cache, state);
-            result[p] = state.LogitsOf(0).ToArray();
-        }
-
-        return result;
     }
 
     /// <summary>Every position's last hidden state (after the final norm: what embeddings pool), causal, from one step.</summary>

@@ -308,18 +308,7 @@ public sealed class LoraAdapterTests
     {
         using IBackend backend = TestBackends.Create(backendName);
         using Qwen2Model loaded = Load(model, backend, adapters);
-        using KvCache cache = loaded.CreateKvCache(1, ids.Length);
-        using ForwardState state = loaded.CreateState(1, 1);
-        var result = new float[ids.Length][];
-        for (int p = 0; p < ids.Length; p++)
-        {
-            var batch = new TokenBatch(1);
-            batch.Add(ids[p], p, 0, wantLogits: true);
-            loaded.Forward(batch, cache, state);
-            result[p] = state.LogitsOf(0).ToArray();
-        }
-
-        return result;
+        return ReferenceModelTests.OneTokenPerStepLogits(loaded, ids);
     }
 
     private static Qwen2Model Load(string model, IBackend backend, (string Path, float Scale)[] adapters, LayerOffload? offload = null)
