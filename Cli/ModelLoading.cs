@@ -33,8 +33,8 @@ internal static class ModelLoading
 
     public static readonly OptionSpec Device = new("device", "cpu|gpu|gpu:N", "where to run: cpu, the GPU (Vulkan; gpu:N picks one of qwensharp devices) (default: cpu)");
 
-    public static readonly OptionSpec GpuLayers = new("gpu-layers", "N",
-        "run only the model's last N layers on the GPU, the rest on the CPU (as llama.cpp's -ngl: one more than the layers also puts the LM head there, 0 none), for a model larger than the GPU's memory; implies --device gpu (default: the whole model on the --device)");
+    public static readonly OptionSpec GpuLayers = new("gpu-layers", "N|auto",
+        "run only the model's last N layers on the GPU, the rest on the CPU (as llama.cpp's -ngl: one more than the layers also puts the LM head there, 0 none), for a model larger than the GPU's memory; auto: as many as fit beside a KV cache of the context given (else 4096 positions; serve: for each sequence it decodes at once); implies --device gpu (default: the whole model on the --device)");
 
     public static readonly OptionSpec BatchInvariant = new("batch-invariant", null,
         "steps of up to 7 rows (a batch of up to 7 sequences, prompt lookup) give each row exactly its bits alone; without it the CPU multiplies quantized matrices faster, the same tokens up to near-ties");
@@ -121,19 +121,39 @@ internal static class ModelLoading
         return device;
     }
 
-    /// <summary>--gpu-layers: how many of the last layers run on the GPU (the rest on the CPU), or null for the whole model on the --device.</summary>
-    public static int? GpuLayersOf(Arguments args) => args.Int("gpu-layers", 0, 100_000);
+    /// <summary>
+    /// --gpu-layers: how many of the last layers run on the GPU (the rest on the CPU), <see cref="QwenModelOptions.AutoGpuLayers"/>
+    /// for auto, or null for the whole model on the --device.
+    /// </summary>
+    public static int? GpuLayersOf(Arguments args) => args.Value("gpu-layers") switch
+    {
+        null => null,
+        "auto" => QwenModelOptions.AutoGpuLayers,
+        string text when int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layers) && layers <= MaxGpuLayers => layers,
+        string text => throw new UsageException($"--gpu-layers '{text}' is not a count of layers from 0 to {MaxGpuLayers}, or auto"),
+    };
+
+    /// <summary>The largest --gpu-layers taken (far past any model's layers, as llama.cpp's -ngl 999).</summary>
+    private const int MaxGpuLayers = 100_000;
+
+    /// <summary>
+    /// With --gpu-layers auto, the KV cache positions it leaves room for: --context (default 4096) times the sequences that
+    /// hold one each (<paramref name="slots"/>: serve's --max-concurrent); null otherwise.
+    /// </summary>
+    public static int? GpuFitPositionsOf(Arguments args, int slots = 1) =>
+        GpuLayersOf(args) == QwenModelOptions.AutoGpuLayers ? (int)Math.Min(int.MaxValue, (long)(args.Int("context", 1) ?? LayerOffload.DefaultFitPositions) * slots) : null;
 
     /// <summary>
     /// The backend the model runs on (with --gpu-layers, the CPU, which runs the embedding and the first layers), and the
     /// GPU part of a split model, which the model then owns (null without one).
     /// </summary>
     public static (IBackend Backend, LayerOffload? Offload) CreateBackends(Arguments args) =>
-        QwenModel.CreateBackends(CheckDevice(args), GpuLayersOf(args), args.Int("threads", 1, 1024) ?? Environment.ProcessorCount, args.Flag("batch-invariant"));
+        QwenModel.CreateBackends(CheckDevice(args), GpuLayersOf(args), new KvReserve(GpuFitPositionsOf(args) ?? LayerOffload.DefaultFitPositions, KvCacheTypeOf(args)),
+            args.Int("threads", 1, 1024) ?? Environment.ProcessorCount, args.Flag("batch-invariant"));
 
     /// <summary>Loads the model the arguments name, on the backend they choose; the caller disposes both.</summary>
     public static (IBackend Backend, Qwen2Model Model) Load(Arguments args, TextWriter stderr) =>
-        Load(ResolveDirectory(args, stderr), args);
+        Load(ResolveDirectory(args, stderr), args, stderr);
 
     /// <summary>--quantize: the quantized type to convert the matrices to at load, or null.</summary>
     public static Formats.DType? QuantizeType(Arguments args) => args.Value("quantize") switch
@@ -187,9 +207,10 @@ internal static class ModelLoading
     /// The Engine's model (weights and tokenizer) for the commands that chat or serve through it, on the device and
     /// threads the arguments choose, with the load note (GGUF types converted at load) on stderr.
     /// </summary>
-    public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr)
+    public static QwenModel LoadEngineModel(string directory, string device, Arguments args, TextWriter stderr, int slots = 1)
     {
-        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, GpuLayers = GpuLayersOf(args), Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
+        QwenModel model = QwenModel.Load(directory, new QwenModelOptions { Threads = args.Int("threads", 1, 1024), Device = device, GpuLayers = GpuLayersOf(args),
+            GpuFitPositions = GpuFitPositionsOf(args, slots), Quantize = QuantizeType(args), BatchInvariant = args.Flag("batch-invariant"),
             KvCacheType = KvCacheTypeOf(args), DraftModel = DraftPath(args, stderr), LoraAdapters = LoraAdapters(args, stderr) });
         if (model.Model.LoadNote is string note)
         {
@@ -281,8 +302,8 @@ internal static class ModelLoading
     public static Generation.PromptLookup? LookupFrom(Arguments args, bool draft) =>
         (GuessesFrom(args) ?? (draft ? QwenModel.DefaultDraftTokens : null)) is int guesses ? new Generation.PromptLookup(guesses) : null;
 
-    /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose.</summary>
-    public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args)
+    /// <summary>Loads the model in <paramref name="directory"/> on the backend the arguments choose, its load notes on <paramref name="stderr"/>.</summary>
+    public static (IBackend Backend, Qwen2Model Model) Load(string directory, Arguments args, TextWriter stderr)
     {
         Formats.DType? quantize = QuantizeType(args);
         Formats.DType kvCacheType = KvCacheTypeOf(args);
@@ -293,7 +314,7 @@ internal static class ModelLoading
             try
             {
                 SetKvCacheType(model, kvCacheType);
-                model.ApplyAdapterFiles([.. LoraAdapters(args, Console.Error).Select(a => (a.Path, a.Scale))]);
+                model.ApplyAdapterFiles([.. LoraAdapters(args, stderr).Select(a => (a.Path, a.Scale))]);
             }
             catch
             {
@@ -303,10 +324,10 @@ internal static class ModelLoading
 
             if (model.LoadNote is string note)
             {
-                Console.Error.WriteLine($"note: {note}");
+                stderr.WriteLine($"note: {note}");
             }
 
-            WeightPrefetch.Run(model, Console.Error);
+            WeightPrefetch.Run(model, stderr);
             return (backend, model);
         }
         catch

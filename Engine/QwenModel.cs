@@ -142,15 +142,25 @@ public sealed class QwenModel : IDisposable
             throw new ArgumentException($"device '{options.Device}' is not one of cpu, gpu, gpu:N", nameof(options));
         }
 
-        if (options.GpuLayers is int gpuLayers && (!gpu || gpuLayers < 0))
+        if (options.GpuLayers is int gpuLayers && (!gpu || gpuLayers < QwenModelOptions.AutoGpuLayers))
         {
             throw new ArgumentException(
-                gpuLayers < 0 ? $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuLayers)} {gpuLayers}: a count of layers, 0 or more"
+                gpuLayers < QwenModelOptions.AutoGpuLayers
+                    ? $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuLayers)} {gpuLayers}: a count of layers, 0 or more, or {nameof(QwenModelOptions.AutoGpuLayers)}"
                     : $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuLayers)} {gpuLayers} places layers on a GPU: it goes with {nameof(QwenModelOptions.Device)} gpu or gpu:N, not {options.Device}",
                 nameof(options));
         }
 
-        (IBackend backend, LayerOffload? offload) = CreateBackends(options.Device, options.GpuLayers, options.Threads ?? Environment.ProcessorCount, options.BatchInvariant);
+        if (options.GpuFitPositions is int positions && (options.GpuLayers != QwenModelOptions.AutoGpuLayers || positions < 1))
+        {
+            throw new ArgumentException(
+                positions < 1 ? $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuFitPositions)} {positions}: a count of positions, 1 or more"
+                    : $"{nameof(QwenModelOptions)}.{nameof(QwenModelOptions.GpuFitPositions)} goes with {nameof(QwenModelOptions.GpuLayers)} = {nameof(QwenModelOptions.AutoGpuLayers)}, which it leaves room for",
+                nameof(options));
+        }
+
+        var fit = new KvReserve(options.GpuFitPositions ?? LayerOffload.DefaultFitPositions, options.KvCacheType);
+        (IBackend backend, LayerOffload? offload) = CreateBackends(options.Device, options.GpuLayers, fit, options.Threads ?? Environment.ProcessorCount, options.BatchInvariant);
         try
         {
             Qwen2Model model = Qwen2Model.Load(directory, backend, options.Quantize, offload);
@@ -195,16 +205,22 @@ public sealed class QwenModel : IDisposable
     /// The backend a model runs on for a checked <paramref name="device"/> ("cpu", "gpu", "gpu:N"), and the GPU part of a split
     /// model (<paramref name="gpuLayers"/>, <see cref="QwenModelOptions.GpuLayers"/>), which the model then owns: with
     /// <paramref name="gpuLayers"/> the CPU runs the embedding and the first layers and the GPU the rest (0: nothing there, so
-    /// no GPU is opened); without, the whole model on the device. The CLI opens its backends here too.
+    /// no GPU is opened; <see cref="QwenModelOptions.AutoGpuLayers"/>: as many as fit beside a KV cache of <paramref name="fit"/>);
+    /// without, the whole model on the device. The CLI opens its backends here too.
     /// </summary>
-    internal static (IBackend Backend, LayerOffload? Offload) CreateBackends(string device, int? gpuLayers, int threads, bool batchInvariant)
+    internal static (IBackend Backend, LayerOffload? Offload) CreateBackends(string device, int? gpuLayers, KvReserve fit, int threads, bool batchInvariant)
     {
         IBackend backend = device == "cpu" || gpuLayers is not null
             ? new CpuBackend(new CpuBackendOptions { Threads = threads, BatchInvariant = batchInvariant })
             : new VulkanBackend(new VulkanBackendOptions { Device = device });
         try
         {
-            return (backend, gpuLayers is int layers and > 0 ? new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = device }), layers) : null);
+            return (backend, gpuLayers switch
+            {
+                QwenModelOptions.AutoGpuLayers => LayerOffload.Fitting(new VulkanBackend(new VulkanBackendOptions { Device = device }), fit.Positions, fit.Type),
+                int layers and > 0 => new LayerOffload(new VulkanBackend(new VulkanBackendOptions { Device = device }), layers),
+                _ => null,
+            });
         }
         catch
         {

@@ -27,10 +27,25 @@ public sealed record QwenModelOptions
     /// With <see cref="Device"/> a GPU: how many of the model's last layers run there, the rest and the token embedding on
     /// the CPU (<see cref="Threads"/>), as llama.cpp's <c>--n-gpu-layers</c> places them. One more than the model's layers
     /// puts the final norm and LM head there too (larger counts are taken as that); 0 runs the whole model on the CPU. For
-    /// a model larger than the GPU's memory: the load's error for one that does not fit says how many layers do. Null: the
-    /// whole model on the GPU, the embedding too. A draft model runs on the CPU beside a split model.
+    /// a model larger than the GPU's memory: the load's error for one that does not fit says how many layers do, and
+    /// <see cref="AutoGpuLayers"/> places as many as fit. Null: the whole model on the GPU, the embedding too. A draft model
+    /// runs on the CPU beside a split model.
     /// </summary>
     public int? GpuLayers { get; init; }
+
+    /// <summary>
+    /// <see cref="GpuLayers"/> for as many of the last layers as the GPU's free memory holds, decided at load (as llama.cpp's
+    /// <c>--fit</c>): from the last layer back, each layer's weights and its share of a KV cache of
+    /// <see cref="GpuFitPositions"/> positions, beside room for a 512-row prefill step's activations; then the LM head
+    /// when every layer fits. <see cref="QwenModel.Model"/>'s <c>LoadNote</c> and <c>Placement</c> say what was placed.
+    /// </summary>
+    public const int AutoGpuLayers = -1;
+
+    /// <summary>
+    /// With <see cref="GpuLayers"/> = <see cref="AutoGpuLayers"/>: the KV cache positions, every sequence's together, to
+    /// leave room for on the GPU (stored as <see cref="KvCacheType"/>); null: 4096. A larger cache later may not fit.
+    /// </summary>
+    public int? GpuFitPositions { get; init; }
 
     /// <summary>A quantized type (Q8_0) to convert the model's matrices to at load; null keeps them as stored.</summary>
     public QwenSharp.Formats.DType? Quantize { get; init; }

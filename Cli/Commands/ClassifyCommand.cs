@@ -62,7 +62,7 @@ internal sealed class ClassifyCommand : ICommand
         }
 
         int[][] ids = [.. inputs.Select(i => i.Kind == "text" ? tokenizer.Encode(i.Value, addSpecialTokens: true) : Conversation(tokenizer, i.Value))];
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -68,7 +68,7 @@ internal sealed class EmbedCommand : ICommand
         string directory = ModelLoading.ResolveDirectory(args, stderr);
         Tokenizer tokenizer = TextInput.LoadTokenizer(directory);
 
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -175,7 +175,7 @@ internal sealed class GenerateCommand : ICommand
             QwenModel.CheckDraftTokenizer(tokenizer, draftTokenizer, draftPath);
         }
 
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -38,7 +38,7 @@ internal sealed class InfoCommand : ICommand
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string directory = ModelLoading.ResolveDirectory(args, stderr);
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -51,7 +51,7 @@ internal sealed class PerplexityCommand : ICommand
             throw new UsageException($"--file {file}: {ids.Length} token{(ids.Length == 1 ? "" : "s")}; perplexity needs at least 2");
         }
 
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -73,7 +73,7 @@ internal sealed class ScoreCommand : ICommand
             throw new UsageException($"--file {args.Value("file")}: the file holds no text to score");
         }
 
-        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args);
+        (IBackend backend, Qwen2Model model) = ModelLoading.Load(directory, args, stderr);
         using (backend)
         using (model)
         {

@@ -15,7 +15,7 @@ internal sealed class ServeCommand : ICommand
 
     public string Summary => "an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, ...) with continuous batching";
 
-    public string Usage => "qwensharp serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--context N] [--device D] [--gpu-layers N]";
+    public string Usage => "qwensharp serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--context N] [--device D] [--gpu-layers N|auto]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -79,7 +79,7 @@ internal sealed class ServeCommand : ICommand
             ModelName = args.Value("name"),
             PromptLookup = ModelLoading.GuessesFrom(args),
         };
-        using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
+        using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots: options.MaxConcurrent);
         ModelLoading.SetEmbeddingAttention(model.Model, args);
 
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);

@@ -46,24 +46,34 @@ public sealed class Qwen2Model : IDisposable
         }
 
         int layers = config.NumHiddenLayers;
-        int offloaded = Math.Min(offload?.Layers ?? 0, layers + 1);
-        _offload = offloaded > 0 ? offload!.Device : null;
-        _firstOffloaded = layers - Math.Min(offloaded, layers);
-        _headOffloaded = offloaded > layers;
-        if (offload is not null && _offload is null)
-        {
-            offload.Device.Dispose();    // nothing to run there: the model owns it all the same
-        }
-
         Qwen2Weights<TensorView> views;
         try
         {
             views = Qwen2WeightBinder.Bind(config, source);
+            int offloaded = offload?.Fit is KvReserve reserve ? LayerFit.Layers(config, views, offload.Device, reserve) : Math.Min(offload?.Layers ?? 0, layers + 1);
+            _offload = offloaded > 0 ? offload!.Device : null;
+            _firstOffloaded = layers - Math.Min(offloaded, layers);
+            _headOffloaded = offloaded > layers;
+            if (offload is not null && _offload is null)
+            {
+                if (offload.Fit is not null)
+                {
+                    LoadNote = $"layers fitted to {offload.Device.Description}: not one fits beside a KV cache of {offload.Fit.Positions} positions, so the whole model runs on {backend.Description}";
+                }
+
+                offload.Device.Dispose();    // nothing to run there: the model owns it all the same
+            }
+            else if (offload?.Fit is KvReserve fitted)
+            {
+                LoadNote = $"layers fitted to {offload.Device.Description}: {(_headOffloaded ? "every layer and the LM head" : $"the last {layers - _firstOffloaded} of {layers} layers")}, beside a KV cache of {fitted.Positions} positions"
+                    + (_headOffloaded ? "" : $"; the rest on {backend.Description}");
+            }
+
             CheckWeightMemory(views, source.Description);
         }
         catch
         {
-            _offload?.Dispose();
+            offload?.Device.Dispose();
             throw;
         }
 
@@ -327,7 +337,7 @@ public sealed class Qwen2Model : IDisposable
 
             if (source is Formats.Gguf.GgufCheckpoint gguf)
             {
-                model.LoadNote = GgufLoadNote(gguf);
+                model.LoadNote = GgufLoadNote(gguf) is string note ? (model.LoadNote is null ? note : $"{model.LoadNote}; {note}") : model.LoadNote;
             }
 
             return model;
@@ -370,7 +380,7 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>Values in one of the model's text embeddings: hidden_size, or its last Dense module's out_features.</summary>
     public int EmbeddingDimensions => EmbeddingConfig.Dimensions(Config.HiddenSize);
 
-    /// <summary>What the caller should know about how the weights were loaded (GGUF types converted at load), or null.</summary>
+    /// <summary>What the caller should know about how the weights were loaded (layers fitted on a GPU, GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
 
     /// <summary>What a GGUF file's load changed: tensors dequantized and stored again, and those stored again without loss; null for neither.</summary>

@@ -38,6 +38,35 @@ public sealed class CliGpuTests
     }
 
     [SkippableFact]
+    public void GpuLayersAuto_FitsEveryLayer_ReproducesReferenceGreedyIds_AndSaysSo()
+    {
+        TestBackends.RequireGpu();
+        Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
+
+        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--prompt-ids", string.Join(",", reference.PromptIds),
+            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--json", "--gpu-layers", "auto", "--context", "256");
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Contains(result.Stderr.Split('\n'), line => line.StartsWith("note: layers fitted to gpu, ", StringComparison.Ordinal)
+            && line.EndsWith(": every layer and the LM head, beside a KV cache of 256 positions", StringComparison.Ordinal));
+
+        CliRunner.Result info = CliRunner.Run("info", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--gpu-layers", "auto", "--json");
+        Assert.True(info.ExitCode == 0, info.Stderr);
+        Assert.Equal(4, info.Json.GetProperty("gpu_layers").GetInt32());
+    }
+
+    [Fact]
+    public void GpuLayers_NeitherCountNorAuto_OneLineAndExitCode2()
+    {
+        CliRunner.Result result = CliRunner.Run("generate", "--prompt-ids", "1", "--gpu-layers", "most");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal("qwensharp generate: error: --gpu-layers 'most' is not a count of layers from 0 to 100000, or auto", Assert.Single(result.ErrorLines));
+    }
+
+    [SkippableFact]
     public void Info_GpuLayers_SaysWhereTheLayersRun()
     {
         TestBackends.RequireGpu();

@@ -463,8 +463,32 @@ public sealed class QwenModelTests
     {
         var e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { GpuLayers = 2 }));
         Assert.Contains("QwenModelOptions.GpuLayers 2 places layers on a GPU: it goes with Device gpu or gpu:N, not cpu", e.Message);
-        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = -1 }));
-        Assert.Contains("QwenModelOptions.GpuLayers -1: a count of layers, 0 or more", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = -2 }));
+        Assert.Contains("QwenModelOptions.GpuLayers -2: a count of layers, 0 or more, or AutoGpuLayers", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { GpuLayers = QwenModelOptions.AutoGpuLayers }));
+        Assert.Contains("QwenModelOptions.GpuLayers -1 places layers on a GPU: it goes with Device gpu or gpu:N, not cpu", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = 2, GpuFitPositions = 1024 }));
+        Assert.Contains("QwenModelOptions.GpuFitPositions goes with GpuLayers = AutoGpuLayers, which it leaves room for", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Device = "gpu", GpuLayers = QwenModelOptions.AutoGpuLayers, GpuFitPositions = 0 }));
+        Assert.Contains("QwenModelOptions.GpuFitPositions 0: a count of positions, 1 or more", e.Message);
+    }
+
+    [SkippableFact]
+    public async Task AutoGpuLayers_PlacesWhatFits_AndStreamsTheTextLlama2cPrints()
+    {
+        // The demo model is far smaller than any device: all five layers and the LM head go there.
+        TestBackends.RequireGpu();
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel,
+            new QwenModelOptions { Device = "gpu", GpuLayers = QwenModelOptions.AutoGpuLayers, GpuFitPositions = 2048 });
+        Assert.Equal(6, model.Model.OffloadedLayers);
+        Assert.Contains("every layer and the LM head, beside a KV cache of 2048 positions", model.Model.LoadNote);
+        var text = new System.Text.StringBuilder("Once upon a time");
+        await foreach (GenerationUpdate update in model.GenerateAsync("Once upon a time", new TextGenerationOptions { Sampling = new() { Greedy = true }, MaxNewTokens = 60 }))
+        {
+            text.Append(update.Text);
+        }
+
+        Assert.StartsWith(text.ToString(), Llama2cText, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -146,6 +146,68 @@ public sealed class LayerOffloadTests
         Assert.Contains("(the weights of the last 2 layers fit", whole.Message);
     }
 
+    [SkippableFact]
+    public void Fitting_PlacesTheLastLayersTheGpuHolds_WhichMatchReference()
+    {
+        TestBackends.RequireGpu();
+        const string Fixture = "stories260K-qwen2-bf16";
+        const int Positions = 512;
+        Reference reference = Reference.Load(Fixture);
+        string folder = Fixtures.ModelDirectory(Fixture);
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(folder, Qwen2Config.FileName));
+        int layers = config.NumHiddenLayers;
+
+        // A layer: its bf16 weights as stored, and keys and values of f32 for the positions.
+        long layerBytes;
+        using (var checkpoint = SafeTensorsCheckpoint.Open(folder))
+        {
+            layerBytes = Qwen2WeightBinder.Bind(config, checkpoint).Layers[^1].Tensors.Sum(t => t.ByteLength) + (2L * Positions * config.KvDim * sizeof(float));
+        }
+
+        long baseline;
+        using (var probe = new VulkanBackend())
+        {
+            baseline = probe.AllocatedBytes + LayerFit.ActivationBytes(config);
+        }
+
+        // Room for two and a half layers: the last two go there, and run as the reference does in that memory, a KV cache
+        // of the positions included.
+        using (var cpu = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(folder, cpu, offload: LayerOffload.Fitting(new VulkanBackend(new VulkanBackendOptions { MemoryLimit = baseline + (5 * layerBytes / 2) }), Positions)))
+        {
+            Assert.Equal(2, model.OffloadedLayers);
+            Assert.Contains($"the last 2 of {layers} layers, beside a KV cache of {Positions} positions; the rest on cpu", model.LoadNote);
+            ReferenceModelTests.AssertFullLogitsMatch(model, reference);
+            using KvCache cache = model.CreateKvCache(1, Positions);
+        }
+
+        // Room for half a layer: none goes there, and the GPU is let go.
+        var small = new VulkanBackend(new VulkanBackendOptions { MemoryLimit = baseline + (layerBytes / 2) });
+        using (var cpu = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(folder, cpu, offload: LayerOffload.Fitting(small, Positions)))
+        {
+            Assert.Equal(0, model.OffloadedLayers);
+            Assert.Null(model.OffloadBackend);
+            Assert.Contains($"not one fits beside a KV cache of {Positions} positions, so the whole model runs on cpu", model.LoadNote);
+            Assert.Equal(0, small.AllocatedBytes);
+            ReferenceModelTests.AssertFullLogitsMatch(model, reference);
+        }
+
+        // A larger cache to make room for leaves fewer layers in the same memory; the device's own memory, all of them and the head.
+        using (var cpu = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(folder, cpu, offload: LayerOffload.Fitting(new VulkanBackend(new VulkanBackendOptions { MemoryLimit = baseline + (5 * layerBytes / 2) }), 2 * Positions)))
+        {
+            Assert.Equal(1, model.OffloadedLayers);
+        }
+
+        using (var cpu = TestBackends.Create("cpu"))
+        using (Qwen2Model model = Qwen2Model.Load(folder, cpu, offload: LayerOffload.Fitting(new VulkanBackend(), Positions)))
+        {
+            Assert.Equal(layers + 1, model.OffloadedLayers);
+            Assert.Contains("every layer and the LM head", model.LoadNote);
+        }
+    }
+
     [Fact]
     public void NegativeLayerCount_IsRefused()
     {
