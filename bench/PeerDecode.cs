@@ -19,7 +19,7 @@ namespace QwenSharp.Bench;
 /// after the other in rounds (each first in every other round), greedy, from the same random prompt; each figure is the
 /// median of its rounds, and each ratio comes with the median and range of the rounds' own ratios.
 /// <code>
-///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q2_k|q3_k_m|iq4_xs|q4_k_m|q5_k_m|q6_k)
+///   dotnet run -c Release --project bench -- peer (--model FILE.gguf | --config CONFIG.json --type q8_0|q4_0|bf16|f16|q2_k|q3_k_m|iq3_s|iq3_m|iq4_xs|q4_k_m|q5_k_m|q6_k)
 ///       [--rounds 5] [--new-tokens 64] [--prefill 512] [--context 16] [--threads N] [--kv-cache-type f32|f16|q8_0|q4_0]
 /// </code>
 /// takes a GGUF file as it is (--model: a downloaded Qwen2.5 or Llama file), or writes a random-weight model of the
@@ -74,9 +74,11 @@ internal static class PeerDecode
             "q3_k_m" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q3_K_M),
             "q2_k" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q2_K),
             "iq4_xs" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_IQ4_XS),
+            "iq3_s" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_IQ3_S),
+            "iq3_m" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_IQ3_M),
             "q6_k" => LlamaQuantized(WriteModel(config!, DType.BF16), LLamaFtype.MOSTLY_Q6_K),
             string name when DTypes.TryParse(name, out DType type) => WriteModel(config!, type),
-            _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q2_k, q3_k_m, iq4_xs, q4_k_m, q5_k_m or q6_k"),
+            _ => throw new ArgumentException("--type: q8_0, q4_0, bf16, f16, f32, q2_k, q3_k_m, iq3_s, iq3_m, iq4_xs, q4_k_m, q5_k_m or q6_k"),
         };
         NativeLogConfig.llama_log_set((_, _) => { });
         var random = new Random(7);

@@ -383,7 +383,7 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>What the caller should know about how the weights were loaded (layers fitted on a GPU, GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
 
-    /// <summary>What a GGUF file's load changed: tensors dequantized and stored again, and those stored again without loss; null for neither.</summary>
+    /// <summary>What a GGUF file's load changed: tensors dequantized and quantized again, and those stored again without loss (at load or by the backend); null for neither.</summary>
     private static string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf)
     {
         static string Counts(IReadOnlyDictionary<string, int> counts) =>
@@ -392,6 +392,11 @@ public sealed class Qwen2Model : IDisposable
         if (gguf.Conversions.Count > 0)
         {
             notes.Add($"tensors of types without kernels yet were dequantized at load ({Counts(gguf.Conversions)}); they run at that type's speed and size");
+        }
+
+        if (gguf.Restored.Count > 0)
+        {
+            notes.Add($"matrices of types without kernels yet were stored again at load as a type that holds every value ({Counts(gguf.Restored)}), at that type's speed and size");
         }
 
         if (gguf.Widenings.Count > 0)

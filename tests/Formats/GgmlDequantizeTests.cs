@@ -182,6 +182,7 @@ public sealed class GgmlDequantizeTests
     [
         LLamaFtype.MOSTLY_Q4_0, LLamaFtype.MOSTLY_Q4_1, LLamaFtype.MOSTLY_Q5_0, LLamaFtype.MOSTLY_Q5_1,
         LLamaFtype.MOSTLY_Q4_K_M, LLamaFtype.MOSTLY_Q5_K_M, LLamaFtype.MOSTLY_Q6_K, LLamaFtype.MOSTLY_Q3_K_M, LLamaFtype.MOSTLY_IQ4_NL, LLamaFtype.MOSTLY_Q2_K, LLamaFtype.MOSTLY_IQ4_XS,
+        LLamaFtype.MOSTLY_IQ3_S,    // (its MOSTLY_IQ3_XXS wants an importance matrix: IqBlocksTests write those blocks themselves)
     ];
 
     [SkippableTheory]
@@ -226,6 +227,7 @@ public sealed class GgmlDequantizeTests
             LLamaFtype.MOSTLY_IQ4_NL => "IQ4_NL",
             LLamaFtype.MOSTLY_Q2_K => "Q2_K",
             LLamaFtype.MOSTLY_IQ4_XS => "IQ4_XS",
+            LLamaFtype.MOSTLY_IQ3_S => "IQ3_S",
             _ => null,
         };
         if (expectedType is not null)
@@ -419,18 +421,29 @@ public sealed class GgmlDequantizeTests
         }
     }
 
-    [SkippableFact]
-    public void Iq3_SFiles_AreRefusedNamingTheTensorAndType()
+    [Fact]
+    public void Tq2_0Files_AreRefusedNamingTheTensorAndType()
     {
-        // IQ3_S (as the other 1-3-bit i-quants) has no kernels and no type that holds its values: one line, exit 2, naming
-        // the first such tensor met and the types QwenSharp reads.
-        string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, LLamaFtype.MOSTLY_IQ3_S);
+        // TQ2_0 (BitNet's ternary type, no Qwen2 model's) has no kernels and is not read: one line, exit 2, naming the first
+        // such tensor met and the types QwenSharp reads.
+        string gguf = Path.Combine(Fixtures.TempDirectory(), "random-tq2_0.gguf");
+        var random = new Random(2);
+        QwenSharp.GgufExport.Write(RandomKQuantModel.Folder.Value, gguf, (name, tensor) => name == "blk.0.ffn_up.weight"
+            ? (GgmlType.TQ2_0, RandomBytes(random, checked((int)(tensor.Shape[0] * tensor.Shape[1] / 256 * 66))))
+            : QwenSharp.GgufExport.Encode(tensor, null));
 
-        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("generate", "--model", quantized, "--prompt-ids", "1,2", "--max-new-tokens", "1");
+        QwenSharp.Tests.Cli.CliRunner.Result result = QwenSharp.Tests.Cli.CliRunner.Run("generate", "--model", gguf, "--prompt-ids", "1,2", "--max-new-tokens", "1");
 
         Assert.Equal(2, result.ExitCode);
         string line = Assert.Single(result.ErrorLines);
-        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor '[a-z_.0-9]+' is IQ[1-3]_[A-Z]+; QwenSharp reads F32, .* Q2_K, Q3_K, .* IQ4_NL and IQ4_XS tensors"), line);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(line, @"tensor 'blk\.0\.ffn_up\.weight' is TQ2_0; QwenSharp reads F32, .* Q2_K, Q3_K, .* IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS tensors"), line);
+    }
+
+    private static byte[] RandomBytes(Random random, int count)
+    {
+        var bytes = new byte[count];
+        random.NextBytes(bytes);
+        return bytes;
     }
 
     [Fact]

@@ -17,6 +17,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     private readonly WeightArena _owned = new();
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _conversions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _restored = new(StringComparer.Ordinal);
 
     /// <summary>Where the bytes this checkpoint made for views begin (<see cref="Release"/> frees them).</summary>
     private readonly HashSet<nint> _made = [];
@@ -98,7 +99,7 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         }
         else
         {
-            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; QwenSharp reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL and IQ4_XS tensors");
+            QwenThrow.NotSupported($"{Description}: tensor '{ggufName}' is {GgmlTypes.Name(info.Type)}; QwenSharp reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS tensors");
             view = null;
             return false;
         }
@@ -183,8 +184,11 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         }
     }
 
-    /// <summary>Tensors converted so far, by stored type: "Q4_K -> Q8_0" and how many.</summary>
+    /// <summary>Tensors dequantized and quantized again so far, by stored type: "IQ2_XS -> Q8_0" and how many.</summary>
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
+
+    /// <summary>Matrices stored again at load as a type that holds every value, by stored type: "IQ3_S -> Q6_K" and how many.</summary>
+    public IReadOnlyDictionary<string, int> Restored => _restored;
 
     /// <summary>
     /// The file's matrices a backend multiplies as a wider type that holds every value (<see cref="Widening"/>: IQ4_NL as
@@ -200,9 +204,11 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
 
     /// <summary>
-    /// A tensor of a block type QwenSharp has no kernels for (Q8_K; quantized vectors), dequantized exactly and stored again
-    /// once, row by row, in memory this checkpoint owns: matrices whose rows are whole 32-value blocks as Q8_0 (the
-    /// quantizer of <c>qwensharp quantize</c>; its error is a small fraction of the 4-6-bit code's own), the rest as F32.
+    /// A tensor of a block type QwenSharp has no kernels for (Q8_K, the 1-3-bit i-quants; quantized vectors), stored again
+    /// once, row by row, in memory this checkpoint owns: IQ3_XXS, IQ3_S, IQ1_S and IQ1_M matrices as Q6_K, which holds
+    /// every value (<see cref="Numerics.IqBlocks.ToQ6_K"/>); other matrices whose rows are whole 32-value blocks dequantized
+    /// exactly and quantized as Q8_0 (the quantizer of <c>qwensharp quantize</c>; its error is a small fraction of the
+    /// 2-6-bit code's own), the rest as F32.
     /// </summary>
     private TensorView Converted(string ggufName, GgufTensorInfo info)
     {
@@ -213,10 +219,24 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
         long[] shape = info.Shape;
         long columns = shape[^1], rows = shape.Aggregate(1L, (a, b) => a * b) / columns;
-        DType targetType = shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
+        Numerics.IqType? iq = GgmlDequantize.IqTypeOf(info.Type);
+        bool exact = shape.Length == 2 && iq is Numerics.IqType fits && Numerics.IqBlocks.FitsQ6_K(fits);
+        DType targetType = exact ? DType.Q6_K : shape.Length == 2 && columns % Numerics.Q8_0Blocks.BlockValues == 0 ? DType.Q8_0 : DType.F32;
         GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
         long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
         byte* data = (byte*)_owned.Allocate(rows * rowOut);
+        if (exact)
+        {
+            // Block for block, in parallel chunks of rows: no values in between.
+            nint from = _file.DataOf(info), to = (nint)data;
+            Parallel.For(0L, (rows + 63) / 64, chunk =>
+            {
+                long first = chunk * 64, count = Math.Min(rows, first + 64) - first;
+                Numerics.IqBlocks.ToQ6_K(iq!.Value, new ReadOnlySpan<byte>((byte*)from + (first * rowIn), checked((int)(count * rowIn))),
+                    new Span<byte>((byte*)to + (first * rowOut), checked((int)(count * rowOut))));
+            });
+            return Keep(ggufName, new TensorView(ggufName, Description, targetType, shape, (nint)data), $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}", _restored);
+        }
 
         // Rows in parallel chunks (a Q8_K matrix may be large).
         nint source = _file.DataOf(info), target = (nint)data;
@@ -240,11 +260,15 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
             return values;
         }, _ => { });
 
-        var view = new TensorView(ggufName, Description, targetType, shape, (nint)data);
+        return Keep(ggufName, new TensorView(ggufName, Description, targetType, shape, (nint)data), $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}", _conversions);
+    }
+
+    /// <summary>A converted tensor kept (its bytes released with the checkpoint or by <see cref="Release"/>) and counted under <paramref name="conversion"/>.</summary>
+    private TensorView Keep(string ggufName, TensorView view, string conversion, Dictionary<string, int> counts)
+    {
         _converted[ggufName] = view;
-        _made.Add((nint)data);
-        string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
-        _conversions[conversion] = _conversions.GetValueOrDefault(conversion) + 1;
+        _made.Add(view.Data);
+        counts[conversion] = counts.GetValueOrDefault(conversion) + 1;
         return view;
     }
 
