@@ -48,16 +48,22 @@ public static class IqBlocks
     {
         int bytes = Bytes(type);
         Span<sbyte> codes = stackalloc sbyte[BlockValues];
+        Span<int> multipliers = stackalloc int[BlockValues / 8];
         Span<float> scales = stackalloc float[BlockValues / 8];
         Span<bool> negativeDelta = stackalloc bool[BlockValues / 8];
         for (int b = 0; b < values.Length / BlockValues; b++)
         {
             ReadOnlySpan<byte> block = blocks.Slice(b * bytes, bytes);
             Span<float> y = values.Slice(b * BlockValues, BlockValues);
+            float d = type is IqType.Iq1S or IqType.Iq1M ? Iq1(type, block, codes, multipliers, negativeDelta) : Signed(type, block, codes, multipliers);
+            for (int g = 0; g < scales.Length; g++)
+            {
+                scales[g] = GroupScale(type, d, multipliers[g]);
+            }
+
             if (type is IqType.Iq1S or IqType.Iq1M)
             {
                 // d (2s + 1) × (point + delta): the point and the delta added first, as ggml does.
-                Iq1(type, block, codes, out _, scales, negativeDelta);
                 for (int v = 0; v < BlockValues; v++)
                 {
                     y[v] = scales[v / 8] * (codes[v] + (negativeDelta[v / 8] ? -Iq1Delta : Iq1Delta));
@@ -67,7 +73,6 @@ public static class IqBlocks
             }
 
             // Scale × magnitude, then the sign (exact).
-            Signed(type, block, codes, scales);
             for (int v = 0; v < BlockValues; v++)
             {
                 float magnitude = scales[v / 8] * Math.Abs((int)codes[v]);
@@ -93,7 +98,7 @@ public static class IqBlocks
         const int Q6Bytes = 210;
         int bytes = Bytes(type);
         Span<sbyte> codes = stackalloc sbyte[BlockValues];
-        Span<float> unused = stackalloc float[BlockValues / 8];
+        Span<int> multipliers = stackalloc int[BlockValues / 8];
         Span<sbyte> q6Codes = stackalloc sbyte[BlockValues];
         Span<bool> negativeDelta = stackalloc bool[BlockValues / 8];
         for (int b = 0; b < blocks.Length / bytes; b++)
@@ -104,7 +109,7 @@ public static class IqBlocks
             if (type is IqType.Iq1S or IqType.Iq1M)
             {
                 // (2s + 1) d × (point ± 1/8) = (2s + 1) × d / 8 × (8 point ± 1): codes -9, -7, -1, 1, 7, 9.
-                Iq1(type, block, codes, out d, unused, negativeDelta);
+                d = Iq1(type, block, codes, multipliers, negativeDelta);
                 for (int v = 0; v < BlockValues; v++)
                 {
                     q6Codes[v] = (sbyte)((8 * codes[v]) + (negativeDelta[v / 8] ? -1 : 1) + 32);
@@ -116,8 +121,7 @@ public static class IqBlocks
             {
                 // IQ3_XXS: d (0.5 + s) / 2 × point = (1 + 2s) × d / 2 × point / 2, every point even (4, 12, ..., 52, 62),
                 // so its half a code (2, 6, ..., 26, 31). IQ3_S: (1 + 2s) × d × point.
-                Signed(type, block, codes, unused);
-                d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
+                d = Signed(type, block, codes, multipliers);
                 for (int v = 0; v < BlockValues; v++)
                 {
                     q6Codes[v] = (sbyte)((type == IqType.Iq3Xxs ? codes[v] / 2 : codes[v]) + 32);
@@ -129,10 +133,11 @@ public static class IqBlocks
                 }
             }
 
+            // Q6_K's scale of 16 values: their groups of 8 share one multiplier (IQ3's and IQ1_S's are per 32, IQ1_M's per 16).
             KQuantQuantizer.PackQ6_KCodes(q6Codes, q6);
             for (int g = 0; g < 16; g++)
             {
-                q6[192 + g] = (byte)(sbyte)OddScale(type, block, g);
+                q6[192 + g] = (byte)(sbyte)multipliers[2 * g];
             }
 
             BinaryPrimitives.WriteUInt16LittleEndian(q6[208..], HalfBits.FromSingle(d));
@@ -140,22 +145,23 @@ public static class IqBlocks
     }
 
     /// <summary>
-    /// The odd multiplier of the 16-value group <paramref name="group"/>: IQ3_XXS's and IQ3_S's 1 + 2s (of its 32), IQ1's 2s + 1.
+    /// A group of 8's float scale from the super-block's <paramref name="d"/> and the group's odd <paramref name="multiplier"/>,
+    /// by ggml's operations: IQ2 d × (0.5 + s) × 0.25, IQ3_XXS d × (0.5 + s) × 0.5 (0.5 + s is the multiplier / 2, exactly),
+    /// IQ3_S d × (1 + 2s), IQ1 d × (2s + 1).
     /// </summary>
-    private static int OddScale(IqType type, ReadOnlySpan<byte> block, int group) => type switch
+    private static float GroupScale(IqType type, float d, int multiplier) => type switch
     {
-        IqType.Iq3Xxs => 1 + (2 * (int)(BinaryPrimitives.ReadUInt32LittleEndian(block[(2 + 64 + (4 * (group / 2)))..]) >> 28)),
-        IqType.Iq3S => 1 + (2 * ((block[2 + 64 + 8 + 32 + (group / 4)] >> (4 * ((group / 2) % 2))) & 0xF)),
-        IqType.Iq1S => (2 * ((BinaryPrimitives.ReadUInt16LittleEndian(block[(2 + 32 + (2 * (group / 2)))..]) >> 12) & 7)) + 1,
-        _ => (2 * ((BinaryPrimitives.ReadUInt16LittleEndian(block[(48 + (2 * (group / 4)))..]) >> (6 * ((group / 2) % 2) + (3 * (group % 2)))) & 7)) + 1,
+        IqType.Iq2Xxs or IqType.Iq2Xs or IqType.Iq2S => d * (multiplier * 0.5f) * 0.25f,
+        IqType.Iq3Xxs => d * (multiplier * 0.5f) * 0.5f,
+        _ => d * multiplier,
     };
 
     /// <summary>
-    /// An IQ2 or IQ3 super-block's 256 signed codes (the point's magnitude times the sign) and the float scale of each group
-    /// of 8, as ggml computes it: IQ2 d × (0.5 + s) × 0.25, IQ3_XXS d × (0.5 + s) × 0.5, IQ3_S d × (1 + 2s).
+    /// An IQ2 or IQ3 super-block's 256 signed codes (the point's magnitude times the sign) and the odd multiplier 1 + 2s of
+    /// each group of 8's 4-bit scale s; returns its f16 scale d.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Signed(IqType type, ReadOnlySpan<byte> block, Span<sbyte> codes, Span<float> scales)
+    private static float Signed(IqType type, ReadOnlySpan<byte> block, Span<sbyte> codes, Span<int> multipliers)
     {
         float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
         Span<ulong> groups = System.Runtime.InteropServices.MemoryMarshal.Cast<sbyte, ulong>(codes);
@@ -163,44 +169,43 @@ public static class IqBlocks
         {
             for (int l = 0; l < 4; l++)
             {
-                // Group l of the 32 values ib: its 8 magnitudes (a byte each), 8 sign bits and scale.
+                // Group l of the 32 values ib: its 8 magnitudes (a byte each), 8 sign bits and 4-bit scale.
                 ulong magnitudes;
-                int signs;
-                float scale;
+                int signs, scale;
                 switch (type)
                 {
                     case IqType.Iq2Xxs:
                     {
                         uint aux = BinaryPrimitives.ReadUInt32LittleEndian(block[(2 + (8 * ib) + 4)..]);
-                        magnitudes = IqGrids.Iq2XxsBits(block[2 + (8 * ib) + l]);
+                        magnitudes = Word64(IqGrids.Iq2Xxs(block[2 + (8 * ib) + l]));
                         signs = IqGrids.Signs((int)(aux >> (7 * l)) & 127);
-                        scale = d * (0.5f + (aux >> 28)) * 0.25f;
+                        scale = (int)(aux >> 28);
                         break;
                     }
 
                     case IqType.Iq2Xs:
                     {
                         int q = BinaryPrimitives.ReadUInt16LittleEndian(block[(2 + (8 * ib) + (2 * l))..]);
-                        magnitudes = IqGrids.Iq2XsBits(q & 511);
+                        magnitudes = Word64(IqGrids.Iq2Xs(q & 511));
                         signs = IqGrids.Signs(q >> 9);
-                        scale = d * (0.5f + ((block[2 + 64 + ib] >> (4 * (l / 2))) & 0xF)) * 0.25f;
+                        scale = (block[2 + 64 + ib] >> (4 * (l / 2))) & 0xF;
                         break;
                     }
 
                     case IqType.Iq2S:
                     {
-                        magnitudes = IqGrids.Iq2SBits(block[2 + (4 * ib) + l] | ((block[2 + 64 + ib] << (8 - (2 * l))) & 0x300));
+                        magnitudes = Word64(IqGrids.Iq2S(block[2 + (4 * ib) + l] | ((block[2 + 64 + ib] << (8 - (2 * l))) & 0x300)));
                         signs = block[2 + 32 + (4 * ib) + l];
-                        scale = d * (0.5f + ((block[2 + 64 + 8 + ib] >> (4 * (l / 2))) & 0xF)) * 0.25f;
+                        scale = (block[2 + 64 + 8 + ib] >> (4 * (l / 2))) & 0xF;
                         break;
                     }
 
                     case IqType.Iq3Xxs:
                     {
                         uint aux = BinaryPrimitives.ReadUInt32LittleEndian(block[(2 + 64 + (4 * ib))..]);
-                        magnitudes = IqGrids.Iq3XxsBits(block[2 + (8 * ib) + (2 * l)]) | ((ulong)IqGrids.Iq3XxsBits(block[2 + (8 * ib) + (2 * l) + 1]) << 32);
+                        magnitudes = Word32(IqGrids.Iq3Xxs(block[2 + (8 * ib) + (2 * l)])) | ((ulong)Word32(IqGrids.Iq3Xxs(block[2 + (8 * ib) + (2 * l) + 1])) << 32);
                         signs = IqGrids.Signs((int)(aux >> (7 * l)) & 127);
-                        scale = d * (0.5f + (aux >> 28)) * 0.5f;
+                        scale = (int)(aux >> 28);
                         break;
                     }
 
@@ -208,10 +213,10 @@ public static class IqBlocks
                     {
                         // IQ3_S: the points' ninth bits in qh[ib], two a group.
                         int qh = block[2 + 64 + ib];
-                        magnitudes = IqGrids.Iq3SBits(block[2 + (8 * ib) + (2 * l)] | ((qh << (8 - (2 * l))) & 256))
-                            | ((ulong)IqGrids.Iq3SBits(block[2 + (8 * ib) + (2 * l) + 1] | ((qh << (7 - (2 * l))) & 256)) << 32);
+                        magnitudes = Word32(IqGrids.Iq3S(block[2 + (8 * ib) + (2 * l)] | ((qh << (8 - (2 * l))) & 256)))
+                            | ((ulong)Word32(IqGrids.Iq3S(block[2 + (8 * ib) + (2 * l) + 1] | ((qh << (7 - (2 * l))) & 256))) << 32);
                         signs = block[2 + 64 + 8 + (4 * ib) + l];
-                        scale = d * (1 + (2 * ((block[2 + 64 + 8 + 32 + (ib / 2)] >> (4 * (ib % 2))) & 0xF)));
+                        scale = (block[2 + 64 + 8 + 32 + (ib / 2)] >> (4 * (ib % 2))) & 0xF;
                         break;
                     }
                 }
@@ -220,38 +225,43 @@ public static class IqBlocks
                 int group = (4 * ib) + l;
                 ulong negate = NegateMasks[signs];
                 groups[group] = (magnitudes ^ negate) + (negate & 0x0101010101010101);
-                scales[group] = scale;
+                multipliers[group] = 1 + (2 * scale);
             }
         }
+
+        return d;
     }
+
+    /// <summary>A point's bytes as one little-endian word (byte j: weight j's), so a group's eight are signed at once.</summary>
+    private static ulong Word64(ReadOnlySpan<byte> point) => BinaryPrimitives.ReadUInt64LittleEndian(point);
+
+    private static uint Word32(ReadOnlySpan<byte> point) => BinaryPrimitives.ReadUInt32LittleEndian(point);
 
     /// <summary>For each sign byte, 0xFF in the bytes whose bit is set.</summary>
     private static readonly ulong[] NegateMasks = [.. Enumerable.Range(0, 256).Select(bits => Enumerable.Range(0, 8).Aggregate(0UL, (mask, j) => (bits >> j & 1) != 0 ? mask | (0xFFUL << (8 * j)) : mask))];
 
     /// <summary>
-    /// An IQ1_S or IQ1_M super-block's 256 point values (-1, 0, 1), its f16 scale <paramref name="d"/>, each group of 8's
-    /// d × (2s + 1) and whether its delta is -1/8.
+    /// An IQ1_S or IQ1_M super-block's 256 point values (-1, 0, 1), each group of 8's odd multiplier 2s + 1 of its 3-bit scale
+    /// s and whether its delta is -1/8; returns its f16 scale d.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Iq1(IqType type, ReadOnlySpan<byte> block, Span<sbyte> codes, out float d, Span<float> scales, Span<bool> negativeDelta)
+    private static float Iq1(IqType type, ReadOnlySpan<byte> block, Span<sbyte> codes, Span<int> multipliers, Span<bool> negativeDelta)
     {
         if (type == IqType.Iq1S)
         {
-            d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
             for (int ib = 0; ib < 8; ib++)
             {
                 int qh = BinaryPrimitives.ReadUInt16LittleEndian(block[(2 + 32 + (2 * ib))..]);
-                float dl = d * ((2 * ((qh >> 12) & 7)) + 1);
                 for (int l = 0; l < 4; l++)
                 {
                     int group = (4 * ib) + l;
                     IqGrids.Iq1S(block[2 + (4 * ib) + l] | (((qh >> (3 * l)) & 7) << 8)).CopyTo(codes.Slice(8 * group, 8));
-                    scales[group] = dl;
+                    multipliers[group] = (2 * ((qh >> 12) & 7)) + 1;
                     negativeDelta[group] = (qh & 0x8000) != 0;
                 }
             }
 
-            return;
+            return HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
         }
 
         // IQ1_M: d's f16 bits are the top nibbles of the four 16-bit words of scales.
@@ -262,21 +272,21 @@ public static class IqBlocks
         }
 
         ushort bits = (ushort)((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) | ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
-        d = HalfBits.ToSingle(bits);
         for (int ib = 0; ib < 8; ib++)
         {
-            float dl1 = d * ((2 * ((words[ib / 2] >> (6 * (ib % 2))) & 7)) + 1);
-            float dl2 = d * ((2 * ((words[ib / 2] >> ((6 * (ib % 2)) + 3)) & 7)) + 1);
             for (int l = 0; l < 4; l++)
             {
                 int qh = block[32 + (2 * ib) + (l / 2)];
                 int high = l % 2 == 0 ? (qh << 8) & 0x700 : (qh << 4) & 0x700;
                 int group = (4 * ib) + l;
                 IqGrids.Iq1S(block[(4 * ib) + l] | high).CopyTo(codes.Slice(8 * group, 8));
-                scales[group] = l < 2 ? dl1 : dl2;
+                // The first 16 values' 3-bit scale, then the next 16's.
+                multipliers[group] = (2 * ((words[ib / 2] >> ((6 * (ib % 2)) + (l < 2 ? 0 : 3))) & 7)) + 1;
                 negativeDelta[group] = (qh & (l % 2 == 0 ? 0x08 : 0x80)) != 0;
             }
         }
+
+        return HalfBits.ToSingle(bits);
     }
 }
 

@@ -1,5 +1,3 @@
-using System.Buffers.Binary;
-
 namespace QwenSharp.Numerics;
 
 /// <summary>
@@ -7,7 +5,8 @@ namespace QwenSharp.Numerics;
 /// <c>iq3xxs_grid</c>, <c>iq3s_grid</c>, <c>iq1s_grid</c>): fixed tables that are part of the format (no rule derives them),
 /// embedded as <c>IqGrids.bin</c>, which <c>tools/iq-grids.py</c> copies out of the ggml library the tests' llama.cpp ships.
 /// A point is 8 bytes (IQ2: magnitudes 8, 25, 43; IQ1: -1, 0, 1 as int8) or 4 (IQ3_XXS: 4, 12, ..., 52, 62; IQ3_S: the odd
-/// values 1..15), one per weight of its group.
+/// values 1..15), one per weight of its group, byte j weight j's (so a point read as a little-endian word is its weights'
+/// bytes in order).
 /// </summary>
 public static class IqGrids
 {
@@ -34,31 +33,11 @@ public static class IqGrids
     /// <summary>IQ1_S's and IQ1_M's point <paramref name="index"/> (0..2047): eight values of -1, 0 or 1.</summary>
     public static ReadOnlySpan<sbyte> Iq1S(int index) => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(Point(Iq1SAt, 2048, 8, index));
 
-    /// <summary>IQ2_XXS's point <paramref name="index"/> as one little-endian word (byte j: weight j's magnitude), for kernels that take all eight at once.</summary>
-    public static ulong Iq2XxsBits(int index) => Bits64(Iq2XxsAt, 255, index);
-
-    /// <summary>IQ2_XS's point as one word (see <see cref="Iq2XxsBits"/>).</summary>
-    public static ulong Iq2XsBits(int index) => Bits64(Iq2XsAt, 511, index);
-
-    /// <summary>IQ2_S's point as one word.</summary>
-    public static ulong Iq2SBits(int index) => Bits64(Iq2SAt, 1023, index);
-
-    /// <summary>IQ3_XXS's point as one 32-bit word (byte j: weight j's magnitude).</summary>
-    public static uint Iq3XxsBits(int index) => Bits32(Iq3XxsAt, 255, index);
-
-    /// <summary>IQ3_S's point as one 32-bit word.</summary>
-    public static uint Iq3SBits(int index) => Bits32(Iq3SAt, 511, index);
-
     /// <summary>
     /// IQ2's and IQ3's sign patterns (ggml's <c>ksigns_iq2xs</c>): seven stored bits, the eighth making the count of minus
     /// signs even. Bit j set: weight j of the group is negative.
     /// </summary>
     public static byte Signs(int sevenBits) => (byte)(sevenBits | (int.PopCount(sevenBits) % 2 == 1 ? 0x80 : 0));
-
-    // (The index masked to the table: every caller's index is a field of that many bits.)
-    private static ulong Bits64(int at, int last, int index) => BinaryPrimitives.ReadUInt64LittleEndian(s_tables.AsSpan(at + ((index & last) * 8), 8));
-
-    private static uint Bits32(int at, int last, int index) => BinaryPrimitives.ReadUInt32LittleEndian(s_tables.AsSpan(at + ((index & last) * 4), 4));
 
     private static ReadOnlySpan<byte> Point(int at, int count, int size, int index) =>
         (uint)index < (uint)count ? s_tables.AsSpan(at + (index * size), size) : throw new ArgumentOutOfRangeException(nameof(index), index, $"a point of a table of {count}");

@@ -33,24 +33,37 @@ internal static class LayerFit
         }
 
         long budget = available - ActivationBytes(config);
-        long kvPerLayer = KvCache.BytesPerToken(1, config.KvDim, reserve.Type) * reserve.Positions;
+        (int fit, long used) = LastLayersWithin(views, device, budget, KvCache.BytesPerToken(1, config.KvDim, reserve.Type) * reserve.Positions);
+        return fit == layers && used + HeadBytes(views, device) <= budget ? layers + 1 : fit;
+    }
+
+    /// <summary>
+    /// The most of the model's last layers whose weights on <paramref name="device"/>, each with <paramref name="extraPerLayer"/>
+    /// bytes besides (its share of a KV cache), fit in <paramref name="budget"/> bytes, and the bytes they take.
+    /// </summary>
+    public static (int Layers, long Bytes) LastLayersWithin(Qwen2Weights<TensorView> views, IBackend device, long budget, long extraPerLayer)
+    {
+        int layers = views.Layers.Count, fit = 0;
         long used = 0;
-        int fit = 0;
-        while (fit < layers)
+        for (; fit < layers; fit++)
         {
-            long layer = views.Layers[layers - 1 - fit].Tensors.Sum(device.UploadBytes) + kvPerLayer;
+            long layer = WeightBytes(views, device, layers - 1 - fit) + extraPerLayer;
             if (used + layer > budget)
             {
-                return fit;
+                break;
             }
 
             used += layer;
-            fit++;
         }
 
-        long head = device.UploadBytes(views.Norm) + device.UploadBytes(views.LmHead);
-        return used + head <= budget ? layers + 1 : layers;
+        return (fit, used);
     }
+
+    /// <summary>Bytes of layer <paramref name="layer"/>'s weights as <paramref name="device"/> holds them.</summary>
+    public static long WeightBytes(Qwen2Weights<TensorView> views, IBackend device, int layer) => views.Layers[layer].Tensors.Sum(device.UploadBytes);
+
+    /// <summary>Bytes of the final norm and LM head as <paramref name="device"/> holds them.</summary>
+    public static long HeadBytes(Qwen2Weights<TensorView> views, IBackend device) => device.UploadBytes(views.Norm) + device.UploadBytes(views.LmHead);
 
     /// <summary>
     /// Room for a <see cref="StepRows"/>-row step on the device: the residual stream and each block's scratch

@@ -174,8 +174,8 @@ public sealed class Qwen2Model : IDisposable
         int layers = Config.NumHiddenLayers;
         IBackend host = Backend, device = _offload ?? host;
         bool tied = ReferenceEquals(views.LmHead, views.EmbedTokens);
-        long LayerBytes(IBackend on, int layer) => views.Layers[layer].Tensors.Sum(on.UploadBytes);
-        long HeadBytes(IBackend on) => on.UploadBytes(views.Norm) + on.UploadBytes(views.LmHead);
+        long LayerBytes(IBackend on, int layer) => LayerFit.WeightBytes(views, on, layer);
+        long HeadBytes(IBackend on) => LayerFit.HeadBytes(views, on);
         if (_offload is not null)
         {
             long onHost = Enumerable.Range(0, _firstOffloaded).Sum(l => LayerBytes(host, l)) + host.UploadBytes(views.EmbedTokens)
@@ -190,11 +190,7 @@ public sealed class Qwen2Model : IDisposable
         if (device.AvailableMemory is long available && onDevice > available)
         {
             // The most of the last layers whose weights fit beside nothing else (the KV cache and activations need room too).
-            int fit = 0;
-            for (long bytes = 0; fit < layers && bytes + LayerBytes(device, layers - 1 - fit) <= available; fit++)
-            {
-                bytes += LayerBytes(device, layers - 1 - fit);
-            }
+            int fit = LayerFit.LastLayersWithin(views, device, available, extraPerLayer: 0).Layers;
 
             what += fit == 0 ? " (not one layer fits)"
                 : $" (the weights of the last {fit} layers fit: --gpu-layers {fit} or GpuLayers = {fit} runs those there and the rest on the CPU; fewer leave room for the KV cache)";

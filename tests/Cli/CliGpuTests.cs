@@ -11,9 +11,7 @@ public sealed class CliGpuTests
         TestBackends.RequireGpu();
         Reference reference = Reference.Load("tiny-qwen2");
 
-        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2"), "--prompt-ids", string.Join(",", reference.PromptIds),
-            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--json", "--device", "gpu");
+        CliRunner.Result result = GenerateGreedy("tiny-qwen2", reference, "--device", "gpu");
 
         Assert.True(result.ExitCode == 0, result.Stderr);
         Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
@@ -29,9 +27,7 @@ public sealed class CliGpuTests
         TestBackends.RequireGpu();
         Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
 
-        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--prompt-ids", string.Join(",", reference.PromptIds),
-            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--json", "--gpu-layers", gpuLayers);
+        CliRunner.Result result = GenerateGreedy("tiny-qwen2-f16-sharded", reference, "--gpu-layers", gpuLayers);
 
         Assert.True(result.ExitCode == 0, result.Stderr);
         Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
@@ -43,9 +39,7 @@ public sealed class CliGpuTests
         TestBackends.RequireGpu();
         Reference reference = Reference.Load("tiny-qwen2-f16-sharded");
 
-        CliRunner.Result result = CliRunner.Run("generate", "--model", Fixtures.Directory("tiny-qwen2-f16-sharded"), "--prompt-ids", string.Join(",", reference.PromptIds),
-            "--greedy", "--ignore-eos", "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--json", "--gpu-layers", "auto", "--context", "256");
+        CliRunner.Result result = GenerateGreedy("tiny-qwen2-f16-sharded", reference, "--gpu-layers", "auto", "--context", "256");
 
         Assert.True(result.ExitCode == 0, result.Stderr);
         Assert.Equal(reference.GreedyNewIds, result.Json.GetProperty("sequences")[0].GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
@@ -56,6 +50,11 @@ public sealed class CliGpuTests
         Assert.True(info.ExitCode == 0, info.Stderr);
         Assert.Equal(4, info.Json.GetProperty("gpu_layers").GetInt32());
     }
+
+    /// <summary>generate of the fixture's reference prompt, greedy, as many new tokens as its reference, JSON out, with <paramref name="placement"/>'s options.</summary>
+    private static CliRunner.Result GenerateGreedy(string fixture, Reference reference, params string[] placement) =>
+        CliRunner.Run(["generate", "--model", Fixtures.Directory(fixture), "--prompt-ids", string.Join(",", reference.PromptIds), "--greedy", "--ignore-eos",
+            "--max-new-tokens", reference.GreedyNewIds.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json", .. placement]);
 
     [Fact]
     public void GpuLayers_NeitherCountNorAuto_OneLineAndExitCode2()

@@ -225,49 +225,47 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         GgmlTypes.TryGetBlock(info.Type, out int blockValues, out int blockBytes);
         long rowIn = columns / blockValues * blockBytes, rowOut = DTypes.ByteLength(targetType, columns);
         byte* data = (byte*)_owned.Allocate(rows * rowOut);
-        if (exact)
-        {
-            // Block for block, in parallel chunks of rows: no values in between.
-            nint from = _file.DataOf(info), to = (nint)data;
-            Parallel.For(0L, (rows + 63) / 64, chunk =>
-            {
-                long first = chunk * 64, count = Math.Min(rows, first + 64) - first;
-                Numerics.IqBlocks.ToQ6_K(iq!.Value, new ReadOnlySpan<byte>((byte*)from + (first * rowIn), checked((int)(count * rowIn))),
-                    new Span<byte>((byte*)to + (first * rowOut), checked((int)(count * rowOut))));
-            });
-            return Keep(ggufName, new TensorView(ggufName, Description, targetType, shape, (nint)data), $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}", _restored);
-        }
 
-        // Rows in parallel chunks (a Q8_K matrix may be large).
+        // Rows in parallel chunks (a Q8_K or i-quant matrix may be large): block for block into Q6_K, no values in between;
+        // else each row's values, then quantized or copied.
         nint source = _file.DataOf(info), target = (nint)data;
         const int ChunkRows = 64;
-        Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, () => new float[columns], (chunk, _, values) =>
+        if (exact)
         {
-            for (long r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
+            Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, chunk =>
             {
-                GgmlDequantize.Values(info.Type, new ReadOnlySpan<byte>((byte*)source + (r * rowIn), checked((int)rowIn)), values);
-                var destination = new Span<byte>((byte*)target + (r * rowOut), checked((int)rowOut));
-                if (targetType == DType.Q8_0)
+                long first = chunk * ChunkRows, count = Math.Min(rows, first + ChunkRows) - first;
+                Numerics.IqBlocks.ToQ6_K(iq!.Value, new ReadOnlySpan<byte>((byte*)source + (first * rowIn), checked((int)(count * rowIn))),
+                    new Span<byte>((byte*)target + (first * rowOut), checked((int)(count * rowOut))));
+            });
+        }
+        else
+        {
+            Parallel.For(0L, (rows + ChunkRows - 1) / ChunkRows, () => new float[columns], (chunk, _, values) =>
+            {
+                for (long r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
                 {
-                    Numerics.Q8_0Blocks.Quantize(values, destination);
+                    GgmlDequantize.Values(info.Type, new ReadOnlySpan<byte>((byte*)source + (r * rowIn), checked((int)rowIn)), values);
+                    var destination = new Span<byte>((byte*)target + (r * rowOut), checked((int)rowOut));
+                    if (targetType == DType.Q8_0)
+                    {
+                        Numerics.Q8_0Blocks.Quantize(values, destination);
+                    }
+                    else
+                    {
+                        MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(destination);
+                    }
                 }
-                else
-                {
-                    MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(destination);
-                }
-            }
 
-            return values;
-        }, _ => { });
+                return values;
+            }, _ => { });
+        }
 
-        return Keep(ggufName, new TensorView(ggufName, Description, targetType, shape, (nint)data), $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}", _conversions);
-    }
-
-    /// <summary>A converted tensor kept (its bytes released with the checkpoint or by <see cref="Release"/>) and counted under <paramref name="conversion"/>.</summary>
-    private TensorView Keep(string ggufName, TensorView view, string conversion, Dictionary<string, int> counts)
-    {
+        var view = new TensorView(ggufName, Description, targetType, shape, (nint)data);
         _converted[ggufName] = view;
-        _made.Add(view.Data);
+        _made.Add((nint)data);
+        Dictionary<string, int> counts = exact ? _restored : _conversions;
+        string conversion = $"{GgmlTypes.Name(info.Type)} -> {DTypes.Name(targetType)}";
         counts[conversion] = counts.GetValueOrDefault(conversion) + 1;
         return view;
     }
