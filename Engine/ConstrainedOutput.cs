@@ -22,6 +22,7 @@ internal sealed class ConstrainedOutput
     private readonly Dictionary<string, (ToolCallGrammar Grammar, TokenMasks Masks)> _toolSets = [];
     private readonly Dictionary<string, (ChoicePrefix Start, TokenMasks Masks)> _choiceSets = [];
     private readonly Dictionary<string, (TextPatternPrefix Start, TokenMasks Masks)> _patterns = [];
+    private readonly Dictionary<string, (GbnfGrammar Grammar, TokenMasks Masks)> _grammars = [];
     private readonly Lock _lock = new();
     private readonly int? _openCallToken;
 
@@ -73,6 +74,17 @@ internal sealed class ConstrainedOutput
     {
         (TextPatternPrefix start, TokenMasks masks) = Kept(_patterns, regex, () => TextPatternPrefix.Start(regex));
         return () => new AutomatonConstraint<TextPatternPrefix>(masks, start, _endTokens);
+    }
+
+    /// <summary>
+    /// Each answer plain text that the GBNF grammar <paramref name="gbnf"/> allows from its rule <c>root</c>
+    /// (<see cref="GrammarPrefix"/>: llama.cpp's --grammar, llama-server's grammar, vLLM's guided_grammar); a grammar
+    /// <see cref="GbnfGrammar"/> does not take is an <see cref="ArgumentException"/> saying what and where.
+    /// </summary>
+    public Func<ITokenConstraint> Grammar(string gbnf)
+    {
+        (GbnfGrammar grammar, TokenMasks masks) = Kept(_grammars, gbnf, () => GbnfGrammar.Parse(gbnf));
+        return () => new AutomatonConstraint<GrammarPrefix>(masks, GrammarPrefix.Start(grammar), _endTokens);
     }
 
     /// <summary>

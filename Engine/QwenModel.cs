@@ -589,13 +589,14 @@ public sealed class QwenModel : IDisposable
         }
     }
 
-    /// <summary>What <paramref name="options"/> hold each answer to (one of JsonObject, JsonSchema, Choices and Regex at most), or null.</summary>
+    /// <summary>What <paramref name="options"/> hold each answer to (one of JsonObject, JsonSchema, Choices, Regex and Grammar at most), or null.</summary>
     private Func<ITokenConstraint>? AnswerRule(TextGenerationOptions options)
     {
         string[] given = [.. new (string Name, bool Set)[]
         {
             (nameof(options.JsonObject), options.JsonObject), (nameof(options.JsonSchema), options.JsonSchema is not null),
             (nameof(options.Choices), options.Choices is not null), (nameof(options.Regex), options.Regex is not null),
+            (nameof(options.Grammar), options.Grammar is not null),
         }.Where(o => o.Set).Select(o => o.Name)];
         if (given.Length > 1)
         {
@@ -606,6 +607,7 @@ public sealed class QwenModel : IDisposable
             : options.JsonObject ? _constrained.JsonObject()
             : options.Choices is { } choices ? _constrained.Choice(choices)
             : options.Regex is { } regex ? _constrained.Regex(regex)
+            : options.Grammar is { } grammar ? _constrained.Grammar(grammar)
             : null;
     }
 

@@ -47,6 +47,13 @@ public sealed record TextGenerationOptions
     /// </summary>
     public string? Regex { get; init; }
 
+    /// <summary>
+    /// The answer is plain text this GBNF grammar allows from its rule <c>root</c> (llama.cpp's <c>--grammar</c>,
+    /// llama-server's <c>grammar</c>, vLLM's <c>guided_grammar</c>). Grammars with left recursion or token references
+    /// (<c>&lt;[id]&gt;</c>), and malformed ones, are refused with an ArgumentException saying what and where (line, column).
+    /// </summary>
+    public string? Grammar { get; init; }
+
     /// <summary>The chat client's tool calls held to its tools (<see cref="QwenChatClient"/>); null: none held.</summary>
     internal Func<ITokenConstraint>? HeldCalls { get; init; }
 

@@ -13,7 +13,10 @@ namespace QwenSharp.Cli.Commands;
 internal sealed class GenerateCommand : ICommand
 {
     /// <summary>The options that say what each answer must be (one at most).</summary>
-    private static readonly string[] s_heldAnswers = ["json-object", "json-schema", "choice", "regex"];
+    private static readonly string[] s_heldAnswers = ["json-object", "json-schema", "choice", "regex", "grammar", "grammar-file"];
+
+    /// <summary>The held answers that are plain text rather than JSON.</summary>
+    private static readonly string[] s_plainTextAnswers = ["choice", "regex", "grammar", "grammar-file"];
 
     private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
 
@@ -61,6 +64,8 @@ internal sealed class GenerateCommand : ICommand
         new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
+        new("grammar", "GBNF", "make each answer plain text that the GBNF grammar allows from its rule root (llama.cpp's --grammar; vLLM's guided_grammar)"),
+        new("grammar-file", "F.gbnf", "as --grammar, the grammar read from F.gbnf (llama.cpp's --grammar-file)"),
         PromptLookupSpec,
         ModelLoading.DraftModel,
         ModelLoading.DraftTokens,
@@ -339,7 +344,7 @@ internal sealed class GenerateCommand : ICommand
     }
 
     /// <summary>
-    /// --json-object, --json-schema FILE, --choice or --regex, and the tools of a --messages file: each sequence its own rule, over masks the
+    /// --json-object, --json-schema FILE, --choice, --regex, --grammar or --grammar-file, and the tools of a --messages file: each sequence its own rule, over masks the
     /// sequences share. With tools, calls are held to them (from the moment the model opens one), or, beside a JSON
     /// format, the answer is calls or an answer in that format, as the server holds them.
     /// </summary>
@@ -352,22 +357,29 @@ internal sealed class GenerateCommand : ICommand
         }
 
         var constrained = new ConstrainedOutput(tokenizer!, model.Config.VocabSize, QwenModel.DefaultEosTokenIds(model, tokenizer));
-        if (args.Has("choice") || args.Value("regex") is not null)
+        if (s_plainTextAnswers.FirstOrDefault(args.Has) is string plain)
         {
             // Plain text, not JSON: no tool calls beside it.
-            string option = args.Has("choice") ? "--choice" : "--regex";
+            string option = "--" + plain;
             if (tools is not null)
             {
                 throw new UsageException($"{option} with tools in {conversation!.Source}: the answer would be calls or plain text; give one");
             }
 
+            string? grammarFile = args.Value("grammar-file");
+            string? grammar = grammarFile is null ? args.Value("grammar") : TextInput.ReadUtf8File(grammarFile).TrimStart('\uFEFF');
             try
             {
-                return args.Has("choice") ? constrained.Choice(args.Values("choice")) : constrained.Regex(args.Value("regex")!);
+                return plain switch
+                {
+                    "choice" => constrained.Choice(args.Values("choice")),
+                    "regex" => constrained.Regex(args.Value("regex")!),
+                    _ => constrained.Grammar(grammar!),
+                };
             }
             catch (ArgumentException e)
             {
-                throw new UsageException($"{option}: {e.BareMessage()}");
+                throw new UsageException($"{grammarFile ?? option}: {e.BareMessage()}");
             }
         }
 

@@ -11,9 +11,7 @@ public struct TextPatternPrefix : ITextAutomaton
 #pragma warning disable IDE0044 // Feed changes these: the state is a value copied per token tried.
     private StringPattern _pattern;
     private PatternState? _state;
-    private int _left;              // UTF-8 continuation bytes owed
-    private byte _lowest, _highest; // the range of the next continuation byte
-    private int _codePoint;         // the bits of the character being written
+    private Utf8Cursor _character;
 #pragma warning restore IDE0044
 
     /// <summary>The state before the answer's first byte.</summary>
@@ -43,36 +41,14 @@ public struct TextPatternPrefix : ITextAutomaton
             return false;
         }
 
-        if (_left > 0)
-        {
-            if (b < _lowest || b > _highest)
-            {
-                return false;
-            }
-
-            (_lowest, _highest) = (0x80, 0xBF);
-            _left--;
-            _codePoint = (_codePoint << 6) | (b & 0x3F);
-            return _left == 0 ? Step(_codePoint) : Partly();
-        }
-
-        if (b < 0x80)
-        {
-            return Step(b);
-        }
-
-        if (!Utf8Lead.TryBegin(b, out _left, out _lowest, out _highest, out _codePoint))
-        {
-            return false;
-        }
-
-        return Partly();
+        int codePoint = _character.Take(b);
+        return codePoint != Utf8Cursor.Refused && (codePoint == Utf8Cursor.Partial ? Partly() : Step(codePoint));
     }
 
-    public readonly string KeyFor(int tokenBytes) => $"{_state?.Key}.{_left}.{_lowest}.{_highest}.{_codePoint}";
+    public readonly string KeyFor(int tokenBytes) => $"{_state?.Key}.{_character.Key}";
 
     /// <summary>The text so far matches (and no character is half written).</summary>
-    public readonly bool CanEnd => _left == 0 && _state is { Matches: true };
+    public readonly bool CanEnd => !_character.Partway && _state is { Matches: true };
 
     /// <summary>The text so far matches and no character can follow.</summary>
     public readonly bool Complete => CanEnd && _state!.States.Length == 0;
@@ -80,7 +56,6 @@ public struct TextPatternPrefix : ITextAutomaton
     /// <summary>A whole character through the pattern (<see cref="StringPattern.StepCharacter"/>).</summary>
     private bool Step(int codePoint)
     {
-        _codePoint = 0;
         _state = _pattern.StepCharacter(_state!, codePoint);
         return _state is not null;
     }
@@ -88,7 +63,7 @@ public struct TextPatternPrefix : ITextAutomaton
     /// <summary>A character partly written: some character its remaining bytes can make may come next.</summary>
     private readonly bool Partly()
     {
-        (int first, int last) = Utf8Lead.Reach(_codePoint, _left, _lowest, _highest);
+        (int first, int last) = _character.Reach();
         return first > 0xFFFF ? _pattern.AllowsPastBmp(_state!, first, last) : _pattern.Allows(_state!, first, last);
     }
 }

@@ -51,7 +51,7 @@ internal static class ChatCompletionsEndpoint
 
         if (hasTools && format is { Schema: null })
         {
-            string guide = request.Get("guided_choice") is null ? "guided_regex" : "guided_choice";
+            string guide = ResponseFormat.Fields.First(f => request.Get(f) is not null);
             throw ApiException.BadField(guide, $"'{guide}' with 'tools': the answer would be calls or plain text; give one");
         }
 

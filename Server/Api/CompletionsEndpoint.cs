@@ -57,7 +57,7 @@ internal static class CompletionsEndpoint
         Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server)?.Constraint;
         if (constraint is not null && ignoreEos)
         {
-            throw ApiException.BadField("ignore_eos", "'ignore_eos' with a held answer ('response_format', 'guided_json', 'guided_choice', 'guided_regex' or 'json_schema'): it ends when it is whole");
+            throw ApiException.BadField("ignore_eos", $"'ignore_eos' with a held answer ('{string.Join("', '", ResponseFormat.Fields)}'): it ends when it is whole");
         }
 
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);

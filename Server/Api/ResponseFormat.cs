@@ -7,12 +7,13 @@ namespace QwenSharp.Server.Api;
 /// <summary>
 /// What the answer must be, read the same way by /v1/chat/completions and /v1/completions: OpenAI's <c>response_format</c>,
 /// or as other servers' clients send it: vLLM's <c>guided_json</c> (a schema, or its JSON text), <c>guided_choice</c>
-/// (one of a list of texts) and <c>guided_regex</c> (text a regular expression matches whole), llama-server's <c>json_schema</c>.
+/// (one of a list of texts), <c>guided_regex</c> (text a regular expression matches whole) and <c>guided_grammar</c> (text a
+/// GBNF grammar allows), llama-server's <c>json_schema</c> and <c>grammar</c> (GBNF).
 /// </summary>
 internal static class ResponseFormat
 {
     /// <summary>The fields that say what the answer is; a request gives one at most.</summary>
-    public static readonly string[] Fields = ["response_format", "guided_json", "guided_choice", "guided_regex", "json_schema"];
+    public static readonly string[] Fields = ["response_format", "guided_json", "guided_choice", "guided_regex", "json_schema", "grammar", "guided_grammar"];
 
     private static readonly HashSet<string> s_responseFormatFields = ["type", "json_schema"];
 
@@ -24,7 +25,7 @@ internal static class ResponseFormat
     /// (<see cref="JsonSchemaPrefix"/>): every token checked as it is chosen, the answer ending when it is whole. The schema
     /// comes back compiled once (a schema the compiler refuses is a 400 naming where), with the constraint that holds to it.
     /// </summary>
-    /// <remarks>A held choice or pattern has no schema (null): it is plain text, not JSON.</remarks>
+    /// <remarks>A held choice, pattern or grammar has no schema (null): it is plain text, not JSON.</remarks>
     public static (Func<ITokenConstraint> Constraint, JsonElement? Schema)? Read(RequestFields request, ServerState server)
     {
         string[] given = [.. Fields.Where(f => request.Get(f) is not null)];
@@ -57,6 +58,21 @@ internal static class ResponseFormat
             catch (ArgumentException e)
             {
                 throw ApiException.BadField("guided_regex", $"'guided_regex': {e.BareMessage()}");
+            }
+        }
+
+        foreach (string field in (string[])["grammar", "guided_grammar"])
+        {
+            if (request.String(field) is string grammar)
+            {
+                try
+                {
+                    return (server.Constrained.Grammar(grammar), null);
+                }
+                catch (ArgumentException e)
+                {
+                    throw ApiException.BadField(field, $"'{field}': {e.BareMessage()}");
+                }
             }
         }
 

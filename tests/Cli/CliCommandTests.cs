@@ -211,6 +211,42 @@ public sealed class CliCommandTests
         Assert.All(regex.Json.GetProperty("sequences").EnumerateArray(), s => Assert.Matches(@"^\d{3}-[A-Z]{2}\z", s.GetProperty("text").GetString()!));
     }
 
+    /// <summary>llama.cpp's --grammar and --grammar-file (GBNF; a file's byte-order mark is not part of the grammar).</summary>
+    [Fact]
+    public void Generate_Grammar_AnswersArePlainTextTheGrammarAllows()
+    {
+        const string Grammar = "root ::= code (\" \" code)?\ncode ::= [0-9]{3} \"-\" [A-Z]{2}  # a comment";
+        string file = Path.Combine(Fixtures.TempDirectory(), "code.gbnf");
+        File.WriteAllText(file, Grammar, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: true));
+
+        foreach (string[] option in (string[][])[["--grammar", Grammar], ["--grammar-file", file]])
+        {
+            CliRunner.Result result = CliRunner.Run(["generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "Code:", .. option,
+                "--temperature", "1.5", "--seed", "3", "--num-return-sequences", "4", "--max-new-tokens", "16", "--json"]);
+
+            Assert.Equal(0, result.ExitCode);
+            Assert.All(result.Json.GetProperty("sequences").EnumerateArray(), s => Assert.Matches(@"^\d{3}-[A-Z]{2}( \d{3}-[A-Z]{2})?\z", s.GetProperty("text").GetString()!));
+        }
+    }
+
+    [Fact]
+    public void Generate_BadGrammar_IsOneLineNamingWhereAndExitCode2()
+    {
+        string file = Path.Combine(Fixtures.TempDirectory(), "bad.gbnf");
+        File.WriteAllText(file, "root ::= answer\nanswer ::= [a-z\n");
+
+        CliRunner.Result inline = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--grammar", "root ::= foo");
+        CliRunner.Result fromFile = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--grammar-file", file);
+        CliRunner.Result both = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--grammar", "root ::= \"a\"", "--regex", "a");
+
+        Assert.Equal(2, inline.ExitCode);
+        Assert.Contains("--grammar: line 1, column 10: rule 'foo' is used but never defined", Assert.Single(inline.ErrorLines), StringComparison.Ordinal);
+        Assert.Equal(2, fromFile.ExitCode);
+        Assert.Contains($"{file}: line 2, column 12: this character class is never closed (a ']' is missing)", Assert.Single(fromFile.ErrorLines), StringComparison.Ordinal);
+        Assert.Equal(2, both.ExitCode);
+        Assert.Contains("give one", both.Stderr, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--regex", "a(?=b)", "--regex: lookarounds are not supported")]
     [InlineData("--choice", "", "--choice: choice 0 is empty")]

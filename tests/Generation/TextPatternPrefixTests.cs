@@ -1,6 +1,6 @@
-using System.Text;
 using System.Text.RegularExpressions;
 using QwenSharp.Sampling;
+using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Generation;
 
@@ -18,47 +18,11 @@ public class TextPatternPrefixTests
     [InlineData(@"\w+@\w+\.(com|org)")]
     public void EveryWalkEndsInTextThePatternMatchesWhole(string regex)
     {
-        List<string> answers = Walks(regex, 200, regex.Length);
+        List<string> answers = AutomatonWalks.Walks(TextPatternPrefix.Start(regex), 200, regex.Length);
 
         Assert.Equal(200, answers.Count);
         string whole = $"^(?:{regex.TrimStart('^').TrimEnd('$')})\\z";
         Assert.All(answers, a => Assert.Matches(new Regex(whole), a));
-    }
-
-    /// <summary>
-    /// Walks that take a byte the automaton allows at each step (a printable one half the time), and stop, where the text
-    /// may end, more often the longer they get (an open-ended pattern is never <see cref="TextPatternPrefix.Complete"/>).
-    /// A state with no byte allowed that may not end fails the test where it happens.
-    /// </summary>
-    private static List<string> Walks(string regex, int walks, int seed)
-    {
-        var random = new Random(seed);
-        var answers = new List<string>();
-        for (int walk = 0; walk < walks; walk++)
-        {
-            TextPatternPrefix state = TextPatternPrefix.Start(regex);
-            var text = new List<byte>();
-            for (int step = 0; !state.Complete && !(state.CanEnd && random.Next(40) < step); step++)
-            {
-                TextPatternPrefix current = state;
-                byte[] allowed = [.. Enumerable.Range(0, 256).Select(b => (byte)b).Where(b => { TextPatternPrefix next = current; return next.Feed(b); })];
-                Assert.True(allowed.Length > 0 || state.CanEnd, $"no byte can follow {Encoding.UTF8.GetString([.. text])}");
-                if (allowed.Length == 0)
-                {
-                    break;
-                }
-
-                byte[] printable = [.. allowed.Where(b => b is >= 0x20 and < 0x7F)];
-                byte[] pool = printable.Length > 0 && random.Next(2) == 0 ? printable : allowed;
-                byte chosen = pool[random.Next(pool.Length)];
-                Assert.True(state.Feed(chosen));
-                text.Add(chosen);
-            }
-
-            answers.Add(Encoding.UTF8.GetString([.. text]));
-        }
-
-        return answers;
     }
 
     [Theory]
@@ -70,20 +34,10 @@ public class TextPatternPrefixTests
     [InlineData(@"(é|😀)+", "éa", 2)]
     public void TextIsRefusedWhereItLeavesThePattern(string regex, string text, int refusedAt)
     {
-        TextPatternPrefix state = TextPatternPrefix.Start(regex);
-        byte[] bytes = Encoding.UTF8.GetBytes(text);
-        int at = -1;
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            if (!state.Feed(bytes[i]))
-            {
-                at = i;
-                break;
-            }
-        }
+        (int at, bool canEnd) = AutomatonWalks.Feed(TextPatternPrefix.Start(regex), text);
 
         Assert.Equal(refusedAt, at);
-        Assert.Equal(refusedAt < 0, refusedAt < 0 && state.CanEnd);
+        Assert.Equal(refusedAt < 0, canEnd);
     }
 
     [Fact]

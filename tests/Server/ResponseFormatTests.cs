@@ -177,9 +177,31 @@ public sealed class ResponseFormatTests : IAsyncLifetime
         });
     }
 
+    /// <summary>llama-server's grammar and vLLM's guided_grammar (GBNF): each answer plain text the grammar allows.</summary>
+    [Fact]
+    public async Task GrammarAnswersAreTextTheGrammarAllows()
+    {
+        const string Grammar = "root ::= (\\\"yes\\\" | \\\"no\\\") \\\", \\\" [a-z]{2,6} \\\".\\\"";
+        JsonElement text = await _server.PostOkAsync("/v1/completions",
+            $"{{\"prompt\": \"Answer:\", \"max_tokens\": 24, \"temperature\": 1.5, \"seed\": 5, \"n\": 4, \"grammar\": \"{Grammar}\"}}");
+        JsonElement chat = await _server.PostOkAsync("/v1/chat/completions",
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"Well?\"}}], \"max_tokens\": 24, \"temperature\": 1.5, \"seed\": 6, \"n\": 4, \"guided_grammar\": \"{Grammar}\"}}");
+
+        string[] answers =
+        [
+            .. text.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("text").GetString()!),
+            .. chat.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("message").GetProperty("content").GetString()!),
+        ];
+        Assert.All(answers, a => Assert.Matches(@"^(yes|no), [a-z]{2,6}\.\z", a));
+    }
+
     [Theory]
     [InlineData("\"guided_regex\": \"a(?=b)\"", "guided_regex", "lookaround")]
     [InlineData("\"guided_regex\": 5", "guided_regex", "must be a string")]
+    [InlineData("\"grammar\": \"root ::= x\"", "grammar", "'grammar': line 1, column 10: rule 'x' is used but never defined")]
+    [InlineData("\"guided_grammar\": \"start ::= \\\"a\\\"\"", "guided_grammar", "no rule 'root'")]
+    [InlineData("\"grammar\": \"root ::= \\\"a\\\"\", \"guided_regex\": \"a\"", "grammar", "give one")]
+    [InlineData("\"grammar\": \"root ::= \\\"a\\\"\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "grammar", "calls or plain text")]
     [InlineData("\"guided_choice\": []", "guided_choice", "0 choices")]
     [InlineData("\"guided_choice\": [\"a\", \"a\"]", "guided_choice", "given twice")]
     [InlineData("\"guided_choice\": [\"a\", 1]", "guided_choice", "a list of strings")]

@@ -95,6 +95,48 @@ internal static class LlamaCpp
         }
     }
 
+    /// <summary>
+    /// llama.cpp's greedy continuation of <paramref name="prompt"/> held to the GBNF <paramref name="grammar"/> (its
+    /// grammar sampler, then the argmax; an f32 cache, one token a step), up to <paramref name="maxTokens"/> tokens or one
+    /// that llama.cpp takes as the end of generation (then the last id, and Ended).
+    /// </summary>
+    public static (int[] Ids, bool Ended) GreedyWithGrammar(string gguf, IReadOnlyList<int> prompt, string grammar, int maxTokens)
+    {
+        lock (s_lock)
+        {
+            uint size = (uint)Math.Max(64, prompt.Count + maxTokens);
+            var parameters = new ModelParams(gguf) { ContextSize = size, BatchSize = size, UBatchSize = size, GpuLayerCount = 0, Threads = 2,
+                TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
+            };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            using LLamaContext context = weights.CreateContext(parameters);
+            using SafeLLamaSamplerChainHandle chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            chain.AddGrammar(weights.NativeHandle, grammar, "root");
+            chain.AddGreedySampler();
+            var batch = new LLamaBatch();
+            for (int i = 0; i < prompt.Count; i++)
+            {
+                batch.Add(prompt[i], i, LLamaSeqId.Zero, i == prompt.Count - 1);
+            }
+
+            var ids = new List<int>();
+            while (true)
+            {
+                Assert.Equal(DecodeResult.Ok, context.NativeHandle.Decode(batch));
+                LLamaToken token = chain.Sample(context.NativeHandle, -1);
+                ids.Add((int)token);
+                bool ended = token.IsEndOfGeneration(weights.Vocab);
+                if (ids.Count == maxTokens || ended)
+                {
+                    return ([.. ids], ended);
+                }
+
+                batch.Clear();
+                batch.Add(token, prompt.Count + ids.Count - 1, LLamaSeqId.Zero, true);
+            }
+        }
+    }
+
     /// <summary>llama.cpp's quantize tool: <paramref name="source"/> as <paramref name="type"/> (ALL_F32 dequantizes a quantized file).</summary>
     public static string Quantize(string source, LLamaFtype type)
     {
