@@ -60,6 +60,17 @@ internal sealed class InfoCommand : ICommand
                     }
 
                     w.WriteEndObject();
+                    if (model.FileTensorTypes is { } stored)
+                    {
+                        w.WriteStartObject("file_dtypes");
+                        foreach ((string type, int count) in stored)
+                        {
+                            w.WriteNumber(type, count);
+                        }
+
+                        w.WriteEndObject();
+                    }
+
                     w.WriteNumber("weight_bytes", summary.WeightBytes);
                     w.WriteNumber("kv_cache_bytes_per_token", summary.KvBytesPerToken);
                     w.WriteNumber("context_length", c.MaxPositionEmbeddings);
@@ -139,6 +150,11 @@ internal sealed class InfoCommand : ICommand
             stdout.WriteLine($"architecture  {c.Architecture ?? "?"} (model_type {c.ModelType})");
             stdout.WriteLine(string.Create(culture, $"parameters    {summary.Parameters:N0} ({FormatCount(summary.Parameters)})"));
             stdout.WriteLine($"dtypes        {string.Join(", ", summary.TensorsByDType.Select(p => $"{p.DType} ({p.Count} tensors)"))}");
+            if (model.FileTensorTypes is { } inFile && !inFile.Select(t => t.Type).Order(StringComparer.Ordinal).SequenceEqual(summary.TensorsByDType.Select(t => t.DType).Order(StringComparer.Ordinal)))
+            {
+                stdout.WriteLine($"in the file   {string.Join(", ", inFile.Select(p => $"{p.Type} ({p.Count} tensors)"))} (the note above says what runs as another type)");
+            }
+
             stdout.WriteLine($"weights       {FormatBytes(summary.WeightBytes)}");
             stdout.WriteLine($"KV cache      {FormatBytes(summary.KvBytesPerToken)} per token ({QwenSharp.Backend.KvCache.NameOf(model.KvCacheType)}), {FormatBytes(summary.KvBytesPerToken * c.MaxPositionEmbeddings)} for the full context");
             stdout.WriteLine(string.Create(culture, $"context       {c.MaxPositionEmbeddings:N0} tokens ({(c.RopeScaling?.Kind == QwenSharp.Backend.RopeScalingKind.Yarn ? "max_position_embeddings or YaRN's factor x original context, the longer" : "max_position_embeddings")})"));

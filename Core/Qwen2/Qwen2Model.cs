@@ -333,6 +333,7 @@ public sealed class Qwen2Model : IDisposable
 
             if (source is Formats.Gguf.GgufCheckpoint gguf)
             {
+                model.FileTensorTypes = gguf.StoredTypes;
                 model.LoadNote = GgufLoadNote(gguf) is string note ? (model.LoadNote is null ? note : $"{model.LoadNote}; {note}") : model.LoadNote;
             }
 
@@ -375,6 +376,12 @@ public sealed class Qwen2Model : IDisposable
 
     /// <summary>Values in one of the model's text embeddings: hidden_size, or its last Dense module's out_features.</summary>
     public int EmbeddingDimensions => EmbeddingConfig.Dimensions(Config.HiddenSize);
+
+    /// <summary>
+    /// A GGUF file's tensors by the type stored in the file (ggml's names), where the weights may run as another
+    /// (<see cref="LoadNote"/>: IQ3_S as Q6_K, ...); null for a folder.
+    /// </summary>
+    public IReadOnlyList<(string Type, int Count)>? FileTensorTypes { get; private set; }
 
     /// <summary>What the caller should know about how the weights were loaded (layers fitted on a GPU, GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }

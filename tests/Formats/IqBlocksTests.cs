@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using LLama.Native;
 using QwenSharp.Backend;
+using QwenSharp.Tests.Cli;
 using QwenSharp.Formats.Gguf;
 using QwenSharp.Numerics;
 using QwenSharp.Qwen2;
@@ -218,6 +219,7 @@ public sealed class IqBlocksTests
             using Qwen2Model model = Qwen2Model.Load(gguf, backend);
             Assert.Contains(IqBlocks.FitsQ6_K(type) ? $"stored again at load as a type that holds every value (14 {ggml} -> Q6_K)" : $"dequantized at load (14 {ggml} -> Q8_0)",
                 model.LoadNote, StringComparison.Ordinal);
+            Assert.Contains((ggml.ToString(), 14), model.FileTensorTypes!);
             float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
             for (int p = 0; p < ids.Length; p++)
             {
@@ -225,6 +227,26 @@ public sealed class IqBlocksTests
                 Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{ggml} on {backendName}, position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3})");
             }
         }
+    }
+
+    /// <summary><c>info</c> names a GGUF file's types as stored, beside those its weights run as.</summary>
+    [Fact]
+    public void Info_ListsTheTypesStoredInTheFile()
+    {
+        string gguf = Path.Combine(Fixtures.TempDirectory(), "random-IQ3_S.gguf");
+        var random = new Random(5);
+        QwenSharp.GgufExport.Write(RandomKQuantModel.Folder.Value, gguf, (name, tensor) => tensor.Shape.Length == 2 && name.StartsWith("blk.", StringComparison.Ordinal)
+            ? (GgmlType.IQ3_S, RandomBlocks(IqType.Iq3S, checked((int)(tensor.Shape[0] * tensor.Shape[1] / 256)), random, ScalesOf(IqType.Iq3S)))
+            : QwenSharp.GgufExport.Encode(tensor, null));
+
+        CliRunner.Result json = CliRunner.Run("info", "--model", gguf, "--json");
+        CliRunner.Result text = CliRunner.Run("info", "--model", gguf);
+
+        Assert.Equal(0, json.ExitCode);
+        Assert.Equal(14, json.Json.GetProperty("file_dtypes").GetProperty("IQ3_S").GetInt32());
+        Assert.False(json.Json.GetProperty("dtypes").TryGetProperty("IQ3_S", out _));
+        Assert.Equal(14, json.Json.GetProperty("dtypes").GetProperty("Q6_K").GetInt32());
+        Assert.Contains("IQ3_S (14 tensors)", Assert.Single(text.Stdout.Split('\n'), l => l.StartsWith("in the file", StringComparison.Ordinal)), StringComparison.Ordinal);
     }
 
     private static GgmlType GgmlOf(IqType type) => type switch

@@ -184,6 +184,10 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         }
     }
 
+    /// <summary>The file's tensors by the type stored there (ggml's names: "Q4_K", "IQ3_S"), the most common first.</summary>
+    public IReadOnlyList<(string Type, int Count)> StoredTypes =>
+        [.. _file.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal).Select(g => (g.Key, g.Count()))];
+
     /// <summary>Tensors dequantized and quantized again so far, by stored type: "IQ2_XS -> Q8_0" and how many.</summary>
     public IReadOnlyDictionary<string, int> Conversions => _conversions;
 
