@@ -18,6 +18,7 @@ internal sealed class StopStrings : IStopCondition
     private readonly StringBuilder[] _texts;
     private readonly int[] _cut;
     private readonly int[] _released;
+    private readonly string?[] _found;
 
     public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences)
     {
@@ -28,6 +29,7 @@ internal sealed class StopStrings : IStopCondition
         _texts = [.. Enumerable.Range(0, sequences).Select(_ => new StringBuilder())];
         _cut = [.. Enumerable.Repeat(-1, sequences)];
         _released = new int[sequences];
+        _found = new string?[sequences];
     }
 
     /// <summary>
@@ -82,6 +84,7 @@ internal sealed class StopStrings : IStopCondition
             if (at >= 0 && (earliest < 0 || at < earliest))
             {
                 earliest = at;
+                _found[sequence] = stop;
             }
         }
 
@@ -114,6 +117,9 @@ internal sealed class StopStrings : IStopCondition
         _released[sequence] = Math.Max(_released[sequence], end);
         return released;
     }
+
+    /// <summary>The stop string that ended the sequence (the earliest in its text; of two there, the first given), or null.</summary>
+    public string? Found(int sequence) => _cut[sequence] >= 0 ? _found[sequence] : null;
 
     /// <summary>The whole text of a finished sequence, cut before its stop string.</summary>
     public string FinalText(int sequence)

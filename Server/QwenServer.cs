@@ -164,6 +164,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.Use((http, next) => GuardAsync(http, next, state));
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
+        app.MapPost("/completion", http => LlamaCompletionEndpoint.HandleAsync(http, state));
+        app.MapPost("/completions", http => LlamaCompletionEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
         app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));

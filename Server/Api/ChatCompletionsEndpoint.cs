@@ -338,40 +338,8 @@ internal static class ChatCompletionsEndpoint
             }
 
             w.WriteStartObject("logprobs");
-            w.WriteStartArray("content");
-            foreach (TokenLogprobs token in logprobs)
-            {
-                w.WriteStartObject();
-                WriteToken(w, token.Id, token.Logprob);
-                w.WriteStartArray("top_logprobs");
-                foreach (TokenLogprob alternative in token.Top)
-                {
-                    w.WriteStartObject();
-                    WriteToken(w, alternative.Id, alternative.Logprob);
-                    w.WriteEndObject();
-                }
-
-                w.WriteEndArray();
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
+            TokenPiece.WriteLogprobs(w, "content", logprobs, server.Tokenizer, ids: false);
             w.WriteEndObject();
-        }
-
-        /// <summary>A token as OpenAI lists it: its text (U+FFFD where it holds part of a character) and its own bytes, which join across tokens into the characters.</summary>
-        private void WriteToken(Utf8JsonWriter w, int id, double logprob)
-        {
-            byte[] bytes = TokenPiece.Bytes(server.Tokenizer, id);
-            w.WriteString("token", Encoding.UTF8.GetString(bytes));
-            w.WriteNumber("logprob", logprob);
-            w.WriteStartArray("bytes");
-            foreach (byte b in bytes)
-            {
-                w.WriteNumberValue(b);
-            }
-
-            w.WriteEndArray();
         }
 
         private void WriteToolCalls(Utf8JsonWriter w, List<ToolCallBlock> calls)

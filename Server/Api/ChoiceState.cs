@@ -12,6 +12,9 @@ internal sealed class ChoiceState
 
     public StopReason? Reason { get; set; }
 
+    /// <summary>The stop string that ended it, if one did.</summary>
+    public string? StopWord { get; set; }
+
     /// <summary>How much of the text a stream has sent.</summary>
     public int Sent { get; set; }
 

@@ -192,11 +192,11 @@ internal static class Jobs
     }
 
     /// <summary>
-    /// Streams a job as server-sent events: <paramref name="write"/> turns each event into chunks, then
-    /// <c>data: [DONE]</c>. A failure before the first event still gets a status code; after it, the error
-    /// travels as an event, as OpenAI's streams report one. A client that goes away ends it quietly.
+    /// Streams a job as server-sent events: <paramref name="write"/> turns each event into chunks, then (OpenAI's streams,
+    /// <paramref name="done"/>) <c>data: [DONE]</c>. A failure before the first event still gets a status code; after it,
+    /// the error travels as an event, as OpenAI's streams report one. A client that goes away ends it quietly.
     /// </summary>
-    public static async Task StreamAsync(HttpContext http, ServerState server, GenerationJob job, RequestDeadline deadline, Func<JobEvent, Task> write)
+    public static async Task StreamAsync(HttpContext http, ServerState server, GenerationJob job, RequestDeadline deadline, Func<JobEvent, Task> write, bool done = true)
     {
         JobEvent? first;
         try
@@ -216,7 +216,10 @@ internal static class Jobs
                 await write(next).ConfigureAwait(false);
             }
 
-            await ResponseJson.WriteDoneAsync(http).ConfigureAwait(false);
+            if (done)
+            {
+                await ResponseJson.WriteDoneAsync(http).ConfigureAwait(false);
+            }
         }
         catch (ApiException e)
         {

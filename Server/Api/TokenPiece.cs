@@ -1,4 +1,6 @@
 using System.Text;
+using System.Text.Json;
+using QwenSharp.Generation;
 using QwenSharp.Tokenization;
 
 namespace QwenSharp.Server.Api;
@@ -14,4 +16,51 @@ internal static class TokenPiece
     public static byte[] Bytes(Tokenizer tokenizer, int id) => tokenizer.IdToToken(id) is null ? [] : tokenizer.TokenBytes(id);
 
     public static string Text(Tokenizer tokenizer, int id) => Encoding.UTF8.GetString(Bytes(tokenizer, id));
+
+    /// <summary>
+    /// An array <paramref name="name"/> of tokens' log-probs, each with its most likely alternatives in <c>top_logprobs</c>
+    /// (OpenAI's chat <c>logprobs.content</c>; llama-server's <c>completion_probabilities</c>, whose tokens carry their
+    /// <paramref name="ids"/> too).
+    /// </summary>
+    public static void WriteLogprobs(Utf8JsonWriter w, string name, IEnumerable<TokenLogprobs> logprobs, Tokenizer tokenizer, bool ids)
+    {
+        w.WriteStartArray(name);
+        foreach (TokenLogprobs token in logprobs)
+        {
+            w.WriteStartObject();
+            WriteToken(w, tokenizer, token.Id, token.Logprob, ids);
+            w.WriteStartArray("top_logprobs");
+            foreach (TokenLogprob alternative in token.Top)
+            {
+                w.WriteStartObject();
+                WriteToken(w, tokenizer, alternative.Id, alternative.Logprob, ids);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+    }
+
+    /// <summary>A token's fields: its text, log-prob and own bytes, which join across tokens into the characters.</summary>
+    private static void WriteToken(Utf8JsonWriter w, Tokenizer tokenizer, int id, double logprob, bool withId)
+    {
+        if (withId)
+        {
+            w.WriteNumber("id", id);
+        }
+
+        byte[] bytes = Bytes(tokenizer, id);
+        w.WriteString("token", Encoding.UTF8.GetString(bytes));
+        w.WriteNumber("logprob", logprob);
+        w.WriteStartArray("bytes");
+        foreach (byte b in bytes)
+        {
+            w.WriteNumberValue(b);
+        }
+
+        w.WriteEndArray();
+    }
 }

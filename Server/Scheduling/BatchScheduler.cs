@@ -784,7 +784,7 @@ internal sealed class BatchScheduler : IDisposable
                 _slotOwners[sequence.Slot] = null;
             }
 
-            job.Writer.TryWrite(new ChoiceFinishedEvent(sequence.Choice, sequence.Text.Release(0, finished: true), reason));
+            job.Writer.TryWrite(new ChoiceFinishedEvent(sequence.Choice, sequence.Text.Release(0, finished: true), reason, sequence.Text.Found(0)));
             if (--job.ChoicesLeft == 0)
             {
                 Metrics.JobFinished();

@@ -91,8 +91,8 @@ internal abstract record JobEvent;
 /// <summary>A choice's new token and the text it completes (empty while held back: a partial character or a possible stop string).</summary>
 internal sealed record TokenEvent(int Choice, int Token, string Text, TokenLogprobs? Logprobs) : JobEvent;
 
-/// <summary>A choice ended: the text held back until now, and why.</summary>
-internal sealed record ChoiceFinishedEvent(int Choice, string Text, StopReason Reason) : JobEvent;
+/// <summary>A choice ended: the text held back until now, and why (for a stop string, which).</summary>
+internal sealed record ChoiceFinishedEvent(int Choice, string Text, StopReason Reason, string? StopWord = null) : JobEvent;
 
 /// <summary>Every choice ended (the last event): token counts for the usage block; with a prediction, its guesses taken and dropped.</summary>
 internal sealed record JobFinishedEvent(int PromptTokens, int CachedPromptTokens, int CompletionTokens, (int Accepted, int Rejected)? Prediction = null) : JobEvent;

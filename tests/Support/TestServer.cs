@@ -57,6 +57,18 @@ internal sealed class TestServer : IAsyncDisposable
         return (response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsByteArrayAsync()));
     }
 
+    /// <summary>Posts and expects a 400 whose error names <paramref name="param"/> and says <paramref name="message"/>.</summary>
+    public async Task AssertRefusedAsync(string path, string json, string param, string message)
+    {
+        (HttpStatusCode status, JsonDocument body) = await PostAsync(path, json);
+        using (body)
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Equal(param, body.RootElement.GetProperty("error").GetProperty("param").GetString());
+            Assert.Contains(message, body.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        }
+    }
+
     /// <summary>Posts and expects 200; the JSON answer.</summary>
     public async Task<JsonElement> PostOkAsync(string path, string json)
     {

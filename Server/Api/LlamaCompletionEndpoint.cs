@@ -1,0 +1,406 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using QwenSharp.Generation;
+using QwenSharp.Sampling;
+using QwenSharp.Server.Scheduling;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// <c>POST /completion</c> (and <c>/completions</c>): llama-server's own completion API, not OpenAI's, which scripts and
+/// front ends written for llama.cpp call. Its fields (<c>prompt</c>, <c>n_predict</c>, <c>temperature</c>,
+/// <c>top_k</c>, <c>top_p</c>, <c>min_p</c>, <c>repeat_penalty</c>, <c>seed</c>, <c>stop</c>, <c>n_probs</c>,
+/// <c>logit_bias</c> as pairs, <c>grammar</c>, <c>json_schema</c>, <c>stream</c>, <c>return_tokens</c>, ...) and its
+/// answer (<c>content</c>, <c>stop_type</c>, <c>stopping_word</c>, <c>tokens_predicted</c>, <c>timings</c>, ...), as
+/// llama-server's README gives them. A stream sends one object per token and a last one with <c>stop: true</c>, and no
+/// <c>[DONE]</c>. Sampling fields left out take generation_config.json's values, as everywhere here (llama-server's own
+/// defaults are 0.8, 40, 0.95, 0.05). Samplers QwenSharp has not (mirostat, typical, DRY, XTC, dynamic temperature) are
+/// accepted at the values that switch them off and refused by name otherwise, rather than ignored.
+/// </summary>
+internal static class LlamaCompletionEndpoint
+{
+    /// <summary>Fields taken at the value that leaves them off (what llama-server's clients send by default), refused at any other.</summary>
+    private static readonly (string Name, double Off)[] s_offOnly =
+    [
+        ("typical_p", 1), ("mirostat", 0), ("dry_multiplier", 0), ("xtc_probability", 0), ("dynatemp_range", 0), ("n_indent", 0), ("t_max_predict_ms", 0),
+    ];
+
+    private static readonly HashSet<string> s_fields =
+    [
+        "prompt", "n_predict", "max_tokens", "stream", "stop", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
+        "presence_penalty", "frequency_penalty", "seed", "logit_bias", "ignore_eos", "n_probs", "return_tokens", "cache_prompt", "id_slot", "n_keep",
+        "n_cmpl", "lora", "model", "timings_per_token", "min_keep", "post_sampling_probs", "samplers", "dynatemp_exponent", "mirostat_tau", "mirostat_eta",
+        "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold",
+        .. s_offOnly.Select(f => f.Name), .. ResponseFormat.Fields,
+    ];
+
+    public static async Task HandleAsync(HttpContext http, ServerState server)
+    {
+        Jobs.RequireGenerator(server);
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
+        Settings settings = ReadSettings(request, server);
+        (List<int[]> prompts, List<string> texts) = PromptInput.Read(request, server, "prompt");
+        bool many = body.RootElement.GetProperty("prompt") is { ValueKind: JsonValueKind.Array } list && list.GetArrayLength() > 0 && list[0].ValueKind != JsonValueKind.Number;
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        GenerationJob job = Jobs.Create(server, prompts, "prompt", settings.Samples, settings.Sampling, settings.MaxTokens, settings.Stops, settings.Probabilities,
+            primeText: true, deadline.Token, settings.IgnoreEos, constraint: settings.Constraint, adapterScales: settings.AdapterScales);
+        var response = new Response(http, server, job, settings, texts, many);
+        Jobs.Submit(server, job);
+        await response.RunAsync(deadline).ConfigureAwait(false);
+    }
+
+    /// <summary>What a request asks for, in the terms the scheduler takes.</summary>
+    private sealed record Settings(SamplingOverrides Sampling, int? MaxTokens, int Samples, IReadOnlyList<string> Stops, int? Probabilities, bool IgnoreEos,
+        bool Stream, bool ReturnTokens, bool TimingsPerToken, Func<ITokenConstraint>? Constraint, float[]? AdapterScales, string Model);
+
+    private static Settings ReadSettings(RequestFields request, ServerState server)
+    {
+        foreach ((string name, double off) in s_offOnly)
+        {
+            if (request.Double(name, double.MinValue, double.MaxValue) is double value && value != off)
+            {
+                throw ApiException.BadField(name, $"'{name}' {value.ToString(CultureInfo.InvariantCulture)}: QwenSharp has no such sampler; leave it out or at {off.ToString(CultureInfo.InvariantCulture)}");
+            }
+        }
+
+        if (request.Get("samplers") is not null)
+        {
+            throw ApiException.BadField("samplers", "'samplers' (an order of samplers) is not supported: penalties, top-k, top-p, min-p and temperature apply in transformers' order");
+        }
+
+        if (request.Bool("post_sampling_probs") == true)
+        {
+            throw ApiException.BadField("post_sampling_probs", "'post_sampling_probs' is not supported: n_probs gives log-probs of the model's distribution");
+        }
+
+        int? predict = request.Int("n_predict", -1, int.MaxValue) ?? request.Int("max_tokens", -1, int.MaxValue);
+        if (predict == 0)
+        {
+            throw ApiException.BadField("n_predict", "'n_predict' 0 (reading the prompt into the cache only) is not supported: ask for 1 or more tokens, or -1 for no limit");
+        }
+
+        double? temperature = request.Double("temperature", -100, 100);
+        double? repeatPenalty = request.Double("repeat_penalty", 0, 100, minExclusive: true);
+        if (repeatPenalty is double penalty && penalty != 1 && request.Int("repeat_last_n", -1, int.MaxValue) is int lastN && lastN != -1)
+        {
+            throw ApiException.BadField("repeat_last_n", $"'repeat_last_n' {lastN}: the repetition penalty here counts the whole context (transformers' repetition_penalty); give -1");
+        }
+
+        request.Int("repeat_last_n", -1, int.MaxValue);
+        int? topK = request.Int("top_k", int.MinValue, int.MaxValue);
+        long? seed = request.Long("seed");
+        // What llama-server takes and QwenSharp does its own way: slots are chosen by the scheduler, a prompt's cached
+        // prefix is always reused, a sequence stops at the end of its context rather than shifting it, and the samplers
+        // keep every token that a filter would leave none of.
+        request.Int("id_slot", -1, int.MaxValue);
+        request.Bool("cache_prompt");
+        request.Int("n_keep", -1, int.MaxValue);
+        request.Int("min_keep", 0, int.MaxValue);
+        foreach (string unused in (string[])["dynatemp_exponent", "mirostat_tau", "mirostat_eta", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "xtc_threshold"])
+        {
+            // Settings of the samplers above that only matter when they are on.
+            request.Double(unused, double.MinValue, double.MaxValue);
+        }
+
+        request.Get("dry_sequence_breakers");
+        string model = request.String("model", 256) ?? server.ModelName;
+        bool ignoreEos = request.Bool("ignore_eos") ?? false;
+        Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server)?.Constraint;
+        if (constraint is not null && ignoreEos)
+        {
+            throw ApiException.BadField("ignore_eos", "'ignore_eos' with a grammar or schema: the answer ends when it is whole");
+        }
+
+        return new Settings(
+            new SamplingOverrides
+            {
+                // llama-server decodes greedily at a temperature of 0 or below.
+                Greedy = temperature <= 0,
+                Temperature = temperature > 0 ? temperature : null,
+                TopP = request.Double("top_p", 0, 1, minExclusive: true),
+                // 0 or below switches top-k off in llama-server.
+                TopK = topK <= 0 ? 0 : topK,
+                MinP = request.Double("min_p", 0, 1),
+                RepetitionPenalty = repeatPenalty,
+                PresencePenalty = request.Double("presence_penalty", -2, 2),
+                FrequencyPenalty = request.Double("frequency_penalty", -2, 2),
+                // -1 is a random seed.
+                Seed = seed is long given && given >= 0 ? unchecked((ulong)given) : null,
+                LogitBias = LogitBiasOf(request, server),
+            },
+            predict is null or -1 ? null : predict,
+            request.Int("n_cmpl", 1, 128) ?? 1,
+            request.StringOrList("stop", 16, 4096),
+            request.Int("n_probs", 0, 20) is int probs and > 0 ? probs : null,
+            ignoreEos,
+            request.Bool("stream") ?? false,
+            request.Bool("return_tokens") ?? false,
+            request.Bool("timings_per_token") ?? false,
+            constraint,
+            server.Adapters.ForRequest(request, model),
+            model);
+    }
+
+    /// <summary>
+    /// llama-server's <c>logit_bias</c>: pairs <c>[token, bias]</c>, the token an id or a text (each of its tokens biased),
+    /// the bias a number or <c>false</c> (never: -100 here, OpenAI's floor); or OpenAI's object from ids to biases.
+    /// </summary>
+    private static Dictionary<int, float>? LogitBiasOf(RequestFields request, ServerState server)
+    {
+        if (request.Get("logit_bias") is not JsonElement bias)
+        {
+            return null;
+        }
+
+        var biases = new Dictionary<int, float>();
+        int vocabulary = server.Model.Config.VocabSize;
+        void Add(string path, int token, JsonElement value)
+        {
+            if (token < 0 || token >= vocabulary)
+            {
+                throw ApiException.BadField(path, $"'{path}': {token} is not a token id of this model (0..{vocabulary - 1})");
+            }
+
+            biases[token] = value.ValueKind == JsonValueKind.False ? -LogitBias.Limit
+                : value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double number) && Math.Abs(number) <= LogitBias.Limit ? (float)number
+                : throw ApiException.BadField(path, $"'{path}' must be a bias from -{LogitBias.Limit} to {LogitBias.Limit} or false, not {RequestFields.Show(value)}");
+        }
+
+        if (bias.ValueKind == JsonValueKind.Object)
+        {
+            foreach (JsonProperty entry in bias.EnumerateObject())
+            {
+                string path = $"logit_bias.{entry.Name}";
+                Add(path, int.TryParse(entry.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id) ? id : -1, entry.Value);
+            }
+        }
+        else if (bias.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (JsonElement pair in bias.EnumerateArray())
+            {
+                string path = $"logit_bias[{i++}]";
+                if (pair.ValueKind != JsonValueKind.Array || pair.GetArrayLength() != 2)
+                {
+                    throw ApiException.BadField(path, $"'{path}' must be a pair [token, bias], not {RequestFields.Show(pair)}");
+                }
+
+                if (pair[0].ValueKind == JsonValueKind.String)
+                {
+                    foreach (int token in server.Tokenizer.Encode(pair[0].GetString()!))
+                    {
+                        Add(path, token, pair[1]);
+                    }
+                }
+                else
+                {
+                    Add(path, pair[0].ValueKind == JsonValueKind.Number && pair[0].TryGetInt32(out int id) ? id : -1, pair[1]);
+                }
+            }
+        }
+        else
+        {
+            throw ApiException.BadField("logit_bias", $"'logit_bias' must be a list of [token, bias] pairs or an object from token ids to biases, not {RequestFields.Kind(bias)}");
+        }
+
+        return biases.Count == 0 ? null : biases;
+    }
+
+    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, Settings settings, List<string> prompts, bool many)
+    {
+        private readonly ChoiceState[] _choices = [.. Enumerable.Range(0, job.Choices).Select(_ => new ChoiceState())];
+        private readonly List<int>[] _tokens = [.. Enumerable.Range(0, job.Choices).Select(_ => new List<int>())];
+        private readonly long _started = Stopwatch.GetTimestamp();
+        private long _firstToken;
+
+        public async Task RunAsync(RequestDeadline deadline)
+        {
+            if (settings.Stream)
+            {
+                await Jobs.StreamAsync(http, server, job, deadline, StreamEventAsync, done: false).ConfigureAwait(false);
+                return;
+            }
+
+            JobFinishedEvent? usage = null;
+            while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+            {
+                usage = Fold(next) ?? usage;
+            }
+
+            await ResponseJson.WriteAsync(http, 200, w =>
+            {
+                if (many || job.Choices > 1)
+                {
+                    w.WriteStartArray();
+                }
+
+                for (int i = 0; i < job.Choices; i++)
+                {
+                    WriteResult(w, i, _choices[i].Text.ToString(), _tokens[i], _choices[i].Logprobs, usage!);
+                }
+
+                if (many || job.Choices > 1)
+                {
+                    w.WriteEndArray();
+                }
+            }).ConfigureAwait(false);
+        }
+
+        /// <summary>Takes an event into the choices' state; the job's usage once it ends.</summary>
+        private JobFinishedEvent? Fold(JobEvent next)
+        {
+            switch (next)
+            {
+                case TokenEvent token:
+                    _firstToken = _firstToken == 0 ? Stopwatch.GetTimestamp() : _firstToken;
+                    _choices[token.Choice].Text.Append(token.Text);
+                    if (!server.EosTokenIds.Contains(token.Token) || settings.IgnoreEos)
+                    {
+                        _tokens[token.Choice].Add(token.Token);
+                    }
+
+                    if (token.Logprobs is not null)
+                    {
+                        _choices[token.Choice].Logprobs.Add(token.Logprobs);
+                    }
+
+                    return null;
+                case ChoiceFinishedEvent finished:
+                    _choices[finished.Choice].Text.Append(finished.Text);
+                    _choices[finished.Choice].Reason = finished.Reason;
+                    _choices[finished.Choice].StopWord = finished.StopWord;
+                    return null;
+                default:
+                    return next as JobFinishedEvent;
+            }
+        }
+
+        private async Task StreamEventAsync(JobEvent next)
+        {
+            JobFinishedEvent? usage = Fold(next);
+            switch (next)
+            {
+                case TokenEvent token when settings.IgnoreEos || !server.EosTokenIds.Contains(token.Token):
+                    await ResponseJson.WriteEventAsync(http, w =>
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("index", token.Choice);
+                        w.WriteString("content", token.Text);
+                        w.WriteStartArray("tokens");
+                        w.WriteNumberValue(token.Token);
+                        w.WriteEndArray();
+                        w.WriteBoolean("stop", false);
+                        w.WriteNumber("id_slot", -1);
+                        w.WriteNumber("tokens_predicted", _tokens[token.Choice].Count);
+                        w.WriteNumber("tokens_evaluated", job.Prompts[token.Choice / job.SamplesPerPrompt].Length);
+                        if (token.Logprobs is not null)
+                        {
+                            TokenPiece.WriteLogprobs(w, "completion_probabilities", [token.Logprobs], server.Tokenizer, ids: true);
+                        }
+
+                        if (settings.TimingsPerToken)
+                        {
+                            WriteTimings(w, job.Prompts[token.Choice / job.SamplesPerPrompt].Length, _tokens[token.Choice].Count);
+                        }
+
+                        w.WriteEndObject();
+                    }).ConfigureAwait(false);
+                    break;
+                case JobFinishedEvent:
+                    // Each choice's last object, with the whole answer's figures, once every choice has ended.
+                    for (int i = 0; i < job.Choices; i++)
+                    {
+                        int choice = i;
+                        string rest = _choices[choice].Text.ToString(_choices[choice].Sent, _choices[choice].Text.Length - _choices[choice].Sent);
+                        await ResponseJson.WriteEventAsync(http, w => WriteResult(w, choice, rest, [], [], usage!)).ConfigureAwait(false);
+                    }
+
+                    break;
+            }
+
+            if (next is TokenEvent sent)
+            {
+                _choices[sent.Choice].Sent = _choices[sent.Choice].Text.Length;
+            }
+        }
+
+        /// <summary>A choice's result: llama-server's fields, with <paramref name="content"/> all of it or (streamed) what is left.</summary>
+        private void WriteResult(Utf8JsonWriter w, int choice, string content, List<int> tokens, List<TokenLogprobs> probabilities, JobFinishedEvent usage)
+        {
+            ChoiceState state = _choices[choice];
+            int prompt = job.Prompts[choice / job.SamplesPerPrompt].Length;
+            w.WriteStartObject();
+            w.WriteNumber("index", choice);
+            w.WriteString("content", content);
+            w.WriteStartArray("tokens");
+            if (settings.ReturnTokens || settings.Stream)
+            {
+                foreach (int token in tokens)
+                {
+                    w.WriteNumberValue(token);
+                }
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("id_slot", -1);
+            w.WriteBoolean("stop", true);
+            w.WriteString("model", settings.Model);
+            w.WriteNumber("tokens_predicted", _tokens[choice].Count);
+            w.WriteNumber("tokens_evaluated", prompt);
+            w.WriteStartObject("generation_settings");
+            w.WriteNumber("n_ctx", server.Context);
+            w.WriteNumber("n_predict", settings.MaxTokens ?? -1);
+            w.WriteString("model", settings.Model);
+            w.WriteNumber("seed", job.Seed);
+            w.WriteNumber("n_probs", settings.Probabilities ?? 0);
+            w.WriteBoolean("ignore_eos", settings.IgnoreEos);
+            w.WriteBoolean("stream", settings.Stream);
+            w.WriteStartArray("stop");
+            foreach (string stop in settings.Stops)
+            {
+                w.WriteStringValue(stop);
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+            w.WriteString("prompt", prompts[choice / job.SamplesPerPrompt]);
+            w.WriteBoolean("has_new_line", state.Text.ToString().Contains('\n', StringComparison.Ordinal));
+            // The context ran out before n_predict (or with none).
+            w.WriteBoolean("truncated", state.Reason == StopReason.Length && _tokens[choice].Count < (settings.MaxTokens ?? int.MaxValue));
+            w.WriteString("stop_type", state.Reason switch { StopReason.Eos => "eos", StopReason.Stop => "word", _ => "limit" });
+            w.WriteString("stopping_word", state.StopWord ?? "");
+            w.WriteNumber("tokens_cached", usage.CachedPromptTokens);
+            if (probabilities.Count > 0)
+            {
+                TokenPiece.WriteLogprobs(w, "completion_probabilities", probabilities, server.Tokenizer, ids: true);
+            }
+
+            WriteTimings(w, prompt, _tokens[choice].Count);
+            w.WriteEndObject();
+        }
+
+        /// <summary>
+        /// llama-server's <c>timings</c>, as this request saw them: the prompt from its arrival to the first token (waiting for
+        /// a slot included), the answer from then on.
+        /// </summary>
+        private void WriteTimings(Utf8JsonWriter w, int promptTokens, int predicted)
+        {
+            long now = Stopwatch.GetTimestamp();
+            double promptMs = Stopwatch.GetElapsedTime(_started, _firstToken == 0 ? now : _firstToken).TotalMilliseconds;
+            double predictedMs = _firstToken == 0 ? 0 : Stopwatch.GetElapsedTime(_firstToken, now).TotalMilliseconds;
+            w.WriteStartObject("timings");
+            w.WriteNumber("prompt_n", promptTokens);
+            w.WriteNumber("prompt_ms", promptMs);
+            w.WriteNumber("prompt_per_token_ms", promptMs / Math.Max(1, promptTokens));
+            w.WriteNumber("prompt_per_second", promptMs > 0 ? promptTokens * 1000.0 / promptMs : 0);
+            w.WriteNumber("predicted_n", predicted);
+            w.WriteNumber("predicted_ms", predictedMs);
+            w.WriteNumber("predicted_per_token_ms", predictedMs / Math.Max(1, predicted));
+            w.WriteNumber("predicted_per_second", predictedMs > 0 ? predicted * 1000.0 / predictedMs : 0);
+            w.WriteEndObject();
+        }
+    }
+}

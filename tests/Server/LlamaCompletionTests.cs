@@ -1,0 +1,142 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Server;
+
+/// <summary>
+/// llama-server's own <c>POST /completion</c>, on the random tiny Qwen2 with Qwen2.5's tokenizer: the same answers as
+/// OpenAI's <c>/v1/completions</c> for the same settings, in llama-server's shape (fields as its README lists them),
+/// streamed as its objects without <c>[DONE]</c>; its samplers that QwenSharp lacks refused by name unless left off.
+/// </summary>
+public sealed class LlamaCompletionTests : IAsyncLifetime
+{
+    private const string Prompt = "Once upon a time";
+
+    private TestServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync();
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    [Fact]
+    public async Task GreedyAnswerIsOpenAisInLlamaServersShape()
+    {
+        JsonElement openAi = await _server.PostOkAsync("/v1/completions", $"{{\"prompt\": \"{Prompt}\", \"max_tokens\": 12, \"temperature\": 0}}");
+        JsonElement llama = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 0, \"return_tokens\": true}}");
+
+        string content = llama.GetProperty("content").GetString()!;
+        Assert.Equal(openAi.GetProperty("choices")[0].GetProperty("text").GetString(), content);
+        int[] tokens = [.. llama.GetProperty("tokens").EnumerateArray().Select(t => t.GetInt32())];
+        Assert.Equal(12, tokens.Length);
+        Assert.Equal(content, _server.Model.Tokenizer!.Decode(tokens));
+        Assert.Equal(12, llama.GetProperty("tokens_predicted").GetInt32());
+        Assert.Equal(_server.Model.Tokenizer.Encode(Prompt).Length, llama.GetProperty("tokens_evaluated").GetInt32());
+        Assert.True(llama.GetProperty("stop").GetBoolean());
+        Assert.Equal("limit", llama.GetProperty("stop_type").GetString());
+        Assert.Equal("", llama.GetProperty("stopping_word").GetString());
+        Assert.False(llama.GetProperty("truncated").GetBoolean());
+        Assert.Equal(Prompt, llama.GetProperty("prompt").GetString());
+        Assert.Equal(12, llama.GetProperty("generation_settings").GetProperty("n_predict").GetInt32());
+        Assert.Equal(12, llama.GetProperty("timings").GetProperty("predicted_n").GetInt32());
+        Assert.True(llama.GetProperty("timings").GetProperty("predicted_ms").GetDouble() > 0);
+    }
+
+    [Fact]
+    public async Task AStopWordEndsTheAnswerBeforeItAndIsNamed()
+    {
+        string full = (await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 0}}")).GetProperty("content").GetString()!;
+        string stop = full.Substring(full.Length / 2, 2);
+
+        JsonElement stopped = await _server.PostOkAsync("/completion",
+            $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 0, \"stop\": [\"never here\", {JsonSerializer.Serialize(stop)}]}}");
+
+        Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], stopped.GetProperty("content").GetString());
+        Assert.Equal("word", stopped.GetProperty("stop_type").GetString());
+        Assert.Equal(stop, stopped.GetProperty("stopping_word").GetString());
+    }
+
+    [Fact]
+    public async Task AStreamIsOneObjectPerTokenThenTheResultWithoutDone()
+    {
+        JsonElement whole = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 10, \"temperature\": 0}}");
+        using var request = new StringContent($"{{\"prompt\": \"{Prompt}\", \"n_predict\": 10, \"temperature\": 0, \"stream\": true}}", Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/completion", request);
+        string[] events = [.. (await response.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: ", StringComparison.Ordinal)).Select(l => l["data: ".Length..])];
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        JsonElement[] objects = [.. events.Select(e => JsonDocument.Parse(e).RootElement)];
+        Assert.Equal(11, objects.Length);
+        Assert.All(objects[..^1], o => Assert.False(o.GetProperty("stop").GetBoolean()));
+        Assert.All(objects[..^1], o => Assert.Single(o.GetProperty("tokens").EnumerateArray()));
+        Assert.True(objects[^1].GetProperty("stop").GetBoolean());
+        Assert.Equal("limit", objects[^1].GetProperty("stop_type").GetString());
+        Assert.Equal(whole.GetProperty("content").GetString(), string.Concat(objects.Select(o => o.GetProperty("content").GetString())));
+    }
+
+    [Fact]
+    public async Task SeveralPromptsGiveAListAndProbabilitiesComeWithEachToken()
+    {
+        JsonElement results = await _server.PostOkAsync("/completion",
+            "{\"prompt\": [\"Once upon\", [9707, 11]], \"n_predict\": 4, \"temperature\": 0, \"n_probs\": 3}");
+
+        Assert.Equal(JsonValueKind.Array, results.ValueKind);
+        Assert.Equal([0, 1], results.EnumerateArray().Select(r => r.GetProperty("index").GetInt32()));
+        foreach (JsonElement result in results.EnumerateArray())
+        {
+            JsonElement[] probabilities = [.. result.GetProperty("completion_probabilities").EnumerateArray()];
+            Assert.Equal(4, probabilities.Length);
+            foreach (JsonElement token in probabilities)
+            {
+                JsonElement[] top = [.. token.GetProperty("top_logprobs").EnumerateArray()];
+                Assert.Equal(3, top.Length);
+                // Greedy: the token taken is the most likely.
+                Assert.Equal(top[0].GetProperty("id").GetInt32(), token.GetProperty("id").GetInt32());
+                Assert.Equal(top[0].GetProperty("logprob").GetDouble(), token.GetProperty("logprob").GetDouble());
+                Assert.Equal(Encoding.UTF8.GetBytes(token.GetProperty("token").GetString()!).Length, token.GetProperty("bytes").GetArrayLength());
+            }
+        }
+    }
+
+    [Fact]
+    public async Task LogitBiasPairsAndAGrammarHoldTheAnswer()
+    {
+        JsonElement greedy = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 1, \"temperature\": 0, \"return_tokens\": true}}");
+        int first = greedy.GetProperty("tokens")[0].GetInt32();
+
+        JsonElement banned = await _server.PostOkAsync("/completion",
+            $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 1, \"temperature\": 0, \"return_tokens\": true, \"logit_bias\": [[{first}, false]]}}");
+        JsonElement held = await _server.PostOkAsync("/completion",
+            $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 16, \"temperature\": 0.9, \"seed\": 4, \"grammar\": \"root ::= [a-z]{{3}} \\\"!\\\"\"}}");
+
+        Assert.NotEqual(first, banned.GetProperty("tokens")[0].GetInt32());
+        Assert.Matches("^[a-z]{3}!$", held.GetProperty("content").GetString()!);
+        Assert.Equal("eos", held.GetProperty("stop_type").GetString());
+    }
+
+    [Theory]
+    [InlineData("\"mirostat\": 2", "mirostat", "no such sampler")]
+    [InlineData("\"typical_p\": 0.5", "typical_p", "no such sampler")]
+    [InlineData("\"samplers\": [\"top_k\"]", "samplers", "not supported")]
+    [InlineData("\"repeat_penalty\": 1.1, \"repeat_last_n\": 64", "repeat_last_n", "give -1")]
+    [InlineData("\"n_predict\": 0", "n_predict", "not supported")]
+    [InlineData("\"logit_bias\": [[5]]", "logit_bias[0]", "a pair")]
+    [InlineData("\"logit_bias\": [[5, \"x\"]]", "logit_bias[0]", "or false")]
+    [InlineData("\"tfs_z\": 1", "tfs_z", "unknown field")]
+    [InlineData("\"grammar\": \"root ::= x\"", "grammar", "never defined")]
+    public async Task WhatItCannotDoIsRefusedByName(string fields, string param, string message)
+    {
+        await _server.AssertRefusedAsync("/completion", $"{{\"prompt\": \"x\", {fields}}}", param, message);
+    }
+
+    [Fact]
+    public async Task TheOffValuesOfSamplersItLacksAreTaken()
+    {
+        JsonElement result = await _server.PostOkAsync("/completion",
+            $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 2, \"temperature\": 0, \"typical_p\": 1, \"mirostat\": 0, \"dry_multiplier\": 0, \"xtc_probability\": 0, "
+            + "\"repeat_penalty\": 1, \"repeat_last_n\": 64, \"cache_prompt\": true, \"id_slot\": -1, \"n_keep\": 0, \"min_keep\": 0, \"seed\": -1, \"top_k\": 40}");
+
+        Assert.Equal(2, result.GetProperty("tokens_predicted").GetInt32());
+    }
+}
