@@ -20,7 +20,7 @@ internal static class LlamaCppOptions
         ["parallel"] = "max-concurrent", ["np"] = "max-concurrent",
         ["threads-batch"] = "threads", ["t"] = "threads",
         ["m"] = "model", ["p"] = "prompt", ["s"] = "seed",
-        ["json-schema-file"] = "json-schema",
+        ["json-schema-file"] = "json-schema", ["jf"] = "json-schema", ["j"] = "json-schema",
     };
 
     /// <summary>

@@ -61,7 +61,7 @@ internal sealed class GenerateCommand : ICommand
         new("logprobs", "K", "with --json: each new token's log-prob and the K most likely alternatives"),
         new("stop", "STR", "stop when the text contains STR (cut before it); \\n, \\t and \\\\ mean newline, tab, backslash; repeatable", Repeatable: true),
         new("json-object", null, "make each answer a JSON object (OpenAI's response_format json_object): every token is checked to continue one, and the answer ends when it closes"),
-        new("json-schema", "S.json", "make each answer what the JSON schema in S.json describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
+        new("json-schema", "S.json", "make each answer what the JSON schema in S.json (or given inline, '{...}', as llama.cpp's -j) describes (OpenAI's response_format json_schema; an object at its root, properties in its order)"),
         new("choice", "TEXT", "make each answer exactly one of the --choice texts, as plain text (vLLM's guided_choice); repeat for each", Repeatable: true),
         new("regex", "R", "make each answer plain text that the regular expression R matches whole (vLLM's guided_regex; the expressions a schema's pattern takes)"),
         new("grammar", "GBNF", "make each answer plain text that the GBNF grammar allows from its rule root (llama.cpp's --grammar; vLLM's guided_grammar)"),
@@ -383,7 +383,7 @@ internal sealed class GenerateCommand : ICommand
             }
         }
 
-        using JsonDocument? schema = args.Value("json-schema") is string path ? TextInput.ReadJson(path) : null;
+        using JsonDocument? schema = args.Value("json-schema") is string given ? SchemaOf(given) : null;
         JsonElement? format = schema?.RootElement ?? (args.Flag("json-object") ? ConstrainedOutput.AnyObjectSchema : null);
         try
         {
@@ -392,8 +392,27 @@ internal sealed class GenerateCommand : ICommand
         }
         catch (ArgumentException e)
         {
-            throw new UsageException(e.ParamName == "schema" ? $"{args.Value("json-schema") ?? "--json-object"}: {e.BareMessage()}"
+            string source = args.Value("json-schema") is string named && !named.TrimStart().StartsWith('{') ? named : args.Has("json-schema") ? "--json-schema" : "--json-object";
+            throw new UsageException(e.ParamName == "schema" ? $"{source}: {e.BareMessage()}"
                 : $"{conversation!.Source}: {e.ParamName}: {e.BareMessage()}");
+        }
+    }
+
+    /// <summary>--json-schema's value: a file, or (as llama.cpp's --json-schema takes it) the schema's JSON itself.</summary>
+    private static JsonDocument SchemaOf(string given)
+    {
+        if (!given.TrimStart().StartsWith('{'))
+        {
+            return TextInput.ReadJson(given);
+        }
+
+        try
+        {
+            return JsonDocument.Parse(given);
+        }
+        catch (JsonException e)
+        {
+            throw new UsageException($"--json-schema: the schema given inline is not valid JSON ({e.Message})");
         }
     }
 

@@ -211,6 +211,25 @@ public sealed class CliCommandTests
         Assert.All(regex.Json.GetProperty("sequences").EnumerateArray(), s => Assert.Matches(@"^\d{3}-[A-Z]{2}\z", s.GetProperty("text").GetString()!));
     }
 
+    /// <summary>--json-schema takes the schema inline too, as llama.cpp's -j does; a bad one is named as the option.</summary>
+    [Fact]
+    public void Generate_InlineJsonSchema_HoldsTheAnswer()
+    {
+        const string Schema = """{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}""";
+        CliRunner.Result held = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "JSON:", "--json-schema", Schema,
+            "--temperature", "1.5", "--seed", "2", "--num-return-sequences", "3", "--max-new-tokens", "24", "--json");
+        CliRunner.Result broken = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--json-schema", "{\"type\": ");
+        CliRunner.Result refused = CliRunner.Run("generate", "--model", TestTokenizers.TinyQwenWithTokenizer, "--prompt", "x", "--json-schema", """{"type": "object", "not": {}}""");
+
+        Assert.Equal(0, held.ExitCode);
+        Assert.All(held.Json.GetProperty("sequences").EnumerateArray(), s =>
+            Assert.Matches(@"^\{\s*""ok""\s*:\s*(true|false)\s*\}$", s.GetProperty("text").GetString()!));
+        Assert.Equal(2, broken.ExitCode);
+        Assert.StartsWith("--json-schema: the schema given inline is not valid JSON", Assert.Single(broken.ErrorLines).Split("error: ")[1], StringComparison.Ordinal);
+        Assert.Equal(2, refused.ExitCode);
+        Assert.StartsWith("--json-schema: ", Assert.Single(refused.ErrorLines).Split("error: ")[1], StringComparison.Ordinal);
+    }
+
     /// <summary>llama.cpp's --grammar and --grammar-file (GBNF; a file's byte-order mark is not part of the grammar).</summary>
     [Fact]
     public void Generate_Grammar_AnswersArePlainTextTheGrammarAllows()

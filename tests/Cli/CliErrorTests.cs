@@ -108,6 +108,7 @@ public sealed class CliErrorTests
     [InlineData("generate", "-ngl", "99", "unexpected argument '-ngl' (options start with --; see qwensharp generate --help; llama.cpp's -ngl is --gpu-layers here)")]
     [InlineData("generate", "--ctx-size", "2048", "unknown option '--ctx-size' for 'generate' (see qwensharp generate --help; llama.cpp's --ctx-size is --context here)")]
     [InlineData("serve", "--cache-type-k", "q8_0", "unknown option '--cache-type-k' for 'serve' (see qwensharp serve --help; llama.cpp's --cache-type-k is --kv-cache-type here, one type for keys and values)")]
+    [InlineData("generate", "-j", "{}", "unexpected argument '-j' (options start with --; see qwensharp generate --help; llama.cpp's -j is --json-schema here)")]
     [InlineData("score", "--temp", "0.7", "unknown option '--temp' for 'score' (see qwensharp score --help)")]    // no sampling in score: no hint
     public void LlamaCppOptionName_SaysWhichOptionToWrite(string command, string option, string value, string message)
     {
