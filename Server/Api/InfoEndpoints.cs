@@ -8,12 +8,66 @@ namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// The small endpoints: <c>GET /v1/models</c>, <c>GET /health</c>, <c>GET /metrics</c> (Prometheus text), and
-/// llama-server's <c>POST /tokenize</c> and <c>/detokenize</c>.
+/// llama-server's <c>POST /tokenize</c>, <c>/detokenize</c>, <c>/apply-template</c> and <c>GET /props</c>.
 /// </summary>
 internal static class InfoEndpoints
 {
     private static readonly HashSet<string> s_tokenizeFields = ["content", "add_special", "parse_special", "with_pieces", "model"];
     private static readonly HashSet<string> s_detokenizeFields = ["tokens", "model"];
+    private static readonly HashSet<string> s_applyTemplateFields = ["messages", "tools", "tool_choice", "model"];
+
+    /// <summary>
+    /// llama-server's <c>GET /props</c>: the context per slot, the slots, the chat template, whether pictures are read,
+    /// and the sampling a request gets for the fields it leaves out (generation_config.json's, here).
+    /// </summary>
+    public static Task PropsAsync(HttpContext http, ServerState server) => ResponseJson.WriteAsync(http, 200, w =>
+    {
+        Sampling.SamplingOptions defaults = new Sampling.SamplingOverrides().Resolve(server.Model.GenerationConfig);
+        w.WriteStartObject();
+        w.WriteStartObject("default_generation_settings");
+        w.WriteNumber("n_ctx", server.Context);
+        w.WriteStartObject("params");
+        w.WriteNumber("n_predict", -1);
+        w.WriteNumber("temperature", defaults.IsGreedy ? 0 : defaults.Temperature);
+        w.WriteNumber("top_k", defaults.TopK);
+        w.WriteNumber("top_p", defaults.TopP);
+        w.WriteNumber("min_p", defaults.MinP);
+        w.WriteNumber("repeat_penalty", defaults.RepetitionPenalty);
+        w.WriteNumber("repeat_last_n", -1);
+        w.WriteNumber("seed", -1);
+        w.WriteStartArray("stop");
+        w.WriteEndArray();
+        w.WriteBoolean("ignore_eos", false);
+        w.WriteBoolean("stream", false);
+        w.WriteNumber("n_probs", 0);
+        w.WriteString("grammar", "");
+        w.WriteEndObject();
+        w.WriteEndObject();
+        w.WriteNumber("total_slots", server.Scheduler.Options.Slots);
+        w.WriteString("model_alias", server.ModelName);
+        w.WriteString("chat_template", server.Tokenizer.ChatTemplateText ?? "");
+        w.WriteStartObject("modalities");
+        w.WriteBoolean("vision", server.Model.ImageProcessor is not null);
+        w.WriteEndObject();
+        w.WriteString("build_info", QwenServer.Fingerprint);
+        w.WriteBoolean("is_sleeping", false);
+        w.WriteEndObject();
+    });
+
+    /// <summary>llama-server's <c>POST /apply-template</c>: the messages (and tools) through the chat template, the assistant's turn opened, as <c>prompt</c>.</summary>
+    public static async Task ApplyTemplateAsync(HttpContext http, ServerState server)
+    {
+        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        RequestFields request = RequestFields.Of(body.RootElement, "", s_applyTemplateFields);
+        request.String("model", 256);
+        string prompt = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor).Prompt;
+        await ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("prompt", prompt);
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
 
     public static Task ModelsAsync(HttpContext http, ServerState server) => ResponseJson.WriteAsync(http, 200, w =>
     {

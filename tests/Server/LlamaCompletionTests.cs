@@ -9,6 +9,7 @@ namespace QwenSharp.Tests.Server;
 /// llama-server's own <c>POST /completion</c>, on the random tiny Qwen2 with Qwen2.5's tokenizer: the same answers as
 /// OpenAI's <c>/v1/completions</c> for the same settings, in llama-server's shape (fields as its README lists them),
 /// streamed as its objects without <c>[DONE]</c>; its samplers that QwenSharp lacks refused by name unless left off.
+/// And its <c>POST /apply-template</c> (transformers' rendering of the same messages) and <c>GET /props</c>.
 /// </summary>
 public sealed class LlamaCompletionTests : IAsyncLifetime
 {
@@ -138,5 +139,33 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
             + "\"repeat_penalty\": 1, \"repeat_last_n\": 64, \"cache_prompt\": true, \"id_slot\": -1, \"n_keep\": 0, \"min_keep\": 0, \"seed\": -1, \"top_k\": 40}");
 
         Assert.Equal(2, result.GetProperty("tokens_predicted").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("system and multi-turn")]
+    [InlineData("tools with system")]
+    [InlineData("unicode, newlines, braces")]
+    public async Task ApplyTemplateRendersTheMessagesAsTransformers(string name)
+    {
+        using JsonDocument cases = Fixtures.Json("tokenizer", "qwen2.5-chat-cases.json");
+        JsonElement c = cases.RootElement.EnumerateArray().First(e => e.GetProperty("name").GetString() == name);
+        string tools = c.GetProperty("tools").ValueKind == JsonValueKind.Array ? $", \"tools\": {c.GetProperty("tools").GetRawText()}" : "";
+
+        JsonElement rendered = await _server.PostOkAsync("/apply-template", $"{{\"messages\": {c.GetProperty("messages").GetRawText()}{tools}}}");
+
+        Assert.Equal(c.GetProperty("text").GetString(), rendered.GetProperty("prompt").GetString());
+    }
+
+    [Fact]
+    public async Task PropsGiveTheContextSlotsAndChatTemplate()
+    {
+        using HttpResponseMessage response = await _server.Http.GetAsync("/props");
+        using JsonDocument props = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(_server.Server.Context, props.RootElement.GetProperty("default_generation_settings").GetProperty("n_ctx").GetInt32());
+        Assert.Equal(_server.Model.Tokenizer!.ChatTemplateText, props.RootElement.GetProperty("chat_template").GetString());
+        Assert.True(props.RootElement.GetProperty("total_slots").GetInt32() >= 1);
+        Assert.False(props.RootElement.GetProperty("modalities").GetProperty("vision").GetBoolean());
     }
 }
