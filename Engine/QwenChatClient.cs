@@ -10,8 +10,9 @@ namespace QwenSharp;
 /// <summary>
 /// <see cref="IChatClient"/> over a <see cref="QwenModel"/>: messages rendered with the model's chat
 /// template, ChatOptions mapped to the same-named sampling settings (frequency and presence penalties as
-/// themselves, not as a repetition penalty), stop sequences matched across tokens, and the KV cache of the
-/// previous turn kept, so a conversation that grows is not read again from the start.
+/// themselves, not as a repetition penalty), stop sequences matched across tokens, held answers in
+/// AdditionalProperties (grammar, regex, choices), and the KV cache of the previous turn kept, so a conversation that
+/// grows is not read again from the start.
 /// </summary>
 internal sealed class QwenChatClient(QwenModel model) : IChatClient
 {
@@ -127,7 +128,26 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         StopSequences = options.StopSequences is { } stops ? [.. stops] : [],
         JsonObject = options.ResponseFormat is ChatResponseFormatJson { Schema: null },
         JsonSchema = (options.ResponseFormat as ChatResponseFormatJson)?.Schema,
+        Grammar = Extra<string>(options, "grammar"),
+        Regex = Extra<string>(options, "regex"),
+        Choices = Extra<IEnumerable<string>>(options, "choices") is { } choices ? [.. choices] : null,
     };
+
+    /// <summary>
+    /// The held answers that have no ChatOptions property, by the names the server takes (vLLM's guided_*, llama-server's
+    /// grammar): <c>AdditionalProperties["grammar"]</c> (GBNF), <c>["regex"]</c> and <c>["choices"]</c> (texts). A value of
+    /// another type is refused naming the key.
+    /// </summary>
+    private static T? Extra<T>(ChatOptions options, string key)
+        where T : class
+    {
+        if (options.AdditionalProperties is null || !options.AdditionalProperties.TryGetValue(key, out object? value) || value is null)
+        {
+            return null;
+        }
+
+        return value as T ?? throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be {(typeof(T) == typeof(string) ? "a string" : "a list of strings")}, not {value.GetType().Name}", nameof(options));
+    }
 
     /// <summary>
     /// The answer's tool calls held to the tools (<see cref="ConstrainedOutput.ToolCalls"/>): calls only for
@@ -140,6 +160,11 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         if (tools is null || options is null)
         {
             return null;
+        }
+
+        if (((string[])["grammar", "regex", "choices"]).FirstOrDefault(k => options.AdditionalProperties?.ContainsKey(k) == true) is string plain)
+        {
+            throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{plain}\"] with ChatOptions.Tools: the answer would be calls or plain text; give one", nameof(options));
         }
 
         List<ToolSignature> signatures = [.. tools.OfType<AIFunctionDeclaration>()

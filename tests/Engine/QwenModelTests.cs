@@ -195,6 +195,29 @@ public sealed class QwenModelTests
     }
 
     [Fact]
+    public async Task ChatClient_AdditionalPropertiesHoldTheAnswerToAGrammarPatternOrChoice()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        ChatMessage[] question = [new(ChatRole.User, "Well?")];
+        ChatOptions Held(string key, object value) => new() { Temperature = 1.5f, Seed = 3, MaxOutputTokens = 24, AdditionalProperties = new() { [key] = value } };
+
+        ChatResponse grammar = await client.GetResponseAsync(question, Held("grammar", "root ::= (\"yes\" | \"no\") \", \" [a-z]{2,5}"));
+        ChatResponse regex = await client.GetResponseAsync(question, Held("regex", @"\d{2}-[A-Z]"));
+        ChatResponse choice = await client.GetResponseAsync(question, Held("choices", new[] { "red", "green", "blue" }));
+
+        Assert.Matches(@"^(yes|no), [a-z]{2,5}\z", grammar.Text);
+        Assert.Matches(@"^\d{2}-[A-Z]\z", regex.Text);
+        Assert.Contains(choice.Text, new[] { "red", "green", "blue" });
+        ArgumentException wrongType = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(question, Held("grammar", 5)));
+        Assert.Contains("AdditionalProperties[\"grammar\"] must be a string", wrongType.Message, StringComparison.Ordinal);
+        ChatOptions withTools = Held("regex", "a");
+        withTools.Tools = [AIFunctionFactory.Create(() => "sunny", "weather")];
+        ArgumentException beside = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(question, withTools));
+        Assert.Contains("calls or plain text", beside.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task GenerateAsync_ChoicesAndRegexHoldThePlainText()
     {
         using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
