@@ -308,6 +308,25 @@ public sealed class QwenModel : IDisposable
     internal ConstrainedOutput Constrained => _constrained;
 
     /// <summary>
+    /// A fill-in-the-middle prompt for a code model (Qwen2.5-Coder): the code before the gap, the code after it, text the
+    /// answer is to start with, and other files of the project as context, in the repository-level form the model was
+    /// trained on and llama-server's <c>/infill</c> writes (see <see cref="FillInTheMiddle"/>); generate from it with
+    /// <see cref="GenerateAsync(IReadOnlyList{int}, TextGenerationOptions?, CancellationToken)"/>. Without
+    /// <paramref name="files"/> (null) the prompt is the file-level form alone; with a list, even an empty one, the
+    /// repository-level form. A vocabulary without the FIM tokens is a NotSupportedException.
+    /// </summary>
+    public int[] EncodeInfill(string prefix, string suffix, string prompt = "", IReadOnlyList<InfillFile>? files = null)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        ArgumentNullException.ThrowIfNull(suffix);
+        ArgumentNullException.ThrowIfNull(prompt);
+        return (FillInTheMiddle.Of(Tokenizer) ?? throw new NotSupportedException(FillInTheMiddleMissing)).Encode(prefix, suffix, prompt, files);
+    }
+
+    /// <summary>Why a model cannot fill in the middle.</summary>
+    internal const string FillInTheMiddleMissing = "this model's vocabulary has no fill-in-the-middle tokens (<|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>: Qwen2.5-Coder's)";
+
+    /// <summary>
     /// A conversation through the chat template: function calls and results in transformers' shapes, tools as the
     /// template's tools, <paramref name="instructions"/> as a system message when there is none, and its pictures decoded.
     /// </summary>

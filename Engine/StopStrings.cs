@@ -20,10 +20,17 @@ internal sealed class StopStrings : IStopCondition
     private readonly int[] _released;
     private readonly string?[] _found;
 
-    public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences)
+    private readonly CodeCompletionStops? _code;
+    private readonly int[] _lineChecked;
+    private readonly long[] _firstToken;
+
+    public StopStrings(Tokenizer tokenizer, IReadOnlyList<string> stops, int sequences, CodeCompletionStops? code = null)
     {
         _tokenizer = tokenizer;
         _stops = stops;
+        _code = code is { MinIndent: > 0 } or { TimeLimit: not null } ? code : null;
+        _lineChecked = new int[sequences];
+        _firstToken = new long[sequences];
         _longest = stops.Count == 0 ? 0 : stops.Max(s => s.Length);
         _decoders = [.. Enumerable.Range(0, sequences).Select(_ => tokenizer.CreateStreamingDecoder(skipSpecialTokens: true))];
         _texts = [.. Enumerable.Range(0, sequences).Select(_ => new StringBuilder())];
@@ -62,11 +69,21 @@ internal sealed class StopStrings : IStopCondition
 
     private bool Read(int sequence, int token)
     {
+        if (_cut[sequence] >= 0)
+        {
+            return true;    // stopped already: the cut stays where it was
+        }
+
         StringBuilder text = _texts[sequence];
         int before = text.Length;
         if (_tokenizer.IdToToken(token) is not null)
         {
             text.Append(_decoders[sequence].Append(token));
+        }
+
+        if (_code is not null && CodeStops(sequence, text))
+        {
+            return true;
         }
 
         if (_stops.Count == 0 || text.Length == before)
@@ -97,6 +114,61 @@ internal sealed class StopStrings : IStopCondition
         return true;
     }
 
+    /// <summary>
+    /// llama-server's stops for code completion (<see cref="CodeCompletionStops"/>): a line begun after a newline whose
+    /// first character comes before <see cref="CodeCompletionStops.MinIndent"/> ends the text before that character; past
+    /// <see cref="CodeCompletionStops.TimeLimit"/> from the first token, the text ends once it holds a newline.
+    /// </summary>
+    private bool CodeStops(int sequence, StringBuilder text)
+    {
+        _firstToken[sequence] = _firstToken[sequence] == 0 ? System.Diagnostics.Stopwatch.GetTimestamp() : _firstToken[sequence];
+        if (_code!.MinIndent > 0)
+        {
+            for (int newline = IndexOf(text, '\n', _lineChecked[sequence]); newline >= 0; newline = IndexOf(text, '\n', _lineChecked[sequence]))
+            {
+                int at = newline + 1;
+                while (at < text.Length && text[at] is ' ' or '\t')
+                {
+                    at++;
+                }
+
+                if (at == text.Length)
+                {
+                    break;  // the line's first character is still to come
+                }
+
+                if (at - newline - 1 < _code.MinIndent)
+                {
+                    _cut[sequence] = at;
+                    return true;
+                }
+
+                _lineChecked[sequence] = at;
+            }
+        }
+
+        if (_code.TimeLimit is TimeSpan limit && System.Diagnostics.Stopwatch.GetElapsedTime(_firstToken[sequence]) > limit && IndexOf(text, '\n', 0) >= 0)
+        {
+            _cut[sequence] = text.Length;
+            return true;
+        }
+
+        return false;
+    }
+
+    private static int IndexOf(StringBuilder text, char c, int from)
+    {
+        for (int i = from; i < text.Length; i++)
+        {
+            if (text[i] == c)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
     /// <summary>Text of the sequence that can be printed now: complete, and not possibly the start of a stop string.</summary>
     public string Release(int sequence, bool finished)
     {
@@ -118,7 +190,7 @@ internal sealed class StopStrings : IStopCondition
         return released;
     }
 
-    /// <summary>The stop string that ended the sequence (the earliest in its text; of two there, the first given), or null.</summary>
+    /// <summary>The stop string that ended the sequence (the earliest in its text; of two there, the first given), or null (none did, or a code completion stop).</summary>
     public string? Found(int sequence) => _cut[sequence] >= 0 ? _found[sequence] : null;
 
     /// <summary>The whole text of a finished sequence, cut before its stop string.</summary>
@@ -129,3 +201,9 @@ internal sealed class StopStrings : IStopCondition
         return text.ToString(0, _cut[sequence] >= 0 ? _cut[sequence] : text.Length);
     }
 }
+
+/// <summary>
+/// llama-server's stops for code completion (its <c>n_indent</c> and <c>t_max_predict_ms</c>): the least indentation a
+/// line after the first may have (0: any), and the time after the first token past which the answer ends at a newline.
+/// </summary>
+internal sealed record CodeCompletionStops(int MinIndent, TimeSpan? TimeLimit);

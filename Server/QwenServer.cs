@@ -164,8 +164,9 @@ public sealed class QwenServer : IAsyncDisposable
         app.Use((http, next) => GuardAsync(http, next, state));
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
-        app.MapPost("/completion", http => LlamaCompletionEndpoint.HandleAsync(http, state));
-        app.MapPost("/completions", http => LlamaCompletionEndpoint.HandleAsync(http, state));
+        app.MapPost("/completion", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
+        app.MapPost("/completions", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
+        app.MapPost("/infill", http => LlamaCompletionEndpoint.InfillAsync(http, state));
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
         app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));

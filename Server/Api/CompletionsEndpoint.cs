@@ -40,9 +40,13 @@ internal static class CompletionsEndpoint
             throw ApiException.BadField("echo", "'echo' with 'logprobs' (log-probs of the prompt) is not supported; `qwensharp score` gives them");
         }
 
-        if (request.String("suffix") is { Length: > 0 })
+        // OpenAI's insert: the prompt is the code before the gap, the suffix the code after it (a code model's FIM form).
+        string? suffix = request.String("suffix") is { Length: > 0 } given ? given : null;
+        FillInTheMiddle? infill = suffix is null ? null
+            : FillInTheMiddle.Of(server.Tokenizer) ?? throw ApiException.BadField("suffix", $"'suffix': {QwenModel.FillInTheMiddleMissing}");
+        if (infill is not null && (echo || request.Get("prompt") is not { ValueKind: JsonValueKind.String }))
         {
-            throw ApiException.BadField("suffix", "'suffix' (fill in the middle) is not supported");
+            throw ApiException.BadField("suffix", "'suffix' takes one text prompt, the code before the gap, and no 'echo'");
         }
 
         if (request.Int("best_of", 1, 128) is int bestOf && bestOf != samples)
@@ -62,9 +66,14 @@ internal static class CompletionsEndpoint
 
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         (List<int[]> prompts, List<string> texts) = PromptInput.Read(request, server, "prompt");
+        if (infill is not null)
+        {
+            prompts = [infill.Encode(texts[0], suffix!, "", files: null)];
+        }
+
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos,
-            constraint: constraint, adapterScales: adapterScales);
+            constraint: constraint, adapterScales: adapterScales, endTokens: infill?.EndTokens);
         Jobs.Submit(server, job);
         var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);

@@ -25,7 +25,7 @@ internal static class Jobs
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
         IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null,
-        float[]? adapterScales = null)
+        float[]? adapterScales = null, IReadOnlyList<int>? endTokens = null, CodeCompletionStops? codeStops = null)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -73,7 +73,8 @@ internal static class Jobs
             Seed = sampling.Seed ?? (sampling.IsGreedy ? 0 : SeededRandom.NewSeed()),
             MaxTokens = maxTokens ?? server.Context,
             StopStrings = stops,
-            EosTokenIds = ignoreEos ? [] : server.EosTokenIds,
+            EosTokenIds = ignoreEos ? [] : [.. server.EosTokenIds, .. (endTokens ?? []).Except(server.EosTokenIds)],
+            CodeStops = codeStops,
             Logprobs = logprobs,
             PrimeTextWithPrompt = primeText,
             Cancellation = cancellation,

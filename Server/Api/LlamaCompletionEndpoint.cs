@@ -10,7 +10,10 @@ namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// <c>POST /completion</c> (and <c>/completions</c>): llama-server's own completion API, not OpenAI's, which scripts and
-/// front ends written for llama.cpp call. Its fields (<c>prompt</c>, <c>n_predict</c>, <c>temperature</c>,
+/// front ends written for llama.cpp call; and <c>POST /infill</c>, the same with a fill-in-the-middle prompt
+/// (<c>input_prefix</c>, <c>input_suffix</c>, <c>input_extra</c> files, <c>prompt</c> after the prefix: what llama.vim and
+/// llama.vscode send a code model; <see cref="FillInTheMiddle"/>), whose answer also ends at the FIM tokens, at a line
+/// indented less than <c>n_indent</c>, and at a newline past <c>t_max_predict_ms</c>. Its fields (<c>prompt</c>, <c>n_predict</c>, <c>temperature</c>,
 /// <c>top_k</c>, <c>top_p</c>, <c>min_p</c>, <c>repeat_penalty</c>, <c>seed</c>, <c>stop</c>, <c>n_probs</c>,
 /// <c>logit_bias</c> as pairs, <c>grammar</c>, <c>json_schema</c>, <c>stream</c>, <c>return_tokens</c>, ...) and its
 /// answer (<c>content</c>, <c>stop_type</c>, <c>stopping_word</c>, <c>tokens_predicted</c>, <c>timings</c>, ...), as
@@ -24,7 +27,7 @@ internal static class LlamaCompletionEndpoint
     /// <summary>Fields taken at the value that leaves them off (what llama-server's clients send by default), refused at any other.</summary>
     private static readonly (string Name, double Off)[] s_offOnly =
     [
-        ("typical_p", 1), ("mirostat", 0), ("dry_multiplier", 0), ("xtc_probability", 0), ("dynatemp_range", 0), ("n_indent", 0), ("t_max_predict_ms", 0),
+        ("typical_p", 1), ("mirostat", 0), ("dry_multiplier", 0), ("xtc_probability", 0), ("dynatemp_range", 0),
     ];
 
     private static readonly HashSet<string> s_fields =
@@ -32,29 +35,95 @@ internal static class LlamaCompletionEndpoint
         "prompt", "n_predict", "max_tokens", "stream", "stop", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
         "presence_penalty", "frequency_penalty", "seed", "logit_bias", "ignore_eos", "n_probs", "return_tokens", "cache_prompt", "id_slot", "n_keep",
         "n_cmpl", "lora", "model", "timings_per_token", "min_keep", "post_sampling_probs", "samplers", "dynatemp_exponent", "mirostat_tau", "mirostat_eta",
-        "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold",
-        .. s_offOnly.Select(f => f.Name), .. ResponseFormat.Fields,
+        "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "xtc_threshold", "n_indent", "t_max_predict_ms", "t_max_prompt_ms",
+        "response_fields", .. s_offOnly.Select(f => f.Name), .. ResponseFormat.Fields,
     ];
 
-    public static async Task HandleAsync(HttpContext http, ServerState server)
+    private static readonly HashSet<string> s_infillFields = [.. s_fields, "input_prefix", "input_suffix", "input_extra"];
+
+    private static readonly HashSet<string> s_fileFields = ["filename", "text", "time"];
+
+    /// <summary>
+    /// llama-server's sampler names. Those QwenSharp has apply in transformers' order whatever the list's; the others are
+    /// off unless their fields turn them on (refused above). "infill" (llama.cpp's merging of tokens that begin alike for
+    /// FIM) is not applied: the answer is drawn from the model's own distribution.
+    /// </summary>
+    private static readonly HashSet<string> s_samplers = ["penalties", "dry", "top_k", "typ_p", "typical_p", "top_p", "min_p", "xtc", "temperature", "infill", "top_n_sigma"];
+
+    public static Task CompletionAsync(HttpContext http, ServerState server) => HandleAsync(http, server, infill: false);
+
+    public static Task InfillAsync(HttpContext http, ServerState server) => HandleAsync(http, server, infill: true);
+
+    private static async Task HandleAsync(HttpContext http, ServerState server, bool infill)
     {
         Jobs.RequireGenerator(server);
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
-        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
+        RequestFields request = RequestFields.Of(body.RootElement, "", infill ? s_infillFields : s_fields);
         Settings settings = ReadSettings(request, server);
-        (List<int[]> prompts, List<string> texts) = PromptInput.Read(request, server, "prompt");
-        bool many = body.RootElement.GetProperty("prompt") is { ValueKind: JsonValueKind.Array } list && list.GetArrayLength() > 0 && list[0].ValueKind != JsonValueKind.Number;
+        List<int[]> prompts;
+        List<string> texts;
+        bool many = false;
+        IReadOnlyList<int> endTokens = [];
+        if (infill)
+        {
+            FillInTheMiddle form = FillInTheMiddle.Of(server.Tokenizer) ?? throw new ApiException(400, QwenModel.FillInTheMiddleMissing, "input_prefix", "fill_in_the_middle_unsupported");
+            string prompt = request.String("prompt") ?? "";
+            prompts = [form.Encode(request.String("input_prefix") ?? "", request.String("input_suffix") ?? "", prompt, FilesOf(request),
+                (FillInTheMiddle.LlamaServerBatch, server.Context, settings.MaxTokens ?? 0))];
+            texts = [prompt];
+            endTokens = form.EndTokens;
+        }
+        else
+        {
+            (prompts, texts) = PromptInput.Read(request, server, "prompt");
+            many = body.RootElement.GetProperty("prompt") is { ValueKind: JsonValueKind.Array } list && list.GetArrayLength() > 0 && list[0].ValueKind != JsonValueKind.Number;
+        }
+
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        GenerationJob job = Jobs.Create(server, prompts, "prompt", settings.Samples, settings.Sampling, settings.MaxTokens, settings.Stops, settings.Probabilities,
-            primeText: true, deadline.Token, settings.IgnoreEos, constraint: settings.Constraint, adapterScales: settings.AdapterScales);
+        GenerationJob job = Jobs.Create(server, prompts, infill ? "input_prefix" : "prompt", settings.Samples, settings.Sampling, settings.MaxTokens, settings.Stops,
+            settings.Probabilities, primeText: true, deadline.Token, settings.IgnoreEos, constraint: settings.Constraint, adapterScales: settings.AdapterScales,
+            endTokens: endTokens, codeStops: settings.CodeStops);
         var response = new Response(http, server, job, settings, texts, many);
-        Jobs.Submit(server, job);
+        if (settings.MaxTokens != 0)
+        {
+            Jobs.Submit(server, job);
+        }
+
         await response.RunAsync(deadline).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// <c>input_extra</c>: files as <c>{"filename", "text"}</c> (llama.vim adds the <c>time</c> it read them, unused), a
+    /// missing name "tmp" as llama-server has it.
+    /// </summary>
+    private static List<InfillFile> FilesOf(RequestFields request)
+    {
+        var files = new List<InfillFile>();
+        if (request.Get("input_extra") is not JsonElement extra)
+        {
+            return files;
+        }
+
+        if (extra.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField("input_extra", $"'input_extra' must be a list of {{\"filename\", \"text\"}} objects, not {RequestFields.Kind(extra)}");
+        }
+
+        int i = 0;
+        foreach (JsonElement item in extra.EnumerateArray())
+        {
+            RequestFields file = RequestFields.Of(item, $"input_extra[{i++}]", s_fileFields);
+            file.Get("time");
+            files.Add(new InfillFile(file.String("filename") ?? "tmp", file.String("text") ?? ""));
+        }
+
+        return files;
     }
 
     /// <summary>What a request asks for, in the terms the scheduler takes.</summary>
     private sealed record Settings(SamplingOverrides Sampling, int? MaxTokens, int Samples, IReadOnlyList<string> Stops, int? Probabilities, bool IgnoreEos,
-        bool Stream, bool ReturnTokens, bool TimingsPerToken, Func<ITokenConstraint>? Constraint, float[]? AdapterScales, string Model);
+        bool Stream, bool ReturnTokens, bool TimingsPerToken, Func<ITokenConstraint>? Constraint, float[]? AdapterScales, string Model,
+        CodeCompletionStops? CodeStops, string[]? ResponseFields);
 
     private static Settings ReadSettings(RequestFields request, ServerState server)
     {
@@ -66,9 +135,10 @@ internal static class LlamaCompletionEndpoint
             }
         }
 
-        if (request.Get("samplers") is not null)
+        if (request.Get("samplers") is JsonElement samplers
+            && (samplers.ValueKind != JsonValueKind.Array || samplers.EnumerateArray().FirstOrDefault(n => n.ValueKind != JsonValueKind.String || !s_samplers.Contains(n.GetString()!)) is { ValueKind: not JsonValueKind.Undefined }))
         {
-            throw ApiException.BadField("samplers", "'samplers' (an order of samplers) is not supported: penalties, top-k, top-p, min-p and temperature apply in transformers' order");
+            throw ApiException.BadField("samplers", $"'samplers' must be a list of llama-server's sampler names ({string.Join(", ", s_samplers)}), not {RequestFields.Show(samplers)}");
         }
 
         if (request.Bool("post_sampling_probs") == true)
@@ -76,11 +146,17 @@ internal static class LlamaCompletionEndpoint
             throw ApiException.BadField("post_sampling_probs", "'post_sampling_probs' is not supported: n_probs gives log-probs of the model's distribution");
         }
 
+        // 0 asks for nothing: llama.vim sends it to have its files read ahead, which here is left for the answer that needs them.
         int? predict = request.Int("n_predict", -1, int.MaxValue) ?? request.Int("max_tokens", -1, int.MaxValue);
-        if (predict == 0)
-        {
-            throw ApiException.BadField("n_predict", "'n_predict' 0 (reading the prompt into the cache only) is not supported: ask for 1 or more tokens, or -1 for no limit");
-        }
+        int indent = request.Int("n_indent", 0, int.MaxValue) ?? 0;
+        int? predictMs = request.Int("t_max_predict_ms", 0, int.MaxValue) is int ms and > 0 ? ms : null;
+        // A time limit on reading the prompt has no counterpart: a prompt is read whole.
+        request.Int("t_max_prompt_ms", 0, int.MaxValue);
+        string[]? responseFields = request.Get("response_fields") is JsonElement wanted
+            ? wanted.ValueKind == JsonValueKind.Array && wanted.EnumerateArray().All(f => f.ValueKind == JsonValueKind.String)
+                ? [.. wanted.EnumerateArray().Select(f => f.GetString()!)]
+                : throw ApiException.BadField("response_fields", $"'response_fields' must be a list of field paths, not {RequestFields.Show(wanted)}")
+            : null;
 
         double? temperature = request.Double("temperature", -100, 100);
         double? repeatPenalty = request.Double("repeat_penalty", 0, 100, minExclusive: true);
@@ -141,7 +217,9 @@ internal static class LlamaCompletionEndpoint
             request.Bool("timings_per_token") ?? false,
             constraint,
             server.Adapters.ForRequest(request, model),
-            model);
+            model,
+            indent > 0 || predictMs is not null ? new CodeCompletionStops(indent, predictMs is int limit ? TimeSpan.FromMilliseconds(limit) : null) : null,
+            responseFields);
     }
 
     /// <summary>
@@ -218,16 +296,23 @@ internal static class LlamaCompletionEndpoint
 
         public async Task RunAsync(RequestDeadline deadline)
         {
-            if (settings.Stream)
+            if (settings.Stream && job.MaxTokens != 0)
             {
                 await Jobs.StreamAsync(http, server, job, deadline, StreamEventAsync, done: false).ConfigureAwait(false);
                 return;
             }
 
             JobFinishedEvent? usage = null;
-            while (await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+            if (job.MaxTokens == 0)
             {
-                usage = Fold(next) ?? usage;
+                // Nothing asked for: the results at once, nothing generated.
+                usage = new JobFinishedEvent(job.Prompts.Sum(p => p.Length), 0, 0);
+                Array.ForEach(_choices, c => c.Reason = StopReason.Length);
+            }
+
+            while (usage is null && await Jobs.NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
+            {
+                usage = Fold(next);
             }
 
             await ResponseJson.WriteAsync(http, 200, w =>
@@ -257,7 +342,7 @@ internal static class LlamaCompletionEndpoint
                 case TokenEvent token:
                     _firstToken = _firstToken == 0 ? Stopwatch.GetTimestamp() : _firstToken;
                     _choices[token.Choice].Text.Append(token.Text);
-                    if (!server.EosTokenIds.Contains(token.Token) || settings.IgnoreEos)
+                    if (!job.EosTokenIds.Contains(token.Token))
                     {
                         _tokens[token.Choice].Add(token.Token);
                     }
@@ -283,7 +368,7 @@ internal static class LlamaCompletionEndpoint
             JobFinishedEvent? usage = Fold(next);
             switch (next)
             {
-                case TokenEvent token when settings.IgnoreEos || !server.EosTokenIds.Contains(token.Token):
+                case TokenEvent token when !job.EosTokenIds.Contains(token.Token):
                     await ResponseJson.WriteEventAsync(http, w =>
                     {
                         w.WriteStartObject();
@@ -327,8 +412,41 @@ internal static class LlamaCompletionEndpoint
             }
         }
 
-        /// <summary>A choice's result: llama-server's fields, with <paramref name="content"/> all of it or (streamed) what is left.</summary>
+        /// <summary>
+        /// A choice's result: llama-server's fields, with <paramref name="content"/> all of it or (streamed) what is left;
+        /// with <c>response_fields</c>, only the fields listed, each under its path ("timings/prompt_n"), as llama-server
+        /// gives them (a path that names nothing is left out).
+        /// </summary>
         private void WriteResult(Utf8JsonWriter w, int choice, string content, List<int> tokens, List<TokenLogprobs> probabilities, JobFinishedEvent usage)
+        {
+            if (settings.ResponseFields is not { } paths)
+            {
+                WriteWholeResult(w, choice, content, tokens, probabilities, usage);
+                return;
+            }
+
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+            using (var whole = new Utf8JsonWriter(buffer))
+            {
+                WriteWholeResult(whole, choice, content, tokens, probabilities, usage);
+            }
+
+            using JsonDocument result = JsonDocument.Parse(buffer.WrittenMemory);
+            w.WriteStartObject();
+            foreach (string path in paths)
+            {
+                JsonElement at = result.RootElement;
+                if (path.Split('/').All(part => at.ValueKind == JsonValueKind.Object && at.TryGetProperty(part, out at)))
+                {
+                    w.WritePropertyName(path);
+                    at.WriteTo(w);
+                }
+            }
+
+            w.WriteEndObject();
+        }
+
+        private void WriteWholeResult(Utf8JsonWriter w, int choice, string content, List<int> tokens, List<TokenLogprobs> probabilities, JobFinishedEvent usage)
         {
             ChoiceState state = _choices[choice];
             int prompt = job.Prompts[choice / job.SamplesPerPrompt].Length;
@@ -370,7 +488,8 @@ internal static class LlamaCompletionEndpoint
             w.WriteBoolean("has_new_line", state.Text.ToString().Contains('\n', StringComparison.Ordinal));
             // The context ran out before n_predict (or with none).
             w.WriteBoolean("truncated", state.Reason == StopReason.Length && _tokens[choice].Count < (settings.MaxTokens ?? int.MaxValue));
-            w.WriteString("stop_type", state.Reason switch { StopReason.Eos => "eos", StopReason.Stop => "word", _ => "limit" });
+            // A code completion stop (n_indent, t_max_predict_ms) is llama-server's "limit", as is the token limit.
+            w.WriteString("stop_type", state.Reason switch { StopReason.Eos => "eos", StopReason.Stop when state.StopWord is not null => "word", _ => "limit" });
             w.WriteString("stopping_word", state.StopWord ?? "");
             w.WriteNumber("tokens_cached", usage.CachedPromptTokens);
             if (probabilities.Count > 0)

@@ -436,7 +436,7 @@ internal sealed class BatchScheduler : IDisposable
 
     private ScheduledSequence Occupy(GenerationJob job, int choice, int slot, int[] prompt, Qwen2VL.VisionPrompt? vision)
     {
-        var text = new StopStrings(_tokenizer, job.StopStrings, 1);
+        var text = new StopStrings(_tokenizer, job.StopStrings, 1, job.CodeStops);
         if (job.PrimeTextWithPrompt)
         {
             text.Prime(0, prompt);

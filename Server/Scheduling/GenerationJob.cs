@@ -29,6 +29,9 @@ internal sealed class GenerationJob
 
     public IReadOnlyList<string> StopStrings { get; init; } = [];
 
+    /// <summary>llama-server's code completion stops (n_indent, t_max_predict_ms), or null.</summary>
+    public CodeCompletionStops? CodeStops { get; init; }
+
     /// <summary>Ids that end a choice (empty: none).</summary>
     public required IReadOnlyList<int> EosTokenIds { get; init; }
 
