@@ -108,6 +108,10 @@ public sealed class CliErrorTests
     [InlineData("generate", "-ngl", "99", "unexpected argument '-ngl' (options start with --; see qwensharp generate --help; llama.cpp's -ngl is --gpu-layers here)")]
     [InlineData("generate", "--ctx-size", "2048", "unknown option '--ctx-size' for 'generate' (see qwensharp generate --help; llama.cpp's --ctx-size is --context here)")]
     [InlineData("serve", "--cache-type-k", "q8_0", "unknown option '--cache-type-k' for 'serve' (see qwensharp serve --help; llama.cpp's --cache-type-k is --kv-cache-type here, one type for keys and values)")]
+    [InlineData("generate", "-fa", "on", "unexpected argument '-fa' (options start with --; see qwensharp generate --help; llama.cpp's -fa has no counterpart: attention is always the fused kind here (an online softmax over the KV cache, on the CPU and the GPU); leave it out)")]
+    [InlineData("serve", "--mlock", "x", "unknown option '--mlock' for 'serve' (see qwensharp serve --help; llama.cpp's --mlock has no counterpart: weights are memory-mapped and read where they lie; leave it out)")]
+    [InlineData("serve", "--alias", "coder", "unknown option '--alias' for 'serve' (see qwensharp serve --help; llama.cpp's --alias is --name here)")]
+    [InlineData("generate", "-mg", "1", "unexpected argument '-mg' (options start with --; see qwensharp generate --help; llama.cpp's -mg is --device here (gpu:N picks a GPU of qwensharp devices))")]
     [InlineData("generate", "-j", "{}", "unexpected argument '-j' (options start with --; see qwensharp generate --help; llama.cpp's -j is --json-schema here)")]
     [InlineData("score", "--temp", "0.7", "unknown option '--temp' for 'score' (see qwensharp score --help)")]    // no sampling in score: no hint
     public void LlamaCppOptionName_SaysWhichOptionToWrite(string command, string option, string value, string message)
