@@ -224,7 +224,8 @@ internal static class LlamaCompletionEndpoint
 
     /// <summary>
     /// llama-server's <c>logit_bias</c>: pairs <c>[token, bias]</c>, the token an id or a text (each of its tokens biased),
-    /// the bias a number or <c>false</c> (never: -100 here, OpenAI's floor); or OpenAI's object from ids to biases.
+    /// the bias a number or <c>false</c> (never: −100 here, the floor every bias keeps to, where llama-server has −∞);
+    /// or OpenAI's object from ids to biases.
     /// </summary>
     private static Dictionary<int, float>? LogitBiasOf(RequestFields request, ServerState server)
     {
@@ -235,11 +236,11 @@ internal static class LlamaCompletionEndpoint
 
         var biases = new Dictionary<int, float>();
         int vocabulary = server.Model.Config.VocabSize;
-        void Add(string path, int token, JsonElement value)
+        void Add(string path, int token, JsonElement value, string given)
         {
             if (token < 0 || token >= vocabulary)
             {
-                throw ApiException.BadField(path, $"'{path}': {token} is not a token id of this model (0..{vocabulary - 1})");
+                throw ApiException.BadField(path, $"'{path}': {given} is not a token id of this model (0..{vocabulary - 1})");
             }
 
             biases[token] = value.ValueKind == JsonValueKind.False ? -LogitBias.Limit
@@ -252,7 +253,7 @@ internal static class LlamaCompletionEndpoint
             foreach (JsonProperty entry in bias.EnumerateObject())
             {
                 string path = $"logit_bias.{entry.Name}";
-                Add(path, int.TryParse(entry.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id) ? id : -1, entry.Value);
+                Add(path, int.TryParse(entry.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id) ? id : -1, entry.Value, $"'{entry.Name}'");
             }
         }
         else if (bias.ValueKind == JsonValueKind.Array)
@@ -270,12 +271,12 @@ internal static class LlamaCompletionEndpoint
                 {
                     foreach (int token in server.Tokenizer.Encode(pair[0].GetString()!))
                     {
-                        Add(path, token, pair[1]);
+                        Add(path, token, pair[1], token.ToString(CultureInfo.InvariantCulture));
                     }
                 }
                 else
                 {
-                    Add(path, pair[0].ValueKind == JsonValueKind.Number && pair[0].TryGetInt32(out int id) ? id : -1, pair[1]);
+                    Add(path, pair[0].ValueKind == JsonValueKind.Number && pair[0].TryGetInt32(out int id) ? id : -1, pair[1], RequestFields.Show(pair[0]));
                 }
             }
         }

@@ -123,6 +123,7 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
     [InlineData("\"repeat_penalty\": 1.1, \"repeat_last_n\": 64", "repeat_last_n", "give -1")]
     [InlineData("\"logit_bias\": [[5]]", "logit_bias[0]", "a pair")]
     [InlineData("\"logit_bias\": [[5, \"x\"]]", "logit_bias[0]", "or false")]
+    [InlineData("\"logit_bias\": {\"abc\": 1}", "logit_bias.abc", "'abc' is not a token id")]
     [InlineData("\"tfs_z\": 1", "tfs_z", "unknown field")]
     [InlineData("\"grammar\": \"root ::= x\"", "grammar", "never defined")]
     public async Task WhatItCannotDoIsRefusedByName(string fields, string param, string message)
