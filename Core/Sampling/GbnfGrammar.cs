@@ -252,58 +252,102 @@ public sealed class GbnfGrammar
     }
 
     /// <summary>
+    /// Which rules can match the empty text: those with an empty alternative, then, one at a time from a queue, those with
+    /// an alternative of rules all already known to (each occurrence counted down once), in time linear in the grammar.
+    /// </summary>
+    private static bool[] MayBeEmpty(IReadOnlyList<List<List<GrammarElement>>> rules)
+    {
+        bool[] empty = new bool[rules.Count];
+        var left = new List<(int Rule, int Count)>();               // per alternative: its rule, and its elements not yet known to be empty
+        var uses = new List<int>[rules.Count];                      // per rule: the alternatives (by index in left) that refer to it, once per reference
+        var known = new Queue<int>();
+        for (int rule = 0; rule < rules.Count; rule++)
+        {
+            uses[rule] ??= [];
+            foreach (List<GrammarElement> alternative in rules[rule])
+            {
+                int index = left.Count;
+                bool characters = alternative.Any(e => e.Op == GrammarOp.Characters);
+                left.Add((rule, characters ? int.MaxValue : alternative.Count));
+                foreach (GrammarElement element in characters ? [] : alternative)
+                {
+                    (uses[element.Value] ??= []).Add(index);
+                }
+
+                if (alternative.Count == 0 && !empty[rule])
+                {
+                    empty[rule] = true;
+                    known.Enqueue(rule);
+                }
+            }
+        }
+
+        while (known.Count > 0)
+        {
+            foreach (int index in uses[known.Dequeue()])
+            {
+                (int rule, int count) = left[index];
+                left[index] = (rule, count - 1);
+                if (count == 1 && !empty[rule])
+                {
+                    empty[rule] = true;
+                    known.Enqueue(rule);
+                }
+            }
+        }
+
+        return empty;
+    }
+
+    /// <summary>
     /// Refuses a rule that can reach itself before any character (through rules at the start of its alternatives, past
     /// those that may match nothing): expanding it would never end.
     /// </summary>
     private static void RefuseLeftRecursion(GbnfParser parsed)
     {
         IReadOnlyList<List<List<GrammarElement>>> rules = parsed.Rules;
-        bool[] mayBeEmpty = new bool[rules.Count];
-        for (bool changed = true; changed;)
-        {
-            changed = false;
-            for (int rule = 0; rule < rules.Count; rule++)
-            {
-                if (!mayBeEmpty[rule] && rules[rule].Any(a => a.All(e => e.Op == GrammarOp.Rule && mayBeEmpty[e.Value])))
-                {
-                    mayBeEmpty[rule] = changed = true;
-                }
-            }
-        }
+        bool[] mayBeEmpty = MayBeEmpty(rules);
 
         // The rules each can begin with, then a depth-first search for a cycle among them.
         List<int>[] leftmost = [.. rules.Select(alternatives => alternatives
             .SelectMany(a => a.TakeWhile((e, i) => i == 0 || (a[i - 1].Op == GrammarOp.Rule && mayBeEmpty[a[i - 1].Value])))
             .Where(e => e.Op == GrammarOp.Rule).Select(e => e.Value).Distinct().ToList())];
         byte[] marks = new byte[rules.Count];   // 0 unvisited, 1 on the path, 2 done
-        for (int rule = 0; rule < rules.Count; rule++)
+        // Depth first, on a stack of its own: a chain of thousands of rules must not take the thread's.
+        var path = new Stack<(int Rule, int Next)>();
+        for (int start = 0; start < rules.Count; start++)
         {
-            if (marks[rule] == 0 && Cycle(rule) is int looped)
+            if (marks[start] != 0)
             {
-                string name = parsed.Names[parsed.Owners[looped]];
-                throw new ArgumentException($"rule '{name}' is left-recursive (it can reach itself before any character), which a grammar here cannot expand: " +
-                    "write 'x ::= y (\"+\" y)*' rather than 'x ::= x \"+\" y | y'");
-            }
-        }
-
-        int? Cycle(int rule)
-        {
-            marks[rule] = 1;
-            foreach (int next in leftmost[rule])
-            {
-                if (marks[next] == 1)
-                {
-                    return next;
-                }
-
-                if (marks[next] == 0 && Cycle(next) is int found)
-                {
-                    return found;
-                }
+                continue;
             }
 
-            marks[rule] = 2;
-            return null;
+            marks[start] = 1;
+            path.Push((start, 0));
+            while (path.Count > 0)
+            {
+                (int rule, int next) = path.Pop();
+                if (next == leftmost[rule].Count)
+                {
+                    marks[rule] = 2;
+                    continue;
+                }
+
+                path.Push((rule, next + 1));
+                int reached = leftmost[rule][next];
+                if (marks[reached] == 1)
+                {
+                    string name = parsed.Names[parsed.Owners[reached]];
+                    throw new ArgumentException($"rule '{name}' is left-recursive (it can reach itself before any character), which a grammar here cannot expand: " +
+                        "write 'x ::= y (\"+\" y)*' rather than 'x ::= x \"+\" y | y'");
+                }
+
+                if (marks[reached] == 0)
+                {
+                    marks[reached] = 1;
+                    path.Push((reached, 0));
+                }
+            }
         }
     }
 }

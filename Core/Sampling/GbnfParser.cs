@@ -41,6 +41,9 @@ internal sealed class GbnfParser
     /// <summary>The most elements the rules may hold once repetitions are written out.</summary>
     private const int MaxElements = 1 << 22;
 
+    /// <summary>The deepest groups may nest (each is a level of the parser's recursion).</summary>
+    public const int MaxNesting = 256;
+
     private const int LastCodePoint = 0x10FFFF;
 
     private readonly string _text;
@@ -54,6 +57,7 @@ internal sealed class GbnfParser
     private readonly Dictionary<string, int> _setIds = new(StringComparer.Ordinal);
     private int _at;
     private long _elements;
+    private int _nesting;
 
     private GbnfParser(string text) => _text = text;
 
@@ -192,10 +196,16 @@ internal sealed class GbnfParser
             }
             else if (c == '(')
             {
+                if (++_nesting > MaxNesting)
+                {
+                    throw Error(symbolAt, $"groups nest deeper than {MaxNesting}");
+                }
+
                 _at++;
                 SkipSpace(newlines: true);
                 int group = Generated(owner);
                 _rules[group] = ParseAlternatives(owner, nested: true);
+                _nesting--;
                 if (_at >= _text.Length || _text[_at] != ')')
                 {
                     throw Error(_at < _text.Length ? _at : symbolAt, $"expected ')' to close the group opened at {Where(symbolAt)}");

@@ -153,6 +153,28 @@ public class GbnfGrammarTests
         Assert.Contains(message, error.BareMessage(), StringComparison.Ordinal);
     }
 
+    /// <summary>Grammars as a server may be sent them: groups nested past the parser's depth are refused; long chains of rules read in linear time, off the thread's stack.</summary>
+    [Fact]
+    public void DeepOrLongGrammarsAreRefusedOrReadWithoutTheThreadsStack()
+    {
+        string deep = "root ::= " + new string('(', 100_000) + "\"a\"" + new string(')', 100_000);
+        const int Rules = 50_000;
+        // Defined last to first, with an empty alternative each ("": a '|' at the end of a line would go on to the next).
+        string chain = "root ::= r0 \"!\"\n" + string.Join("\n", Enumerable.Range(0, Rules).Reverse().Select(i => i == Rules - 1 ? $"r{i} ::= \"x\" | \"\"" : $"r{i} ::= r{i + 1} | \"\""));
+        string loop = chain.Replace($"r{Rules - 1} ::= \"x\" | \"\"", $"r{Rules - 1} ::= r0 \"x\"", StringComparison.Ordinal);
+
+        var error = Assert.Throws<ArgumentException>(() => GbnfGrammar.Parse(deep));
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var grammar = GbnfGrammar.Parse(chain);
+        var looped = Assert.Throws<ArgumentException>(() => GbnfGrammar.Parse(loop));
+
+        Assert.Contains($"line 1, column {10 + GbnfParser.MaxNesting}: groups nest deeper than {GbnfParser.MaxNesting}", error.BareMessage(), StringComparison.Ordinal);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"{watch.Elapsed}");
+        Assert.Equal((-1, true), AutomatonWalks.Feed(GrammarPrefix.Start(grammar), "x!"));
+        Assert.Equal((-1, true), AutomatonWalks.Feed(GrammarPrefix.Start(grammar), "!"));
+        Assert.Contains("left-recursive", looped.BareMessage(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void ARootOfAnotherNameThatIsMissingIsNamed()
     {
