@@ -544,7 +544,11 @@ internal sealed class StringPattern
     private sealed class Parser(string text)
     {
         private const int MaxRepeat = 1000;
+
+        /// <summary>The deepest groups may nest: the parser and the automaton's construction recurse per group.</summary>
+        private const int MaxNesting = 256;
         private int _at;
+        private int _nesting;
 
         public Node Whole()
         {
@@ -689,7 +693,13 @@ internal sealed class StringPattern
                         }
                     }
 
+                    if (++_nesting > MaxNesting)
+                    {
+                        throw Error($"groups nest deeper than {MaxNesting}", at);
+                    }
+
                     Node inner = Alternation();
+                    _nesting--;
                     return Next(')') ? inner : throw Error("a '(' without its ')'", at);
                 }
 

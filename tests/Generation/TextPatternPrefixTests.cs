@@ -40,6 +40,16 @@ public class TextPatternPrefixTests
         Assert.Equal(refusedAt < 0, canEnd);
     }
 
+    /// <summary>A pattern as a server may be sent it: groups nested past the parser's depth are refused, not a crash.</summary>
+    [Fact]
+    public void DeeplyNestedGroupsAreRefused()
+    {
+        var error = Assert.Throws<ArgumentException>(() => TextPatternPrefix.Start(new string('(', 100_000) + "a" + new string(')', 100_000)));
+
+        Assert.Contains("groups nest deeper than 256 (at character ", error.Message, StringComparison.Ordinal);
+        Assert.Equal((-1, true), AutomatonWalks.Feed(TextPatternPrefix.Start(new string('(', 200) + "a" + new string(')', 200)), "a"));
+    }
+
     [Fact]
     public void APatternWithNothingMoreToComeIsComplete()
     {
