@@ -392,7 +392,7 @@ internal sealed class GenerateCommand : ICommand
         }
         catch (ArgumentException e)
         {
-            string source = args.Value("json-schema") is string named && !named.TrimStart().StartsWith('{') ? named : args.Has("json-schema") ? "--json-schema" : "--json-object";
+            string source = args.Value("json-schema") is string named && !IsInline(named) ? named : args.Has("json-schema") ? "--json-schema" : "--json-object";
             throw new UsageException(e.ParamName == "schema" ? $"{source}: {e.BareMessage()}"
                 : $"{conversation!.Source}: {e.ParamName}: {e.BareMessage()}");
         }
@@ -401,7 +401,7 @@ internal sealed class GenerateCommand : ICommand
     /// <summary>--json-schema's value: a file, or (as llama.cpp's --json-schema takes it) the schema's JSON itself.</summary>
     private static JsonDocument SchemaOf(string given)
     {
-        if (!given.TrimStart().StartsWith('{'))
+        if (!IsInline(given))
         {
             return TextInput.ReadJson(given);
         }
@@ -415,6 +415,9 @@ internal sealed class GenerateCommand : ICommand
             throw new UsageException($"--json-schema: the schema given inline is not valid JSON ({e.Message})");
         }
     }
+
+    /// <summary>Whether --json-schema's value is the schema itself rather than a file's name.</summary>
+    private static bool IsInline(string given) => given.TrimStart().StartsWith('{');
 
     /// <summary>A --messages file's tools (OpenAI's <c>{"type": "function", "function": {...}}</c>, or the function alone) as the functions a call may name.</summary>
     private static List<ToolSignature> Signatures(JsonElement tools, string source)

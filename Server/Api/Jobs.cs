@@ -169,27 +169,33 @@ internal static class Jobs
         JobFinishedEvent? usage = null;
         while (await NextAsync(job, deadline).ConfigureAwait(false) is JobEvent next)
         {
-            switch (next)
-            {
-                case TokenEvent token:
-                    choices[token.Choice].Text.Append(token.Text);
-                    if (token.Logprobs is not null)
-                    {
-                        choices[token.Choice].Logprobs.Add(token.Logprobs);
-                    }
-
-                    break;
-                case ChoiceFinishedEvent finished:
-                    choices[finished.Choice].Text.Append(finished.Text);
-                    choices[finished.Choice].Reason = finished.Reason;
-                    break;
-                case JobFinishedEvent done:
-                    usage = done;
-                    break;
-            }
+            usage = Fold(choices, next) ?? usage;
         }
 
         return (choices, usage ?? throw new InvalidOperationException("the job ended without its usage"));
+    }
+
+    /// <summary>An event folded into its choice (its text, log-probs, why it ended and at which stop string); the job's usage when it is the last.</summary>
+    public static JobFinishedEvent? Fold(ChoiceState[] choices, JobEvent next)
+    {
+        switch (next)
+        {
+            case TokenEvent token:
+                choices[token.Choice].Text.Append(token.Text);
+                if (token.Logprobs is not null)
+                {
+                    choices[token.Choice].Logprobs.Add(token.Logprobs);
+                }
+
+                return null;
+            case ChoiceFinishedEvent finished:
+                choices[finished.Choice].Text.Append(finished.Text);
+                choices[finished.Choice].Reason = finished.Reason;
+                choices[finished.Choice].StopWord = finished.StopWord;
+                return null;
+            default:
+                return next as JobFinishedEvent;
+        }
     }
 
     /// <summary>

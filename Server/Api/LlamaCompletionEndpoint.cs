@@ -76,7 +76,8 @@ internal static class LlamaCompletionEndpoint
         else
         {
             (prompts, texts) = PromptInput.Read(request, server, "prompt");
-            many = body.RootElement.GetProperty("prompt") is { ValueKind: JsonValueKind.Array } list && list.GetArrayLength() > 0 && list[0].ValueKind != JsonValueKind.Number;
+            // A list of prompts (not one prompt's token ids) is answered with a list, as llama-server does.
+            many = request.Get("prompt") is { ValueKind: JsonValueKind.Array } list && list.GetArrayLength() > 0 && list[0].ValueKind != JsonValueKind.Number;
         }
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
@@ -160,11 +161,12 @@ internal static class LlamaCompletionEndpoint
 
         double? temperature = request.Double("temperature", -100, 100);
         double? repeatPenalty = request.Double("repeat_penalty", 0, 100, minExclusive: true);
-        if (repeatPenalty is double penalty && penalty != 1 && request.Int("repeat_last_n", -1, int.MaxValue) is int lastN && lastN != -1)
+        if (repeatPenalty is double penalty && penalty != 1 && request.Int("repeat_last_n", -1, int.MaxValue) is int lastN and not -1)
         {
             throw ApiException.BadField("repeat_last_n", $"'repeat_last_n' {lastN}: the repetition penalty here counts the whole context (transformers' repetition_penalty); give -1");
         }
 
+        // Without a penalty it counts nothing; still a number in range.
         request.Int("repeat_last_n", -1, int.MaxValue);
         int? topK = request.Int("top_k", int.MinValue, int.MaxValue);
         long? seed = request.Long("seed");
@@ -335,34 +337,23 @@ internal static class LlamaCompletionEndpoint
             }).ConfigureAwait(false);
         }
 
-        /// <summary>Takes an event into the choices' state; the job's usage once it ends.</summary>
+        /// <summary>Takes an event into the choices' state (<see cref="Jobs.Fold"/>), with its token ids and when the first came; the job's usage once it ends.</summary>
         private JobFinishedEvent? Fold(JobEvent next)
         {
-            switch (next)
+            if (next is TokenEvent token)
             {
-                case TokenEvent token:
-                    _firstToken = _firstToken == 0 ? Stopwatch.GetTimestamp() : _firstToken;
-                    _choices[token.Choice].Text.Append(token.Text);
-                    if (!job.EosTokenIds.Contains(token.Token))
-                    {
-                        _tokens[token.Choice].Add(token.Token);
-                    }
-
-                    if (token.Logprobs is not null)
-                    {
-                        _choices[token.Choice].Logprobs.Add(token.Logprobs);
-                    }
-
-                    return null;
-                case ChoiceFinishedEvent finished:
-                    _choices[finished.Choice].Text.Append(finished.Text);
-                    _choices[finished.Choice].Reason = finished.Reason;
-                    _choices[finished.Choice].StopWord = finished.StopWord;
-                    return null;
-                default:
-                    return next as JobFinishedEvent;
+                _firstToken = _firstToken == 0 ? Stopwatch.GetTimestamp() : _firstToken;
+                if (!job.EosTokenIds.Contains(token.Token))
+                {
+                    _tokens[token.Choice].Add(token.Token);
+                }
             }
+
+            return Jobs.Fold(_choices, next);
         }
+
+        /// <summary>Tokens of the prompt a choice answers.</summary>
+        private int PromptLength(int choice) => job.Prompts[choice / job.SamplesPerPrompt].Length;
 
         private async Task StreamEventAsync(JobEvent next)
         {
@@ -381,7 +372,7 @@ internal static class LlamaCompletionEndpoint
                         w.WriteBoolean("stop", false);
                         w.WriteNumber("id_slot", -1);
                         w.WriteNumber("tokens_predicted", _tokens[token.Choice].Count);
-                        w.WriteNumber("tokens_evaluated", job.Prompts[token.Choice / job.SamplesPerPrompt].Length);
+                        w.WriteNumber("tokens_evaluated", PromptLength(token.Choice));
                         if (token.Logprobs is not null)
                         {
                             TokenPiece.WriteLogprobs(w, "completion_probabilities", [token.Logprobs], server.Tokenizer, ids: true);
@@ -389,7 +380,7 @@ internal static class LlamaCompletionEndpoint
 
                         if (settings.TimingsPerToken)
                         {
-                            WriteTimings(w, job.Prompts[token.Choice / job.SamplesPerPrompt].Length, _tokens[token.Choice].Count);
+                            WriteTimings(w, PromptLength(token.Choice), _tokens[token.Choice].Count);
                         }
 
                         w.WriteEndObject();
@@ -450,12 +441,12 @@ internal static class LlamaCompletionEndpoint
         private void WriteWholeResult(Utf8JsonWriter w, int choice, string content, List<int> tokens, List<TokenLogprobs> probabilities, JobFinishedEvent usage)
         {
             ChoiceState state = _choices[choice];
-            int prompt = job.Prompts[choice / job.SamplesPerPrompt].Length;
+            int prompt = PromptLength(choice);
             w.WriteStartObject();
             w.WriteNumber("index", choice);
             w.WriteString("content", content);
             w.WriteStartArray("tokens");
-            if (settings.ReturnTokens || settings.Stream)
+            if (settings.ReturnTokens)
             {
                 foreach (int token in tokens)
                 {

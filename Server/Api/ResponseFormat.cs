@@ -51,28 +51,14 @@ internal static class ResponseFormat
 
         if (request.String("guided_regex") is string regex)
         {
-            try
-            {
-                return (server.Constrained.Regex(regex), null);
-            }
-            catch (ArgumentException e)
-            {
-                throw ApiException.BadField("guided_regex", $"'guided_regex': {e.BareMessage()}");
-            }
+            return (Held("guided_regex", () => server.Constrained.Regex(regex)), null);
         }
 
         foreach (string field in (string[])["grammar", "guided_grammar"])
         {
             if (request.String(field) is string grammar)
             {
-                try
-                {
-                    return (server.Constrained.Grammar(grammar), null);
-                }
-                catch (ArgumentException e)
-                {
-                    throw ApiException.BadField(field, $"'{field}': {e.BareMessage()}");
-                }
+                return (Held(field, () => server.Constrained.Grammar(grammar)), null);
             }
         }
 
@@ -105,11 +91,15 @@ internal static class ResponseFormat
     }
 
     /// <summary>A schema compiled and held to (one the compiler refuses is a 400 naming <paramref name="path"/> and where in it).</summary>
-    private static (Func<ITokenConstraint>, JsonElement?) Schema(JsonElement schema, string path, ServerState server)
+    private static (Func<ITokenConstraint>, JsonElement?) Schema(JsonElement schema, string path, ServerState server) =>
+        (Held(path, () => server.Constrained.JsonSchema(schema)), schema);
+
+    /// <summary>The rule <paramref name="compile"/> makes of the field at <paramref name="path"/>; what it refuses is a 400 naming the field and saying why.</summary>
+    private static Func<ITokenConstraint> Held(string path, Func<Func<ITokenConstraint>> compile)
     {
         try
         {
-            return (server.Constrained.JsonSchema(schema), schema);
+            return compile();
         }
         catch (ArgumentException e)
         {
@@ -140,13 +130,6 @@ internal static class ResponseFormat
             throw ApiException.BadField(Path, $"'{Path}' must be a list of strings");
         }
 
-        try
-        {
-            return server.Constrained.Choice([.. choices.EnumerateArray().Select(c => c.GetString()!)]);
-        }
-        catch (ArgumentException e)
-        {
-            throw ApiException.BadField(Path, $"'{Path}': {e.BareMessage()}");
-        }
+        return Held(Path, () => server.Constrained.Choice([.. choices.EnumerateArray().Select(c => c.GetString()!)]));
     }
 }
