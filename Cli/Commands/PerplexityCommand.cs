@@ -9,23 +9,27 @@ namespace QwenSharp.Cli.Commands;
 /// <summary>
 /// <c>qwensharp perplexity</c>: sliding-window perplexity of a text file, as Hugging Face's perplexity guide
 /// computes it: windows of --context tokens starting every --stride tokens; each window scores only the
-/// tokens the previous one did not, with all of its earlier tokens as context.
+/// tokens the previous one did not, with all of its earlier tokens as context. With <c>--chunks</c> or
+/// <c>--kl-divergence-base</c>, llama-perplexity's chunks instead (<see cref="PerplexityChunks"/>).
 /// </summary>
 internal sealed class PerplexityCommand : ICommand
 {
     public string Name => "perplexity";
 
-    public string Summary => "sliding-window perplexity of a text file";
+    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), and KL divergence from a base model";
 
-    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S] [--json]";
+    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         ModelLoading.Model,
         new("file", "F", "the UTF-8 text file to measure"),
-        new("context", "N", "tokens per window (default: the model's context, at most 2048)"),
+        new("context", "N", "tokens per window (default: the model's context, at most 2048), or per chunk with --chunks (default 512, as llama-perplexity's -c)"),
         new("stride", "S", "tokens between window starts (default: the context, i.e. no overlap)"),
-        new("json", null, "print JSON: {\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\",\"tokens_per_s\"}"),
+        new("chunks", "N|all", "score as llama-perplexity does, so the figures compare with its own: the text cut into chunks of --context tokens (default 512), each read alone, only its second half scored; N chunks at most, or all"),
+        new("kl-divergence-base", "B", "with --file: also write the model's log-probabilities at every scored position to the new file B (llama-perplexity's format: either tool reads the other's); with --kl-divergence: read them"),
+        new("kl-divergence", null, "compare this model (a quantized one, say) with the base whose log-probabilities --kl-divergence-base B holds, on its tokens: both perplexities, KL divergence, Δp and the same top token, as llama-perplexity prints them"),
+        new("json", null, "print JSON: {\"method\",\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\"|\"chunks\",\"tokens_per_s\",...}; with --kl-divergence the statistics by name"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Lora,
@@ -39,9 +43,32 @@ internal sealed class PerplexityCommand : ICommand
     [
         "qwensharp perplexity --file story.txt",
         "qwensharp perplexity --model ~/models/Qwen2.5-0.5B-Instruct --file wiki.test.raw --context 512 --stride 256 --json",
+        "qwensharp perplexity --model ~/models/Qwen2.5-0.5B-Instruct --file wiki.test.raw --chunks 40 --kl-divergence-base base.kld",
+        "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --kl-divergence-base base.kld --kl-divergence",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
+    {
+        if (args.Has("kl-divergence") && !args.Has("kl-divergence-base"))
+        {
+            throw new UsageException("--kl-divergence compares with a base model's log-probabilities: give --kl-divergence-base F, written before by perplexity --kl-divergence-base F --file TEXT on the base model");
+        }
+
+        bool chunked = args.Has("chunks") || args.Has("kl-divergence-base");
+        if (chunked && args.Has("stride"))
+        {
+            throw new UsageException("--stride moves sliding windows; --chunks and --kl-divergence-base read whole chunks of --context tokens instead (leave --stride out)");
+        }
+
+        if (args.Has("kl-divergence"))
+        {
+            return PerplexityChunks.Divergence(args, stdout, stderr);
+        }
+
+        return chunked ? PerplexityChunks.Perplexity(args, stdout, stderr) : Sliding(args, stdout, stderr);
+    }
+
+    private static int Sliding(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string file = args.Value("file") ?? throw new UsageException("perplexity needs --file F");
         string directory = ModelLoading.ResolveDirectory(args, stderr);
@@ -86,6 +113,7 @@ internal sealed class PerplexityCommand : ICommand
                 JsonOutput.Write(stdout, w =>
                 {
                     w.WriteStartObject();
+                    w.WriteString("method", "sliding");
                     w.WriteNumberOrNull("perplexity", Math.Exp(meanNll));
                     w.WriteNumberOrNull("mean_nll", meanNll);
                     w.WriteNumber("tokens", ids.Length);

@@ -8,7 +8,7 @@ internal static class GgufFixture
 {
     /// <param name="modelDirectory">A Hugging Face folder (its tokenizer.json, if any, goes into the metadata).</param>
     /// <param name="quantize">Matrices in this type where their rows are whole blocks of it, as llama.cpp's quantize does.</param>
-    /// <param name="dequantized">With <paramref name="quantize"/>: every tensor in F32, holding the numbers the quantized file
+    /// <param name="dequantized">Every tensor in F32, holding the numbers the file (quantized as <paramref name="quantize"/>, or as stored)
     /// holds (which llama.cpp then multiplies in f32).</param>
     public static string Write(string modelDirectory, DType? quantize = null, bool dequantized = false)
     {
