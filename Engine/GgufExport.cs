@@ -23,45 +23,61 @@ public static class GgufExport
     /// A matrix whose rows are not whole blocks of a quantized type takes llama.cpp's fallback (<see cref="QuantizationFallback"/>:
     /// Q5_0 for Q4_K, Q8_0 for Q6_K), or keeps its stored type where no quantized type fits.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, DType? type = null) =>
-        Write(modelDirectory, outPath, (_, tensor) => Encode(tensor, type));
+    public static void Write(string modelDirectory, string outPath, DType? type = null)
+    {
+        if (type is DType pure)
+        {
+            Write(modelDirectory, outPath, QuantizationMix.Pure(pure));
+        }
+        else
+        {
+            Write(modelDirectory, outPath, (_, tensor) => Encode(tensor, null));
+        }
+    }
+
+    /// <summary>Writes the folder's model with each matrix in the type <paramref name="mix"/> picks for it (llama-quantize's Q4_K_M, say).</summary>
+    public static void Write(string modelDirectory, string outPath, QuantizationMix mix)
+    {
+        ArgumentNullException.ThrowIfNull(mix);
+        Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
+        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor)), mix.FileType);
+    }
 
     /// <summary>
-    /// As <see cref="Write(string, string, DType?)"/>, with LoRA adapters merged into the weights they change
-    /// (W + Σ scale · B · A in f32, then stored in <paramref name="type"/>, else the weight's stored type, as PEFT's
+    /// As <see cref="Write(string, string, QuantizationMix)"/> (null: as stored), with LoRA adapters merged into the weights
+    /// they change (W + Σ scale · B · A in f32, then stored in the mix's type, else the weight's stored type, as PEFT's
     /// merge_and_unload and llama.cpp's export-lora do): one file that carries the fine-tuning. The adapters are checked
     /// against the model first.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, DType? type, IReadOnlyList<Lora.LoraAdapter> adapters)
+    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters)
     {
         ArgumentNullException.ThrowIfNull(adapters);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
         Lora.LoraMerge.Check(adapters, config);
         Write(modelDirectory, outPath, (ggufName, tensor) =>
         {
+            DType target = mix is null ? (tensor.Shape.Length == 1 ? DType.F32 : tensor.DType) : TypeOf(mix, config, ggufName, tensor);
             if (Lora.LoraMerge.Merged(adapters, config, tensor.Name, tensor) is not float[] merged)
             {
-                return Encode(tensor, type);
-            }
-
-            DType target = type ?? tensor.DType;
-            if (tensor.Shape[^1] % DTypes.BlockValues(target) != 0)
-            {
-                target = tensor.DType;
+                return EncodeAs(tensor, target);
             }
 
             unsafe
             {
                 fixed (float* values = merged)
                 {
-                    return Encode(tensor with { DType = DType.F32, Data = (nint)values }, target);
+                    return EncodeAs(tensor with { DType = DType.F32, Data = (nint)values }, target);
                 }
             }
-        });
+        }, mix?.FileType);
     }
 
-    /// <summary>Writes the folder's model with each tensor stored as <paramref name="encode"/> says.</summary>
-    public static void Write(string modelDirectory, string outPath, TensorEncoder encode)
+    /// <summary>A vector in F32 (llama.cpp adds only F32 biases and norms); a matrix in what the mix picks for it.</summary>
+    private static DType TypeOf(QuantizationMix mix, Qwen2Config config, string ggufName, TensorView tensor) =>
+        tensor.Shape.Length == 1 ? DType.F32 : mix.TypeOf(ggufName, tensor.Shape[^1], tensor.DType, config.NumHiddenLayers, config.TieWordEmbeddings);
+
+    /// <summary>Writes the folder's model with each tensor stored as <paramref name="encode"/> says (and llama.cpp's <c>general.file_type</c>, where given).</summary>
+    public static void Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null)
     {
         ArgumentNullException.ThrowIfNull(encode);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
@@ -83,6 +99,11 @@ public static class GgufExport
             .Add($"{arch}.attention.head_count_kv", (uint)config.NumKeyValueHeads)
             .Add($"{arch}.attention.layer_norm_rms_epsilon", (float)config.RmsNormEps)
             .Add($"{arch}.rope.freq_base", (float)config.RopeTheta);
+        if (fileType is uint ftype)
+        {
+            writer.Add("general.file_type", ftype);
+        }
+
         if (config.HeadDim != config.HiddenSize / config.NumAttentionHeads)
         {
             writer.Add($"{arch}.attention.key_length", (uint)config.HeadDim).Add($"{arch}.attention.value_length", (uint)config.HeadDim);
@@ -194,12 +215,14 @@ public static class GgufExport
     public static (GgmlType Type, byte[] Data) Encode(TensorView tensor, DType? type)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        DType target = tensor.Shape.Length == 1 ? DType.F32 : QuantizationFallback.For(type ?? tensor.DType, tensor.DType, tensor.Shape[^1]);
+        return EncodeAs(tensor, tensor.Shape.Length == 1 ? DType.F32 : QuantizationFallback.For(type ?? tensor.DType, tensor.DType, tensor.Shape[^1]));
+    }
 
-        return target == tensor.DType
+    /// <summary>The tensor's values as <paramref name="target"/> (its own bytes where it is stored so).</summary>
+    private static (GgmlType Type, byte[] Data) EncodeAs(TensorView tensor, DType target) =>
+        target == tensor.DType
             ? (GgmlTypes.Of(target), tensor.Bytes.ToArray())
             : (GgmlTypes.Of(target), TensorValues.FromSingle(TensorValues.ToSingle(tensor), target));
-    }
 
     /// <summary>
     /// The tokenizer keys llama.cpp's converter writes: every token by id with its type (control for special added

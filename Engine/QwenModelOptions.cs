@@ -47,8 +47,11 @@ public sealed record QwenModelOptions
     /// </summary>
     public int? GpuFitPositions { get; init; }
 
-    /// <summary>A quantized type (Q8_0) to convert the model's matrices to at load; null keeps them as stored.</summary>
-    public QwenSharp.Formats.DType? Quantize { get; init; }
+    /// <summary>
+    /// What to convert the model's matrices to at load: a quantized type (<c>DType.Q8_0</c>, every matrix) or one of
+    /// llama-quantize's mixes (<c>QuantizationMix.Mixes</c>: Q4_K_M and others, tensor by tensor); null keeps them as stored.
+    /// </summary>
+    public QwenSharp.Formats.QuantizationMix? Quantize { get; init; }
 
     /// <summary>
     /// How the KV cache stores keys and values: F32 (exact), F16 or BF16 (half the memory, so twice the context or

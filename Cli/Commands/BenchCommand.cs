@@ -501,12 +501,12 @@ internal sealed class BenchCommand : ICommand
         Qwen2Config config = Qwen2Config.Load(configPath);
         DType kvType = ModelLoading.KvCacheTypeOf(args);
         CheckHostMemory(configPath, config, dtype, kvType, Math.Min(positions, config.MaxPositionEmbeddings + 1), batch);
-        DType? quantize = ModelLoading.QuantizeType(args);
+        QuantizationMix? quantize = ModelLoading.QuantizeType(args);
         (IBackend backend, LayerOffload? offload) = ModelLoading.CreateBackends(args);
         ITensorSource source = new RandomTensorSource(config, dtype);
-        if (quantize is DType quantized)
+        if (quantize is not null)
         {
-            source = new QuantizingTensorSource(source, quantized);
+            source = new QuantizingTensorSource(source, quantize, config.NumHiddenLayers, config.TieWordEmbeddings);
         }
 
         Qwen2Model? model = null;

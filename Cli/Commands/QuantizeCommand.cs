@@ -9,14 +9,14 @@ internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder as one GGUF file (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16 or F32 matrices) that llama.cpp loads";
+    public string Summary => "write a model folder as one GGUF file (Q4_K_M, Q5_K_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR --type q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR --type q4_k_m|q4_k_s|q5_k_m|q5_k_s|q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
-        new("type", "T", "the matrices' type: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
+        new("type", "T", "llama-quantize's mixes q4_k_m, q4_k_s, q5_k_m, q5_k_s (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; q4_k_m and q5_k_m raise some layers' value and down projections to q6_k), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
@@ -25,17 +25,17 @@ internal sealed class QuantizeCommand : ICommand
     public IReadOnlyList<string> Examples { get; } =
     [
         "qwensharp quantize --model ~/models/Qwen2.5-0.5B-Instruct --type q8_0 --out qwen2.5-0.5b-instruct-q8_0.gguf",
-        "qwensharp quantize --model ~/models/Qwen2.5-1.5B-Instruct --type q4_k --out qwen2.5-1.5b-instruct-q4_k.gguf",
+        "qwensharp quantize --model ~/models/Qwen2.5-1.5B-Instruct --type q4_k_m --out qwen2.5-1.5b-instruct-q4_k_m.gguf",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder)");
-        string typeText = args.Value("type") ?? throw new UsageException("quantize needs --type q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32");
+        string typeText = args.Value("type") ?? throw new UsageException($"quantize needs --type {TypeNames('|')}");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
-        if (!DTypes.TryParse(typeText, out DType type))
+        if (!QuantizationMix.TryParse(typeText, out QuantizationMix? mix) || !Writable(mix.Base))
         {
-            throw new UsageException($"--type '{typeText}' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32");
+            throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}");
         }
 
         if (!Directory.Exists(directory))
@@ -53,11 +53,11 @@ internal sealed class QuantizeCommand : ICommand
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
         if (adapterFiles.Count == 0)
         {
-            GgufExport.Write(directory, output, type);
+            GgufExport.Write(directory, output, mix);
         }
         else
         {
-            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, type, adapters));
+            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters));
         }
 
         using GgufFile written = GgufFile.Open(output);
@@ -67,4 +67,12 @@ internal sealed class QuantizeCommand : ICommand
             $"wrote {output}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(bytes)}"));
         return 0;
     }
+
+    /// <summary>The types a matrix can be written as: those with a quantizer here, and the floats.</summary>
+    private static readonly DType[] s_writable = [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.F16, DType.BF16, DType.F32];
+
+    private static bool Writable(DType type) => s_writable.Contains(type);
+
+    private static string TypeNames(char separator) =>
+        string.Join(separator == ',' ? ", " : "|", s_writable.Select(t => DTypes.Name(t).ToLowerInvariant()).Concat(QuantizationMix.Mixes.Select(m => m.Name)));
 }

@@ -3,30 +3,43 @@ using QwenSharp.Memory;
 namespace QwenSharp.Formats;
 
 /// <summary>
-/// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>): each matrix is converted once,
-/// into memory this source owns, with the same quantizer the GGUF export uses, to the type asked for or, where its rows
-/// are not whole blocks of it, to llama.cpp's fallback (<see cref="QuantizationFallback"/>); vectors pass through as stored.
+/// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>, <c>q4_k_m</c>): each matrix is
+/// converted once, into memory this source owns, with the same quantizer the GGUF export uses, to the type the
+/// <see cref="QuantizationMix"/> picks for it (one type, or llama-quantize's per tensor) or, where its rows are not whole
+/// blocks of it, to llama.cpp's fallback (<see cref="QuantizationFallback"/>); vectors pass through as stored.
 /// </summary>
 public sealed unsafe class QuantizingTensorSource : ITensorSource
 {
     private readonly ITensorSource _inner;
-    private readonly DType _type;
+    private readonly QuantizationMix _mix;
+    private readonly int _layers;
+    private readonly bool _tiedEmbeddings;
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly WeightArena _owned = new();
 
+    /// <summary>Every matrix of <paramref name="inner"/> as <paramref name="type"/> (or its fallback).</summary>
     public QuantizingTensorSource(ITensorSource inner, DType type)
+        : this(inner, QuantizationMix.Pure(type), layers: 0, tiedEmbeddings: false)
+    {
+    }
+
+    /// <summary>Each matrix of a model of <paramref name="layers"/> layers as <paramref name="mix"/> picks (<paramref name="tiedEmbeddings"/>: its output matrix is the embedding).</summary>
+    public QuantizingTensorSource(ITensorSource inner, QuantizationMix mix, int layers, bool tiedEmbeddings)
     {
         ArgumentNullException.ThrowIfNull(inner);
-        if (!DTypes.IsQuantized(type))
+        ArgumentNullException.ThrowIfNull(mix);
+        if (!DTypes.IsQuantized(mix.Base))
         {
-            throw new ArgumentException($"{DTypes.Name(type)} is not a quantized type", nameof(type));
+            throw new ArgumentException($"{DTypes.Name(mix.Base)} is not a quantized type", nameof(mix));
         }
 
         _inner = inner;
-        _type = type;
+        _mix = mix;
+        _layers = layers;
+        _tiedEmbeddings = tiedEmbeddings;
     }
 
-    public string Description => $"{_inner.Description} (quantized to {DTypes.Name(_type)} at load)";
+    public string Description => $"{_inner.Description} (quantized to {_mix.Name} at load)";
 
     public IEnumerable<string> TensorNames => _inner.TensorNames;
 
@@ -42,7 +55,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return false;
         }
 
-        DType type = view.Shape.Length == 2 ? QuantizationFallback.For(_type, view.DType, view.Shape[1]) : view.DType;
+        DType type = view.Shape.Length == 2 ? _mix.TypeOf(Gguf.GgufCheckpoint.GgufName(name), view.Shape[1], view.DType, _layers, _tiedEmbeddings) : view.DType;
         if (type == view.DType)
         {
             return true;

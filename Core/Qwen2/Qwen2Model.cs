@@ -251,7 +251,11 @@ public sealed class Qwen2Model : IDisposable
     /// <param name="backend">Where to run it.</param>
     /// <param name="quantize">A quantized type (Q8_0) to convert the matrices to at load, or null to keep them as stored.</param>
     /// <param name="offload">The last layers on a second backend (a GPU), which the model then owns, whether it loads or not; null for none.</param>
-    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, LayerOffload? offload = null)
+    public static Qwen2Model Load(string directory, IBackend backend, DType? quantize = null, LayerOffload? offload = null) =>
+        Load(directory, backend, quantize is DType type ? QuantizationMix.Pure(type) : null, offload);
+
+    /// <summary>As <see cref="Load(string, IBackend, DType?, LayerOffload?)"/>, each matrix quantized at load to the type <paramref name="quantize"/> picks for it (llama-quantize's Q4_K_M, say).</summary>
+    public static Qwen2Model Load(string directory, IBackend backend, QuantizationMix? quantize, LayerOffload? offload = null)
     {
         try
         {
@@ -264,7 +268,7 @@ public sealed class Qwen2Model : IDisposable
         }
     }
 
-    private static Qwen2Model LoadFrom(string directory, IBackend backend, DType? quantize, LayerOffload? offload)
+    private static Qwen2Model LoadFrom(string directory, IBackend backend, QuantizationMix? quantize, LayerOffload? offload)
     {
         if (File.Exists(directory) && Formats.Gguf.GgufFile.HasMagic(directory))
         {
@@ -314,15 +318,15 @@ public sealed class Qwen2Model : IDisposable
     }
 
     /// <summary>The model over a source it then owns (quantized at load when asked), the source freed if that fails.</summary>
-    private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, DType? quantize,
+    private static Qwen2Model Create(Qwen2Config config, ITensorSource source, IBackend backend, GenerationConfig generation, QuantizationMix? quantize,
         Qwen2VL.ImageProcessorConfig? processor, EmbeddingConfig embedding, LayerOffload? offload)
     {
         Qwen2Model? model = null;
         try
         {
-            if (quantize is DType type)
+            if (quantize is not null)
             {
-                source = new QuantizingTensorSource(source, type);
+                source = new QuantizingTensorSource(source, quantize, config.NumHiddenLayers, config.TieWordEmbeddings);
             }
 
             model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor, offload)

@@ -1,5 +1,6 @@
 using QwenSharp.Backend;
 using QwenSharp.Formats;
+using QwenSharp.Formats.Gguf;
 using QwenSharp.Qwen2;
 using QwenSharp.Tests.Support;
 
@@ -34,27 +35,38 @@ public sealed class QuantizeCommandTests
         }
     }
 
-    [Fact]
-    public void QuantizeAtLoad_EqualsLoadingTheQuantizedFile()
+    [Theory]
+    [InlineData("stories260K-qwen2-bf16", "q8_0")]
+    [InlineData("twelve layers", "q4_k_m")]
+    [InlineData("twelve layers", "q4_k_s")]
+    public void QuantizeAtLoad_EqualsLoadingTheQuantizedFile(string fixture, string type)
     {
-        Reference reference = Reference.Load("stories260K-qwen2-bf16");
-        string output = Path.Combine(Fixtures.TempDirectory(), "s.gguf");
-        Assert.Equal(0, CliRunner.Run("quantize", "--model", Fixtures.Directory("stories260K-qwen2-bf16"), "--type", "q8_0", "--out", output).ExitCode);
+        string folder = fixture == "twelve layers" ? RandomKQuantModel.TwelveLayerFolder.Value : Fixtures.Directory(fixture);
+        int[] ids = fixture == "twelve layers" ? [1, 20, 300, 4, 55, 6, 77, 8] : Reference.Load(fixture).PromptIds;
+        string output = Path.Combine(Fixtures.TempDirectory(), $"{type}.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", type, "--out", output).ExitCode);
+        Assert.True(QuantizationMix.TryParse(type, out QuantizationMix? mix));
 
         float[][] fromFile, atLoad;
+        DType[] fileTypes, loadTypes;
         using (IBackend backend = TestBackends.Create("cpu"))
         using (Qwen2Model model = Qwen2Model.Load(output, backend))
         {
-            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+            fileTypes = [.. model.Weights.Layers.SelectMany(l => new[] { l.VProj.DType, l.DownProj.DType })];
         }
 
         using (IBackend backend = TestBackends.Create("cpu"))
-        using (Qwen2Model model = Qwen2Model.Load(Fixtures.Directory("stories260K-qwen2-bf16"), backend, DType.Q8_0))
+        using (Qwen2Model model = Qwen2Model.Load(folder, backend, mix))
         {
-            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+            loadTypes = [.. model.Weights.Layers.SelectMany(l => new[] { l.VProj.DType, l.DownProj.DType })];
         }
 
         Assert.Equal(fromFile, atLoad);
+        Assert.Equal(fileTypes, loadTypes);
+        // A mix stores some layers' value and down projections with more bits than others.
+        Assert.True(mix.IsPure || fileTypes.Distinct().Count() == 2, string.Join(", ", fileTypes));
     }
 
     [SkippableTheory]
@@ -95,6 +107,50 @@ public sealed class QuantizeCommandTests
         Assert.Equal(fromFile, atLoad);
     }
 
+    public static TheoryData<string, string, LLama.Native.LLamaFtype> Mixes() => new()
+    {
+        // 12 layers with 256-wide rows, untied: the mixes' rules by layer.
+        { "twelve layers", "q4_k_m", LLama.Native.LLamaFtype.MOSTLY_Q4_K_M },
+        { "twelve layers", "q4_k_s", LLama.Native.LLamaFtype.MOSTLY_Q4_K_S },
+        { "twelve layers", "q5_k_m", LLama.Native.LLamaFtype.MOSTLY_Q5_K_M },
+        { "twelve layers", "q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S },
+        // 32-wide rows and an embedding tied to the output: every choice falls back, the embedding takes the output's Q8_0.
+        { "tiny-qwen2", "q4_k_m", LLama.Native.LLamaFtype.MOSTLY_Q4_K_M },
+        { "tiny-qwen2", "q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S },
+    };
+
+    [Theory]
+    [MemberData(nameof(Mixes))]
+    public void Mix_StoresEveryTensorAsLlamaCppsQuantizeDoes(string model, string mix, LLama.Native.LLamaFtype ftype)
+    {
+        // llama.cpp's quantize on the same numbers in F32 is the oracle: each tensor of its file must have the same type and
+        // bytes in ours.
+        string folder = model == "tiny-qwen2" ? TestTokenizers.TinyQwenWithTokenizer : RandomKQuantModel.TwelveLayerFolder.Value;
+        string theirsPath = LlamaCpp.Quantize(GgufFixture.Write(folder, dequantized: true), ftype);
+        string oursPath = Path.Combine(Fixtures.TempDirectory(), $"{mix}.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", mix, "--out", oursPath);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using GgufFile theirs = GgufFile.Open(theirsPath);
+        using GgufFile ours = GgufFile.Open(oursPath);
+        Assert.Equal(theirs.Tensors.Keys.Order(StringComparer.Ordinal), ours.Tensors.Keys.Order(StringComparer.Ordinal));
+        foreach (GgufTensorInfo tensor in theirs.Tensors.Values)
+        {
+            GgufTensorInfo mine = ours.Tensors[tensor.Name];
+            Assert.True(tensor.Type == mine.Type, $"{tensor.Name}: llama.cpp stores it as {GgmlTypes.Name(tensor.Type)}, we as {GgmlTypes.Name(mine.Type)}");
+            unsafe
+            {
+                var expected = new ReadOnlySpan<byte>((void*)theirs.DataOf(tensor), checked((int)tensor.ByteLength));
+                var actual = new ReadOnlySpan<byte>((void*)ours.DataOf(mine), checked((int)mine.ByteLength));
+                Assert.True(expected.SequenceEqual(actual), $"{tensor.Name} ({GgmlTypes.Name(tensor.Type)}): bytes differ from llama.cpp's");
+            }
+        }
+
+        Assert.Equal(Convert.ToUInt32(ftype, System.Globalization.CultureInfo.InvariantCulture), Convert.ToUInt32(ours.Metadata["general.file_type"], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Matches(@"\d+ Q6_K|\d+ Q8_0", result.Stdout);
+    }
+
     [Fact]
     public void Quantize_BadInput_OneLineAndNothingOverwritten()
     {
@@ -104,11 +160,11 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is a file: quantize reads a Hugging Face model folder"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
             (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
         })
         {

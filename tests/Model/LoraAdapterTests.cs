@@ -65,7 +65,7 @@ public sealed class LoraAdapterTests
         string merged = Path.Combine(dir, "merged.gguf");
         using (LoraAdapter loaded = LoraAdapter.Load(peft, 0.5f))
         {
-            GgufExport.Write(TestTokenizers.WithTokenizer(folder, Fixtures.DemoModel), merged, DType.F32, [loaded]);
+            GgufExport.Write(TestTokenizers.WithTokenizer(folder, Fixtures.DemoModel), merged, QuantizationMix.Pure(DType.F32), [loaded]);
         }
 
         LogitComparison.AssertClose(LlamaCpp.Logits(merged, ids), theirs, 1e-4, $"{fixture}: llama.cpp on the merged file against llama.cpp applying the adapter");

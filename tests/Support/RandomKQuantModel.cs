@@ -32,14 +32,20 @@ internal static class RandomKQuantModel
     /// </summary>
     public static readonly Lazy<string> NarrowFolder = new(() => Write(qwen2: false, hidden: 160));
 
-    private static string Write(bool qwen2, int hidden = 256)
+    /// <summary>
+    /// The Llama shape with 12 layers: enough for llama-quantize's mixes to store some layers' value and down projections
+    /// with more bits than others (the first eighth, the last eighth, every third between).
+    /// </summary>
+    public static readonly Lazy<string> TwelveLayerFolder = new(() => Write(qwen2: false, layers: 12));
+
+    private static string Write(bool qwen2, int hidden = 256, int layers = 2)
     {
         const int intermediate = 512, vocabulary = 512;
         string dir = Fixtures.TempDirectory();
         string architecture = qwen2 ? "\"model_type\": \"qwen2\", \"architectures\": [\"Qwen2ForCausalLM\"]" : "\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"]";
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
             {{{architecture}}, "hidden_size": {{hidden}}, "intermediate_size": {{intermediate}},
-             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": {{vocabulary}},
+             "num_hidden_layers": {{layers}}, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": {{vocabulary}},
              "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
              "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2}
             """);
@@ -75,7 +81,7 @@ internal static class RandomKQuantModel
         SafeTensorsWriter.Entry Norm(string name) =>
             new(name, "F32", [hidden], SafeTensorsWriter.F32([.. Enumerable.Range(0, hidden).Select(_ => (float)(1 + ((random.NextDouble() - 0.5) * 0.2)))]));
         var entries = new List<SafeTensorsWriter.Entry> { Matrix("model.embed_tokens.weight", vocabulary, hidden, 1f), Matrix("lm_head.weight", vocabulary, hidden, 0.1f), Norm("model.norm.weight") };
-        for (int l = 0; l < 2; l++)
+        for (int l = 0; l < layers; l++)
         {
             string p = $"model.layers.{l}.";
             entries.AddRange(

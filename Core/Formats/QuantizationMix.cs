@@ -1,0 +1,129 @@
+using System.Globalization;
+
+namespace QwenSharp.Formats;
+
+/// <summary>
+/// Which type each matrix of a model is quantized to. <see cref="Pure"/>: every matrix in one type (llama-quantize's
+/// <c>--pure</c>). The named mixes are llama-quantize's (<c>llama_tensor_get_type</c>), tensor by tensor, so a file
+/// written with one holds the types its file of that name holds: the output (and an embedding tied to it) in Q6_K, or
+/// Q8_0 where its rows are not whole 256-value super-blocks; Q4_K_M and Q5_K_M also store the value projection and
+/// the MLP's down projection in Q6_K in the first eighth of the layers, the last eighth and every third between
+/// (<see cref="MoreBits"/>); Q4_K_S stores the value projection of the first four layers and the down projection of the
+/// first eighth in Q5_K. Every choice then takes llama.cpp's fallback where rows are not whole blocks
+/// (<see cref="QuantizationFallback"/>).
+/// </summary>
+public sealed class QuantizationMix
+{
+    private readonly Func<string, int, int, DType?>? _raise;
+
+    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, int, DType?>? raise)
+    {
+        Name = name;
+        Base = baseType;
+        FileType = fileType;
+        _raise = raise;
+    }
+
+    /// <summary>llama-quantize's name, lower case: q4_k_m.</summary>
+    public string Name { get; }
+
+    /// <summary>The type of every matrix no rule raises.</summary>
+    public DType Base { get; }
+
+    /// <summary>llama.cpp's <c>llama_ftype</c> of the mix, written as <c>general.file_type</c>; null for a type it names no file type after (Q4_K alone).</summary>
+    public uint? FileType { get; }
+
+    /// <summary>Whether every matrix takes <see cref="Base"/> (or its fallback).</summary>
+    public bool IsPure => _raise is null;
+
+    /// <summary>llama-quantize's k-quant mixes, by name.</summary>
+    public static IReadOnlyList<QuantizationMix> Mixes { get; } =
+    [
+        new("q4_k_s", DType.Q4_K, 14, (role, layer, layers) => role switch
+        {
+            "attn_v" when layer < 4 => DType.Q5_K,
+            "ffn_down" when layer < layers / 8 => DType.Q5_K,
+            _ => null,
+        }),
+        new("q4_k_m", DType.Q4_K, 15, (role, layer, layers) => role is "attn_v" or "ffn_down" && MoreBits(layer, layers) ? DType.Q6_K : null),
+        new("q5_k_s", DType.Q5_K, 16, (_, _, _) => null),
+        new("q5_k_m", DType.Q5_K, 17, (role, layer, layers) => role is "attn_v" or "ffn_down" && MoreBits(layer, layers) ? DType.Q6_K : null),
+    ];
+
+    /// <summary>A type as the mix of every matrix in it (<see cref="Pure"/>), so <c>Quantize = DType.Q8_0</c> reads as it did.</summary>
+    public static implicit operator QuantizationMix(DType type) => Pure(type);
+
+    /// <summary>Every matrix in <paramref name="type"/> (a quantized or float type), or llama.cpp's fallback where its rows do not fit.</summary>
+    public static QuantizationMix Pure(DType type) => new(DTypes.Name(type).ToLowerInvariant(), type, PureFileType(type), null);
+
+    /// <summary>A mix by llama-quantize's name (q4_k_m, Q4_K_M), or a type's name for <see cref="Pure"/>.</summary>
+    public static bool TryParse(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out QuantizationMix? mix)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        mix = Mixes.FirstOrDefault(m => string.Equals(m.Name, name, StringComparison.OrdinalIgnoreCase));
+        if (mix is null && DTypes.TryParse(name, out DType type))
+        {
+            mix = Pure(type);
+        }
+
+        return mix is not null;
+    }
+
+    /// <summary>
+    /// llama.cpp's <c>use_more_bits</c>: the first eighth of the layers, the last eighth, and every third layer between,
+    /// whose value and down projections the _M mixes store with more bits.
+    /// </summary>
+    public static bool MoreBits(int layer, int layers) =>
+        layer < layers / 8 || layer >= 7 * layers / 8 || (layer - (layers / 8)) % 3 == 2;
+
+    /// <summary>
+    /// The type of the matrix <paramref name="ggufName"/> (llama.cpp's name: <c>blk.3.attn_v.weight</c>, <c>output.weight</c>),
+    /// of <paramref name="columns"/> values a row, stored as <paramref name="stored"/>, in a model of <paramref name="layers"/>
+    /// layers whose output matrix is the embedding (<paramref name="tiedEmbeddings"/>).
+    /// </summary>
+    public DType TypeOf(string ggufName, long columns, DType stored, int layers, bool tiedEmbeddings)
+    {
+        ArgumentNullException.ThrowIfNull(ggufName);
+        DType target = Base;
+        if (_raise is not null && DTypes.IsQuantized(Base))
+        {
+            bool output = ggufName == "output.weight" || (tiedEmbeddings && ggufName == "token_embd.weight");
+            if (output)
+            {
+                // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K.
+                target = columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K;
+            }
+            else if (Layer(ggufName) is (int layer, string role) && _raise(role, layer, layers) is DType raised)
+            {
+                target = raised;
+            }
+        }
+
+        return QuantizationFallback.For(target, stored, columns);
+    }
+
+    /// <summary>The layer and role (<c>attn_v</c>, <c>ffn_down</c>) of a <c>blk.N.ROLE.weight</c> name.</summary>
+    private static (int Layer, string Role)? Layer(string ggufName)
+    {
+        string[] parts = ggufName.Split('.');
+        return parts.Length == 4 && parts[0] == "blk" && parts[3] == "weight" && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
+            ? (layer, parts[2])
+            : null;
+    }
+
+    private static uint? PureFileType(DType type) => type switch
+    {
+        DType.F32 => 0,
+        DType.F16 => 1,
+        DType.Q4_0 => 2,
+        DType.Q4_1 => 3,
+        DType.Q8_0 => 7,
+        DType.Q5_0 => 8,
+        DType.Q5_1 => 9,
+        DType.Q6_K => 18,
+        DType.BF16 => 32,
+        _ => null,
+    };
+
+    public override string ToString() => Name;
+}
