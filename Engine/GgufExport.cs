@@ -161,17 +161,7 @@ public static class GgufExport
             writer.AddTensor(ggufName, stored, tensor.Shape, data);
         }
 
-        // Written beside the target and moved into place, so a failed export leaves no half-written file.
-        string temporary = outPath + ".partial";
-        try
-        {
-            writer.Write(temporary);
-            File.Move(temporary, outPath, overwrite: false);
-        }
-        finally
-        {
-            File.Delete(temporary);
-        }
+        writer.WriteNew(outPath);
     }
 
     /// <summary>

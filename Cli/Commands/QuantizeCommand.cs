@@ -4,22 +4,23 @@ using QwenSharp.Formats.Gguf;
 
 namespace QwenSharp.Cli.Commands;
 
-/// <summary><c>qwensharp quantize</c>: a Hugging Face folder as one GGUF file that llama.cpp (and QwenSharp) load.</summary>
+/// <summary><c>qwensharp quantize</c>: a Hugging Face folder, or a GGUF file, as one GGUF file that llama.cpp (and QwenSharp) load.</summary>
 internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder as one GGUF file (Q4_K_M, Q5_K_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
+    public string Summary => "write a model folder (or an F16/BF16 GGUF file) as one GGUF file (Q4_K_M, Q5_K_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR --type q4_k_m|q4_k_s|q5_k_m|q5_k_s|q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q4_k_s|q5_k_m|q5_k_s|q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
-        new("model", "DIR", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json)"),
+        new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes): its metadata is carried over as it is"),
         new("type", "T", "llama-quantize's mixes q4_k_m, q4_k_s, q5_k_m, q5_k_s (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; q4_k_m and q5_k_m raise some layers' value and down projections to q6_k), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
+        new("allow-requantize", null, "with a GGUF file whose matrices are quantized already: quantize them again to --type (loses more than quantizing the F16/BF16 file; llama-quantize's --allow-requantize)"),
     ];
 
     public IReadOnlyList<string> Examples { get; } =
@@ -30,7 +31,7 @@ internal sealed class QuantizeCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder)");
+        string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder) or --model FILE.gguf");
         string typeText = args.Value("type") ?? throw new UsageException($"quantize needs --type {TypeNames('|')}");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
         if (!QuantizationMix.TryParse(typeText, out QuantizationMix? mix) || !Writable(mix.Base))
@@ -38,11 +39,12 @@ internal sealed class QuantizeCommand : ICommand
             throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}");
         }
 
-        if (!Directory.Exists(directory))
+        bool gguf = File.Exists(directory) && GgufFile.HasMagic(directory);
+        if (!Directory.Exists(directory) && !gguf)
         {
             throw new UsageException(File.Exists(directory)
-                ? $"--model {directory} is a file: quantize reads a Hugging Face model folder"
-                : $"--model {directory}: model folder not found");
+                ? $"--model {directory} is neither a Hugging Face model folder nor a GGUF file"
+                : $"--model {directory}: model folder or GGUF file not found");
         }
 
         if (File.Exists(output) || Directory.Exists(output))
@@ -50,8 +52,22 @@ internal sealed class QuantizeCommand : ICommand
             throw new UsageException($"--out {output} already exists; quantize does not overwrite anything (remove it or choose another name)");
         }
 
+        if (args.Flag("allow-requantize") && !gguf)
+        {
+            throw new UsageException("--allow-requantize is for a GGUF file whose matrices are quantized already; a folder's are not");
+        }
+
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
-        if (adapterFiles.Count == 0)
+        if (gguf)
+        {
+            if (adapterFiles.Count > 0)
+            {
+                throw new UsageException("--lora merges adapters into a Hugging Face folder's weights; give the folder as --model (or run the GGUF file with --lora)");
+            }
+
+            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"));
+        }
+        else if (adapterFiles.Count == 0)
         {
             GgufExport.Write(directory, output, mix);
         }

@@ -151,6 +151,64 @@ public sealed class QuantizeCommandTests
         Assert.Matches(@"\d+ Q6_K|\d+ Q8_0", result.Stdout);
     }
 
+    [Theory]
+    [InlineData("q4_k_m", LLama.Native.LLamaFtype.MOSTLY_Q4_K_M)]
+    [InlineData("q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S)]
+    [InlineData("q8_0", LLama.Native.LLamaFtype.MOSTLY_Q8_0)]
+    public void GgufFile_QuantizedAsLlamaQuantizeDoes_TensorsAndMetadata(string mix, LLama.Native.LLamaFtype ftype)
+    {
+        // An F16 GGUF file (matrices in F16, vectors in F32, as llama.cpp's converter writes --outtype f16) given to both.
+        string source = GgufFixture.Write(RandomKQuantModel.TwelveLayerFolder.Value, DType.F16);
+        string theirsPath = LlamaCpp.Quantize(source, ftype);
+        string oursPath = Path.Combine(Fixtures.TempDirectory(), $"from-f16-{mix}.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", source, "--type", mix, "--out", oursPath);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using GgufFile theirs = GgufFile.Open(theirsPath);
+        using GgufFile ours = GgufFile.Open(oursPath);
+        Assert.Equal(theirs.TensorOrder.Select(t => t.Name).Order(StringComparer.Ordinal), ours.TensorOrder.Select(t => t.Name).Order(StringComparer.Ordinal));
+        foreach (GgufTensorInfo tensor in theirs.TensorOrder)
+        {
+            GgufTensorInfo mine = ours.Tensors[tensor.Name];
+            Assert.True(tensor.Type == mine.Type, $"{tensor.Name}: llama.cpp stores it as {GgmlTypes.Name(tensor.Type)}, we as {GgmlTypes.Name(mine.Type)}");
+            Assert.Equal(tensor.Dimensions, mine.Dimensions);
+            unsafe
+            {
+                Assert.True(new ReadOnlySpan<byte>((void*)theirs.DataOf(tensor), checked((int)tensor.ByteLength)).SequenceEqual(new ReadOnlySpan<byte>((void*)ours.DataOf(mine), checked((int)mine.ByteLength))),
+                    $"{tensor.Name}: bytes differ from llama.cpp's");
+            }
+        }
+
+        // Every key llama-quantize wrote, with its type and value (the source's carried over, the file type and quantization version its own).
+        foreach (GgufRawValue value in theirs.RawMetadata)
+        {
+            GgufRawValue? mine = ours.RawMetadata.FirstOrDefault(v => v.Key == value.Key);
+            Assert.True(mine is not null, $"{value.Key} is missing");
+            Assert.True(value.Type == mine.Type && theirs.RawBytes(value).SequenceEqual(ours.RawBytes(mine)), $"{value.Key}: {ours.Metadata[value.Key]} against llama.cpp's {theirs.Metadata[value.Key]}");
+        }
+
+        Assert.Equal(theirs.RawMetadata.Select(v => v.Key).Order(StringComparer.Ordinal), ours.RawMetadata.Select(v => v.Key).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void GgufFile_AlreadyQuantized_RefusedUnlessAllowed()
+    {
+        string q8 = GgufFixture.Write(RandomKQuantModel.TwelveLayerFolder.Value, DType.Q8_0);
+        string refused = Path.Combine(Fixtures.TempDirectory(), "refused.gguf"), allowed = Path.Combine(Fixtures.TempDirectory(), "allowed.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", q8, "--type", "q4_k_m", "--out", refused);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("is already Q8_0; quantizing a quantized file again loses more", Assert.Single(result.ErrorLines), StringComparison.Ordinal);
+        Assert.False(File.Exists(refused));
+
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", q8, "--type", "q4_k_m", "--out", allowed, "--allow-requantize").ExitCode);
+        using GgufFile written = GgufFile.Open(allowed);
+        Assert.Equal((int)GgmlType.Q6_K, written.Tensors["blk.0.attn_v.weight"].Type);
+        Assert.Equal((int)GgmlType.Q4_K, written.Tensors["blk.1.attn_v.weight"].Type);
+    }
+
     [Fact]
     public void Quantize_BadInput_OneLineAndNothingOverwritten()
     {
@@ -161,7 +219,7 @@ public sealed class QuantizeCommandTests
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),
-            (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is a file: quantize reads a Hugging Face model folder"),
+            (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
             (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),

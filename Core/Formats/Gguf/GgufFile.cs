@@ -18,14 +18,16 @@ public sealed unsafe class GgufFile : IDisposable
     private bool _disposed;
 
     private GgufFile(string path, MappedFile file, byte* data, int version,
-        Dictionary<string, object> metadata, Dictionary<string, GgufTensorInfo> tensors)
+        Dictionary<string, object> metadata, List<GgufRawValue> rawMetadata, List<GgufTensorInfo> tensors)
     {
         Path = path;
         _file = file;
         _data = data;
         Version = version;
         Metadata = metadata;
-        Tensors = tensors;
+        RawMetadata = rawMetadata;
+        TensorOrder = tensors;
+        Tensors = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
     public string Path { get; }
@@ -38,6 +40,20 @@ public sealed unsafe class GgufFile : IDisposable
     public IReadOnlyDictionary<string, object> Metadata { get; }
 
     public IReadOnlyDictionary<string, GgufTensorInfo> Tensors { get; }
+
+    /// <summary>Every metadata key in the file's order, with its value's type and bytes (<see cref="RawBytes"/>).</summary>
+    public IReadOnlyList<GgufRawValue> RawMetadata { get; }
+
+    /// <summary>The tensors in the file's order.</summary>
+    public IReadOnlyList<GgufTensorInfo> TensorOrder { get; }
+
+    /// <summary>A metadata value's bytes as stored (valid until Dispose).</summary>
+    public ReadOnlySpan<byte> RawBytes(GgufRawValue value)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new ReadOnlySpan<byte>(_file.Pointer + value.Offset, checked((int)value.Length));
+    }
 
     /// <summary>True for a file that starts with GGUF's magic (what --model looks at to tell a GGUF file from a folder).</summary>
     public static bool HasMagic(string path)
@@ -79,7 +95,8 @@ public sealed unsafe class GgufFile : IDisposable
             // A tensor info is at least a name length, a dimension count, one dimension, a type and an offset.
             long tensorCount = reader.Count("the tensor count", 8 + 4 + 8 + 4 + 8);
             long keyCount = reader.Count("the metadata key count", 8 + 4 + 1);
-            Dictionary<string, object> metadata = GgufMetadata.Read(ref reader, keyCount, fileName);
+            var rawMetadata = new List<GgufRawValue>();
+            Dictionary<string, object> metadata = GgufMetadata.Read(ref reader, keyCount, fileName, rawMetadata);
             int alignment = Alignment(metadata, fileName);
             var infos = new List<GgufTensorInfo>((int)Math.Min(tensorCount, 100_000));
             var names = new HashSet<string>(StringComparer.Ordinal);
@@ -97,7 +114,7 @@ public sealed unsafe class GgufFile : IDisposable
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             long dataLength = fileLength - dataStart;
             CheckPlacement(infos, alignment, dataLength, fileName);
-            return new GgufFile(path, file, basePointer + dataStart, version, metadata, infos.ToDictionary(t => t.Name, StringComparer.Ordinal));
+            return new GgufFile(path, file, basePointer + dataStart, version, metadata, rawMetadata, infos);
         }
         catch
         {

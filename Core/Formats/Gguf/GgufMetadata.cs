@@ -6,14 +6,16 @@ namespace QwenSharp.Formats.Gguf;
 /// <summary>Reads GGUF's key-value metadata, and typed look-ups that name the key and the type found.</summary>
 public static class GgufMetadata
 {
-    internal static Dictionary<string, object> Read(ref GgufReader reader, long count, string fileName)
+    internal static Dictionary<string, object> Read(ref GgufReader reader, long count, string fileName, List<GgufRawValue> raw)
     {
         var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (long i = 0; i < count; i++)
         {
             string key = reader.String($"metadata key {i}");
             var type = (GgufValueType)reader.UInt32($"the type of '{key}'");
+            long start = reader.Position;
             object value = type == GgufValueType.Array ? ReadArray(ref reader, key, fileName) : ReadScalar(ref reader, type, key, fileName);
+            raw.Add(new GgufRawValue(key, type, start, reader.Position - start));
             if (!metadata.TryAdd(key, value))
             {
                 QwenThrow.InvalidData($"{fileName}: metadata key '{key}' is given twice");

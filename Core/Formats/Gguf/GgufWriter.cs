@@ -28,11 +28,36 @@ public sealed class GgufWriter
 
     public GgufWriter Add(string key, IReadOnlyList<float> values) => AddArray(key, GgufValueType.Float32, values.Count, (w, i) => w.Write(values[i]));
 
+    /// <summary>A value of any type as another file stores it (<see cref="GgufFile.RawBytes"/>): its bytes are written as they are.</summary>
+    public GgufWriter AddRaw(string key, GgufValueType type, ReadOnlySpan<byte> value)
+    {
+        byte[] bytes = value.ToArray();
+        return Add(key, type, w => w.Write(bytes));
+    }
+
     /// <summary>A tensor of <paramref name="shape"/> (row-major) whose bytes are <paramref name="data"/> in <paramref name="type"/>.</summary>
     public GgufWriter AddTensor(string name, GgmlType type, long[] shape, byte[] data)
     {
         _tensors.Add((name, type, shape, data));
         return this;
+    }
+
+    /// <summary>
+    /// Writes a new file at <paramref name="path"/>: beside it first, then moved into place (never over an existing file), so
+    /// a failed write leaves no half-written file.
+    /// </summary>
+    public void WriteNew(string path)
+    {
+        string temporary = path + ".partial";
+        try
+        {
+            Write(temporary);
+            File.Move(temporary, path, overwrite: false);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     public void Write(string path)

@@ -1,0 +1,128 @@
+using System.Globalization;
+using QwenSharp.Formats;
+using QwenSharp.Formats.Gguf;
+
+namespace QwenSharp;
+
+/// <summary>
+/// A GGUF file written again with its matrices in the types a <see cref="QuantizationMix"/> picks, as llama-quantize
+/// does with the F16, BF16 or F32 files llama.cpp's converter writes: every metadata key carried as it is (its
+/// <c>general.file_type</c> set to the mix's, <c>general.quantization_version</c> added), every tensor in the file's order,
+/// vectors and the tensors llama.cpp leaves alone (norms, a RoPE table) copied byte for byte, matrices quantized with the
+/// same quantizers as a folder's export. A matrix already quantized is quantized again only when asked
+/// (llama-quantize's <c>--allow-requantize</c>): rounding twice loses more than rounding the original once.
+/// </summary>
+public static class GgufRequantize
+{
+    /// <summary>ggml's quantization version (<c>GGML_QNT_VERSION</c>), which llama-quantize writes into a quantized file.</summary>
+    public const uint QuantizationVersion = 2;
+
+    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false)
+    {
+        ArgumentNullException.ThrowIfNull(mix);
+        using GgufFile source = GgufFile.Open(sourcePath);
+        int layers = Layers(source);
+        bool tied = !source.Tensors.ContainsKey("output.weight");
+        var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
+        foreach (GgufTensorInfo tensor in source.TensorOrder)
+        {
+            (GgmlType type, byte[] data) = Encode(source, tensor, mix, layers, tied, allowRequantize);
+            tensors.Add((tensor, type, data));
+        }
+
+        var writer = new GgufWriter();
+        bool quantized = tensors.Any(t => GgmlTypes.TryGetBlock((int)t.Type, out int values, out _) && values > 1);
+        foreach (GgufRawValue value in source.RawMetadata)
+        {
+            // The writer aligns to 32 (GGUF's default), and the file type and quantization version are the new file's.
+            if (value.Key is not ("general.alignment" or "general.file_type" or "general.quantization_version"))
+            {
+                writer.AddRaw(value.Key, value.Type, source.RawBytes(value));
+            }
+        }
+
+        if (quantized)
+        {
+            writer.Add("general.quantization_version", QuantizationVersion);
+        }
+
+        if (mix.FileType is uint fileType)
+        {
+            writer.Add("general.file_type", fileType);
+        }
+
+        foreach ((GgufTensorInfo info, GgmlType type, byte[] data) in tensors)
+        {
+            writer.AddTensor(info.Name, type, info.Shape, data);
+        }
+
+        writer.WriteNew(outPath);
+    }
+
+    /// <summary>Whether llama-quantize quantizes a tensor: a matrix of weights that is not a norm (<c>tensor_allows_quantization</c>, for the tensors of qwen2 and llama files).</summary>
+    public static bool IsQuantizable(GgufTensorInfo tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        return tensor.Dimensions.Length >= 2 && tensor.Name.EndsWith("weight", StringComparison.Ordinal)
+            && !tensor.Name.Contains("_norm.weight", StringComparison.Ordinal) && !tensor.Name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
+    }
+
+    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, int layers, bool tied, bool allowRequantize)
+    {
+        byte[] stored = new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray();
+        if (!IsQuantizable(tensor))
+        {
+            return ((GgmlType)tensor.Type, stored);
+        }
+
+        string typeName = GgmlTypes.Name(tensor.Type);
+        if (!GgmlTypes.TryGetDType(tensor.Type, out DType storedType))
+        {
+            throw new NotSupportedException($"{source.FileName}: tensor '{tensor.Name}' is stored as {typeName}, which quantize does not read (it reads F32, F16, BF16 and, with --allow-requantize, the types QwenSharp runs)");
+        }
+
+        DType target = mix.TypeOf(tensor.Name, tensor.Dimensions[0], storedType, layers, tied);
+        if (target == storedType)
+        {
+            return ((GgmlType)tensor.Type, stored);
+        }
+
+        if (DTypes.IsQuantized(storedType) && !allowRequantize)
+        {
+            throw new NotSupportedException($"{source.FileName}: tensor '{tensor.Name}' is already {typeName}; quantizing a quantized file again loses more than quantizing its F16, BF16 or F32 file once (give --allow-requantize to do it anyway, as llama-quantize's option)");
+        }
+
+        var view = new TensorView(tensor.Name, source.FileName, storedType, [tensor.Shape[0], tensor.Dimensions[0]], source.DataOf(tensor));
+        if (tensor.Dimensions.Length > 2)
+        {
+            // Rows are the innermost dimension whatever the others: a 3-D tensor converts as its rows stacked.
+            view = view with { Shape = [tensor.Dimensions.Skip(1).Aggregate(1L, (a, b) => a * b), tensor.Dimensions[0]] };
+        }
+
+        byte[] data = new byte[DTypes.ByteLength(target, view.ElementCount)];
+        TensorValues.RowsAs(view, target, data);
+        return (GgmlTypes.Of(target), data);
+    }
+
+    /// <summary>The model's layer count: <c>{arch}.block_count</c>, else one more than the highest <c>blk.N</c>.</summary>
+    private static int Layers(GgufFile source)
+    {
+        if (source.Metadata.TryGetValue("general.architecture", out object? arch) && arch is string name
+            && source.Metadata.TryGetValue($"{name}.block_count", out object? count) && count is long blocks and > 0 and < int.MaxValue)
+        {
+            return (int)blocks;
+        }
+
+        int highest = -1;
+        foreach (string tensor in source.Tensors.Keys)
+        {
+            string[] parts = tensor.Split('.');
+            if (parts.Length > 2 && parts[0] == "blk" && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int layer))
+            {
+                highest = Math.Max(highest, layer);
+            }
+        }
+
+        return highest + 1;
+    }
+}
