@@ -9,7 +9,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|q4_k_m|...", "quantize the matrices at load, as qwensharp quantize writes them: every matrix in one type, or llama-quantize's mixes q4_k_s, q4_k_m, q5_k_s, q5_k_m tensor by tensor (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
 
     public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16|q8_0|q4_0",
         "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once; q8_0 a little over a quarter and q4_0 a seventh, rotated and quantized as llama.cpp's (default: f32, exact)");
@@ -159,13 +159,18 @@ internal static class ModelLoading
     public static Formats.QuantizationMix? QuantizeType(Arguments args) => args.Value("quantize") switch
     {
         null => null,
-        string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? mix) && s_quantizers.Contains(mix.Base) => mix,
-        string text => throw new UsageException($"--quantize '{text}' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, {string.Join(", ", Formats.QuantizationMix.Mixes)}"),
+        string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? mix) && Quantizers.Contains(mix.Base) => mix,
+        string text => throw new UsageException($"--quantize '{text}' is not one of {string.Join(", ", MixAndTypeNames(Quantizers))}"),
     };
 
     /// <summary>The quantized types with a quantizer here.</summary>
-    private static readonly Formats.DType[] s_quantizers =
-        [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K];
+    public static readonly Formats.DType[] Quantizers =
+        [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K, Formats.DType.Q3_K, Formats.DType.Q2_K];
+
+    /// <summary>llama-quantize's mixes, then the single types of <paramref name="types"/> (a name both have, q2_k, is the mix).</summary>
+    public static IEnumerable<string> MixAndTypeNames(IEnumerable<Formats.DType> types) =>
+        Formats.QuantizationMix.Mixes.Select(m => m.Name)
+            .Concat(types.Select(t => Formats.DTypes.Name(t).ToLowerInvariant()).Where(name => Formats.QuantizationMix.Mixes.All(m => m.Name != name)));
 
     /// <summary>--kv-cache-type: how the KV cache stores keys and values (F32 when not given).</summary>
     public static Formats.DType KvCacheTypeOf(Arguments args) => args.Value("kv-cache-type") switch

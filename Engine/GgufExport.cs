@@ -74,7 +74,7 @@ public static class GgufExport
 
     /// <summary>A vector in F32 (llama.cpp adds only F32 biases and norms); a matrix in what the mix picks for it.</summary>
     private static DType TypeOf(QuantizationMix mix, Qwen2Config config, string ggufName, TensorView tensor) =>
-        tensor.Shape.Length == 1 ? DType.F32 : mix.TypeOf(ggufName, tensor.Shape[^1], tensor.DType, config.NumHiddenLayers, config.TieWordEmbeddings);
+        tensor.Shape.Length == 1 ? DType.F32 : mix.TypeOf(ggufName, tensor.Shape[^1], tensor.DType, config.QuantizationShape);
 
     /// <summary>Writes the folder's model with each tensor stored as <paramref name="encode"/> says (and llama.cpp's <c>general.file_type</c>, where given).</summary>
     public static void Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null)

@@ -21,12 +21,11 @@ public static class GgufRequantize
     {
         ArgumentNullException.ThrowIfNull(mix);
         using GgufFile source = GgufFile.Open(sourcePath);
-        int layers = Layers(source);
-        bool tied = !source.Tensors.ContainsKey("output.weight");
+        var shape = new ModelShape(Layers(source), TiedEmbeddings: !source.Tensors.ContainsKey("output.weight"), QueriesPerKvHead(source));
         var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
         foreach (GgufTensorInfo tensor in source.TensorOrder)
         {
-            (GgmlType type, byte[] data) = Encode(source, tensor, mix, layers, tied, allowRequantize);
+            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize);
             tensors.Add((tensor, type, data));
         }
 
@@ -67,12 +66,12 @@ public static class GgufRequantize
             && !tensor.Name.Contains("_norm.weight", StringComparison.Ordinal) && !tensor.Name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
     }
 
-    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, int layers, bool tied, bool allowRequantize)
+    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize)
     {
-        byte[] stored = new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray();
+        (GgmlType, byte[]) AsStored() => ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
         if (!IsQuantizable(tensor))
         {
-            return ((GgmlType)tensor.Type, stored);
+            return AsStored();
         }
 
         string typeName = GgmlTypes.Name(tensor.Type);
@@ -81,10 +80,10 @@ public static class GgufRequantize
             throw new NotSupportedException($"{source.FileName}: tensor '{tensor.Name}' is stored as {typeName}, which quantize does not read (it reads F32, F16, BF16 and, with --allow-requantize, the types QwenSharp runs)");
         }
 
-        DType target = mix.TypeOf(tensor.Name, tensor.Dimensions[0], storedType, layers, tied);
+        DType target = mix.TypeOf(tensor.Name, tensor.Dimensions[0], storedType, shape);
         if (target == storedType)
         {
-            return ((GgmlType)tensor.Type, stored);
+            return AsStored();
         }
 
         if (DTypes.IsQuantized(storedType) && !allowRequantize)
@@ -104,13 +103,23 @@ public static class GgufRequantize
         return (GgmlTypes.Of(target), data);
     }
 
+    /// <summary>An integer of the architecture's hyperparameters (<c>{arch}.NAME</c>) greater than 0, or null.</summary>
+    private static int? Hyperparameter(GgufFile source, string name) =>
+        source.Metadata.TryGetValue("general.architecture", out object? arch) && arch is string prefix
+            && source.Metadata.TryGetValue($"{prefix}.{name}", out object? value) && value is long number and > 0 and < int.MaxValue
+            ? (int)number
+            : null;
+
+    /// <summary>Query heads per key/value head (llama.cpp's n_gqa), 1 where the file does not say.</summary>
+    private static int QueriesPerKvHead(GgufFile source) =>
+        Hyperparameter(source, "attention.head_count") is int heads && Hyperparameter(source, "attention.head_count_kv") is int kvHeads ? heads / kvHeads : 1;
+
     /// <summary>The model's layer count: <c>{arch}.block_count</c>, else one more than the highest <c>blk.N</c>.</summary>
     private static int Layers(GgufFile source)
     {
-        if (source.Metadata.TryGetValue("general.architecture", out object? arch) && arch is string name
-            && source.Metadata.TryGetValue($"{name}.block_count", out object? count) && count is long blocks and > 0 and < int.MaxValue)
+        if (Hyperparameter(source, "block_count") is int blocks)
         {
-            return (int)blocks;
+            return blocks;
         }
 
         int highest = -1;

@@ -506,7 +506,7 @@ internal sealed class BenchCommand : ICommand
         ITensorSource source = new RandomTensorSource(config, dtype);
         if (quantize is not null)
         {
-            source = new QuantizingTensorSource(source, quantize, config.NumHiddenLayers, config.TieWordEmbeddings);
+            source = new QuantizingTensorSource(source, quantize, config.QuantizationShape);
         }
 
         Qwen2Model? model = null;

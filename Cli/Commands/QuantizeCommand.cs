@@ -9,14 +9,14 @@ internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder (or an F16/BF16 GGUF file) as one GGUF file (Q4_K_M, Q5_K_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
+    public string Summary => "write a model folder (or an F16/BF16 GGUF file) as one GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q4_k_s|q5_k_m|q5_k_s|q8_0|q4_0|q5_0|q4_1|q5_1|q4_k|q5_k|q6_k|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes): its metadata is carried over as it is"),
-        new("type", "T", "llama-quantize's mixes q4_k_m, q4_k_s, q5_k_m, q5_k_s (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; q4_k_m and q5_k_m raise some layers' value and down projections to q6_k), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
+        new("type", "T", "llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
@@ -85,10 +85,10 @@ internal sealed class QuantizeCommand : ICommand
     }
 
     /// <summary>The types a matrix can be written as: those with a quantizer here, and the floats.</summary>
-    private static readonly DType[] s_writable = [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.F16, DType.BF16, DType.F32];
+    private static readonly DType[] s_writable = [.. ModelLoading.Quantizers, DType.F16, DType.BF16, DType.F32];
 
     private static bool Writable(DType type) => s_writable.Contains(type);
 
     private static string TypeNames(char separator) =>
-        string.Join(separator == ',' ? ", " : "|", s_writable.Select(t => DTypes.Name(t).ToLowerInvariant()).Concat(QuantizationMix.Mixes.Select(m => m.Name)));
+        string.Join(separator == ',' ? ", " : "|", ModelLoading.MixAndTypeNames(s_writable));
 }

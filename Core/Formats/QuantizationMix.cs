@@ -9,14 +9,15 @@ namespace QwenSharp.Formats;
 /// Q8_0 where its rows are not whole 256-value super-blocks; Q4_K_M and Q5_K_M also store the value projection and
 /// the MLP's down projection in Q6_K in the first eighth of the layers, the last eighth and every third between
 /// (<see cref="MoreBits"/>); Q4_K_S stores the value projection of the first four layers and the down projection of the
-/// first eighth in Q5_K. Every choice then takes llama.cpp's fallback where rows are not whole blocks
-/// (<see cref="QuantizationFallback"/>).
+/// first eighth in Q5_K; Q3_K_M and Q3_K_L store the value, down and attention-output projections with Q4_K or Q5_K, Q2_K
+/// with Q3_K (the value projection with Q4_K where 4 or more query heads share a key/value head). Every choice then takes
+/// llama.cpp's fallback where rows are not whole blocks (<see cref="QuantizationFallback"/>).
 /// </summary>
 public sealed class QuantizationMix
 {
-    private readonly Func<string, int, int, DType?>? _raise;
+    private readonly Func<string, int, ModelShape, DType?>? _raise;
 
-    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, int, DType?>? raise)
+    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, DType?>? raise)
     {
         Name = name;
         Base = baseType;
@@ -39,15 +40,30 @@ public sealed class QuantizationMix
     /// <summary>llama-quantize's k-quant mixes, by name.</summary>
     public static IReadOnlyList<QuantizationMix> Mixes { get; } =
     [
-        new("q4_k_s", DType.Q4_K, 14, (role, layer, layers) => role switch
+        new("q2_k", DType.Q2_K, 10, (role, _, model) => role switch
         {
-            "attn_v" when layer < 4 => DType.Q5_K,
-            "ffn_down" when layer < layers / 8 => DType.Q5_K,
+            "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : DType.Q3_K,
+            "ffn_down" or "attn_output" => DType.Q3_K,
             _ => null,
         }),
-        new("q4_k_m", DType.Q4_K, 15, (role, layer, layers) => role is "attn_v" or "ffn_down" && MoreBits(layer, layers) ? DType.Q6_K : null),
+        new("q3_k_s", DType.Q3_K, 11, (_, _, _) => null),
+        new("q3_k_m", DType.Q3_K, 12, (role, layer, model) => role switch
+        {
+            "attn_v" => layer < 2 ? DType.Q5_K : DType.Q4_K,
+            "ffn_down" => layer < model.Layers / 16 ? DType.Q5_K : DType.Q4_K,
+            "attn_output" => DType.Q4_K,
+            _ => null,
+        }),
+        new("q3_k_l", DType.Q3_K, 13, (role, _, _) => role is "attn_v" or "ffn_down" or "attn_output" ? DType.Q5_K : null),
+        new("q4_k_s", DType.Q4_K, 14, (role, layer, model) => role switch
+        {
+            "attn_v" when layer < 4 => DType.Q5_K,
+            "ffn_down" when layer < model.Layers / 8 => DType.Q5_K,
+            _ => null,
+        }),
+        new("q4_k_m", DType.Q4_K, 15, (role, layer, model) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
         new("q5_k_s", DType.Q5_K, 16, (_, _, _) => null),
-        new("q5_k_m", DType.Q5_K, 17, (role, layer, layers) => role is "attn_v" or "ffn_down" && MoreBits(layer, layers) ? DType.Q6_K : null),
+        new("q5_k_m", DType.Q5_K, 17, (role, layer, model) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
     ];
 
     /// <summary>A type as the mix of every matrix in it (<see cref="Pure"/>), so <c>Quantize = DType.Q8_0</c> reads as it did.</summary>
@@ -78,24 +94,30 @@ public sealed class QuantizationMix
 
     /// <summary>
     /// The type of the matrix <paramref name="ggufName"/> (llama.cpp's name: <c>blk.3.attn_v.weight</c>, <c>output.weight</c>),
-    /// of <paramref name="columns"/> values a row, stored as <paramref name="stored"/>, in a model of <paramref name="layers"/>
-    /// layers whose output matrix is the embedding (<paramref name="tiedEmbeddings"/>).
+    /// of <paramref name="columns"/> values a row, stored as <paramref name="stored"/>, in a model of <paramref name="model"/>'s shape.
     /// </summary>
-    public DType TypeOf(string ggufName, long columns, DType stored, int layers, bool tiedEmbeddings)
+    public DType TypeOf(string ggufName, long columns, DType stored, ModelShape model)
     {
         ArgumentNullException.ThrowIfNull(ggufName);
         DType target = Base;
         if (_raise is not null && DTypes.IsQuantized(Base))
         {
-            bool output = ggufName == "output.weight" || (tiedEmbeddings && ggufName == "token_embd.weight");
+            bool output = ggufName == "output.weight" || (model.TiedEmbeddings && ggufName == "token_embd.weight");
             if (output)
             {
                 // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K.
                 target = columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K;
             }
-            else if (Layer(ggufName) is (int layer, string role) && _raise(role, layer, layers) is DType raised)
+            else if (Layer(ggufName) is (int layer, string role))
             {
-                target = raised;
+                target = _raise(role, layer, model) ?? Base;
+
+                // llama.cpp's 70B rule (its qwen2 and llama with 80 layers): 8 query heads share each value head, so the
+                // value projection is an eighth of the query's, and more bits there cost little.
+                if (role == "attn_v" && model.Layers == 80 && target is DType.Q3_K or DType.Q4_K)
+                {
+                    target = DType.Q5_K;
+                }
             }
         }
 
@@ -127,3 +149,6 @@ public sealed class QuantizationMix
 
     public override string ToString() => Name;
 }
+
+/// <summary>What the mixes' rules read of a model: its layer count, whether its output matrix is the embedding, query heads per key/value head.</summary>
+public readonly record struct ModelShape(int Layers, bool TiedEmbeddings, int QueriesPerKvHead);

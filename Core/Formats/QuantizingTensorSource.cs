@@ -12,19 +12,18 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
 {
     private readonly ITensorSource _inner;
     private readonly QuantizationMix _mix;
-    private readonly int _layers;
-    private readonly bool _tiedEmbeddings;
+    private readonly ModelShape _shape;
     private readonly Dictionary<string, TensorView> _converted = new(StringComparer.Ordinal);
     private readonly WeightArena _owned = new();
 
     /// <summary>Every matrix of <paramref name="inner"/> as <paramref name="type"/> (or its fallback).</summary>
     public QuantizingTensorSource(ITensorSource inner, DType type)
-        : this(inner, QuantizationMix.Pure(type), layers: 0, tiedEmbeddings: false)
+        : this(inner, QuantizationMix.Pure(type), default)
     {
     }
 
-    /// <summary>Each matrix of a model of <paramref name="layers"/> layers as <paramref name="mix"/> picks (<paramref name="tiedEmbeddings"/>: its output matrix is the embedding).</summary>
-    public QuantizingTensorSource(ITensorSource inner, QuantizationMix mix, int layers, bool tiedEmbeddings)
+    /// <summary>Each matrix of a model of <paramref name="shape"/> as <paramref name="mix"/> picks.</summary>
+    public QuantizingTensorSource(ITensorSource inner, QuantizationMix mix, ModelShape shape)
     {
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(mix);
@@ -35,8 +34,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
 
         _inner = inner;
         _mix = mix;
-        _layers = layers;
-        _tiedEmbeddings = tiedEmbeddings;
+        _shape = shape;
     }
 
     public string Description => $"{_inner.Description} (quantized to {_mix.Name} at load)";
@@ -55,7 +53,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return false;
         }
 
-        DType type = view.Shape.Length == 2 ? _mix.TypeOf(Gguf.GgufCheckpoint.GgufName(name), view.Shape[1], view.DType, _layers, _tiedEmbeddings) : view.DType;
+        DType type = view.Shape.Length == 2 ? _mix.TypeOf(Gguf.GgufCheckpoint.GgufName(name), view.Shape[1], view.DType, _shape) : view.DType;
         if (type == view.DType)
         {
             return true;

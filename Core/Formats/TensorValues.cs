@@ -192,6 +192,12 @@ public static class TensorValues
             case DType.Q5_1:
                 LegacyQuantBlocks.QuantizeQ5_1(values, bytes);
                 break;
+            case DType.Q2_K:
+                KQuantQuantizer.QuantizeQ2_K(values, bytes);
+                break;
+            case DType.Q3_K:
+                KQuantQuantizer.QuantizeQ3_K(values, bytes);
+                break;
             case DType.Q4_K:
                 KQuantQuantizer.QuantizeQ4_K(values, bytes);
                 break;

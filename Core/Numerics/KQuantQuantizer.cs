@@ -9,7 +9,7 @@ namespace QwenSharp.Numerics;
 /// fitted by weighted least squares over 21 candidate steps (weights rms + |x|), both quantized to 6 bits under the
 /// f16 d and dmin, every value requantized against the stored pair.
 /// </summary>
-public static class KQuantQuantizer
+public static partial class KQuantQuantizer
 {
     private const float GroupMaxEps = 1e-15f;
 
@@ -91,16 +91,7 @@ public static class KQuantQuantizer
     /// </summary>
     private static float SymmetricScale(ReadOnlySpan<float> x, Span<sbyte> codes, int nmax)
     {
-        float max = 0, amax = 0;
-        foreach (float v in x)
-        {
-            if (MathF.Abs(v) > amax)
-            {
-                amax = MathF.Abs(v);
-                max = v;
-            }
-        }
-
+        float max = SignedMax(x, out float amax);
         if (amax < GroupMaxEps)
         {
             codes.Clear();
@@ -138,6 +129,23 @@ public static class KQuantQuantizer
         }
 
         return scale;
+    }
+
+    /// <summary>The first value of the largest magnitude, sign and all (ggml's max), and that magnitude.</summary>
+    private static float SignedMax(ReadOnlySpan<float> x, out float amax)
+    {
+        float max = 0;
+        amax = 0;
+        foreach (float v in x)
+        {
+            if (MathF.Abs(v) > amax)
+            {
+                amax = MathF.Abs(v);
+                max = v;
+            }
+        }
+
+        return max;
     }
 
     /// <summary>Σ w·x·l and Σ w·l² over the group, w = x², l = round(iscale × x) clamped.</summary>
@@ -256,12 +264,12 @@ public static class KQuantQuantizer
     }
 
     /// <summary>
-    /// make_qkx2_quants (use_mad false): codes round(iscale × (x - min)) in 0..nmax, the scale and min refitted by
+    /// make_qkx2_quants: codes round(iscale × (x - min)) in 0..nmax, the scale and min refitted by
     /// weighted least squares for iscale = (rmin + rdelta·step + nmax) / (max - min), step 0..nsteps, keeping the fit
-    /// of least weighted squared error; <paramref name="negatedMin"/> is -min (min ≤ 0).
+    /// of least weighted squared error (absolute error with <paramref name="useMad"/>); <paramref name="negatedMin"/> is -min (min ≤ 0).
     /// </summary>
     private static float AffineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes, out float negatedMin,
-        Span<byte> trial, int nmax, float rmin, float rdelta, int nsteps)
+        Span<byte> trial, int nmax, float rmin, float rdelta, int nsteps, bool useMad = false)
     {
         float min = x[0], max = x[0], sumW = weights[0], sumX = sumW * x[0];
         for (int i = 1; i < x.Length; i++)
@@ -300,7 +308,7 @@ public static class KQuantQuantizer
         {
             codes[i] = (byte)Math.Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
             float diff = (scale * codes[i]) + min - x[i];
-            bestError += weights[i] * (diff * diff);
+            bestError += weights[i] * (useMad ? MathF.Abs(diff) : diff * diff);
         }
 
         for (int step = 0; step <= nsteps; step++)
@@ -332,7 +340,7 @@ public static class KQuantQuantizer
                 for (int i = 0; i < x.Length; i++)
                 {
                     float diff = (thisScale * trial[i]) + thisMin - x[i];
-                    error += weights[i] * (diff * diff);
+                    error += weights[i] * (useMad ? MathF.Abs(diff) : diff * diff);
                 }
 
                 if (error < bestError)

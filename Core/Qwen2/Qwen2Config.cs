@@ -29,6 +29,9 @@ public sealed record Qwen2Config
 
     public required int HeadDim { get; init; }
 
+    /// <summary>What llama-quantize's mixes read of the model (<see cref="Formats.QuantizationMix"/>).</summary>
+    public Formats.ModelShape QuantizationShape => new(NumHiddenLayers, TieWordEmbeddings, NumAttentionHeads / Math.Max(1, NumKeyValueHeads));
+
     public required int VocabSize { get; init; }
 
     public required int MaxPositionEmbeddings { get; init; }

@@ -326,7 +326,7 @@ public sealed class Qwen2Model : IDisposable
         {
             if (quantize is not null)
             {
-                source = new QuantizingTensorSource(source, quantize, config.NumHiddenLayers, config.TieWordEmbeddings);
+                source = new QuantizingTensorSource(source, quantize, config.QuantizationShape);
             }
 
             model = new Qwen2Model(config, source, backend, generation, ownsSource: true, processor, offload)

@@ -69,6 +69,25 @@ public sealed class QuantizeCommandTests
         Assert.True(mix.IsPure || fileTypes.Distinct().Count() == 2, string.Join(", ", fileTypes));
     }
 
+    [Fact]
+    public void LibraryOptions_TakeATypeOrAMix()
+    {
+        // QwenModelOptions.Quantize takes a DType as before (every matrix in it) or one of llama-quantize's mixes.
+        string folder = RandomKQuantModel.TwelveLayerFolder.Value;
+        using (QwenModel single = QwenModel.Load(folder, new QwenModelOptions { Quantize = DType.Q8_0, Threads = 1 }))
+        {
+            Assert.All(single.Model.Weights.Layers, l => Assert.Equal((DType.Q8_0, DType.Q8_0), (l.VProj.DType, l.DownProj.DType)));
+        }
+
+        QuantizationMix q4km = QuantizationMix.Mixes.Single(m => m.Name == "q4_k_m");
+        using QwenModel mixed = QwenModel.Load(folder, new QwenModelOptions { Quantize = q4km, Threads = 1 });
+        // llama.cpp's use_more_bits for 12 layers: 0 (first eighth), 10 and 11 (last eighth), 3, 6 and 9 (every third).
+        int[] raised = [0, 3, 6, 9, 10, 11];
+        DType[] expected = [.. Enumerable.Range(0, 12).Select(l => raised.Contains(l) ? DType.Q6_K : DType.Q4_K)];
+        Assert.Equal(expected, mixed.Model.Weights.Layers.Select(l => l.VProj.DType));
+        Assert.Equal(expected, mixed.Model.Weights.Layers.Select(l => l.DownProj.DType));
+    }
+
     [SkippableTheory]
     [InlineData("cpu", DType.Q8_0, true)]
     [InlineData("cpu", DType.Q5_0, false)]
@@ -114,6 +133,12 @@ public sealed class QuantizeCommandTests
         { "twelve layers", "q4_k_s", LLama.Native.LLamaFtype.MOSTLY_Q4_K_S },
         { "twelve layers", "q5_k_m", LLama.Native.LLamaFtype.MOSTLY_Q5_K_M },
         { "twelve layers", "q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S },
+        { "twelve layers", "q3_k_m", LLama.Native.LLamaFtype.MOSTLY_Q3_K_M },
+        { "twelve layers", "q3_k_l", LLama.Native.LLamaFtype.MOSTLY_Q3_K_L },
+        { "twelve layers", "q3_k_s", LLama.Native.LLamaFtype.MOSTLY_Q3_K_S },
+        // Q2_K's value projection by the query heads a key/value head serves: 4 here (Q4_K), 2 in the two-layer model (Q3_K).
+        { "twelve layers", "q2_k", LLama.Native.LLamaFtype.MOSTLY_Q2_K },
+        { "two layers", "q2_k", LLama.Native.LLamaFtype.MOSTLY_Q2_K },
         // 32-wide rows and an embedding tied to the output: every choice falls back, the embedding takes the output's Q8_0.
         { "tiny-qwen2", "q4_k_m", LLama.Native.LLamaFtype.MOSTLY_Q4_K_M },
         { "tiny-qwen2", "q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S },
@@ -125,7 +150,12 @@ public sealed class QuantizeCommandTests
     {
         // llama.cpp's quantize on the same numbers in F32 is the oracle: each tensor of its file must have the same type and
         // bytes in ours.
-        string folder = model == "tiny-qwen2" ? TestTokenizers.TinyQwenWithTokenizer : RandomKQuantModel.TwelveLayerFolder.Value;
+        string folder = model switch
+        {
+            "tiny-qwen2" => TestTokenizers.TinyQwenWithTokenizer,
+            "two layers" => RandomKQuantModel.Folder.Value,
+            _ => RandomKQuantModel.TwelveLayerFolder.Value,
+        };
         string theirsPath = LlamaCpp.Quantize(GgufFixture.Write(folder, dequantized: true), ftype);
         string oursPath = Path.Combine(Fixtures.TempDirectory(), $"{mix}.gguf");
 
@@ -148,7 +178,7 @@ public sealed class QuantizeCommandTests
         }
 
         Assert.Equal(Convert.ToUInt32(ftype, System.Globalization.CultureInfo.InvariantCulture), Convert.ToUInt32(ours.Metadata["general.file_type"], System.Globalization.CultureInfo.InvariantCulture));
-        Assert.Matches(@"\d+ Q6_K|\d+ Q8_0", result.Stdout);
+        Assert.Matches(@"\d+ (Q6_K|Q8_0|Q5_K|Q4_K|Q3_K)", result.Stdout);
     }
 
     [Theory]
@@ -218,11 +248,11 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3_k", "--out", existing + "5"], "--type 'q3_k' is not one of q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32, q4_k_s, q4_k_m, q5_k_s, q5_k_m"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq4_xs", "--out", existing + "5"], "--type 'iq4_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
         })
         {

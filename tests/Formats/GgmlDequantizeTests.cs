@@ -471,6 +471,8 @@ public sealed class GgmlDequantizeTests
     [InlineData(LLamaFtype.MOSTLY_Q6_K, GgmlType.Q6_K)]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_S, GgmlType.Q4_K)]
     [InlineData(LLamaFtype.MOSTLY_Q5_K_S, GgmlType.Q5_K)]
+    [InlineData(LLamaFtype.MOSTLY_Q2_K, GgmlType.Q2_K)]
+    [InlineData(LLamaFtype.MOSTLY_Q3_K_S, GgmlType.Q3_K)]
     public void OurQuantizers_WriteTheBytesLlamaCppsQuantizerWrites(LLamaFtype ftype, GgmlType type)
     {
         // llama.cpp quantizes the F32 model; every tensor it stored as the type must be byte for byte what our quantizer
@@ -488,6 +490,8 @@ public sealed class GgmlDequantizeTests
             GgmlType.Q5_1 => QwenSharp.Formats.DType.Q5_1,
             GgmlType.Q4_K => QwenSharp.Formats.DType.Q4_K,
             GgmlType.Q5_K => QwenSharp.Formats.DType.Q5_K,
+            GgmlType.Q2_K => QwenSharp.Formats.DType.Q2_K,
+            GgmlType.Q3_K => QwenSharp.Formats.DType.Q3_K,
             _ => QwenSharp.Formats.DType.Q6_K,
         };
         int compared = 0;

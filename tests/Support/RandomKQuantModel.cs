@@ -33,19 +33,21 @@ internal static class RandomKQuantModel
     public static readonly Lazy<string> NarrowFolder = new(() => Write(qwen2: false, hidden: 160));
 
     /// <summary>
-    /// The Llama shape with 12 layers: enough for llama-quantize's mixes to store some layers' value and down projections
-    /// with more bits than others (the first eighth, the last eighth, every third between).
+    /// The Llama shape with 12 layers and one key/value head for the four query heads: enough for llama-quantize's mixes to
+    /// store some layers' value and down projections with more bits than others (the first eighth, the last eighth, every
+    /// third between), and for its rules for 4 or more query heads a key/value head.
     /// </summary>
-    public static readonly Lazy<string> TwelveLayerFolder = new(() => Write(qwen2: false, layers: 12));
+    public static readonly Lazy<string> TwelveLayerFolder = new(() => Write(qwen2: false, layers: 12, kvHeads: 1));
 
-    private static string Write(bool qwen2, int hidden = 256, int layers = 2)
+    private static string Write(bool qwen2, int hidden = 256, int layers = 2, int kvHeads = 2)
     {
+        int kvRows = kvHeads * hidden / 4;
         const int intermediate = 512, vocabulary = 512;
         string dir = Fixtures.TempDirectory();
         string architecture = qwen2 ? "\"model_type\": \"qwen2\", \"architectures\": [\"Qwen2ForCausalLM\"]" : "\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"]";
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
             {{{architecture}}, "hidden_size": {{hidden}}, "intermediate_size": {{intermediate}},
-             "num_hidden_layers": {{layers}}, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": {{vocabulary}},
+             "num_hidden_layers": {{layers}}, "num_attention_heads": 4, "num_key_value_heads": {{kvHeads}}, "vocab_size": {{vocabulary}},
              "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
              "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2}
             """);
@@ -87,14 +89,14 @@ internal static class RandomKQuantModel
             entries.AddRange(
             [
                 Norm(p + "input_layernorm.weight"), Norm(p + "post_attention_layernorm.weight"),
-                Matrix(p + "self_attn.q_proj.weight", hidden, hidden, 0.1f), Matrix(p + "self_attn.k_proj.weight", hidden / 2, hidden, 0.1f),
-                qwen2 ? SpikyOnceRotated(p + "self_attn.v_proj.weight", hidden / 2, hidden, 0.1f) : Matrix(p + "self_attn.v_proj.weight", hidden / 2, hidden, 0.1f), Matrix(p + "self_attn.o_proj.weight", hidden, hidden, 0.1f),
+                Matrix(p + "self_attn.q_proj.weight", hidden, hidden, 0.1f), Matrix(p + "self_attn.k_proj.weight", kvRows, hidden, 0.1f),
+                qwen2 ? SpikyOnceRotated(p + "self_attn.v_proj.weight", kvRows, hidden, 0.1f) : Matrix(p + "self_attn.v_proj.weight", kvRows, hidden, 0.1f), Matrix(p + "self_attn.o_proj.weight", hidden, hidden, 0.1f),
                 Matrix(p + "mlp.gate_proj.weight", intermediate, hidden, 0.1f), Matrix(p + "mlp.up_proj.weight", intermediate, hidden, 0.1f),
                 Matrix(p + "mlp.down_proj.weight", hidden, intermediate, 0.05f),
             ]);
             if (qwen2)
             {
-                entries.AddRange([Bias(p + "self_attn.q_proj.bias", hidden), Bias(p + "self_attn.k_proj.bias", hidden / 2), Bias(p + "self_attn.v_proj.bias", hidden / 2)]);
+                entries.AddRange([Bias(p + "self_attn.q_proj.bias", hidden), Bias(p + "self_attn.k_proj.bias", kvRows), Bias(p + "self_attn.v_proj.bias", kvRows)]);
             }
         }
 
