@@ -16,9 +16,9 @@ internal sealed class PerplexityCommand : ICommand
 {
     public string Name => "perplexity";
 
-    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), and KL divergence from a base model";
+    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), KL divergence from a base model, HellaSwag";
 
-    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--json]";
+    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--hellaswag [--hellaswag-tasks N]] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -29,6 +29,8 @@ internal sealed class PerplexityCommand : ICommand
         new("chunks", "N|all", "score as llama-perplexity does, so the figures compare with its own: the text cut into chunks of --context tokens (default 512), each read alone, only its second half scored; N chunks at most, or all"),
         new("kl-divergence-base", "B", "with --file: also write the model's log-probabilities at every scored position to the new file B (llama-perplexity's format: either tool reads the other's); with --kl-divergence: read them"),
         new("kl-divergence", null, "compare this model (a quantized one, say) with the base whose log-probabilities --kl-divergence-base B holds, on its tokens: both perplexities, KL divergence, Δp and the same top token, as llama-perplexity prints them"),
+        new("hellaswag", null, "llama-perplexity's HellaSwag score (acc_norm) over --file, llama.cpp's hellaswag_val_full.txt (six lines a task): the ending with the highest mean log-prob per token is the model's answer"),
+        new("hellaswag-tasks", "N", "with --hellaswag: the first N tasks (llama-perplexity picks N at random, so only all tasks give its figure exactly; default: all)"),
         new("json", null, "print JSON: {\"method\",\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\"|\"chunks\",\"tokens_per_s\",...}; with --kl-divergence the statistics by name"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -45,10 +47,23 @@ internal sealed class PerplexityCommand : ICommand
         "qwensharp perplexity --model ~/models/Qwen2.5-0.5B-Instruct --file wiki.test.raw --context 512 --stride 256 --json",
         "qwensharp perplexity --model ~/models/Qwen2.5-0.5B-Instruct --file wiki.test.raw --chunks 40 --kl-divergence-base base.kld",
         "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --kl-divergence-base base.kld --kl-divergence",
+        "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --hellaswag --file hellaswag_val_full.txt",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
+        if (args.Has("hellaswag"))
+        {
+            string? other = new[] { "chunks", "stride", "kl-divergence", "kl-divergence-base", "context" }.FirstOrDefault(args.Has);
+            return other is null ? PerplexityHellaSwag.Run(args, stdout, stderr)
+                : throw new UsageException($"--hellaswag scores its tasks whole; --{other} is for perplexity (leave it out)");
+        }
+
+        if (args.Has("hellaswag-tasks"))
+        {
+            throw new UsageException("--hellaswag-tasks goes with --hellaswag");
+        }
+
         if (args.Has("kl-divergence") && !args.Has("kl-divergence-base"))
         {
             throw new UsageException("--kl-divergence compares with a base model's log-probabilities: give --kl-divergence-base F, written before by perplexity --kl-divergence-base F --file TEXT on the base model");
