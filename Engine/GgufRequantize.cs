@@ -21,6 +21,14 @@ public static class GgufRequantize
     {
         ArgumentNullException.ThrowIfNull(mix);
         using GgufFile source = GgufFile.Open(sourcePath);
+        string arch = GgufMetadata.Text(source.Metadata, "general.architecture", source.FileName) ?? "none";
+        if (arch is not ("qwen2" or "llama"))
+        {
+            // llama-quantize's rules are written against its names for these models' tensors; another file (a vision
+            // projector, an adapter) would be quantized by rules that were never meant for it.
+            throw new NotSupportedException($"{source.FileName}: general.architecture '{arch}'; quantize reads GGUF files of \"qwen2\" and \"llama\" models");
+        }
+
         var shape = new ModelShape(Layers(source), TiedEmbeddings: !source.Tensors.ContainsKey("output.weight"), QueriesPerKvHead(source));
         var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
         foreach (GgufTensorInfo tensor in source.TensorOrder)

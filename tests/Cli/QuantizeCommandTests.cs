@@ -234,6 +234,16 @@ public sealed class QuantizeCommandTests
         Assert.False(File.Exists(refused));
 
         Assert.Equal(0, CliRunner.Run("quantize", "--model", q8, "--type", "q4_k_m", "--out", allowed, "--allow-requantize").ExitCode);
+
+        // A GGUF file of another architecture (a LoRA adapter is "general.type adapter" of its model's; a projector is "clip").
+        byte[] bytes = File.ReadAllBytes(q8);
+        int at = bytes.AsSpan().IndexOf("llama"u8);
+        "clip!"u8.CopyTo(bytes.AsSpan(at));
+        string clip = Path.Combine(Fixtures.TempDirectory(), "clip.gguf");
+        File.WriteAllBytes(clip, bytes);
+        CliRunner.Result other = CliRunner.Run("quantize", "--model", clip, "--type", "q4_k_m", "--out", refused);
+        Assert.Equal(2, other.ExitCode);
+        Assert.Contains("general.architecture 'clip!'; quantize reads GGUF files of \"qwen2\" and \"llama\" models", Assert.Single(other.ErrorLines), StringComparison.Ordinal);
         using GgufFile written = GgufFile.Open(allowed);
         Assert.Equal((int)GgmlType.Q6_K, written.Tensors["blk.0.attn_v.weight"].Type);
         Assert.Equal((int)GgmlType.Q4_K, written.Tensors["blk.1.attn_v.weight"].Type);
