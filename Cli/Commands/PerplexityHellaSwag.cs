@@ -36,11 +36,16 @@ internal static class PerplexityHellaSwag
                 stdout.WriteLine("task\tacc_norm\t95% confidence interval");
             }
 
+            // Every task's texts first, so one cache and one set of buffers, sized for the largest, serve them all.
+            int[][][] tokens = [.. tasks.Select(task => task.Endings.Select(ending => tokenizer.Encode($"{task.Context} {ending}", addSpecialTokens: true)).ToArray())];
+            int longest = Math.Min(tokens.Max(t => t.Max(s => s.Length)), model.Config.MaxPositionEmbeddings);
+            (int rows, int logitRows) = tokens.Select(HellaSwag.Rows).Aggregate((a, b) => (Math.Max(a.Rows, b.Rows), Math.Max(a.LogitRows, b.LogitRows)));
+            using KvCache cache = model.CreateKvCache(slots: 4, capacity: longest);
+            using ForwardState state = model.CreateState(rows, logitRows);
             for (int t = 0; t < tasks.Count; t++)
             {
                 HellaSwagTask task = tasks[t];
-                int[][] sequences = [.. task.Endings.Select(ending => tokenizer.Encode($"{task.Context} {ending}", addSpecialTokens: true))];
-                choices[t] = HellaSwag.Choice(HellaSwag.EndingScores(model, sequences, $"{file}, the task at line {task.Line}"));
+                choices[t] = HellaSwag.Choice(HellaSwag.EndingScores(model, tokens[t], $"{file}, the task at line {task.Line}", cache, state));
                 correct += choices[t] == task.Gold ? 1 : 0;
                 if (!json)
                 {

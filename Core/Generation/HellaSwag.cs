@@ -49,8 +49,10 @@ public static class HellaSwag
     /// <summary>
     /// The mean log-prob per token the model gives each of <paramref name="sequences"/> (a task's texts as token ids)
     /// after the first tokens they share: the first ending token from the last shared one, each next from the one before.
+    /// A <paramref name="cache"/> and <paramref name="state"/> large enough (<see cref="Rows"/>) are reused, so thousands of
+    /// tasks allocate nothing each; without them the call makes its own.
     /// </summary>
-    public static double[] EndingScores(Qwen2Model model, IReadOnlyList<int[]> sequences, string task)
+    public static double[] EndingScores(Qwen2Model model, IReadOnlyList<int[]> sequences, string task, KvCache? cache = null, ForwardState? state = null)
     {
         ArgumentNullException.ThrowIfNull(sequences);
         int shared = sequences[0].Length;
@@ -73,15 +75,18 @@ public static class HellaSwag
             QwenThrow.Argument($"{task}: the texts share no first token, so nothing predicts their first (an empty context, and no BOS?)", nameof(sequences));
         }
 
-        int longest = sequences.Max(s => s.Length), endingRows = sequences.Sum(s => s.Length - shared);
+        int longest = sequences.Max(s => s.Length);
+        (int rows, int logitRows) = Rows(sequences);
         if (longest > model.Config.MaxPositionEmbeddings)
         {
             QwenThrow.Argument($"{task}: {longest} tokens, more than the model's context of {model.Config.MaxPositionEmbeddings}", nameof(sequences));
         }
 
-        using KvCache cache = model.CreateKvCache(slots: sequences.Count, capacity: longest);
-        using ForwardState state = model.CreateState(Math.Max(shared, endingRows), Math.Max(1, endingRows));
-        var batch = new TokenBatch(Math.Max(shared, endingRows));
+        using KvCache? ownCache = cache is not null && cache.Slots >= sequences.Count && cache.Capacity >= longest ? null : model.CreateKvCache(slots: sequences.Count, capacity: longest);
+        using ForwardState? ownState = state is not null && state.MaxRows >= rows && state.MaxLogitRows >= logitRows ? null : model.CreateState(rows, logitRows);
+        (cache, state) = (ownCache ?? cache!, ownState ?? state!);
+        cache.Reset(0);
+        var batch = new TokenBatch(rows);
         for (int p = 0; p < shared; p++)
         {
             batch.Add(sequences[0][p], p, slot: 0, wantLogits: p == shared - 1);
@@ -124,6 +129,15 @@ public static class HellaSwag
         }
 
         return scores;
+    }
+
+    /// <summary>Rows of tokens and of logits a task's steps take: the shared tokens in one step, every ending's tokens in the next.</summary>
+    public static (int Rows, int LogitRows) Rows(IReadOnlyList<int[]> sequences)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        int shared = sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
+        int endingRows = sequences.Sum(s => s.Length - shared);
+        return (Math.Max(shared, endingRows), Math.Max(1, endingRows));
     }
 
     /// <summary>The first index of the highest score (llama.cpp's choice on ties).</summary>
