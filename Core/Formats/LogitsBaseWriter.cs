@@ -4,21 +4,24 @@ using QwenSharp.Errors;
 namespace QwenSharp.Formats;
 
 /// <summary>
-/// Writes a <see cref="LogitsBaseFile"/>: the header and tokens when created, then each chunk's rows in order. The file
-/// is new (an existing one is never overwritten) and is removed again unless every row was written (<see cref="Complete"/>),
-/// so a run stopped halfway leaves nothing that looks whole.
+/// Writes a <see cref="LogitsBaseFile"/>: the header and tokens when created, then each chunk's rows in order. The rows
+/// stream into a file beside the target (<c>.partial</c>), moved into place only once every row is written
+/// (<see cref="Complete"/>) and removed otherwise, as <see cref="Gguf.GgufWriter.WriteNew"/> writes a GGUF file: a run
+/// stopped halfway, even killed, leaves nothing under the target's name, and an existing file is never overwritten.
 /// </summary>
 public sealed class LogitsBaseWriter : IDisposable
 {
     private readonly FileStream _stream;
     private readonly long _rows;
     private long _written;
+    private readonly string _partial;
     private bool _complete;
 
     private LogitsBaseWriter(FileStream stream, string path, int vocabulary, long rows)
     {
         _stream = stream;
         Path = path;
+        _partial = stream.Name;
         Vocabulary = vocabulary;
         _rows = rows;
     }
@@ -43,7 +46,7 @@ public sealed class LogitsBaseWriter : IDisposable
             QwenThrow.Argument($"{path} already exists; the base's log-probabilities go into a new file (remove it or choose another name)", nameof(path));
         }
 
-        var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20);
+        var stream = new FileStream(path + ".partial", FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 20);
         int chunks = tokens.Length / context;
         stream.Write(LogitsBaseFile.Magic);
         stream.Write(MemoryMarshal.AsBytes<int>([context, vocabulary, chunks]));
@@ -68,7 +71,7 @@ public sealed class LogitsBaseWriter : IDisposable
         _written++;
     }
 
-    /// <summary>Flushes the file once its last row is written; only then does <see cref="Dispose"/> keep it.</summary>
+    /// <summary>Flushes the file once its last row is written and moves it to <see cref="Path"/> (never over a file).</summary>
     public void Complete()
     {
         if (_written != _rows)
@@ -77,6 +80,8 @@ public sealed class LogitsBaseWriter : IDisposable
         }
 
         _stream.Flush(flushToDisk: true);
+        _stream.Dispose();
+        File.Move(_partial, Path, overwrite: false);
         _complete = true;
     }
 
@@ -85,7 +90,7 @@ public sealed class LogitsBaseWriter : IDisposable
         _stream.Dispose();
         if (!_complete)
         {
-            File.Delete(Path);
+            File.Delete(_partial);
         }
     }
 }

@@ -55,10 +55,9 @@ public static class HellaSwag
     public static double[] EndingScores(Qwen2Model model, IReadOnlyList<int[]> sequences, string task, KvCache? cache = null, ForwardState? state = null)
     {
         ArgumentNullException.ThrowIfNull(sequences);
-        int shared = sequences[0].Length;
+        int shared = Shared(sequences);
         foreach (int[] sequence in sequences)
         {
-            shared = Math.Min(shared, sequence.AsSpan().CommonPrefixLength(sequences[0]));
             model.ValidateTokens(sequence, task);
         }
 
@@ -135,10 +134,13 @@ public static class HellaSwag
     public static (int Rows, int LogitRows) Rows(IReadOnlyList<int[]> sequences)
     {
         ArgumentNullException.ThrowIfNull(sequences);
-        int shared = sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
+        int shared = Shared(sequences);
         int endingRows = sequences.Sum(s => s.Length - shared);
         return (Math.Max(shared, endingRows), Math.Max(1, endingRows));
     }
+
+    /// <summary>How many first tokens all the texts share.</summary>
+    private static int Shared(IReadOnlyList<int[]> sequences) => sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
 
     /// <summary>The first index of the highest score (llama.cpp's choice on ties).</summary>
     public static int Choice(IReadOnlyList<double> scores)

@@ -48,9 +48,13 @@ public sealed class LogitsBaseFileTests
         using (LogitsBaseWriter writer = LogitsBaseWriter.Create(path, context: 4, vocabulary: 8, tokens))
         {
             writer.WriteRow(row);
+
+            // Nothing under the target's name while rows are still coming (a killed run leaves only the .partial).
+            Assert.False(File.Exists(path));
         }
 
         Assert.False(File.Exists(path));
+        Assert.False(File.Exists(path + ".partial"));
 
         using (LogitsBaseWriter writer = LogitsBaseWriter.Create(path, context: 4, vocabulary: 8, tokens))
         {
