@@ -68,25 +68,35 @@ public static partial class KQuantQuantizer
                 dmin = HalfBits.FromSingle(maxMin / 15f);
             }
 
-            BinaryPrimitives.WriteUInt16LittleEndian(block[80..], d);
-            BinaryPrimitives.WriteUInt16LittleEndian(block[82..], dmin);
-            for (int j = 0; j < 16; j++)
-            {
-                float dj = HalfBits.ToSingle(d) * (scaleBytes[j] & 0xF);
-                if (dj == 0)
-                {
-                    continue;    // the group keeps the codes its own fit gave it
-                }
+            StoreQ2_K(x, block, d, dmin, codes);
+        }
+    }
 
-                float dm = HalfBits.ToSingle(dmin) * (scaleBytes[j] >> 4);
-                for (int i = 0; i < 16; i++)
-                {
-                    codes[(16 * j) + i] = (byte)Math.Clamp(NearestInt((x[(16 * j) + i] + dm) / dj), 0, 3);
-                }
+    /// <summary>
+    /// The rest of a Q2_K super-block whose 16 scale/min bytes are in place: d and dmin stored, every value requantized
+    /// against its group's stored scale and min (a group whose scale is 0 keeps the codes of its own fit), the codes packed.
+    /// </summary>
+    internal static void StoreQ2_K(ReadOnlySpan<float> x, Span<byte> block, ushort d, ushort dmin, Span<byte> codes)
+    {
+        ReadOnlySpan<byte> scaleBytes = block[..16];
+        BinaryPrimitives.WriteUInt16LittleEndian(block[80..], d);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[82..], dmin);
+        for (int j = 0; j < 16; j++)
+        {
+            float dj = HalfBits.ToSingle(d) * (scaleBytes[j] & 0xF);
+            if (dj == 0)
+            {
+                continue;    // the group keeps the codes its own fit gave it
             }
 
-            PackTwoBitCodes(codes, block.Slice(16, 64));
+            float dm = HalfBits.ToSingle(dmin) * (scaleBytes[j] >> 4);
+            for (int i = 0; i < 16; i++)
+            {
+                codes[(16 * j) + i] = (byte)Math.Clamp(NearestInt((x[(16 * j) + i] + dm) / dj), 0, 3);
+            }
         }
+
+        PackTwoBitCodes(codes, block.Slice(16, 64));
     }
 
     public static void QuantizeQ3_K(ReadOnlySpan<float> values, Span<byte> blocks)
@@ -98,7 +108,7 @@ public static partial class KQuantQuantizer
         {
             ReadOnlySpan<float> x = values.Slice(b * 256, 256);
             Span<byte> block = blocks.Slice(b * Q3_KBlockBytes, Q3_KBlockBytes);
-            Span<byte> hmask = block[..32], packedScales = block.Slice(96, 12);
+            Span<byte> packedScales = block.Slice(96, 12);
             float maxScale = 0, amax = 0;
             for (int j = 0; j < 16; j++)
             {
@@ -117,59 +127,75 @@ public static partial class KQuantQuantizer
                 float iscale = -32f / maxScale;
                 for (int j = 0; j < 16; j++)
                 {
-                    int l = Math.Clamp(NearestInt(iscale * scales[j]), -32, 31) + 32;
-                    if (j < 8)
-                    {
-                        packedScales[j] = (byte)(l & 0xF);
-                    }
-                    else
-                    {
-                        packedScales[j - 8] |= (byte)((l & 0xF) << 4);
-                    }
-
-                    packedScales[(j % 4) + 8] |= (byte)((l >> 4) << (2 * (j / 4)));
+                    PackQ3_KScale(packedScales, j, Math.Clamp(NearestInt(iscale * scales[j]), -32, 31) + 32);
                 }
 
                 d = HalfBits.FromSingle(1 / iscale);
             }
 
-            BinaryPrimitives.WriteUInt16LittleEndian(block[108..], d);
-            for (int j = 0; j < 16; j++)
-            {
-                int sc = j < 8 ? packedScales[j] & 0xF : packedScales[j - 8] >> 4;
-                sc = (sc | (((packedScales[8 + (j % 4)] >> (2 * (j / 4))) & 3) << 4)) - 32;
-                float dj = HalfBits.ToSingle(d) * sc;
-                if (dj == 0)
-                {
-                    continue;    // the group keeps the codes its own scale gave it
-                }
-
-                for (int i = 0; i < 16; i++)
-                {
-                    codes[(16 * j) + i] = (sbyte)(Math.Clamp(NearestInt(x[(16 * j) + i] / dj), -4, 3) + 4);
-                }
-            }
-
-            // The high bit of code j goes to bit j / 32 of hmask[j % 32]; the low two bits as Q2_K's.
-            hmask.Clear();
-            for (int j = 0; j < 256; j++)
-            {
-                int code = codes[j];
-                if (code > 3)
-                {
-                    hmask[j % 32] |= (byte)(1 << (j / 32));
-                    code -= 4;
-                }
-
-                low[j] = (byte)code;
-            }
-
-            PackTwoBitCodes(low, block.Slice(32, 64));
+            StoreQ3_K(x, block, d, codes, low);
         }
     }
 
+    /// <summary>
+    /// The rest of a Q3_K super-block whose 12 bytes of 6-bit scales are in place: d stored, every value requantized against
+    /// its group's stored scale (a group whose scale is 0 keeps the codes of its own fit), high bits and low codes packed.
+    /// </summary>
+    internal static void StoreQ3_K(ReadOnlySpan<float> x, Span<byte> block, ushort d, Span<sbyte> codes, Span<byte> low)
+    {
+        Span<byte> hmask = block[..32];
+        ReadOnlySpan<byte> packedScales = block.Slice(96, 12);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[108..], d);
+        for (int j = 0; j < 16; j++)
+        {
+            int sc = j < 8 ? packedScales[j] & 0xF : packedScales[j - 8] >> 4;
+            sc = (sc | (((packedScales[8 + (j % 4)] >> (2 * (j / 4))) & 3) << 4)) - 32;
+            float dj = HalfBits.ToSingle(d) * sc;
+            if (dj == 0)
+            {
+                continue;    // the group keeps the codes its own scale gave it
+            }
+
+            for (int i = 0; i < 16; i++)
+            {
+                codes[(16 * j) + i] = (sbyte)(Math.Clamp(NearestInt(x[(16 * j) + i] / dj), -4, 3) + 4);
+            }
+        }
+
+        // The high bit of code j goes to bit j / 32 of hmask[j % 32]; the low two bits as Q2_K's.
+        hmask.Clear();
+        for (int j = 0; j < 256; j++)
+        {
+            int code = codes[j];
+            if (code > 3)
+            {
+                hmask[j % 32] |= (byte)(1 << (j / 32));
+                code -= 4;
+            }
+
+            low[j] = (byte)code;
+        }
+
+        PackTwoBitCodes(low, block.Slice(32, 64));
+    }
+
+    /// <summary>A Q3_K group scale's 6-bit code (0..63) into the super-block's 12 packed scale bytes (cleared beforehand).</summary>
+    internal static void PackQ3_KScale(Span<byte> packedScales, int j, int l)
+    {
+        if (j < 8)
+        {
+            packedScales[j] = (byte)(l & 0xF);
+        }
+        else
+        {
+            packedScales[j - 8] |= (byte)((l & 0xF) << 4);
+        }
+
+        packedScales[(j % 4) + 8] |= (byte)((l >> 4) << (2 * (j / 4)));
+    }
+
     /// <summary>A super-block's 256 two-bit codes into 64 bytes: byte l of each 32 holds codes l, l + 32, l + 64, l + 96 of its 128.</summary>
-    private static void PackTwoBitCodes(ReadOnlySpan<byte> codes, Span<byte> packed)
+    internal static void PackTwoBitCodes(ReadOnlySpan<byte> codes, Span<byte> packed)
     {
         for (int j = 0; j < 256; j += 128)
         {

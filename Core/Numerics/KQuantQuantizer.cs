@@ -11,12 +11,18 @@ namespace QwenSharp.Numerics;
 /// </summary>
 public static partial class KQuantQuantizer
 {
-    private const float GroupMaxEps = 1e-15f;
+    internal const float GroupMaxEps = 1e-15f;
 
     /// <summary>ggml's nearest_int: round half to even (its float trick, for |x| up to 2^22).</summary>
-    private static int NearestInt(float value) => (int)MathF.Round(value);
+    internal static int NearestInt(float value) => (int)MathF.Round(value);
 
-    public static void QuantizeQ6_K(ReadOnlySpan<float> values, Span<byte> blocks)
+    public static void QuantizeQ6_K(ReadOnlySpan<float> values, Span<byte> blocks) => QuantizeQ6_K(values, blocks, importance: default);
+
+    /// <summary>
+    /// Q6_K, each group's scale fitted with <paramref name="importance"/> as its weights where given (llama.cpp's
+    /// <c>quantize_row_q6_K_impl</c> with an importance matrix), else with x² (the reference quantizer).
+    /// </summary>
+    internal static void QuantizeQ6_K(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
     {
         Span<sbyte> codes = stackalloc sbyte[256];
         Span<float> scales = stackalloc float[16];
@@ -27,7 +33,8 @@ public static partial class KQuantQuantizer
             float maxScale = 0, maxAbsScale = 0;
             for (int g = 0; g < 16; g++)
             {
-                float scale = SymmetricScale(x.Slice(16 * g, 16), codes.Slice(16 * g, 16), 32);
+                float scale = SymmetricScale(x.Slice(16 * g, 16), codes.Slice(16 * g, 16), 32,
+                    importance.IsEmpty ? default : importance.Slice((b * 256) + (16 * g), 16));
                 scales[g] = scale;
                 if (MathF.Abs(scale) > maxAbsScale)
                 {
@@ -87,9 +94,10 @@ public static partial class KQuantQuantizer
 
     /// <summary>
     /// make_qx_quants with rmse_type 1: codes nmax + round(iscale × x) in 0..2·nmax-1, for iscale = -nmax / max and 18
-    /// nudged candidates, keeping the one whose least-squares scale (weights x²) explains most; returns that scale.
+    /// nudged candidates, keeping the one whose least-squares scale (weights x², or <paramref name="weights"/> where given)
+    /// explains most; returns that scale.
     /// </summary>
-    private static float SymmetricScale(ReadOnlySpan<float> x, Span<sbyte> codes, int nmax)
+    internal static float SymmetricScale(ReadOnlySpan<float> x, Span<sbyte> codes, int nmax, ReadOnlySpan<float> weights = default)
     {
         float max = SignedMax(x, out float amax);
         if (amax < GroupMaxEps)
@@ -99,7 +107,7 @@ public static partial class KQuantQuantizer
         }
 
         float iscale = -nmax / max;
-        (float sumlx, float suml2) = Sums(x, iscale, nmax);
+        (float sumlx, float suml2) = Sums(x, weights, iscale, nmax);
         for (int i = 0; i < x.Length; i++)
         {
             codes[i] = (sbyte)(nmax + Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
@@ -115,7 +123,7 @@ public static partial class KQuantQuantizer
             }
 
             iscale = -(nmax + (0.1f * step)) / max;
-            (sumlx, suml2) = Sums(x, iscale, nmax);
+            (sumlx, suml2) = Sums(x, weights, iscale, nmax);
             if (suml2 > 0 && sumlx * sumlx > best * suml2)
             {
                 for (int i = 0; i < x.Length; i++)
@@ -132,7 +140,7 @@ public static partial class KQuantQuantizer
     }
 
     /// <summary>The first value of the largest magnitude, sign and all (ggml's max), and that magnitude.</summary>
-    private static float SignedMax(ReadOnlySpan<float> x, out float amax)
+    internal static float SignedMax(ReadOnlySpan<float> x, out float amax)
     {
         float max = 0;
         amax = 0;
@@ -148,14 +156,15 @@ public static partial class KQuantQuantizer
         return max;
     }
 
-    /// <summary>Σ w·x·l and Σ w·l² over the group, w = x², l = round(iscale × x) clamped.</summary>
-    private static (float SumLX, float SumL2) Sums(ReadOnlySpan<float> x, float iscale, int nmax)
+    /// <summary>Σ w·x·l and Σ w·l² over the group, w = x² (or the given weights), l = round(iscale × x) clamped.</summary>
+    private static (float SumLX, float SumL2) Sums(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, float iscale, int nmax)
     {
         float sumlx = 0, suml2 = 0;
-        foreach (float v in x)
+        for (int i = 0; i < x.Length; i++)
         {
+            float v = x[i];
             int l = Math.Clamp(NearestInt(iscale * v), -nmax, nmax - 1);
-            float w = v * v;
+            float w = weights.IsEmpty ? v * v : weights[i];
             sumlx += w * v * l;
             suml2 += w * l * l;
         }
@@ -174,8 +183,10 @@ public static partial class KQuantQuantizer
     /// <summary>Q4_K, or with <paramref name="fifthBit"/> Q5_K: the two differ only in the code range and where codes go.</summary>
     private static void QuantizeAffine(ReadOnlySpan<float> values, Span<byte> blocks, bool fifthBit)
     {
-        int blockBytes = fifthBit ? 176 : 144, top = fifthBit ? 31 : 15;
+        int blockBytes = fifthBit ? 176 : 144;
         Span<byte> codes = stackalloc byte[256];
+        Span<byte> scaleCodes = stackalloc byte[8];
+        Span<byte> minCodes = stackalloc byte[8];
         Span<byte> trial = stackalloc byte[32];
         Span<float> weights = stackalloc float[32];
         Span<float> scales = stackalloc float[8];
@@ -184,7 +195,6 @@ public static partial class KQuantQuantizer
         {
             ReadOnlySpan<float> x = values.Slice(b * 256, 256);
             Span<byte> block = blocks.Slice(b * blockBytes, blockBytes);
-            block.Clear();
             float maxScale = 0, maxMin = 0;
             for (int j = 0; j < 8; j++)
             {
@@ -209,56 +219,74 @@ public static partial class KQuantQuantizer
 
             float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
             float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
-            Span<byte> packed = block.Slice(4, 12);
             for (int j = 0; j < 8; j++)
             {
-                byte ls = Math.Min((byte)63, unchecked((byte)NearestInt(inverseScale * scales[j])));
-                byte lm = Math.Min((byte)63, unchecked((byte)NearestInt(inverseMin * mins[j])));
-                if (j < 4)
-                {
-                    packed[j] = ls;
-                    packed[j + 4] = lm;
-                }
-                else
-                {
-                    packed[j + 4] = (byte)((ls & 0xF) | ((lm & 0xF) << 4));
-                    packed[j - 4] |= (byte)((ls >> 4) << 6);
-                    packed[j] |= (byte)((lm >> 4) << 6);
-                }
+                scaleCodes[j] = Math.Min((byte)63, unchecked((byte)NearestInt(inverseScale * scales[j])));
+                minCodes[j] = Math.Min((byte)63, unchecked((byte)NearestInt(inverseMin * mins[j])));
             }
 
-            ushort d = HalfBits.FromSingle(maxScale / 63f), dmin = HalfBits.FromSingle(maxMin / 63f);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block, d);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block[2..], dmin);
-            for (int j = 0; j < 8; j++)
-            {
-                (int sc, int m) = KQuantBlocks.ScaleAndMinCodes(packed, j);
-                float dj = HalfBits.ToSingle(d) * sc;
-                if (dj == 0)
-                {
-                    continue;
-                }
+            StoreAffine(x, block, scaleCodes, minCodes, maxScale / 63f, maxMin / 63f, fifthBit, codes);
+        }
+    }
 
-                float dm = HalfBits.ToSingle(dmin) * m;
-                for (int i = 0; i < 32; i++)
-                {
-                    codes[(32 * j) + i] = (byte)Math.Clamp(NearestInt((x[(32 * j) + i] + dm) / dj), 0, top);
-                }
+    /// <summary>
+    /// A Q4_K (or with <paramref name="fifthBit"/> Q5_K) super-block from its eight 6-bit scale and min codes and its d and
+    /// dmin: those packed and stored, then every value of <paramref name="x"/> requantized against its sub-block's stored
+    /// scale and min (a sub-block whose scale is 0 keeps the codes of its own fit, already in <paramref name="codes"/>).
+    /// </summary>
+    internal static void StoreAffine(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<byte> scaleCodes, ReadOnlySpan<byte> minCodes,
+        float dValue, float dminValue, bool fifthBit, Span<byte> codes)
+    {
+        int top = fifthBit ? 31 : 15;
+        block.Clear();
+        Span<byte> packed = block.Slice(4, 12);
+        for (int j = 0; j < 8; j++)
+        {
+            byte ls = scaleCodes[j], lm = minCodes[j];
+            if (j < 4)
+            {
+                packed[j] = ls;
+                packed[j + 4] = lm;
+            }
+            else
+            {
+                packed[j + 4] = (byte)((ls & 0xF) | ((lm & 0xF) << 4));
+                packed[j - 4] |= (byte)((ls >> 4) << 6);
+                packed[j] |= (byte)((lm >> 4) << 6);
+            }
+        }
+
+        ushort d = HalfBits.FromSingle(dValue), dmin = HalfBits.FromSingle(dminValue);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block, d);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block[2..], dmin);
+        for (int j = 0; j < 8; j++)
+        {
+            (int sc, int m) = KQuantBlocks.ScaleAndMinCodes(packed, j);
+            float dj = HalfBits.ToSingle(d) * sc;
+            if (dj == 0)
+            {
+                continue;
             }
 
-            Span<byte> qh = block.Slice(16, 32), qs = block.Slice(fifthBit ? 48 : 16, 128);
-            for (int j = 0, c = 0; j < 256; j += 64, c++)
+            float dm = HalfBits.ToSingle(dmin) * m;
+            for (int i = 0; i < 32; i++)
             {
-                for (int l = 0; l < 32; l++)
-                {
-                    int low = codes[j + l], high = codes[j + l + 32];
-                    if (fifthBit)
-                    {
-                        qh[l] |= (byte)(((low >> 4) << (2 * c)) | ((high >> 4) << ((2 * c) + 1)));
-                    }
+                codes[(32 * j) + i] = (byte)Math.Clamp(NearestInt((x[(32 * j) + i] + dm) / dj), 0, top);
+            }
+        }
 
-                    qs[(j / 2) + l] = (byte)((low & 0xF) | ((high & 0xF) << 4));
+        Span<byte> qh = block.Slice(16, 32), qs = block.Slice(fifthBit ? 48 : 16, 128);
+        for (int j = 0, c = 0; j < 256; j += 64, c++)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                int low = codes[j + l], high = codes[j + l + 32];
+                if (fifthBit)
+                {
+                    qh[l] |= (byte)(((low >> 4) << (2 * c)) | ((high >> 4) << ((2 * c) + 1)));
                 }
+
+                qs[(j / 2) + l] = (byte)((low & 0xF) | ((high & 0xF) << 4));
             }
         }
     }
@@ -268,7 +296,7 @@ public static partial class KQuantQuantizer
     /// weighted least squares for iscale = (rmin + rdelta·step + nmax) / (max - min), step 0..nsteps, keeping the fit
     /// of least weighted squared error (absolute error with <paramref name="useMad"/>); <paramref name="negatedMin"/> is -min (min ≤ 0).
     /// </summary>
-    private static float AffineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes, out float negatedMin,
+    internal static float AffineScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> codes, out float negatedMin,
         Span<byte> trial, int nmax, float rmin, float rdelta, int nsteps, bool useMad = false)
     {
         float min = x[0], max = x[0], sumW = weights[0], sumX = sumW * x[0];
