@@ -19,7 +19,7 @@ internal static class LlamaCppOptions
         ["draft-max"] = "draft-tokens", ["draft"] = "draft-tokens",
         ["parallel"] = "max-concurrent", ["np"] = "max-concurrent",
         ["threads-batch"] = "threads", ["t"] = "threads",
-        ["m"] = "model", ["p"] = "prompt", ["s"] = "seed", ["f"] = "file",
+        ["m"] = "model", ["p"] = "prompt", ["s"] = "seed", ["f"] = "file", ["o"] = "out", ["output"] = "out",
         ["json-schema-file"] = "json-schema", ["jf"] = "json-schema", ["j"] = "json-schema",
         ["alias"] = "name", ["a"] = "name",
         ["main-gpu"] = "device", ["mg"] = "device",

@@ -35,13 +35,21 @@ public static class GgufExport
         }
     }
 
-    /// <summary>Writes the folder's model with each matrix in the type <paramref name="mix"/> picks for it (llama-quantize's Q4_K_M, say).</summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix mix)
+    /// <summary>
+    /// Writes the folder's model with each matrix in the type <paramref name="mix"/> picks for it (llama-quantize's Q4_K_M,
+    /// say), quantized with the weights of <paramref name="importance"/> where it has an entry for the matrix (llama-quantize's
+    /// <c>--imatrix</c>; its <c>quantize.imatrix.*</c> keys then go into the file).
+    /// </summary>
+    public static void Write(string modelDirectory, string outPath, QuantizationMix mix, ImportanceMatrix? importance = null)
     {
         ArgumentNullException.ThrowIfNull(mix);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
-        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor)), mix.FileType);
+        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor), Weights(importance, ggufName, tensor)), mix.FileType, importance);
     }
+
+    /// <summary>The importance weights of a matrix (null for a vector, or where the importance matrix has no entry for it).</summary>
+    private static float[]? Weights(ImportanceMatrix? importance, string ggufName, TensorView tensor) =>
+        importance is null || tensor.Shape.Length != 2 ? null : importance.ImportanceOf(ggufName, tensor.Shape[1], importance.Path ?? "the importance matrix");
 
     /// <summary>
     /// As <see cref="Write(string, string, QuantizationMix)"/> (null: as stored), with LoRA adapters merged into the weights
@@ -49,7 +57,7 @@ public static class GgufExport
     /// merge_and_unload and llama.cpp's export-lora do): one file that carries the fine-tuning. The adapters are checked
     /// against the model first.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters)
+    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters, ImportanceMatrix? importance = null)
     {
         ArgumentNullException.ThrowIfNull(adapters);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
@@ -57,27 +65,31 @@ public static class GgufExport
         Write(modelDirectory, outPath, (ggufName, tensor) =>
         {
             DType target = mix is null ? (tensor.Shape.Length == 1 ? DType.F32 : tensor.DType) : TypeOf(mix, config, ggufName, tensor);
+            float[]? weights = Weights(importance, ggufName, tensor);
             if (Lora.LoraMerge.Merged(adapters, config, tensor.Name, tensor) is not float[] merged)
             {
-                return EncodeAs(tensor, target);
+                return EncodeAs(tensor, target, weights);
             }
 
             unsafe
             {
                 fixed (float* values = merged)
                 {
-                    return EncodeAs(tensor with { DType = DType.F32, Data = (nint)values }, target);
+                    return EncodeAs(tensor with { DType = DType.F32, Data = (nint)values }, target, weights);
                 }
             }
-        }, mix?.FileType);
+        }, mix?.FileType, importance);
     }
 
     /// <summary>A vector in F32 (llama.cpp adds only F32 biases and norms); a matrix in what the mix picks for it.</summary>
     private static DType TypeOf(QuantizationMix mix, Qwen2Config config, string ggufName, TensorView tensor) =>
         tensor.Shape.Length == 1 ? DType.F32 : mix.TypeOf(ggufName, tensor.Shape[^1], tensor.DType, config.QuantizationShape);
 
-    /// <summary>Writes the folder's model with each tensor stored as <paramref name="encode"/> says (and llama.cpp's <c>general.file_type</c>, where given).</summary>
-    public static void Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null)
+    /// <summary>
+    /// Writes the folder's model with each tensor stored as <paramref name="encode"/> says (and llama.cpp's
+    /// <c>general.file_type</c>, where given, and the keys of an importance matrix the encoder quantized with).
+    /// </summary>
+    public static void Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null, ImportanceMatrix? importance = null)
     {
         ArgumentNullException.ThrowIfNull(encode);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
@@ -103,6 +115,8 @@ public static class GgufExport
         {
             writer.Add("general.file_type", ftype);
         }
+
+        GgufRequantize.AddImportanceKeys(writer, importance);
 
         if (config.HeadDim != config.HiddenSize / config.NumAttentionHeads)
         {
@@ -208,11 +222,26 @@ public static class GgufExport
         return EncodeAs(tensor, tensor.Shape.Length == 1 ? DType.F32 : QuantizationFallback.For(type ?? tensor.DType, tensor.DType, tensor.Shape[^1]));
     }
 
-    /// <summary>The tensor's values as <paramref name="target"/> (its own bytes where it is stored so).</summary>
-    private static (GgmlType Type, byte[] Data) EncodeAs(TensorView tensor, DType target) =>
-        target == tensor.DType
-            ? (GgmlTypes.Of(target), tensor.Bytes.ToArray())
-            : (GgmlTypes.Of(target), TensorValues.FromSingle(TensorValues.ToSingle(tensor), target));
+    /// <summary>
+    /// The tensor's values as <paramref name="target"/> (its own bytes where it is stored so); a matrix with
+    /// <paramref name="importance"/> quantized row by row with those weights (<see cref="Numerics.ImportanceQuantizer"/>).
+    /// </summary>
+    private static (GgmlType Type, byte[] Data) EncodeAs(TensorView tensor, DType target, float[]? importance = null)
+    {
+        if (target == tensor.DType)
+        {
+            return (GgmlTypes.Of(target), tensor.Bytes.ToArray());
+        }
+
+        if (importance is null || !Numerics.ImportanceQuantizer.Weighs(target))
+        {
+            return (GgmlTypes.Of(target), TensorValues.FromSingle(TensorValues.ToSingle(tensor), target));
+        }
+
+        byte[] data = new byte[DTypes.ByteLength(target, tensor.ElementCount)];
+        TensorValues.RowsAs(tensor, target, data, importance);
+        return (GgmlTypes.Of(target), data);
+    }
 
     /// <summary>
     /// The tokenizer keys llama.cpp's converter writes: every token by id with its type (control for special added

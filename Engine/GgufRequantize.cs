@@ -17,7 +17,8 @@ public static class GgufRequantize
     /// <summary>ggml's quantization version (<c>GGML_QNT_VERSION</c>), which llama-quantize writes into a quantized file.</summary>
     public const uint QuantizationVersion = 2;
 
-    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false)
+    /// <param name="importance">An importance matrix to quantize the matrices it has entries for with (llama-quantize's <c>--imatrix</c>).</param>
+    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false, ImportanceMatrix? importance = null)
     {
         ArgumentNullException.ThrowIfNull(mix);
         using GgufFile source = GgufFile.Open(sourcePath);
@@ -33,7 +34,7 @@ public static class GgufRequantize
         var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
         foreach (GgufTensorInfo tensor in source.TensorOrder)
         {
-            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize);
+            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize, importance);
             tensors.Add((tensor, type, data));
         }
 
@@ -41,8 +42,9 @@ public static class GgufRequantize
         bool quantized = tensors.Any(t => GgmlTypes.TryGetBlock((int)t.Type, out int values, out _) && values > 1);
         foreach (GgufRawValue value in source.RawMetadata)
         {
-            // The writer aligns to 32 (GGUF's default), and the file type and quantization version are the new file's.
-            if (value.Key is not ("general.alignment" or "general.file_type" or "general.quantization_version"))
+            // The writer aligns to 32 (GGUF's default), and the file type, quantization version and importance matrix are the new file's.
+            if (value.Key is not ("general.alignment" or "general.file_type" or "general.quantization_version")
+                && !(importance is not null && value.Key.StartsWith("quantize.imatrix.", StringComparison.Ordinal)))
             {
                 writer.AddRaw(value.Key, value.Type, source.RawBytes(value));
             }
@@ -58,12 +60,28 @@ public static class GgufRequantize
             writer.Add("general.file_type", fileType);
         }
 
+        AddImportanceKeys(writer, importance);
+
         foreach ((GgufTensorInfo info, GgmlType type, byte[] data) in tensors)
         {
             writer.AddTensor(info.Name, type, info.Shape, data);
         }
 
         writer.WriteNew(outPath);
+    }
+
+    /// <summary>The <c>quantize.imatrix.*</c> keys of <paramref name="importance"/> (<see cref="ImportanceMatrix.QuantizeMetadata"/>); nothing for null.</summary>
+    internal static void AddImportanceKeys(GgufWriter writer, ImportanceMatrix? importance)
+    {
+        foreach ((string key, object value) in importance?.QuantizeMetadata() ?? [])
+        {
+            _ = value switch
+            {
+                string text => writer.Add(key, text),
+                uint number => writer.Add(key, number),
+                _ => throw new InvalidOperationException($"{key}: a value of type {value.GetType().Name}"),
+            };
+        }
     }
 
     /// <summary>Whether llama-quantize quantizes a tensor: a matrix of weights that is not a norm (<c>tensor_allows_quantization</c>, for the tensors of qwen2 and llama files).</summary>
@@ -74,7 +92,8 @@ public static class GgufRequantize
             && !tensor.Name.Contains("_norm.weight", StringComparison.Ordinal) && !tensor.Name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
     }
 
-    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize)
+    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize,
+        ImportanceMatrix? importance)
     {
         (GgmlType, byte[]) AsStored() => ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
         if (!IsQuantizable(tensor))
@@ -107,7 +126,7 @@ public static class GgufRequantize
         }
 
         byte[] data = new byte[DTypes.ByteLength(target, view.ElementCount)];
-        TensorValues.RowsAs(view, target, data);
+        TensorValues.RowsAs(view, target, data, importance?.ImportanceOf(tensor.Name, tensor.Dimensions[0], importance.Path ?? "the importance matrix"));
         return (GgmlTypes.Of(target), data);
     }
 

@@ -15,6 +15,7 @@ public static class GgufTokenizer
 
     public static GgufVocabulary Read(GgufFile file)
     {
+        GgufCheckpoint.RefuseImportanceMatrix(file);
         IReadOnlyDictionary<string, object> m = file.Metadata;
         string name = file.FileName;
         int? Id(string key) => GgufMetadata.Integer(m, key, name) is long id ? checked((int)id) : null;

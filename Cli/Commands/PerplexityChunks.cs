@@ -16,7 +16,7 @@ namespace QwenSharp.Cli.Commands;
 internal static class PerplexityChunks
 {
     /// <summary>llama-perplexity's default context.</summary>
-    private const int DefaultContext = 512;
+    internal const int DefaultContext = 512;
 
     /// <summary>Perplexity over the chunks of --file; with --kl-divergence-base B, each scored position's log-probabilities written to the new file B.</summary>
     public static int Perplexity(Arguments args, TextWriter stdout, TextWriter stderr)
@@ -75,8 +75,7 @@ internal static class PerplexityChunks
             writer?.Complete();
             progress.Done();
 
-            double mean = nll / count, spread = (nll2 / count) - (mean * mean);
-            double uncertainty = spread > 0 && count > 1 ? Math.Sqrt(spread / (count - 1)) : 0, ppl = Math.Exp(mean);
+            (double ppl, double mean, double uncertainty) = Estimate(nll, nll2, count);
             double tokensPerSecond = (double)chunks * context / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
             if (args.Flag("json"))
             {
@@ -183,8 +182,18 @@ internal static class PerplexityChunks
         return 0;
     }
 
+    /// <summary>
+    /// llama-perplexity's final estimate from the sum of the scored positions' negative log-likelihoods and of their squares:
+    /// the perplexity, the mean NLL, and the mean's standard error (the perplexity's is that × the perplexity).
+    /// </summary>
+    internal static (double Perplexity, double MeanNll, double Uncertainty) Estimate(double nll, double nll2, int count)
+    {
+        double mean = nll / count, spread = (nll2 / count) - (mean * mean);
+        return (Math.Exp(mean), mean, spread > 0 && count > 1 ? Math.Sqrt(spread / (count - 1)) : 0);
+    }
+
     /// <summary>--chunks N (at most N) or all (null).</summary>
-    private static int? ChunkLimit(Arguments args)
+    internal static int? ChunkLimit(Arguments args)
     {
         string? value = args.Value("chunks");
         if (value is null or "all")
@@ -198,7 +207,7 @@ internal static class PerplexityChunks
     }
 
     /// <summary>The id llama-perplexity starts each chunk with: the BOS the tokenizer puts before a text, if it puts one.</summary>
-    private static int? Bos(Tokenizer tokenizer)
+    internal static int? Bos(Tokenizer tokenizer)
     {
         int[] around = tokenizer.Encode("", addSpecialTokens: true);
         return around.Length > 0 && around[0] == tokenizer.BosTokenId ? around[0] : null;

@@ -11,7 +11,7 @@ internal sealed class QuantizeCommand : ICommand
 
     public string Summary => "write a model folder (or an F16/BF16 GGUF file) as one GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -20,6 +20,9 @@ internal sealed class QuantizeCommand : ICommand
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
+        new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1 and the k-quants; q8_0 has no weighted form)"),
+        new("include-weights", "NAME", "with --imatrix: use it only for the matrices whose names contain NAME (blk.0., attn_v, ...); repeat for several", Repeatable: true),
+        new("exclude-weights", "NAME", "with --imatrix: not for the matrices whose names contain NAME; repeat for several", Repeatable: true),
         new("allow-requantize", null, "with a GGUF file whose matrices are quantized already: quantize them again to --type (loses more than quantizing the F16/BF16 file; llama-quantize's --allow-requantize)"),
     ];
 
@@ -27,6 +30,7 @@ internal sealed class QuantizeCommand : ICommand
     [
         "qwensharp quantize --model ~/models/Qwen2.5-0.5B-Instruct --type q8_0 --out qwen2.5-0.5b-instruct-q8_0.gguf",
         "qwensharp quantize --model ~/models/Qwen2.5-1.5B-Instruct --type q4_k_m --out qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        "qwensharp quantize --model qwen2.5-1.5b-instruct-f16.gguf --type q3_k_m --imatrix imatrix.gguf --out qwen2.5-1.5b-instruct-q3_k_m.gguf",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
@@ -57,6 +61,7 @@ internal sealed class QuantizeCommand : ICommand
             throw new UsageException("--allow-requantize is for a GGUF file whose matrices are quantized already; a folder's are not");
         }
 
+        ImportanceMatrix? importance = Importance(args, directory, gguf, stderr);
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
         if (gguf)
         {
@@ -65,23 +70,94 @@ internal sealed class QuantizeCommand : ICommand
                 throw new UsageException("--lora merges adapters into a Hugging Face folder's weights; give the folder as --model (or run the GGUF file with --lora)");
             }
 
-            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"));
+            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"), importance);
         }
         else if (adapterFiles.Count == 0)
         {
-            GgufExport.Write(directory, output, mix);
+            GgufExport.Write(directory, output, mix, importance);
         }
         else
         {
-            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters));
+            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters, importance));
         }
 
         using GgufFile written = GgufFile.Open(output);
         IEnumerable<string> types = written.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}");
         long bytes = new FileInfo(output).Length;
+        string weighted = importance is null ? ""
+            : $"; matrices weighted by {importance.Path} ({importance.Entries.Count} entries{(importance.ChunkCount > 0 ? $", {importance.ChunkCount} chunks" : "")})";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wrote {output}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(bytes)}"));
+            $"wrote {output}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(bytes)}{weighted}"));
         return 0;
+    }
+
+    /// <summary>
+    /// --imatrix, filtered by --include-weights / --exclude-weights; null without. A matrix computed for another model is
+    /// refused before anything is written: one whose entries name none of this model's matrices, or whose widths differ.
+    /// </summary>
+    private static ImportanceMatrix? Importance(Arguments args, string model, bool gguf, TextWriter stderr)
+    {
+        IReadOnlyList<string> include = args.Values("include-weights"), exclude = args.Values("exclude-weights");
+        string? path = args.Value("imatrix");
+        if (path is null)
+        {
+            return include.Count + exclude.Count == 0 ? null
+                : throw new UsageException($"--{(include.Count > 0 ? "include" : "exclude")}-weights chooses the matrices --imatrix weighs; give --imatrix FILE");
+        }
+
+        if (include.Count > 0 && exclude.Count > 0)
+        {
+            throw new UsageException("--include-weights and --exclude-weights do not go together (as in llama-quantize): name the matrices to weigh, or those not to");
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new UsageException($"--imatrix {path}: file not found");
+        }
+
+        ImportanceMatrix matrix = ImportanceMatrixFile.Read(path).Filter(include, exclude);
+        Dictionary<string, long> columns = MatrixColumns(model, gguf);
+        string[] known = [.. matrix.Entries.Keys.Where(columns.ContainsKey)];
+        if (known.Length == 0)
+        {
+            throw new UsageException(matrix.Entries.Count == 0
+                ? $"--imatrix {path}: no entries left after --include-weights / --exclude-weights"
+                : $"--imatrix {path}: none of its {matrix.Entries.Count} entries ({matrix.Entries.Keys.First()}, ...) names a matrix of this model: it was computed for another model");
+        }
+
+        foreach (string name in known)
+        {
+            matrix.ImportanceOf(name, columns[name], path);    // a width that differs fails here, before anything is written
+        }
+
+        if (known.Length < matrix.Entries.Count)
+        {
+            stderr.WriteLine($"note: --imatrix {path}: {matrix.Entries.Count - known.Length} of its {matrix.Entries.Count} entries name no matrix of this model ({matrix.Entries.Keys.First(k => !columns.ContainsKey(k))}, ...); the rest are used");
+        }
+
+        return matrix;
+    }
+
+    /// <summary>The model's matrices by GGUF name, with their columns.</summary>
+    private static Dictionary<string, long> MatrixColumns(string model, bool gguf)
+    {
+        if (gguf)
+        {
+            using GgufFile file = GgufFile.Open(model);
+            return file.TensorOrder.Where(t => t.Dimensions.Length >= 2).ToDictionary(t => t.Name, t => t.Dimensions[0], StringComparer.Ordinal);
+        }
+
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(model);
+        var columns = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (string name in checkpoint.TensorNames)
+        {
+            if (checkpoint.TryGetView(name, out TensorView? view) && view.Shape.Length == 2)
+            {
+                columns[GgufCheckpoint.GgufName(name)] = view.Shape[1];
+            }
+        }
+
+        return columns;
     }
 
     /// <summary>The types a matrix can be written as: those with a quantizer here, and the floats.</summary>

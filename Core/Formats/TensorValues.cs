@@ -20,7 +20,9 @@ public static class TensorValues
     /// Q4_0, Q5_0 and IQ4_NL to Q8_0 and Q3_K to Q6_K are exact (<see cref="LegacyQuantBlocks.WidenQ4_0ToQ8_0"/>,
     /// <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/>, <see cref="WidenedBlocks"/>).
     /// </summary>
-    public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination)
+    /// <param name="importance">One weight per column (an importance matrix's, <see cref="ImportanceMatrix.ImportanceOf"/>):
+    /// each row quantized by <see cref="ImportanceQuantizer"/> where <paramref name="type"/> has a weighted form; null for none.</param>
+    public static unsafe void RowsAs(TensorView matrix, DType type, Span<byte> destination, float[]? importance = null)
     {
         ArgumentNullException.ThrowIfNull(matrix);
         long rows = matrix.Shape[0];
@@ -34,6 +36,12 @@ public static class TensorValues
         if (destination.Length < rows * rowOut)
         {
             throw new ArgumentException($"tensor '{matrix.Name}': {rows} rows of {DTypes.Name(type)} need {rows * rowOut} bytes, the destination has {destination.Length}", nameof(destination));
+        }
+
+        bool weighted = importance is not null && ImportanceQuantizer.Weighs(type);
+        if (weighted && importance!.Length != cols)
+        {
+            throw new ArgumentException($"tensor '{matrix.Name}': {importance.Length} importances for rows of {cols}", nameof(importance));
         }
 
         // Row 0 first on this thread, so an unsupported type fails here with its own exception; then the rest in chunks
@@ -60,13 +68,20 @@ public static class TensorValues
         void Row(byte* from, byte* to, long r, float[] values)
         {
             // Each row from the pointer: the whole matrix may be larger than a span can cover.
-            if (Widen(matrix.DType, type, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut)))
+            if (!weighted && Widen(matrix.DType, type, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), new Span<byte>(to + (r * rowOut), rowOut)))
             {
                 return;
             }
 
             ToSingle(matrix.DType, new ReadOnlySpan<byte>(from + (r * rowIn), rowIn), values, matrix.Name);
-            FromSingle(values, type, new Span<byte>(to + (r * rowOut), rowOut));
+            if (weighted)
+            {
+                ImportanceQuantizer.QuantizeRow(type, values, importance, new Span<byte>(to + (r * rowOut), rowOut));
+            }
+            else
+            {
+                FromSingle(values, type, new Span<byte>(to + (r * rowOut), rowOut));
+            }
         }
     }
 

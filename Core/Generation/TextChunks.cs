@@ -28,8 +28,11 @@ public static class TextChunks
     /// each step's scored positions to <paramref name="scored"/>, in order; <paramref name="chunkDone"/> after each chunk.
     /// </summary>
     /// <param name="bos">The id each chunk starts with instead of its own first token; null to keep them.</param>
+    /// <param name="tap">Sees every step's activations (<see cref="ImportanceCollector"/>).</param>
+    /// <param name="headOnEveryRow">Every position through the final norm and LM head, scored or not (as llama-imatrix
+    /// asks for every position's logits, so that <paramref name="tap"/> sees the head's input on all of them).</param>
     public static void Score(Qwen2Model model, ReadOnlySpan<int> tokens, int context, int chunks, int? bos, ScoredStep scored,
-        Action<int>? chunkDone = null, int stepTokens = Scorer.DefaultChunkTokens)
+        Action<int>? chunkDone = null, int stepTokens = Scorer.DefaultChunkTokens, ActivationTap? tap = null, bool headOnEveryRow = false)
     {
         if (context < 3)
         {
@@ -68,14 +71,15 @@ public static class TextChunks
                 batch.Clear();
                 for (int p = start; p < end; p++)
                 {
-                    batch.Add(p == 0 && bos is int b ? b : ids[p], p, slot: 0, wantLogits: p >= first && p <= last);
+                    batch.Add(p == 0 && bos is int b ? b : ids[p], p, slot: 0, wantLogits: headOnEveryRow || (p >= first && p <= last));
                 }
 
-                model.Forward(batch, cache, state);
+                model.Forward(batch, cache, state, tap);
                 int from = Math.Max(start, first), to = Math.Min(end, last + 1);
                 if (from < to)
                 {
-                    scored(chunk, from - first, ids[(from + 1)..(to + 1)].ToArray(), state.LogitsOf);
+                    int skipped = headOnEveryRow ? from - start : 0;
+                    scored(chunk, from - first, ids[(from + 1)..(to + 1)].ToArray(), skipped == 0 ? state.LogitsOf : row => state.LogitsOf(row + skipped));
                 }
             }
 

@@ -4,8 +4,13 @@ using QwenSharp.Formats;
 
 namespace QwenSharp.Qwen2;
 
-/// <summary>Receives named activations during a forward pass ("attn_norm" of layer 3, ...); -1 for no layer.</summary>
-public delegate void ActivationTap(string name, int layer, Activation value);
+/// <summary>
+/// Receives named activations during a forward pass ("attn_norm" of layer 3, ...; -1 for no layer), each with the backend
+/// that holds it (read it with <see cref="IBackend.Download"/>, or <see cref="DeviceBuffer.HostArray"/> where it is in host
+/// memory). The inputs of the layers' products: "attn_norm" (q, k, v), "attn_out" (o), "ffn_norm" (gate, up), "ffn_act"
+/// (down); of the LM head: "final_norm".
+/// </summary>
+public delegate void ActivationTap(string name, int layer, Activation value, IBackend backend);
 
 /// <summary>
 /// The Qwen2 decoder-only transformer (Llama is the same model without q/k/v biases), written once against
@@ -636,7 +641,7 @@ public sealed class Qwen2Model : IDisposable
         Activation last = state.LastHidden.Rows(batch.LogitCount);
         HeadBackend.GatherRows(x, batch.LogitRows, last);
         HeadBackend.RmsNorm(last, _w.Norm, _eps, last);
-        tap?.Invoke("final_norm", -1, last);
+        tap?.Invoke("final_norm", -1, last, HeadBackend);
         return last;
     }
 
@@ -656,7 +661,7 @@ public sealed class Qwen2Model : IDisposable
             WriteGivenEmbeddings(batch, x);
         }
 
-        tap?.Invoke("embed", -1, x);
+        tap?.Invoke("embed", -1, x, Backend);
 
         // M-RoPE (Qwen2-VL): angles from each row's 3-D position, computed once for all layers.
         bool rotaryTable = batch.HasRopePositions;
@@ -686,7 +691,7 @@ public sealed class Qwen2Model : IDisposable
 
             // Self-attention block: pre-norm, projections (Qwen2: q/k/v carry a bias), RoPE, causal GQA over the cache.
             b.RmsNorm(x, w.InputLayernorm, _eps, xb);
-            tap?.Invoke("attn_norm", l, xb);
+            tap?.Invoke("attn_norm", l, xb, b);
             b.QkvProjection(xb, w.QProj, w.QBias, q, w.KProj, w.KBias, k, w.VProj, w.VBias, v);
             if (_lora is { } lora)
             {
@@ -713,33 +718,46 @@ public sealed class Qwen2Model : IDisposable
                 b.SegmentAttention(q, k, v, segments, _shape, attn);
             }
 
-            tap?.Invoke("attn_out", l, attn);
+            tap?.Invoke("attn_out", l, attn, b);
             b.Linear(attn, w.OProj, w.OBias, xb);
             _lora?.Apply(b, state, adapters, l, Lora.LoraTarget.O, attn, xb);
             b.Add(x, xb);                                               // residual
 
             // MLP block: pre-norm, SwiGLU down(silu(gate(x)) * up(x)).
             b.RmsNorm(x, w.PostAttentionLayernorm, _eps, xb);
-            tap?.Invoke("ffn_norm", l, xb);
-            if (_lora?.AdaptsMlp(l, adapters) == true)
+            tap?.Invoke("ffn_norm", l, xb, b);
+            bool adaptsMlp = _lora?.AdaptsMlp(l, adapters) == true;
+            if (adaptsMlp || tap is not null)
             {
-                // Each product with its LoRA update: W x + scale · B A x.
+                // Each product on its own: with its LoRA update (W x + scale · B A x), or for the tap to see down's input.
                 b.Linear(xb, w.GateProj, null, gate);
-                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Gate, xb, gate);
+                if (adaptsMlp)
+                {
+                    _lora!.Apply(b, state, adapters, l, Lora.LoraTarget.Gate, xb, gate);
+                }
+
                 b.Linear(xb, w.UpProj, null, up);
-                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Up, xb, up);
+                if (adaptsMlp)
+                {
+                    _lora!.Apply(b, state, adapters, l, Lora.LoraTarget.Up, xb, up);
+                }
+
                 b.SiluMultiply(gate, up);
+                tap?.Invoke("ffn_act", l, gate, b);
                 b.Linear(gate, w.DownProj, null, xb);
-                _lora.Apply(b, state, adapters, l, Lora.LoraTarget.Down, gate, xb);
+                if (adaptsMlp)
+                {
+                    _lora!.Apply(b, state, adapters, l, Lora.LoraTarget.Down, gate, xb);
+                }
             }
             else
             {
                 b.SwiGlu(xb, w.GateProj, w.UpProj, w.DownProj, gate, up, xb);
             }
 
-            tap?.Invoke("ffn_out", l, xb);
+            tap?.Invoke("ffn_out", l, xb, b);
             b.Add(x, xb);                                               // residual
-            tap?.Invoke("layer_out", l, x);
+            tap?.Invoke("layer_out", l, x, b);
         }
 
         // The head on the model's own backend after offloaded layers: the residual stream comes back for it.

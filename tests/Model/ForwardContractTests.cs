@@ -90,17 +90,18 @@ public sealed class ForwardContractTests
 
         var seen = new List<string>();
         float[]? embedded = null;
-        model.Forward(batch, cache, state, (name, layer, value) =>
+        model.Forward(batch, cache, state, (name, layer, value, on) =>
         {
             seen.Add(layer < 0 ? name : $"layer{layer}.{name}");
             if (name == "embed")
             {
                 embedded = new float[value.Rows * value.Cols];
-                backend.Download(value, embedded);
+                on.Download(value, embedded);
             }
         });
 
         Assert.Contains("layer4.ffn_out", seen);
+        Assert.Contains("layer0.ffn_act", seen);
         Assert.Equal("final_norm", seen[^1]);
         for (int r = 0; r < tokens.Length; r++)
         {

@@ -31,6 +31,40 @@ internal static unsafe class Ggml
         return destination;
     }
 
+    private static readonly Lazy<nint> s_opDesc = new(() => NativeLibrary.GetExport(Library(), "ggml_op_desc"));
+    private static readonly Lazy<nint> s_getName = new(() => NativeLibrary.GetExport(Library(), "ggml_get_name"));
+    private static readonly Lazy<nint> s_nrows = new(() => NativeLibrary.GetExport(Library(), "ggml_nrows"));
+
+    /// <summary>
+    /// Where ggml's <c>struct ggml_tensor</c> keeps what llama-imatrix reads (ggml.h: type, buffer, ne[4], nb[4], op,
+    /// op_params[16], flags, src[10], view_src, view_offs, data, name[64]); <see cref="TensorName"/> checks the layout
+    /// against ggml's own accessor before any field is read.
+    /// </summary>
+    public const int NeOffset = 16, NbOffset = 48, SrcOffset = 152, DataOffset = 248, NameOffset = 256;
+
+    /// <summary>ggml_op_desc: the operation's name ("MUL_MAT").</summary>
+    public static string OperationOf(nint tensor) =>
+        Marshal.PtrToStringUTF8(((delegate* unmanaged<nint, nint>)s_opDesc.Value)(tensor)) ?? "";
+
+    /// <summary>ggml_get_name, checked to lie where <see cref="NameOffset"/> says (else the other offsets are wrong too).</summary>
+    public static string TensorName(nint tensor)
+    {
+        nint name = ((delegate* unmanaged<nint, nint>)s_getName.Value)(tensor);
+        Assert.True(name == tensor + NameOffset, $"ggml_tensor's name is at offset {name - tensor}, not {NameOffset}: this ggml's struct layout differs");
+        return Marshal.PtrToStringUTF8(name) ?? "";
+    }
+
+    /// <summary>ggml_nrows: rows of all dimensions but the first.</summary>
+    public static long Rows(nint tensor) => ((delegate* unmanaged<nint, long>)s_nrows.Value)(tensor);
+
+    public static nint Source(nint tensor, int index) => *(nint*)(tensor + SrcOffset + (index * 8));
+
+    public static long Dimension(nint tensor, int index) => *(long*)(tensor + NeOffset + (index * 8));
+
+    public static long Stride(nint tensor, int index) => *(long*)(tensor + NbOffset + (index * 8));
+
+    public static nint Data(nint tensor) => *(nint*)(tensor + DataOffset);
+
     /// <summary>libggml-base as loaded with llama.cpp (found by its name once loaded), else the copy in LLamaSharp's runtimes.</summary>
     private static nint Library()
     {

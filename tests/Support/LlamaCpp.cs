@@ -1,5 +1,6 @@
 using LLama;
 using LLama.Common;
+using LLama.Extensions;
 using LLama.Native;
 
 namespace QwenSharp.Tests.Support;
@@ -135,6 +136,101 @@ internal static class LlamaCpp
                 batch.Add(token, prompt.Count + ids.Count - 1, LLamaSeqId.Zero, true);
             }
         }
+    }
+
+    /// <summary>
+    /// What llama-imatrix collects over <paramref name="chunks"/> (each read alone from an empty cache, every position's
+    /// logits asked for): from llama.cpp's eval callback, at every matrix product (GGML_OP_MUL_MAT) of at least 16 rows of
+    /// f32 activations whose weight is a layer's (or output.weight with <paramref name="processOutput"/>), Σ x and Σ x² of
+    /// each input column in float64, and the rows, by the weight's name.
+    /// </summary>
+    public static Dictionary<string, (double[] Sums, double[] Squares, long Count)> ImportanceSums(string gguf, IReadOnlyList<int[]> chunks, bool processOutput)
+    {
+        lock (s_lock)
+        {
+            uint size = (uint)Math.Max(64, chunks.Max(c => c.Length));
+            var parameters = new ModelParams(gguf) { ContextSize = size, BatchSize = size, UBatchSize = size, GpuLayerCount = 0, Threads = 2,
+                TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
+            };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            s_collected = [];
+            s_processOutput = processOutput;
+            try
+            {
+                foreach (int[] chunk in chunks)
+                {
+                    parameters.ToLlamaContextParams(out LLamaContextParams native);
+                    unsafe
+                    {
+                        native.cb_eval = (nint)(delegate* unmanaged<nint, byte, nint, byte>)&CollectImportance;
+                    }
+
+                    using SafeLLamaContextHandle context = SafeLLamaContextHandle.Create(weights.NativeHandle, native);
+                    var batch = new LLamaBatch();
+                    for (int i = 0; i < chunk.Length; i++)
+                    {
+                        batch.Add(chunk[i], i, LLamaSeqId.Zero, true);
+                    }
+
+                    Assert.Equal(DecodeResult.Ok, context.Decode(batch));
+                }
+
+                return s_collected;
+            }
+            finally
+            {
+                s_collected = [];
+            }
+        }
+    }
+
+    private static Dictionary<string, (double[] Sums, double[] Squares, long Count)> s_collected = [];
+    private static bool s_processOutput;
+
+    /// <summary>llama-imatrix's collect_imatrix, for dense models: ask for products it keeps, then add their inputs up.</summary>
+    [System.Runtime.InteropServices.UnmanagedCallersOnly]
+    private static unsafe byte CollectImportance(nint tensor, byte ask, nint userData)
+    {
+        if (Ggml.OperationOf(tensor) != "MUL_MAT")
+        {
+            return 0;
+        }
+
+        nint weight = Ggml.Source(tensor, 0), input = Ggml.Source(tensor, 1);
+        string name = Ggml.TensorName(weight);
+        bool wanted = name.StartsWith("blk.", StringComparison.Ordinal) || (s_processOutput && name == "output.weight");
+        if (!wanted || Ggml.Dimension(input, 1) < 16 || *(int*)input != 0)
+        {
+            return 0;    // (ggml type 0 is F32)
+        }
+
+        if (ask != 0)
+        {
+            return 1;
+        }
+
+        int cols = checked((int)Ggml.Dimension(input, 0));
+        long rows = Ggml.Dimension(input, 1);
+        Assert.Equal(rows, Ggml.Rows(input));
+        if (!s_collected.TryGetValue(name, out var sums))
+        {
+            sums = (new double[cols], new double[cols], 0);
+        }
+
+        byte* data = (byte*)Ggml.Data(input);
+        long stride = Ggml.Stride(input, 1);
+        for (long r = 0; r < rows; r++)
+        {
+            float* x = (float*)(data + (r * stride));
+            for (int j = 0; j < cols; j++)
+            {
+                sums.Sums[j] += x[j];
+                sums.Squares[j] += (double)x[j] * x[j];
+            }
+        }
+
+        s_collected[name] = (sums.Sums, sums.Squares, sums.Count + rows);
+        return 1;
     }
 
     /// <summary>llama.cpp's quantize tool: <paramref name="source"/> as <paramref name="type"/> (ALL_F32 dequantizes a quantized file).</summary>

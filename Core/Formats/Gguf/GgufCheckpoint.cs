@@ -44,12 +44,23 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
 
     public IEnumerable<string> TensorNames => _file.Tensors.Keys;
 
+    /// <summary>Refuses llama-imatrix's file given where a model goes (both are GGUF), by what it is.</summary>
+    public static void RefuseImportanceMatrix(GgufFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        if (GgufMetadata.Text(file.Metadata, "general.type", file.FileName) == "imatrix")
+        {
+            QwenThrow.InvalidData($"{file.FileName} is an importance matrix (llama-imatrix's), not a model: give it to quantize --imatrix");
+        }
+    }
+
     public static GgufCheckpoint Open(string path)
     {
         GgufFile file = GgufFile.Open(path);
         try
         {
             string name = file.FileName;
+            RefuseImportanceMatrix(file);
             string arch = GgufMetadata.Text(file.Metadata, "general.architecture", name)
                 ?? throw new InvalidDataException($"{name}: no general.architecture (expected \"qwen2\" or \"llama\")");
             if (arch is not ("qwen2" or "llama"))

@@ -1,0 +1,325 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using QwenSharp.Formats;
+using QwenSharp.Formats.Gguf;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Cli;
+
+/// <summary>
+/// imatrix and quantize --imatrix against llama.cpp: the sums llama-imatrix adds up, taken from llama.cpp's own eval
+/// callback on the same GGUF file and chunks; every weighted matrix's bytes from ggml's quantizer given the importance
+/// computed here from the file's values (llama-quantize's division); the files' layouts read and written in the tests
+/// from llama-imatrix's source, apart from our reader and writer.
+/// </summary>
+public sealed class ImatrixTests
+{
+    private const string Story =
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. " +
+        "She ran to the ball and kicked it high into the sky. The ball flew over the trees and landed in a pond. Lily was sad. " +
+        "Her friend Tom came by and saw her crying. He said, \"Don't worry, Lily. I will help you get the ball.\" Tom found a long stick " +
+        "and reached into the pond. He pulled the ball out and gave it to Lily. She smiled and said, \"Thank you, Tom!\" ";
+
+    /// <summary>A qwen2 model with its own LM head (not tied), F32 weights, and the demo model's tokenizer (it adds BOS).</summary>
+    private static readonly Lazy<string> s_model = new(() => GgufFixture.Write(TestTokenizers.WithTokenizer(RandomKQuantModel.Qwen2Folder.Value, Fixtures.DemoModel)));
+
+    private static readonly string[] s_layerMatrices = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+    private static string TextFile(int repeats = 3)
+    {
+        string path = Path.Combine(Fixtures.TempDirectory(), "calibration.txt");
+        File.WriteAllText(path, string.Concat(Enumerable.Repeat(Story, repeats)));
+        return path;
+    }
+
+    private static string Number(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Imatrix_AddsUpWhatLlamaCppSeesAtEachProduct(string device)
+    {
+        TestBackends.RequireDevice(device);
+        string gguf = s_model.Value, text = TextFile(), output = Path.Combine(Fixtures.TempDirectory(), "imatrix.gguf");
+        const int context = 64, chunks = 3;
+        int[] ids = [1, .. LlamaCpp.Tokenize(gguf, [File.ReadAllText(text)])[0]];
+        Assert.True(ids.Length >= context * chunks, $"{ids.Length} tokens");
+        int[][] chunkIds = [.. Enumerable.Range(0, chunks).Select(c =>
+        {
+            int[] chunk = ids[(c * context)..((c + 1) * context)];
+            chunk[0] = 1;    // llama-imatrix starts every chunk with BOS
+            return chunk;
+        })];
+        Dictionary<string, (double[] Sums, double[] Squares, long Count)> theirs = LlamaCpp.ImportanceSums(gguf, chunkIds, processOutput: true);
+        Assert.Equal(2 * 7 + 1, theirs.Count);
+
+        CliRunner.Result result = CliRunner.Run("imatrix", "--model", gguf, "--file", text, "--context", Number(context), "--chunks", Number(chunks),
+            "--process-output", "--out", output, "--device", device);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains("Final estimate: PPL = ", result.Stdout, StringComparison.Ordinal);
+        ImportanceMatrix ours = ImportanceMatrixFile.Read(output);
+        Assert.Equal(theirs.Keys.Order(StringComparer.Ordinal), ours.Entries.Keys);
+        Assert.Equal((chunks, context), (ours.ChunkCount, ours.ChunkSize));
+        Assert.Equal([text], ours.Datasets);
+        foreach ((string name, (double[] sums, double[] squares, long count)) in theirs)
+        {
+            ImportanceMatrix.Entry entry = ours.Entries[name];
+            Assert.Equal([count], entry.Counts);
+            Assert.Equal(chunks * context, count);
+            for (int j = 0; j < squares.Length; j++)
+            {
+                Assert.True(Math.Abs(entry.SumOfSquares[j] - squares[j]) <= 1e-4 * squares[j] + 1e-12, $"{name}[{j}]: Σx² {entry.SumOfSquares[j]}, llama.cpp {squares[j]}");
+                double scale = Math.Sqrt(squares[j] * count);
+                Assert.True(Math.Abs(entry.Sums![j] - sums[j]) <= 1e-4 * scale + 1e-12, $"{name}[{j}]: Σx {entry.Sums[j]}, llama.cpp {sums[j]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ImatrixFile_HasLlamaImatrixsLayout()
+    {
+        string gguf = s_model.Value, text = TextFile(), output = Path.Combine(Fixtures.TempDirectory(), "imatrix.gguf");
+        Assert.Equal(0, CliRunner.Run("imatrix", "--model", gguf, "--file", text, "--context", "32", "--chunks", "2", "--no-ppl", "--out", output).ExitCode);
+
+        using GgufFile file = GgufFile.Open(output);
+        Dictionary<string, GgufRawValue> keys = file.RawMetadata.ToDictionary(k => k.Key);
+        Assert.Equal("imatrix", file.Metadata["general.type"]);
+        Assert.Equal(GgufValueType.UInt32, keys["imatrix.chunk_count"].Type);
+        Assert.Equal(GgufValueType.UInt32, keys["imatrix.chunk_size"].Type);
+        Assert.Equal((2L, 32L), ((long)file.Metadata["imatrix.chunk_count"], (long)file.Metadata["imatrix.chunk_size"]));
+        Assert.Equal(new[] { text }, (string[])file.Metadata["imatrix.datasets"]);
+
+        // Per matrix, names sorted: NAME.in_sum2 [256 columns, 1 expert], NAME.counts [1, 1] (64 tokens), NAME.in_sum; all F32.
+        string[] names = [.. Enumerable.Range(0, 2).SelectMany(l => s_layerMatrices.Select(m => $"blk.{l}.{m}.weight")).Order(StringComparer.Ordinal)];
+        string[] expected = [.. names.SelectMany(n => new[] { n + ".in_sum2", n + ".counts", n + ".in_sum" })];
+        Assert.Equal(expected, file.TensorOrder.Select(t => t.Name));
+        foreach (GgufTensorInfo tensor in file.TensorOrder)
+        {
+            Assert.Equal((int)GgmlType.F32, tensor.Type);
+            long width = tensor.Name.StartsWith("blk.0.ffn_down", StringComparison.Ordinal) || tensor.Name.StartsWith("blk.1.ffn_down", StringComparison.Ordinal) ? 512 : 256;
+            Assert.Equal(tensor.Name.EndsWith(".counts", StringComparison.Ordinal) ? [1L, 1L] : [width, 1L], tensor.Dimensions);
+            if (tensor.Name.EndsWith(".counts", StringComparison.Ordinal))
+            {
+                Assert.Equal(64f, Floats(file, tensor)[0]);
+            }
+        }
+
+        // q, k and v read the same input; so do gate and up.
+        Assert.Equal(Floats(file, file.Tensors["blk.1.attn_q.weight.in_sum2"]), Floats(file, file.Tensors["blk.1.attn_v.weight.in_sum2"]));
+        Assert.Equal(Floats(file, file.Tensors["blk.0.ffn_gate.weight.in_sum2"]), Floats(file, file.Tensors["blk.0.ffn_up.weight.in_sum2"]));
+    }
+
+    [Fact]
+    public void LegacyOutput_HasImatrixDatsLayout_AndBothFormatsGiveTheSameWeights()
+    {
+        string gguf = s_model.Value, text = TextFile(), directory = Fixtures.TempDirectory();
+        string modern = Path.Combine(directory, "imatrix.gguf"), legacy = Path.Combine(directory, "imatrix.dat");
+        Assert.Equal(0, CliRunner.Run("imatrix", "--model", gguf, "--file", text, "--context", "32", "--chunks", "3", "--no-ppl", "--out", modern).ExitCode);
+        Assert.Equal(0, CliRunner.Run("imatrix", "--model", gguf, "--file", text, "--context", "32", "--chunks", "3", "--no-ppl", "--out", legacy, "--output-format", "dat").ExitCode);
+
+        // int32 entries; per entry: int32 name length, name, int32 calls, int32 values, float mean square × calls; int32 chunks; dataset.
+        using GgufFile file = GgufFile.Open(modern);
+        var reader = new BinaryReader(File.OpenRead(legacy), Encoding.UTF8);
+        int entries = reader.ReadInt32();
+        Assert.Equal(14, entries);
+        string previous = "";
+        for (int e = 0; e < entries; e++)
+        {
+            string name = Encoding.UTF8.GetString(reader.ReadBytes(reader.ReadInt32()));
+            Assert.True(string.CompareOrdinal(previous, name) < 0, $"{name} after {previous}");
+            previous = name;
+            int calls = reader.ReadInt32(), values = reader.ReadInt32();
+            Assert.Equal(3, calls);    // ⌈96 tokens / 32⌉
+            float[] squares = Floats(file, file.Tensors[name + ".in_sum2"]);
+            Assert.Equal(squares.Length, values);
+            for (int j = 0; j < values; j++)
+            {
+                Assert.Equal(squares[j] / 96f * 3, reader.ReadSingle());
+            }
+        }
+
+        Assert.Equal(3, reader.ReadInt32());
+        Assert.Equal(text, Encoding.UTF8.GetString(reader.ReadBytes(reader.ReadInt32())));
+        Assert.Equal(reader.BaseStream.Length, reader.BaseStream.Position);
+        reader.Dispose();
+
+        // What llama-quantize weighs with: Σx² / tokens from the GGUF file, (mean × calls) / calls from the .dat.
+        ImportanceMatrix fromGguf = ImportanceMatrixFile.Read(modern), fromDat = ImportanceMatrixFile.Read(legacy);
+        foreach (string name in fromGguf.Entries.Keys)
+        {
+            float[] a = fromGguf.ImportanceOf(name, fromGguf.Entries[name].Columns, "gguf")!, b = fromDat.ImportanceOf(name, a.Length, "dat")!;
+            for (int j = 0; j < a.Length; j++)
+            {
+                Assert.Equal(a[j], b[j], a[j] * 1e-6f);
+            }
+        }
+    }
+
+    [Fact]
+    public void AHandWrittenImatrix_ReadsAsLlamaQuantizeReadsIt()
+    {
+        // Written here from the layout: two experts' worth of one entry is refused for a dense matrix; a count of 0 weighs 1.
+        string path = Path.Combine(Fixtures.TempDirectory(), "hand.gguf");
+        new GgufWriter().Add("general.type", "imatrix").Add("imatrix.datasets", ["wiki.train.raw"]).Add("imatrix.chunk_count", 7u).Add("imatrix.chunk_size", 512u)
+            .AddTensor("blk.0.attn_q.weight.in_sum2", GgmlType.F32, [1, 4], Bytes([8f, 4f, 2f, 0f]))
+            .AddTensor("blk.0.attn_q.weight.counts", GgmlType.F32, [1, 1], Bytes([4f]))
+            .AddTensor("blk.0.ffn_up.weight.in_sum2", GgmlType.F32, [1, 2], Bytes([3f, 5f]))
+            .AddTensor("blk.0.ffn_up.weight.counts", GgmlType.F32, [1, 1], Bytes([0f]))
+            .Write(path);
+
+        ImportanceMatrix matrix = ImportanceMatrixFile.Read(path);
+
+        Assert.Equal([2f, 1f, 0.5f, 0f], matrix.ImportanceOf("blk.0.attn_q.weight", 4, "hand")!);
+        Assert.Equal([1f, 1f], matrix.ImportanceOf("blk.0.ffn_up.weight", 2, "hand")!);
+        Assert.Null(matrix.ImportanceOf("blk.0.attn_k.weight", 4, "hand"));
+        Assert.Equal((7, 512), (matrix.ChunkCount, matrix.ChunkSize));
+        var error = Assert.Throws<InvalidDataException>(() => matrix.ImportanceOf("blk.0.attn_q.weight", 8, "hand"));
+        Assert.Contains("'blk.0.attn_q.weight' has 4 values, the tensor 8 columns", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A synthetic importance matrix over the random qwen2 model's layer matrices (llama-imatrix's GGUF layout, written here).</summary>
+    private static string SyntheticImatrix(int seed, int columnsOff = 0, int firstLayer = 0)
+    {
+        var random = new Random(seed);
+        string path = Path.Combine(Fixtures.TempDirectory(), "synthetic.imatrix.gguf");
+        var writer = new GgufWriter().Add("general.type", "imatrix").Add("imatrix.datasets", ["calibration.txt"])
+            .Add("imatrix.chunk_count", 5u).Add("imatrix.chunk_size", 512u);
+        foreach (string name in Enumerable.Range(firstLayer, 2).SelectMany(l => s_layerMatrices.Select(m => $"blk.{l}.{m}.weight")).Order(StringComparer.Ordinal))
+        {
+            int columns = (name.Contains("ffn_down", StringComparison.Ordinal) ? 512 : 256) - columnsOff;
+            float[] squares = [.. Enumerable.Range(0, columns).Select(_ => (float)(Math.Exp(3 * (random.NextDouble() - 0.5)) * 2560))];
+            writer.AddTensor(name + ".in_sum2", GgmlType.F32, [1, columns], Bytes(squares))
+                .AddTensor(name + ".counts", GgmlType.F32, [1, 1], Bytes([2560f]));
+        }
+
+        writer.Write(path);
+        return path;
+    }
+
+    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "q4_k_m", true }, { "q2_k", true } };
+
+    [Theory]
+    [MemberData(nameof(Sources))]
+    public void Quantize_WithTheImatrix_WeighsEachMatrixAsGgmlDoes(string mix, bool fromGguf)
+    {
+        string folder = RandomKQuantModel.Qwen2Folder.Value, imatrix = SyntheticImatrix(seed: mix.Length);
+        string source = fromGguf ? GgufFixture.Write(folder) : folder, output = Path.Combine(Fixtures.TempDirectory(), $"{mix}.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", source, "--type", mix, "--imatrix", imatrix, "--out", output);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains($"matrices weighted by {imatrix} (14 entries, 5 chunks)", result.Stdout, StringComparison.Ordinal);
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(folder);
+        using GgufFile written = GgufFile.Open(output);
+        using GgufFile importance = GgufFile.Open(imatrix);
+        int weighted = 0;
+        foreach (string name in checkpoint.TensorNames)
+        {
+            Assert.True(checkpoint.TryGetView(name, out TensorView? view));
+            string ggufName = GgufCheckpoint.GgufName(name);
+            if (view.Shape.Length != 2 || !written.Tensors.TryGetValue(ggufName, out GgufTensorInfo? tensor) || tensor.Type == (int)GgmlType.F32)
+            {
+                continue;
+            }
+
+            // llama-quantize's weights: Σx² / count, in f32.
+            float[]? weights = importance.Tensors.TryGetValue(ggufName + ".in_sum2", out GgufTensorInfo? squares)
+                ? [.. Floats(importance, squares).Select(v => v / 2560f)]
+                : null;
+            weighted += weights is null ? 0 : 1;
+            float[] values = TensorValues.ToSingle(view);
+            int rows = (int)view.Shape[0], cols = (int)view.Shape[1];
+            byte[] expected = Ggml.QuantizeChunk(tensor.Type, values, rows, cols, weights, (int)(tensor.ByteLength / rows));
+            Assert.True(Bytes(written, tensor).SequenceEqual(expected), $"{mix}: tensor '{ggufName}' ({GgmlTypes.Name(tensor.Type)}) differs from ggml's quantizer with{(weights is null ? "out" : "")} the importance");
+        }
+
+        Assert.Equal(14, weighted);
+        Assert.Equal(imatrix, written.Metadata["quantize.imatrix.file"]);
+        Assert.Equal("calibration.txt", written.Metadata["quantize.imatrix.dataset"]);
+        Dictionary<string, GgufRawValue> keys = written.RawMetadata.ToDictionary(k => k.Key);
+        Assert.Equal(GgufValueType.UInt32, keys["quantize.imatrix.entries_count"].Type);
+        Assert.Equal((14L, 5L), ((long)written.Metadata["quantize.imatrix.entries_count"], (long)written.Metadata["quantize.imatrix.chunks_count"]));
+    }
+
+    [Fact]
+    public void IncludeWeights_WeighsOnlyTheMatricesNamed()
+    {
+        string folder = RandomKQuantModel.Qwen2Folder.Value, imatrix = SyntheticImatrix(seed: 3), output = Path.Combine(Fixtures.TempDirectory(), "only-v.gguf");
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", "q4_k", "--imatrix", imatrix, "--include-weights", "attn_v", "--out", output);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(folder);
+        using GgufFile written = GgufFile.Open(output);
+        Assert.Equal(2L, (long)written.Metadata["quantize.imatrix.entries_count"]);
+        foreach (string layerMatrix in new[] { "attn_v", "attn_q" })
+        {
+            string ggufName = $"blk.1.{layerMatrix}.weight";
+            Assert.True(checkpoint.TryGetView(checkpoint.TensorNames.First(n => GgufCheckpoint.GgufName(n) == ggufName), out TensorView? view));
+            GgufTensorInfo tensor = written.Tensors[ggufName];
+            byte[] unweighted = Ggml.QuantizeChunk(tensor.Type, TensorValues.ToSingle(view), (int)view.Shape[0], (int)view.Shape[1], null, (int)(tensor.ByteLength / view.Shape[0]));
+            Assert.Equal(layerMatrix == "attn_q", Bytes(written, tensor).SequenceEqual(unweighted));
+        }
+    }
+
+    [Fact]
+    public void BadInput_IsOneLineNamingWhatIsWrong()
+    {
+        string folder = RandomKQuantModel.Qwen2Folder.Value, text = TextFile(), directory = Fixtures.TempDirectory();
+        string existing = Path.Combine(directory, "exists.gguf");
+        File.WriteAllText(existing, "mine");
+        string narrow = SyntheticImatrix(seed: 5, columnsOff: 32);
+        string truncated = Path.Combine(directory, "truncated.dat");
+        File.WriteAllBytes(truncated, [2, 0, 0, 0, 19, 0, 0, 0, .. "blk.0.attn_q.weight"u8.ToArray(), 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 128, 63]);
+        string model = GgufFixture.Write(Fixtures.DemoModel);
+        string output = Path.Combine(directory, "out.gguf");
+        (string[] Args, string Message)[] cases =
+        [
+            (["imatrix", "--file", text, "--out", existing], $"--out {existing} already exists"),
+            (["imatrix", "--file", text, "--output-format", "xml", "--out", output], "--output-format 'xml' is not one of gguf, dat"),
+            (["imatrix", "--out", output], "imatrix needs --file F"),
+            (["imatrix", "--file", TextFile(repeats: 1), "--context", "500", "--out", output], "fewer than one chunk of 500 (--context)"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", narrow, "--out", output], "has 224 values, the tensor 256 columns: it was computed for another model"),
+            (["quantize", "--model", folder, "--type", "q4_0", "--imatrix", SyntheticImatrix(seed: 6, firstLayer: 40), "--out", output], "none of its 14 entries (blk.40.attn_k.weight, ...) names a matrix of this model"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--include-weights", "attn_v", "--out", output], "--include-weights chooses the matrices --imatrix weighs"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", narrow, "--include-weights", "a", "--exclude-weights", "b", "--out", output], "--include-weights and --exclude-weights do not go together"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", Path.Combine(directory, "none.gguf"), "--out", output], "none.gguf: file not found"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", model, "--out", output], "no importance-matrix entries"),
+            (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", truncated, "--out", output], "a truncated or corrupt imatrix.dat"),
+            (["generate", "--model", SyntheticImatrix(seed: 7), "--prompt", "x"], "is an importance matrix (llama-imatrix's), not a model"),
+        ];
+        foreach ((string[] args, string message) in cases)
+        {
+            CliRunner.Result result = CliRunner.Run(args);
+            Assert.True(result.ExitCode == 2, $"{string.Join(' ', args)}: exit {result.ExitCode}, {result.Stderr}");
+            string line = Assert.Single(result.ErrorLines);
+            Assert.Contains(message, line, StringComparison.Ordinal);
+        }
+
+        Assert.Equal("mine", File.ReadAllText(existing));
+        Assert.False(File.Exists(output));
+    }
+
+    [Fact]
+    public void ProcessOutput_OnATiedHead_SaysItHasNoEntry()
+    {
+        string text = TextFile(), output = Path.Combine(Fixtures.TempDirectory(), "demo.imatrix.gguf");
+
+        CliRunner.Result result = CliRunner.Run("imatrix", "--file", text, "--context", "32", "--chunks", "2", "--process-output", "--out", output);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains("note: --process-output: this model's LM head is its embedding (tied)", result.Stderr, StringComparison.Ordinal);
+        ImportanceMatrix matrix = ImportanceMatrixFile.Read(output);
+        Assert.Equal(5 * 7, matrix.Entries.Count);
+        Assert.DoesNotContain("output.weight", matrix.Entries.Keys);
+    }
+
+    private static unsafe float[] Floats(GgufFile file, GgufTensorInfo tensor) =>
+        new ReadOnlySpan<float>((void*)file.DataOf(tensor), (int)(tensor.ByteLength / 4)).ToArray();
+
+    private static unsafe byte[] Bytes(GgufFile file, GgufTensorInfo tensor) =>
+        new ReadOnlySpan<byte>((void*)file.DataOf(tensor), (int)tensor.ByteLength).ToArray();
+
+    private static byte[] Bytes(float[] values) => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+}
