@@ -23,6 +23,11 @@ internal sealed class QuantizeCommand : ICommand
         new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1 and the k-quants; q8_0 has no weighted form)"),
         new("include-weights", "NAME", "with --imatrix: use it only for the matrices whose names contain NAME (blk.0., attn_v, ...); repeat for several", Repeatable: true),
         new("exclude-weights", "NAME", "with --imatrix: not for the matrices whose names contain NAME; repeat for several", Repeatable: true),
+        new("output-tensor-type", "T", "the output matrix in type T (and an embedding tied to it, where a mix picks its type), over the mix's choice (llama-quantize's option)"),
+        new("token-embedding-type", "T", "token_embd.weight in type T, tied to the output or not (llama-quantize's option)"),
+        new("leave-output-tensor", null, "keep output.weight as stored (llama-quantize's option)"),
+        new("tensor-type", "PATTERN=T", "every matrix whose GGUF name the regular expression PATTERN is found in, in type T: attn_v=q8_0, blk\\.[0-3]\\.ffn_down=q6_k; the first pattern found that changes the type wins, and a matrix the mix gave a fallback keeps it (llama-quantize's option); repeat for several", Repeatable: true),
+        new("tensor-type-file", "F", "--tensor-type's PATTERN=T entries read from F, separated by spaces or lines"),
         new("allow-requantize", null, "with a GGUF file whose matrices are quantized already: quantize them again to --type (loses more than quantizing the F16/BF16 file; llama-quantize's --allow-requantize)"),
     ];
 
@@ -42,6 +47,8 @@ internal sealed class QuantizeCommand : ICommand
         {
             throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}");
         }
+
+        mix = mix.With(Overrides(args));
 
         bool gguf = File.Exists(directory) && GgufFile.HasMagic(directory);
         if (!Directory.Exists(directory) && !gguf)
@@ -159,6 +166,52 @@ internal sealed class QuantizeCommand : ICommand
 
         return columns;
     }
+
+    /// <summary>--output-tensor-type, --token-embedding-type, --leave-output-tensor, --tensor-type and --tensor-type-file.</summary>
+    private static TensorTypeOverrides Overrides(Arguments args)
+    {
+        DType? Type(string option) => args.Value(option) is string text ? ParseType(text, $"--{option}") : null;
+        var rules = new List<TensorTypeRule>();
+        IEnumerable<(string Entry, string Where)> entries = args.Values("tensor-type").Select(e => (e, "--tensor-type"));
+        if (args.Value("tensor-type-file") is string file)
+        {
+            if (!File.Exists(file))
+            {
+                throw new UsageException($"--tensor-type-file {file}: file not found");
+            }
+
+            entries = entries.Concat(File.ReadAllText(file).Split((char[])[' ', '\t', '\r', '\n'], StringSplitOptions.RemoveEmptyEntries).Select(e => (e, $"--tensor-type-file {file}")));
+        }
+
+        foreach ((string entry, string where) in entries)
+        {
+            int equals = entry.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0 || equals == entry.Length - 1)
+            {
+                throw new UsageException($"{where}: '{entry}' is not PATTERN=TYPE (attn_v=q8_0, say)");
+            }
+
+            try
+            {
+                rules.Add(new TensorTypeRule(entry[..equals], ParseType(entry[(equals + 1)..], $"{where} '{entry}'")));
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException($"{where}: {e.Message.Split(" (Parameter", 2)[0]}");
+            }
+        }
+
+        if (args.Flag("leave-output-tensor") && args.Has("output-tensor-type"))
+        {
+            throw new UsageException("--leave-output-tensor keeps output.weight as stored; --output-tensor-type gives it a type (one or the other)");
+        }
+
+        return new TensorTypeOverrides(Type("output-tensor-type"), Type("token-embedding-type"), args.Flag("leave-output-tensor"), rules);
+    }
+
+    private static DType ParseType(string text, string where) =>
+        DTypes.TryParse(text, out DType type) && Writable(type) ? type
+            : throw new UsageException($"{where}: '{text}' is not one of {string.Join(", ", s_writable.Select(t => DTypes.Name(t).ToLowerInvariant()))}");
 
     /// <summary>The types a matrix can be written as: those with a quantizer here, and the floats.</summary>
     private static readonly DType[] s_writable = [.. ModelLoading.Quantizers, DType.F16, DType.BF16, DType.F32];

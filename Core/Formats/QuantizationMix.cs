@@ -17,13 +17,26 @@ public sealed class QuantizationMix
 {
     private readonly Func<string, int, ModelShape, DType?>? _raise;
 
-    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, DType?>? raise)
+    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, DType?>? raise, TensorTypeOverrides? overrides = null)
     {
         Name = name;
         Base = baseType;
         FileType = fileType;
         _raise = raise;
+        Overrides = overrides ?? TensorTypeOverrides.None;
     }
+
+    /// <summary>The types set over the mix's choices (llama-quantize's --output-tensor-type and the like).</summary>
+    public TensorTypeOverrides Overrides { get; }
+
+    /// <summary>
+    /// This mix with <paramref name="overrides"/>, applied where llama-quantize applies them: inside a mix's choice, the
+    /// output type for the output matrix and a tied embedding, the embedding type for an untied one (both then take the
+    /// fallback where their rows do not fit), and the patterns' types where the choice needed no fallback (here for the
+    /// single types too); after it, the embedding type for <c>token_embd.weight</c> and the output type for
+    /// <c>output.weight</c> by name, even in a single type; and <c>output.weight</c> left as stored when asked.
+    /// </summary>
+    public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides);
 
     /// <summary>llama-quantize's name, lower case: q4_k_m.</summary>
     public string Name { get; }
@@ -99,6 +112,12 @@ public sealed class QuantizationMix
     public DType TypeOf(string ggufName, long columns, DType stored, ModelShape model)
     {
         ArgumentNullException.ThrowIfNull(ggufName);
+        TensorTypeOverrides o = Overrides;
+        if (o.KeepOutput && ggufName == "output.weight")
+        {
+            return stored;
+        }
+
         DType target = Base;
         if (_raise is not null && DTypes.IsQuantized(Base))
         {
@@ -106,7 +125,11 @@ public sealed class QuantizationMix
             if (output)
             {
                 // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K.
-                target = columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K;
+                target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K);
+            }
+            else if (ggufName == "token_embd.weight")
+            {
+                target = o.TokenEmbedding ?? Base;
             }
             else if (Layer(ggufName) is (int layer, string role))
             {
@@ -121,7 +144,29 @@ public sealed class QuantizationMix
             }
         }
 
-        return QuantizationFallback.For(target, stored, columns);
+        DType fitted = QuantizationFallback.For(target, stored, columns);
+        if (fitted == target && o.ByPattern(ggufName, target) is DType chosen)
+        {
+            fitted = chosen;
+        }
+
+        if (ggufName == "token_embd.weight" && o.TokenEmbedding is DType embedding)
+        {
+            fitted = embedding;
+        }
+
+        if (ggufName == "output.weight" && o.Output is DType head)
+        {
+            fitted = head;
+        }
+
+        if (columns % DTypes.BlockValues(fitted) != 0)
+        {
+            // Only a type given by name gets here (the mix's take their fallbacks); llama-quantize would stop on it.
+            throw new NotSupportedException($"tensor '{ggufName}': its rows of {columns} values are not whole blocks of {DTypes.Name(fitted)} ({DTypes.BlockValues(fitted)} values): give it another type");
+        }
+
+        return fitted;
     }
 
     /// <summary>The layer and role (<c>attn_v</c>, <c>ffn_down</c>) of a <c>blk.N.ROLE.weight</c> name.</summary>

@@ -162,6 +162,16 @@ public sealed class QuantizeCommandTests
         CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", mix, "--out", oursPath);
 
         Assert.True(result.ExitCode == 0, result.Stderr);
+        using GgufFile ours = GgufFile.Open(oursPath);
+        AssertSameTensors(theirsPath, oursPath);
+
+        Assert.Equal(Convert.ToUInt32(ftype, System.Globalization.CultureInfo.InvariantCulture), Convert.ToUInt32(ours.Metadata["general.file_type"], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Matches(@"\d+ (Q6_K|Q8_0|Q5_K|Q4_K|Q3_K)", result.Stdout);
+    }
+
+    /// <summary>Every tensor of llama.cpp's file in ours, of the same type and bytes.</summary>
+    private static void AssertSameTensors(string theirsPath, string oursPath)
+    {
         using GgufFile theirs = GgufFile.Open(theirsPath);
         using GgufFile ours = GgufFile.Open(oursPath);
         Assert.Equal(theirs.Tensors.Keys.Order(StringComparer.Ordinal), ours.Tensors.Keys.Order(StringComparer.Ordinal));
@@ -176,9 +186,79 @@ public sealed class QuantizeCommandTests
                 Assert.True(expected.SequenceEqual(actual), $"{tensor.Name} ({GgmlTypes.Name(tensor.Type)}): bytes differ from llama.cpp's");
             }
         }
+    }
 
-        Assert.Equal(Convert.ToUInt32(ftype, System.Globalization.CultureInfo.InvariantCulture), Convert.ToUInt32(ours.Metadata["general.file_type"], System.Globalization.CultureInfo.InvariantCulture));
-        Assert.Matches(@"\d+ (Q6_K|Q8_0|Q5_K|Q4_K|Q3_K)", result.Stdout);
+    public static TheoryData<string, string, string[], LLama.Native.GGMLType?, LLama.Native.GGMLType?, bool> OverrideCases => new()
+    {
+        // An untied head and embedding: each given its own type.
+        { "two layers", "q4_k_m", ["--output-tensor-type", "q8_0", "--token-embedding-type", "q5_k"], LLama.Native.GGMLType.GGML_TYPE_Q8_0, LLama.Native.GGMLType.GGML_TYPE_Q5_K, true },
+        { "two layers", "q3_k_m", ["--leave-output-tensor"], null, null, false },
+        { "two layers", "q5_k_m", ["--token-embedding-type", "q4_0"], null, LLama.Native.GGMLType.GGML_TYPE_Q4_0, true },
+        // An embedding tied to the head: the output type reaches it through the mix; an embedding type overrides that by name.
+        { "tiny-qwen2", "q4_k_m", ["--output-tensor-type", "q8_0"], LLama.Native.GGMLType.GGML_TYPE_Q8_0, null, true },
+        { "tiny-qwen2", "q4_k_m", ["--output-tensor-type", "q8_0", "--token-embedding-type", "q4_0"], LLama.Native.GGMLType.GGML_TYPE_Q8_0, LLama.Native.GGMLType.GGML_TYPE_Q4_0, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(OverrideCases))]
+    public void OutputAndEmbeddingTypes_AsLlamaQuantizesOptionsSetThem(string model, string mix, string[] options,
+        LLama.Native.GGMLType? outputType, LLama.Native.GGMLType? embeddingType, bool quantizeOutput)
+    {
+        string folder = model == "tiny-qwen2" ? TestTokenizers.TinyQwenWithTokenizer : RandomKQuantModel.Folder.Value;
+        LLama.Native.LLamaFtype ftype = mix switch
+        {
+            "q3_k_m" => LLama.Native.LLamaFtype.MOSTLY_Q3_K_M,
+            "q5_k_m" => LLama.Native.LLamaFtype.MOSTLY_Q5_K_M,
+            _ => LLama.Native.LLamaFtype.MOSTLY_Q4_K_M,
+        };
+        string theirsPath = LlamaCpp.Quantize(GgufFixture.Write(folder, dequantized: true), ftype, outputType, embeddingType, quantizeOutput);
+        string oursPath = Path.Combine(Fixtures.TempDirectory(), $"{mix}-overridden.gguf");
+
+        CliRunner.Result result = CliRunner.Run(["quantize", "--model", folder, "--type", mix, .. options, "--out", oursPath]);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        AssertSameTensors(theirsPath, oursPath);
+    }
+
+    [Fact]
+    public void TensorTypePatterns_SetTheTypesOfTheMatricesTheyFind()
+    {
+        // llama.cpp's --tensor-type reaches its library as a C++ vector, which LLamaSharp cannot pass: checked here by its
+        // definition (the first pattern found that changes the type; the patterns are regular expressions), the bytes by
+        // ggml's own quantizer.
+        string folder = RandomKQuantModel.Folder.Value, directory = Fixtures.TempDirectory();
+        string plain = Path.Combine(directory, "plain.gguf"), patterned = Path.Combine(directory, "patterned.gguf"), rules = Path.Combine(directory, "rules.txt");
+        File.WriteAllText(rules, "ATTN_V=q4_k\nblk\\.1\\.ffn_down=q8_0  attn_q=q4_k\n");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--out", plain).ExitCode);
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--tensor-type", "attn_k=q5_0", "--tensor-type-file", rules, "--out", patterned);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using GgufFile before = GgufFile.Open(plain), after = GgufFile.Open(patterned);
+        var expected = new Dictionary<string, GgmlType>
+        {
+            ["blk.0.attn_k.weight"] = GgmlType.Q5_0, ["blk.1.attn_k.weight"] = GgmlType.Q5_0,
+            ["blk.1.attn_v.weight"] = GgmlType.Q4_K,                    // Q6_K by the mix (use_more_bits' last layer), then the pattern
+            ["blk.0.attn_v.weight"] = GgmlType.Q4_K,                    // the mix's type already
+            ["blk.1.ffn_down.weight"] = GgmlType.Q8_0,                  // Q6_K by the mix, then the pattern
+        };
+        Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.attn_v.weight"].Type);
+        Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.ffn_down.weight"].Type);
+        foreach (GgufTensorInfo tensor in after.TensorOrder)
+        {
+            GgmlType type = (GgmlType)tensor.Type;
+            GgmlType want = expected.TryGetValue(tensor.Name, out GgmlType given) ? given : (GgmlType)before.Tensors[tensor.Name].Type;
+            Assert.True(want == type, $"{tensor.Name}: {type}, expected {want}");
+        }
+
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(folder);
+        Assert.True(checkpoint.TryGetView("model.layers.1.mlp.down_proj.weight", out TensorView? down));
+        GgufTensorInfo written = after.Tensors["blk.1.ffn_down.weight"];
+        byte[] ggml = Ggml.QuantizeChunk(written.Type, TensorValues.ToSingle(down), (int)down.Shape[0], (int)down.Shape[1], null, (int)(written.ByteLength / down.Shape[0]));
+        unsafe
+        {
+            Assert.True(new ReadOnlySpan<byte>((void*)after.DataOf(written), (int)written.ByteLength).SequenceEqual(ggml));
+        }
     }
 
     [Theory]
@@ -264,6 +344,13 @@ public sealed class QuantizeCommandTests
             (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "iq4_xs", "--out", existing + "5"], "--type 'iq4_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--output-tensor-type", "q9", "--out", existing + "6"], "--output-tensor-type: 'q9' is not one of q8_0, q4_0"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type", "attn_v", "--out", existing + "7"], "--tensor-type: 'attn_v' is not PATTERN=TYPE"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type", "(attn=q8_0", "--out", existing + "8"], "--tensor-type: tensor type pattern '(attn' is not a regular expression"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type", "attn_v=iq2_xs", "--out", existing + "9"], "--tensor-type 'attn_v=iq2_xs': 'iq2_xs' is not one of"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--leave-output-tensor", "--output-tensor-type", "q8_0", "--out", existing + "10"], "--leave-output-tensor keeps output.weight as stored"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type-file", existing + ".none", "--out", existing + "11"], ".none: file not found"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--token-embedding-type", "q4_k", "--out", existing + "12"], "tensor 'token_embd.weight': its rows of 64 values are not whole blocks of Q4_K (256 values)"),
         })
         {
             CliRunner.Result result = CliRunner.Run(args);
@@ -272,5 +359,6 @@ public sealed class QuantizeCommandTests
         }
 
         Assert.Equal("mine", File.ReadAllText(existing));
+        Assert.Equal([existing], Directory.GetFiles(Path.GetDirectoryName(existing)!));
     }
 }

@@ -234,17 +234,34 @@ internal static class LlamaCpp
     }
 
     /// <summary>llama.cpp's quantize tool: <paramref name="source"/> as <paramref name="type"/> (ALL_F32 dequantizes a quantized file).</summary>
-    public static string Quantize(string source, LLamaFtype type)
+    public static string Quantize(string source, LLamaFtype type) => Quantize(source, type, null, null, quantizeOutput: true);
+
+    /// <summary>
+    /// As <see cref="Quantize(string, LLamaFtype)"/> with llama-quantize's --output-tensor-type, --token-embedding-type
+    /// (null: none) and --leave-output-tensor (<paramref name="quantizeOutput"/> false).
+    /// </summary>
+    public static string Quantize(string source, LLamaFtype type, GGMLType? outputType, GGMLType? tokenEmbeddingType, bool quantizeOutput)
     {
         lock (s_lock)
         {
-            string destination = Path.Combine(Path.GetDirectoryName(source)!, $"{Path.GetFileNameWithoutExtension(source)}.{type}.gguf");
+            string destination = Path.Combine(Path.GetDirectoryName(source)!,
+                $"{Path.GetFileNameWithoutExtension(source)}.{type}{(outputType is null ? "" : $".out-{outputType}")}{(tokenEmbeddingType is null ? "" : $".embd-{tokenEmbeddingType}")}{(quantizeOutput ? "" : ".keep")}.gguf");
             NativeApi.llama_empty_call();
             LLamaModelQuantizeParams parameters = LLamaModelQuantizeParams.Default();
             parameters.ftype = type;
             parameters.nthread = 2;
             parameters.allow_requantize = true;
-            parameters.quantize_output_tensor = true;
+            parameters.quantize_output_tensor = quantizeOutput;
+            if (outputType is GGMLType output)
+            {
+                parameters.output_tensor_type = output;
+            }
+
+            if (tokenEmbeddingType is GGMLType embedding)
+            {
+                parameters.token_embedding_type = embedding;
+            }
+
             uint result = NativeApi.llama_model_quantize(source, destination, ref parameters);
             Assert.True(result == 0, $"llama.cpp could not quantize {source} to {type}: {result}");
             return destination;
