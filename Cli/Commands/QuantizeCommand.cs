@@ -26,7 +26,7 @@ internal sealed class QuantizeCommand : ICommand
         new("output-tensor-type", "T", "the output matrix in type T (and an embedding tied to it, where a mix picks its type), over the mix's choice (llama-quantize's option)"),
         new("token-embedding-type", "T", "token_embd.weight in type T, tied to the output or not (llama-quantize's option)"),
         new("leave-output-tensor", null, "keep output.weight as stored (llama-quantize's option)"),
-        new("tensor-type", "PATTERN=T", "every matrix whose GGUF name the regular expression PATTERN is found in, in type T: attn_v=q8_0, blk\\.[0-3]\\.ffn_down=q6_k; the first pattern found that changes the type wins, and a matrix the mix gave a fallback keeps it (llama-quantize's option); repeat for several", Repeatable: true),
+        new("tensor-type", "PATTERN=T", "every matrix whose GGUF name the regular expression PATTERN is found in, in type T: attn_v=q8_0, blk\\.[0-3]\\.ffn_down=q6_k; the first pattern found wins, in place of the mix's choice, and takes llama.cpp's fallback where its blocks do not fit the rows (llama-quantize's option); repeat for several", Repeatable: true),
         new("tensor-type-file", "F", "--tensor-type's PATTERN=T entries read from F, separated by spaces or lines"),
         new("allow-requantize", null, "with a GGUF file whose matrices are quantized already: quantize them again to --type (loses more than quantizing the F16/BF16 file; llama-quantize's --allow-requantize)"),
     ];

@@ -30,11 +30,11 @@ public sealed class QuantizationMix
     public TensorTypeOverrides Overrides { get; }
 
     /// <summary>
-    /// This mix with <paramref name="overrides"/>, applied where llama-quantize applies them: inside a mix's choice, the
-    /// output type for the output matrix and a tied embedding, the embedding type for an untied one (both then take the
-    /// fallback where their rows do not fit), and the patterns' types where the choice needed no fallback (here for the
-    /// single types too); after it, the embedding type for <c>token_embd.weight</c> and the output type for
-    /// <c>output.weight</c> by name, even in a single type; and <c>output.weight</c> left as stored when asked.
+    /// This mix with <paramref name="overrides"/>, applied where llama-quantize applies them: <c>output.weight</c> left as
+    /// stored when asked; the embedding type for <c>token_embd.weight</c> and the output type for <c>output.weight</c> by
+    /// name, as given; a matrix a pattern finds in the pattern's type instead of the mix's choice (here for the single
+    /// types too), and in a mix the output type for an embedding tied to the output: both then take the fallback where
+    /// their rows do not fit, as the mix's own choices do.
     /// </summary>
     public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides);
 
@@ -118,18 +118,28 @@ public sealed class QuantizationMix
             return stored;
         }
 
+        if (ggufName == "token_embd.weight" && o.TokenEmbedding is DType embedding)
+        {
+            return Fitting(ggufName, columns, embedding);
+        }
+
+        if (ggufName == "output.weight" && o.Output is DType head)
+        {
+            return Fitting(ggufName, columns, head);
+        }
+
         DType target = Base;
-        if (_raise is not null && DTypes.IsQuantized(Base))
+        if (o.ByPattern(ggufName) is DType manual)
+        {
+            target = manual;
+        }
+        else if (_raise is not null && DTypes.IsQuantized(Base))
         {
             bool output = ggufName == "output.weight" || (model.TiedEmbeddings && ggufName == "token_embd.weight");
             if (output)
             {
                 // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K.
                 target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K);
-            }
-            else if (ggufName == "token_embd.weight")
-            {
-                target = o.TokenEmbedding ?? Base;
             }
             else if (Layer(ggufName) is (int layer, string role))
             {
@@ -144,30 +154,13 @@ public sealed class QuantizationMix
             }
         }
 
-        DType fitted = QuantizationFallback.For(target, stored, columns);
-        if (fitted == target && o.ByPattern(ggufName, target) is DType chosen)
-        {
-            fitted = chosen;
-        }
-
-        if (ggufName == "token_embd.weight" && o.TokenEmbedding is DType embedding)
-        {
-            fitted = embedding;
-        }
-
-        if (ggufName == "output.weight" && o.Output is DType head)
-        {
-            fitted = head;
-        }
-
-        if (columns % DTypes.BlockValues(fitted) != 0)
-        {
-            // Only a type given by name gets here (the mix's take their fallbacks); llama-quantize would stop on it.
-            throw new NotSupportedException($"tensor '{ggufName}': its rows of {columns} values are not whole blocks of {DTypes.Name(fitted)} ({DTypes.BlockValues(fitted)} values): give it another type");
-        }
-
-        return fitted;
+        return QuantizationFallback.For(target, stored, columns);
     }
+
+    /// <summary>A type given by name for one matrix: refused where its blocks do not fit the rows (llama-quantize would stop on it).</summary>
+    private static DType Fitting(string ggufName, long columns, DType type) =>
+        columns % DTypes.BlockValues(type) == 0 ? type
+            : throw new NotSupportedException($"tensor '{ggufName}': its rows of {columns} values are not whole blocks of {DTypes.Name(type)} ({DTypes.BlockValues(type)} values): give it another type");
 
     /// <summary>The layer and role (<c>attn_v</c>, <c>ffn_down</c>) of a <c>blk.N.ROLE.weight</c> name.</summary>
     private static (int Layer, string Role)? Layer(string ggufName)

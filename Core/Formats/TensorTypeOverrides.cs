@@ -17,12 +17,8 @@ public sealed record TensorTypeOverrides(DType? Output = null, DType? TokenEmbed
 
     public bool IsEmpty => Output is null && TokenEmbedding is null && !KeepOutput && (Rules is null || Rules.Count == 0);
 
-    /// <summary>
-    /// llama-quantize's rule loop: the type of the first pattern found in <paramref name="ggufName"/> whose type differs from
-    /// <paramref name="current"/> (a match of the same type does not stop the search); null where none does.
-    /// </summary>
-    public DType? ByPattern(string ggufName, DType current) =>
-        Rules?.FirstOrDefault(rule => rule.Matches(ggufName) && rule.Type != current)?.Type;
+    /// <summary>The type of the first pattern found in <paramref name="ggufName"/> (llama-quantize's rule loop); null where none is.</summary>
+    public DType? ByPattern(string ggufName) => Rules?.FirstOrDefault(rule => rule.Matches(ggufName))?.Type;
 }
 
 /// <summary>One <c>--tensor-type PATTERN=TYPE</c>: the pattern lower-cased as llama-quantize does.</summary>

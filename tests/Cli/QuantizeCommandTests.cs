@@ -224,11 +224,11 @@ public sealed class QuantizeCommandTests
     public void TensorTypePatterns_SetTheTypesOfTheMatricesTheyFind()
     {
         // llama.cpp's --tensor-type reaches its library as a C++ vector, which LLamaSharp cannot pass: checked here by its
-        // definition (the first pattern found that changes the type; the patterns are regular expressions), the bytes by
-        // ggml's own quantizer.
+        // definition (the first pattern found sets the type in place of the mix's; the patterns are regular expressions),
+        // the bytes by ggml's own quantizer.
         string folder = RandomKQuantModel.Folder.Value, directory = Fixtures.TempDirectory();
         string plain = Path.Combine(directory, "plain.gguf"), patterned = Path.Combine(directory, "patterned.gguf"), rules = Path.Combine(directory, "rules.txt");
-        File.WriteAllText(rules, "ATTN_V=q4_k\nblk\\.1\\.ffn_down=q8_0  attn_q=q4_k\n");
+        File.WriteAllText(rules, "ATTN_V=q4_k\nblk\\.1\\.ffn_down=q8_0  attn_q=q4_k ffn_down=q5_k\n");
         Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--out", plain).ExitCode);
 
         CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--tensor-type", "attn_k=q5_0", "--tensor-type-file", rules, "--out", patterned);
@@ -240,7 +240,8 @@ public sealed class QuantizeCommandTests
             ["blk.0.attn_k.weight"] = GgmlType.Q5_0, ["blk.1.attn_k.weight"] = GgmlType.Q5_0,
             ["blk.1.attn_v.weight"] = GgmlType.Q4_K,                    // Q6_K by the mix (use_more_bits' last layer), then the pattern
             ["blk.0.attn_v.weight"] = GgmlType.Q4_K,                    // the mix's type already
-            ["blk.1.ffn_down.weight"] = GgmlType.Q8_0,                  // Q6_K by the mix, then the pattern
+            ["blk.1.ffn_down.weight"] = GgmlType.Q8_0,                  // Q6_K by the mix: the first pattern found wins
+            ["blk.0.ffn_down.weight"] = GgmlType.Q5_K,
         };
         Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.attn_v.weight"].Type);
         Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.ffn_down.weight"].Type);
