@@ -165,7 +165,8 @@ internal static class ModelLoading
 
     /// <summary>The quantized types with a quantizer here.</summary>
     public static readonly Formats.DType[] Quantizers =
-        [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K, Formats.DType.Q3_K, Formats.DType.Q2_K];
+        [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K, Formats.DType.Q3_K, Formats.DType.Q2_K,
+            Formats.DType.IQ4_NL, Formats.DType.IQ4_XS];
 
     /// <summary>llama-quantize's mixes, then the single types of <paramref name="types"/> (a name both have, q2_k, is the mix).</summary>
     public static IEnumerable<string> MixAndTypeNames(IEnumerable<Formats.DType> types) =>

@@ -69,6 +69,7 @@ internal sealed class QuantizeCommand : ICommand
         }
 
         ImportanceMatrix? importance = Importance(args, directory, gguf, stderr);
+        mix = mix.WithImportance(importance is not null);
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
         if (gguf)
         {

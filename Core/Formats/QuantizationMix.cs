@@ -15,16 +15,24 @@ namespace QwenSharp.Formats;
 /// </summary>
 public sealed class QuantizationMix
 {
-    private readonly Func<string, int, ModelShape, DType?>? _raise;
+    private readonly Func<string, int, ModelShape, bool, DType?>? _raise;
 
-    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, DType?>? raise, TensorTypeOverrides? overrides = null)
+    private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, bool, DType?>? raise,
+        TensorTypeOverrides? overrides = null, bool weighted = false)
     {
         Name = name;
         Base = baseType;
         FileType = fileType;
         _raise = raise;
         Overrides = overrides ?? TensorTypeOverrides.None;
+        Weighted = weighted;
     }
+
+    /// <summary>Whether the matrices are quantized with an importance matrix (llama-quantize's IQ4 mixes then leave the first layers' down projections alone).</summary>
+    public bool Weighted { get; }
+
+    /// <summary>This mix, quantized with an importance matrix or not (<see cref="Weighted"/>).</summary>
+    public QuantizationMix WithImportance(bool weighted) => new(Name, Base, FileType, _raise, Overrides, weighted);
 
     /// <summary>The types set over the mix's choices (llama-quantize's --output-tensor-type and the like).</summary>
     public TensorTypeOverrides Overrides { get; }
@@ -36,7 +44,7 @@ public sealed class QuantizationMix
     /// types too), and in a mix the output type for an embedding tied to the output: both then take the fallback where
     /// their rows do not fit, as the mix's own choices do.
     /// </summary>
-    public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides);
+    public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides, Weighted);
 
     /// <summary>llama-quantize's name, lower case: q4_k_m.</summary>
     public string Name { get; }
@@ -53,31 +61,44 @@ public sealed class QuantizationMix
     /// <summary>llama-quantize's k-quant mixes, by name.</summary>
     public static IReadOnlyList<QuantizationMix> Mixes { get; } =
     [
-        new("q2_k", DType.Q2_K, 10, (role, _, model) => role switch
+        new("q2_k", DType.Q2_K, 10, (role, _, model, _) => role switch
         {
             "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : DType.Q3_K,
             "ffn_down" or "attn_output" => DType.Q3_K,
             _ => null,
         }),
-        new("q3_k_s", DType.Q3_K, 11, (_, _, _) => null),
-        new("q3_k_m", DType.Q3_K, 12, (role, layer, model) => role switch
+        new("q3_k_s", DType.Q3_K, 11, (_, _, _, _) => null),
+        new("q3_k_m", DType.Q3_K, 12, (role, layer, model, _) => role switch
         {
             "attn_v" => layer < 2 ? DType.Q5_K : DType.Q4_K,
             "ffn_down" => layer < model.Layers / 16 ? DType.Q5_K : DType.Q4_K,
             "attn_output" => DType.Q4_K,
             _ => null,
         }),
-        new("q3_k_l", DType.Q3_K, 13, (role, _, _) => role is "attn_v" or "ffn_down" or "attn_output" ? DType.Q5_K : null),
-        new("q4_k_s", DType.Q4_K, 14, (role, layer, model) => role switch
+        new("q3_k_l", DType.Q3_K, 13, (role, _, _, _) => role is "attn_v" or "ffn_down" or "attn_output" ? DType.Q5_K : null),
+        new("q4_k_s", DType.Q4_K, 14, (role, layer, model, _) => role switch
         {
             "attn_v" when layer < 4 => DType.Q5_K,
             "ffn_down" when layer < model.Layers / 8 => DType.Q5_K,
             _ => null,
         }),
-        new("q4_k_m", DType.Q4_K, 15, (role, layer, model) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
-        new("q5_k_s", DType.Q5_K, 16, (_, _, _) => null),
-        new("q5_k_m", DType.Q5_K, 17, (role, layer, model) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
+        new("q4_k_m", DType.Q4_K, 15, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
+        new("q5_k_s", DType.Q5_K, 16, (_, _, _, _) => null),
+        new("q5_k_m", DType.Q5_K, 17, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
+        new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
+        new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
     ];
+
+    /// <summary>
+    /// llama-quantize's IQ4_NL and IQ4_XS: the value projection in Q5_K where 4 or more query heads share a key/value head,
+    /// and without an importance matrix the down projection of the first eighth of the layers.
+    /// </summary>
+    private static DType? RaiseIq4(string role, int layer, ModelShape model, bool weighted) => role switch
+    {
+        "attn_v" when model.QueriesPerKvHead >= 4 => DType.Q5_K,
+        "ffn_down" when layer < model.Layers / 8 && !weighted => DType.Q5_K,
+        _ => null,
+    };
 
     /// <summary>A type as the mix of every matrix in it (<see cref="Pure"/>), so <c>Quantize = DType.Q8_0</c> reads as it did.</summary>
     public static implicit operator QuantizationMix(DType type) => Pure(type);
@@ -143,7 +164,7 @@ public sealed class QuantizationMix
             }
             else if (Layer(ggufName) is (int layer, string role))
             {
-                target = _raise(role, layer, model) ?? Base;
+                target = _raise(role, layer, model, Weighted) ?? Base;
 
                 // llama.cpp's 70B rule (its qwen2 and llama with 80 layers): 8 query heads share each value head, so the
                 // value projection is an eighth of the query's, and more bits there cost little.

@@ -222,6 +222,12 @@ public static class TensorValues
             case DType.Q6_K:
                 KQuantQuantizer.QuantizeQ6_K(values, bytes);
                 break;
+            case DType.IQ4_NL:
+                Iq4Quantizer.QuantizeIq4_NL(values, bytes);
+                break;
+            case DType.IQ4_XS:
+                Iq4Quantizer.QuantizeIq4_XS(values, bytes);
+                break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");
         }

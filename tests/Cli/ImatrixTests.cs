@@ -197,7 +197,19 @@ public sealed class ImatrixTests
         return path;
     }
 
-    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "q4_k_m", true }, { "q2_k", true } };
+    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true } };
+
+    [Fact]
+    public void Iq4Mixes_WithAnImportanceMatrix_LeaveTheFirstDownProjectionsAlone()
+    {
+        // llama-quantize's IQ4_NL/IQ4_XS raise the first eighth's ffn_down to Q5_K only without a matrix (has_imatrix).
+        var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: 2);
+        QuantizationMix.TryParse("iq4_xs", out QuantizationMix? mix);
+        Assert.Equal(DType.Q5_K, mix!.TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
+        Assert.Equal(DType.IQ4_XS, mix.WithImportance(true).TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
+        Assert.Equal(DType.IQ4_XS, mix.TypeOf("blk.2.ffn_down.weight", 512, DType.F32, shape));
+        Assert.Equal(DType.IQ4_NL, mix.TypeOf("blk.2.ffn_up.weight", 896, DType.F32, shape));
+    }
 
     [Theory]
     [MemberData(nameof(Sources))]

@@ -142,6 +142,12 @@ public sealed class QuantizeCommandTests
         // 32-wide rows and an embedding tied to the output: every choice falls back, the embedding takes the output's Q8_0.
         { "tiny-qwen2", "q4_k_m", LLama.Native.LLamaFtype.MOSTLY_Q4_K_M },
         { "tiny-qwen2", "q5_k_s", LLama.Native.LLamaFtype.MOSTLY_Q5_K_S },
+        // IQ4: the value projection in Q5_K with 4 query heads a key/value head, and (no importance matrix) the first
+        // eighth's down projection; IQ4_XS falls back to IQ4_NL on 32-wide rows.
+        { "twelve layers", "iq4_xs", LLama.Native.LLamaFtype.MOSTLY_IQ4_XS },
+        { "twelve layers", "iq4_nl", LLama.Native.LLamaFtype.MOSTLY_IQ4_NL },
+        { "two layers", "iq4_xs", LLama.Native.LLamaFtype.MOSTLY_IQ4_XS },
+        { "tiny-qwen2", "iq4_xs", LLama.Native.LLamaFtype.MOSTLY_IQ4_XS },
     };
 
     [Theory]
@@ -339,11 +345,11 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq4_xs", "--out", existing + "5"], "--type 'iq4_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q8_0"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq2_xs", "--out", existing + "5"], "--type 'iq2_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--output-tensor-type", "q9", "--out", existing + "6"], "--output-tensor-type: 'q9' is not one of q8_0, q4_0"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type", "attn_v", "--out", existing + "7"], "--tensor-type: 'attn_v' is not PATTERN=TYPE"),

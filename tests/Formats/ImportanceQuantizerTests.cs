@@ -8,7 +8,28 @@ namespace QwenSharp.Tests.Formats;
 /// <summary>The importance-weighted quantizers (llama-quantize --imatrix) against ggml's own, byte for byte.</summary>
 public class ImportanceQuantizerTests
 {
-    public static TheoryData<string> WeightedTypes => new() { "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K" };
+    public static TheoryData<string> WeightedTypes => new() { "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS" };
+
+    [Theory]
+    [InlineData("IQ4_NL")]
+    [InlineData("IQ4_XS")]
+    public void Iq4Rows_WithoutImportance_QuantizeAsGgmlDoes(string typeName)
+    {
+        // llama-quantize's IQ4_NL and IQ4_XS search scales even without a matrix (weights x²), unlike the reference
+        // quantizers of the other types: ggml_quantize_chunk with no importance is the oracle.
+        DType type = Enum.Parse<DType>(typeName);
+        const int cols = 512;
+        (float[] values, int rows) = Rows(cols, seed: 100 + (int)type);
+        int rowBytes = checked((int)DTypes.ByteLength(type, cols));
+
+        byte[] ours = TensorValues.FromSingle(values, type);
+        byte[] ggml = Ggml.QuantizeChunk((int)GgmlTypes.Of(type), values, rows, cols, null, rowBytes);
+
+        for (int r = 0; r < rows; r++)
+        {
+            Assert.True(ours.AsSpan(r * rowBytes, rowBytes).SequenceEqual(ggml.AsSpan(r * rowBytes, rowBytes)), $"{typeName}: row {r} differs from ggml's");
+        }
+    }
 
     [Theory]
     [MemberData(nameof(WeightedTypes))]
