@@ -9,7 +9,9 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
+
+    public static readonly OptionSpec Imatrix = new("imatrix", "FILE", "with --quantize: round the matrices by this importance matrix (qwensharp imatrix's or llama-imatrix's file), as quantize --imatrix does");
 
     public static readonly OptionSpec KvCacheType = new("kv-cache-type", "f32|f16|bf16|q8_0|q4_0",
         "how the KV cache stores keys and values: f16 or bf16 take half the memory, each value rounded once; q8_0 a little over a quarter and q4_0 a seventh, rotated and quantized as llama.cpp's (default: f32, exact)");
@@ -156,12 +158,26 @@ internal static class ModelLoading
         Load(ResolveDirectory(args, stderr), args, stderr);
 
     /// <summary>--quantize: the quantized type or mix to convert the matrices to at load, or null.</summary>
-    public static Formats.QuantizationMix? QuantizeType(Arguments args) => args.Value("quantize") switch
+    public static Formats.QuantizationMix? QuantizeType(Arguments args)
     {
-        null => null,
-        string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? mix) && Quantizers.Contains(mix.Base) => mix,
-        string text => throw new UsageException($"--quantize '{text}' is not one of {string.Join(", ", MixAndTypeNames(Quantizers))}"),
-    };
+        Formats.QuantizationMix? mix = args.Value("quantize") switch
+        {
+            null => null,
+            string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? parsed) && Quantizers.Contains(parsed.Base) => parsed,
+            string text => throw new UsageException($"--quantize '{text}' is not one of {string.Join(", ", MixAndTypeNames(Quantizers))}"),
+        };
+        if (args.Value("imatrix") is not string path)
+        {
+            return mix;
+        }
+
+        if (mix is null)
+        {
+            throw new UsageException("--imatrix rounds the matrices --quantize quantizes at load; give --quantize T too (or use quantize --imatrix to write a file)");
+        }
+
+        return File.Exists(path) ? mix.WithImportance(Formats.ImportanceMatrixFile.Read(path)) : throw new UsageException($"--imatrix {path}: file not found");
+    }
 
     /// <summary>The quantized types with a quantizer here.</summary>
     public static readonly Formats.DType[] Quantizers =

@@ -37,19 +37,19 @@ public static class GgufExport
 
     /// <summary>
     /// Writes the folder's model with each matrix in the type <paramref name="mix"/> picks for it (llama-quantize's Q4_K_M,
-    /// say), quantized with the weights of <paramref name="importance"/> where it has an entry for the matrix (llama-quantize's
+    /// say), quantized with the weights of the mix's importance matrix where it has an entry for the matrix (llama-quantize's
     /// <c>--imatrix</c>; its <c>quantize.imatrix.*</c> keys then go into the file).
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix mix, ImportanceMatrix? importance = null)
+    public static void Write(string modelDirectory, string outPath, QuantizationMix mix)
     {
         ArgumentNullException.ThrowIfNull(mix);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
-        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor), Weights(importance, ggufName, tensor)), mix.FileType, importance);
+        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor), Weights(mix, ggufName, tensor)), mix.FileType, mix.Importance);
     }
 
-    /// <summary>The importance weights of a matrix (null for a vector, or where the importance matrix has no entry for it).</summary>
-    private static float[]? Weights(ImportanceMatrix? importance, string ggufName, TensorView tensor) =>
-        importance is null || tensor.Shape.Length != 2 ? null : importance.ImportanceOf(ggufName, tensor.Shape[1], importance.Path ?? "the importance matrix");
+    /// <summary>The importance weights of a matrix (null for a vector, or where the mix has no importance matrix or it no entry for the matrix).</summary>
+    private static float[]? Weights(QuantizationMix? mix, string ggufName, TensorView tensor) =>
+        mix is null || tensor.Shape.Length != 2 ? null : mix.ImportanceOf(ggufName, tensor.Shape[1]);
 
     /// <summary>
     /// As <see cref="Write(string, string, QuantizationMix)"/> (null: as stored), with LoRA adapters merged into the weights
@@ -57,7 +57,7 @@ public static class GgufExport
     /// merge_and_unload and llama.cpp's export-lora do): one file that carries the fine-tuning. The adapters are checked
     /// against the model first.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters, ImportanceMatrix? importance = null)
+    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters)
     {
         ArgumentNullException.ThrowIfNull(adapters);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
@@ -65,7 +65,7 @@ public static class GgufExport
         Write(modelDirectory, outPath, (ggufName, tensor) =>
         {
             DType target = mix is null ? (tensor.Shape.Length == 1 ? DType.F32 : tensor.DType) : TypeOf(mix, config, ggufName, tensor);
-            float[]? weights = Weights(importance, ggufName, tensor);
+            float[]? weights = Weights(mix, ggufName, tensor);
             if (Lora.LoraMerge.Merged(adapters, config, tensor.Name, tensor) is not float[] merged)
             {
                 return EncodeAs(tensor, target, weights);
@@ -78,7 +78,7 @@ public static class GgufExport
                     return EncodeAs(tensor with { DType = DType.F32, Data = (nint)values }, target, weights);
                 }
             }
-        }, mix?.FileType, importance);
+        }, mix?.FileType, mix?.Importance);
     }
 
     /// <summary>A vector in F32 (llama.cpp adds only F32 biases and norms); a matrix in what the mix picks for it.</summary>

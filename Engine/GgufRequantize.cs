@@ -17,10 +17,10 @@ public static class GgufRequantize
     /// <summary>ggml's quantization version (<c>GGML_QNT_VERSION</c>), which llama-quantize writes into a quantized file.</summary>
     public const uint QuantizationVersion = 2;
 
-    /// <param name="importance">An importance matrix to quantize the matrices it has entries for with (llama-quantize's <c>--imatrix</c>).</param>
-    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false, ImportanceMatrix? importance = null)
+    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false)
     {
         ArgumentNullException.ThrowIfNull(mix);
+        ImportanceMatrix? importance = mix.Importance;
         using GgufFile source = GgufFile.Open(sourcePath);
         string arch = GgufMetadata.Text(source.Metadata, "general.architecture", source.FileName) ?? "none";
         if (arch is not ("qwen2" or "llama"))
@@ -34,7 +34,7 @@ public static class GgufRequantize
         var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
         foreach (GgufTensorInfo tensor in source.TensorOrder)
         {
-            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize, importance);
+            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize);
             tensors.Add((tensor, type, data));
         }
 
@@ -92,8 +92,7 @@ public static class GgufRequantize
             && !tensor.Name.Contains("_norm.weight", StringComparison.Ordinal) && !tensor.Name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
     }
 
-    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize,
-        ImportanceMatrix? importance)
+    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize)
     {
         (GgmlType, byte[]) AsStored() => ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
         if (!IsQuantizable(tensor))
@@ -126,7 +125,7 @@ public static class GgufRequantize
         }
 
         byte[] data = new byte[DTypes.ByteLength(target, view.ElementCount)];
-        TensorValues.RowsAs(view, target, data, importance?.ImportanceOf(tensor.Name, tensor.Dimensions[0], importance.Path ?? "the importance matrix"));
+        TensorValues.RowsAs(view, target, data, mix.ImportanceOf(tensor.Name, tensor.Dimensions[0]));
         return (GgmlTypes.Of(target), data);
     }
 

@@ -39,6 +39,7 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

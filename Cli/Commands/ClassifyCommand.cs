@@ -33,6 +33,7 @@ internal sealed class ClassifyCommand : ICommand
         new("json", null, "print JSON: {\"labels\":[...],\"score_function\",\"results\":[{\"label\",\"scores\":[...],\"logits\":[...],\"tokens\"}]}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.Device,

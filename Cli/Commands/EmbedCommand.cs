@@ -41,6 +41,7 @@ internal sealed class EmbedCommand : ICommand
         new("json", null, "print JSON: {\"embeddings\":[[...]],\"dimensions\",\"pooling\",\"normalized\",\"attention\",\"tokens\":[...]}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.Device,

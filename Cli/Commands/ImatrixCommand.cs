@@ -34,6 +34,7 @@ internal sealed class ImatrixCommand : ICommand
         new("no-ppl", null, "do not print the perplexity"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

@@ -22,6 +22,7 @@ internal sealed class InfoCommand : ICommand
         new("json", null, "print JSON"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

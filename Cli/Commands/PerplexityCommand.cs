@@ -34,6 +34,7 @@ internal sealed class PerplexityCommand : ICommand
         new("json", null, "print JSON: {\"method\",\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\"|\"chunks\",\"tokens_per_s\",...}; with --kl-divergence the statistics by name"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

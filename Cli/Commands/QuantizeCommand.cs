@@ -69,7 +69,7 @@ internal sealed class QuantizeCommand : ICommand
         }
 
         ImportanceMatrix? importance = Importance(args, directory, gguf, stderr);
-        mix = mix.WithImportance(importance is not null);
+        mix = mix.WithImportance(importance);
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
         if (gguf)
         {
@@ -78,15 +78,15 @@ internal sealed class QuantizeCommand : ICommand
                 throw new UsageException("--lora merges adapters into a Hugging Face folder's weights; give the folder as --model (or run the GGUF file with --lora)");
             }
 
-            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"), importance);
+            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"));
         }
         else if (adapterFiles.Count == 0)
         {
-            GgufExport.Write(directory, output, mix, importance);
+            GgufExport.Write(directory, output, mix);
         }
         else
         {
-            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters, importance));
+            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters));
         }
 
         using GgufFile written = GgufFile.Open(output);

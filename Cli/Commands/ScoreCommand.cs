@@ -27,6 +27,7 @@ internal sealed class ScoreCommand : ICommand
         new("json", null, "print JSON: {\"positions\":[{\"id\",\"logprob\",\"top\"}],\"mean_nll\",\"perplexity\"}"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.Lora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

@@ -36,6 +36,7 @@ internal sealed class ServeCommand : ICommand
         ModelLoading.Threads,
         ModelLoading.BatchInvariant,
         ModelLoading.Quantize,
+        ModelLoading.Imatrix,
         ModelLoading.ServeLora,
         ModelLoading.LoraScale,
         ModelLoading.KvCacheType,

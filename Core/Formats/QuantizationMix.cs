@@ -18,21 +18,28 @@ public sealed class QuantizationMix
     private readonly Func<string, int, ModelShape, bool, DType?>? _raise;
 
     private QuantizationMix(string name, DType baseType, uint? fileType, Func<string, int, ModelShape, bool, DType?>? raise,
-        TensorTypeOverrides? overrides = null, bool weighted = false)
+        TensorTypeOverrides? overrides = null, ImportanceMatrix? importance = null)
     {
         Name = name;
         Base = baseType;
         FileType = fileType;
         _raise = raise;
         Overrides = overrides ?? TensorTypeOverrides.None;
-        Weighted = weighted;
+        Importance = importance;
     }
 
-    /// <summary>Whether the matrices are quantized with an importance matrix (llama-quantize's IQ4 mixes then leave the first layers' down projections alone).</summary>
-    public bool Weighted { get; }
+    /// <summary>
+    /// The importance matrix the matrices are quantized with (llama-quantize's <c>--imatrix</c>; <see cref="ImportanceOf"/>),
+    /// or null. llama-quantize's IQ4 mixes leave the first layers' down projections alone when there is one.
+    /// </summary>
+    public ImportanceMatrix? Importance { get; }
 
-    /// <summary>This mix, quantized with an importance matrix or not (<see cref="Weighted"/>).</summary>
-    public QuantizationMix WithImportance(bool weighted) => new(Name, Base, FileType, _raise, Overrides, weighted);
+    /// <summary>This mix quantized with <paramref name="importance"/> (null: without one).</summary>
+    public QuantizationMix WithImportance(ImportanceMatrix? importance) => new(Name, Base, FileType, _raise, Overrides, importance);
+
+    /// <summary>The importance weights of the matrix <paramref name="ggufName"/> of <paramref name="columns"/> columns (null where there are none).</summary>
+    public float[]? ImportanceOf(string ggufName, long columns) =>
+        Importance?.ImportanceOf(ggufName, columns, Importance.Path ?? "the importance matrix");
 
     /// <summary>The types set over the mix's choices (llama-quantize's --output-tensor-type and the like).</summary>
     public TensorTypeOverrides Overrides { get; }
@@ -44,7 +51,7 @@ public sealed class QuantizationMix
     /// types too), and in a mix the output type for an embedding tied to the output: both then take the fallback where
     /// their rows do not fit, as the mix's own choices do.
     /// </summary>
-    public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides, Weighted);
+    public QuantizationMix With(TensorTypeOverrides overrides) => new(Name, Base, FileType, _raise, overrides, Importance);
 
     /// <summary>llama-quantize's name, lower case: q4_k_m.</summary>
     public string Name { get; }
@@ -164,7 +171,7 @@ public sealed class QuantizationMix
             }
             else if (Layer(ggufName) is (int layer, string role))
             {
-                target = _raise(role, layer, model, Weighted) ?? Base;
+                target = _raise(role, layer, model, Importance is not null) ?? Base;
 
                 // llama.cpp's 70B rule (its qwen2 and llama with 80 layers): 8 query heads share each value head, so the
                 // value projection is an eighth of the query's, and more bits there cost little.

@@ -6,7 +6,8 @@ namespace QwenSharp.Formats;
 /// Another source's tensors with its matrices quantized at load (<c>--quantize q8_0</c>, <c>q4_k_m</c>): each matrix is
 /// converted once, into memory this source owns, with the same quantizer the GGUF export uses, to the type the
 /// <see cref="QuantizationMix"/> picks for it (one type, or llama-quantize's per tensor) or, where its rows are not whole
-/// blocks of it, to llama.cpp's fallback (<see cref="QuantizationFallback"/>); vectors pass through as stored.
+/// blocks of it, to llama.cpp's fallback (<see cref="QuantizationFallback"/>), weighted by the mix's importance matrix where
+/// it has one; vectors pass through as stored.
 /// </summary>
 public sealed unsafe class QuantizingTensorSource : ITensorSource
 {
@@ -53,7 +54,8 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return false;
         }
 
-        DType type = view.Shape.Length == 2 ? _mix.TypeOf(Gguf.GgufCheckpoint.GgufName(name), view.Shape[1], view.DType, _shape) : view.DType;
+        string ggufName = Gguf.GgufCheckpoint.GgufName(name);
+        DType type = view.Shape.Length == 2 ? _mix.TypeOf(ggufName, view.Shape[1], view.DType, _shape) : view.DType;
         if (type == view.DType)
         {
             return true;
@@ -61,7 +63,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
 
         long bytes = DTypes.ByteLength(type, view.ElementCount);
         byte* data = (byte*)_owned.Allocate(bytes);
-        TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)));
+        TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)), _mix.ImportanceOf(ggufName, view.Shape[1]));
         view = view with { DType = type, Data = (nint)data };
         _converted[name] = view;
         ConvertedBytes += bytes;

@@ -206,7 +206,8 @@ public sealed class ImatrixTests
         var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: 2);
         QuantizationMix.TryParse("iq4_xs", out QuantizationMix? mix);
         Assert.Equal(DType.Q5_K, mix!.TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
-        Assert.Equal(DType.IQ4_XS, mix.WithImportance(true).TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
+        var any = new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry>(), [], 0, 0);
+        Assert.Equal(DType.IQ4_XS, mix.WithImportance(any).TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
         Assert.Equal(DType.IQ4_XS, mix.TypeOf("blk.2.ffn_down.weight", 512, DType.F32, shape));
         Assert.Equal(DType.IQ4_NL, mix.TypeOf("blk.2.ffn_up.weight", 896, DType.F32, shape));
     }
@@ -252,6 +253,29 @@ public sealed class ImatrixTests
         Dictionary<string, GgufRawValue> keys = written.RawMetadata.ToDictionary(k => k.Key);
         Assert.Equal(GgufValueType.UInt32, keys["quantize.imatrix.entries_count"].Type);
         Assert.Equal((14L, 5L), ((long)written.Metadata["quantize.imatrix.entries_count"], (long)written.Metadata["quantize.imatrix.chunks_count"]));
+    }
+
+    [Fact]
+    public unsafe void QuantizeAtLoad_WithTheImatrix_HoldsTheBytesQuantizeWrites()
+    {
+        string folder = RandomKQuantModel.Qwen2Folder.Value, imatrix = SyntheticImatrix(seed: 11), output = Path.Combine(Fixtures.TempDirectory(), "q3_k_m.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", "q3_k_m", "--imatrix", imatrix, "--out", output).ExitCode);
+        Assert.True(QuantizationMix.TryParse("q3_k_m", out QuantizationMix? mix));
+        global::QwenSharp.Qwen2.Qwen2Config config = global::QwenSharp.Qwen2.Qwen2Config.Load(Path.Combine(folder, "config.json"));
+
+        using var source = new QuantizingTensorSource(SafeTensorsCheckpoint.Open(folder), mix.WithImportance(ImportanceMatrixFile.Read(imatrix)), config.QuantizationShape);
+        using GgufFile written = GgufFile.Open(output);
+        foreach (string name in new[] { "model.layers.0.self_attn.v_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight" })
+        {
+            Assert.True(source.TryGetView(name, out TensorView? view));
+            GgufTensorInfo tensor = written.Tensors[GgufCheckpoint.GgufName(name)];
+            Assert.Equal(GgmlTypes.Of(view.DType), (GgmlType)tensor.Type);
+            Assert.True(new ReadOnlySpan<byte>((void*)view.Data, (int)tensor.ByteLength).SequenceEqual(Bytes(written, tensor)), name);
+        }
+
+        CliRunner.Result run = CliRunner.Run("generate", "--model", folder, "--prompt-ids", "1,2,3", "--max-new-tokens", "2", "--greedy", "--quantize", "q3_k_m", "--imatrix", imatrix);
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Contains("--imatrix rounds the matrices --quantize quantizes at load", CliRunner.Run("generate", "--model", folder, "--prompt-ids", "1", "--imatrix", imatrix).Stderr, StringComparison.Ordinal);
     }
 
     [Fact]
