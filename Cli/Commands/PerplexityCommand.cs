@@ -16,9 +16,9 @@ internal sealed class PerplexityCommand : ICommand
 {
     public string Name => "perplexity";
 
-    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), KL divergence from a base model, HellaSwag";
+    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), KL divergence from a base model, HellaSwag, Winogrande";
 
-    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--hellaswag [--hellaswag-tasks N]] [--json]";
+    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--hellaswag [--hellaswag-tasks N]] [--winogrande [--winogrande-tasks N]] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -31,6 +31,8 @@ internal sealed class PerplexityCommand : ICommand
         new("kl-divergence", null, "compare this model (a quantized one, say) with the base whose log-probabilities --kl-divergence-base B holds, on its tokens: both perplexities, KL divergence, Δp and the same top token, as llama-perplexity prints them"),
         new("hellaswag", null, "llama-perplexity's HellaSwag score (acc_norm) over --file, llama.cpp's hellaswag_val_full.txt (six lines a task): the ending with the highest mean log-prob per token is the model's answer"),
         new("hellaswag-tasks", "N", "with --hellaswag: the first N tasks (llama-perplexity picks N at random, so only all tasks give its figure exactly; default: all)"),
+        new("winogrande", null, "llama-perplexity's Winogrande score over --file, llama.cpp's winogrande-debiased-eval.csv (index,sentence,choice1,choice2,answer): the choice whose sentence is likelier after the blank is the model's answer"),
+        new("winogrande-tasks", "N", "with --winogrande: the first N tasks (llama-perplexity picks N at random; default: all)"),
         new("json", null, "print JSON: {\"method\",\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\"|\"chunks\",\"tokens_per_s\",...}; with --kl-divergence the statistics by name"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -53,6 +55,13 @@ internal sealed class PerplexityCommand : ICommand
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
+        if (args.Has("winogrande"))
+        {
+            string? other = new[] { "chunks", "stride", "kl-divergence", "kl-divergence-base", "context", "hellaswag" }.FirstOrDefault(args.Has);
+            return other is null ? PerplexityWinogrande.Run(args, stdout, stderr)
+                : throw new UsageException($"--winogrande scores its tasks whole; --{other} is for {(other == "hellaswag" ? "HellaSwag" : "perplexity")} (leave it out)");
+        }
+
         if (args.Has("hellaswag"))
         {
             string? other = new[] { "chunks", "stride", "kl-divergence", "kl-divergence-base", "context" }.FirstOrDefault(args.Has);
@@ -63,6 +72,11 @@ internal sealed class PerplexityCommand : ICommand
         if (args.Has("hellaswag-tasks"))
         {
             throw new UsageException("--hellaswag-tasks goes with --hellaswag");
+        }
+
+        if (args.Has("winogrande-tasks"))
+        {
+            throw new UsageException("--winogrande-tasks goes with --winogrande");
         }
 
         if (args.Has("kl-divergence") && !args.Has("kl-divergence-base"))
