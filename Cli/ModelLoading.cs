@@ -9,7 +9,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k and q8_0 for q6_k, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs, or stay as stored)");
 
     public static readonly OptionSpec Imatrix = new("imatrix", "FILE", "with --quantize: round the matrices by this importance matrix (qwensharp imatrix's or llama-imatrix's file), as quantize --imatrix does");
 
