@@ -91,17 +91,31 @@ public sealed class ImportanceCollector
 
         public long Count { get; private set; }
 
+        /// <summary>Each row's values and squares added in f64, SIMD-wide (a step of a 7B model adds half a billion).</summary>
         public void Add(ReadOnlySpan<float> rows, int count)
         {
-            int cols = Squares.Length;
+            int cols = Squares.Length, wide = System.Numerics.Vector<float>.Count;
+            Span<System.Numerics.Vector<double>> values = System.Runtime.InteropServices.MemoryMarshal.Cast<double, System.Numerics.Vector<double>>(Values.AsSpan());
+            Span<System.Numerics.Vector<double>> squares = System.Runtime.InteropServices.MemoryMarshal.Cast<double, System.Numerics.Vector<double>>(Squares.AsSpan());
+            int vectorCols = cols / wide * wide;
             for (int r = 0; r < count; r++)
             {
                 ReadOnlySpan<float> row = rows.Slice(r * cols, cols);
-                for (int j = 0; j < cols; j++)
+                ReadOnlySpan<System.Numerics.Vector<float>> x = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(row[..vectorCols]);
+                for (int v = 0; v < x.Length; v++)
                 {
-                    double x = row[j];
-                    Values[j] += x;
-                    Squares[j] += x * x;
+                    System.Numerics.Vector.Widen(x[v], out System.Numerics.Vector<double> low, out System.Numerics.Vector<double> high);
+                    values[2 * v] += low;
+                    values[(2 * v) + 1] += high;
+                    squares[2 * v] += low * low;
+                    squares[(2 * v) + 1] += high * high;
+                }
+
+                for (int j = vectorCols; j < cols; j++)
+                {
+                    double value = row[j];
+                    Values[j] += value;
+                    Squares[j] += value * value;
                 }
             }
 

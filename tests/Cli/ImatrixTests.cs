@@ -40,7 +40,19 @@ public sealed class ImatrixTests
     public void Imatrix_AddsUpWhatLlamaCppSeesAtEachProduct(string device)
     {
         TestBackends.RequireDevice(device);
-        string gguf = s_model.Value, text = TextFile(), output = Path.Combine(Fixtures.TempDirectory(), "imatrix.gguf");
+        AddsUpWhatLlamaCppSees(s_model.Value, device, processOutput: true, layers: 2);
+    }
+
+    [Fact]
+    public void Imatrix_OnTheDemoModel_AddsUpWhatLlamaCppSees()
+    {
+        // 64- and 172-wide inputs (not whole SIMD vectors: the sums' scalar tail) and a tied head (no output entry).
+        AddsUpWhatLlamaCppSees(GgufFixture.Write(Fixtures.DemoModel, dequantized: true), "cpu", processOutput: false, layers: 5);
+    }
+
+    private static void AddsUpWhatLlamaCppSees(string gguf, string device, bool processOutput, int layers)
+    {
+        string text = TextFile(), output = Path.Combine(Fixtures.TempDirectory(), "imatrix.gguf");
         const int context = 64, chunks = 3;
         int[] ids = [1, .. LlamaCpp.Tokenize(gguf, [File.ReadAllText(text)])[0]];
         Assert.True(ids.Length >= context * chunks, $"{ids.Length} tokens");
@@ -50,11 +62,11 @@ public sealed class ImatrixTests
             chunk[0] = 1;    // llama-imatrix starts every chunk with BOS
             return chunk;
         })];
-        Dictionary<string, (double[] Sums, double[] Squares, long Count)> theirs = LlamaCpp.ImportanceSums(gguf, chunkIds, processOutput: true);
-        Assert.Equal(2 * 7 + 1, theirs.Count);
+        Dictionary<string, (double[] Sums, double[] Squares, long Count)> theirs = LlamaCpp.ImportanceSums(gguf, chunkIds, processOutput);
+        Assert.Equal((layers * 7) + (processOutput ? 1 : 0), theirs.Count);
 
-        CliRunner.Result result = CliRunner.Run("imatrix", "--model", gguf, "--file", text, "--context", Number(context), "--chunks", Number(chunks),
-            "--process-output", "--out", output, "--device", device);
+        CliRunner.Result result = CliRunner.Run([.. new[] { "imatrix", "--model", gguf, "--file", text, "--context", Number(context), "--chunks", Number(chunks),
+            "--out", output, "--device", device }, .. processOutput ? new[] { "--process-output" } : []]);
 
         Assert.True(result.ExitCode == 0, result.Stderr);
         Assert.Contains("Final estimate: PPL = ", result.Stdout, StringComparison.Ordinal);
