@@ -15,8 +15,6 @@ public sealed record TensorTypeOverrides(DType? Output = null, DType? TokenEmbed
 {
     public static TensorTypeOverrides None { get; } = new();
 
-    public bool IsEmpty => Output is null && TokenEmbedding is null && !KeepOutput && (Rules is null || Rules.Count == 0);
-
     /// <summary>The type of the first pattern found in <paramref name="ggufName"/> (llama-quantize's rule loop); null where none is.</summary>
     public DType? ByPattern(string ggufName) => Rules?.FirstOrDefault(rule => rule.Matches(ggufName))?.Type;
 }

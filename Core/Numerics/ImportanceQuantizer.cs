@@ -237,7 +237,8 @@ public static class ImportanceQuantizer
     /// <summary>Σ x² / n, summed in order in f32 as ggml does.</summary>
     private static float MeanSquare(ReadOnlySpan<float> x) => SumOfSquares(x) / x.Length;
 
-    private static float SumOfSquares(ReadOnlySpan<float> x)
+    /// <summary>Σ x², summed in order in f32 as ggml's quantizers sum it (a SIMD sum would round differently).</summary>
+    internal static float SumOfSquares(ReadOnlySpan<float> x)
     {
         float sum = 0;
         foreach (float v in x)

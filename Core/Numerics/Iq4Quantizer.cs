@@ -26,7 +26,7 @@ public static class Iq4Quantizer
             ReadOnlySpan<float> x = values.Slice(b * Block, Block);
             Span<byte> block = blocks.Slice(b * 18, 18);
             ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(b * Block, Block);
-            float sigma2 = 2f * SumOfSquares(x) / Block;
+            float sigma2 = 2f * ImportanceQuantizer.SumOfSquares(x) / Block;
             FitScales(x, qw, sigma2, weights, codes, scales);
             BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(scales[0]));
             float id = scales[0] != 0 ? 1 / scales[0] : 0;
@@ -51,7 +51,7 @@ public static class Iq4Quantizer
             ReadOnlySpan<float> x = values.Slice(b * superBlock, superBlock);
             Span<byte> block = blocks.Slice(b * Iq4XsBlocks.BlockBytes, Iq4XsBlocks.BlockBytes);
             ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(b * superBlock, superBlock);
-            float sigma2 = 2f * SumOfSquares(x) / superBlock;
+            float sigma2 = 2f * ImportanceQuantizer.SumOfSquares(x) / superBlock;
             float maxScale = FitScales(x, qw, sigma2, weights, codes, scales);
 
             // The sub-blocks' scales as 6-bit multiples of d = -max / 32, each sub-block's values picked again against its stored scale.
@@ -189,16 +189,5 @@ public static class Iq4Quantizer
                 packed[(16 * i) + j] = (byte)(codes[(Block * i) + j] | (codes[(Block * i) + 16 + j] << 4));
             }
         }
-    }
-
-    private static float SumOfSquares(ReadOnlySpan<float> x)
-    {
-        float sum = 0;
-        foreach (float v in x)
-        {
-            sum += v * v;
-        }
-
-        return sum;
     }
 }
