@@ -16,9 +16,9 @@ internal sealed class PerplexityCommand : ICommand
 {
     public string Name => "perplexity";
 
-    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), KL divergence from a base model, HellaSwag, Winogrande";
+    public string Summary => "perplexity of a text file (sliding windows, or llama-perplexity's chunks), KL divergence from a base model, HellaSwag, Winogrande, multiple choice (ARC, MMLU, TruthfulQA)";
 
-    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--hellaswag [--hellaswag-tasks N]] [--winogrande [--winogrande-tasks N]] [--json]";
+    public string Usage => "qwensharp perplexity [--model DIR] --file F [--context N] [--stride S | --chunks N|all] [--kl-divergence-base B [--kl-divergence]] [--hellaswag [--hellaswag-tasks N]] [--winogrande [--winogrande-tasks N]] [--multiple-choice [--multiple-choice-tasks N]] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -30,9 +30,11 @@ internal sealed class PerplexityCommand : ICommand
         new("kl-divergence-base", "B", "with --file: also write the model's log-probabilities at every scored position to the new file B (llama-perplexity's format: either tool reads the other's); with --kl-divergence: read them"),
         new("kl-divergence", null, "compare this model (a quantized one, say) with the base whose log-probabilities --kl-divergence-base B holds, on its tokens: both perplexities, KL divergence, Δp and the same top token, as llama-perplexity prints them"),
         new("hellaswag", null, "llama-perplexity's HellaSwag score (acc_norm) over --file, llama.cpp's hellaswag_val_full.txt (six lines a task): the ending with the highest mean log-prob per token is the model's answer"),
-        new("hellaswag-tasks", "N", "with --hellaswag: the first N tasks (llama-perplexity picks N at random, so only all tasks give its figure exactly; default: all)"),
+        new("hellaswag-tasks", "N", "with --hellaswag: N tasks drawn at random as llama-perplexity draws them (the same tasks, the same figure; default: all, in its random order)"),
         new("winogrande", null, "llama-perplexity's Winogrande score over --file, llama.cpp's winogrande-debiased-eval.csv (index,sentence,choice1,choice2,answer): the choice whose sentence is likelier after the blank is the model's answer"),
-        new("winogrande-tasks", "N", "with --winogrande: the first N tasks (llama-perplexity picks N at random; default: all)"),
+        new("winogrande-tasks", "N", "with --winogrande: N tasks drawn at random as llama-perplexity draws them (default: all, in the file's order)"),
+        new("multiple-choice", null, "llama-perplexity's multiple-choice score over --file, one of llama.cpp's binary task files (ARC, MMLU, TruthfulQA, HellaSwag): the answer with the highest mean log-prob per token after the question is the model's"),
+        new("multiple-choice-tasks", "N", "with --multiple-choice: N tasks drawn at random as llama-perplexity draws them (default: all, in the file's order)"),
         new("json", null, "print JSON: {\"method\",\"perplexity\",\"mean_nll\",\"tokens\",\"scored_tokens\",\"windows\"|\"chunks\",\"tokens_per_s\",...}; with --kl-divergence the statistics by name"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
@@ -51,32 +53,38 @@ internal sealed class PerplexityCommand : ICommand
         "qwensharp perplexity --model ~/models/Qwen2.5-0.5B-Instruct --file wiki.test.raw --chunks 40 --kl-divergence-base base.kld",
         "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --kl-divergence-base base.kld --kl-divergence",
         "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --hellaswag --file hellaswag_val_full.txt",
+        "qwensharp perplexity --model qwen2.5-0.5b-instruct-q4_k_m.gguf --multiple-choice --file arc-challenge-validation.bin",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        if (args.Has("winogrande"))
+        string[] tasks = ["hellaswag", "winogrande", "multiple-choice"];
+        string[] methods = [.. tasks.Where(args.Has)];
+        if (methods.Length > 1)
         {
-            string? other = new[] { "chunks", "stride", "kl-divergence", "kl-divergence-base", "context", "hellaswag" }.FirstOrDefault(args.Has);
-            return other is null ? PerplexityWinogrande.Run(args, stdout, stderr)
-                : throw new UsageException($"--winogrande scores its tasks whole; --{other} is for {(other == "hellaswag" ? "HellaSwag" : "perplexity")} (leave it out)");
+            throw new UsageException($"--{methods[0]} and --{methods[1]} are two task scores; give one at a time");
         }
 
-        if (args.Has("hellaswag"))
+        string? countWithout = tasks.FirstOrDefault(t => args.Has($"{t}-tasks") && !args.Has(t));
+        if (countWithout is not null)
+        {
+            throw new UsageException($"--{countWithout}-tasks goes with --{countWithout}");
+        }
+
+        if (methods.Length == 1)
         {
             string? other = new[] { "chunks", "stride", "kl-divergence", "kl-divergence-base", "context" }.FirstOrDefault(args.Has);
-            return other is null ? PerplexityHellaSwag.Run(args, stdout, stderr)
-                : throw new UsageException($"--hellaswag scores its tasks whole; --{other} is for perplexity (leave it out)");
-        }
+            if (other is not null)
+            {
+                throw new UsageException($"--{methods[0]} scores its tasks whole; --{other} is for perplexity (leave it out)");
+            }
 
-        if (args.Has("hellaswag-tasks"))
-        {
-            throw new UsageException("--hellaswag-tasks goes with --hellaswag");
-        }
-
-        if (args.Has("winogrande-tasks"))
-        {
-            throw new UsageException("--winogrande-tasks goes with --winogrande");
+            return methods[0] switch
+            {
+                "hellaswag" => PerplexityHellaSwag.Run(args, stdout, stderr),
+                "winogrande" => PerplexityWinogrande.Run(args, stdout, stderr),
+                _ => PerplexityMultipleChoice.Run(args, stdout, stderr),
+            };
         }
 
         if (args.Has("kl-divergence") && !args.Has("kl-divergence-base"))

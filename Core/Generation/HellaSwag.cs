@@ -49,18 +49,13 @@ public static class HellaSwag
     /// <summary>
     /// The mean log-prob per token the model gives each of <paramref name="sequences"/> (a task's texts as token ids)
     /// after the first tokens they share: the first ending token from the last shared one, each next from the one before.
-    /// A <paramref name="cache"/> and <paramref name="state"/> large enough (<see cref="Rows"/>) are reused, so thousands of
+    /// A <paramref name="cache"/> and <paramref name="state"/> large enough (<see cref="SharedPrefixBatch.Rows"/>, every text's last row left out) are reused, so thousands of
     /// tasks allocate nothing each; without them the call makes its own.
     /// </summary>
     public static double[] EndingScores(Qwen2Model model, IReadOnlyList<int[]> sequences, string task, KvCache? cache = null, ForwardState? state = null)
     {
         ArgumentNullException.ThrowIfNull(sequences);
-        int shared = Shared(sequences);
-        foreach (int[] sequence in sequences)
-        {
-            model.ValidateTokens(sequence, task);
-        }
-
+        int shared = SharedPrefixBatch.SharedLength(sequences);
         for (int s = 0; s < sequences.Count; s++)
         {
             if (sequences[s].Length == shared)
@@ -69,78 +64,30 @@ public static class HellaSwag
             }
         }
 
-        if (shared == 0)
+        // llama.cpp's rows: 0 after the shared tokens (every ending's first), then each ending's tokens but its last.
+        var wanted = new List<(int Row, int Token)>();
+        int row = 1;
+        foreach (int[] sequence in sequences)
         {
-            QwenThrow.Argument($"{task}: the texts share no first token, so nothing predicts their first (an empty context, and no BOS?)", nameof(sequences));
-        }
-
-        int longest = sequences.Max(s => s.Length);
-        (int rows, int logitRows) = Rows(sequences);
-        if (longest > model.Config.MaxPositionEmbeddings)
-        {
-            QwenThrow.Argument($"{task}: {longest} tokens, more than the model's context of {model.Config.MaxPositionEmbeddings}", nameof(sequences));
-        }
-
-        using KvCache? ownCache = cache is not null && cache.Slots >= sequences.Count && cache.Capacity >= longest ? null : model.CreateKvCache(slots: sequences.Count, capacity: longest);
-        using ForwardState? ownState = state is not null && state.MaxRows >= rows && state.MaxLogitRows >= logitRows ? null : model.CreateState(rows, logitRows);
-        (cache, state) = (ownCache ?? cache!, ownState ?? state!);
-        cache.Reset(0);
-        var batch = new TokenBatch(rows);
-        for (int p = 0; p < shared; p++)
-        {
-            batch.Add(sequences[0][p], p, slot: 0, wantLogits: p == shared - 1);
-        }
-
-        model.Forward(batch, cache, state);
-        double[] sums = new double[sequences.Count];
-        ReadOnlySpan<float> last = state.LogitsOf(0);
-        double logSumExp = LogProbs.LogSumExp(last);
-        for (int s = 0; s < sequences.Count; s++)
-        {
-            sums[s] = last[sequences[s][shared]] - logSumExp;
-            if (s > 0)
+            wanted.Add((0, sequence[shared]));
+            for (int p = shared; p < sequence.Length - 1; p++)
             {
-                cache.CopySlot(0, s, shared);
+                wanted.Add((row++, sequence[p + 1]));
             }
         }
 
-        batch.Clear();
-        for (int s = 0; s < sequences.Count; s++)
-        {
-            for (int p = shared; p < sequences[s].Length; p++)
-            {
-                batch.Add(sequences[s][p], p, slot: s, wantLogits: p < sequences[s].Length - 1);
-            }
-        }
-
-        model.Forward(batch, cache, state);
-        int row = 0;
+        double[] logProbs = SharedPrefixBatch.LogProbs(model, sequences, lastRows: false, wanted, task, cache, state);
         var scores = new double[sequences.Count];
+        int next = 0;
         for (int s = 0; s < sequences.Count; s++)
         {
-            for (int p = shared; p < sequences[s].Length - 1; p++, row++)
-            {
-                ReadOnlySpan<float> logits = state.LogitsOf(row);
-                sums[s] += logits[sequences[s][p + 1]] - LogProbs.LogSumExp(logits);
-            }
-
-            scores[s] = sums[s] / (sequences[s].Length - shared);
+            int count = sequences[s].Length - shared;
+            scores[s] = logProbs[next..(next + count)].Sum() / count;
+            next += count;
         }
 
         return scores;
     }
-
-    /// <summary>Rows of tokens and of logits a task's steps take: the shared tokens in one step, every ending's tokens in the next.</summary>
-    public static (int Rows, int LogitRows) Rows(IReadOnlyList<int[]> sequences)
-    {
-        ArgumentNullException.ThrowIfNull(sequences);
-        int shared = Shared(sequences);
-        int endingRows = sequences.Sum(s => s.Length - shared);
-        return (Math.Max(shared, endingRows), Math.Max(1, endingRows));
-    }
-
-    /// <summary>How many first tokens all the texts share.</summary>
-    private static int Shared(IReadOnlyList<int[]> sequences) => sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
 
     /// <summary>The first index of the highest score (llama.cpp's choice on ties).</summary>
     public static int Choice(IReadOnlyList<double> scores)

@@ -93,80 +93,34 @@ public static class Winogrande
     /// <summary>
     /// Both choices' scores. <paramref name="sentences"/>: the sentence with choice 1 and with choice 2, as token ids;
     /// <paramref name="throughChoice"/>: the tokens of the sentence's start with each choice (llama.cpp's n_base).
-    /// A <paramref name="cache"/> of 2 slots and a <paramref name="state"/> large enough (<see cref="HellaSwag.Rows"/>) are reused.
+    /// A <paramref name="cache"/> of 2 slots and a <paramref name="state"/> large enough (<see cref="SharedPrefixBatch.Rows"/>, every row kept) are reused.
     /// </summary>
     public static (double First, double Second) Scores(Qwen2Model model, int[][] sentences, int[] throughChoice, string task, KvCache? cache = null, ForwardState? state = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(sentences);
         ArgumentNullException.ThrowIfNull(throughChoice);
         int[] a = sentences[0], b = sentences[1];
-        int shared = a.AsSpan().CommonPrefixLength(b);
-        foreach (int[] sentence in sentences)
-        {
-            model.ValidateTokens(sentence, task);
-        }
+        int shared = SharedPrefixBatch.SharedLength(sentences);
 
-        if (shared == 0)
-        {
-            QwenThrow.Argument($"{task}: the two sentences share no first token, so nothing predicts their first (and no BOS?)", nameof(sentences));
-        }
-
-        int longest = Math.Max(a.Length, b.Length);
-        if (longest > model.Config.MaxPositionEmbeddings)
-        {
-            QwenThrow.Argument($"{task}: {longest} tokens, more than the model's context of {model.Config.MaxPositionEmbeddings}", nameof(sentences));
-        }
-
-        int rows = Math.Max(shared, Math.Max(1, (a.Length - shared) + (b.Length - shared)));
-        using KvCache? ownCache = cache is not null && cache.Slots >= 2 && cache.Capacity >= longest ? null : model.CreateKvCache(slots: 2, capacity: longest);
-        using ForwardState? ownState = state is not null && state.MaxRows >= rows && state.MaxLogitRows >= rows ? null : model.CreateState(rows, rows);
-        (cache, state) = (ownCache ?? cache!, ownState ?? state!);
-
-        // The shared tokens once, then both continuations with every logit: llama.cpp's rows, in its order.
-        cache.Reset(0);
-        var batch = new TokenBatch(rows);
-        for (int p = 0; p < shared; p++)
-        {
-            batch.Add(a[p], p, slot: 0, wantLogits: p == shared - 1);
-        }
-
-        model.Forward(batch, cache, state);
-        float[] afterShared = state.LogitsOf(0).ToArray();
-        cache.CopySlot(0, 1, shared);
-        batch.Clear();
-        for (int s = 0; s < 2; s++)
-        {
-            for (int p = shared; p < sentences[s].Length; p++)
-            {
-                batch.Add(sentences[s][p], p, slot: s, wantLogits: true);
-            }
-        }
-
-        if (batch.Count > 0)
-        {
-            model.Forward(batch, cache, state);
-        }
-
-        // llama.cpp's rows: 0 the last shared token's, then sentence 1's tokens from the shared ones on, then sentence 2's.
-        ReadOnlySpan<float> Row(int r) => r == 0 ? afterShared : state.LogitsOf(r - 1);
+        // llama.cpp's rows: 0 after the last shared token, then sentence 1's tokens from the shared ones on, then sentence 2's.
         bool choicesSkipped = a.Length - shared > 3 && b.Length - shared > 3;
-        double Score(int s)
+        var wanted = new List<(int Row, int Token)>();
+        var counts = new int[2];
+        for (int s = 0; s < 2; s++)
         {
             int[] tokens = sentences[s];
             int start = choicesSkipped ? throughChoice[s] : shared;
             int last = tokens.Length - start > 1 ? 1 : 0;
             int row = s == 0 ? start - shared : (a.Length - shared) + (start - shared);
-            double sum = 0;
             for (int j = start - 1; j < tokens.Length - 1 - last; j++, row++)
             {
-                ReadOnlySpan<float> logits = Row(row);
-                sum += logits[tokens[j + 1]] - LogProbs.LogSumExp(logits);
+                wanted.Add((row, tokens[j + 1]));
             }
 
-            return sum / (tokens.Length - start - last);
+            counts[s] = tokens.Length - start - last;
         }
 
-        return (Score(0), Score(1));
+        double[] logProbs = SharedPrefixBatch.LogProbs(model, sentences, lastRows: true, wanted, task, cache, state);
+        return (logProbs[..counts[0]].Sum() / counts[0], logProbs[counts[0]..].Sum() / counts[1]);
     }
 }

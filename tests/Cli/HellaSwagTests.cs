@@ -24,19 +24,7 @@ public sealed class HellaSwagTests
         {
             // The demo model's tokenizer puts BOS (1) first, as llama-perplexity's tokenization does.
             int[][] sequences = [.. Enumerable.Range(2, 4).Select(e => new[] { 1 }.Concat(LlamaCpp.Tokenize(gguf, [$"{lines[6 * t]} {lines[(6 * t) + e]}"])[0]).ToArray())];
-            int shared = sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
-            double[] scores = [.. sequences.Select(s =>
-            {
-                float[][] logits = LlamaCpp.Logits(gguf, s);
-                double sum = 0;
-                for (int p = shared - 1; p < s.Length - 1; p++)
-                {
-                    double max = logits[p].Max(), logSumExp = max + Math.Log(logits[p].Sum(l => Math.Exp(l - max)));
-                    sum += logits[p][s[p + 1]] - logSumExp;
-                }
-
-                return sum / (s.Length - shared);
-            })];
+            double[] scores = LlamaCppEndingScores(gguf, sequences);
             int choice = Array.IndexOf(scores, scores.Max());
             expected.Add(choice);
             correct += choice == int.Parse(lines[(6 * t) + 1], System.Globalization.CultureInfo.InvariantCulture) ? 1 : 0;
@@ -46,7 +34,10 @@ public sealed class HellaSwagTests
 
         Assert.True(result.ExitCode == 0, result.Stderr);
         JsonElement json = result.Json;
-        Assert.Equal(expected, json.GetProperty("choices").EnumerateArray().Select(c => c.GetInt32()));
+        // llama-perplexity's order, drawn at random whatever the count: the C++ library's draws for six tasks.
+        int[] drawn = [.. json.GetProperty("tasks_drawn").EnumerateArray().Select(c => c.GetInt32())];
+        Assert.Equal(Generation.TaskDrawsTests.Drawn("hellaswag", 6, 6), drawn);
+        Assert.Equal(drawn.Select(t => expected[t]), json.GetProperty("choices").EnumerateArray().Select(c => c.GetInt32()));
         Assert.Equal(correct, json.GetProperty("correct").GetInt32());
         Assert.Equal(lines.Length / 6, json.GetProperty("tasks").GetInt32());
         Assert.InRange(correct, 1, lines.Length / 6 - 1);
@@ -57,6 +48,30 @@ public sealed class HellaSwagTests
         Assert.Equal("task\tacc_norm\t95% confidence interval", printed[0]);
         Assert.StartsWith("2\t", printed[2], StringComparison.Ordinal);
         Assert.Contains("over 2 tasks", printed[3], StringComparison.Ordinal);
+        int[] firstTwo = Generation.TaskDrawsTests.Drawn("hellaswag", 6, 2);
+        int right = firstTwo.Count(t => expected[t] == int.Parse(lines[(6 * t) + 1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.StartsWith(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"2\t{100.0 * right / 2:F8}%"), printed[2], StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Each text's mean log-prob per token after the tokens all the texts share, from llama.cpp's logits of the whole text
+    /// (llama-perplexity's acc_norm score of an ending or answer).
+    /// </summary>
+    internal static double[] LlamaCppEndingScores(string gguf, int[][] sequences)
+    {
+        int shared = sequences.Min(s => s.AsSpan().CommonPrefixLength(sequences[0]));
+        return [.. sequences.Select(s =>
+        {
+            float[][] logits = LlamaCpp.Logits(gguf, s);
+            double sum = 0;
+            for (int p = shared - 1; p < s.Length - 1; p++)
+            {
+                double max = logits[p].Max(), logSumExp = max + Math.Log(logits[p].Sum(l => Math.Exp(l - max)));
+                sum += logits[p][s[p + 1]] - logSumExp;
+            }
+
+            return sum / (s.Length - shared);
+        })];
     }
 
     [Fact]
