@@ -116,7 +116,7 @@ public static class GgufExport
             writer.Add("general.file_type", ftype);
         }
 
-        GgufRequantize.AddImportanceKeys(writer, importance);
+        importance?.AddQuantizeKeys(writer);
 
         if (config.HeadDim != config.HiddenSize / config.NumAttentionHeads)
         {

@@ -60,7 +60,7 @@ public static class GgufRequantize
             writer.Add("general.file_type", fileType);
         }
 
-        AddImportanceKeys(writer, importance);
+        importance?.AddQuantizeKeys(writer);
 
         foreach ((GgufTensorInfo info, GgmlType type, byte[] data) in tensors)
         {
@@ -68,20 +68,6 @@ public static class GgufRequantize
         }
 
         writer.WriteNew(outPath);
-    }
-
-    /// <summary>The <c>quantize.imatrix.*</c> keys of <paramref name="importance"/> (<see cref="ImportanceMatrix.QuantizeMetadata"/>); nothing for null.</summary>
-    internal static void AddImportanceKeys(GgufWriter writer, ImportanceMatrix? importance)
-    {
-        foreach ((string key, object value) in importance?.QuantizeMetadata() ?? [])
-        {
-            _ = value switch
-            {
-                string text => writer.Add(key, text),
-                uint number => writer.Add(key, number),
-                _ => throw new InvalidOperationException($"{key}: a value of type {value.GetType().Name}"),
-            };
-        }
     }
 
     /// <summary>Whether llama-quantize quantizes a tensor: a matrix of weights that is not a norm (<c>tensor_allows_quantization</c>, for the tensors of qwen2 and llama files).</summary>

@@ -1,4 +1,5 @@
 using QwenSharp.Errors;
+using QwenSharp.Formats.Gguf;
 
 namespace QwenSharp.Formats;
 
@@ -73,21 +74,22 @@ public sealed class ImportanceMatrix
     }
 
     /// <summary>
-    /// The keys llama-quantize adds to a file it quantized with an importance matrix: the matrix's file and first
+    /// Adds the keys llama-quantize writes into a file it quantized with an importance matrix: the matrix's file and first
     /// dataset (at most 127 bytes each, as its overrides hold them), how many entries it used and over how many chunks.
     /// </summary>
-    public IEnumerable<(string Key, object Value)> QuantizeMetadata()
+    public void AddQuantizeKeys(GgufWriter writer)
     {
-        yield return ("quantize.imatrix.file", Clip(Path ?? ""));
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Add("quantize.imatrix.file", Clip(Path ?? ""));
         if (Datasets.Count > 0)
         {
-            yield return ("quantize.imatrix.dataset", Clip(Datasets[0]));
+            writer.Add("quantize.imatrix.dataset", Clip(Datasets[0]));
         }
 
-        yield return ("quantize.imatrix.entries_count", (uint)Entries.Count);
+        writer.Add("quantize.imatrix.entries_count", (uint)Entries.Count);
         if (ChunkCount > 0)
         {
-            yield return ("quantize.imatrix.chunks_count", (uint)ChunkCount);
+            writer.Add("quantize.imatrix.chunks_count", (uint)ChunkCount);
         }
     }
 
