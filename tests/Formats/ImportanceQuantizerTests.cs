@@ -65,7 +65,7 @@ public class ImportanceQuantizerTests
     }
 
     /// <summary>Random rows of several scales, and the edge cases: zeros, a constant, a lone outlier, one sign only, tiny values.</summary>
-    private static (float[] Values, int Rows) Rows(int cols, int seed)
+    internal static (float[] Values, int Rows) Rows(int cols, int seed)
     {
         var random = new Random(seed);
         var rows = new List<float[]>();
@@ -93,7 +93,7 @@ public class ImportanceQuantizerTests
     }
 
     /// <summary>Mean squared activations as an imatrix holds them: positive, spread over orders of magnitude, a few columns never active.</summary>
-    private static float[] Importance(int cols, int seed)
+    internal static float[] Importance(int cols, int seed)
     {
         var random = new Random(seed);
         float[] importance = [.. Enumerable.Range(0, cols).Select(_ => MathF.Exp(2 * Normal(random)))];

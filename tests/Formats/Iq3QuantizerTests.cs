@@ -1,0 +1,76 @@
+using QwenSharp.Formats.Gguf;
+using QwenSharp.Numerics;
+using QwenSharp.Tests.Support;
+
+namespace QwenSharp.Tests.Formats;
+
+/// <summary>The IQ3_XXS and IQ3_S quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
+public class Iq3QuantizerTests
+{
+    [Theory]
+    [InlineData("IQ3_XXS", false)]
+    [InlineData("IQ3_XXS", true)]
+    [InlineData("IQ3_S", false)]
+    [InlineData("IQ3_S", true)]
+    public void Rows_QuantizeAsGgmlDoes(string typeName, bool weighted)
+    {
+        GgmlType type = Enum.Parse<GgmlType>(typeName);
+        const int cols = 512;
+        (float[] values, int rows) = ImportanceQuantizerTests.Rows(cols, seed: 300 + (int)type);
+        float[]? importance = weighted ? ImportanceQuantizerTests.Importance(cols, seed: 9) : null;
+        int rowBytes = cols / 256 * (type == GgmlType.IQ3_XXS ? Iq3Quantizer.Iq3XxsBlockBytes : Iq3Quantizer.Iq3SBlockBytes);
+
+        byte[] ggml = Ggml.QuantizeChunk((int)type, values, rows, cols, importance, rowBytes);
+        for (int r = 0; r < rows; r++)
+        {
+            float[] row = values[(r * cols)..((r + 1) * cols)];
+            var ours = new byte[rowBytes];
+            if (type == GgmlType.IQ3_XXS)
+            {
+                Iq3Quantizer.QuantizeIq3_XXS(row, ours, importance);
+            }
+            else
+            {
+                Iq3Quantizer.QuantizeIq3_S(row, ours, importance);
+            }
+
+            int at = ours.AsSpan().CommonPrefixLength(ggml.AsSpan(r * rowBytes, rowBytes));
+            Assert.True(at == rowBytes, $"{typeName}: row {r} differs from ggml's at byte {at}: ours {string.Join(",", ours.Skip(at).Take(8))} ggml {string.Join(",", ggml.Skip((r * rowBytes) + at).Take(8))}");
+        }
+    }
+
+    [Fact]
+    public void Iq3S_AZeroGroupLeavesTheOthersInPlace()
+    {
+        // ggml skips a group of 32 zeros without moving on to its index and sign bytes, so each later group's land one
+        // group early, read under the wrong scale and ninth bits; here every group keeps its place. All else is ggml's.
+        var random = new Random(5);
+        float[] row = [.. Enumerable.Range(0, 256).Select(_ => (float)(random.NextDouble() - 0.5))];
+        Array.Clear(row, 3 * 32, 32);
+        byte[] ggml = Ggml.QuantizeChunk((int)GgmlType.IQ3_S, row, 1, 256, null, Iq3Quantizer.Iq3SBlockBytes);
+        var ours = new byte[Iq3Quantizer.Iq3SBlockBytes];
+        Iq3Quantizer.QuantizeIq3_S(row, ours);
+
+        Assert.Equal(ggml[..2], ours[..2]);            // d
+        Assert.Equal(ggml[66..74], ours[66..74]);      // ninth bits, by group
+        Assert.Equal(ggml[106..], ours[106..]);        // scales
+        for (int g = 0; g < 8; g++)
+        {
+            int from = g < 3 ? g : g - 1;              // where ggml put group g's bytes
+            byte[] ourIndices = ours[(2 + (8 * g))..(10 + (8 * g))], ourSigns = ours[(74 + (4 * g))..(78 + (4 * g))];
+            if (g == 3)
+            {
+                Assert.All(ourIndices.Concat(ourSigns), b => Assert.Equal(0, b));
+                continue;
+            }
+
+            Assert.Equal(ggml[(2 + (8 * from))..(10 + (8 * from))], ourIndices);
+            Assert.Equal(ggml[(74 + (4 * from))..(78 + (4 * from))], ourSigns);
+        }
+
+        // Dequantized, the zero group is the smallest value the format has (d × point 1), not a copy of its neighbour's.
+        float[] back = new float[256];
+        IqBlocks.Dequantize(IqType.Iq3S, ours, back);
+        Assert.All(back[96..128], v => Assert.True(MathF.Abs(v) <= 0.02f, $"{v}"));
+    }
+}
