@@ -9,7 +9,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs (with --imatrix; IQ3 held as the Q6_K of its values) tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs and iq3, or stay as stored)");
 
     public static readonly OptionSpec Imatrix = new("imatrix", "FILE", "with --quantize: round the matrices by this importance matrix (qwensharp imatrix's or llama-imatrix's file), as quantize --imatrix does");
 
@@ -160,6 +160,11 @@ internal static class ModelLoading
     /// <summary>--quantize: the quantized type or mix to convert the matrices to at load, or null.</summary>
     public static Formats.QuantizationMix? QuantizeType(Arguments args)
     {
+        if (args.Value("quantize") is string asked)
+        {
+            RefuseIq3XxsMix(asked, "--quantize");
+        }
+
         Formats.QuantizationMix? mix = args.Value("quantize") switch
         {
             null => null,
@@ -179,10 +184,23 @@ internal static class ModelLoading
         return File.Exists(path) ? mix.WithImportance(Formats.ImportanceMatrixFile.Read(path)) : throw new UsageException($"--imatrix {path}: file not found");
     }
 
+    /// <summary>
+    /// llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which has no quantizer here: the name is
+    /// refused rather than taken for every matrix in IQ3_XXS (which --tensor-type PATTERN=iq3_xxs gives).
+    /// </summary>
+    public static void RefuseIq3XxsMix(string name, string option)
+    {
+        if (string.Equals(name, "iq3_xxs", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new UsageException($"{option} iq3_xxs: llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which QwenSharp does not write yet; "
+                + "take iq3_xs, iq3_s or iq3_m, or set IQ3_XXS for the matrices you name with --tensor-type PATTERN=iq3_xxs");
+        }
+    }
+
     /// <summary>The quantized types with a quantizer here.</summary>
     public static readonly Formats.DType[] Quantizers =
         [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K, Formats.DType.Q3_K, Formats.DType.Q2_K,
-            Formats.DType.IQ4_NL, Formats.DType.IQ4_XS];
+            Formats.DType.IQ4_NL, Formats.DType.IQ4_XS, Formats.DType.IQ3_S];
 
     /// <summary>llama-quantize's mixes, then the single types of <paramref name="types"/> (a name both have, q2_k, is the mix).</summary>
     public static IEnumerable<string> MixAndTypeNames(IEnumerable<Formats.DType> types) =>

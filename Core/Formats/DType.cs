@@ -63,6 +63,20 @@ public enum DType
 
     /// <summary>GGUF's Q6_K: super-blocks of 256 values in 210 bytes, 6-bit codes under int8 scales of 16 values.</summary>
     Q6_K,
+
+    /// <summary>
+    /// GGUF's IQ3_XXS: super-blocks of 256 values in 98 bytes, groups of four magnitudes as one of 256 lattice points, 7 sign
+    /// bits a group of eight and a 4-bit scale per 32 (<see cref="Numerics.Iq3Quantizer"/>). Written to GGUF files; a model
+    /// holds it as the Q6_K that has every value (<see cref="Numerics.IqBlocks.ToQ6_K"/>).
+    /// </summary>
+    IQ3_XXS,
+
+    /// <summary>
+    /// GGUF's IQ3_S: super-blocks of 256 values in 110 bytes, groups of four magnitudes as one of 512 lattice points, a sign
+    /// bit a value and a 4-bit scale per 32 (<see cref="Numerics.Iq3Quantizer"/>). Written to GGUF files (llama-quantize's
+    /// IQ3_S, IQ3_M and IQ3_XS hold it); a model holds it as Q6_K, as for IQ3_XXS.
+    /// </summary>
+    IQ3_S,
 }
 
 /// <summary>safetensors dtype names and element sizes.</summary>
@@ -81,11 +95,11 @@ public static class DTypes
     public static int BlockValues(DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.IQ4_NL => 32,
-        DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K => 256,
+        DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 136 for IQ4_XS, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 136 for IQ4_XS, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K, 98 for IQ3_XXS, 110 for IQ3_S.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
@@ -100,11 +114,13 @@ public static class DTypes
         DType.Q4_K => 144,
         DType.Q5_K => 176,
         DType.Q6_K => 210,
+        DType.IQ3_XXS => Numerics.Iq3Quantizer.Iq3XxsBlockBytes,
+        DType.IQ3_S => Numerics.Iq3Quantizer.Iq3SBlockBytes,
         _ => SizeOf(type),
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -127,6 +143,8 @@ public static class DTypes
         DType.Q4_K => "Q4_K",
         DType.Q5_K => "Q5_K",
         DType.Q6_K => "Q6_K",
+        DType.IQ3_XXS => "IQ3_XXS",
+        DType.IQ3_S => "IQ3_S",
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
     };
 
@@ -146,6 +164,12 @@ public static class DTypes
             case "Q4_K": type = DType.Q4_K; return true;
             case "Q5_K": type = DType.Q5_K; return true;
             case "Q6_K": type = DType.Q6_K; return true;
+            case "Q2_K": type = DType.Q2_K; return true;
+            case "Q3_K": type = DType.Q3_K; return true;
+            case "IQ4_NL": type = DType.IQ4_NL; return true;
+            case "IQ4_XS": type = DType.IQ4_XS; return true;
+            case "IQ3_XXS": type = DType.IQ3_XXS; return true;
+            case "IQ3_S": type = DType.IQ3_S; return true;
             default: type = default; return false;
         }
     }

@@ -94,6 +94,20 @@ public sealed class QuantizationMix
         new("q5_k_m", DType.Q5_K, 17, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
         new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
         new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
+        new("iq3_xs", DType.IQ3_S, 22, (role, layer, model, _) => role switch
+        {
+            "attn_v" when model.QueriesPerKvHead >= 4 => DType.Q4_K,
+            "attn_q" or "attn_k" => DType.IQ3_XXS,
+            "ffn_gate" or "ffn_up" when layer >= model.Layers / 8 && layer < 7 * model.Layers / 8 => DType.IQ3_XXS,
+            _ => null,
+        }),
+        new("iq3_s", DType.IQ3_S, 26, (role, _, model, _) => role == "attn_v" && model.QueriesPerKvHead >= 4 ? DType.Q4_K : null),
+        new("iq3_m", DType.IQ3_S, 27, (role, layer, model, _) => role switch
+        {
+            "attn_v" or "attn_output" => DType.Q4_K,
+            "ffn_down" when layer < model.Layers / 8 => DType.Q4_K,
+            _ => null,
+        }),
     ];
 
     /// <summary>
@@ -182,7 +196,14 @@ public sealed class QuantizationMix
             }
         }
 
-        return QuantizationFallback.For(target, stored, columns);
+        DType chosen = QuantizationFallback.For(target, stored, columns);
+        if (chosen == DType.IQ3_XXS && Importance is null && ggufName is not ("token_embd.weight" or "output.weight"))
+        {
+            // llama-quantize refuses too (tensor_requires_imatrix): 3 bits a value without knowing which columns matter.
+            throw new NotSupportedException($"tensor '{ggufName}': IQ3_XXS needs an importance matrix, as llama-quantize requires: make one with qwensharp imatrix and give it with --imatrix F");
+        }
+
+        return chosen;
     }
 
     /// <summary>A type given by name for one matrix: refused where its blocks do not fit the rows (llama-quantize would stop on it).</summary>

@@ -61,10 +61,23 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return true;
         }
 
-        long bytes = DTypes.ByteLength(type, view.ElementCount);
+        // IQ3's values are held as the Q6_K that has every one of them (as an IQ3 file's are at load): no kernel reads IQ3.
+        Numerics.IqType? lattice = type switch { DType.IQ3_XXS => Numerics.IqType.Iq3Xxs, DType.IQ3_S => Numerics.IqType.Iq3S, _ => null };
+        DType held = lattice is null ? type : DType.Q6_K;
+        long bytes = DTypes.ByteLength(held, view.ElementCount);
         byte* data = (byte*)_owned.Allocate(bytes);
-        TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)), _mix.ImportanceOf(ggufName, view.Shape[1]));
-        view = view with { DType = type, Data = (nint)data };
+        if (lattice is Numerics.IqType iq)
+        {
+            byte[] iqBytes = new byte[DTypes.ByteLength(type, view.ElementCount)];
+            TensorValues.RowsAs(view, type, iqBytes, _mix.ImportanceOf(ggufName, view.Shape[1]));
+            Numerics.IqBlocks.ToQ6_K(iq, iqBytes, new Span<byte>(data, checked((int)bytes)));
+        }
+        else
+        {
+            TensorValues.RowsAs(view, type, new Span<byte>(data, checked((int)bytes)), _mix.ImportanceOf(ggufName, view.Shape[1]));
+        }
+
+        view = view with { DType = held, Data = (nint)data };
         _converted[name] = view;
         ConvertedBytes += bytes;
         return true;

@@ -156,6 +156,12 @@ public static class TensorValues
             case DType.Q6_K:
                 KQuantBlocks.DequantizeQ6_K(bytes, values);
                 break;
+            case DType.IQ3_XXS:
+                IqBlocks.Dequantize(IqType.Iq3Xxs, bytes, values);
+                break;
+            case DType.IQ3_S:
+                IqBlocks.Dequantize(IqType.Iq3S, bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
@@ -227,6 +233,12 @@ public static class TensorValues
                 break;
             case DType.IQ4_XS:
                 Iq4Quantizer.QuantizeIq4_XS(values, bytes);
+                break;
+            case DType.IQ3_XXS:
+                Iq3Quantizer.QuantizeIq3_XXS(values, bytes);
+                break;
+            case DType.IQ3_S:
+                Iq3Quantizer.QuantizeIq3_S(values, bytes);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

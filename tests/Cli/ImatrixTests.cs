@@ -209,7 +209,7 @@ public sealed class ImatrixTests
         return path;
     }
 
-    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true } };
+    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true }, { "iq3_xs", false }, { "iq3_m", true } };
 
     [Fact]
     public void Iq4Mixes_WithAnImportanceMatrix_LeaveTheFirstDownProjectionsAlone()
@@ -222,6 +222,32 @@ public sealed class ImatrixTests
         Assert.Equal(DType.IQ4_XS, mix.WithImportance(any).TypeOf("blk.1.ffn_down.weight", 512, DType.F32, shape));
         Assert.Equal(DType.IQ4_XS, mix.TypeOf("blk.2.ffn_down.weight", 512, DType.F32, shape));
         Assert.Equal(DType.IQ4_NL, mix.TypeOf("blk.2.ffn_up.weight", 896, DType.F32, shape));
+    }
+
+    [Fact]
+    public void Iq3XsMix_IsLlamaQuantizesAndNeedsAnImportanceMatrix()
+    {
+        // llama_tensor_get_type's IQ3_XS: IQ3_S, the query and key projections and the middle layers' gate and up IQ3_XXS,
+        // the value projection Q4_K where 4 or more query heads share a key/value head; IQ3_XXS only with importance.
+        var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: 4);
+        QuantizationMix.TryParse("iq3_xs", out QuantizationMix? plain);
+        QuantizationMix mix = plain!.WithImportance(new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry>(), [], 0, 0));
+        foreach ((string name, DType type) in new (string, DType)[]
+        {
+            ("blk.0.attn_q.weight", DType.IQ3_XXS), ("blk.0.attn_k.weight", DType.IQ3_XXS), ("blk.0.attn_v.weight", DType.Q4_K),
+            ("blk.0.attn_output.weight", DType.IQ3_S), ("blk.1.ffn_gate.weight", DType.IQ3_S), ("blk.2.ffn_gate.weight", DType.IQ3_XXS),
+            ("blk.13.ffn_up.weight", DType.IQ3_XXS), ("blk.14.ffn_up.weight", DType.IQ3_S), ("blk.5.ffn_down.weight", DType.IQ3_S),
+            ("token_embd.weight", DType.IQ3_S), ("output.weight", DType.Q6_K),
+        })
+        {
+            Assert.True(type == mix.TypeOf(name, 512, DType.F32, shape), $"{name}: {mix.TypeOf(name, 512, DType.F32, shape)}, llama-quantize {type}");
+        }
+
+        var error = Assert.Throws<NotSupportedException>(() => plain.TypeOf("blk.0.attn_q.weight", 512, DType.F32, shape));
+        Assert.Contains("tensor 'blk.0.attn_q.weight': IQ3_XXS needs an importance matrix", error.Message, StringComparison.Ordinal);
+        CliRunner.Result refused = CliRunner.Run("quantize", "--model", RandomKQuantModel.Qwen2Folder.Value, "--type", "iq3_xs", "--out", Path.Combine(Fixtures.TempDirectory(), "x.gguf"));
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("IQ3_XXS needs an importance matrix, as llama-quantize requires", Assert.Single(refused.ErrorLines), StringComparison.Ordinal);
     }
 
     [Theory]

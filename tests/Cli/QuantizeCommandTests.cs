@@ -89,6 +89,38 @@ public sealed class QuantizeCommandTests
     }
 
     [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Iq3AtLoad_GivesTheLogitsOfItsFile(string device)
+    {
+        // --quantize iq3_m holds each IQ3_S matrix as the Q6_K that has its values, as loading the IQ3_M file does.
+        TestBackends.RequireDevice(device);
+        string folder = RandomKQuantModel.Folder.Value, file = Path.Combine(Fixtures.TempDirectory(), "iq3_m.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", "iq3_m", "--out", file).ExitCode);
+        using (GgufFile written = GgufFile.Open(file))
+        {
+            Assert.Equal(GgmlType.IQ3_S, (GgmlType)written.Tensors["blk.0.ffn_up.weight"].Type);
+        }
+
+        int[] ids = [1, 17, 300, 42, 511, 7];
+        Assert.True(QuantizationMix.TryParse("iq3_m", out QuantizationMix? mix));
+        float[][] fromFile, atLoad;
+        using (IBackend backend = TestBackends.Create(device))
+        using (Qwen2Model model = Qwen2Model.Load(file, backend))
+        {
+            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        }
+
+        using (IBackend backend = TestBackends.Create(device))
+        using (Qwen2Model model = Qwen2Model.Load(folder, backend, mix))
+        {
+            Assert.Equal(DType.Q6_K, model.Weights.Layers[0].UpProj.DType);
+            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        }
+
+        Assert.Equal(fromFile, atLoad);
+    }
+
+    [SkippableTheory]
     [InlineData("cpu", DType.Q8_0, true)]
     [InlineData("cpu", DType.Q5_0, false)]
     [InlineData("cpu", DType.Q4_1, false)]
@@ -148,6 +180,12 @@ public sealed class QuantizeCommandTests
         { "twelve layers", "iq4_nl", LLama.Native.LLamaFtype.MOSTLY_IQ4_NL },
         { "two layers", "iq4_xs", LLama.Native.LLamaFtype.MOSTLY_IQ4_XS },
         { "tiny-qwen2", "iq4_xs", LLama.Native.LLamaFtype.MOSTLY_IQ4_XS },
+        // IQ3: IQ3_S matrices; IQ3_M's value, attention-output and first eighth's down projections Q4_K; 32-wide rows fall
+        // back to IQ4_NL. (IQ3_XS's IQ3_XXS matrices need an importance matrix: ImatrixTests.)
+        { "twelve layers", "iq3_s", LLama.Native.LLamaFtype.MOSTLY_IQ3_S },
+        { "twelve layers", "iq3_m", LLama.Native.LLamaFtype.MOSTLY_IQ3_M },
+        { "two layers", "iq3_s", LLama.Native.LLamaFtype.MOSTLY_IQ3_S },
+        { "tiny-qwen2", "iq3_m", LLama.Native.LLamaFtype.MOSTLY_IQ3_M },
     };
 
     [Theory]
@@ -234,7 +272,7 @@ public sealed class QuantizeCommandTests
         // the bytes by ggml's own quantizer.
         string folder = RandomKQuantModel.Folder.Value, directory = Fixtures.TempDirectory();
         string plain = Path.Combine(directory, "plain.gguf"), patterned = Path.Combine(directory, "patterned.gguf"), rules = Path.Combine(directory, "rules.txt");
-        File.WriteAllText(rules, "ATTN_V=q4_k\nblk\\.1\\.ffn_down=q8_0  attn_q=q4_k ffn_down=q5_k\n");
+        File.WriteAllText(rules, "ATTN_V=q4_k\nblk\\.1\\.ffn_down=q8_0  attn_q=q3_k ffn_down=q5_k\n");
         Assert.Equal(0, CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--out", plain).ExitCode);
 
         CliRunner.Result result = CliRunner.Run("quantize", "--model", folder, "--type", "q4_k_m", "--tensor-type", "attn_k=q5_0", "--tensor-type-file", rules, "--out", patterned);
@@ -248,6 +286,7 @@ public sealed class QuantizeCommandTests
             ["blk.0.attn_v.weight"] = GgmlType.Q4_K,                    // the mix's type already
             ["blk.1.ffn_down.weight"] = GgmlType.Q8_0,                  // Q6_K by the mix: the first pattern found wins
             ["blk.0.ffn_down.weight"] = GgmlType.Q5_K,
+            ["blk.0.attn_q.weight"] = GgmlType.Q3_K, ["blk.1.attn_q.weight"] = GgmlType.Q3_K,    // a k-quant name --tensor-type once refused
         };
         Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.attn_v.weight"].Type);
         Assert.Equal(GgmlType.Q6_K, (GgmlType)before.Tensors["blk.1.ffn_down.weight"].Type);
@@ -345,11 +384,13 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq2_xs", "--out", existing + "5"], "--type 'iq2_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q8_0"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq2_xs", "--out", existing + "5"], "--type 'iq2_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq3_xxs", "--out", existing + "11"], "--type iq3_xxs: llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which QwenSharp does not write yet"),
+            (["quantize", "--model", RandomKQuantModel.Folder.Value, "--type", "q4_k_m", "--tensor-type", "ffn_up=iq3_xxs", "--out", existing + "12"], "IQ3_XXS needs an importance matrix, as llama-quantize requires"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--output-tensor-type", "q9", "--out", existing + "6"], "--output-tensor-type: 'q9' is not one of q8_0, q4_0"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type", "attn_v", "--out", existing + "7"], "--tensor-type: 'attn_v' is not PATTERN=TYPE"),

@@ -118,6 +118,8 @@ public static class GgmlTypes
         DType.Q4_K => GgmlType.Q4_K,
         DType.Q5_K => GgmlType.Q5_K,
         DType.Q6_K => GgmlType.Q6_K,
+        DType.IQ3_XXS => GgmlType.IQ3_XXS,
+        DType.IQ3_S => GgmlType.IQ3_S,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }
