@@ -9,7 +9,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs (with --imatrix; IQ3 held as the Q6_K of its values) tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs and iq3, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m (the last three with --imatrix; IQ3 held as the Q6_K of its values, IQ2_S as Q8_0) tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs, iq3 and iq2, or stay as stored)");
 
     public static readonly OptionSpec Imatrix = new("imatrix", "FILE", "with --quantize: round the matrices by this importance matrix (qwensharp imatrix's or llama-imatrix's file), as quantize --imatrix does");
 
@@ -162,13 +162,13 @@ internal static class ModelLoading
     {
         if (args.Value("quantize") is string asked)
         {
-            RefuseIq3XxsMix(asked, "--quantize");
+            RefuseUnwrittenMix(asked, "--quantize");
         }
 
         Formats.QuantizationMix? mix = args.Value("quantize") switch
         {
             null => null,
-            string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? parsed) && Quantizers.Contains(parsed.Base) => parsed,
+            string text when Formats.QuantizationMix.TryParse(text, out Formats.QuantizationMix? parsed) && IsOffered(parsed) => parsed,
             string text => throw new UsageException($"--quantize '{text}' is not one of {string.Join(", ", MixAndTypeNames(Quantizers))}"),
         };
         if (args.Value("imatrix") is not string path)
@@ -185,22 +185,32 @@ internal static class ModelLoading
     }
 
     /// <summary>
-    /// llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which has no quantizer here: the name is
-    /// refused rather than taken for every matrix in IQ3_XXS (which --tensor-type PATTERN=iq3_xxs gives).
+    /// llama-quantize's 1-2-bit mixes whose main type has no quantizer here yet: refused by name with what is written,
+    /// rather than taken for every matrix in a type of that name.
     /// </summary>
-    public static void RefuseIq3XxsMix(string name, string option)
+    public static void RefuseUnwrittenMix(string name, string option)
     {
-        if (string.Equals(name, "iq3_xxs", StringComparison.OrdinalIgnoreCase))
+        string? main = name.ToLowerInvariant() switch
         {
-            throw new UsageException($"{option} iq3_xxs: llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which QwenSharp does not write yet; "
-                + "take iq3_xs, iq3_s or iq3_m, or set IQ3_XXS for the matrices you name with --tensor-type PATTERN=iq3_xxs");
+            "iq2_s" or "iq2_xs" => "IQ2_XS",
+            "iq2_xxs" => "IQ2_XXS",
+            "iq1_s" or "iq1_m" => name.ToUpperInvariant(),
+            _ => null,
+        };
+        if (main is not null)
+        {
+            throw new UsageException($"{option} {name}: llama-quantize's {name.ToUpperInvariant()} stores its matrices as {main}, which QwenSharp does not write yet; "
+                + "the lowest mixes written are iq2_m and iq3_xxs (with --imatrix), and --tensor-type PATTERN=iq2_s sets IQ2_S for the matrices you name");
         }
     }
 
     /// <summary>The quantized types with a quantizer here.</summary>
     public static readonly Formats.DType[] Quantizers =
         [Formats.DType.Q8_0, Formats.DType.Q4_0, Formats.DType.Q5_0, Formats.DType.Q4_1, Formats.DType.Q5_1, Formats.DType.Q4_K, Formats.DType.Q5_K, Formats.DType.Q6_K, Formats.DType.Q3_K, Formats.DType.Q2_K,
-            Formats.DType.IQ4_NL, Formats.DType.IQ4_XS, Formats.DType.IQ3_S];
+            Formats.DType.IQ4_NL, Formats.DType.IQ4_XS];
+
+    /// <summary>Whether --quantize and quantize --type take a mix: llama-quantize's named mixes, or one of <see cref="Quantizers"/> for every matrix.</summary>
+    public static bool IsOffered(Formats.QuantizationMix mix) => Formats.QuantizationMix.Mixes.Contains(mix) || (mix.IsPure && Quantizers.Contains(mix.Base));
 
     /// <summary>llama-quantize's mixes, then the single types of <paramref name="types"/> (a name both have, q2_k, is the mix).</summary>
     public static IEnumerable<string> MixAndTypeNames(IEnumerable<Formats.DType> types) =>

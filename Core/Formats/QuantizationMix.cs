@@ -94,6 +94,21 @@ public sealed class QuantizationMix
         new("q5_k_m", DType.Q5_K, 17, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
         new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
         new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
+        new("iq2_m", DType.IQ2_S, 29, (role, layer, model, _) => role switch
+        {
+            "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : DType.IQ3_S,
+            "ffn_down" when layer < model.Layers / 8 => DType.IQ3_S,
+            "attn_output" or "token_embd" => DType.IQ3_S,
+            _ => null,
+        }),
+        new("iq3_xxs", DType.IQ3_XXS, 23, (role, layer, model, weighted) => role switch
+        {
+            "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : weighted ? DType.IQ3_XXS : DType.IQ3_S,
+            "ffn_down" when !weighted => layer < model.Layers / 8 ? DType.Q4_K : DType.Q3_K,
+            "attn_q" or "attn_k" => DType.IQ2_S,
+            "attn_output" or "token_embd" => DType.IQ3_S,
+            _ => null,
+        }),
         new("iq3_xs", DType.IQ3_S, 22, (role, layer, model, _) => role switch
         {
             "attn_v" when model.QueriesPerKvHead >= 4 => DType.Q4_K,
@@ -180,8 +195,12 @@ public sealed class QuantizationMix
             bool output = ggufName == "output.weight" || (model.TiedEmbeddings && ggufName == "token_embd.weight");
             if (output)
             {
-                // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K.
-                target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : DType.Q6_K);
+                // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K (Q5_K in its 2-3-bit i-quant mixes).
+                target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : Base is DType.IQ3_XXS or DType.IQ2_S ? DType.Q5_K : DType.Q6_K);
+            }
+            else if (ggufName == "token_embd.weight")
+            {
+                target = _raise("token_embd", 0, model, Importance is not null) ?? Base;
             }
             else if (Layer(ggufName) is (int layer, string role))
             {
@@ -189,7 +208,8 @@ public sealed class QuantizationMix
 
                 // llama.cpp's 70B rule (its qwen2 and llama with 80 layers): 8 query heads share each value head, so the
                 // value projection is an eighth of the query's, and more bits there cost little.
-                if (role == "attn_v" && model.Layers == 80 && target is DType.Q3_K or DType.Q4_K)
+                // (Not in its 1-2-bit mixes, whose value projections it picks before that rule.)
+                if (role == "attn_v" && model.Layers == 80 && target is DType.Q3_K or DType.Q4_K && Base is not DType.IQ2_S)
                 {
                     target = DType.Q5_K;
                 }
@@ -197,10 +217,10 @@ public sealed class QuantizationMix
         }
 
         DType chosen = QuantizationFallback.For(target, stored, columns);
-        if (chosen == DType.IQ3_XXS && Importance is null && ggufName is not ("token_embd.weight" or "output.weight"))
+        if (chosen is DType.IQ3_XXS or DType.IQ2_S && Importance is null && ggufName is not ("token_embd.weight" or "output.weight"))
         {
             // llama-quantize refuses too (tensor_requires_imatrix): 3 bits a value without knowing which columns matter.
-            throw new NotSupportedException($"tensor '{ggufName}': IQ3_XXS needs an importance matrix, as llama-quantize requires: make one with qwensharp imatrix and give it with --imatrix F");
+            throw new NotSupportedException($"tensor '{ggufName}': {DTypes.Name(chosen)} needs an importance matrix, as llama-quantize requires: make one with qwensharp imatrix and give it with --imatrix F");
         }
 
         return chosen;

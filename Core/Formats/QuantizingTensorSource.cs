@@ -61,16 +61,26 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             return true;
         }
 
-        // IQ3's values are held as the Q6_K that has every one of them (as an IQ3 file's are at load): no kernel reads IQ3.
-        Numerics.IqType? lattice = type switch { DType.IQ3_XXS => Numerics.IqType.Iq3Xxs, DType.IQ3_S => Numerics.IqType.Iq3S, _ => null };
-        DType held = lattice is null ? type : DType.Q6_K;
+        // No kernel reads the lattice types: IQ3's values are held as the Q6_K that has every one of them, IQ2_S's quantized
+        // again as Q8_0, as an IQ3 or IQ2 file's are at load.
+        Numerics.IqType? lattice = type switch { DType.IQ3_XXS => Numerics.IqType.Iq3Xxs, DType.IQ3_S => Numerics.IqType.Iq3S, DType.IQ2_S => Numerics.IqType.Iq2S, _ => null };
+        DType held = lattice switch { null => type, Numerics.IqType.Iq2S => DType.Q8_0, _ => DType.Q6_K };
         long bytes = DTypes.ByteLength(held, view.ElementCount);
         byte* data = (byte*)_owned.Allocate(bytes);
         if (lattice is Numerics.IqType iq)
         {
             byte[] iqBytes = new byte[DTypes.ByteLength(type, view.ElementCount)];
             TensorValues.RowsAs(view, type, iqBytes, _mix.ImportanceOf(ggufName, view.Shape[1]));
-            Numerics.IqBlocks.ToQ6_K(iq, iqBytes, new Span<byte>(data, checked((int)bytes)));
+            if (held == DType.Q6_K)
+            {
+                Numerics.IqBlocks.ToQ6_K(iq, iqBytes, new Span<byte>(data, checked((int)bytes)));
+            }
+            else
+            {
+                float[] values = new float[view.ElementCount];
+                Numerics.IqBlocks.Dequantize(iq, iqBytes, values);
+                Numerics.Q8_0Blocks.Quantize(values, new Span<byte>(data, checked((int)bytes)));
+            }
         }
         else
         {

@@ -162,6 +162,9 @@ public static class TensorValues
             case DType.IQ3_S:
                 IqBlocks.Dequantize(IqType.Iq3S, bytes, values);
                 break;
+            case DType.IQ2_S:
+                IqBlocks.Dequantize(IqType.Iq2S, bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
@@ -239,6 +242,9 @@ public static class TensorValues
                 break;
             case DType.IQ3_S:
                 Iq3Quantizer.QuantizeIq3_S(values, bytes);
+                break;
+            case DType.IQ2_S:
+                Iq2Quantizer.QuantizeIq2_S(values, bytes);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

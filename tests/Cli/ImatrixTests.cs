@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
+using QwenSharp.Backend;
 using QwenSharp.Formats;
 using QwenSharp.Formats.Gguf;
+using QwenSharp.Qwen2;
 using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Cli;
@@ -209,7 +211,7 @@ public sealed class ImatrixTests
         return path;
     }
 
-    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true }, { "iq3_xs", false }, { "iq3_m", true } };
+    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true }, { "iq3_xs", false }, { "iq3_m", true }, { "iq3_xxs", false }, { "iq2_m", false } };
 
     [Fact]
     public void Iq4Mixes_WithAnImportanceMatrix_LeaveTheFirstDownProjectionsAlone()
@@ -248,6 +250,70 @@ public sealed class ImatrixTests
         CliRunner.Result refused = CliRunner.Run("quantize", "--model", RandomKQuantModel.Qwen2Folder.Value, "--type", "iq3_xs", "--out", Path.Combine(Fixtures.TempDirectory(), "x.gguf"));
         Assert.Equal(2, refused.ExitCode);
         Assert.Contains("IQ3_XXS needs an importance matrix, as llama-quantize requires", Assert.Single(refused.ErrorLines), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("iq3_xxs", 2)]
+    [InlineData("iq3_xxs", 4)]
+    [InlineData("iq2_m", 2)]
+    [InlineData("iq2_m", 8)]
+    public void LowBitMixes_AreLlamaQuantizes(string name, int queriesPerKvHead)
+    {
+        // llama_tensor_get_type's IQ3_XXS (IQ2_S query and key, IQ3_S attention output and embedding, Q5_K output) and IQ2_M
+        // (IQ2_S; IQ3_S value, attention output, first eighth's down projections and embedding), with importance; the value
+        // projection Q4_K where 4 or more query heads share a key/value head, not raised further in an 80-layer IQ2_M.
+        var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: queriesPerKvHead);
+        QuantizationMix.TryParse(name, out QuantizationMix? plain);
+        QuantizationMix mix = plain!.WithImportance(new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry>(), [], 0, 0));
+        bool iq2 = name == "iq2_m";
+        DType main = iq2 ? DType.IQ2_S : DType.IQ3_XXS, value = queriesPerKvHead >= 4 ? DType.Q4_K : iq2 ? DType.IQ3_S : DType.IQ3_XXS;
+        foreach ((string tensor, DType type) in new (string, DType)[]
+        {
+            ("blk.0.attn_q.weight", iq2 ? main : DType.IQ2_S), ("blk.0.attn_k.weight", iq2 ? main : DType.IQ2_S), ("blk.3.attn_v.weight", value),
+            ("blk.0.attn_output.weight", DType.IQ3_S), ("blk.1.ffn_down.weight", iq2 ? DType.IQ3_S : main), ("blk.2.ffn_down.weight", main),
+            ("blk.5.ffn_up.weight", main), ("token_embd.weight", DType.IQ3_S), ("output.weight", DType.Q5_K),
+        })
+        {
+            Assert.True(type == mix.TypeOf(tensor, 512, DType.F32, shape), $"{name}: {tensor}: {mix.TypeOf(tensor, 512, DType.F32, shape)}, llama-quantize {type}");
+        }
+
+        // llama.cpp's 70B rule raises IQ3_XXS's Q4_K value projection to Q5_K in 80 layers, not IQ2_M's (picked in its own branch).
+        Assert.Equal(iq2 ? DType.Q4_K : DType.Q5_K, mix.TypeOf("blk.3.attn_v.weight", 512, DType.F32, shape with { Layers = 80, QueriesPerKvHead = 8 }));
+        var error = Assert.Throws<NotSupportedException>(() => plain.TypeOf("blk.2.ffn_up.weight", 512, DType.F32, shape));
+        Assert.Contains($"needs an importance matrix, as llama-quantize requires", error.Message, StringComparison.Ordinal);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
+    public void Iq2MAtLoad_GivesTheLogitsOfItsFile(string device)
+    {
+        // --quantize iq2_m holds IQ2_S as Q8_0 of its values and IQ3_S as Q6_K, as loading the IQ2_M file does.
+        TestBackends.RequireDevice(device);
+        string folder = RandomKQuantModel.Qwen2Folder.Value, imatrix = SyntheticImatrix(seed: 13), file = Path.Combine(Fixtures.TempDirectory(), "iq2_m.gguf");
+        CliRunner.Result quantized = CliRunner.Run("quantize", "--model", folder, "--type", "iq2_m", "--imatrix", imatrix, "--out", file);
+        Assert.True(quantized.ExitCode == 0, quantized.Stderr);
+        using (GgufFile written = GgufFile.Open(file))
+        {
+            Assert.Equal(GgmlType.IQ2_S, (GgmlType)written.Tensors["blk.1.ffn_up.weight"].Type);
+        }
+
+        Assert.True(QuantizationMix.TryParse("iq2_m", out QuantizationMix? mix));
+        int[] ids = [1, 17, 300, 42, 7];
+        float[][] fromFile, atLoad;
+        using (IBackend backend = TestBackends.Create(device))
+        using (Qwen2Model model = Qwen2Model.Load(file, backend))
+        {
+            fromFile = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        }
+
+        using (IBackend backend = TestBackends.Create(device))
+        using (Qwen2Model model = Qwen2Model.Load(folder, backend, mix.WithImportance(ImportanceMatrixFile.Read(imatrix))))
+        {
+            Assert.Equal(DType.Q8_0, model.Weights.Layers[1].UpProj.DType);
+            atLoad = Model.ReferenceModelTests.AllPositionLogits(model, ids);
+        }
+
+        Assert.Equal(fromFile, atLoad);
     }
 
     [Theory]

@@ -384,12 +384,12 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
-            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq2_xs", "--out", existing + "5"], "--type 'iq2_xs' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_xs, iq3_s, iq3_m, q8_0"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq3_xxs", "--out", existing + "11"], "--type iq3_xxs: llama-quantize's IQ3_XXS stores the query and key projections as IQ2_S, which QwenSharp does not write yet"),
+            (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq9", "--out", existing + "5"], "--type 'iq9' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "iq2_s", "--out", existing + "11"], "--type iq2_s: llama-quantize's IQ2_S stores its matrices as IQ2_XS, which QwenSharp does not write yet"),
             (["quantize", "--model", RandomKQuantModel.Folder.Value, "--type", "q4_k_m", "--tensor-type", "ffn_up=iq3_xxs", "--out", existing + "12"], "IQ3_XXS needs an importance matrix, as llama-quantize requires"),
             (["bench", "--config", Path.Combine(Fixtures.DemoModel, "config.json"), "--random-weights", "--dtype", "q8_0"], "--dtype 'q8_0' is not one of bf16, f16, f32"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--output-tensor-type", "q9", "--out", existing + "6"], "--output-tensor-type: 'q9' is not one of q8_0, q4_0"),

@@ -120,6 +120,7 @@ public static class GgmlTypes
         DType.Q6_K => GgmlType.Q6_K,
         DType.IQ3_XXS => GgmlType.IQ3_XXS,
         DType.IQ3_S => GgmlType.IQ3_S,
+        DType.IQ2_S => GgmlType.IQ2_S,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }

@@ -4,34 +4,34 @@ using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Formats;
 
-/// <summary>The IQ3_XXS and IQ3_S quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
-public class Iq3QuantizerTests
+/// <summary>The IQ3_XXS, IQ3_S and IQ2_S quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
+public class IqLatticeQuantizerTests
 {
     [Theory]
     [InlineData("IQ3_XXS", false)]
     [InlineData("IQ3_XXS", true)]
     [InlineData("IQ3_S", false)]
     [InlineData("IQ3_S", true)]
+    [InlineData("IQ2_S", false)]
+    [InlineData("IQ2_S", true)]
     public void Rows_QuantizeAsGgmlDoes(string typeName, bool weighted)
     {
         GgmlType type = Enum.Parse<GgmlType>(typeName);
         const int cols = 512;
         (float[] values, int rows) = ImportanceQuantizerTests.Rows(cols, seed: 300 + (int)type);
         float[]? importance = weighted ? ImportanceQuantizerTests.Importance(cols, seed: 9) : null;
-        int rowBytes = cols / 256 * (type == GgmlType.IQ3_XXS ? Iq3Quantizer.Iq3XxsBlockBytes : Iq3Quantizer.Iq3SBlockBytes);
+        int rowBytes = cols / 256 * (type switch { GgmlType.IQ3_XXS => Iq3Quantizer.Iq3XxsBlockBytes, GgmlType.IQ3_S => Iq3Quantizer.Iq3SBlockBytes, _ => Iq2Quantizer.Iq2SBlockBytes });
 
         byte[] ggml = Ggml.QuantizeChunk((int)type, values, rows, cols, importance, rowBytes);
         for (int r = 0; r < rows; r++)
         {
             float[] row = values[(r * cols)..((r + 1) * cols)];
             var ours = new byte[rowBytes];
-            if (type == GgmlType.IQ3_XXS)
+            switch (type)
             {
-                Iq3Quantizer.QuantizeIq3_XXS(row, ours, importance);
-            }
-            else
-            {
-                Iq3Quantizer.QuantizeIq3_S(row, ours, importance);
+                case GgmlType.IQ3_XXS: Iq3Quantizer.QuantizeIq3_XXS(row, ours, importance); break;
+                case GgmlType.IQ3_S: Iq3Quantizer.QuantizeIq3_S(row, ours, importance); break;
+                default: Iq2Quantizer.QuantizeIq2_S(row, ours, importance); break;
             }
 
             int at = ours.AsSpan().CommonPrefixLength(ggml.AsSpan(r * rowBytes, rowBytes));

@@ -1,0 +1,167 @@
+namespace QwenSharp.Numerics;
+
+/// <summary>
+/// The scale search ggml's lattice i-quants share (<c>quantize_row_iq3_xxs_impl</c>, <c>_iq3_s_impl</c>,
+/// <c>_iq2_s_impl</c>): one block's weights, magnitudes and signs; over candidate scales (2 maxLevel - 1 + t × step) / max
+/// each group's magnitudes rounded to levels and, off the lattice, replaced by the nearest neighbour; the scale that fits
+/// best in weighted least squares kept, then the groups off the lattice rounded again against it and the scale refitted.
+/// </summary>
+internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, float step)
+{
+    private readonly float[] _weight = new float[block], _magnitude = new float[block], _rootWeight = new float[block];
+    private readonly sbyte[] _codes = new sbyte[block], _trial = new sbyte[block];
+    private readonly bool[] _onGrid = new bool[block / groupSize], _trialOnGrid = new bool[block / groupSize];
+
+    /// <summary>The chosen levels (0..maxLevel-1) of the block's magnitudes.</summary>
+    public Span<sbyte> Codes => _codes;
+
+    /// <summary>
+    /// The block's weights: importance × √(σ² + x²), or without importance <paramref name="unweightedFloor"/> + x² (IQ2_S
+    /// σ²/4, IQ3 none).
+    /// </summary>
+    public void Weigh(ReadOnlySpan<float> xb, ReadOnlySpan<float> importance, float sigma2, float unweightedFloor)
+    {
+        for (int i = 0; i < block; i++)
+        {
+            _weight[i] = importance.IsEmpty ? unweightedFloor + (xb[i] * xb[i]) : importance[i] * MathF.Sqrt(sigma2 + (xb[i] * xb[i]));
+        }
+
+        for (int i = 0; i < block; i++)
+        {
+            _rootWeight[i] = MathF.Sqrt(_weight[i]);
+        }
+    }
+
+    /// <summary>Eight values' magnitudes, and their signs as bits (IQ3_S, IQ2_S).</summary>
+    public byte AllSigns(ReadOnlySpan<float> xb, int k)
+    {
+        int s = 0;
+        for (int i = 0; i < 8; i++)
+        {
+            float v = xb[(8 * k) + i];
+            _magnitude[(8 * k) + i] = v >= 0 ? v : -v;
+            s |= v >= 0 ? 0 : 1 << i;
+        }
+
+        return (byte)s;
+    }
+
+    /// <summary>
+    /// IQ3_XXS: as <see cref="AllSigns"/>, but an odd count of minus signs is made even by flipping the value with the
+    /// least weight × x² (its magnitude then stored negative), and only seven bits kept (the eighth follows from them).
+    /// </summary>
+    public byte EvenSigns(ReadOnlySpan<float> xb, int k)
+    {
+        int s = AllSigns(xb, k);
+        if (int.PopCount(s) % 2 == 1)
+        {
+            int least = 0;
+            float min = _weight[8 * k] * xb[8 * k] * xb[8 * k];
+            for (int i = 1; i < 8; i++)
+            {
+                float ax = _weight[(8 * k) + i] * xb[(8 * k) + i] * xb[(8 * k) + i];
+                if (ax < min)
+                {
+                    min = ax;
+                    least = i;
+                }
+            }
+
+            _magnitude[(8 * k) + least] = -_magnitude[(8 * k) + least];
+            s ^= 1 << least;
+        }
+
+        return (byte)(s & 127);
+    }
+
+    public float MaxMagnitude()
+    {
+        float max = _magnitude[0];
+        for (int i = 1; i < block; i++)
+        {
+            max = MathF.Max(max, _magnitude[i]);
+        }
+
+        return max;
+    }
+
+    /// <summary>
+    /// The best scale over t in ±<paramref name="tries"/>, then the groups off the lattice (with
+    /// <paramref name="keepOnGrid"/>: only those, IQ3_XXS and IQ2_S; else every group, IQ3_S) rounded again against it.
+    /// </summary>
+    public float Search(IqLattice lattice, float max, int tries, bool keepOnGrid)
+    {
+        // Where no candidate fits at all (every weight zero), the levels stay 0 and (keepOnGrid) count as lattice points.
+        float best = 0, scale = max / ((2 * maxLevel) - 1);
+        Array.Clear(_codes);
+        Array.Fill(_onGrid, keepOnGrid);
+        for (int t = -tries; t <= tries; t++)
+        {
+            float id = (((2 * maxLevel) - 1) + (t * step)) / max;
+            float trialScale = 1 / id;
+            for (int k = 0; k < _onGrid.Length; k++)
+            {
+                _trialOnGrid[k] = Round(lattice, _trial.AsSpan(groupSize * k, groupSize), k, id, trialScale);
+            }
+
+            (float sumqx, float sumq2) = Fit(_trial);
+            if (sumq2 > 0 && sumqx * sumqx > best * sumq2)
+            {
+                scale = sumqx / sumq2;
+                best = scale * sumqx;
+                _trial.CopyTo(_codes, 0);
+                _trialOnGrid.CopyTo(_onGrid, 0);
+            }
+        }
+
+        if (Array.IndexOf(_onGrid, false) >= 0 && scale > 0)
+        {
+            float id = 1 / scale;
+            for (int k = 0; k < _onGrid.Length; k++)
+            {
+                if (!keepOnGrid || !_onGrid[k])
+                {
+                    Round(lattice, _codes.AsSpan(groupSize * k, groupSize), k, id, scale);
+                }
+            }
+
+            (float sumqx, float sumq2) = Fit(_codes);
+            if (sumq2 > 0)
+            {
+                scale = sumqx / sumq2;
+            }
+        }
+
+        return scale;
+    }
+
+    /// <summary>Group k's magnitudes × <paramref name="id"/> as levels, moved to the nearest neighbour at <paramref name="scale"/> where off the lattice; whether they were on it.</summary>
+    private bool Round(IqLattice lattice, Span<sbyte> group, int k, float id, float scale)
+    {
+        for (int i = 0; i < groupSize; i++)
+        {
+            group[i] = (sbyte)Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((id * _magnitude[(groupSize * k) + i]) - 1)), 0, maxLevel - 1);
+        }
+
+        if (lattice.IndexOf(group) >= 0)
+        {
+            return true;
+        }
+
+        lattice.NearestNeighbour(group, _magnitude.AsSpan(groupSize * k, groupSize), _rootWeight.AsSpan(groupSize * k, groupSize), scale);
+        return false;
+    }
+
+    private (float SumQx, float SumQ2) Fit(ReadOnlySpan<sbyte> codes)
+    {
+        float sumqx = 0, sumq2 = 0;
+        for (int i = 0; i < block; i++)
+        {
+            float w = _weight[i], q = (2 * codes[i]) + 1;
+            sumqx += w * _magnitude[i] * q;
+            sumq2 += w * q * q;
+        }
+
+        return (sumqx, sumq2);
+    }
+}
