@@ -217,10 +217,12 @@ public sealed class QuantizationMix
         }
 
         DType chosen = QuantizationFallback.For(target, stored, columns);
-        if (chosen is DType.IQ3_XXS or DType.IQ2_S && Importance is null && ggufName is not ("token_embd.weight" or "output.weight"))
+        if (chosen is DType.IQ3_XXS or DType.IQ2_S && ggufName is not ("token_embd.weight" or "output.weight") && Importance?.Entries.ContainsKey(ggufName) != true)
         {
-            // llama-quantize refuses too (tensor_requires_imatrix): 3 bits a value without knowing which columns matter.
-            throw new NotSupportedException($"tensor '{ggufName}': {DTypes.Name(chosen)} needs an importance matrix, as llama-quantize requires: make one with qwensharp imatrix and give it with --imatrix F");
+            // llama-quantize refuses too (tensor_requires_imatrix): 2-3 bits a value without knowing which columns matter.
+            throw new NotSupportedException(Importance is null
+                ? $"tensor '{ggufName}': {DTypes.Name(chosen)} needs an importance matrix, as llama-quantize requires: make one with qwensharp imatrix and give it with --imatrix F"
+                : $"tensor '{ggufName}': {DTypes.Name(chosen)} needs the importance matrix's entry for it, and {Importance.Path ?? "the matrix"} has none (llama-quantize stops here too): was it computed for this model, or filtered by --include-weights/--exclude-weights?");
         }
 
         return chosen;

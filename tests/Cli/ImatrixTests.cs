@@ -233,7 +233,7 @@ public sealed class ImatrixTests
         // the value projection Q4_K where 4 or more query heads share a key/value head; IQ3_XXS only with importance.
         var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: 4);
         QuantizationMix.TryParse("iq3_xs", out QuantizationMix? plain);
-        QuantizationMix mix = plain!.WithImportance(new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry>(), [], 0, 0));
+        QuantizationMix mix = plain!.WithImportance(Covering(16));
         foreach ((string name, DType type) in new (string, DType)[]
         {
             ("blk.0.attn_q.weight", DType.IQ3_XXS), ("blk.0.attn_k.weight", DType.IQ3_XXS), ("blk.0.attn_v.weight", DType.Q4_K),
@@ -264,7 +264,7 @@ public sealed class ImatrixTests
         // projection Q4_K where 4 or more query heads share a key/value head, not raised further in an 80-layer IQ2_M.
         var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: queriesPerKvHead);
         QuantizationMix.TryParse(name, out QuantizationMix? plain);
-        QuantizationMix mix = plain!.WithImportance(new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry>(), [], 0, 0));
+        QuantizationMix mix = plain!.WithImportance(Covering(80));
         bool iq2 = name == "iq2_m";
         DType main = iq2 ? DType.IQ2_S : DType.IQ3_XXS, value = queriesPerKvHead >= 4 ? DType.Q4_K : iq2 ? DType.IQ3_S : DType.IQ3_XXS;
         foreach ((string tensor, DType type) in new (string, DType)[]
@@ -281,7 +281,16 @@ public sealed class ImatrixTests
         Assert.Equal(iq2 ? DType.Q4_K : DType.Q5_K, mix.TypeOf("blk.3.attn_v.weight", 512, DType.F32, shape with { Layers = 80, QueriesPerKvHead = 8 }));
         var error = Assert.Throws<NotSupportedException>(() => plain.TypeOf("blk.2.ffn_up.weight", 512, DType.F32, shape));
         Assert.Contains($"needs an importance matrix, as llama-quantize requires", error.Message, StringComparison.Ordinal);
+        var partial = new ImportanceMatrix(new Dictionary<string, ImportanceMatrix.Entry> { ["blk.2.ffn_gate.weight"] = new([1f], null, [1]) }, [], 0, 0);
+        error = Assert.Throws<NotSupportedException>(() => plain.WithImportance(partial).TypeOf("blk.2.ffn_up.weight", 512, DType.F32, shape));
+        Assert.Contains("tensor 'blk.2.ffn_up.weight': ", error.Message, StringComparison.Ordinal);
+        Assert.Contains("needs the importance matrix's entry for it", error.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>An importance matrix with an entry for every matrix of <paramref name="layers"/> layers (the mixes' choices only look at which exist).</summary>
+    private static ImportanceMatrix Covering(int layers) => new(
+        Enumerable.Range(0, layers).SelectMany(l => new[] { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down" }.Select(r => $"blk.{l}.{r}.weight"))
+            .ToDictionary(n => n, _ => new ImportanceMatrix.Entry([1f], null, [1])), [], 0, 0);
 
     [SkippableTheory]
     [MemberData(nameof(TestBackends.DevicesData), MemberType = typeof(TestBackends))]
