@@ -94,13 +94,10 @@ public sealed class QuantizationMix
         new("q5_k_m", DType.Q5_K, 17, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
         new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
         new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
-        new("iq2_m", DType.IQ2_S, 29, (role, layer, model, _) => role switch
-        {
-            "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : DType.IQ3_S,
-            "ffn_down" when layer < model.Layers / 8 => DType.IQ3_S,
-            "attn_output" or "token_embd" => DType.IQ3_S,
-            _ => null,
-        }),
+        new("iq2_xxs", DType.IQ2_XXS, 19, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: false)),
+        new("iq2_xs", DType.IQ2_XS, 20, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: false)),
+        new("iq2_s", DType.IQ2_XS, 28, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: true)),
+        new("iq2_m", DType.IQ2_S, 29, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: true)),
         new("iq3_xxs", DType.IQ3_XXS, 23, (role, layer, model, weighted) => role switch
         {
             "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : weighted ? DType.IQ3_XXS : DType.IQ3_S,
@@ -133,6 +130,20 @@ public sealed class QuantizationMix
     {
         "attn_v" when model.QueriesPerKvHead >= 4 => DType.Q5_K,
         "ffn_down" when layer < model.Layers / 8 && !weighted => DType.Q5_K,
+        _ => null,
+    };
+
+    /// <summary>
+    /// llama-quantize's IQ2 mixes: the value projection in Q4_K where 4 or more query heads share a key/value head, the first
+    /// eighth's down projections and (untied) the embedding; IQ2_S and IQ2_M take IQ3_S there and for the value
+    /// projection and attention output, IQ2_XXS and IQ2_XS Q2_K. (The output is Q5_K, in <see cref="TypeOf"/>.)
+    /// </summary>
+    private static DType? RaiseIq2(string role, int layer, ModelShape model, bool wider) => role switch
+    {
+        "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : wider ? DType.IQ3_S : DType.Q2_K,
+        "ffn_down" when layer < model.Layers / 8 => wider ? DType.IQ3_S : DType.Q2_K,
+        "token_embd" => wider ? DType.IQ3_S : DType.Q2_K,
+        "attn_output" when wider => DType.IQ3_S,
         _ => null,
     };
 
@@ -196,7 +207,7 @@ public sealed class QuantizationMix
             if (output)
             {
                 // llama.cpp: Q8_0 where rows are not whole blocks of the mix's type, else Q6_K (Q5_K in its 2-3-bit i-quant mixes).
-                target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : Base is DType.IQ3_XXS or DType.IQ2_S ? DType.Q5_K : DType.Q6_K);
+                target = o.Output ?? (columns % DTypes.BlockValues(Base) != 0 ? DType.Q8_0 : IsIq2(Base) || Base == DType.IQ3_XXS ? DType.Q5_K : DType.Q6_K);
             }
             else if (ggufName == "token_embd.weight")
             {
@@ -209,7 +220,7 @@ public sealed class QuantizationMix
                 // llama.cpp's 70B rule (its qwen2 and llama with 80 layers): 8 query heads share each value head, so the
                 // value projection is an eighth of the query's, and more bits there cost little.
                 // (Not in its 1-2-bit mixes, whose value projections it picks before that rule.)
-                if (role == "attn_v" && model.Layers == 80 && target is DType.Q3_K or DType.Q4_K && Base is not DType.IQ2_S)
+                if (role == "attn_v" && model.Layers == 80 && target is DType.Q3_K or DType.Q4_K && !IsIq2(Base))
                 {
                     target = DType.Q5_K;
                 }
@@ -217,7 +228,7 @@ public sealed class QuantizationMix
         }
 
         DType chosen = QuantizationFallback.For(target, stored, columns);
-        if (chosen is DType.IQ3_XXS or DType.IQ2_S && ggufName is not ("token_embd.weight" or "output.weight") && Importance?.Entries.ContainsKey(ggufName) != true)
+        if ((chosen == DType.IQ3_XXS || IsIq2(chosen)) && ggufName is not ("token_embd.weight" or "output.weight") && Importance?.Entries.ContainsKey(ggufName) != true)
         {
             // llama-quantize refuses too (tensor_requires_imatrix): 2-3 bits a value without knowing which columns matter.
             throw new NotSupportedException(Importance is null
@@ -227,6 +238,8 @@ public sealed class QuantizationMix
 
         return chosen;
     }
+
+    private static bool IsIq2(DType type) => type is DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS;
 
     /// <summary>A type given by name for one matrix: refused where its blocks do not fit the rows (llama-quantize would stop on it).</summary>
     private static DType Fitting(string ggufName, long columns, DType type) =>

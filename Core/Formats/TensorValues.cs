@@ -165,6 +165,12 @@ public static class TensorValues
             case DType.IQ2_S:
                 IqBlocks.Dequantize(IqType.Iq2S, bytes, values);
                 break;
+            case DType.IQ2_XS:
+                IqBlocks.Dequantize(IqType.Iq2Xs, bytes, values);
+                break;
+            case DType.IQ2_XXS:
+                IqBlocks.Dequantize(IqType.Iq2Xxs, bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
@@ -245,6 +251,12 @@ public static class TensorValues
                 break;
             case DType.IQ2_S:
                 Iq2Quantizer.QuantizeIq2_S(values, bytes);
+                break;
+            case DType.IQ2_XS:
+                Iq2Quantizer.QuantizeIq2_XS(values, bytes, default);
+                break;
+            case DType.IQ2_XXS:
+                Iq2Quantizer.QuantizeIq2_XXS(values, bytes, default);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

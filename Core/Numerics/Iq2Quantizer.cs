@@ -3,12 +3,16 @@ using System.Buffers.Binary;
 namespace QwenSharp.Numerics;
 
 /// <summary>
-/// llama.cpp's quantizer to IQ2_S (<c>quantize_row_iq2_s_impl</c>, as llama-quantize calls it): per 16 values the signs
+/// llama.cpp's quantizers to IQ2_S, IQ2_XS and IQ2_XXS (<c>quantize_row_iq2_s_impl</c>, <c>_iq2_xs_impl</c>,
+/// <c>_iq2_xxs_impl</c>, as llama-quantize calls them). IQ2_S: per 16 values the signs
 /// taken out, then over 19 candidate scales around max / 5 each group of eight magnitudes rounded to 2-bit levels and,
 /// where those are not a point of the 1024-point lattice (<see cref="IqGrids.Iq2S"/>), replaced by the nearest of its
 /// neighbours in weighted distance; the scale that fits best in weighted least squares wins. Weights σ²/4 + x², or with
 /// an importance matrix importance × √(σ² + x²), σ² twice the super-block's mean square. The same operations in the same
-/// order (tested byte for byte against ggml's quantizer, with and without importance).
+/// order (tested byte for byte against ggml's quantizer, with and without importance). IQ2_XS (512 points, 16 values a
+/// scale) and IQ2_XXS (256 points, 32 values a scale, first fitted by make_qp_quants, candidates around it, every group
+/// rounded again) keep an even count of minus signs as IQ3_XXS does, weigh by importance × √(σ² + x²) with σ² the plain
+/// mean square, and take no row without an importance matrix (ggml asserts one; llama-quantize requires it).
 /// </summary>
 public static class Iq2Quantizer
 {
@@ -16,6 +20,14 @@ public static class Iq2Quantizer
 
     // Every key a search can form: eight levels of 0..2 at 2 bits each (ggml's kmap_size 43692).
     private static readonly Lazy<IqLattice> s_s = new(() => new IqLattice(1024, dims: 8, bits: 2, k => IqGrids.Iq2S(k), [8, 25, 43], neighbourDistances: 1, keys: 43692));
+    private static readonly Lazy<IqLattice> s_xs = new(() => new IqLattice(512, dims: 8, bits: 2, k => IqGrids.Iq2Xs(k), [8, 25, 43], neighbourDistances: 2, keys: 43692));
+    private static readonly Lazy<IqLattice> s_xxs = new(() => new IqLattice(256, dims: 8, bits: 2, k => IqGrids.Iq2Xxs(k), [8, 25, 43], neighbourDistances: 2, keys: 43692));
+
+    /// <summary>Bytes of an IQ2_XS super-block: f16 d, 32 words of a 9-bit index and 7 sign bits, 8 scale bytes.</summary>
+    public const int Iq2XsBlockBytes = 74;
+
+    /// <summary>Bytes of an IQ2_XXS super-block: f16 d, then per 32 values four 8-bit indices and a word of 4 × 7 sign bits and a 4-bit scale.</summary>
+    public const int Iq2XxsBlockBytes = 66;
 
     /// <summary>Bytes of an IQ2_S super-block: f16 d, 32 low index bytes, 32 sign bytes, 8 bytes of high index bits, 8 scale bytes.</summary>
     public const int Iq2SBlockBytes = 82;
@@ -78,9 +90,163 @@ public static class Iq2Quantizer
             float inverse = 1 / d;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
-                int l = Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((inverse * scales[ib]) - 1)), 0, 15);
+                int l = IqScaleSearch.ScaleCode(inverse, scales[ib]);
                 scaleBytes[ib / 2] |= (byte)(l << (4 * (ib % 2)));
             }
+        }
+    }
+
+    /// <summary>A row of IQ2_XS super-blocks, weighted by <paramref name="importance"/> (one per value of the row).</summary>
+    public static void QuantizeIq2_XS(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        RequireImportance(importance, "IQ2_XS");
+        IqLattice lattice = s_xs.Value;
+        var state = new IqScaleSearch(Block, groupSize: 8, MaxLevel, step: 0.1f);
+        Span<float> scales = stackalloc float[SuperBlock / Block];
+        Span<byte> signs = stackalloc byte[2];
+        for (int b = 0; b < values.Length / SuperBlock; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * SuperBlock, SuperBlock);
+            Span<byte> block = blocks.Slice(b * Iq2XsBlockBytes, Iq2XsBlockBytes);
+            block.Clear();
+            Span<byte> words = block.Slice(2, 64), scaleBytes = block.Slice(66, 8);
+            float sigma2 = ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float maxScale = 0;
+            for (int ib = 0; ib < SuperBlock / Block; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
+                state.Weigh(xb, importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, unweightedFloor: 0);
+                signs[0] = state.EvenSigns(xb, 0);
+                signs[1] = state.EvenSigns(xb, 1);
+                float max = state.MaxMagnitude();
+                if (max < KQuantQuantizer.GroupMaxEps)
+                {
+                    scales[ib] = 0;
+                    continue;
+                }
+
+                float scale = state.Search(lattice, max, tries: 9, keepOnGrid: true);
+                if (scale < 0)
+                {
+                    scale = -scale;
+                    signs[0] = (byte)(~signs[0] & 127);
+                    signs[1] = (byte)(~signs[1] & 127);
+                }
+
+                for (int k = 0; k < 2; k++)
+                {
+                    int index = lattice.IndexOf(state.Codes.Slice(8 * k, 8));
+                    BinaryPrimitives.WriteUInt16LittleEndian(words[(2 * ((2 * ib) + k))..], (ushort)(index | (signs[k] << 9)));
+                }
+
+                scales[ib] = scale;
+                maxScale = MathF.Max(maxScale, scale);
+            }
+
+            if (maxScale == 0)
+            {
+                block.Clear();
+                continue;
+            }
+
+            float d = maxScale / 31;
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            float inverse = 1 / d;
+            for (int ib = 0; ib < SuperBlock / Block; ib++)
+            {
+                int l = IqScaleSearch.ScaleCode(inverse, scales[ib]);
+                scaleBytes[ib / 2] |= (byte)(l << (4 * (ib % 2)));
+            }
+        }
+    }
+
+    /// <summary>A row of IQ2_XXS super-blocks, weighted by <paramref name="importance"/> (one per value of the row).</summary>
+    public static void QuantizeIq2_XXS(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        const int block32 = 32;
+        RequireImportance(importance, "IQ2_XXS");
+        IqLattice lattice = s_xxs.Value;
+        var state = new IqScaleSearch(block32, groupSize: 8, MaxLevel, step: 0.1f);
+        Span<float> scales = stackalloc float[SuperBlock / block32];
+        Span<byte> signs = stackalloc byte[4], firstCodes = stackalloc byte[block32];
+        for (int b = 0; b < values.Length / SuperBlock; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * SuperBlock, SuperBlock);
+            Span<byte> block = blocks.Slice(b * Iq2XxsBlockBytes, Iq2XxsBlockBytes);
+            block.Clear();
+            Span<byte> words = block.Slice(2, 64);
+            float sigma2 = ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float maxScale = 0;
+            for (int ib = 0; ib < SuperBlock / block32; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(ib * block32, block32);
+                state.Weigh(xb, importance.Slice((b * SuperBlock) + (ib * block32), block32), sigma2, unweightedFloor: 0);
+                for (int k = 0; k < 4; k++)
+                {
+                    signs[k] = state.EvenSigns(xb, k);
+                }
+
+                float max = state.MaxMagnitude();
+                if (max < KQuantQuantizer.GroupMaxEps)
+                {
+                    scales[ib] = 0;
+                    continue;
+                }
+
+                float first = ImportanceQuantizer.PositiveScale(state.Magnitudes, firstCodes, MaxLevel + 1, state.Weights);
+                float effectiveMax = first * MaxLevel;
+                if (effectiveMax <= 0)
+                {
+                    scales[ib] = 0;
+                    continue;
+                }
+
+                float scale = state.Search(lattice, effectiveMax, tries: 6, keepOnGrid: false, initialScale: first, alwaysRefine: true);
+                if (scale < 0)
+                {
+                    scale = -scale;
+                    for (int k = 0; k < 4; k++)
+                    {
+                        signs[k] = (byte)(~signs[k] & 127);
+                    }
+                }
+
+                uint indices = 0, signWord = 0;
+                for (int k = 0; k < 4; k++)
+                {
+                    indices |= (uint)lattice.IndexOf(state.Codes.Slice(8 * k, 8)) << (8 * k);
+                    signWord |= (uint)signs[k] << (7 * k);
+                }
+
+                BinaryPrimitives.WriteUInt32LittleEndian(words[(8 * ib)..], indices);
+                BinaryPrimitives.WriteUInt32LittleEndian(words[((8 * ib) + 4)..], signWord);
+                scales[ib] = scale;
+                maxScale = MathF.Max(maxScale, scale);
+            }
+
+            if (maxScale == 0)
+            {
+                block.Clear();
+                continue;
+            }
+
+            float d = maxScale / 31;
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d));
+            float inverse = 1 / d;
+            for (int ib = 0; ib < SuperBlock / block32; ib++)
+            {
+                int l = IqScaleSearch.ScaleCode(inverse, scales[ib]);
+                Span<byte> word = words[((8 * ib) + 4)..];
+                BinaryPrimitives.WriteUInt32LittleEndian(word, BinaryPrimitives.ReadUInt32LittleEndian(word) | ((uint)l << 28));
+            }
+        }
+    }
+
+    private static void RequireImportance(ReadOnlySpan<float> importance, string type)
+    {
+        if (importance.IsEmpty)
+        {
+            throw new NotSupportedException($"{type} is quantized with an importance matrix only (llama-quantize requires one): give --imatrix F");
         }
     }
 }

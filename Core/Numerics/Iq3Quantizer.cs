@@ -87,7 +87,7 @@ public static class Iq3Quantizer
             float id = 1 / d;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
-                int l = Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((id * scales[ib]) - 1)), 0, 15);
+                int l = IqScaleSearch.ScaleCode(id, scales[ib]);
                 Span<byte> word = words[(4 * ib)..];
                 BinaryPrimitives.WriteUInt32LittleEndian(word, BinaryPrimitives.ReadUInt32LittleEndian(word) | ((uint)l << 28));
             }
@@ -159,8 +159,8 @@ public static class Iq3Quantizer
             float id = 1 / d;
             for (int ib = 0; ib < SuperBlock / Block; ib += 2)
             {
-                int l1 = Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((id * scales[ib]) - 1)), 0, 15);
-                int l2 = Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((id * scales[ib + 1]) - 1)), 0, 15);
+                int l1 = IqScaleSearch.ScaleCode(id, scales[ib]);
+                int l2 = IqScaleSearch.ScaleCode(id, scales[ib + 1]);
                 scaleBytes[ib / 2] = (byte)(l1 | (l2 << 4));
             }
         }

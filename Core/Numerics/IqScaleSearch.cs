@@ -32,6 +32,18 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
         }
     }
 
+    /// <summary>
+    /// A block's 4-bit scale code under the super-block's d (1 / <paramref name="inverseD"/>): the odd multiple 2l + 1 of d
+    /// nearest <paramref name="scale"/>, as every lattice i-quant stores it.
+    /// </summary>
+    public static int ScaleCode(float inverseD, float scale) => Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((inverseD * scale) - 1)), 0, 15);
+
+    /// <summary>The block's magnitudes (IQ2_XXS's first scale is fitted to them).</summary>
+    public ReadOnlySpan<float> Magnitudes => _magnitude;
+
+    /// <summary>The block's weights.</summary>
+    public ReadOnlySpan<float> Weights => _weight;
+
     /// <summary>Eight values' magnitudes, and their signs as bits (IQ3_S, IQ2_S).</summary>
     public byte AllSigns(ReadOnlySpan<float> xb, int k)
     {
@@ -47,7 +59,7 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
     }
 
     /// <summary>
-    /// IQ3_XXS: as <see cref="AllSigns"/>, but an odd count of minus signs is made even by flipping the value with the
+    /// IQ3_XXS, IQ2_XS, IQ2_XXS: as <see cref="AllSigns"/>, but an odd count of minus signs is made even by flipping the value with the
     /// least weight × x² (its magnitude then stored negative), and only seven bits kept (the eighth follows from them).
     /// </summary>
     public byte EvenSigns(ReadOnlySpan<float> xb, int k)
@@ -86,13 +98,15 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
     }
 
     /// <summary>
-    /// The best scale over t in ±<paramref name="tries"/>, then the groups off the lattice (with
-    /// <paramref name="keepOnGrid"/>: only those, IQ3_XXS and IQ2_S; else every group, IQ3_S) rounded again against it.
+    /// The best scale over t in ±<paramref name="tries"/>, then, where a group was off the lattice, the groups off it (with
+    /// <paramref name="keepOnGrid"/>: only those, IQ3_XXS, IQ2_S, IQ2_XS; else every group, IQ3_S) rounded again against it;
+    /// with <paramref name="alwaysRefine"/> every group, whether or not one was off (IQ2_XXS, whose candidates are around
+    /// <paramref name="initialScale"/>'s top level rather than max / (2 maxLevel - 1)).
     /// </summary>
-    public float Search(IqLattice lattice, float max, int tries, bool keepOnGrid)
+    public float Search(IqLattice lattice, float max, int tries, bool keepOnGrid, float? initialScale = null, bool alwaysRefine = false)
     {
         // Where no candidate fits at all (every weight zero), the levels stay 0 and (keepOnGrid) count as lattice points.
-        float best = 0, scale = max / ((2 * maxLevel) - 1);
+        float best = 0, scale = initialScale ?? max / ((2 * maxLevel) - 1);
         Array.Clear(_codes);
         Array.Fill(_onGrid, keepOnGrid);
         for (int t = -tries; t <= tries; t++)
@@ -114,12 +128,12 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
             }
         }
 
-        if (Array.IndexOf(_onGrid, false) >= 0 && scale > 0)
+        if ((alwaysRefine || Array.IndexOf(_onGrid, false) >= 0) && scale > 0)
         {
             float id = 1 / scale;
             for (int k = 0; k < _onGrid.Length; k++)
             {
-                if (!keepOnGrid || !_onGrid[k])
+                if (alwaysRefine || !keepOnGrid || !_onGrid[k])
                 {
                     Round(lattice, _codes.AsSpan(groupSize * k, groupSize), k, id, scale);
                 }

@@ -4,7 +4,7 @@ using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Formats;
 
-/// <summary>The IQ3_XXS, IQ3_S and IQ2_S quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
+/// <summary>The IQ3_XXS, IQ3_S, IQ2_S, IQ2_XS and IQ2_XXS quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
 public class IqLatticeQuantizerTests
 {
     [Theory]
@@ -14,13 +14,16 @@ public class IqLatticeQuantizerTests
     [InlineData("IQ3_S", true)]
     [InlineData("IQ2_S", false)]
     [InlineData("IQ2_S", true)]
+    [InlineData("IQ2_XS", true)]
+    [InlineData("IQ2_XXS", true)]
     public void Rows_QuantizeAsGgmlDoes(string typeName, bool weighted)
     {
         GgmlType type = Enum.Parse<GgmlType>(typeName);
         const int cols = 512;
         (float[] values, int rows) = ImportanceQuantizerTests.Rows(cols, seed: 300 + (int)type);
         float[]? importance = weighted ? ImportanceQuantizerTests.Importance(cols, seed: 9) : null;
-        int rowBytes = cols / 256 * (type switch { GgmlType.IQ3_XXS => Iq3Quantizer.Iq3XxsBlockBytes, GgmlType.IQ3_S => Iq3Quantizer.Iq3SBlockBytes, _ => Iq2Quantizer.Iq2SBlockBytes });
+        int rowBytes = cols / 256 * (type switch { GgmlType.IQ3_XXS => Iq3Quantizer.Iq3XxsBlockBytes, GgmlType.IQ3_S => Iq3Quantizer.Iq3SBlockBytes, GgmlType.IQ2_XS => Iq2Quantizer.Iq2XsBlockBytes,
+            GgmlType.IQ2_XXS => Iq2Quantizer.Iq2XxsBlockBytes, _ => Iq2Quantizer.Iq2SBlockBytes });
 
         byte[] ggml = Ggml.QuantizeChunk((int)type, values, rows, cols, importance, rowBytes);
         for (int r = 0; r < rows; r++)
@@ -31,12 +34,23 @@ public class IqLatticeQuantizerTests
             {
                 case GgmlType.IQ3_XXS: Iq3Quantizer.QuantizeIq3_XXS(row, ours, importance); break;
                 case GgmlType.IQ3_S: Iq3Quantizer.QuantizeIq3_S(row, ours, importance); break;
+                case GgmlType.IQ2_XS: Iq2Quantizer.QuantizeIq2_XS(row, ours, importance); break;
+                case GgmlType.IQ2_XXS: Iq2Quantizer.QuantizeIq2_XXS(row, ours, importance); break;
                 default: Iq2Quantizer.QuantizeIq2_S(row, ours, importance); break;
             }
 
             int at = ours.AsSpan().CommonPrefixLength(ggml.AsSpan(r * rowBytes, rowBytes));
             Assert.True(at == rowBytes, $"{typeName}: row {r} differs from ggml's at byte {at}: ours {string.Join(",", ours.Skip(at).Take(8))} ggml {string.Join(",", ggml.Skip((r * rowBytes) + at).Take(8))}");
         }
+    }
+
+    [Fact]
+    public void Iq2XsAndXxs_WithoutImportance_AreRefused()
+    {
+        // ggml asserts an importance matrix for them; llama-quantize requires one.
+        var error = Assert.Throws<NotSupportedException>(() => Iq2Quantizer.QuantizeIq2_XS(new float[256], new byte[Iq2Quantizer.Iq2XsBlockBytes], default));
+        Assert.Contains("IQ2_XS is quantized with an importance matrix only", error.Message, StringComparison.Ordinal);
+        Assert.Throws<NotSupportedException>(() => Iq2Quantizer.QuantizeIq2_XXS(new float[256], new byte[Iq2Quantizer.Iq2XxsBlockBytes], default));
     }
 
     [Fact]

@@ -121,6 +121,8 @@ public static class GgmlTypes
         DType.IQ3_XXS => GgmlType.IQ3_XXS,
         DType.IQ3_S => GgmlType.IQ3_S,
         DType.IQ2_S => GgmlType.IQ2_S,
+        DType.IQ2_XS => GgmlType.IQ2_XS,
+        DType.IQ2_XXS => GgmlType.IQ2_XXS,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }
