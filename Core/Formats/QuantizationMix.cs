@@ -94,10 +94,11 @@ public sealed class QuantizationMix
         new("q5_k_m", DType.Q5_K, 17, (role, layer, model, _) => role is "attn_v" or "ffn_down" && MoreBits(layer, model.Layers) ? DType.Q6_K : null),
         new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
         new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
-        new("iq2_xxs", DType.IQ2_XXS, 19, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: false)),
-        new("iq2_xs", DType.IQ2_XS, 20, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: false)),
-        new("iq2_s", DType.IQ2_XS, 28, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: true)),
-        new("iq2_m", DType.IQ2_S, 29, (role, layer, model, _) => RaiseIq2(role, layer, model, wider: true)),
+        new("iq1_s", DType.IQ1_S, 24, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: DType.IQ2_XXS)),
+        new("iq2_xxs", DType.IQ2_XXS, 19, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: null)),
+        new("iq2_xs", DType.IQ2_XS, 20, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: null)),
+        new("iq2_s", DType.IQ2_XS, 28, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.IQ3_S, attentionOutput: DType.IQ3_S)),
+        new("iq2_m", DType.IQ2_S, 29, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.IQ3_S, attentionOutput: DType.IQ3_S)),
         new("iq3_xxs", DType.IQ3_XXS, 23, (role, layer, model, weighted) => role switch
         {
             "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : weighted ? DType.IQ3_XXS : DType.IQ3_S,
@@ -134,16 +135,17 @@ public sealed class QuantizationMix
     };
 
     /// <summary>
-    /// llama-quantize's IQ2 mixes: the value projection in Q4_K where 4 or more query heads share a key/value head, the first
-    /// eighth's down projections and (untied) the embedding; IQ2_S and IQ2_M take IQ3_S there and for the value
-    /// projection and attention output, IQ2_XXS and IQ2_XS Q2_K. (The output is Q5_K, in <see cref="TypeOf"/>.)
+    /// llama-quantize's IQ1 and IQ2 mixes: the value projection in Q4_K where 4 or more query heads share a key/value head,
+    /// else in <paramref name="side"/> (IQ2_S and IQ2_M IQ3_S, the others Q2_K), as the first eighth's down projections and
+    /// (untied) the embedding; the attention output in <paramref name="attentionOutput"/> (IQ2_S, IQ2_M IQ3_S; IQ1_S
+    /// IQ2_XXS). The output is Q5_K (<see cref="TypeOf"/>).
     /// </summary>
-    private static DType? RaiseIq2(string role, int layer, ModelShape model, bool wider) => role switch
+    private static DType? RaiseIq2(string role, int layer, ModelShape model, DType side, DType? attentionOutput) => role switch
     {
-        "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : wider ? DType.IQ3_S : DType.Q2_K,
-        "ffn_down" when layer < model.Layers / 8 => wider ? DType.IQ3_S : DType.Q2_K,
-        "token_embd" => wider ? DType.IQ3_S : DType.Q2_K,
-        "attn_output" when wider => DType.IQ3_S,
+        "attn_v" => model.QueriesPerKvHead >= 4 ? DType.Q4_K : side,
+        "ffn_down" when layer < model.Layers / 8 => side,
+        "token_embd" => side,
+        "attn_output" => attentionOutput,
         _ => null,
     };
 
@@ -239,7 +241,8 @@ public sealed class QuantizationMix
         return chosen;
     }
 
-    private static bool IsIq2(DType type) => type is DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS;
+    /// <summary>The types of llama-quantize's 1-2-bit mixes (its <c>llama_tensor_get_type</c> branch of its own; they need an importance matrix).</summary>
+    private static bool IsIq2(DType type) => type is DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S;
 
     /// <summary>A type given by name for one matrix: refused where its blocks do not fit the rows (llama-quantize would stop on it).</summary>
     private static DType Fitting(string ggufName, long columns, DType type) =>

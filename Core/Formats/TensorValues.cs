@@ -171,6 +171,9 @@ public static class TensorValues
             case DType.IQ2_XXS:
                 IqBlocks.Dequantize(IqType.Iq2Xxs, bytes, values);
                 break;
+            case DType.IQ1_S:
+                IqBlocks.Dequantize(IqType.Iq1S, bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
@@ -257,6 +260,9 @@ public static class TensorValues
                 break;
             case DType.IQ2_XXS:
                 Iq2Quantizer.QuantizeIq2_XXS(values, bytes, default);
+                break;
+            case DType.IQ1_S:
+                Iq1Quantizer.QuantizeIq1_S(values, bytes, default);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

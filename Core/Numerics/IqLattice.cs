@@ -98,9 +98,11 @@ internal sealed class IqLattice
 
     /// <summary>
     /// Replaces levels that are not a lattice point by the neighbour whose values × <paramref name="scale"/> are nearest
-    /// <paramref name="magnitudes"/> in distance weighted by <paramref name="rootWeights"/> (the first such on ties).
+    /// <paramref name="magnitudes"/> in distance weighted by <paramref name="rootWeights"/> (the first such on ties). With
+    /// <paramref name="levelValues"/> a level l stands for levelValues[l] rather than 2l + 1 (IQ1_S's shifted -1, 0, 1).
+    /// Returns the point's index.
     /// </summary>
-    public void NearestNeighbour(Span<sbyte> levels, ReadOnlySpan<float> magnitudes, ReadOnlySpan<float> rootWeights, float scale)
+    public int NearestNeighbour(Span<sbyte> levels, ReadOnlySpan<float> magnitudes, ReadOnlySpan<float> rootWeights, float scale, ReadOnlySpan<float> levelValues = default)
     {
         float bestD2 = float.MaxValue;
         int best = -1;
@@ -109,7 +111,8 @@ internal sealed class IqLattice
             float d2 = 0;
             for (int i = 0; i < _dims; i++)
             {
-                float diff = (scale * _points[(_dims * p) + i]) - magnitudes[i];
+                int point = _points[(_dims * p) + i];
+                float diff = (scale * (levelValues.IsEmpty ? point : levelValues[(point - 1) / 2])) - magnitudes[i];
                 d2 += rootWeights[i] * diff * diff;
             }
 
@@ -124,6 +127,8 @@ internal sealed class IqLattice
         {
             levels[i] = (sbyte)((_points[(_dims * best) + i] - 1) / 2);
         }
+
+        return best;
     }
 
     private int Key(ReadOnlySpan<sbyte> levels)

@@ -123,6 +123,7 @@ public static class GgmlTypes
         DType.IQ2_S => GgmlType.IQ2_S,
         DType.IQ2_XS => GgmlType.IQ2_XS,
         DType.IQ2_XXS => GgmlType.IQ2_XXS,
+        DType.IQ1_S => GgmlType.IQ1_S,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }

@@ -1,0 +1,184 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace QwenSharp.Numerics;
+
+/// <summary>
+/// llama.cpp's quantizer to IQ1_S (<c>quantize_row_iq1_s_impl</c>, as llama-quantize calls it): per 32 values, weights
+/// importance × √(σ² + x²); the values sorted, every split into three runs (-1, 0, 1, shifted by ±1/8 as the block's
+/// shift bit says) scored by weighted least squares in one pass over prefix sums, the best split and shift kept; each group
+/// of eight codes that is not a point of the 2048-point lattice (<see cref="IqGrids.Iq1S"/>) replaced by its nearest
+/// neighbour and the scale fitted again. A 3-bit scale and the shift a block under an f16 d. The same operations in the
+/// same order (tested byte for byte against ggml's quantizer); an importance matrix is required, as ggml and
+/// llama-quantize require it.
+/// </summary>
+public static class Iq1Quantizer
+{
+    private const int SuperBlock = 256, Block = 32;
+    private const float Delta = 0.125f;
+
+    private static readonly Lazy<IqLattice> s_lattice = new(() => new IqLattice(2048, dims: 8, bits: 2,
+        k => MemoryMarshal.Cast<sbyte, byte>(IqGrids.Iq1S(k)), [255, 0, 1], neighbourDistances: 3, keys: 43692));
+
+    /// <summary>Bytes of an IQ1_S super-block: f16 d, 32 low index bytes, 8 words of 3 × 3 high index bits, a 3-bit scale and the shift's sign.</summary>
+    public const int Iq1SBlockBytes = 50;
+
+    /// <summary>A row of IQ1_S super-blocks, weighted by <paramref name="importance"/> (one per value of the row).</summary>
+    public static void QuantizeIq1_S(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance)
+    {
+        if (importance.IsEmpty)
+        {
+            throw new NotSupportedException("IQ1_S is quantized with an importance matrix only (llama-quantize requires one): give --imatrix F");
+        }
+
+        IqLattice lattice = s_lattice.Value;
+        ReadOnlySpan<float> plus = [-1 + Delta, Delta, 1 + Delta], minus = [-1 - Delta, -Delta, 1 - Delta];
+        Span<float> scales = stackalloc float[SuperBlock / Block], weight = stackalloc float[Block];
+        Span<float> sumX = stackalloc float[Block + 1], sumW = stackalloc float[Block + 1];
+        Span<sbyte> codes = stackalloc sbyte[Block];
+        Span<int> shifts = stackalloc int[SuperBlock / Block], index = stackalloc int[Block / 8];
+        var order = new (float Value, int Index)[Block];
+        for (int b = 0; b < values.Length / SuperBlock; b++)
+        {
+            ReadOnlySpan<float> x = values.Slice(b * SuperBlock, SuperBlock);
+            Span<byte> block = blocks.Slice(b * Iq1SBlockBytes, Iq1SBlockBytes);
+            block.Clear();
+            Span<byte> low = block.Slice(2, 32), high = block.Slice(34, 16);
+            float sigma2 = 2 * ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float maxScale = 0;
+            for (int ib = 0; ib < SuperBlock / Block; ib++)
+            {
+                ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
+                ReadOnlySpan<float> qw = importance.Slice((b * SuperBlock) + (ib * Block), Block);
+                for (int i = 0; i < Block; i++)
+                {
+                    weight[i] = qw[i] * MathF.Sqrt(sigma2 + (xb[i] * xb[i]));
+                }
+
+                float max = MathF.Abs(xb[0]);
+                for (int i = 1; i < Block; i++)
+                {
+                    max = MathF.Max(max, MathF.Abs(xb[i]));
+                }
+
+                (scales[ib], shifts[ib]) = (0, 1);
+                if (max < 1e-12f)
+                {
+                    continue;
+                }
+
+                // The values in ascending order (ties in place: glibc's qsort is a merge sort at this size), prefix sums over them.
+                for (int j = 0; j < Block; j++)
+                {
+                    order[j] = (xb[j], j);
+                }
+
+                Array.Sort(order, (l, r) => l.Value != r.Value ? l.Value.CompareTo(r.Value) : l.Index.CompareTo(r.Index));
+                sumX[0] = sumW[0] = 0;
+                for (int j = 0; j < Block; j++)
+                {
+                    int i = order[j].Index;
+                    sumX[j + 1] = sumX[j] + (weight[i] * xb[i]);
+                    sumW[j + 1] = sumW[j] + weight[i];
+                }
+
+                float bestScore = -float.MaxValue, scale = max;
+                int best1 = -1, best2 = -1, bestShift = 0;
+                for (int i1 = 0; i1 <= Block; i1++)
+                {
+                    for (int i2 = i1; i2 <= Block; i2++)
+                    {
+                        for (int shift = 1; shift >= -1; shift -= 2)
+                        {
+                            ReadOnlySpan<float> q = shift == 1 ? plus : minus;
+                            float sumqx = ((sumX[i1] - sumX[0]) * q[0]) + ((sumX[i2] - sumX[i1]) * q[1]) + ((sumX[Block] - sumX[i2]) * q[2]);
+                            float sumq2 = ((sumW[i1] - sumW[0]) * q[0] * q[0]) + ((sumW[i2] - sumW[i1]) * q[1] * q[1]) + ((sumW[Block] - sumW[i2]) * q[2] * q[2]);
+                            if (sumq2 > 0 && sumqx * sumqx > bestScore * sumq2)
+                            {
+                                scale = sumqx / sumq2;
+                                bestScore = scale * sumqx;
+                                (best1, best2, bestShift) = (i1, i2, shift);
+                            }
+                        }
+                    }
+                }
+
+                if (best1 < 0 || best2 < 0 || bestShift == 0)
+                {
+                    continue;
+                }
+
+                for (int j = 0; j < Block; j++)
+                {
+                    codes[order[j].Index] = (sbyte)(j < best1 ? 0 : j < best2 ? 1 : 2);
+                }
+
+                if (scale < 0)
+                {
+                    for (int j = 0; j < Block; j++)
+                    {
+                        codes[j] = (sbyte)(2 - codes[j]);
+                    }
+
+                    scale = -scale;
+                    bestShift = -bestShift;
+                }
+
+                bool allOnGrid = true;
+                ReadOnlySpan<float> levelValues = bestShift == 1 ? plus : minus;
+                for (int k = 0; k < Block / 8; k++)
+                {
+                    Span<sbyte> group = codes.Slice(8 * k, 8);
+                    index[k] = lattice.IndexOf(group);
+                    if (index[k] < 0)
+                    {
+                        allOnGrid = false;
+                        index[k] = lattice.NearestNeighbour(group, xb.Slice(8 * k, 8), weight.Slice(8 * k, 8), scale, levelValues);
+                    }
+                }
+
+                if (!allOnGrid)
+                {
+                    float sumqx = 0, sumq2 = 0;
+                    for (int i = 0; i < Block; i++)
+                    {
+                        float w = weight[i], q = levelValues[codes[i]];
+                        sumqx += w * q * xb[i];
+                        sumq2 += w * q * q;
+                    }
+
+                    if (sumqx > 0 && sumq2 > 0)
+                    {
+                        scale = sumqx / sumq2;
+                    }
+                }
+
+                int h = 0;
+                for (int k = 0; k < Block / 8; k++)
+                {
+                    low[(4 * ib) + k] = (byte)index[k];
+                    h |= (index[k] >> 8) << (3 * k);
+                }
+
+                BinaryPrimitives.WriteUInt16LittleEndian(high[(2 * ib)..], (ushort)h);
+                (scales[ib], shifts[ib]) = (scale, bestShift);
+                maxScale = MathF.Max(maxScale, scale);
+            }
+
+            if (maxScale == 0)
+            {
+                continue;
+            }
+
+            float d = maxScale / 15;
+            BinaryPrimitives.WriteUInt16LittleEndian(block, HalfBits.FromSingle(d * 1.125f));    // ggml's fudge factor
+            float inverse = 1 / d;
+            for (int ib = 0; ib < SuperBlock / Block; ib++)
+            {
+                int l = Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((inverse * scales[ib]) - 1)), 0, 7) | (shifts[ib] == -1 ? 8 : 0);
+                Span<byte> word = high[(2 * ib)..];
+                BinaryPrimitives.WriteUInt16LittleEndian(word, (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(word) | (l << 12)));
+            }
+        }
+    }
+}
