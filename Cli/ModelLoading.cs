@@ -9,7 +9,7 @@ internal static class ModelLoading
 {
     public static readonly OptionSpec Model = new("model", "DIR", "Hugging Face model folder (config.json + *.safetensors), a .gguf file, or a Hub name (Qwen/Qwen2.5-0.5B-Instruct, OWNER/NAME-GGUF:Q4_K_M) from the Hugging Face cache or downloaded into it; default: the bundled demo model");
     public static readonly OptionSpec Threads = new("threads", "N", "threads for the kernels (default: all cores)");
-    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s (iq3_xs and below with --imatrix; IQ3 and IQ1_S held as the Q6_K of their values, IQ2 as Q8_0) tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs and the iq3, iq2 and iq1 types, or stay as stored)");
+    public static readonly OptionSpec Quantize = new("quantize", "q4_k_m|q8_0|q4_0|...", "quantize the matrices at load, as qwensharp quantize writes them: llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s, iq1_m (iq3_xs and below with --imatrix; IQ3 and IQ1 held as the Q6_K of their values, IQ2 as Q8_0) tensor by tensor, or every matrix in one type: q8_0, q4_0, q5_0, q4_1, q5_1, q3_k, q4_k, q5_k, q6_k (rows of whole blocks: 32 values, 256 for the k-quants; other rows take llama.cpp's fallback, q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k and iq4_nl for iq4_xs and the iq3, iq2 and iq1 types, or stay as stored)");
 
     public static readonly OptionSpec Imatrix = new("imatrix", "FILE", "with --quantize: round the matrices by this importance matrix (qwensharp imatrix's or llama-imatrix's file), as quantize --imatrix does");
 
@@ -160,11 +160,6 @@ internal static class ModelLoading
     /// <summary>--quantize: the quantized type or mix to convert the matrices to at load, or null.</summary>
     public static Formats.QuantizationMix? QuantizeType(Arguments args)
     {
-        if (args.Value("quantize") is string asked)
-        {
-            RefuseUnwrittenMix(asked, "--quantize");
-        }
-
         Formats.QuantizationMix? mix = args.Value("quantize") switch
         {
             null => null,
@@ -182,19 +177,6 @@ internal static class ModelLoading
         }
 
         return File.Exists(path) ? mix.WithImportance(Formats.ImportanceMatrixFile.Read(path)) : throw new UsageException($"--imatrix {path}: file not found");
-    }
-
-    /// <summary>
-    /// llama-quantize's IQ1_M mix, whose type has no quantizer here yet: refused by name with what is written,
-    /// rather than taken for every matrix in a type of that name.
-    /// </summary>
-    public static void RefuseUnwrittenMix(string name, string option)
-    {
-        if (name.ToLowerInvariant() is "iq1_m")
-        {
-            throw new UsageException($"{option} {name}: llama-quantize's IQ1_M stores its matrices as IQ1_M, which QwenSharp does not write yet; "
-                + "iq1_s and the iq2 mixes are written (with --imatrix)");
-        }
     }
 
     /// <summary>The quantized types with a quantizer here.</summary>

@@ -16,11 +16,11 @@ internal sealed class QuantizeCommand : ICommand
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes): its metadata is carried over as it is"),
-        new("type", "T", "llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s (iq3_xs and below need --imatrix) (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k, iq4_nl for iq4_xs and the iq3, iq2 and iq1 types) or keeps its stored type"),
+        new("type", "T", "llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s, iq1_m (iq3_xs and below need --imatrix) (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k, iq4_nl for iq4_xs and the iq3, iq2 and iq1 types) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
-        new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1, the k-quants, iq4_nl/iq4_xs, iq3_xxs/iq3_s, iq2_s/iq2_xs/iq2_xxs and iq1_s; q8_0 has no weighted form)"),
+        new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1, the k-quants, iq4_nl/iq4_xs, iq3_xxs/iq3_s, iq2_s/iq2_xs/iq2_xxs and iq1_s/iq1_m; q8_0 has no weighted form)"),
         new("include-weights", "NAME", "with --imatrix: use it only for the matrices whose names contain NAME (blk.0., attn_v, ...); repeat for several", Repeatable: true),
         new("exclude-weights", "NAME", "with --imatrix: not for the matrices whose names contain NAME; repeat for several", Repeatable: true),
         new("output-tensor-type", "T", "the output matrix in type T (and an embedding tied to it, where a mix picks its type), over the mix's choice (llama-quantize's option)"),
@@ -43,7 +43,6 @@ internal sealed class QuantizeCommand : ICommand
         string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder) or --model FILE.gguf");
         string typeText = args.Value("type") ?? throw new UsageException($"quantize needs --type {TypeNames('|')}");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
-        ModelLoading.RefuseUnwrittenMix(typeText, "--type");
         if (!QuantizationMix.TryParse(typeText, out QuantizationMix? mix) || !(ModelLoading.IsOffered(mix) || (mix.IsPure && mix.Base is DType.F16 or DType.BF16 or DType.F32)))
         {
             throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}");
@@ -216,7 +215,7 @@ internal sealed class QuantizeCommand : ICommand
             : throw new UsageException($"{where}: '{text}' is not one of {string.Join(", ", s_writable.Select(t => DTypes.Name(t).ToLowerInvariant()))}");
 
     /// <summary>The types a matrix can be written as: those with a quantizer here, and the floats.</summary>
-    private static readonly DType[] s_writable = [.. ModelLoading.Quantizers, DType.IQ3_XXS, DType.IQ3_S, DType.IQ2_S, DType.IQ2_XS, DType.IQ2_XXS, DType.IQ1_S, DType.F16, DType.BF16, DType.F32];
+    private static readonly DType[] s_writable = [.. ModelLoading.Quantizers, DType.IQ3_XXS, DType.IQ3_S, DType.IQ2_S, DType.IQ2_XS, DType.IQ2_XXS, DType.IQ1_S, DType.IQ1_M, DType.F16, DType.BF16, DType.F32];
 
     private static bool Writable(DType type) => s_writable.Contains(type);
 

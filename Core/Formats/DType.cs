@@ -93,6 +93,9 @@ public enum DType
 
     /// <summary>GGUF's IQ1_S: super-blocks of 256 values in 50 bytes, eight values of -1, 0, 1 (shifted by ±1/8) as one of 2048 points, a 3-bit scale per 32 (with an importance matrix only; held as the Q6_K that has its values).</summary>
     IQ1_S,
+
+    /// <summary>GGUF's IQ1_M: super-blocks of 256 values in 56 bytes, IQ1_S's points with a shift sign a group of eight, a 3-bit scale per 16, the f16 d in the scale words (with an importance matrix only; held as Q6_K).</summary>
+    IQ1_M,
 }
 
 /// <summary>safetensors dtype names and element sizes.</summary>
@@ -111,11 +114,11 @@ public static class DTypes
     public static int BlockValues(DType type) => type switch
     {
         DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.IQ4_NL => 32,
-        DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S => 256,
+        DType.Q2_K or DType.Q3_K or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S or DType.IQ1_M => 256,
         _ => 1,
     };
 
-    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 136 for IQ4_XS, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K, 98 for IQ3_XXS, 110 for IQ3_S, 82 for IQ2_S, 74 for IQ2_XS, 66 for IQ2_XXS, 50 for IQ1_S.</summary>
+    /// <summary>Bytes per block: the element size for the float types, 34 for Q8_0, 18 for Q4_0, 22 for Q5_0, 20 for Q4_1, 24 for Q5_1, 84 for Q2_K, 110 for Q3_K, 18 for IQ4_NL, 136 for IQ4_XS, 144 for Q4_K, 176 for Q5_K, 210 for Q6_K, 98 for IQ3_XXS, 110 for IQ3_S, 82 for IQ2_S, 74 for IQ2_XS, 66 for IQ2_XXS, 50 for IQ1_S, 56 for IQ1_M.</summary>
     public static int BlockBytes(DType type) => type switch
     {
         DType.Q8_0 => 34,
@@ -136,11 +139,12 @@ public static class DTypes
         DType.IQ2_XS => Numerics.Iq2Quantizer.Iq2XsBlockBytes,
         DType.IQ2_XXS => Numerics.Iq2Quantizer.Iq2XxsBlockBytes,
         DType.IQ1_S => Numerics.Iq1Quantizer.Iq1SBlockBytes,
+        DType.IQ1_M => Numerics.Iq1Quantizer.Iq1MBlockBytes,
         _ => SizeOf(type),
     };
 
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
-    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S;
+    public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S or DType.IQ1_M;
 
     /// <summary>Bytes of <paramref name="values"/> values (a whole number of blocks) in the type.</summary>
     public static long ByteLength(DType type, long values) => values / BlockValues(type) * BlockBytes(type);
@@ -169,6 +173,7 @@ public static class DTypes
         DType.IQ2_XS => "IQ2_XS",
         DType.IQ2_XXS => "IQ2_XXS",
         DType.IQ1_S => "IQ1_S",
+        DType.IQ1_M => "IQ1_M",
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype"),
     };
 
@@ -198,6 +203,7 @@ public static class DTypes
             case "IQ2_XS": type = DType.IQ2_XS; return true;
             case "IQ2_XXS": type = DType.IQ2_XXS; return true;
             case "IQ1_S": type = DType.IQ1_S; return true;
+            case "IQ1_M": type = DType.IQ1_M; return true;
             default: type = default; return false;
         }
     }

@@ -23,7 +23,7 @@ public static class QuantizationFallback
             DType.Q4_K => DType.Q5_0,
             DType.Q5_K => DType.Q5_1,
             DType.Q6_K => DType.Q8_0,
-            DType.IQ4_XS or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S => DType.IQ4_NL,
+            DType.IQ4_XS or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S or DType.IQ1_M => DType.IQ4_NL,
             _ => stored,
         };
         return columns % DTypes.BlockValues(fallback) == 0 ? fallback : stored;

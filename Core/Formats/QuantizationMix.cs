@@ -10,8 +10,10 @@ namespace QwenSharp.Formats;
 /// the MLP's down projection in Q6_K in the first eighth of the layers, the last eighth and every third between
 /// (<see cref="MoreBits"/>); Q4_K_S stores the value projection of the first four layers and the down projection of the
 /// first eighth in Q5_K; Q3_K_M and Q3_K_L store the value, down and attention-output projections with Q4_K or Q5_K, Q2_K
-/// with Q3_K (the value projection with Q4_K where 4 or more query heads share a key/value head). Every choice then takes
-/// llama.cpp's fallback where rows are not whole blocks (<see cref="QuantizationFallback"/>).
+/// with Q3_K (the value projection with Q4_K where 4 or more query heads share a key/value head). The i-quant mixes (IQ4,
+/// IQ3, IQ2, IQ1) follow its rules for them, their output in Q5_K below 3 bits, and their 1-3-bit lattice types need an
+/// importance matrix entry for each matrix they hold, as llama-quantize requires. Every choice then takes llama.cpp's
+/// fallback where rows are not whole blocks (<see cref="QuantizationFallback"/>).
 /// </summary>
 public sealed class QuantizationMix
 {
@@ -65,7 +67,7 @@ public sealed class QuantizationMix
     /// <summary>Whether every matrix takes <see cref="Base"/> (or its fallback).</summary>
     public bool IsPure => _raise is null;
 
-    /// <summary>llama-quantize's k-quant mixes, by name.</summary>
+    /// <summary>llama-quantize's mixes, by name.</summary>
     public static IReadOnlyList<QuantizationMix> Mixes { get; } =
     [
         new("q2_k", DType.Q2_K, 10, (role, _, model, _) => role switch
@@ -95,6 +97,7 @@ public sealed class QuantizationMix
         new("iq4_nl", DType.IQ4_NL, 25, RaiseIq4),
         new("iq4_xs", DType.IQ4_XS, 30, RaiseIq4),
         new("iq1_s", DType.IQ1_S, 24, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: DType.IQ2_XXS)),
+        new("iq1_m", DType.IQ1_M, 31, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: DType.IQ2_XXS)),
         new("iq2_xxs", DType.IQ2_XXS, 19, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: null)),
         new("iq2_xs", DType.IQ2_XS, 20, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.Q2_K, attentionOutput: null)),
         new("iq2_s", DType.IQ2_XS, 28, (role, layer, model, _) => RaiseIq2(role, layer, model, DType.IQ3_S, attentionOutput: DType.IQ3_S)),
@@ -137,8 +140,8 @@ public sealed class QuantizationMix
     /// <summary>
     /// llama-quantize's IQ1 and IQ2 mixes: the value projection in Q4_K where 4 or more query heads share a key/value head,
     /// else in <paramref name="side"/> (IQ2_S and IQ2_M IQ3_S, the others Q2_K), as the first eighth's down projections and
-    /// (untied) the embedding; the attention output in <paramref name="attentionOutput"/> (IQ2_S, IQ2_M IQ3_S; IQ1_S
-    /// IQ2_XXS). The output is Q5_K (<see cref="TypeOf"/>).
+    /// (untied) the embedding; the attention output in <paramref name="attentionOutput"/> (IQ2_S, IQ2_M IQ3_S; IQ1_S,
+    /// IQ1_M IQ2_XXS). The output is Q5_K (<see cref="TypeOf"/>).
     /// </summary>
     private static DType? RaiseIq2(string role, int layer, ModelShape model, DType side, DType? attentionOutput) => role switch
     {
@@ -242,7 +245,7 @@ public sealed class QuantizationMix
     }
 
     /// <summary>The types of llama-quantize's 1-2-bit mixes (its <c>llama_tensor_get_type</c> branch of its own; they need an importance matrix).</summary>
-    private static bool IsIq2(DType type) => type is DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S;
+    private static bool IsIq2(DType type) => type is DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S or DType.IQ1_M;
 
     /// <summary>A type given by name for one matrix: refused where its blocks do not fit the rows (llama-quantize would stop on it).</summary>
     private static DType Fitting(string ggufName, long columns, DType type) =>

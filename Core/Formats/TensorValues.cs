@@ -174,6 +174,9 @@ public static class TensorValues
             case DType.IQ1_S:
                 IqBlocks.Dequantize(IqType.Iq1S, bytes, values);
                 break;
+            case DType.IQ1_M:
+                IqBlocks.Dequantize(IqType.Iq1M, bytes, values);
+                break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
         }
@@ -263,6 +266,9 @@ public static class TensorValues
                 break;
             case DType.IQ1_S:
                 Iq1Quantizer.QuantizeIq1_S(values, bytes, default);
+                break;
+            case DType.IQ1_M:
+                Iq1Quantizer.QuantizeIq1_M(values, bytes, default);
                 break;
             default:
                 throw new NotSupportedException($"no conversion to {DTypes.Name(type)}");

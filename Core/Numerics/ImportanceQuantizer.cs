@@ -17,7 +17,7 @@ public static class ImportanceQuantizer
     /// <summary>Whether <paramref name="type"/> quantizes differently with an importance matrix (the types with a weighted form here).</summary>
     public static bool Weighs(Formats.DType type) => type is Formats.DType.Q4_0 or Formats.DType.Q4_1 or Formats.DType.Q5_0 or Formats.DType.Q5_1
         or Formats.DType.Q2_K or Formats.DType.Q3_K or Formats.DType.Q4_K or Formats.DType.Q5_K or Formats.DType.Q6_K
-        or Formats.DType.IQ4_NL or Formats.DType.IQ4_XS or Formats.DType.IQ3_XXS or Formats.DType.IQ3_S or Formats.DType.IQ2_S or Formats.DType.IQ2_XS or Formats.DType.IQ2_XXS or Formats.DType.IQ1_S;
+        or Formats.DType.IQ4_NL or Formats.DType.IQ4_XS or Formats.DType.IQ3_XXS or Formats.DType.IQ3_S or Formats.DType.IQ2_S or Formats.DType.IQ2_XS or Formats.DType.IQ2_XXS or Formats.DType.IQ1_S or Formats.DType.IQ1_M;
 
     /// <summary>One row of <paramref name="type"/> (<see cref="Weighs"/>) from its values and one importance per column.</summary>
     public static void QuantizeRow(Formats.DType type, ReadOnlySpan<float> row, ReadOnlySpan<float> importance, Span<byte> blocks)
@@ -46,6 +46,7 @@ public static class ImportanceQuantizer
             case Formats.DType.IQ2_XS: Iq2Quantizer.QuantizeIq2_XS(row, blocks, importance); break;
             case Formats.DType.IQ2_XXS: Iq2Quantizer.QuantizeIq2_XXS(row, blocks, importance); break;
             case Formats.DType.IQ1_S: Iq1Quantizer.QuantizeIq1_S(row, blocks, importance); break;
+            case Formats.DType.IQ1_M: Iq1Quantizer.QuantizeIq1_M(row, blocks, importance); break;
             default: throw new NotSupportedException($"no importance-weighted quantizer to {Formats.DTypes.Name(type)}");
         }
     }

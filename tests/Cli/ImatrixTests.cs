@@ -211,7 +211,7 @@ public sealed class ImatrixTests
         return path;
     }
 
-    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true }, { "iq3_xs", false }, { "iq3_m", true }, { "iq3_xxs", false }, { "iq2_m", false }, { "iq2_s", false }, { "iq2_xs", true }, { "iq2_xxs", false }, { "iq1_s", false } };
+    public static TheoryData<string, bool> Sources => new() { { "q4_k_m", false }, { "q3_k_m", false }, { "q5_0", false }, { "iq4_xs", false }, { "iq4_nl", true }, { "q4_k_m", true }, { "q2_k", true }, { "iq3_xs", false }, { "iq3_m", true }, { "iq3_xxs", false }, { "iq2_m", false }, { "iq2_s", false }, { "iq2_xs", true }, { "iq2_xxs", false }, { "iq1_s", false }, { "iq1_m", true } };
 
     [Fact]
     public void Iq4Mixes_WithAnImportanceMatrix_LeaveTheFirstDownProjectionsAlone()
@@ -261,6 +261,7 @@ public sealed class ImatrixTests
     [InlineData("iq2_xs", 2)]
     [InlineData("iq2_xxs", 4)]
     [InlineData("iq1_s", 2)]
+    [InlineData("iq1_m", 4)]
     public void LowBitMixes_AreLlamaQuantizes(string name, int queriesPerKvHead)
     {
         // llama_tensor_get_type's IQ3_XXS (IQ2_S query and key, IQ3_S attention output and embedding) and IQ2 mixes (IQ2_M:
@@ -270,13 +271,13 @@ public sealed class ImatrixTests
         var shape = new ModelShape(Layers: 16, TiedEmbeddings: false, QueriesPerKvHead: queriesPerKvHead);
         QuantizationMix.TryParse(name, out QuantizationMix? plain);
         QuantizationMix mix = plain!.WithImportance(Covering(80));
-        bool iq2 = name.StartsWith("iq2", StringComparison.Ordinal) || name == "iq1_s", wider = name is "iq2_m" or "iq2_s";
+        bool iq2 = name.StartsWith("iq2", StringComparison.Ordinal) || name.StartsWith("iq1", StringComparison.Ordinal), wider = name is "iq2_m" or "iq2_s";
         DType main = plain.Base, side = wider ? DType.IQ3_S : DType.Q2_K;
         DType value = queriesPerKvHead >= 4 ? DType.Q4_K : iq2 ? side : DType.IQ3_XXS;
         foreach ((string tensor, DType type) in new (string, DType)[]
         {
             ("blk.0.attn_q.weight", iq2 ? main : DType.IQ2_S), ("blk.0.attn_k.weight", iq2 ? main : DType.IQ2_S), ("blk.3.attn_v.weight", value),
-            ("blk.0.attn_output.weight", name == "iq1_s" ? DType.IQ2_XXS : iq2 && !wider ? main : DType.IQ3_S), ("blk.1.ffn_down.weight", iq2 ? side : main), ("blk.2.ffn_down.weight", main),
+            ("blk.0.attn_output.weight", name.StartsWith("iq1", StringComparison.Ordinal) ? DType.IQ2_XXS : iq2 && !wider ? main : DType.IQ3_S), ("blk.1.ffn_down.weight", iq2 ? side : main), ("blk.2.ffn_down.weight", main),
             ("blk.5.ffn_up.weight", main), ("token_embd.weight", iq2 ? side : DType.IQ3_S), ("output.weight", DType.Q5_K),
         })
         {

@@ -4,7 +4,7 @@ using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Formats;
 
-/// <summary>The IQ3_XXS, IQ3_S, IQ2_S, IQ2_XS, IQ2_XXS and IQ1_S quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
+/// <summary>The IQ3_XXS, IQ3_S, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_S and IQ1_M quantizers against ggml's own (ggml_quantize_chunk), byte for byte, with and without importance.</summary>
 public class IqLatticeQuantizerTests
 {
     [Theory]
@@ -17,6 +17,7 @@ public class IqLatticeQuantizerTests
     [InlineData("IQ2_XS", true)]
     [InlineData("IQ2_XXS", true)]
     [InlineData("IQ1_S", true)]
+    [InlineData("IQ1_M", true)]
     public void Rows_QuantizeAsGgmlDoes(string typeName, bool weighted)
     {
         GgmlType type = Enum.Parse<GgmlType>(typeName);
@@ -24,7 +25,7 @@ public class IqLatticeQuantizerTests
         (float[] values, int rows) = ImportanceQuantizerTests.Rows(cols, seed: 300 + (int)type);
         float[]? importance = weighted ? ImportanceQuantizerTests.Importance(cols, seed: 9) : null;
         int rowBytes = cols / 256 * (type switch { GgmlType.IQ3_XXS => Iq3Quantizer.Iq3XxsBlockBytes, GgmlType.IQ3_S => Iq3Quantizer.Iq3SBlockBytes, GgmlType.IQ2_XS => Iq2Quantizer.Iq2XsBlockBytes,
-            GgmlType.IQ2_XXS => Iq2Quantizer.Iq2XxsBlockBytes, GgmlType.IQ1_S => Iq1Quantizer.Iq1SBlockBytes, _ => Iq2Quantizer.Iq2SBlockBytes });
+            GgmlType.IQ2_XXS => Iq2Quantizer.Iq2XxsBlockBytes, GgmlType.IQ1_S => Iq1Quantizer.Iq1SBlockBytes, GgmlType.IQ1_M => Iq1Quantizer.Iq1MBlockBytes, _ => Iq2Quantizer.Iq2SBlockBytes });
 
         byte[] ggml = Ggml.QuantizeChunk((int)type, values, rows, cols, importance, rowBytes);
         for (int r = 0; r < rows; r++)
@@ -38,6 +39,7 @@ public class IqLatticeQuantizerTests
                 case GgmlType.IQ2_XS: Iq2Quantizer.QuantizeIq2_XS(row, ours, importance); break;
                 case GgmlType.IQ2_XXS: Iq2Quantizer.QuantizeIq2_XXS(row, ours, importance); break;
                 case GgmlType.IQ1_S: Iq1Quantizer.QuantizeIq1_S(row, ours, importance); break;
+                case GgmlType.IQ1_M: Iq1Quantizer.QuantizeIq1_M(row, ours, importance); break;
                 default: Iq2Quantizer.QuantizeIq2_S(row, ours, importance); break;
             }
 

@@ -124,6 +124,7 @@ public static class GgmlTypes
         DType.IQ2_XS => GgmlType.IQ2_XS,
         DType.IQ2_XXS => GgmlType.IQ2_XXS,
         DType.IQ1_S => GgmlType.IQ1_S,
+        DType.IQ1_M => GgmlType.IQ1_M,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no GGUF type"),
     };
 }
