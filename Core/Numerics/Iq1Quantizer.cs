@@ -41,7 +41,6 @@ public static class Iq1Quantizer
         }
 
         IqLattice lattice = s_lattice.Value;
-        ReadOnlySpan<float> plus = s_plus, minus = s_minus;
         Span<float> scales = stackalloc float[SuperBlock / Block], weight = stackalloc float[Block];
         Span<float> sumX = stackalloc float[Block + 1], sumW = stackalloc float[Block + 1];
         Span<sbyte> codes = stackalloc sbyte[Block];
@@ -58,17 +57,8 @@ public static class Iq1Quantizer
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
-                ReadOnlySpan<float> qw = importance.Slice((b * SuperBlock) + (ib * Block), Block);
-                for (int i = 0; i < Block; i++)
-                {
-                    weight[i] = qw[i] * MathF.Sqrt(sigma2 + (xb[i] * xb[i]));
-                }
-
-                float max = MathF.Abs(xb[0]);
-                for (int i = 1; i < Block; i++)
-                {
-                    max = MathF.Max(max, MathF.Abs(xb[i]));
-                }
+                Weigh(xb, importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, weight);
+                float max = MaxAbs(xb);
 
                 (scales[ib], shifts[ib]) = (0, 1);
                 if (max < 1e-12f)
@@ -76,13 +66,8 @@ public static class Iq1Quantizer
                     continue;
                 }
 
-                // The values in ascending order (ties in place: glibc's qsort is a merge sort at this size), prefix sums over them.
-                for (int j = 0; j < Block; j++)
-                {
-                    order[j] = (xb[j], j);
-                }
-
-                Array.Sort(order, (l, r) => l.Value != r.Value ? l.Value.CompareTo(r.Value) : l.Index.CompareTo(r.Index));
+                // The values in ascending order, prefix sums over them.
+                SortAscending(xb, order);
                 sumX[0] = sumW[0] = 0;
                 for (int j = 0; j < Block; j++)
                 {
@@ -99,7 +84,7 @@ public static class Iq1Quantizer
                     {
                         for (int shift = 1; shift >= -1; shift -= 2)
                         {
-                            ReadOnlySpan<float> q = shift == 1 ? plus : minus;
+                            ReadOnlySpan<float> q = shift == 1 ? s_plus : s_minus;
                             float sumqx = ((sumX[i1] - sumX[0]) * q[0]) + ((sumX[i2] - sumX[i1]) * q[1]) + ((sumX[Block] - sumX[i2]) * q[2]);
                             float sumq2 = ((sumW[i1] - sumW[0]) * q[0] * q[0]) + ((sumW[i2] - sumW[i1]) * q[1] * q[1]) + ((sumW[Block] - sumW[i2]) * q[2] * q[2]);
                             if (sumq2 > 0 && sumqx * sumqx > bestScore * sumq2)
@@ -117,50 +102,13 @@ public static class Iq1Quantizer
                     continue;
                 }
 
-                for (int j = 0; j < Block; j++)
+                if (SplitCodes(order, best1, best2, codes, ref scale))
                 {
-                    codes[order[j].Index] = (sbyte)(j < best1 ? 0 : j < best2 ? 1 : 2);
-                }
-
-                if (scale < 0)
-                {
-                    for (int j = 0; j < Block; j++)
-                    {
-                        codes[j] = (sbyte)(2 - codes[j]);
-                    }
-
-                    scale = -scale;
                     bestShift = -bestShift;
                 }
 
-                bool allOnGrid = true;
-                ReadOnlySpan<float> levelValues = bestShift == 1 ? plus : minus;
-                for (int k = 0; k < Block / 8; k++)
-                {
-                    Span<sbyte> group = codes.Slice(8 * k, 8);
-                    index[k] = lattice.IndexOf(group);
-                    if (index[k] < 0)
-                    {
-                        allOnGrid = false;
-                        index[k] = lattice.NearestNeighbour(group, xb.Slice(8 * k, 8), weight.Slice(8 * k, 8), scale, levelValues);
-                    }
-                }
-
-                if (!allOnGrid)
-                {
-                    float sumqx = 0, sumq2 = 0;
-                    for (int i = 0; i < Block; i++)
-                    {
-                        float w = weight[i], q = levelValues[codes[i]];
-                        sumqx += w * q * xb[i];
-                        sumq2 += w * q * q;
-                    }
-
-                    if (sumqx > 0 && sumq2 > 0)
-                    {
-                        scale = sumqx / sumq2;
-                    }
-                }
+                float[] levelValues = bestShift == 1 ? s_plus : s_minus;
+                scale = Snap(lattice, codes, xb, weight, scale, levelValues, levelValues, index);
 
                 int h = 0;
                 for (int k = 0; k < Block / 8; k++)
@@ -220,11 +168,7 @@ public static class Iq1Quantizer
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * block16, block16);
                 Weigh(xb, importance.Slice((b * SuperBlock) + (ib * block16), block16), sigma2, weight);
-                float max = MathF.Abs(xb[0]);
-                for (int i = 1; i < block16; i++)
-                {
-                    max = MathF.Max(max, MathF.Abs(xb[i]));
-                }
+                float max = MaxAbs(xb);
 
                 (scales[ib], shifts[ib]) = (0, 0);
                 if (max < 1e-7f)
@@ -232,12 +176,7 @@ public static class Iq1Quantizer
                     continue;
                 }
 
-                for (int j = 0; j < block16; j++)
-                {
-                    order[j] = (xb[j], j);
-                }
-
-                Array.Sort(order, (l, r) => l.Value != r.Value ? l.Value.CompareTo(r.Value) : l.Index.CompareTo(r.Index));
+                SortAscending(xb, order);
                 float bestScore = -float.MaxValue, scale = max;
                 int best1 = -1, best2 = -1, bestK = -1;
                 for (int i1 = 0; i1 <= block16; i1++)
@@ -274,49 +213,12 @@ public static class Iq1Quantizer
                     continue;
                 }
 
-                for (int j = 0; j < block16; j++)
+                if (SplitCodes(order, best1, best2, codes, ref scale))
                 {
-                    codes[order[j].Index] = (sbyte)(j < best1 ? 0 : j < best2 ? 1 : 2);
-                }
-
-                if (scale < 0)
-                {
-                    for (int j = 0; j < block16; j++)
-                    {
-                        codes[j] = (sbyte)(2 - codes[j]);
-                    }
-
-                    scale = -scale;
                     bestK = 3 - bestK;
                 }
 
-                bool allOnGrid = true;
-                for (int k = 0; k < 2; k++)
-                {
-                    Span<sbyte> group = codes.Slice(8 * k, 8);
-                    index[k] = lattice.IndexOf(group);
-                    if (index[k] < 0)
-                    {
-                        allOnGrid = false;
-                        index[k] = lattice.NearestNeighbour(group, xb.Slice(8 * k, 8), weight.Slice(8 * k, 8), scale, Shifted(bestK, k));
-                    }
-                }
-
-                if (!allOnGrid)
-                {
-                    float fitX = 0, fitQ = 0;
-                    for (int i = 0; i < block16; i++)
-                    {
-                        float w = weight[i], q = Shifted(bestK, i / 8)[codes[i]];
-                        fitX += w * q * xb[i];
-                        fitQ += w * q * q;
-                    }
-
-                    if (fitX > 0 && fitQ > 0)
-                    {
-                        scale = fitX / fitQ;
-                    }
-                }
+                scale = Snap(lattice, codes, xb, weight, scale, Shifted(bestK, 0), Shifted(bestK, 1), index);
 
                 low[2 * ib] = (byte)index[0];
                 low[(2 * ib) + 1] = (byte)index[1];
@@ -366,6 +268,94 @@ public static class Iq1Quantizer
                 BinaryPrimitives.WriteUInt16LittleEndian(word, (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(word) | (((half >> (4 * w)) & 0xF) << 12)));
             }
         }
+    }
+
+    /// <summary>A block's largest magnitude.</summary>
+    private static float MaxAbs(ReadOnlySpan<float> xb)
+    {
+        float max = MathF.Abs(xb[0]);
+        for (int i = 1; i < xb.Length; i++)
+        {
+            max = MathF.Max(max, MathF.Abs(xb[i]));
+        }
+
+        return max;
+    }
+
+    /// <summary>The values with their indices in ascending order, ties by index (glibc's qsort is a merge sort at this size).</summary>
+    private static void SortAscending(ReadOnlySpan<float> xb, (float Value, int Index)[] order)
+    {
+        for (int j = 0; j < order.Length; j++)
+        {
+            order[j] = (xb[j], j);
+        }
+
+        Array.Sort(order, (l, r) => l.Value != r.Value ? l.Value.CompareTo(r.Value) : l.Index.CompareTo(r.Index));
+    }
+
+    /// <summary>
+    /// The codes of the best split (levels 0, 1, 2 for the sorted values before <paramref name="best1"/>, before
+    /// <paramref name="best2"/>, after), turned over with the scale where it came out negative; whether they were (the
+    /// caller then turns its shift over too).
+    /// </summary>
+    private static bool SplitCodes((float Value, int Index)[] order, int best1, int best2, Span<sbyte> codes, ref float scale)
+    {
+        for (int j = 0; j < order.Length; j++)
+        {
+            codes[order[j].Index] = (sbyte)(j < best1 ? 0 : j < best2 ? 1 : 2);
+        }
+
+        if (scale >= 0)
+        {
+            return false;
+        }
+
+        for (int j = 0; j < order.Length; j++)
+        {
+            codes[j] = (sbyte)(2 - codes[j]);
+        }
+
+        scale = -scale;
+        return true;
+    }
+
+    /// <summary>
+    /// Each group of eight codes that is not a lattice point moved to its nearest neighbour (the points' indices into
+    /// <paramref name="index"/>), and where one was moved the scale fitted again; the first group's levels stand for
+    /// <paramref name="firstValues"/>, the others' for <paramref name="restValues"/> (IQ1_M shifts its two groups apart).
+    /// </summary>
+    private static float Snap(IqLattice lattice, Span<sbyte> codes, ReadOnlySpan<float> xb, ReadOnlySpan<float> weight, float scale,
+        float[] firstValues, float[] restValues, Span<int> index)
+    {
+        bool allOnGrid = true;
+        for (int k = 0; k < codes.Length / 8; k++)
+        {
+            Span<sbyte> group = codes.Slice(8 * k, 8);
+            index[k] = lattice.IndexOf(group);
+            if (index[k] < 0)
+            {
+                allOnGrid = false;
+                index[k] = lattice.NearestNeighbour(group, xb.Slice(8 * k, 8), weight.Slice(8 * k, 8), scale, k == 0 ? firstValues : restValues);
+            }
+        }
+
+        if (!allOnGrid)
+        {
+            float sumqx = 0, sumq2 = 0;
+            for (int i = 0; i < codes.Length; i++)
+            {
+                float w = weight[i], q = (i < 8 ? firstValues : restValues)[codes[i]];
+                sumqx += w * q * xb[i];
+                sumq2 += w * q * q;
+            }
+
+            if (sumqx > 0 && sumq2 > 0)
+            {
+                scale = sumqx / sumq2;
+            }
+        }
+
+        return scale;
     }
 
     /// <summary>IQ1_M's combination k of shifts: the first group's + (k &lt; 2) or -, the second's + (k even) or -.</summary>

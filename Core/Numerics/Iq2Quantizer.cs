@@ -16,7 +16,11 @@ namespace QwenSharp.Numerics;
 /// </summary>
 public static class Iq2Quantizer
 {
-    private const int SuperBlock = 256, Block = 16, MaxLevel = 3;
+    private const int SuperBlock = 256, Block = 16;
+
+    private static readonly IqSearchRule s_sRule = new(Block, GroupSize: 8, MaxLevel: 3, Step: 0.1f, Tries: 9, KeepOnGrid: true, EvenSigns: false, SkipBelow: 1e-8f, UnweightedSigmaShare: 0.25f);
+    private static readonly IqSearchRule s_xsRule = new(Block, GroupSize: 8, MaxLevel: 3, Step: 0.1f, Tries: 9, KeepOnGrid: true, EvenSigns: true, SkipBelow: KQuantQuantizer.GroupMaxEps, SigmaTwice: false);
+    private static readonly IqSearchRule s_xxsRule = new(Block: 32, GroupSize: 8, MaxLevel: 3, Step: 0.1f, Tries: 6, KeepOnGrid: false, EvenSigns: true, SkipBelow: KQuantQuantizer.GroupMaxEps, SigmaTwice: false, FirstFit: true);
 
     // Every key a search can form: eight levels of 0..2 at 2 bits each (ggml's kmap_size 43692).
     private static readonly Lazy<IqLattice> s_s = new(() => new IqLattice(1024, dims: 8, bits: 2, k => IqGrids.Iq2S(k), [8, 25, 43], neighbourDistances: 1, keys: 43692));
@@ -36,7 +40,7 @@ public static class Iq2Quantizer
     public static void QuantizeIq2_S(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance = default)
     {
         IqLattice lattice = s_s.Value;
-        var state = new IqScaleSearch(Block, groupSize: 8, MaxLevel, step: 0.1f);
+        var state = new IqScaleSearch(s_sRule);
         Span<float> scales = stackalloc float[SuperBlock / Block];
         Span<byte> signs = stackalloc byte[2];
         for (int b = 0; b < values.Length / SuperBlock; b++)
@@ -45,27 +49,15 @@ public static class Iq2Quantizer
             Span<byte> block = blocks.Slice(b * Iq2SBlockBytes, Iq2SBlockBytes);
             block.Clear();
             Span<byte> low = block.Slice(2, 32), signBytes = block.Slice(34, 32), high = block.Slice(66, 8), scaleBytes = block.Slice(74, 8);
-            float sigma2 = 2 * ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float sigma2 = state.Sigma2(x);
             float maxScale = 0;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
-                state.Weigh(xb, importance.IsEmpty ? default : importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, unweightedFloor: 0.25f * sigma2);
-                signs[0] = state.AllSigns(xb, 0);
-                signs[1] = state.AllSigns(xb, 1);
-                float max = state.MaxMagnitude();
-                if (max < 1e-8f)
+                if (!state.TryFit(lattice, xb, IqScaleSearch.ImportanceOf(importance, (b * SuperBlock) + (ib * Block), Block), sigma2, signs, out float scale))
                 {
                     scales[ib] = 0;
                     continue;
-                }
-
-                float scale = state.Search(lattice, max, tries: 9, keepOnGrid: true);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    signs[0] = (byte)~signs[0];
-                    signs[1] = (byte)~signs[1];
                 }
 
                 for (int k = 0; k < 2; k++)
@@ -101,7 +93,7 @@ public static class Iq2Quantizer
     {
         RequireImportance(importance, "IQ2_XS");
         IqLattice lattice = s_xs.Value;
-        var state = new IqScaleSearch(Block, groupSize: 8, MaxLevel, step: 0.1f);
+        var state = new IqScaleSearch(s_xsRule);
         Span<float> scales = stackalloc float[SuperBlock / Block];
         Span<byte> signs = stackalloc byte[2];
         for (int b = 0; b < values.Length / SuperBlock; b++)
@@ -110,27 +102,15 @@ public static class Iq2Quantizer
             Span<byte> block = blocks.Slice(b * Iq2XsBlockBytes, Iq2XsBlockBytes);
             block.Clear();
             Span<byte> words = block.Slice(2, 64), scaleBytes = block.Slice(66, 8);
-            float sigma2 = ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float sigma2 = state.Sigma2(x);
             float maxScale = 0;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
-                state.Weigh(xb, importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, unweightedFloor: 0);
-                signs[0] = state.EvenSigns(xb, 0);
-                signs[1] = state.EvenSigns(xb, 1);
-                float max = state.MaxMagnitude();
-                if (max < KQuantQuantizer.GroupMaxEps)
+                if (!state.TryFit(lattice, xb, importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, signs, out float scale))
                 {
                     scales[ib] = 0;
                     continue;
-                }
-
-                float scale = state.Search(lattice, max, tries: 9, keepOnGrid: true);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    signs[0] = (byte)(~signs[0] & 127);
-                    signs[1] = (byte)(~signs[1] & 127);
                 }
 
                 for (int k = 0; k < 2; k++)
@@ -166,49 +146,24 @@ public static class Iq2Quantizer
         const int block32 = 32;
         RequireImportance(importance, "IQ2_XXS");
         IqLattice lattice = s_xxs.Value;
-        var state = new IqScaleSearch(block32, groupSize: 8, MaxLevel, step: 0.1f);
+        var state = new IqScaleSearch(s_xxsRule);
         Span<float> scales = stackalloc float[SuperBlock / block32];
-        Span<byte> signs = stackalloc byte[4], firstCodes = stackalloc byte[block32];
+        Span<byte> signs = stackalloc byte[4];
         for (int b = 0; b < values.Length / SuperBlock; b++)
         {
             ReadOnlySpan<float> x = values.Slice(b * SuperBlock, SuperBlock);
             Span<byte> block = blocks.Slice(b * Iq2XxsBlockBytes, Iq2XxsBlockBytes);
             block.Clear();
             Span<byte> words = block.Slice(2, 64);
-            float sigma2 = ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float sigma2 = state.Sigma2(x);
             float maxScale = 0;
             for (int ib = 0; ib < SuperBlock / block32; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * block32, block32);
-                state.Weigh(xb, importance.Slice((b * SuperBlock) + (ib * block32), block32), sigma2, unweightedFloor: 0);
-                for (int k = 0; k < 4; k++)
-                {
-                    signs[k] = state.EvenSigns(xb, k);
-                }
-
-                float max = state.MaxMagnitude();
-                if (max < KQuantQuantizer.GroupMaxEps)
+                if (!state.TryFit(lattice, xb, importance.Slice((b * SuperBlock) + (ib * block32), block32), sigma2, signs, out float scale))
                 {
                     scales[ib] = 0;
                     continue;
-                }
-
-                float first = ImportanceQuantizer.PositiveScale(state.Magnitudes, firstCodes, MaxLevel + 1, state.Weights);
-                float effectiveMax = first * MaxLevel;
-                if (effectiveMax <= 0)
-                {
-                    scales[ib] = 0;
-                    continue;
-                }
-
-                float scale = state.Search(lattice, effectiveMax, tries: 6, keepOnGrid: false, initialScale: first, alwaysRefine: true);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 4; k++)
-                    {
-                        signs[k] = (byte)(~signs[k] & 127);
-                    }
                 }
 
                 uint indices = 0, signWord = 0;

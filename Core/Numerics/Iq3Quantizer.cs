@@ -13,7 +13,12 @@ namespace QwenSharp.Numerics;
 /// </summary>
 public static class Iq3Quantizer
 {
-    private const int SuperBlock = 256, Block = 32, MaxLevel = 8;
+    private const int SuperBlock = 256, Block = 32;
+
+    private static readonly IqSearchRule s_xxsRule = new(Block, GroupSize: 4, MaxLevel: 8, Step: 0.2f, Tries: 15, KeepOnGrid: true, EvenSigns: true, SkipBelow: 1e-8f);
+
+    // ggml leaves a block unscaled only where its largest magnitude is 0 (the least positive float is the bound that says so).
+    private static readonly IqSearchRule s_sRule = new(Block, GroupSize: 4, MaxLevel: 8, Step: 0.2f, Tries: 9, KeepOnGrid: false, EvenSigns: false, SkipBelow: float.Epsilon);
 
     private static readonly Lazy<IqLattice> s_xxs = new(() => new IqLattice(256, dims: 4, bits: 3, k => IqGrids.Iq3Xxs(k), [4, 12, 20, 28, 36, 44, 52, 62], neighbourDistances: 2));
     private static readonly Lazy<IqLattice> s_s = new(() => new IqLattice(512, dims: 4, bits: 3, k => IqGrids.Iq3S(k), [1, 3, 5, 7, 9, 11, 13, 15], neighbourDistances: 3));
@@ -28,7 +33,7 @@ public static class Iq3Quantizer
     public static void QuantizeIq3_XXS(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance = default)
     {
         IqLattice lattice = s_xxs.Value;
-        var state = new IqScaleSearch(Block, groupSize: 4, MaxLevel, step: 0.2f);
+        var state = new IqScaleSearch(s_xxsRule);
         Span<float> scales = stackalloc float[SuperBlock / Block];
         Span<byte> signs = stackalloc byte[4];
         for (int b = 0; b < values.Length / SuperBlock; b++)
@@ -37,33 +42,15 @@ public static class Iq3Quantizer
             Span<byte> block = blocks.Slice(b * Iq3XxsBlockBytes, Iq3XxsBlockBytes);
             block.Clear();
             Span<byte> indices = block.Slice(2, 64), words = block.Slice(66, 32);
-            float sigma2 = 2 * ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float sigma2 = state.Sigma2(x);
             float maxScale = 0;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
                 ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
-                state.Weigh(xb, importance.IsEmpty ? default : importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, unweightedFloor: 0);
-                for (int k = 0; k < 4; k++)
-                {
-                    signs[k] = state.EvenSigns(xb, k);
-                }
-
-                float max = state.MaxMagnitude();
-                if (max < 1e-8f)
+                if (!state.TryFit(lattice, xb, IqScaleSearch.ImportanceOf(importance, (b * SuperBlock) + (ib * Block), Block), sigma2, signs, out float scale))
                 {
                     scales[ib] = 0;
-                    state.Codes.Clear();
                     continue;
-                }
-
-                float scale = state.Search(lattice, max, tries: 15, keepOnGrid: true);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 4; k++)
-                    {
-                        signs[k] = (byte)(~signs[k] & 127);
-                    }
                 }
 
                 for (int k = 0; k < 8; k++)
@@ -98,7 +85,7 @@ public static class Iq3Quantizer
     public static void QuantizeIq3_S(ReadOnlySpan<float> values, Span<byte> blocks, ReadOnlySpan<float> importance = default)
     {
         IqLattice lattice = s_s.Value;
-        var state = new IqScaleSearch(Block, groupSize: 4, MaxLevel, step: 0.2f);
+        var state = new IqScaleSearch(s_sRule);
         Span<float> scales = stackalloc float[SuperBlock / Block];
         Span<byte> signs = stackalloc byte[4];
         for (int b = 0; b < values.Length / SuperBlock; b++)
@@ -107,34 +94,17 @@ public static class Iq3Quantizer
             Span<byte> block = blocks.Slice(b * Iq3SBlockBytes, Iq3SBlockBytes);
             block.Clear();
             Span<byte> low = block.Slice(2, 64), high = block.Slice(66, 8), signBytes = block.Slice(74, 32), scaleBytes = block.Slice(106, 4);
-            float sigma2 = 2 * ImportanceQuantizer.SumOfSquares(x) / SuperBlock;
+            float sigma2 = state.Sigma2(x);
             float maxScale = 0;
             for (int ib = 0; ib < SuperBlock / Block; ib++)
             {
-                ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
-                state.Weigh(xb, importance.IsEmpty ? default : importance.Slice((b * SuperBlock) + (ib * Block), Block), sigma2, unweightedFloor: 0);
-                for (int k = 0; k < 4; k++)
-                {
-                    signs[k] = state.AllSigns(xb, k);
-                }
-
                 // ggml skips an all-zero group without moving on its index and sign bytes, so the groups after it land one
                 // place early under their own scales (values it does not mean); each group's bytes stay in its own place here.
-                float max = state.MaxMagnitude();
-                if (max == 0)
+                ReadOnlySpan<float> xb = x.Slice(ib * Block, Block);
+                if (!state.TryFit(lattice, xb, IqScaleSearch.ImportanceOf(importance, (b * SuperBlock) + (ib * Block), Block), sigma2, signs, out float scale))
                 {
                     scales[ib] = 0;
                     continue;
-                }
-
-                float scale = state.Search(lattice, max, tries: 9, keepOnGrid: false);
-                if (scale < 0)
-                {
-                    scale = -scale;
-                    for (int k = 0; k < 4; k++)
-                    {
-                        signs[k] = (byte)~signs[k];
-                    }
                 }
 
                 for (int k = 0; k < 8; k++)

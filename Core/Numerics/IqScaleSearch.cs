@@ -1,25 +1,93 @@
 namespace QwenSharp.Numerics;
 
 /// <summary>
-/// The scale search ggml's lattice i-quants share (<c>quantize_row_iq3_xxs_impl</c>, <c>_iq3_s_impl</c>,
-/// <c>_iq2_s_impl</c>): one block's weights, magnitudes and signs; over candidate scales (2 maxLevel - 1 + t × step) / max
-/// each group's magnitudes rounded to levels and, off the lattice, replaced by the nearest neighbour; the scale that fits
-/// best in weighted least squares kept, then the groups off the lattice rounded again against it and the scale refitted.
+/// How one lattice i-quant fits a block (ggml's <c>quantize_row_iq3_xxs_impl</c>, <c>_iq3_s_impl</c>, <c>_iq2_s_impl</c>,
+/// <c>_iq2_xs_impl</c>, <c>_iq2_xxs_impl</c> differ only in these): values a block, values a lattice group, levels, the
+/// candidate scales' step and count each side, whether the second pass leaves lattice points alone, whether the count of
+/// minus signs is kept even (7 sign bits a group of eight), the magnitude below which a block is left unscaled, σ² twice the
+/// super-block's mean square or once, the unweighted weights' floor as a share of σ² (IQ2_S: 1/4), and IQ2_XXS's start from
+/// make_qp_quants with every group rounded again.
 /// </summary>
-internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, float step)
+internal readonly record struct IqSearchRule(int Block, int GroupSize, int MaxLevel, float Step, int Tries, bool KeepOnGrid, bool EvenSigns,
+    float SkipBelow, bool SigmaTwice = true, float UnweightedSigmaShare = 0, bool FirstFit = false);
+
+/// <summary>
+/// The scale search ggml's lattice i-quants share: one block's weights, magnitudes and signs; over candidate scales
+/// (2 maxLevel - 1 + t × step) / max each group's magnitudes rounded to levels and, off the lattice, replaced by the nearest
+/// neighbour; the scale that fits best in weighted least squares kept, then the groups off the lattice rounded again
+/// against it and the scale refitted (<see cref="TryFit"/>).
+/// </summary>
+internal sealed class IqScaleSearch(IqSearchRule rule)
 {
-    private readonly float[] _weight = new float[block], _magnitude = new float[block], _rootWeight = new float[block];
-    private readonly sbyte[] _codes = new sbyte[block], _trial = new sbyte[block];
-    private readonly bool[] _onGrid = new bool[block / groupSize], _trialOnGrid = new bool[block / groupSize];
+    private readonly int block = rule.Block, groupSize = rule.GroupSize, maxLevel = rule.MaxLevel;
+    private readonly float step = rule.Step;
+    private readonly float[] _weight = new float[rule.Block], _magnitude = new float[rule.Block], _rootWeight = new float[rule.Block];
+    private readonly sbyte[] _codes = new sbyte[rule.Block], _trial = new sbyte[rule.Block];
+    private readonly bool[] _onGrid = new bool[rule.Block / rule.GroupSize], _trialOnGrid = new bool[rule.Block / rule.GroupSize];
+    private readonly byte[] _firstCodes = new byte[rule.Block];
 
     /// <summary>The chosen levels (0..maxLevel-1) of the block's magnitudes.</summary>
     public Span<sbyte> Codes => _codes;
+
+    /// <summary>The super-block's σ²: its mean square, twice it as the rule says.</summary>
+    public float Sigma2(ReadOnlySpan<float> superBlock) => (rule.SigmaTwice ? 2 : 1) * ImportanceQuantizer.SumOfSquares(superBlock) / superBlock.Length;
+
+    /// <summary>The block's part of a row's importance (one weight a value), or none where the row has none.</summary>
+    public static ReadOnlySpan<float> ImportanceOf(ReadOnlySpan<float> importance, int start, int length) =>
+        importance.IsEmpty ? default : importance.Slice(start, length);
+
+    /// <summary>
+    /// Fits a block: its signs into <paramref name="signs"/> (one byte a group of eight), its levels into <see cref="Codes"/>,
+    /// its scale, made positive (the signs flipped where it came out negative). False, nothing fitted, for a block too small
+    /// to scale (below the rule's bound, or IQ2_XXS's first fit not positive).
+    /// </summary>
+    public bool TryFit(IqLattice lattice, ReadOnlySpan<float> xb, ReadOnlySpan<float> importance, float sigma2, Span<byte> signs, out float scale)
+    {
+        Weigh(xb, importance, sigma2, rule.UnweightedSigmaShare == 0 ? 0 : rule.UnweightedSigmaShare * sigma2);
+        for (int k = 0; k < block / 8; k++)
+        {
+            signs[k] = rule.EvenSigns ? EvenSigns(xb, k) : AllSigns(xb, k);
+        }
+
+        float max = MaxMagnitude();
+        scale = 0;
+        if (max < rule.SkipBelow)
+        {
+            return false;
+        }
+
+        if (rule.FirstFit)
+        {
+            float first = ImportanceQuantizer.PositiveScale(_magnitude, _firstCodes, maxLevel + 1, _weight);
+            if (first * maxLevel <= 0)
+            {
+                return false;
+            }
+
+            scale = Search(lattice, first * maxLevel, rule.Tries, keepOnGrid: false, initialScale: first, alwaysRefine: true);
+        }
+        else
+        {
+            scale = Search(lattice, max, rule.Tries, rule.KeepOnGrid);
+        }
+
+        if (scale < 0)
+        {
+            scale = -scale;
+            for (int k = 0; k < block / 8; k++)
+            {
+                signs[k] = (byte)(~signs[k] & (rule.EvenSigns ? 127 : 255));
+            }
+        }
+
+        return true;
+    }
 
     /// <summary>
     /// The block's weights: importance × √(σ² + x²), or without importance <paramref name="unweightedFloor"/> + x² (IQ2_S
     /// σ²/4, IQ3 none).
     /// </summary>
-    public void Weigh(ReadOnlySpan<float> xb, ReadOnlySpan<float> importance, float sigma2, float unweightedFloor)
+    private void Weigh(ReadOnlySpan<float> xb, ReadOnlySpan<float> importance, float sigma2, float unweightedFloor)
     {
         for (int i = 0; i < block; i++)
         {
@@ -38,14 +106,8 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
     /// </summary>
     public static int ScaleCode(float inverseD, float scale) => Math.Clamp(KQuantQuantizer.NearestInt(0.5f * ((inverseD * scale) - 1)), 0, 15);
 
-    /// <summary>The block's magnitudes (IQ2_XXS's first scale is fitted to them).</summary>
-    public ReadOnlySpan<float> Magnitudes => _magnitude;
-
-    /// <summary>The block's weights.</summary>
-    public ReadOnlySpan<float> Weights => _weight;
-
     /// <summary>Eight values' magnitudes, and their signs as bits (IQ3_S, IQ2_S).</summary>
-    public byte AllSigns(ReadOnlySpan<float> xb, int k)
+    private byte AllSigns(ReadOnlySpan<float> xb, int k)
     {
         int s = 0;
         for (int i = 0; i < 8; i++)
@@ -62,7 +124,7 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
     /// IQ3_XXS, IQ2_XS, IQ2_XXS: as <see cref="AllSigns"/>, but an odd count of minus signs is made even by flipping the value with the
     /// least weight × x² (its magnitude then stored negative), and only seven bits kept (the eighth follows from them).
     /// </summary>
-    public byte EvenSigns(ReadOnlySpan<float> xb, int k)
+    private byte EvenSigns(ReadOnlySpan<float> xb, int k)
     {
         int s = AllSigns(xb, k);
         if (int.PopCount(s) % 2 == 1)
@@ -86,7 +148,7 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
         return (byte)(s & 127);
     }
 
-    public float MaxMagnitude()
+    private float MaxMagnitude()
     {
         float max = _magnitude[0];
         for (int i = 1; i < block; i++)
@@ -103,7 +165,7 @@ internal sealed class IqScaleSearch(int block, int groupSize, int maxLevel, floa
     /// with <paramref name="alwaysRefine"/> every group, whether or not one was off (IQ2_XXS, whose candidates are around
     /// <paramref name="initialScale"/>'s top level rather than max / (2 maxLevel - 1)).
     /// </summary>
-    public float Search(IqLattice lattice, float max, int tries, bool keepOnGrid, float? initialScale = null, bool alwaysRefine = false)
+    private float Search(IqLattice lattice, float max, int tries, bool keepOnGrid, float? initialScale = null, bool alwaysRefine = false)
     {
         // Where no candidate fits at all (every weight zero), the levels stay 0 and (keepOnGrid) count as lattice points.
         float best = 0, scale = initialScale ?? max / ((2 * maxLevel) - 1);
