@@ -78,9 +78,15 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
             }
             else
             {
-                float[] values = new float[view.ElementCount];
-                Numerics.IqBlocks.Dequantize(iq, iqBytes, values);
-                Numerics.Q8_0Blocks.Quantize(values, new Span<byte>(data, checked((int)bytes)));
+                // A row at a time: the matrix's values never all stand in f32 at once.
+                int columns = checked((int)view.Shape[1]);
+                long rowIn = DTypes.ByteLength(type, columns), rowOut = DTypes.ByteLength(held, columns);
+                float[] row = new float[columns];
+                for (long r = 0; r < view.Shape[0]; r++)
+                {
+                    Numerics.IqBlocks.Dequantize(iq, iqBytes.AsSpan(checked((int)(r * rowIn)), (int)rowIn), row);
+                    Numerics.Q8_0Blocks.Quantize(row, new Span<byte>(data + (r * rowOut), (int)rowOut));
+                }
             }
         }
         else
