@@ -40,11 +40,11 @@ public static class GgufExport
     /// say), quantized with the weights of the mix's importance matrix where it has an entry for the matrix (llama-quantize's
     /// <c>--imatrix</c>; its <c>quantize.imatrix.*</c> keys then go into the file).
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix mix)
+    public static IReadOnlyList<string> Write(string modelDirectory, string outPath, QuantizationMix mix, GgufSplitLimit? split = null)
     {
         ArgumentNullException.ThrowIfNull(mix);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
-        Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor), Weights(mix, ggufName, tensor)), mix.FileType, mix.Importance);
+        return Write(modelDirectory, outPath, (ggufName, tensor) => EncodeAs(tensor, TypeOf(mix, config, ggufName, tensor), Weights(mix, ggufName, tensor)), mix.FileType, mix.Importance, split);
     }
 
     /// <summary>The importance weights of a matrix (null for a vector, or where the mix has no importance matrix or it no entry for the matrix).</summary>
@@ -57,12 +57,12 @@ public static class GgufExport
     /// merge_and_unload and llama.cpp's export-lora do): one file that carries the fine-tuning. The adapters are checked
     /// against the model first.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters)
+    public static IReadOnlyList<string> Write(string modelDirectory, string outPath, QuantizationMix? mix, IReadOnlyList<Lora.LoraAdapter> adapters, GgufSplitLimit? split = null)
     {
         ArgumentNullException.ThrowIfNull(adapters);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
         Lora.LoraMerge.Check(adapters, config);
-        Write(modelDirectory, outPath, (ggufName, tensor) =>
+        return Write(modelDirectory, outPath, (ggufName, tensor) =>
         {
             DType target = mix is null ? (tensor.Shape.Length == 1 ? DType.F32 : tensor.DType) : TypeOf(mix, config, ggufName, tensor);
             float[]? weights = Weights(mix, ggufName, tensor);
@@ -78,7 +78,7 @@ public static class GgufExport
                     return EncodeAs(tensor with { DType = DType.F32, Data = (nint)values }, target, weights);
                 }
             }
-        }, mix?.FileType, mix?.Importance);
+        }, mix?.FileType, mix?.Importance, split);
     }
 
     /// <summary>A vector in F32 (llama.cpp adds only F32 biases and norms); a matrix in what the mix picks for it.</summary>
@@ -87,9 +87,12 @@ public static class GgufExport
 
     /// <summary>
     /// Writes the folder's model with each tensor stored as <paramref name="encode"/> says (and llama.cpp's
-    /// <c>general.file_type</c>, where given, and the keys of an importance matrix the encoder quantized with).
+    /// <c>general.file_type</c>, where given, and the keys of an importance matrix the encoder quantized with), in one file or
+    /// split across files as <paramref name="split"/> says (<see cref="GgufWriter.WriteNew(string, GgufSplitLimit?)"/>).
+    /// Returns the paths written.
     /// </summary>
-    public static void Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null, ImportanceMatrix? importance = null)
+    public static IReadOnlyList<string> Write(string modelDirectory, string outPath, TensorEncoder encode, uint? fileType = null, ImportanceMatrix? importance = null,
+        GgufSplitLimit? split = null)
     {
         ArgumentNullException.ThrowIfNull(encode);
         Qwen2Config config = Qwen2Config.Load(Path.Combine(modelDirectory, Qwen2Config.FileName));
@@ -175,7 +178,7 @@ public static class GgufExport
             writer.AddTensor(ggufName, stored, tensor.Shape, data);
         }
 
-        writer.WriteNew(outPath);
+        return writer.WriteNew(outPath, split);
     }
 
     /// <summary>

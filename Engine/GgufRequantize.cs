@@ -10,14 +10,15 @@ namespace QwenSharp;
 /// <c>general.file_type</c> set to the mix's, <c>general.quantization_version</c> added), every tensor in the file's order,
 /// vectors and the tensors llama.cpp leaves alone (norms, a RoPE table) copied byte for byte, matrices quantized with the
 /// same quantizers as a folder's export. A matrix already quantized is quantized again only when asked
-/// (llama-quantize's <c>--allow-requantize</c>): rounding twice loses more than rounding the original once.
+/// (llama-quantize's <c>--allow-requantize</c>): rounding twice loses more than rounding the original once. A split
+/// model (<see cref="GgufSplit"/>) is read from its first part.
 /// </summary>
 public static class GgufRequantize
 {
     /// <summary>ggml's quantization version (<c>GGML_QNT_VERSION</c>), which llama-quantize writes into a quantized file.</summary>
     public const uint QuantizationVersion = 2;
 
-    public static void Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false)
+    public static IReadOnlyList<string> Write(string sourcePath, string outPath, QuantizationMix mix, bool allowRequantize = false, GgufSplitLimit? split = null)
     {
         ArgumentNullException.ThrowIfNull(mix);
         ImportanceMatrix? importance = mix.Importance;
@@ -42,8 +43,9 @@ public static class GgufRequantize
         bool quantized = tensors.Any(t => GgmlTypes.TryGetBlock((int)t.Type, out int values, out _) && values > 1);
         foreach (GgufRawValue value in source.RawMetadata)
         {
-            // The writer aligns to 32 (GGUF's default), and the file type, quantization version and importance matrix are the new file's.
-            if (value.Key is not ("general.alignment" or "general.file_type" or "general.quantization_version")
+            // The writer aligns to 32 (GGUF's default); the file type, quantization version, importance matrix and the
+            // split (a split model is read whole and written as one file or split anew) are the new file's.
+            if (value.Key is not ("general.alignment" or "general.file_type" or "general.quantization_version") && !GgufSplit.IsSplitKey(value.Key)
                 && !(importance is not null && value.Key.StartsWith("quantize.imatrix.", StringComparison.Ordinal)))
             {
                 writer.AddRaw(value.Key, value.Type, source.RawBytes(value));
@@ -67,7 +69,7 @@ public static class GgufRequantize
             writer.AddTensor(info.Name, type, info.Shape, data);
         }
 
-        writer.WriteNew(outPath);
+        return writer.WriteNew(outPath, split);
     }
 
     /// <summary>Whether llama-quantize quantizes a tensor: a matrix of weights that is not a norm (<c>tensor_allows_quantization</c>, for the tensors of qwen2 and llama files).</summary>

@@ -50,7 +50,7 @@ public sealed class QwenServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        string name = options.ModelName ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory));
+        string name = options.ModelName ?? Formats.Gguf.GgufSplit.WithoutPart(Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(model.Directory)));
         // With a draft model the guesses are its own, the Engine's default number of them unless the options say.
         int? guesses = options.PromptLookup ?? model.DefaultGuesses;
         return StartAsync(model.Model, model.Tokenizer, model.EosTokenIds, options with { ModelName = name, PromptLookup = guesses },

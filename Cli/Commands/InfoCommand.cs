@@ -72,6 +72,17 @@ internal sealed class InfoCommand : ICommand
                         w.WriteEndObject();
                     }
 
+                    if (model.FileParts is { Count: > 1 } parts)
+                    {
+                        w.WriteStartArray("file_parts");
+                        foreach (string part in parts)
+                        {
+                            w.WriteStringValue(Path.GetFullPath(part));
+                        }
+
+                        w.WriteEndArray();
+                    }
+
                     w.WriteNumber("weight_bytes", summary.WeightBytes);
                     w.WriteNumber("kv_cache_bytes_per_token", summary.KvBytesPerToken);
                     w.WriteNumber("context_length", c.MaxPositionEmbeddings);
@@ -148,6 +159,11 @@ internal sealed class InfoCommand : ICommand
 
             var culture = CultureInfo.InvariantCulture;
             stdout.WriteLine($"model         {Path.GetFullPath(directory)}");
+            if (model.FileParts is { Count: > 1 } split)
+            {
+                stdout.WriteLine($"split into    {split.Count} files ({string.Join(", ", split.Skip(1).Select(Path.GetFileName))} beside the first)");
+            }
+
             stdout.WriteLine($"architecture  {c.Architecture ?? "?"} (model_type {c.ModelType})");
             stdout.WriteLine(string.Create(culture, $"parameters    {summary.Parameters:N0} ({FormatCount(summary.Parameters)})"));
             stdout.WriteLine($"dtypes        {string.Join(", ", summary.TensorsByDType.Select(p => $"{p.DType} ({p.Count} tensors)"))}");

@@ -9,15 +9,17 @@ internal sealed class QuantizeCommand : ICommand
 {
     public string Name => "quantize";
 
-    public string Summary => "write a model folder (or an F16/BF16 GGUF file) as one GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
+    public string Summary => "write a model folder (or an F16/BF16 GGUF file) as a GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--split-max-size N(M|G) | --split-max-tensors N] [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
-        new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes): its metadata is carried over as it is"),
+        new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes; a split model by its first part, NAME-00001-of-0000N.gguf): its metadata is carried over as it is"),
         new("type", "T", "llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s, iq1_m (iq3_xs and below need --imatrix) (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k, iq4_nl for iq4_xs and the iq3, iq2 and iq1 types) or keeps its stored type"),
-        new("out", "FILE.gguf", "the file to write (it must not exist yet)"),
+        new("out", "FILE.gguf", "the file to write (it must not exist yet); split: FILE-00001-of-0000N.gguf, ..."),
+        new("split-max-size", "N(M|G)", "split the model across files of at most about N megabytes (M, 10^6 bytes) or gigabytes (G) of tensors each, as llama-gguf-split --split-max-size does (Hugging Face takes files up to 50G); llama.cpp and QwenSharp load the first part"),
+        new("split-max-tensors", "N", "split the model across files of N tensors each, as llama-gguf-split --split-max-tensors does"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
         new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1, the k-quants, iq4_nl/iq4_xs, iq3_xxs/iq3_s, iq2_s/iq2_xs/iq2_xxs and iq1_s/iq1_m; q8_0 has no weighted form)"),
@@ -58,9 +60,15 @@ internal sealed class QuantizeCommand : ICommand
                 : $"--model {directory}: model folder or GGUF file not found");
         }
 
-        if (File.Exists(output) || Directory.Exists(output))
+        GgufSplitLimit? split = SplitLimit(args);
+        if (split is null && (File.Exists(output) || Directory.Exists(output)))
         {
             throw new UsageException($"--out {output} already exists; quantize does not overwrite anything (remove it or choose another name)");
+        }
+
+        if (split is not null && ExistingPart(output) is string part)
+        {
+            throw new UsageException($"--out {output}: {part} already exists; quantize does not overwrite anything (remove the parts or choose another name)");
         }
 
         if (args.Flag("allow-requantize") && !gguf)
@@ -69,6 +77,7 @@ internal sealed class QuantizeCommand : ICommand
         }
 
         ImportanceMatrix? importance = Importance(args, directory, gguf, stderr);
+        IReadOnlyList<string> paths;
         mix = mix.WithImportance(importance);
         IReadOnlyList<LoraAdapterOptions> adapterFiles = ModelLoading.LoraAdapters(args, stderr);
         if (gguf)
@@ -78,25 +87,64 @@ internal sealed class QuantizeCommand : ICommand
                 throw new UsageException("--lora merges adapters into a Hugging Face folder's weights; give the folder as --model (or run the GGUF file with --lora)");
             }
 
-            GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"));
+            paths = GgufRequantize.Write(directory, output, mix, args.Flag("allow-requantize"), split);
         }
         else if (adapterFiles.Count == 0)
         {
-            GgufExport.Write(directory, output, mix);
+            paths = GgufExport.Write(directory, output, mix, split);
         }
         else
         {
-            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => GgufExport.Write(directory, output, mix, adapters));
+            paths = [];
+            Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => paths = GgufExport.Write(directory, output, mix, adapters, split));
         }
 
-        using GgufFile written = GgufFile.Open(output);
+        using GgufFile written = GgufFile.Open(paths[0]);
         IEnumerable<string> types = written.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}");
-        long bytes = new FileInfo(output).Length;
         string weighted = importance is null ? ""
             : $"; matrices weighted by {importance.Path} ({importance.Entries.Count} entries{(importance.ChunkCount > 0 ? $", {importance.ChunkCount} chunks" : "")})";
+        string files = paths.Count == 1 ? paths[0] : $"{paths[0]} to {Path.GetFileName(paths[^1])} ({paths.Count} files; load the first)";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wrote {output}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(bytes)}{weighted}"));
+            $"wrote {files}: {written.Tensors.Count} tensors ({string.Join(", ", types)}), {InfoCommand.FormatBytes(written.ByteLength)}{weighted}"));
         return 0;
+    }
+
+    /// <summary>--split-max-size N(M|G) or --split-max-tensors N (llama-gguf-split's options and units); null for one file.</summary>
+    private static GgufSplitLimit? SplitLimit(Arguments args)
+    {
+        string? size = args.Value("split-max-size"), tensors = args.Value("split-max-tensors");
+        if (size is not null && tensors is not null)
+        {
+            throw new UsageException("--split-max-size and --split-max-tensors do not go together (as in llama-gguf-split): split by size or by tensors");
+        }
+
+        if (tensors is not null)
+        {
+            return int.TryParse(tensors, NumberStyles.None, CultureInfo.InvariantCulture, out int most) && most > 0
+                ? GgufSplitLimit.Tensors(most)
+                : throw new UsageException($"--split-max-tensors '{tensors}' is not a positive whole number of tensors");
+        }
+
+        if (size is null)
+        {
+            return null;
+        }
+
+        long unit = size.Length > 1 ? char.ToUpperInvariant(size[^1]) switch { 'M' => 1_000_000L, 'G' => 1_000_000_000L, _ => 0 } : 0;
+        return unit > 0 && long.TryParse(size.AsSpan(0, size.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out long count) && count > 0 && count <= long.MaxValue / unit
+            ? GgufSplitLimit.Bytes(count * unit)
+            : throw new UsageException($"--split-max-size '{size}' is not a size: a positive whole number and M (megabytes) or G (gigabytes), as 500M or 4G");
+    }
+
+    /// <summary>A file a split --out would write that is there already (the parts' count is not known before writing: any count is looked for).</summary>
+    private static string? ExistingPart(string output)
+    {
+        string prefix = output.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? output[..^5] : output;
+        string folder = Path.GetDirectoryName(Path.GetFullPath(prefix))!;
+        string name = Path.GetFileName(prefix);
+        return Directory.Exists(folder)
+            ? Directory.EnumerateFileSystemEntries(folder, name + "-?????-of-?????.gguf").Order(StringComparer.Ordinal).FirstOrDefault()
+            : null;
     }
 
     /// <summary>

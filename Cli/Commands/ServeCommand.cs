@@ -29,7 +29,7 @@ internal sealed class ServeCommand : ICommand
         new("max-queue", "N", "requests that may wait for a slot; beyond that the answer is 429 (default: 64)"),
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
-        new("name", "NAME", "the model id /v1/models lists (default: the model folder's name)"),
+        new("name", "NAME", "the model id /v1/models lists (default: the model folder's or GGUF file's name)"),
         GenerateCommand.PromptLookupSpec,
         ModelLoading.DraftModel,
         ModelLoading.DraftTokens,

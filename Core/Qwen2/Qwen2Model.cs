@@ -343,6 +343,7 @@ public sealed class Qwen2Model : IDisposable
             if (source is Formats.Gguf.GgufCheckpoint gguf)
             {
                 model.FileTensorTypes = gguf.StoredTypes;
+                model.FileParts = gguf.File.PartPaths;
                 model.LoadNote = GgufLoadNote(gguf) is string note ? (model.LoadNote is null ? note : $"{model.LoadNote}; {note}") : model.LoadNote;
             }
 
@@ -391,6 +392,9 @@ public sealed class Qwen2Model : IDisposable
     /// (<see cref="LoadNote"/>: IQ3_S as Q6_K, ...); null for a folder.
     /// </summary>
     public IReadOnlyList<(string Type, int Count)>? FileTensorTypes { get; private set; }
+
+    /// <summary>The files a GGUF model is read from (a split model's parts, in order; one file otherwise); null for a folder.</summary>
+    public IReadOnlyList<string>? FileParts { get; private set; }
 
     /// <summary>What the caller should know about how the weights were loaded (layers fitted on a GPU, GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.RegularExpressions;
 
 namespace QwenSharp.Hub;
@@ -45,14 +46,20 @@ internal static partial class HubFiles
         return name.EndsWith(".json", StringComparison.Ordinal) || name == "model.safetensors";
     }
 
+    /// <summary>A GGUF file of a model (a whole one or a part), not a vision projector.</summary>
     public static bool IsGguf(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
         && !Path.GetFileName(path).Contains("mmproj", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>A split model's second or later part (the model is listed and loaded by its first).</summary>
+    public static bool IsLaterPart(string path) => SplitPart().Match(path) is { Success: true } part && part.Groups[1].Value != "00001";
+
     /// <summary>
     /// The GGUF file <paramref name="tag"/> names (its name ends in -TAG.gguf, any case), or with no tag the only one,
-    /// else llama.cpp's default <see cref="DefaultTag"/>. What cannot be chosen is refused listing the tags there are.
+    /// else llama.cpp's default <see cref="DefaultTag"/>: the file, or every part of a model split across files
+    /// (<c>NAME-TAG-00001-of-00003.gguf</c>, ...; the first first). What cannot be chosen, and a split model with parts
+    /// missing, is refused, listing the tags there are.
     /// </summary>
-    public static string ChooseGguf(IEnumerable<string> files, string? tag, string reference)
+    public static string[] ChooseGguf(IEnumerable<string> files, string? tag, string reference)
     {
         string[] ggufs = [.. files.Where(IsGguf).Order(StringComparer.Ordinal)];
         if (ggufs.Length == 0)
@@ -60,22 +67,43 @@ internal static partial class HubFiles
             throw new HubException($"{reference}: the repository has no GGUF files{(tag is null ? "" : $" (the :{tag} names one)")}");
         }
 
-        string[] chosen = tag is null && ggufs.Length == 1 ? ggufs : Matching(ggufs, tag ?? DefaultTag);
-        if (chosen.Length == 1 && SplitPart().IsMatch(chosen[0]))
-        {
-            throw new HubException($"{reference}: {chosen[0]} is one part of a split GGUF file, which QwenSharp does not read (merge the parts with llama.cpp's llama-gguf-split --merge)");
-        }
-
-        if (chosen.Length != 1)
+        string[] chosen = tag is null && ggufs.Select(ModelOf).Distinct(StringComparer.Ordinal).Count() == 1 ? ggufs : Matching(ggufs, tag ?? DefaultTag);
+        string[] models = [.. chosen.Select(ModelOf).Distinct(StringComparer.Ordinal)];
+        if (models.Length != 1)
         {
             string tags = string.Join(", ", ggufs.Select(TagOf).Distinct(StringComparer.OrdinalIgnoreCase));
-            string why = chosen.Length == 0
+            string why = models.Length == 0
                 ? tag is null ? $"holds {ggufs.Length} GGUF files and none is {DefaultTag}" : $"has no GGUF file tagged {tag}"
-                : $"has {chosen.Length} GGUF files tagged {tag}";
+                : $"has {models.Length} GGUF models tagged {tag}";
             throw new HubException($"{reference}: the repository {why}; name one as {reference.Split(':')[0]}:TAG with a tag of {tags}");
         }
 
-        return chosen[0];
+        string[] parts = PartsOf(chosen[0]);
+        string[] missing = [.. parts.Where(p => !chosen.Contains(p, StringComparer.Ordinal))];
+        return missing.Length == 0
+            ? parts
+            : throw new HubException($"{reference}: {parts[0]} is the first of {parts.Length} parts of a split model, and the repository lacks {string.Join(", ", missing)}");
+    }
+
+    /// <summary>Every file of the model <paramref name="file"/> holds: itself, or all parts of a split model (named as llama.cpp derives them from any one).</summary>
+    public static string[] PartsOf(string file)
+    {
+        Match split = SplitPart().Match(file);
+        if (!split.Success)
+        {
+            return [file];
+        }
+
+        int count = int.Parse(split.Groups[2].Value, CultureInfo.InvariantCulture);
+        string prefix = file[..^split.Length];
+        return [.. Enumerable.Range(0, count).Select(i => Formats.Gguf.GgufSplit.PathOf(prefix, i, count))];
+    }
+
+    /// <summary>The model a GGUF file holds or holds a part of: its path less a split part's -0000i-of-0000n (and count).</summary>
+    private static string ModelOf(string file)
+    {
+        Match split = SplitPart().Match(file);
+        return split.Success ? $"{file[..^split.Length]} of {split.Groups[2].Value}" : file;
     }
 
     private static string[] Matching(string[] ggufs, string tag) =>
@@ -99,6 +127,6 @@ internal static partial class HubFiles
     [GeneratedRegex(@"^\d+_[A-Za-z]+$")]
     private static partial Regex ModuleFolder();
 
-    [GeneratedRegex(@"-\d{5}-of-\d{5}\.gguf$", RegexOptions.IgnoreCase)]
+    [GeneratedRegex(@"-(\d{5})-of-(\d{5})\.gguf$")]
     private static partial Regex SplitPart();
 }

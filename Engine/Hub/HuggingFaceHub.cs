@@ -45,8 +45,8 @@ public static class HuggingFaceHub
         string? gguf = null;
         if (reference.Tag is not null || (!files.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)) && files.Any(HubFiles.IsGguf)))
         {
-            gguf = HubFiles.ChooseGguf(files, reference.Tag, reference.ToString());
-            wanted = [gguf];
+            wanted = HubFiles.ChooseGguf(files, reference.Tag, reference.ToString());
+            gguf = wanted[0];
         }
         else
         {
@@ -128,10 +128,13 @@ public static class HuggingFaceHub
                 models.Add(new CachedModel(repo, commit, snapshot, bytes, unsupported));
             }
 
-            foreach (string gguf in files.Where(HubFiles.IsGguf).Order(StringComparer.Ordinal))
+            foreach (string gguf in files.Where(f => HubFiles.IsGguf(f) && !HubFiles.IsLaterPart(f)).Order(StringComparer.Ordinal))
             {
                 string tag = HubFiles.TagOf(gguf);
-                models.Add(new CachedModel($"{repo}:{tag}", commit, Path.Combine(snapshot, gguf), SizeOf(Path.Combine(snapshot, gguf)), null));
+                string[] split = HubFiles.PartsOf(gguf);
+                string[] here = [.. split.Where(files.Contains)];
+                models.Add(new CachedModel($"{repo}:{tag}", commit, Path.Combine(snapshot, gguf), here.Sum(p => SizeOf(Path.Combine(snapshot, p))),
+                    here.Length == split.Length ? null : $"{split.Length - here.Length} of its {split.Length} parts are not downloaded ({split.First(p => !here.Contains(p))}, ...): pull it again"));
             }
         }
 
@@ -221,7 +224,7 @@ public static class HuggingFaceHub
         try
         {
             // Without a tag the cache holds what an earlier run chose: Q4_K_M, or a repository's only file.
-            return files.Any(HubFiles.IsGguf) ? Path.Combine(snapshot, HubFiles.ChooseGguf(files, reference.Tag, reference.ToString())) : null;
+            return files.Any(HubFiles.IsGguf) ? Path.Combine(snapshot, HubFiles.ChooseGguf(files, reference.Tag, reference.ToString())[0]) : null;
         }
         catch (HubException)
         {

@@ -376,10 +376,51 @@ public sealed class QuantizeCommandTests
     }
 
     [Fact]
+    public void SplitOutput_IsPartsThatRunFromTheFirst_AsTheWholeFileRuns_AndSplitInputQuantizesWhole()
+    {
+        string folder = Fixtures.TempDirectory();
+        string whole = Path.Combine(folder, "stories-q8_0.gguf"), split = Path.Combine(folder, "parts", "stories-q8_0.gguf");
+        Directory.CreateDirectory(Path.GetDirectoryName(split)!);
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", whole).ExitCode);
+
+        CliRunner.Result result = CliRunner.Run("quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", split, "--split-max-tensors", "16");
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        string[] parts = [.. Directory.GetFiles(Path.GetDirectoryName(split)!).Order(StringComparer.Ordinal)];
+        using (GgufFile one = GgufFile.Open(whole))
+        {
+            int count = (one.TensorOrder.Count + 15) / 16;
+            Assert.Equal(Enumerable.Range(1, count).Select(i => Path.Combine(folder, "parts", $"stories-q8_0-{i:D5}-of-{count:D5}.gguf")), parts);
+            Assert.StartsWith($"wrote {parts[0]} to stories-q8_0-{count:D5}-of-{count:D5}.gguf ({count} files; load the first): {one.TensorOrder.Count} tensors (", result.Stdout, StringComparison.Ordinal);
+        }
+
+        string[] generate = ["generate", "--prompt", "Once upon a time", "--max-new-tokens", "12", "--greedy"];
+        CliRunner.Result fromParts = CliRunner.Run([.. generate, "--model", parts[0]]);
+        Assert.True(fromParts.ExitCode == 0, fromParts.Stderr);
+        Assert.Equal(CliRunner.Run([.. generate, "--model", whole]).Stdout, fromParts.Stdout);
+        Assert.Contains($"split into    {parts.Length} files ({Path.GetFileName(parts[1])}, ", CliRunner.Run("info", "--model", parts[0]).Stdout, StringComparison.Ordinal);
+
+        // A limit the whole model fits in: one part, named as a part (as llama-gguf-split does).
+        string fits = Path.Combine(folder, "fits.gguf");
+        CliRunner.Result fitted = CliRunner.Run("quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", fits, "--split-max-size", "1G");
+        Assert.True(fitted.ExitCode == 0, fitted.Stderr);
+        Assert.StartsWith($"wrote {Path.Combine(folder, "fits-00001-of-00001.gguf")}: ", fitted.Stdout, StringComparison.Ordinal);
+
+        // A split file as the input: read whole, written as one file (no split keys carried over), the same tensors.
+        string again = Path.Combine(folder, "again.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", parts[0], "--type", "q8_0", "--out", again).ExitCode);
+        using GgufFile rewritten = GgufFile.Open(again), original = GgufFile.Open(whole);
+        Assert.DoesNotContain(rewritten.Metadata.Keys, GgufSplit.IsSplitKey);
+        Assert.Equal(original.TensorOrder.Select(t => (t.Name, t.Type, t.ByteLength)), rewritten.TensorOrder.Select(t => (t.Name, t.Type, t.ByteLength)));
+    }
+
+    [Fact]
     public void Quantize_BadInput_OneLineAndNothingOverwritten()
     {
         string existing = Path.Combine(Fixtures.TempDirectory(), "keep.gguf");
         File.WriteAllText(existing, "mine");
+        string part = existing[..^5] + "-00001-of-00002.gguf";
+        File.WriteAllText(part, "mine too");
 
         foreach ((string[] args, string message) in new (string[], string)[]
         {
@@ -398,6 +439,10 @@ public sealed class QuantizeCommandTests
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--leave-output-tensor", "--output-tensor-type", "q8_0", "--out", existing + "10"], "--leave-output-tensor keeps output.weight as stored"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type-file", existing + ".none", "--out", existing + "11"], ".none: file not found"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--token-embedding-type", "q4_k", "--out", existing + "12"], "tensor 'token_embd.weight': its rows of 64 values are not whole blocks of Q4_K (256 values)"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-size", "4GB", "--out", existing + "13"], "--split-max-size '4GB' is not a size: a positive whole number and M (megabytes) or G (gigabytes), as 500M or 4G"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "0", "--out", existing + "14"], "--split-max-tensors '0' is not a positive whole number of tensors"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "9", "--split-max-size", "1G", "--out", existing + "15"], "--split-max-size and --split-max-tensors do not go together"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "9", "--out", existing[..^5]], $"--out {existing[..^5]}: {existing[..^5]}-00001-of-00002.gguf already exists"),
         })
         {
             CliRunner.Result result = CliRunner.Run(args);
@@ -406,6 +451,7 @@ public sealed class QuantizeCommandTests
         }
 
         Assert.Equal("mine", File.ReadAllText(existing));
-        Assert.Equal([existing], Directory.GetFiles(Path.GetDirectoryName(existing)!));
+        Assert.Equal("mine too", File.ReadAllText(part));
+        Assert.Equal(new[] { existing, part }.Order(StringComparer.Ordinal), Directory.GetFiles(Path.GetDirectoryName(existing)!).Order(StringComparer.Ordinal));
     }
 }

@@ -186,6 +186,50 @@ public sealed class HuggingFaceHubTests
     }
 
     [Fact]
+    public async Task SplitGguf_EveryPartIsDownloaded_TheFirstIsLoaded_AndItIsListedOnce()
+    {
+        // The demo model in three parts by ggml's own writer (as llama-gguf-split writes them), tagged Q8_0, beside a whole Q4_K_M.
+        string whole = GgufFixture.Write(Fixtures.DemoModel);
+        int tensors;
+        using (var file = QwenSharp.Formats.Gguf.GgufFile.Open(whole))
+        {
+            tensors = file.TensorOrder.Count;
+        }
+
+        string[] parts = Ggml.SplitAsGgufSplit(whole, Path.Combine(Fixtures.TempDirectory(), "stories-Q8_0"), (tensors + 2) / 3);
+        Assert.Equal(3, parts.Length);
+        var repo = parts.ToDictionary(p => "Q8_0/" + Path.GetFileName(p), File.ReadAllBytes);
+        repo["stories-Q4_K_M.gguf"] = s_gguf.Value;
+        var broken = new Dictionary<string, byte[]>(repo);
+        broken.Remove("Q8_0/stories-Q8_0-00002-of-00003.gguf");
+        Dictionary<string, IReadOnlyDictionary<string, byte[]>> repos = Repos();
+        repos["acme/split-GGUF"] = repo;
+        repos["acme/broken-GGUF"] = broken;
+        repos["acme/only-GGUF"] = parts.ToDictionary(p => Path.GetFileName(p), File.ReadAllBytes);
+        await using FakeHub hub = await FakeHub.StartAsync(repos);
+        string cache = Fixtures.TempDirectory();
+
+        string first = await HuggingFaceHub.ResolveAsync("acme/split-GGUF:Q8_0", Options(hub, cache));
+        Assert.Equal("stories-Q8_0-00001-of-00003.gguf", Path.GetFileName(first));
+        Assert.Equal(3, hub.Requests.Count(r => r.Path.Contains("/resolve/", StringComparison.Ordinal) && r.Path.Contains("-of-00003.gguf", StringComparison.Ordinal)));
+        Assert.Equal(first, await HuggingFaceHub.ResolveAsync("acme/split-GGUF:Q8_0", Options(hub, cache, offline: true)));
+        using (QwenModel model = QwenModel.Load(first))
+        {
+            Assert.NotEmpty((await model.GenerateBatchAsync(["Once upon a time"], new TextGenerationOptions { MaxNewTokens = 4 }))[0].Ids);
+        }
+
+        // A repository holding one split model and nothing else needs no tag.
+        Assert.Equal("stories-Q8_0-00001-of-00003.gguf", Path.GetFileName(await HuggingFaceHub.ResolveAsync("acme/only-GGUF", Options(hub, cache))));
+
+        CachedModel listed = Assert.Single(HuggingFaceHub.ListCached(Options(hub, cache)), m => m.Name == "acme/split-GGUF:Q8_0");
+        Assert.Equal(parts.Sum(p => new FileInfo(p).Length), listed.Bytes);
+        Assert.Null(listed.Unsupported);
+
+        var e = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/broken-GGUF:Q8_0", Options(hub, cache)));
+        Assert.Equal("acme/broken-GGUF:Q8_0: Q8_0/stories-Q8_0-00001-of-00003.gguf is the first of 3 parts of a split model, and the repository lacks Q8_0/stories-Q8_0-00002-of-00003.gguf", e.Message);
+    }
+
+    [Fact]
     public async Task BrokenDownload_IsResumedWithARange_AndACorruptOneIsDeleted()
     {
         await using FakeHub hub = await FakeHub.StartAsync(Repos());

@@ -65,6 +65,88 @@ internal static unsafe class Ggml
 
     public static nint Data(nint tensor) => *(nint*)(tensor + DataOffset);
 
+    /// <summary>gguf.h's <c>struct gguf_init_params</c>: whether to leave the tensors' data unread, and where to put the ggml context holding them.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct GgufInitParams
+    {
+        public byte NoAlloc;
+        public nint* Context;
+    }
+
+    /// <summary>
+    /// <paramref name="source"/> split into files of <paramref name="tensorsPerPart"/> tensors by ggml's own GGUF writer, as
+    /// llama-gguf-split's <c>--split-max-tensors</c> does it (gguf.h's API: the first part takes every key, each part its
+    /// <c>split.no</c>, <c>split.count</c> and <c>split.tensors.count</c>, then its tensors). Returns the parts' paths.
+    /// </summary>
+    public static string[] SplitAsGgufSplit(string source, string prefix, int tensorsPerPart)
+    {
+        nint library = Library();
+        nint Function(string name) => NativeLibrary.GetExport(library, name);
+        var initFromFile = (delegate* unmanaged<byte*, GgufInitParams, nint>)Function("gguf_init_from_file");
+        var initEmpty = (delegate* unmanaged<nint>)Function("gguf_init_empty");
+        var setKv = (delegate* unmanaged<nint, nint, void>)Function("gguf_set_kv");
+        var setU16 = (delegate* unmanaged<nint, byte*, ushort, void>)Function("gguf_set_val_u16");
+        var setI32 = (delegate* unmanaged<nint, byte*, int, void>)Function("gguf_set_val_i32");
+        var tensorCount = (delegate* unmanaged<nint, long>)Function("gguf_get_n_tensors");
+        var tensorName = (delegate* unmanaged<nint, long, byte*>)Function("gguf_get_tensor_name");
+        var getTensor = (delegate* unmanaged<nint, byte*, nint>)Function("ggml_get_tensor");
+        var addTensor = (delegate* unmanaged<nint, nint, void>)Function("gguf_add_tensor");
+        var writeToFile = (delegate* unmanaged<nint, byte*, byte, byte>)Function("gguf_write_to_file");
+        var ggufFree = (delegate* unmanaged<nint, void>)Function("gguf_free");
+        var ggmlFree = (delegate* unmanaged<nint, void>)Function("ggml_free");
+
+        static byte[] Utf8(string text) => System.Text.Encoding.UTF8.GetBytes(text + "\0");
+        nint tensors = 0;
+        nint input;
+        fixed (byte* path = Utf8(source))
+        {
+            input = initFromFile(path, new GgufInitParams { NoAlloc = 0, Context = &tensors });
+        }
+
+        Assert.True(input != 0, $"gguf_init_from_file could not read {source}");
+        long count = tensorCount(input);
+        int parts = (int)((count + tensorsPerPart - 1) / tensorsPerPart);
+        var paths = new string[parts];
+        try
+        {
+            for (int part = 0; part < parts; part++)
+            {
+                nint output = initEmpty();
+                if (part == 0)
+                {
+                    setKv(output, input);
+                }
+
+                fixed (byte* number = Utf8("split.no"), total = Utf8("split.count"), all = Utf8("split.tensors.count"))
+                {
+                    setU16(output, number, (ushort)part);
+                    setU16(output, total, (ushort)parts);
+                    setI32(output, all, (int)count);
+                }
+
+                for (long t = part * (long)tensorsPerPart; t < Math.Min(count, (part + 1) * (long)tensorsPerPart); t++)
+                {
+                    addTensor(output, getTensor(tensors, tensorName(input, t)));
+                }
+
+                paths[part] = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{prefix}-{part + 1:D5}-of-{parts:D5}.gguf");
+                fixed (byte* path = Utf8(paths[part]))
+                {
+                    Assert.True(writeToFile(output, path, 0) != 0, $"gguf_write_to_file could not write {paths[part]}");
+                }
+
+                ggufFree(output);
+            }
+        }
+        finally
+        {
+            ggufFree(input);
+            ggmlFree(tensors);
+        }
+
+        return paths;
+    }
+
     /// <summary>libggml-base as loaded with llama.cpp (found by its name once loaded), else the copy in LLamaSharp's runtimes.</summary>
     private static nint Library()
     {

@@ -5,34 +5,39 @@ namespace QwenSharp.Formats.Gguf;
 /// <summary>
 /// A memory-mapped GGUF file (versions 2 and 3): its metadata and tensors, validated as strictly as safetensors —
 /// magic, version, counts and lengths against the file's size, value types, alignment, every tensor's byte size
-/// against its shape and type, offsets inside the file and not overlapping. Tensors are zero-copy views into the
-/// mapping, valid until Dispose.
+/// against its shape and type, offsets inside the file and not overlapping. A model split across files
+/// (<see cref="GgufSplit"/>) is opened from its first part and reads as one file: the first part's metadata, every
+/// part's tensors. Tensors are zero-copy views into the mappings, valid until Dispose.
 /// </summary>
 public sealed unsafe class GgufFile : IDisposable
 {
     public const uint Magic = 0x46554747; // "GGUF" read as a little-endian uint32
     public const int DefaultAlignment = 32;
 
-    private readonly MappedFile _file;
-    private readonly byte* _data;
+    private readonly Part[] _parts;
     private bool _disposed;
 
-    private GgufFile(string path, MappedFile file, byte* data, int version,
-        Dictionary<string, object> metadata, List<GgufRawValue> rawMetadata, List<GgufTensorInfo> tensors)
+    private GgufFile(Part[] parts, List<GgufTensorInfo> tensors)
     {
-        Path = path;
-        _file = file;
-        _data = data;
-        Version = version;
-        Metadata = metadata;
-        RawMetadata = rawMetadata;
+        _parts = parts;
+        Path = parts[0].Path;
+        Version = parts[0].Version;
+        Metadata = parts[0].Metadata;
+        RawMetadata = parts[0].RawMetadata;
         TensorOrder = tensors;
         Tensors = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
+    /// <summary>The file given (the first part of a split model).</summary>
     public string Path { get; }
 
     public string FileName => System.IO.Path.GetFileName(Path);
+
+    /// <summary>Every file the tensors are read from: <see cref="Path"/> alone, or a split model's parts in order.</summary>
+    public IReadOnlyList<string> PartPaths => [.. _parts.Select(p => p.Path)];
+
+    /// <summary>The bytes of all its files together.</summary>
+    public long ByteLength => _parts.Sum(p => p.File.Length);
 
     public int Version { get; }
 
@@ -44,7 +49,7 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>Every metadata key in the file's order, with its value's type and bytes (<see cref="RawBytes"/>).</summary>
     public IReadOnlyList<GgufRawValue> RawMetadata { get; }
 
-    /// <summary>The tensors in the file's order.</summary>
+    /// <summary>The tensors in the file's order (a split model's: the first part's, then the second's, ...).</summary>
     public IReadOnlyList<GgufTensorInfo> TensorOrder { get; }
 
     /// <summary>A metadata value's bytes as stored (valid until Dispose).</summary>
@@ -52,7 +57,7 @@ public sealed unsafe class GgufFile : IDisposable
     {
         ArgumentNullException.ThrowIfNull(value);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ReadOnlySpan<byte>(_file.Pointer + value.Offset, checked((int)value.Length));
+        return new ReadOnlySpan<byte>(_parts[0].File.Pointer + value.Offset, checked((int)value.Length));
     }
 
     /// <summary>True for a file that starts with GGUF's magic (what --model looks at to tell a GGUF file from a folder).</summary>
@@ -70,8 +75,109 @@ public sealed unsafe class GgufFile : IDisposable
         }
     }
 
-    /// <summary>Maps the file and validates its header; throws <see cref="InvalidDataException"/> naming the file on any fault.</summary>
+    /// <summary>
+    /// Maps the file (and a split model's other parts) and validates the headers; throws <see cref="InvalidDataException"/>
+    /// naming the file on any fault.
+    /// </summary>
     public static GgufFile Open(string path)
+    {
+        var parts = new List<Part> { OpenPart(path, 0) };
+        try
+        {
+            Part first = parts[0];
+            int count = SplitCount(first);
+            if (count > 1)
+            {
+                OpenOtherParts(parts, count);
+            }
+
+            var tensors = new List<GgufTensorInfo>(parts.Sum(p => p.Tensors.Count));
+            var names = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (Part part in parts)
+            {
+                foreach (GgufTensorInfo tensor in part.Tensors)
+                {
+                    if (!names.TryAdd(tensor.Name, part.FileName))
+                    {
+                        QwenThrow.InvalidData($"{part.FileName}: tensor '{tensor.Name}' is also in {names[tensor.Name]} (a split model holds each tensor once)");
+                    }
+
+                    tensors.Add(tensor);
+                }
+            }
+
+            if (count > 1 && GgufMetadata.Integer(first.Metadata, GgufSplit.TensorsKey, first.FileName) is long expected && expected != tensors.Count)
+            {
+                QwenThrow.InvalidData($"{first.FileName}: {GgufSplit.TensorsKey} says the {count} parts hold {expected} tensors; they hold {tensors.Count}");
+            }
+
+            return new GgufFile([.. parts], tensors);
+        }
+        catch
+        {
+            foreach (Part part in parts)
+            {
+                part.File.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The number of parts the first file says the model has (1 when it is not split), or why it cannot be read as the first.</summary>
+    private static int SplitCount(Part first)
+    {
+        long count = SplitKey(first, GgufSplit.CountKey) ?? 1;
+        long number = SplitKey(first, GgufSplit.NumberKey) ?? 0;
+        if (count < 1 || count > GgufSplit.MaxParts || number < 0 || number >= count)
+        {
+            QwenThrow.InvalidData($"{first.FileName}: {GgufSplit.NumberKey} {number} and {GgufSplit.CountKey} {count} do not name a part of a split model");
+        }
+
+        if (number != 0)
+        {
+            string? prefix = GgufSplit.PrefixOf(first.Path, (int)number, (int)count);
+            string firstPart = prefix is null ? "its first part" : System.IO.Path.GetFileName(GgufSplit.PathOf(prefix, 0, (int)count));
+            QwenThrow.InvalidData($"{first.FileName} is part {number + 1} of {count} of a split model; give the first part, {firstPart}");
+        }
+
+        return (int)count;
+    }
+
+    /// <summary>Parts 2..count beside the first, named as llama.cpp names them; each must say it is that part of that many.</summary>
+    private static void OpenOtherParts(List<Part> parts, int count)
+    {
+        Part first = parts[0];
+        string prefix = GgufSplit.PrefixOf(first.Path, 0, count)
+            ?? throw new InvalidDataException(
+                $"{first.FileName} is part 1 of {count} of a split model, but its name does not end in {System.IO.Path.GetFileName(GgufSplit.PathOf("", 0, count))}, so its other parts cannot be found (llama.cpp names them PREFIX-0000i-of-{count:D5}.gguf)");
+        for (int index = 1; index < count; index++)
+        {
+            string path = GgufSplit.PathOf(prefix, index, count);
+            if (!File.Exists(path))
+            {
+                QwenThrow.FileNotFound($"{System.IO.Path.GetFileName(path)}: file not found (part {index + 1} of {count} of the split model {first.FileName}; all parts go in one folder)", path);
+            }
+
+            Part part = OpenPart(path, index);
+            parts.Add(part);
+            long? number = SplitKey(part, GgufSplit.NumberKey);
+            long? total = SplitKey(part, GgufSplit.CountKey);
+            if (number is null || total is null)
+            {
+                QwenThrow.InvalidData($"{part.FileName}: no {GgufSplit.NumberKey} and {GgufSplit.CountKey}, so it is not part {index + 1} of {count} of the split model {first.FileName}");
+            }
+
+            if (number != index || total != count)
+            {
+                QwenThrow.InvalidData($"{part.FileName}: says it is part {number + 1} of {total}, expected part {index + 1} of {count} of the split model {first.FileName}");
+            }
+        }
+    }
+
+    private static long? SplitKey(Part part, string key) => GgufMetadata.Integer(part.Metadata, key, part.FileName);
+
+    private static Part OpenPart(string path, int index)
     {
         string fileName = System.IO.Path.GetFileName(path);
         MappedFile file = MappedFile.Open(path, 24, "a GGUF file");
@@ -102,7 +208,7 @@ public sealed unsafe class GgufFile : IDisposable
             var names = new HashSet<string>(StringComparer.Ordinal);
             for (long i = 0; i < tensorCount; i++)
             {
-                GgufTensorInfo info = ReadTensorInfo(ref reader, i, fileName);
+                GgufTensorInfo info = ReadTensorInfo(ref reader, i, fileName) with { Part = index };
                 if (!names.Add(info.Name))
                 {
                     QwenThrow.InvalidData($"{fileName}: tensor '{info.Name}' is listed twice");
@@ -114,7 +220,7 @@ public sealed unsafe class GgufFile : IDisposable
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             long dataLength = fileLength - dataStart;
             CheckPlacement(infos, alignment, dataLength, fileName);
-            return new GgufFile(path, file, basePointer + dataStart, version, metadata, rawMetadata, infos);
+            return new Part(path, file, basePointer + dataStart, version, metadata, rawMetadata, infos);
         }
         catch
         {
@@ -123,11 +229,12 @@ public sealed unsafe class GgufFile : IDisposable
         }
     }
 
-    /// <summary>The address of a tensor's first byte in the mapping.</summary>
+    /// <summary>The address of a tensor's first byte in the mapping (of its part's file).</summary>
     public nint DataOf(GgufTensorInfo tensor)
     {
+        ArgumentNullException.ThrowIfNull(tensor);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return (nint)(_data + tensor.Offset);
+        return (nint)(_parts[tensor.Part].Data + tensor.Offset);
     }
 
     private static int Alignment(Dictionary<string, object> metadata, string fileName)
@@ -232,6 +339,31 @@ public sealed unsafe class GgufFile : IDisposable
         }
 
         _disposed = true;
-        _file.Dispose();
+        foreach (Part part in _parts)
+        {
+            part.File.Dispose();
+        }
+    }
+
+    /// <summary>One mapped file: a whole model, or one part of a split one.</summary>
+    private sealed class Part(string path, MappedFile file, byte* data, int version,
+        Dictionary<string, object> metadata, List<GgufRawValue> rawMetadata, List<GgufTensorInfo> tensors)
+    {
+        public string Path { get; } = path;
+
+        public string FileName => System.IO.Path.GetFileName(Path);
+
+        public MappedFile File { get; } = file;
+
+        /// <summary>The first byte of the data section.</summary>
+        public byte* Data { get; } = data;
+
+        public int Version { get; } = version;
+
+        public Dictionary<string, object> Metadata { get; } = metadata;
+
+        public List<GgufRawValue> RawMetadata { get; } = rawMetadata;
+
+        public List<GgufTensorInfo> Tensors { get; } = tensors;
     }
 }

@@ -14,6 +14,8 @@ public sealed class GgufWriter
 
     public GgufWriter Add(string key, string value) => Add(key, GgufValueType.String, w => WriteString(w, value));
 
+    public GgufWriter Add(string key, ushort value) => Add(key, GgufValueType.UInt16, w => w.Write(value));
+
     public GgufWriter Add(string key, uint value) => Add(key, GgufValueType.UInt32, w => w.Write(value));
 
     public GgufWriter Add(string key, int value) => Add(key, GgufValueType.Int32, w => w.Write(value));
@@ -48,6 +50,11 @@ public sealed class GgufWriter
     /// </summary>
     public void WriteNew(string path)
     {
+        if (File.Exists(path) || Directory.Exists(path))
+        {
+            throw new IOException($"{path} already exists; nothing is written over it");
+        }
+
         string temporary = path + ".partial";
         try
         {
@@ -60,15 +67,91 @@ public sealed class GgufWriter
         }
     }
 
-    public void Write(string path)
+    /// <summary>
+    /// <see cref="WriteNew(string)"/> without <paramref name="split"/>; with it, <see cref="WriteNewSplit"/> into parts named
+    /// after <paramref name="path"/> (less its <c>.gguf</c>, as llama-quantize names kept splits). Returns the paths written.
+    /// </summary>
+    public IReadOnlyList<string> WriteNew(string path, GgufSplitLimit? split)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (split is null)
+        {
+            WriteNew(path);
+            return [path];
+        }
+
+        return WriteNewSplit(path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? path[..^5] : path, split);
+    }
+
+    public void Write(string path) => WriteFile(path, _metadata, _tensors);
+
+    /// <summary>
+    /// Writes the model split across new files as llama.cpp's <c>llama-gguf-split --split</c> does
+    /// (<see cref="GgufSplit"/>): <c>PREFIX-00001-of-0000N.gguf</c>, ... with <paramref name="prefix"/>, the tensors in
+    /// order, a new part begun where <paramref name="limit"/> says, the metadata in the first part and the split keys in
+    /// each. Written beside their names and moved into place only when all are written; none is written over an existing
+    /// file. Returns the parts' paths.
+    /// </summary>
+    public IReadOnlyList<string> WriteNewSplit(string prefix, GgufSplitLimit limit)
+    {
+        ArgumentNullException.ThrowIfNull(limit);
+        List<List<(string Name, GgmlType Type, long[] Shape, byte[] Data)>> parts = limit.Partition(_tensors, t => t.Data.Length);
+        if (parts.Count > GgufSplit.MaxParts)
+        {
+            throw new InvalidOperationException($"{parts.Count} parts are more than a split GGUF model can have ({GgufSplit.MaxParts}); allow more bytes or tensors a part");
+        }
+
+        string[] paths = [.. Enumerable.Range(0, parts.Count).Select(i => GgufSplit.PathOf(prefix, i, parts.Count))];
+        if (paths.FirstOrDefault(p => File.Exists(p) || Directory.Exists(p)) is string existing)
+        {
+            throw new IOException($"{existing} already exists; nothing is written over it");
+        }
+
+        try
+        {
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var metadata = new List<(string Key, GgufValueType Type, Action<BinaryWriter> Write)>();
+                if (i == 0)
+                {
+                    metadata.AddRange(_metadata.Where(m => !GgufSplit.IsSplitKey(m.Key)));
+                }
+
+                int index = i;
+                metadata.Add((GgufSplit.NumberKey, GgufValueType.UInt16, w => w.Write((ushort)index)));
+                metadata.Add((GgufSplit.CountKey, GgufValueType.UInt16, w => w.Write((ushort)parts.Count)));
+                metadata.Add((GgufSplit.TensorsKey, GgufValueType.Int32, w => w.Write(_tensors.Count)));
+                WriteFile(paths[i] + ".partial", metadata, parts[i]);
+            }
+
+            for (int i = 0; i < parts.Count; i++)
+            {
+                File.Move(paths[i] + ".partial", paths[i], overwrite: false);
+            }
+        }
+        catch
+        {
+            foreach (string path in paths)
+            {
+                File.Delete(path + ".partial");
+            }
+
+            throw;
+        }
+
+        return paths;
+    }
+
+    private static void WriteFile(string path, IReadOnlyList<(string Key, GgufValueType Type, Action<BinaryWriter> Write)> metadata,
+        IReadOnlyList<(string Name, GgmlType Type, long[] Shape, byte[] Data)> tensors)
     {
         using var stream = new FileStream(path, FileMode.Create, FileAccess.Write);
         using var w = new BinaryWriter(stream, Encoding.UTF8);
         w.Write(GgufFile.Magic);
         w.Write(3u);
-        w.Write((ulong)_tensors.Count);
-        w.Write((ulong)_metadata.Count);
-        foreach ((string key, GgufValueType type, Action<BinaryWriter> write) in _metadata)
+        w.Write((ulong)tensors.Count);
+        w.Write((ulong)metadata.Count);
+        foreach ((string key, GgufValueType type, Action<BinaryWriter> write) in metadata)
         {
             WriteString(w, key);
             w.Write((uint)type);
@@ -76,8 +159,7 @@ public sealed class GgufWriter
         }
 
         long offset = 0;
-        var offsets = new List<long>();
-        foreach ((string name, GgmlType type, long[] shape, byte[] data) in _tensors)
+        foreach ((string name, GgmlType type, long[] shape, byte[] data) in tensors)
         {
             WriteString(w, name);
             w.Write((uint)shape.Length);
@@ -88,16 +170,15 @@ public sealed class GgufWriter
 
             w.Write((uint)type);
             w.Write((ulong)offset);
-            offsets.Add(offset);
             offset = Align(offset + data.Length);
         }
 
         Pad(w, stream.Position);
         long dataStart = stream.Position;
-        for (int i = 0; i < _tensors.Count; i++)
+        foreach ((_, _, _, byte[] data) in tensors)
         {
             Pad(w, stream.Position - dataStart);
-            w.Write(_tensors[i].Data);
+            w.Write(data);
         }
     }
 
