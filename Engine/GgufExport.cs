@@ -169,13 +169,17 @@ public static class GgufExport
             }
 
             string ggufName = GgufCheckpoint.GgufName(name);
-            (GgmlType stored, byte[] data) = encode(ggufName, tensor);
-            if (arch == "llama" && IsRopeProjection(ggufName))
+            writer.AddTensor(ggufName, tensor.Shape, () =>
             {
-                data = PermuteForInterleavedRope(data, tensor.Shape[0], ggufName.Contains(".attn_q.", StringComparison.Ordinal) ? config.NumAttentionHeads : config.NumKeyValueHeads);
-            }
+                // Encoded as the file is written, one tensor at a time.
+                (GgmlType stored, byte[] data) = encode(ggufName, tensor);
+                if (arch == "llama" && IsRopeProjection(ggufName))
+                {
+                    data = PermuteForInterleavedRope(data, tensor.Shape[0], ggufName.Contains(".attn_q.", StringComparison.Ordinal) ? config.NumAttentionHeads : config.NumKeyValueHeads);
+                }
 
-            writer.AddTensor(ggufName, stored, tensor.Shape, data);
+                return (stored, data);
+            });
         }
 
         return writer.WriteNew(outPath, split);

@@ -32,15 +32,11 @@ public static class GgufRequantize
         }
 
         var shape = new ModelShape(Layers(source), TiedEmbeddings: !source.Tensors.ContainsKey("output.weight"), QueriesPerKvHead(source));
-        var tensors = new List<(GgufTensorInfo Info, GgmlType Type, byte[] Data)>();
-        foreach (GgufTensorInfo tensor in source.TensorOrder)
-        {
-            (GgmlType type, byte[] data) = Encode(source, tensor, mix, shape, allowRequantize);
-            tensors.Add((tensor, type, data));
-        }
-
+        // Every tensor's type first (a tensor that cannot be written is refused before anything is), then the file,
+        // each tensor quantized as it is written.
+        var tensors = source.TensorOrder.Select(t => (Info: t, Target: TargetOf(source, t, mix, shape, allowRequantize))).ToList();
         var writer = new GgufWriter();
-        bool quantized = tensors.Any(t => GgmlTypes.TryGetBlock((int)t.Type, out int values, out _) && values > 1);
+        bool quantized = tensors.Any(t => GgmlTypes.TryGetBlock((int)(t.Target is DType target ? GgmlTypes.Of(target) : (GgmlType)t.Info.Type), out int values, out _) && values > 1);
         foreach (GgufRawValue value in source.RawMetadata)
         {
             // The writer aligns to 32 (GGUF's default); the file type, quantization version, importance matrix and the
@@ -64,9 +60,9 @@ public static class GgufRequantize
 
         importance?.AddQuantizeKeys(writer);
 
-        foreach ((GgufTensorInfo info, GgmlType type, byte[] data) in tensors)
+        foreach ((GgufTensorInfo info, DType? target) in tensors)
         {
-            writer.AddTensor(info.Name, type, info.Shape, data);
+            writer.AddTensor(info.Name, info.Shape, () => Encode(source, info, target, mix));
         }
 
         return writer.WriteNew(outPath, split);
@@ -80,12 +76,12 @@ public static class GgufRequantize
             && !tensor.Name.Contains("_norm.weight", StringComparison.Ordinal) && !tensor.Name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
     }
 
-    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize)
+    /// <summary>The type a tensor is quantized to, or null where it is copied as stored; refuses what cannot be written.</summary>
+    private static DType? TargetOf(GgufFile source, GgufTensorInfo tensor, QuantizationMix mix, ModelShape shape, bool allowRequantize)
     {
-        (GgmlType, byte[]) AsStored() => ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
         if (!IsQuantizable(tensor))
         {
-            return AsStored();
+            return null;
         }
 
         string typeName = GgmlTypes.Name(tensor.Type);
@@ -97,7 +93,7 @@ public static class GgufRequantize
         DType target = mix.TypeOf(tensor.Name, tensor.Dimensions[0], storedType, shape);
         if (target == storedType)
         {
-            return AsStored();
+            return null;
         }
 
         if (DTypes.IsQuantized(storedType) && !allowRequantize)
@@ -105,6 +101,17 @@ public static class GgufRequantize
             throw new NotSupportedException($"{source.FileName}: tensor '{tensor.Name}' is already {typeName}; quantizing a quantized file again loses more than quantizing its F16, BF16 or F32 file once (give --allow-requantize to do it anyway, as llama-quantize's option)");
         }
 
+        return target;
+    }
+
+    private static unsafe (GgmlType Type, byte[] Data) Encode(GgufFile source, GgufTensorInfo tensor, DType? target, QuantizationMix mix)
+    {
+        if (target is not DType type)
+        {
+            return ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
+        }
+
+        GgmlTypes.TryGetDType(tensor.Type, out DType storedType);
         var view = new TensorView(tensor.Name, source.FileName, storedType, [tensor.Shape[0], tensor.Dimensions[0]], source.DataOf(tensor));
         if (tensor.Dimensions.Length > 2)
         {
@@ -112,9 +119,9 @@ public static class GgufRequantize
             view = view with { Shape = [tensor.Dimensions.Skip(1).Aggregate(1L, (a, b) => a * b), tensor.Dimensions[0]] };
         }
 
-        byte[] data = new byte[DTypes.ByteLength(target, view.ElementCount)];
-        TensorValues.RowsAs(view, target, data, mix.ImportanceOf(tensor.Name, tensor.Dimensions[0]));
-        return (GgmlTypes.Of(target), data);
+        byte[] data = new byte[DTypes.ByteLength(type, view.ElementCount)];
+        TensorValues.RowsAs(view, type, data, mix.ImportanceOf(tensor.Name, tensor.Dimensions[0]));
+        return (GgmlTypes.Of(type), data);
     }
 
     /// <summary>An integer of the architecture's hyperparameters (<c>{arch}.NAME</c>) greater than 0, or null.</summary>

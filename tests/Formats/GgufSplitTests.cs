@@ -91,6 +91,73 @@ public sealed class GgufSplitTests
     }
 
     [Fact]
+    public void OurSplitBySize_FollowsGgufSplitsRule_OnTheFilesTensors_AndLoadsInLlamaCpp()
+    {
+        string model = TestTokenizers.TinyQwenWithTokenizer;
+        string single = GgufFixture.Write(model, DType.Q8_0);
+        string folder = Fixtures.TempDirectory();
+        long limit;
+        using (GgufFile one = GgufFile.Open(single))
+        {
+            // A limit no tensor passes alone (where llama-gguf-split would stop), about a quarter of the model.
+            long[] padded = [.. one.TensorOrder.Select(t => (t.ByteLength + 31) / 32 * 32)];
+            limit = Math.Max(padded.Max(), padded.Sum() / 4);
+        }
+
+        IReadOnlyList<string> parts = GgufExport.Write(model, Path.Combine(folder, "tiny.gguf"), QuantizationMix.Pure(DType.Q8_0), GgufSplitLimit.Bytes(limit));
+
+        using (GgufFile one = GgufFile.Open(single))
+        using (GgufFile split = GgufFile.Open(parts[0]))
+        {
+            // llama-gguf-split --split-max-size: a new part where the part's tensors, each padded to 32 bytes, would pass the limit.
+            var expected = new List<int>();
+            long current = 0;
+            int part = 0;
+            foreach (GgufTensorInfo tensor in one.TensorOrder)
+            {
+                long padded = (tensor.ByteLength + 31) / 32 * 32;
+                if (current + padded > limit)
+                {
+                    part++;
+                    current = 0;
+                }
+
+                current += padded;
+                expected.Add(part);
+            }
+
+            Assert.True(part >= 1);
+            Assert.Equal(part + 1, parts.Count);
+            Assert.Equal(expected, split.TensorOrder.Select(t => t.Part));
+        }
+
+        Assert.Equal(LlamaCpp.Logits(single, s_ids), LlamaCpp.Logits(parts[0], s_ids));
+        Assert.Equal(parts.Order(StringComparer.Ordinal), Directory.GetFiles(folder).Order(StringComparer.Ordinal));   // no spool or partial file left
+    }
+
+    [Fact]
+    public void AFailedWrite_LeavesNoFileBehind_WholeOrSplit()
+    {
+        string folder = Fixtures.TempDirectory();
+        GgufWriter Failing()
+        {
+            var writer = new GgufWriter().Add("general.architecture", "qwen2");
+            writer.AddTensor("a", GgmlType.F32, [8], new byte[32]);
+            return writer.AddTensor("b", [8], () => throw new InvalidOperationException("no b"));
+        }
+
+        Assert.Equal("no b", Assert.Throws<InvalidOperationException>(() => Failing().WriteNew(Path.Combine(folder, "whole.gguf"))).Message);
+        Assert.Equal("no b", Assert.Throws<InvalidOperationException>(() => Failing().WriteNewSplit(Path.Combine(folder, "count"), GgufSplitLimit.Tensors(1))).Message);
+        Assert.Equal("no b", Assert.Throws<InvalidOperationException>(() => Failing().WriteNewSplit(Path.Combine(folder, "size"), GgufSplitLimit.Bytes(1))).Message);
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+
+        // An encoder whose bytes are not its shape's in its type fails naming the tensor.
+        var wrong = new GgufWriter().AddTensor("c", GgmlType.Q8_0, [2, 32], new byte[34]);
+        Assert.Equal("tensor 'c': 34 bytes, but [2, 32] in Q8_0 is 68", Assert.Throws<InvalidOperationException>(() => wrong.WriteNew(Path.Combine(folder, "wrong.gguf"))).Message);
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+    }
+
+    [Fact]
     public void SplitBySize_StartsAPartBeforeATensorThatWouldPassTheLimit_AndGivesABigTensorItsOwn()
     {
         long[] sizes = [100, 40, 200, 10, 10, 1000, 5];   // padded to 32: 128, 64, 224, 32, 32, 1024, 32

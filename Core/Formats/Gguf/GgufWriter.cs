@@ -10,7 +10,7 @@ namespace QwenSharp.Formats.Gguf;
 public sealed class GgufWriter
 {
     private readonly List<(string Key, GgufValueType Type, Action<BinaryWriter> Write)> _metadata = [];
-    private readonly List<(string Name, GgmlType Type, long[] Shape, byte[] Data)> _tensors = [];
+    private readonly List<PendingTensor> _tensors = [];
 
     public GgufWriter Add(string key, string value) => Add(key, GgufValueType.String, w => WriteString(w, value));
 
@@ -38,9 +38,18 @@ public sealed class GgufWriter
     }
 
     /// <summary>A tensor of <paramref name="shape"/> (row-major) whose bytes are <paramref name="data"/> in <paramref name="type"/>.</summary>
-    public GgufWriter AddTensor(string name, GgmlType type, long[] shape, byte[] data)
+    public GgufWriter AddTensor(string name, GgmlType type, long[] shape, byte[] data) => AddTensor(name, shape, () => (type, data));
+
+    /// <summary>
+    /// A tensor of <paramref name="shape"/> (row-major) whose type and bytes <paramref name="encode"/> makes when the file is
+    /// written, one tensor at a time: a model of any size is written holding one tensor's bytes, not the whole file's.
+    /// </summary>
+    public GgufWriter AddTensor(string name, long[] shape, Func<(GgmlType Type, byte[] Data)> encode)
     {
-        _tensors.Add((name, type, shape, data));
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(encode);
+        _tensors.Add(new PendingTensor(name, shape, encode));
         return this;
     }
 
@@ -90,25 +99,37 @@ public sealed class GgufWriter
     /// (<see cref="GgufSplit"/>): <c>PREFIX-00001-of-0000N.gguf</c>, ... with <paramref name="prefix"/>, the tensors in
     /// order, a new part begun where <paramref name="limit"/> says, the metadata in the first part and the split keys in
     /// each. Written beside their names and moved into place only when all are written; none is written over an existing
-    /// file. Returns the parts' paths.
+    /// file. Returns the parts' paths. A limit of bytes needs every tensor's size before the first part's header: the
+    /// tensors are encoded into a spool file beside the parts first (one tensor in memory at a time), then copied.
     /// </summary>
     public IReadOnlyList<string> WriteNewSplit(string prefix, GgufSplitLimit limit)
     {
+        ArgumentNullException.ThrowIfNull(prefix);
         ArgumentNullException.ThrowIfNull(limit);
-        List<List<(string Name, GgmlType Type, long[] Shape, byte[] Data)>> parts = limit.Partition(_tensors, t => t.Data.Length);
-        if (parts.Count > GgufSplit.MaxParts)
-        {
-            throw new InvalidOperationException($"{parts.Count} parts are more than a split GGUF model can have ({GgufSplit.MaxParts}); allow more bytes or tensors a part");
-        }
-
-        string[] paths = [.. Enumerable.Range(0, parts.Count).Select(i => GgufSplit.PathOf(prefix, i, parts.Count))];
-        if (paths.FirstOrDefault(p => File.Exists(p) || Directory.Exists(p)) is string existing)
-        {
-            throw new IOException($"{existing} already exists; nothing is written over it");
-        }
-
+        string spoolPath = prefix + ".spool.partial";
+        FileStream? spool = null;
+        string[] paths = [];
         try
         {
+            IReadOnlyList<PendingTensor> tensors = _tensors;
+            if (limit.MaxBytes is not null)
+            {
+                spool = new FileStream(spoolPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose);
+                tensors = Spool(spool);
+            }
+
+            List<List<PendingTensor>> parts = limit.Partition(tensors, t => t.Length ?? 0);
+            if (parts.Count > GgufSplit.MaxParts)
+            {
+                throw new InvalidOperationException($"{parts.Count} parts are more than a split GGUF model can have ({GgufSplit.MaxParts}); allow more bytes or tensors a part");
+            }
+
+            paths = [.. Enumerable.Range(0, parts.Count).Select(i => GgufSplit.PathOf(prefix, i, parts.Count))];
+            if (paths.FirstOrDefault(p => File.Exists(p) || Directory.Exists(p)) is string existing)
+            {
+                throw new IOException($"{existing} already exists; nothing is written over it");
+            }
+
             for (int i = 0; i < parts.Count; i++)
             {
                 var metadata = new List<(string Key, GgufValueType Type, Action<BinaryWriter> Write)>();
@@ -138,47 +159,113 @@ public sealed class GgufWriter
 
             throw;
         }
+        finally
+        {
+            spool?.Dispose();
+        }
 
         return paths;
     }
 
-    private static void WriteFile(string path, IReadOnlyList<(string Key, GgufValueType Type, Action<BinaryWriter> Write)> metadata,
-        IReadOnlyList<(string Name, GgmlType Type, long[] Shape, byte[] Data)> tensors)
+    /// <summary>Every tensor encoded into <paramref name="spool"/>, in order; what is returned reads each back, its type and length known.</summary>
+    private List<PendingTensor> Spool(FileStream spool)
     {
-        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write);
+        var spooled = new List<PendingTensor>(_tensors.Count);
+        foreach (PendingTensor tensor in _tensors)
+        {
+            (GgmlType type, byte[] data) = tensor.EncodeChecked();
+            long at = spool.Position;
+            spool.Write(data);
+            int length = data.Length;
+            spooled.Add(new PendingTensor(tensor.Name, tensor.Shape, () =>
+            {
+                var bytes = new byte[length];
+                spool.Position = at;
+                spool.ReadExactly(bytes);
+                return (type, bytes);
+            }) { Length = length });
+        }
+
+        return spooled;
+    }
+
+    /// <summary>
+    /// One file: the header's place is kept (its length does not depend on the tensors' types or offsets, all fixed-size
+    /// fields), the tensors are encoded and written one at a time after it, then the header is written with what they turned out to be.
+    /// </summary>
+    private static void WriteFile(string path, IReadOnlyList<(string Key, GgufValueType Type, Action<BinaryWriter> Write)> metadata, IReadOnlyList<PendingTensor> tensors)
+    {
+        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
         using var w = new BinaryWriter(stream, Encoding.UTF8);
+        long headerLength = 4 + 4 + 8 + 8 + MetadataBytes(metadata).Length
+            + tensors.Sum(t => 8L + Encoding.UTF8.GetByteCount(t.Name) + 4 + (8L * t.Shape.Length) + 4 + 8);
+        long dataStart = Align(headerLength);
+        stream.Position = dataStart;
+        var types = new GgmlType[tensors.Count];
+        var offsets = new long[tensors.Count];
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            (types[i], byte[] data) = tensors[i].EncodeChecked();
+            offsets[i] = stream.Position - dataStart;
+            w.Write(data);
+            Pad(w, stream.Position - dataStart);
+        }
+
+        stream.Position = 0;
         w.Write(GgufFile.Magic);
         w.Write(3u);
         w.Write((ulong)tensors.Count);
         w.Write((ulong)metadata.Count);
-        foreach ((string key, GgufValueType type, Action<BinaryWriter> write) in metadata)
+        w.Write(MetadataBytes(metadata));
+        for (int i = 0; i < tensors.Count; i++)
         {
-            WriteString(w, key);
-            w.Write((uint)type);
-            write(w);
-        }
-
-        long offset = 0;
-        foreach ((string name, GgmlType type, long[] shape, byte[] data) in tensors)
-        {
-            WriteString(w, name);
-            w.Write((uint)shape.Length);
-            foreach (long dimension in shape.Reverse())
+            WriteString(w, tensors[i].Name);
+            w.Write((uint)tensors[i].Shape.Length);
+            foreach (long dimension in tensors[i].Shape.Reverse())
             {
                 w.Write((ulong)dimension);
             }
 
-            w.Write((uint)type);
-            w.Write((ulong)offset);
-            offset = Align(offset + data.Length);
+            w.Write((uint)types[i]);
+            w.Write((ulong)offsets[i]);
         }
 
+        System.Diagnostics.Debug.Assert(stream.Position == headerLength, "the header is as long as its place");
         Pad(w, stream.Position);
-        long dataStart = stream.Position;
-        foreach ((_, _, _, byte[] data) in tensors)
+    }
+
+    private static byte[] MetadataBytes(IReadOnlyList<(string Key, GgufValueType Type, Action<BinaryWriter> Write)> metadata)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true))
         {
-            Pad(w, stream.Position - dataStart);
-            w.Write(data);
+            foreach ((string key, GgufValueType type, Action<BinaryWriter> write) in metadata)
+            {
+                WriteString(w, key);
+                w.Write((uint)type);
+                write(w);
+            }
+        }
+
+        return buffer.ToArray();
+    }
+
+    /// <summary>A tensor to be written: its name, row-major shape, how to make its bytes, and their length where already known.</summary>
+    private sealed record PendingTensor(string Name, long[] Shape, Func<(GgmlType Type, byte[] Data)> Encode)
+    {
+        public long? Length { get; init; }
+
+        /// <summary><see cref="Encode"/>, its bytes checked to be the shape's in the type (a wrong encoder fails here, not in a reader).</summary>
+        public (GgmlType Type, byte[] Data) EncodeChecked()
+        {
+            (GgmlType type, byte[] data) = Encode();
+            long elements = Shape.Aggregate(1L, (a, b) => a * b);
+            if (GgmlTypes.TryGetBlock((int)type, out int values, out int bytes) && elements % values == 0 && data.LongLength != elements / values * bytes)
+            {
+                throw new InvalidOperationException($"tensor '{Name}': {data.LongLength} bytes, but [{string.Join(", ", Shape)}] in {GgmlTypes.Name((int)type)} is {elements / values * bytes}");
+            }
+
+            return (type, data);
         }
     }
 
