@@ -20,7 +20,7 @@ internal sealed class ImatrixCommand : ICommand
 
     public string Summary => "compute an importance matrix over a text file (llama-imatrix), which quantize then rounds the weights by";
 
-    public string Usage => "qwensharp imatrix [--model DIR|FILE.gguf] --file F [--out imatrix.gguf] [--context N] [--chunks N|all] [--process-output] [--output-format gguf|dat] [--no-ppl]";
+    public string Usage => "qwensharp imatrix [--model DIR|FILE.gguf] --file F [--out imatrix.gguf] [--context N] [--chunks N|all] [--chunk N] [--process-output] [--output-format gguf|dat] [--output-frequency N] [--save-frequency N] [--in-file F]... [--no-ppl]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -32,6 +32,10 @@ internal sealed class ImatrixCommand : ICommand
         new("process-output", null, "also the LM head's input (output.weight), as llama-imatrix's --process-output; a head tied to the embedding has none"),
         new("output-format", "gguf|dat", "gguf (llama-imatrix's format since mid-2025, the default) or dat (its older imatrix.dat, for older llama-quantize builds)"),
         new("no-ppl", null, "do not print the perplexity"),
+        new("chunk", "N", "skip the text's first N chunks (llama-imatrix's --chunk), to go on where an earlier run stopped"),
+        new("in-file", "F", "an importance matrix computed before (GGUF or imatrix.dat) to add to: its sums and counts are the start of this one's (llama-imatrix's --in-file); repeat for several; without --file, they are only combined into --out", Repeatable: true),
+        new("output-frequency", "N", "write --out every N chunks while computing, so a stopped run keeps what it did (default 10, as llama-imatrix; 0: only at the end)"),
+        new("save-frequency", "N", "also write OUT.at_K every N chunks, K the chunks so far (llama-imatrix's snapshots; default 0: none)"),
         ModelLoading.Threads,
         ModelLoading.Quantize,
         ModelLoading.Imatrix,
@@ -46,11 +50,18 @@ internal sealed class ImatrixCommand : ICommand
     [
         "qwensharp imatrix --model ~/models/Qwen2.5-1.5B-Instruct --file calibration.txt --out imatrix.gguf",
         "qwensharp imatrix --model qwen2.5-7b-instruct-f16.gguf --file calibration.txt --chunks 100 --device gpu",
+        "qwensharp imatrix --in-file imatrix-part1.gguf --in-file imatrix-part2.gguf --out imatrix.gguf",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
-        string file = args.Value("file") ?? throw new UsageException("imatrix needs --file F, the text to compute the importance matrix on");
+        string? file = args.Value("file");
+        IReadOnlyList<string> inFiles = args.Values("in-file");
+        if (file is null && inFiles.Count == 0)
+        {
+            throw new UsageException("imatrix needs --file F, the text to compute the importance matrix on (or --in-file F, repeated, to combine matrices computed before)");
+        }
+
         string output = args.Value("out") ?? "imatrix.gguf";
         bool legacy = args.Value("output-format") switch
         {
@@ -63,6 +74,13 @@ internal sealed class ImatrixCommand : ICommand
             throw new UsageException($"--out {output} already exists; imatrix does not overwrite anything (remove it or choose another name with --out)");
         }
 
+        int outputFrequency = args.Int("output-frequency", 0) ?? 10, saveFrequency = args.Int("save-frequency", 0) ?? 0, skip = args.Int("chunk", 0) ?? 0;
+        List<ImportanceMatrix> loaded = [.. inFiles.Select(path => File.Exists(path) ? ImportanceMatrixFile.Read(path) : throw new UsageException($"--in-file {path}: file not found"))];
+        if (file is null)
+        {
+            return Combine(args, loaded, output, legacy, stdout);
+        }
+
         int? limit = PerplexityChunks.ChunkLimit(args);
         string directory = ModelLoading.ResolveDirectory(args, stderr);
         Tokenizer tokenizer = TextInput.LoadTokenizer(directory);
@@ -72,10 +90,10 @@ internal sealed class ImatrixCommand : ICommand
         using (model)
         {
             int context = ModelLoading.Context(args, model.Config, min: 3) ?? Math.Min(PerplexityChunks.DefaultContext, model.Config.MaxPositionEmbeddings);
-            int available = ids.Length / context;
-            if (available == 0)
+            int available = ids.Length / context - skip;
+            if (available <= 0)
             {
-                throw new UsageException($"--file {file}: {ids.Length} tokens, fewer than one chunk of {context} (--context)");
+                throw new UsageException($"--file {file}: {ids.Length} tokens, fewer than one chunk of {context} (--context){(skip > 0 ? $" after the {skip} skipped (--chunk)" : "")}");
             }
 
             int chunks = Math.Min(available, limit ?? available);
@@ -85,12 +103,20 @@ internal sealed class ImatrixCommand : ICommand
                 stderr.WriteLine("note: --process-output: this model's LM head is its embedding (tied), which llama-imatrix leaves out; the matrix has the layers' entries only");
             }
 
+            // The matrices given start the sums (their chunks count on, as llama-imatrix numbers its saves).
+            int before = loaded.Count == 0 ? 0 : ImportanceMatrix.Combine(loaded, context).ChunkCount;
             var collector = new ImportanceCollector(model.Config, processOutput);
+            ImportanceMatrix Current(int done)
+            {
+                ImportanceMatrix collected = collector.ToMatrix([file], done, context);
+                return loaded.Count == 0 ? collected : ImportanceMatrix.Combine([.. loaded, collected], context);
+            }
+
             double nll = 0, nll2 = 0;
             int count = 0;
             var clock = Stopwatch.StartNew();
             var progress = ProgressBar.For(stderr, "imatrix", chunks);
-            TextChunks.Score(model, ids, context, chunks, PerplexityChunks.Bos(tokenizer), (_, _, next, logitsOf) =>
+            TextChunks.Score(model, ids.AsSpan(skip * context), context, chunks, PerplexityChunks.Bos(tokenizer), (_, _, next, logitsOf) =>
             {
                 for (int r = 0; r < next.Length; r++)
                 {
@@ -100,19 +126,33 @@ internal sealed class ImatrixCommand : ICommand
                     nll2 += value * value;
                     count++;
                 }
-            }, chunk => progress.Report(chunk + 1, "chunks"), tap: collector.Tap, headOnEveryRow: processOutput);
+            }, chunk =>
+            {
+                progress.Report(chunk + 1, "chunks");
+                int total = before + chunk + 1;
+                bool last = chunk + 1 == chunks;
+                if (!last && outputFrequency > 0 && total % outputFrequency == 0)
+                {
+                    Save(Current(chunk + 1), output, legacy, replace: true);
+                }
+
+                if (saveFrequency > 0 && total % saveFrequency == 0)
+                {
+                    string snapshot = string.Create(CultureInfo.InvariantCulture, $"{output}.at_{total}");
+                    if (File.Exists(snapshot))
+                    {
+                        stderr.WriteLine($"note: {snapshot} already exists; not written over");
+                    }
+                    else
+                    {
+                        Save(Current(chunk + 1), snapshot, legacy, replace: false);
+                    }
+                }
+            }, tap: collector.Tap, headOnEveryRow: processOutput);
             progress.Done();
 
-            ImportanceMatrix matrix = collector.ToMatrix([file], chunks, context);
-            if (legacy)
-            {
-                ImportanceMatrixFile.WriteLegacy(matrix, output);
-            }
-            else
-            {
-                ImportanceMatrixFile.WriteGguf(matrix, output);
-            }
-
+            ImportanceMatrix matrix = Current(chunks);
+            Save(matrix, output, legacy, replace: true);
             var c = CultureInfo.InvariantCulture;
             if (!args.Flag("no-ppl"))
             {
@@ -121,10 +161,45 @@ internal sealed class ImatrixCommand : ICommand
             }
 
             double tokensPerSecond = (double)chunks * context / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+            string added = loaded.Count == 0 ? "" : $", added to {loaded.Count} matrix file{(loaded.Count == 1 ? "" : "s")} of {before} chunk{(before == 1 ? "" : "s")}";
             stdout.WriteLine(string.Create(c,
-                $"wrote {output}: {matrix.Entries.Count} entries from {chunks} chunk{(chunks == 1 ? "" : "s")} of {context} tokens ({collector.Tokens} tokens of {ids.Length} in the file), {tokensPerSecond:F1} tokens/s"));
+                $"wrote {output}: {matrix.Entries.Count} entries from {chunks} chunk{(chunks == 1 ? "" : "s")} of {context} tokens ({collector.Tokens} tokens of {ids.Length} in the file){added}, {tokensPerSecond:F1} tokens/s"));
         }
 
         return 0;
+    }
+
+    /// <summary>--in-file without --file: the matrices combined into --out, counted in chunks of --context (else their own chunk size, else 512).</summary>
+    private static int Combine(Arguments args, List<ImportanceMatrix> loaded, string output, bool legacy, TextWriter stdout)
+    {
+        int chunkSize = args.Int("context", 1) ?? loaded.Select(m => m.ChunkSize).FirstOrDefault(size => size > 0, PerplexityChunks.DefaultContext);
+        ImportanceMatrix matrix = ImportanceMatrix.Combine(loaded, chunkSize);
+        Save(matrix, output, legacy, replace: false);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {output}: {matrix.Entries.Count} entries combined from {loaded.Count} file{(loaded.Count == 1 ? "" : "s")}, {matrix.ChunkCount} chunks of {chunkSize} tokens"));
+        return 0;
+    }
+
+    /// <summary>Writes the matrix in the format asked for; <paramref name="replace"/>: over this run's own earlier save of it, at once (written beside it, then moved).</summary>
+    private static void Save(ImportanceMatrix matrix, string path, bool legacy, bool replace)
+    {
+        string target = replace ? path + ".saving" : path;
+        if (replace)
+        {
+            File.Delete(target);
+        }
+        if (legacy)
+        {
+            ImportanceMatrixFile.WriteLegacy(matrix, target);
+        }
+        else
+        {
+            ImportanceMatrixFile.WriteGguf(matrix, target);
+        }
+
+        if (replace)
+        {
+            File.Move(target, path, overwrite: true);
+        }
     }
 }

@@ -74,6 +74,88 @@ public sealed class ImportanceMatrix
     }
 
     /// <summary>
+    /// Several matrices as one, as llama-imatrix's <c>--in-file</c> loads them into its sums: each entry's sums of
+    /// squares, sums and token counts added (a legacy file's mean squares × calls become sums over
+    /// <paramref name="chunkSize"/>-token calls: its values × chunk size, its calls × chunk size tokens; a single count
+    /// spread over an entry's experts), the datasets listed in order, and the chunks the largest count makes. Sums
+    /// (<c>in_sum</c>) are kept where every matrix has them. An entry of another size in one of them is an error naming
+    /// the file and the entry.
+    /// </summary>
+    public static ImportanceMatrix Combine(IReadOnlyList<ImportanceMatrix> matrices, int chunkSize)
+    {
+        ArgumentNullException.ThrowIfNull(matrices);
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkSize, 1);
+        var squares = new SortedDictionary<string, double[]>(StringComparer.Ordinal);
+        var sums = new Dictionary<string, double[]?>(StringComparer.Ordinal);
+        var counts = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        var datasets = new List<string>();
+        foreach (ImportanceMatrix matrix in matrices)
+        {
+            string source = matrix.Path ?? "the matrix collected here";
+            long scale = matrix.IsLegacy ? chunkSize : 1;
+            foreach ((string name, Entry entry) in matrix.Entries)
+            {
+                if (!squares.TryGetValue(name, out double[]? total))
+                {
+                    squares[name] = total = new double[entry.SumOfSquares.Length];
+                    sums[name] = entry.Sums is null ? null : new double[entry.Sums.Length];
+                    counts[name] = new long[entry.Counts.Length];
+                }
+                else if (total.Length != entry.SumOfSquares.Length)
+                {
+                    QwenThrow.InvalidData($"{source}: entry '{name}' has {entry.SumOfSquares.Length} values where the matrices before it have {total.Length}: they were computed for different models");
+                }
+
+                long[] tokens = counts[name];
+                if (tokens.Length == 1 && entry.Counts.Length > 1)
+                {
+                    counts[name] = tokens = [.. Enumerable.Repeat(tokens[0], entry.Counts.Length)];
+                }
+                else if (tokens.Length != entry.Counts.Length && entry.Counts.Length != 1)
+                {
+                    QwenThrow.InvalidData($"{source}: entry '{name}' has {entry.Counts.Length} experts' counts where the matrices before it have {tokens.Length}");
+                }
+
+                for (int j = 0; j < total.Length; j++)
+                {
+                    total[j] += (double)entry.SumOfSquares[j] * scale;
+                }
+
+                if (sums[name] is double[] sum)
+                {
+                    if (entry.Sums is null)
+                    {
+                        sums[name] = null;
+                    }
+                    else
+                    {
+                        for (int j = 0; j < sum.Length; j++)
+                        {
+                            sum[j] += entry.Sums[j];
+                        }
+                    }
+                }
+
+                for (int e = 0; e < tokens.Length; e++)
+                {
+                    tokens[e] += entry.Counts[entry.Counts.Length == 1 ? 0 : e] * scale;
+                }
+            }
+
+            datasets.AddRange(matrix.Datasets);
+        }
+
+        var entries = new SortedDictionary<string, Entry>(StringComparer.Ordinal);
+        foreach ((string name, double[] total) in squares)
+        {
+            entries[name] = new Entry([.. total.Select(v => (float)v)], sums[name] is double[] sum ? [.. sum.Select(v => (float)v)] : null, counts[name]);
+        }
+
+        long most = counts.Values.SelectMany(c => c).DefaultIfEmpty(0).Max();
+        return new ImportanceMatrix(entries, datasets, (int)Math.Min(most / chunkSize, int.MaxValue), chunkSize);
+    }
+
+    /// <summary>
     /// Adds the keys llama-quantize writes into a file it quantized with an importance matrix: the matrix's file and first
     /// dataset (at most 127 bytes each, as its overrides hold them), how many entries it used and over how many chunks.
     /// </summary>

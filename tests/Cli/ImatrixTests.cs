@@ -435,6 +435,10 @@ public sealed class ImatrixTests
             (["imatrix", "--file", text, "--out", existing], $"--out {existing} already exists"),
             (["imatrix", "--file", text, "--output-format", "xml", "--out", output], "--output-format 'xml' is not one of gguf, dat"),
             (["imatrix", "--out", output], "imatrix needs --file F"),
+            (["imatrix", "--in-file", Path.Combine(directory, "none.gguf"), "--out", output], "--in-file " + Path.Combine(directory, "none.gguf") + ": file not found"),
+            (["imatrix", "--in-file", SyntheticImatrix(seed: 8), "--in-file", narrow, "--out", output], "entry 'blk.0.attn_k.weight' has 224 values where the matrices before it have 256: they were computed for different models"),
+            (["imatrix", "--file", TextFile(repeats: 1), "--context", "32", "--chunk", "1000", "--out", output], "fewer than one chunk of 32 (--context) after the 1000 skipped (--chunk)"),
+            (["imatrix", "--file", text, "--output-frequency", "-1", "--out", output], "--output-frequency '-1' is not an integer >= 0"),
             (["imatrix", "--file", TextFile(repeats: 1), "--context", "500", "--out", output], "fewer than one chunk of 500 (--context)"),
             (["quantize", "--model", folder, "--type", "q4_k_m", "--imatrix", narrow, "--out", output], "has 224 values, the tensor 256 columns: it was computed for another model"),
             (["quantize", "--model", folder, "--type", "q4_0", "--imatrix", SyntheticImatrix(seed: 6, firstLayer: 40), "--out", output], "none of its 14 entries (blk.40.attn_k.weight, ...) names a matrix of this model"),
@@ -455,6 +459,74 @@ public sealed class ImatrixTests
 
         Assert.Equal("mine", File.ReadAllText(existing));
         Assert.False(File.Exists(output));
+    }
+
+    [Fact]
+    public void InFile_AddsToTheSums_AsOneRunOverAllTheChunks_AndCombinesWithoutAText()
+    {
+        string gguf = s_model.Value, text = TextFile(), directory = Fixtures.TempDirectory();
+        string Run(string name, params string[] options)
+        {
+            string output = Path.Combine(directory, name);
+            CliRunner.Result result = CliRunner.Run([.. new[] { "imatrix", "--model", gguf, "--context", "32", "--no-ppl", "--out", output }, .. options]);
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            return output;
+        }
+
+        ImportanceMatrix whole = ImportanceMatrixFile.Read(Run("whole.gguf", "--file", text, "--chunks", "4"));
+        string first = Run("first.gguf", "--file", text, "--chunks", "2");
+        string second = Run("second.gguf", "--file", text, "--chunk", "2", "--chunks", "2");
+        string firstDat = Run("first.dat", "--file", text, "--chunks", "2", "--output-format", "dat");
+
+        // Combined without a text (GGUF with GGUF, and the legacy file's mean squares × calls back into sums), and one run
+        // that goes on from the first half: each is the whole run's sums, counts and chunks.
+        CliRunner.Result combine = CliRunner.Run("imatrix", "--in-file", first, "--in-file", second, "--out", Path.Combine(directory, "combined.gguf"));
+        Assert.True(combine.ExitCode == 0, combine.Stderr);
+        Assert.Equal($"wrote {Path.Combine(directory, "combined.gguf")}: 14 entries combined from 2 files, 4 chunks of 32 tokens", combine.Stdout.Trim());
+        foreach (ImportanceMatrix matrix in new[]
+        {
+            ImportanceMatrixFile.Read(Path.Combine(directory, "combined.gguf")),
+            ImportanceMatrixFile.Read(Run("from-dat.gguf", "--in-file", firstDat, "--in-file", second)),
+            ImportanceMatrixFile.Read(Run("continued.gguf", "--in-file", first, "--file", text, "--chunk", "2", "--chunks", "2")),
+        })
+        {
+            Assert.Equal((4, 32), (matrix.ChunkCount, matrix.ChunkSize));
+            Assert.Equal(whole.Entries.Keys, matrix.Entries.Keys);
+            foreach ((string name, ImportanceMatrix.Entry entry) in whole.Entries)
+            {
+                ImportanceMatrix.Entry combined = matrix.Entries[name];
+                Assert.Equal(entry.Counts, combined.Counts);
+                for (int j = 0; j < entry.SumOfSquares.Length; j++)
+                {
+                    Assert.True(Math.Abs(entry.SumOfSquares[j] - combined.SumOfSquares[j]) <= 1e-5 * Math.Abs(entry.SumOfSquares[j]), $"{name}[{j}]: {entry.SumOfSquares[j]} against {combined.SumOfSquares[j]}");
+                }
+            }
+        }
+
+        Assert.Equal([text, text], ImportanceMatrixFile.Read(Path.Combine(directory, "combined.gguf")).Datasets);
+        Assert.Null(ImportanceMatrixFile.Read(Path.Combine(directory, "from-dat.gguf")).Entries.First().Value.Sums);   // imatrix.dat has none
+    }
+
+    [Fact]
+    public void PeriodicSaves_WriteTheSumsSoFar_NumberedOnFromTheMatricesGiven()
+    {
+        string gguf = s_model.Value, text = TextFile(), directory = Fixtures.TempDirectory();
+        string output = Path.Combine(directory, "imatrix.gguf"), two = Path.Combine(directory, "two.gguf");
+        string[] common = ["imatrix", "--model", gguf, "--file", text, "--context", "32", "--no-ppl"];
+        Assert.Equal(0, CliRunner.Run([.. common, "--chunks", "2", "--out", two]).ExitCode);
+
+        CliRunner.Result result = CliRunner.Run([.. common, "--chunks", "4", "--output-frequency", "1", "--save-frequency", "2", "--out", output]);
+
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal(new[] { output, output + ".at_2", output + ".at_4", two }.Order(StringComparer.Ordinal), Directory.GetFiles(directory).Order(StringComparer.Ordinal));
+        Assert.Equal(File.ReadAllBytes(two), File.ReadAllBytes(output + ".at_2"));
+        Assert.Equal(File.ReadAllBytes(output), File.ReadAllBytes(output + ".at_4"));
+
+        // Going on from a two-chunk matrix, the saves count its chunks too (llama-imatrix's numbering).
+        string more = Path.Combine(directory, "more.gguf");
+        Assert.Equal(0, CliRunner.Run([.. common, "--in-file", two, "--chunk", "2", "--chunks", "2", "--save-frequency", "1", "--out", more]).ExitCode);
+        Assert.True(File.Exists(more + ".at_3") && File.Exists(more + ".at_4") && !File.Exists(more + ".at_1"));
+        Assert.Equal(3, ImportanceMatrixFile.Read(more + ".at_3").ChunkCount);
     }
 
     [Fact]
