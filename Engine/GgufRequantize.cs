@@ -68,6 +68,28 @@ public static class GgufRequantize
         return writer.WriteNew(outPath, split);
     }
 
+    /// <summary>
+    /// llama-quantize's COPY: every metadata key and tensor as stored (the split keys aside, and the alignment, the writer's
+    /// 32), in one file or split as <paramref name="split"/> says: a split model merged, or a whole one split, as
+    /// <c>llama-gguf-split --merge</c> / <c>--split</c> do. Any architecture (nothing is chosen by rule). Returns the paths written.
+    /// </summary>
+    public static IReadOnlyList<string> Copy(string sourcePath, string outPath, GgufSplitLimit? split = null)
+    {
+        using GgufFile source = GgufFile.Open(sourcePath);
+        var writer = new GgufWriter();
+        foreach (GgufRawValue value in source.RawMetadata.Where(v => v.Key != "general.alignment" && !GgufSplit.IsSplitKey(v.Key)))
+        {
+            writer.AddRaw(value.Key, value.Type, source.RawBytes(value));
+        }
+
+        foreach (GgufTensorInfo tensor in source.TensorOrder)
+        {
+            writer.AddTensor(tensor.Name, tensor.Shape, () => AsStored(source, tensor));
+        }
+
+        return writer.WriteNew(outPath, split);
+    }
+
     /// <summary>Whether llama-quantize quantizes a tensor: a matrix of weights that is not a norm (<c>tensor_allows_quantization</c>, for the tensors of qwen2 and llama files).</summary>
     public static bool IsQuantizable(GgufTensorInfo tensor)
     {
@@ -108,7 +130,7 @@ public static class GgufRequantize
     {
         if (target is not DType type)
         {
-            return ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
+            return AsStored(source, tensor);
         }
 
         GgmlTypes.TryGetDType(tensor.Type, out DType storedType);
@@ -123,6 +145,9 @@ public static class GgufRequantize
         TensorValues.RowsAs(view, type, data, mix.ImportanceOf(tensor.Name, tensor.Dimensions[0]));
         return (GgmlTypes.Of(type), data);
     }
+
+    private static unsafe (GgmlType Type, byte[] Data) AsStored(GgufFile source, GgufTensorInfo tensor) =>
+        ((GgmlType)tensor.Type, new ReadOnlySpan<byte>((void*)source.DataOf(tensor), checked((int)tensor.ByteLength)).ToArray());
 
     /// <summary>An integer of the architecture's hyperparameters (<c>{arch}.NAME</c>) greater than 0, or null.</summary>
     private static int? Hyperparameter(GgufFile source, string name) =>

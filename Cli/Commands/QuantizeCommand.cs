@@ -7,16 +7,20 @@ namespace QwenSharp.Cli.Commands;
 /// <summary><c>qwensharp quantize</c>: a Hugging Face folder, or a GGUF file, as one GGUF file that llama.cpp (and QwenSharp) load.</summary>
 internal sealed class QuantizeCommand : ICommand
 {
+    /// <summary>The options that change what a tensor holds, which --type copy does not take.</summary>
+    private static readonly string[] s_changers =
+        ["imatrix", "include-weights", "exclude-weights", "output-tensor-type", "token-embedding-type", "leave-output-tensor", "tensor-type", "tensor-type-file", "allow-requantize", "lora"];
+
     public string Name => "quantize";
 
     public string Summary => "write a model folder (or an F16/BF16 GGUF file) as a GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32 --out FILE.gguf [--split-max-size N(M|G) | --split-max-tensors N] [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32|copy --out FILE.gguf [--split-max-size N(M|G) | --split-max-tensors N] [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
         new("model", "DIR|FILE.gguf", "the Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a GGUF file (llama.cpp's F16, BF16 or F32 one, as llama-quantize takes; a split model by its first part, NAME-00001-of-0000N.gguf): its metadata is carried over as it is"),
-        new("type", "T", "llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s, iq1_m (iq3_xs and below need --imatrix) (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k, iq4_nl for iq4_xs and the iq3, iq2 and iq1 types) or keeps its stored type"),
+        new("type", "T", "copy (every tensor as stored, metadata as it is: a split model merged into one file, or with --split-max-size a file split, as llama-gguf-split does; llama-quantize's COPY), llama-quantize's mixes q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq3_s, iq3_m, iq3_xs, iq3_xxs, iq2_m, iq2_s, iq2_xs, iq2_xxs, iq1_s, iq1_m (iq3_xs and below need --imatrix) (its types tensor by tensor: the output, or an embedding tied to it, in q6_k or q8_0; some layers' value, down and attention-output projections with more bits), or one type for every matrix: q8_0, q4_0, q5_0, q4_1 or q5_1 (for rows of whole 32-value blocks), q3_k, q4_k, q5_k or q6_k (whole 256-value super-blocks), f16, bf16 or f32; a matrix whose rows are not whole blocks takes llama.cpp's fallback (q4_0 for q2_k and q3_k, q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k, iq4_nl for iq4_xs and the iq3, iq2 and iq1 types) or keeps its stored type"),
         new("out", "FILE.gguf", "the file to write (it must not exist yet); split: FILE-00001-of-0000N.gguf, ..."),
         new("split-max-size", "N(M|G)", "split the model across files of at most about N megabytes (M, 10^6 bytes) or gigabytes (G) of tensors each, as llama-gguf-split --split-max-size does (Hugging Face takes files up to 50G); llama.cpp and QwenSharp load the first part"),
         new("split-max-tensors", "N", "split the model across files of N tensors each, as llama-gguf-split --split-max-tensors does"),
@@ -45,12 +49,17 @@ internal sealed class QuantizeCommand : ICommand
         string directory = args.Value("model") ?? throw new UsageException("quantize needs --model DIR (a Hugging Face folder) or --model FILE.gguf");
         string typeText = args.Value("type") ?? throw new UsageException($"quantize needs --type {TypeNames('|')}");
         string output = args.Value("out") ?? throw new UsageException("quantize needs --out FILE.gguf");
-        if (!QuantizationMix.TryParse(typeText, out QuantizationMix? mix) || !(ModelLoading.IsOffered(mix) || (mix.IsPure && mix.Base is DType.F16 or DType.BF16 or DType.F32)))
+        bool copy = string.Equals(typeText, "copy", StringComparison.OrdinalIgnoreCase);
+        QuantizationMix? mix = null;
+        if (!copy && (!QuantizationMix.TryParse(typeText, out mix) || !(ModelLoading.IsOffered(mix) || (mix.IsPure && mix.Base is DType.F16 or DType.BF16 or DType.F32))))
         {
-            throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}");
+            throw new UsageException($"--type '{typeText}' is not one of {TypeNames(',')}, copy");
         }
 
-        mix = mix.With(Overrides(args));
+        if (copy && s_changers.FirstOrDefault(args.Has) is string changer)
+        {
+            throw new UsageException($"--type copy writes every tensor as stored; --{changer} changes tensors (give a type to quantize to)");
+        }
 
         bool gguf = File.Exists(directory) && GgufFile.HasMagic(directory);
         if (!Directory.Exists(directory) && !gguf)
@@ -76,6 +85,13 @@ internal sealed class QuantizeCommand : ICommand
             throw new UsageException("--allow-requantize is for a GGUF file whose matrices are quantized already; a folder's are not");
         }
 
+        if (copy)
+        {
+            // llama-quantize's COPY: a split model merged, a whole one split (with --split-*), a folder as stored.
+            return Report(gguf ? GgufRequantize.Copy(directory, output, split) : GgufExport.Write(directory, output, (_, tensor) => GgufExport.Encode(tensor, null), split: split), null, stdout);
+        }
+
+        mix = mix!.With(Overrides(args));
         ImportanceMatrix? importance = Importance(args, directory, gguf, stderr);
         IReadOnlyList<string> paths;
         mix = mix.WithImportance(importance);
@@ -99,6 +115,12 @@ internal sealed class QuantizeCommand : ICommand
             Lora.LoraAdapter.UseAll([.. adapterFiles.Select(a => (a.Path, a.Scale))], adapters => paths = GgufExport.Write(directory, output, mix, adapters, split));
         }
 
+        return Report(paths, importance, stdout);
+    }
+
+    /// <summary>"wrote FILE: N tensors (types), size" for what was written.</summary>
+    private static int Report(IReadOnlyList<string> paths, ImportanceMatrix? importance, TextWriter stdout)
+    {
         using GgufFile written = GgufFile.Open(paths[0]);
         IEnumerable<string> types = written.Tensors.Values.GroupBy(t => GgmlTypes.Name(t.Type)).OrderByDescending(g => g.Count()).Select(g => $"{g.Count()} {g.Key}");
         string weighted = importance is null ? ""

@@ -415,6 +415,53 @@ public sealed class QuantizeCommandTests
     }
 
     [Fact]
+    public void TypeCopy_MergesASplitModel_AndSplitsAWholeOne_AsStored_WhichLlamaCppLoads()
+    {
+        string folder = Fixtures.TempDirectory();
+        string whole = GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer, DType.Q8_0);
+        string[] parts = Ggml.SplitAsGgufSplit(whole, Path.Combine(folder, "tiny"), tensorsPerPart: 7);
+
+        // Merged (llama-gguf-split --merge): the whole file's tensors, bytes and metadata.
+        string merged = Path.Combine(folder, "merged.gguf");
+        CliRunner.Result merge = CliRunner.Run("quantize", "--model", parts[0], "--type", "copy", "--out", merged);
+        Assert.True(merge.ExitCode == 0, merge.Stderr);
+        using (GgufFile original = GgufFile.Open(whole), copy = GgufFile.Open(merged))
+        {
+            Assert.Equal(original.TensorOrder.Select(t => (t.Name, t.Type)), copy.TensorOrder.Select(t => (t.Name, t.Type)));
+            foreach (GgufTensorInfo tensor in original.TensorOrder)
+            {
+                Assert.True(Bytes(original, tensor).SequenceEqual(Bytes(copy, copy.Tensors[tensor.Name])), tensor.Name);
+            }
+
+            Assert.Equal(original.RawMetadata.Select(k => k.Key), copy.RawMetadata.Select(k => k.Key));
+            Assert.All(original.RawMetadata, k => Assert.True(original.RawBytes(k).SequenceEqual(copy.RawBytes(copy.RawMetadata.Single(c => c.Key == k.Key))), k.Key));
+        }
+
+        // Split again (llama-gguf-split --split-max-tensors): llama.cpp reads the parts as the whole file.
+        string prefix = Path.Combine(folder, "again", "tiny");
+        Directory.CreateDirectory(Path.GetDirectoryName(prefix)!);
+        CliRunner.Result split = CliRunner.Run("quantize", "--model", merged, "--type", "copy", "--split-max-tensors", "9", "--out", prefix + ".gguf");
+        Assert.True(split.ExitCode == 0, split.Stderr);
+        string first = Directory.GetFiles(Path.GetDirectoryName(prefix)!).Order(StringComparer.Ordinal).First();
+        int[] ids = [1, 2, 3, 4];
+        Assert.Equal(LlamaCpp.Logits(whole, ids), LlamaCpp.Logits(first, ids));
+
+        // A folder as stored (its BF16 matrices as BF16).
+        string stored = Path.Combine(folder, "stored.gguf");
+        Assert.Equal(0, CliRunner.Run("quantize", "--model", Fixtures.Directory("stories260K-qwen2-bf16"), "--type", "copy", "--out", stored).ExitCode);
+        using (GgufFile file = GgufFile.Open(stored))
+        {
+            Assert.Contains(file.TensorOrder, t => t.Type == (int)GgmlType.BF16);
+        }
+
+        CliRunner.Result refused = CliRunner.Run("quantize", "--model", merged, "--type", "copy", "--imatrix", merged, "--out", Path.Combine(folder, "no.gguf"));
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("--type copy writes every tensor as stored; --imatrix changes tensors", Assert.Single(refused.ErrorLines), StringComparison.Ordinal);
+    }
+
+    private static unsafe ReadOnlySpan<byte> Bytes(GgufFile file, GgufTensorInfo tensor) => new((void*)file.DataOf(tensor), checked((int)tensor.ByteLength));
+
+    [Fact]
     public void Quantize_BadInput_OneLineAndNothingOverwritten()
     {
         string existing = Path.Combine(Fixtures.TempDirectory(), "keep.gguf");
@@ -425,7 +472,7 @@ public sealed class QuantizeCommandTests
         foreach ((string[] args, string message) in new (string[], string)[]
         {
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", existing], "already exists; quantize does not overwrite anything"),
-            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q3", "--out", existing + "2"], "--type 'q3' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k, f16, bf16, f32, copy"),
             (["quantize", "--model", existing, "--type", "q8_0", "--out", existing + "3"], "is neither a Hugging Face model folder nor a GGUF file"),
             (["quantize", "--type", "q8_0", "--out", existing + "4"], "quantize needs --model DIR"),
             (["generate", "--prompt-ids", "1", "--quantize", "q4"], "--quantize 'q4' is not one of q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_nl, iq4_xs, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq2_m, iq3_xxs, iq3_xs, iq3_s, iq3_m, q8_0, q4_0, q5_0, q4_1, q5_1, q4_k, q5_k, q6_k, q3_k"),
