@@ -70,6 +70,12 @@ internal sealed class QuantizeCommand : ICommand
         }
 
         GgufSplitLimit? split = SplitLimit(args);
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(output));
+        if (folder is not null && !Directory.Exists(folder))
+        {
+            throw new UsageException($"--out {output}: the folder {folder} does not exist");
+        }
+
         if (split is null && (File.Exists(output) || Directory.Exists(output)))
         {
             throw new UsageException($"--out {output} already exists; quantize does not overwrite anything (remove it or choose another name)");

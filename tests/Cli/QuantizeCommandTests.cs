@@ -486,6 +486,7 @@ public sealed class QuantizeCommandTests
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--leave-output-tensor", "--output-tensor-type", "q8_0", "--out", existing + "10"], "--leave-output-tensor keeps output.weight as stored"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q4_k_m", "--tensor-type-file", existing + ".none", "--out", existing + "11"], ".none: file not found"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--token-embedding-type", "q4_k", "--out", existing + "12"], "tensor 'token_embd.weight': its rows of 64 values are not whole blocks of Q4_K (256 values)"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--out", Path.Combine(existing + ".none", "x.gguf")], $"--out {Path.Combine(existing + ".none", "x.gguf")}: the folder {existing}.none does not exist"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-size", "4GB", "--out", existing + "13"], "--split-max-size '4GB' is not a size: a positive whole number and M (megabytes) or G (gigabytes), as 500M or 4G"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "0", "--out", existing + "14"], "--split-max-tensors '0' is not a positive whole number of tensors"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "9", "--split-max-size", "1G", "--out", existing + "15"], "--split-max-size and --split-max-tensors do not go together"),
