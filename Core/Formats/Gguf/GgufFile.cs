@@ -127,7 +127,8 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>The number of parts the first file says the model has (1 when it is not split), or why it cannot be read as the first.</summary>
     private static int SplitCount(Part first)
     {
-        long count = SplitKey(first, GgufSplit.CountKey) ?? 1;
+        // llama.cpp reads a count of 0 (llama-gguf-split's placeholder) as no split.
+        long count = SplitKey(first, GgufSplit.CountKey) is long given and not 0 ? given : 1;
         long number = SplitKey(first, GgufSplit.NumberKey) ?? 0;
         if (count < 1 || count > GgufSplit.MaxParts || number < 0 || number >= count)
         {
