@@ -15,7 +15,7 @@ internal sealed class QuantizeCommand : ICommand
 
     public string Summary => "write a model folder (or an F16/BF16 GGUF file) as a GGUF file (Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, Q8_0, Q4_0, ... or F16, BF16, F32) that llama.cpp loads";
 
-    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32|copy --out FILE.gguf [--split-max-size N(M|G) | --split-max-tensors N] [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
+    public string Usage => "qwensharp quantize --model DIR|FILE.gguf --type q4_k_m|q5_k_m|q3_k_m|q2_k|...|q8_0|q4_0|...|f16|bf16|f32|copy --out FILE.gguf [--split-max-size N(M|G) | --split-max-tensors N | --keep-split] [--imatrix FILE [--include-weights NAME]... [--exclude-weights NAME]...] [--lora PATH [--lora-scale S]]...";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -24,6 +24,7 @@ internal sealed class QuantizeCommand : ICommand
         new("out", "FILE.gguf", "the file to write (it must not exist yet); split: FILE-00001-of-0000N.gguf, ..."),
         new("split-max-size", "N(M|G)", "split the model across files of at most about N megabytes (M, 10^6 bytes) or gigabytes (G) of tensors each, as llama-gguf-split --split-max-size does (Hugging Face takes files up to 50G); llama.cpp and QwenSharp load the first part"),
         new("split-max-tensors", "N", "split the model across files of N tensors each, as llama-gguf-split --split-max-tensors does"),
+        new("keep-split", null, "with a split GGUF model as --model: write the parts as its parts hold the tensors (llama-quantize's --keep-split)"),
         new("lora", "PATH", "a LoRA adapter (PEFT folder, GGUF adapter or Hub name) merged into the weights it changes, as llama.cpp's export-lora does; repeat for several", Repeatable: true),
         ModelLoading.LoraScale,
         new("imatrix", "FILE", "quantize with an importance matrix (qwensharp imatrix's or llama-imatrix's file, GGUF or the older imatrix.dat): each matrix it has an entry for is rounded where its inputs matter most, as llama-quantize --imatrix does (q4_0, q4_1, q5_0, q5_1, the k-quants, iq4_nl/iq4_xs, iq3_xxs/iq3_s, iq2_s/iq2_xs/iq2_xxs and iq1_s/iq1_m; q8_0 has no weighted form)"),
@@ -69,7 +70,7 @@ internal sealed class QuantizeCommand : ICommand
                 : $"--model {directory}: model folder or GGUF file not found");
         }
 
-        GgufSplitLimit? split = SplitLimit(args);
+        GgufSplitLimit? split = SplitLimit(args, gguf ? directory : null);
         string? folder = Path.GetDirectoryName(Path.GetFullPath(output));
         if (folder is not null && !Directory.Exists(folder))
         {
@@ -138,12 +139,28 @@ internal sealed class QuantizeCommand : ICommand
     }
 
     /// <summary>--split-max-size N(M|G) or --split-max-tensors N (llama-gguf-split's options and units); null for one file.</summary>
-    private static GgufSplitLimit? SplitLimit(Arguments args)
+    private static GgufSplitLimit? SplitLimit(Arguments args, string? ggufModel)
     {
         string? size = args.Value("split-max-size"), tensors = args.Value("split-max-tensors");
         if (size is not null && tensors is not null)
         {
             throw new UsageException("--split-max-size and --split-max-tensors do not go together (as in llama-gguf-split): split by size or by tensors");
+        }
+
+        if (args.Flag("keep-split"))
+        {
+            if (size is not null || tensors is not null)
+            {
+                throw new UsageException($"--keep-split writes the parts --model has; --split-max-{(size is null ? "tensors" : "size")} would choose others");
+            }
+
+            if (ggufModel is null)
+            {
+                throw new UsageException("--keep-split is for a GGUF model split across files (its first part as --model); a folder has no parts");
+            }
+
+            using GgufFile model = GgufFile.Open(ggufModel);
+            return GgufSplitLimit.Like(model);
         }
 
         if (tensors is not null)

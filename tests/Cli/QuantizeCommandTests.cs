@@ -454,6 +454,19 @@ public sealed class QuantizeCommandTests
             Assert.Contains(file.TensorOrder, t => t.Type == (int)GgmlType.BF16);
         }
 
+        // --keep-split (llama-quantize's): quantized into parts that hold what the model's parts hold.
+        string kept = Path.Combine(folder, "kept", "tiny-q8_0.gguf");
+        Directory.CreateDirectory(Path.GetDirectoryName(kept)!);
+        string f32Whole = GgufFixture.Write(TestTokenizers.TinyQwenWithTokenizer);
+        string[] f32Parts = Ggml.SplitAsGgufSplit(f32Whole, Path.Combine(folder, "tiny-f32"), tensorsPerPart: 7);
+        CliRunner.Result keep = CliRunner.Run("quantize", "--model", f32Parts[0], "--type", "q8_0", "--keep-split", "--out", kept);
+        Assert.True(keep.ExitCode == 0, keep.Stderr);
+        using (GgufFile source = GgufFile.Open(f32Parts[0]), quantized = GgufFile.Open(Path.Combine(folder, "kept", $"tiny-q8_0-00001-of-{f32Parts.Length:D5}.gguf")))
+        {
+            Assert.Equal(source.TensorOrder.Select(t => (t.Name, t.Part)), quantized.TensorOrder.Select(t => (t.Name, t.Part)));
+            Assert.Contains(quantized.TensorOrder, t => t.Type == (int)GgmlType.Q8_0);
+        }
+
         CliRunner.Result refused = CliRunner.Run("quantize", "--model", merged, "--type", "copy", "--imatrix", merged, "--out", Path.Combine(folder, "no.gguf"));
         Assert.Equal(2, refused.ExitCode);
         Assert.Contains("--type copy writes every tensor as stored; --imatrix changes tensors", Assert.Single(refused.ErrorLines), StringComparison.Ordinal);
@@ -490,6 +503,8 @@ public sealed class QuantizeCommandTests
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-size", "4GB", "--out", existing + "13"], "--split-max-size '4GB' is not a size: a positive whole number and M (megabytes) or G (gigabytes), as 500M or 4G"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "0", "--out", existing + "14"], "--split-max-tensors '0' is not a positive whole number of tensors"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "9", "--split-max-size", "1G", "--out", existing + "15"], "--split-max-size and --split-max-tensors do not go together"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--keep-split", "--out", existing + "16"], "--keep-split is for a GGUF model split across files"),
+            (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--keep-split", "--split-max-tensors", "9", "--out", existing + "17"], "--keep-split writes the parts --model has; --split-max-tensors would choose others"),
             (["quantize", "--model", Fixtures.DemoModel, "--type", "q8_0", "--split-max-tensors", "9", "--out", existing[..^5]], $"--out {existing[..^5]}: {existing[..^5]}-00001-of-00002.gguf already exists"),
         })
         {
