@@ -225,6 +225,12 @@ public sealed class HuggingFaceHubTests
         Assert.Equal(parts.Sum(p => new FileInfo(p).Length), listed.Bytes);
         Assert.Null(listed.Unsupported);
 
+        // A part lost from the cache: listed as such, and not taken for the model offline.
+        File.Delete(Path.Combine(Path.GetDirectoryName(first)!, "stories-Q8_0-00003-of-00003.gguf"));
+        CachedModel partial = Assert.Single(HuggingFaceHub.ListCached(Options(hub, cache)), m => m.Name == "acme/split-GGUF:Q8_0");
+        Assert.Equal("1 of its 3 parts are not downloaded (Q8_0/stories-Q8_0-00003-of-00003.gguf, ...): pull it again", partial.Unsupported);
+        await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/split-GGUF:Q8_0", Options(hub, cache, offline: true)));
+
         var e = await Assert.ThrowsAsync<HubException>(() => HuggingFaceHub.ResolveAsync("acme/broken-GGUF:Q8_0", Options(hub, cache)));
         Assert.Equal("acme/broken-GGUF:Q8_0: Q8_0/stories-Q8_0-00001-of-00003.gguf is the first of 3 parts of a split model, and the repository lacks Q8_0/stories-Q8_0-00002-of-00003.gguf", e.Message);
     }
