@@ -143,6 +143,19 @@ public static class DTypes
         _ => SizeOf(type),
     };
 
+    /// <summary>The lattice i-quant <paramref name="type"/> is (IQ1-IQ3, which <see cref="Numerics.IqBlocks"/> reads), or null.</summary>
+    public static Numerics.IqType? IqTypeOf(DType type) => type switch
+    {
+        DType.IQ3_XXS => Numerics.IqType.Iq3Xxs,
+        DType.IQ3_S => Numerics.IqType.Iq3S,
+        DType.IQ2_S => Numerics.IqType.Iq2S,
+        DType.IQ2_XS => Numerics.IqType.Iq2Xs,
+        DType.IQ2_XXS => Numerics.IqType.Iq2Xxs,
+        DType.IQ1_S => Numerics.IqType.Iq1S,
+        DType.IQ1_M => Numerics.IqType.Iq1M,
+        _ => null,
+    };
+
     /// <summary>Whether the type stores blocks of values with a shared scale (GGUF's quantized types).</summary>
     public static bool IsQuantized(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.IQ4_NL or DType.IQ4_XS or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ3_XXS or DType.IQ3_S or DType.IQ2_S or DType.IQ2_XS or DType.IQ2_XXS or DType.IQ1_S or DType.IQ1_M;
 

@@ -63,8 +63,7 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
 
         // No kernel reads the lattice types: IQ3's values are held as the Q6_K that has every one of them, IQ2_S's quantized
         // again as Q8_0, as an IQ3 or IQ2 file's are at load.
-        Numerics.IqType? lattice = type switch { DType.IQ3_XXS => Numerics.IqType.Iq3Xxs, DType.IQ3_S => Numerics.IqType.Iq3S, DType.IQ2_S => Numerics.IqType.Iq2S,
-            DType.IQ2_XS => Numerics.IqType.Iq2Xs, DType.IQ2_XXS => Numerics.IqType.Iq2Xxs, DType.IQ1_S => Numerics.IqType.Iq1S, DType.IQ1_M => Numerics.IqType.Iq1M, _ => null };
+        Numerics.IqType? lattice = DTypes.IqTypeOf(type);
         DType held = lattice switch { null => type, Numerics.IqType fits when Numerics.IqBlocks.FitsQ6_K(fits) => DType.Q6_K, _ => DType.Q8_0 };
         long bytes = DTypes.ByteLength(held, view.ElementCount);
         byte* data = (byte*)_owned.Allocate(bytes);

@@ -156,26 +156,8 @@ public static class TensorValues
             case DType.Q6_K:
                 KQuantBlocks.DequantizeQ6_K(bytes, values);
                 break;
-            case DType.IQ3_XXS:
-                IqBlocks.Dequantize(IqType.Iq3Xxs, bytes, values);
-                break;
-            case DType.IQ3_S:
-                IqBlocks.Dequantize(IqType.Iq3S, bytes, values);
-                break;
-            case DType.IQ2_S:
-                IqBlocks.Dequantize(IqType.Iq2S, bytes, values);
-                break;
-            case DType.IQ2_XS:
-                IqBlocks.Dequantize(IqType.Iq2Xs, bytes, values);
-                break;
-            case DType.IQ2_XXS:
-                IqBlocks.Dequantize(IqType.Iq2Xxs, bytes, values);
-                break;
-            case DType.IQ1_S:
-                IqBlocks.Dequantize(IqType.Iq1S, bytes, values);
-                break;
-            case DType.IQ1_M:
-                IqBlocks.Dequantize(IqType.Iq1M, bytes, values);
+            case var _ when DTypes.IqTypeOf(type) is IqType lattice:
+                IqBlocks.Dequantize(lattice, bytes, values);
                 break;
             default:
                 throw new NotSupportedException($"tensor '{name}': no conversion from {DTypes.Name(type)}");
