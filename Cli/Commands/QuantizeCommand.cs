@@ -184,7 +184,7 @@ internal sealed class QuantizeCommand : ICommand
     /// <summary>A file a split --out would write that is there already (the parts' count is not known before writing: any count is looked for).</summary>
     private static string? ExistingPart(string output)
     {
-        string prefix = output.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? output[..^5] : output;
+        string prefix = GgufSplit.PrefixFor(output);
         string folder = Path.GetDirectoryName(Path.GetFullPath(prefix))!;
         string name = Path.GetFileName(prefix);
         return Directory.Exists(folder)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using QwenSharp.Formats.Gguf;
 
 namespace QwenSharp.Hub;
 
@@ -51,7 +52,7 @@ internal static partial class HubFiles
         && !Path.GetFileName(path).Contains("mmproj", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>A split model's second or later part (the model is listed and loaded by its first).</summary>
-    public static bool IsLaterPart(string path) => SplitPart().Match(path) is { Success: true } part && part.Groups[1].Value != "00001";
+    public static bool IsLaterPart(string path) => GgufSplit.TryParse(path, out _, out int index, out _) && index != 0;
 
     /// <summary>
     /// The GGUF file <paramref name="tag"/> names (its name ends in -TAG.gguf, any case), or with no tag the only one,
@@ -86,36 +87,18 @@ internal static partial class HubFiles
     }
 
     /// <summary>Every file of the model <paramref name="file"/> holds: itself, or all parts of a split model (named as llama.cpp derives them from any one).</summary>
-    public static string[] PartsOf(string file)
-    {
-        Match split = SplitPart().Match(file);
-        if (!split.Success)
-        {
-            return [file];
-        }
-
-        int count = int.Parse(split.Groups[2].Value, CultureInfo.InvariantCulture);
-        string prefix = file[..^split.Length];
-        return [.. Enumerable.Range(0, count).Select(i => Formats.Gguf.GgufSplit.PathOf(prefix, i, count))];
-    }
+    public static string[] PartsOf(string file) =>
+        GgufSplit.TryParse(file, out string? prefix, out _, out int count) ? [.. Enumerable.Range(0, count).Select(i => GgufSplit.PathOf(prefix, i, count))] : [file];
 
     /// <summary>The model a GGUF file holds or holds a part of: its path less a split part's -0000i-of-0000n (and count).</summary>
-    private static string ModelOf(string file)
-    {
-        Match split = SplitPart().Match(file);
-        return split.Success ? $"{file[..^split.Length]} of {split.Groups[2].Value}" : file;
-    }
+    private static string ModelOf(string file) =>
+        GgufSplit.TryParse(file, out string? prefix, out _, out int count) ? string.Create(CultureInfo.InvariantCulture, $"{prefix} of {count}") : file;
 
     private static string[] Matching(string[] ggufs, string tag) =>
         [.. ggufs.Where(f => Stem(f).EndsWith(tag, StringComparison.OrdinalIgnoreCase)
             && Stem(f).Length > tag.Length && Stem(f)[^(tag.Length + 1)] is '-' or '.' or '_')];
 
-    private static string Stem(string file)
-    {
-        string name = Path.GetFileNameWithoutExtension(file);
-        Match split = SplitPart().Match(name + ".gguf");
-        return split.Success ? name[..^(split.Length - 5)] : name;
-    }
+    private static string Stem(string file) => GgufSplit.WithoutPart(Path.GetFileNameWithoutExtension(file));
 
     public static string TagOf(string file)
     {
@@ -126,7 +109,4 @@ internal static partial class HubFiles
 
     [GeneratedRegex(@"^\d+_[A-Za-z]+$")]
     private static partial Regex ModuleFolder();
-
-    [GeneratedRegex(@"-(\d{5})-of-(\d{5})\.gguf$")]
-    private static partial Regex SplitPart();
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 
 namespace QwenSharp.Formats.Gguf;
@@ -35,19 +36,41 @@ public static class GgufSplit
         return path.Length > suffix.Length && path.EndsWith(suffix, StringComparison.Ordinal) ? path[..^suffix.Length] : null;
     }
 
-    /// <summary>A name without a part's <c>-0000i-of-0000n</c> (before its extension, if any): what the model is called.</summary>
-    public static string WithoutPart(string name)
+    /// <summary>
+    /// Reads a part's path, <c>PREFIX-0000i-of-0000n.gguf</c>: what it begins with, its 0-based index and the count; false
+    /// for any other name.
+    /// </summary>
+    public static bool TryParse(string path, [NotNullWhen(true)] out string? prefix, out int index, out int count)
     {
-        ArgumentNullException.ThrowIfNull(name);
-        const int Length = 15; // "-00001-of-00003"
-        return name.Length > Length && name[^Length] == '-' && name.AsSpan(name.Length - 9, 4).SequenceEqual("-of-")
-            && name.AsSpan(name.Length - 14, 5).ContainsAnyExceptInRange('0', '9') is false
-            && name.AsSpan(name.Length - 5).ContainsAnyExceptInRange('0', '9') is false
-            ? name[..^Length] : name;
+        ArgumentNullException.ThrowIfNull(path);
+        const int Length = 20; // "-00001-of-00003.gguf"
+        ReadOnlySpan<char> tail = path.Length > Length ? path.AsSpan(path.Length - Length) : default;
+        prefix = null;
+        index = count = 0;
+        if (tail.IsEmpty || tail[0] != '-' || !tail.Slice(6, 4).SequenceEqual("-of-") || !tail[15..].SequenceEqual(".gguf")
+            || !int.TryParse(tail.Slice(1, 5), NumberStyles.None, CultureInfo.InvariantCulture, out int number)
+            || !int.TryParse(tail.Slice(10, 5), NumberStyles.None, CultureInfo.InvariantCulture, out count))
+        {
+            return false;
+        }
+
+        prefix = path[..^Length];
+        index = number - 1;
+        return true;
     }
+
+    /// <summary>A file name without its extension, less a part's <c>-0000i-of-0000n</c>: what the model is called.</summary>
+    public static string WithoutPart(string name) => TryParse(name + ".gguf", out string? prefix, out _, out _) ? prefix : name;
 
     /// <summary>A key that says where a part stands in a split model (carried from no file into another).</summary>
     public static bool IsSplitKey(string key) => key is NumberKey or CountKey or TensorsKey;
+
+    /// <summary>Where parts named after <paramref name="path"/> begin: the path less its <c>.gguf</c> (as llama-quantize names kept splits).</summary>
+    public static string PrefixFor(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? path[..^5] : path;
+    }
 
     private static string Suffix(int index, int count) => string.Create(CultureInfo.InvariantCulture, $"-{index + 1:D5}-of-{count:D5}.gguf");
 }

@@ -89,7 +89,7 @@ public sealed class GgufWriter
             return [path];
         }
 
-        return WriteNewSplit(path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? path[..^5] : path, split);
+        return WriteNewSplit(GgufSplit.PrefixFor(path), split);
     }
 
     public void Write(string path) => WriteFile(path, _metadata, _tensors);
