@@ -103,13 +103,14 @@ internal sealed class ImatrixCommand : ICommand
                 stderr.WriteLine("note: --process-output: this model's LM head is its embedding (tied), which llama-imatrix leaves out; the matrix has the layers' entries only");
             }
 
-            // The matrices given start the sums (their chunks count on, as llama-imatrix numbers its saves).
-            int before = loaded.Count == 0 ? 0 : ImportanceMatrix.Combine(loaded, context).ChunkCount;
+            // The matrices given start the sums (their chunks count on, as llama-imatrix numbers its saves); combined once.
+            ImportanceMatrix? start = loaded.Count == 0 ? null : ImportanceMatrix.Combine(loaded, context);
+            int before = start?.ChunkCount ?? 0;
             var collector = new ImportanceCollector(model.Config, processOutput);
             ImportanceMatrix Current(int done)
             {
                 ImportanceMatrix collected = collector.ToMatrix([file], done, context);
-                return loaded.Count == 0 ? collected : ImportanceMatrix.Combine([.. loaded, collected], context);
+                return start is null ? collected : ImportanceMatrix.Combine([start, collected], context);
             }
 
             double nll = 0, nll2 = 0;
