@@ -40,12 +40,17 @@ internal static class TextInput
     /// the positional TEXT; a file without one, or an empty text, is refused (nothing to <paramref name="verb"/>).
     /// <paramref name="alsoOptions"/> name other options kept in their place (classify's --messages).
     /// </summary>
-    public static List<(string Option, string Value)> TextsInOrder(Arguments args, string verb, params string[] alsoOptions)
+    public static List<(string Option, string Value)> TextsInOrder(Arguments args, string verb, params string[] alsoOptions) =>
+        TextsInOrder(args, verb, "text", alsoOptions);
+
+    /// <summary>As <see cref="TextsInOrder(Arguments, string, string[])"/>, the texts given one at a time by --<paramref name="textOption"/> (rerank's --document).</summary>
+    public static List<(string Option, string Value)> TextsInOrder(Arguments args, string verb, string textOption, string[] alsoOptions)
     {
+        ArgumentNullException.ThrowIfNull(alsoOptions);
         var texts = new List<(string, string)>(args.Positionals.Select(p => ("text", p)));
         foreach ((string option, string value) in args.InOrder)
         {
-            if (option == "text" || alsoOptions.Contains(option))
+            if (option == textOption || alsoOptions.Contains(option))
             {
                 texts.Add((option, value));
             }

@@ -467,6 +467,35 @@ public sealed class QwenModel : IDisposable
         return (await ClassifyIdsAsync([ids], loraScales, cancellationToken).ConfigureAwait(false))[0];
     }
 
+    /// <summary>
+    /// Ranks <paramref name="documents"/> by their relevance to <paramref name="query"/> with a cross-encoder reranker (a
+    /// <c>*ForSequenceClassification</c> model with one label): each query and document read together (see
+    /// <see cref="RerankPrompt"/>; <paramref name="template"/> with <c>{query}</c> and <c>{document}</c> for a reranker
+    /// trained on a prompt), their last token's hidden state through the score head. The most relevant first; ties in the
+    /// order given. Any other model refuses (<see cref="NotSupportedException"/>).
+    /// </summary>
+    /// <param name="loraScales">How strongly to apply each of the model's LoRA adapters; null: their own.</param>
+    public async Task<IReadOnlyList<DocumentRelevance>> RerankAsync(string query, IReadOnlyList<string> documents, string? template = null,
+        IReadOnlyList<float>? loraScales = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        ArgumentNullException.ThrowIfNull(documents);
+        Qwen2.ClassifierHead head = Model.RequireReranker(nameof(RerankAsync), Directory);
+        if (template is not null)
+        {
+            RerankPrompt.Check(template, nameof(template));
+        }
+
+        if (documents.Count == 0)
+        {
+            return [];
+        }
+
+        int[][] ids = [.. documents.Select(d => RerankPrompt.Ids(Tokenizer, query, d ?? throw new ArgumentException("a document is null", nameof(documents)), template))];
+        IReadOnlyList<TextClassification> scored = await ClassifyIdsAsync(ids, loraScales, cancellationToken).ConfigureAwait(false);
+        return DocumentRelevance.Rank(scored.Select((c, i) => new DocumentRelevance(i, c.Scores[0], c.Logits[0], c.TokenCount)));
+    }
+
     /// <summary>What the classifier makes of one text (see <see cref="ClassifyAsync"/>).</summary>
     public TextClassification Classify(string text) => ClassifyAsync([text]).GetAwaiter().GetResult()[0];
 

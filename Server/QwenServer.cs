@@ -170,6 +170,11 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
         app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));
+        foreach (string path in (string[])["/rerank", "/v1/rerank", "/v2/rerank", "/reranking", "/v1/reranking"])
+        {
+            app.MapPost(path, http => RerankEndpoint.HandleAsync(http, state));
+        }
+
         app.MapGet("/v1/models", http => InfoEndpoints.ModelsAsync(http, state));
         app.MapGet("/health", http => InfoEndpoints.HealthAsync(http, state));
         app.MapGet("/metrics", http => InfoEndpoints.MetricsAsync(http, state));

@@ -43,6 +43,12 @@ public sealed record ServerOptions
     /// <summary>How long Ctrl+C waits for running requests before cancelling them.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How <c>/rerank</c> writes a query and a document for a reranker trained on a prompt: a template with
+    /// <c>{query}</c> and <c>{document}</c> (see <see cref="RerankPrompt"/>); null: the pair as the tokenizer encodes it.
+    /// </summary>
+    public string? RerankTemplate { get; init; }
+
     /// <summary>The id /v1/models lists; null: the model folder's or file's name.</summary>
     public string? ModelName { get; init; }
 }

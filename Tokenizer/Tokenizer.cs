@@ -27,6 +27,7 @@ public sealed class Tokenizer
     private readonly Dictionary<int, AddedToken> _addedById = [];
     private readonly int[] _prefixIds;
     private readonly int[] _suffixIds;
+    private readonly SpecialTokenTemplate _specialTokens;
     private readonly Lazy<ChatTemplate?> _chatTemplate;
 
     private Tokenizer(TokenizerParts parts, TokenizerConfig config, string source)
@@ -60,8 +61,11 @@ public sealed class Tokenizer
 
         // transformers' Llama-style tokenizers rebuild the post-processor from add_bos_token/add_eos_token.
         bool explicitSpecials = config.AddBosToken is not null || config.AddEosToken is not null;
-        _prefixIds = explicitSpecials ? (config.AddBosToken == true && BosTokenId is int bos ? [bos] : []) : [.. parts.PrefixIds];
-        _suffixIds = explicitSpecials ? (config.AddEosToken == true && EosTokenId is int eos ? [eos] : []) : [.. parts.SuffixIds];
+        _specialTokens = explicitSpecials
+            ? SpecialTokenTemplate.FromSingle(config.AddBosToken == true && BosTokenId is int bos ? [bos] : [], config.AddEosToken == true && EosTokenId is int eos ? [eos] : [])
+            : parts.SpecialTokens;
+        _prefixIds = _specialTokens.Prefix;
+        _suffixIds = _specialTokens.Suffix;
     }
 
     /// <summary>Loads tokenizer.json (required) and tokenizer_config.json (optional) from a model folder.</summary>
@@ -149,6 +153,36 @@ public sealed class Tokenizer
         int[] content = Encode(text, addSpecialTokens: false);
         truncated = content.Length > room;
         return [.. _prefixIds, .. content.AsSpan(0, Math.Min(room, content.Length)), .. _suffixIds];
+    }
+
+    /// <summary>
+    /// Encodes a pair of texts as transformers' <c>tokenizer(first, text_pair=second)</c> does, without truncation: each
+    /// text's tokens with the special tokens the post-processor's pair template puts before, between and after them (none
+    /// for Qwen2's tokenizer: the two texts' tokens one after the other). A cross-encoder reads a query and a document so.
+    /// </summary>
+    public int[] EncodePair(string first, string second, bool addSpecialTokens = true, bool parseSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        ArgumentNullException.ThrowIfNull(second);
+        var ids = new List<int>((first.Length + second.Length) / 3 + 8);
+        if (addSpecialTokens)
+        {
+            ids.AddRange(_specialTokens.PairPrefix);
+        }
+
+        Encode(first, ids, addSpecialTokens: false, parseSpecialTokens);
+        if (addSpecialTokens)
+        {
+            ids.AddRange(_specialTokens.PairMiddle);
+        }
+
+        Encode(second, ids, addSpecialTokens: false, parseSpecialTokens);
+        if (addSpecialTokens)
+        {
+            ids.AddRange(_specialTokens.PairSuffix);
+        }
+
+        return [.. ids];
     }
 
     /// <summary>Encodes text, appending the ids to <paramref name="ids"/>.</summary>

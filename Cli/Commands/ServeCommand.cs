@@ -30,6 +30,7 @@ internal sealed class ServeCommand : ICommand
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's or GGUF file's name)"),
+        RerankCommand.TemplateSpec,
         GenerateCommand.PromptLookupSpec,
         ModelLoading.DraftModel,
         ModelLoading.DraftTokens,
@@ -79,9 +80,14 @@ internal sealed class ServeCommand : ICommand
             DrainTimeout = TimeSpan.FromSeconds(args.Double("drain", 0, 1e6) ?? 30),
             ModelName = args.Value("name"),
             PromptLookup = ModelLoading.GuessesFrom(args),
+            RerankTemplate = RerankCommand.TemplateOf(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots: options.MaxConcurrent);
         ModelLoading.SetEmbeddingAttention(model.Model, args);
+        if (options.RerankTemplate is not null)
+        {
+            model.Model.RequireReranker("--rerank-template", directory);
+        }
 
         int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
         options = options with { Context = context };
@@ -128,7 +134,7 @@ internal sealed class ServeCommand : ICommand
             }
 
             stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {(model.Model.OffloadBackend is null ? device : $"{device} for the last {model.Model.OffloadedLayers} of {model.Model.Config.NumHiddenLayers + 1} layers")}, {(model.Model.Config.IsSequenceClassifier ? "a classifier: POST /classify" : $"{options.MaxConcurrent} slots of {context} tokens")}{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
+                $"qwensharp serve: listening on {server.Address} ({Path.GetFileName(Path.TrimEndingDirectorySeparator(directory))}, {(model.Model.OffloadBackend is null ? device : $"{device} for the last {model.Model.OffloadedLayers} of {model.Model.Config.NumHiddenLayers + 1} layers")}, {(model.Model.Classifier is { Labels.Count: 1 } ? "a classifier of one label: POST /classify, /rerank" : model.Model.Config.IsSequenceClassifier ? "a classifier: POST /classify" : $"{options.MaxConcurrent} slots of {context} tokens")}{(model.Model.KvCacheType == Formats.DType.F32 ? "" : $" in {QwenSharp.Backend.KvCache.NameOf(model.Model.KvCacheType)}")}{(model.DraftDirectory is string draftModel ? $", draft model {Path.GetFileName(Path.TrimEndingDirectorySeparator(draftModel))}" : options.PromptLookup is int draft ? $", prompt lookup of {draft}" : "")}{(args.Flag("batch-invariant") ? ", batch-invariant" : "")}{(options.ApiKey is null ? "" : ", API key required")}); Ctrl+C stops"));
             stop.Token.WaitHandle.WaitOne();
             stderr.WriteLine("qwensharp serve: stopping: finishing running requests");
             server.StopAsync().GetAwaiter().GetResult();

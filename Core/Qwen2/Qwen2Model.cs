@@ -496,12 +496,27 @@ public sealed class Qwen2Model : IDisposable
         return head;
     }
 
+    /// <summary>
+    /// The score head of a cross-encoder reranker: a sequence classifier with one label, whose logit says how relevant a
+    /// document is to a query. Throws naming what the model is otherwise.
+    /// </summary>
+    public ClassifierHead RequireReranker(string caller, string? source = null)
+    {
+        ClassifierHead head = RequireClassifier(caller, source);
+        if (head.Labels.Count != 1)
+        {
+            QwenThrow.NotSupported($"{(source is null ? "" : $"{source}: ")}{caller} needs a reranker, a classifier with one label (its logit the relevance); this classifier has {head.Labels.Count}: {string.Join(", ", head.Labels)}");
+        }
+
+        return head;
+    }
+
     /// <summary>Throws, saying what it does instead, for a sequence classifier, which has no next-token logits.</summary>
     public void RequireGenerates()
     {
         if (Config.IsSequenceClassifier)
         {
-            QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync) and does not generate or score tokens");
+            QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync{(Classifier is { Labels.Count: 1 } ? "; with its one label it reranks: qwensharp rerank, QwenModel.RerankAsync" : "")}) and does not generate or score tokens");
         }
     }
 

@@ -73,10 +73,7 @@ internal static class EmbeddingsEndpoint
 
             w.WriteEndArray();
             w.WriteString("model", model);
-            w.WriteStartObject("usage");
-            w.WriteNumber("prompt_tokens", tokens);
-            w.WriteNumber("total_tokens", tokens);
-            w.WriteEndObject();
+            ResponseJson.WritePromptUsage(w, tokens);
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }

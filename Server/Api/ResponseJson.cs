@@ -101,6 +101,15 @@ internal static class ResponseJson
         await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
     }
 
+    /// <summary>The <c>usage</c> of a request that only reads (embeddings, rerank): its prompt tokens, all of its tokens.</summary>
+    public static void WritePromptUsage(Utf8JsonWriter w, long promptTokens)
+    {
+        w.WriteStartObject("usage");
+        w.WriteNumber("prompt_tokens", promptTokens);
+        w.WriteNumber("total_tokens", promptTokens);
+        w.WriteEndObject();
+    }
+
     public static void WriteUsage(Utf8JsonWriter w, JobFinishedEvent usage)
     {
         w.WriteStartObject("usage");

@@ -15,8 +15,7 @@ internal sealed record TokenizerParts(
     INormalizer? Normalizer,
     PreTokenizer PreTokenizer,
     DecodePlan Decoder,
-    IReadOnlyList<int> PrefixIds,
-    IReadOnlyList<int> SuffixIds);
+    SpecialTokenTemplate SpecialTokens);
 
 /// <summary>
 /// Reads a Hugging Face tokenizer.json. Every component type we do not implement is refused with a
@@ -45,9 +44,9 @@ internal static class TokenizerJson
         PreTokenizer preTokenizer = Optional(root, "pre_tokenizer") is JsonElement p ? ReadPreTokenizer(p, $"{path}: pre_tokenizer") : PreTokenizer.None;
         DecodePlan decoder = ReadDecoder(Optional(root, "decoder")
             ?? throw new NotSupportedException($"{path}: has no decoder; a decoder is needed to turn ids back into text"), $"{path}: decoder");
-        (List<int> prefix, List<int> suffix) = Optional(root, "post_processor") is JsonElement post
-            ? ReadPostProcessor(post, $"{path}: post_processor") : ([], []);
-        return new TokenizerParts(model, added, normalizer, preTokenizer, decoder, prefix, suffix);
+        SpecialTokenTemplate specialTokens = Optional(root, "post_processor") is JsonElement post
+            ? ReadPostProcessor(post, $"{path}: post_processor") : SpecialTokenTemplate.None;
+        return new TokenizerParts(model, added, normalizer, preTokenizer, decoder, specialTokens);
     }
 
     private static string TypeOf(JsonElement element, string where) => RequiredString(element, "type", where);
@@ -311,39 +310,76 @@ internal static class TokenizerJson
     }
 
     /// <summary>The special tokens the post-processor puts around a single sequence (TemplateProcessing's "single").</summary>
-    private static (List<int> Prefix, List<int> Suffix) ReadPostProcessor(JsonElement post, string where)
+    private static SpecialTokenTemplate ReadPostProcessor(JsonElement post, string where)
     {
         string type = TypeOf(post, where);
         switch (type)
         {
             case "ByteLevel":
-                return ([], []);
+                return SpecialTokenTemplate.None;
             case "TemplateProcessing":
-                var prefix = new List<int>();
-                var suffix = new List<int>();
                 JsonElement specials = Required(post, "special_tokens", where);
-                bool afterSequence = false;
-                foreach (JsonElement piece in Required(post, "single", where).EnumerateArray())
+                List<int>[] single = ReadTemplate(Required(post, "single", where), specials, 1, $"{where}.single");
+                if (Optional(post, "pair") is not JsonElement pairJson || pairJson.ValueKind == JsonValueKind.Null)
                 {
-                    if (Optional(piece, "Sequence") is not null)
-                    {
-                        afterSequence = true;
-                    }
-                    else if (Optional(piece, "SpecialToken") is JsonElement special)
-                    {
-                        string name = RequiredString(special, "id", $"{where}.single");
-                        JsonElement definition = Optional(specials, name)
-                            ?? throw new InvalidDataException($"{where}: special token '{name}' is used in 'single' but not defined in 'special_tokens'");
-                        foreach (JsonElement id in Required(definition, "ids", $"{where}.special_tokens.{name}").EnumerateArray())
-                        {
-                            (afterSequence ? suffix : prefix).Add(id.GetInt32());
-                        }
-                    }
+                    return SpecialTokenTemplate.FromSingle([.. single[0]], [.. single[1]]);
                 }
 
-                return (prefix, suffix);
+                List<int>[] pair = ReadTemplate(pairJson, specials, 2, $"{where}.pair");
+                return new SpecialTokenTemplate([.. single[0]], [.. single[1]], [.. pair[0]], [.. pair[1]], [.. pair[2]]);
             default:
                 throw new NotSupportedException($"{where}: post-processor type '{type}' is not supported (supported: ByteLevel, TemplateProcessing)");
         }
+    }
+
+    /// <summary>
+    /// A TemplateProcessing template's special tokens between its sequences: before $A, (for a pair) between $A and $B,
+    /// and after the last. Type ids are not kept: a decoder-only model has no token types.
+    /// </summary>
+    private static List<int>[] ReadTemplate(JsonElement template, JsonElement specials, int sequences, string where)
+    {
+        if (template.ValueKind != JsonValueKind.Array)
+        {
+            throw new InvalidDataException($"{where}: expected a list of {{Sequence}} and {{SpecialToken}} pieces, found {template.ValueKind}");
+        }
+
+        var gaps = new List<int>[sequences + 1];
+        for (int i = 0; i < gaps.Length; i++)
+        {
+            gaps[i] = [];
+        }
+
+        int seen = 0;
+        foreach (JsonElement piece in template.EnumerateArray())
+        {
+            if (Optional(piece, "Sequence") is JsonElement sequence)
+            {
+                string id = RequiredString(sequence, "id", where);
+                string? expected = seen == sequences ? null : seen == 0 ? "A" : "B";
+                if (id != expected)
+                {
+                    throw new NotSupportedException($"{where}: sequence ${id} where {(expected is null ? "no more sequences" : "$" + expected)} was expected (the texts in their order, each once)");
+                }
+
+                seen++;
+            }
+            else if (Optional(piece, "SpecialToken") is JsonElement special)
+            {
+                string name = RequiredString(special, "id", where);
+                JsonElement definition = Optional(specials, name)
+                    ?? throw new InvalidDataException($"{where}: special token '{name}' is used but not defined in 'special_tokens'");
+                foreach (JsonElement id in Required(definition, "ids", $"{where}: special_tokens.{name}").EnumerateArray())
+                {
+                    gaps[seen].Add(id.GetInt32());
+                }
+            }
+        }
+
+        if (seen != sequences)
+        {
+            throw new InvalidDataException($"{where}: has {seen} of its {sequences} sequence(s)");
+        }
+
+        return gaps;
     }
 }
