@@ -164,6 +164,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.Use((http, next) => GuardAsync(http, next, state));
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
+        app.MapPost("/v1/responses", http => ResponsesEndpoint.HandleAsync(http, state));
+        app.MapPost("/responses", http => ResponsesEndpoint.HandleAsync(http, state));
         app.MapPost("/completion", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
         app.MapPost("/completions", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
         app.MapPost("/infill", http => LlamaCompletionEndpoint.InfillAsync(http, state));

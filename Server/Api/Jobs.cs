@@ -201,9 +201,11 @@ internal static class Jobs
     /// <summary>
     /// Streams a job as server-sent events: <paramref name="write"/> turns each event into chunks, then (OpenAI's streams,
     /// <paramref name="done"/>) <c>data: [DONE]</c>. A failure before the first event still gets a status code; after it,
-    /// the error travels as an event, as OpenAI's streams report one. A client that goes away ends it quietly.
+    /// the error travels as an event (<paramref name="failed"/>'s, else OpenAI's chat error), as OpenAI's streams report one.
+    /// A client that goes away ends it quietly.
     /// </summary>
-    public static async Task StreamAsync(HttpContext http, ServerState server, GenerationJob job, RequestDeadline deadline, Func<JobEvent, Task> write, bool done = true)
+    public static async Task StreamAsync(HttpContext http, ServerState server, GenerationJob job, RequestDeadline deadline, Func<JobEvent, Task> write, bool done = true,
+        Func<ApiException, Task>? failed = null)
     {
         JobEvent? first;
         try
@@ -231,7 +233,7 @@ internal static class Jobs
         catch (ApiException e)
         {
             server.CountError(e.Status);
-            await ResponseJson.WriteEventAsync(http, w => ResponseJson.WriteError(w, e)).ConfigureAwait(false);
+            await (failed?.Invoke(e) ?? ResponseJson.WriteEventAsync(http, w => ResponseJson.WriteError(w, e))).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {

@@ -78,9 +78,17 @@ internal static class ResponseJson
     }
 
     /// <summary>One server-sent event, <c>data: {json}</c>, flushed to the client.</summary>
-    public static async Task WriteEventAsync(HttpContext http, Action<Utf8JsonWriter> write)
+    public static Task WriteEventAsync(HttpContext http, Action<Utf8JsonWriter> write) => WriteEventAsync(http, null, write);
+
+    /// <summary>One server-sent event of a type, <c>event: NAME</c> then <c>data: {json}</c> (the Responses API's), flushed to the client.</summary>
+    public static async Task WriteEventAsync(HttpContext http, string? name, Action<Utf8JsonWriter> write)
     {
         ArrayBufferWriter<byte> data = Build(write);
+        if (name is not null)
+        {
+            http.Response.BodyWriter.Write(Encoding.UTF8.GetBytes($"event: {name}\n"));
+        }
+
         http.Response.BodyWriter.Write(s_dataPrefix);
         http.Response.BodyWriter.Write(data.WrittenSpan);
         http.Response.BodyWriter.Write(s_eventEnd);

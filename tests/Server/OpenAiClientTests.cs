@@ -32,7 +32,7 @@ public sealed class OpenAiClientTests : IAsyncLifetime
         return [new SystemChatMessage(system), new UserChatMessage(user)];
     }
 
-    private static (string System, string User) ReferenceConversation()
+    internal static (string System, string User) ReferenceConversation()
     {
         Tokenizer tokenizer = TestTokenizers.Qwen;
         int[] ids = s_reference.PromptIds;
@@ -42,7 +42,7 @@ public sealed class OpenAiClientTests : IAsyncLifetime
         return (tokenizer.Decode(ids.AsSpan(3, firstEnd - 3)), tokenizer.Decode(ids.AsSpan(firstEnd + 5, secondEnd - firstEnd - 5)));
     }
 
-    private static string ReferenceAnswer(int tokens) => TestTokenizers.Qwen.Decode(s_reference.GreedyNewIds.AsSpan(0, tokens), skipSpecialTokens: true);
+    internal static string ReferenceAnswer(int tokens) => TestTokenizers.Qwen.Decode(s_reference.GreedyNewIds.AsSpan(0, tokens), skipSpecialTokens: true);
 
     [Fact]
     public async Task ChatAnswersWithTheReferenceGreedyContinuation()

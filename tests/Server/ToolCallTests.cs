@@ -107,10 +107,13 @@ public sealed class ToolCallTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task FunctionInvokingChatClientRunsTheCallAndAnswers()
+    public Task FunctionInvokingChatClientRunsTheCallAndAnswers() => AssertFunctionInvocationAsync(_server.Chat().AsIChatClient());
+
+    /// <summary>Microsoft.Extensions.AI's function invocation over <paramref name="inner"/>: get_weather forced, run once, its result in the conversation.</summary>
+    internal static async Task AssertFunctionInvocationAsync(IChatClient inner)
     {
         int calls = 0;
-        IChatClient client = new ChatClientBuilder(_server.Chat().AsIChatClient()).UseFunctionInvocation().Build();
+        IChatClient client = new ChatClientBuilder(inner).UseFunctionInvocation().Build();
         var options = new ChatOptions
         {
             Temperature = 0,

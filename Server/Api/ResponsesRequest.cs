@@ -1,0 +1,507 @@
+using System.Buffers;
+using System.Text.Json;
+
+namespace QwenSharp.Server.Api;
+
+/// <summary>
+/// A request to OpenAI's Responses API (<c>POST /v1/responses</c>) rewritten as the chat completions request it asks
+/// for, as llama-server rewrites it: <c>instructions</c> a system message first; <c>input</c> a text (the user's
+/// message) or a list of items: messages (<c>input_text</c>, <c>input_image</c>, a previous answer's <c>output_text</c>;
+/// <c>developer</c> is <c>system</c>), <c>function_call</c>s (joined to the assistant message before them) and
+/// <c>function_call_output</c>s (tool messages); <c>max_output_tokens</c>, the flat function <c>tools</c>,
+/// <c>tool_choice</c>, <c>text.format</c> (as <c>response_format</c>) and logprobs through <c>include</c>. The server
+/// keeps no responses, so <c>previous_response_id</c> and <c>conversation</c> are refused: the client sends the
+/// conversation so far, as with chat completions. Every error names the Responses field.
+/// </summary>
+internal sealed class ResponsesRequest
+{
+    /// <summary>What the Responses API asks for with logprobs.</summary>
+    public const string LogprobsInclude = "message.output_text.logprobs";
+
+    private static readonly HashSet<string> s_fields =
+    [
+        "model", "input", "instructions", "max_output_tokens", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls",
+        "text", "include", "top_logprobs", "store", "metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier",
+        "previous_response_id", "conversation", "reasoning", "truncation", "background", "lora", .. SamplingFields.Names,
+    ];
+
+    private static readonly HashSet<string> s_messageFields = ["type", "role", "content", "id", "status"];
+    private static readonly HashSet<string> s_callFields = ["type", "call_id", "name", "arguments", "id", "status"];
+    private static readonly HashSet<string> s_outputFields = ["type", "call_id", "output", "id", "status"];
+    private static readonly HashSet<string> s_partFields = ["type", "text", "image_url", "detail", "file_id", "annotations", "logprobs", "refusal"];
+    private static readonly HashSet<string> s_toolFields = ["type", "name", "description", "parameters", "strict"];
+    private static readonly HashSet<string> s_textFields = ["format", "verbosity"];
+    private static readonly HashSet<string> s_formatFields = ["type", "name", "description", "schema", "strict"];
+    private static readonly HashSet<string> s_reasoningFields = ["effort", "summary", "generate_summary"];
+    private static readonly HashSet<string> s_streamOptionFields = ["include_obfuscation"];
+    private static readonly HashSet<string> s_toolChoiceFields = ["type", "name"];
+
+    private ResponsesRequest(JsonDocument chat, JsonElement original)
+    {
+        Chat = chat;
+        Original = original;
+    }
+
+    /// <summary>The chat completions request.</summary>
+    public JsonDocument Chat { get; }
+
+    /// <summary>The request as sent, whose settings the response repeats.</summary>
+    public JsonElement Original { get; }
+
+    public static ResponsesRequest Read(JsonElement body)
+    {
+        RequestFields request = RequestFields.Of(body, "", s_fields);
+        Refuse(request);
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            Copy(request, w, "model", "model");
+            Copy(request, w, "stream", "stream");
+            Copy(request, w, "max_output_tokens", "max_tokens");
+            Copy(request, w, "parallel_tool_calls", "parallel_tool_calls");
+            Copy(request, w, "lora", "lora");
+            Copy(request, w, "user", "user");
+            foreach (string name in SamplingFields.Names)
+            {
+                Copy(request, w, name, name);
+            }
+
+            WriteMessages(request, w);
+            WriteTools(request, w);
+            WriteToolChoice(request, w);
+            WriteFormat(request, w);
+            WriteLogprobs(request, w);
+            w.WriteEndObject();
+        }
+
+        return new ResponsesRequest(JsonDocument.Parse(buffer.WrittenMemory), body);
+    }
+
+    /// <summary>What the server cannot do, refused by name rather than answered as if it had been done.</summary>
+    private static void Refuse(RequestFields request)
+    {
+        foreach (string stored in (string[])["previous_response_id", "conversation"])
+        {
+            if (request.Get(stored) is not null)
+            {
+                throw ApiException.BadField(stored, $"'{stored}': this server keeps no responses or conversations; send the conversation so far as 'input'");
+            }
+        }
+
+        if (request.Bool("background") == true)
+        {
+            throw ApiException.BadField("background", "'background': this server answers a response while the request waits (or streams it); it runs none in the background");
+        }
+
+        if (request.String("truncation", 16) is string truncation && truncation != "disabled")
+        {
+            throw ApiException.BadField("truncation", $"'truncation' is '{truncation}'; this server does not drop input items: a conversation longer than the context is refused ('disabled')");
+        }
+
+        if (request.Get("reasoning") is JsonElement reasoning)
+        {
+            RequestFields fields = RequestFields.Of(reasoning, "reasoning", s_reasoningFields);
+            if (fields.String("effort", 16) is string effort && effort != "none")
+            {
+                throw ApiException.BadField("reasoning.effort", $"'reasoning.effort' is '{effort}': the model does not reason (Qwen2 has no thinking mode); leave it out or give 'none'");
+            }
+        }
+
+        request.Bool("store");
+        foreach (string ignored in (string[])["safety_identifier", "prompt_cache_key", "service_tier"])
+        {
+            request.String(ignored, 512);
+        }
+
+        if (request.Get("metadata") is JsonElement metadata && metadata.ValueKind != JsonValueKind.Object)
+        {
+            throw ApiException.BadField("metadata", $"'metadata' must be an object of strings, not {RequestFields.Kind(metadata)}");
+        }
+
+        if (request.Get("stream_options") is JsonElement options)
+        {
+            // include_obfuscation: there is nothing to obfuscate against; a stream here carries no padding.
+            RequestFields.Of(options, "stream_options", s_streamOptionFields).Bool("include_obfuscation");
+        }
+    }
+
+    private static void Copy(RequestFields request, Utf8JsonWriter w, string from, string to)
+    {
+        if (request.Get(from) is JsonElement value)
+        {
+            w.WritePropertyName(to);
+            value.WriteTo(w);
+        }
+    }
+
+    /// <summary>instructions and input as chat messages.</summary>
+    private static void WriteMessages(RequestFields request, Utf8JsonWriter w)
+    {
+        var messages = new List<ChatMessageDraft>();
+        if (request.Get("instructions") is JsonElement instructions)
+        {
+            messages.Add(new ChatMessageDraft("system") { Parts = { ("text", RequestFields.Text(StringOf(instructions, "instructions"), "instructions")) } });
+        }
+
+        JsonElement input = request.Get("input") ?? throw ApiException.BadField("input", "'input' is required: a text or a list of input items");
+        if (input.ValueKind == JsonValueKind.String)
+        {
+            messages.Add(new ChatMessageDraft("user") { Parts = { ("text", RequestFields.Text(input, "input")) } });
+        }
+        else if (input.ValueKind == JsonValueKind.Array && input.GetArrayLength() > 0)
+        {
+            int i = 0;
+            foreach (JsonElement item in input.EnumerateArray())
+            {
+                AddItem(messages, item, $"input[{i++}]");
+            }
+        }
+        else
+        {
+            throw ApiException.BadField("input", $"'input' must be a text or a non-empty list of input items, not {(input.ValueKind == JsonValueKind.Array ? "an empty list" : RequestFields.Kind(input))}");
+        }
+
+        w.WriteStartArray("messages");
+        foreach (ChatMessageDraft message in messages)
+        {
+            message.WriteTo(w);
+        }
+
+        w.WriteEndArray();
+    }
+
+    private static void AddItem(List<ChatMessageDraft> messages, JsonElement item, string path)
+    {
+        if (item.ValueKind != JsonValueKind.Object)
+        {
+            throw ApiException.BadField(path, $"'{path}' must be an input item (an object), not {RequestFields.Kind(item)}");
+        }
+
+        string type = item.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "message";
+        ChatMessageDraft? last = messages.Count > 0 ? messages[^1] : null;
+        switch (type)
+        {
+            case "message":
+            {
+                RequestFields fields = RequestFields.Of(item, path, s_messageFields);
+                string role = fields.String("role", 16) ?? throw ApiException.BadField($"{path}.role", $"'{path}.role' is required: user, assistant, system or developer");
+                if (role is not ("user" or "assistant" or "system" or "developer"))
+                {
+                    throw ApiException.BadField($"{path}.role", $"'{path}.role' is '{role}'; it is user, assistant, system or developer");
+                }
+
+                var message = new ChatMessageDraft(role == "developer" ? "system" : role);
+                JsonElement content = fields.Get("content") ?? throw ApiException.BadField($"{path}.content", $"'{path}.content' is required");
+                AddContent(message, content, $"{path}.content", role == "assistant");
+                if (role == "assistant" && last is { Role: "assistant" })
+                {
+                    last.Parts.AddRange(message.Parts);
+                }
+                else
+                {
+                    messages.Add(message);
+                }
+
+                break;
+            }
+
+            case "function_call":
+            {
+                RequestFields fields = RequestFields.Of(item, path, s_callFields);
+                string callId = Required(fields, "call_id", path);
+                string name = Required(fields, "name", path);
+                string arguments = fields.String("arguments") ?? throw ApiException.BadField($"{path}.arguments", $"'{path}.arguments' is required: the call's arguments as JSON text");
+                if (last is not { Role: "assistant" })
+                {
+                    last = new ChatMessageDraft("assistant");
+                    messages.Add(last);
+                }
+
+                last.Calls.Add((callId, name, arguments));
+                break;
+            }
+
+            case "function_call_output":
+            {
+                RequestFields fields = RequestFields.Of(item, path, s_outputFields);
+                var tool = new ChatMessageDraft("tool") { ToolCallId = Required(fields, "call_id", path) };
+                AddContent(tool, fields.Get("output") ?? throw ApiException.BadField($"{path}.output", $"'{path}.output' is required: what the call returned"), $"{path}.output", assistant: false);
+                messages.Add(tool);
+                break;
+            }
+
+            case "reasoning":
+                throw ApiException.BadField($"{path}.type", $"'{path}' is a reasoning item: the model does not reason, and none of its answers hold one");
+            case "item_reference":
+                throw ApiException.BadField($"{path}.type", $"'{path}' is an item reference: this server keeps no items; send the item itself");
+            default:
+                throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}'; this server reads message, function_call and function_call_output items");
+        }
+    }
+
+    /// <summary>A message's content: a text, or parts (input_text, input_image; a previous answer's output_text and refusal).</summary>
+    private static void AddContent(ChatMessageDraft message, JsonElement content, string path, bool assistant)
+    {
+        if (content.ValueKind == JsonValueKind.String)
+        {
+            message.Parts.Add(("text", RequestFields.Text(content, path)));
+            return;
+        }
+
+        if (content.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField(path, $"'{path}' must be a text or a list of content parts, not {RequestFields.Kind(content)}");
+        }
+
+        int i = 0;
+        foreach (JsonElement part in content.EnumerateArray())
+        {
+            string where = $"{path}[{i++}]";
+            RequestFields fields = RequestFields.Of(part, where, s_partFields);
+            string type = fields.String("type", 32) ?? throw ApiException.BadField($"{where}.type", $"'{where}.type' is required");
+            switch (type)
+            {
+                case "input_text" or "output_text":
+                    message.Parts.Add(("text", fields.String("text") ?? throw ApiException.BadField($"{where}.text", $"'{where}.text' is required")));
+                    break;
+                case "refusal" when assistant:
+                    message.Parts.Add(("text", fields.String("refusal") ?? throw ApiException.BadField($"{where}.refusal", $"'{where}.refusal' is required")));
+                    break;
+                case "input_image" when !assistant:
+                    if (fields.Get("file_id") is not null)
+                    {
+                        throw ApiException.BadField($"{where}.file_id", $"'{where}.file_id': this server keeps no files; give the picture as 'image_url' (a data: URL)");
+                    }
+
+                    fields.String("detail", 16);
+                    message.Parts.Add(("image_url", fields.String("image_url") ?? throw ApiException.BadField($"{where}.image_url", $"'{where}.image_url' is required: the picture as a data: URL")));
+                    break;
+                case "input_file":
+                    throw ApiException.BadField($"{where}.type", $"'{where}' is a file: the model reads text and pictures (input_text, input_image)");
+                default:
+                    throw ApiException.BadField($"{where}.type", $"'{where}.type' is '{type}'; {(assistant ? "an answer's parts are output_text and refusal" : "it is input_text or input_image")}");
+            }
+        }
+    }
+
+    private static void WriteTools(RequestFields request, Utf8JsonWriter w)
+    {
+        if (request.Get("tools") is not JsonElement tools)
+        {
+            return;
+        }
+
+        if (tools.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadField("tools", $"'tools' must be a list of tools, not {RequestFields.Kind(tools)}");
+        }
+
+        w.WriteStartArray("tools");
+        int i = 0;
+        foreach (JsonElement tool in tools.EnumerateArray())
+        {
+            string path = $"tools[{i++}]";
+            RequestFields fields = RequestFields.Of(tool, path, s_toolFields);
+            string type = fields.String("type", 64) ?? throw ApiException.BadField($"{path}.type", $"'{path}.type' is required: function");
+            if (type != "function")
+            {
+                throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}': this server runs no tools of its own; it offers the model the functions the client defines (type function)");
+            }
+
+            w.WriteStartObject();
+            w.WriteString("type", "function");
+            w.WriteStartObject("function");
+            w.WriteString("name", Required(fields, "name", path));
+            Copy(fields, w, "description", "description");
+            Copy(fields, w, "parameters", "parameters");
+            Copy(fields, w, "strict", "strict");
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+    }
+
+    private static void WriteToolChoice(RequestFields request, Utf8JsonWriter w)
+    {
+        switch (request.Get("tool_choice"))
+        {
+            case null:
+                return;
+            case { ValueKind: JsonValueKind.String } mode:
+                w.WritePropertyName("tool_choice");
+                mode.WriteTo(w);
+                return;
+            case { ValueKind: JsonValueKind.Object } choice:
+                RequestFields fields = RequestFields.Of(choice, "tool_choice", s_toolChoiceFields);
+                if (fields.String("type", 64) is not "function")
+                {
+                    throw ApiException.BadField("tool_choice.type", "'tool_choice.type' must be function (this server offers only the client's functions)");
+                }
+
+                w.WriteStartObject("tool_choice");
+                w.WriteString("type", "function");
+                w.WriteStartObject("function");
+                w.WriteString("name", Required(fields, "name", "tool_choice"));
+                w.WriteEndObject();
+                w.WriteEndObject();
+                return;
+            case JsonElement other:
+                throw ApiException.BadField("tool_choice", $"'tool_choice' must be auto, none, required or {{\"type\": \"function\", \"name\": ...}}, not {RequestFields.Kind(other)}");
+        }
+    }
+
+    /// <summary>text.format as chat's response_format.</summary>
+    private static void WriteFormat(RequestFields request, Utf8JsonWriter w)
+    {
+        if (request.Get("text") is not JsonElement text)
+        {
+            return;
+        }
+
+        RequestFields fields = RequestFields.Of(text, "text", s_textFields);
+        if (fields.String("verbosity", 16) is string verbosity && verbosity != "medium")
+        {
+            throw ApiException.BadField("text.verbosity", $"'text.verbosity' is '{verbosity}': this server has no verbosity to set; leave it out");
+        }
+
+        if (fields.Get("format") is not JsonElement format)
+        {
+            return;
+        }
+
+        RequestFields formatFields = RequestFields.Of(format, "text.format", s_formatFields);
+        string type = formatFields.String("type", 32) ?? throw ApiException.BadField("text.format.type", "'text.format.type' is required: text, json_object or json_schema");
+        switch (type)
+        {
+            case "text":
+                return;
+            case "json_object":
+                w.WriteStartObject("response_format");
+                w.WriteString("type", "json_object");
+                w.WriteEndObject();
+                return;
+            case "json_schema":
+                w.WriteStartObject("response_format");
+                w.WriteString("type", "json_schema");
+                w.WriteStartObject("json_schema");
+                w.WriteString("name", Required(formatFields, "name", "text.format"));
+                Copy(formatFields, w, "description", "description");
+                JsonElement schema = formatFields.Get("schema") ?? throw ApiException.BadField("text.format.schema", "'text.format.schema' is required: the JSON schema of the answer");
+                w.WritePropertyName("schema");
+                schema.WriteTo(w);
+                Copy(formatFields, w, "strict", "strict");
+                w.WriteEndObject();
+                w.WriteEndObject();
+                return;
+            default:
+                throw ApiException.BadField("text.format.type", $"'text.format.type' is '{type}'; it is text, json_object or json_schema");
+        }
+    }
+
+    /// <summary>include's message.output_text.logprobs, with top_logprobs alternatives.</summary>
+    private static void WriteLogprobs(RequestFields request, Utf8JsonWriter w)
+    {
+        IReadOnlyList<string> include = request.StringOrList("include", 16, 128);
+        foreach (string item in include)
+        {
+            if (item != LogprobsInclude)
+            {
+                throw ApiException.BadField("include", $"'include' holds '{item}'; this server can add only {LogprobsInclude}");
+            }
+        }
+
+        int? top = request.Int("top_logprobs", 0, 20);
+        if (include.Count > 0)
+        {
+            w.WriteBoolean("logprobs", true);
+            w.WriteNumber("top_logprobs", top ?? 0);
+        }
+        else if (top > 0)
+        {
+            throw ApiException.BadField("top_logprobs", $"'top_logprobs' needs 'include': [\"{LogprobsInclude}\"]");
+        }
+    }
+
+    private static string Required(RequestFields fields, string name, string path) =>
+        fields.String(name) is { Length: > 0 } value ? value : throw ApiException.BadField($"{path}.{name}", $"'{path}.{name}' is required");
+
+    private static JsonElement StringOf(JsonElement value, string path) => value.ValueKind == JsonValueKind.String
+        ? value
+        : throw ApiException.BadField(path, $"'{path}' must be a string, not {RequestFields.Kind(value)}");
+
+    /// <summary>A chat message being built from input items: its content parts, its calls, the call a tool message answers.</summary>
+    private sealed class ChatMessageDraft(string role)
+    {
+        public string Role { get; } = role;
+
+        public List<(string Type, string Value)> Parts { get; } = [];
+
+        public List<(string Id, string Name, string Arguments)> Calls { get; } = [];
+
+        public string? ToolCallId { get; init; }
+
+        public void WriteTo(Utf8JsonWriter w)
+        {
+            w.WriteStartObject();
+            w.WriteString("role", Role);
+            if (ToolCallId is not null)
+            {
+                w.WriteString("tool_call_id", ToolCallId);
+            }
+
+            if (Parts.All(p => p.Type == "text"))
+            {
+                // Text alone as one string: every chat template reads that, where some read no parts.
+                if (Parts.Count > 0 || Calls.Count == 0)
+                {
+                    w.WriteString("content", string.Concat(Parts.Select(p => p.Value)));
+                }
+            }
+            else
+            {
+                w.WriteStartArray("content");
+                foreach ((string type, string value) in Parts)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("type", type);
+                    if (type == "text")
+                    {
+                        w.WriteString("text", value);
+                    }
+                    else
+                    {
+                        w.WriteStartObject("image_url");
+                        w.WriteString("url", value);
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+            }
+
+            if (Calls.Count > 0)
+            {
+                w.WriteStartArray("tool_calls");
+                foreach ((string id, string name, string arguments) in Calls)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("id", id);
+                    w.WriteString("type", "function");
+                    w.WriteStartObject("function");
+                    w.WriteString("name", name);
+                    w.WriteString("arguments", arguments);
+                    w.WriteEndObject();
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+            }
+
+            w.WriteEndObject();
+        }
+    }
+}
