@@ -166,6 +166,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/responses", http => ResponsesEndpoint.HandleAsync(http, state));
         app.MapPost("/responses", http => ResponsesEndpoint.HandleAsync(http, state));
+        app.MapPost(AnthropicEndpoint.Path, http => AnthropicEndpoint.MessagesAsync(http, state));
+        app.MapPost(AnthropicEndpoint.Path + "/count_tokens", http => AnthropicEndpoint.CountTokensAsync(http, state));
         app.MapPost("/completion", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
         app.MapPost("/completions", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
         app.MapPost("/infill", http => LlamaCompletionEndpoint.InfillAsync(http, state));
@@ -196,10 +198,12 @@ public sealed class QwenServer : IAsyncDisposable
         state.RequestStarted();
         try
         {
+            // Anthropic's clients send the key as x-api-key; it stands for the bearer token on every path.
             if (state.Options.ApiKey is string key && http.Request.Path != "/health"
-                && !string.Equals(http.Request.Headers.Authorization.ToString(), $"Bearer {key}", StringComparison.Ordinal))
+                && !string.Equals(http.Request.Headers.Authorization.ToString(), $"Bearer {key}", StringComparison.Ordinal)
+                && !string.Equals(http.Request.Headers["x-api-key"].ToString(), key, StringComparison.Ordinal))
             {
-                throw new ApiException(401, "a valid API key is needed: send 'Authorization: Bearer KEY'", null, "invalid_api_key", "authentication_error");
+                throw new ApiException(401, "a valid API key is needed: send 'Authorization: Bearer KEY' (or 'x-api-key: KEY')", null, "invalid_api_key", "authentication_error");
             }
 
             await next(http).ConfigureAwait(false);

@@ -63,7 +63,7 @@ internal sealed class ChatAnswerStream(HttpContext http, ServerState server, Gen
                 ChoiceState choice = _choices[finished.Choice];
                 await OpenAsync(finished.Choice).ConfigureAwait(false);
                 choice.Text.Append(finished.Text);
-                await FinishAsync(finished.Choice, choice.Text.ToString(), finished.Reason).ConfigureAwait(false);
+                await FinishAsync(finished.Choice, choice.Text.ToString(), finished.Reason, finished.StopWord).ConfigureAwait(false);
                 break;
             }
 
@@ -78,7 +78,7 @@ internal sealed class ChatAnswerStream(HttpContext http, ServerState server, Gen
     /// and why it ended. A streamed call the answer ended inside (a token limit, a stop string) stays a call, as it was
     /// sent, and the choice ends for that reason, not "tool_calls".
     /// </summary>
-    private Task FinishAsync(int index, string answer, StopReason reason)
+    private Task FinishAsync(int index, string answer, StopReason reason, string? stopWord)
     {
         ChoiceState choice = _choices[index];
         StreamedToolCalls? streamed = _calls[index];
@@ -112,7 +112,7 @@ internal sealed class ChatAnswerStream(HttpContext http, ServerState server, Gen
         }
 
         string finish = anyCalls && !cut ? "tool_calls" : ChoiceState.FinishReason(reason);
-        return writer.ChunkAsync(index, rest, null, anyCalls ? deltas : null, finish);
+        return writer.ChunkAsync(index, rest, null, anyCalls ? deltas : null, finish, stopWord);
     }
 
     /// <summary>A choice's first event (the role, as OpenAI's chat streams begin), once.</summary>

@@ -44,7 +44,7 @@ internal sealed class ChatCompletionWriter(HttpContext http, ServerState server,
 
     public Task OpenAsync(int index) => WriteChunkAsync(index, "", null, null, null, opening: true);
 
-    public Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallDelta>? calls, string? finishReason) =>
+    public Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallDelta>? calls, string? finishReason, string? stopWord = null) =>
         WriteChunkAsync(index, content, logprobs, calls, finishReason, opening: false);
 
     public Task FinishedAsync(JobFinishedEvent usage) =>

@@ -56,7 +56,7 @@ internal static class ChatCompletionsEndpoint
         (Func<ITokenConstraint> Constraint, JsonElement? Schema)? format = ResponseFormat.Read(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
         RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
-        (string prompt, string answerPrefix, bool hasTools, List<Qwen2VL.RgbImage> pictures) = (chat.Prompt, chat.AnswerPrefix, chat.HasTools, chat.Pictures);
+        (string answerPrefix, bool hasTools) = (chat.AnswerPrefix, chat.HasTools);
 
         if (hasTools && format is { Schema: null })
         {
@@ -66,15 +66,8 @@ internal static class ChatCompletionsEndpoint
 
         // With tools offered, the answer is calls held to them or (with a response format) an answer in that format.
         Func<ITokenConstraint>? constraint = hasTools ? ToolCalls(chat, parallelCalls, format?.Schema, server) : format?.Constraint;
-        int[] ids = server.Tokenizer.Encode(prompt);
+        (int[] ids, Qwen2VL.ImagePatches[] patches) = PromptIds(server, chat);
         int[]? prediction = Prediction.Read(request, server.Tokenizer, server.Context);
-
-        // Pictures (Qwen2-VL): processed here, off the scheduler's thread; the scheduler runs the vision tower on admission.
-        Qwen2VL.ImagePatches[] patches = [.. pictures.Select(p => Qwen2VL.ImageProcessor.Process(p, server.Model.ImageProcessor!))];
-        if (patches.Length > 0)
-        {
-            ids = [.. Qwen2VL.VisionPrompt.ExpandImagePads(ids, patches, server.Model.Config)];
-        }
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "messages", samples, sampling, maxTokens, stops, logprobs ? topLogprobs ?? 0 : null,
@@ -87,6 +80,24 @@ internal static class ChatCompletionsEndpoint
         Func<StreamedToolCalls>? callStream = hasTools && constraint is not null ? () => new StreamedToolCalls(openToken) : null;
         var answer = new ChatAnswerStream(http, server, job, answerPrefix, hasTools, callStream, writerFor(job, model, includeUsage));
         await answer.RunAsync(deadline, stream).ConfigureAwait(false);
+    }
+
+    /// <summary>The prompt tokens of the chat completions request <paramref name="body"/>, pictures included (Anthropic's count_tokens).</summary>
+    public static int PromptTokens(ServerState server, JsonElement body)
+    {
+        RequestFields request = RequestFields.Of(body, "", s_fields);
+        return PromptIds(server, ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor)).Ids.Length;
+    }
+
+    /// <summary>
+    /// The rendered chat's ids, each picture's pad expanded to its patches (Qwen2-VL: processed here, off the scheduler's
+    /// thread; the scheduler runs the vision tower on admission).
+    /// </summary>
+    private static (int[] Ids, Qwen2VL.ImagePatches[] Patches) PromptIds(ServerState server, RenderedChat chat)
+    {
+        int[] ids = server.Tokenizer.Encode(chat.Prompt);
+        Qwen2VL.ImagePatches[] patches = [.. chat.Pictures.Select(p => Qwen2VL.ImageProcessor.Process(p, server.Model.ImageProcessor!))];
+        return (patches.Length > 0 ? [.. Qwen2VL.VisionPrompt.ExpandImagePads(ids, patches, server.Model.Config)] : ids, patches);
     }
 
     /// <summary>

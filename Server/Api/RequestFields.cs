@@ -66,6 +66,10 @@ internal readonly struct RequestFields
         return Checked(Text(value, PathOf(name)), PathOf(name), maxLength);
     }
 
+    /// <summary>A string field that must be given and not empty (an id, a name): else a 400 saying it is required.</summary>
+    public string Required(string name) =>
+        String(name) is { Length: > 0 } value ? value : throw ApiException.BadField(PathOf(name), $"'{PathOf(name)}' is required");
+
     public bool? Bool(string name)
     {
         if (Get(name) is not JsonElement value)

@@ -45,7 +45,7 @@ internal static class ResponseJson
         return body;
     }
 
-    /// <summary>OpenAI's error object.</summary>
+    /// <summary>OpenAI's error object (Anthropic's on the Messages API's paths).</summary>
     public static Task WriteErrorAsync(HttpContext http, ApiException error)
     {
         if (error.Status == 429)
@@ -53,7 +53,17 @@ internal static class ResponseJson
             http.Response.Headers.RetryAfter = "1";
         }
 
-        return WriteAsync(http, error.Status, w => WriteError(w, error));
+        return WriteAsync(http, error.Status, w =>
+        {
+            if (AnthropicEndpoint.Handles(http))
+            {
+                AnthropicWriter.WriteError(w, error);
+            }
+            else
+            {
+                WriteError(w, error);
+            }
+        });
     }
 
     public static void WriteError(Utf8JsonWriter writer, ApiException error)

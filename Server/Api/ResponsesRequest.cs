@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Text.Json;
 
 namespace QwenSharp.Server.Api;
@@ -52,30 +51,17 @@ internal sealed class ResponsesRequest
     {
         RequestFields request = RequestFields.Of(body, "", s_fields);
         Refuse(request);
-        var buffer = new ArrayBufferWriter<byte>();
-        using (var w = new Utf8JsonWriter(buffer))
+        JsonDocument chat = ChatMessageDraft.Request(w =>
         {
-            w.WriteStartObject();
-            Copy(request, w, "model", "model");
-            Copy(request, w, "stream", "stream");
-            Copy(request, w, "max_output_tokens", "max_tokens");
-            Copy(request, w, "parallel_tool_calls", "parallel_tool_calls");
-            Copy(request, w, "lora", "lora");
-            Copy(request, w, "user", "user");
-            foreach (string name in SamplingFields.Names)
-            {
-                Copy(request, w, name, name);
-            }
-
+            ChatMessageDraft.CopyAll(request, w, ["model", "stream", "parallel_tool_calls", "lora", "user", .. SamplingFields.Names]);
+            ChatMessageDraft.Copy(request, w, "max_output_tokens", "max_tokens");
             WriteMessages(request, w);
-            WriteTools(request, w);
+            ChatMessageDraft.WriteTools(request, w, s_toolFields, "function", typeRequired: true, "parameters");
             WriteToolChoice(request, w);
             WriteFormat(request, w);
             WriteLogprobs(request, w);
-            w.WriteEndObject();
-        }
-
-        return new ResponsesRequest(JsonDocument.Parse(buffer.WrittenMemory), body);
+        });
+        return new ResponsesRequest(chat, body);
     }
 
     /// <summary>What the server cannot do, refused by name rather than answered as if it had been done.</summary>
@@ -126,15 +112,6 @@ internal sealed class ResponsesRequest
         }
     }
 
-    private static void Copy(RequestFields request, Utf8JsonWriter w, string from, string to)
-    {
-        if (request.Get(from) is JsonElement value)
-        {
-            w.WritePropertyName(to);
-            value.WriteTo(w);
-        }
-    }
-
     /// <summary>instructions and input as chat messages.</summary>
     private static void WriteMessages(RequestFields request, Utf8JsonWriter w)
     {
@@ -162,13 +139,7 @@ internal sealed class ResponsesRequest
             throw ApiException.BadField("input", $"'input' must be a text or a non-empty list of input items, not {(input.ValueKind == JsonValueKind.Array ? "an empty list" : RequestFields.Kind(input))}");
         }
 
-        w.WriteStartArray("messages");
-        foreach (ChatMessageDraft message in messages)
-        {
-            message.WriteTo(w);
-        }
-
-        w.WriteEndArray();
+        ChatMessageDraft.WriteMessages(w, messages);
     }
 
     private static void AddItem(List<ChatMessageDraft> messages, JsonElement item, string path)
@@ -209,8 +180,8 @@ internal sealed class ResponsesRequest
             case "function_call":
             {
                 RequestFields fields = RequestFields.Of(item, path, s_callFields);
-                string callId = Required(fields, "call_id", path);
-                string name = Required(fields, "name", path);
+                string callId = fields.Required("call_id");
+                string name = fields.Required("name");
                 string arguments = fields.String("arguments") ?? throw ApiException.BadField($"{path}.arguments", $"'{path}.arguments' is required: the call's arguments as JSON text");
                 if (last is not { Role: "assistant" })
                 {
@@ -225,7 +196,7 @@ internal sealed class ResponsesRequest
             case "function_call_output":
             {
                 RequestFields fields = RequestFields.Of(item, path, s_outputFields);
-                var tool = new ChatMessageDraft("tool") { ToolCallId = Required(fields, "call_id", path) };
+                var tool = new ChatMessageDraft("tool") { ToolCallId = fields.Required("call_id") };
                 AddContent(tool, fields.Get("output") ?? throw ApiException.BadField($"{path}.output", $"'{path}.output' is required: what the call returned"), $"{path}.output", assistant: false);
                 messages.Add(tool);
                 break;
@@ -243,23 +214,8 @@ internal sealed class ResponsesRequest
     /// <summary>A message's content: a text, or parts (input_text, input_image; a previous answer's output_text and refusal).</summary>
     private static void AddContent(ChatMessageDraft message, JsonElement content, string path, bool assistant)
     {
-        if (content.ValueKind == JsonValueKind.String)
+        foreach ((RequestFields fields, string type, string where) in message.Content(content, path, s_partFields, "content parts"))
         {
-            message.Parts.Add(("text", RequestFields.Text(content, path)));
-            return;
-        }
-
-        if (content.ValueKind != JsonValueKind.Array)
-        {
-            throw ApiException.BadField(path, $"'{path}' must be a text or a list of content parts, not {RequestFields.Kind(content)}");
-        }
-
-        int i = 0;
-        foreach (JsonElement part in content.EnumerateArray())
-        {
-            string where = $"{path}[{i++}]";
-            RequestFields fields = RequestFields.Of(part, where, s_partFields);
-            string type = fields.String("type", 32) ?? throw ApiException.BadField($"{where}.type", $"'{where}.type' is required");
             switch (type)
             {
                 case "input_text" or "output_text":
@@ -285,44 +241,6 @@ internal sealed class ResponsesRequest
         }
     }
 
-    private static void WriteTools(RequestFields request, Utf8JsonWriter w)
-    {
-        if (request.Get("tools") is not JsonElement tools)
-        {
-            return;
-        }
-
-        if (tools.ValueKind != JsonValueKind.Array)
-        {
-            throw ApiException.BadField("tools", $"'tools' must be a list of tools, not {RequestFields.Kind(tools)}");
-        }
-
-        w.WriteStartArray("tools");
-        int i = 0;
-        foreach (JsonElement tool in tools.EnumerateArray())
-        {
-            string path = $"tools[{i++}]";
-            RequestFields fields = RequestFields.Of(tool, path, s_toolFields);
-            string type = fields.String("type", 64) ?? throw ApiException.BadField($"{path}.type", $"'{path}.type' is required: function");
-            if (type != "function")
-            {
-                throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}': this server runs no tools of its own; it offers the model the functions the client defines (type function)");
-            }
-
-            w.WriteStartObject();
-            w.WriteString("type", "function");
-            w.WriteStartObject("function");
-            w.WriteString("name", Required(fields, "name", path));
-            Copy(fields, w, "description", "description");
-            Copy(fields, w, "parameters", "parameters");
-            Copy(fields, w, "strict", "strict");
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-    }
-
     private static void WriteToolChoice(RequestFields request, Utf8JsonWriter w)
     {
         switch (request.Get("tool_choice"))
@@ -343,7 +261,7 @@ internal sealed class ResponsesRequest
                 w.WriteStartObject("tool_choice");
                 w.WriteString("type", "function");
                 w.WriteStartObject("function");
-                w.WriteString("name", Required(fields, "name", "tool_choice"));
+                w.WriteString("name", fields.Required("name"));
                 w.WriteEndObject();
                 w.WriteEndObject();
                 return;
@@ -386,12 +304,12 @@ internal sealed class ResponsesRequest
                 w.WriteStartObject("response_format");
                 w.WriteString("type", "json_schema");
                 w.WriteStartObject("json_schema");
-                w.WriteString("name", Required(formatFields, "name", "text.format"));
-                Copy(formatFields, w, "description", "description");
+                w.WriteString("name", formatFields.Required("name"));
+                ChatMessageDraft.Copy(formatFields, w, "description", "description");
                 JsonElement schema = formatFields.Get("schema") ?? throw ApiException.BadField("text.format.schema", "'text.format.schema' is required: the JSON schema of the answer");
                 w.WritePropertyName("schema");
                 schema.WriteTo(w);
-                Copy(formatFields, w, "strict", "strict");
+                ChatMessageDraft.Copy(formatFields, w, "strict", "strict");
                 w.WriteEndObject();
                 w.WriteEndObject();
                 return;
@@ -424,84 +342,7 @@ internal sealed class ResponsesRequest
         }
     }
 
-    private static string Required(RequestFields fields, string name, string path) =>
-        fields.String(name) is { Length: > 0 } value ? value : throw ApiException.BadField($"{path}.{name}", $"'{path}.{name}' is required");
-
     private static JsonElement StringOf(JsonElement value, string path) => value.ValueKind == JsonValueKind.String
         ? value
         : throw ApiException.BadField(path, $"'{path}' must be a string, not {RequestFields.Kind(value)}");
-
-    /// <summary>A chat message being built from input items: its content parts, its calls, the call a tool message answers.</summary>
-    private sealed class ChatMessageDraft(string role)
-    {
-        public string Role { get; } = role;
-
-        public List<(string Type, string Value)> Parts { get; } = [];
-
-        public List<(string Id, string Name, string Arguments)> Calls { get; } = [];
-
-        public string? ToolCallId { get; init; }
-
-        public void WriteTo(Utf8JsonWriter w)
-        {
-            w.WriteStartObject();
-            w.WriteString("role", Role);
-            if (ToolCallId is not null)
-            {
-                w.WriteString("tool_call_id", ToolCallId);
-            }
-
-            if (Parts.All(p => p.Type == "text"))
-            {
-                // Text alone as one string: every chat template reads that, where some read no parts.
-                if (Parts.Count > 0 || Calls.Count == 0)
-                {
-                    w.WriteString("content", string.Concat(Parts.Select(p => p.Value)));
-                }
-            }
-            else
-            {
-                w.WriteStartArray("content");
-                foreach ((string type, string value) in Parts)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("type", type);
-                    if (type == "text")
-                    {
-                        w.WriteString("text", value);
-                    }
-                    else
-                    {
-                        w.WriteStartObject("image_url");
-                        w.WriteString("url", value);
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndObject();
-                }
-
-                w.WriteEndArray();
-            }
-
-            if (Calls.Count > 0)
-            {
-                w.WriteStartArray("tool_calls");
-                foreach ((string id, string name, string arguments) in Calls)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("id", id);
-                    w.WriteString("type", "function");
-                    w.WriteStartObject("function");
-                    w.WriteString("name", name);
-                    w.WriteString("arguments", arguments);
-                    w.WriteEndObject();
-                    w.WriteEndObject();
-                }
-
-                w.WriteEndArray();
-            }
-
-            w.WriteEndObject();
-        }
-    }
 }

@@ -53,7 +53,7 @@ internal sealed class ResponsesWriter(HttpContext http, ServerState server, Gene
         await EventAsync("response.in_progress", w => WriteResponseProperty(w, null)).ConfigureAwait(false);
     }
 
-    public async Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallDelta>? calls, string? finishReason)
+    public async Task ChunkAsync(int index, string content, TokenLogprobs? logprobs, List<ToolCallDelta>? calls, string? finishReason, string? stopWord = null)
     {
         if (content.Length > 0 || logprobs is not null)
         {

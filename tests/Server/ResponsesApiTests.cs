@@ -101,7 +101,7 @@ public sealed class ResponsesApiTests : IAsyncLifetime
     [Fact]
     public async Task AStream_IsTheResponsesEventsInOrder()
     {
-        List<(string Event, JsonElement Data)> events = await StreamAsync(_server, ReferenceRequest(4, ", \"stream\": true"));
+        List<(string Event, JsonElement Data)> events = await TypedEvents.PostAsync(_server, "/v1/responses", ReferenceRequest(4, ", \"stream\": true"));
 
         string[] types = [.. events.Select(e => e.Event)];
         Assert.Equal(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"], types[..4]);
@@ -173,25 +173,5 @@ public sealed class ResponsesApiTests : IAsyncLifetime
         using JsonDocument answer = JsonDocument.Parse(text);
         Assert.Equal(JsonValueKind.Number, answer.RootElement.GetProperty("n").ValueKind);
         Assert.Equal("json_schema", body.GetProperty("text").GetProperty("format").GetProperty("type").GetString());
-    }
-
-    internal static async Task<List<(string Event, JsonElement Data)>> StreamAsync(TestServer server, string json)
-    {
-        using var content = new StringContent(json, Encoding.UTF8, "application/json");
-        using HttpResponseMessage response = await server.Http.PostAsync("/v1/responses", content);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
-        string text = await response.Content.ReadAsStringAsync();
-        Assert.DoesNotContain("[DONE]", text, StringComparison.Ordinal);
-        var events = new List<(string, JsonElement)>();
-        foreach (string block in text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries))
-        {
-            string[] lines = block.Split('\n');
-            Assert.StartsWith("event: ", lines[0], StringComparison.Ordinal);
-            Assert.StartsWith("data: ", lines[1], StringComparison.Ordinal);
-            events.Add((lines[0]["event: ".Length..], JsonDocument.Parse(lines[1]["data: ".Length..]).RootElement));
-        }
-
-        return events;
     }
 }

@@ -36,7 +36,7 @@ public sealed class ResponsesToolCallTests : IAsyncLifetime
         Assert.Equal("Paris", JsonDocument.Parse(call.GetProperty("arguments").GetString()!).RootElement.GetProperty("city").GetString());
         Assert.Equal("completed", body.GetProperty("status").GetString());
 
-        List<(string Event, JsonElement Data)> events = await ResponsesApiTests.StreamAsync(_server, Forced(", \"stream\": true"));
+        List<(string Event, JsonElement Data)> events = await TypedEvents.PostAsync(_server, "/v1/responses", Forced(", \"stream\": true"));
         string[] types = [.. events.Select(e => e.Event)];
         Assert.Equal(["response.created", "response.in_progress", "response.output_item.added"], types[..3]);
         Assert.Equal(["response.function_call_arguments.done", "response.output_item.done", "response.completed"], types[^3..]);
