@@ -18,7 +18,7 @@ internal sealed class GenerateCommand : ICommand
     /// <summary>The held answers that are plain text rather than JSON.</summary>
     private static readonly string[] s_plainTextAnswers = ["choice", "regex", "grammar", "grammar-file"];
 
-    private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "seed"];
+    private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "typical-p", "top-n-sigma", "xtc-probability", "mirostat", "seed"];
 
     /// <summary>The options that choose tokens, shared with chat.</summary>
     internal static readonly OptionSpec[] SamplingSpecs =
@@ -28,6 +28,13 @@ internal sealed class GenerateCommand : ICommand
         new("top-k", "K", "keep the K most likely tokens (default: generation_config.json, else 50); 0 switches it off"),
         new("top-p", "P", "keep the most likely tokens up to probability P (default: generation_config.json); 1 switches it off"),
         new("min-p", "M", "drop tokens less likely than M times the most likely one"),
+        new("typical-p", "P", "locally typical sampling: keep the tokens whose surprise is closest to the entropy up to probability P (transformers' and llama.cpp's typical_p; default: generation_config.json); 1 switches it off"),
+        new("top-n-sigma", "N", "drop tokens more than N standard deviations of the logits below the largest (llama.cpp's top-nsigma; before top-k)"),
+        new("xtc-probability", "P", "llama.cpp's XTC: with chance P a step removes every token at least --xtc-threshold likely but the least likely of them"),
+        new("xtc-threshold", "T", "XTC's threshold (default 0.1; above 0.5 it never acts)"),
+        new("mirostat", "1|2", "llama.cpp's mirostat in place of top-k, top-p and the other filters: hold the answer's surprise near --mirostat-tau"),
+        new("mirostat-tau", "T", "mirostat's target surprise in bits (default 5; llama.cpp's mirostat-ent)"),
+        new("mirostat-eta", "E", "mirostat's learning rate (default 0.1; llama.cpp's mirostat-lr)"),
         new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
         new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
         new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
@@ -300,6 +307,13 @@ internal sealed class GenerateCommand : ICommand
             TopK = args.Int("top-k", 0),
             TopP = args.Double("top-p", double.Epsilon, 1),
             MinP = args.Double("min-p", 0, 1),
+            TypicalP = args.Double("typical-p", double.Epsilon, 1),
+            TopNSigma = args.Double("top-n-sigma", 0, 1e6),
+            XtcProbability = args.Double("xtc-probability", 0, 1),
+            XtcThreshold = args.Double("xtc-threshold", 0, 1),
+            Mirostat = args.Int("mirostat", 0, 2),
+            MirostatTau = args.Double("mirostat-tau", 0, 100),
+            MirostatEta = args.Double("mirostat-eta", 0, 100),
             RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity),
             PresencePenalty = args.Double("presence-penalty", -100, 100),
             FrequencyPenalty = args.Double("frequency-penalty", -100, 100),

@@ -96,6 +96,7 @@ internal sealed class GenerationConfigJson
     [JsonPropertyName("top_k")] public int? TopK { get; set; }
     [JsonPropertyName("top_p")] public double? TopP { get; set; }
     [JsonPropertyName("min_p")] public double? MinP { get; set; }
+    [JsonPropertyName("typical_p")] public double? TypicalP { get; set; }
     [JsonPropertyName("repetition_penalty")] public double? RepetitionPenalty { get; set; }
     [JsonPropertyName("max_new_tokens")] public int? MaxNewTokens { get; set; }
     [JsonPropertyName("max_length")] public int? MaxLength { get; set; }

@@ -29,6 +29,9 @@ public sealed record GenerationConfig
 
     public double? MinP { get; init; }
 
+    /// <summary>transformers' typical_p (1: off).</summary>
+    public double? TypicalP { get; init; }
+
     public double? RepetitionPenalty { get; init; }
 
     public int? MaxNewTokens { get; init; }
@@ -62,6 +65,7 @@ public sealed record GenerationConfig
         TopK = json.TopK,
         TopP = json.TopP,
         MinP = json.MinP,
+        TypicalP = json.TypicalP,
         RepetitionPenalty = json.RepetitionPenalty,
         MaxNewTokens = json.MaxNewTokens,
         MaxLength = json.MaxLength,

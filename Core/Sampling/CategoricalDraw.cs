@@ -8,12 +8,7 @@ public static class CategoricalDraw
 {
     public static int Draw(ReadOnlySpan<float> logits, double uniform)
     {
-        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
-        double total = 0;
-        foreach (float logit in logits)
-        {
-            total += logit == float.NegativeInfinity ? 0 : Math.Exp(logit - max);
-        }
+        double total = FiniteLogits.ExpSum(logits, out float max);
 
         double target = uniform * total;
         double cumulative = 0;

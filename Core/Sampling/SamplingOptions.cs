@@ -4,8 +4,9 @@ namespace QwenSharp.Sampling;
 
 /// <summary>
 /// How the next token is chosen. The steps run in transformers' order: repetition penalty (and the
-/// OpenAI-style presence and frequency penalties, after any logit bias), then temperature, top-k, top-p, min-p, then one draw
-/// from the renormalised distribution. Without <see cref="DoSample"/> (or at temperature 0) the token is
+/// OpenAI-style presence and frequency penalties, after any logit bias), then temperature, top-k, top-p, min-p and
+/// typical-p, then one draw from the renormalised distribution; llama.cpp's top-n-sigma goes before top-k and its XTC
+/// after typical-p, and its mirostat takes the place of the filters. Without <see cref="DoSample"/> (or at temperature 0) the token is
 /// the argmax of the penalised logits.
 /// </summary>
 public sealed record SamplingOptions
@@ -27,6 +28,30 @@ public sealed record SamplingOptions
 
     /// <summary>Drop tokens less likely than MinP times the most likely one (after temperature); 0 switches it off.</summary>
     public double MinP { get; init; }
+
+    /// <summary>
+    /// Keep the tokens whose surprise is closest to the distribution's entropy until their probability reaches this
+    /// (transformers' and llama.cpp's typical_p, after min-p); 1 switches it off.
+    /// </summary>
+    public double TypicalP { get; init; } = 1.0;
+
+    /// <summary>llama.cpp's top-n-sigma: drop tokens more than N standard deviations of the logits below the largest (before top-k); 0 switches it off.</summary>
+    public double TopNSigma { get; init; }
+
+    /// <summary>llama.cpp's XTC: the chance a step removes every token at least <see cref="XtcThreshold"/> likely but the least likely of them (last of the filters); 0 switches it off.</summary>
+    public double XtcProbability { get; init; }
+
+    /// <summary>XTC's threshold (llama.cpp's default 0.1); above 0.5 it never acts.</summary>
+    public double XtcThreshold { get; init; } = 0.1;
+
+    /// <summary>Mirostat version 1 or 2 in place of top-k, top-p and the other filters (<see cref="Sampling.Mirostat"/>); 0 switches it off.</summary>
+    public int Mirostat { get; init; }
+
+    /// <summary>Mirostat's target surprise τ, in bits (llama.cpp's default 5).</summary>
+    public double MirostatTau { get; init; } = 5.0;
+
+    /// <summary>Mirostat's learning rate η (llama.cpp's default 0.1).</summary>
+    public double MirostatEta { get; init; } = 0.1;
 
     /// <summary>transformers' multiplicative penalty over prompt and generated tokens (positive logits divided, negative multiplied); 1 is off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
@@ -60,6 +85,7 @@ public sealed record SamplingOptions
             TopK = config.TopK ?? 50,
             TopP = config.TopP ?? 1.0,
             MinP = config.MinP ?? 0,
+            TypicalP = config.TypicalP ?? 1.0,
             RepetitionPenalty = config.RepetitionPenalty ?? 1.0,
         };
     }
@@ -71,6 +97,13 @@ public sealed record SamplingOptions
         Check(TopK >= 0, "top_k", TopK, "an integer >= 0 (0 switches it off)");
         Check(TopP > 0 && TopP <= 1, "top_p", TopP, "a number in (0, 1]");
         Check(MinP >= 0 && MinP <= 1, "min_p", MinP, "a number in [0, 1]");
+        Check(TypicalP > 0 && TypicalP <= 1, "typical_p", TypicalP, "a number in (0, 1]");
+        Check(double.IsFinite(TopNSigma), "top_n_sigma", TopNSigma, "a finite number (0 or below switches it off)");
+        Check(XtcProbability >= 0 && XtcProbability <= 1, "xtc_probability", XtcProbability, "a number in [0, 1]");
+        Check(XtcThreshold >= 0 && XtcThreshold <= 1, "xtc_threshold", XtcThreshold, "a number in [0, 1]");
+        Check(Mirostat is 0 or 1 or 2, "mirostat", Mirostat, "0 (off), 1 or 2");
+        Check(MirostatTau >= 0 && double.IsFinite(MirostatTau), "mirostat_tau", MirostatTau, "a number >= 0");
+        Check(MirostatEta >= 0 && double.IsFinite(MirostatEta), "mirostat_eta", MirostatEta, "a number >= 0");
         Check(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), "repetition_penalty", RepetitionPenalty, "a number > 0");
         Check(double.IsFinite(PresencePenalty), "presence_penalty", PresencePenalty, "a finite number");
         Check(double.IsFinite(FrequencyPenalty), "frequency_penalty", FrequencyPenalty, "a finite number");

@@ -4,7 +4,8 @@ namespace QwenSharp.Sampling;
 
 /// <summary>
 /// What a caller asked for, over the model's generation_config.json defaults: each given value overrides
-/// its field, and asking for any sampling value (temperature, top-k, top-p, min-p, seed) turns sampling on.
+/// its field, and asking for any sampling value (temperature, top-k, top-p, min-p, seed; typical-p below 1, top-n-sigma,
+/// XTC or mirostat switched on) turns sampling on.
 /// <see cref="Greedy"/> is the plain argmax: the defaults are ignored, only given penalties apply.
 /// </summary>
 public sealed record SamplingOverrides
@@ -19,6 +20,20 @@ public sealed record SamplingOverrides
 
     public double? MinP { get; init; }
 
+    public double? TypicalP { get; init; }
+
+    public double? TopNSigma { get; init; }
+
+    public double? XtcProbability { get; init; }
+
+    public double? XtcThreshold { get; init; }
+
+    public int? Mirostat { get; init; }
+
+    public double? MirostatTau { get; init; }
+
+    public double? MirostatEta { get; init; }
+
     public double? RepetitionPenalty { get; init; }
 
     public double? PresencePenalty { get; init; }
@@ -32,7 +47,9 @@ public sealed record SamplingOverrides
 
     /// <summary>The name of the first sampling value given, or null (for "X does not apply to greedy" errors).</summary>
     public string? FirstSamplingValue =>
-        Temperature is not null ? "temperature" : TopK is not null ? "top_k" : TopP is not null ? "top_p" : MinP is not null ? "min_p" : Seed is not null ? "seed" : null;
+        Temperature is not null ? "temperature" : TopK is not null ? "top_k" : TopP is not null ? "top_p" : MinP is not null ? "min_p"
+        : TypicalP < 1 ? "typical_p" : TopNSigma > 0 ? "top_n_sigma" : XtcProbability > 0 ? "xtc_probability"
+        : Mirostat > 0 ? "mirostat" : Seed is not null ? "seed" : null;
 
     public SamplingOptions Resolve(GenerationConfig config)
     {
@@ -56,6 +73,13 @@ public sealed record SamplingOverrides
             TopK = TopK ?? defaults.TopK,
             TopP = TopP ?? defaults.TopP,
             MinP = MinP ?? defaults.MinP,
+            TypicalP = TypicalP ?? defaults.TypicalP,
+            TopNSigma = TopNSigma ?? 0,
+            XtcProbability = XtcProbability ?? 0,
+            XtcThreshold = XtcThreshold ?? defaults.XtcThreshold,
+            Mirostat = Mirostat ?? 0,
+            MirostatTau = MirostatTau ?? defaults.MirostatTau,
+            MirostatEta = MirostatEta ?? defaults.MirostatEta,
             RepetitionPenalty = RepetitionPenalty ?? defaults.RepetitionPenalty,
             PresencePenalty = PresencePenalty ?? 0,
             FrequencyPenalty = FrequencyPenalty ?? 0,

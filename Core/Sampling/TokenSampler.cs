@@ -3,7 +3,8 @@ namespace QwenSharp.Sampling;
 /// <summary>
 /// Chooses the next token of one sequence from the model's logits: a constraint's mask (<see cref="ITokenConstraint"/>),
 /// logit bias and penalties, then (when sampling)
-/// temperature, top-k, top-p and min-p as transformers orders them, then one draw from its own seeded
+/// temperature, top-k, top-p, min-p and typical-p as transformers orders them (llama.cpp's top-n-sigma before top-k, its
+/// XTC after typical-p; its mirostat in place of them all), then one draw from its own seeded
 /// random stream, so a sequence gives the same tokens alone or in a batch. Buffers are sized once.
 /// </summary>
 public sealed class TokenSampler
@@ -15,6 +16,7 @@ public sealed class TokenSampler
     private TokenMarks? _marks;
 
     private readonly ITokenConstraint? _constraint;
+    private readonly Mirostat? _mirostat;
 
     /// <param name="constraint">A rule over the tokens allowed (constrained output), applied before everything else; null for none.</param>
     public TokenSampler(SamplingOptions options, int vocabularySize, ulong seed, ITokenConstraint? constraint = null)
@@ -30,6 +32,7 @@ public sealed class TokenSampler
         _options = options;
         _vocabularySize = vocabularySize;
         _random = new SeededRandom(seed);
+        _mirostat = options.Mirostat == 0 || options.IsGreedy ? null : new Mirostat(options.Mirostat, options.MirostatTau, options.MirostatEta, vocabularySize);
         Seed = seed;
     }
 
@@ -66,11 +69,16 @@ public sealed class TokenSampler
 
         Penalize(work, prompt, generated);
         Temperature.Apply(work, (float)_options.Temperature);
+        if (_mirostat is not null)
+        {
+            return DrawMirostat(work);
+        }
+
+        TopNSigmaFilter.Apply(work, _options.TopNSigma);
         TopKFilter.Apply(work, _options.TopK);
         if (_options.TopK <= 0 || _options.TopK >= work.Length)
         {
-            TopPFilter.Apply(work, _options.TopP);
-            MinPFilter.Apply(work, _options.MinP);
+            FilterAfterTopK(work);
             return CategoricalDraw.Draw(work, _random.NextDouble());
         }
 
@@ -78,9 +86,31 @@ public sealed class TokenSampler
         // see the same values in the same order as on the whole vocabulary, without scanning it three more times.
         int count = Gather(work);
         Span<float> candidates = _candidateValues.AsSpan(0, count);
-        TopPFilter.Apply(candidates, _options.TopP);
-        MinPFilter.Apply(candidates, _options.MinP);
+        FilterAfterTopK(candidates);
         return _candidateIds[CategoricalDraw.Draw(candidates, _random.NextDouble())];
+    }
+
+    /// <summary>top-p, min-p and typical-p in transformers' order, then XTC (its chance drawn whenever it is on).</summary>
+    private void FilterAfterTopK(Span<float> logits)
+    {
+        TopPFilter.Apply(logits, _options.TopP);
+        MinPFilter.Apply(logits, _options.MinP);
+        TypicalFilter.Apply(logits, _options.TypicalP);
+        if (XtcFilter.IsOn(_options.XtcProbability, _options.XtcThreshold))
+        {
+            XtcFilter.Apply(logits, _options.XtcProbability, _options.XtcThreshold, _random.NextDouble());
+        }
+    }
+
+    /// <summary>Mirostat's step: its truncation, the draw from what is left, and μ moved by the drawn token's surprise.</summary>
+    private int DrawMirostat(Span<float> logits)
+    {
+        _mirostat!.Truncate(logits);
+        int token = CategoricalDraw.Draw(logits, _random.NextDouble());
+        double total = FiniteLogits.ExpSum(logits, out float max);
+
+        _mirostat.Observe(Math.Exp(logits[token] - max) / total);
+        return token;
     }
 
     private int[] _candidateIds = [];
@@ -132,8 +162,10 @@ public sealed class TokenSampler
         }
 
         Temperature.Apply(logits, (float)_options.Temperature);
+        TopNSigmaFilter.Apply(logits, _options.TopNSigma);
         TopKFilter.Apply(logits, _options.TopK);
         TopPFilter.Apply(logits, _options.TopP);
         MinPFilter.Apply(logits, _options.MinP);
+        TypicalFilter.Apply(logits, _options.TypicalP);
     }
 }

@@ -6,12 +6,16 @@ namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// The sampling fields both completion endpoints take: OpenAI's (temperature 0 is greedy), and the extra
-/// ones llama-server and vLLM accept (top_k, min_p, repetition_penalty), and logit_bias. Fields left out take the model's
+/// ones llama-server and vLLM accept (top_k, min_p, repetition_penalty; llama-server's typical_p, top_n_sigma, XTC and
+/// mirostat), and logit_bias. Fields left out take the model's
 /// generation_config.json values, as on the command line.
 /// </summary>
 internal static class SamplingFields
 {
-    public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias"];
+    /// <summary>llama-server's samplers beyond OpenAI's, as it names their fields (its OpenAI endpoints take them too).</summary>
+    public static readonly string[] LlamaSamplerNames = ["typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta"];
+
+    public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias", .. LlamaSamplerNames];
 
     /// <summary>The sampling fields of a request to a model whose logits cover <paramref name="vocabularySize"/> tokens.</summary>
     public static SamplingOverrides Read(RequestFields fields, int vocabularySize)
@@ -31,8 +35,23 @@ internal static class SamplingFields
             FrequencyPenalty = fields.Double("frequency_penalty", -2, 2),
             Seed = fields.Long("seed") is long seed ? unchecked((ulong)seed) : null,
             LogitBias = ReadLogitBias(fields, vocabularySize),
-        };
+        }.WithLlamaSamplers(fields);
     }
+
+    /// <summary>
+    /// <paramref name="overrides"/> with llama-server's typical_p, top_n_sigma (0 or below: off, its default -1), XTC and
+    /// mirostat (0 off, 1 or 2) fields of the request; asking for any of them turns sampling on.
+    /// </summary>
+    public static SamplingOverrides WithLlamaSamplers(this SamplingOverrides overrides, RequestFields fields) => overrides with
+    {
+        TypicalP = fields.Double("typical_p", 0, 1, minExclusive: true),
+        TopNSigma = fields.Double("top_n_sigma", double.MinValue, double.MaxValue) is double sigma and > 0 ? sigma : null,
+        XtcProbability = fields.Double("xtc_probability", 0, 1),
+        XtcThreshold = fields.Double("xtc_threshold", 0, 1),
+        Mirostat = fields.Int("mirostat", 0, 2),
+        MirostatTau = fields.Double("mirostat_tau", 0, 100),
+        MirostatEta = fields.Double("mirostat_eta", 0, 100),
+    };
 
     /// <summary>OpenAI's <c>logit_bias</c>: an object from token ids (as strings) to numbers from -100 to 100; null when absent or empty.</summary>
     private static Dictionary<int, float>? ReadLogitBias(RequestFields fields, int vocabularySize)

@@ -107,6 +107,8 @@ public sealed class CliErrorTests
     [InlineData("generate", "--n-gpu-layers", "99", "unknown option '--n-gpu-layers' for 'generate' (see qwensharp generate --help; llama.cpp's --n-gpu-layers is --gpu-layers here)")]
     [InlineData("generate", "-ngl", "99", "unexpected argument '-ngl' (options start with --; see qwensharp generate --help; llama.cpp's -ngl is --gpu-layers here)")]
     [InlineData("generate", "--ctx-size", "2048", "unknown option '--ctx-size' for 'generate' (see qwensharp generate --help; llama.cpp's --ctx-size is --context here)")]
+    [InlineData("generate", "--top-nsigma", "1", "unknown option '--top-nsigma' for 'generate' (see qwensharp generate --help; llama.cpp's --top-nsigma is --top-n-sigma here)")]
+    [InlineData("generate", "--mirostat-lr", "0.2", "unknown option '--mirostat-lr' for 'generate' (see qwensharp generate --help; llama.cpp's --mirostat-lr is --mirostat-eta here)")]
     [InlineData("serve", "--cache-type-k", "q8_0", "unknown option '--cache-type-k' for 'serve' (see qwensharp serve --help; llama.cpp's --cache-type-k is --kv-cache-type here, one type for keys and values)")]
     [InlineData("generate", "-fa", "on", "unexpected argument '-fa' (options start with --; see qwensharp generate --help; llama.cpp's -fa has no counterpart: attention is always the fused kind here (an online softmax over the KV cache, on the CPU and the GPU); leave it out)")]
     [InlineData("serve", "--mlock", "x", "unknown option '--mlock' for 'serve' (see qwensharp serve --help; llama.cpp's --mlock has no counterpart: weights are memory-mapped and read where they lie; leave it out)")]

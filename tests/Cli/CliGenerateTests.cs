@@ -136,7 +136,30 @@ public sealed class CliGenerateTests
         Assert.Equal(Ids(llama2c.RootElement)[1..41], greedy);
     }
 
+    /// <summary>
+    /// llama.cpp's samplers where they leave one token (top-n-sigma at a tiny n keeps the largest logit; mirostat at a target
+    /// surprise of 0 keeps the most likely token) give llama2c's argmax continuation while sampling at temperature 1.
+    /// </summary>
     [Theory]
+    [InlineData("--top-n-sigma 0.0001")]
+    [InlineData("--mirostat 2 --mirostat-tau 0")]
+    [InlineData("--mirostat 1 --mirostat-tau 0 --mirostat-eta 0.5")]
+    public void SamplersThatLeaveOneToken_GiveTheArgmaxContinuation(string options)
+    {
+        string[] args = ["generate", "--prompt-ids", "1", "--max-new-tokens", "40", "--json", "--temperature", "1", "--top-k", "0", "--top-p", "1", "--seed", "1"];
+        using JsonDocument llama2c = Fixtures.Json("stories260K", "llama2c_expected_greedy_ids.json");
+
+        int[] ids = Ids(Sequences(CliRunner.Run([.. args, .. options.Split(' ')]))[0].GetProperty("ids"));
+
+        Assert.Equal(Ids(llama2c.RootElement)[1..41], ids);
+        Assert.NotEqual(Ids(llama2c.RootElement)[1..41], Ids(Sequences(CliRunner.Run(args))[0].GetProperty("ids")));
+    }
+
+    [Theory]
+    [InlineData("--greedy --typical-p 0.5", "--greedy takes the argmax of the logits; --typical-p does not apply")]
+    [InlineData("--mirostat 3", "--mirostat '3'")]
+    [InlineData("--xtc-threshold 2", "--xtc-threshold '2'")]
+    [InlineData("--typical-p 0", "--typical-p '0'")]
     [InlineData("--greedy --temperature 0.5", "--greedy takes the argmax of the logits; --temperature does not apply")]
     [InlineData("--top-p 1.5", "--top-p '1.5' is not a number greater than 0 and at most 1")]
     [InlineData("--top-p 0", "--top-p '0' is not a number greater than 0 and at most 1")]

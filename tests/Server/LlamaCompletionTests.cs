@@ -117,8 +117,11 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("\"mirostat\": 2", "mirostat", "no such sampler")]
-    [InlineData("\"typical_p\": 0.5", "typical_p", "no such sampler")]
+    [InlineData("\"dry_multiplier\": 0.8", "dry_multiplier", "no such sampler")]
+    [InlineData("\"dynatemp_range\": 0.5", "dynatemp_range", "no such sampler")]
+    [InlineData("\"mirostat\": 3", "mirostat", "from 0 to 2")]
+    [InlineData("\"typical_p\": 0", "typical_p", "above 0 to 1")]
+    [InlineData("\"xtc_threshold\": 2", "xtc_threshold", "from 0 to 1")]
     [InlineData("\"samplers\": [\"top_k\", \"mirostat_v3\"]", "samplers", "sampler names")]
     [InlineData("\"repeat_penalty\": 1.1, \"repeat_last_n\": 64", "repeat_last_n", "give -1")]
     [InlineData("\"logit_bias\": [[5]]", "logit_bias[0]", "a pair")]
@@ -129,6 +132,27 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
     public async Task WhatItCannotDoIsRefusedByName(string fields, string param, string message)
     {
         await _server.AssertRefusedAsync("/completion", $"{{\"prompt\": \"x\", {fields}}}", param, message);
+    }
+
+    /// <summary>
+    /// llama.cpp's samplers where they leave one token: top-n-sigma at a tiny n keeps only the largest logit, and mirostat
+    /// at a target surprise of 0 keeps only the most likely token (its μ stays 0): at a temperature of 1 the answer is the
+    /// greedy one, on llama-server's endpoint and OpenAI's.
+    /// </summary>
+    [Theory]
+    [InlineData("\"top_n_sigma\": 0.0001")]
+    [InlineData("\"mirostat\": 2, \"mirostat_tau\": 0, \"mirostat_eta\": 0.1")]
+    [InlineData("\"mirostat\": 1, \"mirostat_tau\": 0")]
+    public async Task SamplersThatLeaveOneToken_GiveTheGreedyAnswer(string fields)
+    {
+        JsonElement greedy = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 0, \"return_tokens\": true}}");
+        JsonElement sampled = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 1, \"top_k\": 0, \"seed\": 3, \"return_tokens\": true, {fields}}}");
+        JsonElement openAi = await _server.PostOkAsync("/v1/completions", $"{{\"prompt\": \"{Prompt}\", \"max_tokens\": 12, \"temperature\": 1, \"seed\": 3, {fields}}}");
+
+        Assert.Equal(greedy.GetProperty("content").GetString(), sampled.GetProperty("content").GetString());
+        Assert.Equal(greedy.GetProperty("content").GetString(), openAi.GetProperty("choices")[0].GetProperty("text").GetString());
+        JsonElement plain = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 12, \"temperature\": 1, \"top_k\": 0, \"seed\": 3}}");
+        Assert.NotEqual(greedy.GetProperty("content").GetString(), plain.GetProperty("content").GetString());
     }
 
     [Fact]

@@ -96,6 +96,36 @@ internal static class LlamaCpp
         }
     }
 
+    /// <summary>An empty sampler chain of llama.cpp's, its native library loaded (LLamaSharp loads it on its first NativeApi call).</summary>
+    public static SafeLLamaSamplerChainHandle SamplerChain()
+    {
+        NativeApi.llama_empty_call();
+        return SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+    }
+
+    /// <summary>
+    /// What llama.cpp's samplers (<paramref name="add"/> builds the chain) leave of a candidate list of
+    /// <paramref name="logits"/>, one per token id: the ids still in the list with a finite logit, and the index (in the
+    /// list as the chain left it) of the token a sampling step drew, -1 where none did.
+    /// </summary>
+    public static (int[] Kept, int Selected, int SelectedId) ApplySamplers(float[] logits, Action<SafeLLamaSamplerChainHandle> add)
+    {
+        lock (s_lock)
+        {
+            using SafeLLamaSamplerChainHandle chain = SamplerChain();
+            add(chain);
+            LLamaTokenDataArray array = LLamaTokenDataArray.Create(logits);
+            using (LLamaTokenDataArrayNative.Create(array, out LLamaTokenDataArrayNative native))
+            {
+                chain.Apply(ref native);
+                LLamaTokenData[] left = native.Data.ToArray();
+                int[] kept = [.. left.Where(t => !float.IsNegativeInfinity(t.Logit)).Select(t => (int)t.ID).Order()];
+                int selected = (int)native.Selected;
+                return (kept, selected, selected >= 0 ? (int)left[selected].ID : -1);
+            }
+        }
+    }
+
     /// <summary>
     /// llama.cpp's greedy continuation of <paramref name="prompt"/> held to the GBNF <paramref name="grammar"/> (its
     /// grammar sampler, then the argmax; an f32 cache, one token a step), up to <paramref name="maxTokens"/> tokens or one
