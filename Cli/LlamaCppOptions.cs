@@ -13,7 +13,7 @@ internal static class LlamaCppOptions
         ["ctx-size"] = "context", ["c"] = "context",
         ["n-predict"] = "max-new-tokens", ["n"] = "max-new-tokens",
         ["temp"] = "temperature",
-        ["typical"] = "typical-p", ["top-nsigma"] = "top-n-sigma", ["mirostat-lr"] = "mirostat-eta", ["mirostat-ent"] = "mirostat-tau",
+        ["typical"] = "typical-p", ["top-nsigma"] = "top-n-sigma", ["mirostat-lr"] = "mirostat-eta", ["mirostat-ent"] = "mirostat-tau", ["dynatemp-exp"] = "dynatemp-exponent",
         ["repeat-penalty"] = "repetition-penalty",
         ["cache-type-k"] = "kv-cache-type", ["ctk"] = "kv-cache-type", ["cache-type-v"] = "kv-cache-type", ["ctv"] = "kv-cache-type",
         ["model-draft"] = "draft-model", ["md"] = "draft-model",

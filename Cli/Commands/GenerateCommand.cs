@@ -18,7 +18,7 @@ internal sealed class GenerateCommand : ICommand
     /// <summary>The held answers that are plain text rather than JSON.</summary>
     private static readonly string[] s_plainTextAnswers = ["choice", "regex", "grammar", "grammar-file"];
 
-    private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "typical-p", "top-n-sigma", "xtc-probability", "mirostat", "seed"];
+    private static readonly string[] s_samplingOptions = ["temperature", "top-k", "top-p", "min-p", "typical-p", "top-n-sigma", "xtc-probability", "mirostat", "dynatemp-range", "seed"];
 
     /// <summary>The options that choose tokens, shared with chat.</summary>
     internal static readonly OptionSpec[] SamplingSpecs =
@@ -35,6 +35,8 @@ internal sealed class GenerateCommand : ICommand
         new("mirostat", "1|2", "llama.cpp's mirostat in place of top-k, top-p and the other filters: hold the answer's surprise near --mirostat-tau"),
         new("mirostat-tau", "T", "mirostat's target surprise in bits (default 5; llama.cpp's mirostat-ent)"),
         new("mirostat-eta", "E", "mirostat's learning rate (default 0.1; llama.cpp's mirostat-lr)"),
+        new("dynatemp-range", "R", "llama.cpp's dynamic temperature: each step's between T-R and T+R by the entropy of the candidates left, applied after the filters"),
+        new("dynatemp-exponent", "E", "the exponent of the entropy in --dynatemp-range's mapping (default 1; llama.cpp's dynatemp-exp)"),
         new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
         new("presence-penalty", "A", "subtract A from the logit of every token already generated"),
         new("frequency-penalty", "F", "subtract F per occurrence of a token already generated"),
@@ -314,6 +316,8 @@ internal sealed class GenerateCommand : ICommand
             Mirostat = args.Int("mirostat", 0, 2),
             MirostatTau = args.Double("mirostat-tau", 0, 100),
             MirostatEta = args.Double("mirostat-eta", 0, 100),
+            DynamicTemperatureRange = args.Double("dynatemp-range", 0, 100),
+            DynamicTemperatureExponent = args.Double("dynatemp-exponent", 0, 100),
             RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity),
             PresencePenalty = args.Double("presence-penalty", -100, 100),
             FrequencyPenalty = args.Double("frequency-penalty", -100, 100),

@@ -44,6 +44,16 @@ public sealed record SamplingOptions
     /// <summary>XTC's threshold (llama.cpp's default 0.1); above 0.5 it never acts.</summary>
     public double XtcThreshold { get; init; } = 0.1;
 
+    /// <summary>
+    /// llama.cpp's dynamic temperature: each step's temperature between <see cref="Temperature"/> ± this, by the entropy
+    /// of the candidates the filters left (<see cref="Sampling.DynamicTemperature"/>), applied after them as llama.cpp
+    /// orders it; 0 switches it off (the plain temperature, first, as transformers orders it).
+    /// </summary>
+    public double DynamicTemperatureRange { get; init; }
+
+    /// <summary>The exponent of the normalised entropy in <see cref="DynamicTemperatureRange"/>'s mapping (llama.cpp's default 1).</summary>
+    public double DynamicTemperatureExponent { get; init; } = 1.0;
+
     /// <summary>Mirostat version 1 or 2 in place of top-k, top-p and the other filters (<see cref="Sampling.Mirostat"/>); 0 switches it off.</summary>
     public int Mirostat { get; init; }
 
@@ -102,6 +112,8 @@ public sealed record SamplingOptions
         Check(XtcProbability >= 0 && XtcProbability <= 1, "xtc_probability", XtcProbability, "a number in [0, 1]");
         Check(XtcThreshold >= 0 && XtcThreshold <= 1, "xtc_threshold", XtcThreshold, "a number in [0, 1]");
         Check(Mirostat is 0 or 1 or 2, "mirostat", Mirostat, "0 (off), 1 or 2");
+        Check(DynamicTemperatureRange >= 0 && double.IsFinite(DynamicTemperatureRange), "dynatemp_range", DynamicTemperatureRange, "a number >= 0");
+        Check(DynamicTemperatureExponent >= 0 && double.IsFinite(DynamicTemperatureExponent), "dynatemp_exponent", DynamicTemperatureExponent, "a number >= 0");
         Check(MirostatTau >= 0 && double.IsFinite(MirostatTau), "mirostat_tau", MirostatTau, "a number >= 0");
         Check(MirostatEta >= 0 && double.IsFinite(MirostatEta), "mirostat_eta", MirostatEta, "a number >= 0");
         Check(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), "repetition_penalty", RepetitionPenalty, "a number > 0");

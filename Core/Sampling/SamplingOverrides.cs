@@ -30,6 +30,10 @@ public sealed record SamplingOverrides
 
     public int? Mirostat { get; init; }
 
+    public double? DynamicTemperatureRange { get; init; }
+
+    public double? DynamicTemperatureExponent { get; init; }
+
     public double? MirostatTau { get; init; }
 
     public double? MirostatEta { get; init; }
@@ -49,7 +53,7 @@ public sealed record SamplingOverrides
     public string? FirstSamplingValue =>
         Temperature is not null ? "temperature" : TopK is not null ? "top_k" : TopP is not null ? "top_p" : MinP is not null ? "min_p"
         : TypicalP < 1 ? "typical_p" : TopNSigma > 0 ? "top_n_sigma" : XtcProbability > 0 ? "xtc_probability"
-        : Mirostat > 0 ? "mirostat" : Seed is not null ? "seed" : null;
+        : Mirostat > 0 ? "mirostat" : DynamicTemperatureRange > 0 ? "dynatemp_range" : Seed is not null ? "seed" : null;
 
     public SamplingOptions Resolve(GenerationConfig config)
     {
@@ -78,6 +82,8 @@ public sealed record SamplingOverrides
             XtcProbability = XtcProbability ?? 0,
             XtcThreshold = XtcThreshold ?? defaults.XtcThreshold,
             Mirostat = Mirostat ?? 0,
+            DynamicTemperatureRange = DynamicTemperatureRange ?? 0,
+            DynamicTemperatureExponent = DynamicTemperatureExponent ?? defaults.DynamicTemperatureExponent,
             MirostatTau = MirostatTau ?? defaults.MirostatTau,
             MirostatEta = MirostatEta ?? defaults.MirostatEta,
             RepetitionPenalty = RepetitionPenalty ?? defaults.RepetitionPenalty,

@@ -68,7 +68,11 @@ public sealed class TokenSampler
         }
 
         Penalize(work, prompt, generated);
-        Temperature.Apply(work, (float)_options.Temperature);
+        if (_options.DynamicTemperatureRange == 0)
+        {
+            Temperature.Apply(work, (float)_options.Temperature);
+        }
+
         if (_mirostat is not null)
         {
             return DrawMirostat(work);
@@ -100,11 +104,21 @@ public sealed class TokenSampler
         {
             XtcFilter.Apply(logits, _options.XtcProbability, _options.XtcThreshold, _random.NextDouble());
         }
+
+        if (_options.DynamicTemperatureRange > 0)
+        {
+            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
+        }
     }
 
     /// <summary>Mirostat's step: its truncation, the draw from what is left, and μ moved by the drawn token's surprise.</summary>
     private int DrawMirostat(Span<float> logits)
     {
+        if (_options.DynamicTemperatureRange > 0)
+        {
+            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
+        }
+
         _mirostat!.Truncate(logits);
         int token = CategoricalDraw.Draw(logits, _random.NextDouble());
         double total = FiniteLogits.ExpSum(logits, out float max);
@@ -161,11 +175,19 @@ public sealed class TokenSampler
             return;
         }
 
-        Temperature.Apply(logits, (float)_options.Temperature);
+        if (_options.DynamicTemperatureRange == 0)
+        {
+            Temperature.Apply(logits, (float)_options.Temperature);
+        }
+
         TopNSigmaFilter.Apply(logits, _options.TopNSigma);
         TopKFilter.Apply(logits, _options.TopK);
         TopPFilter.Apply(logits, _options.TopP);
         MinPFilter.Apply(logits, _options.MinP);
         TypicalFilter.Apply(logits, _options.TypicalP);
+        if (_options.DynamicTemperatureRange > 0)
+        {
+            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
+        }
     }
 }

@@ -13,7 +13,8 @@ namespace QwenSharp.Server.Api;
 internal static class SamplingFields
 {
     /// <summary>llama-server's samplers beyond OpenAI's, as it names their fields (its OpenAI endpoints take them too).</summary>
-    public static readonly string[] LlamaSamplerNames = ["typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta"];
+    public static readonly string[] LlamaSamplerNames =
+        ["typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent"];
 
     public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias", .. LlamaSamplerNames];
 
@@ -39,8 +40,8 @@ internal static class SamplingFields
     }
 
     /// <summary>
-    /// <paramref name="overrides"/> with llama-server's typical_p, top_n_sigma (0 or below: off, its default -1), XTC and
-    /// mirostat (0 off, 1 or 2) fields of the request; asking for any of them turns sampling on.
+    /// <paramref name="overrides"/> with llama-server's typical_p, top_n_sigma (0 or below: off, its default -1), XTC,
+    /// mirostat (0 off, 1 or 2) and dynamic temperature fields of the request; asking for any of them turns sampling on.
     /// </summary>
     public static SamplingOverrides WithLlamaSamplers(this SamplingOverrides overrides, RequestFields fields) => overrides with
     {
@@ -51,6 +52,8 @@ internal static class SamplingFields
         Mirostat = fields.Int("mirostat", 0, 2),
         MirostatTau = fields.Double("mirostat_tau", 0, 100),
         MirostatEta = fields.Double("mirostat_eta", 0, 100),
+        DynamicTemperatureRange = fields.Double("dynatemp_range", 0, 100),
+        DynamicTemperatureExponent = fields.Double("dynatemp_exponent", 0, 100),
     };
 
     /// <summary>OpenAI's <c>logit_bias</c>: an object from token ids (as strings) to numbers from -100 to 100; null when absent or empty.</summary>

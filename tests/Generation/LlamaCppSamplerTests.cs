@@ -103,6 +103,49 @@ public sealed class LlamaCppSamplerTests
     }
 
     [Theory]
+    [InlineData(1.0, 0.5, 1.0)]
+    [InlineData(0.8, 0.6, 2.0)]
+    [InlineData(0.3, 1.0, 0.5)]
+    public void DynamicTemperature_ScalesAsLlamaCppsTempExt(double temperature, double range, double exponent)
+    {
+        foreach ((int seed, double spread) in ((int, double)[])[(30, 1), (31, 3), (32, 0.3)])
+        {
+            float[] logits = Logits(seed, spread);
+            LlamaCpp.ApplySamplers(logits, c => c.AddDynamicTemperature((float)temperature, (float)range, (float)exponent), out float[] expected);
+
+            float[] ours = (float[])logits.Clone();
+            DynamicTemperature.Apply(ours, temperature, range, exponent);
+
+            for (int i = 0; i < ours.Length; i++)
+            {
+                Assert.True(Math.Abs(expected[i] - ours[i]) <= 1e-4 * Math.Max(1, Math.Abs(expected[i])), $"token {i}: {ours[i]} against llama.cpp's {expected[i]}");
+            }
+        }
+
+        double step = DynamicTemperature.Of(Logits(31, 3), temperature, range, exponent);
+        Assert.InRange(step, Math.Max(0, temperature - range), temperature + range);
+    }
+
+    /// <summary>
+    /// The sampler with a dynamic temperature: at a tiny one every draw is the argmax (the filters' candidates divided by
+    /// it); at a wide one the draws spread, as with the plain temperature.
+    /// </summary>
+    [Fact]
+    public void TheSampler_TakesTheDynamicTemperature()
+    {
+        float[] logits = Logits(40, spread: 1, peaks: 0);
+        int argmax = Array.IndexOf(logits, logits.Max());
+        var cool = new TokenSampler(new SamplingOptions { DoSample = true, Temperature = 0.001, DynamicTemperatureRange = 0.0005 }, Vocabulary, 5);
+        var warm = new TokenSampler(new SamplingOptions { DoSample = true, Temperature = 1, DynamicTemperatureRange = 0.5 }, Vocabulary, 5);
+
+        int[] cooled = [.. Enumerable.Range(0, 50).Select(_ => cool.Next(logits, [], []))];
+        int[] warmed = [.. Enumerable.Range(0, 50).Select(_ => warm.Next(logits, [], []))];
+
+        Assert.All(cooled, t => Assert.Equal(argmax, t));
+        Assert.True(warmed.Distinct().Count() > 10, $"{warmed.Distinct().Count()} distinct tokens in 50 warm draws");
+    }
+
+    [Theory]
     [InlineData(1, 5.0, 0.1)]
     [InlineData(1, 3.0, 0.5)]
     [InlineData(2, 5.0, 0.1)]

@@ -118,7 +118,7 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
 
     [Theory]
     [InlineData("\"dry_multiplier\": 0.8", "dry_multiplier", "no such sampler")]
-    [InlineData("\"dynatemp_range\": 0.5", "dynatemp_range", "no such sampler")]
+    [InlineData("\"dynatemp_range\": -0.5", "dynatemp_range", "from 0 to 100")]
     [InlineData("\"mirostat\": 3", "mirostat", "from 0 to 2")]
     [InlineData("\"typical_p\": 0", "typical_p", "above 0 to 1")]
     [InlineData("\"xtc_threshold\": 2", "xtc_threshold", "from 0 to 1")]

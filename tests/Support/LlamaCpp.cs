@@ -108,7 +108,11 @@ internal static class LlamaCpp
     /// <paramref name="logits"/>, one per token id: the ids still in the list with a finite logit, and the index (in the
     /// list as the chain left it) of the token a sampling step drew, -1 where none did.
     /// </summary>
-    public static (int[] Kept, int Selected, int SelectedId) ApplySamplers(float[] logits, Action<SafeLLamaSamplerChainHandle> add)
+    public static (int[] Kept, int Selected, int SelectedId) ApplySamplers(float[] logits, Action<SafeLLamaSamplerChainHandle> add) =>
+        ApplySamplers(logits, add, out _);
+
+    /// <summary>As <see cref="ApplySamplers(float[], Action{SafeLLamaSamplerChainHandle})"/>, with the logits the chain left, by id (−∞ for those it removed).</summary>
+    public static (int[] Kept, int Selected, int SelectedId) ApplySamplers(float[] logits, Action<SafeLLamaSamplerChainHandle> add, out float[] left)
     {
         lock (s_lock)
         {
@@ -118,10 +122,16 @@ internal static class LlamaCpp
             using (LLamaTokenDataArrayNative.Create(array, out LLamaTokenDataArrayNative native))
             {
                 chain.Apply(ref native);
-                LLamaTokenData[] left = native.Data.ToArray();
-                int[] kept = [.. left.Where(t => !float.IsNegativeInfinity(t.Logit)).Select(t => (int)t.ID).Order()];
+                LLamaTokenData[] candidates = native.Data.ToArray();
+                int[] kept = [.. candidates.Where(t => !float.IsNegativeInfinity(t.Logit)).Select(t => (int)t.ID).Order()];
+                left = Enumerable.Repeat(float.NegativeInfinity, logits.Length).ToArray();
+                foreach (LLamaTokenData candidate in candidates)
+                {
+                    left[(int)candidate.ID] = candidate.Logit;
+                }
+
                 int selected = (int)native.Selected;
-                return (kept, selected, selected >= 0 ? (int)left[selected].ID : -1);
+                return (kept, selected, selected >= 0 ? (int)candidates[selected].ID : -1);
             }
         }
     }
