@@ -673,7 +673,7 @@ public sealed class QwenModel : IDisposable
             Context = options.Context,
             IgnoreEos = options.IgnoreEos,
             EosTokenIds = EosTokenIds,
-            Sampling = options.Sampling.Resolve(config),
+            Sampling = options.Sampling.Resolve(config).WithDryBreakers(options.Sampling, Tokenizer),
             Logprobs = options.Logprobs,
             StopCondition = text,
             // The chat client's held calls include its response format, when it has one.

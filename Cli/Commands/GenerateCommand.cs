@@ -35,6 +35,11 @@ internal sealed class GenerateCommand : ICommand
         new("mirostat", "1|2", "llama.cpp's mirostat in place of top-k, top-p and the other filters: hold the answer's surprise near --mirostat-tau"),
         new("mirostat-tau", "T", "mirostat's target surprise in bits (default 5; llama.cpp's mirostat-ent)"),
         new("mirostat-eta", "E", "mirostat's learning rate (default 0.1; llama.cpp's mirostat-lr)"),
+        new("dry-multiplier", "M", "llama.cpp's DRY: a token that would extend a repetition of more than --dry-allowed-length tokens loses M * --dry-base^(length - allowed) of its logit; 0 switches it off"),
+        new("dry-base", "B", "DRY's base (default 1.75)"),
+        new("dry-allowed-length", "N", "the longest repetition DRY lets pass (default 2)"),
+        new("dry-penalty-last-n", "N", "how many of the last tokens DRY looks at (default -1: the whole text)"),
+        new("dry-sequence-breaker", "S", "a text DRY does not count a repetition back past (repeat for several; default: newline, colon, double quote, asterisk; \\n is a newline)", Repeatable: true),
         new("dynatemp-range", "R", "llama.cpp's dynamic temperature: each step's between T-R and T+R by the entropy of the candidates left, applied after the filters"),
         new("dynatemp-exponent", "E", "the exponent of the entropy in --dynatemp-range's mapping (default 1; llama.cpp's dynatemp-exp)"),
         new("repetition-penalty", "R", "divide positive (multiply negative) logits of tokens already in the text by R (default: generation_config.json)"),
@@ -209,7 +214,7 @@ internal sealed class GenerateCommand : ICommand
             int? context = ModelLoading.Context(args, model.Config);
             Generator.ValidatePrompts(model, prompts, context ?? model.Config.MaxPositionEmbeddings);
 
-            SamplingOptions sampling = beams > 1 ? PenaltiesOnly(args) : SamplingFrom(args, model.GenerationConfig);
+            SamplingOptions sampling = beams > 1 ? PenaltiesOnly(args) : SamplingFrom(args, model.GenerationConfig, tokenizer);
             int perPrompt = args.Int("num-return-sequences", 1, 1024) ?? 1;
             if (perPrompt > 1 && sampling.IsGreedy && beams == 1)
             {
@@ -294,7 +299,11 @@ internal sealed class GenerateCommand : ICommand
     /// --greedy: the argmax, with only the penalties given on the command line. Otherwise generation_config.json's
     /// sampling defaults with each given option overriding its field; a sampling option turns sampling on.
     /// </summary>
-    private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config) => OverridesFrom(args).Resolve(config);
+    private static SamplingOptions SamplingFrom(Arguments args, GenerationConfig config, Tokenizer? tokenizer)
+    {
+        SamplingOverrides overrides = OverridesFrom(args);
+        return overrides.Resolve(config).WithDryBreakers(overrides, tokenizer);
+    }
 
     /// <summary>--prompt-lookup N: the most guesses a step, or null.</summary>
     internal static int? PromptLookupFrom(Arguments args) => args.Int("prompt-lookup", 1, PromptLookup.MaxDraftTokens);
@@ -316,6 +325,11 @@ internal sealed class GenerateCommand : ICommand
             Mirostat = args.Int("mirostat", 0, 2),
             MirostatTau = args.Double("mirostat-tau", 0, 100),
             MirostatEta = args.Double("mirostat-eta", 0, 100),
+            DryMultiplier = args.Double("dry-multiplier", 0, 100),
+            DryBase = args.Double("dry-base", 1, 100),
+            DryAllowedLength = args.Int("dry-allowed-length", 0, 1 << 20),
+            DryPenaltyLastN = args.Int("dry-penalty-last-n", -1, int.MaxValue),
+            DrySequenceBreakers = args.Has("dry-sequence-breaker") ? [.. args.Values("dry-sequence-breaker").Select(TextInput.Unescape)] : null,
             DynamicTemperatureRange = args.Double("dynatemp-range", 0, 100),
             DynamicTemperatureExponent = args.Double("dynatemp-exponent", 0, 100),
             RepetitionPenalty = args.Double("repetition-penalty", double.Epsilon, double.PositiveInfinity),

@@ -63,6 +63,24 @@ public sealed record SamplingOptions
     /// <summary>Mirostat's learning rate η (llama.cpp's default 0.1).</summary>
     public double MirostatEta { get; init; } = 0.1;
 
+    /// <summary>
+    /// DRY's strength (llama.cpp's dry_multiplier; <see cref="DryPenalty"/>): a token that would extend a repetition of at
+    /// least <see cref="DryAllowedLength"/> tokens loses multiplier · base^(length − allowed) of its logit; 0 switches it off.
+    /// </summary>
+    public double DryMultiplier { get; init; }
+
+    /// <summary>DRY's base (llama.cpp's default 1.75).</summary>
+    public double DryBase { get; init; } = 1.75;
+
+    /// <summary>The longest repetition DRY lets pass unpenalised (llama.cpp's default 2).</summary>
+    public int DryAllowedLength { get; init; } = 2;
+
+    /// <summary>How many of the last tokens DRY looks at; -1 (llama.cpp's default): the whole text.</summary>
+    public int DryPenaltyLastN { get; init; } = -1;
+
+    /// <summary>DRY's sequence breakers as token ids (made from their texts with the model's tokenizer); none by default.</summary>
+    public DryBreakers DryBreakers { get; init; } = DryBreakers.None;
+
     /// <summary>transformers' multiplicative penalty over prompt and generated tokens (positive logits divided, negative multiplied); 1 is off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
 
@@ -112,6 +130,10 @@ public sealed record SamplingOptions
         Check(XtcProbability >= 0 && XtcProbability <= 1, "xtc_probability", XtcProbability, "a number in [0, 1]");
         Check(XtcThreshold >= 0 && XtcThreshold <= 1, "xtc_threshold", XtcThreshold, "a number in [0, 1]");
         Check(Mirostat is 0 or 1 or 2, "mirostat", Mirostat, "0 (off), 1 or 2");
+        Check(DryMultiplier >= 0 && double.IsFinite(DryMultiplier), "dry_multiplier", DryMultiplier, "a number >= 0");
+        Check(DryBase >= 1 && double.IsFinite(DryBase), "dry_base", DryBase, "a number >= 1");
+        Check(DryAllowedLength >= 0, "dry_allowed_length", DryAllowedLength, "an integer >= 0");
+        Check(DryPenaltyLastN >= -1, "dry_penalty_last_n", DryPenaltyLastN, "an integer >= -1 (-1: the whole text)");
         Check(DynamicTemperatureRange >= 0 && double.IsFinite(DynamicTemperatureRange), "dynatemp_range", DynamicTemperatureRange, "a number >= 0");
         Check(DynamicTemperatureExponent >= 0 && double.IsFinite(DynamicTemperatureExponent), "dynatemp_exponent", DynamicTemperatureExponent, "a number >= 0");
         Check(MirostatTau >= 0 && double.IsFinite(MirostatTau), "mirostat_tau", MirostatTau, "a number >= 0");

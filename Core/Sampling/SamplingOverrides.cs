@@ -32,6 +32,17 @@ public sealed record SamplingOverrides
 
     public double? DynamicTemperatureRange { get; init; }
 
+    public double? DryMultiplier { get; init; }
+
+    public double? DryBase { get; init; }
+
+    public int? DryAllowedLength { get; init; }
+
+    public int? DryPenaltyLastN { get; init; }
+
+    /// <summary>DRY's sequence breakers as texts; null: llama.cpp's default, newline, colon, double quote and asterisk.</summary>
+    public IReadOnlyList<string>? DrySequenceBreakers { get; init; }
+
     public double? DynamicTemperatureExponent { get; init; }
 
     public double? MirostatTau { get; init; }
@@ -60,17 +71,17 @@ public sealed record SamplingOverrides
         ArgumentNullException.ThrowIfNull(config);
         if (Greedy)
         {
-            return SamplingOptions.Greedy with
+            return (SamplingOptions.Greedy with
             {
                 RepetitionPenalty = RepetitionPenalty ?? 1,
                 PresencePenalty = PresencePenalty ?? 0,
                 FrequencyPenalty = FrequencyPenalty ?? 0,
                 LogitBias = LogitBias,
-            };
+            }).WithDry(this);
         }
 
         SamplingOptions defaults = SamplingOptions.FromGenerationConfig(config);
-        return defaults with
+        return (defaults with
         {
             DoSample = defaults.DoSample || FirstSamplingValue is not null,
             Temperature = Temperature ?? defaults.Temperature,
@@ -91,6 +102,18 @@ public sealed record SamplingOverrides
             FrequencyPenalty = FrequencyPenalty ?? 0,
             LogitBias = LogitBias,
             Seed = Seed,
-        };
+        }).WithDry(this);
     }
+}
+
+/// <summary>DRY's numbers from the overrides (its breakers are token ids, which take the tokenizer: <c>DrySequenceBreakers</c> in the Engine).</summary>
+internal static class DryOverrides
+{
+    public static SamplingOptions WithDry(this SamplingOptions options, SamplingOverrides overrides) => options with
+    {
+        DryMultiplier = overrides.DryMultiplier ?? 0,
+        DryBase = overrides.DryBase ?? options.DryBase,
+        DryAllowedLength = overrides.DryAllowedLength ?? options.DryAllowedLength,
+        DryPenaltyLastN = overrides.DryPenaltyLastN ?? options.DryPenaltyLastN,
+    };
 }

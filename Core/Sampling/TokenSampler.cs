@@ -39,7 +39,8 @@ public sealed class TokenSampler
     public ulong Seed { get; }
 
     /// <summary>Whether anything changes the logits before the draw (or the argmax): a bias or a penalty.</summary>
-    private bool ChangesLogits => _options.LogitBias is { Count: > 0 } || _options.RepetitionPenalty != 1 || _options.PresencePenalty != 0 || _options.FrequencyPenalty != 0;
+    private bool ChangesLogits => _options.LogitBias is { Count: > 0 } || _options.RepetitionPenalty != 1 || _options.PresencePenalty != 0 || _options.FrequencyPenalty != 0
+        || _options.DryMultiplier != 0;
 
     /// <summary>The next token after <paramref name="prompt"/> and <paramref name="generated"/>, given the model's raw logits.</summary>
     public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
@@ -164,6 +165,7 @@ public sealed class TokenSampler
         _marks ??= new TokenMarks(_vocabularySize);
         RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
         OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);
+        DryPenalty.Apply(logits, _options.DryMultiplier, _options.DryBase, _options.DryAllowedLength, _options.DryPenaltyLastN, _options.DryBreakers, prompt, generated);
     }
 
     /// <summary>The logits the draw is made from (penalised, and when sampling warped and filtered), in place.</summary>

@@ -57,7 +57,7 @@ internal static class Jobs
         SamplingOptions sampling;
         try
         {
-            sampling = overrides.Resolve(server.Model.GenerationConfig);
+            sampling = overrides.Resolve(server.Model.GenerationConfig).WithDryBreakers(overrides, server.Tokenizer);
             sampling.Validate();
         }
         catch (ArgumentOutOfRangeException e)

@@ -19,25 +19,19 @@ namespace QwenSharp.Server.Api;
 /// answer (<c>content</c>, <c>stop_type</c>, <c>stopping_word</c>, <c>tokens_predicted</c>, <c>timings</c>, ...), as
 /// llama-server's README gives them. A stream sends one object per token and a last one with <c>stop: true</c>, and no
 /// <c>[DONE]</c>. Sampling fields left out take generation_config.json's values, as everywhere here (llama-server's own
-/// defaults are 0.8, 40, 0.95, 0.05); typical_p, top_n_sigma, XTC, mirostat and dynamic temperature are llama.cpp's. DRY,
-/// which QwenSharp has not, is accepted at the value that switches it off and refused by name otherwise, rather than
-/// ignored.
+/// defaults are 0.8, 40, 0.95, 0.05); typical_p, top_n_sigma, XTC, mirostat, dynamic temperature and DRY are llama.cpp's.
 /// </summary>
 internal static class LlamaCompletionEndpoint
 {
     /// <summary>Fields taken at the value that leaves them off (what llama-server's clients send by default), refused at any other.</summary>
-    private static readonly (string Name, double Off)[] s_offOnly =
-    [
-        ("dry_multiplier", 0),
-    ];
 
     private static readonly HashSet<string> s_fields =
     [
         "prompt", "n_predict", "max_tokens", "stream", "stop", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
         "presence_penalty", "frequency_penalty", "seed", "logit_bias", "ignore_eos", "n_probs", "return_tokens", "cache_prompt", "id_slot", "n_keep",
         "n_cmpl", "lora", "model", "timings_per_token", "min_keep", "post_sampling_probs", "samplers",
-        "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "n_indent", "t_max_predict_ms", "t_max_prompt_ms",
-        "response_fields", .. s_offOnly.Select(f => f.Name), .. SamplingFields.LlamaSamplerNames, .. ResponseFormat.Fields,
+        "n_indent", "t_max_predict_ms", "t_max_prompt_ms",
+        "response_fields", .. SamplingFields.LlamaSamplerNames, .. ResponseFormat.Fields,
     ];
 
     private static readonly HashSet<string> s_infillFields = [.. s_fields, "input_prefix", "input_suffix", "input_extra"];
@@ -129,14 +123,6 @@ internal static class LlamaCompletionEndpoint
 
     private static Settings ReadSettings(RequestFields request, ServerState server)
     {
-        foreach ((string name, double off) in s_offOnly)
-        {
-            if (request.Double(name, double.MinValue, double.MaxValue) is double value && value != off)
-            {
-                throw ApiException.BadField(name, $"'{name}' {value.ToString(CultureInfo.InvariantCulture)}: QwenSharp has no such sampler; leave it out or at {off.ToString(CultureInfo.InvariantCulture)}");
-            }
-        }
-
         if (request.Get("samplers") is JsonElement samplers
             && (samplers.ValueKind != JsonValueKind.Array || samplers.EnumerateArray().FirstOrDefault(n => n.ValueKind != JsonValueKind.String || !s_samplers.Contains(n.GetString()!)) is { ValueKind: not JsonValueKind.Undefined }))
         {
@@ -178,13 +164,6 @@ internal static class LlamaCompletionEndpoint
         request.Bool("cache_prompt");
         request.Int("n_keep", -1, int.MaxValue);
         request.Int("min_keep", 0, int.MaxValue);
-        foreach (string unused in (string[])["dry_base", "dry_allowed_length", "dry_penalty_last_n"])
-        {
-            // Settings of the samplers above that only matter when they are on.
-            request.Double(unused, double.MinValue, double.MaxValue);
-        }
-
-        request.Get("dry_sequence_breakers");
         string model = request.String("model", 256) ?? server.ModelName;
         bool ignoreEos = request.Bool("ignore_eos") ?? false;
         Func<ITokenConstraint>? constraint = ResponseFormat.Read(request, server)?.Constraint;

@@ -14,7 +14,8 @@ internal static class SamplingFields
 {
     /// <summary>llama-server's samplers beyond OpenAI's, as it names their fields (its OpenAI endpoints take them too).</summary>
     public static readonly string[] LlamaSamplerNames =
-        ["typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent"];
+        ["typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent",
+            "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers"];
 
     public static readonly string[] Names = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias", .. LlamaSamplerNames];
 
@@ -41,7 +42,8 @@ internal static class SamplingFields
 
     /// <summary>
     /// <paramref name="overrides"/> with llama-server's typical_p, top_n_sigma (0 or below: off, its default -1), XTC,
-    /// mirostat (0 off, 1 or 2) and dynamic temperature fields of the request; asking for any of them turns sampling on.
+    /// mirostat (0 off, 1 or 2), dynamic temperature and DRY fields of the request; asking for any of the samplers turns
+    /// sampling on (DRY, a penalty, applies to greedy decoding too).
     /// </summary>
     public static SamplingOverrides WithLlamaSamplers(this SamplingOverrides overrides, RequestFields fields) => overrides with
     {
@@ -54,6 +56,11 @@ internal static class SamplingFields
         MirostatEta = fields.Double("mirostat_eta", 0, 100),
         DynamicTemperatureRange = fields.Double("dynatemp_range", 0, 100),
         DynamicTemperatureExponent = fields.Double("dynatemp_exponent", 0, 100),
+        DryMultiplier = fields.Double("dry_multiplier", 0, 100),
+        DryBase = fields.Double("dry_base", 1, 100),
+        DryAllowedLength = fields.Int("dry_allowed_length", 0, 1 << 20),
+        DryPenaltyLastN = fields.Int("dry_penalty_last_n", -1, int.MaxValue),
+        DrySequenceBreakers = fields.Get("dry_sequence_breakers") is null ? null : fields.StringOrList("dry_sequence_breakers", 64, 256),
     };
 
     /// <summary>OpenAI's <c>logit_bias</c>: an object from token ids (as strings) to numbers from -100 to 100; null when absent or empty.</summary>

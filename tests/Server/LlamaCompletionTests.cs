@@ -117,7 +117,8 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("\"dry_multiplier\": 0.8", "dry_multiplier", "no such sampler")]
+    [InlineData("\"dry_base\": 0.5", "dry_base", "from 1 to 100")]
+    [InlineData("\"dry_sequence_breakers\": [\"\\n\", 4]", "dry_sequence_breakers[1]", "must be a string")]
     [InlineData("\"dynatemp_range\": -0.5", "dynatemp_range", "from 0 to 100")]
     [InlineData("\"mirostat\": 3", "mirostat", "from 0 to 2")]
     [InlineData("\"typical_p\": 0", "typical_p", "above 0 to 1")]

@@ -104,6 +104,47 @@ internal static class LlamaCpp
     }
 
     /// <summary>
+    /// llama.cpp's greedy continuation of <paramref name="prompt"/> under its DRY sampler (the prompt accepted into it
+    /// first, as llama-server does), <paramref name="maxTokens"/> tokens.
+    /// </summary>
+    public static int[] GreedyWithDry(string gguf, IReadOnlyList<int> prompt, int maxTokens, string[] breakers, float multiplier, float @base, int allowedLength) =>
+        Greedy(gguf, prompt, maxTokens, (chain, weights) => chain.AddDry(weights.NativeHandle, breakers, multiplier, @base, allowedLength, -1),
+            acceptPrompt: true, stopAtEnd: false).Ids;
+
+    /// <summary>
+    /// <paramref name="logits"/> after llama.cpp's DRY sampler, its breakers made by the vocabulary of
+    /// <paramref name="gguf"/>, the text so far (<paramref name="history"/>) accepted into it token by token.
+    /// </summary>
+    public static float[] DryPenalized(string gguf, float[] logits, IReadOnlyList<int> history, string[] breakers, float multiplier, float @base,
+        int allowedLength, int penaltyLastN)
+    {
+        lock (s_lock)
+        {
+            var parameters = new ModelParams(gguf) { ContextSize = 64, GpuLayerCount = 0, Threads = 2 };
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
+            using SafeLLamaSamplerChainHandle chain = SamplerChain();
+            chain.AddDry(weights.NativeHandle, breakers, multiplier, @base, allowedLength, penaltyLastN);
+            foreach (int token in history)
+            {
+                chain.Accept((LLamaToken)token);
+            }
+
+            LLamaTokenDataArray array = LLamaTokenDataArray.Create(logits);
+            using (LLamaTokenDataArrayNative.Create(array, out LLamaTokenDataArrayNative native))
+            {
+                chain.Apply(ref native);
+                float[] left = new float[logits.Length];
+                foreach (LLamaTokenData candidate in native.Data)
+                {
+                    left[(int)candidate.ID] = candidate.Logit;
+                }
+
+                return left;
+            }
+        }
+    }
+
+    /// <summary>
     /// What llama.cpp's samplers (<paramref name="add"/> builds the chain) leave of a candidate list of
     /// <paramref name="logits"/>, one per token id: the ids still in the list with a finite logit, and the index (in the
     /// list as the chain left it) of the token a sampling step drew, -1 where none did.
@@ -141,7 +182,16 @@ internal static class LlamaCpp
     /// grammar sampler, then the argmax; an f32 cache, one token a step), up to <paramref name="maxTokens"/> tokens or one
     /// that llama.cpp takes as the end of generation (then the last id, and Ended).
     /// </summary>
-    public static (int[] Ids, bool Ended) GreedyWithGrammar(string gguf, IReadOnlyList<int> prompt, string grammar, int maxTokens)
+    public static (int[] Ids, bool Ended) GreedyWithGrammar(string gguf, IReadOnlyList<int> prompt, string grammar, int maxTokens) =>
+        Greedy(gguf, prompt, maxTokens, (chain, weights) => chain.AddGrammar(weights.NativeHandle, grammar, "root"), acceptPrompt: false, stopAtEnd: true);
+
+    /// <summary>
+    /// llama.cpp's greedy continuation of <paramref name="prompt"/> (an f32 cache, one token a step) through the samplers
+    /// <paramref name="add"/> puts before the argmax, the prompt accepted into them first where <paramref name="acceptPrompt"/>;
+    /// up to <paramref name="maxTokens"/> tokens, or (<paramref name="stopAtEnd"/>) one llama.cpp takes as the end of generation.
+    /// </summary>
+    private static (int[] Ids, bool Ended) Greedy(string gguf, IReadOnlyList<int> prompt, int maxTokens, Action<SafeLLamaSamplerChainHandle, LLamaWeights> add,
+        bool acceptPrompt, bool stopAtEnd)
     {
         lock (s_lock)
         {
@@ -151,12 +201,17 @@ internal static class LlamaCpp
             };
             using LLamaWeights weights = LLamaWeights.LoadFromFile(parameters);
             using LLamaContext context = weights.CreateContext(parameters);
-            using SafeLLamaSamplerChainHandle chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
-            chain.AddGrammar(weights.NativeHandle, grammar, "root");
+            using SafeLLamaSamplerChainHandle chain = SamplerChain();
+            add(chain, weights);
             chain.AddGreedySampler();
             var batch = new LLamaBatch();
             for (int i = 0; i < prompt.Count; i++)
             {
+                if (acceptPrompt)
+                {
+                    chain.Accept((LLamaToken)prompt[i]);
+                }
+
                 batch.Add(prompt[i], i, LLamaSeqId.Zero, i == prompt.Count - 1);
             }
 
@@ -166,7 +221,7 @@ internal static class LlamaCpp
                 Assert.Equal(DecodeResult.Ok, context.NativeHandle.Decode(batch));
                 LLamaToken token = chain.Sample(context.NativeHandle, -1);
                 ids.Add((int)token);
-                bool ended = token.IsEndOfGeneration(weights.Vocab);
+                bool ended = stopAtEnd && token.IsEndOfGeneration(weights.Vocab);
                 if (ids.Count == maxTokens || ended)
                 {
                     return ([.. ids], ended);
