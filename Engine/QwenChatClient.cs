@@ -11,7 +11,8 @@ namespace QwenSharp;
 /// <see cref="IChatClient"/> over a <see cref="QwenModel"/>: messages rendered with the model's chat
 /// template, ChatOptions mapped to the same-named sampling settings (frequency and presence penalties as
 /// themselves, not as a repetition penalty), stop sequences matched across tokens, held answers in
-/// AdditionalProperties (grammar, regex, choices), and the KV cache of the previous turn kept, so a conversation that
+/// AdditionalProperties (grammar, regex, choices; the samplers' settings by the server's field names: min_p, typical_p,
+/// mirostat, dry_multiplier, ...), and the KV cache of the previous turn kept, so a conversation that
 /// grows is not read again from the start.
 /// </summary>
 internal sealed class QwenChatClient(QwenModel model) : IChatClient
@@ -124,6 +125,22 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
             PresencePenalty = options.PresencePenalty,
             FrequencyPenalty = options.FrequencyPenalty,
             Seed = options.Seed is long seed ? unchecked((ulong)seed) : null,
+            MinP = Number(options, "min_p"),
+            RepetitionPenalty = Number(options, "repetition_penalty"),
+            TypicalP = Number(options, "typical_p"),
+            TopNSigma = Number(options, "top_n_sigma"),
+            XtcProbability = Number(options, "xtc_probability"),
+            XtcThreshold = Number(options, "xtc_threshold"),
+            Mirostat = WholeNumber(options, "mirostat"),
+            MirostatTau = Number(options, "mirostat_tau"),
+            MirostatEta = Number(options, "mirostat_eta"),
+            DynamicTemperatureRange = Number(options, "dynatemp_range"),
+            DynamicTemperatureExponent = Number(options, "dynatemp_exponent"),
+            DryMultiplier = Number(options, "dry_multiplier"),
+            DryBase = Number(options, "dry_base"),
+            DryAllowedLength = WholeNumber(options, "dry_allowed_length"),
+            DryPenaltyLastN = WholeNumber(options, "dry_penalty_last_n"),
+            DrySequenceBreakers = Extra<IEnumerable<string>>(options, "dry_sequence_breakers") is { } breakers ? [.. breakers] : null,
         },
         StopSequences = options.StopSequences is { } stops ? [.. stops] : [],
         JsonObject = options.ResponseFormat is ChatResponseFormatJson { Schema: null },
@@ -148,6 +165,34 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
 
         return value as T ?? throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be {(typeof(T) == typeof(string) ? "a string" : "a list of strings")}, not {value.GetType().Name}", nameof(options));
     }
+
+    /// <summary>
+    /// A sampling setting that has no ChatOptions property, by the name the server's field has (llama-server's and vLLM's:
+    /// <c>min_p</c>, <c>typical_p</c>, <c>mirostat</c>, <c>dry_multiplier</c>, ...): a number of any .NET type or a JSON
+    /// number (as deserialized options hold it); anything else is refused naming the key.
+    /// </summary>
+    private static double? Number(ChatOptions options, string key)
+    {
+        if (options.AdditionalProperties is null || !options.AdditionalProperties.TryGetValue(key, out object? value) || value is null)
+        {
+            return null;
+        }
+
+        return value switch
+        {
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Number } json => json.GetDouble(),
+            double or float or int or long or short or decimal or uint or ulong or byte => Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture),
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a number, not {value.GetType().Name}", nameof(options)),
+        };
+    }
+
+    /// <summary>As <see cref="Number"/>, for a setting that is a count: a fraction is refused naming the key.</summary>
+    private static int? WholeNumber(ChatOptions options, string key) => Number(options, key) switch
+    {
+        null => null,
+        double whole when whole == Math.Floor(whole) && Math.Abs(whole) <= int.MaxValue => (int)whole,
+        double other => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a whole number, not {other}", nameof(options)),
+    };
 
     /// <summary>
     /// The answer's tool calls held to the tools (<see cref="ConstrainedOutput.ToolCalls"/>): calls only for

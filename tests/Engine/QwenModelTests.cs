@@ -194,6 +194,40 @@ public sealed class QwenModelTests
         Assert.False(free.Text.StartsWith('{'));
     }
 
+    /// <summary>
+    /// The samplers' settings in AdditionalProperties, by the server's field names: top-n-sigma at a tiny n and mirostat
+    /// at a target surprise of 0 leave one token, so a sampled answer is the greedy one; a sampled answer without them is
+    /// not; a setting that is not a number is refused naming it.
+    /// </summary>
+    [Fact]
+    public async Task ChatClient_AdditionalPropertiesCarryTheSamplersSettings()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        ChatMessage[] question = [new(ChatRole.User, "Tell me a story.")];
+        string greedy = (await client.GetResponseAsync(question, new ChatOptions { Temperature = 0, MaxOutputTokens = 12 })).Text;
+        ChatOptions Sampled(params (string Key, object Value)[] extra)
+        {
+            var options = new ChatOptions { Temperature = 1, TopK = 0, Seed = 3, MaxOutputTokens = 12, AdditionalProperties = [] };
+            foreach ((string key, object value) in extra)
+            {
+                options.AdditionalProperties[key] = value;
+            }
+
+            return options;
+        }
+
+        Assert.Equal(greedy, (await client.GetResponseAsync(question, Sampled(("top_n_sigma", 0.0001)))).Text);
+        Assert.Equal(greedy, (await client.GetResponseAsync(question, Sampled(("mirostat", 2), ("mirostat_tau", 0f)))).Text);
+        Assert.Equal(greedy, (await client.GetResponseAsync(question, Sampled(("top_n_sigma", System.Text.Json.JsonDocument.Parse("0.0001").RootElement)))).Text);
+        Assert.NotEqual(greedy, (await client.GetResponseAsync(question, Sampled())).Text);
+
+        var text = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(question, Sampled(("typical_p", "high"))));
+        Assert.Contains("ChatOptions.AdditionalProperties[\"typical_p\"] must be a number, not String", text.Message, StringComparison.Ordinal);
+        var fraction = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(question, Sampled(("mirostat", 1.5))));
+        Assert.Contains("ChatOptions.AdditionalProperties[\"mirostat\"] must be a whole number", fraction.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task ChatClient_AdditionalPropertiesHoldTheAnswerToAGrammarPatternOrChoice()
     {
