@@ -81,6 +81,9 @@ public sealed record SamplingOptions
     /// <summary>DRY's sequence breakers as token ids (made from their texts with the model's tokenizer); none by default.</summary>
     public DryBreakers DryBreakers { get; init; } = DryBreakers.None;
 
+    /// <summary>llama.cpp's infill sampler for code completion, last of the filters (<see cref="InfillFilter"/>); null: off.</summary>
+    public InfillVocabulary? Infill { get; init; }
+
     /// <summary>transformers' multiplicative penalty over prompt and generated tokens (positive logits divided, negative multiplied); 1 is off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
 

@@ -40,6 +40,9 @@ public sealed record SamplingOverrides
 
     public int? DryPenaltyLastN { get; init; }
 
+    /// <summary>llama.cpp's infill sampler (llama-server's <c>samplers</c> naming "infill"); its vocabulary comes with the tokenizer (<c>InfillSampling</c> in the Engine).</summary>
+    public bool Infill { get; init; }
+
     /// <summary>DRY's sequence breakers as texts; null: llama.cpp's default, newline, colon, double quote and asterisk.</summary>
     public IReadOnlyList<string>? DrySequenceBreakers { get; init; }
 

@@ -81,7 +81,8 @@ public sealed class TokenSampler
 
         TopNSigmaFilter.Apply(work, _options.TopNSigma);
         TopKFilter.Apply(work, _options.TopK);
-        if (_options.TopK <= 0 || _options.TopK >= work.Length)
+        // The infill sampler reads token ids, so it runs on the whole vocabulary, not on gathered candidates.
+        if (_options.TopK <= 0 || _options.TopK >= work.Length || _options.Infill is not null)
         {
             FilterAfterTopK(work);
             return CategoricalDraw.Draw(work, _random.NextDouble());
@@ -95,7 +96,7 @@ public sealed class TokenSampler
         return _candidateIds[CategoricalDraw.Draw(candidates, _random.NextDouble())];
     }
 
-    /// <summary>top-p, min-p and typical-p in transformers' order, then XTC (its chance drawn whenever it is on).</summary>
+    /// <summary>top-p, min-p and typical-p in transformers' order, then XTC (its chance drawn whenever it is on) and the infill sampler.</summary>
     private void FilterAfterTopK(Span<float> logits)
     {
         TopPFilter.Apply(logits, _options.TopP);
@@ -104,6 +105,11 @@ public sealed class TokenSampler
         if (XtcFilter.IsOn(_options.XtcProbability, _options.XtcThreshold))
         {
             XtcFilter.Apply(logits, _options.XtcProbability, _options.XtcThreshold, _random.NextDouble());
+        }
+
+        if (_options.Infill is not null)
+        {
+            InfillFilter.Apply(logits, _options.Infill);
         }
 
         if (_options.DynamicTemperatureRange > 0)

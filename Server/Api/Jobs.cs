@@ -57,7 +57,8 @@ internal static class Jobs
         SamplingOptions sampling;
         try
         {
-            sampling = overrides.Resolve(server.Model.GenerationConfig).WithDryBreakers(overrides, server.Tokenizer);
+            sampling = overrides.Resolve(server.Model.GenerationConfig).WithDryBreakers(overrides, server.Tokenizer)
+                .WithInfill(overrides, server.Tokenizer, [.. server.EosTokenIds, .. (endTokens ?? []).Except(server.EosTokenIds)]);
             sampling.Validate();
         }
         catch (ArgumentOutOfRangeException e)

@@ -39,9 +39,8 @@ internal static class LlamaCompletionEndpoint
     private static readonly HashSet<string> s_fileFields = ["filename", "text", "time"];
 
     /// <summary>
-    /// llama-server's sampler names. Those QwenSharp has apply in transformers' order whatever the list's; the others are
-    /// off unless their fields turn them on (refused above). "infill" (llama.cpp's merging of tokens that begin alike for
-    /// FIM) is not applied: the answer is drawn from the model's own distribution.
+    /// llama-server's sampler names. They apply in QwenSharp's order whatever the list's, each where its fields turn it on;
+    /// "infill" (llama.cpp's code-completion sampler, <see cref="InfillFilter"/>) only where the list names it, as there.
     /// </summary>
     private static readonly HashSet<string> s_samplers = ["penalties", "dry", "top_k", "typ_p", "typical_p", "top_p", "min_p", "xtc", "temperature", "infill", "top_n_sigma"];
 
@@ -129,6 +128,7 @@ internal static class LlamaCompletionEndpoint
             throw ApiException.BadField("samplers", $"'samplers' must be a list of llama-server's sampler names ({string.Join(", ", s_samplers)}), not {RequestFields.Show(samplers)}");
         }
 
+        bool asksInfill = request.Get("samplers") is JsonElement named && named.EnumerateArray().Any(n => n.GetString() == "infill");
         if (request.Bool("post_sampling_probs") == true)
         {
             throw ApiException.BadField("post_sampling_probs", "'post_sampling_probs' is not supported: n_probs gives log-probs of the model's distribution");
@@ -188,7 +188,7 @@ internal static class LlamaCompletionEndpoint
                 // -1 is a random seed.
                 Seed = seed is long given && given >= 0 ? unchecked((ulong)given) : null,
                 LogitBias = LogitBiasOf(request, server),
-            }.WithLlamaSamplers(request),
+            }.WithLlamaSamplers(request) with { Infill = asksInfill },
             predict is null or -1 ? null : predict,
             request.Int("n_cmpl", 1, 128) ?? 1,
             request.StringOrList("stop", 16, 4096),

@@ -62,6 +62,25 @@ public sealed class InfillTests : IAsyncLifetime
         Assert.Equal(expectedFile.GetProperty("content").GetString(), openAi.GetProperty("choices")[0].GetProperty("text").GetString());
     }
 
+    /// <summary>
+    /// The infill sampler where the request names it and draws (its choices are checked against llama.cpp's in
+    /// InfillFilterTests): tiny-qwen2's random weights spread the next token thinly, no text token reaches the sampler's
+    /// 20%, so it ends the answer at once, as llama.cpp's does; without it the same request answers its 8 tokens.
+    /// </summary>
+    [Fact]
+    public async Task TheInfillSampler_RunsWhereTheSamplersNameIt()
+    {
+        string request = $"{{\"input_prefix\": {JsonSerializer.Serialize(Prefix)}, \"input_suffix\": {JsonSerializer.Serialize(Suffix)}, \"n_predict\": 8, "
+            + "\"temperature\": 0.8, \"seed\": 5, \"top_k\": 40, \"samplers\": [\"top_k\", \"top_p\"";
+
+        JsonElement infill = await _server.PostOkAsync("/infill", request + ", \"infill\"]}");
+        JsonElement plain = await _server.PostOkAsync("/infill", request + "]}");
+
+        Assert.Equal(0, infill.GetProperty("tokens_predicted").GetInt32());
+        Assert.Equal("eos", infill.GetProperty("stop_type").GetString());
+        Assert.Equal(8, plain.GetProperty("tokens_predicted").GetInt32());
+    }
+
     [Fact]
     public async Task ALineIndentedLessThanNIndentEndsTheAnswerBeforeIt()
     {

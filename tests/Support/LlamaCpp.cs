@@ -96,6 +96,23 @@ internal static class LlamaCpp
         }
     }
 
+    /// <summary>As <see cref="ApplySamplers(float[], Action{SafeLLamaSamplerChainHandle})"/>, with samplers that read the vocabulary of <paramref name="gguf"/>.</summary>
+    public static int[] ApplySamplers(string gguf, float[] logits, Action<SafeLLamaSamplerChainHandle, LLamaWeights> add)
+    {
+        lock (s_lock)
+        {
+            using LLamaWeights weights = LLamaWeights.LoadFromFile(new ModelParams(gguf) { ContextSize = 64, GpuLayerCount = 0, Threads = 2 });
+            using SafeLLamaSamplerChainHandle chain = SamplerChain();
+            add(chain, weights);
+            LLamaTokenDataArray array = LLamaTokenDataArray.Create(logits);
+            using (LLamaTokenDataArrayNative.Create(array, out LLamaTokenDataArrayNative native))
+            {
+                chain.Apply(ref native);
+                return [.. native.Data.ToArray().Where(t => !float.IsNegativeInfinity(t.Logit)).Select(t => (int)t.ID).Order()];
+            }
+        }
+    }
+
     /// <summary>An empty sampler chain of llama.cpp's, its native library loaded (LLamaSharp loads it on its first NativeApi call).</summary>
     public static SafeLLamaSamplerChainHandle SamplerChain()
     {
