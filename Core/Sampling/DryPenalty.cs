@@ -14,8 +14,9 @@ public static class DryPenalty
     private const double FloatMaxLog = 88.7228391;
 
     /// <param name="lastN">How many of the last tokens are looked at; -1: the whole text.</param>
+    /// <param name="scratch">Buffers kept from step to step (a sampler's own), so a step allocates nothing; null: new ones.</param>
     public static void Apply(Span<float> logits, double multiplier, double @base, int allowedLength, int lastN, DryBreakers breakers,
-        IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
+        IReadOnlyList<int> prompt, IReadOnlyList<int> generated, DryScratch? scratch = null)
     {
         ArgumentNullException.ThrowIfNull(breakers);
         int total = prompt.Count + generated.Count;
@@ -26,14 +27,15 @@ public static class DryPenalty
         }
 
         // The text's last n tokens, newest first.
-        int[] reversed = new int[n];
+        scratch ??= new DryScratch();
+        int[] reversed = scratch.Reversed(n);
         for (int i = 0; i < n; i++)
         {
             int position = total - 1 - i;
             reversed[i] = position >= prompt.Count ? generated[position - prompt.Count] : prompt[position];
         }
 
-        int limit = RepetitionLimit(reversed, breakers);
+        int limit = RepetitionLimit(reversed, n, breakers);
         if (limit < allowedLength)
         {
             return;
@@ -41,8 +43,9 @@ public static class DryPenalty
 
         // z[k]: how many tokens from the end the text repeats k tokens earlier; the token after that earlier stretch
         // (reversed[k - 1]) would extend the repetition.
-        int[] z = ZFunction(reversed);
-        var longest = new Dictionary<int, int>();
+        int[] z = ZFunction(reversed, n, scratch.Z(n));
+        Dictionary<int, int> longest = scratch.Longest;
+        longest.Clear();
         for (int k = 1; k < n; k++)
         {
             int length = Math.Min(z[k], limit);
@@ -71,9 +74,9 @@ public static class DryPenalty
     /// How far back a repetition may be counted: up to the newest complete breaker (its head <c>i</c> tokens from the end,
     /// the longest of the breakers that begin with it and fit), else the whole window.
     /// </summary>
-    private static int RepetitionLimit(int[] reversed, DryBreakers breakers)
+    private static int RepetitionLimit(int[] reversed, int n, DryBreakers breakers)
     {
-        for (int i = 0; i < reversed.Length; i++)
+        for (int i = 0; i < n; i++)
         {
             int longestMatch = -1;
             foreach (int[] tail in breakers.TailsOf(reversed[i]))
@@ -99,21 +102,24 @@ public static class DryPenalty
             }
         }
 
-        return reversed.Length;
+        return n;
     }
 
-    /// <summary>The Z-function: z[k] is the length of the longest common prefix of the sequence and its suffix from k (z[0] = 0).</summary>
-    internal static int[] ZFunction(int[] s)
+    /// <summary>
+    /// The Z-function of the first <paramref name="n"/> of <paramref name="s"/>, into <paramref name="z"/>: z[k] is the
+    /// length of the longest common prefix of the sequence and its suffix from k (z[0] = 0).
+    /// </summary>
+    internal static int[] ZFunction(int[] s, int n, int[] z)
     {
-        int[] z = new int[s.Length];
-        for (int k = 1, left = 0, right = 0; k < s.Length; k++)
+        Array.Clear(z, 0, n);
+        for (int k = 1, left = 0, right = 0; k < n; k++)
         {
             if (k < right)
             {
                 z[k] = Math.Min(right - k, z[k - left]);
             }
 
-            while (k + z[k] < s.Length && s[z[k]] == s[k + z[k]])
+            while (k + z[k] < n && s[z[k]] == s[k + z[k]])
             {
                 z[k]++;
             }

@@ -17,6 +17,7 @@ public sealed class TokenSampler
 
     private readonly ITokenConstraint? _constraint;
     private readonly Mirostat? _mirostat;
+    private DryScratch? _dry;
 
     /// <param name="constraint">A rule over the tokens allowed (constrained output), applied before everything else; null for none.</param>
     public TokenSampler(SamplingOptions options, int vocabularySize, ulong seed, ITokenConstraint? constraint = null)
@@ -171,7 +172,11 @@ public sealed class TokenSampler
         _marks ??= new TokenMarks(_vocabularySize);
         RepetitionPenalty.Apply(logits, (float)_options.RepetitionPenalty, prompt, generated, _marks);
         OccurrencePenalties.Apply(logits, (float)_options.PresencePenalty, (float)_options.FrequencyPenalty, generated, _marks);
-        DryPenalty.Apply(logits, _options.DryMultiplier, _options.DryBase, _options.DryAllowedLength, _options.DryPenaltyLastN, _options.DryBreakers, prompt, generated);
+        if (_options.DryMultiplier != 0)
+        {
+            _dry ??= new DryScratch();
+            DryPenalty.Apply(logits, _options.DryMultiplier, _options.DryBase, _options.DryAllowedLength, _options.DryPenaltyLastN, _options.DryBreakers, prompt, generated, _dry);
+        }
     }
 
     /// <summary>The logits the draw is made from (penalised, and when sampling warped and filtered), in place.</summary>
