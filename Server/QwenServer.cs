@@ -174,6 +174,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
         app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));
+        app.MapPost("/score", http => ScoreEndpoint.HandleAsync(http, state));
+        app.MapPost("/v1/score", http => ScoreEndpoint.HandleAsync(http, state));
         foreach (string path in (string[])["/rerank", "/v1/rerank", "/v2/rerank", "/reranking", "/v1/reranking"])
         {
             app.MapPost(path, http => RerankEndpoint.HandleAsync(http, state));

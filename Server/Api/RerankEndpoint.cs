@@ -27,14 +27,7 @@ internal static class RerankEndpoint
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
-        try
-        {
-            server.Model.RequireReranker("/rerank");
-        }
-        catch (NotSupportedException e)
-        {
-            throw new ApiException(400, e.Message, null, "model_does_not_rerank");
-        }
+        RequireReranker(server, "/rerank");
 
         string model = request.String("model", 256) ?? server.ModelName;
         float[]? adapterScales = server.Adapters.ForRequest(request, model);
@@ -62,26 +55,9 @@ internal static class RerankEndpoint
             throw ApiException.BadField("return_documents", "'return_documents' goes with 'documents'; with 'texts' (Text Embeddings Inference's request) it is 'return_text'");
         }
 
-        var inputs = new List<int[]>(documents.Count);
-        for (int i = 0; i < documents.Count; i++)
-        {
-            int[] ids = RerankPrompt.Ids(server.Tokenizer, query, documents[i], server.Options.RerankTemplate);
-            if (ids.Length == 0)
-            {
-                throw ApiException.BadField($"{field}[{i}]", $"'{field}[{i}]' and the query have no tokens together");
-            }
-
-            Jobs.CheckContext(server, ids.Length, $"'{field}[{i}]' with the query", $"{field}[{i}]");
-            inputs.Add(ids);
-        }
-
-        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        var job = new EmbeddingJob { Inputs = inputs, Classify = true, AdapterScales = adapterScales, Cancellation = deadline.Token };
-        float[][] logits = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
-
-        ClassifierHead head = server.Model.RequireReranker("/rerank");
-        IReadOnlyList<DocumentRelevance> ranked = DocumentRelevance.Rank(logits.Select((l, i) => new DocumentRelevance(i, head.Scores(l)[0], l[0], inputs[i].Length)));
-        long tokens = inputs.Sum(i => (long)i.Length);
+        IReadOnlyList<DocumentRelevance> scored = await ScoreAsync(http, server, [.. documents.Select((d, i) => (query, d, $"{field}[{i}]"))], adapterScales).ConfigureAwait(false);
+        IReadOnlyList<DocumentRelevance> ranked = DocumentRelevance.Rank(scored);
+        long tokens = scored.Sum(r => (long)r.TokenCount);
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             if (tei)
@@ -128,6 +104,46 @@ internal static class RerankEndpoint
             ResponseJson.WritePromptUsage(w, tokens);
             w.WriteEndObject();
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>A 400 (<c>model_does_not_rerank</c>) unless the model is a one-label classifier.</summary>
+    public static void RequireReranker(ServerState server, string endpoint)
+    {
+        try
+        {
+            server.Model.RequireReranker(endpoint);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new ApiException(400, e.Message, null, "model_does_not_rerank");
+        }
+    }
+
+    /// <summary>
+    /// Each (query, document) pair read together (<see cref="RerankPrompt"/>, the server's template) and scored by the
+    /// head, in the pairs' order; a pair without tokens or longer than the context is a 400 naming its field.
+    /// </summary>
+    public static async Task<IReadOnlyList<DocumentRelevance>> ScoreAsync(HttpContext http, ServerState server, IReadOnlyList<(string Query, string Document, string Field)> pairs,
+        float[]? adapterScales)
+    {
+        var inputs = new List<int[]>(pairs.Count);
+        foreach ((string query, string document, string field) in pairs)
+        {
+            int[] ids = RerankPrompt.Ids(server.Tokenizer, query, document, server.Options.RerankTemplate);
+            if (ids.Length == 0)
+            {
+                throw ApiException.BadField(field, $"'{field}' and the query have no tokens together");
+            }
+
+            Jobs.CheckContext(server, ids.Length, $"'{field}' with the query", field);
+            inputs.Add(ids);
+        }
+
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        var job = new EmbeddingJob { Inputs = inputs, Classify = true, AdapterScales = adapterScales, Cancellation = deadline.Token };
+        float[][] logits = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
+        ClassifierHead head = server.Model.RequireReranker("/rerank");
+        return [.. logits.Select((l, i) => new DocumentRelevance(i, head.Scores(l)[0], l[0], inputs[i].Length))];
     }
 
     /// <summary>The documents: a list of texts, each a string or Jina's and Cohere's <c>{"text": ...}</c>; at most as many as /v1/embeddings takes.</summary>

@@ -75,6 +75,41 @@ public sealed class RerankServerTests
         Assert.Equal(4 + (4 * 4) + 4 + 4 + 4 + 4, await server.MetricAsync("qwensharp_classify_inputs_total"));
     }
 
+    /// <summary>vLLM's score API: one text against a list, and two lists in pairs, each pair's sigmoid score in order.</summary>
+    [Fact]
+    public async Task Score_ScoresEachPair_InOrder()
+    {
+        await using TestServer server = await TestServer.StartAsync(ClassificationTests.ClassifierFolder(1), null);
+        double[] logits = RerankTests.ReferenceLogits(server.Model.Tokenizer, RerankTests.Query, RerankTests.Documents);
+
+        JsonElement oneToMany = await server.PostOkAsync("/score", $$"""{"model": "m", "text_1": "{{RerankTests.Query}}", "text_2": {{s_documents}}}""");
+        string queries = JsonSerializer.Serialize(RerankTests.Documents.Select(_ => RerankTests.Query));
+        JsonElement pairs = await server.PostOkAsync("/v1/score", $$"""{"text_1": {{queries}}, "text_2": {{s_documents}}}""");
+
+        foreach (JsonElement answer in (JsonElement[])[oneToMany, pairs])
+        {
+            Assert.Equal("list", answer.GetProperty("object").GetString());
+            JsonElement[] data = [.. answer.GetProperty("data").EnumerateArray()];
+            Assert.Equal(logits.Length, data.Length);
+            for (int i = 0; i < data.Length; i++)
+            {
+                Assert.Equal(i, data[i].GetProperty("index").GetInt32());
+                Assert.Equal("score", data[i].GetProperty("object").GetString());
+                Assert.Equal(1 / (1 + Math.Exp(-logits[i])), data[i].GetProperty("score").GetDouble(), 1e-4);
+            }
+        }
+
+        foreach ((string json, string param, string message) in ((string, string, string)[])[
+            ("""{"text_1": "a"}""", "text_2", "'text_2' is required"),
+            ("""{"text_1": ["a", "b"], "text_2": "c"}""", "text_1", "give one text as 'text_1'"),
+            ("""{"text_1": ["a", "b"], "text_2": ["c"]}""", "text_2", "'text_1' has 2 texts and 'text_2' 1"),
+            ("""{"text_1": "a", "text_2": []}""", "text_2", "'text_2' is an empty list"),
+            ("""{"text_1": "a", "text_2": "b", "queries": "c"}""", "queries", "unknown field")])
+        {
+            await server.AssertRefusedAsync("/score", json, param, message);
+        }
+    }
+
     [Fact]
     public async Task Rerank_WithTheServersTemplate_ReadsTheFilledTemplate()
     {
