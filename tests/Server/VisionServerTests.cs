@@ -44,6 +44,38 @@ public sealed class VisionServerTests
         }
     }
 
+    /// <summary>
+    /// The same conversation through OpenAI's Responses API (an input_image part as a data: URL, instructions as the system
+    /// message) and Anthropic's Messages API (a base64 image block, the system prompt as system): the reference answer.
+    /// </summary>
+    [Fact]
+    public async Task A_picture_through_the_Responses_and_Messages_APIs_gives_the_reference_answer()
+    {
+        int[] expected = Reference("2_image_b", out JsonDocument reference);
+        reference.Dispose();
+        await using TestServer server = await TestServer.StartAsync(VisionFixture.ModelDirectory, null);
+        string image = Convert.ToBase64String(File.ReadAllBytes(VisionFixture.Image("b_100x70_rgb.png")));
+        string answer = server.Model.Tokenizer.Decode(expected[..5]);
+
+        JsonElement responses = await server.PostOkAsync("/v1/responses", $$$"""
+            {"instructions": "You are a careful observer.", "temperature": 0, "max_output_tokens": 5,
+             "input": [{"role": "user", "content": [
+               {"type": "input_text", "text": "Look at this picture."},
+               {"type": "input_image", "image_url": "data:image/png;base64,{{{image}}}"},
+               {"type": "input_text", "text": "Describe the colors in one sentence."}]}]}
+            """);
+        JsonElement messages = await server.PostOkAsync("/v1/messages", $$$"""
+            {"system": "You are a careful observer.", "temperature": 0, "max_tokens": 5,
+             "messages": [{"role": "user", "content": [
+               {"type": "text", "text": "Look at this picture."},
+               {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "{{{image}}}"}},
+               {"type": "text", "text": "Describe the colors in one sentence."}]}]}
+            """);
+
+        Assert.Equal(answer, responses.GetProperty("output")[0].GetProperty("content")[0].GetProperty("text").GetString());
+        Assert.Equal(answer, messages.GetProperty("content")[0].GetProperty("text").GetString());
+    }
+
     [Fact]
     public async Task Two_different_pictures_in_a_row_are_not_confused()
     {
