@@ -41,6 +41,9 @@ internal static class ModelLoading
     public static readonly OptionSpec BatchInvariant = new("batch-invariant", null,
         "steps of up to 7 rows (a batch of up to 7 sequences, prompt lookup) give each row exactly its bits alone; without it the CPU multiplies quantized matrices faster, the same tokens up to near-ties");
 
+    /// <summary>How a command that reads texts through a model (embed, classify, rerank) runs it: threads, quantization, LoRA, device.</summary>
+    public static readonly OptionSpec[] RunSpecs = [Threads, Quantize, Imatrix, Lora, LoraScale, Device, GpuLayers];
+
     /// <summary>The bundled demo model (llama2.c's stories260K), copied beside the binary.</summary>
     public static string DemoModelDirectory => Path.Combine(AppContext.BaseDirectory, "models", "stories260K");
 

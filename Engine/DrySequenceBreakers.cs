@@ -49,7 +49,7 @@ public static class DrySequenceBreakers
         }
 
         var breakers = new DryBreakers();
-        byte[][] pieces = [.. Enumerable.Range(0, tokenizer.VocabularySize).Select(tokenizer.TokenBytes)];
+        byte[][] pieces = TokenPieces.Of(tokenizer);
         foreach (string text in texts.Where(t => t.Length > 0))
         {
             byte[] breaker = Encoding.UTF8.GetBytes(text);

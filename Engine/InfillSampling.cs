@@ -12,6 +12,7 @@ namespace QwenSharp;
 /// </summary>
 public static class InfillSampling
 {
+    /// <summary>The pieces as llama.cpp renders them without special tokens: none for a special token.</summary>
     private static readonly ConditionalWeakTable<Tokenizer, byte[][]> s_pieces = [];
 
     /// <summary>The texts llama.cpp takes for a vocabulary's end-of-turn token, in its order (Qwen's is &lt;|im_end|&gt;).</summary>
@@ -32,7 +33,7 @@ public static class InfillSampling
         }
 
         byte[][] pieces = s_pieces.GetValue(tokenizer, t =>
-            [.. Enumerable.Range(0, t.VocabularySize).Select(id => t.IsSpecial(id) ? [] : t.TokenBytes(id))]);
+            [.. TokenPieces.Of(t).Select((piece, id) => t.IsSpecial(id) ? [] : piece)]);
         bool[] ends = new bool[pieces.Length];
         foreach (int id in endOfGeneration.Where(id => (uint)id < (uint)ends.Length))
         {

@@ -31,13 +31,7 @@ internal sealed class ClassifyCommand : ICommand
         new("file", "F", "a UTF-8 text file: each non-empty line is one text", Repeatable: true),
         new("messages", "M.json", "a conversation (a JSON list of messages) through the chat template, no assistant turn opened: what a reward model rates (repeat for several)", Repeatable: true),
         new("json", null, "print JSON: {\"labels\":[...],\"score_function\",\"results\":[{\"label\",\"scores\":[...],\"logits\":[...],\"tokens\"}]}"),
-        ModelLoading.Threads,
-        ModelLoading.Quantize,
-        ModelLoading.Imatrix,
-        ModelLoading.Lora,
-        ModelLoading.LoraScale,
-        ModelLoading.Device,
-        ModelLoading.GpuLayers,
+        .. ModelLoading.RunSpecs,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

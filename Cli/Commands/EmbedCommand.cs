@@ -39,13 +39,7 @@ internal sealed class EmbedCommand : ICommand
         new("truncate", null, "cut a text too long for the model to its first tokens (sentence-transformers' max_seq_length, at most the context) instead of refusing it"),
         new("prompt-name", "NAME", "put the model's named prompt before each text (config_sentence_transformers.json's, such as gte-Qwen2's query; default: its default_prompt_name)"),
         new("json", null, "print JSON: {\"embeddings\":[[...]],\"dimensions\",\"pooling\",\"normalized\",\"attention\",\"tokens\":[...]}"),
-        ModelLoading.Threads,
-        ModelLoading.Quantize,
-        ModelLoading.Imatrix,
-        ModelLoading.Lora,
-        ModelLoading.LoraScale,
-        ModelLoading.Device,
-        ModelLoading.GpuLayers,
+        .. ModelLoading.RunSpecs,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

@@ -31,13 +31,7 @@ internal sealed class RerankCommand : ICommand
         new("top-n", "N", "print only the N most relevant (default: all)"),
         TemplateSpec,
         new("json", null, "print JSON: {\"results\":[{\"index\",\"relevance_score\",\"logit\",\"tokens\"}]}, the most relevant first"),
-        ModelLoading.Threads,
-        ModelLoading.Quantize,
-        ModelLoading.Imatrix,
-        ModelLoading.Lora,
-        ModelLoading.LoraScale,
-        ModelLoading.Device,
-        ModelLoading.GpuLayers,
+        .. ModelLoading.RunSpecs,
     ];
 
     public IReadOnlyList<string> Examples { get; } =

@@ -496,6 +496,9 @@ public sealed class Qwen2Model : IDisposable
         return head;
     }
 
+    /// <summary>Whether the model is a cross-encoder reranker: a sequence classifier with one label (its logit the relevance).</summary>
+    public bool IsReranker => Classifier is { Labels.Count: 1 };
+
     /// <summary>
     /// The score head of a cross-encoder reranker: a sequence classifier with one label, whose logit says how relevant a
     /// document is to a query. Throws naming what the model is otherwise.
@@ -503,7 +506,7 @@ public sealed class Qwen2Model : IDisposable
     public ClassifierHead RequireReranker(string caller, string? source = null)
     {
         ClassifierHead head = RequireClassifier(caller, source);
-        if (head.Labels.Count != 1)
+        if (!IsReranker)
         {
             QwenThrow.NotSupported($"{(source is null ? "" : $"{source}: ")}{caller} needs a reranker, a classifier with one label (its logit the relevance); this classifier has {head.Labels.Count}: {string.Join(", ", head.Labels)}");
         }
@@ -516,7 +519,7 @@ public sealed class Qwen2Model : IDisposable
     {
         if (Config.IsSequenceClassifier)
         {
-            QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync{(Classifier is { Labels.Count: 1 } ? "; with its one label it reranks: qwensharp rerank, QwenModel.RerankAsync" : "")}) and does not generate or score tokens");
+            QwenThrow.NotSupported($"the model is a {Config.Architecture}, whose score head gives a text a logit per label, not next-token logits: it classifies texts (qwensharp classify, QwenModel.ClassifyAsync{(IsReranker ? "; with its one label it reranks: qwensharp rerank, QwenModel.RerankAsync" : "")}) and does not generate or score tokens");
         }
     }
 

@@ -11,12 +11,7 @@ public static class DynamicTemperature
     /// <summary>The temperature of this step (the step's own divisor), or <paramref name="temperature"/> where one candidate is left.</summary>
     public static double Of(ReadOnlySpan<float> logits, double temperature, double range, double exponent)
     {
-        int count = 0;
-        foreach (float logit in logits)
-        {
-            count += logit != float.NegativeInfinity ? 1 : 0;
-        }
-
+        int count = FiniteLogits.Count(logits);
         if (count <= 1)
         {
             return temperature;
@@ -37,9 +32,14 @@ public static class DynamicTemperature
         return low + ((high - low) * Math.Pow(entropy / Math.Log(count), exponent));
     }
 
-    /// <summary>Divides the logits by this step's temperature (<see cref="Of"/>).</summary>
+    /// <summary>Divides the logits by this step's temperature (<see cref="Of"/>); a range of 0 (off) leaves them.</summary>
     public static void Apply(Span<float> logits, double temperature, double range, double exponent)
     {
+        if (range <= 0)
+        {
+            return;
+        }
+
         double step = Of(logits, temperature, range, exponent);
         System.Numerics.Tensors.TensorPrimitives.Divide(logits, (float)step, logits);
     }

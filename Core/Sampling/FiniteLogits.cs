@@ -1,6 +1,6 @@
 namespace QwenSharp.Sampling;
 
-/// <summary>What the filters share about a step's finite logits: their softmax's normaliser, the largest subtracted first.</summary>
+/// <summary>What the filters share about a step's finite logits (those no filter removed): how many, and their softmax's normaliser.</summary>
 internal static class FiniteLogits
 {
     /// <summary>Σ exp(l − max) over the finite logits, and the largest logit (so that p = exp(l − max) / Σ).</summary>
@@ -14,5 +14,17 @@ internal static class FiniteLogits
         }
 
         return total;
+    }
+
+    /// <summary>How many of the logits are finite (not removed by a filter).</summary>
+    public static int Count(ReadOnlySpan<float> logits)
+    {
+        int count = 0;
+        foreach (float logit in logits)
+        {
+            count += logit != float.NegativeInfinity ? 1 : 0;
+        }
+
+        return count;
     }
 }

@@ -20,15 +20,21 @@ public static class InfillFilter
     {
         ArgumentNullException.ThrowIfNull(vocabulary);
         double total = FiniteLogits.ExpSum(logits, out float max);
-        // The candidates, most likely first (ties by id), with their probabilities.
-        float[] snapshot = logits.ToArray();
-        List<int> order = [.. Enumerable.Range(0, snapshot.Length).Where(i => snapshot[i] != float.NegativeInfinity)];
-        order.Sort((a, b) => snapshot[b] != snapshot[a] ? snapshot[b].CompareTo(snapshot[a]) : a.CompareTo(b));
-        var p = new Dictionary<int, double>(order.Count);
+        // The candidates (the filters before left a few), most likely first (ties by id), with their probabilities.
+        var p = new Dictionary<int, double>();
+        for (int i = 0; i < logits.Length; i++)
+        {
+            if (logits[i] != float.NegativeInfinity)
+            {
+                p[i] = Math.Exp(logits[i] - max) / total;
+            }
+        }
+
+        List<int> order = [.. p.Keys];
+        order.Sort((a, b) => p[b] != p[a] ? p[b].CompareTo(p[a]) : a.CompareTo(b));
         double text = 0, end = 0;
         foreach (int id in order)
         {
-            p[id] = Math.Exp(snapshot[id] - max) / total;
             (EndsGeneration(vocabulary, id) ? ref end : ref text) += p[id];
         }
 

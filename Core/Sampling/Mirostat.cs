@@ -35,7 +35,7 @@ public sealed class Mirostat
     /// <summary>Removes the tokens this step does not allow (sets their logits to −∞); returns how many are left.</summary>
     public int Truncate(Span<float> logits)
     {
-        int[] order = TopPFilter.SortedHead(logits, FiniteCount(logits));
+        int[] order = TopPFilter.SortedHead(logits, FiniteLogits.Count(logits));
         float max = logits[order[0]];
         double total = 0;
         foreach (int i in order)
@@ -82,16 +82,5 @@ public sealed class Mirostat
         double epsilon = s - 1;
         double k = Math.Pow(epsilon * Math.Pow(2, Mu) / (1 - Math.Pow(_vocabularySize, -epsilon)), 1 / s);
         return (int)Math.Clamp(double.IsNaN(k) ? 1 : k, 1, order.Length);
-    }
-
-    private static int FiniteCount(ReadOnlySpan<float> logits)
-    {
-        int count = 0;
-        foreach (float logit in logits)
-        {
-            count += logit != float.NegativeInfinity ? 1 : 0;
-        }
-
-        return count;
     }
 }

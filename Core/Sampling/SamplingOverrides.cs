@@ -74,17 +74,17 @@ public sealed record SamplingOverrides
         ArgumentNullException.ThrowIfNull(config);
         if (Greedy)
         {
-            return (SamplingOptions.Greedy with
+            return WithDry(SamplingOptions.Greedy with
             {
                 RepetitionPenalty = RepetitionPenalty ?? 1,
                 PresencePenalty = PresencePenalty ?? 0,
                 FrequencyPenalty = FrequencyPenalty ?? 0,
                 LogitBias = LogitBias,
-            }).WithDry(this);
+            });
         }
 
         SamplingOptions defaults = SamplingOptions.FromGenerationConfig(config);
-        return (defaults with
+        return WithDry(defaults with
         {
             DoSample = defaults.DoSample || FirstSamplingValue is not null,
             Temperature = Temperature ?? defaults.Temperature,
@@ -105,18 +105,15 @@ public sealed record SamplingOverrides
             FrequencyPenalty = FrequencyPenalty ?? 0,
             LogitBias = LogitBias,
             Seed = Seed,
-        }).WithDry(this);
+        });
     }
-}
 
-/// <summary>DRY's numbers from the overrides (its breakers are token ids, which take the tokenizer: <c>DrySequenceBreakers</c> in the Engine).</summary>
-internal static class DryOverrides
-{
-    public static SamplingOptions WithDry(this SamplingOptions options, SamplingOverrides overrides) => options with
+    /// <summary><paramref name="options"/> with DRY's numbers given here (its breakers are token ids, which take the tokenizer: <c>DrySequenceBreakers</c> in the Engine).</summary>
+    private SamplingOptions WithDry(SamplingOptions options) => options with
     {
-        DryMultiplier = overrides.DryMultiplier ?? 0,
-        DryBase = overrides.DryBase ?? options.DryBase,
-        DryAllowedLength = overrides.DryAllowedLength ?? options.DryAllowedLength,
-        DryPenaltyLastN = overrides.DryPenaltyLastN ?? options.DryPenaltyLastN,
+        DryMultiplier = DryMultiplier ?? 0,
+        DryBase = DryBase ?? options.DryBase,
+        DryAllowedLength = DryAllowedLength ?? options.DryAllowedLength,
+        DryPenaltyLastN = DryPenaltyLastN ?? options.DryPenaltyLastN,
     };
 }

@@ -70,11 +70,7 @@ public sealed class TokenSampler
         }
 
         Penalize(work, prompt, generated);
-        if (_options.DynamicTemperatureRange == 0)
-        {
-            Temperature.Apply(work, (float)_options.Temperature);
-        }
-
+        PlainTemperature(work);
         if (_mirostat is not null)
         {
             return DrawMirostat(work);
@@ -113,20 +109,25 @@ public sealed class TokenSampler
             InfillFilter.Apply(logits, _options.Infill);
         }
 
-        if (_options.DynamicTemperatureRange > 0)
+        DynamicTemperatureStep(logits);
+    }
+
+    /// <summary>transformers' temperature, first, unless the dynamic temperature takes its place (after the filters).</summary>
+    private void PlainTemperature(Span<float> logits)
+    {
+        if (_options.DynamicTemperatureRange == 0)
         {
-            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
+            Temperature.Apply(logits, (float)_options.Temperature);
         }
     }
+
+    private void DynamicTemperatureStep(Span<float> logits) =>
+        DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
 
     /// <summary>Mirostat's step: its truncation, the draw from what is left, and μ moved by the drawn token's surprise.</summary>
     private int DrawMirostat(Span<float> logits)
     {
-        if (_options.DynamicTemperatureRange > 0)
-        {
-            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
-        }
-
+        DynamicTemperatureStep(logits);
         _mirostat!.Truncate(logits);
         int token = CategoricalDraw.Draw(logits, _random.NextDouble());
         double total = FiniteLogits.ExpSum(logits, out float max);
@@ -141,12 +142,7 @@ public sealed class TokenSampler
     /// <summary>Copies the finite logits and their ids, in id order, into the candidate buffers.</summary>
     private int Gather(ReadOnlySpan<float> logits)
     {
-        int count = 0;
-        foreach (float logit in logits)
-        {
-            count += logit != float.NegativeInfinity ? 1 : 0;
-        }
-
+        int count = FiniteLogits.Count(logits);
         if (_candidateIds.Length < count)
         {
             _candidateIds = new int[Math.Max(count, 64)];
@@ -188,19 +184,12 @@ public sealed class TokenSampler
             return;
         }
 
-        if (_options.DynamicTemperatureRange == 0)
-        {
-            Temperature.Apply(logits, (float)_options.Temperature);
-        }
-
+        PlainTemperature(logits);
         TopNSigmaFilter.Apply(logits, _options.TopNSigma);
         TopKFilter.Apply(logits, _options.TopK);
         TopPFilter.Apply(logits, _options.TopP);
         MinPFilter.Apply(logits, _options.MinP);
         TypicalFilter.Apply(logits, _options.TypicalP);
-        if (_options.DynamicTemperatureRange > 0)
-        {
-            DynamicTemperature.Apply(logits, _options.Temperature, _options.DynamicTemperatureRange, _options.DynamicTemperatureExponent);
-        }
+        DynamicTemperatureStep(logits);
     }
 }

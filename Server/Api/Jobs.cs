@@ -17,7 +17,7 @@ internal static class Jobs
     {
         if (server.Model.Config.IsSequenceClassifier)
         {
-            throw new ApiException(400, $"the model is a {server.Model.Config.Architecture}, whose score head gives a text a logit per label, not next tokens: it classifies (POST /classify{(server.Model.Classifier is { Labels.Count: 1 } ? ", /rerank" : "")}) and does not generate",
+            throw new ApiException(400, $"the model is a {server.Model.Config.Architecture}, whose score head gives a text a logit per label, not next tokens: it classifies (POST /classify{(server.Model.IsReranker ? ", /rerank" : "")}) and does not generate",
                 null, "model_does_not_generate");
         }
     }
