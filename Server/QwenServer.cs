@@ -139,6 +139,11 @@ public sealed class QwenServer : IAsyncDisposable
             throw new ArgumentException($"port {options.Port} is outside 0..65535");
         }
 
+        if (options.StoredResponses < 0)
+        {
+            throw new ArgumentException($"stored responses {options.StoredResponses} is below 0");
+        }
+
         if (options.MaxQueue < 0 || options.PrefillChunk < 1 || options.MaxBodyBytes < 1 || options.RequestTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentException("the queue size must be at least 0, and the prefill chunk, body limit and timeout above 0");
@@ -164,8 +169,15 @@ public sealed class QwenServer : IAsyncDisposable
         app.Use((http, next) => GuardAsync(http, next, state));
         app.MapPost("/v1/chat/completions", http => ChatCompletionsEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/completions", http => CompletionsEndpoint.HandleAsync(http, state));
-        app.MapPost("/v1/responses", http => ResponsesEndpoint.HandleAsync(http, state));
-        app.MapPost("/responses", http => ResponsesEndpoint.HandleAsync(http, state));
+        foreach (string path in (string[])["/v1/responses", "/responses"])
+        {
+            app.MapPost(path, http => ResponsesEndpoint.HandleAsync(http, state));
+            app.MapGet(path + "/{id}", http => ResponsesEndpoint.GetAsync(http, state));
+            app.MapDelete(path + "/{id}", http => ResponsesEndpoint.DeleteAsync(http, state));
+            app.MapGet(path + "/{id}/input_items", http => ResponsesEndpoint.InputItemsAsync(http, state));
+            app.MapPost(path + "/{id}/cancel", http => ResponsesEndpoint.CancelAsync(http, state));
+        }
+
         app.MapPost(AnthropicEndpoint.Path, http => AnthropicEndpoint.MessagesAsync(http, state));
         app.MapPost(AnthropicEndpoint.Path + "/count_tokens", http => AnthropicEndpoint.CountTokensAsync(http, state));
         app.MapPost("/completion", http => LlamaCompletionEndpoint.CompletionAsync(http, state));

@@ -49,6 +49,13 @@ public sealed record ServerOptions
     /// </summary>
     public string? RerankTemplate { get; init; }
 
+    /// <summary>
+    /// Responses the Responses API keeps (those whose request did not give <c>store: false</c>) for
+    /// <c>previous_response_id</c> and <c>GET /v1/responses/{id}</c>: in memory, at most this many and 256 MiB of their
+    /// JSON (with the conversations they end), the oldest going first. 0: none kept.
+    /// </summary>
+    public int StoredResponses { get; init; } = 1000;
+
     /// <summary>The id /v1/models lists; null: the model folder's or file's name.</summary>
     public string? ModelName { get; init; }
 }

@@ -31,6 +31,9 @@ internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOn
 
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
 
+    /// <summary>The Responses API's stored responses; null when <see cref="ServerOptions.StoredResponses"/> is 0.</summary>
+    public Api.ResponseStore? Responses { get; } = options.StoredResponses > 0 ? new(options.StoredResponses) : null;
+
     /// <summary>What <c>response_format</c> holds answers to (JSON object, JSON schema); masks shared by every request.</summary>
     public ConstrainedOutput Constrained { get; } = new(tokenizer, model.Config.VocabSize, eosTokenIds);
 

@@ -30,6 +30,7 @@ internal sealed class ServeCommand : ICommand
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's or GGUF file's name)"),
+        new("stored-responses", "N", "Responses API answers kept in memory for previous_response_id and GET /v1/responses/ID, the oldest going first past N or 256 MiB (default: 1000; 0: none)"),
         RerankCommand.TemplateSpec,
         GenerateCommand.PromptLookupSpec,
         ModelLoading.DraftModel,
@@ -81,6 +82,7 @@ internal sealed class ServeCommand : ICommand
             ModelName = args.Value("name"),
             PromptLookup = ModelLoading.GuessesFrom(args),
             RerankTemplate = RerankCommand.TemplateOf(args),
+            StoredResponses = args.Int("stored-responses", 0, 1_000_000) ?? 1000,
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots: options.MaxConcurrent);
         ModelLoading.SetEmbeddingAttention(model.Model, args);

@@ -20,14 +20,19 @@ internal static class ResponseJson
     /// <summary>Text as text: only what JSON requires is escaped (quotes, control characters), not '&lt;' or non-ASCII.</summary>
     private static readonly JsonWriterOptions s_options = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public static async Task WriteAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
+    public static Task WriteAsync(HttpContext http, int status, Action<Utf8JsonWriter> write) => WriteAsync(http, status, Build(write).WrittenMemory);
+
+    /// <summary>A JSON body already made (<see cref="Serialize"/>).</summary>
+    public static async Task WriteAsync(HttpContext http, int status, ReadOnlyMemory<byte> json)
     {
-        ArrayBufferWriter<byte> body = Build(write);
         http.Response.StatusCode = status;
         http.Response.ContentType = "application/json";
-        http.Response.BodyWriter.Write(body.WrittenSpan);
+        http.Response.BodyWriter.Write(json.Span);
         await http.Response.BodyWriter.FlushAsync(http.RequestAborted).ConfigureAwait(false);
     }
+
+    /// <summary>The JSON <paramref name="write"/> makes, with the escaping every answer has.</summary>
+    public static byte[] Serialize(Action<Utf8JsonWriter> write) => Build(write).WrittenSpan.ToArray();
 
     /// <summary>
     /// The JSON <paramref name="write"/> makes, whole, before any of it goes to the body: a writer that throws part-way

@@ -8,9 +8,10 @@ namespace QwenSharp.Server.Api;
 /// message) or a list of items: messages (<c>input_text</c>, <c>input_image</c>, a previous answer's <c>output_text</c>;
 /// <c>developer</c> is <c>system</c>), <c>function_call</c>s (joined to the assistant message before them) and
 /// <c>function_call_output</c>s (tool messages); <c>max_output_tokens</c>, the flat function <c>tools</c>,
-/// <c>tool_choice</c>, <c>text.format</c> (as <c>response_format</c>) and logprobs through <c>include</c>. The server
-/// keeps no responses, so <c>previous_response_id</c> and <c>conversation</c> are refused: the client sends the
-/// conversation so far, as with chat completions. Every error names the Responses field.
+/// <c>tool_choice</c>, <c>text.format</c> (as <c>response_format</c>) and logprobs through <c>include</c>. With
+/// <c>previous_response_id</c> the conversation that stored response ends comes first (its instructions do not, as
+/// OpenAI's do not; <see cref="ResponseStore"/>); a <c>conversation</c> object is refused (the server has no
+/// Conversations API). Every error names the Responses field.
 /// </summary>
 internal sealed class ResponsesRequest
 {
@@ -35,10 +36,13 @@ internal sealed class ResponsesRequest
     private static readonly HashSet<string> s_streamOptionFields = ["include_obfuscation"];
     private static readonly HashSet<string> s_toolChoiceFields = ["type", "name"];
 
-    private ResponsesRequest(JsonDocument chat, JsonElement original)
+    private ResponsesRequest(JsonDocument chat, JsonElement original, bool store, IReadOnlyList<JsonElement> inputItems, IReadOnlyList<JsonElement> conversation)
     {
         Chat = chat;
         Original = original;
+        Store = store;
+        InputItems = inputItems;
+        Conversation = conversation;
     }
 
     /// <summary>The chat completions request.</summary>
@@ -47,32 +51,133 @@ internal sealed class ResponsesRequest
     /// <summary>The request as sent, whose settings the response repeats.</summary>
     public JsonElement Original { get; }
 
-    public static ResponsesRequest Read(JsonElement body)
+    /// <summary>Whether its response is kept: <c>store</c> (true unless given false) on a server that keeps responses.</summary>
+    public bool Store { get; }
+
+    /// <summary>
+    /// The items of its <c>input</c>, each with an id and its content as parts (a text input is the user's message);
+    /// none when it is not kept.
+    /// </summary>
+    public IReadOnlyList<JsonElement> InputItems { get; }
+
+    /// <summary>The conversation it answers, as kept: the previous response's, then <see cref="InputItems"/>.</summary>
+    public IReadOnlyList<JsonElement> Conversation { get; }
+
+    public static ResponsesRequest Read(JsonElement body, ResponseStore? store)
     {
         RequestFields request = RequestFields.Of(body, "", s_fields);
         Refuse(request);
+        IReadOnlyList<JsonElement> earlier = Previous(request, store)?.Conversation ?? [];
         JsonDocument chat = ChatMessageDraft.Request(w =>
         {
             ChatMessageDraft.CopyAll(request, w, ["model", "stream", "parallel_tool_calls", "lora", "user", .. SamplingFields.Names]);
             ChatMessageDraft.Copy(request, w, "max_output_tokens", "max_tokens");
-            WriteMessages(request, w);
+            WriteMessages(request, earlier, w);
             ChatMessageDraft.WriteTools(request, w, s_toolFields, "function", typeRequired: true, "parameters");
             WriteToolChoice(request, w);
             WriteFormat(request, w);
             WriteLogprobs(request, w);
         });
-        return new ResponsesRequest(chat, body);
+        bool keep = store is not null && (request.Bool("store") ?? true);
+        JsonElement input = request.Get("input")!.Value;
+        JsonElement[] items = !keep ? [] : input.ValueKind == JsonValueKind.String
+            ? [StoredItem(null, "message", w =>
+            {
+                w.WriteString("role", "user");
+                WriteTextContent(w, "user", input.GetString()!);
+            })]
+            : [.. input.EnumerateArray().Select(StoredItem)];
+        return new ResponsesRequest(chat, body, keep, items, [.. earlier, .. items]);
     }
+
+    /// <summary>The stored response <c>previous_response_id</c> names, if it names one.</summary>
+    private static StoredResponse? Previous(RequestFields request, ResponseStore? store)
+    {
+        if (request.String("previous_response_id", 256) is not string id)
+        {
+            return null;
+        }
+
+        if (store is null)
+        {
+            throw ApiException.BadField("previous_response_id", "'previous_response_id': this server keeps no responses (it was started with --stored-responses 0); send the conversation so far as 'input'");
+        }
+
+        // OpenAI's error, whose code clients such as Codex look for to send the whole conversation again.
+        return store.Find(id) ?? throw new ApiException(400, $"Previous response with id '{id}' not found.", "previous_response_id", "previous_response_not_found");
+    }
+
+    /// <summary>
+    /// An input item as stored and listed: with an id (the client's, else a new one), its type, and a message's text
+    /// content as one part, as OpenAI lists input items.
+    /// </summary>
+    private static JsonElement StoredItem(JsonElement item)
+    {
+        string type = TypeOf(item);
+        string? id = item.TryGetProperty("id", out JsonElement i) && i.ValueKind == JsonValueKind.String ? i.GetString() : null;
+        return StoredItem(id, type, w =>
+        {
+            foreach (JsonProperty property in item.EnumerateObject())
+            {
+                if (property.Name is "id" or "type")
+                {
+                    continue;
+                }
+
+                if (type == "message" && property.Name == "content" && property.Value.ValueKind == JsonValueKind.String)
+                {
+                    WriteTextContent(w, item.GetProperty("role").GetString()!, property.Value.GetString()!);
+                }
+                else
+                {
+                    property.WriteTo(w);
+                }
+            }
+        });
+    }
+
+    private static JsonElement StoredItem(string? id, string type, Action<Utf8JsonWriter> rest)
+    {
+        using JsonDocument item = JsonDocument.Parse(ResponseJson.Serialize(w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", id ?? ItemId(type));
+            w.WriteString("type", type);
+            rest(w);
+            w.WriteEndObject();
+        }));
+        return item.RootElement.Clone();
+    }
+
+    /// <summary>An input item's type: a message where it names none.</summary>
+    private static string TypeOf(JsonElement item) =>
+        item.TryGetProperty("type", out JsonElement type) && type.ValueKind == JsonValueKind.String ? type.GetString()! : "message";
+
+    /// <summary>A message's text as its one content part: input_text, or output_text in an answer.</summary>
+    private static void WriteTextContent(Utf8JsonWriter w, string role, string text)
+    {
+        w.WriteStartArray("content");
+        w.WriteStartObject();
+        w.WriteString("type", role == "assistant" ? "output_text" : "input_text");
+        w.WriteString("text", text);
+        w.WriteEndObject();
+        w.WriteEndArray();
+    }
+
+    /// <summary>A new item id, with OpenAI's prefix for the item's type.</summary>
+    private static string ItemId(string type) => type switch
+    {
+        "function_call" => "fc_",
+        "function_call_output" => "fco_",
+        _ => "msg_",
+    } + Guid.NewGuid().ToString("N");
 
     /// <summary>What the server cannot do, refused by name rather than answered as if it had been done.</summary>
     private static void Refuse(RequestFields request)
     {
-        foreach (string stored in (string[])["previous_response_id", "conversation"])
+        if (request.Get("conversation") is not null)
         {
-            if (request.Get(stored) is not null)
-            {
-                throw ApiException.BadField(stored, $"'{stored}': this server keeps no responses or conversations; send the conversation so far as 'input'");
-            }
+            throw ApiException.BadField("conversation", "'conversation': this server has no Conversations API; go on from a stored response with 'previous_response_id', or send the conversation so far as 'input'");
         }
 
         if (request.Bool("background") == true)
@@ -112,13 +217,18 @@ internal sealed class ResponsesRequest
         }
     }
 
-    /// <summary>instructions and input as chat messages.</summary>
-    private static void WriteMessages(RequestFields request, Utf8JsonWriter w)
+    /// <summary>instructions, the <paramref name="earlier"/> conversation's items and input as chat messages.</summary>
+    private static void WriteMessages(RequestFields request, IReadOnlyList<JsonElement> earlier, Utf8JsonWriter w)
     {
         var messages = new List<ChatMessageDraft>();
         if (request.Get("instructions") is JsonElement instructions)
         {
             messages.Add(new ChatMessageDraft("system") { Parts = { ("text", RequestFields.Text(StringOf(instructions, "instructions"), "instructions")) } });
+        }
+
+        for (int k = 0; k < earlier.Count; k++)
+        {
+            AddItem(messages, earlier[k], $"previous_response_id's conversation[{k}]");
         }
 
         JsonElement input = request.Get("input") ?? throw ApiException.BadField("input", "'input' is required: a text or a list of input items");
@@ -149,7 +259,7 @@ internal sealed class ResponsesRequest
             throw ApiException.BadField(path, $"'{path}' must be an input item (an object), not {RequestFields.Kind(item)}");
         }
 
-        string type = item.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "message";
+        string type = TypeOf(item);
         ChatMessageDraft? last = messages.Count > 0 ? messages[^1] : null;
         switch (type)
         {
@@ -205,7 +315,7 @@ internal sealed class ResponsesRequest
             case "reasoning":
                 throw ApiException.BadField($"{path}.type", $"'{path}' is a reasoning item: the model does not reason, and none of its answers hold one");
             case "item_reference":
-                throw ApiException.BadField($"{path}.type", $"'{path}' is an item reference: this server keeps no items; send the item itself");
+                throw ApiException.BadField($"{path}.type", $"'{path}' is an item reference: send the item itself, or go on from the response that holds it with 'previous_response_id'");
             default:
                 throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}'; this server reads message, function_call and function_call_output items");
         }

@@ -44,7 +44,7 @@ internal sealed class ResponsesWriter(HttpContext http, ServerState server, Gene
 
         _items.ForEach(i => i.Done = true);
         _finishReason = answer.FinishReason;
-        return ResponseJson.WriteAsync(http, 200, w => WriteResponse(w, usage));
+        return ResponseJson.WriteAsync(http, 200, Finish(usage));
     }
 
     public async Task OpenAsync(int index)
@@ -120,7 +120,29 @@ internal sealed class ResponsesWriter(HttpContext http, ServerState server, Gene
     public Task FinishedAsync(JobFinishedEvent usage)
     {
         string type = Incomplete ? "response.incomplete" : "response.completed";
-        return EventAsync(type, w => WriteResponseProperty(w, usage));
+        byte[] response = Finish(usage);
+        return EventAsync(type, w =>
+        {
+            w.WritePropertyName("response");
+            w.WriteRawValue(response, skipInputValidation: true);
+        });
+    }
+
+    /// <summary>
+    /// The finished response object; kept, when the request asks, before the client has it, so that a request that
+    /// goes on from it at once finds it.
+    /// </summary>
+    private byte[] Finish(JobFinishedEvent usage)
+    {
+        byte[] response = ResponseJson.Serialize(w => WriteResponse(w, usage));
+        if (request.Store && server.Responses is ResponseStore store)
+        {
+            using JsonDocument written = JsonDocument.Parse(response);
+            JsonElement[] output = [.. written.RootElement.GetProperty("output").EnumerateArray().Select(item => item.Clone())];
+            store.Add(new StoredResponse(_id, response, request.InputItems, [.. request.Conversation, .. output]));
+        }
+
+        return response;
     }
 
     public Task FailedAsync(ApiException error) => EventAsync("error", w =>
@@ -315,8 +337,8 @@ internal sealed class ResponsesWriter(HttpContext http, ServerState server, Gene
 
         w.WriteEndArray();
         Echo(w, original, "parallel_tool_calls", "true");
-        w.WriteNull("previous_response_id");
-        w.WriteBoolean("store", false);
+        Echo(w, original, "previous_response_id", null);
+        w.WriteBoolean("store", request.Store);
         Echo(w, original, "temperature", null);
         Echo(w, original, "top_p", null);
         Echo(w, original, "text", """{"format":{"type":"text"}}""");

@@ -15,6 +15,7 @@ public sealed class ServeCommandTests
     [InlineData("--max-concurrent", "0", "--max-concurrent")]
     [InlineData("--prompt-lookup", "7", "--prompt-lookup")]
     [InlineData("--kv-cache-type", "f8", "--kv-cache-type 'f8' is not one of f32, f16, bf16")]
+    [InlineData("--stored-responses", "-1", "--stored-responses")]
     public void BadOptionsAreOneLine(string option, string value, string expected)
     {
         CliRunner.Result result = CliRunner.Run("serve", option, value);
@@ -67,7 +68,7 @@ public sealed class ServeCommandTests
         string adapter = RandomLoraAdapter.Make(demo, 4, 8, 31, [QwenSharp.Lora.LoraTarget.Q], [0]).WritePeft(Path.Combine(Fixtures.TempDirectory(), "peft"));
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "qwensharp.dll"), "serve", "--port", "0", "--batch-invariant", "--kv-cache-type", "f16",
-            "--lora", $"story={adapter}", "--lora-scale", "0"])
+            "--lora", $"story={adapter}", "--lora-scale", "0", "--stored-responses", "0"])
         {
             start.ArgumentList.Add(arg);
         }
@@ -96,6 +97,11 @@ public sealed class ServeCommandTests
             using HttpResponseMessage response = await http.PostAsync("/v1/completions", body);
             using JsonDocument answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
             Assert.Equal(8, answer.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+            // --stored-responses 0: the Responses API keeps nothing, and says so.
+            using var responsesBody = new StringContent("{\"input\": \"Once\", \"previous_response_id\": \"resp_1\"}");
+            using HttpResponseMessage unstored = await http.PostAsync("/v1/responses", responsesBody);
+            using JsonDocument unstoredAnswer = JsonDocument.Parse(await unstored.Content.ReadAsStringAsync());
+            Assert.Contains("--stored-responses 0", unstoredAnswer.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
 
             using (Process kill = Process.Start("kill", ["-TERM", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
             {

@@ -85,7 +85,8 @@ public sealed class ResponsesApiTests : IAsyncLifetime
         Assert.Equal(4, body.GetProperty("max_output_tokens").GetInt32());
         Assert.Equal("7", body.GetProperty("metadata").GetProperty("run").GetString());
         Assert.Equal("auto", body.GetProperty("tool_choice").GetString());
-        Assert.False(body.GetProperty("store").GetBoolean());
+        Assert.True(body.GetProperty("store").GetBoolean());
+        Assert.Equal(JsonValueKind.Null, body.GetProperty("previous_response_id").ValueKind);
 
         // The same conversation as input items, the system's as a developer message: the same answer.
         (string system, string user) = OpenAiClientTests.ReferenceConversation();
@@ -141,15 +142,16 @@ public sealed class ResponsesApiTests : IAsyncLifetime
         foreach ((string json, string param, string message) in ((string, string, string)[])[
             ("""{"max_output_tokens": 4}""", "input", "'input' is required"),
             ("""{"input": []}""", "input", "not an empty list"),
-            ("""{"input": "Hi", "previous_response_id": "resp_1"}""", "previous_response_id", "this server keeps no responses"),
-            ("""{"input": "Hi", "conversation": "conv_1"}""", "conversation", "this server keeps no responses"),
+            ("""{"input": "Hi", "previous_response_id": "resp_1"}""", "previous_response_id", "Previous response with id 'resp_1' not found."),
+            ("""{"input": "Hi", "previous_response_id": 7}""", "previous_response_id", "must be a string"),
+            ("""{"input": "Hi", "conversation": "conv_1"}""", "conversation", "this server has no Conversations API"),
             ("""{"input": "Hi", "background": true}""", "background", "it runs none in the background"),
             ("""{"input": "Hi", "truncation": "auto"}""", "truncation", "does not drop input items"),
             ("""{"input": "Hi", "reasoning": {"effort": "high"}}""", "reasoning.effort", "the model does not reason"),
             ("""{"input": [{"role": "critic", "content": "Hi"}]}""", "input[0].role", "'input[0].role' is 'critic'"),
             ("""{"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}""", "input[0].content[0].type", "is a file"),
             ("""{"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}""", "input[0].content[0].file_id", "keeps no files"),
-            ("""{"input": [{"type": "item_reference", "id": "msg_1"}]}""", "input[0].type", "keeps no items"),
+            ("""{"input": [{"type": "item_reference", "id": "msg_1"}]}""", "input[0].type", "send the item itself"),
             ("""{"input": [{"type": "function_call", "call_id": "c", "arguments": "{}"}]}""", "input[0].name", "'input[0].name' is required"),
             ("""{"input": [{"role": "user", "content": "Hi", "colour": 1}]}""", "input[0].colour", "unknown field 'input[0].colour'"),
             ("""{"input": "Hi", "tools": [{"type": "web_search"}]}""", "tools[0].type", "this server runs no tools of its own"),

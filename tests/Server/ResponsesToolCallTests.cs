@@ -6,7 +6,7 @@ namespace QwenSharp.Tests.Server;
 /// <summary>
 /// Tool calls through the Responses API with a model whose answer is known (<see cref="ScriptedModel"/>): a forced call
 /// comes back as a function_call item (whole, and streamed as argument deltas), goes back in as function_call and
-/// function_call_output items (the prompt growing by Qwen's call and response blocks, as chat completions' does), and
+/// function_call_output items, or the output alone after the stored call (the prompt growing by Qwen's call and response blocks, as chat completions' does), and
 /// Microsoft.Extensions.AI's function invocation runs it through the ResponsesClient.
 /// </summary>
 public sealed class ResponsesToolCallTests : IAsyncLifetime
@@ -58,6 +58,9 @@ public sealed class ResponsesToolCallTests : IAsyncLifetime
 
         JsonElement second = await _server.PostOkAsync("/v1/responses",
             $$"""{"input": [{"role": "user", "content": "Weather in Paris?"}, {{callItem}}, {{output}}], "tools": [{{Tool}}], "tool_choice": "none", "max_output_tokens": 32, "temperature": 0}""");
+        // The output alone, going on from the stored response that made the call.
+        JsonElement stored = await _server.PostOkAsync("/v1/responses",
+            $$"""{"previous_response_id": "{{first.GetProperty("id").GetString()}}", "input": [{{output}}], "tools": [{{Tool}}], "tool_choice": "none", "max_output_tokens": 32, "temperature": 0}""");
         JsonElement alone = await _server.PostOkAsync("/v1/responses",
             $$"""{"input": "Weather in Paris?", "tools": [{{Tool}}], "tool_choice": "none", "max_output_tokens": 32, "temperature": 0}""");
 
@@ -65,6 +68,7 @@ public sealed class ResponsesToolCallTests : IAsyncLifetime
         int[] grown = TestTokenizers.Qwen.Encode("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
             + "<|im_start|>user\n<tool_response>\nsunny, 21 C\n</tool_response><|im_end|>\n");
         Assert.Equal(alone.GetProperty("usage").GetProperty("input_tokens").GetInt32() + grown.Length, second.GetProperty("usage").GetProperty("input_tokens").GetInt32());
+        Assert.Equal(alone.GetProperty("usage").GetProperty("input_tokens").GetInt32() + grown.Length, stored.GetProperty("usage").GetProperty("input_tokens").GetInt32());
     }
 
     [Fact]
