@@ -1,13 +1,15 @@
 namespace QwenSharp;
 
 /// <summary>
-/// How relevant a reranker found one document to the query (<see cref="QwenModel.RerankAsync"/>).
+/// How relevant a reranker or an embedding model found one document to the query (<see cref="QwenModel.RerankAsync"/>).
 /// </summary>
 /// <param name="Index">The document's place in the list given.</param>
 /// <param name="Score">The relevance score: the logit through a sigmoid, as transformers' pipeline and vLLM give a
-/// one-label classifier's score (the logit itself where config.json's problem_type is regression).</param>
-/// <param name="Logit">The score head's output itself (llama-server's relevance_score, TEI's raw score).</param>
-/// <param name="TokenCount">Tokens the query and document took together.</param>
+/// one-label classifier's score (the logit itself where config.json's problem_type is regression); an embedding model's
+/// similarity of the two embeddings.</param>
+/// <param name="Logit">The score head's output itself (llama-server's relevance_score, TEI's raw score); an embedding
+/// model's similarity again (it has no logit).</param>
+/// <param name="TokenCount">Tokens the query and document took together (an embedding model's: the query's and the document's).</param>
 public sealed record DocumentRelevance(int Index, float Score, float Logit, int TokenCount)
 {
     /// <summary>

@@ -424,14 +424,19 @@ public sealed class QwenModel : IDisposable
         options ??= new TextEmbeddingOptions();
         int[][] ids = EmbeddingInputs.Encode(Tokenizer, Model, texts, options.PromptName, options.Prompt, options.Pooling, options.Truncate);
         float[]? adapterScales = AdapterScalesFor(options.LoraAdapter, options.LoraScales, nameof(TextEmbeddingOptions.LoraScales));
+        float[][] vectors = await EmbedIdsAsync(ids, options, adapterScales, cancellationToken).ConfigureAwait(false);
+        return new TextEmbeddings(vectors, ids.Sum(i => (long)i.Length));
+    }
+
+    private async Task<float[][]> EmbedIdsAsync(int[][] ids, TextEmbeddingOptions options, float[]? adapterScales, CancellationToken cancellationToken)
+    {
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             return await Task.Run(() =>
             {
                 _embedder ??= new Embedder(Model);
-                float[][] vectors = _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken, options.Bidirectional, adapterScales);
-                return new TextEmbeddings(vectors, ids.Sum(i => (long)i.Length));
+                return _embedder.Embed(ids, options.Pooling, options.Normalize, options.Dimensions, cancellationToken, options.Bidirectional, adapterScales);
             }, cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -468,11 +473,14 @@ public sealed class QwenModel : IDisposable
     }
 
     /// <summary>
-    /// Ranks <paramref name="documents"/> by their relevance to <paramref name="query"/> with a cross-encoder reranker (a
-    /// <c>*ForSequenceClassification</c> model with one label): each query and document read together (see
+    /// Ranks <paramref name="documents"/> by their relevance to <paramref name="query"/>. With a cross-encoder reranker (a
+    /// <c>*ForSequenceClassification</c> model with one label) each query and document are read together (see
     /// <see cref="RerankPrompt"/>; <paramref name="template"/> with <c>{query}</c> and <c>{document}</c> for a reranker
-    /// trained on a prompt), their last token's hidden state through the score head. The most relevant first; ties in the
-    /// order given. Any other model refuses (<see cref="NotSupportedException"/>).
+    /// trained on a prompt), their last token's hidden state through the score head. With an embedding model
+    /// (<see cref="Qwen2.Qwen2Model.IsEmbeddingModel"/>) each is embedded alone, after the prompt sentence-transformers'
+    /// <c>encode_query</c> and <c>encode_document</c> would put before it, and the two compared as its
+    /// <c>similarity_fn_name</c> says (cosine by default), as vLLM scores with an embedding model. The most relevant first;
+    /// ties in the order given. Any other model refuses (<see cref="NotSupportedException"/>).
     /// </summary>
     /// <param name="loraScales">How strongly to apply each of the model's LoRA adapters; null: their own.</param>
     public async Task<IReadOnlyList<DocumentRelevance>> RerankAsync(string query, IReadOnlyList<string> documents, string? template = null,
@@ -480,10 +488,14 @@ public sealed class QwenModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(query);
         ArgumentNullException.ThrowIfNull(documents);
-        Qwen2.ClassifierHead head = Model.RequireReranker(nameof(RerankAsync), Directory);
+        Model.RequireRanker(nameof(RerankAsync), Directory);
         if (template is not null)
         {
             RerankPrompt.Check(template, nameof(template));
+            if (!Model.IsReranker)
+            {
+                throw new ArgumentException("a template writes the query and a document as one text for a cross-encoder reranker; an embedding model embeds each alone", nameof(template));
+            }
         }
 
         if (documents.Count == 0)
@@ -491,7 +503,26 @@ public sealed class QwenModel : IDisposable
             return [];
         }
 
-        int[][] ids = [.. documents.Select(d => RerankPrompt.Ids(Tokenizer, query, d ?? throw new ArgumentException("a document is null", nameof(documents)), template))];
+        if (documents.Any(d => d is null))
+        {
+            throw new ArgumentException("a document is null", nameof(documents));
+        }
+
+        if (Model.IsEmbeddingModel)
+        {
+            Qwen2.EmbeddingConfig config = Model.EmbeddingConfig;
+            string queryPrompt = config.RankingPrompt(query: true), documentPrompt = config.RankingPrompt(query: false);
+            int[][] texts = [Tokenizer.Encode(queryPrompt + query, addSpecialTokens: true), .. documents.Select(d => Tokenizer.Encode(documentPrompt + d, addSpecialTokens: true))];
+            float[]? adapterScales = AdapterScalesFor(null, loraScales, "loraScales");
+            float[][] vectors = await EmbedIdsAsync(texts, new TextEmbeddingOptions(), adapterScales, cancellationToken).ConfigureAwait(false);
+            return DocumentRelevance.Rank(documents.Select((_, i) =>
+            {
+                float similarity = (float)Qwen2.EmbeddingSimilarities.Of(config.Similarity, vectors[0], vectors[i + 1]);
+                return new DocumentRelevance(i, similarity, similarity, texts[0].Length + texts[i + 1].Length);
+            }));
+        }
+
+        int[][] ids = [.. documents.Select(d => RerankPrompt.Ids(Tokenizer, query, d, template))];
         IReadOnlyList<TextClassification> scored = await ClassifyIdsAsync(ids, loraScales, cancellationToken).ConfigureAwait(false);
         return DocumentRelevance.Rank(scored.Select((c, i) => new DocumentRelevance(i, c.Scores[0], c.Logits[0], c.TokenCount)));
     }

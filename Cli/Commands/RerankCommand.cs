@@ -3,10 +3,10 @@ using System.Globalization;
 namespace QwenSharp.Cli.Commands;
 
 /// <summary>
-/// <c>qwensharp rerank</c>: documents ranked by their relevance to a query by a cross-encoder reranker (a
-/// <c>*ForSequenceClassification</c> folder with one label), most relevant first, as <c>serve</c>'s <c>/rerank</c> ranks
-/// them: each query and document read together (the tokenizer's pair, or --rerank-template), the score head's logit and
-/// its sigmoid.
+/// <c>qwensharp rerank</c>: documents ranked by their relevance to a query, most relevant first, as <c>serve</c>'s
+/// <c>/rerank</c> ranks them: by a cross-encoder reranker (a <c>*ForSequenceClassification</c> folder with one label),
+/// each query and document read together (the tokenizer's pair, or --rerank-template), the score head's logit and its
+/// sigmoid; or by an embedding model, the similarity of the query's and each document's embeddings.
 /// </summary>
 internal sealed class RerankCommand : ICommand
 {
@@ -16,7 +16,7 @@ internal sealed class RerankCommand : ICommand
 
     public string Name => "rerank";
 
-    public string Summary => "documents ranked by relevance to a query by a cross-encoder reranker (a one-label *ForSequenceClassification)";
+    public string Summary => "documents ranked by relevance to a query by a cross-encoder reranker (a one-label *ForSequenceClassification) or an embedding model";
 
     public string Usage => "qwensharp rerank --model DIR --query Q (DOCUMENT... | --document D... | --file F) [--top-n N] [--json]";
 
@@ -76,22 +76,35 @@ internal sealed class RerankCommand : ICommand
         string directory = ModelLoading.ResolveDirectory(args, stderr);
         string device = ModelLoading.CheckDevice(args);
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr);
-        Qwen2.ClassifierHead head = model.Model.RequireReranker("rerank", directory);
+        model.Model.RequireRanker("rerank", directory);
+        bool embeddings = model.Model.IsEmbeddingModel;
+        if (embeddings && template is not null)
+        {
+            throw new UsageException($"--rerank-template is for a cross-encoder reranker, which reads the query and a document as one text; {directory} is an embedding model, which embeds each alone");
+        }
+
+        // A reranker's score is its logit through the head's function; an embedding model's, the two embeddings' similarity.
+        string scoreFunction = embeddings ? Qwen2.EmbeddingSimilarities.NameOf(model.Model.EmbeddingConfig.Similarity) : model.Model.RequireReranker("rerank", directory).ScoreFunction;
         IReadOnlyList<DocumentRelevance> ranked = model.RerankAsync(query, documents, template).GetAwaiter().GetResult();
         IEnumerable<DocumentRelevance> shown = ranked.Take(topN ?? ranked.Count);
         CultureInfo culture = CultureInfo.InvariantCulture;
         if (args.Flag("json"))
         {
-            stdout.WriteLine($"{{\"score_function\":\"{head.ScoreFunction}\",\"results\":[{string.Join(',', shown.Select(r =>
+            stdout.WriteLine($"{{\"score_function\":\"{scoreFunction}\",\"results\":[{string.Join(',', shown.Select(r =>
                 string.Create(culture, $"{{\"index\":{r.Index},\"relevance_score\":{r.Score:R},\"logit\":{r.Logit:R},\"tokens\":{r.TokenCount}}}")))}]}}");
             return 0;
         }
 
-        stdout.WriteLine($"# {documents.Count} document(s) ranked by {model.Model.Config.Architecture}: relevance ({head.ScoreFunction} of the logit), logit, document index, text");
+        stdout.WriteLine(embeddings
+            ? $"# {documents.Count} document(s) ranked by {model.Model.Config.Architecture} embeddings: {scoreFunction} similarity to the query's, document index, text"
+            : $"# {documents.Count} document(s) ranked by {model.Model.Config.Architecture}: relevance ({scoreFunction} of the logit), logit, document index, text");
         foreach (DocumentRelevance r in shown)
         {
             string text = documents[r.Index].ReplaceLineEndings(" ");
-            stdout.WriteLine(string.Create(culture, $"{r.Score:F6}  {r.Logit,10:F4}  {r.Index,4}  {(text.Length > 100 ? text[..100] + "..." : text)}"));
+            text = text.Length > 100 ? text[..100] + "..." : text;
+            stdout.WriteLine(embeddings
+                ? string.Create(culture, $"{r.Score,9:F6}  {r.Index,4}  {text}")
+                : string.Create(culture, $"{r.Score:F6}  {r.Logit,10:F4}  {r.Index,4}  {text}"));
         }
 
         return 0;

@@ -48,6 +48,16 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
     /// <summary>The model's named prompts (sentence-transformers'), put before a text when named or by default.</summary>
     public EmbeddingPrompts Prompts { get; init; } = EmbeddingPrompts.None;
 
+    /// <summary>How the model compares two embeddings (sentence-transformers' <c>similarity_fn_name</c>; cosine where it names none).</summary>
+    public EmbeddingSimilarity Similarity { get; init; } = EmbeddingSimilarity.Cosine;
+
+    /// <summary>
+    /// What goes before a query, or a document ranked against one: the prompt sentence-transformers' <c>encode_query</c>
+    /// (<c>query</c>) or <c>encode_document</c> (the first of <c>document</c>, <c>passage</c>, <c>corpus</c>) picks where
+    /// the model has it, else the default prompt.
+    /// </summary>
+    public string RankingPrompt(bool query) => PromptFor(query ? Prompts.QueryName : Prompts.DocumentName, prompt: null, Pooling);
+
     /// <summary>
     /// The Pooling module's <c>include_prompt</c>: false leaves a prompt's tokens out of a mean, which is not done here, so
     /// such a model refuses a prompt with mean pooling rather than pooling it in.
@@ -93,7 +103,7 @@ public sealed record EmbeddingConfig(EmbeddingPooling Pooling, bool Normalize, s
     {
         EmbeddingConfig config = FromModules(directory);
         EmbeddingPrompts prompts = EmbeddingPrompts.LoadOrNone(directory);
-        config = ReferenceEquals(prompts, EmbeddingPrompts.None) ? config : config with { Prompts = prompts };
+        config = ReferenceEquals(prompts, EmbeddingPrompts.None) ? config : config with { Prompts = prompts, Similarity = EmbeddingSimilarities.LoadOrCosine(directory) };
         return MaxSeqLengthOf(directory) is int max ? config with { MaxSeqLength = max } : config;
     }
 

@@ -15,6 +15,12 @@ public sealed record EmbeddingPrompts(IReadOnlyDictionary<string, string> Prompt
 
     public static EmbeddingPrompts None { get; } = new(new Dictionary<string, string>(), null, "none");
 
+    /// <summary>The prompt sentence-transformers' <c>encode_query</c> names: <c>query</c> where the model has it (else none: the default).</summary>
+    public string? QueryName => Prompts.ContainsKey("query") ? "query" : null;
+
+    /// <summary>The prompt <c>encode_document</c> names: the first of <c>document</c>, <c>passage</c> and <c>corpus</c> the model has (else none: the default).</summary>
+    public string? DocumentName => ((string[])["document", "passage", "corpus"]).FirstOrDefault(Prompts.ContainsKey);
+
     /// <summary>The text put before each text: <paramref name="prompt"/> when given, else the prompt named (or the default one), else none.</summary>
     public string Resolve(string? name, string? prompt = null)
     {

@@ -514,6 +514,33 @@ public sealed class Qwen2Model : IDisposable
         return head;
     }
 
+    /// <summary>
+    /// Whether the model is an embedding model (a bi-encoder): no classifier, and a pooling its folder's
+    /// sentence-transformers files or its GGUF file's <c>pooling_type</c> name (a model that generates pools by default).
+    /// </summary>
+    public bool IsEmbeddingModel => Classifier is null && !EmbeddingConfig.IsDefaultPooling;
+
+    /// <summary>
+    /// Throws, naming what the model is, unless it ranks documents against a query: a cross-encoder reranker
+    /// (<see cref="RequireReranker"/>, the pair read together) or an embedding model (<see cref="IsEmbeddingModel"/>, each
+    /// embedded alone and compared by <see cref="EmbeddingConfig.Similarity"/>).
+    /// </summary>
+    public void RequireRanker(string caller, string? source = null)
+    {
+        if (IsEmbeddingModel)
+        {
+            return;
+        }
+
+        if (Classifier is not null)
+        {
+            RequireReranker(caller, source);
+            return;
+        }
+
+        QwenThrow.NotSupported($"{(source is null ? "" : $"{source}: ")}the model is a {Config.Architecture ?? Config.ModelType}, which generates; {caller} needs a reranker (a *ForSequenceClassification model with one label) or an embedding model (sentence-transformers' modules.json with its Pooling module, or a GGUF file's pooling_type)");
+    }
+
     /// <summary>Throws, saying what it does instead, for a sequence classifier, which has no next-token logits.</summary>
     public void RequireGenerates()
     {

@@ -7,11 +7,13 @@ namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// <c>POST /rerank</c> (and <c>/v1/rerank</c>, <c>/v2/rerank</c>, llama-server's <c>/reranking</c>): the rerank API of
-/// Jina and Cohere as vLLM and llama-server serve it, for a cross-encoder reranker (a sequence classifier with one label).
-/// Each document is read with the query (<see cref="RerankPrompt"/>: the pair as the tokenizer encodes it, or the
-/// server's <c>--rerank-template</c>) and scored by the score head; the results come most relevant first, <c>top_n</c>
-/// of them. <c>relevance_score</c> is the logit through a sigmoid as vLLM and Text Embeddings Inference give it;
-/// <c>raw_scores: true</c> gives the logit itself, as llama-server does. Given <c>texts</c> in place of <c>documents</c>,
+/// Jina and Cohere as vLLM and llama-server serve it, for a cross-encoder reranker (a sequence classifier with one label)
+/// or, as vLLM ranks with one, an embedding model. A reranker reads each document with the query
+/// (<see cref="RerankPrompt"/>: the pair as the tokenizer encodes it, or the server's <c>--rerank-template</c>) and
+/// scores it by the score head: <c>relevance_score</c> is the logit through a sigmoid as vLLM and Text Embeddings
+/// Inference give it, <c>raw_scores: true</c> the logit itself, as llama-server gives it. An embedding model's score is
+/// the similarity of the query's and the document's embeddings. The results come most relevant first, <c>top_n</c> of
+/// them. Given <c>texts</c> in place of <c>documents</c>,
 /// the request is Text Embeddings Inference's and so is the answer: a bare list of <c>{index, score[, text]}</c>. The
 /// pairs run as /classify inputs do, and are counted with them in /metrics.
 /// </summary>
@@ -27,7 +29,7 @@ internal static class RerankEndpoint
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
-        RequireReranker(server, "/rerank");
+        RequireRanker(server, "/rerank");
 
         string model = request.String("model", 256) ?? server.ModelName;
         float[]? adapterScales = server.Adapters.ForRequest(request, model);
@@ -55,9 +57,9 @@ internal static class RerankEndpoint
             throw ApiException.BadField("return_documents", "'return_documents' goes with 'documents'; with 'texts' (Text Embeddings Inference's request) it is 'return_text'");
         }
 
-        IReadOnlyList<DocumentRelevance> scored = await ScoreAsync(http, server, [.. documents.Select((d, i) => (query, d, $"{field}[{i}]"))], adapterScales).ConfigureAwait(false);
+        (IReadOnlyList<DocumentRelevance> scored, long tokens) = await ScoreAsync(http, server, [.. documents.Select((d, i) => (query, d, $"{field}[{i}]"))], adapterScales)
+            .ConfigureAwait(false);
         IReadOnlyList<DocumentRelevance> ranked = DocumentRelevance.Rank(scored);
-        long tokens = scored.Sum(r => (long)r.TokenCount);
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             if (tei)
@@ -106,12 +108,12 @@ internal static class RerankEndpoint
         }).ConfigureAwait(false);
     }
 
-    /// <summary>A 400 (<c>model_does_not_rerank</c>) unless the model is a one-label classifier.</summary>
-    public static void RequireReranker(ServerState server, string endpoint)
+    /// <summary>A 400 (<c>model_does_not_rerank</c>) unless the model is a one-label classifier or an embedding model.</summary>
+    public static void RequireRanker(ServerState server, string endpoint)
     {
         try
         {
-            server.Model.RequireReranker(endpoint);
+            server.Model.RequireRanker(endpoint);
         }
         catch (NotSupportedException e)
         {
@@ -120,12 +122,19 @@ internal static class RerankEndpoint
     }
 
     /// <summary>
-    /// Each (query, document) pair read together (<see cref="RerankPrompt"/>, the server's template) and scored by the
-    /// head, in the pairs' order; a pair without tokens or longer than the context is a 400 naming its field.
+    /// Each (query, document) pair scored, in the pairs' order, with the tokens read: by a reranker, read together
+    /// (<see cref="RerankPrompt"/>, the server's template) and scored by the head; by an embedding model, each text
+    /// embedded once (<see cref="EmbeddingScoreAsync"/>). A pair without tokens or longer than the context is a 400
+    /// naming its field.
     /// </summary>
-    public static async Task<IReadOnlyList<DocumentRelevance>> ScoreAsync(HttpContext http, ServerState server, IReadOnlyList<(string Query, string Document, string Field)> pairs,
-        float[]? adapterScales)
+    public static async Task<(IReadOnlyList<DocumentRelevance> Scores, long Tokens)> ScoreAsync(HttpContext http, ServerState server,
+        IReadOnlyList<(string Query, string Document, string Field)> pairs, float[]? adapterScales)
     {
+        if (server.Model.IsEmbeddingModel)
+        {
+            return await EmbeddingScoreAsync(http, server, pairs, adapterScales).ConfigureAwait(false);
+        }
+
         var inputs = new List<int[]>(pairs.Count);
         foreach ((string query, string document, string field) in pairs)
         {
@@ -143,7 +152,48 @@ internal static class RerankEndpoint
         var job = new EmbeddingJob { Inputs = inputs, Classify = true, AdapterScales = adapterScales, Cancellation = deadline.Token };
         float[][] logits = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
         ClassifierHead head = server.Model.RequireReranker("/rerank");
-        return [.. logits.Select((l, i) => new DocumentRelevance(i, head.Scores(l)[0], l[0], inputs[i].Length))];
+        return ([.. logits.Select((l, i) => new DocumentRelevance(i, head.Scores(l)[0], l[0], inputs[i].Length))], inputs.Sum(i => (long)i.Length));
+    }
+
+    /// <summary>
+    /// An embedding model's scores, as vLLM gives them: each distinct query and document embedded once (after the
+    /// prompts sentence-transformers' encode_query and encode_document put before them), each pair's score their
+    /// similarity (the model's <c>similarity_fn_name</c>, cosine by default); the tokens are those of the texts embedded.
+    /// </summary>
+    private static async Task<(IReadOnlyList<DocumentRelevance> Scores, long Tokens)> EmbeddingScoreAsync(HttpContext http, ServerState server,
+        IReadOnlyList<(string Query, string Document, string Field)> pairs, float[]? adapterScales)
+    {
+        EmbeddingConfig config = server.Model.EmbeddingConfig;
+        string queryPrompt = config.RankingPrompt(query: true), documentPrompt = config.RankingPrompt(query: false);
+        var inputs = new List<int[]>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        int Embedded(string text, string field, string what)
+        {
+            if (!index.TryGetValue(text, out int at))
+            {
+                int[] ids = server.Tokenizer.Encode(text, addSpecialTokens: true);
+                if (ids.Length == 0)
+                {
+                    throw ApiException.BadField(field, $"{what} has no tokens");
+                }
+
+                Jobs.CheckContext(server, ids.Length, what, field);
+                at = index[text] = inputs.Count;
+                inputs.Add(ids);
+            }
+
+            return at;
+        }
+
+        (int Query, int Document)[] embedded = [.. pairs.Select(p => (Embedded(queryPrompt + p.Query, p.Field, "the query"), Embedded(documentPrompt + p.Document, p.Field, $"'{p.Field}'")))];
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        var job = new EmbeddingJob { Inputs = inputs, AdapterScales = adapterScales, Cancellation = deadline.Token };
+        float[][] vectors = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
+        return ([.. embedded.Select((e, i) =>
+        {
+            float similarity = (float)EmbeddingSimilarities.Of(config.Similarity, vectors[e.Query], vectors[e.Document]);
+            return new DocumentRelevance(i, similarity, similarity, inputs[e.Query].Length + inputs[e.Document].Length);
+        })], inputs.Sum(i => (long)i.Length));
     }
 
     /// <summary>The documents: a list of texts, each a string or Jina's and Cohere's <c>{"text": ...}</c>; at most as many as /v1/embeddings takes.</summary>

@@ -5,9 +5,10 @@ namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// <c>POST /score</c> (and <c>/v1/score</c>): vLLM's score API for a cross-encoder (a one-label classifier, as
-/// <c>/rerank</c>): <c>text_1</c> and <c>text_2</c>, each a text or a list; one text against a list scores it with each,
-/// two lists of one length pair up in order. Each pair's score is the logit through a sigmoid, in the pairs' order, as
-/// vLLM gives it: <c>{"id", "object": "list", "data": [{"index", "object": "score", "score"}], "usage"}</c>.
+/// <c>/rerank</c>) or an embedding model: <c>text_1</c> and <c>text_2</c>, each a text or a list; one text against a list
+/// scores it with each, two lists of one length pair up in order. Each pair's score is the logit through a sigmoid (an
+/// embedding model's: the two embeddings' similarity), in the pairs' order, as vLLM gives it:
+/// <c>{"id", "object": "list", "data": [{"index", "object": "score", "score"}], "usage"}</c>.
 /// </summary>
 internal static class ScoreEndpoint
 {
@@ -17,7 +18,7 @@ internal static class ScoreEndpoint
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
-        RerankEndpoint.RequireReranker(server, "/score");
+        RerankEndpoint.RequireRanker(server, "/score");
         string model = request.String("model", 256) ?? server.ModelName;
         float[]? adapterScales = server.Adapters.ForRequest(request, model);
         request.String("user");
@@ -36,9 +37,8 @@ internal static class ScoreEndpoint
         int count = Math.Max(first.Count, second.Count);
         (string, string, string)[] pairs = [.. Enumerable.Range(0, count).Select(i =>
             (first[firstList ? i : 0], second[secondList ? i : 0], secondList ? $"text_2[{i}]" : "text_2"))];
-        IReadOnlyList<DocumentRelevance> scored = await RerankEndpoint.ScoreAsync(http, server, pairs, adapterScales).ConfigureAwait(false);
+        (IReadOnlyList<DocumentRelevance> scored, long tokens) = await RerankEndpoint.ScoreAsync(http, server, pairs, adapterScales).ConfigureAwait(false);
 
-        long tokens = scored.Sum(r => (long)r.TokenCount);
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             w.WriteStartObject();

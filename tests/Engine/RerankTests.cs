@@ -75,7 +75,7 @@ public sealed class RerankTests
         using (QwenModel generator = QwenModel.Load(Fixtures.DemoModel))
         {
             var generates = await Assert.ThrowsAsync<NotSupportedException>(() => generator.RerankAsync(Query, Documents));
-            Assert.Contains("the model is a LlamaForCausalLM, which generates; RerankAsync needs a *ForSequenceClassification model", generates.Message, StringComparison.Ordinal);
+            Assert.Contains("the model is a LlamaForCausalLM, which generates; RerankAsync needs a reranker (a *ForSequenceClassification model with one label) or an embedding model", generates.Message, StringComparison.Ordinal);
         }
 
         using QwenModel reranker = QwenModel.Load(ClassificationTests.ClassifierFolder(1));
@@ -115,7 +115,7 @@ public sealed class RerankTests
             (["--model", folder, "--query", Query, Documents[0], "--rerank-template", "template.txt"], "--rerank-template 'template.txt': no such file, and as a template it has no {query} or {document}"),
             (["--model", folder, "--query", Query, Documents[0], "--top-n", "0"], "--top-n"),
             (["--model", ClassificationTests.ClassifierFolder(3), "--query", Query, Documents[0]], "rerank needs a reranker, a classifier with one label (its logit the relevance); this classifier has 3"),
-            (["--model", Fixtures.DemoModel, "--query", Query, Documents[0]], "which generates; rerank needs a *ForSequenceClassification model")])
+            (["--model", Fixtures.DemoModel, "--query", Query, Documents[0]], "which generates; rerank needs a reranker (a *ForSequenceClassification model with one label) or an embedding model")])
         {
             CliRunner.Result refused = CliRunner.Run(["rerank", .. args]);
             Assert.True(refused.ExitCode == 2, $"{string.Join(' ', args)}: {refused.ExitCode} {refused.Stderr}");

@@ -165,7 +165,7 @@ public sealed class RerankServerTests
         {
             Assert.Equal(HttpStatusCode.BadRequest, refused);
             Assert.Equal("model_does_not_rerank", generates.RootElement.GetProperty("error").GetProperty("code").GetString());
-            Assert.Contains("which generates; /rerank needs a *ForSequenceClassification model", generates.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+            Assert.Contains("which generates; /rerank needs a reranker (a *ForSequenceClassification model with one label) or an embedding model", generates.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
         }
     }
 }
