@@ -56,6 +56,14 @@ public sealed record ServerOptions
     /// </summary>
     public int StoredResponses { get; init; } = 1000;
 
+    /// <summary>
+    /// Whether a chat whose last message is the assistant's is answered by continuing that message's text (assistant
+    /// prefill, llama-server's default) where the request does not say; false: a new assistant turn opens after it, as
+    /// vLLM opens one (llama-server's <c>--no-prefill-assistant</c>). A request's <c>continue_final_message</c> or
+    /// <c>add_generation_prompt</c> decides for itself; Anthropic's Messages API always continues.
+    /// </summary>
+    public bool PrefillAssistant { get; init; } = true;
+
     /// <summary>The id /v1/models lists; null: the model folder's or file's name.</summary>
     public string? ModelName { get; init; }
 }

@@ -319,6 +319,23 @@ public sealed class Tokenizer
     public string ApplyChatTemplate(JsonElement messages, JsonElement? tools = null, bool addGenerationPrompt = true) =>
         ChatTemplate.Render(messages, tools, addGenerationPrompt, TemplateVariables());
 
+    /// <summary>
+    /// As <see cref="ApplyChatTemplate(JsonElement, JsonElement?, bool)"/>, with <paramref name="templateArguments"/> (a JSON
+    /// object: transformers' <c>apply_chat_template(**kwargs)</c>) as more template variables; with
+    /// <paramref name="continueFinalMessage"/>, the prompt ends inside the final message, after its text
+    /// (<see cref="Chat.ChatTemplate.ContinueFinalMessage"/>), which a generation prompt cannot follow.
+    /// </summary>
+    public string ApplyChatTemplate(JsonElement messages, JsonElement? tools, bool addGenerationPrompt, JsonElement? templateArguments, bool continueFinalMessage = false)
+    {
+        if (continueFinalMessage && addGenerationPrompt)
+        {
+            throw new ArgumentException("a prompt that continues the final message cannot end with a generation prompt", nameof(addGenerationPrompt));
+        }
+
+        string rendered = ChatTemplate.Render(messages, tools, addGenerationPrompt, TemplateVariables(), templateArguments);
+        return continueFinalMessage ? Chat.ChatTemplate.ContinueFinalMessage(rendered, messages) : rendered;
+    }
+
     /// <summary>Renders plain role/content messages with the model's chat template.</summary>
     public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true) =>
         ChatTemplate.Render(messages, addGenerationPrompt, TemplateVariables());

@@ -30,6 +30,7 @@ internal sealed class ServeCommand : ICommand
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's or GGUF file's name)"),
+        new("no-prefill-assistant", null, "answer a chat that ends with the assistant's message in a new turn, as vLLM does, instead of continuing that message (llama-server's default; a request's continue_final_message decides for itself)"),
         new("stored-responses", "N", "Responses API answers kept in memory for previous_response_id and GET /v1/responses/ID, the oldest going first past N or 256 MiB (default: 1000; 0: none)"),
         RerankCommand.TemplateSpec,
         GenerateCommand.PromptLookupSpec,
@@ -83,6 +84,7 @@ internal sealed class ServeCommand : ICommand
             PromptLookup = ModelLoading.GuessesFrom(args),
             RerankTemplate = RerankCommand.TemplateOf(args),
             StoredResponses = args.Int("stored-responses", 0, 1_000_000) ?? 1000,
+            PrefillAssistant = !args.Flag("no-prefill-assistant"),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots: options.MaxConcurrent);
         ModelLoading.SetEmbeddingAttention(model.Model, args);

@@ -93,6 +93,11 @@ internal static class AnthropicRequest
         }
 
         ChatMessageDraft.WriteMessages(w, messages);
+        if (messages[^1].Role == "assistant")
+        {
+            // Anthropic's API continues a final assistant turn (a prefill) rather than answering after it.
+            w.WriteBoolean("continue_final_message", true);
+        }
     }
 
     /// <summary>A turn's content into <paramref name="message"/>: its tool results go into <paramref name="messages"/> as tool messages first.</summary>

@@ -19,6 +19,7 @@ internal static class ChatCompletionsEndpoint
     [
         "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens", "stop", "logprobs", "top_logprobs",
         "tools", "tool_choice", "parallel_tool_calls", "prediction", "lora", .. ResponseFormat.Fields, "user", "store", "metadata", "service_tier",
+        "add_generation_prompt", "continue_final_message", "chat_template_kwargs",
         .. SamplingFields.Names,
     ];
 
@@ -55,8 +56,14 @@ internal static class ChatCompletionsEndpoint
         bool parallelCalls = request.Bool("parallel_tool_calls") ?? true;
         (Func<ITokenConstraint> Constraint, JsonElement? Schema)? format = ResponseFormat.Read(request, server);
         SamplingOverrides sampling = SamplingFields.Read(request, server.Model.Config.VocabSize);
-        RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor);
+        RenderedChat chat = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor, prefillAssistant: server.Options.PrefillAssistant);
         (string answerPrefix, bool hasTools) = (chat.AnswerPrefix, chat.HasTools);
+        if (chat.ContinuesFinalMessage && format is not null)
+        {
+            // The format holds a whole answer from its first token; the final message has already begun it.
+            string guide = ResponseFormat.Fields.First(f => request.Get(f) is not null);
+            throw ApiException.BadField(guide, $"'{guide}' holds the whole answer to a format, and the answer continues the final assistant message; give one (or 'continue_final_message': false)");
+        }
 
         if (hasTools && format is { Schema: null })
         {
@@ -86,7 +93,7 @@ internal static class ChatCompletionsEndpoint
     public static int PromptTokens(ServerState server, JsonElement body)
     {
         RequestFields request = RequestFields.Of(body, "", s_fields);
-        return PromptIds(server, ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor)).Ids.Length;
+        return PromptIds(server, ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor, prefillAssistant: server.Options.PrefillAssistant)).Ids.Length;
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QwenSharp.Errors;
 using QwenSharp.Qwen2VL;
 using QwenSharp.Sampling;
 using QwenSharp.Tokenization;
@@ -31,7 +32,9 @@ internal static class ChatPrompt
     /// Qwen2-VL model's request in prompt order (<paramref name="processor"/> null: a text model, which refuses them).
     /// </summary>
     /// <param name="addGenerationPrompt">Open the assistant's turn after the messages (false: the conversation as it stands, as a reward model rates it).</param>
-    public static RenderedChat Render(RequestFields request, Tokenizer tokenizer, ImageProcessorConfig? processor = null, bool addGenerationPrompt = true)
+    /// <param name="prefillAssistant">Continue a final assistant message where the request does not say (see <see cref="ChatTurn"/>).</param>
+    public static RenderedChat Render(RequestFields request, Tokenizer tokenizer, ImageProcessorConfig? processor = null, bool addGenerationPrompt = true,
+        bool prefillAssistant = false)
     {
         if (!tokenizer.HasChatTemplate)
         {
@@ -46,19 +49,47 @@ internal static class ChatPrompt
         List<ToolSignature> signatures = [];
         using JsonDocument? tools = request.Get("tools") is JsonElement toolList ? Tools(toolList, signatures) : null;
         (bool useTools, string prefix, string? named) = ToolChoice(request, signatures);
+        ChatTurn turn = ChatTurn.Read(request, messages, addGenerationPrompt, prefillAssistant);
+        if (turn.ContinuesFinalMessage && prefix.Length > 0)
+        {
+            throw ApiException.BadField("tool_choice", "'tool_choice' forces a call, and the answer continues the final assistant message; give one (or 'continue_final_message': false)");
+        }
+
+        JsonElement? templateArguments = request.Get("chat_template_kwargs");
+        if (templateArguments is JsonElement { ValueKind: not JsonValueKind.Object } notObject)
+        {
+            throw ApiException.BadField("chat_template_kwargs", $"'chat_template_kwargs' must be an object of the template's variables, not {RequestFields.Kind(notObject)}");
+        }
+
         var pictures = new List<RgbImage>();
         using JsonDocument rendered = Messages(messages, processor, pictures);
         try
         {
-            string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, addGenerationPrompt);
+            if (turn.ContinuesFinalMessage)
+            {
+                ChatTurn.CheckContinuable(rendered.RootElement, messages.GetArrayLength());
+            }
+
+            string prompt = tokenizer.ApplyChatTemplate(rendered.RootElement, useTools ? tools?.RootElement : null, turn.AddGenerationPrompt, templateArguments,
+                turn.ContinuesFinalMessage);
+
             IReadOnlyList<ToolSignature>? callable = !useTools || tools is null ? null
                 : named is null ? signatures : [signatures.First(t => t.Name == named)];
-            return new RenderedChat(prompt + prefix, prefix, callable, pictures);
+            return new RenderedChat(prompt + prefix, prefix, callable, pictures) { ContinuesFinalMessage = turn.ContinuesFinalMessage };
         }
         catch (TemplateException e)
         {
             // The template's own checks (raise_exception) say what is wrong with the conversation.
             throw new ApiException(400, $"the chat template refused the messages: {e.Message}", "messages", "invalid_messages");
+        }
+        catch (ArgumentException e) when (e.ParamName == "templateArguments")
+        {
+            throw ApiException.BadField("chat_template_kwargs", $"'chat_template_kwargs': {e.BareMessage()}");
+        }
+        catch (ArgumentException e) when (e.ParamName == "messages")
+        {
+            string final = $"messages[{messages.GetArrayLength() - 1}].content";
+            throw new ApiException(400, $"'{final}': {e.BareMessage()}; give 'continue_final_message': false for a new turn", final, "invalid_messages");
         }
     }
 
@@ -357,4 +388,7 @@ internal sealed record RenderedChat(string Prompt, string AnswerPrefix, IReadOnl
 
     /// <summary>tool_choice required or a named function: the answer is calls only.</summary>
     public bool CallsForced => AnswerPrefix.Length > 0;
+
+    /// <summary>Whether the answer continues the final assistant message's text (see <see cref="ChatTurn"/>).</summary>
+    public bool ContinuesFinalMessage { get; init; }
 }

@@ -14,7 +14,7 @@ internal static class InfoEndpoints
 {
     private static readonly HashSet<string> s_tokenizeFields = ["content", "add_special", "parse_special", "with_pieces", "model"];
     private static readonly HashSet<string> s_detokenizeFields = ["tokens", "model"];
-    private static readonly HashSet<string> s_applyTemplateFields = ["messages", "tools", "tool_choice", "model"];
+    private static readonly HashSet<string> s_applyTemplateFields = ["messages", "tools", "tool_choice", "model", "add_generation_prompt", "continue_final_message", "chat_template_kwargs"];
 
     /// <summary>
     /// llama-server's <c>GET /props</c>: the context per slot, the slots, the chat template, whether pictures are read,
@@ -60,7 +60,7 @@ internal static class InfoEndpoints
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
         RequestFields request = RequestFields.Of(body.RootElement, "", s_applyTemplateFields);
         request.String("model", 256);
-        string prompt = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor).Prompt;
+        string prompt = ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor, prefillAssistant: server.Options.PrefillAssistant).Prompt;
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             w.WriteStartObject();

@@ -30,7 +30,16 @@ public sealed class ChatTemplate
     /// <param name="tools">Tool definitions, or null for none (the template sees <c>tools = None</c>).</param>
     /// <param name="addGenerationPrompt">End with the header of an assistant turn, so the model answers.</param>
     /// <param name="variables">More variables, such as the special tokens (<c>bos_token</c>, <c>eos_token</c>).</param>
-    public string Render(JsonElement messages, JsonElement? tools, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null)
+    public string Render(JsonElement messages, JsonElement? tools, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null) =>
+        Render(messages, tools, addGenerationPrompt, variables, templateArguments: null);
+
+    /// <summary>
+    /// As <see cref="Render(JsonElement, JsonElement?, bool, IReadOnlyDictionary{string, string}?)"/>, with
+    /// <paramref name="templateArguments"/> (a JSON object, transformers' <c>apply_chat_template(**kwargs)</c>, the servers'
+    /// <c>chat_template_kwargs</c>) as more variables, over the special tokens'. The names the call itself sets
+    /// (<see cref="ReservedArguments"/>) are refused.
+    /// </summary>
+    public string Render(JsonElement messages, JsonElement? tools, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables, JsonElement? templateArguments)
     {
         if (messages.ValueKind != JsonValueKind.Array)
         {
@@ -48,12 +57,66 @@ public sealed class ChatTemplate
             globals.Set(name, value);
         }
 
+        if (templateArguments is JsonElement arguments)
+        {
+            if (arguments.ValueKind != JsonValueKind.Object)
+            {
+                throw new ArgumentException($"template arguments must be a JSON object of names and values, found {arguments.ValueKind}", nameof(templateArguments));
+            }
+
+            foreach (JsonProperty argument in arguments.EnumerateObject())
+            {
+                if (ReservedArguments.Contains(argument.Name))
+                {
+                    throw new ArgumentException($"template argument '{argument.Name}' is set by the call itself", nameof(templateArguments));
+                }
+
+                globals.Set(argument.Name, FromJson(argument.Value));
+            }
+        }
+
         globals.Set("messages", FromJson(messages));
         globals.Set("tools", tools is JsonElement toolList && toolList.ValueKind == JsonValueKind.Array ? FromJson(toolList) : null);
         globals.Set("documents", null);
         globals.Set("add_generation_prompt", addGenerationPrompt);
         return TemplateInterpreter.Render(_nodes, globals);
     }
+
+    /// <summary>
+    /// <paramref name="rendered"/> (the conversation rendered with no generation prompt) cut after the final message's
+    /// text, as transformers' <c>apply_chat_template(continue_final_message=True)</c> cuts it: at the last place that text
+    /// (stripped) stands, its trailing spaces kept where the template kept them, so the answer continues the message
+    /// instead of following its end of turn. The text is the final message's content, or its last part holding text.
+    /// </summary>
+    public static string ContinueFinalMessage(string rendered, JsonElement messages)
+    {
+        string text = messages.ValueKind == JsonValueKind.Array && messages.GetArrayLength() > 0 ? FinalText(messages[messages.GetArrayLength() - 1]) ?? "" : "";
+        string stripped = text.Trim();
+        if (stripped.Length == 0)
+        {
+            throw new ArgumentException("the final message has no text to continue", nameof(messages));
+        }
+
+        int at = rendered.LastIndexOf(stripped, StringComparison.Ordinal);
+        if (at < 0)
+        {
+            throw new ArgumentException("the chat template does not write the final message's text as given, so it cannot be continued", nameof(messages));
+        }
+
+        bool kept = text.TrimStart().Length == text.Length && string.CompareOrdinal(rendered, at, text, 0, text.Length) == 0;
+        return rendered[..(at + (kept ? text.Length : stripped.Length))];
+    }
+
+    private static string? FinalText(JsonElement message) =>
+        message.ValueKind != JsonValueKind.Object || !message.TryGetProperty("content", out JsonElement content) ? null
+        : content.ValueKind == JsonValueKind.String ? content.GetString()
+        : content.ValueKind == JsonValueKind.Array ? content.EnumerateArray().Reverse()
+            .Select(p => p.ValueKind == JsonValueKind.Object && p.TryGetProperty("text", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null)
+            .FirstOrDefault(t => t is not null)
+        : null;
+
+    /// <summary>The variables every render sets from its own arguments, which template arguments may not set.</summary>
+    public static IReadOnlySet<string> ReservedArguments { get; } = new HashSet<string>(StringComparer.Ordinal) { "messages", "tools", "documents", "add_generation_prompt" };
 
     /// <summary>Renders a conversation of plain role/content messages.</summary>
     public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null)
