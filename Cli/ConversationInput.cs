@@ -1,8 +1,10 @@
 using System.Text.Json;
+using QwenSharp.Errors;
 using QwenSharp.Images;
 using QwenSharp.Qwen2;
 using QwenSharp.Qwen2VL;
 using QwenSharp.Tokenization;
+using QwenSharp.Tokenization.Chat;
 
 namespace QwenSharp.Cli;
 
@@ -145,9 +147,24 @@ internal sealed class ConversationInput : IDisposable
         }
     }
 
-    /// <summary>The conversation through the chat template.</summary>
-    public string Render(Tokenizer tokenizer, bool addGenerationPrompt) =>
-        tokenizer.ApplyChatTemplate(Messages.RootElement, Tools?.RootElement, addGenerationPrompt);
+    /// <summary>
+    /// The conversation through the chat template. One to be answered (<paramref name="addGenerationPrompt"/>) that ends
+    /// with the assistant's message continues that message (assistant prefill, as <c>serve</c> continues it) instead of
+    /// opening a new turn.
+    /// </summary>
+    /// <param name="tools">Tool definitions given beside the file, in place of its own.</param>
+    public string Render(Tokenizer tokenizer, bool addGenerationPrompt, JsonElement? tools = null)
+    {
+        bool continues = addGenerationPrompt && ChatTemplate.EndsWithAssistantMessage(Messages.RootElement);
+        try
+        {
+            return tokenizer.ApplyChatTemplate(Messages.RootElement, tools ?? Tools?.RootElement, addGenerationPrompt && !continues, templateArguments: null, continues);
+        }
+        catch (ArgumentException e) when (e.ParamName == "messages")
+        {
+            throw new InvalidDataException($"{Source}: the last message is the assistant's, which the answer continues, and {e.BareMessage()}");
+        }
+    }
 
     public void Dispose()
     {

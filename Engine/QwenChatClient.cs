@@ -28,7 +28,9 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
     {
         ArgumentNullException.ThrowIfNull(messages);
         IList<AITool>? tools = OfferedTools(options);
-        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(messages, options?.Instructions, tools);
+        List<ChatMessage> conversationSoFar = [.. messages];
+        bool? continueFinalMessage = ContinuesFinalMessage(conversationSoFar, options);
+        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(conversationSoFar, options?.Instructions, tools, continueFinalMessage);
         string responseId = Guid.NewGuid().ToString("N");
         var answer = new StringBuilder();
 
@@ -106,8 +108,42 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
     public void Dispose() => _conversation.Dispose();
 
     /// <summary>The conversation through the chat template (see <see cref="QwenModel.RenderConversation"/>).</summary>
-    internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options) =>
-        model.RenderConversation(messages, options?.Instructions, OfferedTools(options)).Text;
+    internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        List<ChatMessage> conversation = [.. messages];
+        return model.RenderConversation(conversation, options?.Instructions, OfferedTools(options), ContinuesFinalMessage(conversation, options)).Text;
+    }
+
+    /// <summary>
+    /// <c>AdditionalProperties["continue_final_message"]</c> (vLLM's field: true or false), or null, where a final assistant
+    /// message is continued (assistant prefill). A continued answer cannot also be held to a forced call or a format,
+    /// which would hold it from its first token: refused naming the option.
+    /// </summary>
+    private static bool? ContinuesFinalMessage(List<ChatMessage> messages, ChatOptions? options)
+    {
+        object? value = null;
+        options?.AdditionalProperties?.TryGetValue("continue_final_message", out value);
+        bool? given = value switch
+        {
+            null => null,
+            bool flag => flag,
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False } json => json.GetBoolean(),
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"continue_final_message\"] must be true or false, not {value.GetType().Name}", nameof(options)),
+        };
+        if ((given ?? (messages.Count > 0 && messages[^1].Role == ChatRole.Assistant)) && options is not null)
+        {
+            string? held = options.ToolMode is RequiredChatToolMode && options.Tools is { Count: > 0 } ? "ChatOptions.ToolMode (a required call)"
+                : options.ResponseFormat is ChatResponseFormatJson ? "ChatOptions.ResponseFormat"
+                : ((string[])["grammar", "regex", "choices"]).FirstOrDefault(k => options.AdditionalProperties?.ContainsKey(k) == true) is string key ? $"ChatOptions.AdditionalProperties[\"{key}\"]"
+                : null;
+            if (held is not null)
+            {
+                throw new ArgumentException($"{held} holds the answer from its first token, and the answer continues the conversation's final assistant message; give one (or AdditionalProperties[\"continue_final_message\"] = false)", nameof(options));
+            }
+        }
+
+        return given;
+    }
 
     /// <summary>The tools the prompt offers: none with <see cref="ChatToolMode.None"/>, as the server leaves them out for tool_choice none.</summary>
     private static IList<AITool>? OfferedTools(ChatOptions? options) =>

@@ -4,6 +4,7 @@ using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
+using QwenSharp.Errors;
 using QwenSharp.Gpu;
 using QwenSharp.Generation;
 using QwenSharp.Images;
@@ -283,18 +284,22 @@ public sealed class QwenModel : IDisposable
         return StreamAsync([.. promptIds], options ?? new TextGenerationOptions(), null, echoPrompt: false, cancellationToken);
     }
 
-    /// <summary>Answers a conversation rendered with the model's chat template, streaming the answer.</summary>
+    /// <summary>
+    /// Answers a conversation rendered with the model's chat template, streaming the answer; one that ends with the
+    /// assistant's message is continued from its text (assistant prefill).
+    /// </summary>
     public IAsyncEnumerable<GenerationUpdate> GenerateAsync(IEnumerable<(string Role, string Content)> messages, TextGenerationOptions? options = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        return StreamAsync(Tokenizer.Encode(Tokenizer.ApplyChatTemplate(messages, addGenerationPrompt: true)), options ?? new TextGenerationOptions(), null,
+        return StreamAsync(Tokenizer.Encode(Tokenizer.ApplyChatTemplateForAnswer([.. messages])), options ?? new TextGenerationOptions(), null,
             echoPrompt: false, cancellationToken);
     }
 
     /// <summary>
-    /// Answers a conversation of Microsoft.Extensions.AI messages through the chat template, streaming the answer;
-    /// a Qwen2-VL model takes pictures in them as <see cref="DataContent"/> (image/png, image/jpeg).
+    /// Answers a conversation of Microsoft.Extensions.AI messages through the chat template, streaming the answer (one
+    /// that ends with the assistant's message is continued from its text); a Qwen2-VL model takes pictures in them as
+    /// <see cref="DataContent"/> (image/png, image/jpeg).
     /// </summary>
     public IAsyncEnumerable<GenerationUpdate> GenerateAsync(IEnumerable<ChatMessage> messages, TextGenerationOptions? options = null,
         CancellationToken cancellationToken = default)
@@ -329,8 +334,11 @@ public sealed class QwenModel : IDisposable
     /// <summary>
     /// A conversation through the chat template: function calls and results in transformers' shapes, tools as the
     /// template's tools, <paramref name="instructions"/> as a system message when there is none, and its pictures decoded.
+    /// One that ends with the assistant's message continues it (assistant prefill, as <c>serve</c> does) unless
+    /// <paramref name="continueFinalMessage"/> is false; true requires such a message.
     /// </summary>
-    internal (string Text, List<RgbImage> Pictures) RenderConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools)
+    internal (string Text, List<RgbImage> Pictures) RenderConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools,
+        bool? continueFinalMessage = null)
     {
         using JsonDocument json = ChatJson.Messages(messages, instructions);
         using JsonDocument? toolJson = ChatJson.Tools(tools);
@@ -340,7 +348,27 @@ public sealed class QwenModel : IDisposable
             throw new NotSupportedException($"the conversation has {references.Count} picture(s), and this model (model_type {Model.Config.ModelType}) takes no pictures");
         }
 
-        string text = Tokenizer.ApplyChatTemplate(json.RootElement, toolJson?.RootElement, addGenerationPrompt: true);
+        bool endsWithAssistant = Tokenization.Chat.ChatTemplate.EndsWithAssistantMessage(json.RootElement);
+        bool continues = continueFinalMessage ?? endsWithAssistant;
+        if (continues && !endsWithAssistant)
+        {
+            throw new ArgumentException("continue_final_message needs the conversation's last message to be the assistant's: the text the answer goes on from", nameof(messages));
+        }
+
+        if (continues && json.RootElement[json.RootElement.GetArrayLength() - 1].TryGetProperty("tool_calls", out _))
+        {
+            throw new ArgumentException("the conversation's last message is the assistant's, which the answer continues, and it holds function calls, which cannot be continued; give their results after it", nameof(messages));
+        }
+
+        string text;
+        try
+        {
+            text = Tokenizer.ApplyChatTemplate(json.RootElement, toolJson?.RootElement, addGenerationPrompt: !continues, templateArguments: null, continues);
+        }
+        catch (ArgumentException e) when (e.ParamName == "messages")
+        {
+            throw new ArgumentException($"the conversation's last message is the assistant's, which the answer continues, and {e.BareMessage()}", nameof(messages), e);
+        }
 
         return (text, [.. references.Select(r => PicturePrompts.Load(r, Directory, Model.ImageProcessor!))]);
     }
@@ -354,9 +382,10 @@ public sealed class QwenModel : IDisposable
     }
 
     /// <summary>The prompt ids of a conversation (picture pads expanded) and, with pictures, the vision tower's features laid out.</summary>
-    internal (int[] Ids, VisionPrompt? Vision) EncodeConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools)
+    internal (int[] Ids, VisionPrompt? Vision) EncodeConversation(IEnumerable<ChatMessage> messages, string? instructions, IList<AITool>? tools,
+        bool? continueFinalMessage = null)
     {
-        (string text, List<RgbImage> pictures) = RenderConversation(messages, instructions, tools);
+        (string text, List<RgbImage> pictures) = RenderConversation(messages, instructions, tools, continueFinalMessage);
         if (pictures.Count == 0)
         {
             return (Tokenizer.Encode(text), null);

@@ -340,6 +340,16 @@ public sealed class Tokenizer
     public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true) =>
         ChatTemplate.Render(messages, addGenerationPrompt, TemplateVariables());
 
+    /// <summary>
+    /// Renders plain role/content messages to be answered: after a new assistant turn, or inside a final assistant message,
+    /// continuing its text (assistant prefill; <see cref="Chat.ChatTemplate.ContinueFinalMessage"/>).
+    /// </summary>
+    public string ApplyChatTemplateForAnswer(IReadOnlyList<(string Role, string Content)> messages)
+    {
+        bool continues = messages.Count > 0 && messages[^1].Role == "assistant";
+        return ChatTemplate.Render(messages, addGenerationPrompt: !continues, TemplateVariables(), continues);
+    }
+
     private Dictionary<string, string> TemplateVariables()
     {
         var variables = new Dictionary<string, string>();

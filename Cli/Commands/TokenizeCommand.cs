@@ -20,7 +20,7 @@ internal sealed class TokenizeCommand : ICommand
         new("file", "F", "tokenize the exact bytes of a UTF-8 file"),
         new("messages", "M.json", "render a conversation (a JSON list of messages, or {\"messages\", \"tools\"}) with the model's chat template, then tokenize; a Qwen2-VL model's picture items expand to one pad per merged patch"),
         new("tools", "T.json", "a JSON list of tool definitions for the chat template (with --messages)"),
-        new("no-generation-prompt", null, "do not end the chat with the opening of an assistant turn"),
+        new("no-generation-prompt", null, "render the chat as it stands: no assistant turn opened after it, and a last message of the assistant's not continued (as generate continues it)"),
         new("no-special", null, "treat special-token text such as <|im_start|> as ordinary text"),
         new("json", null, "print JSON: {\"ids\":[...]} (with --messages also \"text\")"),
     ];
@@ -57,7 +57,7 @@ internal sealed class TokenizeCommand : ICommand
             ModelLoading.RequireChatTemplate(tokenizer, directory, "tokenize --messages");
             using ConversationInput conversation = ConversationInput.FromFile(messagesPath);
             using JsonDocument? tools = args.Value("tools") is string toolsPath ? TextInput.ReadJsonList(toolsPath, "tool definitions") : null;
-            rendered = text = tokenizer.ApplyChatTemplate(conversation.Messages.RootElement, tools?.RootElement ?? conversation.Tools?.RootElement, !args.Flag("no-generation-prompt"));
+            rendered = text = conversation.Render(tokenizer, !args.Flag("no-generation-prompt"), tools?.RootElement);
 
             // Pictures: decoded for their size only (the processor's resize decides how many pads each becomes).
             (Qwen2.Qwen2Config Config, Qwen2VL.ImageProcessorConfig Processor)? vision = ConversationInput.VisionOf(directory);

@@ -19,9 +19,7 @@ internal readonly record struct ChatTurn(bool AddGenerationPrompt, bool Continue
     /// </summary>
     public static ChatTurn Read(RequestFields request, JsonElement messages, bool generationPrompt, bool prefillAssistant)
     {
-        JsonElement last = messages[messages.GetArrayLength() - 1];
-        bool lastIsAssistant = last.ValueKind == JsonValueKind.Object && last.TryGetProperty("role", out JsonElement role) && role.ValueKind == JsonValueKind.String
-            && role.GetString() == "assistant";
+        bool lastIsAssistant = Tokenization.Chat.ChatTemplate.EndsWithAssistantMessage(messages);
         bool? add = request.Bool("add_generation_prompt");
         bool continues = request.Bool("continue_final_message") ?? (prefillAssistant && lastIsAssistant && add is null);
         if (continues && add == true)

@@ -107,6 +107,11 @@ public sealed class ChatTemplate
         return rendered[..(at + (kept ? text.Length : stripped.Length))];
     }
 
+    /// <summary>Whether the last of <paramref name="messages"/> is the assistant's: a conversation whose answer continues it (assistant prefill).</summary>
+    public static bool EndsWithAssistantMessage(JsonElement messages) =>
+        messages.ValueKind == JsonValueKind.Array && messages.GetArrayLength() > 0 && messages[messages.GetArrayLength() - 1] is { ValueKind: JsonValueKind.Object } last
+        && last.TryGetProperty("role", out JsonElement role) && role.ValueKind == JsonValueKind.String && role.GetString() == "assistant";
+
     private static string? FinalText(JsonElement message) =>
         message.ValueKind != JsonValueKind.Object || !message.TryGetProperty("content", out JsonElement content) ? null
         : content.ValueKind == JsonValueKind.String ? content.GetString()
@@ -119,12 +124,17 @@ public sealed class ChatTemplate
     public static IReadOnlySet<string> ReservedArguments { get; } = new HashSet<string>(StringComparer.Ordinal) { "messages", "tools", "documents", "add_generation_prompt" };
 
     /// <summary>Renders a conversation of plain role/content messages.</summary>
-    public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null)
+    public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables = null) =>
+        Render(messages, addGenerationPrompt, variables, continueFinalMessage: false);
+
+    /// <summary>Renders a conversation of plain role/content messages; with <paramref name="continueFinalMessage"/>, cut after the final message's text (<see cref="ContinueFinalMessage"/>).</summary>
+    public string Render(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, string>? variables, bool continueFinalMessage)
     {
         using JsonDocument document = JsonDocument.Parse(JsonSerializer.Serialize(
             messages.Select(m => new Dictionary<string, string> { ["role"] = m.Role, ["content"] = m.Content }).ToList(),
             ChatJsonContext.Default.ListDictionaryStringString));
-        return Render(document.RootElement, null, addGenerationPrompt, variables);
+        string rendered = Render(document.RootElement, null, addGenerationPrompt, variables);
+        return continueFinalMessage ? ContinueFinalMessage(rendered, document.RootElement) : rendered;
     }
 
     /// <summary>JSON as the Python values <c>json.loads</c> gives: dicts keep their order; integers stay integers.</summary>

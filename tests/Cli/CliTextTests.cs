@@ -118,6 +118,24 @@ public sealed class CliTextTests
     }
 
     [Fact]
+    public void Tokenize_Messages_EndingWithTheAssistants_ContinuesIt_AsTransformersContinueFinalMessage()
+    {
+        // transformers' render with no generation prompt, less the final turn's <|im_end|> and newline: what
+        // apply_chat_template(continue_final_message=True) gives, and what generate --messages reads.
+        using JsonDocument cases = Fixtures.Json("tokenizer", "qwen2.5-chat-cases.json");
+        JsonElement c = cases.RootElement.EnumerateArray().First(c => c.GetProperty("name").GetString() == "no generation prompt");
+        string messages = Path.Combine(Fixtures.TempDirectory(), "messages.json");
+        File.WriteAllText(messages, c.GetProperty("messages").GetRawText());
+
+        CliRunner.Result result = CliRunner.Run("tokenize", "--model", TestTokenizers.QwenDirectory, "--messages", messages, "--json");
+
+        Assert.Equal(0, result.ExitCode);
+        string text = c.GetProperty("text").GetString()!;
+        Assert.Equal(text[..text.LastIndexOf("<|im_end|>", StringComparison.Ordinal)], result.Json.GetProperty("text").GetString());
+        Assert.Equal(Ids(c.GetProperty("ids"))[..^2], Ids(result.Json.GetProperty("ids")));
+    }
+
+    [Fact]
     public void Tokenize_ForPeople_ShowsEachTokenInContext()
     {
         CliRunner.Result result = CliRunner.Run("tokenize", "Once upon a time");

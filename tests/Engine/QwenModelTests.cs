@@ -173,6 +173,38 @@ public sealed class QwenModelTests
     }
 
     [Fact]
+    public async Task ChatClient_ContinuesAFinalAssistantMessage_AsTransformersContinuesIt()
+    {
+        using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);
+        using IChatClient client = model.AsChatClient();
+        // transformers' ids of [user "Hi", assistant "Hello!"] with no generation prompt end with the turn's <|im_end|> and
+        // newline; continue_final_message=True cuts exactly those two.
+        using System.Text.Json.JsonDocument cases = Fixtures.Json("tokenizer", "qwen2.5-chat-cases.json");
+        System.Text.Json.JsonElement reference = cases.RootElement.EnumerateArray().First(c => c.GetProperty("name").GetString() == "no generation prompt");
+        int[] ids = [.. reference.GetProperty("ids").EnumerateArray().Select(i => i.GetInt32())];
+        Assert.Equal([151645, .. TestTokenizers.Qwen.Encode("\n")], ids[^2..]);
+        ChatMessage[] conversation = [new(ChatRole.User, "Hi"), new(ChatRole.Assistant, "Hello!")];
+
+        ChatResponse continued = await client.GetResponseAsync(conversation, new ChatOptions { Temperature = 0, MaxOutputTokens = 4 });
+
+        Assert.Equal(ids.Length - 2, continued.Usage!.InputTokenCount);
+        var greedy = new TextGenerationOptions { MaxNewTokens = 4, Sampling = new Sampling.SamplingOverrides { Temperature = 0 } };
+        string expected = string.Concat((await model.GenerateAsync(ids[..^2], greedy).ToListAsync()).Select(u => u.Text));
+        Assert.Equal(expected, continued.Text);
+        Assert.Equal(expected, string.Concat((await model.GenerateAsync([("user", "Hi"), ("assistant", "Hello!")], greedy).ToListAsync()).Select(u => u.Text)));
+
+        ChatResponse newTurn = await client.GetResponseAsync(conversation,
+            new ChatOptions { Temperature = 0, MaxOutputTokens = 4, AdditionalProperties = new() { ["continue_final_message"] = false } });
+        Assert.Equal(ids.Length + TestTokenizers.Qwen.Encode("<|im_start|>assistant\n").Length, newTurn.Usage!.InputTokenCount);
+
+        var format = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(conversation, new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
+        Assert.Contains("ChatOptions.ResponseFormat holds the answer from its first token, and the answer continues the conversation's final assistant message", format.Message, StringComparison.Ordinal);
+        var userLast = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hi")],
+            new ChatOptions { AdditionalProperties = new() { ["continue_final_message"] = true } }));
+        Assert.Contains("needs the conversation's last message to be the assistant's", userLast.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ChatClient_JsonResponseFormatAnswersWithAnObject()
     {
         using QwenModel model = await QwenModel.LoadAsync(TestTokenizers.TinyQwenWithTokenizer);

@@ -8,7 +8,7 @@ namespace QwenSharp.Tests.Server;
 /// <summary>
 /// A chat that ends with the assistant's message: continued (assistant prefill) as llama-server and Anthropic's API
 /// continue it, the prompt cut after its text as transformers' <c>continue_final_message</c> cuts it (the expected
-/// prompts are Qwen2.5's template written out by hand, their tokens counted by Hugging Face's tokenizer); or answered in
+/// prompts are Qwen2.5's template written out by hand, their tokens counted by the tokenizer, itself checked against Hugging Face's); or answered in
 /// a new turn where the request (vLLM's <c>continue_final_message</c>, <c>add_generation_prompt</c>) or the server
 /// (<c>--no-prefill-assistant</c>) says so; <c>chat_template_kwargs</c> as the template's variables; and what cannot be
 /// continued, refused naming the field.
@@ -37,6 +37,13 @@ public sealed class AssistantPrefillTests : IAsyncLifetime
         Assert.Equal(NewTurn, await PromptAsync(_server, Conversation, ", \"add_generation_prompt\": true"));
         Assert.Equal(Continued + "<|im_end|>\n", await PromptAsync(_server, Conversation, ", \"add_generation_prompt\": false, \"continue_final_message\": false"));
         Assert.Equal(Head, await PromptAsync(_server, Conversation[..Conversation.LastIndexOf(", {", StringComparison.Ordinal)] + "]", ", \"add_generation_prompt\": false"));
+
+        // transformers' own render of [user "Hi", assistant "Hello!"] with no generation prompt, cut before its end of turn.
+        using JsonDocument cases = Fixtures.Json("tokenizer", "qwen2.5-chat-cases.json");
+        JsonElement reference = cases.RootElement.EnumerateArray().First(c => c.GetProperty("name").GetString() == "no generation prompt");
+        string text = reference.GetProperty("text").GetString()!;
+        Assert.EndsWith("<|im_end|>\n", text, StringComparison.Ordinal);
+        Assert.Equal(text[..^"<|im_end|>\n".Length], await PromptAsync(_server, reference.GetProperty("messages").GetRawText()));
 
         // Trailing spaces the template keeps are kept, as transformers keeps them.
         Assert.Equal(Continued + "  ", await PromptAsync(_server, Conversation.Replace("The answer is", "The answer is  ", StringComparison.Ordinal)));

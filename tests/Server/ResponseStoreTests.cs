@@ -12,7 +12,7 @@ namespace QwenSharp.Tests.Server;
 /// <summary>
 /// The Responses API's stored responses, with a model whose answer is known (<see cref="ScriptedModel"/>): a request
 /// that goes on from one by <c>previous_response_id</c> reads its conversation before its own input (the prompt grows
-/// by exactly the answer's and the new message's tokens, as Hugging Face's tokenizer counts them; its instructions are
+/// by exactly the answer's and the new message's tokens, written out and counted by the tokenizer (itself checked against Hugging Face's); its instructions are
 /// not carried); <c>GET</c> gives the object back as answered, whole or streamed; <c>input_items</c> pages through the
 /// request's items; <c>DELETE</c> forgets it; <c>store: false</c> keeps nothing; Microsoft.Extensions.AI goes on by
 /// its ConversationId; and the store's bounds evict the oldest.
@@ -29,7 +29,7 @@ public sealed class ResponseStoreTests : IAsyncLifetime
 
     private static string Request(string fields) => $$"""{{{fields}}, "max_output_tokens": 32, "temperature": 0}""";
 
-    /// <summary>Tokens a conversation grows by with the scripted answer and then the user's <paramref name="next"/> (HF tokenizers' count).</summary>
+    /// <summary>Tokens a conversation grows by with the scripted answer and then the user's <paramref name="next"/> (the tokenizer's count of the text written out).</summary>
     private static int Grown(string next) =>
         TestTokenizers.Qwen.Encode($"<|im_start|>assistant\n{Answer}<|im_end|>\n<|im_start|>user\n{next}<|im_end|>\n").Length;
 
