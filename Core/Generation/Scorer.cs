@@ -20,8 +20,9 @@ public static class Scorer
     public const int DefaultChunkTokens = 64;
 
     /// <param name="vision">The prompt's pictures laid out for a Qwen2-VL model, whose token ids are <paramref name="tokens"/>; null for text.</param>
+    /// <param name="adapterScales">The scale of each of the model's LoRA adapters (see <see cref="TokenBatch.AdapterScalesOf"/>); null: their own.</param>
     public static ScoreResult Score(Qwen2Model model, IReadOnlyList<int> tokens, int top, int chunkTokens = DefaultChunkTokens,
-        Qwen2VL.VisionPrompt? vision = null)
+        Qwen2VL.VisionPrompt? vision = null, float[]? adapterScales = null)
     {
         if (vision is not null && !vision.Tokens.SequenceEqual(tokens))
         {
@@ -56,11 +57,12 @@ public static class Scorer
             {
                 if (vision is null)
                 {
-                    batch.Add(tokens[p], p, slot: 0, wantLogits: true);
+                    batch.Add(tokens[p], p, slot: 0, wantLogits: true, adapterScales);
                 }
                 else
                 {
                     vision.AddToBatch(batch, p, slot: 0, wantLogits: true);
+                    batch.SetAdapterScales(batch.Count - 1, adapterScales);
                 }
             }
 

@@ -3,13 +3,17 @@ using Microsoft.AspNetCore.Http;
 using QwenSharp.Generation;
 using QwenSharp.Sampling;
 using QwenSharp.Server.Scheduling;
+using QwenSharp.Tokenization;
 
 namespace QwenSharp.Server.Api;
 
 /// <summary>
 /// <c>POST /v1/completions</c>: OpenAI's text completion API. The prompt is text, token ids, or a list of
 /// either (one batch: choice <c>p * n + j</c> is sample j of prompt p); <c>echo</c> puts the prompt before the
-/// answer; <c>logprobs</c> gives the legacy per-token shape. As at OpenAI, max_tokens defaults to 16.
+/// answer; <c>logprobs</c> gives the legacy per-token shape, and with <c>echo</c> the prompt's tokens too (each one's
+/// log-prob after those before it, the first's null), as OpenAI's legacy API and vLLM give them and as
+/// lm-evaluation-harness reads them for log-likelihoods; <c>max_tokens: 0</c> with <c>echo</c> scores the prompt alone.
+/// As at OpenAI, max_tokens defaults to 16.
 /// </summary>
 internal static class CompletionsEndpoint
 {
@@ -31,13 +35,13 @@ internal static class CompletionsEndpoint
         bool stream = request.Bool("stream") ?? false;
         bool includeUsage = StreamOptions.IncludeUsage(request);
         int samples = request.Int("n", 1, 128) ?? 1;
-        int maxTokens = request.Int("max_tokens", 1, int.MaxValue) ?? DefaultMaxTokens;
+        bool echo = request.Bool("echo") ?? false;
+        int maxTokens = request.Int("max_tokens", echo ? 0 : 1, int.MaxValue) ?? DefaultMaxTokens;
         IReadOnlyList<string> stops = request.StringOrList("stop", 16, 4096);
         int? logprobs = request.Int("logprobs", 0, 20);
-        bool echo = request.Bool("echo") ?? false;
-        if (echo && logprobs is not null)
+        if (maxTokens == 0 && (stream || logprobs is null))
         {
-            throw ApiException.BadField("echo", "'echo' with 'logprobs' (log-probs of the prompt) is not supported; `qwensharp score` gives them");
+            throw ApiException.BadField("max_tokens", "'max_tokens': 0 scores the prompt alone: it goes with 'echo' and 'logprobs', whole (not streamed)");
         }
 
         // OpenAI's insert: the prompt is the code before the gap, the suffix the code after it (a code model's FIM form).
@@ -72,14 +76,26 @@ internal static class CompletionsEndpoint
         }
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, maxTokens, stops, logprobs, primeText: true, deadline.Token, ignoreEos,
+        // The prompts' own log-probs: each prompt scored once, on the scheduler's thread between generation steps.
+        ScoreResult[]? promptScores = echo && logprobs is int top
+            ? await Jobs.ScoreAsync(server, new EmbeddingJob { Inputs = prompts, ScoreTop = top, AdapterScales = adapterScales, Cancellation = deadline.Token }, deadline)
+                .ConfigureAwait(false)
+            : null;
+        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, Math.Max(maxTokens, 1), stops, logprobs, primeText: true, deadline.Token, ignoreEos,
             constraint: constraint, adapterScales: adapterScales, endTokens: infill?.EndTokens);
+        var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage, promptScores);
+        if (maxTokens == 0)
+        {
+            await response.WritePromptsAloneAsync().ConfigureAwait(false);
+            return;
+        }
+
         Jobs.Submit(server, job);
-        var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage);
         await response.RunAsync(deadline).ConfigureAwait(false);
     }
 
-    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, List<string>? echo, bool stream, bool includeUsage)
+    private sealed class Response(HttpContext http, ServerState server, GenerationJob job, string model, List<string>? echo, bool stream, bool includeUsage,
+        ScoreResult[]? promptScores)
     {
         private readonly string _id = "cmpl-" + Guid.NewGuid().ToString("N");
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -98,8 +114,8 @@ internal static class CompletionsEndpoint
                     w.WriteStartArray("choices");
                     for (int i = 0; i < choices.Length; i++)
                     {
-                        string text = (echo is null ? "" : echo[i / job.SamplesPerPrompt]) + choices[i].Text;
-                        WriteChoice(w, i, text, choices[i].Logprobs, choices[i].Reason ?? StopReason.Length);
+                        string text = EchoOf(i) + choices[i].Text;
+                        WriteChoice(w, i, text, [.. PromptTokens(i), .. Generated(i, choices[i].Logprobs)], choices[i].Reason ?? StopReason.Length);
                     }
 
                     w.WriteEndArray();
@@ -119,30 +135,88 @@ internal static class CompletionsEndpoint
                 case TokenEvent token:
                 {
                     string text = token.Text;
-                    if (echo is not null && !_choices[token.Choice].Opened)
+                    List<LegacyToken> tokens = [];
+                    if (!_choices[token.Choice].Opened)
                     {
-                        text = echo[token.Choice / job.SamplesPerPrompt] + text;
+                        text = EchoOf(token.Choice) + text;
+                        tokens.AddRange(PromptTokens(token.Choice));
                     }
 
                     _choices[token.Choice].Opened = true;
-                    if (text.Length > 0 || token.Logprobs is not null)
+                    tokens.AddRange(Generated(token.Choice, token.Logprobs is null ? [] : [token.Logprobs]));
+                    if (text.Length > 0 || tokens.Count > 0)
                     {
-                        await ResponseJson.WriteEventAsync(http, w => Chunk(w, token.Choice, text, token.Logprobs is null ? [] : [token.Logprobs], null)).ConfigureAwait(false);
+                        await ResponseJson.WriteEventAsync(http, w => Chunk(w, token.Choice, text, tokens, null)).ConfigureAwait(false);
                     }
 
                     break;
                 }
 
                 case ChoiceFinishedEvent finished:
-                    await ResponseJson.WriteEventAsync(http, w => Chunk(w, finished.Choice, finished.Text, [], finished.Reason)).ConfigureAwait(false);
+                {
+                    // A choice that ended before its first token still echoes its prompt.
+                    bool opened = _choices[finished.Choice].Opened;
+                    _choices[finished.Choice].Opened = true;
+                    string text = (opened ? "" : EchoOf(finished.Choice)) + finished.Text;
+                    List<LegacyToken> tokens = opened ? [] : [.. PromptTokens(finished.Choice)];
+                    await ResponseJson.WriteEventAsync(http, w => Chunk(w, finished.Choice, text, tokens, finished.Reason)).ConfigureAwait(false);
                     break;
+                }
                 case JobFinishedEvent done when includeUsage:
                     await ResponseJson.WriteUsageEventAsync(http, WriteHeader, done).ConfigureAwait(false);
                     break;
             }
         }
 
-        private void Chunk(Utf8JsonWriter w, int index, string text, List<TokenLogprobs> logprobs, StopReason? reason)
+        /// <summary>
+        /// <c>max_tokens: 0</c>: each choice is its prompt, echoed with its log-probs, and nothing after it (finish_reason
+        /// length, as vLLM gives it).
+        /// </summary>
+        public Task WritePromptsAloneAsync() => ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            WriteHeader(w);
+            w.WriteStartArray("choices");
+            for (int i = 0; i < job.Choices; i++)
+            {
+                WriteChoice(w, i, EchoOf(i), [.. PromptTokens(i)], StopReason.Length);
+            }
+
+            w.WriteEndArray();
+            ResponseJson.WriteUsage(w, new JobFinishedEvent(job.Prompts.Sum(p => p.Length), 0, 0));
+            w.WriteEndObject();
+        });
+
+        /// <summary>The echoed prompt of choice <paramref name="index"/>, or "" without echo.</summary>
+        private string EchoOf(int index) => echo is null ? "" : echo[index / job.SamplesPerPrompt];
+
+        /// <summary>
+        /// The echoed prompt's tokens of choice <paramref name="index"/> with their log-probs, where the request asked for
+        /// them: the first has none (nothing comes before it); each other's is its log-prob after those before it.
+        /// </summary>
+        private IEnumerable<LegacyToken> PromptTokens(int index)
+        {
+            if (promptScores is null)
+            {
+                yield break;
+            }
+
+            int[] prompt = job.Prompts[index / job.SamplesPerPrompt];
+            IReadOnlyList<PositionScore> scores = promptScores[index / job.SamplesPerPrompt].Positions;
+            StreamingDecoder decoder = server.Tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
+            int offset = 0;
+            for (int k = 0; k < prompt.Length; k++)
+            {
+                yield return new LegacyToken(prompt[k], k == 0 ? null : scores[k - 1].NextLogprob, k == 0 ? null : scores[k - 1].Top, offset);
+                offset += server.Tokenizer.IdToToken(prompt[k]) is null ? 0 : decoder.Append(prompt[k]).Length;
+            }
+        }
+
+        /// <summary>Generated tokens of choice <paramref name="index"/>, their text's offsets after the echoed prompt.</summary>
+        private IEnumerable<LegacyToken> Generated(int index, List<TokenLogprobs> logprobs) =>
+            logprobs.Select(t => new LegacyToken(t.Id, t.Logprob, t.Top, EchoOf(index).Length + _offsets.Next(index, t.Id)));
+
+        private void Chunk(Utf8JsonWriter w, int index, string text, List<LegacyToken> logprobs, StopReason? reason)
         {
             w.WriteStartObject();
             WriteHeader(w);
@@ -152,7 +226,7 @@ internal static class CompletionsEndpoint
             w.WriteEndObject();
         }
 
-        private void WriteChoice(Utf8JsonWriter w, int index, string text, List<TokenLogprobs> logprobs, StopReason? reason)
+        private void WriteChoice(Utf8JsonWriter w, int index, string text, List<LegacyToken> logprobs, StopReason? reason)
         {
             w.WriteStartObject();
             w.WriteNumber("index", index);
@@ -163,7 +237,7 @@ internal static class CompletionsEndpoint
             }
             else
             {
-                WriteLegacyLogprobs(w, index, logprobs);
+                WriteLegacyLogprobs(w, logprobs);
             }
 
             ResponseJson.WriteStringOrNull(w, "finish_reason", reason is StopReason r ? ChoiceState.FinishReason(r) : null);
@@ -172,28 +246,42 @@ internal static class CompletionsEndpoint
 
         /// <summary>
         /// The completions API's log-probs: parallel lists of tokens (each its own bytes as text, U+FFFD where it holds part
-        /// of a character), their log-probs, the top alternatives as maps, and where each token's text starts in the choice's.
+        /// of a character), their log-probs, the top alternatives as maps, and where each token's text starts in the choice's
+        /// (a prompt's first token: null log-prob and alternatives, as OpenAI gives them).
         /// </summary>
-        private void WriteLegacyLogprobs(Utf8JsonWriter w, int index, List<TokenLogprobs> logprobs)
+        private void WriteLegacyLogprobs(Utf8JsonWriter w, List<LegacyToken> logprobs)
         {
             w.WriteStartObject("logprobs");
             w.WriteStartArray("tokens");
-            foreach (TokenLogprobs token in logprobs)
+            foreach (LegacyToken token in logprobs)
             {
                 w.WriteStringValue(TokenPiece.Text(server.Tokenizer, token.Id));
             }
 
             w.WriteEndArray();
             w.WriteStartArray("token_logprobs");
-            foreach (TokenLogprobs token in logprobs)
+            foreach (LegacyToken token in logprobs)
             {
-                w.WriteNumberValue(token.Logprob);
+                if (token.Logprob is double logprob)
+                {
+                    w.WriteNumberValue(logprob);
+                }
+                else
+                {
+                    w.WriteNullValue();
+                }
             }
 
             w.WriteEndArray();
             w.WriteStartArray("top_logprobs");
-            foreach (TokenLogprobs token in logprobs)
+            foreach (LegacyToken token in logprobs)
             {
+                if (token.Top is null)
+                {
+                    w.WriteNullValue();
+                    continue;
+                }
+
                 w.WriteStartObject();
                 foreach (TokenLogprob alternative in token.Top)
                 {
@@ -205,9 +293,9 @@ internal static class CompletionsEndpoint
 
             w.WriteEndArray();
             w.WriteStartArray("text_offset");
-            foreach (TokenLogprobs token in logprobs)
+            foreach (LegacyToken token in logprobs)
             {
-                w.WriteNumberValue(_offsets.Next(index, token.Id));
+                w.WriteNumberValue(token.Offset);
             }
 
             w.WriteEndArray();
@@ -224,3 +312,6 @@ internal static class CompletionsEndpoint
         }
     }
 }
+
+/// <summary>One token of the completions API's legacy log-probs: its id, its log-prob and alternatives (null for a prompt's first), where its text starts.</summary>
+internal readonly record struct LegacyToken(int Id, double? Logprob, IReadOnlyList<TokenLogprob>? Top, int Offset);

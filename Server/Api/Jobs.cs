@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Errors;
+using QwenSharp.Generation;
 using QwenSharp.Sampling;
 using QwenSharp.Server.Scheduling;
 
@@ -111,6 +112,20 @@ internal static class Jobs
         try
         {
             return await job.Result.Task.ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            throw Translate(e, deadline);
+        }
+    }
+
+    /// <summary>The prompts' own log-probs (a job with <see cref="EmbeddingJob.ScoreTop"/>), each input's scores in order.</summary>
+    public static async Task<ScoreResult[]> ScoreAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline)
+    {
+        Submit(server, job);
+        try
+        {
+            return await job.Scores.Task.ConfigureAwait(false);
         }
         catch (Exception e)
         {

@@ -40,6 +40,7 @@ internal sealed class BatchScheduler : IDisposable
     private readonly Queue<EmbeddingJob> _embeddingQueue = new();
     /// <summary>The embedding job being read and its run, a step per loop (see <see cref="StepEmbedding"/>).</summary>
     private (EmbeddingJob Job, EmbeddingRun Run)? _embedding;
+    private (EmbeddingJob Job, List<ScoreResult> Scored)? _scoring;
     /// <summary>The buffers of embedding steps, made at the first embedding request.</summary>
     private Embedder? _embedder;
     private readonly List<ScheduledSequence> _running = [];
@@ -265,6 +266,12 @@ internal sealed class BatchScheduler : IDisposable
     /// </summary>
     private bool StepEmbedding()
     {
+        if (_scoring is not null)
+        {
+            StepScoring();
+            return true;
+        }
+
         if (_embedding is null)
         {
             EmbeddingJob? next;
@@ -276,6 +283,13 @@ internal sealed class BatchScheduler : IDisposable
             if (next is null)
             {
                 return false;
+            }
+
+            if (next.ScoreTop is not null)
+            {
+                _scoring = (next, []);
+                StepScoring();
+                return true;
             }
 
             try
@@ -326,6 +340,38 @@ internal sealed class BatchScheduler : IDisposable
         run.Dispose();
         _embedding = null;
         return true;
+    }
+
+    /// <summary>
+    /// Scores the next input of the scoring job (<see cref="EmbeddingJob.ScoreTop"/>), whole: the streams go on between
+    /// its inputs. The job ends with its scores, its error, or its cancellation.
+    /// </summary>
+    private void StepScoring()
+    {
+        (EmbeddingJob job, List<ScoreResult> scored) = _scoring!.Value;
+        try
+        {
+            if (_cancelAll || job.Cancellation.IsCancellationRequested)
+            {
+                job.Scores.TrySetCanceled(job.Cancellation.IsCancellationRequested ? job.Cancellation : new CancellationToken(canceled: true));
+            }
+            else
+            {
+                scored.Add(Scorer.Score(_model, job.Inputs[scored.Count], job.ScoreTop!.Value, adapterScales: job.AdapterScales));
+                if (scored.Count < job.Inputs.Count)
+                {
+                    return;
+                }
+
+                job.Scores.TrySetResult([.. scored]);
+            }
+        }
+        catch (Exception e)
+        {
+            job.Scores.TrySetException(e);
+        }
+
+        _scoring = null;
     }
 
     /// <summary>Removes jobs whose client went away (or that timed out), freeing their slots at once.</summary>
