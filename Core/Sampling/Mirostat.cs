@@ -32,21 +32,53 @@ public sealed class Mirostat
     /// <summary>The surprise bound the next step uses.</summary>
     public double Mu { get; private set; }
 
-    /// <summary>Removes the tokens this step does not allow (sets their logits to −∞); returns how many are left.</summary>
-    public int Truncate(Span<float> logits)
+    /// <summary>
+    /// Removes the tokens this step does not allow (sets their logits to −∞); returns how many are left. Neither version
+    /// sorts the vocabulary: version 2's tokens are those above a surprise bound, version 1's the k most likely.
+    /// </summary>
+    public int Truncate(Span<float> logits) => _version == 2 ? TruncateV2(logits) : TruncateV1(logits);
+
+    /// <summary>Keeps each token whose surprise −log₂ p is at most μ (those are the most likely ones), else the most likely alone.</summary>
+    private int TruncateV2(Span<float> logits)
     {
-        int[] order = TopPFilter.SortedHead(logits, FiniteLogits.Count(logits));
-        float max = logits[order[0]];
-        double total = 0;
-        foreach (int i in order)
+        double total = FiniteLogits.ExpSum(logits, out float max);
+        int keep = 0;
+        foreach (float logit in logits)
         {
-            total += Math.Exp(logits[i] - max);
+            keep += logit != float.NegativeInfinity && Allowed(logit, max, total) ? 1 : 0;
         }
 
-        int keep = _version == 2 ? KeepV2(logits, order, max, total) : KeepV1(logits, order);
-        for (int r = keep; r < order.Length; r++)
+        // None within μ: the most likely alone (the first of the largest logits, as a sort by logit then index puts it).
+        int alone = keep == 0 ? logits.IndexOf(max) : -1;
+        for (int i = 0; i < logits.Length; i++)
         {
-            logits[order[r]] = float.NegativeInfinity;
+            if (logits[i] != float.NegativeInfinity && (keep == 0 ? i != alone : !Allowed(logits[i], max, total)))
+            {
+                logits[i] = float.NegativeInfinity;
+            }
+        }
+
+        return Math.Max(keep, 1);
+    }
+
+    private bool Allowed(float logit, float max, double total) => -Math.Log2(Math.Exp(logit - max) / total) <= Mu;
+
+    /// <summary>Keeps the k most likely tokens (by logit, then index), k from the Zipf exponent of the 100 most likely and μ.</summary>
+    private int TruncateV1(Span<float> logits)
+    {
+        int finite = FiniteLogits.Count(logits);
+        int[] head = TopPFilter.SortedHead(logits, Math.Min(ZipfTokens, finite));
+        int keep = KeepV1(logits, head, finite);
+        int[] kept = keep <= head.Length ? head : TopPFilter.SortedHead(logits, keep);
+        float smallestKept = logits[kept[keep - 1]];
+        int lastKeptIndex = kept[keep - 1];
+        for (int i = 0; i < logits.Length; i++)
+        {
+            // Below the smallest kept logit, or equal to it but after it in the (logit desc, index asc) order.
+            if (logits[i] < smallestKept || (logits[i] == smallestKept && i > lastKeptIndex))
+            {
+                logits[i] = float.NegativeInfinity;
+            }
         }
 
         return keep;
@@ -55,18 +87,8 @@ public sealed class Mirostat
     /// <summary>Moves μ after the draw: <paramref name="probability"/> is the drawn token's in the renormalised, truncated distribution.</summary>
     public void Observe(double probability) => Mu -= _eta * (-Math.Log2(probability) - _tau);
 
-    private int KeepV2(ReadOnlySpan<float> logits, int[] order, float max, double total)
-    {
-        int keep = 0;
-        while (keep < order.Length && -Math.Log2(Math.Exp(logits[order[keep]] - max) / total) <= Mu)
-        {
-            keep++;
-        }
-
-        return Math.Max(keep, 1);
-    }
-
-    private int KeepV1(ReadOnlySpan<float> logits, int[] order)
+    /// <summary>Version 1's k, at most <paramref name="finite"/>: <paramref name="order"/> holds the most likely tokens, best first.</summary>
+    private int KeepV1(ReadOnlySpan<float> logits, int[] order, int finite)
     {
         // The Zipf exponent s fitted by least squares to log(p_i / p_{i+1}) against log((i + 2) / (i + 1)).
         double sumTB = 0, sumTT = 0;
@@ -81,6 +103,6 @@ public sealed class Mirostat
         double s = sumTB / sumTT;
         double epsilon = s - 1;
         double k = Math.Pow(epsilon * Math.Pow(2, Mu) / (1 - Math.Pow(_vocabularySize, -epsilon)), 1 / s);
-        return (int)Math.Clamp(double.IsNaN(k) ? 1 : k, 1, order.Length);
+        return (int)Math.Clamp(double.IsNaN(k) ? 1 : k, 1, finite);
     }
 }
