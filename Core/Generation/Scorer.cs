@@ -1,5 +1,3 @@
-using QwenSharp.Backend;
-using QwenSharp.Errors;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Generation;
@@ -24,64 +22,11 @@ public static class Scorer
     public static ScoreResult Score(Qwen2Model model, IReadOnlyList<int> tokens, int top, int chunkTokens = DefaultChunkTokens,
         Qwen2VL.VisionPrompt? vision = null, float[]? adapterScales = null)
     {
-        if (vision is not null && !vision.Tokens.SequenceEqual(tokens))
+        using var run = new ScoreRun(model, tokens, top, chunkTokens, vision, adapterScales);
+        while (!run.Step())
         {
-            QwenThrow.Argument("the tokens differ from their vision prompt's", nameof(vision));
         }
 
-        if (tokens.Count == 0)
-        {
-            QwenThrow.Argument("there are no tokens to score", nameof(tokens));
-        }
-
-        if (tokens.Count > model.Config.MaxPositionEmbeddings)
-        {
-            QwenThrow.Argument(
-                $"the sequence has {tokens.Count} tokens, more than the model's context of {model.Config.MaxPositionEmbeddings} (max_position_embeddings)",
-                nameof(tokens));
-        }
-
-        model.ValidateTokens(tokens, "sequence");
-        int chunk = Math.Min(chunkTokens, tokens.Count);
-        using KvCache cache = model.CreateKvCache(slots: 1, capacity: tokens.Count);
-        using ForwardState state = model.CreateState(chunk, chunk);
-        var batch = new TokenBatch(chunk);
-        var positions = new PositionScore[tokens.Count];
-        double nllSum = 0;
-        int targets = 0;
-        for (int start = 0; start < tokens.Count; start += chunk)
-        {
-            int end = Math.Min(start + chunk, tokens.Count);
-            batch.Clear();
-            for (int p = start; p < end; p++)
-            {
-                if (vision is null)
-                {
-                    batch.Add(tokens[p], p, slot: 0, wantLogits: true, adapterScales);
-                }
-                else
-                {
-                    vision.AddToBatch(batch, p, slot: 0, wantLogits: true);
-                    batch.SetAdapterScales(batch.Count - 1, adapterScales);
-                }
-            }
-
-            model.Forward(batch, cache, state);
-            for (int p = start; p < end; p++)
-            {
-                ReadOnlySpan<float> logits = state.LogitsOf(p - start);
-                double logSumExp = LogProbs.LogSumExp(logits);
-                int? next = p + 1 < tokens.Count ? tokens[p + 1] : null;
-
-                // A picture's pads are not text to predict: no log-prob, and not in the mean (as transformers' labels mask them).
-                bool scored = next is int n && !(vision is not null && n == model.Config.ImageTokenId);
-                double? nextLogprob = scored ? logits[next!.Value] - logSumExp : null;
-                nllSum -= nextLogprob ?? 0;
-                targets += scored ? 1 : 0;
-                positions[p] = new PositionScore(next, nextLogprob, LogProbs.Top(logits, top, logSumExp), logSumExp);
-            }
-        }
-
-        return new ScoreResult(positions, targets > 0 ? nllSum / targets : null);
+        return run.Result;
     }
 }

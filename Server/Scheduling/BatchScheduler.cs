@@ -40,7 +40,7 @@ internal sealed class BatchScheduler : IDisposable
     private readonly Queue<EmbeddingJob> _embeddingQueue = new();
     /// <summary>The embedding job being read and its run, a step per loop (see <see cref="StepEmbedding"/>).</summary>
     private (EmbeddingJob Job, EmbeddingRun Run)? _embedding;
-    private (EmbeddingJob Job, List<ScoreResult> Scored)? _scoring;
+    private (EmbeddingJob Job, List<ScoreResult> Scored, ScoreRun Run)? _scoring;
     /// <summary>The buffers of embedding steps, made at the first embedding request.</summary>
     private Embedder? _embedder;
     private readonly List<ScheduledSequence> _running = [];
@@ -222,6 +222,7 @@ internal sealed class BatchScheduler : IDisposable
         CancelAll();
         _thread.Join();
         _embedding?.Run.Dispose();
+        _scoring?.Run.Dispose();
         _embedder?.Dispose();
         _state.Dispose();
         _cache.Dispose();
@@ -287,8 +288,16 @@ internal sealed class BatchScheduler : IDisposable
 
             if (next.ScoreTop is not null)
             {
-                _scoring = (next, []);
-                StepScoring();
+                try
+                {
+                    _scoring = (next, [], StartScoring(next, 0));
+                    StepScoring();
+                }
+                catch (Exception e)
+                {
+                    next.Scores.TrySetException(e);
+                }
+
                 return true;
             }
 
@@ -343,27 +352,38 @@ internal sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// Scores the next input of the scoring job (<see cref="EmbeddingJob.ScoreTop"/>), whole: the streams go on between
-    /// its inputs. The job ends with its scores, its error, or its cancellation.
+    /// One forward step of the scoring job (<see cref="EmbeddingJob.ScoreTop"/>): a chunk of its input being read, the
+    /// streams going on between steps as they do beside embeddings. The job ends with its scores, its error, or its
+    /// cancellation.
     /// </summary>
     private void StepScoring()
     {
-        (EmbeddingJob job, List<ScoreResult> scored) = _scoring!.Value;
+        (EmbeddingJob job, List<ScoreResult> scored, ScoreRun run) = _scoring!.Value;
         try
         {
             if (_cancelAll || job.Cancellation.IsCancellationRequested)
             {
                 job.Scores.TrySetCanceled(job.Cancellation.IsCancellationRequested ? job.Cancellation : new CancellationToken(canceled: true));
             }
-            else
+            else if (run.Step())
             {
-                scored.Add(Scorer.Score(_model, job.Inputs[scored.Count], job.ScoreTop!.Value, adapterScales: job.AdapterScales));
+                scored.Add(run.Result);
+                run.Dispose();
+                _scoring = null;
                 if (scored.Count < job.Inputs.Count)
                 {
-                    return;
+                    _scoring = (job, scored, StartScoring(job, scored.Count));
+                }
+                else
+                {
+                    job.Scores.TrySetResult([.. scored]);
                 }
 
-                job.Scores.TrySetResult([.. scored]);
+                return;
+            }
+            else
+            {
+                return;
             }
         }
         catch (Exception e)
@@ -371,8 +391,13 @@ internal sealed class BatchScheduler : IDisposable
             job.Scores.TrySetException(e);
         }
 
+        // Cancelled, or failed: the input being read lets its cache go (unless it had already).
+        _scoring?.Run.Dispose();
         _scoring = null;
     }
+
+    private ScoreRun StartScoring(EmbeddingJob job, int input) =>
+        new(_model, job.Inputs[input], job.ScoreTop!.Value, Math.Min(_options.PrefillChunk, Scorer.DefaultChunkTokens), adapterScales: job.AdapterScales);
 
     /// <summary>Removes jobs whose client went away (or that timed out), freeing their slots at once.</summary>
     private void DropCancelled()

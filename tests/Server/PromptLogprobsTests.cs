@@ -89,6 +89,28 @@ public sealed class PromptLogprobsTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ABatchOfPrompts_IsScoredAChunkAStepBetweenGenerationSteps_EachAsAlone()
+    {
+        // Steps of 4 tokens: each prompt is read over several scheduler steps, the second after the first.
+        await using TestServer server = await TestServer.StartAsync(new QwenSharp.Server.ServerOptions { PrefillChunk = 4 });
+        int[] shorter = s_reference.PromptIds[..7];
+
+        JsonElement body = await server.PostOkAsync("/v1/completions",
+            JsonSerializer.Serialize(new { prompt = new[] { s_reference.PromptIds, shorter }, max_tokens = 1, logprobs = 1, echo = true, temperature = 0 }));
+
+        JsonElement[] choices = [.. body.GetProperty("choices").EnumerateArray()];
+        Assert.Equal(2, choices.Length);
+        AssertPromptLogprobs(choices[0].GetProperty("logprobs"), top: 1);
+        double?[] second = [.. choices[1].GetProperty("logprobs").GetProperty("token_logprobs").EnumerateArray().Take(shorter.Length)
+            .Select(t => t.ValueKind == JsonValueKind.Null ? (double?)null : t.GetDouble())];
+        Assert.Null(second[0]);
+        for (int k = 1; k < shorter.Length; k++)
+        {
+            Assert.Equal(s_reference.Positions[k - 1].NextIdLogprob!.Value, second[k]!.Value, 1e-4);
+        }
+    }
+
+    [Fact]
     public async Task MaxTokensZero_WithoutEchoAndLogprobs_IsRefusedNamingIt()
     {
         foreach ((string json, string param, string message) in ((string, string, string)[])[
