@@ -15,7 +15,7 @@ internal static class CliApp
     public const int ExitBadInput = 2;
 
     public static IReadOnlyList<ICommand> Commands { get; } =
-        [new GenerateCommand(), new ChatCommand(), new ScoreCommand(), new EmbedCommand(), new ClassifyCommand(), new RerankCommand(), new PerplexityCommand(), new TokenizeCommand(), new InfoCommand(), new BenchCommand(), new QuantizeCommand(), new ImatrixCommand(), new PullCommand(), new ModelsCommand(), new DevicesCommand(), new ServeCommand()];
+        [new GenerateCommand(), new ChatCommand(), new ScoreCommand(), new EmbedCommand(), new ClassifyCommand(), new RerankCommand(), new PerplexityCommand(), new TokenizeCommand(), new InfoCommand(), new BenchCommand(), new QuantizeCommand(), new ImatrixCommand(), new PullCommand(), new ModelsCommand(), new DevicesCommand(), new ServeCommand(), new BatchCommand()];
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, TextReader.Null, stdout, stderr);
 

@@ -24,8 +24,8 @@ internal sealed class ServeCommand : ICommand
         new("port", "N", "TCP port (default: 8080; 0 picks a free one)"),
         new("api-key", "KEY", "require 'Authorization: Bearer KEY' on every request but /health"),
         new("api-key-file", "F", "the API key from the first line of a file (keeps it out of the process list)"),
-        new("max-concurrent", "N", "sequences decoding at once, each with its own KV cache slot (default: 8)"),
-        new("context", "N", "tokens per sequence, prompt and answer (default: max_position_embeddings, at most 4096)"),
+        MaxConcurrentSpec,
+        ContextSpec,
         new("max-queue", "N", "requests that may wait for a slot; beyond that the answer is 429 (default: 64)"),
         new("timeout", "SECONDS", "longest a request may take, waiting included (default: 600)"),
         new("drain", "SECONDS", "on Ctrl+C, how long running requests may take to finish (default: 30)"),
@@ -33,6 +33,18 @@ internal sealed class ServeCommand : ICommand
         new("no-prefill-assistant", null, "answer a chat that ends with the assistant's message in a new turn, as vLLM does, instead of continuing that message (llama-server's default; a request's continue_final_message decides for itself)"),
         new("stored-responses", "N", "Responses API answers kept in memory for previous_response_id and GET /v1/responses/ID, the oldest going first past N or 256 MiB (default: 1000; 0: none)"),
         RerankCommand.TemplateSpec,
+        .. RunningSpecs,
+    ];
+
+    /// <summary>Sequences decoding at once (serve's and batch's).</summary>
+    internal static readonly OptionSpec MaxConcurrentSpec = new("max-concurrent", "N", "sequences decoding at once, each with its own KV cache slot (default: 8)");
+
+    /// <summary>Tokens per sequence (serve's and batch's).</summary>
+    internal static readonly OptionSpec ContextSpec = new("context", "N", "tokens per sequence, prompt and answer (default: max_position_embeddings, at most 4096)");
+
+    /// <summary>How the served model runs: guesses, a draft model, threads, weights, adapters, cache and device (serve's and batch's).</summary>
+    internal static readonly OptionSpec[] RunningSpecs =
+    [
         GenerateCommand.PromptLookupSpec,
         ModelLoading.DraftModel,
         ModelLoading.DraftTokens,
@@ -161,7 +173,7 @@ internal sealed class ServeCommand : ICommand
     }
 
     /// <summary>The KV cache is allocated whole at start: refuse one the machine cannot hold, naming the options that size it.</summary>
-    private static void CheckKvMemory(QwenModel model, int slots, int context)
+    internal static void CheckKvMemory(QwenModel model, int slots, int context)
     {
         long bytes = ModelSummary.Of(model.Model).KvBytesPerToken * slots * context;
         long available = HostMemory.Available();
