@@ -427,12 +427,14 @@ public sealed class QwenModel : IDisposable
     }
 
     /// <summary>Log-probs of every token of <paramref name="ids"/> under the model, with the mean NLL and perplexity.</summary>
-    public ScoreResult Score(IReadOnlyList<int> ids, int top = 5)
+    /// <param name="loraScales">How strongly to apply each of the model's LoRA adapters; null: their own.</param>
+    public ScoreResult Score(IReadOnlyList<int> ids, int top = 5, IReadOnlyList<float>? loraScales = null)
     {
+        float[]? adapterScales = AdapterScalesFor(null, loraScales, nameof(loraScales));
         _turn.Wait();
         try
         {
-            return Scorer.Score(Model, ids, top);
+            return Scorer.Score(Model, ids, top, adapterScales: adapterScales);
         }
         finally
         {

@@ -34,6 +34,17 @@ public sealed class LoraGenerationTests
         Assert.Equal(Greedy(gguf, [(betaGguf, 1f)]), await Ids(model, new TextGenerationOptions { LoraAdapter = "beta" }));
         Assert.Equal(Greedy(gguf, [(alphaGguf, 0.5f), (betaGguf, 1.5f)]), await Ids(model, new TextGenerationOptions { LoraScales = [0.5f, 1.5f] }));
 
+        // Scoring at the call's scales: each token's log-prob as llama.cpp's logits at those scales give it.
+        float[][] logits = LlamaCpp.Logits(gguf, s_prompt, [(alphaGguf, 0.5f), (betaGguf, 1.5f)]);
+        QwenSharp.Generation.ScoreResult scored = model.Score(s_prompt, top: 1, loraScales: [0.5f, 1.5f]);
+        for (int k = 0; k + 1 < s_prompt.Length; k++)
+        {
+            double max = logits[k].Max(), logSumExp = max + Math.Log(logits[k].Sum(l => Math.Exp(l - max)));
+            Assert.Equal(logits[k][s_prompt[k + 1]] - logSumExp, scored.Positions[k].NextLogprob!.Value, 1e-3);
+        }
+
+        Assert.NotEqual(scored.Positions[0].NextLogprob, model.Score(s_prompt, top: 1).Positions[0].NextLogprob);
+
         var unknown = await Assert.ThrowsAsync<ArgumentException>(() => Ids(model, new TextGenerationOptions { LoraAdapter = "gamma" }));
         Assert.Contains("'gamma' is not one of the model's ('alpha', 'beta')", unknown.Message, StringComparison.Ordinal);
         var count = await Assert.ThrowsAsync<ArgumentException>(() => Ids(model, new TextGenerationOptions { LoraScales = [1f] }));
