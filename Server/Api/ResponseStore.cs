@@ -59,6 +59,29 @@ internal sealed class ResponseStore(int capacity, long maxBytes = ResponseStore.
         }
     }
 
+    /// <summary>
+    /// The item of that id among the stored responses' conversations (their input and output items), the newest
+    /// response's first; null when none holds it.
+    /// </summary>
+    public JsonElement? FindItem(string id)
+    {
+        lock (_lock)
+        {
+            for (LinkedListNode<string>? node = _order.Last; node is not null; node = node.Previous)
+            {
+                foreach (JsonElement item in _responses[node.Value].Conversation)
+                {
+                    if (item.TryGetProperty("id", out JsonElement itemId) && itemId.ValueKind == JsonValueKind.String && itemId.ValueEquals(id))
+                    {
+                        return item;
+                    }
+                }
+            }
+
+            return null;
+        }
+    }
+
     public bool Remove(string id)
     {
         lock (_lock)

@@ -10,8 +10,8 @@ namespace QwenSharp.Server.Api;
 /// <c>function_call_output</c>s (tool messages); <c>max_output_tokens</c>, the flat function <c>tools</c>,
 /// <c>tool_choice</c>, <c>text.format</c> (as <c>response_format</c>) and logprobs through <c>include</c>. With
 /// <c>previous_response_id</c> the conversation that stored response ends comes first (its instructions do not, as
-/// OpenAI's do not; <see cref="ResponseStore"/>); a <c>conversation</c> object is refused (the server has no
-/// Conversations API). Every error names the Responses field.
+/// OpenAI's do not; <see cref="ResponseStore"/>), and an <c>item_reference</c> stands for the stored item it names; a
+/// <c>conversation</c> object is refused (the server has no Conversations API). Every error names the Responses field.
 /// </summary>
 internal sealed class ResponsesRequest
 {
@@ -35,6 +35,7 @@ internal sealed class ResponsesRequest
     private static readonly HashSet<string> s_reasoningFields = ["effort", "summary", "generate_summary"];
     private static readonly HashSet<string> s_streamOptionFields = ["include_obfuscation"];
     private static readonly HashSet<string> s_toolChoiceFields = ["type", "name"];
+    private static readonly HashSet<string> s_referenceFields = ["type", "id"];
 
     private ResponsesRequest(JsonDocument chat, JsonElement original, bool store, IReadOnlyList<JsonElement> inputItems, IReadOnlyList<JsonElement> conversation)
     {
@@ -68,11 +69,14 @@ internal sealed class ResponsesRequest
         RequestFields request = RequestFields.Of(body, "", s_fields);
         Refuse(request);
         IReadOnlyList<JsonElement> earlier = Previous(request, store)?.Conversation ?? [];
+        JsonElement[]? listed = request.Get("input") is { ValueKind: JsonValueKind.Array } list
+            ? [.. list.EnumerateArray().Select((item, i) => Referenced(item, $"input[{i}]", store))]
+            : null;
         JsonDocument chat = ChatMessageDraft.Request(w =>
         {
             ChatMessageDraft.CopyAll(request, w, ["model", "stream", "parallel_tool_calls", "lora", "user", .. SamplingFields.Names]);
             ChatMessageDraft.Copy(request, w, "max_output_tokens", "max_tokens");
-            WriteMessages(request, earlier, w);
+            WriteMessages(request, earlier, listed, w);
             ChatMessageDraft.WriteTools(request, w, s_toolFields, "function", typeRequired: true, "parameters");
             WriteToolChoice(request, w);
             WriteFormat(request, w);
@@ -86,8 +90,28 @@ internal sealed class ResponsesRequest
                 w.WriteString("role", "user");
                 WriteTextContent(w, "user", input.GetString()!);
             })]
-            : [.. input.EnumerateArray().Select(StoredItem)];
+            : [.. listed!.Select(StoredItem)];
         return new ResponsesRequest(chat, body, keep, items, [.. earlier, .. items]);
+    }
+
+    /// <summary>
+    /// An input item, or the stored item an <c>item_reference</c> names (an input or output item of a stored response:
+    /// <see cref="ResponseStore.FindItem"/>), which then stands in its place.
+    /// </summary>
+    private static JsonElement Referenced(JsonElement item, string path, ResponseStore? store)
+    {
+        if (item.ValueKind != JsonValueKind.Object || TypeOf(item) != "item_reference")
+        {
+            return item;
+        }
+
+        string id = RequestFields.Of(item, path, s_referenceFields).Required("id");
+        if (store is null)
+        {
+            throw ApiException.BadField($"{path}.id", $"'{path}' is an item reference, and this server keeps no items (it was started with --stored-responses 0); send the item itself");
+        }
+
+        return store.FindItem(id) ?? throw ApiException.BadField($"{path}.id", $"'{path}.id': no stored response holds an item '{id}'");
     }
 
     /// <summary>The stored response <c>previous_response_id</c> names, if it names one.</summary>
@@ -218,7 +242,7 @@ internal sealed class ResponsesRequest
     }
 
     /// <summary>instructions, the <paramref name="earlier"/> conversation's items and input as chat messages.</summary>
-    private static void WriteMessages(RequestFields request, IReadOnlyList<JsonElement> earlier, Utf8JsonWriter w)
+    private static void WriteMessages(RequestFields request, IReadOnlyList<JsonElement> earlier, JsonElement[]? listed, Utf8JsonWriter w)
     {
         var messages = new List<ChatMessageDraft>();
         if (request.Get("instructions") is JsonElement instructions)
@@ -238,10 +262,9 @@ internal sealed class ResponsesRequest
         }
         else if (input.ValueKind == JsonValueKind.Array && input.GetArrayLength() > 0)
         {
-            int i = 0;
-            foreach (JsonElement item in input.EnumerateArray())
+            for (int i = 0; i < listed!.Length; i++)
             {
-                AddItem(messages, item, $"input[{i++}]");
+                AddItem(messages, listed[i], $"input[{i}]");
             }
         }
         else
@@ -314,8 +337,6 @@ internal sealed class ResponsesRequest
 
             case "reasoning":
                 throw ApiException.BadField($"{path}.type", $"'{path}' is a reasoning item: the model does not reason, and none of its answers hold one");
-            case "item_reference":
-                throw ApiException.BadField($"{path}.type", $"'{path}' is an item reference: send the item itself, or go on from the response that holds it with 'previous_response_id'");
             default:
                 throw ApiException.BadField($"{path}.type", $"'{path}.type' is '{type}'; this server reads message, function_call and function_call_output items");
         }

@@ -14,8 +14,9 @@ namespace QwenSharp.Tests.Server;
 /// that goes on from one by <c>previous_response_id</c> reads its conversation before its own input (the prompt grows
 /// by exactly the answer's and the new message's tokens, written out and counted by the tokenizer (itself checked against Hugging Face's); its instructions are
 /// not carried); <c>GET</c> gives the object back as answered, whole or streamed; <c>input_items</c> pages through the
-/// request's items; <c>DELETE</c> forgets it; <c>store: false</c> keeps nothing; Microsoft.Extensions.AI goes on by
-/// its ConversationId; and the store's bounds evict the oldest.
+/// request's items; <c>item_reference</c>s stand for the stored items they name; <c>DELETE</c> forgets it;
+/// <c>store: false</c> keeps nothing; Microsoft.Extensions.AI goes on by its ConversationId; and the store's bounds
+/// evict the oldest.
 /// </summary>
 public sealed class ResponseStoreTests : IAsyncLifetime
 {
@@ -51,6 +52,19 @@ public sealed class ResponseStoreTests : IAsyncLifetime
         Assert.Equal(InputTokens(second) + Grown("And in Oslo?"), InputTokens(third));
         Assert.Equal(id, second.GetProperty("previous_response_id").GetString());
         Assert.True(second.GetProperty("store").GetBoolean());
+    }
+
+    [Fact]
+    public async Task ItemReferences_StandForTheStoredItemsTheyName()
+    {
+        JsonElement alone = await _server.PostOkAsync("/v1/responses", Request("\"input\": \"Weather in Paris?\""));
+        JsonElement first = await _server.PostOkAsync("/v1/responses", Request("\"input\": [{\"id\": \"msg_question\", \"role\": \"user\", \"content\": \"Weather in Paris?\"}]"));
+        string answerId = first.GetProperty("output")[0].GetProperty("id").GetString()!;
+
+        JsonElement referenced = await _server.PostOkAsync("/v1/responses", Request(
+            $"\"input\": [{{\"type\": \"item_reference\", \"id\": \"msg_question\"}}, {{\"type\": \"item_reference\", \"id\": \"{answerId}\"}}, {{\"role\": \"user\", \"content\": \"And in Rome?\"}}], \"store\": false"));
+
+        Assert.Equal(InputTokens(alone) + Grown("And in Rome?"), InputTokens(referenced));
     }
 
     [Fact]

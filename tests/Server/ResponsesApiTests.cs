@@ -151,7 +151,7 @@ public sealed class ResponsesApiTests : IAsyncLifetime
             ("""{"input": [{"role": "critic", "content": "Hi"}]}""", "input[0].role", "'input[0].role' is 'critic'"),
             ("""{"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}""", "input[0].content[0].type", "is a file"),
             ("""{"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}""", "input[0].content[0].file_id", "keeps no files"),
-            ("""{"input": [{"type": "item_reference", "id": "msg_1"}]}""", "input[0].type", "send the item itself"),
+            ("""{"input": [{"type": "item_reference", "id": "msg_1"}]}""", "input[0].id", "no stored response holds an item 'msg_1'"),
             ("""{"input": [{"type": "function_call", "call_id": "c", "arguments": "{}"}]}""", "input[0].name", "'input[0].name' is required"),
             ("""{"input": [{"role": "user", "content": "Hi", "colour": 1}]}""", "input[0].colour", "unknown field 'input[0].colour'"),
             ("""{"input": "Hi", "tools": [{"type": "web_search"}]}""", "tools[0].type", "this server runs no tools of its own"),
