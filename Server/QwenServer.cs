@@ -200,6 +200,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/detokenize", http => InfoEndpoints.DetokenizeAsync(http, state));
         app.MapPost("/apply-template", http => InfoEndpoints.ApplyTemplateAsync(http, state));
         app.MapGet("/props", http => InfoEndpoints.PropsAsync(http, state));
+        app.MapGet("/slots", http => SlotsEndpoint.ListAsync(http, state));
+        app.MapPost("/slots/{id}", http => SlotsEndpoint.ActionAsync(http, state));
         app.MapGet("/lora-adapters", http => state.Adapters.ListAsync(http));
         app.MapPost("/lora-adapters", http => state.Adapters.SetAsync(http, state));
         app.MapFallback(http => throw new ApiException(404, $"no endpoint {http.Request.Method} {http.Request.Path}", null, "not_found"));

@@ -120,6 +120,18 @@ internal sealed class BatchScheduler : IDisposable
         }
     }
 
+    /// <summary>What each slot is doing now: the sequence it runs (its job, prompt and tokens so far), or null when idle.</summary>
+    public SlotState[] Slots
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _slotOwners.Select((owner, s) => new SlotState(s, owner?.Job, owner?.Prompt, owner?.Generated.Count ?? 0))];
+            }
+        }
+    }
+
     /// <summary>Positions of keys and values held for running sequences, of all slots' capacity.</summary>
     public (long Used, long Capacity) KvPositions
     {
