@@ -110,6 +110,17 @@ public sealed class PromptLogprobsTests : IAsyncLifetime
         }
     }
 
+    [SkippableFact]
+    public async Task OnTheGpu_ThePromptsLogprobsAreTransformers()
+    {
+        TestBackends.RequireGpu();
+        await using TestServer server = await TestServer.StartAsync(TestTokenizers.TinyQwenWithTokenizer, new QwenSharp.Server.ServerOptions { PrefillChunk = 8 }, device: "gpu");
+
+        JsonElement body = await server.PostOkAsync("/v1/completions", JsonSerializer.Serialize(new { prompt = s_reference.PromptIds, max_tokens = 0, logprobs = 1, echo = true }));
+
+        AssertPromptLogprobs(body.GetProperty("choices")[0].GetProperty("logprobs"), top: 1);
+    }
+
     [Fact]
     public async Task MaxTokensZero_WithoutEchoAndLogprobs_IsRefusedNamingIt()
     {
