@@ -76,13 +76,14 @@ internal static class CompletionsEndpoint
         }
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        // Made (and so checked: prompts empty or past the context are refused) before any prompt is scored.
+        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, Math.Max(maxTokens, 1), stops, logprobs, primeText: true, deadline.Token, ignoreEos,
+            constraint: constraint, adapterScales: adapterScales, endTokens: infill?.EndTokens);
         // The prompts' own log-probs: each prompt scored once, on the scheduler's thread between generation steps.
         ScoreResult[]? promptScores = echo && logprobs is int top
             ? await Jobs.ScoreAsync(server, new EmbeddingJob { Inputs = prompts, ScoreTop = top, AdapterScales = adapterScales, Cancellation = deadline.Token }, deadline)
                 .ConfigureAwait(false)
             : null;
-        GenerationJob job = Jobs.Create(server, prompts, "prompt", samples, sampling, Math.Max(maxTokens, 1), stops, logprobs, primeText: true, deadline.Token, ignoreEos,
-            constraint: constraint, adapterScales: adapterScales, endTokens: infill?.EndTokens);
         var response = new Response(http, server, job, model, echo ? texts : null, stream, includeUsage, promptScores);
         if (maxTokens == 0)
         {

@@ -127,7 +127,8 @@ public sealed class PromptLogprobsTests : IAsyncLifetime
         foreach ((string json, string param, string message) in ((string, string, string)[])[
             ("""{"prompt": "Hi", "max_tokens": 0}""", "max_tokens", "'max_tokens' must be an integer from 1"),
             ("""{"prompt": "Hi", "max_tokens": 0, "echo": true}""", "max_tokens", "scores the prompt alone: it goes with 'echo' and 'logprobs'"),
-            ("""{"prompt": "Hi", "max_tokens": 0, "echo": true, "logprobs": 1, "stream": true}""", "max_tokens", "whole (not streamed)")])
+            ("""{"prompt": "Hi", "max_tokens": 0, "echo": true, "logprobs": 1, "stream": true}""", "max_tokens", "whole (not streamed)"),
+            ("""{"prompt": [[]], "max_tokens": 0, "echo": true, "logprobs": 1}""", "prompt", "is empty")])
         {
             await _server.AssertRefusedAsync("/v1/completions", json, param, message);
         }
