@@ -58,11 +58,7 @@ internal sealed class BatchCommand : ICommand
         int slots = args.Int("max-concurrent", 1, 1024) ?? 8;
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots);
         ModelLoading.SetEmbeddingAttention(model.Model, args);
-        int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
-        if (device == "cpu" && !model.Model.Config.IsSequenceClassifier)
-        {
-            ServeCommand.CheckKvMemory(model, slots, context);
-        }
+        int context = ServeCommand.ServedContext(args, model, device, slots);
 
         var options = new ServerOptions
         {

@@ -105,13 +105,8 @@ internal sealed class ServeCommand : ICommand
             model.Model.RequireReranker("--rerank-template", directory);
         }
 
-        int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
+        int context = ServedContext(args, model, device, options.MaxConcurrent);
         options = options with { Context = context };
-        // A classifier keeps no generation cache (its /classify inputs take an embedding run's own).
-        if (device == "cpu" && !model.Model.Config.IsSequenceClassifier)
-        {
-            CheckKvMemory(model, options.MaxConcurrent, context);
-        }
 
         using var stop = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -172,8 +167,24 @@ internal sealed class ServeCommand : ICommand
         return key.Length > 0 ? key : throw new UsageException($"--api-key-file {path}: the first line is empty");
     }
 
+    /// <summary>
+    /// The tokens per sequence the server runs (--context, else max_position_embeddings up to 4096), its KV cache for
+    /// <paramref name="slots"/> sequences checked against the machine's memory on the CPU (serve's and batch's).
+    /// </summary>
+    internal static int ServedContext(Arguments args, QwenModel model, string device, int slots)
+    {
+        int context = ModelLoading.Context(args, model.Model.Config) ?? Math.Min(model.Model.Config.MaxPositionEmbeddings, 4096);
+        // A classifier keeps no generation cache (its /classify inputs take an embedding run's own).
+        if (device == "cpu" && !model.Model.Config.IsSequenceClassifier)
+        {
+            CheckKvMemory(model, slots, context);
+        }
+
+        return context;
+    }
+
     /// <summary>The KV cache is allocated whole at start: refuse one the machine cannot hold, naming the options that size it.</summary>
-    internal static void CheckKvMemory(QwenModel model, int slots, int context)
+    private static void CheckKvMemory(QwenModel model, int slots, int context)
     {
         long bytes = ModelSummary.Of(model.Model).KvBytesPerToken * slots * context;
         long available = HostMemory.Available();

@@ -106,26 +106,18 @@ internal static class Jobs
     /// Queues an embedding (or classification) job and waits for its vectors, its failure turned into an API error
     /// (<see cref="Translate"/>).
     /// </summary>
-    public static async Task<float[][]> RunAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline)
-    {
-        Submit(server, job);
-        try
-        {
-            return await job.Result.Task.ConfigureAwait(false);
-        }
-        catch (Exception e)
-        {
-            throw Translate(e, deadline);
-        }
-    }
+    public static Task<float[][]> RunAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline) => AwaitAsync(server, job, job.Result.Task, deadline);
 
     /// <summary>The prompts' own log-probs (a job with <see cref="EmbeddingJob.ScoreTop"/>), each input's scores in order.</summary>
-    public static async Task<ScoreResult[]> ScoreAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline)
+    public static Task<ScoreResult[]> ScoreAsync(ServerState server, EmbeddingJob job, RequestDeadline deadline) => AwaitAsync(server, job, job.Scores.Task, deadline);
+
+    /// <summary>Queues <paramref name="job"/> and waits for <paramref name="result"/>, its failure turned into an API error.</summary>
+    private static async Task<T> AwaitAsync<T>(ServerState server, EmbeddingJob job, Task<T> result, RequestDeadline deadline)
     {
         Submit(server, job);
         try
         {
-            return await job.Scores.Task.ConfigureAwait(false);
+            return await result.ConfigureAwait(false);
         }
         catch (Exception e)
         {

@@ -15,6 +15,7 @@ internal static class ResponsesEndpoint
 {
     private static readonly HashSet<string> s_getQuery = ["include", "include[]", "stream", "starting_after", "include_obfuscation"];
     private static readonly HashSet<string> s_listQuery = ["include", "include[]", "limit", "order", "after"];
+    private static readonly HashSet<string> s_noQuery = [];
 
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
@@ -31,7 +32,7 @@ internal static class ResponsesEndpoint
     /// <summary><c>GET /v1/responses/{id}</c>: the stored response object as it was answered.</summary>
     public static Task GetAsync(HttpContext http, ServerState server)
     {
-        IQueryCollection query = Query(http, s_getQuery);
+        IQueryCollection query = RequestQuery.Of(http, s_getQuery);
         if (query.TryGetValue("stream", out var stream) && stream.ToString() != "false")
         {
             throw ApiException.BadField("stream", "'stream': this server keeps a response's object, not its events; get it whole");
@@ -43,7 +44,7 @@ internal static class ResponsesEndpoint
     /// <summary><c>DELETE /v1/responses/{id}</c>: forgets a stored response.</summary>
     public static Task DeleteAsync(HttpContext http, ServerState server)
     {
-        Query(http, []);
+        RequestQuery.Of(http, s_noQuery);
         string id = Stored(http, server).Id;
         server.Responses!.Remove(id);
         return ResponseJson.WriteAsync(http, 200, w =>
@@ -62,7 +63,7 @@ internal static class ResponsesEndpoint
     /// </summary>
     public static Task InputItemsAsync(HttpContext http, ServerState server)
     {
-        IQueryCollection query = Query(http, s_listQuery);
+        IQueryCollection query = RequestQuery.Of(http, s_listQuery);
         StoredResponse stored = Stored(http, server);
         int limit = 20;
         if (query.TryGetValue("limit", out var limitText)
@@ -126,21 +127,5 @@ internal static class ResponsesEndpoint
         }
 
         return store.Find(id) ?? throw new ApiException(404, $"Response with id '{id}' not found.");
-    }
-
-    /// <summary>The query, refused when it names a parameter outside <paramref name="known"/>.</summary>
-    private static IQueryCollection Query(HttpContext http, HashSet<string> known)
-    {
-        foreach (string name in http.Request.Query.Keys)
-        {
-            if (!known.Contains(name))
-            {
-                throw ApiException.BadField(name, known.Count == 0
-                    ? $"query parameter '{name}': this path takes none"
-                    : $"query parameter '{name}' is not one of {string.Join(", ", known)}");
-            }
-        }
-
-        return http.Request.Query;
     }
 }

@@ -223,7 +223,6 @@ internal sealed class ResponsesRequest
             }
         }
 
-        request.Bool("store");
         foreach (string ignored in (string[])["safety_identifier", "prompt_cache_key", "service_tier"])
         {
             request.String(ignored, 512);

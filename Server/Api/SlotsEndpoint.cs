@@ -12,18 +12,13 @@ namespace QwenSharp.Server.Api;
 /// </summary>
 internal static class SlotsEndpoint
 {
+    private static readonly HashSet<string> s_query = ["fail_on_no_slot"];
+
     public static Task ListAsync(HttpContext http, ServerState server)
     {
-        foreach (string name in http.Request.Query.Keys)
-        {
-            if (name != "fail_on_no_slot")
-            {
-                throw ApiException.BadField(name, $"query parameter '{name}' is not fail_on_no_slot");
-            }
-        }
-
+        IQueryCollection query = RequestQuery.Of(http, s_query);
         SlotState[] slots = server.Scheduler.Slots;
-        if (http.Request.Query["fail_on_no_slot"].ToString() is "1" or "true" && slots.All(s => s.IsProcessing))
+        if (query["fail_on_no_slot"].ToString() is "1" or "true" && slots.All(s => s.IsProcessing))
         {
             throw new ApiException(503, "no slot available", null, "unavailable", "unavailable_error");
         }
