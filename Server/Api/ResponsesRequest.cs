@@ -82,7 +82,8 @@ internal sealed class ResponsesRequest
             WriteFormat(request, w);
             WriteLogprobs(request, w);
         });
-        bool keep = store is not null && (request.Bool("store") ?? true);
+        bool? asked = request.Bool("store");
+        bool keep = store is not null && (asked ?? true);
         JsonElement input = request.Get("input")!.Value;
         JsonElement[] items = !keep ? [] : input.ValueKind == JsonValueKind.String
             ? [StoredItem(null, "message", w =>
