@@ -154,6 +154,33 @@ internal sealed unsafe class CpuKvCache : KvCache
         }
     }
 
+    protected internal override void ReadPositions(int layer, int slot, int start, int count, Span<byte> keys, Span<byte> values)
+    {
+        // Each position's row is already the shared layout (llama.cpp's blocks); only the stride differs, interleaved.
+        ReadOnlySpan<byte> storedKeys = Keys(layer, slot), storedValues = Values(layer, slot);
+        int bytes = RowBytes;
+        for (int p = 0; p < count; p++)
+        {
+            int at = (start + p) * PositionBytes;
+            storedKeys.Slice(at, bytes).CopyTo(keys.Slice(p * bytes, bytes));
+            storedValues.Slice(at, bytes).CopyTo(values.Slice(p * bytes, bytes));
+        }
+    }
+
+    protected internal override void WritePositions(int layer, int slot, int start, int count, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values)
+    {
+        Span<byte> storedKeys = Keys(layer, slot), storedValues = Values(layer, slot);
+        int bytes = RowBytes;
+        for (int p = 0; p < count; p++)
+        {
+            int at = (start + p) * PositionBytes;
+            keys.Slice(p * bytes, bytes).CopyTo(storedKeys.Slice(at, bytes));
+            values.Slice(p * bytes, bytes).CopyTo(storedValues.Slice(at, bytes));
+        }
+
+        Filled(layer, slot, start + count);
+    }
+
     public override void Dispose()
     {
         if (_disposed)

@@ -183,7 +183,7 @@ public sealed unsafe class VulkanBackend : IBackend
                 $"{_device.Info.Name}: not enough device memory for a KV cache of {slots} x {capacity} positions: {GpuBuffer.Megabytes(bytes)} needed, {GpuBuffer.Megabytes(available)} available (a smaller --context needs less)");
         }
 
-        return new GpuKvCache(_device, _stream, layers, slots, capacity, kvDim, elementType);
+        return new GpuKvCache(_device, _stream, Synchronize, layers, slots, capacity, kvDim, elementType);
     }
 
     /// <summary>Every type a cache holds: f32, f16, bf16, q8_0 and q4_0.</summary>

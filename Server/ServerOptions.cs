@@ -64,6 +64,12 @@ public sealed record ServerOptions
     /// </summary>
     public bool PrefillAssistant { get; init; } = true;
 
+    /// <summary>
+    /// The folder <c>POST /slots/{id}?action=save</c> writes slot files to and <c>action=restore</c> reads them from
+    /// (llama-server's <c>--slot-save-path</c>); null: save and restore are refused (501), erase still works.
+    /// </summary>
+    public string? SlotSavePath { get; init; }
+
     /// <summary>The id /v1/models lists; null: the model folder's or file's name.</summary>
     public string? ModelName { get; init; }
 }

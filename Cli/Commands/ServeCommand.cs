@@ -32,9 +32,36 @@ internal sealed class ServeCommand : ICommand
         new("name", "NAME", "the model id /v1/models lists (default: the model folder's or GGUF file's name)"),
         new("no-prefill-assistant", null, "answer a chat that ends with the assistant's message in a new turn, as vLLM does, instead of continuing that message (llama-server's default; a request's continue_final_message decides for itself)"),
         new("stored-responses", "N", "Responses API answers kept in memory for previous_response_id and GET /v1/responses/ID, the oldest going first past N or 256 MiB (default: 1000; 0: none)"),
+        new("slot-save-path", "DIR", "where POST /slots/ID?action=save writes a slot's tokens, keys and values and action=restore reads them back, as llama-server's (made if missing; without it, save and restore are refused)"),
         RerankCommand.TemplateSpec,
         .. RunningSpecs,
     ];
+
+    /// <summary>--slot-save-path as a full path, the folder made if it is missing; null when not given.</summary>
+    private static string? SlotSavePathOf(Arguments args)
+    {
+        if (args.Value("slot-save-path") is not string given)
+        {
+            return null;
+        }
+
+        string full = Path.GetFullPath(given);
+        if (File.Exists(full))
+        {
+            throw new UsageException($"--slot-save-path {given}: is a file; give a folder for the slot files");
+        }
+
+        try
+        {
+            Directory.CreateDirectory(full);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--slot-save-path {given}: cannot make the folder: {e.Message}");
+        }
+
+        return full;
+    }
 
     /// <summary>Sequences decoding at once (serve's and batch's).</summary>
     internal static readonly OptionSpec MaxConcurrentSpec = new("max-concurrent", "N", "sequences decoding at once, each with its own KV cache slot (default: 8)");
@@ -97,6 +124,7 @@ internal sealed class ServeCommand : ICommand
             RerankTemplate = RerankCommand.TemplateOf(args),
             StoredResponses = args.Int("stored-responses", 0, 1_000_000) ?? 1000,
             PrefillAssistant = !args.Flag("no-prefill-assistant"),
+            SlotSavePath = SlotSavePathOf(args),
         };
         using QwenModel model = ModelLoading.LoadEngineModel(directory, device, args, stderr, slots: options.MaxConcurrent);
         ModelLoading.SetEmbeddingAttention(model.Model, args);

@@ -140,5 +140,65 @@ public abstract class KvCache : IDisposable
     /// <summary>The backend's copy of positions [0, length) of every layer (a split cache's parts are copied through it, <see cref="SplitKvCache"/>).</summary>
     protected internal abstract void CopyPositions(int source, int destination, int length);
 
+    /// <summary>
+    /// Copies out positions [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of one layer of
+    /// a slot, each position's keys (and values) as <see cref="RowBytes"/> bytes in the one layout every backend reads
+    /// and writes alike: <see cref="ElementType"/>'s elements in order, q8_0 and q4_0 as llama.cpp's blocks (an f16 scale,
+    /// then 32 int8 codes, or 16 bytes whose low nibbles are values 0-15 and high nibbles 16-31), rotated as stored. What a
+    /// slot file holds (<c>SlotFile</c>), so that a cache saved from one backend restores into another.
+    /// </summary>
+    public void ReadRows(int layer, int slot, int start, int count, Span<byte> keys, Span<byte> values)
+    {
+        CheckRows(layer, slot, start, count, keys.Length, values.Length);
+        if ((long)start + count > Lengths[slot])
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"positions {start}..{start + count - 1} of slot {slot}, which holds {Lengths[slot]}");
+        }
+
+        ReadPositions(layer, slot, start, count, keys[..(count * RowBytes)], values[..(count * RowBytes)]);
+    }
+
+    /// <summary>
+    /// Writes positions [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of one layer of a
+    /// slot from rows laid out as <see cref="ReadRows"/> gives them. The slot's length is not changed: once every layer's
+    /// rows are written, <see cref="Hold"/> says how many positions it holds.
+    /// </summary>
+    public void WriteRows(int layer, int slot, int start, int count, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values)
+    {
+        CheckRows(layer, slot, start, count, keys.Length, values.Length);
+        WritePositions(layer, slot, start, count, keys[..(count * RowBytes)], values[..(count * RowBytes)]);
+    }
+
+    /// <summary>Says that every layer of <paramref name="slot"/> now holds positions [0, <paramref name="length"/>) (written by <see cref="WriteRows"/>).</summary>
+    public void Hold(int slot, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)slot, (uint)Slots, nameof(slot));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)length, (uint)Capacity, nameof(length));
+        Lengths[slot] = length;
+    }
+
+    private void CheckRows(int layer, int slot, int start, int count, int keyBytes, int valueBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)layer, (uint)Layers, nameof(layer));
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)slot, (uint)Slots, nameof(slot));
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if ((long)start + count > Capacity)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"positions {start}..{start + count - 1} of a cache of {Capacity}");
+        }
+
+        if (keyBytes < (long)count * RowBytes || valueBytes < (long)count * RowBytes)
+        {
+            throw new ArgumentException($"{count} positions of {RowBytes} bytes need that many bytes of keys and of values; got {keyBytes} and {valueBytes}");
+        }
+    }
+
+    /// <summary>The backend's side of <see cref="ReadRows"/>: arguments checked, spans exactly the rows.</summary>
+    protected internal abstract void ReadPositions(int layer, int slot, int start, int count, Span<byte> keys, Span<byte> values);
+
+    /// <summary>The backend's side of <see cref="WriteRows"/>: arguments checked, spans exactly the rows.</summary>
+    protected internal abstract void WritePositions(int layer, int slot, int start, int count, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values);
+
     public abstract void Dispose();
 }

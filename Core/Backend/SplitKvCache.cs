@@ -34,6 +34,18 @@ internal sealed class SplitKvCache : KvCache
         _second.CopyPositions(source, destination, length);
     }
 
+    protected internal override void ReadPositions(int layer, int slot, int start, int count, Span<byte> keys, Span<byte> values)
+    {
+        (KvCache part, int at) = PartOf(layer);
+        part.ReadPositions(at, slot, start, count, keys, values);
+    }
+
+    protected internal override void WritePositions(int layer, int slot, int start, int count, ReadOnlySpan<byte> keys, ReadOnlySpan<byte> values)
+    {
+        (KvCache part, int at) = PartOf(layer);
+        part.WritePositions(at, slot, start, count, keys, values);
+    }
+
     public override void Dispose()
     {
         _first.Dispose();

@@ -97,7 +97,7 @@ public static class TensorValues
         }
     }
 
-    private static void ToSingle(DType type, ReadOnlySpan<byte> bytes, Span<float> values, string name)
+    internal static void ToSingle(DType type, ReadOnlySpan<byte> bytes, Span<float> values, string name)
     {
         switch (type)
         {

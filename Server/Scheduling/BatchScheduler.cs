@@ -22,7 +22,7 @@ namespace QwenSharp.Server.Scheduling;
 /// <see cref="SpareRowsForGuesses"/>). Embedding requests wait in a queue of their own and run one forward step per loop
 /// between the generation steps, with their own buffers and cache (<see cref="StepEmbedding"/>).
 /// </summary>
-internal sealed class BatchScheduler : IDisposable
+internal sealed partial class BatchScheduler : IDisposable
 {
     private readonly Qwen2Model _model;
     private readonly Tokenizer _tokenizer;
@@ -38,6 +38,8 @@ internal sealed class BatchScheduler : IDisposable
     private readonly float[]?[] _slotAdapterScales;
     private readonly LinkedList<GenerationJob> _queue = new();
     private readonly Queue<EmbeddingJob> _embeddingQueue = new();
+    /// <summary>Slot actions waiting for their slot to be idle (<see cref="RunSlotActions"/>).</summary>
+    private readonly List<SlotAction> _slotActions = [];
     /// <summary>The embedding job being read and its run, a step per loop (see <see cref="StepEmbedding"/>).</summary>
     private (EmbeddingJob Job, EmbeddingRun Run)? _embedding;
     private (EmbeddingJob Job, List<ScoreResult> Scored, ScoreRun Run)? _scoring;
@@ -246,6 +248,7 @@ internal sealed class BatchScheduler : IDisposable
         while (true)
         {
             DropCancelled();
+            RunSlotActions();
             Admit();
             bool embedded = StepEmbedding();
             if (_running.Count == 0)

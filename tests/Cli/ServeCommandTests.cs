@@ -26,6 +26,18 @@ public sealed class ServeCommandTests
     }
 
     [Fact]
+    public void SlotSavePathThatIsAFile_IsOneLine_AndTheFileKept()
+    {
+        string file = Path.Combine(Fixtures.TempDirectory(), "notes.txt");
+        File.WriteAllText(file, "mine");
+        CliRunner.Result result = CliRunner.Run("serve", "--slot-save-path", file);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Equal($"qwensharp serve: error: --slot-save-path {file}: is a file; give a folder for the slot files", Assert.Single(result.ErrorLines));
+        Assert.Equal("mine", File.ReadAllText(file));
+    }
+
+    [Fact]
     public void AKvCacheTooLargeForMemory_NamesTheSmallerTypesTheModelCanTake()
     {
         // Heads of 64 (whole blocks): f16, q8_0 or q4_0 from f32, q8_0 or q4_0 from the halves, q4_0 from q8_0, nothing

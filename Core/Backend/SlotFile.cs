@@ -1,0 +1,255 @@
+using System.Buffers.Binary;
+using System.Text;
+using QwenSharp.Formats;
+
+namespace QwenSharp.Backend;
+
+/// <summary>
+/// One KV-cache slot kept in a file (llama-server's <c>POST /slots/{id}?action=save|restore</c>): the tokens the slot
+/// holds and each layer's keys and values of those positions, in the layout every backend reads and writes alike
+/// (<see cref="KvCache.ReadRows"/>), so that a slot saved on the CPU restores on the GPU and back. Little-endian:
+/// <code>
+///   "QSKVSLOT"  u32 version (1)  u32 layers  u32 kvDim  u8 n + n bytes: the cache type's name (f32, f16, bf16, q8_0, q4_0)
+///   u32 a + a × f32: the LoRA adapter scales the keys and values were computed with (a = 0: none)
+///   u32 n + n × i32: the tokens
+///   per layer: n rows of keys, then n rows of values, each KvCache.RowBytes bytes
+/// </code>
+/// A file is checked whole before any of it is written into a cache: every field against the cache it goes into (named
+/// with the file when it differs), the tokens against the vocabulary, and its length against what the header says, so a
+/// truncated or foreign file is refused, never half restored. What it cannot tell is whether the keys and values came
+/// from this model: the scheduler that restores one recomputes its last position and compares (see
+/// <see cref="Distance"/>).
+/// </summary>
+public static class SlotFile
+{
+    private static readonly byte[] s_magic = "QSKVSLOT"u8.ToArray();
+
+    public const int Version = 1;
+
+    /// <summary>The most LoRA adapters a file may name (far past any server's).</summary>
+    private const int MaxAdapters = 4096;
+
+    /// <summary>What a slot file holds besides its rows, and where they start.</summary>
+    /// <param name="Tokens">The slot's tokens, position by position.</param>
+    /// <param name="AdapterScales">The LoRA adapter scales its keys and values were computed with; null for none.</param>
+    /// <param name="RowsAt">The byte offset of the first layer's keys.</param>
+    public sealed record Header(int[] Tokens, float[]? AdapterScales, long RowsAt);
+
+    /// <summary>Whether the file at <paramref name="path"/> starts as a slot file does (so that saving over it loses nothing the user made).</summary>
+    public static bool IsSlotFile(string path)
+    {
+        using FileStream stream = File.OpenRead(path);
+        Span<byte> magic = stackalloc byte[8];
+        return stream.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false) == magic.Length && magic.SequenceEqual(s_magic);
+    }
+
+    /// <summary>
+    /// Writes positions [0, <paramref name="tokens"/>.Count) of <paramref name="slot"/> to <paramref name="stream"/>
+    /// and returns the bytes written.
+    /// </summary>
+    public static long Write(Stream stream, KvCache cache, int slot, IReadOnlyList<int> tokens, float[]? adapterScales)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(tokens);
+        int n = tokens.Count;
+        byte[] name = Encoding.ASCII.GetBytes(KvCache.NameOf(cache.ElementType));
+        using var header = new MemoryStream();
+        header.Write(s_magic);
+        WriteInt(header, Version);
+        WriteInt(header, cache.Layers);
+        WriteInt(header, cache.KvDim);
+        header.WriteByte((byte)name.Length);
+        header.Write(name);
+        WriteInt(header, adapterScales?.Length ?? 0);
+        foreach (float scale in adapterScales ?? [])
+        {
+            WriteInt(header, BitConverter.SingleToInt32Bits(scale));
+        }
+
+        WriteInt(header, n);
+        foreach (int token in tokens)
+        {
+            WriteInt(header, token);
+        }
+
+        header.Position = 0;
+        header.CopyTo(stream);
+        long written = header.Length;
+        byte[] keys = new byte[(long)n * cache.RowBytes], values = new byte[keys.Length];
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            cache.ReadRows(layer, slot, 0, n, keys, values);
+            stream.Write(keys);
+            stream.Write(values);
+            written += 2L * keys.Length;
+        }
+
+        return written;
+    }
+
+    /// <summary>
+    /// Reads and checks the header of the slot file <paramref name="name"/> (as errors name it) for <paramref name="cache"/>
+    /// and a vocabulary of <paramref name="vocabSize"/>, and checks that the stream's length is exactly what it says.
+    /// </summary>
+    public static Header ReadHeader(Stream stream, string name, KvCache cache, int vocabSize)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(cache);
+        var reader = new FieldReader(stream, name);
+        byte[] magic = new byte[s_magic.Length];
+        if (stream.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false) != magic.Length || !magic.AsSpan().SequenceEqual(s_magic))
+        {
+            throw new InvalidDataException($"{name}: not a slot file (it does not start with QSKVSLOT)");
+        }
+
+        reader.Skip(magic.Length);
+
+        int version = reader.Int("version");
+        if (version != Version)
+        {
+            throw new InvalidDataException($"{name}: slot file version {version}; this build reads version {Version}");
+        }
+
+        Expect(name, "layers", reader.Int("layers"), cache.Layers);
+        Expect(name, "kvDim", reader.Int("kvDim"), cache.KvDim);
+        int nameLength = reader.Bytes(1)[0];
+        string type = Encoding.ASCII.GetString(reader.Bytes(nameLength));
+        if (type != KvCache.NameOf(cache.ElementType))
+        {
+            throw new InvalidDataException($"{name}: its keys and values are stored as {type}; this server's cache stores {KvCache.NameOf(cache.ElementType)} (--kv-cache-type)");
+        }
+
+        int adapters = reader.Int("adapter count");
+        if (adapters is < 0 or > MaxAdapters)
+        {
+            throw new InvalidDataException($"{name}: adapter count {adapters} is not a count of LoRA adapters");
+        }
+
+        float[]? scales = adapters == 0 ? null : new float[adapters];
+        for (int a = 0; a < adapters; a++)
+        {
+            scales![a] = BitConverter.Int32BitsToSingle(reader.Int("adapter scale"));
+        }
+
+        int n = reader.Int("token count");
+        if (n < 0 || n > cache.Capacity)
+        {
+            throw new InvalidDataException($"{name}: it holds {n} positions; this server's slots hold at most {cache.Capacity} (--context)");
+        }
+
+        long rowsAt = reader.Position + (4L * n), expected = rowsAt + (2L * cache.Layers * n * cache.RowBytes);
+        if (stream.CanSeek && stream.Length != expected)
+        {
+            throw new InvalidDataException($"{name}: {stream.Length} bytes; a slot file of {n} positions of {cache.Layers} layers of {cache.KvDim} {type} values is {expected}");
+        }
+
+        int[] tokens = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            tokens[i] = reader.Int("token");
+            if ((uint)tokens[i] >= (uint)vocabSize)
+            {
+                throw new InvalidDataException($"{name}: token {i} is {tokens[i]}, not in this model's vocabulary of {vocabSize}");
+            }
+        }
+
+        return new Header(tokens, scales, rowsAt);
+    }
+
+    /// <summary>
+    /// Writes the rows of a file whose header <paramref name="header"/> was read (the stream at its end) into
+    /// <paramref name="slot"/>, layer by layer, and returns the bytes read in all; the slot's length is left to the caller
+    /// (<see cref="KvCache.Hold"/>), which may check the rows first.
+    /// </summary>
+    public static long ReadRows(Stream stream, string name, Header header, KvCache cache, int slot)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(cache);
+        int n = header.Tokens.Length;
+        byte[] keys = new byte[(long)n * cache.RowBytes], values = new byte[keys.Length];
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            if (stream.ReadAtLeast(keys, keys.Length, throwOnEndOfStream: false) != keys.Length
+                || stream.ReadAtLeast(values, values.Length, throwOnEndOfStream: false) != values.Length)
+            {
+                throw new InvalidDataException($"{name}: ends inside layer {layer}'s keys and values");
+            }
+
+            cache.WriteRows(layer, slot, 0, n, keys, values);
+        }
+
+        return header.RowsAt + (2L * cache.Layers * keys.Length);
+    }
+
+    /// <summary>
+    /// How far apart two rows of <paramref name="cache"/>'s layout are: |a − b| / |a| over their values (0 for equal rows, about
+    /// 1.4 for unrelated ones). A restored slot's last position recomputed by the model it is restored into lands within a
+    /// rounding of the file's (the kernels of a step of one row and of a prompt chunk differ in their last bits, and a
+    /// quantized cache may round a value to the next code); another model's lands far away.
+    /// </summary>
+    public static double Distance(KvCache cache, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        float[] x = new float[cache.KvDim], y = new float[cache.KvDim];
+        TensorValues.ToSingle(cache.ElementType, a[..cache.RowBytes], x, "a slot's row");
+        TensorValues.ToSingle(cache.ElementType, b[..cache.RowBytes], y, "a slot's row");
+        double difference = 0, size = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            difference += (x[i] - (double)y[i]) * (x[i] - (double)y[i]);
+            size += (double)x[i] * x[i];
+        }
+
+        return size == 0 ? (difference == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(difference / size);
+    }
+
+    private static void Expect(string name, string field, int actual, int expected)
+    {
+        if (actual != expected)
+        {
+            throw new InvalidDataException($"{name}: {field} is {actual}; this model's KV cache has {expected} (a slot file of another model)");
+        }
+    }
+
+    private static void WriteInt(Stream stream, int value)
+    {
+        Span<byte> bytes = stackalloc byte[4];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, value);
+        stream.Write(bytes);
+    }
+
+    /// <summary>Reads fields in order and names the first one the file ends inside.</summary>
+    private sealed class FieldReader(Stream stream, string name)
+    {
+        public long Position { get; private set; }
+
+        /// <summary>Counts bytes read past the reader.</summary>
+        public void Skip(int count) => Position += count;
+
+        public byte[] Bytes(int count)
+        {
+            byte[] bytes = new byte[count];
+            if (stream.ReadAtLeast(bytes, count, throwOnEndOfStream: false) != count)
+            {
+                throw new InvalidDataException($"{name}: ends inside its header ({Position + count} bytes needed)");
+            }
+
+            Position += count;
+            return bytes;
+        }
+
+        public int Int(string field)
+        {
+            byte[] bytes = new byte[4];
+            if (stream.ReadAtLeast(bytes, 4, throwOnEndOfStream: false) != 4)
+            {
+                throw new InvalidDataException($"{name}: ends inside its header (in its {field})");
+            }
+
+            Position += 4;
+            return BinaryPrimitives.ReadInt32LittleEndian(bytes);
+        }
+    }
+}
