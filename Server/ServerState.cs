@@ -37,6 +37,9 @@ internal sealed class ServerState(Qwen2Model model, Tokenizer tokenizer, IReadOn
     /// <summary>What <c>response_format</c> holds answers to (JSON object, JSON schema); masks shared by every request.</summary>
     public ConstrainedOutput Constrained { get; } = new(tokenizer, model.Config.VocabSize, eosTokenIds);
 
+    /// <summary>llama-server's <c>/metrics</c> series, and the bucket its throughput gauges cover.</summary>
+    public Api.LlamaCppMetrics LlamaCppMetrics { get; } = new();
+
     public int Context => Scheduler.Options.Context;
 
     public long Requests => Interlocked.Read(ref _requests);

@@ -154,6 +154,7 @@ internal static class InfoEndpoints
         Metric("slots_total", "gauge", "KV slots", scheduler.Options.Slots);
         Metric("kv_cache_positions_used", "gauge", "KV cache positions held by running sequences", used);
         Metric("kv_cache_usage_ratio", "gauge", "KV cache positions held by running sequences, of all", capacity == 0 ? 0 : used / (double)capacity);
+        server.LlamaCppMetrics.Append(text, scheduler);
         return ResponseJson.WriteTextAsync(http, "text/plain; version=0.0.4; charset=utf-8", text.ToString());
     }
 

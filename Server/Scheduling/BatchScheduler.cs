@@ -722,7 +722,7 @@ internal sealed partial class BatchScheduler : IDisposable
             }
         }
 
-        Metrics.Step(newTokens);
+        Metrics.Step(newTokens, _running.Count);
         _running.RemoveAll(s => s.Finished);
     }
 
@@ -850,6 +850,12 @@ internal sealed partial class BatchScheduler : IDisposable
         }
 
         sequence.Generated.Add(token);
+        if (sequence.FirstTokenAt == 0)
+        {
+            sequence.FirstTokenAt = Stopwatch.GetTimestamp();
+            Metrics.PromptDone(Stopwatch.GetElapsedTime(sequence.Started, sequence.FirstTokenAt));
+        }
+
         job.CompletionTokens++;
         if (!job.FirstTokenSeen)
         {
@@ -865,6 +871,7 @@ internal sealed partial class BatchScheduler : IDisposable
         if (stop is StopReason reason)
         {
             sequence.Finished = true;
+            Metrics.GenerationDone(Stopwatch.GetElapsedTime(sequence.FirstTokenAt));
             lock (_lock)
             {
                 _slotOwners[sequence.Slot] = null;
@@ -888,6 +895,11 @@ internal sealed partial class BatchScheduler : IDisposable
         {
             if (sequence.Job == job)
             {
+                if (!sequence.Finished && sequence.FirstTokenAt != 0)
+                {
+                    Metrics.GenerationDone(Stopwatch.GetElapsedTime(sequence.FirstTokenAt));
+                }
+
                 sequence.Finished = true;
                 lock (_lock)
                 {

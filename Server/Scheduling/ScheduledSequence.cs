@@ -22,6 +22,12 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
     /// <summary>The prompt's pictures laid out (Qwen2-VL), shared by the samples of the prompt; null for text.</summary>
     public Qwen2VL.VisionPrompt? Vision { get; } = vision;
 
+    /// <summary>When the sequence took its slot and began on its prompt (a <see cref="System.Diagnostics.Stopwatch"/> timestamp).</summary>
+    public long Started { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>When its first token was chosen; 0 before.</summary>
+    public long FirstTokenAt { get; set; }
+
     /// <summary>Prompt positions whose keys and values are in the slot (reused from an earlier request, or read).</summary>
     public int Fed { get; set; }
 

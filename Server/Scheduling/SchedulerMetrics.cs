@@ -27,6 +27,9 @@ internal sealed class SchedulerMetrics
     private long _classifyInputs;
     private long _classifyTokens;
     private double _firstTokenSeconds;
+    private long _busySlotSteps;
+    private double _promptSeconds;
+    private double _generationSeconds;
 
     public long PromptTokens => Interlocked.Read(ref _promptTokens);
 
@@ -96,9 +99,45 @@ internal sealed class SchedulerMetrics
         Interlocked.Add(ref _cachedPromptTokens, cached);
     }
 
-    internal void Step(int newTokens)
+    /// <summary>Slots busy in a step, summed over the steps (llama-server's n_busy_slots_per_decode is this over <see cref="Steps"/>).</summary>
+    public long BusySlotSteps => Interlocked.Read(ref _busySlotSteps);
+
+    /// <summary>
+    /// Seconds sequences spent from taking a slot to their first token, and from it to their end, each summed over the
+    /// sequences as llama-server sums its slots' t_prompt_processing and t_token_generation (sequences that share steps
+    /// count their time each).
+    /// </summary>
+    public (double Prompt, double Generation) SequenceSeconds
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return (_promptSeconds, _generationSeconds);
+            }
+        }
+    }
+
+    internal void PromptDone(TimeSpan elapsed)
+    {
+        lock (_lock)
+        {
+            _promptSeconds += elapsed.TotalSeconds;
+        }
+    }
+
+    internal void GenerationDone(TimeSpan elapsed)
+    {
+        lock (_lock)
+        {
+            _generationSeconds += elapsed.TotalSeconds;
+        }
+    }
+
+    internal void Step(int newTokens, int busySlots)
     {
         Interlocked.Increment(ref _steps);
+        Interlocked.Add(ref _busySlotSteps, busySlots);
         Interlocked.Add(ref _generatedTokens, newTokens);
         lock (_lock)
         {
