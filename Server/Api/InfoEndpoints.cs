@@ -155,6 +155,7 @@ internal static class InfoEndpoints
         Metric("kv_cache_positions_used", "gauge", "KV cache positions held by running sequences", used);
         Metric("kv_cache_usage_ratio", "gauge", "KV cache positions held by running sequences, of all", capacity == 0 ? 0 : used / (double)capacity);
         server.LlamaCppMetrics.Append(text, scheduler);
+        VllmMetrics.Append(text, server);
         return ResponseJson.WriteTextAsync(http, "text/plain; version=0.0.4; charset=utf-8", text.ToString());
     }
 

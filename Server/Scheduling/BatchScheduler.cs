@@ -455,7 +455,7 @@ internal sealed partial class BatchScheduler : IDisposable
 
     private void Cancel(GenerationJob job)
     {
-        Metrics.JobCancelled();
+        Metrics.JobCancelled(job);
         job.Writer.TryComplete(new OperationCanceledException(job.Cancellation.IsCancellationRequested ? job.Cancellation : new CancellationToken(canceled: true)));
     }
 
@@ -483,7 +483,7 @@ internal sealed partial class BatchScheduler : IDisposable
             catch (Exception e)
             {
                 Release(job);
-                Metrics.JobFailed();
+                Metrics.JobFailed(job);
                 job.Writer.TryComplete(e);
             }
         }
@@ -495,6 +495,7 @@ internal sealed partial class BatchScheduler : IDisposable
     /// </summary>
     private void Start(GenerationJob job)
     {
+        job.StartedTimestamp = Stopwatch.GetTimestamp();
         // A prompt's pictures go through the vision tower here, on the thread that owns the model.
         Qwen2VL.VisionPrompt? vision = job.Pictures.Count > 0 ? Qwen2VL.VisionPrompt.Create(_model, job.Prompts[0], job.Pictures) : null;
         for (int p = 0; p < job.Prompts.Count; p++)
@@ -670,7 +671,7 @@ internal sealed partial class BatchScheduler : IDisposable
                 }
 
                 Release(job);
-                Metrics.JobFailed();
+                Metrics.JobFailed(job);
                 job.Writer.TryComplete(e);
             }
 
@@ -717,7 +718,7 @@ internal sealed partial class BatchScheduler : IDisposable
             {
                 // A failure in one job's sampling or text fails that job only.
                 Release(sequence.Job);
-                Metrics.JobFailed();
+                Metrics.JobFailed(sequence.Job);
                 sequence.Job.Writer.TryComplete(e);
             }
         }
@@ -850,16 +851,24 @@ internal sealed partial class BatchScheduler : IDisposable
         }
 
         sequence.Generated.Add(token);
+        long now = Stopwatch.GetTimestamp();
         if (sequence.FirstTokenAt == 0)
         {
-            sequence.FirstTokenAt = Stopwatch.GetTimestamp();
-            Metrics.PromptDone(Stopwatch.GetElapsedTime(sequence.Started, sequence.FirstTokenAt));
+            sequence.FirstTokenAt = now;
+            Metrics.PromptDone(Stopwatch.GetElapsedTime(sequence.Started, now));
         }
+        else
+        {
+            Metrics.InterTokenLatency.Observe(Stopwatch.GetElapsedTime(sequence.LastTokenAt, now).TotalSeconds);
+        }
+
+        sequence.LastTokenAt = now;
 
         job.CompletionTokens++;
         if (!job.FirstTokenSeen)
         {
             job.FirstTokenSeen = true;
+            job.FirstTokenTimestamp = now;
             Metrics.FirstToken(Stopwatch.GetElapsedTime(job.EnqueuedTimestamp));
         }
 
@@ -878,9 +887,10 @@ internal sealed partial class BatchScheduler : IDisposable
             }
 
             job.Writer.TryWrite(new ChoiceFinishedEvent(sequence.Choice, sequence.Text.Release(0, finished: true), reason, sequence.Text.Found(0)));
+            job.FinishedReason = reason == StopReason.Length ? "length" : "stop";
             if (--job.ChoicesLeft == 0)
             {
-                Metrics.JobFinished();
+                Metrics.JobFinished(job);
                 job.Writer.TryWrite(new JobFinishedEvent(job.Prompts.Sum(p => p.Length), job.CachedPromptTokens, job.CompletionTokens,
                     job.Prediction is null ? null : (job.GuessesTaken, job.GuessesDropped)));
                 job.Writer.TryComplete();

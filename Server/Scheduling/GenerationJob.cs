@@ -76,6 +76,14 @@ internal sealed class GenerationJob
     /// <summary>Whether the job's first token has been counted in the time-to-first-token metric.</summary>
     internal bool FirstTokenSeen { get; set; }
 
+    /// <summary>When the job left the queue for its slots (0 while queued), and when its first token was chosen (0 before).</summary>
+    internal long StartedTimestamp { get; set; }
+
+    internal long FirstTokenTimestamp { get; set; }
+
+    /// <summary>How the last of its choices to end ended ("stop" or "length", as vLLM's finished_reason).</summary>
+    internal string FinishedReason { get; set; } = "stop";
+
     internal int CompletionTokens { get; set; }
 
     internal int CachedPromptTokens { get; set; }

@@ -28,6 +28,9 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
     /// <summary>When its first token was chosen; 0 before.</summary>
     public long FirstTokenAt { get; set; }
 
+    /// <summary>When its latest token was chosen (the inter-token latency counts from here).</summary>
+    public long LastTokenAt { get; set; }
+
     /// <summary>Prompt positions whose keys and values are in the slot (reused from an earlier request, or read).</summary>
     public int Fed { get; set; }
 

@@ -155,6 +155,7 @@ internal sealed class SchedulerMetrics
 
     internal void FirstToken(TimeSpan elapsed)
     {
+        TimeToFirstTokenHistogram.Observe(elapsed.TotalSeconds);
         lock (_lock)
         {
             _firstTokenSeconds += elapsed.TotalSeconds;
@@ -176,9 +177,87 @@ internal sealed class SchedulerMetrics
         Interlocked.Add(ref _classifyTokens, tokens);
     }
 
-    internal void JobFinished() => Interlocked.Increment(ref _jobsFinished);
+    internal void JobFinished(GenerationJob job)
+    {
+        Interlocked.Increment(ref _jobsFinished);
+        JobEnded(job, job.FinishedReason);
+    }
 
-    internal void JobCancelled() => Interlocked.Increment(ref _jobsCancelled);
+    internal void JobCancelled(GenerationJob job)
+    {
+        Interlocked.Increment(ref _jobsCancelled);
+        JobEnded(job, "abort");
+    }
 
-    internal void JobFailed() => Interlocked.Increment(ref _jobsFailed);
+    internal void JobFailed(GenerationJob job)
+    {
+        Interlocked.Increment(ref _jobsFailed);
+        JobEnded(job, "error");
+    }
+
+    // vLLM's request histograms (its bounds, vllm/v1/metrics/loggers.py), read by /metrics as vllm: series.
+
+    /// <summary>Seconds from entering the queue to the first token.</summary>
+    public Histogram TimeToFirstTokenHistogram { get; } = new(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0);
+
+    /// <summary>Seconds between a sequence's consecutive tokens.</summary>
+    public Histogram InterTokenLatency { get; } = new(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0);
+
+    /// <summary>A request's seconds from entering the queue to its end; in the queue; from its slots to its first token; from it to the end.</summary>
+    public Histogram EndToEndLatency { get; } = new(RequestSeconds);
+
+    public Histogram QueueTime { get; } = new(RequestSeconds);
+
+    public Histogram PrefillTime { get; } = new(RequestSeconds);
+
+    public Histogram DecodeTime { get; } = new(RequestSeconds);
+
+    /// <summary>A request's prompt tokens (all its prompts') and the tokens it made.</summary>
+    public Histogram RequestPromptTokens { get; } = new(TokenCounts);
+
+    public Histogram RequestGenerationTokens { get; } = new(TokenCounts);
+
+    /// <summary>Requests ended, by vLLM's finished_reason: stop, length, abort, error.</summary>
+    public IReadOnlyList<(string Reason, long Count)> RequestsEnded
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _ended.Select(pair => (pair.Key, pair.Value))];
+            }
+        }
+    }
+
+    private readonly SortedDictionary<string, long> _ended = new(StringComparer.Ordinal) { ["stop"] = 0, ["length"] = 0, ["abort"] = 0, ["error"] = 0 };
+
+    private static readonly double[] RequestSeconds = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0];
+
+    /// <summary>1, 2, 5 a decade, as vLLM's build_1_2_5_buckets (to a million: past any context).</summary>
+    private static readonly double[] TokenCounts = [.. Enumerable.Range(0, 7).SelectMany(d => new[] { 1, 2, 5 }.Select(m => m * Math.Pow(10, d)))];
+
+    /// <summary>Records a request's end: its reason and, for those that reached their slots, its times and tokens.</summary>
+    private void JobEnded(GenerationJob job, string reason)
+    {
+        long now = Stopwatch.GetTimestamp();
+        lock (_lock)
+        {
+            _ended[reason]++;
+        }
+
+        EndToEndLatency.Observe(Stopwatch.GetElapsedTime(job.EnqueuedTimestamp, now).TotalSeconds);
+        QueueTime.Observe(Stopwatch.GetElapsedTime(job.EnqueuedTimestamp, job.StartedTimestamp == 0 ? now : job.StartedTimestamp).TotalSeconds);
+        if (job.StartedTimestamp == 0)
+        {
+            return;
+        }
+
+        RequestPromptTokens.Observe(job.Prompts.Sum(p => p.Length));
+        RequestGenerationTokens.Observe(job.CompletionTokens);
+        if (job.FirstTokenTimestamp != 0)
+        {
+            PrefillTime.Observe(Stopwatch.GetElapsedTime(job.StartedTimestamp, job.FirstTokenTimestamp).TotalSeconds);
+            DecodeTime.Observe(Stopwatch.GetElapsedTime(job.FirstTokenTimestamp, now).TotalSeconds);
+        }
+    }
 }
