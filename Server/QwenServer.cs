@@ -204,6 +204,7 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/slots/{id}", http => SlotsEndpoint.ActionAsync(http, state));
         app.MapGet("/lora-adapters", http => state.Adapters.ListAsync(http));
         app.MapPost("/lora-adapters", http => state.Adapters.SetAsync(http, state));
+        OllamaEndpoint.Map(app, state);
         app.MapFallback(http => throw new ApiException(404, $"no endpoint {http.Request.Method} {http.Request.Path}", null, "not_found"));
         return app;
     }

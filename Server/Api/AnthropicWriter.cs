@@ -67,7 +67,7 @@ internal sealed class AnthropicWriter(HttpContext http, GenerationJob job, strin
                 w.WriteStartObject();
                 WriteToolUseHead(w, c, answer.Calls[c].Name);
                 w.WritePropertyName("input");
-                WriteInput(w, answer.Calls[c].ArgumentsJson);
+                CallArguments.WriteObject(w, answer.Calls[c].ArgumentsJson);
                 w.WriteEndObject();
             }
 
@@ -177,26 +177,6 @@ internal sealed class AnthropicWriter(HttpContext http, GenerationJob job, strin
         w.WriteString("type", "tool_use");
         w.WriteString("id", $"toolu_{_id[4..20]}{index}");
         w.WriteString("name", name);
-    }
-
-    /// <summary>A call's arguments as the input object (the held call's arguments are a JSON object; anything else reads as {}).</summary>
-    private static void WriteInput(Utf8JsonWriter w, string arguments)
-    {
-        try
-        {
-            using JsonDocument input = JsonDocument.Parse(arguments);
-            if (input.RootElement.ValueKind == JsonValueKind.Object)
-            {
-                input.RootElement.WriteTo(w);
-                return;
-            }
-        }
-        catch (JsonException)
-        {
-        }
-
-        w.WriteStartObject();
-        w.WriteEndObject();
     }
 
     private static void WriteUsage(Utf8JsonWriter w, int input, int output)

@@ -25,24 +25,7 @@ internal static class EmbeddingsEndpoint
     public static async Task HandleAsync(HttpContext http, ServerState server)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
-        RequestFields request = RequestFields.Of(body.RootElement, "", s_fields);
-        string model = request.String("model", 256) ?? server.ModelName;
-        float[]? adapterScales = server.Adapters.ForRequest(request, model);
-        int? dimensions = request.Int("dimensions", 1, server.Model.EmbeddingDimensions);
-        bool base64 = request.String("encoding_format", 16) switch
-        {
-            null or "float" => false,
-            "base64" => true,
-            string other => throw ApiException.BadField("encoding_format", $"'encoding_format' is '{other}'; it is 'float' or 'base64'"),
-        };
-        request.String("user");
-        List<int[]> inputs = Inputs(request, server);
-
-        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
-        var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, AdapterScales = adapterScales, Cancellation = deadline.Token };
-        float[][] vectors = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
-
-        long tokens = inputs.Sum(i => (long)i.Length);
+        (float[][] vectors, long tokens, string model, bool base64) = await EmbedAsync(http, server, body.RootElement).ConfigureAwait(false);
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             w.WriteStartObject();
@@ -76,6 +59,31 @@ internal static class EmbeddingsEndpoint
             ResponseJson.WritePromptUsage(w, tokens);
             w.WriteEndObject();
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The vectors an embeddings request <paramref name="body"/> asks for (Ollama's <c>/api/embed</c> rewrites its
+    /// requests as one), with its input tokens, model and encoding.
+    /// </summary>
+    public static async Task<(float[][] Vectors, long Tokens, string Model, bool Base64)> EmbedAsync(HttpContext http, ServerState server, JsonElement body)
+    {
+        RequestFields request = RequestFields.Of(body, "", s_fields);
+        string model = request.String("model", 256) ?? server.ModelName;
+        float[]? adapterScales = server.Adapters.ForRequest(request, model);
+        int? dimensions = request.Int("dimensions", 1, server.Model.EmbeddingDimensions);
+        bool base64 = request.String("encoding_format", 16) switch
+        {
+            null or "float" => false,
+            "base64" => true,
+            string other => throw ApiException.BadField("encoding_format", $"'encoding_format' is '{other}'; it is 'float' or 'base64'"),
+        };
+        request.String("user");
+        List<int[]> inputs = Inputs(request, server);
+
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        var job = new EmbeddingJob { Inputs = inputs, Dimensions = dimensions, AdapterScales = adapterScales, Cancellation = deadline.Token };
+        float[][] vectors = await Jobs.RunAsync(server, job, deadline).ConfigureAwait(false);
+        return (vectors, inputs.Sum(i => (long)i.Length), model, base64);
     }
 
     /// <summary>The inputs as ids, each with tokens and inside the server's context, naming the first that is not.</summary>

@@ -50,7 +50,7 @@ internal static class ResponseJson
         return body;
     }
 
-    /// <summary>OpenAI's error object (Anthropic's on the Messages API's paths).</summary>
+    /// <summary>OpenAI's error object (Anthropic's on the Messages API's paths, Ollama's on its /api paths).</summary>
     public static Task WriteErrorAsync(HttpContext http, ApiException error)
     {
         if (error.Status == 429)
@@ -63,6 +63,10 @@ internal static class ResponseJson
             if (AnthropicEndpoint.Handles(http))
             {
                 AnthropicWriter.WriteError(w, error);
+            }
+            else if (OllamaEndpoint.Handles(http))
+            {
+                OllamaWriter.WriteError(w, error);
             }
             else
             {

@@ -1,0 +1,198 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using OllamaSharp;
+using OllamaSharp.Models;
+using QwenSharp.Tests.Support;
+using AIChatMessage = Microsoft.Extensions.AI.ChatMessage;
+
+namespace QwenSharp.Tests.Server;
+
+/// <summary>
+/// Ollama's API (<c>/api/chat</c>, <c>/api/generate</c>, <c>/api/embed</c>, <c>/api/tags</c>, <c>/api/show</c>,
+/// <c>/api/version</c>) through OllamaSharp, the .NET client of Ollama's API (its IChatClient and its own calls), and as
+/// raw JSON and NDJSON lines: tiny-qwen2's greedy continuation of its reference chat (transformers' ids) whole and
+/// streamed, with the counts Ollama gives; a generation through the chat template as a chat of its system and prompt; a
+/// history with tool calls read as the chat completions request of the same history; embeddings as /v1/embeddings gives
+/// them; and refusals in Ollama's error shape.
+/// </summary>
+public sealed class OllamaApiTests : IAsyncLifetime
+{
+    private TestServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync(new QwenSharp.Server.ServerOptions { ModelName = "tiny" });
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    private OllamaApiClient Client() => new(new Uri(_server.Server.Address, "/"), "tiny:latest");
+
+    private static string ReferenceRequest(string extra)
+    {
+        (string system, string user) = OpenAiClientTests.ReferenceConversation();
+        return JsonSerializer.Serialize(new { model = "tiny:latest", messages = new[] { new { role = "system", content = system }, new { role = "user", content = user } } })[..^1]
+            + ", \"options\": {\"temperature\": 0, \"num_predict\": 6}" + extra + "}";
+    }
+
+    [Fact]
+    public async Task OllamaSharp_GetsTheReferenceContinuation_WholeAndStreamed()
+    {
+        using OllamaApiClient ollama = Client();
+        IChatClient client = ollama;
+        (string system, string user) = OpenAiClientTests.ReferenceConversation();
+        List<AIChatMessage> messages = [new(ChatRole.System, system), new(ChatRole.User, user)];
+        var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 24 };
+
+        ChatResponse response = await client.GetResponseAsync(messages, options);
+
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(24), response.Text);
+        Assert.Equal(ChatFinishReason.Length, response.FinishReason);
+        Assert.Equal(Reference.Load("tiny-qwen2").PromptIds.Length, response.Usage!.InputTokenCount);
+        Assert.Equal(24, response.Usage.OutputTokenCount);
+
+        var streamed = new StringBuilder();
+        await foreach (ChatResponseUpdate update in client.GetStreamingResponseAsync(messages, options))
+        {
+            streamed.Append(update.Text);
+        }
+
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(24), streamed.ToString());
+    }
+
+    [Fact]
+    public async Task AChat_IsOllamasShape_WholeAndAsNdjsonLines()
+    {
+        JsonElement whole = await _server.PostOkAsync("/api/chat", ReferenceRequest(", \"stream\": false"));
+        Assert.Equal("tiny:latest", whole.GetProperty("model").GetString());
+        Assert.EndsWith("Z", whole.GetProperty("created_at").GetString(), StringComparison.Ordinal);
+        Assert.Equal("assistant", whole.GetProperty("message").GetProperty("role").GetString());
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(6), whole.GetProperty("message").GetProperty("content").GetString());
+        Assert.True(whole.GetProperty("done").GetBoolean());
+        Assert.Equal("length", whole.GetProperty("done_reason").GetString());
+        Assert.Equal(Reference.Load("tiny-qwen2").PromptIds.Length, whole.GetProperty("prompt_eval_count").GetInt32());
+        Assert.Equal(6, whole.GetProperty("eval_count").GetInt32());
+        Assert.True(whole.GetProperty("total_duration").GetInt64() >= whole.GetProperty("eval_duration").GetInt64());
+
+        // No "stream": Ollama streams, one JSON object a line.
+        using var content = new StringContent(ReferenceRequest(""), Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/api/chat", content);
+        Assert.Equal("application/x-ndjson", response.Content.Headers.ContentType?.MediaType);
+        string[] lines = (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        JsonElement[] objects = [.. lines.Select(l => JsonDocument.Parse(l).RootElement)];
+        Assert.All(objects[..^1], o => Assert.False(o.GetProperty("done").GetBoolean()));
+        Assert.True(objects[^1].GetProperty("done").GetBoolean());
+        Assert.Equal("length", objects[^1].GetProperty("done_reason").GetString());
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(6), string.Concat(objects.Select(o => o.GetProperty("message").GetProperty("content").GetString())));
+    }
+
+    [Fact]
+    public async Task AGeneration_IsTheChatOfItsSystemAndPrompt()
+    {
+        (string system, string user) = OpenAiClientTests.ReferenceConversation();
+        using OllamaApiClient ollama = Client();
+        var text = new StringBuilder();
+        GenerateDoneResponseStream? done = null;
+        await foreach (GenerateResponseStream? chunk in ollama.GenerateAsync(new GenerateRequest
+        {
+            Model = "tiny:latest", System = system, Prompt = user, Options = new RequestOptions { Temperature = 0, NumPredict = 6 },
+        }))
+        {
+            text.Append(chunk!.Response);
+            done = chunk as GenerateDoneResponseStream ?? done;
+        }
+
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(6), text.ToString());
+        Assert.NotNull(done);
+        Assert.Equal(6, done.EvalCount);
+
+        await _server.AssertOllamaRefusedAsync("/api/generate", """{"model": "tiny", "prompt": "x", "raw": true}""", "'raw' is not supported");
+    }
+
+    [Fact]
+    public async Task AHistoryWithToolCalls_IsReadAsTheSameChatCompletionsHistory()
+    {
+        const string Tools = """[{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]""";
+        string ollama = $$$$"""
+            {"model": "tiny", "stream": false, "tools": {{{{Tools}}}}, "options": {"temperature": 0, "num_predict": 8}, "messages": [
+              {"role": "user", "content": "What is the weather in Paris?"},
+              {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+              {"role": "tool", "content": "Sunny, 24 C", "tool_name": "get_weather"}]}
+            """;
+        string openAi = $$$"""
+            {"model": "tiny", "tools": {{{Tools}}}, "temperature": 0, "max_tokens": 8, "messages": [
+              {"role": "user", "content": "What is the weather in Paris?"},
+              {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+              {"role": "tool", "tool_call_id": "call_0", "content": "Sunny, 24 C"}]}
+            """;
+        JsonElement theirs = await _server.PostOkAsync("/v1/chat/completions", openAi);
+        JsonElement ours = await _server.PostOkAsync("/api/chat", ollama);
+
+        Assert.Equal(theirs.GetProperty("usage").GetProperty("prompt_tokens").GetInt32(), ours.GetProperty("prompt_eval_count").GetInt32());
+        Assert.Equal(theirs.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(), ours.GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task TagsShowVersionAndEmbed_AreOllamasShapes()
+    {
+        using OllamaApiClient ollama = Client();
+        OllamaSharp.Models.Model listed = Assert.Single(await ollama.ListLocalModelsAsync());
+        Assert.Equal("tiny:latest", listed.Name);
+        Assert.Equal("qwen2", listed.Details.Family);
+        Assert.True(listed.Size > 0);
+
+        ShowModelResponse shown = await ollama.ShowModelAsync(new ShowModelRequest { Model = "tiny:latest" });
+        Assert.Equal(_server.Model.Tokenizer.ChatTemplateText, shown.Template);
+        Assert.Equal("qwen2", shown.Info.Architecture);
+        Assert.Contains("completion", shown.Capabilities!);
+        Assert.Contains("tools", shown.Capabilities!);
+        Assert.Equal("0.12.0", await ollama.GetVersionAsync());
+
+        EmbedResponse embedded = await ollama.EmbedAsync(new EmbedRequest { Model = "tiny", Input = ["Once upon a time", "The end."] });
+        JsonElement openAi = await _server.PostOkAsync("/v1/embeddings", """{"input": ["Once upon a time", "The end."]}""");
+        Assert.Equal(2, embedded.Embeddings.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal([.. openAi.GetProperty("data")[i].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], embedded.Embeddings[i]);
+        }
+
+        (HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/api/show", """{"model": "llama3.2"}""");
+        using (body)
+        {
+            Assert.Equal(HttpStatusCode.NotFound, status);
+            Assert.Equal("model 'llama3.2' not found (this server serves tiny:latest)", body.RootElement.GetProperty("error").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task BadRequests_AreRefusedInOllamasShape_NamingTheField()
+    {
+        await _server.AssertOllamaRefusedAsync("/api/chat", ReferenceRequest(", \"think\": true"), "'think': the model does not support thinking");
+        await _server.AssertOllamaRefusedAsync("/api/chat", ReferenceRequest(", \"format\": 7"), "'format' is 7; it is \"json\" or a JSON schema");
+        await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "options": {"repeat_penalty": 1.1, "repeat_last_n": 64}}""",
+            "'options.repeat_last_n' is 64: this server's repeat penalty counts every token of the context (-1)");
+        await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "options": {"colour": 1}}""", "options.colour");
+        await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": []}""", "'messages' must be a non-empty list");
+
+        (HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/api/pull", """{"model": "llama3.2"}""");
+        using (body)
+        {
+            Assert.Equal(HttpStatusCode.NotImplemented, status);
+            Assert.Contains("has no model store", body.RootElement.GetProperty("error").GetString(), StringComparison.Ordinal);
+        }
+    }
+}
+
+/// <summary>Ollama's refusals as the tests read them.</summary>
+internal static class OllamaRefusals
+{
+    /// <summary>Posts and expects a 400 whose Ollama error (<c>{"error": "..."}</c>) says <paramref name="message"/>.</summary>
+    public static async Task AssertOllamaRefusedAsync(this TestServer server, string path, string json, string message)
+    {
+        (HttpStatusCode status, JsonDocument body) = await server.PostAsync(path, json);
+        using (body)
+        {
+            Assert.True(status == HttpStatusCode.BadRequest, $"{path}: {(int)status} {body.RootElement}");
+            Assert.Contains(message, body.RootElement.GetProperty("error").GetString(), StringComparison.Ordinal);
+        }
+    }
+}
