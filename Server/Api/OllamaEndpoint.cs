@@ -5,6 +5,8 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Formats;
+using QwenSharp.Generation;
+using QwenSharp.Server.Scheduling;
 using QwenSharp.Qwen2;
 
 namespace QwenSharp.Server.Api;
@@ -28,6 +30,9 @@ internal static class OllamaEndpoint
     private static readonly HashSet<string> s_showFields = ["model", "name", "verbose"];
     private static readonly HashSet<string> s_embedFields = ["model", "input", "truncate", "options", "keep_alive", "dimensions"];
     private static readonly HashSet<string> s_embeddingsFields = ["model", "prompt", "options", "keep_alive"];
+
+    /// <summary>The chat completions fields a raw generation's <see cref="OllamaRequest.RawGeneration"/> gives.</summary>
+    private static readonly HashSet<string> s_rawFields = ["model", "stream", "max_tokens", "stop", .. ResponseFormat.Fields, .. SamplingFields.Names];
 
     /// <summary>Whether <paramref name="http"/> is a request to Ollama's API (whose errors take its shape).</summary>
     public static bool Handles(HttpContext http) => http.Request.Path.StartsWithSegments(Prefix, StringComparison.Ordinal);
@@ -59,9 +64,63 @@ internal static class OllamaEndpoint
     {
         Jobs.RequireGenerator(server);
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        if (!chat && OllamaRequest.IsRaw(body.RootElement))
+        {
+            await RawAsync(http, server, body.RootElement).ConfigureAwait(false);
+            return;
+        }
+
         using JsonDocument request = chat ? OllamaRequest.ChatToChat(body.RootElement) : OllamaRequest.GenerateToChat(body.RootElement);
         string model = body.RootElement.TryGetProperty("model", out JsonElement named) && named.ValueKind == JsonValueKind.String ? named.GetString()! : TagOf(server);
         await ChatCompletionsEndpoint.AnswerAsync(http, server, request.RootElement, (_, _, _) => new OllamaWriter(http, model, chat)).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// <c>/api/generate</c> with <c>raw</c> (the prompt as the model reads it, a FIM prompt a client built included) or a
+    /// <c>suffix</c> (the gap between the prompt and the suffix filled, in the model's fill-in-the-middle form, as code
+    /// completion asks): answered in Ollama's generate shape, ended at the model's end-of-text and FIM tokens.
+    /// </summary>
+    private static async Task RawAsync(HttpContext http, ServerState server, JsonElement body)
+    {
+        (JsonDocument document, string prompt, string? suffix) = OllamaRequest.RawGeneration(body);
+        using JsonDocument fields = document;
+        RequestFields request = RequestFields.Of(fields.RootElement, "", s_rawFields);
+        string model = request.String("model", 256) is string named ? named + (named.Contains(':', StringComparison.Ordinal) ? "" : ":latest") : TagOf(server);
+        bool stream = request.Bool("stream") ?? true;
+        IReadOnlyList<int> endTokens = [];
+        int[] ids;
+        int? maxTokens = request.Int("max_tokens", 1, int.MaxValue);
+        if (suffix is null)
+        {
+            ids = server.Tokenizer.Encode(prompt);
+        }
+        else
+        {
+            FillInTheMiddle form = FillInTheMiddle.Of(server.Tokenizer) ?? throw new ApiException(400, QwenModel.FillInTheMiddleMissing, "suffix", "fill_in_the_middle_unsupported");
+            ids = form.Encode(prompt, suffix, "", null, (FillInTheMiddle.LlamaServerBatch, server.Context, maxTokens ?? 0));
+            endTokens = form.EndTokens;
+        }
+
+        using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
+        GenerationJob job = Jobs.Create(server, [ids], "prompt", 1, SamplingFields.Read(request, server.Model.Config.VocabSize), maxTokens,
+            request.StringOrList("stop", 16, 4096), null, primeText: true, deadline.Token, constraint: ResponseFormat.Read(request, server)?.Constraint,
+            endTokens: endTokens);
+        Jobs.Submit(server, job);
+        var writer = new OllamaWriter(http, model, chat: false);
+        if (!stream)
+        {
+            (ChoiceState[] choices, JobFinishedEvent usage) = await Jobs.CollectAsync(job, deadline).ConfigureAwait(false);
+            await writer.WholeAsync([new ChatAnswer(choices[0].Text.ToString(), [], ChoiceState.FinishReason(choices[0].Reason ?? StopReason.Length), [])], usage).ConfigureAwait(false);
+            return;
+        }
+
+        await Jobs.StreamAsync(http, server, job, deadline, next => next switch
+        {
+            TokenEvent token => writer.ChunkAsync(0, token.Text, null, null, null),
+            ChoiceFinishedEvent finished => writer.ChunkAsync(0, finished.Text, null, null, ChoiceState.FinishReason(finished.Reason)),
+            JobFinishedEvent usage => writer.FinishedAsync(usage),
+            _ => Task.CompletedTask,
+        }, done: false, writer.FailedAsync).ConfigureAwait(false);
     }
 
     private static async Task EmbedAsync(HttpContext http, ServerState server)

@@ -72,26 +72,14 @@ internal static class OllamaRequest
 
     /// <summary>
     /// The chat completions request for an <c>/api/generate</c> body: its <c>system</c> and <c>prompt</c> (with its
-    /// <c>images</c>) as a chat of two messages through the model's template, as Ollama renders them. <c>raw</c>,
-    /// <c>suffix</c>, <c>template</c> and <c>context</c> are refused naming what to send instead.
+    /// <c>images</c>) as a chat of two messages through the model's template, as Ollama renders them. A <c>raw</c> or
+    /// <c>suffix</c> generation is <see cref="RawGeneration"/>'s; <c>template</c> and <c>context</c> are refused naming
+    /// what to send instead.
     /// </summary>
     public static JsonDocument GenerateToChat(JsonElement body)
     {
         RequestFields request = Fields(body, s_generateFields);
-        foreach ((string field, string why) in new[]
-        {
-            ("raw", "a raw prompt, without the chat template, is POST /completion's or /v1/completions' 'prompt'"),
-            ("suffix", "fill in the middle is POST /infill's 'input_prefix' and 'input_suffix'"),
-            ("template", "the model's own chat template is the one applied"),
-            ("context", "'context' (deprecated in Ollama) is not kept; send the conversation to /api/chat"),
-        })
-        {
-            if (request.Get(field) is JsonElement given && given.ValueKind is not (JsonValueKind.False or JsonValueKind.Null) && !(field == "suffix" && given.ValueKind == JsonValueKind.String && given.GetString() == ""))
-            {
-                throw ApiException.BadField(field, $"'{field}' is not supported: {why}");
-            }
-        }
-
+        RefuseTemplateAndContext(request);
         return ChatMessageDraft.Request(w =>
         {
             WriteCommon(request, w);
@@ -109,6 +97,47 @@ internal static class OllamaRequest
             messages.Add(user);
             ChatMessageDraft.WriteMessages(w, messages);
         });
+    }
+
+    /// <summary>Whether an <c>/api/generate</c> body asks for its prompt as it is (<c>raw</c>) or for fill in the middle (a <c>suffix</c>).</summary>
+    public static bool IsRaw(JsonElement body) =>
+        (body.TryGetProperty("raw", out JsonElement raw) && raw.ValueKind == JsonValueKind.True)
+        || (body.TryGetProperty("suffix", out JsonElement suffix) && suffix.ValueKind == JsonValueKind.String && suffix.GetString()!.Length > 0);
+
+    /// <summary>
+    /// A raw or fill-in-the-middle <c>/api/generate</c> body's sampling, format and limit as chat completions fields, and
+    /// its <c>prompt</c> and <c>suffix</c> (the code before and after the gap): the prompt goes to the model as it is, or
+    /// with the suffix in the model's fill-in-the-middle form (Qwen2.5-Coder's), as Ollama's <c>suffix</c> asks.
+    /// <c>system</c> and <c>images</c> go through a chat template, which a raw prompt has not: refused.
+    /// </summary>
+    public static (JsonDocument Fields, string Prompt, string? Suffix) RawGeneration(JsonElement body)
+    {
+        RequestFields request = Fields(body, s_generateFields);
+        RefuseTemplateAndContext(request);
+        foreach (string field in new[] { "system", "images" })
+        {
+            if (request.Get(field) is JsonElement given && given.ValueKind != JsonValueKind.Null)
+            {
+                throw ApiException.BadField(field, $"'{field}' goes through the chat template, and a raw or fill-in-the-middle prompt goes to the model as it is");
+            }
+        }
+
+        string? suffix = request.String("suffix");
+        JsonDocument fields = ChatMessageDraft.Request(w => WriteCommon(request, w));
+        return (fields, request.String("prompt") ?? "", string.IsNullOrEmpty(suffix) ? null : suffix);
+    }
+
+    private static void RefuseTemplateAndContext(RequestFields request)
+    {
+        if (request.Get("template") is JsonElement template && template.ValueKind == JsonValueKind.String && template.GetString()!.Length > 0)
+        {
+            throw ApiException.BadField("template", "'template' is not supported: the model's own chat template is the one applied (or send 'raw': true and the prompt as the model reads it)");
+        }
+
+        if (request.Get("context") is JsonElement context && context.ValueKind == JsonValueKind.Array && context.GetArrayLength() > 0)
+        {
+            throw ApiException.BadField("context", "'context' (deprecated in Ollama) is not kept: send the conversation to /api/chat");
+        }
     }
 
     /// <summary>

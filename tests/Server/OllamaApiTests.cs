@@ -105,7 +105,35 @@ public sealed class OllamaApiTests : IAsyncLifetime
         Assert.NotNull(done);
         Assert.Equal(6, done.EvalCount);
 
-        await _server.AssertOllamaRefusedAsync("/api/generate", """{"model": "tiny", "prompt": "x", "raw": true}""", "'raw' is not supported");
+        await _server.AssertOllamaRefusedAsync("/api/generate", """{"model": "tiny", "prompt": "x", "raw": true, "system": "Be brief."}""", "'system' goes through the chat template");
+    }
+
+    [Fact]
+    public async Task ARawGeneration_IsThePromptAsItIs_AndASuffixFillsTheMiddleAsInfillDoes()
+    {
+        // The reference chat rendered by the template, sent raw: the same continuation.
+        (string system, string user) = OpenAiClientTests.ReferenceConversation();
+        JsonElement rendered = await _server.PostOkAsync("/apply-template", JsonSerializer.Serialize(new { messages = new[] { new { role = "system", content = system }, new { role = "user", content = user } } }));
+        JsonElement raw = await _server.PostOkAsync("/api/generate", JsonSerializer.Serialize(new
+        {
+            model = "tiny", prompt = rendered.GetProperty("prompt").GetString(), raw = true, stream = false, options = new { temperature = 0, num_predict = 6 },
+        }));
+        Assert.Equal(OpenAiClientTests.ReferenceAnswer(6), raw.GetProperty("response").GetString());
+        Assert.Equal("length", raw.GetProperty("done_reason").GetString());
+
+        // A suffix: the gap between prompt and suffix in the model's fill-in-the-middle form, as llama-server's /infill.
+        const string Prefix = @"def add(a, b):\n    ", Suffix = @"\n\nprint(add(1, 2))\n";    // JSON escapes, sent as they are
+        JsonElement infill = await _server.PostOkAsync("/infill", $$"""{"input_prefix": "{{Prefix}}", "input_suffix": "{{Suffix}}", "n_predict": 8, "temperature": 0}""");
+        var streamed = new StringBuilder();
+        using var content = new StringContent($$$"""{"model": "tiny", "prompt": "{{{Prefix}}}", "suffix": "{{{Suffix}}}", "options": {"temperature": 0, "num_predict": 8}}""", Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/api/generate", content);
+        foreach (string line in (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            streamed.Append(JsonDocument.Parse(line).RootElement.GetProperty("response").GetString());
+        }
+
+        Assert.NotEmpty(infill.GetProperty("content").GetString()!);
+        Assert.Equal(infill.GetProperty("content").GetString(), streamed.ToString());
     }
 
     [Fact]
