@@ -14,6 +14,9 @@ internal static class InfoEndpoints
 {
     private static readonly HashSet<string> s_tokenizeFields = ["content", "add_special", "parse_special", "with_pieces", "model"];
     private static readonly HashSet<string> s_detokenizeFields = ["tokens", "model"];
+    private static readonly HashSet<string> s_vllmTokenizeFields = ["model", "prompt", "add_special_tokens", "return_token_strs"];
+    private static readonly HashSet<string> s_vllmChatTokenizeFields =
+        ["model", "messages", "add_generation_prompt", "continue_final_message", "add_special_tokens", "return_token_strs", "tools", "chat_template_kwargs"];
     private static readonly HashSet<string> s_applyTemplateFields = ["messages", "tools", "tool_choice", "model", "add_generation_prompt", "continue_final_message", "chat_template_kwargs"];
 
     /// <summary>
@@ -159,9 +162,19 @@ internal static class InfoEndpoints
         return ResponseJson.WriteTextAsync(http, "text/plain; version=0.0.4; charset=utf-8", text.ToString());
     }
 
+    /// <summary>
+    /// <c>POST /tokenize</c>: llama-server's (<c>content</c>; <c>tokens</c> back, with <c>with_pieces</c> each token's
+    /// piece), or vLLM's when the body has its <c>prompt</c> or <c>messages</c> (<see cref="TokenizeAsVllmAsync"/>).
+    /// </summary>
     public static async Task TokenizeAsync(HttpContext http, ServerState server)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        if (body.RootElement.ValueKind == JsonValueKind.Object && (body.RootElement.TryGetProperty("prompt", out _) || body.RootElement.TryGetProperty("messages", out _)))
+        {
+            await TokenizeAsVllmAsync(http, server, body.RootElement).ConfigureAwait(false);
+            return;
+        }
+
         RequestFields request = RequestFields.Of(body.RootElement, "", s_tokenizeFields);
         string content = request.String("content") ?? throw ApiException.BadField("content", "'content' is missing");
         bool addSpecial = request.Bool("add_special") ?? false;
@@ -188,6 +201,61 @@ internal static class InfoEndpoints
             }
 
             w.WriteEndArray();
+            w.WriteEndObject();
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// vLLM's <c>POST /tokenize</c>: a <c>prompt</c> (<c>add_special_tokens</c>, true by default) or <c>messages</c> through
+    /// the chat template (<c>add_generation_prompt</c>, <c>continue_final_message</c>, <c>tools</c>,
+    /// <c>chat_template_kwargs</c>; the template's own special tokens, so <c>add_special_tokens</c> false by default), answered
+    /// with <c>count</c>, <c>max_model_len</c> (the server's context), <c>tokens</c> and, with <c>return_token_strs</c>,
+    /// each token as the vocabulary spells it (transformers' convert_ids_to_tokens, as vLLM gives them).
+    /// </summary>
+    private static async Task TokenizeAsVllmAsync(HttpContext http, ServerState server, JsonElement body)
+    {
+        bool chat = body.TryGetProperty("messages", out _);
+        RequestFields request = RequestFields.Of(body, "", chat ? s_vllmChatTokenizeFields : s_vllmTokenizeFields);
+        request.String("model", 256);
+        bool strings = request.Bool("return_token_strs") ?? false;
+        int[] ids;
+        if (chat)
+        {
+            request.Bool("add_special_tokens");
+            ids = server.Tokenizer.Encode(ChatPrompt.Render(request, server.Tokenizer, server.Model.ImageProcessor, prefillAssistant: server.Options.PrefillAssistant).Prompt);
+        }
+        else
+        {
+            ids = server.Tokenizer.Encode(request.String("prompt") ?? "", request.Bool("add_special_tokens") ?? true);
+        }
+
+        await ResponseJson.WriteAsync(http, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteNumber("count", ids.Length);
+            w.WriteNumber("max_model_len", server.Context);
+            w.WriteStartArray("tokens");
+            foreach (int id in ids)
+            {
+                w.WriteNumberValue(id);
+            }
+
+            w.WriteEndArray();
+            if (strings)
+            {
+                w.WriteStartArray("token_strs");
+                foreach (int id in ids)
+                {
+                    w.WriteStringValue(server.Tokenizer.IdToToken(id) ?? "");
+                }
+
+                w.WriteEndArray();
+            }
+            else
+            {
+                w.WriteNull("token_strs");
+            }
+
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }
@@ -237,6 +305,9 @@ internal static class InfoEndpoints
         {
             w.WriteStartObject();
             w.WriteString("content", content);
+
+            // vLLM's /detokenize answers the same text as "prompt".
+            w.WriteString("prompt", content);
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }
