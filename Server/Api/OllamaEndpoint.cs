@@ -258,7 +258,8 @@ internal static class OllamaEndpoint
         WriteDetails(w, server);
         if (running)
         {
-            w.WriteNumber("size_vram", server.Model.Backend.GetType().Name.Contains("Vulkan", StringComparison.Ordinal) ? size : 0);
+            // A GPU backend knows its memory (the CPU's does not): there the weights are in device memory.
+            w.WriteNumber("size_vram", server.Model.Backend.AvailableMemory is not null || server.Model.OffloadBackend is not null ? size : 0);
         }
 
         w.WriteEndObject();
