@@ -148,9 +148,6 @@ internal static class OllamaRequest
     public static RequestFields Fields(JsonElement body, IReadOnlySet<string> known) =>
         RequestFields.Of(body, "", body.ValueKind == JsonValueKind.Object ? new HashSet<string>([.. known, .. body.EnumerateObject().Select(p => p.Name)], StringComparer.Ordinal) : known);
 
-    /// <summary>Whether the request streams: Ollama streams unless told <c>"stream": false</c>.</summary>
-    public static bool Streams(JsonElement body) => !(body.TryGetProperty("stream", out JsonElement stream) && stream.ValueKind == JsonValueKind.False);
-
     /// <summary>The model, stream, think, keep_alive, format and options, as the chat request's fields.</summary>
     private static void WriteCommon(RequestFields request, Utf8JsonWriter w)
     {
