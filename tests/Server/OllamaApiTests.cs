@@ -210,6 +210,61 @@ public sealed class OllamaApiTests : IAsyncLifetime
     }
 }
 
+/// <summary>Bad requests to Ollama's paths: each a 400 in Ollama's error shape saying what is wrong, never a 500.</summary>
+public sealed class OllamaMalformedRequestTests : IAsyncLifetime
+{
+    private TestServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await TestServer.StartAsync();
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
+    private const string Hi = "[{\"role\": \"user\", \"content\": \"Hi\"}]";
+
+    public static TheoryData<string, string, string> Bodies => new()
+    {
+        // endpoint, body, what the error must say
+        { "/api/chat", "", "no body" },
+        { "/api/chat", "[1]", "JSON object" },
+        { "/api/chat", "{\"messages\": \"hi\"}", "'messages' must be a non-empty list" },
+        { "/api/chat", "{\"messages\": [1]}", "messages[0]" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "'messages[0].role' is 'wizard'" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"colour\": 1}]}", "messages[0].colour" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"options\": 5}", "options" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"options\": {\"temperature\": \"hot\"}}", "temperature" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"options\": {\"num_predict\": -5}}", "num_predict" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"options\": {\"num_predict\": 0}}", "'options.num_predict' is 0" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"options\": {\"num_gpu\": \"all\"}}", "'options.num_gpu' must be a number" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"images\": \"abc\"}]}", "'messages[0].images' must be a list" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"images\": [5]}]}", "'messages[0].images[0]' must be a base64 picture" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"images\": [\"iVBORw0KGgo\"]}]}", "image" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"tool_calls\": []}]}", "only an assistant's message holds tool calls" },
+        { "/api/chat", "{\"messages\": [{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": 5}}]}]}", "must be an object of arguments" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"keep_alive\": {}}", "'keep_alive' must be a duration" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"tools\": 5}", "tools" },
+        { "/api/generate", "{\"prompt\": \"x\", \"raw\": true, \"images\": [\"iVBOR\"]}", "'images' goes through the chat template" },
+        { "/api/generate", "{\"prompt\": \"x\", \"context\": [1, 2]}", "'context' (deprecated in Ollama) is not kept" },
+        { "/api/generate", "{\"prompt\": \"x\", \"template\": \"{{ .Prompt }}\"}", "'template' is not supported" },
+        { "/api/generate", "{\"prompt\": 5}", "prompt" },
+        { "/api/embed", "{\"input\": 5}", "input" },
+        { "/api/embed", "{}", "input" },
+        { "/api/embeddings", "{}", "'prompt' is required" },
+        { "/api/show", "{}", "'model' is required" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Bodies))]
+    public async Task BadBodiesGet400InOllamasShape(string endpoint, string body, string says)
+    {
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync(endpoint, content);
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{endpoint} {body}: {(int)response.StatusCode} {text}");
+        using JsonDocument error = JsonDocument.Parse(text);
+        Assert.Contains(says, error.RootElement.GetProperty("error").GetString(), StringComparison.Ordinal);
+    }
+}
+
 /// <summary>Ollama's refusals as the tests read them.</summary>
 internal static class OllamaRefusals
 {
