@@ -184,6 +184,8 @@ public sealed class QwenServer : IAsyncDisposable
         app.MapPost("/completions", http => LlamaCompletionEndpoint.CompletionAsync(http, state));
         app.MapPost("/infill", http => LlamaCompletionEndpoint.InfillAsync(http, state));
         app.MapPost("/v1/embeddings", http => EmbeddingsEndpoint.HandleAsync(http, state));
+        app.MapPost("/embedding", http => LlamaEmbeddingEndpoint.HandleAsync(http, state));
+        app.MapPost("/embeddings", http => LlamaEmbeddingEndpoint.HandleAsync(http, state));
         app.MapPost("/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/v1/classify", http => ClassifyEndpoint.HandleAsync(http, state));
         app.MapPost("/score", http => ScoreEndpoint.HandleAsync(http, state));
