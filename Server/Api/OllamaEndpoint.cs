@@ -64,28 +64,38 @@ internal static class OllamaEndpoint
     {
         Jobs.RequireGenerator(server);
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
+        string model = ModelOf(body.RootElement, server);
+        if (OllamaRequest.OnlyLoads(body.RootElement, chat) is string reason)
+        {
+            await ResponseJson.WriteAsync(http, 200, w => OllamaWriter.WriteLoaded(w, model, chat, reason)).ConfigureAwait(false);
+            return;
+        }
+
         if (!chat && OllamaRequest.IsRaw(body.RootElement))
         {
-            await RawAsync(http, server, body.RootElement).ConfigureAwait(false);
+            await RawAsync(http, server, body.RootElement, model).ConfigureAwait(false);
             return;
         }
 
         using JsonDocument request = chat ? OllamaRequest.ChatToChat(body.RootElement) : OllamaRequest.GenerateToChat(body.RootElement);
-        string model = body.RootElement.TryGetProperty("model", out JsonElement named) && named.ValueKind == JsonValueKind.String ? named.GetString()! : TagOf(server);
         await ChatCompletionsEndpoint.AnswerAsync(http, server, request.RootElement, (_, _, _) => new OllamaWriter(http, model, chat)).ConfigureAwait(false);
     }
+
+    /// <summary>The model as the request names it (answers echo it), else the served one's tag.</summary>
+    private static string ModelOf(JsonElement body, ServerState server) =>
+        body.ValueKind == JsonValueKind.Object && body.TryGetProperty("model", out JsonElement named) && named.ValueKind == JsonValueKind.String ? named.GetString()! : TagOf(server);
 
     /// <summary>
     /// <c>/api/generate</c> with <c>raw</c> (the prompt as the model reads it, a FIM prompt a client built included) or a
     /// <c>suffix</c> (the gap between the prompt and the suffix filled, in the model's fill-in-the-middle form, as code
     /// completion asks): answered in Ollama's generate shape, ended at the model's end-of-text and FIM tokens.
     /// </summary>
-    private static async Task RawAsync(HttpContext http, ServerState server, JsonElement body)
+    private static async Task RawAsync(HttpContext http, ServerState server, JsonElement body, string model)
     {
         (JsonDocument document, string prompt, string? suffix) = OllamaRequest.RawGeneration(body);
         using JsonDocument fields = document;
         RequestFields request = RequestFields.Of(fields.RootElement, "", s_rawFields);
-        string model = request.String("model", 256) is string named ? named + (named.Contains(':', StringComparison.Ordinal) ? "" : ":latest") : TagOf(server);
+        request.String("model", 256);
         bool stream = request.Bool("stream") ?? true;
         IReadOnlyList<int> endTokens = [];
         int[] ids;

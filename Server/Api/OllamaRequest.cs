@@ -99,6 +99,35 @@ internal static class OllamaRequest
         });
     }
 
+    /// <summary>
+    /// "load" (or "unload", with <c>keep_alive</c> 0) for a request that asks for nothing but the model (a chat without
+    /// messages, a generation without a prompt, system or images): Ollama's way to load a model ahead, or let it go, which
+    /// it answers at once; this server's model is always loaded. Null for a request that asks for an answer.
+    /// </summary>
+    public static string? OnlyLoads(JsonElement body, bool chat)
+    {
+        if (body.ValueKind != JsonValueKind.Object)
+        {
+            return null;
+        }
+
+        bool Empty(string field) => !body.TryGetProperty(field, out JsonElement value) || value.ValueKind == JsonValueKind.Null
+            || (value.ValueKind == JsonValueKind.Array && value.GetArrayLength() == 0) || (value.ValueKind == JsonValueKind.String && value.GetString()!.Length == 0);
+        bool nothing = chat ? Empty("messages") : Empty("prompt") && Empty("system") && Empty("images") && Empty("suffix");
+        if (!nothing)
+        {
+            return null;
+        }
+
+        bool unload = body.TryGetProperty("keep_alive", out JsonElement keep) && keep.ValueKind switch
+        {
+            JsonValueKind.Number => keep.GetDouble() == 0,
+            JsonValueKind.String => keep.GetString() is "0" or "0s" or "0m",
+            _ => false,
+        };
+        return unload ? "unload" : "load";
+    }
+
     /// <summary>Whether an <c>/api/generate</c> body asks for its prompt as it is (<c>raw</c>) or for fill in the middle (a <c>suffix</c>).</summary>
     public static bool IsRaw(JsonElement body) =>
         (body.TryGetProperty("raw", out JsonElement raw) && raw.ValueKind == JsonValueKind.True)

@@ -35,6 +35,29 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
         w.WriteEndObject();
     }
 
+    /// <summary>Ollama's answer to a request that only loads (or unloads) the model: done at once, nothing generated.</summary>
+    public static void WriteLoaded(Utf8JsonWriter w, string model, bool chat, string reason)
+    {
+        w.WriteStartObject();
+        w.WriteString("model", model);
+        w.WriteString("created_at", Now());
+        if (chat)
+        {
+            w.WriteStartObject("message");
+            w.WriteString("role", "assistant");
+            w.WriteString("content", "");
+            w.WriteEndObject();
+        }
+        else
+        {
+            w.WriteString("response", "");
+        }
+
+        w.WriteString("done_reason", reason);
+        w.WriteBoolean("done", true);
+        w.WriteEndObject();
+    }
+
     /// <summary>An Ollama timestamp: RFC 3339, UTC, to the tick.</summary>
     public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
 

@@ -75,10 +75,18 @@ internal static class SlotsEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         var job = new SlotAction { Kind = kind, Slot = slot, Path = path, FileName = name, Cancellation = deadline.Token };
-        SlotActionResult result;
         try
         {
             server.Scheduler.Enqueue(job);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ApiException(503, "the server is shutting down", null, "shutting_down", "server_error");
+        }
+
+        SlotActionResult result;
+        try
+        {
             result = await job.Result.Task.ConfigureAwait(false);
         }
         catch (SlotFileException e)
@@ -88,10 +96,6 @@ internal static class SlotsEndpoint
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ApiException(500, $"'{name}': {e.Message}", "filename", "slot_file_failed", "server_error");
-        }
-        catch (InvalidOperationException)
-        {
-            throw new ApiException(503, "the server is shutting down", null, "shutting_down", "server_error");
         }
         catch (Exception e) when (e is not ApiException)
         {

@@ -192,6 +192,20 @@ public sealed class OllamaApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ARequestForNothingButTheModel_IsAnsweredAtOnce_AsOllamaLoadsOrUnloads()
+    {
+        JsonElement chat = await _server.PostOkAsync("/api/chat", """{"model": "tiny", "messages": []}""");
+        Assert.Equal("load", chat.GetProperty("done_reason").GetString());
+        Assert.True(chat.GetProperty("done").GetBoolean());
+        Assert.Equal("", chat.GetProperty("message").GetProperty("content").GetString());
+        JsonElement generate = await _server.PostOkAsync("/api/generate", """{"model": "tiny"}""");
+        Assert.Equal("load", generate.GetProperty("done_reason").GetString());
+        Assert.Equal("", generate.GetProperty("response").GetString());
+        Assert.Equal("unload", (await _server.PostOkAsync("/api/generate", """{"model": "tiny", "keep_alive": 0}""")).GetProperty("done_reason").GetString());
+        Assert.Equal(0, await _server.MetricAsync("qwensharp_generation_tokens_total"));
+    }
+
+    [Fact]
     public async Task BadRequests_AreRefusedInOllamasShape_NamingTheField()
     {
         await _server.AssertOllamaRefusedAsync("/api/chat", ReferenceRequest(", \"think\": true"), "'think': the model does not support thinking");
@@ -199,7 +213,6 @@ public sealed class OllamaApiTests : IAsyncLifetime
         await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "options": {"repeat_penalty": 1.1, "repeat_last_n": 64}}""",
             "'options.repeat_last_n' is 64: this server's repeat penalty counts every token of the context (-1)");
         await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "options": {"colour": 1}}""", "options.colour");
-        await _server.AssertOllamaRefusedAsync("/api/chat", """{"model": "tiny", "messages": []}""", "'messages' must be a non-empty list");
 
         (HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/api/pull", """{"model": "llama3.2"}""");
         using (body)
