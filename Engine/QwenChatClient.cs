@@ -13,12 +13,21 @@ namespace QwenSharp;
 /// themselves, not as a repetition penalty), stop sequences matched across tokens, held answers in
 /// AdditionalProperties (grammar, regex, choices; the samplers' settings by the server's field names: min_p, typical_p,
 /// mirostat, dry_multiplier, ...), and the KV cache of the previous turn kept, so a conversation that
-/// grows is not read again from the start.
+/// grows is not read again from the start. That cache can be kept in a file and read back by a later run
+/// (<see cref="SaveConversationAsync"/>, <see cref="LoadConversationAsync"/>): reach the client through
+/// <c>chatClient.GetService&lt;QwenChatClient&gt;()</c>, which also finds it inside a ChatClientBuilder pipeline.
 /// </summary>
-internal sealed class QwenChatClient(QwenModel model) : IChatClient
+public sealed class QwenChatClient : IChatClient
 {
+    private readonly QwenModel _model;
     private readonly ConversationCache _conversation = new();
-    private readonly ChatClientMetadata _metadata = new("qwensharp", null, Path.GetFileName(Path.TrimEndingDirectorySeparator(model.Directory)));
+    private readonly ChatClientMetadata _metadata;
+
+    internal QwenChatClient(QwenModel model)
+    {
+        _model = model;
+        _metadata = new("qwensharp", null, Path.GetFileName(Path.TrimEndingDirectorySeparator(model.Directory)));
+    }
 
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
         await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
@@ -30,16 +39,16 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         IList<AITool>? tools = OfferedTools(options);
         List<ChatMessage> conversationSoFar = [.. messages];
         bool? continueFinalMessage = ContinuesFinalMessage(conversationSoFar, options);
-        (int[] prompt, Qwen2VL.VisionPrompt? vision) = model.EncodeConversation(conversationSoFar, options?.Instructions, tools, continueFinalMessage);
+        (int[] prompt, Qwen2VL.VisionPrompt? vision) = _model.EncodeConversation(conversationSoFar, options?.Instructions, tools, continueFinalMessage);
         string responseId = Guid.NewGuid().ToString("N");
         var answer = new StringBuilder();
 
         // The kept cache is matched on token ids, which cannot tell two pictures apart: a conversation with pictures is read whole.
         ConversationCache? conversation = vision is null ? _conversation : null;
         int shown = 0;
-        string? adapter = model.AdapterNamedBy(options?.ModelId);
+        string? adapter = _model.AdapterNamedBy(options?.ModelId);
         TextGenerationOptions generation = OptionsFrom(options) with { HeldCalls = HeldCalls(tools, options), LoraAdapter = adapter };
-        await foreach (GenerationUpdate update in model.StreamAsync(prompt, generation, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
+        await foreach (GenerationUpdate update in _model.StreamAsync(prompt, generation, conversation, echoPrompt: false, cancellationToken, vision).ConfigureAwait(false))
         {
             // With tools, text from a <tool_call> on is held back: its calls become function calls at the end, not text
             // (which FunctionInvokingChatClient would send back beside them, so that the next prompt held each call twice).
@@ -98,11 +107,37 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
         }
 
         return serviceType == typeof(ChatClientMetadata) ? _metadata
-            : serviceType.IsInstanceOfType(model) ? model
-            : serviceType.IsInstanceOfType(model.Tokenizer) ? model.Tokenizer
-            : serviceType.IsInstanceOfType(model.Model) ? model.Model
+            : serviceType.IsInstanceOfType(_model) ? _model
+            : serviceType.IsInstanceOfType(_model.Tokenizer) ? _model.Tokenizer
+            : serviceType.IsInstanceOfType(_model.Model) ? _model.Model
             : serviceType.IsInstanceOfType(this) ? this
             : null;
+    }
+
+    /// <summary>
+    /// Writes the conversation this client holds (the tokens its last answer left in the KV cache, and their keys and
+    /// values) to a new file at <paramref name="path"/>, so that a later run with the same model reads only what is new:
+    /// a long system prompt or document computed once. The file is llama-server's slot file as QwenSharp writes it
+    /// (<c>POST /slots/ID?action=save</c> writes the same). A file there already is replaced only when it is such a file;
+    /// any other is left as it is (an <see cref="IOException"/>). Returns the bytes written.
+    /// </summary>
+    public Task<long> SaveConversationAsync(string path, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        return _model.SaveConversationAsync(_conversation, path, cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads a conversation saved by <see cref="SaveConversationAsync"/> (or a server's slot save) into this client: the
+    /// next request whose conversation starts the same way reads only the rest. The file is checked whole first (the
+    /// model's shape, the KV cache type, its length) and its last position is computed again and compared, so a file of
+    /// another model is refused (an <see cref="InvalidDataException"/> naming the file) and the client holds nothing.
+    /// Returns the positions restored.
+    /// </summary>
+    public Task<int> LoadConversationAsync(string path, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        return _model.LoadConversationAsync(_conversation, path, cancellationToken);
     }
 
     public void Dispose() => _conversation.Dispose();
@@ -111,7 +146,7 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
     internal string Render(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         List<ChatMessage> conversation = [.. messages];
-        return model.RenderConversation(conversation, options?.Instructions, OfferedTools(options), ContinuesFinalMessage(conversation, options)).Text;
+        return _model.RenderConversation(conversation, options?.Instructions, OfferedTools(options), ContinuesFinalMessage(conversation, options)).Text;
     }
 
     /// <summary>
@@ -260,6 +295,6 @@ internal sealed class QwenChatClient(QwenModel model) : IChatClient
 
         // With a response format the answer is calls or an answer in that format (GetResponseAsync<T> beside tools).
         JsonElement? answer = options.ResponseFormat is ChatResponseFormatJson json ? json.Schema ?? ConstrainedOutput.AnyObjectSchema : null;
-        return model.Constrained.ToolCalls(signatures, options.AllowMultipleToolCalls ?? true, forced, answer);
+        return _model.Constrained.ToolCalls(signatures, options.AllowMultipleToolCalls ?? true, forced, answer);
     }
 }

@@ -595,6 +595,35 @@ public sealed class QwenModel : IDisposable
     /// </summary>
     public IChatClient AsChatClient() => new QwenChatClient(this);
 
+    /// <summary>Writes <paramref name="conversation"/> to a new file at <paramref name="path"/> (see <see cref="QwenChatClient.SaveConversationAsync"/>).</summary>
+    internal async Task<long> SaveConversationAsync(ConversationCache conversation, string path, CancellationToken cancellationToken)
+    {
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return SlotFile.WriteFile(path, path, stream => conversation.Save(Model, stream));
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>Reads <paramref name="path"/> into <paramref name="conversation"/> (see <see cref="QwenChatClient.LoadConversationAsync"/>).</summary>
+    internal async Task<int> LoadConversationAsync(ConversationCache conversation, string path, CancellationToken cancellationToken)
+    {
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            return await Task.Run(() => conversation.Load(Model, stream, path), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
     public void Dispose()
     {
         _embedder?.Dispose();

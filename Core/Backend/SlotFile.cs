@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using QwenSharp.Formats;
+using QwenSharp.Qwen2;
 
 namespace QwenSharp.Backend;
 
@@ -29,6 +30,22 @@ public static class SlotFile
     /// <summary>The most LoRA adapters a file may name (far past any server's).</summary>
     private const int MaxAdapters = 4096;
 
+    /// <summary>
+    /// What a file must match to go into a cache: its layers, row width and element type, and the most positions it may
+    /// hold (a cache's capacity, or a model's context where the cache is made to fit the file).
+    /// </summary>
+    public sealed record Shape(int Layers, int KvDim, DType ElementType, int Capacity)
+    {
+        public static Shape Of(KvCache cache)
+        {
+            ArgumentNullException.ThrowIfNull(cache);
+            return new(cache.Layers, cache.KvDim, cache.ElementType, cache.Capacity);
+        }
+
+        /// <summary>Bytes of one position's keys (or values).</summary>
+        public long RowBytes => KvCache.RowBytesOf(ElementType, KvDim);
+    }
+
     /// <summary>What a slot file holds besides its rows, and where they start.</summary>
     /// <param name="Tokens">The slot's tokens, position by position.</param>
     /// <param name="AdapterScales">The LoRA adapter scales its keys and values were computed with; null for none.</param>
@@ -41,6 +58,40 @@ public static class SlotFile
         using FileStream stream = File.OpenRead(path);
         Span<byte> magic = stackalloc byte[8];
         return stream.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false) == magic.Length && magic.SequenceEqual(s_magic);
+    }
+
+    /// <summary>
+    /// Writes a slot file at <paramref name="path"/> through <paramref name="write"/>: into a new file beside it (never one
+    /// that is there already), moved into place whole, so a failed save leaves the old file. A file at the path that is not
+    /// a slot file is left as it is: an <see cref="IOException"/> naming it as <paramref name="name"/>. Returns what
+    /// <paramref name="write"/> returns (the bytes written).
+    /// </summary>
+    public static long WriteFile(string path, string name, Func<Stream, long> write)
+    {
+        ArgumentNullException.ThrowIfNull(write);
+        if (File.Exists(path) && !IsSlotFile(path))
+        {
+            throw new IOException($"{name} exists and is not a slot file; it is left as it is (save under another name)");
+        }
+
+        string partial = $"{path}.{Guid.NewGuid():N}.partial";
+        var stream = new FileStream(partial, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        try
+        {
+            long bytes;
+            using (stream)
+            {
+                bytes = write(stream);
+            }
+
+            File.Move(partial, path, overwrite: true);
+            return bytes;
+        }
+        catch
+        {
+            File.Delete(partial);
+            throw;
+        }
     }
 
     /// <summary>
@@ -92,7 +143,10 @@ public static class SlotFile
     /// Reads and checks the header of the slot file <paramref name="name"/> (as errors name it) for <paramref name="cache"/>
     /// and a vocabulary of <paramref name="vocabSize"/>, and checks that the stream's length is exactly what it says.
     /// </summary>
-    public static Header ReadHeader(Stream stream, string name, KvCache cache, int vocabSize)
+    public static Header ReadHeader(Stream stream, string name, KvCache cache, int vocabSize) => ReadHeader(stream, name, Shape.Of(cache), vocabSize);
+
+    /// <summary><see cref="ReadHeader(Stream, string, KvCache, int)"/> against a <paramref name="cache"/> shape rather than a cache.</summary>
+    public static Header ReadHeader(Stream stream, string name, Shape cache, int vocabSize)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(cache);
@@ -117,7 +171,7 @@ public static class SlotFile
         string type = Encoding.ASCII.GetString(reader.Bytes(nameLength));
         if (type != KvCache.NameOf(cache.ElementType))
         {
-            throw new InvalidDataException($"{name}: its keys and values are stored as {type}; this server's cache stores {KvCache.NameOf(cache.ElementType)} (--kv-cache-type)");
+            throw new InvalidDataException($"{name}: its keys and values are stored as {type}; the cache here stores {KvCache.NameOf(cache.ElementType)} (--kv-cache-type, QwenModelOptions.KvCacheType)");
         }
 
         int adapters = reader.Int("adapter count");
@@ -135,7 +189,7 @@ public static class SlotFile
         int n = reader.Int("token count");
         if (n < 0 || n > cache.Capacity)
         {
-            throw new InvalidDataException($"{name}: it holds {n} positions; this server's slots hold at most {cache.Capacity} (--context)");
+            throw new InvalidDataException($"{name}: it holds {n} positions; at most {cache.Capacity} fit here (serve's --context, or the model's context)");
         }
 
         long rowsAt = reader.Position + (4L * n), expected = rowsAt + (2L * cache.Layers * n * cache.RowBytes);
@@ -204,6 +258,76 @@ public static class SlotFile
 
         return size == 0 ? (difference == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(difference / size);
     }
+
+    /// <summary>
+    /// Checks restored rows against the model they go into: feeds the last of <paramref name="tokens"/> again at its
+    /// position of <paramref name="slot"/> (with <paramref name="adapterScales"/>) and compares what the model stores there
+    /// with what the file held, layer by layer (<see cref="Distance"/>): within a rounding for the model that saved it, far
+    /// off for another (other weights, or the same shape with other numbers). The slot then holds all the tokens'
+    /// positions; an <see cref="InvalidDataException"/> naming the file and the layer otherwise.
+    /// </summary>
+    public static void Verify(Qwen2Model model, KvCache cache, int slot, IReadOnlyList<int> tokens, float[]? adapterScales, ForwardState state, TokenBatch batch, string name)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(batch);
+        int last = tokens.Count - 1, rowBytes = cache.RowBytes;
+        if (last < 0)
+        {
+            cache.Hold(slot, 0);
+            return;
+        }
+
+        byte[] saved = new byte[2 * cache.Layers * rowBytes], recomputed = new byte[saved.Length];
+        cache.Hold(slot, tokens.Count);
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            Span<byte> rows = saved.AsSpan(2 * layer * rowBytes, 2 * rowBytes);
+            cache.ReadRows(layer, slot, last, 1, rows[..rowBytes], rows[rowBytes..]);
+        }
+
+        cache.Hold(slot, last);
+        batch.Clear();
+        batch.Add(tokens[last], last, slot, wantLogits: true, adapterScales);
+        model.Forward(batch, cache, state);
+        double tolerance = Tolerance(cache.ElementType), worst = 0;
+        int worstLayer = 0;
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            Span<byte> rows = recomputed.AsSpan(2 * layer * rowBytes, 2 * rowBytes);
+            cache.ReadRows(layer, slot, last, 1, rows[..rowBytes], rows[rowBytes..]);
+            for (int half = 0; half < 2; half++)
+            {
+                int at = (2 * layer * rowBytes) + (half * rowBytes);
+                double distance = Distance(cache, saved.AsSpan(at, rowBytes), recomputed.AsSpan(at, rowBytes));
+                if (!(distance <= worst))
+                {
+                    (worst, worstLayer) = (distance, layer);
+                }
+            }
+        }
+
+        if (!(worst <= tolerance))
+        {
+            throw new InvalidDataException(
+                $"{name}: its keys and values are not this model's: position {last} computed again differs from the file's by {worst:G3} in layer {worstLayer} (within {tolerance:G2} for the model that saved it; another model, other weights or other LoRA scales)");
+        }
+    }
+
+    /// <summary>
+    /// How far (<see cref="Distance"/>) a position computed again may land from the saved one: a step of one row and a
+    /// prompt chunk run other kernels, and another backend others again, whose sums differ in their last bits; a narrow
+    /// cache type may round a value to the neighbouring half or code. Another model's rows land about 1.4 away.
+    /// </summary>
+    private static double Tolerance(DType type) => type switch
+    {
+        DType.F32 => 0.01,
+        DType.F16 or DType.BF16 => 0.03,
+        DType.Q8_0 => 0.08,
+        _ => 0.3,
+    };
 
     private static void Expect(string name, string field, int actual, int expected)
     {

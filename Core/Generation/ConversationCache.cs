@@ -65,6 +65,74 @@ public sealed class ConversationCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes the tokens the cache holds and their keys and values to <paramref name="stream"/> as a slot file
+    /// (<see cref="SlotFile"/>, what llama-server's slot save writes here too); the bytes written.
+    /// </summary>
+    public long Save(Qwen2Model model, Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (Cache is null)
+        {
+            // Nothing held yet: a file of no positions, of this model's shape.
+            using KvCache empty = model.CreateKvCache(1, 1);
+            return SlotFile.Write(stream, empty, 0, [], null);
+        }
+
+        // The scales as numbers: null here means the adapters' own, which a later load must not read as none.
+        float[]? scales = _adapterScales ?? (model.Adapters.Count > 0 ? [.. model.Adapters.Select(a => a.Scale)] : null);
+        return SlotFile.Write(stream, Cache, 0, _tokens, scales);
+    }
+
+    /// <summary>
+    /// Replaces what the cache holds with a slot file's tokens, keys and values, read from <paramref name="stream"/>
+    /// (<paramref name="name"/> in errors): checked whole before anything is kept (<see cref="SlotFile.ReadHeader"/>), then
+    /// its last position computed again by <paramref name="model"/> and compared (<see cref="SlotFile.Verify"/>), so a file
+    /// of another model is refused. The cache is made to fit the file, with room to grow. Returns the positions restored;
+    /// on an error the cache holds nothing.
+    /// </summary>
+    public int Load(Qwen2Model model, Stream stream, string name)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(stream);
+        int context = model.Config.MaxPositionEmbeddings;
+        var shape = new SlotFile.Shape(model.Config.NumHiddenLayers, model.Config.KvDim, model.KvCacheType, context);
+        SlotFile.Header header = SlotFile.ReadHeader(stream, name, shape, model.Config.VocabSize);
+        int saved = header.AdapterScales?.Length ?? 0;
+        if (saved != model.Adapters.Count && header.Tokens.Length > 0)
+        {
+            throw new InvalidDataException($"{name}: saved with {saved} LoRA adapters; this model has {model.Adapters.Count}");
+        }
+
+        int n = header.Tokens.Length;
+        int size = Math.Min(context, Math.Max(InitialCapacity, n + 1));
+        if (Cache is null || Cache.Capacity < size)
+        {
+            Cache?.Dispose();
+            Cache = null;
+            Cache = model.CreateKvCache(1, size);
+        }
+
+        _tokens.Clear();
+        Cache.Reset(0);
+        try
+        {
+            SlotFile.ReadRows(stream, name, header, Cache, 0);
+            float[]? scales = model.Adapters.Count == 0 ? null : header.AdapterScales;
+            using ForwardState state = model.CreateState(1, 1);
+            SlotFile.Verify(model, Cache, 0, header.Tokens, scales, state, new TokenBatch(1), name);
+            _tokens.AddRange(header.Tokens);
+            _adapterScales = scales is not null && scales.AsSpan().SequenceEqual([.. model.Adapters.Select(a => a.Scale)]) ? null : scales;
+            return n;
+        }
+        catch
+        {
+            Cache.Reset(0);
+            _tokens.Clear();
+            throw;
+        }
+    }
+
     public void Dispose()
     {
         Cache?.Dispose();

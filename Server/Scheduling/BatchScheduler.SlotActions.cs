@@ -77,33 +77,15 @@ internal sealed partial class BatchScheduler
     /// </summary>
     private (int Tokens, long Bytes) SaveSlot(int slot, string path, string name)
     {
+        List<int> held = _slotTokens[slot];
+        int picture = held.IndexOf(-1);
+        int[] tokens = [.. held.Take(Math.Min(picture < 0 ? held.Count : picture, _cache.LengthOf(slot)))];
         if (File.Exists(path) && !SlotFile.IsSlotFile(path))
         {
             throw new SlotFileException($"'{name}' exists and is not a slot file; it is left as it is (save under another name)");
         }
 
-        List<int> held = _slotTokens[slot];
-        int picture = held.IndexOf(-1);
-        int[] tokens = [.. held.Take(Math.Min(picture < 0 ? held.Count : picture, _cache.LengthOf(slot)))];
-        // A new file beside it (never one that is there already), moved into place whole: a failed save leaves the old file.
-        string partial = $"{path}.{Guid.NewGuid():N}.partial";
-        var stream = new FileStream(partial, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-        try
-        {
-            long bytes;
-            using (stream)
-            {
-                bytes = SlotFile.Write(stream, _cache, slot, tokens, _slotAdapterScales[slot]);
-            }
-
-            File.Move(partial, path, overwrite: true);
-            return (tokens.Length, bytes);
-        }
-        catch
-        {
-            File.Delete(partial);
-            throw;
-        }
+        return (tokens.Length, SlotFile.WriteFile(path, $"'{name}'", stream => SlotFile.Write(stream, _cache, slot, tokens, _slotAdapterScales[slot])));
     }
 
     /// <summary>
@@ -151,9 +133,13 @@ internal sealed partial class BatchScheduler
 
             int n = header.Tokens.Length;
             float[]? scales = _model.Adapters.Count == 0 ? null : header.AdapterScales;
-            if (n > 0)
+            try
             {
-                CheckRestored(slot, header.Tokens, scales, name);
+                SlotFile.Verify(_model, _cache, slot, header.Tokens, scales, _state, _batch, $"'{name}'");
+            }
+            catch (InvalidDataException e)
+            {
+                throw new SlotFileException(e.Message);
             }
 
             _cache.Hold(slot, n);
@@ -168,62 +154,6 @@ internal sealed partial class BatchScheduler
             throw;
         }
     }
-
-    /// <summary>
-    /// Feeds a restored slot's last token again at its position and compares what the model stores there with what the file
-    /// held, layer by layer: within a rounding for this model, far off for another.
-    /// </summary>
-    private void CheckRestored(int slot, int[] tokens, float[]? scales, string name)
-    {
-        int last = tokens.Length - 1, rowBytes = _cache.RowBytes;
-        byte[] saved = new byte[2 * _cache.Layers * rowBytes], recomputed = new byte[saved.Length];
-        _cache.Hold(slot, tokens.Length);
-        for (int layer = 0; layer < _cache.Layers; layer++)
-        {
-            Span<byte> rows = saved.AsSpan(2 * layer * rowBytes, 2 * rowBytes);
-            _cache.ReadRows(layer, slot, last, 1, rows[..rowBytes], rows[rowBytes..]);
-        }
-
-        _cache.Hold(slot, last);
-        _batch.Clear();
-        _batch.Add(tokens[last], last, slot, wantLogits: true, scales);
-        _model.Forward(_batch, _cache, _state);
-        double tolerance = RestoreTolerance(_cache.ElementType), worst = 0;
-        int worstLayer = 0;
-        for (int layer = 0; layer < _cache.Layers; layer++)
-        {
-            Span<byte> rows = recomputed.AsSpan(2 * layer * rowBytes, 2 * rowBytes);
-            _cache.ReadRows(layer, slot, last, 1, rows[..rowBytes], rows[rowBytes..]);
-            for (int half = 0; half < 2; half++)
-            {
-                int at = (2 * layer * rowBytes) + (half * rowBytes);
-                double distance = SlotFile.Distance(_cache, saved.AsSpan(at, rowBytes), recomputed.AsSpan(at, rowBytes));
-                if (!(distance <= worst))
-                {
-                    (worst, worstLayer) = (distance, layer);
-                }
-            }
-        }
-
-        if (!(worst <= tolerance))
-        {
-            throw new SlotFileException(
-                $"'{name}': its keys and values are not this model's: position {last} computed again differs from the file's by {worst:G3} in layer {worstLayer} (within {tolerance:G2} for the model that saved it; another model, other weights or other LoRA scales)");
-        }
-    }
-
-    /// <summary>
-    /// How far (<see cref="SlotFile.Distance"/>) a position computed again may land from the saved one: a step of one row
-    /// and a prompt chunk run other kernels, and another backend others again, whose sums differ in their last bits; a
-    /// narrow cache type may round a value to the neighbouring half or code. Another model's rows land about 1.4 away.
-    /// </summary>
-    private static double RestoreTolerance(Formats.DType type) => type switch
-    {
-        Formats.DType.F32 => 0.01,
-        Formats.DType.F16 or Formats.DType.BF16 => 0.03,
-        Formats.DType.Q8_0 => 0.08,
-        _ => 0.3,
-    };
 
     private (int Tokens, long Bytes) EraseSlot(int slot)
     {

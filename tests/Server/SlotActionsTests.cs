@@ -138,8 +138,8 @@ public sealed class SlotActionsTests
             await Task.Delay(5);
         }
 
+        // (Its answer may reach the client after the erase's: the sequence has ended, its HTTP answer not yet gone out.)
         JsonElement erased = await server.PostOkAsync("/slots/0?action=erase", "{}");
-        Assert.True(running.IsCompleted, "the erase answered while the slot's sequence still ran");
         (HttpStatusCode ended, JsonDocument answer) = await running;
         answer.Dispose();
         Assert.Equal(HttpStatusCode.OK, ended);
