@@ -187,6 +187,15 @@ internal static class OllamaRequest
         }
 
         w.WriteBoolean("stream", request.Bool("stream") ?? true);
+        foreach (string field in new[] { "logprobs", "top_logprobs" })
+        {
+            // Newer Ollama's log-probs: refused rather than left unanswered (OpenAI's endpoints give them).
+            if (request.Get(field) is JsonElement asked && asked.ValueKind is not (JsonValueKind.False or JsonValueKind.Null) && !(asked.ValueKind == JsonValueKind.Number && asked.GetDouble() == 0))
+            {
+                throw ApiException.BadField(field, $"'{field}' is not supported on /api: POST /v1/chat/completions and /v1/completions give log-probs");
+            }
+        }
+
         if (request.Get("think") is JsonElement think && think.ValueKind is not (JsonValueKind.False or JsonValueKind.Null))
         {
             throw ApiException.BadField("think", "'think': the model does not support thinking (Qwen2 has no thinking mode)");

@@ -263,6 +263,8 @@ public sealed class OllamaMalformedRequestTests : IAsyncLifetime
         { "/api/embed", "{}", "input" },
         { "/api/embeddings", "{}", "'prompt' is required" },
         { "/api/show", "{}", "'model' is required" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"logprobs\": true}", "'logprobs' is not supported on /api" },
+        { "/api/generate", "{\"prompt\": \"x\", \"top_logprobs\": 3}", "'top_logprobs' is not supported on /api" },
     };
 
     [Theory]
