@@ -126,17 +126,47 @@ public static class SlotFile
 
         header.Position = 0;
         header.CopyTo(stream);
-        long written = header.Length;
-        byte[] keys = new byte[(long)n * cache.RowBytes], values = new byte[keys.Length];
-        for (int layer = 0; layer < cache.Layers; layer++)
+        long written = header.Length, rows = (long)n * cache.RowBytes;
+        ForEachChunk(stream, cache, n, (layer, start, count, keys, values, keysAt, valuesAt) =>
         {
-            cache.ReadRows(layer, slot, 0, n, keys, values);
+            cache.ReadRows(layer, slot, start, count, keys, values);
+            stream.Position = keysAt;
             stream.Write(keys);
+            stream.Position = valuesAt;
             stream.Write(values);
-            written += 2L * keys.Length;
+        });
+        stream.Position = header.Length + (2 * rows * cache.Layers);
+        return written + (2 * rows * cache.Layers);
+    }
+
+    /// <summary>Positions a chunk of rows: <see cref="Write"/> and <see cref="ReadRows"/> hold this many at once, not a whole layer's.</summary>
+    private const int ChunkPositions = 512;
+
+    private delegate void ChunkAction(int layer, int start, int count, Span<byte> keys, Span<byte> values, long keysAt, long valuesAt);
+
+    /// <summary>
+    /// Each layer's positions [0, <paramref name="n"/>) a chunk at a time, with where the chunk's keys and values lie in
+    /// the file (a layer's keys, then its values, from the stream's position on): a long slot's rows never all in memory.
+    /// </summary>
+    private static void ForEachChunk(Stream stream, KvCache cache, int n, ChunkAction action)
+    {
+        if (!stream.CanSeek)
+        {
+            throw new ArgumentException("a slot file is read and written by seeking in it: give a file or a memory stream", nameof(stream));
         }
 
-        return written;
+        long start = stream.Position, rowBytes = cache.RowBytes, layerBytes = 2 * (long)n * rowBytes;
+        byte[] keys = new byte[Math.Min(n, ChunkPositions) * rowBytes], values = new byte[keys.Length];
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            long layerAt = start + (layer * layerBytes);
+            for (int first = 0; first < n; first += ChunkPositions)
+            {
+                int count = Math.Min(ChunkPositions, n - first);
+                int bytes = checked((int)(count * rowBytes));
+                action(layer, first, count, keys.AsSpan(0, bytes), values.AsSpan(0, bytes), layerAt + (first * rowBytes), layerAt + ((n + first) * rowBytes));
+            }
+        }
     }
 
     /// <summary>
@@ -222,19 +252,20 @@ public static class SlotFile
         ArgumentNullException.ThrowIfNull(header);
         ArgumentNullException.ThrowIfNull(cache);
         int n = header.Tokens.Length;
-        byte[] keys = new byte[(long)n * cache.RowBytes], values = new byte[keys.Length];
-        for (int layer = 0; layer < cache.Layers; layer++)
+        stream.Position = header.RowsAt;
+        ForEachChunk(stream, cache, n, (layer, start, count, keys, values, keysAt, valuesAt) =>
         {
-            if (stream.ReadAtLeast(keys, keys.Length, throwOnEndOfStream: false) != keys.Length
-                || stream.ReadAtLeast(values, values.Length, throwOnEndOfStream: false) != values.Length)
+            stream.Position = keysAt;
+            bool whole = stream.ReadAtLeast(keys, keys.Length, throwOnEndOfStream: false) == keys.Length;
+            stream.Position = valuesAt;
+            if (!whole || stream.ReadAtLeast(values, values.Length, throwOnEndOfStream: false) != values.Length)
             {
                 throw new InvalidDataException($"{name}: ends inside layer {layer}'s keys and values");
             }
 
-            cache.WriteRows(layer, slot, 0, n, keys, values);
-        }
-
-        return header.RowsAt + (2L * cache.Layers * keys.Length);
+            cache.WriteRows(layer, slot, start, count, keys, values);
+        });
+        return header.RowsAt + (2L * cache.Layers * n * cache.RowBytes);
     }
 
     /// <summary>

@@ -69,6 +69,43 @@ public sealed class SlotFileTests
         }
     }
 
+    [Fact]
+    public void ASlotLongerThanAChunk_ReadsBackTheSameRows()
+    {
+        // 1100 positions: three chunks of rows (512 at a time), the last a short one, in each layer.
+        using IBackend backend = TestBackends.Create("cpu");
+        using Qwen2Model model = Qwen2Model.Load(Fixtures.ModelDirectory("tiny-qwen2"), backend);
+        const int Long = 1100;
+        using KvCache cache = model.CreateKvCache(2, Long);
+        int[] tokens = [.. Enumerable.Range(0, Long).Select(i => 5 + (i * 7 % 200))];
+        using (ForwardState state = model.CreateState(Long, 1))
+        {
+            var batch = new TokenBatch(Long);
+            for (int p = 0; p < Long; p++)
+            {
+                batch.Add(tokens[p], p, 0, wantLogits: p == Long - 1);
+            }
+
+            model.Forward(batch, cache, state);
+        }
+
+        byte[] file = Saved(cache, tokens);
+        Assert.Equal(32 + (4L * Long) + (2L * cache.Layers * Long * cache.RowBytes), file.Length);
+        using var stream = new MemoryStream(file);
+        SlotFile.Header header = SlotFile.ReadHeader(stream, "long.bin", cache, model.Config.VocabSize);
+        SlotFile.ReadRows(stream, "long.bin", header, cache, 1);
+        cache.Hold(1, Long);
+        int bytes = Long * cache.RowBytes;
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            byte[] keys = new byte[bytes], values = new byte[bytes], keysBack = new byte[bytes], valuesBack = new byte[bytes];
+            cache.ReadRows(layer, 0, 0, Long, keys, values);
+            cache.ReadRows(layer, 1, 0, Long, keysBack, valuesBack);
+            Assert.True(keys.AsSpan().SequenceEqual(keysBack), $"layer {layer}'s keys came back otherwise");
+            Assert.True(values.AsSpan().SequenceEqual(valuesBack), $"layer {layer}'s values came back otherwise");
+        }
+    }
+
     public static TheoryData<string, string> Corruptions() => new()
     {
         { "magic", "not a slot file" },
