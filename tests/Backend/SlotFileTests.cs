@@ -57,15 +57,21 @@ public sealed class SlotFileTests
             Assert.Equal(file.Length, SlotFile.ReadRows(stream, "slot.bin", header, cache, 1));
             cache.Hold(1, Positions);
 
-            int bytes = Positions * cache.RowBytes;
-            for (int layer = 0; layer < cache.Layers; layer++)
-            {
-                byte[] keys = new byte[bytes], values = new byte[bytes], keysBack = new byte[bytes], valuesBack = new byte[bytes];
-                cache.ReadRows(layer, 0, 0, Positions, keys, values);
-                cache.ReadRows(layer, 1, 0, Positions, keysBack, valuesBack);
-                Assert.Equal(keys, keysBack);
-                Assert.Equal(values, valuesBack);
-            }
+            AssertSameRows(cache, Positions);
+        }
+    }
+
+    /// <summary>Every layer's keys and values of slots 0 and 1, positions [0, <paramref name="count"/>), byte for byte alike.</summary>
+    private static void AssertSameRows(KvCache cache, int count)
+    {
+        int bytes = count * cache.RowBytes;
+        for (int layer = 0; layer < cache.Layers; layer++)
+        {
+            byte[] keys = new byte[bytes], values = new byte[bytes], keysBack = new byte[bytes], valuesBack = new byte[bytes];
+            cache.ReadRows(layer, 0, 0, count, keys, values);
+            cache.ReadRows(layer, 1, 0, count, keysBack, valuesBack);
+            Assert.True(keys.AsSpan().SequenceEqual(keysBack), $"layer {layer}'s keys came back otherwise");
+            Assert.True(values.AsSpan().SequenceEqual(valuesBack), $"layer {layer}'s values came back otherwise");
         }
     }
 
@@ -95,15 +101,7 @@ public sealed class SlotFileTests
         SlotFile.Header header = SlotFile.ReadHeader(stream, "long.bin", cache, model.Config.VocabSize);
         SlotFile.ReadRows(stream, "long.bin", header, cache, 1);
         cache.Hold(1, Long);
-        int bytes = Long * cache.RowBytes;
-        for (int layer = 0; layer < cache.Layers; layer++)
-        {
-            byte[] keys = new byte[bytes], values = new byte[bytes], keysBack = new byte[bytes], valuesBack = new byte[bytes];
-            cache.ReadRows(layer, 0, 0, Long, keys, values);
-            cache.ReadRows(layer, 1, 0, Long, keysBack, valuesBack);
-            Assert.True(keys.AsSpan().SequenceEqual(keysBack), $"layer {layer}'s keys came back otherwise");
-            Assert.True(values.AsSpan().SequenceEqual(valuesBack), $"layer {layer}'s values came back otherwise");
-        }
+        AssertSameRows(cache, Long);
     }
 
     public static TheoryData<string, string> Corruptions() => new()
