@@ -294,3 +294,34 @@ internal static class OllamaRefusals
         }
     }
 }
+
+/// <summary>
+/// Pictures through Ollama's <c>/api/chat</c> (base64 <c>images</c> on the message, before its text, as Ollama places
+/// them; PNG and JPEG told apart by their bytes): the tiny Qwen2-VL's answers transformers gave for the same conversations.
+/// </summary>
+public sealed class OllamaPictureTests
+{
+    [Theory]
+    [InlineData("1_image_a")]
+    [InlineData("3_images_c_d")]
+    public async Task Images_GiveTheReferenceAnswer(string name)
+    {
+        using JsonDocument reference = QwenSharp.Tests.Qwen2VL.VisionFixture.Case(name);
+        int[] expected = QwenSharp.Tests.Qwen2VL.VisionFixture.Ints(reference.RootElement.GetProperty("greedy_new_ids"));
+        using JsonDocument conversation = JsonDocument.Parse(File.ReadAllBytes(QwenSharp.Tests.Qwen2VL.VisionFixture.Messages(name)));
+        JsonElement message = conversation.RootElement.GetProperty("messages").EnumerateArray().Last();
+        string[] images = [.. message.GetProperty("content").EnumerateArray().Where(p => p.GetProperty("type").GetString() == "image")
+            .Select(p => Convert.ToBase64String(File.ReadAllBytes(QwenSharp.Tests.Qwen2VL.VisionFixture.Image(Path.GetFileName(p.GetProperty("image").GetString()!)))))];
+        string text = message.GetProperty("content").EnumerateArray().Single(p => p.GetProperty("type").GetString() == "text").GetProperty("text").GetString()!;
+
+        await using TestServer server = await TestServer.StartAsync(QwenSharp.Tests.Qwen2VL.VisionFixture.ModelDirectory, null);
+        JsonElement answer = await server.PostOkAsync("/api/chat", JsonSerializer.Serialize(new
+        {
+            model = "tiny-vl", stream = false, options = new { temperature = 0, num_predict = 5 },
+            messages = new[] { new { role = "user", content = text, images } },
+        }));
+
+        Assert.Equal(server.Model.Tokenizer.Decode(expected[..5]), answer.GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal(reference.RootElement.GetProperty("num_prompt_tokens").GetInt32(), answer.GetProperty("prompt_eval_count").GetInt32());
+    }
+}
