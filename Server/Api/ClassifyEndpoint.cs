@@ -74,13 +74,8 @@ internal static class ClassifyEndpoint
 
     private static void Numbers(Utf8JsonWriter w, string name, float[] values)
     {
-        w.WriteStartArray(name);
-        foreach (float v in values)
-        {
-            w.WriteNumberValue(v);
-        }
-
-        w.WriteEndArray();
+        w.WritePropertyName(name);
+        ResponseJson.WriteNumbers(w, values);
     }
 
     /// <summary>The inputs as ids: <c>input</c>'s, or the one conversation of <c>messages</c>, each with tokens and inside the server's context.</summary>

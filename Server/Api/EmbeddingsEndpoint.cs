@@ -42,13 +42,8 @@ internal static class EmbeddingsEndpoint
                 }
                 else
                 {
-                    w.WriteStartArray("embedding");
-                    foreach (float v in vectors[i])
-                    {
-                        w.WriteNumberValue(v);
-                    }
-
-                    w.WriteEndArray();
+                    w.WritePropertyName("embedding");
+                    ResponseJson.WriteNumbers(w, vectors[i]);
                 }
 
                 w.WriteEndObject();

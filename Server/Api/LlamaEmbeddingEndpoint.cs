@@ -46,13 +46,7 @@ internal static class LlamaEmbeddingEndpoint
                 w.WriteStartObject();
                 w.WriteNumber("index", i);
                 w.WriteStartArray("embedding");
-                w.WriteStartArray();
-                foreach (float v in vectors[i])
-                {
-                    w.WriteNumberValue(v);
-                }
-
-                w.WriteEndArray();
+                ResponseJson.WriteNumbers(w, vectors[i]);
                 w.WriteEndArray();
                 w.WriteEndObject();
             }

@@ -153,7 +153,7 @@ internal static class OllamaEndpoint
             w.WriteStartArray("embeddings");
             foreach (float[] vector in vectors)
             {
-                WriteVector(w, vector);
+                ResponseJson.WriteNumbers(w, vector);
             }
 
             w.WriteEndArray();
@@ -181,7 +181,7 @@ internal static class OllamaEndpoint
         {
             w.WriteStartObject();
             w.WritePropertyName("embedding");
-            WriteVector(w, vectors[0]);
+            ResponseJson.WriteNumbers(w, vectors[0]);
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }
@@ -320,16 +320,5 @@ internal static class OllamaEndpoint
         {
             w.WriteString("model", model.EndsWith(":latest", StringComparison.Ordinal) ? model[..^":latest".Length] : model);
         }
-    }
-
-    private static void WriteVector(Utf8JsonWriter w, float[] vector)
-    {
-        w.WriteStartArray();
-        foreach (float v in vector)
-        {
-            w.WriteNumberValue(v);
-        }
-
-        w.WriteEndArray();
     }
 }

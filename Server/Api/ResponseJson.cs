@@ -168,6 +168,18 @@ internal static class ResponseJson
         w.WriteEndObject();
     });
 
+    /// <summary>Floats as a JSON array of numbers (a vector, a row of scores).</summary>
+    public static void WriteNumbers(Utf8JsonWriter writer, ReadOnlySpan<float> values)
+    {
+        writer.WriteStartArray();
+        foreach (float v in values)
+        {
+            writer.WriteNumberValue(v);
+        }
+
+        writer.WriteEndArray();
+    }
+
     public static void WriteStringOrNull(Utf8JsonWriter writer, string name, string? value)
     {
         if (value is null)
