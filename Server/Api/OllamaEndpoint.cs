@@ -41,8 +41,8 @@ internal static class OllamaEndpoint
     {
         app.MapPost("/api/chat", http => ChatAsync(http, server, chat: true));
         app.MapPost("/api/generate", http => ChatAsync(http, server, chat: false));
-        app.MapPost("/api/embed", http => EmbedAsync(http, server));
-        app.MapPost("/api/embeddings", http => EmbeddingsAsync(http, server));
+        app.MapPost("/api/embed", http => EmbedAsync(http, server, legacy: false));
+        app.MapPost("/api/embeddings", http => EmbedAsync(http, server, legacy: true));
         app.MapGet("/api/tags", http => ResponseJson.WriteAsync(http, 200, w => WriteModels(w, server, running: false)));
         app.MapGet("/api/ps", http => ResponseJson.WriteAsync(http, 200, w => WriteModels(w, server, running: true)));
         app.MapPost("/api/show", http => ShowAsync(http, server));
@@ -133,22 +133,39 @@ internal static class OllamaEndpoint
         }, done: false, writer.FailedAsync).ConfigureAwait(false);
     }
 
-    private static async Task EmbedAsync(HttpContext http, ServerState server)
+    /// <summary><c>/api/embed</c> (<c>input</c>, a text or a list; <c>embeddings</c> back) and the older <c>/api/embeddings</c> (one <c>prompt</c>, one <c>embedding</c>).</summary>
+    private static async Task EmbedAsync(HttpContext http, ServerState server, bool legacy)
     {
         using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
-        RequestFields request = OllamaRequest.Fields(body.RootElement, s_embedFields);
+        RequestFields request = OllamaRequest.Fields(body.RootElement, legacy ? s_embeddingsFields : s_embedFields);
         request.Get("options");
         request.Get("keep_alive");
         using JsonDocument openAi = ChatMessageDraft.Request(w =>
         {
-            ChatMessageDraft.CopyAll(request, w, "input", "dimensions", "truncate");
-            WriteModel(request, w);
+            if (legacy)
+            {
+                w.WriteString("input", request.Required("prompt"));
+            }
+            else
+            {
+                ChatMessageDraft.CopyAll(request, w, "input", "dimensions", "truncate");
+            }
+
+            OllamaRequest.WriteModel(request, w);
         });
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         (float[][] vectors, long tokens, _, _) = await EmbeddingsEndpoint.EmbedAsync(http, server, openAi.RootElement).ConfigureAwait(false);
         await ResponseJson.WriteAsync(http, 200, w =>
         {
             w.WriteStartObject();
+            if (legacy)
+            {
+                w.WritePropertyName("embedding");
+                ResponseJson.WriteNumbers(w, vectors[0]);
+                w.WriteEndObject();
+                return;
+            }
+
             w.WriteString("model", request.String("model") ?? TagOf(server));
             w.WriteStartArray("embeddings");
             foreach (float[] vector in vectors)
@@ -157,31 +174,9 @@ internal static class OllamaEndpoint
             }
 
             w.WriteEndArray();
-            w.WriteNumber("total_duration", (long)(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds * 1e6));
+            w.WriteNumber("total_duration", OllamaWriter.Nanoseconds(started, System.Diagnostics.Stopwatch.GetTimestamp()));
             w.WriteNumber("load_duration", 0);
             w.WriteNumber("prompt_eval_count", tokens);
-            w.WriteEndObject();
-        }).ConfigureAwait(false);
-    }
-
-    /// <summary>The older <c>/api/embeddings</c>: one <c>prompt</c>, one <c>embedding</c>.</summary>
-    private static async Task EmbeddingsAsync(HttpContext http, ServerState server)
-    {
-        using JsonDocument body = await RequestBody.ReadJsonAsync(http, server.Options.MaxBodyBytes).ConfigureAwait(false);
-        RequestFields request = OllamaRequest.Fields(body.RootElement, s_embeddingsFields);
-        request.Get("options");
-        request.Get("keep_alive");
-        using JsonDocument openAi = ChatMessageDraft.Request(w =>
-        {
-            w.WriteString("input", request.Required("prompt"));
-            WriteModel(request, w);
-        });
-        (float[][] vectors, _, _, _) = await EmbeddingsEndpoint.EmbedAsync(http, server, openAi.RootElement).ConfigureAwait(false);
-        await ResponseJson.WriteAsync(http, 200, w =>
-        {
-            w.WriteStartObject();
-            w.WritePropertyName("embedding");
-            ResponseJson.WriteNumbers(w, vectors[0]);
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }
@@ -223,7 +218,7 @@ internal static class OllamaEndpoint
             }
 
             w.WriteEndArray();
-            w.WriteString("modified_at", server.Started.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture));
+            w.WriteString("modified_at", OllamaWriter.Timestamp(server.Started.UtcDateTime));
             w.WriteEndObject();
         }).ConfigureAwait(false);
     }
@@ -261,7 +256,7 @@ internal static class OllamaEndpoint
         w.WriteStartObject();
         w.WriteString("name", tag);
         w.WriteString("model", tag);
-        w.WriteString(running ? "expires_at" : "modified_at", (running ? DateTime.UtcNow.AddYears(100) : server.Started.UtcDateTime).ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture));
+        w.WriteString(running ? "expires_at" : "modified_at", OllamaWriter.Timestamp(running ? DateTime.UtcNow.AddYears(100) : server.Started.UtcDateTime));
         long size = server.Model.Weights.DistinctTensors().Sum(t => t.ByteLength);
         w.WriteNumber("size", size);
         w.WriteString("digest", Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{server.ModelName}\n{size}"))));
@@ -311,14 +306,6 @@ internal static class OllamaEndpoint
         if (name != server.ModelName && name != TagOf(server))
         {
             throw new ApiException(404, $"model '{name}' not found (this server serves {TagOf(server)})", field, "model_not_found", "not_found_error");
-        }
-    }
-
-    private static void WriteModel(RequestFields request, Utf8JsonWriter w)
-    {
-        if (request.String("model", 256) is string model)
-        {
-            w.WriteString("model", model.EndsWith(":latest", StringComparison.Ordinal) ? model[..^":latest".Length] : model);
         }
     }
 }

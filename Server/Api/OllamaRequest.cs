@@ -177,14 +177,19 @@ internal static class OllamaRequest
     public static RequestFields Fields(JsonElement body, IReadOnlySet<string> known) =>
         RequestFields.Of(body, "", body.ValueKind == JsonValueKind.Object ? new HashSet<string>([.. known, .. body.EnumerateObject().Select(p => p.Name)], StringComparer.Ordinal) : known);
 
-    /// <summary>The model, stream, think, keep_alive, format and options, as the chat request's fields.</summary>
-    private static void WriteCommon(RequestFields request, Utf8JsonWriter w)
+    /// <summary>The request's model as the chat and embeddings requests name it: Ollama's names carry a tag, this server's model none (":latest" is what /api/tags lists).</summary>
+    public static void WriteModel(RequestFields request, Utf8JsonWriter w)
     {
         if (request.String("model", 256) is string model)
         {
-            // Ollama's names carry a tag; this server's model has none (":latest" is what /api/tags lists).
             w.WriteString("model", model.EndsWith(":latest", StringComparison.Ordinal) ? model[..^":latest".Length] : model);
         }
+    }
+
+    /// <summary>The model, stream, think, keep_alive, format and options, as the chat request's fields.</summary>
+    private static void WriteCommon(RequestFields request, Utf8JsonWriter w)
+    {
+        WriteModel(request, w);
 
         w.WriteBoolean("stream", request.Bool("stream") ?? true);
         foreach (string field in new[] { "logprobs", "top_logprobs" })

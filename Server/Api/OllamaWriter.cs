@@ -59,7 +59,9 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
     }
 
     /// <summary>An Ollama timestamp: RFC 3339, UTC, to the tick.</summary>
-    public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
+    public static string Timestamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);
+
+    public static string Now() => Timestamp(DateTime.UtcNow);
 
     public Task WholeAsync(IReadOnlyList<ChatAnswer> answers, JobFinishedEvent usage)
     {
@@ -192,7 +194,8 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
         w.WriteNumber("eval_duration", Nanoseconds(first, now));
     }
 
-    private static long Nanoseconds(long from, long to) => (long)(Stopwatch.GetElapsedTime(from, to).TotalMilliseconds * 1e6);
+    /// <summary>Nanoseconds between two <see cref="Stopwatch"/> timestamps, as Ollama gives its durations.</summary>
+    public static long Nanoseconds(long from, long to) => (long)(Stopwatch.GetElapsedTime(from, to).TotalMilliseconds * 1e6);
 
     private async Task LineAsync(Action<Utf8JsonWriter> write)
     {

@@ -183,6 +183,11 @@ public sealed class OllamaApiTests : IAsyncLifetime
             Assert.Equal([.. openAi.GetProperty("data")[i].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())], embedded.Embeddings[i]);
         }
 
+        // The older /api/embeddings: one prompt, one embedding, the same vector.
+        JsonElement legacy = await _server.PostOkAsync("/api/embeddings", """{"model": "tiny", "prompt": "Once upon a time"}""");
+        Assert.Equal([.. openAi.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle())],
+            legacy.GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()));
+
         (HttpStatusCode status, JsonDocument body) = await _server.PostAsync("/api/show", """{"model": "llama3.2"}""");
         using (body)
         {
