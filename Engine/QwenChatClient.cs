@@ -119,7 +119,7 @@ public sealed class QwenChatClient : IChatClient
     /// values) to a new file at <paramref name="path"/>, so that a later run with the same model reads only what is new:
     /// a long system prompt or document computed once. The file is llama-server's slot file as QwenSharp writes it
     /// (<c>POST /slots/ID?action=save</c> writes the same). A file there already is replaced only when it is such a file;
-    /// any other is left as it is (an <see cref="IOException"/>). Returns the bytes written.
+    /// any other is left as it is (a <see cref="Backend.SlotFile.OtherFileException"/>, an <see cref="IOException"/>). Returns the bytes written.
     /// </summary>
     public Task<long> SaveConversationAsync(string path, CancellationToken cancellationToken = default)
     {

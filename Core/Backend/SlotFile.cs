@@ -46,6 +46,9 @@ public static class SlotFile
         public long RowBytes => KvCache.RowBytesOf(ElementType, KvDim);
     }
 
+    /// <summary>A file at the path <see cref="WriteFile"/> was asked to write that is not a slot file, and so is left as it is.</summary>
+    public sealed class OtherFileException(string message) : IOException(message);
+
     /// <summary>What a slot file holds besides its rows, and where they start.</summary>
     /// <param name="Tokens">The slot's tokens, position by position.</param>
     /// <param name="AdapterScales">The LoRA adapter scales its keys and values were computed with; null for none.</param>
@@ -71,7 +74,7 @@ public static class SlotFile
         ArgumentNullException.ThrowIfNull(write);
         if (File.Exists(path) && !IsSlotFile(path))
         {
-            throw new IOException($"{name} exists and is not a slot file; it is left as it is (save under another name)");
+            throw new OtherFileException($"{name} exists and is not a slot file; it is left as it is (save under another name)");
         }
 
         string partial = $"{path}.{Guid.NewGuid():N}.partial";
@@ -173,10 +176,13 @@ public static class SlotFile
     /// Reads and checks the header of the slot file <paramref name="name"/> (as errors name it) for <paramref name="cache"/>
     /// and a vocabulary of <paramref name="vocabSize"/>, and checks that the stream's length is exactly what it says.
     /// </summary>
-    public static Header ReadHeader(Stream stream, string name, KvCache cache, int vocabSize) => ReadHeader(stream, name, Shape.Of(cache), vocabSize);
+    public static Header ReadHeader(Stream stream, string name, KvCache cache, int vocabSize, int adapters) => ReadHeader(stream, name, Shape.Of(cache), vocabSize, adapters);
 
-    /// <summary><see cref="ReadHeader(Stream, string, KvCache, int)"/> against a <paramref name="cache"/> shape rather than a cache.</summary>
-    public static Header ReadHeader(Stream stream, string name, Shape cache, int vocabSize)
+    /// <summary>
+    /// <see cref="ReadHeader(Stream, string, KvCache, int, int)"/> against a <paramref name="cache"/> shape rather than a
+    /// cache. A file of positions must have been saved with as many LoRA adapters as the model has, <paramref name="adapters"/>.
+    /// </summary>
+    public static Header ReadHeader(Stream stream, string name, Shape cache, int vocabSize, int adapters)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(cache);
@@ -204,14 +210,14 @@ public static class SlotFile
             throw new InvalidDataException($"{name}: its keys and values are stored as {type}; the cache here stores {KvCache.NameOf(cache.ElementType)} (--kv-cache-type, QwenModelOptions.KvCacheType)");
         }
 
-        int adapters = reader.Int("adapter count");
-        if (adapters is < 0 or > MaxAdapters)
+        int saved = reader.Int("adapter count");
+        if (saved is < 0 or > MaxAdapters)
         {
-            throw new InvalidDataException($"{name}: adapter count {adapters} is not a count of LoRA adapters");
+            throw new InvalidDataException($"{name}: adapter count {saved} is not a count of LoRA adapters");
         }
 
-        float[]? scales = adapters == 0 ? null : new float[adapters];
-        for (int a = 0; a < adapters; a++)
+        float[]? scales = saved == 0 ? null : new float[saved];
+        for (int a = 0; a < saved; a++)
         {
             scales![a] = BitConverter.Int32BitsToSingle(reader.Int("adapter scale"));
         }
@@ -220,6 +226,11 @@ public static class SlotFile
         if (n < 0 || n > cache.Capacity)
         {
             throw new InvalidDataException($"{name}: it holds {n} positions; at most {cache.Capacity} fit here (serve's --context, or the model's context)");
+        }
+
+        if (n > 0 && saved != adapters)
+        {
+            throw new InvalidDataException($"{name}: saved with {saved} LoRA adapters; the model here has {adapters} (serve --lora, QwenModelOptions.LoraAdapters)");
         }
 
         long rowsAt = reader.Position + (4L * n), expected = rowsAt + (2L * cache.Layers * n * cache.RowBytes);

@@ -97,12 +97,7 @@ public sealed class ConversationCache : IDisposable
         ArgumentNullException.ThrowIfNull(stream);
         int context = model.Config.MaxPositionEmbeddings;
         var shape = new SlotFile.Shape(model.Config.NumHiddenLayers, model.Config.KvDim, model.KvCacheType, context);
-        SlotFile.Header header = SlotFile.ReadHeader(stream, name, shape, model.Config.VocabSize);
-        int saved = header.AdapterScales?.Length ?? 0;
-        if (saved != model.Adapters.Count && header.Tokens.Length > 0)
-        {
-            throw new InvalidDataException($"{name}: saved with {saved} LoRA adapters; this model has {model.Adapters.Count}");
-        }
+        SlotFile.Header header = SlotFile.ReadHeader(stream, name, shape, model.Config.VocabSize, model.Adapters.Count);
 
         int n = header.Tokens.Length;
         int size = Math.Min(context, Math.Max(InitialCapacity, n + 1));

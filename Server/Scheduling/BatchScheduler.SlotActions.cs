@@ -80,12 +80,15 @@ internal sealed partial class BatchScheduler
         List<int> held = _slotTokens[slot];
         int picture = held.IndexOf(-1);
         int[] tokens = [.. held.Take(Math.Min(picture < 0 ? held.Count : picture, _cache.LengthOf(slot)))];
-        if (File.Exists(path) && !SlotFile.IsSlotFile(path))
+        try
         {
-            throw new SlotFileException($"'{name}' exists and is not a slot file; it is left as it is (save under another name)");
+            return (tokens.Length, SlotFile.WriteFile(path, $"'{name}'", stream => SlotFile.Write(stream, _cache, slot, tokens, _slotAdapterScales[slot])));
         }
-
-        return (tokens.Length, SlotFile.WriteFile(path, $"'{name}'", stream => SlotFile.Write(stream, _cache, slot, tokens, _slotAdapterScales[slot])));
+        catch (SlotFile.OtherFileException e)
+        {
+            // A name the request can change, not a failure of the server's disk.
+            throw new SlotFileException(e.Message);
+        }
     }
 
     /// <summary>
@@ -105,12 +108,7 @@ internal sealed partial class BatchScheduler
         try
         {
             // The whole header is checked before the slot gives up what it holds.
-            header = SlotFile.ReadHeader(stream, $"'{name}'", _cache, _model.Config.VocabSize);
-            int adapters = _model.Adapters.Count, saved = header.AdapterScales?.Length ?? 0;
-            if (saved != adapters && header.Tokens.Length > 0)
-            {
-                throw new InvalidDataException($"'{name}': saved with {saved} LoRA adapters; this server has {adapters} (serve --lora)");
-            }
+            header = SlotFile.ReadHeader(stream, $"'{name}'", _cache, _model.Config.VocabSize, _model.Adapters.Count);
         }
         catch (InvalidDataException e)
         {

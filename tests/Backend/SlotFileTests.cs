@@ -51,10 +51,15 @@ public sealed class SlotFileTests
         {
             byte[] file = Saved(cache, tokens, [0.5f, 1f]);
             using var stream = new MemoryStream(file);
-            SlotFile.Header header = SlotFile.ReadHeader(stream, "slot.bin", cache, model.Config.VocabSize);
+            SlotFile.Header header = SlotFile.ReadHeader(stream, "slot.bin", cache, model.Config.VocabSize, adapters: 2);
             Assert.Equal(tokens, header.Tokens);
             Assert.Equal([0.5f, 1f], header.AdapterScales!);
             Assert.Equal(file.Length, SlotFile.ReadRows(stream, "slot.bin", header, cache, 1));
+
+            // Saved with two adapters' scales: a model with none (or another count) refuses it.
+            using var again = new MemoryStream(file);
+            Assert.Contains("saved with 2 LoRA adapters; the model here has 0",
+                Assert.Throws<InvalidDataException>(() => SlotFile.ReadHeader(again, "slot.bin", cache, model.Config.VocabSize, adapters: 0)).Message, StringComparison.Ordinal);
             cache.Hold(1, Positions);
 
             AssertSameRows(cache, Positions);
@@ -98,7 +103,7 @@ public sealed class SlotFileTests
         byte[] file = Saved(cache, tokens);
         Assert.Equal(32 + (4L * Long) + (2L * cache.Layers * Long * cache.RowBytes), file.Length);
         using var stream = new MemoryStream(file);
-        SlotFile.Header header = SlotFile.ReadHeader(stream, "long.bin", cache, model.Config.VocabSize);
+        SlotFile.Header header = SlotFile.ReadHeader(stream, "long.bin", cache, model.Config.VocabSize, adapters: 0);
         SlotFile.ReadRows(stream, "long.bin", header, cache, 1);
         cache.Hold(1, Long);
         AssertSameRows(cache, Long);
@@ -146,7 +151,7 @@ public sealed class SlotFileTests
                 _ => file[..10],
             };
             using var stream = new MemoryStream(damaged);
-            var error = Assert.Throws<InvalidDataException>(() => SlotFile.ReadHeader(stream, "slot.bin", cache, model.Config.VocabSize));
+            var error = Assert.Throws<InvalidDataException>(() => SlotFile.ReadHeader(stream, "slot.bin", cache, model.Config.VocabSize, adapters: 0));
             Assert.StartsWith("slot.bin: ", error.Message, StringComparison.Ordinal);
             Assert.Contains(message.Replace("{vocab}", $"{model.Config.VocabSize}", StringComparison.Ordinal), error.Message, StringComparison.Ordinal);
         }

@@ -74,7 +74,7 @@ public sealed class ConversationFileTests
             await chat.GetResponseAsync(hello, options);
             await chat.GetService<QwenChatClient>()!.SaveConversationAsync(file);
             await File.WriteAllTextAsync(notes, "mine");
-            var overwrite = await Assert.ThrowsAsync<IOException>(() => chat.GetService<QwenChatClient>()!.SaveConversationAsync(notes));
+            var overwrite = await Assert.ThrowsAsync<QwenSharp.Backend.SlotFile.OtherFileException>(() => chat.GetService<QwenChatClient>()!.SaveConversationAsync(notes));
             Assert.Contains("exists and is not a slot file", overwrite.Message, StringComparison.Ordinal);
             Assert.Equal("mine", await File.ReadAllTextAsync(notes));
         }
