@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
@@ -122,10 +121,10 @@ internal static class InfoEndpoints
         {
             if (labels.Length == 0 || !text.ToString().Contains($"# TYPE qwensharp_{name} ", StringComparison.Ordinal))
             {
-                text.Append(CultureInfo.InvariantCulture, $"# HELP qwensharp_{name} {help}\n# TYPE qwensharp_{name} {type}\n");
+                PrometheusText.Family(text, $"qwensharp_{name}", type, help);
             }
 
-            text.Append(CultureInfo.InvariantCulture, $"qwensharp_{name}{labels} {value}\n");
+            PrometheusText.Sample(text, $"qwensharp_{name}", value, labels);
         }
 
         Metric("requests_total", "counter", "HTTP requests received", server.Requests);

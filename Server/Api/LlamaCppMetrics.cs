@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text;
 using QwenSharp.Server.Scheduling;
 
@@ -30,8 +29,11 @@ internal sealed class LlamaCppMetrics
             _lastScrape = (promptTokens, promptSeconds, predicted, predictedSeconds);
         }
 
-        void Metric(string name, string type, string help, double value) =>
-            text.Append(CultureInfo.InvariantCulture, $"# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {type}\nllamacpp:{name} {value}\n");
+        void Metric(string name, string type, string help, double value)
+        {
+            PrometheusText.Family(text, $"llamacpp:{name}", type, help);
+            PrometheusText.Sample(text, $"llamacpp:{name}", value);
+        }
 
         Metric("prompt_tokens_total", "counter", "Number of prompt tokens processed.", promptTokens);
         Metric("prompt_seconds_total", "counter", "Prompt process time", promptSeconds);

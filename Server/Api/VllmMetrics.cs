@@ -20,9 +20,8 @@ internal static class VllmMetrics
         (long used, long capacity) = scheduler.KvPositions;
         string labels = $"model_name=\"{Escape(server.ModelName)}\",engine=\"0\"";
 
-        void Head(string name, string type, string help) => text.Append(CultureInfo.InvariantCulture, $"# HELP vllm:{name} {help}\n# TYPE vllm:{name} {type}\n");
-        void Sample(string name, double value, string extra = "") =>
-            text.Append(CultureInfo.InvariantCulture, $"vllm:{name}{{{extra}{labels}}} {value}\n");
+        void Head(string name, string type, string help) => PrometheusText.Family(text, $"vllm:{name}", type, help);
+        void Sample(string name, double value, string extra = "") => PrometheusText.Sample(text, $"vllm:{name}", value, $"{{{extra}{labels}}}");
         void Metric(string name, string type, string help, double value)
         {
             Head(name, type, help);
