@@ -302,6 +302,24 @@ public static class SlotFile
     }
 
     /// <summary>
+    /// Restores a file whose header <paramref name="header"/> was read into <paramref name="slot"/> for
+    /// <paramref name="model"/>: its rows (<see cref="ReadRows"/>), then <see cref="Verify"/> at the LoRA scales it was
+    /// saved with (none for a model without adapters). Returns the bytes read and those scales; the slot then holds the
+    /// file's positions. An <see cref="InvalidDataException"/> names what is wrong, and the slot's rows are then the
+    /// caller's to forget.
+    /// </summary>
+    public static (long Bytes, float[]? AdapterScales) Restore(Stream stream, string name, Header header, KvCache cache, int slot, Qwen2Model model,
+        ForwardState state, TokenBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(model);
+        long bytes = ReadRows(stream, name, header, cache, slot);
+        float[]? scales = model.Adapters.Count == 0 ? null : header.AdapterScales;
+        Verify(model, cache, slot, header.Tokens, scales, state, batch, name);
+        return (bytes, scales);
+    }
+
+    /// <summary>
     /// Checks restored rows against the model they go into: feeds the last of <paramref name="tokens"/> again at its
     /// position of <paramref name="slot"/> (with <paramref name="adapterScales"/>) and compares what the model stores there
     /// with what the file held, layer by layer (<see cref="Distance"/>): within a rounding for the model that saved it, far

@@ -112,10 +112,8 @@ public sealed class ConversationCache : IDisposable
         Cache.Reset(0);
         try
         {
-            SlotFile.ReadRows(stream, name, header, Cache, 0);
-            float[]? scales = model.Adapters.Count == 0 ? null : header.AdapterScales;
             using ForwardState state = model.CreateState(1, 1);
-            SlotFile.Verify(model, Cache, 0, header.Tokens, scales, state, new TokenBatch(1), name);
+            (_, float[]? scales) = SlotFile.Restore(stream, name, header, Cache, 0, model, state, new TokenBatch(1));
             _tokens.AddRange(header.Tokens);
             _adapterScales = scales is not null && scales.AsSpan().SequenceEqual([.. model.Adapters.Select(a => a.Scale)]) ? null : scales;
             return n;

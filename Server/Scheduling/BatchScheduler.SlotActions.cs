@@ -119,31 +119,19 @@ internal sealed partial class BatchScheduler
         _slotTokens[slot].Clear();
         try
         {
-            long bytes;
+            (long Bytes, float[]? Scales) restored;
             try
             {
-                bytes = SlotFile.ReadRows(stream, $"'{name}'", header, _cache, slot);
+                restored = SlotFile.Restore(stream, $"'{name}'", header, _cache, slot, _model, _state, _batch);
             }
             catch (InvalidDataException e)
             {
                 throw new SlotFileException(e.Message);
             }
 
-            int n = header.Tokens.Length;
-            float[]? scales = _model.Adapters.Count == 0 ? null : header.AdapterScales;
-            try
-            {
-                SlotFile.Verify(_model, _cache, slot, header.Tokens, scales, _state, _batch, $"'{name}'");
-            }
-            catch (InvalidDataException e)
-            {
-                throw new SlotFileException(e.Message);
-            }
-
-            _cache.Hold(slot, n);
             _slotTokens[slot].AddRange(header.Tokens);
-            _slotAdapterScales[slot] = scales;
-            return (n, bytes);
+            _slotAdapterScales[slot] = restored.Scales;
+            return (header.Tokens.Length, restored.Bytes);
         }
         catch
         {
