@@ -15,14 +15,17 @@ namespace QwenSharp.Bench;
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
-///       [--rows-apart on|off] [--wide on|off] [--kib N]
+///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--kib N]
 /// </code>
+/// <c>--placed</c> reads F16 weights placed throughout, or by their maps of exact groups, whatever
+/// <c>SubnormalOperands</c> answers for this CPU.
 /// <c>--wide</c> takes or leaves the 64-byte integer kernels (<c>VectorUnits</c>) whatever the CPU's answer; <c>--kib</c>
 /// streams that many KiB of rows (and of the sum) over and over, up to 512 MiB a trial: a few hundred KiB measure a
 /// kernel from L2, where only its own instructions bound it.
 /// The rows are read as one-token decode reads them, 1024 at a time (repacked panels take over from
 /// <c>MatMul.RepackedPanelTokens</c> tokens): the quantized kernels' rows and BF16/F16's <c>MatMul.Rows</c>, with
-/// <c>RowsApart</c> where it applies (Q8_0; BF16/F16 rows of at least <c>RowsApart.FloatMinimumWidth</c>) unless
+/// <c>RowsApart</c> where this CPU takes it (Q8_0 and BF16/F16 in pairs, on the 512-bit path BF16/F16 rows of at least
+/// <c>RowsApart.FloatMinimumWidth</c> in fours) unless
 /// <c>--rows-apart</c> says otherwise. They are 896 wide (1536 for the k-quants, Q3_K included, and IQ4_XS) unless <c>--cols</c> gives a width (a
 /// whole number of the type's blocks), with random codes and sane scales, and
 /// BF16/F16 weights uniform in ±0.035 as the random models' (F16 read as decode reads it: by its map of exact groups, or
@@ -57,6 +60,14 @@ internal static unsafe class KernelStreaming
             "on" => VectorUnits.Assume(true),
             "off" => VectorUnits.Assume(false),
             string other => throw new ArgumentException($"--wide {other}: expected on or off"),
+        };
+
+        using ThreadOverride<SubnormalOperands.Switch>.Scope? placed = PeerDecode.Option(args, "--placed") switch
+        {
+            null => null,
+            "on" => SubnormalOperands.Assume(true),
+            "off" => SubnormalOperands.Assume(false),
+            string other => throw new ArgumentException($"--placed {other}: expected on or off"),
         };
 
         // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).

@@ -16,7 +16,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// on one Zen 4 core against 27-29 row by row (43 against 55-58 on two). Reading four places of memory at once defeats
 /// the streaming that keeps this memory-bound loop fed; Q8_0 measured the same. Only the compute-bound Q4_0 kernel gains
 /// from sharing (<see cref="Q8IntegerKernel"/>). Rows a quarter of the range apart are another matter: four streams,
-/// each sequential, and on Zen 5 BF16 and F16 decode gain from them (<see cref="FourRows512"/>, <see cref="RowsApart"/>).
+/// each sequential, and on Zen 5 BF16 and F16 decode gain from them (<see cref="FourRows512"/>, <see cref="RowsApart"/>),
+/// on Zen 3 pairs (<see cref="TwoRows256"/>).
 /// </remarks>
 internal static class Dot<TW>
     where TW : struct, IWeightLoad
@@ -188,6 +189,60 @@ internal static class Dot<TW>
         }
 
         return (ScalarTail(ref w, ref xr, i, n, V512.Sum((a0 + a1) + (a2 + a3))), ScalarTail(ref v, ref xr, i, n, V512.Sum((b0 + b1) + (b2 + b3))));
+    }
+
+    /// <summary>
+    /// <see cref="TwoRows512"/> on the 256-bit path (<see cref="RowsApart"/>): each row keeps
+    /// <see cref="Vector256(ReadOnlySpan{byte}, ReadOnlySpan{float}, bool)"/>'s accumulators in its order, so each sum is that
+    /// method's bit for bit (for F16, that of <see cref="RunPlaced"/>). Two rows' eight accumulators, the activations and a
+    /// weight vector fill AVX2's sixteen registers, so there are no fours here.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static (float, float) TwoRows256(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<float> x, bool prefetch = true) => prefetch
+        ? TwoRows256<WithPrefetch>(first, second, x)
+        : TwoRows256<WithoutPrefetch>(first, second, x);
+
+    /// <summary><see cref="TwoRows256(ReadOnlySpan{byte}, ReadOnlySpan{byte}, ReadOnlySpan{float}, bool)"/>, prefetching or not.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (float, float) TwoRows256<TPrefetch>(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, ReadOnlySpan<float> x)
+        where TPrefetch : struct, IPrefetchChoice
+    {
+        CheckLengths(first, x);
+        CheckLengths(second, x);
+        ref byte w = ref MemoryMarshal.GetReference(first), v = ref MemoryMarshal.GetReference(second);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        nint n = x.Length, i = 0;
+        const int lanes = 8;    // as in Vector256
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (; i <= n - (4 * lanes); i += 4 * lanes)
+        {
+            if (TPrefetch.Ahead)
+            {
+                Prefetch.Ahead(ref Unsafe.Add(ref w, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+                Prefetch.Ahead(ref Unsafe.Add(ref v, i * TW.ElementSize), TW.ElementSize * 4 * lanes / 64);
+            }
+
+            Vector256<float> x0 = V256.LoadUnsafe(ref xr, (nuint)i), x1 = V256.LoadUnsafe(ref xr, (nuint)(i + lanes));
+            a0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), x0, a0);
+            b0 = V256.FusedMultiplyAdd(TW.Load256(ref v, i), x0, b0);
+            a1 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + lanes), x1, a1);
+            b1 = V256.FusedMultiplyAdd(TW.Load256(ref v, i + lanes), x1, b1);
+            Vector256<float> x2 = V256.LoadUnsafe(ref xr, (nuint)(i + (2 * lanes))), x3 = V256.LoadUnsafe(ref xr, (nuint)(i + (3 * lanes)));
+            a2 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (2 * lanes)), x2, a2);
+            b2 = V256.FusedMultiplyAdd(TW.Load256(ref v, i + (2 * lanes)), x2, b2);
+            a3 = V256.FusedMultiplyAdd(TW.Load256(ref w, i + (3 * lanes)), x3, a3);
+            b3 = V256.FusedMultiplyAdd(TW.Load256(ref v, i + (3 * lanes)), x3, b3);
+        }
+
+        for (; i <= n - lanes; i += lanes)
+        {
+            Vector256<float> x0 = V256.LoadUnsafe(ref xr, (nuint)i);
+            a0 = V256.FusedMultiplyAdd(TW.Load256(ref w, i), x0, a0);
+            b0 = V256.FusedMultiplyAdd(TW.Load256(ref v, i), x0, b0);
+        }
+
+        return (ScalarTail(ref w, ref xr, i, n, V256.Sum((a0 + a1) + (a2 + a3))), ScalarTail(ref v, ref xr, i, n, V256.Sum((b0 + b1) + (b2 + b3))));
     }
 
     /// <summary>The plain loop every SIMD path is checked against.</summary>

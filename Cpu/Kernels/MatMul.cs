@@ -92,13 +92,13 @@ internal static class MatMul
             bool prefetch = Prefetch.InDecode(TW.Type);
             if (readsEveryGroupAlike && RowsApart.Pay(path))
             {
-                if (inFeatures >= RowsApart.FloatMinimumWidth)
+                if (path == KernelPath.Vector512 && inFeatures >= RowsApart.FloatMinimumWidth)
                 {
                     QuarteredRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd, prefetch);
                 }
                 else
                 {
-                    HalvedRows<TW>(weights, rowBytes, x0, bias, y, rowStart, rowEnd);
+                    HalvedRows<TW>(path, weights, rowBytes, x0, bias, y, rowStart, rowEnd, prefetch);
                 }
 
                 return;
@@ -168,24 +168,28 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// One token's rows narrower than <see cref="RowsApart.FloatMinimumWidth"/> in pairs half the range apart, the last one
-    /// alone (<see cref="RowsApart"/>); no F16 group is read exactly, as in <see cref="QuarteredRows{TW}"/>.
+    /// One token's rows in pairs half the range apart, the last one alone (<see cref="RowsApart"/>): on the 512-bit path rows
+    /// narrower than <see cref="RowsApart.FloatMinimumWidth"/>, without prefetch (<see cref="Dot{TW}.TwoRows512"/>), on the
+    /// 256-bit path every row, prefetching as <paramref name="prefetch"/> says; no F16 group is read exactly, as in
+    /// <see cref="QuarteredRows{TW}"/>.
     /// </summary>
-    private static void HalvedRows<TW>(ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
-        int rowStart, int rowEnd)
+    private static void HalvedRows<TW>(KernelPath path, ReadOnlySpan<byte> weights, int rowBytes, ReadOnlySpan<float> x, ReadOnlySpan<float> bias, Span<float> y,
+        int rowStart, int rowEnd, bool prefetch)
         where TW : struct, IWeightLoad
     {
         int half = (rowEnd - rowStart) / 2;
+        bool wide = path == KernelPath.Vector512;
         for (int j = 0; j < half; j++)
         {
-            (float a, float b) = Dot<TW>.TwoRows512(weights.Slice(j * rowBytes, rowBytes), weights.Slice((half + j) * rowBytes, rowBytes), x);
+            ReadOnlySpan<byte> first = weights.Slice(j * rowBytes, rowBytes), second = weights.Slice((half + j) * rowBytes, rowBytes);
+            (float a, float b) = wide ? Dot<TW>.TwoRows512(first, second, x) : Dot<TW>.TwoRows256(first, second, x, prefetch);
             y[rowStart + j] = WithBias(a, bias, rowStart + j);
             y[rowStart + half + j] = WithBias(b, bias, rowStart + half + j);
         }
 
         for (int n = rowStart + (2 * half); n < rowEnd; n++)
         {
-            y[n] = WithBias(Dot<TW>.RunPlaced(KernelPath.Vector512, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, prefetch: false), bias, n);
+            y[n] = WithBias(Dot<TW>.RunPlaced(path, weights.Slice((n - rowStart) * rowBytes, rowBytes), x, prefetch && !wide), bias, n);
         }
     }
 

@@ -1,11 +1,14 @@
+using System.Runtime.Intrinsics.X86;
+
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// Whether one-token decode on the 512-bit path dots several rows at once, spread evenly over the thread's range, each
-/// activation load shared by them and each row's sum the same bit for bit: BF16 and F16 placed throughout
+/// Whether one-token decode dots several rows at once, spread evenly over the thread's range, each activation load shared
+/// by them and each row's sum the same bit for bit: on the 512-bit path BF16 and F16 placed throughout
 /// (<see cref="SubnormalOperands"/>) four rows a quarter of the range apart (<see cref="Dot{TW}.FourRows512"/>) where the
 /// rows are at least <see cref="FloatMinimumWidth"/> wide and two rows half the range apart
-/// (<see cref="Dot{TW}.TwoRows512"/>) where narrower, Q8_0 two rows half the range apart
+/// (<see cref="Dot{TW}.TwoRows512"/>) where narrower; on the 256-bit path BF16 and F16 two rows half the range apart at any
+/// width (<see cref="Dot{TW}.TwoRows256"/>); on both, Q8_0 two rows half the range apart
 /// (<see cref="RowGroups.RunPaired{TKernel}"/>).
 /// </summary>
 /// <remarks>
@@ -19,8 +22,19 @@ namespace QwenSharp.Cpu.Kernels;
 /// byte per weight byte, two accumulators a row) gains in pairs (see its pair kernel) but lost in fours (one accumulator
 /// a row, as Q4_0's: 37-43 against 44-48 tokens/s). The 64-byte Q4_K, Q5_K and Q6_K kernels paired ran 3-6% faster
 /// from L2, but Q4_K_M and Q5_K_M 1.5B decoded alike (6 alternating runs each), so they go row by row. Neighbouring rows sharing loads streamed worse on Zen 4
-/// (<see cref="Dot{TW}"/>'s remarks); rows spread over the range keep sequential streams. Measured on Zen 5 only (AMD
-/// family 1Ah), so only it takes them; tests set either answer on their own thread.
+/// (<see cref="Dot{TW}"/>'s remarks); rows spread over the range keep sequential streams. On the 512-bit path measured on
+/// Zen 5 only (AMD family 1Ah), so only it takes them there.
+/// <para>
+/// On Zen 3 (AMD family 19h, AVX2 only) two streams a core pay at every width. A trial kernel read 179 MB of BF16 rows
+/// from memory in pairs at 23.5-23.9 GB/s on two threads against 16.4-18.4 row by row (896 wide), 20.0-21.6 against
+/// 17.3-18.3 (4864 wide), and on one thread 18.6-19.1 against 13.0-13.3 and 17.1-17.3 against 12.4-13.5. Qwen2.5-0.5B
+/// decoded, alternating builds, medians: BF16 28.9 against 23.6 tokens/s on two threads and 17.2 against 16.7 on one (4
+/// pairs each, each won); F16 (placed, <see cref="SubnormalOperands"/>) 29.0 against 27.3 placed row by row on two and 17.5
+/// against 16.5 on one (5 each; 23.1 and 13.9 before either change); Q8_0 50.1 against 45.4 on two and 34.5 against 31.8 on
+/// one (4 pairs each, each won). Prefetching both rows beat none (F16, 3 alternations: 26.8-27.5 against 25.7-26.6 on two,
+/// 16.4-17.9 against 13.6-15.2 on one). Four rows would need sixteen accumulators, all of AVX2's registers. Zen 1 and 2 and
+/// Intel's AVX2 cores are not measured and go row by row. Tests set either answer on their own thread.
+/// </para>
 /// </remarks>
 internal static class RowsApart
 {
@@ -40,10 +54,18 @@ internal static class RowsApart
     /// </summary>
     public const int FloatMinimumWidth = 2048;
 
-    private static readonly bool s_pays = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
+    private static readonly bool s_pays512 = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
+
+    /// <summary>Zen 3: AMD family 19h without AVX-512 (Zen 4, also 19h, has it and takes the 512-bit path).</summary>
+    private static readonly bool s_pays256 = CpuIdentity.IsAmd && CpuIdentity.Family == 0x19 && !Avx512F.IsSupported;
 
     /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>
-    public static bool Pay(KernelPath path) => path == KernelPath.Vector512 && ThreadOverride<Switch>.Or(s_pays);
+    public static bool Pay(KernelPath path) => path switch
+    {
+        KernelPath.Vector512 => ThreadOverride<Switch>.Or(s_pays512),
+        KernelPath.Vector256 => ThreadOverride<Switch>.Or(s_pays256),
+        _ => false,
+    };
 
     /// <summary>Until disposed, this thread takes <paramref name="apart"/> as the CPU's answer (for tests).</summary>
     public static ThreadOverride<Switch>.Scope Assume(bool apart) => ThreadOverride<Switch>.Set(apart);

@@ -11,12 +11,15 @@ namespace QwenSharp.Cpu.Kernels;
 /// timed beside it placed throughout, against 74-84% by the maps (<c>bench stream</c>, alternating builds; a first trial,
 /// with the map test made constant false, 86-92% against 81-84%, BF16 alike in both builds). F16 0.5B decoded 22.3
 /// against 19.9 tokens/s on one thread (medians of 4 alternating pairs, each pair faster placed) and 40.8 against 38.1
-/// on two (3 pairs). So AMD family 19h with AVX-512 (Zen 4) and later read F16 weights placed; Zen 3 (also 19h, no
-/// AVX-512) is not measured and keeps the maps. Tests set either answer on their own thread.
+/// on two (3 pairs). On Zen 3 (also family 19h, AVX2 only) one core streamed such rows placed at 78.6-83.5% of the sum
+/// against 64.3-75.1% by the maps, and from L2 at 19-20 GB/s against 14-16 (<c>bench stream --placed on|off</c>, 2
+/// alternations each); F16 0.5B decoded 14.9-17.2 against 12.3-15.4 tokens/s on one thread and 25.5-30.4 against
+/// 24.8-26.6 on two (3 alternating pairs each, each pair faster placed). So AMD family 19h (Zen 3, Zen 4) and later read
+/// F16 weights placed; Zen 1 and 2 (17h) are not measured and keep the maps. Tests set either answer on their own thread.
 /// </summary>
 internal static class SubnormalOperands
 {
-    private static readonly bool s_fullSpeed = Avx512F.IsSupported && CpuIdentity.IsAmd && CpuIdentity.Family >= 0x19;
+    private static readonly bool s_fullSpeed = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x19;
 
     /// <summary>Whether F16 decode reads its weights by placement throughout (see the class).</summary>
     public static bool AtFullSpeed => ThreadOverride<Switch>.Or(s_fullSpeed);

@@ -26,10 +26,13 @@ public sealed class QuantizeCommandTests
         float[][] theirs = LlamaCpp.Logits(output, reference.PromptIds);
         using IBackend backend = TestBackends.Create("cpu");
         using Qwen2Model model = Qwen2Model.Load(output, backend);
-        float[][] ours = Model.ReferenceModelTests.AllPositionLogits(model, reference.PromptIds);
+        // llama.cpp rounds the activations to 8 bits inside every product with these weights (see LlamaCppOracleTests), as
+        // our one-token steps do on every CPU; our prefill keeps them in f32 where the CPU has no VNNI, and on an AVX2-only
+        // Zen 3 that alone put one Q4_1 position 7% past this bound (all positions at once: 0.149 on logits up to 2.79; one
+        // token a step: at most 77% of it).
+        float[][] ours = Model.ReferenceModelTests.OneTokenPerStepLogits(model, reference.PromptIds);
         for (int p = 0; p < ours.Length; p++)
         {
-            // llama.cpp's Q8_0 products round the activations to 8 bits too (see LlamaCppOracleTests).
             double scale = ours[p].Max(Math.Abs), error = ours[p].Zip(theirs[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"position {p}: {error:E3}");
         }

@@ -62,8 +62,8 @@ public class F16ExactGroupMapTests
     {
         // Rows of f16 weights in ±0.035 (as the random models'), about one group in ten holding a subnormal, and some whole
         // zero and subnormal groups: one-token decode by the rows' maps (where subnormal FMAs are slow) and placed
-        // throughout (where they are not, SubnormalOperands), also rows apart on the 512-bit path (RowsApart: four for wide
-        // rows, two for narrow), against the finite loader with unscaled activations; each with and without the weight
+        // throughout (where they are not, SubnormalOperands), also rows apart (RowsApart: on the 512-bit path four for wide
+        // rows and two for narrow, on the 256-bit path two), against the finite loader with unscaled activations; each with and without the weight
         // prefetch (Prefetch.InDecode), so every CPU runs both instantiations of each read.
         foreach (int cols in new[] { RowsApart.FloatMinimumWidth + 35, 931 })
         {

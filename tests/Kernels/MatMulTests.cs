@@ -16,13 +16,15 @@ public sealed class MatMulTests
 
     public static TheoryData<KernelPath> Paths() => [.. KernelPaths.All];
 
-    [Fact]
-    public void Bf16Decode_InRowsApart_GivesEachRowsOwnSumBitForBit()
+    [Theory]
+    [InlineData(KernelPath.Vector512)]
+    [InlineData(KernelPath.Vector256)]
+    public void Bf16Decode_InRowsApart_GivesEachRowsOwnSumBitForBit(KernelPath path)
     {
-        // One token's BF16 rows in fours a quarter of the range apart (RowsApart): the same sums as row by row, for row
-        // counts with 0 to 3 rows left over, a range that does not start at row 0, widths with a vector tail and a scalar
-        // tail, with and without bias; and rows narrower than RowsApart.FloatMinimumWidth, which go in pairs half the range
-        // apart (0 or 1 left over).
+        // One token's BF16 rows in fours a quarter of the range apart (RowsApart, 512-bit path): the same sums as row by row,
+        // for row counts with 0 to 3 rows left over, a range that does not start at row 0, widths with a vector tail and a
+        // scalar tail, with and without bias; and rows narrower than RowsApart.FloatMinimumWidth, which go in pairs half the
+        // range apart (0 or 1 left over). On the 256-bit path every row goes in pairs.
         int wide = RowsApart.FloatMinimumWidth;
         foreach (var (rows, cols, start) in new[] { (1, wide, 0), (2, wide + 16, 0), (7, wide + 35, 0), (36, wide + 5, 0), (37, wide + 1003, 3), (64, 4864, 11), (10, wide + 80, 0),
             (9, 896, 0), (1, 896, 0), (2, 96, 0), (12, 900, 5), (13, 35, 0) })
@@ -39,19 +41,19 @@ public sealed class MatMulTests
                 ReadOnlySpan<float> b = withBias ? bias : default;
                 using (RowsApart.Assume(true))
                 {
-                    MatMul.Rows<Bf16Load>(KernelPath.Vector512, range, cols, rows, x, default, 1, b, apart, start, rows, []);
+                    MatMul.Rows<Bf16Load>(path, range, cols, rows, x, default, 1, b, apart, start, rows, []);
                 }
 
                 using (RowsApart.Assume(false))
                 {
-                    MatMul.Rows<Bf16Load>(KernelPath.Vector512, range, cols, rows, x, default, 1, b, alone, start, rows, []);
+                    MatMul.Rows<Bf16Load>(path, range, cols, rows, x, default, 1, b, alone, start, rows, []);
                 }
 
                 for (int r = start; r < rows; r++)
                 {
-                    float expected = Dot<Bf16Load>.Vector512(weights.AsSpan(r * cols * 2, cols * 2), x) + (withBias ? bias[r] : 0f);
-                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{rows} x {cols} from {start}, row {r}, bias {withBias}: rows apart {apart[r]}, alone {expected}");
-                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(alone[r]), $"{rows} x {cols} from {start}, row {r}, bias {withBias}: row by row {alone[r]}, expected {expected}");
+                    float expected = Dot<Bf16Load>.Run(path, weights.AsSpan(r * cols * 2, cols * 2), x) + (withBias ? bias[r] : 0f);
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(apart[r]), $"{path}, {rows} x {cols} from {start}, row {r}, bias {withBias}: rows apart {apart[r]}, alone {expected}");
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(alone[r]), $"{path}, {rows} x {cols} from {start}, row {r}, bias {withBias}: row by row {alone[r]}, expected {expected}");
                 }
             }
         }

@@ -120,9 +120,11 @@ public sealed class Q8IntegerKernelTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Q8_0_rows_in_pairs_give_each_row_its_own_sum_bit_for_bit(bool withoutVnni)
+    [InlineData(KernelPath.Vector512, false)]
+    [InlineData(KernelPath.Vector512, true)]
+    [InlineData(KernelPath.Vector256, false)]
+    [InlineData(KernelPath.Vector256, true)]
+    public void Q8_0_rows_in_pairs_give_each_row_its_own_sum_bit_for_bit(KernelPath path, bool withoutVnni)
     {
         // RowsApart' order (rows half the range apart, two pairs a pass) against row by row: counts with whole passes only,
         // a pair left over, an odd row left over, and both; five blocks (two pairs of blocks and one left over).
@@ -133,21 +135,21 @@ public sealed class Q8IntegerKernelTests
             byte[] matrix = RandomRows(DType.Q8_0, rows * blocks, 600 + rows);
             float[] x = KernelData.Floats(blocks * 32, rows, scale: 2f);
             var q8 = new Q8Activations();
-            q8.Quantize(x, 1, x.Length, KernelPath.Vector512);
+            q8.Quantize(x, 1, x.Length, path);
             float[] paired = Enumerable.Repeat(float.NaN, rows + 1).ToArray(), alone = new float[rows];
             using (RowsApart.Assume(true))
             {
-                Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), paired);
+                Q8IntegerKernel.DotRows(path, DType.Q8_0, matrix, rows, q8.Row(0), paired);
             }
 
             using (RowsApart.Assume(false))
             {
-                Q8IntegerKernel.DotRows(KernelPath.Vector512, DType.Q8_0, matrix, rows, q8.Row(0), alone);
+                Q8IntegerKernel.DotRows(path, DType.Q8_0, matrix, rows, q8.Row(0), alone);
             }
 
             for (int r = 0; r < rows; r++)
             {
-                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(paired[r]), $"{rows} rows: row {r} paired {paired[r]}, alone {alone[r]}");
+                Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(paired[r]), $"{path}, {rows} rows: row {r} paired {paired[r]}, alone {alone[r]}");
             }
 
             Assert.True(float.IsNaN(paired[rows]), $"{rows} rows: wrote past the rows' results");

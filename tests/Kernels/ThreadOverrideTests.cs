@@ -51,7 +51,8 @@ public sealed class ThreadOverrideTests
             using (RowsApart.Assume(true))
             {
                 Assert.True(RowsApart.Pay(KernelPath.Vector512));
-                Assert.False(RowsApart.Pay(KernelPath.Vector256));
+                Assert.True(RowsApart.Pay(KernelPath.Vector256));
+                Assert.False(RowsApart.Pay(KernelPath.Scalar));
             }
         }
 
