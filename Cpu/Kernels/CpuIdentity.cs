@@ -4,7 +4,7 @@ namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
 /// The CPU's vendor and family from CPUID, for the choices that depend on the microarchitecture rather than on the
-/// instruction sets (<see cref="VectorUnits"/>, <see cref="SubnormalOperands"/>, <see cref="PanelDecode"/>).
+/// instruction sets (<see cref="VectorUnits"/>, <see cref="SubnormalOperands"/>, <see cref="PanelDecode"/>, <see cref="RowsApart"/>).
 /// </summary>
 internal static class CpuIdentity
 {
@@ -32,6 +32,17 @@ internal static class CpuIdentity
     /// <summary>The rule of <see cref="IsZen1Class"/> for a vendor, family and model.</summary>
     internal static bool Zen1Class(string vendor, int family, int model) =>
         (vendor == "AuthenticAMD" && family == 0x17 && model < 0x30) || (vendor == "HygonGenuine" && family == 0x18);
+
+    /// <summary>
+    /// Whether this is a Zen 3 core (AMD family 19h, models 00h-0Fh and 20h-5Fh: Milan, Vermeer, Rembrandt, Cezanne; the rest
+    /// of 19h is Zen 4), whose 256-bit units are whole but which has no AVX-512 (<see cref="RowsApart"/>,
+    /// <see cref="SubnormalOperands"/>, <see cref="PanelDecode"/>).
+    /// </summary>
+    public static bool IsZen3 { get; } = Zen3(Vendor, Family, Model);
+
+    /// <summary>The rule of <see cref="IsZen3"/> for a vendor, family and model.</summary>
+    internal static bool Zen3(string vendor, int family, int model) =>
+        vendor == "AuthenticAMD" && family == 0x19 && (model < 0x10 || model is >= 0x20 and < 0x60);
 
     /// <summary>The 12 characters of leaf 0: EBX, EDX, ECX, four little-endian bytes each.</summary>
     private static string VendorOf((int Eax, int Ebx, int Ecx, int Edx) leaf)

@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics.X86;
-
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
@@ -56,8 +54,7 @@ internal static class RowsApart
 
     private static readonly bool s_pays512 = CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A;
 
-    /// <summary>Zen 3: AMD family 19h without AVX-512 (Zen 4, also 19h, has it and takes the 512-bit path).</summary>
-    private static readonly bool s_pays256 = CpuIdentity.IsAmd && CpuIdentity.Family == 0x19 && !Avx512F.IsSupported;
+    private static readonly bool s_pays256 = CpuIdentity.IsZen3;
 
     /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>
     public static bool Pay(KernelPath path) => path switch

@@ -30,4 +30,16 @@ public sealed class CpuIdentityTests
     [InlineData("GenuineIntel", 0x06, 0x8F, false)]
     public void Zen1Class_IsTheFirstZenCoreByEitherVendor(string vendor, int family, int model, bool expected) =>
         Assert.Equal(expected, CpuIdentity.Zen1Class(vendor, family, model));
+
+    [Theory]
+    [InlineData("AuthenticAMD", 0x19, 0x01, true)]    // Zen 3 (EPYC 7003, Milan)
+    [InlineData("AuthenticAMD", 0x19, 0x21, true)]    // Zen 3 (Ryzen 5000, Vermeer)
+    [InlineData("AuthenticAMD", 0x19, 0x50, true)]    // Zen 3 (Cezanne)
+    [InlineData("AuthenticAMD", 0x19, 0x11, false)]   // Zen 4 (EPYC 9004, Genoa)
+    [InlineData("AuthenticAMD", 0x19, 0x61, false)]   // Zen 4 (Ryzen 7000, Raphael)
+    [InlineData("AuthenticAMD", 0x17, 0x31, false)]   // Zen 2 (Rome)
+    [InlineData("AuthenticAMD", 0x1A, 0x02, false)]   // Zen 5
+    [InlineData("GenuineIntel", 0x06, 0x8F, false)]
+    public void Zen3_IsFamily19hBelowZen4sModels(string vendor, int family, int model, bool expected) =>
+        Assert.Equal(expected, CpuIdentity.Zen3(vendor, family, model));
 }
