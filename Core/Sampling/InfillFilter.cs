@@ -63,35 +63,83 @@ public static class InfillFilter
     /// A token whose text begins another's absorbs it, or is absorbed by it when the other is more likely (in the
     /// candidates' order, as llama.cpp visits the pairs); an absorbed token is gone.
     /// </summary>
+    /// <remarks>
+    /// llama.cpp tries every pair, which over a whole vocabulary (no top-k before, 151,936 candidates) is 2.3e10 tries: a
+    /// hang. Only pairs whose first text begins the second's do anything, and in byte order the texts that begin with a
+    /// given one are a run starting where it would sort, so each candidate visits just that run (in the candidates' order,
+    /// which keeps llama.cpp's outcome): at most a few tokens per text's length in all.
+    /// </remarks>
     private static void Merge(List<int> order, Dictionary<int, double> p, InfillVocabulary vocabulary)
     {
+        byte[][] pieces = vocabulary.Pieces;
+        var rank = new Dictionary<int, int>(order.Count);
+        for (int i = 0; i < order.Count; i++)
+        {
+            rank[order[i]] = i;
+        }
+
+        int[] byText = [.. order.Where(id => pieces[id].Length > 0)];
+        Array.Sort(byText, (x, y) => pieces[x].AsSpan().SequenceCompareTo(pieces[y]) is int c && c != 0 ? c : rank[x].CompareTo(rank[y]));
         var gone = new HashSet<int>();
+        var longer = new List<int>();
         foreach (int first in order)
         {
-            foreach (int second in order)
+            byte[] a = pieces[first];
+            if (a.Length == 0 || gone.Contains(first))
+            {
+                continue;
+            }
+
+            longer.Clear();
+            for (int k = StartOfRun(byText, pieces, a); k < byText.Length && pieces[byText[k]].AsSpan().StartsWith(a); k++)
+            {
+                if (byText[k] != first)
+                {
+                    longer.Add(byText[k]);
+                }
+            }
+
+            longer.Sort((x, y) => rank[x].CompareTo(rank[y]));
+            foreach (int second in longer)
             {
                 if (gone.Contains(first))
                 {
                     break;
                 }
 
-                if (first == second || gone.Contains(second))
+                if (gone.Contains(second))
                 {
                     continue;
                 }
 
-                byte[] a = vocabulary.Pieces[first], b = vocabulary.Pieces[second];
-                if (a.Length > 0 && a.Length <= b.Length && b.AsSpan(0, a.Length).SequenceEqual(a))
-                {
-                    (int into, int from) = p[second] > p[first] ? (second, first) : (first, second);
-                    p[into] += p[from];
-                    p[from] = 0;
-                    gone.Add(from);
-                }
+                (int into, int from) = p[second] > p[first] ? (second, first) : (first, second);
+                p[into] += p[from];
+                p[from] = 0;
+                gone.Add(from);
             }
         }
 
         order.RemoveAll(gone.Contains);
+    }
+
+    /// <summary>The first index of <paramref name="byText"/> (sorted by text) whose text is not below <paramref name="text"/>.</summary>
+    private static int StartOfRun(int[] byText, byte[][] pieces, byte[] text)
+    {
+        int lo = 0, hi = byText.Length;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (pieces[byText[mid]].AsSpan().SequenceCompareTo(text) < 0)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        return lo;
     }
 
     private static void KeepOnly(Span<float> logits, List<int> candidates, Func<int, bool> keep)
