@@ -32,7 +32,7 @@ internal static class OllamaEndpoint
     private static readonly HashSet<string> s_embeddingsFields = ["model", "prompt", "options", "keep_alive"];
 
     /// <summary>The chat completions fields a raw generation's <see cref="OllamaRequest.RawGeneration"/> gives.</summary>
-    private static readonly HashSet<string> s_rawFields = ["model", "stream", "max_tokens", "stop", .. ResponseFormat.Fields, .. SamplingFields.Names];
+    private static readonly HashSet<string> s_rawFields = ["model", "stream", "max_tokens", "stop", "logprobs", "top_logprobs", .. ResponseFormat.Fields, .. SamplingFields.Names];
 
     /// <summary>Whether <paramref name="http"/> is a request to Ollama's API (whose errors take its shape).</summary>
     public static bool Handles(HttpContext http) => http.Request.Path.StartsWithSegments(Prefix, StringComparison.Ordinal);
@@ -78,7 +78,7 @@ internal static class OllamaEndpoint
         }
 
         using JsonDocument request = chat ? OllamaRequest.ChatToChat(body.RootElement) : OllamaRequest.GenerateToChat(body.RootElement);
-        await ChatCompletionsEndpoint.AnswerAsync(http, server, request.RootElement, (_, _, _) => new OllamaWriter(http, model, chat)).ConfigureAwait(false);
+        await ChatCompletionsEndpoint.AnswerAsync(http, server, request.RootElement, (_, _, _) => new OllamaWriter(http, server.Tokenizer, model, chat)).ConfigureAwait(false);
     }
 
     /// <summary>The model as the request names it (answers echo it), else the served one's tag.</summary>
@@ -113,20 +113,20 @@ internal static class OllamaEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "prompt", 1, SamplingFields.Read(request, server.Model.Config.VocabSize), maxTokens,
-            request.StringOrList("stop", 16, 4096), null, primeText: true, deadline.Token, constraint: ResponseFormat.Read(request, server)?.Constraint,
+            request.StringOrList("stop", 16, 4096), OllamaRequest.RawLogprobs(request), primeText: true, deadline.Token, constraint: ResponseFormat.Read(request, server)?.Constraint,
             endTokens: endTokens);
         Jobs.Submit(server, job);
-        var writer = new OllamaWriter(http, model, chat: false);
+        var writer = new OllamaWriter(http, server.Tokenizer, model, chat: false);
         if (!stream)
         {
             (ChoiceState[] choices, JobFinishedEvent usage) = await Jobs.CollectAsync(job, deadline).ConfigureAwait(false);
-            await writer.WholeAsync([new ChatAnswer(choices[0].Text.ToString(), [], ChoiceState.FinishReason(choices[0].Reason ?? StopReason.Length), [])], usage).ConfigureAwait(false);
+            await writer.WholeAsync([new ChatAnswer(choices[0].Text.ToString(), [], ChoiceState.FinishReason(choices[0].Reason ?? StopReason.Length), choices[0].Logprobs)], usage).ConfigureAwait(false);
             return;
         }
 
         await Jobs.StreamAsync(http, server, job, deadline, next => next switch
         {
-            TokenEvent token => writer.ChunkAsync(0, token.Text, null, null, null),
+            TokenEvent token => writer.ChunkAsync(0, token.Text, token.Logprobs, null, null),
             ChoiceFinishedEvent finished => writer.ChunkAsync(0, finished.Text, null, null, ChoiceState.FinishReason(finished.Reason)),
             JobFinishedEvent usage => writer.FinishedAsync(usage),
             _ => Task.CompletedTask,

@@ -16,8 +16,8 @@ namespace QwenSharp.Server.Api;
 /// </summary>
 internal static class OllamaRequest
 {
-    private static readonly HashSet<string> s_chatFields = ["model", "messages", "tools", "format", "options", "stream", "keep_alive", "think"];
-    private static readonly HashSet<string> s_generateFields = ["model", "prompt", "suffix", "system", "images", "format", "options", "stream", "keep_alive", "think", "raw", "template", "context"];
+    private static readonly HashSet<string> s_chatFields = ["model", "messages", "tools", "format", "options", "stream", "keep_alive", "think", "logprobs", "top_logprobs"];
+    private static readonly HashSet<string> s_generateFields = ["model", "prompt", "suffix", "system", "images", "format", "options", "stream", "keep_alive", "think", "raw", "template", "context", "logprobs", "top_logprobs"];
     private static readonly HashSet<string> s_messageFields = ["role", "content", "images", "tool_calls", "tool_name", "thinking"];
     private static readonly HashSet<string> s_callFields = ["function", "id", "type"];
     private static readonly HashSet<string> s_functionFields = ["name", "arguments", "index"];
@@ -156,6 +156,24 @@ internal static class OllamaRequest
         return (fields, request.String("prompt") ?? "", string.IsNullOrEmpty(suffix) ? null : suffix);
     }
 
+    /// <summary>
+    /// Ollama's log-probs (since 0.12.11): <c>logprobs</c> asks for each new token's, <c>top_logprobs</c> (0-20) for that
+    /// many of the likeliest at each step besides; as in Ollama, <c>top_logprobs</c> alone gives none.
+    /// </summary>
+    private static void WriteLogprobs(RequestFields request, Utf8JsonWriter w)
+    {
+        bool asked = request.Bool("logprobs") ?? false;
+        int top = request.Int("top_logprobs", 0, 20) ?? 0;
+        if (asked)
+        {
+            w.WriteBoolean("logprobs", true);
+            w.WriteNumber("top_logprobs", top);
+        }
+    }
+
+    /// <summary>Whether <paramref name="fields"/> (a request <see cref="RawGeneration"/> wrote) ask for log-probs, and how many alternatives a step.</summary>
+    public static int? RawLogprobs(RequestFields fields) => fields.Bool("logprobs") == true ? fields.Int("top_logprobs", 0, 20) ?? 0 : null;
+
     private static void RefuseTemplateAndContext(RequestFields request)
     {
         if (request.Get("template") is JsonElement template && template.ValueKind == JsonValueKind.String && template.GetString()!.Length > 0)
@@ -192,14 +210,7 @@ internal static class OllamaRequest
         WriteModel(request, w);
 
         w.WriteBoolean("stream", request.Bool("stream") ?? true);
-        foreach (string field in new[] { "logprobs", "top_logprobs" })
-        {
-            // Newer Ollama's log-probs: refused rather than left unanswered (OpenAI's endpoints give them).
-            if (request.Get(field) is JsonElement asked && asked.ValueKind is not (JsonValueKind.False or JsonValueKind.Null) && !(asked.ValueKind == JsonValueKind.Number && asked.GetDouble() == 0))
-            {
-                throw ApiException.BadField(field, $"'{field}' is not supported on /api: POST /v1/chat/completions and /v1/completions give log-probs");
-            }
-        }
+        WriteLogprobs(request, w);
 
         if (request.Get("think") is JsonElement think && think.ValueKind is not (JsonValueKind.False or JsonValueKind.Null))
         {

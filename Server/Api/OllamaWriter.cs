@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Generation;
 using QwenSharp.Server.Scheduling;
+using QwenSharp.Tokenization;
 
 namespace QwenSharp.Server.Api;
 
@@ -15,9 +16,10 @@ namespace QwenSharp.Server.Api;
 /// <c>done_reason</c> (stop, length) and the counts and times (nanoseconds) Ollama gives: <c>total_duration</c>,
 /// <c>load_duration</c> (0: the model is loaded), <c>prompt_eval_count</c>/<c>_duration</c> (to the first token) and
 /// <c>eval_count</c>/<c>_duration</c> (after it). Tool calls go out whole, their arguments an object, in the message
-/// before the last line, as Ollama sends them.
+/// before the last line, as Ollama sends them. Asked for (<c>logprobs</c>), each object lists its tokens' log-probs in
+/// <c>logprobs</c> (<c>token</c>, <c>logprob</c>, <c>bytes</c>, <c>top_logprobs</c>), as Ollama's do.
 /// </summary>
-internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : IChatAnswerWriter
+internal sealed class OllamaWriter(HttpContext http, Tokenizer tokenizer, string model, bool chat) : IChatAnswerWriter
 {
     private static readonly byte[] s_newline = "\n"u8.ToArray();
     private readonly long _started = Stopwatch.GetTimestamp();
@@ -72,6 +74,7 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
             w.WriteStartObject();
             WriteHead(w);
             WriteText(w, answer.Content ?? "", [.. answer.Calls.Select(c => (c.Name, c.ArgumentsJson))]);
+            WriteLogprobs(w, answer.Logprobs);
             WriteDone(w, DoneReason(answer.FinishReason), usage);
             w.WriteEndObject();
         });
@@ -97,13 +100,14 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
             call.Arguments.Append(delta.Arguments);
         }
 
-        if (content.Length > 0)
+        if (content.Length > 0 || logprobs is not null)
         {
             await LineAsync(w =>
             {
                 w.WriteStartObject();
                 WriteHead(w);
                 WriteText(w, content, []);
+                WriteLogprobs(w, logprobs is null ? [] : [logprobs]);
                 w.WriteBoolean("done", false);
                 w.WriteEndObject();
             }).ConfigureAwait(false);
@@ -138,6 +142,15 @@ internal sealed class OllamaWriter(HttpContext http, string model, bool chat) : 
     });
 
     public Task FailedAsync(ApiException error) => LineAsync(w => WriteError(w, error));
+
+    /// <summary>The tokens' log-probs, where there are any (only where the request asked).</summary>
+    private void WriteLogprobs(Utf8JsonWriter w, IReadOnlyCollection<TokenLogprobs> logprobs)
+    {
+        if (logprobs.Count > 0)
+        {
+            TokenPiece.WriteLogprobs(w, "logprobs", logprobs, tokenizer, ids: false);
+        }
+    }
 
     /// <summary>Ollama's done_reason: a call or a stop string is a stop, as Ollama says.</summary>
     private static string DoneReason(string finishReason) => finishReason == "length" ? "length" : "stop";

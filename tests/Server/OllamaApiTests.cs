@@ -86,6 +86,52 @@ public sealed class OllamaApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Logprobs_AreTheReferenceLogprobs_WholeStreamedAndRaw()
+    {
+        // The first new token is chosen at the prompt's last position, where transformers' reference has the top logits.
+        Reference reference = Reference.Load("tiny-qwen2");
+        ReferencePosition last = reference.Positions[^1];
+        void AssertFirst(JsonElement logprobs, string what)
+        {
+            JsonElement first = logprobs[0];
+            Assert.Equal(TestTokenizers.Qwen.Decode([reference.GreedyNewIds[0]]), first.GetProperty("token").GetString());
+            Assert.True(Math.Abs(last.TopLogits[0] - last.LogSumExp - first.GetProperty("logprob").GetDouble()) < 1e-4, $"{what}: {first}");
+            JsonElement top = first.GetProperty("top_logprobs");
+            Assert.Equal(3, top.GetArrayLength());
+            for (int k = 0; k < 3; k++)
+            {
+                Assert.True(Math.Abs(last.TopLogits[k] - last.LogSumExp - top[k].GetProperty("logprob").GetDouble()) < 1e-4, $"{what}, alternative {k}: {top[k]}");
+                Assert.Equal(TestTokenizers.Qwen.Decode([last.TopIds[k]]), top[k].GetProperty("token").GetString());
+            }
+        }
+
+        const string Asked = ", \"logprobs\": true, \"top_logprobs\": 3";
+        JsonElement whole = await _server.PostOkAsync("/api/chat", ReferenceRequest(", \"stream\": false" + Asked));
+        Assert.Equal(6, whole.GetProperty("logprobs").GetArrayLength());
+        AssertFirst(whole.GetProperty("logprobs"), "whole");
+        Assert.All(whole.GetProperty("logprobs").EnumerateArray(), t => Assert.True(t.GetProperty("logprob").GetDouble() <= 0));
+
+        using var content = new StringContent(ReferenceRequest(Asked), Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/api/chat", content);
+        JsonElement[] lines = [.. (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)];
+        JsonElement[] streamed = [.. lines.Where(l => l.TryGetProperty("logprobs", out _)).SelectMany(l => l.GetProperty("logprobs").EnumerateArray())];
+        Assert.Equal(6, streamed.Length);
+        AssertFirst(JsonDocument.Parse(JsonSerializer.Serialize(streamed)).RootElement, "streamed");
+
+        // Raw: the rendered chat as it is gives the same; without "logprobs" no line carries any.
+        (string system, string user) = OpenAiClientTests.ReferenceConversation();
+        JsonElement rendered = await _server.PostOkAsync("/apply-template", JsonSerializer.Serialize(new { messages = new[] { new { role = "system", content = system }, new { role = "user", content = user } } }));
+        JsonElement raw = await _server.PostOkAsync("/api/generate", JsonSerializer.Serialize(new
+        {
+            model = "tiny", prompt = rendered.GetProperty("prompt").GetString(), raw = true, stream = false, logprobs = true, top_logprobs = 3, options = new { temperature = 0, num_predict = 6 },
+        }));
+        Assert.Equal(6, raw.GetProperty("logprobs").GetArrayLength());
+        AssertFirst(raw.GetProperty("logprobs"), "raw");
+        JsonElement plain = await _server.PostOkAsync("/api/chat", ReferenceRequest(", \"stream\": false, \"top_logprobs\": 3"));
+        Assert.False(plain.TryGetProperty("logprobs", out _), "top_logprobs without logprobs gives none, as in Ollama");
+    }
+
+    [Fact]
     public async Task AGeneration_IsTheChatOfItsSystemAndPrompt()
     {
         (string system, string user) = OpenAiClientTests.ReferenceConversation();
@@ -268,8 +314,9 @@ public sealed class OllamaMalformedRequestTests : IAsyncLifetime
         { "/api/embed", "{}", "input" },
         { "/api/embeddings", "{}", "'prompt' is required" },
         { "/api/show", "{}", "'model' is required" },
-        { "/api/chat", "{\"messages\": " + Hi + ", \"logprobs\": true}", "'logprobs' is not supported on /api" },
-        { "/api/generate", "{\"prompt\": \"x\", \"top_logprobs\": 3}", "'top_logprobs' is not supported on /api" },
+        { "/api/chat", "{\"messages\": " + Hi + ", \"logprobs\": 1}", "'logprobs' must be true or false" },
+        { "/api/generate", "{\"prompt\": \"x\", \"logprobs\": true, \"top_logprobs\": 21}", "'top_logprobs' must be an integer from 0 to 20" },
+        { "/api/generate", "{\"prompt\": \"x\", \"raw\": true, \"logprobs\": true, \"top_logprobs\": -1}", "'top_logprobs' must be an integer from 0 to 20" },
     };
 
     [Theory]

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using QwenSharp.Server.Api;
 using QwenSharp.Server.Scheduling;
+using QwenSharp.Tests.Support;
 
 namespace QwenSharp.Tests.Server;
 
@@ -20,7 +21,7 @@ public sealed class OllamaWriterTests
         var http = new DefaultHttpContext();
         using var body = new MemoryStream();
         http.Response.Body = body;
-        var writer = new OllamaWriter(http, "tiny:latest", chat: true);
+        var writer = new OllamaWriter(http, TestTokenizers.Qwen, "tiny:latest", chat: true);
 
         await writer.OpenAsync(0);
         await writer.ChunkAsync(0, "Let me check.", null, null, null);
