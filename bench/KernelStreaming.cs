@@ -47,28 +47,10 @@ internal static unsafe class KernelStreaming
         int trials = PeerDecode.Count(args, "--trials", 12, minimum: 2);
         KernelPath path = KernelPaths.Default;
         int? cols = PeerDecode.Option(args, "--cols") is null ? null : PeerDecode.Count(args, "--cols", 0, minimum: 1);
-        using ThreadOverride<RowsApart.Switch>.Scope? apart = PeerDecode.Option(args, "--rows-apart") switch
-        {
-            null => null,
-            "on" => RowsApart.Assume(true),
-            "off" => RowsApart.Assume(false),
-            string other => throw new ArgumentException($"--rows-apart {other}: expected on or off"),
-        };
-        using ThreadOverride<VectorUnits.Switch>.Scope? wide = PeerDecode.Option(args, "--wide") switch
-        {
-            null => null,
-            "on" => VectorUnits.Assume(true),
-            "off" => VectorUnits.Assume(false),
-            string other => throw new ArgumentException($"--wide {other}: expected on or off"),
-        };
+        using ThreadOverride<RowsApart.Switch>.Scope? apart = OnOff(args, "--rows-apart", RowsApart.Assume);
+        using ThreadOverride<VectorUnits.Switch>.Scope? wide = OnOff(args, "--wide", VectorUnits.Assume);
 
-        using ThreadOverride<SubnormalOperands.Switch>.Scope? placed = PeerDecode.Option(args, "--placed") switch
-        {
-            null => null,
-            "on" => SubnormalOperands.Assume(true),
-            "off" => SubnormalOperands.Assume(false),
-            string other => throw new ArgumentException($"--placed {other}: expected on or off"),
-        };
+        using ThreadOverride<SubnormalOperands.Switch>.Scope? placed = OnOff(args, "--placed", SubnormalOperands.Assume);
 
         // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).
         long bytes = PeerDecode.Option(args, "--kib") is null ? Bytes : 1024L * Math.Min(PeerDecode.Count(args, "--kib", 0, minimum: MinimumKib), (int)(Bytes >> 10));
@@ -137,6 +119,17 @@ internal static unsafe class KernelStreaming
             HugePages.Free(weightBuffer);
         }
     }
+
+    /// <summary>A switch the option <paramref name="name"/> sets on or off for this thread (<paramref name="assume"/>); null where not given.</summary>
+    private static ThreadOverride<TSwitch>.Scope? OnOff<TSwitch>(string[] args, string name, Func<bool, ThreadOverride<TSwitch>.Scope> assume)
+        where TSwitch : struct =>
+        PeerDecode.Option(args, name) switch
+        {
+            null => null,
+            "on" => assume(true),
+            "off" => assume(false),
+            string other => throw new ArgumentException($"{name} {other}: expected on or off"),
+        };
 
     /// <summary>The rows 1024 at a time (a product's share, as the linear job hands them out): (first row, count).</summary>
     private static Action InChunks(int rows, Action<int, int> dot) => () =>

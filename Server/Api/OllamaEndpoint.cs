@@ -113,7 +113,7 @@ internal static class OllamaEndpoint
 
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, [ids], "prompt", 1, SamplingFields.Read(request, server.Model.Config.VocabSize), maxTokens,
-            request.StringOrList("stop", 16, 4096), OllamaRequest.RawLogprobs(request), primeText: true, deadline.Token, constraint: ResponseFormat.Read(request, server)?.Constraint,
+            request.StringOrList("stop", 16, 4096), OllamaRequest.Logprobs(request), primeText: true, deadline.Token, constraint: ResponseFormat.Read(request, server)?.Constraint,
             endTokens: endTokens);
         Jobs.Submit(server, job);
         var writer = new OllamaWriter(http, server.Tokenizer, model, chat: false);

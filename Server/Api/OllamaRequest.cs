@@ -162,17 +162,24 @@ internal static class OllamaRequest
     /// </summary>
     private static void WriteLogprobs(RequestFields request, Utf8JsonWriter w)
     {
-        bool asked = request.Bool("logprobs") ?? false;
-        int top = request.Int("top_logprobs", 0, 20) ?? 0;
-        if (asked)
+        if (Logprobs(request) is int top)
         {
             w.WriteBoolean("logprobs", true);
             w.WriteNumber("top_logprobs", top);
         }
     }
 
-    /// <summary>Whether <paramref name="fields"/> (a request <see cref="RawGeneration"/> wrote) ask for log-probs, and how many alternatives a step.</summary>
-    public static int? RawLogprobs(RequestFields fields) => fields.Bool("logprobs") == true ? fields.Int("top_logprobs", 0, 20) ?? 0 : null;
+    /// <summary>
+    /// The alternatives a step <paramref name="request"/> asks log-probs for (0: only the chosen token's), or null where it
+    /// asks none; <c>top_logprobs</c> is checked either way. Read from Ollama's request and from the one
+    /// <see cref="RawGeneration"/> writes of it.
+    /// </summary>
+    public static int? Logprobs(RequestFields request)
+    {
+        bool asked = request.Bool("logprobs") ?? false;
+        int top = request.Int("top_logprobs", 0, 20) ?? 0;
+        return asked ? top : null;
+    }
 
     private static void RefuseTemplateAndContext(RequestFields request)
     {
