@@ -10,7 +10,9 @@ namespace QwenSharp.Cpu;
 /// type, zero-copy); vectors (norms, biases) are widened to f32 once, since every use reads them whole. A Q4_0 or Q4_K
 /// matrix (and a Q8_0 one where the CPU has vpdpbusd) is also repacked once into the panels the integer kernels read
 /// (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), which serve the products of several tokens (prefill, a batch's
-/// decode step, prompt lookup's guesses); its stored rows stay for decode and the embedding lookup.
+/// decode step, prompt lookup's guesses); its stored rows stay for decode and the embedding lookup. Where the CPU's Q4_K
+/// decode kernel reads paired rows (<see cref="Q4KPairedNibbles"/>), a repacked Q4_K matrix also holds its rows so
+/// rearranged, which decode then reads in place of the stored ones.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -71,6 +73,16 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>A Q4_0, Q4_K or Q8_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
+    /// <summary>A Q4_K matrix's rows with paired nibbles (<see cref="Q4KPairedNibbles"/>), owned by this weight; null where decode reads the stored rows.</summary>
+    public byte* PairedRows { get; private set; }
+
+    /// <summary>Whether decode reads <see cref="PairedRows"/>.</summary>
+    public bool HasPairedRows => PairedRows != null;
+
+    /// <summary>Rows [first, first + count) of <see cref="PairedRows"/>.</summary>
+    public ReadOnlySpan<byte> PairedRowBytesOf(int first, int count) =>
+        PairedRows == null ? throw new InvalidOperationException($"{Name} has no paired rows") : new(PairedRows + (first * RowBytes), checked((int)(count * RowBytes)));
+
     /// <summary>The kernel path the matrix was repacked for (<see cref="Repack"/>).</summary>
     private KernelPath _repackedFor;
 
@@ -109,6 +121,14 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// </summary>
     public void Repack(WeightArena arena, KernelPath path)
     {
+        if (StoredType == DType.Q4_K && PairedRows == null && Q4KPairedNibbles.Pays(path))
+        {
+            byte* paired = (byte*)arena.Allocate(RowBytes * Rows);
+            _panelArena = arena;
+            Parallel.For(0, Rows, r => Q4KPairedNibbles.Repack(RowBytesOf(r, 1), new Span<byte>(paired + (r * RowBytes), checked((int)RowBytes))));
+            PairedRows = paired;
+        }
+
         bool fits = StoredType == DType.Q8_0
             ? Q8_0Panels.Fits(Rows, Cols) && QuantPanel.MultipliesInIntegers(path, DType.Q8_0)
             : NibblePanels.Fits(StoredType, Rows, Cols);
@@ -150,6 +170,12 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         {
             _panelArena?.Free(Panels);
             Panels = null;
+        }
+
+        if (PairedRows != null)
+        {
+            _panelArena?.Free(PairedRows);
+            PairedRows = null;
         }
 
         if (_dataArena is { } arena)

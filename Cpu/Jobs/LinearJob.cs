@@ -182,6 +182,12 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _q8kReady = true;
         }
 
+        if (weight.HasPairedRows && _tokens <= MatMul.RowDotTokens && !_q8k.Paired)
+        {
+            // Q4_K's paired rows meet the activations' codes rearranged to match, once for every product of the job.
+            _q8k.PairCodes();
+        }
+
         if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.StoredType))
         {
             if (weight.StoredType is DType.Q8_0 or DType.Q4_0 && !_q8Ready)
@@ -330,6 +336,9 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.Q8_0:
                 MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
                     _tokens, bias, y, start, end, panel);
+                break;
+            case DType.Q4_K when weight.HasPairedRows && _tokens <= MatMul.RowDotTokens:
+                MatMul.PairedQ4KRows(path, weight.PairedRowBytesOf(start, end - start), n, _q8k, _tokens, bias, y, start, end);
                 break;
             case DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
 

@@ -42,12 +42,21 @@ internal static partial class KQuantIntegerKernel
     /// go four at a time so that their horizontal sums share two vhaddps: a 1536-wide row is only 6 super-blocks, and
     /// a sum per row cost a fifth of its time.
     /// </summary>
-    public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results)
+    /// <remarks>
+    /// With <paramref name="paired"/>, <paramref name="rows"/> are Q4_K rows as <see cref="Q4KPairedNibbles.Repack"/> leaves them,
+    /// read against <paramref name="x"/>'s paired codes on the 32-byte kernel (<see cref="Q4KPairedNibbles.Pays"/> says where).
+    /// </remarks>
+    public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results, bool paired = false)
     {
         int blocks = x.Codes.Length / Values;
         if (type is not (DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
             throw new ArgumentException($"{type} is not Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
+        }
+
+        if (paired && (type != DType.Q4_K || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported || x.PairedCodes.Length != x.Codes.Length))
+        {
+            throw new ArgumentException($"paired rows are Q4_K on an AVX2 path against paired activation codes: {type}, {path}, {x.PairedCodes.Length} paired codes of {x.Codes.Length}");
         }
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
@@ -56,12 +65,19 @@ internal static partial class KQuantIntegerKernel
             throw new ArgumentException($"{count} {type} rows of {blocks} super-blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
         }
 
-        var operands = new RowOperands(ref MemoryMarshal.GetReference(x.Codes), ref MemoryMarshal.GetReference(x.Scales),
+        var operands = new RowOperands(ref MemoryMarshal.GetReference(paired ? x.PairedCodes : x.Codes), ref MemoryMarshal.GetReference(x.Scales),
             ref MemoryMarshal.GetReference(type is DType.Q6_K or DType.Q2_K or DType.Q3_K ? x.GroupSums : x.SubBlockSums), ref Unsafe.NullRef<int>(), blocks);
         // Pinned, so that the 64-byte kernels can broadcast from pointers; the weights are usually the mapped file.
         fixed (byte* pinned = rows)
         {
-            Run(path, type, ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+            if (paired)
+            {
+                RowGroups.Run<Q4KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+            }
+            else
+            {
+                Run(path, type, ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+            }
         }
     }
 
@@ -272,8 +288,9 @@ internal static partial class KQuantIntegerKernel
     /// GB/s from L2 on one Zen 4 core. (Unpacking the scales and mins with vector shuffles instead of the scalar masks took
     /// 30 instructions off the loop, but it is bound by the vector units, and it ran at 24.4.)
     /// </summary>
+    /// <remarks>With <paramref name="paired"/>, Q4_K's paired rows against paired codes (<see cref="Q4KPairedChunk"/>).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni, bool gfni)
+    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni, bool gfni, bool paired = false)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte q8 = ref operands.Codes;
@@ -293,9 +310,19 @@ internal static partial class KQuantIntegerKernel
             Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
 
             // Two chains (each chunk adds into its addend: vpdpwssd with AVX-VNNI), so a super-block waits on two, not four.
-            Vector256<int> even = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth, gfni, vnni, default);
-            Vector256<int> odd = Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth, gfni, vnni, default);
-            Vector256<int> sumi = Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth, gfni, vnni, even) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth, gfni, vnni, odd);
+            Vector256<int> sumi;
+            if (paired)
+            {
+                Vector256<int> evenPairs = Q4KPairedChunk(ref qs, ref q8, scales, 0, default);
+                Vector256<int> oddPairs = Q4KPairedChunk(ref qs, ref q8, scales, 1, default);
+                sumi = Q4KPairedChunk(ref qs, ref q8, scales, 2, evenPairs) + Q4KPairedChunk(ref qs, ref q8, scales, 3, oddPairs);
+            }
+            else
+            {
+                Vector256<int> even = Q4KChunk256(ref qs, ref q8, scales, 0, qh, fifth, gfni, vnni, default);
+                Vector256<int> odd = Q4KChunk256(ref qs, ref q8, scales, 1, qh, fifth, gfni, vnni, default);
+                sumi = Q4KChunk256(ref qs, ref q8, scales, 2, qh, fifth, gfni, vnni, even) + Q4KChunk256(ref qs, ref q8, scales, 3, qh, fifth, gfni, vnni, odd);
+            }
 
             // min_j × Σ x over sub-block j, four pairs summed per 32-bit lane.
             Vector128<int> summ = Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedMins).AsByte()), Vector128.LoadUnsafe(ref sums));
@@ -309,6 +336,32 @@ internal static partial class KQuantIntegerKernel
         }
 
         return acc.GetLower() + acc.GetUpper() - mins;
+    }
+
+    /// <summary>Q4_K paired rows (<see cref="Q4KPairedNibbles"/>) against paired activation codes, on the 32-byte kernel.</summary>
+    private readonly struct Q4KPairedRow : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false, vnni: false, gfni: false, paired: true);
+    }
+
+    /// <summary>
+    /// <paramref name="addend"/> + chunk <paramref name="c"/>'s Σ scale × Σ code × x from paired rows and activations: the
+    /// low and the high nibbles' pair sums added in 16 bits (sub-block 2c's in the even 32-bit lanes, 2c + 1's in the odd),
+    /// then weighted by (scale 2c, scale 2c + 1) in one vpmaddwd.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4KPairedChunk(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<int> addend)
+    {
+        var mask = Vector256.Create((byte)0x0F);
+        Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
+        Vector256<short> both = Avx2.MultiplyAddAdjacent(packed & mask, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)))
+            + Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
+
+        // 16-bit lanes (2c, 2c, 2c + 1, 2c + 1) of the scales, four times over each 128-bit lane.
+        ulong pairIndex = ((ulong)(4 * c) * 0x0101010101010101UL) + 0x0302030201000100UL;
+        Vector128<byte> index = Vector128.Create(pairIndex).AsByte();
+        return addend + Avx2.MultiplyAddAdjacent(both, Avx2.Shuffle(scales, Vector256.Create(index, index)).AsInt16());
     }
 
     /// <summary>

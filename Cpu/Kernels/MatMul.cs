@@ -335,6 +335,21 @@ internal static class MatMul
     }
 
     /// <summary>
+    /// <see cref="KQuantRows"/>' few tokens for a Q4_K matrix's paired rows (<see cref="Q4KPairedNibbles"/>) against
+    /// <paramref name="quantized"/>'s paired codes.
+    /// </summary>
+    public static void PairedQ4KRows(KernelPath path, ReadOnlySpan<byte> pairedRows, int outFeatures, Q8KActivations quantized, int tokens,
+        ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
+            KQuantIntegerKernel.DotRows(path, Formats.DType.Q4_K, pairedRows, rowEnd - rowStart, quantized.Row(t), results, paired: true);
+            AddBias(results, bias, rowStart);
+        }
+    }
+
+    /// <summary>
     /// Q4_0 or k-quant rows for many tokens: each panel of <see cref="QuantPanel.Rows"/> rows unpacked once into interleaved
     /// integer codes, then every token's quantized activations (<paramref name="q8"/> for Q4_0, <paramref name="q8k"/> for the
     /// k-quants) multiplied against it in integers.

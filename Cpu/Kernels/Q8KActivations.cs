@@ -14,6 +14,7 @@ internal sealed class Q8KActivations
     public const int BlockValues = 256;
 
     private sbyte[] _codes = [];
+    private sbyte[] _pairedCodes = [];
     private float[] _scales = [];
     private short[] _groupSums = [];
     private short[] _subBlockSums = [];
@@ -59,6 +60,7 @@ internal sealed class Q8KActivations
         }
 
         (Cols, Tokens, PanelTokens) = (cols, tokens, panelTokens);
+        Paired = false;
         if (panelTokens > tokens)
         {
             // The padding tokens' codes and table entries zero, as in Q8Activations.Prepare.
@@ -76,6 +78,7 @@ internal sealed class Q8KActivations
     public void QuantizeRows(ReadOnlySpan<float> x, int first, int count, KernelPath path)
     {
         int perRow = Cols / BlockValues;
+        Paired = false;
         bool vector = path != KernelPath.Scalar && Vector256.IsHardwareAccelerated;
         for (int b = first * perRow; b < (first + count) * perRow; b++)
         {
@@ -213,6 +216,24 @@ internal sealed class Q8KActivations
         }
     }
 
+    /// <summary>
+    /// Whether <see cref="PairCodes"/> has filled the paired codes of this quantization's tokens (for Q4_K's paired rows,
+    /// <see cref="Q4KPairedNibbles"/>); <see cref="Prepare(int, int, int)"/> clears it.
+    /// </summary>
+    public bool Paired { get; private set; }
+
+    /// <summary>Every token's codes rearranged for <see cref="Q4KPairedNibbles"/> (<see cref="Q8KRow.PairedCodes"/>), once the rows are quantized.</summary>
+    public void PairCodes()
+    {
+        if (_pairedCodes.Length < _codes.Length)
+        {
+            _pairedCodes = new sbyte[_codes.Length];
+        }
+
+        Q4KPairedNibbles.PairActivations(_codes.AsSpan(0, Tokens * Cols), _pairedCodes.AsSpan(0, Tokens * Cols));
+        Paired = true;
+    }
+
     /// <summary>The block scales block by block: block j of token t at j × <see cref="PanelTokens"/> + t (for <see cref="QuantPanel"/>).</summary>
     public ReadOnlySpan<float> ScalesByBlock => _scalesByBlock.AsSpan(0, PanelTokens * Cols / BlockValues);
 
@@ -236,13 +257,18 @@ internal sealed class Q8KActivations
         _codes.AsSpan(token * Cols, Cols),
         _scales.AsSpan(token * Cols / BlockValues, Cols / BlockValues),
         _groupSums.AsSpan(token * Cols / 16, Cols / 16),
-        _subBlockSums.AsSpan(token * Cols / 32, Cols / 32));
+        _subBlockSums.AsSpan(token * Cols / 32, Cols / 32),
+        Paired ? _pairedCodes.AsSpan(token * Cols, Cols) : default);
 }
 
-/// <summary>One token's Q8_K activations: codes, a scale per 256, sums of the codes per 16 and per 32.</summary>
-internal readonly ref struct Q8KRow(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<short> groupSums, ReadOnlySpan<short> subBlockSums)
+/// <summary>One token's Q8_K activations: codes, a scale per 256, sums of the codes per 16 and per 32, and where made, the codes paired for Q4_K's paired rows.</summary>
+internal readonly ref struct Q8KRow(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<short> groupSums, ReadOnlySpan<short> subBlockSums,
+    ReadOnlySpan<sbyte> pairedCodes = default)
 {
     public ReadOnlySpan<sbyte> Codes { get; } = codes;
+
+    /// <summary><see cref="Codes"/> rearranged for <see cref="Q4KPairedNibbles"/>; empty where not made.</summary>
+    public ReadOnlySpan<sbyte> PairedCodes { get; } = pairedCodes;
 
     public ReadOnlySpan<float> Scales { get; } = scales;
 

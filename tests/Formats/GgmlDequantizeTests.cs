@@ -277,6 +277,24 @@ public sealed class GgmlDequantizeTests
             }
         }
 
+        if (type == LLamaFtype.MOSTLY_Q4_K_M && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            // Q4_K decode from its rows as stored and from its paired rows (Q4KPairedNibbles: the choice made at load), each
+            // within the same bound of llama.cpp.
+            foreach (bool pairs in new[] { false, true })
+            {
+                using ThreadOverride<Q4KPairedNibbles.Switch>.Scope choice = Q4KPairedNibbles.Assume(pairs);
+                using IBackend pairedBackend = TestBackends.Create("cpu");
+                using Qwen2Model pairedModel = Qwen2Model.Load(quantized, pairedBackend);
+                float[][] stepwise = Model.ReferenceModelTests.OneTokenPerStepLogits(pairedModel, ids);
+                for (int p = 0; p < ids.Length; p++)
+                {
+                    double scale = stepwise[p].Max(Math.Abs), error = stepwise[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
+                    Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step, Q4_K {(pairs ? "paired" : "as stored")}: llama.cpp's logits differ from ours by {error:E3}");
+                }
+            }
+        }
+
         // The GPU (Q4_0 and the k-quants, Q3_K included, read as stored, each value widened to f32 in its shaders) within the same bound of llama.cpp.
         TestBackends.RequireGpu();
         using IBackend gpu = TestBackends.Create(TestBackends.Gpu);

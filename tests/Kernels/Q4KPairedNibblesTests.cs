@@ -1,0 +1,180 @@
+using System.Runtime.Intrinsics.X86;
+using QwenSharp.Backend;
+using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+using static QwenSharp.Tests.Backend.BackendConformanceTests;
+
+namespace QwenSharp.Tests.Kernels;
+
+/// <summary>
+/// Q4_K's paired rows (<see cref="Q4KPairedNibbles"/>): the layout against the format's dequantization, and the paired
+/// kernel against the definition (the weights dequantized, the Q8_K activations dotted in double), on every AVX2 path.
+/// </summary>
+public sealed class Q4KPairedNibblesTests
+{
+    public static TheoryData<KernelPath> VectorPaths() => [.. KernelPaths.All.Where(p => p != KernelPath.Scalar)];
+
+    [Fact]
+    public void Each_paired_code_meets_the_activation_of_its_own_value()
+    {
+        // Read the paired layout as the class describes it, each code with the paired activation beside it, and the value
+        // the stored row's dequantization gives there: Σ per sub-block of code × activation must equal the stored row's.
+        const int blocks = 2;
+        byte[] stored = KQuantKernelTests.RandomRow(DType.Q4_K, blocks, 5);
+        var paired = new byte[stored.Length];
+        Q4KPairedNibbles.Repack(stored, paired);
+        sbyte[] codes = [.. Enumerable.Range(0, blocks * 256).Select(i => (sbyte)((i * 37 % 251) - 125))];
+        var pairedCodes = new sbyte[codes.Length];
+        Q4KPairedNibbles.PairActivations(codes, pairedCodes);
+
+        for (int b = 0; b < blocks; b++)
+        {
+            Assert.True(stored.AsSpan(b * 144, 16).SequenceEqual(paired.AsSpan(b * 144, 16)), "scales and mins move unchanged");
+            for (int c = 0; c < 4; c++)
+            {
+                // As stored: byte k of chunk c holds value k of sub-block 2c (low nibble) and of 2c + 1 (high nibble).
+                long[] expected = new long[2], actual = new long[2];
+                for (int k = 0; k < 32; k++)
+                {
+                    byte both = stored[(b * 144) + 16 + (32 * c) + k];
+                    expected[0] += (both & 0xF) * codes[(b * 256) + (64 * c) + k];
+                    expected[1] += (both >> 4) * codes[(b * 256) + (64 * c) + 32 + k];
+                }
+
+                // Paired: 32-bit lane l of the chunk is sub-block 2c + (l odd); its low nibbles meet the chunk's first 32
+                // paired activations, its high nibbles the next 32, byte for byte.
+                for (int k = 0; k < 32; k++)
+                {
+                    byte both = paired[(b * 144) + 16 + (32 * c) + k];
+                    int subBlock = k / 4 % 2;
+                    actual[subBlock] += ((both & 0xF) * pairedCodes[(b * 256) + (64 * c) + k]) + ((both >> 4) * pairedCodes[(b * 256) + (64 * c) + 32 + k]);
+                }
+
+                Assert.Equal(expected, actual);
+            }
+        }
+
+        // And as a permutation of the values, not just of their sums: every code of the stored row appears once.
+        Assert.Equal(NibbleCounts(stored), NibbleCounts(paired));
+        Assert.Equal(codes.Order(), pairedCodes.Order());
+    }
+
+    private static int[] NibbleCounts(byte[] row)
+    {
+        var counts = new int[16];
+        for (int b = 0; b < row.Length / 144; b++)
+        {
+            foreach (byte both in row.AsSpan((b * 144) + 16, 128))
+            {
+                counts[both & 0xF]++;
+                counts[both >> 4]++;
+            }
+        }
+
+        return counts;
+    }
+
+    [Theory]
+    [MemberData(nameof(VectorPaths))]
+    public void Paired_rows_against_paired_codes_equal_the_definition(KernelPath path)
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported)
+        {
+            return;    // the paired kernel is AVX2's; a CPU without it never pairs (Pays says no)
+        }
+
+        // Seven rows (a group of four and three alone) of three super-blocks, and the largest codes and scales.
+        const int rows = 7, blocks = 3;
+        byte[] stored = KQuantKernelTests.RandomRow(DType.Q4_K, rows * blocks, 41);
+        stored.AsSpan(0, 144).Fill(0xFF);
+        BitConverter.TryWriteBytes(stored, HalfBits.FromSingle(1f));
+        BitConverter.TryWriteBytes(stored.AsSpan(2), HalfBits.FromSingle(1f));
+        var paired = new byte[stored.Length];
+        Q4KPairedNibbles.Repack(stored, paired);
+        float[] x = KernelData.Floats(blocks * 256, 7, scale: 2f);
+        x.AsSpan(0, 256).Fill(-1f);    // every code at -127 against the first row's largest codes
+        var q8 = new Q8KActivations();
+        q8.Quantize(x, 1, x.Length);
+        q8.PairCodes();
+        Q8KRow activations = q8.Row(0);
+
+        var results = new float[rows];
+        KQuantIntegerKernel.DotRows(path, DType.Q4_K, paired, rows, activations, results, paired: true);
+
+        int rowBytes = blocks * 144;
+        for (int r = 0; r < rows; r++)
+        {
+            var w = new float[blocks * 256];
+            QuantizedRows.Dequantize(KernelPath.Scalar, DType.Q4_K, stored.AsSpan(r * rowBytes, rowBytes), w);
+            double expected = 0, magnitude = 0;
+            for (int i = 0; i < w.Length; i++)
+            {
+                double a = (double)activations.Scales[i / 256] * activations.Codes[i];
+                expected += w[i] * a;
+                magnitude += Math.Abs(w[i] * a);
+            }
+
+            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * magnitude, $"{path} row {r}: {results[r]}, expected {expected}");
+        }
+    }
+
+    [Fact]
+    public void Paired_rows_need_paired_codes()
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported)
+        {
+            return;
+        }
+
+        byte[] stored = KQuantKernelTests.RandomRow(DType.Q4_K, 1, 3);
+        var q8 = new Q8KActivations();
+        q8.Quantize(KernelData.Floats(256, 3, scale: 1f), 1, 256);
+        var results = new float[1];
+        ArgumentException error = Assert.Throws<ArgumentException>(() => KQuantIntegerKernel.DotRows(KernelPath.Vector256, DType.Q4_K, stored, 1, q8.Row(0), results, paired: true));
+        Assert.Contains("paired activation codes", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The CPU pairs a repacked Q4_K matrix's rows where asked (not on the scalar path), and one token's product then reads
+    /// them: within rounding of the stored rows' product, and not bit for bit the same everywhere (so the test sees which
+    /// rows were read).
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(VectorPaths))]
+    public void One_token_reads_the_paired_rows_where_the_cpu_pairs_them(KernelPath path)
+    {
+        Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "the paired kernel is AVX2's");
+        Skip.If(path == KernelPath.Vector512 && !Avx512BW.IsSupported, "no 512-bit path here");
+        const int outputs = 64, inputs = 512;
+        using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), DType.Q4_K, [outputs, inputs]);
+        float[] x = KernelData.Floats(inputs, 24);
+        var products = new List<float[]>();
+        foreach (bool pairs in new[] { false, true })
+        {
+            using ThreadOverride<Q4KPairedNibbles.Switch>.Scope choice = Q4KPairedNibbles.Assume(pairs);
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, KernelPath = path });
+            using var weight = (CpuWeight)backend.Upload(w.View);
+            Assert.Equal(pairs, weight.HasPairedRows);
+            products.Add(QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, 1, outputs, [(x, inputs)], (a, o) => backend.Linear(a[0], weight, null, o)));
+        }
+
+        int differing = 0;
+        for (int o = 0; o < outputs; o++)
+        {
+            float stored = products[0][o], paired = products[1][o];
+            Assert.True(Math.Abs(paired - stored) <= 1e-4 * (Math.Abs(stored) + 1), $"{path} output {o}: paired {paired}, stored {stored}");
+            differing += paired.Equals(stored) ? 0 : 1;
+        }
+
+        Assert.True(differing > 0, $"{path}: the paired rows gave every sum the stored rows' bits; were they read?");
+
+        using (Q4KPairedNibbles.Assume(true))
+        {
+            using var scalar = new CpuBackend(new CpuBackendOptions { Threads = 1, KernelPath = KernelPath.Scalar });
+            using var weight = (CpuWeight)scalar.Upload(w.View);
+            Assert.False(weight.HasPairedRows, "paired for the scalar path, which has no paired kernel");
+        }
+    }
+}
