@@ -11,8 +11,8 @@ namespace QwenSharp.Cpu;
 /// matrix (and a Q8_0 one where the CPU has vpdpbusd) is also repacked once into the panels the integer kernels read
 /// (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), which serve the products of several tokens (prefill, a batch's
 /// decode step, prompt lookup's guesses); its stored rows stay for decode and the embedding lookup. Where the CPU's Q4_K
-/// decode kernel reads paired rows (<see cref="Q4KPairedNibbles"/>), a repacked Q4_K matrix also holds its rows so
-/// rearranged, which decode then reads in place of the stored ones.
+/// and Q5_K decode kernels read paired rows (<see cref="PairedNibbleRows"/>), such a matrix (given to <see cref="Repack"/>)
+/// also holds its rows so rearranged, which decode then reads in place of the stored ones.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -73,7 +73,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>A Q4_0, Q4_K or Q8_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
-    /// <summary>A Q4_K matrix's rows with paired nibbles (<see cref="Q4KPairedNibbles"/>), owned by this weight; null where decode reads the stored rows.</summary>
+    /// <summary>A Q4_K or Q5_K matrix's rows with paired nibbles (<see cref="PairedNibbleRows"/>), owned by this weight; null where decode reads the stored rows.</summary>
     public byte* PairedRows { get; private set; }
 
     /// <summary>Whether decode reads <see cref="PairedRows"/>.</summary>
@@ -121,11 +121,11 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// </summary>
     public void Repack(WeightArena arena, KernelPath path)
     {
-        if (StoredType == DType.Q4_K && PairedRows == null && Q4KPairedNibbles.Pays(path))
+        if (PairedRows == null && PairedNibbleRows.Pays(path, StoredType))
         {
             byte* paired = (byte*)arena.Allocate(RowBytes * Rows);
             _panelArena = arena;
-            Parallel.For(0, Rows, r => Q4KPairedNibbles.Repack(RowBytesOf(r, 1), new Span<byte>(paired + (r * RowBytes), checked((int)RowBytes))));
+            Parallel.For(0, Rows, r => PairedNibbleRows.Repack(StoredType, RowBytesOf(r, 1), new Span<byte>(paired + (r * RowBytes), checked((int)RowBytes))));
             PairedRows = paired;
         }
 

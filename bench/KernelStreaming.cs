@@ -17,7 +17,7 @@ namespace QwenSharp.Bench;
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
 ///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--kib N]
 /// </code>
-/// <c>--paired</c> reads Q4_K's rows paired (<c>Q4KPairedNibbles</c>) or as stored, whatever the CPU's answer.
+/// <c>--paired</c> reads Q4_K's and Q5_K's rows paired (<c>PairedNibbleRows</c>) or as stored, whatever the CPU's answer.
 /// <c>--placed</c> reads F16 weights placed throughout, or by their maps of exact groups, whatever
 /// <c>SubnormalOperands</c> answers for this CPU.
 /// <c>--wide</c> takes or leaves the 64-byte integer kernels (<c>VectorUnits</c>) whatever the CPU's answer; <c>--kib</c>
@@ -52,7 +52,7 @@ internal static unsafe class KernelStreaming
         using ThreadOverride<VectorUnits.Switch>.Scope? wide = OnOff(args, "--wide", VectorUnits.Assume);
 
         using ThreadOverride<SubnormalOperands.Switch>.Scope? placed = OnOff(args, "--placed", SubnormalOperands.Assume);
-        using ThreadOverride<Q4KPairedNibbles.Switch>.Scope? paired = OnOff(args, "--paired", Q4KPairedNibbles.Assume);
+        using ThreadOverride<PairedNibbleRows.Switch>.Scope? paired = OnOff(args, "--paired", PairedNibbleRows.Assume);
 
         // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).
         long bytes = PeerDecode.Option(args, "--kib") is null ? Bytes : 1024L * Math.Min(PeerDecode.Count(args, "--kib", 0, minimum: MinimumKib), (int)(Bytes >> 10));
@@ -186,9 +186,9 @@ internal static unsafe class KernelStreaming
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
-            case DType.Q4_K when Q4KPairedNibbles.Pays(path):
+            case DType.Q4_K or DType.Q5_K when PairedNibbleRows.Pays(path, type):
                 // As decode reads them where the CPU pairs them: the rows paired (in place), the codes to match.
-                Q4KPairedNibbles.Repack(weights, weights);
+                PairedNibbleRows.Repack(type, weights, weights);
                 var pairedQ8k = new Q8KActivations();
                 pairedQ8k.Quantize(x, 1, cols, path);
                 pairedQ8k.PairCodes();

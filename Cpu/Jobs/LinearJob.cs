@@ -184,7 +184,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
 
         if (weight.HasPairedRows && _tokens <= MatMul.RowDotTokens && !_q8k.Paired)
         {
-            // Q4_K's paired rows meet the activations' codes rearranged to match, once for every product of the job.
+            // Paired rows (Q4_K, Q5_K) meet the activations' codes rearranged to match, once for every product of the job.
             _q8k.PairCodes();
         }
 
@@ -337,8 +337,8 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
                     _tokens, bias, y, start, end, panel);
                 break;
-            case DType.Q4_K when weight.HasPairedRows && _tokens <= MatMul.RowDotTokens:
-                MatMul.PairedQ4KRows(path, weight.PairedRowBytesOf(start, end - start), n, _q8k, _tokens, bias, y, start, end);
+            case DType.Q4_K or DType.Q5_K when weight.HasPairedRows && _tokens <= MatMul.RowDotTokens:
+                MatMul.PairedRows(path, weight.StoredType, weight.PairedRowBytesOf(start, end - start), n, _q8k, _tokens, bias, y, start, end);
                 break;
             case DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
 

@@ -43,8 +43,8 @@ internal static partial class KQuantIntegerKernel
     /// a sum per row cost a fifth of its time.
     /// </summary>
     /// <remarks>
-    /// With <paramref name="paired"/>, <paramref name="rows"/> are Q4_K rows as <see cref="Q4KPairedNibbles.Repack"/> leaves them,
-    /// read against <paramref name="x"/>'s paired codes on the 32-byte kernel (<see cref="Q4KPairedNibbles.Pays"/> says where).
+    /// With <paramref name="paired"/>, <paramref name="rows"/> are Q4_K or Q5_K rows as <see cref="PairedNibbleRows.Repack"/> leaves them,
+    /// read against <paramref name="x"/>'s paired codes on the 32-byte kernel (<see cref="PairedNibbleRows.Pays"/> says where).
     /// </remarks>
     public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results, bool paired = false)
     {
@@ -54,9 +54,9 @@ internal static partial class KQuantIntegerKernel
             throw new ArgumentException($"{type} is not Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
         }
 
-        if (paired && (type != DType.Q4_K || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported || x.PairedCodes.Length != x.Codes.Length))
+        if (paired && (type is not (DType.Q4_K or DType.Q5_K) || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported || x.PairedCodes.Length != x.Codes.Length))
         {
-            throw new ArgumentException($"paired rows are Q4_K on an AVX2 path against paired activation codes: {type}, {path}, {x.PairedCodes.Length} paired codes of {x.Codes.Length}");
+            throw new ArgumentException($"paired rows are Q4_K or Q5_K on an AVX2 path against paired activation codes: {type}, {path}, {x.PairedCodes.Length} paired codes of {x.Codes.Length}");
         }
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
@@ -72,7 +72,14 @@ internal static partial class KQuantIntegerKernel
         {
             if (paired)
             {
-                RowGroups.Run<Q4KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+                if (type == DType.Q5_K)
+                {
+                    RowGroups.Run<Q5KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+                }
+                else
+                {
+                    RowGroups.Run<Q4KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+                }
             }
             else
             {
@@ -288,7 +295,7 @@ internal static partial class KQuantIntegerKernel
     /// GB/s from L2 on one Zen 4 core. (Unpacking the scales and mins with vector shuffles instead of the scalar masks took
     /// 30 instructions off the loop, but it is bound by the vector units, and it ran at 24.4.)
     /// </summary>
-    /// <remarks>With <paramref name="paired"/>, Q4_K's paired rows against paired codes (<see cref="Q4KPairedChunk"/>).</remarks>
+    /// <remarks>With <paramref name="paired"/>, paired rows against paired codes (<see cref="Q4KPairedChunk"/>).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni, bool gfni, bool paired = false)
     {
@@ -313,9 +320,9 @@ internal static partial class KQuantIntegerKernel
             Vector256<int> sumi;
             if (paired)
             {
-                Vector256<int> evenPairs = Q4KPairedChunk(ref qs, ref q8, scales, 0, default);
-                Vector256<int> oddPairs = Q4KPairedChunk(ref qs, ref q8, scales, 1, default);
-                sumi = Q4KPairedChunk(ref qs, ref q8, scales, 2, evenPairs) + Q4KPairedChunk(ref qs, ref q8, scales, 3, oddPairs);
+                Vector256<int> evenPairs = Q4KPairedChunk(ref qs, ref q8, scales, 0, qh, fifth, default);
+                Vector256<int> oddPairs = Q4KPairedChunk(ref qs, ref q8, scales, 1, qh, fifth, default);
+                sumi = Q4KPairedChunk(ref qs, ref q8, scales, 2, qh, fifth, evenPairs) + Q4KPairedChunk(ref qs, ref q8, scales, 3, qh, fifth, oddPairs);
             }
             else
             {
@@ -338,25 +345,40 @@ internal static partial class KQuantIntegerKernel
         return acc.GetLower() + acc.GetUpper() - mins;
     }
 
-    /// <summary>Q4_K paired rows (<see cref="Q4KPairedNibbles"/>) against paired activation codes, on the 32-byte kernel.</summary>
+    /// <summary>Q4_K paired rows (<see cref="PairedNibbleRows"/>) against paired activation codes, on the 32-byte kernel.</summary>
     private readonly struct Q4KPairedRow : IRowKernel
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false, vnni: false, gfni: false, paired: true);
     }
 
+    /// <summary>Q5_K paired rows (<see cref="PairedNibbleRows"/>) against paired activation codes, on the 32-byte kernel.</summary>
+    private readonly struct Q5KPairedRow : IRowKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true, vnni: false, gfni: false, paired: true);
+    }
+
     /// <summary>
     /// <paramref name="addend"/> + chunk <paramref name="c"/>'s Σ scale × Σ code × x from paired rows and activations: the
-    /// low and the high nibbles' pair sums added in 16 bits (sub-block 2c's in the even 32-bit lanes, 2c + 1's in the odd),
-    /// then weighted by (scale 2c, scale 2c + 1) in one vpmaddwd.
+    /// low and the high nibbles' pair sums (with <paramref name="fifth"/>, Q5_K's codes with their fifth bits from the paired
+    /// <paramref name="qh"/>) added in 16 bits (sub-block 2c's in the even 32-bit lanes, 2c + 1's in the odd), then weighted
+    /// by (scale 2c, scale 2c + 1) in one vpmaddwd.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4KPairedChunk(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<int> addend)
+    private static Vector256<int> Q4KPairedChunk(ref byte qs, ref sbyte q8, Vector256<byte> scales, int c, Vector256<byte> qh, bool fifth, Vector256<int> addend)
     {
         var mask = Vector256.Create((byte)0x0F);
         Vector256<byte> packed = Vector256.LoadUnsafe(ref qs, (nuint)(32 * c));
-        Vector256<short> both = Avx2.MultiplyAddAdjacent(packed & mask, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)))
-            + Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
+        Vector256<byte> lowCodes = packed & mask, highCodes = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
+        if (fifth)
+        {
+            lowCodes |= FifthBit(qh, 2 * c);
+            highCodes |= FifthBit(qh, (2 * c) + 1);
+        }
+
+        Vector256<short> both = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.LoadUnsafe(ref q8, (nuint)(64 * c)))
+            + Avx2.MultiplyAddAdjacent(highCodes, Vector256.LoadUnsafe(ref q8, (nuint)((64 * c) + 32)));
 
         // 16-bit lanes (2c, 2c, 2c + 1, 2c + 1) of the scales, four times over each 128-bit lane.
         ulong pairIndex = ((ulong)(4 * c) * 0x0101010101010101UL) + 0x0302030201000100UL;

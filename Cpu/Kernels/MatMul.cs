@@ -335,16 +335,16 @@ internal static class MatMul
     }
 
     /// <summary>
-    /// <see cref="KQuantRows"/>' few tokens for a Q4_K matrix's paired rows (<see cref="Q4KPairedNibbles"/>) against
+    /// <see cref="KQuantRows"/>' few tokens for a Q4_K or Q5_K matrix's paired rows (<see cref="PairedNibbleRows"/>) against
     /// <paramref name="quantized"/>'s paired codes.
     /// </summary>
-    public static void PairedQ4KRows(KernelPath path, ReadOnlySpan<byte> pairedRows, int outFeatures, Q8KActivations quantized, int tokens,
+    public static void PairedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> pairedRows, int outFeatures, Q8KActivations quantized, int tokens,
         ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {
         for (int t = 0; t < tokens; t++)
         {
             Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
-            KQuantIntegerKernel.DotRows(path, Formats.DType.Q4_K, pairedRows, rowEnd - rowStart, quantized.Row(t), results, paired: true);
+            KQuantIntegerKernel.DotRows(path, type, pairedRows, rowEnd - rowStart, quantized.Row(t), results, paired: true);
             AddBias(results, bias, rowStart);
         }
     }

@@ -218,11 +218,11 @@ internal sealed class Q8KActivations
 
     /// <summary>
     /// Whether <see cref="PairCodes"/> has filled the paired codes of this quantization's tokens (for Q4_K's paired rows,
-    /// <see cref="Q4KPairedNibbles"/>); <see cref="Prepare(int, int, int)"/> clears it.
+    /// <see cref="PairedNibbleRows"/>); <see cref="Prepare(int, int, int)"/> clears it.
     /// </summary>
     public bool Paired { get; private set; }
 
-    /// <summary>Every token's codes rearranged for <see cref="Q4KPairedNibbles"/> (<see cref="Q8KRow.PairedCodes"/>), once the rows are quantized.</summary>
+    /// <summary>Every token's codes rearranged for <see cref="PairedNibbleRows"/> (<see cref="Q8KRow.PairedCodes"/>), once the rows are quantized.</summary>
     public void PairCodes()
     {
         if (_pairedCodes.Length < _codes.Length)
@@ -230,7 +230,7 @@ internal sealed class Q8KActivations
             _pairedCodes = new sbyte[_codes.Length];
         }
 
-        Q4KPairedNibbles.PairActivations(_codes.AsSpan(0, Tokens * Cols), _pairedCodes.AsSpan(0, Tokens * Cols));
+        PairedNibbleRows.PairActivations(_codes.AsSpan(0, Tokens * Cols), _pairedCodes.AsSpan(0, Tokens * Cols));
         Paired = true;
     }
 
@@ -267,7 +267,7 @@ internal readonly ref struct Q8KRow(ReadOnlySpan<sbyte> codes, ReadOnlySpan<floa
 {
     public ReadOnlySpan<sbyte> Codes { get; } = codes;
 
-    /// <summary><see cref="Codes"/> rearranged for <see cref="Q4KPairedNibbles"/>; empty where not made.</summary>
+    /// <summary><see cref="Codes"/> rearranged for <see cref="PairedNibbleRows"/>; empty where not made.</summary>
     public ReadOnlySpan<sbyte> PairedCodes { get; } = pairedCodes;
 
     public ReadOnlySpan<float> Scales { get; } = scales;

@@ -277,20 +277,20 @@ public sealed class GgmlDequantizeTests
             }
         }
 
-        if (type == LLamaFtype.MOSTLY_Q4_K_M && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        if (type is LLamaFtype.MOSTLY_Q4_K_M or LLamaFtype.MOSTLY_Q5_K_M && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
         {
-            // Q4_K decode from its rows as stored and from its paired rows (Q4KPairedNibbles: the choice made at load), each
-            // within the same bound of llama.cpp.
+            // Q4_K and Q5_K decode from their rows as stored and from their paired rows (PairedNibbleRows: the choice made at
+            // load), each within the same bound of llama.cpp.
             foreach (bool pairs in new[] { false, true })
             {
-                using ThreadOverride<Q4KPairedNibbles.Switch>.Scope choice = Q4KPairedNibbles.Assume(pairs);
+                using ThreadOverride<PairedNibbleRows.Switch>.Scope choice = PairedNibbleRows.Assume(pairs);
                 using IBackend pairedBackend = TestBackends.Create("cpu");
                 using Qwen2Model pairedModel = Qwen2Model.Load(quantized, pairedBackend);
                 float[][] stepwise = Model.ReferenceModelTests.OneTokenPerStepLogits(pairedModel, ids);
                 for (int p = 0; p < ids.Length; p++)
                 {
                     double scale = stepwise[p].Max(Math.Abs), error = stepwise[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
-                    Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step, Q4_K {(pairs ? "paired" : "as stored")}: llama.cpp's logits differ from ours by {error:E3}");
+                    Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step, {(pairs ? "paired" : "as stored")}: llama.cpp's logits differ from ours by {error:E3}");
                 }
             }
         }

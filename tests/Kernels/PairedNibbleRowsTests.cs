@@ -9,76 +9,87 @@ using static QwenSharp.Tests.Backend.BackendConformanceTests;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// Q4_K's paired rows (<see cref="Q4KPairedNibbles"/>): the layout against the format's dequantization, and the paired
+/// Q4_K's and Q5_K's paired rows (<see cref="PairedNibbleRows"/>): the layout against the format's dequantization, and the paired
 /// kernel against the definition (the weights dequantized, the Q8_K activations dotted in double), on every AVX2 path.
 /// </summary>
-public sealed class Q4KPairedNibblesTests
+public sealed class PairedNibbleRowsTests
 {
-    public static TheoryData<KernelPath> VectorPaths() => [.. KernelPaths.All.Where(p => p != KernelPath.Scalar)];
+    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K];
 
-    [Fact]
-    public void Each_paired_code_meets_the_activation_of_its_own_value()
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void Each_paired_code_meets_the_activation_of_its_own_value(DType type)
     {
-        // Read the paired layout as the class describes it, each code with the paired activation beside it, and the value
-        // the stored row's dequantization gives there: Σ per sub-block of code × activation must equal the stored row's.
+        // Read the paired layout as the class describes it, each code with the paired activation beside it: Σ per sub-block
+        // of code × activation must equal the stored row's, and the codes must be the stored ones, each once.
         const int blocks = 2;
-        byte[] stored = KQuantKernelTests.RandomRow(DType.Q4_K, blocks, 5);
+        int blockBytes = DTypes.BlockBytes(type);
+        byte[] stored = KQuantKernelTests.RandomRow(type, blocks, 5);
         var paired = new byte[stored.Length];
-        Q4KPairedNibbles.Repack(stored, paired);
+        PairedNibbleRows.Repack(type, stored, paired);
         sbyte[] codes = [.. Enumerable.Range(0, blocks * 256).Select(i => (sbyte)((i * 37 % 251) - 125))];
         var pairedCodes = new sbyte[codes.Length];
-        Q4KPairedNibbles.PairActivations(codes, pairedCodes);
+        PairedNibbleRows.PairActivations(codes, pairedCodes);
 
+        var storedCodes = new List<int>();
+        var pairedCodeList = new List<int>();
         for (int b = 0; b < blocks; b++)
         {
-            Assert.True(stored.AsSpan(b * 144, 16).SequenceEqual(paired.AsSpan(b * 144, 16)), "scales and mins move unchanged");
+            Span<byte> storedBlock = stored.AsSpan(b * blockBytes, blockBytes), pairedBlock = paired.AsSpan(b * blockBytes, blockBytes);
+            Assert.True(storedBlock[..16].SequenceEqual(pairedBlock[..16]), "scales and mins move unchanged");
             for (int c = 0; c < 4; c++)
             {
-                // As stored: byte k of chunk c holds value k of sub-block 2c (low nibble) and of 2c + 1 (high nibble).
                 long[] expected = new long[2], actual = new long[2];
                 for (int k = 0; k < 32; k++)
                 {
-                    byte both = stored[(b * 144) + 16 + (32 * c) + k];
-                    expected[0] += (both & 0xF) * codes[(b * 256) + (64 * c) + k];
-                    expected[1] += (both >> 4) * codes[(b * 256) + (64 * c) + 32 + k];
-                }
+                    // As stored: byte k of chunk c holds value k of sub-block 2c (low nibble; Q5_K's fifth bit: bit 2c of
+                    // qh byte k) and of 2c + 1 (high nibble; bit 2c + 1).
+                    (int low, int high) = Codes(type, storedBlock, c, k);
+                    expected[0] += low * codes[(b * 256) + (64 * c) + k];
+                    expected[1] += high * codes[(b * 256) + (64 * c) + 32 + k];
+                    storedCodes.Add(low);
+                    storedCodes.Add(high);
 
-                // Paired: 32-bit lane l of the chunk is sub-block 2c + (l odd); its low nibbles meet the chunk's first 32
-                // paired activations, its high nibbles the next 32, byte for byte.
-                for (int k = 0; k < 32; k++)
-                {
-                    byte both = paired[(b * 144) + 16 + (32 * c) + k];
-                    int subBlock = k / 4 % 2;
-                    actual[subBlock] += ((both & 0xF) * pairedCodes[(b * 256) + (64 * c) + k]) + ((both >> 4) * pairedCodes[(b * 256) + (64 * c) + 32 + k]);
+                    // Paired: the same bits, but 32-bit lane l of the chunk is sub-block 2c + (l odd), its low codes meeting
+                    // the chunk's first 32 paired activations, its high codes the next 32, byte for byte.
+                    (low, high) = Codes(type, pairedBlock, c, k);
+                    actual[k / 4 % 2] += (low * pairedCodes[(b * 256) + (64 * c) + k]) + (high * pairedCodes[(b * 256) + (64 * c) + 32 + k]);
+                    pairedCodeList.Add(low);
+                    pairedCodeList.Add(high);
                 }
 
                 Assert.Equal(expected, actual);
             }
         }
 
-        // And as a permutation of the values, not just of their sums: every code of the stored row appears once.
-        Assert.Equal(NibbleCounts(stored), NibbleCounts(paired));
+        Assert.Equal(storedCodes.Order(), pairedCodeList.Order());
         Assert.Equal(codes.Order(), pairedCodes.Order());
     }
 
-    private static int[] NibbleCounts(byte[] row)
+    /// <summary>The low and the high code of byte <paramref name="k"/> of chunk <paramref name="c"/> of a super-block, read as stored.</summary>
+    private static (int Low, int High) Codes(DType type, ReadOnlySpan<byte> block, int c, int k)
     {
-        var counts = new int[16];
-        for (int b = 0; b < row.Length / 144; b++)
+        bool fifth = type == DType.Q5_K;
+        byte both = block[(fifth ? 48 : 16) + (32 * c) + k];
+        int qh = fifth ? block[16 + k] : 0;
+        return ((both & 0xF) | (((qh >> (2 * c)) & 1) << 4), (both >> 4) | (((qh >> ((2 * c) + 1)) & 1) << 4));
+    }
+
+    public static TheoryData<KernelPath, DType> PathsAndTypes()
+    {
+        var data = new TheoryData<KernelPath, DType>();
+        foreach (KernelPath path in KernelPaths.All.Where(p => p != KernelPath.Scalar))
         {
-            foreach (byte both in row.AsSpan((b * 144) + 16, 128))
-            {
-                counts[both & 0xF]++;
-                counts[both >> 4]++;
-            }
+            data.Add(path, DType.Q4_K);
+            data.Add(path, DType.Q5_K);
         }
 
-        return counts;
+        return data;
     }
 
     [Theory]
-    [MemberData(nameof(VectorPaths))]
-    public void Paired_rows_against_paired_codes_equal_the_definition(KernelPath path)
+    [MemberData(nameof(PathsAndTypes))]
+    public void Paired_rows_against_paired_codes_equal_the_definition(KernelPath path, DType type)
     {
         if (!Avx2.IsSupported || !Fma.IsSupported)
         {
@@ -87,12 +98,12 @@ public sealed class Q4KPairedNibblesTests
 
         // Seven rows (a group of four and three alone) of three super-blocks, and the largest codes and scales.
         const int rows = 7, blocks = 3;
-        byte[] stored = KQuantKernelTests.RandomRow(DType.Q4_K, rows * blocks, 41);
-        stored.AsSpan(0, 144).Fill(0xFF);
+        byte[] stored = KQuantKernelTests.RandomRow(type, rows * blocks, 41);
+        stored.AsSpan(0, DTypes.BlockBytes(type)).Fill(0xFF);
         BitConverter.TryWriteBytes(stored, HalfBits.FromSingle(1f));
         BitConverter.TryWriteBytes(stored.AsSpan(2), HalfBits.FromSingle(1f));
         var paired = new byte[stored.Length];
-        Q4KPairedNibbles.Repack(stored, paired);
+        PairedNibbleRows.Repack(type, stored, paired);
         float[] x = KernelData.Floats(blocks * 256, 7, scale: 2f);
         x.AsSpan(0, 256).Fill(-1f);    // every code at -127 against the first row's largest codes
         var q8 = new Q8KActivations();
@@ -101,13 +112,13 @@ public sealed class Q4KPairedNibblesTests
         Q8KRow activations = q8.Row(0);
 
         var results = new float[rows];
-        KQuantIntegerKernel.DotRows(path, DType.Q4_K, paired, rows, activations, results, paired: true);
+        KQuantIntegerKernel.DotRows(path, type, paired, rows, activations, results, paired: true);
 
-        int rowBytes = blocks * 144;
+        int rowBytes = blocks * DTypes.BlockBytes(type);
         for (int r = 0; r < rows; r++)
         {
             var w = new float[blocks * 256];
-            QuantizedRows.Dequantize(KernelPath.Scalar, DType.Q4_K, stored.AsSpan(r * rowBytes, rowBytes), w);
+            QuantizedRows.Dequantize(KernelPath.Scalar, type, stored.AsSpan(r * rowBytes, rowBytes), w);
             double expected = 0, magnitude = 0;
             for (int i = 0; i < w.Length; i++)
             {
@@ -116,7 +127,7 @@ public sealed class Q4KPairedNibblesTests
                 magnitude += Math.Abs(w[i] * a);
             }
 
-            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * magnitude, $"{path} row {r}: {results[r]}, expected {expected}");
+            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * magnitude, $"{type} {path} row {r}: {results[r]}, expected {expected}");
         }
     }
 
@@ -142,18 +153,18 @@ public sealed class Q4KPairedNibblesTests
     /// rows were read).
     /// </summary>
     [SkippableTheory]
-    [MemberData(nameof(VectorPaths))]
-    public void One_token_reads_the_paired_rows_where_the_cpu_pairs_them(KernelPath path)
+    [MemberData(nameof(PathsAndTypes))]
+    public void One_token_reads_the_paired_rows_where_the_cpu_pairs_them(KernelPath path, DType type)
     {
         Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "the paired kernel is AVX2's");
         Skip.If(path == KernelPath.Vector512 && !Avx512BW.IsSupported, "no 512-bit path here");
         const int outputs = 64, inputs = 512;
-        using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), DType.Q4_K, [outputs, inputs]);
+        using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), type, [outputs, inputs]);
         float[] x = KernelData.Floats(inputs, 24);
         var products = new List<float[]>();
         foreach (bool pairs in new[] { false, true })
         {
-            using ThreadOverride<Q4KPairedNibbles.Switch>.Scope choice = Q4KPairedNibbles.Assume(pairs);
+            using ThreadOverride<PairedNibbleRows.Switch>.Scope choice = PairedNibbleRows.Assume(pairs);
             using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, KernelPath = path });
             using var weight = (CpuWeight)backend.Upload(w.View);
             Assert.Equal(pairs, weight.HasPairedRows);
@@ -164,13 +175,13 @@ public sealed class Q4KPairedNibblesTests
         for (int o = 0; o < outputs; o++)
         {
             float stored = products[0][o], paired = products[1][o];
-            Assert.True(Math.Abs(paired - stored) <= 1e-4 * (Math.Abs(stored) + 1), $"{path} output {o}: paired {paired}, stored {stored}");
+            Assert.True(Math.Abs(paired - stored) <= 1e-4 * (Math.Abs(stored) + 1), $"{type} {path} output {o}: paired {paired}, stored {stored}");
             differing += paired.Equals(stored) ? 0 : 1;
         }
 
-        Assert.True(differing > 0, $"{path}: the paired rows gave every sum the stored rows' bits; were they read?");
+        Assert.True(differing > 0, $"{type} {path}: the paired rows gave every sum the stored rows' bits; were they read?");
 
-        using (Q4KPairedNibbles.Assume(true))
+        using (PairedNibbleRows.Assume(true))
         {
             using var scalar = new CpuBackend(new CpuBackendOptions { Threads = 1, KernelPath = KernelPath.Scalar });
             using var weight = (CpuWeight)scalar.Upload(w.View);

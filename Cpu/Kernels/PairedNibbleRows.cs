@@ -1,0 +1,140 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+using QwenSharp.Formats;
+using QwenSharp.Numerics;
+
+namespace QwenSharp.Cpu.Kernels;
+
+/// <summary>
+/// Q4_K and Q5_K rows for one-token decode on the 32-byte integer kernel, with each byte's two codes from the same
+/// sub-block: the stored super-block (144 or 176 bytes) with only its code bytes (and Q5_K's fifth bits) rearranged, and the
+/// activations' codes rearranged to match (<see cref="PairActivations"/>), so that a chunk of 64 values needs one vpmaddwd
+/// by its scales, not two.
+/// </summary>
+/// <remarks>
+/// <para>
+/// As stored, chunk c's 32 bytes hold sub-block 2c's values in their low nibbles and 2c + 1's in their high ones (A and B
+/// below). vpmaddubsw of the low nibbles against A's activations gives sixteen 16-bit sums of A's products, of the high
+/// ones sixteen of B's, and each set then needs its own vpmaddwd by its scale (and a vpshufb to spread that scale): four of
+/// each per super-block beyond the eight vpmaddubsw. Here 32-bit lane 2e of the chunk holds A's values 8e..8e + 3 (low
+/// nibbles) and 8e + 4..8e + 7 (high nibbles), lane 2e + 1 B's values 8e + 4..8e + 7 (low) and 8e..8e + 3 (high). Both
+/// nibbles' products are then A's in the even lanes and B's in the odd ones: one vpaddw adds the two vpmaddubsw (each sum
+/// at most 4 × 31 × 127, inside 16 bits) and one vpmaddwd weights lane pairs by (A's scale, B's scale). Q5_K's fifth bits
+/// (bit 2c of qh byte l: A's value l; bit 2c + 1: B's) move with their values, so that bit 2c of a byte of qh is again the
+/// fifth bit of the low nibble of that byte of every chunk and bit 2c + 1 of the high one. The activations' codes move
+/// whole 32-bit lanes (<see cref="PairActivations"/>), once per product for every row; the sums of each sub-block's codes
+/// (the mins' term) do not change.
+/// </para>
+/// <para>
+/// The integer unit, not memory, held AVX2's Q4_K kernel on Zen 3: from L2 it ran at 19.5 GB/s where memory gave one core
+/// 22-24, and with the scales' four vpmaddwd and four vpshufb gone (the result then wrong) at 22.5; 512 MiB from memory
+/// streamed at 78-82% of a plain sum as stored against 86-88% paired (<c>bench stream --type q4_k --paired off|on</c>,
+/// 1536 wide, 3 alternations, one core of a 2-vCPU EPYC Milan), and a Q4_K_M 1.5B decoded 15.0 → 16.9 tokens/s on one
+/// thread; Q5_K (whose fifth bits cost the same either way) 73-78% → 75-78% from memory and its Q5_K_M 1.5B 15.1 → 16.1
+/// (bench/results/amd-epyc-zen3-2core-avx2/q4_k-q5_k-paired-rows-2026-12-07.md). Fewer operations of every kind, so
+/// every core that runs the 32-byte kernel takes it. The rearranged copy takes the place of the stored rows in decode, which
+/// then leaves the file's pages alone, so a step's bytes and the memory it keeps resident stay as they were.
+/// </para>
+/// </remarks>
+internal static class PairedNibbleRows
+{
+    private const int HeaderBytes = 16;
+    private const uint Low = 0x0F0F0F0F;
+    private const uint EvenBits = 0x55555555;
+
+    /// <summary>
+    /// Whether one-token decode on <paramref name="path"/> reads <paramref name="type"/> (Q4_K or Q5_K) from paired rows: where
+    /// its 32-byte kernel runs (the 512-bit path keeps its own kernels where it has 64-byte products, or GFNI and for Q4_K also
+    /// AVX-VNNI's fused vpdpwssd).
+    /// </summary>
+    public static bool Pays(KernelPath path, DType type)
+    {
+        if (type is not (DType.Q4_K or DType.Q5_K) || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported)
+        {
+            return false;
+        }
+
+        bool gfni512 = path == KernelPath.Vector512 && Avx512BW.IsSupported && Gfni.V256.IsSupported;
+        bool ownKernel = VectorUnits.Wide(path) || (gfni512 && (type == DType.Q5_K || ByteDots.Vnni(path)));
+        return ThreadOverride<Switch>.Or(!ownKernel);
+    }
+
+    /// <summary>Until disposed, this thread takes <paramref name="pays"/> as the CPU's answer (for tests; any AVX2 path runs the kernels).</summary>
+    public static ThreadOverride<Switch>.Scope Assume(bool pays) => ThreadOverride<Switch>.Set(pays);
+
+    /// <summary>
+    /// Whole <paramref name="type"/> (Q4_K or Q5_K) super-blocks as stored (<paramref name="stored"/>) into
+    /// <paramref name="paired"/>, the same length (or the same span: each pair of lanes is read before it is written): scales
+    /// and mins as they are, each chunk's eight 32-bit lanes of codes (and Q5_K's fifth bits) rearranged (see the class).
+    /// </summary>
+    public static void Repack(DType type, ReadOnlySpan<byte> stored, Span<byte> paired)
+    {
+        int blockBytes = type == DType.Q5_K ? 176 : 144;
+        if (type is not (DType.Q4_K or DType.Q5_K) || stored.Length % blockBytes != 0 || paired.Length != stored.Length)
+        {
+            throw new ArgumentException($"paired rows are whole Q4_K or Q5_K super-blocks ({type}, {blockBytes} bytes): {stored.Length} in, {paired.Length} out");
+        }
+
+        int codesAt = type == DType.Q5_K ? HeaderBytes + 32 : HeaderBytes;
+        for (int b = 0; b < stored.Length; b += blockBytes)
+        {
+            stored.Slice(b, HeaderBytes).CopyTo(paired.Slice(b, HeaderBytes));
+            if (type == DType.Q5_K)
+            {
+                // qh: the fifth bits of each chunk's low nibbles (bits 2c) and high ones (2c + 1), byte for byte as the codes.
+                PairLanes(stored.Slice(b + HeaderBytes, 32), paired.Slice(b + HeaderBytes, 32), EvenBits, 1);
+            }
+
+            PairLanes(stored.Slice(b + codesAt, 128), paired.Slice(b + codesAt, 128), Low, 4);
+        }
+    }
+
+    /// <summary>
+    /// Each two 32-bit lanes (first, second: bytes 8e..8e + 3 and 8e + 4..8e + 7 of a chunk) of bit fields of A (under
+    /// <paramref name="aBits"/>) and of B (the same bits <paramref name="shift"/> higher) into lane 2e: A's of first, then
+    /// A's of second moved up; lane 2e + 1: B's of second moved down, then B's of first.
+    /// </summary>
+    private static void PairLanes(ReadOnlySpan<byte> stored, Span<byte> paired, uint aBits, int shift)
+    {
+        for (int lane = 0; lane < stored.Length; lane += 8)
+        {
+            uint first = BinaryPrimitives.ReadUInt32LittleEndian(stored[lane..]), second = BinaryPrimitives.ReadUInt32LittleEndian(stored[(lane + 4)..]);
+            BinaryPrimitives.WriteUInt32LittleEndian(paired[lane..], (first & aBits) | ((second & aBits) << shift));
+            BinaryPrimitives.WriteUInt32LittleEndian(paired[(lane + 4)..], ((second >> shift) & aBits) | (first & ~aBits));
+        }
+    }
+
+    /// <summary>
+    /// Activation codes (whole 256-value blocks) rearranged for paired rows: of each 64 values (A's 32, then B's), first the
+    /// activations the low nibbles meet (lane 2e: A's lane 2e; lane 2e + 1: B's lane 2e + 1), then those the high nibbles
+    /// meet (lane 2e: A's lane 2e + 1; lane 2e + 1: B's lane 2e).
+    /// </summary>
+    public static void PairActivations(ReadOnlySpan<sbyte> codes, Span<sbyte> paired)
+    {
+        if (codes.Length % KQuantBlocks.BlockValues != 0 || paired.Length != codes.Length)
+        {
+            throw new ArgumentException($"Q8_K codes are whole blocks of {KQuantBlocks.BlockValues}: {codes.Length} in, {paired.Length} out");
+        }
+
+        ReadOnlySpan<uint> from = MemoryMarshal.Cast<sbyte, uint>(codes);
+        Span<uint> to = MemoryMarshal.Cast<sbyte, uint>(paired);
+        for (int chunk = 0; chunk < from.Length; chunk += 16)
+        {
+            ReadOnlySpan<uint> a = from.Slice(chunk, 8), b = from.Slice(chunk + 8, 8);
+            Span<uint> lows = to.Slice(chunk, 8), highs = to.Slice(chunk + 8, 8);
+            for (int e = 0; e < 8; e += 2)
+            {
+                lows[e] = a[e];
+                lows[e + 1] = b[e + 1];
+                highs[e] = a[e + 1];
+                highs[e + 1] = b[e];
+            }
+        }
+    }
+
+    /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct Switch
+    {
+    }
+}
