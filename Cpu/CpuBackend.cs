@@ -51,7 +51,10 @@ public sealed class CpuBackend : IBackend
 
     public KernelPath KernelPath { get; }
 
-    /// <summary>Bytes of the panels matrices were repacked into at load (<see cref="CpuBackendOptions.RepackPanels"/>), besides their stored rows.</summary>
+    /// <summary>
+    /// Bytes of the panels matrices were repacked into at load (<see cref="CpuBackendOptions.RepackPanels"/>), and of Q4_K's and
+    /// Q5_K's rows paired for decode where the CPU reads them so (<see cref="PairedNibbleRows"/>), besides their stored rows.
+    /// </summary>
     public long RepackedBytes { get; private set; }
 
     public int Threads => _pool.ThreadCount;
@@ -88,7 +91,7 @@ public sealed class CpuBackend : IBackend
                 if (repack)
                 {
                     matrix.Repack(_panels, KernelPath);
-                    RepackedBytes += matrix.PanelBytesTotal;
+                    RepackedBytes += matrix.PanelBytesTotal + matrix.PairedBytesTotal;
                 }
 
                 return matrix;
@@ -171,7 +174,7 @@ public sealed class CpuBackend : IBackend
         if (repack)
         {
             matrix.Repack(_panels, KernelPath);
-            RepackedBytes += matrix.PanelBytesTotal;
+            RepackedBytes += matrix.PanelBytesTotal + matrix.PairedBytesTotal;
         }
 
         return matrix;

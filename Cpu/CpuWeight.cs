@@ -79,6 +79,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Whether decode reads <see cref="PairedRows"/>.</summary>
     public bool HasPairedRows => PairedRows != null;
 
+    /// <summary>Bytes of <see cref="PairedRows"/> (the stored rows' bytes); 0 without.</summary>
+    public long PairedBytesTotal => PairedRows == null ? 0 : RowBytes * Rows;
+
     /// <summary>Rows [first, first + count) of <see cref="PairedRows"/>.</summary>
     public ReadOnlySpan<byte> PairedRowBytesOf(int first, int count) =>
         PairedRows == null ? throw new InvalidOperationException($"{Name} has no paired rows") : new(PairedRows + (first * RowBytes), checked((int)(count * RowBytes)));

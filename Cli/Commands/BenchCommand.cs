@@ -250,7 +250,7 @@ internal sealed class BenchCommand : ICommand
 
                     if (backend is CpuBackend { RepackedBytes: > 0 } cpu)
                     {
-                        stdout.WriteLine($"         {InfoCommand.FormatBytes(cpu.RepackedBytes)} of matrices repacked at load for steps of several rows, besides them (QWENSHARP_REPACK=0: none)");
+                        stdout.WriteLine($"         {InfoCommand.FormatBytes(cpu.RepackedBytes)} of matrices repacked at load (panels for steps of several rows; where this CPU pairs them, Q4_K and Q5_K rows for decode), besides them (QWENSHARP_REPACK=0: none)");
                     }
                     if (backend is Gpu.VulkanBackend vulkan)
                     {

@@ -217,8 +217,8 @@ internal sealed class Q8KActivations
     }
 
     /// <summary>
-    /// Whether <see cref="PairCodes"/> has filled the paired codes of this quantization's tokens (for Q4_K's paired rows,
-    /// <see cref="PairedNibbleRows"/>); <see cref="Prepare(int, int, int)"/> clears it.
+    /// Whether <see cref="PairCodes"/> has filled the paired codes of this quantization's tokens (for Q4_K's and Q5_K's paired
+    /// rows, <see cref="PairedNibbleRows"/>); <see cref="Prepare(int, int, int)"/> and <see cref="QuantizeRows"/> clear it.
     /// </summary>
     public bool Paired { get; private set; }
 
@@ -261,7 +261,7 @@ internal sealed class Q8KActivations
         Paired ? _pairedCodes.AsSpan(token * Cols, Cols) : default);
 }
 
-/// <summary>One token's Q8_K activations: codes, a scale per 256, sums of the codes per 16 and per 32, and where made, the codes paired for Q4_K's paired rows.</summary>
+/// <summary>One token's Q8_K activations: codes, a scale per 256, sums of the codes per 16 and per 32, and where made, the codes paired for Q4_K's and Q5_K's paired rows.</summary>
 internal readonly ref struct Q8KRow(ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<short> groupSums, ReadOnlySpan<short> subBlockSums,
     ReadOnlySpan<sbyte> pairedCodes = default)
 {
