@@ -79,6 +79,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Whether decode reads <see cref="PairedRows"/>.</summary>
     public bool HasPairedRows => PairedRows != null;
 
+    /// <summary>How <see cref="PairedRows"/> hold their scales (chosen once, at <see cref="Repack"/>); <see cref="PairedLayout.None"/> without.</summary>
+    public PairedLayout PairedLayout { get; private set; }
+
     /// <summary>Bytes of <see cref="PairedRows"/> (the stored rows' bytes); 0 without.</summary>
     public long PairedBytesTotal => PairedRows == null ? 0 : RowBytes * Rows;
 
@@ -128,8 +131,12 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         {
             byte* paired = (byte*)arena.Allocate(RowBytes * Rows);
             _panelArena = arena;
-            Parallel.For(0, Rows, r => PairedNibbleRows.Repack(StoredType, RowBytesOf(r, 1), new Span<byte>(paired + (r * RowBytes), checked((int)RowBytes))));
+
+            // The scales as two runs of fields where pdep is fast, decided here (the workers that read them ask no CPU switch).
+            bool deposit = KQuantIntegerKernel.DepositsScales;
+            Parallel.For(0, Rows, r => PairedNibbleRows.Repack(StoredType, RowBytesOf(r, 1), new Span<byte>(paired + (r * RowBytes), checked((int)RowBytes)), deposit));
             PairedRows = paired;
+            PairedLayout = deposit ? PairedLayout.DepositedScales : PairedLayout.StoredScales;
         }
 
         bool fits = StoredType == DType.Q8_0
@@ -179,6 +186,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         {
             _panelArena?.Free(PairedRows);
             PairedRows = null;
+            PairedLayout = PairedLayout.None;
         }
 
         if (_dataArena is { } arena)

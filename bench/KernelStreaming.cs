@@ -15,8 +15,9 @@ namespace QwenSharp.Bench;
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
-///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--kib N]
+///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--deposit on|off] [--kib N]
 /// </code>
+/// <c>--deposit</c> reads their scales by pdep (and IQ4_XS's) or as stored, whatever the CPU's answer.
 /// <c>--paired</c> reads Q4_K's and Q5_K's rows paired (<c>PairedNibbleRows</c>) or as stored, whatever the CPU's answer.
 /// <c>--placed</c> reads F16 weights placed throughout, or by their maps of exact groups, whatever
 /// <c>SubnormalOperands</c> answers for this CPU.
@@ -53,6 +54,7 @@ internal static unsafe class KernelStreaming
 
         using ThreadOverride<SubnormalOperands.Switch>.Scope? placed = OnOff(args, "--placed", SubnormalOperands.Assume);
         using ThreadOverride<PairedNibbleRows.Switch>.Scope? paired = OnOff(args, "--paired", PairedNibbleRows.Assume);
+        using ThreadOverride<KQuantIntegerKernel.ScaleDepositSwitch>.Scope? deposit = OnOff(args, "--deposit", KQuantIntegerKernel.AssumeScaleDeposit);
 
         // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).
         long bytes = PeerDecode.Option(args, "--kib") is null ? Bytes : 1024L * Math.Min(PeerDecode.Count(args, "--kib", 0, minimum: MinimumKib), (int)(Bytes >> 10));
@@ -188,11 +190,12 @@ internal static unsafe class KernelStreaming
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));
             case DType.Q4_K or DType.Q5_K when PairedNibbleRows.Pays(path, type):
                 // As decode reads them where the CPU pairs them: the rows paired (in place), the codes to match.
-                PairedNibbleRows.Repack(type, weights, weights);
+                bool deposit = KQuantIntegerKernel.DepositsScales;
+                PairedNibbleRows.Repack(type, weights, weights, deposit);
                 var pairedQ8k = new Q8KActivations();
                 pairedQ8k.Quantize(x, 1, cols, path);
                 pairedQ8k.PairCodes();
-                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, pairedQ8k.Row(0), y.AsSpan(r, count), paired: true));
+                return InChunks(rows, (r, count) => KQuantIntegerKernel.DotRows(path, type, RowsAt(r, count), count, pairedQ8k.Row(0), y.AsSpan(r, count), deposit ? PairedLayout.DepositedScales : PairedLayout.StoredScales));
             case DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS:
                 var q8k = new Q8KActivations();
                 q8k.Quantize(x, 1, cols, path);

@@ -43,18 +43,21 @@ internal static partial class KQuantIntegerKernel
     /// a sum per row cost a fifth of its time.
     /// </summary>
     /// <remarks>
-    /// With <paramref name="paired"/>, <paramref name="rows"/> are Q4_K or Q5_K rows as <see cref="PairedNibbleRows.Repack"/> leaves them,
-    /// read against <paramref name="x"/>'s paired codes on the 32-byte kernel (<see cref="PairedNibbleRows.Pays"/> says where).
+    /// With a <paramref name="layout"/> other than <see cref="PairedLayout.None"/>, <paramref name="rows"/> are Q4_K or Q5_K rows
+    /// as <see cref="PairedNibbleRows.Repack"/> leaves them (their scales as the layout says), read against
+    /// <paramref name="x"/>'s paired codes on the 32-byte kernel (<see cref="PairedNibbleRows.Pays"/> says where).
     /// </remarks>
-    public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results, bool paired = false)
+    public static unsafe void DotRows(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, Q8KRow x, Span<float> results, PairedLayout layout = PairedLayout.None)
     {
+        bool paired = layout != PairedLayout.None;
         int blocks = x.Codes.Length / Values;
         if (type is not (DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
             throw new ArgumentException($"{type} is not Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS", nameof(type));
         }
 
-        if (paired && (type is not (DType.Q4_K or DType.Q5_K) || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported || x.PairedCodes.Length != x.Codes.Length))
+        if (paired && (type is not (DType.Q4_K or DType.Q5_K) || path == KernelPath.Scalar || !Avx2.IsSupported || !Fma.IsSupported || x.PairedCodes.Length != x.Codes.Length
+            || (layout == PairedLayout.DepositedScales && !Bmi2.X64.IsSupported)))
         {
             throw new ArgumentException($"paired rows are Q4_K or Q5_K on an AVX2 path against paired activation codes: {type}, {path}, {x.PairedCodes.Length} paired codes of {x.Codes.Length}");
         }
@@ -70,20 +73,14 @@ internal static partial class KQuantIntegerKernel
         // Pinned, so that the 64-byte kernels can broadcast from pointers; the weights are usually the mapped file.
         fixed (byte* pinned = rows)
         {
-            if (paired)
+            ref float y = ref MemoryMarshal.GetReference(results);
+            switch (layout)
             {
-                if (type == DType.Q5_K)
-                {
-                    RowGroups.Run<Q5KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
-                }
-                else
-                {
-                    RowGroups.Run<Q4KPairedRow>(ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
-                }
-            }
-            else
-            {
-                Run(path, type, ref *pinned, rowBytes, count, operands, ref MemoryMarshal.GetReference(results));
+                case PairedLayout.StoredScales when type == DType.Q5_K: RowGroups.Run<Q5KPairedRow<StoredScales>>(ref *pinned, rowBytes, count, operands, ref y); break;
+                case PairedLayout.StoredScales: RowGroups.Run<Q4KPairedRow<StoredScales>>(ref *pinned, rowBytes, count, operands, ref y); break;
+                case PairedLayout.DepositedScales when type == DType.Q5_K: RowGroups.Run<Q5KPairedRow<DepositedScales>>(ref *pinned, rowBytes, count, operands, ref y); break;
+                case PairedLayout.DepositedScales: RowGroups.Run<Q4KPairedRow<DepositedScales>>(ref *pinned, rowBytes, count, operands, ref y); break;
+                default: Run(path, type, ref *pinned, rowBytes, count, operands, ref y); break;
             }
         }
     }
@@ -295,9 +292,12 @@ internal static partial class KQuantIntegerKernel
     /// GB/s from L2 on one Zen 4 core. (Unpacking the scales and mins with vector shuffles instead of the scalar masks took
     /// 30 instructions off the loop, but it is bound by the vector units, and it ran at 24.4.)
     /// </summary>
-    /// <remarks>With <paramref name="paired"/>, paired rows against paired codes (<see cref="Q4KPairedChunk"/>).</remarks>
+    /// <remarks>
+    /// With <paramref name="paired"/>, paired rows against paired codes (<see cref="Q4KPairedChunk"/>), with
+    /// <paramref name="deposited"/> their scales and mins as <see cref="PairedNibbleRows.DepositedScalesAndMins"/> reads them.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni, bool gfni, bool paired = false)
+    private static Vector128<float> Q4KPartial(ref byte w, scoped in RowOperands operands, bool fifth, bool vnni, bool gfni, bool paired = false, bool deposited = false)
     {
         ref float half = ref operands.HalfTable;
         ref sbyte q8 = ref operands.Codes;
@@ -311,7 +311,9 @@ internal static partial class KQuantIntegerKernel
         {
             Prefetch.Ahead(ref block, 3);    // a super-block is 144 or 176 bytes: three lines leave no gap to the next one's
             ref byte qs = ref Unsafe.Add(ref block, fifth ? 48 : 16);
-            (ulong packedScales, ulong packedMins) = UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
+            (ulong packedScales, ulong packedMins) = deposited
+                ? PairedNibbleRows.DepositedScalesAndMins(ref Unsafe.Add(ref block, 4))
+                : UnpackScalesAndMins(ref Unsafe.Add(ref block, 4));
             Vector128<short> scales128 = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(packedScales).AsByte());
             Vector256<byte> scales = Vector256.Create(scales128, scales128).AsByte();
             Vector256<byte> qh = fifth ? Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 16)) : default;
@@ -345,18 +347,38 @@ internal static partial class KQuantIntegerKernel
         return acc.GetLower() + acc.GetUpper() - mins;
     }
 
+    /// <summary>How a paired row holds its super-blocks' scales and mins: as stored, or deposited (<see cref="PairedNibbleRows.Repack"/>).</summary>
+    private interface IPairedScales
+    {
+        static abstract bool Deposited { get; }
+    }
+
+    private readonly struct StoredScales : IPairedScales
+    {
+        public static bool Deposited => false;
+    }
+
+    private readonly struct DepositedScales : IPairedScales
+    {
+        public static bool Deposited => true;
+    }
+
     /// <summary>Q4_K paired rows (<see cref="PairedNibbleRows"/>) against paired activation codes, on the 32-byte kernel.</summary>
-    private readonly struct Q4KPairedRow : IRowKernel
+    private readonly struct Q4KPairedRow<TScales> : IRowKernel
+        where TScales : IPairedScales
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: false, vnni: false, gfni: false, paired: true);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) =>
+            Q4KPartial(ref w, operands, fifth: false, vnni: false, gfni: false, paired: true, deposited: TScales.Deposited);
     }
 
     /// <summary>Q5_K paired rows (<see cref="PairedNibbleRows"/>) against paired activation codes, on the 32-byte kernel.</summary>
-    private readonly struct Q5KPairedRow : IRowKernel
+    private readonly struct Q5KPairedRow<TScales> : IRowKernel
+        where TScales : IPairedScales
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) => Q4KPartial(ref w, operands, fifth: true, vnni: false, gfni: false, paired: true);
+        public static Vector128<float> Partial(ref byte w, scoped in RowOperands operands) =>
+            Q4KPartial(ref w, operands, fifth: true, vnni: false, gfni: false, paired: true, deposited: TScales.Deposited);
     }
 
     /// <summary>

@@ -338,13 +338,13 @@ internal static class MatMul
     /// <see cref="KQuantRows"/>' few tokens for a Q4_K or Q5_K matrix's paired rows (<see cref="PairedNibbleRows"/>) against
     /// <paramref name="quantized"/>'s paired codes.
     /// </summary>
-    public static void PairedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> pairedRows, int outFeatures, Q8KActivations quantized, int tokens,
+    public static void PairedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> pairedRows, PairedLayout layout, int outFeatures, Q8KActivations quantized, int tokens,
         ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {
         for (int t = 0; t < tokens; t++)
         {
             Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
-            KQuantIntegerKernel.DotRows(path, type, pairedRows, rowEnd - rowStart, quantized.Row(t), results, paired: true);
+            KQuantIntegerKernel.DotRows(path, type, pairedRows, rowEnd - rowStart, quantized.Row(t), results, layout);
             AddBias(results, bias, rowStart);
         }
     }

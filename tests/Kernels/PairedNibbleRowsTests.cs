@@ -14,19 +14,20 @@ namespace QwenSharp.Tests.Kernels;
 /// </summary>
 public sealed class PairedNibbleRowsTests
 {
-    public static TheoryData<DType> Types() => [DType.Q4_K, DType.Q5_K];
+    public static TheoryData<DType, bool> TypesAndScales() => new() { { DType.Q4_K, false }, { DType.Q4_K, true }, { DType.Q5_K, false }, { DType.Q5_K, true } };
 
-    [Theory]
-    [MemberData(nameof(Types))]
-    public void Each_paired_code_meets_the_activation_of_its_own_value(DType type)
+    [SkippableTheory]
+    [MemberData(nameof(TypesAndScales))]
+    public void Each_paired_code_meets_the_activation_of_its_own_value(DType type, bool depositScales)
     {
+        Skip.If(depositScales && !Bmi2.X64.IsSupported, "deposited scales are read with pdep");
         // Read the paired layout as the class describes it, each code with the paired activation beside it: Σ per sub-block
         // of code × activation must equal the stored row's, and the codes must be the stored ones, each once.
         const int blocks = 2;
         int blockBytes = DTypes.BlockBytes(type);
         byte[] stored = KQuantKernelTests.RandomRow(type, blocks, 5);
         var paired = new byte[stored.Length];
-        PairedNibbleRows.Repack(type, stored, paired);
+        PairedNibbleRows.Repack(type, stored, paired, depositScales);
         sbyte[] codes = [.. Enumerable.Range(0, blocks * 256).Select(i => (sbyte)((i * 37 % 251) - 125))];
         var pairedCodes = new sbyte[codes.Length];
         PairedNibbleRows.PairActivations(codes, pairedCodes);
@@ -36,7 +37,17 @@ public sealed class PairedNibbleRowsTests
         for (int b = 0; b < blocks; b++)
         {
             Span<byte> storedBlock = stored.AsSpan(b * blockBytes, blockBytes), pairedBlock = paired.AsSpan(b * blockBytes, blockBytes);
-            Assert.True(storedBlock[..16].SequenceEqual(pairedBlock[..16]), "scales and mins move unchanged");
+            Assert.True(storedBlock[..4].SequenceEqual(pairedBlock[..4]), "d and dmin move unchanged");
+            (ulong Scales, ulong Mins) expectedScales = KQuantIntegerKernel.UnpackScalesAndMins(ref storedBlock[4]);
+            if (depositScales)
+            {
+                // Read back as the kernel reads them: the scales and mins the stored packing holds, each 0..63.
+                Assert.Equal(expectedScales, PairedNibbleRows.DepositedScalesAndMins(ref pairedBlock[4]));
+            }
+            else
+            {
+                Assert.True(storedBlock[4..16].SequenceEqual(pairedBlock[4..16]), "scales and mins move unchanged");
+            }
             for (int c = 0; c < 4; c++)
             {
                 long[] expected = new long[2], actual = new long[2];
@@ -75,6 +86,21 @@ public sealed class PairedNibbleRowsTests
         return ((both & 0xF) | (((qh >> (2 * c)) & 1) << 4), (both >> 4) | (((qh >> ((2 * c) + 1)) & 1) << 4));
     }
 
+    public static TheoryData<KernelPath, DType, bool> PathsTypesAndScales()
+    {
+        var data = new TheoryData<KernelPath, DType, bool>();
+        foreach (KernelPath path in KernelPaths.All.Where(p => p != KernelPath.Scalar))
+        {
+            foreach (DType type in new[] { DType.Q4_K, DType.Q5_K })
+            {
+                data.Add(path, type, false);
+                data.Add(path, type, true);
+            }
+        }
+
+        return data;
+    }
+
     public static TheoryData<KernelPath, DType> PathsAndTypes()
     {
         var data = new TheoryData<KernelPath, DType>();
@@ -87,14 +113,13 @@ public sealed class PairedNibbleRowsTests
         return data;
     }
 
-    [Theory]
-    [MemberData(nameof(PathsAndTypes))]
-    public void Paired_rows_against_paired_codes_equal_the_definition(KernelPath path, DType type)
+    [SkippableTheory]
+    [MemberData(nameof(PathsTypesAndScales))]
+    public void Paired_rows_against_paired_codes_equal_the_definition(KernelPath path, DType type, bool depositScales)
     {
-        if (!Avx2.IsSupported || !Fma.IsSupported)
-        {
-            return;    // the paired kernel is AVX2's; a CPU without it never pairs (Pays says no)
-        }
+        PairedLayout layout = depositScales ? PairedLayout.DepositedScales : PairedLayout.StoredScales;
+        Skip.IfNot(Avx2.IsSupported && Fma.IsSupported, "the paired kernel is AVX2's; a CPU without it never pairs (Pays says no)");
+        Skip.If(layout == PairedLayout.DepositedScales && !Bmi2.X64.IsSupported, "deposited scales are read with pdep");
 
         // Seven rows (a group of four and three alone) of three super-blocks, and the largest codes and scales.
         const int rows = 7, blocks = 3;
@@ -103,7 +128,7 @@ public sealed class PairedNibbleRowsTests
         BitConverter.TryWriteBytes(stored, HalfBits.FromSingle(1f));
         BitConverter.TryWriteBytes(stored.AsSpan(2), HalfBits.FromSingle(1f));
         var paired = new byte[stored.Length];
-        PairedNibbleRows.Repack(type, stored, paired);
+        PairedNibbleRows.Repack(type, stored, paired, layout == PairedLayout.DepositedScales);
         float[] x = KernelData.Floats(blocks * 256, 7, scale: 2f);
         x.AsSpan(0, 256).Fill(-1f);    // every code at -127 against the first row's largest codes
         var q8 = new Q8KActivations();
@@ -112,7 +137,7 @@ public sealed class PairedNibbleRowsTests
         Q8KRow activations = q8.Row(0);
 
         var results = new float[rows];
-        KQuantIntegerKernel.DotRows(path, type, paired, rows, activations, results, paired: true);
+        KQuantIntegerKernel.DotRows(path, type, paired, rows, activations, results, layout);
 
         int rowBytes = blocks * DTypes.BlockBytes(type);
         for (int r = 0; r < rows; r++)
@@ -127,7 +152,7 @@ public sealed class PairedNibbleRowsTests
                 magnitude += Math.Abs(w[i] * a);
             }
 
-            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * magnitude, $"{type} {path} row {r}: {results[r]}, expected {expected}");
+            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * magnitude, $"{type} {path} {layout} row {r}: {results[r]}, expected {expected}");
         }
     }
 
@@ -143,7 +168,7 @@ public sealed class PairedNibbleRowsTests
         var q8 = new Q8KActivations();
         q8.Quantize(KernelData.Floats(256, 3, scale: 1f), 1, 256);
         var results = new float[1];
-        ArgumentException error = Assert.Throws<ArgumentException>(() => KQuantIntegerKernel.DotRows(KernelPath.Vector256, DType.Q4_K, stored, 1, q8.Row(0), results, paired: true));
+        ArgumentException error = Assert.Throws<ArgumentException>(() => KQuantIntegerKernel.DotRows(KernelPath.Vector256, DType.Q4_K, stored, 1, q8.Row(0), results, PairedLayout.StoredScales));
         Assert.Contains("paired activation codes", error.Message, StringComparison.Ordinal);
     }
 
@@ -161,25 +186,43 @@ public sealed class PairedNibbleRowsTests
         const int outputs = 64, inputs = 512;
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 23), type, [outputs, inputs]);
         float[] x = KernelData.Floats(inputs, 24);
+        // As stored, then paired with the scales as stored and deposited: the choice is made on this thread at load and kept
+        // by the weight, while the workers that multiply take the CPU's own answers.
         var products = new List<float[]>();
-        foreach (bool pairs in new[] { false, true })
+        foreach ((bool pairs, bool deposit) in new[] { (false, false), (true, false), (true, true) })
         {
+            if (deposit && !Bmi2.X64.IsSupported)
+            {
+                continue;
+            }
+
             using ThreadOverride<PairedNibbleRows.Switch>.Scope choice = PairedNibbleRows.Assume(pairs);
+            using ThreadOverride<KQuantIntegerKernel.ScaleDepositSwitch>.Scope scales = KQuantIntegerKernel.AssumeScaleDeposit(deposit);
             using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, KernelPath = path });
             using var weight = (CpuWeight)backend.Upload(w.View);
             Assert.Equal(pairs, weight.HasPairedRows);
+            Assert.Equal(!pairs ? PairedLayout.None : deposit ? PairedLayout.DepositedScales : PairedLayout.StoredScales, weight.PairedLayout);
             products.Add(QwenSharp.Tests.Backend.BackendConformanceTests.Run(backend, 1, outputs, [(x, inputs)], (a, o) => backend.Linear(a[0], weight, null, o)));
         }
 
-        int differing = 0;
-        for (int o = 0; o < outputs; o++)
+        foreach (float[] pairedProduct in products.Skip(1))
         {
-            float stored = products[0][o], paired = products[1][o];
-            Assert.True(Math.Abs(paired - stored) <= 1e-4 * (Math.Abs(stored) + 1), $"{type} {path} output {o}: paired {paired}, stored {stored}");
-            differing += paired.Equals(stored) ? 0 : 1;
+            int differing = 0;
+            for (int o = 0; o < outputs; o++)
+            {
+                float stored = products[0][o], paired = pairedProduct[o];
+                Assert.True(Math.Abs(paired - stored) <= 1e-4 * (Math.Abs(stored) + 1), $"{type} {path} output {o}: paired {paired}, stored {stored}");
+                differing += paired.Equals(stored) ? 0 : 1;
+            }
+
+            Assert.True(differing > 0, $"{type} {path}: the paired rows gave every sum the stored rows' bits; were they read?");
         }
 
-        Assert.True(differing > 0, $"{type} {path}: the paired rows gave every sum the stored rows' bits; were they read?");
+        if (products.Count == 3)
+        {
+            // The scales' encoding changes no bit: the same integers, the same float operations.
+            Assert.Equal(products[1], products[2]);
+        }
 
         using (PairedNibbleRows.Assume(true))
         {
