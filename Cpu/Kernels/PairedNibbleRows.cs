@@ -45,8 +45,9 @@ internal enum PairedLayout
 /// every core that runs the 32-byte kernel takes it. Where pdep is fast the copy's scales and mins are two runs of 6-bit
 /// fields (<see cref="DepositedScalesAndMins"/>), which took Q4_K from memory from 82% to 88% of a plain sum, and the Q4_K_M
 /// 1.5B from 17.4 (as stored) and 19.3 (paired) to 19.8 tokens/s on one thread, 29.2 to 33.1 on two (as stored against
-/// both), Q5_K_M 15.2 → 16.3 and 25.7 → 28.0. The rearranged copy takes the place of the stored rows in decode, which
-/// then leaves the file's pages alone, so a step's bytes and the memory it keeps resident stay as they were.
+/// both), Q5_K_M 15.2 → 16.3 and 25.7 → 28.0. The rearranged copy takes the place of the stored rows in decode, so a
+/// step reads as many bytes; it is held besides them and the panels (a Q4_K_M 1.5B's peak resident memory in bench 2.41 →
+/// 3.04 GB), though from a GGUF file the stored rows' pages are then touched at load only.
 /// </para>
 /// </remarks>
 internal static class PairedNibbleRows
