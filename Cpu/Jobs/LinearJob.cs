@@ -338,7 +338,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                     _tokens, bias, y, start, end, panel);
                 break;
             case DType.Q4_K or DType.Q5_K when weight.HasPairedRows && _tokens <= MatMul.RowDotTokens:
-                MatMul.PairedRows(path, weight.StoredType, weight.PairedRowBytesOf(start, end - start), weight.PairedLayout, n, _q8k, _tokens, bias, y, start, end);
+                MatMul.KQuantRows(path, weight.StoredType, weight.PairedRowBytesOf(start, end - start), k, n, blocks, _q8k, _tokens, bias, y, start, end, panel, weight.PairedLayout);
                 break;
             case DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
 

@@ -305,11 +305,19 @@ internal static class MatMul
     /// <see cref="Rows{TW}"/> for Q3_K, Q4_K, Q5_K and Q6_K weights (and Q2_K's and IQ4_XS's at decode) against the <paramref name="quantized"/> Q8_K activations: a few
     /// tokens dot each row of super-blocks in integers; more unpack a panel of rows once into interleaved integer codes and
     /// multiply every token against it (<see cref="QuantPanel"/>). Without activations, f32 panels against <paramref name="xBlocks"/>.
+    /// With a <paramref name="layout"/> other than <see cref="PairedLayout.None"/>, <paramref name="weights"/> are a Q4_K or Q5_K
+    /// matrix's paired rows (<see cref="PairedNibbleRows"/>), which only the few tokens' dot products read.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KQuantRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
-        ReadOnlySpan<float> xBlocks, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+        ReadOnlySpan<float> xBlocks, Q8KActivations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel,
+        PairedLayout layout = PairedLayout.None)
     {
+        if (layout != PairedLayout.None && (quantized is null || tokens > RowDotTokens))
+        {
+            throw new ArgumentException($"paired {type} rows are read by the dot products of at most {RowDotTokens} quantized tokens; got {tokens}{(quantized is null ? ", not quantized" : "")}", nameof(layout));
+        }
+
         if (quantized is not null && tokens > RowDotTokens)
         {
             // Many tokens (prefill, a big batch): panels of interleaved integer codes.
@@ -324,7 +332,7 @@ internal static class MatMul
             for (int t = 0; t < tokens; t++)
             {
                 Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
-                KQuantIntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results);
+                KQuantIntegerKernel.DotRows(path, type, weights, rowEnd - rowStart, quantized.Row(t), results, layout);
                 AddBias(results, bias, rowStart);
             }
 
@@ -332,21 +340,6 @@ internal static class MatMul
         }
 
         DequantizedPanels(path, type, weights, inFeatures, outFeatures, xBlocks, tokens, bias, y, rowStart, rowEnd, panel);
-    }
-
-    /// <summary>
-    /// <see cref="KQuantRows"/>' few tokens for a Q4_K or Q5_K matrix's paired rows (<see cref="PairedNibbleRows"/>) against
-    /// <paramref name="quantized"/>'s paired codes.
-    /// </summary>
-    public static void PairedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> pairedRows, PairedLayout layout, int outFeatures, Q8KActivations quantized, int tokens,
-        ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
-    {
-        for (int t = 0; t < tokens; t++)
-        {
-            Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
-            KQuantIntegerKernel.DotRows(path, type, pairedRows, rowEnd - rowStart, quantized.Row(t), results, layout);
-            AddBias(results, bias, rowStart);
-        }
     }
 
     /// <summary>
