@@ -269,6 +269,15 @@ internal static class MatMul
         Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
     {
         int panelBytes = type == Formats.DType.Q8_0 ? Q8_0Panels.PanelBytes(inFeatures) : NibblePanels.PanelBytes(type, inFeatures);
+        if (type == Formats.DType.Q4_0 && q8 is { Tokens: 1, PanelTokens: 1 } && PanelDecode.HasKernel(path))
+        {
+            // One token (decode, where it reads the panels): all of them in one loop.
+            Span<float> results = y[rowStart..rowEnd];
+            PanelDecode.MultiplyQ4_0(path, panels[..((rowEnd - rowStart) / QuantPanel.Rows * panelBytes)], inFeatures, q8, results);
+            AddBias(results, bias, rowStart);
+            return;
+        }
+
         for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
         {
             int at = (p - rowStart) / QuantPanel.Rows * panelBytes;

@@ -211,6 +211,90 @@ public sealed class NibblePanelsTests
         }
     }
 
+    public static TheoryData<KernelPath, int> PathsAndWidths()
+    {
+        var data = new TheoryData<KernelPath, int>();
+        foreach (KernelPath path in KernelPaths.All)
+        {
+            foreach (int cols in new[] { 64, 768, 4864 })
+            {
+                data.Add(path, cols);
+            }
+        }
+
+        return data;
+    }
+
+    /// <summary>
+    /// One token against several repacked Q4_0 panels in one loop (<see cref="PanelDecode.MultiplyQ4_0"/>, decode where the
+    /// panels pay): every row bit for bit the scalar reference and each panel multiplied alone, the scales' edge cases and an
+    /// all-zero activation block among them, the largest products too (every code 15, activations -127); nothing written
+    /// outside its results. Where vpdpbusd runs, or without AVX2, it refuses instead of running.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PathsAndWidths))]
+    public void One_token_through_the_panels_in_one_loop_equals_the_reference_and_each_panel_alone(KernelPath path, int cols)
+    {
+        const int panels = 5;
+        // An all-zero activation block first (scale 0), a block of -1s last (codes -127, against the last panel's 15s).
+        float[] x = KernelData.Floats(cols, 17 + cols, scale: 2f);
+        x.AsSpan(0, 32).Clear();
+        x.AsSpan(cols - 32, 32).Fill(-1);
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 1, cols, path);
+        Assert.Equal(-127, q8.Row(0).Codes[cols - 1]);
+        int panelBytes = NibblePanels.PanelBytes(DType.Q4_0, cols);
+        var all = new byte[panels * panelBytes];
+        for (int p = 0; p < panels; p++)
+        {
+            byte[] rows = Rows(DType.Q4_0, cols, 40 + p);
+            if (p == panels - 1)
+            {
+                // The largest products: every code 15 (stored 0xFF bytes), scale 1, against -127 (a block of -1s).
+                rows.AsSpan().Fill(0xFF);
+                for (int r = 0; r < rows.Length; r += 18)
+                {
+                    BitConverter.TryWriteBytes(rows.AsSpan(r), HalfBits.FromSingle(1));
+                }
+            }
+
+            NibblePanels.Repack(DType.Q4_0, rows, cols, all.AsSpan(p * panelBytes, panelBytes));
+        }
+
+        if (!PanelDecode.HasKernel(path))
+        {
+            // The scalar path, or vpdpbusd's (whose panels' odd blocks it reads as the codes × 16).
+            Assert.Throws<ArgumentException>(() => PanelDecode.MultiplyQ4_0(path, all, cols, q8, new float[panels * QuantPanel.Rows]));
+        }
+
+        using (path == KernelPath.Vector512 ? ByteDots.WithoutVnni() : default)
+        {
+            if (!PanelDecode.HasKernel(path))
+            {
+                return;
+            }
+
+            var y = new float[(panels * QuantPanel.Rows) + 2];
+            y.AsSpan().Fill(float.NaN);
+            PanelDecode.MultiplyQ4_0(path, all, cols, q8, y.AsSpan(1, panels * QuantPanel.Rows));
+            Assert.True(float.IsNaN(y[0]) && float.IsNaN(y[^1]), $"{path}: wrote outside its results");
+            var alone = new float[QuantPanel.Rows];
+            sbyte[] codes = q8.Row(0).Codes.ToArray();
+            float[] scales = q8.Row(0).Scales.ToArray();
+            for (int p = 0; p < panels; p++)
+            {
+                ReadOnlySpan<byte> panel = all.AsSpan(p * panelBytes, panelBytes);
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, alone, QuantPanel.Rows);
+                for (int r = 0; r < QuantPanel.Rows; r++)
+                {
+                    float actual = y[1 + (p * QuantPanel.Rows) + r];
+                    Assert.True(actual.Equals(NibblePanels.DotRow(DType.Q4_0, panel, cols, r, codes, scales)), $"{path}, {cols} wide, panel {p} row {r}: {actual}, the reference {NibblePanels.DotRow(DType.Q4_0, panel, cols, r, codes, scales)}");
+                    Assert.True(actual.Equals(alone[r]), $"{path}, {cols} wide, panel {p} row {r}: {actual}, the panel alone {alone[r]}");
+                }
+            }
+        }
+    }
+
     [Theory]
     [InlineData(DType.Q4_0, 128, 96)]
     [InlineData(DType.Q4_K, 256, 0)]
