@@ -12,7 +12,8 @@ namespace QwenSharp.Cpu;
 /// (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), which serve the products of several tokens (prefill, a batch's
 /// decode step, prompt lookup's guesses); its stored rows stay for decode and the embedding lookup. Where the CPU's Q4_K
 /// and Q5_K decode kernels read paired rows (<see cref="PairedNibbleRows"/>), such a matrix (given to <see cref="Repack"/>)
-/// also holds its rows so rearranged, which decode then reads in place of the stored ones.
+/// also holds its rows so rearranged, which decode then reads in place of the stored ones. Where every product reads such
+/// copies (<see cref="ProductsReadCopies"/>), the model lets the stored rows' pages of a mapped file go from memory.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -98,6 +99,14 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
     /// <summary>Bytes of <see cref="BlockMinimums"/>; 0 without.</summary>
     public long MinimumBytes => BlockMinimums == null ? 0 : Kernels.BlockMinimums.Floats(Rows, Cols / Kernels.BlockMinimums.BlockValues) * sizeof(float);
+
+    /// <summary>
+    /// A Q4_K matrix with paired rows and panels (decode reads the one, several tokens the other), or a Q4_0 one whose panels
+    /// one token reads too (<see cref="PanelDecode"/>): the stored rows serve only the embedding lookup of a tied table and
+    /// fallbacks. (A Q5_K matrix's panels are packed from its stored rows at every prefill; a Q8_0's decode reads its rows.)
+    /// </summary>
+    public override bool ProductsReadCopies =>
+        ReadsSourceBytes && Repacked && ((StoredType == DType.Q4_K && HasPairedRows) || PanelDecode.Pays(_repackedFor, StoredType));
 
     /// <summary>Whether the matrix was repacked (<see cref="Panels"/>).</summary>
     public bool Repacked => Panels != null;

@@ -40,5 +40,12 @@ public abstract class DeviceWeight : IDisposable
     /// </summary>
     public virtual bool ReadsSourceBytes => true;
 
+    /// <summary>
+    /// Whether every product with the weight reads copies the backend made of it (the CPU's repacked panels and paired rows),
+    /// so that the source's bytes, though kept, are read only now and then (a tied table's rows for the embedding): their
+    /// pages need not stay in memory (<see cref="ITensorSource.DropPages"/>).
+    /// </summary>
+    public virtual bool ProductsReadCopies => false;
+
     public abstract void Dispose();
 }

@@ -17,4 +17,11 @@ public interface ITensorSource : IDisposable
     /// after that; asked for the tensor again, the source makes it again); bytes of the file itself stay (false).
     /// </summary>
     bool Release(TensorView view) => false;
+
+    /// <summary>
+    /// Says that <paramref name="view"/>'s bytes are read only now and then (its weight's products read copies the backend
+    /// made): a source whose bytes are the mapped file's lets their pages go from the process's memory and returns true; they
+    /// are read again from the file (through the page cache) where something does read them. Bytes the source made at load stay.
+    /// </summary>
+    bool DropPages(TensorView view) => false;
 }

@@ -53,6 +53,14 @@ internal sealed unsafe class MappedFile : IDisposable
         return new MappedFile(map, view, pointer, length);
     }
 
+    /// <summary>
+    /// Lets the pages of [<paramref name="start"/>, + <paramref name="length"/>) go from this process's memory, where the range
+    /// lies in this mapping (<see cref="HugePages.DropFilePages"/>: read again from the page cache where something reads them).
+    /// Returns whether they went.
+    /// </summary>
+    public bool DropPages(byte* start, long length) =>
+        !_disposed && start >= Pointer && length >= 0 && start + length <= Pointer + Length && HugePages.DropFilePages(start, length);
+
     public void Dispose()
     {
         if (_disposed)

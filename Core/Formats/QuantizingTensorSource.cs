@@ -117,6 +117,13 @@ public sealed unsafe class QuantizingTensorSource : ITensorSource
         return _inner.Release(view);
     }
 
+    /// <summary>The inner source's matrices let their pages go as it does; those this source quantized stay (they are not a file's).</summary>
+    public bool DropPages(TensorView view)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        return !_converted.Values.Any(converted => converted.Data == view.Data) && _inner.DropPages(view);
+    }
+
     /// <summary>Bytes of the matrices converted at load and not released (for tests).</summary>
     internal long ConvertedBytes { get; private set; }
 

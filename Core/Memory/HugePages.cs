@@ -28,6 +28,7 @@ internal static unsafe partial class HugePages
     /// </summary>
     public const long Threshold = 8L << 20;
 
+    private const int MadviseDontNeed = 4;
     private const int MadviseHugePage = 14;
     private const int MadviseCollapse = 25;
     private const int ProtectReadWrite = 0x1 | 0x2;
@@ -80,6 +81,24 @@ internal static unsafe partial class HugePages
 
         long first = ((long)start + Size - 1) & ~(Size - 1), end = ((long)start + length) & ~(Size - 1);
         return end > first && Madvise((void*)first, (nuint)(end - first), MadviseCollapse) == 0;
+    }
+
+    /// <summary>
+    /// Lets the whole 4 KiB pages inside [<paramref name="start"/>, + <paramref name="length"/>) of a read-only file mapping go
+    /// from this process's memory (madvise MADV_DONTNEED, Linux): the file's bytes stay in the page cache, and a page read
+    /// again is mapped again from there, the same bytes. Only for file mappings: anonymous memory would read back as zeros.
+    /// Returns whether Linux did; elsewhere nothing changes.
+    /// </summary>
+    public static bool DropFilePages(void* start, long length)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        const long page = 4096;
+        long first = ((long)start + page - 1) & ~(page - 1), end = ((long)start + length) & ~(page - 1);
+        return end > first && Madvise((void*)first, (nuint)(end - first), MadviseDontNeed) == 0;
     }
 
     /// <summary>A fresh anonymous mapping of <paramref name="bytes"/>, 2 MiB aligned (Linux).</summary>

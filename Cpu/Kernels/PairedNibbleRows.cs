@@ -47,7 +47,8 @@ internal enum PairedLayout
 /// 1.5B from 17.4 (as stored) and 19.3 (paired) to 19.8 tokens/s on one thread, 29.2 to 33.1 on two (as stored against
 /// both), Q5_K_M 15.2 → 16.3 and 25.7 → 28.0. The rearranged copy takes the place of the stored rows in decode, so a
 /// step reads as many bytes; it is held besides them and the panels (a Q4_K_M 1.5B's peak resident memory in bench 2.41 →
-/// 3.04 GB), though from a GGUF file the stored rows' pages are then touched at load only.
+/// 3.04 GB). From a GGUF file a Q4_K matrix's stored rows are then read only at load (and for a tied table's embedding
+/// rows), so their pages leave memory once it is uploaded (<see cref="CpuWeight.ProductsReadCopies"/>): 2.43 GB.
 /// </para>
 /// </remarks>
 internal static class PairedNibbleRows

@@ -295,6 +295,35 @@ public sealed class NibblePanelsTests
         }
     }
 
+    /// <summary>
+    /// Which matrices' products all read the CPU's copies, so that a mapped file's pages of them may go (<see cref="CpuWeight.ProductsReadCopies"/>):
+    /// Q4_K with paired rows and panels, Q4_0 where one token reads its panels too; not Q5_K (its prefill packs the stored
+    /// rows), nor Q4_K or Q4_0 whose decode reads the stored rows, nor any matrix on the scalar path.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q4_K, true)]
+    [InlineData(DType.Q4_K, false)]
+    [InlineData(DType.Q4_0, true)]
+    [InlineData(DType.Q4_0, false)]
+    [InlineData(DType.Q5_K, true)]
+    [InlineData(DType.Q8_0, true)]
+    public void Products_read_only_copies_where_decode_and_prefill_both_read_them(DType type, bool copiesForDecode)
+    {
+        bool Reads(KernelPath path)
+        {
+            using ThreadOverride<PairedNibbleRows.Switch>.Scope paired = PairedNibbleRows.Assume(copiesForDecode);
+            using ThreadOverride<PanelDecode.Switch>.Scope panels = PanelDecode.Assume(copiesForDecode);
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1, KernelPath = path });
+            using var w = new StoredTensor("w", KernelData.Floats(32 * 256, 9), type, [32, 256]);
+            using var weight = (CpuWeight)backend.Upload(w.View);
+            return weight.ProductsReadCopies;
+        }
+
+        bool expected = copiesForDecode && type is DType.Q4_K or DType.Q4_0 && System.Runtime.Intrinsics.X86.Avx2.IsSupported;
+        Assert.Equal(expected, Reads(KernelPaths.Default));
+        Assert.False(Reads(KernelPath.Scalar), $"{type} on the scalar path");
+    }
+
     [Theory]
     [InlineData(DType.Q4_0, 128, 96)]
     [InlineData(DType.Q4_K, 256, 0)]

@@ -90,6 +90,38 @@ public sealed unsafe class HugePagesTests
         }
     }
 
+    /// <summary>
+    /// A mapped file read whole is resident; its pages dropped (<see cref="QwenSharp.Formats.MappedFile.DropPages"/>, Linux) it
+    /// is not, and every byte reads back as the file's, mapped again from the page cache. A range outside the mapping is
+    /// refused, and anonymous memory is never given to it here (it would read back as zeros).
+    /// </summary>
+    [SkippableFact]
+    public void DropPages_MappedFileReadWhole_LeavesMemoryAndReadsBackTheSameBytes()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "madvise and /proc/self/smaps are Linux's");
+        string path = Path.Combine(Path.GetTempPath(), $"qwensharp-drop-{Guid.NewGuid():N}.bin");
+        var bytes = new byte[4 << 20];
+        new Random(5).NextBytes(bytes);
+        File.WriteAllBytes(path, bytes);
+        try
+        {
+            using var file = QwenSharp.Formats.MappedFile.Open(path, 1, "a test file");
+            var mapped = new ReadOnlySpan<byte>(file.Pointer, bytes.Length);
+            long Resident() => (HugePages.Residency([((nint)file.Pointer, file.Length)]) ?? throw new InvalidOperationException("no /proc/self/smaps")).Resident;
+
+            Assert.True(mapped.SequenceEqual(bytes));
+            Assert.True(Resident() >= bytes.Length / 2, $"{Resident()} bytes resident after reading all {bytes.Length}");
+            Assert.False(file.DropPages(file.Pointer + 4096, file.Length), "a range running past the mapping's end");
+            Assert.True(file.DropPages(file.Pointer, file.Length));
+            Assert.True(Resident() <= 2 * 4096, $"{Resident()} bytes resident after dropping the pages");
+            Assert.True(mapped.SequenceEqual(bytes), "the bytes read back after their pages were dropped differ from the file's");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void Residency_SmapsLines_SharesEachMappingsCountsByTheRangesPartOfIt()
     {

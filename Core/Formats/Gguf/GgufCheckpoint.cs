@@ -336,6 +336,13 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
         return true;
     }
 
+    /// <summary>A matrix of the file itself (not one this checkpoint made at load) lets its pages go from memory (<see cref="GgufFile.DropPages"/>).</summary>
+    public bool DropPages(TensorView view)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        return !_made.Contains(view.Data) && _file.DropPages(view.Data, view.ByteLength);
+    }
+
     public void Dispose()
     {
         _owned.Dispose();

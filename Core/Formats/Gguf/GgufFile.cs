@@ -238,6 +238,16 @@ public sealed unsafe class GgufFile : IDisposable
         return (nint)(_parts[tensor.Part].Data + tensor.Offset);
     }
 
+    /// <summary>
+    /// Lets the pages of the <paramref name="length"/> bytes at <paramref name="data"/> go from this process's memory where they
+    /// lie in one of the files' mappings (<see cref="MappedFile.DropPages"/>); false for bytes that are not the files'.
+    /// </summary>
+    public bool DropPages(nint data, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _parts.Any(part => part.File.DropPages((byte*)data, length));
+    }
+
     private static int Alignment(Dictionary<string, object> metadata, string fileName)
     {
         if (!metadata.TryGetValue("general.alignment", out object? value))
