@@ -170,16 +170,22 @@ internal static unsafe class KernelStreaming
         }
         else
         {
-            random.NextBytes(weights);
+            RandomBlocks(weights);
+        }
+
+        // Blocks of random codes with sane scales.
+        void RandomBlocks(Span<byte> blocks)
+        {
+            random.NextBytes(blocks);
             int blockBytes = DTypes.BlockBytes(type);
             ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
             int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, DType.Q3_K => 108, _ => 0 };
-            for (int b = 0; b < length; b += blockBytes)
+            for (int b = 0; b < blocks.Length; b += blockBytes)
             {
-                MemoryMarshal.Write(weights[(b + scaleAt)..], scale);
+                MemoryMarshal.Write(blocks[(b + scaleAt)..], scale);
                 if (type is DType.Q4_K or DType.Q5_K or DType.Q2_K)
                 {
-                    MemoryMarshal.Write(weights[(b + scaleAt + 2)..], scale);    // dmin
+                    MemoryMarshal.Write(blocks[(b + scaleAt + 2)..], scale);    // dmin
                 }
             }
         }
@@ -194,12 +200,7 @@ internal static unsafe class KernelStreaming
                 for (int p = 0; p < panelCount; p++)
                 {
                     // New rows for each panel, not the buffer's own: the panels overwrite those as they go.
-                    random.NextBytes(source);
-                    for (int b = 0; b < source.Length; b += 18)
-                    {
-                        MemoryMarshal.Write(source.AsSpan(b), (ushort)0x2000);
-                    }
-
+                    RandomBlocks(source);
                     NibblePanels.Repack(type, source, cols, weights.Slice(p * panelBytes, panelBytes));
                 }
 

@@ -100,7 +100,7 @@ internal static class PanelDecode
                 for (int q = 0; q < 8; q++)
                 {
                     Vector256<byte> v0 = Vector256.LoadUnsafe(ref w, (nuint)(64 * q)), v1 = Vector256.LoadUnsafe(ref w, (nuint)((64 * q) + 32));
-                    Vector256<sbyte> xLow = Broadcast(ref xj, 4 * q), xHigh = Broadcast(ref xj, 32 + (4 * q));
+                    Vector256<sbyte> xLow = QuantPanel.Broadcast(ref xj, 4 * q), xHigh = QuantPanel.Broadcast(ref xj, 32 + (4 * q));
                     low0 += Avx2.MultiplyAddAdjacent(v0 & nibbles, xLow);
                     low1 += Avx2.MultiplyAddAdjacent(v1 & nibbles, xLow);
                     high0 += Avx2.MultiplyAddAdjacent((v0.AsUInt16() >> 4).AsByte() & nibbles, xHigh);
@@ -130,11 +130,6 @@ internal static class PanelDecode
             y1.StoreUnsafe(ref results, (nuint)((p * QuantPanel.Rows) + 8));
         }
     }
-
-    /// <summary>Four activation codes at <paramref name="offset"/> in every 32-bit lane.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<sbyte> Broadcast(ref sbyte x, int offset) =>
-        Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref x, offset)))).AsSByte();
 
     /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
     internal readonly struct Switch

@@ -1076,7 +1076,7 @@ internal static partial class QuantPanel
 
     /// <summary>Four activation codes of one token, at <paramref name="offset"/>, in every 32-bit lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<sbyte> Broadcast(ref sbyte x, nint offset) =>
+    internal static Vector256<sbyte> Broadcast(ref sbyte x, nint offset) =>
         Vector256.Create(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref x, offset)))).AsSByte();
 
     /// <summary>
