@@ -77,6 +77,9 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>A Q4_K or Q5_K matrix's rows with paired nibbles (<see cref="PairedNibbleRows"/>), owned by this weight; null where decode reads the stored rows.</summary>
     public byte* PairedRows { get; private set; }
 
+    /// <summary>How a repacked Q4_0 matrix's <see cref="Panels"/> hold their scales (chosen once, at <see cref="Repack"/>: <see cref="PanelDecode.Scales"/>).</summary>
+    public PanelScales PanelScales { get; private set; }
+
     /// <summary>Whether decode reads <see cref="PairedRows"/>.</summary>
     public bool HasPairedRows => PairedRows != null;
 
@@ -127,7 +130,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     public long PanelBytesTotal => Panels == null ? 0 : (long)PanelBytes * (Rows / QuantPanel.Rows);
 
     /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
-    private int PanelBytes => StoredType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols);
+    private int PanelBytes => StoredType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
 
     /// <summary>
     /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one that fits <see cref="Q8_0Panels"/>
@@ -156,6 +159,10 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             return;
         }
 
+        // f16 scales where one token reads the panels, if every one is finite (the kernels' widening takes no infinity or NaN).
+        PanelScales = StoredType == DType.Q4_0 && PanelDecode.Scales(path) == PanelScales.F16 && NibblePanels.HasFiniteScales(RowBytesOf(0, Rows))
+            ? PanelScales.F16 : PanelScales.F32;
+        PanelScales scales = PanelScales;
         int panelBytes = PanelBytes;
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)arena.Allocate(bytes);
@@ -170,7 +177,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             }
             else
             {
-                NibblePanels.Repack(StoredType, rows, Cols, panel);
+                NibblePanels.Repack(StoredType, rows, Cols, panel, scales);
             }
         });
         Panels = panels;

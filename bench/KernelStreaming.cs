@@ -15,9 +15,11 @@ namespace QwenSharp.Bench;
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
 ///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
-///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--deposit on|off] [--panels on|off] [--kib N]
+///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--deposit on|off] [--panels on|off]
+///       [--half-scales on|off] [--kib N]
 /// </code>
-/// <c>--panels</c> reads Q4_0's rows repacked into panels (<c>PanelDecode</c>) or as stored, whatever the CPU's answer.
+/// <c>--panels</c> reads Q4_0's rows repacked into panels (<c>PanelDecode</c>) or as stored, whatever the CPU's answer;
+/// <c>--half-scales off</c> keeps those panels' scales as f32 rather than f16 (<c>PanelScales</c>).
 /// <c>--deposit</c> reads their scales by pdep (and IQ4_XS's) or as stored, whatever the CPU's answer.
 /// <c>--paired</c> reads Q4_K's and Q5_K's rows paired (<c>PairedNibbleRows</c>) or as stored, whatever the CPU's answer.
 /// <c>--placed</c> reads F16 weights placed throughout, or by their maps of exact groups, whatever
@@ -57,6 +59,7 @@ internal static unsafe class KernelStreaming
         using ThreadOverride<PairedNibbleRows.Switch>.Scope? paired = OnOff(args, "--paired", PairedNibbleRows.Assume);
         using ThreadOverride<KQuantIntegerKernel.ScaleDepositSwitch>.Scope? deposit = OnOff(args, "--deposit", KQuantIntegerKernel.AssumeScaleDeposit);
         using ThreadOverride<PanelDecode.Switch>.Scope? panels = OnOff(args, "--panels", PanelDecode.Assume);
+        using ThreadOverride<PanelDecode.HalfScalesSwitch>.Scope? halves = OnOff(args, "--half-scales", PanelDecode.AssumeHalfScales);
 
         // --kib: that many KiB of rows, passed over again and again up to 512 MiB a trial (from cache where they fit).
         long bytes = PeerDecode.Option(args, "--kib") is null ? Bytes : 1024L * Math.Min(PeerDecode.Count(args, "--kib", 0, minimum: MinimumKib), (int)(Bytes >> 10));
@@ -194,14 +197,15 @@ internal static unsafe class KernelStreaming
         {
             case DType.Q4_0 when PanelDecode.Pays(path, type):
                 // As decode reads them where the CPU takes one token from the panels: the buffer's rows repacked into panels
-                // (20 bytes a row per 32 values against 18), as many as fit in the same bytes.
-                int panelBytes = NibblePanels.PanelBytes(type, cols), panelCount = (int)(bytes / panelBytes);
+                // (20 bytes a row per 32 values against 18, or 18 with f16 scales), as many as fit in the same bytes.
+                PanelScales scales = PanelDecode.Scales(path);
+                int panelBytes = NibblePanels.PanelBytes(type, cols, scales), panelCount = (int)(bytes / panelBytes);
                 byte[] source = new byte[QuantPanel.Rows * rowBytes];
                 for (int p = 0; p < panelCount; p++)
                 {
                     // New rows for each panel, not the buffer's own: the panels overwrite those as they go.
                     RandomBlocks(source);
-                    NibblePanels.Repack(type, source, cols, weights.Slice(p * panelBytes, panelBytes));
+                    NibblePanels.Repack(type, source, cols, weights.Slice(p * panelBytes, panelBytes), scales);
                 }
 
                 var q8Panels = new Q8Activations();
@@ -209,7 +213,7 @@ internal static unsafe class KernelStreaming
                 int panelRows = panelCount * QuantPanel.Rows;
                 float[] yPanels = new float[panelRows];
                 ReadOnlySpan<byte> PanelsAt(int r, int count) => new(buffer + ((long)r / QuantPanel.Rows * panelBytes), count / QuantPanel.Rows * panelBytes);
-                return InChunks(panelRows, (r, count) => MatMul.RepackedRows(path, type, PanelsAt(r, count), cols, panelRows, q8Panels, null, 1, default, yPanels, r, r + count));
+                return InChunks(panelRows, (r, count) => MatMul.RepackedRows(path, type, PanelsAt(r, count), cols, panelRows, q8Panels, null, 1, default, yPanels, r, r + count, scales));
             case DType.Q8_0 or DType.Q4_0:
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);

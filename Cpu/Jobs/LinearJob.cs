@@ -330,7 +330,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0 or DType.Q4_K or DType.Q8_0 when product.Panels:
                 MatMul.RepackedRows(path, weight.StoredType, weight.PanelBytesOf(start, end - start), k, n, weight.StoredType != DType.Q4_K ? _q8 : null,
-                    weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end);
+                    weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end, weight.PanelScales);
                 break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:

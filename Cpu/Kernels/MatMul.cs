@@ -263,17 +263,17 @@ internal static class MatMul
     /// </summary>
     /// <remarks>
     /// Below <see cref="RepackedPanelTokens"/> tokens the rows are read as stored instead (see there), except where
-    /// <see cref="PanelDecode"/> pays.
+    /// <see cref="PanelDecode"/> pays. A Q4_0 matrix's panels hold their scales as <paramref name="scales"/> says.
     /// </remarks>
     public static void RepackedRows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> panels, int inFeatures, int outFeatures, Q8Activations? q8,
-        Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd)
+        Q8KActivations? q8k, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, PanelScales scales = PanelScales.F32)
     {
-        int panelBytes = type == Formats.DType.Q8_0 ? Q8_0Panels.PanelBytes(inFeatures) : NibblePanels.PanelBytes(type, inFeatures);
+        int panelBytes = type == Formats.DType.Q8_0 ? Q8_0Panels.PanelBytes(inFeatures) : NibblePanels.PanelBytes(type, inFeatures, scales);
         if (type == Formats.DType.Q4_0 && q8 is { Tokens: 1, PanelTokens: 1 } && PanelDecode.HasKernel(path))
         {
             // One token (decode, where it reads the panels): all of them in one loop.
             Span<float> results = y[rowStart..rowEnd];
-            PanelDecode.MultiplyQ4_0(path, panels[..((rowEnd - rowStart) / QuantPanel.Rows * panelBytes)], inFeatures, q8, results);
+            PanelDecode.MultiplyQ4_0(path, panels[..((rowEnd - rowStart) / QuantPanel.Rows * panelBytes)], inFeatures, q8, results, scales);
             AddBias(results, bias, rowStart);
             return;
         }
@@ -292,7 +292,7 @@ internal static class MatMul
             }
             else
             {
-                QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, q8!, y[p..], outFeatures, next);
+                QuantPanel.MultiplyRepacked(path, panels.Slice(at, panelBytes), inFeatures, q8!, y[p..], outFeatures, next, scales);
             }
 
             for (int t = 0; t < tokens; t++)

@@ -1,5 +1,8 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using QwenSharp.Formats;
 using QwenSharp.Numerics;
 
@@ -22,6 +25,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// such scale / 16 is an f32 normal). ggml repacks its Q4_0 and Q4_K the same way for its AVX-512 and ARM kernels
 /// (<c>block_q4_0x8</c>, <c>block_q4_Kx8</c>), with f16 scales its F16C instructions widen (.NET 10 has no vcvtph2ps: five
 /// instructions for eight, at every sub-block of every pass, were 3% of the kernel's work on the ports vpdpbusd runs on).
+/// A Q4_0 matrix may keep its scales as the file's f16 instead (<see cref="PanelScales.F16"/>: <c>[sub-block][r]</c>, 32 bytes
+/// each, an odd sub-block's as they are), 18 bytes per 32 values, where one token reads the panels from memory.
 /// </remarks>
 internal static class NibblePanels
 {
@@ -31,42 +36,116 @@ internal static class NibblePanels
     public static bool Fits(DType type, long rows, long cols) =>
         type is DType.Q4_0 or DType.Q4_K && rows > 0 && rows % QuantPanel.Rows == 0 && cols > 0 && cols % (type == DType.Q4_K ? 256 : 64) == 0;
 
-    /// <summary>Bytes of one repacked panel of rows of <paramref name="cols"/> values: 20 a row per 32 values (Q4_K: 24).</summary>
-    public static int PanelBytes(DType type, int cols) => QuantPanel.Rows * (cols / 32) * (type == DType.Q4_K ? 24 : 20);
+    /// <summary>Bytes of one repacked panel of rows of <paramref name="cols"/> values: 20 a row per 32 values (Q4_K: 24; Q4_0 with f16 scales: 18).</summary>
+    public static int PanelBytes(DType type, int cols, PanelScales scales = PanelScales.F32) =>
+        QuantPanel.Rows * (cols / 32) * (type == DType.Q4_K ? 24 : scales == PanelScales.F16 ? 18 : 20);
+
+    /// <summary>Bytes of one sub-block's sixteen scales: 64 as f32, 32 as f16.</summary>
+    public static int ScaleBytes(PanelScales scales) => scales == PanelScales.F16 ? 2 * QuantPanel.Rows : 4 * QuantPanel.Rows;
+
+    /// <summary>
+    /// Whether every block scale of the Q4_0 <paramref name="rows"/> is a finite f16, so that the panels may keep them as f16
+    /// (<see cref="PanelScales.F16"/>): the kernels' widening maps an infinity or a NaN to a finite number.
+    /// </summary>
+    public static bool HasFiniteScales(ReadOnlySpan<byte> rows)
+    {
+        for (int b = 0; b + Q4_0Bytes <= rows.Length; b += Q4_0Bytes)
+        {
+            if ((BinaryPrimitives.ReadUInt16LittleEndian(rows[b..]) & 0x7C00) == 0x7C00)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// A repacked Q4_0 panel's f16 scales (<see cref="PanelScales.F16"/>) as the f32 layout has them, into
+    /// <paramref name="scales"/> (<c>[sub-block][r]</c>, an odd sub-block's divided by 16: exact), for kernels that read them
+    /// many times.
+    /// </summary>
+    public static void WidenScales(ReadOnlySpan<byte> panel, int cols, Span<float> scales)
+    {
+        ReadOnlySpan<ushort> halves = MemoryMarshal.Cast<byte, ushort>(panel.Slice(CodeBytes(cols), cols / 32 * QuantPanel.Rows * 2));
+        if (scales.Length < halves.Length)
+        {
+            throw new ArgumentException($"{halves.Length} scales of a Q4_0 panel of {cols} values into {scales.Length}");
+        }
+
+        int i = 0;
+        if (Avx2.IsSupported)
+        {
+            // Eight at a time (a prefill widens every panel's, per product): an even sub-block's × 2^112, an odd one's × 2^108.
+            ref byte from = ref Unsafe.As<ushort, byte>(ref MemoryMarshal.GetReference(halves));
+            ref float to = ref MemoryMarshal.GetReference(scales);
+            var even = Vector256.Create(HalfWidening);
+            var odd = Vector256.Create(HalfWidening / 16);
+            for (; i < halves.Length; i += 8)
+            {
+                (WidenHalves(ref Unsafe.Add(ref from, 2 * i)) * (i / QuantPanel.Rows % 2 == 0 ? even : odd)).StoreUnsafe(ref to, (nuint)i);
+            }
+        }
+
+        for (; i < halves.Length; i++)
+        {
+            float scale = HalfBits.ToSingle(halves[i]);
+            scales[i] = i / QuantPanel.Rows % 2 == 0 ? scale : scale / 16;
+        }
+    }
+
+    /// <summary>2^112: <see cref="WidenHalves"/>' values times this are the f16 values.</summary>
+    public static float HalfWidening => 5.192296858534828e33f;
+
+    /// <summary>
+    /// Eight finite f16 bit patterns at <paramref name="halves"/> as f32 of their values × 2^-112, exactly: sign-extended to 32
+    /// bits and shifted 13 up, the exponent and mantissa land in f32's fields (an f16 subnormal in an f32 subnormal) and the
+    /// sign's copies above bit 28 are masked off. Times <see cref="HalfWidening"/> (or 2^108, for a sixteenth) the product is
+    /// exact. Four instructions, where .NET 10 has no vcvtph2ps.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> WidenHalves(ref byte halves) =>
+        ((Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref halves).AsInt16()) << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
 
     /// <summary>Bytes from a panel's start to its scales.</summary>
     public static int CodeBytes(int cols) => QuantPanel.Rows * cols / 2;
 
     /// <summary>
     /// One panel: <see cref="QuantPanel.Rows"/> consecutive rows of <paramref name="type"/> of <paramref name="cols"/> values
-    /// (<see cref="Fits"/>) into <paramref name="panel"/> (<see cref="PanelBytes"/>).
+    /// (<see cref="Fits"/>) into <paramref name="panel"/> (<see cref="PanelBytes"/>), Q4_0's scales as <paramref name="scales"/> says
+    /// (f16 only where every one is finite: <see cref="HasFiniteScales"/>).
     /// </summary>
-    public static void Repack(DType type, ReadOnlySpan<byte> rows, int cols, Span<byte> panel)
+    public static void Repack(DType type, ReadOnlySpan<byte> rows, int cols, Span<byte> panel, PanelScales scales = PanelScales.F32)
     {
         int rowBytes = (int)DTypes.ByteLength(type, cols);
-        if (!Fits(type, QuantPanel.Rows, cols) || rows.Length != QuantPanel.Rows * rowBytes || panel.Length != PanelBytes(type, cols))
+        if (!Fits(type, QuantPanel.Rows, cols) || rows.Length != QuantPanel.Rows * rowBytes || panel.Length != PanelBytes(type, cols, scales)
+            || (scales == PanelScales.F16 && (type != DType.Q4_0 || !HasFiniteScales(rows))))
         {
-            throw new ArgumentException($"a {type} panel of {QuantPanel.Rows} rows of {cols} values: {rows.Length} bytes in, {panel.Length} out");
+            throw new ArgumentException($"a {type} panel of {QuantPanel.Rows} rows of {cols} values, {scales} scales: {rows.Length} bytes in, {panel.Length} out");
+        }
+
+        if (scales == PanelScales.F16)
+        {
+            RepackCodes(type, rows, rowBytes, cols, panel);
+            Span<ushort> halves = MemoryMarshal.Cast<byte, ushort>(panel[CodeBytes(cols)..]);
+            for (int r = 0; r < QuantPanel.Rows; r++)
+            {
+                for (int g = 0; g < cols / 32; g++)
+                {
+                    halves[(g * QuantPanel.Rows) + r] = BinaryPrimitives.ReadUInt16LittleEndian(rows[((r * rowBytes) + (g * Q4_0Bytes))..]);
+                }
+            }
+
+            return;
         }
 
         int groups = cols / 32;
-        Span<uint> codes = MemoryMarshal.Cast<byte, uint>(panel[..CodeBytes(cols)]);
-        Span<float> scales = MemoryMarshal.Cast<byte, float>(panel.Slice(CodeBytes(cols), groups * QuantPanel.Rows * 4));
+        RepackCodes(type, rows, rowBytes, cols, panel);
+        Span<float> scaleValues = MemoryMarshal.Cast<byte, float>(panel.Slice(CodeBytes(cols), groups * QuantPanel.Rows * 4));
         Span<float> mins = MemoryMarshal.Cast<byte, float>(panel[(CodeBytes(cols) + (groups * QuantPanel.Rows * 4))..]);
         for (int r = 0; r < QuantPanel.Rows; r++)
         {
             ReadOnlySpan<byte> row = rows.Slice(r * rowBytes, rowBytes);
-            for (int j = 0; j < groups / 2; j++)
-            {
-                // The pair's two sub-blocks' 16 code bytes each (Q4_0), or the 32 bytes that hold both (Q4_K's chunk j % 4).
-                for (int q = 0; q < 8; q++)
-                {
-                    codes[(((j * 8) + q) * QuantPanel.Rows) + r] = type == DType.Q4_K
-                        ? BinaryPrimitives.ReadUInt32LittleEndian(row[(((j / 4) * Q4KBytes) + 16 + (32 * (j % 4)) + (4 * q))..])
-                        : Q4_0Quad(row.Slice((2 * j * Q4_0Bytes) + 2, 16), q) | (Q4_0Quad(row.Slice((((2 * j) + 1) * Q4_0Bytes) + 2, 16), q) << 4);
-                }
-            }
-
             for (int g = 0; g < groups; g++)
             {
                 float scale, min = 0;
@@ -83,10 +162,30 @@ internal static class NibblePanels
                     scale = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(row[(g * Q4_0Bytes)..]));
                 }
 
-                scales[(g * QuantPanel.Rows) + r] = g % 2 == 0 ? scale : scale / 16;
+                scaleValues[(g * QuantPanel.Rows) + r] = g % 2 == 0 ? scale : scale / 16;
                 if (type == DType.Q4_K)
                 {
                     mins[(g * QuantPanel.Rows) + r] = min;
+                }
+            }
+        }
+    }
+
+    /// <summary>The panel's codes: per pair of sub-blocks, eight column quads of the sixteen rows (see the class).</summary>
+    private static void RepackCodes(DType type, ReadOnlySpan<byte> rows, int rowBytes, int cols, Span<byte> panel)
+    {
+        Span<uint> codes = MemoryMarshal.Cast<byte, uint>(panel[..CodeBytes(cols)]);
+        for (int r = 0; r < QuantPanel.Rows; r++)
+        {
+            ReadOnlySpan<byte> row = rows.Slice(r * rowBytes, rowBytes);
+            for (int j = 0; j < cols / 64; j++)
+            {
+                // The pair's two sub-blocks' 16 code bytes each (Q4_0), or the 32 bytes that hold both (Q4_K's chunk j % 4).
+                for (int q = 0; q < 8; q++)
+                {
+                    codes[(((j * 8) + q) * QuantPanel.Rows) + r] = type == DType.Q4_K
+                        ? BinaryPrimitives.ReadUInt32LittleEndian(row[(((j / 4) * Q4KBytes) + 16 + (32 * (j % 4)) + (4 * q))..])
+                        : Q4_0Quad(row.Slice((2 * j * Q4_0Bytes) + 2, 16), q) | (Q4_0Quad(row.Slice((((2 * j) + 1) * Q4_0Bytes) + 2, 16), q) << 4);
                 }
             }
         }
@@ -103,14 +202,16 @@ internal static class NibblePanels
     /// The reference for the kernels: row <paramref name="r"/> of a repacked panel dotted with one token's activation codes
     /// (Q8_0 per 32 for Q4_0, Q8_K per 256 for Q4_K, their block <paramref name="scales"/>), each sub-block's integer sum times
     /// (its scale × the token's), less Q4_K's min × the token's scale × Σ codes, summed in f32 with fused multiply-adds in
-    /// sub-block order, as the vector kernels' lanes do.
+    /// sub-block order, as the vector kernels' lanes do. A Q4_0 panel's scales are read as <paramref name="panelScales"/> says.
     /// </summary>
-    public static float DotRow(DType type, ReadOnlySpan<byte> panel, int cols, int r, ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales)
+    public static float DotRow(DType type, ReadOnlySpan<byte> panel, int cols, int r, ReadOnlySpan<sbyte> codes, ReadOnlySpan<float> scales,
+        PanelScales panelScales = PanelScales.F32)
     {
         int groups = cols / 32, perScale = type == DType.Q4_K ? 8 : 1;
         ReadOnlySpan<byte> packed = panel[..CodeBytes(cols)];
-        ReadOnlySpan<float> rowScales = MemoryMarshal.Cast<byte, float>(panel.Slice(CodeBytes(cols), groups * QuantPanel.Rows * 4));
-        ReadOnlySpan<float> rowMins = MemoryMarshal.Cast<byte, float>(panel[(CodeBytes(cols) + (groups * QuantPanel.Rows * 4))..]);
+        bool halves = panelScales == PanelScales.F16;
+        ReadOnlySpan<float> rowScales = halves ? default : MemoryMarshal.Cast<byte, float>(panel.Slice(CodeBytes(cols), groups * QuantPanel.Rows * 4));
+        ReadOnlySpan<float> rowMins = halves ? default : MemoryMarshal.Cast<byte, float>(panel[(CodeBytes(cols) + (groups * QuantPanel.Rows * 4))..]);
         float sum = 0;
         for (int g = 0; g < groups; g++)
         {
@@ -125,7 +226,9 @@ internal static class NibblePanels
             }
 
             float dx = scales[g / perScale];
-            float d = rowScales[(g * QuantPanel.Rows) + r] * (g % 2 == 0 ? 1 : 16);
+            float d = halves
+                ? HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(panel[(CodeBytes(cols) + (2 * ((g * QuantPanel.Rows) + r)))..]))
+                : rowScales[(g * QuantPanel.Rows) + r] * (g % 2 == 0 ? 1 : 16);
             sum = MathF.FusedMultiplyAdd(dot, d * dx, sum);
             if (type == DType.Q4_K)
             {

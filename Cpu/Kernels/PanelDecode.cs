@@ -38,6 +38,12 @@ namespace QwenSharp.Cpu.Kernels;
 /// plain sum on one core (on runs where the host did not hold it to 62-67%).
 /// </para>
 /// <para>
+/// The eight column quads of a pair of blocks are written out (<see cref="Quad"/>), their offsets constants: from L2 the loop
+/// ran 35 → 42 GB/s on the Zen 3. From memory the same code with the pair's prefetches after its quads fell from 81% of a
+/// plain sum to 68% (its loads, come sooner, held the miss buffers the prefetches wanted), 77% with them before the quads, 80%
+/// with each quad prefetching its own code line, as here. On Zen 3 the panels keep f16 scales (<see cref="PanelScales"/>).
+/// </para>
+/// <para>
 /// A panel's sums are the same for a token whatever else it is multiplied with, so where one token reads the panels, a
 /// batch-invariant step (<see cref="CpuBackendOptions.BatchInvariant"/>) reads them too and gives each row its bits alone.
 /// </para>
@@ -46,9 +52,23 @@ internal static class PanelDecode
 {
     private static readonly bool s_pays = CpuIdentity.IsZen1Class || CpuIdentity.IsZen3;
 
+    /// <summary>Where the panels keep f16 scales (see <see cref="Scales"/>): Zen 3, where one token waits on memory; not Zen 1, whose integer units bound it.</summary>
+    private static readonly bool s_halfScales = CpuIdentity.IsZen3;
+
     /// <summary>Whether one token's product with a repacked <paramref name="type"/> matrix on <paramref name="path"/> reads its panels (see the class).</summary>
     public static bool Pays(KernelPath path, DType type) =>
         type == DType.Q4_0 && path != KernelPath.Scalar && Avx2.IsSupported && Fma.IsSupported && ThreadOverride<Switch>.Or(s_pays);
+
+    /// <summary>
+    /// How a Q4_0 matrix repacked for <paramref name="path"/> keeps its panels' scales: f16 where one token reads them with
+    /// <see cref="MultiplyQ4_0"/> and waits on memory (AMD Zen 3: a tenth fewer bytes to wait for), else f32 (see
+    /// <see cref="PanelScales"/>). On Zen 1, whose integer units bound the panels, widening them would cost.
+    /// </summary>
+    public static PanelScales Scales(KernelPath path) =>
+        Pays(path, DType.Q4_0) && HasKernel(path) && ThreadOverride<HalfScalesSwitch>.Or(s_halfScales) ? PanelScales.F16 : PanelScales.F32;
+
+    /// <summary>Until disposed, this thread's Q4_0 panels read by one token keep f16 scales if <paramref name="halves"/>, whatever the CPU's answer (for tests and <c>bench stream</c>).</summary>
+    public static ThreadOverride<HalfScalesSwitch>.Scope AssumeHalfScales(bool halves) => ThreadOverride<HalfScalesSwitch>.Set(halves);
 
     /// <summary>Until disposed, this thread takes <paramref name="pays"/> as the CPU's answer (for tests).</summary>
     public static ThreadOverride<Switch>.Scope Assume(bool pays) => ThreadOverride<Switch>.Set(pays);
@@ -65,23 +85,23 @@ internal static class PanelDecode
     /// blocks' codes serves both blocks (its low nibbles, then its high ones shifted down).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void MultiplyQ4_0(KernelPath path, ReadOnlySpan<byte> panels, int cols, Q8Activations x, Span<float> y)
+    public static void MultiplyQ4_0(KernelPath path, ReadOnlySpan<byte> panels, int cols, Q8Activations x, Span<float> y, PanelScales panelScales = PanelScales.F32)
     {
-        int panelBytes = NibblePanels.PanelBytes(DType.Q4_0, cols);
+        int panelBytes = NibblePanels.PanelBytes(DType.Q4_0, cols, panelScales);
         if (!HasKernel(path) || x.Tokens != 1 || x.PanelTokens != 1 || x.Cols != cols || !NibblePanels.Fits(DType.Q4_0, QuantPanel.Rows, cols)
             || panels.Length % panelBytes != 0 || y.Length != panels.Length / panelBytes * QuantPanel.Rows)
         {
-            throw new ArgumentException($"one token against repacked Q4_0 panels of {cols} values on {path}: {panels.Length} bytes, {x.Tokens} tokens of {x.Cols}, {y.Length} results");
+            throw new ArgumentException($"one token against repacked Q4_0 panels of {cols} values, {panelScales} scales, on {path}: {panels.Length} bytes, {x.Tokens} tokens of {x.Cols}, {y.Length} results");
         }
 
-        int count = panels.Length / panelBytes, pairs = cols / 64, codeBytes = NibblePanels.CodeBytes(cols);
-        bool prefetch = Prefetch.InDecode(DType.Q4_0);
+        int count = panels.Length / panelBytes, pairs = cols / 64, codeBytes = NibblePanels.CodeBytes(cols), pairScaleBytes = 2 * NibblePanels.ScaleBytes(panelScales);
+        bool prefetch = Prefetch.InDecode(DType.Q4_0), halves = panelScales == PanelScales.F16;
+        var widening = Vector256.Create(NibblePanels.HalfWidening);
         ref byte first = ref MemoryMarshal.GetReference(panels);
         ref sbyte a = ref MemoryMarshal.GetReference(x.AllCodes);
         ref float dx = ref MemoryMarshal.GetReference(x.ScalesByBlock);
         ref int offsets = ref MemoryMarshal.GetReference(x.Q4_0Offsets);
         ref float results = ref MemoryMarshal.GetReference(y);
-        var nibbles = Vector256.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         for (int p = 0; p < count; p++)
         {
@@ -92,38 +112,52 @@ internal static class PanelDecode
             for (int j = 0; j < pairs; j++)
             {
                 ref byte w = ref Unsafe.Add(ref panel, 512 * j);
-                ref float scales = ref Unsafe.As<byte, float>(ref Unsafe.Add(ref panel, codeBytes + (128 * j)));
+                ref byte scales = ref Unsafe.Add(ref panel, codeBytes + (pairScaleBytes * j));
                 // Blocks 2j (low nibbles) and 2j + 1 (high), rows 0-7 and 8-15: vpmaddubsw's pair sums add up in 16 bits over a
                 // block (see NibblePairSums), widened once.
-                Vector256<short> low0 = default, low1 = default, high0 = default, high1 = default;
-                ref sbyte xj = ref Unsafe.Add(ref a, 64 * j);
-                for (int q = 0; q < 8; q++)
-                {
-                    Vector256<byte> v0 = Vector256.LoadUnsafe(ref w, (nuint)(64 * q)), v1 = Vector256.LoadUnsafe(ref w, (nuint)((64 * q) + 32));
-                    Vector256<sbyte> xLow = QuantPanel.Broadcast(ref xj, 4 * q), xHigh = QuantPanel.Broadcast(ref xj, 32 + (4 * q));
-                    low0 += Avx2.MultiplyAddAdjacent(v0 & nibbles, xLow);
-                    low1 += Avx2.MultiplyAddAdjacent(v1 & nibbles, xLow);
-                    high0 += Avx2.MultiplyAddAdjacent((v0.AsUInt16() >> 4).AsByte() & nibbles, xHigh);
-                    high1 += Avx2.MultiplyAddAdjacent((v1.AsUInt16() >> 4).AsByte() & nibbles, xHigh);
-                }
-
                 if (prefetch)
                 {
-                    // The pair's 512 code bytes and 128 scale bytes a few pages on: together every byte of the panels.
-                    Prefetch.Ahead(ref w, 4);
-                    Prefetch.Ahead(ref Unsafe.Add(ref w, 256), 4);
-                    Prefetch.Ahead(ref Unsafe.As<float, byte>(ref scales), 2);
+                    // The pair's 128 (or 64) scale bytes a few pages on; each quad prefetches its own code line.
+                    Prefetch.Ahead(ref scales, pairScaleBytes / 64);
                 }
 
-                // As the panels' kernels: the odd block's scales are stored / 16 and × 16 again (exact), each × dx, then fma.
+                // The eight column quads written out: each one's offsets constants, with no loop counter or address arithmetic.
+                Vector256<short> low0 = default, low1 = default, high0 = default, high1 = default;
+                ref sbyte xj = ref Unsafe.Add(ref a, 64 * j);
+                Quad(ref w, ref xj, 0, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 1, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 2, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 3, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 4, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 5, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 6, prefetch, ref low0, ref low1, ref high0, ref high1);
+                Quad(ref w, ref xj, 7, prefetch, ref low0, ref low1, ref high0, ref high1);
+
+                // The blocks' scales of rows 0-7 and 8-15, as the panels' kernels have them: f16 widened exactly, or f32 with the
+                // odd block's stored / 16 and × 16 again (exact); each × dx, then fma.
+                Vector256<float> sLow0, sLow1, sHigh0, sHigh1;
+                if (halves)
+                {
+                    sLow0 = NibblePanels.WidenHalves(ref scales) * widening;
+                    sLow1 = NibblePanels.WidenHalves(ref Unsafe.Add(ref scales, 16)) * widening;
+                    sHigh0 = NibblePanels.WidenHalves(ref Unsafe.Add(ref scales, 32)) * widening;
+                    sHigh1 = NibblePanels.WidenHalves(ref Unsafe.Add(ref scales, 48)) * widening;
+                }
+                else
+                {
+                    ref float f32 = ref Unsafe.As<byte, float>(ref scales);
+                    (sLow0, sLow1) = (Vector256.LoadUnsafe(ref f32), Vector256.LoadUnsafe(ref f32, 8));
+                    (sHigh0, sHigh1) = (Vector256.LoadUnsafe(ref f32, 16) * 16, Vector256.LoadUnsafe(ref f32, 24) * 16);
+                }
+
                 var dLow = Vector256.Create(Unsafe.Add(ref dx, 2 * j));
                 var dHigh = Vector256.Create(Unsafe.Add(ref dx, (2 * j) + 1));
                 var offsetLow = Vector256.Create(Unsafe.Add(ref offsets, 2 * j));
                 var offsetHigh = Vector256.Create(Unsafe.Add(ref offsets, (2 * j) + 1));
-                y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(low0, ones) + offsetLow), Vector256.LoadUnsafe(ref scales) * dLow, y0);
-                y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(low1, ones) + offsetLow), Vector256.LoadUnsafe(ref scales, 8) * dLow, y1);
-                y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(high0, ones) + offsetHigh), Vector256.LoadUnsafe(ref scales, 16) * 16 * dHigh, y0);
-                y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(high1, ones) + offsetHigh), Vector256.LoadUnsafe(ref scales, 24) * 16 * dHigh, y1);
+                y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(low0, ones) + offsetLow), sLow0 * dLow, y0);
+                y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(low1, ones) + offsetLow), sLow1 * dLow, y1);
+                y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(high0, ones) + offsetHigh), sHigh0 * dHigh, y0);
+                y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(high1, ones) + offsetHigh), sHigh1 * dHigh, y1);
             }
 
             y0.StoreUnsafe(ref results, (nuint)(p * QuantPanel.Rows));
@@ -131,8 +165,35 @@ internal static class PanelDecode
         }
     }
 
+    /// <summary>
+    /// Column quad <paramref name="q"/> of a pair of blocks of the sixteen rows at <paramref name="w"/> against the token's
+    /// codes at <paramref name="x"/>: one load of each eight rows' bytes for both blocks, its low nibbles then its high ones.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad(ref byte w, ref sbyte x, int q, bool prefetch, ref Vector256<short> low0, ref Vector256<short> low1, ref Vector256<short> high0,
+        ref Vector256<short> high1)
+    {
+        if (prefetch)
+        {
+            Prefetch.Ahead(ref Unsafe.Add(ref w, 64 * q));
+        }
+
+        var nibbles = Vector256.Create((byte)0x0F);
+        Vector256<byte> v0 = Vector256.LoadUnsafe(ref w, (nuint)(64 * q)), v1 = Vector256.LoadUnsafe(ref w, (nuint)((64 * q) + 32));
+        Vector256<sbyte> xLow = QuantPanel.Broadcast(ref x, 4 * q), xHigh = QuantPanel.Broadcast(ref x, 32 + (4 * q));
+        low0 += Avx2.MultiplyAddAdjacent(v0 & nibbles, xLow);
+        low1 += Avx2.MultiplyAddAdjacent(v1 & nibbles, xLow);
+        high0 += Avx2.MultiplyAddAdjacent((v0.AsUInt16() >> 4).AsByte() & nibbles, xHigh);
+        high1 += Avx2.MultiplyAddAdjacent((v1.AsUInt16() >> 4).AsByte() & nibbles, xHigh);
+    }
+
     /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
     internal readonly struct Switch
+    {
+    }
+
+    /// <summary>Names <see cref="AssumeHalfScales"/>' <see cref="ThreadOverride{TSwitch}"/>.</summary>
+    internal readonly struct HalfScalesSwitch
     {
     }
 }

@@ -631,12 +631,12 @@ internal static partial class QuantPanel
     /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q4_0 <paramref name="panel"/> (<see cref="NibblePanels"/>, all
     /// <see cref="Rows"/> rows) dotted with token t's activations, for every token of <paramref name="x"/>: the same sums, bit for
     /// bit, as packing the rows and <see cref="Multiply(KernelPath, DType, ReadOnlySpan{float}, int, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>.
-    /// The cache lines of <paramref name="next"/> are prefetched as there.
+    /// The cache lines of <paramref name="next"/> are prefetched as there. The panel holds its scales as <paramref name="scales"/> says.
     /// </summary>
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8Activations x, Span<float> y, int yStride,
-        ReadOnlySpan<byte> next = default) =>
+        ReadOnlySpan<byte> next = default, PanelScales scales = PanelScales.F32) =>
         MultiplyRepacked(path, DType.Q4_0, panel, cols, x.Cols, x.Tokens, x.PanelTokens, x.AllCodes, x.ScalesByBlock, default, x.Q4_0Offsets, x.Q8_0Offsets,
-            y, yStride, next);
+            y, yStride, next, scales);
 
     /// <summary>
     /// <see cref="MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/> for a
@@ -645,7 +645,7 @@ internal static partial class QuantPanel
     public static void MultiplyRepacked(KernelPath path, ReadOnlySpan<byte> panel, int cols, Q8KActivations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default) =>
         MultiplyRepacked(path, DType.Q4_K, panel, cols, x.Cols, x.Tokens, x.PanelTokens, x.AllCodes, x.ScalesByBlock, x.ScaledSubBlockSums, default, default,
-            y, yStride, next);
+            y, yStride, next, PanelScales.F32);
 
     /// <summary>
     /// y[t × <paramref name="yStride"/> + r] = row r of a repacked Q8_0 <paramref name="panel"/> (<see cref="Q8_0Panels"/>, all
@@ -676,12 +676,12 @@ internal static partial class QuantPanel
     /// </summary>
     private static void MultiplyRepacked(KernelPath path, DType type, ReadOnlySpan<byte> panel, int cols, int xCols, int tokens, int panelTokens, ReadOnlySpan<sbyte> codes,
         ReadOnlySpan<float> scalesByBlock, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets,
-        Span<float> y, int yStride, ReadOnlySpan<byte> next)
+        Span<float> y, int yStride, ReadOnlySpan<byte> next, PanelScales panelScales)
     {
-        if (xCols != cols || !NibblePanels.Fits(type, Rows, cols) || panel.Length != NibblePanels.PanelBytes(type, cols)
-            || y.Length < ((long)(tokens - 1) * yStride) + Rows)
+        if (xCols != cols || !NibblePanels.Fits(type, Rows, cols) || panel.Length != NibblePanels.PanelBytes(type, cols, panelScales)
+            || y.Length < ((long)(tokens - 1) * yStride) + Rows || (panelScales == PanelScales.F16 && type != DType.Q4_0))
         {
-            throw new ArgumentException($"a repacked {type} panel of {cols} values ({panel.Length} bytes) against {tokens} tokens of {xCols}: {y.Length} results");
+            throw new ArgumentException($"a repacked {type} panel of {cols} values, {panelScales} scales ({panel.Length} bytes) against {tokens} tokens of {xCols}: {y.Length} results");
         }
 
         int groupsPerBlock = type == DType.Q4_K ? Q8KActivations.BlockValues / 32 : 1;
@@ -697,21 +697,32 @@ internal static partial class QuantPanel
 
                 for (int r = 0; r < Rows; r++)
                 {
-                    y[(t * yStride) + r] = NibblePanels.DotRow(type, panel, cols, r, codes.Slice(t * cols, cols), scales);
+                    y[(t * yStride) + r] = NibblePanels.DotRow(type, panel, cols, r, codes.Slice(t * cols, cols), scales, panelScales);
                 }
             }
 
             return;
         }
 
-        var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, panelTokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next);
+        // Over more than one pass, f16 scales widened once into the f32 layout (each pass would widen them again).
+        ReadOnlySpan<float> widened = default;
+        if (panelScales == PanelScales.F16 && tokens > 4)
+        {
+            t_widenedScales = t_widenedScales is { } buffer && buffer.Length >= cols / 2 ? buffer : new float[cols / 2];
+            NibblePanels.WidenScales(panel, cols, t_widenedScales);
+            widened = t_widenedScales.AsSpan(0, cols / 2);
+            panelScales = PanelScales.F32;
+        }
+
+        var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, panelTokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next, panelScales,
+            widened);
         if (type == DType.Q4_0)
         {
-            MultiplyRepacked<CodeOffsets>(path, operands, tokens, y, yStride);
+            MultiplyRepacked<CodeOffsets>(path, panelScales == PanelScales.F16, operands, tokens, y, yStride);
         }
         else
         {
-            MultiplyRepacked<ScaledMins>(path, operands, tokens, y, yStride);
+            MultiplyRepacked<ScaledMins>(path, halves: false, operands, tokens, y, yStride);
         }
     }
 
@@ -719,20 +730,33 @@ internal static partial class QuantPanel
     /// The vector paths' kernels on a repacked panel: its odd sub-blocks' codes × 16 for vpdpbusd, shifted down for vpmaddubsw,
     /// whose 16-bit pair sums then add up over a whole sub-block before one vpmaddwd widens them (<see cref="NibblePairSums"/>).
     /// A 256-token prefill on one core of an AMD Zen 3 (AVX2): Q4_0 Qwen2.5-0.5B 112 → 121 tokens/s, Q4_K_M 1.5B 31 → 34
-    /// (medians of 4 alternating runs; 2 cores 167 → 184 and 53 → 58).
+    /// (medians of 4 alternating runs; 2 cores 167 → 184 and 53 → 58). A Q4_0 panel's f16 scales (<paramref name="halves"/>)
+    /// are widened where each sub-block reads them (<see cref="Halves{TCodes}"/>).
     /// </summary>
-    private static void MultiplyRepacked<TZero>(KernelPath path, scoped in Operands operands, int tokens, Span<float> y, int yStride)
+    private static void MultiplyRepacked<TZero>(KernelPath path, bool halves, scoped in Operands operands, int tokens, Span<float> y, int yStride)
         where TZero : struct
     {
-        if (ByteDots.Vnni(path))
+        if (ByteDots.Vnni(path) && halves)
+        {
+            Multiply<Halves<HighNibblesTimes16>, TZero>(path, operands, Rows, tokens, y, yStride);
+        }
+        else if (ByteDots.Vnni(path))
         {
             Multiply<HighNibblesTimes16, TZero>(path, operands, Rows, tokens, y, yStride);
+        }
+        else if (halves)
+        {
+            Multiply<Halves<HighNibbles>, TZero>(path, operands, Rows, tokens, y, yStride);
         }
         else
         {
             Multiply<HighNibbles, TZero>(path, operands, Rows, tokens, y, yStride);
         }
     }
+
+    /// <summary>A thread's f32 scales of a repacked Q4_0 panel with f16 ones, for a product of several passes (<see cref="NibblePanels.WidenScales"/>).</summary>
+    [ThreadStatic]
+    private static float[]? t_widenedScales;
 
     private static void Check(bool activationsFit, DType type, ReadOnlySpan<float> panel, int count, int cols, int xCols, int tokens, Span<float> y, int yStride)
     {
@@ -880,6 +904,7 @@ internal static partial class QuantPanel
         /// <summary>The rows' scales of the first sub-block; each next sub-block's are <see cref="ScaleStride"/> bytes on.</summary>
         public readonly ref byte Scales;
         public readonly int ScaleStride;
+
         public readonly ref float Mins;
         public readonly int Groups;
         public readonly int QuadsPerGroup;
@@ -925,15 +950,21 @@ internal static partial class QuantPanel
 
         /// <summary>
         /// A repacked panel (<see cref="NibblePanels"/>) and activations with <paramref name="groupsPerBlock"/> sub-blocks a scale:
-        /// Q4_0's with both tables of offsets, or Q4_K's with the scaled sums its mins take.
+        /// Q4_0's with both tables of offsets (no mins), or Q4_K's with the scaled sums its mins take.
         /// </summary>
         public static Operands OfRepacked(ReadOnlySpan<byte> panel, int cols, int groupsPerBlock, int tokens, ReadOnlySpan<sbyte> activations,
-            ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets, ReadOnlySpan<byte> next)
+            ReadOnlySpan<float> blockScales, ReadOnlySpan<float> scaledSums, ReadOnlySpan<int> offsets, ReadOnlySpan<int> highOffsets, ReadOnlySpan<byte> next,
+            PanelScales panelScales, ReadOnlySpan<float> widenedScales)
         {
             int groups = cols / 32;
             ref byte codes = ref MemoryMarshal.GetReference(panel);
-            ref byte scales = ref Unsafe.Add(ref codes, NibblePanels.CodeBytes(cols));
-            return new Operands(ref codes, ref scales, 4 * Rows, ref Unsafe.As<byte, float>(ref Unsafe.Add(ref scales, groups * Rows * 4)), groups, 8,
+            ref byte scales = ref widenedScales.IsEmpty ? ref Unsafe.Add(ref codes, NibblePanels.CodeBytes(cols))
+                : ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(widenedScales));
+
+            // Q4_0 has no mins (CodeOffsets never reads them): a null reference, not one at the panel's end, which the cursor
+            // would move on past it.
+            ref float mins = ref groupsPerBlock == 1 ? ref Unsafe.NullRef<float>() : ref Unsafe.As<byte, float>(ref Unsafe.Add(ref scales, groups * Rows * 4));
+            return new Operands(ref codes, ref scales, NibblePanels.ScaleBytes(panelScales), ref mins, groups, 8,
                 groupsPerBlock, ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales),
                 ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets),
                 ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
@@ -1134,6 +1165,10 @@ internal static partial class QuantPanel
                 w = ref Unsafe.Add(ref w, quads * 4 * Rows);
                 x = ref Unsafe.Add(ref x, quads * 4);
             }
+            else if (g % 2 == 0 && TCodes.HalfScales)
+            {
+                TTokens.Group<TDot, Halves<LowNibbles>, TZero>(ref w, ref x, cols, quads, ref at, ref o);
+            }
             else if (g % 2 == 0)
             {
                 TTokens.Group<TDot, LowNibbles, TZero>(ref w, ref x, cols, quads, ref at, ref o);
@@ -1311,6 +1346,10 @@ internal static partial class QuantPanel
                 OneTokenGroup<TDot, Packed, TZero>(ref w, ref x, at4, quads, ref at, ref o);
                 w = ref Unsafe.Add(ref w, quads * 4 * Rows);
                 at4 += quads * 4;
+            }
+            else if (g % 2 == 0 && TCodes.HalfScales)
+            {
+                OneTokenGroup<TDot, Halves<LowNibbles>, TZero>(ref w, ref x, at4, quads, ref at, ref o);
             }
             else if (g % 2 == 0)
             {

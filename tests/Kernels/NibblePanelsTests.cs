@@ -2,6 +2,7 @@ using QwenSharp.Cpu;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 using QwenSharp.Numerics;
+using QwenSharp.Tests.Backend;
 using StoredTensor = QwenSharp.Tests.Backend.BackendConformanceTests.StoredTensor;
 
 namespace QwenSharp.Tests.Kernels;
@@ -14,23 +15,31 @@ namespace QwenSharp.Tests.Kernels;
 /// </summary>
 public sealed class NibblePanelsTests
 {
-    public static TheoryData<KernelPath, DType, int> PathsTypesAndTokens()
+    /// <summary>Paths, types and token counts; Q4_0 with f32 and f16 panel scales (<see cref="PanelScales"/>: true for f16).</summary>
+    public static TheoryData<KernelPath, DType, int, bool> PathsTypesAndTokens()
     {
-        var data = new TheoryData<KernelPath, DType, int>();
+        var data = new TheoryData<KernelPath, DType, int, bool>();
         foreach (KernelPath path in KernelPaths.All)
         {
             foreach (DType type in new[] { DType.Q4_0, DType.Q4_K })
             {
-                // A few tokens, and on the 512-bit path eights, fours and ones together.
+                // A few tokens (f16 scales read as they are up to 4, widened once per panel past that), and on the 512-bit
+                // path eights, fours and ones together.
                 foreach (int tokens in new[] { 1, 3, 4, 8, 13, 16 })
                 {
-                    data.Add(path, type, tokens);
+                    data.Add(path, type, tokens, false);
+                    if (type == DType.Q4_0)
+                    {
+                        data.Add(path, type, tokens, true);
+                    }
                 }
             }
         }
 
         return data;
     }
+
+    private static PanelScales ScalesOf(bool halves) => halves ? PanelScales.F16 : PanelScales.F32;
 
     /// <summary>
     /// A panel's rows of random codes with random small scales; for Q4_0 the scales' edge cases among them (zero, the smallest
@@ -58,12 +67,13 @@ public sealed class NibblePanelsTests
 
     [Theory]
     [MemberData(nameof(PathsTypesAndTokens))]
-    public void Products_equal_the_packed_panels_bit_for_bit_and_the_definition(KernelPath path, DType type, int tokens)
+    public void Products_equal_the_packed_panels_bit_for_bit_and_the_definition(KernelPath path, DType type, int tokens, bool halves)
     {
         const int cols = 768, stride = 19;
+        PanelScales panelScales = ScalesOf(halves);
         byte[] rows = Rows(type, cols, 3 + tokens);
-        var panel = new byte[NibblePanels.PanelBytes(type, cols)];
-        NibblePanels.Repack(type, rows, cols, panel);
+        var panel = new byte[NibblePanels.PanelBytes(type, cols, panelScales)];
+        NibblePanels.Repack(type, rows, cols, panel, panelScales);
         float[] x = KernelData.Floats(tokens * cols, 11 + tokens, scale: 2f);
         x.AsSpan(0, 256).Clear();    // all-zero activation blocks: scale 0
         var q8 = new Q8Activations();
@@ -80,7 +90,7 @@ public sealed class NibblePanelsTests
             y.AsSpan().Fill(float.NaN);
             if (type == DType.Q4_0)
             {
-                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, stride);
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, stride, default, panelScales);
             }
             else
             {
@@ -125,7 +135,7 @@ public sealed class NibblePanelsTests
                 Assert.True(pairs is null || pairs[(t * stride) + r].Equals(y), $"{type} {path} without VNNI, row {r} token {t}: {pairs?[(t * stride) + r]}, with it {y}");
                 sbyte[] codes = Codes(t);
                 float[] scales = Scales(t);
-                Assert.True(NibblePanels.DotRow(type, panel, cols, r, codes, scales).Equals(y), $"{type} {path} row {r} token {t}: the scalar reference differs");
+                Assert.True(NibblePanels.DotRow(type, panel, cols, r, codes, scales, panelScales).Equals(y), $"{type} {path} {panelScales} row {r} token {t}: the scalar reference differs");
                 double exact = 0, magnitude = 0;
                 for (int k = 0; k < cols; k++)
                 {
@@ -155,8 +165,9 @@ public sealed class NibblePanelsTests
     /// </summary>
     [Theory]
     [MemberData(nameof(PathsTypesAndTokens))]
-    public void The_largest_products_stay_exact(KernelPath path, DType type, int tokens)
+    public void The_largest_products_stay_exact(KernelPath path, DType type, int tokens, bool halves)
     {
+        PanelScales panelScales = ScalesOf(halves);
         const int cols = 512;
         int rowBytes = (int)DTypes.ByteLength(type, cols);
         var rows = new byte[QuantPanel.Rows * rowBytes];
@@ -171,8 +182,8 @@ public sealed class NibblePanelsTests
             }
         }
 
-        var panel = new byte[NibblePanels.PanelBytes(type, cols)];
-        NibblePanels.Repack(type, rows, cols, panel);
+        var panel = new byte[NibblePanels.PanelBytes(type, cols, panelScales)];
+        NibblePanels.Repack(type, rows, cols, panel, panelScales);
         float[] x = new float[tokens * cols];
         x.AsSpan().Fill(-1);
         var q8 = new Q8Activations();
@@ -184,7 +195,7 @@ public sealed class NibblePanelsTests
         {
             if (type == DType.Q4_0)
             {
-                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, QuantPanel.Rows);
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, y, QuantPanel.Rows, default, panelScales);
             }
             else
             {
@@ -195,7 +206,7 @@ public sealed class NibblePanelsTests
         ReadOnlySpan<sbyte> codes = type == DType.Q4_0 ? q8.Row(0).Codes : q8k.Row(0).Codes;
         Assert.Equal(-127, codes[0]);
         float[] scales = type == DType.Q4_0 ? q8.Row(0).Scales.ToArray() : q8k.Row(0).Scales.ToArray();
-        float reference = NibblePanels.DotRow(type, panel, cols, 0, codes, scales);
+        float reference = NibblePanels.DotRow(type, panel, cols, 0, codes, scales, panelScales);
         var w = new float[cols];
         QuantizedRows.Dequantize(KernelPath.Scalar, type, rows.AsSpan(0, rowBytes), w);
         double exact = 0;
@@ -211,14 +222,16 @@ public sealed class NibblePanelsTests
         }
     }
 
-    public static TheoryData<KernelPath, int> PathsAndWidths()
+    /// <summary>Paths and widths, with f32 and f16 panel scales (true for f16).</summary>
+    public static TheoryData<KernelPath, int, bool> PathsAndWidths()
     {
-        var data = new TheoryData<KernelPath, int>();
+        var data = new TheoryData<KernelPath, int, bool>();
         foreach (KernelPath path in KernelPaths.All)
         {
             foreach (int cols in new[] { 64, 768, 4864 })
             {
-                data.Add(path, cols);
+                data.Add(path, cols, false);
+                data.Add(path, cols, true);
             }
         }
 
@@ -233,9 +246,10 @@ public sealed class NibblePanelsTests
     /// </summary>
     [Theory]
     [MemberData(nameof(PathsAndWidths))]
-    public void One_token_through_the_panels_in_one_loop_equals_the_reference_and_each_panel_alone(KernelPath path, int cols)
+    public void One_token_through_the_panels_in_one_loop_equals_the_reference_and_each_panel_alone(KernelPath path, int cols, bool halves)
     {
         const int panels = 5;
+        PanelScales panelScales = ScalesOf(halves);
         // An all-zero activation block first (scale 0), a block of -1s last (codes -127, against the last panel's 15s).
         float[] x = KernelData.Floats(cols, 17 + cols, scale: 2f);
         x.AsSpan(0, 32).Clear();
@@ -243,7 +257,7 @@ public sealed class NibblePanelsTests
         var q8 = new Q8Activations();
         q8.Quantize(x, 1, cols, path);
         Assert.Equal(-127, q8.Row(0).Codes[cols - 1]);
-        int panelBytes = NibblePanels.PanelBytes(DType.Q4_0, cols);
+        int panelBytes = NibblePanels.PanelBytes(DType.Q4_0, cols, panelScales);
         var all = new byte[panels * panelBytes];
         for (int p = 0; p < panels; p++)
         {
@@ -258,13 +272,13 @@ public sealed class NibblePanelsTests
                 }
             }
 
-            NibblePanels.Repack(DType.Q4_0, rows, cols, all.AsSpan(p * panelBytes, panelBytes));
+            NibblePanels.Repack(DType.Q4_0, rows, cols, all.AsSpan(p * panelBytes, panelBytes), panelScales);
         }
 
         if (!PanelDecode.HasKernel(path))
         {
             // The scalar path, or vpdpbusd's (whose panels' odd blocks it reads as the codes × 16).
-            Assert.Throws<ArgumentException>(() => PanelDecode.MultiplyQ4_0(path, all, cols, q8, new float[panels * QuantPanel.Rows]));
+            Assert.Throws<ArgumentException>(() => PanelDecode.MultiplyQ4_0(path, all, cols, q8, new float[panels * QuantPanel.Rows], panelScales));
         }
 
         using (path == KernelPath.Vector512 ? ByteDots.WithoutVnni() : default)
@@ -276,7 +290,7 @@ public sealed class NibblePanelsTests
 
             var y = new float[(panels * QuantPanel.Rows) + 2];
             y.AsSpan().Fill(float.NaN);
-            PanelDecode.MultiplyQ4_0(path, all, cols, q8, y.AsSpan(1, panels * QuantPanel.Rows));
+            PanelDecode.MultiplyQ4_0(path, all, cols, q8, y.AsSpan(1, panels * QuantPanel.Rows), panelScales);
             Assert.True(float.IsNaN(y[0]) && float.IsNaN(y[^1]), $"{path}: wrote outside its results");
             var alone = new float[QuantPanel.Rows];
             sbyte[] codes = q8.Row(0).Codes.ToArray();
@@ -284,11 +298,12 @@ public sealed class NibblePanelsTests
             for (int p = 0; p < panels; p++)
             {
                 ReadOnlySpan<byte> panel = all.AsSpan(p * panelBytes, panelBytes);
-                QuantPanel.MultiplyRepacked(path, panel, cols, q8, alone, QuantPanel.Rows);
+                QuantPanel.MultiplyRepacked(path, panel, cols, q8, alone, QuantPanel.Rows, default, panelScales);
                 for (int r = 0; r < QuantPanel.Rows; r++)
                 {
                     float actual = y[1 + (p * QuantPanel.Rows) + r];
-                    Assert.True(actual.Equals(NibblePanels.DotRow(DType.Q4_0, panel, cols, r, codes, scales)), $"{path}, {cols} wide, panel {p} row {r}: {actual}, the reference {NibblePanels.DotRow(DType.Q4_0, panel, cols, r, codes, scales)}");
+                    float reference = NibblePanels.DotRow(DType.Q4_0, panel, cols, r, codes, scales, panelScales);
+                    Assert.True(actual.Equals(reference), $"{path}, {cols} wide, {panelScales}, panel {p} row {r}: {actual}, the reference {reference}");
                     Assert.True(actual.Equals(alone[r]), $"{path}, {cols} wide, panel {p} row {r}: {actual}, the panel alone {alone[r]}");
                 }
             }
@@ -322,6 +337,70 @@ public sealed class NibblePanelsTests
         bool expected = copiesForDecode && type is DType.Q4_K or DType.Q4_0 && System.Runtime.Intrinsics.X86.Avx2.IsSupported;
         Assert.Equal(expected, Reads(KernelPaths.Default));
         Assert.False(Reads(KernelPath.Scalar), $"{type} on the scalar path");
+    }
+
+    /// <summary>
+    /// A Q4_0 matrix keeps its panels' scales as f16 (18 bytes a row per 32 values, what one token's step reads) where one
+    /// token reads the panels, and every scale is finite; one infinite or NaN scale, the scalar path, or decode from the
+    /// stored rows keep f32. The panels refuse f16 scales that are not all finite, or for Q4_K; f16 and f32 panels give the
+    /// same products bit for bit (one token through the backend, against the weight repacked with f32 scales).
+    /// </summary>
+    [Fact]
+    public void Q4_0_panels_keep_f16_scales_where_one_token_reads_them_and_every_scale_is_finite()
+    {
+        const int outputs = 48, inputs = 256;
+        byte[] finite = Rows(DType.Q4_0, inputs, 5).Concat(Rows(DType.Q4_0, inputs, 6)).Concat(Rows(DType.Q4_0, inputs, 7)).ToArray();
+        Assert.Equal(DTypes.ByteLength(DType.Q4_0, (long)outputs * inputs), finite.Length);
+        Assert.True(NibblePanels.HasFiniteScales(finite));
+        foreach (ushort bad in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0x7C01 })
+        {
+            byte[] rows = (byte[])finite.Clone();
+            BitConverter.TryWriteBytes(rows.AsSpan((outputs * inputs / 32 - 1) * 18), bad);    // the last block's scale
+            Assert.False(NibblePanels.HasFiniteScales(rows), $"scale 0x{bad:X4}");
+            var panel = new byte[NibblePanels.PanelBytes(DType.Q4_0, inputs, PanelScales.F16)];
+            Assert.Throws<ArgumentException>(() => NibblePanels.Repack(DType.Q4_0, rows.AsSpan(rows.Length - panel.Length), inputs, panel, PanelScales.F16));
+        }
+
+        Assert.Throws<ArgumentException>(() => NibblePanels.Repack(DType.Q4_K, Rows(DType.Q4_K, inputs, 1), inputs,
+            new byte[NibblePanels.PanelBytes(DType.Q4_K, inputs, PanelScales.F16)], PanelScales.F16));
+
+        var x = KernelData.Floats(inputs, 8, scale: 2f);
+        (PanelScales Scales, long StepBytes, float[] Y) Upload(byte[] rows, KernelPath path, bool panels, bool halves)
+        {
+            using ThreadOverride<PanelDecode.Switch>.Scope decode = PanelDecode.Assume(panels);
+            using ThreadOverride<PanelDecode.HalfScalesSwitch>.Scope half = PanelDecode.AssumeHalfScales(halves);
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1, KernelPath = path });
+            var pin = System.Runtime.InteropServices.GCHandle.Alloc(rows, System.Runtime.InteropServices.GCHandleType.Pinned);
+            try
+            {
+                using var weight = (CpuWeight)backend.Upload(new TensorView("w", "test", DType.Q4_0, [outputs, inputs], pin.AddrOfPinnedObject()));
+                float[] y = BackendConformanceTests.Run(backend, 1, outputs, [(x, inputs)], (a, o) => backend.Linear(a[0], weight, null, o));
+                return (weight.PanelScales, weight.DecodeStepBytes, y);
+            }
+            finally
+            {
+                pin.Free();
+            }
+        }
+
+        KernelPath vector = KernelPaths.Default;
+        bool kernel = PanelDecode.HasKernel(vector);
+        var f16 = Upload(finite, vector, panels: true, halves: true);
+        var f32 = Upload(finite, vector, panels: true, halves: false);
+        Assert.Equal(kernel ? PanelScales.F16 : PanelScales.F32, f16.Scales);
+        Assert.Equal(PanelScales.F32, f32.Scales);
+        Assert.Equal(kernel ? outputs * inputs / 32 * 18 : outputs * inputs / 32 * 20, f16.StepBytes);
+        Assert.Equal(outputs * inputs / 32 * 20, f32.StepBytes);
+        for (int i = 0; i < outputs; i++)
+        {
+            Assert.True(f16.Y[i].Equals(f32.Y[i]), $"row {i}: {f16.Y[i]} from f16 scales, {f32.Y[i]} from f32");
+        }
+
+        byte[] infinite = (byte[])finite.Clone();
+        BitConverter.TryWriteBytes(infinite.AsSpan(18 * 100), (ushort)0x7C00);
+        Assert.Equal(PanelScales.F32, Upload(infinite, vector, panels: true, halves: true).Scales);
+        Assert.Equal(PanelScales.F32, Upload(finite, vector, panels: false, halves: true).Scales);
+        Assert.Equal(PanelScales.F32, Upload(finite, KernelPath.Scalar, panels: true, halves: true).Scales);
     }
 
     [Theory]

@@ -72,19 +72,33 @@ public sealed class WeightBindingTests
     {
         // By hand from RandomKQuantModel's shapes: per layer q and o 256 × 256, k and v 128 × 256, gate and up 512 × 256,
         // down 256 × 512, in 2 layers, and a head of 512 × 256 of its own: 1,310,720 weights, every matrix whole panels of
-        // 16 rows and 64 columns. Q4_0 stores 18 bytes per 32; where one token reads the repacked panels (PanelDecode), 20.
+        // 16 rows and 64 columns. Q4_0 stores 18 bytes per 32; where one token reads the repacked panels (PanelDecode), 20,
+        // or 18 where they keep f16 scales (PanelScales, chosen at load).
         const long weights = (2 * ((2L * 256 * 256) + (2L * 128 * 256) + (3L * 512 * 256))) + (512L * 256);
-        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
-        using Qwen2Model model = Qwen2Model.Load(RandomKQuantModel.Folder.Value, backend, quantize: DType.Q4_0);
-        using (PanelDecode.Assume(false))
+        foreach (bool halves in new[] { false, true })
         {
-            Assert.Equal(weights / 32 * 18, model.DecodeStepBytes);
-        }
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+            Qwen2Model Load()
+            {
+                using ThreadOverride<PanelDecode.Switch>.Scope panels = PanelDecode.Assume(true);
+                using ThreadOverride<PanelDecode.HalfScalesSwitch>.Scope scales = PanelDecode.AssumeHalfScales(halves);
+                return Qwen2Model.Load(RandomKQuantModel.Folder.Value, backend, quantize: DType.Q4_0);
+            }
 
-        using (PanelDecode.Assume(true))
-        {
-            // The panels' kernels need AVX2 and FMA; elsewhere one token reads the rows.
-            Assert.Equal(weights / 32 * (PanelDecode.Pays(KernelPaths.Default, DType.Q4_0) ? 20 : 18), model.DecodeStepBytes);
+            using Qwen2Model model = Load();
+            using (PanelDecode.Assume(false))
+            {
+                Assert.Equal(weights / 32 * 18, model.DecodeStepBytes);
+            }
+
+            using (PanelDecode.Assume(true))
+            {
+                // The panels' kernels need AVX2 and FMA; elsewhere one token reads the rows. The one-token loop runs without
+                // vpdpbusd only: with it the panels keep f32 scales.
+                bool reads = PanelDecode.Pays(KernelPaths.Default, DType.Q4_0);
+                int panelBlock = halves && PanelDecode.HasKernel(KernelPaths.Default) ? 18 : 20;
+                Assert.Equal(weights / 32 * (reads ? panelBlock : 18), model.DecodeStepBytes);
+            }
         }
     }
 
