@@ -94,7 +94,7 @@ internal static class PanelDecode
             throw new ArgumentException($"one token against repacked Q4_0 panels of {cols} values, {panelScales} scales, on {path}: {panels.Length} bytes, {x.Tokens} tokens of {x.Cols}, {y.Length} results");
         }
 
-        int count = panels.Length / panelBytes, pairs = cols / 64, codeBytes = NibblePanels.CodeBytes(cols), pairScaleBytes = 2 * NibblePanels.ScaleBytes(panelScales);
+        int count = panels.Length / panelBytes, pairs = cols / 64, codeBytes = NibblePanels.CodeBytes(cols), pairBytes = NibblePanels.PairBytes(panelScales);
         bool prefetch = Prefetch.InDecode(DType.Q4_0), halves = panelScales == PanelScales.F16;
         var widening = Vector256.Create(NibblePanels.HalfWidening);
         ref byte first = ref MemoryMarshal.GetReference(panels);
@@ -111,14 +111,15 @@ internal static class PanelDecode
             Vector256<float> y0 = default, y1 = default;
             for (int j = 0; j < pairs; j++)
             {
-                ref byte w = ref Unsafe.Add(ref panel, 512 * j);
-                ref byte scales = ref Unsafe.Add(ref panel, codeBytes + (pairScaleBytes * j));
+                // f16 scales follow the pair's codes; f32 ones come after all the panel's codes.
+                ref byte w = ref Unsafe.Add(ref panel, pairBytes * j);
+                ref byte scales = ref halves ? ref Unsafe.Add(ref w, 512) : ref Unsafe.Add(ref panel, codeBytes + (128 * j));
                 // Blocks 2j (low nibbles) and 2j + 1 (high), rows 0-7 and 8-15: vpmaddubsw's pair sums add up in 16 bits over a
                 // block (see NibblePairSums), widened once.
                 if (prefetch)
                 {
                     // The pair's 128 (or 64) scale bytes a few pages on; each quad prefetches its own code line.
-                    Prefetch.Ahead(ref scales, pairScaleBytes / 64);
+                    Prefetch.Ahead(ref scales, halves ? 1 : 2);
                 }
 
                 // The eight column quads written out: each one's offsets constants, with no loop counter or address arithmetic.

@@ -711,14 +711,13 @@ internal static partial class QuantPanel
             t_widenedScales = t_widenedScales is { } buffer && buffer.Length >= cols / 2 ? buffer : new float[cols / 2];
             NibblePanels.WidenScales(panel, cols, t_widenedScales);
             widened = t_widenedScales.AsSpan(0, cols / 2);
-            panelScales = PanelScales.F32;
         }
 
         var operands = Operands.OfRepacked(panel, cols, groupsPerBlock, panelTokens, codes, scalesByBlock, scaledSums, offsets, highOffsets, next, panelScales,
             widened);
         if (type == DType.Q4_0)
         {
-            MultiplyRepacked<CodeOffsets>(path, panelScales == PanelScales.F16, operands, tokens, y, yStride);
+            MultiplyRepacked<CodeOffsets>(path, panelScales == PanelScales.F16 && widened.IsEmpty, operands, tokens, y, yStride);
         }
         else
         {
@@ -901,9 +900,17 @@ internal static partial class QuantPanel
     {
         public readonly ref byte Codes;
 
-        /// <summary>The rows' scales of the first sub-block; each next sub-block's are <see cref="ScaleStride"/> bytes on.</summary>
+        /// <summary>
+        /// The rows' scales of the first sub-block; an odd sub-block's are <see cref="ScaleStride"/> bytes on from the even one's
+        /// before it, the next even one's <see cref="PairScaleStride"/> on from those (the two differ where a repacked panel's
+        /// f16 scales follow each pair's codes).
+        /// </summary>
         public readonly ref byte Scales;
         public readonly int ScaleStride;
+        public readonly int PairScaleStride;
+
+        /// <summary>Bytes from one pair of sub-blocks' codes to the next's in a repacked panel (<see cref="NibblePanels.PairBytes"/>).</summary>
+        public readonly int PairStride;
 
         public readonly ref float Mins;
         public readonly int Groups;
@@ -958,21 +965,29 @@ internal static partial class QuantPanel
         {
             int groups = cols / 32;
             ref byte codes = ref MemoryMarshal.GetReference(panel);
-            ref byte scales = ref widenedScales.IsEmpty ? ref Unsafe.Add(ref codes, NibblePanels.CodeBytes(cols))
-                : ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(widenedScales));
+
+            // The scales: f16 after each pair's codes, else f32 after all of them, or widened into the f32 layout apart.
+            bool halves = panelScales == PanelScales.F16 && widenedScales.IsEmpty;
+            ref byte scales = ref !widenedScales.IsEmpty ? ref Unsafe.As<float, byte>(ref MemoryMarshal.GetReference(widenedScales))
+                : ref halves ? ref Unsafe.Add(ref codes, NibblePanels.HalfScaleOffset(0, 0)) : ref Unsafe.Add(ref codes, NibblePanels.CodeBytes(cols));
+            int scaleStride = halves ? NibblePanels.ScaleBytes(PanelScales.F16) : NibblePanels.ScaleBytes(PanelScales.F32);
+            int pairScaleStride = halves ? NibblePanels.HalfScaleOffset(2, 0) - NibblePanels.HalfScaleOffset(1, 0) : scaleStride;
 
             // Q4_0 has no mins (CodeOffsets never reads them): a null reference, not one at the panel's end, which the cursor
             // would move on past it.
             ref float mins = ref groupsPerBlock == 1 ? ref Unsafe.NullRef<float>() : ref Unsafe.As<byte, float>(ref Unsafe.Add(ref scales, groups * Rows * 4));
-            return new Operands(ref codes, ref scales, NibblePanels.ScaleBytes(panelScales), ref mins, groups, 8,
+            return new Operands(ref codes, ref scales, scaleStride, ref mins, groups, 8,
                 groupsPerBlock, ref MemoryMarshal.GetReference(activations), cols, tokens, ref MemoryMarshal.GetReference(blockScales),
                 ref MemoryMarshal.GetReference(scaledSums), ref MemoryMarshal.GetReference(offsets), ref MemoryMarshal.GetReference(highOffsets),
-                ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64);
+                ref MemoryMarshal.GetReference(next), (next.Length + 63) / 64, pairScaleStride, NibblePanels.PairBytes(panelScales));
         }
 
         public Operands(ref byte codes, ref byte scales, int scaleStride, ref float mins, int groups, int quadsPerGroup, int groupsPerBlock, ref sbyte activations,
-            int cols, int tokens, ref float blockScales, ref float scaledSums, ref int offsets, ref int highOffsets, ref byte next, int nextLines)
+            int cols, int tokens, ref float blockScales, ref float scaledSums, ref int offsets, ref int highOffsets, ref byte next, int nextLines,
+            int pairScaleStride = 0, int pairStride = 0)
         {
+            PairScaleStride = pairScaleStride == 0 ? scaleStride : pairScaleStride;
+            PairStride = pairStride == 0 ? quadsPerGroup * 4 * Rows : pairStride;
             Next = ref next;
             NextLines = nextLines;
             Codes = ref codes;
@@ -1039,7 +1054,9 @@ internal static partial class QuantPanel
         public ref float BlockScales;
         private readonly nint _stride;
         private readonly nint _scaleStride;
+        private readonly nint _pairScaleStride;
         private readonly int _groupsPerBlock;
+        private bool _odd;
         private int _inBlock;
         private int _groupsLeft;
 
@@ -1053,6 +1070,7 @@ internal static partial class QuantPanel
             BlockScales = ref Unsafe.Add(ref p.BlockScales, t);
             _stride = p.Tokens;
             _scaleStride = p.ScaleStride;
+            _pairScaleStride = p.PairScaleStride;
             _groupsPerBlock = p.GroupsPerBlock;
             _groupsLeft = p.Groups;
         }
@@ -1069,7 +1087,8 @@ internal static partial class QuantPanel
                 return;
             }
 
-            Scales = ref Unsafe.Add(ref Scales, _scaleStride);
+            Scales = ref Unsafe.Add(ref Scales, _odd ? _pairScaleStride : _scaleStride);
+            _odd = !_odd;
             Mins = ref Unsafe.Add(ref Mins, Rows);
             Offsets = ref Unsafe.Add(ref Offsets, _stride);
             HighOffsets = ref Unsafe.Add(ref HighOffsets, _stride);
@@ -1176,7 +1195,12 @@ internal static partial class QuantPanel
             else
             {
                 TTokens.Group<TDot, TCodes, TZero>(ref w, ref Unsafe.Add(ref x, 32), cols, quads, ref at, ref o);
-                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                if (g + 1 < groups)
+                {
+                    // The next pair's codes (not past the last: the panel may end there).
+                    w = ref Unsafe.Add(ref w, p.PairStride);
+                }
+
                 x = ref Unsafe.Add(ref x, 64);
             }
 
@@ -1358,7 +1382,11 @@ internal static partial class QuantPanel
             else
             {
                 OneTokenGroup<TDot, TCodes, TZero>(ref w, ref x, at4 + 32, quads, ref at, ref o);
-                w = ref Unsafe.Add(ref w, quads * 4 * Rows);
+                if (g + 1 < groups)
+                {
+                    w = ref Unsafe.Add(ref w, p.PairStride);
+                }
+
                 at4 += 64;
             }
 
