@@ -20,7 +20,7 @@ internal sealed class ImatrixCommand : ICommand
 
     public string Summary => "compute an importance matrix over a text file (llama-imatrix), which quantize then rounds the weights by";
 
-    public string Usage => "qwensharp imatrix [--model DIR|FILE.gguf] --file F [--out imatrix.gguf] [--context N] [--chunks N|all] [--chunk N] [--process-output] [--output-format gguf|dat] [--output-frequency N] [--save-frequency N] [--in-file F]... [--no-ppl]";
+    public string Usage => "qwensharp imatrix [--model DIR|FILE.gguf] --file F [--out imatrix.gguf] [--context N] [--chunks N|all] [--chunk N] [--process-output] [--output-format gguf|dat] [--output-frequency N] [--save-frequency N] [--in-file F]... [--no-ppl] | qwensharp imatrix --in-file F --show-statistics";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -34,6 +34,7 @@ internal sealed class ImatrixCommand : ICommand
         new("no-ppl", null, "do not print the perplexity"),
         new("chunk", "N", "skip the text's first N chunks (llama-imatrix's --chunk), to go on where an earlier run stopped"),
         new("in-file", "F", "an importance matrix computed before (GGUF or imatrix.dat) to add to: its sums and counts are the start of this one's (llama-imatrix's --in-file); repeat for several; without --file, they are only combined into --out", Repeatable: true),
+        new("show-statistics", null, "print the statistics of one --in-file's squared activations, per tensor and per layer, and compute nothing (llama-imatrix's --show-statistics): Σ, min, max, μ, σ, % active (above 1e-5), N, entropy, normalized entropy, ZD score (share more than σ above μ) and cosine similarity with the layer before"),
         new("output-frequency", "N", "write --out every N chunks while computing, so a stopped run keeps what it did (default 10, as llama-imatrix; 0: only at the end)"),
         new("save-frequency", "N", "also write OUT.at_K every N chunks, K the chunks so far (llama-imatrix's snapshots; default 0: none)"),
         ModelLoading.Threads,
@@ -51,12 +52,18 @@ internal sealed class ImatrixCommand : ICommand
         "qwensharp imatrix --model ~/models/Qwen2.5-1.5B-Instruct --file calibration.txt --out imatrix.gguf",
         "qwensharp imatrix --model qwen2.5-7b-instruct-f16.gguf --file calibration.txt --chunks 100 --device gpu",
         "qwensharp imatrix --in-file imatrix-part1.gguf --in-file imatrix-part2.gguf --out imatrix.gguf",
+        "qwensharp imatrix --in-file imatrix.gguf --show-statistics",
     ];
 
     public int Run(Arguments args, TextWriter stdout, TextWriter stderr)
     {
         string? file = args.Value("file");
         IReadOnlyList<string> inFiles = args.Values("in-file");
+        if (args.Flag("show-statistics"))
+        {
+            return ShowStatistics(file, inFiles, stdout, stderr);
+        }
+
         if (file is null && inFiles.Count == 0)
         {
             throw new UsageException("imatrix needs --file F, the text to compute the importance matrix on (or --in-file F, repeated, to combine matrices computed before)");
@@ -165,6 +172,52 @@ internal sealed class ImatrixCommand : ICommand
             string added = loaded.Count == 0 ? "" : $", added to {loaded.Count} matrix file{(loaded.Count == 1 ? "" : "s")} of {before} chunk{(before == 1 ? "" : "s")}";
             stdout.WriteLine(string.Create(c,
                 $"wrote {output}: {matrix.Entries.Count} entries from {chunks} chunk{(chunks == 1 ? "" : "s")} of {context} tokens ({collector.Tokens} tokens of {ids.Length} in the file){added}, {tokensPerSecond:F1} tokens/s"));
+        }
+
+        return 0;
+    }
+
+    /// <summary>--show-statistics: the tables of one --in-file's statistics (<see cref="ImportanceStatistics"/>), as llama-imatrix prints them.</summary>
+    private static int ShowStatistics(string? file, IReadOnlyList<string> inFiles, TextWriter stdout, TextWriter stderr)
+    {
+        if (inFiles.Count != 1 || file is not null)
+        {
+            throw new UsageException($"--show-statistics reads one importance matrix, given as --in-file F, and computes nothing (got {inFiles.Count} --in-file{(file is null ? "" : " and --file")})");
+        }
+
+        string path = inFiles[0];
+        ImportanceMatrix matrix = File.Exists(path) ? ImportanceMatrixFile.Read(path) : throw new UsageException($"--in-file {path}: file not found");
+        IReadOnlyList<ImportanceStatistics.TensorStatistics> tensors = ImportanceStatistics.Of(matrix, out IReadOnlyList<string> empty);
+        foreach (string name in empty)
+        {
+            stderr.WriteLine($"note: {path}: tensor {name} has no tokens (every count 0); left out");
+        }
+
+        if (tensors.Count == 0)
+        {
+            throw new UsageException($"--in-file {path}: no tensor with tokens to compute statistics of");
+        }
+
+        CultureInfo c = CultureInfo.InvariantCulture;
+        stdout.WriteLine(string.Create(c, $"statistics of {path} ({tensors.Count} tensors; of the squared activations, not the activations)"));
+        stdout.WriteLine();
+        stdout.WriteLine(" Layer  Tensor                  Σ(Act²)          Min          Max            μ            σ   % Active       N     Entropy  E (norm)        ZD    CosSim");
+        foreach (ImportanceStatistics.TensorStatistics t in tensors)
+        {
+            string cosine = t.CosineSimilarity is { } cs ? cs.ToString("F4", c) : "-";
+            stdout.WriteLine(string.Create(c,
+                $"{(t.Layer < 0 ? "-" : t.Layer.ToString(c)),6}  {t.Tensor,-20} {t.Sum,12:F2} {t.Min,12:F4} {t.Max,12:F4} {t.Mean,12:F4} {t.Deviation,12:F4} {100 * t.ActiveFraction,9:F2}% {t.Count,7} {t.Entropy,11:F4} {100 * t.NormalizedEntropy,8:F2}% {100 * t.ZdScore,8:F2}% {cosine,9}"));
+        }
+
+        IReadOnlyList<ImportanceStatistics.LayerStatistics> layers = ImportanceStatistics.PerLayer(tensors);
+        stdout.WriteLine();
+        stdout.WriteLine(string.Create(c, $"per layer ({layers.Count} layers; weighted by each tensor's N)"));
+        stdout.WriteLine();
+        stdout.WriteLine(" Layer       μΣ(Act²)        μZD   μCosSim");
+        foreach (ImportanceStatistics.LayerStatistics l in layers)
+        {
+            string cosine = l.CosineSimilarity is { } cs ? cs.ToString("F4", c) : "-";
+            stdout.WriteLine(string.Create(c, $"{l.Layer,6} {l.Sum,14:F2} {100 * l.ZdScore,9:F4}% {cosine,9}"));
         }
 
         return 0;

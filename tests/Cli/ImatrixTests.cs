@@ -507,6 +507,58 @@ public sealed class ImatrixTests
         Assert.Null(ImportanceMatrixFile.Read(Path.Combine(directory, "from-dat.gguf")).Entries.First().Value.Sums);   // imatrix.dat has none
     }
 
+    /// <summary>
+    /// <c>--show-statistics</c> on a matrix made by hand, against statistics worked out by hand from llama-imatrix's definitions
+    /// (README of tools/imatrix): blk.0's four mean squares of 2 (Σx² 4 over 2 tokens) are uniform: entropy 2 bits, 100%
+    /// normalized, σ 0, no ZD; blk.1's 1, 0, 0, 3 (one token): Σ 4, μ 1, σ √1.5 = 1.2247, half active, entropy
+    /// −(¼ log₂ ¼ + ¾ log₂ ¾) = 0.8113 bits, 40.56% of log₂ 4, one value (3) over a σ above μ: 25%; its Σx² against blk.0's,
+    /// 16 / (8 × √10) = 0.6325. An expert without tokens is left out of N (blk.2's second); a tensor without any is named and
+    /// left out. It writes nothing and refuses anything but one --in-file.
+    /// </summary>
+    [Fact]
+    public void ShowStatistics_PrintsEachTensorsAndLayersStatistics_AsWorkedOutByHand()
+    {
+        string directory = Fixtures.TempDirectory(), path = Path.Combine(directory, "hand.gguf");
+        var entries = new SortedDictionary<string, ImportanceMatrix.Entry>(StringComparer.Ordinal)
+        {
+            ["blk.0.attn_q.weight"] = new([4, 4, 4, 4], null, [2]),
+            ["blk.1.attn_q.weight"] = new([1, 0, 0, 3], null, [1]),
+            ["blk.1.ffn_up.weight"] = new([5, 5], null, [0]),
+            ["blk.2.ffn_down_exps.weight"] = new([2, 2, 7, 7], null, [2, 0]),
+        };
+        ImportanceMatrixFile.WriteGguf(new ImportanceMatrix(entries, ["hand.txt"], 1, 4), path);
+        CliRunner.Result result = CliRunner.Run("imatrix", "--in-file", path, "--show-statistics");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains("tensor blk.1.ffn_up.weight has no tokens", result.Stderr, StringComparison.Ordinal);
+        string[] lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        string[] Row(string first, string second) =>
+            lines.Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).Single(f => f.Length > 2 && f[0] == first && f[1] == second);
+
+        // Layer, tensor, Σ, min, max, μ, σ, % active, N, entropy, E (norm), ZD, CosSim.
+        Assert.Equal(["0", "attn_q", "8.00", "2.0000", "2.0000", "2.0000", "0.0000", "100.00%", "4", "2.0000", "100.00%", "0.00%", "-"], Row("0", "attn_q"));
+        Assert.Equal(["1", "attn_q", "4.00", "0.0000", "3.0000", "1.0000", "1.2247", "50.00%", "4", "0.8113", "40.56%", "25.00%", "0.6325"], Row("1", "attn_q"));
+        Assert.Equal(["2", "ffn_down_exps", "2.00", "1.0000", "1.0000", "1.0000", "0.0000", "100.00%", "2", "1.0000", "100.00%", "0.00%", "-"], Row("2", "ffn_down_exps"));
+        Assert.DoesNotContain(lines, l => l.Contains("ffn_up", StringComparison.Ordinal));
+
+        // Per layer: μΣ, μZD, μCosSim (one tensor each).
+        Assert.Equal(["0", "8.00", "0.0000%", "-"], Row("0", "8.00"));
+        Assert.Equal(["1", "4.00", "25.0000%", "0.6325"], Row("1", "4.00"));
+        Assert.Equal(["2", "2.00", "0.0000%", "-"], Row("2", "2.00"));
+        Assert.Equal(["hand.gguf"], Directory.GetFiles(directory).Select(Path.GetFileName));
+
+        foreach (string[] args in new[]
+        {
+            new[] { "imatrix", "--show-statistics" },
+            ["imatrix", "--in-file", path, "--in-file", path, "--show-statistics"],
+            ["imatrix", "--in-file", path, "--file", path, "--show-statistics"],
+        })
+        {
+            CliRunner.Result refused = CliRunner.Run(args);
+            Assert.True(refused.ExitCode == 2, $"{string.Join(' ', args)}: exit {refused.ExitCode}");
+            Assert.Contains("--show-statistics reads one importance matrix", Assert.Single(refused.ErrorLines), StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void PeriodicSaves_WriteTheSumsSoFar_NumberedOnFromTheMatricesGiven()
     {
