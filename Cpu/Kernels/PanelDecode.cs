@@ -82,7 +82,8 @@ internal static class PanelDecode
     /// panel by panel (each row: per block, in order, y = fma(Σ (code − 8) × a, scale × dx, y)), in one loop over the panels.
     /// That entry, made for any number of tokens, set up its operands for every panel, and cleared, loaded and stored its
     /// sixteen sums in memory at every block; here they stay in two registers through a panel, and each load of a pair of
-    /// blocks' codes serves both blocks (its low nibbles, then its high ones shifted down).
+    /// blocks' codes serves both blocks (its low nibbles, then its high ones shifted down). The panels hold their scales as
+    /// <paramref name="panelScales"/> says (f16 ones after each pair's codes, widened exactly).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MultiplyQ4_0(KernelPath path, ReadOnlySpan<byte> panels, int cols, Q8Activations x, Span<float> y, PanelScales panelScales = PanelScales.F32)
@@ -114,15 +115,15 @@ internal static class PanelDecode
                 // f16 scales follow the pair's codes; f32 ones come after all the panel's codes.
                 ref byte w = ref Unsafe.Add(ref panel, pairBytes * j);
                 ref byte scales = ref halves ? ref Unsafe.Add(ref w, 512) : ref Unsafe.Add(ref panel, codeBytes + (128 * j));
-                // Blocks 2j (low nibbles) and 2j + 1 (high), rows 0-7 and 8-15: vpmaddubsw's pair sums add up in 16 bits over a
-                // block (see NibblePairSums), widened once.
                 if (prefetch)
                 {
                     // The pair's 128 (or 64) scale bytes a few pages on; each quad prefetches its own code line.
                     Prefetch.Ahead(ref scales, halves ? 1 : 2);
                 }
 
-                // The eight column quads written out: each one's offsets constants, with no loop counter or address arithmetic.
+                // Blocks 2j (low nibbles) and 2j + 1 (high), rows 0-7 and 8-15: vpmaddubsw's pair sums add up in 16 bits over a
+                // block (see NibblePairSums), widened once. The eight column quads written out: each one's offsets constants, with
+                // no loop counter or address arithmetic.
                 Vector256<short> low0 = default, low1 = default, high0 = default, high1 = default;
                 ref sbyte xj = ref Unsafe.Add(ref a, 64 * j);
                 Quad(ref w, ref xj, 0, prefetch, ref low0, ref low1, ref high0, ref high1);
