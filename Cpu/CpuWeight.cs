@@ -162,7 +162,6 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         // f16 scales where one token reads the panels, if every one is finite (the kernels' widening takes no infinity or NaN).
         PanelScales = StoredType == DType.Q4_0 && PanelDecode.Scales(path) == PanelScales.F16 && NibblePanels.HasFiniteScales(RowBytesOf(0, Rows))
             ? PanelScales.F16 : PanelScales.F32;
-        PanelScales scales = PanelScales;
         int panelBytes = PanelBytes;
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)arena.Allocate(bytes);
@@ -177,7 +176,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             }
             else
             {
-                NibblePanels.Repack(StoredType, rows, Cols, panel, scales);
+                NibblePanels.Repack(StoredType, rows, Cols, panel, PanelScales);
             }
         });
         Panels = panels;

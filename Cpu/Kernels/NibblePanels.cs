@@ -72,38 +72,26 @@ internal static class NibblePanels
     /// <summary>
     /// A repacked Q4_0 panel's f16 scales (<see cref="PanelScales.F16"/>) as the f32 layout has them, into
     /// <paramref name="scales"/> (<c>[sub-block][r]</c>, an odd sub-block's divided by 16: exact), for kernels that read them
-    /// many times.
+    /// many times: the vector kernels (AVX2; the scalar path reads them with <see cref="DotRow"/>).
     /// </summary>
     public static void WidenScales(ReadOnlySpan<byte> panel, int cols, Span<float> scales)
     {
         int count = cols / 32 * QuantPanel.Rows;
-        if (scales.Length < count || panel.Length < PanelBytes(DType.Q4_0, cols, PanelScales.F16))
+        if (!Avx2.IsSupported || scales.Length < count || panel.Length < PanelBytes(DType.Q4_0, cols, PanelScales.F16))
         {
-            throw new ArgumentException($"{count} scales of a Q4_0 panel of {cols} values ({panel.Length} bytes) into {scales.Length}");
+            throw new ArgumentException($"{count} scales of a Q4_0 panel of {cols} values ({panel.Length} bytes) into {scales.Length}{(Avx2.IsSupported ? "" : ", without AVX2")}");
         }
 
-        if (Avx2.IsSupported)
+        // Eight at a time (a prefill widens every panel's, per product): an even sub-block's × 2^112, an odd one's × 2^108.
+        ref byte from = ref MemoryMarshal.GetReference(panel);
+        ref float to = ref MemoryMarshal.GetReference(scales);
+        var even = Vector256.Create(HalfWidening);
+        var odd = Vector256.Create(HalfWidening / 16);
+        for (int g = 0; g < cols / 32; g++)
         {
-            // Eight at a time (a prefill widens every panel's, per product): an even sub-block's × 2^112, an odd one's × 2^108.
-            ref byte from = ref MemoryMarshal.GetReference(panel);
-            ref float to = ref MemoryMarshal.GetReference(scales);
-            var even = Vector256.Create(HalfWidening);
-            var odd = Vector256.Create(HalfWidening / 16);
-            for (int g = 0; g < cols / 32; g++)
-            {
-                Vector256<float> times = g % 2 == 0 ? even : odd;
-                (WidenHalves(ref Unsafe.Add(ref from, HalfScaleOffset(g, 0))) * times).StoreUnsafe(ref to, (nuint)(g * QuantPanel.Rows));
-                (WidenHalves(ref Unsafe.Add(ref from, HalfScaleOffset(g, 8))) * times).StoreUnsafe(ref to, (nuint)((g * QuantPanel.Rows) + 8));
-            }
-
-            return;
-        }
-
-        for (int i = 0; i < count; i++)
-        {
-            int g = i / QuantPanel.Rows;
-            float scale = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(panel[HalfScaleOffset(g, i % QuantPanel.Rows)..]));
-            scales[i] = g % 2 == 0 ? scale : scale / 16;
+            Vector256<float> times = g % 2 == 0 ? even : odd;
+            (WidenHalves(ref Unsafe.Add(ref from, HalfScaleOffset(g, 0))) * times).StoreUnsafe(ref to, (nuint)(g * QuantPanel.Rows));
+            (WidenHalves(ref Unsafe.Add(ref from, HalfScaleOffset(g, 8))) * times).StoreUnsafe(ref to, (nuint)((g * QuantPanel.Rows) + 8));
         }
     }
 

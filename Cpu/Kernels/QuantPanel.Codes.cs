@@ -68,7 +68,6 @@ internal static partial class QuantPanel
             s0 = Vector256.LoadUnsafe(ref Unsafe.As<byte, float>(ref scales));
             s1 = Vector256.LoadUnsafe(ref Unsafe.As<byte, float>(ref scales), 8);
         }
-
     }
 
     /// <summary>A repacked panel's even sub-block (<see cref="NibblePanels"/>): the low nibbles; its scales as stored.</summary>
@@ -85,7 +84,6 @@ internal static partial class QuantPanel
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Scales(ref byte scales, out Vector256<float> s0, out Vector256<float> s1) => Packed.Scales(ref scales, out s0, out s1);
-
     }
 
     /// <summary>A repacked panel's odd sub-block: the high nibbles shifted down (for <see cref="PairSums"/>, whose operands stay below 128).</summary>
@@ -109,7 +107,6 @@ internal static partial class QuantPanel
             s0 *= 16;
             s1 *= 16;
         }
-
     }
 
     /// <summary>
