@@ -1,3 +1,5 @@
+using QwenSharp.Generation;
+
 namespace QwenSharp.Sampling;
 
 /// <summary>
@@ -53,9 +55,10 @@ public sealed class TokenSampler
 
     private int Choose(ReadOnlySpan<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)
     {
+        _drawnFrom = DrawSource.OneToken;
         if (_options.IsGreedy && !ChangesLogits && _constraint is null)
         {
-            return Generation.LogProbs.ArgMax(logits);
+            return LogProbs.ArgMax(logits);
         }
 
         // Plain greedy never gets here, so its sequences allocate no vocabulary-sized buffers.
@@ -66,9 +69,10 @@ public sealed class TokenSampler
         if (_options.IsGreedy)
         {
             Process(work, prompt, generated);
-            return Generation.LogProbs.ArgMax(work);
+            return LogProbs.ArgMax(work);
         }
 
+        (_drawnFrom, _drawnCount) = (DrawSource.Work, work.Length);
         Penalize(work, prompt, generated);
         PlainTemperature(work);
         if (_mirostat is not null)
@@ -88,9 +92,63 @@ public sealed class TokenSampler
         // What is left after top-k (often 20 of 150 000) is gathered in index order, so top-p, min-p and the draw
         // see the same values in the same order as on the whole vocabulary, without scanning it three more times.
         int count = Gather(work);
+        (_drawnFrom, _drawnCount) = (DrawSource.Candidates, count);
         Span<float> candidates = _candidateValues.AsSpan(0, count);
         FilterAfterTopK(candidates);
         return _candidateIds[CategoricalDraw.Draw(candidates, _random.NextDouble())];
+    }
+
+    /// <summary>Where the distribution of the last draw lies (<see cref="LastDraw"/>).</summary>
+    private enum DrawSource
+    {
+        /// <summary>Greedy: all its mass on the token taken.</summary>
+        OneToken,
+
+        /// <summary>The first <see cref="_drawnCount"/> values of <see cref="_work"/>, by token id.</summary>
+        Work,
+
+        /// <summary>The first <see cref="_drawnCount"/> of <see cref="_candidateValues"/>, their ids in <see cref="_candidateIds"/>.</summary>
+        Candidates,
+    }
+
+    private DrawSource _drawnFrom;
+    private int _drawnCount;
+
+    /// <summary>
+    /// The distribution <paramref name="token"/>, the one <see cref="Next"/> gave last, was drawn from, as llama-server's
+    /// <c>post_sampling_probs</c> reports it: after the mask, the penalties, the temperature and every filter (mirostat's
+    /// truncation in their place), the softmax over the tokens left; greedy puts all of it on the token taken. Its log-prob
+    /// there and the <paramref name="top"/> most likely tokens of it, most likely first, leaving out those with none (as
+    /// llama-server does, whose samplers report some with none and some not at all).
+    /// </summary>
+    public TokenLogprobs LastDraw(int token, int top)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(top);
+        if (_drawnFrom == DrawSource.OneToken)
+        {
+            return new TokenLogprobs(token, 0, top > 0 ? [new TokenLogprob(token, 0)] : []);
+        }
+
+        ReadOnlySpan<float> values = _drawnFrom == DrawSource.Work ? _work.AsSpan(0, _drawnCount) : _candidateValues.AsSpan(0, _drawnCount);
+        double logSumExp = LogProbs.LogSumExp(values);
+        int at = _drawnFrom == DrawSource.Work ? token : Array.IndexOf(_candidateIds, token, 0, _drawnCount);
+        if (at < 0 || at >= values.Length || values[at] == float.NegativeInfinity)
+        {
+            throw new ArgumentException($"token {token} was not drawn from the last step's distribution", nameof(token));
+        }
+
+        TokenLogprob[] most = LogProbs.Top(values, top, logSumExp);
+        int left = Array.FindIndex(most, t => Math.Exp(t.Logprob) == 0);
+        most = left < 0 ? most : most[..left];
+        if (_drawnFrom == DrawSource.Candidates)
+        {
+            for (int i = 0; i < most.Length; i++)
+            {
+                most[i] = most[i] with { Id = _candidateIds[most[i].Id] };
+            }
+        }
+
+        return new TokenLogprobs(token, values[at] - logSumExp, most);
     }
 
     /// <summary>top-p, min-p and typical-p in transformers' order, then XTC (its chance drawn whenever it is on) and the infill sampler.</summary>

@@ -26,7 +26,7 @@ internal static class Jobs
     public static GenerationJob Create(ServerState server, IReadOnlyList<int[]> prompts, string promptField, int samples, SamplingOverrides overrides,
         int? maxTokens, IReadOnlyList<string> stops, int? logprobs, bool primeText, CancellationToken cancellation, bool ignoreEos = false,
         IReadOnlyList<Qwen2VL.ImagePatches>? pictures = null, Func<ITokenConstraint>? constraint = null, int[]? prediction = null,
-        float[]? adapterScales = null, IReadOnlyList<int>? endTokens = null, CodeCompletionStops? codeStops = null)
+        float[]? adapterScales = null, IReadOnlyList<int>? endTokens = null, CodeCompletionStops? codeStops = null, bool logprobsAfterSampling = false)
     {
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -78,6 +78,7 @@ internal static class Jobs
             EosTokenIds = ignoreEos ? [] : [.. server.EosTokenIds, .. (endTokens ?? []).Except(server.EosTokenIds)],
             CodeStops = codeStops,
             Logprobs = logprobs,
+            LogprobsAfterSampling = logprobsAfterSampling,
             PrimeTextWithPrompt = primeText,
             Cancellation = cancellation,
             Pictures = pictures ?? [],

@@ -14,7 +14,8 @@ namespace QwenSharp.Server.Api;
 /// (<c>input_prefix</c>, <c>input_suffix</c>, <c>input_extra</c> files, <c>prompt</c> after the prefix: what llama.vim and
 /// llama.vscode send a code model; <see cref="FillInTheMiddle"/>), whose answer also ends at the FIM tokens, at a line
 /// indented less than <c>n_indent</c>, and at a newline past <c>t_max_predict_ms</c>. Its fields (<c>prompt</c>, <c>n_predict</c>, <c>temperature</c>,
-/// <c>top_k</c>, <c>top_p</c>, <c>min_p</c>, <c>repeat_penalty</c>, <c>seed</c>, <c>stop</c>, <c>n_probs</c>,
+/// <c>top_k</c>, <c>top_p</c>, <c>min_p</c>, <c>repeat_penalty</c>, <c>seed</c>, <c>stop</c>, <c>n_probs</c> (with
+/// <c>post_sampling_probs</c>, of the distribution each token was drawn from: <see cref="TokenSampler.LastDraw"/>),
 /// <c>logit_bias</c> as pairs, <c>grammar</c>, <c>json_schema</c>, <c>stream</c>, <c>return_tokens</c>, ...) and its
 /// answer (<c>content</c>, <c>stop_type</c>, <c>stopping_word</c>, <c>tokens_predicted</c>, <c>timings</c>, ...), as
 /// llama-server's README gives them. A stream sends one object per token and a last one with <c>stop: true</c>, and no
@@ -77,7 +78,7 @@ internal static class LlamaCompletionEndpoint
         using var deadline = new RequestDeadline(http.RequestAborted, server.Options.RequestTimeout);
         GenerationJob job = Jobs.Create(server, prompts, infill ? "input_prefix" : "prompt", settings.Samples, settings.Sampling, settings.MaxTokens, settings.Stops,
             settings.Probabilities, primeText: true, deadline.Token, settings.IgnoreEos, constraint: settings.Constraint, adapterScales: settings.AdapterScales,
-            endTokens: endTokens, codeStops: settings.CodeStops);
+            endTokens: endTokens, codeStops: settings.CodeStops, logprobsAfterSampling: settings.AfterSampling);
         var response = new Response(http, server, job, settings, texts, many);
         if (settings.MaxTokens != 0)
         {
@@ -116,7 +117,7 @@ internal static class LlamaCompletionEndpoint
     }
 
     /// <summary>What a request asks for, in the terms the scheduler takes.</summary>
-    private sealed record Settings(SamplingOverrides Sampling, int? MaxTokens, int Samples, IReadOnlyList<string> Stops, int? Probabilities, bool IgnoreEos,
+    private sealed record Settings(SamplingOverrides Sampling, int? MaxTokens, int Samples, IReadOnlyList<string> Stops, int? Probabilities, bool AfterSampling, bool IgnoreEos,
         bool Stream, bool ReturnTokens, bool TimingsPerToken, Func<ITokenConstraint>? Constraint, float[]? AdapterScales, string Model,
         CodeCompletionStops? CodeStops, string[]? ResponseFields);
 
@@ -129,11 +130,6 @@ internal static class LlamaCompletionEndpoint
         }
 
         bool asksInfill = request.Get("samplers") is JsonElement named && named.EnumerateArray().Any(n => n.GetString() == "infill");
-        if (request.Bool("post_sampling_probs") == true)
-        {
-            throw ApiException.BadField("post_sampling_probs", "'post_sampling_probs' is not supported: n_probs gives log-probs of the model's distribution");
-        }
-
         // 0 asks for nothing: llama.vim sends it to have its files read ahead, which here is left for the answer that needs them.
         int? predict = request.Int("n_predict", -1, int.MaxValue) ?? request.Int("max_tokens", -1, int.MaxValue);
         int indent = request.Int("n_indent", 0, int.MaxValue) ?? 0;
@@ -193,6 +189,7 @@ internal static class LlamaCompletionEndpoint
             request.Int("n_cmpl", 1, 128) ?? 1,
             request.StringOrList("stop", 16, 4096),
             request.Int("n_probs", 0, 20) is int probs and > 0 ? probs : null,
+            request.Bool("post_sampling_probs") ?? false,
             ignoreEos,
             request.Bool("stream") ?? false,
             request.Bool("return_tokens") ?? false,
@@ -355,7 +352,7 @@ internal static class LlamaCompletionEndpoint
                         w.WriteNumber("tokens_evaluated", PromptLength(token.Choice));
                         if (token.Logprobs is not null)
                         {
-                            TokenPiece.WriteLogprobs(w, "completion_probabilities", [token.Logprobs], server.Tokenizer, ids: true);
+                            TokenPiece.WriteLogprobs(w, "completion_probabilities", [token.Logprobs], server.Tokenizer, ids: true, probabilities: settings.AfterSampling);
                         }
 
                         if (settings.TimingsPerToken)
@@ -446,6 +443,7 @@ internal static class LlamaCompletionEndpoint
             w.WriteString("model", settings.Model);
             w.WriteNumber("seed", job.Seed);
             w.WriteNumber("n_probs", settings.Probabilities ?? 0);
+            w.WriteBoolean("post_sampling_probs", settings.AfterSampling);
             w.WriteBoolean("ignore_eos", settings.IgnoreEos);
             w.WriteBoolean("stream", settings.Stream);
             w.WriteStartArray("stop");
@@ -466,7 +464,7 @@ internal static class LlamaCompletionEndpoint
             w.WriteNumber("tokens_cached", usage.CachedPromptTokens);
             if (probabilities.Count > 0)
             {
-                TokenPiece.WriteLogprobs(w, "completion_probabilities", probabilities, server.Tokenizer, ids: true);
+                TokenPiece.WriteLogprobs(w, "completion_probabilities", probabilities, server.Tokenizer, ids: true, probabilities: settings.AfterSampling);
             }
 
             WriteTimings(w, prompt, _tokens[choice].Count);

@@ -20,20 +20,21 @@ internal static class TokenPiece
     /// <summary>
     /// An array <paramref name="name"/> of tokens' log-probs, each with its most likely alternatives in <c>top_logprobs</c>
     /// (OpenAI's chat <c>logprobs.content</c>; llama-server's <c>completion_probabilities</c>, whose tokens carry their
-    /// <paramref name="ids"/> too).
+    /// <paramref name="ids"/> too). With <paramref name="probabilities"/>, each as its probability in <c>prob</c> and
+    /// the alternatives in <c>top_probs</c> (llama-server's <c>post_sampling_probs</c>).
     /// </summary>
-    public static void WriteLogprobs(Utf8JsonWriter w, string name, IEnumerable<TokenLogprobs> logprobs, Tokenizer tokenizer, bool ids)
+    public static void WriteLogprobs(Utf8JsonWriter w, string name, IEnumerable<TokenLogprobs> logprobs, Tokenizer tokenizer, bool ids, bool probabilities = false)
     {
         w.WriteStartArray(name);
         foreach (TokenLogprobs token in logprobs)
         {
             w.WriteStartObject();
-            WriteToken(w, tokenizer, token.Id, token.Logprob, ids);
-            w.WriteStartArray("top_logprobs");
+            WriteToken(w, tokenizer, token.Id, token.Logprob, ids, probabilities);
+            w.WriteStartArray(probabilities ? "top_probs" : "top_logprobs");
             foreach (TokenLogprob alternative in token.Top)
             {
                 w.WriteStartObject();
-                WriteToken(w, tokenizer, alternative.Id, alternative.Logprob, ids);
+                WriteToken(w, tokenizer, alternative.Id, alternative.Logprob, ids, probabilities);
                 w.WriteEndObject();
             }
 
@@ -44,8 +45,8 @@ internal static class TokenPiece
         w.WriteEndArray();
     }
 
-    /// <summary>A token's fields: its text, log-prob and own bytes, which join across tokens into the characters.</summary>
-    private static void WriteToken(Utf8JsonWriter w, Tokenizer tokenizer, int id, double logprob, bool withId)
+    /// <summary>A token's fields: its text, log-prob (or probability) and own bytes, which join across tokens into the characters.</summary>
+    private static void WriteToken(Utf8JsonWriter w, Tokenizer tokenizer, int id, double logprob, bool withId, bool probability)
     {
         if (withId)
         {
@@ -54,7 +55,15 @@ internal static class TokenPiece
 
         byte[] bytes = Bytes(tokenizer, id);
         w.WriteString("token", Encoding.UTF8.GetString(bytes));
-        w.WriteNumber("logprob", logprob);
+        if (probability)
+        {
+            w.WriteNumber("prob", Math.Exp(logprob));
+        }
+        else
+        {
+            w.WriteNumber("logprob", logprob);
+        }
+
         w.WriteStartArray("bytes");
         foreach (byte b in bytes)
         {

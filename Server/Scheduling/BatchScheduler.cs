@@ -844,10 +844,14 @@ internal sealed partial class BatchScheduler : IDisposable
         }
 
         TokenLogprobs? logprobs = null;
-        if (job.Logprobs is int top)
+        if (job.Logprobs is int top && job.LogprobsAfterSampling)
+        {
+            logprobs = sequence.Sampler.LastDraw(token, top);
+        }
+        else if (job.Logprobs is int modelTop)
         {
             double logSumExp = LogProbs.LogSumExp(logits);
-            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, top, logSumExp));
+            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, modelTop, logSumExp));
         }
 
         sequence.Generated.Add(token);

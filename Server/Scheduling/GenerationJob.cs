@@ -38,6 +38,12 @@ internal sealed class GenerationJob
     /// <summary>With a value K: each new token's log-prob and the K most likely tokens.</summary>
     public int? Logprobs { get; init; }
 
+    /// <summary>
+    /// With <see cref="Logprobs"/>: of the distribution each token was drawn from, after the samplers (llama-server's
+    /// <c>post_sampling_probs</c>, <see cref="TokenSampler.LastDraw"/>), rather than of the model's own.
+    /// </summary>
+    public bool LogprobsAfterSampling { get; init; }
+
     /// <summary>Feed the prompt to each choice's text decoder first (completions: the continuation is spaced as in the whole text).</summary>
     public bool PrimeTextWithPrompt { get; init; }
 

@@ -1,3 +1,4 @@
+using QwenSharp.Generation;
 using QwenSharp.Sampling;
 using QwenSharp.Tests.Support;
 
@@ -43,6 +44,60 @@ public class SamplingDistributionTests
         (float[] logits, int[] prompt, int[] likeliest) = LastRow();
         int[] generated = setting.Options.PresencePenalty != 0 ? [likeliest[0], likeliest[1], likeliest[0]] : [];
         AssertDraws(logits, prompt, generated, setting.Options, setting.Wrong(Doubles(logits), prompt));
+    }
+
+    [Theory]
+    [MemberData(nameof(Settings))]
+    public void EachDrawReportsTheExactDistributionItWasDrawnFrom(Setting setting)
+    {
+        // llama-server's post_sampling_probs: the token's probability after every sampler, and the likeliest tokens left.
+        (float[] logits, int[] prompt, int[] likeliest) = LastRow();
+        int[] generated = setting.Options.PresencePenalty != 0 ? [likeliest[0], likeliest[1], likeliest[0]] : [];
+        double[] exact = Exact(Doubles(logits), prompt, setting.Options, generated: generated);
+        int[] order = [.. Enumerable.Range(0, exact.Length).Where(t => exact[t] > 0).OrderByDescending(t => exact[t]).ThenBy(t => t)];
+        var sampler = new TokenSampler(setting.Options, logits.Length, 99);
+        for (int draw = 0; draw < 20; draw++)
+        {
+            int token = sampler.Next(logits, prompt, generated);
+            TokenLogprobs reported = sampler.LastDraw(token, 8);
+
+            Assert.Equal(token, reported.Id);
+            Assert.Equal(exact[token], Math.Exp(reported.Logprob), 1e-5);
+            Assert.Equal(order.Take(8), reported.Top.Select(t => t.Id));
+            Assert.All(reported.Top, t => Assert.Equal(exact[t.Id], Math.Exp(t.Logprob), 1e-5));
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AGreedyDrawReportsAllItsMassOnTheTokenTaken(bool penalised)
+    {
+        // Greedy with a penalty reads processed logits; without, the raw ones: either way the draw is certain.
+        (float[] logits, int[] prompt, int[] likeliest) = LastRow();
+        var options = new SamplingOptions { DoSample = false, RepetitionPenalty = penalised ? 50 : 1 };
+        var sampler = new TokenSampler(options, logits.Length, 0);
+
+        int token = sampler.Next(logits, prompt, []);
+        TokenLogprobs reported = sampler.LastDraw(token, 5);
+
+        Assert.Equal(penalised ? Exact(Doubles(logits), prompt, options with { DoSample = true, TopK = 0 }).Index().MaxBy(p => p.Item).Index : likeliest[0], token);
+        Assert.Equal(0, reported.Logprob);
+        Assert.Equal([new TokenLogprob(token, 0)], reported.Top);
+    }
+
+    [Fact]
+    public void TopKWithOnlyOneTokenLeftReportsOnlyThatToken()
+    {
+        // Tokens a filter removed have no probability left, and llama-server leaves those out of top_probs.
+        (float[] logits, int[] prompt, int[] likeliest) = LastRow();
+        var sampler = new TokenSampler(new SamplingOptions { DoSample = true, TopK = 1 }, logits.Length, 3);
+
+        int token = sampler.Next(logits, prompt, []);
+        TokenLogprobs reported = sampler.LastDraw(token, 10);
+
+        Assert.Equal(likeliest[0], token);
+        Assert.Equal([new TokenLogprob(token, 0)], reported.Top);
     }
 
     [Fact]

@@ -101,6 +101,53 @@ public sealed class LlamaCompletionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task PostSamplingProbsAreTheModelsRenormalizedOverWhatTheSamplersLeft()
+    {
+        // The same seed and samplers draw the same tokens; with post_sampling_probs each is reported in the distribution it
+        // was drawn from: top-k 3 at temperature 0.5 leaves the three likeliest, p ∝ exp(logprob / 0.5) of the model's.
+        const string Sampling = "\"n_predict\": 4, \"temperature\": 0.5, \"top_k\": 3, \"top_p\": 1, \"min_p\": 0, \"repeat_penalty\": 1, \"seed\": 11, \"n_probs\": 5";
+        JsonElement model = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", {Sampling}}}");
+        JsonElement drawn = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", {Sampling}, \"post_sampling_probs\": true}}");
+
+        Assert.Equal(model.GetProperty("content").GetString(), drawn.GetProperty("content").GetString());
+        Assert.True(drawn.GetProperty("generation_settings").GetProperty("post_sampling_probs").GetBoolean());
+        JsonElement[] modelTokens = [.. model.GetProperty("completion_probabilities").EnumerateArray()];
+        JsonElement[] drawnTokens = [.. drawn.GetProperty("completion_probabilities").EnumerateArray()];
+        Assert.Equal(4, drawnTokens.Length);
+        for (int i = 0; i < drawnTokens.Length; i++)
+        {
+            JsonElement[] likeliest = [.. modelTokens[i].GetProperty("top_logprobs").EnumerateArray().Take(3)];
+            double[] weights = [.. likeliest.Select(t => Math.Exp(t.GetProperty("logprob").GetDouble() / 0.5))];
+            JsonElement[] top = [.. drawnTokens[i].GetProperty("top_probs").EnumerateArray()];
+
+            Assert.False(drawnTokens[i].TryGetProperty("logprob", out _));
+            Assert.Equal(likeliest.Select(t => t.GetProperty("id").GetInt32()), top.Select(t => t.GetProperty("id").GetInt32()));
+            Assert.Equal(weights.Select(w => w / weights.Sum()), top.Select(t => t.GetProperty("prob").GetDouble()), (a, b) => Math.Abs(a - b) < 1e-5);
+            int taken = Array.FindIndex(likeliest, t => t.GetProperty("id").GetInt32() == drawnTokens[i].GetProperty("id").GetInt32());
+            Assert.Equal(weights[taken] / weights.Sum(), drawnTokens[i].GetProperty("prob").GetDouble(), 1e-5);
+        }
+    }
+
+    [Fact]
+    public async Task AStreamedGreedyTokenHasAllTheProbabilityAfterSampling()
+    {
+        using var request = new StringContent($"{{\"prompt\": \"{Prompt}\", \"n_predict\": 3, \"temperature\": 0, \"n_probs\": 4, \"post_sampling_probs\": true, \"stream\": true}}",
+            Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await _server.Http.PostAsync("/completion", request);
+        JsonElement[] objects = [.. (await response.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: ", StringComparison.Ordinal))
+            .Select(l => JsonDocument.Parse(l["data: ".Length..]).RootElement)];
+
+        Assert.Equal(4, objects.Length);
+        foreach (JsonElement token in objects[..^1].Select(o => o.GetProperty("completion_probabilities")[0]))
+        {
+            Assert.Equal(1, token.GetProperty("prob").GetDouble());
+            JsonElement only = Assert.Single(token.GetProperty("top_probs").EnumerateArray());
+            Assert.Equal(token.GetProperty("id").GetInt32(), only.GetProperty("id").GetInt32());
+            Assert.Equal(1, only.GetProperty("prob").GetDouble());
+        }
+    }
+
+    [Fact]
     public async Task LogitBiasPairsAndAGrammarHoldTheAnswer()
     {
         JsonElement greedy = await _server.PostOkAsync("/completion", $"{{\"prompt\": \"{Prompt}\", \"n_predict\": 1, \"temperature\": 0, \"return_tokens\": true}}");
