@@ -26,11 +26,13 @@ if (args.Length > 0 && args[0] is "peer" or "peer-embed")
 // dotnet run -c Release --project bench -- stream [--type q6_k,f16]   (decode kernels from memory, beside a plain read)
 // dotnet run -c Release --project bench -- few-tokens [--rows 64] [--cols 896]   (Q8_0 decode kernels for 1-7 tokens, from cache)
 // dotnet run -c Release --project bench -- attention [--positions 4096]   (decode attention over each KV cache type)
+// dotnet run -c Release --project bench -- token-choice   (one token's sampling over a Qwen2.5-sized vocabulary)
 Func<string[], int>? tool = args.Length == 0 ? null : args[0] switch
 {
     "stream" => QwenSharp.Bench.KernelStreaming.Run,
     "few-tokens" => QwenSharp.Bench.FewTokenKernels.Run,
     "attention" => QwenSharp.Bench.AttentionKernels.Run,
+    "token-choice" => QwenSharp.Bench.TokenChoice.Run,
     _ => null,
 };
 if (tool is not null)

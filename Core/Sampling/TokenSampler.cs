@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using QwenSharp.Generation;
 
 namespace QwenSharp.Sampling;
@@ -74,28 +77,75 @@ public sealed class TokenSampler
 
         (_drawnFrom, _drawnCount) = (DrawSource.Work, work.Length);
         Penalize(work, prompt, generated);
-        PlainTemperature(work);
         if (_mirostat is not null)
         {
+            PlainTemperature(work);
             return DrawMirostat(work);
         }
 
-        TopNSigmaFilter.Apply(work, _options.TopNSigma);
-        TopKFilter.Apply(work, _options.TopK);
+        int k = _options.TopK;
         // The infill sampler reads token ids, so it runs on the whole vocabulary, not on gathered candidates.
-        if (_options.TopK <= 0 || _options.TopK >= work.Length || _options.Infill is not null)
+        if (k <= 0 || k >= work.Length || _options.Infill is not null)
         {
+            PlainTemperature(work);
+            TopNSigmaFilter.Apply(work, _options.TopNSigma);
+            TopKFilter.Apply(work, k);
             FilterAfterTopK(work);
             return CategoricalDraw.Draw(work, _random.NextDouble());
         }
 
-        // What is left after top-k (often 20 of 150 000) is gathered in index order, so top-p, min-p and the draw
-        // see the same values in the same order as on the whole vocabulary, without scanning it three more times.
-        int count = Gather(work);
+        // What top-k leaves (often 20 of 150 000) is gathered in index order, so top-p, min-p and the draw see the same
+        // values in the same order as on the whole vocabulary, without scanning it three more times; and unless top-n-sigma
+        // reads them all first, only those are divided by the temperature (see LowestKept).
+        float divisor = _options.DynamicTemperatureRange == 0 ? (float)_options.Temperature : 1f;
+        float threshold = _options.TopNSigma > 0 ? float.NaN : TopKFilter.KthLargest(work, k);
+        if (_options.TopNSigma > 0 || !LowestKept(ref threshold, divisor))
+        {
+            PlainTemperature(work);
+            TopNSigmaFilter.Apply(work, _options.TopNSigma);
+            (threshold, divisor) = (TopKFilter.KthLargest(work, k), 1f);
+        }
+
+        int count = Gather(work, threshold, divisor);
         (_drawnFrom, _drawnCount) = (DrawSource.Candidates, count);
         Span<float> candidates = _candidateValues.AsSpan(0, count);
         FilterAfterTopK(candidates);
         return _candidateIds[CategoricalDraw.Draw(candidates, _random.NextDouble())];
+    }
+
+    /// <summary>
+    /// Lowers <paramref name="threshold"/>, the k-th largest logit before the temperature, to the least logit whose quotient by
+    /// <paramref name="divisor"/> (the temperature) is at least its quotient; false where that is not a few steps below.
+    /// Division by a positive number, rounded, never reverses an order: the k-th largest quotient is the k-th largest logit's,
+    /// and top-k keeps a logit exactly when its quotient is at least that one, which is exactly when the logit is at least
+    /// the value found here (at or a few floats under the k-th largest, where rounding makes quotients equal). So the
+    /// vocabulary need not be divided at all: on Qwen2.5's 151,936 logits the division took 70 µs a token on a Zen 3 core.
+    /// </summary>
+    private static bool LowestKept(ref float threshold, float divisor)
+    {
+        if (divisor == 1f || float.IsNaN(threshold) || threshold == float.NegativeInfinity)
+        {
+            return true;
+        }
+
+        if (threshold == float.PositiveInfinity)
+        {
+            return false;
+        }
+
+        float kept = threshold / divisor;
+        for (int step = 0; step < 64; step++)
+        {
+            float lower = MathF.BitDecrement(threshold);
+            if (!(lower / divisor >= kept))
+            {
+                return true;
+            }
+
+            threshold = lower;
+        }
+
+        return false;
     }
 
     /// <summary>Where the distribution of the last draw lies (<see cref="LastDraw"/>).</summary>
@@ -197,27 +247,64 @@ public sealed class TokenSampler
     private int[] _candidateIds = [];
     private float[] _candidateValues = [];
 
-    /// <summary>Copies the finite logits and their ids, in id order, into the candidate buffers.</summary>
-    private int Gather(ReadOnlySpan<float> logits)
+    /// <summary>
+    /// Copies the logits top-k keeps (none below <paramref name="threshold"/>) that no filter removed (finite), each divided by
+    /// <paramref name="divisor"/> (the temperature not yet applied, else 1), with their ids, in id order, into the candidate
+    /// buffers; eight logits compared at a time.
+    /// </summary>
+    private int Gather(ReadOnlySpan<float> logits, float threshold, float divisor)
     {
-        int count = FiniteLogits.Count(logits);
-        if (_candidateIds.Length < count)
+        int n = 0, i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            _candidateIds = new int[Math.Max(count, 64)];
-            _candidateValues = new float[Math.Max(count, 64)];
+            ref float first = ref MemoryMarshal.GetReference(logits);
+            var below = Vector256.Create(threshold);
+            var removed = Vector256.Create(float.NegativeInfinity);
+            for (; i <= logits.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                Vector256<float> v = Vector256.LoadUnsafe(ref first, (nuint)i);
+                uint kept = (~(Vector256.LessThan(v, below) | Vector256.Equals(v, removed))).ExtractMostSignificantBits();
+                for (; kept != 0; kept &= kept - 1)
+                {
+                    int at = i + BitOperations.TrailingZeroCount(kept);
+                    n = Candidate(n, at, logits[at], divisor);
+                }
+            }
         }
 
-        int n = 0;
-        for (int i = 0; i < logits.Length; i++)
+        for (; i < logits.Length; i++)
         {
-            if (logits[i] != float.NegativeInfinity)
+            if (!(logits[i] < threshold) && logits[i] != float.NegativeInfinity)
             {
-                _candidateIds[n] = i;
-                _candidateValues[n++] = logits[i];
+                n = Candidate(n, i, logits[i], divisor);
             }
         }
 
         return n;
+    }
+
+    /// <summary>
+    /// Puts candidate <paramref name="n"/> in the buffers, its logit divided by <paramref name="divisor"/> (one the division
+    /// takes to −∞ is left out, as it would be after the whole vocabulary's), growing them as needed (ties with the k-th can
+    /// keep more than k); the count after it.
+    /// </summary>
+    private int Candidate(int n, int id, float logit, float divisor)
+    {
+        float value = divisor == 1f ? logit : logit / divisor;
+        if (value == float.NegativeInfinity)
+        {
+            return n;
+        }
+
+        if (n == _candidateIds.Length)
+        {
+            Array.Resize(ref _candidateIds, Math.Max(64, 2 * n));
+            Array.Resize(ref _candidateValues, Math.Max(64, 2 * n));
+        }
+
+        _candidateIds[n] = id;
+        _candidateValues[n] = value;
+        return n + 1;
     }
 
     private void Penalize(Span<float> logits, IReadOnlyList<int> prompt, IReadOnlyList<int> generated)

@@ -1,8 +1,12 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
 namespace QwenSharp.Sampling;
 
 /// <summary>
 /// transformers' TopKLogitsWarper: every logit below the K-th largest becomes -inf (ties with the K-th stay).
-/// The K-th largest comes from a size-K min-heap, one pass over the vocabulary.
+/// The K-th largest comes from a size-K min-heap, one pass over the vocabulary, eight logits at a time.
 /// </summary>
 public static class TopKFilter
 {
@@ -14,7 +18,20 @@ public static class TopKFilter
         }
 
         float threshold = KthLargest(logits, k);
-        for (int i = 0; i < logits.Length; i++)
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float first = ref MemoryMarshal.GetReference(logits);
+            var below = Vector256.Create(threshold);
+            var removed = Vector256.Create(float.NegativeInfinity);
+            for (; i <= logits.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                Vector256<float> v = Vector256.LoadUnsafe(ref first, (nuint)i);
+                Vector256.ConditionalSelect(Vector256.LessThan(v, below), removed, v).StoreUnsafe(ref first, (nuint)i);
+            }
+        }
+
+        for (; i < logits.Length; i++)
         {
             if (logits[i] < threshold)
             {
@@ -23,26 +40,53 @@ public static class TopKFilter
         }
     }
 
-    private static float KthLargest(ReadOnlySpan<float> values, int k)
+    /// <summary>
+    /// The <paramref name="k"/>-th largest of <paramref name="values"/> (0 &lt; k ≤ their count): a min-heap of the k largest
+    /// so far, which a value enters only above its least. Eight values are compared with that least at once, and only those
+    /// above it go in, one by one in order, each against the least as it is then: the heap sees the same values in the same
+    /// order as one at a time (its least only grows). Qwen2.5's 151,936 logits, top-k 20: 170 µs one at a time on a Zen 3
+    /// core, most of a sampled token's 630 µs.
+    /// </summary>
+    internal static float KthLargest(ReadOnlySpan<float> values, int k)
     {
         // The usual K (20, 40, 50) fits the stack: no allocation per token.
         Span<float> heap = k <= 1024 ? stackalloc float[k] : new float[k];
-        int count = 0;
-        foreach (float value in values)
+        int count = 0, i = 0;
+        for (; i < values.Length && count < k; i++)
         {
-            if (count < k)
+            heap[count] = values[i];
+            SiftUp(heap, count++);
+        }
+
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float first = ref MemoryMarshal.GetReference(values);
+            for (; i <= values.Length - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                heap[count] = value;
-                SiftUp(heap, count++);
-            }
-            else if (value > heap[0])
-            {
-                heap[0] = value;
-                SiftDown(heap, count);
+                uint above = Vector256.GreaterThan(Vector256.LoadUnsafe(ref first, (nuint)i), Vector256.Create(heap[0])).ExtractMostSignificantBits();
+                for (; above != 0; above &= above - 1)
+                {
+                    Enter(heap, values[i + BitOperations.TrailingZeroCount(above)]);
+                }
             }
         }
 
+        for (; i < values.Length; i++)
+        {
+            Enter(heap, values[i]);
+        }
+
         return heap[0];
+    }
+
+    /// <summary>Puts <paramref name="value"/> in the full heap in place of its least, if it is larger.</summary>
+    private static void Enter(Span<float> heap, float value)
+    {
+        if (value > heap[0])
+        {
+            heap[0] = value;
+            SiftDown(heap, heap.Length);
+        }
     }
 
     private static void SiftUp(Span<float> heap, int i)
