@@ -25,12 +25,18 @@ internal sealed class ConstrainedOutput
     private readonly Dictionary<string, (GbnfGrammar Grammar, TokenMasks Masks)> _grammars = [];
     private readonly Lock _lock = new();
     private readonly int? _openCallToken;
+    private readonly int _vocabularySize;
+    private readonly Func<string, int?> _tokenOf;
 
     public ConstrainedOutput(Tokenizer tokenizer, int vocabularySize, IReadOnlyList<int> endTokens)
     {
         _tokens = new Lazy<TokenBytes>(() => new TokenBytes(
             [.. Enumerable.Range(0, vocabularySize).Select(id => tokenizer.IdToToken(id) is null || tokenizer.IsSpecial(id) ? null : tokenizer.TokenBytes(id))]));
         _endTokens = endTokens;
+        _vocabularySize = vocabularySize;
+        // A token reference's text is one entry of the vocabulary, special ones included, or else what encodes to one token
+        // (llama.cpp tokenizes it, reading special tokens).
+        _tokenOf = text => tokenizer.TokenToId(text) ?? (tokenizer.Encode(text) is [int one] ? one : null);
         _openCallToken = tokenizer.TokenToId(OpenCall) is int open && open < vocabularySize && !tokenizer.IsSpecial(open) ? open : null;
     }
 
@@ -78,13 +84,16 @@ internal sealed class ConstrainedOutput
 
     /// <summary>
     /// Each answer plain text that the GBNF grammar <paramref name="gbnf"/> allows from its rule <c>root</c>
-    /// (<see cref="GrammarPrefix"/>: llama.cpp's --grammar, llama-server's grammar, vLLM's guided_grammar); a grammar
+    /// (<see cref="GrammarPrefix"/>: llama.cpp's --grammar, llama-server's grammar, vLLM's guided_grammar), and where it
+    /// names tokens (<c>&lt;[id]&gt;</c>, <c>&lt;|im_end|&gt;</c>, <c>!&lt;...&gt;</c>) those whole (<see cref="GrammarConstraint"/>); a grammar
     /// <see cref="GbnfGrammar"/> does not take is an <see cref="ArgumentException"/> saying what and where.
     /// </summary>
     public Func<ITokenConstraint> Grammar(string gbnf)
     {
-        (GbnfGrammar grammar, TokenMasks masks) = Kept(_grammars, gbnf, () => GbnfGrammar.Parse(gbnf));
-        return () => new AutomatonConstraint<GrammarPrefix>(masks, GrammarPrefix.Start(grammar), _endTokens);
+        (GbnfGrammar grammar, TokenMasks masks) = Kept(_grammars, gbnf, () => GbnfGrammar.Parse(gbnf, tokenOf: _tokenOf, vocabularySize: _vocabularySize));
+        return grammar.HasTokens
+            ? () => new GrammarConstraint(masks, grammar, _endTokens)
+            : () => new AutomatonConstraint<GrammarPrefix>(masks, GrammarPrefix.Start(grammar), _endTokens);
     }
 
     /// <summary>

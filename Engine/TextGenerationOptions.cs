@@ -49,8 +49,10 @@ public sealed record TextGenerationOptions
 
     /// <summary>
     /// The answer is plain text this GBNF grammar allows from its rule <c>root</c> (llama.cpp's <c>--grammar</c>,
-    /// llama-server's <c>grammar</c>, vLLM's <c>guided_grammar</c>). Grammars with left recursion or token references
-    /// (<c>&lt;[id]&gt;</c>), and malformed ones, are refused with an ArgumentException saying what and where (line, column).
+    /// llama-server's <c>grammar</c>, vLLM's <c>guided_grammar</c>), and where it names tokens (<c>&lt;[id]&gt;</c>,
+    /// <c>&lt;|im_end|&gt;</c>, <c>!&lt;[id]&gt;</c>: llama.cpp's token references) those whole. Grammars with left recursion,
+    /// references to no single token of the model's, and malformed ones, are refused with an ArgumentException saying what
+    /// and where (line, column).
     /// </summary>
     public string? Grammar { get; init; }
 

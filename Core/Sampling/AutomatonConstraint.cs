@@ -17,6 +17,12 @@ public sealed class AutomatonConstraint<TState>(TokenMasks masks, TState start, 
     private TState _state = start;
 #pragma warning restore IDE0044
 
+    /// <summary>Where the answer stands: the automaton after every byte accepted so far.</summary>
+    internal TState State => _state;
+
+    /// <summary>Whether <paramref name="token"/> ends the sequence here (an end token, taken without a step of the automaton).</summary>
+    internal bool Ends(int token) => Array.IndexOf(_ends, token) >= 0;
+
     public void Mask(Span<float> logits)
     {
         _endLogits ??= new float[_ends.Length];

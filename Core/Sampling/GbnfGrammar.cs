@@ -42,6 +42,7 @@ public sealed class GbnfGrammar
 
         _elements = [.. elements];
         _sets = [.. parsed.Sets];
+        HasTokens = parsed.HasTokens;
         Begin = Expand(AlternativesOf(root, below: null)) ?? throw new ArgumentException("the grammar allows no text");
     }
 
@@ -49,11 +50,15 @@ public sealed class GbnfGrammar
     /// Reads GBNF text whose answers start at the rule <paramref name="root"/>; what is wrong with it (or with where
     /// it starts) is an ArgumentException saying what and where.
     /// </summary>
-    public static GbnfGrammar Parse(string text, string root = "root")
+    /// <remarks>
+    /// Token references (<c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c>, <c>!&lt;...&gt;</c>) need the model's vocabulary:
+    /// <paramref name="tokenOf"/> gives the one token a text is, <paramref name="vocabularySize"/> how many ids there are.
+    /// </remarks>
+    public static GbnfGrammar Parse(string text, string root = "root", Func<string, int?>? tokenOf = null, int vocabularySize = 0)
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentException.ThrowIfNullOrEmpty(root);
-        GbnfParser parsed = GbnfParser.Parse(text);
+        GbnfParser parsed = GbnfParser.Parse(text, tokenOf, vocabularySize);
         int start = parsed.IdOf(root) ?? throw new ArgumentException($"the grammar has no rule '{root}', where the answer starts");
         RefuseLeftRecursion(parsed);
         return new GbnfGrammar(parsed, start);
@@ -61,6 +66,54 @@ public sealed class GbnfGrammar
 
     /// <summary>The state before the answer's first character.</summary>
     internal GrammarStacks Begin { get; }
+
+    /// <summary>Whether a rule names a token (a reference): then whole tokens, not only characters, step the grammar (<see cref="GrammarConstraint"/>).</summary>
+    public bool HasTokens { get; }
+
+    /// <summary>
+    /// The tokens the stacks of <paramref name="state"/> whose top is a token take: each <c>&lt;[id]&gt;</c> on top, and each
+    /// <c>!&lt;[id]&gt;</c>'s id, which any other token passes. Both empty where no top is a token.
+    /// </summary>
+    internal (int[] Only, int[] AllBut) TokenTops(GrammarStacks state)
+    {
+        if (state.TokenTops is { } known)
+        {
+            return known;
+        }
+
+        var only = new List<int>();
+        var allBut = new List<int>();
+        foreach (GrammarFrame? stack in state.Stacks)
+        {
+            if (stack is not null && _elements[stack.Position] is { Op: GrammarOp.Token or GrammarOp.TokenNot } element)
+            {
+                (element.Op == GrammarOp.Token ? only : allBut).Add(element.Value);
+            }
+        }
+
+        (int[], int[]) tops = ([.. only.Distinct()], [.. allBut.Distinct()]);
+        state.TokenTops = tops;
+        return tops;
+    }
+
+    /// <summary>The state after the whole token <paramref name="token"/> taken by the stacks whose top is a token, or null when none takes it.</summary>
+    internal GrammarStacks? StepToken(GrammarStacks state, int token)
+    {
+        var tops = new List<GrammarFrame?>();
+        foreach (GrammarFrame? stack in state.Stacks)
+        {
+            if (stack is not null && _elements[stack.Position] is { Op: GrammarOp.Token or GrammarOp.TokenNot } element
+                && (element.Op == GrammarOp.Token) == (element.Value == token))
+            {
+                tops.Add(After(stack.Position, stack.Below));
+            }
+        }
+
+        return tops.Count == 0 ? null : Expand(tops);
+    }
+
+    /// <summary>Every way either state's parse may go on: a token that some parse took as characters and another as a token.</summary>
+    internal GrammarStacks Union(GrammarStacks first, GrammarStacks second) => Expand(first.Stacks.Concat(second.Stacks))!;
 
     /// <summary>The state after the character <paramref name="codePoint"/>, or null when no parse can go on with it.</summary>
     internal GrammarStacks? Step(GrammarStacks state, int codePoint)
@@ -99,7 +152,7 @@ public sealed class GbnfGrammar
         var tops = new List<GrammarFrame?>();
         foreach (GrammarFrame? stack in state.Stacks)
         {
-            if (stack is not null && Contains(_sets[_elements[stack.Position].Value], codePoint))
+            if (stack is not null && _elements[stack.Position].Op == GrammarOp.Characters && Contains(_sets[_elements[stack.Position].Value], codePoint))
             {
                 tops.Add(After(stack.Position, stack.Below));
             }
@@ -113,7 +166,7 @@ public sealed class GbnfGrammar
     {
         foreach (GrammarFrame? stack in state.Stacks)
         {
-            if (stack is not null && Meets(_sets[_elements[stack.Position].Value], first, last))
+            if (stack is not null && _elements[stack.Position].Op == GrammarOp.Characters && Meets(_sets[_elements[stack.Position].Value], first, last))
             {
                 return true;
             }
@@ -148,7 +201,7 @@ public sealed class GbnfGrammar
             else if (seen.Add(stack))
             {
                 GrammarElement element = _elements[stack.Position];
-                if (element.Op == GrammarOp.Characters)
+                if (element.Op is GrammarOp.Characters or GrammarOp.Token or GrammarOp.TokenNot)
                 {
                     expanded.Add(stack);
                 }
@@ -267,7 +320,7 @@ public sealed class GbnfGrammar
             foreach (List<GrammarElement> alternative in rules[rule])
             {
                 int index = left.Count;
-                bool characters = alternative.Any(e => e.Op == GrammarOp.Characters);
+                bool characters = alternative.Any(e => e.Op != GrammarOp.Rule);
                 left.Add((rule, characters ? int.MaxValue : alternative.Count));
                 foreach (GrammarElement element in characters ? [] : alternative)
                 {

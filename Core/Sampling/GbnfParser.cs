@@ -17,9 +17,15 @@ internal enum GrammarOp : byte
 
     /// <summary>One character of the set numbered <see cref="GrammarElement.Value"/>.</summary>
     Characters,
+
+    /// <summary>The token numbered <see cref="GrammarElement.Value"/>, whole (<c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c>).</summary>
+    Token,
+
+    /// <summary>Any one token but the one numbered <see cref="GrammarElement.Value"/> (<c>!&lt;[id]&gt;</c>, <c>!&lt;text&gt;</c>).</summary>
+    TokenNot,
 }
 
-/// <summary>One element of a grammar's rules: a rule reference or a character set, or the end of an alternative.</summary>
+/// <summary>One element of a grammar's rules: a rule reference, a character set or a token, or the end of an alternative.</summary>
 internal readonly record struct GrammarElement(GrammarOp Op, int Value);
 
 /// <summary>
@@ -30,8 +36,11 @@ internal readonly record struct GrammarElement(GrammarOp Op, int Value);
 /// <c>#</c> comments; a newline ends a rule except inside parentheses or after <c>|</c>. Repetitions and groups become
 /// rules of their own, as llama.cpp writes them (<c>S*</c> is <c>S' ::= S S' |</c>). Stricter than llama.cpp where it
 /// would go on quietly: a rule defined twice, an empty or backwards class, a repetition count over
-/// <see cref="MaxRepetitions"/> (llama.cpp reads one over 2000 as unbounded). Token references (<c>&lt;[id]&gt;</c>,
-/// <c>&lt;text&gt;</c>) are refused: answers here are text. Errors say what and where (line, column).
+/// <see cref="MaxRepetitions"/> (llama.cpp reads one over 2000 as unbounded). Token references, as llama.cpp has them
+/// since its grammars took tokens (ggml-org/llama.cpp#17816): <c>&lt;[id]&gt;</c> a token by its id, <c>&lt;text&gt;</c>
+/// the one token whose text that is, brackets included (<c>&lt;|im_end|&gt;</c>), and either after <c>!</c> any one token
+/// but that one; the model's vocabulary says which token a text is (<c>tokenOf</c>) and how many there are. Errors say
+/// what and where (line, column).
 /// </summary>
 internal sealed class GbnfParser
 {
@@ -59,7 +68,13 @@ internal sealed class GbnfParser
     private long _elements;
     private int _nesting;
 
-    private GbnfParser(string text) => _text = text;
+    private readonly Func<string, int?>? _tokenOf;
+    private readonly int _vocabularySize;
+
+    private GbnfParser(string text, Func<string, int?>? tokenOf, int vocabularySize) => (_text, _tokenOf, _vocabularySize) = (text, tokenOf, vocabularySize);
+
+    /// <summary>Whether some rule names a token (<see cref="GrammarOp.Token"/>, <see cref="GrammarOp.TokenNot"/>).</summary>
+    public bool HasTokens { get; private set; }
 
     /// <summary>Each rule's alternatives, each a sequence of elements.</summary>
     public IReadOnlyList<List<List<GrammarElement>>> Rules => [.. _rules.Select(r => r!)];
@@ -76,10 +91,14 @@ internal sealed class GbnfParser
     /// <summary>The number of the rule named <paramref name="name"/>, if the grammar has it.</summary>
     public int? IdOf(string name) => _ids.TryGetValue(name, out int id) ? id : null;
 
-    /// <summary>Reads <paramref name="text"/>; what is wrong with it is an ArgumentException saying what and where.</summary>
-    public static GbnfParser Parse(string text)
+    /// <summary>
+    /// Reads <paramref name="text"/>; what is wrong with it is an ArgumentException saying what and where. Token references
+    /// need a vocabulary: <paramref name="tokenOf"/> gives the one token a text is (null where it is none or several),
+    /// <paramref name="vocabularySize"/> the count of ids; without them a reference is refused.
+    /// </summary>
+    public static GbnfParser Parse(string text, Func<string, int?>? tokenOf = null, int vocabularySize = 0)
     {
-        var parser = new GbnfParser(text);
+        var parser = new GbnfParser(text, tokenOf, vocabularySize);
         parser.ParseRules();
         return parser;
     }
@@ -235,7 +254,9 @@ internal sealed class GbnfParser
             }
             else if (c is '<' || (c == '!' && _at + 1 < _text.Length && _text[_at + 1] == '<'))
             {
-                throw Error(symbolAt, "token references (<[id]>, <text>, !<...>) are not supported: answers here are text, so write the token's text as a string");
+                last = sequence.Count;
+                sequence.Add(ParseToken());
+                Count(1);
             }
             else
             {
@@ -246,6 +267,59 @@ internal sealed class GbnfParser
         }
 
         return sequence;
+    }
+
+    /// <summary>
+    /// A token reference at the cursor: <c>&lt;[id]&gt;</c> or <c>&lt;text&gt;</c>, after an optional <c>!</c> (any token
+    /// but that one). The text, brackets included, must be one token of the vocabulary.
+    /// </summary>
+    private GrammarElement ParseToken()
+    {
+        int at = _at;
+        bool not = _text[_at] == '!';
+        _at += not ? 2 : 1;
+        int close = _text.IndexOf('>', _at);
+        int newline = _text.IndexOfAny(['\r', '\n'], _at);
+        if (close < 0 || (newline >= 0 && newline < close))
+        {
+            throw Error(at, "this token reference is never closed (a '>' is missing)");
+        }
+
+        string inside = _text[_at..close];
+        _at = close + 1;
+        int token;
+        if (inside.StartsWith('[') && inside.EndsWith(']'))
+        {
+            if (!int.TryParse(inside.AsSpan(1, inside.Length - 2), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out token))
+            {
+                throw Error(at, $"<{inside}> is not a token id: write <[id]> with the id's digits");
+            }
+        }
+        else
+        {
+            if (inside.Length == 0)
+            {
+                throw Error(at, "<> names no token: write <[id]> or the token's text, <|im_end|>");
+            }
+
+            string text = $"<{inside}>";
+            token = _tokenOf is null
+                ? throw Error(at, $"the token reference {text} needs the model's vocabulary, which this grammar was read without")
+                : _tokenOf(text) ?? throw Error(at, $"{text} is not one token of this model's vocabulary: write its text as a string, \"{text}\", or name a token by its id, <[id]>");
+        }
+
+        if (_tokenOf is null && _vocabularySize == 0)
+        {
+            throw Error(at, $"the token reference <{inside}> needs the model's vocabulary, which this grammar was read without");
+        }
+
+        if (token >= _vocabularySize)
+        {
+            throw Error(at, $"token {token} is past this model's vocabulary of {_vocabularySize} tokens");
+        }
+
+        HasTokens = true;
+        return new GrammarElement(not ? GrammarOp.TokenNot : GrammarOp.Token, token);
     }
 
     /// <summary>

@@ -21,6 +21,15 @@ public struct GrammarPrefix : ITextAutomaton
         return new GrammarPrefix { _grammar = grammar, _state = grammar.Begin };
     }
 
+    /// <summary>The state where <paramref name="stacks"/> stand, no character half written (after a whole token a reference took).</summary>
+    internal static GrammarPrefix At(GbnfGrammar grammar, GrammarStacks stacks) => new() { _grammar = grammar, _state = stacks };
+
+    /// <summary>The grammar's state, null once no parse can go on.</summary>
+    internal readonly GrammarStacks? Stacks => _state;
+
+    /// <summary>Whether a whole token may come next as a reference (<c>&lt;[id]&gt;</c>, <c>!&lt;...&gt;</c>): a stack's top is one, and no character is half written.</summary>
+    internal readonly bool TakesTokens => !_character.Partway && _state is not null && _grammar.TokenTops(_state) is not ({ Length: 0 }, { Length: 0 });
+
     public bool Feed(byte b)
     {
         if (_state is null)
@@ -40,6 +49,9 @@ public struct GrammarPrefix : ITextAutomaton
     }
 
     public readonly string KeyFor(int tokenBytes) => $"{_state?.Key}.{_character.Key}";
+
+    /// <summary>Whether a character is half written.</summary>
+    internal readonly bool Partway => _character.Partway;
 
     /// <summary>A parse is whole (and no character is half written).</summary>
     public readonly bool CanEnd => !_character.Partway && _state is { CanEnd: true };

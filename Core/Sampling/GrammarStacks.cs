@@ -77,6 +77,9 @@ internal sealed class GrammarStacks(GrammarFrame?[] stacks, string key)
     /// </summary>
     public GrammarStacks?[] AsciiSteps { get; } = new GrammarStacks?[128];
 
+    /// <summary>The tokens its token tops take, once <see cref="GbnfGrammar.TokenTops"/> has worked them out.</summary>
+    public (int[] Only, int[] AllBut)? TokenTops { get; set; }
+
     /// <summary>What <see cref="AsciiSteps"/> holds for a character no parse can take.</summary>
     public static GrammarStacks Refused { get; } = new([], "refused");
 }

@@ -139,8 +139,8 @@ public class GbnfGrammarTests
     [InlineData("root ::= \"a\"{3,1}", "asks for at most fewer than at least")]
     [InlineData("root ::= \"a\"{2", "expected '}'")]
     [InlineData("root ::= \"a\"{20000}", "line 1, column 14: a repetition count of 20000 is more than the 10000 taken")]
-    [InlineData("root ::= <think> \"a\"", "token references")]
-    [InlineData("root ::= !<[12]>", "token references")]
+    [InlineData("root ::= <think> \"a\"", "line 1, column 10: the token reference <think> needs the model's vocabulary")]
+    [InlineData("root ::= !<[12]>", "line 1, column 10: the token reference <[12]> needs the model's vocabulary")]
     [InlineData("root ::= \"a\"\nroot ::= \"b\"", "line 2, column 1: rule 'root' is defined twice (first at line 1, column 1)")]
     [InlineData("root ::= * \"a\"", "line 1, column 10: '*' repeats nothing")]
     [InlineData("root ::= (\"a\" | \"b\"", "expected ')' to close the group opened at line 1, column 10")]
@@ -151,6 +151,54 @@ public class GbnfGrammarTests
         var error = Assert.ThrowsAny<ArgumentException>(() => GbnfGrammar.Parse(gbnf));
 
         Assert.Contains(message, error.BareMessage(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("root ::= <think> \"a\"", "line 1, column 10: <think> is not one token of this model's vocabulary: write its text as a string, \"<think>\"")]
+    [InlineData("root ::= \"a\" <[1000]>", "line 1, column 14: token 1000 is past this model's vocabulary of 1000 tokens")]
+    [InlineData("root ::= <[12a]>", "line 1, column 10: <[12a]> is not a token id")]
+    [InlineData("root ::= <[-1]>", "<[-1]> is not a token id")]
+    [InlineData("root ::= <[12]", "line 1, column 10: this token reference is never closed")]
+    [InlineData("root ::= <[12\n]>", "this token reference is never closed")]
+    [InlineData("root ::= \"a\" <>", "line 1, column 14: <> names no token")]
+    public void BadTokenReferencesAreRefusedSayingWhatAndWhere(string gbnf, string message)
+    {
+        // A vocabulary of 1000 ids, where only "<|end|>" is one token of its own.
+        var error = Assert.ThrowsAny<ArgumentException>(() => GbnfGrammar.Parse(gbnf, tokenOf: text => text == "<|end|>" ? 7 : null, vocabularySize: 1000));
+
+        Assert.Contains(message, error.BareMessage(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TokenReferencesStepTheGrammarByWholeTokens()
+    {
+        // "a", then token 7 by its text, then any tokens but 9 (at least one), then token 9 by id: only whole tokens step
+        // a reference, and characters do not.
+        GbnfGrammar grammar = GbnfGrammar.Parse("root ::= \"a\" <|end|> (!<[9]>)+ <[9]>", tokenOf: text => text == "<|end|>" ? 7 : null, vocabularySize: 1000);
+        GrammarPrefix start = GrammarPrefix.Start(grammar);
+
+        Assert.True(grammar.HasTokens);
+        Assert.False(start.TakesTokens);
+        Assert.True(start.Feed((byte)'a'));
+        GrammarStacks afterA = start.Stacks!;
+        Assert.True(start.TakesTokens);
+        Assert.Equal([7], grammar.TokenTops(afterA).Only);
+        Assert.Empty(grammar.TokenTops(afterA).AllBut);
+        Assert.False(start.Feed((byte)'<'));
+        Assert.Null(grammar.StepToken(afterA, 8));
+
+        GrammarStacks afterEnd = grammar.StepToken(afterA, 7)!;
+        Assert.Empty(grammar.TokenTops(afterEnd).Only);
+        Assert.Equal([9], grammar.TokenTops(afterEnd).AllBut);
+        Assert.Null(grammar.StepToken(afterEnd, 9));
+        GrammarStacks once = grammar.StepToken(afterEnd, 500)!;
+        Assert.False(once.CanEnd);
+        Assert.Equal([9], grammar.TokenTops(once).Only);
+        Assert.Equal([9], grammar.TokenTops(once).AllBut);
+        GrammarStacks whole = grammar.StepToken(once, 9)!;
+        Assert.True(whole.Complete);
+        Assert.False(GrammarPrefix.Start(GbnfGrammar.Parse("root ::= \"a\"")).TakesTokens);
+        Assert.False(GbnfGrammar.Parse("root ::= \"a\"").HasTokens);
     }
 
     /// <summary>Grammars as a server may be sent them: groups nested past the parser's depth are refused; long chains of rules read in linear time, off the thread's stack.</summary>
