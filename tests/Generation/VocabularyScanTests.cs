@@ -74,6 +74,43 @@ public sealed class VocabularyScanTests
     }
 
     [Theory]
+    [MemberData(nameof(Shapes))]
+    public void ADrawIsTheInverseOfTheCumulativeDistribution(int length, int k)
+    {
+        // The token where the running sum of exp(l - max), in index order, passes u times the total; removed tokens never.
+        float[] logits = Logits(length, 3 * k);
+        for (int i = 0; i < Math.Min(length, 40); i++)
+        {
+            logits[i] = float.NegativeInfinity;   // whole blocks removed
+        }
+
+        logits[length - 1] = 1f;
+        float max = logits.Max();
+        double[] cumulative = new double[length];
+        double running = 0;
+        for (int i = 0; i < length; i++)
+        {
+            running += logits[i] == float.NegativeInfinity ? 0 : Math.Exp(logits[i] - max);
+            cumulative[i] = running;
+        }
+
+        var random = new Random(k);
+        foreach (double u in (double[])[0, 1e-300, .. Enumerable.Range(0, 300).Select(_ => random.NextDouble()), 1 - 1e-16])
+        {
+            double target = u * running;
+            int expected = Array.FindIndex(cumulative, c => c > target);
+            int drawn = CategoricalDraw.Draw(logits, u);
+
+            Assert.NotEqual(float.NegativeInfinity, logits[drawn]);
+            // The vector exp and the blocks' sums may move a boundary by a few ulps: only a target that close may differ.
+            if (drawn != expected)
+            {
+                Assert.True(Math.Abs(cumulative[Math.Min(drawn, expected)] - target) < 1e-9 * running, $"u {u}: drew {drawn}, the definition {expected}");
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(3f)]
     [InlineData(0.7f)]
     [InlineData(7.3f)]
