@@ -74,7 +74,7 @@ public sealed class GbnfGrammar
     /// The tokens the stacks of <paramref name="state"/> whose top is a token take: each <c>&lt;[id]&gt;</c> on top, and each
     /// <c>!&lt;[id]&gt;</c>'s id, which any other token passes. Both empty where no top is a token.
     /// </summary>
-    internal (int[] Only, int[] AllBut) TokenTops(GrammarStacks state)
+    internal TokenTopSets TokenTops(GrammarStacks state)
     {
         if (state.TokenTops is { } known)
         {
@@ -91,7 +91,7 @@ public sealed class GbnfGrammar
             }
         }
 
-        (int[], int[]) tops = ([.. only.Distinct()], [.. allBut.Distinct()]);
+        var tops = new TokenTopSets([.. only.Distinct()], [.. allBut.Distinct()]);
         state.TokenTops = tops;
         return tops;
     }

@@ -28,7 +28,7 @@ public struct GrammarPrefix : ITextAutomaton
     internal readonly GrammarStacks? Stacks => _state;
 
     /// <summary>Whether a whole token may come next as a reference (<c>&lt;[id]&gt;</c>, <c>!&lt;...&gt;</c>): a stack's top is one, and no character is half written.</summary>
-    internal readonly bool TakesTokens => !_character.Partway && _state is not null && _grammar.TokenTops(_state) is not ({ Length: 0 }, { Length: 0 });
+    internal readonly bool TakesTokens => !_character.Partway && _state is not null && _grammar.TokenTops(_state) is not { Only.Length: 0, AllBut.Length: 0 };
 
     public bool Feed(byte b)
     {

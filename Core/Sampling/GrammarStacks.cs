@@ -77,9 +77,15 @@ internal sealed class GrammarStacks(GrammarFrame?[] stacks, string key)
     /// </summary>
     public GrammarStacks?[] AsciiSteps { get; } = new GrammarStacks?[128];
 
-    /// <summary>The tokens its token tops take, once <see cref="GbnfGrammar.TokenTops"/> has worked them out.</summary>
-    public (int[] Only, int[] AllBut)? TokenTops { get; set; }
+    /// <summary>
+    /// The tokens its token tops take, once <see cref="GbnfGrammar.TokenTops"/> has worked them out (one reference, written by
+    /// any thread whole: equal work gives equal sets).
+    /// </summary>
+    public TokenTopSets? TokenTops { get; set; }
 
     /// <summary>What <see cref="AsciiSteps"/> holds for a character no parse can take.</summary>
     public static GrammarStacks Refused { get; } = new([], "refused");
 }
+
+/// <summary>What a state's stacks whose top is a token take: the tokens <c>&lt;[id]&gt;</c> names, and those <c>!&lt;[id]&gt;</c> names, any other token passing it.</summary>
+internal sealed record TokenTopSets(int[] Only, int[] AllBut);
