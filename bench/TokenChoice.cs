@@ -8,7 +8,7 @@ namespace QwenSharp.Bench;
 /// The time one token's choice takes on the CPU after the model's logits (<c>TokenSampler.Next</c>), over a vocabulary of
 /// Qwen2.5's size, for the settings people run: greedy, Qwen2.5-Instruct's generation_config.json (temperature 0.7, top-p
 /// 0.8, top-k 20, repetition penalty 1.05 over a 300-token prompt), llama-server's defaults (0.8, top-k 40, top-p 0.95,
-/// min-p 0.05) and the whole vocabulary (top-k off). It runs on one thread between two decode steps, whatever the backend:
+/// min-p 0.05) and the whole vocabulary (top-k off); and a token's log-probs where they are asked for. It runs on one thread between two decode steps, whatever the backend:
 /// on a GPU that decodes a small model in a couple of milliseconds, a large share of the step.
 /// <code>
 ///   dotnet run -c Release --project bench -- token-choice [--vocabulary 151936] [--tokens 2000] [--rounds 5]
@@ -63,6 +63,22 @@ internal static class TokenChoice
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name,-46} {microseconds[rounds / 2],8:F1} µs a token (rounds {microseconds[0]:F1}-{microseconds[^1]:F1})"));
         }
 
+        // What a token's log-probs add where they are asked for (logprobs, n_probs, scoring, perplexity: one a position).
+        var times = new List<double>();
+        for (int r = 0; r < rounds; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < tokens; i++)
+            {
+                double logSumExp = QwenSharp.Generation.LogProbs.LogSumExp(logits);
+                QwenSharp.Generation.LogProbs.Top(logits, 20, logSumExp);
+            }
+
+            times.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds / tokens);
+        }
+
+        times.Sort();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"log-probs: log-sum-exp and the top 20",-46} {times[rounds / 2],8:F1} µs a token (rounds {times[0]:F1}-{times[^1]:F1})"));
         return 0;
     }
 }

@@ -60,6 +60,25 @@ public sealed class VocabularyScanTests
         Assert.Equal(0, LogProbs.ArgMax([.. logits.Select(_ => float.NegativeInfinity)]));
     }
 
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void LogProbsAreTheLogSoftmaxAndTheTopAreTheSortedVocabularys(int length, int k)
+    {
+        // log Σ exp in double against the sum written out (an ulp or two per exp apart), and the k likeliest in order, the
+        // lower id first on ties (the grid makes many).
+        float[] logits = Logits(length, 5 * k);
+        double max = logits.Max();
+        double expected = max + Math.Log(logits.Sum(l => Math.Exp(l - max)));
+        double logSumExp = LogProbs.LogSumExp(logits);
+        int top = Math.Min(k, 50);
+
+        Assert.Equal(expected, logSumExp, 1e-12);
+        TokenLogprob[] likeliest = LogProbs.Top(logits, top, logSumExp);
+        int[] order = [.. Enumerable.Range(0, length).OrderByDescending(i => logits[i]).ThenBy(i => i).Take(top)];
+        Assert.Equal(order, likeliest.Select(t => t.Id));
+        Assert.All(likeliest, t => Assert.Equal(logits[t.Id] - logSumExp, t.Logprob));
+    }
+
     [Fact]
     public void AnArgmaxOverANaNIsTheOneAtATimeLoops()
     {
