@@ -287,6 +287,16 @@ internal sealed class GbnfParser
 
         string inside = _text[_at..close];
         _at = close + 1;
+        if (inside.Length == 0)
+        {
+            throw Error(at, "<> names no token: write <[id]> or the token's text, <|im_end|>");
+        }
+
+        if (_tokenOf is null || _vocabularySize == 0)
+        {
+            throw Error(at, $"the token reference <{inside}> needs the model's vocabulary, which this grammar was read without");
+        }
+
         int token;
         if (inside.StartsWith('[') && inside.EndsWith(']'))
         {
@@ -297,20 +307,8 @@ internal sealed class GbnfParser
         }
         else
         {
-            if (inside.Length == 0)
-            {
-                throw Error(at, "<> names no token: write <[id]> or the token's text, <|im_end|>");
-            }
-
             string text = $"<{inside}>";
-            token = _tokenOf is null
-                ? throw Error(at, $"the token reference {text} needs the model's vocabulary, which this grammar was read without")
-                : _tokenOf(text) ?? throw Error(at, $"{text} is not one token of this model's vocabulary: write its text as a string, \"{text}\", or name a token by its id, <[id]>");
-        }
-
-        if (_tokenOf is null && _vocabularySize == 0)
-        {
-            throw Error(at, $"the token reference <{inside}> needs the model's vocabulary, which this grammar was read without");
+            token = _tokenOf(text) ?? throw Error(at, $"{text} is not one token of this model's vocabulary: write its text as a string, \"{text}\", or name a token by its id, <[id]>");
         }
 
         if (token >= _vocabularySize)

@@ -22,6 +22,13 @@ public sealed class GrammarConstraint(TokenMasks masks, GbnfGrammar grammar, IRe
             return;
         }
 
+        (int[] only, int[] allBut) = grammar.TokenTops(state.Stacks!);
+        if (allBut.Length > 1)
+        {
+            // Two references to any token but two different ones: between them every token passes.
+            return;
+        }
+
         // The text's mask, then each token a reference takes given back its logit.
         if (_before.Length < logits.Length)
         {
@@ -43,7 +50,6 @@ public sealed class GrammarConstraint(TokenMasks masks, GbnfGrammar grammar, IRe
             }
         }
 
-        (int[] only, int[] allBut) = grammar.TokenTops(state.Stacks!);
         foreach (int token in only)
         {
             if (token < logits.Length)
@@ -52,14 +58,12 @@ public sealed class GrammarConstraint(TokenMasks masks, GbnfGrammar grammar, IRe
             }
         }
 
-        // Any token but one: every token where two references name different ones; else all but that one, which keeps what
-        // the text and the other references gave it.
-        if (allBut.Length > 0)
+        // Any token but one: all of them, and that one keeps what the text and the other references gave it.
+        if (allBut is [int but])
         {
-            int but = allBut[0];
-            float kept = allBut.Length == 1 && but < logits.Length ? logits[but] : 0;
+            float kept = but < logits.Length ? logits[but] : 0;
             before.CopyTo(logits);
-            if (allBut.Length == 1 && but < logits.Length)
+            if (but < logits.Length)
             {
                 logits[but] = kept;
             }
