@@ -25,7 +25,7 @@ internal static class ServeBench
         double FirstTokenP50, double FirstTokenP99, int Tokens, long Guessed = 0, long Taken = 0);
 
     public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
-        int? promptLookup, TextWriter progress)
+        int? promptLookup, bool sample, TextWriter progress)
     {
         int most = streamCounts.Max();
         var options = new ServerOptions
@@ -45,14 +45,14 @@ internal static class ServeBench
             int[] Prompt() => [.. Enumerable.Range(0, promptTokens).Select(_ => random.Next(Math.Min(model.Config.VocabSize, tokenizer.VocabularySize)))];
 
             // Warm-up, not measured: every kernel and the HTTP path at the largest batch.
-            Measure(http, [.. Enumerable.Range(0, most).Select(_ => Prompt())], Math.Min(newTokens, 8));
+            Measure(http, [.. Enumerable.Range(0, most).Select(_ => Prompt())], Math.Min(newTokens, 8), sample);
             var results = streamCounts.ToDictionary(n => n, _ => new List<Level>());
             for (int round = 0; round < rounds; round++)
             {
                 foreach (int streams in streamCounts)
                 {
                     (long guessedBefore, long takenBefore) = LookupCounts(http);
-                    Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens);
+                    Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens, sample);
                     (long guessed, long taken) = LookupCounts(http);
                     level = level with { Guessed = guessed - guessedBefore, Taken = taken - takenBefore };
                     results[streams].Add(level);
@@ -71,10 +71,10 @@ internal static class ServeBench
         }
     }
 
-    private static Level Measure(HttpClient http, int[][] prompts, int newTokens)
+    private static Level Measure(HttpClient http, int[][] prompts, int newTokens, bool sample)
     {
         var clock = Stopwatch.StartNew();
-        StreamTimes[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, clock))).GetAwaiter().GetResult();
+        StreamTimes[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, sample, clock))).GetAwaiter().GetResult();
         double seconds = clock.Elapsed.TotalSeconds;
         double[] firstTokens = [.. streams.Select(s => s.FirstToken).Order()];
         int tokens = streams.Sum(s => s.Tokens);
@@ -103,9 +103,10 @@ internal static class ServeBench
     /// One streamed request. Each token comes as its own chunk but for one that ends inside a character (its text waits
     /// for the next); the random prompts' continuations have few.
     /// </summary>
-    private static async Task<StreamTimes> StreamAsync(HttpClient http, int[] prompt, int newTokens, Stopwatch clock)
+    private static async Task<StreamTimes> StreamAsync(HttpClient http, int[] prompt, int newTokens, bool sample, Stopwatch clock)
     {
-        string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
+        // Greedy, or (sample) with no sampling fields: the server's defaults, the model's generation_config.json.
+        string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},{(sample ? "" : "\"temperature\":0,")}\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
         using var content = new StringContent(body, Encoding.UTF8, "application/json");
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = content };
         using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);

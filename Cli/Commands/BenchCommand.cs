@@ -5,6 +5,7 @@ using QwenSharp.Formats;
 using QwenSharp.Generation;
 using QwenSharp.Memory;
 using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
 
 namespace QwenSharp.Cli.Commands;
 
@@ -18,7 +19,7 @@ internal sealed class BenchCommand : ICommand
 
     public string Summary => "prefill and decode speed (tokens/s), on a model or random weights of a config's shape";
 
-    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--prompt-lookup N | --draft-model PATH [--draft-tokens N]] [--threads N] [--device D] [--json]";
+    public string Usage => "qwensharp bench (--model DIR | --config config.json --random-weights [--dtype bf16|f16|f32] | --memory) [--prompt-tokens N] [--new-tokens N] [--batch N] [--sample] [--prompt-lookup N | --draft-model PATH [--draft-tokens N]] [--threads N] [--device D] [--json]";
 
     public IReadOnlyList<OptionSpec> Options { get; } =
     [
@@ -32,6 +33,7 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.DraftTokens,
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
+        new("sample", null, "choose the decoded tokens as generate does by default, by the model's generation_config.json (temperature, top-k, top-p, penalties; a fixed seed), not greedily: what a token's choice costs counted in; with --serve, the requests leave their sampling to the server's defaults"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
         new("serve", "N,N,...", "load-test the HTTP server: total tokens/s and time to first token at these numbers of concurrent streams (e.g. 1,4,16,64)"),
         new("rounds", "N", "measurements, each figure the median of its rounds: prefill and decode, each decode between two measurements of the read bandwidth (default 1); with --serve, rounds over the stream counts, interleaved (default 3)"),
@@ -91,9 +93,12 @@ internal sealed class BenchCommand : ICommand
             // With a draft model its guesses are checked as lookup's are (the GB/s below count the model's weights only).
             PromptLookup? lookup = ModelLoading.LookupFrom(args, drafter is not null);
 
+            // Greedy, or with --sample as generate chooses by default (seeded: the same tokens every round).
+            SamplingOptions sampling = args.Flag("sample") ? SamplingOptions.FromGenerationConfig(model.GenerationConfig) with { Seed = 1234 } : SamplingOptions.Greedy;
+
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
-            Generator.Greedy(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
-                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup, DraftModel = drafter });
+            Generator.Generate(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
+                new GenerationOptions { MaxNewTokens = Math.Min(16, newTokens + 1), IgnoreEos = true, PromptLookup = lookup, DraftModel = drafter, Sampling = sampling });
 
             // The bound the decode figure is set against, measured in the same run (on the CPU backend's threads) just
             // before and just after each round's decode: on a shared host the read bandwidth drifts by tens of percent
@@ -112,7 +117,10 @@ internal sealed class BenchCommand : ICommand
             for (int round = 0; round < rounds; round++)
             {
                 // The first new token comes from the prefill pass; the next newTokens come from decode steps.
-                results.Add(Generator.Greedy(model, prompts, new GenerationOptions { MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1, PromptLookup = lookup, DraftModel = drafter }));
+                results.Add(Generator.Generate(model, prompts, new GenerationOptions
+                {
+                    MaxNewTokens = newTokens + 1, IgnoreEos = true, Context = context + 1, PromptLookup = lookup, DraftModel = drafter, Sampling = sampling,
+                }));
                 if (bounded && results[^1].DecodeTokens > 0)
                 {
                     reads.Add(Cpu.MemoryBandwidth.Measure(threads));
@@ -156,6 +164,7 @@ internal sealed class BenchCommand : ICommand
                     w.WriteNumber("decode_tokens_per_s_per_sequence", Math.Round(result.DecodeTokensPerSecond / batch, 3));
                     w.WriteNumber("prompt_tokens", promptTokens);
                     w.WriteNumber("batch", batch);
+                    w.WriteBoolean("sampled", !sampling.IsGreedy);
                     w.WriteNumber("rounds", rounds);
                     w.WriteNumber("new_tokens", result.DecodeTokens / batch);
                     w.WriteNumber("new_tokens_total", result.DecodeTokens);
@@ -236,6 +245,7 @@ internal sealed class BenchCommand : ICommand
                 if (decoded)
                 {
                     string perSequence = batch > 1 ? string.Create(c, $" in all, {batch} sequences of {result.DecodeTokens / batch} ({result.DecodeTokensPerSecond / batch:F2} tokens/s each)") : "";
+                    perSequence += sampling.IsGreedy ? "" : $", sampled ({SamplingText(sampling)})";
                     perSequence += lookup is null ? "" : string.Create(c, $"; {steps:F0} steps, {result.LookupTokens.Accepted} of {result.LookupTokens.Drafted} {(drafter is null ? "looked-up" : "drafted")} guesses taken");
                     stdout.WriteLine(string.Create(c, $"decode   {result.DecodeTokens} tokens in {result.DecodeTime.TotalSeconds:F3} s: {result.DecodeTokensPerSecond:F2} tokens/s{perSequence}{ofRounds}"));
                     string threadsText = $"{threads} thread{(threads == 1 ? "" : "s")}";
@@ -300,7 +310,7 @@ internal sealed class BenchCommand : ICommand
             Tokenization.Tokenizer tokenizer = BenchTokenizer(args, stderr);
             stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({model.Placement})");
             int? lookup = GenerateCommand.PromptLookupFrom(args);
-            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, stderr);
+            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, args.Flag("sample"), stderr);
             ServeBench.Level one = levels.FirstOrDefault(l => l.Streams == 1) ?? levels[0];
             if (args.Flag("json"))
             {
@@ -546,4 +556,8 @@ internal sealed class BenchCommand : ICommand
                 $"--config {configPath}: random {DTypes.Name(dtype)} weights ({InfoCommand.FormatBytes(weights)}) and a KV cache of {batch} x {positions} positions ({InfoCommand.FormatBytes(kvCache)}) need {InfoCommand.FormatBytes(weights + kvCache)}; {InfoCommand.FormatBytes(available)} of memory is available");
         }
     }
+
+    /// <summary>The settings <c>--sample</c> took from the model's generation_config.json, for the decode line.</summary>
+    private static string SamplingText(SamplingOptions sampling) => string.Create(CultureInfo.InvariantCulture,
+        $"temperature {sampling.Temperature}, top-k {sampling.TopK}, top-p {sampling.TopP}, repetition penalty {sampling.RepetitionPenalty}");
 }

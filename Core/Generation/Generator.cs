@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using QwenSharp.Backend;
 using QwenSharp.Errors;
 using QwenSharp.Qwen2;
@@ -11,7 +12,8 @@ namespace QwenSharp.Generation;
 /// of different lengths need no padding), then one decode step per new token for every sequence still
 /// running; each sequence stops on its own. Several samples of one prompt share its prefill: the prompt's
 /// slot is copied to theirs. Each sequence draws from its own seeded stream, so its tokens do not depend on
-/// what else is in the batch.
+/// what else is in the batch, and the sequences of a step choose their tokens at once on the backend's host threads
+/// (<see cref="IBackend.ForEachOnHost"/>) before they are handed out in order.
 /// </summary>
 public static class Generator
 {
@@ -185,6 +187,18 @@ public static class Generator
             run.CancellationToken.ThrowIfCancellationRequested();
             WeighAdapters(batch, options.AdapterScales);
             model.Forward(batch, cache, state);
+
+            // The sequences without guesses choose their tokens all at once; those with guesses choose in Verify, one
+            // row after another (each row's token decides whether the next row counts).
+            for (int s = 0; s < run.Count; s++)
+            {
+                if (run.Stopped[s] is null && decode.DraftOf(s).IsEmpty)
+                {
+                    run.WillChoose(s, decode.First[s]);
+                }
+            }
+
+            run.ChooseTogether(state);
             for (int s = 0; s < run.Count; s++)
             {
                 if (run.Stopped[s] is null)
@@ -274,6 +288,15 @@ public static class Generator
         run.CancellationToken.ThrowIfCancellationRequested();
         WeighAdapters(batch, run.AdapterScales);
         run.Model.Forward(batch, cache, state);
+        for (int r = 0; r < batch.LogitCount; r++)
+        {
+            for (int s = rowOwner[r]; s < rowOwner[r] + run.PerPrompt; s++)
+            {
+                run.WillChoose(s, r);
+            }
+        }
+
+        run.ChooseTogether(state);
         for (int r = 0; r < batch.LogitCount; r++)
         {
             int first = rowOwner[r];
@@ -393,6 +416,16 @@ public static class Generator
         private readonly GenerationOptions _options;
         private readonly IReadOnlyList<int> _eos;
 
+        /// <summary>The sequences that choose together at the next <see cref="ChooseTogether"/>, and their logit rows.</summary>
+        private readonly int[] _together, _rows;
+        private int _togetherCount;
+
+        /// <summary>Each sequence's token chosen ahead (<see cref="ChooseTogether"/>) and not yet handed out, or the exception its choice threw.</summary>
+        private readonly (int Token, TokenLogprobs? Logprobs, ExceptionDispatchInfo? Failure)[] _chosen;
+        private readonly bool[] _chosenAhead;
+        private ForwardState? _state;
+        private readonly Action<int> _chooseOne;
+
         public Run(Qwen2Model model, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options)
         {
             Model = model;
@@ -405,6 +438,11 @@ public static class Generator
             Stopped = new StopReason?[Count];
             Samplers = new TokenSampler[Count];
             Logprobs = options.Logprobs is null ? null : new List<TokenLogprobs>[Count];
+            _together = new int[Count];
+            _rows = new int[Count];
+            _chosen = new (int, TokenLogprobs?, ExceptionDispatchInfo?)[Count];
+            _chosenAhead = new bool[Count];
+            _chooseOne = ChooseAhead;
             ulong seed = Seed = options.Sampling.Seed ?? (options.Sampling.IsGreedy ? 0 : SeededRandom.NewSeed());
             for (int s = 0; s < Count; s++)
             {
@@ -445,16 +483,84 @@ public static class Generator
 
         public IReadOnlyList<int> PromptOf(int sequence) => _prompts[sequence / PerPrompt];
 
-        public void Choose(int s, ReadOnlySpan<float> logits, int capacity, TokenCallback? onToken)
+        /// <summary>Sequence s is to choose its next token from logit row <paramref name="row"/> at the next <see cref="ChooseTogether"/>.</summary>
+        public void WillChoose(int s, int row)
         {
-            IReadOnlyList<int> prompt = PromptOf(s);
-            int token = Samplers[s].Next(logits, prompt, Generated[s]);
+            _together[_togetherCount] = s;
+            _rows[_togetherCount++] = row;
+        }
+
+        /// <summary>
+        /// The tokens of the sequences given to <see cref="WillChoose"/>, chosen at once on the backend's host threads, each from
+        /// its row of <paramref name="state"/>'s logits and its own sampler: the vocabulary-long scans of a batch side by side.
+        /// <see cref="Choose"/> then hands each out in order, as if chosen there. One sequence alone chooses there.
+        /// </summary>
+        public void ChooseTogether(ForwardState state)
+        {
+            if (_togetherCount > 1)
+            {
+                _state = state;
+                Model.Backend.ForEachOnHost(_togetherCount, _chooseOne);
+                _state = null;
+            }
+
+            _togetherCount = 0;
+        }
+
+        private void ChooseAhead(int i)
+        {
+            int s = _together[i];
+            try
+            {
+                (int token, TokenLogprobs? logprobs) = Pick(s, _state!.LogitsOf(_rows[i]));
+                _chosen[s] = (token, logprobs, null);
+            }
+            catch (Exception e)
+            {
+                _chosen[s] = (0, null, ExceptionDispatchInfo.Capture(e));
+            }
+
+            _chosenAhead[s] = true;
+        }
+
+        /// <summary>Sequence s's next token from <paramref name="logits"/>, and its log-probs where asked for.</summary>
+        private (int Token, TokenLogprobs? Logprobs) Pick(int s, ReadOnlySpan<float> logits)
+        {
+            int token = Samplers[s].Next(logits, PromptOf(s), Generated[s]);
             TokenLogprobs? logprobs = null;
             if (Logprobs is not null)
             {
                 double logSumExp = LogProbs.LogSumExp(logits);
                 logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, _options.Logprobs!.Value, logSumExp));
-                Logprobs[s].Add(logprobs);
+            }
+
+            return (token, logprobs);
+        }
+
+        /// <summary>
+        /// Hands out sequence s's next token: the one <see cref="ChooseTogether"/> chose from <paramref name="logits"/> (the row it was
+        /// given), else one chosen now.
+        /// </summary>
+        public void Choose(int s, ReadOnlySpan<float> logits, int capacity, TokenCallback? onToken)
+        {
+            IReadOnlyList<int> prompt = PromptOf(s);
+            int token;
+            TokenLogprobs? logprobs;
+            if (_chosenAhead[s])
+            {
+                _chosenAhead[s] = false;
+                (token, logprobs, ExceptionDispatchInfo? failure) = _chosen[s];
+                _chosen[s] = default;
+                failure?.Throw();
+            }
+            else
+            {
+                (token, logprobs) = Pick(s, logits);
+            }
+
+            if (logprobs is not null)
+            {
+                Logprobs![s].Add(logprobs);
             }
 
             Generated[s].Add(token);

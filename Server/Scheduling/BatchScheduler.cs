@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using QwenSharp.Backend;
 using QwenSharp.Generation;
 using QwenSharp.Qwen2;
@@ -32,6 +33,10 @@ internal sealed partial class BatchScheduler : IDisposable
     private readonly TokenBatch _batch;
     /// <summary>Per logit row of a step, the sequence that chooses from it; null for rows of guesses (read by <see cref="Verify"/>).</summary>
     private readonly ScheduledSequence?[] _logitOwners;
+
+    /// <summary>A step's choices in order (a sequence and its logit row), and those of them made at once (<see cref="ChooseAhead"/>).</summary>
+    private readonly List<(ScheduledSequence Sequence, int Row)> _choices = [], _chosenTogether = [];
+    private readonly Action<int> _chooseAhead;
     private readonly ScheduledSequence?[] _slotOwners;
     private readonly List<int>[] _slotTokens;
     /// <summary>The LoRA adapter scales each slot's keys and values were computed with: reused only by a prompt run with the same.</summary>
@@ -81,6 +86,7 @@ internal sealed partial class BatchScheduler : IDisposable
         _slotOwners = new ScheduledSequence?[options.Slots];
         _slotTokens = [.. Enumerable.Range(0, options.Slots).Select(_ => new List<int>())];
         _slotAdapterScales = new float[]?[options.Slots];
+        _chooseAhead = ChooseAhead;
         _thread = new Thread(Loop) { Name = "qwensharp scheduler", IsBackground = true };
         _thread.Start();
     }
@@ -678,7 +684,11 @@ internal sealed partial class BatchScheduler : IDisposable
             return;
         }
 
-        int newTokens = 0;
+        // Who chooses what, in the step's order: a prompt's samples (their slots given a copy of its prompt first), then each
+        // sequence; those without guesses choose all at once, on the backend's host threads, then each choice goes out in
+        // that order. A sequence with guesses chooses row after row in Verify (each row's token decides whether the next counts).
+        _choices.Clear();
+        _chosenTogether.Clear();
         for (int r = 0; r < _batch.LogitCount; r++)
         {
             if (_logitOwners[r] is not ScheduledSequence sequence || sequence.Finished)
@@ -688,7 +698,6 @@ internal sealed partial class BatchScheduler : IDisposable
 
             try
             {
-                ReadOnlySpan<float> logits = _state.LogitsOf(r);
                 if (!sequence.Decoding)
                 {
                     sequence.Decoding = true;
@@ -699,11 +708,38 @@ internal sealed partial class BatchScheduler : IDisposable
                         _slotTokens[sibling.Slot].AddRange(sequence.Prompt.Select(t => Held(sequence, t)));
                         sibling.WaitsForPrompt = false;
                         sibling.Decoding = true;
-                        newTokens++;
-                        Choose(sibling, logits);
+                        _choices.Add((sibling, r));
+                        _chosenTogether.Add((sibling, r));
                     }
                 }
 
+                _choices.Add((sequence, r));
+                if (sequence.DraftLength == 0)
+                {
+                    _chosenTogether.Add((sequence, r));
+                }
+            }
+            catch (Exception e)
+            {
+                Fail(sequence.Job, e);
+            }
+        }
+
+        if (_chosenTogether.Count > 1)
+        {
+            _model.Backend.ForEachOnHost(_chosenTogether.Count, _chooseAhead);
+        }
+
+        int newTokens = 0;
+        foreach ((ScheduledSequence sequence, int row) in _choices)
+        {
+            if (sequence.Finished)
+            {
+                continue;
+            }
+
+            try
+            {
                 if (sequence.DraftLength > 0)
                 {
                     newTokens += Verify(sequence);
@@ -711,20 +747,43 @@ internal sealed partial class BatchScheduler : IDisposable
                 else
                 {
                     newTokens++;
-                    Choose(sequence, logits);
+                    Choose(sequence, _state.LogitsOf(row));
                 }
             }
             catch (Exception e)
             {
-                // A failure in one job's sampling or text fails that job only.
-                Release(sequence.Job);
-                Metrics.JobFailed(sequence.Job);
-                sequence.Job.Writer.TryComplete(e);
+                Fail(sequence.Job, e);
             }
         }
 
         Metrics.Step(newTokens, _running.Count);
         _running.RemoveAll(s => s.Finished);
+    }
+
+    /// <summary>A failure in one job's sampling or text fails that job only.</summary>
+    private void Fail(GenerationJob job, Exception e)
+    {
+        Release(job);
+        Metrics.JobFailed(job);
+        job.Writer.TryComplete(e);
+    }
+
+    /// <summary>
+    /// Chooses entry <paramref name="i"/> of <see cref="_chosenTogether"/>'s token from its row (one of the step's choices made
+    /// at once, <see cref="IBackend.ForEachOnHost"/>): its sampler's scan of the vocabulary, kept for <see cref="Choose"/>.
+    /// </summary>
+    private void ChooseAhead(int i)
+    {
+        (ScheduledSequence sequence, int row) = _chosenTogether[i];
+        try
+        {
+            (int token, TokenLogprobs? logprobs) = Pick(sequence, _state.LogitsOf(row));
+            sequence.ChosenAhead = (token, logprobs, null);
+        }
+        catch (Exception e)
+        {
+            sequence.ChosenAhead = (0, null, ExceptionDispatchInfo.Capture(e));
+        }
     }
 
     /// <summary>
@@ -836,22 +895,24 @@ internal sealed partial class BatchScheduler : IDisposable
     private void Choose(ScheduledSequence sequence, ReadOnlySpan<float> logits, int? guess = null)
     {
         GenerationJob job = sequence.Job;
-        int token = sequence.Sampler.Next(logits, sequence.Prompt, sequence.Generated);
+        int token;
+        TokenLogprobs? logprobs;
+        if (sequence.ChosenAhead is var (aheadToken, aheadLogprobs, failure))
+        {
+            // Chosen from these logits with the step's others (ChooseAhead).
+            sequence.ChosenAhead = null;
+            failure?.Throw();
+            (token, logprobs) = (aheadToken, aheadLogprobs);
+        }
+        else
+        {
+            (token, logprobs) = Pick(sequence, logits);
+        }
+
         if (token == guess)
         {
             job.GuessesTaken++;
             job.GuessesDropped--;
-        }
-
-        TokenLogprobs? logprobs = null;
-        if (job.Logprobs is int top && job.LogprobsAfterSampling)
-        {
-            logprobs = sequence.Sampler.LastDraw(token, top);
-        }
-        else if (job.Logprobs is int modelTop)
-        {
-            double logSumExp = LogProbs.LogSumExp(logits);
-            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, modelTop, logSumExp));
         }
 
         sequence.Generated.Add(token);
@@ -900,6 +961,25 @@ internal sealed partial class BatchScheduler : IDisposable
                 job.Writer.TryComplete();
             }
         }
+    }
+
+    /// <summary>The sequence's next token from <paramref name="logits"/> by its sampler, and its log-probs where the job asks for them.</summary>
+    private static (int Token, TokenLogprobs? Logprobs) Pick(ScheduledSequence sequence, ReadOnlySpan<float> logits)
+    {
+        GenerationJob job = sequence.Job;
+        int token = sequence.Sampler.Next(logits, sequence.Prompt, sequence.Generated);
+        TokenLogprobs? logprobs = null;
+        if (job.Logprobs is int top && job.LogprobsAfterSampling)
+        {
+            logprobs = sequence.Sampler.LastDraw(token, top);
+        }
+        else if (job.Logprobs is int modelTop)
+        {
+            double logSumExp = LogProbs.LogSumExp(logits);
+            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, modelTop, logSumExp));
+        }
+
+        return (token, logprobs);
     }
 
     /// <summary>Frees every slot of a job and takes its sequences out of the running set.</summary>

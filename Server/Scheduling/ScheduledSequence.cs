@@ -65,6 +65,12 @@ internal sealed class ScheduledSequence(GenerationJob job, int choice, int slot,
     /// <summary>Its prompt lookup's pace and guesses (the server's lookup, or a prediction's); null without.</summary>
     public LookupPace? Pace { get; init; }
 
+    /// <summary>
+    /// The token chosen ahead for this step with the step's others (<see cref="BatchScheduler"/>: on the backend's host
+    /// threads), its log-probs, or what its choice threw; handed out in the step's order. Null when none waits.
+    /// </summary>
+    public (int Token, TokenLogprobs? Logprobs, System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure)? ChosenAhead { get; set; }
+
     /// <summary>The position of the next token fed during decode.</summary>
     public int NextPosition => Prompt.Length + Generated.Count - 1;
 }

@@ -408,6 +408,35 @@ public sealed class BackendConformanceTests
     }
 
     [SkippableTheory]
+    [InlineData("cpu", 1)]
+    [InlineData("cpu", 2)]
+    [InlineData("cpu", 3)]
+    [InlineData(TestBackends.Gpu, 2)]
+    public void ForEachOnHost_RunsEveryItemOnceBeforeItReturns(string backendName, int threads)
+    {
+        // Items that take uneven time (so threads that finish early steal), each counted: every one runs exactly once,
+        // and all have run when the call returns; then again with the same delegate (the CPU backend's job is reused).
+        using IBackend backend = TestBackends.Create(backendName, threads);
+        foreach (int count in new[] { 0, 1, 2, 3, 17, 64 })
+        {
+            var runs = new int[count];
+            var finished = new bool[count];
+            void Item(int i)
+            {
+                Interlocked.Increment(ref runs[i]);
+                Thread.SpinWait(200 * (i % 7));
+                Volatile.Write(ref finished[i], true);
+            }
+
+            backend.ForEachOnHost(count, Item);
+            Assert.All(runs, (r, i) => Assert.True(r == 1, $"{count} items: item {i} ran {r} times"));
+            Assert.All(finished, (f, i) => Assert.True(f, $"{count} items: item {i} had not finished when the call returned"));
+            backend.ForEachOnHost(count, Item);
+            Assert.All(runs, (r, i) => Assert.True(r == 2, $"{count} items, second call: item {i} ran {r} times in all"));
+        }
+    }
+
+    [SkippableTheory]
     [MemberData(nameof(Backends))]
     public void Attention_QuantizedCache_OfExactBlocks_MatchesCausalReference(string backendName)
     {

@@ -151,6 +151,39 @@ public sealed class QwenModelTests
         Assert.Equal(batch[0].Ids.Count, batch[0].Logprobs!.Count);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(null)]
+    public async Task GenerateBatchAsync_ChosenTogetherOnTheKernelsThreads_EachEqualsItsPromptAlone(int? promptLookup)
+    {
+        // A step's sequences choose their tokens at once on the CPU backend's two threads (IBackend.ForEachOnHost), each with
+        // its own sampler: penalties over its own tokens, a regular expression's masks shared by all, DRY, log-probs. Each
+        // must get exactly what it gets alone (and a sequence with prompt lookup's guesses, null here, chooses row by row).
+        using QwenModel model = await QwenModel.LoadAsync(Fixtures.DemoModel, new QwenModelOptions { Threads = 2, BatchInvariant = true });
+        var options = new TextGenerationOptions
+        {
+            Sampling = new() { Temperature = 1.3, TopK = 40, RepetitionPenalty = 1.2, DryMultiplier = 0.8, Seed = 77 },
+            MaxNewTokens = 30,
+            Logprobs = 3,
+            Regex = "[a-z ]+[.!]",
+            PromptLookup = promptLookup,
+        };
+        string[] prompts = ["Lily", "Tom and Sue", "Once upon a time", "The dog", "A big red ball"];
+        IReadOnlyList<GeneratedText> batch = await model.GenerateBatchAsync(prompts, options);
+
+        for (int p = 0; p < prompts.Length; p++)
+        {
+            GeneratedText alone = (await model.GenerateBatchAsync([prompts[p]], options))[0];
+            Assert.Equal(alone.Ids, batch[p].Ids);
+            Assert.Equal(alone.Text, batch[p].Text);
+            // The logits of a batched prefill differ from one prompt's in their last bits (other tiles of the same sums).
+            Assert.Equal(alone.Logprobs!.Select(l => (l.Id, l.Top.Count)), batch[p].Logprobs!.Select(l => (l.Id, l.Top.Count)));
+            Assert.All(alone.Logprobs!.Zip(batch[p].Logprobs!), pair => Assert.Equal(pair.First.Logprob, pair.Second.Logprob, 1e-5));
+        }
+
+        Assert.True(batch.Select(b => string.Join(",", b.Ids)).Distinct().Count() == prompts.Length, "the prompts' answers should differ");
+    }
+
     [Fact]
     public async Task ChatClient_RendersTheTemplateAndReportsUsage()
     {

@@ -47,6 +47,47 @@ public sealed class ForwardContractTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Forward_LogitsNotFiniteInSomeRows_NamesTheFirstOfThem(int threads)
+    {
+        // TinyCheckpoint's zero weights, untied, with token 5's embedding NaN: the rows of sequences that read token 5 have
+        // NaN logits, the others zeros. The rows are checked on the backend's threads at once; the error names the first.
+        string dir = Fixtures.TempDirectory();
+        File.WriteAllText(Path.Combine(dir, "config.json"), TinyCheckpoint.Config.Replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false", StringComparison.Ordinal));
+        var entries = new List<SafeTensorsWriter.Entry>();
+        foreach ((string name, long[] shape) in TinyCheckpoint.Tensors().Append(("lm_head.weight", [16, 8])))
+        {
+            var values = new float[shape.Aggregate(1L, (a, b) => a * b)];
+            if (name == "model.embed_tokens.weight")
+            {
+                values.AsSpan(5 * 8, 8).Fill(float.NaN);
+            }
+
+            entries.Add(new SafeTensorsWriter.Entry(name, "F32", shape, SafeTensorsWriter.F32(values)));
+        }
+
+        SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), [.. entries]);
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = threads });
+        using Qwen2Model model = Qwen2Model.Load(dir, backend);
+        using KvCache cache = model.CreateKvCache(5, 8);
+        using ForwardState state = model.CreateState(8, 8);
+        var batch = new TokenBatch(8);
+        (int Slot, int[] Tokens)[] sequences = [(0, [1, 2]), (1, [3]), (2, [5, 4]), (3, [5]), (4, [6, 7])];
+        foreach ((int slot, int[] tokens) in sequences)
+        {
+            for (int i = 0; i < tokens.Length; i++)
+            {
+                batch.Add(tokens[i], i, slot, wantLogits: i == tokens.Length - 1);
+            }
+        }
+
+        var error = Assert.Throws<InvalidDataException>(() => model.Forward(batch, cache, state));
+        Assert.Equal("the model's logits at position 1 (token 4, sequence slot 2) are not finite (NaN or infinity): the weights may be corrupt", error.Message);
+    }
+
     [Fact]
     public void Forward_PositionThatSkipsAhead_ThrowsAndLeavesTheCacheUsable()
     {
