@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using QwenSharp.Qwen2;
+using QwenSharp.Sampling;
 using QwenSharp.Server;
 using QwenSharp.Tokenization;
 
@@ -25,7 +26,7 @@ internal static class ServeBench
         double FirstTokenP50, double FirstTokenP99, int Tokens, long Guessed = 0, long Taken = 0);
 
     public static IReadOnlyList<Level> Run(Qwen2Model model, Tokenizer tokenizer, IReadOnlyList<int> streamCounts, int promptTokens, int newTokens, int rounds,
-        int? promptLookup, bool sample, TextWriter progress)
+        int? promptLookup, SamplingOptions? sampling, TextWriter progress)
     {
         int most = streamCounts.Max();
         var options = new ServerOptions
@@ -45,14 +46,14 @@ internal static class ServeBench
             int[] Prompt() => [.. Enumerable.Range(0, promptTokens).Select(_ => random.Next(Math.Min(model.Config.VocabSize, tokenizer.VocabularySize)))];
 
             // Warm-up, not measured: every kernel and the HTTP path at the largest batch.
-            Measure(http, [.. Enumerable.Range(0, most).Select(_ => Prompt())], Math.Min(newTokens, 8), sample);
+            Measure(http, [.. Enumerable.Range(0, most).Select(_ => Prompt())], Math.Min(newTokens, 8), sampling);
             var results = streamCounts.ToDictionary(n => n, _ => new List<Level>());
             for (int round = 0; round < rounds; round++)
             {
                 foreach (int streams in streamCounts)
                 {
                     (long guessedBefore, long takenBefore) = LookupCounts(http);
-                    Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens, sample);
+                    Level level = Measure(http, [.. Enumerable.Range(0, streams).Select(_ => Prompt())], newTokens, sampling);
                     (long guessed, long taken) = LookupCounts(http);
                     level = level with { Guessed = guessed - guessedBefore, Taken = taken - takenBefore };
                     results[streams].Add(level);
@@ -71,10 +72,10 @@ internal static class ServeBench
         }
     }
 
-    private static Level Measure(HttpClient http, int[][] prompts, int newTokens, bool sample)
+    private static Level Measure(HttpClient http, int[][] prompts, int newTokens, SamplingOptions? sampling)
     {
         var clock = Stopwatch.StartNew();
-        StreamTimes[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, sample, clock))).GetAwaiter().GetResult();
+        StreamTimes[] streams = Task.WhenAll(prompts.Select(p => StreamAsync(http, p, newTokens, sampling, clock))).GetAwaiter().GetResult();
         double seconds = clock.Elapsed.TotalSeconds;
         double[] firstTokens = [.. streams.Select(s => s.FirstToken).Order()];
         int tokens = streams.Sum(s => s.Tokens);
@@ -103,10 +104,12 @@ internal static class ServeBench
     /// One streamed request. Each token comes as its own chunk but for one that ends inside a character (its text waits
     /// for the next); the random prompts' continuations have few.
     /// </summary>
-    private static async Task<StreamTimes> StreamAsync(HttpClient http, int[] prompt, int newTokens, bool sample, Stopwatch clock)
+    private static async Task<StreamTimes> StreamAsync(HttpClient http, int[] prompt, int newTokens, SamplingOptions? sampling, Stopwatch clock)
     {
-        // Greedy, or (sample) with no sampling fields: the server's defaults, the model's generation_config.json.
-        string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},{(sample ? "" : "\"temperature\":0,")}\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
+        // Greedy, or sampled with the settings given (top_k and repetition_penalty as vLLM's extra fields).
+        string choice = sampling is null ? "\"temperature\":0" : string.Create(CultureInfo.InvariantCulture,
+            $"\"temperature\":{sampling.Temperature},\"top_p\":{sampling.TopP},\"top_k\":{sampling.TopK},\"repetition_penalty\":{sampling.RepetitionPenalty}");
+        string body = $"{{\"prompt\":[{string.Join(',', prompt)}],\"max_tokens\":{newTokens},{choice},\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}";
         using var content = new StringContent(body, Encoding.UTF8, "application/json");
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = content };
         using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);

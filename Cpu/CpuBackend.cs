@@ -2,10 +2,10 @@ using System.Numerics.Tensors;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Jobs;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
 using QwenSharp.Memory;
 using QwenSharp.Numerics;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu;
 

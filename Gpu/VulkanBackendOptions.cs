@@ -24,6 +24,14 @@ public sealed record VulkanBackendOptions
     public bool? MatrixUnits { get; init; }
 
     /// <summary>
+    /// Host threads, the calling one included, that run a step's host work split by sequence
+    /// (<see cref="Backend.IBackend.ForEachOnHost"/>: each sequence's token choice, a scan of the vocabulary's logits). Null:
+    /// half the cores, at most 8, on a GPU; 1 (one after another) on a CPU implementation (lavapipe), whose own threads
+    /// run the steps on the same cores.
+    /// </summary>
+    public int? HostThreads { get; init; }
+
+    /// <summary>
     /// The most device memory the backend takes as free, for tests of what does not fit (a model too big for the GPU, the
     /// layers that would fit) on a device with plenty; null: what the driver says is free.
     /// </summary>

@@ -33,7 +33,7 @@ internal sealed class BenchCommand : ICommand
         ModelLoading.DraftTokens,
         new("new-tokens", "N", "tokens for the decode measurement (default 64)"),
         new("batch", "N", "sequences decoded together, each in its own KV-cache slot (default 1); tokens/s count all of them"),
-        new("sample", null, "choose the decoded tokens as generate does by default, by the model's generation_config.json (temperature, top-k, top-p, penalties; a fixed seed), not greedily: what a token's choice costs counted in; with --serve, the requests leave their sampling to the server's defaults"),
+        new("sample", null, "choose the decoded tokens by sampling, not greedily, with the model's generation_config.json settings (temperature, top-k, top-p, repetition penalty; transformers' defaults where it has none: temperature 1, top-k 50) and a fixed seed: what a token's choice costs counted in; with --serve, every request asks for those settings"),
         new("memory", null, "measure the machine's read bandwidth only (1 thread and all threads), the bound on CPU decode"),
         new("serve", "N,N,...", "load-test the HTTP server: total tokens/s and time to first token at these numbers of concurrent streams (e.g. 1,4,16,64)"),
         new("rounds", "N", "measurements, each figure the median of its rounds: prefill and decode, each decode between two measurements of the read bandwidth (default 1); with --serve, rounds over the stream counts, interleaved (default 3)"),
@@ -93,8 +93,8 @@ internal sealed class BenchCommand : ICommand
             // With a draft model its guesses are checked as lookup's are (the GB/s below count the model's weights only).
             PromptLookup? lookup = ModelLoading.LookupFrom(args, drafter is not null);
 
-            // Greedy, or with --sample as generate chooses by default (seeded: the same tokens every round).
-            SamplingOptions sampling = args.Flag("sample") ? SamplingOptions.FromGenerationConfig(model.GenerationConfig) with { Seed = 1234 } : SamplingOptions.Greedy;
+            // Greedy, or with --sample drawn with the model's settings (seeded: the same tokens every round).
+            SamplingOptions sampling = args.Flag("sample") ? SampledSettings(model) with { Seed = 1234 } : SamplingOptions.Greedy;
 
             // Warm-up, not measured: every kernel runs often enough here for the JIT to finish optimizing it.
             Generator.Generate(model, [.. prompts.Select(p => p[..Math.Min(32, promptTokens)])],
@@ -310,7 +310,7 @@ internal sealed class BenchCommand : ICommand
             Tokenization.Tokenizer tokenizer = BenchTokenizer(args, stderr);
             stderr.WriteLine($"serve bench: {promptTokens}-token prompts, {newTokens} new tokens per stream, {rounds} round(s) over {string.Join(", ", streamCounts)} streams ({model.Placement})");
             int? lookup = GenerateCommand.PromptLookupFrom(args);
-            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, args.Flag("sample"), stderr);
+            IReadOnlyList<ServeBench.Level> levels = ServeBench.Run(model, tokenizer, streamCounts, promptTokens, newTokens, rounds, lookup, args.Flag("sample") ? SampledSettings(model) : null, stderr);
             ServeBench.Level one = levels.FirstOrDefault(l => l.Streams == 1) ?? levels[0];
             if (args.Flag("json"))
             {
@@ -555,6 +555,16 @@ internal sealed class BenchCommand : ICommand
             throw new UsageException(
                 $"--config {configPath}: random {DTypes.Name(dtype)} weights ({InfoCommand.FormatBytes(weights)}) and a KV cache of {batch} x {positions} positions ({InfoCommand.FormatBytes(kvCache)}) need {InfoCommand.FormatBytes(weights + kvCache)}; {InfoCommand.FormatBytes(available)} of memory is available");
         }
+    }
+
+    /// <summary>
+    /// What <c>--sample</c> draws with: generation_config.json's settings (transformers' defaults for those it lacks), sampled
+    /// even where it says <c>do_sample: false</c> or has temperature 0 (then 1), so that the flag never measures greedy.
+    /// </summary>
+    private static SamplingOptions SampledSettings(Qwen2Model model)
+    {
+        SamplingOptions configured = SamplingOptions.FromGenerationConfig(model.GenerationConfig);
+        return configured with { DoSample = true, Temperature = configured.Temperature > 0 ? configured.Temperature : 1.0 };
     }
 
     /// <summary>The settings <c>--sample</c> took from the model's generation_config.json, for the decode line.</summary>

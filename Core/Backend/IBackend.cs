@@ -138,9 +138,8 @@ public interface IBackend : IDisposable
     /// with, and returns when all have run: a step's host work that splits by sequence (each one's token choice, a scan of
     /// a vocabulary's logits), which on one thread grows with the batch while the step's matrix work hardly does. Each call
     /// of <paramref name="body"/> must touch only its own item's state and catch its own exceptions (one that escapes may
-    /// leave other items not run). By default one after another on the calling thread, which a backend without host threads
-    /// of its own (the GPU's) keeps: on the 2-core Zen 3, <c>Parallel.For</c> over 2-8 such items on the .NET thread pool
-    /// took longer than the items one after another (its threads' wake-ups), and alike at 64.
+    /// leave other items not run). By default one after another on the calling thread; the CPU backend runs them on its
+    /// kernel threads, the GPU backend on host threads of its own.
     /// </summary>
     void ForEachOnHost(int count, Action<int> body)
     {

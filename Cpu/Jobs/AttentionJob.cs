@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Cpu.Threading;
 using QwenSharp.Formats;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 

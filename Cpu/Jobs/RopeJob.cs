@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Cpu.Threading;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 

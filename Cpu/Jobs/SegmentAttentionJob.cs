@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
-using QwenSharp.Cpu.Threading;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 

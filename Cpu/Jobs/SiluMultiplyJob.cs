@@ -1,5 +1,5 @@
 using System.Numerics.Tensors;
-using QwenSharp.Cpu.Threading;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Cpu.Jobs;
 

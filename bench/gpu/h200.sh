@@ -63,6 +63,15 @@ for type in q4_0 q8_0; do
     --prompt-tokens 512 --new-tokens 128 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"0.5b-$type\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
 done
 
+# 64 sequences a step, greedy and sampled (transformers' defaults: temperature 1, top-k 50): the step's token choices run
+# on the backend's host threads (VulkanBackendOptions.HostThreads), a vocabulary's scan each; what the host's part of a
+# batched step costs against the device's.
+for mode in greedy sample; do
+  flag=""; [[ "$mode" == sample ]] && flag=--sample
+  timeout 60 $q bench --config tests/fixtures/qwen2.5-0.5b-instruct/config.json --random-weights --dtype bf16 --device gpu --batch 64 $flag \
+    --prompt-tokens 64 --new-tokens 32 --json 2>> "$OUT/qwensharp.err" | sed "s/^{/{\"shape\":\"0.5b-batch64-$mode\",\"round\":1,/" | tee -a "$OUT/qwensharp.jsonl"
+done
+
 # The KV cache in f32, f16, bf16, q8_0 and q4_0 after a long prompt (kv_store/attention compiled for halves,
 # kv_store_quantized and attention for blocks): whether fewer bytes for attention to read pay on a GPU, as they do not on
 # the CPU (bench/results/.../kv-cache-type-2026-12-04.md).

@@ -411,7 +411,9 @@ public sealed class BackendConformanceTests
     [InlineData("cpu", 1)]
     [InlineData("cpu", 2)]
     [InlineData("cpu", 3)]
+    [InlineData(TestBackends.Gpu, 1)]
     [InlineData(TestBackends.Gpu, 2)]
+    [InlineData(TestBackends.Gpu, 3)]
     public void ForEachOnHost_RunsEveryItemOnceBeforeItReturns(string backendName, int threads)
     {
         // Items that take uneven time (so threads that finish early steal), each counted: every one runs exactly once,

@@ -412,6 +412,22 @@ public sealed class CliCommandTests
     }
 
     [Fact]
+    public void Bench_Sample_DrawsWithTheConfigsSettingsOrTransformersDefaults()
+    {
+        // A config folder without generation_config.json (random weights): --sample still draws, with transformers'
+        // defaults; the demo model with its own (temperature 0.8, top-p 0.9). Without the flag, greedy.
+        string[] common = ["--prompt-tokens", "4", "--new-tokens", "3", "--threads", "1", "--batch", "2"];
+        CliRunner.Result random = CliRunner.Run(["bench", "--config", Fixtures.File("tiny-qwen2", "config.json"), "--random-weights", .. common, "--sample"]);
+        CliRunner.Result json = CliRunner.Run(["bench", "--model", Fixtures.DemoModel, .. common, "--sample", "--json"]);
+        CliRunner.Result greedy = CliRunner.Run(["bench", "--model", Fixtures.DemoModel, .. common, "--json"]);
+
+        Assert.Equal(0, random.ExitCode);
+        Assert.Contains("sampled (temperature 1, top-k 50, top-p 1, repetition penalty 1)", random.Stdout, StringComparison.Ordinal);
+        Assert.True(json.Json.GetProperty("sampled").GetBoolean());
+        Assert.False(greedy.Json.GetProperty("sampled").GetBoolean());
+    }
+
+    [Fact]
     public void Bench_Rounds_SetEachDecodeAgainstTheReadsEitherSide_AndReportTheMedianShare()
     {
         CliRunner.Result result = CliRunner.Run("bench", "--config", Fixtures.File("tiny-qwen2", "config.json"), "--random-weights",

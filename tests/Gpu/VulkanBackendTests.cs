@@ -60,6 +60,13 @@ public sealed class VulkanBackendTests
     public void IsGpuSelector_AcceptsGpuAndGpuN(string text, bool expected) => Assert.Equal(expected, GpuDevices.IsGpuSelector(text));
 
     [Fact]
+    public void Options_NoHostThreads_IsRefusedBeforeADeviceOpens()
+    {
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new VulkanBackend(new VulkanBackendOptions { HostThreads = 0 }));
+        Assert.Contains("host threads must be at least 1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Shaders_EveryOneTheBackendNames_IsEmbedded()
     {
         foreach (string name in new[] { "embed_bf16", "matvec_f16", "gemm_f32", "rms_norm", "rope", "kv_store", "attention", "attention_combine", "swiglu", "add", "gather_rows" })

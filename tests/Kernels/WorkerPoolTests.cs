@@ -1,5 +1,5 @@
 using System.Collections.Concurrent;
-using QwenSharp.Cpu.Threading;
+using QwenSharp.Threading;
 
 namespace QwenSharp.Tests.Kernels;
 

@@ -66,8 +66,9 @@ internal static class TestBackends
         if (name == Gpu)
         {
             RequireGpu();
-            // lavapipe's defaults are unfused and without its (emulated) matrix units; the tests take both.
-            return new VulkanBackend(new VulkanBackendOptions { FuseDecode = true, MatrixUnits = true });
+            // lavapipe's defaults are unfused, without its (emulated) matrix units and with its host work on one thread; the
+            // tests take all three.
+            return new VulkanBackend(new VulkanBackendOptions { FuseDecode = true, MatrixUnits = true, HostThreads = threads });
         }
 
         if (name == "cpu")

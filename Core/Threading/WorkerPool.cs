@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 
-namespace QwenSharp.Cpu.Threading;
+namespace QwenSharp.Threading;
 
 /// <summary>A unit of parallel work, split into numbered chunks; one preallocated instance per kernel, reused every call.</summary>
 internal abstract class ParallelJob
@@ -18,7 +18,8 @@ internal abstract class ParallelJob
 /// front to back; a thread done with its own steals from the far end of the stretch with the most left, so faster
 /// threads take more. (A shared counter handed the threads alternate chunks: each chunk of a product's rows started
 /// cold, its prefetches not yet ahead; in stretches, decode of Q4_0 0.5B on two threads went from 114.3 to 121.6
-/// tokens/s and Q4_K_M 1.5B from 36.8 to 37.8, medians of 4 alternating runs.) Nothing is allocated per job.
+/// tokens/s and Q4_K_M 1.5B from 36.8 to 37.8, medians of 4 alternating runs.) Nothing is allocated per job. The CPU
+/// backend's kernels run on it; the GPU backend keeps one for a step's host work (<see cref="HostLoopJob"/>).
 /// </summary>
 internal sealed class WorkerPool : IDisposable
 {
