@@ -23,7 +23,6 @@ public sealed class CpuBackend : IBackend
     private readonly RopeJob _rope;
     private readonly SegmentAttentionJob _segmentAttention;
     private readonly SiluMultiplyJob _siluMultiply = new();
-    private readonly HostLoopJob _hostLoop = new();
 
     /// <summary>One row of keys and of values rotated before a q8_0 cache stores them (<see cref="KvRotation"/>).</summary>
     private float[] _rotatedKeys = [], _rotatedValues = [];
@@ -373,20 +372,8 @@ public sealed class CpuBackend : IBackend
 
     public void Download(Activation source, Span<float> destination) => source.Span().CopyTo(destination);
 
-    /// <summary>On the kernels' threads (<see cref="HostLoopJob"/>), each item a chunk, claimed and stolen as the kernels' are.</summary>
-    public void ForEachOnHost(int count, Action<int> body)
-    {
-        ArgumentNullException.ThrowIfNull(body);
-        _hostLoop.Body = body;
-        try
-        {
-            _pool.Run(_hostLoop, count);
-        }
-        finally
-        {
-            _hostLoop.Body = null;
-        }
-    }
+    /// <summary>On the kernels' threads (<see cref="WorkerPool.ForEach"/>), each item a chunk, claimed and stolen as the kernels' are.</summary>
+    public void ForEachOnHost(int count, Action<int> body) => _pool.ForEach(count, body);
 
     public void Dispose()
     {

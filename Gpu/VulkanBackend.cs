@@ -717,22 +717,12 @@ public sealed unsafe class VulkanBackend : IBackend
             return;
         }
 
-        _hostPool ??= new WorkerPool(_hostThreads);
-        _hostLoop.Body = body;
-        try
-        {
-            _hostPool.Run(_hostLoop, count);
-        }
-        finally
-        {
-            _hostLoop.Body = null;
-        }
+        (_hostPool ??= new WorkerPool(_hostThreads)).ForEach(count, body);
     }
 
-    /// <summary>Threads for <see cref="ForEachOnHost"/>; its pool, made when first wanted; its reusable job.</summary>
+    /// <summary>Threads for <see cref="ForEachOnHost"/>, and their pool, made when first wanted.</summary>
     private readonly int _hostThreads;
     private WorkerPool? _hostPool;
-    private readonly HostLoopJob _hostLoop = new();
 
     public void Download(Activation source, Span<float> destination)
     {

@@ -420,9 +420,8 @@ public static class Generator
         private readonly int[] _together, _rows;
         private int _togetherCount;
 
-        /// <summary>Each sequence's token chosen ahead (<see cref="ChooseTogether"/>) and not yet handed out, or the exception its choice threw.</summary>
-        private readonly (int Token, TokenLogprobs? Logprobs, ExceptionDispatchInfo? Failure)[] _chosen;
-        private readonly bool[] _chosenAhead;
+        /// <summary>Each sequence's token chosen ahead (<see cref="ChooseTogether"/>) and not yet handed out, or the exception its choice threw; null when none waits.</summary>
+        private readonly (int Token, TokenLogprobs? Logprobs, ExceptionDispatchInfo? Failure)?[] _chosen;
         private ForwardState? _state;
         private readonly Action<int> _chooseOne;
 
@@ -440,8 +439,7 @@ public static class Generator
             Logprobs = options.Logprobs is null ? null : new List<TokenLogprobs>[Count];
             _together = new int[Count];
             _rows = new int[Count];
-            _chosen = new (int, TokenLogprobs?, ExceptionDispatchInfo?)[Count];
-            _chosenAhead = new bool[Count];
+            _chosen = new (int, TokenLogprobs?, ExceptionDispatchInfo?)?[Count];
             _chooseOne = ChooseAhead;
             ulong seed = Seed = options.Sampling.Seed ?? (options.Sampling.IsGreedy ? 0 : SeededRandom.NewSeed());
             for (int s = 0; s < Count; s++)
@@ -519,22 +517,13 @@ public static class Generator
             {
                 _chosen[s] = (0, null, ExceptionDispatchInfo.Capture(e));
             }
-
-            _chosenAhead[s] = true;
         }
 
         /// <summary>Sequence s's next token from <paramref name="logits"/>, and its log-probs where asked for.</summary>
         private (int Token, TokenLogprobs? Logprobs) Pick(int s, ReadOnlySpan<float> logits)
         {
             int token = Samplers[s].Next(logits, PromptOf(s), Generated[s]);
-            TokenLogprobs? logprobs = null;
-            if (Logprobs is not null)
-            {
-                double logSumExp = LogProbs.LogSumExp(logits);
-                logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, _options.Logprobs!.Value, logSumExp));
-            }
-
-            return (token, logprobs);
+            return (token, Logprobs is null ? null : LogProbs.OfToken(logits, token, _options.Logprobs!.Value));
         }
 
         /// <summary>
@@ -546,12 +535,11 @@ public static class Generator
             IReadOnlyList<int> prompt = PromptOf(s);
             int token;
             TokenLogprobs? logprobs;
-            if (_chosenAhead[s])
+            if (_chosen[s] is var (aheadToken, aheadLogprobs, failure))
             {
-                _chosenAhead[s] = false;
-                (token, logprobs, ExceptionDispatchInfo? failure) = _chosen[s];
-                _chosen[s] = default;
+                _chosen[s] = null;
                 failure?.Throw();
+                (token, logprobs) = (aheadToken, aheadLogprobs);
             }
             else
             {

@@ -106,6 +106,16 @@ public static class LogProbs
         return best;
     }
 
+    /// <summary>
+    /// <paramref name="token"/>'s log-prob under the model's <paramref name="logits"/>, with the <paramref name="top"/> most likely
+    /// ids' (<see cref="Top"/>): what a generated token reports where log-probs are asked for.
+    /// </summary>
+    public static TokenLogprobs OfToken(ReadOnlySpan<float> logits, int token, int top)
+    {
+        double logSumExp = LogSumExp(logits);
+        return new TokenLogprobs(token, logits[token] - logSumExp, Top(logits, top, logSumExp));
+    }
+
     /// <summary>The <paramref name="k"/> most likely ids with their log-probs, most likely first (lower id first on ties).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static TokenLogprob[] Top(ReadOnlySpan<float> logits, int k, double logSumExp)

@@ -106,6 +106,28 @@ internal sealed class WorkerPool : IDisposable
     }
 
     /// <summary>
+    /// Runs <paramref name="body"/> for each of 0 .. <paramref name="count"/> − 1 on all threads, one item a chunk
+    /// (<see cref="HostLoopJob"/>: a step's host work, <see cref="Backend.IBackend.ForEachOnHost"/>), and returns when all
+    /// have run. Nothing is allocated.
+    /// </summary>
+    public void ForEach(int count, Action<int> body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        _hostLoop.Body = body;
+        try
+        {
+            Run(_hostLoop, count);
+        }
+        finally
+        {
+            _hostLoop.Body = null;
+        }
+    }
+
+    /// <summary>The job <see cref="ForEach"/> runs, reused.</summary>
+    private readonly HostLoopJob _hostLoop = new();
+
+    /// <summary>
     /// Waits for the workers' last chunks: with pause instructions for up to <see cref="s_callerSpinTicks"/>, then yielding.
     /// The wait is usually one chunk's tail. SpinWait.SpinOnce alone turned to sched_yield within a few microseconds: in a
     /// two-thread Q4_0 decode on the 2-core Xeon, the scheduler's functions took 12% of the samples and the kernel 54%;

@@ -975,8 +975,7 @@ internal sealed partial class BatchScheduler : IDisposable
         }
         else if (job.Logprobs is int modelTop)
         {
-            double logSumExp = LogProbs.LogSumExp(logits);
-            logprobs = new TokenLogprobs(token, logits[token] - logSumExp, LogProbs.Top(logits, modelTop, logSumExp));
+            logprobs = LogProbs.OfToken(logits, token, modelTop);
         }
 
         return (token, logprobs);
