@@ -78,6 +78,9 @@ public sealed class CpuBackend : IBackend
                 var vector = new float[length];
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
+            case 2 when tensor.DType == DType.Q5_0 && repack && Q5_0Pairs.Pays(KernelPath) && Q5_0Pairs.Fits(checked((int)tensor.Shape[1]))
+                && Q8_0Panels.Fits(checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1])):
+                return UploadPaired(tensor);
             case 2 when Widening.Target(tensor.DType) is DType wider:
                 return Upload(Widened(tensor, wider), repack, _panels);
             case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
@@ -103,10 +106,10 @@ public sealed class CpuBackend : IBackend
     /// <summary>
     /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0) stored
     /// again in it without loss, in memory from the weight arena (the weight gives it back when disposed). Q5_0 (a k-quant
-    /// GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M), multiplied as stored, decoded
-    /// slower than as Q8_0 on Zen 5: spreading each block's 32 fifth
-    /// bits to its bytes (a shuffle, a mask, a compare and two logic operations a block per row) left the kernel bound by
-    /// its instructions, not the memory: a Q5_0 Qwen2.5-0.5B decoded 58-62 tokens/s on two threads against 91-106 widened
+    /// GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M) comes here only where the CPU
+    /// has no pairs' kernel (<see cref="UploadPaired"/>): multiplied as stored, with each block's 32 fifth bits spread to
+    /// its bytes as llama.cpp does (a shuffle, a mask, a compare and two logic operations a block per row), it decoded
+    /// slower than as Q8_0 on Zen 5, bound by its instructions: 58-62 tokens/s on two threads against 91-106 widened
     /// (alternating runs), for 324 MiB a step against 458.
     /// </summary>
     private unsafe TensorView Widened(TensorView tensor, DType wider)
@@ -124,6 +127,35 @@ public sealed class CpuBackend : IBackend
         }
 
         return new TensorView(tensor.Name, tensor.Source, wider, tensor.Shape, (nint)widened);
+    }
+
+    /// <summary>
+    /// A Q5_0 matrix stored again in pairs of blocks (<see cref="Q5_0Pairs"/>: the file's bytes, rearranged), which one token
+    /// multiplies through <see cref="Q5_0PairKernel"/>, and repacked into Q8_0's panels (<see cref="Q8_0Panels"/>, its values
+    /// as Q8_0 without loss) for several tokens; both in memory from the weight arena. Where the CPU has no such kernel,
+    /// or several tokens' Q8_0 panels no integer one, the matrix is widened to Q8_0 instead (<see cref="Widening"/>).
+    /// </summary>
+    private unsafe CpuWeight UploadPaired(TensorView tensor)
+    {
+        int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
+        long rowBytes = DTypes.ByteLength(DType.Q5_0, cols);
+        byte* pairs = (byte*)_panels.Allocate(rows * rowBytes);
+        try
+        {
+            byte* source = (byte*)tensor.Data;
+            Parallel.For(0, rows, r => Q5_0Pairs.Repack(new ReadOnlySpan<byte>(source + (r * rowBytes), checked((int)rowBytes)),
+                new Span<byte>(pairs + (r * rowBytes), checked((int)rowBytes))));
+        }
+        catch
+        {
+            _panels.Free(pairs);
+            throw;
+        }
+
+        var matrix = new CpuWeight(new TensorView(tensor.Name, tensor.Source, DType.Q5_0, tensor.Shape, (nint)pairs), rows, cols, null, _panels);
+        matrix.Repack(_panels, KernelPath);
+        RepackedBytes += matrix.PanelBytesTotal;
+        return matrix;
     }
 
     /// <summary>
@@ -388,6 +420,7 @@ public sealed class CpuBackend : IBackend
         {
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
+            case DType.Q5_0: Q5_0Pairs.Dequantize(source, destination); break;    // on this backend a Q5_0 matrix is in pairs (UploadPaired)
             case DType.Q8_0 or DType.Q4_0 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }

@@ -14,13 +14,15 @@ namespace QwenSharp.Cpu;
 /// and Q5_K decode kernels read paired rows (<see cref="PairedNibbleRows"/>), such a matrix (given to <see cref="Repack"/>)
 /// also holds its rows so rearranged, which decode then reads in place of the stored ones. Where every product reads such
 /// copies (<see cref="ProductsReadCopies"/>), the model lets the stored rows' pages of a mapped file go from memory.
+/// A Q5_0 matrix here is always its blocks in pairs (<see cref="Q5_0Pairs"/>, owned), with Q8_0 panels of the same values
+/// for several tokens; where the CPU has no kernel for those it was widened to Q8_0 at upload.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
     /// <summary>Where <see cref="Panels"/> came from.</summary>
     private WeightArena? _panelArena;
 
-    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0, Q4_1 or Q5_1 matrix widened to Q8_0); null for stored bytes or once given back.</summary>
+    /// <summary>The arena <see cref="Data"/> (and <see cref="BlockMinimums"/>) came from where this weight owns it (a Q5_0 matrix in pairs, or a Q5_0, IQ4_NL, Q4_1 or Q5_1 one widened to Q8_0); null for stored bytes or once given back.</summary>
     private WeightArena? _dataArena;
 
     /// <param name="dataArena">Where <paramref name="view"/>'s bytes came from when this weight is to own them (given back when it is disposed).</param>
@@ -71,7 +73,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         return ExactGroups is null ? default : ExactGroups.AsSpan(first * words, count * words);
     }
 
-    /// <summary>A Q4_0, Q4_K or Q8_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
+    /// <summary>A Q4_0, Q4_K, Q8_0 or Q5_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
     /// <summary>A Q4_K or Q5_K matrix's rows with paired nibbles (<see cref="PairedNibbleRows"/>), owned by this weight; null where decode reads the stored rows.</summary>
@@ -129,8 +131,8 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Bytes of all the repacked panels; 0 when not repacked.</summary>
     public long PanelBytesTotal => Panels == null ? 0 : (long)PanelBytes * (Rows / QuantPanel.Rows);
 
-    /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
-    private int PanelBytes => StoredType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
+    /// <summary>Bytes of one repacked panel of this matrix's rows (a Q5_0 matrix's are Q8_0's).</summary>
+    private int PanelBytes => StoredType is DType.Q8_0 or DType.Q5_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
 
     /// <summary>
     /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one that fits <see cref="Q8_0Panels"/>
@@ -151,7 +153,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             PairedLayout = deposit ? PairedLayout.DepositedScales : PairedLayout.StoredScales;
         }
 
-        bool fits = StoredType == DType.Q8_0
+        bool fits = StoredType is DType.Q8_0 or DType.Q5_0
             ? Q8_0Panels.Fits(Rows, Cols) && QuantPanel.MultipliesInIntegers(path, DType.Q8_0)
             : NibblePanels.Fits(StoredType, Rows, Cols);
         if (Panels != null || !fits)
@@ -173,6 +175,13 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             if (StoredType == DType.Q8_0)
             {
                 Q8_0Panels.Repack(rows, Cols, panel);
+            }
+            else if (StoredType == DType.Q5_0)
+            {
+                // Pairs of blocks (Q5_0Pairs) as the Q8_0 rows of the same values, then those rows' panels.
+                byte[] widened = new byte[QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols)];
+                Q5_0Pairs.ToQ8_0(rows, widened);
+                Q8_0Panels.Repack(widened, Cols, panel);
             }
             else
             {

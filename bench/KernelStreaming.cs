@@ -14,7 +14,7 @@ namespace QwenSharp.Bench;
 /// Linux gives them, as <see cref="HugePages"/>): the figure is the median
 /// of the trials' ratios, kernel GB/s over sum GB/s, which a host's drifting bandwidth moves far less than either alone.
 /// <code>
-///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
+///   dotnet run -c Release --project bench -- stream [--type q8_0,q4_0,q5_0,q3_k,q4_k,q5_k,q6_k,iq4_xs,bf16,f16] [--trials 12] [--cols N]
 ///       [--rows-apart on|off] [--wide on|off] [--placed on|off] [--paired on|off] [--deposit on|off] [--panels on|off]
 ///       [--half-scales on|off] [--kib N]
 /// </code>
@@ -77,9 +77,9 @@ internal static unsafe class KernelStreaming
             {
                 // By any type's name (DTypes.TryParse knows only the types QwenSharp writes), of those with a decode kernel here.
                 DType? named = Enum.GetValues<DType>().Where(t => DTypes.Name(t).Equals(name, StringComparison.OrdinalIgnoreCase)).Cast<DType?>().FirstOrDefault();
-                DType type = named is DType.Q2_K or DType.Q3_K or DType.Q8_0 or DType.Q4_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
+                DType type = named is DType.Q2_K or DType.Q3_K or DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
                     ? named.Value
-                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q5_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
                 int width = cols ?? (DTypes.BlockValues(type) == 256 ? 1536 : 896);
                 if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
                 {
@@ -181,7 +181,7 @@ internal static unsafe class KernelStreaming
         {
             random.NextBytes(blocks);
             int blockBytes = DTypes.BlockBytes(type);
-            ushort scale = type is DType.Q8_0 or DType.Q4_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
+            ushort scale = type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
             int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, DType.Q3_K => 108, _ => 0 };
             for (int b = 0; b < blocks.Length; b += blockBytes)
             {
@@ -214,6 +214,17 @@ internal static unsafe class KernelStreaming
                 float[] yPanels = new float[panelRows];
                 ReadOnlySpan<byte> PanelsAt(int r, int count) => new(buffer + ((long)r / QuantPanel.Rows * panelBytes), count / QuantPanel.Rows * panelBytes);
                 return InChunks(panelRows, (r, count) => MatMul.RepackedRows(path, type, PanelsAt(r, count), cols, panelRows, q8Panels, null, 1, default, yPanels, r, r + count, scales));
+            case DType.Q5_0:
+                // As decode reads them where the CPU has GFNI: in pairs of blocks (Q5_0Pairs), the same bytes; else widened to Q8_0.
+                var q8Five = new Q8Activations();
+                q8Five.Quantize(x, 1, cols, path);
+                if (!Q5_0Pairs.Pays(path))
+                {
+                    throw new ArgumentException("--type q5_0: this CPU multiplies Q5_0 widened to Q8_0 (no GFNI); stream q8_0");
+                }
+
+                Q5_0Pairs.Repack(weights.ToArray(), weights);
+                return InChunks(rows, (r, count) => Q5_0PairKernel.DotRows(path, RowsAt(r, count), count, q8Five.Row(0), y.AsSpan(r, count)));
             case DType.Q8_0 or DType.Q4_0:
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);

@@ -4,7 +4,8 @@ namespace QwenSharp.Formats;
 /// Stored types the backends multiply as a wider type that holds every one of their values (the same scales and codes,
 /// the same float operations: dequantizing the wider block gives the stored one's values bit for bit): Q5_0 and IQ4_NL as
 /// Q8_0. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
-/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes. (Q3_K was stored again as Q6_K, at
+/// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes. (A CPU with GFNI and AVX-VNNI keeps
+/// Q5_0's bytes instead, its blocks rearranged in pairs: the CPU backend's <c>Q5_0Pairs</c>.) (Q3_K was stored again as Q6_K, at
 /// 210 bytes a super-block for 110, until the CPU's kernels and the GPU's shaders read it as stored.)
 /// </summary>
 public static class Widening

@@ -256,6 +256,22 @@ internal static class MatMul
     }
 
     /// <summary>
+    /// A Q5_0 matrix's rows in pairs of blocks (<see cref="Q5_0Pairs"/>) against a few tokens, each through
+    /// <see cref="Q5_0PairKernel"/> alone (one token's decode; a few where each token must get its own bits, else they read
+    /// the matrix's Q8_0 panels).
+    /// </summary>
+    public static void Q5_0PairRows(KernelPath path, ReadOnlySpan<byte> pairs, int outFeatures, Q8Activations quantized, int tokens, ReadOnlySpan<float> bias,
+        Span<float> y, int rowStart, int rowEnd)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
+            Q5_0PairKernel.DotRows(path, pairs, rowEnd - rowStart, quantized.Row(t), results);
+            AddBias(results, bias, rowStart);
+        }
+    }
+
+    /// <summary>
     /// <see cref="Q8Rows"/>' and <see cref="KQuantRows"/>' panels for Q4_0 or Q4_K weights repacked at load (<see cref="NibblePanels"/>;
     /// rows a whole number of panels): the tokens' activations (<paramref name="q8"/> for Q4_0, <paramref name="q8k"/> for Q4_K)
     /// multiply the panels as they are (<see cref="QuantPanel.MultiplyRepacked(KernelPath, ReadOnlySpan{byte}, int, Q8Activations, Span{float}, int, ReadOnlySpan{byte})"/>),

@@ -395,7 +395,7 @@ internal static class Q8IntegerKernel
 
     /// <summary>Four rows' sums (<see cref="FourRows{TBlock}"/> over rows a quarter apart) to rows r, r + q, r + 2q and r + 3q.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreQuarters(Vector128<float> sums, ref float y, int r, int quarter)
+    internal static void StoreQuarters(Vector128<float> sums, ref float y, int r, int quarter)
     {
         Unsafe.Add(ref y, r) = sums.ToScalar();
         Unsafe.Add(ref y, r + quarter) = sums.GetElement(1);
@@ -461,7 +461,7 @@ internal static class Q8IntegerKernel
 
     /// <summary>Four rows' accumulators to their four sums, in <see cref="FourRows{TBlock}"/>'s order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Sum4(Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
+    internal static Vector128<float> Sum4(Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
     {
         Vector128<float> s0 = acc0.GetLower() + acc0.GetUpper(), s1 = acc1.GetLower() + acc1.GetUpper();
         Vector128<float> s2 = acc2.GetLower() + acc2.GetUpper(), s3 = acc3.GetLower() + acc3.GetUpper();

@@ -315,11 +315,23 @@ public sealed class GgmlDequantizeTests
     public void Q5_0Q4_1AndQ5_1Files_KeepEveryValueExactly_NothingRequantized(LLamaFtype ftype, GgmlType type)
     {
         // Q5_0 (what llama.cpp's Q4_K_M stores for rows that are not whole super-blocks, such as Qwen2.5-0.5B's 896-wide
-        // ones) is widened to Q8_0 without loss; Q5_1 (Q5_K_M's for those rows) and Q4_1 become the Q8_0 matrix of their
-        // codes and their block minimums. No load note (nothing requantized); every value of every such matrix the CPU
-        // multiplies equal to the file's (llama.cpp's quantizer wrote it) bit for bit; a decode step reads them as Q8_0 (and
-        // the minimums). (The logits against llama.cpp's, on every path and the GPU:
-        // LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
+        // ones) is stored again in pairs of blocks where the CPU multiplies those (Q5_0Pairs: GFNI, and integer Q8_0 panels
+        // for several tokens), else widened to Q8_0 without loss; Q5_1 (Q5_K_M's for those rows) and Q4_1 become the Q8_0
+        // matrix of their codes and their block minimums. No load note (nothing requantized); every value of every such
+        // matrix the CPU multiplies equal to the file's (llama.cpp's quantizer wrote it) bit for bit; a decode step reads the
+        // pairs' bytes (the file's), or the Q8_0 ones and the minimums. Run both ways where the CPU has the pairs' kernel.
+        // (The logits against llama.cpp's, on every path and the GPU: LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
+        foreach (bool pairs in type == GgmlType.Q5_0 && QwenSharp.Cpu.Kernels.Q5_0Pairs.Pays(KernelPaths.Default) ? new[] { true, false } : [false])
+        {
+            using (QwenSharp.Cpu.Kernels.Q5_0Pairs.Assume(pairs))
+            {
+                KeepsEveryValueExactly(ftype, type, pairs);
+            }
+        }
+    }
+
+    private static void KeepsEveryValueExactly(LLamaFtype ftype, GgmlType type, bool pairs)
+    {
         string quantized = LlamaCpp.Quantize(RandomKQuantModel.Gguf.Value, ftype);
         using IBackend backend = TestBackends.Create("cpu");
         using Qwen2Model model = Qwen2Model.Load(quantized, backend);
@@ -329,9 +341,9 @@ public sealed class GgmlDequantizeTests
         GgufTensorInfo[] stored = [.. file.Tensors.Values.Where(t => t.Type == (int)type)];
         Assert.NotEmpty(stored);
         Assert.True(GgmlTypes.TryGetDType((int)type, out QwenSharp.Formats.DType dtype));
-        int minimumBytes = type == GgmlType.Q5_0 ? 0 : 4;
+        int minimumBytes = type == GgmlType.Q5_0 ? 0 : 4, blockBytes = pairs ? 22 : 34;
         long matrixBytes = file.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")
-            .Sum(t => t.Type == (int)type ? (t.Shape[0] * t.Shape[1] / 32 * 34) + ((t.Shape[0] + 15) / 16 * 16 * t.Shape[1] / 32 * minimumBytes) : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
+            .Sum(t => t.Type == (int)type ? (t.Shape[0] * t.Shape[1] / 32 * blockBytes) + ((t.Shape[0] + 15) / 16 * 16 * t.Shape[1] / 32 * minimumBytes) : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
         Assert.Equal(matrixBytes, model.DecodeStepBytes);
         foreach (GgufTensorInfo tensor in stored)
         {
@@ -339,14 +351,23 @@ public sealed class GgmlDequantizeTests
             var view = new QwenSharp.Formats.TensorView(tensor.Name, quantized, dtype, tensor.Shape, file.DataOf(tensor));
             using DeviceWeight weight = backend.Upload(view);
             var cpu = QwenSharp.Cpu.CpuWeight.Of(weight);
-            Assert.Equal(QwenSharp.Formats.DType.Q8_0, cpu.StoredType);
+            Assert.Equal(pairs ? QwenSharp.Formats.DType.Q5_0 : QwenSharp.Formats.DType.Q8_0, cpu.StoredType);
             Assert.Equal(type != GgmlType.Q5_0, cpu.HasBlockMinimums);
             var expected = new float[count];
             var actual = new float[count];
             unsafe
             {
                 QwenSharp.Formats.TensorValues.ToSingle(view).CopyTo(expected, 0);
-                Q8_0Blocks.Dequantize(new ReadOnlySpan<byte>(cpu.Data, checked((int)(count / 32 * 34))), actual);
+                var held = new ReadOnlySpan<byte>(cpu.Data, checked((int)(count / 32 * blockBytes)));
+                if (pairs)
+                {
+                    QwenSharp.Cpu.Kernels.Q5_0Pairs.Dequantize(held, actual);
+                }
+                else
+                {
+                    Q8_0Blocks.Dequantize(held, actual);
+                }
+
                 for (int i = 0; i < count && cpu.HasBlockMinimums; i++)
                 {
                     actual[i] += cpu.BlockMinimum((int)(i / tensor.Shape[1]), (int)(i % tensor.Shape[1] / 32));

@@ -42,6 +42,12 @@ public sealed class Q8IntegerKernelTests
     {
         var w = new float[x.Codes.Length];
         QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
+        return DotInDouble(w, x, out magnitude);
+    }
+
+    /// <summary>Σ w × x in double, x being the Q8_0 activations' codes × their block's scale; <paramref name="magnitude"/>: Σ |w × x|.</summary>
+    internal static double DotInDouble(float[] w, Q8Row x, out double magnitude)
+    {
         double expected = 0;
         magnitude = 0;
         for (int i = 0; i < w.Length; i++)
