@@ -78,13 +78,12 @@ public sealed class CpuBackend : IBackend
                 var vector = new float[length];
                 WidenRow(tensor.DType, tensor.Bytes, vector);
                 return new CpuWeight(tensor, 1, length, vector);
-            case 2 when tensor.DType == DType.Q5_0 && repack && Q5_0Pairs.Pays(KernelPath) && Q5_0Pairs.Fits(checked((int)tensor.Shape[1]))
-                && Q8_0Panels.Fits(checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1])):
+            case 2 when tensor.DType == DType.Q5_0 && repack && PairsFit(tensor):
                 return UploadPaired(tensor);
             case 2 when Widening.Target(tensor.DType) is DType wider:
                 return Upload(Widened(tensor, wider), repack, _panels);
             case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
-                return UploadWithMinimums(tensor, repack);
+                return UploadWithMinimums(tensor, repack && tensor.DType == DType.Q5_1 && PairsFit(tensor), repack);
             case 2:
                 int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
                 var matrix = new CpuWeight(tensor, rows, cols, null, dataArena)
@@ -129,6 +128,10 @@ public sealed class CpuBackend : IBackend
         return new TensorView(tensor.Name, tensor.Source, wider, tensor.Shape, (nint)widened);
     }
 
+    /// <summary>Whether a Q5_0 or Q5_1 matrix of <paramref name="tensor"/>'s shape is stored in pairs of blocks here (<see cref="Q5_0Pairs"/>).</summary>
+    private bool PairsFit(TensorView tensor) =>
+        Q5_0Pairs.Pays(KernelPath) && Q5_0Pairs.Fits(checked((int)tensor.Shape[1])) && Q8_0Panels.Fits(checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]));
+
     /// <summary>
     /// A Q5_0 matrix stored again in pairs of blocks (<see cref="Q5_0Pairs"/>: the file's bytes, rearranged), which one token
     /// multiplies through <see cref="Q5_0PairKernel"/>, and repacked into Q8_0's panels (<see cref="Q8_0Panels"/>, its values
@@ -162,13 +165,15 @@ public sealed class CpuBackend : IBackend
     /// A Q4_1 or Q5_1 matrix (a Q5_K_M GGUF's rows that are not whole super-blocks, Qwen2.5-0.5B's 896-wide ones; Q4_1 and
     /// Q5_1 files) as the Q8_0 matrix of its codes and scales and its minimums as f32 (<see cref="BlockMinimums"/>: one per
     /// 32 values): every value as stored (q × d + m), multiplied by the Q8_0 kernels with each block's minimum × the
-    /// activations' block sum added. 38 bytes a block against the file's 20 or 24, at Q8_0's speed. Both parts in memory
-    /// from the weight arena, given back with the weight.
+    /// activations' block sum added. 38 bytes a block against the file's 20 or 24, at Q8_0's speed. A Q5_1 matrix
+    /// <paramref name="paired"/> (where the CPU multiplies Q5_0 in pairs) is instead its codes and scales in Q5_0's pairs
+    /// (<see cref="Q5_0Pairs.RepackQ5_1"/>: 22 bytes a block, the codes taken without Q5_0's offset) and the same minimums:
+    /// 26 bytes a block. Both parts in memory from the weight arena, given back with the weight.
     /// </summary>
-    private unsafe CpuWeight UploadWithMinimums(TensorView tensor, bool repack)
+    private unsafe CpuWeight UploadWithMinimums(TensorView tensor, bool paired, bool repack)
     {
         int rows = checked((int)tensor.Shape[0]), cols = checked((int)tensor.Shape[1]);
-        const DType codesType = DType.Q8_0;
+        DType codesType = paired ? DType.Q5_0 : DType.Q8_0;
         const int blockValues = BlockMinimums.BlockValues;
         if (cols % DTypes.BlockValues(tensor.DType) != 0)
         {
@@ -190,7 +195,14 @@ public sealed class CpuBackend : IBackend
                     var stored = new ReadOnlySpan<byte>(source + (r * rowIn), checked((int)rowIn));
                     var rowCodes = new Span<byte>(codes + (r * rowOut), checked((int)rowOut));
                     var rowMinimums = new Span<float>(minimums + BlockMinimums.Index(r, 0, blocks), ((blocks - 1) * BlockMinimums.GroupRows) + 1);
-                    LegacyQuantBlocks.SplitMinimums(tensor.DType, stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
+                    if (paired)
+                    {
+                        Q5_0Pairs.RepackQ5_1(stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
+                    }
+                    else
+                    {
+                        LegacyQuantBlocks.SplitMinimums(tensor.DType, stored, rowCodes, rowMinimums, BlockMinimums.GroupRows);
+                    }
                 }
             });
         }
@@ -225,7 +237,16 @@ public sealed class CpuBackend : IBackend
         CheckCols(x, weights.Cols, "embedding");
         for (int i = 0; i < tokens.Length; i++)
         {
-            WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
+            if (weights.StoredType == DType.Q5_0)
+            {
+                // Pairs of blocks (UploadPaired), of a Q5_1 matrix's codes (as stored, no offset) where it has minimums.
+                Q5_0Pairs.Dequantize(weights.RowBytesOf(tokens[i], 1), x.Row(i), weights.HasBlockMinimums ? 0 : 16);
+            }
+            else
+            {
+                WidenRow(weights.StoredType, weights.RowBytesOf(tokens[i], 1), x.Row(i));
+            }
+
             if (weights.BlockMinimums != null)
             {
                 // The codes' part is the value ggml computes before adding m (q × d), so adding m rounds as ggml's does.
@@ -420,7 +441,6 @@ public sealed class CpuBackend : IBackend
         {
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
-            case DType.Q5_0: Q5_0Pairs.Dequantize(source, destination); break;    // on this backend a Q5_0 matrix is in pairs (UploadPaired)
             case DType.Q8_0 or DType.Q4_0 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }

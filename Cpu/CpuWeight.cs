@@ -15,7 +15,8 @@ namespace QwenSharp.Cpu;
 /// also holds its rows so rearranged, which decode then reads in place of the stored ones. Where every product reads such
 /// copies (<see cref="ProductsReadCopies"/>), the model lets the stored rows' pages of a mapped file go from memory.
 /// A Q5_0 matrix here is always its blocks in pairs (<see cref="Q5_0Pairs"/>, owned), with Q8_0 panels of the same values
-/// for several tokens; where the CPU has no kernel for those it was widened to Q8_0 at upload.
+/// for several tokens; where the CPU has no kernel for those it was widened to Q8_0 at upload. One with
+/// <see cref="BlockMinimums"/> was a Q5_1 matrix: its pairs hold the codes to take as they are, without Q5_0's offset.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
 {
@@ -44,7 +45,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
 
     /// <summary>
     /// A Q4_1 or Q5_1 matrix's block minimums as f32 in groups of rows (<see cref="Kernels.BlockMinimums.Index"/>), its codes and
-    /// scales being <see cref="Data"/> as Q8_0; null for other matrices. Owned with <see cref="Data"/>.
+    /// scales being <see cref="Data"/> as Q8_0 (or Q5_0's pairs); null for other matrices. Owned with <see cref="Data"/>.
     /// </summary>
     public float* BlockMinimums { get; init; }
 
@@ -180,7 +181,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             {
                 // Pairs of blocks (Q5_0Pairs) as the Q8_0 rows of the same values, then those rows' panels.
                 byte[] widened = new byte[QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols)];
-                Q5_0Pairs.ToQ8_0(rows, widened);
+                Q5_0Pairs.ToQ8_0(rows, widened, HasBlockMinimums ? 0 : 16);
                 Q8_0Panels.Repack(widened, Cols, panel);
             }
             else

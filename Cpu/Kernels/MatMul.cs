@@ -258,15 +258,15 @@ internal static class MatMul
     /// <summary>
     /// A Q5_0 matrix's rows in pairs of blocks (<see cref="Q5_0Pairs"/>) against a few tokens, each through
     /// <see cref="Q5_0PairKernel"/> alone (one token's decode; a few where each token must get its own bits, else they read
-    /// the matrix's Q8_0 panels).
+    /// the matrix's Q8_0 panels); the codes less 16 where <paramref name="offset"/>, else as they are (a Q5_1 matrix's).
     /// </summary>
     public static void Q5_0PairRows(KernelPath path, ReadOnlySpan<byte> pairs, int outFeatures, Q8Activations quantized, int tokens, ReadOnlySpan<float> bias,
-        Span<float> y, int rowStart, int rowEnd)
+        Span<float> y, int rowStart, int rowEnd, bool offset)
     {
         for (int t = 0; t < tokens; t++)
         {
             Span<float> results = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart);
-            Q5_0PairKernel.DotRows(path, pairs, rowEnd - rowStart, quantized.Row(t), results);
+            Q5_0PairKernel.DotRows(path, pairs, rowEnd - rowStart, quantized.Row(t), results, offset);
             AddBias(results, bias, rowStart);
         }
     }

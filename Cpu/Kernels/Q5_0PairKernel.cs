@@ -26,15 +26,19 @@ internal static class Q5_0PairKernel
     private const ulong LowNibbles = 0x0102040800000000, HighNibbles = 0x1020408000000000;
 
     /// <summary>One row's dot product with one token's activations (the tests' entry; the model calls <see cref="DotRows"/>).</summary>
-    public static float Dot(KernelPath path, ReadOnlySpan<byte> row, Q8Row x)
+    public static float Dot(KernelPath path, ReadOnlySpan<byte> row, Q8Row x, bool offset = true)
     {
         Span<float> result = stackalloc float[1];
-        DotRows(path, row, 1, x, result);
+        DotRows(path, row, 1, x, result, offset);
         return result[0];
     }
 
-    /// <summary><paramref name="count"/> consecutive rows of pairs dotted with one token's activations into <paramref name="results"/>.</summary>
-    public static unsafe void DotRows(KernelPath path, ReadOnlySpan<byte> rows, int count, Q8Row x, Span<float> results)
+    /// <summary>
+    /// <paramref name="count"/> consecutive rows of pairs dotted with one token's activations into <paramref name="results"/>:
+    /// Q5_0's codes less 16 where <paramref name="offset"/>, else the codes as they are (a Q5_1 matrix's, whose minimums
+    /// <see cref="BlockMinimums"/> adds).
+    /// </summary>
+    public static unsafe void DotRows(KernelPath path, ReadOnlySpan<byte> rows, int count, Q8Row x, Span<float> results, bool offset = true)
     {
         int blocks = x.Codes.Length / Values;
         long rowBytes = (long)blocks / 2 * Q5_0Pairs.PairBytes;
@@ -52,22 +56,33 @@ internal static class Q5_0PairKernel
             {
                 for (int r = 0; r < count; r++)
                 {
-                    Unsafe.Add(ref y, r) = Scalar(new ReadOnlySpan<byte>(pinned + (r * rowBytes), (int)rowBytes), operands);
+                    Unsafe.Add(ref y, r) = Scalar(new ReadOnlySpan<byte>(pinned + (r * rowBytes), (int)rowBytes), operands, offset ? 16 : 0);
                 }
             }
             else if (ByteDots.Vnni(path))
             {
-                Rows<Vnni>(pinned, (int)rowBytes, count, operands, ref y);
+                if (offset)
+                {
+                    Rows<Vnni, LessSixteen>(pinned, (int)rowBytes, count, operands, ref y);
+                }
+                else
+                {
+                    Rows<Vnni, AsStored>(pinned, (int)rowBytes, count, operands, ref y);
+                }
+            }
+            else if (offset)
+            {
+                Rows<PairSums, LessSixteen>(pinned, (int)rowBytes, count, operands, ref y);
             }
             else
             {
-                Rows<PairSums>(pinned, (int)rowBytes, count, operands, ref y);
+                Rows<PairSums, AsStored>(pinned, (int)rowBytes, count, operands, ref y);
             }
         }
     }
 
-    /// <summary>The reference: Σ_b d_w d_x Σ_j (code_j − 16) x_j, block by block in order.</summary>
-    private static float Scalar(ReadOnlySpan<byte> row, scoped in RowOperands x)
+    /// <summary>The reference: Σ_b d_w d_x Σ_j (code_j − <paramref name="offset"/>) x_j, block by block in order.</summary>
+    private static float Scalar(ReadOnlySpan<byte> row, scoped in RowOperands x, int offset)
     {
         float total = 0;
         for (int b = 0; b < x.Blocks; b++)
@@ -76,7 +91,7 @@ internal static class Q5_0PairKernel
             int sumi = 0;
             for (int j = 0; j < Values; j++)
             {
-                sumi += (Q5_0Pairs.Code(pair, (b % 2 * Values) + j) - 16) * Unsafe.Add(ref x.Codes, (b * Values) + j);
+                sumi += (Q5_0Pairs.Code(pair, (b % 2 * Values) + j) - offset) * Unsafe.Add(ref x.Codes, (b * Values) + j);
             }
 
             total += Unsafe.Add(ref x.HalfTable, Q5_0Pairs.Scale(pair, b % 2)) * Unsafe.Add(ref x.Scales, b) * sumi;
@@ -87,18 +102,19 @@ internal static class Q5_0PairKernel
 
     /// <summary>The rows four at a time, a quarter of them apart; the last count % 4 one at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Rows<TDot>(byte* w, int rowBytes, int count, scoped in RowOperands x, ref float y)
+    private static unsafe void Rows<TDot, TCodes>(byte* w, int rowBytes, int count, scoped in RowOperands x, ref float y)
         where TDot : IByteDot
+        where TCodes : struct, ICodeOffset
     {
         int quarter = count / 4;
         for (int r = 0; r < quarter; r++)
         {
-            Q8IntegerKernel.StoreQuarters(FourRows<TDot>(w + ((nint)r * rowBytes), (nint)quarter * rowBytes, x), ref y, r, quarter);
+            Q8IntegerKernel.StoreQuarters(FourRows<TDot, TCodes>(w + ((nint)r * rowBytes), (nint)quarter * rowBytes, x), ref y, r, quarter);
         }
 
         for (int r = 4 * quarter; r < count; r++)
         {
-            Unsafe.Add(ref y, r) = FourRows<TDot>(w + ((nint)r * rowBytes), 0, x).ToScalar();
+            Unsafe.Add(ref y, r) = FourRows<TDot, TCodes>(w + ((nint)r * rowBytes), 0, x).ToScalar();
         }
     }
 
@@ -107,8 +123,9 @@ internal static class Q5_0PairKernel
     /// the four lanes (a stride of 0 runs one row four times). A pair of blocks a pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector128<float> FourRows<TDot>(byte* row, nint stride, scoped in RowOperands x)
+    private static unsafe Vector128<float> FourRows<TDot, TCodes>(byte* row, nint stride, scoped in RowOperands x)
         where TDot : IByteDot
+        where TCodes : struct, ICodeOffset
     {
         ref float half = ref x.HalfTable;
         ref float scale = ref x.Scales;
@@ -128,7 +145,8 @@ internal static class Q5_0PairKernel
 
             // The pair's activations: codes, Q4_0's offsets (-8 × every 4 codes' sum) doubled for the offset of 16, scales.
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codes), xb = Vector256.LoadUnsafe(ref codes, Values);
-            Vector256<int> startA = Vector256.LoadUnsafe(ref offsets) << 1, startB = Vector256.LoadUnsafe(ref offsets, 8) << 1;
+            Vector256<int> startA = TCodes.LessSixteen ? Vector256.LoadUnsafe(ref offsets) << 1 : default;
+            Vector256<int> startB = TCodes.LessSixteen ? Vector256.LoadUnsafe(ref offsets, 8) << 1 : default;
             Vector256<float> sa = Vector256.Create(scale), sb = Vector256.Create(Unsafe.Add(ref scale, 1));
             acc0 = Pair<TDot>(row, xa, xb, startA, startB, sa, sb, ref half, split, fifthA, fifthB, acc0);
             acc1 = Pair<TDot>(row + stride, xa, xb, startA, startB, sa, sb, ref half, split, fifthA, fifthB, acc1);
@@ -156,5 +174,21 @@ internal static class Q5_0PairKernel
             | Gfni.V256.GaloisFieldAffineTransform(fifths, fifthB, 0);
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(startA, codesA, xa)) * Vector256.Create(RowOperands.Half(ref half, ref *pair)), sa, acc);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(TDot.Dot(startB, codesB, xb)) * Vector256.Create(RowOperands.Half(ref half, ref pair[Q5_0Pairs.BlockBytes])), sb, acc);
+    }
+
+    /// <summary>Whether the codes are Q5_0's (the value's code less 16) or taken as stored (Q5_1's, whose minimum is added apart).</summary>
+    private interface ICodeOffset
+    {
+        static abstract bool LessSixteen { get; }
+    }
+
+    private readonly struct LessSixteen : ICodeOffset
+    {
+        static bool ICodeOffset.LessSixteen => true;
+    }
+
+    private readonly struct AsStored : ICodeOffset
+    {
+        static bool ICodeOffset.LessSixteen => false;
     }
 }

@@ -8,7 +8,8 @@ namespace QwenSharp.Cpu.Kernels;
 /// Q5_0 rows stored again at load as pairs of blocks, in the bytes the file holds them in (44 a pair), arranged so that
 /// one GFNI affine transform (vgf2p8affineqb) puts every value's fifth bit in its byte (<see cref="Q5_0PairKernel"/>).
 /// Q5_0 is what llama.cpp's Q4_K_M stores for matrices whose rows are not whole 256-value super-blocks: Qwen2.5-0.5B's
-/// 896-wide q/k/v/o/gate/up, two thirds of its bytes. Widened to Q8_0 they are 34 bytes a block for 22.
+/// 896-wide q/k/v/o/gate/up, two thirds of its bytes. Widened to Q8_0 they are 34 bytes a block for 22. Q5_1 (Q5_K_M's
+/// fallback for those rows) goes in the same pairs, its minimums apart (<see cref="RepackQ5_1"/>).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -64,17 +65,45 @@ internal static class Q5_0Pairs
             throw new ArgumentException($"Q5_0 rows of whole pairs of blocks ({PairBytes} bytes) into as many bytes: {stored.Length} into {pairs.Length}");
         }
 
-        for (int p = 0; p < stored.Length / PairBytes; p++)
-        {
-            ReadOnlySpan<byte> a = stored.Slice(p * PairBytes, LegacyQuantBlocks.Q5_0BlockBytes), b = stored.Slice((p * PairBytes) + LegacyQuantBlocks.Q5_0BlockBytes, LegacyQuantBlocks.Q5_0BlockBytes);
-            Span<byte> pair = pairs.Slice(p * PairBytes, PairBytes);
+        RepackBlocks(stored, LegacyQuantBlocks.Q5_0BlockBytes, 2, pairs);
+    }
 
-            // Scale and nibbles of each block as Q4_0 lays them out; the fifth-bit words (bytes 2-5) transposed after them.
+    /// <summary>
+    /// Stored Q5_1 rows (whole pairs of blocks) as pairs of their scales and codes (0..31, which the kernels then take
+    /// without Q5_0's offset of 16), each block's minimum to <paramref name="minimums"/>[b × <paramref name="minimumStride"/>]
+    /// (<see cref="BlockMinimums"/>): value = code × scale + minimum, as stored.
+    /// </summary>
+    public static void RepackQ5_1(ReadOnlySpan<byte> stored, Span<byte> pairs, Span<float> minimums, int minimumStride)
+    {
+        int blocks = stored.Length / LegacyQuantBlocks.Q5_1BlockBytes;
+        if (stored.Length % (2 * LegacyQuantBlocks.Q5_1BlockBytes) != 0 || pairs.Length != blocks / 2 * PairBytes)
+        {
+            throw new ArgumentException($"Q5_1 rows of whole pairs of blocks ({2 * LegacyQuantBlocks.Q5_1BlockBytes} bytes) into {PairBytes} bytes a pair: {stored.Length} into {pairs.Length}");
+        }
+
+        RepackBlocks(stored, LegacyQuantBlocks.Q5_1BlockBytes, 4, pairs);
+        for (int b = 0; b < blocks; b++)
+        {
+            minimums[b * minimumStride] = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(stored[((b * LegacyQuantBlocks.Q5_1BlockBytes) + 2)..]));
+        }
+    }
+
+    /// <summary>
+    /// Blocks of <paramref name="blockBytes"/> (an f16 scale first, the 32-bit fifth-bit word at <paramref name="fifthAt"/>,
+    /// the 16 bytes of nibbles last) as pairs: each block's scale and nibbles as Q4_0 lays a block out, the pair's two
+    /// fifth-bit words transposed after them.
+    /// </summary>
+    private static void RepackBlocks(ReadOnlySpan<byte> stored, int blockBytes, int fifthAt, Span<byte> pairs)
+    {
+        for (int p = 0; p < stored.Length / (2 * blockBytes); p++)
+        {
+            ReadOnlySpan<byte> a = stored.Slice(2 * p * blockBytes, blockBytes), b = stored.Slice(((2 * p) + 1) * blockBytes, blockBytes);
+            Span<byte> pair = pairs.Slice(p * PairBytes, PairBytes);
             a[..2].CopyTo(pair);
-            a[6..].CopyTo(pair[2..]);
+            a[(fifthAt + 4)..].CopyTo(pair[2..]);
             b[..2].CopyTo(pair[BlockBytes..]);
-            b[6..].CopyTo(pair[(BlockBytes + 2)..]);
-            uint fifthA = BinaryPrimitives.ReadUInt32LittleEndian(a[2..]), fifthB = BinaryPrimitives.ReadUInt32LittleEndian(b[2..]);
+            b[(fifthAt + 4)..].CopyTo(pair[(BlockBytes + 2)..]);
+            uint fifthA = BinaryPrimitives.ReadUInt32LittleEndian(a[fifthAt..]), fifthB = BinaryPrimitives.ReadUInt32LittleEndian(b[fifthAt..]);
             for (int k = 0; k < 8; k++)
             {
                 int bits = 0;
@@ -102,8 +131,11 @@ internal static class Q5_0Pairs
     /// <summary>Block <paramref name="block"/>'s (0 or 1) f16 scale bits in the pair at <paramref name="pair"/>.</summary>
     public static ushort Scale(ReadOnlySpan<byte> pair, int block) => BinaryPrimitives.ReadUInt16LittleEndian(pair[(block * BlockBytes)..]);
 
-    /// <summary>Rows of pairs as f32: value = (code − 16) × scale, as <see cref="LegacyQuantBlocks.DequantizeQ5_0"/> gives the stored blocks.</summary>
-    public static void Dequantize(ReadOnlySpan<byte> pairs, Span<float> values)
+    /// <summary>
+    /// Rows of pairs as f32: value = (code − <paramref name="offset"/>) × scale, as <see cref="LegacyQuantBlocks.DequantizeQ5_0"/>
+    /// gives the stored blocks (offset 16); with offset 0 (a Q5_1 matrix's codes), the value before its block's minimum is added.
+    /// </summary>
+    public static void Dequantize(ReadOnlySpan<byte> pairs, Span<float> values, int offset = 16)
     {
         for (int p = 0; p < values.Length / PairValues; p++)
         {
@@ -111,16 +143,17 @@ internal static class Q5_0Pairs
             float scaleA = HalfBits.ToSingle(Scale(pair, 0)), scaleB = HalfBits.ToSingle(Scale(pair, 1));
             for (int j = 0; j < PairValues; j++)
             {
-                values[(p * PairValues) + j] = (Code(pair, j) - 16) * (j < 32 ? scaleA : scaleB);
+                values[(p * PairValues) + j] = (Code(pair, j) - offset) * (j < 32 ? scaleA : scaleB);
             }
         }
     }
 
     /// <summary>
-    /// Rows of pairs as Q8_0 blocks without loss (each block's scale, codes − 16), as <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/>
-    /// widens the stored blocks: for the Q8_0 panels that many tokens multiply.
+    /// Rows of pairs as Q8_0 blocks without loss (each block's scale, codes − <paramref name="offset"/>), as
+    /// <see cref="LegacyQuantBlocks.WidenQ5_0ToQ8_0"/> widens the stored blocks (offset 16; 0 for a Q5_1 matrix's codes, as
+    /// <see cref="LegacyQuantBlocks.SplitMinimums"/> keeps them): for the Q8_0 panels that many tokens multiply.
     /// </summary>
-    public static void ToQ8_0(ReadOnlySpan<byte> pairs, Span<byte> q8Blocks)
+    public static void ToQ8_0(ReadOnlySpan<byte> pairs, Span<byte> q8Blocks, int offset = 16)
     {
         for (int p = 0; p < pairs.Length / PairBytes; p++)
         {
@@ -131,7 +164,7 @@ internal static class Q5_0Pairs
                 BinaryPrimitives.WriteUInt16LittleEndian(wide, Scale(pair, block));
                 for (int i = 0; i < 32; i++)
                 {
-                    wide[2 + i] = (byte)(sbyte)(Code(pair, (32 * block) + i) - 16);
+                    wide[2 + i] = (byte)(sbyte)(Code(pair, (32 * block) + i) - offset);
                 }
             }
         }

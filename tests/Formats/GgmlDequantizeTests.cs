@@ -321,7 +321,7 @@ public sealed class GgmlDequantizeTests
         // matrix the CPU multiplies equal to the file's (llama.cpp's quantizer wrote it) bit for bit; a decode step reads the
         // pairs' bytes (the file's), or the Q8_0 ones and the minimums. Run both ways where the CPU has the pairs' kernel.
         // (The logits against llama.cpp's, on every path and the GPU: LlamaCppQuantizedFiles_DequantizeAsLlamaCppDoes_AndGiveItsLogits.)
-        foreach (bool pairs in type == GgmlType.Q5_0 && QwenSharp.Cpu.Kernels.Q5_0Pairs.Pays(KernelPaths.Default) ? new[] { true, false } : [false])
+        foreach (bool pairs in type is GgmlType.Q5_0 or GgmlType.Q5_1 && QwenSharp.Cpu.Kernels.Q5_0Pairs.Pays(KernelPaths.Default) ? new[] { true, false } : [false])
         {
             using (QwenSharp.Cpu.Kernels.Q5_0Pairs.Assume(pairs))
             {
@@ -341,7 +341,7 @@ public sealed class GgmlDequantizeTests
         GgufTensorInfo[] stored = [.. file.Tensors.Values.Where(t => t.Type == (int)type)];
         Assert.NotEmpty(stored);
         Assert.True(GgmlTypes.TryGetDType((int)type, out QwenSharp.Formats.DType dtype));
-        int minimumBytes = type == GgmlType.Q5_0 ? 0 : 4, blockBytes = pairs ? 22 : 34;
+        int minimumBytes = type == GgmlType.Q5_0 ? 0 : 4, blockBytes = pairs ? 22 : 34;    // pairs: Q5_0's bytes (of a Q5_1 matrix's codes and scales)
         long matrixBytes = file.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")
             .Sum(t => t.Type == (int)type ? (t.Shape[0] * t.Shape[1] / 32 * blockBytes) + ((t.Shape[0] + 15) / 16 * 16 * t.Shape[1] / 32 * minimumBytes) : GgmlTypes.TryGetBlock(t.Type, out int values, out int bytes) ? t.Shape[0] * t.Shape[1] / values * bytes : 0);
         Assert.Equal(matrixBytes, model.DecodeStepBytes);
@@ -361,7 +361,7 @@ public sealed class GgmlDequantizeTests
                 var held = new ReadOnlySpan<byte>(cpu.Data, checked((int)(count / 32 * blockBytes)));
                 if (pairs)
                 {
-                    QwenSharp.Cpu.Kernels.Q5_0Pairs.Dequantize(held, actual);
+                    QwenSharp.Cpu.Kernels.Q5_0Pairs.Dequantize(held, actual, cpu.HasBlockMinimums ? 0 : 16);
                 }
                 else
                 {

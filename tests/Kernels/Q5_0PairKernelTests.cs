@@ -71,11 +71,69 @@ public sealed class Q5_0PairKernelTests
     }
 
     [Fact]
+    public void Q5_1_pairs_and_minimums_hold_every_stored_value_bit_for_bit()
+    {
+        // Q5_1 blocks (random codes, fifth bits, scales and minimums; the first block's codes all 31, the second's all 0) as
+        // pairs of codes and scales and f32 minimums every third float: code × scale + minimum must be the stored value.
+        const int blocks = 6, stride = 3;
+        var random = new Random(5);
+        var stored = new byte[blocks * LegacyQuantBlocks.Q5_1BlockBytes];
+        random.NextBytes(stored);
+        for (int b = 0; b < blocks; b++)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(stored.AsSpan(b * LegacyQuantBlocks.Q5_1BlockBytes), HalfBits.FromSingle((float)(random.NextDouble() * 0.01)));
+            BinaryPrimitives.WriteUInt16LittleEndian(stored.AsSpan((b * LegacyQuantBlocks.Q5_1BlockBytes) + 2), HalfBits.FromSingle((float)(random.NextDouble() - 0.5)));
+        }
+
+        stored.AsSpan(4, 20).Fill(0xFF);
+        stored.AsSpan(LegacyQuantBlocks.Q5_1BlockBytes + 4, 20).Clear();
+        var pairs = new byte[blocks * LegacyQuantBlocks.Q5_0BlockBytes];
+        float[] minimums = Enumerable.Repeat(float.NaN, ((blocks - 1) * stride) + 1).ToArray();
+        Q5_0Pairs.RepackQ5_1(stored, pairs, minimums, stride);
+        float[] expected = new float[blocks * 32], actual = new float[blocks * 32];
+        LegacyQuantBlocks.DequantizeQ5_1(stored, expected);
+        Q5_0Pairs.Dequantize(pairs, actual, offset: 0);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            float value = actual[i] + minimums[i / 32 * stride];
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(value), $"value {i}: {value}, stored {expected[i]}");
+        }
+
+        byte[] q8Expected = new byte[blocks * Q8_0Blocks.BlockBytes], q8Actual = new byte[blocks * Q8_0Blocks.BlockBytes];
+        LegacyQuantBlocks.SplitMinimums(DType.Q5_1, stored, q8Expected, new float[((blocks - 1) * stride) + 1], stride);
+        Q5_0Pairs.ToQ8_0(pairs, q8Actual, offset: 0);
+        Assert.Equal(q8Expected, q8Actual);
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Codes_taken_as_stored_give_the_products_of_the_codes_on_every_path(KernelPath path)
+    {
+        // A Q5_1 matrix's pairs: Σ code × scale × x per block with no offset (its minimums are added apart).
+        const int rows = 7, blocks = 4;
+        byte[] stored = RandomBlocks(rows * blocks, 19), matrix = Paired(stored);
+        float[] x = KernelData.Floats(blocks * 32, 21, scale: 2f);
+        var q8 = new Q8Activations();
+        q8.Quantize(x, 1, x.Length, path);
+        var results = new float[rows];
+        Q5_0PairKernel.DotRows(path, matrix, rows, q8.Row(0), results, offset: false);
+        var w = new float[rows * blocks * 32];
+        Q5_0Pairs.Dequantize(matrix, w, offset: 0);
+        for (int r = 0; r < rows; r++)
+        {
+            double expected = Q8IntegerKernelTests.DotInDouble(w.AsSpan(r * blocks * 32, blocks * 32).ToArray(), q8.Row(0), out double magnitude);
+            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * (magnitude + 1e-9), $"{path} row {r}: {results[r]}, expected {expected}");
+        }
+    }
+
+    [Fact]
     public void Repack_refuses_rows_that_are_not_whole_pairs()
     {
         byte[] oneBlock = RandomBlocks(1, 1);
         var e = Assert.Throws<ArgumentException>(() => Q5_0Pairs.Repack(oneBlock, new byte[oneBlock.Length]));
         Assert.Contains("pairs", e.Message, StringComparison.Ordinal);
+        e = Assert.Throws<ArgumentException>(() => Q5_0Pairs.RepackQ5_1(new byte[LegacyQuantBlocks.Q5_1BlockBytes], new byte[LegacyQuantBlocks.Q5_0BlockBytes], new float[1], 1));
+        Assert.Contains("Q5_1", e.Message, StringComparison.Ordinal);
         Assert.False(Q5_0Pairs.Fits(32));
         Assert.True(Q5_0Pairs.Fits(896));
     }
