@@ -105,27 +105,6 @@ public sealed class Q5_0PairKernelTests
         Assert.Equal(q8Expected, q8Actual);
     }
 
-    [Theory]
-    [MemberData(nameof(Paths))]
-    public void Codes_taken_as_stored_give_the_products_of_the_codes_on_every_path(KernelPath path)
-    {
-        // A Q5_1 matrix's pairs: Σ code × scale × x per block with no offset (its minimums are added apart).
-        const int rows = 7, blocks = 4;
-        byte[] stored = RandomBlocks(rows * blocks, 19), matrix = Paired(stored);
-        float[] x = KernelData.Floats(blocks * 32, 21, scale: 2f);
-        var q8 = new Q8Activations();
-        q8.Quantize(x, 1, x.Length, path);
-        var results = new float[rows];
-        Q5_0PairKernel.DotRows(path, matrix, rows, q8.Row(0), results, offset: false);
-        var w = new float[rows * blocks * 32];
-        Q5_0Pairs.Dequantize(matrix, w, offset: 0);
-        for (int r = 0; r < rows; r++)
-        {
-            double expected = Q8IntegerKernelTests.DotInDouble(w.AsSpan(r * blocks * 32, blocks * 32).ToArray(), q8.Row(0), out double magnitude);
-            Assert.True(Math.Abs(results[r] - expected) <= 1e-5 * (magnitude + 1e-9), $"{path} row {r}: {results[r]}, expected {expected}");
-        }
-    }
-
     [Fact]
     public void Repack_refuses_rows_that_are_not_whole_pairs()
     {
@@ -166,28 +145,41 @@ public sealed class Q5_0PairKernelTests
 
     [Theory]
     [MemberData(nameof(Paths))]
-    public void Rows_four_at_a_time_equal_one_at_a_time(KernelPath path)
+    public void Rows_four_at_a_time_equal_one_at_a_time_and_the_definition(KernelPath path)
     {
-        // 11 rows: two of four a quarter apart, then three one at a time; a NaN past the results must stay.
-        const int rows = 11, blocks = 6;
+        // 11 rows: two of four a quarter apart, then three one at a time; a NaN past the results must stay. With Q5_0's
+        // offset of 16, and with the codes taken as stored (a Q5_1 matrix's, whose minimums are added apart): each value
+        // then the stored Q5_0 value + 16 × its block's scale.
+        const int rows = 11, blocks = 6, rowBytes = blocks / 2 * Q5_0Pairs.PairBytes;
         byte[] stored = RandomBlocks(rows * blocks, 77), matrix = Paired(stored);
         float[] x = KernelData.Floats(blocks * 32, 8, scale: 2f);
         var q8 = new Q8Activations();
         q8.Quantize(x, 1, x.Length, path);
-        var results = new float[rows + 1];
-        results[rows] = float.NaN;
-        Q5_0PairKernel.DotRows(path, matrix, rows, q8.Row(0), results);
-        int rowBytes = blocks / 2 * Q5_0Pairs.PairBytes;
-        for (int r = 0; r < rows; r++)
+        foreach (bool offset in new[] { true, false })
         {
-            float alone = Q5_0PairKernel.Dot(path, matrix.AsSpan(r * rowBytes, rowBytes), q8.Row(0));
-            Assert.True(BitConverter.SingleToInt32Bits(results[r]) == BitConverter.SingleToInt32Bits(alone), $"{path} row {r}: {results[r]}, alone {alone}");
-            double expected = Expected(stored.AsSpan(r * blocks * LegacyQuantBlocks.Q5_0BlockBytes, blocks * LegacyQuantBlocks.Q5_0BlockBytes).ToArray(), q8.Row(0),
-                out double magnitude);
-            Assert.True(Math.Abs(alone - expected) <= 1e-5 * (magnitude + 1e-9), $"{path} row {r}: {alone}, expected {expected}");
-        }
+            float[] results = Enumerable.Repeat(float.NaN, rows + 1).ToArray();
+            Q5_0PairKernel.DotRows(path, matrix, rows, q8.Row(0), results, offset);
+            for (int r = 0; r < rows; r++)
+            {
+                float alone = Q5_0PairKernel.Dot(path, matrix.AsSpan(r * rowBytes, rowBytes), q8.Row(0), offset);
+                Assert.True(BitConverter.SingleToInt32Bits(results[r]) == BitConverter.SingleToInt32Bits(alone), $"{path} offset {offset} row {r}: {results[r]}, alone {alone}");
+                var w = new float[blocks * 32];
+                ReadOnlySpan<byte> row = stored.AsSpan(r * blocks * LegacyQuantBlocks.Q5_0BlockBytes, blocks * LegacyQuantBlocks.Q5_0BlockBytes);
+                LegacyQuantBlocks.DequantizeQ5_0(row, w);
+                double expected = 0, magnitude = 0;
+                for (int i = 0; i < w.Length; i++)
+                {
+                    double value = w[i] + (offset ? 0 : 16.0 * HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(row[(i / 32 * LegacyQuantBlocks.Q5_0BlockBytes)..])));
+                    double a = (double)q8.Row(0).Scales[i / 32] * q8.Row(0).Codes[i];
+                    expected += value * a;
+                    magnitude += Math.Abs(value * a);
+                }
 
-        Assert.True(float.IsNaN(results[rows]), "wrote past the rows' results");
+                Assert.True(Math.Abs(alone - expected) <= 1e-5 * (magnitude + 1e-9), $"{path} offset {offset} row {r}: {alone}, expected {expected}");
+            }
+
+            Assert.True(float.IsNaN(results[rows]), "wrote past the rows' results");
+        }
     }
 
     [Fact]
