@@ -130,10 +130,13 @@ public sealed class Q8_0PanelsTests
     [InlineData(DType.Q8_0)]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_0)]
+    [InlineData(DType.Q5_1)]
     public void A_batch_invariant_backend_gives_each_row_its_bits_alone(DType type)
     {
         const int outputs = 64, inputs = 512;
         Skip.If(type == DType.Q8_0 && !QuantPanel.MultipliesInIntegers(KernelPaths.Default, DType.Q8_0), "Q8_0 is repacked only on a CPU with vpdpbusd");
+        Skip.If(type is DType.Q5_0 or DType.Q5_1 && !Q5_0Pairs.Pays(KernelPaths.Default), "Q5_0 and Q5_1 go in pairs (their rows) and Q8_0 panels only on a CPU with GFNI and vpdpbusd");
         using var invariant = new CpuBackend(new CpuBackendOptions { Threads = 2, BatchInvariant = true });
         using var fast = new CpuBackend(new CpuBackendOptions { Threads = 2 });
         using var w = new StoredTensor("w", KernelData.Floats(outputs * inputs, 21), type, [outputs, inputs]);
