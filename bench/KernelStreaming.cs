@@ -218,9 +218,11 @@ internal static unsafe class KernelStreaming
                 // As decode reads them where the CPU has GFNI: in pairs of blocks (Q5_0Pairs), the same bytes; else widened to Q8_0.
                 var q8Five = new Q8Activations();
                 q8Five.Quantize(x, 1, cols, path);
-                if (!Q5_0Pairs.Pays(path))
+                if (!Q5_0Pairs.Pays(path) || !Q5_0Pairs.Fits(cols))
                 {
-                    throw new ArgumentException("--type q5_0: this CPU multiplies Q5_0 widened to Q8_0 (no GFNI); stream q8_0");
+                    throw new ArgumentException(Q5_0Pairs.Pays(path)
+                        ? $"--cols {cols}: Q5_0's pairs of blocks are 64 values; give a multiple of 64"
+                        : $"--type q5_0: this CPU multiplies Q5_0 widened to Q8_0 on {path} (its pairs need GFNI and AVX-VNNI); stream q8_0 instead");
                 }
 
                 Q5_0Pairs.Repack(weights.ToArray(), weights);
