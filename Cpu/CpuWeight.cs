@@ -132,8 +132,11 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Bytes of all the repacked panels; 0 when not repacked.</summary>
     public long PanelBytesTotal => Panels == null ? 0 : (long)PanelBytes * (Rows / QuantPanel.Rows);
 
-    /// <summary>Bytes of one repacked panel of this matrix's rows (a Q5_0 matrix's are Q8_0's).</summary>
-    private int PanelBytes => StoredType is DType.Q8_0 or DType.Q5_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
+    /// <summary>The type <see cref="Panels"/> hold: Q8_0 for a Q5_0 matrix (its pairs' values as Q8_0, without loss), else the stored type.</summary>
+    public DType PanelType => StoredType == DType.Q5_0 ? DType.Q8_0 : StoredType;
+
+    /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
+    private int PanelBytes => PanelType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
 
     /// <summary>
     /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one that fits <see cref="Q8_0Panels"/>
@@ -154,7 +157,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             PairedLayout = deposit ? PairedLayout.DepositedScales : PairedLayout.StoredScales;
         }
 
-        bool fits = StoredType is DType.Q8_0 or DType.Q5_0
+        bool fits = PanelType == DType.Q8_0
             ? Q8_0Panels.Fits(Rows, Cols) && QuantPanel.MultipliesInIntegers(path, DType.Q8_0)
             : NibblePanels.Fits(StoredType, Rows, Cols);
         if (Panels != null || !fits)
@@ -169,26 +172,28 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)arena.Allocate(bytes);
         _panelArena = arena;
-        Parallel.For(0, Rows / QuantPanel.Rows, p =>
+        // A Q5_0 matrix's pairs (Q5_0Pairs) become the Q8_0 rows of the same values first, in one buffer per thread.
+        long widenedBytes = StoredType == DType.Q5_0 ? QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols) : 0;
+        Parallel.For(0, Rows / QuantPanel.Rows, () => widenedBytes == 0 ? [] : new byte[widenedBytes], (p, _, widened) =>
         {
             ReadOnlySpan<byte> rows = RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows);
             var panel = new Span<byte>(panels + ((long)p * panelBytes), panelBytes);
-            if (StoredType == DType.Q8_0)
+            if (StoredType == DType.Q5_0)
             {
-                Q8_0Panels.Repack(rows, Cols, panel);
-            }
-            else if (StoredType == DType.Q5_0)
-            {
-                // Pairs of blocks (Q5_0Pairs) as the Q8_0 rows of the same values, then those rows' panels.
-                byte[] widened = new byte[QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols)];
                 Q5_0Pairs.ToQ8_0(rows, widened, HasBlockMinimums ? 0 : 16);
                 Q8_0Panels.Repack(widened, Cols, panel);
+            }
+            else if (StoredType == DType.Q8_0)
+            {
+                Q8_0Panels.Repack(rows, Cols, panel);
             }
             else
             {
                 NibblePanels.Repack(StoredType, rows, Cols, panel, PanelScales);
             }
-        });
+
+            return widened;
+        }, _ => { });
         Panels = panels;
         _repackedFor = path;
     }

@@ -188,7 +188,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _q8k.PairCodes();
         }
 
-        if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.StoredType == DType.Q5_0 ? DType.Q8_0 : weight.StoredType))
+        if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.PanelType))
         {
             if (weight.StoredType is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 && !_q8Ready)
             {
@@ -329,8 +329,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.Q4_0 or DType.Q4_K or DType.Q8_0 or DType.Q5_0 when product.Panels:
-                // A Q5_0 matrix's panels are Q8_0's (Q5_0Pairs.ToQ8_0).
-                MatMul.RepackedRows(path, weight.StoredType == DType.Q5_0 ? DType.Q8_0 : weight.StoredType, weight.PanelBytesOf(start, end - start), k, n,
+                MatMul.RepackedRows(path, weight.PanelType, weight.PanelBytesOf(start, end - start), k, n,
                     weight.StoredType != DType.Q4_K ? _q8 : null, weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end, weight.PanelScales);
                 break;
             case DType.Q5_0: MatMul.Q5_0PairRows(path, rows, n, _q8, _tokens, bias, y, start, end, offset: !weight.HasBlockMinimums); break;

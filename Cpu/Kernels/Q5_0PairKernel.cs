@@ -138,10 +138,7 @@ internal static class Q5_0PairKernel
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         while (row < end)
         {
-            Prefetch.Ahead(ref *row);
-            Prefetch.Ahead(ref row[stride]);
-            Prefetch.Ahead(ref row[2 * stride]);
-            Prefetch.Ahead(ref row[3 * stride]);
+            Q8IntegerKernel.PrefetchFourRows(row, stride);
 
             // The pair's activations: codes, Q4_0's offsets (-8 × every 4 codes' sum) doubled for the offset of 16, scales.
             Vector256<sbyte> xa = Vector256.LoadUnsafe(ref codes), xb = Vector256.LoadUnsafe(ref codes, Values);

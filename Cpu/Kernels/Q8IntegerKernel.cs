@@ -591,7 +591,7 @@ internal static class Q8IntegerKernel
     /// behind on long rows.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchFourRows(byte* row, nint stride)
+    internal static unsafe void PrefetchFourRows(byte* row, nint stride)
     {
         Prefetch.Ahead(ref *row);
         Prefetch.Ahead(ref row[stride]);
