@@ -44,6 +44,18 @@ internal static class CpuIdentity
     internal static bool Zen3(string vendor, int family, int model) =>
         vendor == "AuthenticAMD" && family == 0x19 && (model < 0x10 || model is >= 0x20 and < 0x60);
 
+    /// <summary>
+    /// Whether this is a Zen 4 core (the rest of AMD family 19h: Genoa, Bergamo, Raphael, Phoenix, Dragon Range), which has
+    /// AVX-512 (each 512-bit operation two 256-bit halves) with AVX512_VNNI but not AVX-VNNI, so that .NET, which exposes
+    /// vpdpbusd only as AVX-VNNI, multiplies bytes there with vpmaddubsw and vpmaddwd (<see cref="PanelDecode"/>,
+    /// <see cref="RowsApart"/>, <see cref="VectorUnits"/>).
+    /// </summary>
+    public static bool IsZen4 { get; } = Zen4(Vendor, Family, Model);
+
+    /// <summary>The rule of <see cref="IsZen4"/> for a vendor, family and model.</summary>
+    internal static bool Zen4(string vendor, int family, int model) =>
+        vendor == "AuthenticAMD" && family == 0x19 && !Zen3(vendor, family, model);
+
     /// <summary>The 12 characters of leaf 0: EBX, EDX, ECX, four little-endian bytes each.</summary>
     private static string VendorOf((int Eax, int Ebx, int Ecx, int Edx) leaf)
     {

@@ -132,7 +132,7 @@ internal static partial class KQuantIntegerKernel
         {
             RowGroups.Run<Iq4XsRow<ShiftedScales>>(ref w, rowBytes, count, operands, ref y);
         }
-        else if (VectorUnits.Wide(path))
+        else if (VectorUnits.Wide(path, type))
         {
             switch (type)
             {

@@ -22,8 +22,13 @@ namespace QwenSharp.Cpu.Kernels;
 /// arithmetic as on Zen 1: there the 0.5B decoded 33.6-54.0 tokens/s from the panels against 31.7-46.1 from the rows on
 /// one thread (medians 42.6 and 37.6) and 54.9-88.5 against 52.4-85.1 on two (75.7 and 66.4; 8 alternating pairs each, 13
 /// of the 16 won by the panels), so it reads the panels too. (On 2026-12-02, on a host reading 10-16 GB/s, the two
-/// measured alike.) Other cores with whole 256-bit units (Zen 2, Zen 4 and later, Intel's) read the rows; where one stream
-/// nears the read bound, 11% more bytes would cost. Tests set either answer on their own thread.
+/// measured alike.) Zen 4 (AMD family 19h from model 10h, <see cref="CpuIdentity.IsZen4"/>) has vpdpbusd only as AVX512_VNNI,
+/// which .NET does not expose, so its rows take vpmaddubsw and vpmaddwd too, and one core reading 30 GB/s outruns them:
+/// <c>bench stream --type q4_0</c> read the rows at 53-55% of a plain sum, the panels at 84% with f32 scales and 88-93% with
+/// f16 ones; the 0.5B decoded 47-56 → 82-96 tokens/s on one thread and 85-91 → 104-143 on two (3 alternating runs each,
+/// each won; llama.cpp 60 and 79 there). So it reads the panels, with f16 scales. Other cores with whole 256-bit units
+/// (Zen 2, Zen 5, Intel's) read the rows; where one stream nears the read bound, 11% more bytes would cost. Tests set
+/// either answer on their own thread.
 /// From cache on that Zen 1 (256 rows of 896, one token), a block of a row took 2.35 ns through the panels against 3.87
 /// through the rows; at 2.35 ns the 0.5B's 15.4 million row-blocks are about the whole decode step, so the panel kernel's
 /// arithmetic is now the limit there. Walking each pair of sub-blocks once (each load split into both nibbles) instead of
@@ -50,10 +55,10 @@ namespace QwenSharp.Cpu.Kernels;
 /// </remarks>
 internal static class PanelDecode
 {
-    private static readonly bool s_pays = CpuIdentity.IsZen1Class || CpuIdentity.IsZen3;
+    private static readonly bool s_pays = CpuIdentity.IsZen1Class || CpuIdentity.IsZen3 || CpuIdentity.IsZen4;
 
-    /// <summary>Where the panels keep f16 scales (see <see cref="Scales"/>): Zen 3, where one token waits on memory; not Zen 1, whose integer units bound it.</summary>
-    private static readonly bool s_halfScales = CpuIdentity.IsZen3;
+    /// <summary>Where the panels keep f16 scales (see <see cref="Scales"/>): Zen 3 and Zen 4, where one token waits on memory; not Zen 1, whose integer units bound it.</summary>
+    private static readonly bool s_halfScales = CpuIdentity.IsZen3 || CpuIdentity.IsZen4;
 
     /// <summary>Whether one token's product with a repacked <paramref name="type"/> matrix on <paramref name="path"/> reads its panels (see the class).</summary>
     public static bool Pays(KernelPath path, DType type) =>
@@ -61,7 +66,7 @@ internal static class PanelDecode
 
     /// <summary>
     /// How a Q4_0 matrix repacked for <paramref name="path"/> keeps its panels' scales: f16 where one token reads them with
-    /// <see cref="MultiplyQ4_0"/> and waits on memory (AMD Zen 3: a tenth fewer bytes to wait for), else f32 (see
+    /// <see cref="MultiplyQ4_0"/> and waits on memory (AMD Zen 3 and Zen 4: a tenth fewer bytes to wait for), else f32 (see
     /// <see cref="PanelScales"/>). On Zen 1, whose integer units bound the panels, widening them would cost.
     /// </summary>
     public static PanelScales Scales(KernelPath path) =>

@@ -42,4 +42,18 @@ public sealed class CpuIdentityTests
     [InlineData("GenuineIntel", 0x06, 0x8F, false)]
     public void Zen3_IsFamily19hBelowZen4sModels(string vendor, int family, int model, bool expected) =>
         Assert.Equal(expected, CpuIdentity.Zen3(vendor, family, model));
+
+    [Theory]
+    [InlineData("AuthenticAMD", 0x19, 0x11, true)]    // Zen 4 (EPYC 9004, Genoa: this project's Zen 4 host, model 17)
+    [InlineData("AuthenticAMD", 0x19, 0x61, true)]    // Zen 4 (Ryzen 7000, Raphael)
+    [InlineData("AuthenticAMD", 0x19, 0x74, true)]    // Zen 4 (Phoenix)
+    [InlineData("AuthenticAMD", 0x19, 0xA0, true)]    // Zen 4c (EPYC 97x4, Bergamo)
+    [InlineData("AuthenticAMD", 0x19, 0x01, false)]   // Zen 3 (Milan)
+    [InlineData("AuthenticAMD", 0x19, 0x50, false)]   // Zen 3 (Cezanne)
+    [InlineData("AuthenticAMD", 0x1A, 0x02, false)]   // Zen 5
+    [InlineData("AuthenticAMD", 0x17, 0x31, false)]   // Zen 2 (Rome)
+    [InlineData("HygonGenuine", 0x19, 0x11, false)]
+    [InlineData("GenuineIntel", 0x06, 0xCF, false)]   // Emerald Rapids
+    public void Zen4_IsTheRestOfFamily19h(string vendor, int family, int model, bool expected) =>
+        Assert.Equal(expected, CpuIdentity.Zen4(vendor, family, model));
 }
