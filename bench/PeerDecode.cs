@@ -7,6 +7,7 @@ using LLama.Common;
 using LLama.Native;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 using QwenSharp.Formats.Gguf;
 using QwenSharp.Generation;
@@ -177,13 +178,13 @@ internal static class PeerDecode
     {
         if (Avx512F.IsSupported)
         {
-            return "llama.cpp's build as LLamaSharp picks it for this CPU; QwenSharp with AVX-512";
+            return $"llama.cpp's build as LLamaSharp picks it for this CPU; QwenSharp with AVX-512; CPU {CpuIdentity.Describe()}";
         }
 
         AvxLevel level = Avx2.IsSupported ? AvxLevel.Avx2 : Avx.IsSupported ? AvxLevel.Avx : AvxLevel.None;
         NativeLibraryConfig.All.WithAvx(level);
         string ours = Avx2.IsSupported ? $"AVX2{(AvxVnni.IsSupported ? " and AVX-VNNI" : "")}{(Gfni.IsSupported ? " and GFNI" : "")}" : "no AVX2";
-        return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 ({ours}; its 256-bit kernels)";
+        return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 ({ours}; its 256-bit kernels); CPU {CpuIdentity.Describe()}";
     }
 
     /// <summary>The weights one decode step reads as the file stores them (llama.cpp's count; its Q4_0 repacking keeps the size).</summary>

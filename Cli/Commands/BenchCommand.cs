@@ -1,6 +1,7 @@
 using System.Globalization;
 using QwenSharp.Backend;
 using QwenSharp.Cpu;
+using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 using QwenSharp.Generation;
 using QwenSharp.Memory;
@@ -225,6 +226,7 @@ internal sealed class BenchCommand : ICommand
 
                     w.WriteString("kv_cache_type", KvCache.NameOf(model.KvCacheType));
                     w.WriteNumber("vector_bits", InfoCommand.VectorBits(backend));
+                    w.WriteString("cpu", CpuIdentity.Describe());
                     if ((model.OffloadBackend ?? backend) is Gpu.VulkanBackend gpu)
                     {
                         w.WriteNumber("device_memory_bytes", gpu.AllocatedBytes);
@@ -240,6 +242,7 @@ internal sealed class BenchCommand : ICommand
                 var c = CultureInfo.InvariantCulture;
                 stdout.WriteLine(string.Create(c, $"model    {model.Config.Architecture ?? model.Config.ModelType}, {summary.Parameters / 1e6:F1} M parameters, {dtype}"));
                 stdout.WriteLine($"backend  {model.Placement} ({InfoCommand.VectorText(model)}){(model.KvCacheType == DType.F32 ? "" : $", KV cache {KvCache.NameOf(model.KvCacheType)}")}");
+                stdout.WriteLine($"cpu      {CpuIdentity.Describe()}");
                 string ofRounds = rounds > 1 ? $" (medians of {rounds} rounds)" : "";
                 stdout.WriteLine(string.Create(c, $"prefill  {promptTokens * batch} tokens in {promptTokens * batch / prefillTokensPerSecond:F3} s: {prefillTokensPerSecond:F2} tokens/s{ofRounds}"));
                 if (decoded)

@@ -1,14 +1,15 @@
 using System.Globalization;
+using QwenSharp.Cpu.Kernels;
 using QwenSharp.Gpu;
 
 namespace QwenSharp.Cli.Commands;
 
-/// <summary><c>qwensharp devices</c>: the Vulkan devices <c>--device gpu</c> can choose from.</summary>
+/// <summary><c>qwensharp devices</c>: the CPU (what its kernels choose by) and the Vulkan devices <c>--device gpu</c> can choose from.</summary>
 internal sealed class DevicesCommand : ICommand
 {
     public string Name => "devices";
 
-    public string Summary => "the GPUs (Vulkan devices) a model can run on with device gpu:N: name, type, memory, subgroup size, matrix units";
+    public string Summary => "the CPU and the GPUs (Vulkan devices) a model can run on with device gpu:N: name, type, memory, subgroup size, matrix units";
 
     public string Usage => "qwensharp devices [--json]";
 
@@ -34,6 +35,7 @@ internal sealed class DevicesCommand : ICommand
             JsonOutput.Write(stdout, w =>
             {
                 w.WriteStartObject();
+                w.WriteString("cpu", CpuIdentity.Describe());
                 w.WriteStartArray("devices");
                 foreach (GpuDeviceInfo d in devices)
                 {
@@ -61,6 +63,7 @@ internal sealed class DevicesCommand : ICommand
             return 0;
         }
 
+        stdout.WriteLine($"cpu    {CpuIdentity.Describe()}  [--device cpu]");
         if (devices.Count == 0)
         {
             stdout.WriteLine("no Vulkan devices (install your GPU's Vulkan driver, or Mesa's lavapipe: apt-get install mesa-vulkan-drivers)");

@@ -152,6 +152,7 @@ internal sealed class InfoCommand : ICommand
                     }
 
                     w.WriteNumber("vector_bits", VectorBits(backend));
+                    w.WriteString("cpu", CpuIdentity.Describe());
                     w.WriteEndObject();
                 });
                 return 0;
@@ -203,6 +204,7 @@ internal sealed class InfoCommand : ICommand
             }
 
             stdout.WriteLine($"backend       {model.Placement} ({VectorText(model)})");
+            stdout.WriteLine($"cpu           {CpuIdentity.Describe()}");
         }
 
         return 0;

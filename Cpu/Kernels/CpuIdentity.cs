@@ -56,6 +56,73 @@ internal static class CpuIdentity
     internal static bool Zen4(string vendor, int family, int model) =>
         vendor == "AuthenticAMD" && family == 0x19 && !Zen3(vendor, family, model);
 
+    /// <summary>
+    /// CPUID's brand string (leaves 8000_0002h-8000_0004h, trimmed: "AMD EPYC 9654 96-Core Processor"; a virtual machine may
+    /// shorten it, "AMD EPYC"); empty where the CPU has none.
+    /// </summary>
+    public static string Brand { get; } = X86Base.IsSupported ? BrandOf() : "";
+
+    /// <summary>The core's name where this project's choices tell them apart ("Zen 4", <see cref="CoreName(string, int, int)"/>); null elsewhere.</summary>
+    public static string? Core { get; } = CoreName(Vendor, Family, Model);
+
+    /// <summary>
+    /// The AMD core of a family and model (Zen/Zen+ and Zen 2 in 17h, Zen 3 and Zen 4 in 19h, Zen 5 in 1Ah; Hygon's 18h is
+    /// Zen), which the kernels' choices follow; null for the rest (Intel's are told apart by their instruction sets).
+    /// </summary>
+    internal static string? CoreName(string vendor, int family, int model) =>
+        Zen1Class(vendor, family, model) ? "Zen/Zen+"
+        : vendor != "AuthenticAMD" ? null
+        : family == 0x17 ? "Zen 2"
+        : Zen3(vendor, family, model) ? "Zen 3"
+        : Zen4(vendor, family, model) ? "Zen 4"
+        : family == 0x1A ? "Zen 5"
+        : null;
+
+    /// <summary>
+    /// One line that names this CPU for a benchmark's output, so that its figures say which machine gave them: the brand
+    /// string, vendor, family and model (hex, as AMD's and Intel's manuals give them), the core where known, and the instruction sets
+    /// the kernels choose by (e.g. "AMD EPYC (AuthenticAMD family 19h model 11h, Zen 4): AVX-512, GFNI; no AVX-VNNI").
+    /// </summary>
+    public static string Describe() => Describe(Brand, Vendor, Family, Model, InstructionSets());
+
+    /// <summary>The rule of <see cref="Describe()"/> for given parts.</summary>
+    internal static string Describe(string brand, string vendor, int family, int model, string instructionSets)
+    {
+        string core = CoreName(vendor, family, model) is string name ? $", {name}" : "";
+        string identity = vendor.Length == 0 ? "not x86" : $"{vendor} family {family:X2}h model {model:X2}h{core}";
+        return $"{(brand.Length == 0 ? "" : $"{brand} ")}({identity}): {instructionSets}";
+    }
+
+    /// <summary>What the kernels choose by: the widest vectors, and whether vpdpbusd (AVX-VNNI, the only form .NET exposes) and GFNI are there.</summary>
+    private static string InstructionSets()
+    {
+        string vectors = Avx512F.IsSupported && Avx512BW.IsSupported ? "AVX-512" : Avx2.IsSupported && Fma.IsSupported ? "AVX2, FMA" : "no AVX2";
+        string gfni = Gfni.IsSupported ? ", GFNI" : "";
+        return $"{vectors}{gfni}; {(AvxVnni.IsSupported ? "AVX-VNNI" : "no AVX-VNNI")}";
+    }
+
+    /// <summary>The 48 bytes of leaves 8000_0002h-8000_0004h as text, without NULs and runs of padding spaces (Intel's pad inside).</summary>
+    private static string BrandOf()
+    {
+        if ((uint)X86Base.CpuId(unchecked((int)0x80000000), 0).Eax < 0x80000004)
+        {
+            return "";
+        }
+
+        Span<byte> bytes = stackalloc byte[48];
+        for (int leaf = 0; leaf < 3; leaf++)
+        {
+            (int eax, int ebx, int ecx, int edx) = X86Base.CpuId(unchecked((int)0x80000002) + leaf, 0);
+            Span<byte> at = bytes.Slice(16 * leaf, 16);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(at, eax);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(at[4..], ebx);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(at[8..], ecx);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(at[12..], edx);
+        }
+
+        return string.Join(' ', System.Text.Encoding.ASCII.GetString(bytes).Replace('\0', ' ').Split(' ', StringSplitOptions.RemoveEmptyEntries));
+    }
+
     /// <summary>The 12 characters of leaf 0: EBX, EDX, ECX, four little-endian bytes each.</summary>
     private static string VendorOf((int Eax, int Ebx, int Ecx, int Edx) leaf)
     {

@@ -396,6 +396,7 @@ public sealed class CliCommandTests
         Assert.Equal(512, result.Json.GetProperty("context_length").GetInt32());
         Assert.Equal(5 * 9 + 2, result.Json.GetProperty("dtypes").GetProperty("F32").GetInt32()); // 9 per layer, embedding, final norm; the head is tied
         Assert.True(result.Json.GetProperty("vector_bits").GetInt32() is 0 or 256 or 512);
+        Assert.Equal(QwenSharp.Cpu.Kernels.CpuIdentity.Describe(), result.Json.GetProperty("cpu").GetString());
     }
 
     [Fact]

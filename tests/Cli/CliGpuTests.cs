@@ -111,6 +111,7 @@ public sealed class CliGpuTests
         System.Text.Json.JsonElement chosen = Assert.Single(devices, d => d.GetProperty("default").GetBoolean());
         Assert.True(chosen.GetProperty("subgroup_size").GetInt32() > 0);
         Assert.True(chosen.GetProperty("memory_bytes").GetInt64() > 0);
+        Assert.Equal(QwenSharp.Cpu.Kernels.CpuIdentity.Describe(), result.Json.GetProperty("cpu").GetString());
     }
 
     [Theory]

@@ -56,4 +56,38 @@ public sealed class CpuIdentityTests
     [InlineData("GenuineIntel", 0x06, 0xCF, false)]   // Emerald Rapids
     public void Zen4_IsTheRestOfFamily19h(string vendor, int family, int model, bool expected) =>
         Assert.Equal(expected, CpuIdentity.Zen4(vendor, family, model));
+
+    [Fact]
+    public void Brand_is_the_model_name_linux_reports()
+    {
+        Skip.IfNot(X86Base.IsSupported && File.Exists("/proc/cpuinfo"), "needs an x86 CPU and Linux's /proc/cpuinfo");
+        string? line = File.ReadAllLines("/proc/cpuinfo").FirstOrDefault(l => l.Split(':')[0].Trim() == "model name");
+        Skip.If(line is null, "this kernel lists no model name");
+        string linux = string.Join(' ', line.Split(':', 2)[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+
+        Assert.Equal(linux, CpuIdentity.Brand);
+    }
+
+    [Theory]
+    [InlineData("AuthenticAMD", 0x17, 0x01, "Zen/Zen+")]
+    [InlineData("HygonGenuine", 0x18, 0x00, "Zen/Zen+")]
+    [InlineData("AuthenticAMD", 0x17, 0x31, "Zen 2")]    // Rome
+    [InlineData("AuthenticAMD", 0x17, 0x71, "Zen 2")]    // Matisse
+    [InlineData("AuthenticAMD", 0x19, 0x01, "Zen 3")]
+    [InlineData("AuthenticAMD", 0x19, 0x11, "Zen 4")]
+    [InlineData("AuthenticAMD", 0x1A, 0x02, "Zen 5")]    // Turin
+    [InlineData("AuthenticAMD", 0x15, 0x02, null)]       // Piledriver
+    [InlineData("GenuineIntel", 0x06, 0xCF, null)]
+    public void CoreName_follows_amds_families_and_models(string vendor, int family, int model, string? expected) =>
+        Assert.Equal(expected, CpuIdentity.CoreName(vendor, family, model));
+
+    [Fact]
+    public void Describe_names_brand_family_model_core_and_instruction_sets_in_hex()
+    {
+        Assert.Equal("AMD EPYC (AuthenticAMD family 19h model 11h, Zen 4): AVX-512, GFNI; no AVX-VNNI",
+            CpuIdentity.Describe("AMD EPYC", "AuthenticAMD", 0x19, 0x11, "AVX-512, GFNI; no AVX-VNNI"));
+        Assert.Equal("Intel(R) Xeon(R) Processor (GenuineIntel family 06h model CFh): AVX-512, GFNI; AVX-VNNI",
+            CpuIdentity.Describe("Intel(R) Xeon(R) Processor", "GenuineIntel", 6, 0xCF, "AVX-512, GFNI; AVX-VNNI"));
+        Assert.Equal("(not x86): no AVX2", CpuIdentity.Describe("", "", 0, 0, "no AVX2"));
+    }
 }
