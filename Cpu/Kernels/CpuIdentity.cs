@@ -62,9 +62,6 @@ internal static class CpuIdentity
     /// </summary>
     public static string Brand { get; } = X86Base.IsSupported ? BrandOf() : "";
 
-    /// <summary>The core's name where this project's choices tell them apart ("Zen 4", <see cref="CoreName(string, int, int)"/>); null elsewhere.</summary>
-    public static string? Core { get; } = CoreName(Vendor, Family, Model);
-
     /// <summary>
     /// The AMD core of a family and model (Zen/Zen+ and Zen 2 in 17h, Zen 3 and Zen 4 in 19h, Zen 5 in 1Ah; Hygon's 18h is
     /// Zen), which the kernels' choices follow; null for the rest (Intel's are told apart by their instruction sets).

@@ -22,7 +22,7 @@ namespace QwenSharp.Cpu.Kernels;
 /// arithmetic as on Zen 1: there the 0.5B decoded 33.6-54.0 tokens/s from the panels against 31.7-46.1 from the rows on
 /// one thread (medians 42.6 and 37.6) and 54.9-88.5 against 52.4-85.1 on two (75.7 and 66.4; 8 alternating pairs each, 13
 /// of the 16 won by the panels), so it reads the panels too. (On 2026-12-02, on a host reading 10-16 GB/s, the two
-/// measured alike.) Zen 4 (AMD family 19h from model 10h, <see cref="CpuIdentity.IsZen4"/>) has vpdpbusd only as AVX512_VNNI,
+/// measured alike.) Zen 4 (the rest of AMD family 19h, <see cref="CpuIdentity.IsZen4"/>) has vpdpbusd only as AVX512_VNNI,
 /// which .NET does not expose, so its rows take vpmaddubsw and vpmaddwd too, and one core reading 30 GB/s outruns them:
 /// <c>bench stream --type q4_0</c> read the rows at 53-55% of a plain sum, the panels at 84% with f32 scales and 88-93% with
 /// f16 ones; the 0.5B decoded 47-56 → 82-96 tokens/s on one thread and 85-91 → 104-143 on two (3 alternating runs each,
