@@ -239,8 +239,8 @@ public sealed class CpuBackend : IBackend
         {
             if (weights.StoredType == DType.Q5_0)
             {
-                // Pairs of blocks (UploadPaired), of a Q5_1 matrix's codes (as stored, no offset) where it has minimums.
-                Q5_0Pairs.Dequantize(weights.RowBytesOf(tokens[i], 1), x.Row(i), weights.HasBlockMinimums ? 0 : 16);
+                // Pairs of blocks (UploadPaired), their codes less PairCodeOffset (0 for a Q5_1 matrix's, whose minimums come apart).
+                Q5_0Pairs.Dequantize(weights.RowBytesOf(tokens[i], 1), x.Row(i), weights.PairCodeOffset);
             }
             else
             {

@@ -55,6 +55,12 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Whether the matrix has <see cref="BlockMinimums"/> (was stored as Q4_1 or Q5_1).</summary>
     public bool HasBlockMinimums => BlockMinimums != null;
 
+    /// <summary>
+    /// What a Q5_0 matrix's pairs' codes carry above their values' (<see cref="Q5_0Pairs"/>): Q5_0's 16, or 0 where the matrix has
+    /// <see cref="BlockMinimums"/> (a Q5_1 matrix's codes, taken as stored, its minimums added apart).
+    /// </summary>
+    public int PairCodeOffset => HasBlockMinimums ? 0 : 16;
+
     /// <summary>The f32 values of a one-row weight; null for matrices.</summary>
     public float[]? Vector { get; }
 
@@ -180,7 +186,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             var panel = new Span<byte>(panels + ((long)p * panelBytes), panelBytes);
             if (StoredType == DType.Q5_0)
             {
-                Q5_0Pairs.ToQ8_0(rows, widened, HasBlockMinimums ? 0 : 16);
+                Q5_0Pairs.ToQ8_0(rows, widened, PairCodeOffset);
                 Q8_0Panels.Repack(widened, Cols, panel);
             }
             else if (StoredType == DType.Q8_0)

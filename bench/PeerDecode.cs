@@ -183,8 +183,8 @@ internal static class PeerDecode
 
         AvxLevel level = Avx2.IsSupported ? AvxLevel.Avx2 : Avx.IsSupported ? AvxLevel.Avx : AvxLevel.None;
         NativeLibraryConfig.All.WithAvx(level);
-        string ours = Avx2.IsSupported ? $"AVX2{(AvxVnni.IsSupported ? " and AVX-VNNI" : "")}{(Gfni.IsSupported ? " and GFNI" : "")}" : "no AVX2";
-        return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 ({ours}; its 256-bit kernels); CPU {CpuIdentity.Describe()}";
+        // The CPU's line names the instruction sets our kernels see (CpuIdentity.Describe: the JIT's, AVX-512 hidden).
+        return $"llama.cpp's {level.ToString().ToLowerInvariant()} build, QwenSharp without AVX-512 (its 256-bit kernels); CPU {CpuIdentity.Describe()}";
     }
 
     /// <summary>The weights one decode step reads as the file stores them (llama.cpp's count; its Q4_0 repacking keeps the size).</summary>

@@ -332,7 +332,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 MatMul.RepackedRows(path, weight.PanelType, weight.PanelBytesOf(start, end - start), k, n,
                     weight.StoredType != DType.Q4_K ? _q8 : null, weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end, weight.PanelScales);
                 break;
-            case DType.Q5_0: MatMul.Q5_0PairRows(path, rows, n, _q8, _tokens, bias, y, start, end, offset: !weight.HasBlockMinimums); break;
+            case DType.Q5_0: MatMul.Q5_0PairRows(path, rows, n, _q8, _tokens, bias, y, start, end, offset: weight.PairCodeOffset != 0); break;
             case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:
                 MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
