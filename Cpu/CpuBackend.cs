@@ -80,7 +80,7 @@ public sealed class CpuBackend : IBackend
                 return new CpuWeight(tensor, 1, length, vector);
             case 2 when tensor.DType == DType.Q5_0 && repack && PairsFit(tensor):
                 return UploadPaired(tensor);
-            case 2 when Widening.Target(tensor.DType) is DType wider:
+            case 2 when Widening.Target(tensor.DType) is DType wider && MultipliesAs(tensor.DType, tensor.Shape[0], tensor.Shape[1]) != DType.IQ4_NL:
                 return Upload(Widened(tensor, wider), repack, _panels);
             case 2 when tensor.DType is DType.Q4_1 or DType.Q5_1:
                 return UploadWithMinimums(tensor, repack && tensor.DType == DType.Q5_1 && PairsFit(tensor), repack);
@@ -103,7 +103,8 @@ public sealed class CpuBackend : IBackend
     }
 
     /// <summary>
-    /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0) stored
+    /// A matrix of a type multiplied as a wider one (<see cref="Widening"/>: Q5_0 and IQ4_NL as Q8_0, where
+    /// <see cref="MultipliesAs"/> keeps neither as stored) stored
     /// again in it without loss, in memory from the weight arena (the weight gives it back when disposed). Q5_0 (a k-quant
     /// GGUF's rows that are not whole super-blocks: Qwen2.5-0.5B's 896-wide ones in Q4_K_M) comes here only where the CPU
     /// has no pairs' kernel (<see cref="UploadPaired"/>): multiplied as stored, with each block's 32 fifth bits spread to
@@ -128,9 +129,23 @@ public sealed class CpuBackend : IBackend
         return new TensorView(tensor.Name, tensor.Source, wider, tensor.Shape, (nint)widened);
     }
 
+    /// <summary>
+    /// Q5_0 in pairs of blocks where they fit (<see cref="PairsFit"/>), and IQ4_NL as stored where it pays
+    /// (<see cref="Iq4NlRows"/>, rows of whole Q8_0 panels for several tokens, unless panels are off); else a wider type
+    /// where <see cref="Widening"/> names one. Upload stores the matrix so.
+    /// </summary>
+    public DType MultipliesAs(DType stored, long rows, long cols) => stored switch
+    {
+        DType.Q5_0 when _repack && Q5_0PairsFit(rows, cols) => DType.Q5_0,
+        DType.IQ4_NL when _repack && Iq4NlRows.Pays(KernelPath) && Q8_0Panels.Fits(checked((int)rows), checked((int)cols)) => DType.IQ4_NL,
+        _ => Widening.Target(stored) ?? stored,
+    };
+
     /// <summary>Whether a Q5_0 or Q5_1 matrix of <paramref name="tensor"/>'s shape is stored in pairs of blocks here (<see cref="Q5_0Pairs"/>).</summary>
-    private bool PairsFit(TensorView tensor) =>
-        Q5_0Pairs.Pays(KernelPath) && Q5_0Pairs.Fits(checked((int)tensor.Shape[1])) && Q8_0Panels.Fits(checked((int)tensor.Shape[0]), checked((int)tensor.Shape[1]));
+    private bool PairsFit(TensorView tensor) => Q5_0PairsFit(tensor.Shape[0], tensor.Shape[1]);
+
+    private bool Q5_0PairsFit(long rows, long cols) =>
+        Q5_0Pairs.Pays(KernelPath) && Q5_0Pairs.Fits(checked((int)cols)) && Q8_0Panels.Fits(checked((int)rows), checked((int)cols));
 
     /// <summary>
     /// A Q5_0 matrix stored again in pairs of blocks (<see cref="Q5_0Pairs"/>: the file's bytes, rearranged), which one token
@@ -442,6 +457,7 @@ public sealed class CpuBackend : IBackend
             case DType.BF16: Widen<Bf16Load>.Run(KernelPath, source, destination); break;
             case DType.F16: Widen<F16Load>.Run(KernelPath, source, destination); break;
             case DType.Q8_0 or DType.Q4_0 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS: QuantizedRows.Dequantize(KernelPath, type, source, destination); break;
+            case DType.IQ4_NL: WidenedBlocks.DequantizeIq4_NL(source, destination); break;
             default: Widen<F32Load>.Run(KernelPath, source, destination); break;
         }
     }

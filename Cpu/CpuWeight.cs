@@ -2,6 +2,7 @@ using QwenSharp.Backend;
 using QwenSharp.Cpu.Kernels;
 using QwenSharp.Formats;
 using QwenSharp.Memory;
+using QwenSharp.Numerics;
 
 namespace QwenSharp.Cpu;
 
@@ -15,7 +16,8 @@ namespace QwenSharp.Cpu;
 /// also holds its rows so rearranged, which decode then reads in place of the stored ones. Where every product reads such
 /// copies (<see cref="ProductsReadCopies"/>), the model lets the stored rows' pages of a mapped file go from memory.
 /// A Q5_0 matrix here is always its blocks in pairs (<see cref="Q5_0Pairs"/>, owned), with Q8_0 panels of the same values
-/// for several tokens; where the CPU has no kernel for those it was widened to Q8_0 at upload. One with
+/// for several tokens; where the CPU has no kernel for those it was widened to Q8_0 at upload. An IQ4_NL matrix here is
+/// its stored rows (where <see cref="Iq4NlRows.Pays"/>), with Q8_0 panels of the same values likewise. One with
 /// <see cref="BlockMinimums"/> was a Q5_1 matrix: its pairs hold the codes to take as they are, without Q5_0's offset.
 /// </summary>
 internal sealed unsafe class CpuWeight : DeviceWeight
@@ -80,7 +82,7 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         return ExactGroups is null ? default : ExactGroups.AsSpan(first * words, count * words);
     }
 
-    /// <summary>A Q4_0, Q4_K, Q8_0 or Q5_0 matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
+    /// <summary>A Q4_0, Q4_K, Q8_0, Q5_0 or IQ4_NL matrix's rows repacked (<see cref="NibblePanels"/>, <see cref="Q8_0Panels"/>), owned by this weight; null when not repacked.</summary>
     public byte* Panels { get; private set; }
 
     /// <summary>A Q4_K or Q5_K matrix's rows with paired nibbles (<see cref="PairedNibbleRows"/>), owned by this weight; null where decode reads the stored rows.</summary>
@@ -138,14 +140,14 @@ internal sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Bytes of all the repacked panels; 0 when not repacked.</summary>
     public long PanelBytesTotal => Panels == null ? 0 : (long)PanelBytes * (Rows / QuantPanel.Rows);
 
-    /// <summary>The type <see cref="Panels"/> hold: Q8_0 for a Q5_0 matrix (its pairs' values as Q8_0, without loss), else the stored type.</summary>
-    public DType PanelType => StoredType == DType.Q5_0 ? DType.Q8_0 : StoredType;
+    /// <summary>The type <see cref="Panels"/> hold: Q8_0 for a Q5_0 or IQ4_NL matrix (its values as Q8_0, without loss), else the stored type.</summary>
+    public DType PanelType => StoredType is DType.Q5_0 or DType.IQ4_NL ? DType.Q8_0 : StoredType;
 
     /// <summary>Bytes of one repacked panel of this matrix's rows.</summary>
     private int PanelBytes => PanelType == DType.Q8_0 ? Q8_0Panels.PanelBytes(Cols) : NibblePanels.PanelBytes(StoredType, Cols, PanelScales);
 
     /// <summary>
-    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one that fits <see cref="Q8_0Panels"/>
+    /// Repacks a Q4_0 or Q4_K matrix whose shape fits <see cref="NibblePanels"/>, or a Q8_0 one (Q5_0's, IQ4_NL's values) that fits <see cref="Q8_0Panels"/>
     /// where <paramref name="path"/> multiplies its panels in integers (else it stays as stored only), panels in parallel, into
     /// memory from <paramref name="arena"/> (given back when this weight is disposed).
     /// </summary>
@@ -178,8 +180,8 @@ internal sealed unsafe class CpuWeight : DeviceWeight
         long bytes = (long)panelBytes * (Rows / QuantPanel.Rows);
         byte* panels = (byte*)arena.Allocate(bytes);
         _panelArena = arena;
-        // A Q5_0 matrix's pairs (Q5_0Pairs) become the Q8_0 rows of the same values first, in one buffer per thread.
-        long widenedBytes = StoredType == DType.Q5_0 ? QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols) : 0;
+        // A Q5_0 matrix's pairs (Q5_0Pairs) or IQ4_NL's blocks become the Q8_0 rows of the same values first, in one buffer per thread.
+        long widenedBytes = PanelType != StoredType ? QuantPanel.Rows * DTypes.ByteLength(DType.Q8_0, Cols) : 0;
         Parallel.For(0, Rows / QuantPanel.Rows, () => widenedBytes == 0 ? [] : new byte[widenedBytes], (p, _, widened) =>
         {
             ReadOnlySpan<byte> rows = RowBytesOf(p * QuantPanel.Rows, QuantPanel.Rows);
@@ -187,6 +189,11 @@ internal sealed unsafe class CpuWeight : DeviceWeight
             if (StoredType == DType.Q5_0)
             {
                 Q5_0Pairs.ToQ8_0(rows, widened, PairCodeOffset);
+                Q8_0Panels.Repack(widened, Cols, panel);
+            }
+            else if (StoredType == DType.IQ4_NL)
+            {
+                WidenedBlocks.WidenIq4_NLToQ8_0(rows, widened);
                 Q8_0Panels.Repack(widened, Cols, panel);
             }
             else if (StoredType == DType.Q8_0)

@@ -77,9 +77,9 @@ internal static unsafe class KernelStreaming
             {
                 // By any type's name (DTypes.TryParse knows only the types QwenSharp writes), of those with a decode kernel here.
                 DType? named = Enum.GetValues<DType>().Where(t => DTypes.Name(t).Equals(name, StringComparison.OrdinalIgnoreCase)).Cast<DType?>().FirstOrDefault();
-                DType type = named is DType.Q2_K or DType.Q3_K or DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
+                DType type = named is DType.Q2_K or DType.Q3_K or DType.Q8_0 or DType.Q4_0 or DType.IQ4_NL or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS or DType.BF16 or DType.F16
                     ? named.Value
-                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, q5_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
+                    : throw new ArgumentException($"--type {name}: expected q8_0, q4_0, iq4_nl, q5_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16 or f16");
                 int width = cols ?? (DTypes.BlockValues(type) == 256 ? 1536 : 896);
                 if (width % DTypes.BlockValues(type) != 0 || width > MaximumWidth)
                 {
@@ -181,7 +181,7 @@ internal static unsafe class KernelStreaming
         {
             random.NextBytes(blocks);
             int blockBytes = DTypes.BlockBytes(type);
-            ushort scale = type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
+            ushort scale = type is DType.Q8_0 or DType.Q4_0 or DType.IQ4_NL or DType.Q5_0 ? (ushort)0x2000 : (ushort)0x3C00;    // 2^-7 and 1: normal f16
             int scaleAt = type switch { DType.Q6_K => 208, DType.Q2_K => 80, DType.Q3_K => 108, _ => 0 };
             for (int b = 0; b < blocks.Length; b += blockBytes)
             {
@@ -227,7 +227,7 @@ internal static unsafe class KernelStreaming
 
                 Q5_0Pairs.Repack(weights.ToArray(), weights);
                 return InChunks(rows, (r, count) => Q5_0PairKernel.DotRows(path, RowsAt(r, count), count, q8Five.Row(0), y.AsSpan(r, count)));
-            case DType.Q8_0 or DType.Q4_0:
+            case DType.Q8_0 or DType.Q4_0 or DType.IQ4_NL:
                 var q8 = new Q8Activations();
                 q8.Quantize(x, 1, cols, path);
                 return InChunks(rows, (r, count) => Q8IntegerKernel.DotRows(path, type, RowsAt(r, count), count, q8.Row(0), y.AsSpan(r, count)));

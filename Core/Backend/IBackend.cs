@@ -28,6 +28,13 @@ public interface IBackend : IDisposable
     /// <summary>Bytes of memory <see cref="Upload"/> takes for <paramref name="tensor"/> (for <see cref="CheckWeightMemory"/>): its stored bytes unless it is stored again in another type.</summary>
     long UploadBytes(TensorView tensor) => tensor.ByteLength;
 
+    /// <summary>
+    /// The type <see cref="Upload"/> multiplies a matrix stored as <paramref name="stored"/>, of <paramref name="rows"/> ×
+    /// <paramref name="cols"/>, as: a wider type that holds every value where the backend has no kernel for the stored one
+    /// (<see cref="Widening"/>), else the stored type. For the load note.
+    /// </summary>
+    DType MultipliesAs(DType stored, long rows, long cols) => Widening.Target(stored) ?? stored;
+
     /// <summary>Makes a stored weight ready: wrap, repack or upload. Matrices are [out, in]; vectors one row.</summary>
     DeviceWeight Upload(TensorView tensor);
 

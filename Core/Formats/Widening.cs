@@ -5,7 +5,8 @@ namespace QwenSharp.Formats;
 /// the same float operations: dequantizing the wider block gives the stored one's values bit for bit): Q5_0 and IQ4_NL as
 /// Q8_0. Each backend stores such a matrix again at upload (<see cref="Numerics.LegacyQuantBlocks"/>,
 /// <see cref="Numerics.WidenedBlocks"/>), where it then reads the wider type's bytes. (A CPU with GFNI and AVX-VNNI keeps
-/// Q5_0's bytes instead, its blocks rearranged in pairs: the CPU backend's <c>Q5_0Pairs</c>.) (Q3_K was stored again as Q6_K, at
+/// Q5_0's bytes instead, its blocks rearranged in pairs: the CPU backend's <c>Q5_0Pairs</c>; one with AVX-VNNI keeps
+/// IQ4_NL's as stored: <c>Iq4NlRows</c>. <see cref="Backend.IBackend.MultipliesAs"/> says which.) (Q3_K was stored again as Q6_K, at
 /// 210 bytes a super-block for 110, until the CPU's kernels and the GPU's shaders read it as stored.)
 /// </summary>
 public static class Widening

@@ -354,7 +354,7 @@ public sealed class Qwen2Model : IDisposable
             {
                 model.FileTensorTypes = gguf.StoredTypes;
                 model.FileParts = gguf.File.PartPaths;
-                model.LoadNote = GgufLoadNote(gguf) is string note ? (model.LoadNote is null ? note : $"{model.LoadNote}; {note}") : model.LoadNote;
+                model.LoadNote = GgufLoadNote(gguf, model.MultipliesAs) is string note ? (model.LoadNote is null ? note : $"{model.LoadNote}; {note}") : model.LoadNote;
             }
 
             return model;
@@ -409,8 +409,18 @@ public sealed class Qwen2Model : IDisposable
     /// <summary>What the caller should know about how the weights were loaded (layers fitted on a GPU, GGUF types converted at load), or null.</summary>
     public string? LoadNote { get; private set; }
 
+    /// <summary>
+    /// The type a matrix stored as <paramref name="stored"/> is multiplied as (<see cref="IBackend.MultipliesAs"/>): a wider
+    /// one where the backend that holds the layers, or the device that holds some, widens it.
+    /// </summary>
+    private DType MultipliesAs(DType stored, long rows, long cols)
+    {
+        DType onHost = Backend.MultipliesAs(stored, rows, cols);
+        return onHost != stored || _offload is null ? onHost : _offload.MultipliesAs(stored, rows, cols);
+    }
+
     /// <summary>What a GGUF file's load changed: tensors dequantized and quantized again, and those stored again without loss (at load or by the backend); null for neither.</summary>
-    private static string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf)
+    private static string? GgufLoadNote(Formats.Gguf.GgufCheckpoint gguf, Func<DType, long, long, DType> multipliesAs)
     {
         static string Counts(IReadOnlyDictionary<string, int> counts) =>
             string.Join(", ", counts.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
@@ -425,9 +435,9 @@ public sealed class Qwen2Model : IDisposable
             notes.Add($"matrices of types without kernels yet were stored again at load as a type that holds every value ({Counts(gguf.Restored)}), at that type's speed and size");
         }
 
-        if (gguf.Widenings.Count > 0)
+        if (gguf.Widenings(multipliesAs) is { Count: > 0 } widenings)
         {
-            notes.Add($"matrices of types without kernels yet are multiplied as a wider type that holds every value ({Counts(gguf.Widenings)}), at that type's speed and size");
+            notes.Add($"matrices of types without kernels here are multiplied as a wider type that holds every value ({Counts(widenings)}), at that type's speed and size");
         }
 
         return notes.Count == 0 ? null : $"{gguf.Description}: {string.Join("; ", notes)}";

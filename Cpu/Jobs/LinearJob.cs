@@ -190,7 +190,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
 
         if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.PanelType))
         {
-            if (weight.StoredType is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 && !_q8Ready)
+            if (weight.StoredType is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.IQ4_NL && !_q8Ready)
             {
                 // A long prompt's rows are quantized by all threads (QuantizeFirst) before the products; a few here.
                 _q8.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
@@ -265,7 +265,7 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
     /// Decided here, on the thread that builds the job, so that a test's <see cref="PanelDecode.Assume"/> holds for the workers.
     /// </summary>
     private bool ReadsPanels(CpuWeight weight) =>
-        weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0 or DType.Q5_0
+        weight.Repacked && weight.StoredType is DType.Q4_0 or DType.Q4_K or DType.Q8_0 or DType.Q5_0 or DType.IQ4_NL
         && (PanelDecode.Pays(path, weight.StoredType) || (_tokens >= MatMul.RepackedPanelTokens && !(RowsAsAlone && _tokens <= MatMul.RowDotTokens)));
 
     /// <summary>Tokens [first, end)'s block sums (<see cref="_sums"/>), their activations already quantized where they come from codes.</summary>
@@ -328,12 +328,12 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 break;
             case DType.F16 when weight.FiniteF16: MatMul.Rows<F16FiniteLoad>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
             case DType.F16: MatMul.Rows<F16Load>(path, rows, k, n, x, blocks, _tokens, bias, y, start, end, panel); break;
-            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 or DType.Q5_0 when product.Panels:
+            case DType.Q4_0 or DType.Q4_K or DType.Q8_0 or DType.Q5_0 or DType.IQ4_NL when product.Panels:
                 MatMul.RepackedRows(path, weight.PanelType, weight.PanelBytesOf(start, end - start), k, n,
                     weight.StoredType != DType.Q4_K ? _q8 : null, weight.StoredType == DType.Q4_K ? _q8k : null, _tokens, bias, y, start, end, weight.PanelScales);
                 break;
             case DType.Q5_0: MatMul.Q5_0PairRows(path, rows, n, _q8, _tokens, bias, y, start, end, offset: weight.PairCodeOffset != 0); break;
-            case DType.Q4_0: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
+            case DType.Q4_0 or DType.IQ4_NL: MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, _q8, _tokens, bias, y, start, end, panel); break;
             case DType.Q8_0:
                 MatMul.Q8Rows(path, weight.StoredType, rows, k, n, blocks, MatMul.ReadsTokenBlocks(path, DType.Q8_0, _tokens) ? null : _q8,
                     _tokens, bias, y, start, end, panel);

@@ -200,8 +200,8 @@ internal static class MatMul
     public static int PanelScratchFloats(int inFeatures) => F32Panel.Floats(inFeatures) + (PanelRows * inFeatures);
 
     /// <summary>
-    /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights: a few tokens (given as <paramref name="quantized"/> Q8_0 rows) dot
-    /// each row of blocks in integers; more tokens multiply integer panels (<see cref="QuantPanel"/>; Q8_0 only with
+    /// <see cref="Rows{TW}"/> for Q8_0 and Q4_0 weights (and IQ4_NL's, a few tokens only): a few tokens (given as
+    /// <paramref name="quantized"/> Q8_0 rows) dot each row of blocks in integers; more tokens multiply integer panels (<see cref="QuantPanel"/>; Q8_0 only with
     /// AVX-VNNI, see <see cref="QuantPanel.MultipliesInIntegers"/>), or without quantized activations dequantize a panel
     /// of rows to f32 once and reuse it for every block of tokens (<paramref name="xBlocks"/>). Q8_0's panels on the Intel Xeon: a 128-token prefill of the 0.5B
     /// shape 85.7 → 224.9 tokens/s on one thread (f32 panels against integers).
@@ -210,7 +210,7 @@ internal static class MatMul
     public static void Q8Rows(KernelPath path, Formats.DType type, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures,
         ReadOnlySpan<float> xBlocks, Q8Activations? quantized, int tokens, ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
     {
-        if (quantized is not null && tokens > RowDotTokens)
+        if (quantized is not null && tokens > RowDotTokens && type != Formats.DType.IQ4_NL)
         {
             // Prefill: panels of interleaved integer codes, as the k-quants' (Q8_0 only where QuantPanel.MultipliesInIntegers).
             QuantizedPanels(path, type, weights, inFeatures, outFeatures, quantized, null, tokens, bias, y, rowStart, rowEnd, panel);
@@ -232,9 +232,10 @@ internal static class MatMul
 
         if (quantized is not null)
         {
-            // Q8_0 at decode: two tokens per pass over the rows (each token's sums bit for bit its sums alone).
+            // Q8_0 at decode: two tokens per pass over the rows (each token's sums bit for bit its sums alone). IQ4_NL token by
+            // token (more than one only where each must get its own bits: else its Q8_0 panels, made at load, serve them).
             int t = 0;
-            for (; t + 2 <= tokens; t += 2)
+            for (; type == Formats.DType.Q8_0 && t + 2 <= tokens; t += 2)
             {
                 Span<float> first = y.Slice((t * outFeatures) + rowStart, rowEnd - rowStart), second = y.Slice(((t + 1) * outFeatures) + rowStart, rowEnd - rowStart);
                 Q8IntegerKernel.DotRowsTwoTokens(path, weights, rowEnd - rowStart, quantized.Row(t), quantized.Row(t + 1), first, second);

@@ -51,7 +51,7 @@ internal static class Prefetch
     /// </summary>
     public static bool InDecode(DType type) => type switch
     {
-        DType.BF16 or DType.F16 or DType.Q4_0 => ThreadOverride<Switch>.Or(s_environment ?? !s_leanDecode),
+        DType.BF16 or DType.F16 or DType.Q4_0 or DType.IQ4_NL => ThreadOverride<Switch>.Or(s_environment ?? !s_leanDecode),
         DType.F32 or DType.Q8_0 => ThreadOverride<Switch>.Or(s_environment ?? true),
         _ => true,
     };

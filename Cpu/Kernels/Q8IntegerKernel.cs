@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using QwenSharp.Formats;
+using QwenSharp.Numerics;
 
 namespace QwenSharp.Cpu.Kernels;
 
@@ -44,7 +45,7 @@ internal static class Q8IntegerKernel
     {
         int blocks = x.Codes.Length / Values;
         int rowBytes = blocks * (type == DType.Q8_0 ? Q8_0Bytes : Q4_0Bytes);
-        if (type is not (DType.Q8_0 or DType.Q4_0) || rows.Length < (long)count * rowBytes || results.Length < count)
+        if (type is not (DType.Q8_0 or DType.Q4_0 or DType.IQ4_NL) || rows.Length < (long)count * rowBytes || results.Length < count)
         {
             throw new ArgumentException($"{count} {type} rows of {blocks} blocks need {(long)count * rowBytes} bytes and {count} results; got {rows.Length} and {results.Length}");
         }
@@ -103,6 +104,17 @@ internal static class Q8IntegerKernel
             else
             {
                 RowGroups.Run<Row<Q8_0Block<PairSums>, TPrefetch>>(ref w, rowBytes, count, operands, ref y);
+            }
+        }
+        else if (type == DType.IQ4_NL)
+        {
+            if (vnni)
+            {
+                Rows<Iq4NlBlock<Vnni>, TPrefetch>(ref w, rowBytes, count, operands, ref y);
+            }
+            else
+            {
+                Rows<Iq4NlBlock<PairSums>, TPrefetch>(ref w, rowBytes, count, operands, ref y);
             }
         }
         else if (vnni)
@@ -273,7 +285,10 @@ internal static class Q8IntegerKernel
         return (sumsA.GetLower() + sumsA.GetUpper(), sumsB.GetLower() + sumsB.GetUpper());
     }
 
-    /// <summary>Weight code j of a block: Q8_0's int8, or Q4_0's nibble less 8 (low nibbles are values 0-15, high 16-31).</summary>
+    /// <summary>
+    /// Weight code j of a block: Q8_0's int8, Q4_0's nibble less 8, or IQ4_NL's nibble's value in its table (low nibbles are
+    /// values 0-15, high 16-31).
+    /// </summary>
     private static int Code(DType type, ref byte block, int j)
     {
         if (type == DType.Q8_0)
@@ -282,7 +297,8 @@ internal static class Q8IntegerKernel
         }
 
         byte packed = Unsafe.Add(ref block, 2 + (j % 16));
-        return (j < 16 ? packed & 0xF : packed >> 4) - 8;
+        int nibble = j < 16 ? packed & 0xF : packed >> 4;
+        return type == DType.IQ4_NL ? Iq4XsBlocks.NonLinearValues[nibble] : nibble - 8;
     }
 
     /// <summary>The reference: Σ_b d_w d_x Σ_j w_j x_j, block by block in order.</summary>
@@ -739,6 +755,41 @@ internal static class Q8IntegerKernel
         public static Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split) => TDot.TakesWholeBytes ? sums * split.Unscale : sums;
     }
 
+    /// <summary>
+    /// IQ4_NL: Q4_0's layout (an f16 scale, 16 bytes of nibbles), each nibble an index into a table of 16 int8 values
+    /// (<see cref="Iq4XsBlocks.NonLinearValues"/>), looked up by one vpshufb per block. With vpdpbusd the table + 128 goes in
+    /// as unsigned bytes (1..241, which it multiplies exactly) and the product starts from the activations' -128 × Σ lanes
+    /// (Q4_0's offsets × 16); vpmaddubsw's 16-bit pairs would saturate there, so without it the values' signs move onto the
+    /// activations, as Q8_0's do.
+    /// </summary>
+    private readonly struct Iq4NlBlock<TDot> : IBlockProduct
+        where TDot : IByteDot
+    {
+        public static int Bytes => Q4_0Bytes;
+
+        public static bool UsesOffsets => TDot.TakesWholeBytes;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static unsafe Vector256<int> Product(ref byte block, Vector256<sbyte> codes, Vector256<int> start, NibbleSplit split)
+        {
+            Vector256<uint> packed = Avx2.BroadcastVector128ToVector256((byte*)Unsafe.AsPointer(ref Unsafe.Add(ref block, 2))).AsUInt32();
+            Vector256<sbyte> nibbles = (Avx2.ShiftRightLogicalVariable(packed, split.Shifts).AsByte() & split.Low).AsSByte();
+            if (TDot.TakesWholeBytes)
+            {
+                return TDot.Dot(start, Avx2.Shuffle(split.NonLinearUnsigned, nibbles).AsByte(), codes);
+            }
+
+            Vector256<sbyte> w = Avx2.Shuffle(split.NonLinear, nibbles);
+            return TDot.Dot(start, Avx2.Abs(w), Avx2.Sign(codes, w));
+        }
+
+        /// <summary>-128 × Σ lanes: Q4_0's offsets (-8 × Σ) × 16.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Offsets(Vector256<int> offsets, NibbleSplit split) => offsets << 4;
+
+        public static Vector256<float> Unscaled(Vector256<float> sums, NibbleSplit split) => sums;
+    }
+
     private readonly struct Row<TBlock, TPrefetch> : IRowPairKernel
         where TBlock : IBlockProduct
         where TPrefetch : struct, IPrefetchChoice
@@ -765,16 +816,22 @@ internal static class Q8IntegerKernel
         /// <summary>1 for the lower four lanes, 1/16 for the upper four.</summary>
         public readonly Vector256<float> Unscale;
 
-        private NibbleSplit(Vector256<uint> shifts, Vector256<byte> low, Vector256<byte> inPlace, Vector256<float> unscale)
+        /// <summary>IQ4_NL's table of 16 values in each 128-bit lane (for vpshufb), as int8 and + 128 as unsigned bytes (1..241).</summary>
+        public readonly Vector256<sbyte> NonLinear, NonLinearUnsigned;
+
+        private NibbleSplit(Vector256<uint> shifts, Vector256<byte> low, Vector256<byte> inPlace, Vector256<float> unscale, Vector256<sbyte> nonLinear)
         {
             Shifts = shifts;
             Low = low;
             InPlace = inPlace;
             Unscale = unscale;
+            NonLinear = nonLinear;
+            NonLinearUnsigned = nonLinear ^ Vector256.Create(sbyte.MinValue);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static NibbleSplit Create() => new(Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4), Vector256.Create((byte)0x0F),
-            Vector256.Create(Vector128.Create((byte)0x0F), Vector128.Create((byte)0xF0)), Vector256.Create(1f, 1, 1, 1, 1f / 16, 1f / 16, 1f / 16, 1f / 16));
+            Vector256.Create(Vector128.Create((byte)0x0F), Vector128.Create((byte)0xF0)), Vector256.Create(1f, 1, 1, 1, 1f / 16, 1f / 16, 1f / 16, 1f / 16),
+            Vector256.Create(Vector128.Create(Iq4XsBlocks.NonLinearValues)));
     }
 }

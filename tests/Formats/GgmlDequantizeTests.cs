@@ -242,9 +242,21 @@ public sealed class GgmlDequantizeTests
         float[][] mine = Model.ReferenceModelTests.AllPositionLogits(model, ids);
         if (type == LLamaFtype.MOSTLY_IQ4_NL)
         {
-            // Stored again without loss, and the command line says so (nothing dequantized).
-            Assert.Contains("IQ4_NL -> Q8_0", model.LoadNote, StringComparison.Ordinal);
-            Assert.DoesNotContain("dequantized", model.LoadNote, StringComparison.Ordinal);
+            // Multiplied as stored where the CPU has vpdpbusd (a decode step reads the file's bytes, and no note of it), else
+            // stored again as Q8_0 without loss, and the command line says so; nothing dequantized either way.
+            if (Iq4NlRows.Pays(KernelPaths.Default))
+            {
+                Assert.DoesNotContain("IQ4_NL", model.LoadNote ?? "", StringComparison.Ordinal);
+                GgufTensorInfo[] read = [.. ours.Tensors.Values.Where(t => t.Shape.Length == 2 && t.Name != "token_embd.weight")];
+                Assert.Contains(read, t => t.Type == (int)GgmlType.IQ4_NL);
+                Assert.Equal(read.Sum(t => t.ByteLength), model.DecodeStepBytes);
+            }
+            else
+            {
+                Assert.Contains("IQ4_NL -> Q8_0", model.LoadNote, StringComparison.Ordinal);
+            }
+
+            Assert.DoesNotContain("dequantized", model.LoadNote ?? "", StringComparison.Ordinal);
         }
 
         if (type == LLamaFtype.MOSTLY_Q3_K_M)
@@ -259,7 +271,8 @@ public sealed class GgmlDequantizeTests
         for (int p = 0; p < ids.Length; p++)
         {
             // llama.cpp multiplies with its activations rounded to 8 bits; so do we, every type holding the file's values
-            // (Q5_0 and IQ4_NL widened to Q8_0, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q2_K, Q3_K and IQ4_XS as stored).
+            // (Q5_0 in pairs or widened to Q8_0, IQ4_NL as stored or widened, Q4_1 and Q5_1 as Q8_0 codes and minimums, Q2_K,
+            // Q3_K and IQ4_XS as stored).
             double scale = mine[p].Max(Math.Abs), error = mine[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
             Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}: llama.cpp's logits differ from ours by {error:E3} (logits up to {scale:F3}); types {string.Join(", ", seen)}");
         }
@@ -293,6 +306,31 @@ public sealed class GgmlDequantizeTests
                     Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, one token per step, {(pairs ? "paired" : "as stored")}: llama.cpp's logits differ from ours by {error:E3}");
                 }
             }
+        }
+
+        if (seen.Contains("IQ4_NL"))
+        {
+            // IQ4_NL (IQ4_NL files; IQ4_XS, Q3_K_M and Q2_K ones where rows are not whole super-blocks) both as stored (where the
+            // CPU has vpdpbusd: Iq4NlRows) and widened to Q8_0, prompt and one token a step, each within the same bound.
+            var stepBytes = new Dictionary<bool, long>();
+            foreach (bool asStored in Iq4NlRows.Pays(KernelPaths.Default) ? new[] { true, false } : [false])
+            {
+                using ThreadOverride<Iq4NlRows.Switch>.Scope choice = Iq4NlRows.Assume(asStored);
+                using IBackend iq4Backend = TestBackends.Create("cpu");
+                using Qwen2Model iq4Model = Qwen2Model.Load(quantized, iq4Backend);
+                stepBytes[asStored] = iq4Model.DecodeStepBytes;
+                foreach (float[][] logits in new[] { Model.ReferenceModelTests.AllPositionLogits(iq4Model, ids), Model.ReferenceModelTests.OneTokenPerStepLogits(iq4Model, ids) })
+                {
+                    for (int p = 0; p < ids.Length; p++)
+                    {
+                        double scale = logits[p].Max(Math.Abs), error = logits[p].Zip(llama[p], (a, b) => (double)Math.Abs(a - b)).Max();
+                        Assert.True(error <= 5e-2 * Math.Max(1, scale), $"{type} position {p}, IQ4_NL {(asStored ? "as stored" : "widened")}: llama.cpp's logits differ from ours by {error:E3}");
+                    }
+                }
+            }
+
+            // As stored, a step reads 18 bytes a block of those matrices against Q8_0's 34.
+            Assert.True(!stepBytes.ContainsKey(true) || stepBytes[true] < stepBytes[false], $"decode step bytes as stored {stepBytes.GetValueOrDefault(true)}, widened {stepBytes[false]}");
         }
 
         // The GPU (Q4_0 and the k-quants, Q3_K included, read as stored, each value widened to f32 in its shaders) within the same bound of llama.cpp.

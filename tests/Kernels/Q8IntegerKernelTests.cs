@@ -5,8 +5,8 @@ using QwenSharp.Numerics;
 namespace QwenSharp.Tests.Kernels;
 
 /// <summary>
-/// The Q8_0 and Q4_0 integer dot products on every kernel path against the formats' dequantization (Q8_0Blocks,
-/// LegacyQuantBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_0 activations, dotted in
+/// The Q8_0, Q4_0 and IQ4_NL integer dot products on every kernel path against the formats' dequantization (Q8_0Blocks,
+/// LegacyQuantBlocks, WidenedBlocks: tested bit for bit against llama.cpp in GgmlDequantizeTests) and the Q8_0 activations, dotted in
 /// double; and the activations' quantization against ggml's definition.
 /// </summary>
 public sealed class Q8IntegerKernelTests
@@ -18,6 +18,7 @@ public sealed class Q8IntegerKernelTests
         {
             data.Add(path, DType.Q8_0);
             data.Add(path, DType.Q4_0);
+            data.Add(path, DType.IQ4_NL);
         }
 
         return data;
@@ -41,7 +42,15 @@ public sealed class Q8IntegerKernelTests
     private static double Expected(DType type, byte[] row, Q8Row x, out double magnitude)
     {
         var w = new float[x.Codes.Length];
-        QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
+        if (type == DType.IQ4_NL)
+        {
+            WidenedBlocks.DequantizeIq4_NL(row, w);
+        }
+        else
+        {
+            QuantizedRows.Dequantize(KernelPath.Scalar, type, row, w);
+        }
+
         return DotInDouble(w, x, out magnitude);
     }
 
@@ -80,6 +89,35 @@ public sealed class Q8IntegerKernelTests
     }
 
     [Theory]
+    [MemberData(nameof(Paths))]
+    public void Iq4_nl_at_its_table_ends_against_full_activations_sums_exactly(KernelPath path)
+    {
+        // Every value -127 (nibble 0) or 113 (nibble 15) against activations of ±127: where vpmaddubsw's 16-bit pairs would
+        // saturate on the table + 128 (241 × 127 × 2), and the largest sums vpdpbusd's lanes take. Integers exact, so the
+        // one rounding left is the scales' product.
+        const int blocks = 4;
+        foreach (byte fill in new byte[] { 0x00, 0xFF, 0xF0 })
+        {
+            var row = new byte[blocks * 18];
+            for (int b = 0; b < blocks; b++)
+            {
+                BitConverter.TryWriteBytes(row.AsSpan(b * 18), HalfBits.FromSingle(0.25f));
+                row.AsSpan((b * 18) + 2, 16).Fill(fill);
+            }
+
+            float[] x = [.. Enumerable.Range(0, blocks * 32).Select(i => i % 3 == 0 ? -1f : 1f)];
+            var q8 = new Q8Activations();
+            q8.Quantize(x, 1, x.Length, path);
+            Assert.All(q8.Row(0).Codes.ToArray(), c => Assert.Equal(127, Math.Abs((int)c)));
+
+            float actual = Q8IntegerKernel.Dot(path, DType.IQ4_NL, row, q8.Row(0));
+
+            double expected = Expected(DType.IQ4_NL, row, q8.Row(0), out double magnitude);
+            Assert.True(Math.Abs(actual - expected) <= 1e-6 * magnitude, $"{path}, nibbles 0x{fill:X2}: {actual}, expected {expected}");
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(PathsAndTypes))]
     public void Rows_four_at_a_time_equal_one_at_a_time(KernelPath path, DType type)
     {
@@ -103,7 +141,7 @@ public sealed class Q8IntegerKernelTests
 
     public static TheoryData<KernelPath> Paths() => [.. KernelPaths.All];
 
-    public static TheoryData<DType> Types() => [DType.Q8_0, DType.Q4_0];
+    public static TheoryData<DType> Types() => [DType.Q8_0, DType.Q4_0, DType.IQ4_NL];
 
     [Theory]
     [MemberData(nameof(Types))]
@@ -118,7 +156,7 @@ public sealed class Q8IntegerKernelTests
             {
                 Q4_0_rows_against_many_tokens_equal_each_token_alone_bit_for_bit(KernelPath.Vector512);
             }
-            else
+            else if (type == DType.Q8_0)
             {
                 Q8_0_rows_against_two_tokens_equal_each_token_alone_bit_for_bit(KernelPath.Vector512);
             }

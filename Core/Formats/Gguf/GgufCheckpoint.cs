@@ -206,17 +206,21 @@ public sealed unsafe partial class GgufCheckpoint : ITensorSource
     public IReadOnlyDictionary<string, int> Restored => _restored;
 
     /// <summary>
-    /// The file's matrices a backend multiplies as a wider type that holds every value (<see cref="Widening"/>: IQ4_NL as
-    /// Q8_0, in Q2_K and Q3_K files) at nearly twice their bytes, by type: "IQ4_NL -> Q8_0" and how many, for the load note.
-    /// (Q5_0, Q4_K_M's everyday fallback, widens to Q8_0 too, and goes unmentioned.)
+    /// The file's matrices that <paramref name="multipliesAs"/> (a backend's answer for a stored type and shape, rows then
+    /// columns) multiplies as a wider type that holds every value (<see cref="Widening"/>: IQ4_NL as Q8_0, in IQ4_XS, Q2_K
+    /// and Q3_K files, on a CPU without vpdpbusd) at nearly twice their bytes, by type: "IQ4_NL -> Q8_0" and how many, for
+    /// the load note. (Q5_0, Q4_K_M's everyday fallback, widens to Q8_0 on some CPUs too, and goes unmentioned.)
     /// </summary>
-    public IReadOnlyDictionary<string, int> Widenings =>
-        _file.Tensors.Values
+    public IReadOnlyDictionary<string, int> Widenings(Func<DType, long, long, DType> multipliesAs)
+    {
+        ArgumentNullException.ThrowIfNull(multipliesAs);
+        return _file.Tensors.Values
             .Where(t => t.Shape.Length == 2)
-            .Select(t => GgmlTypes.TryGetDType(t.Type, out DType stored) && stored != DType.Q5_0 ? (Stored: stored, Wider: Widening.Target(stored)) : default)
-            .Where(w => w.Wider is not null)
-            .GroupBy(w => $"{DTypes.Name(w.Stored)} -> {DTypes.Name(w.Wider!.Value)}")
+            .Select(t => GgmlTypes.TryGetDType(t.Type, out DType stored) && stored != DType.Q5_0 ? (Stored: stored, As: multipliesAs(stored, t.Shape[0], t.Shape[1])) : default)
+            .Where(w => w.Stored != w.As)
+            .GroupBy(w => $"{DTypes.Name(w.Stored)} -> {DTypes.Name(w.As)}")
             .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+    }
 
     /// <summary>
     /// A tensor of a block type QwenSharp has no kernels for (Q8_K, the 1-3-bit i-quants; quantized vectors), stored again
