@@ -166,9 +166,10 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             scratch.EnsurePanel(MatMul.PanelScratchFloats(weight.Cols));
         }
 
-        // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0 and Q4_0),
-        // for every thread's integer products: at decode for every type, at any number of tokens for Q4_0, the k-quants and,
-        // with AVX-VNNI, Q8_0 (their products stay integer at prefill; Q8_0 without it widens panels of rows to f32).
+        // Block-quantized weights: the activations quantized once per job (Q8_K for the k-quants, Q8_0 for Q8_0, Q4_0, Q5_0,
+        // IQ4_NL, and IQ4_XS's prefill where it packs Q8_0 panels), for every thread's integer products: at decode for every
+        // type, at any number of tokens for Q4_0, the k-quants and, with AVX-VNNI, Q8_0 (their products stay integer at
+        // prefill; Q8_0 without it widens panels of rows to f32).
         if ((weight.StoredType is DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K || (weight.StoredType is DType.Q2_K or DType.IQ4_XS && _tokens <= MatMul.RowDotTokens)) && !_q8kReady)
         {
             // Q8_K for the k-quants at any number of tokens (QuantPanel at prefill); a long prompt's rows on all threads.
@@ -188,9 +189,10 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
             _q8k.PairCodes();
         }
 
-        if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.PanelType))
+        bool iq4XsPanels = weight.StoredType == DType.IQ4_XS && MatMul.Iq4XsInIntegerPanels(path, _tokens);
+        if (_tokens <= MatMul.RowDotTokens || QuantPanel.MultipliesInIntegers(path, weight.PanelType) || iq4XsPanels)
         {
-            if (weight.StoredType is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.IQ4_NL && !_q8Ready)
+            if ((weight.StoredType is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.IQ4_NL || iq4XsPanels) && !_q8Ready)
             {
                 // A long prompt's rows are quantized by all threads (QuantizeFirst) before the products; a few here.
                 _q8.Prepare(_tokens, weight.Cols, QuantPanel.PanelTokens(path, _tokens));
@@ -342,6 +344,11 @@ internal sealed class LinearJob(KernelPath path, WorkerScratch scratch) : Parall
                 MatMul.KQuantRows(path, weight.StoredType, weight.PairedRowBytesOf(start, end - start), k, n, blocks, _q8k, _tokens, bias, y, start, end, panel, weight.PairedLayout);
                 break;
             case DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K: MatMul.KQuantRows(path, weight.StoredType, rows, k, n, blocks, _q8kReady ? _q8k : null, _tokens, bias, y, start, end, panel); break;
+
+            // IQ4_XS at prefill where Q8_0's panels multiply in integers: Q8_0 panels packed from its rows at every step.
+            case DType.IQ4_XS when MatMul.Iq4XsInIntegerPanels(path, _tokens):
+                MatMul.Iq4XsPanels(path, rows, k, n, _q8, _tokens, bias, y, start, end, panel);
+                break;
 
             // Q2_K and IQ4_XS: integer rows at decode; a prefill's f32 panels (their integer panels are not built).
             case DType.Q2_K or DType.IQ4_XS:

@@ -50,7 +50,8 @@ internal static class MatMul
     {
         Formats.DType.BF16 or Formats.DType.F16 or Formats.DType.F32 => tokens > FloatRowDotTokens,
         Formats.DType.Q8_0 => tokens > RowDotTokens && !QuantPanel.MultipliesInIntegers(path, Formats.DType.Q8_0),
-        Formats.DType.Q2_K or Formats.DType.IQ4_XS => tokens > RowDotTokens,
+        Formats.DType.Q2_K => tokens > RowDotTokens,
+        Formats.DType.IQ4_XS => tokens > RowDotTokens && !Iq4XsInIntegerPanels(path, tokens),
         _ => false,
     };
 
@@ -366,6 +367,55 @@ internal static class MatMul
         }
 
         DequantizedPanels(path, type, weights, inFeatures, outFeatures, xBlocks, tokens, bias, y, rowStart, rowEnd, panel);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="tokens"/> tokens multiply IQ4_XS rows through Q8_0 panels packed from them at every step
+    /// (<see cref="Iq4XsPanels"/>) against Q8_0 activations: a prefill's, where Q8_0's panels multiply in integers (vpdpbusd).
+    /// Elsewhere, and for fewer, as the other k-quants without integer panels: f32 panels (<see cref="ReadsTokenBlocks"/>).
+    /// </summary>
+    public static bool Iq4XsInIntegerPanels(KernelPath path, int tokens) => tokens > RowDotTokens && QuantPanel.MultipliesInIntegers(path, Formats.DType.Q8_0);
+
+    /// <summary>
+    /// IQ4_XS rows for many tokens (<see cref="Iq4XsInIntegerPanels"/>): each panel of <see cref="QuantPanel.Rows"/> rows packed
+    /// as Q8_0's panels hold theirs (<see cref="Q8_0Panels.PackIq4Xs"/>: every value as stored, a scale per 32), then every
+    /// token's Q8_0 activations multiplied against it in integers, the next panel's rows prefetched. A panel past the rows'
+    /// end goes through <paramref name="partial"/> (16 × the tokens), so that its unused rows write nowhere. On the 2-core
+    /// Xeon an IQ4_XS 1.5B prefilled 512 tokens at 23.9 tokens/s with f32 panels.
+    /// </summary>
+    public static void Iq4XsPanels(KernelPath path, ReadOnlySpan<byte> weights, int inFeatures, int outFeatures, Q8Activations q8, int tokens,
+        ReadOnlySpan<float> bias, Span<float> y, int rowStart, int rowEnd, Span<float> panel)
+    {
+        int rowBytes = (int)Formats.DTypes.ByteLength(Formats.DType.IQ4_XS, inFeatures);
+        Span<byte> packed = MemoryMarshal.AsBytes(panel)[..Q8_0Panels.PanelBytes(inFeatures)];
+        for (int p = rowStart; p < rowEnd; p += QuantPanel.Rows)
+        {
+            int rows = Math.Min(QuantPanel.Rows, rowEnd - p);
+            ReadOnlySpan<byte> next = p + rows < rowEnd
+                ? weights.Slice((p + rows - rowStart) * rowBytes, Math.Min(QuantPanel.Rows, rowEnd - p - rows) * rowBytes)
+                : default;
+            Q8_0Panels.PackIq4Xs(weights.Slice((p - rowStart) * rowBytes, rows * rowBytes), rows, inFeatures, packed);
+            if (rows == QuantPanel.Rows)
+            {
+                QuantPanel.MultiplyRepackedQ8_0(path, packed, inFeatures, q8, y[p..], outFeatures, next);
+            }
+            else
+            {
+                float[] partial = System.Buffers.ArrayPool<float>.Shared.Rent(tokens * QuantPanel.Rows);
+                QuantPanel.MultiplyRepackedQ8_0(path, packed, inFeatures, q8, partial, QuantPanel.Rows);
+                for (int t = 0; t < tokens; t++)
+                {
+                    partial.AsSpan(t * QuantPanel.Rows, rows).CopyTo(y.Slice((t * outFeatures) + p, rows));
+                }
+
+                System.Buffers.ArrayPool<float>.Shared.Return(partial);
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                AddBias(y.Slice((t * outFeatures) + p, rows), bias, p);
+            }
+        }
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using QwenSharp.Formats;
 using QwenSharp.Numerics;
 
@@ -54,6 +55,55 @@ internal static class Q8_0Panels
                 {
                     // A signed code + 128 is its byte with the top bit flipped.
                     codes[(((j * 8) + q) * QuantPanel.Rows) + r] = BinaryPrimitives.ReadUInt32LittleEndian(block[(2 + (4 * q))..]) ^ 0x80808080;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> (at most <see cref="QuantPanel.Rows"/>) consecutive IQ4_XS rows of <paramref name="cols"/> values
+    /// (<see cref="Iq4XsBlocks"/>) as one panel of this layout, the rows past <paramref name="count"/> zero: each 32-value
+    /// sub-block a block whose codes are its table values (int8, + 128 as stored here) and whose scale is d × (ls − 32), exact
+    /// in f32 (an f16 times a 6-bit integer needs 17 bits). Every value as ggml dequantizes it, for a prefill's integer
+    /// products (IQ4_XS has no panels kept: packed at every step, as Q5_K's are, since Q8_0's form takes 2.1 times its bytes).
+    /// </summary>
+    public static void PackIq4Xs(ReadOnlySpan<byte> rows, int count, int cols, Span<byte> panel)
+    {
+        const int SuperBlock = Iq4XsBlocks.BlockValues;
+        int superBlocks = cols / SuperBlock, rowBytes = superBlocks * Iq4XsBlocks.BlockBytes;
+        if (cols % SuperBlock != 0 || count is < 1 or > QuantPanel.Rows || rows.Length < count * rowBytes || panel.Length != PanelBytes(cols))
+        {
+            throw new ArgumentException($"a Q8_0 panel of {count} IQ4_XS rows of {cols} values: {rows.Length} bytes in, {panel.Length} out");
+        }
+
+        Span<uint> codes = MemoryMarshal.Cast<byte, uint>(panel[..CodeBytes(cols)]);
+        Span<float> scales = MemoryMarshal.Cast<byte, float>(panel[CodeBytes(cols)..]);
+        if (count < QuantPanel.Rows)
+        {
+            panel.Clear();
+        }
+
+        // The table + 128 (the unsigned codes this layout holds), and the sub-block's 16 bytes' nibbles looked up by it.
+        Vector128<byte> table = Vector128.Create(Iq4XsBlocks.NonLinearValues).AsByte() ^ Vector128.Create((byte)0x80);
+        Span<byte> values = stackalloc byte[32];
+        for (int r = 0; r < count; r++)
+        {
+            for (int b = 0; b < superBlocks; b++)
+            {
+                ReadOnlySpan<byte> block = rows.Slice((r * rowBytes) + (b * Iq4XsBlocks.BlockBytes), Iq4XsBlocks.BlockBytes);
+                float d = HalfBits.ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(block));
+                for (int s = 0; s < 8; s++)
+                {
+                    int j = (b * 8) + s;
+                    scales[(j * QuantPanel.Rows) + r] = d * Iq4XsBlocks.SubBlockScale(block, s);
+                    var packed = Vector128.Create(block.Slice(8 + (16 * s), 16));
+                    Vector128.Shuffle(table, packed & Vector128.Create((byte)0x0F)).CopyTo(values);
+                    Vector128.Shuffle(table, Vector128.ShiftRightLogical(packed, 4)).CopyTo(values[16..]);
+                    ReadOnlySpan<uint> quads = MemoryMarshal.Cast<byte, uint>(values);
+                    for (int q = 0; q < 8; q++)
+                    {
+                        codes[(((j * 8) + q) * QuantPanel.Rows) + r] = quads[q];
+                    }
                 }
             }
         }

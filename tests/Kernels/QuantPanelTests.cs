@@ -13,7 +13,7 @@ public sealed class QuantPanelTests
 {
     public static TheoryData<KernelPath, DType> PathsAndTypes()
     {
-        // The k-quants' integer panels (Q3_K's in Q6_K's form; Q2_K and IQ4_XS have none: a prefill widens their rows to f32 panels).
+        // The k-quants' integer panels (Q3_K's in Q6_K's form; Q2_K has none, IQ4_XS packs into Q8_0's: Iq4XsPanelsTests).
         var data = new TheoryData<KernelPath, DType>();
         foreach (object[] row in KQuantKernelTests.PathsAndTypes().Where(row => (DType)row[1] is not (DType.IQ4_XS or DType.Q2_K)))
         {
