@@ -8,8 +8,8 @@ using QwenSharp.Numerics;
 namespace QwenSharp.Cpu.Kernels;
 
 /// <summary>
-/// Q8_0 and Q4_0 weights against activations quantized as Q8_0 (<see cref="Q8Activations"/>), as ggml's
-/// vec_dot_q8_0_q8_0 and vec_dot_q4_0_q8_0: per block of 32 the signed weight codes (Q4_0's nibbles less 8) times the
+/// Q8_0 and Q4_0 weights (and IQ4_NL's, Q4_0's layout with a table: <see cref="Iq4NlRows"/>) against activations quantized as
+/// Q8_0 (<see cref="Q8Activations"/>), as ggml's vec_dot_q8_0_q8_0 and vec_dot_q4_0_q8_0: per block of 32 the signed weight codes (Q4_0's nibbles less 8) times the
 /// activation codes, summed exactly in integers (the sign moved onto the activations so vpmaddubsw can multiply
 /// |w| by them, then vpmaddwd sums pairs to 32 bits), then one float multiply-add by the two scales into float vectors
 /// summed once per row. Against the kernel that widened Q8_0 codes to f32, this does half the work per block, and is
