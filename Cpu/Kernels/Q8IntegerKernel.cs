@@ -86,7 +86,7 @@ internal static class Q8IntegerKernel
     {
         if (type == DType.Q8_0)
         {
-            if (RowsApart.Pay(path))
+            if (RowsApart.PayQ8_0(path))
             {
                 if (vnni)
                 {
