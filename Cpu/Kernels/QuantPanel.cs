@@ -90,7 +90,14 @@ internal static partial class QuantPanel
     /// takes): Q3_K packs as Q6_K does, each code + 32 (28..35 of Q6_K's 0..63) under its sixteen groups' d × (sc - 32),
     /// so Q6_K's products multiply it.
     /// </summary>
-    public static DType PanelForm(DType type) => type == DType.Q3_K ? DType.Q6_K : type;
+    /// <remarks>IQ4_XS packs as Q8_0 does (<see cref="Q8_0Panels.PackIq4Xs"/>: each 32 values' d × (ls - 32) over the table's values),
+    /// so Q8_0's products multiply it against Q8_0 activations.</remarks>
+    public static DType PanelForm(DType type) => type switch
+    {
+        DType.Q3_K => DType.Q6_K,
+        DType.IQ4_XS => DType.Q8_0,
+        _ => type,
+    };
 
     /// <summary>
     /// Unpacks <paramref name="count"/> (at most <see cref="Rows"/>) consecutive rows of <paramref name="cols"/> values into
@@ -100,9 +107,16 @@ internal static partial class QuantPanel
     /// </summary>
     public static void Pack(KernelPath path, DType type, ReadOnlySpan<byte> rows, int count, int cols, Span<float> panel)
     {
-        if (type is not (DType.Q4_0 or DType.Q8_0 or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K))
+        if (type is not (DType.Q4_0 or DType.Q8_0 or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS))
         {
             throw new ArgumentException($"{type} has no integer panels", nameof(type));
+        }
+
+        if (type == DType.IQ4_XS)
+        {
+            // Q8_0's form: its codes and scales where a Q8_0 panel's lie (the mins after them go unread by Q8_0's products).
+            Q8_0Panels.PackIq4Xs(rows, count, cols, MemoryMarshal.AsBytes(panel)[..Q8_0Panels.PanelBytes(cols)]);
+            return;
         }
 
         int unit = UnitValues(type), blocks = cols / unit, blockBytes = DTypes.BlockBytes(type), rowBytes = blocks * blockBytes;
@@ -620,6 +634,7 @@ internal static partial class QuantPanel
     public static void Multiply(KernelPath path, DType type, ReadOnlySpan<float> panel, int count, int cols, Q8Activations x, Span<float> y, int yStride,
         ReadOnlySpan<byte> next = default)
     {
+        type = PanelForm(type);    // an IQ4_XS panel is a Q8_0 one
         Check(type is DType.Q4_0 or DType.Q8_0, type, panel, count, cols, x.Cols, x.Tokens, y, yStride);
         Multiply<Packed, CodeOffsets>(type == DType.Q8_0 && !MultipliesInIntegers(path, type) ? KernelPath.Scalar : path,
             Operands.Of(panel, cols, Q8Activations.BlockValues, Q8Activations.BlockValues, x.PanelTokens, x.AllCodes, x.ScalesByBlock,
