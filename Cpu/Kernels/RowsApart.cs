@@ -65,7 +65,7 @@ internal static class RowsApart
     /// Xeon (Emerald Rapids) one core streamed 512 MiB of 896-wide Q8_0 rows at 97-100% of a plain sum in pairs against 92%
     /// row by row, BF16 at 86% in pairs against 101-102%, F16 alike either way (<c>bench stream --rows-apart</c>, alternating).
     /// </summary>
-    private static readonly bool s_q8_0Pays512 = CpuIdentity.Vendor == "GenuineIntel" && System.Runtime.Intrinsics.X86.AvxVnni.IsSupported;
+    private static readonly bool s_q8_0Pays512 = CpuIdentity.IsIntelAvx512Vnni;
 
     /// <summary>Whether one-token decode on <paramref name="path"/> dots rows apart at once (see the class).</summary>
     public static bool Pay(KernelPath path) => path switch

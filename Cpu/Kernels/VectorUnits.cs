@@ -39,7 +39,7 @@ internal static class VectorUnits
     public static ThreadOverride<Switch>.Scope Assume(bool doubleRate) => ThreadOverride<Switch>.Set(doubleRate);
 
     private static bool Detect() =>
-        Avx512BW.IsSupported && (CpuIdentity.IsAmd ? CpuIdentity.Family >= 0x1A : CpuIdentity.Vendor == "GenuineIntel" && AvxVnni.IsSupported);
+        Avx512BW.IsSupported && ((CpuIdentity.IsAmd && CpuIdentity.Family >= 0x1A) || CpuIdentity.IsIntelAvx512Vnni);
 
     /// <summary>Names this switch's <see cref="ThreadOverride{TSwitch}"/>.</summary>
     internal readonly struct Switch
